@@ -1,0 +1,2 @@
+//! ballast-agent binary (work in progress).
+fn main() {}

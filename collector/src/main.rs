@@ -1,0 +1,2 @@
+//! ballast-collector binary (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Wire types exchanged between ballast-agent and ballast-collector (work in progress).

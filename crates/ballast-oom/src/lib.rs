@@ -1,0 +1,54 @@
+//! Reads Linux kernel OOM-killer reports out of any text and says what happened.
+//!
+//! This crate is pure: it takes bytes, returns data, does no I/O and never
+//! panics on input. It is what `ballast-agent explain` and the agent's capture
+//! paths run on guest output, which is hostile by assumption.
+//!
+//! 1. [`parse`] finds every OOM report in its input (raw dmesg, `dmesg -T`,
+//!    syslog, journalctl, `/dev/kmsg` records, pasted or mail-wrapped text) and
+//!    returns them as [`Report`]s plus [`Diagnostic`]s for what it skipped.
+//! 2. [`analyze`] computes, for one report, the figures a kernel memory expert
+//!    would (managed, reserved, accounted and unaccounted memory, watermarks)
+//!    and a [`Verdict`] with a plain-language explanation.
+//!
+//! What it is not: it does not read files or talk to hypervisors; host-side
+//! balloon figures come in through [`HostBalloon`] when the caller has them.
+
+mod analysis;
+mod fields;
+mod lines;
+mod prefix;
+mod report;
+mod scan;
+
+pub mod limits;
+
+pub use analysis::{analyze, Analysis, HostBalloon, Verdict, ZoneState};
+pub use report::{
+    Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
+};
+
+use serde::Serialize;
+
+/// Everything [`parse`] found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Parsed {
+    pub reports: Vec<Report>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Something in the input the parser noticed but could not use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// 1-based physical line number.
+    pub line: usize,
+    pub message: String,
+}
+
+/// Finds and parses every kernel OOM report in `input`.
+///
+/// Never fails and never panics: odd input yields fewer reports and more diagnostics.
+/// Memory use is bounded per report (see [`limits`]), whatever the input size.
+pub fn parse(input: &[u8]) -> Parsed {
+    scan::scan(input)
+}

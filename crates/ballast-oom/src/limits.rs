@@ -1,0 +1,18 @@
+//! Bounds that keep hostile input from costing unbounded memory or time.
+
+/// Longest logical kernel line the parser looks at; the rest of a longer line is skipped.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// A report stops after this many logical lines even if it never ended.
+pub const MAX_REPORT_LINES: usize = 20_000;
+/// Task-table rows kept per report (the largest by rss); every row is still counted.
+pub const MAX_STORED_TASKS: usize = 32;
+/// Zone lines kept per report.
+pub const MAX_ZONES: usize = 64;
+/// Memcg `memory.stat` entries kept per report.
+pub const MAX_MEMCG_STATS: usize = 128;
+/// Diagnostics kept per parse.
+pub const MAX_DIAGNOSTICS: usize = 1_000;
+/// Reports returned per parse; the rest are counted in a diagnostic.
+pub const MAX_REPORTS: usize = 100_000;
+/// Longest process or cgroup name kept (the kernel's comm is 15 bytes; cgroup paths are longer).
+pub const MAX_NAME_BYTES: usize = 512;

@@ -1,0 +1,1 @@
+//! Shared helpers for ballast's end-to-end tests.
