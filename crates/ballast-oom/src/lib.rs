@@ -15,6 +15,8 @@
 //! balloon figures come in through [`HostBalloon`] when the caller has them.
 
 mod analysis;
+mod builder;
+mod decode;
 mod fields;
 mod lines;
 mod prefix;
@@ -43,6 +45,38 @@ pub struct Diagnostic {
     /// 1-based physical line number.
     pub line: usize,
     pub message: String,
+}
+
+/// One report with its analysis: the shape `ballast-agent explain --json` prints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExplainedReport {
+    #[serde(flatten)]
+    pub report: Report,
+    pub analysis: Analysis,
+}
+
+/// Every report in an input, analyzed offline (no host figures).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Explanation {
+    pub reports: Vec<ExplainedReport>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses `input` and analyzes every report in it without host-side figures.
+pub fn explain(input: &[u8]) -> Explanation {
+    let parsed = parse(input);
+    let reports = parsed
+        .reports
+        .into_iter()
+        .map(|report| {
+            let analysis = analyze(&report, None);
+            ExplainedReport { report, analysis }
+        })
+        .collect();
+    Explanation {
+        reports,
+        diagnostics: parsed.diagnostics,
+    }
 }
 
 /// Finds and parses every kernel OOM report in `input`.

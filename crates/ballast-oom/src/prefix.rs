@@ -1,1 +1,496 @@
-//! (work in progress)
+//! Recognises and strips the log prefixes that tools put in front of kernel lines.
+//!
+//! Handled, alone or stacked (`<4>` then syslog then `[ 1.2]`, and so on):
+//! - priorities `<4>` and `/dev/kmsg` records `6,1234,5678,-;`
+//! - syslog `Jan  4 10:04:40 host kernel: ` and RFC 3339 `2024-01-04T10:04:40.1+00:00 host kernel: `
+//!   (journalctl `short`, `short-precise` and `short-iso` have the same shape)
+//! - raw dmesg `[ 123.456789] `, with an optional caller id `[T123]`/`[C1]`
+//! - `dmesg -T` `[Thu Jan  4 10:04:40 2018] `
+//! - journalctl `-o short-monotonic` `[ 123.456789] host kernel: `
+//! - `dmesg -x` facility/level `kern  :warn  : `
+//!
+//! A syslog line whose program is not `kernel` is foreign: another tool re-logging
+//! what the kernel said (kubelet, node-problem-detector). The parser never counts
+//! those as kernel lines.
+
+/// The shape of the outermost prefix, used to find where a joined line splits again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Family {
+    /// No prefix at all.
+    Bare,
+    /// A syslog or journal header (`Mon DD HH:MM:SS host prog:` or RFC 3339).
+    Syslog,
+    /// A dmesg monotonic stamp `[ 1.2]`.
+    Monotonic,
+    /// A `dmesg -T` stamp `[Thu Jan  4 10:04:40 2018]`.
+    Wallclock,
+    /// A `/dev/kmsg` record or `<N>` priority.
+    Kmsg,
+}
+
+/// What the prefix of one line said.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Prefix<'a> {
+    pub family: Family,
+    pub monotonic_secs: Option<f64>,
+    pub wallclock: Option<&'a [u8]>,
+    pub host: Option<&'a [u8]>,
+    /// Syslog program tag without `[pid]`, e.g. `kernel`.
+    pub program: Option<&'a [u8]>,
+}
+
+impl Prefix<'_> {
+    /// True when a syslog program other than the kernel wrote the line.
+    pub fn is_foreign(&self) -> bool {
+        match self.program {
+            Some(program) => !program.eq_ignore_ascii_case(b"kernel"),
+            None => false,
+        }
+    }
+}
+
+/// Splits `line` into its prefix and the kernel text after it.
+pub(crate) fn strip(line: &[u8]) -> (Prefix<'_>, &[u8]) {
+    let mut prefix = Prefix {
+        family: Family::Bare,
+        monotonic_secs: None,
+        wallclock: None,
+        host: None,
+        program: None,
+    };
+    let mut rest = trim_start(line);
+    // Each round strips one layer; six layers is more than any real tool stacks.
+    for _ in 0..6 {
+        if let Some(after) = strip_priority(rest) {
+            set_family(&mut prefix, Family::Kmsg);
+            rest = after;
+        } else if let Some((usec, after)) = strip_kmsg_record(rest) {
+            set_family(&mut prefix, Family::Kmsg);
+            prefix.monotonic_secs.get_or_insert(usec as f64 / 1e6);
+            rest = after;
+        } else if let Some((stamp, host, program, after)) = strip_syslog(rest) {
+            set_family(&mut prefix, Family::Syslog);
+            prefix.wallclock.get_or_insert(stamp);
+            prefix.host.get_or_insert(host);
+            prefix.program.get_or_insert(program);
+            rest = after;
+        } else if let Some((stamp, after)) = strip_wallclock_bracket(rest) {
+            set_family(&mut prefix, Family::Wallclock);
+            prefix.wallclock.get_or_insert(stamp);
+            rest = after;
+        } else if let Some((secs, after)) = strip_monotonic(rest) {
+            set_family(&mut prefix, Family::Monotonic);
+            prefix.monotonic_secs.get_or_insert(secs);
+            rest = after;
+            if let Some((host, program, after_tag)) = strip_host_kernel_tag(rest) {
+                prefix.host.get_or_insert(host);
+                prefix.program.get_or_insert(program);
+                rest = after_tag;
+            }
+        } else if let Some(after) = strip_dmesg_level(rest) {
+            rest = after;
+        } else if let Some(after) = rest.strip_prefix(b"kernel: ") {
+            prefix.program.get_or_insert(b"kernel");
+            rest = after;
+        } else if let Some(after) = strip_mail_quote(rest) {
+            rest = after;
+        } else if let Some((secs, after)) = strip_android(rest) {
+            set_family(&mut prefix, Family::Monotonic);
+            prefix.monotonic_secs.get_or_insert(secs);
+            rest = after;
+        } else {
+            break;
+        }
+    }
+    (prefix, rest)
+}
+
+/// Length of the prefix at the very start of `text` when it is of `family`, else None.
+///
+/// Used to find the next kernel line inside a joined line.
+pub(crate) fn prefix_len_if(text: &[u8], family: Family) -> Option<usize> {
+    let after = match family {
+        Family::Syslog => strip_syslog(text).map(|(_, _, _, after)| after),
+        Family::Monotonic => strip_monotonic(text).map(|(_, after)| after),
+        Family::Wallclock => strip_wallclock_bracket(text).map(|(_, after)| after),
+        Family::Kmsg => strip_priority(text).or_else(|| strip_kmsg_record(text).map(|(_, a)| a)),
+        Family::Bare => None,
+    }?;
+    Some(text.len() - after.len())
+}
+
+fn set_family(prefix: &mut Prefix<'_>, family: Family) {
+    if prefix.family == Family::Bare {
+        prefix.family = family;
+    }
+}
+
+pub(crate) fn trim_start(text: &[u8]) -> &[u8] {
+    let skip = text
+        .iter()
+        .take_while(|byte| byte.is_ascii_whitespace())
+        .count();
+    &text[skip..]
+}
+
+fn digits(text: &[u8]) -> usize {
+    text.iter().take_while(|byte| byte.is_ascii_digit()).count()
+}
+
+fn spaces(text: &[u8]) -> usize {
+    text.iter().take_while(|byte| **byte == b' ').count()
+}
+
+/// `<4>`: a printk priority, 1 to 3 digits.
+fn strip_priority(text: &[u8]) -> Option<&[u8]> {
+    let rest = text.strip_prefix(b"<")?;
+    let n = digits(rest);
+    if n == 0 || n > 3 {
+        return None;
+    }
+    rest[n..].strip_prefix(b">")
+}
+
+/// `6,1234,5678,-;`: a `/dev/kmsg` record header (priority, sequence, microseconds, flags).
+fn strip_kmsg_record(text: &[u8]) -> Option<(u64, &[u8])> {
+    let mut rest = text;
+    let mut usec = 0;
+    for field in 0..3 {
+        let n = digits(rest);
+        if n == 0 || n > 20 {
+            return None;
+        }
+        if field == 2 {
+            usec = parse_u64(&rest[..n])?;
+        }
+        rest = rest[n..].strip_prefix(b",")?;
+    }
+    let flags_len = rest
+        .iter()
+        .take(8)
+        .take_while(|byte| **byte != b';')
+        .count();
+    let after = rest.get(flags_len..)?.strip_prefix(b";")?;
+    Some((usec, after))
+}
+
+/// `[ 123.456789]` (+ optional caller id `[T123]`) and one space.
+fn strip_monotonic(text: &[u8]) -> Option<(f64, &[u8])> {
+    let rest = text.strip_prefix(b"[")?;
+    let rest = &rest[spaces(rest)..];
+    let int_len = digits(rest);
+    if int_len == 0 || int_len > 12 {
+        return None;
+    }
+    let frac = rest[int_len..].strip_prefix(b".")?;
+    let frac_len = digits(frac);
+    if frac_len == 0 || frac_len > 9 {
+        return None;
+    }
+    let number = &rest[..int_len + 1 + frac_len];
+    let mut after = frac[frac_len..].strip_prefix(b"]")?;
+    if let Some(caller) = strip_caller_id(after) {
+        after = caller;
+    }
+    let secs = std::str::from_utf8(number).ok()?.parse::<f64>().ok()?;
+    Some((secs, after.strip_prefix(b" ").unwrap_or(after)))
+}
+
+/// `[T10579]` or `[C1]` right after the time stamp.
+fn strip_caller_id(text: &[u8]) -> Option<&[u8]> {
+    let rest = text.strip_prefix(b"[")?;
+    let rest = rest
+        .strip_prefix(b"T")
+        .or_else(|| rest.strip_prefix(b"C"))?;
+    let rest = &rest[spaces(rest)..];
+    let n = digits(rest);
+    if n == 0 || n > 10 {
+        return None;
+    }
+    rest[n..].strip_prefix(b"]")
+}
+
+/// `[Thu Jan  4 10:04:40 2018]` and one space.
+fn strip_wallclock_bracket(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = text.strip_prefix(b"[")?;
+    if !is_word3(rest) || rest.get(3) != Some(&b' ') {
+        return None;
+    }
+    let (_, after_date) = month_day_time(&rest[4..])?;
+    let after_space = after_date.strip_prefix(b" ")?;
+    let year_len = digits(after_space);
+    if year_len != 4 {
+        return None;
+    }
+    let after = after_space[4..].strip_prefix(b"]")?;
+    let stamp = &rest[..rest.len() - after.len() - 1];
+    Some((stamp, after.strip_prefix(b" ").unwrap_or(after)))
+}
+
+/// A syslog/journal header: time stamp, host, program tag with optional `[pid]`, colon, space.
+fn strip_syslog(text: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
+    let after_stamp = match month_day_time(text) {
+        Some((_, after)) => after,
+        None => rfc3339(text)?,
+    };
+    let stamp = &text[..text.len() - after_stamp.len()];
+    let rest = after_stamp.strip_prefix(b" ")?;
+    let rest = &rest[spaces(rest)..];
+    let host_len = rest
+        .iter()
+        .take(255)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    if host_len == 0 {
+        return None;
+    }
+    let host = &rest[..host_len];
+    let rest = rest[host_len..].strip_prefix(b" ")?;
+    let (program, after) = program_tag(rest)?;
+    Some((stamp, host, program, after))
+}
+
+/// `host kernel: ` after a short-monotonic stamp (journalctl).
+fn strip_host_kernel_tag(text: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let host_len = text
+        .iter()
+        .take(255)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    if host_len == 0 {
+        return None;
+    }
+    let rest = text[host_len..].strip_prefix(b" ")?;
+    let (program, after) = program_tag(rest)?;
+    if !program.eq_ignore_ascii_case(b"kernel") {
+        return None;
+    }
+    Some((&text[..host_len], program, after))
+}
+
+/// `kernel: `, `kubelet[123]: `: a program name, optional `[pid]`, a colon and a space.
+fn program_tag(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let name_len = text
+        .iter()
+        .take(64)
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'@'))
+        .count();
+    if name_len == 0 {
+        return None;
+    }
+    let program = &text[..name_len];
+    let mut rest = &text[name_len..];
+    if let Some(after_bracket) = rest.strip_prefix(b"[") {
+        let n = digits(after_bracket);
+        rest = after_bracket[n..].strip_prefix(b"]")?;
+    }
+    let rest = rest.strip_prefix(b":")?;
+    if !(rest.is_empty() || rest[0] == b' ') {
+        return None;
+    }
+    Some((program, rest.strip_prefix(b" ").unwrap_or(rest)))
+}
+
+/// `Jan  4 10:04:40` (optional `.123456`), returning the stamp and what follows.
+fn month_day_time(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    if !is_month(text) {
+        return None;
+    }
+    let rest = text.get(3..)?.strip_prefix(b" ")?;
+    let rest = &rest[spaces(rest)..];
+    let day_len = digits(rest);
+    if day_len == 0 || day_len > 2 {
+        return None;
+    }
+    let rest = rest[day_len..].strip_prefix(b" ")?;
+    let rest = clock(rest)?;
+    Some((&text[..text.len() - rest.len()], rest))
+}
+
+/// `HH:MM:SS` with optional fraction.
+fn clock(text: &[u8]) -> Option<&[u8]> {
+    let shape = b"00:00:00";
+    if text.len() < shape.len() {
+        return None;
+    }
+    for (byte, want) in text.iter().zip(shape) {
+        let ok = if *want == b':' {
+            *byte == b':'
+        } else {
+            byte.is_ascii_digit()
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let mut rest = &text[shape.len()..];
+    if let Some(frac) = rest.strip_prefix(b".") {
+        let n = digits(frac);
+        if n > 0 {
+            rest = &frac[n..];
+        }
+    }
+    Some(rest)
+}
+
+/// `2024-01-04T10:04:40.123456+00:00`: returns what follows.
+fn rfc3339(text: &[u8]) -> Option<&[u8]> {
+    if text.len() < 19 || digits(text) != 4 || text[4] != b'-' || text[7] != b'-' {
+        return None;
+    }
+    if !(text[10] == b'T' || text[10] == b' ') {
+        return None;
+    }
+    let rest = clock(&text[11..])?;
+    let zone_len = rest
+        .iter()
+        .take(6)
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b':' | b'Z'))
+        .count();
+    Some(&rest[zone_len..])
+}
+
+const MONTHS: [&[u8; 3]; 12] = [
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+];
+
+fn is_month(text: &[u8]) -> bool {
+    text.len() >= 3 && MONTHS.iter().any(|month| &text[..3] == month.as_slice())
+}
+
+fn is_word3(text: &[u8]) -> bool {
+    text.len() >= 3 && text[..3].iter().all(|b| b.is_ascii_alphabetic())
+}
+
+/// `> ` or `>> `: a mail client's quote marks.
+fn strip_mail_quote(text: &[u8]) -> Option<&[u8]> {
+    let marks = text.iter().take_while(|b| matches!(b, b'>' | b' ')).count();
+    if marks == 0 || !text.starts_with(b">") {
+        return None;
+    }
+    Some(&text[marks..])
+}
+
+/// Android kernel logs: `07-13 08:41:51.341 <4>[309805.658142s][pid:1361,cpu5,comm]`.
+fn strip_android(text: &[u8]) -> Option<(f64, &[u8])> {
+    let date_ok = text.len() > 6
+        && digits(text) == 2
+        && text[2] == b'-'
+        && digits(&text[3..]) == 2
+        && text[5] == b' ';
+    let mut rest = if date_ok {
+        clock(&text[6..])?.strip_prefix(b" ")?
+    } else {
+        text
+    };
+    if let Some(after) = strip_priority(rest) {
+        rest = after;
+    }
+    let inner = rest.strip_prefix(b"[")?;
+    let inner = &inner[spaces(inner)..];
+    let int_len = digits(inner);
+    let frac = inner.get(int_len..)?.strip_prefix(b".")?;
+    let frac_len = digits(frac);
+    let after = frac[frac_len..].strip_prefix(b"s]")?;
+    let secs = std::str::from_utf8(&inner[..int_len + 1 + frac_len])
+        .ok()?
+        .parse::<f64>()
+        .ok()?;
+    let after = match after.strip_prefix(b"[pid:") {
+        Some(caller) => &caller[memchr::memchr(b']', caller)? + 1..],
+        None => after,
+    };
+    Some((secs, after.strip_prefix(b" ").unwrap_or(after)))
+}
+
+/// `kern  :warn  : ` from `dmesg -x`.
+fn strip_dmesg_level(text: &[u8]) -> Option<&[u8]> {
+    const FACILITIES: [&[u8]; 4] = [b"kern", b"user", b"daemon", b"syslog"];
+    let facility = FACILITIES.iter().find(|f| text.starts_with(f))?;
+    let rest = &text[facility.len()..];
+    let rest = rest[spaces(rest)..].strip_prefix(b":")?;
+    let level_len = rest
+        .iter()
+        .take(8)
+        .take_while(|b| b.is_ascii_lowercase())
+        .count();
+    if level_len == 0 {
+        return None;
+    }
+    let rest = &rest[level_len..];
+    let rest = rest[spaces(rest)..].strip_prefix(b":")?;
+    Some(rest.strip_prefix(b" ").unwrap_or(rest))
+}
+
+pub(crate) fn parse_u64(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for byte in text {
+        if !byte.is_ascii_digit() {
+            return None;
+        }
+        value = value.checked_mul(10)?.checked_add(u64::from(byte - b'0'))?;
+    }
+    Some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(line: &str) -> String {
+        String::from_utf8_lossy(strip(line.as_bytes()).1).into_owned()
+    }
+
+    #[test]
+    fn strips_every_known_prefix_shape() {
+        let cases = [
+            "[53542.948247] tor invoked",
+            "[  147.4][T10579] tor invoked",
+            "[Thu Jan  4 10:04:40 2018] tor invoked",
+            "Jan  4 10:04:40 host kernel: tor invoked",
+            "Jan 4 10:04:40 <host> kernel: [53542.948247] tor invoked",
+            "Jan 04 10:04:40.123456 host kernel: tor invoked",
+            "2024-01-04T10:04:40.123456+00:00 host kernel: tor invoked",
+            "[53542.948247] host kernel: tor invoked",
+            "<4>[53542.948247] tor invoked",
+            "6,1234,53542948247,-;tor invoked",
+            "kern  :warn  : [53542.948247] tor invoked",
+            "> > [53542.948247] tor invoked",
+            "07-13 08:41:51.341 <4>[309805.658142s][pid:1361,cpu5,sManagerService]tor invoked",
+            "kernel: tor invoked",
+            "tor invoked",
+        ];
+        for case in cases {
+            assert_eq!(body(case), "tor invoked", "{case}");
+        }
+    }
+
+    #[test]
+    fn reads_stamp_host_and_program() {
+        let (prefix, _) = strip(b"Jan 4 10:04:40 pve1 kernel: [53542.948247] x");
+        assert_eq!(prefix.family, Family::Syslog);
+        assert_eq!(prefix.host, Some(&b"pve1"[..]));
+        assert_eq!(prefix.wallclock, Some(&b"Jan 4 10:04:40"[..]));
+        assert_eq!(prefix.monotonic_secs, Some(53542.948247));
+        assert!(!prefix.is_foreign());
+    }
+
+    #[test]
+    fn other_programs_are_foreign() {
+        let (prefix, rest) = strip(b"Jan 4 10:04:40 node1 kubelet[812]: Killed process 12 (x)");
+        assert!(prefix.is_foreign());
+        assert_eq!(rest, b"Killed process 12 (x)");
+    }
+
+    #[test]
+    fn task_rows_and_trace_addresses_are_not_stamps() {
+        assert_eq!(strip(b"[ 1439] 109 1439").0.family, Family::Bare);
+        assert_eq!(
+            strip(b"[<ffffffffb2129134>] ? dump_stack").0.family,
+            Family::Bare
+        );
+    }
+}

@@ -137,6 +137,11 @@ pub struct MemInfo {
     pub free_pages: Option<u64>,
     pub free_pcp_pages: Option<u64>,
     pub free_cma_pages: Option<u64>,
+    /// Kernels before 2.6.28 do not split the LRU into anon and file: `Active:`/`inactive:`.
+    pub active_pages: Option<u64>,
+    pub inactive_pages: Option<u64>,
+    /// Kernels before 2.6.26 print one `slab:` figure.
+    pub slab_pages: Option<u64>,
 }
 
 /// Per-node figures printed in kB on the `Node N active_anon:...` line (4.8+).
@@ -193,6 +198,8 @@ pub struct Report {
     pub swap_cache_pages: Option<u64>,
     pub free_swap_kb: Option<u64>,
     pub total_swap_kb: Option<u64>,
+    /// Memory in hugetlb pools (`hugepages_total` x `hugepages_size`, summed over nodes).
+    pub hugetlb_kb: Option<u64>,
     /// Page size in kB, read from the buddy lists or inferred from zone figures; 4 when nothing says otherwise.
     pub page_size_kb: u64,
     /// Whether the page size was printed or inferred (false: the 4 kB default was assumed).
@@ -201,6 +208,8 @@ pub struct Report {
     pub balloon_in_trace: bool,
     /// The kernel panicked (`Kernel panic - not syncing: Out of memory...`).
     pub panic: Option<String>,
+    /// The panic said there was no killable process left.
+    pub no_killable: bool,
     /// `virtio_balloon ...: Out of puff!` lines seen in the report's stream before it.
     pub balloon_out_of_puff: bool,
 }

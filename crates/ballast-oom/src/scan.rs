@@ -1,5 +1,256 @@
-//! Finds reports in the input (work in progress).
-use crate::Parsed;
-pub(crate) fn scan(_input: &[u8]) -> Parsed {
-    Parsed::default()
+//! Finds the reports in the input and feeds each one's lines to a builder.
+//!
+//! 1. A multi-pattern search jumps to the next line that can start a report
+//!    (`invoked oom-killer`, `Out of memory`, `Killed process`), so the bulk of
+//!    a kernel log is never cut into lines.
+//! 2. From that line on, logical lines of the same host go to a
+//!    [`ReportBuilder`] until it says the report ended; lines of other hosts
+//!    interleaved in the same file are skipped, and found by their own anchors.
+//! 3. A kill line with no header before it makes a partial report (a `quiet`
+//!    guest prints only lines at KERN_ERR and above).
+//!
+//! Lines a report used are remembered, so an anchor inside an already-parsed
+//! report is not parsed twice.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+use crate::builder::{ReportBuilder, Step};
+use crate::decode::{self, Decoding};
+use crate::fields::{self, KernelLine};
+use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_REPORT_LINES};
+use crate::lines::{Lines, LogicalLine};
+use crate::{Diagnostic, Parsed, Report};
+
+/// How far above a headless kill line an orphan `Mem-Info:` block is looked for.
+const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
+
+/// How far back from an anchor the start of its physical line is looked for.
+const MAX_LINE_LOOKBACK: usize = 64 * 1024;
+
+fn anchors() -> &'static AhoCorasick {
+    static ANCHORS: OnceLock<AhoCorasick> = OnceLock::new();
+    ANCHORS.get_or_init(|| {
+        AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostFirst)
+            .build([
+                "invoked oom-killer",
+                "Out of memory",
+                "out of memory: Kill",
+                "Killed process",
+            ])
+            .expect("the anchor patterns are fixed literals")
+    })
+}
+
+pub(crate) fn scan(input: &[u8]) -> Parsed {
+    let (text, decoding) = decode::normalize(input);
+    let mut scanner = Scanner {
+        text: &text,
+        parsed: Parsed::default(),
+        consumed: BTreeSet::new(),
+        newline_counted_to: 0,
+        newlines: 0,
+        dropped_reports: 0,
+    };
+    match decoding {
+        Decoding::None => {}
+        Decoding::RsyslogEscapes => {
+            scanner.diagnose(1, "rsyslog #012 escapes decoded to line breaks")
+        }
+        Decoding::QuotedPrintable => scanner.diagnose(
+            1,
+            "quoted-printable text decoded; byte offsets refer to the decoded text",
+        ),
+    }
+    scanner.run();
+    if scanner.dropped_reports > 0 {
+        let message = format!(
+            "{} further reports not returned (limit {MAX_REPORTS})",
+            scanner.dropped_reports
+        );
+        scanner.diagnose(scanner.newlines + 1, &message);
+    }
+    scanner.parsed
+}
+
+struct Scanner<'a> {
+    text: &'a [u8],
+    parsed: Parsed,
+    /// Start offsets of logical lines that some report used.
+    consumed: BTreeSet<usize>,
+    newline_counted_to: usize,
+    newlines: usize,
+    dropped_reports: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn run(&mut self) {
+        let mut search_from = 0;
+        while search_from < self.text.len() {
+            let Some(found) = anchors().find(&self.text[search_from..]) else {
+                break;
+            };
+            let anchor = search_from + found.start();
+            let Some(line) = self.line_containing(anchor) else {
+                search_from = anchor + 1;
+                continue;
+            };
+            search_from = line.end.max(anchor + 1);
+            if self.consumed.contains(&line.start) || line.prefix.is_foreign() {
+                continue;
+            }
+            match fields::classify(line.body) {
+                KernelLine::Invoked(_) => self.parse_report(&line, true),
+                KernelLine::Killed { .. }
+                | KernelLine::KillChoice { .. }
+                | KernelLine::Panic { .. } => self.parse_headless(&line),
+                _ => {}
+            }
+        }
+    }
+
+    /// The logical line that contains byte `anchor`.
+    fn line_containing(&mut self, anchor: usize) -> Option<LogicalLine<'a>> {
+        let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
+        let physical_start = memchr::memrchr(b'\n', &self.text[window_start..anchor])
+            .map_or(window_start, |offset| window_start + offset + 1);
+        let line_no = self.line_number(physical_start);
+        Lines::new(self.text, physical_start, line_no)
+            .take_while(|line| line.start <= anchor)
+            .find(|line| line.end > anchor || line.end == self.text.len())
+    }
+
+    /// 1-based line number of `offset`; offsets only grow, so counting is incremental.
+    fn line_number(&mut self, offset: usize) -> usize {
+        if offset >= self.newline_counted_to {
+            self.newlines +=
+                memchr::memchr_iter(b'\n', &self.text[self.newline_counted_to..offset]).count();
+            self.newline_counted_to = offset;
+            self.newlines + 1
+        } else {
+            self.newlines + 1
+                - memchr::memchr_iter(b'\n', &self.text[offset..self.newline_counted_to]).count()
+        }
+    }
+
+    /// A kill or panic line with no header: the report may still have its body above it
+    /// (a paste that starts at `Mem-Info:`). Try from there, else from the line itself.
+    fn parse_headless(&mut self, anchor: &LogicalLine<'a>) {
+        if let Some(body_start) = self.orphan_mem_info_before(anchor) {
+            if let Some(report) = self.build(&body_start, Some(anchor.start)) {
+                self.push(report);
+                return;
+            }
+        }
+        self.parse_report(anchor, false);
+    }
+
+    /// An unconsumed `Mem-Info:` line shortly before `anchor`, not part of an allocation-failure warning.
+    fn orphan_mem_info_before(&mut self, anchor: &LogicalLine<'a>) -> Option<LogicalLine<'a>> {
+        let window_start = anchor.start.saturating_sub(MAX_ORPHAN_LOOKBACK);
+        let window = &self.text[window_start..anchor.start];
+        let found = memchr::memmem::rfind(window, b"Mem-Info:")
+            .into_iter()
+            .chain(memchr::memmem::rfind(window, b"Mem-info:"))
+            .max()?;
+        let at = window_start + found;
+        let between = &self.text[at..anchor.start];
+        if memchr::memmem::find(between, b"invoked oom-killer").is_some() {
+            return None;
+        }
+        let before = &self.text[at.saturating_sub(4096)..at];
+        if memchr::memmem::find(before, b"page allocation failure").is_some() {
+            return None;
+        }
+        let line = self.line_containing(at)?;
+        (!self.consumed.contains(&line.start)).then_some(line)
+    }
+
+    fn parse_report(&mut self, first: &LogicalLine<'a>, full: bool) {
+        let Some(report) = self.build(first, None) else {
+            return;
+        };
+        if !full && self.is_relogged_kill(&report) {
+            self.diagnose(
+                first.line_no,
+                "kill line repeated without a report: counted once",
+            );
+            return;
+        }
+        self.push(report);
+    }
+
+    /// Runs a builder from `first`. With `must_reach`, the report only counts (and its
+    /// lines are only marked used) if it reached the line starting there.
+    fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Report> {
+        let mut builder = ReportBuilder::new(first);
+        let mut used = Vec::new();
+        let lines = Lines::new(self.text, first.start, first.line_no);
+        let mut seen = 0;
+        for line in lines {
+            seen += 1;
+            if seen > MAX_REPORT_LINES {
+                self.diagnose(line.line_no, "report cut: it ran past the line limit");
+                break;
+            }
+            if line.prefix.is_foreign() || other_host(&builder, &line) {
+                continue;
+            }
+            if line.start != first.start && self.consumed.contains(&line.start) {
+                break;
+            }
+            match builder.feed(&line) {
+                Step::Continue => used.push(line.start),
+                Step::EndAfter => {
+                    used.push(line.start);
+                    break;
+                }
+                Step::EndBefore => break,
+            }
+        }
+        if must_reach.is_some_and(|start| !used.contains(&start)) {
+            return None;
+        }
+        self.consumed.extend(used);
+        Some(builder.finish())
+    }
+
+    /// A lone kill line naming the same victim as the previous report of the same host.
+    fn is_relogged_kill(&self, report: &Report) -> bool {
+        let Some(previous) = self.parsed.reports.last() else {
+            return false;
+        };
+        let same_victim = match (&previous.killed, &report.killed) {
+            (Some(a), Some(b)) => a.pid == b.pid && a.comm == b.comm,
+            _ => false,
+        };
+        same_victim && previous.stamp.host == report.stamp.host && report.trigger.is_none()
+    }
+
+    fn push(&mut self, report: Report) {
+        if self.parsed.reports.len() < MAX_REPORTS {
+            self.parsed.reports.push(report);
+        } else {
+            self.dropped_reports += 1;
+        }
+    }
+
+    fn diagnose(&mut self, line: usize, message: &str) {
+        if self.parsed.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.parsed.diagnostics.push(Diagnostic {
+                line,
+                message: message.to_string(),
+            });
+        }
+    }
+}
+
+fn other_host(builder: &ReportBuilder, line: &LogicalLine<'_>) -> bool {
+    match (builder.host(), line.prefix.host) {
+        (Some(host), Some(line_host)) => host.as_bytes() != line_host,
+        _ => false,
+    }
 }

@@ -1,0 +1,250 @@
+//! The figures of an [`Analysis`]: accounting, watermarks, balloon evidence.
+
+use serde::Serialize;
+
+use super::{Analysis, BalloonEvidence, Consumer, HostBalloon, Verdict};
+use crate::{OomKind, Report};
+
+/// How many of the largest tasks an analysis lists.
+const TOP_CONSUMERS: usize = 5;
+
+/// One zone's state at the OOM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneState {
+    pub node: u32,
+    pub name: String,
+    pub free_kb: Option<u64>,
+    pub min_kb: Option<u64>,
+    pub high_kb: Option<u64>,
+    pub managed_kb: Option<u64>,
+    pub present_kb: Option<u64>,
+    /// free < min: the allocator could not serve ordinary requests from this zone.
+    pub below_min: Option<bool>,
+    /// The highest order with a free block, from the buddy list.
+    pub largest_free_order: Option<u32>,
+}
+
+/// What a machine normally reserves: ~48 MiB of kernel image and early allocations plus
+/// the page map (64 bytes per 4 kB page, 1.6 %). Real guests sit at or below this.
+pub(crate) fn typical_reserved_kb(ram_kb: u64) -> u64 {
+    48 * 1024 + ram_kb * 16 / 1000
+}
+
+pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
+    let page_kb = report.page_size_kb;
+    let pages = |value: Option<u64>| value.map(|pages| pages.saturating_mul(page_kb));
+    let ram_kb = pages(report.ram_pages);
+    let reserved_kb = pages(report.reserved_pages);
+    let zones_managed: Option<u64> = sum_present(report.zones.iter().map(|z| z.managed_kb));
+    let managed_kb = match (report.ram_pages, report.reserved_pages) {
+        (Some(ram), Some(reserved)) => Some(ram.saturating_sub(reserved).saturating_mul(page_kb)),
+        _ => zones_managed,
+    };
+    let reserved_typical_kb = ram_kb.map(typical_reserved_kb);
+
+    let info = report.mem_info.as_ref();
+    let lru_kb = info.and_then(|m| {
+        let parts = [
+            m.active_anon_pages,
+            m.inactive_anon_pages,
+            m.isolated_anon_pages,
+            m.active_file_pages,
+            m.inactive_file_pages,
+            m.isolated_file_pages,
+            m.unevictable_pages,
+            m.active_pages,
+            m.inactive_pages,
+        ];
+        pages(sum_present(parts.into_iter()))
+    });
+    let slab_kb = info.and_then(|m| {
+        let parts = [
+            m.slab_reclaimable_pages,
+            m.slab_unreclaimable_pages,
+            m.slab_pages,
+        ];
+        pages(sum_present(parts.into_iter()))
+    });
+    let pagetables_kb = info.and_then(|m| {
+        pages(sum_present(
+            [m.pagetables_pages, m.sec_pagetables_pages].into_iter(),
+        ))
+    });
+    let kernel_stack_kb = kernel_stack_kb(report);
+    let free_kb = pages(info.and_then(|m| m.free_pages));
+    let free_pcp_kb = pages(info.and_then(|m| m.free_pcp_pages));
+    let misc_kb = pages(info.and_then(|m| m.kernel_misc_reclaimable_pages)).unwrap_or(0);
+    let hugetlb_kb = report.hugetlb_kb;
+
+    let accounted_kb = match (lru_kb, slab_kb, free_kb) {
+        (Some(lru), Some(slab), Some(free)) => Some(
+            lru + slab
+                + pagetables_kb.unwrap_or(0)
+                + kernel_stack_kb.unwrap_or(0)
+                + free
+                + free_pcp_kb.unwrap_or(0)
+                + misc_kb
+                + hugetlb_kb.unwrap_or(0),
+        ),
+        _ => None,
+    };
+    let unaccounted_kb = match (managed_kb, accounted_kb) {
+        (Some(managed), Some(accounted)) => Some(managed.saturating_sub(accounted)),
+        _ => None,
+    };
+    let unaccounted_pct = match (unaccounted_kb, managed_kb) {
+        (Some(unaccounted), Some(managed)) if managed > 0 => {
+            Some(round1(unaccounted as f64 * 100.0 / managed as f64))
+        }
+        _ => None,
+    };
+
+    let zones: Vec<ZoneState> = report.zones.iter().map(zone_state).collect();
+    let zones_below_min = zones
+        .iter()
+        .filter(|z| z.below_min == Some(true))
+        .map(|z| z.name.clone())
+        .collect();
+
+    let memcg_usage_pct = report
+        .memcg
+        .as_ref()
+        .and_then(|m| match (m.usage_kb, m.limit_kb) {
+            (Some(usage), Some(limit)) if limit > 0 && report.kind == OomKind::Memcg => {
+                Some(round1(usage as f64 * 100.0 / limit as f64))
+            }
+            _ => None,
+        });
+    let swap_used_kb = match (report.total_swap_kb, report.free_swap_kb) {
+        (Some(total), Some(free)) => Some(total.saturating_sub(free)),
+        _ => None,
+    };
+
+    let tasks_rss_kb = if report.top_tasks.is_empty() {
+        None
+    } else {
+        Some(
+            report
+                .top_tasks
+                .iter()
+                .filter_map(|t| t.rss_pages)
+                .sum::<u64>()
+                * page_kb,
+        )
+    };
+    let top_consumers = report
+        .top_tasks
+        .iter()
+        .take(TOP_CONSUMERS)
+        .map(|task| Consumer {
+            pid: task.pid,
+            name: task.name.clone(),
+            rss_kb: task.rss_pages.unwrap_or(0).saturating_mul(page_kb),
+        })
+        .collect();
+
+    let reserved_excess_kb = match (reserved_kb, reserved_typical_kb) {
+        (Some(reserved), Some(typical)) => Some(reserved.saturating_sub(typical)),
+        _ => None,
+    };
+    let balloon = balloon_evidence(report, host, reserved_excess_kb);
+
+    Analysis {
+        page_size_kb: page_kb,
+        ram_kb,
+        managed_kb,
+        reserved_kb,
+        reserved_typical_kb,
+        lru_kb,
+        slab_kb,
+        pagetables_kb,
+        kernel_stack_kb,
+        hugetlb_kb,
+        free_kb,
+        free_pcp_kb,
+        accounted_kb,
+        unaccounted_kb,
+        unaccounted_pct,
+        zones,
+        zones_below_min,
+        order: report.trigger.as_ref().and_then(|t| t.order),
+        memcg_usage_pct,
+        swap_total_kb: report.total_swap_kb,
+        swap_used_kb,
+        tasks_rss_kb,
+        top_consumers,
+        balloon,
+        verdict: Verdict::Unknown,
+        explanation: String::new(),
+    }
+}
+
+/// Kernel stacks are per node on 4.8+ (`Node 0 ... kernel_stack:`), per zone before.
+fn kernel_stack_kb(report: &Report) -> Option<u64> {
+    sum_present(report.nodes.iter().map(|n| n.kernel_stack_kb))
+        .or_else(|| sum_present(report.zones.iter().map(|z| z.kernel_stack_kb)))
+}
+
+fn zone_state(zone: &crate::Zone) -> ZoneState {
+    let below_min = match (zone.free_kb, zone.min_kb) {
+        (Some(free), Some(min)) => Some(free < min),
+        _ => None,
+    };
+    let largest_free_order = zone
+        .free_blocks_by_order
+        .iter()
+        .rposition(|count| *count > 0)
+        .and_then(|order| u32::try_from(order).ok());
+    ZoneState {
+        node: zone.node,
+        name: zone.name.clone(),
+        free_kb: zone.free_kb,
+        min_kb: zone.min_kb,
+        high_kb: zone.high_kb,
+        managed_kb: zone.managed_kb,
+        present_kb: zone.present_kb,
+        below_min,
+        largest_free_order,
+    }
+}
+
+/// The balloon held at least this much for it to explain an OOM: 64 MiB or 10 % of RAM.
+pub(crate) fn significant_balloon_kb(ram_kb: u64) -> u64 {
+    (64 * 1024).max(ram_kb / 10)
+}
+
+fn balloon_evidence(
+    report: &Report,
+    host: Option<&HostBalloon>,
+    reserved_excess_kb: Option<u64>,
+) -> BalloonEvidence {
+    let host_held_kb = host.and_then(HostBalloon::held_kb);
+    let deflate_on_oom = host.and_then(|h| h.deflate_on_oom);
+    // Host figures are a measurement; without them, excess reserved memory is the estimate
+    // (a balloon with deflate-on-oom does not show there, it hides in unaccounted memory).
+    let held_kb = host_held_kb.or(reserved_excess_kb);
+    let need_kb = report.killed.as_ref().and_then(|k| k.anon_rss_kb);
+    let would_have_fit = match (held_kb, need_kb) {
+        (Some(held), Some(need)) if held > 0 => Some(held >= need),
+        _ => None,
+    };
+    BalloonEvidence {
+        driver_in_trace: report.balloon_in_trace,
+        reserved_excess_kb,
+        host_held_kb,
+        deflate_on_oom,
+        held_kb,
+        would_have_fit,
+    }
+}
+
+fn sum_present(values: impl Iterator<Item = Option<u64>>) -> Option<u64> {
+    values.fold(None, |total, value| match (total, value) {
+        (None, None) => None,
+        (total, value) => Some(total.unwrap_or(0).saturating_add(value.unwrap_or(0))),
+    })
+}
+
+fn round1(value: f64) -> f64 {
+    (value * 10.0).round() / 10.0
+}
