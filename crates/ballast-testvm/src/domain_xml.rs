@@ -1,0 +1,136 @@
+//! libvirt domain XML for a [`GuestSpec`].
+//!
+//! Shape (TCG shown; `type='kvm'` when the probe says KVM works):
+//! ```xml
+//! <domain type='qemu'>
+//!   <name>ballast-test-123-1</name>
+//!   <memory unit='MiB'>512</memory><currentMemory unit='MiB'>512</currentMemory>
+//!   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>…</kernel><initrd>…</initrd>
+//!     <cmdline>console=ttyS0 loglevel=7 panic=-1</cmdline></os>
+//!   <on_reboot>restart</on_reboot> …
+//!   <devices>
+//!     <serial type='pty'><log file='…/serial.log' append='on'/><target port='0'/></serial>
+//!     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+//!     <memballoon model='virtio' autodeflate='off'><stats period='2'/></memballoon>
+//!   </devices>
+//! </domain>
+//! ```
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::accel::Accel;
+use crate::image::GuestImage;
+use crate::spec::GuestSpec;
+
+/// Renders the domain definition.
+pub(crate) fn render(
+    name: &str,
+    spec: &GuestSpec,
+    image: &GuestImage,
+    accel: Accel,
+    serial_log: &Path,
+) -> String {
+    let mut xml = String::new();
+    let on_off = |flag: bool| if flag { "on" } else { "off" };
+    // Writing into a String cannot fail.
+    let _ = write!(
+        xml,
+        "<domain type='{domain_type}'>\n\
+         \x20 <name>{name}</name>\n\
+         \x20 <memory unit='MiB'>{memory}</memory>\n\
+         \x20 <currentMemory unit='MiB'>{current}</currentMemory>\n\
+         \x20 <vcpu>{vcpus}</vcpu>\n\
+         \x20 <os>\n\
+         \x20   <type arch='x86_64' machine='pc'>hvm</type>\n\
+         \x20   <kernel>{kernel}</kernel>\n\
+         \x20   <initrd>{initrd}</initrd>\n\
+         \x20   <cmdline>{cmdline}</cmdline>\n\
+         \x20 </os>\n\
+         \x20 <features><acpi/></features>\n\
+         \x20 <on_poweroff>destroy</on_poweroff>\n\
+         \x20 <on_reboot>restart</on_reboot>\n\
+         \x20 <on_crash>destroy</on_crash>\n\
+         \x20 <devices>\n\
+         \x20   <controller type='usb' model='none'/>\n",
+        domain_type = accel.domain_type(),
+        name = escape(name),
+        memory = spec.memory_mib,
+        current = spec.current_mib.min(spec.memory_mib),
+        vcpus = spec.vcpus.max(1),
+        kernel = escape(&image.vmlinuz.to_string_lossy()),
+        initrd = escape(&image.initramfs.to_string_lossy()),
+        cmdline = escape(&spec.cmdline()),
+    );
+    if spec.serial_log {
+        let _ = writeln!(
+            xml,
+            "    <serial type='pty'><log file='{}' append='on'/><target port='0'/></serial>",
+            escape(&serial_log.to_string_lossy())
+        );
+    } else {
+        xml.push_str("    <serial type='pty'><target port='0'/></serial>\n");
+    }
+    if spec.guest_agent {
+        xml.push_str(
+            "    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>\n",
+        );
+    }
+    let stats = if spec.stats_period_secs > 0 {
+        format!("<stats period='{}'/>", spec.stats_period_secs)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        xml,
+        "    <memballoon model='virtio' autodeflate='{}'>{stats}</memballoon>",
+        on_off(spec.autodeflate)
+    );
+    xml.push_str("  </devices>\n</domain>\n");
+    xml
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::kernel::GuestKernel;
+
+    #[test]
+    fn renders_balloon_serial_log_and_agent() {
+        let image = GuestImage {
+            kernel: GuestKernel::Debian61,
+            release: "6.1.0-56-amd64".to_owned(),
+            vmlinuz: PathBuf::from("/lab/vmlinuz"),
+            initramfs: PathBuf::from("/lab/initramfs.cpio.gz"),
+            build_time: None,
+        };
+        let spec = GuestSpec {
+            autodeflate: true,
+            loglevel: 4,
+            ..GuestSpec::default()
+        };
+        let xml = render(
+            "ballast-test-1-1",
+            &spec,
+            &image,
+            Accel::Tcg,
+            Path::new("/run/s.log"),
+        );
+        assert!(xml.starts_with("<domain type='qemu'>"));
+        assert!(xml.contains(
+            "<memballoon model='virtio' autodeflate='on'><stats period='2'/></memballoon>"
+        ));
+        assert!(xml.contains("<log file='/run/s.log' append='on'/>"));
+        assert!(xml.contains("name='org.qemu.guest_agent.0'"));
+        assert!(xml.contains("<cmdline>console=ttyS0 loglevel=4 panic=-1</cmdline>"));
+    }
+}

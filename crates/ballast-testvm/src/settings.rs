@@ -1,0 +1,95 @@
+//! The harness's settings: environment variables and default paths, read once.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `BALLAST_LAB_DIR` | `<workspace>/target/ballast-lab` | image cache, KVM probe result, run files |
+//! | `BALLAST_LAB_ACCEL` | `probe` | `probe`, `tcg` (skip the probe) or `kvm` (trust KVM) |
+//! | `BALLAST_LAB_KVM_PROBE_SECS` | `10` | how long the KVM boot probe may take |
+//! | `BALLAST_LAB_MAX_GUESTS` | `4` | guests running at once in one process |
+//! | `BALLAST_LAB_KEEP` | unset | `1`: keep guests' run files (serial logs) after the test |
+//! | `BALLAST_LIBVIRT_URI` | `qemu:///system` | libvirt connection for virsh |
+//! | `CI` | unset | `true`/`1`: a lab that cannot start fails the test instead of skipping |
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How the harness picks the accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// Boot-probe KVM once per guest kernel (result cached), fall back to TCG.
+    Probe,
+    /// Always TCG (`<domain type='qemu'>`); no probe.
+    Tcg,
+    /// Always KVM, no probe.
+    Kvm,
+}
+
+/// Settings read from the environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub lab_dir: PathBuf,
+    pub accel: AccelChoice,
+    pub kvm_probe_timeout: Duration,
+    pub max_guests: usize,
+    pub keep_run_files: bool,
+    pub libvirt_uri: String,
+}
+
+impl Settings {
+    /// Reads the `BALLAST_LAB_*` variables, falling back to the defaults above.
+    pub fn from_env() -> Settings {
+        let lab_dir = std::env::var_os("BALLAST_LAB_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(default_lab_dir);
+        let accel = match std::env::var("BALLAST_LAB_ACCEL").as_deref() {
+            Ok("tcg") | Ok("qemu") => AccelChoice::Tcg,
+            Ok("kvm") => AccelChoice::Kvm,
+            _ => AccelChoice::Probe,
+        };
+        Settings {
+            lab_dir,
+            accel,
+            kvm_probe_timeout: Duration::from_secs(env_number("BALLAST_LAB_KVM_PROBE_SECS", 10)),
+            max_guests: usize::try_from(env_number("BALLAST_LAB_MAX_GUESTS", 4))
+                .unwrap_or(4)
+                .max(1),
+            keep_run_files: std::env::var("BALLAST_LAB_KEEP").is_ok_and(|v| v == "1"),
+            libvirt_uri: std::env::var("BALLAST_LIBVIRT_URI")
+                .unwrap_or_else(|_| "qemu:///system".to_owned()),
+        }
+    }
+
+    /// Guest images, one folder per kernel version and source hash.
+    pub fn images_dir(&self) -> PathBuf {
+        self.lab_dir.join("images")
+    }
+
+    /// Per-guest run folders (`run/ballast-test-<pid>-<n>/`).
+    pub fn run_dir(&self) -> PathBuf {
+        self.lab_dir.join("run")
+    }
+
+    /// Markers of the daemons this harness started (read by scripts/lab/libvirt-down.sh).
+    pub fn daemons_dir(&self) -> PathBuf {
+        self.lab_dir.join("daemons")
+    }
+}
+
+/// True when the `CI` variable says this is a CI run.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+fn default_lab_dir() -> PathBuf {
+    // crates/ballast-testvm -> workspace root -> target/ballast-lab
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir.ancestors().nth(2).unwrap_or(manifest_dir);
+    workspace.join("target").join("ballast-lab")
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(default)
+}
