@@ -4,7 +4,9 @@
 //! aborts, while libvirt still reports the domain "running". The probe boots the
 //! guest image with `accel=kvm` straight from qemu-system-x86_64 and waits for the
 //! init's `LAB-READY` line; anything else means TCG. `BALLAST_LAB_ACCEL=tcg` or
-//! `=kvm` skips the probe. The result is cached in `<lab>/accel-<image>-<host>.txt`.
+//! `=kvm` skips the probe. Whether KVM works is a property of the host and its QEMU,
+//! so the result is cached per host kernel and QEMU binary in
+//! `<lab>/accel-<host release>-qemu<mtime>.txt`, whichever guest image probed it.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::image::GuestImage;
 use crate::settings::{AccelChoice, Settings};
+
+const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 
 /// The accelerator guests run with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +43,7 @@ impl Accel {
     }
 }
 
-/// Decides the accelerator for guests of `image`; the probe runs at most once per cache key.
+/// Decides the accelerator, probing with `image` unless the answer is cached.
 pub(crate) fn decide(settings: &Settings, image: &GuestImage) -> Result<Accel> {
     match settings.accel {
         AccelChoice::Tcg => return Ok(Accel::Tcg),
@@ -50,15 +54,16 @@ pub(crate) fn decide(settings: &Settings, image: &GuestImage) -> Result<Accel> {
         return Ok(Accel::Tcg);
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let image_key = image
-        .initramfs
-        .parent()
-        .and_then(Path::file_name)
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let qemu_mtime = Path::new(QEMU)
+        .metadata()
+        .map(|meta| {
+            use std::os::unix::fs::MetadataExt;
+            meta.mtime()
+        })
+        .unwrap_or(0);
     let cache = settings
         .lab_dir
-        .join(format!("accel-{image_key}-{}.txt", host.trim()));
+        .join(format!("accel-{}-qemu{qemu_mtime}.txt", host.trim()));
     match std::fs::read_to_string(&cache).as_deref().map(str::trim) {
         Ok("kvm") => return Ok(Accel::Kvm),
         Ok("tcg") => return Ok(Accel::Tcg),
@@ -79,7 +84,7 @@ fn probe_kvm(settings: &Settings, image: &GuestImage) -> Result<bool> {
         .lab_dir
         .join(format!("kvm-probe-{}.serial.log", std::process::id()));
     let _ = std::fs::remove_file(&log);
-    let mut command = Command::new("qemu-system-x86_64");
+    let mut command = Command::new(QEMU);
     command
         .args(["-machine", "pc,accel=kvm", "-m", "256", "-smp", "1"])
         .args([

@@ -51,7 +51,7 @@ pub struct Lab {
     virsh: Virsh,
     slots: Slots,
     images: Mutex<HashMap<GuestKernel, GuestImage>>,
-    accels: Mutex<HashMap<GuestKernel, Accel>>,
+    accel: Mutex<Option<Accel>>,
     startup: LabStartup,
 }
 
@@ -87,7 +87,7 @@ impl Lab {
             slots: Slots::new(settings.max_guests),
             virsh,
             images: Mutex::new(HashMap::new()),
-            accels: Mutex::new(HashMap::new()),
+            accel: Mutex::new(None),
             startup: LabStartup {
                 libvirt_start,
                 swept,
@@ -124,16 +124,16 @@ impl Lab {
         Ok(image)
     }
 
-    /// The accelerator for guests of `kernel` (KVM probe on first use, cached).
+    /// The accelerator for guests (KVM probe with `kernel`'s image on first use, cached).
     pub fn accel(&self, kernel: GuestKernel) -> Result<Accel> {
         let image = self.image(kernel)?;
-        let mut accels = self.accels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(accel) = accels.get(&kernel) {
-            return Ok(*accel);
+        let mut accel = self.accel.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(accel) = *accel {
+            return Ok(accel);
         }
-        let accel = accel::decide(&self.settings, &image)?;
-        accels.insert(kernel, accel);
-        Ok(accel)
+        let decided = accel::decide(&self.settings, &image)?;
+        *accel = Some(decided);
+        Ok(decided)
     }
 
     /// Defines and starts one guest (waits for a slot first). Call
