@@ -55,6 +55,12 @@ pub(crate) struct ReportBuilder {
     memcg_kill_line: bool,
     no_killable: bool,
     lines: usize,
+    /// The report shows it came from an x86 kernel (4 kB pages).
+    x86: bool,
+    /// A `Call Trace:` or frame was seen.
+    saw_trace: bool,
+    /// The poster cut task rows out (`...` inside the table).
+    rows_elided: bool,
     /// Victim pid and uid from the `oom-kill:` line, for kill lines that omit the uid.
     summary_victim: Option<(u32, Option<u32>)>,
     /// The trigger came from a CPU line, not an `invoked oom-killer` header.
@@ -98,8 +104,7 @@ impl ReportBuilder {
             free_swap_kb: None,
             total_swap_kb: None,
             hugetlb_kb: None,
-            page_size_kb: 4,
-            page_size_known: false,
+            page_size_kb: None,
             balloon_in_trace: false,
             panic: None,
             no_killable: false,
@@ -118,6 +123,9 @@ impl ReportBuilder {
             idle_lines: 0,
             headless_trigger: false,
             summary_victim: None,
+            saw_trace: false,
+            x86: false,
+            rows_elided: false,
         }
     }
 
@@ -133,6 +141,14 @@ impl ReportBuilder {
     /// Feeds one line of the report's stream.
     pub fn feed(&mut self, line: &LogicalLine<'_>) -> Step {
         let classified = fields::classify(line.body);
+        if !self.x86
+            && matches!(
+                classified,
+                KernelLine::Trace { .. } | KernelLine::Other | KernelLine::Cpu { .. }
+            )
+        {
+            self.x86 = shows_x86(line.body);
+        }
         if let Section::AfterKill { lines_seen } = self.section {
             return self.after_kill(line, classified, lines_seen);
         }
@@ -179,7 +195,20 @@ impl ReportBuilder {
                 self.report.span.end_byte = line.end;
                 Step::Continue
             }
-            KernelLine::Cpu { pid, comm, kernel } if self.report.panic.is_some() => {
+            KernelLine::NoKillable => {
+                self.no_killable = true;
+                Step::Continue
+            }
+            KernelLine::Cpu { pid, comm, kernel } if self.report.panic.is_none() => {
+                // A later warning of the same task still names the kernel release.
+                self.report.kernel = self.report.kernel.take().or(kernel);
+                let _ = (pid, comm);
+                self.section = Section::AfterKill {
+                    lines_seen: seen + 1,
+                };
+                Step::Continue
+            }
+            KernelLine::Cpu { pid, comm, kernel } => {
                 // panic() prints the CPU line and trace after its message.
                 self.apply_cpu_line(pid, comm);
                 self.report.kernel = self.report.kernel.take().or(kernel);
@@ -217,6 +246,7 @@ impl ReportBuilder {
             }
             KernelLine::Trace { balloon } => {
                 self.report.balloon_in_trace |= balloon;
+                self.saw_trace = true;
                 self.section = Section::Header;
             }
             KernelLine::MemInfoStart => {
@@ -260,11 +290,11 @@ impl ReportBuilder {
             }
             KernelLine::Counted(which, value) => {
                 let slot = match which {
-                    Counted::RamPages => &mut self.report.ram_pages,
-                    Counted::ReservedPages => &mut self.report.reserved_pages,
-                    Counted::HighmemPages => &mut self.report.highmem_pages,
-                    Counted::PagecachePages => &mut self.report.total_pagecache_pages,
-                    Counted::SwapCachePages => &mut self.report.swap_cache_pages,
+                    Counted::Ram => &mut self.report.ram_pages,
+                    Counted::Reserved => &mut self.report.reserved_pages,
+                    Counted::Highmem => &mut self.report.highmem_pages,
+                    Counted::Pagecache => &mut self.report.total_pagecache_pages,
+                    Counted::SwapCache => &mut self.report.swap_cache_pages,
                 };
                 // Multi-node machines print `pages RAM` once, but be safe: keep the first.
                 slot.get_or_insert(value);
@@ -346,7 +376,16 @@ impl ReportBuilder {
             }
             KernelLine::AllocationFailure => return Step::EndBefore,
             KernelLine::OutOfPuff => self.report.balloon_out_of_puff = true,
-            KernelLine::Other => self.continue_section(body),
+            KernelLine::NoKillable => {
+                self.no_killable = true;
+                self.section = Section::AfterKill { lines_seen: 0 };
+            }
+            KernelLine::Other => {
+                if self.section == Section::Tasks && matches!(body, b"..." | b"[...]" | b"<snip>") {
+                    self.rows_elided = true;
+                }
+                self.continue_section(body);
+            }
         }
         Step::Continue
     }
@@ -391,6 +430,8 @@ impl ReportBuilder {
         limit_kb: Option<u64>,
         failcnt: Option<u64>,
     ) {
+        // Usage and limit lines are printed for memory cgroup OOMs only.
+        self.memcg_evidence |= counter == MemcgCounter::Memory;
         let memcg = self.memcg();
         match counter {
             MemcgCounter::Memory => {
@@ -540,7 +581,7 @@ impl ReportBuilder {
         let report = &mut self.report;
         report
             .top_tasks
-            .sort_by(|a, b| b.rss_pages.unwrap_or(0).cmp(&a.rss_pages.unwrap_or(0)));
+            .sort_by_key(|task| std::cmp::Reverse(task.rss_pages.unwrap_or(0)));
         report.kind = decide_kind(report, self.memcg_evidence || self.memcg_kill_line);
         if let (Some(killed), Some((pid, uid))) = (report.killed.as_mut(), self.summary_victim) {
             if killed.pid == pid && killed.uid.is_none() {
@@ -555,21 +596,45 @@ impl ReportBuilder {
                 }
             }
         }
-        let (page_size_kb, known) = infer_page_size(report, self.smallest_block_kb);
-        report.page_size_kb = page_size_kb;
-        report.page_size_known = known;
+        report.page_size_kb = infer_page_size(report, self.smallest_block_kb).or(if self.x86 {
+            Some(4)
+        } else {
+            None
+        });
         report.no_killable = self.no_killable;
         report.missing = missing_parts(report, self.no_killable, self.headless_trigger);
+        if report.trigger.is_some() && !self.headless_trigger && !self.saw_trace {
+            report.missing.push("no call trace".to_string());
+        }
+        if self.rows_elided {
+            report.missing.push("task rows elided".to_string());
+        }
         report.partial = !report.missing.is_empty();
+
         self.report
     }
 }
 
-/// `anon-rss:182220kB, file-rss:0kB`: the rest of a wrapped kill line.
+/// `anon-rss:182220kB, file-rss:0kB` or `(run-parts).`: the rest of a wrapped kill line.
 fn is_kill_continuation(body: &[u8]) -> bool {
-    ["total-vm:", "anon-rss:", "file-rss:", "shmem-rss:"]
+    ["total-vm:", "anon-rss:", "file-rss:", "shmem-rss:", "("]
         .iter()
         .any(|key| body.starts_with(key.as_bytes()))
+}
+
+/// Text only x86 kernels print: their base page is always 4 kB.
+fn shows_x86(body: &[u8]) -> bool {
+    const MARKERS: [&[u8]; 6] = [
+        b"RIP: ",
+        b"EIP: ",
+        b"page_fault",
+        b"do_syscall_64",
+        b"entry_SYSCALL_64",
+        b"x86_64",
+    ];
+    MARKERS
+        .iter()
+        .any(|marker| fields::find(body, marker).is_some())
 }
 
 fn decide_kind(report: &Report, memcg_evidence: bool) -> OomKind {
@@ -592,10 +657,10 @@ fn decide_kind(report: &Report, memcg_evidence: bool) -> OomKind {
 
 /// The buddy lists print the order-0 block size: that is the page size. Otherwise compare
 /// the zone figures (kB) with the Mem-Info ones (pages).
-fn infer_page_size(report: &Report, smallest_block_kb: Option<u64>) -> (u64, bool) {
+fn infer_page_size(report: &Report, smallest_block_kb: Option<u64>) -> Option<u64> {
     const SIZES: [u64; 4] = [4, 8, 16, 64];
     if let Some(size) = smallest_block_kb.filter(|size| SIZES.contains(size)) {
-        return (size, true);
+        return Some(size);
     }
     let ratio_size = |kb: u64, pages: u64| -> Option<u64> {
         if pages < 64 {
@@ -610,16 +675,12 @@ fn infer_page_size(report: &Report, smallest_block_kb: Option<u64>) -> (u64, boo
     let free_kb: u64 = report.zones.iter().filter_map(|z| z.free_kb).sum();
     let free_pages = report.mem_info.as_ref().and_then(|m| m.free_pages);
     if let Some(size) = free_pages.and_then(|pages| ratio_size(free_kb, pages)) {
-        return (size, true);
+        return Some(size);
     }
     let present_kb: u64 = report.zones.iter().filter_map(|z| z.present_kb).sum();
-    if let Some(size) = report
+    report
         .ram_pages
         .and_then(|pages| ratio_size(present_kb, pages))
-    {
-        return (size, true);
-    }
-    (4, false)
 }
 
 fn missing_parts(report: &Report, no_killable: bool, headless: bool) -> Vec<String> {

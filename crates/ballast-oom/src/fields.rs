@@ -91,6 +91,8 @@ pub(crate) enum KernelLine {
         text: String,
         no_killable: bool,
     },
+    /// `Out of memory and no killable processes...` without a panic (memcg OOMs, newer kernels).
+    NoKillable,
     /// `comm: page allocation failure: order:N, mode:...`: a warning, not an OOM.
     AllocationFailure,
     /// `virtio_balloon virtio1: Out of puff! Can't get 1 pages`
@@ -99,14 +101,14 @@ pub(crate) enum KernelLine {
     Other,
 }
 
-/// The single-number lines near the end of `show_mem`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The single-number lines near the end of `show_mem`; every value is in pages.
 pub(crate) enum Counted {
-    RamPages,
-    ReservedPages,
-    HighmemPages,
-    PagecachePages,
-    SwapCachePages,
+    Ram,
+    Reserved,
+    Highmem,
+    Pagecache,
+    SwapCache,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +168,7 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     if body.starts_with(b"CPU: ") || body.starts_with(b"Pid: ") {
         return Some(cpu_line(body));
     }
-    if body.starts_with(b"Call Trace:") {
+    if body.starts_with(b"Call Trace:") || body.starts_with(b"Call trace:") {
         return Some(KernelLine::Trace { balloon: false });
     }
     if body.starts_with(b"Mem-Info:") || body.starts_with(b"Mem-info:") {
@@ -188,8 +190,14 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
         let pid = parse_u64(leading_digits(rest)).and_then(|pid| u32::try_from(pid).ok())?;
         return Some(KernelLine::Reaped { pid });
     }
+    if body.starts_with(b"Out of memory and no killable processes") {
+        return Some(KernelLine::NoKillable);
+    }
     if let Some(rest) = body.strip_prefix(b"Kernel panic - not syncing: ") {
-        if find(rest, b"Out of memory").is_some() || find(rest, b"out of memory").is_some() {
+        let oom_panic = find(rest, b"Out of memory").is_some()
+            || find(rest, b"out of memory").is_some()
+            || rest.starts_with(b"System is deadlocked on memory");
+        if oom_panic {
             return Some(KernelLine::Panic {
                 text: lossy(rest, MAX_NAME_BYTES),
                 no_killable: find(rest, b"no killable").is_some(),
@@ -223,6 +231,9 @@ fn classify_kill_lines(body: &[u8]) -> Option<KernelLine> {
     let (memcg, rest) = if let Some(rest) = body.strip_prefix(b"Memory cgroup out of memory: ") {
         (true, rest)
     } else if let Some(rest) = body.strip_prefix(b"Out of memory: ") {
+        (false, rest)
+    } else if let Some(rest) = body.strip_prefix(b"Out of Memory: ") {
+        // 2.4 kernels.
         (false, rest)
     } else if let Some(rest) = body.strip_prefix(b"Out of memory (oom_kill_allocating_task): ") {
         (false, rest)
@@ -288,6 +299,11 @@ pub(crate) fn continue_invoked(trigger: &mut Trigger, text: &[u8]) {
 
 /// Fills what a wrapped `Killed process` line carried on its next line.
 pub(crate) fn continue_killed(killed: &mut Killed, text: &[u8]) {
+    if killed.comm.is_empty() {
+        if let Some((comm, _)) = parenthesised(text) {
+            killed.comm = comm;
+        }
+    }
     let read = |key: &[u8]| value_after(text, key).and_then(parse_u64_prefix);
     killed.total_vm_kb = killed.total_vm_kb.or_else(|| read(b"total-vm:"));
     killed.anon_rss_kb = killed.anon_rss_kb.or_else(|| read(b"anon-rss:"));
@@ -415,6 +431,7 @@ pub(crate) fn apply_zone_tokens(zone: &mut Zone, tokens: &[u8]) {
             b"kernel_stack" => &mut zone.kernel_stack_kb,
             b"pagetables" => &mut zone.pagetables_kb,
             b"free_pcp" => &mut zone.free_pcp_kb,
+            b"free_cma" => &mut zone.free_cma_kb,
             _ => continue,
         };
         *slot = Some(value);
@@ -478,13 +495,11 @@ fn counted(body: &[u8]) -> Option<KernelLine> {
     }
     let rest = body[digits.len()..].strip_prefix(b" ")?;
     let which = match rest {
-        b"pages RAM" | b"pages of RAM" => Counted::RamPages,
-        b"pages reserved" | b"reserved pages" => Counted::ReservedPages,
-        b"pages HighMem/MovableOnly" | b"pages HighMem" | b"pages of HIGHMEM" => {
-            Counted::HighmemPages
-        }
-        b"total pagecache pages" => Counted::PagecachePages,
-        b"pages in swap cache" => Counted::SwapCachePages,
+        b"pages RAM" | b"pages of RAM" => Counted::Ram,
+        b"pages reserved" | b"reserved pages" => Counted::Reserved,
+        b"pages HighMem/MovableOnly" | b"pages HighMem" | b"pages of HIGHMEM" => Counted::Highmem,
+        b"total pagecache pages" => Counted::Pagecache,
+        b"pages in swap cache" => Counted::SwapCache,
         _ => return None,
     };
     Some(KernelLine::Counted(which, parse_u64(digits)?))
@@ -631,9 +646,15 @@ fn killed_line(text: &[u8]) -> Option<Killed> {
         let pid_text = leading_digits(text);
         let pid = u32::try_from(parse_u64(pid_text)?).ok()?;
         let uid = value_after(text, b"UID ").and_then(parse_u32_prefix);
-        let open = memchr::memchr(b'(', text)?;
-        let (comm, tail) = parenthesised(&text[open..])?;
-        (pid, comm, tail, uid)
+        match memchr::memchr(b'(', text) {
+            Some(open) => {
+                let (comm, tail) = parenthesised(&text[open..])?;
+                (pid, comm, tail, uid)
+            }
+            // A mail client wrapped the line after the pid; the comm follows on the next line.
+            None if trim(&text[pid_text.len()..]).is_empty() => (pid, String::new(), &[][..], None),
+            None => return None,
+        }
     };
     Some(Killed {
         pid,
@@ -864,7 +885,8 @@ mod tests {
 
     #[test]
     fn reads_killed_lines_of_each_era() {
-        let cases: [(&[u8], u32, &str, Option<u32>, Option<u64>); 5] = [
+        type Case<'a> = (&'a [u8], u32, &'a str, Option<u32>, Option<u64>);
+        let cases: [Case; 5] = [
             (b"Killed process 1439 (tor) total-vm:557104kB, anon-rss:374956kB, file-rss:0kB, shmem-rss:0kB", 1439, "tor", None, Some(374956)),
             (b"Out of memory: Killed process 113 (memhog) total-vm:115676kB, anon-rss:107652kB, file-rss:4kB, shmem-rss:648kB, UID:0 pgtables:252kB oom_score_adj:0", 113, "memhog", Some(0), Some(107652)),
             (b"Killed process 2592 (mysqld), UID 27, total-vm:2068720kB, anon-rss:712020kB, file-rss:0kB", 2592, "mysqld", Some(27), Some(712020)),

@@ -227,8 +227,11 @@ fn strip_wallclock_bracket(text: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((stamp, after.strip_prefix(b" ").unwrap_or(after)))
 }
 
+/// The parts of a syslog header: time stamp, host, program, and the text after it.
+type SyslogParts<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+
 /// A syslog/journal header: time stamp, host, program tag with optional `[pid]`, colon, space.
-fn strip_syslog(text: &[u8]) -> Option<(&[u8], &[u8], &[u8], &[u8])> {
+fn strip_syslog(text: &[u8]) -> Option<SyslogParts<'_>> {
     let after_stamp = match month_day_time(text) {
         Some((_, after)) => after,
         None => rfc3339(text)?,
@@ -364,8 +367,11 @@ fn is_word3(text: &[u8]) -> bool {
 
 /// `> ` or `>> `: a mail client's quote marks.
 fn strip_mail_quote(text: &[u8]) -> Option<&[u8]> {
-    let marks = text.iter().take_while(|b| matches!(b, b'>' | b' ')).count();
-    if marks == 0 || !text.starts_with(b">") {
+    let marks = text
+        .iter()
+        .take_while(|b| matches!(b, b'>' | b'|' | b' '))
+        .count();
+    if marks == 0 || !(text.starts_with(b">") || text.starts_with(b"| ")) {
         return None;
     }
     Some(&text[marks..])
@@ -459,6 +465,7 @@ mod tests {
             "6,1234,53542948247,-;tor invoked",
             "kern  :warn  : [53542.948247] tor invoked",
             "> > [53542.948247] tor invoked",
+            " | [53542.948247][T23028] tor invoked",
             "07-13 08:41:51.341 <4>[309805.658142s][pid:1361,cpu5,sManagerService]tor invoked",
             "kernel: tor invoked",
             "tor invoked",

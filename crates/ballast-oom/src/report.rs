@@ -110,6 +110,8 @@ pub struct Zone {
     pub kernel_stack_kb: Option<u64>,
     pub pagetables_kb: Option<u64>,
     pub free_pcp_kb: Option<u64>,
+    /// Free pages in CMA areas, which most allocations may not use.
+    pub free_cma_kb: Option<u64>,
     /// Free blocks per order from the buddy line (`N*4kB`), index = order.
     pub free_blocks_by_order: Vec<u64>,
 }
@@ -200,10 +202,9 @@ pub struct Report {
     pub total_swap_kb: Option<u64>,
     /// Memory in hugetlb pools (`hugepages_total` x `hugepages_size`, summed over nodes).
     pub hugetlb_kb: Option<u64>,
-    /// Page size in kB, read from the buddy lists or inferred from zone figures; 4 when nothing says otherwise.
-    pub page_size_kb: u64,
-    /// Whether the page size was printed or inferred (false: the 4 kB default was assumed).
-    pub page_size_known: bool,
+    /// Page size in kB, read from the buddy lists or inferred from zone figures; None when
+    /// the report does not tell (the analysis then assumes 4 kB).
+    pub page_size_kb: Option<u64>,
     /// A `virtballoon_oom_notify` frame appears in the call trace.
     pub balloon_in_trace: bool,
     /// The kernel panicked (`Kernel panic - not syncing: Out of memory...`).

@@ -38,8 +38,11 @@ fn anchors() -> &'static AhoCorasick {
             .build([
                 "invoked oom-killer",
                 "Out of memory",
+                "Out of Memory",
                 "out of memory: Kill",
                 "Killed process",
+                "oom-kill:",
+                "no killable processes",
             ])
             .expect("the anchor patterns are fixed literals")
     })
@@ -106,7 +109,9 @@ impl<'a> Scanner<'a> {
                 KernelLine::Invoked(_) => self.parse_report(&line, true),
                 KernelLine::Killed { .. }
                 | KernelLine::KillChoice { .. }
-                | KernelLine::Panic { .. } => self.parse_headless(&line),
+                | KernelLine::Panic { .. }
+                | KernelLine::NoKillable
+                | KernelLine::OomKillSummary(_) => self.parse_headless(&line),
                 _ => {}
             }
         }

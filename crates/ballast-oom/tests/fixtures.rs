@@ -5,6 +5,9 @@
 //! (plus `verdict`, compared with `analysis.verdict`). Keys not listed are not
 //! checked; a `null` must be null in the output.
 
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
@@ -21,7 +24,7 @@ fn compare(path: &str, expected: &Value, actual: &Value, problems: &mut Vec<Stri
                 if key == "verdict_reason" || key == "notes" {
                     continue;
                 }
-                let got = if key == "verdict" {
+                let got = if key == "verdict" && actual.get("analysis").is_some() {
                     actual.pointer("/analysis/verdict").unwrap_or(&Value::Null)
                 } else {
                     actual.get(key).unwrap_or(&Value::Null)

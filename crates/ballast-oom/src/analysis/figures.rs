@@ -31,7 +31,7 @@ pub(crate) fn typical_reserved_kb(ram_kb: u64) -> u64 {
 }
 
 pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
-    let page_kb = report.page_size_kb;
+    let page_kb = report.page_size_kb.unwrap_or(4);
     let pages = |value: Option<u64>| value.map(|pages| pages.saturating_mul(page_kb));
     let ram_kb = pages(report.ram_pages);
     let reserved_kb = pages(report.reserved_pages);
@@ -186,8 +186,9 @@ fn kernel_stack_kb(report: &Report) -> Option<u64> {
 }
 
 fn zone_state(zone: &crate::Zone) -> ZoneState {
+    // The watermark check leaves free CMA pages out for all but some movable requests.
     let below_min = match (zone.free_kb, zone.min_kb) {
-        (Some(free), Some(min)) => Some(free < min),
+        (Some(free), Some(min)) => Some(free.saturating_sub(zone.free_cma_kb.unwrap_or(0)) < min),
         _ => None,
     };
     let largest_free_order = zone

@@ -98,7 +98,13 @@ fn lowmem_zone(analysis: &Analysis) -> bool {
         .filter_map(|z| zone_rank(&z.name))
         .min();
     let Some(starved_rank) = lowest_starved_rank else {
-        return false;
+        // No zone the report shows was short, yet the allocation failed: the request could
+        // not use those zones (ZONE_MOVABLE for an unmovable request, a cpuset or policy).
+        return analysis.order == Some(0)
+            && analysis.zones.iter().any(|z| {
+                z.below_min == Some(false)
+                    && z.free_kb.is_some_and(|free| free >= PLENTY_FREE_KB * 4)
+            });
     };
     analysis.zones.iter().any(|z| {
         z.below_min == Some(false)
