@@ -15,5 +15,8 @@ struct Cli {}
 
 fn main() {
     let _cli = Cli::parse();
-    println!("ballast-collector {}: no subcommands yet", env!("CARGO_PKG_VERSION"));
+    println!(
+        "ballast-collector {}: no subcommands yet",
+        env!("CARGO_PKG_VERSION")
+    );
 }

@@ -2,8 +2,9 @@
 
 /// Longest logical kernel line the parser looks at; the rest of a longer line is skipped.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
-/// A report stops after this many logical lines even if it never ended.
-pub const MAX_REPORT_LINES: usize = 20_000;
+/// A report stops after this many logical lines even if it never ended (a task table
+/// has one line per process; 250k covers the largest hosts).
+pub const MAX_REPORT_LINES: usize = 250_000;
 /// Task-table rows kept per report (the largest by rss); every row is still counted.
 pub const MAX_STORED_TASKS: usize = 32;
 /// Zone lines kept per report.

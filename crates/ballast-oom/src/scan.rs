@@ -57,6 +57,7 @@ pub(crate) fn scan(input: &[u8]) -> Parsed {
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
+        last_report_end: 0,
     };
     match decoding {
         Decoding::None => {}
@@ -87,6 +88,8 @@ struct Scanner<'a> {
     newline_counted_to: usize,
     newlines: usize,
     dropped_reports: usize,
+    /// End offset of the last report found; orphan searches stop there.
+    last_report_end: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -155,7 +158,11 @@ impl<'a> Scanner<'a> {
 
     /// An unconsumed `Mem-Info:` line shortly before `anchor`, not part of an allocation-failure warning.
     fn orphan_mem_info_before(&mut self, anchor: &LogicalLine<'a>) -> Option<LogicalLine<'a>> {
-        let window_start = anchor.start.saturating_sub(MAX_ORPHAN_LOOKBACK);
+        // Never look back past the previous report: a flood of kill lines stays linear.
+        let window_start = anchor
+            .start
+            .saturating_sub(MAX_ORPHAN_LOOKBACK)
+            .max(self.last_report_end);
         let window = &self.text[window_start..anchor.start];
         let found = memchr::memmem::rfind(window, b"Mem-Info:")
             .into_iter()
@@ -236,6 +243,7 @@ impl<'a> Scanner<'a> {
     }
 
     fn push(&mut self, report: Report) {
+        self.last_report_end = self.last_report_end.max(report.span.end_byte);
         if self.parsed.reports.len() < MAX_REPORTS {
             self.parsed.reports.push(report);
         } else {
