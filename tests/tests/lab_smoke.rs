@@ -4,7 +4,9 @@
 //!   the serial console and through the guest agent's dmesg;
 //! * a Proxmox-style QEMU (no libvirt): the socket layout and the balloon via QMP;
 //! * a Linux 6.12 guest: the balloon's `stat-oom-kills` counts the OOM kill;
-//! * the lifecycle actions: libvirtd restart, reboot, the hold-then-inflate scenario.
+//! * an autodeflate balloon: emptied silently before the OOM kill;
+//! * the lifecycle actions: libvirtd restart, reboot, the hold-then-inflate scenario;
+//! * cleanup: a panicking test's guest is removed; the sweeper touches only dead harness resources.
 //!
 //! Outside CI they skip loudly when the machine cannot run guests; in CI they fail.
 
@@ -252,6 +254,111 @@ mod smoke {
             kill_seen.elapsed()
         );
         assert!(guest.serial_text().contains(INVOKED_LINE));
+    }
+
+    #[test]
+    fn autodeflate_balloon_gives_memory_back_before_the_kill() {
+        let Some(lab) = lab_or_skip("autodeflate_balloon_gives_memory_back_before_the_kill") else {
+            return;
+        };
+        let spec = GuestSpec {
+            autodeflate: true,
+            ..GuestSpec::default()
+        };
+        let guest = lab.boot(spec).expect("boot guest");
+        guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+
+        let outcome = inflate_then_grow(&guest, 200, OOM_TIMEOUT).expect("inflate then grow");
+        eprintln!("autodeflate inflate_then_grow: {outcome:?}");
+        // The guest emptied the balloon silently before killing: libvirt's current
+        // memory drifted back up without any setmem.
+        let after = outcome.balloon_current_after_kib.expect("balloon.current");
+        assert!(after > 400 * 1024, "balloon not given back: {after} KiB");
+        let serial = guest.serial_text();
+        let hog_peak_mib = serial
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("memhog: "))
+            .filter_map(|rest| rest.strip_suffix(" MiB")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        assert!(
+            hog_peak_mib > 250,
+            "hog peaked at {hog_peak_mib} MiB: the balloon was not deflated"
+        );
+        assert!(
+            outcome.kill_line.contains("(memhog)"),
+            "{}",
+            outcome.kill_line
+        );
+    }
+
+    #[test]
+    fn cleanup_runs_on_panic_and_sweeps_only_dead_harness_resources() {
+        let Some(lab) = lab_or_skip("cleanup_runs_on_panic_and_sweeps_only_dead_harness_resources")
+        else {
+            return;
+        };
+        // A test thread that panics with a running guest: unwinding destroys and undefines it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let panicked = std::thread::spawn(move || {
+            let guest = lab.boot(GuestSpec::default()).expect("boot guest");
+            let name = guest.name().to_owned();
+            sender.send(name.clone()).expect("send name");
+            panic!("deliberate panic with {name} running");
+        })
+        .join();
+        assert!(panicked.is_err());
+        let name = receiver.recv().expect("guest name");
+        let domains = lab
+            .virsh_run(&["list", "--all", "--name"])
+            .expect("virsh list");
+        assert!(
+            !domains.lines().any(|line| line.trim() == name),
+            "{name} survived the panic"
+        );
+
+        // A leftover of a dead harness process is swept; a foreign domain is not.
+        let mut exited = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let dead_pid = exited.id();
+        exited.wait().expect("wait true");
+        let stale = format!("{}{dead_pid}-1", ballast_testvm::NAME_PREFIX);
+        let foreign = format!("ballast-foreign-{}", std::process::id());
+        let dir = tempdir_for(&stale);
+        for name in [&stale, &foreign] {
+            let xml = dir.join(format!("{name}.xml"));
+            std::fs::write(
+                &xml,
+                format!(
+                    "<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory>\
+                     <os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"
+                ),
+            )
+            .expect("write xml");
+            lab.virsh_run(&["define", &xml.to_string_lossy()])
+                .expect("define");
+        }
+        let report = lab.sweep_stale();
+        let domains = lab
+            .virsh_run(&["list", "--all", "--name"])
+            .expect("virsh list");
+        let foreign_kept = domains.lines().any(|line| line.trim() == foreign);
+        lab.virsh_run(&["undefine", &foreign])
+            .expect("undefine the foreign domain");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(report.domains.contains(&stale), "{report:?}");
+        assert!(
+            !domains.lines().any(|line| line.trim() == stale),
+            "stale domain left"
+        );
+        assert!(foreign_kept, "the sweeper removed a domain it does not own");
+    }
+
+    fn tempdir_for(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-xml"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
     }
 
     #[test]

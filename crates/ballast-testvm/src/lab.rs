@@ -193,6 +193,11 @@ impl Lab {
         daemons::stop_started_daemons(&self.settings)
     }
 
+    /// Sweeps leftovers of dead harness processes now (`Lab::get` does it once at start).
+    pub fn sweep_stale(&self) -> SweepReport {
+        sweep::sweep(&self.settings, &self.virsh)
+    }
+
     fn new_run_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.settings.run_dir().join(name);
         std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
