@@ -1,0 +1,201 @@
+//! The hypervisor boundary: everything the agent asks of libvirt or of QEMU's sockets.
+//!
+//! Only this module links libvirt (feature `libvirt`); the rest of the agent sees
+//! the [`Hypervisor`] trait. Backends:
+//! - `libvirt` (feature `libvirt`): `qemu:///system` and friends, through the C API.
+//! - `fake`: an in-memory hypervisor for fast unit tests.
+//! - (Proxmox VE's QMP sockets: a later backend behind the same trait.)
+//!
+//! Units: every memory figure the agent keeps is KiB (`_kib`), libvirt's unit;
+//! backends that read bytes (QMP) convert. Every figure is `Option`: missing != 0.
+//! Calls are blocking; the agent runs them on blocking threads, one poll at a time.
+
+pub mod fake;
+
+use std::time::{Duration, SystemTime};
+
+/// A VM as the agent names it: the UUID is the identity, the name is for people.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainId {
+    /// Canonical lowercase UUID (libvirt `virDomainGetUUIDString`, Proxmox smbios uuid or vmid).
+    pub uuid: String,
+    pub name: String,
+}
+
+/// Run state, as far as ballast cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    Running,
+    Paused,
+    ShutOff,
+    Crashed,
+    Other,
+}
+
+/// One domain the hypervisor knows, running or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInfo {
+    pub id: DomainId,
+    pub state: DomainState,
+}
+
+/// One balloon sample of one domain, taken in the bulk poll.
+///
+/// libvirt field meanings: `actual` = `balloon.current` (memory the balloon leaves
+/// the guest), `maximum` = `balloon.maximum`, `available` = guest MemTotal,
+/// `usable` = guest MemAvailable, `unused` = guest MemFree, `rss` = QEMU's RSS on the host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalloonSample {
+    pub actual_kib: Option<u64>,
+    pub maximum_kib: Option<u64>,
+    pub available_kib: Option<u64>,
+    pub usable_kib: Option<u64>,
+    pub unused_kib: Option<u64>,
+    pub disk_caches_kib: Option<u64>,
+    pub swap_in_kib: Option<u64>,
+    pub swap_out_kib: Option<u64>,
+    pub major_faults: Option<u64>,
+    pub minor_faults: Option<u64>,
+    pub hugetlb_allocations: Option<u64>,
+    pub hugetlb_failures: Option<u64>,
+    pub rss_kib: Option<u64>,
+    /// When the guest last reported stats (host epoch seconds); 0/None = never.
+    pub last_update_epoch_secs: Option<u64>,
+}
+
+/// QEMU-only balloon counters (Linux >= 6.12 guests on QEMU >= 9.2), read with
+/// `qom-get /machine/peripheral/balloon0 guest-stats`. u64::MAX ("never reported")
+/// becomes None.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GuestCounters {
+    pub oom_kills: Option<u64>,
+    pub alloc_stalls: Option<u64>,
+    pub async_scans_bytes: Option<u64>,
+    pub direct_scans_bytes: Option<u64>,
+    pub async_reclaims_bytes: Option<u64>,
+    pub direct_reclaims_bytes: Option<u64>,
+    /// `last-update` of the reply (host epoch seconds).
+    pub last_update_epoch_secs: Option<u64>,
+}
+
+/// What the domain's configuration says, for capture and for the config audit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// A virtio memballoon device is present.
+    pub balloon_present: bool,
+    /// `<stats period='N'/>`; None or 0 = the guest sends no stats.
+    pub stats_period_secs: Option<u32>,
+    /// `<memballoon autodeflate='on'>` (QEMU deflate-on-oom).
+    pub deflate_on_oom: Option<bool>,
+    /// `<memballoon freePageReporting='on'>`.
+    pub free_page_reporting: Option<bool>,
+    /// The file the serial console is logged to (`<serial><log file=.../>` or `<serial type='file'>`).
+    pub serial_log_path: Option<std::path::PathBuf>,
+    /// A guest agent channel (`org.qemu.guest_agent.0`) is configured.
+    pub guest_agent_channel: bool,
+    /// The guest kernel command line, when the domain boots a kernel directly.
+    pub kernel_cmdline: Option<String>,
+    /// Configured maximum memory, KiB.
+    pub memory_kib: Option<u64>,
+    /// Configured current memory (libvirt's balloon target at boot), KiB.
+    pub current_memory_kib: Option<u64>,
+}
+
+/// A command run in the guest through the guest agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: Option<i32>,
+    /// Standard output, at most `max_output_bytes` of it.
+    pub stdout: Vec<u8>,
+    /// The guest sent more than the cap; the rest was dropped.
+    pub truncated: bool,
+}
+
+/// Something the hypervisor pushed between polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DomainEvent {
+    /// The balloon moved (libvirt VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE): its new `actual`.
+    BalloonChange {
+        id: DomainId,
+        actual_kib: u64,
+        at: SystemTime,
+    },
+    /// Started, stopped, rebooted, migrated, defined, undefined.
+    Lifecycle {
+        id: DomainId,
+        state: DomainState,
+        at: SystemTime,
+    },
+    /// The guest agent connected (true) or went away (false).
+    AgentLifecycle {
+        id: DomainId,
+        connected: bool,
+        at: SystemTime,
+    },
+}
+
+/// Failures at the hypervisor boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    #[error("Failed to connect to {uri}")]
+    Connect {
+        uri: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("Failed to {action} for domain {domain}")]
+    Domain {
+        action: &'static str,
+        domain: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("Failed to {action}")]
+    Call {
+        action: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("Domain {domain} has no {what}")]
+    Unavailable { domain: String, what: &'static str },
+    #[error("Timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The agent's view of one hypervisor.
+pub trait Hypervisor: Send + Sync {
+    /// `libvirt`, `qmp`, `fake`.
+    fn backend(&self) -> &'static str;
+
+    /// Every domain, running or not.
+    fn domains(&self) -> Result<Vec<DomainInfo>, HypervisorError>;
+
+    /// Balloon samples of all running domains in ONE bulk call (a domain stuck in a
+    /// job must not stall the others).
+    fn balloon_samples(&self) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError>;
+
+    /// The QEMU-only counters of one domain; `Ok(None)` when the guest or QEMU has none.
+    fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError>;
+
+    /// What the domain's configuration says.
+    fn domain_config(&self, id: &DomainId) -> Result<DomainConfig, HypervisorError>;
+
+    /// Runs `path args` in the guest through the guest agent, capturing stdout.
+    fn guest_exec(
+        &self,
+        id: &DomainId,
+        path: &str,
+        args: &[&str],
+        timeout: Duration,
+        max_output_bytes: usize,
+    ) -> Result<ExecOutput, HypervisorError>;
+
+    /// Starts delivering events to `sink` (from a thread of the backend's own);
+    /// the default delivers none and the agent falls back to polling.
+    fn subscribe(
+        &self,
+        _sink: std::sync::mpsc::Sender<DomainEvent>,
+    ) -> Result<(), HypervisorError> {
+        Ok(())
+    }
+}
