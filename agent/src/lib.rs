@@ -2,6 +2,9 @@
 //!
 //! - [`explain`]: offline analysis of pasted OOM reports (`ballast-agent explain`).
 //! - [`hypervisor`]: the boundary to libvirt / QEMU; only it links libvirt.
+//! - [`config`]: YAML configuration, checked as a whole at start-up; [`paths`]: defaults.
 
+pub mod config;
 pub mod explain;
 pub mod hypervisor;
+pub mod paths;

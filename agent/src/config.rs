@@ -1,0 +1,411 @@
+//! The agent's configuration: YAML read into [`RawConfig`], then checked as a whole
+//! into [`Settings`] at start-up, so a bad value stops the agent before it runs.
+//!
+//! Every quantity carries its unit in its name (`_secs`, `_kib`). Unknown keys are
+//! errors (a typo must not silently fall back to a default). `ballast-agent
+//! --print-default-config` prints the defaults as YAML; `config/agent.example.yaml`
+//! is generated from it and a test keeps the two in step.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+
+/// The configuration file as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// This host's name in the fleet; empty = the system host name.
+    pub host_id: String,
+    /// `auto` (libvirt when its socket exists, else Proxmox when /etc/pve exists), `libvirt`, `proxmox`.
+    pub backend: BackendChoice,
+    pub libvirt: LibvirtConfig,
+    pub proxmox: ProxmoxConfig,
+    /// Seconds between two balloon polls of all VMs.
+    pub poll_interval_secs: u64,
+    /// How much balloon history to keep per VM (attached to every OOM event).
+    pub history_secs: u64,
+    /// Spool, capture positions and the status file.
+    pub state_dir: PathBuf,
+    pub capture: CaptureConfig,
+    pub collector: CollectorConfig,
+    pub metrics: MetricsConfig,
+    /// Where host memory figures are read; tests point it elsewhere.
+    pub procfs_root: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    Auto,
+    Libvirt,
+    Proxmox,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LibvirtConfig {
+    pub uri: String,
+    /// Read QEMU's own balloon counters (stat-oom-kills, stalls) with a monitor command.
+    /// libvirt then marks each domain `tainted: custom-monitor`; harmless, but visible.
+    pub read_qemu_counters: bool,
+    /// Set this balloon stats period (live) on running domains that have none (0 = leave them).
+    pub set_stats_period_secs: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxmoxConfig {
+    pub run_dir: PathBuf,
+    pub config_dir: PathBuf,
+    /// VMs (by vmid) whose `serialN: socket` console the agent may read; `qm terminal`
+    /// cannot attach while it does, so this is opt-in per VM.
+    pub read_serial_vmids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Tail each VM's serial console log file.
+    pub serial: bool,
+    /// Fetch the guest kernel log through the QEMU guest agent when an OOM is suspected.
+    pub guest_agent: bool,
+    /// ... and also at this slow interval (0 = only when suspected).
+    pub guest_agent_interval_secs: u64,
+    /// Watch the host's own kernel log for OOMs that killed a QEMU process.
+    pub host_kernel: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CollectorConfig {
+    /// e.g. `https://collector.example:8470`; empty = keep events in the local spool only.
+    pub url: String,
+    /// File holding this host's bearer token.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus `/metrics` listen address, e.g. `127.0.0.1:9471`; empty = off.
+    pub listen: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            host_id: String::new(),
+            backend: BackendChoice::Auto,
+            libvirt: LibvirtConfig::default(),
+            proxmox: ProxmoxConfig::default(),
+            poll_interval_secs: 10,
+            history_secs: 3600,
+            state_dir: PathBuf::from(paths::STATE_DIR),
+            capture: CaptureConfig::default(),
+            collector: CollectorConfig::default(),
+            metrics: MetricsConfig::default(),
+            procfs_root: PathBuf::from(paths::PROCFS_ROOT),
+        }
+    }
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        Self {
+            uri: paths::LIBVIRT_URI.to_string(),
+            read_qemu_counters: false,
+            set_stats_period_secs: 0,
+        }
+    }
+}
+
+impl Default for ProxmoxConfig {
+    fn default() -> Self {
+        Self {
+            run_dir: PathBuf::from(paths::PROXMOX_RUN_DIR),
+            config_dir: PathBuf::from(paths::PROXMOX_CONFIG_DIR),
+            read_serial_vmids: Vec::new(),
+        }
+    }
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            serial: true,
+            guest_agent: true,
+            guest_agent_interval_secs: 900,
+            host_kernel: true,
+        }
+    }
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            token_file: PathBuf::from("/etc/ballast/agent.token"),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+        }
+    }
+}
+
+/// The checked configuration the agent runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub host_id: String,
+    pub backend: BackendChoice,
+    pub libvirt: LibvirtConfig,
+    pub proxmox: ProxmoxConfig,
+    pub poll_interval: Duration,
+    pub history: Duration,
+    /// Samples kept per VM: history / poll interval.
+    pub history_samples: usize,
+    pub state_dir: PathBuf,
+    pub capture: CaptureConfig,
+    pub collector: CollectorConfig,
+    pub metrics_listen: Option<SocketAddr>,
+    pub procfs_root: PathBuf,
+}
+
+/// Reading the file failed, or its YAML does not fit the schema.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("Failed to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: PathBuf,
+        #[source]
+        source: ValidationError,
+    },
+}
+
+/// A value that parsed but makes no sense; each names its field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ValidationError {
+    #[error("poll_interval_secs ({0}) below minimum (1)")]
+    PollIntervalTooShort(u64),
+    #[error("poll_interval_secs ({0}) above maximum (3600)")]
+    PollIntervalTooLong(u64),
+    #[error("history_secs ({history}) shorter than poll_interval_secs ({poll})")]
+    HistoryShorterThanPoll { history: u64, poll: u64 },
+    #[error("history_secs ({0}) above maximum (86400)")]
+    HistoryTooLong(u64),
+    #[error("metrics.listen ({0:?}) is not an address:port")]
+    MetricsListen(String),
+    #[error("collector.url ({0:?}) must start with http:// or https://")]
+    CollectorUrl(String),
+    #[error("libvirt.uri is empty")]
+    EmptyLibvirtUri,
+    #[error("state_dir ({0:?}) must be an absolute path")]
+    RelativeStateDir(PathBuf),
+    #[error("host_id ({0:?}) may only hold letters, digits, '.', '-' and '_' (at most 253)")]
+    HostId(String),
+}
+
+impl RawConfig {
+    /// Parses YAML text; `path` only names the source in errors.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// The defaults as commented YAML (the source of config/agent.example.yaml).
+    pub fn default_yaml() -> String {
+        let body = serde_yaml_ng::to_string(&Self::default())
+            .unwrap_or_else(|error| format!("# failed to render defaults: {error}\n"));
+        format!(
+            "# ballast-agent configuration: every key with its default.\n\
+             # Generated by `ballast-agent --print-default-config`; keep only what you change.\n{body}"
+        )
+    }
+
+    /// Checks the whole configuration; `system_host_name` fills an empty `host_id`.
+    pub fn validate(self, system_host_name: &str) -> Result<Settings, ValidationError> {
+        let poll = self.poll_interval_secs;
+        if poll < 1 {
+            return Err(ValidationError::PollIntervalTooShort(poll));
+        }
+        if poll > 3600 {
+            return Err(ValidationError::PollIntervalTooLong(poll));
+        }
+        if self.history_secs < poll {
+            return Err(ValidationError::HistoryShorterThanPoll {
+                history: self.history_secs,
+                poll,
+            });
+        }
+        if self.history_secs > 86_400 {
+            return Err(ValidationError::HistoryTooLong(self.history_secs));
+        }
+        let metrics_listen = match self.metrics.listen.trim() {
+            "" => None,
+            text => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ValidationError::MetricsListen(text.to_string()))?,
+            ),
+        };
+        let url = self.collector.url.trim();
+        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ValidationError::CollectorUrl(url.to_string()));
+        }
+        if self.libvirt.uri.trim().is_empty() {
+            return Err(ValidationError::EmptyLibvirtUri);
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(ValidationError::RelativeStateDir(self.state_dir));
+        }
+        let host_id = if self.host_id.is_empty() {
+            system_host_name.to_string()
+        } else {
+            self.host_id
+        };
+        let host_ok = !host_id.is_empty()
+            && host_id.len() <= 253
+            && host_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+        if !host_ok {
+            return Err(ValidationError::HostId(host_id));
+        }
+        Ok(Settings {
+            host_id,
+            backend: self.backend,
+            libvirt: self.libvirt,
+            proxmox: self.proxmox,
+            poll_interval: Duration::from_secs(poll),
+            history: Duration::from_secs(self.history_secs),
+            history_samples: usize::try_from(self.history_secs / poll).unwrap_or(usize::MAX),
+            state_dir: self.state_dir,
+            capture: self.capture,
+            collector: self.collector,
+            metrics_listen,
+            procfs_root: self.procfs_root,
+        })
+    }
+}
+
+/// Reads `path` (defaults when `None`) and validates it: the agent's start-up check.
+pub fn load(path: Option<&Path>, system_host_name: &str) -> Result<Settings, ConfigError> {
+    let (raw, source) = match path {
+        Some(path) => (RawConfig::from_file(path)?, path.to_path_buf()),
+        None => (RawConfig::default(), PathBuf::from("(defaults)")),
+    };
+    raw.validate(system_host_name)
+        .map_err(|source_error| ConfigError::Invalid {
+            path: source,
+            source: source_error,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        RawConfig::from_yaml(text, Path::new("agent.yaml"))
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let settings = RawConfig::default()
+            .validate("pve1")
+            .expect("defaults are valid");
+        assert_eq!(settings.host_id, "pve1");
+        assert_eq!(settings.poll_interval, Duration::from_secs(10));
+        assert_eq!(settings.history_samples, 360);
+        assert_eq!(settings.metrics_listen, None);
+    }
+
+    #[test]
+    fn the_default_yaml_reads_back_as_the_defaults() {
+        let yaml = RawConfig::default_yaml();
+        assert_eq!(parse(&yaml).expect("parses"), RawConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key_and_line() {
+        let error = parse("poll_interval_secs: 5\npoll_intervall_secs: 5\n").expect_err("typo");
+        let message = error.to_string();
+        assert!(message.contains("agent.yaml"), "{message}");
+        assert!(message.contains("poll_intervall_secs"), "{message}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let message = parse("history_secs: an hour\n")
+            .expect_err("type")
+            .to_string();
+        assert!(
+            message.contains("history_secs") || message.contains("line 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn values_are_checked_against_each_other() {
+        let raw = parse("poll_interval_secs: 60\nhistory_secs: 30\n").expect("parses");
+        assert_eq!(
+            raw.validate("h"),
+            Err(ValidationError::HistoryShorterThanPoll {
+                history: 30,
+                poll: 60
+            })
+        );
+        let raw = parse("metrics:\n  listen: localhost\n").expect("parses");
+        assert_eq!(
+            raw.validate("h"),
+            Err(ValidationError::MetricsListen("localhost".into()))
+        );
+        let raw = parse("collector:\n  url: collector:8470\n").expect("parses");
+        assert!(matches!(
+            raw.validate("h"),
+            Err(ValidationError::CollectorUrl(_))
+        ));
+        let raw = parse("state_dir: var/lib\n").expect("parses");
+        assert!(matches!(
+            raw.validate("h"),
+            Err(ValidationError::RelativeStateDir(_))
+        ));
+        let raw = parse("host_id: 'bad host'\n").expect("parses");
+        assert!(matches!(raw.validate("h"), Err(ValidationError::HostId(_))));
+    }
+
+    #[test]
+    fn an_empty_file_means_defaults() {
+        assert_eq!(parse("").expect("empty"), RawConfig::default());
+    }
+}
