@@ -6,5 +6,7 @@
 
 pub mod config;
 pub mod explain;
+pub mod history;
+pub mod hostmem;
 pub mod hypervisor;
 pub mod paths;
