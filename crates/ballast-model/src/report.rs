@@ -1,0 +1,188 @@
+//! A parsed OOM report and its analysis as they cross the wire (a stable subset of
+//! `ballast_oom`'s types; the collector can always re-parse `raw_report`).
+
+use serde::{Deserialize, Serialize};
+
+/// The allocation that failed (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerInfo {
+    pub comm: String,
+    pub pid: Option<u32>,
+    pub gfp_mask: Option<String>,
+    pub order: Option<u32>,
+    pub oom_score_adj: Option<i32>,
+}
+
+/// The task that was killed (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KilledInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub uid: Option<u32>,
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+}
+
+/// Memory cgroup figures (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemcgInfo {
+    pub oom: Option<String>,
+    pub task: Option<String>,
+    pub usage_kb: Option<u64>,
+    pub limit_kb: Option<u64>,
+}
+
+/// One zone at the OOM (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneInfo {
+    pub node: u32,
+    pub name: String,
+    pub free_kb: Option<u64>,
+    pub min_kb: Option<u64>,
+    pub managed_kb: Option<u64>,
+    pub present_kb: Option<u64>,
+}
+
+/// One of the largest tasks (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub pid: u32,
+    pub name: String,
+    pub rss_kb: u64,
+}
+
+/// The parsed report (guest-reported).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParsedReport {
+    pub kernel: Option<String>,
+    /// `global`, `memcg`, `cpuset`, `mempolicy`, `panic`.
+    pub kind: String,
+    pub partial: bool,
+    #[serde(default)]
+    pub missing: Vec<String>,
+    pub trigger: Option<TriggerInfo>,
+    pub constraint: Option<String>,
+    pub memcg: Option<MemcgInfo>,
+    pub killed: Option<KilledInfo>,
+    pub tasks: Option<u32>,
+    #[serde(default)]
+    pub top_tasks: Vec<TaskInfo>,
+    #[serde(default)]
+    pub zones: Vec<ZoneInfo>,
+    pub ram_pages: Option<u64>,
+    pub reserved_pages: Option<u64>,
+    pub page_size_kb: Option<u64>,
+    pub balloon_in_trace: bool,
+    /// The guest kernel's time stamp of the report (seconds since the guest booted).
+    pub monotonic_secs: Option<f64>,
+}
+
+/// The analysis of a report, possibly with host-side balloon figures.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OomAnalysis {
+    pub managed_kb: Option<u64>,
+    pub reserved_kb: Option<u64>,
+    pub accounted_kb: Option<u64>,
+    pub unaccounted_kb: Option<u64>,
+    pub unaccounted_pct: Option<f64>,
+    /// `balloon`, `kernel_unaccounted`, `memcg_limit`, `fragmentation`, `lowmem_zone`,
+    /// `overcommit`, `no_killable`, `unknown`.
+    pub verdict: String,
+    pub explanation: String,
+    /// Best estimate of the memory the balloon held at the OOM.
+    pub balloon_held_kb: Option<u64>,
+    /// Whether the killed task would have fit with the balloon deflated.
+    pub would_have_fit: Option<bool>,
+}
+
+impl From<&ballast_oom::Report> for ParsedReport {
+    fn from(report: &ballast_oom::Report) -> Self {
+        let page_kb = report.page_size_kb.unwrap_or(4);
+        Self {
+            kernel: report.kernel.clone(),
+            kind: kind_name(report.kind).to_string(),
+            partial: report.partial,
+            missing: report.missing.clone(),
+            trigger: report.trigger.as_ref().map(|t| TriggerInfo {
+                comm: t.comm.clone(),
+                pid: t.pid,
+                gfp_mask: t.gfp_mask.clone(),
+                order: t.order,
+                oom_score_adj: t.oom_score_adj,
+            }),
+            constraint: report.constraint.clone(),
+            memcg: report.memcg.as_ref().map(|m| MemcgInfo {
+                oom: m.oom.clone(),
+                task: m.task.clone(),
+                usage_kb: m.usage_kb,
+                limit_kb: m.limit_kb,
+            }),
+            killed: report.killed.as_ref().map(|k| KilledInfo {
+                pid: k.pid,
+                comm: k.comm.clone(),
+                uid: k.uid,
+                total_vm_kb: k.total_vm_kb,
+                anon_rss_kb: k.anon_rss_kb,
+                file_rss_kb: k.file_rss_kb,
+                shmem_rss_kb: k.shmem_rss_kb,
+            }),
+            tasks: report.tasks,
+            top_tasks: report
+                .top_tasks
+                .iter()
+                .take(10)
+                .map(|t| TaskInfo {
+                    pid: t.pid,
+                    name: t.name.clone(),
+                    rss_kb: t.rss_pages.unwrap_or(0).saturating_mul(page_kb),
+                })
+                .collect(),
+            zones: report
+                .zones
+                .iter()
+                .map(|z| ZoneInfo {
+                    node: z.node,
+                    name: z.name.clone(),
+                    free_kb: z.free_kb,
+                    min_kb: z.min_kb,
+                    managed_kb: z.managed_kb,
+                    present_kb: z.present_kb,
+                })
+                .collect(),
+            ram_pages: report.ram_pages,
+            reserved_pages: report.reserved_pages,
+            page_size_kb: report.page_size_kb,
+            balloon_in_trace: report.balloon_in_trace,
+            monotonic_secs: report.stamp.monotonic_secs,
+        }
+    }
+}
+
+impl From<&ballast_oom::Analysis> for OomAnalysis {
+    fn from(analysis: &ballast_oom::Analysis) -> Self {
+        Self {
+            managed_kb: analysis.managed_kb,
+            reserved_kb: analysis.reserved_kb,
+            accounted_kb: analysis.accounted_kb,
+            unaccounted_kb: analysis.unaccounted_kb,
+            unaccounted_pct: analysis.unaccounted_pct,
+            verdict: analysis.verdict.as_str().to_string(),
+            explanation: analysis.explanation.clone(),
+            balloon_held_kb: analysis.balloon.held_kb,
+            would_have_fit: analysis.balloon.would_have_fit,
+        }
+    }
+}
+
+/// The wire name of a report kind.
+pub fn kind_name(kind: ballast_oom::OomKind) -> &'static str {
+    match kind {
+        ballast_oom::OomKind::Global => "global",
+        ballast_oom::OomKind::Memcg => "memcg",
+        ballast_oom::OomKind::Cpuset => "cpuset",
+        ballast_oom::OomKind::Mempolicy => "mempolicy",
+        ballast_oom::OomKind::Panic => "panic",
+    }
+}
