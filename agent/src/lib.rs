@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod config;
 pub mod explain;
+pub mod fleet;
 pub mod history;
 pub mod hostmem;
 pub mod hypervisor;

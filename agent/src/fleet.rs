@@ -1,0 +1,563 @@
+//! The agent's picture of every VM, updated by polls and hypervisor events.
+//!
+//! Pure: samples and events in, [`Change`]s out; the run loop does the I/O and
+//! acts on the changes (fetch the guest log when an OOM is suspected, send
+//! rollups, write the status file). Time always comes from the caller (host clock).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use ballast_model::{BalloonRollup, VmRef};
+use ballast_oom::HostBalloon;
+
+use crate::history::{epoch_secs, History};
+use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
+
+/// Polls in a row with `last-update` standing still before a running VM's stats are stale.
+pub const STALE_AFTER_POLLS: u32 = 3;
+/// MemAvailable below this share of MemTotal counts as collapsed.
+const USABLE_COLLAPSED_PCT: u64 = 5;
+/// A deflate-on-oom balloon giving back at least this much on its own is a near miss.
+const SILENT_DEFLATE_MIN_KIB: u64 = 8 * 1024;
+/// The same near miss of one VM is reported at most this often.
+const NEAR_MISS_EVERY: Duration = Duration::from_secs(600);
+/// Rollups cover this many seconds.
+pub const ROLLUP_SECS: u64 = 60;
+
+/// Why an OOM is suspected before any report arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuspectReason {
+    /// QEMU's `stat-oom-kills` counter went up.
+    OomKillCounter,
+    /// MemAvailable fell under 5 % of MemTotal.
+    UsableCollapsed,
+}
+
+/// Something the run loop should act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Appeared(DomainId),
+    Gone(DomainId),
+    BecameStale(DomainId),
+    Recovered(DomainId),
+    /// The guest's counters went backwards: it rebooted.
+    Rebooted(DomainId),
+    SuspectOom {
+        id: DomainId,
+        reason: SuspectReason,
+    },
+    NearMiss {
+        id: DomainId,
+        kind: &'static str,
+        detail: String,
+        actual_kib: Option<u64>,
+        usable_kib: Option<u64>,
+    },
+    BalloonMoved {
+        id: DomainId,
+        actual_kib: u64,
+        previous_kib: Option<u64>,
+    },
+}
+
+/// One VM's state.
+#[derive(Debug, Clone)]
+pub struct VmState {
+    pub id: DomainId,
+    pub history: History,
+    pub config: Option<DomainConfig>,
+    pub counters: Option<GuestCounters>,
+    pub last_sample: Option<BalloonSample>,
+    pub stale: bool,
+    pub last_oom_at: Option<SystemTime>,
+    pub oom_count: u64,
+    last_update_seen: Option<u64>,
+    unchanged_polls: u32,
+    last_near_miss: BTreeMap<&'static str, SystemTime>,
+    rollup: Option<BalloonRollup>,
+    rollup_period: u64,
+}
+
+impl VmState {
+    fn new(id: DomainId, history_capacity: usize) -> Self {
+        Self {
+            id,
+            history: History::new(history_capacity),
+            config: None,
+            counters: None,
+            last_sample: None,
+            stale: false,
+            last_oom_at: None,
+            oom_count: 0,
+            last_update_seen: None,
+            unchanged_polls: 0,
+            last_near_miss: BTreeMap::new(),
+            rollup: None,
+            rollup_period: 0,
+        }
+    }
+
+    /// The balloon as the host sees it now, for the analysis of a report.
+    pub fn host_balloon(&self) -> HostBalloon {
+        let sample = self.last_sample.as_ref();
+        let latest_actual = self.history.last().and_then(|p| p.actual_kib);
+        HostBalloon {
+            // libvirt's KiB and the kernel's kB are the same unit (1024 bytes).
+            maximum_kb: sample.and_then(|s| s.maximum_kib),
+            actual_kb: latest_actual.or(sample.and_then(|s| s.actual_kib)),
+            deflate_on_oom: self.config.as_ref().and_then(|c| c.deflate_on_oom),
+        }
+    }
+
+    fn near_miss_due(&mut self, kind: &'static str, at: SystemTime) -> bool {
+        let due = self
+            .last_near_miss
+            .get(kind)
+            .is_none_or(|last| at.duration_since(*last).unwrap_or_default() >= NEAR_MISS_EVERY);
+        if due {
+            self.last_near_miss.insert(kind, at);
+        }
+        due
+    }
+
+    fn vm_ref(&self) -> VmRef {
+        VmRef {
+            uuid: self.id.uuid.clone(),
+            name: self.id.name.clone(),
+        }
+    }
+
+    /// Folds a sample into the current minute; returns the finished rollup of a past minute.
+    fn roll(&mut self, at: SystemTime, sample: &BalloonSample) -> Option<BalloonRollup> {
+        let period = epoch_secs(at) / ROLLUP_SECS;
+        let finished = if self.rollup.is_some() && period != self.rollup_period {
+            self.rollup.take()
+        } else {
+            None
+        };
+        let vm = self.vm_ref();
+        let rollup = self.rollup.get_or_insert_with(|| BalloonRollup {
+            vm,
+            period_start_ms: i64::try_from(period * ROLLUP_SECS * 1000).unwrap_or(i64::MAX),
+            period_secs: u32::try_from(ROLLUP_SECS).unwrap_or(60),
+            ..BalloonRollup::default()
+        });
+        self.rollup_period = period;
+        rollup.samples += 1;
+        rollup.maximum_kib = sample.maximum_kib.or(rollup.maximum_kib);
+        rollup.actual_kib.add(sample.actual_kib);
+        rollup.available_kib.add(sample.available_kib);
+        rollup.usable_kib.add(sample.usable_kib);
+        rollup.unused_kib.add(sample.unused_kib);
+        rollup.rss_kib.add(sample.rss_kib);
+        rollup.stale |= self.stale;
+        if let Some(counters) = &self.counters {
+            rollup.oom_kills = counters.oom_kills.or(rollup.oom_kills);
+            rollup.alloc_stalls = counters.alloc_stalls.or(rollup.alloc_stalls);
+        }
+        finished
+    }
+}
+
+/// Every VM the agent knows.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    vms: BTreeMap<String, VmState>,
+    history_capacity: usize,
+    finished_rollups: Vec<BalloonRollup>,
+}
+
+impl Fleet {
+    pub fn new(history_capacity: usize) -> Self {
+        Self {
+            vms: BTreeMap::new(),
+            history_capacity,
+            finished_rollups: Vec::new(),
+        }
+    }
+
+    pub fn vms(&self) -> impl Iterator<Item = &VmState> {
+        self.vms.values()
+    }
+
+    pub fn get(&self, uuid: &str) -> Option<&VmState> {
+        self.vms.get(uuid)
+    }
+
+    pub fn get_mut(&mut self, uuid: &str) -> Option<&mut VmState> {
+        self.vms.get_mut(uuid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.vms.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.vms.is_empty()
+    }
+
+    /// Applies one bulk poll: the running VMs and their samples.
+    pub fn apply_poll(
+        &mut self,
+        at: SystemTime,
+        samples: Vec<(DomainId, BalloonSample)>,
+    ) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (id, sample) in samples {
+            seen.insert(id.uuid.clone());
+            let capacity = self.history_capacity;
+            let vm = self.vms.entry(id.uuid.clone()).or_insert_with(|| {
+                changes.push(Change::Appeared(id.clone()));
+                VmState::new(id.clone(), capacity)
+            });
+            vm.id.name.clone_from(&id.name);
+            track_staleness(vm, &sample, &mut changes);
+            detect_pressure(vm, at, &sample, &mut changes);
+            vm.history.push_sample(at, &sample);
+            if let Some(rollup) = vm.roll(at, &sample) {
+                self.finished_rollups.push(rollup);
+            }
+            vm.last_sample = Some(sample);
+        }
+        let gone: Vec<String> = self
+            .vms
+            .keys()
+            .filter(|uuid| !seen.contains(*uuid))
+            .cloned()
+            .collect();
+        for uuid in gone {
+            if let Some(mut vm) = self.vms.remove(&uuid) {
+                if let Some(rollup) = vm.rollup.take() {
+                    self.finished_rollups.push(rollup);
+                }
+                changes.push(Change::Gone(vm.id));
+            }
+        }
+        changes
+    }
+
+    /// Applies a balloon-change event (between polls).
+    pub fn apply_balloon_change(
+        &mut self,
+        id: &DomainId,
+        at: SystemTime,
+        actual_kib: u64,
+    ) -> Vec<Change> {
+        let Some(vm) = self.vms.get_mut(&id.uuid) else {
+            return Vec::new();
+        };
+        let previous = vm.history.last().and_then(|p| p.actual_kib);
+        let mut changes = vec![Change::BalloonMoved {
+            id: vm.id.clone(),
+            actual_kib,
+            previous_kib: previous,
+        }];
+        if let Some(previous) = previous {
+            silent_deflate(vm, at, previous, actual_kib, &mut changes);
+        }
+        vm.history.push_balloon_event(at, actual_kib);
+        changes
+    }
+
+    /// Applies QEMU's balloon counters of one VM.
+    pub fn apply_counters(&mut self, id: &DomainId, counters: GuestCounters) -> Vec<Change> {
+        let Some(vm) = self.vms.get_mut(&id.uuid) else {
+            return Vec::new();
+        };
+        let mut changes = Vec::new();
+        let before = vm.counters.as_ref().and_then(|c| c.oom_kills);
+        match (before, counters.oom_kills) {
+            (Some(before), Some(now)) if now > before => changes.push(Change::SuspectOom {
+                id: vm.id.clone(),
+                reason: SuspectReason::OomKillCounter,
+            }),
+            (Some(before), Some(now)) if now < before => {
+                changes.push(Change::Rebooted(vm.id.clone()))
+            }
+            _ => {}
+        }
+        vm.counters = Some(counters);
+        changes
+    }
+
+    /// Records the VM's configuration (fetched when it appeared).
+    pub fn set_config(&mut self, id: &DomainId, config: DomainConfig) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.config = Some(config);
+        }
+    }
+
+    /// Records that an OOM of this VM was captured.
+    pub fn record_oom(&mut self, id: &DomainId, at: SystemTime) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.last_oom_at = Some(at);
+            vm.oom_count += 1;
+        }
+    }
+
+    /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).
+    pub fn take_finished_rollups(&mut self) -> Vec<BalloonRollup> {
+        std::mem::take(&mut self.finished_rollups)
+    }
+}
+
+fn track_staleness(vm: &mut VmState, sample: &BalloonSample, changes: &mut Vec<Change>) {
+    let update = sample.last_update_epoch_secs.filter(|secs| *secs > 0);
+    if update.is_some() && update == vm.last_update_seen {
+        vm.unchanged_polls += 1;
+    } else if update.is_some() {
+        vm.unchanged_polls = 0;
+    }
+    vm.last_update_seen = update.or(vm.last_update_seen);
+    let stale = vm.unchanged_polls >= STALE_AFTER_POLLS;
+    if stale && !vm.stale {
+        changes.push(Change::BecameStale(vm.id.clone()));
+    } else if !stale && vm.stale {
+        changes.push(Change::Recovered(vm.id.clone()));
+    }
+    vm.stale = stale;
+}
+
+fn detect_pressure(
+    vm: &mut VmState,
+    at: SystemTime,
+    sample: &BalloonSample,
+    changes: &mut Vec<Change>,
+) {
+    let (Some(usable), Some(available)) = (sample.usable_kib, sample.available_kib) else {
+        return;
+    };
+    if available == 0 {
+        return;
+    }
+    let collapsed = usable * 100 < available * USABLE_COLLAPSED_PCT;
+    let was_collapsed = vm
+        .last_sample
+        .as_ref()
+        .and_then(|s| Some(s.usable_kib? * 100 < s.available_kib? * USABLE_COLLAPSED_PCT))
+        .unwrap_or(false);
+    if collapsed && !was_collapsed {
+        changes.push(Change::SuspectOom {
+            id: vm.id.clone(),
+            reason: SuspectReason::UsableCollapsed,
+        });
+    }
+    let inflated = match (sample.actual_kib, sample.maximum_kib) {
+        (Some(actual), Some(maximum)) => actual < maximum,
+        _ => false,
+    };
+    if collapsed && inflated && vm.near_miss_due("usable_low", at) {
+        changes.push(Change::NearMiss {
+            id: vm.id.clone(),
+            kind: "usable_low",
+            detail: format!(
+                "MemAvailable {} KiB of {} KiB while the balloon holds {} KiB",
+                usable,
+                available,
+                sample
+                    .maximum_kib
+                    .unwrap_or(0)
+                    .saturating_sub(sample.actual_kib.unwrap_or(0))
+            ),
+            actual_kib: sample.actual_kib,
+            usable_kib: Some(usable),
+        });
+    }
+    if let (Some(previous), Some(actual)) = (
+        vm.last_sample.as_ref().and_then(|s| s.actual_kib),
+        sample.actual_kib,
+    ) {
+        silent_deflate(vm, at, previous, actual, changes);
+    }
+}
+
+/// A deflate-on-oom balloon that gave memory back while the guest was short of it.
+fn silent_deflate(
+    vm: &mut VmState,
+    at: SystemTime,
+    previous_kib: u64,
+    actual_kib: u64,
+    changes: &mut Vec<Change>,
+) {
+    let deflate_on_oom = vm.config.as_ref().and_then(|c| c.deflate_on_oom) == Some(true);
+    let grew = actual_kib.saturating_sub(previous_kib);
+    let usable_low = vm
+        .last_sample
+        .as_ref()
+        .and_then(|s| Some(s.usable_kib? * 10 < s.available_kib?))
+        .unwrap_or(false);
+    if deflate_on_oom
+        && grew >= SILENT_DEFLATE_MIN_KIB
+        && usable_low
+        && vm.near_miss_due("silent_deflate", at)
+    {
+        changes.push(Change::NearMiss {
+            id: vm.id.clone(),
+            kind: "silent_deflate",
+            detail: format!("the balloon gave back {grew} KiB on its own (deflate-on-oom) while the guest was short of memory"),
+            actual_kib: Some(actual_kib),
+            usable_kib: vm.last_sample.as_ref().and_then(|s| s.usable_kib),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ballast_model::MinMaxLast;
+    use std::time::UNIX_EPOCH;
+
+    fn id(n: u32) -> DomainId {
+        DomainId {
+            uuid: format!("00000000-0000-4000-8000-{n:012}"),
+            name: format!("vm{n}"),
+        }
+    }
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn sample(actual: u64, usable: u64, update: u64) -> BalloonSample {
+        BalloonSample {
+            actual_kib: Some(actual),
+            maximum_kib: Some(524_288),
+            available_kib: Some(468_416),
+            usable_kib: Some(usable),
+            last_update_epoch_secs: Some(update),
+            ..BalloonSample::default()
+        }
+    }
+
+    #[test]
+    fn vms_appear_and_go() {
+        let mut fleet = Fleet::new(10);
+        let changes = fleet.apply_poll(
+            at(0),
+            vec![
+                (id(1), sample(524_288, 400_000, 1)),
+                (id(2), sample(524_288, 400_000, 1)),
+            ],
+        );
+        assert_eq!(changes, [Change::Appeared(id(1)), Change::Appeared(id(2))]);
+        let changes = fleet.apply_poll(at(10), vec![(id(2), sample(524_288, 400_000, 2))]);
+        assert_eq!(changes, [Change::Gone(id(1))]);
+        assert_eq!(fleet.len(), 1);
+    }
+
+    #[test]
+    fn stats_that_stop_updating_become_stale_and_recover() {
+        let mut fleet = Fleet::new(10);
+        let mut all = Vec::new();
+        for poll in 0..5 {
+            all.extend(fleet.apply_poll(at(poll * 10), vec![(id(1), sample(524_288, 400_000, 7))]));
+        }
+        assert!(all.contains(&Change::BecameStale(id(1))));
+        assert!(fleet.get(&id(1).uuid).is_some_and(|vm| vm.stale));
+        let changes = fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 400_000, 8))]);
+        assert_eq!(changes, [Change::Recovered(id(1))]);
+    }
+
+    #[test]
+    fn a_collapse_of_mem_available_is_suspected_once_and_flagged_when_inflated() {
+        let mut fleet = Fleet::new(10);
+        fleet.apply_poll(at(0), vec![(id(1), sample(204_800, 100_000, 1))]);
+        let changes = fleet.apply_poll(at(10), vec![(id(1), sample(204_800, 3_000, 2))]);
+        assert!(changes.contains(&Change::SuspectOom {
+            id: id(1),
+            reason: SuspectReason::UsableCollapsed
+        }));
+        assert!(changes.iter().any(|c| matches!(
+            c,
+            Change::NearMiss {
+                kind: "usable_low",
+                ..
+            }
+        )));
+        let again = fleet.apply_poll(at(20), vec![(id(1), sample(204_800, 2_000, 3))]);
+        assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn the_oom_kill_counter_rising_or_falling_means_an_oom_or_a_reboot() {
+        let mut fleet = Fleet::new(10);
+        fleet.apply_poll(at(0), vec![(id(1), sample(524_288, 400_000, 1))]);
+        let counters = |kills| GuestCounters {
+            oom_kills: Some(kills),
+            ..GuestCounters::default()
+        };
+        assert!(fleet.apply_counters(&id(1), counters(0)).is_empty());
+        assert_eq!(
+            fleet.apply_counters(&id(1), counters(1)),
+            [Change::SuspectOom {
+                id: id(1),
+                reason: SuspectReason::OomKillCounter
+            }]
+        );
+        assert_eq!(
+            fleet.apply_counters(&id(1), counters(0)),
+            [Change::Rebooted(id(1))]
+        );
+    }
+
+    #[test]
+    fn a_deflate_on_oom_balloon_giving_memory_back_is_a_near_miss() {
+        let mut fleet = Fleet::new(10);
+        fleet.apply_poll(at(0), vec![(id(1), sample(204_800, 20_000, 1))]);
+        fleet.set_config(
+            &id(1),
+            DomainConfig {
+                deflate_on_oom: Some(true),
+                ..DomainConfig::default()
+            },
+        );
+        let changes = fleet.apply_balloon_change(&id(1), at(3), 295_936);
+        assert!(
+            changes.iter().any(|c| matches!(
+                c,
+                Change::NearMiss {
+                    kind: "silent_deflate",
+                    ..
+                }
+            )),
+            "{changes:?}"
+        );
+        let host = fleet
+            .get(&id(1).uuid)
+            .map(VmState::host_balloon)
+            .expect("vm");
+        assert_eq!(
+            host.actual_kb,
+            Some(295_936),
+            "the event is newer than the poll"
+        );
+        assert_eq!(host.held_kb(), Some(524_288 - 295_936));
+    }
+
+    #[test]
+    fn rollups_close_when_the_minute_ends() {
+        let mut fleet = Fleet::new(100);
+        for second in [0, 10, 20, 30, 40, 50] {
+            fleet.apply_poll(
+                at(second),
+                vec![(id(1), sample(500_000 - second * 1000, 300_000, second))],
+            );
+        }
+        assert!(fleet.take_finished_rollups().is_empty());
+        fleet.apply_poll(at(60), vec![(id(1), sample(400_000, 300_000, 61))]);
+        let rollups = fleet.take_finished_rollups();
+        assert_eq!(rollups.len(), 1);
+        let rollup = &rollups[0];
+        assert_eq!(rollup.samples, 6);
+        assert_eq!(
+            rollup.actual_kib,
+            MinMaxLast {
+                min: Some(450_000),
+                max: Some(500_000),
+                last: Some(450_000)
+            }
+        );
+        assert_eq!(rollup.vm.name, "vm1");
+    }
+}
