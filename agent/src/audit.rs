@@ -147,7 +147,10 @@ mod tests {
         };
         assert_eq!(
             audit(&config, observed),
-            [Finding::GuestAgentNotAnswering, Finding::ConsoleHidesOomReports]
+            [
+                Finding::GuestAgentNotAnswering,
+                Finding::ConsoleHidesOomReports
+            ]
         );
     }
 
