@@ -162,7 +162,8 @@ impl<'a> Scanner<'a> {
         let window_start = anchor
             .start
             .saturating_sub(MAX_ORPHAN_LOOKBACK)
-            .max(self.last_report_end);
+            .max(self.last_report_end)
+            .min(anchor.start);
         let window = &self.text[window_start..anchor.start];
         let found = memchr::memmem::rfind(window, b"Mem-Info:")
             .into_iter()

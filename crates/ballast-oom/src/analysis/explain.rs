@@ -27,8 +27,28 @@ pub(super) fn paragraph(report: &Report, analysis: &Analysis) -> String {
         Verdict::NoKillable => no_killable(&mut text),
         Verdict::Unknown => unknown(&mut text, report, analysis),
     }
+    host_measurement(&mut text, analysis);
     victim_sentence(&mut text, report);
     text
+}
+
+/// With host figures, "the balloon was not inflated" is a measurement: say so.
+fn host_measurement(text: &mut String, analysis: &Analysis) {
+    if analysis.verdict == Verdict::Balloon {
+        return;
+    }
+    if let Some(held) = analysis.balloon.host_held_kb {
+        let _ = write!(
+            text,
+            "Measured on the host, the balloon held {} of this guest's memory at the time{}. ",
+            mib(held),
+            if held == 0 {
+                ", so it took none of it"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 fn balloon(text: &mut String, report: &Report, analysis: &Analysis) {
