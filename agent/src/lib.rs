@@ -11,4 +11,6 @@ pub mod fleet;
 pub mod history;
 pub mod hostmem;
 pub mod hypervisor;
+pub mod metrics;
 pub mod paths;
+pub mod status;

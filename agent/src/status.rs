@@ -1,0 +1,227 @@
+//! The running agent's per-VM status, written to `<state_dir>/status.json` after
+//! every poll and printed as a table by `ballast-agent status`.
+//!
+//! The file is replaced atomically (temp file + rename) so a reader never sees half
+//! of it. VM names come from the hypervisor configuration and may hold anything:
+//! the table replaces control characters before printing.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::Fleet;
+use crate::history::epoch_secs;
+
+/// What `status.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub host_id: String,
+    pub backend: String,
+    pub updated_at_epoch_secs: u64,
+    pub poll_duration_ms: u64,
+    pub vms: Vec<VmStatus>,
+}
+
+/// One VM's line.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct VmStatus {
+    pub uuid: String,
+    pub name: String,
+    pub maximum_kib: Option<u64>,
+    pub actual_kib: Option<u64>,
+    /// Guest MemAvailable.
+    pub usable_kib: Option<u64>,
+    pub stale: bool,
+    pub last_oom_epoch_secs: Option<u64>,
+    pub oom_count: u64,
+    pub findings: Vec<String>,
+}
+
+impl Status {
+    /// The status of every VM the fleet knows.
+    pub fn from_fleet(
+        fleet: &Fleet,
+        host_id: &str,
+        backend: &str,
+        at: SystemTime,
+        poll_duration_ms: u64,
+    ) -> Self {
+        let vms = fleet
+            .vms()
+            .map(|vm| {
+                let sample = vm.last_sample.as_ref();
+                let findings = vm
+                    .config
+                    .as_ref()
+                    .map(|config| {
+                        let observed = crate::audit::Observed {
+                            stats_stale: vm.stale,
+                            ..crate::audit::Observed::default()
+                        };
+                        crate::audit::audit(config, observed)
+                            .into_iter()
+                            .map(|finding| finding.as_str().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                VmStatus {
+                    uuid: vm.id.uuid.clone(),
+                    name: vm.id.name.clone(),
+                    maximum_kib: sample.and_then(|s| s.maximum_kib),
+                    actual_kib: vm.history.last().and_then(|p| p.actual_kib),
+                    usable_kib: sample.and_then(|s| s.usable_kib),
+                    stale: vm.stale,
+                    last_oom_epoch_secs: vm.last_oom_at.map(epoch_secs),
+                    oom_count: vm.oom_count,
+                    findings,
+                }
+            })
+            .collect();
+        Self {
+            host_id: host_id.to_string(),
+            backend: backend.to_string(),
+            updated_at_epoch_secs: epoch_secs(at),
+            poll_duration_ms,
+            vms,
+        }
+    }
+
+    /// Writes the file atomically.
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, text)?;
+        std::fs::rename(&temp, path)
+    }
+
+    pub fn read(path: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read(path)?;
+        serde_json::from_slice(&text).map_err(std::io::Error::other)
+    }
+
+    /// The table `ballast-agent status` prints.
+    pub fn table(&self, now: SystemTime) -> String {
+        let mut out = String::new();
+        let age = epoch_secs(now).saturating_sub(self.updated_at_epoch_secs);
+        let _ = writeln!(
+            out,
+            "host {} ({}), {} VMs, updated {age} s ago, last poll {} ms",
+            printable(&self.host_id),
+            self.backend,
+            self.vms.len(),
+            self.poll_duration_ms
+        );
+        let _ = writeln!(
+            out,
+            "{:<24} {:>9} {:>9} {:>10} {:>6} {:>20}  findings",
+            "NAME", "MAX MiB", "BALLOON", "AVAIL MiB", "STALE", "LAST OOM (UTC)"
+        );
+        for vm in &self.vms {
+            let mib = |kib: Option<u64>| {
+                kib.map_or_else(|| "-".to_string(), |kib| (kib / 1024).to_string())
+            };
+            let last_oom = vm.last_oom_epoch_secs.map_or_else(
+                || "-".to_string(),
+                |secs| format!("{} ({}x)", utc(secs), vm.oom_count),
+            );
+            let _ = writeln!(
+                out,
+                "{:<24} {:>9} {:>9} {:>10} {:>6} {:>20}  {}",
+                printable(&vm.name),
+                mib(vm.maximum_kib),
+                mib(vm.actual_kib),
+                mib(vm.usable_kib),
+                if vm.stale { "yes" } else { "no" },
+                last_oom,
+                vm.findings.join(",")
+            );
+        }
+        out
+    }
+}
+
+/// Names without control characters (a VM name could carry terminal escapes), cut at 24.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(24)
+        .collect()
+}
+
+/// `2026-11-26 06:53` from epoch seconds (UTC, no time zone database needed).
+fn utc(epoch: u64) -> String {
+    let days = epoch / 86_400;
+    let seconds = epoch % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
+        seconds / 3600,
+        seconds % 3600 / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_utc_calendar_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00");
+        // Checked with `date -u -d @1795658493`.
+        assert_eq!(utc(1_795_658_493), "2026-11-26 02:01");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+    }
+
+    #[test]
+    fn the_table_escapes_hostile_names_and_shows_missing_as_dashes() {
+        let status = Status {
+            host_id: "pve1".into(),
+            backend: "libvirt".into(),
+            updated_at_epoch_secs: 100,
+            poll_duration_ms: 12,
+            vms: vec![VmStatus {
+                uuid: "u".into(),
+                name: "evil\u{1b}[2Jname".into(),
+                maximum_kib: Some(524_288),
+                actual_kib: Some(204_800),
+                usable_kib: None,
+                stale: true,
+                last_oom_epoch_secs: Some(1_795_658_493),
+                oom_count: 2,
+                findings: vec!["deflate_on_oom_off".into()],
+            }],
+        };
+        let table = status.table(std::time::UNIX_EPOCH + std::time::Duration::from_secs(105));
+        assert!(!table.contains('\u{1b}'));
+        assert!(table.contains("evil?[2Jname"));
+        assert!(table.contains("512"));
+        assert!(table.contains("200"));
+        assert!(table.contains("2026-11-26 02:01 (2x)"));
+        assert!(table.contains("updated 5 s ago"));
+    }
+
+    #[test]
+    fn the_file_round_trips() {
+        let dir = std::env::temp_dir().join(format!("ballast-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("status.json");
+        let status = Status {
+            host_id: "h".into(),
+            ..Status::default()
+        };
+        status.write(&path).expect("written");
+        assert_eq!(Status::read(&path).expect("read"), status);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
