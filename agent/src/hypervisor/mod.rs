@@ -11,6 +11,8 @@
 //! Calls are blocking; the agent runs them on blocking threads, one poll at a time.
 
 pub mod fake;
+#[cfg(feature = "libvirt")]
+pub mod libvirt;
 
 use std::time::{Duration, SystemTime};
 
@@ -189,6 +191,20 @@ pub trait Hypervisor: Send + Sync {
         timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError>;
+
+    /// Changes how often the guest reports balloon stats, on the running domain only
+    /// (libvirt `<stats period>` live); 0 stops the reports. Backends that cannot
+    /// answer `Unavailable`.
+    fn set_memory_stats_period(
+        &self,
+        id: &DomainId,
+        _period_secs: u32,
+    ) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "live stats period setting",
+        })
+    }
 
     /// Starts delivering events to `sink` (from a thread of the backend's own);
     /// the default delivers none and the agent falls back to polling.

@@ -1,0 +1,492 @@
+//! The libvirt backend: `qemu:///system` (or any URI) through libvirt's C API.
+//!
+//! What it is: one [`LibvirtHypervisor`] per libvirt connection URI, implementing
+//! [`Hypervisor`]. What it is not: a poller or a policy; the agent decides what to
+//! call when.
+//!
+//! Protocol:
+//! 1. The first call registers libvirt's default event loop (once per process) and
+//!    runs it on the thread `libvirt-events`; keepalive, the close callback and
+//!    domain events need it.
+//! 2. A connection is opened lazily, with keepalive (5 s x 3) and a close callback
+//!    that marks it dead (libvirtd restart, socket EOF, keepalive timeout).
+//! 3. Every call takes the current connection; a dead one is reopened first. When a
+//!    call fails and the connection turns out dead, it is dropped, and idempotent
+//!    calls (all but `guest_exec`) are retried once on a new connection. So the
+//!    agent survives a libvirtd restart without restarting itself.
+//! 4. [`Hypervisor::balloon_samples`] is ONE `virConnectGetAllDomainStats` call for
+//!    all active domains (`VIR_DOMAIN_STATS_BALLOON`, `..._ACTIVE | ..._NOWAIT`: a
+//!    domain stuck in a job is reported without the job-bound fields instead of
+//!    stalling the poll; the flag exists since libvirt 4.5).
+//! 5. [`Hypervisor::subscribe`] registers balloon-change, lifecycle and
+//!    agent-lifecycle callbacks, and re-registers them on every new connection; a
+//!    watchdog thread reopens a dead connection within a second so events resume
+//!    without waiting for the next poll. Events while libvirtd is down are lost.
+//!
+//! `guest_counters` sends a QMP command through `virDomainQemuMonitorCommand`;
+//! libvirt marks the domain `tainted: custom-monitor` on the first one. The agent
+//! calls it only when configured to.
+
+mod domain_xml;
+mod ffi;
+mod params;
+mod qemu_json;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use virt::error::{Error as VirtError, ErrorNumber};
+use virt::sys;
+
+pub use self::domain_xml::{parse_domain_config, DomainXmlError};
+pub use self::qemu_json::ReplyError;
+use super::{
+    BalloonSample, DomainConfig, DomainEvent, DomainId, DomainInfo, DomainState, ExecOutput,
+    GuestCounters, Hypervisor, HypervisorError,
+};
+
+/// How to reach libvirt, and the bounds on what guests may send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtConfig {
+    /// `qemu:///system`, `test:///default`, `qemu+ssh://host/system`, ...
+    pub uri: String,
+    /// Keepalive probe interval; 0 disables keepalive (close detection then relies
+    /// on failed calls).
+    pub keepalive_interval_secs: u32,
+    /// Unanswered probes before libvirt closes the connection.
+    pub keepalive_count: u32,
+    /// Largest QMP reply `guest_counters` accepts.
+    pub max_monitor_reply_bytes: usize,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        LibvirtConfig {
+            uri: DEFAULT_URI.to_owned(),
+            keepalive_interval_secs: 5,
+            keepalive_count: 3,
+            max_monitor_reply_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// libvirt's system QEMU driver.
+pub const DEFAULT_URI: &str = "qemu:///system";
+
+/// A libvirt hypervisor. Cheap to share (`Arc`); all methods take `&self`.
+#[derive(Debug)]
+pub struct LibvirtHypervisor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: LibvirtConfig,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connection: Option<Arc<Connection>>,
+    sink: Option<Sender<DomainEvent>>,
+    watchdog_started: bool,
+    n_connects: u64,
+}
+
+/// One open libvirt connection and what is registered on it.
+struct Connection {
+    connect: Connect,
+    dead: Arc<AtomicBool>,
+    event_callback_ids: Vec<i32>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Connection")
+            .field("dead", &self.dead)
+            .field("event_callback_ids", &self.event_callback_ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    fn open(
+        config: &LibvirtConfig,
+        sink: Option<&Sender<DomainEvent>>,
+    ) -> Result<Self, HypervisorError> {
+        let connect_error =
+            |source: Box<dyn std::error::Error + Send + Sync>| HypervisorError::Connect {
+                uri: config.uri.clone(),
+                source,
+            };
+        ffi::ensure_event_loop().map_err(|message| connect_error(message.into()))?;
+        let connect =
+            Connect::open(Some(&config.uri)).map_err(|error| connect_error(error.into()))?;
+        if config.keepalive_interval_secs > 0 {
+            let interval = i32::try_from(config.keepalive_interval_secs).unwrap_or(i32::MAX);
+            // Drivers without keepalive (test://, local ones) refuse; that is fine.
+            if let Err(error) = connect.set_keep_alive(interval, config.keepalive_count) {
+                tracing::debug!(uri = %config.uri, %error, "No libvirt keepalive.");
+            }
+        }
+        let dead = Arc::new(AtomicBool::new(false));
+        if let Err(error) = ffi::register_close_callback(&connect, Arc::clone(&dead)) {
+            tracing::debug!(uri = %config.uri, %error, "No libvirt close callback.");
+        }
+        let mut connection = Connection {
+            connect,
+            dead,
+            event_callback_ids: Vec::new(),
+        };
+        if let Some(sink) = sink {
+            connection.event_callback_ids = ffi::register_domain_events(&connection.connect, sink)
+                .map_err(|error| HypervisorError::Call {
+                    action: "register domain events",
+                    source: error.into(),
+                })?;
+        }
+        Ok(connection)
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.dead.load(Ordering::SeqCst) && self.connect.is_alive().unwrap_or(false)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Both hold references on the connection: without this it would never close.
+        ffi::deregister_domain_events(&self.connect, &self.event_callback_ids);
+        ffi::unregister_close_callback(&self.connect);
+    }
+}
+
+/// Whether a failed call may be repeated on a fresh connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    OnceIfConnectionDied,
+    Never,
+}
+
+impl LibvirtHypervisor {
+    /// A backend for `config.uri`; connects on first use, so this never fails.
+    pub fn new(config: LibvirtConfig) -> Self {
+        LibvirtHypervisor {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// Connects now (to fail early at startup with a clear error).
+    pub fn connect(&self) -> Result<(), HypervisorError> {
+        self.inner.connection().map(drop)
+    }
+
+    pub fn config(&self) -> &LibvirtConfig {
+        &self.inner.config
+    }
+
+    /// How many connections were opened so far (1 + reconnects).
+    pub fn n_connects(&self) -> u64 {
+        self.inner.lock().n_connects
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent (plain fields).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current connection, (re)opened when there is none or it died.
+    fn connection(&self) -> Result<Arc<Connection>, HypervisorError> {
+        let mut state = self.lock();
+        if let Some(connection) = &state.connection {
+            if connection.is_usable() {
+                return Ok(Arc::clone(connection));
+            }
+            tracing::info!(uri = %self.config.uri, "libvirt connection lost; reconnecting.");
+            state.connection = None;
+        }
+        let connection = Arc::new(Connection::open(&self.config, state.sink.as_ref())?);
+        state.n_connects += 1;
+        if state.n_connects > 1 {
+            tracing::info!(uri = %self.config.uri, "Reconnected to libvirt.");
+        }
+        state.connection = Some(Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    /// Forgets `connection` if it is still the current one.
+    fn discard(&self, connection: &Arc<Connection>) {
+        let mut state = self.lock();
+        if state
+            .connection
+            .as_ref()
+            .is_some_and(|current| Arc::ptr_eq(current, connection))
+        {
+            state.connection = None;
+        }
+    }
+
+    /// Runs `call` on the current connection; on failure with a dead connection,
+    /// drops it and (if allowed) runs `call` once more on a new one.
+    fn call<T>(
+        &self,
+        retry: Retry,
+        call: impl Fn(&Connect) -> Result<T, HypervisorError>,
+    ) -> Result<T, HypervisorError> {
+        let connection = self.connection()?;
+        match call(&connection.connect) {
+            Ok(value) => Ok(value),
+            Err(error) if connection.is_usable() => Err(error),
+            Err(error) => {
+                tracing::warn!(uri = %self.config.uri, %error, "libvirt call failed on a dead connection.");
+                self.discard(&connection);
+                drop(connection);
+                match retry {
+                    Retry::Never => Err(error),
+                    Retry::OnceIfConnectionDied => call(&self.connection()?.connect),
+                }
+            }
+        }
+    }
+}
+
+/// Reopens a dead connection while someone listens for events, so that events
+/// resume after a libvirtd restart even between polls. Ends with the backend.
+fn run_watchdog(inner: Weak<Inner>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let needs_reconnect = {
+            let state = inner.lock();
+            state.sink.is_some()
+                && state
+                    .connection
+                    .as_ref()
+                    .is_none_or(|connection| !connection.is_usable())
+        };
+        if needs_reconnect {
+            if let Err(error) = inner.connection() {
+                tracing::debug!(%error, "libvirt still unreachable.");
+            }
+        }
+    }
+}
+
+fn lookup(connect: &Connect, id: &DomainId) -> Result<Domain, HypervisorError> {
+    connect
+        .lookup_domain_by_uuid_string(&id.uuid)
+        .map_err(|error| {
+            if error
+                .code()
+                .is_known_and(|code| code == ErrorNumber::NoDomain)
+            {
+                HypervisorError::Unavailable {
+                    domain: id.name.clone(),
+                    what: "definition",
+                }
+            } else {
+                domain_error("look up the domain", id, error)
+            }
+        })
+}
+
+fn domain_error(
+    action: &'static str,
+    id: &DomainId,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> HypervisorError {
+    HypervisorError::Domain {
+        action,
+        domain: id.name.clone(),
+        source: Box::new(source),
+    }
+}
+
+fn call_error(action: &'static str, source: VirtError) -> HypervisorError {
+    HypervisorError::Call {
+        action,
+        source: Box::new(source),
+    }
+}
+
+/// The largest guest-agent reply accepted for `max_output_bytes` of output:
+/// base64 (4/3) plus room for the JSON around it (and for err-data).
+fn max_agent_reply_bytes(max_output_bytes: usize) -> usize {
+    max_output_bytes
+        .div_ceil(3)
+        .saturating_mul(4)
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
+}
+
+impl Hypervisor for LibvirtHypervisor {
+    fn backend(&self) -> &'static str {
+        "libvirt"
+    }
+
+    fn domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            // One call for all domains, active or not; state needs no job (NOWAIT anyway).
+            let records = ffi::all_domain_stats(
+                connect,
+                sys::VIR_DOMAIN_STATS_STATE,
+                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+            )
+            .map_err(|error| call_error("list domains", error))?;
+            Ok(records
+                .into_iter()
+                .map(|record| DomainInfo {
+                    state: params_state(&record.params),
+                    id: record.id,
+                })
+                .collect())
+        })
+    }
+
+    fn balloon_samples(&self) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            let records = ffi::all_domain_stats(
+                connect,
+                sys::VIR_DOMAIN_STATS_BALLOON,
+                sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
+                    | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
+            )
+            .map_err(|error| call_error("read balloon stats", error))?;
+            Ok(records
+                .into_iter()
+                .map(|record| {
+                    let sample = params::balloon_sample(&record.params);
+                    (record.id, sample)
+                })
+                .collect())
+        })
+    }
+
+    fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError> {
+        let limit = self.inner.config.max_monitor_reply_bytes;
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            let domain = lookup(connect, id)?;
+            let reply = domain
+                .qemu_monitor_command(qemu_json::QOM_GET_GUEST_STATS, 0)
+                .map_err(|error| domain_error("read guest stats", id, error))?;
+            qemu_json::parse_guest_counters(&reply, limit)
+                .map_err(|error| domain_error("read guest stats", id, error))
+        })
+    }
+
+    fn domain_config(&self, id: &DomainId) -> Result<DomainConfig, HypervisorError> {
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            let xml = lookup(connect, id)?
+                .xml_desc(0)
+                .map_err(|error| domain_error("read the domain XML", id, error))?;
+            parse_domain_config(&xml)
+                .map_err(|error| domain_error("parse the domain XML", id, error))
+        })
+    }
+
+    fn guest_exec(
+        &self,
+        id: &DomainId,
+        path: &str,
+        args: &[&str],
+        timeout: Duration,
+        max_output_bytes: usize,
+    ) -> Result<ExecOutput, HypervisorError> {
+        let deadline = Instant::now() + timeout;
+        let reply_limit = max_agent_reply_bytes(max_output_bytes);
+        let agent_timeout_secs = || {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            i32::try_from(remaining.as_secs().max(1)).unwrap_or(i32::MAX)
+        };
+        // Starting a process is not idempotent: never retried.
+        let pid = self.inner.call(Retry::Never, |connect| {
+            let domain = lookup(connect, id)?;
+            let reply = domain
+                .qemu_agent_command(
+                    &qemu_json::guest_exec_command(path, args),
+                    agent_timeout_secs(),
+                    0,
+                )
+                .map_err(|error| domain_error("start a guest command", id, error))?;
+            qemu_json::parse_exec_pid(&reply, reply_limit)
+                .map_err(|error| domain_error("start a guest command", id, error))
+        })?;
+        let status_command = qemu_json::guest_exec_status_command(pid);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let status = self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+                let domain = lookup(connect, id)?;
+                let reply = domain
+                    .qemu_agent_command(&status_command, agent_timeout_secs(), 0)
+                    .map_err(|error| domain_error("read a guest command's status", id, error))?;
+                qemu_json::parse_exec_status(&reply, reply_limit, max_output_bytes)
+                    .map_err(|error| domain_error("read a guest command's status", id, error))
+            })?;
+            if status.exited {
+                return Ok(ExecOutput {
+                    exit_code: status.exit_code,
+                    stdout: status.stdout,
+                    truncated: status.truncated,
+                });
+            }
+            if Instant::now() + pause > deadline {
+                return Err(HypervisorError::Timeout(timeout));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    /// Changes the balloon stats period of a running domain (live only, like
+    /// `virsh dommemstat --period N --live`); 0 stops the guest's reports.
+    fn set_memory_stats_period(
+        &self,
+        id: &DomainId,
+        period_secs: u32,
+    ) -> Result<(), HypervisorError> {
+        let period = i32::try_from(period_secs).unwrap_or(i32::MAX);
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            let domain = lookup(connect, id)?;
+            domain
+                .set_memory_stats_period(period, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(|error| domain_error("set the memory stats period", id, error))
+        })
+    }
+
+    fn subscribe(&self, sink: Sender<DomainEvent>) -> Result<(), HypervisorError> {
+        let start_watchdog = {
+            let mut state = self.inner.lock();
+            state.sink = Some(sink);
+            // The next connection registers the callbacks for the new sink.
+            state.connection = None;
+            !std::mem::replace(&mut state.watchdog_started, true)
+        };
+        if start_watchdog {
+            let weak = Arc::downgrade(&self.inner);
+            std::thread::Builder::new()
+                .name("libvirt-reconnect".to_owned())
+                .spawn(move || run_watchdog(weak))
+                .map_err(|error| HypervisorError::Call {
+                    action: "start the libvirt reconnect thread",
+                    source: error.into(),
+                })?;
+        }
+        self.inner.connection().map(drop)
+    }
+}
+
+fn params_state(params: &[(String, ffi::ParamValue)]) -> DomainState {
+    params::domain_state(params).unwrap_or(DomainState::Other)
+}

@@ -1,0 +1,391 @@
+//! Replies of QEMU's monitor (QMP) and of the guest agent, as libvirt hands them over.
+//!
+//! Both are guest-influenced JSON: the balloon stats are what the guest driver
+//! wrote, and the guest agent is a program inside the guest that may send anything.
+//! Rules: a reply larger than the caller's bound is refused before it is parsed;
+//! base64 output is cut to the bound before it is decoded; nothing here panics.
+
+use std::borrow::Cow;
+
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine;
+use serde::Deserialize;
+
+use crate::hypervisor::GuestCounters;
+
+/// The QMP command that reads the balloon's guest stats (libvirt names the balloon
+/// device `balloon0`).
+pub(crate) const QOM_GET_GUEST_STATS: &str = r#"{"execute":"qom-get","arguments":{"path":"/machine/peripheral/balloon0","property":"guest-stats"}}"#;
+
+/// A monitor or agent reply that ballast could not use.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplyError {
+    #[error("Reply of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("Malformed reply")]
+    Malformed(#[source] serde_json::Error),
+    #[error("Error reply: {0}")]
+    Error(String),
+    #[error("Reply has no {0}")]
+    Missing(&'static str),
+    #[error("Malformed base64 output")]
+    Base64(#[source] base64::DecodeError),
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    class: String,
+    #[serde(default)]
+    desc: String,
+}
+
+#[derive(Deserialize)]
+struct Reply<T> {
+    #[serde(rename = "return")]
+    value: Option<T>,
+    error: Option<ErrorBody>,
+}
+
+fn parse_reply<'a, T: Deserialize<'a>>(
+    reply: &'a str,
+    limit: usize,
+) -> Result<Result<T, ErrorBody>, ReplyError> {
+    if reply.len() > limit {
+        return Err(ReplyError::TooLarge {
+            size: reply.len(),
+            limit,
+        });
+    }
+    let reply: Reply<T> = serde_json::from_str(reply).map_err(ReplyError::Malformed)?;
+    match (reply.value, reply.error) {
+        (Some(value), _) => Ok(Ok(value)),
+        (None, Some(error)) => Ok(Err(error)),
+        (None, None) => Err(ReplyError::Missing("return")),
+    }
+}
+
+#[derive(Deserialize)]
+struct GuestStatsReturn {
+    #[serde(default)]
+    stats: serde_json::Map<String, serde_json::Value>,
+    #[serde(rename = "last-update")]
+    last_update: Option<serde_json::Value>,
+}
+
+/// u64::MAX is QEMU's "never reported"; non-integers count as absent.
+fn reported(value: Option<&serde_json::Value>) -> Option<u64> {
+    value
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&value| value != u64::MAX)
+}
+
+/// The `qom-get ... guest-stats` reply -> counters. `Ok(None)` when QEMU answers with
+/// an error (no balloon device, a QEMU without the property) or when none of the six
+/// kernel-6.12 counters is reported (older guest or QEMU, or no report yet).
+pub(crate) fn parse_guest_counters(
+    reply: &str,
+    limit: usize,
+) -> Result<Option<GuestCounters>, ReplyError> {
+    let Ok(value) = parse_reply::<GuestStatsReturn>(reply, limit)? else {
+        return Ok(None);
+    };
+    let stat = |key: &str| reported(value.stats.get(key));
+    let counters = GuestCounters {
+        oom_kills: stat("stat-oom-kills"),
+        alloc_stalls: stat("stat-alloc-stalls"),
+        async_scans_bytes: stat("stat-async-scans"),
+        direct_scans_bytes: stat("stat-direct-scans"),
+        async_reclaims_bytes: stat("stat-async-reclaims"),
+        direct_reclaims_bytes: stat("stat-direct-reclaims"),
+        last_update_epoch_secs: reported(value.last_update.as_ref()).filter(|&secs| secs > 0),
+    };
+    let any_counter = [
+        counters.oom_kills,
+        counters.alloc_stalls,
+        counters.async_scans_bytes,
+        counters.direct_scans_bytes,
+        counters.async_reclaims_bytes,
+        counters.direct_reclaims_bytes,
+    ]
+    .iter()
+    .any(Option::is_some);
+    Ok(any_counter.then_some(counters))
+}
+
+/// The `guest-exec` command line.
+pub(crate) fn guest_exec_command(path: &str, args: &[&str]) -> String {
+    serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": { "path": path, "arg": args, "capture-output": true },
+    })
+    .to_string()
+}
+
+/// The `guest-exec-status` command line.
+pub(crate) fn guest_exec_status_command(pid: i64) -> String {
+    serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } }).to_string()
+}
+
+#[derive(Deserialize)]
+struct ExecReturn {
+    pid: i64,
+}
+
+/// The pid of a `guest-exec` reply.
+pub(crate) fn parse_exec_pid(reply: &str, limit: usize) -> Result<i64, ReplyError> {
+    match parse_reply::<ExecReturn>(reply, limit)? {
+        Ok(value) => Ok(value.pid),
+        Err(error) => Err(ReplyError::Error(format!(
+            "{}: {}",
+            error.class, error.desc
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExecStatusReturn<'a> {
+    exited: bool,
+    exitcode: Option<i64>,
+    #[serde(rename = "out-data", borrow, default)]
+    out_data: Option<Cow<'a, str>>,
+    #[serde(rename = "out-truncated", default)]
+    out_truncated: bool,
+}
+
+/// A `guest-exec-status` reply, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExecStatus {
+    pub exited: bool,
+    pub exit_code: Option<i32>,
+    pub stdout: Vec<u8>,
+    /// The agent (`out-truncated`) or ballast (`max_output_bytes`) dropped output.
+    pub truncated: bool,
+}
+
+/// Decodes a `guest-exec-status` reply, keeping at most `max_output_bytes` of output.
+/// The reply itself must be at most `limit` bytes.
+pub(crate) fn parse_exec_status(
+    reply: &str,
+    limit: usize,
+    max_output_bytes: usize,
+) -> Result<ExecStatus, ReplyError> {
+    let value = match parse_reply::<ExecStatusReturn<'_>>(reply, limit)? {
+        Ok(value) => value,
+        Err(error) => {
+            return Err(ReplyError::Error(format!(
+                "{}: {}",
+                error.class, error.desc
+            )))
+        }
+    };
+    let (stdout, cut) = match value.out_data.as_deref() {
+        Some(data) => decode_bounded(data, max_output_bytes)?,
+        None => (Vec::new(), false),
+    };
+    Ok(ExecStatus {
+        exited: value.exited,
+        exit_code: value.exitcode.and_then(|code| i32::try_from(code).ok()),
+        stdout,
+        truncated: cut || value.out_truncated,
+    })
+}
+
+/// Decodes at most `max_bytes` of base64 `data` without decoding (or allocating for)
+/// the rest; returns whether anything was dropped.
+pub(crate) fn decode_bounded(data: &str, max_bytes: usize) -> Result<(Vec<u8>, bool), ReplyError> {
+    const ENGINE: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let data = data.trim_end_matches(['\n', '\r']);
+    // Whole 4-character groups that cover max_bytes.
+    let max_chars = max_bytes.div_ceil(3).saturating_mul(4);
+    let (prefix, mut truncated) = if data.len() > max_chars {
+        // A cut inside a multi-byte character means the data is not base64 anyway.
+        match data.get(..max_chars) {
+            Some(prefix) => (prefix, true),
+            None => {
+                return Err(ReplyError::Base64(base64::DecodeError::InvalidLength(
+                    data.len(),
+                )))
+            }
+        }
+    } else {
+        (data, false)
+    };
+    let mut bytes = ENGINE.decode(prefix).map_err(ReplyError::Base64)?;
+    if bytes.len() > max_bytes {
+        bytes.truncate(max_bytes);
+        truncated = true;
+    }
+    Ok((bytes, truncated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 64 * 1024;
+
+    /// A 6.12 guest on QEMU 10, after one OOM kill (keys as in LAB-NOTES).
+    const STATS_612: &str = r#"{"return": {"stats": {"stat-htlb-pgfail": 0, "stat-available-memory": 469405696, "stat-oom-kills": 1, "stat-alloc-stalls": 41, "stat-async-scans": 0, "stat-direct-scans": 1994752, "stat-async-reclaims": 0, "stat-direct-reclaims": 1417216, "stat-free-memory": 412000256, "stat-total-memory": 494190592, "stat-disk-caches": 9306112}, "last-update": 1795658493}, "id": "libvirt-415"}"#;
+
+    #[test]
+    fn guest_counters_of_a_612_guest() {
+        let counters = parse_guest_counters(STATS_612, LIMIT).expect("parse");
+        assert_eq!(
+            counters,
+            Some(GuestCounters {
+                oom_kills: Some(1),
+                alloc_stalls: Some(41),
+                async_scans_bytes: Some(0),
+                direct_scans_bytes: Some(1_994_752),
+                async_reclaims_bytes: Some(0),
+                direct_reclaims_bytes: Some(1_417_216),
+                last_update_epoch_secs: Some(1_795_658_493),
+            })
+        );
+    }
+
+    #[test]
+    fn never_reported_counters_are_none() {
+        // A 6.1 guest on QEMU 10: the six keys read u64::MAX.
+        let max = u64::MAX;
+        let reply = format!(
+            r#"{{"return": {{"stats": {{"stat-oom-kills": {max}, "stat-alloc-stalls": {max}, "stat-async-scans": {max}, "stat-direct-scans": {max}, "stat-async-reclaims": {max}, "stat-direct-reclaims": {max}, "stat-free-memory": 1}}, "last-update": 17}}}}"#
+        );
+        assert_eq!(parse_guest_counters(&reply, LIMIT).expect("parse"), None);
+        // One counter reported, the others not.
+        let reply = format!(
+            r#"{{"return": {{"stats": {{"stat-oom-kills": 3, "stat-alloc-stalls": {max}}}, "last-update": 0}}}}"#
+        );
+        let counters = parse_guest_counters(&reply, LIMIT)
+            .expect("parse")
+            .expect("some");
+        assert_eq!(counters.oom_kills, Some(3));
+        assert_eq!(counters.alloc_stalls, None);
+        assert_eq!(counters.last_update_epoch_secs, None);
+        // QEMU 7.2: the keys are missing entirely.
+        let old = r#"{"return": {"stats": {"stat-free-memory": 1}, "last-update": 5}}"#;
+        assert_eq!(parse_guest_counters(old, LIMIT).expect("parse"), None);
+    }
+
+    #[test]
+    fn error_replies_and_hostile_input() {
+        let no_device = r#"{"id": "libvirt-9", "error": {"class": "DeviceNotFound", "desc": "Device 'balloon0' not found"}}"#;
+        assert_eq!(parse_guest_counters(no_device, LIMIT).expect("parse"), None);
+        for garbage in [
+            "",
+            "null",
+            "[]",
+            "{",
+            r#"{"return": 5}"#,
+            r#"{"return": {"stats": 5}}"#,
+        ] {
+            assert!(parse_guest_counters(garbage, LIMIT).is_err(), "{garbage:?}");
+        }
+        let odd_types = r#"{"return": {"stats": {"stat-oom-kills": "1", "stat-alloc-stalls": -3, "stat-async-scans": 1.5, "stat-direct-scans": 2}}}"#;
+        let counters = parse_guest_counters(odd_types, LIMIT)
+            .expect("parse")
+            .expect("some");
+        assert_eq!(counters.oom_kills, None);
+        assert_eq!(counters.alloc_stalls, None);
+        assert_eq!(counters.async_scans_bytes, None);
+        assert_eq!(counters.direct_scans_bytes, Some(2));
+        let deep = "[".repeat(100_000);
+        assert!(parse_guest_counters(&deep, usize::MAX).is_err());
+        let huge = format!(
+            r#"{{"return": {{"stats": {{}}, "pad": "{}"}}}}"#,
+            "x".repeat(LIMIT)
+        );
+        assert!(matches!(
+            parse_guest_counters(&huge, LIMIT),
+            Err(ReplyError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn exec_commands_and_pid() {
+        let command = guest_exec_command("/bin/dmesg", &["-r"]);
+        let value: serde_json::Value = serde_json::from_str(&command).expect("json");
+        assert_eq!(value["arguments"]["path"], "/bin/dmesg");
+        assert_eq!(value["arguments"]["arg"][0], "-r");
+        assert_eq!(value["arguments"]["capture-output"], true);
+        assert_eq!(
+            parse_exec_pid(r#"{"return": {"pid": 812}}"#, LIMIT).expect("pid"),
+            812
+        );
+        assert!(parse_exec_pid(r#"{"return": {}}"#, LIMIT).is_err());
+        let status = guest_exec_status_command(812);
+        assert!(status.contains(r#""pid":812"#), "{status}");
+    }
+
+    #[test]
+    fn exec_status_decodes_and_bounds_output() {
+        // "Linux version 6.1\n"
+        let reply = r#"{"return": {"exitcode": 0, "out-data": "TGludXggdmVyc2lvbiA2LjEK", "exited": true}}"#;
+        let status = parse_exec_status(reply, LIMIT, 1024).expect("status");
+        assert_eq!(
+            status,
+            ExecStatus {
+                exited: true,
+                exit_code: Some(0),
+                stdout: b"Linux version 6.1\n".to_vec(),
+                truncated: false,
+            }
+        );
+        let cut = parse_exec_status(reply, LIMIT, 5).expect("status");
+        assert_eq!(cut.stdout, b"Linux");
+        assert!(cut.truncated);
+        let agent_cut =
+            r#"{"return": {"exitcode": 1, "out-data": "", "exited": true, "out-truncated": true}}"#;
+        let status = parse_exec_status(agent_cut, LIMIT, 10).expect("status");
+        assert!(status.truncated);
+        assert_eq!(status.exit_code, Some(1));
+        let running = r#"{"return": {"exited": false}}"#;
+        assert!(
+            !parse_exec_status(running, LIMIT, 10)
+                .expect("status")
+                .exited
+        );
+        let signalled = r#"{"return": {"exited": true, "signal": 9, "exitcode": 99999999999}}"#;
+        assert_eq!(
+            parse_exec_status(signalled, LIMIT, 10)
+                .expect("status")
+                .exit_code,
+            None
+        );
+        let bad = r#"{"return": {"exited": true, "out-data": "!!!!"}}"#;
+        assert!(matches!(
+            parse_exec_status(bad, LIMIT, 10),
+            Err(ReplyError::Base64(_))
+        ));
+        let error = r#"{"error": {"class": "GenericError", "desc": "Invalid parameter 'pid'"}}"#;
+        assert!(matches!(
+            parse_exec_status(error, LIMIT, 10),
+            Err(ReplyError::Error(_))
+        ));
+    }
+
+    #[test]
+    fn decode_bounded_never_decodes_past_the_cap() {
+        let big = "QUFB".repeat(1_000_000); // 3 MB of "AAA"
+        let (bytes, truncated) = decode_bounded(&big, 10).expect("decode");
+        assert_eq!(bytes, b"AAAAAAAAAA");
+        assert!(truncated);
+        let (bytes, truncated) = decode_bounded("QUE=", 10).expect("decode");
+        assert_eq!(bytes, b"AA");
+        assert!(!truncated);
+        let (bytes, truncated) = decode_bounded("QUE", 10).expect("unpadded");
+        assert_eq!(bytes, b"AA");
+        assert!(!truncated);
+        assert_eq!(decode_bounded("", 0).expect("empty"), (Vec::new(), false));
+        let (bytes, truncated) = decode_bounded("QUFB", 0).expect("zero cap");
+        assert!(bytes.is_empty() && truncated);
+        assert!(decode_bounded("ééééééé", 3).is_err());
+    }
+}
