@@ -5,6 +5,7 @@
 //! - [`config`]: YAML configuration, checked as a whole at start-up; [`paths`]: defaults.
 
 pub mod audit;
+pub mod capture;
 pub mod config;
 pub mod explain;
 pub mod fleet;

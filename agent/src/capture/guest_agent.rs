@@ -1,0 +1,338 @@
+//! Reads the guest kernel log through the guest agent and keeps what is new.
+//!
+//! 1. `/bin/dmesg` runs through [`Hypervisor::guest_exec`] with a time limit
+//!    and an output cap; if it fails in the guest, `journalctl -k -o
+//!    short-monotonic` is tried (the parser reads both).
+//! 2. The output is parsed; a report is new when its first line's monotonic
+//!    stamp is past the cursor (the stamp of the last report taken). The last
+//!    report of the output is left for the next fetch when it has no kill line
+//!    yet (still being printed).
+//! 3. A reboot resets the guest's clock: when the output's first stamp moved
+//!    back (the ring buffer only drops old records, so within one boot it only
+//!    moves forward) or its last stamp is below the cursor, the cursor restarts.
+//! 4. A guest without an agent (or one that fails) is retried with exponential
+//!    backoff (`agent_backoff_min` doubling up to `agent_backoff_max`), never in
+//!    a tight loop; the first failure is logged at info, the rest at debug.
+//!
+//! The cursor lives in memory only: after an agent restart the first fetch sees
+//! old reports again, and the persisted dedupe keys drop them.
+
+use std::time::{Duration, Instant};
+
+use ballast_oom::Report;
+
+use super::dedupe::line_stamp_ms;
+use super::detect::bounded_text;
+use super::{CaptureError, CaptureSettings};
+use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
+
+/// Where the last fetch left off, for one guest boot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DmesgCursor {
+    /// First-line stamp (ms) of the newest report taken.
+    pub last_report_ms: Option<u64>,
+    /// Stamp of the output's first line at the last fetch.
+    pub first_line_ms: Option<u64>,
+    /// Stamp of the output's last line at the last fetch.
+    pub last_line_ms: Option<u64>,
+}
+
+/// A report taken from one fetch.
+#[derive(Debug, Clone)]
+pub struct AgentReport {
+    pub report: Report,
+    pub raw: String,
+}
+
+/// What [`take_new`] found in one output.
+#[derive(Debug, Default)]
+pub struct Taken {
+    pub reports: Vec<AgentReport>,
+    /// The guest rebooted since the last fetch.
+    pub rebooted: bool,
+}
+
+fn first_and_last_stamps(output: &str) -> (Option<u64>, Option<u64>) {
+    let mut stamps = output.lines().filter_map(line_stamp_ms);
+    let first = stamps.next();
+    let last = stamps.next_back().or(first);
+    (first, last)
+}
+
+/// The reports in `output` past `cursor`; moves the cursor. Pure.
+pub fn take_new(cursor: &mut DmesgCursor, output: &[u8], max_raw_bytes: usize) -> Taken {
+    let text = String::from_utf8_lossy(output);
+    let (first, last) = first_and_last_stamps(&text);
+    let went_back = |now: Option<u64>, before: Option<u64>| matches!((now, before), (Some(n), Some(b)) if n < b);
+    let rebooted = went_back(first, cursor.first_line_ms)
+        || went_back(last, cursor.last_report_ms)
+        || went_back(last, cursor.last_line_ms);
+    if rebooted {
+        *cursor = DmesgCursor::default();
+    }
+    cursor.first_line_ms = first.or(cursor.first_line_ms);
+    cursor.last_line_ms = last.or(cursor.last_line_ms);
+    let parsed = ballast_oom::parse(text.as_bytes());
+    let count = parsed.reports.len();
+    let mut taken = Taken {
+        reports: Vec::new(),
+        rebooted,
+    };
+    for (index, report) in parsed.reports.into_iter().enumerate() {
+        let has_end = report.killed.is_some() || report.panic.is_some() || report.no_killable;
+        if index + 1 == count && !has_end {
+            break;
+        }
+        let stamp = report
+            .stamp
+            .monotonic_secs
+            .filter(|secs| secs.is_finite() && *secs >= 0.0)
+            .map(|secs| (secs * 1000.0).round() as u64);
+        if let (Some(stamp), Some(seen)) = (stamp, cursor.last_report_ms) {
+            if stamp <= seen {
+                continue;
+            }
+        }
+        if let Some(stamp) = stamp {
+            cursor.last_report_ms = Some(stamp);
+        }
+        let raw = text
+            .as_bytes()
+            .get(report.span.start_byte..report.span.end_byte)
+            .unwrap_or_default();
+        taken.reports.push(AgentReport {
+            raw: bounded_text(raw, max_raw_bytes),
+            report,
+        });
+    }
+    taken
+}
+
+/// Why the agent asks for a fetch (for logs; every reason fetches the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchReason {
+    /// The balloon's oom-kills counter went up.
+    OomKillCounter,
+    /// The guest's usable memory collapsed.
+    UsableCollapsed,
+    /// The serial console showed a partial report.
+    PartialReport,
+    /// The slow periodic check.
+    Periodic,
+}
+
+/// The outcome of one [`GuestAgentReader::fetch`].
+#[derive(Debug)]
+pub enum Fetched {
+    Reports(Taken),
+    /// A recent failure: not tried before this time.
+    BackingOff {
+        until: Instant,
+    },
+}
+
+/// The guest agent path of one domain: cursor and backoff.
+#[derive(Debug, Default)]
+pub struct GuestAgentReader {
+    cursor: DmesgCursor,
+    failures: u32,
+    retry_at: Option<Instant>,
+    last_fetch: Option<Instant>,
+}
+
+impl GuestAgentReader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The periodic fetch is due (never fetched, or `interval` since the last).
+    pub fn periodic_due(&self, now: Instant, interval: Duration) -> bool {
+        self.last_fetch
+            .is_none_or(|at| now.saturating_duration_since(at) >= interval)
+            && self.retry_at.is_none_or(|at| now >= at)
+    }
+
+    /// Runs dmesg (or journalctl -k) in the guest and takes the new reports.
+    pub fn fetch(
+        &mut self,
+        hypervisor: &dyn Hypervisor,
+        domain: &DomainId,
+        reason: FetchReason,
+        settings: &CaptureSettings,
+        now: Instant,
+    ) -> Result<Fetched, CaptureError> {
+        if let Some(until) = self.retry_at.filter(|at| now < *at) {
+            return Ok(Fetched::BackingOff { until });
+        }
+        self.last_fetch = Some(now);
+        tracing::debug!(domain = %domain.uuid, ?reason, "Reading the guest kernel log through the guest agent.");
+        match run_kernel_log(hypervisor, domain, settings) {
+            Ok(output) => {
+                self.failures = 0;
+                self.retry_at = None;
+                Ok(Fetched::Reports(take_new(
+                    &mut self.cursor,
+                    &output,
+                    settings.max_raw_bytes,
+                )))
+            }
+            Err(source) => {
+                self.failures = self.failures.saturating_add(1);
+                let delay = settings
+                    .agent_backoff_min
+                    .saturating_mul(1u32 << (self.failures - 1).min(16))
+                    .min(settings.agent_backoff_max);
+                self.retry_at = Some(now + delay);
+                if self.failures == 1 {
+                    tracing::info!(domain = %domain.uuid, error = %source, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
+                } else {
+                    tracing::debug!(domain = %domain.uuid, error = %source, retry_secs = delay.as_secs(), "Guest agent still cannot read the kernel log.");
+                }
+                Err(CaptureError::GuestAgent {
+                    domain: domain.uuid.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn run_kernel_log(
+    hypervisor: &dyn Hypervisor,
+    domain: &DomainId,
+    settings: &CaptureSettings,
+) -> Result<Vec<u8>, HypervisorError> {
+    let max = settings.agent_max_output_bytes;
+    let timeout = settings.agent_timeout;
+    let dmesg = hypervisor.guest_exec(domain, "/bin/dmesg", &[], timeout, max);
+    let dmesg_error = match dmesg {
+        Ok(output) if output.exit_code == Some(0) => {
+            if output.truncated {
+                tracing::warn!(domain = %domain.uuid, max_bytes = max, "Guest dmesg output truncated; the newest reports may be missing.");
+            }
+            return Ok(output.stdout);
+        }
+        // No agent at all: journalctl would fail the same way.
+        Err(error @ (HypervisorError::Unavailable { .. } | HypervisorError::Timeout(_))) => {
+            return Err(error)
+        }
+        Ok(output) => HypervisorError::Call {
+            action: "run /bin/dmesg in the guest",
+            source: format!("exit code {:?}", output.exit_code).into(),
+        },
+        Err(error) => error,
+    };
+    match hypervisor.guest_exec(
+        domain,
+        "/usr/bin/journalctl",
+        &["-k", "-o", "short-monotonic", "--no-pager", "-b"],
+        timeout,
+        max,
+    ) {
+        Ok(output) if output.exit_code == Some(0) => Ok(output.stdout),
+        _ => Err(dmesg_error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::detect::tests::LAB_LOG;
+    use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+
+    #[test]
+    fn only_new_reports_are_taken_and_a_reboot_resets() {
+        let mut cursor = DmesgCursor::default();
+        let taken = take_new(&mut cursor, LAB_LOG.as_bytes(), 1 << 16);
+        assert_eq!(taken.reports.len(), 1);
+        assert!(!taken.rebooted);
+        assert_eq!(cursor.last_report_ms, Some(7410));
+        // Same output again, and with more lines: nothing new.
+        assert!(take_new(&mut cursor, LAB_LOG.as_bytes(), 1 << 16)
+            .reports
+            .is_empty());
+        let more = format!("{LAB_LOG}[    9.000000] later\n");
+        assert!(take_new(&mut cursor, more.as_bytes(), 1 << 16)
+            .reports
+            .is_empty());
+        // After a reboot the log starts again at 0 and is shorter: new again.
+        let rebooted = "[    0.000000] Linux version 6.1\n[    1.000000] hello\n";
+        let taken = take_new(&mut cursor, rebooted.as_bytes(), 1 << 16);
+        assert!(taken.rebooted);
+        assert!(taken.reports.is_empty());
+        let taken = take_new(&mut cursor, LAB_LOG.as_bytes(), 1 << 16);
+        assert_eq!(taken.reports.len(), 1);
+    }
+
+    #[test]
+    fn report_still_being_printed_waits() {
+        let cut: Vec<&str> = LAB_LOG.lines().take(400).collect();
+        let mut cursor = DmesgCursor::default();
+        assert!(take_new(&mut cursor, cut.join("\n").as_bytes(), 1 << 16)
+            .reports
+            .is_empty());
+        assert_eq!(
+            take_new(&mut cursor, LAB_LOG.as_bytes(), 1 << 16)
+                .reports
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn missing_agent_backs_off() {
+        let hypervisor = FakeHypervisor::new();
+        let id = DomainId {
+            uuid: "u".to_owned(),
+            name: "vm".to_owned(),
+        };
+        hypervisor.set(
+            id.clone(),
+            FakeDomain {
+                running: true,
+                ..FakeDomain::default()
+            },
+        );
+        let settings = CaptureSettings::new(std::env::temp_dir());
+        let mut reader = GuestAgentReader::new();
+        let now = Instant::now();
+        assert!(reader
+            .fetch(&hypervisor, &id, FetchReason::Periodic, &settings, now)
+            .is_err());
+        let later = now + Duration::from_secs(10);
+        assert!(matches!(
+            reader.fetch(&hypervisor, &id, FetchReason::Periodic, &settings, later),
+            Ok(Fetched::BackingOff { .. })
+        ));
+        assert!(!reader.periodic_due(later, Duration::from_secs(1)));
+        // Second failure doubles the delay: 30 s, then 60 s.
+        let t1 = now + Duration::from_secs(30);
+        assert!(reader
+            .fetch(&hypervisor, &id, FetchReason::Periodic, &settings, t1)
+            .is_err());
+        assert!(matches!(
+            reader.fetch(
+                &hypervisor,
+                &id,
+                FetchReason::Periodic,
+                &settings,
+                t1 + Duration::from_secs(59)
+            ),
+            Ok(Fetched::BackingOff { .. })
+        ));
+        hypervisor.update(&id, |domain| {
+            domain.dmesg = Some(LAB_LOG.as_bytes().to_vec())
+        });
+        let t2 = t1 + Duration::from_secs(60);
+        let Ok(Fetched::Reports(taken)) = reader.fetch(
+            &hypervisor,
+            &id,
+            FetchReason::OomKillCounter,
+            &settings,
+            t2,
+        ) else {
+            panic!("the agent answers now");
+        };
+        assert_eq!(taken.reports.len(), 1);
+    }
+}

@@ -1,0 +1,548 @@
+//! [`Capture`]: per-domain serial tailers and guest agent readers, joined by
+//! dedupe, partial-report holding and flood control into [`CaptureEvent`]s.
+//!
+//! The caller (the agent's poll loop) drives it:
+//! 1. [`Capture::poll_serial`] for each domain with a serial log, every poll;
+//! 2. [`Capture::fetch_guest_agent`] when the balloon counters suggest an OOM,
+//!    when [`SerialPoll::wants_guest_agent`] says a partial report waits for
+//!    completion, and when [`Capture::guest_agent_due`] says the slow periodic
+//!    check is due;
+//! 3. [`Capture::release_held`] every poll (partial reports whose hold ran out);
+//! 4. [`Capture::shutdown`] on exit (state files, held reports).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use ballast_oom::Report;
+
+use super::dedupe::{self, Deduper, Seen};
+use super::flood::{MinInterval, TokenBucket};
+use super::guest_agent::{Fetched, GuestAgentReader};
+use super::serial::SerialTailer;
+use super::state::{self, StateFile};
+use super::{
+    CaptureError, CaptureEvent, CaptureSettings, CaptureSource, CapturedOom, FetchReason, NearMiss,
+    NearMissKind,
+};
+use crate::hypervisor::{DomainId, Hypervisor};
+
+const DEDUPE_KIND: &str = "dedupe";
+
+/// What one serial poll produced.
+#[derive(Debug, Default)]
+pub struct SerialPoll {
+    pub events: Vec<CaptureEvent>,
+    /// A partial report is held: fetch the guest kernel log to complete it.
+    pub wants_guest_agent: bool,
+}
+
+#[derive(Debug)]
+struct Held {
+    oom: CapturedOom,
+    until: Instant,
+}
+
+#[derive(Debug)]
+struct DomainCapture {
+    id: DomainId,
+    serial: Option<(PathBuf, SerialTailer)>,
+    agent: GuestAgentReader,
+    bucket: TokenBucket,
+    /// Reports dropped by the bucket since the last one emitted.
+    suppressed: u64,
+    near_miss: MinInterval,
+    held: Vec<Held>,
+    dedupe_dirty: bool,
+}
+
+/// Guest OOM capture for all domains of one agent.
+#[derive(Debug)]
+pub struct Capture {
+    settings: CaptureSettings,
+    domains: BTreeMap<String, DomainCapture>,
+    dedupe: Deduper,
+    flood_suppressed_total: u64,
+}
+
+impl Capture {
+    pub fn new(settings: CaptureSettings) -> Self {
+        Capture {
+            dedupe: Deduper::new(settings.dedupe_keys_per_domain),
+            settings,
+            domains: BTreeMap::new(),
+            flood_suppressed_total: 0,
+        }
+    }
+
+    pub fn settings(&self) -> &CaptureSettings {
+        &self.settings
+    }
+
+    /// Reports dropped by flood control, all domains, since start.
+    pub fn flood_suppressed_total(&self) -> u64 {
+        self.flood_suppressed_total
+    }
+
+    /// Reads the domain's serial log (`DomainConfig::serial_log_path`).
+    pub fn poll_serial(
+        &mut self,
+        id: &DomainId,
+        serial_log_path: &Path,
+        now: Instant,
+    ) -> Result<SerialPoll, CaptureError> {
+        self.domain(id, now)?;
+        let settings = &self.settings;
+        let domain = self
+            .domains
+            .get_mut(&id.uuid)
+            .expect("domain() inserted it");
+        if domain
+            .serial
+            .as_ref()
+            .is_none_or(|(path, _)| path != serial_log_path)
+        {
+            let tailer = SerialTailer::new(serial_log_path, &id.uuid, settings)?;
+            domain.serial = Some((serial_log_path.to_owned(), tailer));
+        }
+        let (_, tailer) = domain.serial.as_mut().expect("set just above");
+        let output = tailer.poll(now)?;
+        let mut poll = SerialPoll::default();
+        for puff in output.puffs {
+            if domain.near_miss.allow(now) {
+                poll.events.push(CaptureEvent::NearMiss(NearMiss {
+                    domain: id.clone(),
+                    kind: NearMissKind::OutOfPuff,
+                    captured_at: SystemTime::now(),
+                    line: puff.text,
+                    suppressed_before: std::mem::take(&mut domain.near_miss.dropped),
+                }));
+            }
+        }
+        for detected in output.reports {
+            self.found(
+                id,
+                CaptureSource::Serial,
+                detected.report,
+                detected.raw,
+                now,
+                &mut poll,
+            );
+        }
+        self.persist_dedupe(id)?;
+        Ok(poll)
+    }
+
+    /// The slow periodic guest agent check is due for this domain.
+    pub fn guest_agent_due(&self, id: &DomainId, now: Instant) -> bool {
+        self.domains.get(&id.uuid).is_none_or(|domain| {
+            domain
+                .agent
+                .periodic_due(now, self.settings.agent_periodic_interval)
+        })
+    }
+
+    /// Reads the guest kernel log through the guest agent (unless backing off
+    /// after a failure) and returns the new events.
+    pub fn fetch_guest_agent(
+        &mut self,
+        hypervisor: &dyn Hypervisor,
+        id: &DomainId,
+        reason: FetchReason,
+        now: Instant,
+    ) -> Result<Vec<CaptureEvent>, CaptureError> {
+        self.domain(id, now)?;
+        let domain = self
+            .domains
+            .get_mut(&id.uuid)
+            .expect("domain() inserted it");
+        let taken = match domain
+            .agent
+            .fetch(hypervisor, id, reason, &self.settings, now)?
+        {
+            Fetched::Reports(taken) => taken,
+            Fetched::BackingOff { .. } => return Ok(Vec::new()),
+        };
+        if taken.rebooted {
+            tracing::info!(domain = %id.uuid, "Guest rebooted since the last kernel log read.");
+        }
+        let mut poll = SerialPoll::default();
+        for found in taken.reports {
+            self.found(
+                id,
+                CaptureSource::GuestAgent,
+                found.report,
+                found.raw,
+                now,
+                &mut poll,
+            );
+        }
+        self.persist_dedupe(id)?;
+        Ok(poll.events)
+    }
+
+    /// Emits held partial reports whose hold ran out.
+    pub fn release_held(&mut self, now: Instant) -> Vec<CaptureEvent> {
+        let mut events = Vec::new();
+        for domain in self.domains.values_mut() {
+            let (due, kept) = std::mem::take(&mut domain.held)
+                .into_iter()
+                .partition(|held| held.until <= now);
+            domain.held = kept;
+            for held in due {
+                gate(
+                    domain,
+                    &mut self.flood_suppressed_total,
+                    held.oom,
+                    now,
+                    &mut events,
+                );
+            }
+        }
+        events
+    }
+
+    /// Writes every state file and releases every held report (call on exit).
+    pub fn shutdown(&mut self, now: Instant) -> (Vec<CaptureEvent>, Result<(), CaptureError>) {
+        let far = now + self.settings.partial_hold;
+        let events = self.release_held(far);
+        let mut result = Ok(());
+        let uuids: Vec<String> = self.domains.keys().cloned().collect();
+        for uuid in uuids {
+            if let Some((_, tailer)) = self.domains.get_mut(&uuid).and_then(|d| d.serial.as_mut()) {
+                if let Err(error) = tailer.persist(now) {
+                    result = Err(error);
+                }
+            }
+        }
+        (events, result)
+    }
+
+    /// Drops a domain that is gone (its state files stay until `remove_state`).
+    pub fn forget(&mut self, uuid: &str) {
+        self.domains.remove(uuid);
+        self.dedupe.forget(uuid);
+    }
+
+    fn domain(&mut self, id: &DomainId, now: Instant) -> Result<(), CaptureError> {
+        if !self.dedupe.knows(&id.uuid) {
+            let path = state::state_path(&self.settings.state_dir, &id.uuid, DEDUPE_KIND);
+            let records = state::load(&path, DEDUPE_KIND)?
+                .map(|saved| {
+                    saved
+                        .records
+                        .iter()
+                        .filter_map(|line| dedupe::record_from_line(line))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.dedupe.load(&id.uuid, records);
+        }
+        if !self.domains.contains_key(&id.uuid) {
+            self.domains.insert(
+                id.uuid.clone(),
+                DomainCapture {
+                    id: id.clone(),
+                    serial: None,
+                    agent: GuestAgentReader::new(),
+                    bucket: TokenBucket::new(
+                        self.settings.flood_burst,
+                        self.settings.flood_refill,
+                        now,
+                    ),
+                    suppressed: 0,
+                    near_miss: MinInterval::new(self.settings.near_miss_interval),
+                    held: Vec::new(),
+                    dedupe_dirty: false,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn persist_dedupe(&mut self, id: &DomainId) -> Result<(), CaptureError> {
+        let Some(domain) = self.domains.get_mut(&id.uuid) else {
+            return Ok(());
+        };
+        if !std::mem::take(&mut domain.dedupe_dirty) {
+            return Ok(());
+        }
+        let saved = StateFile {
+            records: self
+                .dedupe
+                .records(&id.uuid)
+                .map(dedupe::record_to_line)
+                .collect(),
+            ..StateFile::default()
+        };
+        let path = state::state_path(&self.settings.state_dir, &id.uuid, DEDUPE_KIND);
+        state::store(&path, DEDUPE_KIND, &saved)
+    }
+
+    /// One report from either source: dedupe, hold or emit.
+    fn found(
+        &mut self,
+        id: &DomainId,
+        source: CaptureSource,
+        report: Report,
+        raw: String,
+        now: Instant,
+        poll: &mut SerialPoll,
+    ) {
+        let identity = dedupe::identity(&report, &raw);
+        let partial = report.partial;
+        let seen = self.dedupe.observe(&id.uuid, &identity);
+        let Some(domain) = self.domains.get_mut(&id.uuid) else {
+            return;
+        };
+        let oom = |key: String| CapturedOom {
+            domain: domain.id.clone(),
+            source,
+            captured_at: SystemTime::now(),
+            raw,
+            report,
+            dedupe_key: key,
+            suppressed_before: 0,
+        };
+        match seen {
+            Seen::Duplicate { key } => {
+                tracing::debug!(domain = %id.uuid, %key, ?source, "OOM report seen before.");
+            }
+            Seen::Completes { key } => {
+                domain.dedupe_dirty = true;
+                let oom = oom(key.clone());
+                if let Some(index) = domain.held.iter().position(|h| h.oom.dedupe_key == key) {
+                    // The partial copy never went out: emit the complete one instead.
+                    domain.held.remove(index);
+                    gate(
+                        domain,
+                        &mut self.flood_suppressed_total,
+                        oom,
+                        now,
+                        &mut poll.events,
+                    );
+                } else {
+                    poll.events.push(CaptureEvent::OomCompleted(oom));
+                }
+            }
+            Seen::New { key } => {
+                domain.dedupe_dirty = true;
+                let oom = oom(key);
+                if partial
+                    && source == CaptureSource::Serial
+                    && !self.settings.partial_hold.is_zero()
+                {
+                    domain.held.push(Held {
+                        oom,
+                        until: now + self.settings.partial_hold,
+                    });
+                    poll.wants_guest_agent = true;
+                } else {
+                    gate(
+                        domain,
+                        &mut self.flood_suppressed_total,
+                        oom,
+                        now,
+                        &mut poll.events,
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Flood control: emits `oom` if the domain's bucket has a token, else counts it.
+fn gate(
+    domain: &mut DomainCapture,
+    total: &mut u64,
+    mut oom: CapturedOom,
+    now: Instant,
+    events: &mut Vec<CaptureEvent>,
+) {
+    if domain.bucket.try_take(now) {
+        oom.suppressed_before = std::mem::take(&mut domain.suppressed);
+        events.push(CaptureEvent::Oom(oom));
+        return;
+    }
+    domain.suppressed += 1;
+    *total += 1;
+    if domain.suppressed == 1 {
+        tracing::warn!(domain = %domain.id.uuid, "Guest OOM reports above the flood limit; counting instead of sending.");
+    } else {
+        tracing::debug!(domain = %domain.id.uuid, suppressed = domain.suppressed, "Guest OOM report suppressed.");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::capture::detect::tests::LAB_LOG;
+    use crate::capture::state::tests::TempDir;
+    use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+
+    fn domain() -> DomainId {
+        DomainId {
+            uuid: "4d1c6a8e-0000-4000-8000-000000000001".to_owned(),
+            name: "vm1".to_owned(),
+        }
+    }
+
+    fn settings(dir: &TempDir) -> CaptureSettings {
+        CaptureSettings {
+            grace: Duration::ZERO,
+            ..CaptureSettings::new(dir.0.join("state"))
+        }
+    }
+
+    fn fake_with_dmesg(dmesg: &str) -> FakeHypervisor {
+        let hypervisor = FakeHypervisor::new();
+        hypervisor.set(
+            domain(),
+            FakeDomain {
+                running: true,
+                dmesg: Some(dmesg.as_bytes().to_vec()),
+                ..FakeDomain::default()
+            },
+        );
+        hypervisor
+    }
+
+    fn ooms(events: &[CaptureEvent]) -> Vec<&CapturedOom> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                CaptureEvent::Oom(oom) => Some(oom),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn serial_and_guest_agent_copies_become_one_event() {
+        let dir = TempDir::new("hub-dedupe");
+        let log = dir.0.join("serial.log");
+        std::fs::write(&log, LAB_LOG).expect("write log");
+        let hypervisor = fake_with_dmesg(LAB_LOG);
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        let found = ooms(&poll.events);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].source, CaptureSource::Serial);
+        assert_eq!(found[0].dedupe_key, format!("{}:7410:113", domain().uuid));
+        assert!(!poll.wants_guest_agent);
+        let events = capture
+            .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
+            .expect("agent");
+        assert!(events.is_empty(), "{events:?}");
+        // An agent restart: neither path emits it again.
+        drop(capture);
+        let mut capture = Capture::new(settings(&dir));
+        assert!(capture
+            .poll_serial(&domain(), &log, now)
+            .expect("serial")
+            .events
+            .is_empty());
+        let events = capture
+            .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
+            .expect("agent");
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn partial_serial_report_is_completed_by_the_guest_agent() {
+        let dir = TempDir::new("hub-partial");
+        let log = dir.0.join("serial.log");
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        std::fs::write(&log, format!("{kill_line}\n")).expect("write log");
+        let hypervisor = fake_with_dmesg(LAB_LOG);
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert!(poll.events.is_empty(), "the partial copy is held");
+        assert!(poll.wants_guest_agent);
+        let events = capture
+            .fetch_guest_agent(&hypervisor, &domain(), FetchReason::PartialReport, now)
+            .expect("agent");
+        let found = ooms(&events);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].source, CaptureSource::GuestAgent);
+        assert!(!found[0].report.partial);
+        assert_eq!(found[0].dedupe_key, format!("{}:7420:113", domain().uuid));
+        assert!(capture
+            .release_held(now + Duration::from_secs(3600))
+            .is_empty());
+    }
+
+    #[test]
+    fn partial_report_goes_out_after_the_hold_and_is_completed_later() {
+        let dir = TempDir::new("hub-hold");
+        let log = dir.0.join("serial.log");
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        std::fs::write(&log, format!("{kill_line}\n")).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert!(capture
+            .release_held(now + Duration::from_secs(1))
+            .is_empty());
+        let released = capture.release_held(now + Duration::from_secs(10));
+        let found = ooms(&released);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].report.partial);
+        let key = found[0].dedupe_key.clone();
+        let hypervisor = fake_with_dmesg(LAB_LOG);
+        let events = capture
+            .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
+            .expect("agent");
+        let [CaptureEvent::OomCompleted(completed)] = &events[..] else {
+            panic!("expected one completion, got {events:?}");
+        };
+        assert_eq!(completed.dedupe_key, key);
+        assert!(!completed.report.partial);
+    }
+
+    #[test]
+    fn flood_of_forged_reports_is_bounded_and_counted() {
+        let dir = TempDir::new("hub-flood");
+        let log = dir.0.join("serial.log");
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        // 1000 forged kill-line-only reports with distinct pids, and Out of puff lines.
+        let mut text = String::new();
+        for pid in 1000..2000 {
+            text.push_str(&kill_line.replace("113", &pid.to_string()));
+            text.push('\n');
+            text.push_str("[    7.5] virtio_balloon virtio1: Out of puff! Can't get 1 pages\n");
+        }
+        std::fs::write(&log, &text).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(CaptureSettings {
+            partial_hold: Duration::ZERO,
+            ..settings(&dir)
+        });
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert_eq!(ooms(&poll.events).len(), 20);
+        let near_misses = poll
+            .events
+            .iter()
+            .filter(|event| matches!(event, CaptureEvent::NearMiss(_)))
+            .count();
+        assert_eq!(near_misses, 1);
+        assert_eq!(capture.flood_suppressed_total(), 980);
+        // A minute later one more gets through and carries the count.
+        std::fs::write(
+            &log,
+            format!("{text}{}\n", kill_line.replace("113", "5000")),
+        )
+        .expect("append");
+        let poll = capture
+            .poll_serial(&domain(), &log, now + Duration::from_secs(61))
+            .expect("serial");
+        let found = ooms(&poll.events);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].suppressed_before, 980);
+        assert_eq!(found[0].report.killed.as_ref().map(|k| k.pid), Some(5000));
+    }
+}
