@@ -185,6 +185,9 @@ pub(crate) fn ensure_event_loop() -> Result<(), String> {
     static EVENT_LOOP: OnceLock<Result<(), String>> = OnceLock::new();
     EVENT_LOOP
         .get_or_init(|| {
+            // libvirt's default error handler prints every error to stderr; ballast
+            // reports errors itself (as `HypervisorError`s).
+            virt::error::clear_error_callback();
             // SAFETY: no preconditions; called once per process (OnceLock).
             if unsafe { sys::virEventRegisterDefaultImpl() } < 0 {
                 return Err(VirtError::last_error().to_string());
