@@ -113,7 +113,9 @@ fn serial_and_guest_agent_capture_one_balloon_oom_once() {
     let hypervisor = backend();
     let id = domain_of(&hypervisor, &guest);
     let config = hypervisor.domain_config(&id).expect("domain config");
-    let log = config.serial_log_path.expect("the domain logs its serial console");
+    let log = config
+        .serial_log_path
+        .expect("the domain logs its serial console");
     assert_eq!(log, guest.serial_log_path());
     let state = StateDir::new("full");
     let mut capture = Capture::new(settings(&state));
@@ -128,13 +130,27 @@ fn serial_and_guest_agent_capture_one_balloon_oom_once() {
     let started = Instant::now();
     let mut serial = Vec::new();
     while serial.is_empty() && started.elapsed() < Duration::from_secs(30) {
-        serial.extend(poll_serial_for(&mut capture, &id, &log, Duration::from_millis(200)));
+        serial.extend(poll_serial_for(
+            &mut capture,
+            &id,
+            &log,
+            Duration::from_millis(200),
+        ));
     }
-    serial.extend(poll_serial_for(&mut capture, &id, &log, Duration::from_secs(2)));
+    serial.extend(poll_serial_for(
+        &mut capture,
+        &id,
+        &log,
+        Duration::from_secs(2),
+    ));
     assert_eq!(serial.len(), 1, "{serial:#?}");
     let from_serial = &serial[0];
     assert_eq!(from_serial.source, CaptureSource::Serial);
-    assert!(!from_serial.report.partial, "{:?}", from_serial.report.missing);
+    assert!(
+        !from_serial.report.partial,
+        "{:?}",
+        from_serial.report.missing
+    );
     let killed = from_serial.report.killed.as_ref().expect("killed task");
     assert_eq!(killed.comm, "memhog");
     let analysis = ballast_oom::analyze(&from_serial.report, None);
@@ -158,7 +174,12 @@ fn serial_and_guest_agent_capture_one_balloon_oom_once() {
 
     // Both paths in one capture: one event.
     let events = capture
-        .fetch_guest_agent(&hypervisor, &id, FetchReason::OomKillCounter, Instant::now())
+        .fetch_guest_agent(
+            &hypervisor,
+            &id,
+            FetchReason::OomKillCounter,
+            Instant::now(),
+        )
         .expect("dmesg through the guest agent");
     assert!(events.is_empty(), "{events:#?}");
 
@@ -195,7 +216,11 @@ fn quiet_console_partial_report_is_completed_by_the_guest_agent() {
     assert!(poll_serial_for(&mut capture, &id, &log, Duration::from_millis(400)).is_empty());
 
     scenario::inflate_then_grow(&guest, 200, OOM_TIMEOUT).expect("balloon OOM");
-    assert_eq!(guest.serial_count(ballast_testvm::INVOKED_LINE), 0, "quiet console");
+    assert_eq!(
+        guest.serial_count(ballast_testvm::INVOKED_LINE),
+        0,
+        "quiet console"
+    );
 
     // The kill line alone: a partial report, held while the guest agent is asked.
     let started = Instant::now();

@@ -324,13 +324,9 @@ mod tests {
             domain.dmesg = Some(LAB_LOG.as_bytes().to_vec())
         });
         let t2 = t1 + Duration::from_secs(60);
-        let Ok(Fetched::Reports(taken)) = reader.fetch(
-            &hypervisor,
-            &id,
-            FetchReason::OomKillCounter,
-            &settings,
-            t2,
-        ) else {
+        let Ok(Fetched::Reports(taken)) =
+            reader.fetch(&hypervisor, &id, FetchReason::OomKillCounter, &settings, t2)
+        else {
             panic!("the agent answers now");
         };
         assert_eq!(taken.reports.len(), 1);

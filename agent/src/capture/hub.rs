@@ -129,7 +129,13 @@ impl Capture {
                 &mut poll,
             );
         }
-        self.persist_dedupe(id)?;
+        if let Err(error) = self.persist_dedupe(id) {
+            // The events still go out; the keys are saved with the next change.
+            tracing::warn!(domain = %id.uuid, %error, "Failed to save dedupe keys.");
+            if let Some(domain) = self.domains.get_mut(&id.uuid) {
+                domain.dedupe_dirty = true;
+            }
+        }
         Ok(poll)
     }
 
@@ -177,7 +183,13 @@ impl Capture {
                 &mut poll,
             );
         }
-        self.persist_dedupe(id)?;
+        if let Err(error) = self.persist_dedupe(id) {
+            // The events still go out; the keys are saved with the next change.
+            tracing::warn!(domain = %id.uuid, %error, "Failed to save dedupe keys.");
+            if let Some(domain) = self.domains.get_mut(&id.uuid) {
+                domain.dedupe_dirty = true;
+            }
+        }
         Ok(poll.events)
     }
 

@@ -215,16 +215,28 @@ impl SerialTailer {
     /// persists the state when due.
     pub fn poll(&mut self, now: Instant) -> Result<SerialOutput, CaptureError> {
         let mut output = SerialOutput::default();
-        self.read_available(now, &mut output)?;
+        let read = self.read_available(now, &mut output);
         output.reports.extend(self.detector.poll(now));
         let due = self
             .last_persist
             .is_none_or(|at| now.saturating_duration_since(at) >= self.persist_interval);
-        if !output.reports.is_empty()
-            || !output.puffs.is_empty()
+        // Near-miss lines alone wait for the interval: they are rate-limited anyway.
+        let persisted = if !output.reports.is_empty()
             || (due && self.persisted_position != Some(self.position()))
         {
-            self.persist(now)?;
+            self.persist(now)
+        } else {
+            Ok(())
+        };
+        // What was detected is handed out even when reading on or saving failed:
+        // the watermark has moved past it, so it would be lost otherwise.
+        if output.reports.is_empty() && output.puffs.is_empty() {
+            read?;
+            persisted?;
+        } else {
+            for error in [read.err(), persisted.err()].into_iter().flatten() {
+                tracing::warn!(path = %self.path.display(), error = %error, "Serial capture step failed; returning what was found.");
+            }
         }
         Ok(output)
     }
