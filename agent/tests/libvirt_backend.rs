@@ -274,6 +274,19 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     assert_eq!(capped.stdout.len(), 100);
     assert!(capped.truncated);
     assert_eq!(capped.stdout, dmesg.stdout[..100]);
+    // 512 KiB of output, 1000 bytes kept: cut before decoding, not an error.
+    let big = hypervisor
+        .guest_exec(
+            &id_a,
+            "/bin/sh",
+            &["-c", "dd if=/dev/zero bs=1024 count=512 2>/dev/null"],
+            Duration::from_secs(30),
+            1000,
+        )
+        .expect("guest-exec with large output");
+    assert_eq!(big.exit_code, Some(0));
+    assert!(big.truncated);
+    assert_eq!(big.stdout, vec![0_u8; 1000]);
     let slow = hypervisor.guest_exec(&id_a, "/bin/sleep", &["5"], Duration::from_millis(500), 100);
     assert!(matches!(slow, Err(HypervisorError::Timeout(_))), "{slow:?}");
 
