@@ -1,22 +1,171 @@
-//! `ballast-collector`: the central collector's command line (skeleton).
+//! `ballast-collector`: the central collector's command line.
 //!
-//! The ingest API, the fleet store, correlation and the dashboard arrive with their
-//! issues; today the binary only reports its version and usage.
+//! - `serve [--config FILE]`: run the collector (default 127.0.0.1:8470).
+//! - `token create HOST [--rotate]` / `token revoke HOST` / `token list`:
+//!   manage agents' ingest tokens in the configured store (the server may run).
+//! - `--print-default-config`: print every setting with its default as YAML.
+//!
+//! Exit codes: 0 success, 2 configuration or usage error, 1 any other failure.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use ballast_collector::config::{self, RawConfig};
+use ballast_collector::storage::{self, queries};
+use ballast_collector::{auth, server};
 
 #[derive(Parser)]
 #[command(
     name = "ballast-collector",
     version,
-    about = "ballast central collector: fleet store, balloon-vs-OOM correlation, dashboard"
+    about = "ballast central collector: fleet store, balloon-vs-OOM correlation, query API"
 )]
-struct Cli {}
+struct Cli {
+    /// Print the default configuration (YAML) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    println!(
-        "ballast-collector {}: no subcommands yet",
-        env!("CARGO_PKG_VERSION")
-    );
+#[derive(Subcommand)]
+enum Command {
+    /// Run the collector.
+    Serve {
+        /// The YAML configuration (defaults when absent).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage per-host ingest tokens.
+    Token {
+        /// The YAML configuration naming the store (defaults when absent).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token for HOST and print it (once: only its hash is stored).
+    Create {
+        host: String,
+        /// Replace an existing token of HOST.
+        #[arg(long)]
+        rotate: bool,
+    },
+    /// Revoke HOST's token.
+    Revoke { host: String },
+    /// List hosts that have a token.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    if cli.print_default_config {
+        print!("{}", RawConfig::default_yaml());
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command else {
+        eprintln!("ballast-collector: a command is needed (serve, token); see --help");
+        return ExitCode::from(2);
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config_path = match &command {
+        Command::Serve { config } | Command::Token { config, .. } => config.clone(),
+    };
+    let settings = match config::load(config_path.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("ballast-collector: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("ballast-collector: failed to start the runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Serve { .. } => server::run(settings, server::shutdown_signal())
+                .await
+                .context("The collector stopped with an error"),
+            Command::Token { action, .. } => token(&settings, action).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ballast-collector: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn token(settings: &config::Settings, action: TokenAction) -> anyhow::Result<()> {
+    let store = storage::open(&settings.storage)
+        .await
+        .context("Failed to open the store")?;
+    match action {
+        TokenAction::Create { host, rotate } => {
+            anyhow::ensure!(
+                !host.is_empty()
+                    && host.len() <= 253
+                    && host
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
+                "Host name {host:?} may only hold letters, digits, '.', '-' and '_'"
+            );
+            let token = auth::generate_token()?;
+            queries::put_token(
+                store.as_ref(),
+                &host,
+                &auth::token_sha256(&token),
+                ballast_collector::now_ms(),
+                rotate,
+            )
+            .await?;
+            println!("{token}");
+            eprintln!("Token for {host} created; it is shown only now. Put it in the agent's collector.token_file.");
+        }
+        TokenAction::Revoke { host } => {
+            if queries::revoke_token(store.as_ref(), &host).await? {
+                eprintln!("Token of {host} revoked.");
+            } else {
+                anyhow::bail!("{host} has no token");
+            }
+        }
+        TokenAction::List => {
+            for info in queries::list_tokens(store.as_ref()).await? {
+                println!("{}\t{}", info.host, info.created_ms);
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,179 @@
+//! `POST /api/v1/ingest`.
+//!
+//! 1. Authenticate: `Authorization: Bearer <token>`; its SHA-256 must be stored
+//!    (401 otherwise, before the body is read).
+//! 2. Admit: the host's token bucket and in-flight cap (429 + `Retry-After`).
+//! 3. Read the body within `body_timeout` (408) and `max_body_bytes` (413);
+//!    `Content-Encoding: gzip` is inflated up to `max_decompressed_bytes` (413).
+//! 4. Parse (400 for malformed JSON, 422 when it does not fit the schema),
+//!    check `host_id` against the token's host (403), validate every field (422
+//!    with the field's JSON path).
+//! 5. Correlate OOMs, store the batch in one transaction, answer
+//!    `IngestResponse{accepted, duplicates}` after the commit.
+//!
+//! Nothing is stored unless every step passed.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::Json;
+
+use ballast_model::{Batch, Event, IngestResponse};
+
+use crate::api::{bearer, AppError, AppState};
+use crate::auth::{constant_time_eq, token_sha256, Refused};
+use crate::storage::prepare::{prepare_batch, VmContext};
+use crate::storage::queries;
+
+pub(super) async fn ingest(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<IngestResponse>, AppError> {
+    let token = bearer(&headers).ok_or(AppError::Unauthorized)?;
+    let hash = token_sha256(token);
+    let (host, stored_hash) = queries::host_for_token_hash(state.store.as_ref(), &hash)
+        .await?
+        .ok_or(AppError::Unauthorized)?;
+    if !constant_time_eq(&hash, &stored_hash) {
+        return Err(AppError::Unauthorized);
+    }
+    let _permit = state
+        .admission
+        .admit(&host, Instant::now())
+        .map_err(|refused| match refused {
+            Refused::Rate { retry_after_secs } => AppError::TooManyRequests { retry_after_secs },
+            Refused::Busy => AppError::TooManyRequests {
+                retry_after_secs: 1,
+            },
+        })?;
+    let limits = &state.config.ingest;
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(encoding) if encoding == "identity" || encoding.is_empty() => false,
+        Some(encoding) if encoding == "gzip" || encoding == "x-gzip" => true,
+        Some(encoding) => {
+            return Err(AppError::UnsupportedEncoding(format!(
+                "Content-Encoding {encoding:?} is not supported (use gzip or none)"
+            )))
+        }
+    };
+    let bytes = tokio::time::timeout(
+        limits.body_timeout,
+        axum::body::to_bytes(body, limits.max_body_bytes),
+    )
+    .await
+    .map_err(|_| AppError::Timeout)?
+    .map_err(|error| {
+        if is_length_limit(&error) {
+            AppError::PayloadTooLarge(format!(
+                "request body larger than {} bytes",
+                limits.max_body_bytes
+            ))
+        } else {
+            AppError::BadRequest(format!("failed to read the request body: {error}"))
+        }
+    })?;
+
+    let max_decompressed = limits.max_decompressed_bytes;
+    let model_limits = state.config.limits;
+    let expected_host = host.clone();
+    let batch = tokio::task::spawn_blocking(move || -> Result<Batch, AppError> {
+        let json = if gzip {
+            gunzip(&bytes, max_decompressed)?
+        } else {
+            bytes.to_vec()
+        };
+        let batch: Batch = serde_json::from_slice(&json).map_err(|error| {
+            if error.is_data() {
+                AppError::Unprocessable {
+                    message: format!("the batch does not fit the schema: {error}"),
+                    field: None,
+                }
+            } else {
+                AppError::BadRequest(format!("malformed JSON: {error}"))
+            }
+        })?;
+        if batch.host_id != expected_host {
+            return Err(AppError::Forbidden(format!(
+                "this token belongs to host {expected_host:?}, not to {:?}",
+                batch.host_id
+            )));
+        }
+        ballast_model::validate(&batch, &model_limits).map_err(|error| {
+            AppError::Unprocessable {
+                message: error.to_string(),
+                field: Some(error.path),
+            }
+        })?;
+        Ok(batch)
+    })
+    .await
+    .map_err(|_| AppError::Internal)??;
+
+    let received_at_ms = crate::now_ms();
+    let settings = &state.config.correlation;
+    let mut contexts: HashMap<String, VmContext> = HashMap::new();
+    for envelope in &batch.events {
+        if let Event::Oom(oom) = &envelope.event {
+            if !contexts.contains_key(&oom.vm.uuid) {
+                let context = queries::vm_context(
+                    state.store.as_ref(),
+                    &oom.vm.uuid,
+                    envelope.captured_at_ms,
+                    settings.window_secs,
+                )
+                .await?;
+                contexts.insert(oom.vm.uuid.clone(), context);
+            }
+        }
+    }
+    let correlation = settings.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        prepare_batch(batch, received_at_ms, &contexts, &correlation)
+    })
+    .await
+    .map_err(|_| AppError::Internal)?;
+    let response = state.store.ingest(prepared).await?;
+    tracing::debug!(
+        host = %host,
+        accepted = response.accepted,
+        duplicates = response.duplicates,
+        "Batch stored."
+    );
+    Ok(Json(response))
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = source {
+        if cause.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// Inflates a gzip body, refusing to produce more than `max` bytes (gzip bombs).
+fn gunzip(compressed: &[u8], max: usize) -> Result<Vec<u8>, AppError> {
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let mut decoder = flate2::read::MultiGzDecoder::new(compressed).take(limit);
+    let mut out = Vec::with_capacity(compressed.len().saturating_mul(4).min(max));
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|error| AppError::BadRequest(format!("invalid gzip body: {error}")))?;
+    if out.len() > max {
+        return Err(AppError::PayloadTooLarge(format!(
+            "decompressed body larger than {max} bytes"
+        )));
+    }
+    Ok(out)
+}

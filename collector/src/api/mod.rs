@@ -1,0 +1,132 @@
+//! The HTTP API: `fn app(state) -> Router`.
+//!
+//! Write side (agents, per-host bearer token):
+//! - `POST /api/v1/ingest`: a `ballast_model::Batch` (JSON, optionally gzip).
+//!
+//! Read side (the read token when configured; none on a loopback listener):
+//! - `GET /api/v1/ooms`, `GET /api/v1/ooms/{id}`
+//! - `GET /api/v1/vms`, `GET /api/v1/vms/{uuid}/memory`
+//! - `GET /api/v1/stats/ooms`, `GET /api/v1/stats/repeated-balloon-ooms`
+//!
+//! And `GET /healthz` (no auth). docs/collector.md documents every parameter and
+//! answer. Each request gets one tracing span with its method and `matched_path`.
+
+mod error;
+mod ingest;
+mod query;
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::trace::TraceLayer;
+
+pub use error::AppError;
+
+use crate::auth::{constant_time_eq, Admission};
+use crate::config::{IngestLimits, Settings};
+use crate::correlation::CorrelationSettings;
+use crate::storage::Store;
+
+/// What handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<ApiConfig>,
+    pub admission: Arc<Admission>,
+}
+
+/// The API's settings.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    pub ingest: IngestLimits,
+    pub read_token: Option<String>,
+    pub correlation: CorrelationSettings,
+    pub limits: ballast_model::Limits,
+}
+
+impl ApiConfig {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            ingest: settings.ingest.clone(),
+            read_token: settings.read_token.clone(),
+            correlation: settings.correlation.clone(),
+            limits: ballast_model::Limits::default(),
+        }
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        Self {
+            admission: Arc::new(Admission::new(&config.ingest)),
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The whole API.
+pub fn app(state: AppState) -> Router {
+    let read = Router::new()
+        .route("/api/v1/ooms", get(query::list_ooms))
+        .route("/api/v1/ooms/{id}", get(query::get_oom))
+        .route("/api/v1/vms", get(query::list_vms))
+        .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory))
+        .route("/api/v1/stats/ooms", get(query::oom_counts))
+        .route(
+            "/api/v1/stats/repeated-balloon-ooms",
+            get(query::repeat_offenders),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_read_token,
+        ));
+    Router::new()
+        .route("/api/v1/ingest", post(ingest::ingest))
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(read)
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let matched_path = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str);
+                tracing::info_span!("request", method = %request.method(), matched_path)
+            }),
+        )
+        .with_state(state)
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+async fn require_read_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, AppError> {
+    if let Some(expected) = &state.config.read_token {
+        let given = bearer(request.headers()).unwrap_or_default();
+        if !constant_time_eq(given, expected) {
+            return Err(AppError::Unauthorized);
+        }
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,196 @@
+//! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{uuid}/memory`,
+//! `/stats/ooms`, `/stats/repeated-balloon-ooms`. Times are Unix milliseconds.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde::Deserialize;
+
+use crate::api::{AppError, AppState};
+use crate::records::{OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory};
+use crate::storage::queries::{self, GroupBy, OomFilter};
+
+const DAY_MS: i64 = 86_400_000;
+
+fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+    query
+        .map(|Query(value)| value)
+        .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OomsParams {
+    host: Option<String>,
+    vm: Option<String>,
+    verdict: Option<String>,
+    report_verdict: Option<String>,
+    kind: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+pub(super) async fn list_ooms(
+    State(state): State<AppState>,
+    query: Result<Query<OomsParams>, QueryRejection>,
+) -> Result<Json<OomPage>, AppError> {
+    let params = params(query)?;
+    if let Some(verdict) = &params.verdict {
+        if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
+        {
+            return Err(AppError::Unprocessable {
+                message: "verdict must be balloon, balloon_contributed, not_balloon or unknown"
+                    .into(),
+                field: Some("verdict".into()),
+            });
+        }
+    }
+    let cursor = match &params.cursor {
+        Some(text) => Some(queries::parse_cursor(text).ok_or(AppError::Unprocessable {
+            message: "cursor is not one this API gave out".into(),
+            field: Some("cursor".into()),
+        })?),
+        None => None,
+    };
+    let filter = OomFilter {
+        host: params.host,
+        vm: params.vm,
+        verdict: params.verdict,
+        report_verdict: params.report_verdict,
+        kind: params.kind,
+        since_ms: params.since,
+        until_ms: params.until,
+        cursor,
+        limit: params.limit.unwrap_or(100),
+    };
+    Ok(Json(
+        queries::list_ooms(state.store.as_ref(), &filter).await?,
+    ))
+}
+
+pub(super) async fn get_oom(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<OomDetail>, AppError> {
+    let id: i64 = id.parse().map_err(|_| AppError::NotFound)?;
+    queries::get_oom(
+        state.store.as_ref(),
+        id,
+        state.config.correlation.window_secs,
+    )
+    .await?
+    .map(Json)
+    .ok_or(AppError::NotFound)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct VmsParams {
+    host: Option<String>,
+}
+
+pub(super) async fn list_vms(
+    State(state): State<AppState>,
+    query: Result<Query<VmsParams>, QueryRejection>,
+) -> Result<Json<VmList>, AppError> {
+    let params = params(query)?;
+    Ok(Json(
+        queries::list_vms(state.store.as_ref(), params.host.as_deref()).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MemoryParams {
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub(super) async fn vm_memory(
+    State(state): State<AppState>,
+    Path(uuid): Path<String>,
+    query: Result<Query<MemoryParams>, QueryRejection>,
+) -> Result<Json<VmMemory>, AppError> {
+    let params = params(query)?;
+    let since = params
+        .since
+        .unwrap_or_else(|| crate::now_ms().saturating_sub(DAY_MS));
+    let until = params.until.unwrap_or(i64::MAX);
+    Ok(Json(
+        queries::vm_memory(
+            state.store.as_ref(),
+            &uuid,
+            since,
+            until,
+            params.limit.unwrap_or(10_000),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CountParams {
+    group_by: Option<String>,
+    bucket_secs: Option<i64>,
+    since: Option<i64>,
+    until: Option<i64>,
+}
+
+pub(super) async fn oom_counts(
+    State(state): State<AppState>,
+    query: Result<Query<CountParams>, QueryRejection>,
+) -> Result<Json<OomCounts>, AppError> {
+    let params = params(query)?;
+    let group_by = match params.group_by.as_deref() {
+        None => GroupBy::Verdict,
+        Some(text) => GroupBy::parse(text).ok_or(AppError::Unprocessable {
+            message: "group_by must be host, vm, verdict, report_verdict or kind".into(),
+            field: Some("group_by".into()),
+        })?,
+    };
+    let bucket_secs = params.bucket_secs.unwrap_or(86_400);
+    if !(60..=31 * 86_400).contains(&bucket_secs) {
+        return Err(AppError::Unprocessable {
+            message: "bucket_secs must be 60 to 2678400".into(),
+            field: Some("bucket_secs".into()),
+        });
+    }
+    let since = params
+        .since
+        .unwrap_or_else(|| crate::now_ms().saturating_sub(30 * DAY_MS));
+    Ok(Json(
+        queries::oom_counts(
+            state.store.as_ref(),
+            group_by,
+            bucket_secs,
+            since,
+            params.until.unwrap_or(i64::MAX),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RepeatParams {
+    since: Option<i64>,
+    min_count: Option<i64>,
+}
+
+pub(super) async fn repeat_offenders(
+    State(state): State<AppState>,
+    query: Result<Query<RepeatParams>, QueryRejection>,
+) -> Result<Json<RepeatOffenders>, AppError> {
+    let params = params(query)?;
+    let since = params
+        .since
+        .unwrap_or_else(|| crate::now_ms().saturating_sub(30 * DAY_MS));
+    Ok(Json(
+        queries::repeat_offenders(state.store.as_ref(), since, params.min_count.unwrap_or(2))
+            .await?,
+    ))
+}

@@ -1,0 +1,498 @@
+//! Relates one OOM to the VM's balloon: pure, no I/O, never panics.
+//!
+//! Inputs: the OOM event as the agent sent it (report, analysis, the balloon at the
+//! OOM, the agent's balloon history, host memory), the VM's configuration from the
+//! inventory when known, and the collector's stored rollups of the window before.
+//!
+//! 1. The balloon at the OOM: maximum and actual from the host (`balloon_at_oom`,
+//!    else the newest history point); held = maximum - actual. Without host figures,
+//!    the report's own balloon evidence (reserved far above normal) stands in.
+//! 2. The window before the OOM: the peak `actual` in it, how much the balloon
+//!    inflated from that peak down to the OOM, when that started and how fast.
+//! 3. Context: MemAvailable before the OOM, allocation stalls in the window, host
+//!    memory use against the ballooning target, unaccounted memory vs balloon size.
+//! 4. Counterfactual: with the balloon deflated (held = 0) the guest gains the held
+//!    memory; it would have survived if that covers what it needed (the killed task's
+//!    anonymous memory plus the zones' shortfall below their min watermark).
+//! 5. Verdict: `unknown` (no balloon figures), `not_balloon` (the balloon held
+//!    nothing worth naming), `balloon` (it held enough that the guest would have
+//!    survived without it), `balloon_contributed` (it held memory, but deflating alone
+//!    would not have saved the guest, or we cannot tell, or deflate-on-oom was on).
+
+use serde::Serialize;
+
+use ballast_model::{OomEvent, VmConfig};
+
+use crate::records::RollupPoint;
+
+/// Tunables of the correlation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorrelationSettings {
+    /// How far before the OOM to look.
+    pub window_secs: u64,
+    /// Host memory use above which ballooning is expected (percent).
+    pub host_target_pct: f64,
+    /// A balloon holding less than this is noise (KiB) ...
+    pub noise_kib: u64,
+    /// ... or less than this share of the maximum (percent).
+    pub noise_pct: f64,
+}
+
+impl Default for CorrelationSettings {
+    fn default() -> Self {
+        Self {
+            window_secs: 3600,
+            host_target_pct: 80.0,
+            noise_kib: 16 * 1024,
+            noise_pct: 2.0,
+        }
+    }
+}
+
+/// The correlation verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrelationVerdict {
+    /// The balloon held enough memory that, deflated, the guest would have survived.
+    Balloon,
+    /// The balloon held memory but is not the whole story.
+    BalloonContributed,
+    /// The balloon held nothing worth naming at the OOM.
+    NotBalloon,
+    /// Balloon figures are missing.
+    Unknown,
+}
+
+impl CorrelationVerdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CorrelationVerdict::Balloon => "balloon",
+            CorrelationVerdict::BalloonContributed => "balloon_contributed",
+            CorrelationVerdict::NotBalloon => "not_balloon",
+            CorrelationVerdict::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where the held figure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeldSource {
+    /// maximum - actual measured by the host at the OOM.
+    HostAtOom,
+    /// maximum - actual of the newest host sample before the OOM.
+    HostHistory,
+    /// Estimated from the report (reserved memory far above normal).
+    Report,
+}
+
+/// Everything the correlation found for one OOM; all memory in KiB (= kernel kB).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Correlation {
+    pub verdict: CorrelationVerdict,
+    /// Plain-language reasons, most important first.
+    pub reasons: Vec<String>,
+    pub maximum_kib: Option<u64>,
+    pub actual_kib: Option<u64>,
+    pub balloon_held_kb: Option<u64>,
+    pub held_source: Option<HeldSource>,
+    pub deflate_on_oom: Option<bool>,
+    /// The configured floor (libvirt currentMemory, Proxmox `balloon:`).
+    pub floor_kib: Option<u64>,
+    /// Host samples in the window (history points and rollups).
+    pub window_points: usize,
+    /// How far the balloon came down from its peak in the window to the OOM.
+    pub inflated_kb_before: Option<u64>,
+    pub inflation_started_at_ms: Option<i64>,
+    pub seconds_from_inflation: Option<i64>,
+    pub inflation_kib_per_sec: Option<u64>,
+    /// Guest MemAvailable, newest sample before the OOM.
+    pub usable_kib_before: Option<u64>,
+    /// Allocation stalls counted in the window (QEMU balloon counters).
+    pub alloc_stalls_in_window: Option<u64>,
+    pub host_used_pct: Option<f64>,
+    pub host_above_target: Option<bool>,
+    pub unaccounted_kb: Option<u64>,
+    /// Whether the held memory accounts for the report's unaccounted memory.
+    pub held_explains_unaccounted: Option<bool>,
+    /// What the guest needed: the killed task's anonymous memory plus the zones' shortfall.
+    pub needed_kb: Option<u64>,
+    /// With the balloon deflated, would the guest have survived?
+    pub would_have_survived: Option<bool>,
+}
+
+/// What the correlation looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct CorrelationInput<'a> {
+    /// When the OOM was captured (host clock, Unix ms).
+    pub oom_at_ms: i64,
+    pub event: &'a OomEvent,
+    pub vm_config: Option<&'a VmConfig>,
+    /// The VM's stored rollups, any order.
+    pub rollups: &'a [RollupPoint],
+}
+
+/// One host observation of the balloon.
+#[derive(Debug, Clone, Copy)]
+struct Point {
+    at_ms: i64,
+    actual_kib: Option<u64>,
+    /// The highest actual in the period (rollups), else `actual_kib`.
+    actual_peak_kib: Option<u64>,
+    maximum_kib: Option<u64>,
+    usable_kib: Option<u64>,
+}
+
+/// Correlates one OOM with the balloon.
+pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -> Correlation {
+    let event = input.event;
+    let window_ms = i64::try_from(settings.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let window_start = input.oom_at_ms.saturating_sub(window_ms);
+    let points = window_points(input, window_start);
+    let newest = points.last();
+
+    let maximum_kib = event
+        .balloon_at_oom
+        .maximum_kib
+        .or_else(|| points.iter().rev().find_map(|p| p.maximum_kib))
+        .or_else(|| input.vm_config.and_then(|c| c.memory_kib));
+    let (actual_kib, from_event) = match event.balloon_at_oom.actual_kib {
+        Some(actual) => (Some(actual), true),
+        None => (newest.and_then(|p| p.actual_kib), false),
+    };
+    let deflate_on_oom = event
+        .balloon_at_oom
+        .deflate_on_oom
+        .or_else(|| input.vm_config.and_then(|c| c.deflate_on_oom));
+    let floor_kib = input.vm_config.and_then(|c| c.balloon_floor_kib);
+
+    let (held, held_source) = match (maximum_kib, actual_kib) {
+        (Some(maximum), Some(actual)) => (
+            Some(maximum.saturating_sub(actual)),
+            Some(if from_event {
+                HeldSource::HostAtOom
+            } else {
+                HeldSource::HostHistory
+            }),
+        ),
+        _ => match event.analysis.balloon_held_kb {
+            Some(held) => (Some(held), Some(HeldSource::Report)),
+            None => (None, None),
+        },
+    };
+
+    let inflation = inflation(&points, actual_kib, settings.noise_kib);
+    let usable_kib_before = points.iter().rev().find_map(|p| p.usable_kib);
+    let alloc_stalls_in_window = stalls(input.rollups, window_start, input.oom_at_ms);
+    let (host_used_pct, host_above_target) = host_use(event, input.rollups, settings);
+    let unaccounted_kb = event.analysis.unaccounted_kb;
+    let needed_kb = needed(event);
+    let would_have_survived = match (held, needed_kb) {
+        (Some(held), Some(needed)) => Some(held >= needed),
+        _ => None,
+    };
+    let noise = maximum_kib
+        .map(|maximum| pct_of(maximum, settings.noise_pct))
+        .unwrap_or(0)
+        .max(settings.noise_kib);
+    let held_explains_unaccounted = match (held, unaccounted_kb, deflate_on_oom) {
+        (Some(held), Some(unaccounted), Some(true)) if unaccounted > noise => {
+            Some(held.saturating_mul(10) >= unaccounted.saturating_mul(8))
+        }
+        // Without deflate-on-oom the balloon's pages leave managed memory: they show
+        // as reserved, never as unaccounted.
+        (Some(_), Some(unaccounted), Some(false)) if unaccounted > noise => Some(false),
+        (Some(0), Some(unaccounted), _) if unaccounted > noise => Some(false),
+        _ => None,
+    };
+
+    let verdict = match held {
+        None => CorrelationVerdict::Unknown,
+        Some(held) if held <= noise => CorrelationVerdict::NotBalloon,
+        Some(_) if deflate_on_oom == Some(true) => CorrelationVerdict::BalloonContributed,
+        Some(_) if would_have_survived == Some(true) => CorrelationVerdict::Balloon,
+        Some(_) => CorrelationVerdict::BalloonContributed,
+    };
+
+    let mut correlation = Correlation {
+        verdict,
+        reasons: Vec::new(),
+        maximum_kib,
+        actual_kib,
+        balloon_held_kb: held,
+        held_source,
+        deflate_on_oom,
+        floor_kib,
+        window_points: points.len(),
+        inflated_kb_before: inflation.map(|i| i.inflated_kib),
+        inflation_started_at_ms: inflation.and_then(|i| i.started_at_ms),
+        seconds_from_inflation: inflation
+            .and_then(|i| i.started_at_ms)
+            .map(|start| input.oom_at_ms.saturating_sub(start) / 1000),
+        inflation_kib_per_sec: inflation.and_then(|i| i.kib_per_sec),
+        usable_kib_before,
+        alloc_stalls_in_window,
+        host_used_pct,
+        host_above_target,
+        unaccounted_kb,
+        held_explains_unaccounted,
+        needed_kb,
+        would_have_survived,
+    };
+    correlation.reasons = reasons(&correlation, settings, event);
+    correlation
+}
+
+/// History points and rollups inside the window, oldest first.
+fn window_points(input: &CorrelationInput<'_>, window_start: i64) -> Vec<Point> {
+    let mut points: Vec<Point> = input
+        .event
+        .balloon_history
+        .iter()
+        .map(|p| Point {
+            at_ms: p.at_ms,
+            actual_kib: p.actual_kib,
+            actual_peak_kib: p.actual_kib,
+            maximum_kib: p.maximum_kib,
+            usable_kib: p.usable_kib,
+        })
+        .chain(input.rollups.iter().map(|r| Point {
+            at_ms: r
+                .period_start_ms
+                .saturating_add(r.period_secs.saturating_mul(1000)),
+            actual_kib: r.actual_kib.last,
+            actual_peak_kib: r.actual_kib.max.or(r.actual_kib.last),
+            maximum_kib: r.maximum_kib,
+            usable_kib: r.usable_kib.min.or(r.usable_kib.last),
+        }))
+        .filter(|p| p.at_ms >= window_start && p.at_ms <= input.oom_at_ms)
+        .collect();
+    points.sort_by_key(|p| p.at_ms);
+    points
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Inflation {
+    inflated_kib: u64,
+    started_at_ms: Option<i64>,
+    kib_per_sec: Option<u64>,
+}
+
+/// How far `actual` came down from its peak in the window to the OOM.
+fn inflation(points: &[Point], actual_at_oom: Option<u64>, noise_kib: u64) -> Option<Inflation> {
+    let actual_at_oom = actual_at_oom?;
+    let (peak_index, peak) = points
+        .iter()
+        .enumerate()
+        .filter_map(|(index, p)| p.actual_peak_kib.map(|peak| (index, peak)))
+        // The LATEST point at the peak: the descent starts after it.
+        .fold(None, |best: Option<(usize, u64)>, (index, peak)| match best {
+            Some((_, best_peak)) if best_peak > peak => best,
+            _ => Some((index, peak)),
+        })?;
+    let inflated_kib = peak.saturating_sub(actual_at_oom);
+    if inflated_kib <= noise_kib {
+        return Some(Inflation {
+            inflated_kib,
+            started_at_ms: None,
+            kib_per_sec: None,
+        });
+    }
+    let started_at_ms = points.get(peak_index).map(|p| p.at_ms);
+    // Reached: the first point after the peak within noise of the OOM's actual.
+    let reached_at_ms = points
+        .iter()
+        .skip(peak_index + 1)
+        .find(|p| {
+            p.actual_kib
+                .is_some_and(|actual| actual <= actual_at_oom.saturating_add(noise_kib))
+        })
+        .map(|p| p.at_ms);
+    let kib_per_sec = match (started_at_ms, reached_at_ms) {
+        (Some(start), Some(end)) if end > start => {
+            let millis = u64::try_from(end - start).unwrap_or(u64::MAX).max(1);
+            Some(inflated_kib.saturating_mul(1000) / millis)
+        }
+        _ => None,
+    };
+    Some(Inflation {
+        inflated_kib,
+        started_at_ms,
+        kib_per_sec,
+    })
+}
+
+/// Allocation stalls counted over the window (the counter is cumulative).
+fn stalls(rollups: &[RollupPoint], window_start: i64, oom_at_ms: i64) -> Option<u64> {
+    let mut in_window: Vec<&RollupPoint> = rollups
+        .iter()
+        .filter(|r| r.period_start_ms >= window_start && r.period_start_ms <= oom_at_ms)
+        .filter(|r| r.alloc_stalls.is_some())
+        .collect();
+    in_window.sort_by_key(|r| r.period_start_ms);
+    let first = in_window.first()?.alloc_stalls?;
+    let last = in_window.last()?.alloc_stalls?;
+    Some(last.saturating_sub(first))
+}
+
+fn host_use(
+    event: &OomEvent,
+    rollups: &[RollupPoint],
+    settings: &CorrelationSettings,
+) -> (Option<f64>, Option<bool>) {
+    let from_event = event
+        .host
+        .as_ref()
+        .and_then(|h| Some((h.total_kib?, h.available_kib?)));
+    let from_rollups = || {
+        rollups
+            .iter()
+            .max_by_key(|r| r.period_start_ms)
+            .and_then(|r| Some((r.host_total_kib?, r.host_available_kib?)))
+    };
+    let Some((total, available)) = from_event.or_else(from_rollups) else {
+        return (None, None);
+    };
+    if total == 0 {
+        return (None, None);
+    }
+    let used = total.saturating_sub(available) as f64 * 100.0 / total as f64;
+    let used = (used * 10.0).round() / 10.0;
+    (Some(used), Some(used > settings.host_target_pct))
+}
+
+/// What the guest needed to go on: the killed task's anonymous memory plus the
+/// zones' shortfall below their min watermarks.
+fn needed(event: &OomEvent) -> Option<u64> {
+    let killed = event.report.killed.as_ref()?;
+    let anon = killed.anon_rss_kb?;
+    let shortfall: u64 = event
+        .report
+        .zones
+        .iter()
+        .filter_map(|z| Some(z.min_kb?.saturating_sub(z.free_kb?)))
+        .sum();
+    Some(anon.saturating_add(shortfall))
+}
+
+fn pct_of(value: u64, pct: f64) -> u64 {
+    (value as f64 * pct / 100.0) as u64
+}
+
+fn mib(kib: u64) -> String {
+    let mib = kib as f64 / 1024.0;
+    if mib >= 10.0 {
+        format!("{mib:.0} MiB")
+    } else {
+        format!("{mib:.1} MiB")
+    }
+}
+
+fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) -> Vec<String> {
+    let mut reasons = Vec::new();
+    match (c.balloon_held_kb, c.held_source) {
+        (Some(held), Some(HeldSource::Report)) => reasons.push(format!(
+            "No host balloon figures; the report's reserved memory suggests the balloon held about {}.",
+            mib(held)
+        )),
+        (Some(held), _) => {
+            let maximum = c.maximum_kib.map(mib).unwrap_or_else(|| "?".into());
+            let actual = c.actual_kib.map(mib).unwrap_or_else(|| "?".into());
+            reasons.push(format!(
+                "The balloon held {} at the OOM (guest had {actual} of its {maximum}).",
+                mib(held)
+            ));
+        }
+        (None, _) => reasons.push(
+            "No balloon figures: the host sent no balloon sample for this VM and the report shows no balloon evidence."
+                .into(),
+        ),
+    }
+    match (c.inflated_kb_before, c.seconds_from_inflation) {
+        (Some(inflated), Some(seconds)) => {
+            let speed = c
+                .inflation_kib_per_sec
+                .map(|rate| format!(" at {}/s", mib(rate)))
+                .unwrap_or_default();
+            reasons.push(format!(
+                "The balloon inflated by {}{speed}, starting {seconds} s before the OOM.",
+                mib(inflated)
+            ));
+        }
+        (Some(_), None) if c.window_points > 0 => reasons.push(format!(
+            "The balloon did not inflate in the {} min before the OOM ({} host samples).",
+            settings.window_secs / 60,
+            c.window_points
+        )),
+        _ => {}
+    }
+    if let (Some(floor), Some(actual)) = (c.floor_kib, c.actual_kib) {
+        if actual.saturating_add(settings.noise_kib) < floor {
+            reasons.push(format!(
+                "The guest had {} although its configured floor is {}.",
+                mib(actual),
+                mib(floor)
+            ));
+        }
+    }
+    match c.deflate_on_oom {
+        Some(true) if c.balloon_held_kb.unwrap_or(0) > 0 => reasons.push(
+            "deflate-on-oom was on, so the guest could take balloon pages back before killing; memory it could not reclaim fast enough still counts against the balloon."
+                .into(),
+        ),
+        Some(false) if c.verdict != CorrelationVerdict::NotBalloon => reasons.push(
+            "deflate-on-oom was off: the guest could not take balloon pages back under pressure."
+                .into(),
+        ),
+        _ => {}
+    }
+    match (c.would_have_survived, c.needed_kb, c.balloon_held_kb) {
+        (Some(true), Some(needed), Some(held)) if held > 0 => reasons.push(format!(
+            "With the balloon deflated the guest would have had {} more, enough for the {} it needed (the killed task plus the zones' shortfall).",
+            mib(held),
+            mib(needed)
+        )),
+        (Some(false), Some(needed), Some(held)) => reasons.push(format!(
+            "Deflating the balloon ({}) would not have covered the {} the guest needed.",
+            mib(held),
+            mib(needed)
+        )),
+        (None, _, Some(_)) => reasons.push(
+            "Cannot tell whether the guest would have survived: the report names no killed task with its memory."
+                .into(),
+        ),
+        _ => {}
+    }
+    if let Some(usable) = c.usable_kib_before {
+        reasons.push(format!("MemAvailable before the OOM: {}.", mib(usable)));
+    }
+    if let Some(stalls) = c.alloc_stalls_in_window.filter(|s| *s > 0) {
+        reasons.push(format!(
+            "The guest stalled in allocation {stalls} times in the window."
+        ));
+    }
+    if let (Some(used), Some(above)) = (c.host_used_pct, c.host_above_target) {
+        let target = settings.host_target_pct;
+        reasons.push(if above {
+            format!("Host memory was {used}% used, above the {target}% ballooning target: the host had reason to inflate.")
+        } else {
+            format!("Host memory was only {used}% used (target {target}%): the host had no need to take memory from the guest.")
+        });
+    }
+    match (c.held_explains_unaccounted, c.unaccounted_kb) {
+        (Some(true), Some(unaccounted)) => reasons.push(format!(
+            "The {} the report cannot account for matches the balloon's size.",
+            mib(unaccounted)
+        )),
+        (Some(false), Some(unaccounted)) => reasons.push(format!(
+            "The report cannot account for {} of managed memory and the balloon does not explain it; look at kernel memory (network buffers, drivers, vmalloc). Report verdict: {}.",
+            mib(unaccounted),
+            event.analysis.verdict
+        )),
+        _ => {}
+    }
+    reasons
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! Correlation tests on fixtures built from the founding reports, plus edge cases.
+
+use ballast_model::{BalloonAtOom, MinMaxLast, VmConfig};
+
+use super::*;
+use crate::test_fixtures::{lab_inflated, tor_flat, MIB, OOM_AT_MS};
+
+fn run(event: &OomEvent, config: Option<&VmConfig>, rollups: &[RollupPoint]) -> Correlation {
+    correlate(
+        &CorrelationInput {
+            oom_at_ms: OOM_AT_MS,
+            event,
+            vm_config: config,
+            rollups,
+        },
+        &CorrelationSettings::default(),
+    )
+}
+
+#[test]
+fn the_seed_report_with_a_flat_history_is_not_the_balloon() {
+    let event = tor_flat();
+    let c = run(&event, None, &[]);
+    assert_eq!(c.verdict, CorrelationVerdict::NotBalloon, "{:#?}", c.reasons);
+    assert_eq!(c.balloon_held_kb, Some(0));
+    assert_eq!(c.held_source, Some(HeldSource::HostAtOom));
+    assert_eq!(c.inflated_kb_before, Some(0));
+    assert_eq!(c.seconds_from_inflation, None);
+    assert_eq!(c.window_points, 360);
+    assert_eq!(c.would_have_survived, Some(false));
+    // tor's anon-rss 374956 kB plus DMA32's 48 kB below min.
+    assert_eq!(c.needed_kb, Some(374_956 + (44_336 - 44_288)));
+    assert_eq!(c.host_above_target, Some(false));
+    assert_eq!(c.host_used_pct, Some(37.5));
+    // ~376 MiB unaccounted, and the balloon does not explain it.
+    assert_eq!(c.unaccounted_kb, Some(384_832));
+    assert_eq!(c.held_explains_unaccounted, Some(false));
+    let text = c.reasons.join("\n");
+    assert!(text.contains("held 0.0 MiB"), "{text}");
+    assert!(text.contains("did not inflate"), "{text}");
+    assert!(text.contains("376 MiB"), "{text}");
+    assert!(text.contains("kernel_unaccounted"), "{text}");
+}
+
+#[test]
+fn the_lab_report_after_a_512_to_200_mib_inflation_is_the_balloon() {
+    let event = lab_inflated();
+    let c = run(&event, None, &[]);
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon, "{:#?}", c.reasons);
+    assert_eq!(c.balloon_held_kb, Some(312 * MIB));
+    assert_eq!(c.inflated_kb_before, Some(312 * MIB));
+    assert_eq!(c.inflation_started_at_ms, Some(OOM_AT_MS - 130_000));
+    assert_eq!(c.seconds_from_inflation, Some(130));
+    // 312 MiB in the 10 s between the last full sample and the first inflated one.
+    assert_eq!(c.inflation_kib_per_sec, Some(312 * MIB / 10));
+    assert_eq!(c.would_have_survived, Some(true));
+    assert_eq!(c.needed_kb, Some(107_652 + (2608 - 2576)));
+    assert_eq!(c.usable_kib_before, Some(50 * MIB));
+    assert_eq!(c.deflate_on_oom, Some(false));
+    let text = c.reasons.join("\n");
+    assert!(text.contains("held 312 MiB"), "{text}");
+    assert!(text.contains("inflated by 312 MiB"), "{text}");
+    assert!(text.contains("would have had 312 MiB more"), "{text}");
+    assert!(text.contains("deflate-on-oom was off"), "{text}");
+}
+
+#[test]
+fn without_any_balloon_figure_the_verdict_is_unknown() {
+    let mut event = tor_flat();
+    event.balloon_at_oom = BalloonAtOom::default();
+    event.balloon_history.clear();
+    event.analysis.balloon_held_kb = None;
+    let c = run(&event, None, &[]);
+    assert_eq!(c.verdict, CorrelationVerdict::Unknown);
+    assert_eq!(c.balloon_held_kb, None);
+    assert_eq!(c.inflated_kb_before, None);
+    assert!(c.reasons[0].starts_with("No balloon figures"), "{:?}", c.reasons);
+}
+
+#[test]
+fn the_report_alone_can_name_the_balloon() {
+    // No host figures at all: the lab report's reserved memory is the evidence.
+    let mut event = lab_inflated();
+    event.balloon_at_oom = BalloonAtOom::default();
+    event.balloon_history.clear();
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::Report), "{c:#?}");
+    assert!(c.balloon_held_kb.unwrap_or(0) > 250 * MIB, "{c:#?}");
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+}
+
+#[test]
+fn history_alone_gives_the_held_amount() {
+    let mut event = lab_inflated();
+    event.balloon_at_oom = BalloonAtOom::default();
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory));
+    assert_eq!(c.balloon_held_kb, Some(312 * MIB));
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+}
+
+#[test]
+fn a_balloon_too_small_to_save_the_guest_only_contributed() {
+    let mut event = lab_inflated();
+    // Held 62 MiB (450 of 512), the hog needed 105 MiB.
+    event.balloon_at_oom.actual_kib = Some(450 * MIB);
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |before| {
+        if before > 600 {
+            512 * MIB
+        } else {
+            450 * MIB
+        }
+    });
+    let c = run(&event, None, &[]);
+    assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
+    assert_eq!(c.would_have_survived, Some(false));
+    assert!(c.reasons.join(" ").contains("would not have covered"));
+}
+
+#[test]
+fn deflate_on_oom_with_memory_held_is_contributed_and_compared_with_unaccounted() {
+    let mut event = tor_flat();
+    // Pretend the tor guest's balloon (deflate-on-oom on) held 360 MiB: the
+    // report's 376 MiB unaccounted would then be mostly balloon.
+    event.balloon_at_oom = BalloonAtOom {
+        maximum_kib: Some(1024 * MIB),
+        actual_kib: Some(664 * MIB),
+        deflate_on_oom: Some(true),
+    };
+    let c = run(&event, None, &[]);
+    assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
+    assert_eq!(c.held_explains_unaccounted, Some(true));
+    assert!(c.reasons.join(" ").contains("matches the balloon's size"));
+}
+
+#[test]
+fn no_killed_task_means_we_cannot_say_whether_it_would_have_survived() {
+    let mut event = lab_inflated();
+    event.report.killed = None;
+    let c = run(&event, None, &[]);
+    assert_eq!(c.would_have_survived, None);
+    assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
+    assert!(c.reasons.join(" ").contains("Cannot tell"));
+}
+
+fn rollup(minutes_before: i64, actual: MinMaxLast, stalls: u64, host_available_kib: u64) -> RollupPoint {
+    RollupPoint {
+        period_start_ms: OOM_AT_MS - minutes_before * 60_000,
+        period_secs: 60,
+        samples: 6,
+        maximum_kib: Some(2048 * MIB),
+        actual_kib: actual,
+        usable_kib: MinMaxLast {
+            min: Some(30 * MIB),
+            max: Some(40 * MIB),
+            last: Some(35 * MIB),
+        },
+        alloc_stalls: Some(stalls),
+        host_total_kib: Some(64 * 1024 * MIB),
+        host_available_kib: Some(host_available_kib),
+        ..RollupPoint::default()
+    }
+}
+
+fn flat(kib: u64) -> MinMaxLast {
+    MinMaxLast {
+        min: Some(kib),
+        max: Some(kib),
+        last: Some(kib),
+    }
+}
+
+#[test]
+fn rollups_alone_give_inflation_stalls_and_host_pressure() {
+    let mut event = lab_inflated();
+    event.balloon_at_oom = BalloonAtOom::default();
+    event.balloon_history.clear();
+    event.host = None;
+    // A 2 GiB VM: flat, then one minute going 2048 -> 1024, then flat at 1024.
+    let rollups = vec![
+        rollup(10, flat(2048 * MIB), 100, 20 * 1024 * MIB),
+        rollup(6, flat(2048 * MIB), 100, 10 * 1024 * MIB),
+        rollup(
+            5,
+            MinMaxLast {
+                min: Some(1024 * MIB),
+                max: Some(2048 * MIB),
+                last: Some(1024 * MIB),
+            },
+            140,
+            8 * 1024 * MIB,
+        ),
+        rollup(4, flat(1024 * MIB), 190, 6 * 1024 * MIB),
+        // Outside the window: ignored for inflation.
+        rollup(180, flat(4096 * MIB), 0, 60 * 1024 * MIB),
+    ];
+    let c = run(&event, None, &rollups);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory));
+    assert_eq!(c.balloon_held_kb, Some(1024 * MIB));
+    assert_eq!(c.inflated_kb_before, Some(1024 * MIB));
+    // The peak's latest point is the end of the "5 minutes before" period.
+    assert_eq!(c.inflation_started_at_ms, Some(OOM_AT_MS - 4 * 60_000));
+    assert_eq!(c.alloc_stalls_in_window, Some(90));
+    assert_eq!(c.host_above_target, Some(true));
+    assert_eq!(c.usable_kib_before, Some(30 * MIB));
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+    let text = c.reasons.join(" ");
+    assert!(text.contains("stalled in allocation 90 times"), "{text}");
+    assert!(text.contains("above the 80% ballooning target"), "{text}");
+}
+
+#[test]
+fn a_guest_below_its_configured_floor_is_called_out() {
+    let event = lab_inflated();
+    let config = VmConfig {
+        memory_kib: Some(512 * MIB),
+        balloon_floor_kib: Some(384 * MIB),
+        balloon_present: true,
+        ..VmConfig::default()
+    };
+    let c = run(&event, Some(&config), &[]);
+    assert_eq!(c.floor_kib, Some(384 * MIB));
+    assert!(c.reasons.join(" ").contains("configured floor is 384 MiB"));
+}
+
+#[test]
+fn hostile_figures_do_not_panic() {
+    let mut event = lab_inflated();
+    event.balloon_at_oom = BalloonAtOom {
+        maximum_kib: Some(u64::MAX),
+        actual_kib: Some(0),
+        deflate_on_oom: None,
+    };
+    event.balloon_history[0].at_ms = i64::MIN;
+    event.balloon_history[1].actual_kib = Some(u64::MAX);
+    if let Some(killed) = event.report.killed.as_mut() {
+        killed.anon_rss_kb = Some(u64::MAX);
+    }
+    let c = correlate(
+        &CorrelationInput {
+            oom_at_ms: i64::MIN,
+            event: &event,
+            vm_config: None,
+            rollups: &[rollup(0, flat(u64::MAX), u64::MAX, 0)],
+        },
+        &CorrelationSettings {
+            window_secs: u64::MAX,
+            ..CorrelationSettings::default()
+        },
+    );
+    assert_eq!(c.balloon_held_kb, Some(u64::MAX));
+}

@@ -1,0 +1,180 @@
+//! The query API's records: the stable JSON of `GET /api/v1/*` (documented in
+//! docs/collector.md). Both storage engines build them with the same decoders
+//! (`storage::queries`), so SQLite and PostgreSQL give the same answers.
+//!
+//! These are the collector's own output format, not wire types between agent and
+//! collector. Text in them that came from a guest (VM names, command names, the raw
+//! report) is untrusted: JSON-escaped here, and must be escaped again wherever shown.
+//!
+//! Example list item (`GET /api/v1/ooms`):
+//! ```json
+//! {"id":7,"host":"pve1","vm":{"uuid":"3f2a...","name":"web1"},"time_ms":1795658493123,
+//!  "kind":"guest","killed":{"pid":113,"comm":"memhog","anon_rss_kb":107652},
+//!  "report_verdict":"balloon","correlation":{"verdict":"balloon","balloon_held_kb":319488,
+//!  "inflated_kb_before":319488,"seconds_from_inflation":95},"link":"/api/v1/ooms/7"}
+//! ```
+
+use serde::Serialize;
+
+use ballast_model::MinMaxLast;
+
+/// A VM as named in records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmName {
+    pub uuid: String,
+    pub name: String,
+}
+
+/// The killed task, short form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KilledShort {
+    pub pid: Option<i64>,
+    pub comm: Option<String>,
+    pub anon_rss_kb: Option<i64>,
+}
+
+/// The correlation, short form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorrelationShort {
+    /// `balloon`, `balloon_contributed`, `not_balloon`, `unknown`.
+    pub verdict: String,
+    pub balloon_held_kb: Option<i64>,
+    pub inflated_kb_before: Option<i64>,
+    pub seconds_from_inflation: Option<i64>,
+}
+
+/// One OOM in a list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OomSummary {
+    pub id: i64,
+    pub host: String,
+    pub vm: VmName,
+    /// When the agent captured the report (host clock), Unix ms.
+    pub time_ms: i64,
+    /// `guest`, `vm_cgroup`, `host`.
+    pub kind: String,
+    pub killed: Option<KilledShort>,
+    /// The report analysis' verdict (`balloon`, `kernel_unaccounted`, ...).
+    pub report_verdict: String,
+    pub correlation: CorrelationShort,
+    /// `/api/v1/ooms/{id}`.
+    pub link: String,
+}
+
+/// One page of OOMs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OomPage {
+    pub items: Vec<OomSummary>,
+    /// Pass as `cursor=` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One OOM with everything stored about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OomDetail {
+    #[serde(flatten)]
+    pub summary: OomSummary,
+    /// `serial`, `guest_agent`, `host_kernel`.
+    pub source: String,
+    /// The report text as captured (guest-reported, untrusted).
+    pub raw_report: String,
+    pub raw_truncated: bool,
+    /// The agent's parse of the report (`ballast_model::ParsedReport`).
+    pub report: serde_json::Value,
+    /// The agent's analysis (`ballast_model::OomAnalysis`).
+    pub analysis: serde_json::Value,
+    /// The balloon as the host saw it at the OOM.
+    pub balloon_at_oom: serde_json::Value,
+    /// The agent's balloon history before the OOM (oldest first).
+    pub balloon_history: serde_json::Value,
+    pub host_memory: serde_json::Value,
+    /// The full correlation ([`crate::correlation::Correlation`]).
+    pub correlation_detail: serde_json::Value,
+    /// Rollups of this VM in the correlation window before the OOM.
+    pub rollups: Vec<RollupPoint>,
+}
+
+/// One balloon rollup of a VM: the series behind `GET /api/v1/vms/{uuid}/memory`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RollupPoint {
+    pub period_start_ms: i64,
+    pub period_secs: i64,
+    pub samples: i64,
+    pub maximum_kib: Option<u64>,
+    pub actual_kib: MinMaxLast,
+    pub available_kib: MinMaxLast,
+    pub usable_kib: MinMaxLast,
+    pub unused_kib: MinMaxLast,
+    pub rss_kib: MinMaxLast,
+    pub oom_kills: Option<u64>,
+    pub alloc_stalls: Option<u64>,
+    pub stale: bool,
+    pub host_total_kib: Option<u64>,
+    pub host_available_kib: Option<u64>,
+}
+
+/// A VM's memory series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmMemory {
+    pub uuid: String,
+    pub points: Vec<RollupPoint>,
+}
+
+/// A VM from the inventory (or first seen in an OOM).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmRecord {
+    pub uuid: String,
+    pub name: String,
+    pub host: String,
+    /// `running`, `paused`, `shut_off`, `crashed`, `other`; `unknown` when only an OOM named it.
+    pub state: String,
+    /// `ballast_model::VmConfig`, null when no inventory named the VM.
+    pub config: serde_json::Value,
+    pub findings: serde_json::Value,
+    pub updated_ms: i64,
+    pub oom_count: i64,
+}
+
+/// The VM list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmList {
+    pub items: Vec<VmRecord>,
+}
+
+/// OOM counts per time bucket and group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OomCount {
+    pub bucket_start_ms: i64,
+    /// The host, VM uuid or verdict, per `group_by`.
+    pub group: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OomCounts {
+    pub group_by: String,
+    pub bucket_secs: i64,
+    pub items: Vec<OomCount>,
+}
+
+/// A VM with repeated balloon-induced OOMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatOffender {
+    pub vm: VmName,
+    pub host: String,
+    pub count: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RepeatOffenders {
+    pub items: Vec<RepeatOffender>,
+}
+
+/// A host's ingest token, without the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenInfo {
+    pub host: String,
+    pub created_ms: i64,
+}

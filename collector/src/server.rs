@@ -1,0 +1,118 @@
+//! Runs the collector: opens the store, starts retention, serves the API over
+//! plain HTTP or HTTPS (rustls, ring provider) until the shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::api::{app, ApiConfig, AppState};
+use crate::config::{Settings, TlsFiles};
+use crate::storage::{self, StoreError};
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("Failed to open the store")]
+    Store(#[from] StoreError),
+    #[error("Failed to listen on {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to load the TLS certificate {cert} or key {key}")]
+    Tls {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("The HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Opens the store, binds `settings.listen` and serves until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let store = storage::open(&settings.storage).await?;
+    let listener =
+        std::net::TcpListener::bind(settings.listen).map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    tracing::info!(
+        listen = %settings.listen,
+        tls = settings.tls.is_some(),
+        engine = store.engine(),
+        "Collector listening."
+    );
+    let retention = crate::retention::spawn(Arc::clone(&store), settings.retention.clone());
+    let state = AppState::new(store, ApiConfig::from_settings(&settings));
+    let result = serve_listener(listener, state, settings.tls.as_ref(), shutdown).await;
+    retention.abort();
+    result
+}
+
+/// Serves the API on an already bound listener (tests bind 127.0.0.1:0).
+pub async fn serve_listener(
+    listener: std::net::TcpListener,
+    state: AppState,
+    tls: Option<&TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    listener.set_nonblocking(true).map_err(ServeError::Serve)?;
+    let router = app(state);
+    match tls {
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServeError::Serve)
+        }
+        Some(files) => {
+            // Another part of the process may have installed it already: fine either way.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = RustlsConfig::from_pem_file(&files.cert_file, &files.key_file)
+                .await
+                .map_err(|source| ServeError::Tls {
+                    cert: files.cert_file.clone(),
+                    key: files.key_file.clone(),
+                    source,
+                })?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
+            });
+            axum_server::from_tcp_rustls(listener, config)
+                .handle(handle)
+                .serve(router.into_make_service())
+                .await
+                .map_err(ServeError::Serve)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("Shutting down.");
+}
+

@@ -1,0 +1,271 @@
+//! The PostgreSQL engine: several stateless collectors share one database.
+//!
+//! A small fixed pool of `tokio-postgres` connections (reconnected when one
+//! closes); each ingest batch is one transaction, so the answer comes after the
+//! commit (`synchronous_commit` as the server is configured: `on` by default).
+//! Migrations run under an advisory lock, so collectors starting together apply
+//! each migration once. Connections are unencrypted (`NoTls`): use a unix socket or
+//! a local/trusted network, as docs/collector.md explains.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+
+use ballast_model::IngestResponse;
+
+use crate::storage::prepare::{self, PreparedBatch};
+use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
+use crate::storage::{Store, StoreError};
+
+/// Schema migrations, in order.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+/// Advisory lock id held while migrating ("ball").
+const MIGRATION_LOCK: i64 = 0x6261_6c6c;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    url: String,
+    clients: Vec<Mutex<Option<Client>>>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool_size", &self.clients.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql_param(param: &Param) -> &(dyn ToSql + Sync) {
+    match param {
+        Param::Int(value) => value,
+        Param::Text(value) => value,
+    }
+}
+
+fn sql_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(sql_param).collect()
+}
+
+async fn connect(url: &str) -> Result<Client, StoreError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::warn!(%error, "PostgreSQL connection closed.");
+        }
+    });
+    Ok(client)
+}
+
+impl PostgresStore {
+    /// Connects (`pool_size` connections, opened lazily after the first) and migrates.
+    pub async fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
+        let first = connect(url).await?;
+        migrate(&first).await?;
+        let mut clients = Vec::with_capacity(pool_size.max(1));
+        clients.push(Mutex::new(Some(first)));
+        for _ in 1..pool_size.max(1) {
+            clients.push(Mutex::new(None));
+        }
+        Ok(Self {
+            url: url.to_string(),
+            clients,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    async fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, StoreError> {
+        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        let mut guard = self.clients[index].lock().await;
+        if guard.as_ref().is_none_or(Client::is_closed) {
+            *guard = Some(connect(&self.url).await?);
+        }
+        Ok(guard)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
+        let guard = self.client().await?;
+        let client = guard.as_ref().ok_or(StoreError::WorkerGone)?;
+        let statement = client
+            .prepare(&postgres_placeholders(&query.sql))
+            .await?;
+        let rows = client
+            .query(&statement, &sql_params(&query.params))
+            .await?;
+        rows.iter().map(decode_row).collect()
+    }
+
+    async fn execute(&self, query: Query) -> Result<u64, StoreError> {
+        let guard = self.client().await?;
+        let client = guard.as_ref().ok_or(StoreError::WorkerGone)?;
+        Ok(client
+            .execute(
+                postgres_placeholders(&query.sql).as_str(),
+                &sql_params(&query.params),
+            )
+            .await?)
+    }
+
+    async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard.as_mut().ok_or(StoreError::WorkerGone)?;
+        let transaction = client.transaction().await?;
+        let response = insert_batch(&transaction, &batch).await?;
+        transaction.commit().await?;
+        Ok(response)
+    }
+
+    fn engine(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+fn decode_row(row: &tokio_postgres::Row) -> Result<Row, StoreError> {
+    let mut cells = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let ty = column.type_();
+        let cell = if *ty == Type::INT8 {
+            row.try_get::<_, Option<i64>>(index)?.map(Cell::Int)
+        } else if *ty == Type::INT4 {
+            row.try_get::<_, Option<i32>>(index)?
+                .map(|v| Cell::Int(i64::from(v)))
+        } else if *ty == Type::INT2 {
+            row.try_get::<_, Option<i16>>(index)?
+                .map(|v| Cell::Int(i64::from(v)))
+        } else if *ty == Type::BOOL {
+            row.try_get::<_, Option<bool>>(index)?
+                .map(|v| Cell::Int(i64::from(v)))
+        } else if *ty == Type::TEXT || *ty == Type::VARCHAR || *ty == Type::NAME {
+            row.try_get::<_, Option<String>>(index)?.map(Cell::Text)
+        } else {
+            None
+        };
+        cells.push(cell.unwrap_or(Cell::Null));
+    }
+    Ok(Row(cells))
+}
+
+async fn migrate(client: &Client) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = migrate_locked(client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result?;
+    unlocked?;
+    Ok(())
+}
+
+async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL)",
+        )
+        .await?;
+    let current: i64 = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .await?
+        .try_get(0)?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let apply = async {
+            client.batch_execute("BEGIN").await?;
+            client.batch_execute(sql).await?;
+            client
+                .execute(
+                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES ($1, $2)",
+                    &[version, &crate::now_ms()],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await
+        };
+        if let Err(source) = apply.await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(StoreError::Migration {
+                version: *version,
+                source: Box::new(StoreError::Postgres(source)),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn insert_batch(
+    transaction: &tokio_postgres::Transaction<'_>,
+    batch: &PreparedBatch,
+) -> Result<IngestResponse, StoreError> {
+    let host = batch.host_id.as_str();
+    let mut accepted: u32 = 0;
+    let mut duplicates: u32 = 0;
+    let mut count = |changed: u64| {
+        if changed > 0 {
+            accepted += 1;
+        } else {
+            duplicates += 1;
+        }
+    };
+    if !batch.rollups.is_empty() {
+        let statement = transaction
+            .prepare(&postgres_placeholders(prepare::INSERT_ROLLUP))
+            .await?;
+        for row in &batch.rollups {
+            let params = prepare::rollup_params(host, row);
+            count(transaction.execute(&statement, &sql_params(&params)).await?);
+        }
+    }
+    if !batch.ooms.is_empty() {
+        let insert = transaction
+            .prepare(&postgres_placeholders(prepare::INSERT_OOM))
+            .await?;
+        let vm = transaction
+            .prepare(&postgres_placeholders(prepare::INSERT_VM_IF_ABSENT))
+            .await?;
+        for row in &batch.ooms {
+            let params = prepare::oom_params(host, batch.received_at_ms, row);
+            let changed = transaction.execute(&insert, &sql_params(&params)).await?;
+            count(changed);
+            if changed > 0 {
+                let params = prepare::vm_if_absent_params(host, row);
+                transaction.execute(&vm, &sql_params(&params)).await?;
+            }
+        }
+    }
+    if !batch.events.is_empty() {
+        let insert = transaction
+            .prepare(&postgres_placeholders(prepare::INSERT_EVENT))
+            .await?;
+        let upsert = transaction
+            .prepare(&postgres_placeholders(prepare::UPSERT_VM))
+            .await?;
+        for row in &batch.events {
+            let params = prepare::event_params(host, row);
+            let changed = transaction.execute(&insert, &sql_params(&params)).await?;
+            count(changed);
+            if changed > 0 {
+                for vm in &row.vms {
+                    let params = prepare::vm_params(host, vm);
+                    transaction.execute(&upsert, &sql_params(&params)).await?;
+                }
+            }
+        }
+    }
+    Ok(IngestResponse {
+        accepted,
+        duplicates,
+    })
+}

@@ -1,0 +1,344 @@
+//! A validated batch turned into rows, and the insert statements both engines run.
+//!
+//! Pure: the correlation of each OOM runs here, with the per-VM context (inventory
+//! configuration, stored rollups) the caller loaded beforehand. Guest text is stored
+//! as parameters (never spliced into SQL) with NUL characters replaced, since
+//! PostgreSQL text cannot hold them and both engines must store the same thing.
+
+use std::collections::HashMap;
+
+use ballast_model::{Batch, Event, MinMaxLast, OomKind, VmConfig};
+
+use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
+use crate::records::RollupPoint;
+use crate::storage::sql::{to_i64, Param};
+
+/// Everything of one batch, ready to insert.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreparedBatch {
+    pub host_id: String,
+    pub received_at_ms: i64,
+    pub rollups: Vec<RollupRow>,
+    pub ooms: Vec<OomRow>,
+    pub events: Vec<EventRow>,
+}
+
+impl PreparedBatch {
+    pub fn n_rows(&self) -> usize {
+        self.rollups.len() + self.ooms.len() + self.events.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupRow {
+    pub key: String,
+    pub captured_at_ms: i64,
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub point: RollupPoint,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OomRow {
+    pub key: String,
+    pub captured_at_ms: i64,
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub kind: String,
+    pub source: String,
+    pub report_kind: String,
+    pub report_verdict: String,
+    pub killed_pid: Option<i64>,
+    pub killed_comm: Option<String>,
+    pub killed_anon_rss_kb: Option<i64>,
+    pub corr_verdict: String,
+    pub balloon_held_kb: Option<i64>,
+    pub inflated_kb_before: Option<i64>,
+    pub seconds_from_inflation: Option<i64>,
+    pub event_json: String,
+    pub correlation_json: String,
+}
+
+/// Hello, inventory, balloon change, near miss, health: kept as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub key: String,
+    pub captured_at_ms: i64,
+    pub kind: String,
+    pub vm_uuid: Option<String>,
+    pub body_json: String,
+    /// For an inventory: the VMs to upsert when the event is new.
+    pub vms: Vec<VmUpsert>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmUpsert {
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub state: String,
+    pub config_json: Option<String>,
+    pub findings_json: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+/// What the store knows about a VM before the batch (for the correlation).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VmContext {
+    pub config: Option<VmConfig>,
+    pub rollups: Vec<RollupPoint>,
+}
+
+/// Replaces NUL (PostgreSQL text cannot store it; SQLite could, and must match).
+pub fn clean(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_string()
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serializing our own plain data structures cannot fail (no maps with non-string keys).
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+/// Turns a validated batch into rows; `contexts` is keyed by VM uuid.
+pub fn prepare_batch(
+    batch: Batch,
+    received_at_ms: i64,
+    contexts: &HashMap<String, VmContext>,
+    settings: &CorrelationSettings,
+) -> PreparedBatch {
+    let mut prepared = PreparedBatch {
+        host_id: batch.host_id,
+        received_at_ms,
+        ..PreparedBatch::default()
+    };
+    let empty = VmContext::default();
+    for envelope in batch.events {
+        let key = clean(&envelope.key);
+        let at = envelope.captured_at_ms;
+        let kind = envelope.event.kind_name().to_string();
+        match envelope.event {
+            Event::Rollup(rollup) => prepared.rollups.push(RollupRow {
+                key,
+                captured_at_ms: at,
+                vm_uuid: rollup.vm.uuid.clone(),
+                vm_name: clean(&rollup.vm.name),
+                point: RollupPoint {
+                    period_start_ms: rollup.period_start_ms,
+                    period_secs: i64::from(rollup.period_secs),
+                    samples: i64::from(rollup.samples),
+                    maximum_kib: rollup.maximum_kib,
+                    actual_kib: rollup.actual_kib,
+                    available_kib: rollup.available_kib,
+                    usable_kib: rollup.usable_kib,
+                    unused_kib: rollup.unused_kib,
+                    rss_kib: rollup.rss_kib,
+                    oom_kills: rollup.oom_kills,
+                    alloc_stalls: rollup.alloc_stalls,
+                    stale: rollup.stale,
+                    host_total_kib: rollup.host.as_ref().and_then(|h| h.total_kib),
+                    host_available_kib: rollup.host.as_ref().and_then(|h| h.available_kib),
+                },
+            }),
+            Event::Oom(oom) => {
+                let context = contexts.get(&oom.vm.uuid).unwrap_or(&empty);
+                let correlation = correlate(
+                    &CorrelationInput {
+                        oom_at_ms: at,
+                        event: &oom,
+                        vm_config: context.config.as_ref(),
+                        rollups: &context.rollups,
+                    },
+                    settings,
+                );
+                let killed = oom.report.killed.as_ref();
+                prepared.ooms.push(OomRow {
+                    key,
+                    captured_at_ms: at,
+                    vm_uuid: oom.vm.uuid.clone(),
+                    vm_name: clean(&oom.vm.name),
+                    kind: oom_kind_name(oom.kind).to_string(),
+                    source: to_json(&oom.source).trim_matches('"').to_string(),
+                    report_kind: clean(&oom.report.kind),
+                    report_verdict: clean(&oom.analysis.verdict),
+                    killed_pid: killed.map(|k| i64::from(k.pid)),
+                    killed_comm: killed.map(|k| clean(&k.comm)),
+                    killed_anon_rss_kb: killed.and_then(|k| k.anon_rss_kb).map(to_i64),
+                    corr_verdict: correlation.verdict.as_str().to_string(),
+                    balloon_held_kb: correlation.balloon_held_kb.map(to_i64),
+                    inflated_kb_before: correlation.inflated_kb_before.map(to_i64),
+                    seconds_from_inflation: correlation.seconds_from_inflation,
+                    event_json: to_json(&oom),
+                    correlation_json: to_json(&correlation),
+                });
+            }
+            Event::Inventory(inventory) => {
+                let vms = inventory
+                    .vms
+                    .iter()
+                    .map(|vm| VmUpsert {
+                        vm_uuid: vm.vm.uuid.clone(),
+                        vm_name: clean(&vm.vm.name),
+                        state: vm.state.clone(),
+                        config_json: Some(to_json(&vm.config)),
+                        findings_json: Some(to_json(&vm.findings)),
+                        updated_at_ms: at,
+                    })
+                    .collect();
+                prepared.events.push(EventRow {
+                    key,
+                    captured_at_ms: at,
+                    kind,
+                    vm_uuid: None,
+                    body_json: to_json(&inventory),
+                    vms,
+                });
+            }
+            other => {
+                let vm_uuid = match &other {
+                    Event::BalloonChange(change) => Some(change.vm.uuid.clone()),
+                    Event::NearMiss(miss) => Some(miss.vm.uuid.clone()),
+                    _ => None,
+                };
+                prepared.events.push(EventRow {
+                    key,
+                    captured_at_ms: at,
+                    kind,
+                    vm_uuid,
+                    body_json: to_json(&other),
+                    vms: Vec::new(),
+                });
+            }
+        }
+    }
+    prepared
+}
+
+/// The wire name of an OOM kind.
+pub fn oom_kind_name(kind: OomKind) -> &'static str {
+    match kind {
+        OomKind::Guest => "guest",
+        OomKind::VmCgroup => "vm_cgroup",
+        OomKind::Host => "host",
+    }
+}
+
+pub const INSERT_ROLLUP: &str = "INSERT INTO rollups (host_id, key, captured_at_ms, vm_uuid, vm_name, \
+     period_start_ms, period_secs, samples, maximum_kib, \
+     actual_min, actual_max, actual_last, available_min, available_max, available_last, \
+     usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
+     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (host_id, key) DO NOTHING";
+
+fn push_mml(params: &mut Vec<Param>, value: &MinMaxLast) {
+    params.push(Param::kib(value.min));
+    params.push(Param::kib(value.max));
+    params.push(Param::kib(value.last));
+}
+
+pub fn rollup_params(host_id: &str, row: &RollupRow) -> Vec<Param> {
+    let p = &row.point;
+    let mut params = Vec::with_capacity(29);
+    params.push(Param::text(host_id));
+    params.push(Param::text(row.key.as_str()));
+    params.push(Param::int(row.captured_at_ms));
+    params.push(Param::text(row.vm_uuid.as_str()));
+    params.push(Param::text(row.vm_name.as_str()));
+    params.push(Param::int(p.period_start_ms));
+    params.push(Param::int(p.period_secs));
+    params.push(Param::int(p.samples));
+    params.push(Param::kib(p.maximum_kib));
+    push_mml(&mut params, &p.actual_kib);
+    push_mml(&mut params, &p.available_kib);
+    push_mml(&mut params, &p.usable_kib);
+    push_mml(&mut params, &p.unused_kib);
+    push_mml(&mut params, &p.rss_kib);
+    params.push(Param::kib(p.oom_kills));
+    params.push(Param::kib(p.alloc_stalls));
+    params.push(Param::int(i64::from(p.stale)));
+    params.push(Param::kib(p.host_total_kib));
+    params.push(Param::kib(p.host_available_kib));
+    params
+}
+
+pub const INSERT_OOM: &str = "INSERT INTO ooms (host_id, key, captured_at_ms, received_at_ms, \
+     vm_uuid, vm_name, kind, source, report_kind, report_verdict, killed_pid, killed_comm, \
+     killed_anon_rss_kb, corr_verdict, balloon_held_kb, inflated_kb_before, seconds_from_inflation, \
+     event_json, correlation_json) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (host_id, key) DO NOTHING";
+
+pub fn oom_params(host_id: &str, received_at_ms: i64, row: &OomRow) -> Vec<Param> {
+    vec![
+        Param::text(host_id),
+        Param::text(row.key.as_str()),
+        Param::int(row.captured_at_ms),
+        Param::int(received_at_ms),
+        Param::text(row.vm_uuid.as_str()),
+        Param::text(row.vm_name.as_str()),
+        Param::text(row.kind.as_str()),
+        Param::text(row.source.as_str()),
+        Param::text(row.report_kind.as_str()),
+        Param::text(row.report_verdict.as_str()),
+        Param::Int(row.killed_pid),
+        Param::Text(row.killed_comm.clone()),
+        Param::Int(row.killed_anon_rss_kb),
+        Param::text(row.corr_verdict.as_str()),
+        Param::Int(row.balloon_held_kb),
+        Param::Int(row.inflated_kb_before),
+        Param::Int(row.seconds_from_inflation),
+        Param::text(row.event_json.as_str()),
+        Param::text(row.correlation_json.as_str()),
+    ]
+}
+
+/// A VM first seen in an OOM gets a minimal row; an inventory fills it in later.
+pub const INSERT_VM_IF_ABSENT: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, \
+     config_json, findings_json, updated_at_ms) VALUES (?, ?, ?, 'unknown', NULL, NULL, ?) \
+     ON CONFLICT (vm_uuid) DO NOTHING";
+
+pub fn vm_if_absent_params(host_id: &str, row: &OomRow) -> Vec<Param> {
+    vec![
+        Param::text(row.vm_uuid.as_str()),
+        Param::text(host_id),
+        Param::text(row.vm_name.as_str()),
+        Param::int(row.captured_at_ms),
+    ]
+}
+
+pub const INSERT_EVENT: &str = "INSERT INTO events (host_id, key, captured_at_ms, kind, vm_uuid, \
+     body_json) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host_id, key) DO NOTHING";
+
+pub fn event_params(host_id: &str, row: &EventRow) -> Vec<Param> {
+    vec![
+        Param::text(host_id),
+        Param::text(row.key.as_str()),
+        Param::int(row.captured_at_ms),
+        Param::text(row.kind.as_str()),
+        Param::Text(row.vm_uuid.clone()),
+        Param::text(row.body_json.as_str()),
+    ]
+}
+
+/// The newest inventory wins (by capture time), whichever order batches arrive in.
+pub const UPSERT_VM: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, config_json, \
+     findings_json, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (vm_uuid) DO UPDATE SET host_id = excluded.host_id, vm_name = excluded.vm_name, \
+     state = excluded.state, config_json = excluded.config_json, \
+     findings_json = excluded.findings_json, updated_at_ms = excluded.updated_at_ms \
+     WHERE excluded.updated_at_ms >= vms.updated_at_ms";
+
+pub fn vm_params(host_id: &str, vm: &VmUpsert) -> Vec<Param> {
+    vec![
+        Param::text(vm.vm_uuid.as_str()),
+        Param::text(host_id),
+        Param::text(vm.vm_name.as_str()),
+        Param::text(vm.state.as_str()),
+        Param::Text(vm.config_json.clone()),
+        Param::Text(vm.findings_json.clone()),
+        Param::int(vm.updated_at_ms),
+    ]
+}

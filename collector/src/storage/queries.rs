@@ -1,0 +1,531 @@
+//! Every read and maintenance query, written once over the [`Store`] trait so both
+//! engines answer alike. Ordering that depends on text collation is done here in
+//! Rust (byte order), never in SQL: PostgreSQL's collation may differ from SQLite's.
+
+use ballast_model::{MinMaxLast, VmConfig};
+
+use crate::records::{
+    CorrelationShort, KilledShort, OomCount, OomCounts, OomDetail, OomPage, OomSummary,
+    RepeatOffender, RepeatOffenders, RollupPoint, TokenInfo, VmList, VmMemory, VmName, VmRecord,
+};
+use crate::storage::prepare::VmContext;
+use crate::storage::sql::{Param, Query, Row};
+use crate::storage::{Store, StoreError};
+
+/// Filters and paging of `GET /api/v1/ooms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OomFilter {
+    pub host: Option<String>,
+    pub vm: Option<String>,
+    /// Correlation verdict.
+    pub verdict: Option<String>,
+    pub report_verdict: Option<String>,
+    pub kind: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Continue after this (time, id), exclusive.
+    pub cursor: Option<(i64, i64)>,
+    pub limit: i64,
+}
+
+/// How OOM counts are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Host,
+    Vm,
+    Verdict,
+    ReportVerdict,
+    Kind,
+}
+
+impl GroupBy {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "host" => GroupBy::Host,
+            "vm" => GroupBy::Vm,
+            "verdict" => GroupBy::Verdict,
+            "report_verdict" => GroupBy::ReportVerdict,
+            "kind" => GroupBy::Kind,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Host => "host",
+            GroupBy::Vm => "vm",
+            GroupBy::Verdict => "verdict",
+            GroupBy::ReportVerdict => "report_verdict",
+            GroupBy::Kind => "kind",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            GroupBy::Host => "host_id",
+            GroupBy::Vm => "vm_uuid",
+            GroupBy::Verdict => "corr_verdict",
+            GroupBy::ReportVerdict => "report_verdict",
+            GroupBy::Kind => "kind",
+        }
+    }
+}
+
+/// Formats a paging cursor.
+pub fn cursor_text(time_ms: i64, id: i64) -> String {
+    format!("{time_ms}.{id}")
+}
+
+/// Reads a paging cursor.
+pub fn parse_cursor(text: &str) -> Option<(i64, i64)> {
+    let (time, id) = text.split_once('.')?;
+    Some((time.parse().ok()?, id.parse().ok()?))
+}
+
+const OOM_SUMMARY_COLUMNS: &str = "id, host_id, vm_uuid, vm_name, captured_at_ms, kind, killed_pid, \
+     killed_comm, killed_anon_rss_kb, report_verdict, corr_verdict, balloon_held_kb, \
+     inflated_kb_before, seconds_from_inflation";
+
+const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib, \
+     actual_min, actual_max, actual_last, available_min, available_max, available_last, \
+     usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
+     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib";
+
+fn decode_summary(row: &Row) -> OomSummary {
+    let id = row.int_or_zero(0);
+    let killed_pid = row.int(6);
+    let killed_comm = row.text(7);
+    OomSummary {
+        id,
+        host: row.text_or_empty(1),
+        vm: VmName {
+            uuid: row.text_or_empty(2),
+            name: row.text_or_empty(3),
+        },
+        time_ms: row.int_or_zero(4),
+        kind: row.text_or_empty(5),
+        killed: (killed_pid.is_some() || killed_comm.is_some()).then(|| KilledShort {
+            pid: killed_pid,
+            comm: killed_comm,
+            anon_rss_kb: row.int(8),
+        }),
+        report_verdict: row.text_or_empty(9),
+        correlation: CorrelationShort {
+            verdict: row.text_or_empty(10),
+            balloon_held_kb: row.int(11),
+            inflated_kb_before: row.int(12),
+            seconds_from_inflation: row.int(13),
+        },
+        link: format!("/api/v1/ooms/{id}"),
+    }
+}
+
+fn mml(row: &Row, first: usize) -> MinMaxLast {
+    MinMaxLast {
+        min: row.kib(first),
+        max: row.kib(first + 1),
+        last: row.kib(first + 2),
+    }
+}
+
+fn decode_rollup(row: &Row) -> RollupPoint {
+    RollupPoint {
+        period_start_ms: row.int_or_zero(0),
+        period_secs: row.int_or_zero(1),
+        samples: row.int_or_zero(2),
+        maximum_kib: row.kib(3),
+        actual_kib: mml(row, 4),
+        available_kib: mml(row, 7),
+        usable_kib: mml(row, 10),
+        unused_kib: mml(row, 13),
+        rss_kib: mml(row, 16),
+        oom_kills: row.kib(19),
+        alloc_stalls: row.kib(20),
+        stale: row.int_or_zero(21) != 0,
+        host_total_kib: row.kib(22),
+        host_available_kib: row.kib(23),
+    }
+}
+
+/// One page of OOMs, newest first.
+pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage, StoreError> {
+    let mut conditions: Vec<&str> = Vec::new();
+    let mut params = Vec::new();
+    for (column, value) in [
+        ("host_id = ?", &filter.host),
+        ("vm_uuid = ?", &filter.vm),
+        ("corr_verdict = ?", &filter.verdict),
+        ("report_verdict = ?", &filter.report_verdict),
+        ("kind = ?", &filter.kind),
+    ] {
+        if let Some(value) = value {
+            conditions.push(column);
+            params.push(Param::text(value.as_str()));
+        }
+    }
+    if let Some(since) = filter.since_ms {
+        conditions.push("captured_at_ms >= ?");
+        params.push(Param::int(since));
+    }
+    if let Some(until) = filter.until_ms {
+        conditions.push("captured_at_ms < ?");
+        params.push(Param::int(until));
+    }
+    if let Some((time, id)) = filter.cursor {
+        conditions.push("(captured_at_ms < ? OR (captured_at_ms = ? AND id < ?))");
+        params.extend([Param::int(time), Param::int(time), Param::int(id)]);
+    }
+    let limit = filter.limit.clamp(1, 1000);
+    params.push(Param::int(limit + 1));
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {OOM_SUMMARY_COLUMNS} FROM ooms {where_clause} ORDER BY captured_at_ms DESC, id DESC LIMIT ?"
+    );
+    let rows = store.query(Query::new(sql, params)).await?;
+    let mut items: Vec<OomSummary> = rows.iter().map(decode_summary).collect();
+    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        items.pop();
+        items.last().map(|last| cursor_text(last.time_ms, last.id))
+    } else {
+        None
+    };
+    Ok(OomPage { items, next_cursor })
+}
+
+/// One OOM with its report, analysis, correlation and the rollups before it.
+pub async fn get_oom(
+    store: &dyn Store,
+    id: i64,
+    window_secs: u64,
+) -> Result<Option<OomDetail>, StoreError> {
+    let sql = format!(
+        "SELECT {OOM_SUMMARY_COLUMNS}, source, event_json, correlation_json FROM ooms WHERE id = ?"
+    );
+    let rows = store.query(Query::new(sql, vec![Param::int(id)])).await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let summary = decode_summary(row);
+    let mut event = row.json(15);
+    let mut take = |name: &str| {
+        event
+            .get_mut(name)
+            .map(serde_json::Value::take)
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let raw_report = take("raw_report").as_str().unwrap_or_default().to_string();
+    let raw_truncated = take("raw_truncated").as_bool().unwrap_or(false);
+    let report = take("report");
+    let analysis = take("analysis");
+    let balloon_at_oom = take("balloon_at_oom");
+    let balloon_history = take("balloon_history");
+    let host_memory = take("host");
+    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let rollups = rollups_between(
+        store,
+        &summary.vm.uuid,
+        summary.time_ms.saturating_sub(window_ms),
+        summary.time_ms.saturating_add(1),
+        10_000,
+    )
+    .await?;
+    Ok(Some(OomDetail {
+        source: row.text_or_empty(14),
+        raw_report,
+        raw_truncated,
+        report,
+        analysis,
+        balloon_at_oom,
+        balloon_history,
+        host_memory,
+        correlation_detail: row.json(16),
+        rollups,
+        summary,
+    }))
+}
+
+/// A VM's rollups with `since <= period_start < until`, oldest first.
+pub async fn rollups_between(
+    store: &dyn Store,
+    vm_uuid: &str,
+    since_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<Vec<RollupPoint>, StoreError> {
+    let sql = format!(
+        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? \
+         AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?"
+    );
+    let rows = store
+        .query(Query::new(
+            sql,
+            vec![
+                Param::text(vm_uuid),
+                Param::int(since_ms),
+                Param::int(until_ms),
+                Param::int(limit.clamp(1, 100_000)),
+            ],
+        ))
+        .await?;
+    Ok(rows.iter().map(decode_rollup).collect())
+}
+
+/// A VM's balloon series.
+pub async fn vm_memory(
+    store: &dyn Store,
+    vm_uuid: &str,
+    since_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<VmMemory, StoreError> {
+    Ok(VmMemory {
+        uuid: vm_uuid.to_string(),
+        points: rollups_between(store, vm_uuid, since_ms, until_ms, limit).await?,
+    })
+}
+
+/// What the correlation of a new OOM of this VM needs from the store.
+pub async fn vm_context(
+    store: &dyn Store,
+    vm_uuid: &str,
+    oom_at_ms: i64,
+    window_secs: u64,
+) -> Result<VmContext, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT config_json FROM vms WHERE vm_uuid = ?",
+            vec![Param::text(vm_uuid)],
+        ))
+        .await?;
+    let config = rows
+        .first()
+        .and_then(|row| row.text(0))
+        .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
+    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let rollups = rollups_between(
+        store,
+        vm_uuid,
+        oom_at_ms.saturating_sub(window_ms),
+        oom_at_ms.saturating_add(1),
+        2_000,
+    )
+    .await?;
+    Ok(VmContext { config, rollups })
+}
+
+/// Every known VM (optionally of one host), ordered by host, name, uuid.
+pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, StoreError> {
+    let mut sql = String::from(
+        "SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
+         v.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = v.vm_uuid) FROM vms v",
+    );
+    let mut params = Vec::new();
+    if let Some(host) = host {
+        sql.push_str(" WHERE v.host_id = ?");
+        params.push(Param::text(host));
+    }
+    let rows = store.query(Query::new(sql, params)).await?;
+    let mut items: Vec<VmRecord> = rows
+        .iter()
+        .map(|row| VmRecord {
+            uuid: row.text_or_empty(0),
+            name: row.text_or_empty(1),
+            host: row.text_or_empty(2),
+            state: row.text_or_empty(3),
+            config: row.json(4),
+            findings: row.json(5),
+            updated_ms: row.int_or_zero(6),
+            oom_count: row.int_or_zero(7),
+        })
+        .collect();
+    items.sort_by(|a, b| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid)));
+    Ok(VmList { items })
+}
+
+/// OOMs per time bucket and group, for dashboards.
+pub async fn oom_counts(
+    store: &dyn Store,
+    group_by: GroupBy,
+    bucket_secs: i64,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<OomCounts, StoreError> {
+    let bucket_ms = bucket_secs.max(1).saturating_mul(1000);
+    let column = group_by.column();
+    let sql = format!(
+        "SELECT (captured_at_ms / ?) * ? AS bucket, {column}, COUNT(*) FROM ooms \
+         WHERE captured_at_ms >= ? AND captured_at_ms < ? GROUP BY bucket, {column}"
+    );
+    let rows = store
+        .query(Query::new(
+            sql,
+            vec![
+                Param::int(bucket_ms),
+                Param::int(bucket_ms),
+                Param::int(since_ms),
+                Param::int(until_ms),
+            ],
+        ))
+        .await?;
+    let mut items: Vec<OomCount> = rows
+        .iter()
+        .map(|row| OomCount {
+            bucket_start_ms: row.int_or_zero(0),
+            group: row.text_or_empty(1),
+            count: row.int_or_zero(2),
+        })
+        .collect();
+    items.sort_by(|a, b| (a.bucket_start_ms, &a.group).cmp(&(b.bucket_start_ms, &b.group)));
+    Ok(OomCounts {
+        group_by: group_by.as_str().to_string(),
+        bucket_secs,
+        items,
+    })
+}
+
+/// VMs with at least `min_count` balloon or balloon-contributed OOMs since `since_ms`.
+pub async fn repeat_offenders(
+    store: &dyn Store,
+    since_ms: i64,
+    min_count: i64,
+) -> Result<RepeatOffenders, StoreError> {
+    let sql = "SELECT o.vm_uuid, v.vm_name, v.host_id, o.n, o.first_ms, o.last_ms FROM \
+         (SELECT vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, MAX(captured_at_ms) AS last_ms \
+          FROM ooms WHERE corr_verdict IN ('balloon', 'balloon_contributed') AND captured_at_ms >= ? \
+          GROUP BY vm_uuid HAVING COUNT(*) >= ?) o \
+         LEFT JOIN vms v ON v.vm_uuid = o.vm_uuid";
+    let rows = store
+        .query(Query::new(
+            sql,
+            vec![Param::int(since_ms), Param::int(min_count.max(1))],
+        ))
+        .await?;
+    let mut items: Vec<RepeatOffender> = rows
+        .iter()
+        .map(|row| RepeatOffender {
+            vm: VmName {
+                uuid: row.text_or_empty(0),
+                name: row.text_or_empty(1),
+            },
+            host: row.text_or_empty(2),
+            count: row.int_or_zero(3),
+            first_ms: row.int_or_zero(4),
+            last_ms: row.int_or_zero(5),
+        })
+        .collect();
+    items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.vm.uuid.cmp(&b.vm.uuid)));
+    Ok(RepeatOffenders { items })
+}
+
+/// The host a token hash belongs to.
+pub async fn host_for_token_hash(
+    store: &dyn Store,
+    token_sha256: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id, token_sha256 FROM tokens WHERE token_sha256 = ?",
+            vec![Param::text(token_sha256)],
+        ))
+        .await?;
+    Ok(rows
+        .first()
+        .map(|row| (row.text_or_empty(0), row.text_or_empty(1))))
+}
+
+/// Stores a host's token hash; with `replace`, an existing token is rotated.
+pub async fn put_token(
+    store: &dyn Store,
+    host: &str,
+    token_sha256: &str,
+    now_ms: i64,
+    replace: bool,
+) -> Result<(), StoreError> {
+    let sql = if replace {
+        "INSERT INTO tokens (host_id, token_sha256, created_at_ms) VALUES (?, ?, ?) \
+         ON CONFLICT (host_id) DO UPDATE SET token_sha256 = excluded.token_sha256, \
+         created_at_ms = excluded.created_at_ms"
+    } else {
+        "INSERT INTO tokens (host_id, token_sha256, created_at_ms) VALUES (?, ?, ?) \
+         ON CONFLICT (host_id) DO NOTHING"
+    };
+    let changed = store
+        .execute(Query::new(
+            sql,
+            vec![
+                Param::text(host),
+                Param::text(token_sha256),
+                Param::int(now_ms),
+            ],
+        ))
+        .await?;
+    if changed == 0 {
+        return Err(StoreError::TokenExists(host.to_string()));
+    }
+    Ok(())
+}
+
+/// Removes a host's token; false when it had none.
+pub async fn revoke_token(store: &dyn Store, host: &str) -> Result<bool, StoreError> {
+    Ok(store
+        .execute(Query::new(
+            "DELETE FROM tokens WHERE host_id = ?",
+            vec![Param::text(host)],
+        ))
+        .await?
+        > 0)
+}
+
+/// Hosts with a token, by name.
+pub async fn list_tokens(store: &dyn Store) -> Result<Vec<TokenInfo>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id, created_at_ms FROM tokens",
+            Vec::new(),
+        ))
+        .await?;
+    let mut tokens: Vec<TokenInfo> = rows
+        .iter()
+        .map(|row| TokenInfo {
+            host: row.text_or_empty(0),
+            created_ms: row.int_or_zero(1),
+        })
+        .collect();
+    tokens.sort_by(|a, b| a.host.cmp(&b.host));
+    Ok(tokens)
+}
+
+/// What retention deletes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    Rollups,
+    Events,
+    Ooms,
+}
+
+/// Deletes at most `batch_rows` expired rows (one short statement); returns how many.
+pub async fn delete_expired(
+    store: &dyn Store,
+    what: Expiring,
+    before_ms: i64,
+    batch_rows: u32,
+) -> Result<u64, StoreError> {
+    let (table, column) = match what {
+        Expiring::Rollups => ("rollups", "period_start_ms"),
+        Expiring::Events => ("events", "captured_at_ms"),
+        Expiring::Ooms => ("ooms", "captured_at_ms"),
+    };
+    let sql = format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)"
+    );
+    store
+        .execute(Query::new(
+            sql,
+            vec![Param::int(before_ms), Param::int(i64::from(batch_rows))],
+        ))
+        .await
+}

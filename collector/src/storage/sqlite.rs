@@ -1,0 +1,361 @@
+//! The embedded SQLite engine (the default).
+//!
+//! One writer thread owns the only writing connection and commits ingest batches in
+//! groups: it takes a batch, drains whatever other batches are already queued (up to
+//! a bound), runs each inside its own SAVEPOINT (one failing batch rolls back alone)
+//! and commits them with ONE fsync, then answers every sender. Durability: WAL with
+//! `synchronous=FULL`, so an answered batch survives a crash or power loss.
+//! Reads run on a small pool of separate connections on `spawn_blocking` threads;
+//! WAL lets them read while the writer writes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use ballast_model::IngestResponse;
+
+use crate::storage::prepare::{self, PreparedBatch};
+use crate::storage::sql::{Cell, Param, Query, Row};
+use crate::storage::{Store, StoreError};
+
+/// Schema migrations, in order.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+/// Batches committed together at most ...
+const MAX_GROUP_BATCHES: usize = 256;
+/// ... and rows.
+const MAX_GROUP_ROWS: usize = 50_000;
+/// Idle read connections kept.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The SQLite store; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
+}
+
+#[derive(Debug)]
+enum Job {
+    Ingest(
+        PreparedBatch,
+        oneshot::Sender<Result<IngestResponse, StoreError>>,
+    ),
+    Execute(Query, oneshot::Sender<Result<u64, StoreError>>),
+}
+
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl rusqlite::ToSql for Param {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Param::Int(Some(value)) => ToSqlOutput::from(*value),
+            Param::Text(Some(text)) => ToSqlOutput::from(text.as_str()),
+            Param::Int(None) | Param::Text(None) => ToSqlOutput::from(rusqlite::types::Null),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database file and applies the migrations.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = path.to_path_buf();
+        let writer = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> Result<Connection, StoreError> {
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| StoreError::StateDir {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                let mut connection = Connection::open(&path)?;
+                connection.execute_batch(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                )?;
+                migrate(&mut connection)?;
+                Ok(connection)
+            }
+        })
+        .await
+        .map_err(|_| StoreError::WorkerGone)??;
+        let (jobs, receiver) = mpsc::channel(1024);
+        std::thread::Builder::new()
+            .name("ballast-sqlite-writer".into())
+            .spawn(move || writer_loop(writer, receiver))
+            .map_err(|source| StoreError::StateDir {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Self {
+            jobs,
+            readers: Arc::new(Readers {
+                path,
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let connection = readers.take()?;
+            let result = read(&connection, &query);
+            readers.give_back(connection);
+            result
+        })
+        .await
+        .map_err(|_| StoreError::WorkerGone)?
+    }
+
+    async fn execute(&self, query: Query) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Execute(query, reply))
+            .await
+            .map_err(|_| StoreError::WorkerGone)?;
+        answer.await.map_err(|_| StoreError::WorkerGone)?
+    }
+
+    async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::Ingest(batch, reply))
+            .await
+            .map_err(|_| StoreError::WorkerGone)?;
+        answer.await.map_err(|_| StoreError::WorkerGone)?
+    }
+
+    fn engine(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+impl Readers {
+    fn take(&self) -> Result<Connection, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let connection = Connection::open(&self.path)?;
+        connection.execute_batch("PRAGMA busy_timeout = 10000; PRAGMA query_only = 1;")?;
+        Ok(connection)
+    }
+
+    fn give_back(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(connection);
+            }
+        }
+    }
+}
+
+fn read(connection: &Connection, query: &Query) -> Result<Vec<Row>, StoreError> {
+    let mut statement = connection.prepare_cached(&query.sql)?;
+    let n_columns = statement.column_count();
+    let rows = statement.query_map(rusqlite::params_from_iter(query.params.iter()), |row| {
+        let mut cells = Vec::with_capacity(n_columns);
+        for index in 0..n_columns {
+            cells.push(match row.get_ref(index)? {
+                ValueRef::Null => Cell::Null,
+                ValueRef::Integer(value) => Cell::Int(value),
+                ValueRef::Real(value) => Cell::Int(value as i64),
+                ValueRef::Text(bytes) | ValueRef::Blob(bytes) => {
+                    Cell::Text(String::from_utf8_lossy(bytes).into_owned())
+                }
+            });
+        }
+        Ok(Row(cells))
+    })?;
+    Ok(rows.collect::<Result<Vec<Row>, _>>()?)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+    )?;
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = transaction.query_row(
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        [],
+        |row| row.get(0),
+    )?;
+    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        transaction
+            .execute_batch(sql)
+            .and_then(|()| {
+                transaction.execute(
+                    "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+                    rusqlite::params![version, crate::now_ms()],
+                )
+            })
+            .map_err(|source| StoreError::Migration {
+                version: *version,
+                source: Box::new(StoreError::Sqlite(source)),
+            })?;
+    }
+    transaction.commit()?;
+    Ok(())
+}
+
+fn writer_loop(mut connection: Connection, mut jobs: mpsc::Receiver<Job>) {
+    let mut pending: Option<Job> = None;
+    loop {
+        let job = match pending.take() {
+            Some(job) => job,
+            None => match jobs.blocking_recv() {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        match job {
+            Job::Execute(query, reply) => {
+                let result = connection
+                    .prepare_cached(&query.sql)
+                    .and_then(|mut statement| {
+                        statement.execute(rusqlite::params_from_iter(query.params.iter()))
+                    })
+                    .map(|n| u64::try_from(n).unwrap_or(0))
+                    .map_err(StoreError::from);
+                let _ = reply.send(result);
+            }
+            Job::Ingest(batch, reply) => {
+                let mut rows = batch.n_rows();
+                let mut group = vec![(batch, reply)];
+                while group.len() < MAX_GROUP_BATCHES && rows < MAX_GROUP_ROWS {
+                    match jobs.try_recv() {
+                        Ok(Job::Ingest(batch, reply)) => {
+                            rows += batch.n_rows();
+                            group.push((batch, reply));
+                        }
+                        Ok(other) => {
+                            pending = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                commit_group(&mut connection, group);
+            }
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<IngestResponse, StoreError>>;
+
+fn commit_group(connection: &mut Connection, group: Vec<(PreparedBatch, Reply)>) {
+    let mut transaction = match connection.transaction_with_behavior(TransactionBehavior::Immediate)
+    {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let message = error.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Commit(message.clone())));
+            }
+            return;
+        }
+    };
+    let mut results = Vec::with_capacity(group.len());
+    for (batch, _) in &group {
+        let result = match transaction.savepoint() {
+            Ok(savepoint) => match insert_batch(&savepoint, batch) {
+                Ok(response) => savepoint.commit().map(|()| response).map_err(StoreError::from),
+                // Dropping the savepoint rolls this batch back; the others stay.
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(StoreError::from(error)),
+        };
+        results.push(result);
+    }
+    match transaction.commit() {
+        Ok(()) => {
+            for ((_, reply), result) in group.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        }
+        Err(error) => {
+            let message = error.to_string();
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Commit(message.clone())));
+            }
+        }
+    }
+}
+
+fn insert_batch(
+    connection: &Connection,
+    batch: &PreparedBatch,
+) -> Result<IngestResponse, StoreError> {
+    let host = batch.host_id.as_str();
+    let mut accepted: u32 = 0;
+    let mut duplicates: u32 = 0;
+    let mut count = |changed: usize| {
+        if changed > 0 {
+            accepted += 1;
+        } else {
+            duplicates += 1;
+        }
+    };
+    if !batch.rollups.is_empty() {
+        let mut statement = connection.prepare_cached(prepare::INSERT_ROLLUP)?;
+        for row in &batch.rollups {
+            count(statement.execute(rusqlite::params_from_iter(
+                prepare::rollup_params(host, row).iter(),
+            ))?);
+        }
+    }
+    for row in &batch.ooms {
+        let changed = connection
+            .prepare_cached(prepare::INSERT_OOM)?
+            .execute(rusqlite::params_from_iter(
+                prepare::oom_params(host, batch.received_at_ms, row).iter(),
+            ))?;
+        count(changed);
+        if changed > 0 {
+            connection
+                .prepare_cached(prepare::INSERT_VM_IF_ABSENT)?
+                .execute(rusqlite::params_from_iter(
+                    prepare::vm_if_absent_params(host, row).iter(),
+                ))?;
+        }
+    }
+    for row in &batch.events {
+        let changed = connection
+            .prepare_cached(prepare::INSERT_EVENT)?
+            .execute(rusqlite::params_from_iter(
+                prepare::event_params(host, row).iter(),
+            ))?;
+        count(changed);
+        if changed > 0 {
+            for vm in &row.vms {
+                connection
+                    .prepare_cached(prepare::UPSERT_VM)?
+                    .execute(rusqlite::params_from_iter(
+                        prepare::vm_params(host, vm).iter(),
+                    ))?;
+            }
+        }
+    }
+    Ok(IngestResponse {
+        accepted,
+        duplicates,
+    })
+}

@@ -1,0 +1,341 @@
+//! Test support: a throwaway PostgreSQL cluster, started for one test run and
+//! removed afterwards. Never linked into a product binary.
+//!
+//! 1. [`TestPg::start`] finds the server binaries (`/usr/lib/postgresql/<newest>/bin`,
+//!    then `PATH`), runs `initdb` in a fresh temp dir (as the `postgres` user when
+//!    the test runs as root: initdb refuses root), and starts `postgres` with
+//!    `pg_ctl -w` listening ONLY on a unix socket inside that dir (no TCP port,
+//!    so parallel runs never collide and nothing is exposed).
+//! 2. [`TestPg::create_database`] gives each test case its own empty database and
+//!    returns a libpq-style connection string (`host=<socket dir> ... dbname=...`).
+//! 3. Dropping the [`TestPg`] stops the server (`pg_ctl stop -m immediate`) and
+//!    deletes the dir, also while a test panics. A run that was SIGKILLed leaves its
+//!    dir behind with an `owner.pid`; the next [`TestPg::start`] sweeps such
+//!    clusters whose owner process is gone.
+//!
+//! The cluster runs with `fsync=off`: tests check behaviour, not the disk.
+//! What it is not: a fixture for a running system server; it never touches one.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Why a cluster could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum TestPgError {
+    #[error("PostgreSQL server binaries (initdb, pg_ctl, postgres) not found; install Debian's `postgresql` package (scripts/install-deps.sh)")]
+    NotInstalled,
+    #[error("Failed to create the cluster directory")]
+    TempDir(#[source] std::io::Error),
+    #[error("Failed to run {program}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("The `postgres` system user does not exist (needed to run initdb as root)")]
+    NoPostgresUser,
+}
+
+/// A running throwaway cluster; stopped and deleted on drop.
+#[derive(Debug)]
+pub struct TestPg {
+    dir: Option<tempfile::TempDir>,
+    bin_dir: PathBuf,
+    run_as_postgres: bool,
+    port: u16,
+    n_databases: std::sync::atomic::AtomicU32,
+}
+
+/// Whether this process may skip PostgreSQL tests when the server is missing
+/// (never in CI: `.ci/run` installs it).
+pub fn may_skip() -> bool {
+    std::env::var_os("CI").is_none()
+}
+
+impl TestPg {
+    /// Starts a fresh cluster (about a second).
+    pub fn start() -> Result<Self, TestPgError> {
+        let bin_dir = find_bin_dir().ok_or(TestPgError::NotInstalled)?;
+        let run_as_postgres = is_root();
+        sweep_stale_clusters(&bin_dir, run_as_postgres);
+        let dir = tempfile::Builder::new()
+            .prefix("ballast-testpg-")
+            .tempdir()
+            .map_err(TestPgError::TempDir)?;
+        std::fs::write(dir.path().join("owner.pid"), std::process::id().to_string())
+            .map_err(TestPgError::TempDir)?;
+        if run_as_postgres {
+            let (uid, gid) = postgres_ids().ok_or(TestPgError::NoPostgresUser)?;
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(TestPgError::TempDir)?;
+        }
+        // The unix socket is named after the port; any number works, nothing listens on TCP.
+        let port = 5432 + u16::try_from(std::process::id() % 20_000).unwrap_or(0);
+        let mut cluster = Self {
+            dir: Some(dir),
+            bin_dir,
+            run_as_postgres,
+            port,
+            n_databases: std::sync::atomic::AtomicU32::new(0),
+        };
+        let data = cluster.dir().join("data");
+        let data_arg = data.as_os_str();
+        cluster.run(
+            "initdb",
+            &[
+                OsStr::new("-D"),
+                data_arg,
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new("-A"),
+                OsStr::new("trust"),
+                OsStr::new("-E"),
+                OsStr::new("UTF8"),
+                OsStr::new("--no-sync"),
+            ],
+        )?;
+        let options = format!(
+            "-k {} -p {port} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
+            cluster.dir().display()
+        );
+        let log = cluster.dir().join("server.log");
+        let started = cluster.run(
+            "pg_ctl",
+            &[
+                OsStr::new("-D"),
+                data_arg,
+                OsStr::new("-o"),
+                OsStr::new(&options),
+                OsStr::new("-l"),
+                log.as_os_str(),
+                OsStr::new("-w"),
+                OsStr::new("-t"),
+                OsStr::new("60"),
+                OsStr::new("start"),
+            ],
+        );
+        if let Err(error) = started {
+            let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+            // Nothing to stop; still delete the dir (drop does).
+            cluster.port = 0;
+            return Err(TestPgError::Failed {
+                program: "pg_ctl start".into(),
+                status: error.to_string(),
+                stderr: server_log,
+            });
+        }
+        Ok(cluster)
+    }
+
+    /// The directory holding the data dir and the unix socket.
+    pub fn dir(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map(tempfile::TempDir::path)
+            .expect("the dir lives until drop")
+    }
+
+    /// A connection string for database `dbname` (user `postgres`, unix socket).
+    pub fn connection_string(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={dbname}",
+            self.dir().display(),
+            self.port
+        )
+    }
+
+    /// Creates a new empty database and returns its connection string.
+    pub fn create_database(&self) -> Result<String, TestPgError> {
+        let n = self
+            .n_databases
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("test_{n}");
+        let host = self.dir().as_os_str().to_owned();
+        let port = self.port.to_string();
+        self.run(
+            "createdb",
+            &[
+                OsStr::new("-h"),
+                &host,
+                OsStr::new("-p"),
+                OsStr::new(&port),
+                OsStr::new("-U"),
+                OsStr::new("postgres"),
+                OsStr::new(&name),
+            ],
+        )?;
+        Ok(self.connection_string(&name))
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin_dir.join(program);
+        let path = if path.exists() {
+            path
+        } else {
+            PathBuf::from(program)
+        };
+        if self.run_as_postgres {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn run(&self, program: &str, args: &[&OsStr]) -> Result<Output, TestPgError> {
+        let output = self
+            .command(program)
+            .args(args)
+            .env("LC_ALL", "C")
+            .current_dir(self.dir())
+            .output()
+            .map_err(|source| TestPgError::Spawn {
+                program: program.into(),
+                source,
+            })?;
+        if !output.status.success() {
+            return Err(TestPgError::Failed {
+                program: program.into(),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(output)
+    }
+}
+
+impl Drop for TestPg {
+    fn drop(&mut self) {
+        if self.port != 0 {
+            let data = self.dir().join("data");
+            let _ = self.run(
+                "pg_ctl",
+                &[
+                    OsStr::new("-D"),
+                    data.as_os_str(),
+                    OsStr::new("-m"),
+                    OsStr::new("immediate"),
+                    OsStr::new("-w"),
+                    OsStr::new("stop"),
+                ],
+            );
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    // The effective uid without libc: /proc/self/status "Uid: real effective ...".
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .and_then(|line| line.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn postgres_ids() -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        if fields.first() == Some(&"postgres") && fields.len() > 3 {
+            Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+        } else {
+            None
+        }
+    })
+}
+
+fn find_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Some(bin);
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path).find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
+    })
+}
+
+/// Stops and deletes clusters left by test processes that died (SIGKILL, abort).
+fn sweep_stale_clusters(bin_dir: &Path, run_as_postgres: bool) {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("ballast-testpg-") {
+            continue;
+        }
+        let dir = entry.path();
+        let owner = std::fs::read_to_string(dir.join("owner.pid")).unwrap_or_default();
+        let alive = !owner.trim().is_empty() && Path::new("/proc").join(owner.trim()).exists();
+        if alive {
+            continue;
+        }
+        let pg_ctl = bin_dir.join("pg_ctl");
+        let data = dir.join("data");
+        if data.join("postmaster.pid").exists() {
+            let mut command = if run_as_postgres {
+                let mut command = Command::new("runuser");
+                command.args(["-u", "postgres", "--"]).arg(&pg_ctl);
+                command
+            } else {
+                Command::new(&pg_ctl)
+            };
+            let _ = command
+                .arg("-D")
+                .arg(&data)
+                .args(["-m", "immediate", "-w", "stop"])
+                .output();
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_starts_takes_databases_and_is_removed_on_drop() {
+        let cluster = match TestPg::start() {
+            Ok(cluster) => cluster,
+            Err(TestPgError::NotInstalled) if may_skip() => {
+                eprintln!("SKIPPED: PostgreSQL is not installed on this machine");
+                return;
+            }
+            Err(error) => panic!("{error}"),
+        };
+        let dir = cluster.dir().to_path_buf();
+        let first = cluster.create_database().expect("createdb");
+        let second = cluster.create_database().expect("createdb");
+        assert_ne!(first, second);
+        assert!(first.contains("dbname=test_0"), "{first}");
+        assert!(dir.join("data").join("postmaster.pid").exists());
+        drop(cluster);
+        assert!(!dir.exists(), "the cluster dir is removed");
+    }
+}
