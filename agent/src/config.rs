@@ -88,7 +88,7 @@ pub struct CollectorConfig {
     pub token_file: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Prometheus `/metrics` listen address, e.g. `127.0.0.1:9471`; empty = off.
@@ -153,13 +153,6 @@ impl Default for CollectorConfig {
     }
 }
 
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            listen: String::new(),
-        }
-    }
-}
 
 /// The checked configuration the agent runs on.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,7 +271,7 @@ impl RawConfig {
             ),
         };
         let url = self.collector.url.trim();
-        if !url.is_empty() && !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ValidationError::CollectorUrl(url.to_string()));
         }
         if self.libvirt.uri.trim().is_empty() {

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod capture;
 pub mod config;
+pub mod enrich;
 pub mod explain;
 pub mod fleet;
 pub mod history;
@@ -14,4 +15,5 @@ pub mod hostmem;
 pub mod hypervisor;
 pub mod metrics;
 pub mod paths;
+pub mod run;
 pub mod status;

@@ -1,16 +1,27 @@
 //! `ballast-agent`: the host agent's command line.
 //!
-//! Subcommands:
+//! - `run [--config FILE]`: watch every VM of this host (the daemon).
+//! - `check-config FILE`: validate a configuration file and exit.
+//! - `status [--config FILE] [--json]`: the running agent's table of VMs.
 //! - `explain [--json] [FILE|-]`: analyze a pasted kernel OOM report offline.
+//! - `--print-default-config`: the defaults as YAML.
 //!
-//! Exit codes: 0 when the command ran (even when it found no report), 2 when the
-//! input could not be read or the arguments are wrong, 1 on other errors.
+//! Exit codes: 0 when the command ran (also when `explain` found no report), 2 when
+//! the input or configuration could not be read or is invalid, 1 on other errors.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use ballast_agent::explain;
+use ballast_agent::config::{self, BackendChoice, RawConfig, Settings};
+use ballast_agent::hypervisor::Hypervisor;
+use ballast_agent::run::{Handles, JsonLinesSink, Monitor};
+use ballast_agent::status::Status;
+use ballast_agent::{explain, metrics, paths};
 
 #[derive(Parser)]
 #[command(
@@ -19,12 +30,30 @@ use ballast_agent::explain;
     about = "ballast host agent for QEMU/KVM hypervisors"
 )]
 struct Cli {
+    /// Print the default configuration as YAML and exit.
+    #[arg(long)]
+    print_default_config: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch every VM of this host: balloon stats, guest OOM reports.
+    Run {
+        /// Configuration file (default /etc/ballast/agent.yaml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and exit.
+    CheckConfig { file: PathBuf },
+    /// Show the running agent's VMs.
+    Status {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Analyze a kernel OOM report (a file, or `-` / nothing for standard input).
     Explain {
         /// Print JSON instead of text.
@@ -34,6 +63,11 @@ enum Command {
         file: Option<String>,
     },
 }
+
+/// Errors that mean "bad input": exit 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -47,8 +81,180 @@ fn main() -> ExitCode {
             };
         }
     };
-    match cli.command {
-        Command::Explain { json, file } => run_explain(json, file.as_deref()),
+    if cli.print_default_config {
+        print!("{}", RawConfig::default_yaml());
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.command {
+        None => Err(anyhow::Error::new(UsageError(
+            "a subcommand is needed; see --help".into(),
+        ))),
+        Some(Command::Explain { json, file }) => return run_explain(json, file.as_deref()),
+        Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Status { config, json }) => status(config.as_deref(), json),
+        Some(Command::Run { config }) => run(config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ballast-agent: {error:#}");
+            let usage = error.chain().any(|cause| {
+                cause.is::<UsageError>()
+                    || cause.is::<config::ConfigError>()
+                    || cause.is::<config::ValidationError>()
+            });
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn system_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// The explicit file, else the default file when it exists, else the defaults.
+fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
+    let default = Path::new(paths::CONFIG_FILE);
+    let path = path.or_else(|| default.exists().then_some(default));
+    Ok(config::load(path, &system_host_name())?)
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let settings = config::load(Some(file), &system_host_name())?;
+    println!(
+        "{}: OK (host {}, backend {:?}, poll every {} s, history {} s)",
+        file.display(),
+        settings.host_id,
+        settings.backend,
+        settings.poll_interval.as_secs(),
+        settings.history.as_secs()
+    );
+    Ok(())
+}
+
+fn status(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    let path = settings.state_dir.join(paths::STATUS_FILE_NAME);
+    let status = Status::read(&path).with_context(|| {
+        format!(
+            "No status at {} (is `ballast-agent run` running?)",
+            path.display()
+        )
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.table(std::time::SystemTime::now()));
+    }
+    Ok(())
+}
+
+fn choose_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    let choice = match settings.backend {
+        BackendChoice::Auto if Path::new(paths::LIBVIRT_SOCKET).exists() => BackendChoice::Libvirt,
+        BackendChoice::Auto if settings.proxmox.config_dir.exists() => BackendChoice::Proxmox,
+        BackendChoice::Auto => BackendChoice::Libvirt,
+        other => other,
+    };
+    match choice {
+        BackendChoice::Libvirt => libvirt_backend(settings),
+        BackendChoice::Proxmox | BackendChoice::Auto => Err(anyhow::Error::new(UsageError(
+            "the Proxmox (QMP) backend is not available in this build yet; set `backend: libvirt`"
+                .into(),
+        ))),
+    }
+}
+
+#[cfg(feature = "libvirt")]
+fn libvirt_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+    let hypervisor = LibvirtHypervisor::new(LibvirtConfig {
+        uri: settings.libvirt.uri.clone(),
+        ..LibvirtConfig::default()
+    });
+    hypervisor
+        .connect()
+        .with_context(|| format!("Failed to reach libvirt at {}", settings.libvirt.uri))?;
+    Ok(Arc::new(hypervisor))
+}
+
+#[cfg(not(feature = "libvirt"))]
+fn libvirt_backend(_settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
+    Err(anyhow::Error::new(UsageError(
+        "this build has no libvirt support (feature `libvirt`)".into(),
+    )))
+}
+
+fn run(config: Option<&Path>) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let settings = load_settings(config)?;
+    std::fs::create_dir_all(&settings.state_dir).with_context(|| {
+        format!(
+            "Failed to create the state directory {}",
+            settings.state_dir.display()
+        )
+    })?;
+    let hypervisor = choose_backend(&settings)?;
+    tracing::info!(host = %settings.host_id, backend = hypervisor.backend(), "ballast-agent starting.");
+    let handles = Handles::new(&settings);
+    let sink = Box::new(JsonLinesSink::new(settings.state_dir.join("events.jsonl")));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")?;
+    if let Some(listen) = settings.metrics_listen {
+        let shared = metrics::Shared {
+            fleet: handles.fleet.clone(),
+            counters: handles.counters.clone(),
+        };
+        // Bind now so a taken port is a start-up error, not a log line later.
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("Failed to listen on {listen}"))?;
+        drop(listener);
+        runtime.spawn(async move {
+            if let Err(error) = metrics::serve(listen, shared).await {
+                tracing::error!(%error, "Metrics listener stopped.");
+            }
+        });
+    }
+    let stop = handles.stop.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("Stopping.");
+        stop.store(true, Ordering::Relaxed);
+    });
+    let monitor = Monitor::new(settings, hypervisor, sink, handles);
+    std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || monitor.run())
+        .context("Failed to start the monitor thread")?
+        .join()
+        .map_err(|_| anyhow::anyhow!("The monitor thread panicked"))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
     }
 }
 

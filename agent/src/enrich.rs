@@ -1,0 +1,182 @@
+//! Turns a captured guest OOM into the wire event: the report re-analyzed with the
+//! host's balloon figures, the balloon history before it, and the host's memory.
+//!
+//! Pure: the caller passes the VM's state and the host reading. The analysis uses
+//! the balloon size measured on the host (maximum - actual at capture) when it has
+//! it, so "the balloon was (not) inflated" is a measurement, not an inference.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ballast_model::{
+    BalloonAtOom, BalloonPoint, CaptureSource as WireSource, HostMemory as WireHost, OomAnalysis,
+    OomEvent, OomKind, ParsedReport, VmRef,
+};
+
+use crate::capture::{CaptureSource, CapturedOom};
+use crate::fleet::VmState;
+use crate::history::HistoryPoint;
+use crate::hostmem::HostMemory;
+
+/// How much balloon history an OOM event carries.
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
+/// At most this many history points travel with one event (the newest).
+const MAX_POINTS: usize = 720;
+
+/// The wire event for one captured OOM. `vm` is None when the VM is unknown to the
+/// fleet (it went away between the kill and the capture): the report still ships.
+pub fn oom_event(captured: &CapturedOom, vm: Option<&VmState>, host: &HostMemory) -> OomEvent {
+    let host_balloon = vm.map(VmState::host_balloon);
+    let analysis = ballast_oom::analyze(&captured.report, host_balloon.as_ref());
+    let history = vm
+        .map(|vm| vm.history.window(captured.captured_at, HISTORY_WINDOW))
+        .unwrap_or_default();
+    let skip = history.len().saturating_sub(MAX_POINTS);
+    OomEvent {
+        vm: VmRef {
+            uuid: captured.domain.uuid.clone(),
+            name: captured.domain.name.clone(),
+        },
+        kind: OomKind::Guest,
+        source: match captured.source {
+            CaptureSource::Serial => WireSource::Serial,
+            CaptureSource::GuestAgent => WireSource::GuestAgent,
+            CaptureSource::HostKernel => WireSource::HostKernel,
+        },
+        raw_report: captured.raw.clone(),
+        raw_truncated: captured.raw.len()
+            < captured
+                .report
+                .span
+                .end_byte
+                .saturating_sub(captured.report.span.start_byte),
+        report: ParsedReport::from(&captured.report),
+        analysis: OomAnalysis::from(&analysis),
+        balloon_at_oom: BalloonAtOom {
+            maximum_kib: host_balloon.and_then(|h| h.maximum_kb),
+            actual_kib: host_balloon.and_then(|h| h.actual_kb),
+            deflate_on_oom: host_balloon.and_then(|h| h.deflate_on_oom),
+        },
+        balloon_history: history.iter().skip(skip).map(point).collect(),
+        host: Some(WireHost {
+            total_kib: host.total_kib,
+            available_kib: host.available_kib,
+            psi_some_avg10: host.psi_some_avg10,
+            ksm_sharing_kib: host.ksm_sharing_kib,
+        }),
+        flood_suppressed: captured.suppressed_before,
+    }
+}
+
+fn point(history: &HistoryPoint) -> BalloonPoint {
+    BalloonPoint {
+        at_ms: epoch_ms(history.at),
+        actual_kib: history.actual_kib,
+        maximum_kib: history.maximum_kib,
+        available_kib: history.available_kib,
+        usable_kib: history.usable_kib,
+        event: history.origin == crate::history::SampleOrigin::BalloonEvent,
+    }
+}
+
+/// Unix epoch milliseconds of a host time.
+pub fn epoch_ms(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fleet::Fleet;
+    use crate::hypervisor::{BalloonSample, DomainConfig, DomainId};
+
+    const LAB: &[u8] = include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
+    const SEED: &[u8] =
+        include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/debian9-kvm-1g-tor.log");
+
+    fn captured(id: &DomainId, text: &[u8], at: SystemTime) -> CapturedOom {
+        let report = ballast_oom::parse(text)
+            .reports
+            .into_iter()
+            .next()
+            .expect("a report");
+        CapturedOom {
+            domain: id.clone(),
+            source: CaptureSource::Serial,
+            captured_at: at,
+            raw: String::from_utf8_lossy(text).into_owned(),
+            report,
+            dedupe_key: "k".into(),
+            suppressed_before: 0,
+        }
+    }
+
+    fn fleet_with(id: &DomainId, actuals: &[u64], maximum: u64, start: SystemTime) -> Fleet {
+        let mut fleet = Fleet::new(1000);
+        for (step, actual) in actuals.iter().enumerate() {
+            let at = start + Duration::from_secs(10 * step as u64);
+            fleet.apply_poll(
+                at,
+                vec![(
+                    id.clone(),
+                    BalloonSample {
+                        actual_kib: Some(*actual),
+                        maximum_kib: Some(maximum),
+                        ..BalloonSample::default()
+                    },
+                )],
+            );
+        }
+        fleet.set_config(
+            id,
+            DomainConfig {
+                deflate_on_oom: Some(false),
+                balloon_present: true,
+                ..DomainConfig::default()
+            },
+        );
+        fleet
+    }
+
+    #[test]
+    fn an_inflated_balloon_measured_on_the_host_gives_a_balloon_verdict_with_history() {
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[524_288, 524_288, 204_800, 204_800], 524_288, start);
+        let at = start + Duration::from_secs(35);
+        let event = oom_event(
+            &captured(&id, LAB, at),
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.balloon_held_kb, Some(524_288 - 204_800));
+        assert!(event.analysis.explanation.contains("measured on the host"));
+        assert_eq!(event.balloon_at_oom.actual_kib, Some(204_800));
+        assert_eq!(event.balloon_history.len(), 4);
+        assert_eq!(
+            event.balloon_history.first().and_then(|p| p.actual_kib),
+            Some(524_288)
+        );
+    }
+
+    #[test]
+    fn a_full_balloon_keeps_the_seed_verdict() {
+        let id = DomainId {
+            uuid: "100".into(),
+            name: "tor".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[1_048_576; 6], 1_048_576, start);
+        let event = oom_event(
+            &captured(&id, SEED, start + Duration::from_secs(55)),
+            fleet.get("100"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.analysis.verdict, "kernel_unaccounted");
+        assert_eq!(event.analysis.balloon_held_kb, Some(0));
+    }
+}

@@ -1,0 +1,645 @@
+//! The agent's main loop: poll, capture, enrich, emit.
+//!
+//! One monitor thread does the blocking work in ticks of at most a second:
+//! 1. every poll interval: one bulk balloon poll of all VMs ([`Fleet::apply_poll`]),
+//!    the configuration of VMs that appeared, QEMU's counters when enabled, minute
+//!    rollups, the status file;
+//! 2. hypervisor events (balloon changes, lifecycle) as they arrive;
+//! 3. every tick: the serial console logs of all VMs, guest-agent fetches that a
+//!    suspicion asked for or that are due, held partial reports;
+//! 4. every captured OOM is analyzed with the host's balloon figures
+//!    ([`crate::enrich`]) and handed to the [`EventSink`] with its idempotency key.
+//!
+//! One VM's failure never stops the others: per-VM errors are logged (rate-limited),
+//! counted and skipped.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ballast_model::{
+    AgentHealth, AgentHello, BalloonChange, Envelope, Event, Inventory, NearMiss as WireNearMiss,
+    VmConfig, VmInventory, VmRef,
+};
+
+use crate::capture::{Capture, CaptureEvent, CaptureSettings, FetchReason};
+use crate::config::Settings;
+use crate::enrich::{self, epoch_ms};
+use crate::fleet::{Change, Fleet};
+use crate::hypervisor::{DomainEvent, DomainId, DomainState, Hypervisor};
+use crate::metrics::AgentCounters;
+use crate::status::Status;
+
+/// Where the loop puts what it captured (the durable spool, or a file in tests).
+pub trait EventSink: Send {
+    /// Stores one event durably before returning; an error is logged and counted.
+    fn emit(&mut self, envelope: Envelope) -> Result<(), std::io::Error>;
+}
+
+/// Appends events as JSON lines to a file (no collector configured, and tests).
+pub struct JsonLinesSink {
+    path: PathBuf,
+}
+
+impl JsonLinesSink {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+}
+
+impl EventSink for JsonLinesSink {
+    fn emit(&mut self, envelope: Envelope) -> Result<(), std::io::Error> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(&envelope).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+}
+
+/// Shared with the metrics exporter and the caller.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    pub fleet: Arc<Mutex<Fleet>>,
+    pub counters: Arc<Mutex<AgentCounters>>,
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Handles {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            fleet: Arc::new(Mutex::new(Fleet::new(settings.history_samples))),
+            counters: Arc::new(Mutex::new(AgentCounters::default())),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// The monitor: owns capture and drives the fleet.
+pub struct Monitor {
+    settings: Settings,
+    hypervisor: Arc<dyn Hypervisor>,
+    sink: Box<dyn EventSink>,
+    handles: Handles,
+    capture: Capture,
+    events: Option<Receiver<DomainEvent>>,
+    pending_fetch: BTreeMap<String, (DomainId, FetchReason)>,
+    inventory_dirty: bool,
+    error_log: RateLimitedLog,
+    sequence: u64,
+}
+
+/// How often the loop wakes up at most.
+const TICK: Duration = Duration::from_secs(1);
+/// Health events go out this often.
+const HEALTH_EVERY: Duration = Duration::from_secs(300);
+
+impl Monitor {
+    pub fn new(
+        settings: Settings,
+        hypervisor: Arc<dyn Hypervisor>,
+        sink: Box<dyn EventSink>,
+        handles: Handles,
+    ) -> Self {
+        let capture = Capture::new(CaptureSettings::new(settings.state_dir.join("capture")));
+        Self {
+            settings,
+            hypervisor,
+            sink,
+            handles,
+            capture,
+            events: None,
+            pending_fetch: BTreeMap::new(),
+            inventory_dirty: true,
+            error_log: RateLimitedLog::new(Duration::from_secs(300)),
+            sequence: 0,
+        }
+    }
+
+    /// Runs until `handles.stop` is set.
+    pub fn run(mut self) {
+        if let Err(error) = std::fs::create_dir_all(self.settings.state_dir.join("capture")) {
+            tracing::error!(%error, dir = %self.settings.state_dir.display(), "Failed to create the state directory.");
+        }
+        let (sender, receiver) = std::sync::mpsc::channel();
+        match self.hypervisor.subscribe(sender) {
+            Ok(()) => self.events = Some(receiver),
+            Err(error) => {
+                tracing::warn!(%error, "No hypervisor events; balloon changes are seen at poll time only.")
+            }
+        }
+        self.emit_hello();
+        let mut next_poll = Instant::now();
+        let mut next_health = Instant::now() + HEALTH_EVERY;
+        while !self.handles.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            if now >= next_poll {
+                self.poll();
+                next_poll = now + self.settings.poll_interval;
+            }
+            if self.drain_events() {
+                next_poll = Instant::now();
+            }
+            self.capture_tick();
+            if now >= next_health {
+                self.emit_health();
+                next_health = now + HEALTH_EVERY;
+            }
+            let sleep = next_poll
+                .saturating_duration_since(Instant::now())
+                .min(TICK);
+            std::thread::sleep(sleep.max(Duration::from_millis(50)));
+        }
+        let (events, result) = self.capture.shutdown(Instant::now());
+        self.handle_capture(events);
+        if let Err(error) = result {
+            tracing::warn!(%error, "Failed to save capture state on exit.");
+        }
+    }
+
+    fn poll(&mut self) {
+        let started = Instant::now();
+        let at = SystemTime::now();
+        let samples = match self.hypervisor.balloon_samples() {
+            Ok(samples) => samples,
+            Err(error) => {
+                self.error_log
+                    .warn("poll", &format!("Balloon poll failed: {error}"));
+                self.counters().poll_errors += 1;
+                return;
+            }
+        };
+        let changes = self.fleet().apply_poll(at, samples);
+        self.handle_changes(changes);
+        if self.settings.libvirt.read_qemu_counters {
+            self.read_counters();
+        }
+        let rollups = self.fleet().take_finished_rollups();
+        let host = crate::hostmem::read(&self.settings.procfs_root);
+        for mut rollup in rollups {
+            rollup.host = Some(wire_host(&host));
+            let key = format!(
+                "{}/rollup/{}/{}",
+                self.settings.host_id, rollup.vm.uuid, rollup.period_start_ms
+            );
+            self.emit(key, Event::Rollup(Box::new(rollup)));
+        }
+        if self.inventory_dirty {
+            self.emit_inventory();
+        }
+        let elapsed = started.elapsed();
+        {
+            let mut counters = self.counters();
+            counters.polls += 1;
+            counters.last_poll_seconds = elapsed.as_secs_f64();
+            counters.flood_suppressed = self.capture.flood_suppressed_total();
+        }
+        let status = Status::from_fleet(
+            &self.fleet(),
+            &self.settings.host_id,
+            self.hypervisor.backend(),
+            at,
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        );
+        let path = self.settings.state_dir.join(crate::paths::STATUS_FILE_NAME);
+        if let Err(error) = status.write(&path) {
+            self.error_log.warn(
+                "status",
+                &format!("Failed to write {}: {error}", path.display()),
+            );
+        }
+    }
+
+    fn read_counters(&mut self) {
+        let ids: Vec<DomainId> = self.fleet().vms().map(|vm| vm.id.clone()).collect();
+        for id in ids {
+            match self.hypervisor.guest_counters(&id) {
+                Ok(Some(counters)) => {
+                    let changes = self.fleet().apply_counters(&id, counters);
+                    self.handle_changes(changes);
+                }
+                Ok(None) => {}
+                Err(error) => self
+                    .error_log
+                    .warn(&id.uuid, &format!("QEMU counters of {}: {error}", id.name)),
+            }
+        }
+    }
+
+    fn handle_changes(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            match change {
+                Change::Appeared(id) => {
+                    tracing::info!(domain = %id.uuid, name = %id.name, "VM appeared.");
+                    match self.hypervisor.domain_config(&id) {
+                        Ok(config) => self.fleet().set_config(&id, config),
+                        Err(error) => self
+                            .error_log
+                            .warn(&id.uuid, &format!("Configuration of {}: {error}", id.name)),
+                    }
+                    self.inventory_dirty = true;
+                }
+                Change::Gone(id) => {
+                    tracing::info!(domain = %id.uuid, name = %id.name, "VM went away.");
+                    self.capture.forget(&id.uuid);
+                    self.inventory_dirty = true;
+                }
+                Change::BecameStale(id) => {
+                    tracing::warn!(domain = %id.uuid, name = %id.name, "Balloon stats stopped updating.");
+                }
+                Change::Recovered(id) => {
+                    tracing::info!(domain = %id.uuid, "Balloon stats update again.")
+                }
+                Change::Rebooted(id) => {
+                    tracing::info!(domain = %id.uuid, "Guest rebooted (counters went back).")
+                }
+                Change::SuspectOom { id, reason } => {
+                    tracing::info!(domain = %id.uuid, ?reason, "Guest OOM suspected; reading its kernel log.");
+                    let fetch = match reason {
+                        crate::fleet::SuspectReason::OomKillCounter => FetchReason::OomKillCounter,
+                        crate::fleet::SuspectReason::UsableCollapsed => {
+                            FetchReason::UsableCollapsed
+                        }
+                    };
+                    self.pending_fetch.insert(id.uuid.clone(), (id, fetch));
+                }
+                Change::NearMiss {
+                    id,
+                    kind,
+                    detail,
+                    actual_kib,
+                    usable_kib,
+                } => {
+                    *self
+                        .counters()
+                        .near_misses
+                        .entry(kind.to_string())
+                        .or_default() += 1;
+                    let key = self.sequenced_key(&format!("nm/{}/{kind}", id.uuid));
+                    self.emit(
+                        key,
+                        Event::NearMiss(WireNearMiss {
+                            vm: vm_ref(&id),
+                            kind: kind.to_string(),
+                            detail,
+                            actual_kib,
+                            usable_kib,
+                        }),
+                    );
+                }
+                Change::BalloonMoved {
+                    id,
+                    actual_kib,
+                    previous_kib,
+                } => {
+                    let key = self.sequenced_key(&format!("bc/{}", id.uuid));
+                    self.emit(
+                        key,
+                        Event::BalloonChange(BalloonChange {
+                            vm: vm_ref(&id),
+                            actual_kib,
+                            previous_kib,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Handles pushed events; true when the VM set changed and a poll should come early.
+    fn drain_events(&mut self) -> bool {
+        let mut lifecycle = false;
+        let mut received = Vec::new();
+        if let Some(events) = &self.events {
+            loop {
+                match events.try_recv() {
+                    Ok(event) => received.push(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        tracing::warn!("Hypervisor event stream ended; polling only.");
+                        self.events = None;
+                        break;
+                    }
+                }
+            }
+        }
+        for event in received {
+            match event {
+                DomainEvent::BalloonChange { id, actual_kib, at } => {
+                    let changes = self.fleet().apply_balloon_change(&id, at, actual_kib);
+                    self.handle_changes(changes);
+                }
+                DomainEvent::Lifecycle { id, state, .. } => {
+                    tracing::debug!(domain = %id.uuid, ?state, "Lifecycle event.");
+                    lifecycle = true;
+                    if state == DomainState::Running {
+                        self.inventory_dirty = true;
+                    }
+                }
+                DomainEvent::AgentLifecycle { id, connected, .. } => {
+                    tracing::debug!(domain = %id.uuid, connected, "Guest agent lifecycle.");
+                }
+            }
+        }
+        lifecycle
+    }
+
+    fn capture_tick(&mut self) {
+        let now = Instant::now();
+        let vms: Vec<(DomainId, Option<PathBuf>)> = self
+            .fleet()
+            .vms()
+            .map(|vm| {
+                (
+                    vm.id.clone(),
+                    vm.config.as_ref().and_then(|c| c.serial_log_path.clone()),
+                )
+            })
+            .collect();
+        let mut events = Vec::new();
+        if self.settings.capture.serial {
+            for (id, path) in &vms {
+                let Some(path) = path else {
+                    continue;
+                };
+                match self.capture.poll_serial(id, path, now) {
+                    Ok(poll) => {
+                        if poll.wants_guest_agent {
+                            self.pending_fetch
+                                .entry(id.uuid.clone())
+                                .or_insert_with(|| (id.clone(), FetchReason::PartialReport));
+                        }
+                        events.extend(poll.events);
+                    }
+                    Err(error) => self
+                        .error_log
+                        .warn(&id.uuid, &format!("Serial capture of {}: {error}", id.name)),
+                }
+            }
+        }
+        if self.settings.capture.guest_agent {
+            if self.settings.capture.guest_agent_interval_secs > 0 {
+                for (id, _) in &vms {
+                    if self.capture.guest_agent_due(id, now) {
+                        self.pending_fetch
+                            .entry(id.uuid.clone())
+                            .or_insert_with(|| (id.clone(), FetchReason::Periodic));
+                    }
+                }
+            }
+            let known: BTreeSet<&str> = vms.iter().map(|(id, _)| id.uuid.as_str()).collect();
+            let pending = std::mem::take(&mut self.pending_fetch);
+            for (uuid, (id, reason)) in pending {
+                if !known.contains(uuid.as_str()) {
+                    continue;
+                }
+                match self
+                    .capture
+                    .fetch_guest_agent(self.hypervisor.as_ref(), &id, reason, now)
+                {
+                    Ok(found) => events.extend(found),
+                    Err(error) => self.error_log.warn(
+                        &uuid,
+                        &format!("Guest agent capture of {}: {error}", id.name),
+                    ),
+                }
+            }
+        }
+        events.extend(self.capture.release_held(now));
+        self.handle_capture(events);
+    }
+
+    fn handle_capture(&mut self, events: Vec<CaptureEvent>) {
+        for event in events {
+            match event {
+                CaptureEvent::Oom(captured) | CaptureEvent::OomCompleted(captured) => {
+                    let host = crate::hostmem::read(&self.settings.procfs_root);
+                    let oom = {
+                        let fleet = self.fleet();
+                        enrich::oom_event(&captured, fleet.get(&captured.domain.uuid), &host)
+                    };
+                    tracing::warn!(
+                        domain = %captured.domain.uuid,
+                        name = %captured.domain.name,
+                        verdict = %oom.analysis.verdict,
+                        killed = oom.report.killed.as_ref().map(|k| k.comm.as_str()).unwrap_or("?"),
+                        "Guest OOM captured."
+                    );
+                    self.fleet()
+                        .record_oom(&captured.domain, captured.captured_at);
+                    *self
+                        .counters()
+                        .ooms
+                        .entry((
+                            captured.domain.uuid.clone(),
+                            captured.domain.name.clone(),
+                            oom.analysis.verdict.clone(),
+                        ))
+                        .or_default() += 1;
+                    let key = format!("{}/oom/{}", self.settings.host_id, captured.dedupe_key);
+                    self.emit_at(
+                        key,
+                        epoch_ms(captured.captured_at),
+                        Event::Oom(Box::new(oom)),
+                    );
+                }
+                CaptureEvent::NearMiss(miss) => {
+                    *self
+                        .counters()
+                        .near_misses
+                        .entry("out_of_puff".to_string())
+                        .or_default() += 1;
+                    let key = self.sequenced_key(&format!("nm/{}/out_of_puff", miss.domain.uuid));
+                    self.emit_at(
+                        key,
+                        epoch_ms(miss.captured_at),
+                        Event::NearMiss(WireNearMiss {
+                            vm: vm_ref(&miss.domain),
+                            kind: "out_of_puff".to_string(),
+                            detail: miss.line,
+                            actual_kib: None,
+                            usable_kib: None,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    fn emit_hello(&mut self) {
+        let host = crate::hostmem::read(&self.settings.procfs_root);
+        let mut capabilities = Vec::new();
+        if self.settings.capture.serial {
+            capabilities.push("serial_capture".to_string());
+        }
+        if self.settings.capture.guest_agent {
+            capabilities.push("guest_agent_capture".to_string());
+        }
+        if self.settings.libvirt.read_qemu_counters {
+            capabilities.push("qemu_balloon_counters".to_string());
+        }
+        let key = self.sequenced_key("hello");
+        self.emit(
+            key,
+            Event::Hello(AgentHello {
+                backend: self.hypervisor.backend().to_string(),
+                capabilities,
+                host_memory_kib: host.total_kib,
+            }),
+        );
+    }
+
+    fn emit_inventory(&mut self) {
+        let vms = {
+            let fleet = self.fleet();
+            fleet
+                .vms()
+                .map(|vm| {
+                    let config = vm.config.clone().unwrap_or_default();
+                    let observed = crate::audit::Observed {
+                        stats_stale: vm.stale,
+                        ..crate::audit::Observed::default()
+                    };
+                    VmInventory {
+                        vm: vm_ref(&vm.id),
+                        state: "running".to_string(),
+                        findings: crate::audit::audit(&config, observed)
+                            .into_iter()
+                            .map(|f| f.as_str().to_string())
+                            .collect(),
+                        config: VmConfig {
+                            memory_kib: config.memory_kib,
+                            balloon_floor_kib: config.current_memory_kib,
+                            balloon_present: config.balloon_present,
+                            stats_period_secs: config.stats_period_secs,
+                            deflate_on_oom: config.deflate_on_oom,
+                            free_page_reporting: config.free_page_reporting,
+                            guest_agent_channel: config.guest_agent_channel,
+                            serial_log: config.serial_log_path.is_some(),
+                            shares: None,
+                        },
+                    }
+                })
+                .collect()
+        };
+        let key = self.sequenced_key("inventory");
+        self.emit(key, Event::Inventory(Inventory { vms }));
+        self.inventory_dirty = false;
+    }
+
+    fn emit_health(&mut self) {
+        let health = {
+            let counters = self.counters();
+            AgentHealth {
+                vms: u32::try_from(self.fleet().len()).unwrap_or(u32::MAX),
+                poll_duration_ms: (counters.last_poll_seconds * 1000.0) as u64,
+                poll_errors: counters.poll_errors,
+                spool_bytes: counters.spool_bytes,
+                spool_events: counters.spool_events,
+                dropped_rollups: counters.dropped_rollups,
+                flood_suppressed: counters.flood_suppressed,
+            }
+        };
+        let key = self.sequenced_key("health");
+        self.emit(key, Event::Health(health));
+    }
+
+    fn emit(&mut self, key: String, event: Event) {
+        self.emit_at(key, epoch_ms(SystemTime::now()), event);
+    }
+
+    fn emit_at(&mut self, key: String, captured_at_ms: i64, event: Event) {
+        let kind = event.kind_name();
+        if let Err(error) = self.sink.emit(Envelope {
+            key,
+            captured_at_ms,
+            event,
+        }) {
+            self.error_log
+                .warn("sink", &format!("Failed to store a {kind} event: {error}"));
+        }
+    }
+
+    /// `<host>/<middle>/<ms>-<n>`: a unique key for events with no natural identity.
+    fn sequenced_key(&mut self, middle: &str) -> String {
+        self.sequence += 1;
+        format!(
+            "{}/{middle}/{}-{}",
+            self.settings.host_id,
+            epoch_ms(SystemTime::now()),
+            self.sequence
+        )
+    }
+
+    fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
+        self.handles
+            .fleet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, AgentCounters> {
+        self.handles
+            .counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn vm_ref(id: &DomainId) -> VmRef {
+    VmRef {
+        uuid: id.uuid.clone(),
+        name: id.name.clone(),
+    }
+}
+
+fn wire_host(host: &crate::hostmem::HostMemory) -> ballast_model::HostMemory {
+    ballast_model::HostMemory {
+        total_kib: host.total_kib,
+        available_kib: host.available_kib,
+        psi_some_avg10: host.psi_some_avg10,
+        ksm_sharing_kib: host.ksm_sharing_kib,
+    }
+}
+
+/// Logs a repeated error of one source at most once per interval (200 VMs x 10 s
+/// polls must not flood the journal), counting what it held back.
+struct RateLimitedLog {
+    every: Duration,
+    last: BTreeMap<String, (Instant, u64)>,
+}
+
+impl RateLimitedLog {
+    fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: BTreeMap::new(),
+        }
+    }
+
+    fn warn(&mut self, source: &str, message: &str) {
+        let now = Instant::now();
+        match self.last.get_mut(source) {
+            Some((last, held)) if now.duration_since(*last) < self.every => *held += 1,
+            Some((last, held)) => {
+                tracing::warn!(source, suppressed = *held, "{message}");
+                *last = now;
+                *held = 0;
+            }
+            None => {
+                if self.last.len() >= 10_000 {
+                    self.last.clear();
+                }
+                tracing::warn!(source, "{message}");
+                self.last.insert(source.to_string(), (now, 0));
+            }
+        }
+    }
+}
