@@ -16,4 +16,6 @@ pub mod hypervisor;
 pub mod metrics;
 pub mod paths;
 pub mod run;
+pub mod sink;
+pub mod spool;
 pub mod status;

@@ -1,0 +1,119 @@
+//! The sender's internal events: one struct per event, `emit()` = log + counter
+//! (exported through [`SinkStats`] for the Health event and `/metrics`).
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing::{debug, warn};
+
+/// Counters of the sender, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub batches_sent: AtomicU64,
+    pub events_sent: AtomicU64,
+    /// Events the collector already had (resends).
+    pub duplicates: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub dead_lettered_batches: AtomicU64,
+    /// Unix ms of the last confirmed batch (0 = none yet).
+    pub last_success_ms: AtomicI64,
+}
+
+/// Which step of a send failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStage {
+    /// Building or compressing the body.
+    Encode,
+    /// Connecting, sending, or waiting for the answer (includes timeouts).
+    Request,
+    /// The collector answered with an error status.
+    Status,
+    /// A 2xx answer whose body is not an `IngestResponse`.
+    Decode,
+    /// Reading from or acknowledging in the spool.
+    Spool,
+}
+
+impl SendStage {
+    pub fn name(self) -> &'static str {
+        match self {
+            SendStage::Encode => "encode",
+            SendStage::Request => "request",
+            SendStage::Status => "status",
+            SendStage::Decode => "decode",
+            SendStage::Spool => "spool",
+        }
+    }
+}
+
+/// A batch was confirmed by the collector.
+#[derive(Debug)]
+pub struct BatchSent {
+    pub events: usize,
+    pub body_bytes: usize,
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub elapsed: Duration,
+}
+
+impl BatchSent {
+    pub fn emit(&self, stats: &SinkStats, now_ms: i64) {
+        debug!(
+            events = self.events,
+            body_bytes = self.body_bytes,
+            accepted = self.accepted,
+            duplicates = self.duplicates,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "BatchSent"
+        );
+        stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        stats
+            .events_sent
+            .fetch_add(self.events as u64, Ordering::Relaxed);
+        stats
+            .duplicates
+            .fetch_add(u64::from(self.duplicates), Ordering::Relaxed);
+        stats.last_success_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+/// A send attempt failed; `retry_in` is `None` when the batch is given up on.
+#[derive(Debug)]
+pub struct CollectorSendError<'a> {
+    pub stage: SendStage,
+    pub error: &'a str,
+    pub status: Option<u16>,
+    pub events: usize,
+    pub attempt: u32,
+    pub retry_in: Option<Duration>,
+}
+
+impl CollectorSendError<'_> {
+    /// Logs at warn on the first failure and every 10th retry after, debug otherwise,
+    /// so a collector that is down for an hour does not flood the journal.
+    pub fn emit(&self, stats: &SinkStats) {
+        stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        let retry_in_ms = self.retry_in.map(|delay| delay.as_millis() as u64);
+        if self.attempt <= 1 || self.attempt % 10 == 0 || self.retry_in.is_none() {
+            warn!(
+                stage = self.stage.name(),
+                status = self.status,
+                error = self.error,
+                events = self.events,
+                attempt = self.attempt,
+                retry_in_ms,
+                "CollectorSendError"
+            );
+        } else {
+            debug!(
+                stage = self.stage.name(),
+                status = self.status,
+                error = self.error,
+                events = self.events,
+                attempt = self.attempt,
+                retry_in_ms,
+                "CollectorSendError"
+            );
+        }
+    }
+}
