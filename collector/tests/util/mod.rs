@@ -1,0 +1,100 @@
+//! Builders shared by the collector's integration tests.
+#![allow(dead_code)]
+
+#[path = "../../src/test_fixtures.rs"]
+pub mod fixtures;
+pub mod suite;
+
+use std::collections::HashMap;
+
+use ballast_model::{
+    BalloonRollup, Batch, Envelope, Event, Inventory, MinMaxLast, OomEvent, VmConfig, VmInventory,
+    VmRef, SCHEMA_VERSION,
+};
+use ballast_collector::correlation::CorrelationSettings;
+use ballast_collector::storage::prepare::{prepare_batch, PreparedBatch};
+
+pub use fixtures::{lab_inflated, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
+
+pub fn batch(host: &str, events: Vec<Envelope>) -> Batch {
+    Batch {
+        schema_version: SCHEMA_VERSION,
+        host_id: host.into(),
+        agent_version: "0.1.0".into(),
+        events,
+    }
+}
+
+pub fn rollup(key: &str, uuid: &str, period_start_ms: i64, actual_kib: u64) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: period_start_ms + 60_000,
+        event: Event::Rollup(Box::new(BalloonRollup {
+            vm: VmRef {
+                uuid: uuid.into(),
+                name: format!("vm-{}", &uuid[uuid.len() - 3..]),
+            },
+            period_start_ms,
+            period_secs: 60,
+            samples: 6,
+            maximum_kib: Some(512 * MIB),
+            actual_kib: MinMaxLast {
+                min: Some(actual_kib),
+                max: Some(actual_kib),
+                last: Some(actual_kib),
+            },
+            usable_kib: MinMaxLast {
+                min: Some(actual_kib / 5),
+                max: Some(actual_kib / 4),
+                last: Some(actual_kib / 4),
+            },
+            alloc_stalls: Some(7),
+            ..BalloonRollup::default()
+        })),
+    }
+}
+
+pub fn oom(key: &str, at_ms: i64, event: OomEvent) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Oom(Box::new(event)),
+    }
+}
+
+pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Inventory(Inventory {
+            vms: vms
+                .iter()
+                .map(|(uuid, name)| VmInventory {
+                    vm: VmRef {
+                        uuid: (*uuid).into(),
+                        name: (*name).into(),
+                    },
+                    state: "running".into(),
+                    config: VmConfig {
+                        memory_kib: Some(512 * MIB),
+                        balloon_floor_kib: Some(256 * MIB),
+                        balloon_present: true,
+                        deflate_on_oom: Some(false),
+                        ..VmConfig::default()
+                    },
+                    findings: vec!["deflate_on_oom_off".into()],
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A batch as the ingest handler would hand it to the store (no stored context).
+pub fn prepared(batch: Batch) -> PreparedBatch {
+    prepare_batch(
+        batch,
+        OOM_AT_MS + 5_000,
+        &HashMap::new(),
+        &CorrelationSettings::default(),
+    )
+}

@@ -1,0 +1,255 @@
+//! The storage suite: the same cases run on SQLite files and on a real PostgreSQL
+//! server; `snapshot` renders every query answer so the two can be compared.
+
+use std::sync::Arc;
+
+use ballast_collector::retention;
+use ballast_collector::storage::queries::{self, GroupBy, OomFilter};
+use ballast_collector::storage::{Store, StoreError};
+
+use super::*;
+
+/// The canonical data set: two hosts, two VMs, rollups, two OOMs, an inventory.
+pub fn dataset() -> Vec<Batch> {
+    let mut rollups = Vec::new();
+    for minute in 0..30 {
+        let start = OOM_AT_MS - (30 - minute) * 60_000;
+        let actual = if minute < 27 { 512 * MIB } else { 200 * MIB };
+        rollups.push(rollup(&format!("pve1/r/{minute}"), LAB_UUID, start, actual));
+    }
+    let mut nul = lab_inflated();
+    nul.vm.name = "evil\0name<script>".into();
+    if let Some(killed) = nul.report.killed.as_mut() {
+        killed.comm = "mem\0hog".into();
+    }
+    vec![
+        batch(
+            "pve1",
+            vec![inventory("pve1/inv/1", OOM_AT_MS - 3_600_000, &[(LAB_UUID, "lab-512")])],
+        ),
+        batch("pve1", rollups),
+        batch(
+            "pve1",
+            vec![
+                oom("pve1/oom/1", OOM_AT_MS, lab_inflated()),
+                oom("pve1/oom/2", OOM_AT_MS + 3_600_000, nul),
+            ],
+        ),
+        batch("pve2", vec![oom("pve2/oom/1", OOM_AT_MS - 60_000, tor_flat())]),
+    ]
+}
+
+pub async fn load(store: &dyn Store) -> Result<(), StoreError> {
+    for batch in dataset() {
+        store.ingest(prepared(batch)).await?;
+    }
+    Ok(())
+}
+
+/// Every query answer over the data set, as JSON (ids included).
+pub async fn snapshot(store: &dyn Store) -> serde_json::Value {
+    let all = OomFilter {
+        limit: 100,
+        ..OomFilter::default()
+    };
+    let list = queries::list_ooms(store, &all).await.expect("list");
+    let mut details = Vec::new();
+    for item in &list.items {
+        details.push(queries::get_oom(store, item.id, 3600).await.expect("get"));
+    }
+    serde_json::json!({
+        "list": list,
+        "details": details,
+        "vms": queries::list_vms(store, None).await.expect("vms"),
+        "memory": queries::vm_memory(store, LAB_UUID, 0, i64::MAX, 1000).await.expect("memory"),
+        "counts": queries::oom_counts(store, GroupBy::Verdict, 86_400, 0, i64::MAX).await.expect("counts"),
+        "hosts": queries::oom_counts(store, GroupBy::Host, 3600, 0, i64::MAX).await.expect("counts"),
+        "repeat": queries::repeat_offenders(store, 0, 2).await.expect("repeat"),
+    })
+}
+
+pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
+    let first = dataset();
+    let mut accepted = 0;
+    for batch in first {
+        let response = store.ingest(prepared(batch)).await.expect("ingest");
+        assert_eq!(response.duplicates, 0);
+        accepted += response.accepted;
+    }
+    assert_eq!(accepted, 1 + 30 + 2 + 1);
+    for batch in dataset() {
+        let response = store.ingest(prepared(batch)).await.expect("re-ingest");
+        assert_eq!(response.accepted, 0, "nothing new on a re-sent batch");
+    }
+    let page = queries::list_ooms(
+        store.as_ref(),
+        &OomFilter {
+            limit: 100,
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(page.items.len(), 3, "nothing doubled");
+    let memory = queries::vm_memory(store.as_ref(), LAB_UUID, 0, i64::MAX, 1000)
+        .await
+        .expect("memory");
+    assert_eq!(memory.points.len(), 30);
+    // The same key from another host is another event.
+    let other = batch("pve3", vec![rollup("pve1/r/0", LAB_UUID, OOM_AT_MS, MIB)]);
+    assert_eq!(store.ingest(prepared(other)).await.expect("ingest").accepted, 1);
+}
+
+pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
+    load(store.as_ref()).await.expect("load");
+    let store = store.as_ref();
+    let page = queries::list_ooms(
+        store,
+        &OomFilter {
+            limit: 2,
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.items[0].time_ms, OOM_AT_MS + 3_600_000, "newest first");
+    let cursor = page.next_cursor.clone().expect("a second page");
+    let rest = queries::list_ooms(
+        store,
+        &OomFilter {
+            limit: 2,
+            cursor: queries::parse_cursor(&cursor),
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("page 2");
+    assert_eq!(rest.items.len(), 1);
+    assert_eq!(rest.next_cursor, None);
+    assert_eq!(rest.items[0].host, "pve2");
+    assert_eq!(rest.items[0].correlation.verdict, "not_balloon");
+    assert_eq!(rest.items[0].report_verdict, "kernel_unaccounted");
+
+    let balloon = queries::list_ooms(
+        store,
+        &OomFilter {
+            verdict: Some("balloon".into()),
+            host: Some("pve1".into()),
+            limit: 10,
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("filter");
+    assert_eq!(balloon.items.len(), 2);
+    let first = &balloon.items[1];
+    assert_eq!(first.vm.uuid, LAB_UUID);
+    assert_eq!(first.vm.name, "lab-512");
+    assert_eq!(first.correlation.balloon_held_kb, Some(312 * 1024));
+    let killed = first.killed.as_ref().expect("killed");
+    assert_eq!(killed.comm.as_deref(), Some("memhog"));
+    assert_eq!(killed.anon_rss_kb, Some(107_652));
+    assert_eq!(first.link, format!("/api/v1/ooms/{}", first.id));
+    // Guest text with NUL is stored with U+FFFD, on both engines.
+    assert_eq!(balloon.items[0].vm.name, "evil\u{FFFD}name<script>");
+
+    let windowed = queries::list_ooms(
+        store,
+        &OomFilter {
+            since_ms: Some(OOM_AT_MS - 1),
+            until_ms: Some(OOM_AT_MS + 1),
+            kind: Some("guest".into()),
+            limit: 10,
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("time filter");
+    assert_eq!(windowed.items.len(), 1);
+
+    let detail = queries::get_oom(store, first.id, 3600)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(detail.raw_report.contains("invoked oom-killer"));
+    assert_eq!(detail.report["killed"]["comm"], "memhog");
+    assert_eq!(detail.analysis["verdict"], "balloon");
+    assert_eq!(detail.correlation_detail["verdict"], "balloon");
+    assert_eq!(detail.correlation_detail["would_have_survived"], true);
+    assert_eq!(detail.balloon_history.as_array().map(Vec::len), Some(360));
+    assert_eq!(detail.rollups.len(), 30, "the window's rollups");
+    assert!(queries::get_oom(store, 999_999, 3600).await.expect("get").is_none());
+
+    let vms = queries::list_vms(store, None).await.expect("vms");
+    assert_eq!(vms.items.len(), 2);
+    let lab = vms.items.iter().find(|vm| vm.uuid == LAB_UUID).expect("lab vm");
+    assert_eq!(lab.state, "running");
+    assert_eq!(lab.config["balloon_floor_kib"], 256 * 1024);
+    assert_eq!(lab.oom_count, 2);
+    let tor = vms.items.iter().find(|vm| vm.uuid == TOR_UUID).expect("tor vm");
+    assert_eq!(tor.state, "unknown", "known only from its OOM");
+
+    let repeat = queries::repeat_offenders(store, 0, 2).await.expect("repeat");
+    assert_eq!(repeat.items.len(), 1);
+    assert_eq!(repeat.items[0].vm.uuid, LAB_UUID);
+    assert_eq!(repeat.items[0].count, 2);
+
+    let counts = queries::oom_counts(store, GroupBy::Verdict, 86_400, 0, i64::MAX)
+        .await
+        .expect("counts");
+    let total: i64 = counts.items.iter().map(|c| c.count).sum();
+    assert_eq!(total, 3);
+}
+
+pub async fn tokens_are_stored_hashed(store: Arc<dyn Store>) {
+    let store = store.as_ref();
+    queries::put_token(store, "pve1", "aa", 1, false).await.expect("create");
+    assert!(matches!(
+        queries::put_token(store, "pve1", "bb", 2, false).await,
+        Err(StoreError::TokenExists(_))
+    ));
+    queries::put_token(store, "pve1", "cc", 3, true).await.expect("rotate");
+    assert_eq!(queries::host_for_token_hash(store, "aa").await.expect("q"), None);
+    assert_eq!(
+        queries::host_for_token_hash(store, "cc").await.expect("q"),
+        Some(("pve1".into(), "cc".into()))
+    );
+    let list = queries::list_tokens(store).await.expect("list");
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].created_ms, 3);
+    assert!(queries::revoke_token(store, "pve1").await.expect("revoke"));
+    assert!(!queries::revoke_token(store, "pve1").await.expect("revoke"));
+    assert_eq!(queries::host_for_token_hash(store, "cc").await.expect("q"), None);
+}
+
+pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
+    load(store.as_ref()).await.expect("load");
+    let settings = ballast_collector::config::RetentionSettings {
+        rollups: std::time::Duration::from_secs(10 * 60),
+        ooms: std::time::Duration::from_secs(3600),
+        interval: std::time::Duration::from_secs(3600),
+        batch_rows: 4,
+    };
+    let deleted = retention::run_pass(store.as_ref(), &settings, OOM_AT_MS + 1000)
+        .await
+        .expect("retention");
+    // Rollups started 30..1 minutes before; those started 10 or more minutes before go.
+    assert_eq!(deleted.rollups, 21);
+    assert_eq!(deleted.events, 1, "the inventory event");
+    assert_eq!(deleted.ooms, 0);
+    let deleted = retention::run_pass(store.as_ref(), &settings, OOM_AT_MS + 3_600_000 + 1000)
+        .await
+        .expect("retention");
+    assert_eq!(deleted.ooms, 2);
+    let left = queries::list_ooms(
+        store.as_ref(),
+        &OomFilter {
+            limit: 10,
+            ..OomFilter::default()
+        },
+    )
+    .await
+    .expect("list");
+    assert_eq!(left.items.len(), 1);
+}
