@@ -1,0 +1,71 @@
+//! config/agent.example.yaml is generated from the code's defaults: this fails when the
+//! two drift apart, and proves the shipped example is a valid configuration.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/agent.example.yaml")
+}
+
+#[test]
+fn the_example_config_matches_the_defaults() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .arg("--print-default-config")
+        .output()
+        .expect("ballast-agent runs");
+    assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).expect("utf-8");
+    let committed = std::fs::read_to_string(example()).expect("config/agent.example.yaml exists");
+    assert_eq!(
+        committed, generated,
+        "config/agent.example.yaml is stale: run `ballast-agent --print-default-config > config/agent.example.yaml`"
+    );
+}
+
+#[test]
+fn the_example_config_passes_check_config() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .arg("check-config")
+        .arg(example())
+        .output()
+        .expect("ballast-agent runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_bad_config_is_refused_at_start_up_naming_file_line_and_field() {
+    let dir = std::env::temp_dir().join(format!("ballast-bad-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("agent.yaml");
+    std::fs::write(&file, "poll_interval_secs: 10\ncapture:\n  serail: true\n").expect("written");
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+            .args(args)
+            .arg(&file)
+            .output()
+            .expect("ballast-agent runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("agent.yaml"), "names the file: {stderr}");
+        assert!(stderr.contains("serail"), "names the field: {stderr}");
+        assert!(stderr.contains("line 3"), "names the line: {stderr}");
+    }
+    std::fs::write(&file, "poll_interval_secs: 0\n").expect("written");
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .args(["check-config"])
+        .arg(&file)
+        .output()
+        .expect("ballast-agent runs");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr)
+        .contains("poll_interval_secs (0) below minimum (1)"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
