@@ -157,7 +157,9 @@ mod tests {
         // The refused busy request cost its token too: the bucket is empty.
         assert!(matches!(
             admission.admit("a", start),
-            Err(Refused::Rate { retry_after_secs: 1 })
+            Err(Refused::Rate {
+                retry_after_secs: 1
+            })
         ));
         // Another host is not affected.
         assert!(admission.admit("b", start).is_ok());

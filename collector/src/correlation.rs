@@ -256,14 +256,16 @@ fn window_points(input: &CorrelationInput<'_>, window_start: i64) -> Vec<Point> 
             maximum_kib: p.maximum_kib,
             usable_kib: p.usable_kib,
         })
-        .chain(input.rollups.iter().map(|r| Point {
-            at_ms: r
-                .period_start_ms
-                .saturating_add(r.period_secs.saturating_mul(1000)),
-            actual_kib: r.actual_kib.last,
-            actual_peak_kib: r.actual_kib.max.or(r.actual_kib.last),
-            maximum_kib: r.maximum_kib,
-            usable_kib: r.usable_kib.min.or(r.usable_kib.last),
+        .chain(input.rollups.iter().map(|r| {
+            Point {
+                at_ms: r
+                    .period_start_ms
+                    .saturating_add(r.period_secs.saturating_mul(1000)),
+                actual_kib: r.actual_kib.last,
+                actual_peak_kib: r.actual_kib.max.or(r.actual_kib.last),
+                maximum_kib: r.maximum_kib,
+                usable_kib: r.usable_kib.min.or(r.usable_kib.last),
+            }
         }))
         .filter(|p| p.at_ms >= window_start && p.at_ms <= input.oom_at_ms)
         .collect();
@@ -286,10 +288,13 @@ fn inflation(points: &[Point], actual_at_oom: Option<u64>, noise_kib: u64) -> Op
         .enumerate()
         .filter_map(|(index, p)| p.actual_peak_kib.map(|peak| (index, peak)))
         // The LATEST point at the peak: the descent starts after it.
-        .fold(None, |best: Option<(usize, u64)>, (index, peak)| match best {
-            Some((_, best_peak)) if best_peak > peak => best,
-            _ => Some((index, peak)),
-        })?;
+        .fold(
+            None,
+            |best: Option<(usize, u64)>, (index, peak)| match best {
+                Some((_, best_peak)) if best_peak > peak => best,
+                _ => Some((index, peak)),
+            },
+        )?;
     let inflated_kib = peak.saturating_sub(actual_at_oom);
     if inflated_kib <= noise_kib {
         return Some(Inflation {

@@ -29,9 +29,8 @@ pub async fn run_pass(
     settings: &RetentionSettings,
     now_ms: i64,
 ) -> Result<Deleted, StoreError> {
-    let cutoff = |keep: Duration| {
-        now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
-    };
+    let cutoff =
+        |keep: Duration| now_ms.saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
     let mut deleted = Deleted::default();
     for (what, before) in [
         (Expiring::Rollups, cutoff(settings.rollups)),

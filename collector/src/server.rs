@@ -68,7 +68,8 @@ pub async fn serve_listener(
     let router = app(state);
     match tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -115,4 +116,3 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("Shutting down.");
 }
-

@@ -100,13 +100,16 @@ pub fn lab_inflated() -> OomEvent {
         actual_kib: Some(200 * MIB),
         deflate_on_oom: Some(false),
     };
-    event.balloon_history = history(maximum, |before| {
-        if before > 120 {
-            maximum
-        } else {
-            200 * MIB
-        }
-    });
+    event.balloon_history = history(
+        maximum,
+        |before| {
+            if before > 120 {
+                maximum
+            } else {
+                200 * MIB
+            }
+        },
+    );
     event.host = Some(HostMemory {
         total_kib: Some(24 * 1024 * MIB),
         available_kib: Some(18 * 1024 * MIB),

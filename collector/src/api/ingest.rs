@@ -42,15 +42,18 @@ pub(super) async fn ingest(
     if !constant_time_eq(&hash, &stored_hash) {
         return Err(AppError::Unauthorized);
     }
-    let _permit = state
-        .admission
-        .admit(&host, Instant::now())
-        .map_err(|refused| match refused {
-            Refused::Rate { retry_after_secs } => AppError::TooManyRequests { retry_after_secs },
-            Refused::Busy => AppError::TooManyRequests {
-                retry_after_secs: 1,
-            },
-        })?;
+    let _permit =
+        state
+            .admission
+            .admit(&host, Instant::now())
+            .map_err(|refused| match refused {
+                Refused::Rate { retry_after_secs } => {
+                    AppError::TooManyRequests { retry_after_secs }
+                }
+                Refused::Busy => AppError::TooManyRequests {
+                    retry_after_secs: 1,
+                },
+            })?;
     let limits = &state.config.ingest;
     let gzip = match headers
         .get(header::CONTENT_ENCODING)

@@ -21,7 +21,12 @@ fn run(event: &OomEvent, config: Option<&VmConfig>, rollups: &[RollupPoint]) -> 
 fn the_seed_report_with_a_flat_history_is_not_the_balloon() {
     let event = tor_flat();
     let c = run(&event, None, &[]);
-    assert_eq!(c.verdict, CorrelationVerdict::NotBalloon, "{:#?}", c.reasons);
+    assert_eq!(
+        c.verdict,
+        CorrelationVerdict::NotBalloon,
+        "{:#?}",
+        c.reasons
+    );
     assert_eq!(c.balloon_held_kb, Some(0));
     assert_eq!(c.held_source, Some(HeldSource::HostAtOom));
     assert_eq!(c.inflated_kb_before, Some(0));
@@ -74,7 +79,11 @@ fn without_any_balloon_figure_the_verdict_is_unknown() {
     assert_eq!(c.verdict, CorrelationVerdict::Unknown);
     assert_eq!(c.balloon_held_kb, None);
     assert_eq!(c.inflated_kb_before, None);
-    assert!(c.reasons[0].starts_with("No balloon figures"), "{:?}", c.reasons);
+    assert!(
+        c.reasons[0].starts_with("No balloon figures"),
+        "{:?}",
+        c.reasons
+    );
 }
 
 #[test]
@@ -104,13 +113,17 @@ fn a_balloon_too_small_to_save_the_guest_only_contributed() {
     let mut event = lab_inflated();
     // Held 62 MiB (450 of 512), the hog needed 105 MiB.
     event.balloon_at_oom.actual_kib = Some(450 * MIB);
-    event.balloon_history = crate::test_fixtures::history(512 * MIB, |before| {
-        if before > 600 {
-            512 * MIB
-        } else {
-            450 * MIB
-        }
-    });
+    event.balloon_history =
+        crate::test_fixtures::history(
+            512 * MIB,
+            |before| {
+                if before > 600 {
+                    512 * MIB
+                } else {
+                    450 * MIB
+                }
+            },
+        );
     let c = run(&event, None, &[]);
     assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
     assert_eq!(c.would_have_survived, Some(false));
@@ -143,7 +156,12 @@ fn no_killed_task_means_we_cannot_say_whether_it_would_have_survived() {
     assert!(c.reasons.join(" ").contains("Cannot tell"));
 }
 
-fn rollup(minutes_before: i64, actual: MinMaxLast, stalls: u64, host_available_kib: u64) -> RollupPoint {
+fn rollup(
+    minutes_before: i64,
+    actual: MinMaxLast,
+    stalls: u64,
+    host_available_kib: u64,
+) -> RollupPoint {
     RollupPoint {
         period_start_ms: OOM_AT_MS - minutes_before * 60_000,
         period_secs: 60,

@@ -93,12 +93,8 @@ impl Store for PostgresStore {
     async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError> {
         let guard = self.client().await?;
         let client = guard.as_ref().ok_or(StoreError::WorkerGone)?;
-        let statement = client
-            .prepare(&postgres_placeholders(&query.sql))
-            .await?;
-        let rows = client
-            .query(&statement, &sql_params(&query.params))
-            .await?;
+        let statement = client.prepare(&postgres_placeholders(&query.sql)).await?;
+        let rows = client.query(&statement, &sql_params(&query.params)).await?;
         rows.iter().map(decode_row).collect()
     }
 
@@ -172,7 +168,10 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
         )
         .await?;
     let current: i64 = client
-        .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", &[])
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
         .await?
         .try_get(0)?;
     let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
@@ -225,7 +224,11 @@ async fn insert_batch(
             .await?;
         for row in &batch.rollups {
             let params = prepare::rollup_params(host, row);
-            count(transaction.execute(&statement, &sql_params(&params)).await?);
+            count(
+                transaction
+                    .execute(&statement, &sql_params(&params))
+                    .await?,
+            );
         }
     }
     if !batch.ooms.is_empty() {

@@ -82,7 +82,8 @@ pub fn parse_cursor(text: &str) -> Option<(i64, i64)> {
     Some((time.parse().ok()?, id.parse().ok()?))
 }
 
-const OOM_SUMMARY_COLUMNS: &str = "id, host_id, vm_uuid, vm_name, captured_at_ms, kind, killed_pid, \
+const OOM_SUMMARY_COLUMNS: &str =
+    "id, host_id, vm_uuid, vm_name, captured_at_ms, kind, killed_pid, \
      killed_comm, killed_anon_rss_kb, report_verdict, corr_verdict, balloon_held_kb, \
      inflated_kb_before, seconds_from_inflation";
 
@@ -417,7 +418,11 @@ pub async fn repeat_offenders(
             last_ms: row.int_or_zero(5),
         })
         .collect();
-    items.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.vm.uuid.cmp(&b.vm.uuid)));
+    items.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.vm.uuid.cmp(&b.vm.uuid))
+    });
     Ok(RepeatOffenders { items })
 }
 

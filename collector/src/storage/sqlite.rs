@@ -277,7 +277,10 @@ fn commit_group(connection: &mut Connection, group: Vec<(PreparedBatch, Reply)>)
     for (batch, _) in &group {
         let result = match transaction.savepoint() {
             Ok(savepoint) => match insert_batch(&savepoint, batch) {
-                Ok(response) => savepoint.commit().map(|()| response).map_err(StoreError::from),
+                Ok(response) => savepoint
+                    .commit()
+                    .map(|()| response)
+                    .map_err(StoreError::from),
                 // Dropping the savepoint rolls this batch back; the others stay.
                 Err(error) => Err(error),
             },
@@ -323,11 +326,12 @@ fn insert_batch(
         }
     }
     for row in &batch.ooms {
-        let changed = connection
-            .prepare_cached(prepare::INSERT_OOM)?
-            .execute(rusqlite::params_from_iter(
-                prepare::oom_params(host, batch.received_at_ms, row).iter(),
-            ))?;
+        let changed =
+            connection
+                .prepare_cached(prepare::INSERT_OOM)?
+                .execute(rusqlite::params_from_iter(
+                    prepare::oom_params(host, batch.received_at_ms, row).iter(),
+                ))?;
         count(changed);
         if changed > 0 {
             connection
@@ -338,19 +342,15 @@ fn insert_batch(
         }
     }
     for row in &batch.events {
-        let changed = connection
-            .prepare_cached(prepare::INSERT_EVENT)?
-            .execute(rusqlite::params_from_iter(
-                prepare::event_params(host, row).iter(),
-            ))?;
+        let changed = connection.prepare_cached(prepare::INSERT_EVENT)?.execute(
+            rusqlite::params_from_iter(prepare::event_params(host, row).iter()),
+        )?;
         count(changed);
         if changed > 0 {
             for vm in &row.vms {
-                connection
-                    .prepare_cached(prepare::UPSERT_VM)?
-                    .execute(rusqlite::params_from_iter(
-                        prepare::vm_params(host, vm).iter(),
-                    ))?;
+                connection.prepare_cached(prepare::UPSERT_VM)?.execute(
+                    rusqlite::params_from_iter(prepare::vm_params(host, vm).iter()),
+                )?;
             }
         }
     }

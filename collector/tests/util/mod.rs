@@ -7,12 +7,12 @@ pub mod suite;
 
 use std::collections::HashMap;
 
+use ballast_collector::correlation::CorrelationSettings;
+use ballast_collector::storage::prepare::{prepare_batch, PreparedBatch};
 use ballast_model::{
     BalloonRollup, Batch, Envelope, Event, Inventory, MinMaxLast, OomEvent, VmConfig, VmInventory,
     VmRef, SCHEMA_VERSION,
 };
-use ballast_collector::correlation::CorrelationSettings;
-use ballast_collector::storage::prepare::{prepare_batch, PreparedBatch};
 
 pub use fixtures::{lab_inflated, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
 

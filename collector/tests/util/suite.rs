@@ -25,7 +25,11 @@ pub fn dataset() -> Vec<Batch> {
     vec![
         batch(
             "pve1",
-            vec![inventory("pve1/inv/1", OOM_AT_MS - 3_600_000, &[(LAB_UUID, "lab-512")])],
+            vec![inventory(
+                "pve1/inv/1",
+                OOM_AT_MS - 3_600_000,
+                &[(LAB_UUID, "lab-512")],
+            )],
         ),
         batch("pve1", rollups),
         batch(
@@ -35,7 +39,10 @@ pub fn dataset() -> Vec<Batch> {
                 oom("pve1/oom/2", OOM_AT_MS + 3_600_000, nul),
             ],
         ),
-        batch("pve2", vec![oom("pve2/oom/1", OOM_AT_MS - 60_000, tor_flat())]),
+        batch(
+            "pve2",
+            vec![oom("pve2/oom/1", OOM_AT_MS - 60_000, tor_flat())],
+        ),
     ]
 }
 
@@ -97,7 +104,14 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(memory.points.len(), 30);
     // The same key from another host is another event.
     let other = batch("pve3", vec![rollup("pve1/r/0", LAB_UUID, OOM_AT_MS, MIB)]);
-    assert_eq!(store.ingest(prepared(other)).await.expect("ingest").accepted, 1);
+    assert_eq!(
+        store
+            .ingest(prepared(other))
+            .await
+            .expect("ingest")
+            .accepted,
+        1
+    );
 }
 
 pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
@@ -179,18 +193,31 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     assert_eq!(detail.correlation_detail["would_have_survived"], true);
     assert_eq!(detail.balloon_history.as_array().map(Vec::len), Some(360));
     assert_eq!(detail.rollups.len(), 30, "the window's rollups");
-    assert!(queries::get_oom(store, 999_999, 3600).await.expect("get").is_none());
+    assert!(queries::get_oom(store, 999_999, 3600)
+        .await
+        .expect("get")
+        .is_none());
 
     let vms = queries::list_vms(store, None).await.expect("vms");
     assert_eq!(vms.items.len(), 2);
-    let lab = vms.items.iter().find(|vm| vm.uuid == LAB_UUID).expect("lab vm");
+    let lab = vms
+        .items
+        .iter()
+        .find(|vm| vm.uuid == LAB_UUID)
+        .expect("lab vm");
     assert_eq!(lab.state, "running");
     assert_eq!(lab.config["balloon_floor_kib"], 256 * 1024);
     assert_eq!(lab.oom_count, 2);
-    let tor = vms.items.iter().find(|vm| vm.uuid == TOR_UUID).expect("tor vm");
+    let tor = vms
+        .items
+        .iter()
+        .find(|vm| vm.uuid == TOR_UUID)
+        .expect("tor vm");
     assert_eq!(tor.state, "unknown", "known only from its OOM");
 
-    let repeat = queries::repeat_offenders(store, 0, 2).await.expect("repeat");
+    let repeat = queries::repeat_offenders(store, 0, 2)
+        .await
+        .expect("repeat");
     assert_eq!(repeat.items.len(), 1);
     assert_eq!(repeat.items[0].vm.uuid, LAB_UUID);
     assert_eq!(repeat.items[0].count, 2);
@@ -204,13 +231,20 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
 
 pub async fn tokens_are_stored_hashed(store: Arc<dyn Store>) {
     let store = store.as_ref();
-    queries::put_token(store, "pve1", "aa", 1, false).await.expect("create");
+    queries::put_token(store, "pve1", "aa", 1, false)
+        .await
+        .expect("create");
     assert!(matches!(
         queries::put_token(store, "pve1", "bb", 2, false).await,
         Err(StoreError::TokenExists(_))
     ));
-    queries::put_token(store, "pve1", "cc", 3, true).await.expect("rotate");
-    assert_eq!(queries::host_for_token_hash(store, "aa").await.expect("q"), None);
+    queries::put_token(store, "pve1", "cc", 3, true)
+        .await
+        .expect("rotate");
+    assert_eq!(
+        queries::host_for_token_hash(store, "aa").await.expect("q"),
+        None
+    );
     assert_eq!(
         queries::host_for_token_hash(store, "cc").await.expect("q"),
         Some(("pve1".into(), "cc".into()))
@@ -220,7 +254,10 @@ pub async fn tokens_are_stored_hashed(store: Arc<dyn Store>) {
     assert_eq!(list[0].created_ms, 3);
     assert!(queries::revoke_token(store, "pve1").await.expect("revoke"));
     assert!(!queries::revoke_token(store, "pve1").await.expect("revoke"));
-    assert_eq!(queries::host_for_token_hash(store, "cc").await.expect("q"), None);
+    assert_eq!(
+        queries::host_for_token_hash(store, "cc").await.expect("q"),
+        None
+    );
 }
 
 pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
