@@ -14,7 +14,11 @@
 //!    phase and checks the reports against `PATH.expect` (exit 1 on mismatch).
 //!    The first run reads into a fresh buffer, the others reuse it: both the
 //!    first (`*_fresh_*`) and the best end-to-end figures are printed.
-//! 3. `founding [ITERATIONS]`: parse and analysis time of the founding report
+//! 3. `stream PATH [RUNS]`: end to end the way a long-running reader would do it:
+//!    read 8 MiB chunks into one reused buffer and parse each chunk with the last
+//!    1 MiB carried over (a report cut at a chunk end is parsed whole in the next
+//!    one). Best of RUNS; checked against `PATH.expect` like `scan`.
+//! 4. `founding [ITERATIONS]`: parse and analysis time of the founding report
 //!    (`debian9-kvm-1g-tor.log`), averaged over ITERATIONS (default 20000).
 //!
 //! Output is `key=value`, one per line, for the script to read; MB are 10^6 bytes.
@@ -66,8 +70,9 @@ fn main() -> BenchResult {
             number(4, DEFAULT_SEED)?,
         ),
         (Some("scan"), Some(path)) => scan(Path::new(path), number(2, 3)?),
+        (Some("stream"), Some(path)) => stream(Path::new(path), number(2, 3)?),
         (Some("founding"), _) => founding(number(1, 20_000)?),
-        _ => Err("usage: scan_bench generate PATH [BYTES] [REPORTS] [SEED] | scan PATH [RUNS] | founding [ITERATIONS]".into()),
+        _ => Err("usage: scan_bench generate PATH [BYTES] [REPORTS] [SEED] | scan PATH [RUNS] | stream PATH [RUNS] | founding [ITERATIONS]".into()),
     }
 }
 
@@ -330,11 +335,7 @@ fn mb_per_s(bytes: usize, time: Duration) -> f64 {
 }
 
 fn scan(path: &Path, runs: u64) -> BenchResult {
-    let expected: Option<Vec<u32>> =
-        match std::fs::read_to_string(path.with_extension("log.expect")) {
-            Ok(text) => Some(text.lines().map(str::parse).collect::<Result<_, _>>()?),
-            Err(_) => None,
-        };
+    let expected = read_expect(path)?;
     let (mut reads, mut scans, mut analyses, mut totals) = (vec![], vec![], vec![], vec![]);
     let mut victims = Vec::new();
     let mut n_reports = 0;
@@ -397,6 +398,85 @@ fn scan(path: &Path, runs: u64) -> BenchResult {
         println!("verified_reports={}", expected.len());
     }
     Ok(())
+}
+
+/// Bytes read per chunk by `stream`.
+const STREAM_CHUNK_BYTES: usize = 8 << 20;
+/// Bytes at the end of a chunk parsed again at the start of the next one; reports are far smaller.
+const STREAM_CARRY_BYTES: usize = 1 << 20;
+
+fn stream(path: &Path, runs: u64) -> BenchResult {
+    let expected = read_expect(path)?;
+    let mut times = Vec::new();
+    let mut victims = Vec::new();
+    let mut bytes = 0;
+    let mut buffer = vec![0u8; STREAM_CARRY_BYTES + STREAM_CHUNK_BYTES];
+    for _ in 0..runs.max(1) {
+        victims.clear();
+        let start = Instant::now();
+        let mut file = File::open(path)?;
+        // Absolute offset of buffer[0], bytes carried at its start, end of the last report kept.
+        let (mut base, mut carried, mut covered_until) = (0usize, 0usize, 0usize);
+        loop {
+            let mut filled = carried;
+            while filled < buffer.len() {
+                let read = file.read(&mut buffer[filled..])?;
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            let at_end = filled < buffer.len();
+            let text = &buffer[..filled];
+            // The next chunk starts at the first line of the carried tail.
+            let boundary = if at_end {
+                filled
+            } else {
+                memchr::memrchr(b'\n', &text[..filled - STREAM_CARRY_BYTES]).map_or(0, |at| at + 1)
+            };
+            for report in ballast_oom::parse(text).reports {
+                let (start_byte, end_byte) =
+                    (base + report.span.start_byte, base + report.span.end_byte);
+                if report.span.start_byte < boundary && start_byte >= covered_until {
+                    black_box(ballast_oom::analyze(&report, None));
+                    victims.push(report.killed.as_ref().map_or(0, |killed| killed.pid));
+                    covered_until = end_byte;
+                }
+            }
+            if at_end {
+                bytes = base + filled;
+                break;
+            }
+            buffer.copy_within(boundary..filled, 0);
+            carried = filled - boundary;
+            base += boundary;
+        }
+        times.push(start.elapsed());
+    }
+    println!("stream_secs={:.4}", best(&times).as_secs_f64());
+    println!("stream_mb_per_s={:.1}", mb_per_s(bytes, best(&times)));
+    println!("stream_reports={}", victims.len());
+    if let Some(expected) = expected {
+        if victims != expected {
+            return Err(format!(
+                "stream found {} reports, expected {}",
+                victims.len(),
+                expected.len()
+            )
+            .into());
+        }
+        println!("stream_verified_reports={}", expected.len());
+    }
+    Ok(())
+}
+
+fn read_expect(path: &Path) -> Result<Option<Vec<u32>>, Box<dyn Error>> {
+    match std::fs::read_to_string(path.with_extension("log.expect")) {
+        Ok(text) => Ok(Some(
+            text.lines().map(str::parse).collect::<Result<_, _>>()?,
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 fn founding(iterations: u64) -> BenchResult {
