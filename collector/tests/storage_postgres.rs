@@ -1,6 +1,7 @@
 //! The storage suite on a real PostgreSQL server (a throwaway cluster from
 //! `ballast-testpg`, a fresh database per case), and the same-answers check
 //! against SQLite.
+#![allow(clippy::tests_outside_test_module)]
 
 mod util;
 

@@ -1,4 +1,5 @@
 //! The storage suite on real SQLite files (a fresh file per case).
+#![allow(clippy::tests_outside_test_module)]
 
 mod util;
 

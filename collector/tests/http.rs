@@ -1,0 +1,290 @@
+//! Tests over real loopback HTTP: the server in-process on 127.0.0.1:0, and the
+//! `ballast-collector` binary as a child process that is SIGKILLed mid-ingest.
+#![allow(clippy::tests_outside_test_module)]
+
+mod util;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use ballast_collector::api::{ApiConfig, AppState};
+use ballast_collector::auth::token_sha256;
+use ballast_collector::server::serve_listener;
+use ballast_collector::storage::queries;
+use ballast_collector::storage::sqlite::SqliteStore;
+use ballast_model::{Batch, IngestResponse};
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn post(
+    client: &HttpClient,
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Vec<u8>), String> {
+    let request = hyper::Request::post(format!("{base}/api/v1/ingest"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body))
+}
+
+async fn get(client: &HttpClient, url: &str) -> Result<(u16, Vec<u8>), String> {
+    let request = hyper::Request::get(url)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes()
+        .to_vec();
+    Ok((status, body))
+}
+
+fn json(batch: &Batch) -> Vec<u8> {
+    serde_json::to_vec(batch).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_limits_hold_over_real_http() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open"),
+    );
+    queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
+        .await
+        .expect("token");
+    queries::put_token(store.as_ref(), "pve2", &token_sha256("blt_pve2"), 1, false)
+        .await
+        .expect("token");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut config = ApiConfig::default();
+    config.ingest.max_body_bytes = 256 * 1024;
+    let state = AppState::new(store.clone(), config);
+    let server = tokio::spawn(async move {
+        serve_listener(listener, state, None, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let client = client();
+    let good = util::batch(
+        "pve1",
+        vec![util::oom(
+            "pve1/oom/1",
+            util::OOM_AT_MS,
+            util::lab_inflated(),
+        )],
+    );
+    let (status, _) = post(&client, &base, "blt_nope", json(&good))
+        .await
+        .expect("post");
+    assert_eq!(status, 401);
+    let (status, _) = post(&client, &base, "blt_pve2", json(&good))
+        .await
+        .expect("post");
+    assert_eq!(status, 403);
+    let (status, _) = post(&client, &base, "blt_pve1", vec![b'{'; 300 * 1024])
+        .await
+        .expect("post");
+    assert_eq!(status, 413);
+    let (status, _) = post(&client, &base, "blt_pve1", b"{not json".to_vec())
+        .await
+        .expect("post");
+    assert_eq!(status, 400);
+    let (status, _) = get(&client, &format!("{base}/api/v1/ooms"))
+        .await
+        .expect("get");
+    assert_eq!(status, 200);
+    let page: serde_json::Value = serde_json::from_slice(
+        &get(&client, &format!("{base}/api/v1/ooms"))
+            .await
+            .expect("get")
+            .1,
+    )
+    .expect("json");
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing stored"
+    );
+    for expected in [(1, 0), (0, 1)] {
+        let (status, body) = post(&client, &base, "blt_pve1", json(&good))
+            .await
+            .expect("post");
+        assert_eq!(status, 200);
+        let answer: IngestResponse = serde_json::from_slice(&body).expect("answer");
+        assert_eq!((answer.accepted, answer.duplicates), expected);
+    }
+    let _ = stop.send(());
+    server.await.expect("join").expect("served");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn collector(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-collector"));
+    command.args(args).env("RUST_LOG", "warn");
+    command
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_healthy(client: &HttpClient, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok((200, _)) = get(client, &format!("{base}/healthz")).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the collector did not come up at {base}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let config = dir.path().join("collector.yaml");
+    let mut file = std::fs::File::create(&config).expect("config");
+    write!(
+        file,
+        "listen: 127.0.0.1:{port}\nstate_dir: {}\ningest:\n  rate_per_sec: 10000\n  burst: 10000\n  max_in_flight_per_host: 16\n",
+        dir.path().join("state").display()
+    )
+    .expect("write");
+    let config = config.to_str().expect("utf-8 path").to_string();
+    let created = collector(&["token", "create", "pve1", "--config", &config])
+        .output()
+        .expect("token create");
+    assert!(created.status.success(), "{created:?}");
+    let token = String::from_utf8(created.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
+    assert!(token.starts_with("blt_"));
+    let listed = collector(&["token", "list", "--config", &config])
+        .output()
+        .expect("list");
+    assert!(String::from_utf8_lossy(&listed.stdout).starts_with("pve1\t"));
+
+    let base = format!("http://127.0.0.1:{port}");
+    let client = client();
+    let child = KillOnDrop(
+        collector(&["serve", "--config", &config])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve"),
+    );
+    wait_healthy(&client, &base).await;
+
+    // 4 agents send 50-rollup batches back to back; the collector is killed meanwhile.
+    const ROWS: usize = 50;
+    let mut senders = Vec::new();
+    for agent in 0..4 {
+        let client = client.clone();
+        let base = base.clone();
+        let token = token.clone();
+        senders.push(tokio::spawn(async move {
+            let uuid = format!("00000000-0000-4000-8000-00000000000{agent}");
+            let mut acknowledged = 0usize;
+            for batch_index in 0.. {
+                let events = (0..ROWS)
+                    .map(|row| {
+                        util::rollup(
+                            &format!("pve1/{agent}/{batch_index}/{row}"),
+                            &uuid,
+                            util::OOM_AT_MS
+                                + i64::try_from(batch_index * ROWS + row).unwrap_or(0) * 60_000,
+                            512 * util::MIB,
+                        )
+                    })
+                    .collect();
+                match post(&client, &base, &token, json(&util::batch("pve1", events))).await {
+                    Ok((200, _)) => acknowledged += 1,
+                    _ => break,
+                }
+            }
+            (uuid, acknowledged)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(child); // SIGKILL, then reap.
+    let mut results = Vec::new();
+    for sender in senders {
+        results.push(sender.await.expect("join"));
+    }
+    assert!(
+        results.iter().all(|(_, n)| *n > 0),
+        "every agent got acknowledgements: {results:?}"
+    );
+
+    let _child = KillOnDrop(
+        collector(&["serve", "--config", &config])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("serve again"),
+    );
+    wait_healthy(&client, &base).await;
+    for (uuid, acknowledged) in results {
+        let (status, body) = get(
+            &client,
+            &format!("{base}/api/v1/vms/{uuid}/memory?since=0&limit=100000"),
+        )
+        .await
+        .expect("memory");
+        assert_eq!(status, 200);
+        let memory: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        let stored = memory["points"].as_array().map_or(0, Vec::len);
+        assert!(
+            stored >= acknowledged * ROWS,
+            "{uuid}: {stored} rows stored, {acknowledged} batches acknowledged"
+        );
+        assert_eq!(stored % ROWS, 0, "{uuid}: batches are all-or-nothing");
+        assert!(
+            stored <= (acknowledged + 1) * ROWS,
+            "at most the one in-flight batch more"
+        );
+    }
+}
