@@ -57,6 +57,7 @@ qemu-block-extra qemu-guest-agent
 # e.g. postgresql (storage tests) and chromium (dashboard tests). They are
 # installed from the main suite together with BASE_PACKAGES.
 EXTRA_PACKAGES="
+postgresql
 "
 # -----------------------------------------------------------------------------
 
