@@ -35,6 +35,11 @@ pub struct RawConfig {
     pub metrics: MetricsConfig,
     /// Where host memory figures are read; tests point it elsewhere.
     pub procfs_root: PathBuf,
+    /// Also append every event as a JSON line to this file (debugging; it grows
+    /// without bound). Empty = off.
+    pub journal_file: PathBuf,
+    /// Cap on the spool (events waiting for the collector), MiB.
+    pub spool_max_mib: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +114,8 @@ impl Default for RawConfig {
             collector: CollectorConfig::default(),
             metrics: MetricsConfig::default(),
             procfs_root: PathBuf::from(paths::PROCFS_ROOT),
+            journal_file: PathBuf::new(),
+            spool_max_mib: 256,
         }
     }
 }
@@ -179,6 +186,8 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("metrics", "Prometheus metrics."),
     ("metrics.listen", "e.g. 127.0.0.1:9471; empty = off."),
     ("procfs_root", "Where host memory figures are read (tests point it elsewhere)."),
+    ("journal_file", "Also append every event as a JSON line to this file (debugging; grows without bound). Empty = off."),
+    ("spool_max_mib", "Cap on the spool of events waiting for the collector; OOM events are kept, rollups thinned first."),
 ];
 
 /// The checked configuration the agent runs on.
@@ -197,6 +206,8 @@ pub struct Settings {
     pub collector: CollectorConfig,
     pub metrics_listen: Option<SocketAddr>,
     pub procfs_root: PathBuf,
+    pub journal_file: Option<PathBuf>,
+    pub spool_max_bytes: u64,
 }
 
 /// Reading the file failed, or its YAML does not fit the schema.
@@ -233,6 +244,8 @@ pub enum ValidationError {
     MetricsListen(String),
     #[error("collector.url ({0:?}) must start with http:// or https://")]
     CollectorUrl(String),
+    #[error("spool_max_mib ({0}) must be 1 to 1048576")]
+    SpoolSize(u64),
     #[error("libvirt.uri is empty")]
     EmptyLibvirtUri,
     #[error("state_dir ({0:?}) must be an absolute path")]
@@ -324,6 +337,9 @@ impl RawConfig {
         if self.libvirt.uri.trim().is_empty() {
             return Err(ValidationError::EmptyLibvirtUri);
         }
+        if !(1..=1_048_576).contains(&self.spool_max_mib) {
+            return Err(ValidationError::SpoolSize(self.spool_max_mib));
+        }
         if !self.state_dir.is_absolute() {
             return Err(ValidationError::RelativeStateDir(self.state_dir));
         }
@@ -353,6 +369,8 @@ impl RawConfig {
             collector: self.collector,
             metrics_listen,
             procfs_root: self.procfs_root,
+            journal_file: (!self.journal_file.as_os_str().is_empty()).then_some(self.journal_file),
+            spool_max_bytes: self.spool_max_mib.saturating_mul(1024 * 1024),
         })
     }
 }

@@ -19,9 +19,10 @@ use clap::{Parser, Subcommand};
 
 use ballast_agent::config::{self, BackendChoice, RawConfig, Settings};
 use ballast_agent::hypervisor::Hypervisor;
-use ballast_agent::run::{Handles, JsonLinesSink, Monitor};
+use ballast_agent::run::{Handles, Monitor, SpoolSink};
+use ballast_agent::spool::{Spool, SpoolConfig, SpoolHandle};
 use ballast_agent::status::Status;
-use ballast_agent::{explain, metrics, paths};
+use ballast_agent::{explain, metrics, paths, sink};
 
 #[derive(Parser)]
 #[command(
@@ -206,12 +207,47 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let hypervisor = choose_backend(&settings)?;
     tracing::info!(host = %settings.host_id, backend = hypervisor.backend(), "ballast-agent starting.");
     let handles = Handles::new(&settings);
-    let sink = Box::new(JsonLinesSink::new(settings.state_dir.join("events.jsonl")));
+    let spool_config =
+        SpoolConfig::with_cap(settings.state_dir.join("spool"), settings.spool_max_bytes);
+    let (spool, opened) = Spool::open(spool_config).context("Failed to open the spool")?;
+    if opened.damaged_regions > 0 || opened.cursor_reset {
+        tracing::warn!(
+            damaged_regions = opened.damaged_regions,
+            damaged_bytes = opened.damaged_bytes,
+            cursor_reset = opened.cursor_reset,
+            "The spool was damaged (a crash during a write?); every intact event is kept."
+        );
+    }
+    tracing::info!(events = opened.events, "Spool opened.");
+    let spool = SpoolHandle::new(spool);
+    let sink = Box::new(SpoolSink::new(
+        spool.clone(),
+        settings.journal_file.clone(),
+        handles.counters.clone(),
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("Failed to start the async runtime")?;
+    match sink::SinkConfig::from_settings(&settings) {
+        Some(sink_config) => {
+            let stop = handles.stop.clone();
+            let stats = Arc::new(sink::SinkStats::default());
+            let shutdown = async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            };
+            let spool = spool.clone();
+            runtime.spawn(async move {
+                if let Err(error) = sink::run(sink_config, spool, stats, shutdown).await {
+                    tracing::error!(%error, "The collector sender stopped.");
+                }
+            });
+        }
+        None => tracing::info!("No collector configured: events stay in the spool."),
+    }
     if let Some(listen) = settings.metrics_listen {
         let shared = metrics::Shared {
             fleet: handles.fleet.clone(),

@@ -64,6 +64,51 @@ impl EventSink for JsonLinesSink {
     }
 }
 
+/// The production sink: every event into the durable spool (the sender delivers it),
+/// and optionally a copy into a JSON-lines journal for debugging.
+pub struct SpoolSink {
+    spool: crate::spool::SpoolHandle,
+    journal: Option<JsonLinesSink>,
+    counters: Arc<Mutex<AgentCounters>>,
+}
+
+impl SpoolSink {
+    pub fn new(
+        spool: crate::spool::SpoolHandle,
+        journal: Option<PathBuf>,
+        counters: Arc<Mutex<AgentCounters>>,
+    ) -> Self {
+        Self {
+            spool,
+            journal: journal.map(JsonLinesSink::new),
+            counters,
+        }
+    }
+}
+
+impl EventSink for SpoolSink {
+    fn emit(&mut self, envelope: Envelope) -> Result<(), std::io::Error> {
+        if let Some(journal) = self.journal.as_mut() {
+            journal.emit(envelope.clone())?;
+        }
+        let outcome = self.spool.push_blocking(&envelope);
+        let stats = self.spool.stats();
+        {
+            let mut counters = self
+                .counters
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            counters.spool_bytes = stats.bytes;
+            counters.spool_events = stats.events;
+            counters.dropped_rollups = stats.rollups_lost();
+        }
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(error) => Err(std::io::Error::other(error)),
+        }
+    }
+}
+
 /// Shared with the metrics exporter and the caller.
 #[derive(Debug, Clone)]
 pub struct Handles {

@@ -49,8 +49,9 @@ impl Drop for Agent {
     }
 }
 
+/// Every event the agent emitted, from its debugging journal (the spool holds the same).
 fn events(state_dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(state_dir.join("events.jsonl"))
+    std::fs::read_to_string(state_dir.join("journal.jsonl"))
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -111,8 +112,8 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\npoll_interval_secs: 2\nhost_id: test-host\n",
-            dir.display()
+            "state_dir: {dir}\npoll_interval_secs: 2\nhost_id: test-host\njournal_file: {dir}/journal.jsonl\n",
+            dir = dir.display()
         ),
     )
     .expect("config written");
