@@ -161,10 +161,21 @@ fn choose_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
     };
     match choice {
         BackendChoice::Libvirt => libvirt_backend(settings),
-        BackendChoice::Proxmox | BackendChoice::Auto => Err(anyhow::Error::new(UsageError(
-            "the Proxmox (QMP) backend is not available in this build yet; set `backend: libvirt`"
-                .into(),
-        ))),
+        BackendChoice::Proxmox | BackendChoice::Auto => {
+            use ballast_agent::hypervisor::proxmox::{ProxmoxHypervisor, ProxmoxSettings};
+            let hypervisor = ProxmoxHypervisor::new(ProxmoxSettings::from_config(
+                &settings.proxmox,
+                &settings.state_dir,
+            ));
+            hypervisor.check().with_context(|| {
+                format!(
+                    "Failed to read the Proxmox VE directories {} and {}",
+                    settings.proxmox.config_dir.display(),
+                    settings.proxmox.run_dir.display()
+                )
+            })?;
+            Ok(Arc::new(hypervisor))
+        }
     }
 }
 

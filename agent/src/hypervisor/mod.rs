@@ -4,7 +4,7 @@
 //! the [`Hypervisor`] trait. Backends:
 //! - `libvirt` (feature `libvirt`): `qemu:///system` and friends, through the C API.
 //! - `fake`: an in-memory hypervisor for fast unit tests.
-//! - (Proxmox VE's QMP sockets: a later backend behind the same trait.)
+//! - `proxmox`: Proxmox VE's QMP, guest agent and serial sockets, without libvirt.
 //!
 //! Units: every memory figure the agent keeps is KiB (`_kib`), libvirt's unit;
 //! backends that read bytes (QMP) convert. Every figure is `Option`: missing != 0.
@@ -13,6 +13,7 @@
 pub mod fake;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
+pub mod proxmox;
 
 use std::time::{Duration, SystemTime};
 
