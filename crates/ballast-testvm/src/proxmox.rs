@@ -54,6 +54,10 @@ pub struct ProxmoxSpec {
     pub stats_period_secs: u32,
     /// The guest agent channel (`agent: 1`).
     pub agent: bool,
+    /// The harness attaches to `<vmid>.serial0` and logs it (`serial_log_path`).
+    /// Off leaves the single-client socket to the code under test; `wait_ready`
+    /// then waits for the guest agent instead (so `agent` must be on).
+    pub capture_serial: bool,
 }
 
 impl Default for ProxmoxSpec {
@@ -67,6 +71,7 @@ impl Default for ProxmoxSpec {
             deflate_on_oom: false,
             stats_period_secs: 2,
             agent: true,
+            capture_serial: true,
         }
     }
 }
@@ -107,11 +112,13 @@ impl ProxmoxGuest {
         // From here on, an early return drops `guest`, which cleans up.
         guest.write_files()?;
         guest.launch(image, accel)?;
-        let serial = connect_with_retry(&guest.serial_socket())?;
-        guest.serial_thread = Some(spawn_serial_copy(
-            serial,
-            guest.serial_log_path().to_path_buf(),
-        ));
+        if guest.spec.capture_serial {
+            let serial = connect_with_retry(&guest.serial_socket())?;
+            guest.serial_thread = Some(spawn_serial_copy(
+                serial,
+                guest.serial_log_path().to_path_buf(),
+            ));
+        }
         let mut qmp = guest.qmp()?;
         if guest.spec.stats_period_secs > 0 {
             qmp.set_stats_polling_secs(guest.spec.stats_period_secs)?;
@@ -272,7 +279,14 @@ impl ProxmoxGuest {
     /// Waits for `LAB-READY` on the serial console (and the agent, when configured);
     /// returns the time since QEMU was resumed.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Duration> {
-        serial::wait_count(&self.serial_log_path(), READY_LINE, 1, timeout)?;
+        if self.spec.capture_serial {
+            serial::wait_count(&self.serial_log_path(), READY_LINE, 1, timeout)?;
+        } else if !self.spec.agent {
+            return Err(Error::Parse {
+                what: "ProxmoxSpec".to_owned(),
+                detail: "wait_ready needs capture_serial or agent".to_owned(),
+            });
+        }
         if self.spec.agent {
             let deadline = Instant::now() + timeout;
             while Qga::connect(&self.qga_socket(), Duration::from_secs(2)).is_err() {

@@ -163,13 +163,12 @@ pub struct SocketClients {
 }
 
 /// Counts the clients of the socket bound at `socket` in a `/proc/net/unix` text.
+/// Symlinks are followed (the kernel lists the path QEMU bound).
 pub fn socket_clients(proc_net_unix: &str, socket: &Path) -> SocketClients {
-    let wanted = socket.as_os_str().to_string_lossy();
-    let canonical = socket
-        .parent()
-        .and_then(|dir| std::fs::canonicalize(dir).ok())
-        .zip(socket.file_name())
-        .map(|(dir, name)| dir.join(name));
+    let canonical = std::fs::canonicalize(socket).unwrap_or_else(|_| socket.to_owned());
+    let Some(file_name) = canonical.file_name() else {
+        return SocketClients::default();
+    };
     let mut clients = SocketClients::default();
     for line in proc_net_unix.lines().skip(1) {
         // Num RefCount Protocol Flags Type St Inode Path
@@ -177,14 +176,14 @@ pub fn socket_clients(proc_net_unix: &str, socket: &Path) -> SocketClients {
         let (Some(state), Some(path)) = (fields.get(5), fields.get(7)) else {
             continue;
         };
-        let same = *path == wanted
-            || canonical.as_ref().is_some_and(|canonical| {
-                Path::new(path).file_name() == canonical.file_name()
-                    && Path::new(path)
-                        .parent()
-                        .and_then(|dir| std::fs::canonicalize(dir).ok())
-                        .is_some_and(|dir| Some(dir.as_path()) == canonical.parent())
-            });
+        let path = Path::new(path);
+        // Cheap test first; only candidates are resolved.
+        if path.file_name() != Some(file_name) {
+            continue;
+        }
+        let same = path == canonical
+            || path == socket
+            || std::fs::canonicalize(path).is_ok_and(|resolved| resolved == canonical);
         if !same {
             continue;
         }
