@@ -39,7 +39,12 @@ pub enum SendOutcome {
         retry_after: Option<Duration>,
     },
     /// Any other 4xx: the collector will never take this batch as it is.
-    Refused { status: u16, error: String },
+    /// `event_index`: the event the collector blamed (`ErrorBody.field` = `events[N]...`).
+    Refused {
+        status: u16,
+        error: String,
+        event_index: Option<usize>,
+    },
 }
 
 /// The collector's answer to the start-up health check.
@@ -130,6 +135,7 @@ impl CollectorClient {
                 return SendOutcome::Refused {
                     status: 0,
                     error: format!("cannot encode the batch: {error}"),
+                    event_index: None,
                 }
             }
         };
@@ -172,9 +178,9 @@ impl CollectorClient {
                 body_bytes,
             };
         }
-        let error = match response.bytes().await {
+        let (error, event_index) = match response.bytes().await {
             Ok(bytes) => describe_error_body(&bytes),
-            Err(error) => format!("(body unreadable: {error})"),
+            Err(error) => (format!("(body unreadable: {error})"), None),
         };
         let code = status.as_u16();
         match status {
@@ -196,6 +202,7 @@ impl CollectorClient {
             status if status.is_client_error() => SendOutcome::Refused {
                 status: code,
                 error,
+                event_index,
             },
             _ => SendOutcome::Retry {
                 stage: SendStage::Status,
@@ -231,16 +238,24 @@ pub fn gzip_json(batch: &Batch) -> std::io::Result<Vec<u8>> {
     encoder.finish()
 }
 
-/// The collector's [`ErrorBody`] as one line, or the first 512 bytes of whatever came.
-fn describe_error_body(bytes: &[u8]) -> String {
+/// The collector's [`ErrorBody`] as one line (or the first 512 bytes of whatever came),
+/// and the index of the event its `field` blames.
+fn describe_error_body(bytes: &[u8]) -> (String, Option<usize>) {
     if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) {
         return match body.field {
-            Some(field) => format!("{field}: {}", body.error),
-            None => body.error,
+            Some(field) => (format!("{field}: {}", body.error), blamed_event(&field)),
+            None => (body.error, None),
         };
     }
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
-    text.trim().to_string()
+    (text.trim().to_string(), None)
+}
+
+/// `events[12].vm.uuid` -> 12.
+fn blamed_event(field: &str) -> Option<usize> {
+    let rest = field.strip_prefix("events[")?;
+    let (index, _) = rest.split_once(']')?;
+    index.parse().ok()
 }
 
 /// reqwest errors hide the cause (connection refused, timed out) in their sources.
@@ -253,4 +268,23 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_name_the_blamed_event() {
+        let body = br#"{"error":"must be a UUID","field":"events[12].vm.uuid"}"#;
+        assert_eq!(
+            describe_error_body(body),
+            ("events[12].vm.uuid: must be a UUID".to_string(), Some(12))
+        );
+        assert_eq!(
+            describe_error_body(b"plain text\n"),
+            ("plain text".to_string(), None)
+        );
+        assert_eq!(blamed_event("host_id"), None);
+    }
 }

@@ -12,9 +12,10 @@
 //!    5xx, 408, timeouts, connection errors, 401/403: retry the same batch after a
 //!    jittered exponential backoff capped at [`SinkConfig::backoff_max`]; 429 and 503
 //!    wait for `Retry-After` when given (`CollectorSendError{stage}`).
-//!    Any other 4xx: the batch is refused; a batch of several events is split in halves
-//!    until the refused event is alone, which goes to the dead-letter file, so one bad
-//!    event never blocks the queue.
+//!    Any other 4xx: the batch is refused; a batch of several events is cut before the
+//!    event the collector blamed (`ErrorBody.field` = `events[N]...`), or else split in
+//!    halves, until the refused event is alone; it goes to the dead-letter file, so one
+//!    bad event never blocks the queue.
 //!
 //! Duplicates are fine: a batch is acknowledged only after the collector's answer, so a
 //! crash in between resends it and the collector dedupes by key.
@@ -203,11 +204,19 @@ pub async fn run(
                     return Ok(());
                 }
             }
-            SendOutcome::Refused { status, error } => {
+            SendOutcome::Refused {
+                status,
+                error,
+                event_index,
+            } => {
                 let status_code = (status != 0).then_some(status);
                 if n_events > 1 {
-                    // Split to find the refused event; the good ones go through.
-                    limits.max_events = n_events / 2;
+                    // Send the events before the blamed one, then the blamed one alone;
+                    // without a hint, halve the batch until the refused event is alone.
+                    limits.max_events = match event_index {
+                        Some(index) if index < n_events => index.max(1),
+                        _ => n_events / 2,
+                    };
                     CollectorSendError {
                         stage: SendStage::Status,
                         error: &error,

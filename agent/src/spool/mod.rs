@@ -56,7 +56,9 @@
 //! mid-write) is truncated away, and damage inside a file (a bad checksum) is cut out
 //! by rewriting the file with its intact records (found again by their magic and
 //! checksum). Both are logged and counted ([`OpenReport`]). `*.tmp` files are leftovers
-//! of interrupted rewrites and are removed. See [`cursor`] for the cursor file layout.
+//! of interrupted rewrites and are removed. The cursor file holds two 64-byte slots
+//! written in place by turns (generation + CRC; layout in `spool/cursor.rs`), so
+//! acknowledging needs no new disk blocks and works on a full disk.
 
 mod cursor;
 mod dead_letter;
