@@ -805,6 +805,17 @@ fn torn_writes_at_random_offsets_keep_every_intact_record() {
     }
 }
 
+/// A temporary directory in /dev/shm where it exists (fsync is free there).
+fn fast_tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("temp dir")
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("list") {
@@ -949,7 +960,8 @@ fn a_full_disk_with_a_filler_file_recovers_when_it_is_removed() {
 
 #[test]
 fn the_cap_thins_and_drops_rollups_counts_them_and_keeps_oom_events() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    // Logic, not disk speed: on tmpfs when there is one (5 000 fsyncs take ~14 s on ext4).
+    let dir = fast_tempdir();
     // 500 OOM events (~1.2 KiB each) fit; 4 500 rollups (~0.5 KiB each) on top do not.
     let cap = 1024 * 1024;
     let (mut spool, _) = Spool::open(spool_config(dir.path(), cap)).expect("open");
