@@ -223,7 +223,9 @@ impl Monitor {
         };
         let changes = self.fleet().apply_poll(at, samples);
         self.handle_changes(changes);
-        if self.settings.libvirt.read_qemu_counters {
+        // Proxmox's backend reads the counters in the same QMP conversation as the stats,
+        // at no extra cost; libvirt needs a monitor command that taints the domain.
+        if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
             self.read_counters();
         }
         let rollups = self.fleet().take_finished_rollups();
