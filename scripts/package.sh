@@ -1,0 +1,57 @@
+#!/bin/sh
+# Build ballast's Debian packages with cargo-deb (docs/deploy.md):
+#
+#   ballast-agent          the agent, QMP backend only (Proxmox VE); no libvirt0
+#   ballast-agent-libvirt  the agent with the libvirt backend (Depends: libvirt0)
+#   ballast-collector      the collector, plus the Grafana dashboard and alert rules
+#
+# Steps (one release build per binary flavour; cargo-deb only packages, --no-build):
+#   1. installs cargo-deb from crates.io when it is missing (idempotent);
+#   2. builds the collector, writes its packaged configuration (config/
+#      collector.example.yaml when it exists, else `ballast-collector
+#      --print-default-config`), packages it;
+#   3. builds the agent without default features (no libvirt), packages it;
+#   4. builds the agent with libvirt, packages it as ballast-agent-libvirt.
+# Step 4 overwrites target/release/ballast-agent, so the order matters.
+#
+# Prints the paths of the three .deb files on stdout, one a line; progress on stderr.
+# Environment: BALLAST_DEB_OUT (default target/debian) is where the .deb files go.
+set -eu
+cd "$(dirname "$0")/.."
+
+log() { printf 'package: %s\n' "$*" >&2; }
+
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+    log "installing cargo-deb $CARGO_DEB_VERSION (crates.io)"
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked >&2
+fi
+
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+out="${BALLAST_DEB_OUT:-$target_dir/debian}"
+mkdir -p "$out"
+
+# deb FLAVOUR-ARGS...: package what target/release holds now; print the .deb path.
+deb() {
+    cargo deb --no-build --strip --output "$out" "$@" 2>&2 | tail -n 1
+}
+
+log "building ballast-collector (release)"
+cargo build --release --locked -p ballast-collector >&2
+collector_yaml="$target_dir/release/ballast-collector.example.yaml"
+if [ -f config/collector.example.yaml ]; then
+    cp config/collector.example.yaml "$collector_yaml"
+else
+    log "config/collector.example.yaml is missing: packaging --print-default-config"
+    "$target_dir/release/ballast-collector" --print-default-config >"$collector_yaml"
+fi
+deb -p ballast-collector
+
+log "building ballast-agent without libvirt (release)"
+cargo build --release --locked -p ballast-agent --no-default-features >&2
+deb -p ballast-agent
+
+log "building ballast-agent with libvirt (release)"
+cargo build --release --locked -p ballast-agent >&2
+deb -p ballast-agent --variant libvirt
