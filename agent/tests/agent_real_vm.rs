@@ -3,7 +3,8 @@
 //! One guest's balloon is inflated from 512 to 200 MiB and a memory hog then runs in
 //! it; another guest runs the same hog with its balloon empty. The agent must report
 //! each OOM exactly once, with the host-measured balloon, the history showing the
-//! inflation, and the right verdicts; a restarted agent must not report them again.
+//! inflation, and the right verdicts; a libvirtd restart and a guest reboot in between
+//! lose nothing, and a restarted agent must not report them again.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
@@ -99,7 +100,7 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     let mut guests = lab
         .boot_many(vec![spec.clone(), spec])
         .expect("guests boot");
-    let plain = guests.pop().expect("two guests");
+    let mut plain = guests.pop().expect("two guests");
     let ballooned = guests.pop().expect("two guests");
     for guest in [&ballooned, &plain] {
         guest
@@ -144,6 +145,14 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
         outcome.hog_to_kill
     );
 
+    // libvirtd restarts and the second guest reboots while the agent runs: the agent
+    // reconnects, keeps tailing, and still catches the next OOM.
+    let restart = lab.restart_libvirtd().expect("libvirtd restarts");
+    plain.reboot().expect("guest resets");
+    plain
+        .wait_ready(Duration::from_secs(120))
+        .expect("guest ready again");
+    eprintln!("libvirtd restart took {restart:?}; guest rebooted");
     plain.start_hog(16, 100).expect("hog starts");
     plain
         .wait_serial("Out of memory: Killed process", Duration::from_secs(120))
