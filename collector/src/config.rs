@@ -31,6 +31,7 @@ pub struct RawConfig {
     pub read: ReadConfig,
     pub retention: RetentionConfig,
     pub correlation: CorrelationConfig,
+    pub dashboard: crate::dashboard::DashboardConfig,
 }
 
 /// HTTPS with rustls: both files set = TLS on; both empty = plain HTTP (behind a proxy).
@@ -126,6 +127,7 @@ impl Default for RawConfig {
             read: ReadConfig::default(),
             retention: RetentionConfig::default(),
             correlation: CorrelationConfig::default(),
+            dashboard: crate::dashboard::DashboardConfig::default(),
         }
     }
 }
@@ -175,6 +177,7 @@ pub struct Settings {
     pub read_token: Option<String>,
     pub retention: RetentionSettings,
     pub correlation: CorrelationSettings,
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,6 +276,8 @@ pub enum ValidationError {
     Window(u64),
     #[error("correlation.host_target_pct ({0}) must be 1 to 100")]
     HostTarget(f64),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardConfigError),
 }
 
 impl RawConfig {
@@ -390,6 +395,9 @@ impl RawConfig {
         if !(1.0..=100.0).contains(&target) {
             return Err(ValidationError::HostTarget(target));
         }
+        let dashboard = self
+            .dashboard
+            .validate(listen, tls.is_some(), read_token.as_deref())?;
         const DAY_SECS: u64 = 86_400;
         Ok(Settings {
             listen,
@@ -408,6 +416,7 @@ impl RawConfig {
                 host_target_pct: target,
                 ..CorrelationSettings::default()
             },
+            dashboard,
         })
     }
 }

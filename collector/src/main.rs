@@ -3,6 +3,8 @@
 //! - `serve [--config FILE]`: run the collector (default 127.0.0.1:8470).
 //! - `token create HOST [--rotate]` / `token revoke HOST` / `token list`:
 //!   manage agents' ingest tokens in the configured store (the server may run).
+//! - `report balloon-policy [--since 30d] [--format md|html|json|csv]`: the
+//!   balloon-policy report over the configured store, on stdout.
 //! - `--print-default-config`: print every setting with its default as YAML.
 //!
 //! Exit codes: 0 success, 2 configuration or usage error, 1 any other failure.
@@ -46,6 +48,27 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: TokenAction,
+    },
+    /// Print a report over the stored history.
+    Report {
+        /// The YAML configuration naming the store (defaults when absent).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        report: ReportKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportKind {
+    /// Per-VM balloon floors, balloon-induced OOMs and near misses, settings to change.
+    BalloonPolicy {
+        /// How far back to look (`30d`, `12h`).
+        #[arg(long, default_value = "30d")]
+        since: String,
+        /// md, html, json or csv.
+        #[arg(long, default_value = "md")]
+        format: String,
     },
 }
 
@@ -92,7 +115,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let config_path = match &command {
-        Command::Serve { config } | Command::Token { config, .. } => config.clone(),
+        Command::Serve { config }
+        | Command::Token { config, .. }
+        | Command::Report { config, .. } => config.clone(),
     };
     let settings = match config::load(config_path.as_deref()) {
         Ok(settings) => settings,
@@ -117,6 +142,7 @@ fn main() -> ExitCode {
                 .await
                 .context("The collector stopped with an error"),
             Command::Token { action, .. } => token(&settings, action).await,
+            Command::Report { report, .. } => print_report(&settings, report).await,
         }
     });
     match result {
@@ -126,6 +152,27 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+async fn print_report(settings: &config::Settings, report: ReportKind) -> anyhow::Result<()> {
+    let ReportKind::BalloonPolicy { since, format } = report;
+    let format = ballast_collector::reports::ReportFormat::parse(&format)?;
+    let span_ms = ballast_collector::reports::format::parse_duration_ms(&since)
+        .with_context(|| format!("--since {since:?} is not a duration like 30d or 12h"))?;
+    let store = storage::open(&settings.storage)
+        .await
+        .context("Failed to open the store")?;
+    let until = ballast_collector::now_ms();
+    let text = ballast_collector::reports::balloon_policy(
+        store.as_ref(),
+        until.saturating_sub(span_ms),
+        until,
+        &ballast_collector::reports::PolicySettings::default(),
+        format,
+    )
+    .await?;
+    print!("{text}");
+    Ok(())
 }
 
 async fn token(settings: &config::Settings, action: TokenAction) -> anyhow::Result<()> {

@@ -46,6 +46,7 @@ pub struct ApiConfig {
     pub read_token: Option<String>,
     pub correlation: CorrelationSettings,
     pub limits: ballast_model::Limits,
+    pub dashboard: crate::dashboard::DashboardSettings,
 }
 
 impl ApiConfig {
@@ -55,6 +56,7 @@ impl ApiConfig {
             read_token: settings.read_token.clone(),
             correlation: settings.correlation.clone(),
             limits: ballast_model::Limits::default(),
+            dashboard: settings.dashboard.clone(),
         }
     }
 }
@@ -89,6 +91,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/ingest", post(ingest::ingest))
         .route("/healthz", get(|| async { "ok" }))
         .merge(read)
+        .merge(crate::dashboard::routes(state.clone()))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let matched_path = request

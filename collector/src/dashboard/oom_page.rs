@@ -1,0 +1,382 @@
+//! `/ooms` (filtered, paged list) and `/ooms/{id}` (one OOM: verdict first).
+
+use axum::extract::{Path, Query, State};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use ballast_model::{BalloonPoint, HostMemory, OomAnalysis, ParsedReport};
+
+use crate::api::AppState;
+use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
+use crate::dashboard::svg::{self, Line, Mark};
+use crate::dashboard::DashboardError;
+use crate::records::{OomDetail, OomSummary};
+use crate::reports::format;
+use crate::storage::queries::{self, OomFilter};
+
+const PAGE_SIZE: i64 = 50;
+
+/// The list's filters, as the form sends them (empty fields mean "any").
+#[derive(Debug, Default, Deserialize)]
+pub struct ListParams {
+    host: Option<String>,
+    vm: Option<String>,
+    verdict: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    cursor: Option<String>,
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+fn time_param(value: &Option<String>, field: &str) -> Result<Option<i64>, DashboardError> {
+    match non_empty(value) {
+        None => Ok(None),
+        Some(text) => format::parse_date_time(&text).map(Some).ok_or_else(|| {
+            DashboardError::BadRequest(format!(
+                "{field} must be a date like 2026-11-26T06:00 (UTC)"
+            ))
+        }),
+    }
+}
+
+/// `GET /ooms`.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<Markup, DashboardError> {
+    let verdict = non_empty(&params.verdict);
+    if let Some(verdict) = &verdict {
+        if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
+        {
+            return Err(DashboardError::BadRequest("unknown verdict".into()));
+        }
+    }
+    let kind = non_empty(&params.kind);
+    if let Some(kind) = &kind {
+        if !["guest", "vm_cgroup", "host"].contains(&kind.as_str()) {
+            return Err(DashboardError::BadRequest("unknown kind".into()));
+        }
+    }
+    let cursor = match non_empty(&params.cursor) {
+        Some(text) => Some(
+            queries::parse_cursor(&text)
+                .ok_or_else(|| DashboardError::BadRequest("bad cursor".into()))?,
+        ),
+        None => None,
+    };
+    let filter = OomFilter {
+        host: non_empty(&params.host),
+        vm: non_empty(&params.vm),
+        verdict: verdict.clone(),
+        report_verdict: None,
+        kind: kind.clone(),
+        since_ms: time_param(&params.since, "since")?,
+        until_ms: time_param(&params.until, "until")?,
+        cursor,
+        limit: PAGE_SIZE,
+    };
+    let page = queries::list_ooms(state.store.as_ref(), &filter).await?;
+    let mut next_query = Vec::new();
+    for (name, value) in [
+        ("host", &filter.host),
+        ("vm", &filter.vm),
+        ("verdict", &filter.verdict),
+        ("kind", &filter.kind),
+        ("since", &non_empty(&params.since)),
+        ("until", &non_empty(&params.until)),
+    ] {
+        if let Some(value) = value {
+            next_query.push(format!("{name}={}", path_segment(value)));
+        }
+    }
+    let next_href = page.next_cursor.as_ref().map(|next| {
+        let mut query = next_query.clone();
+        query.push(format!("cursor={}", path_segment(next)));
+        format!("/ooms?{}", query.join("&"))
+    });
+    let selected = |current: &Option<String>, value: &str| current.as_deref() == Some(value);
+    let body = html! {
+        form.filters method="get" action="/ooms" {
+            label { "Host " input type="text" name="host" value=[filter.host.as_deref()]; }
+            label { "VM uuid " input type="text" name="vm" value=[filter.vm.as_deref()]; }
+            label { "Verdict "
+                select name="verdict" {
+                    option value="" { "any" }
+                    @for v in ["balloon", "balloon_contributed", "not_balloon", "unknown"] {
+                        option value=(v) selected[selected(&verdict, v)] { (v) }
+                    }
+                }
+            }
+            label { "Kind "
+                select name="kind" {
+                    option value="" { "any" }
+                    @for k in ["guest", "vm_cgroup", "host"] {
+                        option value=(k) selected[selected(&kind, k)] { (k) }
+                    }
+                }
+            }
+            label { "From (UTC) " input type="datetime-local" name="since" value=[non_empty(&params.since)]; }
+            label { "To (UTC) " input type="datetime-local" name="until" value=[non_empty(&params.until)]; }
+            button type="submit" { "Filter" }
+            " " a href="/ooms" { "Clear" }
+        }
+        (table(&page.items))
+        @if let Some(href) = &next_href {
+            p.paging { a #older href=(href) { "Older OOMs" } }
+        }
+    };
+    Ok(layout::page("OOMs", body))
+}
+
+/// The OOM table shared by the list, overview, VM and host pages.
+pub fn table(items: &[OomSummary]) -> Markup {
+    html! {
+        @if items.is_empty() {
+            p.empty { "No OOMs." }
+        } @else {
+            table.ooms {
+                thead { tr {
+                    th { "Time (UTC)" } th { "VM" } th { "Host" } th { "Kind" }
+                    th { "Killed" } th { "Correlation" } th { "Report verdict" } th.num { "Balloon held" }
+                } }
+                tbody {
+                    @for oom in items {
+                        tr.oom-row {
+                            td { a href={ "/ooms/" (oom.id) } { (format::date_time(oom.time_ms)) } }
+                            td { (vm_link(&oom.vm.uuid, &oom.vm.name)) }
+                            td { (host_link(&oom.host)) }
+                            td.kind { (oom.kind) }
+                            td { @if let Some(killed) = &oom.killed {
+                                (killed.comm.as_deref().unwrap_or("?"))
+                                @if let Some(pid) = killed.pid { " (" (pid) ")" }
+                            } }
+                            td.verdict { (badge(&oom.correlation.verdict)) }
+                            td { (oom.report_verdict) }
+                            td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /ooms/{id}`.
+pub async fn detail(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Markup, DashboardError> {
+    let id: i64 = id.parse().map_err(|_| DashboardError::NotFound)?;
+    let detail = queries::get_oom(
+        state.store.as_ref(),
+        id,
+        state.config.correlation.window_secs,
+    )
+    .await?
+    .ok_or(DashboardError::NotFound)?;
+    let title = format!(
+        "OOM in {} at {}",
+        if detail.summary.vm.name.is_empty() {
+            &detail.summary.vm.uuid
+        } else {
+            &detail.summary.vm.name
+        },
+        format::date_time(detail.summary.time_ms)
+    );
+    Ok(layout::page(&title, detail_body(&detail)))
+}
+
+fn detail_body(detail: &OomDetail) -> Markup {
+    let summary = &detail.summary;
+    let analysis: OomAnalysis = serde_json::from_value(detail.analysis.clone()).unwrap_or_default();
+    let report: ParsedReport = serde_json::from_value(detail.report.clone()).unwrap_or_default();
+    let history: Vec<BalloonPoint> =
+        serde_json::from_value(detail.balloon_history.clone()).unwrap_or_default();
+    let host: Option<HostMemory> = serde_json::from_value(detail.host_memory.clone()).ok();
+    let reasons: Vec<String> = detail
+        .correlation_detail
+        .get("reasons")
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default();
+    let corr = &detail.correlation_detail;
+    let corr_kib = |name: &str| corr.get(name).and_then(|v| v.as_u64());
+    html! {
+        section.verdict-box #verdict {
+            p.lead {
+                "Correlation verdict: " (badge(&summary.correlation.verdict))
+                " · report verdict: " (badge(&analysis.verdict))
+            }
+            @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }
+            @if !reasons.is_empty() {
+                ul.reasons { @for reason in &reasons { li { (reason) } } }
+            }
+            dl.facts {
+                dt { "VM" } dd { (vm_link(&summary.vm.uuid, &summary.vm.name)) }
+                dt { "Host" } dd { (host_link(&summary.host)) }
+                dt { "Kind / source" } dd { (summary.kind) " / " (detail.source) }
+                dt { "Balloon held" } dd { (kib(corr_kib("balloon_held_kb"))) " of " (kib(corr_kib("maximum_kib"))) }
+                dt { "Inflated before" } dd { (kib(corr_kib("inflated_kb_before")))
+                    @if let Some(secs) = summary.correlation.seconds_from_inflation { ", " (secs) " s before the OOM" } }
+                dt { "Would have survived deflated" } dd { (corr.get("would_have_survived").and_then(|v| v.as_bool()).map_or("unknown", |b| if b { "yes" } else { "no" })) }
+            }
+        }
+        section #trajectory {
+            h2 { "Balloon before the OOM" }
+            (trajectory(detail, &history))
+        }
+        section #host-memory {
+            h2 { "Host memory" }
+            @match &host {
+                Some(host) => {
+                    p { "At the OOM: " (kib(host.available_kib)) " available of " (kib(host.total_kib))
+                        @if let Some(psi) = host.psi_some_avg10 { ", PSI some avg10 " (format!("{psi:.1}")) } }
+                }
+                None => { p.empty { "The agent sent no host figures with this OOM." } }
+            }
+            @let host_points: Vec<(i64, u64)> = detail.rollups.iter().filter_map(|r| Some((r.period_start_ms, r.host_available_kib?))).collect();
+            @if !host_points.is_empty() {
+                (svg::line_chart("Host available memory before the OOM", &[
+                    Line { label: "host available", class: "s-host", points: host_points },
+                ], &[Mark { at_ms: summary.time_ms, label: "OOM".into(), href: None }], None))
+            }
+        }
+        section #report {
+            h2 { "The report" }
+            (parsed_report(&report, &analysis))
+        }
+        section #raw {
+            h2 { "Raw report (guest-reported)" @if detail.raw_truncated { " - truncated" } }
+            pre.raw { (detail.raw_report) }
+        }
+    }
+}
+
+fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
+    let at = detail.summary.time_ms;
+    let mut maximum = Vec::new();
+    let mut actual = Vec::new();
+    let mut memtotal = Vec::new();
+    let mut usable = Vec::new();
+    if history.is_empty() {
+        for r in &detail.rollups {
+            let t = r.period_start_ms;
+            maximum.extend(r.maximum_kib.map(|v| (t, v)));
+            actual.extend(r.actual_kib.min.map(|v| (t, v)));
+            memtotal.extend(r.available_kib.min.map(|v| (t, v)));
+            usable.extend(r.usable_kib.min.map(|v| (t, v)));
+        }
+    } else {
+        for p in history {
+            maximum.extend(p.maximum_kib.map(|v| (p.at_ms, v)));
+            actual.extend(p.actual_kib.map(|v| (p.at_ms, v)));
+            memtotal.extend(p.available_kib.map(|v| (p.at_ms, v)));
+            usable.extend(p.usable_kib.map(|v| (p.at_ms, v)));
+        }
+    }
+    if let Some(value) = detail
+        .balloon_at_oom
+        .get("actual_kib")
+        .and_then(|v| v.as_u64())
+    {
+        actual.push((at, value));
+    }
+    let lines = [
+        Line {
+            label: "maximum",
+            class: "s-max",
+            points: maximum,
+        },
+        Line {
+            label: "balloon actual",
+            class: "s-actual",
+            points: actual,
+        },
+        Line {
+            label: "guest MemTotal",
+            class: "s-memtotal",
+            points: memtotal,
+        },
+        Line {
+            label: "guest MemAvailable",
+            class: "s-usable",
+            points: usable,
+        },
+    ];
+    svg::line_chart(
+        "Balloon trajectory before the OOM",
+        &lines,
+        &[Mark {
+            at_ms: at,
+            label: format!("OOM at {}", format::date_time(at)),
+            href: None,
+        }],
+        None,
+    )
+}
+
+pub(crate) fn parsed_report(report: &ParsedReport, analysis: &OomAnalysis) -> Markup {
+    html! {
+        dl.facts {
+            dt { "Kernel" } dd { (report.kernel.as_deref().unwrap_or("-")) }
+            dt { "Kind" } dd { (report.kind) @if report.partial { " (partial: " (report.missing.join(", ")) ")" } }
+            @if let Some(trigger) = &report.trigger {
+                dt { "Trigger" } dd {
+                    (trigger.comm) @if let Some(pid) = trigger.pid { " (pid " (pid) ")" }
+                    ", gfp " (trigger.gfp_mask.as_deref().unwrap_or("?"))
+                    ", order " (trigger.order.map_or("?".to_string(), |o| o.to_string()))
+                }
+            }
+            @if let Some(killed) = &report.killed {
+                dt { "Killed" } dd {
+                    (killed.comm) " (pid " (killed.pid) "), anon-rss " (kib(killed.anon_rss_kb))
+                    ", total-vm " (kib(killed.total_vm_kb))
+                }
+            }
+            dt { "RAM / reserved" } dd {
+                (report.ram_pages.map_or("-".to_string(), |p| p.to_string())) " pages / "
+                (report.reserved_pages.map_or("-".to_string(), |p| p.to_string())) " pages"
+            }
+            dt { "Managed / accounted / unaccounted" } dd {
+                (kib(analysis.managed_kb)) " / " (kib(analysis.accounted_kb)) " / " (kib(analysis.unaccounted_kb))
+                @if let Some(pct) = analysis.unaccounted_pct { " (" (format!("{pct:.1}")) " %)" }
+            }
+            dt { "Balloon in the trace" } dd { (if report.balloon_in_trace { "yes" } else { "no" }) }
+        }
+        @if !report.zones.is_empty() {
+            h3 { "Zones" }
+            table.zones {
+                thead { tr { th { "Node" } th { "Zone" } th.num { "Free" } th.num { "Min" } th.num { "Managed" } th.num { "Present" } th { "" } } }
+                tbody {
+                    @for zone in &report.zones {
+                        @let below = matches!((zone.free_kb, zone.min_kb), (Some(free), Some(min)) if free < min);
+                        tr class=[below.then_some("pressure")] {
+                            td { (zone.node) } td { (zone.name) }
+                            td.num { (kib(zone.free_kb)) } td.num { (kib(zone.min_kb)) }
+                            td.num { (kib(zone.managed_kb)) } td.num { (kib(zone.present_kb)) }
+                            td { @if below { "below min watermark" } }
+                        }
+                    }
+                }
+            }
+        }
+        @if !report.top_tasks.is_empty() {
+            h3 { "Largest tasks" }
+            table.tasks {
+                thead { tr { th.num { "PID" } th { "Name" } th.num { "RSS" } } }
+                tbody {
+                    @for task in &report.top_tasks {
+                        tr { td.num { (task.pid) } td.task { (task.name) } td.num { (format::kib(task.rss_kb)) } }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! `/`: the fleet overview: OOMs over time by verdict and by kind, the VMs and
+//! hosts with the most OOMs, hosts under memory pressure, the newest OOMs.
+
+use axum::extract::{Query, State};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use crate::api::AppState;
+use crate::dashboard::layout::{self, host_link, vm_link};
+use crate::dashboard::svg::{self, Group};
+use crate::dashboard::{data, DashboardError};
+use crate::reports::format;
+use crate::storage::queries::{self, GroupBy, OomFilter};
+
+/// Host pressure looks at the last 15 minutes of rollups.
+const PRESSURE_WINDOW_MS: i64 = 15 * 60_000;
+
+#[derive(Debug, Deserialize)]
+pub struct OverviewParams {
+    range: Option<String>,
+}
+
+/// `(range ms, bucket ms)` of a range name.
+pub fn range(name: &str) -> Option<(i64, i64)> {
+    Some(match name {
+        "24h" => (86_400_000, 3_600_000),
+        "7d" => (7 * 86_400_000, 6 * 3_600_000),
+        "30d" => (30 * 86_400_000, 86_400_000),
+        "90d" => (90 * 86_400_000, 3 * 86_400_000),
+        _ => return None,
+    })
+}
+
+pub const VERDICT_GROUPS: [Group<'static>; 5] = [
+    Group {
+        key: "balloon",
+        label: "balloon",
+        class: "v-balloon",
+    },
+    Group {
+        key: "balloon_contributed",
+        label: "balloon contributed",
+        class: "v-balloon_contributed",
+    },
+    Group {
+        key: "not_balloon",
+        label: "not balloon",
+        class: "v-not_balloon",
+    },
+    Group {
+        key: "unknown",
+        label: "unknown",
+        class: "v-unknown",
+    },
+    Group {
+        key: "",
+        label: "other",
+        class: "v-other",
+    },
+];
+
+const KIND_GROUPS: [Group<'static>; 4] = [
+    Group {
+        key: "guest",
+        label: "guest kernel",
+        class: "k-guest",
+    },
+    Group {
+        key: "vm_cgroup",
+        label: "VM cgroup (host)",
+        class: "k-vm_cgroup",
+    },
+    Group {
+        key: "host",
+        label: "host",
+        class: "k-host",
+    },
+    Group {
+        key: "",
+        label: "other",
+        class: "k-other",
+    },
+];
+
+/// `GET /`.
+pub async fn overview(
+    State(state): State<AppState>,
+    Query(params): Query<OverviewParams>,
+) -> Result<Markup, DashboardError> {
+    let range_name = params.range.unwrap_or_else(|| "7d".to_string());
+    let (range_ms, bucket_ms) = range(&range_name)
+        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let store = state.store.as_ref();
+    let now = crate::now_ms();
+    let until = (now / bucket_ms + 1) * bucket_ms;
+    let since = until - range_ms;
+    let by_verdict =
+        queries::oom_counts(store, GroupBy::Verdict, bucket_ms / 1000, since, until).await?;
+    let by_kind = queries::oom_counts(store, GroupBy::Kind, bucket_ms / 1000, since, until).await?;
+    let top_vms = data::top_vms(store, since, 10).await?;
+    let top_hosts = data::top_hosts(store, since, 10).await?;
+    let pressure = data::host_pressure(store, now - PRESSURE_WINDOW_MS).await?;
+    let newest = queries::list_ooms(
+        store,
+        &OomFilter {
+            limit: 10,
+            ..OomFilter::default()
+        },
+    )
+    .await?;
+    let target = state.config.correlation.host_target_pct;
+    let total: i64 = by_verdict.items.iter().map(|c| c.count).sum();
+    let balloon: i64 = by_verdict
+        .items
+        .iter()
+        .filter(|c| c.group == "balloon" || c.group == "balloon_contributed")
+        .map(|c| c.count)
+        .sum();
+    let counts = |items: &[crate::records::OomCount]| -> Vec<(i64, String, i64)> {
+        items
+            .iter()
+            .map(|c| (c.bucket_start_ms, c.group.clone(), c.count))
+            .collect()
+    };
+    let body = html! {
+        nav.ranges {
+            "Range: "
+            @for name in ["24h", "7d", "30d", "90d"] {
+                @if name == range_name { strong { (name) } } @else { a href={ "/?range=" (name) } { (name) } }
+                " "
+            }
+        }
+        section.summary {
+            div.stat { span.num { (total) } " OOMs" }
+            div.stat { span.num { (balloon) } " balloon-induced or -contributed" }
+            div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
+        }
+        section {
+            h2 { "OOMs by correlation verdict" }
+            (svg::stacked_bars("OOMs over time by verdict", &counts(&by_verdict.items), &VERDICT_GROUPS, (since, until), bucket_ms))
+            h2 { "OOMs by kind" }
+            (svg::stacked_bars("OOMs over time by kind", &counts(&by_kind.items), &KIND_GROUPS, (since, until), bucket_ms))
+        }
+        div.columns {
+            section {
+                h2 { "VMs with the most OOMs" }
+                table {
+                    thead { tr { th { "VM" } th { "Host" } th.num { "OOMs" } th.num { "balloon" } } }
+                    tbody {
+                        @for vm in &top_vms {
+                            tr {
+                                td { (vm_link(&vm.key, &vm.name)) }
+                                td { (host_link(&vm.host)) }
+                                td.num { a href={ "/ooms?vm=" (layout::path_segment(&vm.key)) } { (vm.ooms) } }
+                                td.num { (vm.balloon_ooms) }
+                            }
+                        }
+                    }
+                }
+            }
+            section {
+                h2 { "Hosts with the most OOMs" }
+                table {
+                    thead { tr { th { "Host" } th.num { "OOMs" } th.num { "balloon" } } }
+                    tbody {
+                        @for host in &top_hosts {
+                            tr {
+                                td { (host_link(&host.key)) }
+                                td.num { a href={ "/ooms?host=" (layout::path_segment(&host.key)) } { (host.ooms) } }
+                                td.num { (host.balloon_ooms) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Host memory, last 15 minutes" }
+            @if pressure.is_empty() {
+                p.empty { "No host memory samples in the last 15 minutes." }
+            } @else {
+                table {
+                    thead { tr { th { "Host" } th.num { "Total" } th.num { "Lowest available" } th.num { "Used" } th.num { "VMs" } th { "Newest sample" } } }
+                    tbody {
+                        @for host in &pressure {
+                            tr class=[(host.used_pct() >= target).then_some("pressure")] {
+                                td { (host_link(&host.host)) }
+                                td.num { (format::kib(host.total_kib)) }
+                                td.num { (format::kib(host.available_min_kib)) }
+                                td.num { (format!("{:.1} %", host.used_pct())) }
+                                td.num { (host.vms) }
+                                td { (format::date_time(host.newest_ms)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Newest OOMs" }
+            (crate::dashboard::oom_page::table(&newest.items))
+            p { a href="/ooms" { "All OOMs" } }
+        }
+    };
+    Ok(layout::page("Fleet overview", body))
+}

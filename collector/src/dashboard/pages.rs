@@ -1,0 +1,290 @@
+//! `/vms/{uuid}` and `/hosts/{host}`: memory over time with OOM markers, the VM's
+//! configuration audit, the host's VMs, recent OOMs.
+
+use axum::extract::{Path, Query, State};
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use crate::api::AppState;
+use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link};
+use crate::dashboard::oom_page;
+use crate::dashboard::overview::range;
+use crate::dashboard::svg::{self, Line, Mark};
+use crate::dashboard::{data, DashboardError};
+use crate::reports::format;
+use crate::storage::queries::{self, OomFilter};
+
+/// Points per chart.
+const CHART_POINTS: i64 = 720;
+
+#[derive(Debug, Deserialize)]
+pub struct RangeParams {
+    range: Option<String>,
+}
+
+fn window(params: &RangeParams) -> Result<(String, i64, i64), DashboardError> {
+    let name = params.range.clone().unwrap_or_else(|| "24h".to_string());
+    let (range_ms, _) = range(&name)
+        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let until = crate::now_ms();
+    Ok((name, until - range_ms, until))
+}
+
+fn range_links(base: &str, current: &str) -> Markup {
+    html! {
+        nav.ranges {
+            "Range: "
+            @for name in ["24h", "7d", "30d", "90d"] {
+                @if name == current { strong { (name) } } @else { a href={ (base) "?range=" (name) } { (name) } }
+                " "
+            }
+        }
+    }
+}
+
+/// What each audit finding means.
+fn finding_text(finding: &str) -> &'static str {
+    match finding {
+        "no_balloon" => "No virtio balloon device: no guest memory statistics.",
+        "stats_period_off" => "The balloon has no stats period: the guest sends no MemAvailable.",
+        "deflate_on_oom_off" => {
+            "The balloon has no deflate-on-oom: an inflated balloon can OOM the guest."
+        }
+        "no_guest_agent_channel" => {
+            "No guest agent channel: the guest kernel log cannot be fetched."
+        }
+        "guest_agent_not_answering" => "The guest agent channel exists but nothing answers.",
+        "no_serial_log" => {
+            "The serial console is not captured: OOM reports printed there are lost."
+        }
+        "console_hides_oom_reports" => {
+            "The guest console hides OOM report headers (quiet / loglevel below 7)."
+        }
+        "stale_stats" => "The guest's balloon statistics stopped updating.",
+        _ => "Unrecognised finding.",
+    }
+}
+
+/// `GET /vms/{uuid}`.
+pub async fn vm(
+    State(state): State<AppState>,
+    Path(uuid): Path<String>,
+    Query(params): Query<RangeParams>,
+) -> Result<Markup, DashboardError> {
+    let store = state.store.as_ref();
+    let record = data::vm(store, &uuid)
+        .await?
+        .ok_or(DashboardError::NotFound)?;
+    let (range_name, since, until) = window(&params)?;
+    let series = data::vm_series(store, &uuid, since, until, CHART_POINTS).await?;
+    let ooms = queries::list_ooms(
+        store,
+        &OomFilter {
+            vm: Some(uuid.clone()),
+            since_ms: Some(since),
+            until_ms: Some(until),
+            limit: 200,
+            ..OomFilter::default()
+        },
+    )
+    .await?;
+    let recent = queries::list_ooms(
+        store,
+        &OomFilter {
+            vm: Some(uuid.clone()),
+            limit: 20,
+            ..OomFilter::default()
+        },
+    )
+    .await?;
+    let config = data::vm_config(&record);
+    let findings: Vec<String> = serde_json::from_value(record.findings.clone()).unwrap_or_default();
+    let pick = |f: fn(&data::SeriesPoint) -> Option<u64>| -> Vec<(i64, u64)> {
+        series
+            .iter()
+            .filter_map(|p| Some((p.at_ms, f(p)?)))
+            .collect()
+    };
+    let lines = [
+        Line {
+            label: "maximum",
+            class: "s-max",
+            points: pick(|p| p.maximum_kib),
+        },
+        Line {
+            label: "balloon actual",
+            class: "s-actual",
+            points: pick(|p| p.actual_kib),
+        },
+        Line {
+            label: "guest MemTotal",
+            class: "s-memtotal",
+            points: pick(|p| p.memtotal_kib),
+        },
+        Line {
+            label: "guest MemAvailable",
+            class: "s-usable",
+            points: pick(|p| p.usable_kib),
+        },
+    ];
+    let marks: Vec<Mark> = ooms
+        .items
+        .iter()
+        .map(|oom| Mark {
+            at_ms: oom.time_ms,
+            label: format!(
+                "OOM {} ({})",
+                format::date_time(oom.time_ms),
+                oom.correlation.verdict
+            ),
+            href: Some(format!("/ooms/{}", oom.id)),
+        })
+        .collect();
+    let base = format!("/vms/{}", path_segment(&uuid));
+    let title = if record.name.is_empty() {
+        record.uuid.clone()
+    } else {
+        record.name.clone()
+    };
+    let body = html! {
+        dl.facts {
+            dt { "uuid" } dd { (record.uuid) }
+            dt { "Host" } dd { (host_link(&record.host)) }
+            dt { "State" } dd { (record.state) }
+            @if let Some(config) = &config {
+                dt { "Memory / floor" } dd { (kib(config.memory_kib)) " / " (kib(config.balloon_floor_kib)) }
+                dt { "Balloon" } dd {
+                    (if config.balloon_present { "present" } else { "absent" })
+                    ", stats period " (config.stats_period_secs.map_or("off".to_string(), |s| format!("{s} s")))
+                    ", deflate-on-oom " (config.deflate_on_oom.map_or("unknown", |d| if d { "on" } else { "off" }))
+                }
+                dt { "Guest agent / serial log" } dd {
+                    (if config.guest_agent_channel { "channel" } else { "no channel" }) " / "
+                    (if config.serial_log { "captured" } else { "not captured" })
+                }
+            }
+        }
+        (range_links(&base, &range_name))
+        section #memory {
+            h2 { "Memory" }
+            (svg::line_chart("VM memory over time", &lines, &marks, Some((since, until))))
+        }
+        section #findings {
+            h2 { "Configuration audit" }
+            @if findings.is_empty() {
+                p.empty { "No findings (or no inventory from this VM's agent yet)." }
+            } @else {
+                ul.findings {
+                    @for finding in &findings {
+                        li { code { (finding) } ": " (finding_text(finding)) }
+                    }
+                }
+                p { "The " a href="/reports/balloon-policy" { "balloon-policy report" } " gives the exact setting to change." }
+            }
+        }
+        section {
+            h2 { "Recent OOMs" }
+            (oom_page::table(&recent.items))
+        }
+    };
+    Ok(layout::page(&format!("VM {title}"), body))
+}
+
+/// `GET /hosts/{host}`.
+pub async fn host(
+    State(state): State<AppState>,
+    Path(host): Path<String>,
+    Query(params): Query<RangeParams>,
+) -> Result<Markup, DashboardError> {
+    let store = state.store.as_ref();
+    let (range_name, since, until) = window(&params)?;
+    let vms = queries::list_vms(store, Some(&host)).await?;
+    let series = data::host_series(store, &host, since, until, CHART_POINTS).await?;
+    let ooms = queries::list_ooms(
+        store,
+        &OomFilter {
+            host: Some(host.clone()),
+            since_ms: Some(since),
+            until_ms: Some(until),
+            limit: 200,
+            ..OomFilter::default()
+        },
+    )
+    .await?;
+    let recent = queries::list_ooms(
+        store,
+        &OomFilter {
+            host: Some(host.clone()),
+            limit: 20,
+            ..OomFilter::default()
+        },
+    )
+    .await?;
+    if vms.items.is_empty() && series.is_empty() && recent.items.is_empty() {
+        return Err(DashboardError::NotFound);
+    }
+    let lines = [
+        Line {
+            label: "host total",
+            class: "s-max",
+            points: series
+                .iter()
+                .filter_map(|p| Some((p.at_ms, p.host_total_kib?)))
+                .collect(),
+        },
+        Line {
+            label: "host available (lowest)",
+            class: "s-host",
+            points: series
+                .iter()
+                .filter_map(|p| Some((p.at_ms, p.host_available_kib?)))
+                .collect(),
+        },
+    ];
+    let marks: Vec<Mark> = ooms
+        .items
+        .iter()
+        .map(|oom| Mark {
+            at_ms: oom.time_ms,
+            label: format!(
+                "OOM in {} at {}",
+                oom.vm.name,
+                format::date_time(oom.time_ms)
+            ),
+            href: Some(format!("/ooms/{}", oom.id)),
+        })
+        .collect();
+    let base = format!("/hosts/{}", path_segment(&host));
+    let body = html! {
+        (range_links(&base, &range_name))
+        section #memory {
+            h2 { "Host memory" }
+            (svg::line_chart("Host memory over time", &lines, &marks, Some((since, until))))
+        }
+        section {
+            h2 { "VMs" }
+            table {
+                thead { tr { th { "VM" } th { "State" } th.num { "Memory" } th.num { "Floor" } th { "Findings" } th.num { "OOMs" } } }
+                tbody {
+                    @for vm in &vms.items {
+                        @let config = data::vm_config(vm);
+                        tr {
+                            td { (vm_link(&vm.uuid, &vm.name)) }
+                            td { (vm.state) }
+                            td.num { (kib(config.as_ref().and_then(|c| c.memory_kib))) }
+                            td.num { (kib(config.as_ref().and_then(|c| c.balloon_floor_kib))) }
+                            td { @for finding in serde_json::from_value::<Vec<String>>(vm.findings.clone()).unwrap_or_default() { code { (finding) } " " } }
+                            td.num { (vm.oom_count) }
+                        }
+                    }
+                }
+            }
+        }
+        section {
+            h2 { "Recent OOMs" }
+            (oom_page::table(&recent.items))
+            p { a href={ "/ooms?host=" (path_segment(&host)) } { "All OOMs of this host" } }
+        }
+    };
+    Ok(layout::page(&format!("Host {host}"), body))
+}

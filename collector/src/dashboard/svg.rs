@@ -1,0 +1,321 @@
+//! Server-side SVG charts: no JavaScript, styled by the embedded stylesheet through
+//! classes (no inline styles, so the CSP needs no `'unsafe-inline'`). Labels go
+//! through maud and are escaped like any other text.
+//!
+//! - [`line_chart`]: memory series over time with vertical OOM markers.
+//! - [`stacked_bars`]: counts per time bucket, stacked by group.
+
+use maud::{html, Markup};
+
+use crate::reports::format;
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 260.0;
+const LEFT: f64 = 74.0;
+const RIGHT: f64 = 12.0;
+const TOP: f64 = 12.0;
+const BOTTOM: f64 = 28.0;
+
+/// One series of a line chart: `(time ms, KiB)` points, oldest first.
+#[derive(Debug, Clone)]
+pub struct Line<'a> {
+    pub label: &'a str,
+    /// CSS class (its stroke colour).
+    pub class: &'static str,
+    pub points: Vec<(i64, u64)>,
+}
+
+/// A vertical marker (an OOM).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub at_ms: i64,
+    pub label: String,
+    pub href: Option<String>,
+}
+
+struct Scale {
+    x0: i64,
+    x1: i64,
+    y_max: f64,
+}
+
+impl Scale {
+    fn x(&self, t: i64) -> f64 {
+        let span = (self.x1 - self.x0).max(1) as f64;
+        LEFT + (t - self.x0) as f64 / span * (WIDTH - LEFT - RIGHT)
+    }
+
+    fn y(&self, value: f64) -> f64 {
+        HEIGHT - BOTTOM - value / self.y_max * (HEIGHT - TOP - BOTTOM)
+    }
+}
+
+fn time_label(ms: i64, span_ms: i64) -> String {
+    if span_ms > 2 * 86_400_000 {
+        format::date(ms)
+    } else {
+        format::hour_minute(ms)
+    }
+}
+
+/// A line chart of memory figures with markers. `range` fixes the time axis.
+pub fn line_chart(
+    aria: &str,
+    lines: &[Line<'_>],
+    marks: &[Mark],
+    range: Option<(i64, i64)>,
+) -> Markup {
+    let all = lines.iter().flat_map(|l| l.points.iter());
+    let (t_min, t_max) = all.clone().fold((i64::MAX, i64::MIN), |(lo, hi), (t, _)| {
+        (lo.min(*t), hi.max(*t))
+    });
+    let (x0, x1) = match range {
+        Some(range) => range,
+        None if t_min <= t_max => {
+            let marks_min = marks.iter().map(|m| m.at_ms).min().unwrap_or(t_min);
+            let marks_max = marks.iter().map(|m| m.at_ms).max().unwrap_or(t_max);
+            (t_min.min(marks_min), t_max.max(marks_max))
+        }
+        None => {
+            return html! { p.empty { "No memory samples in this range." } };
+        }
+    };
+    let y_top = all.map(|(_, v)| *v).max().unwrap_or(0).max(1024) as f64 * 1.08;
+    let scale = Scale {
+        x0,
+        x1: x1.max(x0 + 1),
+        y_max: y_top,
+    };
+    let y_ticks: Vec<f64> = (0..=4).map(|i| y_top * f64::from(i) / 4.0).collect();
+    let x_ticks: Vec<i64> = (0..=5).map(|i| x0 + (x1 - x0) * i / 5).collect();
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(aria) {
+                @for value in &y_ticks {
+                    line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(scale.y(*value))) y2=(fmt(scale.y(*value))) {}
+                    text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value) + 4.0)) text-anchor="end" { (format::kib(*value as u64)) }
+                }
+                @for t in &x_ticks {
+                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor="middle" { (time_label(*t, x1 - x0)) }
+                }
+                line.axis-line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
+                line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
+                @for line in lines {
+                    @if !line.points.is_empty() {
+                        polyline class={ "series " (line.class) } points=(polyline(&scale, &line.points, x0, x1)) {
+                            title { (line.label) }
+                        }
+                    }
+                }
+                @for mark in marks {
+                    @if mark.at_ms >= x0 && mark.at_ms <= x1 {
+                        @let x = fmt(scale.x(mark.at_ms));
+                        @match &mark.href {
+                            Some(href) => {
+                                a href=(href) {
+                                    line.oom-mark x1=(x) x2=(x) y1=(TOP) y2=(HEIGHT - BOTTOM) { title { (mark.label) } }
+                                    text.oom-label x=(x) y=(TOP + 10.0) text-anchor="middle" { "OOM" }
+                                }
+                            }
+                            None => {
+                                line.oom-mark x1=(x) x2=(x) y1=(TOP) y2=(HEIGHT - BOTTOM) { title { (mark.label) } }
+                                text.oom-label x=(x) y=(TOP + 10.0) text-anchor="middle" { "OOM" }
+                            }
+                        }
+                    }
+                }
+            }
+            figcaption {
+                ul.legend {
+                    @for line in lines {
+                        li { span class={ "swatch " (line.class) } {} (line.label) }
+                    }
+                    @if !marks.is_empty() {
+                        li { span class="swatch oom" {} "OOM" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn polyline(scale: &Scale, points: &[(i64, u64)], x0: i64, x1: i64) -> String {
+    let mut out = String::with_capacity(points.len() * 14);
+    for (t, value) in points.iter().filter(|(t, _)| *t >= x0 && *t <= x1) {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&fmt(scale.x(*t)));
+        out.push(',');
+        out.push_str(&fmt(scale.y(*value as f64)));
+    }
+    out
+}
+
+fn fmt(value: f64) -> String {
+    format!("{value:.1}")
+}
+
+/// One group of a stacked bar chart.
+#[derive(Debug, Clone)]
+pub struct Group<'a> {
+    pub key: &'a str,
+    pub label: &'a str,
+    pub class: &'static str,
+}
+
+struct Bar {
+    class: &'static str,
+    x: f64,
+    y: f64,
+    height: f64,
+    title: String,
+}
+
+/// Counts per bucket stacked by group. `counts`: `(bucket start ms, group key, count)`.
+pub fn stacked_bars(
+    aria: &str,
+    counts: &[(i64, String, i64)],
+    groups: &[Group<'_>],
+    range: (i64, i64),
+    bucket_ms: i64,
+) -> Markup {
+    let (x0, x1) = range;
+    let bucket_ms = bucket_ms.max(1);
+    let n_buckets = usize::try_from(((x1 - x0) / bucket_ms).clamp(1, 2000)).unwrap_or(1);
+    let mut stacks: Vec<Vec<i64>> = vec![vec![0; groups.len()]; n_buckets];
+    for (bucket, group, count) in counts {
+        let index = usize::try_from((bucket - x0).div_euclid(bucket_ms)).unwrap_or(usize::MAX);
+        let group_index = groups
+            .iter()
+            .position(|g| g.key == group.as_str())
+            .unwrap_or(groups.len().saturating_sub(1));
+        if let Some(stack) = stacks.get_mut(index) {
+            if let Some(cell) = stack.get_mut(group_index) {
+                *cell += count;
+            }
+        }
+    }
+    let y_max = stacks
+        .iter()
+        .map(|s| s.iter().sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let scale = Scale {
+        x0: 0,
+        x1: i64::try_from(n_buckets).unwrap_or(1),
+        y_max: y_max as f64 * 1.1,
+    };
+    let bar_width = ((WIDTH - LEFT - RIGHT) / n_buckets as f64 * 0.8).max(1.0);
+    let y_ticks: Vec<i64> = (0..=4).map(|i| (y_max * i + 3) / 4).collect();
+    let mut bars = Vec::new();
+    for (index, stack) in stacks.iter().enumerate() {
+        let mut base = 0i64;
+        for (group, count) in groups.iter().zip(stack).filter(|(_, count)| **count > 0) {
+            let top = scale.y((base + count) as f64);
+            let bottom = scale.y(base as f64);
+            bars.push(Bar {
+                class: group.class,
+                x: scale.x(index as i64),
+                y: top,
+                height: (bottom - top).max(0.5),
+                title: format!(
+                    "{}: {count} ({})",
+                    group.label,
+                    format::date_time(x0 + index as i64 * bucket_ms)
+                ),
+            });
+            base += count;
+        }
+    }
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(aria) {
+                @for value in &y_ticks {
+                    line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(scale.y(*value as f64))) y2=(fmt(scale.y(*value as f64))) {}
+                    text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value as f64) + 4.0)) text-anchor="end" { (value) }
+                }
+                @for i in 0..=4i64 {
+                    @let t = x0 + (x1 - x0) * i / 4;
+                    text.axis x=(fmt(LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / 4.0)) y=(HEIGHT - 8.0) text-anchor="middle" { (time_label(t, x1 - x0)) }
+                }
+                line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
+                @for bar in &bars {
+                    rect class={ "bar " (bar.class) } x=(fmt(bar.x)) y=(fmt(bar.y))
+                        width=(fmt(bar_width)) height=(fmt(bar.height)) {
+                        title { (bar.title) }
+                    }
+                }
+            }
+            figcaption {
+                ul.legend {
+                    @for group in groups {
+                        li { span class={ "swatch " (group.class) } {} (group.label) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_escaped_and_marks_drawn() {
+        let chart = line_chart(
+            "memory of <b>",
+            &[Line {
+                label: "<script>alert(1)</script>",
+                class: "s-actual",
+                points: vec![(0, 1024), (60_000, 2048)],
+            }],
+            &[Mark {
+                at_ms: 30_000,
+                label: "OOM <x>".into(),
+                href: Some("/ooms/1".into()),
+            }],
+            None,
+        )
+        .into_string();
+        assert!(
+            chart.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{chart}"
+        );
+        assert!(!chart.contains("<script>"));
+        assert!(chart.contains("class=\"oom-mark\""));
+        assert!(chart.contains("OOM &lt;x&gt;"));
+    }
+
+    #[test]
+    fn bars_stack_per_bucket() {
+        let groups = [
+            Group {
+                key: "balloon",
+                label: "balloon",
+                class: "v-balloon",
+            },
+            Group {
+                key: "other",
+                label: "other",
+                class: "v-other",
+            },
+        ];
+        let chart = stacked_bars(
+            "ooms",
+            &[
+                (0, "balloon".into(), 2),
+                (0, "weird".into(), 1),
+                (3_600_000, "balloon".into(), 1),
+            ],
+            &groups,
+            (0, 7_200_000),
+            3_600_000,
+        )
+        .into_string();
+        assert_eq!(chart.matches("<rect").count(), 3, "{chart}");
+        assert!(chart.contains("other: 1"));
+    }
+}

@@ -1,0 +1,272 @@
+//! Gathers a balloon-policy report's facts from the store: the only part of
+//! `reports` that does I/O, and only through `Store::query`, with SQL written once
+//! for both engines. Aggregation happens in the database (histogram bins, sums,
+//! maxima per VM), so the rows read back are per VM, not per rollup; only the
+//! near-miss periods, OOMs and the replay's Proxmox series are read row by row,
+//! each with a hard row cap.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ballast_model::VmConfig;
+
+use crate::reports::autoballoon::{HostPoint, ReplayPoint};
+use crate::reports::balloon_policy::{
+    HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
+    WorkingSetHistogram,
+};
+use crate::storage::{Param, Query, Store, StoreError};
+
+/// Working-set histogram bins (KiB).
+pub const BIN_KIB: u64 = 16 * 1024;
+/// Row cap of each row-by-row read.
+const ROW_CAP: i64 = 200_000;
+
+/// Reads everything [`crate::reports::balloon_policy::build`] needs for `[since, until)`.
+pub async fn load(
+    store: &dyn Store,
+    since_ms: i64,
+    until_ms: i64,
+    settings: &PolicySettings,
+) -> Result<PolicyInput, StoreError> {
+    let window = || vec![Param::int(since_ms), Param::int(until_ms)];
+    let mut vms: BTreeMap<String, VmFacts> = BTreeMap::new();
+    let platforms = platforms(store).await?;
+    let new_vm = |uuid: &str, name: String, host: String| VmFacts {
+        uuid: uuid.to_string(),
+        platform: platforms.get(&host).copied().unwrap_or(Platform::Unknown),
+        name,
+        host,
+        config: None,
+        findings: Vec::new(),
+        working_set: WorkingSetHistogram {
+            bin_kib: BIN_KIB,
+            ..WorkingSetHistogram::default()
+        },
+        held_periods: 0,
+        held_sum_kib: 0,
+        maximum_kib: None,
+        ooms: Vec::new(),
+        near_misses: Vec::new(),
+        replay_series: Vec::new(),
+    };
+
+    for row in store
+        .query(Query::new(
+            "SELECT vm_uuid, vm_name, host_id, config_json, findings_json FROM vms",
+            Vec::new(),
+        ))
+        .await?
+    {
+        let uuid = row.text_or_empty(0);
+        let mut facts = new_vm(&uuid, row.text_or_empty(1), row.text_or_empty(2));
+        facts.config = row
+            .text(3)
+            .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
+        facts.findings = row
+            .text(4)
+            .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
+            .unwrap_or_default();
+        vms.insert(uuid, facts);
+    }
+
+    let aggregates = "SELECT vm_uuid, MAX(vm_name), MAX(host_id), \
+         MAX(CASE WHEN available_last >= usable_last THEN available_last - usable_last END), \
+         COUNT(CASE WHEN maximum_kib >= actual_last THEN 1 END), \
+         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN maximum_kib - actual_last END) AS BIGINT), \
+         MAX(maximum_kib) \
+         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY vm_uuid";
+    for row in store.query(Query::new(aggregates, window())).await? {
+        let uuid = row.text_or_empty(0);
+        let facts = vms
+            .entry(uuid.clone())
+            .or_insert_with(|| new_vm(&uuid, row.text_or_empty(1), row.text_or_empty(2)));
+        facts.working_set.max_kib = row.kib(3);
+        facts.held_periods = row.kib(4).unwrap_or(0);
+        facts.held_sum_kib = row.kib(5).unwrap_or(0);
+        facts.maximum_kib = row.kib(6);
+    }
+
+    let histogram = "SELECT vm_uuid, (available_last - usable_last) / ? AS bin, COUNT(*) \
+         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? \
+         AND available_last IS NOT NULL AND usable_last IS NOT NULL \
+         AND available_last >= usable_last GROUP BY vm_uuid, bin";
+    let mut params = vec![Param::int(i64::try_from(BIN_KIB).unwrap_or(16_384))];
+    params.extend(window());
+    for row in store.query(Query::new(histogram, params)).await? {
+        if let (Some(facts), Some(bin), Some(count)) =
+            (vms.get_mut(&row.text_or_empty(0)), row.kib(1), row.kib(2))
+        {
+            facts.working_set.bins.push((bin, count));
+        }
+    }
+
+    let mut params = window();
+    params.push(Param::int(ROW_CAP));
+    for row in store
+        .query(Query::new(
+            "SELECT id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb FROM ooms \
+             WHERE captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms, id LIMIT ?",
+            params,
+        ))
+        .await?
+    {
+        if let Some(facts) = vms.get_mut(&row.text_or_empty(1)) {
+            facts.ooms.push(OomFact {
+                id: row.int_or_zero(0),
+                time_ms: row.int_or_zero(2),
+                verdict: row.text_or_empty(3),
+                balloon_held_kb: row.kib(4),
+            });
+        }
+    }
+
+    let mut params = window();
+    params.extend([
+        Param::kib(Some(settings.held_noise_kib)),
+        Param::kib(Some(settings.near_miss_pct)),
+        Param::int(ROW_CAP),
+    ]);
+    for row in store
+        .query(Query::new(
+            "SELECT vm_uuid, period_start_ms, usable_min, maximum_kib - actual_min FROM rollups \
+             WHERE period_start_ms >= ? AND period_start_ms < ? AND usable_min IS NOT NULL \
+             AND maximum_kib IS NOT NULL AND actual_min IS NOT NULL \
+             AND maximum_kib - actual_min >= ? AND usable_min * 100 < maximum_kib * ? \
+             ORDER BY period_start_ms LIMIT ?",
+            params,
+        ))
+        .await?
+    {
+        if let Some(facts) = vms.get_mut(&row.text_or_empty(0)) {
+            facts.near_misses.push(NearMissFact {
+                time_ms: row.int_or_zero(1),
+                kind: "usable_low".into(),
+                usable_kib: row.kib(2),
+                held_kib: row.kib(3),
+            });
+        }
+    }
+
+    let mut params = window();
+    params.push(Param::int(ROW_CAP));
+    for row in store
+        .query(Query::new(
+            "SELECT vm_uuid, captured_at_ms, body_json FROM events WHERE kind = 'near_miss' \
+             AND captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms LIMIT ?",
+            params,
+        ))
+        .await?
+    {
+        let body = row.json(2);
+        if let Some(facts) = vms.get_mut(&row.text_or_empty(0)) {
+            let held = match (
+                facts.maximum_kib,
+                body.get("actual_kib").and_then(|v| v.as_u64()),
+            ) {
+                (Some(maximum), Some(actual)) => Some(maximum.saturating_sub(actual)),
+                _ => None,
+            };
+            facts.near_misses.push(NearMissFact {
+                time_ms: row.int_or_zero(1),
+                kind: body
+                    .get("kind")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("near_miss")
+                    .chars()
+                    .take(40)
+                    .collect(),
+                usable_kib: body.get("usable_kib").and_then(|v| v.as_u64()),
+                held_kib: held,
+            });
+        }
+    }
+
+    let mut hosts = Vec::new();
+    let proxmox_hosts: Vec<String> = platforms
+        .iter()
+        .filter(|(_, platform)| **platform == Platform::Proxmox)
+        .map(|(host, _)| host.clone())
+        .collect();
+    for host in proxmox_hosts {
+        let mut params = vec![Param::text(host.as_str())];
+        params.extend(window());
+        params.push(Param::int(ROW_CAP));
+        let series = store
+            .query(Query::new(
+                "SELECT period_start_ms, MAX(host_total_kib), MIN(host_available_kib) FROM rollups \
+                 WHERE host_id = ? AND period_start_ms >= ? AND period_start_ms < ? \
+                 AND host_total_kib IS NOT NULL AND host_available_kib IS NOT NULL \
+                 GROUP BY period_start_ms ORDER BY period_start_ms LIMIT ?",
+                params,
+            ))
+            .await?
+            .iter()
+            .filter_map(|row| {
+                Some(HostPoint {
+                    at_ms: row.int(0)?,
+                    total_kib: row.kib(1)?,
+                    available_kib: row.kib(2)?,
+                })
+            })
+            .collect::<Vec<_>>();
+        if series.is_empty() {
+            continue;
+        }
+        for facts in vms.values_mut().filter(|vm| vm.host == host) {
+            let mut params = vec![Param::text(facts.uuid.as_str())];
+            params.extend(window());
+            params.push(Param::int(ROW_CAP));
+            facts.replay_series = store
+                .query(Query::new(
+                    "SELECT period_start_ms, period_secs, actual_last, unused_last FROM rollups \
+                     WHERE vm_uuid = ? AND period_start_ms >= ? AND period_start_ms < ? \
+                     AND actual_last IS NOT NULL ORDER BY period_start_ms LIMIT ?",
+                    params,
+                ))
+                .await?
+                .iter()
+                .filter_map(|row| {
+                    Some(ReplayPoint {
+                        at_ms: row.int(0)?,
+                        period_secs: row.int_or_zero(1),
+                        actual_kib: row.kib(2)?,
+                        free_kib: row.kib(3),
+                    })
+                })
+                .collect();
+        }
+        hosts.push(HostFacts { host, series });
+    }
+
+    Ok(PolicyInput {
+        since_ms,
+        until_ms,
+        vms: vms.into_values().collect(),
+        hosts,
+    })
+}
+
+/// Each host's backend, from its newest hello.
+async fn platforms(store: &dyn Store) -> Result<HashMap<String, Platform>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id, body_json FROM events WHERE kind = 'hello' ORDER BY captured_at_ms",
+            Vec::new(),
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let backend = row.json(1);
+            (
+                row.text_or_empty(0),
+                Platform::from_backend(
+                    backend
+                        .get("backend")
+                        .and_then(|b| b.as_str())
+                        .unwrap_or(""),
+                ),
+            )
+        })
+        .collect())
+}
