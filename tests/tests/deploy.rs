@@ -71,7 +71,9 @@ fn require(test: &str, what: &str, available: bool) -> bool {
         !in_ci(),
         "{test}: {what} is missing (scripts/install-deps.sh provides it)"
     );
-    eprintln!("SKIPPED {test}: {what} is missing; scripts/install-deps.sh provides it (in CI this fails)");
+    eprintln!(
+        "SKIPPED {test}: {what} is missing; scripts/install-deps.sh provides it (in CI this fails)"
+    );
     false
 }
 
@@ -138,9 +140,14 @@ fn ballast_names(text: &str) -> BTreeSet<String> {
     let mut index = 0;
     while let Some(offset) = text[index..].find("ballast_") {
         let start = index + offset;
-        let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
         let mut end = start + "ballast_".len();
-        while end < bytes.len() && (bytes[end].is_ascii_lowercase() || bytes[end].is_ascii_digit() || bytes[end] == b'_') {
+        while end < bytes.len()
+            && (bytes[end].is_ascii_lowercase()
+                || bytes[end].is_ascii_digit()
+                || bytes[end] == b'_')
+        {
             end += 1;
         }
         if boundary {
@@ -158,7 +165,9 @@ fn dashboard_queries() -> Vec<String> {
             serde_json::Value::Object(map) => {
                 for (key, inner) in map {
                     match (key.as_str(), inner) {
-                        ("expr" | "definition", serde_json::Value::String(text)) => out.push(text.clone()),
+                        ("expr" | "definition", serde_json::Value::String(text)) => {
+                            out.push(text.clone())
+                        }
                         _ => walk(inner, out),
                     }
                 }
@@ -181,17 +190,26 @@ fn docs_dashboard_and_rules_name_only_exported_metrics() {
     let docs = read(&repo().join("docs/metrics.md"));
     let documented = ballast_names(&docs);
     let undocumented: Vec<_> = exported.difference(&documented).collect();
-    assert!(undocumented.is_empty(), "docs/metrics.md misses {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "docs/metrics.md misses {undocumented:?}"
+    );
     for (source, names) in [
         ("docs/metrics.md", documented),
-        ("deploy/grafana/ballast.json", ballast_names(&dashboard_queries().join("\n"))),
+        (
+            "deploy/grafana/ballast.json",
+            ballast_names(&dashboard_queries().join("\n")),
+        ),
         (
             "deploy/prometheus/ballast-rules.yml",
             ballast_names(&read(&repo().join("deploy/prometheus/ballast-rules.yml"))),
         ),
     ] {
         let unknown: Vec<_> = names.difference(&exported).collect();
-        assert!(unknown.is_empty(), "{source} names metrics the agent does not export: {unknown:?}");
+        assert!(
+            unknown.is_empty(),
+            "{source} names metrics the agent does not export: {unknown:?}"
+        );
     }
 }
 
@@ -213,11 +231,15 @@ fn dashboard_queries_are_valid_promql() {
             .replace("$vm", ".*");
         let query = match query.strip_prefix("label_values(") {
             // label_values(metric, label) is Grafana's, not PromQL: check the selector.
-            Some(rest) => rest.rsplit_once(',').map_or(query.clone(), |(selector, _)| selector.to_string()),
+            Some(rest) => rest
+                .rsplit_once(',')
+                .map_or(query.clone(), |(selector, _)| selector.to_string()),
             None => query,
         };
         let quoted = serde_json::to_string(&query).expect("a string serializes");
-        rules.push_str(&format!("      - record: dashboard:query_{index}\n        expr: {quoted}\n"));
+        rules.push_str(&format!(
+            "      - record: dashboard:query_{index}\n        expr: {quoted}\n"
+        ));
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("dashboard-rules.yml");
@@ -233,14 +255,26 @@ fn alert_rules_pass_promtool_unit_tests() {
         return;
     };
     let dir = repo().join("deploy/prometheus");
-    run(Command::new(&promtool).current_dir(&dir).args(["check", "rules", "ballast-rules.yml"]));
-    let output = run(Command::new(&promtool).current_dir(&dir).args(["test", "rules", "ballast-rules.test.yml"]));
+    run(Command::new(&promtool)
+        .current_dir(&dir)
+        .args(["check", "rules", "ballast-rules.yml"]));
+    let output = run(Command::new(&promtool).current_dir(&dir).args([
+        "test",
+        "rules",
+        "ballast-rules.test.yml",
+    ]));
     assert!(stdout(&output).contains("SUCCESS"), "{}", stdout(&output));
     // Every alert has at least one test case.
     let rules = read(&dir.join("ballast-rules.yml"));
     let tests = read(&dir.join("ballast-rules.test.yml"));
-    for alert in rules.lines().filter_map(|line| line.trim().strip_prefix("- alert: ")) {
-        assert!(tests.contains(&format!("alertname: {alert}\n")), "{alert} has no promtool test");
+    for alert in rules
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("- alert: "))
+    {
+        assert!(
+            tests.contains(&format!("alertname: {alert}\n")),
+            "{alert} has no promtool test"
+        );
     }
 }
 
@@ -267,14 +301,26 @@ fn units_have_the_documented_hardening() {
             assert!(has(unit, line), "{name} unit lacks {line}");
         }
         // Neither binary handles SIGHUP: a reload would kill the daemon.
-        assert!(!unit.contains("\nExecReload="), "{name} unit must not have ExecReload");
+        assert!(
+            !unit.contains("\nExecReload="),
+            "{name} unit must not have ExecReload"
+        );
     }
-    assert!(has(&agent, &format!("ReadWritePaths={}", ballast_agent::paths::STATE_DIR)));
     assert!(has(
         &agent,
-        &format!("ExecStart=/usr/bin/ballast-agent run --config {}", ballast_agent::paths::CONFIG_FILE)
+        &format!("ReadWritePaths={}", ballast_agent::paths::STATE_DIR)
     ));
-    assert!(has(&agent, "ProtectHome=read-only"), "serial logs may live below /home");
+    assert!(has(
+        &agent,
+        &format!(
+            "ExecStart=/usr/bin/ballast-agent run --config {}",
+            ballast_agent::paths::CONFIG_FILE
+        )
+    ));
+    assert!(
+        has(&agent, "ProtectHome=read-only"),
+        "serial logs may live below /home"
+    );
     assert!(has(&collector, "User=ballast"));
     assert!(has(&collector, "ReadWritePaths=/var/lib/ballast-collector"));
     assert!(has(&collector, "ProtectHome=yes"));
@@ -287,7 +333,10 @@ fn units_have_the_documented_hardening() {
     // Exposure per `systemd-analyze security` (0 = locked down, 10 = unconfined; the
     // threshold is in tenths): the agent is root without capabilities (2.1), the
     // collector an unprivileged user (1.4). A weakened unit fails here.
-    for (unit, threshold) in [("ballast-agent.service", "25"), ("ballast-collector.service", "20")] {
+    for (unit, threshold) in [
+        ("ballast-agent.service", "25"),
+        ("ballast-collector.service", "20"),
+    ] {
         let output = run(Command::new(&analyze)
             .current_dir(&units)
             .args(["security", "--offline=true", "--no-pager"])
@@ -355,28 +404,69 @@ fn package_files(deb: &Path) -> Vec<String> {
 
 fn check_control_fields(debs: &Debs) {
     let depends = control_field(&debs.agent, "Depends");
-    assert!(!depends.contains("libvirt"), "ballast-agent must not depend on libvirt0: {depends}");
+    assert!(
+        !depends.contains("libvirt"),
+        "ballast-agent must not depend on libvirt0: {depends}"
+    );
     let depends = control_field(&debs.agent_libvirt, "Depends");
-    assert!(depends.contains("libvirt0"), "ballast-agent-libvirt: {depends}");
-    assert_eq!(control_field(&debs.agent, "Conflicts"), "ballast-agent-libvirt");
-    assert_eq!(control_field(&debs.agent_libvirt, "Conflicts"), "ballast-agent");
-    assert_eq!(control_field(&debs.agent_libvirt, "Replaces"), "ballast-agent");
+    assert!(
+        depends.contains("libvirt0"),
+        "ballast-agent-libvirt: {depends}"
+    );
+    assert_eq!(
+        control_field(&debs.agent, "Conflicts"),
+        "ballast-agent-libvirt"
+    );
+    assert_eq!(
+        control_field(&debs.agent_libvirt, "Conflicts"),
+        "ballast-agent"
+    );
+    assert_eq!(
+        control_field(&debs.agent_libvirt, "Replaces"),
+        "ballast-agent"
+    );
     let depends = control_field(&debs.collector, "Depends");
-    assert!(depends.contains("adduser") && !depends.contains("libvirt"), "ballast-collector: {depends}");
+    assert!(
+        depends.contains("adduser") && !depends.contains("libvirt"),
+        "ballast-collector: {depends}"
+    );
     for (deb, unit, conffile) in [
-        (&debs.agent, "ballast-agent.service", "/etc/ballast/agent.yaml"),
-        (&debs.agent_libvirt, "ballast-agent.service", "/etc/ballast/agent.yaml"),
-        (&debs.collector, "ballast-collector.service", "/etc/ballast/collector.yaml"),
+        (
+            &debs.agent,
+            "ballast-agent.service",
+            "/etc/ballast/agent.yaml",
+        ),
+        (
+            &debs.agent_libvirt,
+            "ballast-agent.service",
+            "/etc/ballast/agent.yaml",
+        ),
+        (
+            &debs.collector,
+            "ballast-collector.service",
+            "/etc/ballast/collector.yaml",
+        ),
     ] {
         let files = package_files(deb);
-        assert!(files.iter().any(|file| file.ends_with(&format!("/systemd/system/{unit}"))), "{files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|file| file.ends_with(&format!("/systemd/system/{unit}"))),
+            "{files:?}"
+        );
         assert!(files.iter().any(|file| file == conffile), "{files:?}");
         let control = tempfile::tempdir().expect("temp dir");
-        run(Command::new("dpkg-deb").arg("-e").arg(deb).arg(control.path()));
+        run(Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(deb)
+            .arg(control.path()));
         assert_eq!(read(&control.path().join("conffiles")).trim(), conffile);
     }
     let files = package_files(&debs.collector);
-    for shipped in ["/usr/share/ballast/grafana/ballast.json", "/usr/share/ballast/prometheus/ballast-rules.yml"] {
+    for shipped in [
+        "/usr/share/ballast/grafana/ballast.json",
+        "/usr/share/ballast/prometheus/ballast-rules.yml",
+    ] {
         assert!(files.iter().any(|file| file == shipped), "{files:?}");
     }
 }
@@ -393,13 +483,23 @@ fn base_root() -> PathBuf {
     let _ = std::fs::remove_dir_all(&partial);
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&partial).expect("create the base root directory");
-    let mirror = std::env::var("BALLAST_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".into());
+    let mirror = std::env::var("BALLAST_DEBIAN_MIRROR")
+        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
     let started = Instant::now();
-    eprintln!("debootstrap: building {} (once; a few minutes)", base.display());
-    run(Command::new(tool("debootstrap").expect("checked by the caller"))
-        .args(["--variant=minbase", "--include=systemd,libvirt0", "bookworm"])
-        .arg(&partial)
-        .arg(&mirror));
+    eprintln!(
+        "debootstrap: building {} (once; a few minutes)",
+        base.display()
+    );
+    run(
+        Command::new(tool("debootstrap").expect("checked by the caller"))
+            .args([
+                "--variant=minbase",
+                "--include=systemd,libvirt0",
+                "bookworm",
+            ])
+            .arg(&partial)
+            .arg(&mirror),
+    );
     std::fs::write(partial.join(".ballast-recipe"), RECIPE).expect("write the recipe stamp");
     std::fs::rename(&partial, &base).expect("move the base root into place");
     eprintln!("debootstrap took {:?}", started.elapsed());
@@ -426,7 +526,10 @@ impl Root {
 
     fn chroot(&self) -> Command {
         let mut command = Command::new("chroot");
-        command.arg(&self.path).env("DEBIAN_FRONTEND", "noninteractive").env("LC_ALL", "C");
+        command
+            .arg(&self.path)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C");
         command
     }
 
@@ -447,7 +550,10 @@ impl Root {
 
     /// Copies a .deb into the root's /tmp; returns its path inside the root.
     fn stage(&self, deb: &Path) -> String {
-        let name = deb.file_name().and_then(|name| name.to_str()).expect("a .deb file name");
+        let name = deb
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("a .deb file name");
         std::fs::copy(deb, self.join("tmp").join(name)).expect("copy the .deb into the root");
         format!("/tmp/{name}")
     }
@@ -467,12 +573,18 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
-        if std::thread::panicking() || std::env::var("BALLAST_KEEP_DEPLOY_ROOT").as_deref() == Ok("1") {
+        if std::thread::panicking()
+            || std::env::var("BALLAST_KEEP_DEPLOY_ROOT").as_deref() == Ok("1")
+        {
             eprintln!("kept the installed root at {}", self.path.display());
             return;
         }
         // Nothing is mounted inside; --one-file-system guards against surprises.
-        let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.path).status();
+        let _ = Command::new("rm")
+            .arg("-rf")
+            .arg("--one-file-system")
+            .arg(&self.path)
+            .status();
     }
 }
 
@@ -495,7 +607,10 @@ impl Daemon {
 
     /// Sends SIGTERM and returns the exit status (None when it did not exit in 20 s).
     fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -516,7 +631,11 @@ impl Daemon {
             if let Some(body) = http_get(port, path) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "no answer on port {port}:\n{}", read(&self.log));
+            assert!(
+                Instant::now() < deadline,
+                "no answer on port {port}:\n{}",
+                read(&self.log)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -550,8 +669,13 @@ fn free_port() -> u16 {
 }
 
 fn mode(path: &Path) -> (u32, u32, u32) {
-    let metadata = std::fs::metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-    (metadata.permissions().mode() & 0o7777, metadata.uid(), metadata.gid())
+    let metadata =
+        std::fs::metadata(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    (
+        metadata.permissions().mode() & 0o7777,
+        metadata.uid(),
+        metadata.gid(),
+    )
 }
 
 /// `key: value` lines of YAML text with `key` (at any indent) set to `value`.
@@ -603,21 +727,45 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
         let (file_mode, uid, _) = mode(&root.join(binary));
         assert_eq!((file_mode, uid), (0o755, 0), "{binary}");
     }
-    assert_eq!(read(&root.join("etc/ballast/agent.yaml")), read(&repo().join("config/agent.example.yaml")));
-    let (uid, gid, shell) = root.user("ballast").expect("the package created the user ballast");
-    assert!(uid < 1000 && shell.ends_with("nologin"), "ballast is a system user: {uid} {shell}");
-    assert!(read(&root.join("etc/group")).lines().any(|line| line.starts_with(&format!("ballast:x:{gid}:"))));
+    assert_eq!(
+        read(&root.join("etc/ballast/agent.yaml")),
+        read(&repo().join("config/agent.example.yaml"))
+    );
+    let (uid, gid, shell) = root
+        .user("ballast")
+        .expect("the package created the user ballast");
+    assert!(
+        uid < 1000 && shell.ends_with("nologin"),
+        "ballast is a system user: {uid} {shell}"
+    );
+    assert!(read(&root.join("etc/group"))
+        .lines()
+        .any(|line| line.starts_with(&format!("ballast:x:{gid}:"))));
     assert_eq!(mode(&root.join("var/lib/ballast")), (0o700, 0, 0));
-    assert_eq!(mode(&root.join("var/lib/ballast-collector")), (0o750, uid, gid));
-    assert_eq!(mode(&root.join("etc/ballast/collector.yaml")), (0o640, 0, gid));
+    assert_eq!(
+        mode(&root.join("var/lib/ballast-collector")),
+        (0o750, uid, gid)
+    );
+    assert_eq!(
+        mode(&root.join("etc/ballast/collector.yaml")),
+        (0o640, 0, gid)
+    );
     for unit in ["ballast-agent.service", "ballast-collector.service"] {
-        let wants = root.join("etc/systemd/system/multi-user.target.wants").join(unit);
+        let wants = root
+            .join("etc/systemd/system/multi-user.target.wants")
+            .join(unit);
         assert!(wants.symlink_metadata().is_ok(), "{unit} is not enabled");
         let conffiles = stdout(&root.dpkg(&["-s", unit.trim_end_matches(".service")]));
-        assert!(conffiles.contains("Conffiles:\n /etc/ballast/"), "{conffiles}");
+        assert!(
+            conffiles.contains("Conffiles:\n /etc/ballast/"),
+            "{conffiles}"
+        );
     }
     let ldd = stdout(&run(root.chroot().args(["ldd", "/usr/bin/ballast-agent"])));
-    assert!(!ldd.contains("libvirt"), "the Proxmox flavour links libvirt:\n{ldd}");
+    assert!(
+        !ldd.contains("libvirt"),
+        "the Proxmox flavour links libvirt:\n{ldd}"
+    );
 
     // systemd-analyze verify against the root's own systemd units; any message is a finding.
     for unit in ["ballast-agent.service", "ballast-collector.service"] {
@@ -626,16 +774,35 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
             .arg(format!("--root={}", root.path.display()))
             .arg(unit));
         let messages = String::from_utf8_lossy(&output.stderr);
-        assert!(messages.trim().is_empty(), "systemd-analyze verify {unit}:\n{messages}");
+        assert!(
+            messages.trim().is_empty(),
+            "systemd-analyze verify {unit}:\n{messages}"
+        );
     }
 
     // 4. The installed binaries on the shipped configuration.
-    let check = stdout(&run(root.chroot().args(["ballast-agent", "check-config", "/etc/ballast/agent.yaml"])));
+    let check = stdout(&run(root.chroot().args([
+        "ballast-agent",
+        "check-config",
+        "/etc/ballast/agent.yaml",
+    ])));
     assert!(check.contains(": OK"), "{check}");
-    let printed = stdout(&run(root.chroot().args(["ballast-agent", "--print-default-config"])));
-    assert_eq!(printed, read(&root.join("etc/ballast/agent.yaml")), "the package ships the binary's defaults");
-    let printed = stdout(&run(root.chroot().args(["ballast-collector", "--print-default-config"])));
-    assert_eq!(printed, read(&root.join("etc/ballast/collector.yaml")), "the package ships the binary's defaults");
+    let printed = stdout(&run(root
+        .chroot()
+        .args(["ballast-agent", "--print-default-config"])));
+    assert_eq!(
+        printed,
+        read(&root.join("etc/ballast/agent.yaml")),
+        "the package ships the binary's defaults"
+    );
+    let printed = stdout(&run(root
+        .chroot()
+        .args(["ballast-collector", "--print-default-config"])));
+    assert_eq!(
+        printed,
+        read(&root.join("etc/ballast/collector.yaml")),
+        "the package ships the binary's defaults"
+    );
 
     // The collector as its service user, on the shipped config (state dir as shipped,
     // inside the throwaway root) with only the port moved off 8470.
@@ -644,7 +811,12 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
     let config = set_yaml(&shipped, "listen", &format!("127.0.0.1:{collector_port}"));
     std::fs::write(root.join("tmp/collector.yaml"), config).expect("write the test config");
     let mut serve = root.chroot_as(uid, gid);
-    serve.args(["/usr/bin/ballast-collector", "serve", "--config", "/tmp/collector.yaml"]);
+    serve.args([
+        "/usr/bin/ballast-collector",
+        "serve",
+        "--config",
+        "/tmp/collector.yaml",
+    ]);
     let mut collector = Daemon::start(serve, root.join("tmp/collector.log"));
     assert_eq!(collector.wait_http(collector_port, "/healthz").trim(), "ok");
     let (_, db_uid, _) = mode(&root.join("var/lib/ballast-collector/collector.sqlite"));
@@ -659,7 +831,8 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
     ])));
     let token_file = root.join("etc/ballast/agent.token");
     std::fs::write(&token_file, token.trim()).expect("write the token");
-    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod the token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod the token");
 
     // The agent on the shipped config plus the three settings docs/deploy.md has an
     // admin set, on a host that looks like Proxmox VE with no VM running.
@@ -668,49 +841,98 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
     let metrics_port = free_port();
     let mut config = read(&root.join("etc/ballast/agent.yaml"));
     config = set_yaml(&config, "host_id", "pve1");
-    config = set_yaml(&config, "url", &format!("http://127.0.0.1:{collector_port}"));
+    config = set_yaml(
+        &config,
+        "url",
+        &format!("http://127.0.0.1:{collector_port}"),
+    );
     config = set_yaml(&config, "listen", &format!("127.0.0.1:{metrics_port}"));
     std::fs::write(root.join("tmp/agent.yaml"), config).expect("write the agent config");
-    run(root.chroot().args(["ballast-agent", "check-config", "/tmp/agent.yaml"]));
+    run(root
+        .chroot()
+        .args(["ballast-agent", "check-config", "/tmp/agent.yaml"]));
     let mut run_agent = root.chroot();
-    run_agent.args(["/usr/bin/ballast-agent", "run", "--config", "/tmp/agent.yaml"]);
+    run_agent.args([
+        "/usr/bin/ballast-agent",
+        "run",
+        "--config",
+        "/tmp/agent.yaml",
+    ]);
     let mut agent = Daemon::start(run_agent, root.join("tmp/agent.log"));
     let metrics = agent.wait_http(metrics_port, "/metrics");
     assert!(metrics.contains("\nballast_agent_vms 0\n"), "{metrics}");
-    assert!(root.join("var/lib/ballast/spool").is_dir(), "the agent writes its state dir");
+    assert!(
+        root.join("var/lib/ballast/spool").is_dir(),
+        "the agent writes its state dir"
+    );
     let status = agent.stop().expect("the agent stops on SIGTERM");
-    assert!(status.success(), "agent exit {status}:\n{}", read(&agent.log));
+    assert!(
+        status.success(),
+        "agent exit {status}:\n{}",
+        read(&agent.log)
+    );
     let status = collector.stop().expect("the collector stops on SIGTERM");
-    assert!(status.success(), "collector exit {status}:\n{}", read(&collector.log));
+    assert!(
+        status.success(),
+        "collector exit {status}:\n{}",
+        read(&collector.log)
+    );
 
     // 5. Upgrades keep a changed conffile, also across a switch of flavour.
     let agent_yaml = root.join("etc/ballast/agent.yaml");
     let changed = set_yaml(&read(&agent_yaml), "poll_interval_secs", "20");
     std::fs::write(&agent_yaml, &changed).expect("change agent.yaml");
     root.dpkg(&["-i", &agent_deb]);
-    assert_eq!(read(&agent_yaml), changed, "reinstall keeps the admin's agent.yaml");
+    assert_eq!(
+        read(&agent_yaml),
+        changed,
+        "reinstall keeps the admin's agent.yaml"
+    );
     root.dpkg(&["-i", &agent_libvirt_deb]);
-    assert_eq!(read(&agent_yaml), changed, "the libvirt flavour keeps the admin's agent.yaml");
+    assert_eq!(
+        read(&agent_yaml),
+        changed,
+        "the libvirt flavour keeps the admin's agent.yaml"
+    );
     let ldd = stdout(&run(root.chroot().args(["ldd", "/usr/bin/ballast-agent"])));
     assert!(ldd.contains("libvirt.so.0"), "{ldd}");
-    let listing = stdout(&run(root.chroot().args(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\n"])));
+    let listing = stdout(&run(root.chroot().args([
+        "dpkg-query",
+        "-W",
+        "-f",
+        "${Package} ${db:Status-Abbrev}\n",
+    ])));
     assert!(listing.contains("ballast-agent-libvirt ii"), "{listing}");
     // Purging the replaced flavour leaves the installed one's state and enablement.
     root.dpkg(&["--purge", "ballast-agent"]);
-    assert!(root.join("var/lib/ballast/spool").is_dir(), "purging the old flavour kept the state");
+    assert!(
+        root.join("var/lib/ballast/spool").is_dir(),
+        "purging the old flavour kept the state"
+    );
     assert!(token_file.exists());
-    assert!(root
-        .join("etc/systemd/system/multi-user.target.wants/ballast-agent.service")
-        .symlink_metadata()
-        .is_ok(), "purging the old flavour kept ballast-agent.service enabled");
-    run(root.chroot().args(["ballast-agent", "check-config", "/etc/ballast/agent.yaml"]));
+    assert!(
+        root.join("etc/systemd/system/multi-user.target.wants/ballast-agent.service")
+            .symlink_metadata()
+            .is_ok(),
+        "purging the old flavour kept ballast-agent.service enabled"
+    );
+    run(root
+        .chroot()
+        .args(["ballast-agent", "check-config", "/etc/ballast/agent.yaml"]));
 
     // Remove keeps state and configuration; purge deletes them.
     root.dpkg(&["-r", "ballast-agent-libvirt", "ballast-collector"]);
-    assert!(root.join("var/lib/ballast").is_dir() && root.join("var/lib/ballast-collector").is_dir());
+    assert!(
+        root.join("var/lib/ballast").is_dir() && root.join("var/lib/ballast-collector").is_dir()
+    );
     assert!(agent_yaml.exists() && token_file.exists());
     root.dpkg(&["--purge", "ballast-agent-libvirt", "ballast-collector"]);
-    for gone in ["var/lib/ballast", "var/lib/ballast-collector", "etc/ballast", "usr/bin/ballast-agent"] {
+    for gone in [
+        "var/lib/ballast",
+        "var/lib/ballast-collector",
+        "etc/ballast",
+        "usr/bin/ballast-agent",
+    ] {
         assert!(!root.join(gone).exists(), "{gone} survived the purge");
     }
     assert!(
