@@ -58,6 +58,7 @@ qemu-block-extra qemu-guest-agent
 # installed from the main suite together with BASE_PACKAGES.
 EXTRA_PACKAGES="
 postgresql
+prometheus debootstrap
 "
 # -----------------------------------------------------------------------------
 
