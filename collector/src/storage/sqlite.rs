@@ -78,7 +78,7 @@ impl SqliteStore {
                 }
                 let mut connection = Connection::open(&path)?;
                 connection.execute_batch(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;",
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; PRAGMA cache_size = -65536;",
                 )?;
                 migrate(&mut connection)?;
                 Ok(connection)
