@@ -1,0 +1,270 @@
+//! The whole fleet path with real components: real libvirt guests that balloon and OOM,
+//! `ballast-agent run` on the host, and two `ballast-collector serve` instances, one on
+//! embedded SQLite and one on a real PostgreSQL server. The query API of both must
+//! list the balloon-induced OOM and the plain one within seconds, with the right
+//! correlation verdicts, and agree with each other.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ballast_testpg::TestPg;
+use ballast_tests::{binary, free_port, http_get, wait_until, Daemon};
+use ballast_testvm::{lab_or_skip, scenario, GuestSpec};
+use serde_json::Value;
+
+const HOST: &str = "e2e-host";
+
+struct Collector {
+    addr: SocketAddr,
+    token_file: PathBuf,
+    daemon: Daemon,
+}
+
+/// Writes a collector config, creates the host's token, starts `serve`.
+fn start_collector(dir: &Path, storage_yaml: &str) -> Collector {
+    std::fs::create_dir_all(dir).expect("collector dir");
+    let port = free_port();
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nstate_dir: {}\n{storage_yaml}",
+            dir.display()
+        ),
+    )
+    .expect("collector config");
+    let output = Command::new(binary("ballast-collector"))
+        .args(["token", "create", HOST, "--config"])
+        .arg(&config)
+        .output()
+        .expect("token create runs");
+    assert!(
+        output.status.success(),
+        "token create: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("utf-8 token");
+    let token_file = dir.join("agent.token");
+    std::fs::write(&token_file, token.trim()).expect("token file");
+    let config_arg = config.to_str().expect("utf-8 path").to_string();
+    let log = dir.join("collector.log");
+    let daemon = Daemon::start(
+        "ballast-collector",
+        &["serve", "--config", &config_arg],
+        &log,
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    wait_until("the collector to answer", Duration::from_secs(30), || {
+        matches!(http_get(addr, "/healthz", None), Ok((200, _))).then_some(())
+    });
+    Collector {
+        addr,
+        token_file,
+        daemon,
+    }
+}
+
+fn start_agent(dir: &Path, collector: &Collector) -> Daemon {
+    std::fs::create_dir_all(dir).expect("agent dir");
+    let config = dir.join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "host_id: {HOST}\nstate_dir: {}\npoll_interval_secs: 2\ncollector:\n  url: http://{}\n  token_file: {}\n",
+            dir.display(),
+            collector.addr,
+            collector.token_file.display()
+        ),
+    )
+    .expect("agent config");
+    let config_arg = config.to_str().expect("utf-8 path").to_string();
+    Daemon::start(
+        "ballast-agent",
+        &["run", "--config", &config_arg],
+        &dir.join("agent.log"),
+    )
+}
+
+/// The OOMs the collector lists for one VM name.
+fn ooms_for(collector: &Collector, vm_name: &str) -> Vec<Value> {
+    let Ok((200, body)) = http_get(collector.addr, "/api/v1/ooms?limit=50", None) else {
+        return Vec::new();
+    };
+    let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|item| item["vm"]["name"] == vm_name)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn summary(item: &Value) -> (String, String, String) {
+    (
+        item["vm"]["name"].as_str().unwrap_or_default().to_string(),
+        item["report_verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        item["correlation"]["verdict"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+#[test]
+fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
+    let Some(lab) =
+        lab_or_skip("balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation")
+    else {
+        return;
+    };
+    let pg = match TestPg::start() {
+        Ok(pg) => pg,
+        Err(error) if ballast_testpg::may_skip() => {
+            eprintln!("!!! SKIPPED: no PostgreSQL here ({error}); CI installs it");
+            return;
+        }
+        Err(error) => panic!("PostgreSQL is required in CI: {error}"),
+    };
+    let database_url = pg.create_database().expect("database");
+    let root = std::env::temp_dir().join(format!("ballast-fleet-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+
+    let sqlite = start_collector(&root.join("collector-sqlite"), "storage:\n  type: sqlite\n");
+    let postgres = start_collector(
+        &root.join("collector-postgres"),
+        &format!("storage:\n  type: postgres\n  url: '{database_url}'\n"),
+    );
+
+    let spec = GuestSpec {
+        memory_mib: 512,
+        current_mib: 512,
+        stats_period_secs: 2,
+        ..GuestSpec::default()
+    };
+    let mut guests = lab
+        .boot_many(vec![spec.clone(), spec])
+        .expect("guests boot");
+    let plain = guests.pop().expect("two guests");
+    let ballooned = guests.pop().expect("two guests");
+    for guest in [&ballooned, &plain] {
+        guest
+            .wait_ready(Duration::from_secs(120))
+            .expect("guest ready");
+    }
+    // One agent per collector: the same host, watched twice, shipped to each store.
+    let agents = [
+        start_agent(&root.join("agent-sqlite"), &sqlite),
+        start_agent(&root.join("agent-postgres"), &postgres),
+    ];
+    for dir in ["agent-sqlite", "agent-postgres"] {
+        let status = root.join(dir).join("status.json");
+        wait_until(
+            "the agents to see both guests",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&status).unwrap_or_default();
+                (text.contains(ballooned.name()) && text.contains(plain.name())).then_some(())
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_secs(5));
+
+    scenario::inflate_then_grow(&ballooned, 200, Duration::from_secs(90))
+        .expect("balloon-induced OOM");
+    // The harness saw the kill line on the serial log: time from there to the API.
+    let seen = Instant::now();
+    let first = wait_until(
+        "the balloon OOM in the SQLite collector's API",
+        Duration::from_secs(60),
+        || ooms_for(&sqlite, ballooned.name()).into_iter().next(),
+    );
+    let latency = seen.elapsed();
+    eprintln!("BENCH serial kill line seen -> listed by GET /api/v1/ooms (SQLite): {latency:?}");
+
+    plain.start_hog(16, 100).expect("hog starts");
+    plain
+        .wait_serial("Out of memory: Killed process", Duration::from_secs(120))
+        .expect("plain OOM");
+    let seen_plain = Instant::now();
+    for collector in [&sqlite, &postgres] {
+        for name in [ballooned.name(), plain.name()] {
+            wait_until(
+                "both OOMs in both collectors",
+                Duration::from_secs(60),
+                || (!ooms_for(collector, name).is_empty()).then_some(()),
+            );
+        }
+    }
+    eprintln!(
+        "BENCH plain OOM kill line seen -> in both collectors: {:?}",
+        seen_plain.elapsed()
+    );
+
+    assert_eq!(first["correlation"]["verdict"], "balloon", "{first:#}");
+    assert_eq!(first["report_verdict"], "balloon");
+    assert_eq!(first["killed"]["comm"], "memhog");
+    assert_eq!(first["host"], HOST);
+    let held = first["correlation"]["balloon_held_kb"]
+        .as_i64()
+        .expect("held");
+    assert!(held >= 300 * 1024, "the balloon held ~312 MiB: {held}");
+    let inflated = first["correlation"]["inflated_kb_before"]
+        .as_i64()
+        .expect("inflation");
+    assert!(
+        inflated >= 300 * 1024,
+        "inflation before the OOM: {inflated}"
+    );
+
+    let plain_oom = ooms_for(&sqlite, plain.name()).remove(0);
+    assert_eq!(
+        plain_oom["correlation"]["verdict"], "not_balloon",
+        "{plain_oom:#}"
+    );
+    assert_ne!(plain_oom["report_verdict"], "balloon");
+
+    // The full event: raw report, analysis and the balloon history before it.
+    let link = first["link"].as_str().expect("link");
+    let (status, body) = http_get(sqlite.addr, link, None).expect("detail");
+    assert_eq!(status, 200, "{body}");
+    let detail: Value = serde_json::from_str(&body).expect("detail JSON");
+    assert!(detail["raw_report"]
+        .as_str()
+        .is_some_and(|raw| raw.contains("invoked oom-killer")));
+    assert!(detail["balloon_history"]
+        .as_array()
+        .is_some_and(|points| points.len() >= 3));
+
+    // Both stores tell the same story, each OOM exactly once.
+    let mut answers = Vec::new();
+    for collector in [&sqlite, &postgres] {
+        let mut rows: Vec<_> = [ballooned.name(), plain.name()]
+            .iter()
+            .flat_map(|name| ooms_for(collector, name))
+            .map(|item| summary(&item))
+            .collect();
+        rows.sort();
+        assert_eq!(rows.len(), 2, "each OOM exactly once: {rows:?}");
+        answers.push(rows);
+    }
+    assert_eq!(answers[0], answers[1], "SQLite and PostgreSQL disagree");
+
+    for agent in agents {
+        agent.stop();
+    }
+    sqlite.daemon.stop();
+    postgres.daemon.stop();
+    let _ = std::fs::remove_dir_all(&root);
+}
