@@ -59,6 +59,7 @@ qemu-block-extra qemu-guest-agent
 EXTRA_PACKAGES="
 postgresql
 prometheus debootstrap
+chromium
 "
 # -----------------------------------------------------------------------------
 
