@@ -209,15 +209,14 @@ fn fleet_facts_give_exact_recommendations() {
     assert_eq!(web.near_misses[0].usable_kib, Some(200 * MIB));
     assert_eq!(web.near_misses[1].kind, "out_of_puff");
     let issues: Vec<&str> = web.actions.iter().map(|a| a.issue.as_str()).collect();
-    assert_eq!(issues, ["raise_floor", "deflate_on_oom_off", "shrink"]);
+    assert_eq!(issues, ["raise_floor", "deflate_on_oom_off"]);
     assert_eq!(web.actions[0].fix, ["qm set 101 --balloon 1856"]);
     assert_eq!(
         web.actions[1].fix,
         ["qm set 101 --args '-global virtio-balloon-pci.deflate-on-oom=on' (replaces existing args; restart the VM)"]
     );
-    // Never above 1500 MiB of 4 GiB: shrink to 1500 + 50 % = 2250 -> 2304 MiB.
-    assert_eq!(web.shrink_to_kib, Some(2304 * MIB));
-    assert_eq!(web.actions[2].fix, ["qm set 101 --memory 2304"]);
+    // Never above 1500 MiB of 4 GiB, but it ran out: never a shrink candidate.
+    assert_eq!(web.shrink_to_kib, None);
 
     let db = &report.vms[2];
     // 2000 MiB + 20 % = 2400 -> 2432 MiB; the configured floor (8 GiB) is above it.
@@ -250,7 +249,7 @@ fn fleet_facts_give_exact_recommendations() {
     assert_eq!((fleet.balloon_ooms, fleet.balloon_contributed_ooms), (1, 0));
     assert_eq!(fleet.near_misses, 2);
     assert_eq!(fleet.floors_below_working_set, 1);
-    assert_eq!(fleet.shrink_candidates, 2);
+    assert_eq!(fleet.shrink_candidates, 1);
 
     // The replay inflates web while pve1 is over 80 % and the OOM 200 s later follows it.
     assert_eq!(report.replay.len(), 1);
@@ -287,7 +286,7 @@ fn renderings_escape_names_and_say_the_numbers() {
     assert_eq!(lines[0], render::CSV_HEADER);
     assert_eq!(
         lines[1],
-        "pve1,web,101,proxmox,4096,1024,100,1040,1232,1500,1856,true,1,2,512,2304,raise_floor;deflate_on_oom_off;shrink"
+        "pve1,web,101,proxmox,4096,1024,100,1040,1232,1500,1856,true,1,2,512,,raise_floor;deflate_on_oom_off"
     );
     assert_eq!(
         lines[3],

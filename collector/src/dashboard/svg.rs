@@ -95,8 +95,8 @@ pub fn line_chart(
                     line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(scale.y(*value))) y2=(fmt(scale.y(*value))) {}
                     text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value) + 4.0)) text-anchor="end" { (format::kib(*value as u64)) }
                 }
-                @for t in &x_ticks {
-                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor="middle" { (time_label(*t, x1 - x0)) }
+                @for (i, t) in x_ticks.iter().enumerate() {
+                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor(i, x_ticks.len())) { (time_label(*t, x1 - x0)) }
                 }
                 line.axis-line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
                 line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
@@ -114,12 +114,12 @@ pub fn line_chart(
                             Some(href) => {
                                 a href=(href) {
                                     line.oom-mark x1=(x) x2=(x) y1=(TOP) y2=(HEIGHT - BOTTOM) { title { (mark.label) } }
-                                    text.oom-label x=(x) y=(TOP + 10.0) text-anchor="middle" { "OOM" }
+                                    text.oom-label x=(x) y=(TOP + 10.0) text-anchor=(label_anchor(mark.at_ms, x0, x1)) { "OOM" }
                                 }
                             }
                             None => {
                                 line.oom-mark x1=(x) x2=(x) y1=(TOP) y2=(HEIGHT - BOTTOM) { title { (mark.label) } }
-                                text.oom-label x=(x) y=(TOP + 10.0) text-anchor="middle" { "OOM" }
+                                text.oom-label x=(x) y=(TOP + 10.0) text-anchor=(label_anchor(mark.at_ms, x0, x1)) { "OOM" }
                             }
                         }
                     }
@@ -150,6 +150,26 @@ fn polyline(scale: &Scale, points: &[(i64, u64)], x0: i64, x1: i64) -> String {
         out.push_str(&fmt(scale.y(*value as f64)));
     }
     out
+}
+
+/// Axis labels: the first starts at its tick, the last ends at it (never clipped).
+fn anchor(index: usize, count: usize) -> &'static str {
+    if index == 0 {
+        "start"
+    } else if index + 1 == count {
+        "end"
+    } else {
+        "middle"
+    }
+}
+
+/// A marker label near the right edge ends at its line.
+fn label_anchor(at_ms: i64, x0: i64, x1: i64) -> &'static str {
+    if (at_ms - x0) as f64 > (x1 - x0) as f64 * 0.95 {
+        "end"
+    } else {
+        "middle"
+    }
 }
 
 fn fmt(value: f64) -> String {
@@ -238,7 +258,7 @@ pub fn stacked_bars(
                 }
                 @for i in 0..=4i64 {
                     @let t = x0 + (x1 - x0) * i / 4;
-                    text.axis x=(fmt(LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / 4.0)) y=(HEIGHT - 8.0) text-anchor="middle" { (time_label(t, x1 - x0)) }
+                    text.axis x=(fmt(LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / 4.0)) y=(HEIGHT - 8.0) text-anchor=(anchor(usize::try_from(i).unwrap_or(0), 5)) { (time_label(t, x1 - x0)) }
                 }
                 line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
                 @for bar in &bars {

@@ -15,7 +15,9 @@
 //! 4. Near misses: MemAvailable under 10 % of the VM's memory while the balloon held
 //!    at least 16 MiB (from rollups), plus the agent's own near-miss events.
 //! 5. Shrink candidates: maximum working set under 50 % of the VM's memory over at
-//!    least an hour of samples; suggested memory = maximum working set + 50 %.
+//!    least an hour of samples, and no OOM or near miss in the period (the samples
+//!    of a VM that ran out did not see its peak); suggested memory = maximum
+//!    working set + 50 %.
 //! 6. Fleet summary: memory reclaimed = Σ over VMs of the average (maximum − actual)
 //!    across their rollups, against the OOMs the balloon caused.
 
@@ -301,9 +303,11 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
         (floor_kib, working_set),
         (Some(floor), Some(ws)) if floor > 0 && floor < ws.max_kib
     );
+    let troubled = !vm.ooms.is_empty() || !vm.near_misses.is_empty();
     let shrink_to_kib = match (working_set, memory_kib) {
         (Some(ws), Some(memory))
-            if ws.samples >= settings.shrink_min_samples
+            if !troubled
+                && ws.samples >= settings.shrink_min_samples
                 && ws.max_kib.saturating_mul(100)
                     < memory.saturating_mul(settings.shrink_below_pct) =>
         {
