@@ -5,14 +5,15 @@
 #   ballast-agent-libvirt  the agent with the libvirt backend (Depends: libvirt0)
 #   ballast-collector      the collector, plus the Grafana dashboard and alert rules
 #
-# Steps (one release build per binary flavour; cargo-deb only packages, --no-build):
+# Steps (cargo-deb only packages, --no-build):
 #   1. installs cargo-deb from crates.io when it is missing (idempotent);
-#   2. builds the collector, writes its packaged configuration (config/
-#      collector.example.yaml when it exists, else `ballast-collector
-#      --print-default-config`), packages it;
-#   3. builds the agent without default features (no libvirt), packages it;
-#   4. builds the agent with libvirt, packages it as ballast-agent-libvirt.
-# Step 4 overwrites target/release/ballast-agent, so the order matters.
+#   2. one release build of the collector and the agent without default features (no
+#      libvirt), so both share one set of compiled dependencies; writes the
+#      collector's packaged configuration (config/collector.example.yaml when it
+#      exists, else `ballast-collector --print-default-config`); packages both;
+#   3. the same build with the agent's default features: only the agent and the
+#      libvirt bindings are compiled again; packages ballast-agent-libvirt.
+# Step 3 overwrites target/release/ballast-agent, so the order matters.
 #
 # Prints the paths of the three .deb files on stdout, one a line; progress on stderr.
 # Environment: BALLAST_DEB_OUT (default target/debian) is where the .deb files go.
@@ -34,11 +35,12 @@ mkdir -p "$out"
 
 # deb FLAVOUR-ARGS...: package what target/release holds now; print the .deb path.
 deb() {
-    cargo deb --no-build --strip --output "$out" "$@" 2>&2 | tail -n 1
+    deb_path=$(cargo deb --no-build --strip --output "$out" "$@")
+    printf '%s\n' "$deb_path" | tail -n 1
 }
 
-log "building ballast-collector (release)"
-cargo build --release --locked -p ballast-collector >&2
+log "building ballast-collector and ballast-agent without libvirt (release)"
+cargo build --release --locked -p ballast-collector -p ballast-agent --no-default-features >&2
 collector_yaml="$target_dir/release/ballast-collector.example.yaml"
 if [ -f config/collector.example.yaml ]; then
     cp config/collector.example.yaml "$collector_yaml"
@@ -47,11 +49,8 @@ else
     "$target_dir/release/ballast-collector" --print-default-config >"$collector_yaml"
 fi
 deb -p ballast-collector
-
-log "building ballast-agent without libvirt (release)"
-cargo build --release --locked -p ballast-agent --no-default-features >&2
 deb -p ballast-agent
 
 log "building ballast-agent with libvirt (release)"
-cargo build --release --locked -p ballast-agent >&2
+cargo build --release --locked -p ballast-collector -p ballast-agent >&2
 deb -p ballast-agent --variant libvirt
