@@ -67,7 +67,7 @@ enum ReportKind {
         #[arg(long, default_value = "30d")]
         since: String,
         /// md, html, json or csv.
-        #[arg(long, default_value = "md")]
+        #[arg(long, default_value = "md", value_parser = ["md", "html", "json", "csv"])]
         format: String,
     },
 }
