@@ -70,7 +70,9 @@ pub async fn serve_listener(
         None => {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
-            axum::serve(listener, router)
+            // The peer address reaches handlers (the dashboard's trusted-proxy login).
+            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(ServeError::Serve)
@@ -93,7 +95,7 @@ pub async fn serve_listener(
             });
             axum_server::from_tcp_rustls(listener, config)
                 .handle(handle)
-                .serve(router.into_make_service())
+                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .await
                 .map_err(ServeError::Serve)
         }
