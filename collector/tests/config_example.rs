@@ -15,7 +15,8 @@ fn the_example_config_matches_the_defaults() {
         .expect("ballast-collector runs");
     assert!(output.status.success());
     let generated = String::from_utf8(output.stdout).expect("utf-8");
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.yaml");
+    let example =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/collector.example.yaml");
     let committed = std::fs::read_to_string(example).expect("config/collector.example.yaml exists");
     assert_eq!(
         committed, generated,
