@@ -658,7 +658,8 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_string())
+    // hyper answers an HTTP/1.0 request with HTTP/1.0.
+    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
 }
 
 fn free_port() -> u16 {
@@ -837,7 +838,9 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
     // The agent on the shipped config plus the three settings docs/deploy.md has an
     // admin set, on a host that looks like Proxmox VE with no VM running.
     std::fs::create_dir_all(root.join("etc/pve/qemu-server")).expect("fake /etc/pve");
-    std::fs::create_dir_all(root.join("var/run/qemu-server")).expect("fake qemu-server run dir");
+    // /var/run is an absolute symlink to /run: create through the real path, or the
+    // host's /run would be used.
+    std::fs::create_dir_all(root.join("run/qemu-server")).expect("fake qemu-server run dir");
     let metrics_port = free_port();
     let mut config = read(&root.join("etc/ballast/agent.yaml"));
     config = set_yaml(&config, "host_id", "pve1");
