@@ -24,9 +24,20 @@ const MAX_POINTS: usize = 720;
 
 /// The wire event for one captured OOM. `vm` is None when the VM is unknown to the
 /// fleet (it went away between the kill and the capture): the report still ships.
-pub fn oom_event(captured: &CapturedOom, vm: Option<&VmState>, host: &HostMemory) -> OomEvent {
+/// `kind`: [`OomKind::Guest`] for guest capture; a host kernel report says whether the
+/// host ran out ([`OomKind::Host`]) or the VM's cgroup did ([`OomKind::VmCgroup`]); its
+/// analysis is of the host's report, so the VM's balloon figures do not go into it.
+pub fn oom_event(
+    captured: &CapturedOom,
+    kind: OomKind,
+    vm: Option<&VmState>,
+    host: &HostMemory,
+) -> OomEvent {
     let host_balloon = vm.map(VmState::host_balloon);
-    let analysis = ballast_oom::analyze(&captured.report, host_balloon.as_ref());
+    let analysis = ballast_oom::analyze(
+        &captured.report,
+        host_balloon.as_ref().filter(|_| kind == OomKind::Guest),
+    );
     let history = vm
         .map(|vm| vm.history.window(captured.captured_at, HISTORY_WINDOW))
         .unwrap_or_default();
@@ -36,7 +47,7 @@ pub fn oom_event(captured: &CapturedOom, vm: Option<&VmState>, host: &HostMemory
             uuid: captured.domain.uuid.clone(),
             name: captured.domain.name.clone(),
         },
-        kind: OomKind::Guest,
+        kind,
         source: match captured.source {
             CaptureSource::Serial => WireSource::Serial,
             CaptureSource::GuestAgent => WireSource::GuestAgent,
@@ -149,6 +160,7 @@ mod tests {
         let at = start + Duration::from_secs(35);
         let event = oom_event(
             &captured(&id, LAB, at),
+            OomKind::Guest,
             fleet.get("3f2a"),
             &HostMemory::default(),
         );
@@ -173,6 +185,7 @@ mod tests {
         let fleet = fleet_with(&id, &[1_048_576; 6], 1_048_576, start);
         let event = oom_event(
             &captured(&id, SEED, start + Duration::from_secs(55)),
+            OomKind::Guest,
             fleet.get("100"),
             &HostMemory::default(),
         );

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ballast_model::{
     AgentHealth, AgentHello, BalloonChange, Envelope, Event, Inventory, NearMiss as WireNearMiss,
-    VmConfig, VmInventory, VmRef,
+    OomKind, VmConfig, VmInventory, VmRef,
 };
 
-use crate::capture::{Capture, CaptureEvent, CaptureSettings, FetchReason};
+use crate::capture::host_kernel::{HostKernelConfig, HostKernelReader, KnownVm};
+use crate::capture::{Capture, CaptureEvent, CaptureSettings, CapturedOom, FetchReason};
 use crate::config::Settings;
 use crate::enrich::{self, epoch_ms};
 use crate::fleet::{Change, Fleet};
@@ -134,6 +135,10 @@ pub struct Monitor {
     sink: Box<dyn EventSink>,
     handles: Handles,
     capture: Capture,
+    /// The host kernel log reader (`capture.host_kernel`), opened on the first tick;
+    /// `host_kernel_tried` stops retrying after a failed open (one warning).
+    host_kernel: Option<HostKernelReader>,
+    host_kernel_tried: bool,
     events: Option<Receiver<DomainEvent>>,
     pending_fetch: BTreeMap<String, (DomainId, FetchReason)>,
     inventory_dirty: bool,
@@ -160,6 +165,8 @@ impl Monitor {
             sink,
             handles,
             capture,
+            host_kernel: None,
+            host_kernel_tried: false,
             events: None,
             pending_fetch: BTreeMap::new(),
             inventory_dirty: true,
@@ -206,6 +213,11 @@ impl Monitor {
         self.handle_capture(events);
         if let Err(error) = result {
             tracing::warn!(%error, "Failed to save capture state on exit.");
+        }
+        if let Some(reader) = self.host_kernel.as_mut() {
+            if let Err(error) = reader.persist(Instant::now()) {
+                tracing::warn!(%error, "Failed to save the host kernel log position on exit.");
+            }
         }
     }
 
@@ -461,41 +473,68 @@ impl Monitor {
         }
         events.extend(self.capture.release_held(now));
         self.handle_capture(events);
+        if self.settings.capture.host_kernel {
+            self.host_kernel_tick(now);
+        }
+    }
+
+    /// Reads the host kernel log for OOMs about VMs (host OOMs, VM-cgroup OOMs).
+    fn host_kernel_tick(&mut self, now: Instant) {
+        if self.host_kernel.is_none() && !self.host_kernel_tried {
+            self.host_kernel_tried = true;
+            let config = HostKernelConfig::new(
+                &self.settings.state_dir.join("capture"),
+                CaptureSettings::new(self.settings.state_dir.join("capture")).detector(),
+            );
+            match HostKernelReader::open(config) {
+                Ok(reader) => self.host_kernel = Some(reader),
+                Err(error) => tracing::warn!(
+                    error = %crate::capture::host_kernel::error_chain(&error),
+                    "Host kernel log unavailable: host and VM-cgroup OOMs are not captured."
+                ),
+            }
+        }
+        let Some(reader) = self.host_kernel.as_mut() else {
+            return;
+        };
+        let proxmox = self.hypervisor.backend() == "proxmox";
+        let vms: Vec<KnownVm> = self
+            .handles
+            .fleet
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .vms()
+            .map(|vm| KnownVm {
+                id: vm.id.clone(),
+                // Proxmox ids are the vmid unless the VM has an smbios uuid.
+                vmid: if proxmox {
+                    vm.id.uuid.parse().ok()
+                } else {
+                    None
+                },
+                qemu_pid: None,
+            })
+            .collect();
+        match reader.poll(now, &vms) {
+            Ok((found, state_error)) => {
+                if let Some(error) = state_error {
+                    self.error_log.warn("host-kmsg-state", &format!("{error}"));
+                }
+                for oom in found {
+                    self.handle_oom(oom.captured, oom.kind);
+                }
+            }
+            Err(error) => self
+                .error_log
+                .warn("host-kmsg", &format!("Host kernel log: {error}")),
+        }
     }
 
     fn handle_capture(&mut self, events: Vec<CaptureEvent>) {
         for event in events {
             match event {
                 CaptureEvent::Oom(captured) | CaptureEvent::OomCompleted(captured) => {
-                    let host = crate::hostmem::read(&self.settings.procfs_root);
-                    let oom = {
-                        let fleet = self.fleet();
-                        enrich::oom_event(&captured, fleet.get(&captured.domain.uuid), &host)
-                    };
-                    tracing::warn!(
-                        domain = %captured.domain.uuid,
-                        name = %captured.domain.name,
-                        verdict = %oom.analysis.verdict,
-                        killed = oom.report.killed.as_ref().map(|k| k.comm.as_str()).unwrap_or("?"),
-                        "Guest OOM captured."
-                    );
-                    self.fleet()
-                        .record_oom(&captured.domain, captured.captured_at);
-                    *self
-                        .counters()
-                        .ooms
-                        .entry((
-                            captured.domain.uuid.clone(),
-                            captured.domain.name.clone(),
-                            oom.analysis.verdict.clone(),
-                        ))
-                        .or_default() += 1;
-                    let key = format!("{}/oom/{}", self.settings.host_id, captured.dedupe_key);
-                    self.emit_at(
-                        key,
-                        epoch_ms(captured.captured_at),
-                        Event::Oom(Box::new(oom)),
-                    );
+                    self.handle_oom(captured, OomKind::Guest);
                 }
                 CaptureEvent::NearMiss(miss) => {
                     *self
@@ -520,6 +559,43 @@ impl Monitor {
         }
     }
 
+    fn handle_oom(&mut self, captured: CapturedOom, kind: OomKind) {
+        let host = crate::hostmem::read(&self.settings.procfs_root);
+        let oom = {
+            let fleet = self.fleet();
+            enrich::oom_event(&captured, kind, fleet.get(&captured.domain.uuid), &host)
+        };
+        tracing::warn!(
+            domain = %captured.domain.uuid,
+            name = %captured.domain.name,
+            verdict = %oom.analysis.verdict,
+            killed = oom.report.killed.as_ref().map(|k| k.comm.as_str()).unwrap_or("?"),
+            "{}",
+            match kind {
+                OomKind::Guest => "Guest OOM captured.",
+                OomKind::VmCgroup => "VM cgroup OOM on the host captured.",
+                OomKind::Host => "Host OOM killed a VM's QEMU process.",
+            }
+        );
+        self.fleet()
+            .record_oom(&captured.domain, captured.captured_at);
+        *self
+            .counters()
+            .ooms
+            .entry((
+                captured.domain.uuid.clone(),
+                captured.domain.name.clone(),
+                oom.analysis.verdict.clone(),
+            ))
+            .or_default() += 1;
+        let key = format!("{}/oom/{}", self.settings.host_id, captured.dedupe_key);
+        self.emit_at(
+            key,
+            epoch_ms(captured.captured_at),
+            Event::Oom(Box::new(oom)),
+        );
+    }
+
     fn emit_hello(&mut self) {
         let host = crate::hostmem::read(&self.settings.procfs_root);
         let mut capabilities = Vec::new();
@@ -531,6 +607,9 @@ impl Monitor {
         }
         if self.settings.libvirt.read_qemu_counters {
             capabilities.push("qemu_balloon_counters".to_string());
+        }
+        if self.settings.capture.host_kernel {
+            capabilities.push("host_kernel_capture".to_string());
         }
         let key = self.sequenced_key("hello");
         self.emit(

@@ -34,6 +34,7 @@ pub mod dedupe;
 pub mod detect;
 pub mod flood;
 pub mod guest_agent;
+pub mod host_kernel;
 pub mod hub;
 pub mod lines;
 pub mod serial;

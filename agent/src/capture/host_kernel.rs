@@ -1,0 +1,875 @@
+//! The host kernel's own log (`/dev/kmsg`): OOMs on the host that killed a QEMU
+//! process, and OOMs of a VM's memory cgroup, attributed to that VM.
+//!
+//! ballast tells three kinds apart: a guest OOM (the guest kernel killed inside the
+//! VM: serial and guest agent capture), a VM-cgroup OOM (the host's memory cgroup
+//! of the VM hit its limit: [`OomKind::VmCgroup`]) and a host OOM (the host ran out
+//! and killed a QEMU process: [`OomKind::Host`]). Other host OOMs are not about a VM
+//! and are ignored (logged at debug).
+//!
+//! Reading:
+//! - `/dev/kmsg` is opened non-blocking; every `read()` returns one record
+//!   (`prio,seq,usec,flags[,...];text\n` plus optional ` KEY=value` lines, which
+//!   are dropped). `EAGAIN` means no more records for now; `EPIPE` means records
+//!   were overwritten before we read them: counted, and reading goes on.
+//! - The kernel escapes `\` and non-printable bytes of the text as `\xNN`; they are
+//!   unescaped, so a libvirt scope reads `machine-qemu\x2d1\x2dweb.scope` as systemd
+//!   named it.
+//! - Records go, one line each (`<header>;<text>`, the form `ballast_oom::parse`
+//!   reads), through the same [`Detector`] as console text, with the record's
+//!   sequence number as its stream offset: a bounded window (1 MiB), and a report
+//!   is settled once its `oom_reaper` line came, 8 more records came, or 1 s passed.
+//!
+//! Position (`<state_dir>/host-kmsg.seq`, written atomically): the boot id, the
+//! sequence number to resume from (the first record of an unsettled report, else
+//! the next record) and the emitted watermark. A restart re-reads the buffer from
+//! its oldest record and skips what is older than the resume point, so it neither
+//! repeats nor misses a report (unless the kernel overwrote the records meanwhile).
+//! First start, or a new boot id with no position: the reader seeks to the current
+//! end of the log (`SEEK_END`), so OOMs from before the agent was ever started are
+//! not reported (they may be weeks old). After a host reboot with a saved position
+//! of the previous boot, the whole buffer of the new boot is read: it started after
+//! the last record the agent saw.
+
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use ballast_model::OomKind;
+use ballast_oom::Report;
+
+use super::detect::{Detected, Detector, DetectorConfig};
+use super::lines::Line;
+use super::{CaptureSource, CapturedOom};
+use crate::hypervisor::DomainId;
+
+/// `O_NONBLOCK` on Linux x86_64 and aarch64 (the agent does not depend on `libc`).
+const O_NONBLOCK: i32 = 0o4000;
+/// Largest record the kernel hands out is 8 KiB (`CONSOLE_EXT_LOG_MAX`); a smaller
+/// buffer gets `EINVAL`.
+const RECORD_BUFFER: usize = 16 * 1024;
+/// Records read per poll at most, so a flood cannot hold the monitor loop.
+const MAX_RECORDS_PER_POLL: usize = 50_000;
+/// State file name under the capture state directory.
+pub const STATE_FILE_NAME: &str = "host-kmsg.seq";
+
+/// An OOM of the host kernel about one VM, and which kind it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostOom {
+    pub captured: CapturedOom,
+    pub kind: OomKind,
+}
+
+/// A VM the host OOM may be about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownVm {
+    pub id: DomainId,
+    /// Proxmox VE's vmid (`/qemu.slice/<vmid>.scope`).
+    pub vmid: Option<u32>,
+    /// The pid of the VM's QEMU process, when the backend knows it.
+    pub qemu_pid: Option<u32>,
+}
+
+/// Where the reader reads and keeps its position.
+#[derive(Debug, Clone)]
+pub struct HostKernelConfig {
+    /// `/dev/kmsg`.
+    pub kmsg_path: PathBuf,
+    /// `/proc/sys/kernel/random/boot_id`: sequence numbers restart at every boot.
+    pub boot_id_path: PathBuf,
+    /// `<state_dir>/host-kmsg.seq`.
+    pub state_path: PathBuf,
+    pub detector: DetectorConfig,
+    /// The position is written at least this often while records come (5 s), and
+    /// at once after a report.
+    pub persist_interval: Duration,
+}
+
+impl HostKernelConfig {
+    /// The real device and boot id, state under `state_dir`.
+    pub fn new(state_dir: &Path, detector: DetectorConfig) -> Self {
+        HostKernelConfig {
+            kmsg_path: PathBuf::from("/dev/kmsg"),
+            boot_id_path: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+            state_path: state_dir.join(STATE_FILE_NAME),
+            detector,
+            persist_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Failures of the host kernel reader.
+#[derive(Debug, thiserror::Error)]
+pub enum HostKernelError {
+    #[error("Failed to open the host kernel log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to read the host kernel log {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Failed to write the host kernel log position {path}")]
+    WriteState {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where records come from: `/dev/kmsg` (one record per `read`), or a test double.
+pub trait RecordSource {
+    /// Reads one record into `buf`. `Ok(0)` or `WouldBlock`: nothing more for now.
+    fn read_record(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
+}
+
+impl RecordSource for File {
+    fn read_record(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.read(buf)
+    }
+}
+
+/// The saved position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Position {
+    boot_id: String,
+    /// Records with a smaller sequence number were handled.
+    resume: u64,
+    /// Reports starting before this sequence number were emitted.
+    emitted: u64,
+}
+
+impl Position {
+    fn render(&self) -> String {
+        format!(
+            "boot={}\nresume={}\nemitted={}\n",
+            self.boot_id, self.resume, self.emitted
+        )
+    }
+
+    fn parse(text: &str) -> Option<Position> {
+        let mut position = Position::default();
+        let (mut resume, mut emitted) = (None, None);
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("boot", value)) => position.boot_id = value.trim().to_string(),
+                Some(("resume", value)) => resume = value.trim().parse().ok(),
+                Some(("emitted", value)) => emitted = value.trim().parse().ok(),
+                _ => {}
+            }
+        }
+        position.resume = resume?;
+        position.emitted = emitted?;
+        Some(position)
+    }
+}
+
+/// One parsed `/dev/kmsg` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub seq: u64,
+    /// `<header>;<unescaped text>`, without the continuation lines.
+    pub line: Vec<u8>,
+}
+
+/// Parses one record; None for garbage (no header, no sequence number).
+pub fn parse_record(bytes: &[u8]) -> Option<Record> {
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let semi = memchr::memchr(b';', first)?;
+    let header = &first[..semi];
+    let mut fields = header.split(|&b| b == b',');
+    let _prio = fields.next()?;
+    let seq = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+    let mut line = header.to_vec();
+    line.push(b';');
+    line.extend_from_slice(&unescape(&first[semi + 1..]));
+    Some(Record { seq, line })
+}
+
+/// Undoes the kernel's `\xNN` escaping of record text (and of systemd unit names).
+fn unescape(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i] == b'\\' && text.get(i + 1) == Some(&b'x') {
+            if let Some(byte) = text
+                .get(i + 2..i + 4)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(text[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Reads the host kernel log and hands out OOMs about VMs.
+pub struct HostKernelReader<S: RecordSource = File> {
+    config: HostKernelConfig,
+    source: S,
+    detector: Detector,
+    boot_id: String,
+    /// Records with a smaller sequence number are skipped (handled before a restart).
+    skip_below: u64,
+    /// Sequence number of the next record expected.
+    next_seq: Option<u64>,
+    saved: Option<Position>,
+    last_persist: Option<Instant>,
+    /// Records the kernel overwrote before we read them (`EPIPE`, sequence gaps).
+    pub lost_records: u64,
+    /// Records that did not parse.
+    pub garbage_records: u64,
+    buf: Vec<u8>,
+}
+
+impl HostKernelReader<File> {
+    /// Opens the kernel log read-only and non-blocking, and positions it (see the module doc).
+    pub fn open(config: HostKernelConfig) -> Result<Self, HostKernelError> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&config.kmsg_path)
+            .map_err(|source| HostKernelError::Open {
+                path: config.kmsg_path.clone(),
+                source,
+            })?;
+        let boot_id = read_boot_id(&config.boot_id_path);
+        let saved = load_position(&config.state_path);
+        let resumes = saved.as_ref().is_some_and(|p| p.boot_id == boot_id);
+        let new_boot = saved.as_ref().is_some_and(|p| p.boot_id != boot_id);
+        if !resumes && !new_boot {
+            file.seek(SeekFrom::End(0))
+                .map_err(|source| HostKernelError::Open {
+                    path: config.kmsg_path.clone(),
+                    source,
+                })?;
+        }
+        Ok(Self::with_source(config, file, boot_id, saved))
+    }
+}
+
+impl<S: RecordSource> HostKernelReader<S> {
+    /// A reader over `source`, resuming from `saved` when it is of the same boot.
+    pub fn from_source(config: HostKernelConfig, source: S) -> Self {
+        let boot_id = read_boot_id(&config.boot_id_path);
+        let saved = load_position(&config.state_path);
+        Self::with_source(config, source, boot_id, saved)
+    }
+
+    fn with_source(
+        config: HostKernelConfig,
+        source: S,
+        boot_id: String,
+        saved: Option<Position>,
+    ) -> Self {
+        let same_boot = saved.as_ref().filter(|p| p.boot_id == boot_id);
+        let (skip_below, emitted) = same_boot.map_or((0, 0), |p| (p.resume, p.emitted));
+        let detector = Detector::new(config.detector.clone(), emitted, 0);
+        HostKernelReader {
+            config,
+            source,
+            detector,
+            boot_id,
+            skip_below,
+            next_seq: None,
+            saved,
+            last_persist: None,
+            lost_records: 0,
+            garbage_records: 0,
+            buf: vec![0; RECORD_BUFFER],
+        }
+    }
+
+    /// Reads what is new, and returns the settled reports about known VMs.
+    /// A failure to save the position is returned after the reports are handed out
+    /// (through `Ok`), so it only logs: the caller gets `(reports, state error)`.
+    pub fn poll(
+        &mut self,
+        now: Instant,
+        vms: &[KnownVm],
+    ) -> Result<(Vec<HostOom>, Option<HostKernelError>), HostKernelError> {
+        for _ in 0..MAX_RECORDS_PER_POLL {
+            let read = match self.source.read_record(&mut self.buf) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == ErrorKind::BrokenPipe => {
+                    // Overwritten before we read it; the next read returns the oldest record left.
+                    self.lost_records += 1;
+                    continue;
+                }
+                Err(error) => {
+                    return Err(HostKernelError::Read {
+                        path: self.config.kmsg_path.clone(),
+                        source: error,
+                    })
+                }
+            };
+            let Some(record) = parse_record(&self.buf[..read.min(self.buf.len())]) else {
+                self.garbage_records += 1;
+                continue;
+            };
+            self.push(record, now);
+        }
+        let detected = self.detector.poll(now);
+        let mut found = Vec::new();
+        for detected in detected {
+            if let Some(oom) = self.to_host_oom(detected, vms) {
+                found.push(oom);
+            }
+        }
+        let due = !found.is_empty()
+            || self
+                .last_persist
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.persist_interval);
+        let state_error = if due { self.persist(now).err() } else { None };
+        Ok((found, state_error))
+    }
+
+    fn push(&mut self, record: Record, now: Instant) {
+        if record.seq < self.skip_below {
+            return;
+        }
+        let expected = self
+            .next_seq
+            .or((self.skip_below > 0).then_some(self.skip_below));
+        if let Some(next) = expected {
+            if record.seq > next {
+                self.lost_records += record.seq - next;
+            } else if record.seq < next {
+                // Went backwards: a repeat (or a reset); never emit a report twice.
+                return;
+            }
+        }
+        self.next_seq = Some(record.seq.saturating_add(1));
+        let mut bytes = record.line;
+        let truncated = bytes.len() > RECORD_BUFFER;
+        bytes.truncate(RECORD_BUFFER);
+        // Near-miss lines are about guests; the host's own are not returned.
+        let _ = self.detector.push(
+            Line {
+                start: record.seq,
+                end: record.seq.saturating_add(1),
+                bytes,
+                truncated,
+            },
+            now,
+        );
+    }
+
+    fn to_host_oom(&self, detected: Detected, vms: &[KnownVm]) -> Option<HostOom> {
+        let Some((vm, kind)) = attribute(&detected.report, vms) else {
+            tracing::debug!(
+                killed = detected
+                    .report
+                    .killed
+                    .as_ref()
+                    .map_or("?", |k| k.comm.as_str()),
+                "Host OOM not about a known VM; ignored."
+            );
+            return None;
+        };
+        let pid = detected.report.killed.as_ref().map_or(0, |k| k.pid);
+        let boot = self.boot_id.get(..8).unwrap_or(&self.boot_id);
+        Some(HostOom {
+            captured: CapturedOom {
+                domain: vm.id.clone(),
+                source: CaptureSource::HostKernel,
+                captured_at: SystemTime::now(),
+                raw: detected.raw,
+                report: detected.report,
+                dedupe_key: format!("{}:host-{boot}-{}:{pid}", vm.id.uuid, detected.start),
+                suppressed_before: 0,
+            },
+            kind,
+        })
+    }
+
+    /// The position a restart resumes from.
+    fn position(&self) -> Position {
+        let next = self.next_seq.unwrap_or(self.skip_below);
+        Position {
+            boot_id: self.boot_id.clone(),
+            resume: self.detector.resume_offset().unwrap_or(next).min(next),
+            emitted: self.detector.emitted_through(),
+        }
+    }
+
+    /// Saves the position (atomically) when it changed.
+    pub fn persist(&mut self, now: Instant) -> Result<(), HostKernelError> {
+        self.last_persist = Some(now);
+        let position = self.position();
+        if self.saved.as_ref() == Some(&position) || self.next_seq.is_none() {
+            return Ok(());
+        }
+        store_position(&self.config.state_path, &position).map_err(|source| {
+            HostKernelError::WriteState {
+                path: self.config.state_path.clone(),
+                source,
+            }
+        })?;
+        self.saved = Some(position);
+        Ok(())
+    }
+}
+
+/// An error and its causes, `: `-separated (for one log line).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn read_boot_id(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn load_position(path: &Path) -> Option<Position> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let position = Position::parse(&text);
+    if position.is_none() {
+        tracing::warn!(path = %path.display(), "Ignoring an unreadable host kernel log position.");
+    }
+    position
+}
+
+/// Temp file, fsync, rename, fsync of the directory.
+fn store_position(path: &Path, position: &Position) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)?;
+        file.write_all(position.render().as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&temp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Which VM a host OOM report is about, and its kind; None when it is not about a VM.
+///
+/// - A memcg OOM whose `oom_memcg` (else `task_memcg`) is a VM's scope, or that killed
+///   a known VM's QEMU pid: [`OomKind::VmCgroup`].
+/// - Any other OOM that killed a QEMU process (comm `qemu-system-*` or `kvm`, or a
+///   known VM's QEMU pid) or a process in a VM's scope: [`OomKind::Host`], the VM found
+///   by pid, else by the killed task's cgroup.
+/// - Anything else: None.
+pub fn attribute<'a>(report: &Report, vms: &'a [KnownVm]) -> Option<(&'a KnownVm, OomKind)> {
+    let memcg = report.memcg.as_ref();
+    let oom_cg = memcg.and_then(|m| m.oom.as_deref());
+    let task_cg = memcg.and_then(|m| m.task.as_deref());
+    let killed = report.killed.as_ref();
+    let by_pid = killed.and_then(|k| vms.iter().find(|vm| vm.qemu_pid == Some(k.pid)));
+    let is_memcg_oom = report.kind == ballast_oom::OomKind::Memcg
+        || report.constraint.as_deref() == Some("CONSTRAINT_MEMCG");
+    if is_memcg_oom {
+        let vm = oom_cg
+            .and_then(|cg| vm_of_cgroup(cg, vms))
+            .or_else(|| task_cg.and_then(|cg| vm_of_cgroup(cg, vms)))
+            .or(by_pid)?;
+        return Some((vm, OomKind::VmCgroup));
+    }
+    let by_cgroup = task_cg.and_then(|cg| vm_of_cgroup(cg, vms));
+    let qemu_comm = killed.is_some_and(|k| is_qemu_comm(&k.comm));
+    if by_pid.is_some() || by_cgroup.is_some() || qemu_comm {
+        let vm = by_pid.or(by_cgroup)?;
+        return Some((vm, OomKind::Host));
+    }
+    None
+}
+
+/// QEMU's process name (comm is cut at 15 bytes: `qemu-system-x86`).
+fn is_qemu_comm(comm: &str) -> bool {
+    comm.starts_with("qemu-system-") || comm == "kvm" || comm.starts_with("qemu-kvm")
+}
+
+/// The VM whose scope contains cgroup `path`:
+/// - libvirt, cgroup v2: `/machine.slice/machine-qemu\x2d<id>\x2d<name>.scope[/...]`;
+/// - libvirt, cgroup v1: `/machine/qemu-<id>-<name>.libvirt-qemu[/...]`;
+/// - Proxmox VE: `/qemu.slice/<vmid>.scope[/...]`.
+///
+/// libvirt truncates the name in the scope (and drops characters a unit name cannot
+/// hold), so a name matches when the VM's (filtered) name starts with it; an exact
+/// match wins, and two VMs matching a prefix is no match.
+pub fn vm_of_cgroup<'a>(path: &str, vms: &'a [KnownVm]) -> Option<&'a KnownVm> {
+    for component in path.split('/') {
+        let component = String::from_utf8_lossy(&unescape(component.as_bytes())).into_owned();
+        if let Some(rest) = component
+            .strip_prefix("machine-qemu-")
+            .and_then(|r| r.strip_suffix(".scope"))
+        {
+            return vm_by_scope_name(rest, vms);
+        }
+        if let Some(rest) = component
+            .strip_prefix("qemu-")
+            .and_then(|r| r.strip_suffix(".libvirt-qemu"))
+        {
+            return vm_by_scope_name(rest, vms);
+        }
+        if let Some(vmid) = component
+            .strip_suffix(".scope")
+            .and_then(|r| r.parse::<u32>().ok())
+        {
+            if path.contains("qemu.slice") {
+                return vms.iter().find(|vm| {
+                    vm.vmid == Some(vmid) || (vm.vmid.is_none() && vm.id.uuid == vmid.to_string())
+                });
+            }
+        }
+    }
+    None
+}
+
+/// `<id>-<name>` of a libvirt scope -> the VM.
+fn vm_by_scope_name<'a>(rest: &str, vms: &'a [KnownVm]) -> Option<&'a KnownVm> {
+    let (id, name) = rest.split_once('-')?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
+        return None;
+    }
+    let filtered = |vm: &KnownVm| -> String {
+        vm.id
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .collect()
+    };
+    if let Some(exact) = vms.iter().find(|vm| filtered(vm) == name) {
+        return Some(exact);
+    }
+    let mut prefixed = vms.iter().filter(|vm| filtered(vm).starts_with(name));
+    let first = prefixed.next()?;
+    prefixed.next().is_none().then_some(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    const MEMCG: &str = include_str!(
+        "../../../crates/ballast-oom/tests/fixtures/oom/5.2-memcg-v1-swap-oomkill-line.log"
+    );
+    const GLOBAL: &str = include_str!(
+        "../../../crates/ballast-oom/tests/fixtures/oom/6.11-qemu-global-rss-anon-uid-cpu.log"
+    );
+
+    fn detector() -> DetectorConfig {
+        DetectorConfig {
+            window_bytes: 1 << 20,
+            grace_lines: 8,
+            grace: Duration::from_secs(1),
+            headless_timeout: Duration::from_secs(10),
+            max_raw_bytes: 64 * 1024,
+        }
+    }
+
+    fn config(dir: &Path) -> HostKernelConfig {
+        HostKernelConfig {
+            kmsg_path: dir.join("kmsg"),
+            boot_id_path: dir.join("boot_id"),
+            state_path: dir.join(STATE_FILE_NAME),
+            detector: detector(),
+            persist_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// Escapes like the kernel's `/dev/kmsg` (`\`, control bytes, non-ASCII).
+    fn kernel_escape(text: &str) -> String {
+        let mut out = String::new();
+        for b in text.bytes() {
+            if !(b' '..127).contains(&b) || b == b'\\' {
+                out.push_str(&format!("\\x{b:02x}"));
+            } else {
+                out.push(b as char);
+            }
+        }
+        out
+    }
+
+    /// A fixture as kmsg records from `first_seq` on: `6,<seq>,<usec>,-;<text>\n`.
+    fn records(fixture: &str, first_seq: u64) -> Vec<Vec<u8>> {
+        fixture
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
+                // Drop the `[ secs.usecs]` prefix: the header carries the time.
+                let text = line.split_once("] ").map_or(line, |(_, t)| t);
+                let seq = first_seq + i as u64;
+                format!(
+                    "6,{seq},{},-;{}\n SUBSYSTEM=test\n",
+                    30_745_678 + i as u64,
+                    kernel_escape(text)
+                )
+                .into_bytes()
+            })
+            .collect()
+    }
+
+    /// Replaces the `task_memcg=`/`oom_memcg=` values and the killed task of a fixture.
+    fn retarget(fixture: &str, from_cg: &str, to_cg: &str, from: &str, to: &str) -> String {
+        fixture.replace(from_cg, to_cg).replace(from, to)
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        queue: VecDeque<std::io::Result<Vec<u8>>>,
+    }
+
+    impl Fake {
+        fn push_all(&mut self, records: Vec<Vec<u8>>) {
+            self.queue.extend(records.into_iter().map(Ok));
+        }
+    }
+
+    impl RecordSource for Fake {
+        fn read_record(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            match self.queue.pop_front() {
+                None => Err(ErrorKind::WouldBlock.into()),
+                Some(Err(error)) => Err(error),
+                Some(Ok(record)) => {
+                    let n = record.len().min(buf.len());
+                    buf[..n].copy_from_slice(&record[..n]);
+                    Ok(n)
+                }
+            }
+        }
+    }
+
+    fn vms() -> Vec<KnownVm> {
+        vec![
+            KnownVm {
+                id: DomainId {
+                    uuid: "aaaa-1".into(),
+                    name: "web-frontend-production-eu".into(),
+                },
+                vmid: None,
+                qemu_pid: Some(4242),
+            },
+            KnownVm {
+                id: DomainId {
+                    uuid: "bbbb-2".into(),
+                    name: "db".into(),
+                },
+                vmid: None,
+                qemu_pid: None,
+            },
+            KnownVm {
+                id: DomainId {
+                    uuid: "cccc-3".into(),
+                    name: "vm101".into(),
+                },
+                vmid: Some(101),
+                qemu_pid: None,
+            },
+        ]
+    }
+
+    fn run(reader: &mut HostKernelReader<Fake>, records: Vec<Vec<u8>>) -> Vec<HostOom> {
+        reader.source.push_all(records);
+        let now = Instant::now();
+        let (mut found, error) = reader.poll(now, &vms()).expect("reads");
+        assert!(error.is_none(), "{error:?}");
+        let (later, _) = reader
+            .poll(now + Duration::from_secs(2), &vms())
+            .expect("reads");
+        found.extend(later);
+        found
+    }
+
+    fn memcg_for_web() -> String {
+        // A libvirt scope, `-` escaped by systemd, name cut by libvirt.
+        retarget(
+            MEMCG,
+            "/leaker",
+            r"/machine.slice/machine-qemu\x2d3\x2dweb-frontend-produc.scope/libvirt/emulator",
+            "leaker",
+            "qemu-system-x86",
+        )
+    }
+
+    #[test]
+    fn a_memcg_oom_in_a_libvirt_scope_is_a_vm_cgroup_oom_of_that_vm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let found = run(&mut reader, records(&memcg_for_web(), 100));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, OomKind::VmCgroup);
+        assert_eq!(found[0].captured.domain.uuid, "aaaa-1");
+        assert_eq!(found[0].captured.source, CaptureSource::HostKernel);
+        assert_eq!(
+            found[0].captured.report.killed.as_ref().map(|k| k.pid),
+            Some(23793)
+        );
+    }
+
+    #[test]
+    fn a_killed_qemu_pid_on_a_global_oom_is_a_host_oom() {
+        let text = GLOBAL
+            .replace("stress-ng-vm", "qemu-system-x86")
+            .replace("pid=116", "pid=4242")
+            .replace("Killed process 116", "Killed process 4242");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let found = run(&mut reader, records(&text, 7));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, OomKind::Host);
+        assert_eq!(found[0].captured.domain.uuid, "aaaa-1");
+    }
+
+    #[test]
+    fn an_unrelated_host_process_is_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        assert!(run(&mut reader, records(GLOBAL, 7)).is_empty());
+        assert!(run(&mut reader, records(MEMCG, 500)).is_empty());
+    }
+
+    #[test]
+    fn attribution_of_scopes() {
+        let vms = vms();
+        let name = |cg: &str| vm_of_cgroup(cg, &vms).map(|vm| vm.id.uuid.as_str());
+        assert_eq!(
+            name(r"/machine.slice/machine-qemu\x2d12\x2ddb.scope"),
+            Some("bbbb-2")
+        );
+        assert_eq!(
+            name("/machine/qemu-12-db.libvirt-qemu/emulator"),
+            Some("bbbb-2")
+        );
+        assert_eq!(name("/qemu.slice/101.scope"), Some("cccc-3"));
+        assert_eq!(name("/qemu.slice/102.scope"), None);
+        assert_eq!(name("/system.slice/sshd.service"), None);
+        assert_eq!(
+            name(r"/machine.slice/machine-qemu\x2d1\x2dother.scope"),
+            None
+        );
+        // A QEMU comm with no known VM is not attributed.
+        let report =
+            ballast_oom::parse(GLOBAL.replace("stress-ng-vm", "qemu-system-x86").as_bytes())
+                .reports
+                .remove(0);
+        assert!(attribute(&report, &vms).is_none());
+    }
+
+    #[test]
+    fn a_restart_resumes_without_repeating_or_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("boot_id"), "0123456789abcdef\n").expect("boot id");
+        let first = records(&memcg_for_web(), 100);
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        assert_eq!(run(&mut reader, first.clone()).len(), 1);
+        drop(reader);
+        let saved = std::fs::read_to_string(dir.path().join(STATE_FILE_NAME)).expect("state");
+        assert!(saved.contains("boot=0123456789abcdef"), "{saved}");
+
+        // The restarted reader sees the whole buffer again, then a second report.
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let mut again = first;
+        again.extend(records(&memcg_for_web(), 100 + 47));
+        let found = run(&mut reader, again);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].captured.dedupe_key.contains("host-01234567-147"));
+
+        // A report cut by the restart (kill line not yet read) comes out once, after.
+        let third = records(&memcg_for_web(), 1000);
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        reader.source.push_all(third[..30].to_vec());
+        let (found, _) = reader.poll(Instant::now(), &vms()).expect("reads");
+        assert!(found.is_empty());
+        reader.persist(Instant::now()).expect("persists");
+        drop(reader);
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        assert_eq!(run(&mut reader, third).len(), 1);
+    }
+
+    #[test]
+    fn epipe_and_garbage_records_do_not_panic() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let mut source = Fake::default();
+        source.queue.push_back(Err(ErrorKind::BrokenPipe.into()));
+        for garbage in [
+            &b";"[..],
+            b"6,x,1,-;text\n",
+            b"\xff\xfe\x00",
+            b"6;no seq",
+            b"6,18446744073709551616,1,-;overflow",
+            b"6,5,1,-;\\x\\xZZ\\x4",
+        ] {
+            source.queue.push_back(Ok(garbage.to_vec()));
+        }
+        source.queue.push_back(Err(ErrorKind::Interrupted.into()));
+        reader.source = source;
+        let (found, _) = reader.poll(Instant::now(), &vms()).expect("reads");
+        assert!(found.is_empty());
+        assert_eq!(reader.lost_records, 1);
+        assert!(reader.garbage_records >= 5);
+        // Then a real report still comes through.
+        assert_eq!(run(&mut reader, records(&memcg_for_web(), 10)).len(), 1);
+        // The largest sequence number does not overflow.
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let max = b"6,18446744073709551615,1,-;Killed process 1 (x)".to_vec();
+        assert!(run(&mut reader, vec![max]).is_empty());
+    }
+
+    #[test]
+    fn the_kernel_escaping_is_undone() {
+        let record = parse_record(b"6,7,8,-;a\\x5cx2d b\\x0a\n SUBSYSTEM=x\n").expect("parses");
+        assert_eq!(record.seq, 7);
+        assert_eq!(record.line, b"6,7,8,-;a\\x2d b\n".to_vec());
+    }
+
+    #[test]
+    fn reads_this_machines_dev_kmsg() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = HostKernelConfig::new(dir.path(), detector());
+        config.state_path = dir.path().join(STATE_FILE_NAME);
+        let mut reader = match HostKernelReader::open(config.clone()) {
+            Ok(reader) => reader,
+            Err(error) => {
+                eprintln!(
+                    "!!!!! SKIPPED reads_this_machines_dev_kmsg: /dev/kmsg is not readable here: {error:?} !!!!!"
+                );
+                return;
+            }
+        };
+        // From the end on: whatever comes, reading does not fail.
+        let (found, _) = reader.poll(Instant::now(), &[]).expect("reads /dev/kmsg");
+        assert!(found.is_empty());
+        // With a saved position of another boot, the whole buffer is read.
+        std::fs::write(&config.state_path, "boot=other\nresume=0\nemitted=0\n").expect("state");
+        let mut reader = HostKernelReader::open(config).expect("opens again");
+        let (found, _) = reader.poll(Instant::now(), &[]).expect("reads /dev/kmsg");
+        assert!(found.is_empty());
+        eprintln!(
+            "read /dev/kmsg: next seq {:?}, lost {}, garbage {}",
+            reader.next_seq, reader.lost_records, reader.garbage_records
+        );
+    }
+}
