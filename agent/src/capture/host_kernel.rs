@@ -769,6 +769,25 @@ mod tests {
             name(r"/machine.slice/machine-qemu\x2d1\x2dother.scope"),
             None
         );
+        // A cut name two VMs share is no match; an exact one wins.
+        let mut twins = vms.clone();
+        for name in ["web-frontend-production-us", "web-frontend-produc"] {
+            twins.push(KnownVm {
+                id: DomainId {
+                    uuid: name.into(),
+                    name: name.into(),
+                },
+                vmid: None,
+                qemu_pid: None,
+            });
+        }
+        let cut = r"/machine.slice/machine-qemu\x2d3\x2dweb-frontend-produc.scope";
+        assert_eq!(
+            vm_of_cgroup(cut, &twins).map(|vm| vm.id.uuid.as_str()),
+            Some("web-frontend-produc")
+        );
+        twins.pop();
+        assert!(vm_of_cgroup(cut, &twins).is_none());
         // A QEMU comm with no known VM is not attributed.
         let report =
             ballast_oom::parse(GLOBAL.replace("stress-ng-vm", "qemu-system-x86").as_bytes())
