@@ -60,6 +60,7 @@ EXTRA_PACKAGES="
 postgresql
 prometheus debootstrap
 chromium
+curl python3
 "
 # -----------------------------------------------------------------------------
 

@@ -1,24 +1,116 @@
 #!/bin/sh
 # ballast's main job on embedded defaults (the README's first set-up command).
 #
-# Today: builds ballast-agent and explains the founding OOM reports that ship
-# with the source (a Proxmox guest's report, and a lab guest whose balloon took
-# its memory), then any kernel log you pass: ./scripts/quickstart.sh /var/log/kern.log
-# The collector, the agent daemon and the demo VM join this script as they land.
+# On a fresh Debian 12 machine (as root): installs what it needs, builds ballast, starts
+# a collector (embedded SQLite) and an agent watching this host's libvirt, then boots a
+# tiny demo guest, inflates its balloon and provokes the guest OOM that ballast exists to
+# explain, and prints the dashboard URL where the explained event shows. Ctrl-C stops
+# everything and removes the demo guest.
+#
+#   ./scripts/quickstart.sh              # the demo (needs root: apt, libvirt)
+#   ./scripts/quickstart.sh FILE...      # just explain kernel logs, no root needed
+#
+# The agent watches every VM of qemu:///system; on a host with production VMs prefer
+# the packages (docs/deploy.md) over this demo.
 set -eu
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "quickstart: cargo is needed (https://rustup.rs or apt-get install cargo)" >&2
+    echo "quickstart: cargo is needed (apt-get install cargo, or https://rustup.rs)" >&2
     exit 2
 fi
-cargo build --release --locked -q -p ballast-agent
-agent=target/release/ballast-agent
-fixtures=crates/ballast-oom/tests/fixtures/oom
+
 if [ "$#" -gt 0 ]; then
-    for log in "$@"; do "$agent" explain "$log"; done
+    cargo build --release --locked -q -p ballast-agent
+    for log in "$@"; do target/release/ballast-agent explain "$log"; done
     exit 0
 fi
-for log in "$fixtures/debian9-kvm-1g-tor.joined.log" "$fixtures/lab-debian12-6.1-balloon-200m-of-512m.serial.log"; do
-    printf '\n$ ballast-agent explain %s\n' "$log"
-    "$agent" explain "$log"
+
+if [ "$(id -u)" != 0 ]; then
+    echo "quickstart: the demo boots a VM with libvirt: run it as root (or pass kernel logs to explain)" >&2
+    exit 2
+fi
+
+./scripts/install-deps.sh
+echo "quickstart: building (release)..."
+# A target dir of its own, so a packaging build of another feature set cannot swap binaries.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/quickstart}"
+bin="$CARGO_TARGET_DIR/release"
+cargo build --release --locked -q -p ballast-agent -p ballast-collector
+cargo build --release --locked -q -p ballast-testvm --example demo_guest
+
+work="$PWD/.quickstart"
+rm -rf "$work"
+mkdir -p "$work/collector" "$work/agent"
+port="${BALLAST_QUICKSTART_PORT:-8470}"
+cat > "$work/collector.yaml" <<YAML
+listen: 127.0.0.1:$port
+state_dir: $work/collector
+YAML
+"$bin/ballast-collector" token create "$(hostname)" --config "$work/collector.yaml" > "$work/agent.token"
+chmod 600 "$work/agent.token"
+cat > "$work/agent.yaml" <<YAML
+state_dir: $work/agent
+poll_interval_secs: 2
+collector:
+  url: http://127.0.0.1:$port
+  token_file: $work/agent.token
+YAML
+
+pids=""
+holder=""
+demo=""
+cleanup() {
+    # The demo guest goes first: closing its stdin makes it destroy the VM itself.
+    [ -n "$holder" ] && kill "$holder" 2>/dev/null
+    [ -n "$demo" ] && wait "$demo" 2>/dev/null
+    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$bin/ballast-collector" serve --config "$work/collector.yaml" 2> "$work/collector.log" &
+pids="$pids $!"
+./scripts/lab/libvirt-up.sh >/dev/null 2>&1 || true
+"$bin/ballast-agent" run --config "$work/agent.yaml" 2> "$work/agent.log" &
+pids="$pids $!"
+echo "quickstart: collector on http://127.0.0.1:$port/ , agent running (logs in $work)"
+
+# The demo guest runs until its stdin closes: feed it from a FIFO we hold open.
+mkfifo "$work/demo.stdin"
+sleep 100000 > "$work/demo.stdin" &
+holder=$!
+"$bin/examples/demo_guest" 10 "$work/demo.name" < "$work/demo.stdin" &
+demo=$!
+
+echo "quickstart: waiting for the guest OOM to reach the collector..."
+id=""
+for _ in $(seq 1 300); do
+    if [ -s "$work/demo.name" ]; then
+        id=$(curl -s "http://127.0.0.1:$port/api/v1/ooms?limit=100" | python3 -c '
+import json, sys
+name = open(sys.argv[1]).read().strip()
+items = json.load(sys.stdin).get("items", [])
+print(next((str(i["id"]) for i in items if i["vm"]["name"] == name), ""))
+' "$work/demo.name" 2>/dev/null || true)
+    fi
+    [ -n "$id" ] && break
+    sleep 1
 done
+if [ -z "$id" ]; then
+    echo "quickstart: no OOM arrived; see $work/agent.log and $work/collector.log" >&2
+    exit 1
+fi
+echo
+curl -s "http://127.0.0.1:$port/api/v1/ooms/$id" | python3 -c '
+import json, sys, textwrap
+event = json.load(sys.stdin)
+print("verdict:", event["analysis"]["verdict"], "/ correlation:", event["correlation"]["verdict"])
+print(textwrap.fill(event["analysis"]["explanation"], 88))
+' 
+echo
+echo
+echo "quickstart: the explained OOM:  http://127.0.0.1:$port/ooms/$id"
+echo "quickstart: the fleet overview: http://127.0.0.1:$port/"
+echo "quickstart: Ctrl-C stops the demo (collector, agent, demo guest)."
+wait "$holder"
