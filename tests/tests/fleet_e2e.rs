@@ -22,6 +22,7 @@ const HOST: &str = "e2e-host";
 struct Collector {
     addr: SocketAddr,
     token_file: PathBuf,
+    config: PathBuf,
     daemon: Daemon,
 }
 
@@ -65,6 +66,7 @@ fn start_collector(dir: &Path, storage_yaml: &str) -> Collector {
     Collector {
         addr,
         token_file,
+        config,
         daemon,
     }
 }
@@ -260,6 +262,51 @@ fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
         answers.push(rows);
     }
     assert_eq!(answers[0], answers[1], "SQLite and PostgreSQL disagree");
+
+    // The balloon-policy report over this real run names the balloon-induced OOM and
+    // tells the admin what to change for that VM.
+    for collector in [&sqlite, &postgres] {
+        let output = Command::new(binary("ballast-collector"))
+            .args(["report", "balloon-policy", "--format", "json", "--config"])
+            .arg(&collector.config)
+            .output()
+            .expect("report runs");
+        assert!(
+            output.status.success(),
+            "report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let report: Value = serde_json::from_slice(&output.stdout).expect("report JSON");
+        assert!(
+            report["fleet"]["balloon_ooms"]
+                .as_u64()
+                .is_some_and(|n| n >= 1),
+            "{report:#}"
+        );
+        let vm = report["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|vm| vm["name"] == ballooned.name()))
+            .unwrap_or_else(|| panic!("the ballooned VM is in the report: {report:#}"));
+        assert_eq!(
+            vm["balloon_ooms"].as_array().map(Vec::len),
+            Some(1),
+            "{vm:#}"
+        );
+        let issues: Vec<&str> = vm["actions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|action| action["issue"].as_str())
+            .collect();
+        assert!(
+            issues.contains(&"deflate_on_oom_off"),
+            "says to enable deflate-on-oom: {issues:?}"
+        );
+        assert!(
+            vm["recommended_floor_kib"].as_u64().is_some(),
+            "recommends a floor: {vm:#}"
+        );
+    }
 
     for agent in agents {
         agent.stop();
