@@ -17,7 +17,7 @@
 //!    line the detector may still need, so an unsettled report is re-read, and
 //!    the watermark keeps settled ones from coming out twice.
 //!
-//! Memory: one read buffer (64 KiB), one line (`max_line_bytes`) and the
+//! Memory: one read buffer (64 KiB) per thread, shared by all tailers, one line (`max_line_bytes`) and the
 //! detector's window (`window_bytes`), whatever the guest prints.
 
 use std::fs::File;
@@ -33,6 +33,11 @@ use super::{CaptureError, CaptureSettings};
 
 const STATE_KIND: &str = "serial";
 const READ_CHUNK: usize = 64 * 1024;
+
+thread_local! {
+    /// The read buffer all tailers of a thread share (see [`SerialTailer::poll`]).
+    static READ_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 const FINGERPRINT_BYTES: u64 = 32;
 /// Rotated backups looked at for a file read before a restart (virtlogd keeps 3 by default).
 const MAX_BACKUPS: usize = 16;
@@ -119,7 +124,6 @@ pub struct SerialTailer {
     resume: Option<Resume>,
     splitter: LineSplitter,
     detector: Detector,
-    buffer: Vec<u8>,
     last_persist: Option<Instant>,
     persisted_position: Option<u64>,
 }
@@ -195,7 +199,6 @@ impl SerialTailer {
             resume,
             splitter: LineSplitter::new(settings.max_line_bytes, stream_offset),
             detector: Detector::new(settings.detector(), emitted_through, near_miss_through),
-            buffer: vec![0; READ_CHUNK],
             last_persist: None,
             persisted_position: Some(stream_offset),
         })
@@ -335,6 +338,21 @@ impl SerialTailer {
         now: Instant,
         output: &mut SerialOutput,
     ) -> Result<(), CaptureError> {
+        // One read buffer per thread, lent to every tailer in turn: 500 VMs must not keep
+        // 500 resident 64 KiB buffers (measured: 31 MiB of the agent's RSS).
+        let mut buffer = READ_BUFFER.with(std::cell::RefCell::take);
+        buffer.resize(READ_CHUNK, 0);
+        let result = self.read_chunks(&mut buffer, now, output);
+        READ_BUFFER.with(|cell| cell.replace(buffer));
+        result
+    }
+
+    fn read_chunks(
+        &mut self,
+        buffer: &mut [u8],
+        now: Instant,
+        output: &mut SerialOutput,
+    ) -> Result<(), CaptureError> {
         if self.open.is_none() && !self.open_first()? {
             return Ok(());
         }
@@ -346,18 +364,18 @@ impl SerialTailer {
             let Some(open) = self.open.as_mut() else {
                 break;
             };
-            let want = budget.min(self.buffer.len());
-            let read = match open.file.read_at(&mut self.buffer[..want], open.offset) {
+            let want = budget.min(buffer.len());
+            let read = match open.file.read_at(&mut buffer[..want], open.offset) {
                 Ok(read) => read,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(self.read_error(error)),
             };
             if read > 0 {
                 open.offset += read as u64;
-                open.remember_tail(&self.buffer[..read]);
+                open.remember_tail(&buffer[..read]);
                 budget -= read;
                 eof_checked = false;
-                self.splitter.push(&self.buffer[..read], &mut lines);
+                self.splitter.push(&buffer[..read], &mut lines);
                 for line in lines.drain(..) {
                     if let Some(puff) = self.detector.push(line, now) {
                         output.puffs.push(puff);
