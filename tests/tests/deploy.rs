@@ -623,17 +623,18 @@ impl Daemon {
 
     /// GET `path` on `port` until it answers 200 (or the daemon exits, or 30 s pass).
     fn wait_http(&mut self, port: u16, path: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("the daemon exited ({status}):\n{}", read(&self.log));
             }
-            if let Some(body) = http_get(port, path) {
-                return body;
-            }
+            let last_error = match http_try(port, path) {
+                Ok(body) => return body,
+                Err(error) => error,
+            };
             assert!(
                 Instant::now() < deadline,
-                "no answer on port {port}:\n{}",
+                "no answer on port {port} ({last_error}):\n{}",
                 read(&self.log)
             );
             std::thread::sleep(Duration::from_millis(200));
@@ -651,15 +652,29 @@ impl Drop for Daemon {
 }
 
 /// The body of a 200 answer to `GET path` on 127.0.0.1:port, if any.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+/// One GET; the error says what went wrong (refused, timed out, which status).
+fn http_try(port: u16, path: &str) -> Result<String, String> {
+    let mut stream =
+        TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| format!("timeout: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    // hyper answers an HTTP/1.0 request with HTTP/1.0.
-    (head.split_whitespace().nth(1) == Some("200")).then(|| body.to_string())
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end in {response:?}"))?;
+    match head.split_whitespace().nth(1) {
+        Some("200") => Ok(body.to_string()),
+        other => Err(format!("status {other:?}: {head}")),
+    }
 }
 
 fn free_port() -> u16 {
