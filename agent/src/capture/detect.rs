@@ -54,6 +54,9 @@ struct WindowLine {
     arrived: Instant,
 }
 
+/// Lines kept while no report is pending (only the newest matter then).
+const IDLE_TAIL_LINES: usize = 8;
+
 /// The per-VM window and detection state.
 #[derive(Debug)]
 pub struct Detector {
@@ -167,7 +170,15 @@ impl Detector {
         self.lines_since_parse += 1;
         self.window_bytes += line.bytes.len() + 1;
         self.window.push_back(WindowLine { line, arrived: now });
-        while self.window_bytes > self.config.window_bytes {
+        // Nothing waits (no anchor since the last parse, no report settling): older lines
+        // hold no report start, so only a short tail is kept. A console without OOMs then
+        // costs a few KiB per VM instead of the whole window (500 VMs: tens of MiB).
+        let keep_lines = if self.anchor_pending || self.recheck_at.is_some() {
+            usize::MAX
+        } else {
+            IDLE_TAIL_LINES
+        };
+        while self.window_bytes > self.config.window_bytes || self.window.len() > keep_lines {
             match self.window.pop_front() {
                 Some(old) => self.window_bytes -= old.line.bytes.len() + 1,
                 None => break,
