@@ -85,6 +85,19 @@ pub fn audit(config: &DomainConfig, observed: Observed) -> Vec<Finding> {
     findings
 }
 
+/// The findings of a VM known only from its configuration and stats freshness, as the
+/// stable names the status file and the inventory event carry.
+pub fn finding_names(config: &DomainConfig, stats_stale: bool) -> Vec<String> {
+    let observed = Observed {
+        stats_stale,
+        ..Observed::default()
+    };
+    audit(config, observed)
+        .into_iter()
+        .map(|finding| finding.as_str().to_string())
+        .collect()
+}
+
 /// `quiet` sets the console loglevel to 4; the report's header and Mem-Info are
 /// KERN_WARNING (4) and the task list KERN_INFO (6): a loglevel below 7 hides them.
 pub fn cmdline_hides_oom_reports(cmdline: &str) -> bool {

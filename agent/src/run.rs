@@ -629,17 +629,10 @@ impl Monitor {
                 .vms()
                 .map(|vm| {
                     let config = vm.config.clone().unwrap_or_default();
-                    let observed = crate::audit::Observed {
-                        stats_stale: vm.stale,
-                        ..crate::audit::Observed::default()
-                    };
                     VmInventory {
                         vm: vm_ref(&vm.id),
                         state: "running".to_string(),
-                        findings: crate::audit::audit(&config, observed)
-                            .into_iter()
-                            .map(|f| f.as_str().to_string())
-                            .collect(),
+                        findings: crate::audit::finding_names(&config, vm.stale),
                         config: VmConfig {
                             memory_kib: config.memory_kib,
                             balloon_floor_kib: config.current_memory_kib,

@@ -55,16 +55,7 @@ impl Status {
                 let findings = vm
                     .config
                     .as_ref()
-                    .map(|config| {
-                        let observed = crate::audit::Observed {
-                            stats_stale: vm.stale,
-                            ..crate::audit::Observed::default()
-                        };
-                        crate::audit::audit(config, observed)
-                            .into_iter()
-                            .map(|finding| finding.as_str().to_string())
-                            .collect()
-                    })
+                    .map(|config| crate::audit::finding_names(config, vm.stale))
                     .unwrap_or_default();
                 VmStatus {
                     uuid: vm.id.uuid.clone(),
