@@ -16,6 +16,7 @@ use crate::capture::{CaptureSource, CapturedOom};
 use crate::fleet::VmState;
 use crate::history::HistoryPoint;
 use crate::hostmem::HostMemory;
+use crate::hypervisor::DomainId;
 
 /// How much balloon history an OOM event carries.
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
@@ -43,10 +44,7 @@ pub fn oom_event(
         .unwrap_or_default();
     let skip = history.len().saturating_sub(MAX_POINTS);
     OomEvent {
-        vm: VmRef {
-            uuid: captured.domain.uuid.clone(),
-            name: captured.domain.name.clone(),
-        },
+        vm: vm_ref(&captured.domain),
         kind,
         source: match captured.source {
             CaptureSource::Serial => WireSource::Serial,
@@ -86,6 +84,14 @@ fn point(history: &HistoryPoint) -> BalloonPoint {
         available_kib: history.available_kib,
         usable_kib: history.usable_kib,
         event: history.origin == crate::history::SampleOrigin::BalloonEvent,
+    }
+}
+
+/// A VM's identity as the wire names it.
+pub fn vm_ref(id: &DomainId) -> VmRef {
+    VmRef {
+        uuid: id.uuid.clone(),
+        name: id.name.clone(),
     }
 }
 

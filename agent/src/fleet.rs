@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::{BalloonRollup, VmRef};
+use ballast_model::BalloonRollup;
 use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History};
@@ -120,13 +120,6 @@ impl VmState {
         due
     }
 
-    fn vm_ref(&self) -> VmRef {
-        VmRef {
-            uuid: self.id.uuid.clone(),
-            name: self.id.name.clone(),
-        }
-    }
-
     /// Folds a sample into the current minute; returns the finished rollup of a past minute.
     fn roll(&mut self, at: SystemTime, sample: &BalloonSample) -> Option<BalloonRollup> {
         let period = epoch_secs(at) / ROLLUP_SECS;
@@ -135,7 +128,7 @@ impl VmState {
         } else {
             None
         };
-        let vm = self.vm_ref();
+        let vm = crate::enrich::vm_ref(&self.id);
         let rollup = self.rollup.get_or_insert_with(|| BalloonRollup {
             vm,
             period_start_ms: i64::try_from(period * ROLLUP_SECS * 1000).unwrap_or(i64::MAX),

@@ -22,13 +22,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use ballast_model::{
     AgentHealth, AgentHello, BalloonChange, Envelope, Event, Inventory, NearMiss as WireNearMiss,
-    OomKind, VmConfig, VmInventory, VmRef,
+    OomKind, VmConfig, VmInventory,
 };
 
 use crate::capture::host_kernel::{HostKernelConfig, HostKernelReader, KnownVm};
 use crate::capture::{Capture, CaptureEvent, CaptureSettings, CapturedOom, FetchReason};
 use crate::config::Settings;
-use crate::enrich::{self, epoch_ms};
+use crate::enrich::{self, epoch_ms, vm_ref};
 use crate::fleet::{Change, Fleet};
 use crate::hypervisor::{DomainEvent, DomainId, DomainState, Hypervisor};
 use crate::metrics::AgentCounters;
@@ -709,13 +709,6 @@ impl Monitor {
             .counters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn vm_ref(id: &DomainId) -> VmRef {
-    VmRef {
-        uuid: id.uuid.clone(),
-        name: id.name.clone(),
     }
 }
 
