@@ -61,6 +61,7 @@ postgresql
 prometheus debootstrap
 chromium
 curl python3
+faketime
 "
 # -----------------------------------------------------------------------------
 
