@@ -1,6 +1,8 @@
 //! Shared helpers for ballast's end-to-end tests: finding the built binaries, running
 //! a collector and an agent as child processes, and plain HTTP on loopback.
 
+pub mod fault;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
