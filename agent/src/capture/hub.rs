@@ -51,6 +51,10 @@ struct DomainCapture {
     bucket: TokenBucket,
     /// Reports dropped by the bucket since the last one emitted.
     suppressed: u64,
+    /// The newest dropped report: it goes out as soon as the bucket refills (with
+    /// the count of those dropped before it), so a flood that stops is still
+    /// flagged in an event without waiting for the VM's next OOM.
+    last_suppressed: Option<CapturedOom>,
     near_miss: MinInterval,
     held: Vec<Held>,
     dedupe_dirty: bool,
@@ -193,10 +197,12 @@ impl Capture {
         Ok(poll.events)
     }
 
-    /// Emits held partial reports whose hold ran out.
+    /// Emits held partial reports whose hold ran out, and the newest report a
+    /// flood had dropped once its domain's bucket has a token again.
     pub fn release_held(&mut self, now: Instant) -> Vec<CaptureEvent> {
         let mut events = Vec::new();
         for domain in self.domains.values_mut() {
+            release_flood_summary(domain, now, &mut events);
             let (due, kept) = std::mem::take(&mut domain.held)
                 .into_iter()
                 .partition(|held| held.until <= now);
@@ -263,6 +269,7 @@ impl Capture {
                         now,
                     ),
                     suppressed: 0,
+                    last_suppressed: None,
                     near_miss: MinInterval::new(self.settings.near_miss_interval),
                     held: Vec::new(),
                     dedupe_dirty: false,
@@ -373,15 +380,36 @@ fn gate(
 ) {
     if domain.bucket.try_take(now) {
         oom.suppressed_before = std::mem::take(&mut domain.suppressed);
+        // Counted in `suppressed_before`: the kept copy is no longer owed.
+        domain.last_suppressed = None;
         events.push(CaptureEvent::Oom(oom));
         return;
     }
     domain.suppressed += 1;
     *total += 1;
+    domain.last_suppressed = Some(oom);
     if domain.suppressed == 1 {
         tracing::warn!(domain = %domain.id.uuid, "Guest OOM reports above the flood limit; counting instead of sending.");
     } else {
         tracing::debug!(domain = %domain.id.uuid, suppressed = domain.suppressed, "Guest OOM report suppressed.");
+    }
+}
+
+/// After a flood: once the bucket has a token, the newest dropped report goes
+/// out carrying the count of the ones dropped before it (it is not counted twice).
+fn release_flood_summary(domain: &mut DomainCapture, now: Instant, events: &mut Vec<CaptureEvent>) {
+    if domain.last_suppressed.is_none() || !domain.bucket.try_take(now) {
+        return;
+    }
+    if let Some(mut oom) = domain.last_suppressed.take() {
+        let dropped = std::mem::take(&mut domain.suppressed);
+        oom.suppressed_before = dropped.saturating_sub(1);
+        tracing::warn!(
+            domain = %domain.id.uuid,
+            dropped,
+            "Guest OOM flood: the newest dropped report goes out flagged with the count."
+        );
+        events.push(CaptureEvent::Oom(oom));
     }
 }
 
@@ -556,5 +584,51 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].suppressed_before, 980);
         assert_eq!(found[0].report.killed.as_ref().map(|k| k.pid), Some(5000));
+    }
+
+    #[test]
+    fn a_flood_that_stops_is_flagged_once_the_bucket_refills() {
+        let dir = TempDir::new("hub-flood-stops");
+        let log = dir.0.join("serial.log");
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        let mut text = String::new();
+        for pid in 1000..1100 {
+            text.push_str(&kill_line.replace("113", &pid.to_string()));
+            text.push('\n');
+        }
+        std::fs::write(&log, &text).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(CaptureSettings {
+            partial_hold: Duration::ZERO,
+            ..settings(&dir)
+        });
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert_eq!(ooms(&poll.events).len(), 20);
+        assert_eq!(capture.flood_suppressed_total(), 80);
+        // The guest goes quiet: nothing more before the bucket refills...
+        assert!(capture
+            .release_held(now + Duration::from_secs(59))
+            .is_empty());
+        // ...then the newest dropped report goes out with the 79 dropped before it.
+        let released = capture.release_held(now + Duration::from_secs(60));
+        let found = ooms(&released);
+        assert_eq!(found.len(), 1, "{released:?}");
+        assert_eq!(found[0].suppressed_before, 79);
+        assert_eq!(found[0].report.killed.as_ref().map(|k| k.pid), Some(1099));
+        // Once only, and the next report starts from zero.
+        assert!(capture
+            .release_held(now + Duration::from_secs(600))
+            .is_empty());
+        std::fs::write(
+            &log,
+            format!("{text}{}\n", kill_line.replace("113", "5000")),
+        )
+        .expect("append");
+        let poll = capture
+            .poll_serial(&domain(), &log, now + Duration::from_secs(601))
+            .expect("serial");
+        let found = ooms(&poll.events);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].suppressed_before, 0);
     }
 }
