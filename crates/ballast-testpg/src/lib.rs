@@ -101,10 +101,7 @@ impl TestPg {
                 OsStr::new("--no-sync"),
             ],
         )?;
-        let options = format!(
-            "-k {} -p {port} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
-            cluster.dir().display()
-        );
+        let options = cluster.server_options();
         let log = cluster.dir().join("server.log");
         let started = cluster.run(
             "pg_ctl",
@@ -172,6 +169,56 @@ impl TestPg {
             ],
         )?;
         Ok(self.connection_string(&name))
+    }
+
+    /// Stops the server (`pg_ctl stop -m fast`) and keeps the cluster: for tests of
+    /// clients that must survive a database restart. [`TestPg::start_server`] brings
+    /// it back on the same socket.
+    pub fn stop_server(&self) -> Result<(), TestPgError> {
+        let data = self.dir().join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-m"),
+                OsStr::new("fast"),
+                OsStr::new("-w"),
+                OsStr::new("stop"),
+            ],
+        )
+        .map(drop)
+    }
+
+    /// Starts the server again after [`TestPg::stop_server`].
+    pub fn start_server(&self) -> Result<(), TestPgError> {
+        let data = self.dir().join("data");
+        let log = self.dir().join("server.log");
+        let options = self.server_options();
+        self.run(
+            "pg_ctl",
+            &[
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-o"),
+                OsStr::new(&options),
+                OsStr::new("-l"),
+                log.as_os_str(),
+                OsStr::new("-w"),
+                OsStr::new("-t"),
+                OsStr::new("60"),
+                OsStr::new("start"),
+            ],
+        )
+        .map(drop)
+    }
+
+    fn server_options(&self) -> String {
+        format!(
+            "-k {} -p {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
+            self.dir().display(),
+            self.port
+        )
     }
 
     fn command(&self, program: &str) -> Command {
