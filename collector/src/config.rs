@@ -97,6 +97,9 @@ pub struct ReadConfig {
 pub struct RetentionConfig {
     /// Balloon rollups and small events (hello, health, near misses) are kept this long.
     pub rollup_days: u32,
+    /// Minute rollups are kept this long, then compacted into hourly rollups (kept
+    /// for `rollup_days`).
+    pub minute_rollup_hours: u32,
     /// OOM events are kept this long.
     pub oom_days: u32,
     /// Seconds between two retention passes.
@@ -149,6 +152,7 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             rollup_days: 30,
+            minute_rollup_hours: 48,
             oom_days: 365,
             interval_secs: 3600,
             batch_rows: 5000,
@@ -221,6 +225,8 @@ impl Default for IngestLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionSettings {
     pub rollups: Duration,
+    /// Minute rollups older than this are compacted into hourly rollups.
+    pub minute_rollups: Duration,
     pub ooms: Duration,
     pub interval: Duration,
     pub batch_rows: u32,
@@ -379,6 +385,10 @@ impl RawConfig {
         let retention = &self.retention;
         for (field, value) in [
             ("rollup_days", u64::from(retention.rollup_days)),
+            (
+                "minute_rollup_hours",
+                u64::from(retention.minute_rollup_hours),
+            ),
             ("oom_days", u64::from(retention.oom_days)),
             ("interval_secs", retention.interval_secs),
             ("batch_rows", u64::from(retention.batch_rows)),
@@ -407,6 +417,9 @@ impl RawConfig {
             read_token,
             retention: RetentionSettings {
                 rollups: Duration::from_secs(u64::from(retention.rollup_days) * DAY_SECS),
+                minute_rollups: Duration::from_secs(
+                    u64::from(retention.minute_rollup_hours) * 3600,
+                ),
                 ooms: Duration::from_secs(u64::from(retention.oom_days) * DAY_SECS),
                 interval: Duration::from_secs(retention.interval_secs),
                 batch_rows: retention.batch_rows,

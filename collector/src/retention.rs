@@ -1,16 +1,19 @@
 //! Deletes expired rows in bounded batches: rollups and small events after
-//! `retention.rollup_days`, OOM events after `retention.oom_days`.
+//! `retention.rollup_days`, OOM events after `retention.oom_days`; then compacts
+//! minute rollups older than `retention.minute_rollup_hours` into hourly rollups
+//! ([`crate::storage::tiers`]), so a fleet's store holds 30 days of hours, not of
+//! minutes.
 //!
-//! Each batch is one short statement (on SQLite a separate job on the writer
-//! thread, between ingest groups), followed by a pause, so ingest never waits
-//! behind a long delete.
+//! Each batch is one short statement or transaction (on SQLite a separate job on
+//! the writer thread, between ingest groups), followed by a pause, so ingest never
+//! waits behind a long delete or compaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::RetentionSettings;
 use crate::storage::queries::{delete_expired, Expiring};
-use crate::storage::{Store, StoreError};
+use crate::storage::{tiers, Store, StoreError};
 
 /// Rows deleted by one pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +21,8 @@ pub struct Deleted {
     pub rollups: u64,
     pub events: u64,
     pub ooms: u64,
+    /// Minute rollups folded into hourly rollups.
+    pub compacted: u64,
 }
 
 /// Pause between two delete batches.
@@ -50,7 +55,31 @@ pub async fn run_pass(
             tokio::time::sleep(PAUSE).await;
         }
     }
+    deleted.compacted = compact(store, settings, now_ms).await?;
     Ok(deleted)
+}
+
+/// Folds minute rollups that started before the hour boundary `minute_rollups`
+/// ago into hourly rollups, `batch_rows` minute rows per transaction.
+async fn compact(
+    store: &dyn Store,
+    settings: &RetentionSettings,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let keep_ms = i64::try_from(settings.minute_rollups.as_millis()).unwrap_or(i64::MAX);
+    let before = tiers::hour_start(now_ms.saturating_sub(keep_ms));
+    let mut compacted = 0;
+    loop {
+        let affected = store
+            .execute_all(tiers::compact_batch(before, settings.batch_rows))
+            .await?;
+        let n = affected.last().copied().unwrap_or(0);
+        compacted += n;
+        if n < u64::from(settings.batch_rows) {
+            return Ok(compacted);
+        }
+        tokio::time::sleep(PAUSE).await;
+    }
 }
 
 /// Runs a pass now and then every `settings.interval`, until the task is aborted.

@@ -36,6 +36,7 @@ async fn the_storage_suite_passes_on_postgresql() {
     util::suite::queries_answer_as_documented(store(&cluster).await).await;
     util::suite::tokens_are_stored_hashed(store(&cluster).await).await;
     util::suite::retention_deletes_in_batches(store(&cluster).await).await;
+    util::suite::minute_rollups_compact_into_hours(store(&cluster).await).await;
 
     // Migrations are applied once, also by two collectors starting together.
     let url = cluster.create_database().expect("createdb");

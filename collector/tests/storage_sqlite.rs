@@ -41,6 +41,12 @@ async fn retention_deletes_in_batches() {
 }
 
 #[tokio::test]
+async fn minute_rollups_compact_into_hours() {
+    let (_dir, store) = store().await;
+    util::suite::minute_rollups_compact_into_hours(store).await;
+}
+
+#[tokio::test]
 async fn reopening_keeps_data_and_migrations_are_applied_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.sqlite");

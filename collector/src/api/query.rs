@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::api::{AppError, AppState};
 use crate::records::{OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory};
-use crate::storage::queries::{self, GroupBy, OomFilter};
+use crate::storage::queries::{self, GroupBy, OomFilter, Resolution};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -107,6 +107,8 @@ pub(super) struct MemoryParams {
     since: Option<i64>,
     until: Option<i64>,
     limit: Option<i64>,
+    /// `stored` (default: minutes where still kept, hours before) or `hour`.
+    resolution: Option<String>,
 }
 
 pub(super) async fn vm_memory(
@@ -119,6 +121,16 @@ pub(super) async fn vm_memory(
         .since
         .unwrap_or_else(|| crate::now_ms().saturating_sub(DAY_MS));
     let until = params.until.unwrap_or(i64::MAX);
+    let resolution = match params.resolution.as_deref() {
+        None | Some("stored") => Resolution::Stored,
+        Some("hour") => Resolution::Hour,
+        Some(_) => {
+            return Err(AppError::Unprocessable {
+                message: "resolution must be stored or hour".into(),
+                field: Some("resolution".into()),
+            })
+        }
+    };
     Ok(Json(
         queries::vm_memory(
             state.store.as_ref(),
@@ -126,6 +138,7 @@ pub(super) async fn vm_memory(
             since,
             until,
             params.limit.unwrap_or(10_000),
+            resolution,
         )
         .await?,
     ))

@@ -19,6 +19,7 @@ pub mod prepare;
 pub mod queries;
 pub mod sql;
 pub mod sqlite;
+pub mod tiers;
 
 use std::sync::Arc;
 
@@ -66,6 +67,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn query(&self, query: Query) -> Result<Vec<Row>, StoreError>;
     /// Runs one write statement in its own transaction; returns the rows affected.
     async fn execute(&self, query: Query) -> Result<u64, StoreError>;
+    /// Runs write statements in ONE transaction that sees one snapshot (SQLite: the
+    /// single writer; PostgreSQL: `REPEATABLE READ`), so statements selecting the same
+    /// rows select the same rows; all or nothing. Returns the rows affected by each.
+    async fn execute_all(&self, queries: Vec<Query>) -> Result<Vec<u64>, StoreError>;
     /// Stores a batch in one transaction; answers after the commit.
     async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError>;
     /// The engine's name (`sqlite`, `postgres`).

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, IsolationLevel, NoTls};
 
 use ballast_model::IngestResponse;
 
@@ -21,7 +21,11 @@ use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::{Store, StoreError};
 
 /// Schema migrations, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/postgres/0001_init.sql")),
+    (2, include_str!("migrations/postgres/0002_rollup_tiers.sql")),
+    (3, include_str!("migrations/postgres/0003_notify_outbox.sql")),
+];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
 
@@ -107,6 +111,29 @@ impl Store for PostgresStore {
                 &sql_params(&query.params),
             )
             .await?)
+    }
+
+    async fn execute_all(&self, queries: Vec<Query>) -> Result<Vec<u64>, StoreError> {
+        let mut guard = self.client().await?;
+        let client = guard.as_mut().ok_or(StoreError::WorkerGone)?;
+        let transaction = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
+        let mut affected = Vec::with_capacity(queries.len());
+        for query in &queries {
+            affected.push(
+                transaction
+                    .execute(
+                        postgres_placeholders(&query.sql).as_str(),
+                        &sql_params(&query.params),
+                    )
+                    .await?,
+            );
+        }
+        transaction.commit().await?;
+        Ok(affected)
     }
 
     async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError> {

@@ -10,6 +10,7 @@ use crate::records::{
 };
 use crate::storage::prepare::VmContext;
 use crate::storage::sql::{Param, Query, Row};
+use crate::storage::tiers;
 use crate::storage::{Store, StoreError};
 
 /// Filters and paging of `GET /api/v1/ooms`.
@@ -275,6 +276,18 @@ pub async fn rollups_between(
     Ok(rows.iter().map(decode_rollup).collect())
 }
 
+/// The resolution of a memory series.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Resolution {
+    /// The rollups as stored: minutes within `retention.minute_rollup_hours`, hours
+    /// before (the tier follows the range asked).
+    #[default]
+    Stored,
+    /// One point per hour throughout (recent minutes folded on read like the
+    /// compaction folds them).
+    Hour,
+}
+
 /// A VM's balloon series.
 pub async fn vm_memory(
     store: &dyn Store,
@@ -282,10 +295,27 @@ pub async fn vm_memory(
     since_ms: i64,
     until_ms: i64,
     limit: i64,
+    resolution: Resolution,
 ) -> Result<VmMemory, StoreError> {
+    let points = match resolution {
+        Resolution::Stored => rollups_between(store, vm_uuid, since_ms, until_ms, limit).await?,
+        Resolution::Hour => {
+            let stored = rollups_between(
+                store,
+                vm_uuid,
+                tiers::hour_start(since_ms),
+                until_ms,
+                100_000,
+            )
+            .await?;
+            let mut hours = tiers::hourly(&stored);
+            hours.truncate(usize::try_from(limit.clamp(1, 100_000)).unwrap_or(100_000));
+            hours
+        }
+    };
     Ok(VmMemory {
         uuid: vm_uuid.to_string(),
-        points: rollups_between(store, vm_uuid, since_ms, until_ms, limit).await?,
+        points,
     })
 }
 

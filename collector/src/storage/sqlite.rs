@@ -23,7 +23,11 @@ use crate::storage::sql::{Cell, Param, Query, Row};
 use crate::storage::{Store, StoreError};
 
 /// Schema migrations, in order.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_init.sql")),
+    (2, include_str!("migrations/sqlite/0002_rollup_tiers.sql")),
+    (3, include_str!("migrations/sqlite/0003_notify_outbox.sql")),
+];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
 /// ... and rows.
@@ -45,6 +49,7 @@ enum Job {
         oneshot::Sender<Result<IngestResponse, StoreError>>,
     ),
     Execute(Query, oneshot::Sender<Result<u64, StoreError>>),
+    ExecuteAll(Vec<Query>, oneshot::Sender<Result<Vec<u64>, StoreError>>),
 }
 
 #[derive(Debug)]
@@ -122,6 +127,15 @@ impl Store for SqliteStore {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job::Execute(query, reply))
+            .await
+            .map_err(|_| StoreError::WorkerGone)?;
+        answer.await.map_err(|_| StoreError::WorkerGone)?
+    }
+
+    async fn execute_all(&self, queries: Vec<Query>) -> Result<Vec<u64>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::ExecuteAll(queries, reply))
             .await
             .map_err(|_| StoreError::WorkerGone)?;
         answer.await.map_err(|_| StoreError::WorkerGone)?
@@ -237,6 +251,9 @@ fn writer_loop(mut connection: Connection, mut jobs: mpsc::Receiver<Job>) {
                     .map_err(StoreError::from);
                 let _ = reply.send(result);
             }
+            Job::ExecuteAll(queries, reply) => {
+                let _ = reply.send(execute_all(&mut connection, &queries));
+            }
             Job::Ingest(batch, reply) => {
                 let mut rows = batch.n_rows();
                 let mut group = vec![(batch, reply)];
@@ -257,6 +274,20 @@ fn writer_loop(mut connection: Connection, mut jobs: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Runs the statements in one IMMEDIATE transaction (rolled back on the first error).
+fn execute_all(connection: &mut Connection, queries: &[Query]) -> Result<Vec<u64>, StoreError> {
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut affected = Vec::with_capacity(queries.len());
+    for query in queries {
+        let n = transaction
+            .prepare_cached(&query.sql)?
+            .execute(rusqlite::params_from_iter(query.params.iter()))?;
+        affected.push(u64::try_from(n).unwrap_or(0));
+    }
+    transaction.commit()?;
+    Ok(affected)
 }
 
 type Reply = oneshot::Sender<Result<IngestResponse, StoreError>>;

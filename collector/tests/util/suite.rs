@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use ballast_collector::retention;
 use ballast_collector::storage::queries::{self, GroupBy, OomFilter};
-use ballast_collector::storage::{Store, StoreError};
+use ballast_collector::storage::{Param, Query, Store, StoreError};
 
 use super::*;
 
@@ -68,7 +68,7 @@ pub async fn snapshot(store: &dyn Store) -> serde_json::Value {
         "list": list,
         "details": details,
         "vms": queries::list_vms(store, None).await.expect("vms"),
-        "memory": queries::vm_memory(store, LAB_UUID, 0, i64::MAX, 1000).await.expect("memory"),
+        "memory": queries::vm_memory(store, LAB_UUID, 0, i64::MAX, 1000, queries::Resolution::Stored).await.expect("memory"),
         "counts": queries::oom_counts(store, GroupBy::Verdict, 86_400, 0, i64::MAX).await.expect("counts"),
         "hosts": queries::oom_counts(store, GroupBy::Host, 3600, 0, i64::MAX).await.expect("counts"),
         "repeat": queries::repeat_offenders(store, 0, 2).await.expect("repeat"),
@@ -98,9 +98,16 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     .await
     .expect("list");
     assert_eq!(page.items.len(), 3, "nothing doubled");
-    let memory = queries::vm_memory(store.as_ref(), LAB_UUID, 0, i64::MAX, 1000)
-        .await
-        .expect("memory");
+    let memory = queries::vm_memory(
+        store.as_ref(),
+        LAB_UUID,
+        0,
+        i64::MAX,
+        1000,
+        queries::Resolution::Stored,
+    )
+    .await
+    .expect("memory");
     assert_eq!(memory.points.len(), 30);
     // The same key from another host is another event.
     let other = batch("pve3", vec![rollup("pve1/r/0", LAB_UUID, OOM_AT_MS, MIB)]);
@@ -264,6 +271,7 @@ pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
     load(store.as_ref()).await.expect("load");
     let settings = ballast_collector::config::RetentionSettings {
         rollups: std::time::Duration::from_secs(10 * 60),
+        minute_rollups: std::time::Duration::from_secs(48 * 3600),
         ooms: std::time::Duration::from_secs(3600),
         interval: std::time::Duration::from_secs(3600),
         batch_rows: 4,
@@ -289,4 +297,150 @@ pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
     .await
     .expect("list");
     assert_eq!(left.items.len(), 1);
+}
+
+/// Minute rollups of one VM: `hours` whole hours from `start_ms`, actual varying.
+fn minutes(host_key: &str, uuid: &str, start_ms: i64, hours: i64) -> Vec<Envelope> {
+    (0..hours * 60)
+        .map(|minute| {
+            let actual = (200 + (minute * 37) % 300) as u64 * MIB;
+            rollup(
+                &format!("{host_key}/r/{minute}"),
+                uuid,
+                start_ms + minute * 60_000,
+                actual,
+            )
+        })
+        .collect()
+}
+
+async fn count_rows(store: &dyn Store, sql: &str, param: i64) -> i64 {
+    store
+        .query(Query::new(sql, vec![Param::int(param)]))
+        .await
+        .expect("count")
+        .first()
+        .map_or(0, |row| row.int_or_zero(0))
+}
+
+/// Retention compacts minute rollups older than the minute window into hourly
+/// rollups that carry what the minutes said; the hourly series a user reads is
+/// the same before and after; a late minute merges into its hour; a second pass
+/// changes nothing.
+pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
+    const HOUR: i64 = 3_600_000;
+    let start = (OOM_AT_MS / HOUR) * HOUR - 3 * HOUR;
+    let other = "7d3c41a2-5b1e-4f3e-9a6b-00000000a002";
+    store
+        .ingest(prepared(batch("pve1", minutes("pve1", LAB_UUID, start, 3))))
+        .await
+        .expect("ingest");
+    store
+        .ingest(prepared(batch("pve2", minutes("pve2", other, start, 1))))
+        .await
+        .expect("ingest");
+    let series = |uuid: &'static str, resolution| {
+        let store = Arc::clone(&store);
+        async move {
+            queries::vm_memory(store.as_ref(), uuid, 0, i64::MAX, 100_000, resolution)
+                .await
+                .expect("memory")
+                .points
+        }
+    };
+    let hourly_before = series(LAB_UUID, queries::Resolution::Hour).await;
+    assert_eq!(hourly_before.len(), 3);
+    assert_eq!(hourly_before[0].samples, 60 * 6);
+    assert_eq!(
+        series(LAB_UUID, queries::Resolution::Stored).await.len(),
+        180
+    );
+
+    // Minutes are kept one hour: at start + 3 h + 10 min the first two hours go.
+    let settings = ballast_collector::config::RetentionSettings {
+        rollups: std::time::Duration::from_secs(30 * 86_400),
+        minute_rollups: std::time::Duration::from_secs(3600),
+        ooms: std::time::Duration::from_secs(365 * 86_400),
+        interval: std::time::Duration::from_secs(3600),
+        batch_rows: 7,
+    };
+    let now = start + 3 * HOUR + 10 * 60_000;
+    let done = retention::run_pass(store.as_ref(), &settings, now)
+        .await
+        .expect("retention");
+    assert_eq!(
+        done.compacted,
+        120 + 60,
+        "two hours of pve1, the hour of pve2"
+    );
+    assert_eq!(done.rollups, 0);
+
+    let stored = series(LAB_UUID, queries::Resolution::Stored).await;
+    assert_eq!(
+        stored.len(),
+        2 + 60,
+        "two hourly rows, then the last hour's minutes"
+    );
+    assert_eq!(
+        stored
+            .iter()
+            .map(|p| p.period_secs)
+            .take(3)
+            .collect::<Vec<_>>(),
+        vec![3600, 3600, 60]
+    );
+    assert_eq!(
+        series(LAB_UUID, queries::Resolution::Hour).await,
+        hourly_before,
+        "compaction keeps min, max, last and samples of every hour"
+    );
+    let other_hours = series(other, queries::Resolution::Stored).await;
+    assert_eq!(other_hours.len(), 1);
+    assert_eq!(other_hours[0].period_start_ms, start);
+    assert_eq!(
+        count_rows(
+            store.as_ref(),
+            "SELECT COUNT(*) FROM rollups WHERE period_secs < 3600 AND period_start_ms < ?",
+            start + 2 * HOUR,
+        )
+        .await,
+        0,
+        "no minute row left before the cut"
+    );
+
+    // A minute delivered late (agent outage) into a compacted hour is merged.
+    let mut late = rollup("pve1/r/late", LAB_UUID, start + 30 * 60_000 + 1, 5 * MIB);
+    late.captured_at_ms = start + 2 * HOUR;
+    store
+        .ingest(prepared(batch("pve1", vec![late])))
+        .await
+        .expect("late ingest");
+    let done = retention::run_pass(store.as_ref(), &settings, now)
+        .await
+        .expect("retention");
+    assert_eq!(done.compacted, 1);
+    let first = series(LAB_UUID, queries::Resolution::Stored).await[0].clone();
+    assert_eq!(first.samples, 60 * 6 + 6);
+    assert_eq!(first.actual_kib.min, Some(5 * MIB));
+    assert_eq!(
+        first.actual_kib.last,
+        Some(5 * MIB),
+        "captured last, so its value is the hour's last"
+    );
+    assert_eq!(first.actual_kib.max, hourly_before[0].actual_kib.max);
+
+    // Nothing left to do: a pass changes nothing.
+    let again = retention::run_pass(store.as_ref(), &settings, now)
+        .await
+        .expect("retention");
+    assert_eq!(again, retention::Deleted::default());
+    assert_eq!(
+        count_rows(
+            store.as_ref(),
+            "SELECT COUNT(*) FROM rollups WHERE period_secs = ?",
+            3600
+        )
+        .await,
+        3
+    );
 }
