@@ -40,6 +40,9 @@ pub struct RawConfig {
     pub journal_file: PathBuf,
     /// Cap on the spool (events waiting for the collector), MiB.
     pub spool_max_mib: u64,
+    /// Log filter (`info`, `debug`, `info,ballast_agent::capture=debug`); the
+    /// BALLAST_LOG environment variable overrides it. Reloaded on SIGHUP.
+    pub log_level: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +119,7 @@ impl Default for RawConfig {
             procfs_root: PathBuf::from(paths::PROCFS_ROOT),
             journal_file: PathBuf::new(),
             spool_max_mib: 256,
+            log_level: "info".to_string(),
         }
     }
 }
@@ -188,6 +192,7 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("procfs_root", "Where host memory figures are read (tests point it elsewhere)."),
     ("journal_file", "Also append every event as a JSON line to this file (debugging; grows without bound). Empty = off."),
     ("spool_max_mib", "Cap on the spool of events waiting for the collector; OOM events are kept, rollups thinned first."),
+    ("log_level", "Log filter: error, warn, info, debug, or per module (info,ballast_agent::capture=debug). BALLAST_LOG overrides it. SIGHUP applies a change."),
 ];
 
 /// The checked configuration the agent runs on.
@@ -208,6 +213,8 @@ pub struct Settings {
     pub procfs_root: PathBuf,
     pub journal_file: Option<PathBuf>,
     pub spool_max_bytes: u64,
+    /// A valid tracing filter directive.
+    pub log_level: String,
 }
 
 /// Reading the file failed, or its YAML does not fit the schema.
@@ -252,6 +259,8 @@ pub enum ValidationError {
     RelativeStateDir(PathBuf),
     #[error("host_id ({0:?}) may only hold letters, digits, '.', '-' and '_' (at most 253)")]
     HostId(String),
+    #[error("log_level ({value:?}) is not a log filter: {message}")]
+    LogLevel { value: String, message: String },
 }
 
 impl RawConfig {
@@ -356,6 +365,13 @@ impl RawConfig {
         if !host_ok {
             return Err(ValidationError::HostId(host_id));
         }
+        let log_level = self.log_level.trim().to_string();
+        if let Err(message) = check_log_filter(&log_level) {
+            return Err(ValidationError::LogLevel {
+                value: log_level,
+                message,
+            });
+        }
         Ok(Settings {
             host_id,
             backend: self.backend,
@@ -371,8 +387,31 @@ impl RawConfig {
             procfs_root: self.procfs_root,
             journal_file: (!self.journal_file.as_os_str().is_empty()).then_some(self.journal_file),
             spool_max_bytes: self.spool_max_mib.saturating_mul(1024 * 1024),
+            log_level,
         })
     }
+}
+
+/// A log filter: comma-separated `LEVEL` or `target=LEVEL` directives. Stricter than
+/// tracing's own parser, which takes a misspelt level for a target name.
+fn check_log_filter(text: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    if text.is_empty() {
+        return Err("empty".into());
+    }
+    for directive in text.split(',') {
+        let level = directive
+            .rsplit_once('=')
+            .map_or(directive, |(_, level)| level);
+        if !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "{directive:?} names no level (off, error, warn, info, debug, trace)"
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// Reads `path` (defaults when `None`) and validates it: the agent's start-up check.
@@ -460,6 +499,13 @@ mod tests {
         ));
         let raw = parse("host_id: 'bad host'\n").expect("parses");
         assert!(matches!(raw.validate("h"), Err(ValidationError::HostId(_))));
+        let raw = parse("log_level: loud\n").expect("parses");
+        assert!(matches!(
+            raw.validate("h"),
+            Err(ValidationError::LogLevel { .. })
+        ));
+        let raw = parse("log_level: 'info,ballast_agent::capture=debug'\n").expect("parses");
+        assert!(raw.validate("h").is_ok());
     }
 
     #[test]

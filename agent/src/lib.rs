@@ -15,6 +15,7 @@ pub mod hostmem;
 pub mod hypervisor;
 pub mod metrics;
 pub mod paths;
+pub mod reload;
 pub mod run;
 pub mod sink;
 pub mod spool;

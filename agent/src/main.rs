@@ -8,6 +8,9 @@
 //!
 //! Exit codes: 0 when the command ran (also when `explain` found no report), 2 when
 //! the input or configuration could not be read or is invalid, 1 on other errors.
+//!
+//! `run` under systemd (`Type=notify`): READY=1 once the first poll is done; SIGHUP
+//! re-reads the configuration file ([`Reloader`]), SIGTERM/SIGINT stop.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +25,11 @@ use ballast_agent::hypervisor::Hypervisor;
 use ballast_agent::run::{Handles, Monitor, SpoolSink};
 use ballast_agent::spool::{Spool, SpoolConfig, SpoolHandle};
 use ballast_agent::status::Status;
-use ballast_agent::{explain, metrics, paths, sink};
+use ballast_agent::{explain, metrics, paths, reload, sink};
+use sd_notify::NotifyState;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(
@@ -117,9 +124,17 @@ fn system_host_name() -> String {
 
 /// The explicit file, else the default file when it exists, else the defaults.
 fn load_settings(path: Option<&Path>) -> anyhow::Result<Settings> {
+    Ok(config::load(
+        config_file(path).as_deref(),
+        &system_host_name(),
+    )?)
+}
+
+/// The file `run` reads: the explicit one, else the default file when it exists.
+fn config_file(path: Option<&Path>) -> Option<PathBuf> {
     let default = Path::new(paths::CONFIG_FILE);
-    let path = path.or_else(|| default.exists().then_some(default));
-    Ok(config::load(path, &system_host_name())?)
+    path.or_else(|| default.exists().then_some(default))
+        .map(Path::to_path_buf)
 }
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
@@ -200,15 +215,22 @@ fn libvirt_backend(_settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> 
 }
 
 fn run(config: Option<&Path>) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let settings = load_settings(config)?;
+    // BALLAST_LOG, when set, overrides log_level (also across reloads).
+    let env_filter = std::env::var("BALLAST_LOG")
+        .ok()
+        .filter(|value| !value.trim().is_empty());
+    let filter = EnvFilter::try_new(env_filter.as_deref().unwrap_or(&settings.log_level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, log_filter) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
     std::fs::create_dir_all(&settings.state_dir).with_context(|| {
         format!(
             "Failed to create the state directory {}",
@@ -274,9 +296,22 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
             }
         });
     }
+    let first_poll = handles.first_poll.clone();
+    runtime.spawn(async move {
+        first_poll.notified().await;
+        notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+    });
+    let mut reloader = Reloader {
+        file: config_file(config),
+        running: settings.clone(),
+        log_filter,
+        log_from_env: env_filter.is_some(),
+        slot: handles.reload.clone(),
+    };
     let stop = handles.stop.clone();
     runtime.spawn(async move {
-        wait_for_signal().await;
+        handle_signals(&mut reloader).await;
+        notify_systemd(&[NotifyState::Stopping]);
         tracing::info!("Stopping.");
         stop.store(true, Ordering::Relaxed);
     });
@@ -290,18 +325,100 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Sends a state to systemd when it started us with `Type=notify` (else a no-op).
+fn notify_systemd(state: &[NotifyState]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(%error, "Failed to notify systemd.");
+    }
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn handle_signals(reloader: &mut Reloader) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt)) = (
+    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
+        tracing::error!("Failed to install the signal handlers.");
         std::future::pending::<()>().await;
         return;
     };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return,
+            _ = interrupt.recv() => return,
+            _ = hangup.recv() => {
+                notify_systemd(&[NotifyState::Reloading]);
+                reloader.reload();
+                notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+            }
+        }
+    }
+}
+
+/// Re-reads the configuration on SIGHUP: a file that does not validate as a whole
+/// changes nothing; otherwise the live fields go to the monitor thread and each
+/// restart-only field that changed is named in the log (docs/deploy.md, "Reload").
+struct Reloader {
+    file: Option<PathBuf>,
+    running: Settings,
+    log_filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    log_from_env: bool,
+    slot: Arc<std::sync::Mutex<Option<Settings>>>,
+}
+
+impl Reloader {
+    fn reload(&mut self) {
+        let file = self.file.clone().or_else(|| config_file(None));
+        tracing::info!(
+            file = %file.as_deref().unwrap_or(Path::new("(defaults)")).display(),
+            "SIGHUP: reloading the configuration."
+        );
+        let new = match config::load(file.as_deref(), &system_host_name()) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(
+                    "Configuration not reloaded, the running one stays: {:#}",
+                    anyhow::Error::new(error)
+                );
+                return;
+            }
+        };
+        let plan = reload::plan(&self.running, &new);
+        for field in &plan.restart_required {
+            tracing::warn!(
+                field,
+                "Field {field} changed: restart required (the running value stays until then)."
+            );
+        }
+        for change in &plan.live {
+            tracing::info!("Applied {change}.");
+        }
+        if self.running.log_level != new.log_level {
+            if self.log_from_env {
+                tracing::warn!("log_level changed, but BALLAST_LOG is set and overrides it.");
+            } else if let Err(error) = EnvFilter::try_new(&new.log_level)
+                .map_err(|error| error.to_string())
+                .and_then(|filter| {
+                    self.log_filter
+                        .reload(filter)
+                        .map_err(|error| error.to_string())
+                })
+            {
+                tracing::error!(%error, "Failed to change the log filter.");
+            }
+        }
+        reload::apply_live(&mut self.running, &new);
+        *self
+            .slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.running.clone());
+        tracing::info!(
+            live = plan.live.len(),
+            restart_required = plan.restart_required.len(),
+            "Configuration reloaded."
+        );
     }
 }
 

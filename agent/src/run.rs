@@ -116,6 +116,11 @@ pub struct Handles {
     pub fleet: Arc<Mutex<Fleet>>,
     pub counters: Arc<Mutex<AgentCounters>>,
     pub stop: Arc<AtomicBool>,
+    /// New settings from a SIGHUP, taken by the monitor between two ticks
+    /// ([`crate::reload::apply_live`]).
+    pub reload: Arc<Mutex<Option<Settings>>>,
+    /// Notified once the first poll is done (systemd readiness).
+    pub first_poll: Arc<tokio::sync::Notify>,
 }
 
 impl Handles {
@@ -124,6 +129,8 @@ impl Handles {
             fleet: Arc::new(Mutex::new(Fleet::new(settings.history_samples))),
             counters: Arc::new(Mutex::new(AgentCounters::default())),
             stop: Arc::new(AtomicBool::new(false)),
+            reload: Arc::new(Mutex::new(None)),
+            first_poll: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -188,13 +195,21 @@ impl Monitor {
             }
         }
         self.emit_hello();
-        let mut next_poll = Instant::now();
+        let started = Instant::now();
+        let mut next_poll = started;
         let mut next_health = Instant::now() + HEALTH_EVERY;
         while !self.handles.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_poll {
                 self.poll();
+                if next_poll <= started {
+                    self.handles.first_poll.notify_one();
+                }
                 next_poll = now + self.settings.poll_interval;
+            }
+            if let Some(new) = self.take_reload() {
+                crate::reload::apply_live(&mut self.settings, &new);
+                next_poll = next_poll.min(Instant::now() + self.settings.poll_interval);
             }
             if self.drain_events() {
                 next_poll = Instant::now();
@@ -695,6 +710,14 @@ impl Monitor {
             epoch_ms(SystemTime::now()),
             self.sequence
         )
+    }
+
+    fn take_reload(&self) -> Option<Settings> {
+        self.handles
+            .reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
