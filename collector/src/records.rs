@@ -79,6 +79,9 @@ pub struct OomDetail {
     /// The report text as captured (guest-reported, untrusted).
     pub raw_report: String,
     pub raw_truncated: bool,
+    /// Reports of this VM the agent's flood control dropped before this one (a
+    /// guest printing OOM reports in a loop); 0 = no flood.
+    pub flood_suppressed: u64,
     /// The agent's parse of the report (`ballast_model::ParsedReport`).
     pub report: serde_json::Value,
     /// The agent's analysis (`ballast_model::OomAnalysis`).

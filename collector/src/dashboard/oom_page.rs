@@ -209,6 +209,12 @@ fn detail_body(detail: &OomDetail) -> Markup {
     let corr = &detail.correlation_detail;
     let corr_kib = |name: &str| corr.get(name).and_then(|v| v.as_u64());
     html! {
+        @if detail.flood_suppressed > 0 {
+            p.flood #flood {
+                "Flood: the agent's flood control dropped " (detail.flood_suppressed)
+                " earlier OOM reports from this VM before this one (a guest printing OOM reports in a loop)."
+            }
+        }
         section.verdict-box #verdict {
             p.lead {
                 "Correlation verdict: " (badge(&summary.correlation.verdict))

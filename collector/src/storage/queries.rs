@@ -221,6 +221,7 @@ pub async fn get_oom(
     };
     let raw_report = take("raw_report").as_str().unwrap_or_default().to_string();
     let raw_truncated = take("raw_truncated").as_bool().unwrap_or(false);
+    let flood_suppressed = take("flood_suppressed").as_u64().unwrap_or(0);
     let report = take("report");
     let analysis = take("analysis");
     let balloon_at_oom = take("balloon_at_oom");
@@ -239,6 +240,7 @@ pub async fn get_oom(
         source: row.text_or_empty(14),
         raw_report,
         raw_truncated,
+        flood_suppressed,
         report,
         analysis,
         balloon_at_oom,
