@@ -11,8 +11,9 @@
 //!
 //! Run one alone: `cargo test -p ballast-tests --test fault_matrix <name>`.
 //! `BALLAST_FAULT_OUTAGE_SECS` sets the collector outage (default 45 s;
-//! `scripts/reliability.sh` runs the full 600 s). Each test prints `FAULT-MATRIX` lines
-//! with its figures (recorded in RELIABILITY.md).
+//! `scripts/reliability.sh` runs the full 600 s). `BALLAST_FAULT_AGENT_BIN` runs another
+//! agent build (e.g. one from before a fix). Each test prints `FAULT-MATRIX` lines with
+//! its figures (recorded in RELIABILITY.md).
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
@@ -222,7 +223,10 @@ impl Agent {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = self.dir.join(format!("agent-{}.log", self.starts));
-        let child = Command::new(binary("ballast-agent"))
+        // BALLAST_FAULT_AGENT_BIN: another agent build (e.g. one from before a fix).
+        let program = std::env::var_os("BALLAST_FAULT_AGENT_BIN")
+            .map_or_else(|| binary("ballast-agent"), PathBuf::from);
+        let child = Command::new(program)
             .args(["run", "--config"])
             .arg(&self.config)
             .env("BALLAST_LOG", "info")

@@ -114,6 +114,11 @@ pub async fn run(
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut limits = config.batch;
     loop {
+        if spool.held_count() > 0 {
+            // OOM events a full spool disk refused: store them once there is room.
+            let handle = spool.clone();
+            let _ = tokio::task::spawn_blocking(move || handle.flush_held()).await;
+        }
         let fetched = with_spool(&spool, move |spool| spool.next_batch(limits)).await;
         let pending = match fetched {
             Ok(pending) => pending,
