@@ -1,0 +1,261 @@
+//! The real `ballast-agent run` under a stand-in for systemd: a unix datagram socket
+//! as `$NOTIFY_SOCKET` receives its READY=1 / RELOADING=1 / STOPPING=1, and SIGHUP
+//! reloads its configuration file. Observed from the outside: the notify socket,
+//! `/metrics` (polls counted) and the log.
+//!
+//! The host is an empty Proxmox VE (no VM running: `proxmox.config_dir` and
+//! `run_dir` are empty temp dirs), so the test needs neither root nor libvirt.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    notify: UnixDatagram,
+    metrics_port: u16,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next notify datagram (fails after `timeout`).
+    fn next_notification(&self, timeout: Duration) -> String {
+        self.notify
+            .set_read_timeout(Some(timeout))
+            .expect("set a timeout");
+        let mut buffer = [0u8; 4096];
+        let size = self.notify.recv(&mut buffer).unwrap_or_else(|error| {
+            panic!(
+                "no notification within {timeout:?} ({error}):\n{}",
+                self.log()
+            )
+        });
+        String::from_utf8_lossy(&buffer[..size]).into_owned()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `ballast_agent_polls_total` from /metrics.
+    fn polls(&self) -> u64 {
+        let body = http_get(self.metrics_port, "/metrics")
+            .unwrap_or_else(|error| panic!("GET /metrics: {error}\n{}", self.log()));
+        body.lines()
+            .find_map(|line| line.strip_prefix("ballast_agent_polls_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .unwrap_or_else(|| panic!("no ballast_agent_polls_total in\n{body}"))
+    }
+
+    /// Waits until the log contains `text` (or fails after 30 s).
+    fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| e.to_string())?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no header end: {response:?}"))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(head.to_string());
+    }
+    Ok(body.to_string())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The agent's YAML on an empty Proxmox host below `dir`, plus `extra` lines.
+fn config(dir: &Path, metrics_port: u16, extra: &str) -> String {
+    format!(
+        "backend: proxmox\n\
+         proxmox:\n  run_dir: {run}\n  config_dir: {pve}\n\
+         state_dir: {state}\n\
+         capture:\n  host_kernel: false\n\
+         metrics:\n  listen: 127.0.0.1:{metrics_port}\n\
+         history_secs: 3600\n\
+         {extra}",
+        run = dir.join("run").display(),
+        pve = dir.join("pve").display(),
+        state = dir.join("state").display(),
+    )
+}
+
+fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
+    for sub in ["run", "pve", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
+    }
+    let socket = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
+    let log = dir.join("agent.log");
+    let file = std::fs::File::create(&log).expect("create the log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(config_file)
+        .env("NOTIFY_SOCKET", &socket)
+        .env_remove("BALLAST_LOG")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log handle"))
+        .stderr(file)
+        .spawn()
+        .expect("start ballast-agent");
+    Agent {
+        child,
+        log,
+        notify,
+        metrics_port,
+    }
+}
+
+#[test]
+fn ready_after_the_first_poll_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let mut agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
+    // READY means a poll was done and the metrics listener is up.
+    assert_eq!(agent.polls(), 1);
+    agent.signal("TERM");
+    let stopping = agent.next_notification(Duration::from_secs(10));
+    assert!(stopping.contains("STOPPING=1"), "{stopping:?}");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+#[test]
+fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_names_restart_fields()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let mut agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert_eq!(agent.polls(), 1, "one poll per 30 s");
+
+    // 1. A valid change: polls every second from now on, debug logging.
+    std::fs::write(
+        &file,
+        config(
+            dir.path(),
+            port,
+            "poll_interval_secs: 1\nlog_level: debug\n",
+        ),
+    )
+    .expect("write");
+    agent.signal("HUP");
+    assert!(agent
+        .next_notification(Duration::from_secs(10))
+        .contains("RELOADING=1"));
+    assert!(agent
+        .next_notification(Duration::from_secs(10))
+        .contains("READY=1"));
+    agent.wait_log("poll_interval_secs: 30 -> 1");
+    agent.wait_log("log_level: info -> debug");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.polls() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "still {} polls 20 s after the reload to 1 s:\n{}",
+            agent.polls(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // 2. A bad value: the error names the field, the 1 s interval stays.
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 0\n")).expect("write");
+    agent.signal("HUP");
+    agent.wait_log("poll_interval_secs (0) below minimum (1)");
+    assert!(agent.log().contains("running one stays"), "{}", agent.log());
+    // 3. A typo: the error names the key and its line.
+    std::fs::write(&file, config(dir.path(), port, "poll_intervall_secs: 5\n")).expect("write");
+    agent.signal("HUP");
+    agent.wait_log("unknown field `poll_intervall_secs`");
+    assert!(agent.alive(), "a bad file must not stop the agent");
+    let before = agent.polls();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        agent.polls() >= before + 2,
+        "the running 1 s interval stayed after the bad files:\n{}",
+        agent.log()
+    );
+
+    // 4. Restart-only fields: named in the log, the running value stays.
+    std::fs::write(
+        &file,
+        config(
+            dir.path(),
+            port,
+            "poll_interval_secs: 1\nlog_level: debug\nhost_id: renamed\n",
+        )
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:1"),
+    )
+    .expect("write");
+    agent.signal("HUP");
+    agent.wait_log("Field metrics.listen changed: restart required");
+    agent.wait_log("Field host_id changed: restart required");
+    assert!(agent.polls() > before, "/metrics still on the running port");
+
+    agent.signal("TERM");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
