@@ -51,9 +51,11 @@ pub async fn run(
         "Collector listening."
     );
     let retention = crate::retention::spawn(Arc::clone(&store), settings.retention.clone());
+    let notifier = crate::notify::spawn(Arc::clone(&store), &settings.notify);
     let state = AppState::new(store, ApiConfig::from_settings(&settings));
     let result = serve_listener(listener, state, settings.tls.as_ref(), shutdown).await;
     retention.abort();
+    notifier.abort();
     result
 }
 

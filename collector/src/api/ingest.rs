@@ -139,8 +139,11 @@ pub(super) async fn ingest(
         }
     }
     let correlation = settings.clone();
+    let config = std::sync::Arc::clone(&state.config);
     let prepared = tokio::task::spawn_blocking(move || {
-        prepare_batch(batch, received_at_ms, &contexts, &correlation)
+        let mut prepared = prepare_batch(batch, received_at_ms, &contexts, &correlation);
+        prepared.notify = crate::notify::targets(&prepared.ooms, &config.notify);
+        prepared
     })
     .await
     .map_err(|_| AppError::Internal)?;

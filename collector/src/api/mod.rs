@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub correlation: CorrelationSettings,
     pub limits: ballast_model::Limits,
     pub dashboard: crate::dashboard::DashboardSettings,
+    /// Webhooks (and their filters) new OOMs are queued for.
+    pub notify: Vec<crate::notify::Route>,
 }
 
 impl ApiConfig {
@@ -57,6 +59,7 @@ impl ApiConfig {
             correlation: settings.correlation.clone(),
             limits: ballast_model::Limits::default(),
             dashboard: settings.dashboard.clone(),
+            notify: crate::notify::routes(&settings.notify),
         }
     }
 }

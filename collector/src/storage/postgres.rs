@@ -24,7 +24,10 @@ use crate::storage::{Store, StoreError};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_init.sql")),
     (2, include_str!("migrations/postgres/0002_rollup_tiers.sql")),
-    (3, include_str!("migrations/postgres/0003_notify_outbox.sql")),
+    (
+        3,
+        include_str!("migrations/postgres/0003_notify_outbox.sql"),
+    ),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
@@ -265,13 +268,30 @@ async fn insert_batch(
         let vm = transaction
             .prepare(&postgres_placeholders(prepare::INSERT_VM_IF_ABSENT))
             .await?;
-        for row in &batch.ooms {
+        let mut new_ooms = vec![false; batch.ooms.len()];
+        for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
             let params = prepare::oom_params(host, batch.received_at_ms, row);
             let changed = transaction.execute(&insert, &sql_params(&params)).await?;
             count(changed);
             if changed > 0 {
+                *new = true;
                 let params = prepare::vm_if_absent_params(host, row);
                 transaction.execute(&vm, &sql_params(&params)).await?;
+            }
+        }
+        if !batch.notify.is_empty() {
+            let notify = transaction
+                .prepare(&postgres_placeholders(prepare::INSERT_NOTIFY))
+                .await?;
+            for target in &batch.notify {
+                if let (Some(true), Some(row)) = (
+                    new_ooms.get(target.oom_index).copied(),
+                    batch.ooms.get(target.oom_index),
+                ) {
+                    let params =
+                        prepare::notify_params(host, batch.received_at_ms, row, &target.webhook);
+                    transaction.execute(&notify, &sql_params(&params)).await?;
+                }
             }
         }
     }

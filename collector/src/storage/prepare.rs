@@ -21,6 +21,16 @@ pub struct PreparedBatch {
     pub rollups: Vec<RollupRow>,
     pub ooms: Vec<OomRow>,
     pub events: Vec<EventRow>,
+    /// Webhook notifications to queue for OOMs of this batch that are new (not
+    /// duplicates): written in the same transaction (the outbox, `crate::notify`).
+    pub notify: Vec<NotifyTarget>,
+}
+
+/// One webhook to notify about `ooms[oom_index]` of the same batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyTarget {
+    pub oom_index: usize,
+    pub webhook: String,
 }
 
 impl PreparedBatch {
@@ -340,5 +350,27 @@ pub fn vm_params(host_id: &str, vm: &VmUpsert) -> Vec<Param> {
         Param::Text(vm.config_json.clone()),
         Param::Text(vm.findings_json.clone()),
         Param::int(vm.updated_at_ms),
+    ]
+}
+
+/// Queues a notification of a just-stored OOM (found by its key) for one webhook.
+pub const INSERT_NOTIFY: &str = "INSERT INTO notify_outbox (oom_id, webhook, state, attempts, \
+     next_attempt_ms, lease_owner, lease_until_ms, created_at_ms, updated_at_ms) \
+     SELECT id, ?, 'pending', 0, ?, NULL, 0, ?, ? FROM ooms WHERE host_id = ? AND key = ? \
+     ON CONFLICT (oom_id, webhook) DO NOTHING";
+
+pub fn notify_params(
+    host_id: &str,
+    received_at_ms: i64,
+    oom: &OomRow,
+    webhook: &str,
+) -> Vec<Param> {
+    vec![
+        Param::text(webhook),
+        Param::int(received_at_ms),
+        Param::int(received_at_ms),
+        Param::int(received_at_ms),
+        Param::text(host_id),
+        Param::text(oom.key.as_str()),
     ]
 }

@@ -356,7 +356,8 @@ fn insert_batch(
             ))?);
         }
     }
-    for row in &batch.ooms {
+    let mut new_ooms = vec![false; batch.ooms.len()];
+    for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
         let changed =
             connection
                 .prepare_cached(prepare::INSERT_OOM)?
@@ -365,11 +366,24 @@ fn insert_batch(
                 ))?;
         count(changed);
         if changed > 0 {
+            *new = true;
             connection
                 .prepare_cached(prepare::INSERT_VM_IF_ABSENT)?
                 .execute(rusqlite::params_from_iter(
                     prepare::vm_if_absent_params(host, row).iter(),
                 ))?;
+        }
+    }
+    for target in &batch.notify {
+        if let (Some(true), Some(row)) = (
+            new_ooms.get(target.oom_index).copied(),
+            batch.ooms.get(target.oom_index),
+        ) {
+            connection.prepare_cached(prepare::INSERT_NOTIFY)?.execute(
+                rusqlite::params_from_iter(
+                    prepare::notify_params(host, batch.received_at_ms, row, &target.webhook).iter(),
+                ),
+            )?;
         }
     }
     for row in &batch.events {

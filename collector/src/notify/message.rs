@@ -1,0 +1,359 @@
+//! The bodies webhooks receive. Pure: a stored OOM (or a count of suppressed ones)
+//! in, a JSON value out.
+//!
+//! Everything here that a guest or an agent wrote (VM name, process name) is hostile:
+//! control characters become spaces, length is capped, and for chat formats the
+//! markup is neutralised, so a process named `<!channel>` or `@here` pings nobody
+//! and `<script>` is shown as text.
+//!
+//! The `json` format, one OOM:
+//! ```json
+//! {"type": "oom", "webhook": "ops", "oom_id": 42, "host": "pve1",
+//!  "vm": {"uuid": "9a6c...", "name": "tor"}, "kind": "guest",
+//!  "captured_at_ms": 1795672800000, "captured_at": "2026-11-26T06:00:00Z",
+//!  "killed": {"pid": 1234, "comm": "java", "anon_rss_kb": 401234},
+//!  "report_kind": "global", "report_verdict": "balloon",
+//!  "correlation": {"verdict": "balloon", "balloon_held_kb": 262144},
+//!  "links": {"api": "https://c/api/v1/ooms/42", "dashboard": "https://c/ooms/42"}}
+//! ```
+//! and after a rate-limited burst:
+//! ```json
+//! {"type": "suppressed", "webhook": "ops", "suppressed": 40,
+//!  "by_verdict": {"balloon": 38, "unknown": 2}, "first_captured_ms": ..., "last_captured_ms": ...,
+//!  "rate_limit": {"messages": 10, "window_secs": 60}, "links": {"dashboard": "https://c/ooms"}}
+//! ```
+
+use serde_json::{json, Value};
+
+use crate::notify::config::WebhookFormat;
+
+/// Longest guest- or agent-written text put in a message, in characters.
+const MAX_TEXT_CHARS: usize = 120;
+
+/// What a message says about one stored OOM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OomNotice {
+    pub oom_id: i64,
+    pub host: String,
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub kind: String,
+    pub captured_at_ms: i64,
+    pub killed_pid: Option<i64>,
+    pub killed_comm: Option<String>,
+    pub killed_anon_rss_kb: Option<i64>,
+    pub report_kind: String,
+    pub report_verdict: String,
+    pub corr_verdict: String,
+    pub balloon_held_kb: Option<i64>,
+}
+
+/// Suppressed notifications summed up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuppressedSummary {
+    pub count: i64,
+    /// (correlation verdict, count), most frequent first.
+    pub by_verdict: Vec<(String, i64)>,
+    pub first_captured_ms: Option<i64>,
+    pub last_captured_ms: Option<i64>,
+}
+
+/// The rate limit a summary reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub messages: u32,
+    pub window_secs: u64,
+}
+
+/// Control characters to spaces, trimmed, capped; the base every format starts from.
+pub fn plain(text: &str) -> String {
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+    let mut out: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_TEXT_CHARS)
+        .collect();
+    if text.chars().count() > MAX_TEXT_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// Text for Slack mrkdwn inside a code span: `&<>` escaped as Slack requires (so
+/// `<!channel>` and `<url|x>` are shown, not acted on), backticks cannot close the
+/// span, and `@` is followed by a word joiner so no mention forms.
+pub fn slack_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in plain(text).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '`' => out.push('\''),
+            '@' => out.push_str("@\u{2060}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text for Mattermost Markdown: `&<>` as entities (its Slack compatibility would turn
+/// `<!channel>` into a mention), Markdown punctuation backslash-escaped, `@` broken.
+pub fn mattermost_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in plain(text).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push_str("@\u{2060}"),
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '(' | ')' | '#' | '|' | '!' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `2026-11-26T06:00:00Z`.
+pub fn rfc3339(ms: i64) -> String {
+    crate::reports::format::date_time(ms).replace(' ', "T") + "Z"
+}
+
+fn mib(kb: i64) -> String {
+    format!("{} MiB", kb / 1024)
+}
+
+/// The API and dashboard links of an OOM.
+pub fn links(public_url: &str, oom_id: i64) -> (String, String) {
+    (
+        format!("{public_url}/api/v1/ooms/{oom_id}"),
+        format!("{public_url}/ooms/{oom_id}"),
+    )
+}
+
+/// The body announcing one OOM.
+pub fn oom_body(
+    format: WebhookFormat,
+    webhook: &str,
+    notice: &OomNotice,
+    public_url: &str,
+) -> Value {
+    let (api, dashboard) = links(public_url, notice.oom_id);
+    match format {
+        WebhookFormat::Json => json!({
+            "type": "oom",
+            "webhook": webhook,
+            "oom_id": notice.oom_id,
+            "host": plain(&notice.host),
+            "vm": {"uuid": plain(&notice.vm_uuid), "name": plain(&notice.vm_name)},
+            "kind": notice.kind,
+            "captured_at_ms": notice.captured_at_ms,
+            "captured_at": rfc3339(notice.captured_at_ms),
+            "killed": notice.killed_comm.as_ref().map(|comm| json!({
+                "pid": notice.killed_pid,
+                "comm": plain(comm),
+                "anon_rss_kb": notice.killed_anon_rss_kb,
+            })),
+            "report_kind": plain(&notice.report_kind),
+            "report_verdict": plain(&notice.report_verdict),
+            "correlation": {
+                "verdict": notice.corr_verdict,
+                "balloon_held_kb": notice.balloon_held_kb,
+            },
+            "links": {"api": api, "dashboard": dashboard},
+        }),
+        WebhookFormat::Slack => json!({"text": chat_text(notice, &api, &dashboard, true)}),
+        WebhookFormat::Mattermost => json!({"text": chat_text(notice, &api, &dashboard, false)}),
+    }
+}
+
+fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> String {
+    let quote = |text: &str| {
+        if slack {
+            format!("`{}`", slack_text(text))
+        } else {
+            format!("**{}**", mattermost_text(text))
+        }
+    };
+    let link = |url: &str, label: &str| {
+        if slack {
+            format!("<{url}|{label}>")
+        } else {
+            format!("[{label}]({url})")
+        }
+    };
+    let verdict = match notice.corr_verdict.as_str() {
+        "balloon" => "caused by the balloon",
+        "balloon_contributed" => "the balloon contributed",
+        "not_balloon" => "not the balloon",
+        _ => "balloon role unknown",
+    };
+    let mut text = format!(
+        ":boom: *OOM* ({kind}) in VM {vm} on host {host}: {verdict}\n",
+        kind = quote(&notice.kind),
+        vm = quote(&notice.vm_name),
+        host = quote(&notice.host),
+    );
+    match &notice.killed_comm {
+        Some(comm) => {
+            text.push_str(&format!("Killed {}", quote(comm)));
+            if let Some(pid) = notice.killed_pid {
+                text.push_str(&format!(" (pid {pid}"));
+                if let Some(rss) = notice.killed_anon_rss_kb {
+                    text.push_str(&format!(", {} anon RSS", mib(rss)));
+                }
+                text.push(')');
+            }
+            text.push('\n');
+        }
+        None => text.push_str("No process was killed\n"),
+    }
+    text.push_str(&format!(
+        "Report verdict: {} · correlation: {}",
+        quote(&notice.report_verdict),
+        quote(&notice.corr_verdict)
+    ));
+    if let Some(held) = notice.balloon_held_kb {
+        text.push_str(&format!(" · balloon held {}", mib(held)));
+    }
+    text.push_str(&format!(
+        "\nVM uuid {} · {} UTC · {} · {}",
+        quote(&notice.vm_uuid),
+        crate::reports::format::date_time(notice.captured_at_ms),
+        link(dashboard, "dashboard"),
+        link(api, "JSON"),
+    ));
+    text
+}
+
+/// The body saying how many notifications the rate limit held back.
+pub fn suppressed_body(
+    format: WebhookFormat,
+    webhook: &str,
+    summary: &SuppressedSummary,
+    limit: RateLimit,
+    public_url: &str,
+) -> Value {
+    let list = format!("{public_url}/ooms");
+    match format {
+        WebhookFormat::Json => {
+            let by_verdict: serde_json::Map<String, Value> = summary
+                .by_verdict
+                .iter()
+                .map(|(verdict, n)| (verdict.clone(), json!(n)))
+                .collect();
+            json!({
+                "type": "suppressed",
+                "webhook": webhook,
+                "suppressed": summary.count,
+                "by_verdict": by_verdict,
+                "first_captured_ms": summary.first_captured_ms,
+                "last_captured_ms": summary.last_captured_ms,
+                "rate_limit": {"messages": limit.messages, "window_secs": limit.window_secs},
+                "links": {"dashboard": list},
+            })
+        }
+        WebhookFormat::Slack | WebhookFormat::Mattermost => {
+            let verdicts = summary
+                .by_verdict
+                .iter()
+                .map(|(verdict, n)| format!("{n} {verdict}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let link = if format == WebhookFormat::Slack {
+                format!("<{list}|all OOMs>")
+            } else {
+                format!("[all OOMs]({list})")
+            };
+            let span = match (summary.first_captured_ms, summary.last_captured_ms) {
+                (Some(first), Some(last)) => format!(
+                    " between {} and {} UTC",
+                    crate::reports::format::date_time(first),
+                    crate::reports::format::date_time(last)
+                ),
+                _ => String::new(),
+            };
+            json!({"text": format!(
+                ":mute: {n} more OOMs suppressed{span} (rate limit {m} messages per {w} s): {verdicts}. {link}",
+                n = summary.count,
+                m = limit.messages,
+                w = limit.window_secs,
+            )})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notice(comm: &str) -> OomNotice {
+        OomNotice {
+            oom_id: 7,
+            host: "pve1".into(),
+            vm_uuid: "9a6c3b1e-0000-4000-8000-000000000100".into(),
+            vm_name: "tor".into(),
+            kind: "guest".into(),
+            captured_at_ms: 1_795_672_800_000,
+            killed_pid: Some(1234),
+            killed_comm: Some(comm.into()),
+            killed_anon_rss_kb: Some(400 * 1024),
+            report_kind: "global".into(),
+            report_verdict: "balloon".into(),
+            corr_verdict: "balloon".into(),
+            balloon_held_kb: Some(256 * 1024),
+        }
+    }
+
+    #[test]
+    fn the_json_body_has_what_a_receiver_checks() {
+        let body = oom_body(WebhookFormat::Json, "ops", &notice("java"), "https://c");
+        assert_eq!(body["type"], "oom");
+        assert_eq!(body["oom_id"], 7);
+        assert_eq!(body["killed"]["comm"], "java");
+        assert_eq!(body["correlation"]["balloon_held_kb"], 262_144);
+        assert_eq!(body["captured_at"], "2026-11-26T06:00:00Z");
+        assert_eq!(body["links"]["dashboard"], "https://c/ooms/7");
+    }
+
+    #[test]
+    fn hostile_names_ping_nobody_in_slack_or_mattermost() {
+        let hostile = "<!channel> <script>`@here&\n";
+        for format in [WebhookFormat::Slack, WebhookFormat::Mattermost] {
+            let body = oom_body(format, "ops", &notice(hostile), "https://c");
+            let text = body["text"].as_str().expect("text");
+            assert!(!text.contains("<!channel>"), "{text}");
+            assert!(!text.contains("<script>"), "{text}");
+            assert!(!text.contains("@here"), "{text}");
+            assert!(
+                text.contains("&lt;!channel&gt;") || text.contains("&lt;\\!channel&gt;"),
+                "{text}"
+            );
+            assert!(text.contains("balloon held 256 MiB"), "{text}");
+        }
+        let slack = oom_body(WebhookFormat::Slack, "ops", &notice(hostile), "https://c");
+        let text = slack["text"].as_str().expect("text");
+        // The process name stays inside its code span: the span's backticks are ours.
+        assert!(
+            text.contains("Killed `&lt;!channel&gt; &lt;script&gt;'@\u{2060}here&amp;`"),
+            "{text}"
+        );
+        let mattermost = oom_body(
+            WebhookFormat::Mattermost,
+            "ops",
+            &notice("a_b*c"),
+            "https://c",
+        );
+        let text = mattermost["text"].as_str().expect("text");
+        assert!(text.contains("Killed **a\\_b\\*c**"), "{text}");
+    }
+
+    #[test]
+    fn long_names_are_capped() {
+        let long = "x".repeat(5000);
+        assert_eq!(plain(&long).chars().count(), MAX_TEXT_CHARS + 1);
+    }
+}

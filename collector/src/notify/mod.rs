@@ -1,0 +1,132 @@
+//! Webhook notifications of new OOMs (the `notify:` configuration section).
+//!
+//! 1. At ingest, [`filter::targets`] picks the webhooks whose filter a new OOM
+//!    matches; the store writes one `notify_outbox` row per (OOM, webhook) in the
+//!    transaction that stores the OOM, only when the OOM is new (a re-sent key
+//!    queues nothing). A notification exists exactly when its OOM does.
+//! 2. [`spawn`] starts one [`sender::Sender`] task per webhook: it claims due rows
+//!    with a lease (safe with several collectors on one PostgreSQL), posts the body
+//!    ([`message`]: `json`, `slack`, `mattermost`), retries with jittered exponential
+//!    backoff, rate-limits with a summary of what it held back, and marks the rows.
+//!    Pending rows survive restarts and receiver outages: they are in the database.
+//! 3. A cleanup task deletes finished rows after `notify.keep_days`.
+//!
+//! Counters ([`NotifyStats`]) are per process; [`outbox::counts`] gives the rows per
+//! webhook and state (pending included) from the database.
+
+pub mod config;
+pub mod filter;
+pub mod message;
+pub mod outbox;
+pub mod rate;
+pub mod sender;
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{NotifyConfig, NotifyConfigError, NotifySettings, WebhookFormat, WebhookSettings};
+pub use filter::{targets, Filter, Route};
+
+use crate::storage::Store;
+
+/// How often finished rows are cleaned up ...
+const CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
+/// ... in deletes of at most this many rows.
+const CLEANUP_BATCH_ROWS: u32 = 5000;
+
+/// What this process's senders did since it started.
+#[derive(Debug, Default)]
+pub struct NotifyStats {
+    /// OOM notifications delivered (2xx).
+    pub sent: AtomicU64,
+    /// Notifications given up (attempts exhausted, or their OOM deleted first).
+    pub failed: AtomicU64,
+    /// Notifications held back by a rate limit (then counted in a summary).
+    pub suppressed: AtomicU64,
+    /// "N more suppressed" summaries delivered.
+    pub summaries: AtomicU64,
+    /// Failed posts that will be retried.
+    pub retries: AtomicU64,
+}
+
+/// The running senders; dropping it (or [`Notifier::abort`]) stops them.
+#[derive(Debug)]
+pub struct Notifier {
+    pub stats: Arc<NotifyStats>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Notifier {
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// The webhook names and filters the ingest handler applies.
+pub fn routes(settings: &NotifySettings) -> Vec<Route> {
+    settings
+        .webhooks
+        .iter()
+        .map(|hook| Route {
+            webhook: hook.name.clone(),
+            filter: hook.filter.clone(),
+        })
+        .collect()
+}
+
+/// Starts a sender per webhook and the cleanup task (none without webhooks).
+pub fn spawn(store: Arc<dyn Store>, settings: &NotifySettings) -> Notifier {
+    let stats = Arc::new(NotifyStats::default());
+    let mut tasks = Vec::new();
+    for hook in &settings.webhooks {
+        let name = hook.name.clone();
+        match sender::Sender::new(
+            Arc::clone(&store),
+            hook.clone(),
+            settings.public_url.clone(),
+            Arc::clone(&stats),
+        ) {
+            Ok(sender) => tasks.push(tokio::spawn(sender.run(settings.poll_interval))),
+            Err(error) => {
+                tracing::error!(webhook = %name, %error, "Failed to set up the webhook's HTTP client; it gets no notifications.");
+            }
+        }
+    }
+    if !settings.webhooks.is_empty() {
+        let keep_ms = i64::try_from(settings.keep.as_millis()).unwrap_or(i64::MAX);
+        tasks.push(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(CLEANUP_INTERVAL);
+            loop {
+                ticker.tick().await;
+                let before = crate::now_ms().saturating_sub(keep_ms);
+                loop {
+                    match outbox::delete_finished(store.as_ref(), before, CLEANUP_BATCH_ROWS).await
+                    {
+                        Ok(n) if n >= u64::from(CLEANUP_BATCH_ROWS) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "Notification outbox cleanup failed.");
+                            break;
+                        }
+                    }
+                }
+            }
+        }));
+        tracing::info!(
+            webhooks = settings.webhooks.len(),
+            "Webhook notifications on."
+        );
+    }
+    Notifier { stats, tasks }
+}

@@ -1,0 +1,339 @@
+//! One task per webhook: claims due notifications from the outbox, posts them, and
+//! marks the outcome.
+//!
+//! Each pass, at most every `poll_interval`:
+//! 1. While the webhook is backing off after a failure, nothing is tried.
+//! 2. If the rate limit allows a message and notifications were suppressed, one
+//!    summary ("N more OOMs suppressed") goes first.
+//! 3. Due notifications are claimed (at most what the rate limit still allows, at
+//!    most [`CLAIM_BATCH`]) and posted in order; when the limit is used up, the
+//!    rest are marked suppressed instead of being sent late one by one.
+//! 4. A failed post (network error, timeout, non-2xx answer) stops the pass: the
+//!    claimed rows count an attempt and wait a jittered exponential backoff; after
+//!    `max_attempts` a row is given up (`failed`, logged, counted).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::notify::config::WebhookSettings;
+use crate::notify::message::{self, RateLimit};
+use crate::notify::outbox;
+use crate::notify::rate::{backoff, RateWindow};
+use crate::notify::NotifyStats;
+use crate::storage::{Store, StoreError};
+
+/// Notifications claimed per pass at most.
+pub const CLAIM_BATCH: usize = 20;
+/// Rows marked suppressed per pass at most, once the rate limit is used up.
+const SUPPRESS_BATCH: usize = 500;
+/// Longest answer body kept in an error message.
+const MAX_ERROR_BODY: usize = 200;
+
+/// Why a post failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error("Request failed: {0}")]
+    Request(String),
+    #[error("HTTP {status}: {body}")]
+    Status { status: u16, body: String },
+}
+
+/// Why a pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("The outbox could not be read or updated")]
+    Store(#[from] StoreError),
+}
+
+/// A webhook's sender.
+pub struct Sender {
+    store: Arc<dyn Store>,
+    hook: WebhookSettings,
+    public_url: String,
+    client: reqwest::Client,
+    stats: Arc<NotifyStats>,
+    window: RateWindow,
+    /// Nothing is tried before this (backoff after a failure).
+    blocked_until_ms: i64,
+    /// Failed summaries in a row (their backoff).
+    summary_failures: u32,
+    instance: u64,
+    claims: AtomicU64,
+}
+
+impl Sender {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hook: WebhookSettings,
+        public_url: String,
+        stats: Arc<NotifyStats>,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(hook.timeout)
+            .connect_timeout(hook.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ballast-collector/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            window: RateWindow::new(hook.rate_limit_messages, hook.rate_limit_window),
+            store,
+            hook,
+            public_url,
+            client,
+            stats,
+            blocked_until_ms: 0,
+            summary_failures: 0,
+            instance: fastrand::u64(..),
+            claims: AtomicU64::new(0),
+        })
+    }
+
+    /// Passes every `interval` until the task is aborted.
+    pub async fn run(mut self, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_error: Option<String> = None;
+        loop {
+            ticker.tick().await;
+            match self.pass(crate::now_ms()).await {
+                Ok(()) => last_error = None,
+                Err(error) => {
+                    // Once per distinct error, not once per pass while the store is down.
+                    let text = error_chain(&error);
+                    if last_error.as_deref() != Some(text.as_str()) {
+                        tracing::warn!(webhook = %self.hook.name, error = %text, "Notification pass failed.");
+                        last_error = Some(text);
+                    }
+                }
+            }
+        }
+    }
+
+    fn token(&self) -> String {
+        let n = self.claims.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{n}", self.instance)
+    }
+
+    fn lease_until(&self, now_ms: i64, rows: usize) -> i64 {
+        let per_row = i64::try_from(self.hook.timeout.as_millis()).unwrap_or(i64::MAX);
+        now_ms
+            .saturating_add(per_row.saturating_mul(i64::try_from(rows).unwrap_or(i64::MAX)))
+            .saturating_add(30_000)
+    }
+
+    /// One pass at `now_ms` (see the module doc).
+    pub async fn pass(&mut self, now_ms: i64) -> Result<(), PassError> {
+        if now_ms < self.blocked_until_ms {
+            return Ok(());
+        }
+        if self.window.remaining(now_ms) > 0 && !self.send_summary(now_ms).await? {
+            return Ok(());
+        }
+        let remaining = self.window.remaining(now_ms);
+        let (limit, lease_rows) = if remaining > 0 {
+            let n = remaining.min(CLAIM_BATCH);
+            (n, n)
+        } else {
+            (SUPPRESS_BATCH, 1)
+        };
+        let owner = self.token();
+        let claimed = outbox::claim_pending(
+            self.store.as_ref(),
+            &self.hook.name,
+            &owner,
+            now_ms,
+            self.lease_until(now_ms, lease_rows),
+            limit,
+        )
+        .await?;
+        let result = self.send_claimed(&owner, claimed).await;
+        // Whatever is still held (an error midway) goes back at once.
+        outbox::release(self.store.as_ref(), &owner).await?;
+        result
+    }
+
+    async fn send_claimed(
+        &mut self,
+        owner: &str,
+        claimed: Vec<outbox::Claimed>,
+    ) -> Result<(), PassError> {
+        let store = Arc::clone(&self.store);
+        let store = store.as_ref();
+        for row in claimed {
+            let now_ms = crate::now_ms();
+            let Some(notice) = row.notice else {
+                outbox::mark(
+                    store,
+                    row.outbox_id,
+                    owner,
+                    "failed",
+                    now_ms,
+                    Some("the OOM was deleted before it was notified"),
+                )
+                .await?;
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if self.window.remaining(now_ms) == 0 {
+                outbox::mark(store, row.outbox_id, owner, "suppressed", now_ms, None).await?;
+                self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let body =
+                message::oom_body(self.hook.format, &self.hook.name, &notice, &self.public_url);
+            let key = format!("ballast-oom-{}-{}", notice.oom_id, self.hook.name);
+            match self.post(&body, &key).await {
+                Ok(()) => {
+                    let now_ms = crate::now_ms();
+                    self.window.record(now_ms);
+                    outbox::mark(store, row.outbox_id, owner, "sent", now_ms, None).await?;
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(webhook = %self.hook.name, oom_id = notice.oom_id, "Notification sent.");
+                }
+                Err(error) => {
+                    let now_ms = crate::now_ms();
+                    // The post may have been counted by the receiver (a timeout after it
+                    // took the message): it counts against the rate limit either way.
+                    self.window.record(now_ms);
+                    let attempt = u32::try_from(row.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+                    let wait = backoff(
+                        attempt,
+                        self.hook.backoff_initial,
+                        self.hook.backoff_max,
+                        0.5 + fastrand::f64() / 2.0,
+                    );
+                    let next_ms =
+                        now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                    let text = error.to_string();
+                    let given_up = outbox::record_failure(
+                        store,
+                        owner,
+                        self.hook.max_attempts,
+                        next_ms,
+                        now_ms,
+                        &text,
+                    )
+                    .await?;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    self.blocked_until_ms = next_ms;
+                    if given_up > 0 {
+                        self.stats.failed.fetch_add(given_up, Ordering::Relaxed);
+                        tracing::warn!(
+                            webhook = %self.hook.name,
+                            given_up,
+                            attempts = self.hook.max_attempts,
+                            error = %text,
+                            "Notifications given up."
+                        );
+                    } else {
+                        tracing::info!(
+                            webhook = %self.hook.name,
+                            oom_id = notice.oom_id,
+                            attempt,
+                            retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                            error = %text,
+                            "Notification failed; will retry."
+                        );
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one summary of suppressed rows if there are any. Returns false when the
+    /// summary failed (the pass stops and backs off).
+    async fn send_summary(&mut self, now_ms: i64) -> Result<bool, PassError> {
+        let owner = self.token();
+        let store = Arc::clone(&self.store);
+        let store = store.as_ref();
+        let n = outbox::claim_suppressed(
+            store,
+            &self.hook.name,
+            &owner,
+            now_ms,
+            self.lease_until(now_ms, 1),
+        )
+        .await?;
+        if n == 0 {
+            return Ok(true);
+        }
+        let summary = outbox::summarize(store, &owner).await?;
+        let limit = RateLimit {
+            messages: self.hook.rate_limit_messages,
+            window_secs: self.hook.rate_limit_window.as_secs(),
+        };
+        let body = message::suppressed_body(
+            self.hook.format,
+            &self.hook.name,
+            &summary,
+            limit,
+            &self.public_url,
+        );
+        let key = format!("ballast-suppressed-{owner}-{}", self.hook.name);
+        let result = self.post(&body, &key).await;
+        let now_ms = crate::now_ms();
+        self.window.record(now_ms);
+        match result {
+            Ok(()) => {
+                outbox::mark_summarized(store, &owner, now_ms).await?;
+                self.summary_failures = 0;
+                self.stats.summaries.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(webhook = %self.hook.name, suppressed = summary.count, "Suppressed-notifications summary sent.");
+                Ok(true)
+            }
+            Err(error) => {
+                outbox::release(store, &owner).await?;
+                self.summary_failures = self.summary_failures.saturating_add(1);
+                let wait = backoff(
+                    self.summary_failures,
+                    self.hook.backoff_initial,
+                    self.hook.backoff_max,
+                    0.5 + fastrand::f64() / 2.0,
+                );
+                self.blocked_until_ms =
+                    now_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX));
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(webhook = %self.hook.name, %error, "Summary failed; will retry.");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn post(&self, body: &serde_json::Value, idempotency_key: &str) -> Result<(), PostError> {
+        let mut request = self
+            .client
+            .post(&self.hook.url)
+            .header("Idempotency-Key", idempotency_key)
+            .json(body);
+        if let Some(secret) = &self.hook.secret {
+            request = request.header(secret.header.as_str(), secret.value.as_str());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|error| PostError::Request(error_chain(&error)))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = response.text().await.unwrap_or_default();
+        Err(PostError::Status {
+            status: status.as_u16(),
+            body: message::plain(&body.chars().take(MAX_ERROR_BODY).collect::<String>()),
+        })
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,783 @@
+//! Webhook notifications against a real HTTP receiver on 127.0.0.1 (axum, in the
+//! test), with the real collector in-process (HTTP ingest, the store, the senders):
+//! bodies, escaping, filters, retries after 500 / a hang / a stopped receiver, a
+//! collector restart with pending notifications, the rate limit's summary, duplicate
+//! ingests, and two collectors sharing one PostgreSQL.
+#![allow(clippy::tests_outside_test_module)]
+
+mod util;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::Value;
+
+use ballast_collector::api::{ApiConfig, AppState};
+use ballast_collector::auth::token_sha256;
+use ballast_collector::config::{RawConfig, Settings};
+use ballast_collector::notify::{self, outbox, Notifier};
+use ballast_collector::server::serve_listener;
+use ballast_collector::storage::{self, queries, Store};
+use ballast_model::{Envelope, OomEvent};
+use ballast_testpg::{TestPg, TestPgError};
+
+const HOST: &str = "pve1";
+const TOKEN: &str = "blt_webhook-test-token-0123456789";
+
+// ---------------------------------------------------------------- the receiver
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    Ok,
+    Status(u16),
+    /// Never answers (the sender's timeout fires).
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+struct Request {
+    path: String,
+    headers: HeaderMap,
+    body: Value,
+    /// The status it got (`None`: hung).
+    status: Option<u16>,
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    requests: Vec<Request>,
+    script: VecDeque<Answer>,
+}
+
+/// A webhook receiver: records every request, answers from a script (then 200).
+struct Receiver {
+    addr: SocketAddr,
+    recorder: Arc<Mutex<Recorder>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn record(
+    State(recorder): State<Arc<Mutex<Recorder>>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let answer = {
+        let mut recorder = recorder.lock().expect("lock");
+        let answer = recorder.script.pop_front().unwrap_or(Answer::Ok);
+        recorder.requests.push(Request {
+            path: uri.path().to_string(),
+            headers,
+            body,
+            status: match answer {
+                Answer::Ok => Some(200),
+                Answer::Status(status) => Some(status),
+                Answer::Hang => None,
+            },
+        });
+        answer
+    };
+    // No keep-alive: a stopped receiver must refuse connections, not serve old ones.
+    let close = [(axum::http::header::CONNECTION, "close")];
+    match answer {
+        Answer::Ok => (StatusCode::OK, close, "ok").into_response(),
+        Answer::Status(status) => (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            close,
+            "receiver says no",
+        )
+            .into_response(),
+        Answer::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            (StatusCode::OK, close).into_response()
+        }
+    }
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut receiver = Self {
+            addr,
+            recorder: Arc::default(),
+            server: None,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let app = axum::Router::new()
+            .route("/{*path}", axum::routing::post(record))
+            .with_state(Arc::clone(&self.recorder));
+        self.server = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}/{path}", self.addr)
+    }
+
+    fn script(&self, answers: &[Answer]) {
+        self.recorder
+            .lock()
+            .expect("lock")
+            .script
+            .extend(answers.iter().copied());
+    }
+
+    /// Requests to `path` so far.
+    fn requests(&self, path: &str) -> Vec<Request> {
+        self.recorder
+            .lock()
+            .expect("lock")
+            .requests
+            .iter()
+            .filter(|r| r.path == format!("/{path}"))
+            .cloned()
+            .collect()
+    }
+
+    /// Requests to `path` answered 2xx: what the receiver's user saw.
+    fn delivered(&self, path: &str) -> Vec<Request> {
+        self.requests(path)
+            .into_iter()
+            .filter(|r| r.status == Some(200))
+            .collect()
+    }
+
+    /// Stops listening (connections are refused until [`Receiver::restart`]).
+    async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind the same port");
+        self.serve(listener);
+    }
+}
+
+// ---------------------------------------------------------------- the collector
+
+/// The collector in-process: HTTP API on 127.0.0.1:0 and the webhook senders.
+struct Collector {
+    base: String,
+    store: Arc<dyn Store>,
+    notifier: Notifier,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn settings(yaml: &str) -> Settings {
+    RawConfig::from_yaml(yaml, std::path::Path::new("collector.yaml"))
+        .expect("the test config parses")
+        .validate()
+        .expect("the test config is valid")
+}
+
+impl Collector {
+    async fn start(settings: &Settings) -> Self {
+        let store = storage::open(&settings.storage).await.expect("open store");
+        // put_token refuses a second token for the host: only the first start adds it.
+        let _ = queries::put_token(
+            store.as_ref(),
+            HOST,
+            &token_sha256(TOKEN),
+            ballast_collector::now_ms(),
+            true,
+        )
+        .await;
+        let notifier = notify::spawn(Arc::clone(&store), &settings.notify);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let state = AppState::new(Arc::clone(&store), ApiConfig::from_settings(settings));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = serve_listener(listener, state, None, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        Self {
+            base,
+            store,
+            notifier,
+            stop: Some(stop),
+            server,
+        }
+    }
+
+    async fn ingest(&self, events: Vec<Envelope>) -> Value {
+        let batch = util::batch(HOST, events);
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/ingest", self.base))
+            .bearer_auth(TOKEN)
+            .json(&batch)
+            .send()
+            .await
+            .expect("ingest request");
+        assert_eq!(response.status().as_u16(), 200, "ingest answered");
+        response.json().await.expect("ingest answer")
+    }
+
+    /// Outbox rows of `webhook` in `state`.
+    async fn outbox(&self, webhook: &str, state: &str) -> i64 {
+        outbox::counts(self.store.as_ref())
+            .await
+            .expect("outbox counts")
+            .into_iter()
+            .filter(|(w, s, _)| w == webhook && s == state)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
+    /// Stops serving and sending, as a shutdown would.
+    async fn stop(mut self) -> Arc<dyn Store> {
+        self.notifier.abort();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.server).await;
+        Arc::clone(&self.store)
+    }
+}
+
+async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut done: F) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn sqlite_yaml(dir: &std::path::Path, notify: &str) -> String {
+    format!(
+        "state_dir: {}\nnotify:\n  public_url: https://ballast.example.org/\n  poll_interval_ms: 100\n{notify}",
+        dir.display()
+    )
+}
+
+/// A webhook entry with fast retries.
+fn hook(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    url: {url}\n    timeout_secs: 1\n    backoff_initial_ms: 100\n    backoff_max_secs: 1\n{extra}"
+    )
+}
+
+fn oom(key: &str, offset_ms: i64, event: OomEvent) -> Envelope {
+    util::oom(key, util::OOM_AT_MS + offset_ms, event)
+}
+
+fn ids(requests: &[Request]) -> Vec<i64> {
+    let mut ids: Vec<i64> = requests
+        .iter()
+        .filter_map(|r| r.body["oom_id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+// ---------------------------------------------------------------- the tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_and_slack_bodies_carry_what_a_user_checks_and_hostile_names_are_escaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let secret = dir.path().join("hook.secret");
+    std::fs::write(&secret, "hook-secret-42\n").expect("secret");
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!(
+            "  webhooks:\n{}{}{}",
+            hook(
+                "generic",
+                &receiver.url("json"),
+                &format!("    secret_file: {}\n", secret.display())
+            ),
+            hook("chat", &receiver.url("slack"), "    format: slack\n"),
+            hook(
+                "balloon-only",
+                &receiver.url("balloon"),
+                "    verdicts: [balloon, balloon_contributed]\n    kinds: [guest]\n"
+            ),
+        ),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    let lab = util::lab_inflated();
+    let tor = util::tor_flat();
+    let mut hostile = util::tor_flat();
+    hostile.vm.name = "evil *vm* @here".into();
+    if let Some(killed) = hostile.report.killed.as_mut() {
+        killed.comm = "<!channel> <script>".into();
+    }
+    let answer = collector
+        .ingest(vec![
+            oom("lab-1", 0, lab.clone()),
+            oom("tor-1", 1_000, tor.clone()),
+            oom("hostile-1", 2_000, hostile),
+        ])
+        .await;
+    assert_eq!(answer["accepted"], 3);
+
+    wait_until(
+        "3 JSON and 3 Slack messages",
+        Duration::from_secs(15),
+        || receiver.delivered("json").len() == 3 && receiver.delivered("slack").len() == 3,
+    )
+    .await;
+
+    // The generic JSON body: one per OOM, with what a receiver's user checks.
+    let json = receiver.delivered("json");
+    let lab_body = &json
+        .iter()
+        .find(|r| r.body["vm"]["uuid"] == util::LAB_UUID)
+        .expect("the lab OOM was notified")
+        .body;
+    let lab_id = lab_body["oom_id"].as_i64().expect("oom_id");
+    assert_eq!(lab_body["type"], "oom");
+    assert_eq!(lab_body["host"], HOST);
+    assert_eq!(lab_body["vm"]["name"], "lab-512");
+    assert_eq!(lab_body["kind"], "guest");
+    assert_eq!(lab_body["correlation"]["verdict"], "balloon");
+    assert!(
+        lab_body["correlation"]["balloon_held_kb"]
+            .as_i64()
+            .unwrap_or(0)
+            > 300 * 1024,
+        "the balloon held 312 MiB: {lab_body}"
+    );
+    let killed = lab
+        .report
+        .killed
+        .as_ref()
+        .expect("the lab report killed a process");
+    assert_eq!(lab_body["killed"]["comm"], killed.comm.as_str());
+    assert_eq!(lab_body["killed"]["pid"], killed.pid);
+    assert_eq!(lab_body["report_verdict"], lab.analysis.verdict.as_str());
+    assert_eq!(
+        lab_body["links"]["api"],
+        format!("https://ballast.example.org/api/v1/ooms/{lab_id}")
+    );
+    assert_eq!(
+        lab_body["links"]["dashboard"],
+        format!("https://ballast.example.org/ooms/{lab_id}")
+    );
+    // The link names the stored OOM: the query API answers it.
+    let stored: Value = reqwest::get(format!("{}/api/v1/ooms/{lab_id}", collector.base))
+        .await
+        .expect("get oom")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stored["id"], lab_id);
+    assert_eq!(stored["vm"]["uuid"], util::LAB_UUID);
+    for request in &json {
+        assert_eq!(
+            request.headers["authorization"], "Bearer hook-secret-42",
+            "the secret header"
+        );
+        assert_eq!(request.headers["content-type"], "application/json");
+        assert!(request.headers.contains_key("idempotency-key"));
+    }
+    let hostile_json = &json
+        .iter()
+        .find(|r| r.body["killed"]["comm"] == "<!channel> <script>")
+        .expect("the hostile OOM, its comm as data in JSON")
+        .body;
+    assert_eq!(hostile_json["vm"]["name"], "evil *vm* @here");
+
+    // Slack: one text per OOM, the facts in it, guest text neutralised.
+    let slack = receiver.delivered("slack");
+    for request in &slack {
+        let keys: Vec<&String> = request.body.as_object().expect("object").keys().collect();
+        assert_eq!(keys, vec!["text"], "a Slack body is just text");
+        assert!(
+            request.headers.get("authorization").is_none(),
+            "no secret configured"
+        );
+    }
+    let texts: Vec<&str> = slack
+        .iter()
+        .filter_map(|r| r.body["text"].as_str())
+        .collect();
+    let lab_text = texts
+        .iter()
+        .find(|t| t.contains("`lab-512`"))
+        .expect("the lab OOM in Slack");
+    assert!(lab_text.contains("caused by the balloon"), "{lab_text}");
+    assert!(lab_text.contains(&format!("`{HOST}`")), "{lab_text}");
+    assert!(
+        lab_text.contains(&format!("`{}`", killed.comm)),
+        "{lab_text}"
+    );
+    assert!(lab_text.contains("balloon held 3"), "{lab_text}");
+    assert!(
+        lab_text.contains(&format!(
+            "<https://ballast.example.org/ooms/{lab_id}|dashboard>"
+        )),
+        "{lab_text}"
+    );
+    let hostile_text = texts
+        .iter()
+        .find(|t| t.contains("channel"))
+        .expect("the hostile OOM in Slack");
+    assert!(!hostile_text.contains("<!channel>"), "{hostile_text}");
+    assert!(!hostile_text.contains("<script>"), "{hostile_text}");
+    assert!(!hostile_text.contains("@here"), "{hostile_text}");
+    assert!(
+        hostile_text.contains("`&lt;!channel&gt; &lt;script&gt;`"),
+        "{hostile_text}"
+    );
+
+    // The filter: only the balloon-caused guest OOM.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let balloon = receiver.delivered("balloon");
+    assert_eq!(
+        ids(&balloon),
+        vec![lab_id],
+        "only the balloon OOM passes the filter"
+    );
+    assert_eq!(collector.outbox("balloon-only", "sent").await, 1);
+    assert_eq!(collector.outbox("balloon-only", "pending").await, 0);
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_ingest_notifies_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    let first = collector
+        .ingest(vec![oom("dup-1", 0, util::lab_inflated())])
+        .await;
+    assert_eq!(first["accepted"], 1);
+    wait_until("the first notification", Duration::from_secs(10), || {
+        receiver.delivered("hook").len() == 1
+    })
+    .await;
+    // The agent re-sends (its ack was lost): same key, in a batch with a new OOM.
+    let again = collector
+        .ingest(vec![
+            oom("dup-1", 0, util::lab_inflated()),
+            oom("dup-2", 5_000, util::tor_flat()),
+        ])
+        .await;
+    assert_eq!(again["duplicates"], 1);
+    wait_until(
+        "the new OOM's notification",
+        Duration::from_secs(10),
+        || receiver.delivered("hook").len() >= 2,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let delivered = receiver.delivered("hook");
+    let ids = ids(&delivered);
+    assert_eq!(ids.len(), 2, "two OOMs, two messages: {ids:?}");
+    assert_ne!(ids[0], ids[1]);
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_500_and_a_hang_are_retried_and_the_message_arrives_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    receiver.script(&[Answer::Status(500), Answer::Hang, Answer::Status(503)]);
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    collector
+        .ingest(vec![oom("retry-1", 0, util::lab_inflated())])
+        .await;
+    wait_until(
+        "delivery after 500, hang, 503",
+        Duration::from_secs(20),
+        || !receiver.delivered("hook").is_empty(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let requests = receiver.requests("hook");
+    let statuses: Vec<Option<u16>> = requests.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![Some(500), None, Some(503), Some(200)]);
+    assert_eq!(
+        receiver.delivered("hook").len(),
+        1,
+        "delivered exactly once"
+    );
+    // Every attempt names the same notification, so a receiver can dedupe.
+    let keys: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| r.headers.get("idempotency-key")?.to_str().ok())
+        .collect();
+    assert_eq!(keys.len(), 4);
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    assert_eq!(
+        collector
+            .notifier
+            .stats
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
+    assert_eq!(collector.outbox("ops", "sent").await, 1);
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_receiver_gets_it_when_back_and_a_dead_one_is_given_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut receiver = Receiver::start().await;
+    receiver.stop().await;
+    // A port nothing listens on: attempts are bounded, then the row is failed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_url = format!("http://{}/gone", dead.local_addr().expect("addr"));
+    drop(dead);
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!(
+            "  webhooks:\n{}{}",
+            hook("ops", &receiver.url("hook"), ""),
+            hook("dead", &dead_url, "    max_attempts: 3\n"),
+        ),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    collector
+        .ingest(vec![oom("down-1", 0, util::lab_inflated())])
+        .await;
+    let store = Arc::clone(&collector.store);
+    let started = Instant::now();
+    loop {
+        let rows = outbox::counts(store.as_ref()).await.expect("counts");
+        if rows.iter().any(|(w, s, _)| w == "dead" && s == "failed") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the dead webhook is given up: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        collector
+            .notifier
+            .stats
+            .failed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        collector.outbox("ops", "pending").await,
+        1,
+        "still waiting for the receiver"
+    );
+    receiver.restart().await;
+    wait_until(
+        "delivery once the receiver is back",
+        Duration::from_secs(10),
+        || receiver.delivered("hook").len() == 1,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests("hook").len(), 1);
+    assert_eq!(collector.outbox("ops", "sent").await, 1);
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut receiver = Receiver::start().await;
+    receiver.stop().await;
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
+    );
+    let settings = settings(&yaml);
+    let collector = Collector::start(&settings).await;
+    collector
+        .ingest(vec![
+            oom("restart-1", 0, util::lab_inflated()),
+            oom("restart-2", 1_000, util::tor_flat()),
+        ])
+        .await;
+    wait_until("a failed attempt", Duration::from_secs(10), || {
+        collector
+            .notifier
+            .stats
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    })
+    .await;
+    collector.stop().await;
+
+    receiver.restart().await;
+    let collector = Collector::start(&settings).await;
+    wait_until("both after the restart", Duration::from_secs(10), || {
+        receiver.delivered("hook").len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = ids(&receiver.delivered("hook"));
+    assert_eq!(ids.len(), 2, "each OOM once: {ids:?}");
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(collector.outbox("ops", "sent").await, 2);
+    collector.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_50_ooms_gives_the_rate_limit_plus_one_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!(
+            "  webhooks:\n{}",
+            hook(
+                "ops",
+                &receiver.url("hook"),
+                "    rate_limit_messages: 5\n    rate_limit_window_secs: 2\n"
+            )
+        ),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    let mut lab = util::lab_inflated();
+    lab.balloon_history.truncate(10);
+    lab.raw_report.truncate(2_000);
+    let burst: Vec<Envelope> = (0..50)
+        .map(|i| oom(&format!("burst-{i}"), i * 100, lab.clone()))
+        .collect();
+    assert_eq!(collector.ingest(burst).await["accepted"], 50);
+    wait_until("the summary", Duration::from_secs(15), || {
+        receiver
+            .delivered("hook")
+            .iter()
+            .any(|r| r.body["type"] == "suppressed")
+    })
+    .await;
+    // Another window passes: nothing more comes.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let delivered = receiver.delivered("hook");
+    let single: Vec<&Request> = delivered
+        .iter()
+        .filter(|r| r.body["type"] == "oom")
+        .collect();
+    let summaries: Vec<&Request> = delivered
+        .iter()
+        .filter(|r| r.body["type"] == "suppressed")
+        .collect();
+    assert_eq!(single.len(), 5, "the limit");
+    assert_eq!(summaries.len(), 1, "one summary");
+    let summary = &summaries[0].body;
+    assert_eq!(summary["suppressed"], 45, "{summary}");
+    assert_eq!(summary["by_verdict"]["balloon"], 45, "{summary}");
+    assert_eq!(summary["rate_limit"]["messages"], 5);
+    assert_eq!(
+        summary["links"]["dashboard"],
+        "https://ballast.example.org/ooms"
+    );
+    assert_eq!(collector.outbox("ops", "summarized").await, 45);
+    assert_eq!(collector.outbox("ops", "pending").await, 0);
+    collector.stop().await;
+}
+
+fn cluster() -> Option<TestPg> {
+    match TestPg::start() {
+        Ok(cluster) => Some(cluster),
+        Err(TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
+            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
+            None
+        }
+        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
+    let Some(cluster) = cluster() else { return };
+    let url = cluster.create_database().expect("createdb");
+    let receiver = Receiver::start().await;
+    // Every request waits a little, so both senders are busy at the same time.
+    let yaml = format!(
+        "storage:\n  type: postgres\n  url: '{url}'\n  pool_size: 4\nnotify:\n  poll_interval_ms: 50\n  webhooks:\n{}",
+        hook(
+            "ops",
+            &receiver.url("hook"),
+            "    rate_limit_messages: 1000\n"
+        )
+    );
+    let settings = settings(&yaml);
+    let a = Collector::start(&settings).await;
+    let b = Collector::start(&settings).await;
+    let mut expected = Vec::new();
+    for round in 0..4 {
+        let events: Vec<Envelope> = (0..10)
+            .map(|i| {
+                oom(
+                    &format!("pg-{round}-{i}"),
+                    round * 10_000 + i * 100,
+                    util::tor_flat(),
+                )
+            })
+            .collect();
+        // Alternate the collectors; a resent batch through the other one changes nothing.
+        let (first, second) = if round % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        assert_eq!(first.ingest(events.clone()).await["accepted"], 10);
+        assert_eq!(second.ingest(events).await["duplicates"], 10);
+        expected.extend((0..10).map(|i| format!("pg-{round}-{i}")));
+    }
+    wait_until("40 notifications", Duration::from_secs(20), || {
+        receiver.delivered("hook").len() >= 40
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = ids(&receiver.delivered("hook"));
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(ids.len(), 40, "40 messages");
+    assert_eq!(unique.len(), 40, "no OOM twice: {ids:?}");
+    let per_collector: HashMap<&str, u64> = [
+        (
+            "a",
+            a.notifier
+                .stats
+                .sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "b",
+            b.notifier
+                .stats
+                .sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(per_collector.values().sum::<u64>(), 40, "{per_collector:?}");
+    eprintln!("sent per collector: {per_collector:?}");
+    assert_eq!(a.outbox("ops", "sent").await, 40);
+    a.stop().await;
+    b.stop().await;
+}
