@@ -23,6 +23,7 @@ pub mod dashboard;
 pub mod notify;
 pub mod paths;
 pub mod records;
+pub mod reload;
 pub mod reports;
 pub mod retention;
 pub mod server;

@@ -138,9 +138,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match command {
-            Command::Serve { .. } => server::run(settings, server::shutdown_signal())
-                .await
-                .context("The collector stopped with an error"),
+            Command::Serve { .. } => server::run(
+                settings,
+                ballast_collector::reload::ConfigSource { file: config_path },
+                server::shutdown_signal(),
+            )
+            .await
+            .context("The collector stopped with an error"),
             Command::Token { action, .. } => token(&settings, action).await,
             Command::Report { report, .. } => print_report(&settings, report).await,
         }

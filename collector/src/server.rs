@@ -1,5 +1,6 @@
 //! Runs the collector: opens the store, starts retention, serves the API over
 //! plain HTTP or HTTPS (rustls, ring provider) until the shutdown future resolves.
+//! Tells systemd READY=1 once it listens; SIGHUP reloads ([`crate::reload`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api::{app, ApiConfig, AppState};
 use crate::config::{Settings, TlsFiles};
+use crate::reload::{ConfigSource, LiveRouter};
 use crate::storage::{self, StoreError};
 
 /// Why the server could not run.
@@ -33,9 +35,11 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// Opens the store, binds `settings.listen` and serves until `shutdown` resolves.
+/// Opens the store, binds `settings.listen` and serves until `shutdown` resolves;
+/// SIGHUP re-reads `source`.
 pub async fn run(
     settings: Settings,
+    source: ConfigSource,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let store = storage::open(&settings.storage).await?;
@@ -53,9 +57,30 @@ pub async fn run(
     let retention = crate::retention::spawn(Arc::clone(&store), settings.retention.clone());
     let notifier = crate::notify::spawn(Arc::clone(&store), &settings.notify);
     let state = AppState::new(store, ApiConfig::from_settings(&settings));
-    let result = serve_listener(listener, state, settings.tls.as_ref(), shutdown).await;
+    let live = LiveRouter::new(app(state.clone()));
+    // Installed before READY=1, so that a reload right after start cannot kill us.
+    let reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => tokio::spawn(crate::reload::on_sighup(
+            hangup,
+            source,
+            settings.clone(),
+            state,
+            live.clone(),
+            notifier,
+        )),
+        Err(error) => {
+            tracing::error!(%error, "No SIGHUP handler: configuration reload is off.");
+            tokio::spawn(async move {
+                let _notifier = notifier;
+                std::future::pending::<()>().await;
+            })
+        }
+    };
+    crate::reload::notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let result = serve_live(listener, live, settings.tls.as_ref(), shutdown).await;
+    // Aborting the reloader drops the notifier it owns, which aborts its senders.
+    reloader.abort();
     retention.abort();
-    notifier.abort();
     result
 }
 
@@ -66,14 +91,26 @@ pub async fn serve_listener(
     tls: Option<&TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_live(listener, LiveRouter::new(app(state)), tls, shutdown).await
+}
+
+/// Serves whatever router `router` holds at each request.
+pub async fn serve_live(
+    listener: std::net::TcpListener,
+    router: LiveRouter,
+    tls: Option<&TlsFiles>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    use axum::ServiceExt;
     listener.set_nonblocking(true).map_err(ServeError::Serve)?;
-    let router = app(state);
     match tls {
         None => {
             let listener =
                 tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
             // The peer address reaches handlers (the dashboard's trusted-proxy login).
-            let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                std::net::SocketAddr,
+            >(router);
             axum::serve(listener, service)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -97,7 +134,11 @@ pub async fn serve_listener(
             });
             axum_server::from_tcp_rustls(listener, config)
                 .handle(handle)
-                .serve(router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .serve(
+                    ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+                        std::net::SocketAddr,
+                    >(router),
+                )
                 .await
                 .map_err(ServeError::Serve)
         }

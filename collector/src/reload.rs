@@ -1,0 +1,248 @@
+//! Configuration reload on SIGHUP, and systemd readiness.
+//!
+//! 1. [`on_sighup`] re-reads the configuration file on every SIGHUP and validates it
+//!    as a whole ([`crate::config::load`], which also reads the token files); a file
+//!    that fails keeps the running configuration and the error names the field.
+//! 2. [`plan`] (pure) sorts the changed fields: the live ones (`read.token_file`
+//!    and its token, `dashboard.*` with its token file, `ingest.*` limits,
+//!    `correlation.*`, `notify.*`) take effect for the next request; the others
+//!    (`listen`, `tls`, `storage`, `retention`) are logged as "field X changed:
+//!    restart required" and keep their running values.
+//! 3. The API is rebuilt from the merged settings ([`crate::api::ApiConfig::from_settings`])
+//!    and swapped into the [`LiveRouter`] that the server serves: requests in
+//!    flight finish on the old one. Ingest tokens live in the store, so `token
+//!    create`/`revoke` need no reload at all.
+//!
+//! Webhooks (`crate::notify`): the ingest side's routes come with the rebuilt API;
+//! when `notify` changed, the senders are replaced too (the old ones are aborted;
+//! the outbox is durable, so a row being sent is leased again by the new sender).
+//! Another task spawned from `Settings` at start-up needs the same: its field
+//! compared in [`plan`] and a respawn in `reload`, or a place in `restart_required`.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+
+use axum::body::Bytes;
+use axum::http::Request;
+use axum::response::Response;
+use axum::Router;
+use tower::Service;
+
+use crate::api::{app, ApiConfig, AppState};
+use crate::config::Settings;
+
+/// What a reload changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadPlan {
+    /// Changed sections applied to the next request.
+    pub live: Vec<&'static str>,
+    /// Changed sections that keep their running value until a restart.
+    pub restart_required: Vec<&'static str>,
+}
+
+/// Compares the running settings with a newly validated file.
+pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
+    let live = [
+        ("read.token_file", running.read_token != new.read_token),
+        ("dashboard", running.dashboard != new.dashboard),
+        ("ingest", running.ingest != new.ingest),
+        ("correlation", running.correlation != new.correlation),
+        ("notify", running.notify != new.notify),
+    ];
+    let restart = [
+        ("listen", running.listen != new.listen),
+        ("tls", running.tls != new.tls),
+        ("storage", running.storage != new.storage),
+        ("retention", running.retention != new.retention),
+    ];
+    let changed = |fields: &[(&'static str, bool)]| {
+        fields
+            .iter()
+            .filter_map(|(name, changed)| changed.then_some(*name))
+            .collect()
+    };
+    ReloadPlan {
+        live: changed(&live),
+        restart_required: changed(&restart),
+    }
+}
+
+/// `new` with the restart-only fields of `running`: what the server runs on after
+/// a reload.
+pub fn merge(running: &Settings, new: &Settings) -> Settings {
+    Settings {
+        listen: running.listen,
+        tls: running.tls.clone(),
+        storage: running.storage.clone(),
+        retention: running.retention.clone(),
+        ..new.clone()
+    }
+}
+
+/// The router the server serves, swapped as a whole on reload.
+#[derive(Clone)]
+pub struct LiveRouter {
+    current: Arc<RwLock<Router>>,
+}
+
+impl LiveRouter {
+    pub fn new(router: Router) -> Self {
+        Self {
+            current: Arc::new(RwLock::new(router)),
+        }
+    }
+
+    /// Serves `router` from the next request on.
+    pub fn replace(&self, router: Router) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
+    }
+
+    fn router(&self) -> Router {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl<B> Service<Request<B>> for LiveRouter
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = axum::routing::future::RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let mut router = self.router();
+        router.call(request)
+    }
+}
+
+/// Where the running configuration came from (`None`: the built-in defaults).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    pub file: Option<PathBuf>,
+}
+
+/// Reloads on every SIGHUP until the task is aborted (which drops `notifier`, so
+/// aborts its senders). `state` is the running API state; its store carries over,
+/// and its admission buckets unless `ingest` changed.
+pub async fn on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    source: ConfigSource,
+    settings: Settings,
+    state: AppState,
+    live: LiveRouter,
+    mut notifier: crate::notify::Notifier,
+) {
+    let mut running = settings;
+    while hangup.recv().await.is_some() {
+        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        running = reload(&source, running, &state, &live, &mut notifier);
+        notify_systemd(&[sd_notify::NotifyState::Ready]);
+    }
+}
+
+fn reload(
+    source: &ConfigSource,
+    running: Settings,
+    state: &AppState,
+    live: &LiveRouter,
+    notifier: &mut crate::notify::Notifier,
+) -> Settings {
+    let name = source.file.as_ref().map_or_else(
+        || "(defaults)".to_string(),
+        |file| file.display().to_string(),
+    );
+    tracing::info!(file = %name, "SIGHUP: reloading the configuration.");
+    let new = match crate::config::load(source.file.as_deref()) {
+        Ok(new) => new,
+        Err(error) => {
+            tracing::error!(
+                "Configuration not reloaded, the running one stays: {}",
+                error_chain(&error)
+            );
+            return running;
+        }
+    };
+    let plan = plan(&running, &new);
+    for field in &plan.restart_required {
+        tracing::warn!(
+            field,
+            "Field {field} changed: restart required (the running value stays until then)."
+        );
+    }
+    let merged = merge(&running, &new);
+    let next = AppState {
+        store: Arc::clone(&state.store),
+        config: Arc::new(ApiConfig::from_settings(&merged)),
+        admission: if plan.live.contains(&"ingest") {
+            Arc::new(crate::auth::Admission::new(&merged.ingest))
+        } else {
+            Arc::clone(&state.admission)
+        },
+    };
+    live.replace(app(next));
+    if plan.live.contains(&"notify") {
+        // Dropping the old notifier aborts its senders.
+        *notifier = crate::notify::spawn(Arc::clone(&state.store), &merged.notify);
+    }
+    tracing::info!(live = ?plan.live, restart_required = ?plan.restart_required, "Configuration reloaded.");
+    merged
+}
+
+/// Tells systemd (`Type=notify`) about a state change; a no-op without `$NOTIFY_SOCKET`.
+pub fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(error) = sd_notify::notify(state) {
+        tracing::warn!(%error, "Failed to notify systemd.");
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+
+    fn settings(yaml: &str) -> Settings {
+        let raw: RawConfig = serde_yaml_ng::from_str(yaml).expect("parses");
+        raw.validate().expect("valid")
+    }
+
+    #[test]
+    fn live_and_restart_fields_are_told_apart_and_merged() {
+        let running = settings("listen: 127.0.0.1:8470\n");
+        assert_eq!(plan(&running, &running.clone()), ReloadPlan::default());
+        let new = settings(
+            "listen: 127.0.0.1:9999\ningest:\n  burst: 7\ncorrelation:\n  window_secs: 60\n",
+        );
+        let plan = plan(&running, &new);
+        assert_eq!(plan.live, ["ingest", "correlation"]);
+        assert_eq!(plan.restart_required, ["listen"]);
+        let merged = merge(&running, &new);
+        assert_eq!(merged.listen, running.listen, "listen needs a restart");
+        assert_eq!(merged.ingest.burst, 7);
+        assert_eq!(merged.correlation, new.correlation);
+    }
+}
