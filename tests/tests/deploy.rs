@@ -288,7 +288,8 @@ fn units_have_the_documented_hardening() {
     let has = |unit: &str, line: &str| unit.lines().any(|l| l.trim() == line);
     for (name, unit) in [("agent", &agent), ("collector", &collector)] {
         for line in [
-            "Type=exec",
+            "Type=notify",
+            "ExecReload=/bin/kill -HUP $MAINPID",
             "Restart=on-failure",
             "ProtectSystem=strict",
             "PrivateTmp=yes",
@@ -300,10 +301,10 @@ fn units_have_the_documented_hardening() {
         ] {
             assert!(has(unit, line), "{name} unit lacks {line}");
         }
-        // Neither binary handles SIGHUP: a reload would kill the daemon.
+        // BALLAST_LOG would override log_level, which a reload applies.
         assert!(
-            !unit.contains("\nExecReload="),
-            "{name} unit must not have ExecReload"
+            !unit.contains("BALLAST_LOG="),
+            "{name} unit must leave the log level to the config file"
         );
     }
     assert!(has(
@@ -359,6 +360,16 @@ struct Debs {
     collector: PathBuf,
 }
 
+/// The packages, built once per test run (both install tests share them).
+fn packages() -> &'static Debs {
+    static DEBS: std::sync::OnceLock<Debs> = std::sync::OnceLock::new();
+    DEBS.get_or_init(|| {
+        let debs = build_packages();
+        check_control_fields(&debs);
+        debs
+    })
+}
+
 /// scripts/package.sh: the three .deb files (its stdout lists them).
 fn build_packages() -> Debs {
     let started = Instant::now();
@@ -408,6 +419,11 @@ fn check_control_fields(debs: &Debs) {
         !depends.contains("libvirt"),
         "ballast-agent must not depend on libvirt0: {depends}"
     );
+    // The units' ExecReload=/bin/kill comes from procps (not Essential).
+    for deb in [&debs.agent, &debs.agent_libvirt, &debs.collector] {
+        let depends = control_field(deb, "Depends");
+        assert!(depends.contains("procps"), "{}: {depends}", deb.display());
+    }
     let depends = control_field(&debs.agent_libvirt, "Depends");
     assert!(
         depends.contains("libvirt0"),
@@ -471,15 +487,16 @@ fn check_control_fields(debs: &Debs) {
     }
 }
 
-/// A minimal Debian 12 root with systemd and libvirt0, built once (slow) and cached.
-fn base_root() -> PathBuf {
-    const RECIPE: &str = "bookworm minbase +systemd,libvirt0 v1";
-    let base = target_dir().join("ballast-deploy/bookworm-base");
+/// A minimal Debian root of `release` (bookworm, trixie) with systemd, libvirt0 and
+/// procps, built once (slow) and cached.
+fn base_root(release: &str) -> PathBuf {
+    let recipe = format!("{release} minbase +systemd,libvirt0,procps v2");
+    let base = target_dir().join(format!("ballast-deploy/{release}-base"));
     let stamp = base.join(".ballast-recipe");
-    if std::fs::read_to_string(&stamp).is_ok_and(|recipe| recipe.trim() == RECIPE) {
+    if std::fs::read_to_string(&stamp).is_ok_and(|found| found.trim() == recipe) {
         return base;
     }
-    let partial = target_dir().join("ballast-deploy/bookworm-base.partial");
+    let partial = target_dir().join(format!("ballast-deploy/{release}-base.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&partial).expect("create the base root directory");
@@ -494,13 +511,13 @@ fn base_root() -> PathBuf {
         Command::new(tool("debootstrap").expect("checked by the caller"))
             .args([
                 "--variant=minbase",
-                "--include=systemd,libvirt0",
-                "bookworm",
+                "--include=systemd,libvirt0,procps",
+                release,
             ])
             .arg(&partial)
             .arg(&mirror),
     );
-    std::fs::write(partial.join(".ballast-recipe"), RECIPE).expect("write the recipe stamp");
+    std::fs::write(partial.join(".ballast-recipe"), recipe).expect("write the recipe stamp");
     std::fs::rename(&partial, &base).expect("move the base root into place");
     eprintln!("debootstrap took {:?}", started.elapsed());
     base
@@ -513,8 +530,11 @@ struct Root {
 }
 
 impl Root {
-    fn fresh(base: &Path) -> Self {
-        let path = target_dir().join(format!("ballast-deploy/run-{}", std::process::id()));
+    fn fresh(base: &Path, release: &str) -> Self {
+        let path = target_dir().join(format!(
+            "ballast-deploy/run-{release}-{}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&path);
         run(Command::new("cp").arg("-a").arg(base).arg(&path));
         Self { path }
@@ -713,9 +733,35 @@ fn set_yaml(text: &str, key: &str, value: &str) -> String {
     out.join("\n") + "\n"
 }
 
+/// `ldd` of a binary in the root: every shared library resolves there.
+fn ldd(root: &Root, binary: &str) -> String {
+    let text = stdout(&run(root.chroot().args(["ldd", binary])));
+    assert!(
+        !text.contains("not found"),
+        "{binary} misses libraries in {}:\n{text}",
+        root.path.display()
+    );
+    text
+}
+
 #[test]
 fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
-    let test = "packages_install_run_and_purge_in_a_clean_debian_12_root";
+    install_run_and_purge(
+        "packages_install_run_and_purge_in_a_clean_debian_12_root",
+        "bookworm",
+    );
+}
+
+/// Debian 13 (Proxmox VE 9): the same packages, built on Debian 12, the same checks.
+#[test]
+fn packages_install_run_and_purge_in_a_clean_debian_13_root() {
+    install_run_and_purge(
+        "packages_install_run_and_purge_in_a_clean_debian_13_root",
+        "trixie",
+    );
+}
+
+fn install_run_and_purge(test: &str, release: &str) {
     let started = Instant::now();
     if !(require(test, "root", is_root())
         && require(test, "debootstrap", tool("debootstrap").is_some())
@@ -726,13 +772,16 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
         return;
     }
 
-    // 1. Build and inspect the packages.
-    let debs = build_packages();
-    check_control_fields(&debs);
+    // 1. Build and inspect the packages (once for both releases).
+    let debs = packages();
 
-    // 2. A fresh Debian 12 root.
-    let base = base_root();
-    let root = Root::fresh(&base);
+    // 2. A fresh Debian root.
+    let base = base_root(release);
+    let root = Root::fresh(&base, release);
+    eprintln!(
+        "{test}: Debian {}",
+        read(&root.join("etc/debian_version")).trim()
+    );
     let agent_deb = root.stage(&debs.agent);
     let agent_libvirt_deb = root.stage(&debs.agent_libvirt);
     let collector_deb = root.stage(&debs.collector);
@@ -777,11 +826,12 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
             "{conffiles}"
         );
     }
-    let ldd = stdout(&run(root.chroot().args(["ldd", "/usr/bin/ballast-agent"])));
+    let linked = ldd(&root, "/usr/bin/ballast-agent");
     assert!(
-        !ldd.contains("libvirt"),
-        "the Proxmox flavour links libvirt:\n{ldd}"
+        !linked.contains("libvirt"),
+        "the Proxmox flavour links libvirt:\n{linked}"
     );
+    ldd(&root, "/usr/bin/ballast-collector");
 
     // systemd-analyze verify against the root's own systemd units; any message is a finding.
     for unit in ["ballast-agent.service", "ballast-collector.service"] {
@@ -869,16 +919,47 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
     run(root
         .chroot()
         .args(["ballast-agent", "check-config", "/tmp/agent.yaml"]));
+    // systemd's side of Type=notify: a datagram socket as $NOTIFY_SOCKET.
+    let notify = std::os::unix::net::UnixDatagram::bind(root.join("tmp/notify.sock"))
+        .expect("bind the notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("socket timeout");
+    let next_notification = || {
+        let mut buffer = [0u8; 1024];
+        let size = notify
+            .recv(&mut buffer)
+            .expect("a notification within 60 s");
+        String::from_utf8_lossy(&buffer[..size]).into_owned()
+    };
     let mut run_agent = root.chroot();
-    run_agent.args([
-        "/usr/bin/ballast-agent",
-        "run",
-        "--config",
-        "/tmp/agent.yaml",
-    ]);
+    run_agent
+        .args([
+            "/usr/bin/ballast-agent",
+            "run",
+            "--config",
+            "/tmp/agent.yaml",
+        ])
+        .env("NOTIFY_SOCKET", "/tmp/notify.sock");
     let mut agent = Daemon::start(run_agent, root.join("tmp/agent.log"));
+    assert!(
+        next_notification().contains("READY=1"),
+        "{}",
+        read(&agent.log)
+    );
     let metrics = agent.wait_http(metrics_port, "/metrics");
     assert!(metrics.contains("\nballast_agent_vms 0\n"), "{metrics}");
+    // `systemctl reload`: the unit's ExecReload, run in the root.
+    run(root
+        .chroot()
+        .args(["/bin/kill", "-HUP", &agent.child.id().to_string()]));
+    assert!(next_notification().contains("RELOADING=1"));
+    assert!(next_notification().contains("READY=1"));
+    assert!(
+        read(&agent.log).contains("Configuration reloaded."),
+        "{}",
+        read(&agent.log)
+    );
     assert!(
         root.join("var/lib/ballast/spool").is_dir(),
         "the agent writes its state dir"
@@ -912,8 +993,8 @@ fn packages_install_run_and_purge_in_a_clean_debian_12_root() {
         changed,
         "the libvirt flavour keeps the admin's agent.yaml"
     );
-    let ldd = stdout(&run(root.chroot().args(["ldd", "/usr/bin/ballast-agent"])));
-    assert!(ldd.contains("libvirt.so.0"), "{ldd}");
+    let linked = ldd(&root, "/usr/bin/ballast-agent");
+    assert!(linked.contains("libvirt.so.0"), "{linked}");
     let listing = stdout(&run(root.chroot().args([
         "dpkg-query",
         "-W",
