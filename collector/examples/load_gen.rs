@@ -20,8 +20,9 @@
 //! Agents start with a random phase within the first interval. A batch the collector
 //! did not acknowledge stays queued and goes again on the next tick (to the next
 //! `--url` when several are given, as behind a load balancer); `--resend` sends every
-//! acknowledged batch once more to the other collector and checks that all of it is
-//! reported as duplicates. Meanwhile a probe GETs `/healthz` every 100 ms: the
+//! batch to a second collector too: in odd rounds at the same time as to the first
+//! (each event must then be accepted by exactly one), in even rounds after the first
+//! acknowledged it (all of it must come back as duplicates). Meanwhile a probe GETs `/healthz` every 100 ms: the
 //! baseline latency of the same server under the same load.
 //!
 //! Measurements: `/proc/<pid>/stat` CPU of each `--pid` (and of `--db-pid` with its
@@ -84,7 +85,7 @@ struct Args {
     ooms_per_host_hour: f64,
     #[arg(long, default_value_t = 2.0)]
     near_misses_per_host_hour: f64,
-    /// Send every acknowledged batch again to the next URL; it must come back all duplicates.
+    /// Send every batch to the next URL too (at once, or after the first answer).
     #[arg(long)]
     resend: bool,
     /// Collector process ids to measure.
@@ -572,16 +573,30 @@ async fn run_agent(
                 break;
             };
             let url = &args.url[round % args.url.len()];
-            let sent = Instant::now();
-            let result = post(&client, url, &agent.token, body.clone()).await;
-            let latency = sent.elapsed();
+            let other = &args.url[(round + 1) % args.url.len()];
+            let twice = args.resend && args.url.len() > 1;
+            // Every other round of `--resend` sends to both at once (a retry after a
+            // timeout while the first request is still being served).
+            let at_once = twice && round % 2 == 1;
             round += 1;
-            let resend = match (&result, args.resend && args.url.len() > 1) {
-                (Ok(_), true) => {
-                    let other = &args.url[round % args.url.len()];
-                    Some(post(&client, other, &agent.token, body.clone()).await)
-                }
-                _ => None,
+            let sent = Instant::now();
+            let (result, latency, resend) = if at_once {
+                let (first, second) = tokio::join!(
+                    post(&client, url, &agent.token, body.clone()),
+                    post(&client, other, &agent.token, body.clone())
+                );
+                (first, sent.elapsed(), Some((true, second)))
+            } else {
+                let result = post(&client, url, &agent.token, body.clone()).await;
+                let latency = sent.elapsed();
+                let resend = match (&result, twice) {
+                    (Ok(_), true) => Some((
+                        false,
+                        post(&client, other, &agent.token, body.clone()).await,
+                    )),
+                    _ => None,
+                };
+                (result, latency, resend)
             };
             if let Ok(mut tally) = tally.lock() {
                 match &result {
@@ -602,20 +617,25 @@ async fn run_agent(
                     }
                     Err(reason) => *tally.errors.entry(reason.clone()).or_default() += 1,
                 }
-                if let Some(resend) = resend {
+                if let Some((at_once, resend)) = resend {
                     tally.resends += 1;
-                    match resend {
-                        Ok(answer)
-                            if answer.accepted == 0
-                                && answer.duplicates as usize == batch.events.len() => {}
-                        Ok(answer) => tally.resend_mismatches.push(format!(
-                            "{}: {} events resent, answer {answer:?}",
+                    let n = batch.events.len();
+                    // Sent after the first answer: all duplicates. Sent at the same
+                    // time: each event stored by exactly one of the two.
+                    let fine = match (&result, &resend) {
+                        (Ok(first), Ok(second)) if at_once => {
+                            (first.accepted + second.accepted) as usize == n
+                                && (first.duplicates + second.duplicates) as usize == n
+                        }
+                        (_, Ok(second)) => second.accepted == 0 && second.duplicates as usize == n,
+                        _ => false,
+                    };
+                    if !fine {
+                        tally.resend_mismatches.push(format!(
+                            "{}: {n} events sent twice{}: answers {result:?} and {resend:?}",
                             agent.host,
-                            batch.events.len()
-                        )),
-                        Err(reason) => tally
-                            .resend_mismatches
-                            .push(format!("{}: resend failed: {reason}", agent.host)),
+                            if at_once { " at once" } else { "" },
+                        ));
                     }
                 }
             }
