@@ -4,7 +4,9 @@
 //! 500 VMs x 1 h at a 10 s poll is 180,000 samples; at 28 bytes each that is 5 MiB
 //! (a full `BalloonSample` would be 40 MiB). So the ring keeps only what the
 //! correlation needs, as u32 KiB (up to 4 TiB per VM) with `u32::MAX` for "missing",
-//! and times as seconds relative to the ring's base.
+//! and times as seconds relative to the ring's base, with the sample's origin in the
+//! top bit. The ring grows by doubling up to its capacity and then exactly to it, so a
+//! full 360-sample ring holds 360 x 28 bytes, not a power of two.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -13,6 +15,12 @@ use crate::hypervisor::BalloonSample;
 
 /// Marks a missing value in the compact form.
 const MISSING: u32 = u32::MAX;
+/// The top bit of `Compact::at`: the point came from a balloon-change event.
+const EVENT_BIT: u32 = 1 << 31;
+/// The largest relative time (68 years).
+const MAX_AT_SECS: u32 = EVENT_BIT - 1;
+/// The smallest allocation a ring starts with.
+const MIN_GROWTH: usize = 8;
 
 /// What moved the balloon or triggered the sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +46,8 @@ pub struct HistoryPoint {
 
 #[derive(Debug, Clone, Copy)]
 struct Compact {
-    /// Seconds after the ring's base (about 136 years of range).
-    at_secs: u32,
-    origin: SampleOrigin,
+    /// Seconds after the ring's base (31 bits), `EVENT_BIT` set for balloon events.
+    at: u32,
     actual: u32,
     maximum: u32,
     available: u32,
@@ -79,8 +86,7 @@ impl History {
     pub fn push_sample(&mut self, at: SystemTime, sample: &BalloonSample) {
         self.push(
             Compact {
-                at_secs: 0,
-                origin: SampleOrigin::Poll,
+                at: 0,
                 actual: pack(sample.actual_kib),
                 maximum: pack(sample.maximum_kib),
                 available: pack(sample.available_kib),
@@ -97,8 +103,7 @@ impl History {
         let last = self.points.back().copied();
         self.push(
             Compact {
-                at_secs: 0,
-                origin: SampleOrigin::BalloonEvent,
+                at: EVENT_BIT,
                 actual: pack(Some(actual_kib)),
                 maximum: last.map_or(MISSING, |p| p.maximum),
                 available: MISSING,
@@ -117,10 +122,19 @@ impl History {
         }
         // A clock stepping backwards keeps the ring ordered: clamp to the last point.
         let relative = epoch.saturating_sub(self.base_epoch_secs);
-        let last = self.points.back().map_or(0, |p| p.at_secs);
-        point.at_secs = u32::try_from(relative).unwrap_or(u32::MAX).max(last);
+        let last = self.points.back().map_or(0, Compact::at_secs);
+        let at_secs = u32::try_from(relative)
+            .unwrap_or(MAX_AT_SECS)
+            .min(MAX_AT_SECS)
+            .max(last);
+        point.at = (point.at & EVENT_BIT) | at_secs;
         if self.points.len() == self.capacity {
             self.points.pop_front();
+        } else if self.points.len() == self.points.capacity() {
+            // Doubling, but never past the capacity: a full ring wastes nothing.
+            let len = self.points.len();
+            self.points
+                .reserve_exact(len.max(MIN_GROWTH).min(self.capacity - len));
         }
         self.points.push_back(point);
     }
@@ -149,20 +163,34 @@ impl History {
         self.points
             .iter()
             .rev()
-            .find(|point| point.origin == SampleOrigin::Poll)
+            .find(|point| point.origin() == SampleOrigin::Poll)
             .map(|point| self.widen(point))
     }
 
     fn widen(&self, point: &Compact) -> HistoryPoint {
         HistoryPoint {
-            at: UNIX_EPOCH + Duration::from_secs(self.base_epoch_secs + u64::from(point.at_secs)),
-            origin: point.origin,
+            at: UNIX_EPOCH + Duration::from_secs(self.base_epoch_secs + u64::from(point.at_secs())),
+            origin: point.origin(),
             actual_kib: unpack(point.actual),
             maximum_kib: unpack(point.maximum),
             available_kib: unpack(point.available),
             usable_kib: unpack(point.usable),
             unused_kib: unpack(point.unused),
             disk_caches_kib: unpack(point.disk_caches),
+        }
+    }
+}
+
+impl Compact {
+    fn at_secs(&self) -> u32 {
+        self.at & MAX_AT_SECS
+    }
+
+    fn origin(&self) -> SampleOrigin {
+        if self.at & EVENT_BIT == 0 {
+            SampleOrigin::Poll
+        } else {
+            SampleOrigin::BalloonEvent
         }
     }
 }
@@ -234,6 +262,44 @@ mod tests {
             history.push_sample(at(step * 60), &sample(400_000));
         }
         assert_eq!(history.window(at(540), Duration::from_secs(120)).len(), 3);
+    }
+
+    #[test]
+    fn a_full_ring_of_360_holds_exactly_360_points_of_28_bytes() {
+        assert_eq!(std::mem::size_of::<Compact>(), 28);
+        let mut history = History::new(360);
+        for step in 0..1000 {
+            history.push_sample(at(step * 10), &sample(400_000));
+            assert!(history.points.capacity() <= 360, "step {step}");
+        }
+        assert_eq!(history.len(), 360);
+        assert_eq!(history.points.capacity(), 360);
+        assert_eq!(
+            History::new(5).points.capacity(),
+            0,
+            "nothing before the first point"
+        );
+    }
+
+    #[test]
+    fn the_origin_survives_packing_with_late_times() {
+        let mut history = History::new(10);
+        history.push_sample(at(0), &sample(524_288));
+        // 60 years later: still below the 31-bit range.
+        history.push_balloon_event(at(60 * 365 * 86_400), 1);
+        history.push_sample(at(60 * 365 * 86_400 + 10), &sample(2));
+        let points = history.window(at(61 * 365 * 86_400), Duration::from_secs(u64::MAX / 4));
+        let origins: Vec<_> = points.iter().map(|p| p.origin).collect();
+        assert_eq!(
+            origins,
+            [
+                SampleOrigin::Poll,
+                SampleOrigin::BalloonEvent,
+                SampleOrigin::Poll
+            ]
+        );
+        assert_eq!(points[1].at, at(60 * 365 * 86_400));
+        assert_eq!(points[2].actual_kib, Some(2));
     }
 
     #[test]
