@@ -296,6 +296,8 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
             }
         });
     }
+    // Before READY=1: a reload right after it must not find SIGHUP's default action.
+    let signals = install_signals(&runtime)?;
     let first_poll = handles.first_poll.clone();
     runtime.spawn(async move {
         first_poll.notified().await;
@@ -310,7 +312,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     };
     let stop = handles.stop.clone();
     runtime.spawn(async move {
-        handle_signals(&mut reloader).await;
+        handle_signals(signals, &mut reloader).await;
         notify_systemd(&[NotifyState::Stopping]);
         tracing::info!("Stopping.");
         stop.store(true, Ordering::Relaxed);
@@ -332,18 +334,26 @@ fn notify_systemd(state: &[NotifyState]) {
     }
 }
 
-/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
-async fn handle_signals(reloader: &mut Reloader) {
+/// SIGTERM, SIGINT and SIGHUP streams, installed before anything can send them.
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn install_signals(runtime: &tokio::runtime::Runtime) -> anyhow::Result<Signals> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut terminate), Ok(mut interrupt), Ok(mut hangup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("Failed to install the signal handlers.");
-        std::future::pending::<()>().await;
-        return;
-    };
+    let _context = runtime.enter();
+    Ok((
+        signal(SignalKind::terminate()).context("Failed to handle SIGTERM")?,
+        signal(SignalKind::interrupt()).context("Failed to handle SIGINT")?,
+        signal(SignalKind::hangup()).context("Failed to handle SIGHUP")?,
+    ))
+}
+
+/// Reloads on SIGHUP; returns on SIGTERM or SIGINT.
+async fn handle_signals(signals: Signals, reloader: &mut Reloader) {
+    let (mut terminate, mut interrupt, mut hangup) = signals;
     loop {
         tokio::select! {
             _ = terminate.recv() => return,
