@@ -23,6 +23,23 @@ pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
 /// At most this many history points travel with one event (the newest).
 const MAX_POINTS: usize = 720;
 
+/// Newest history points later than the capture by more than this mean the wall clock
+/// stepped back (held partial reports are captured at most seconds before a poll).
+const CLOCK_STEP_BACK: Duration = Duration::from_secs(300);
+
+/// Where the history window of an OOM captured at `captured_at` ends: at the capture,
+/// unless the wall clock stepped back since the ring's newest points were taken. The
+/// ring keeps its order by not letting time go back (later points get the newest
+/// time), so after a step back of more than the window the capture time would select
+/// no points at all and the event would lose its balloon history; the window then ends
+/// at the newest point: the samples taken last, which are the ones before the OOM.
+fn history_end(vm: &VmState, captured_at: SystemTime) -> SystemTime {
+    match vm.history.last() {
+        Some(last) if last.at > captured_at + CLOCK_STEP_BACK => last.at,
+        _ => captured_at,
+    }
+}
+
 /// The wire event for one captured OOM. `vm` is None when the VM is unknown to the
 /// fleet (it went away between the kill and the capture): the report still ships.
 /// `kind`: [`OomKind::Guest`] for guest capture; a host kernel report says whether the
@@ -40,7 +57,10 @@ pub fn oom_event(
         host_balloon.as_ref().filter(|_| kind == OomKind::Guest),
     );
     let history = vm
-        .map(|vm| vm.history.window(captured.captured_at, HISTORY_WINDOW))
+        .map(|vm| {
+            vm.history
+                .window(history_end(vm, captured.captured_at), HISTORY_WINDOW)
+        })
         .unwrap_or_default();
     let skip = history.len().saturating_sub(MAX_POINTS);
     OomEvent {
@@ -179,6 +199,34 @@ mod tests {
             event.balloon_history.first().and_then(|p| p.actual_kib),
             Some(524_288)
         );
+    }
+
+    #[test]
+    fn after_the_wall_clock_steps_back_the_event_still_carries_the_history_before_it() {
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[524_288, 524_288, 204_800, 204_800], 524_288, start);
+        // Captured two hours "before" the samples: the clock was stepped back.
+        let at = start - Duration::from_secs(7200);
+        let event = oom_event(
+            &captured(&id, LAB, at),
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_history.len(), 4);
+        assert_eq!(event.analysis.balloon_held_kb, Some(524_288 - 204_800));
+        // A capture a little before the newest sample (a held partial) keeps its window.
+        let held = oom_event(
+            &captured(&id, LAB, start + Duration::from_secs(15)),
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(held.balloon_history.len(), 2);
     }
 
     #[test]
