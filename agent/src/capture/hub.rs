@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use ballast_oom::Report;
 
@@ -67,6 +67,8 @@ pub struct Capture {
     domains: BTreeMap<String, DomainCapture>,
     dedupe: Deduper,
     flood_suppressed_total: u64,
+    /// Settled by [`Capture::forget`]; handed out by the next [`Capture::release_held`].
+    gone_events: Vec<CaptureEvent>,
 }
 
 impl Capture {
@@ -76,6 +78,7 @@ impl Capture {
             settings,
             domains: BTreeMap::new(),
             flood_suppressed_total: 0,
+            gone_events: Vec::new(),
         }
     }
 
@@ -200,7 +203,7 @@ impl Capture {
     /// Emits held partial reports whose hold ran out, and the newest report a
     /// flood had dropped once its domain's bucket has a token again.
     pub fn release_held(&mut self, now: Instant) -> Vec<CaptureEvent> {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.gone_events);
         for domain in self.domains.values_mut() {
             release_flood_summary(domain, now, &mut events);
             let (due, kept) = std::mem::take(&mut domain.held)
@@ -237,7 +240,43 @@ impl Capture {
     }
 
     /// Drops a domain that is gone (its state files stay until `remove_state`).
+    ///
+    /// First its serial log is read to the end and every report in progress settled
+    /// as it stands: a report the guest was writing when the VM was destroyed or died
+    /// reached the log (whole lines written by virtlogd) and goes out, partial; held
+    /// partial reports go out without waiting for a guest-agent copy that cannot come.
+    /// These events leave with the next [`Capture::release_held`].
     pub fn forget(&mut self, uuid: &str) {
+        if let Some(domain) = self.domains.get(uuid) {
+            let id = domain.id.clone();
+            let path = domain.serial.as_ref().map(|(path, _)| path.clone());
+            // Far enough ahead that nothing still waits for more lines or a completion.
+            let settle = Instant::now()
+                + self.settings.headless_timeout
+                + self.settings.grace
+                + self.settings.partial_hold
+                + Duration::from_secs(1);
+            if let Some(path) = path {
+                match self.poll_serial(&id, &path, settle) {
+                    Ok(poll) => self.gone_events.extend(poll.events),
+                    Err(error) => {
+                        tracing::warn!(domain = %uuid, %error, "Failed to read the serial log of a VM that went away.");
+                    }
+                }
+            }
+            if let Some(domain) = self.domains.get_mut(uuid) {
+                for held in std::mem::take(&mut domain.held) {
+                    gate(
+                        domain,
+                        &mut self.flood_suppressed_total,
+                        held.oom,
+                        settle,
+                        &mut self.gone_events,
+                    );
+                }
+                release_flood_summary(domain, settle, &mut self.gone_events);
+            }
+        }
         self.domains.remove(uuid);
         self.dedupe.forget(uuid);
     }
@@ -489,6 +528,29 @@ mod tests {
             .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
             .expect("agent");
         assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn a_report_cut_by_the_vm_going_away_goes_out_as_it_stands() {
+        let dir = TempDir::new("hub-gone");
+        let log = dir.0.join("serial.log");
+        // The report up to its task table: the VM was destroyed while the kernel wrote it.
+        let cut: String = LAB_LOG
+            .lines()
+            .take_while(|line| !line.contains("oom-kill:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        std::fs::write(&log, &cut).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert!(ooms(&poll.events).is_empty(), "still waiting for the rest");
+        capture.forget(&domain().uuid);
+        let events = capture.release_held(now);
+        let found = ooms(&events);
+        assert_eq!(found.len(), 1, "{events:?}");
+        assert!(found[0].report.partial);
+        assert!(capture.release_held(now).is_empty(), "handed out once");
     }
 
     #[test]
