@@ -34,7 +34,9 @@
 #   BENCH_WARM_POLLS=20 BENCH_LEAK_POLLS=2000 BENCH_SAMPLE_SECS=10 BENCH_CHURN=2
 #   BENCH_CHURN_SECS=60 BENCH_BOOT_LOG_BYTES=32768 BENCH_CHATTY_PCT=1
 #   BENCH_METRICS_PORT=19479 BENCH_AGENT_ENV= (e.g. MALLOC_ARENA_MAX=2)
-#   BENCH_RING=360 (shorter only for a smoke run) BENCH_KEEP=1 keeps the work directory (samples.tsv, agent.log).
+#   BENCH_RING=360 (shorter only for a smoke run)
+#   BENCH_KEEP=1 keeps the work directory (samples.tsv, agent.log)
+#   BENCH_AGENT_BIN=path runs that binary instead of building target/release's
 # Domains are named ballast-soak-<pid>-<n> and destroyed by a trap on any exit.
 # Run as root. Not in CI.
 set -euo pipefail
@@ -91,9 +93,13 @@ trap 'exit 130' INT TERM
 # --- prerequisites ---------------------------------------------------------------
 "$REPO/scripts/install-deps.sh"
 cd "$REPO"
-log "building ballast-agent (release)"
-cargo build -q --release -p ballast-agent --bin ballast-agent
-AGENT=$REPO/target/release/ballast-agent
+if [ -n "${BENCH_AGENT_BIN:-}" ]; then
+    AGENT=$BENCH_AGENT_BIN
+else
+    log "building ballast-agent (release)"
+    cargo build -q --release -p ballast-agent --bin ballast-agent
+    AGENT=$REPO/target/release/ballast-agent
+fi
 "$REPO/scripts/lab/libvirt-up.sh" >&2
 
 # A kernel-boot-like console log of BOOT_LOG_BYTES (no OOM text in it).

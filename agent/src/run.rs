@@ -148,6 +148,9 @@ pub struct Monitor {
     host_kernel_tried: bool,
     events: Option<Receiver<DomainEvent>>,
     pending_fetch: BTreeMap<String, (DomainId, FetchReason)>,
+    /// QEMU pids by VM uuid, for host kernel OOM attribution: read when a VM appears
+    /// or (re)starts, dropped when it goes.
+    qemu_pids: BTreeMap<String, u32>,
     inventory_dirty: bool,
     error_log: RateLimitedLog,
     sequence: u64,
@@ -176,6 +179,7 @@ impl Monitor {
             host_kernel_tried: false,
             events: None,
             pending_fetch: BTreeMap::new(),
+            qemu_pids: BTreeMap::new(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -312,6 +316,7 @@ impl Monitor {
             match change {
                 Change::Appeared(id) => {
                     tracing::info!(domain = %id.uuid, name = %id.name, "VM appeared.");
+                    self.refresh_qemu_pid(&id);
                     match self.hypervisor.domain_config(&id) {
                         Ok(config) => self.fleet().set_config(&id, config),
                         Err(error) => self
@@ -323,6 +328,7 @@ impl Monitor {
                 Change::Gone(id) => {
                     tracing::info!(domain = %id.uuid, name = %id.name, "VM went away.");
                     self.capture.forget(&id.uuid);
+                    self.qemu_pids.remove(&id.uuid);
                     self.inventory_dirty = true;
                 }
                 Change::BecameStale(id) => {
@@ -415,6 +421,9 @@ impl Monitor {
                     lifecycle = true;
                     if state == DomainState::Running {
                         self.inventory_dirty = true;
+                        self.refresh_qemu_pid(&id);
+                    } else if state == DomainState::ShutOff {
+                        self.qemu_pids.remove(&id.uuid);
                     }
                 }
                 DomainEvent::AgentLifecycle { id, connected, .. } => {
@@ -423,6 +432,18 @@ impl Monitor {
             }
         }
         lifecycle
+    }
+
+    /// Reads the QEMU pid of `id` again (a restarted VM has a new QEMU process).
+    fn refresh_qemu_pid(&mut self, id: &DomainId) {
+        match self.hypervisor.qemu_pid(id) {
+            Some(pid) => {
+                self.qemu_pids.insert(id.uuid.clone(), pid);
+            }
+            None => {
+                self.qemu_pids.remove(&id.uuid);
+            }
+        }
     }
 
     fn capture_tick(&mut self) {
@@ -527,7 +548,7 @@ impl Monitor {
                 } else {
                     None
                 },
-                qemu_pid: None,
+                qemu_pid: self.qemu_pids.get(&vm.id.uuid).copied(),
             })
             .collect();
         match reader.poll(now, &vms) {

@@ -119,6 +119,7 @@ fn test_driver_without_guests() {
     ));
     // No QEMU behind the test driver: an error, not a panic.
     assert!(hypervisor.guest_counters(&test.id).is_err());
+    assert_eq!(hypervisor.qemu_pid(&test.id), None);
     let unreachable = backend("qemu+unix:///system?socket=/nonexistent/libvirt-sock");
     assert!(matches!(
         unreachable.domains(),
@@ -174,6 +175,24 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
         id_of(guest_c.name()),
     );
     let ids = [&id_a, &id_b, &id_c];
+
+    // Each guest's QEMU process (host OOM attribution): three live, distinct QEMUs.
+    let pids: Vec<u32> = ids
+        .iter()
+        .map(|id| {
+            hypervisor
+                .qemu_pid(id)
+                .unwrap_or_else(|| panic!("no QEMU pid for {id:?}"))
+        })
+        .collect();
+    for pid in &pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+        assert!(comm.starts_with("qemu-system"), "pid {pid}: {comm}");
+    }
+    assert!(
+        pids[0] != pids[1] && pids[1] != pids[2] && pids[0] != pids[2],
+        "{pids:?}"
+    );
 
     // Lifecycle and agent events of the boots.
     events.wait("lifecycle started (A)", Duration::from_secs(5), |event| {
@@ -363,6 +382,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     });
     let samples = hypervisor.balloon_samples().expect("balloon samples");
     assert!(sample_of(&samples, &id_a).is_none(), "{samples:?}");
+    assert_eq!(hypervisor.qemu_pid(&id_a), None, "A's QEMU is gone");
     assert!(sample_of(&samples, &id_b).is_some());
     eprintln!("real-guest test took {:?}", test_start.elapsed());
 }

@@ -23,6 +23,8 @@
 //!    watchdog thread reopens a dead connection within a second so events resume
 //!    without waiting for the next poll. Events while libvirtd is down are lost.
 //!
+//! [`Hypervisor::qemu_pid`] reads libvirt's pid file and checks the process's `-uuid`.
+//!
 //! `guest_counters` sends a QMP command through `virDomainQemuMonitorCommand`;
 //! libvirt marks the domain `tainted: custom-monitor` on the first one. The agent
 //! calls it only when configured to.
@@ -30,6 +32,7 @@
 mod domain_xml;
 mod ffi;
 mod params;
+mod pid;
 mod qemu_json;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -459,6 +462,19 @@ impl Hypervisor for LibvirtHypervisor {
                 .set_memory_stats_period(period, sys::VIR_DOMAIN_AFFECT_LIVE)
                 .map_err(|error| domain_error("set the memory stats period", id, error))
         })
+    }
+
+    /// From libvirt's pid file, checked against the process's `-uuid` (local
+    /// `qemu:///system` only; other URIs have no pid file here).
+    fn qemu_pid(&self, id: &DomainId) -> Option<u32> {
+        if !pid::is_local_qemu_system(&self.inner.config.uri) {
+            return None;
+        }
+        pid::qemu_pid(
+            std::path::Path::new(pid::SYSTEM_RUN_DIR),
+            std::path::Path::new("/proc"),
+            id,
+        )
     }
 
     fn subscribe(&self, sink: Sender<DomainEvent>) -> Result<(), HypervisorError> {

@@ -207,6 +207,12 @@ pub trait Hypervisor: Send + Sync {
         })
     }
 
+    /// The host pid of the domain's QEMU process, to attribute host kernel OOM
+    /// reports to it; None when the backend cannot tell.
+    fn qemu_pid(&self, _id: &DomainId) -> Option<u32> {
+        None
+    }
+
     /// Starts delivering events to `sink` (from a thread of the backend's own);
     /// the default delivers none and the agent falls back to polling.
     fn subscribe(
