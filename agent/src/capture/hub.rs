@@ -205,7 +205,6 @@ impl Capture {
     pub fn release_held(&mut self, now: Instant) -> Vec<CaptureEvent> {
         let mut events = std::mem::take(&mut self.gone_events);
         for domain in self.domains.values_mut() {
-            release_flood_summary(domain, now, &mut events);
             let (due, kept) = std::mem::take(&mut domain.held)
                 .into_iter()
                 .partition(|held| held.until <= now);
@@ -219,6 +218,7 @@ impl Capture {
                     &mut events,
                 );
             }
+            release_flood_summary(domain, now, &mut events);
         }
         events
     }
@@ -386,10 +386,15 @@ impl Capture {
             Seen::New { key } => {
                 domain.dedupe_dirty = true;
                 let oom = oom(key);
-                if partial
+                let hold = partial
                     && source == CaptureSource::Serial
-                    && !self.settings.partial_hold.is_zero()
-                {
+                    && !self.settings.partial_hold.is_zero();
+                // Held copies each take a token when released: under a flood, one the
+                // bucket will not have a token for is not held (nor completed), only counted.
+                let room = usize::try_from(domain.bucket.available(now)).unwrap_or(usize::MAX);
+                if hold && domain.held.len() >= room {
+                    suppress(domain, &mut self.flood_suppressed_total, oom);
+                } else if hold {
                     domain.held.push(Held {
                         oom,
                         until: now + self.settings.partial_hold,
@@ -424,6 +429,11 @@ fn gate(
         events.push(CaptureEvent::Oom(oom));
         return;
     }
+    suppress(domain, total, oom);
+}
+
+/// Flood control dropped `oom`: counted, and kept as the newest dropped one.
+fn suppress(domain: &mut DomainCapture, total: &mut u64, oom: CapturedOom) {
     domain.suppressed += 1;
     *total += 1;
     domain.last_suppressed = Some(oom);
@@ -437,7 +447,12 @@ fn gate(
 /// After a flood: once the bucket has a token, the newest dropped report goes
 /// out carrying the count of the ones dropped before it (it is not counted twice).
 fn release_flood_summary(domain: &mut DomainCapture, now: Instant, events: &mut Vec<CaptureEvent>) {
-    if domain.last_suppressed.is_none() || !domain.bucket.try_take(now) {
+    // Tokens owed to held partial reports are theirs.
+    let owed = u32::try_from(domain.held.len()).unwrap_or(u32::MAX);
+    if domain.last_suppressed.is_none()
+        || domain.bucket.available(now) <= owed
+        || !domain.bucket.try_take(now)
+    {
         return;
     }
     if let Some(mut oom) = domain.last_suppressed.take() {
@@ -692,5 +707,41 @@ mod tests {
         let found = ooms(&poll.events);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].suppressed_before, 0);
+    }
+
+    #[test]
+    fn under_a_flood_partial_reports_are_held_only_while_the_bucket_has_room() {
+        let dir = TempDir::new("hub-flood-held");
+        let log = dir.0.join("serial.log");
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        let mut text = String::new();
+        for pid in 1000..2000 {
+            text.push_str(&kill_line.replace("113", &pid.to_string()));
+            text.push('\n');
+        }
+        std::fs::write(&log, &text).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        // 20 tokens: 20 partial copies wait for the guest agent, the rest are counted.
+        assert!(poll.events.is_empty());
+        assert!(poll.wants_guest_agent);
+        assert_eq!(capture.domains[&domain().uuid].held.len(), 20);
+        assert_eq!(capture.flood_suppressed_total(), 980);
+        let released = capture.release_held(now + Duration::from_secs(10));
+        assert_eq!(ooms(&released).len(), 20);
+        // Nothing more is held while the bucket is empty, and no fetch is asked for.
+        std::fs::write(
+            &log,
+            format!("{text}{}\n", kill_line.replace("113", "5000")),
+        )
+        .expect("append");
+        let poll = capture
+            .poll_serial(&domain(), &log, now + Duration::from_secs(11))
+            .expect("serial");
+        assert!(poll.events.is_empty());
+        assert!(!poll.wants_guest_agent);
+        assert!(capture.domains[&domain().uuid].held.is_empty());
+        assert_eq!(capture.flood_suppressed_total(), 981);
     }
 }
