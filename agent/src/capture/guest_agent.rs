@@ -183,10 +183,12 @@ impl GuestAgentReader {
                     .saturating_mul(1u32 << (self.failures - 1).min(16))
                     .min(settings.agent_backoff_max);
                 self.retry_at = Some(now + delay);
+                // The whole chain: libvirt's own words say why (timeout, not connected, ...).
+                let reason = super::host_kernel::error_chain(&source);
                 if self.failures == 1 {
-                    tracing::info!(domain = %domain.uuid, error = %source, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
+                    tracing::info!(domain = %domain.uuid, error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
                 } else {
-                    tracing::debug!(domain = %domain.uuid, error = %source, retry_secs = delay.as_secs(), "Guest agent still cannot read the kernel log.");
+                    tracing::debug!(domain = %domain.uuid, error = %reason, retry_secs = delay.as_secs(), "Guest agent still cannot read the kernel log.");
                 }
                 Err(CaptureError::GuestAgent {
                     domain: domain.uuid.clone(),
