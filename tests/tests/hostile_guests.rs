@@ -1,0 +1,799 @@
+//! Hostile guests against the real stack: `ballast-agent run` and `ballast-collector
+//! serve` (SQLite) as child processes, real libvirt guests from the harness
+//! (ballast-testvm) that misbehave on purpose:
+//!
+//! 1. serial garbage: a line of `BALLAST_HOSTILE_LINE_MIB` MiB (default 16: above the
+//!    16 KiB line cap, the 8 MiB read per poll and virtlogd's 2 MiB rotation; the
+//!    issue's 1 GiB: `BALLAST_HOSTILE_LINE_MIB=1024`, which the emulated UART needs
+//!    hours for under TCG) and 4 MiB of binary noise on ttyS0;
+//!    then a real OOM of a process named `<script>` plus an ANSI escape on the same
+//!    guest, which must reach the collector with its name intact while the
+//!    dashboard escapes it and neither `ballast-agent status` nor its log print the
+//!    raw escape;
+//! 2. forged flood: one guest writes ~1000 fake kill lines a second to /dev/kmsg for
+//!    10 s while a second guest has a real OOM: its latency is compared with the same
+//!    measurement without the flood, the flood is cut by the per-VM token bucket,
+//!    and the event after it says how many reports were dropped (API and dashboard);
+//! 3. hostile guest agents: qemu-ga replaced by a shell on the virtio port that never
+//!    answers, answers after 15 s, or answers with a 32 MiB reply; another guest's OOM
+//!    latency is compared with the same measurement before; fetches back off.
+//!
+//! Every scenario checks the agent's RSS (VmRSS from /proc) stays within 20 MiB of
+//! where it started and prints its figures as `HOSTILE ...` lines (RELIABILITY.md).
+//! Outside CI the tests skip loudly when the machine cannot run guests.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_tests::{binary, free_port, http_get, wait_until, Daemon};
+use ballast_testvm::{lab_or_skip, Guest, GuestSpec, Lab, KILL_LINE};
+use serde_json::Value;
+
+const HOST: &str = "hostile-host";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const OOM_TIMEOUT: Duration = Duration::from_secs(180);
+/// The issue's bound on the agent's memory growth under a hostile guest.
+const MAX_RSS_GROWTH_KIB: u64 = 20 * 1024;
+
+/// A collector on SQLite and an agent watching the lab's libvirt, in one folder.
+struct Stack {
+    root: PathBuf,
+    collector_addr: SocketAddr,
+    agent_dir: PathBuf,
+    agent_config: PathBuf,
+    _collector: Daemon,
+    agent: Daemon,
+}
+
+impl Stack {
+    /// `agent_extra`: YAML lines appended to the agent's configuration.
+    fn start(name: &str, agent_extra: &str) -> Stack {
+        let root =
+            std::env::temp_dir().join(format!("ballast-hostile-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let collector_dir = root.join("collector");
+        std::fs::create_dir_all(&collector_dir).expect("collector dir");
+        let port = free_port();
+        let config = collector_dir.join("collector.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nstate_dir: {}\nstorage:\n  type: sqlite\n",
+                collector_dir.display()
+            ),
+        )
+        .expect("collector config");
+        let output = Command::new(binary("ballast-collector"))
+            .args(["token", "create", HOST, "--config"])
+            .arg(&config)
+            .output()
+            .expect("token create runs");
+        assert!(
+            output.status.success(),
+            "token create: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token_file = collector_dir.join("agent.token");
+        std::fs::write(&token_file, String::from_utf8_lossy(&output.stdout).trim())
+            .expect("token file");
+        let config_arg = config.to_str().expect("utf-8 path").to_string();
+        let collector = Daemon::start(
+            "ballast-collector",
+            &["serve", "--config", &config_arg],
+            &collector_dir.join("collector.log"),
+        );
+        let collector_addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        wait_until("the collector to answer", Duration::from_secs(60), || {
+            matches!(http_get(collector_addr, "/healthz", None), Ok((200, _))).then_some(())
+        });
+
+        let agent_dir = root.join("agent");
+        std::fs::create_dir_all(&agent_dir).expect("agent dir");
+        let agent_config = agent_dir.join("agent.yaml");
+        std::fs::write(
+            &agent_config,
+            format!(
+                "host_id: {HOST}\nstate_dir: {}\npoll_interval_secs: 2\ncollector:\n  url: http://{collector_addr}\n  token_file: {}\n{agent_extra}",
+                agent_dir.display(),
+                token_file.display()
+            ),
+        )
+        .expect("agent config");
+        let agent = start_agent(&agent_config, &agent_dir);
+        Stack {
+            root,
+            collector_addr,
+            agent_dir,
+            agent_config,
+            _collector: collector,
+            agent,
+        }
+    }
+
+    fn agent_pid(&self) -> u32 {
+        self.agent.child.id()
+    }
+
+    fn agent_log(&self) -> Vec<u8> {
+        std::fs::read(self.agent_dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn status_text(&self) -> String {
+        std::fs::read_to_string(self.agent_dir.join("status.json")).unwrap_or_default()
+    }
+
+    /// Waits until the agent's status file lists every guest.
+    fn wait_agent_sees(&self, guests: &[&Guest]) {
+        wait_until(
+            "the agent to list the guests",
+            Duration::from_secs(120),
+            || {
+                let text = self.status_text();
+                guests
+                    .iter()
+                    .all(|guest| text.contains(guest.name()))
+                    .then_some(())
+            },
+        );
+    }
+
+    /// `status.json`'s `updated_at_epoch_secs` (the monitor thread's last pass).
+    fn status_updated_at(&self) -> u64 {
+        serde_json::from_str::<Value>(&self.status_text())
+            .ok()
+            .and_then(|status| status["updated_at_epoch_secs"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// The OOMs the collector lists for one VM name (newest first, up to 500).
+    fn ooms_of(&self, vm_name: &str) -> Vec<Value> {
+        let Ok((200, body)) = http_get(self.collector_addr, "/api/v1/ooms?limit=500", None) else {
+            return Vec::new();
+        };
+        let page: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        page["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|item| item["vm"]["name"] == vm_name)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `GET path` on the collector: the body of a 200 answer.
+    fn get(&self, path: &str) -> String {
+        match http_get(self.collector_addr, path, None) {
+            Ok((200, body)) => body,
+            other => panic!("GET {path}: {other:?}"),
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "hostile_guests: agent log tail:\n{}",
+                tail(&String::from_utf8_lossy(&self.agent_log()), 40)
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn start_agent(config: &Path, dir: &Path) -> Daemon {
+    let config_arg = config.to_str().expect("utf-8 path").to_string();
+    Daemon::start(
+        "ballast-agent",
+        &["run", "--config", &config_arg],
+        &dir.join("agent.log"),
+    )
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// VmRSS of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Samples a process's RSS every 250 ms on a thread until stopped; keeps the peak.
+struct RssWatch {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssWatch {
+    fn start(pid: u32) -> RssWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid)));
+        let thread = {
+            let (stop, peak) = (Arc::clone(&stop), Arc::clone(&peak));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            })
+        };
+        RssWatch {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the peak RSS seen, KiB.
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// The agent's RSS once it has settled: the median of 5 samples over 2.5 s.
+fn settled_rss_kib(pid: u32) -> u64 {
+    let mut samples: Vec<u64> = (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(500));
+            rss_kib(pid)
+        })
+        .collect();
+    samples.sort_unstable();
+    samples[2]
+}
+
+fn boot(lab: &'static Lab, specs: Vec<GuestSpec>) -> Vec<Guest> {
+    let guests = lab.boot_many(specs).expect("guests boot");
+    for guest in &guests {
+        guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    }
+    guests
+}
+
+/// Runs a shell line in the guest through the guest agent; it must succeed.
+fn guest_sh(guest: &Guest, line: &str) -> String {
+    let output = guest
+        .exec("/bin/sh", &["-c", line])
+        .unwrap_or_else(|error| panic!("guest-exec {line:?} in {}: {error}", guest.name()));
+    assert!(output.success(), "guest-exec {line:?}: {output:?}");
+    output.stdout
+}
+
+/// Starts memhog, waits for its kill line on the serial console, then for the OOM
+/// in the collector's API: returns (event, kill line seen -> listed).
+fn real_oom_latency(stack: &Stack, guest: &Guest, hog_command: Option<&str>) -> (Value, Duration) {
+    let before = stack.ooms_of(guest.name()).len();
+    let kills_before = guest.serial_count(KILL_LINE);
+    match hog_command {
+        Some(line) => {
+            guest_sh(guest, line);
+        }
+        None => guest.start_hog(16, 100).expect("hog starts"),
+    }
+    guest
+        .wait_serial_count(KILL_LINE, kills_before + 1, OOM_TIMEOUT)
+        .expect("the guest kills the hog");
+    let seen = Instant::now();
+    let event = wait_until(
+        "the OOM in the collector's API",
+        Duration::from_secs(120),
+        || {
+            let ooms = stack.ooms_of(guest.name());
+            (ooms.len() > before).then(|| ooms[0].clone())
+        },
+    );
+    (event, seen.elapsed())
+}
+
+fn uuid_of(lab: &Lab, guest: &Guest) -> String {
+    lab.virsh_run(&["domuuid", guest.name()])
+        .expect("virsh domuuid")
+        .trim()
+        .to_string()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Scenarios 1 and 2 on one guest: serial garbage, then a real OOM of a process
+/// whose name is HTML plus an ANSI escape.
+#[test]
+fn serial_garbage_then_a_hostile_process_name_oom_is_captured_and_shown_escaped() {
+    let Some(lab) =
+        lab_or_skip("serial_garbage_then_a_hostile_process_name_oom_is_captured_and_shown_escaped")
+    else {
+        return;
+    };
+    let line_mib: u64 = std::env::var("BALLAST_HOSTILE_LINE_MIB")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(16);
+    let guests = boot(lab, vec![GuestSpec::default()]);
+    let guest = &guests[0];
+    let stack = Stack::start("serial", "");
+    stack.wait_agent_sees(&[guest]);
+    let pid = stack.agent_pid();
+    let rss_before = settled_rss_kib(pid);
+
+    // 1. One line of line_mib MiB without a newline, then 4 MiB of random bytes.
+    let watch = RssWatch::start(pid);
+    let started = Instant::now();
+    let updated_before = stack.status_updated_at();
+    guest_sh(
+        guest,
+        &format!(
+            "(head -c {} /dev/zero | tr '\\0' x; head -c 4194304 /dev/urandom; \
+             echo; echo HOSTILE-SERIAL-DONE) >/dev/ttyS0 2>&1 </dev/null &",
+            line_mib * 1024 * 1024
+        ),
+    );
+    guest
+        .wait_serial(
+            "HOSTILE-SERIAL-DONE",
+            Duration::from_secs(60 + line_mib * 2),
+        )
+        .expect("the guest finishes writing");
+    let write_time = started.elapsed();
+    // The agent reads at most 8 MiB per VM per poll: give it a few polls to catch up.
+    std::thread::sleep(Duration::from_secs(6));
+    let updated_after = stack.status_updated_at();
+    assert!(
+        updated_after > updated_before,
+        "the agent stopped polling during the flood ({updated_before} -> {updated_after})"
+    );
+    let rotated: Vec<String> = std::fs::read_dir(guest.run_dir())
+        .map(|dir| {
+            dir.filter_map(|entry| entry.ok())
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("serial.log"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let log_bytes: u64 = rotated
+        .iter()
+        .filter_map(|name| std::fs::metadata(guest.run_dir().join(name)).ok())
+        .map(|meta| meta.len())
+        .sum();
+
+    // 2. A real OOM afterwards on the same guest, of a process named `<script>` ESC[31m.
+    let comm = "<script>\u{1b}[31m";
+    let hog = "cp /bin/memhog \"/tmp/$(printf '<script>\\033[31m')\" && \
+               \"/tmp/$(printf '<script>\\033[31m')\" 16 100 >/dev/console 2>&1 &";
+    let (event, latency) = real_oom_latency(&stack, guest, Some(hog));
+    let rss_peak = watch.finish();
+    let rss_after = settled_rss_kib(pid);
+    eprintln!(
+        "HOSTILE serial flood: {line_mib} MiB line + 4 MiB random written in {:.1} s ({:.1} MiB/s); \
+         virtlogd kept {} file(s), {:.1} MiB; agent RSS {:.1} -> peak {:.1} -> {:.1} MiB (growth {:.1} MiB); \
+         OOM after it listed {:.2} s after its kill line",
+        write_time.as_secs_f64(),
+        (line_mib + 4) as f64 / write_time.as_secs_f64(),
+        rotated.len(),
+        log_bytes as f64 / 1048576.0,
+        mib(rss_before),
+        mib(rss_peak),
+        mib(rss_after),
+        mib(rss_peak.saturating_sub(rss_before)),
+        latency.as_secs_f64()
+    );
+    assert!(
+        rss_peak.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
+        "agent RSS grew from {rss_before} to {rss_peak} KiB"
+    );
+
+    // The name is kept faithfully in the JSON...
+    assert_eq!(event["killed"]["comm"], comm, "{event:#}");
+    let id = event["id"].as_i64().expect("the OOM has an id");
+    let detail: Value =
+        serde_json::from_str(&stack.get(&format!("/api/v1/ooms/{id}"))).expect("JSON detail");
+    assert!(
+        detail["raw_report"]
+            .as_str()
+            .is_some_and(|raw| raw.contains(comm)),
+        "{detail:#}"
+    );
+    // ...and escaped on every dashboard page that shows it.
+    for page in ["/ooms".to_string(), format!("/ooms/{id}"), "/".to_string()] {
+        let body = stack.get(&page);
+        assert!(
+            body.contains("&lt;script&gt;"),
+            "{page} does not show the escaped name"
+        );
+        assert!(
+            !body.to_ascii_lowercase().contains("<script"),
+            "{page} carries a raw <script> tag"
+        );
+    }
+    // A browser parses no script element out of the page (DOM as Chromium builds it).
+    if let Some(dom) = chromium_dom(stack.collector_addr, &format!("/ooms/{id}")) {
+        assert!(dom.contains("&lt;script&gt;"), "escaped name in the DOM");
+        assert!(
+            !dom.to_ascii_lowercase().contains("<script"),
+            "no script element"
+        );
+    }
+
+    // The terminal never gets the raw escape: `ballast-agent status` and the agent log.
+    let config_arg = stack.agent_config.to_str().expect("utf-8 path");
+    for args in [
+        vec!["status", "--config", config_arg],
+        vec!["status", "--config", config_arg, "--json"],
+    ] {
+        let output = Command::new(binary("ballast-agent"))
+            .args(&args)
+            .output()
+            .expect("ballast-agent status runs");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        assert!(
+            !output.stdout.contains(&0x1b) && !output.stderr.contains(&0x1b),
+            "{args:?} printed a raw ESC: {:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let log = stack.agent_log();
+    assert!(
+        !log.contains(&0x1b),
+        "the agent log holds a raw ESC: {}",
+        tail(&String::from_utf8_lossy(&log), 20)
+    );
+}
+
+/// `chromium --dump-dom` of a dashboard page; None (with a loud note) outside CI
+/// when Chromium is not installed.
+fn chromium_dom(addr: SocketAddr, path: &str) -> Option<String> {
+    let binary = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|candidate| candidate.exists());
+    let Some(binary) = binary else {
+        assert!(
+            !ballast_testvm::in_ci(),
+            "Chromium is required in CI (scripts/install-deps.sh)"
+        );
+        eprintln!("!!! SKIPPED the Chromium check: no Chromium here");
+        return None;
+    };
+    let profile =
+        std::env::temp_dir().join(format!("ballast-hostile-chromium-{}", std::process::id()));
+    let output = Command::new("timeout")
+        .arg("90")
+        .arg(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .expect("chromium runs");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!dom.is_empty(), "chromium printed no DOM: {output:?}");
+    Some(dom)
+}
+
+/// The shell line that writes `per_second` forged kill lines a second to /dev/kmsg
+/// for `seconds`, then prints how many it wrote.
+fn forge_line(per_second: u32, seconds: u32) -> String {
+    format!(
+        "(exec 3>/dev/kmsg; i=0; s=0; while [ $s -lt {seconds} ]; do n=0; \
+         while [ $n -lt {per_second} ]; do i=$((i+1)); n=$((n+1)); \
+         echo \"<3>Out of memory: Killed process $((200000+i)) (forged) total-vm:1000kB, \
+         anon-rss:500kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40kB oom_score_adj:0\" >&3; \
+         done; s=$((s+1)); sleep 1; done; echo HOSTILE-FORGED-DONE $i >/dev/console) \
+         >/dev/null 2>&1 </dev/null &"
+    )
+}
+
+/// Scenario 3: a guest forging ~1000 OOM reports a second for 10 s while another
+/// guest has a real OOM.
+#[test]
+fn forged_oom_flood_is_rate_limited_flagged_and_does_not_delay_another_vm() {
+    let Some(lab) =
+        lab_or_skip("forged_oom_flood_is_rate_limited_flagged_and_does_not_delay_another_vm")
+    else {
+        return;
+    };
+    // printk.devkmsg=on: /dev/kmsg writers are not rate-limited to 10 lines per 5 s.
+    let flooder_spec = GuestSpec {
+        extra_cmdline: vec!["printk.devkmsg=on".to_string()],
+        ..GuestSpec::default()
+    };
+    let mut guests = boot(lab, vec![flooder_spec, GuestSpec::default()]);
+    let victim = guests.pop().expect("two guests");
+    let flooder = guests.pop().expect("two guests");
+    let stack = Stack::start("flood", "");
+    stack.wait_agent_sees(&[&flooder, &victim]);
+    let pid = stack.agent_pid();
+    let rss_before = settled_rss_kib(pid);
+
+    // Baseline: the victim's OOM with a quiet neighbour.
+    let (_, baseline) = real_oom_latency(&stack, &victim, None);
+
+    // The flood, and a real OOM on the victim 3 s into it.
+    let watch = RssWatch::start(pid);
+    let flood_started = Instant::now();
+    guest_sh(&flooder, &forge_line(1000, 10));
+    std::thread::sleep(Duration::from_secs(3));
+    let (victim_event, under_flood) = real_oom_latency(&stack, &victim, None);
+    let done = flooder
+        .wait_serial("HOSTILE-FORGED-DONE", Duration::from_secs(180))
+        .expect("the flood ends");
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    let written: u64 = done
+        .split_whitespace()
+        .last()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let on_console = flooder.serial_count("(forged)");
+    assert_eq!(victim_event["killed"]["comm"], "memhog");
+
+    // The bucket: 20 at once, then one a minute. The newest dropped one goes out
+    // when the bucket refills, flagged with the count before it.
+    let flagged = wait_until(
+        "the flood's flagged event in the collector",
+        Duration::from_secs(150),
+        || {
+            stack.ooms_of(flooder.name()).into_iter().find_map(|item| {
+                let id = item["id"].as_i64()?;
+                let body = stack.get(&format!("/api/v1/ooms/{id}"));
+                let detail: Value = serde_json::from_str(&body).ok()?;
+                (detail["flood_suppressed"].as_u64()? > 0).then_some(detail)
+            })
+        },
+    );
+    let rss_peak = watch.finish();
+    let flood_elapsed = flood_started.elapsed();
+    let forged_events = stack.ooms_of(flooder.name());
+    let suppressed = flagged["flood_suppressed"].as_u64().unwrap_or(0);
+    let ratio = under_flood.as_secs_f64() / baseline.as_secs_f64().max(0.001);
+    eprintln!(
+        "HOSTILE forged flood: {written} kill lines written in {flood_secs:.1} s \
+         ({:.0}/s), {on_console} reached the serial log; collector holds {} events of the \
+         flooding VM after {:.0} s, one flagged flood_suppressed={suppressed}; victim OOM \
+         listed {:.2} s after its kill line under the flood vs {:.2} s without (ratio {ratio:.2}); \
+         agent RSS {:.1} -> peak {:.1} MiB",
+        written as f64 / flood_secs,
+        forged_events.len(),
+        flood_elapsed.as_secs_f64(),
+        under_flood.as_secs_f64(),
+        baseline.as_secs_f64(),
+        mib(rss_before),
+        mib(rss_peak),
+    );
+    assert!(
+        on_console >= 100,
+        "the flood did not reach the console ({on_console} lines)"
+    );
+    // Burst 20 plus one token a minute since the flood began (and the flagged one).
+    let allowed = 20 + 1 + flood_elapsed.as_secs() / 60;
+    assert!(
+        (forged_events.len() as u64) <= allowed,
+        "{} forged events went out, the bucket allows {allowed}",
+        forged_events.len()
+    );
+    assert!(forged_events.len() >= 20, "the burst went out");
+    assert!(
+        suppressed + forged_events.len() as u64 >= on_console.min(1000) as u64 / 2,
+        "dropped {suppressed} + sent {} do not account for the flood",
+        forged_events.len()
+    );
+    let id = flagged["id"].as_i64().expect("id");
+    let page = stack.get(&format!("/ooms/{id}"));
+    assert!(
+        page.contains(&format!(
+            "flood control dropped {suppressed} earlier OOM reports"
+        )),
+        "the dashboard does not flag the flood"
+    );
+    assert!(
+        rss_peak.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
+        "agent RSS grew from {rss_before} to {rss_peak} KiB"
+    );
+}
+
+/// How a hostile guest agent answers.
+#[derive(Debug, Clone, Copy)]
+enum AgentMode {
+    /// Reads every command, answers none.
+    Never,
+    /// Answers `guest-sync` and every command 15 s late.
+    Slow,
+    /// Answers `guest-sync`, then every command with a 32 MiB reply.
+    Huge,
+}
+
+/// Replaces the guest's qemu-ga with a busybox shell on its virtio port (every line
+/// it reads is counted on the console as `HOSTILE-QGA-GOT`), then prints a forged
+/// kill line every 2 s for a minute: each is a partial report, for which the agent
+/// asks the guest agent for the full one.
+fn install_hostile_agent(guest: &Guest, mode: AgentMode) {
+    let port = "/dev/virtio-ports/org.qemu.guest_agent.0";
+    // The id of `{"execute":"guest-sync","arguments":{"id":N}}`, or empty.
+    let sync_id = r#"id=${line##*\"id\":}; id=${id%%[!0-9]*}; case "$line" in *guest-sync*) ;; *) id= ;; esac"#;
+    let answer = match mode {
+        AgentMode::Never => ":".to_string(),
+        AgentMode::Slow => format!(
+            r#"sleep 15; {sync_id}; if [ -n "$id" ]; then echo "{{\"return\": $id}}" >&3; else echo '{{"return": {{"pid": 1}}}}' >&3; fi"#
+        ),
+        AgentMode::Huge => format!(
+            r#"{sync_id}; if [ -n "$id" ]; then echo "{{\"return\": $id}}" >&3; else printf '{{"return": {{"pid": 1, "junk": "' >&3; head -c 33554432 /dev/zero | tr '\0' A >&3; echo '"}}}}' >&3; fi"#
+        ),
+    };
+    let script = format!(
+        "exec 3<>{port}\nwhile IFS= read -r line <&3; do\necho HOSTILE-QGA-GOT >/dev/console\n{answer}\ndone\n"
+    );
+    let forge = "n=0; while [ $n -lt 30 ]; do n=$((n+1)); \
+         echo \"<3>Out of memory: Killed process $((4000+n)) (hostile-agent) total-vm:1000kB, \
+         anon-rss:500kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40kB oom_score_adj:0\" \
+         >/dev/kmsg; sleep 2; done";
+    // Runs detached: qemu-ga answers this guest-exec, then dies and the port is ours.
+    guest_sh(
+        guest,
+        &format!(
+            "cat > /tmp/hostile-qga.sh <<'EOF'\n{script}EOF\n\
+             (sleep 2; kill $(pidof qemu-ga); sleep 1; sh /tmp/hostile-qga.sh & \
+             sleep 1; echo HOSTILE-QGA-UP >/dev/console; sleep 3; {forge}) \
+             >/dev/null 2>&1 </dev/null &"
+        ),
+    );
+}
+
+/// Scenario 4: guest agents that never answer, answer late, or answer 32 MiB, while
+/// another guest has a real OOM.
+#[test]
+fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
+    let Some(lab) =
+        lab_or_skip("hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm")
+    else {
+        return;
+    };
+    let modes = [AgentMode::Never, AgentMode::Slow, AgentMode::Huge];
+    let mut guests = boot(
+        lab,
+        (0..=modes.len()).map(|_| GuestSpec::default()).collect(),
+    );
+    let victim = guests.pop().expect("guests");
+    let hostile = guests;
+    let mut all: Vec<&Guest> = hostile.iter().collect();
+    all.push(&victim);
+    let stack = Stack::start("qga", "");
+    stack.wait_agent_sees(&all);
+    let pid = stack.agent_pid();
+    let rss_before = settled_rss_kib(pid);
+
+    let (_, baseline) = real_oom_latency(&stack, &victim, None);
+
+    let watch = RssWatch::start(pid);
+    for (guest, mode) in hostile.iter().zip(modes) {
+        install_hostile_agent(guest, mode);
+    }
+    for guest in &hostile {
+        guest
+            .wait_serial("(hostile-agent)", Duration::from_secs(90))
+            .expect("the hostile guest prints its first kill line");
+    }
+    let hostile_started = Instant::now();
+    // The agent now asks three hostile guest agents; the victim OOMs meanwhile.
+    let (victim_event, under_hostile) = real_oom_latency(&stack, &victim, None);
+    assert_eq!(victim_event["killed"]["comm"], "memhog");
+    // The forged kill lines go on for a minute: each asks for the guest agent.
+    let updated_before = stack.status_updated_at();
+    let remaining = Duration::from_secs(65).saturating_sub(hostile_started.elapsed());
+    std::thread::sleep(remaining);
+    let observed = hostile_started.elapsed();
+    let updated_after = stack.status_updated_at();
+    let rss_peak = watch.finish();
+    assert!(
+        updated_after > updated_before,
+        "the agent stopped polling ({updated_before} -> {updated_after})"
+    );
+
+    // What libvirt itself makes of each hostile agent (one `virsh qemu-agent-command`
+    // with a 10 s timeout, like the agent's), measured after the agent's own counts.
+    let lines_read: Vec<usize> = hostile
+        .iter()
+        .map(|guest| guest.serial_count("HOSTILE-QGA-GOT"))
+        .collect();
+    let libvirt_says: Vec<String> = hostile
+        .iter()
+        .map(|guest| {
+            let started = Instant::now();
+            let result = lab.virsh_run(&[
+                "qemu-agent-command",
+                guest.name(),
+                "--timeout",
+                "10",
+                r#"{"execute":"guest-exec","arguments":{"path":"/bin/dmesg","capture-output":true}}"#,
+            ]);
+            let answer = match result {
+                Ok(out) => format!("answered {} bytes", out.len()),
+                Err(error) => {
+                    let text = error.to_string();
+                    let cut: String = text.chars().take(160).collect();
+                    format!("error {cut:?}")
+                }
+            };
+            format!("{answer} after {:.1} s", started.elapsed().as_secs_f64())
+        })
+        .collect();
+
+    let log = String::from_utf8_lossy(&stack.agent_log()).into_owned();
+    let ratio = under_hostile.as_secs_f64() / baseline.as_secs_f64().max(0.001);
+    let mut figures = Vec::new();
+    for (index, (guest, mode)) in hostile.iter().zip(modes).enumerate() {
+        let uuid = uuid_of(lab, guest);
+        let lines_read = lines_read[index];
+        let kill_lines = guest.serial_count("(hostile-agent)");
+        let noted = log
+            .lines()
+            .find(|line| line.contains(&uuid) && line.contains("Guest agent cannot read"))
+            .map(str::to_string);
+        figures.push(format!(
+            "{mode:?}: {lines_read} agent lines read for {kill_lines} partial reports; virsh: {}; noted: {}",
+            libvirt_says[index],
+            noted
+                .as_deref()
+                .and_then(|line| line.split("error=").nth(1))
+                .unwrap_or("NO")
+                .trim()
+        ));
+        assert!(
+            noted.is_some(),
+            "{mode:?}: the agent log does not note that {}'s guest agent fails",
+            guest.name()
+        );
+        // Backoff 30 s doubling: at most 3 attempts in ~65 s, each a guest-sync and a
+        // command at most; a tight loop would be one per 2 s kill line.
+        assert!(
+            lines_read <= 6,
+            "{mode:?}: {lines_read} guest agent lines in {observed:?}: retried in a tight loop"
+        );
+    }
+    eprintln!(
+        "HOSTILE guest agents: victim OOM listed {:.2} s after its kill line with 3 hostile \
+         guest agents vs {:.2} s before (ratio {ratio:.2}); agent RSS {:.1} -> peak {:.1} MiB \
+         over {:.0} s; {}",
+        under_hostile.as_secs_f64(),
+        baseline.as_secs_f64(),
+        mib(rss_before),
+        mib(rss_peak),
+        observed.as_secs_f64(),
+        figures.join("; ")
+    );
+    assert!(
+        rss_peak.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
+        "agent RSS grew from {rss_before} to {rss_peak} KiB"
+    );
+}
