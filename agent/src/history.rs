@@ -1,12 +1,14 @@
 //! Per-VM balloon history: a bounded ring of compact samples, attached to every OOM
 //! event as "what the balloon did before it".
 //!
-//! 500 VMs x 1 h at a 10 s poll is 180,000 samples; at 28 bytes each that is 5 MiB
-//! (a full `BalloonSample` would be 40 MiB). So the ring keeps only what the
-//! correlation needs, as u32 KiB (up to 4 TiB per VM) with `u32::MAX` for "missing",
+//! 500 VMs x 1 h at a 10 s poll is 180,000 samples; at 20 bytes each that is 3.4 MiB
+//! (a full `BalloonSample` would be 40 MiB). So the ring keeps only what an OOM
+//! event's balloon history carries (actual, maximum, available, usable; the other
+//! guest figures go into the minute rollups), as u32 KiB (up to 4 TiB per VM) with
+//! `u32::MAX` for "missing",
 //! and times as seconds relative to the ring's base, with the sample's origin in the
 //! top bit. The ring grows by doubling up to its capacity and then exactly to it, so a
-//! full 360-sample ring holds 360 x 28 bytes, not a power of two.
+//! full 360-sample ring holds 360 x 20 bytes, not a power of two.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -40,8 +42,6 @@ pub struct HistoryPoint {
     pub maximum_kib: Option<u64>,
     pub available_kib: Option<u64>,
     pub usable_kib: Option<u64>,
-    pub unused_kib: Option<u64>,
-    pub disk_caches_kib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -52,8 +52,6 @@ struct Compact {
     maximum: u32,
     available: u32,
     usable: u32,
-    unused: u32,
-    disk_caches: u32,
 }
 
 /// One VM's ring.
@@ -91,8 +89,6 @@ impl History {
                 maximum: pack(sample.maximum_kib),
                 available: pack(sample.available_kib),
                 usable: pack(sample.usable_kib),
-                unused: pack(sample.unused_kib),
-                disk_caches: pack(sample.disk_caches_kib),
             },
             at,
         );
@@ -108,8 +104,6 @@ impl History {
                 maximum: last.map_or(MISSING, |p| p.maximum),
                 available: MISSING,
                 usable: MISSING,
-                unused: MISSING,
-                disk_caches: MISSING,
             },
             at,
         );
@@ -175,8 +169,6 @@ impl History {
             maximum_kib: unpack(point.maximum),
             available_kib: unpack(point.available),
             usable_kib: unpack(point.usable),
-            unused_kib: unpack(point.unused),
-            disk_caches_kib: unpack(point.disk_caches),
         }
     }
 }
@@ -248,7 +240,7 @@ mod tests {
         assert_eq!(last.actual_kib, Some(204_800));
         assert_eq!(last.maximum_kib, Some(524_288));
         assert_eq!(last.usable_kib, None);
-        assert_eq!(last.unused_kib, None, "a missing field is not 0");
+        assert_eq!(last.available_kib, None, "a missing field is not 0");
         assert_eq!(
             history.last_poll().and_then(|p| p.actual_kib),
             Some(524_288)
@@ -265,8 +257,8 @@ mod tests {
     }
 
     #[test]
-    fn a_full_ring_of_360_holds_exactly_360_points_of_28_bytes() {
-        assert_eq!(std::mem::size_of::<Compact>(), 28);
+    fn a_full_ring_of_360_holds_exactly_360_points_of_20_bytes() {
+        assert_eq!(std::mem::size_of::<Compact>(), 20);
         let mut history = History::new(360);
         for step in 0..1000 {
             history.push_sample(at(step * 10), &sample(400_000));
