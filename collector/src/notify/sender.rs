@@ -147,6 +147,9 @@ impl Sender {
             limit,
         )
         .await?;
+        if !claimed.is_empty() {
+            tracing::trace!(webhook = %self.hook.name, %owner, claimed = claimed.len(), "Notifications claimed.");
+        }
         let result = self.send_claimed(&owner, claimed).await;
         // Whatever is still held (an error midway) goes back at once.
         outbox::release(self.store.as_ref(), &owner).await?;
