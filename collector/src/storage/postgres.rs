@@ -234,6 +234,31 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Rollups per INSERT statement (29 parameters each; PostgreSQL allows 65535).
+const ROLLUPS_PER_INSERT: usize = 1000;
+
+/// `INSERT ... VALUES (?, ...) <tail>` with its one `VALUES` group repeated `rows` times.
+fn multi_row(single: &str, rows: usize) -> String {
+    let Some((head, rest)) = single.split_once(" VALUES ") else {
+        return single.to_string();
+    };
+    let Some(end) = rest.find(')') else {
+        return single.to_string();
+    };
+    let (group, tail) = rest.split_at(end + 1);
+    let mut sql = String::with_capacity(single.len() + (group.len() + 2) * rows);
+    sql.push_str(head);
+    sql.push_str(" VALUES ");
+    for index in 0..rows {
+        if index > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(group);
+    }
+    sql.push_str(tail);
+    sql
+}
+
 async fn insert_batch(
     transaction: &tokio_postgres::Transaction<'_>,
     batch: &PreparedBatch,
@@ -248,17 +273,22 @@ async fn insert_batch(
             duplicates += 1;
         }
     };
-    if !batch.rollups.is_empty() {
-        let statement = transaction
-            .prepare(&postgres_placeholders(prepare::INSERT_ROLLUP))
+    // One multi-row INSERT per chunk of rollups, not one statement (one round trip)
+    // per row: under 1000 agents per-row inserts held a pooled connection for ~50 round
+    // trips per batch and queued rollup batches for seconds (BENCHMARKS.md, "Collector
+    // under 1000 agents"). ON CONFLICT DO NOTHING: the rows inserted are the accepted.
+    for chunk in batch.rollups.chunks(ROLLUPS_PER_INSERT) {
+        let sql = postgres_placeholders(&multi_row(prepare::INSERT_ROLLUP, chunk.len()));
+        let params: Vec<Param> = chunk
+            .iter()
+            .flat_map(|row| prepare::rollup_params(host, row))
+            .collect();
+        let inserted = transaction
+            .execute(sql.as_str(), &sql_params(&params))
             .await?;
-        for row in &batch.rollups {
-            let params = prepare::rollup_params(host, row);
-            count(
-                transaction
-                    .execute(&statement, &sql_params(&params))
-                    .await?,
-            );
+        let inserted = usize::try_from(inserted).unwrap_or(usize::MAX);
+        for index in 0..chunk.len() {
+            count(u64::from(index < inserted));
         }
     }
     if !batch.ooms.is_empty() {
@@ -318,4 +348,18 @@ async fn insert_batch(
         accepted,
         duplicates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_repeats_the_values_group() {
+        let sql = multi_row(prepare::INSERT_ROLLUP, 3);
+        assert_eq!(sql.matches('?').count(), 3 * 29);
+        assert_eq!(sql.matches("VALUES").count(), 1);
+        assert!(sql.ends_with("ON CONFLICT (host_id, key) DO NOTHING"));
+        assert_eq!(multi_row(prepare::INSERT_ROLLUP, 1), prepare::INSERT_ROLLUP);
+    }
 }
