@@ -27,8 +27,10 @@
 //!
 //! Measurements: `/proc/<pid>/stat` CPU of each `--pid` (and of `--db-pid` with its
 //! children, e.g. the postmaster), peak RSS, and the store's size (`--sqlite FILE`:
-//! page_count x page_size; `--pg CONN`: `pg_database_size`) after the first interval
-//! (all hellos and inventories in) and at the end. `--out FILE` writes the figures and
+//! page_count x page_size; `--pg CONN`: `pg_database_size`) over a window of whole
+//! minutes starting one interval after a minute boundary (so it holds exactly one
+//! rollup burst per minute; see `measurement_window`). Bytes per host per day =
+//! growth / agents / window seconds x 86400. `--out FILE` writes the figures and
 //! every acknowledged OOM as JSON.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -648,6 +650,30 @@ async fn run_agent(
     }
 }
 
+/// When CPU and store size are measured: from one interval after a minute boundary
+/// (every agent has sent that minute's rollups) over whole minutes, so the window
+/// holds exactly one rollup burst per minute; runs shorter than that measure from the
+/// end of the first interval (all hellos and inventories in) to the end.
+fn measurement_window(
+    start: Instant,
+    end: Instant,
+    interval: Duration,
+) -> (Instant, Instant, bool) {
+    let now = Instant::now();
+    let start_ms =
+        epoch_ms() + i64::try_from(start.saturating_duration_since(now).as_millis()).unwrap_or(0);
+    let end_ms = start_ms + i64::try_from(end.duration_since(start).as_millis()).unwrap_or(0);
+    let interval_ms = i64::try_from(interval.as_millis()).unwrap_or(10_000);
+    let first_boundary = (start_ms + interval_ms) / 60_000 * 60_000 + 60_000;
+    let from_ms = first_boundary + interval_ms + 1_000;
+    let minutes = (end_ms - from_ms).max(0) / 60_000;
+    let at = |ms: i64| start + Duration::from_millis(u64::try_from(ms - start_ms).unwrap_or(0));
+    if minutes == 0 {
+        return ((start + interval).min(end), end, false);
+    }
+    (at(from_ms), at(from_ms + minutes * 60_000), true)
+}
+
 /// utime + stime (+ children's when `with_children`) of one process, in clock ticks.
 fn cpu_ticks(pid: u32, with_children: bool) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -847,8 +873,8 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
-    // Figures from the end of the first interval (every hello and inventory is in).
-    tokio::time::sleep_until((start + interval.min(run_for)).into()).await;
+    let (window_from, window_to, whole_minutes) = measurement_window(start, end, interval);
+    tokio::time::sleep_until(window_from.into()).await;
     let measured_from = Instant::now();
     let collector_ticks_0: u64 = args.pid.iter().filter_map(|&p| cpu_ticks(p, false)).sum();
     let db_ticks_0 = args.db_pid.map(tree_ticks);
@@ -856,19 +882,19 @@ async fn main() -> anyhow::Result<()> {
     let db_bytes_0 = db_bytes(&args).await?;
     let events_0 = tally.lock().map(|t| t.events).unwrap_or(0);
 
-    for task in tasks {
-        task.await.context("an agent task panicked")?;
-    }
+    tokio::time::sleep_until(window_to.into()).await;
     let measured_secs = measured_from.elapsed().as_secs_f64();
     let collector_ticks_1: u64 = args.pid.iter().filter_map(|&p| cpu_ticks(p, false)).sum();
     let db_ticks_1 = args.db_pid.map(tree_ticks);
     let self_ticks_1 = cpu_ticks(std::process::id(), false).unwrap_or(0);
+    let db_bytes_1 = db_bytes(&args).await?;
+    let events_1 = tally.lock().map(|t| t.events).unwrap_or(0);
+    for task in tasks {
+        task.await.context("an agent task panicked")?;
+    }
     let (mut healthz, healthz_failures) = probe.await.context("the probe panicked")?;
     let peak_rss_kib = sampler.await.context("the sampler panicked")?;
     let end_rss_kib: u64 = args.pid.iter().filter_map(|&pid| rss_kib(pid)).sum();
-    // Give the store a moment to settle (SQLite checkpoints) before measuring its size.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let db_bytes_1 = db_bytes(&args).await?;
 
     let mut tally = match Arc::try_unwrap(tally) {
         Ok(mutex) => mutex.into_inner().unwrap_or_default(),
@@ -887,7 +913,7 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = run_for.as_secs_f64();
     let requests = tally.ingest.len();
     let errors: u64 = tally.errors.values().sum();
-    let events_measured = tally.events.saturating_sub(events_0);
+    let events_measured = events_1.saturating_sub(events_0);
     // Linear extrapolation: growth over the measured window / hosts / seconds x 86400.
     let per_host_day = match (db_bytes_0, db_bytes_1) {
         (Some(a), Some(b)) if args.agents > 0 && measured_secs > 0.0 => {
@@ -903,6 +929,7 @@ async fn main() -> anyhow::Result<()> {
         "interval_secs": args.interval_secs,
         "run_secs": args.secs,
         "measured_secs": measured_secs,
+        "measured_whole_minutes": whole_minutes,
         "requests": requests,
         "requests_per_sec": requests as f64 / elapsed,
         "events": tally.events,
@@ -919,7 +946,7 @@ async fn main() -> anyhow::Result<()> {
         "db_server_cpu_pct": db_cpu,
         "load_gen_cpu_pct": self_cpu,
         "collector_rss_kib": {"peak": peak_rss_kib, "end": end_rss_kib},
-        "db_bytes": {"after_first_interval": db_bytes_0, "end": db_bytes_1},
+        "db_bytes": {"window_start": db_bytes_0, "window_end": db_bytes_1},
         "db_bytes_per_host_day": per_host_day,
         "ooms_acknowledged": tally.acked_ooms.len(),
         "resends": tally.resends,
@@ -953,9 +980,10 @@ async fn main() -> anyhow::Result<()> {
         db_cpu.map_or("-".to_string(), |c| format!("{c:.1} %")),
     );
     println!(
-        "  store {} -> {} bytes over {measured_secs:.0} s = {} per host per day (linear); {} OOMs acknowledged",
+        "  store {} -> {} bytes over {measured_secs:.0} s ({}) = {} per host per day (linear); {} OOMs acknowledged",
         db_bytes_0.map_or("-".into(), |b| b.to_string()),
         db_bytes_1.map_or("-".into(), |b| b.to_string()),
+        if whole_minutes { "whole minutes" } else { "run too short for whole minutes" },
         per_host_day.map_or("-".into(), |b| format!("{:.1} MiB", b / 1_048_576.0)),
         tally.acked_ooms.len(),
     );
