@@ -99,6 +99,7 @@ impl Capture {
         now: Instant,
     ) -> Result<SerialPoll, CaptureError> {
         self.domain(id, now)?;
+        self.save_dedupe(id);
         let settings = &self.settings;
         let domain = self
             .domains
@@ -136,13 +137,6 @@ impl Capture {
                 &mut poll,
             );
         }
-        if let Err(error) = self.persist_dedupe(id) {
-            // The events still go out; the keys are saved with the next change.
-            tracing::warn!(domain = %id.uuid, %error, "Failed to save dedupe keys.");
-            if let Some(domain) = self.domains.get_mut(&id.uuid) {
-                domain.dedupe_dirty = true;
-            }
-        }
         Ok(poll)
     }
 
@@ -165,6 +159,8 @@ impl Capture {
         now: Instant,
     ) -> Result<Vec<CaptureEvent>, CaptureError> {
         self.domain(id, now)?;
+        // No saving here: in the same tick a serial poll of this domain may have handed
+        // out events that are not stored yet. The next serial poll (or the shutdown) saves.
         let domain = self
             .domains
             .get_mut(&id.uuid)
@@ -189,13 +185,6 @@ impl Capture {
                 now,
                 &mut poll,
             );
-        }
-        if let Err(error) = self.persist_dedupe(id) {
-            // The events still go out; the keys are saved with the next change.
-            tracing::warn!(domain = %id.uuid, %error, "Failed to save dedupe keys.");
-            if let Some(domain) = self.domains.get_mut(&id.uuid) {
-                domain.dedupe_dirty = true;
-            }
         }
         Ok(poll.events)
     }
@@ -230,6 +219,9 @@ impl Capture {
         let mut result = Ok(());
         let uuids: Vec<String> = self.domains.keys().cloned().collect();
         for uuid in uuids {
+            if let Some(id) = self.domains.get(&uuid).map(|domain| domain.id.clone()) {
+                self.save_dedupe(&id);
+            }
             if let Some((_, tailer)) = self.domains.get_mut(&uuid).and_then(|d| d.serial.as_mut()) {
                 if let Err(error) = tailer.persist(now) {
                     result = Err(error);
@@ -316,6 +308,19 @@ impl Capture {
             );
         }
         Ok(())
+    }
+
+    /// Saves the keys of the reports handed out before this tick. Not sooner: the
+    /// caller stores a tick's events before the next tick, and a key saved before its
+    /// event is stored would turn the report into a "duplicate" after a crash.
+    fn save_dedupe(&mut self, id: &DomainId) {
+        if let Err(error) = self.persist_dedupe(id) {
+            // The keys are saved with the next call.
+            tracing::warn!(domain = %id.uuid, %error, "Failed to save dedupe keys.");
+            if let Some(domain) = self.domains.get_mut(&id.uuid) {
+                domain.dedupe_dirty = true;
+            }
+        }
     }
 
     fn persist_dedupe(&mut self, id: &DomainId) -> Result<(), CaptureError> {
@@ -531,6 +536,12 @@ mod tests {
             .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
             .expect("agent");
         assert!(events.is_empty(), "{events:?}");
+        // The next tick (the event is stored by then) saves the state past it.
+        assert!(capture
+            .poll_serial(&domain(), &log, now)
+            .expect("serial")
+            .events
+            .is_empty());
         // An agent restart: neither path emits it again.
         drop(capture);
         let mut capture = Capture::new(settings(&dir));

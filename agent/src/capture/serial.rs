@@ -126,6 +126,8 @@ pub struct SerialTailer {
     detector: Detector,
     last_persist: Option<Instant>,
     persisted_position: Option<u64>,
+    /// The last poll handed out reports that the saved state does not cover yet.
+    unsaved_reports: bool,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -201,6 +203,7 @@ impl SerialTailer {
             detector: Detector::new(settings.detector(), emitted_through, near_miss_through),
             last_persist: None,
             persisted_position: Some(stream_offset),
+            unsaved_reports: false,
         })
     }
 
@@ -216,7 +219,17 @@ impl SerialTailer {
 
     /// Reads what is new, returns settled reports and near-miss lines, and
     /// persists the state when due.
+    ///
+    /// The saved state moves past a report only at the poll AFTER the one that handed it
+    /// out: the caller stores what a poll returns (the spool, fsync) before it polls
+    /// again. Saving with the read would lose the report to a crash between the two; this
+    /// way a crash there makes the report come again, under the same idempotency key.
     pub fn poll(&mut self, now: Instant) -> Result<SerialOutput, CaptureError> {
+        let earlier = if self.unsaved_reports {
+            self.persist(now)
+        } else {
+            Ok(())
+        };
         let mut output = SerialOutput::default();
         let read = self.read_available(now, &mut output);
         output.reports.extend(self.detector.poll(now));
@@ -224,12 +237,14 @@ impl SerialTailer {
             .last_persist
             .is_none_or(|at| now.saturating_duration_since(at) >= self.persist_interval);
         // Near-miss lines alone wait for the interval: they are rate-limited anyway.
-        let persisted = if !output.reports.is_empty()
-            || (due && self.persisted_position != Some(self.position()))
+        let persisted = if !output.reports.is_empty() {
+            self.unsaved_reports = true;
+            earlier
+        } else if self.unsaved_reports || (due && self.persisted_position != Some(self.position()))
         {
             self.persist(now)
         } else {
-            Ok(())
+            earlier
         };
         // What was detected is handed out even when reading on or saving failed:
         // the watermark has moved past it, so it would be lost otherwise.
@@ -272,6 +287,7 @@ impl SerialTailer {
         state::store(&self.state_path, STATE_KIND, &saved)?;
         self.last_persist = Some(now);
         self.persisted_position = Some(self.position());
+        self.unsaved_reports = false;
         Ok(())
     }
 
@@ -569,6 +585,8 @@ mod tests {
         append(&log, &report(201));
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert_eq!(pids(&mut tailer), [201]);
+        // The next poll (the event is stored by then) saves the state past it.
+        assert!(pids(&mut tailer).is_empty());
         drop(tailer);
         // While the agent is away: more text, a rotation, more text.
         append(&log, &report(202));
@@ -576,6 +594,7 @@ mod tests {
         append(&log, &report(203));
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert_eq!(pids(&mut tailer), [202, 203]);
+        assert!(pids(&mut tailer).is_empty());
         drop(tailer);
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert!(pids(&mut tailer).is_empty());
@@ -602,6 +621,7 @@ mod tests {
         )
         .expect("truncate");
         assert_eq!(pids(&mut tailer), [303]);
+        assert!(pids(&mut tailer).is_empty());
         // Truncated while the agent is away, longer than before.
         drop(tailer);
         fs::write(
@@ -631,7 +651,13 @@ mod tests {
         append(&log, tail);
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert_eq!(pids(&mut tailer), [402]);
-        // Crash without a final persist: the event itself was persisted.
+        // A crash before the next poll (the event may not be stored yet): it comes
+        // again, with the same identity (the collector keeps one copy per key).
+        drop(tailer);
+        let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
+        assert_eq!(pids(&mut tailer), [402]);
+        // Once the next poll ran, it is behind the saved state for good.
+        assert!(pids(&mut tailer).is_empty());
         drop(tailer);
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert!(pids(&mut tailer).is_empty());
