@@ -743,6 +743,40 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
         .await
         .expect("claim");
     assert!(other.is_empty());
+    // Only the owner marks; cleanup deletes finished rows, and pending ones only once
+    // they were queued before the cutoff. (The rows were queued at OOM_AT_MS + 5 s.)
+    let marked_at = util::OOM_AT_MS - 10;
+    for claimed in &first {
+        outbox::mark(store, claimed.outbox_id, "owner-2", "sent", marked_at, None)
+            .await
+            .expect("mark");
+        outbox::mark(store, claimed.outbox_id, "owner-1", "sent", marked_at, None)
+            .await
+            .expect("mark");
+    }
+    outbox::release(store, "owner-2").await.expect("release");
+    let cutoff = util::OOM_AT_MS;
+    assert_eq!(
+        outbox::delete_finished(store, cutoff, 2)
+            .await
+            .expect("cleanup"),
+        2,
+        "bounded batches"
+    );
+    assert_eq!(
+        outbox::delete_finished(store, cutoff, 100)
+            .await
+            .expect("cleanup"),
+        1
+    );
+    let counts = outbox::counts(store).await.expect("counts");
+    assert_eq!(counts, vec![("ops".to_string(), "pending".to_string(), 7)]);
+    assert_eq!(
+        outbox::delete_finished(store, now, 100)
+            .await
+            .expect("cleanup"),
+        7
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

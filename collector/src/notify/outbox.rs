@@ -264,8 +264,10 @@ pub async fn release(store: &dyn Store, owner: &str) -> Result<u64, StoreError> 
         .await
 }
 
-/// Deletes up to `batch_rows` finished rows (sent, failed, summarized) last
-/// changed before `before_ms`.
+/// Deletes up to `batch_rows` rows that are finished (sent, failed, summarized) and
+/// last changed before `before_ms`, or of any state queued before it (a webhook
+/// removed from the configuration leaves pending rows nobody sends; news that old is
+/// not worth sending).
 pub async fn delete_finished(
     store: &dyn Store,
     before_ms: i64,
@@ -274,8 +276,13 @@ pub async fn delete_finished(
     store
         .execute(Query::new(
             "DELETE FROM notify_outbox WHERE id IN (SELECT id FROM notify_outbox \
-             WHERE state IN ('sent', 'failed', 'summarized') AND updated_at_ms < ? LIMIT ?)",
-            vec![Param::int(before_ms), Param::int(i64::from(batch_rows))],
+             WHERE (state IN ('sent', 'failed', 'summarized') AND updated_at_ms < ?) \
+             OR created_at_ms < ? LIMIT ?)",
+            vec![
+                Param::int(before_ms),
+                Param::int(before_ms),
+                Param::int(i64::from(batch_rows)),
+            ],
         ))
         .await
 }
