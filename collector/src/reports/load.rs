@@ -20,6 +20,9 @@ use crate::storage::{Param, Query, Store, StoreError};
 pub const BIN_KIB: u64 = 16 * 1024;
 /// Row cap of each row-by-row read.
 const ROW_CAP: i64 = 200_000;
+/// The minutes a rollup row stands for: 1 for a minute rollup (or shorter), 60 for
+/// an hourly one.
+const MINUTES: &str = "(CASE WHEN period_secs >= 3600 THEN period_secs / 60 ELSE 1 END)";
 
 /// Reads everything [`crate::reports::balloon_policy::build`] needs for `[since, until)`.
 pub async fn load(
@@ -69,12 +72,16 @@ pub async fn load(
         vms.insert(uuid, facts);
     }
 
-    let aggregates = "SELECT vm_uuid, MAX(vm_name), MAX(host_id), \
+    // Counts are in minutes: an hourly rollup (the compacted tier, storage::tiers)
+    // weighs its 60 minutes, so a 30-day window is not dominated by the minute tier.
+    let aggregates = format!(
+        "SELECT vm_uuid, MAX(vm_name), MAX(host_id), \
          MAX(CASE WHEN available_last >= usable_last THEN available_last - usable_last END), \
-         COUNT(CASE WHEN maximum_kib >= actual_last THEN 1 END), \
-         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN maximum_kib - actual_last END) AS BIGINT), \
+         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN {MINUTES} END) AS BIGINT), \
+         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN (maximum_kib - actual_last) * {MINUTES} END) AS BIGINT), \
          MAX(maximum_kib) \
-         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY vm_uuid";
+         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY vm_uuid"
+    );
     for row in store.query(Query::new(aggregates, window())).await? {
         let uuid = row.text_or_empty(0);
         let facts = vms
@@ -86,10 +93,13 @@ pub async fn load(
         facts.maximum_kib = row.kib(6);
     }
 
-    let histogram = "SELECT vm_uuid, (available_last - usable_last) / ? AS bin, COUNT(*) \
+    let histogram = format!(
+        "SELECT vm_uuid, (available_last - usable_last) / ? AS bin, \
+         CAST(SUM({MINUTES}) AS BIGINT) \
          FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? \
          AND available_last IS NOT NULL AND usable_last IS NOT NULL \
-         AND available_last >= usable_last GROUP BY vm_uuid, bin";
+         AND available_last >= usable_last GROUP BY vm_uuid, bin"
+    );
     let mut params = vec![Param::int(i64::try_from(BIN_KIB).unwrap_or(16_384))];
     params.extend(window());
     for row in store.query(Query::new(histogram, params)).await? {
