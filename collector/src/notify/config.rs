@@ -20,7 +20,8 @@ pub struct NotifyConfig {
     pub public_url: String,
     /// How often each webhook's sender looks for new or due notifications.
     pub poll_interval_ms: u64,
-    /// Sent, failed and suppressed notifications are deleted after this many days.
+    /// Finished notifications are deleted after this many days, and any queued that
+    /// long ago (say, for a webhook since removed).
     pub keep_days: u32,
     /// Where to send; empty = no notifications.
     pub webhooks: Vec<WebhookConfig>,
