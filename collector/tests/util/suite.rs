@@ -348,6 +348,22 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
                 .points
         }
     };
+    let held_minutes = |store: Arc<dyn Store>| async move {
+        let input = ballast_collector::reports::load::load(
+            store.as_ref(),
+            0,
+            i64::MAX,
+            &ballast_collector::reports::balloon_policy::PolicySettings::default(),
+        )
+        .await
+        .expect("report input");
+        input
+            .vms
+            .iter()
+            .find(|vm| vm.uuid == LAB_UUID)
+            .map(|vm| vm.held_periods)
+    };
+    assert_eq!(held_minutes(Arc::clone(&store)).await, Some(180));
     let hourly_before = series(LAB_UUID, queries::Resolution::Hour).await;
     assert_eq!(hourly_before.len(), 3);
     assert_eq!(hourly_before[0].samples, 60 * 6);
@@ -393,6 +409,11 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
         series(LAB_UUID, queries::Resolution::Hour).await,
         hourly_before,
         "compaction keeps min, max, last and samples of every hour"
+    );
+    assert_eq!(
+        held_minutes(Arc::clone(&store)).await,
+        Some(180),
+        "the balloon-policy report counts an hourly rollup as its 60 minutes"
     );
     let other_hours = series(other, queries::Resolution::Stored).await;
     assert_eq!(other_hours.len(), 1);
