@@ -587,7 +587,9 @@ fn libvirtd_restart_while_ooms_are_injected_and_a_real_oom_kill() {
         NAME,
         &format!("two libvirtd restarts during the burst ({first:.1?}, {second:.1?})"),
     );
-    // A real OOM kill too: memhog grows until the guest kernel kills it.
+    // A real OOM kill too, once the burst is out (its report must not interleave with
+    // theirs): memhog grows until the guest kernel kills it.
+    wait_on_serial(&rig.guest, &burst, burst.len(), Duration::from_secs(120));
     retry("starting memhog", || rig.guest.start_hog(16, 100));
     let line = rig
         .guest
@@ -844,7 +846,9 @@ fn postgres_restart_under_the_collector_loses_no_oom() {
     );
     pg.stop_server().expect("PostgreSQL stops");
     let stopped = Instant::now();
-    // More OOMs while the database is away.
+    // More OOMs while the database is away (after the burst: two injections at once
+    // would interleave their lines into other reports).
+    wait_on_serial(&guest, &burst, burst.len(), Duration::from_secs(120));
     let during = Injected::batch("fmpgb", 17_100, 5);
     inject(&guest, &during, &Pace::default());
     wait_on_serial(&guest, &during, during.len(), Duration::from_secs(120));
@@ -943,7 +947,7 @@ fn clock_jump_on_the_agent_host_keeps_ooms_once_and_in_capture_time() {
                 "{} captured at {time_ms}, the agent's clock said about {expected_ms}",
                 report.comm
             );
-            // Its balloon history is there and ends at or before the event.
+            // Its balloon history is there (after the step back too).
             let detail = collector.detail(item);
             let history = detail["balloon_history"]
                 .as_array()
