@@ -251,13 +251,20 @@ impl Collector {
     }
 
     /// Stops serving and sending, as a shutdown would.
-    async fn stop(mut self) -> Arc<dyn Store> {
-        self.notifier.abort();
-        if let Some(stop) = self.stop.take() {
+    async fn stop(self) -> Arc<dyn Store> {
+        let Self {
+            store,
+            notifier,
+            stop,
+            server,
+            ..
+        } = self;
+        notifier.shutdown().await;
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        let _ = (&mut self.server).await;
-        Arc::clone(&self.store)
+        let _ = server.await;
+        store
     }
 }
 
@@ -633,7 +640,20 @@ async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
             > 0
     })
     .await;
-    collector.stop().await;
+    let store = collector.stop().await;
+    let leased = store
+        .query(storage::Query::new(
+            "SELECT COUNT(*) FROM notify_outbox WHERE lease_owner IS NOT NULL",
+            Vec::new(),
+        ))
+        .await
+        .expect("query");
+    assert_eq!(
+        leased[0].int(0),
+        Some(0),
+        "a stopped collector holds no lease"
+    );
+    drop(store);
 
     receiver.restart().await;
     let collector = Collector::start(&settings).await;

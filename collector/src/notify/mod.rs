@@ -51,16 +51,54 @@ pub struct NotifyStats {
 }
 
 /// The running senders; dropping it (or [`Notifier::abort`]) stops them.
+///
+/// A sender stopped in the middle of a pass would leave its claimed rows leased
+/// until the lease expires (up to `timeout_secs` per row + 30 s), delaying them for
+/// the next collector: stopping therefore gives the leases back too, awaited by
+/// [`Notifier::shutdown`], in the background by `abort` and `Drop` (not at all when
+/// the process dies: then the leases expire).
 #[derive(Debug)]
 pub struct Notifier {
     pub stats: Arc<NotifyStats>,
+    store: Arc<dyn Store>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    lease_prefixes: Vec<String>,
 }
 
 impl Notifier {
-    pub fn abort(&self) {
+    /// Stops the senders; their leases are given back by a background task.
+    pub fn abort(&mut self) {
         for task in &self.tasks {
             task.abort();
+        }
+        let prefixes = std::mem::take(&mut self.lease_prefixes);
+        if prefixes.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let store = Arc::clone(&self.store);
+            runtime.spawn(async move { release(store.as_ref(), &prefixes).await });
+        }
+    }
+
+    /// Stops the senders and gives their leases back before returning.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+        let prefixes = std::mem::take(&mut self.lease_prefixes);
+        release(self.store.as_ref(), &prefixes).await;
+    }
+}
+
+async fn release(store: &dyn Store, prefixes: &[String]) {
+    for prefix in prefixes {
+        if let Err(error) = outbox::release_prefix(store, prefix).await {
+            tracing::warn!(%error, "Failed to give back notification leases; they expire.");
         }
     }
 }
@@ -87,21 +125,28 @@ pub fn routes(settings: &NotifySettings) -> Vec<Route> {
 pub fn spawn(store: Arc<dyn Store>, settings: &NotifySettings) -> Notifier {
     let stats = Arc::new(NotifyStats::default());
     let mut tasks = Vec::new();
+    let mut lease_prefixes = Vec::new();
     for hook in &settings.webhooks {
         let name = hook.name.clone();
+        let instance = fastrand::u64(..);
         match sender::Sender::new(
             Arc::clone(&store),
             hook.clone(),
             settings.public_url.clone(),
             Arc::clone(&stats),
+            instance,
         ) {
-            Ok(sender) => tasks.push(tokio::spawn(sender.run(settings.poll_interval))),
+            Ok(sender) => {
+                lease_prefixes.push(sender::lease_prefix(instance));
+                tasks.push(tokio::spawn(sender.run(settings.poll_interval)));
+            }
             Err(error) => {
                 tracing::error!(webhook = %name, %error, "Failed to set up the webhook's HTTP client; it gets no notifications.");
             }
         }
     }
     if !settings.webhooks.is_empty() {
+        let store = Arc::clone(&store);
         let keep_ms = i64::try_from(settings.keep.as_millis()).unwrap_or(i64::MAX);
         tasks.push(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(CLEANUP_INTERVAL);
@@ -128,5 +173,10 @@ pub fn spawn(store: Arc<dyn Store>, settings: &NotifySettings) -> Notifier {
             "Webhook notifications on."
         );
     }
-    Notifier { stats, tasks }
+    Notifier {
+        stats,
+        store,
+        tasks,
+        lease_prefixes,
+    }
 }

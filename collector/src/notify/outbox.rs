@@ -264,6 +264,17 @@ pub async fn release(store: &dyn Store, owner: &str) -> Result<u64, StoreError> 
         .await
 }
 
+/// Gives back every lease whose token starts with `prefix` (a stopped sender's).
+pub async fn release_prefix(store: &dyn Store, prefix: &str) -> Result<u64, StoreError> {
+    store
+        .execute(Query::new(
+            "UPDATE notify_outbox SET lease_owner = NULL, lease_until_ms = 0 \
+             WHERE lease_owner LIKE ?",
+            vec![Param::text(format!("{prefix}%"))],
+        ))
+        .await
+}
+
 /// Deletes up to `batch_rows` rows that are finished (sent, failed, summarized) and
 /// last changed before `before_ms`, or of any state queued before it (a webhook
 /// removed from the configuration leaves pending rows nobody sends; news that old is

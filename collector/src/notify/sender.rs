@@ -63,11 +63,13 @@ pub struct Sender {
 }
 
 impl Sender {
+    /// `instance` prefixes this sender's lease tokens ([`lease_prefix`]).
     pub fn new(
         store: Arc<dyn Store>,
         hook: WebhookSettings,
         public_url: String,
         stats: Arc<NotifyStats>,
+        instance: u64,
     ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .timeout(hook.timeout)
@@ -84,7 +86,7 @@ impl Sender {
             stats,
             blocked_until_ms: 0,
             summary_failures: 0,
-            instance: fastrand::u64(..),
+            instance,
             claims: AtomicU64::new(0),
         })
     }
@@ -112,7 +114,7 @@ impl Sender {
 
     fn token(&self) -> String {
         let n = self.claims.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}-{n}", self.instance)
+        format!("{}{n}", lease_prefix(self.instance))
     }
 
     fn lease_until(&self, now_ms: i64, rows: usize) -> i64 {
@@ -328,6 +330,11 @@ impl Sender {
             body: message::plain(&body.chars().take(MAX_ERROR_BODY).collect::<String>()),
         })
     }
+}
+
+/// What every lease token of the sender `instance` starts with.
+pub fn lease_prefix(instance: u64) -> String {
+    format!("{instance:016x}-")
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
