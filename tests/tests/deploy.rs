@@ -8,21 +8,26 @@
 //! - `promtool test rules deploy/prometheus/ballast-rules.test.yml`, every alert tested;
 //! - the units carry the documented directives (`systemd-analyze security` threshold).
 //!
-//! Slow: [`packages_install_run_and_purge_in_a_clean_debian_12_root`] takes 1-2
-//! minutes on a warm cache, 8-15 minutes the first time on a 2-CPU machine (three
-//! release builds by scripts/package.sh, plus ~4 minutes for the cached Debian root):
+//! Slow: [`packages_install_run_and_purge_in_a_clean_debian_12_root`] and
+//! [`packages_install_run_and_purge_in_a_clean_debian_13_root`] share one package
+//! build and run in parallel (figures in docs/deploy.md, "Test cost"):
 //! 1. scripts/package.sh builds ballast-agent, ballast-agent-libvirt and
 //!    ballast-collector; `dpkg-deb -f` shows ballast-agent does not depend on libvirt0;
-//! 2. a minimal Debian 12 root (`debootstrap --variant=minbase`, plus systemd and
-//!    libvirt0 for the libvirt flavour) is built once into
-//!    target/ballast-deploy/bookworm-base and copied fresh for every run;
-//! 3. `dpkg -i` in a chroot runs the real maintainer scripts; files, modes, the
-//!    `ballast` user, conffiles and unit enablement are checked, and
+//! 2. a minimal Debian 12 (bookworm) resp. 13 (trixie) root (`debootstrap
+//!    --variant=minbase`, plus systemd, libvirt0 for the libvirt flavour and procps
+//!    for the units' /bin/kill) is built once into
+//!    target/ballast-deploy/<release>-base and copied fresh for every run;
+//! 3. `dpkg -i` in a chroot runs the real maintainer scripts (and refuses unmet
+//!    dependencies: the Debian 12 build's shlib dependencies resolve on Debian 13);
+//!    files, modes, the `ballast` user, conffiles and unit enablement are checked,
+//!    `ldd` finds every library of both binaries in the root, and
 //!    `systemd-analyze verify --root` checks the installed units;
 //! 4. the installed binaries run on the shipped configuration: `ballast-agent
 //!    check-config`; `ballast-collector serve` as user `ballast` on a loopback port
 //!    answers /healthz, creates a token; `ballast-agent run` (Proxmox backend, no VMs)
-//!    starts, serves /metrics, and both stop on SIGTERM with status 0;
+//!    sends READY=1 to a datagram socket given as $NOTIFY_SOCKET, serves /metrics,
+//!    reloads on the unit's `/bin/kill -HUP` (RELOADING=1, READY=1), and both stop
+//!    on SIGTERM with status 0;
 //! 5. a changed conffile survives a reinstall and a switch to ballast-agent-libvirt;
 //!    purging the replaced flavour leaves the state; remove keeps it; purge deletes it.
 //!
@@ -843,6 +848,13 @@ fn install_run_and_purge(test: &str, release: &str) {
         assert!(
             messages.trim().is_empty(),
             "systemd-analyze verify {unit}:\n{messages}"
+        );
+        // And the root's own systemd (257 on Debian 13), which knows newer directives.
+        let output = run(root.chroot().args(["systemd-analyze", "verify", unit]));
+        let messages = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            messages.trim().is_empty(),
+            "{release}'s systemd-analyze verify {unit}:\n{messages}"
         );
     }
 
