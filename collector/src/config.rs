@@ -414,7 +414,7 @@ impl RawConfig {
         let dashboard = self
             .dashboard
             .validate(listen, tls.is_some(), read_token.as_deref())?;
-        let notify = self.notify.validate(listen, tls.is_some())?;
+        let notify = self.notify.validate()?;
         const DAY_SECS: u64 = 86_400;
         Ok(Settings {
             listen,

@@ -3,7 +3,6 @@
 //! into [`NotifySettings`] (reading secret files), with errors naming the field, e.g.
 //! `notify.webhooks[1].url`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use crate::notify::filter::{Filter, KINDS, VERDICTS};
 #[serde(deny_unknown_fields, default)]
 pub struct NotifyConfig {
     /// Base URL people open the collector at, for the links in messages
-    /// (e.g. `https://ballast.example.org`); '' = `http(s)://<listen>`.
+    /// (e.g. `https://ballast.example.org`); '' = links are paths (`/ooms/42`).
     pub public_url: String,
     /// How often each webhook's sender looks for new or due notifications.
     pub poll_interval_ms: u64,
@@ -108,7 +107,7 @@ impl Default for WebhookConfig {
 /// The checked `notify:` section.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NotifySettings {
-    /// Without a trailing slash.
+    /// Without a trailing slash; empty = links are paths.
     pub public_url: String,
     pub poll_interval: Duration,
     pub keep: Duration,
@@ -195,14 +194,10 @@ fn is_http_url(url: &str) -> bool {
 }
 
 impl NotifyConfig {
-    /// Checks the section; `listen` and `tls` give the default public URL.
-    pub fn validate(
-        &self,
-        listen: SocketAddr,
-        tls: bool,
-    ) -> Result<NotifySettings, NotifyConfigError> {
+    /// Checks the section (reads secret files).
+    pub fn validate(&self) -> Result<NotifySettings, NotifyConfigError> {
         let public_url = if self.public_url.trim().is_empty() {
-            format!("{}://{listen}", if tls { "https" } else { "http" })
+            String::new()
         } else {
             let url = self.public_url.trim();
             if !is_http_url(url) {
@@ -382,22 +377,16 @@ impl WebhookConfig {
 mod tests {
     use super::*;
 
-    fn listen() -> SocketAddr {
-        "127.0.0.1:8470".parse().expect("address")
-    }
-
     fn hook(yaml: &str) -> Result<NotifySettings, NotifyConfigError> {
         let config: NotifyConfig = serde_yaml_ng::from_str(yaml).expect("parses");
-        config.validate(listen(), false)
+        config.validate()
     }
 
     #[test]
-    fn defaults_have_no_webhooks_and_link_to_the_listener() {
-        let settings = NotifyConfig::default()
-            .validate(listen(), true)
-            .expect("valid");
+    fn defaults_have_no_webhooks_and_no_public_url() {
+        let settings = NotifyConfig::default().validate().expect("valid");
         assert!(settings.webhooks.is_empty());
-        assert_eq!(settings.public_url, "https://127.0.0.1:8470");
+        assert_eq!(settings.public_url, "");
     }
 
     #[test]

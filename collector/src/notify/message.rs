@@ -178,13 +178,7 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
             format!("**{}**", mattermost_text(text))
         }
     };
-    let link = |url: &str, label: &str| {
-        if slack {
-            format!("<{url}|{label}>")
-        } else {
-            format!("[{label}]({url})")
-        }
-    };
+    let link = |url: &str, label: &str| chat_link(slack, url, label);
     let verdict = match notice.corr_verdict.as_str() {
         "balloon" => "caused by the balloon",
         "balloon_contributed" => "the balloon contributed",
@@ -229,6 +223,17 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     text
 }
 
+/// A link in chat text; a bare path (no `notify.public_url`) is shown as code instead.
+fn chat_link(slack: bool, url: &str, label: &str) -> String {
+    if url.starts_with('/') {
+        format!("{label} `{url}`")
+    } else if slack {
+        format!("<{url}|{label}>")
+    } else {
+        format!("[{label}]({url})")
+    }
+}
+
 /// The body saying how many notifications the rate limit held back.
 pub fn suppressed_body(
     format: WebhookFormat,
@@ -263,11 +268,7 @@ pub fn suppressed_body(
                 .map(|(verdict, n)| format!("{n} {verdict}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let link = if format == WebhookFormat::Slack {
-                format!("<{list}|all OOMs>")
-            } else {
-                format!("[all OOMs]({list})")
-            };
+            let link = chat_link(format == WebhookFormat::Slack, &list, "all OOMs");
             let span = match (summary.first_captured_ms, summary.last_captured_ms) {
                 (Some(first), Some(last)) => format!(
                     " between {} and {} UTC",
@@ -349,6 +350,16 @@ mod tests {
         );
         let text = mattermost["text"].as_str().expect("text");
         assert!(text.contains("Killed **a\\_b\\*c**"), "{text}");
+    }
+
+    #[test]
+    fn without_a_public_url_links_are_paths() {
+        let body = oom_body(WebhookFormat::Json, "ops", &notice("java"), "");
+        assert_eq!(body["links"]["api"], "/api/v1/ooms/7");
+        let slack = oom_body(WebhookFormat::Slack, "ops", &notice("java"), "");
+        let text = slack["text"].as_str().expect("text");
+        assert!(text.contains("dashboard `/ooms/7`"), "{text}");
+        assert!(!text.contains("<"), "{text}");
     }
 
     #[test]
