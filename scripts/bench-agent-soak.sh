@@ -68,6 +68,14 @@ log() { printf '[bench-agent-soak %s] %s\n' "$(date +%T)" "$*" >&2; }
 vsh() { virsh -q -c "$URI" "$@"; }
 mem_available_mib() { awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo; }
 our_domains() { vsh list --name | grep "^$PREFIX-" || true; }
+# Other engineers' tests restart libvirtd now and then: wait until it answers.
+wait_libvirtd() {
+    local deadline=$(($(date +%s) + ${1:-300}))
+    until vsh uri >/dev/null 2>&1; do
+        [ "$(date +%s)" -lt "$deadline" ] || return 1
+        sleep 2
+    done
+}
 
 cleanup() {
     local names
@@ -75,11 +83,14 @@ cleanup() {
     [ -z "$AGENT_PID" ] || kill "$AGENT_PID" 2>/dev/null || true
     [ -z "$AGENT_PID" ] || wait "$AGENT_PID" 2>/dev/null || true
     if [ "$MODE" = paused ]; then
-        names=$(our_domains)
-        if [ -n "$names" ]; then
+        # Until none is left: a libvirtd restart in the middle fails the rest.
+        for _ in 1 2 3 4 5; do
+            wait_libvirtd 300 || break
+            names=$(our_domains)
+            [ -n "$names" ] || break
             log "destroying $(printf '%s\n' "$names" | wc -l) soak domains"
             printf 'destroy %s\n' $names | virsh -q -c "$URI" >/dev/null 2>&1 || true
-        fi
+        done
     fi
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
         log "kept $WORK"
@@ -149,14 +160,22 @@ test_domain_xml() { # NAME N
 EOF
 }
 
-# create_paused FIRST LAST: one virsh process.
+# create_paused FIRST LAST: one virsh process; again for those a libvirtd restart lost.
 create_paused() {
-    local n
-    for n in $(seq "$1" "$2"); do
-        cp "$WORK/boot.log" "$WORK/serial/$PREFIX-$n.log"
-        paused_xml "$PREFIX-$n" >"$WORK/xml/$n.xml"
-        printf 'create %s --paused\n' "$WORK/xml/$n.xml"
-    done | virsh -q -c "$URI" >/dev/null
+    local n attempt existing
+    for attempt in 1 2 3; do
+        wait_libvirtd 300 || { log "libvirtd does not answer"; return 1; }
+        existing=$(our_domains)
+        for n in $(seq "$1" "$2"); do
+            printf '%s\n' "$existing" | grep -qx "$PREFIX-$n" && continue
+            cp "$WORK/boot.log" "$WORK/serial/$PREFIX-$n.log"
+            paused_xml "$PREFIX-$n" >"$WORK/xml/$n.xml"
+            printf 'create %s --paused\n' "$WORK/xml/$n.xml"
+        done | virsh -q -c "$URI" >/dev/null 2>&1 || true
+        [ "$(our_domains | awk -F- -v a="$1" -v b="$2" '$NF >= a && $NF <= b' | wc -l)" -lt $(($2 - $1 + 1)) ] || return 0
+        log "some domains $1-$2 missing after attempt $attempt (libvirtd restarted?)"
+    done
+    return 1
 }
 
 log "start: load $(cut -d' ' -f1-3 /proc/loadavg), MemAvailable $(mem_available_mib) MiB, mode $MODE"
@@ -244,6 +263,7 @@ sample() {
 }
 
 printf 'secs\tphase\tpolls\tvms\tpoll_s\tvmrss_kib\trssanon_kib\trssfile_kib\tthreads\tcpu_s\tpoll_errors\n' >"$WORK/samples.tsv"
+wait_libvirtd 300 || { log "libvirtd does not answer"; exit 1; }
 log "starting the agent on $COUNT domains ($AGENT_URI) ${AGENT_ENV:+with $AGENT_ENV}"
 # shellcheck disable=SC2086 # AGENT_ENV is a list of NAME=value words
 env $AGENT_ENV "$AGENT" run --config "$WORK/agent.yaml" 2>"$WORK/agent.log" &
@@ -275,8 +295,8 @@ while true; do
     if [ "$phase" = leak ] && [ "$CHURN" -gt 0 ] && [ $(($(date +%s) - last_churn)) -ge "$CHURN_SECS" ]; then
         victims=$(our_domains | shuf -n "$CHURN" | tr '\n' ' ')
         # shellcheck disable=SC2086 # one name per word
-        printf 'destroy %s\n' $victims | virsh -q -c "$URI" >/dev/null
-        create_paused "$NEXT" $((NEXT + CHURN - 1))
+        printf 'destroy %s\n' $victims | virsh -q -c "$URI" >/dev/null 2>&1 || true
+        create_paused "$NEXT" $((NEXT + CHURN - 1)) || true
         rm -f $(printf "$WORK/serial/%s.log " $victims)
         NEXT=$((NEXT + CHURN))
         churned=$((churned + CHURN))
@@ -292,9 +312,9 @@ echo "samples (every ${SAMPLE_SECS} s):"
 sed 's/^/    /' "$WORK/samples.tsv"
 echo
 echo "smaps_rollup when the ring was full:"
-grep -E '^(Rss|Pss_Anon|Pss_File|Anonymous)' "$WORK/smaps_full.txt" | sed 's/^/    /'
+grep -E '^(Rss|Pss|Pss_Anon|Pss_File|Anonymous):' "$WORK/smaps_full.txt" | sed 's/^/    /'
 echo "smaps_rollup at the end:"
-grep -E '^(Rss|Pss_Anon|Pss_File|Anonymous)' "$WORK/smaps_end.txt" | sed 's/^/    /'
+grep -E '^(Rss|Pss|Pss_Anon|Pss_File|Anonymous):' "$WORK/smaps_end.txt" | sed 's/^/    /'
 echo
 # Leak phase: first and last RSS, median poll duration of the first and last fifth,
 # least-squares slope of VmRSS per 1000 polls.

@@ -92,6 +92,12 @@ pub fn finding_names(config: &DomainConfig, stats_stale: bool) -> Vec<String> {
         stats_stale,
         ..Observed::default()
     };
+    observed_finding_names(config, observed)
+}
+
+/// The findings of a VM with what the agent observed at run time (the guest agent's
+/// answers), as stable names.
+pub fn observed_finding_names(config: &DomainConfig, observed: Observed) -> Vec<String> {
     audit(config, observed)
         .into_iter()
         .map(|finding| finding.as_str().to_string())

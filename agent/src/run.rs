@@ -495,10 +495,15 @@ impl Monitor {
                 if !known.contains(uuid.as_str()) {
                     continue;
                 }
-                match self
-                    .capture
-                    .fetch_guest_agent(self.hypervisor.as_ref(), &id, reason, now)
-                {
+                let answered_before = self.capture.guest_agent_answering(&uuid);
+                let fetched =
+                    self.capture
+                        .fetch_guest_agent(self.hypervisor.as_ref(), &id, reason, now);
+                if self.capture.guest_agent_answering(&uuid) != answered_before {
+                    // The audit's "guest agent answering" changed: tell the collector.
+                    self.inventory_dirty = true;
+                }
+                match fetched {
                     Ok(found) => events.extend(found),
                     Err(error) => self.error_log.warn(
                         &uuid,
@@ -668,7 +673,14 @@ impl Monitor {
                     VmInventory {
                         vm: vm_ref(&vm.id),
                         state: "running".to_string(),
-                        findings: crate::audit::finding_names(&config, vm.stale),
+                        findings: crate::audit::observed_finding_names(
+                            &config,
+                            crate::audit::Observed {
+                                agent_answered: self.capture.guest_agent_answering(&vm.id.uuid),
+                                stats_stale: vm.stale,
+                                ..crate::audit::Observed::default()
+                            },
+                        ),
                         config: VmConfig {
                             memory_kib: config.memory_kib,
                             balloon_floor_kib: config.current_memory_kib,
@@ -797,5 +809,96 @@ impl RateLimitedLog {
                 self.last.insert(source.to_string(), (now, 0));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RawConfig;
+    use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+    use crate::hypervisor::DomainConfig;
+
+    fn vm(name: &str, dmesg: Option<&str>) -> (DomainId, FakeDomain) {
+        let id = DomainId {
+            uuid: format!("00000000-0000-4000-8000-{:012}", name.len()),
+            name: name.to_string(),
+        };
+        let domain = FakeDomain {
+            running: true,
+            dmesg: dmesg.map(|text| text.as_bytes().to_vec()),
+            config: DomainConfig {
+                balloon_present: true,
+                guest_agent_channel: true,
+                ..DomainConfig::default()
+            },
+            ..FakeDomain::default()
+        };
+        (id, domain)
+    }
+
+    /// The findings of `name` in the last inventory event of the JSON-lines file.
+    fn last_findings(events: &std::path::Path, name: &str) -> Option<Vec<String>> {
+        let text = std::fs::read_to_string(events).ok()?;
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|event| {
+                let vms = event.get("vms")?.as_array()?.clone();
+                vms.into_iter()
+                    .find(|vm| vm.pointer("/vm/name").and_then(|n| n.as_str()) == Some(name))
+            })
+            .next_back()
+            .and_then(|vm| serde_json::from_value(vm.get("findings")?.clone()).ok())
+    }
+
+    #[test]
+    fn the_inventory_says_which_guest_agents_do_not_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
+            dir.path().join("state").display()
+        );
+        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        let (quiet_id, quiet) = vm("quiet", None);
+        let (talks_id, talks) = vm("talks-back", Some("[    1.000000] Linux version 6.1\n"));
+        hypervisor.set(quiet_id, quiet);
+        hypervisor.set(talks_id, talks);
+        let events = dir.path().join("events.jsonl");
+        let handles = Handles::new(&settings);
+        let stop = Arc::clone(&handles.stop);
+        let monitor = Monitor::new(
+            settings,
+            hypervisor,
+            Box::new(JsonLinesSink::new(events.clone())),
+            handles,
+        );
+        let thread = std::thread::spawn(move || monitor.run());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let not_answering = "guest_agent_not_answering".to_string();
+        let mut seen = (None, None);
+        while Instant::now() < deadline {
+            seen = (
+                last_findings(&events, "quiet"),
+                last_findings(&events, "talks-back"),
+            );
+            if seen.0.as_ref().is_some_and(|f| f.contains(&not_answering)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("monitor thread");
+        let (quiet, talks) = seen;
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        assert!(
+            quiet.as_ref().is_some_and(|f| f.contains(&not_answering)),
+            "{quiet:?} in {text}"
+        );
+        let talks = talks.expect("an inventory with talks-back");
+        assert!(!talks.contains(&not_answering), "{talks:?}");
     }
 }

@@ -152,6 +152,12 @@ impl GuestAgentReader {
             && self.retry_at.is_none_or(|at| now >= at)
     }
 
+    /// Whether the guest agent answered the last fetch that ran (None before the
+    /// first one); for the per-VM audit.
+    pub fn answering(&self) -> Option<bool> {
+        self.last_fetch.map(|_| self.failures == 0)
+    }
+
     /// Runs dmesg (or journalctl -k) in the guest and takes the new reports.
     pub fn fetch(
         &mut self,
@@ -297,10 +303,12 @@ mod tests {
         );
         let settings = CaptureSettings::new(std::env::temp_dir());
         let mut reader = GuestAgentReader::new();
+        assert_eq!(reader.answering(), None, "not asked yet");
         let now = Instant::now();
         assert!(reader
             .fetch(&hypervisor, &id, FetchReason::Periodic, &settings, now)
             .is_err());
+        assert_eq!(reader.answering(), Some(false));
         let later = now + Duration::from_secs(10);
         assert!(matches!(
             reader.fetch(&hypervisor, &id, FetchReason::Periodic, &settings, later),
@@ -331,6 +339,7 @@ mod tests {
         else {
             panic!("the agent answers now");
         };
+        assert_eq!(reader.answering(), Some(true));
         assert_eq!(taken.reports.len(), 1);
     }
 }

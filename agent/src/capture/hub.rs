@@ -149,6 +149,14 @@ impl Capture {
         })
     }
 
+    /// Whether this domain's guest agent answered the last kernel log fetch (None:
+    /// not asked yet).
+    pub fn guest_agent_answering(&self, uuid: &str) -> Option<bool> {
+        self.domains
+            .get(uuid)
+            .and_then(|domain| domain.agent.answering())
+    }
+
     /// Reads the guest kernel log through the guest agent (unless backing off
     /// after a failure) and returns the new events.
     pub fn fetch_guest_agent(
