@@ -174,8 +174,10 @@ pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage,
         params.push(Param::int(until));
     }
     if let Some((time, id)) = filter.cursor {
-        conditions.push("(captured_at_ms < ? OR (captured_at_ms = ? AND id < ?))");
-        params.extend([Param::int(time), Param::int(time), Param::int(id)]);
+        // A row value, so both engines seek the (captured_at_ms, id) index to the
+        // cursor instead of filtering every newer row (deep pages cost no more).
+        conditions.push("(captured_at_ms, id) < (?, ?)");
+        params.extend([Param::int(time), Param::int(id)]);
     }
     let limit = filter.limit.clamp(1, 1000);
     params.push(Param::int(limit + 1));
