@@ -21,7 +21,10 @@
 //! 3. a partial serial report is held for a short while so the guest agent
 //!    can complete it ([`hub::SerialPoll::wants_guest_agent`]);
 //! 4. a per-domain token bucket bounds what a hostile guest can make us emit;
-//!    what it drops is counted on the next event and agent-wide.
+//!    what it drops is counted on the next event and agent-wide, and the newest
+//!    dropped report goes out (with that count) as soon as the bucket refills, so a
+//!    flood that stops is still flagged; under a flood a partial report is held
+//!    only while the bucket has a token for it.
 //!
 //! Guest-reported data is untrusted: every line, window, report text and
 //! command output is size-bounded, and guest time stamps are never compared
