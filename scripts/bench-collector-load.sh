@@ -21,7 +21,7 @@
 #
 # Environment (defaults): LOAD_AGENTS=1000 LOAD_VMS=50 LOAD_SECS=180
 #   LOAD_BASELINE_AGENTS=20 LOAD_BASELINE_SECS=60 LOAD_STORES="sqlite postgres"
-#   LOAD_KEEP=0
+#   LOAD_KEEP=0 LOAD_NO_BUILD=0 (1: use the release binaries already built)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,8 +59,10 @@ trap cleanup EXIT
 # Each agent holds one connection, and so does the collector for each.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-echo "building (release) ..." >&2
-(cd "$REPO" && cargo build --release -q -p ballast-collector --bin ballast-collector --example load_gen)
+if [[ ${LOAD_NO_BUILD:-0} != 1 ]]; then
+    echo "building (release) ..." >&2
+    (cd "$REPO" && cargo build --release -q -p ballast-collector --bin ballast-collector --example load_gen)
+fi
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
