@@ -52,6 +52,19 @@ fn claim_params(
     }
 }
 
+/// Whether `webhook` has a due pending or an unclaimed suppressed row: a read, so an
+/// idle sender writes nothing.
+pub async fn has_work(store: &dyn Store, webhook: &str, now_ms: i64) -> Result<bool, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT id FROM notify_outbox WHERE webhook = ? AND lease_until_ms <= ? \
+             AND ((state = 'pending' AND next_attempt_ms <= ?) OR state = 'suppressed') LIMIT 1",
+            vec![Param::text(webhook), Param::int(now_ms), Param::int(now_ms)],
+        ))
+        .await?;
+    Ok(!rows.is_empty())
+}
+
 /// Claims up to `limit` due pending rows of `webhook` for `owner` until `lease_until_ms`.
 pub async fn claim_pending(
     store: &dyn Store,

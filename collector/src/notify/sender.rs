@@ -126,7 +126,9 @@ impl Sender {
 
     /// One pass at `now_ms` (see the module doc).
     pub async fn pass(&mut self, now_ms: i64) -> Result<(), PassError> {
-        if now_ms < self.blocked_until_ms {
+        if now_ms < self.blocked_until_ms
+            || !outbox::has_work(self.store.as_ref(), &self.hook.name, now_ms).await?
+        {
             return Ok(());
         }
         if self.window.remaining(now_ms) > 0 && !self.send_summary(now_ms).await? {
