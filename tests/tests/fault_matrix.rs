@@ -776,13 +776,19 @@ fn spool_disk_full_keeps_the_agent_running_and_loses_no_oom() {
     let injected = Injected::batch("fmdf", 16_000, 10);
     inject(&guest, &injected, &Pace::default());
     wait_on_serial(&guest, &injected, injected.len(), Duration::from_secs(120));
-    std::thread::sleep(Duration::from_secs(10));
-    assert!(agent.running(), "the agent keeps running on a full disk");
-    let logs = agent.logs();
-    assert!(
-        logs.contains("Disk full"),
-        "the agent says its spool disk is full"
+    // The agent reads them (a busy host delays its first pass over all VMs) and says
+    // its spool disk is full and that it holds the OOM events in memory.
+    wait_until(
+        "the agent to say its spool disk is full",
+        Duration::from_secs(120),
+        || {
+            let logs = agent.logs();
+            (logs.contains("Disk full") && logs.contains("kept in memory until there is room"))
+                .then_some(())
+        },
     );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(agent.running(), "the agent keeps running on a full disk");
     let stored_while_full = Tally::of(&injected, &collector.listed(guest.name()), &["fmdf"]).stored;
     figure(
         NAME,
