@@ -787,14 +787,11 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
     let log = String::from_utf8_lossy(&stack.agent_log()).into_owned();
     let ratio = under_hostile.as_secs_f64() / baseline.as_secs_f64().max(0.001);
     let mut figures = Vec::new();
+    let mut problems = Vec::new();
     for (index, (guest, mode)) in hostile.iter().zip(modes).enumerate() {
         let uuid = uuid_of(lab, guest);
         let lines_read = lines_read[index];
-        assert_eq!(
-            guest.serial_count("HOSTILE-QGA-OPEN"),
-            1,
-            "{mode:?}: the hostile agent did not open the port"
-        );
+        let opened = guest.serial_count("HOSTILE-QGA-OPEN");
         let kill_lines = guest.serial_count("(hostile-agent)");
         let noted = log
             .lines()
@@ -809,17 +806,23 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
                 .unwrap_or("NO")
                 .trim()
         ));
-        assert!(
-            noted.is_some(),
-            "{mode:?}: the agent log does not note that {}'s guest agent fails",
-            guest.name()
-        );
-        // Backoff 30 s doubling: at most 3 attempts in ~65 s, each a guest-sync and a
-        // command at most; a tight loop would be one per 2 s kill line.
-        assert!(
-            lines_read <= 6,
-            "{mode:?}: {lines_read} guest agent lines in {observed:?}: retried in a tight loop"
-        );
+        if opened != 1 {
+            problems.push(format!("{mode:?}: the hostile agent did not open the port"));
+        }
+        if noted.is_none() {
+            problems.push(format!(
+                "{mode:?}: the agent log does not note that {}'s guest agent fails",
+                guest.name()
+            ));
+        }
+        // Each of the ~30 partial reports asks for the guest agent: without backoff that
+        // is >= 30 calls (>= 1 line each). With it (30 s doubling) a few calls, each a
+        // guest-sync plus perhaps the command; libvirt restarts by other tests may add one.
+        if lines_read > 12 {
+            problems.push(format!(
+                "{mode:?}: {lines_read} guest agent lines in {observed:?}: retried in a tight loop"
+            ));
+        }
     }
     eprintln!(
         "HOSTILE guest agents: victim OOM listed {:.2} s after its kill line with 3 hostile \
@@ -832,6 +835,7 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
         observed.as_secs_f64(),
         figures.join("; ")
     );
+    assert!(problems.is_empty(), "{problems:#?}");
     assert!(
         rss_peak.saturating_sub(rss_before) < MAX_RSS_GROWTH_KIB,
         "agent RSS grew from {rss_before} to {rss_peak} KiB"
