@@ -2,7 +2,7 @@
 //! under the default retention, then times the collector's own query functions.
 //!
 //! `cargo run --release -p ballast-collector --example query_bench -- [--engine sqlite|postgres|both]
-//!  [--hosts 1000] [--rollup-hosts 40] [--iterations 200] [--dir DIR]`
+//!  [--hosts 1000] [--rollup-hosts 20] [--iterations 200] [--dir DIR]`
 //! (scripts/bench-collector-queries.sh runs it as recorded in BENCHMARKS.md).
 //!
 //! The store (per engine), "now" = the fixtures' OOM time:
@@ -61,7 +61,7 @@ fn args() -> Args {
     let mut args = Args {
         engines: vec!["sqlite".into(), "postgres".into()],
         hosts: 1000,
-        rollup_hosts: 40,
+        rollup_hosts: 20,
         iterations: 200,
         dir: None,
     };
