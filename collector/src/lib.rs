@@ -10,6 +10,7 @@
 //! 4. [`retention`]: deletes expired rows in bounded batches.
 //! 5. [`server`]: binds, serves (plain or TLS), shuts down gracefully.
 //! 6. [`notify`]: webhook notifications of new OOMs through a durable outbox.
+//! 7. [`metrics`]: Prometheus counters of ingest, retention and webhooks (`GET /metrics`).
 //!
 //! What it is not: a parser of raw kernel logs (agents send parsed reports;
 //! `ballast-oom` is the parser) nor a dashboard renderer (that reads through the
@@ -20,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod records;

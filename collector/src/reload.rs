@@ -192,11 +192,16 @@ fn reload(
         } else {
             Arc::clone(&state.admission)
         },
+        metrics: Arc::clone(&state.metrics),
     };
     live.replace(app(next));
     if plan.live.contains(&"notify") {
         // Dropping the old notifier aborts its senders.
-        *notifier = crate::notify::spawn(Arc::clone(&state.store), &merged.notify);
+        *notifier = crate::notify::spawn_with_stats(
+            Arc::clone(&state.store),
+            &merged.notify,
+            Arc::clone(&state.metrics.notify),
+        );
     }
     tracing::info!(live = ?plan.live, restart_required = ?plan.restart_required, "Configuration reloaded.");
     merged

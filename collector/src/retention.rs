@@ -84,11 +84,25 @@ async fn compact(
 
 /// Runs a pass now and then every `settings.interval`, until the task is aborted.
 pub fn spawn(store: Arc<dyn Store>, settings: RetentionSettings) -> tokio::task::JoinHandle<()> {
+    spawn_observed(store, settings, None)
+}
+
+/// [`spawn`], recording each pass in `metrics`.
+pub fn spawn_observed(
+    store: Arc<dyn Store>,
+    settings: RetentionSettings,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(settings.interval);
         loop {
             ticker.tick().await;
-            match run_pass(store.as_ref(), &settings, crate::now_ms()).await {
+            let started = std::time::Instant::now();
+            let result = run_pass(store.as_ref(), &settings, crate::now_ms()).await;
+            if let Some(metrics) = &metrics {
+                metrics.retention_pass(started.elapsed(), result.as_ref().ok().copied());
+            }
+            match result {
                 Ok(deleted) => tracing::debug!(?deleted, "Retention pass done."),
                 Err(error) => tracing::warn!(error = %error, "Retention pass failed."),
             }

@@ -54,9 +54,14 @@ pub async fn run(
         engine = store.engine(),
         "Collector listening."
     );
-    let retention = crate::retention::spawn(Arc::clone(&store), settings.retention.clone());
-    let notifier = crate::notify::spawn(Arc::clone(&store), &settings.notify);
-    let state = AppState::new(store, ApiConfig::from_settings(&settings));
+    let state = AppState::new(Arc::clone(&store), ApiConfig::from_settings(&settings));
+    let retention = crate::retention::spawn_observed(
+        Arc::clone(&store),
+        settings.retention.clone(),
+        Some(Arc::clone(&state.metrics)),
+    );
+    let notifier =
+        crate::notify::spawn_with_stats(store, &settings.notify, Arc::clone(&state.metrics.notify));
     let live = LiveRouter::new(app(state.clone()));
     // Installed before READY=1, so that a reload right after start cannot kill us.
     let reloader = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {

@@ -11,7 +11,8 @@
 //! 5. Correlate OOMs, store the batch in one transaction, answer
 //!    `IngestResponse{accepted, duplicates}` after the commit.
 //!
-//! Nothing is stored unless every step passed.
+//! Nothing is stored unless every step passed. Every request, whatever its outcome,
+//! is counted in [`crate::metrics`].
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -26,6 +27,7 @@ use ballast_model::{Batch, Event, IngestResponse};
 
 use crate::api::{bearer, AppError, AppState};
 use crate::auth::{constant_time_eq, token_sha256, Refused};
+use crate::metrics::{BatchShape, IngestOutcome};
 use crate::storage::prepare::{prepare_batch, VmContext};
 use crate::storage::queries;
 
@@ -34,6 +36,38 @@ pub(super) async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, AppError> {
+    let started = Instant::now();
+    let metrics = std::sync::Arc::clone(&state.metrics);
+    let result = handle(state, headers, body).await;
+    match &result {
+        Ok((response, shape)) => {
+            let outcome = if response.accepted == 0 && response.duplicates > 0 {
+                IngestOutcome::Duplicate
+            } else {
+                IngestOutcome::Accepted
+            };
+            metrics.ingest(
+                outcome,
+                started.elapsed(),
+                Some((shape, response.accepted, response.duplicates)),
+            );
+        }
+        Err(error) => {
+            if matches!(error, AppError::Storage(_)) {
+                metrics.storage_error();
+            }
+            metrics.ingest(IngestOutcome::of_error(error), started.elapsed(), None);
+        }
+    }
+    result.map(|(response, _)| Json(response))
+}
+
+/// The steps of the module doc; the batch's shape goes to the metrics.
+async fn handle(
+    state: AppState,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(IngestResponse, BatchShape), AppError> {
     let token = bearer(&headers).ok_or(AppError::Unauthorized)?;
     let hash = token_sha256(token);
     let (host, stored_hash) = queries::host_for_token_hash(state.store.as_ref(), &hash)
@@ -147,6 +181,7 @@ pub(super) async fn ingest(
     })
     .await
     .map_err(|_| AppError::Internal)?;
+    let shape = BatchShape::of(&prepared);
     let response = state.store.ingest(prepared).await?;
     tracing::debug!(
         host = %host,
@@ -154,7 +189,7 @@ pub(super) async fn ingest(
         duplicates = response.duplicates,
         "Batch stored."
     );
-    Ok(Json(response))
+    Ok((response, shape))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {

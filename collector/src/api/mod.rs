@@ -8,8 +8,9 @@
 //! - `GET /api/v1/vms`, `GET /api/v1/vms/{uuid}/memory`
 //! - `GET /api/v1/stats/ooms`, `GET /api/v1/stats/repeated-balloon-ooms`
 //!
-//! And `GET /healthz` (no auth). docs/collector.md documents every parameter and
-//! answer. Each request gets one tracing span with its method and `matched_path`.
+//! And `GET /metrics` (Prometheus text, read token like the query API; see
+//! `crate::metrics`), `GET /healthz` (no auth). docs/collector.md documents every
+//! parameter and answer. Each request gets one tracing span with its method and `matched_path`.
 
 mod error;
 mod ingest;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ApiConfig>,
     pub admission: Arc<Admission>,
+    /// Prometheus counters (`GET /metrics`), kept across reloads.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The API's settings.
@@ -70,6 +73,7 @@ impl AppState {
             admission: Arc::new(Admission::new(&config.ingest)),
             store,
             config: Arc::new(config),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
         }
     }
 }
@@ -86,6 +90,7 @@ pub fn app(state: AppState) -> Router {
             "/api/v1/stats/repeated-balloon-ooms",
             get(query::repeat_offenders),
         )
+        .route("/metrics", get(crate::metrics::scrape))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             require_read_token,

@@ -123,7 +123,15 @@ pub fn routes(settings: &NotifySettings) -> Vec<Route> {
 
 /// Starts a sender per webhook and the cleanup task (none without webhooks).
 pub fn spawn(store: Arc<dyn Store>, settings: &NotifySettings) -> Notifier {
-    let stats = Arc::new(NotifyStats::default());
+    spawn_with_stats(store, settings, Arc::new(NotifyStats::default()))
+}
+
+/// [`spawn`], counting into `stats` (the collector's metrics keep them across reloads).
+pub fn spawn_with_stats(
+    store: Arc<dyn Store>,
+    settings: &NotifySettings,
+    stats: Arc<NotifyStats>,
+) -> Notifier {
     let mut tasks = Vec::new();
     let mut lease_prefixes = Vec::new();
     for hook in &settings.webhooks {

@@ -1,0 +1,533 @@
+//! Prometheus metrics of the collector, served as text on `GET /metrics` (behind
+//! the read token, like the query API).
+//!
+//! Only counts, durations and timestamps: no label carries a host, VM or any
+//! guest-written string, and every label value comes from a fixed list
+//! ([`REJECT_REASONS`], event types, OOM kinds, correlation verdicts, outbox states),
+//! so the series count is bounded whatever agents send. Counters live in memory and
+//! restart from 0 with the process; the outbox gauge is read from the store at
+//! scrape time. docs/metrics.md lists every family.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::api::AppError;
+use crate::notify::NotifyStats;
+use crate::retention::Deleted;
+use crate::storage::prepare::PreparedBatch;
+
+/// Upper bounds of the ingest latency histogram, in seconds.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `reason` label of a rejected (4xx) ingest request.
+pub const REJECT_REASONS: [&str; 8] = [
+    "unauthorized",
+    "forbidden",
+    "bad_request",
+    "invalid",
+    "too_large",
+    "unsupported_encoding",
+    "timeout",
+    "rate_limited",
+];
+
+const OOM_KINDS: [&str; 3] = ["guest", "vm_cgroup", "host"];
+const VERDICTS: [&str; 4] = ["balloon", "balloon_contributed", "not_balloon", "unknown"];
+const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
+
+/// How one ingest request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed, at least one key new.
+    Accepted,
+    /// Committed, every key already stored (a re-sent batch).
+    Duplicate,
+    /// 4xx, with its reason from [`REJECT_REASONS`].
+    Rejected(&'static str),
+    /// 5xx.
+    Error,
+}
+
+impl IngestOutcome {
+    /// The outcome of a failed request.
+    pub fn of_error(error: &AppError) -> Self {
+        match error {
+            AppError::Unauthorized => Self::Rejected("unauthorized"),
+            AppError::Forbidden(_) => Self::Rejected("forbidden"),
+            AppError::BadRequest(_) | AppError::NotFound => Self::Rejected("bad_request"),
+            AppError::Unprocessable { .. } => Self::Rejected("invalid"),
+            AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
+            AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),
+            AppError::Timeout => Self::Rejected("timeout"),
+            AppError::TooManyRequests { .. } => Self::Rejected("rate_limited"),
+            AppError::Storage(_) | AppError::Internal => Self::Error,
+        }
+    }
+}
+
+/// Rows of one committed batch, by type, counted before the batch is stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchShape {
+    pub rollups: u64,
+    pub others: u64,
+    /// (kind, correlation verdict) -> OOMs.
+    pub ooms: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+impl BatchShape {
+    pub fn of(batch: &PreparedBatch) -> Self {
+        let mut ooms = BTreeMap::new();
+        for oom in &batch.ooms {
+            let key = (
+                bounded(&oom.kind, &OOM_KINDS),
+                bounded(&oom.corr_verdict, &VERDICTS),
+            );
+            *ooms.entry(key).or_insert(0) += 1;
+        }
+        Self {
+            rollups: batch.rollups.len() as u64,
+            others: batch.events.len() as u64,
+            ooms,
+        }
+    }
+}
+
+/// `value` when it is one of `known`, else `"other"`.
+fn bounded(value: &str, known: &[&'static str]) -> &'static str {
+    known
+        .iter()
+        .find(|k| **k == value)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: BTreeMap<&'static str, u64>,
+    rejected: BTreeMap<&'static str, u64>,
+    latency_buckets: [u64; LATENCY_BUCKETS.len()],
+    latency_count: u64,
+    latency_sum: f64,
+    events_accepted: u64,
+    events_duplicate: u64,
+    rollups: u64,
+    others: u64,
+    ooms: BTreeMap<(&'static str, &'static str), u64>,
+    storage_errors: u64,
+    last_ingest_secs: Option<f64>,
+    retention_passes: u64,
+    retention_failures: u64,
+    retention_last_secs: Option<f64>,
+    deleted: Deleted,
+}
+
+/// The collector's counters, shared by the handlers, retention and the senders.
+#[derive(Debug)]
+pub struct Metrics {
+    started_at_secs: f64,
+    counters: Mutex<Counters>,
+    /// Handed to every notifier this process spawns (reloads included), so the
+    /// webhook counters survive a SIGHUP.
+    pub notify: Arc<NotifyStats>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            started_at_secs: now_secs(),
+            counters: Mutex::new(Counters::default()),
+            notify: Arc::new(NotifyStats::default()),
+        }
+    }
+
+    fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One finished ingest request. `stored` is the committed batch's shape and
+    /// the store's answer (accepted keys, duplicate keys).
+    pub fn ingest(
+        &self,
+        outcome: IngestOutcome,
+        elapsed: Duration,
+        stored: Option<(&BatchShape, u32, u32)>,
+    ) {
+        let seconds = elapsed.as_secs_f64();
+        let mut c = self.counters();
+        match outcome {
+            IngestOutcome::Accepted => *c.requests.entry("accepted").or_insert(0) += 1,
+            IngestOutcome::Duplicate => *c.requests.entry("duplicate").or_insert(0) += 1,
+            IngestOutcome::Error => {
+                *c.requests.entry("error").or_insert(0) += 1;
+            }
+            IngestOutcome::Rejected(reason) => {
+                *c.requests.entry("rejected").or_insert(0) += 1;
+                *c.rejected.entry(reason).or_insert(0) += 1;
+            }
+        }
+        for (count, bound) in c.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
+            if seconds <= bound {
+                *count += 1;
+            }
+        }
+        c.latency_count += 1;
+        c.latency_sum += seconds;
+        if let Some((shape, accepted, duplicates)) = stored {
+            c.events_accepted += u64::from(accepted);
+            c.events_duplicate += u64::from(duplicates);
+            c.last_ingest_secs = Some(now_secs());
+            // A batch re-sent whole stores nothing; per-type counts follow the
+            // batch otherwise (a batch mixing new and re-sent keys is counted whole).
+            if accepted > 0 {
+                c.rollups += shape.rollups;
+                c.others += shape.others;
+                for (key, n) in &shape.ooms {
+                    *c.ooms.entry(*key).or_insert(0) += n;
+                }
+            }
+        }
+    }
+
+    /// A store operation failed (ingest, retention, the scrape's outbox query).
+    pub fn storage_error(&self) {
+        self.counters().storage_errors += 1;
+    }
+
+    /// One retention pass: its duration and what it deleted, or that it failed.
+    pub fn retention_pass(&self, elapsed: Duration, result: Option<Deleted>) {
+        let mut c = self.counters();
+        match result {
+            Some(deleted) => {
+                c.retention_passes += 1;
+                c.retention_last_secs = Some(elapsed.as_secs_f64());
+                c.deleted.rollups += deleted.rollups;
+                c.deleted.events += deleted.events;
+                c.deleted.ooms += deleted.ooms;
+                c.deleted.compacted += deleted.compacted;
+            }
+            None => {
+                c.retention_failures += 1;
+                c.storage_errors += 1;
+            }
+        }
+    }
+
+    /// The exposition text; `outbox` is (state, rows) from the store, `None` when
+    /// it could not be read (the family is then absent).
+    pub fn render(&self, outbox: Option<&[(String, i64)]>) -> String {
+        let c = self.counters();
+        let mut out = String::new();
+        family(
+            &mut out,
+            "ballast_collector_build_info",
+            "gauge",
+            "Always 1; the version label is the collector's.",
+        );
+        let _ = writeln!(
+            out,
+            "ballast_collector_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        scalar(
+            &mut out,
+            "ballast_collector_start_time_seconds",
+            "gauge",
+            "When the process started, Unix seconds.",
+            self.started_at_secs,
+        );
+
+        family(
+            &mut out,
+            "ballast_collector_ingest_requests_total",
+            "counter",
+            "POST /api/v1/ingest requests by outcome: accepted, duplicate (every key already stored), rejected (4xx, by reason), error (5xx).",
+        );
+        for outcome in ["accepted", "duplicate", "error"] {
+            let n = c.requests.get(outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "ballast_collector_ingest_requests_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        for reason in REJECT_REASONS {
+            let n = c.rejected.get(reason).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "ballast_collector_ingest_requests_total{{outcome=\"rejected\",reason=\"{reason}\"}} {n}"
+            );
+        }
+
+        family(
+            &mut out,
+            "ballast_collector_ingest_duration_seconds",
+            "histogram",
+            "Time from the request to the answer of POST /api/v1/ingest (commit included), every outcome.",
+        );
+        for (count, bound) in c.latency_buckets.iter().zip(LATENCY_BUCKETS) {
+            let _ = writeln!(
+                out,
+                "ballast_collector_ingest_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "ballast_collector_ingest_duration_seconds_bucket{{le=\"+Inf\"}} {n}\n\
+             ballast_collector_ingest_duration_seconds_sum {sum:.6}\n\
+             ballast_collector_ingest_duration_seconds_count {n}",
+            n = c.latency_count,
+            sum = c.latency_sum
+        );
+
+        scalar(
+            &mut out,
+            "ballast_collector_events_accepted_total",
+            "counter",
+            "Event keys stored by ingest (new).",
+            c.events_accepted as f64,
+        );
+        scalar(
+            &mut out,
+            "ballast_collector_events_duplicate_total",
+            "counter",
+            "Event keys an agent sent again, already stored (not stored twice).",
+            c.events_duplicate as f64,
+        );
+        family(
+            &mut out,
+            "ballast_collector_events_stored_total",
+            "counter",
+            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health).",
+        );
+        let ooms: u64 = c.ooms.values().sum();
+        for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
+            let _ = writeln!(
+                out,
+                "ballast_collector_events_stored_total{{type=\"{kind}\"}} {n}"
+            );
+        }
+        family(
+            &mut out,
+            "ballast_collector_ooms_stored_total",
+            "counter",
+            "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
+        );
+        for kind in OOM_KINDS {
+            for verdict in VERDICTS {
+                let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "ballast_collector_ooms_stored_total{{kind=\"{kind}\",verdict=\"{verdict}\"}} {n}"
+                );
+            }
+        }
+        scalar(
+            &mut out,
+            "ballast_collector_storage_errors_total",
+            "counter",
+            "Store operations that failed (ingest, retention, the scrape's outbox query).",
+            c.storage_errors as f64,
+        );
+        if let Some(at) = c.last_ingest_secs {
+            scalar(
+                &mut out,
+                "ballast_collector_last_ingest_timestamp_seconds",
+                "gauge",
+                "When a batch was last committed, Unix seconds (absent before the first).",
+                at,
+            );
+        }
+
+        scalar(
+            &mut out,
+            "ballast_collector_retention_passes_total",
+            "counter",
+            "Retention passes completed.",
+            c.retention_passes as f64,
+        );
+        scalar(
+            &mut out,
+            "ballast_collector_retention_failures_total",
+            "counter",
+            "Retention passes that failed (the store refused).",
+            c.retention_failures as f64,
+        );
+        if let Some(seconds) = c.retention_last_secs {
+            scalar(
+                &mut out,
+                "ballast_collector_retention_last_duration_seconds",
+                "gauge",
+                "Duration of the last completed retention pass.",
+                seconds,
+            );
+        }
+        family(
+            &mut out,
+            "ballast_collector_retention_deleted_rows_total",
+            "counter",
+            "Expired rows deleted by retention, by table.",
+        );
+        for (table, n) in [
+            ("rollups", c.deleted.rollups),
+            ("events", c.deleted.events),
+            ("ooms", c.deleted.ooms),
+        ] {
+            let _ = writeln!(
+                out,
+                "ballast_collector_retention_deleted_rows_total{{table=\"{table}\"}} {n}"
+            );
+        }
+        scalar(
+            &mut out,
+            "ballast_collector_retention_compacted_rows_total",
+            "counter",
+            "Minute rollups folded into hourly rollups by retention.",
+            c.deleted.compacted as f64,
+        );
+        drop(c);
+
+        let load =
+            |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        for (name, help, value) in [
+            (
+                "ballast_collector_notifications_sent_total",
+                "OOM notifications delivered to a webhook (2xx).",
+                load(&self.notify.sent),
+            ),
+            (
+                "ballast_collector_notifications_failed_total",
+                "Notifications given up (attempts exhausted, or their OOM deleted first).",
+                load(&self.notify.failed),
+            ),
+            (
+                "ballast_collector_notifications_suppressed_total",
+                "Notifications held back by a webhook's rate limit.",
+                load(&self.notify.suppressed),
+            ),
+            (
+                "ballast_collector_notification_summaries_total",
+                "\"N more suppressed\" summaries delivered.",
+                load(&self.notify.summaries),
+            ),
+            (
+                "ballast_collector_notification_retries_total",
+                "Failed webhook posts that will be retried.",
+                load(&self.notify.retries),
+            ),
+        ] {
+            scalar(&mut out, name, "counter", help, value);
+        }
+        if let Some(rows) = outbox {
+            family(
+                &mut out,
+                "ballast_collector_notify_outbox_rows",
+                "gauge",
+                "Notification outbox rows by state, all webhooks (pending: not yet delivered).",
+            );
+            let mut by_state: BTreeMap<&'static str, i64> =
+                OUTBOX_STATES.iter().map(|s| (*s, 0)).collect();
+            for (state, n) in rows {
+                *by_state.entry(bounded(state, &OUTBOX_STATES)).or_insert(0) += n;
+            }
+            for (state, n) in by_state {
+                let _ = writeln!(
+                    out,
+                    "ballast_collector_notify_outbox_rows{{state=\"{state}\"}} {n}"
+                );
+            }
+        }
+        out
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+    family(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+fn now_secs() -> f64 {
+    crate::now_ms() as f64 / 1000.0
+}
+
+/// `GET /metrics`.
+pub(crate) async fn scrape(
+    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
+) -> impl axum::response::IntoResponse {
+    let outbox = match crate::notify::outbox::counts(state.store.as_ref()).await {
+        Ok(rows) => Some(
+            rows.into_iter()
+                .map(|(_, state, n)| (state, n))
+                .collect::<Vec<_>>(),
+        ),
+        Err(error) => {
+            tracing::warn!(%error, "Metrics: failed to count the notification outbox.");
+            state.metrics.storage_error();
+            None
+        }
+    };
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(outbox.as_deref()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_outcomes_buckets_and_bounded_labels() {
+        let metrics = Metrics::new();
+        let mut shape = BatchShape::default();
+        shape.ooms.insert(("guest", "balloon"), 2);
+        shape.rollups = 3;
+        metrics.ingest(
+            IngestOutcome::Accepted,
+            Duration::from_millis(30),
+            Some((&shape, 5, 0)),
+        );
+        metrics.ingest(
+            IngestOutcome::Duplicate,
+            Duration::from_millis(3),
+            Some((&shape, 0, 5)),
+        );
+        metrics.ingest(
+            IngestOutcome::of_error(&AppError::Unauthorized),
+            Duration::from_millis(1),
+            None,
+        );
+        let text = metrics.render(Some(&[("pending".into(), 4), ("weird".into(), 1)]));
+        for line in [
+            "ballast_collector_ingest_requests_total{outcome=\"accepted\"} 1",
+            "ballast_collector_ingest_requests_total{outcome=\"duplicate\"} 1",
+            "ballast_collector_ingest_requests_total{outcome=\"rejected\",reason=\"unauthorized\"} 1",
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"0.005\"} 2",
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"0.05\"} 3",
+            "ballast_collector_ingest_duration_seconds_count 3",
+            "ballast_collector_ooms_stored_total{kind=\"guest\",verdict=\"balloon\"} 2",
+            "ballast_collector_events_stored_total{type=\"rollup\"} 3",
+            "ballast_collector_events_duplicate_total 5",
+            "ballast_collector_notify_outbox_rows{state=\"pending\"} 4",
+            "ballast_collector_notify_outbox_rows{state=\"other\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert_eq!(bounded("vm \"x\"", &OOM_KINDS), "other");
+    }
+}
