@@ -210,7 +210,11 @@ fn docs_dashboard_and_rules_name_only_exported_metrics() {
             ballast_names(&read(&repo().join("deploy/prometheus/ballast-rules.yml"))),
         ),
     ] {
-        let unknown: Vec<_> = names.difference(&exported).collect();
+        // ballast_collector_* families: collector/tests/metrics.rs checks those.
+        let unknown: Vec<_> = names
+            .difference(&exported)
+            .filter(|name| !name.starts_with("ballast_collector_"))
+            .collect();
         assert!(
             unknown.is_empty(),
             "{source} names metrics the agent does not export: {unknown:?}"
