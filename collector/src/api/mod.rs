@@ -10,7 +10,8 @@
 //!
 //! And `GET /metrics` (Prometheus text, read token like the query API; see
 //! `crate::metrics`), `GET /healthz` (no auth). docs/collector.md documents every
-//! parameter and answer. Each request gets one tracing span with its method and `matched_path`.
+//! parameter and answer. Each request gets one tracing span with its method and
+//! `matched_path`.
 
 mod error;
 mod ingest;
