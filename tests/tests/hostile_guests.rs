@@ -685,7 +685,7 @@ fn install_hostile_agent(guest: &Guest, mode: AgentMode) {
         ),
     };
     let script = format!(
-        "exec 3<>{port}\necho HOSTILE-QGA-OPEN >/dev/console\nwhile IFS= read -r line <&3; do\necho HOSTILE-QGA-GOT >/dev/console\n{answer}\ndone\n"
+        "exec 3<>{port}\nexec 3>&-\nsleep 1\nexec 3<>{port}\necho HOSTILE-QGA-OPEN >/dev/console\nwhile IFS= read -r line <&3; do\necho HOSTILE-QGA-GOT >/dev/console\n{answer}\ndone\n"
     );
     let forge = "n=0; while [ $n -lt 30 ]; do n=$((n+1)); \
          echo \"<3>Out of memory: Killed process $((4000+n)) (hostile-agent) total-vm:1000kB, \
@@ -738,6 +738,21 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
             .wait_serial("(hostile-agent)", Duration::from_secs(90))
             .expect("the hostile guest prints its first kill line");
     }
+    // libvirt's view of each hostile agent's channel (it follows QEMU's VSERPORT_CHANGE).
+    let channel_states: Vec<String> = hostile
+        .iter()
+        .map(|guest| {
+            let xml = retry_libvirt("virsh dumpxml", || {
+                lab.virsh_run(&["dumpxml", guest.name()])
+            });
+            xml.lines()
+                .find(|line| line.contains("org.qemu.guest_agent.0") && line.contains("state="))
+                .and_then(|line| line.split("state='").nth(1))
+                .and_then(|rest| rest.split('\'').next())
+                .unwrap_or("unknown")
+                .to_string()
+        })
+        .collect();
     let hostile_started = Instant::now();
     // The agent now asks three hostile guest agents; the victim OOMs meanwhile.
     let (victim_event, under_hostile) = real_oom_latency(&stack, &victim, None);
@@ -798,7 +813,8 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
             .find(|line| line.contains(&uuid) && line.contains("Guest agent cannot read"))
             .map(str::to_string);
         figures.push(format!(
-            "{mode:?}: {lines_read} agent lines read for {kill_lines} partial reports; virsh: {}; noted: {}",
+            "{mode:?}: channel {} in libvirt, {lines_read} agent lines read for {kill_lines} partial reports; virsh: {}; noted: {}",
+            channel_states[index],
             libvirt_says[index],
             noted
                 .as_deref()
