@@ -14,8 +14,9 @@
 //! 1. scripts/package.sh builds ballast-agent, ballast-agent-libvirt and
 //!    ballast-collector; `dpkg-deb -f` shows ballast-agent does not depend on libvirt0;
 //! 2. a minimal Debian 12 (bookworm) resp. 13 (trixie) root (`debootstrap
-//!    --variant=minbase`, plus systemd, libvirt0 for the libvirt flavour and procps
-//!    for the units' /bin/kill) is built once into
+//!    --variant=minbase`, plus systemd, libvirt0 for the libvirt flavour, procps
+//!    for the units' /bin/kill and adduser, which Debian 13's minbase lacks) is
+//!    built once into
 //!    target/ballast-deploy/<release>-base and copied fresh for every run;
 //! 3. `dpkg -i` in a chroot runs the real maintainer scripts (and refuses unmet
 //!    dependencies: the Debian 12 build's shlib dependencies resolve on Debian 13);
@@ -496,10 +497,12 @@ fn check_control_fields(debs: &Debs) {
     }
 }
 
-/// A minimal Debian root of `release` (bookworm, trixie) with systemd, libvirt0 and
-/// procps, built once (slow) and cached.
+/// A minimal Debian root of `release` (bookworm, trixie) with systemd, libvirt0,
+/// procps and adduser, built once (slow) and cached. These are what `apt install`
+/// of the packages would pull in: `dpkg -i` in the test does not download. (Debian
+/// 13's minbase has no adduser: it is no longer `required` there.)
 fn base_root(release: &str) -> PathBuf {
-    let recipe = format!("{release} minbase +systemd,libvirt0,procps v2");
+    let recipe = format!("{release} minbase +systemd,libvirt0,procps,adduser v3");
     let base = target_dir().join(format!("ballast-deploy/{release}-base"));
     let stamp = base.join(".ballast-recipe");
     if std::fs::read_to_string(&stamp).is_ok_and(|found| found.trim() == recipe) {
@@ -520,7 +523,7 @@ fn base_root(release: &str) -> PathBuf {
         Command::new(tool("debootstrap").expect("checked by the caller"))
             .args([
                 "--variant=minbase",
-                "--include=systemd,libvirt0,procps",
+                "--include=systemd,libvirt0,procps,adduser",
                 release,
             ])
             .arg(&partial)
