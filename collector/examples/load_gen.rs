@@ -87,6 +87,9 @@ struct Args {
     ooms_per_host_hour: f64,
     #[arg(long, default_value_t = 2.0)]
     near_misses_per_host_hour: f64,
+    /// Rollup period (the agent's is a wall-clock minute; shorter only for tests).
+    #[arg(long, default_value_t = 60)]
+    rollup_secs: u32,
     /// Send every batch to the next URL too (at once, or after the first answer).
     #[arg(long)]
     resend: bool,
@@ -261,8 +264,8 @@ impl Agent {
         format!("{}/{middle}/{now_ms}-{}", self.host, self.sequence)
     }
 
-    fn start(&mut self, now_ms: i64) {
-        self.minute_start_ms = now_ms - now_ms % 60_000;
+    fn start(&mut self, now_ms: i64, period_ms: i64) {
+        self.minute_start_ms = now_ms - now_ms % period_ms;
         self.next_health_ms = now_ms + HEALTH_EVERY_MS;
         let key = self.sequenced_key("hello", now_ms);
         self.push(
@@ -344,9 +347,10 @@ impl Agent {
                 }),
             );
         }
-        if now_ms - self.minute_start_ms >= 60_000 {
+        let period_ms = i64::from(args.rollup_secs.max(1)) * 1000;
+        if now_ms - self.minute_start_ms >= period_ms {
             let period_start_ms = self.minute_start_ms;
-            self.minute_start_ms = now_ms - now_ms % 60_000;
+            self.minute_start_ms = now_ms - now_ms % period_ms;
             let host = host_memory(&mut self.rng);
             let mut rollups = Vec::with_capacity(self.vms.len());
             for vm in &mut self.vms {
@@ -356,7 +360,7 @@ impl Agent {
                     BalloonRollup {
                         vm: vm.vm.clone(),
                         period_start_ms,
-                        period_secs: 60,
+                        period_secs: args.rollup_secs.max(1),
                         samples: minute.samples,
                         maximum_kib: Some(vm.maximum_kib),
                         actual_kib: minute.actual,
@@ -555,7 +559,7 @@ async fn run_agent(
     let interval = Duration::from_secs(args.interval_secs);
     let phase = Duration::from_millis(agent.rng.below(interval.as_millis() as u64));
     tokio::time::sleep_until((start + phase).into()).await;
-    agent.start(epoch_ms());
+    agent.start(epoch_ms(), i64::from(args.rollup_secs.max(1)) * 1000);
     let mut round = index;
     let mut next = Instant::now();
     let mut pending_acks: Vec<OomAck> = Vec::new();
@@ -937,6 +941,7 @@ async fn main() -> anyhow::Result<()> {
         "request_bytes_mean": if requests > 0 { tally.request_bytes / requests as u64 } else { 0 },
         "ingest_ms": {"p50": p(&tally.ingest, 0.5), "p99": p(&tally.ingest, 0.99),
                       "max": tally.ingest.last().map_or(0.0, |d| ms(*d))},
+        "rollup_batches": tally.ingest_with_rollups.len(),
         "ingest_with_rollups_ms": {"p50": p(&tally.ingest_with_rollups, 0.5),
                                    "p99": p(&tally.ingest_with_rollups, 0.99)},
         "healthz_ms": {"p50": p(&healthz, 0.5), "p99": p(&healthz, 0.99),
@@ -1000,7 +1005,9 @@ async fn main() -> anyhow::Result<()> {
         p(&healthz, 0.99),
         db_cpu.map_or("-".to_string(), |c| format!("{c:.0} %")),
         peak_rss_kib / 1024,
-        per_host_day.map_or("-".into(), |b| format!("{:.2}", b / 1_048_576.0)),
+        per_host_day
+            .filter(|_| whole_minutes)
+            .map_or("-".into(), |b| format!("{:.2}", b / 1_048_576.0)),
     );
     for (reason, count) in &tally.errors {
         println!("  error x{count}: {reason}");

@@ -170,7 +170,7 @@ fn two_collectors_on_one_postgres_store_each_oom_once_and_answer_alike() {
 
     // Agents alternate between the collectors and send every batch to the other one too:
     // at the same time, or after the first answered. One OOM per host every 4 s on
-    // average, with real kernel reports.
+    // average, with real kernel reports; rollups every 4 s instead of every minute.
     let summary_file = root.path().join("summary.json");
     let output = Command::new(load_gen())
         .args(["--url", &format!("http://{}", a.addr)])
@@ -178,7 +178,7 @@ fn two_collectors_on_one_postgres_store_each_oom_once_and_answer_alike() {
         .arg("--tokens")
         .arg(&tokens_file)
         .args(["--agents", &HOSTS.to_string(), "--vms", "3"])
-        .args(["--interval-secs", "1", "--secs", "12"])
+        .args(["--interval-secs", "1", "--secs", "12", "--rollup-secs", "4"])
         .args([
             "--ooms-per-host-hour",
             "900",
@@ -221,6 +221,10 @@ fn two_collectors_on_one_postgres_store_each_oom_once_and_answer_alike() {
     assert!(
         summary["resends"].as_u64().unwrap_or(0) >= (HOSTS * 6) as u64,
         "batches went to both collectors: {stdout}"
+    );
+    assert!(
+        summary["rollup_batches"].as_u64().unwrap_or(0) >= HOSTS as u64,
+        "rollup batches went to both collectors too: {stdout}"
     );
     let acked = summary["acked_ooms"]
         .as_array()
