@@ -48,20 +48,22 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// A webhook receiver answering 200 and counting the posts.
-async fn receiver() -> (u16, Arc<AtomicU64>) {
-    let posts = Arc::new(AtomicU64::new(0));
-    let counted = Arc::clone(&posts);
-    let app = axum::Router::new().route(
-        "/hook",
+/// A webhook receiver answering 200 on `/hook` and `/hook2`, counting the posts of each.
+async fn receiver() -> (u16, [Arc<AtomicU64>; 2]) {
+    let posts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
+    let counting = |counter: &Arc<AtomicU64>| {
+        let counted = Arc::clone(counter);
         axum::routing::post(move || {
             let counted = Arc::clone(&counted);
             async move {
                 counted.fetch_add(1, Ordering::SeqCst);
                 "ok"
             }
-        }),
-    );
+        })
+    };
+    let app = axum::Router::new()
+        .route("/hook", counting(&posts[0]))
+        .route("/hook2", counting(&posts[1]));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind receiver");
@@ -253,7 +255,10 @@ struct Running {
     base: String,
     http: reqwest::Client,
     token: String,
-    _child: KillOnDrop,
+    read_token: String,
+    port: u16,
+    dead_port: u16,
+    child: KillOnDrop,
 }
 
 impl Running {
@@ -275,7 +280,7 @@ impl Running {
         let response = self
             .http
             .get(format!("{}/metrics", self.base))
-            .bearer_auth(READ_TOKEN)
+            .bearer_auth(&self.read_token)
             .send()
             .await
             .expect("scrape");
@@ -314,14 +319,18 @@ impl Running {
     }
 }
 
-async fn start(dir: &Path, hook_port: u16) -> Running {
-    let port = free_port();
-    let dead_port = free_port();
-    let read_token = dir.join("read.token");
-    std::fs::write(&read_token, READ_TOKEN).expect("read token");
-    let config = dir.join("collector.yaml");
+/// Writes collector.yaml: read token `read_token`, webhook "ok" posting to
+/// `hook_path` of the receiver, webhook "down" to a closed port.
+fn write_config(
+    dir: &Path,
+    (port, hook_port, dead_port): (u16, u16, u16),
+    read_token: &str,
+    hook_path: &str,
+) {
+    let read_file = dir.join(format!("{read_token}.token"));
+    std::fs::write(&read_file, read_token).expect("read token");
     std::fs::write(
-        &config,
+        dir.join("collector.yaml"),
         format!(
             "listen: 127.0.0.1:{port}\n\
              state_dir: {state}\n\
@@ -329,14 +338,21 @@ async fn start(dir: &Path, hook_port: u16) -> Running {
              ingest:\n  rate_per_sec: 1000\n  burst: 1000\n\
              retention:\n  rollup_days: 30\n  interval_secs: 1\n\
              notify:\n  poll_interval_ms: 100\n  webhooks:\n\
-             \x20   - {{name: ok, url: 'http://127.0.0.1:{hook_port}/hook', format: json}}\n\
+             \x20   - {{name: ok, url: 'http://127.0.0.1:{hook_port}{hook_path}', format: json}}\n\
              \x20   - {{name: down, url: 'http://127.0.0.1:{dead_port}/hook', format: json, \
              timeout_secs: 2, max_attempts: 2, backoff_initial_ms: 50, backoff_max_secs: 1}}\n",
             state = dir.join("state").display(),
-            read = read_token.display(),
+            read = read_file.display(),
         ),
     )
     .expect("config");
+}
+
+async fn start(dir: &Path, hook_port: u16) -> Running {
+    let port = free_port();
+    let dead_port = free_port();
+    write_config(dir, (port, hook_port, dead_port), READ_TOKEN, "/hook");
+    let config = dir.join("collector.yaml");
     let config = config.to_str().expect("utf-8 path").to_string();
     let created = collector(&["token", "create", "pve1", "--config", &config])
         .output()
@@ -368,7 +384,10 @@ async fn start(dir: &Path, hook_port: u16) -> Running {
         base,
         http,
         token,
-        _child: child,
+        read_token: READ_TOKEN.to_string(),
+        port,
+        dead_port,
+        child,
     }
 }
 
@@ -376,7 +395,7 @@ async fn start(dir: &Path, hook_port: u16) -> Running {
 async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (hook_port, posts) = receiver().await;
-    let collector = start(dir.path(), hook_port).await;
+    let mut collector = start(dir.path(), hook_port).await;
 
     // The read token guards /metrics like the query API.
     let anonymous = collector
@@ -546,7 +565,7 @@ async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
         1.0
     );
     assert_eq!(
-        posts.load(Ordering::SeqCst),
+        posts[0].load(Ordering::SeqCst),
         1,
         "the receiver got the one OOM"
     );
@@ -568,6 +587,108 @@ async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
     );
     assert!(done.value("ballast_collector_retention_last_duration_seconds") >= 0.0);
     promtool_check(&collector.scrape_text().await);
+
+    // SIGHUP with a new read token and webhook "ok" moved to /hook2: the counters
+    // carry over, and the senders started by the reload count into them.
+    let new_read = "read-secret-after-reload";
+    write_config(
+        dir.path(),
+        (collector.port, hook_port, collector.dead_port),
+        new_read,
+        "/hook2",
+    );
+    let pid = collector.child.0.id().to_string();
+    let hup = Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    collector.read_token = new_read.to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = collector
+            .http
+            .get(format!("{}/metrics", collector.base))
+            .bearer_auth(new_read)
+            .send()
+            .await
+            .expect("scrape during reload");
+        if answer.status().is_success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reload did not take the new read token"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reloaded = collector.scrape().await;
+    for series in [
+        "ballast_collector_ingest_requests_total{outcome=\"accepted\"}",
+        "ballast_collector_notifications_sent_total",
+        "ballast_collector_notifications_failed_total",
+        "ballast_collector_ingest_requests_total{outcome=\"rejected\",reason=\"unauthorized\"}",
+    ] {
+        assert_eq!(reloaded.value(series), 1.0, "{series} after SIGHUP");
+    }
+    let second = util::batch(
+        "pve1",
+        vec![util::oom(
+            "pve1/oom/2",
+            util::OOM_AT_MS + 60_000,
+            util::lab_inflated(),
+        )],
+    );
+    let body = serde_json::to_vec(&second).expect("json");
+    assert_eq!(collector.ingest(&token, body).await.0, 200);
+    let done = collector
+        .scrape_until("the reloaded senders", |s| {
+            s.value("ballast_collector_notifications_sent_total") >= 2.0
+                && s.value("ballast_collector_notifications_failed_total") >= 2.0
+        })
+        .await;
+    assert_eq!(
+        done.value("ballast_collector_notifications_sent_total"),
+        2.0
+    );
+    assert_eq!(
+        done.value("ballast_collector_notifications_failed_total"),
+        2.0
+    );
+    assert_eq!(
+        done.value("ballast_collector_ingest_requests_total{outcome=\"accepted\"}"),
+        2.0
+    );
+    assert_eq!(
+        (
+            posts[0].load(Ordering::SeqCst),
+            posts[1].load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "the second OOM went to the reloaded URL"
+    );
+}
+
+/// The parser of these tests refuses what Prometheus would refuse.
+#[test]
+fn the_exposition_parser_fails_on_malformed_lines() {
+    let good = "# HELP a_total A.\n# TYPE a_total counter\na_total{k=\"v\\\"\"} 1\n";
+    assert_eq!(parse(good).value("a_total{k=\"v\\\"\"}"), 1.0);
+    for bad in [
+        "a_total 1\n",                                    // no TYPE
+        "# TYPE a_total counter\na_total one\n",          // value
+        "# TYPE a_total counter\na_total{k=v} 1\n",       // unquoted label
+        "# TYPE a_total counter\na_total{k=\"v\"\n",      // unclosed
+        "# TYPE a_total counter\na_total{k=\"\\x\"} 1\n", // bad escape
+        "# TYPE a_total counter\na_total 1\na_total 2\n", // series twice
+        "# TYPE a_total counter\n# TYPE a_total gauge\n", // typed twice
+        "# TYPE a_total kounter\n",                       // type
+        "# TYPE 1a counter\n",                            // name
+        "# TYPE a_total counter\na_total 1",              // no final newline
+    ] {
+        let outcome = std::panic::catch_unwind(|| parse(bad));
+        assert!(outcome.is_err(), "accepted {bad:?}");
+    }
 }
 
 // ------------------------------------------------------- docs and deploy files
