@@ -6,7 +6,9 @@
 //!    rollups, the status file;
 //! 2. hypervisor events (balloon changes, lifecycle) as they arrive;
 //! 3. every tick: the serial console logs of all VMs, guest-agent fetches that a
-//!    suspicion asked for or that are due, held partial reports;
+//!    suspicion asked for or that are due (handed to the guest agent threads of
+//!    [`GuestAgentWorker`], their results taken back the next ticks: a guest agent
+//!    that does not answer never holds this thread), held partial reports;
 //! 4. every captured OOM is analyzed with the host's balloon figures
 //!    ([`crate::enrich`]) and handed to the [`EventSink`] with its idempotency key.
 //!
@@ -25,6 +27,7 @@ use ballast_model::{
     OomKind, VmConfig, VmInventory,
 };
 
+use crate::capture::ga_worker::{FetchDone, GuestAgentWorker, Submitted};
 use crate::capture::host_kernel::{HostKernelConfig, HostKernelReader, KnownVm};
 use crate::capture::{Capture, CaptureEvent, CaptureSettings, CapturedOom, FetchReason};
 use crate::config::Settings;
@@ -148,6 +151,11 @@ pub struct Monitor {
     host_kernel_tried: bool,
     events: Option<Receiver<DomainEvent>>,
     pending_fetch: BTreeMap<String, (DomainId, FetchReason)>,
+    /// Runs the guest agent calls; None if its threads could not start (then the
+    /// calls run on this thread, as a last resort).
+    guest_agent: Option<GuestAgentWorker>,
+    /// VMs the hypervisor said are not running (paused, shut off): no guest agent calls.
+    not_running: BTreeSet<String>,
     /// QEMU pids by VM uuid, for host kernel OOM attribution: read when a VM appears
     /// or (re)starts, dropped when it goes.
     qemu_pids: BTreeMap<String, u32>,
@@ -160,6 +168,11 @@ pub struct Monitor {
 const TICK: Duration = Duration::from_secs(1);
 /// Health events go out this often.
 const HEALTH_EVERY: Duration = Duration::from_secs(300);
+/// Guest agent threads, and the requests that may wait for one.
+const GUEST_AGENT_THREADS: usize = 2;
+const GUEST_AGENT_QUEUE: usize = 64;
+/// How long the exit waits for guest agent calls under way.
+const GUEST_AGENT_EXIT_WAIT: Duration = Duration::from_secs(3);
 
 impl Monitor {
     pub fn new(
@@ -169,6 +182,18 @@ impl Monitor {
         handles: Handles,
     ) -> Self {
         let capture = Capture::new(CaptureSettings::new(settings.state_dir.join("capture")));
+        let guest_agent = match GuestAgentWorker::start(
+            Arc::clone(&hypervisor),
+            capture.settings(),
+            GUEST_AGENT_THREADS,
+            GUEST_AGENT_QUEUE,
+        ) {
+            Ok(worker) => Some(worker),
+            Err(error) => {
+                tracing::warn!(%error, "Failed to start the guest agent threads; guest agent calls run on the monitor thread.");
+                None
+            }
+        };
         Self {
             settings,
             hypervisor,
@@ -179,6 +204,8 @@ impl Monitor {
             host_kernel_tried: false,
             events: None,
             pending_fetch: BTreeMap::new(),
+            guest_agent,
+            not_running: BTreeSet::new(),
             qemu_pids: BTreeMap::new(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
@@ -227,6 +254,12 @@ impl Monitor {
                 .saturating_duration_since(Instant::now())
                 .min(TICK);
             std::thread::sleep(sleep.max(Duration::from_millis(50)));
+        }
+        if let Some(worker) = self.guest_agent.take() {
+            let done = worker.shutdown(GUEST_AGENT_EXIT_WAIT);
+            let mut events = Vec::new();
+            self.take_guest_agent_results(done, Instant::now(), &mut events);
+            self.handle_capture(events);
         }
         let (events, result) = self.capture.shutdown(Instant::now());
         self.handle_capture(events);
@@ -329,6 +362,7 @@ impl Monitor {
                     tracing::info!(domain = %id.uuid, name = %id.name, "VM went away.");
                     self.capture.forget(&id.uuid);
                     self.qemu_pids.remove(&id.uuid);
+                    self.not_running.remove(&id.uuid);
                     self.inventory_dirty = true;
                 }
                 Change::BecameStale(id) => {
@@ -420,6 +454,11 @@ impl Monitor {
                     tracing::debug!(domain = %id.uuid, ?state, "Lifecycle event.");
                     lifecycle = true;
                     if state == DomainState::Running {
+                        self.not_running.remove(&id.uuid);
+                    } else {
+                        self.not_running.insert(id.uuid.clone());
+                    }
+                    if state == DomainState::Running {
                         self.inventory_dirty = true;
                         self.refresh_qemu_pid(&id);
                     } else if state == DomainState::ShutOff {
@@ -479,10 +518,18 @@ impl Monitor {
                 }
             }
         }
+        if let Some(worker) = self.guest_agent.as_mut() {
+            // Taken even with capture.guest_agent switched off by a reload.
+            let done = worker.finished();
+            self.take_guest_agent_results(done, now, &mut events);
+        }
         if self.settings.capture.guest_agent {
-            if self.settings.capture.guest_agent_interval_secs > 0 {
+            let interval = Duration::from_secs(self.settings.capture.guest_agent_interval_secs);
+            if !interval.is_zero() {
                 for (id, _) in &vms {
-                    if self.capture.guest_agent_due(id, now) {
+                    if self.capture.guest_agent_due(id, now, interval)
+                        && !self.guest_agent_in_flight(&id.uuid)
+                    {
                         self.pending_fetch
                             .entry(id.uuid.clone())
                             .or_insert_with(|| (id.clone(), FetchReason::Periodic));
@@ -492,30 +539,109 @@ impl Monitor {
             let known: BTreeSet<&str> = vms.iter().map(|(id, _)| id.uuid.as_str()).collect();
             let pending = std::mem::take(&mut self.pending_fetch);
             for (uuid, (id, reason)) in pending {
-                if !known.contains(uuid.as_str()) {
+                if !known.contains(uuid.as_str()) || self.not_running.contains(&uuid) {
                     continue;
                 }
-                let answered_before = self.capture.guest_agent_answering(&uuid);
-                let fetched =
-                    self.capture
-                        .fetch_guest_agent(self.hypervisor.as_ref(), &id, reason, now);
-                if self.capture.guest_agent_answering(&uuid) != answered_before {
-                    // The audit's "guest agent answering" changed: tell the collector.
-                    self.inventory_dirty = true;
+                if self.guest_agent_in_flight(&uuid) {
+                    // Asked again while a call runs (which may have started before the
+                    // report was complete): once more after it.
+                    if reason != FetchReason::Periodic {
+                        self.pending_fetch.insert(uuid, (id, reason));
+                    }
+                    continue;
                 }
-                match fetched {
-                    Ok(found) => events.extend(found),
-                    Err(error) => self.error_log.warn(
-                        &uuid,
-                        &format!("Guest agent capture of {}: {error}", id.name),
-                    ),
-                }
+                self.start_guest_agent_fetch(id, reason, now, &mut events);
             }
         }
         events.extend(self.capture.release_held(now));
         self.handle_capture(events);
         if self.settings.capture.host_kernel {
             self.host_kernel_tick(now);
+        }
+    }
+
+    fn guest_agent_in_flight(&self, uuid: &str) -> bool {
+        self.guest_agent
+            .as_ref()
+            .is_some_and(|worker| worker.in_flight(uuid))
+    }
+
+    /// Hands one fetch to the guest agent threads (unless the VM backs off).
+    fn start_guest_agent_fetch(
+        &mut self,
+        id: DomainId,
+        reason: FetchReason,
+        now: Instant,
+        events: &mut Vec<CaptureEvent>,
+    ) {
+        let Some(worker) = self.guest_agent.as_mut() else {
+            let answered_before = self.capture.guest_agent_answering(&id.uuid);
+            let fetched =
+                self.capture
+                    .fetch_guest_agent(self.hypervisor.as_ref(), &id, reason, now);
+            self.guest_agent_fetched(&id, answered_before, fetched, events);
+            return;
+        };
+        match self.capture.begin_guest_agent(&id, reason, now) {
+            Ok(true) => {}
+            // Backing off after a failure: no call.
+            Ok(false) => return,
+            Err(error) => {
+                self.error_log.warn(
+                    &id.uuid,
+                    &format!("Guest agent capture of {}: {error}", id.name),
+                );
+                return;
+            }
+        }
+        if worker.submit(&id, reason) == Submitted::Refused {
+            // Every thread is busy and the queue is full: on a later tick.
+            self.pending_fetch.insert(id.uuid.clone(), (id, reason));
+        }
+    }
+
+    /// Feeds finished guest agent calls to capture, on this thread.
+    fn take_guest_agent_results(
+        &mut self,
+        done: Vec<FetchDone>,
+        now: Instant,
+        events: &mut Vec<CaptureEvent>,
+    ) {
+        for FetchDone {
+            id,
+            reason,
+            output,
+            took,
+        } in done
+        {
+            if self.fleet().get(&id.uuid).is_none() {
+                // The VM went away meanwhile.
+                continue;
+            }
+            tracing::debug!(domain = %id.uuid, ?reason, took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX), "Guest agent call finished.");
+            let answered_before = self.capture.guest_agent_answering(&id.uuid);
+            let fetched = self.capture.finish_guest_agent(&id, output, now);
+            self.guest_agent_fetched(&id, answered_before, fetched, events);
+        }
+    }
+
+    fn guest_agent_fetched(
+        &mut self,
+        id: &DomainId,
+        answered_before: Option<bool>,
+        fetched: Result<Vec<CaptureEvent>, crate::capture::CaptureError>,
+        events: &mut Vec<CaptureEvent>,
+    ) {
+        if self.capture.guest_agent_answering(&id.uuid) != answered_before {
+            // The audit's "guest agent answering" changed: tell the collector.
+            self.inventory_dirty = true;
+        }
+        match fetched {
+            Ok(found) => events.extend(found),
+            Err(error) => self.error_log.warn(
+                &id.uuid,
+                &format!("Guest agent capture of {}: {error}", id.name),
+            ),
         }
     }
 
@@ -849,6 +975,80 @@ mod tests {
             })
             .next_back()
             .and_then(|vm| serde_json::from_value(vm.get("findings")?.clone()).ok())
+    }
+
+    /// Whether the JSON-lines file holds an OOM event of the VM `name`.
+    fn has_oom_of(events: &std::path::Path, name: &str) -> bool {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .any(|event| {
+                event
+                    .get("key")
+                    .and_then(|key| key.as_str())
+                    .is_some_and(|key| key.contains("/oom/"))
+                    && event.to_string().contains(&format!("\"name\":\"{name}\""))
+            })
+    }
+
+    #[test]
+    fn a_guest_agent_that_never_answers_does_not_hold_up_another_vms_oom() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
+            dir.path().join("state").display()
+        );
+        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        // A: its guest agent call blocks until the test releases it.
+        let (a_id, a) = vm("a-vm", Some("[    1.000000] Linux version 6.1\n"));
+        let gate = hypervisor.block_guest_exec(&a_id);
+        hypervisor.set(a_id, a);
+        // B: no guest agent; its OOM comes through its serial log.
+        let serial = dir.path().join("b.log");
+        std::fs::write(&serial, "[    0.500000] Linux version 6.1\n").expect("serial log");
+        let (b_id, mut b) = vm("b-victim", None);
+        b.config.serial_log_path = Some(serial.clone());
+        hypervisor.set(b_id, b);
+        let events = dir.path().join("events.jsonl");
+        let handles = Handles::new(&settings);
+        let stop = Arc::clone(&handles.stop);
+        let monitor = Monitor::new(
+            settings,
+            hypervisor,
+            Box::new(JsonLinesSink::new(events.clone())),
+            handles,
+        );
+        let thread = std::thread::spawn(move || monitor.run());
+        // The periodic fetch of A starts on the first tick and does not come back.
+        let entered = gate.entered.recv_timeout(Duration::from_secs(30));
+        {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&serial)
+                .expect("serial log");
+            log.write_all(crate::capture::detect::tests::LAB_LOG.as_bytes())
+                .expect("write the OOM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = false;
+        while !seen && Instant::now() < deadline {
+            seen = has_oom_of(&events, "b-victim");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Only now A's call may end (the monitor could not stop while it held it).
+        drop(gate);
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("monitor thread");
+        assert!(entered.is_ok(), "A's guest agent call never started");
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        assert!(seen, "no OOM of b-victim while A's call hung: {text}");
+        assert!(!has_oom_of(&events, "a-vm"), "{text}");
     }
 
     #[test]

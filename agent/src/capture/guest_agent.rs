@@ -132,12 +132,19 @@ pub enum Fetched {
 }
 
 /// The guest agent path of one domain: cursor and backoff.
+///
+/// A fetch has two halves so that the blocking call can run on another thread
+/// ([`super::ga_worker`]): [`GuestAgentReader::begin`] (backoff, schedule) and
+/// [`GuestAgentReader::finish`] (cursor, backoff) stay with the caller's state;
+/// [`run_kernel_log`] in between is the only part that waits for the guest.
 #[derive(Debug, Default)]
 pub struct GuestAgentReader {
     cursor: DmesgCursor,
     failures: u32,
     retry_at: Option<Instant>,
     last_fetch: Option<Instant>,
+    /// Whether the last fetch that finished got an answer.
+    answered: Option<bool>,
 }
 
 impl GuestAgentReader {
@@ -153,37 +160,45 @@ impl GuestAgentReader {
     }
 
     /// Whether the guest agent answered the last fetch that ran (None before the
-    /// first one); for the per-VM audit.
+    /// first one finished); for the per-VM audit.
     pub fn answering(&self) -> Option<bool> {
-        self.last_fetch.map(|_| self.failures == 0)
+        self.answered
     }
 
-    /// Runs dmesg (or journalctl -k) in the guest and takes the new reports.
-    pub fn fetch(
+    /// Starts a fetch: `Err(until)` while backing off after a failure.
+    pub fn begin(
         &mut self,
-        hypervisor: &dyn Hypervisor,
         domain: &DomainId,
         reason: FetchReason,
-        settings: &CaptureSettings,
         now: Instant,
-    ) -> Result<Fetched, CaptureError> {
+    ) -> Result<(), Instant> {
         if let Some(until) = self.retry_at.filter(|at| now < *at) {
-            return Ok(Fetched::BackingOff { until });
+            return Err(until);
         }
         self.last_fetch = Some(now);
         tracing::debug!(domain = %domain.uuid, ?reason, "Reading the guest kernel log through the guest agent.");
-        match run_kernel_log(hypervisor, domain, settings) {
+        Ok(())
+    }
+
+    /// Ends a fetch begun with [`GuestAgentReader::begin`] with what
+    /// [`run_kernel_log`] returned: the new reports, or the backoff after a failure.
+    pub fn finish(
+        &mut self,
+        domain: &DomainId,
+        output: Result<Vec<u8>, HypervisorError>,
+        settings: &CaptureSettings,
+        now: Instant,
+    ) -> Result<Taken, CaptureError> {
+        match output {
             Ok(output) => {
                 self.failures = 0;
                 self.retry_at = None;
-                Ok(Fetched::Reports(take_new(
-                    &mut self.cursor,
-                    &output,
-                    settings.max_raw_bytes,
-                )))
+                self.answered = Some(true);
+                Ok(take_new(&mut self.cursor, &output, settings.max_raw_bytes))
             }
             Err(source) => {
                 self.failures = self.failures.saturating_add(1);
+                self.answered = Some(false);
                 let delay = settings
                     .agent_backoff_min
                     .saturating_mul(1u32 << (self.failures - 1).min(16))
@@ -203,9 +218,30 @@ impl GuestAgentReader {
             }
         }
     }
+
+    /// Runs dmesg (or journalctl -k) in the guest and takes the new reports, all on
+    /// the calling thread ([`GuestAgentReader::begin`], [`run_kernel_log`],
+    /// [`GuestAgentReader::finish`]).
+    pub fn fetch(
+        &mut self,
+        hypervisor: &dyn Hypervisor,
+        domain: &DomainId,
+        reason: FetchReason,
+        settings: &CaptureSettings,
+        now: Instant,
+    ) -> Result<Fetched, CaptureError> {
+        if let Err(until) = self.begin(domain, reason, now) {
+            return Ok(Fetched::BackingOff { until });
+        }
+        let output = run_kernel_log(hypervisor, domain, settings);
+        self.finish(domain, output, settings, now)
+            .map(Fetched::Reports)
+    }
 }
 
-fn run_kernel_log(
+/// The blocking half of a fetch: runs `/bin/dmesg` (or `journalctl -k`) in the guest
+/// within `settings.agent_timeout` and returns its output.
+pub fn run_kernel_log(
     hypervisor: &dyn Hypervisor,
     domain: &DomainId,
     settings: &CaptureSettings,

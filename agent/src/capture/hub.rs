@@ -3,7 +3,9 @@
 //!
 //! The caller (the agent's poll loop) drives it:
 //! 1. [`Capture::poll_serial`] for each domain with a serial log, every poll;
-//! 2. [`Capture::fetch_guest_agent`] when the balloon counters suggest an OOM,
+//! 2. [`Capture::fetch_guest_agent`] (or its halves [`Capture::begin_guest_agent`]
+//!    and [`Capture::finish_guest_agent`] around a call on another thread) when the
+//!    balloon counters suggest an OOM,
 //!    when [`SerialPoll::wants_guest_agent`] says a partial report waits for
 //!    completion, and when [`Capture::guest_agent_due`] says the slow periodic
 //!    check is due;
@@ -18,14 +20,14 @@ use ballast_oom::Report;
 
 use super::dedupe::{self, Deduper, Seen};
 use super::flood::{MinInterval, TokenBucket};
-use super::guest_agent::{Fetched, GuestAgentReader};
+use super::guest_agent::{run_kernel_log, GuestAgentReader};
 use super::serial::SerialTailer;
 use super::state::{self, StateFile};
 use super::{
     CaptureError, CaptureEvent, CaptureSettings, CaptureSource, CapturedOom, FetchReason, NearMiss,
     NearMissKind,
 };
-use crate::hypervisor::{DomainId, Hypervisor};
+use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
 
 const DEDUPE_KIND: &str = "dedupe";
 
@@ -140,13 +142,11 @@ impl Capture {
         Ok(poll)
     }
 
-    /// The slow periodic guest agent check is due for this domain.
-    pub fn guest_agent_due(&self, id: &DomainId, now: Instant) -> bool {
-        self.domains.get(&id.uuid).is_none_or(|domain| {
-            domain
-                .agent
-                .periodic_due(now, self.settings.agent_periodic_interval)
-        })
+    /// The slow periodic guest agent check (every `interval`) is due for this domain.
+    pub fn guest_agent_due(&self, id: &DomainId, now: Instant, interval: Duration) -> bool {
+        self.domains
+            .get(&id.uuid)
+            .is_none_or(|domain| domain.agent.periodic_due(now, interval))
     }
 
     /// Whether this domain's guest agent answered the last kernel log fetch (None:
@@ -158,12 +158,44 @@ impl Capture {
     }
 
     /// Reads the guest kernel log through the guest agent (unless backing off
-    /// after a failure) and returns the new events.
+    /// after a failure) and returns the new events, on the calling thread.
     pub fn fetch_guest_agent(
         &mut self,
         hypervisor: &dyn Hypervisor,
         id: &DomainId,
         reason: FetchReason,
+        now: Instant,
+    ) -> Result<Vec<CaptureEvent>, CaptureError> {
+        if !self.begin_guest_agent(id, reason, now)? {
+            return Ok(Vec::new());
+        }
+        let output = run_kernel_log(hypervisor, id, &self.settings);
+        self.finish_guest_agent(id, output, now)
+    }
+
+    /// The first half of a fetch run elsewhere ([`super::ga_worker`]): false while
+    /// the domain backs off after a failure (no call), true when the caller should
+    /// run [`run_kernel_log`] and hand its result to [`Capture::finish_guest_agent`].
+    pub fn begin_guest_agent(
+        &mut self,
+        id: &DomainId,
+        reason: FetchReason,
+        now: Instant,
+    ) -> Result<bool, CaptureError> {
+        self.domain(id, now)?;
+        let domain = self
+            .domains
+            .get_mut(&id.uuid)
+            .expect("domain() inserted it");
+        Ok(domain.agent.begin(id, reason, now).is_ok())
+    }
+
+    /// The second half: the new reports of the output (dedupe, holding and flood
+    /// control as for the serial log), or the failure (the domain backs off).
+    pub fn finish_guest_agent(
+        &mut self,
+        id: &DomainId,
+        output: Result<Vec<u8>, HypervisorError>,
         now: Instant,
     ) -> Result<Vec<CaptureEvent>, CaptureError> {
         self.domain(id, now)?;
@@ -173,13 +205,7 @@ impl Capture {
             .domains
             .get_mut(&id.uuid)
             .expect("domain() inserted it");
-        let taken = match domain
-            .agent
-            .fetch(hypervisor, id, reason, &self.settings, now)?
-        {
-            Fetched::Reports(taken) => taken,
-            Fetched::BackingOff { .. } => return Ok(Vec::new()),
-        };
+        let taken = domain.agent.finish(id, output, &self.settings, now)?;
         if taken.rebooted {
             tracing::info!(domain = %id.uuid, "Guest rebooted since the last kernel log read.");
         }

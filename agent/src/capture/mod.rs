@@ -36,6 +36,7 @@
 pub mod dedupe;
 pub mod detect;
 pub mod flood;
+pub mod ga_worker;
 pub mod guest_agent;
 pub mod host_kernel;
 pub mod hub;
@@ -148,8 +149,6 @@ pub struct CaptureSettings {
     pub agent_backoff_min: Duration,
     /// ...up to this (30 min).
     pub agent_backoff_max: Duration,
-    /// Guest agent: slow periodic fetch interval (10 min).
-    pub agent_periodic_interval: Duration,
     /// Where per-domain state files go.
     pub state_dir: PathBuf,
 }
@@ -175,7 +174,6 @@ impl CaptureSettings {
             agent_max_output_bytes: 4 * 1024 * 1024,
             agent_backoff_min: Duration::from_secs(30),
             agent_backoff_max: Duration::from_secs(30 * 60),
-            agent_periodic_interval: Duration::from_secs(600),
             state_dir: state_dir.into(),
         }
     }

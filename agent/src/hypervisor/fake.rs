@@ -1,6 +1,7 @@
 //! An in-memory hypervisor for unit tests: domains, samples and guest output set by the test.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,6 +25,17 @@ pub struct FakeDomain {
 #[derive(Debug, Default)]
 pub struct FakeHypervisor {
     domains: Mutex<BTreeMap<DomainId, FakeDomain>>,
+    /// Per domain uuid: the next guest_exec says it started, then waits to be released.
+    exec_gates: Mutex<BTreeMap<String, (Sender<()>, Receiver<()>)>>,
+}
+
+/// The test's end of [`FakeHypervisor::block_guest_exec`].
+#[derive(Debug)]
+pub struct ExecGate {
+    /// Receives once when the blocked call has started.
+    pub entered: Receiver<()>,
+    /// Send (or drop) to let the blocked call go on.
+    pub release: Sender<()>,
 }
 
 impl FakeHypervisor {
@@ -41,6 +53,18 @@ impl FakeHypervisor {
         if let Some(domain) = self.lock().get_mut(id) {
             change(domain);
         }
+    }
+
+    /// Makes the next `guest_exec` on `id` block (a guest agent that does not
+    /// answer) until the test releases it through the returned gate.
+    pub fn block_guest_exec(&self, id: &DomainId) -> ExecGate {
+        let (entered_sender, entered) = std::sync::mpsc::channel();
+        let (release, release_receiver) = std::sync::mpsc::channel();
+        self.exec_gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id.uuid.clone(), (entered_sender, release_receiver));
+        ExecGate { entered, release }
     }
 
     pub fn remove(&self, id: &DomainId) {
@@ -110,6 +134,16 @@ impl Hypervisor for FakeHypervisor {
         _timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError> {
+        let gate = self
+            .exec_gates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id.uuid);
+        if let Some((entered, release)) = gate {
+            // The test may have stopped listening; the call still waits for release.
+            let _ = entered.send(());
+            let _ = release.recv();
+        }
         let Some(mut stdout) = self.get(id)?.dmesg else {
             return Err(HypervisorError::Unavailable {
                 domain: id.name.clone(),
