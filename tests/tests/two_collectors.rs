@@ -21,19 +21,24 @@ use serde_json::Value;
 
 const HOSTS: usize = 6;
 
-/// The load generator, built now (a no-op when `cargo test` built it already).
+/// The load generator (`cargo test` builds it); built here when missing or older
+/// than its source.
 fn load_gen() -> PathBuf {
-    let collector = binary("ballast-collector");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "-p", "ballast-collector", "--example", "load_gen"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building example load_gen failed");
-    collector
+    let path = binary("ballast-collector")
         .parent()
         .expect("target/<profile>")
         .join("examples")
-        .join("load_gen")
+        .join("load_gen");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/examples/load_gen.rs");
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if modified(&path).is_none() || modified(&path) < modified(&source) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ballast-collector", "--example", "load_gen"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building example load_gen failed");
+    }
+    path
 }
 
 struct Collector {
