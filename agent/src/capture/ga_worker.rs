@@ -14,7 +14,7 @@
 //! - [`GuestAgentWorker::shutdown`] waits a bounded time for running calls.
 
 use std::collections::BTreeSet;
-use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -120,14 +120,9 @@ impl GuestAgentWorker {
     /// The fetches finished since the last call; never blocks.
     pub fn finished(&mut self) -> Vec<FetchDone> {
         let mut done = Vec::new();
-        loop {
-            match self.results.try_recv() {
-                Ok(result) => {
-                    self.in_flight.remove(&result.id.uuid);
-                    done.push(result);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(result) = self.results.try_recv() {
+            self.in_flight.remove(&result.id.uuid);
+            done.push(result);
         }
         done
     }

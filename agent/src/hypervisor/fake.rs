@@ -26,8 +26,11 @@ pub struct FakeDomain {
 pub struct FakeHypervisor {
     domains: Mutex<BTreeMap<DomainId, FakeDomain>>,
     /// Per domain uuid: the next guest_exec says it started, then waits to be released.
-    exec_gates: Mutex<BTreeMap<String, (Sender<()>, Receiver<()>)>>,
+    exec_gates: Mutex<BTreeMap<String, FakeGate>>,
 }
+
+/// The fake's end of an [`ExecGate`]: "started" out, "go on" in.
+type FakeGate = (Sender<()>, Receiver<()>);
 
 /// The test's end of [`FakeHypervisor::block_guest_exec`].
 #[derive(Debug)]
