@@ -3,8 +3,10 @@
 //! deliver and fail and retention delete, then scrape and check the counters moved
 //! as an operator would read them. Every scrape is parsed strictly and, with
 //! promtool installed (scripts/install-deps.sh; required in CI), linted by
-//! `promtool check metrics`. Also: docs/metrics.md lists every family, and the
-//! Grafana dashboard and alert rules name only families the collector exports.
+//! `promtool check metrics`. A SIGHUP reload keeps the counters. A real SQLite
+//! store made to refuse writes gives 5xx and storage errors. Also: docs/metrics.md
+//! lists every family, and the Grafana dashboard and alert rules name only families
+//! the collector exports.
 #![allow(clippy::tests_outside_test_module)]
 
 mod util;
@@ -752,4 +754,111 @@ fn docs_dashboard_and_rules_name_only_exported_collector_metrics() {
             "{path} names collector metrics that are not exported: {unknown:?}"
         );
     }
+}
+
+/// A real SQLite store that starts refusing writes (a trigger raising on insert, as a
+/// full disk would) and loses the outbox table: ingest answers 500 and counts as
+/// `outcome="error"`, both failures as storage errors, and the outbox gauge is
+/// absent rather than a made-up 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failures_count_as_5xx_and_storage_errors() {
+    use ballast_collector::api::{ApiConfig, AppState};
+    use ballast_collector::auth::token_sha256;
+    use ballast_collector::storage::sql::Query;
+    use ballast_collector::storage::{queries, sqlite::SqliteStore, Store};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open"),
+    );
+    queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
+        .await
+        .expect("token");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let state = AppState::new(store.clone(), ApiConfig::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(ballast_collector::server::serve_listener(
+        listener,
+        state,
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let http = reqwest::Client::new();
+    let scrape = || async {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("body");
+        (parse(&text), text)
+    };
+
+    store
+        .execute(Query::new(
+            "CREATE TRIGGER refuse_rollups BEFORE INSERT ON rollups \
+             BEGIN SELECT RAISE(FAIL, 'injected: the disk is full'); END",
+            Vec::new(),
+        ))
+        .await
+        .expect("trigger");
+    let batch = util::batch(
+        "pve1",
+        vec![util::rollup(
+            "pve1/r/1",
+            util::LAB_UUID,
+            util::OOM_AT_MS,
+            300 * util::MIB,
+        )],
+    );
+    let answer = http
+        .post(format!("{base}/api/v1/ingest"))
+        .bearer_auth("blt_pve1")
+        .json(&batch)
+        .send()
+        .await
+        .expect("ingest");
+    assert_eq!(answer.status().as_u16(), 500);
+    let (after, _) = scrape().await;
+    assert_eq!(
+        after.value("ballast_collector_ingest_requests_total{outcome=\"error\"}"),
+        1.0
+    );
+    assert_eq!(
+        after.value("ballast_collector_ingest_requests_total{outcome=\"accepted\"}"),
+        0.0
+    );
+    assert_eq!(after.value("ballast_collector_storage_errors_total"), 1.0);
+    assert_eq!(after.value("ballast_collector_events_accepted_total"), 0.0);
+    assert!(!after
+        .samples
+        .contains_key("ballast_collector_last_ingest_timestamp_seconds"));
+    assert_eq!(
+        after.value("ballast_collector_notify_outbox_rows{state=\"pending\"}"),
+        0.0
+    );
+
+    store
+        .execute(Query::new(
+            "ALTER TABLE notify_outbox RENAME TO notify_outbox_gone",
+            Vec::new(),
+        ))
+        .await
+        .expect("rename");
+    let (broken, text) = scrape().await;
+    assert_eq!(broken.value("ballast_collector_storage_errors_total"), 2.0);
+    assert!(
+        !text.contains("ballast_collector_notify_outbox_rows"),
+        "no outbox figures when they cannot be counted:\n{text}"
+    );
+    promtool_check(&text);
+    let _ = stop.send(());
+    let _ = server.await;
 }
