@@ -125,6 +125,16 @@ fn every_oom_arrives_exactly_once_across_collector_outages_and_kills() {
     let mut collector = start_collector(&config, &root.join("collector-1.log"));
     wait_healthy(addr);
 
+    // The agent's start-up check: its token is recognised, a wrong one refused.
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    let (status, body) =
+        http_get(addr, "/api/v1/health", Some(token.trim())).expect("health answers");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"host_id\":\"{HOST}\"")), "{body}");
+    let wrong = format!("blt_{}", "0".repeat(64));
+    let (status, _) = http_get(addr, "/api/v1/health", Some(&wrong)).expect("health answers");
+    assert_eq!(status, 401, "a wrong token must be refused");
+
     // Kill the pusher (the agent side) at a few moments, and the collector once mid-ingest.
     for round in 0..6u64 {
         let mut pusher = start_pusher(&pusher_dir, &url, &token_file);

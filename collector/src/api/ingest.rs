@@ -25,8 +25,8 @@ use axum::Json;
 
 use ballast_model::{Batch, Event, IngestResponse};
 
-use crate::api::{bearer, AppError, AppState};
-use crate::auth::{constant_time_eq, token_sha256, Refused};
+use crate::api::{AppError, AppState};
+use crate::auth::Refused;
 use crate::metrics::{BatchShape, IngestOutcome};
 use crate::storage::prepare::{prepare_batch, VmContext};
 use crate::storage::queries;
@@ -68,14 +68,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(IngestResponse, BatchShape), AppError> {
-    let token = bearer(&headers).ok_or(AppError::Unauthorized)?;
-    let hash = token_sha256(token);
-    let (host, stored_hash) = queries::host_for_token_hash(state.store.as_ref(), &hash)
-        .await?
-        .ok_or(AppError::Unauthorized)?;
-    if !constant_time_eq(&hash, &stored_hash) {
-        return Err(AppError::Unauthorized);
-    }
+    let host = super::health::authenticate_host(&state, &headers).await?;
     let _permit =
         state
             .admission

@@ -14,6 +14,7 @@
 //! `matched_path`.
 
 mod error;
+mod health;
 mod ingest;
 mod query;
 
@@ -98,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .route("/api/v1/ingest", post(ingest::ingest))
+        .route("/api/v1/health", get(health::agent_health))
         .route("/healthz", get(|| async { "ok" }))
         .merge(read)
         .merge(crate::dashboard::routes(state.clone()))
