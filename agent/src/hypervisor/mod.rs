@@ -8,7 +8,11 @@
 //!
 //! Units: every memory figure the agent keeps is KiB (`_kib`), libvirt's unit;
 //! backends that read bytes (QMP) convert. Every figure is `Option`: missing != 0.
-//! Calls are blocking; the agent runs them on blocking threads, one poll at a time.
+//! Calls are blocking; the agent runs them on blocking threads, one poll at a time,
+//! while `guest_exec` runs concurrently on the guest agent threads
+//! ([`crate::capture::ga_worker`]) through the same shared backend: every backend
+//! is `Send + Sync` and must not hold a lock across a call that waits for a guest
+//! (libvirt: the connection is cloned out of its mutex; Proxmox: one QGA socket per call).
 
 pub mod fake;
 #[cfg(feature = "libvirt")]
