@@ -23,7 +23,7 @@ step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 
 fuzz_seconds="${BALLAST_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
