@@ -852,8 +852,15 @@ fn install_run_and_purge(test: &str, release: &str) {
             .arg(format!("--root={}", root.path.display()))
             .arg(unit));
         let messages = String::from_utf8_lossy(&output.stderr);
+        // This machine's systemd (Debian 12's 252) does not know the directives of
+        // Debian 13's own units; only messages about ours count here.
+        let ours: Vec<String> = messages
+            .lines()
+            .map(|line| line.replace(&root.path.display().to_string(), ""))
+            .filter(|line| line.contains("ballast"))
+            .collect();
         assert!(
-            messages.trim().is_empty(),
+            ours.is_empty(),
             "systemd-analyze verify {unit}:\n{messages}"
         );
         // And the root's own systemd (257 on Debian 13), which knows newer directives.
