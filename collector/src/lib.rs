@@ -21,6 +21,7 @@ pub mod auth;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
+mod error_text;
 pub mod metrics;
 pub mod notify;
 pub mod paths;

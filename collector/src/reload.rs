@@ -32,6 +32,7 @@ use tower::Service;
 
 use crate::api::{app, ApiConfig, AppState};
 use crate::config::Settings;
+use crate::error_text::chain as error_chain;
 
 /// What a reload changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -212,17 +213,6 @@ pub fn notify_systemd(state: &[sd_notify::NotifyState]) {
     if let Err(error) = sd_notify::notify(state) {
         tracing::warn!(%error, "Failed to notify systemd.");
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use axum::Json;
 
 use ballast_model::ErrorBody;
 
+use crate::error_text::chain;
 use crate::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,18 +57,6 @@ impl AppError {
             AppError::Storage(_) | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
-}
-
-/// The whole `source()` chain in one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl IntoResponse for AppError {

@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::dashboard::layout;
+pub(crate) use crate::error_text::chain;
 use crate::storage::StoreError;
 
 /// Why a page could not be shown.
@@ -42,16 +43,4 @@ impl IntoResponse for DashboardError {
         );
         (status, body).into_response()
     }
-}
-
-/// An error and its sources, `: `-separated.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::error_text::chain as error_chain;
 use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
 use crate::notify::outbox;
@@ -337,15 +338,4 @@ impl Sender {
 /// What every lease token of the sender `instance` starts with.
 pub fn lease_prefix(instance: u64) -> String {
     format!("{instance:016x}-")
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
