@@ -13,10 +13,11 @@
 #      exists, else `ballast-collector --print-default-config`); packages both;
 #   3. the same build with the agent's default features: only the agent and the
 #      libvirt bindings are compiled again; packages ballast-agent-libvirt.
-# Step 3 overwrites target/release/ballast-agent, so the order matters.
+# Step 3 overwrites target/<profile>/ballast-agent, so the order matters.
 #
 # Prints the paths of the three .deb files on stdout, one a line; progress on stderr.
-# Environment: BALLAST_DEB_OUT (default target/debian) is where the .deb files go.
+# Environment: BALLAST_DEB_OUT (default target/debian) is where the .deb files go;
+# BALLAST_CARGO_PROFILE (default dist: release + fat LTO, Cargo.toml) the build profile.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -31,26 +32,27 @@ fi
 target_dir=$(cargo metadata --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 out="${BALLAST_DEB_OUT:-$target_dir/debian}"
+profile="${BALLAST_CARGO_PROFILE:-dist}"
 mkdir -p "$out"
 
-# deb FLAVOUR-ARGS...: package what target/release holds now; print the .deb path.
+# deb FLAVOUR-ARGS...: package what target/$profile holds now; print the .deb path.
 deb() {
-    deb_path=$(cargo deb --no-build --strip --output "$out" "$@")
+    deb_path=$(cargo deb --no-build --strip --profile "$profile" --output "$out" "$@")
     printf '%s\n' "$deb_path" | tail -n 1
 }
 
-log "building ballast-collector and ballast-agent without libvirt (release)"
-cargo build --release --locked -p ballast-collector -p ballast-agent --no-default-features >&2
-collector_yaml="$target_dir/release/ballast-collector.example.yaml"
+log "building ballast-collector and ballast-agent without libvirt ($profile)"
+cargo build --profile "$profile" --locked -p ballast-collector -p ballast-agent --no-default-features >&2
+collector_yaml="$target_dir/$profile/ballast-collector.example.yaml"
 if [ -f config/collector.example.yaml ]; then
     cp config/collector.example.yaml "$collector_yaml"
 else
     log "config/collector.example.yaml is missing: packaging --print-default-config"
-    "$target_dir/release/ballast-collector" --print-default-config >"$collector_yaml"
+    "$target_dir/$profile/ballast-collector" --print-default-config >"$collector_yaml"
 fi
 deb -p ballast-collector
 deb -p ballast-agent
 
-log "building ballast-agent with libvirt (release)"
-cargo build --release --locked -p ballast-collector -p ballast-agent >&2
+log "building ballast-agent with libvirt ($profile)"
+cargo build --profile "$profile" --locked -p ballast-collector -p ballast-agent >&2
 deb -p ballast-agent --variant libvirt
