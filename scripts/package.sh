@@ -17,7 +17,8 @@
 #
 # Prints the paths of the three .deb files on stdout, one a line; progress on stderr.
 # Environment: BALLAST_DEB_OUT (default target/debian) is where the .deb files go;
-# BALLAST_CARGO_PROFILE (default dist: release + fat LTO, Cargo.toml) the build profile.
+# BALLAST_CARGO_PROFILE (default release; `dist` = release + fat LTO, Cargo.toml: 0.3 MiB
+# less resident at 500 VMs for ~+90 s of link per binary, BENCHMARKS.md) the build profile.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -32,7 +33,7 @@ fi
 target_dir=$(cargo metadata --format-version 1 --no-deps \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 out="${BALLAST_DEB_OUT:-$target_dir/debian}"
-profile="${BALLAST_CARGO_PROFILE:-dist}"
+profile="${BALLAST_CARGO_PROFILE:-release}"
 mkdir -p "$out"
 
 # deb FLAVOUR-ARGS...: package what target/$profile holds now; print the .deb path.
