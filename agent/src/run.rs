@@ -487,19 +487,22 @@ impl Monitor {
 
     fn capture_tick(&mut self) {
         let now = Instant::now();
-        let vms: Vec<(DomainId, Option<PathBuf>)> = self
+        // Per VM: its serial log, and whether it may have a guest agent (a channel in
+        // its configuration, or a configuration not read yet).
+        let vms: Vec<(DomainId, Option<PathBuf>, bool)> = self
             .fleet()
             .vms()
             .map(|vm| {
                 (
                     vm.id.clone(),
                     vm.config.as_ref().and_then(|c| c.serial_log_path.clone()),
+                    vm.config.as_ref().is_none_or(|c| c.guest_agent_channel),
                 )
             })
             .collect();
         let mut events = Vec::new();
         if self.settings.capture.serial {
-            for (id, path) in &vms {
+            for (id, path, _) in &vms {
                 let Some(path) = path else {
                     continue;
                 };
@@ -526,7 +529,9 @@ impl Monitor {
         if self.settings.capture.guest_agent {
             let interval = Duration::from_secs(self.settings.capture.guest_agent_interval_secs);
             if !interval.is_zero() {
-                for (id, _) in &vms {
+                // A VM without a guest agent channel is asked only when its serial
+                // console shows a partial report, never periodically.
+                for (id, _, _) in vms.iter().filter(|(_, _, channel)| *channel) {
                     if self.capture.guest_agent_due(id, now, interval)
                         && !self.guest_agent_in_flight(&id.uuid)
                     {
@@ -536,7 +541,7 @@ impl Monitor {
                     }
                 }
             }
-            let known: BTreeSet<&str> = vms.iter().map(|(id, _)| id.uuid.as_str()).collect();
+            let known: BTreeSet<&str> = vms.iter().map(|(id, _, _)| id.uuid.as_str()).collect();
             let pending = std::mem::take(&mut self.pending_fetch);
             for (uuid, (id, reason)) in pending {
                 if !known.contains(uuid.as_str()) || self.not_running.contains(&uuid) {
@@ -1100,5 +1105,46 @@ mod tests {
         );
         let talks = talks.expect("an inventory with talks-back");
         assert!(!talks.contains(&not_answering), "{talks:?}");
+    }
+
+    #[test]
+    fn the_periodic_guest_agent_fetch_skips_vms_without_a_channel() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = format!(
+            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
+            dir.path().join("state").display()
+        );
+        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        let (with_id, with) = vm("with-channel", Some("[    1.000000] Linux version 6.1\n"));
+        let (without_id, mut without) = vm("no-channel", Some("[    1.000000] Linux 6.1\n"));
+        without.config.guest_agent_channel = false;
+        hypervisor.set(with_id.clone(), with);
+        hypervisor.set(without_id.clone(), without);
+        let handles = Handles::new(&settings);
+        let stop = Arc::clone(&handles.stop);
+        let monitor = Monitor::new(
+            settings,
+            Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
+            Box::new(JsonLinesSink::new(dir.path().join("events.jsonl"))),
+            handles,
+        );
+        let thread = std::thread::spawn(move || monitor.run());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hypervisor.guest_exec_calls(&with_id) == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A few more ticks in which the other VM's fetch would have started too.
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        thread.join().expect("monitor thread");
+        assert!(
+            hypervisor.guest_exec_calls(&with_id) >= 1,
+            "the VM with a channel was never asked"
+        );
+        assert_eq!(hypervisor.guest_exec_calls(&without_id), 0);
     }
 }

@@ -27,6 +27,8 @@ pub struct FakeHypervisor {
     domains: Mutex<BTreeMap<DomainId, FakeDomain>>,
     /// Per domain uuid: the next guest_exec says it started, then waits to be released.
     exec_gates: Mutex<BTreeMap<String, FakeGate>>,
+    /// Per domain uuid: how many `guest_exec` calls reached the fake.
+    exec_calls: Mutex<BTreeMap<String, u32>>,
 }
 
 /// The fake's end of an [`ExecGate`]: "started" out, "go on" in.
@@ -68,6 +70,16 @@ impl FakeHypervisor {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(id.uuid.clone(), (entered_sender, release_receiver));
         ExecGate { entered, release }
+    }
+
+    /// How many `guest_exec` calls reached `id` so far.
+    pub fn guest_exec_calls(&self, id: &DomainId) -> u32 {
+        self.exec_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&id.uuid)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn remove(&self, id: &DomainId) {
@@ -137,6 +149,12 @@ impl Hypervisor for FakeHypervisor {
         _timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError> {
+        *self
+            .exec_calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(id.uuid.clone())
+            .or_default() += 1;
         let gate = self
             .exec_gates
             .lock()
