@@ -8,6 +8,7 @@ pub mod audit;
 pub mod capture;
 pub mod config;
 pub mod enrich;
+pub mod error_text;
 pub mod explain;
 pub mod fleet;
 pub mod history;

@@ -201,9 +201,22 @@ fn libvirt_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
         uri: settings.libvirt.uri.clone(),
         ..LibvirtConfig::default()
     });
-    hypervisor
-        .connect()
-        .with_context(|| format!("Failed to reach libvirt at {}", settings.libvirt.uri))?;
+    match hypervisor.connect() {
+        Ok(()) => {}
+        // libvirtd stopped, or not up yet at boot: start anyway (spool, delivery and
+        // /metrics work meanwhile); every poll tries to connect again.
+        Err(error) if LibvirtHypervisor::daemon_unreachable(&error) => {
+            tracing::warn!(
+                uri = %settings.libvirt.uri,
+                error = %ballast_agent::error_text::error_chain(&error),
+                "libvirt does not answer (is libvirtd running?); polling starts once it does."
+            );
+        }
+        Err(error) => {
+            return Err(error)
+                .with_context(|| format!("Failed to reach libvirt at {}", settings.libvirt.uri))
+        }
+    }
     Ok(Arc::new(hypervisor))
 }
 

@@ -222,7 +222,7 @@ impl Monitor {
         match self.hypervisor.subscribe(sender) {
             Ok(()) => self.events = Some(receiver),
             Err(error) => {
-                tracing::warn!(%error, "No hypervisor events; balloon changes are seen at poll time only.")
+                tracing::warn!(%error, "No hypervisor events for now (libvirt registers them on its next connection); balloon changes are seen at poll time meanwhile.")
             }
         }
         self.emit_hello();
@@ -661,7 +661,7 @@ impl Monitor {
             match HostKernelReader::open(config) {
                 Ok(reader) => self.host_kernel = Some(reader),
                 Err(error) => tracing::warn!(
-                    error = %crate::capture::host_kernel::error_chain(&error),
+                    error = %crate::error_text::error_chain(&error),
                     "Host kernel log unavailable: host and VM-cgroup OOMs are not captured."
                 ),
             }

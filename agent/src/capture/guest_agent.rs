@@ -205,7 +205,7 @@ impl GuestAgentReader {
                     .min(settings.agent_backoff_max);
                 self.retry_at = Some(now + delay);
                 // The whole chain: libvirt's own words say why (timeout, not connected, ...).
-                let reason = super::host_kernel::error_chain(&source);
+                let reason = crate::error_text::error_chain(&source);
                 if self.failures == 1 {
                     tracing::info!(domain = %domain.uuid, error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
                 } else {

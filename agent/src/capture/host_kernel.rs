@@ -425,18 +425,6 @@ impl<S: RecordSource> HostKernelReader<S> {
     }
 }
 
-/// An error and its causes, `: `-separated (for one log line).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn read_boot_id(path: &Path) -> String {
     std::fs::read_to_string(path)
         .map(|text| text.trim().to_string())

@@ -192,6 +192,23 @@ impl LibvirtHypervisor {
         self.inner.connection().map(drop)
     }
 
+    /// Whether a failed [`connect`](Self::connect) only means the daemon did not
+    /// answer (its socket is missing or refuses: libvirtd stopped or not started
+    /// yet), as opposed to a URI no daemon will ever accept.
+    pub fn daemon_unreachable(error: &HypervisorError) -> bool {
+        let HypervisorError::Connect { source, .. } = error else {
+            return false;
+        };
+        source.downcast_ref::<VirtError>().is_some_and(|error| {
+            error
+                .code()
+                .is_known_and(|code| code == ErrorNumber::SystemError)
+                && error
+                    .domain()
+                    .is_known_and(|domain| domain == virt::error::ErrorDomain::Rpc)
+        })
+    }
+
     pub fn config(&self) -> &LibvirtConfig {
         &self.inner.config
     }

@@ -122,7 +122,7 @@ impl CollectorClient {
                 },
             },
             Err(error) => Reachability::Unreachable {
-                error: error_chain(&error),
+                error: crate::error_text::error_chain(&error),
             },
         }
     }
@@ -156,7 +156,7 @@ impl CollectorClient {
                 return SendOutcome::Retry {
                     stage: SendStage::Request,
                     status: None,
-                    error: error_chain(&error),
+                    error: crate::error_text::error_chain(&error),
                     retry_after: None,
                 }
             }
@@ -256,18 +256,6 @@ fn blamed_event(field: &str) -> Option<usize> {
     let rest = field.strip_prefix("events[")?;
     let (index, _) = rest.split_once(']')?;
     index.parse().ok()
-}
-
-/// reqwest errors hide the cause (connection refused, timed out) in their sources.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

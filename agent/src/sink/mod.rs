@@ -285,7 +285,7 @@ fn spool_error(
     attempt: u32,
     delay: Duration,
 ) {
-    let text = format!("{:#}", DisplayChain(error));
+    let text = crate::error_text::error_chain(error);
     CollectorSendError {
         stage: SendStage::Spool,
         error: &text,
@@ -339,21 +339,6 @@ fn log_reachability(url: &str, reachability: &Reachability) {
             %error,
             "Collector unreachable; events stay in the spool and are sent when it is back."
         ),
-    }
-}
-
-/// `error: cause: cause` on one line.
-struct DisplayChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(formatter, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 
