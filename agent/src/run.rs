@@ -968,6 +968,41 @@ mod tests {
         (id, domain)
     }
 
+    /// A monitor on its own thread over `hypervisor`, polling every second, writing
+    /// its events to `<dir>/events.jsonl` (host kernel log off).
+    struct RunningMonitor {
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    }
+
+    impl RunningMonitor {
+        fn start(dir: &std::path::Path, hypervisor: Arc<dyn Hypervisor>) -> Self {
+            let yaml = format!(
+                "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
+                dir.join("state").display()
+            );
+            let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+                .expect("yaml")
+                .validate("host")
+                .expect("settings");
+            let handles = Handles::new(&settings);
+            let stop = Arc::clone(&handles.stop);
+            let monitor = Monitor::new(
+                settings,
+                hypervisor,
+                Box::new(JsonLinesSink::new(dir.join("events.jsonl"))),
+                handles,
+            );
+            let thread = std::thread::spawn(move || monitor.run());
+            RunningMonitor { stop, thread }
+        }
+
+        fn stop(self) {
+            self.stop.store(true, Ordering::Relaxed);
+            self.thread.join().expect("monitor thread");
+        }
+    }
+
     /// The findings of `name` in the last inventory event of the JSON-lines file.
     fn last_findings(events: &std::path::Path, name: &str) -> Option<Vec<String>> {
         let text = std::fs::read_to_string(events).ok()?;
@@ -1000,14 +1035,6 @@ mod tests {
     #[test]
     fn a_guest_agent_that_never_answers_does_not_hold_up_another_vms_oom() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = format!(
-            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
-            dir.path().join("state").display()
-        );
-        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
-            .expect("yaml")
-            .validate("host")
-            .expect("settings");
         let hypervisor = Arc::new(FakeHypervisor::new());
         // A: its guest agent call blocks until the test releases it.
         let (a_id, a) = vm("a-vm", Some("[    1.000000] Linux version 6.1\n"));
@@ -1020,15 +1047,7 @@ mod tests {
         b.config.serial_log_path = Some(serial.clone());
         hypervisor.set(b_id, b);
         let events = dir.path().join("events.jsonl");
-        let handles = Handles::new(&settings);
-        let stop = Arc::clone(&handles.stop);
-        let monitor = Monitor::new(
-            settings,
-            hypervisor,
-            Box::new(JsonLinesSink::new(events.clone())),
-            handles,
-        );
-        let thread = std::thread::spawn(move || monitor.run());
+        let monitor = RunningMonitor::start(dir.path(), hypervisor);
         // The periodic fetch of A starts on the first tick and does not come back.
         let entered = gate.entered.recv_timeout(Duration::from_secs(30));
         {
@@ -1048,8 +1067,7 @@ mod tests {
         }
         // Only now A's call may end (the monitor could not stop while it held it).
         drop(gate);
-        stop.store(true, Ordering::Relaxed);
-        thread.join().expect("monitor thread");
+        monitor.stop();
         assert!(entered.is_ok(), "A's guest agent call never started");
         let text = std::fs::read_to_string(&events).unwrap_or_default();
         assert!(seen, "no OOM of b-victim while A's call hung: {text}");
@@ -1059,29 +1077,13 @@ mod tests {
     #[test]
     fn the_inventory_says_which_guest_agents_do_not_answer() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = format!(
-            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
-            dir.path().join("state").display()
-        );
-        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
-            .expect("yaml")
-            .validate("host")
-            .expect("settings");
         let hypervisor = Arc::new(FakeHypervisor::new());
         let (quiet_id, quiet) = vm("quiet", None);
         let (talks_id, talks) = vm("talks-back", Some("[    1.000000] Linux version 6.1\n"));
         hypervisor.set(quiet_id, quiet);
         hypervisor.set(talks_id, talks);
         let events = dir.path().join("events.jsonl");
-        let handles = Handles::new(&settings);
-        let stop = Arc::clone(&handles.stop);
-        let monitor = Monitor::new(
-            settings,
-            hypervisor,
-            Box::new(JsonLinesSink::new(events.clone())),
-            handles,
-        );
-        let thread = std::thread::spawn(move || monitor.run());
+        let monitor = RunningMonitor::start(dir.path(), hypervisor);
         let deadline = Instant::now() + Duration::from_secs(30);
         let not_answering = "guest_agent_not_answering".to_string();
         let mut seen = (None, None);
@@ -1095,8 +1097,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        stop.store(true, Ordering::Relaxed);
-        thread.join().expect("monitor thread");
+        monitor.stop();
         let (quiet, talks) = seen;
         let text = std::fs::read_to_string(&events).unwrap_or_default();
         assert!(
@@ -1110,37 +1111,21 @@ mod tests {
     #[test]
     fn the_periodic_guest_agent_fetch_skips_vms_without_a_channel() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let yaml = format!(
-            "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
-            dir.path().join("state").display()
-        );
-        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
-            .expect("yaml")
-            .validate("host")
-            .expect("settings");
         let hypervisor = Arc::new(FakeHypervisor::new());
         let (with_id, with) = vm("with-channel", Some("[    1.000000] Linux version 6.1\n"));
         let (without_id, mut without) = vm("no-channel", Some("[    1.000000] Linux 6.1\n"));
         without.config.guest_agent_channel = false;
         hypervisor.set(with_id.clone(), with);
         hypervisor.set(without_id.clone(), without);
-        let handles = Handles::new(&settings);
-        let stop = Arc::clone(&handles.stop);
-        let monitor = Monitor::new(
-            settings,
-            Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
-            Box::new(JsonLinesSink::new(dir.path().join("events.jsonl"))),
-            handles,
-        );
-        let thread = std::thread::spawn(move || monitor.run());
+        let monitor =
+            RunningMonitor::start(dir.path(), Arc::clone(&hypervisor) as Arc<dyn Hypervisor>);
         let deadline = Instant::now() + Duration::from_secs(30);
         while hypervisor.guest_exec_calls(&with_id) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         // A few more ticks in which the other VM's fetch would have started too.
         std::thread::sleep(Duration::from_secs(3));
-        stop.store(true, Ordering::Relaxed);
-        thread.join().expect("monitor thread");
+        monitor.stop();
         assert!(
             hypervisor.guest_exec_calls(&with_id) >= 1,
             "the VM with a channel was never asked"
