@@ -669,18 +669,31 @@ mod tests {
         assert!(!completed.report.partial);
     }
 
+    /// The lab log's kill line (of pid 113) again for every pid in `pids`, each
+    /// followed by `also` when given: a guest forging reports.
+    fn forged_kill_lines(pids: std::ops::Range<u32>, also: Option<&str>) -> String {
+        let kill_line = LAB_LOG.lines().last().expect("kill line");
+        let mut text = String::new();
+        for pid in pids {
+            text.push_str(&kill_line.replace("113", &pid.to_string()));
+            text.push('\n');
+            if let Some(line) = also {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
     #[test]
     fn flood_of_forged_reports_is_bounded_and_counted() {
         let dir = TempDir::new("hub-flood");
         let log = dir.0.join("serial.log");
-        let kill_line = LAB_LOG.lines().last().expect("kill line");
         // 1000 forged kill-line-only reports with distinct pids, and Out of puff lines.
-        let mut text = String::new();
-        for pid in 1000..2000 {
-            text.push_str(&kill_line.replace("113", &pid.to_string()));
-            text.push('\n');
-            text.push_str("[    7.5] virtio_balloon virtio1: Out of puff! Can't get 1 pages\n");
-        }
+        let text = forged_kill_lines(
+            1000..2000,
+            Some("[    7.5] virtio_balloon virtio1: Out of puff! Can't get 1 pages"),
+        );
         std::fs::write(&log, &text).expect("write log");
         let now = Instant::now();
         let mut capture = Capture::new(CaptureSettings {
@@ -699,7 +712,7 @@ mod tests {
         // A minute later one more gets through and carries the count.
         std::fs::write(
             &log,
-            format!("{text}{}\n", kill_line.replace("113", "5000")),
+            format!("{text}{}", forged_kill_lines(5000..5001, None)),
         )
         .expect("append");
         let poll = capture
@@ -715,12 +728,7 @@ mod tests {
     fn a_flood_that_stops_is_flagged_once_the_bucket_refills() {
         let dir = TempDir::new("hub-flood-stops");
         let log = dir.0.join("serial.log");
-        let kill_line = LAB_LOG.lines().last().expect("kill line");
-        let mut text = String::new();
-        for pid in 1000..1100 {
-            text.push_str(&kill_line.replace("113", &pid.to_string()));
-            text.push('\n');
-        }
+        let text = forged_kill_lines(1000..1100, None);
         std::fs::write(&log, &text).expect("write log");
         let now = Instant::now();
         let mut capture = Capture::new(CaptureSettings {
@@ -746,7 +754,7 @@ mod tests {
             .is_empty());
         std::fs::write(
             &log,
-            format!("{text}{}\n", kill_line.replace("113", "5000")),
+            format!("{text}{}", forged_kill_lines(5000..5001, None)),
         )
         .expect("append");
         let poll = capture
@@ -761,12 +769,7 @@ mod tests {
     fn under_a_flood_partial_reports_are_held_only_while_the_bucket_has_room() {
         let dir = TempDir::new("hub-flood-held");
         let log = dir.0.join("serial.log");
-        let kill_line = LAB_LOG.lines().last().expect("kill line");
-        let mut text = String::new();
-        for pid in 1000..2000 {
-            text.push_str(&kill_line.replace("113", &pid.to_string()));
-            text.push('\n');
-        }
+        let text = forged_kill_lines(1000..2000, None);
         std::fs::write(&log, &text).expect("write log");
         let now = Instant::now();
         let mut capture = Capture::new(settings(&dir));
@@ -781,7 +784,7 @@ mod tests {
         // Nothing more is held while the bucket is empty, and no fetch is asked for.
         std::fs::write(
             &log,
-            format!("{text}{}\n", kill_line.replace("113", "5000")),
+            format!("{text}{}", forged_kill_lines(5000..5001, None)),
         )
         .expect("append");
         let poll = capture
