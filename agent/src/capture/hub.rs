@@ -685,6 +685,17 @@ mod tests {
         text
     }
 
+    /// Appends one more forged kill line (pid 5000) to `log` and polls it at `at`.
+    fn append_kill_line_and_poll(capture: &mut Capture, log: &Path, at: Instant) -> SerialPoll {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(log)
+            .and_then(|mut file| file.write_all(forged_kill_lines(5000..5001, None).as_bytes()))
+            .expect("append");
+        capture.poll_serial(&domain(), log, at).expect("serial")
+    }
+
     #[test]
     fn flood_of_forged_reports_is_bounded_and_counted() {
         let dir = TempDir::new("hub-flood");
@@ -710,14 +721,7 @@ mod tests {
         assert_eq!(near_misses, 1);
         assert_eq!(capture.flood_suppressed_total(), 980);
         // A minute later one more gets through and carries the count.
-        std::fs::write(
-            &log,
-            format!("{text}{}", forged_kill_lines(5000..5001, None)),
-        )
-        .expect("append");
-        let poll = capture
-            .poll_serial(&domain(), &log, now + Duration::from_secs(61))
-            .expect("serial");
+        let poll = append_kill_line_and_poll(&mut capture, &log, now + Duration::from_secs(61));
         let found = ooms(&poll.events);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].suppressed_before, 980);
@@ -752,14 +756,7 @@ mod tests {
         assert!(capture
             .release_held(now + Duration::from_secs(600))
             .is_empty());
-        std::fs::write(
-            &log,
-            format!("{text}{}", forged_kill_lines(5000..5001, None)),
-        )
-        .expect("append");
-        let poll = capture
-            .poll_serial(&domain(), &log, now + Duration::from_secs(601))
-            .expect("serial");
+        let poll = append_kill_line_and_poll(&mut capture, &log, now + Duration::from_secs(601));
         let found = ooms(&poll.events);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].suppressed_before, 0);
@@ -782,14 +779,7 @@ mod tests {
         let released = capture.release_held(now + Duration::from_secs(10));
         assert_eq!(ooms(&released).len(), 20);
         // Nothing more is held while the bucket is empty, and no fetch is asked for.
-        std::fs::write(
-            &log,
-            format!("{text}{}", forged_kill_lines(5000..5001, None)),
-        )
-        .expect("append");
-        let poll = capture
-            .poll_serial(&domain(), &log, now + Duration::from_secs(11))
-            .expect("serial");
+        let poll = append_kill_line_and_poll(&mut capture, &log, now + Duration::from_secs(11));
         assert!(poll.events.is_empty());
         assert!(!poll.wants_guest_agent);
         assert!(capture.domains[&domain().uuid].held.is_empty());
