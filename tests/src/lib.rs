@@ -36,6 +36,42 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Writes `<dir>/collector.yaml`: listening on `127.0.0.1:<port>`, state in
+/// `state_dir`, then `extra_yaml` (storage, ingest limits...). Returns its path.
+pub fn write_collector_config(
+    dir: &Path,
+    port: u16,
+    state_dir: &Path,
+    extra_yaml: &str,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("collector dir");
+    let config = dir.join("collector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{port}\nstate_dir: {}\n{extra_yaml}",
+            state_dir.display()
+        ),
+    )
+    .expect("collector config");
+    config
+}
+
+/// `ballast-collector token create <host>` as an operator runs it: the new token.
+pub fn create_token(config: &Path, host: &str) -> String {
+    let output = Command::new(binary("ballast-collector"))
+        .args(["token", "create", host, "--config"])
+        .arg(config)
+        .output()
+        .expect("token create runs");
+    assert!(
+        output.status.success(),
+        "token create {host}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 /// A child process killed when dropped.
 pub struct Daemon {
     pub child: Child,

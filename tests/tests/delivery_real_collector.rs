@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use ballast_tests::{binary, free_port, http_get, wait_until};
+use ballast_tests::{
+    binary, create_token, free_port, http_get, wait_until, write_collector_config,
+};
 use serde_json::Value;
 
 const HOST: &str = "h1";
@@ -93,27 +95,9 @@ fn every_oom_arrives_exactly_once_across_collector_outages_and_kills() {
     std::fs::create_dir_all(&root).expect("root");
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let config = root.join("collector.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\nstate_dir: {}\n",
-            root.join("store").display()
-        ),
-    )
-    .expect("config");
-    let output = Command::new(binary("ballast-collector"))
-        .args(["token", "create", HOST, "--config"])
-        .arg(&config)
-        .output()
-        .expect("token create");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let config = write_collector_config(&root, port, &root.join("store"), "");
     let token_file = root.join("agent.token");
-    std::fs::write(&token_file, String::from_utf8_lossy(&output.stdout).trim()).expect("token");
+    std::fs::write(&token_file, create_token(&config, HOST)).expect("token");
     let url = format!("http://{addr}");
     let pusher_dir = root.join("agent");
 

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast_testpg::TestPg;
 use ballast_tests::fault::{kmsg_script, Injected, Pace, Tally};
-use ballast_tests::{binary, free_port, http_get, wait_until};
+use ballast_tests::{
+    binary, create_token, free_port, http_get, wait_until, write_collector_config,
+};
 use ballast_testvm::{lab_or_skip, Guest, GuestSpec, Lab};
 use serde_json::Value;
 
@@ -72,30 +74,10 @@ impl Collector {
     /// Writes the config (a fixed port, so a restart comes back on the same address),
     /// creates `host`'s token and starts `serve`.
     fn start(dir: &Path, storage_yaml: &str, host: &str) -> Collector {
-        std::fs::create_dir_all(dir).expect("collector dir");
         let port = free_port();
-        let config = dir.join("collector.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{port}\nstate_dir: {}\n{storage_yaml}",
-                dir.display()
-            ),
-        )
-        .expect("collector config");
-        let output = Command::new(binary("ballast-collector"))
-            .args(["token", "create", host, "--config"])
-            .arg(&config)
-            .output()
-            .expect("token create runs");
-        assert!(
-            output.status.success(),
-            "token create: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let config = write_collector_config(dir, port, dir, storage_yaml);
         let token_file = dir.join("agent.token");
-        std::fs::write(&token_file, String::from_utf8_lossy(&output.stdout).trim())
-            .expect("token file");
+        std::fs::write(&token_file, create_token(&config, host)).expect("token file");
         let mut collector = Collector {
             addr: format!("127.0.0.1:{port}").parse().expect("address"),
             dir: dir.to_path_buf(),

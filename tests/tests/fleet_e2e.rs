@@ -13,7 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ballast_testpg::TestPg;
-use ballast_tests::{binary, free_port, http_get, wait_until, Daemon};
+use ballast_tests::{
+    binary, create_token, free_port, http_get, wait_until, write_collector_config, Daemon,
+};
 use ballast_testvm::{lab_or_skip, scenario, GuestSpec};
 use serde_json::Value;
 
@@ -28,30 +30,10 @@ struct Collector {
 
 /// Writes a collector config, creates the host's token, starts `serve`.
 fn start_collector(dir: &Path, storage_yaml: &str) -> Collector {
-    std::fs::create_dir_all(dir).expect("collector dir");
     let port = free_port();
-    let config = dir.join("collector.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:{port}\nstate_dir: {}\n{storage_yaml}",
-            dir.display()
-        ),
-    )
-    .expect("collector config");
-    let output = Command::new(binary("ballast-collector"))
-        .args(["token", "create", HOST, "--config"])
-        .arg(&config)
-        .output()
-        .expect("token create runs");
-    assert!(
-        output.status.success(),
-        "token create: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let token = String::from_utf8(output.stdout).expect("utf-8 token");
+    let config = write_collector_config(dir, port, dir, storage_yaml);
     let token_file = dir.join("agent.token");
-    std::fs::write(&token_file, token.trim()).expect("token file");
+    std::fs::write(&token_file, create_token(&config, HOST)).expect("token file");
     let config_arg = config.to_str().expect("utf-8 path").to_string();
     let log = dir.join("collector.log");
     let daemon = Daemon::start(

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ballast_testpg::TestPg;
-use ballast_tests::{binary, free_port, http_get, wait_until};
+use ballast_tests::{binary, create_token, free_port, http_get, wait_until};
 use serde_json::Value;
 
 const HOSTS: usize = 6;
@@ -155,20 +155,7 @@ fn two_collectors_on_one_postgres_store_each_oom_once_and_answer_alike() {
     for host in 0..HOSTS {
         let config = if host % 2 == 0 { &a.config } else { &b.config };
         let name = format!("two-{host}");
-        let output = Command::new(binary("ballast-collector"))
-            .args(["token", "create", &name, "--config"])
-            .arg(config)
-            .output()
-            .expect("token create");
-        assert!(
-            output.status.success(),
-            "token create: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        tokens.push_str(&format!(
-            "{name} {}\n",
-            String::from_utf8_lossy(&output.stdout).trim()
-        ));
+        tokens.push_str(&format!("{name} {}\n", create_token(config, &name)));
     }
     let tokens_file = root.path().join("tokens");
     std::fs::write(&tokens_file, tokens).expect("tokens");
