@@ -6,13 +6,16 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::api::AppState;
+use crate::dashboard::data::{self, SeriesPoint};
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link};
 use crate::dashboard::oom_page;
 use crate::dashboard::overview::range;
 use crate::dashboard::svg::{self, Line, Mark};
-use crate::dashboard::{data, DashboardError};
+use crate::dashboard::DashboardError;
+use crate::records::{OomPage, OomSummary};
 use crate::reports::format;
 use crate::storage::queries::{self, OomFilter};
+use crate::storage::Store;
 
 /// Points per chart.
 const CHART_POINTS: i64 = 720;
@@ -40,6 +43,47 @@ fn range_links(base: &str, current: &str) -> Markup {
             }
         }
     }
+}
+
+/// The OOMs of `scope` (a VM or a host) a page shows: those inside the chart's
+/// `[since, until]` window, marked on it, and the most recent ones for its table.
+async fn charted_and_recent_ooms(
+    store: &dyn Store,
+    scope: OomFilter,
+    since: i64,
+    until: i64,
+) -> Result<(OomPage, OomPage), DashboardError> {
+    let charted = queries::list_ooms(
+        store,
+        &OomFilter {
+            since_ms: Some(since),
+            until_ms: Some(until),
+            limit: 200,
+            ..scope.clone()
+        },
+    )
+    .await?;
+    let recent = queries::list_ooms(store, &OomFilter { limit: 20, ..scope }).await?;
+    Ok((charted, recent))
+}
+
+/// One value of the series as chart points, skipping the buckets without it.
+fn points(series: &[SeriesPoint], value: fn(&SeriesPoint) -> Option<u64>) -> Vec<(i64, u64)> {
+    series
+        .iter()
+        .filter_map(|p| Some((p.at_ms, value(p)?)))
+        .collect()
+}
+
+/// A chart marker per OOM, linking to its page.
+fn oom_marks(ooms: &[OomSummary], label: impl Fn(&OomSummary) -> String) -> Vec<Mark> {
+    ooms.iter()
+        .map(|oom| Mark {
+            at_ms: oom.time_ms,
+            label: label(oom),
+            href: Some(format!("/ooms/{}", oom.id)),
+        })
+        .collect()
 }
 
 /// What each audit finding means.
@@ -77,69 +121,42 @@ pub async fn vm(
         .ok_or(DashboardError::NotFound)?;
     let (range_name, since, until) = window(&params)?;
     let series = data::vm_series(store, &uuid, since, until, CHART_POINTS).await?;
-    let ooms = queries::list_ooms(
-        store,
-        &OomFilter {
-            vm: Some(uuid.clone()),
-            since_ms: Some(since),
-            until_ms: Some(until),
-            limit: 200,
-            ..OomFilter::default()
-        },
-    )
-    .await?;
-    let recent = queries::list_ooms(
-        store,
-        &OomFilter {
-            vm: Some(uuid.clone()),
-            limit: 20,
-            ..OomFilter::default()
-        },
-    )
-    .await?;
+    let scope = OomFilter {
+        vm: Some(uuid.clone()),
+        ..OomFilter::default()
+    };
+    let (ooms, recent) = charted_and_recent_ooms(store, scope, since, until).await?;
     let config = data::vm_config(&record);
     let findings: Vec<String> = serde_json::from_value(record.findings.clone()).unwrap_or_default();
-    let pick = |f: fn(&data::SeriesPoint) -> Option<u64>| -> Vec<(i64, u64)> {
-        series
-            .iter()
-            .filter_map(|p| Some((p.at_ms, f(p)?)))
-            .collect()
-    };
     let lines = [
         Line {
             label: "maximum",
             class: "s-max",
-            points: pick(|p| p.maximum_kib),
+            points: points(&series, |p| p.maximum_kib),
         },
         Line {
             label: "balloon actual",
             class: "s-actual",
-            points: pick(|p| p.actual_kib),
+            points: points(&series, |p| p.actual_kib),
         },
         Line {
             label: "guest MemTotal",
             class: "s-memtotal",
-            points: pick(|p| p.memtotal_kib),
+            points: points(&series, |p| p.memtotal_kib),
         },
         Line {
             label: "guest MemAvailable",
             class: "s-usable",
-            points: pick(|p| p.usable_kib),
+            points: points(&series, |p| p.usable_kib),
         },
     ];
-    let marks: Vec<Mark> = ooms
-        .items
-        .iter()
-        .map(|oom| Mark {
-            at_ms: oom.time_ms,
-            label: format!(
-                "OOM {} ({})",
-                format::date_time(oom.time_ms),
-                oom.correlation.verdict
-            ),
-            href: Some(format!("/ooms/{}", oom.id)),
-        })
-        .collect();
+    let marks = oom_marks(&ooms.items, |oom| {
+        format!(
+            "OOM {} ({})",
+            format::date_time(oom.time_ms),
+            oom.correlation.verdict
+        )
+    });
     let base = format!("/vms/{}", path_segment(&uuid));
     let title = if record.name.is_empty() {
         record.uuid.clone()
@@ -200,26 +217,11 @@ pub async fn host(
     let (range_name, since, until) = window(&params)?;
     let vms = queries::list_vms(store, Some(&host)).await?;
     let series = data::host_series(store, &host, since, until, CHART_POINTS).await?;
-    let ooms = queries::list_ooms(
-        store,
-        &OomFilter {
-            host: Some(host.clone()),
-            since_ms: Some(since),
-            until_ms: Some(until),
-            limit: 200,
-            ..OomFilter::default()
-        },
-    )
-    .await?;
-    let recent = queries::list_ooms(
-        store,
-        &OomFilter {
-            host: Some(host.clone()),
-            limit: 20,
-            ..OomFilter::default()
-        },
-    )
-    .await?;
+    let scope = OomFilter {
+        host: Some(host.clone()),
+        ..OomFilter::default()
+    };
+    let (ooms, recent) = charted_and_recent_ooms(store, scope, since, until).await?;
     if vms.items.is_empty() && series.is_empty() && recent.items.is_empty() {
         return Err(DashboardError::NotFound);
     }
@@ -227,33 +229,21 @@ pub async fn host(
         Line {
             label: "host total",
             class: "s-max",
-            points: series
-                .iter()
-                .filter_map(|p| Some((p.at_ms, p.host_total_kib?)))
-                .collect(),
+            points: points(&series, |p| p.host_total_kib),
         },
         Line {
             label: "host available (lowest)",
             class: "s-host",
-            points: series
-                .iter()
-                .filter_map(|p| Some((p.at_ms, p.host_available_kib?)))
-                .collect(),
+            points: points(&series, |p| p.host_available_kib),
         },
     ];
-    let marks: Vec<Mark> = ooms
-        .items
-        .iter()
-        .map(|oom| Mark {
-            at_ms: oom.time_ms,
-            label: format!(
-                "OOM in {} at {}",
-                oom.vm.name,
-                format::date_time(oom.time_ms)
-            ),
-            href: Some(format!("/ooms/{}", oom.id)),
-        })
-        .collect();
+    let marks = oom_marks(&ooms.items, |oom| {
+        format!(
+            "OOM in {} at {}",
+            oom.vm.name,
+            format::date_time(oom.time_ms)
+        )
+    });
     let base = format!("/hosts/{}", path_segment(&host));
     let body = html! {
         (range_links(&base, &range_name))
