@@ -7,7 +7,7 @@
 use ballast_model::VmConfig;
 
 use crate::records::VmRecord;
-use crate::storage::{Param, Query, Store, StoreError};
+use crate::storage::{Param, Query, Row, Store, StoreError};
 
 /// A VM or host with its OOM counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,22 +172,18 @@ pub async fn vm_series(
     until_ms: i64,
     buckets: i64,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
-    let bucket_ms = ((until_ms - since_ms) / buckets.max(1)).max(60_000);
-    let rows = store
-        .query(Query::new(
-            "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
-             MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
-             FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? AND period_start_ms < ? \
-             GROUP BY b ORDER BY b LIMIT 5000",
-            vec![
-                Param::int(bucket_ms),
-                Param::int(bucket_ms),
-                Param::text(uuid),
-                Param::int(since_ms),
-                Param::int(until_ms),
-            ],
-        ))
-        .await?;
+    let rows = bucketed_rollups(
+        store,
+        "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
+         MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
+         FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? AND period_start_ms < ? \
+         GROUP BY b ORDER BY b LIMIT 5000",
+        uuid,
+        since_ms,
+        until_ms,
+        buckets,
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| SeriesPoint {
@@ -210,21 +206,17 @@ pub async fn host_series(
     until_ms: i64,
     buckets: i64,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
-    let bucket_ms = ((until_ms - since_ms) / buckets.max(1)).max(60_000);
-    let rows = store
-        .query(Query::new(
-            "SELECT (period_start_ms / ?) * ? AS b, MAX(host_total_kib), MIN(host_available_kib) \
-             FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? AND host_id = ? \
-             AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000",
-            vec![
-                Param::int(bucket_ms),
-                Param::int(bucket_ms),
-                Param::int(since_ms),
-                Param::int(until_ms),
-                Param::text(host),
-            ],
-        ))
-        .await?;
+    let rows = bucketed_rollups(
+        store,
+        "SELECT (period_start_ms / ?) * ? AS b, MAX(host_total_kib), MIN(host_available_kib) \
+         FROM rollups WHERE host_id = ? AND period_start_ms >= ? AND period_start_ms < ? \
+         AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000",
+        host,
+        since_ms,
+        until_ms,
+        buckets,
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|row| SeriesPoint {
@@ -234,4 +226,31 @@ pub async fn host_series(
             ..SeriesPoint::default()
         })
         .collect())
+}
+
+/// Runs a downsampling query over the rollups. `sql` takes, in order: the bucket
+/// width twice (`(period_start_ms / ?) * ?`), the one key it selects on (a VM uuid
+/// or a host), then `since_ms` and `until_ms`. Buckets are at least a minute wide
+/// (the rollup period) and give at most ~`buckets` points over the window.
+async fn bucketed_rollups(
+    store: &dyn Store,
+    sql: &'static str,
+    key: &str,
+    since_ms: i64,
+    until_ms: i64,
+    buckets: i64,
+) -> Result<Vec<Row>, StoreError> {
+    let bucket_ms = ((until_ms - since_ms) / buckets.max(1)).max(60_000);
+    store
+        .query(Query::new(
+            sql,
+            vec![
+                Param::int(bucket_ms),
+                Param::int(bucket_ms),
+                Param::text(key),
+                Param::int(since_ms),
+                Param::int(until_ms),
+            ],
+        ))
+        .await
 }
