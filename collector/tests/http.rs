@@ -5,27 +5,17 @@
 mod util;
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 
-use ballast_collector::api::{ApiConfig, AppState};
-use ballast_collector::auth::token_sha256;
-use ballast_collector::server::serve_listener;
-use ballast_collector::storage::queries;
-use ballast_collector::storage::sqlite::SqliteStore;
+use ballast_collector::api::ApiConfig;
 use ballast_model::{Batch, IngestResponse};
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
+use util::client::{client, send, HttpClient};
+use util::server::{collector, create_token, free_port, InProcess, KillOnDrop};
 
 async fn post(
     client: &HttpClient,
@@ -38,32 +28,16 @@ async fn post(
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
+    let reply = send(client, request).await?;
+    Ok((reply.status, reply.body))
 }
 
 async fn get(client: &HttpClient, url: &str) -> Result<(u16, Vec<u8>), String> {
     let request = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let response = client.request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes()
-        .to_vec();
-    Ok((status, body))
+    let reply = send(client, request).await?;
+    Ok((reply.status, reply.body))
 }
 
 fn json(batch: &Batch) -> Vec<u8> {
@@ -73,29 +47,10 @@ fn json(batch: &Batch) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_limits_hold_over_real_http() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("c.sqlite"))
-            .await
-            .expect("open"),
-    );
-    queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
-        .await
-        .expect("token");
-    queries::put_token(store.as_ref(), "pve2", &token_sha256("blt_pve2"), 1, false)
-        .await
-        .expect("token");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = ApiConfig::default();
     config.ingest.max_body_bytes = 256 * 1024;
-    let state = AppState::new(store.clone(), config);
-    let server = tokio::spawn(async move {
-        serve_listener(listener, state, None, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let server = InProcess::start(dir.path(), &["pve1", "pve2"], config).await;
+    let base = server.base.clone();
     let client = client();
     let good = util::batch(
         "pve1",
@@ -145,30 +100,7 @@ async fn auth_and_limits_hold_over_real_http() {
         let answer: IngestResponse = serde_json::from_slice(&body).expect("answer");
         assert_eq!((answer.accepted, answer.duplicates), expected);
     }
-    let _ = stop.send(());
-    server.await.expect("join").expect("served");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn collector(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-collector"));
-    command.args(args).env("RUST_LOG", "warn");
-    command
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    server.stop().await.expect("join").expect("served");
 }
 
 async fn wait_healthy(client: &HttpClient, base: &str) {
@@ -195,14 +127,7 @@ async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
     )
     .expect("write");
     let config = config.to_str().expect("utf-8 path").to_string();
-    let created = collector(&["token", "create", "pve1", "--config", &config])
-        .output()
-        .expect("token create");
-    assert!(created.status.success(), "{created:?}");
-    let token = String::from_utf8(created.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
+    let token = create_token(&config, "pve1");
     assert!(token.starts_with("blt_"));
     let listed = collector(&["token", "list", "--config", &config])
         .output()

@@ -14,34 +14,14 @@ mod util;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use util::server::{collector, create_token, free_port, InProcess, KillOnDrop};
+
 const READ_TOKEN: &str = "read-secret-for-metrics";
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn collector(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-collector"));
-    command.args(args).env("RUST_LOG", "warn");
-    command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -356,14 +336,7 @@ async fn start(dir: &Path, hook_port: u16) -> Running {
     write_config(dir, (port, hook_port, dead_port), READ_TOKEN, "/hook");
     let config = dir.join("collector.yaml");
     let config = config.to_str().expect("utf-8 path").to_string();
-    let created = collector(&["token", "create", "pve1", "--config", &config])
-        .output()
-        .expect("token create");
-    assert!(created.status.success(), "{created:?}");
-    let token = String::from_utf8(created.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_string();
+    let token = create_token(&config, "pve1");
     let child = KillOnDrop(
         collector(&["serve", "--config", &config])
             .stdout(Stdio::null())
@@ -762,32 +735,13 @@ fn docs_dashboard_and_rules_name_only_exported_collector_metrics() {
 /// absent rather than a made-up 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failures_count_as_5xx_and_storage_errors() {
-    use ballast_collector::api::{ApiConfig, AppState};
-    use ballast_collector::auth::token_sha256;
+    use ballast_collector::api::ApiConfig;
     use ballast_collector::storage::sql::Query;
-    use ballast_collector::storage::{queries, sqlite::SqliteStore, Store};
+    use ballast_collector::storage::Store;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("c.sqlite"))
-            .await
-            .expect("open"),
-    );
-    queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
-        .await
-        .expect("token");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let state = AppState::new(store.clone(), ApiConfig::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(ballast_collector::server::serve_listener(
-        listener,
-        state,
-        None,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let server = InProcess::start(dir.path(), &["pve1"], ApiConfig::default()).await;
+    let (base, store) = (server.base.clone(), server.store.clone());
     let http = reqwest::Client::new();
     let scrape = || async {
         let text = http
@@ -859,6 +813,5 @@ async fn store_failures_count_as_5xx_and_storage_errors() {
         "no outbox figures when they cannot be counted:\n{text}"
     );
     promtool_check(&text);
-    let _ = stop.send(());
-    let _ = server.await;
+    let _ = server.stop().await;
 }
