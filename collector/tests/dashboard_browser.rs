@@ -20,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use base64::Engine as _;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 
 use ballast_collector::api::{app, ApiConfig, AppState};
 use ballast_collector::auth::token_sha256;
@@ -36,9 +34,8 @@ use ballast_model::{
     VmConfig, VmInventory, VmRef,
 };
 
-use util::{batch, lab_inflated, oom, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
-
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+use util::client::HttpClient;
+use util::{batch, lab_config, lab_inflated, oom, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
 
 const EVIL_UUID: &str = "6a000000-0000-4000-8000-000000000666";
 const EVIL_NAME: &str = "<script>alert(1)</script>";
@@ -50,19 +47,11 @@ struct Reply {
 }
 
 async fn send(client: &HttpClient, request: hyper::Request<Full<Bytes>>) -> Reply {
-    let response = client.request(request).await.expect("request");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
+    let reply = util::client::send(client, request).await.expect("request");
     Reply {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        status: reply.status,
+        headers: reply.headers,
+        body: String::from_utf8_lossy(&reply.body).into_owned(),
     }
 }
 
@@ -185,16 +174,7 @@ async fn feed(client: &HttpClient, base: &str) -> (i64, i64) {
         uuid: EVIL_UUID.into(),
         name: EVIL_NAME.into(),
     };
-    let lab_config = VmConfig {
-        memory_kib: Some(512 * MIB),
-        balloon_floor_kib: Some(128 * MIB),
-        balloon_present: true,
-        stats_period_secs: Some(10),
-        deflate_on_oom: Some(false),
-        guest_agent_channel: true,
-        serial_log: true,
-        ..VmConfig::default()
-    };
+    let lab_config = lab_config();
     ingest(
         client,
         base,
@@ -477,7 +457,7 @@ async fn pages_render_in_chromium_with_charts_filters_and_escaping() {
     let store = store(dir.path()).await;
     let server = serve(AppState::new(store.clone(), ApiConfig::default()));
     let base = server.base.clone();
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = util::client::client();
     let (lab_at, _tor_at) = feed(&client, &base).await;
 
     let ooms: serde_json::Value = serde_json::from_str(
@@ -619,7 +599,7 @@ async fn explain_analyses_an_upload_and_stores_nothing() {
     let mut config = ApiConfig::default();
     config.dashboard.explain_max_bytes = 64 * 1024;
     let server = serve(AppState::new(store.clone(), config));
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = util::client::client();
     let log = std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../crates/ballast-oom/tests/fixtures/oom/debian9-kvm-1g-tor.log"),
@@ -662,7 +642,7 @@ async fn explain_analyses_an_upload_and_stores_nothing() {
 async fn token_and_proxy_authentication() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = store(dir.path()).await;
-    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let client = util::client::client();
     let token = "dashboard-token-0123456789";
 
     let config = ApiConfig {

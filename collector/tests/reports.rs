@@ -6,23 +6,19 @@
 
 mod util;
 
-use std::collections::HashMap;
-
-use ballast_collector::correlation::CorrelationSettings;
 use ballast_collector::reports::autoballoon::{HostPoint, ReplayPoint};
 use ballast_collector::reports::balloon_policy::{
     build, HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
     WorkingSetHistogram,
 };
 use ballast_collector::reports::{self, render, ReportFormat};
-use ballast_collector::storage::prepare::prepare_batch;
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::Store;
 use ballast_model::{
     AgentHello, BalloonRollup, Envelope, Event, HostMemory, MinMaxLast, VmConfig, VmRef,
 };
 
-use util::{batch, lab_inflated, oom, LAB_UUID, MIB, OOM_AT_MS};
+use util::{batch, lab_config, lab_inflated, oom, LAB_UUID, MIB, OOM_AT_MS};
 
 const GIB: u64 = 1024 * MIB;
 const T0: i64 = 1_795_672_800_000;
@@ -363,16 +359,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
                                 name: "lab-512".into(),
                             },
                             state: "running".into(),
-                            config: VmConfig {
-                                memory_kib: Some(512 * MIB),
-                                balloon_floor_kib: Some(128 * MIB),
-                                balloon_present: true,
-                                stats_period_secs: Some(10),
-                                deflate_on_oom: Some(false),
-                                guest_agent_channel: true,
-                                serial_log: true,
-                                ..VmConfig::default()
-                            },
+                            config: lab_config(),
                             findings: vec!["deflate_on_oom_off".into()],
                         }],
                     }),
@@ -391,15 +378,7 @@ async fn the_real_lab_balloon_oom_gives_a_256_mib_floor() {
         .await
         .expect("open");
     for batch in lab_batches("lab-host") {
-        store
-            .ingest(prepare_batch(
-                batch,
-                OOM_AT_MS + 5_000,
-                &HashMap::new(),
-                &CorrelationSettings::default(),
-            ))
-            .await
-            .expect("ingest");
+        store.ingest(util::prepared(batch)).await.expect("ingest");
     }
     let settings = PolicySettings::default();
     let since = OOM_AT_MS - 30 * 86_400_000;

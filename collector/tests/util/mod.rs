@@ -57,6 +57,22 @@ pub fn rollup(key: &str, uuid: &str, period_start_ms: i64, actual_kib: u64) -> E
     }
 }
 
+/// The lab guest's configuration as its agent's inventory reports it: 512 MiB with
+/// a 128 MiB balloon floor, stats every 10 s, no deflate-on-oom, a guest agent
+/// channel and a captured serial console.
+pub fn lab_config() -> VmConfig {
+    VmConfig {
+        memory_kib: Some(512 * MIB),
+        balloon_floor_kib: Some(128 * MIB),
+        balloon_present: true,
+        stats_period_secs: Some(10),
+        deflate_on_oom: Some(false),
+        guest_agent_channel: true,
+        serial_log: true,
+        ..VmConfig::default()
+    }
+}
+
 pub fn oom(key: &str, at_ms: i64, event: OomEvent) -> Envelope {
     Envelope {
         key: key.into(),
