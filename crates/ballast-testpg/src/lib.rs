@@ -86,12 +86,11 @@ impl TestPg {
             n_databases: std::sync::atomic::AtomicU32::new(0),
         };
         let data = cluster.dir().join("data");
-        let data_arg = data.as_os_str();
         cluster.run(
             "initdb",
             &[
                 OsStr::new("-D"),
-                data_arg,
+                data.as_os_str(),
                 OsStr::new("-U"),
                 OsStr::new("postgres"),
                 OsStr::new("-A"),
@@ -101,25 +100,9 @@ impl TestPg {
                 OsStr::new("--no-sync"),
             ],
         )?;
-        let options = cluster.server_options();
-        let log = cluster.dir().join("server.log");
-        let started = cluster.run(
-            "pg_ctl",
-            &[
-                OsStr::new("-D"),
-                data_arg,
-                OsStr::new("-o"),
-                OsStr::new(&options),
-                OsStr::new("-l"),
-                log.as_os_str(),
-                OsStr::new("-w"),
-                OsStr::new("-t"),
-                OsStr::new("60"),
-                OsStr::new("start"),
-            ],
-        );
-        if let Err(error) = started {
-            let server_log = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Err(error) = cluster.pg_ctl_start() {
+            let server_log =
+                std::fs::read_to_string(cluster.dir().join("server.log")).unwrap_or_default();
             // Nothing to stop; still delete the dir (drop does).
             cluster.port = 0;
             return Err(TestPgError::Failed {
@@ -175,23 +158,17 @@ impl TestPg {
     /// clients that must survive a database restart. [`TestPg::start_server`] brings
     /// it back on the same socket.
     pub fn stop_server(&self) -> Result<(), TestPgError> {
-        let data = self.dir().join("data");
-        self.run(
-            "pg_ctl",
-            &[
-                OsStr::new("-D"),
-                data.as_os_str(),
-                OsStr::new("-m"),
-                OsStr::new("fast"),
-                OsStr::new("-w"),
-                OsStr::new("stop"),
-            ],
-        )
-        .map(drop)
+        self.pg_ctl_stop("fast")
     }
 
     /// Starts the server again after [`TestPg::stop_server`].
     pub fn start_server(&self) -> Result<(), TestPgError> {
+        self.pg_ctl_start()
+    }
+
+    /// `pg_ctl start` with [`TestPg::server_options`], logging to `server.log`,
+    /// waiting up to 60 s until the server accepts connections.
+    fn pg_ctl_start(&self) -> Result<(), TestPgError> {
         let data = self.dir().join("data");
         let log = self.dir().join("server.log");
         let options = self.server_options();
@@ -213,6 +190,24 @@ impl TestPg {
         .map(drop)
     }
 
+    /// `pg_ctl stop` in shutdown `mode` (`fast`, or `immediate`: no checkpoint),
+    /// waiting until the server is gone.
+    fn pg_ctl_stop(&self, mode: &str) -> Result<(), TestPgError> {
+        let data = self.dir().join("data");
+        self.run(
+            "pg_ctl",
+            &[
+                OsStr::new("-D"),
+                data.as_os_str(),
+                OsStr::new("-m"),
+                OsStr::new(mode),
+                OsStr::new("-w"),
+                OsStr::new("stop"),
+            ],
+        )
+        .map(drop)
+    }
+
     fn server_options(&self) -> String {
         format!(
             "-k {} -p {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
@@ -228,13 +223,7 @@ impl TestPg {
         } else {
             PathBuf::from(program)
         };
-        if self.run_as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        }
+        command_as(&path, self.run_as_postgres)
     }
 
     fn run(&self, program: &str, args: &[&OsStr]) -> Result<Output, TestPgError> {
@@ -262,22 +251,22 @@ impl TestPg {
 impl Drop for TestPg {
     fn drop(&mut self) {
         if self.port != 0 {
-            let data = self.dir().join("data");
-            let _ = self.run(
-                "pg_ctl",
-                &[
-                    OsStr::new("-D"),
-                    data.as_os_str(),
-                    OsStr::new("-m"),
-                    OsStr::new("immediate"),
-                    OsStr::new("-w"),
-                    OsStr::new("stop"),
-                ],
-            );
+            let _ = self.pg_ctl_stop("immediate");
         }
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
+    }
+}
+
+/// `program`, run through `runuser -u postgres` when `as_postgres`.
+fn command_as(program: &Path, as_postgres: bool) -> Command {
+    if as_postgres {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
     }
 }
 
@@ -346,14 +335,7 @@ fn sweep_stale_clusters(bin_dir: &Path, run_as_postgres: bool) {
         let pg_ctl = bin_dir.join("pg_ctl");
         let data = dir.join("data");
         if data.join("postmaster.pid").exists() {
-            let mut command = if run_as_postgres {
-                let mut command = Command::new("runuser");
-                command.args(["-u", "postgres", "--"]).arg(&pg_ctl);
-                command
-            } else {
-                Command::new(&pg_ctl)
-            };
-            let _ = command
+            let _ = command_as(&pg_ctl, run_as_postgres)
                 .arg("-D")
                 .arg(&data)
                 .args(["-m", "immediate", "-w", "stop"])
