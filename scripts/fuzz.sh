@@ -10,7 +10,8 @@
 #
 # Targets (fuzz/fuzz_targets/): parse_report (ballast_oom::explain + analyze on any bytes),
 # capture_serial (console bytes -> agent LineSplitter + Detector, and guest-agent dmesg
-# output -> take_new; builds the agent library without libvirt, so its first build is slower).
+# output -> take_new; builds the agent library without libvirt (the fuzz crate's `agent`
+# feature, set here for that target only), so its first build is slower).
 #
 # 1. Installs cargo-fuzz once (skipped when `cargo fuzz` already works; CI caches ~/.cargo/bin).
 # 2. Seeds fuzz/corpus/<target>/ (gitignored) with every real fixture and regression input.
@@ -52,7 +53,11 @@ for target in $targets; do
         cp -f "$seed" "$corpus/seed-$(basename "$seed")"
     done
 
-    cargo fuzz build --release --debug-assertions --sanitizer "$sanitizer" "$target"
+    # Targets that need the agent library build it through the fuzz crate's feature.
+    features=()
+    case "$target" in capture_serial) features=(--features agent) ;; esac
+
+    cargo fuzz build --release --debug-assertions --sanitizer "$sanitizer" "${features[@]}" "$target"
 
     # More than one job: libFuzzer's fork mode (one process per core, shared corpus).
     parallel=()
@@ -62,7 +67,7 @@ for target in $targets; do
 
     echo "fuzz.sh: $target for ${seconds}s, $jobs job(s), corpus $corpus" >&2
     status=0
-    cargo fuzz run --release --debug-assertions --sanitizer "$sanitizer" "$target" "$corpus" -- \
+    cargo fuzz run --release --debug-assertions --sanitizer "$sanitizer" "${features[@]}" "$target" "$corpus" -- \
         -max_total_time="$seconds" \
         -dict="$fuzz_dir/oom.dict" \
         -max_len=65536 \
