@@ -113,7 +113,9 @@ impl Detector {
     pub fn new(config: DetectorConfig, emitted_through: u64, near_miss_through: u64) -> Self {
         Detector {
             config,
-            window: VecDeque::new(),
+            // Room for the idle tail and the line that pushes one out: a quiet
+            // console never grows it (VecDeque would double to 16 slots of 72 bytes).
+            window: VecDeque::with_capacity(IDLE_TAIL_LINES + 1),
             window_bytes: 0,
             emitted_through,
             near_miss_through,
@@ -183,6 +185,10 @@ impl Detector {
                 Some(old) => self.window_bytes -= old.line.bytes.len() + 1,
                 None => break,
             }
+        }
+        // Back to idle after a report: give back the slots the report needed.
+        if keep_lines == IDLE_TAIL_LINES && self.window.capacity() > 4 * (IDLE_TAIL_LINES + 1) {
+            self.window.shrink_to(IDLE_TAIL_LINES + 1);
         }
         puff
     }
@@ -339,6 +345,28 @@ pub(crate) mod tests {
             now,
         );
         assert!(detector.poll(now + Duration::from_secs(30)).is_empty());
+    }
+
+    #[test]
+    fn a_quiet_console_keeps_a_window_of_nine_slots_even_after_a_report() {
+        let now = Instant::now();
+        let mut detector = Detector::new(config(), 0, 0);
+        let mut splitter = LineSplitter::new(16 * 1024, 0);
+        let chatter: String = (0..1000)
+            .map(|i| format!("[    1.{i:06}] eth0: link up\n"))
+            .collect();
+        feed(&mut detector, &mut splitter, &chatter, now);
+        assert!(detector.poll(now).is_empty());
+        assert_eq!(detector.window.len(), IDLE_TAIL_LINES);
+        assert_eq!(detector.window.capacity(), IDLE_TAIL_LINES + 1);
+        // A report widens the window while it settles...
+        feed(&mut detector, &mut splitter, LAB_LOG, now);
+        assert!(detector.window.capacity() > 4 * (IDLE_TAIL_LINES + 1));
+        assert_eq!(detector.poll(now + Duration::from_secs(2)).len(), 1);
+        // ...and the next quiet line gives the slots back.
+        feed(&mut detector, &mut splitter, &chatter, now);
+        assert_eq!(detector.window.len(), IDLE_TAIL_LINES);
+        assert!(detector.window.capacity() <= 2 * (IDLE_TAIL_LINES + 1));
     }
 
     #[test]
