@@ -16,7 +16,7 @@ use tokio_postgres::{Client, IsolationLevel, NoTls};
 
 use ballast_model::IngestResponse;
 
-use crate::storage::prepare::{self, PreparedBatch};
+use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::{Store, StoreError};
 
@@ -265,15 +265,7 @@ async fn insert_batch(
     batch: &PreparedBatch,
 ) -> Result<IngestResponse, StoreError> {
     let host = batch.host_id.as_str();
-    let mut accepted: u32 = 0;
-    let mut duplicates: u32 = 0;
-    let mut count = |changed: u64| {
-        if changed > 0 {
-            accepted += 1;
-        } else {
-            duplicates += 1;
-        }
-    };
+    let mut tally = IngestTally::default();
     // One multi-row INSERT per chunk of rollups, not one statement (one round trip)
     // per row: under 1000 agents per-row inserts held a pooled connection for ~50 round
     // trips per batch and queued rollup batches for seconds (BENCHMARKS.md, "Collector
@@ -289,7 +281,7 @@ async fn insert_batch(
             .await?;
         let inserted = usize::try_from(inserted).unwrap_or(usize::MAX);
         for index in 0..chunk.len() {
-            count(u64::from(index < inserted));
+            tally.count(index < inserted);
         }
     }
     if !batch.ooms.is_empty() {
@@ -303,7 +295,7 @@ async fn insert_batch(
         for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
             let params = prepare::oom_params(host, batch.received_at_ms, row);
             let changed = transaction.execute(&insert, &sql_params(&params)).await?;
-            count(changed);
+            tally.count(changed > 0);
             if changed > 0 {
                 *new = true;
                 let params = prepare::vm_if_absent_params(host, row);
@@ -336,7 +328,7 @@ async fn insert_batch(
         for row in &batch.events {
             let params = prepare::event_params(host, row);
             let changed = transaction.execute(&insert, &sql_params(&params)).await?;
-            count(changed);
+            tally.count(changed > 0);
             if changed > 0 {
                 for vm in &row.vms {
                     let params = prepare::vm_params(host, vm);
@@ -345,10 +337,7 @@ async fn insert_batch(
             }
         }
     }
-    Ok(IngestResponse {
-        accepted,
-        duplicates,
-    })
+    Ok(tally.response())
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use ballast_model::{Batch, Event, MinMaxLast, OomKind, VmConfig};
+use ballast_model::{Batch, Event, IngestResponse, MinMaxLast, OomKind, VmConfig};
 
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
 use crate::records::RollupPoint;
@@ -232,6 +232,31 @@ pub fn oom_kind_name(kind: OomKind) -> &'static str {
         OomKind::Guest => "guest",
         OomKind::VmCgroup => "vm_cgroup",
         OomKind::Host => "host",
+    }
+}
+
+/// What an ingest answers, counted row by row as both engines insert: a row its
+/// `INSERT ... ON CONFLICT DO NOTHING` inserted is accepted, one it did not a duplicate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestTally {
+    accepted: u32,
+    duplicates: u32,
+}
+
+impl IngestTally {
+    pub fn count(&mut self, inserted: bool) {
+        if inserted {
+            self.accepted += 1;
+        } else {
+            self.duplicates += 1;
+        }
+    }
+
+    pub fn response(self) -> IngestResponse {
+        IngestResponse {
+            accepted: self.accepted,
+            duplicates: self.duplicates,
+        }
     }
 }
 

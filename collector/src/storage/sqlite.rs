@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use ballast_model::IngestResponse;
 
-use crate::storage::prepare::{self, PreparedBatch};
+use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
 use crate::storage::{Store, StoreError};
 
@@ -340,21 +340,14 @@ fn insert_batch(
     batch: &PreparedBatch,
 ) -> Result<IngestResponse, StoreError> {
     let host = batch.host_id.as_str();
-    let mut accepted: u32 = 0;
-    let mut duplicates: u32 = 0;
-    let mut count = |changed: usize| {
-        if changed > 0 {
-            accepted += 1;
-        } else {
-            duplicates += 1;
-        }
-    };
+    let mut tally = IngestTally::default();
     if !batch.rollups.is_empty() {
         let mut statement = connection.prepare_cached(prepare::INSERT_ROLLUP)?;
         for row in &batch.rollups {
-            count(statement.execute(rusqlite::params_from_iter(
+            let changed = statement.execute(rusqlite::params_from_iter(
                 prepare::rollup_params(host, row).iter(),
-            ))?);
+            ))?;
+            tally.count(changed > 0);
         }
     }
     let mut new_ooms = vec![false; batch.ooms.len()];
@@ -365,7 +358,7 @@ fn insert_batch(
                 .execute(rusqlite::params_from_iter(
                     prepare::oom_params(host, batch.received_at_ms, row).iter(),
                 ))?;
-        count(changed);
+        tally.count(changed > 0);
         if changed > 0 {
             *new = true;
             connection
@@ -391,7 +384,7 @@ fn insert_batch(
         let changed = connection.prepare_cached(prepare::INSERT_EVENT)?.execute(
             rusqlite::params_from_iter(prepare::event_params(host, row).iter()),
         )?;
-        count(changed);
+        tally.count(changed > 0);
         if changed > 0 {
             for vm in &row.vms {
                 connection.prepare_cached(prepare::UPSERT_VM)?.execute(
@@ -400,8 +393,5 @@ fn insert_batch(
             }
         }
     }
-    Ok(IngestResponse {
-        accepted,
-        duplicates,
-    })
+    Ok(tally.response())
 }
