@@ -422,6 +422,35 @@ async fn explain(recorder: &Recorder) -> String {
 
 type Measured = Vec<(String, Stats, String)>;
 
+/// Times `run` (given the recorder and the iteration, answering how many rows,
+/// points or VMs it got) and adds the line `<name> (<count> <unit>)` with the
+/// count of its last run and the plan of its last query.
+async fn case<F, Fut>(
+    out: &mut Measured,
+    recorder: &Arc<Recorder>,
+    iterations: usize,
+    name: &str,
+    unit: &str,
+    run: F,
+) where
+    F: Fn(Arc<Recorder>, usize) -> Fut,
+    Fut: std::future::Future<Output = usize>,
+{
+    let count = std::cell::Cell::new(0);
+    let count_ref = &count;
+    let run_ref = &run;
+    let stats = time(iterations, move |i| {
+        let answered = run_ref(Arc::clone(recorder), i);
+        async move { count_ref.set(answered.await) }
+    })
+    .await;
+    out.push((
+        format!("{name} ({} {unit})", count.get()),
+        stats,
+        explain(recorder).await,
+    ));
+}
+
 async fn measure(
     store: Arc<dyn Store>,
     hosts: u64,
@@ -444,14 +473,14 @@ async fn measure(
         .map(|_| vm_uuid(pick(rollup_hosts), pick(VMS_PER_HOST)))
         .collect();
     // Baseline in the same store: one VM by primary key.
-    {
-        let pk = std::cell::Cell::new(0);
-        let pk_ref = &pk;
-        let recorder_ref = &recorder;
-        let vms_ref = &rollup_vms;
-        let stats = time(iterations, move |i| {
-            let r = Arc::clone(recorder_ref);
-            let uuid = vms_ref[i].clone();
+    case(
+        &mut out,
+        &recorder,
+        iterations,
+        "baseline: one VM by primary key",
+        "row",
+        |r, i| {
+            let uuid = rollup_vms[i].clone();
             async move {
                 let rows = r
                     .query(Query::new(
@@ -461,28 +490,17 @@ async fn measure(
                     ))
                     .await
                     .unwrap();
-                pk_ref.set(rows.len());
+                rows.len()
             }
-        })
-        .await;
-        out.push((
-            format!("baseline: one VM by primary key ({} row)", pk.get()),
-            stats,
-            explain(&recorder).await,
-        ));
-    }
+        },
+    )
+    .await;
     for (name, resolution) in [
         ("memory 30 d, stored tiers", Resolution::Stored),
         ("memory 30 d, ?resolution=hour", Resolution::Hour),
     ] {
-        let r = Arc::clone(&recorder);
-        let vms = rollup_vms.clone();
-        let points = std::cell::Cell::new(0);
-        let points_ref = &points;
-        let stats = time(iterations, move |i| {
-            let r = Arc::clone(&r);
-            let uuid = vms[i].clone();
-            let points = points_ref;
+        case(&mut out, &recorder, iterations, name, "points", |r, i| {
+            let uuid = rollup_vms[i].clone();
             async move {
                 let memory = queries::vm_memory(
                     r.as_ref(),
@@ -494,15 +512,10 @@ async fn measure(
                 )
                 .await
                 .unwrap();
-                points.set(memory.points.len());
+                memory.points.len()
             }
         })
         .await;
-        out.push((
-            format!("{name} ({} points)", points.get()),
-            stats,
-            explain(&recorder).await,
-        ));
     }
 
     let week = OomFilter {
@@ -562,72 +575,52 @@ async fn measure(
         ),
     ];
     for (name, filter) in cases {
-        let items = std::cell::Cell::new(0);
-        let items_ref = &items;
-        let recorder_ref = &recorder;
-        let filter_ref = &filter;
-        let stats = time(iterations, move |i| {
-            let r = Arc::clone(recorder_ref);
-            let filter = filter_ref(i);
+        case(&mut out, &recorder, iterations, name, "rows", |r, i| {
+            let filter = filter(i);
             async move {
-                items_ref.set(
-                    queries::list_ooms(r.as_ref(), &filter)
-                        .await
-                        .unwrap()
-                        .items
-                        .len(),
-                );
+                queries::list_ooms(r.as_ref(), &filter)
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
             }
         })
         .await;
-        out.push((
-            format!("{name} ({} rows)", items.get()),
-            stats,
-            explain(&recorder).await,
-        ));
     }
 
-    let n = std::cell::Cell::new(0);
-    let n_ref = &n;
-    let recorder_ref = &recorder;
-    let hosts_ref = &hosts_picked;
-    let stats = time(iterations, move |i| {
-        let r = Arc::clone(recorder_ref);
-        let host = hosts_ref[i].clone();
-        async move {
-            n_ref.set(
+    case(
+        &mut out,
+        &recorder,
+        iterations,
+        "inventory, ?host=",
+        "VMs",
+        |r, i| {
+            let host = hosts_picked[i].clone();
+            async move {
                 queries::list_vms(r.as_ref(), Some(&host))
                     .await
                     .unwrap()
                     .items
-                    .len(),
-            );
-        }
-    })
+                    .len()
+            }
+        },
+    )
     .await;
-    out.push((
-        format!("inventory, ?host= ({} VMs)", n.get()),
-        stats,
-        explain(&recorder).await,
-    ));
-    let stats = time((iterations / 20).max(5), move |_| {
-        let r = Arc::clone(recorder_ref);
-        async move {
-            n_ref.set(
-                queries::list_vms(r.as_ref(), None)
-                    .await
-                    .unwrap()
-                    .items
-                    .len(),
-            );
-        }
-    })
+    case(
+        &mut out,
+        &recorder,
+        (iterations / 20).max(5),
+        "inventory, whole fleet",
+        "VMs",
+        |r, _| async move {
+            queries::list_vms(r.as_ref(), None)
+                .await
+                .unwrap()
+                .items
+                .len()
+        },
+    )
     .await;
-    out.push((
-        format!("inventory, whole fleet ({} VMs)", n.get()),
-        stats,
-        explain(&recorder).await,
-    ));
     out
 }
 
