@@ -182,7 +182,11 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
-fn report(name: &str, rows: usize, elapsed: Duration, mut latencies: Vec<Duration>, errors: usize) {
+fn report(name: &str, rows: usize, elapsed: Duration, outcomes: Outcomes) {
+    let Outcomes {
+        mut latencies,
+        errors,
+    } = outcomes;
     latencies.sort();
     println!(
         "{name:<34} {rows:>8} rows in {:>6.2} s = {:>9.0} rows/s   requests {:>5}  p50 {:>7.1?}  p99 {:>7.1?}  max {:>7.1?}  errors {errors}",
@@ -195,12 +199,43 @@ fn report(name: &str, rows: usize, elapsed: Duration, mut latencies: Vec<Duratio
     );
 }
 
+/// Latencies of the requests answered 200 and the count of the others.
+#[derive(Default)]
+struct Outcomes {
+    latencies: Vec<Duration>,
+    errors: usize,
+}
+
+impl Outcomes {
+    /// Posts `body`, records the outcome and returns when it was sent.
+    async fn post(&mut self, client: &HttpClient, url: &str, token: &str, body: Bytes) -> Instant {
+        let sent = Instant::now();
+        if post(client, url, token, body).await == 200 {
+            self.latencies.push(sent.elapsed());
+        } else {
+            self.errors += 1;
+        }
+        sent
+    }
+
+    /// All the agents' outcomes together.
+    async fn gather(tasks: Vec<tokio::task::JoinHandle<Outcomes>>) -> Outcomes {
+        let mut all = Outcomes::default();
+        for task in tasks {
+            let outcomes = task.await.unwrap();
+            all.latencies.extend(outcomes.latencies);
+            all.errors += outcomes.errors;
+        }
+        all
+    }
+}
+
 /// Closed loop: `agents` tasks post their pre-built bodies back to back.
 async fn closed_loop(
     server: &Server,
     bodies: Vec<Vec<Bytes>>,
     rows_per_body: usize,
-) -> (usize, Duration, Vec<Duration>, usize) {
+) -> (usize, Duration, Outcomes) {
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -209,28 +244,52 @@ async fn closed_loop(
         let url = server.url.clone();
         tasks.push(tokio::spawn(async move {
             let token = format!("t{agent}");
-            let mut latencies = Vec::new();
-            let mut errors = 0;
+            let mut outcomes = Outcomes::default();
             for body in bodies {
-                let sent = Instant::now();
-                if post(&client, &url, &token, body).await == 200 {
-                    latencies.push(sent.elapsed());
-                } else {
-                    errors += 1;
-                }
+                outcomes.post(&client, &url, &token, body).await;
             }
-            (latencies, errors)
+            outcomes
         }));
     }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    for task in tasks {
-        let (l, e) = task.await.unwrap();
-        latencies.extend(l);
-        errors += e;
-    }
+    let outcomes = Outcomes::gather(tasks).await;
     let elapsed = start.elapsed();
-    (latencies.len() * rows_per_body, elapsed, latencies, errors)
+    (outcomes.latencies.len() * rows_per_body, elapsed, outcomes)
+}
+
+/// Phase 1: `Store::ingest` of `batches` (prepared before the clock starts), 8 at a time.
+async fn raw_insert(server: &Server, name: &str, batches: Vec<Batch>) {
+    let prepared: Vec<_> = batches
+        .into_iter()
+        .map(|batch| prepare_batch(batch, 0, &HashMap::new(), &CorrelationSettings::default()))
+        .collect();
+    let start = Instant::now();
+    let mut rows = 0;
+    for chunk in prepared.chunks(8) {
+        rows += futures_join(chunk.iter().cloned().map(|b| {
+            let store = Arc::clone(&server.store);
+            tokio::spawn(async move { store.ingest(b).await.unwrap().accepted as usize })
+        }))
+        .await;
+    }
+    report(name, rows, start.elapsed(), Outcomes::default());
+}
+
+/// Phases 2 and 3: `agents` agents (host `h<a>`) each post `per_agent` bodies
+/// (`body(agent, index)`, `rows_per_body` rows each) back to back.
+async fn over_http(
+    name: &str,
+    agents: usize,
+    per_agent: usize,
+    rows_per_body: usize,
+    body: impl Fn(usize, usize) -> Bytes,
+) {
+    let server = server(agents).await;
+    let bodies: Vec<Vec<Bytes>> = (0..agents)
+        .map(|a| (0..per_agent).map(|b| body(a, b)).collect())
+        .collect();
+    let (rows, elapsed, outcomes) = closed_loop(&server, bodies, rows_per_body).await;
+    report(name, rows, elapsed, outcomes);
+    let _ = server.stop.send(());
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -244,115 +303,43 @@ async fn main() {
     // 1. Raw batched insert.
     {
         let server = server(1).await;
-        let n_batches = 400 / scale;
-        let prepared: Vec<_> = (0..n_batches)
-            .map(|b| {
-                prepare_batch(
-                    rollup_batch("h0", &format!("raw{b}"), 500),
-                    0,
-                    &HashMap::new(),
-                    &CorrelationSettings::default(),
-                )
-            })
+        let rollups = (0..400 / scale)
+            .map(|b| rollup_batch("h0", &format!("raw{b}"), 500))
             .collect();
-        let start = Instant::now();
-        let mut rows = 0;
-        for chunk in prepared.chunks(8) {
-            let results = futures_join(chunk.iter().cloned().map(|b| {
-                let store = Arc::clone(&server.store);
-                tokio::spawn(async move { store.ingest(b).await.unwrap().accepted as usize })
-            }))
-            .await;
-            rows += results;
-        }
-        report(
-            "raw insert, rollups (500/batch)",
-            rows,
-            start.elapsed(),
-            Vec::new(),
-            0,
-        );
-        let prepared: Vec<_> = (0..(100 / scale))
-            .map(|b| {
-                prepare_batch(
-                    oom_batch("h0", &format!("rawoom{b}"), &template, 20),
-                    0,
-                    &HashMap::new(),
-                    &CorrelationSettings::default(),
-                )
-            })
+        raw_insert(&server, "raw insert, rollups (500/batch)", rollups).await;
+        let ooms = (0..(100 / scale))
+            .map(|b| oom_batch("h0", &format!("rawoom{b}"), &template, 20))
             .collect();
-        let start = Instant::now();
-        let mut rows = 0;
-        for chunk in prepared.chunks(8) {
-            rows += futures_join(chunk.iter().cloned().map(|b| {
-                let store = Arc::clone(&server.store);
-                tokio::spawn(async move { store.ingest(b).await.unwrap().accepted as usize })
-            }))
-            .await;
-        }
-        report(
-            "raw insert, OOM events (20/batch)",
-            rows,
-            start.elapsed(),
-            Vec::new(),
-            0,
-        );
+        raw_insert(&server, "raw insert, OOM events (20/batch)", ooms).await;
         let _ = server.stop.send(());
     }
 
     // 2. Rollups over HTTP.
-    {
-        let agents = 64;
-        let per_agent = 20 / scale.min(10);
-        let server = server(agents).await;
-        let bodies: Vec<Vec<Bytes>> = (0..agents)
-            .map(|a| {
-                (0..per_agent)
-                    .map(|b| gzip(&rollup_batch(&format!("h{a}"), &format!("b{b}"), 500)))
-                    .collect()
-            })
-            .collect();
-        let (rows, elapsed, latencies, errors) = closed_loop(&server, bodies, 500).await;
-        report(
-            "HTTP rollups, 64 agents x 500/batch",
-            rows,
-            elapsed,
-            latencies,
-            errors,
-        );
-        let _ = server.stop.send(());
-    }
+    over_http(
+        "HTTP rollups, 64 agents x 500/batch",
+        64,
+        20 / scale.min(10),
+        500,
+        |a, b| gzip(&rollup_batch(&format!("h{a}"), &format!("b{b}"), 500)),
+    )
+    .await;
 
     // 3. OOM events over HTTP.
-    {
-        let agents = 64;
-        let per_agent = 10 / scale.min(10);
-        let server = server(agents).await;
-        let bodies: Vec<Vec<Bytes>> = (0..agents)
-            .map(|a| {
-                (0..per_agent)
-                    .map(|b| {
-                        gzip(&oom_batch(
-                            &format!("h{a}"),
-                            &format!("b{b}"),
-                            &template,
-                            20,
-                        ))
-                    })
-                    .collect()
-            })
-            .collect();
-        let (rows, elapsed, latencies, errors) = closed_loop(&server, bodies, 20).await;
-        report(
-            "HTTP OOM events, 64 agents x 20/batch",
-            rows,
-            elapsed,
-            latencies,
-            errors,
-        );
-        let _ = server.stop.send(());
-    }
+    over_http(
+        "HTTP OOM events, 64 agents x 20/batch",
+        64,
+        10 / scale.min(10),
+        20,
+        |a, b| {
+            gzip(&oom_batch(
+                &format!("h{a}"),
+                &format!("b{b}"),
+                &template,
+                20,
+            ))
+        },
+    )
+    .await;
 
     // 4. A fleet of 1000 agents at a 10 s interval.
     {
@@ -372,38 +359,25 @@ async fn main() {
                 let host = format!("h{agent}");
                 let phase = Duration::from_millis((agent as u64 * 7919) % 10_000);
                 tokio::time::sleep(phase).await;
-                let mut latencies = Vec::new();
-                let mut errors = 0;
+                let mut outcomes = Outcomes::default();
                 let mut round = 0;
                 while start.elapsed() < Duration::from_secs(seconds) {
                     let body = gzip(&rollup_batch(&host, &format!("f{round}"), 6));
-                    let sent = Instant::now();
-                    if post(&client, &url, &token, body).await == 200 {
-                        latencies.push(sent.elapsed());
-                    } else {
-                        errors += 1;
-                    }
+                    let sent = outcomes.post(&client, &url, &token, body).await;
                     round += 1;
                     tokio::time::sleep(Duration::from_secs(10).saturating_sub(sent.elapsed()))
                         .await;
                 }
-                (latencies, errors)
+                outcomes
             }));
         }
-        let mut latencies = Vec::new();
-        let mut errors = 0;
-        for task in tasks {
-            let (l, e) = task.await.unwrap();
-            latencies.extend(l);
-            errors += e;
-        }
-        let rows = latencies.len() * 6;
+        let outcomes = Outcomes::gather(tasks).await;
+        let rows = outcomes.latencies.len() * 6;
         report(
             "fleet: 1000 agents every 10 s",
             rows,
             start.elapsed(),
-            latencies,
-            errors,
+            outcomes,
         );
         let _ = server.stop.send(());
     }
