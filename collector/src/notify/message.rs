@@ -83,23 +83,26 @@ pub fn plain(text: &str) -> String {
 /// `<!channel>` and `<url|x>` are shown, not acted on), backticks cannot close the
 /// span, and `@` is followed by a word joiner so no mention forms.
 pub fn slack_text(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in plain(text).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '`' => out.push('\''),
-            '@' => out.push_str("@\u{2060}"),
-            c => out.push(c),
-        }
-    }
-    out
+    escaped(text, |c, out| out.push(if c == '`' { '\'' } else { c }))
 }
 
 /// Text for Mattermost Markdown: `&<>` as entities (its Slack compatibility would turn
 /// `<!channel>` into a mention), Markdown punctuation backslash-escaped, `@` broken.
 pub fn mattermost_text(text: &str) -> String {
+    escaped(text, |c, out| {
+        if matches!(
+            c,
+            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '(' | ')' | '#' | '|' | '!'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    })
+}
+
+/// [`plain`] text with `&<>` as entities and `@` followed by a word joiner (what
+/// Slack and Mattermost both need); every other character goes through `other`.
+fn escaped(text: &str, other: impl Fn(char, &mut String)) -> String {
     let mut out = String::with_capacity(text.len() + 8);
     for c in plain(text).chars() {
         match c {
@@ -107,11 +110,7 @@ pub fn mattermost_text(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '@' => out.push_str("@\u{2060}"),
-            '\\' | '`' | '*' | '_' | '~' | '[' | ']' | '(' | ')' | '#' | '|' | '!' => {
-                out.push('\\');
-                out.push(c);
-            }
-            c => out.push(c),
+            c => other(c, &mut out),
         }
     }
     out
