@@ -86,3 +86,43 @@ pub async fn open(settings: &StorageSettings) -> Result<Arc<dyn Store>, StoreErr
         }
     })
 }
+
+/// The migrations of `migrations` (an engine's, oldest first) a database at schema
+/// version `current` still needs, or [`StoreError::SchemaTooNew`] when a newer
+/// collector already migrated it past the newest known here.
+fn pending_migrations(
+    migrations: &'static [(i64, &'static str)],
+    current: i64,
+) -> Result<impl Iterator<Item = &'static (i64, &'static str)>, StoreError> {
+    let known = migrations.last().map_or(0, |(version, _)| *version);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    Ok(migrations.iter().filter(move |(v, _)| *v > current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_newer_migrations_are_pending_and_a_newer_schema_is_refused() {
+        static MIGRATIONS: &[(i64, &str)] = &[(1, "a"), (2, "b"), (3, "c")];
+        let versions = |current| -> Vec<i64> {
+            pending_migrations(MIGRATIONS, current)
+                .expect("known schema")
+                .map(|(version, _)| *version)
+                .collect()
+        };
+        assert_eq!(versions(0), vec![1, 2, 3]);
+        assert_eq!(versions(2), vec![3]);
+        assert!(versions(3).is_empty());
+        assert!(matches!(
+            pending_migrations(MIGRATIONS, 4).map(|pending| pending.count()),
+            Err(StoreError::SchemaTooNew { found: 4, known: 3 })
+        ));
+    }
+}

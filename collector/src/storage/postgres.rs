@@ -18,7 +18,7 @@ use ballast_model::IngestResponse;
 
 use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
-use crate::storage::{Store, StoreError};
+use crate::storage::{pending_migrations, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -205,14 +205,7 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
         )
         .await?
         .try_get(0)?;
-    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-    if current > known {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known,
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in pending_migrations(MIGRATIONS, current)? {
         let apply = async {
             client.batch_execute("BEGIN").await?;
             client.batch_execute(sql).await?;

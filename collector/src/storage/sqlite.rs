@@ -20,7 +20,7 @@ use ballast_model::IngestResponse;
 
 use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
-use crate::storage::{Store, StoreError};
+use crate::storage::{pending_migrations, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -206,14 +206,7 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         [],
         |row| row.get(0),
     )?;
-    let known = MIGRATIONS.last().map_or(0, |(version, _)| *version);
-    if current > known {
-        return Err(StoreError::SchemaTooNew {
-            found: current,
-            known,
-        });
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    for (version, sql) in pending_migrations(MIGRATIONS, current)? {
         transaction
             .execute_batch(sql)
             .and_then(|()| {
