@@ -10,18 +10,7 @@ use std::sync::Arc;
 use ballast_collector::storage::postgres::PostgresStore;
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::Store;
-use ballast_testpg::{TestPg, TestPgError};
-
-fn cluster() -> Option<TestPg> {
-    match TestPg::start() {
-        Ok(cluster) => Some(cluster),
-        Err(TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
-            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
-            None
-        }
-        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
-    }
-}
+use ballast_testpg::TestPg;
 
 async fn store(cluster: &TestPg) -> Arc<dyn Store> {
     let url = cluster.create_database().expect("createdb");
@@ -31,7 +20,9 @@ async fn store(cluster: &TestPg) -> Arc<dyn Store> {
 /// One cluster for the whole suite (initdb takes seconds); each case gets its own database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_storage_suite_passes_on_postgresql() {
-    let Some(cluster) = cluster() else { return };
+    let Some(cluster) = util::pg_cluster() else {
+        return;
+    };
     util::suite::ingest_is_idempotent(store(&cluster).await).await;
     util::suite::queries_answer_as_documented(store(&cluster).await).await;
     util::suite::tokens_are_stored_hashed(store(&cluster).await).await;

@@ -24,7 +24,6 @@ use ballast_collector::notify::{self, outbox, Notifier};
 use ballast_collector::server::serve_listener;
 use ballast_collector::storage::{self, queries, Store};
 use ballast_model::{Envelope, OomEvent};
-use ballast_testpg::{TestPg, TestPgError};
 
 const HOST: &str = "pve1";
 const TOKEN: &str = "blt_webhook-test-token-0123456789";
@@ -808,20 +807,11 @@ async fn claims_take_at_most_their_limit_on_sqlite() {
     claims_respect_limit_and_owner(&store).await;
 }
 
-fn cluster() -> Option<TestPg> {
-    match TestPg::start() {
-        Ok(cluster) => Some(cluster),
-        Err(TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
-            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
-            None
-        }
-        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
-    let Some(cluster) = cluster() else { return };
+    let Some(cluster) = util::pg_cluster() else {
+        return;
+    };
     let claims =
         storage::postgres::PostgresStore::open(&cluster.create_database().expect("createdb"), 2)
             .await

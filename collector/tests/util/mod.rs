@@ -108,6 +108,19 @@ pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
     }
 }
 
+/// A throwaway PostgreSQL cluster, or None (said on stderr) where the server is
+/// not installed and the run may skip it (never in CI).
+pub fn pg_cluster() -> Option<ballast_testpg::TestPg> {
+    match ballast_testpg::TestPg::start() {
+        Ok(cluster) => Some(cluster),
+        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
+            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
+            None
+        }
+        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
+    }
+}
+
 /// A batch as the ingest handler would hand it to the store (no stored context).
 pub fn prepared(batch: Batch) -> PreparedBatch {
     prepare_batch(
