@@ -4,6 +4,7 @@
 //! - [`hypervisor`]: the boundary to libvirt / QEMU; only it links libvirt.
 //! - [`config`]: YAML configuration, checked as a whole at start-up; [`paths`]: defaults.
 
+pub mod allocator;
 pub mod audit;
 pub mod capture;
 pub mod config;

@@ -78,6 +78,7 @@ enum Command {
 struct UsageError(String);
 
 fn main() -> ExitCode {
+    ballast_agent::allocator::fix_mmap_threshold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

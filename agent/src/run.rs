@@ -168,6 +168,8 @@ pub struct Monitor {
 const TICK: Duration = Duration::from_secs(1);
 /// Health events go out this often.
 const HEALTH_EVERY: Duration = Duration::from_secs(300);
+/// How often freed heap pages go back to the kernel (crate::allocator).
+const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Guest agent threads, and the requests that may wait for one.
 const GUEST_AGENT_THREADS: usize = 2;
 const GUEST_AGENT_QUEUE: usize = 64;
@@ -229,6 +231,7 @@ impl Monitor {
         let started = Instant::now();
         let mut next_poll = started;
         let mut next_health = Instant::now() + HEALTH_EVERY;
+        let mut next_trim = Instant::now() + TRIM_EVERY;
         while !self.handles.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             if now >= next_poll {
@@ -249,6 +252,10 @@ impl Monitor {
             if now >= next_health {
                 self.emit_health();
                 next_health = now + HEALTH_EVERY;
+            }
+            if now >= next_trim {
+                crate::allocator::release_free_memory();
+                next_trim = now + TRIM_EVERY;
             }
             let sleep = next_poll
                 .saturating_duration_since(Instant::now())
