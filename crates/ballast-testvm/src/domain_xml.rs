@@ -10,6 +10,8 @@
 //!   <on_reboot>restart</on_reboot> …
 //!   <devices>
 //!     <serial type='pty'><log file='…/serial.log' append='on'/><target port='0'/></serial>
+//!     <!-- Console::Virtio: the serial without its log, and instead: -->
+//!     <console type='pty'><log file='…/serial.log' append='on'/><target type='virtio' port='0'/></console>
 //!     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
 //!     <memballoon model='virtio' autodeflate='off'><stats period='2'/></memballoon>
 //!   </devices>
@@ -21,7 +23,7 @@ use std::path::Path;
 
 use crate::accel::Accel;
 use crate::image::GuestImage;
-use crate::spec::GuestSpec;
+use crate::spec::{Console, GuestSpec};
 
 /// Renders the domain definition.
 pub(crate) fn render(
@@ -62,14 +64,27 @@ pub(crate) fn render(
         initrd = escape(&image.initramfs.to_string_lossy()),
         cmdline = escape(&spec.cmdline()),
     );
-    if spec.serial_log {
-        let _ = writeln!(
-            xml,
-            "    <serial type='pty'><log file='{}' append='on'/><target port='0'/></serial>",
-            escape(&serial_log.to_string_lossy())
-        );
-    } else {
-        xml.push_str("    <serial type='pty'><target port='0'/></serial>\n");
+    let log = format!(
+        "<log file='{}' append='on'/>",
+        escape(&serial_log.to_string_lossy())
+    );
+    match spec.console {
+        Console::Serial if spec.serial_log => {
+            let _ = writeln!(
+                xml,
+                "    <serial type='pty'>{log}<target port='0'/></serial>"
+            );
+        }
+        Console::Serial => xml.push_str("    <serial type='pty'><target port='0'/></serial>\n"),
+        Console::Virtio => {
+            // ttyS0 stays (unlogged); the virtio console carries the kernel console.
+            xml.push_str("    <serial type='pty'><target port='0'/></serial>\n");
+            let log = if spec.serial_log { log.as_str() } else { "" };
+            let _ = writeln!(
+                xml,
+                "    <console type='pty'>{log}<target type='virtio' port='0'/></console>"
+            );
+        }
     }
     if spec.guest_agent {
         xml.push_str(
@@ -132,5 +147,28 @@ mod tests {
         assert!(xml.contains("<log file='/run/s.log' append='on'/>"));
         assert!(xml.contains("name='org.qemu.guest_agent.0'"));
         assert!(xml.contains("<cmdline>console=ttyS0 loglevel=4 panic=-1</cmdline>"));
+        assert!(!xml.contains("<console"));
+    }
+
+    #[test]
+    fn a_virtio_console_takes_the_log_from_the_serial_port() {
+        let image = GuestImage {
+            kernel: GuestKernel::Debian61,
+            release: "6.1.0-56-amd64".to_owned(),
+            vmlinuz: PathBuf::from("/lab/vmlinuz"),
+            initramfs: PathBuf::from("/lab/initramfs.cpio.gz"),
+            build_time: None,
+        };
+        let spec = GuestSpec {
+            console: Console::Virtio,
+            ..GuestSpec::default()
+        };
+        let xml = render("t", &spec, &image, Accel::Tcg, Path::new("/run/s.log"));
+        assert!(xml.contains("<serial type='pty'><target port='0'/></serial>"));
+        assert!(xml.contains(
+            "<console type='pty'><log file='/run/s.log' append='on'/><target type='virtio' port='0'/></console>"
+        ));
+        assert_eq!(xml.matches("<log ").count(), 1);
+        assert!(xml.contains("<cmdline>console=hvc0 "));
     }
 }

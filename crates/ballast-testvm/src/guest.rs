@@ -17,7 +17,7 @@ use crate::image::GuestImage;
 use crate::lab::Lab;
 use crate::serial;
 use crate::slots::SlotGuard;
-use crate::spec::GuestSpec;
+use crate::spec::{Console, GuestSpec};
 use crate::virsh::parse_domstats;
 
 /// The line the guest init prints when it is up (modules loaded, qemu-ga started).
@@ -79,6 +79,8 @@ pub struct Guest {
     /// Boots so far (each prints one READY line into the appended serial log).
     boots: usize,
     boot_started: Instant,
+    /// The console pty held open by [`Guest::console_run`] (path, handle).
+    console_tty: std::sync::Mutex<Option<(String, std::fs::File)>>,
     _slot: SlotGuard,
 }
 
@@ -102,6 +104,7 @@ impl Guest {
             run_dir,
             boots: 0,
             boot_started: Instant::now(),
+            console_tty: std::sync::Mutex::new(None),
             _slot: slot,
         }
     }
@@ -150,7 +153,8 @@ impl Guest {
         if self.spec.serial_log {
             serial::wait_count(&self.serial_log, READY_LINE, self.boots, timeout)?;
         }
-        if self.spec.guest_agent {
+        // A hostile agent never answers a ping; LAB-READY says it was started.
+        if self.spec.guest_agent && self.spec.hostile_agent.is_none() {
             while self
                 .agent_command(&json!({"execute": "guest-ping"}))
                 .is_err()
@@ -283,6 +287,68 @@ impl Guest {
         }
     }
 
+    /// Writes `line` and a newline to the console's pty on the host side: the guest's
+    /// init runs it as a shell command when the spec has `console_shell` (the way to
+    /// drive a guest whose agent is hostile). Nothing is echoed to the console log;
+    /// the command's own output is. It runs in the init's reader loop: end long
+    /// commands with `&`. A line must stay under the tty's 4095 bytes. The first call
+    /// may take QEMU a second to pass on.
+    ///
+    /// Serial console only: while the host side of a pty is held, QEMU writes the
+    /// console's output to it too, and a virtio console drops what the pty cannot take
+    /// at once (from its log as well); the UART waits and retries instead.
+    pub fn console_run(&self, line: &str) -> Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !self.spec.console_shell
+            || self.spec.console != Console::Serial
+            || line.contains('\n')
+            || line.len() >= 4000
+        {
+            return Err(Error::Agent {
+                command: format!("console_run {line:?}"),
+                message:
+                    "needs GuestSpec::console_shell, Console::Serial and one line under 4000 bytes"
+                        .to_owned(),
+            });
+        }
+        let xml = self.lab.virsh().run(["dumpxml", &self.name])?;
+        let pty = console_pty(&xml, self.spec.console).ok_or_else(|| Error::Parse {
+            what: format!("the console pty of {} in virsh dumpxml", self.name),
+            detail: xml.clone(),
+        })?;
+        // QEMU reads a pty only while someone holds its host side (it looks once a
+        // second), so the handle stays open for the guest's life (reopened when the
+        // pty changes, e.g. after a restart). While it is held QEMU also writes the
+        // console's output to it: a thread reads and drops that, or the guest's console
+        // would stall once the pty's buffer is full. It ends when QEMU closes the pty.
+        let mut held = self
+            .console_tty
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.as_ref().is_none_or(|(path, _)| *path != pty) {
+            // O_NOCTTY (0o400 on Linux): the pty must not become this process's terminal.
+            let tty = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(0o400)
+                .open(&pty)
+                .map_err(Error::io(Path::new(&pty)))?;
+            let mut reader = tty.try_clone().map_err(Error::io(Path::new(&pty)))?;
+            std::thread::spawn(move || {
+                use std::io::Read as _;
+                let mut sink = [0u8; 4096];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            *held = Some((pty.clone(), tty));
+        }
+        let Some((_, tty)) = held.as_mut() else {
+            return Ok(());
+        };
+        tty.write_all(format!("{line}\n").as_bytes())
+            .map_err(Error::io(Path::new(&pty)))
+    }
+
     /// `dmesg` of the guest, read through the agent.
     pub fn dmesg_via_agent(&self) -> Result<String> {
         Ok(self.exec("/bin/dmesg", &[])?.stdout)
@@ -382,6 +448,23 @@ impl Drop for Guest {
     }
 }
 
+/// The host side (`/dev/pts/N`) of the guest's console in `virsh dumpxml`: the
+/// `<serial>`'s for [`Console::Serial`], the virtio `<console>`'s for [`Console::Virtio`].
+fn console_pty(xml: &str, console: Console) -> Option<String> {
+    let (open, close) = match console {
+        Console::Serial => ("<serial ", "</serial>"),
+        Console::Virtio => ("<console ", "</console>"),
+    };
+    xml.split(open).skip(1).find_map(|rest| {
+        let element = rest.split(close).next()?;
+        if console == Console::Virtio && !element.contains("<target type='virtio'") {
+            return None;
+        }
+        let path = element.split("<source path='").nth(1)?.split('\'').next()?;
+        Some(path.to_owned())
+    })
+}
+
 fn parse_json(what: &str, text: &str) -> Result<Value> {
     serde_json::from_str(text.trim()).map_err(|error| Error::Parse {
         what: what.to_owned(),
@@ -395,4 +478,44 @@ fn command_name(command: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or("?")
         .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The device part of `virsh dumpxml` of a running virtio-console harness guest.
+    const VIRTIO_DUMPXML: &str = "<devices>
+    <serial type='pty'>
+      <source path='/dev/pts/3'/>
+      <target type='isa-serial' port='0'>
+        <model name='isa-serial'/>
+      </target>
+      <alias name='serial0'/>
+    </serial>
+    <console type='pty' tty='/dev/pts/3'>
+      <source path='/dev/pts/3'/>
+      <target type='serial' port='0'/>
+      <alias name='serial0'/>
+    </console>
+    <console type='pty' tty='/dev/pts/4'>
+      <source path='/dev/pts/4'/>
+      <log file='/run/serial.log' append='on'/>
+      <target type='virtio' port='0'/>
+      <alias name='console1'/>
+    </console>
+  </devices>";
+
+    #[test]
+    fn finds_the_console_pty_of_each_kind() {
+        assert_eq!(
+            console_pty(VIRTIO_DUMPXML, Console::Serial).as_deref(),
+            Some("/dev/pts/3")
+        );
+        assert_eq!(
+            console_pty(VIRTIO_DUMPXML, Console::Virtio).as_deref(),
+            Some("/dev/pts/4")
+        );
+        assert_eq!(console_pty("<devices/>", Console::Serial), None);
+    }
 }

@@ -2,6 +2,7 @@
 //!
 //! The initramfs holds busybox-static (applet links made at build time), `/init`
 //! (guest/init.sh), `/sbin/shutdown` (guest/shutdown.sh, for agent reboots),
+//! `/bin/hostile-qga.sh` (guest/hostile-qga.sh, a misbehaving guest agent for tests),
 //! `/bin/memhog` (guest/memhog.c, `gcc -static`), qemu-ga with every library `ldd`
 //! lists, and the virtio modules the kernel does not build in, decompressed for
 //! busybox `insmod` and listed in `modprobe --show-depends` order in /etc/lab-modules.
@@ -21,6 +22,7 @@ use crate::kernel::{self, GuestKernel};
 
 const INIT_SH: &str = include_str!("../guest/init.sh");
 const SHUTDOWN_SH: &str = include_str!("../guest/shutdown.sh");
+const HOSTILE_QGA_SH: &str = include_str!("../guest/hostile-qga.sh");
 const MEMHOG_C: &str = include_str!("../guest/memhog.c");
 /// Bump when the build recipe below changes in a way the key would not see.
 const RECIPE_VERSION: &str = "1";
@@ -97,6 +99,7 @@ fn build_into(tmp: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
     let shutdown = root.join("sbin/shutdown");
     let _ = std::fs::remove_file(&shutdown);
     write_executable(&shutdown, SHUTDOWN_SH)?;
+    write_executable(&root.join("bin/hostile-qga.sh"), HOSTILE_QGA_SH)?;
     build_memhog(tmp, &root)?;
     install_with_libraries(&root, Path::new(QEMU_GA))?;
     install_modules(&root, release)?;
@@ -207,7 +210,14 @@ fn decompress_module(path: &Path) -> Result<Vec<u8>> {
 
 fn cache_key(release: &str, vmlinuz: &Path) -> u64 {
     let mut hash = Fnv64::default();
-    for part in [RECIPE_VERSION, INIT_SH, SHUTDOWN_SH, MEMHOG_C, release] {
+    for part in [
+        RECIPE_VERSION,
+        INIT_SH,
+        SHUTDOWN_SH,
+        HOSTILE_QGA_SH,
+        MEMHOG_C,
+        release,
+    ] {
         hash.write(part.as_bytes());
     }
     for file in [vmlinuz, Path::new(BUSYBOX), Path::new(QEMU_GA)] {

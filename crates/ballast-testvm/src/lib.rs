@@ -55,5 +55,5 @@ pub use proxmox::{ProxmoxGuest, ProxmoxSpec};
 pub use qmp::{Qga, Qmp};
 pub use settings::{in_ci, AccelChoice, Settings};
 pub use skip::lab_or_skip;
-pub use spec::GuestSpec;
+pub use spec::{Console, GuestSpec, HostileAgent};
 pub use sweep::SweepReport;

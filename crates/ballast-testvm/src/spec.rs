@@ -26,6 +26,56 @@ pub struct GuestSpec {
     pub memlog_secs: Option<u32>,
     /// More kernel arguments, appended as given.
     pub extra_cmdline: Vec<String>,
+    /// Which device is the kernel console (and carries `serial_log`).
+    pub console: Console,
+    /// Run a hostile guest agent on `org.qemu.guest_agent.0` from the guest's init,
+    /// instead of qemu-ga (`lab.qga=`). [`Guest::wait_ready`](crate::Guest::wait_ready)
+    /// then waits for the console only, and `exec` does not work: use
+    /// [`Guest::console_run`](crate::Guest::console_run) with `console_shell`.
+    pub hostile_agent: Option<HostileAgent>,
+    /// The guest's init runs every line the host writes to the console as a shell
+    /// command (`lab.console_shell=1`; the console's echo is off, so commands are not
+    /// logged). See [`Guest::console_run`](crate::Guest::console_run).
+    pub console_shell: bool,
+}
+
+/// The kernel console device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Console {
+    /// `console=ttyS0`: the emulated 16550 UART (`<serial>`); under TCG it moves
+    /// 0.06-0.3 MiB/s.
+    #[default]
+    Serial,
+    /// `console=hvc0`: a virtio console (`<console><target type='virtio'/>`), logged
+    /// by virtlogd instead of the serial port (which stays, without a log).
+    Virtio,
+}
+
+/// A guest agent that misbehaves, started by the guest's init on the agent port so
+/// that it is the first process ever to open it (libvirt sees it connect like
+/// qemu-ga). Every line it reads prints `HOSTILE-QGA-GOT` on the console; it prints
+/// `HOSTILE-QGA-OPEN` once it holds the port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostileAgent {
+    /// Reads every command, answers none (`lab.qga=never`).
+    Never,
+    /// Answers `guest-sync` with its id and any other command with `{"pid": 1}`,
+    /// `delay_secs` late (`lab.qga=slow:N`).
+    Slow { delay_secs: u32 },
+    /// Answers `guest-sync` at once and any other command with a JSON line of
+    /// `reply_mib` MiB (`lab.qga=huge:N`).
+    Huge { reply_mib: u32 },
+}
+
+impl HostileAgent {
+    /// The `lab.qga=` value the guest's init reads.
+    pub fn cmdline_value(self) -> String {
+        match self {
+            HostileAgent::Never => "never".to_owned(),
+            HostileAgent::Slow { delay_secs } => format!("slow:{delay_secs}"),
+            HostileAgent::Huge { reply_mib } => format!("huge:{reply_mib}"),
+        }
+    }
 }
 
 impl Default for GuestSpec {
@@ -42,22 +92,64 @@ impl Default for GuestSpec {
             guest_agent: true,
             memlog_secs: None,
             extra_cmdline: Vec::new(),
+            console: Console::Serial,
+            hostile_agent: None,
+            console_shell: false,
         }
     }
 }
 
 impl GuestSpec {
-    /// The kernel command line: `console=ttyS0 loglevel=N panic=-1` plus the options.
+    /// The kernel command line: `console=ttyS0 loglevel=N panic=-1` (`hvc0` for a
+    /// virtio console) plus the options.
     pub fn cmdline(&self) -> String {
+        let console = match self.console {
+            Console::Serial => "console=ttyS0",
+            Console::Virtio => "console=hvc0",
+        };
         let mut args = vec![
-            "console=ttyS0".to_owned(),
+            console.to_owned(),
             format!("loglevel={}", self.loglevel),
             "panic=-1".to_owned(),
         ];
         if let Some(secs) = self.memlog_secs {
             args.push(format!("lab.memlog={secs}"));
         }
+        if let Some(hostile) = self.hostile_agent {
+            args.push(format!("lab.qga={}", hostile.cmdline_value()));
+        }
+        if self.console_shell {
+            args.push("lab.console_shell=1".to_owned());
+        }
         args.extend(self.extra_cmdline.iter().cloned());
         args.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_names_the_console_and_the_lab_options() {
+        assert_eq!(
+            GuestSpec::default().cmdline(),
+            "console=ttyS0 loglevel=7 panic=-1"
+        );
+        let spec = GuestSpec {
+            console: Console::Virtio,
+            hostile_agent: Some(HostileAgent::Slow { delay_secs: 15 }),
+            console_shell: true,
+            ..GuestSpec::default()
+        };
+        assert_eq!(
+            spec.cmdline(),
+            "console=hvc0 loglevel=7 panic=-1 lab.qga=slow:15 lab.console_shell=1"
+        );
+        assert_eq!(
+            HostileAgent::Huge { reply_mib: 32 }.cmdline_value(),
+            "huge:32"
+        );
+        assert_eq!(HostileAgent::Never.cmdline_value(), "never");
     }
 }
