@@ -169,6 +169,25 @@ mod tests {
         );
     }
 
+    /// `virsh dumpxml` of a harness guest whose kernel console is a virtio console
+    /// (`console=hvc0`): the serial port and libvirt's console alias of it carry no
+    /// log, the virtio `<console>` does.
+    #[test]
+    fn virtio_console_log_when_the_serial_has_none() {
+        let config = parse_domain_config(&fixture("harness-virtio-console.xml")).expect("parse");
+        assert_eq!(
+            config.serial_log_path.as_deref(),
+            Some(Path::new(
+                "/work/main/target/ballast-lab/run/ballast-test-16307-1/serial.log"
+            ))
+        );
+        assert!(config.guest_agent_channel);
+        assert!(config
+            .kernel_cmdline
+            .as_deref()
+            .is_some_and(|cmdline| cmdline.starts_with("console=hvc0")));
+    }
+
     /// `virsh dumpxml --inactive` of the same guest: same answers without live details.
     #[test]
     fn harness_inactive_domain() {
