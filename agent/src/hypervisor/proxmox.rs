@@ -533,7 +533,7 @@ impl Hypervisor for ProxmoxHypervisor {
                 }
             }
         };
-        Ok(stats::guest_counters(&stats))
+        Ok(super::guest_stats::guest_counters(&stats))
     }
 
     fn domain_config(&self, id: &DomainId) -> Result<DomainConfig, HypervisorError> {

@@ -66,21 +66,6 @@ fn parse_reply<'a, T: Deserialize<'a>>(
     }
 }
 
-#[derive(Deserialize)]
-struct GuestStatsReturn {
-    #[serde(default)]
-    stats: serde_json::Map<String, serde_json::Value>,
-    #[serde(rename = "last-update")]
-    last_update: Option<serde_json::Value>,
-}
-
-/// u64::MAX is QEMU's "never reported"; non-integers count as absent.
-fn reported(value: Option<&serde_json::Value>) -> Option<u64> {
-    value
-        .and_then(serde_json::Value::as_u64)
-        .filter(|&value| value != u64::MAX)
-}
-
 /// The `qom-get ... guest-stats` reply -> counters. `Ok(None)` when QEMU answers with
 /// an error (no balloon device, a QEMU without the property) or when none of the six
 /// kernel-6.12 counters is reported (older guest or QEMU, or no report yet).
@@ -88,33 +73,18 @@ pub(crate) fn parse_guest_counters(
     reply: &str,
     limit: usize,
 ) -> Result<Option<GuestCounters>, ReplyError> {
-    let Ok(value) = parse_reply::<GuestStatsReturn>(reply, limit)? else {
+    let Ok(value) = parse_reply::<serde_json::Value>(reply, limit)? else {
         return Ok(None);
     };
-    let stat = |key: &str| reported(value.stats.get(key));
-    let counters = GuestCounters {
-        oom_kills: stat("stat-oom-kills"),
-        alloc_stalls: stat("stat-alloc-stalls"),
-        async_scans_bytes: stat("stat-async-scans"),
-        direct_scans_bytes: stat("stat-direct-scans"),
-        async_reclaims_bytes: stat("stat-async-reclaims"),
-        direct_reclaims_bytes: stat("stat-direct-reclaims"),
-        last_update_epoch_secs: reported(value.last_update.as_ref()).filter(|&secs| secs > 0),
-    };
-    let any_counter = [
-        counters.oom_kills,
-        counters.alloc_stalls,
-        counters.async_scans_bytes,
-        counters.direct_scans_bytes,
-        counters.async_reclaims_bytes,
-        counters.direct_reclaims_bytes,
-    ]
-    .iter()
-    .any(Option::is_some);
-    Ok(any_counter.then_some(counters))
+    let shaped = value
+        .as_object()
+        .is_some_and(|object| object.get("stats").is_none_or(serde_json::Value::is_object));
+    if !shaped {
+        return Err(ReplyError::Missing("a guest-stats object"));
+    }
+    Ok(super::super::guest_stats::guest_counters(&value))
 }
 
-/// The `guest-exec` command line.
 pub(crate) fn guest_exec_command(path: &str, args: &[&str]) -> String {
     serde_json::json!({
         "execute": "guest-exec",

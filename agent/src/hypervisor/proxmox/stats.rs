@@ -18,14 +18,8 @@
 
 use serde_json::Value;
 
-use crate::hypervisor::{BalloonSample, GuestCounters};
-
-/// u64::MAX is QEMU's "never reported"; non-integers count as absent.
-fn reported(value: Option<&Value>) -> Option<u64> {
-    value
-        .and_then(Value::as_u64)
-        .filter(|&value| value != u64::MAX)
-}
+use crate::hypervisor::guest_stats::{last_update, reported};
+use crate::hypervisor::BalloonSample;
 
 fn kib(bytes: Option<u64>) -> Option<u64> {
     bytes.map(|bytes| bytes / 1024)
@@ -58,36 +52,6 @@ pub fn balloon_sample(
         rss_kib: None,
         last_update_epoch_secs: last_update(guest_stats),
     }
-}
-
-fn last_update(guest_stats: Option<&Value>) -> Option<u64> {
-    reported(guest_stats.and_then(|value| value.get("last-update"))).filter(|&secs| secs > 0)
-}
-
-/// The kernel 6.12 counters of a `guest-stats` reply; None when none is reported.
-pub fn guest_counters(guest_stats: &Value) -> Option<GuestCounters> {
-    let stats = guest_stats.get("stats");
-    let stat = |key: &str| reported(stats.and_then(|stats| stats.get(key)));
-    let counters = GuestCounters {
-        oom_kills: stat("stat-oom-kills"),
-        alloc_stalls: stat("stat-alloc-stalls"),
-        async_scans_bytes: stat("stat-async-scans"),
-        direct_scans_bytes: stat("stat-direct-scans"),
-        async_reclaims_bytes: stat("stat-async-reclaims"),
-        direct_reclaims_bytes: stat("stat-direct-reclaims"),
-        last_update_epoch_secs: last_update(Some(guest_stats)),
-    };
-    [
-        counters.oom_kills,
-        counters.alloc_stalls,
-        counters.async_scans_bytes,
-        counters.direct_scans_bytes,
-        counters.async_reclaims_bytes,
-        counters.direct_reclaims_bytes,
-    ]
-    .iter()
-    .any(Option::is_some)
-    .then_some(counters)
 }
 
 /// `VmRSS` of `/proc/<pid>/status`, KiB.
@@ -147,21 +111,6 @@ mod tests {
             balloon_sample(None, Some(&never), None).last_update_epoch_secs,
             None
         );
-    }
-
-    #[test]
-    fn counters_only_when_a_612_guest_reports_them() {
-        let max = u64::MAX;
-        let old =
-            json!({"stats": {"stat-oom-kills": max, "stat-alloc-stalls": max}, "last-update": 5});
-        assert_eq!(guest_counters(&old), None);
-        let new = json!({"stats": {"stat-oom-kills": 1, "stat-alloc-stalls": 41, "stat-direct-scans": "x"}, "last-update": 5});
-        let counters = guest_counters(&new).expect("counters");
-        assert_eq!(counters.oom_kills, Some(1));
-        assert_eq!(counters.alloc_stalls, Some(41));
-        assert_eq!(counters.direct_scans_bytes, None);
-        assert_eq!(counters.last_update_epoch_secs, Some(5));
-        assert_eq!(guest_counters(&json!(5)), None);
     }
 
     #[test]
