@@ -80,7 +80,7 @@ pub(crate) fn parse_guest_counters(
         .as_object()
         .is_some_and(|object| object.get("stats").is_none_or(serde_json::Value::is_object));
     if !shaped {
-        return Err(ReplyError::Missing("a guest-stats object"));
+        return Err(ReplyError::Missing("guest-stats object"));
     }
     Ok(super::super::guest_stats::guest_counters(&value))
 }
