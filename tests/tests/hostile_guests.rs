@@ -35,7 +35,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast_tests::{binary, free_port, http_get, wait_until, Daemon};
+use ballast_tests::{
+    binary, create_token, free_port, http_get, wait_until, write_collector_config, Daemon,
+};
 use ballast_testvm::{lab_or_skip, Console, Guest, GuestSpec, HostileAgent, Lab, KILL_LINE};
 use serde_json::Value;
 
@@ -64,30 +66,15 @@ impl Stack {
             std::env::temp_dir().join(format!("ballast-hostile-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let collector_dir = root.join("collector");
-        std::fs::create_dir_all(&collector_dir).expect("collector dir");
         let port = free_port();
-        let config = collector_dir.join("collector.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{port}\nstate_dir: {}\nstorage:\n  type: sqlite\n",
-                collector_dir.display()
-            ),
-        )
-        .expect("collector config");
-        let output = Command::new(binary("ballast-collector"))
-            .args(["token", "create", HOST, "--config"])
-            .arg(&config)
-            .output()
-            .expect("token create runs");
-        assert!(
-            output.status.success(),
-            "token create: {}",
-            String::from_utf8_lossy(&output.stderr)
+        let config = write_collector_config(
+            &collector_dir,
+            port,
+            &collector_dir,
+            "storage:\n  type: sqlite\n",
         );
         let token_file = collector_dir.join("agent.token");
-        std::fs::write(&token_file, String::from_utf8_lossy(&output.stdout).trim())
-            .expect("token file");
+        std::fs::write(&token_file, create_token(&config, HOST)).expect("token file");
         let config_arg = config.to_str().expect("utf-8 path").to_string();
         let collector = Daemon::start(
             "ballast-collector",
@@ -684,22 +671,6 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Lines containing `needle` in a guest's console log and its rotated backups.
-fn count_in_all_logs(guest: &Guest, needle: &str) -> usize {
-    let live = guest.serial_log_path();
-    (0..8)
-        .map(|k| PathBuf::from(format!("{}.{k}", live.display())))
-        .chain([live.to_path_buf()])
-        .filter_map(|path| std::fs::read(path).ok())
-        .map(|bytes| {
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter(|line| line.contains(needle))
-                .count()
-        })
-        .sum()
-}
-
 /// Scenario 3: a guest forging ~1000 OOM reports a second for 10 s while another
 /// guest has a real OOM.
 #[test]
@@ -740,7 +711,7 @@ fn forged_oom_flood_is_rate_limited_flagged_and_does_not_delay_another_vm() {
         .expect("the flood ends");
     let written = field(&done, "lines");
     let flood_secs = field(&done, "ms") as f64 / 1000.0;
-    let on_console = count_in_all_logs(&flooder, "(forged)");
+    let on_console = flooder.logged_lines_containing("(forged)");
     assert_eq!(victim_event["killed"]["comm"], "memhog");
 
     // The bucket: 20 at once, then one a minute. The newest dropped one goes out

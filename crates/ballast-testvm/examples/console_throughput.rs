@@ -66,31 +66,17 @@ fn measure(guest: &Guest, console: Console, mib: u64) -> Result<(), Box<dyn std:
         ("tty-per-line", per_line),
         ("tty-batched", batched),
     ] {
-        let before = count_logged(guest, "(forged)");
+        let before = guest.logged_lines_containing("(forged)");
         let (secs, _) = timed(guest, what, &command, dev)?;
-        let logged = count_logged(guest, "(forged)").saturating_sub(before);
+        let logged = guest
+            .logged_lines_containing("(forged)")
+            .saturating_sub(before);
         println!(
             "CONSOLE {console:?} kill lines {what}: {LINES} in {secs:.2} s = {:.0}/s ({logged} logged)",
             f64::from(LINES) / secs
         );
     }
     Ok(())
-}
-
-/// Lines containing `needle` in the console log and the backups virtlogd keeps.
-fn count_logged(guest: &Guest, needle: &str) -> usize {
-    let live = guest.serial_log_path();
-    (0..3)
-        .map(|k| std::path::PathBuf::from(format!("{}.{k}", live.display())))
-        .chain([live.to_path_buf()])
-        .filter_map(|path| std::fs::read(path).ok())
-        .map(|bytes| {
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .filter(|line| line.contains(needle))
-                .count()
-        })
-        .sum()
 }
 
 /// Runs `command` in the background in the guest; the seconds it took by the guest's

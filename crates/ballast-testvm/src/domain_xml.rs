@@ -119,15 +119,19 @@ mod tests {
     use super::*;
     use crate::kernel::GuestKernel;
 
-    #[test]
-    fn renders_balloon_serial_log_and_agent() {
-        let image = GuestImage {
+    fn image() -> GuestImage {
+        GuestImage {
             kernel: GuestKernel::Debian61,
             release: "6.1.0-56-amd64".to_owned(),
             vmlinuz: PathBuf::from("/lab/vmlinuz"),
             initramfs: PathBuf::from("/lab/initramfs.cpio.gz"),
             build_time: None,
-        };
+        }
+    }
+
+    #[test]
+    fn renders_balloon_serial_log_and_agent() {
+        let image = image();
         let spec = GuestSpec {
             autodeflate: true,
             loglevel: 4,
@@ -152,13 +156,7 @@ mod tests {
 
     #[test]
     fn a_virtio_console_takes_the_log_from_the_serial_port() {
-        let image = GuestImage {
-            kernel: GuestKernel::Debian61,
-            release: "6.1.0-56-amd64".to_owned(),
-            vmlinuz: PathBuf::from("/lab/vmlinuz"),
-            initramfs: PathBuf::from("/lab/initramfs.cpio.gz"),
-            build_time: None,
-        };
+        let image = image();
         let spec = GuestSpec {
             console: Console::Virtio,
             ..GuestSpec::default()

@@ -379,6 +379,22 @@ impl Guest {
         &self.serial_log
     }
 
+    /// Lines containing `needle` in the console log and the rotated copies virtlogd
+    /// keeps beside it (`<log>.0` ... `<log>.7`; 3 by default).
+    pub fn logged_lines_containing(&self, needle: &str) -> usize {
+        (0..8)
+            .map(|k| PathBuf::from(format!("{}.{k}", self.serial_log.display())))
+            .chain([self.serial_log.clone()])
+            .filter_map(|path| std::fs::read(path).ok())
+            .map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter(|line| line.contains(needle))
+                    .count()
+            })
+            .sum()
+    }
+
     /// The serial log so far.
     pub fn serial_text(&self) -> String {
         serial::read_text(&self.serial_log)
