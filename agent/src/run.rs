@@ -462,14 +462,13 @@ impl Monitor {
                     lifecycle = true;
                     if state == DomainState::Running {
                         self.not_running.remove(&id.uuid);
-                    } else {
-                        self.not_running.insert(id.uuid.clone());
-                    }
-                    if state == DomainState::Running {
                         self.inventory_dirty = true;
                         self.refresh_qemu_pid(&id);
-                    } else if state == DomainState::ShutOff {
-                        self.qemu_pids.remove(&id.uuid);
+                    } else {
+                        self.not_running.insert(id.uuid.clone());
+                        if state == DomainState::ShutOff {
+                            self.qemu_pids.remove(&id.uuid);
+                        }
                     }
                 }
                 DomainEvent::AgentLifecycle { id, connected, .. } => {

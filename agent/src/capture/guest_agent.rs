@@ -121,16 +121,6 @@ pub enum FetchReason {
     Periodic,
 }
 
-/// The outcome of one [`GuestAgentReader::fetch`].
-#[derive(Debug)]
-pub enum Fetched {
-    Reports(Taken),
-    /// A recent failure: not tried before this time.
-    BackingOff {
-        until: Instant,
-    },
-}
-
 /// The guest agent path of one domain: cursor and backoff.
 ///
 /// A fetch has two halves so that the blocking call can run on another thread
@@ -165,19 +155,14 @@ impl GuestAgentReader {
         self.answered
     }
 
-    /// Starts a fetch: `Err(until)` while backing off after a failure.
-    pub fn begin(
-        &mut self,
-        domain: &DomainId,
-        reason: FetchReason,
-        now: Instant,
-    ) -> Result<(), Instant> {
-        if let Some(until) = self.retry_at.filter(|at| now < *at) {
-            return Err(until);
+    /// Starts a fetch; false (no call) while backing off after a failure.
+    pub fn begin(&mut self, domain: &DomainId, reason: FetchReason, now: Instant) -> bool {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return false;
         }
         self.last_fetch = Some(now);
         tracing::debug!(domain = %domain.uuid, ?reason, "Reading the guest kernel log through the guest agent.");
-        Ok(())
+        true
     }
 
     /// Ends a fetch begun with [`GuestAgentReader::begin`] with what
@@ -217,25 +202,6 @@ impl GuestAgentReader {
                 })
             }
         }
-    }
-
-    /// Runs dmesg (or journalctl -k) in the guest and takes the new reports, all on
-    /// the calling thread ([`GuestAgentReader::begin`], [`run_kernel_log`],
-    /// [`GuestAgentReader::finish`]).
-    pub fn fetch(
-        &mut self,
-        hypervisor: &dyn Hypervisor,
-        domain: &DomainId,
-        reason: FetchReason,
-        settings: &CaptureSettings,
-        now: Instant,
-    ) -> Result<Fetched, CaptureError> {
-        if let Err(until) = self.begin(domain, reason, now) {
-            return Ok(Fetched::BackingOff { until });
-        }
-        let output = run_kernel_log(hypervisor, domain, settings);
-        self.finish(domain, output, settings, now)
-            .map(Fetched::Reports)
     }
 }
 
@@ -283,6 +249,33 @@ mod tests {
     use super::*;
     use crate::capture::detect::tests::LAB_LOG;
     use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+
+    /// The outcome of [`fetch`].
+    #[derive(Debug)]
+    enum Fetched {
+        Reports(Taken),
+        /// A recent failure: not tried before this time.
+        BackingOff,
+    }
+
+    /// One whole fetch on this thread, as `Capture::fetch_guest_agent` runs it:
+    /// begin, the guest call, finish.
+    fn fetch(
+        reader: &mut GuestAgentReader,
+        hypervisor: &dyn Hypervisor,
+        domain: &DomainId,
+        reason: FetchReason,
+        settings: &CaptureSettings,
+        now: Instant,
+    ) -> Result<Fetched, CaptureError> {
+        if !reader.begin(domain, reason, now) {
+            return Ok(Fetched::BackingOff);
+        }
+        let output = run_kernel_log(hypervisor, domain, settings);
+        reader
+            .finish(domain, output, settings, now)
+            .map(Fetched::Reports)
+    }
 
     #[test]
     fn only_new_reports_are_taken_and_a_reboot_resets() {
@@ -341,38 +334,63 @@ mod tests {
         let mut reader = GuestAgentReader::new();
         assert_eq!(reader.answering(), None, "not asked yet");
         let now = Instant::now();
-        assert!(reader
-            .fetch(&hypervisor, &id, FetchReason::Periodic, &settings, now)
-            .is_err());
+        assert!(fetch(
+            &mut reader,
+            &hypervisor,
+            &id,
+            FetchReason::Periodic,
+            &settings,
+            now
+        )
+        .is_err());
         assert_eq!(reader.answering(), Some(false));
         let later = now + Duration::from_secs(10);
         assert!(matches!(
-            reader.fetch(&hypervisor, &id, FetchReason::Periodic, &settings, later),
-            Ok(Fetched::BackingOff { .. })
+            fetch(
+                &mut reader,
+                &hypervisor,
+                &id,
+                FetchReason::Periodic,
+                &settings,
+                later
+            ),
+            Ok(Fetched::BackingOff)
         ));
         assert!(!reader.periodic_due(later, Duration::from_secs(1)));
         // Second failure doubles the delay: 30 s, then 60 s.
         let t1 = now + Duration::from_secs(30);
-        assert!(reader
-            .fetch(&hypervisor, &id, FetchReason::Periodic, &settings, t1)
-            .is_err());
+        assert!(fetch(
+            &mut reader,
+            &hypervisor,
+            &id,
+            FetchReason::Periodic,
+            &settings,
+            t1
+        )
+        .is_err());
         assert!(matches!(
-            reader.fetch(
+            fetch(
+                &mut reader,
                 &hypervisor,
                 &id,
                 FetchReason::Periodic,
                 &settings,
                 t1 + Duration::from_secs(59)
             ),
-            Ok(Fetched::BackingOff { .. })
+            Ok(Fetched::BackingOff)
         ));
         hypervisor.update(&id, |domain| {
             domain.dmesg = Some(LAB_LOG.as_bytes().to_vec())
         });
         let t2 = t1 + Duration::from_secs(60);
-        let Ok(Fetched::Reports(taken)) =
-            reader.fetch(&hypervisor, &id, FetchReason::OomKillCounter, &settings, t2)
-        else {
+        let Ok(Fetched::Reports(taken)) = fetch(
+            &mut reader,
+            &hypervisor,
+            &id,
+            FetchReason::OomKillCounter,
+            &settings,
+            t2,
+        ) else {
             panic!("the agent answers now");
         };
         assert_eq!(reader.answering(), Some(true));

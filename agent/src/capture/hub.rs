@@ -190,7 +190,7 @@ impl Capture {
             .domains
             .get_mut(&id.uuid)
             .expect("domain() inserted it");
-        Ok(domain.agent.begin(id, reason, now).is_ok())
+        Ok(domain.agent.begin(id, reason, now))
     }
 
     /// The second half: the new reports of the output (dedupe, holding and flood

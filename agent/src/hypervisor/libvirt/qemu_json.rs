@@ -82,9 +82,10 @@ pub(crate) fn parse_guest_counters(
     if !shaped {
         return Err(ReplyError::Missing("guest-stats object"));
     }
-    Ok(super::super::guest_stats::guest_counters(&value))
+    Ok(crate::hypervisor::guest_stats::guest_counters(&value))
 }
 
+/// The `guest-exec` command line.
 pub(crate) fn guest_exec_command(path: &str, args: &[&str]) -> String {
     serde_json::json!({
         "execute": "guest-exec",
