@@ -101,6 +101,21 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
+/// Waits until QEMU has closed its end of every connection to `path`. The
+/// backend closes its client when a call returns; QEMU notices the hang-up in its
+/// main loop, which a TCG guest busy in an OOM can delay by a moment (CI saw one
+/// accepted socket still listed right after a guest-agent call). A socket the
+/// backend kept open stays listed and fails this after the timeout.
+fn wait_until_released(path: &Path, what: &str) {
+    let started = Instant::now();
+    wait_for(
+        &format!("QEMU to close the {what} connection"),
+        Duration::from_secs(5),
+        || (attached(path) == 0).then_some(()),
+    );
+    eprintln!("{what} socket released after {:?}", started.elapsed());
+}
+
 fn sample_of(samples: &[(DomainId, BalloonSample)], uuid: &str) -> Option<BalloonSample> {
     samples
         .iter()
@@ -196,11 +211,10 @@ fn proxmox_backend_against_real_qemu() {
     assert!(sample.rss_kib.is_some_and(|rss| rss > 0), "{sample:?}");
     assert!(sample.last_update_epoch_secs.is_some(), "{sample:?}");
 
-    // Sockets are never held: right after the poll, nobody is attached to A's QMP.
-    assert_eq!(attached(&a.qmp_socket()), 0);
-    let qmp_started = Instant::now();
+    // Sockets are never held: after the poll nobody is attached to A's QMP, and
+    // another client (Proxmox's own `qm`) gets the monitor's greeting.
+    wait_until_released(&a.qmp_socket(), "QMP");
     a.qmp().expect("QMP free right after the poll");
-    assert!(qmp_started.elapsed() < Duration::from_millis(500));
 
     // The config, with the live balloon device's properties.
     let config = backend.domain_config(&a_id).expect("A's config");
@@ -307,7 +321,7 @@ fn proxmox_backend_against_real_qemu() {
     assert_eq!(from_agent[0].dedupe_key, serial_oom.dedupe_key);
     let analysis = ballast_oom::analyze(&from_agent[0].report, Some(&host));
     assert_eq!(analysis.verdict, Verdict::Balloon, "{analysis:#?}");
-    assert_eq!(attached(&a.qga_socket()), 0, "QGA socket released");
+    wait_until_released(&a.qga_socket(), "QGA");
 
     // The serial reader gives way to `qm terminal` (a client waiting in the backlog).
     assert_eq!(
