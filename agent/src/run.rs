@@ -317,7 +317,6 @@ impl Monitor {
             let mut counters = self.counters();
             counters.polls += 1;
             counters.last_poll_seconds = elapsed.as_secs_f64();
-            counters.flood_suppressed = self.capture.flood_suppressed_total();
         }
         let status = Status::from_fleet(
             &self.fleet(),
@@ -708,7 +707,11 @@ impl Monitor {
         }
     }
 
+    /// Emits what capture found, and publishes its flood count: suppressed reports
+    /// produce no event, so the count is read after every capture step.
     fn handle_capture(&mut self, events: Vec<CaptureEvent>) {
+        let suppressed = self.capture.flood_suppressed_total();
+        self.counters().flood_suppressed = suppressed;
         for event in events {
             match event {
                 CaptureEvent::Oom(captured) | CaptureEvent::OomCompleted(captured) => {
@@ -1112,6 +1115,53 @@ mod tests {
         );
         let talks = talks.expect("an inventory with talks-back");
         assert!(!talks.contains(&not_answering), "{talks:?}");
+    }
+
+    #[test]
+    fn the_flood_counter_is_current_after_the_capture_tick_that_dropped_reports() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        let serial = dir.path().join("flood.log");
+        std::fs::write(&serial, "[    0.500000] Linux version 6.1\n").expect("serial log");
+        let (id, mut domain) = vm("flooder", None);
+        domain.config.serial_log_path = Some(serial.clone());
+        domain.config.guest_agent_channel = false;
+        hypervisor.set(id, domain);
+        let yaml = format!(
+            "state_dir: {}\ncapture:\n  host_kernel: false\n  guest_agent: false\n",
+            dir.path().join("state").display()
+        );
+        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings");
+        let handles = Handles::new(&settings);
+        let counters = Arc::clone(&handles.counters);
+        let sink = Box::new(JsonLinesSink::new(dir.path().join("events.jsonl")));
+        let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+        monitor.poll();
+        monitor.capture_tick();
+        {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&serial)
+                .and_then(|mut log| {
+                    log.write_all(
+                        crate::capture::hub::tests::forged_kill_lines(1000..1500, None).as_bytes(),
+                    )
+                })
+                .expect("flood");
+        }
+        // The tick that reads the flood, with no poll after it.
+        monitor.capture_tick();
+        let dropped = monitor.capture.flood_suppressed_total();
+        assert!(
+            dropped > 400,
+            "flood control let {dropped} be dropped of 500"
+        );
+        let published = counters.lock().map(|c| c.flood_suppressed).unwrap_or(0);
+        assert_eq!(published, dropped);
     }
 
     #[test]

@@ -510,7 +510,7 @@ fn release_flood_summary(domain: &mut DomainCapture, now: Instant, events: &mut 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -671,7 +671,7 @@ mod tests {
 
     /// The lab log's kill line (of pid 113) again for every pid in `pids`, each
     /// followed by `also` when given: a guest forging reports.
-    fn forged_kill_lines(pids: std::ops::Range<u32>, also: Option<&str>) -> String {
+    pub(crate) fn forged_kill_lines(pids: std::ops::Range<u32>, also: Option<&str>) -> String {
         let kill_line = LAB_LOG.lines().last().expect("kill line");
         let mut text = String::new();
         for pid in pids {
