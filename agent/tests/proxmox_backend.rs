@@ -248,10 +248,9 @@ fn proxmox_backend_against_real_qemu() {
     let samples = backend.balloon_samples().expect("poll with B busy");
     let elapsed = started.elapsed();
     eprintln!("poll with B's QMP held: {elapsed:?}");
-    assert!(
-        elapsed < call_timeout + Duration::from_millis(500),
-        "{elapsed:?}"
-    );
+    // B costs one call timeout, not more (a second attempt or a wait without end
+    // would reach twice that); the slack is A's calls on a loaded 2-core machine.
+    assert!(elapsed < call_timeout * 2, "{elapsed:?}");
     assert!(sample_of(&samples, "100").is_some_and(|s| s.usable_kib.is_some()));
     let b_sample = sample_of(&samples, "101").expect("B still listed");
     assert_eq!(b_sample.actual_kib, None);

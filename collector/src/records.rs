@@ -138,10 +138,12 @@ pub struct VmRecord {
     pub oom_count: i64,
 }
 
-/// The VM list.
+/// The VM list (one page of it from `GET /api/v1/vms`), by host, name, uuid.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VmList {
     pub items: Vec<VmRecord>,
+    /// Pass as `cursor=` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
 
 /// OOM counts per time bucket and group.

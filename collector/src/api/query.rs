@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::api::{AppError, AppState};
 use crate::records::{OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory};
-use crate::storage::queries::{self, GroupBy, OomFilter, Resolution};
+use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, VmFilter};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -89,6 +89,8 @@ pub(super) async fn get_oom(
 #[serde(deny_unknown_fields)]
 pub(super) struct VmsParams {
     host: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
 }
 
 pub(super) async fn list_vms(
@@ -96,8 +98,40 @@ pub(super) async fn list_vms(
     query: Result<Query<VmsParams>, QueryRejection>,
 ) -> Result<Json<VmList>, AppError> {
     let params = params(query)?;
+    let limit = params.limit.unwrap_or(queries::VM_PAGE_DEFAULT);
+    if !(1..=queries::VM_PAGE_MAX).contains(&limit) {
+        return Err(AppError::Unprocessable {
+            message: format!("limit must be 1 to {}", queries::VM_PAGE_MAX),
+            field: Some("limit".into()),
+        });
+    }
+    let not_ours = || AppError::Unprocessable {
+        message: "cursor is not one this API gave out".into(),
+        field: Some("cursor".into()),
+    };
+    let cursor = match &params.cursor {
+        Some(text) => {
+            let cursor = VmCursor::parse(text).ok_or_else(not_ours)?;
+            // A cursor continues the listing it came from: one of another host's
+            // VMs cannot be where this host's listing stopped.
+            if params
+                .host
+                .as_deref()
+                .is_some_and(|host| crate::storage::prepare::clean(host) != cursor.host)
+            {
+                return Err(not_ours());
+            }
+            Some(cursor)
+        }
+        None => None,
+    };
+    let filter = VmFilter {
+        host: params.host,
+        cursor,
+        limit,
+    };
     Ok(Json(
-        queries::list_vms(state.store.as_ref(), params.host.as_deref()).await?,
+        queries::list_vms_page(state.store.as_ref(), &filter).await?,
     ))
 }
 

@@ -345,3 +345,280 @@ async fn the_query_api_answers_and_requires_the_read_token_when_set() {
     let (status, _, _) = send(&state, get("/healthz", None)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// VM names as guests and admins write them: the cursor's `.` separator, quotes,
+/// base64-looking text, non-ASCII, a NUL (stored as U+FFFD), the empty name, and
+/// names whose byte order differs from a language's collation (`B` < `a`, `a-b`).
+const HOSTILE_NAMES: &[&str] = &[
+    "a.b",
+    "..",
+    "\"quoted\" 'name'",
+    "YS5i.Lg.Lg",
+    "ünïcödé",
+    "日本語 VM",
+    "B",
+    "a",
+    "a-b",
+    "ab",
+    "",
+    "nul\0name",
+    "%2E&cursor=x",
+];
+
+/// `count` (< 1000) VMs of `host` (names cycle through [`HOSTILE_NAMES`], so some
+/// repeat and only the uuid tells them apart; uuids start with `seed` and are not in
+/// name order), ingested as the host's inventory.
+async fn ingest_fleet(state: &AppState, host: &str, token: &str, seed: usize, count: usize) {
+    let vms = (0..count)
+        .map(|i| ballast_model::VmInventory {
+            vm: VmRef {
+                uuid: format!("{seed:08x}-0000-4000-8000-{:012x}", i * 7919 % 1000),
+                name: HOSTILE_NAMES[i % HOSTILE_NAMES.len()].into(),
+            },
+            state: "running".into(),
+            config: ballast_model::VmConfig::default(),
+            findings: Vec::new(),
+        })
+        .collect();
+    let inventory = Batch {
+        schema_version: SCHEMA_VERSION,
+        host_id: host.into(),
+        agent_version: "0.1.0".into(),
+        events: vec![Envelope {
+            key: format!("{host}/inventory/1"),
+            captured_at_ms: OOM_AT_MS,
+            event: Event::Inventory(ballast_model::Inventory { vms }),
+        }],
+    };
+    let (status, _, body) = send(state, post(Some(token), json(&inventory), None)).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+}
+
+async fn get_json(state: &AppState, path: &str) -> (StatusCode, serde_json::Value) {
+    let (status, _, body) = send(state, get(path, None)).await;
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+    (status, value)
+}
+
+/// Follows `next_cursor` from the first page of `query` to the last; returns the
+/// pages' items, checking each page but the last is full and carries a cursor.
+async fn walk(state: &AppState, query: &str, limit: usize) -> Vec<serde_json::Value> {
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut path = format!("/api/v1/vms?limit={limit}{query}");
+        if let Some(cursor) = &cursor {
+            path.push_str(&format!("&cursor={}", urlencoding(cursor)));
+        }
+        let (status, page) = get_json(state, &path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {page}");
+        let got = page["items"].as_array().expect("items").clone();
+        assert!(got.len() <= limit, "{path}: {} items", got.len());
+        items.extend(got.iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => {
+                assert_eq!(got.len(), limit, "{path}: a short page before the end");
+                cursor = Some(next.to_string());
+            }
+            None => {
+                assert!(page["next_cursor"].is_null(), "{path}: {page}");
+                return items;
+            }
+        }
+    }
+    panic!("{query}: more than 1000 pages");
+}
+
+/// Percent-encodes everything but unreserved characters (a query parameter value).
+fn urlencoding(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn key(item: &serde_json::Value) -> (String, String, String) {
+    let text = |name: &str| item[name].as_str().expect("text field").to_string();
+    (text("host"), text("name"), text("uuid"))
+}
+
+/// The paging contract of `GET /api/v1/vms`, on the state's store (the tests below
+/// run it on SQLite and on PostgreSQL).
+async fn vms_are_paged_by_host_name_uuid(state: &AppState) {
+    ingest_fleet(state, "pve1", TOKEN, 1, 2 * HOSTILE_NAMES.len() + 3).await;
+    ingest_fleet(state, "pve2", "blt_other", 2, HOSTILE_NAMES.len() + 1).await;
+    // The lab VM, known from its OOM only, counts that OOM.
+    let (status, _, _) = send(state, post(Some(TOKEN), json(&batch("pve1")), None)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // One default page holds this fleet: items in byte order, no cursor.
+    let (status, page) = get_json(state, "/api/v1/vms").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page["next_cursor"].is_null(), "{page}");
+    let all = page["items"].as_array().expect("items").clone();
+    let fleet = 3 * HOSTILE_NAMES.len() + 5;
+    assert_eq!(all.len(), fleet);
+    let mut expected: Vec<_> = all.iter().map(key).collect();
+    expected.sort();
+    assert_eq!(all.iter().map(key).collect::<Vec<_>>(), expected);
+    let fields: Vec<&str> = all[0]
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "config",
+            "findings",
+            "host",
+            "name",
+            "oom_count",
+            "state",
+            "updated_ms",
+            "uuid"
+        ]
+    );
+    for item in &all {
+        let ooms = if item["uuid"] == LAB_UUID { 1 } else { 0 };
+        assert_eq!(item["oom_count"], ooms, "{item}");
+    }
+    assert!(
+        all.iter().any(|item| item["name"] == "nul\u{FFFD}name"),
+        "NUL is stored as U+FFFD"
+    );
+
+    // Pages of 5: every VM exactly once, in the same order.
+    assert_eq!(walk(state, "", 5).await, all);
+    // A page per VM, so every hostile name is where a page ends and the cursor
+    // carries it; with the host filter, that host's VMs only.
+    let pve2: Vec<_> = all
+        .iter()
+        .filter(|item| item["host"] == "pve2")
+        .cloned()
+        .collect();
+    assert_eq!(pve2.len(), HOSTILE_NAMES.len() + 1);
+    assert_eq!(walk(state, "&host=pve2", 1).await, pve2);
+    let pve1 = walk(state, "&host=pve1", 4).await;
+    assert_eq!(pve1.len(), fleet - pve2.len());
+    assert!(pve1.iter().all(|item| item["host"] == "pve1"));
+
+    // A fleet exactly one page long: the page has no cursor.
+    let (_, page) = get_json(
+        state,
+        &format!("/api/v1/vms?host=pve2&limit={}", pve2.len()),
+    )
+    .await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(pve2.len()));
+    assert!(page["next_cursor"].is_null(), "{page}");
+
+    // Bad cursors and limits: 422 naming the field.
+    let (_, first) = get_json(state, "/api/v1/vms?host=pve1&limit=1").await;
+    let pve1_cursor = first["next_cursor"].as_str().expect("cursor").to_string();
+    let nul = queries::VmCursor {
+        host: "pve1".into(),
+        name: "nul\0name".into(),
+        uuid: "0".into(),
+    }
+    .text();
+    let long = "QUFB".repeat(3000);
+    for (query, field) in [
+        ("cursor=garbage".to_string(), "cursor"),
+        ("cursor=".to_string(), "cursor"),
+        ("cursor=cHZlMQ.YQ".to_string(), "cursor"),
+        ("cursor=cHZlMQ.YQ.MA.MA".to_string(), "cursor"),
+        ("cursor=cHZlMQ.YQ.MA%3D".to_string(), "cursor"),
+        ("cursor=_w.YQ.MA".to_string(), "cursor"),
+        (format!("cursor={}", urlencoding(&nul)), "cursor"),
+        (format!("cursor={long}.{long}.{long}"), "cursor"),
+        (
+            format!("host=pve2&cursor={}", urlencoding(&pve1_cursor)),
+            "cursor",
+        ),
+        ("limit=0".to_string(), "limit"),
+        ("limit=-1".to_string(), "limit"),
+        ("limit=10001".to_string(), "limit"),
+    ] {
+        let (status, body) = get_json(state, &format!("/api/v1/vms?{query}")).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}: {body}");
+        assert_eq!(body["field"], field, "{query}: {body}");
+    }
+    let (status, _) = get_json(state, "/api/v1/vms?limit=10000").await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = get_json(state, "/api/v1/vms?limit=many").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The dashboard's whole-host list walks the same pages to the end.
+    let host = queries::list_vms(state.store.as_ref(), Some("pve1"))
+        .await
+        .expect("list");
+    assert_eq!(
+        serde_json::to_value(&host.items).expect("json"),
+        serde_json::Value::Array(pve1)
+    );
+    assert!(host.next_cursor.is_none());
+}
+
+#[tokio::test]
+async fn vms_are_paged_by_host_name_uuid_on_sqlite() {
+    let (_dir, state) = state(ApiConfig::default()).await;
+    vms_are_paged_by_host_name_uuid(&state).await;
+}
+
+/// On a database whose default collation is ICU English (where `a` < `B` and `-`
+/// is ignored), so the order and seek must say byte order themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vms_are_paged_by_host_name_uuid_on_postgresql() {
+    let cluster = match ballast_testpg::TestPg::start() {
+        Ok(cluster) => cluster,
+        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
+            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
+            return;
+        }
+        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
+    };
+    let (admin, connection) = tokio_postgres::connect(
+        &cluster.connection_string("postgres"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect");
+    tokio::spawn(connection);
+    admin
+        .batch_execute(
+            "CREATE DATABASE vms_icu TEMPLATE template0 ENCODING 'UTF8' \
+             LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'",
+        )
+        .await
+        .expect("create an ICU database");
+    let store =
+        crate::storage::postgres::PostgresStore::open(&cluster.connection_string("vms_icu"), 2)
+            .await
+            .expect("open");
+    let rows = store
+        .query(crate::storage::Query::new(
+            "SELECT 'B' < 'a', 'a-b' < 'ab'",
+            Vec::new(),
+        ))
+        .await
+        .expect("collation check");
+    assert_eq!(
+        rows[0].0,
+        vec![crate::storage::Cell::Int(0), crate::storage::Cell::Int(1)],
+        "the database's default collation is not byte order"
+    );
+    for (host, token) in [("pve1", TOKEN), ("pve2", "blt_other")] {
+        queries::put_token(&store, host, &token_sha256(token), 1, false)
+            .await
+            .expect("token");
+    }
+    let state = AppState::new(Arc::new(store), ApiConfig::default());
+    vms_are_paged_by_host_name_uuid(&state).await;
+}

@@ -29,6 +29,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0003_notify_outbox.sql"),
     ),
     (4, include_str!("migrations/postgres/0004_vms_by_host.sql")),
+    (5, include_str!("migrations/postgres/0005_vms_keyset.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

@@ -1,6 +1,8 @@
 //! Every read and maintenance query, written once over the [`Store`] trait so both
 //! engines answer alike. Ordering that depends on text collation is done here in
-//! Rust (byte order), never in SQL: PostgreSQL's collation may differ from SQLite's.
+//! Rust (byte order), never in SQL's default collation: PostgreSQL's may differ from
+//! SQLite's. The one exception, the keyset of [`list_vms_page`], orders in SQL with
+//! byte order spelled out (`COLLATE "C"` on PostgreSQL, SQLite's default BINARY).
 
 use ballast_model::{MinMaxLast, VmConfig};
 
@@ -352,17 +354,110 @@ pub async fn vm_context(
     Ok(VmContext { config, rollups })
 }
 
-/// Every known VM (optionally of one host), ordered by host, name, uuid.
-pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, StoreError> {
-    let mut sql = String::from(
-        "SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
-         v.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = v.vm_uuid) FROM vms v",
-    );
-    let mut params = Vec::new();
-    if let Some(host) = host {
-        sql.push_str(" WHERE v.host_id = ?");
-        params.push(Param::text(host));
+/// Page size of `GET /api/v1/vms` when none is asked for.
+pub const VM_PAGE_DEFAULT: i64 = 1000;
+/// Largest page of `GET /api/v1/vms` (and the page [`list_vms`] walks by).
+pub const VM_PAGE_MAX: i64 = 10_000;
+/// Longest cursor [`VmCursor::parse`] reads: three base64 fields of names far longer
+/// than the ingest limits let into the store.
+const VM_CURSOR_MAX_CHARS: usize = 8192;
+
+/// Where a VM page continues: after this (host, name, uuid), exclusive, in byte order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmCursor {
+    pub host: String,
+    pub name: String,
+    pub uuid: String,
+}
+
+impl VmCursor {
+    /// The cursor as handed out: each field URL-safe base64 (no padding), joined by
+    /// `.`, so any text (the separator, quotes, non-ASCII) round-trips exactly.
+    pub fn text(&self) -> String {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.{}",
+            b64.encode(&self.host),
+            b64.encode(&self.name),
+            b64.encode(&self.uuid)
+        )
     }
+
+    /// Reads a cursor [`VmCursor::text`] made; None for anything else (including
+    /// NUL, which the store never holds: both engines store it as U+FFFD).
+    pub fn parse(text: &str) -> Option<Self> {
+        use base64::Engine as _;
+        if text.len() > VM_CURSOR_MAX_CHARS {
+            return None;
+        }
+        let field = |part: &str| -> Option<String> {
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .ok()?;
+            String::from_utf8(bytes).ok().filter(|s| !s.contains('\0'))
+        };
+        let mut parts = text.split('.');
+        let cursor = VmCursor {
+            host: field(parts.next()?)?,
+            name: field(parts.next()?)?,
+            uuid: field(parts.next()?)?,
+        };
+        parts.next().is_none().then_some(cursor)
+    }
+}
+
+/// Filter and paging of `GET /api/v1/vms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmFilter {
+    pub host: Option<String>,
+    pub cursor: Option<VmCursor>,
+    /// Clamped to 1..=[`VM_PAGE_MAX`].
+    pub limit: i64,
+}
+
+/// One page of known VMs (optionally of one host), ordered by host, name, uuid in
+/// byte order, each with its OOM count.
+///
+/// Order and seek are in SQL (a row-value keyset over the `vms_keyset` index) in
+/// byte order on both engines: SQLite's default BINARY collation, PostgreSQL's
+/// `COLLATE "C"` (its default collation may order text differently). The OOM counts
+/// are taken for the page's rows only, after the LIMIT.
+pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmList, StoreError> {
+    let bytewise = if store.engine() == "postgres" {
+        " COLLATE \"C\""
+    } else {
+        ""
+    };
+    let key = format!("v.host_id{bytewise}, v.vm_name{bytewise}, v.vm_uuid{bytewise}");
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    if let Some(host) = &filter.host {
+        conditions.push(format!("v.host_id{bytewise} = ?"));
+        params.push(Param::text(crate::storage::prepare::clean(host)));
+    }
+    if let Some(cursor) = &filter.cursor {
+        conditions.push(format!("({key}) > (?, ?, ?)"));
+        params.extend([
+            Param::text(cursor.host.as_str()),
+            Param::text(cursor.name.as_str()),
+            Param::text(cursor.uuid.as_str()),
+        ]);
+    }
+    let where_clause = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
+    let limit = filter.limit.clamp(1, VM_PAGE_MAX);
+    params.push(Param::int(limit + 1));
+    let sql = format!(
+        "SELECT p.vm_uuid, p.vm_name, p.host_id, p.state, p.config_json, p.findings_json, \
+         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = p.vm_uuid) FROM \
+         (SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
+         v.updated_at_ms FROM vms v {where_clause} ORDER BY {key} LIMIT ?) p \
+         ORDER BY p.host_id{bytewise}, p.vm_name{bytewise}, p.vm_uuid{bytewise}"
+    );
     let rows = store.query(Query::new(sql, params)).await?;
     let mut items: Vec<VmRecord> = rows
         .iter()
@@ -377,8 +472,49 @@ pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, S
             oom_count: row.int_or_zero(7),
         })
         .collect();
-    items.sort_by(|a, b| (&a.host, &a.name, &a.uuid).cmp(&(&b.host, &b.name, &b.uuid)));
-    Ok(VmList { items })
+    let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
+        items.pop();
+        items.last().map(|last| {
+            VmCursor {
+                host: last.host.clone(),
+                name: last.name.clone(),
+                uuid: last.uuid.clone(),
+            }
+            .text()
+        })
+    } else {
+        None
+    };
+    Ok(VmList { items, next_cursor })
+}
+
+/// Every known VM (optionally of one host), ordered by host, name, uuid: the pages
+/// of [`list_vms_page`] walked to the end (for the dashboard's host page and tools
+/// that need the whole list; the API hands out pages).
+pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, StoreError> {
+    let mut filter = VmFilter {
+        host: host.map(str::to_string),
+        cursor: None,
+        limit: VM_PAGE_MAX,
+    };
+    let mut items = Vec::new();
+    loop {
+        let page = list_vms_page(store, &filter).await?;
+        let after = page.items.last().map(|last| VmCursor {
+            host: last.host.clone(),
+            name: last.name.clone(),
+            uuid: last.uuid.clone(),
+        });
+        items.extend(page.items);
+        match after {
+            Some(cursor) if page.next_cursor.is_some() => filter.cursor = Some(cursor),
+            _ => break,
+        }
+    }
+    Ok(VmList {
+        items,
+        next_cursor: None,
+    })
 }
 
 /// OOMs per time bucket and group, for dashboards.

@@ -28,6 +28,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/sqlite/0002_rollup_tiers.sql")),
     (3, include_str!("migrations/sqlite/0003_notify_outbox.sql")),
     (4, include_str!("migrations/sqlite/0004_vms_by_host.sql")),
+    (5, include_str!("migrations/sqlite/0005_vms_keyset.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
