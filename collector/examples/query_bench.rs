@@ -14,6 +14,10 @@
 //!   rollups and the 28 days before of hourly rollups (`INSERT ... SELECT` over a
 //!   recursive CTE: the same SQL on both engines).
 //!
+//! `GET /api/v1/vms` pages (first page, page 25 by cursor, limit 1000) are also timed
+//! against the whole list: all pages walked, and the one unpaged query the API ran
+//! before it paged (their p50 ratio is printed after the table).
+//!
 //! Baseline in the same run: the same queries on a store of 1/100 the size
 //! (hosts / 100, rollup hosts / 100, at least 1). Also printed: each query's plan
 //! (EXPLAIN QUERY PLAN / EXPLAIN), the store size per tier and per host per day,
@@ -591,7 +595,7 @@ async fn measure(
     // The whole fleet's inventory is slow at scale: fewer runs.
     for (name, by_host, runs) in [
         ("inventory, ?host=", true, iterations),
-        ("inventory, whole fleet", false, (iterations / 20).max(5)),
+        (WHOLE_FLEET_PAGED, false, (iterations / 20).max(5)),
     ] {
         case(&mut out, &recorder, runs, name, "VMs", |r, i| {
             let host = by_host.then(|| hosts_picked[i].clone());
@@ -605,7 +609,87 @@ async fn measure(
         })
         .await;
     }
+    vm_pages(&mut out, &recorder, iterations).await;
     out
+}
+
+const WHOLE_FLEET_PAGED: &str = "inventory, whole fleet (all pages of 10000)";
+const WHOLE_FLEET_UNPAGED: &str = "inventory, whole fleet, one unpaged query (before paging)";
+const VM_FIRST_PAGE: &str = "GET /api/v1/vms first page (limit 1000)";
+
+/// `GET /api/v1/vms` pages (the handler's query function) against the whole list in
+/// one query as the API answered before it paged (the SQL of d380e02^, byte-order
+/// sort in Rust).
+async fn vm_pages(out: &mut Measured, recorder: &Arc<Recorder>, iterations: usize) {
+    let first = queries::VmFilter {
+        host: None,
+        cursor: None,
+        limit: queries::VM_PAGE_DEFAULT,
+    };
+    // The cursor after 24 pages (the 25th of 50 at 1000 hosts; the last one on a
+    // smaller store).
+    let mut deep = first.clone();
+    for _ in 0..24 {
+        let page = queries::list_vms_page(recorder.as_ref(), &deep)
+            .await
+            .unwrap();
+        match page
+            .next_cursor
+            .as_deref()
+            .and_then(queries::VmCursor::parse)
+        {
+            Some(cursor) => deep.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    for (name, filter) in [
+        (VM_FIRST_PAGE, first),
+        ("GET /api/v1/vms page 25 (cursor, limit 1000)", deep),
+    ] {
+        case(out, recorder, iterations, name, "VMs", |r, _| {
+            let filter = filter.clone();
+            async move {
+                queries::list_vms_page(r.as_ref(), &filter)
+                    .await
+                    .unwrap()
+                    .items
+                    .len()
+            }
+        })
+        .await;
+    }
+    let runs = (iterations / 20).max(5);
+    case(
+        out,
+        recorder,
+        runs,
+        WHOLE_FLEET_UNPAGED,
+        "VMs",
+        |r, _| async move {
+            let rows = r
+                .query(Query::new(
+                    "SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, \
+                 v.findings_json, v.updated_at_ms, \
+                 (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = v.vm_uuid) FROM vms v",
+                    Vec::new(),
+                ))
+                .await
+                .unwrap();
+            let mut keys: Vec<(String, String, String)> = rows
+                .iter()
+                .map(|row| {
+                    (
+                        row.text_or_empty(2),
+                        row.text_or_empty(1),
+                        row.text_or_empty(0),
+                    )
+                })
+                .collect();
+            keys.sort();
+            keys.len()
+        },
+    )
+    .await;
 }
 
 /// Time of one retention pass that compacts the oldest hour of minute rollups.
@@ -705,6 +789,23 @@ async fn main() {
                 big.p50.as_secs_f64() / pk,
             );
         }
+        let p50 = |name: &str| {
+            fleet
+                .1
+                .iter()
+                .find(|(case, _, _)| case.starts_with(name))
+                .map(|(_, stats, _)| stats.p50.as_secs_f64())
+                .unwrap()
+        };
+        let page = p50(VM_FIRST_PAGE);
+        println!(
+            "\nGET /api/v1/vms, fleet: one page of 1000 p50 {:.1} ms; whole list in one query (before paging) {:.1} ms = {:.1}x the page; all pages walked {:.1} ms = {:.1}x the page",
+            page * 1e3,
+            p50(WHOLE_FLEET_UNPAGED) * 1e3,
+            p50(WHOLE_FLEET_UNPAGED) / page,
+            p50(WHOLE_FLEET_PAGED) * 1e3,
+            p50(WHOLE_FLEET_PAGED) / page,
+        );
         let sizes = &fleet.0;
         let rh = fleet.3 as f64;
         let mib = |b: u64| b as f64 / 1048576.0;
