@@ -10,6 +10,10 @@
 #   ./scripts/quickstart.sh              # the demo (needs root: apt, libvirt)
 #   ./scripts/quickstart.sh FILE...      # just explain kernel logs, no root needed
 #
+# Environment: BALLAST_QUICKSTART_PORT (collector port, 8470), BALLAST_QUICKSTART_DIR
+# (state and logs, ./.quickstart), BALLAST_QUICKSTART_BIN_DIR (use these binaries
+# instead of building; the test suite runs this script on its debug build).
+#
 # The agent watches every VM of qemu:///system; on a host with production VMs prefer
 # the packages (docs/deploy.md) over this demo.
 set -eu
@@ -31,14 +35,20 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 ./scripts/install-deps.sh
-echo "quickstart: building (release)..."
-# A target dir of its own, so a packaging build of another feature set cannot swap binaries.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/quickstart}"
-bin="$CARGO_TARGET_DIR/release"
-cargo build --release --locked -q -p ballast-agent -p ballast-collector
-cargo build --release --locked -q -p ballast-testvm --example demo_guest
+if [ -n "${BALLAST_QUICKSTART_BIN_DIR:-}" ]; then
+    # Binaries built already (tests/tests/quickstart.rs passes the test suite's own):
+    # ballast-agent, ballast-collector and examples/demo_guest under this directory.
+    bin="$BALLAST_QUICKSTART_BIN_DIR"
+else
+    echo "quickstart: building (release)..."
+    # A target dir of its own, so a packaging build of another feature set cannot swap binaries.
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/quickstart}"
+    bin="$CARGO_TARGET_DIR/release"
+    cargo build --release --locked -q -p ballast-agent -p ballast-collector
+    cargo build --release --locked -q -p ballast-testvm --example demo_guest
+fi
 
-work="$PWD/.quickstart"
+work="${BALLAST_QUICKSTART_DIR:-$PWD/.quickstart}"
 rm -rf "$work"
 mkdir -p "$work/collector" "$work/agent"
 port="${BALLAST_QUICKSTART_PORT:-8470}"

@@ -1,0 +1,185 @@
+//! The README's first set-up command, `./scripts/quickstart.sh`, run as a user runs it:
+//! it must start a collector and an agent, boot the demo guest, get the guest's
+//! balloon-induced OOM explained in the API and the dashboard, print the URL, and on
+//! Ctrl-C stop everything and remove the guest. The script runs on the test suite's
+//! own debug binaries (`BALLAST_QUICKSTART_BIN_DIR`) instead of its release build; the
+//! rest (dependency check, configs, token, services, demo guest, output) is the
+//! script's own.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ballast_tests::{binary, free_port, http_get};
+use ballast_testvm::lab_or_skip;
+use serde_json::Value;
+
+/// Boot, 10 s before inflating, the OOM, delivery: about a minute under TCG here.
+const OOM_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The demo guest example next to the debug binaries, built if missing.
+fn demo_guest_bin_dir() -> PathBuf {
+    let agent = binary("ballast-agent");
+    binary("ballast-collector");
+    let dir = agent.parent().expect("target/<profile>").to_path_buf();
+    if !dir.join("examples/demo_guest").exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "ballast-testvm", "--example", "demo_guest"])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "cargo build --example demo_guest failed");
+    }
+    dir
+}
+
+/// The script's stdout, line by line, as it prints them.
+fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("quickstart| {line}");
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn domain_exists(name: &str) -> bool {
+    Command::new("virsh")
+        .args(["-c", "qemu:///system", "domstate", name])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// Stops the script (if still running) when the test fails half-way.
+struct Script(Child);
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
+    let Some(_lab) = lab_or_skip("quickstart") else {
+        return;
+    };
+    let bin_dir = demo_guest_bin_dir();
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let started = Instant::now();
+    let mut script = Script(
+        Command::new(repo_root().join("scripts/quickstart.sh"))
+            .env("BALLAST_QUICKSTART_BIN_DIR", &bin_dir)
+            .env("BALLAST_QUICKSTART_DIR", work.path())
+            .env("BALLAST_QUICKSTART_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("quickstart.sh starts"),
+    );
+    let lines = stdout_lines(&mut script.0);
+
+    // What it prints: the verdicts, the explanation, then the URL of the event.
+    let mut printed = Vec::new();
+    let url = loop {
+        let left = OOM_TIMEOUT.saturating_sub(started.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("quickstart: the explained OOM:") {
+                    break url.trim().to_string();
+                }
+                printed.push(line);
+            }
+            Err(_) => {
+                let agent_log =
+                    std::fs::read_to_string(work.path().join("agent.log")).unwrap_or_default();
+                panic!(
+                    "no explained OOM after {:?}; printed: {printed:#?}\nagent log:\n{agent_log}",
+                    started.elapsed()
+                );
+            }
+        }
+    };
+    eprintln!("quickstart printed the event after {:?}", started.elapsed());
+    assert!(
+        printed
+            .iter()
+            .any(|line| line == "verdict: balloon / correlation: balloon"),
+        "{printed:#?}"
+    );
+    // The explanation is wrapped at 88 columns: read it as one text.
+    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
+
+    // The URL it printed opens the dashboard page of that OOM; the API agrees.
+    let prefix = format!("http://127.0.0.1:{port}");
+    let path = url.strip_prefix(&prefix).expect("a loopback URL");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let (status, page) = http_get(addr, path, None).expect("dashboard page");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("memhog"), "{page}");
+    let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
+    let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
+    assert_eq!(status, 200, "{body}");
+    let event: Value = serde_json::from_str(&body).expect("JSON");
+    let guest = std::fs::read_to_string(work.path().join("demo.name")).expect("demo.name");
+    assert_eq!(event["vm"]["name"], guest.trim(), "{event:#}");
+    assert_eq!(event["correlation"]["verdict"], "balloon", "{event:#}");
+    assert!(
+        domain_exists(guest.trim()),
+        "the demo guest runs until Ctrl-C"
+    );
+
+    // Ctrl-C: the script exits, the guest is gone, nothing listens any more.
+    let status = Command::new("kill")
+        .args(["-INT", &script.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = script.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(exit.code(), Some(130), "exit status after Ctrl-C");
+    assert!(
+        !domain_exists(guest.trim()),
+        "the demo guest was left behind"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the collector still listens after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
