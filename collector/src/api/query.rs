@@ -18,6 +18,20 @@ fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
         .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
 }
 
+/// `limit` or its default; a value outside `1..=max` is a 422 naming `limit`
+/// (never quietly capped: a client asking for more than a page holds must know).
+fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, AppError> {
+    let limit = limit.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(AppError::Unprocessable {
+            message: format!("limit must be 1 to {max}"),
+            field: Some("limit".into()),
+        })
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OomsParams {
@@ -37,6 +51,7 @@ pub(super) async fn list_ooms(
     query: Result<Query<OomsParams>, QueryRejection>,
 ) -> Result<Json<OomPage>, AppError> {
     let params = params(query)?;
+    let limit = checked_limit(params.limit, 100, queries::OOM_PAGE_MAX)?;
     if let Some(verdict) = &params.verdict {
         if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
         {
@@ -63,7 +78,7 @@ pub(super) async fn list_ooms(
         since_ms: params.since,
         until_ms: params.until,
         cursor,
-        limit: params.limit.unwrap_or(100),
+        limit,
     };
     Ok(Json(
         queries::list_ooms(state.store.as_ref(), &filter).await?,
@@ -98,13 +113,7 @@ pub(super) async fn list_vms(
     query: Result<Query<VmsParams>, QueryRejection>,
 ) -> Result<Json<VmList>, AppError> {
     let params = params(query)?;
-    let limit = params.limit.unwrap_or(queries::VM_PAGE_DEFAULT);
-    if !(1..=queries::VM_PAGE_MAX).contains(&limit) {
-        return Err(AppError::Unprocessable {
-            message: format!("limit must be 1 to {}", queries::VM_PAGE_MAX),
-            field: Some("limit".into()),
-        });
-    }
+    let limit = checked_limit(params.limit, queries::VM_PAGE_DEFAULT, queries::VM_PAGE_MAX)?;
     let not_ours = || AppError::Unprocessable {
         message: "cursor is not one this API gave out".into(),
         field: Some("cursor".into()),
@@ -171,7 +180,7 @@ pub(super) async fn vm_memory(
             &uuid,
             since,
             until,
-            params.limit.unwrap_or(10_000),
+            checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
             resolution,
         )
         .await?,

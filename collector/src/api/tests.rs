@@ -309,6 +309,20 @@ async fn the_query_api_answers_and_requires_the_read_token_when_set() {
     assert_eq!(detail["rollups"].as_array().map(Vec::len), Some(1));
     let (status, _, _) = send(&state, get("/api/v1/ooms/12345", read)).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    // A limit outside what one page holds is refused, naming the field, not capped.
+    for path in [
+        "/api/v1/ooms?limit=0".to_string(),
+        "/api/v1/ooms?limit=1001".to_string(),
+        format!("/api/v1/vms/{LAB_UUID}/memory?limit=100001"),
+        format!("/api/v1/vms/{LAB_UUID}/memory?limit=-5"),
+    ] {
+        let (status, _, body) = send(&state, get(&path, read)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        let error: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(error["field"], "limit", "{path}: {error}");
+    }
+    let (status, _, _) = send(&state, get("/api/v1/ooms?limit=1000", read)).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, _, body) = send(&state, get("/api/v1/vms", read)).await;
     assert_eq!(status, StatusCode::OK);
     let vms: serde_json::Value = serde_json::from_slice(&body).expect("json");

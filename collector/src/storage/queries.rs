@@ -181,7 +181,7 @@ pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage,
         conditions.push("(captured_at_ms, id) < (?, ?)");
         params.extend([Param::int(time), Param::int(id)]);
     }
-    let limit = filter.limit.clamp(1, 1000);
+    let limit = filter.limit.clamp(1, OOM_PAGE_MAX);
     params.push(Param::int(limit + 1));
     let where_clause = if conditions.is_empty() {
         String::new()
@@ -275,7 +275,7 @@ pub async fn rollups_between(
                 Param::text(vm_uuid),
                 Param::int(since_ms),
                 Param::int(until_ms),
-                Param::int(limit.clamp(1, 100_000)),
+                Param::int(limit.clamp(1, MEMORY_POINTS_MAX)),
             ],
         ))
         .await?;
@@ -315,7 +315,8 @@ pub async fn vm_memory(
             )
             .await?;
             let mut hours = tiers::hourly(&stored);
-            hours.truncate(usize::try_from(limit.clamp(1, 100_000)).unwrap_or(100_000));
+            hours
+                .truncate(usize::try_from(limit.clamp(1, MEMORY_POINTS_MAX)).unwrap_or(usize::MAX));
             hours
         }
     };
@@ -353,6 +354,12 @@ pub async fn vm_context(
     .await?;
     Ok(VmContext { config, rollups })
 }
+
+/// Largest page of `GET /api/v1/ooms`.
+pub const OOM_PAGE_MAX: i64 = 1000;
+
+/// Most points one `GET /api/v1/vms/{uuid}/memory` returns.
+pub const MEMORY_POINTS_MAX: i64 = 100_000;
 
 /// Page size of `GET /api/v1/vms` when none is asked for.
 pub const VM_PAGE_DEFAULT: i64 = 1000;
