@@ -31,6 +31,7 @@
 
 mod domain_xml;
 mod ffi;
+mod listing;
 mod params;
 mod pid;
 mod qemu_json;
@@ -90,6 +91,8 @@ pub struct LibvirtHypervisor {
 struct Inner {
     config: LibvirtConfig,
     state: Mutex<State>,
+    /// The domains the last balloon poll returned ([`listing`]).
+    listed: Mutex<Vec<DomainId>>,
 }
 
 #[derive(Debug, Default)]
@@ -183,6 +186,7 @@ impl LibvirtHypervisor {
             inner: Arc::new(Inner {
                 config,
                 state: Mutex::new(State::default()),
+                listed: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -304,6 +308,11 @@ fn run_watchdog(inner: Weak<Inner>) {
     }
 }
 
+/// A lock that survives a panicked holder (the data is plain and always whole).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn lookup(connect: &Connect, id: &DomainId) -> Result<Domain, HypervisorError> {
     connect
         .lookup_domain_by_uuid_string(&id.uuid)
@@ -372,7 +381,8 @@ impl Hypervisor for LibvirtHypervisor {
     }
 
     fn balloon_samples(&self) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
-        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+        let previous = std::mem::take(&mut *lock(&self.inner.listed));
+        let samples = self.inner.call(Retry::OnceIfConnectionDied, |connect| {
             let records = ffi::all_domain_stats(
                 connect,
                 sys::VIR_DOMAIN_STATS_BALLOON,
@@ -380,14 +390,29 @@ impl Hypervisor for LibvirtHypervisor {
                     | sys::VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT,
             )
             .map_err(|error| call_error("read balloon stats", error))?;
-            Ok(records
+            let listed: Vec<(DomainId, BalloonSample)> = records
                 .into_iter()
                 .map(|record| {
                     let sample = params::balloon_sample(&record.params);
                     (record.id, sample)
                 })
-                .collect())
-        })
+                .collect();
+            let missing = listing::missing_from(&previous, &listed);
+            Ok(listing::keep_active(listed, missing, |id| {
+                connect
+                    .lookup_domain_by_uuid_string(&id.uuid)
+                    .and_then(|domain| domain.is_active())
+                    .unwrap_or(false)
+            }))
+        });
+        match &samples {
+            Ok(samples) => {
+                *lock(&self.inner.listed) = samples.iter().map(|(id, _)| id.clone()).collect();
+            }
+            // Kept for the next poll's comparison.
+            Err(_) => *lock(&self.inner.listed) = previous,
+        }
+        samples
     }
 
     fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError> {
