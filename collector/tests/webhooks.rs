@@ -20,6 +20,7 @@ use serde_json::Value;
 use ballast_collector::api::{ApiConfig, AppState};
 use ballast_collector::auth::token_sha256;
 use ballast_collector::config::{RawConfig, Settings};
+use ballast_collector::notify::rate::Limit;
 use ballast_collector::notify::{self, outbox, Notifier};
 use ballast_collector::server::serve_listener;
 use ballast_collector::storage::{self, queries, Store};
@@ -46,6 +47,8 @@ struct Request {
     body: Value,
     /// The status it got (`None`: hung).
     status: Option<u16>,
+    /// When it arrived.
+    at: Instant,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,7 @@ async fn record(
             path: uri.path().to_string(),
             headers,
             body,
+            at: Instant::now(),
             status: match answer {
                 Answer::Ok => Some(200),
                 Answer::Status(status) => Some(status),
@@ -724,6 +728,12 @@ async fn a_burst_of_50_ooms_gives_the_rate_limit_plus_one_summary() {
     collector.stop().await;
 }
 
+/// A rate limit no test here reaches.
+const UNLIMITED: Limit = Limit {
+    messages: 10_000,
+    window_ms: 60_000,
+};
+
 /// Claims on a store holding 10 queued notifications: a claim takes at most its
 /// limit, two claims never take the same row, and a claimed row is not claimable.
 async fn claims_respect_limit_and_owner(store: &dyn Store) {
@@ -740,15 +750,24 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
     );
     assert_eq!(store.ingest(prepared).await.expect("ingest").accepted, 10);
     let now = ballast_collector::now_ms();
-    let first = outbox::claim_pending(store, "ops", "owner-1", now, now + 60_000, 3)
+    let claim = |webhook: &'static str, owner: &'static str, at_most: usize| async move {
+        outbox::claim_pending(
+            store,
+            webhook,
+            owner,
+            UNLIMITED,
+            now,
+            now + 60_000,
+            at_most,
+            500,
+        )
         .await
-        .expect("claim");
-    let second = outbox::claim_pending(store, "ops", "owner-2", now, now + 60_000, 100)
-        .await
-        .expect("claim");
-    let third = outbox::claim_pending(store, "ops", "owner-3", now, now + 60_000, 100)
-        .await
-        .expect("claim");
+        .expect("claim")
+        .rows
+    };
+    let first = claim("ops", "owner-1", 3).await;
+    let second = claim("ops", "owner-2", 100).await;
+    let third = claim("ops", "owner-3", 100).await;
     assert_eq!((first.len(), second.len(), third.len()), (3, 7, 0));
     let mut ids: Vec<i64> = first.iter().chain(&second).map(|c| c.outbox_id).collect();
     ids.sort_unstable();
@@ -758,9 +777,7 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
         .iter()
         .all(|c| c.notice.as_ref().is_some_and(|n| n.host == HOST)));
     // Another webhook's rows are not this one's.
-    let other = outbox::claim_pending(store, "other", "owner-4", now, now + 60_000, 100)
-        .await
-        .expect("claim");
+    let other = claim("other", "owner-4", 100).await;
     assert!(other.is_empty());
     // Only the owner marks; cleanup deletes finished rows, and pending ones only once
     // they were queued before the cutoff. (The rows were queued at OOM_AT_MS + 5 s.)
@@ -796,6 +813,132 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
             .expect("cleanup"),
         7
     );
+}
+
+/// Queues `n` new OOMs (keys `<prefix>-<i>`) for the webhook "ops" on `store`.
+async fn queue(store: &dyn Store, prefix: &str, n: i64) {
+    let events: Vec<Envelope> = (0..n)
+        .map(|i| oom(&format!("{prefix}-{i}"), i * 100, util::tor_flat()))
+        .collect();
+    let mut prepared = util::prepared(util::batch(HOST, events));
+    prepared.notify = notify::targets(
+        &prepared.ooms,
+        &[notify::Route {
+            webhook: "ops".into(),
+            filter: notify::Filter::default(),
+        }],
+    );
+    let accepted = store.ingest(prepared).await.expect("ingest").accepted;
+    assert_eq!(i64::from(accepted), n);
+}
+
+/// The rate limit (3 per 60 s) counted from the store, at chosen times, as two
+/// senders ("a", "b": two collectors) see it: claimed rows in flight count, sent ones
+/// count for one window, a summary in flight counts once, a released claim gives its
+/// budget back, and a failed post counts.
+async fn the_budget_counts_every_senders_messages(store: &dyn Store) {
+    let limit = Limit {
+        messages: 3,
+        window_ms: 60_000,
+    };
+    let t0 = util::OOM_AT_MS + 10_000;
+    let lease = t0 + 600_000;
+    let claim = |owner: &'static str, now: i64| async move {
+        outbox::claim_pending(store, "ops", owner, limit, now, lease, 20, 500)
+            .await
+            .expect("claim")
+    };
+    queue(store, "budget", 10).await;
+    // a takes the whole budget; b, at the same time, gets nothing and suppresses the
+    // rest (a's three are claimed and in flight).
+    let a = claim("a-1", t0).await;
+    assert_eq!((a.rows.len(), a.suppressed), (3, 0));
+    let b = claim("b-1", t0).await;
+    assert_eq!((b.rows.len(), b.suppressed), (0, 7));
+    // a's first post is accepted, the second fails (the pass stops: its claimed rows
+    // count an attempt and wait); the failed post still counts.
+    outbox::mark_sent(store, "ops", a.rows[0].outbox_id, "a-1", t0 + 100)
+        .await
+        .expect("sent");
+    outbox::record_failure(store, "ops", "a-1", 5, t0 + 200, t0 + 150, "HTTP 503")
+        .await
+        .expect("failure");
+    queue(store, "more", 2).await;
+    let b = claim("b-2", t0 + 1_000).await;
+    assert_eq!(
+        (b.rows.len(), b.suppressed),
+        (1, 0),
+        "3 - sent - failed = 1"
+    );
+    // A claim given back unsent (a pass stopped early) gives its budget back.
+    outbox::release(store, "b-2").await.expect("release");
+    let b = claim("b-3", t0 + 1_000).await;
+    assert_eq!((b.rows.len(), b.suppressed), (1, 0));
+    // No summary while the window is full ...
+    assert_eq!(
+        outbox::claim_suppressed(store, "ops", "a-2", limit, t0 + 2_000, lease)
+            .await
+            .expect("claim"),
+        0
+    );
+    outbox::mark_sent(store, "ops", b.rows[0].outbox_id, "b-3", t0 + 1_100)
+        .await
+        .expect("sent");
+    // ... and one when the first messages leave it (t0 + 100 and t0 + 150 slide out at
+    // t0 + 60 150; b's at t0 + 1 100 still counts): it takes every suppressed row, and
+    // while it is in flight it counts once, so one message is left to claim.
+    let after = t0 + 60_150;
+    assert_eq!(
+        outbox::claim_suppressed(store, "ops", "a-3", limit, after, lease)
+            .await
+            .expect("claim"),
+        7
+    );
+    let b = claim("b-4", after).await;
+    assert_eq!(
+        (b.rows.len(), b.suppressed),
+        (1, 0),
+        "3 - b's sent - the summary"
+    );
+    assert_eq!(
+        outbox::mark_summarized(store, "ops", "a-3", after + 10)
+            .await
+            .expect("summarized"),
+        7
+    );
+    outbox::release(store, "b-4").await.expect("release");
+    let logged = outbox::messages_since(store, "ops", t0)
+        .await
+        .expect("messages");
+    assert_eq!(
+        logged,
+        vec![
+            ("failed".to_string(), 1),
+            ("oom".to_string(), 2),
+            ("summary".to_string(), 1)
+        ]
+    );
+    // Another webhook's budget is its own.
+    let other = outbox::claim_suppressed(store, "other", "c-1", limit, t0, lease)
+        .await
+        .expect("claim");
+    assert_eq!(other, 0);
+    assert_eq!(
+        outbox::delete_messages(store, after + 11, 2)
+            .await
+            .expect("cleanup"),
+        2,
+        "bounded batches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_counts_every_senders_messages_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = storage::sqlite::SqliteStore::open(&dir.path().join("c.sqlite"))
+        .await
+        .expect("open");
+    the_budget_counts_every_senders_messages(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -875,6 +1018,249 @@ async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
     );
     eprintln!("sent per collector: {per_collector:?}");
     assert_eq!(a.outbox("ops", "sent").await, 40);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// Budget decisions racing: `rounds` times, 8 claims at once (4 through each of two
+/// stores, i.e. two collectors' connections) on 30 queued rows of a fresh webhook
+/// limited to 5 per minute. Returns the rows claimed per round (the limit: 5).
+async fn racing_claims(a: &Arc<dyn Store>, b: &Arc<dyn Store>, rounds: usize) -> Vec<usize> {
+    let limit = Limit {
+        messages: 5,
+        window_ms: 60_000,
+    };
+    let now = ballast_collector::now_ms();
+    let mut claimed = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let webhook = format!("race-{round}");
+        let events: Vec<Envelope> = (0..30)
+            .map(|i| oom(&format!("race-{round}-{i}"), i * 100, util::tor_flat()))
+            .collect();
+        let mut prepared = util::prepared(util::batch(HOST, events));
+        prepared.notify = notify::targets(
+            &prepared.ooms,
+            &[notify::Route {
+                webhook: webhook.clone(),
+                filter: notify::Filter::default(),
+            }],
+        );
+        a.ingest(prepared).await.expect("ingest");
+        // Spawned at once; awaited in turn.
+        let claims: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(if i % 2 == 0 { a } else { b });
+                let webhook = webhook.clone();
+                tokio::spawn(async move {
+                    outbox::claim_pending(
+                        store.as_ref(),
+                        &webhook,
+                        &format!("owner-{round}-{i}"),
+                        limit,
+                        now,
+                        now + 60_000,
+                        20,
+                        500,
+                    )
+                    .await
+                    .expect("claim")
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for claim in claims {
+            total += claim.await.expect("task").rows.len();
+        }
+        claimed.push(total);
+    }
+    claimed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_collectors_sharing_postgresql_share_one_rate_limit() {
+    let Some(cluster) = util::pg_cluster() else {
+        return;
+    };
+    let budget =
+        storage::postgres::PostgresStore::open(&cluster.create_database().expect("createdb"), 2)
+            .await
+            .expect("open");
+    the_budget_counts_every_senders_messages(&budget).await;
+    let race = cluster.create_database().expect("createdb");
+    let (race_a, race_b): (Arc<dyn Store>, Arc<dyn Store>) = (
+        Arc::new(
+            storage::postgres::PostgresStore::open(&race, 4)
+                .await
+                .expect("open"),
+        ),
+        Arc::new(
+            storage::postgres::PostgresStore::open(&race, 4)
+                .await
+                .expect("open"),
+        ),
+    );
+    let claimed = racing_claims(&race_a, &race_b, 20).await;
+    eprintln!("racing claims, rows claimed per round (limit 5): {claimed:?}");
+    assert!(claimed.iter().all(|n| *n == 5), "{claimed:?}");
+
+    const LIMIT: usize = 5;
+    const WINDOW: Duration = Duration::from_secs(4);
+    const BURST: i64 = 30;
+    let url = cluster.create_database().expect("createdb");
+    let receiver = Receiver::start().await;
+    // Every answer takes a while, so both collectors' senders are busy at once.
+    receiver.recorder.lock().expect("lock").delay = Duration::from_millis(20);
+    let yaml = format!(
+        "storage:\n  type: postgres\n  url: '{url}'\n  pool_size: 4\nnotify:\n  poll_interval_ms: 50\n  webhooks:\n{}",
+        hook(
+            "ops",
+            &receiver.url("hook"),
+            &format!(
+                "    rate_limit_messages: {LIMIT}\n    rate_limit_window_secs: {}\n",
+                WINDOW.as_secs()
+            )
+        )
+    );
+    let settings = settings(&yaml);
+    let a = Collector::start(&settings).await;
+    let b = Collector::start(&settings).await;
+    let start = Instant::now();
+    // A burst of 30 new OOMs, half through each collector at once.
+    let events: Vec<Envelope> = (0..BURST)
+        .map(|i| oom(&format!("limit-{i}"), i * 100, util::lab_inflated()))
+        .collect();
+    let (first, second) = events.split_at(15);
+    let (ra, rb) = tokio::join!(a.ingest(first.to_vec()), b.ingest(second.to_vec()));
+    assert_eq!(ra["accepted"], 15);
+    assert_eq!(rb["accepted"], 15);
+    let accounted = |delivered: &[Request]| -> i64 {
+        delivered
+            .iter()
+            .map(|r| match r.body["type"].as_str() {
+                Some("oom") => 1,
+                Some("suppressed") => r.body["suppressed"].as_i64().unwrap_or(0),
+                _ => 0,
+            })
+            .sum()
+    };
+    wait_until(
+        "every OOM sent or summarized",
+        Duration::from_secs(30),
+        || accounted(&receiver.delivered("hook")) >= BURST,
+    )
+    .await;
+    let elapsed = start.elapsed();
+    // Nothing more comes in the next half window (no duplicate, no second summary).
+    tokio::time::sleep(WINDOW / 2).await;
+    let delivered = receiver.delivered("hook");
+    let single: Vec<&Request> = delivered
+        .iter()
+        .filter(|r| r.body["type"] == "oom")
+        .collect();
+    let summaries: Vec<&Request> = delivered
+        .iter()
+        .filter(|r| r.body["type"] == "suppressed")
+        .collect();
+    let ids = ids(&delivered);
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no OOM sent twice: {ids:?}");
+    assert_eq!(
+        accounted(&delivered),
+        BURST,
+        "each OOM sent or summarized once"
+    );
+    assert!(
+        single.len() <= LIMIT,
+        "at most {LIMIT} OOM messages, got {}",
+        single.len()
+    );
+    assert!(!summaries.is_empty(), "the rest is summarized");
+    assert_eq!(
+        a.outbox("ops", "sent").await,
+        i64::try_from(single.len()).expect("n")
+    );
+    assert_eq!(
+        a.outbox("ops", "summarized").await,
+        BURST - i64::try_from(single.len()).expect("n")
+    );
+    assert_eq!(a.outbox("ops", "pending").await, 0);
+    assert_eq!(a.outbox("ops", "suppressed").await, 0);
+    // The sliding window on the collectors' own record of when each message went
+    // (logged after the receiver answered): no LIMIT + 1 of them within one window.
+    let logged = outbox::messages_since(a.store.as_ref(), "ops", 0)
+        .await
+        .expect("messages");
+    assert_eq!(
+        logged.iter().map(|(_, n)| *n).sum::<i64>(),
+        i64::try_from(delivered.len()).expect("n"),
+        "every delivered message logged once: {logged:?}"
+    );
+    let mut sent_at: Vec<i64> = a
+        .store
+        .query(storage::Query::new(
+            "SELECT sent_at_ms FROM notify_messages ORDER BY sent_at_ms",
+            Vec::new(),
+        ))
+        .await
+        .expect("log")
+        .iter()
+        .map(|row| row.int_or_zero(0))
+        .collect();
+    sent_at.sort_unstable();
+    let window_ms = i64::try_from(WINDOW.as_millis()).expect("ms");
+    for pair in sent_at.windows(LIMIT + 1) {
+        assert!(
+            pair[LIMIT] - pair[0] >= window_ms,
+            "{} messages within {window_ms} ms: {sent_at:?}",
+            LIMIT + 1
+        );
+    }
+    let stats = |c: &Collector| {
+        let s = &c.notifier.stats;
+        (
+            s.sent.load(std::sync::atomic::Ordering::Relaxed),
+            s.summaries.load(std::sync::atomic::Ordering::Relaxed),
+            s.suppressed.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    };
+    let (sa, sb) = (stats(&a), stats(&b));
+    assert_eq!(
+        sa.0 + sb.0,
+        u64::try_from(single.len()).expect("n"),
+        "{sa:?} {sb:?}"
+    );
+    // The same on the receiver's clock (a message arrives before it is logged, and
+    // the next one is claimed after that: 50 ms allow for the two clocks).
+    let first_at = delivered.first().map_or(start, |r| r.at);
+    let arrived_ms: Vec<u128> = delivered
+        .iter()
+        .map(|r| r.at.duration_since(first_at).as_millis())
+        .collect();
+    for pair in arrived_ms.windows(LIMIT + 1) {
+        assert!(
+            pair[LIMIT] - pair[0] + 50 >= WINDOW.as_millis(),
+            "{} messages arrived within {WINDOW:?}: {arrived_ms:?}",
+            LIMIT + 1
+        );
+    }
+    eprintln!(
+        "rate limit {LIMIT}/{} s, {BURST} OOMs through 2 collectors: {} OOM messages + {} \
+         summaries ({:?}) in {elapsed:?}; (sent, summaries, suppressed) a={sa:?} b={sb:?}; \
+         arrivals (ms from the first): {:?}",
+        WINDOW.as_secs(),
+        single.len(),
+        summaries.len(),
+        summaries
+            .iter()
+            .map(|r| r.body["suppressed"].clone())
+            .collect::<Vec<_>>(),
+        delivered
+            .iter()
+            .zip(&arrived_ms)
+            .map(|(r, ms)| format!("{}@{ms}", r.body["type"].as_str().unwrap_or("?")))
+            .collect::<Vec<_>>(),
+    );
     a.stop().await;
     b.stop().await;
 }

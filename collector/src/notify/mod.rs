@@ -8,8 +8,11 @@
 //!    with a lease (safe with several collectors on one PostgreSQL), posts the body
 //!    ([`message`]: `json`, `slack`, `mattermost`), retries with jittered exponential
 //!    backoff, rate-limits with a summary of what it held back, and marks the rows.
+//!    The rate limit is counted in the store ([`outbox`]), so collectors sharing one
+//!    PostgreSQL share each webhook's limit.
 //!    Pending rows survive restarts and receiver outages: they are in the database.
-//! 3. A cleanup task deletes finished rows after `notify.keep_days`.
+//! 3. A cleanup task deletes finished rows (and the message log the rate limit reads)
+//!    after `notify.keep_days`.
 //!
 //! Counters ([`NotifyStats`]) are per process; [`outbox::counts`] gives the rows per
 //! webhook and state (pending included) from the database.
@@ -170,6 +173,20 @@ pub fn spawn_with_stats(
                         Ok(_) => break,
                         Err(error) => {
                             tracing::warn!(%error, "Notification outbox cleanup failed.");
+                            break;
+                        }
+                    }
+                }
+                // keep_days (>= 1 day) is longer than any rate-limit window (<= 1 day).
+                loop {
+                    match outbox::delete_messages(store.as_ref(), before, CLEANUP_BATCH_ROWS).await
+                    {
+                        Ok(n) if n >= u64::from(CLEANUP_BATCH_ROWS) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(_) => break,
+                        Err(error) => {
+                            tracing::warn!(%error, "Notification message log cleanup failed.");
                             break;
                         }
                     }

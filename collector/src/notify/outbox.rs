@@ -9,9 +9,124 @@
 //! leaves a lease that expires, and another one takes over (at-least-once in that one
 //! case: receivers may dedupe on the `Idempotency-Key` header). Every later mark is
 //! conditional on the token, so a sender whose lease was taken over changes nothing.
+//!
+//! The rate limit is counted here, from the store, so every collector sharing it
+//! shares one window: a webhook has used, at `now`, the messages it posted within the
+//! window (`notify_messages`: OOM notifications, summaries, failed posts) plus those
+//! claimed and still in flight (pending rows under a live lease, and one summary per
+//! lease token on suppressed rows). Claiming (pending rows or a summary) and marking
+//! rows suppressed decide on that count in ONE transaction per webhook:
+//! - PostgreSQL: READ COMMITTED, and the first statement takes a transaction-scoped
+//!   advisory lock keyed by the webhook's name, so another collector's decision for
+//!   the same webhook waits until this one committed; each later statement takes a
+//!   fresh snapshot, which sees it. (Under `REPEATABLE READ` the snapshot would be
+//!   taken before the lock is granted and miss the other collector's claims.)
+//! - SQLite: the store's one writer runs the statements in one `IMMEDIATE`
+//!   transaction, which holds the database's write lock: no other decision (or write
+//!   of any kind) interleaves.
+//!
+//! A posted message is logged in the same transaction that marks its rows, so it is
+//! counted either as in flight (before) or as sent (after), never both or neither.
 
 use crate::notify::message::{OomNotice, SuppressedSummary};
+use crate::notify::rate::Limit;
 use crate::storage::{Param, Query, Store, StoreError};
+
+/// The first key of the PostgreSQL advisory locks serialising budget decisions ("blnt");
+/// the second is `hashtext(webhook)`. (Two 32-bit keys: apart from the one 64-bit key of
+/// the migrations' lock.)
+const BUDGET_LOCK_SPACE: i32 = 0x626c_6e74;
+
+/// The messages a webhook has used at `now`: posted within the window, plus pending
+/// rows claimed and in flight, plus one per summary in flight (suppressed rows share
+/// their summary's lease token). Parameters: [`used_params`].
+const USED_SQL: &str =
+    "((SELECT COUNT(*) FROM notify_messages WHERE webhook = ? AND sent_at_ms > ?) \
+     + (SELECT COUNT(*) FROM notify_outbox WHERE webhook = ? AND state = 'pending' \
+        AND lease_until_ms > ?) \
+     + (SELECT COUNT(DISTINCT lease_owner) FROM notify_outbox WHERE webhook = ? \
+        AND state = 'suppressed' AND lease_until_ms > ?))";
+
+fn used_params(webhook: &str, limit: Limit, now_ms: i64) -> Vec<Param> {
+    vec![
+        Param::text(webhook),
+        Param::int(limit.counted_after(now_ms)),
+        Param::text(webhook),
+        Param::int(now_ms),
+        Param::text(webhook),
+        Param::int(now_ms),
+    ]
+}
+
+/// A scalar subquery: the messages `webhook` may still send at `now_ms`, at most
+/// `at_most`, never below 0 (a negative LIMIT means "no limit" to SQLite).
+fn budget_sql() -> String {
+    format!(
+        "(SELECT CASE WHEN b < 0 THEN 0 WHEN b > ? THEN ? ELSE b END \
+         FROM (SELECT ? - {USED_SQL} AS b) AS budget)"
+    )
+}
+
+fn budget_params(webhook: &str, limit: Limit, now_ms: i64, at_most: usize) -> Vec<Param> {
+    let at_most = i64::try_from(at_most).unwrap_or(i64::MAX);
+    [
+        vec![
+            Param::int(at_most),
+            Param::int(at_most),
+            Param::int(i64::from(limit.messages)),
+        ],
+        used_params(webhook, limit, now_ms),
+    ]
+    .concat()
+}
+
+/// Runs `statements` as one decision on `webhook`'s budget (see the module doc);
+/// returns the rows each affected.
+async fn decide(
+    store: &dyn Store,
+    webhook: &str,
+    statements: Vec<Query>,
+) -> Result<Vec<u64>, StoreError> {
+    transaction(store, Some(webhook), statements).await
+}
+
+/// Runs `statements` in one transaction; on PostgreSQL READ COMMITTED (each statement
+/// sees what committed before it, as separate statements would, and a row another
+/// transaction changed meanwhile is re-checked rather than failing the transaction),
+/// after taking `lock`'s budget lock if given.
+async fn transaction(
+    store: &dyn Store,
+    lock: Option<&str>,
+    statements: Vec<Query>,
+) -> Result<Vec<u64>, StoreError> {
+    let mut queries = Vec::with_capacity(statements.len() + 2);
+    if store.engine() == "postgres" {
+        // `execute_all` begins REPEATABLE READ; changing it is allowed before any query.
+        queries.push(Query::new(
+            "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+            Vec::new(),
+        ));
+        if let Some(webhook) = lock {
+            queries.push(Query::new(
+                format!("SELECT pg_advisory_xact_lock({BUDGET_LOCK_SPACE}, hashtext(?))"),
+                vec![Param::text(webhook)],
+            ));
+        }
+    }
+    let skip = queries.len();
+    queries.extend(statements);
+    let mut affected = store.execute_all(queries).await?;
+    Ok(affected.split_off(skip.min(affected.len())))
+}
+
+/// What one claim of pending rows did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claim {
+    /// The rows to post now (within the budget).
+    pub rows: Vec<Claimed>,
+    /// Rows marked suppressed because the budget was used up.
+    pub suppressed: u64,
+}
 
 /// A claimed notification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,36 +180,72 @@ pub async fn has_work(store: &dyn Store, webhook: &str, now_ms: i64) -> Result<b
     Ok(!rows.is_empty())
 }
 
-/// Claims up to `limit` due pending rows of `webhook` for `owner` until `lease_until_ms`.
+/// One decision on `webhook`'s budget at `now_ms`: when `limit` is used up, up to
+/// `suppress_at_most` due rows are marked suppressed (for a later summary) and nothing
+/// is claimed; otherwise up to the budget (at most `claim_at_most`) due rows are claimed
+/// for `owner` until `lease_until_ms`.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim_pending(
     store: &dyn Store,
     webhook: &str,
     owner: &str,
+    limit: Limit,
     now_ms: i64,
     lease_until_ms: i64,
-    limit: usize,
-) -> Result<Vec<Claimed>, StoreError> {
-    let sql = claim_sql(
-        store,
-        "lease_owner = ?, lease_until_ms = ?",
-        "SELECT id FROM notify_outbox WHERE webhook = ? AND state = 'pending' \
-         AND next_attempt_ms <= ? AND lease_until_ms <= ? ORDER BY id LIMIT ?",
-        "state = 'pending' AND lease_until_ms <= ?",
+    claim_at_most: usize,
+    suppress_at_most: usize,
+) -> Result<Claim, StoreError> {
+    let due = "SELECT id FROM notify_outbox WHERE webhook = ? AND state = 'pending' \
+               AND next_attempt_ms <= ? AND lease_until_ms <= ?";
+    let due_params = || vec![Param::text(webhook), Param::int(now_ms), Param::int(now_ms)];
+    let recheck = "state = 'pending' AND lease_until_ms <= ?";
+    let suppress = Query::new(
+        claim_sql(
+            store,
+            "state = 'suppressed', updated_at_ms = ?",
+            &format!("{due} AND {USED_SQL} >= ? ORDER BY id LIMIT ?"),
+            recheck,
+        ),
+        claim_params(
+            store,
+            vec![Param::int(now_ms)],
+            [
+                due_params(),
+                used_params(webhook, limit, now_ms),
+                vec![
+                    Param::int(i64::from(limit.messages)),
+                    Param::int(i64::try_from(suppress_at_most).unwrap_or(i64::MAX)),
+                ],
+            ]
+            .concat(),
+            vec![Param::int(now_ms)],
+        ),
     );
-    let params = claim_params(
-        store,
-        vec![Param::text(owner), Param::int(lease_until_ms)],
-        vec![
-            Param::text(webhook),
-            Param::int(now_ms),
-            Param::int(now_ms),
-            Param::int(i64::try_from(limit).unwrap_or(i64::MAX)),
-        ],
-        vec![Param::int(now_ms)],
+    let claim = Query::new(
+        claim_sql(
+            store,
+            "lease_owner = ?, lease_until_ms = ?",
+            &format!("{due} ORDER BY id LIMIT {}", budget_sql()),
+            recheck,
+        ),
+        claim_params(
+            store,
+            vec![Param::text(owner), Param::int(lease_until_ms)],
+            [
+                due_params(),
+                budget_params(webhook, limit, now_ms, claim_at_most),
+            ]
+            .concat(),
+            vec![Param::int(now_ms)],
+        ),
     );
-    let claimed = store.execute(Query::new(sql, params)).await?;
-    if claimed == 0 {
-        return Ok(Vec::new());
+    let affected = decide(store, webhook, vec![suppress, claim]).await?;
+    let suppressed = affected.first().copied().unwrap_or(0);
+    if affected.get(1).copied().unwrap_or(0) == 0 {
+        return Ok(Claim {
+            rows: Vec::new(),
+            suppressed,
+        });
     }
     let rows = store
         .query(Query::new(
@@ -106,7 +257,7 @@ pub async fn claim_pending(
             vec![Param::text(owner)],
         ))
         .await?;
-    Ok(rows
+    let rows = rows
         .iter()
         .map(|row| Claimed {
             outbox_id: row.int_or_zero(0),
@@ -127,7 +278,52 @@ pub async fn claim_pending(
                 balloon_held_kb: row.int(14),
             }),
         })
-        .collect())
+        .collect();
+    Ok(Claim { rows, suppressed })
+}
+
+/// Logs a message posted to `webhook` at `now_ms` (`kind`: oom, summary, failed).
+fn log_message(webhook: &str, kind: &str, now_ms: i64) -> Query {
+    Query::new(
+        "INSERT INTO notify_messages (webhook, kind, sent_at_ms) VALUES (?, ?, ?)",
+        vec![Param::text(webhook), Param::text(kind), Param::int(now_ms)],
+    )
+}
+
+fn mark_query(outbox_id: i64, owner: &str, state: &str, now_ms: i64, error: Option<&str>) -> Query {
+    Query::new(
+        "UPDATE notify_outbox SET state = ?, lease_owner = NULL, lease_until_ms = 0, \
+         last_error = COALESCE(?, last_error), updated_at_ms = ? \
+         WHERE id = ? AND lease_owner = ?",
+        vec![
+            Param::text(state),
+            Param::Text(error.map(str::to_string)),
+            Param::int(now_ms),
+            Param::int(outbox_id),
+            Param::text(owner),
+        ],
+    )
+}
+
+/// A claimed row was posted and accepted: logged against `webhook`'s limit and marked
+/// `sent` in one transaction (the message counts even if the lease was taken over).
+pub async fn mark_sent(
+    store: &dyn Store,
+    webhook: &str,
+    outbox_id: i64,
+    owner: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    transaction(
+        store,
+        None,
+        vec![
+            mark_query(outbox_id, owner, "sent", now_ms, None),
+            log_message(webhook, "oom", now_ms),
+        ],
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Sets a claimed row's final or next state; `error` is the last failure, if any.
@@ -140,84 +336,89 @@ pub async fn mark(
     error: Option<&str>,
 ) -> Result<(), StoreError> {
     store
-        .execute(Query::new(
-            "UPDATE notify_outbox SET state = ?, lease_owner = NULL, lease_until_ms = 0, \
-             last_error = COALESCE(?, last_error), updated_at_ms = ? \
-             WHERE id = ? AND lease_owner = ?",
-            vec![
-                Param::text(state),
-                Param::Text(error.map(str::to_string)),
-                Param::int(now_ms),
-                Param::int(outbox_id),
-                Param::text(owner),
-            ],
-        ))
+        .execute(mark_query(outbox_id, owner, state, now_ms, error))
         .await
         .map(|_| ())
 }
 
-/// After a failed attempt: every row still claimed by `owner` counts one more
-/// attempt; those at `max_attempts` become `failed`, the others wait until
-/// `next_attempt_ms`. Returns how many were given up.
+/// After a failed post to `webhook` (logged against its limit: the receiver may have
+/// taken it): every row still claimed by `owner` counts one more attempt; those at
+/// `max_attempts` become `failed`, the others wait until `next_attempt_ms`. One
+/// transaction. Returns how many were given up.
 pub async fn record_failure(
     store: &dyn Store,
+    webhook: &str,
     owner: &str,
     max_attempts: u32,
     next_attempt_ms: i64,
     now_ms: i64,
     error: &str,
 ) -> Result<u64, StoreError> {
-    let given_up = store
-        .execute(Query::new(
-            "UPDATE notify_outbox SET state = 'failed', attempts = attempts + 1, \
-             lease_owner = NULL, lease_until_ms = 0, last_error = ?, updated_at_ms = ? \
-             WHERE lease_owner = ? AND state = 'pending' AND attempts + 1 >= ?",
-            vec![
-                Param::text(error),
-                Param::int(now_ms),
-                Param::text(owner),
-                Param::int(i64::from(max_attempts)),
-            ],
-        ))
-        .await?;
-    store
-        .execute(Query::new(
-            "UPDATE notify_outbox SET attempts = attempts + 1, next_attempt_ms = ?, \
-             lease_owner = NULL, lease_until_ms = 0, last_error = ?, updated_at_ms = ? \
-             WHERE lease_owner = ? AND state = 'pending'",
-            vec![
-                Param::int(next_attempt_ms),
-                Param::text(error),
-                Param::int(now_ms),
-                Param::text(owner),
-            ],
-        ))
-        .await?;
-    Ok(given_up)
+    let affected = transaction(
+        store,
+        None,
+        vec![
+            Query::new(
+                "UPDATE notify_outbox SET state = 'failed', attempts = attempts + 1, \
+                 lease_owner = NULL, lease_until_ms = 0, last_error = ?, updated_at_ms = ? \
+                 WHERE lease_owner = ? AND state = 'pending' AND attempts + 1 >= ?",
+                vec![
+                    Param::text(error),
+                    Param::int(now_ms),
+                    Param::text(owner),
+                    Param::int(i64::from(max_attempts)),
+                ],
+            ),
+            Query::new(
+                "UPDATE notify_outbox SET attempts = attempts + 1, next_attempt_ms = ?, \
+                 lease_owner = NULL, lease_until_ms = 0, last_error = ?, updated_at_ms = ? \
+                 WHERE lease_owner = ? AND state = 'pending'",
+                vec![
+                    Param::int(next_attempt_ms),
+                    Param::text(error),
+                    Param::int(now_ms),
+                    Param::text(owner),
+                ],
+            ),
+            log_message(webhook, "failed", now_ms),
+        ],
+    )
+    .await?;
+    Ok(affected.first().copied().unwrap_or(0))
 }
 
-/// Claims every suppressed row of `webhook` for one summary; returns how many.
+/// Claims every suppressed row of `webhook` for one summary, if `limit` allows one
+/// more message at `now_ms` (one decision on the budget); returns how many.
 pub async fn claim_suppressed(
     store: &dyn Store,
     webhook: &str,
     owner: &str,
+    limit: Limit,
     now_ms: i64,
     lease_until_ms: i64,
 ) -> Result<u64, StoreError> {
     let sql = claim_sql(
         store,
         "lease_owner = ?, lease_until_ms = ?",
-        "SELECT id FROM notify_outbox WHERE webhook = ? AND state = 'suppressed' \
-         AND lease_until_ms <= ?",
+        &format!(
+            "SELECT id FROM notify_outbox WHERE webhook = ? AND state = 'suppressed' \
+             AND lease_until_ms <= ? AND {USED_SQL} < ?"
+        ),
         "state = 'suppressed' AND lease_until_ms <= ?",
     );
     let params = claim_params(
         store,
         vec![Param::text(owner), Param::int(lease_until_ms)],
-        vec![Param::text(webhook), Param::int(now_ms)],
+        [
+            vec![Param::text(webhook), Param::int(now_ms)],
+            used_params(webhook, limit, now_ms),
+            vec![Param::int(i64::from(limit.messages))],
+        ]
+        .concat(),
         vec![Param::int(now_ms)],
     );
-    store.execute(Query::new(sql, params)).await
+    let affected = decide(store, webhook, vec![Query::new(sql, params)]).await?;
+    Ok(affected.first().copied().unwrap_or(0))
 }
 
 /// What the suppressed rows claimed by `owner` were about.
@@ -252,29 +453,58 @@ pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSumma
     Ok(summary)
 }
 
-/// Marks the suppressed rows claimed by `owner` as summed up in a sent summary.
+/// A summary of the rows claimed by `owner` was accepted: logged against `webhook`'s
+/// limit and the rows marked summed up, in one transaction.
 pub async fn mark_summarized(
     store: &dyn Store,
+    webhook: &str,
     owner: &str,
     now_ms: i64,
 ) -> Result<u64, StoreError> {
-    store
-        .execute(Query::new(
-            "UPDATE notify_outbox SET state = 'summarized', lease_owner = NULL, \
-             lease_until_ms = 0, updated_at_ms = ? WHERE lease_owner = ? AND state = 'suppressed'",
-            vec![Param::int(now_ms), Param::text(owner)],
-        ))
-        .await
+    let affected = transaction(
+        store,
+        None,
+        vec![
+            Query::new(
+                "UPDATE notify_outbox SET state = 'summarized', lease_owner = NULL, \
+                 lease_until_ms = 0, updated_at_ms = ? \
+                 WHERE lease_owner = ? AND state = 'suppressed'",
+                vec![Param::int(now_ms), Param::text(owner)],
+            ),
+            log_message(webhook, "summary", now_ms),
+        ],
+    )
+    .await?;
+    Ok(affected.first().copied().unwrap_or(0))
+}
+
+/// A summary post failed: logged against `webhook`'s limit (the receiver may have
+/// taken it) and its rows given back, in one transaction.
+pub async fn summary_failed(
+    store: &dyn Store,
+    webhook: &str,
+    owner: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    transaction(
+        store,
+        None,
+        vec![release_query(owner), log_message(webhook, "failed", now_ms)],
+    )
+    .await
+    .map(|_| ())
+}
+
+fn release_query(owner: &str) -> Query {
+    Query::new(
+        "UPDATE notify_outbox SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?",
+        vec![Param::text(owner)],
+    )
 }
 
 /// Gives back what `owner` still holds (rows keep their state and attempts).
 pub async fn release(store: &dyn Store, owner: &str) -> Result<u64, StoreError> {
-    store
-        .execute(Query::new(
-            "UPDATE notify_outbox SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?",
-            vec![Param::text(owner)],
-        ))
-        .await
+    store.execute(release_query(owner)).await
 }
 
 /// Gives back every lease whose token starts with `prefix` (a stopped sender's).
@@ -309,6 +539,41 @@ pub async fn delete_finished(
             ],
         ))
         .await
+}
+
+/// Deletes up to `batch_rows` logged messages sent before `before_ms` (callers pass a
+/// time older than any rate-limit window: `keep_days` is at least the longest window).
+pub async fn delete_messages(
+    store: &dyn Store,
+    before_ms: i64,
+    batch_rows: u32,
+) -> Result<u64, StoreError> {
+    store
+        .execute(Query::new(
+            "DELETE FROM notify_messages WHERE id IN (SELECT id FROM notify_messages \
+             WHERE sent_at_ms < ? LIMIT ?)",
+            vec![Param::int(before_ms), Param::int(i64::from(batch_rows))],
+        ))
+        .await
+}
+
+/// Messages logged for `webhook` since `since_ms` by kind: (kind, count).
+pub async fn messages_since(
+    store: &dyn Store,
+    webhook: &str,
+    since_ms: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT kind, COUNT(*) FROM notify_messages WHERE webhook = ? AND sent_at_ms >= ? \
+             GROUP BY kind ORDER BY kind",
+            vec![Param::text(webhook), Param::int(since_ms)],
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.text_or_empty(0), row.int_or_zero(1)))
+        .collect())
 }
 
 /// Rows per webhook and state: (webhook, state, count).

@@ -1,41 +1,29 @@
-//! Pure timing of a webhook's messages: a sliding-window rate limit and jittered
-//! exponential backoff.
+//! Pure timing of a webhook's messages: which sent messages still count against the
+//! sliding-window rate limit, and jittered exponential backoff.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-/// At most `messages` sends in any `window`.
-#[derive(Debug, Clone)]
-pub struct RateWindow {
-    messages: usize,
-    window_ms: i64,
-    sent_at_ms: VecDeque<i64>,
+/// A webhook's rate limit: at most `messages` in any `window_ms`. The messages are
+/// counted in the store (`outbox`), by every collector sharing it; this only says
+/// which of them still count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub messages: u32,
+    pub window_ms: i64,
 }
 
-impl RateWindow {
+impl Limit {
     pub fn new(messages: u32, window: Duration) -> Self {
         Self {
-            messages: usize::try_from(messages).unwrap_or(usize::MAX),
+            messages,
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-            sent_at_ms: VecDeque::new(),
         }
     }
 
-    /// Messages that may still go at `now_ms`.
-    pub fn remaining(&mut self, now_ms: i64) -> usize {
-        while self
-            .sent_at_ms
-            .front()
-            .is_some_and(|at| now_ms.saturating_sub(*at) >= self.window_ms)
-        {
-            self.sent_at_ms.pop_front();
-        }
-        self.messages.saturating_sub(self.sent_at_ms.len())
-    }
-
-    /// Records a message sent at `now_ms`.
-    pub fn record(&mut self, now_ms: i64) {
-        self.sent_at_ms.push_back(now_ms);
+    /// A message sent at `at_ms` counts at `now_ms` when `at_ms` is after this, i.e.
+    /// for `window_ms` from when it was sent.
+    pub fn counted_after(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.window_ms)
     }
 }
 
@@ -52,14 +40,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_window_slides() {
-        let mut window = RateWindow::new(2, Duration::from_secs(60));
-        assert_eq!(window.remaining(0), 2);
-        window.record(0);
-        window.record(10_000);
-        assert_eq!(window.remaining(59_999), 0);
-        assert_eq!(window.remaining(60_000), 1);
-        assert_eq!(window.remaining(70_000), 2);
+    fn a_message_counts_for_one_window_from_when_it_was_sent() {
+        let limit = Limit::new(2, Duration::from_secs(60));
+        let counts = |sent_at_ms: i64, now_ms: i64| sent_at_ms > limit.counted_after(now_ms);
+        assert!(counts(0, 0));
+        assert!(counts(0, 59_999));
+        assert!(!counts(0, 60_000));
+        assert!(counts(10_000, 60_000));
+        assert!(!counts(10_000, 70_000));
+        let huge = Limit::new(1, Duration::from_secs(u64::MAX));
+        assert_eq!(huge.counted_after(-10), i64::MIN, "saturates, never wraps");
     }
 
     #[test]

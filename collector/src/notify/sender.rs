@@ -1,13 +1,17 @@
 //! One task per webhook: claims due notifications from the outbox, posts them, and
 //! marks the outcome.
 //!
+//! The rate limit is the store's (see [`outbox`]): every decision below that takes a
+//! message from it counts what every collector sharing the store sent or holds.
+//!
 //! Each pass, at most every `poll_interval`:
 //! 1. While the webhook is backing off after a failure, nothing is tried.
-//! 2. If the rate limit allows a message and notifications were suppressed, one
+//! 2. If notifications were suppressed and the rate limit allows a message, one
 //!    summary ("N more OOMs suppressed") goes first.
-//! 3. Due notifications are claimed (at most what the rate limit still allows, at
-//!    most [`CLAIM_BATCH`]) and posted in order; when the limit is used up, the
-//!    rest are marked suppressed instead of being sent late one by one.
+//! 3. When the limit is used up, due notifications are marked suppressed (at most
+//!    [`SUPPRESS_BATCH`]) instead of being sent late one by one; otherwise they are
+//!    claimed (at most what the limit still allows, at most [`CLAIM_BATCH`]) and
+//!    posted in order.
 //! 4. A failed post (network error, timeout, non-2xx answer) stops the pass: the
 //!    claimed rows count an attempt and wait a jittered exponential backoff; after
 //!    `max_attempts` a row is given up (`failed`, logged, counted).
@@ -20,14 +24,14 @@ use crate::error_text::chain as error_chain;
 use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
 use crate::notify::outbox;
-use crate::notify::rate::{backoff, RateWindow};
+use crate::notify::rate::{backoff, Limit};
 use crate::notify::NotifyStats;
 use crate::storage::{Store, StoreError};
 
 /// Notifications claimed per pass at most.
 pub const CLAIM_BATCH: usize = 20;
 /// Rows marked suppressed per pass at most, once the rate limit is used up.
-const SUPPRESS_BATCH: usize = 500;
+pub const SUPPRESS_BATCH: usize = 500;
 /// Longest answer body kept in an error message.
 const MAX_ERROR_BODY: usize = 200;
 
@@ -54,7 +58,7 @@ pub struct Sender {
     public_url: String,
     client: reqwest::Client,
     stats: Arc<NotifyStats>,
-    window: RateWindow,
+    limit: Limit,
     /// Nothing is tried before this (backoff after a failure).
     blocked_until_ms: i64,
     /// Failed summaries in a row (their backoff).
@@ -79,7 +83,7 @@ impl Sender {
             .user_agent(concat!("ballast-collector/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Self {
-            window: RateWindow::new(hook.rate_limit_messages, hook.rate_limit_window),
+            limit: Limit::new(hook.rate_limit_messages, hook.rate_limit_window),
             store,
             hook,
             public_url,
@@ -132,30 +136,34 @@ impl Sender {
         {
             return Ok(());
         }
-        if self.window.remaining(now_ms) > 0 && !self.send_summary(now_ms).await? {
+        if !self.send_summary(now_ms).await? {
             return Ok(());
         }
-        let remaining = self.window.remaining(now_ms);
-        let (limit, lease_rows) = if remaining > 0 {
-            let n = remaining.min(CLAIM_BATCH);
-            (n, n)
-        } else {
-            (SUPPRESS_BATCH, 1)
-        };
         let owner = self.token();
-        let claimed = outbox::claim_pending(
+        // The lease covers the most rows one claim can take.
+        let lease_rows =
+            CLAIM_BATCH.min(usize::try_from(self.limit.messages).unwrap_or(usize::MAX));
+        let claim = outbox::claim_pending(
             self.store.as_ref(),
             &self.hook.name,
             &owner,
+            self.limit,
             now_ms,
             self.lease_until(now_ms, lease_rows),
-            limit,
+            CLAIM_BATCH,
+            SUPPRESS_BATCH,
         )
         .await?;
-        if !claimed.is_empty() {
-            tracing::trace!(webhook = %self.hook.name, %owner, claimed = claimed.len(), "Notifications claimed.");
+        if claim.suppressed > 0 {
+            self.stats
+                .suppressed
+                .fetch_add(claim.suppressed, Ordering::Relaxed);
+            tracing::debug!(webhook = %self.hook.name, suppressed = claim.suppressed, "Rate limit used up; notifications suppressed.");
         }
-        let result = self.send_claimed(&owner, claimed).await;
+        if !claim.rows.is_empty() {
+            tracing::trace!(webhook = %self.hook.name, %owner, claimed = claim.rows.len(), "Notifications claimed.");
+        }
+        let result = self.send_claimed(&owner, claim.rows).await;
         // Whatever is still held (an error midway) goes back at once.
         outbox::release(self.store.as_ref(), &owner).await?;
         result
@@ -183,27 +191,26 @@ impl Sender {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
-            if self.window.remaining(now_ms) == 0 {
-                outbox::mark(store, row.outbox_id, owner, "suppressed", now_ms, None).await?;
-                self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
             let body =
                 message::oom_body(self.hook.format, &self.hook.name, &notice, &self.public_url);
             let key = format!("ballast-oom-{}-{}", notice.oom_id, self.hook.name);
             match self.post(&body, &key).await {
                 Ok(()) => {
-                    let now_ms = crate::now_ms();
-                    self.window.record(now_ms);
-                    outbox::mark(store, row.outbox_id, owner, "sent", now_ms, None).await?;
+                    outbox::mark_sent(
+                        store,
+                        &self.hook.name,
+                        row.outbox_id,
+                        owner,
+                        crate::now_ms(),
+                    )
+                    .await?;
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(webhook = %self.hook.name, oom_id = notice.oom_id, "Notification sent.");
                 }
                 Err(error) => {
                     let now_ms = crate::now_ms();
                     // The post may have been counted by the receiver (a timeout after it
-                    // took the message): it counts against the rate limit either way.
-                    self.window.record(now_ms);
+                    // took the message): record_failure logs it against the rate limit.
                     let attempt = u32::try_from(row.attempts.saturating_add(1)).unwrap_or(u32::MAX);
                     let wait = backoff(
                         attempt,
@@ -216,6 +223,7 @@ impl Sender {
                     let text = error.to_string();
                     let given_up = outbox::record_failure(
                         store,
+                        &self.hook.name,
                         owner,
                         self.hook.max_attempts,
                         next_ms,
@@ -251,8 +259,8 @@ impl Sender {
         Ok(())
     }
 
-    /// Sends one summary of suppressed rows if there are any. Returns false when the
-    /// summary failed (the pass stops and backs off).
+    /// Sends one summary of suppressed rows if there are any and the rate limit allows
+    /// a message. Returns false when the summary failed (the pass stops and backs off).
     async fn send_summary(&mut self, now_ms: i64) -> Result<bool, PassError> {
         let owner = self.token();
         let store = Arc::clone(&self.store);
@@ -261,6 +269,7 @@ impl Sender {
             store,
             &self.hook.name,
             &owner,
+            self.limit,
             now_ms,
             self.lease_until(now_ms, 1),
         )
@@ -283,17 +292,16 @@ impl Sender {
         let key = format!("ballast-suppressed-{owner}-{}", self.hook.name);
         let result = self.post(&body, &key).await;
         let now_ms = crate::now_ms();
-        self.window.record(now_ms);
         match result {
             Ok(()) => {
-                outbox::mark_summarized(store, &owner, now_ms).await?;
+                outbox::mark_summarized(store, &self.hook.name, &owner, now_ms).await?;
                 self.summary_failures = 0;
                 self.stats.summaries.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(webhook = %self.hook.name, suppressed = summary.count, "Suppressed-notifications summary sent.");
                 Ok(true)
             }
             Err(error) => {
-                outbox::release(store, &owner).await?;
+                outbox::summary_failed(store, &self.hook.name, &owner, now_ms).await?;
                 self.summary_failures = self.summary_failures.saturating_add(1);
                 let wait = backoff(
                     self.summary_failures,

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (4, include_str!("migrations/postgres/0004_vms_by_host.sql")),
     (5, include_str!("migrations/postgres/0005_vms_keyset.sql")),
+    (
+        6,
+        include_str!("migrations/postgres/0006_notify_messages.sql"),
+    ),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

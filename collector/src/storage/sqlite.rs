@@ -29,6 +29,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_notify_outbox.sql")),
     (4, include_str!("migrations/sqlite/0004_vms_by_host.sql")),
     (5, include_str!("migrations/sqlite/0005_vms_keyset.sql")),
+    (
+        6,
+        include_str!("migrations/sqlite/0006_notify_messages.sql"),
+    ),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
