@@ -28,6 +28,40 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's top directory (this crate sits in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the repository")
+        .to_path_buf()
+}
+
+/// The example at `source` (relative to the repository, e.g.
+/// `collector/examples/load_gen.rs`) of `package`, next to the binaries
+/// (`cargo test` builds examples); built here when missing or older than its source.
+pub fn example(package: &str, source: &str) -> PathBuf {
+    let source = repo_root().join(source);
+    let name = source
+        .file_stem()
+        .and_then(|stem| stem.to_str())
+        .expect("an example source file")
+        .to_string();
+    let path = binary("ballast-collector")
+        .parent()
+        .expect("target/<profile>")
+        .join("examples")
+        .join(&name);
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    if modified(&path).is_none() || modified(&path) < modified(&source) {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", package, "--example", &name])
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building example {name} failed");
+    }
+    path
+}
+
 /// A free loopback port (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

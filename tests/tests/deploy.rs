@@ -54,10 +54,7 @@ use ballast_agent::metrics::{render, AgentCounters};
 // ---------------------------------------------------------------- helpers
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
-        .to_path_buf()
+    ballast_tests::repo_root()
 }
 
 fn target_dir() -> PathBuf {

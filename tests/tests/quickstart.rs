@@ -16,33 +16,24 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ballast_tests::{binary, free_port, http_get};
+use ballast_tests::{binary, example, free_port, http_get, repo_root};
 use ballast_testvm::lab_or_skip;
 use serde_json::Value;
 
 /// Boot, 10 s before inflating, the OOM, delivery: about a minute under TCG here.
 const OOM_TIMEOUT: Duration = Duration::from_secs(300);
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ sits in the repository")
+/// The directory of the debug binaries, with the demo guest example built.
+fn bin_dir() -> PathBuf {
+    binary("ballast-agent");
+    let demo = example(
+        "ballast-testvm",
+        "crates/ballast-testvm/examples/demo_guest.rs",
+    );
+    demo.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/examples")
         .to_path_buf()
-}
-
-/// The demo guest example next to the debug binaries, built if missing.
-fn demo_guest_bin_dir() -> PathBuf {
-    let agent = binary("ballast-agent");
-    binary("ballast-collector");
-    let dir = agent.parent().expect("target/<profile>").to_path_buf();
-    if !dir.join("examples/demo_guest").exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ballast-testvm", "--example", "demo_guest"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "cargo build --example demo_guest failed");
-    }
-    dir
 }
 
 /// The script's stdout, line by line, as it prints them.
@@ -89,7 +80,7 @@ fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
     let Some(_lab) = lab_or_skip("quickstart") else {
         return;
     };
-    let bin_dir = demo_guest_bin_dir();
+    let bin_dir = bin_dir();
     let work = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let started = Instant::now();

@@ -16,29 +16,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use ballast_testpg::TestPg;
-use ballast_tests::{binary, create_token, free_port, http_get, wait_until};
+use ballast_tests::{binary, create_token, example, free_port, http_get, wait_until};
 use serde_json::Value;
 
 const HOSTS: usize = 6;
 
-/// The load generator (`cargo test` builds it); built here when missing or older
-/// than its source.
+/// The load generator (`cargo test` builds it).
 fn load_gen() -> PathBuf {
-    let path = binary("ballast-collector")
-        .parent()
-        .expect("target/<profile>")
-        .join("examples")
-        .join("load_gen");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../collector/examples/load_gen.rs");
-    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    if modified(&path).is_none() || modified(&path) < modified(&source) {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", "ballast-collector", "--example", "load_gen"])
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building example load_gen failed");
-    }
-    path
+    example("ballast-collector", "collector/examples/load_gen.rs")
 }
 
 struct Collector {
