@@ -714,18 +714,53 @@ impl Tmpfs {
         Tmpfs(path.to_path_buf())
     }
 
-    /// Writes a filler file until the filesystem is full.
-    fn fill(&self) -> PathBuf {
-        use std::io::Write;
+    /// Writes a filler file until the filesystem is full, and keeps it full: the
+    /// agent under test also reads other tests' guests (every domain of the shared
+    /// libvirtd), and when their events are delivered the spool frees its segments,
+    /// which would give the space back (seen in CI: the test's OOMs then went
+    /// through and the disk never looked full).
+    fn fill(&self) -> Filler {
         let path = self.0.join("filler");
         let mut file = std::fs::File::create(&path).expect("filler");
-        let block = vec![0u8; 4096];
-        while file
-            .write_all(&block)
-            .and_then(|()| file.sync_data())
-            .is_ok()
-        {}
-        path
+        top_up(&mut file);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    top_up(&mut file);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Filler { path, stop, thread }
+    }
+}
+
+/// Appends 4 KiB blocks until the filesystem refuses one.
+fn top_up(file: &mut std::fs::File) {
+    use std::io::Write;
+    let block = [0u8; 4096];
+    while file
+        .write_all(&block)
+        .and_then(|()| file.sync_data())
+        .is_ok()
+    {}
+}
+
+/// The file keeping a [`Tmpfs`] full, topped up until [`Filler::release`].
+struct Filler {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Filler {
+    /// Stops topping up and deletes the file: the space returns.
+    fn release(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().expect("filler thread");
+        std::fs::remove_file(&self.path).expect("space returns");
     }
 }
 
@@ -780,7 +815,7 @@ fn spool_disk_full_keeps_the_agent_running_and_loses_no_oom() {
             injected.len()
         ),
     );
-    std::fs::remove_file(&filler).expect("space returns");
+    filler.release();
     let (tally, recovery) = wait_delivered(&collector, &guest, &injected, &["fmdf"]);
     figure(NAME, &format!("space back -> all listed in {recovery:.1?}"));
     assert!(agent.running(), "the agent is still running");
