@@ -777,8 +777,8 @@ fn forged_oom_flood_is_rate_limited_flagged_and_does_not_delay_another_vm() {
             other => panic!("GET /metrics: {other:?}"),
         }
     };
-    // The gauge is refreshed at the end of a poll, which may still be under way (the
-    // shared libvirtd may list many other tests' domains): wait for it to catch up.
+    // The counter is published after each capture step, which may still be reading
+    // the flood (the shared libvirtd may list many other tests' domains): wait for it.
     let dropped_total = wait_until(
         "the flood counter to count the flagged drops",
         Duration::from_secs(60),
