@@ -18,10 +18,7 @@
 # the packages (docs/deploy.md) over this demo.
 set -eu
 cd "$(dirname "$0")/.."
-if ! command -v cargo >/dev/null 2>&1; then
-    echo "quickstart: cargo is needed (apt-get install cargo, or https://rustup.rs)" >&2
-    exit 2
-fi
+./scripts/check-rust.sh
 
 if [ "$#" -gt 0 ]; then
     cargo build --release --locked -q -p ballast-agent

@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+./scripts/check-rust.sh
 step "install test dependencies"
 ./scripts/install-deps.sh
 

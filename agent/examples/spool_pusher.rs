@@ -103,7 +103,7 @@ pub fn event(index: u64) -> Envelope {
         name: format!("guest{}", index % 10),
     };
     let captured_at_ms = 1_795_000_000_000 + index as i64 * 1_000;
-    let event = if index % 10 == 0 {
+    let event = if index.is_multiple_of(10) {
         Event::Oom(Box::new(OomEvent {
             vm,
             kind: OomKind::Guest,

@@ -329,7 +329,7 @@ fn oom(index: u64) -> Envelope {
 
 /// Event `index`: every tenth an OOM, the rest rollups (one per minute).
 fn mixed(index: u64) -> Envelope {
-    if index % 10 == 0 {
+    if index.is_multiple_of(10) {
         oom(index)
     } else {
         rollup(index, index as i64)
@@ -739,7 +739,11 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing_against_stub_collector() {
 
 /// The key `examples/spool_pusher` gives event `index`.
 fn mixed_pusher_key(index: u64) -> String {
-    let kind = if index % 10 == 0 { "oom" } else { "rollup" };
+    let kind = if index.is_multiple_of(10) {
+        "oom"
+    } else {
+        "rollup"
+    };
     format!("h1/{kind}/{}/{index}", vm_uuid(index))
 }
 

@@ -94,7 +94,7 @@ impl CollectorSendError<'_> {
     pub fn emit(&self, stats: &SinkStats) {
         stats.send_errors.fetch_add(1, Ordering::Relaxed);
         let retry_in_ms = self.retry_in.map(|delay| delay.as_millis() as u64);
-        if self.attempt <= 1 || self.attempt % 10 == 0 || self.retry_in.is_none() {
+        if self.attempt <= 1 || self.attempt.is_multiple_of(10) || self.retry_in.is_none() {
             warn!(
                 stage = self.stage.name(),
                 status = self.status,
