@@ -60,6 +60,22 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// The VM it is about.
+    pub fn id(&self) -> &DomainId {
+        match self {
+            Change::Appeared(id)
+            | Change::Gone(id)
+            | Change::BecameStale(id)
+            | Change::Recovered(id)
+            | Change::Rebooted(id)
+            | Change::SuspectOom { id, .. }
+            | Change::NearMiss { id, .. }
+            | Change::BalloonMoved { id, .. } => id,
+        }
+    }
+}
+
 /// One VM's state.
 #[derive(Debug, Clone)]
 pub struct VmState {

@@ -343,18 +343,22 @@ impl Monitor {
                     self.handle_changes(changes);
                 }
                 Ok(None) => {}
-                Err(error) => self
-                    .error_log
-                    .warn(&id.uuid, &format!("QEMU counters of {}: {error}", id.name)),
+                Err(error) => {
+                    let _vm = id.span().entered();
+                    self.error_log
+                        .warn(&id.uuid, &format!("QEMU counters of {}: {error}", id.name));
+                }
             }
         }
     }
 
     fn handle_changes(&mut self, changes: Vec<Change>) {
         for change in changes {
+            let span = change.id().span();
+            let _vm = span.enter();
             match change {
                 Change::Appeared(id) => {
-                    tracing::info!(domain = %id.uuid, name = %id.name, "VM appeared.");
+                    tracing::info!("VM appeared.");
                     self.refresh_qemu_pid(&id);
                     match self.hypervisor.domain_config(&id) {
                         Ok(config) => self.fleet().set_config(&id, config),
@@ -365,23 +369,19 @@ impl Monitor {
                     self.inventory_dirty = true;
                 }
                 Change::Gone(id) => {
-                    tracing::info!(domain = %id.uuid, name = %id.name, "VM went away.");
+                    tracing::info!("VM went away.");
                     self.capture.forget(&id.uuid);
                     self.qemu_pids.remove(&id.uuid);
                     self.not_running.remove(&id.uuid);
                     self.inventory_dirty = true;
                 }
-                Change::BecameStale(id) => {
-                    tracing::warn!(domain = %id.uuid, name = %id.name, "Balloon stats stopped updating.");
+                Change::BecameStale(_) => {
+                    tracing::warn!("Balloon stats stopped updating.");
                 }
-                Change::Recovered(id) => {
-                    tracing::info!(domain = %id.uuid, "Balloon stats update again.")
-                }
-                Change::Rebooted(id) => {
-                    tracing::info!(domain = %id.uuid, "Guest rebooted (counters went back).")
-                }
+                Change::Recovered(_) => tracing::info!("Balloon stats update again."),
+                Change::Rebooted(_) => tracing::info!("Guest rebooted (counters went back)."),
                 Change::SuspectOom { id, reason } => {
-                    tracing::info!(domain = %id.uuid, ?reason, "Guest OOM suspected; reading its kernel log.");
+                    tracing::info!(?reason, "Guest OOM suspected; reading its kernel log.");
                     let fetch = match reason {
                         crate::fleet::SuspectReason::OomKillCounter => FetchReason::OomKillCounter,
                         crate::fleet::SuspectReason::UsableCollapsed => {
@@ -511,6 +511,7 @@ impl Monitor {
                 let Some(path) = path else {
                     continue;
                 };
+                let _vm = id.span().entered();
                 match self.capture.poll_serial(id, path, now) {
                     Ok(poll) => {
                         if poll.wants_guest_agent {
@@ -584,6 +585,8 @@ impl Monitor {
         now: Instant,
         events: &mut Vec<CaptureEvent>,
     ) {
+        let span = id.span();
+        let _vm = span.enter();
         let Some(worker) = self.guest_agent.as_mut() else {
             let answered_before = self.capture.guest_agent_answering(&id.uuid);
             let fetched =
@@ -628,7 +631,12 @@ impl Monitor {
                 // The VM went away meanwhile.
                 continue;
             }
-            tracing::debug!(domain = %id.uuid, ?reason, took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX), "Guest agent call finished.");
+            let _vm = id.span().entered();
+            tracing::debug!(
+                ?reason,
+                took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                "Guest agent call finished."
+            );
             let answered_before = self.capture.guest_agent_answering(&id.uuid);
             let fetched = self.capture.finish_guest_agent(&id, output, now);
             self.guest_agent_fetched(&id, answered_before, fetched, events);
@@ -746,9 +754,8 @@ impl Monitor {
             let fleet = self.fleet();
             enrich::oom_event(&captured, kind, fleet.get(&captured.domain.uuid), &host)
         };
+        let _vm = captured.domain.span().entered();
         tracing::warn!(
-            domain = %captured.domain.uuid,
-            name = %captured.domain.name,
             verdict = %oom.analysis.verdict,
             killed = oom.report.killed.as_ref().map(|k| k.comm.as_str()).unwrap_or("?"),
             "{}",
@@ -1162,6 +1169,85 @@ mod tests {
         );
         let published = counters.lock().map(|c| c.flood_suppressed).unwrap_or(0);
         assert_eq!(published, dropped);
+    }
+
+    /// Log output of the current thread, as the agent's journal would show it.
+    #[derive(Clone, Default)]
+    struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for LogBuffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn per_vm_log_lines_run_in_a_span_naming_the_vm() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        let serial = dir.path().join("oom.log");
+        std::fs::write(&serial, "[    0.500000] Linux version 6.1\n").expect("serial log");
+        let (id, mut domain) = vm("web-1", None);
+        domain.config.serial_log_path = Some(serial.clone());
+        domain.config.guest_agent_channel = false;
+        hypervisor.set(id.clone(), domain);
+        let yaml = format!(
+            "state_dir: {}\ncapture:\n  host_kernel: false\n  guest_agent: false\n",
+            dir.path().join("state").display()
+        );
+        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings");
+        let handles = Handles::new(&settings);
+        let sink = Box::new(JsonLinesSink::new(dir.path().join("events.jsonl")));
+        let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+        let logs = LogBuffer::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        std::fs::create_dir_all(dir.path().join("state/capture")).expect("state dir");
+        tracing::subscriber::with_default(subscriber, || {
+            monitor.poll();
+            monitor.capture_tick();
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&serial)
+                .and_then(|mut log| {
+                    log.write_all(crate::capture::detect::tests::LAB_LOG.as_bytes())
+                })
+                .expect("the OOM on the console");
+            monitor.capture_tick();
+            // The report settles a second after its last line.
+            std::thread::sleep(Duration::from_millis(1100));
+            monitor.capture_tick();
+        });
+        let text = String::from_utf8_lossy(
+            &logs
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned();
+        let span = format!("vm{{domain={} name=web-1}}: ", id.uuid);
+        for message in ["VM appeared.", "Guest OOM captured."] {
+            assert!(
+                text.lines()
+                    .any(|line| line.contains(&span) && line.contains(message)),
+                "no {message:?} line in the span {span:?}:\n{text}"
+            );
+        }
     }
 
     #[test]

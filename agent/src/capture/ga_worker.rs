@@ -174,7 +174,7 @@ fn serve(
         let Ok(Request { id, reason }) = request else {
             return;
         };
-        let span = tracing::info_span!("vm", domain = %id.uuid, name = %id.name);
+        let span = id.span();
         let started = Instant::now();
         let output = span.in_scope(|| run_kernel_log(hypervisor, &id, settings));
         let done = FetchDone {

@@ -30,6 +30,14 @@ pub struct DomainId {
     pub name: String,
 }
 
+impl DomainId {
+    /// The `vm{domain=.. name=..}` span that per-VM work runs in, so every log line
+    /// about this VM carries both (the guest agent threads, the monitor's per-VM steps).
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("vm", domain = %self.uuid, name = %self.name)
+    }
+}
+
 /// Run state, as far as ballast cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DomainState {
