@@ -156,12 +156,15 @@ impl GuestAgentReader {
     }
 
     /// Starts a fetch; false (no call) while backing off after a failure.
-    pub fn begin(&mut self, domain: &DomainId, reason: FetchReason, now: Instant) -> bool {
+    pub fn begin(&mut self, reason: FetchReason, now: Instant) -> bool {
         if self.retry_at.is_some_and(|at| now < at) {
             return false;
         }
         self.last_fetch = Some(now);
-        tracing::debug!(domain = %domain.uuid, ?reason, "Reading the guest kernel log through the guest agent.");
+        tracing::debug!(
+            ?reason,
+            "Reading the guest kernel log through the guest agent."
+        );
         true
     }
 
@@ -192,9 +195,9 @@ impl GuestAgentReader {
                 // The whole chain: libvirt's own words say why (timeout, not connected, ...).
                 let reason = crate::error_text::error_chain(&source);
                 if self.failures == 1 {
-                    tracing::info!(domain = %domain.uuid, error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
+                    tracing::info!(error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
                 } else {
-                    tracing::debug!(domain = %domain.uuid, error = %reason, retry_secs = delay.as_secs(), "Guest agent still cannot read the kernel log.");
+                    tracing::debug!(error = %reason, retry_secs = delay.as_secs(), "Guest agent still cannot read the kernel log.");
                 }
                 Err(CaptureError::GuestAgent {
                     domain: domain.uuid.clone(),
@@ -218,7 +221,10 @@ pub fn run_kernel_log(
     let dmesg_error = match dmesg {
         Ok(output) if output.exit_code == Some(0) => {
             if output.truncated {
-                tracing::warn!(domain = %domain.uuid, max_bytes = max, "Guest dmesg output truncated; the newest reports may be missing.");
+                tracing::warn!(
+                    max_bytes = max,
+                    "Guest dmesg output truncated; the newest reports may be missing."
+                );
             }
             return Ok(output.stdout);
         }
@@ -268,7 +274,7 @@ mod tests {
         settings: &CaptureSettings,
         now: Instant,
     ) -> Result<Fetched, CaptureError> {
-        if !reader.begin(domain, reason, now) {
+        if !reader.begin(reason, now) {
             return Ok(Fetched::BackingOff);
         }
         let output = run_kernel_log(hypervisor, domain, settings);

@@ -190,7 +190,7 @@ impl Capture {
             .domains
             .get_mut(&id.uuid)
             .expect("domain() inserted it");
-        Ok(domain.agent.begin(id, reason, now))
+        Ok(domain.agent.begin(reason, now))
     }
 
     /// The second half: the new reports of the output (dedupe, holding and flood
