@@ -9,15 +9,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `target/<profile>`: where this test binary's build put the workspace's binaries.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
 /// A binary of the workspace (`ballast-agent`, `ballast-collector`), built if missing.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary has a path");
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
-    let path = profile_dir.join(name);
+    let path = profile_dir().join(name);
     if !path.exists() {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--bin", name])
@@ -46,11 +50,7 @@ pub fn example(package: &str, source: &str) -> PathBuf {
         .and_then(|stem| stem.to_str())
         .expect("an example source file")
         .to_string();
-    let path = binary("ballast-collector")
-        .parent()
-        .expect("target/<profile>")
-        .join("examples")
-        .join(&name);
+    let path = profile_dir().join("examples").join(&name);
     let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     if modified(&path).is_none() || modified(&path) < modified(&source) {
         let status = Command::new(env!("CARGO"))

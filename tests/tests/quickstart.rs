@@ -11,29 +11,27 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ballast_tests::{binary, example, free_port, http_get, repo_root};
+use ballast_tests::{binary, example, free_port, http_get, profile_dir, repo_root};
 use ballast_testvm::lab_or_skip;
 use serde_json::Value;
 
 /// Boot, 10 s before inflating, the OOM, delivery: about a minute under TCG here.
 const OOM_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The directory of the debug binaries, with the demo guest example built.
+/// The directory of the debug binaries, with both binaries and the demo guest built.
 fn bin_dir() -> PathBuf {
     binary("ballast-agent");
-    let demo = example(
+    binary("ballast-collector");
+    example(
         "ballast-testvm",
         "crates/ballast-testvm/examples/demo_guest.rs",
     );
-    demo.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/examples")
-        .to_path_buf()
+    profile_dir()
 }
 
 /// The script's stdout, line by line, as it prints them.

@@ -378,6 +378,15 @@ pub struct VmCursor {
 }
 
 impl VmCursor {
+    /// Where a listing that ended with `vm` continues.
+    pub fn after(vm: &VmRecord) -> Self {
+        VmCursor {
+            host: vm.host.clone(),
+            name: vm.name.clone(),
+            uuid: vm.uuid.clone(),
+        }
+    }
+
     /// The cursor as handed out: each field URL-safe base64 (no padding), joined by
     /// `.`, so any text (the separator, quotes, non-ASCII) round-trips exactly.
     pub fn text(&self) -> String {
@@ -481,14 +490,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
         .collect();
     let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
         items.pop();
-        items.last().map(|last| {
-            VmCursor {
-                host: last.host.clone(),
-                name: last.name.clone(),
-                uuid: last.uuid.clone(),
-            }
-            .text()
-        })
+        items.last().map(|last| VmCursor::after(last).text())
     } else {
         None
     };
@@ -507,11 +509,7 @@ pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, S
     let mut items = Vec::new();
     loop {
         let page = list_vms_page(store, &filter).await?;
-        let after = page.items.last().map(|last| VmCursor {
-            host: last.host.clone(),
-            name: last.name.clone(),
-            uuid: last.uuid.clone(),
-        });
+        let after = page.items.last().map(VmCursor::after);
         items.extend(page.items);
         match after {
             Some(cursor) if page.next_cursor.is_some() => filter.cursor = Some(cursor),
