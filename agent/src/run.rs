@@ -984,6 +984,15 @@ mod tests {
         (id, domain)
     }
 
+    /// Settings with the state in `state_dir` and `extra_yaml` after it.
+    fn test_settings(state_dir: &std::path::Path, extra_yaml: &str) -> Settings {
+        let yaml = format!("state_dir: {}\n{extra_yaml}", state_dir.display());
+        RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+            .expect("yaml")
+            .validate("host")
+            .expect("settings")
+    }
+
     /// A monitor on its own thread over `hypervisor`, polling every second, writing
     /// its events to `<dir>/events.jsonl` (host kernel log off).
     struct RunningMonitor {
@@ -993,14 +1002,10 @@ mod tests {
 
     impl RunningMonitor {
         fn start(dir: &std::path::Path, hypervisor: Arc<dyn Hypervisor>) -> Self {
-            let yaml = format!(
-                "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n",
-                dir.join("state").display()
+            let settings = test_settings(
+                &dir.join("state"),
+                "poll_interval_secs: 1\ncapture:\n  host_kernel: false\n",
             );
-            let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
-                .expect("yaml")
-                .validate("host")
-                .expect("settings");
             let handles = Handles::new(&settings);
             let stop = Arc::clone(&handles.stop);
             let monitor = Monitor::new(
@@ -1134,14 +1139,10 @@ mod tests {
         domain.config.serial_log_path = Some(serial.clone());
         domain.config.guest_agent_channel = false;
         hypervisor.set(id, domain);
-        let yaml = format!(
-            "state_dir: {}\ncapture:\n  host_kernel: false\n  guest_agent: false\n",
-            dir.path().join("state").display()
+        let settings = test_settings(
+            &dir.path().join("state"),
+            "capture:\n  host_kernel: false\n  guest_agent: false\n",
         );
-        let settings = RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
-            .expect("yaml")
-            .validate("host")
-            .expect("settings");
         let handles = Handles::new(&settings);
         let counters = Arc::clone(&handles.counters);
         let sink = Box::new(JsonLinesSink::new(dir.path().join("events.jsonl")));

@@ -59,15 +59,20 @@ fn domain_exists(name: &str) -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// Ctrl-C to the script (SIGINT to its process, as a terminal sends it).
+fn interrupt(child: &Child) -> std::io::Result<std::process::ExitStatus> {
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+}
+
 /// Stops the script (if still running) when the test fails half-way.
 struct Script(Child);
 
 impl Drop for Script {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
-            let _ = Command::new("kill")
-                .args(["-INT", &self.0.id().to_string()])
-                .status();
+            let _ = interrupt(&self.0);
             let _ = self.0.wait();
         }
     }
@@ -145,10 +150,7 @@ fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
     );
 
     // Ctrl-C: the script exits, the guest is gone, nothing listens any more.
-    let status = Command::new("kill")
-        .args(["-INT", &script.0.id().to_string()])
-        .status()
-        .expect("kill runs");
+    let status = interrupt(&script.0).expect("kill runs");
     assert!(status.success());
     let deadline = Instant::now() + Duration::from_secs(60);
     let exit = loop {
