@@ -3,8 +3,11 @@
 //! at random moments and starts it again; it is also a quick throughput probe:
 //!
 //! ```text
-//! cargo run --example spool_pusher -- DIR URL TOKEN_FILE N
+//! cargo run --example spool_pusher -- DIR URL TOKEN_FILE N [BASE_MS]
 //! ```
+//!
+//! Event `i` is stamped `BASE_MS + i` seconds (default: an hour before now, minute
+//! aligned); restarts of one run must pass the same BASE_MS.
 //!
 //! Progress (how many events were pushed) is kept in `DIR/pushed`, written after each
 //! push: a kill between the push and that write pushes the same event (same key) again,
@@ -32,8 +35,23 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [dir, url, token_file, n_events] = args.as_slice() else {
-        anyhow::bail!("usage: spool_pusher DIR URL TOKEN_FILE N");
+    let (dir, url, token_file, n_events, base_ms) = match args.as_slice() {
+        [dir, url, token_file, n_events] => (dir, url, token_file, n_events, None),
+        [dir, url, token_file, n_events, base_ms] => {
+            (dir, url, token_file, n_events, Some(base_ms))
+        }
+        _ => anyhow::bail!("usage: spool_pusher DIR URL TOKEN_FILE N [BASE_MS]"),
+    };
+    let base_ms: i64 = match base_ms {
+        Some(text) => text.parse().context("BASE_MS is a Unix time in ms")?,
+        None => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .context("the clock is before 1970")?
+                .as_millis();
+            let now_ms = i64::try_from(now_ms).context("the clock is past 2262")?;
+            (now_ms / 60_000) * 60_000 - 3_600_000
+        }
     };
     let dir = PathBuf::from(dir);
     let n_events: u64 = n_events.parse().context("N is a number")?;
@@ -74,7 +92,7 @@ fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     for index in start..n_events {
         spool
-            .push_blocking(&event(index))
+            .push_blocking(&event(index, base_ms))
             .with_context(|| format!("pushing event {index}"))?;
         write_progress(&progress_path, index + 1)?;
     }
@@ -96,13 +114,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Event `index`: every tenth an OOM, the rest rollups of ten VMs.
-pub fn event(index: u64) -> Envelope {
+/// Event `index`, stamped `base_ms + index` seconds: every tenth an OOM, the rest
+/// rollups of ten VMs.
+pub fn event(index: u64, base_ms: i64) -> Envelope {
     let vm = VmRef {
         uuid: format!("00000000-0000-4000-8000-{:012}", index % 10),
         name: format!("guest{}", index % 10),
     };
-    let captured_at_ms = 1_795_000_000_000 + index as i64 * 1_000;
+    let captured_at_ms = base_ms + index as i64 * 1_000;
     let event = if index.is_multiple_of(10) {
         Event::Oom(Box::new(OomEvent {
             vm,

@@ -31,8 +31,16 @@ use ballast_model::{
 };
 
 const TOKEN: &str = "s3cret-token";
-/// A minute boundary in 2026, Unix ms.
-const BASE_MS: i64 = 1_795_000_020_000;
+/// A minute boundary an hour before the test started, Unix ms: recent on any date.
+fn base_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(0));
+        (now / 60_000) * 60_000 - 3_600_000
+    })
+}
 
 // ---------------------------------------------------------------------------
 // Stub collector
@@ -288,14 +296,14 @@ fn vm_uuid(index: u64) -> String {
 fn rollup(index: u64, minute: i64) -> Envelope {
     let event = Event::Rollup(Box::new(BalloonRollup {
         vm: vm(index),
-        period_start_ms: BASE_MS + minute * 60_000,
+        period_start_ms: base_ms() + minute * 60_000,
         period_secs: 60,
         samples: 6,
         ..BalloonRollup::default()
     }));
     Envelope {
         key: key_for("h1", &event, &format!("{index}")),
-        captured_at_ms: BASE_MS + minute * 60_000 + 500,
+        captured_at_ms: base_ms() + minute * 60_000 + 500,
         event,
     }
 }
@@ -322,7 +330,7 @@ fn oom(index: u64) -> Envelope {
     }));
     Envelope {
         key: key_for("h1", &event, &format!("{index}")),
-        captured_at_ms: BASE_MS + index as i64,
+        captured_at_ms: base_ms() + index as i64,
         event,
     }
 }
@@ -692,6 +700,7 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing_against_stub_collector() {
             .arg(stub.url())
             .arg(&token)
             .arg(N_EVENTS.to_string())
+            .arg(base_ms().to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -77,7 +77,7 @@ fn rollup(key: String, uuid: &str, at: i64) -> Envelope {
 }
 
 fn rollup_batch(host: &str, tag: &str, n: usize) -> Batch {
-    let at = fixtures::OOM_AT_MS;
+    let at = fixtures::oom_at_ms();
     Batch {
         schema_version: SCHEMA_VERSION,
         host_id: host.into(),
@@ -99,7 +99,7 @@ fn oom_batch(host: &str, tag: &str, template: &OomEvent, n: usize) -> Batch {
         events: (0..n)
             .map(|i| Envelope {
                 key: format!("{host}/{tag}/oom/{i}"),
-                captured_at_ms: fixtures::OOM_AT_MS + i as i64,
+                captured_at_ms: fixtures::oom_at_ms() + i as i64,
                 event: Event::Oom(Box::new(template.clone())),
             })
             .collect(),

@@ -51,7 +51,10 @@ const MINUTE_HOURS: i64 = 48;
 const ROLLUP_DAYS: i64 = 30;
 const OOM_DAYS: i64 = 365;
 const OOMS_PER_HOST_WEEK: i64 = 3;
-const NOW: i64 = fixtures::OOM_AT_MS;
+/// The benchmark's "now": the fixtures' OOM time (three hours before the run started).
+fn now() -> i64 {
+    fixtures::oom_at_ms()
+}
 
 struct Args {
     engines: Vec<String>,
@@ -157,15 +160,15 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
                 state: "running".into(),
                 config_json: Some(config.clone()),
                 findings_json: Some("[\"no_deflate_on_oom\"]".into()),
-                updated_at_ms: NOW - HOUR_MS,
+                updated_at_ms: now() - HOUR_MS,
             })
             .collect();
         let batch = PreparedBatch {
             host_id: host_name(host),
-            received_at_ms: NOW - HOUR_MS,
+            received_at_ms: now() - HOUR_MS,
             events: vec![EventRow {
                 key: format!("{}/inv/1", host_name(host)),
-                captured_at_ms: NOW - HOUR_MS,
+                captured_at_ms: now() - HOUR_MS,
                 kind: "inventory".into(),
                 vm_uuid: None,
                 body_json: "{}".into(),
@@ -186,13 +189,13 @@ async fn load_ooms(store: &dyn Store, hosts: u64, rng: &mut Rng) -> u64 {
         agent_version: "bench".into(),
         events: vec![Envelope {
             key: "template".into(),
-            captured_at_ms: NOW,
+            captured_at_ms: now(),
             event: Event::Oom(Box::new(fixtures::lab_inflated())),
         }],
     };
     let template = prepare_batch(
         batch,
-        NOW,
+        now(),
         &std::collections::HashMap::new(),
         &CorrelationSettings::default(),
     )
@@ -225,7 +228,7 @@ async fn load_ooms(store: &dyn Store, hosts: u64, rng: &mut Rng) -> u64 {
             let mut row = template.clone();
             row.key = format!("{}/oom/{i}", host_name(host));
             row.captured_at_ms =
-                NOW - i64::try_from(rng.below(OOM_DAYS as u64 * 86_400_000)).unwrap();
+                now() - i64::try_from(rng.below(OOM_DAYS as u64 * 86_400_000)).unwrap();
             row.vm_uuid = uuid.clone();
             row.vm_name = format!("h{host:04}-vm{vm:02}");
             row.corr_verdict = verdicts[usize::try_from(rng.below(5)).unwrap()].into();
@@ -239,7 +242,7 @@ async fn load_ooms(store: &dyn Store, hosts: u64, rng: &mut Rng) -> u64 {
         store
             .ingest(PreparedBatch {
                 host_id: host_name(host),
-                received_at_ms: NOW,
+                received_at_ms: now(),
                 ooms,
                 ..PreparedBatch::default()
             })
@@ -282,8 +285,8 @@ fn rollup_sql(host: u64, first_ms: i64, secs: i64, count: i64, hourly: bool) -> 
 
 /// Rollups of the first `rollup_hosts` hosts in the default tiers; returns (hourly, minute) rows.
 async fn load_rollups(store: &dyn Store, rollup_hosts: u64, minute_tier: bool) -> u64 {
-    let minute_start = NOW - MINUTE_HOURS * HOUR_MS;
-    let hourly_start = NOW - ROLLUP_DAYS * DAY_MS;
+    let minute_start = now() - MINUTE_HOURS * HOUR_MS;
+    let hourly_start = now() - ROLLUP_DAYS * DAY_MS;
     let mut rows = 0;
     for host in 0..rollup_hosts {
         let query = if minute_tier {
@@ -509,8 +512,8 @@ async fn measure(
                 let memory = queries::vm_memory(
                     r.as_ref(),
                     &uuid,
-                    NOW - ROLLUP_DAYS * DAY_MS,
-                    NOW,
+                    now() - ROLLUP_DAYS * DAY_MS,
+                    now(),
                     10_000,
                     resolution,
                 )
@@ -523,8 +526,8 @@ async fn measure(
     }
 
     let week = OomFilter {
-        since_ms: Some(NOW - 7 * DAY_MS),
-        until_ms: Some(NOW),
+        since_ms: Some(now() - 7 * DAY_MS),
+        until_ms: Some(now()),
         limit: 100,
         ..OomFilter::default()
     };
@@ -702,7 +705,7 @@ async fn compaction(store: &dyn Store) -> (u64, Duration) {
         batch_rows: 5000,
     };
     let started = Instant::now();
-    let done = retention::run_pass(store, &settings, NOW).await.unwrap();
+    let done = retention::run_pass(store, &settings, now()).await.unwrap();
     (done.compacted, started.elapsed())
 }
 

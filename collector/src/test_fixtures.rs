@@ -8,8 +8,21 @@ use ballast_model::{
 };
 
 pub const MIB: u64 = 1024;
-/// The OOM time used by the fixtures (2026-11-26T06:00:00Z).
-pub const OOM_AT_MS: i64 = 1_795_672_800_000;
+/// The OOM time used by the fixtures: the whole hour three hours before this test
+/// process first asked, so fixtures are recent on any date (a fixed date ages past
+/// retention and compaction windows and the collector's timestamp window) and hour
+/// boundaries fall where the tests expect them. The same value for the whole process.
+pub fn oom_at_ms() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(|| {
+        const HOUR_MS: i64 = 3_600_000;
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        (now_ms / HOUR_MS) * HOUR_MS - 3 * HOUR_MS
+    })
+}
 
 pub const TOR_UUID: &str = "9a6c3b1e-0000-4000-8000-000000000100";
 pub const LAB_UUID: &str = "3f2a0c1e-0000-4000-8000-000000000512";
@@ -49,7 +62,7 @@ pub fn oom_from_fixture(name: &str, uuid: &str, vm_name: &str) -> OomEvent {
     }
 }
 
-/// A history every 10 s over the hour before `OOM_AT_MS`; `actual_at(seconds_before)`.
+/// A history every 10 s over the hour before `oom_at_ms()`; `actual_at(seconds_before)`.
 pub fn history(maximum_kib: u64, actual_at: impl Fn(i64) -> u64) -> Vec<BalloonPoint> {
     (1..=360)
         .rev()
@@ -57,7 +70,7 @@ pub fn history(maximum_kib: u64, actual_at: impl Fn(i64) -> u64) -> Vec<BalloonP
             let before = step * 10;
             let actual = actual_at(before);
             BalloonPoint {
-                at_ms: OOM_AT_MS - before * 1000,
+                at_ms: oom_at_ms() - before * 1000,
                 actual_kib: Some(actual),
                 maximum_kib: Some(maximum_kib),
                 available_kib: Some(actual.saturating_sub(40 * MIB)),

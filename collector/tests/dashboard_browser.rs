@@ -35,7 +35,7 @@ use ballast_model::{
 };
 
 use util::client::HttpClient;
-use util::{batch, lab_config, lab_inflated, oom, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
+use util::{batch, lab_config, lab_inflated, oom, oom_at_ms, tor_flat, LAB_UUID, MIB, TOR_UUID};
 
 const EVIL_UUID: &str = "6a000000-0000-4000-8000-000000000666";
 const EVIL_NAME: &str = "<script>alert(1)</script>";
@@ -242,8 +242,8 @@ async fn feed(client: &HttpClient, base: &str) -> (i64, i64) {
         ));
     }
     ingest(client, base, "blt_lab", &batch("lab-host", rollups)).await;
-    let lab_event = shifted(lab_inflated(), lab_at - OOM_AT_MS);
-    let mut evil_event = shifted(lab_inflated(), lab_at - 600_000 - OOM_AT_MS);
+    let lab_event = shifted(lab_inflated(), lab_at - oom_at_ms());
+    let mut evil_event = shifted(lab_inflated(), lab_at - 600_000 - oom_at_ms());
     evil_event.vm = evil.clone();
     if let Some(killed) = evil_event.report.killed.as_mut() {
         killed.comm = "<img src=x onerror=alert(2)>".into();
@@ -285,7 +285,7 @@ async fn feed(client: &HttpClient, base: &str) -> (i64, i64) {
             vec![oom(
                 "tor/oom/1",
                 tor_at,
-                shifted(tor_flat(), tor_at - OOM_AT_MS),
+                shifted(tor_flat(), tor_at - oom_at_ms()),
             )],
         ),
     )
@@ -381,6 +381,9 @@ fn chromium(url: &str, args: &[String]) -> String {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(args)
         .arg(url)
+        // The browser runs on the real clock: under scripts/test-future-clock.sh only
+        // the collector's clock is moved (Chromium hangs with libfaketime preloaded).
+        .env_remove("LD_PRELOAD")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

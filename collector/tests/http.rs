@@ -56,7 +56,7 @@ async fn auth_and_limits_hold_over_real_http() {
         "pve1",
         vec![util::oom(
             "pve1/oom/1",
-            util::OOM_AT_MS,
+            util::oom_at_ms(),
             util::lab_inflated(),
         )],
     );
@@ -122,7 +122,9 @@ async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
     let mut file = std::fs::File::create(&config).expect("config");
     write!(
         file,
-        "listen: 127.0.0.1:{port}\nstate_dir: {}\ningest:\n  rate_per_sec: 10000\n  burst: 10000\n  max_in_flight_per_host: 16\n",
+        // Minute rollups stay minute rows for 30 days: the restarted collector's
+        // retention pass must not compact the days of rows this test stores.
+        "listen: 127.0.0.1:{port}\nstate_dir: {}\ningest:\n  rate_per_sec: 10000\n  burst: 10000\n  max_in_flight_per_host: 16\nretention:\n  minute_rollup_hours: 720\n",
         dir.path().join("state").display()
     )
     .expect("write");
@@ -160,8 +162,10 @@ async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
                         util::rollup(
                             &format!("pve1/{agent}/{batch_index}/{row}"),
                             &uuid,
-                            util::OOM_AT_MS
-                                + i64::try_from(batch_index * ROWS + row).unwrap_or(0) * 60_000,
+                            // One minute apart, back from the fixtures' OOM time: never
+                            // in the future of the collector's clock.
+                            util::oom_at_ms()
+                                - i64::try_from(batch_index * ROWS + row).unwrap_or(0) * 60_000,
                             512 * util::MIB,
                         )
                     })

@@ -406,11 +406,11 @@ async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
     let batch = util::batch(
         "pve1",
         vec![
-            util::oom("pve1/oom/1", util::OOM_AT_MS, util::lab_inflated()),
+            util::oom("pve1/oom/1", util::oom_at_ms(), util::lab_inflated()),
             util::rollup(
                 "pve1/r/1",
                 util::LAB_UUID,
-                util::OOM_AT_MS - 60_000,
+                util::oom_at_ms() - 60_000,
                 300 * util::MIB,
             ),
             util::rollup("pve1/r/old", util::LAB_UUID, old, 300 * util::MIB),
@@ -610,7 +610,7 @@ async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
         "pve1",
         vec![util::oom(
             "pve1/oom/2",
-            util::OOM_AT_MS + 60_000,
+            util::oom_at_ms() + 60_000,
             util::lab_inflated(),
         )],
     );
@@ -768,7 +768,7 @@ async fn store_failures_count_as_5xx_and_storage_errors() {
         vec![util::rollup(
             "pve1/r/1",
             util::LAB_UUID,
-            util::OOM_AT_MS,
+            util::oom_at_ms(),
             300 * util::MIB,
         )],
     );

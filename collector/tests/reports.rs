@@ -18,7 +18,7 @@ use ballast_model::{
     AgentHello, BalloonRollup, Envelope, Event, HostMemory, MinMaxLast, VmConfig, VmRef,
 };
 
-use util::{batch, lab_config, lab_inflated, oom, LAB_UUID, MIB, OOM_AT_MS};
+use util::{batch, lab_config, lab_inflated, oom, oom_at_ms, LAB_UUID, MIB};
 
 const GIB: u64 = 1024 * MIB;
 const T0: i64 = 1_795_672_800_000;
@@ -294,7 +294,7 @@ fn renderings_escape_names_and_say_the_numbers() {
 }
 
 fn lab_rollup(minute: i64, actual: u64, memtotal: u64, usable: u64) -> Envelope {
-    let start = OOM_AT_MS - (60 - minute) * 60_000;
+    let start = oom_at_ms() - (60 - minute) * 60_000;
     let mml = |v: u64| MinMaxLast {
         min: Some(v),
         max: Some(v),
@@ -342,7 +342,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
             vec![
                 Envelope {
                     key: "lab/hello".into(),
-                    captured_at_ms: OOM_AT_MS - 7_200_000,
+                    captured_at_ms: oom_at_ms() - 7_200_000,
                     event: Event::Hello(AgentHello {
                         backend: "libvirt".into(),
                         capabilities: Vec::new(),
@@ -351,7 +351,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
                 },
                 Envelope {
                     key: "lab/inv".into(),
-                    captured_at_ms: OOM_AT_MS - 7_200_000,
+                    captured_at_ms: oom_at_ms() - 7_200_000,
                     event: Event::Inventory(ballast_model::Inventory {
                         vms: vec![ballast_model::VmInventory {
                             vm: VmRef {
@@ -367,7 +367,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
             ],
         ),
         batch(host, rollups),
-        batch(host, vec![oom("lab/oom", OOM_AT_MS, lab_inflated())]),
+        batch(host, vec![oom("lab/oom", oom_at_ms(), lab_inflated())]),
     ]
 }
 
@@ -381,8 +381,8 @@ async fn the_real_lab_balloon_oom_gives_a_256_mib_floor() {
         store.ingest(util::prepared(batch)).await.expect("ingest");
     }
     let settings = PolicySettings::default();
-    let since = OOM_AT_MS - 30 * 86_400_000;
-    let until = OOM_AT_MS + 60_000;
+    let since = oom_at_ms() - 30 * 86_400_000;
+    let until = oom_at_ms() + 60_000;
     let input = reports::load::load(&store, since, until, &settings)
         .await
         .expect("load");

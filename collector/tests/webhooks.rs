@@ -294,7 +294,7 @@ fn hook(name: &str, url: &str, extra: &str) -> String {
 }
 
 fn oom(key: &str, offset_ms: i64, event: OomEvent) -> Envelope {
-    util::oom(key, util::OOM_AT_MS + offset_ms, event)
+    util::oom(key, util::oom_at_ms() + offset_ms, event)
 }
 
 fn ids(requests: &[Request]) -> Vec<i64> {
@@ -780,8 +780,8 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
     let other = claim("other", "owner-4", 100).await;
     assert!(other.is_empty());
     // Only the owner marks; cleanup deletes finished rows, and pending ones only once
-    // they were queued before the cutoff. (The rows were queued at OOM_AT_MS + 5 s.)
-    let marked_at = util::OOM_AT_MS - 10;
+    // they were queued before the cutoff. (The rows were queued at oom_at_ms() + 5 s.)
+    let marked_at = util::oom_at_ms() - 10;
     for claimed in &first {
         outbox::mark(store, claimed.outbox_id, "owner-2", "sent", marked_at, None)
             .await
@@ -791,7 +791,7 @@ async fn claims_respect_limit_and_owner(store: &dyn Store) {
             .expect("mark");
     }
     outbox::release(store, "owner-2").await.expect("release");
-    let cutoff = util::OOM_AT_MS;
+    let cutoff = util::oom_at_ms();
     assert_eq!(
         outbox::delete_finished(store, cutoff, 2)
             .await
@@ -841,7 +841,7 @@ async fn the_budget_counts_every_senders_messages(store: &dyn Store) {
         messages: 3,
         window_ms: 60_000,
     };
-    let t0 = util::OOM_AT_MS + 10_000;
+    let t0 = util::oom_at_ms() + 10_000;
     let lease = t0 + 600_000;
     let claim = |owner: &'static str, now: i64| async move {
         outbox::claim_pending(store, "ops", owner, limit, now, lease, 20, 500)

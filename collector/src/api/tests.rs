@@ -17,7 +17,7 @@ use super::*;
 use crate::auth::token_sha256;
 use crate::storage::queries;
 use crate::storage::sqlite::SqliteStore;
-use crate::test_fixtures::{lab_inflated, LAB_UUID, OOM_AT_MS};
+use crate::test_fixtures::{lab_inflated, oom_at_ms, LAB_UUID};
 
 const TOKEN: &str = "blt_test_token_of_pve1_0000000000000000";
 const READ_TOKEN: &str = "read-token-0123456789";
@@ -39,13 +39,13 @@ async fn state(config: ApiConfig) -> (tempfile::TempDir, AppState) {
 fn rollup(key: &str) -> Envelope {
     Envelope {
         key: key.into(),
-        captured_at_ms: OOM_AT_MS,
+        captured_at_ms: oom_at_ms(),
         event: Event::Rollup(Box::new(BalloonRollup {
             vm: VmRef {
                 uuid: LAB_UUID.into(),
                 name: "lab-512".into(),
             },
-            period_start_ms: OOM_AT_MS - 60_000,
+            period_start_ms: oom_at_ms() - 60_000,
             period_secs: 60,
             samples: 6,
             maximum_kib: Some(524_288),
@@ -68,7 +68,7 @@ fn batch(host: &str) -> Batch {
             rollup("pve1/r/1"),
             Envelope {
                 key: "pve1/oom/1".into(),
-                captured_at_ms: OOM_AT_MS,
+                captured_at_ms: oom_at_ms(),
                 event: Event::Oom(Box::new(lab_inflated())),
             },
         ],
@@ -400,7 +400,7 @@ async fn ingest_fleet(state: &AppState, host: &str, token: &str, seed: usize, co
         agent_version: "0.1.0".into(),
         events: vec![Envelope {
             key: format!("{host}/inventory/1"),
-            captured_at_ms: OOM_AT_MS,
+            captured_at_ms: oom_at_ms(),
             event: Event::Inventory(ballast_model::Inventory { vms }),
         }],
     };

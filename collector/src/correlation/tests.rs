@@ -3,12 +3,12 @@
 use ballast_model::{BalloonAtOom, MinMaxLast, VmConfig};
 
 use super::*;
-use crate::test_fixtures::{lab_inflated, tor_flat, MIB, OOM_AT_MS};
+use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, MIB};
 
 fn run(event: &OomEvent, config: Option<&VmConfig>, rollups: &[RollupPoint]) -> Correlation {
     correlate(
         &CorrelationInput {
-            oom_at_ms: OOM_AT_MS,
+            oom_at_ms: oom_at_ms(),
             event,
             vm_config: config,
             rollups,
@@ -54,7 +54,7 @@ fn the_lab_report_after_a_512_to_200_mib_inflation_is_the_balloon() {
     assert_eq!(c.verdict, CorrelationVerdict::Balloon, "{:#?}", c.reasons);
     assert_eq!(c.balloon_held_kb, Some(312 * MIB));
     assert_eq!(c.inflated_kb_before, Some(312 * MIB));
-    assert_eq!(c.inflation_started_at_ms, Some(OOM_AT_MS - 130_000));
+    assert_eq!(c.inflation_started_at_ms, Some(oom_at_ms() - 130_000));
     assert_eq!(c.seconds_from_inflation, Some(130));
     // 312 MiB in the 10 s between the last full sample and the first inflated one.
     assert_eq!(c.inflation_kib_per_sec, Some(312 * MIB / 10));
@@ -163,7 +163,7 @@ fn rollup(
     host_available_kib: u64,
 ) -> RollupPoint {
     RollupPoint {
-        period_start_ms: OOM_AT_MS - minutes_before * 60_000,
+        period_start_ms: oom_at_ms() - minutes_before * 60_000,
         period_secs: 60,
         samples: 6,
         maximum_kib: Some(2048 * MIB),
@@ -217,7 +217,7 @@ fn rollups_alone_give_inflation_stalls_and_host_pressure() {
     assert_eq!(c.balloon_held_kb, Some(1024 * MIB));
     assert_eq!(c.inflated_kb_before, Some(1024 * MIB));
     // The peak's latest point is the end of the "5 minutes before" period.
-    assert_eq!(c.inflation_started_at_ms, Some(OOM_AT_MS - 4 * 60_000));
+    assert_eq!(c.inflation_started_at_ms, Some(oom_at_ms() - 4 * 60_000));
     assert_eq!(c.alloc_stalls_in_window, Some(90));
     assert_eq!(c.host_above_target, Some(true));
     assert_eq!(c.usable_kib_before, Some(30 * MIB));

@@ -17,7 +17,7 @@ use ballast_model::{
     VmRef, SCHEMA_VERSION,
 };
 
-pub use fixtures::{lab_inflated, tor_flat, LAB_UUID, MIB, OOM_AT_MS, TOR_UUID};
+pub use fixtures::{lab_inflated, oom_at_ms, tor_flat, LAB_UUID, MIB, TOR_UUID};
 
 pub fn batch(host: &str, events: Vec<Envelope>) -> Batch {
     Batch {
@@ -125,7 +125,7 @@ pub fn pg_cluster() -> Option<ballast_testpg::TestPg> {
 pub fn prepared(batch: Batch) -> PreparedBatch {
     prepare_batch(
         batch,
-        OOM_AT_MS + 5_000,
+        oom_at_ms() + 5_000,
         &HashMap::new(),
         &CorrelationSettings::default(),
     )

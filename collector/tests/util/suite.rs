@@ -13,7 +13,7 @@ use super::*;
 pub fn dataset() -> Vec<Batch> {
     let mut rollups = Vec::new();
     for minute in 0..30 {
-        let start = OOM_AT_MS - (30 - minute) * 60_000;
+        let start = oom_at_ms() - (30 - minute) * 60_000;
         let actual = if minute < 27 { 512 * MIB } else { 200 * MIB };
         rollups.push(rollup(&format!("pve1/r/{minute}"), LAB_UUID, start, actual));
     }
@@ -27,7 +27,7 @@ pub fn dataset() -> Vec<Batch> {
             "pve1",
             vec![inventory(
                 "pve1/inv/1",
-                OOM_AT_MS - 3_600_000,
+                oom_at_ms() - 3_600_000,
                 &[(LAB_UUID, "lab-512")],
             )],
         ),
@@ -35,13 +35,13 @@ pub fn dataset() -> Vec<Batch> {
         batch(
             "pve1",
             vec![
-                oom("pve1/oom/1", OOM_AT_MS, lab_inflated()),
-                oom("pve1/oom/2", OOM_AT_MS + 3_600_000, nul),
+                oom("pve1/oom/1", oom_at_ms(), lab_inflated()),
+                oom("pve1/oom/2", oom_at_ms() + 3_600_000, nul),
             ],
         ),
         batch(
             "pve2",
-            vec![oom("pve2/oom/1", OOM_AT_MS - 60_000, tor_flat())],
+            vec![oom("pve2/oom/1", oom_at_ms() - 60_000, tor_flat())],
         ),
     ]
 }
@@ -110,7 +110,7 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     .expect("memory");
     assert_eq!(memory.points.len(), 30);
     // The same key from another host is another event.
-    let other = batch("pve3", vec![rollup("pve1/r/0", LAB_UUID, OOM_AT_MS, MIB)]);
+    let other = batch("pve3", vec![rollup("pve1/r/0", LAB_UUID, oom_at_ms(), MIB)]);
     assert_eq!(
         store
             .ingest(prepared(other))
@@ -134,7 +134,11 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     .await
     .expect("list");
     assert_eq!(page.items.len(), 2);
-    assert_eq!(page.items[0].time_ms, OOM_AT_MS + 3_600_000, "newest first");
+    assert_eq!(
+        page.items[0].time_ms,
+        oom_at_ms() + 3_600_000,
+        "newest first"
+    );
     let cursor = page.next_cursor.clone().expect("a second page");
     let rest = queries::list_ooms(
         store,
@@ -178,8 +182,8 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     let windowed = queries::list_ooms(
         store,
         &OomFilter {
-            since_ms: Some(OOM_AT_MS - 1),
-            until_ms: Some(OOM_AT_MS + 1),
+            since_ms: Some(oom_at_ms() - 1),
+            until_ms: Some(oom_at_ms() + 1),
             kind: Some("guest".into()),
             limit: 10,
             ..OomFilter::default()
@@ -276,14 +280,14 @@ pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
         interval: std::time::Duration::from_secs(3600),
         batch_rows: 4,
     };
-    let deleted = retention::run_pass(store.as_ref(), &settings, OOM_AT_MS + 1000)
+    let deleted = retention::run_pass(store.as_ref(), &settings, oom_at_ms() + 1000)
         .await
         .expect("retention");
     // Rollups started 30..1 minutes before; those started 10 or more minutes before go.
     assert_eq!(deleted.rollups, 21);
     assert_eq!(deleted.events, 1, "the inventory event");
     assert_eq!(deleted.ooms, 0);
-    let deleted = retention::run_pass(store.as_ref(), &settings, OOM_AT_MS + 3_600_000 + 1000)
+    let deleted = retention::run_pass(store.as_ref(), &settings, oom_at_ms() + 3_600_000 + 1000)
         .await
         .expect("retention");
     assert_eq!(deleted.ooms, 2);
@@ -329,7 +333,7 @@ async fn count_rows(store: &dyn Store, sql: &str, param: i64) -> i64 {
 /// changes nothing.
 pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
     const HOUR: i64 = 3_600_000;
-    let start = (OOM_AT_MS / HOUR) * HOUR - 3 * HOUR;
+    let start = (oom_at_ms() / HOUR) * HOUR - 3 * HOUR;
     let other = "7d3c41a2-5b1e-4f3e-9a6b-00000000a002";
     store
         .ingest(prepared(batch("pve1", minutes("pve1", LAB_UUID, start, 3))))
