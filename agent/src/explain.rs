@@ -10,6 +10,8 @@ use std::io::Read;
 use anyhow::Context;
 use ballast_oom::{ExplainedReport, Explanation};
 
+use crate::terminal::{shown, shown_lines};
+
 /// Largest input `explain` reads (a whole kernel log fits; a runaway pipe does not).
 pub const MAX_INPUT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
@@ -43,8 +45,15 @@ pub fn render_json(explanation: &Explanation) -> anyhow::Result<String> {
     Ok(text)
 }
 
-/// Human output: per report the verdict first, then the key figures.
+/// Human output: per report the verdict first, then the key figures. Every text the
+/// input carried (process names, kernel strings, notes) is shown with terminal
+/// controls escaped (`crate::terminal`), and the whole output once more.
 pub fn render_text(explanation: &Explanation, source: &str) -> String {
+    let out = render_text_unchecked(explanation, &shown(source));
+    shown_lines(&out).into_owned()
+}
+
+fn render_text_unchecked(explanation: &Explanation, source: &str) -> String {
     let mut out = String::new();
     let count = explanation.reports.len();
     if count == 0 {
@@ -70,7 +79,7 @@ fn notes(explanation: &Explanation) -> String {
     explanation
         .diagnostics
         .iter()
-        .map(|d| format!("line {}: {}", d.line, d.message))
+        .map(|d| format!("line {}: {}", d.line, shown(&d.message)))
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -97,7 +106,7 @@ fn report_text(out: &mut String, number: usize, explained: &ExplainedReport) {
     let _ = writeln!(
         out,
         "  kernel {}, {} OOM{}",
-        report.kernel.as_deref().unwrap_or("unknown"),
+        shown(report.kernel.as_deref().unwrap_or("unknown")),
         kind,
         if report.partial {
             ", partial report"
@@ -109,21 +118,21 @@ fn report_text(out: &mut String, number: usize, explained: &ExplainedReport) {
         let _ = writeln!(
             out,
             "  trigger: {} (pid {}), order {}, gfp_mask {}",
-            trigger.comm,
+            shown(&trigger.comm),
             trigger
                 .pid
                 .map_or_else(|| "?".to_string(), |p| p.to_string()),
             trigger
                 .order
                 .map_or_else(|| "?".to_string(), |o| o.to_string()),
-            trigger.gfp_mask.as_deref().unwrap_or("?"),
+            shown(trigger.gfp_mask.as_deref().unwrap_or("?")),
         );
     }
     if let Some(killed) = &report.killed {
         let _ = writeln!(
             out,
             "  killed:  {} (pid {}), anon-rss {}",
-            killed.comm,
+            shown(&killed.comm),
             killed.pid,
             mib(killed.anon_rss_kb)
         );
@@ -142,10 +151,10 @@ fn report_text(out: &mut String, number: usize, explained: &ExplainedReport) {
         );
     }
     if !report.missing.is_empty() {
-        let _ = writeln!(out, "  missing: {}", report.missing.join(", "));
+        let _ = writeln!(out, "  missing: {}", shown(&report.missing.join(", ")));
     }
     let _ = writeln!(out);
-    for line in wrap(&analysis.explanation, 78) {
+    for line in wrap(&shown(&analysis.explanation), 78) {
         let _ = writeln!(out, "  {line}");
     }
 }

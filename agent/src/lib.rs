@@ -22,3 +22,4 @@ pub mod run;
 pub mod sink;
 pub mod spool;
 pub mod status;
+pub mod terminal;

@@ -140,7 +140,13 @@ impl Status {
 /// Names without control characters (a VM name could carry terminal escapes), cut at 24.
 fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            if crate::terminal::is_unsafe(c) {
+                '?'
+            } else {
+                c
+            }
+        })
         .take(24)
         .collect()
 }

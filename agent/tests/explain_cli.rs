@@ -150,3 +150,27 @@ fn unreadable_input_exits_2_and_names_the_file() {
     let bad_flag = agent(&["explain", "--no-such-flag"], None);
     assert_eq!(bad_flag.status.code(), Some(2));
 }
+
+#[test]
+fn guest_text_reaches_the_terminal_with_its_escape_sequences_neutralised() {
+    // A guest names its process so that printing the name clears the screen, sets the
+    // window title and reverses the rest of the line; the kernel copies comm verbatim.
+    let report = std::fs::read(fixture("debian9-kvm-1g-tor.log")).expect("fixture");
+    let hostile_name = "t\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}or";
+    let text = String::from_utf8_lossy(&report)
+        .replace("] tor invoked", &format!("] {hostile_name} invoked"))
+        .replace("(tor)", &format!("({hostile_name})"));
+    let output = agent(&["explain", "-"], Some(text.as_bytes()));
+    assert!(output.status.success());
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(
+        !stdout
+            .chars()
+            .any(|c| c != '\n' && ballast_agent::terminal::is_unsafe(c)),
+        "raw control characters reached the terminal:\n{stdout:?}"
+    );
+    assert!(
+        stdout.contains("\\x1b[2J\\x1b]0;pwned\\x07\\u{202e}"),
+        "the name is shown with visible escapes:\n{stdout}"
+    );
+}
