@@ -216,6 +216,7 @@ impl Fleet {
         let mut changes = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (id, sample) in samples {
+            let sample = sample.plausible();
             seen.insert(id.uuid.clone());
             let capacity = self.history_capacity;
             let vm = self.vms.entry(id.uuid.clone()).or_insert_with(|| {
@@ -258,6 +259,10 @@ impl Fleet {
         let Some(vm) = self.vms.get_mut(&id.uuid) else {
             return Vec::new();
         };
+        // QEMU's `actual` is the page count the guest's driver writes: hostile input.
+        if ballast_model::plausible_kib(Some(actual_kib)).is_none() {
+            return Vec::new();
+        }
         let previous = vm.history.last().and_then(|p| p.actual_kib);
         let mut changes = vec![Change::BalloonMoved {
             id: vm.id.clone(),
@@ -439,6 +444,26 @@ mod tests {
             last_update_epoch_secs: Some(update),
             ..BalloonSample::default()
         }
+    }
+
+    #[test]
+    fn guest_figures_beyond_any_machine_are_kept_as_missing() {
+        let mut fleet = Fleet::new(10);
+        fleet.apply_poll(at(0), vec![(id(1), sample(524_288, u64::MAX, 1))]);
+        let vm = fleet.get(&id(1).uuid).expect("tracked");
+        let last = vm.last_sample.as_ref().expect("sampled");
+        assert_eq!(
+            last.usable_kib, None,
+            "u64::MAX KiB is no guest's MemAvailable"
+        );
+        assert_eq!(last.actual_kib, Some(524_288));
+        let forged = fleet.apply_balloon_change(&id(1), at(1), u64::MAX / 2);
+        assert!(forged.is_empty(), "{forged:?}");
+        assert_eq!(
+            fleet.apply_balloon_change(&id(1), at(2), 262_144).len(),
+            1,
+            "a real change still counts"
+        );
     }
 
     #[test]

@@ -229,7 +229,12 @@ async fn ingest(
         Ok(batch) => batch,
         Err(parse_error) => return error(StatusCode::BAD_REQUEST, &parse_error.to_string()),
     };
-    if let Err(field_error) = ballast_model::validate(&batch, &ballast_model::Limits::default()) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(0));
+    if let Err(field_error) =
+        ballast_model::validate(&batch, &ballast_model::Limits::default(), now_ms)
+    {
         return error(StatusCode::BAD_REQUEST, &format!("{field_error:?}"));
     }
     let poison = state.poison_key.lock().expect("lock").clone();

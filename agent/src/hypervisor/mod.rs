@@ -79,6 +79,27 @@ pub struct BalloonSample {
     pub last_update_epoch_secs: Option<u64>,
 }
 
+impl BalloonSample {
+    /// The sample with every memory figure beyond any machine's memory
+    /// ([`ballast_model::MAX_MEMORY_KIB`]) made missing: the guest reports most of
+    /// them, and the collector refuses such figures.
+    pub fn plausible(self) -> Self {
+        use ballast_model::plausible_kib as kib;
+        Self {
+            actual_kib: kib(self.actual_kib),
+            maximum_kib: kib(self.maximum_kib),
+            available_kib: kib(self.available_kib),
+            usable_kib: kib(self.usable_kib),
+            unused_kib: kib(self.unused_kib),
+            disk_caches_kib: kib(self.disk_caches_kib),
+            swap_in_kib: kib(self.swap_in_kib),
+            swap_out_kib: kib(self.swap_out_kib),
+            rss_kib: kib(self.rss_kib),
+            ..self
+        }
+    }
+}
+
 /// QEMU-only balloon counters (Linux >= 6.12 guests on QEMU >= 9.2), read with
 /// `qom-get /machine/peripheral/balloon0 guest-stats`. u64::MAX ("never reported")
 /// becomes None.

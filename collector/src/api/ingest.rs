@@ -137,7 +137,7 @@ async fn handle(
                 batch.host_id
             )));
         }
-        ballast_model::validate(&batch, &model_limits).map_err(|error| {
+        ballast_model::validate(&batch, &model_limits, crate::now_ms()).map_err(|error| {
             AppError::Unprocessable {
                 message: error.to_string(),
                 field: Some(error.path),

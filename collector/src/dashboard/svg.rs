@@ -40,14 +40,22 @@ struct Scale {
 }
 
 impl Scale {
+    /// Times are stored agent-sent figures: differences in i128, never overflowing.
     fn x(&self, t: i64) -> f64 {
-        let span = (self.x1 - self.x0).max(1) as f64;
-        LEFT + (t - self.x0) as f64 / span * (WIDTH - LEFT - RIGHT)
+        let span = (i128::from(self.x1) - i128::from(self.x0)).max(1) as f64;
+        LEFT + (i128::from(t) - i128::from(self.x0)) as f64 / span * (WIDTH - LEFT - RIGHT)
     }
 
     fn y(&self, value: f64) -> f64 {
         HEIGHT - BOTTOM - value / self.y_max * (HEIGHT - TOP - BOTTOM)
     }
+}
+
+/// The time `part / parts` of the way from `x0` to `x1`, without overflow.
+fn between(x0: i64, x1: i64, part: i64, parts: i64) -> i64 {
+    let at =
+        i128::from(x0) + (i128::from(x1) - i128::from(x0)) * i128::from(part) / i128::from(parts);
+    i64::try_from(at).unwrap_or(x1)
 }
 
 fn time_label(ms: i64, span_ms: i64) -> String {
@@ -83,11 +91,11 @@ pub fn line_chart(
     let y_top = all.map(|(_, v)| *v).max().unwrap_or(0).max(1024) as f64 * 1.08;
     let scale = Scale {
         x0,
-        x1: x1.max(x0 + 1),
+        x1: x1.max(x0.saturating_add(1)),
         y_max: y_top,
     };
     let y_ticks: Vec<f64> = (0..=4).map(|i| y_top * f64::from(i) / 4.0).collect();
-    let x_ticks: Vec<i64> = (0..=5).map(|i| x0 + (x1 - x0) * i / 5).collect();
+    let x_ticks: Vec<i64> = (0..=5).map(|i| between(x0, x1, i, 5)).collect();
     html! {
         figure.chart {
             svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(aria) {
@@ -96,7 +104,7 @@ pub fn line_chart(
                     text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value) + 4.0)) text-anchor="end" { (format::kib(*value as u64)) }
                 }
                 @for (i, t) in x_ticks.iter().enumerate() {
-                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor(i, x_ticks.len())) { (time_label(*t, x1 - x0)) }
+                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor(i, x_ticks.len())) { (time_label(*t, x1.saturating_sub(x0))) }
                 }
                 line.axis-line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
                 line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
@@ -165,7 +173,7 @@ fn anchor(index: usize, count: usize) -> &'static str {
 
 /// A marker label near the right edge ends at its line.
 fn label_anchor(at_ms: i64, x0: i64, x1: i64) -> &'static str {
-    if (at_ms - x0) as f64 > (x1 - x0) as f64 * 0.95 {
+    if at_ms.saturating_sub(x0) as f64 > x1.saturating_sub(x0) as f64 * 0.95 {
         "end"
     } else {
         "middle"
@@ -202,23 +210,25 @@ pub fn stacked_bars(
 ) -> Markup {
     let (x0, x1) = range;
     let bucket_ms = bucket_ms.max(1);
-    let n_buckets = usize::try_from(((x1 - x0) / bucket_ms).clamp(1, 2000)).unwrap_or(1);
+    let n_buckets =
+        usize::try_from((x1.saturating_sub(x0) / bucket_ms).clamp(1, 2000)).unwrap_or(1);
     let mut stacks: Vec<Vec<i64>> = vec![vec![0; groups.len()]; n_buckets];
     for (bucket, group, count) in counts {
-        let index = usize::try_from((bucket - x0).div_euclid(bucket_ms)).unwrap_or(usize::MAX);
+        let index =
+            usize::try_from(bucket.saturating_sub(x0).div_euclid(bucket_ms)).unwrap_or(usize::MAX);
         let group_index = groups
             .iter()
             .position(|g| g.key == group.as_str())
             .unwrap_or(groups.len().saturating_sub(1));
         if let Some(stack) = stacks.get_mut(index) {
             if let Some(cell) = stack.get_mut(group_index) {
-                *cell += count;
+                *cell = cell.saturating_add(*count);
             }
         }
     }
     let y_max = stacks
         .iter()
-        .map(|s| s.iter().sum::<i64>())
+        .map(|s| s.iter().fold(0i64, |sum, count| sum.saturating_add(*count)))
         .max()
         .unwrap_or(0)
         .max(1);
@@ -228,12 +238,14 @@ pub fn stacked_bars(
         y_max: y_max as f64 * 1.1,
     };
     let bar_width = ((WIDTH - LEFT - RIGHT) / n_buckets as f64 * 0.8).max(1.0);
-    let y_ticks: Vec<i64> = (0..=4).map(|i| (y_max * i + 3) / 4).collect();
+    let y_ticks: Vec<i64> = (0..=4)
+        .map(|i| y_max.saturating_mul(i).saturating_add(3) / 4)
+        .collect();
     let mut bars = Vec::new();
     for (index, stack) in stacks.iter().enumerate() {
         let mut base = 0i64;
         for (group, count) in groups.iter().zip(stack).filter(|(_, count)| **count > 0) {
-            let top = scale.y((base + count) as f64);
+            let top = scale.y(base.saturating_add(*count) as f64);
             let bottom = scale.y(base as f64);
             bars.push(Bar {
                 class: group.class,
@@ -243,10 +255,10 @@ pub fn stacked_bars(
                 title: format!(
                     "{}: {count} ({})",
                     group.label,
-                    format::date_time(x0 + index as i64 * bucket_ms)
+                    format::date_time(x0.saturating_add((index as i64).saturating_mul(bucket_ms)))
                 ),
             });
-            base += count;
+            base = base.saturating_add(*count);
         }
     }
     html! {
@@ -257,8 +269,8 @@ pub fn stacked_bars(
                     text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value as f64) + 4.0)) text-anchor="end" { (value) }
                 }
                 @for i in 0..=4i64 {
-                    @let t = x0 + (x1 - x0) * i / 4;
-                    text.axis x=(fmt(LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / 4.0)) y=(HEIGHT - 8.0) text-anchor=(anchor(usize::try_from(i).unwrap_or(0), 5)) { (time_label(t, x1 - x0)) }
+                    @let t = between(x0, x1, i, 4);
+                    text.axis x=(fmt(LEFT + (WIDTH - LEFT - RIGHT) * i as f64 / 4.0)) y=(HEIGHT - 8.0) text-anchor=(anchor(usize::try_from(i).unwrap_or(0), 5)) { (time_label(t, x1.saturating_sub(x0))) }
                 }
                 line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
                 @for bar in &bars {
@@ -307,6 +319,48 @@ mod tests {
         assert!(!chart.contains("<script>"));
         assert!(chart.contains("class=\"oom-mark\""));
         assert!(chart.contains("OOM &lt;x&gt;"));
+    }
+
+    #[test]
+    fn extreme_stored_times_and_figures_draw_without_overflow() {
+        // Stored points come from agents; a store may hold any i64 time and u64 size.
+        let extremes = [i64::MIN, -1, 0, i64::MAX];
+        for &t0 in &extremes {
+            for &t1 in &extremes {
+                let chart = line_chart(
+                    "memory",
+                    &[Line {
+                        label: "actual",
+                        class: "s-actual",
+                        points: vec![(t0, u64::MAX), (t1, 0)],
+                    }],
+                    &[Mark {
+                        at_ms: t1,
+                        label: "OOM".into(),
+                        href: None,
+                    }],
+                    None,
+                )
+                .into_string();
+                assert!(
+                    chart.contains("<svg") || chart.contains("No memory"),
+                    "{chart}"
+                );
+                let bars = stacked_bars(
+                    "ooms",
+                    &[(t0, "a".into(), i64::MAX), (t1, "a".into(), i64::MAX)],
+                    &[Group {
+                        key: "a",
+                        label: "a",
+                        class: "v-a",
+                    }],
+                    (t0, t1),
+                    3_600_000,
+                )
+                .into_string();
+                assert!(bars.contains("<svg"), "{bars}");
+            }
+        }
     }
 
     #[test]

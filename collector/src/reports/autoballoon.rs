@@ -163,6 +163,13 @@ fn change(
     rest
 }
 
+/// An agent-sent memory figure as the replay computes with it: bounded to a machine's
+/// memory ([`ballast_model::MAX_MEMORY_KIB`], 2^42 KiB), so differences and sums over
+/// up to 2^20 VMs stay far inside i64 whatever a store holds.
+fn bounded_kib(kib: u64) -> i64 {
+    i64::try_from(kib.min(ballast_model::MAX_MEMORY_KIB)).unwrap_or(0)
+}
+
 fn shares(vm: &BalloonState) -> i64 {
     if vm.shares > 0 {
         vm.shares
@@ -252,7 +259,7 @@ pub fn replay(
     let mut simulated: Vec<Option<i64>> = vec![None; vms.len()];
     let mut open: Vec<Option<Inflation>> = vec![None; vms.len()];
     let mut finished: Vec<Inflation> = Vec::new();
-    let cycle_ms = settings.cycle_secs.max(1) * 1000;
+    let cycle_ms = settings.cycle_secs.max(1).saturating_mul(1000);
     for host_point in host_series {
         // Each VM's newest recorded point at or before this host point.
         let recorded: Vec<Option<ReplayPoint>> = indexed
@@ -273,7 +280,9 @@ pub fn replay(
             .max(settings.cycle_secs);
         let n_cycles = (period_secs / settings.cycle_secs.max(1)).clamp(1, 60);
         for cycle in 0..n_cycles {
-            let at_ms = host_point.at_ms + cycle * cycle_ms;
+            let at_ms = host_point
+                .at_ms
+                .saturating_add(cycle.saturating_mul(cycle_ms));
             let mut states = Vec::with_capacity(vms.len());
             let mut shift_total = 0i64;
             for (i, vm) in vms.iter().enumerate() {
@@ -287,26 +296,26 @@ pub fn replay(
                     });
                     continue;
                 };
-                let recorded_actual = i64::try_from(point.actual_kib).unwrap_or(i64::MAX);
+                let recorded_actual = bounded_kib(point.actual_kib);
                 let balloon = *simulated[i].get_or_insert(recorded_actual);
                 // The replay holds `recorded - balloon` more (or less) than reality did.
                 let shift = recorded_actual - balloon;
                 shift_total += shift;
                 let free = point
                     .free_kib
-                    .map(|free| i64::try_from(free).unwrap_or(i64::MAX) - shift)
+                    .map(|free| bounded_kib(free) - shift)
                     .unwrap_or(0)
                     .max(0);
                 states.push(BalloonState {
                     balloon_kib: balloon,
-                    floor_kib: i64::try_from(vm.floor_kib).unwrap_or(i64::MAX),
-                    maximum_kib: i64::try_from(vm.maximum_kib).unwrap_or(i64::MAX),
+                    floor_kib: bounded_kib(vm.floor_kib),
+                    maximum_kib: bounded_kib(vm.maximum_kib),
                     free_kib: free,
                     shares: i64::from(vm.shares),
                 });
             }
-            let total = i64::try_from(host_point.total_kib).unwrap_or(i64::MAX);
-            let used = total - i64::try_from(host_point.available_kib).unwrap_or(0) - shift_total;
+            let total = bounded_kib(host_point.total_kib);
+            let used = total - bounded_kib(host_point.available_kib) - shift_total;
             let goal = (total as f64 * settings.target_pct / 100.0) as i64 - used;
             let new = compute_cycle(&states, goal, settings);
             report.cycles += 1;
@@ -470,5 +479,52 @@ mod tests {
         assert_eq!(inflation.to_kib, 4 * GIB_KIB - 1_258_292);
         assert_eq!(inflation.ended_ms, t0 + 120_000);
         assert_eq!(inflation.ooms_after_ms, vec![t0 + 200_000]);
+    }
+
+    #[test]
+    fn extreme_agent_sent_figures_and_times_replay_without_overflow() {
+        // Stored figures come from agents: a store written before sizes were bounded
+        // (or a forged batch) may hold u64::MAX KiB and times at the ends of i64.
+        let extremes_kib = [0, 1, u64::MAX / 2, u64::MAX];
+        let extremes_ms = [i64::MIN, -1, 0, i64::MAX - 1, i64::MAX];
+        for &kib in &extremes_kib {
+            for &at_ms in &extremes_ms {
+                let host = [
+                    HostPoint {
+                        at_ms,
+                        total_kib: kib,
+                        available_kib: u64::MAX - kib,
+                    },
+                    HostPoint {
+                        at_ms: i64::MAX,
+                        total_kib: u64::MAX,
+                        available_kib: 0,
+                    },
+                ];
+                let vms: Vec<ReplayVm> = (0..3)
+                    .map(|n| ReplayVm {
+                        uuid: format!("u{n}"),
+                        name: "vm".into(),
+                        floor_kib: kib,
+                        maximum_kib: u64::MAX,
+                        shares: 1000,
+                        series: vec![ReplayPoint {
+                            at_ms,
+                            period_secs: i64::MAX,
+                            actual_kib: u64::MAX - kib,
+                            free_kib: Some(kib),
+                        }],
+                        oom_times_ms: vec![at_ms, i64::MAX],
+                    })
+                    .collect();
+                let result = replay("pve1", &host, &vms, &ReplaySettings::default());
+                // No overflow panic (tests build with overflow checks), and what comes
+                // out still reads as inflations: shrinking, forward in time.
+                for inflation in &result.inflations {
+                    assert!(inflation.to_kib <= inflation.from_kib, "{result:?}");
+                    assert!(inflation.started_ms <= inflation.ended_ms, "{result:?}");
+                }
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@ mod validate;
 
 pub use events::*;
 pub use report::*;
-pub use validate::{validate, FieldError, Limits};
+pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_MEMORY_KIB};
 
 /// The version of this schema; see the module docs for the compatibility rule.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -97,8 +97,12 @@ pub struct OomAnalysis {
     pub would_have_fit: Option<bool>,
 }
 
+/// The guest wrote these figures: one beyond any machine's memory becomes missing
+/// ([`crate::plausible_kib`]) here, where a report becomes a wire type, so the
+/// collector's bounds check never sets a real report aside for a guest's forgery.
 impl From<&ballast_oom::Report> for ParsedReport {
     fn from(report: &ballast_oom::Report) -> Self {
+        use crate::plausible_kib as kib;
         let page_kb = report.page_size_kb.unwrap_or(4);
         Self {
             kernel: report.kernel.clone(),
@@ -116,28 +120,30 @@ impl From<&ballast_oom::Report> for ParsedReport {
             memcg: report.memcg.as_ref().map(|m| MemcgInfo {
                 oom: m.oom.clone(),
                 task: m.task.clone(),
-                usage_kb: m.usage_kb,
-                limit_kb: m.limit_kb,
+                usage_kb: kib(m.usage_kb),
+                limit_kb: kib(m.limit_kb),
             }),
             killed: report.killed.as_ref().map(|k| KilledInfo {
                 pid: k.pid,
                 comm: k.comm.clone(),
                 uid: k.uid,
-                total_vm_kb: k.total_vm_kb,
-                anon_rss_kb: k.anon_rss_kb,
-                file_rss_kb: k.file_rss_kb,
-                shmem_rss_kb: k.shmem_rss_kb,
+                total_vm_kb: kib(k.total_vm_kb),
+                anon_rss_kb: kib(k.anon_rss_kb),
+                file_rss_kb: kib(k.file_rss_kb),
+                shmem_rss_kb: kib(k.shmem_rss_kb),
             }),
             tasks: report.tasks,
             top_tasks: report
                 .top_tasks
                 .iter()
-                .take(10)
-                .map(|t| TaskInfo {
-                    pid: t.pid,
-                    name: t.name.clone(),
-                    rss_kb: t.rss_pages.unwrap_or(0).saturating_mul(page_kb),
+                .filter_map(|t| {
+                    Some(TaskInfo {
+                        pid: t.pid,
+                        name: t.name.clone(),
+                        rss_kb: kib(Some(t.rss_pages.unwrap_or(0).saturating_mul(page_kb)))?,
+                    })
                 })
+                .take(10)
                 .collect(),
             zones: report
                 .zones
@@ -145,14 +151,14 @@ impl From<&ballast_oom::Report> for ParsedReport {
                 .map(|z| ZoneInfo {
                     node: z.node,
                     name: z.name.clone(),
-                    free_kb: z.free_kb,
-                    min_kb: z.min_kb,
-                    managed_kb: z.managed_kb,
-                    present_kb: z.present_kb,
+                    free_kb: kib(z.free_kb),
+                    min_kb: kib(z.min_kb),
+                    managed_kb: kib(z.managed_kb),
+                    present_kb: kib(z.present_kb),
                 })
                 .collect(),
-            ram_pages: report.ram_pages,
-            reserved_pages: report.reserved_pages,
+            ram_pages: kib(report.ram_pages),
+            reserved_pages: kib(report.reserved_pages),
             page_size_kb: report.page_size_kb,
             balloon_in_trace: report.balloon_in_trace,
             monotonic_secs: report.stamp.monotonic_secs,
@@ -160,17 +166,19 @@ impl From<&ballast_oom::Report> for ParsedReport {
     }
 }
 
+/// Figures derived from the guest's report: bounded as in `ParsedReport::from`.
 impl From<&ballast_oom::Analysis> for OomAnalysis {
     fn from(analysis: &ballast_oom::Analysis) -> Self {
+        use crate::plausible_kib as kib;
         Self {
-            managed_kb: analysis.managed_kb,
-            reserved_kb: analysis.reserved_kb,
-            accounted_kb: analysis.accounted_kb,
-            unaccounted_kb: analysis.unaccounted_kb,
+            managed_kb: kib(analysis.managed_kb),
+            reserved_kb: kib(analysis.reserved_kb),
+            accounted_kb: kib(analysis.accounted_kb),
+            unaccounted_kb: kib(analysis.unaccounted_kb),
             unaccounted_pct: analysis.unaccounted_pct,
             verdict: analysis.verdict.as_str().to_string(),
             explanation: analysis.explanation.clone(),
-            balloon_held_kb: analysis.balloon.held_kb,
+            balloon_held_kb: kib(analysis.balloon.held_kb),
             would_have_fit: analysis.balloon.would_have_fit,
         }
     }

@@ -1,8 +1,22 @@
 //! Checks a batch field by field before anything of it is stored: sizes, ranges,
-//! enums. The first bad field is reported with its JSON path.
+//! enums, memory figures within physical bounds, times within a window of the
+//! collector's clock. The first bad field is reported with its JSON path.
 
-use crate::events::{Batch, Event};
+use std::collections::HashSet;
+
+use crate::events::{BalloonPoint, Batch, Event, MinMaxLast};
 use crate::SCHEMA_VERSION;
+
+/// The largest memory figure any field may carry, in KiB: 4 PiB, what x86-64's 52-bit
+/// physical addresses (5-level paging) can reach. A larger figure is a forgery, a
+/// corrupted value or a unit mistake, never a machine.
+pub const MAX_MEMORY_KIB: u64 = 1 << 42;
+
+/// `kib` when it is within [`MAX_MEMORY_KIB`], else None: what the agent does with
+/// a guest-reported figure before it is shipped (missing is not zero).
+pub fn plausible_kib(kib: Option<u64>) -> Option<u64> {
+    kib.filter(|kib| *kib <= MAX_MEMORY_KIB)
+}
 
 /// The bounds a collector enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +29,15 @@ pub struct Limits {
     pub max_history_points: usize,
     pub max_inventory_vms: usize,
     pub max_list_items: usize,
+    /// Distinct VMs the events of one batch may name (an inventory's list aside): each
+    /// VM with an OOM costs the collector history reads. The agent sends at most 500
+    /// events per batch, so it never reaches the default.
+    pub max_distinct_vms: usize,
+    /// How far before the collector's clock an event time may lie (spooled events
+    /// older than the longest retention would be deleted on arrival anyway).
+    pub max_age_ms: i64,
+    /// How far ahead of the collector's clock an event time may lie (clock skew).
+    pub max_ahead_ms: i64,
 }
 
 impl Default for Limits {
@@ -28,6 +51,9 @@ impl Default for Limits {
             max_history_points: 2_000,
             max_inventory_vms: 10_000,
             max_list_items: 256,
+            max_distinct_vms: 500,
+            max_age_ms: 400 * 86_400_000,
+            max_ahead_ms: 86_400_000,
         }
     }
 }
@@ -81,8 +107,56 @@ fn check_one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), FieldEr
     Ok(())
 }
 
-/// Checks a whole batch.
-pub fn validate(batch: &Batch, limits: &Limits) -> Result<(), FieldError> {
+fn check_kib(path: &str, field: &str, kib: Option<u64>) -> Result<(), FieldError> {
+    match kib {
+        Some(kib) if kib > MAX_MEMORY_KIB => Err(fail(
+            format!("{path}.{field}"),
+            format!("{kib} is beyond any machine's memory (at most {MAX_MEMORY_KIB})"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn check_min_max_last(path: &str, field: &str, value: &MinMaxLast) -> Result<(), FieldError> {
+    check_kib(path, &format!("{field}.min"), value.min)?;
+    check_kib(path, &format!("{field}.max"), value.max)?;
+    check_kib(path, &format!("{field}.last"), value.last)
+}
+
+/// Event times must fall in `[now - max_age, now + max_ahead]` of the collector's clock.
+struct TimeWindow {
+    earliest_ms: i64,
+    latest_ms: i64,
+}
+
+impl TimeWindow {
+    fn check(&self, path: String, at_ms: i64) -> Result<(), FieldError> {
+        if at_ms < self.earliest_ms {
+            return Err(fail(
+                path,
+                format!(
+                    "{at_ms} lies more than the accepted age before the collector's clock \
+                     (earliest {})",
+                    self.earliest_ms
+                ),
+            ));
+        }
+        if at_ms > self.latest_ms {
+            return Err(fail(
+                path,
+                format!(
+                    "{at_ms} lies ahead of the collector's clock by more than the accepted \
+                     skew (latest {}); check the host's clock",
+                    self.latest_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a whole batch; `now_ms` is the collector's clock (Unix ms).
+pub fn validate(batch: &Batch, limits: &Limits, now_ms: i64) -> Result<(), FieldError> {
     if batch.schema_version == 0 || batch.schema_version > SCHEMA_VERSION {
         return Err(fail(
             "schema_version",
@@ -97,6 +171,11 @@ pub fn validate(batch: &Batch, limits: &Limits) -> Result<(), FieldError> {
             format!("more than {} events", limits.max_events_per_batch),
         ));
     }
+    let window = TimeWindow {
+        earliest_ms: now_ms.saturating_sub(limits.max_age_ms),
+        latest_ms: now_ms.saturating_add(limits.max_ahead_ms),
+    };
+    let mut vms: HashSet<&str> = HashSet::new();
     for (index, envelope) in batch.events.iter().enumerate() {
         let path = format!("events[{index}]");
         check_nonempty(&format!("{path}.key"), &envelope.key, limits.max_key_bytes)?;
@@ -107,12 +186,49 @@ pub fn validate(batch: &Batch, limits: &Limits) -> Result<(), FieldError> {
                 "not a Unix time in milliseconds",
             ));
         }
-        validate_event(&path, &envelope.event, limits)?;
+        window.check(format!("{path}.captured_at_ms"), envelope.captured_at_ms)?;
+        validate_event(&path, &envelope.event, limits, &window)?;
+        if let Some(uuid) = event_vm(&envelope.event) {
+            vms.insert(uuid);
+            if vms.len() > limits.max_distinct_vms {
+                return Err(fail(
+                    format!("{path}.vm.uuid"),
+                    format!(
+                        "the batch names more than {} distinct VMs",
+                        limits.max_distinct_vms
+                    ),
+                ));
+            }
+        }
     }
     Ok(())
 }
 
-fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), FieldError> {
+/// The VM an event is about (an inventory lists many and counts apart).
+fn event_vm(event: &Event) -> Option<&str> {
+    match event {
+        Event::Rollup(rollup) => Some(&rollup.vm.uuid),
+        Event::BalloonChange(change) => Some(&change.vm.uuid),
+        Event::Oom(oom) => Some(&oom.vm.uuid),
+        Event::NearMiss(miss) => Some(&miss.vm.uuid),
+        Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => None,
+    }
+}
+
+fn check_point(path: &str, point: &BalloonPoint, window: &TimeWindow) -> Result<(), FieldError> {
+    window.check(format!("{path}.at_ms"), point.at_ms)?;
+    check_kib(path, "actual_kib", point.actual_kib)?;
+    check_kib(path, "maximum_kib", point.maximum_kib)?;
+    check_kib(path, "available_kib", point.available_kib)?;
+    check_kib(path, "usable_kib", point.usable_kib)
+}
+
+fn validate_event(
+    path: &str,
+    event: &Event,
+    limits: &Limits,
+    window: &TimeWindow,
+) -> Result<(), FieldError> {
     let name = limits.max_name_bytes;
     match event {
         Event::Hello(hello) => {
@@ -124,6 +240,7 @@ fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), Fiel
             if hello.capabilities.len() > limits.max_list_items {
                 return Err(fail(format!("{path}.capabilities"), "too many items"));
             }
+            check_kib(path, "host_memory_kib", hello.host_memory_kib)?;
         }
         Event::Inventory(inventory) => {
             if inventory.vms.len() > limits.max_inventory_vms {
@@ -141,6 +258,13 @@ fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), Fiel
                 if vm.findings.len() > limits.max_list_items {
                     return Err(fail(format!("{vm_path}.findings"), "too many items"));
                 }
+                let config_path = format!("{vm_path}.config");
+                check_kib(&config_path, "memory_kib", vm.config.memory_kib)?;
+                check_kib(
+                    &config_path,
+                    "balloon_floor_kib",
+                    vm.config.balloon_floor_kib,
+                )?;
             }
         }
         Event::Rollup(rollup) => {
@@ -149,10 +273,19 @@ fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), Fiel
             if rollup.period_secs == 0 || rollup.period_secs > 86_400 {
                 return Err(fail(format!("{path}.period_secs"), "must be 1 to 86400"));
             }
+            window.check(format!("{path}.period_start_ms"), rollup.period_start_ms)?;
+            check_kib(path, "maximum_kib", rollup.maximum_kib)?;
+            check_min_max_last(path, "actual_kib", &rollup.actual_kib)?;
+            check_min_max_last(path, "available_kib", &rollup.available_kib)?;
+            check_min_max_last(path, "usable_kib", &rollup.usable_kib)?;
+            check_min_max_last(path, "unused_kib", &rollup.unused_kib)?;
+            check_min_max_last(path, "rss_kib", &rollup.rss_kib)?;
         }
         Event::BalloonChange(change) => {
             check_uuid(&format!("{path}.vm.uuid"), &change.vm.uuid)?;
             check_len(&format!("{path}.vm.name"), &change.vm.name, name)?;
+            check_kib(path, "actual_kib", Some(change.actual_kib))?;
+            check_kib(path, "previous_kib", change.previous_kib)?;
         }
         Event::Oom(oom) => {
             check_uuid(&format!("{path}.vm.uuid"), &oom.vm.uuid)?;
@@ -200,6 +333,7 @@ fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), Fiel
             if let Some(trigger) = &oom.report.trigger {
                 check_len(&format!("{path}.report.trigger.comm"), &trigger.comm, name)?;
             }
+            validate_oom_figures(path, oom, window)?;
         }
         Event::NearMiss(miss) => {
             check_uuid(&format!("{path}.vm.uuid"), &miss.vm.uuid)?;
@@ -209,16 +343,75 @@ fn validate_event(path: &str, event: &Event, limits: &Limits) -> Result<(), Fiel
                 &["out_of_puff", "silent_deflate", "usable_low"],
             )?;
             check_len(&format!("{path}.detail"), &miss.detail, 4096)?;
+            check_kib(path, "actual_kib", miss.actual_kib)?;
+            check_kib(path, "usable_kib", miss.usable_kib)?;
         }
         Event::Health(_) => {}
     }
     Ok(())
 }
 
+/// Every memory figure and time of an OOM event: the host's balloon and history, the
+/// host's memory, and the figures parsed from the guest's report.
+fn validate_oom_figures(
+    path: &str,
+    oom: &crate::events::OomEvent,
+    window: &TimeWindow,
+) -> Result<(), FieldError> {
+    let at_oom = format!("{path}.balloon_at_oom");
+    check_kib(&at_oom, "maximum_kib", oom.balloon_at_oom.maximum_kib)?;
+    check_kib(&at_oom, "actual_kib", oom.balloon_at_oom.actual_kib)?;
+    for (index, point) in oom.balloon_history.iter().enumerate() {
+        check_point(&format!("{path}.balloon_history[{index}]"), point, window)?;
+    }
+    if let Some(host) = &oom.host {
+        let host_path = format!("{path}.host");
+        check_kib(&host_path, "total_kib", host.total_kib)?;
+        check_kib(&host_path, "available_kib", host.available_kib)?;
+        check_kib(&host_path, "ksm_sharing_kib", host.ksm_sharing_kib)?;
+    }
+    let report = &oom.report;
+    let report_path = format!("{path}.report");
+    check_kib(&report_path, "ram_pages", report.ram_pages)?;
+    check_kib(&report_path, "reserved_pages", report.reserved_pages)?;
+    if let Some(killed) = &report.killed {
+        let killed_path = format!("{report_path}.killed");
+        check_kib(&killed_path, "total_vm_kb", killed.total_vm_kb)?;
+        check_kib(&killed_path, "anon_rss_kb", killed.anon_rss_kb)?;
+        check_kib(&killed_path, "file_rss_kb", killed.file_rss_kb)?;
+        check_kib(&killed_path, "shmem_rss_kb", killed.shmem_rss_kb)?;
+    }
+    if let Some(memcg) = &report.memcg {
+        check_kib(&format!("{report_path}.memcg"), "usage_kb", memcg.usage_kb)?;
+        check_kib(&format!("{report_path}.memcg"), "limit_kb", memcg.limit_kb)?;
+    }
+    for (index, zone) in report.zones.iter().enumerate() {
+        let zone_path = format!("{report_path}.zones[{index}]");
+        check_kib(&zone_path, "free_kb", zone.free_kb)?;
+        check_kib(&zone_path, "min_kb", zone.min_kb)?;
+        check_kib(&zone_path, "managed_kb", zone.managed_kb)?;
+        check_kib(&zone_path, "present_kb", zone.present_kb)?;
+    }
+    for (index, task) in report.top_tasks.iter().enumerate() {
+        let task_path = format!("{report_path}.top_tasks[{index}]");
+        check_kib(&task_path, "rss_kb", Some(task.rss_kb))?;
+    }
+    let analysis = &oom.analysis;
+    let analysis_path = format!("{path}.analysis");
+    check_kib(&analysis_path, "managed_kb", analysis.managed_kb)?;
+    check_kib(&analysis_path, "reserved_kb", analysis.reserved_kb)?;
+    check_kib(&analysis_path, "accounted_kb", analysis.accounted_kb)?;
+    check_kib(&analysis_path, "unaccounted_kb", analysis.unaccounted_kb)?;
+    check_kib(&analysis_path, "balloon_held_kb", analysis.balloon_held_kb)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{BalloonChange, Envelope, VmRef};
+    use crate::events::{BalloonChange, BalloonRollup, Envelope, Inventory, VmInventory, VmRef};
+
+    /// The collector's clock in these tests: a second after the events were captured.
+    const NOW: i64 = 1_795_658_494_123;
 
     fn batch(events: Vec<Envelope>) -> Batch {
         Batch {
@@ -247,7 +440,7 @@ mod tests {
     #[test]
     fn a_good_batch_passes() {
         let good = batch(vec![change("3f2a0c1e-0000-4000-8000-000000000001")]);
-        assert_eq!(validate(&good, &Limits::default()), Ok(()));
+        assert_eq!(validate(&good, &Limits::default(), NOW), Ok(()));
     }
 
     #[test]
@@ -256,18 +449,18 @@ mod tests {
             change("3f2a0c1e-0000-4000-8000-000000000001"),
             change("<script>"),
         ]);
-        let error = validate(&bad, &Limits::default()).expect_err("bad uuid");
+        let error = validate(&bad, &Limits::default(), NOW).expect_err("bad uuid");
         assert_eq!(error.path, "events[1].vm.uuid");
         let mut future = batch(Vec::new());
         future.schema_version = SCHEMA_VERSION + 1;
         assert_eq!(
-            validate(&future, &Limits::default()).map_err(|e| e.path),
+            validate(&future, &Limits::default(), NOW).map_err(|e| e.path),
             Err("schema_version".into())
         );
         let mut seconds = batch(vec![change("3f2a")]);
         seconds.events[0].captured_at_ms = 1_795_658_493;
         assert_eq!(
-            validate(&seconds, &Limits::default()).map_err(|e| e.path),
+            validate(&seconds, &Limits::default(), NOW).map_err(|e| e.path),
             Err("events[0].captured_at_ms".into())
         );
     }
@@ -286,5 +479,114 @@ mod tests {
         let mut json = serde_json::to_value(change("3f2a")).expect("serializes");
         json["added_in_v2"] = serde_json::json!(true);
         assert!(serde_json::from_value::<Envelope>(json).is_ok());
+    }
+
+    #[test]
+    fn times_outside_the_collectors_window_are_refused_by_field() {
+        let limits = Limits::default();
+        let mut ahead = batch(vec![change("3f2a")]);
+        ahead.events[0].captured_at_ms = NOW + 2 * 86_400_000;
+        let error = validate(&ahead, &limits, NOW).expect_err("two days ahead");
+        assert_eq!(error.path, "events[0].captured_at_ms");
+        assert!(error.message.contains("clock"), "{}", error.message);
+        let mut old = batch(vec![change("3f2a")]);
+        old.events[0].captured_at_ms = NOW - 500 * 86_400_000;
+        assert_eq!(
+            validate(&old, &limits, NOW).map_err(|e| e.path),
+            Err("events[0].captured_at_ms".into())
+        );
+        // The same batch is fine on the clock it was captured by: the window moves
+        // with the collector's clock, nothing is tied to a date.
+        assert_eq!(validate(&old, &limits, NOW - 499 * 86_400_000), Ok(()));
+        let mut rollup = batch(vec![Envelope {
+            key: "pve1/rollup/1".into(),
+            captured_at_ms: NOW,
+            event: Event::Rollup(Box::new(BalloonRollup {
+                vm: VmRef {
+                    uuid: "3f2a".into(),
+                    name: "web1".into(),
+                },
+                period_start_ms: NOW + 3 * 86_400_000,
+                period_secs: 60,
+                ..BalloonRollup::default()
+            })),
+        }]);
+        assert_eq!(
+            validate(&rollup, &limits, NOW).map_err(|e| e.path),
+            Err("events[0].period_start_ms".into())
+        );
+        if let Event::Rollup(inner) = &mut rollup.events[0].event {
+            inner.period_start_ms = NOW - 60_000;
+            inner.usable_kib.max = Some(u64::MAX);
+        }
+        let error = validate(&rollup, &limits, NOW).expect_err("beyond memory");
+        assert_eq!(error.path, "events[0].usable_kib.max");
+    }
+
+    #[test]
+    fn sizes_beyond_any_machine_are_refused_by_field() {
+        let mut huge = batch(vec![change("3f2a")]);
+        if let Event::BalloonChange(inner) = &mut huge.events[0].event {
+            inner.previous_kib = Some(MAX_MEMORY_KIB + 1);
+        }
+        assert_eq!(
+            validate(&huge, &Limits::default(), NOW).map_err(|e| e.path),
+            Err("events[0].previous_kib".into())
+        );
+        if let Event::BalloonChange(inner) = &mut huge.events[0].event {
+            inner.previous_kib = Some(MAX_MEMORY_KIB);
+        }
+        assert_eq!(validate(&huge, &Limits::default(), NOW), Ok(()));
+    }
+
+    #[test]
+    fn a_batch_names_at_most_max_distinct_vms_beside_its_inventory() {
+        let limits = Limits::default();
+        let uuid = |index: usize| format!("00000000-0000-4000-8000-{index:012}");
+        let changes =
+            |count: usize| -> Vec<Envelope> { (0..count).map(|i| change(&uuid(i))).collect() };
+        assert_eq!(
+            validate(&batch(changes(limits.max_distinct_vms)), &limits, NOW),
+            Ok(())
+        );
+        let error = validate(&batch(changes(limits.max_distinct_vms + 1)), &limits, NOW)
+            .expect_err("one VM too many");
+        assert_eq!(
+            error.path,
+            format!("events[{}].vm.uuid", limits.max_distinct_vms)
+        );
+        // Many events about few VMs are fine, and so is a whole host's inventory.
+        let mut same_vm = changes(1);
+        same_vm.extend((0..limits.max_events_per_batch - 2).map(|_| change(&uuid(0))));
+        same_vm.push(Envelope {
+            key: "pve1/inventory/1".into(),
+            captured_at_ms: NOW,
+            event: Event::Inventory(Inventory {
+                vms: (0..limits.max_inventory_vms)
+                    .map(|i| VmInventory {
+                        vm: VmRef {
+                            uuid: uuid(i),
+                            name: format!("vm{i}"),
+                        },
+                        state: "running".into(),
+                        config: crate::events::VmConfig::default(),
+                        findings: Vec::new(),
+                    })
+                    .collect(),
+            }),
+        });
+        assert_eq!(validate(&batch(same_vm), &limits, NOW), Ok(()));
+    }
+
+    #[test]
+    fn guest_figures_beyond_any_machine_become_missing_on_the_agent() {
+        let text = "Out of memory: Killed process 113 (hog) total-vm:9007199254740992kB, \
+                    anon-rss:204800kB, file-rss:0kB, shmem-rss:0kB\n";
+        let parsed = ballast_oom::parse(text.as_bytes());
+        let report = parsed.reports.first().expect("a report");
+        let wire = crate::ParsedReport::from(report);
+        let killed = wire.killed.expect("the kill line");
+        assert_eq!(killed.total_vm_kb, None, "2^53 KiB is no machine's memory");
+        assert_eq!(killed.anon_rss_kb, Some(204_800));
     }
 }
