@@ -150,12 +150,16 @@ async fn handle(
 
     let received_at_ms = crate::now_ms();
     let settings = &state.config.correlation;
+    // A VM is (host, uuid): every OOM of the batch is judged with what its own host
+    // (the authenticated one, checked above) reported, never another host's VM of the
+    // same uuid.
     let mut contexts: HashMap<String, VmContext> = HashMap::new();
     for envelope in &batch.events {
         if let Event::Oom(oom) = &envelope.event {
             if !contexts.contains_key(&oom.vm.uuid) {
                 let context = queries::vm_context(
                     state.store.as_ref(),
+                    &host,
                     &oom.vm.uuid,
                     envelope.captured_at_ms,
                     settings.window_secs,

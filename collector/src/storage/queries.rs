@@ -66,7 +66,8 @@ impl GroupBy {
     fn column(self) -> &'static str {
         match self {
             GroupBy::Host => "host_id",
-            GroupBy::Vm => "vm_uuid",
+            // A VM is (host, uuid): the group reads `host/uuid`.
+            GroupBy::Vm => "host_id || '/' || vm_uuid",
             GroupBy::Verdict => "corr_verdict",
             GroupBy::ReportVerdict => "report_verdict",
             GroupBy::Kind => "kind",
@@ -234,6 +235,7 @@ pub async fn get_oom(
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
+        &summary.host,
         &summary.vm.uuid,
         summary.time_ms.saturating_sub(window_ms),
         summary.time_ms.saturating_add(1),
@@ -256,22 +258,24 @@ pub async fn get_oom(
     }))
 }
 
-/// A VM's rollups with `since <= period_start < until`, oldest first.
+/// A VM's (host, uuid) rollups with `since <= period_start < until`, oldest first.
 pub async fn rollups_between(
     store: &dyn Store,
+    host: &str,
     vm_uuid: &str,
     since_ms: i64,
     until_ms: i64,
     limit: i64,
 ) -> Result<Vec<RollupPoint>, StoreError> {
     let sql = format!(
-        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? \
-         AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?"
+        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE host_id = ? AND vm_uuid = ? \
+         AND period_start_ms >= ? AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?"
     );
     let rows = store
         .query(Query::new(
             sql,
             vec![
+                Param::text(host),
                 Param::text(vm_uuid),
                 Param::int(since_ms),
                 Param::int(until_ms),
@@ -294,9 +298,10 @@ pub enum Resolution {
     Hour,
 }
 
-/// A VM's balloon series.
+/// A VM's (host, uuid) balloon series.
 pub async fn vm_memory(
     store: &dyn Store,
+    host: &str,
     vm_uuid: &str,
     since_ms: i64,
     until_ms: i64,
@@ -304,10 +309,13 @@ pub async fn vm_memory(
     resolution: Resolution,
 ) -> Result<VmMemory, StoreError> {
     let points = match resolution {
-        Resolution::Stored => rollups_between(store, vm_uuid, since_ms, until_ms, limit).await?,
+        Resolution::Stored => {
+            rollups_between(store, host, vm_uuid, since_ms, until_ms, limit).await?
+        }
         Resolution::Hour => {
             let stored = rollups_between(
                 store,
+                host,
                 vm_uuid,
                 tiers::hour_start(since_ms),
                 until_ms,
@@ -321,22 +329,26 @@ pub async fn vm_memory(
         }
     };
     Ok(VmMemory {
+        host: host.to_string(),
         uuid: vm_uuid.to_string(),
         points,
     })
 }
 
-/// What the correlation of a new OOM of this VM needs from the store.
+/// What the correlation of a new OOM of this VM (host, uuid) needs from the store:
+/// the configuration and balloon history its own host reported, never another
+/// host's VM of the same uuid.
 pub async fn vm_context(
     store: &dyn Store,
+    host: &str,
     vm_uuid: &str,
     oom_at_ms: i64,
     window_secs: u64,
 ) -> Result<VmContext, StoreError> {
     let rows = store
         .query(Query::new(
-            "SELECT config_json FROM vms WHERE vm_uuid = ?",
-            vec![Param::text(vm_uuid)],
+            "SELECT config_json FROM vms WHERE host_id = ? AND vm_uuid = ?",
+            vec![Param::text(host), Param::text(vm_uuid)],
         ))
         .await?;
     let config = rows
@@ -346,6 +358,7 @@ pub async fn vm_context(
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
+        host,
         vm_uuid,
         oom_at_ms.saturating_sub(window_ms),
         oom_at_ms.saturating_add(1),
@@ -469,7 +482,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
     params.push(Param::int(limit + 1));
     let sql = format!(
         "SELECT p.vm_uuid, p.vm_name, p.host_id, p.state, p.config_json, p.findings_json, \
-         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = p.vm_uuid) FROM \
+         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.host_id = p.host_id AND o.vm_uuid = p.vm_uuid) FROM \
          (SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
          v.updated_at_ms FROM vms v {where_clause} ORDER BY {key} LIMIT ?) p \
          ORDER BY p.host_id{bytewise}, p.vm_name{bytewise}, p.vm_uuid{bytewise}"
@@ -569,11 +582,12 @@ pub async fn repeat_offenders(
     since_ms: i64,
     min_count: i64,
 ) -> Result<RepeatOffenders, StoreError> {
-    let sql = "SELECT o.vm_uuid, v.vm_name, v.host_id, o.n, o.first_ms, o.last_ms FROM \
-         (SELECT vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, MAX(captured_at_ms) AS last_ms \
+    let sql = "SELECT o.vm_uuid, v.vm_name, o.host_id, o.n, o.first_ms, o.last_ms FROM \
+         (SELECT host_id, vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, \
+          MAX(captured_at_ms) AS last_ms \
           FROM ooms WHERE corr_verdict IN ('balloon', 'balloon_contributed') AND captured_at_ms >= ? \
-          GROUP BY vm_uuid HAVING COUNT(*) >= ?) o \
-         LEFT JOIN vms v ON v.vm_uuid = o.vm_uuid";
+          GROUP BY host_id, vm_uuid HAVING COUNT(*) >= ?) o \
+         LEFT JOIN vms v ON v.host_id = o.host_id AND v.vm_uuid = o.vm_uuid";
     let rows = store
         .query(Query::new(
             sql,
@@ -597,8 +611,27 @@ pub async fn repeat_offenders(
         b.count
             .cmp(&a.count)
             .then_with(|| a.vm.uuid.cmp(&b.vm.uuid))
+            .then_with(|| a.host.cmp(&b.host))
     });
     Ok(RepeatOffenders { items })
+}
+
+/// Most hosts [`hosts_of_vm`] reads (a uuid on more hosts than this is ambiguous anyway).
+pub const HOSTS_OF_VM_MAX: i64 = 100;
+
+/// The hosts that reported a VM with this uuid, in byte order: the old
+/// `/api/v1/vms/{uuid}/...` and `/vms/{uuid}` paths serve the VM when there is
+/// exactly one (a VM is (host, uuid); the same uuid may run on several hosts).
+pub async fn hosts_of_vm(store: &dyn Store, vm_uuid: &str) -> Result<Vec<String>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id FROM vms WHERE vm_uuid = ? LIMIT ?",
+            vec![Param::text(vm_uuid), Param::int(HOSTS_OF_VM_MAX)],
+        ))
+        .await?;
+    let mut hosts: Vec<String> = rows.iter().map(|row| row.text_or_empty(0)).collect();
+    hosts.sort();
+    Ok(hosts)
 }
 
 /// The host a token hash belongs to.
