@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod identity;
 #[path = "../../src/test_fixtures.rs"]
 pub mod fixtures;
 pub mod server;
