@@ -214,7 +214,9 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
     // and pve-a's own inventory of VM 100 touches only pve-a's row.
     let before_b = get_json(&client, &format!("{base}/api/v1/vms?host=pve-b")).await;
     let mut forged = history_batch("pve-b", now_ms - 60_000, 64 * util::MIB);
-    forged.events.extend(oom_batch("pve-b", now_ms - 60_000).events);
+    forged
+        .events
+        .extend(oom_batch("pve-b", now_ms - 60_000).events);
     for envelope in &mut forged.events {
         envelope.key = format!("forged/{}", envelope.key);
     }

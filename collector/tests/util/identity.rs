@@ -68,13 +68,7 @@ async fn listed(store: &dyn Store) -> Vec<(String, String, String, String, i64)>
 }
 
 fn row(host: &str, name: &str, state: &str, ooms: i64) -> (String, String, String, String, i64) {
-    (
-        host.into(),
-        VMID.into(),
-        name.into(),
-        state.into(),
-        ooms,
-    )
+    (host.into(), VMID.into(), name.into(), state.into(), ooms)
 }
 
 /// A schema-6 store (filled with [`OLD_STORE_ROWS`]) after this collector opened it.
@@ -200,15 +194,9 @@ pub async fn the_same_uuid_on_two_hosts_is_two_vms(store: Arc<dyn Store>) {
         .expect("memory");
         assert_eq!((memory.host.as_str(), memory.points.len()), (host, 3));
     }
-    let counts = queries::oom_counts(
-        store,
-        queries::GroupBy::Vm,
-        86_400,
-        0,
-        i64::MAX,
-    )
-    .await
-    .expect("counts");
+    let counts = queries::oom_counts(store, queries::GroupBy::Vm, 86_400, 0, i64::MAX)
+        .await
+        .expect("counts");
     assert_eq!(
         counts
             .items

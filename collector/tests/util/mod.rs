@@ -3,9 +3,9 @@
 #![allow(dead_code)]
 
 pub mod client;
-pub mod identity;
 #[path = "../../src/test_fixtures.rs"]
 pub mod fixtures;
+pub mod identity;
 pub mod server;
 pub mod suite;
 
