@@ -62,7 +62,7 @@ pub struct OomSummary {
 }
 
 /// One page of OOMs, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OomPage {
     pub items: Vec<OomSummary>,
     /// Pass as `cursor=` for the next (older) page; absent on the last page.

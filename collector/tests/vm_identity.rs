@@ -4,6 +4,9 @@
 //! listed, each OOM is judged with its own host's balloon history, and a batch with
 //! one host's token naming the other host changes nothing of the other host's VM.
 //!
+//! A second case: hosts the collector's config puts in one cluster share a VM's
+//! history across a migration; a host outside the cluster does not.
+//!
 //! Times are relative to the test's clock (any date).
 #![allow(clippy::tests_outside_test_module)]
 
@@ -93,23 +96,33 @@ async fn verdict_of(client: &HttpClient, base: &str, host: &str) -> (String, ser
     (verdict, items[0].clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
+/// The real collector with `extra_yaml` in its config and a token per host.
+struct Running {
+    _dir: tempfile::TempDir,
+    _child: KillOnDrop,
+    base: String,
+    client: HttpClient,
+    tokens: Vec<String>,
+}
+
+async fn start(hosts: &[&str], extra_yaml: &str) -> Running {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let config = dir.path().join("collector.yaml");
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\nstate_dir: {}\n",
+            "listen: 127.0.0.1:{port}\nstate_dir: {}\n{extra_yaml}",
             dir.path().join("state").display()
         ),
     )
     .expect("config");
     let config = config.to_str().expect("utf-8 path").to_string();
-    let token_a = create_token(&config, "pve-a");
-    let token_b = create_token(&config, "pve-b");
-    let _child = KillOnDrop(
+    let tokens = hosts
+        .iter()
+        .map(|host| create_token(&config, host))
+        .collect();
+    let child = KillOnDrop(
         collector(&["serve", "--config", &config])
             .stdout(Stdio::null())
             .spawn()
@@ -130,14 +143,31 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
         assert!(Instant::now() < deadline, "the collector did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Running {
+        _dir: dir,
+        _child: child,
+        base,
+        client,
+        tokens,
+    }
+}
 
-    let now_ms = i64::try_from(
+fn now_ms() -> i64 {
+    i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
             .as_millis(),
     )
-    .expect("ms");
+    .expect("ms")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
+    let running = start(&["pve-a", "pve-b"], "").await;
+    let (base, client) = (running.base.clone(), running.client.clone());
+    let (token_a, token_b) = (running.tokens[0].clone(), running.tokens[1].clone());
+    let now_ms = now_ms();
     let oom_at_ms = now_ms - 10 * 60_000;
     // pve-a's VM 100: the balloon never moved. pve-b's VM 100: held 312 MiB of 512.
     // Histories first (both hosts), then the OOMs.
@@ -261,6 +291,53 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
     assert!(
         page.contains(&format!("href=\"/vms/pve-a/{VMID}\""))
             && page.contains(&format!("href=\"/vms/pve-b/{VMID}\"")),
+        "{page}"
+    );
+}
+
+/// Hosts declared one cluster in the collector's config (`clusters:`): a VM that
+/// migrated from pve-c to pve-d is judged with the history it had on pve-c; pve-e,
+/// outside the cluster, sending an OOM of the same uuid gets none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_migrated_inside_a_configured_cluster_keeps_its_history() {
+    let running = start(
+        &["pve-c", "pve-d", "pve-e"],
+        "clusters:\n  prod: [pve-c, pve-d]\n",
+    )
+    .await;
+    let (base, client) = (&running.base, &running.client);
+    let oom_at_ms = now_ms() - 10 * 60_000;
+    // On pve-c the balloon held 312 MiB of VM 100's 512 MiB; then it moved to pve-d.
+    let history = history_batch("pve-c", oom_at_ms, 200 * util::MIB);
+    assert_eq!(post(client, base, &running.tokens[0], &history).await, 200);
+    for (host, token) in [("pve-d", &running.tokens[1]), ("pve-e", &running.tokens[2])] {
+        let batch = oom_batch(host, oom_at_ms);
+        assert_eq!(post(client, base, token, &batch).await, 200, "{host}");
+    }
+    let (verdict_d, oom_d) = verdict_of(client, base, "pve-d").await;
+    assert_eq!(verdict_d, "balloon", "{oom_d}");
+    assert_eq!(
+        oom_d["correlation"]["balloon_held_kb"],
+        312 * util::MIB,
+        "pve-d's OOM is judged with pve-c's rollups: {oom_d}"
+    );
+    let (_, oom_e) = verdict_of(client, base, "pve-e").await;
+    assert_ne!(
+        oom_e["correlation"]["balloon_held_kb"],
+        312 * util::MIB,
+        "pve-e is not in the cluster: none of pve-c's history: {oom_e}"
+    );
+    let id = oom_e["id"].as_i64().expect("id");
+    let detail = get_json(client, &format!("{base}/api/v1/ooms/{id}")).await;
+    assert_eq!(detail["correlation_detail"]["window_points"], 0, "{detail}");
+
+    // The VM page of pve-d charts the joined history and links pve-c's rows.
+    let (status, page) = get(client, &format!("{base}/vms/pve-d/{VMID}")).await;
+    let page = String::from_utf8_lossy(&page);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("History joined with"), "{page}");
+    assert!(
+        page.contains(&format!("href=\"/vms/pve-c/{VMID}\"")),
         "{page}"
     );
 }

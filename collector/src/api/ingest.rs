@@ -152,14 +152,16 @@ async fn handle(
     let settings = &state.config.correlation;
     // A VM is (host, uuid): every OOM of the batch is judged with what its own host
     // (the authenticated one, checked above) reported, never another host's VM of the
-    // same uuid.
+    // same uuid; in a configured cluster, with what any of the cluster's hosts did.
+    let history_hosts = state.config.clusters.history_hosts(&host);
     let mut contexts: HashMap<String, VmContext> = HashMap::new();
     for envelope in &batch.events {
         if let Event::Oom(oom) = &envelope.event {
             if !contexts.contains_key(&oom.vm.uuid) {
-                let context = queries::vm_context(
+                let context = queries::vm_context_in(
                     state.store.as_ref(),
                     &host,
+                    &history_hosts,
                     &oom.vm.uuid,
                     envelope.captured_at_ms,
                     settings.window_secs,

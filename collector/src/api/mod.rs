@@ -55,6 +55,8 @@ pub struct ApiConfig {
     pub dashboard: crate::dashboard::DashboardSettings,
     /// Webhooks (and their filters) new OOMs are queued for.
     pub notify: Vec<crate::notify::Route>,
+    /// Hosts a VM's history is joined across (`clusters:`).
+    pub clusters: crate::clusters::Clusters,
 }
 
 impl ApiConfig {
@@ -66,6 +68,7 @@ impl ApiConfig {
             limits: ballast_model::Limits::default(),
             dashboard: settings.dashboard.clone(),
             notify: crate::notify::routes(&settings.notify),
+            clusters: settings.clusters.clone(),
         }
     }
 }

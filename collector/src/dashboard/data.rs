@@ -170,22 +170,28 @@ pub fn vm_config(record: &VmRecord) -> Option<VmConfig> {
     serde_json::from_value(record.config.clone()).ok()
 }
 
-/// A VM's (host, uuid) memory in at most ~`buckets` points over `[since, until)`.
+/// The memory of uuid `uuid` on any of `hosts` (one VM: a host, or the hosts of its
+/// cluster, `crate::clusters`) in at most ~`buckets` points over `[since, until)`.
 pub async fn vm_series(
     store: &dyn Store,
-    host: &str,
+    hosts: &[String],
     uuid: &str,
     since_ms: i64,
     until_ms: i64,
     buckets: i64,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
+    let mut keys: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    keys.push(uuid);
     let rows = bucketed_rollups(
         store,
-        "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
-         MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
-         FROM rollups WHERE host_id = ? AND vm_uuid = ? AND period_start_ms >= ? \
-         AND period_start_ms < ? GROUP BY b ORDER BY b LIMIT 5000",
-        &[host, uuid],
+        format!(
+            "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
+             MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
+             FROM rollups WHERE {} AND vm_uuid = ? AND period_start_ms >= ? \
+             AND period_start_ms < ? GROUP BY b ORDER BY b LIMIT 5000",
+            crate::storage::queries::host_in(hosts.len())
+        ),
+        &keys,
         since_ms,
         until_ms,
         buckets,
@@ -217,7 +223,8 @@ pub async fn host_series(
         store,
         "SELECT (period_start_ms / ?) * ? AS b, MAX(host_total_kib), MIN(host_available_kib) \
          FROM rollups WHERE host_id = ? AND period_start_ms >= ? AND period_start_ms < ? \
-         AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000",
+         AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000"
+            .to_string(),
         &[host],
         since_ms,
         until_ms,
@@ -241,7 +248,7 @@ pub async fn host_series(
 /// (the rollup period) and give at most ~`buckets` points over the window.
 async fn bucketed_rollups(
     store: &dyn Store,
-    sql: &'static str,
+    sql: String,
     keys: &[&str],
     since_ms: i64,
     until_ms: i64,

@@ -156,18 +156,41 @@ pub async fn vm(
         .await?
         .ok_or(DashboardError::NotFound)?;
     let (range_name, since, until) = window(&params)?;
-    let series = data::vm_series(store, &host, &uuid, since, until, CHART_POINTS).await?;
-    let scope = OomFilter {
-        host: Some(host.clone()),
-        vm: Some(uuid.clone()),
-        ..OomFilter::default()
-    };
+    // In a configured cluster the uuid's rows on the cluster's hosts are this VM's
+    // history (a VM that migrated); elsewhere the same uuid is another VM.
+    let clusters = &state.config.clusters;
+    let cluster_hosts = clusters.history_hosts(&host);
     let elsewhere: Vec<String> = queries::hosts_of_vm(store, &uuid)
         .await?
         .into_iter()
         .filter(|other| *other != host)
         .collect();
-    let (ooms, recent) = charted_and_recent_ooms(store, scope, since, until).await?;
+    let mut joined = vec![host.clone()];
+    joined.extend(
+        elsewhere
+            .iter()
+            .filter(|other| cluster_hosts.contains(other))
+            .cloned(),
+    );
+    joined.sort();
+    let series = data::vm_series(store, &joined, &uuid, since, until, CHART_POINTS).await?;
+    let (mut ooms, mut recent) = (OomPage::default(), OomPage::default());
+    for one in &joined {
+        let scope = OomFilter {
+            host: Some(one.clone()),
+            vm: Some(uuid.clone()),
+            ..OomFilter::default()
+        };
+        let (charted, latest) = charted_and_recent_ooms(store, scope, since, until).await?;
+        ooms.items.extend(charted.items);
+        recent.items.extend(latest.items);
+    }
+    for page in [&mut ooms, &mut recent] {
+        page.items
+            .sort_by_key(|oom| std::cmp::Reverse((oom.time_ms, oom.id)));
+    }
+    recent.items.truncate(20);
+    let cluster = clusters.cluster_of(&host);
     let config = data::vm_config(&record);
     let findings: Vec<String> = serde_json::from_value(record.findings.clone()).unwrap_or_default();
     let lines = [
@@ -209,9 +232,16 @@ pub async fn vm(
         dl.facts {
             dt { "uuid" } dd { (record.uuid) }
             dt { "Host" } dd { (host_link(&record.host)) }
-            @if !elsewhere.is_empty() {
+            @if let (Some(cluster), true) = (cluster, joined.len() > 1) {
+                dt { "Cluster " (cluster) } dd.note {
+                    "History joined with "
+                    @for other in joined.iter().filter(|h| **h != host) { (vm_link(other, &uuid, other)) " " }
+                    "(the same uuid on this cluster's hosts is one VM that migrated)"
+                }
+            }
+            @if elsewhere.iter().any(|h| !joined.contains(h)) {
                 dt { "Same uuid on" } dd.note {
-                    @for other in &elsewhere { (vm_link(other, &uuid, other)) " " }
+                    @for other in elsewhere.iter().filter(|h| !joined.contains(h)) { (vm_link(other, &uuid, other)) " " }
                     "(another VM each: histories are not joined)"
                 }
             }

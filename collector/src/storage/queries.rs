@@ -267,22 +267,45 @@ pub async fn rollups_between(
     until_ms: i64,
     limit: i64,
 ) -> Result<Vec<RollupPoint>, StoreError> {
+    rollups_of_hosts(
+        store,
+        &[host.to_string()],
+        vm_uuid,
+        since_ms,
+        until_ms,
+        limit,
+    )
+    .await
+}
+
+/// `host_id IN (?, ?, ...)` for `n` hosts (at least one).
+pub(crate) fn host_in(n: usize) -> String {
+    format!("host_id IN ({})", vec!["?"; n.max(1)].join(", "))
+}
+
+/// The rollups of uuid `vm_uuid` on any of `hosts` (one cluster's, `crate::clusters`)
+/// with `since <= period_start < until`, oldest first.
+pub async fn rollups_of_hosts(
+    store: &dyn Store,
+    hosts: &[String],
+    vm_uuid: &str,
+    since_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<Vec<RollupPoint>, StoreError> {
     let sql = format!(
-        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE host_id = ? AND vm_uuid = ? \
-         AND period_start_ms >= ? AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?"
+        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE {} AND vm_uuid = ? \
+         AND period_start_ms >= ? AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?",
+        host_in(hosts.len())
     );
-    let rows = store
-        .query(Query::new(
-            sql,
-            vec![
-                Param::text(host),
-                Param::text(vm_uuid),
-                Param::int(since_ms),
-                Param::int(until_ms),
-                Param::int(limit.clamp(1, MEMORY_POINTS_MAX)),
-            ],
-        ))
-        .await?;
+    let mut params: Vec<Param> = hosts.iter().map(|h| Param::text(h.as_str())).collect();
+    params.extend([
+        Param::text(vm_uuid),
+        Param::int(since_ms),
+        Param::int(until_ms),
+        Param::int(limit.clamp(1, MEMORY_POINTS_MAX)),
+    ]);
+    let rows = store.query(Query::new(sql, params)).await?;
     Ok(rows.iter().map(decode_rollup).collect())
 }
 
@@ -337,7 +360,7 @@ pub async fn vm_memory(
 
 /// What the correlation of a new OOM of this VM (host, uuid) needs from the store:
 /// the configuration and balloon history its own host reported, never another
-/// host's VM of the same uuid.
+/// host's VM of the same uuid; see [`vm_context_in`] for a host in a cluster.
 pub async fn vm_context(
     store: &dyn Store,
     host: &str,
@@ -345,20 +368,57 @@ pub async fn vm_context(
     oom_at_ms: i64,
     window_secs: u64,
 ) -> Result<VmContext, StoreError> {
-    let rows = store
-        .query(Query::new(
-            "SELECT config_json FROM vms WHERE host_id = ? AND vm_uuid = ?",
-            vec![Param::text(host), Param::text(vm_uuid)],
-        ))
-        .await?;
-    let config = rows
-        .first()
-        .and_then(|row| row.text(0))
-        .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
-    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let rollups = rollups_between(
+    vm_context_in(
         store,
         host,
+        &[host.to_string()],
+        vm_uuid,
+        oom_at_ms,
+        window_secs,
+    )
+    .await
+}
+
+/// [`vm_context`] of `host`'s VM `vm_uuid` whose history spans `history_hosts` (its
+/// cluster's hosts, `crate::clusters`, `host` among them): the rollups of the uuid
+/// on any of them, the configuration `host` reported, else the newest one of the
+/// cluster (a VM that just migrated here keeps its past).
+pub async fn vm_context_in(
+    store: &dyn Store,
+    host: &str,
+    history_hosts: &[String],
+    vm_uuid: &str,
+    oom_at_ms: i64,
+    window_secs: u64,
+) -> Result<VmContext, StoreError> {
+    let mut params: Vec<Param> = history_hosts
+        .iter()
+        .map(|h| Param::text(h.as_str()))
+        .collect();
+    params.push(Param::text(vm_uuid));
+    let rows = store
+        .query(Query::new(
+            format!(
+                "SELECT host_id, config_json, updated_at_ms FROM vms WHERE {} AND vm_uuid = ?",
+                host_in(history_hosts.len())
+            ),
+            params,
+        ))
+        .await?;
+    let own = rows.iter().find(|row| row.text(0).as_deref() == Some(host));
+    let newest = rows
+        .iter()
+        .filter(|row| row.text(1).is_some())
+        .max_by_key(|row| row.int_or_zero(2));
+    let config = own
+        .filter(|row| row.text(1).is_some())
+        .or(newest)
+        .and_then(|row| row.text(1))
+        .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
+    let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let rollups = rollups_of_hosts(
+        store,
+        history_hosts,
         vm_uuid,
         oom_at_ms.saturating_sub(window_ms),
         oom_at_ms.saturating_add(1),
