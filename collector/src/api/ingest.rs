@@ -7,7 +7,8 @@
 //!    `Content-Encoding: gzip` is inflated up to `max_decompressed_bytes` (413).
 //! 4. Parse (400 for malformed JSON, 422 when it does not fit the schema),
 //!    check `host_id` against the token's host (403), validate every field (422
-//!    with the field's JSON path).
+//!    with the field's JSON path). Rows are stored under the token's host: a VM is
+//!    (host, uuid), so a host's token writes only its own host's VMs.
 //! 5. Correlate OOMs, store the batch in one transaction, answer
 //!    `IngestResponse{accepted, duplicates}` after the commit.
 //!
@@ -173,8 +174,12 @@ async fn handle(
     }
     let correlation = settings.clone();
     let config = std::sync::Arc::clone(&state.config);
+    let authenticated = host.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         let mut prepared = prepare_batch(batch, received_at_ms, &contexts, &correlation);
+        // Every row is stored under the token's host (the batch named no other: 403
+        // above), so no batch writes another host's rows.
+        prepared.host_id = authenticated;
         prepared.notify = crate::notify::targets(&prepared.ooms, &config.notify);
         prepared
     })
