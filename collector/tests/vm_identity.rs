@@ -256,7 +256,7 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
         vec![util::inventory(
             "pve-a/inv/2",
             now_ms - 60_000,
-            &[(VMID, "renamed-by-a")],
+            &[(VMID, "renamed-by-a"), ("101", "only-on-a")],
         )],
     );
     assert_eq!(post(&client, &base, &token_a, &renamed).await, 200);
@@ -266,7 +266,18 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
         "pve-b's VM is unchanged"
     );
     let a = get_json(&client, &format!("{base}/api/v1/vms?host=pve-a")).await;
-    assert_eq!(a["items"][0]["name"], "renamed-by-a");
+    let names: Vec<(&str, &str)> = a["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|vm| {
+            (
+                vm["uuid"].as_str().unwrap_or_default(),
+                vm["name"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(names, vec![("101", "only-on-a"), (VMID, "renamed-by-a")]);
     let (verdict_b_after, _) = verdict_of(&client, &base, "pve-b").await;
     assert_eq!(verdict_b_after, "balloon");
     let memory_b = get_json(
@@ -292,6 +303,25 @@ async fn two_hosts_with_vm_100_stay_two_vms_each_judged_by_its_own_history() {
         page.contains(&format!("href=\"/vms/pve-a/{VMID}\""))
             && page.contains(&format!("href=\"/vms/pve-b/{VMID}\"")),
         "{page}"
+    );
+    // A uuid one host reported: the old paths still serve it.
+    let reply = send(
+        &client,
+        hyper::Request::get(format!("{base}/vms/101?range=7d"))
+            .body(Full::new(Bytes::new()))
+            .expect("request"),
+    )
+    .await
+    .expect("get");
+    assert_eq!(reply.status, 303);
+    assert_eq!(
+        reply.headers.get("location").and_then(|v| v.to_str().ok()),
+        Some("/vms/pve-a/101?range=7d")
+    );
+    let memory = get_json(&client, &format!("{base}/api/v1/vms/101/memory")).await;
+    assert_eq!(
+        (memory["host"].as_str(), memory["uuid"].as_str()),
+        (Some("pve-a"), Some("101"))
     );
 }
 
