@@ -476,8 +476,12 @@ async fn measure(
         seed.set(rng.0);
         value
     };
-    let rollup_vms: Vec<String> = (0..iterations + 3)
-        .map(|_| vm_uuid(pick(rollup_hosts), pick(VMS_PER_HOST)))
+    // A VM is (host, uuid).
+    let rollup_vms: Vec<(String, String)> = (0..iterations + 3)
+        .map(|_| {
+            let host = pick(rollup_hosts);
+            (host_name(host), vm_uuid(host, pick(VMS_PER_HOST)))
+        })
         .collect();
     // Baseline in the same store: one VM by primary key.
     case(
@@ -487,13 +491,13 @@ async fn measure(
         "baseline: one VM by primary key",
         "row",
         |r, i| {
-            let uuid = rollup_vms[i].clone();
+            let (host, uuid) = rollup_vms[i].clone();
             async move {
                 let rows = r
                     .query(Query::new(
                         "SELECT vm_uuid, vm_name, host_id, state, config_json, findings_json, \
-                         updated_at_ms FROM vms WHERE vm_uuid = ?",
-                        vec![Param::text(uuid)],
+                         updated_at_ms FROM vms WHERE host_id = ? AND vm_uuid = ?",
+                        vec![Param::text(host), Param::text(uuid)],
                     ))
                     .await
                     .unwrap();
@@ -507,10 +511,11 @@ async fn measure(
         ("memory 30 d, ?resolution=hour", Resolution::Hour),
     ] {
         case(&mut out, &recorder, iterations, name, "points", |r, i| {
-            let uuid = rollup_vms[i].clone();
+            let (host, uuid) = rollup_vms[i].clone();
             async move {
                 let memory = queries::vm_memory(
                     r.as_ref(),
+                    &host,
                     &uuid,
                     now() - ROLLUP_DAYS * DAY_MS,
                     now(),

@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clusters;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;

@@ -58,7 +58,9 @@ impl IngestOutcome {
         match error {
             AppError::Unauthorized => Self::Rejected("unauthorized"),
             AppError::Forbidden(_) => Self::Rejected("forbidden"),
-            AppError::BadRequest(_) | AppError::NotFound => Self::Rejected("bad_request"),
+            AppError::BadRequest(_) | AppError::NotFound | AppError::Conflict(_) => {
+                Self::Rejected("bad_request")
+            }
             AppError::Unprocessable { .. } => Self::Rejected("invalid"),
             AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
             AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),

@@ -62,7 +62,7 @@ pub struct OomSummary {
 }
 
 /// One page of OOMs, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct OomPage {
     pub items: Vec<OomSummary>,
     /// Pass as `cursor=` for the next (older) page; absent on the last page.
@@ -97,7 +97,7 @@ pub struct OomDetail {
     pub rollups: Vec<RollupPoint>,
 }
 
-/// One balloon rollup of a VM: the series behind `GET /api/v1/vms/{uuid}/memory`.
+/// One balloon rollup of a VM: the series behind `GET /api/v1/vms/{host}/{uuid}/memory`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RollupPoint {
     pub period_start_ms: i64,
@@ -119,6 +119,7 @@ pub struct RollupPoint {
 /// A VM's memory series.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VmMemory {
+    pub host: String,
     pub uuid: String,
     pub points: Vec<RollupPoint>,
 }
@@ -150,7 +151,7 @@ pub struct VmList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OomCount {
     pub bucket_start_ms: i64,
-    /// The host, VM uuid or verdict, per `group_by`.
+    /// The host, `host/uuid` of a VM or verdict, per `group_by`.
     pub group: String,
     pub count: i64,
 }

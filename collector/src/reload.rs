@@ -51,6 +51,7 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         ("ingest", running.ingest != new.ingest),
         ("correlation", running.correlation != new.correlation),
         ("notify", running.notify != new.notify),
+        ("clusters", running.clusters != new.clusters),
     ];
     let restart = [
         ("listen", running.listen != new.listen),

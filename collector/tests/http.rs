@@ -199,7 +199,7 @@ async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
     for (uuid, acknowledged) in results {
         let (status, body) = get(
             &client,
-            &format!("{base}/api/v1/vms/{uuid}/memory?since=0&limit=100000"),
+            &format!("{base}/api/v1/vms/pve1/{uuid}/memory?since=0&limit=100000"),
         )
         .await
         .expect("memory");

@@ -28,6 +28,26 @@ async fn the_storage_suite_passes_on_postgresql() {
     util::suite::tokens_are_stored_hashed(store(&cluster).await).await;
     util::suite::retention_deletes_in_batches(store(&cluster).await).await;
     util::suite::minute_rollups_compact_into_hours(store(&cluster).await).await;
+    util::identity::the_same_uuid_on_two_hosts_is_two_vms(store(&cluster).await).await;
+
+    // A store an older collector kept by uuid alone (schema 6) is migrated to (host, uuid).
+    let url = cluster.create_database().expect("createdb");
+    {
+        let (old, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let connection = tokio::spawn(connection);
+        for sql in util::identity::migrations_before_v7("postgres") {
+            old.batch_execute(sql).await.expect("migration");
+        }
+        old.batch_execute(util::identity::OLD_STORE_ROWS)
+            .await
+            .expect("old rows");
+        drop(old);
+        let _ = connection.await;
+    }
+    let migrated = PostgresStore::open(&url, 2).await.expect("migrate");
+    util::identity::old_store_is_migrated(&migrated).await;
 
     // Migrations are applied once, also by two collectors starting together.
     let url = cluster.create_database().expect("createdb");

@@ -58,3 +58,25 @@ async fn reopening_keeps_data_and_migrations_are_applied_once() {
     let snapshot = util::suite::snapshot(&store).await;
     assert_eq!(snapshot["list"]["items"].as_array().map(Vec::len), Some(3));
 }
+
+#[tokio::test]
+async fn the_same_uuid_on_two_hosts_is_two_vms() {
+    let (_dir, store) = store().await;
+    util::identity::the_same_uuid_on_two_hosts_is_two_vms(store).await;
+}
+
+#[tokio::test]
+async fn a_uuid_keyed_store_is_migrated_to_host_and_uuid() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.sqlite");
+    {
+        let old = rusqlite::Connection::open(&path).expect("open schema 6");
+        for sql in util::identity::migrations_before_v7("sqlite") {
+            old.execute_batch(sql).expect("migration");
+        }
+        old.execute_batch(util::identity::OLD_STORE_ROWS)
+            .expect("old rows");
+    }
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    util::identity::old_store_is_migrated(&store).await;
+}

@@ -256,18 +256,24 @@ fn two_collectors_on_one_postgres_store_each_oom_once_and_answer_alike() {
     }
     let vms = get_json(a.addr, "/api/v1/vms");
     assert_eq!(vms, get_json(b.addr, "/api/v1/vms"), "/api/v1/vms differs");
-    let mut vm_uuids: Vec<String> = acked
+    // A VM is (host, uuid).
+    let mut vm_ids: Vec<(String, String)> = acked
         .iter()
-        .filter_map(|oom| oom["vm_uuid"].as_str().map(str::to_string))
+        .filter_map(|oom| {
+            Some((
+                oom["host"].as_str()?.to_string(),
+                oom["vm_uuid"].as_str()?.to_string(),
+            ))
+        })
         .collect();
-    vm_uuids.sort();
-    vm_uuids.dedup();
-    for uuid in vm_uuids {
+    vm_ids.sort();
+    vm_ids.dedup();
+    for (host, uuid) in vm_ids {
         assert!(
             vms.to_string().contains(&uuid),
             "VM {uuid} with an OOM is in /api/v1/vms"
         );
-        let path = format!("/api/v1/vms/{uuid}/memory?since=0&until=99999999999999");
+        let path = format!("/api/v1/vms/{host}/{uuid}/memory?since=0&until=99999999999999");
         let memory = get_json(a.addr, &path);
         assert_eq!(memory, get_json(b.addr, &path), "{path} differs");
     }

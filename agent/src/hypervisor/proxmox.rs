@@ -193,6 +193,10 @@ impl ProxmoxHypervisor {
         }
     }
 
+    /// The VM's identity: its `smbios1: uuid=`, else its vmid. A vmid repeats across
+    /// standalone hosts (each has a VM 100); the collector keys a VM by (host, uuid),
+    /// so it cannot collide there, and it stays stable across restarts and (vmids
+    /// are cluster-unique) cluster migrations (docs/collector.md, "VM identity").
     fn identity(&self, vmid: u32, conf: Option<&VmConf>) -> DomainId {
         let id = DomainId {
             uuid: conf

@@ -36,6 +36,9 @@ pub enum AppError {
     TooManyRequests { retry_after_secs: u64 },
     #[error("not found")]
     NotFound,
+    /// The request names something ambiguous (a VM uuid several hosts reported).
+    #[error("{0}")]
+    Conflict(String),
     #[error("Storage failed")]
     Storage(#[from] StoreError),
     #[error("Internal task failed")]
@@ -54,6 +57,7 @@ impl AppError {
             AppError::Timeout => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Storage(_) | AppError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -7,7 +7,8 @@
 //!    `Content-Encoding: gzip` is inflated up to `max_decompressed_bytes` (413).
 //! 4. Parse (400 for malformed JSON, 422 when it does not fit the schema),
 //!    check `host_id` against the token's host (403), validate every field (422
-//!    with the field's JSON path).
+//!    with the field's JSON path). Rows are stored under the token's host: a VM is
+//!    (host, uuid), so a host's token writes only its own host's VMs.
 //! 5. Correlate OOMs, store the batch in one transaction, answer
 //!    `IngestResponse{accepted, duplicates}` after the commit.
 //!
@@ -150,12 +151,18 @@ async fn handle(
 
     let received_at_ms = crate::now_ms();
     let settings = &state.config.correlation;
+    // A VM is (host, uuid): every OOM of the batch is judged with what its own host
+    // (the authenticated one, checked above) reported, never another host's VM of the
+    // same uuid; in a configured cluster, with what any of the cluster's hosts did.
+    let history_hosts = state.config.clusters.history_hosts(&host);
     let mut contexts: HashMap<String, VmContext> = HashMap::new();
     for envelope in &batch.events {
         if let Event::Oom(oom) = &envelope.event {
             if !contexts.contains_key(&oom.vm.uuid) {
-                let context = queries::vm_context(
+                let context = queries::vm_context_in(
                     state.store.as_ref(),
+                    &host,
+                    &history_hosts,
                     &oom.vm.uuid,
                     envelope.captured_at_ms,
                     settings.window_secs,
@@ -167,8 +174,12 @@ async fn handle(
     }
     let correlation = settings.clone();
     let config = std::sync::Arc::clone(&state.config);
+    let authenticated = host.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         let mut prepared = prepare_batch(batch, received_at_ms, &contexts, &correlation);
+        // Every row is stored under the token's host (the batch named no other: 403
+        // above), so no batch writes another host's rows.
+        prepared.host_id = authenticated;
         prepared.notify = crate::notify::targets(&prepared.ooms, &config.notify);
         prepared
     })

@@ -5,7 +5,8 @@
 //!
 //! Read side (the read token when configured; none on a loopback listener):
 //! - `GET /api/v1/ooms`, `GET /api/v1/ooms/{id}`
-//! - `GET /api/v1/vms`, `GET /api/v1/vms/{uuid}/memory`
+//! - `GET /api/v1/vms`, `GET /api/v1/vms/{host}/{uuid}/memory` (`/vms/{uuid}/memory`
+//!   while one host reported the uuid)
 //! - `GET /api/v1/stats/ooms`, `GET /api/v1/stats/repeated-balloon-ooms`
 //!
 //! And `GET /metrics` (Prometheus text, read token like the query API; see
@@ -54,6 +55,8 @@ pub struct ApiConfig {
     pub dashboard: crate::dashboard::DashboardSettings,
     /// Webhooks (and their filters) new OOMs are queued for.
     pub notify: Vec<crate::notify::Route>,
+    /// Hosts a VM's history is joined across (`clusters:`).
+    pub clusters: crate::clusters::Clusters,
 }
 
 impl ApiConfig {
@@ -65,6 +68,7 @@ impl ApiConfig {
             limits: ballast_model::Limits::default(),
             dashboard: settings.dashboard.clone(),
             notify: crate::notify::routes(&settings.notify),
+            clusters: settings.clusters.clone(),
         }
     }
 }
@@ -86,7 +90,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/ooms", get(query::list_ooms))
         .route("/api/v1/ooms/{id}", get(query::get_oom))
         .route("/api/v1/vms", get(query::list_vms))
-        .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory))
+        .route("/api/v1/vms/{host}/{uuid}/memory", get(query::vm_memory))
+        .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory_by_uuid))
         .route("/api/v1/stats/ooms", get(query::oom_counts))
         .route(
             "/api/v1/stats/repeated-balloon-ooms",

@@ -1,4 +1,5 @@
-//! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{uuid}/memory`,
+//! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{host}/{uuid}/memory`
+//! (and the older `/vms/{uuid}/memory` while the uuid names one host's VM),
 //! `/stats/ooms`, `/stats/repeated-balloon-ooms`. Times are Unix milliseconds.
 
 use axum::extract::rejection::QueryRejection;
@@ -154,12 +155,57 @@ pub(super) struct MemoryParams {
     resolution: Option<String>,
 }
 
+/// `GET /api/v1/vms/{host}/{uuid}/memory`: a VM is (host, uuid).
 pub(super) async fn vm_memory(
+    State(state): State<AppState>,
+    Path((host, uuid)): Path<(String, String)>,
+    query: Result<Query<MemoryParams>, QueryRejection>,
+) -> Result<Json<VmMemory>, AppError> {
+    memory(&state, &host, &uuid, params(query)?).await
+}
+
+/// `GET /api/v1/vms/{uuid}/memory` (before VMs were (host, uuid)): served while
+/// exactly one host reported the uuid; 409 naming the hosts when several did, 404
+/// when none did.
+pub(super) async fn vm_memory_by_uuid(
     State(state): State<AppState>,
     Path(uuid): Path<String>,
     query: Result<Query<MemoryParams>, QueryRejection>,
 ) -> Result<Json<VmMemory>, AppError> {
     let params = params(query)?;
+    let host = the_host_of(&state, &uuid).await?;
+    memory(&state, &host, &uuid, params).await
+}
+
+/// The one host that reported a VM `uuid`, for the paths that name a VM by uuid alone.
+pub(crate) async fn the_host_of(state: &AppState, uuid: &str) -> Result<String, AppError> {
+    let hosts = queries::hosts_of_vm(state.store.as_ref(), uuid).await?;
+    match hosts.as_slice() {
+        [] => Err(AppError::NotFound),
+        [host] => Ok(host.clone()),
+        several => Err(AppError::Conflict(ambiguous_uuid(uuid, several))),
+    }
+}
+
+/// What a 409 for a uuid several hosts reported says.
+pub(crate) fn ambiguous_uuid(uuid: &str, hosts: &[String]) -> String {
+    format!(
+        "VM uuid {uuid:?} is known on {} hosts ({}): name the host, /api/v1/vms/{{host}}/{{uuid}}/memory",
+        hosts.len(),
+        hosts
+            .iter()
+            .map(|host| format!("{host:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+async fn memory(
+    state: &AppState,
+    host: &str,
+    uuid: &str,
+    params: MemoryParams,
+) -> Result<Json<VmMemory>, AppError> {
     let since = params
         .since
         .unwrap_or_else(|| crate::now_ms().saturating_sub(DAY_MS));
@@ -177,7 +223,8 @@ pub(super) async fn vm_memory(
     Ok(Json(
         queries::vm_memory(
             state.store.as_ref(),
-            &uuid,
+            host,
+            uuid,
             since,
             until,
             checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,

@@ -60,9 +60,10 @@ const BALLOON_VERDICTS: &str = "('balloon', 'balloon_contributed')";
 /// The VMs with the most OOMs since `since_ms`.
 pub async fn top_vms(store: &dyn Store, since_ms: i64, limit: i64) -> Result<Vec<Top>, StoreError> {
     let sql = format!(
-        "SELECT vm_uuid, MAX(vm_name), MAX(host_id), COUNT(*), \
+        "SELECT vm_uuid, MAX(vm_name), host_id, COUNT(*), \
          SUM(CASE WHEN corr_verdict IN {BALLOON_VERDICTS} THEN 1 ELSE 0 END) \
-         FROM ooms WHERE captured_at_ms >= ? GROUP BY vm_uuid ORDER BY COUNT(*) DESC LIMIT ?"
+         FROM ooms WHERE captured_at_ms >= ? GROUP BY host_id, vm_uuid \
+         ORDER BY COUNT(*) DESC LIMIT ?"
     );
     top(store, sql, since_ms, limit).await
 }
@@ -103,7 +104,12 @@ async fn top(
             balloon_ooms: row.int_or_zero(4),
         })
         .collect();
-    items.sort_by(|a, b| b.ooms.cmp(&a.ooms).then_with(|| a.key.cmp(&b.key)));
+    items.sort_by(|a, b| {
+        b.ooms
+            .cmp(&a.ooms)
+            .then_with(|| a.key.cmp(&b.key))
+            .then_with(|| a.host.cmp(&b.host))
+    });
     Ok(items)
 }
 
@@ -138,13 +144,13 @@ pub async fn host_pressure(
     Ok(items)
 }
 
-/// One VM from the inventory (or first seen in an OOM).
-pub async fn vm(store: &dyn Store, uuid: &str) -> Result<Option<VmRecord>, StoreError> {
+/// One VM (host, uuid) from the inventory (or first seen in an OOM).
+pub async fn vm(store: &dyn Store, host: &str, uuid: &str) -> Result<Option<VmRecord>, StoreError> {
     let rows = store
         .query(Query::new(
             "SELECT vm_uuid, vm_name, host_id, state, config_json, findings_json, updated_at_ms \
-             FROM vms WHERE vm_uuid = ?",
-            vec![Param::text(uuid)],
+             FROM vms WHERE host_id = ? AND vm_uuid = ?",
+            vec![Param::text(host), Param::text(uuid)],
         ))
         .await?;
     Ok(rows.first().map(|row| VmRecord {
@@ -164,21 +170,28 @@ pub fn vm_config(record: &VmRecord) -> Option<VmConfig> {
     serde_json::from_value(record.config.clone()).ok()
 }
 
-/// A VM's memory in at most ~`buckets` points over `[since, until)`.
+/// The memory of uuid `uuid` on any of `hosts` (one VM: a host, or the hosts of its
+/// cluster, `crate::clusters`) in at most ~`buckets` points over `[since, until)`.
 pub async fn vm_series(
     store: &dyn Store,
+    hosts: &[String],
     uuid: &str,
     since_ms: i64,
     until_ms: i64,
     buckets: i64,
 ) -> Result<Vec<SeriesPoint>, StoreError> {
+    let mut keys: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    keys.push(uuid);
     let rows = bucketed_rollups(
         store,
-        "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
-         MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
-         FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? AND period_start_ms < ? \
-         GROUP BY b ORDER BY b LIMIT 5000",
-        uuid,
+        format!(
+            "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
+             MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
+             FROM rollups WHERE {} AND vm_uuid = ? AND period_start_ms >= ? \
+             AND period_start_ms < ? GROUP BY b ORDER BY b LIMIT 5000",
+            crate::storage::queries::host_in(hosts.len())
+        ),
+        &keys,
         since_ms,
         until_ms,
         buckets,
@@ -210,8 +223,9 @@ pub async fn host_series(
         store,
         "SELECT (period_start_ms / ?) * ? AS b, MAX(host_total_kib), MIN(host_available_kib) \
          FROM rollups WHERE host_id = ? AND period_start_ms >= ? AND period_start_ms < ? \
-         AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000",
-        host,
+         AND host_total_kib IS NOT NULL GROUP BY b ORDER BY b LIMIT 5000"
+            .to_string(),
+        &[host],
         since_ms,
         until_ms,
         buckets,
@@ -229,28 +243,20 @@ pub async fn host_series(
 }
 
 /// Runs a downsampling query over the rollups. `sql` takes, in order: the bucket
-/// width twice (`(period_start_ms / ?) * ?`), the one key it selects on (a VM uuid
-/// or a host), then `since_ms` and `until_ms`. Buckets are at least a minute wide
+/// width twice (`(period_start_ms / ?) * ?`), the keys it selects on (a VM's host
+/// and uuid, or a host), then `since_ms` and `until_ms`. Buckets are at least a minute wide
 /// (the rollup period) and give at most ~`buckets` points over the window.
 async fn bucketed_rollups(
     store: &dyn Store,
-    sql: &'static str,
-    key: &str,
+    sql: String,
+    keys: &[&str],
     since_ms: i64,
     until_ms: i64,
     buckets: i64,
 ) -> Result<Vec<Row>, StoreError> {
     let bucket_ms = ((until_ms - since_ms) / buckets.max(1)).max(60_000);
-    store
-        .query(Query::new(
-            sql,
-            vec![
-                Param::int(bucket_ms),
-                Param::int(bucket_ms),
-                Param::text(key),
-                Param::int(since_ms),
-                Param::int(until_ms),
-            ],
-        ))
-        .await
+    let mut params = vec![Param::int(bucket_ms), Param::int(bucket_ms)];
+    params.extend(keys.iter().map(|key| Param::text(*key)));
+    params.extend([Param::int(since_ms), Param::int(until_ms)]);
+    store.query(Query::new(sql, params)).await
 }

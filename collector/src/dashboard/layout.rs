@@ -54,10 +54,15 @@ pub fn badge(verdict: &str) -> Markup {
     html! { span class={ "badge " (verdict_class(verdict)) } { (verdict) } }
 }
 
-/// A link to a VM (by uuid), showing its name.
-pub fn vm_link(uuid: &str, name: &str) -> Markup {
+/// A link to a VM (a VM is (host, uuid)), showing its name.
+pub fn vm_link(host: &str, uuid: &str, name: &str) -> Markup {
     let shown = if name.is_empty() { uuid } else { name };
-    html! { a.vm href={ "/vms/" (path_segment(uuid)) } { (shown) } }
+    html! { a.vm href={ (vm_path(host, uuid)) } { (shown) } }
+}
+
+/// The dashboard path of a VM: `/vms/{host}/{uuid}`.
+pub fn vm_path(host: &str, uuid: &str) -> String {
+    format!("/vms/{}/{}", path_segment(host), path_segment(uuid))
 }
 
 /// A link to a host.
@@ -89,10 +94,10 @@ mod tests {
 
     #[test]
     fn guest_text_is_escaped_and_paths_encoded() {
-        let markup = vm_link("a/b?c", "<script>alert(1)</script>").into_string();
+        let markup = vm_link("h/1", "a/b?c", "<script>alert(1)</script>").into_string();
         assert_eq!(
             markup,
-            "<a class=\"vm\" href=\"/vms/a%2Fb%3Fc\">&lt;script&gt;alert(1)&lt;/script&gt;</a>"
+            "<a class=\"vm\" href=\"/vms/h%2F1/a%2Fb%3Fc\">&lt;script&gt;alert(1)&lt;/script&gt;</a>"
         );
     }
 }

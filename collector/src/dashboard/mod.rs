@@ -10,7 +10,8 @@
 //!   cursor paging (the API's indexed query).
 //! - `/ooms/{id}`: one OOM: verdict and explanation first, the balloon trajectory
 //!   before it, host memory, the parsed report, the raw report.
-//! - `/vms/{uuid}`, `/hosts/{host}`: memory charts with OOM markers, audit findings.
+//! - `/vms/{host}/{uuid}` (`/vms/{uuid}` redirects while one host reported the uuid),
+//!   `/hosts/{host}`: memory charts with OOM markers, audit findings.
 //! - `/explain` (`GET`, `POST` multipart): paste or upload a kernel log and get
 //!   `ballast_oom::explain`'s analysis; nothing is stored.
 //! - `/reports/balloon-policy`: the balloon-policy report.
@@ -243,7 +244,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/", get(overview::overview))
         .route("/ooms", get(oom_page::list))
         .route("/ooms/{id}", get(oom_page::detail))
-        .route("/vms/{uuid}", get(pages::vm))
+        .route("/vms/{host}/{uuid}", get(pages::vm))
+        .route("/vms/{uuid}", get(pages::vm_by_uuid))
         .route("/hosts/{host}", get(pages::host))
         .route(
             "/explain",

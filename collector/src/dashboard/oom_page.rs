@@ -151,7 +151,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                     @for oom in items {
                         tr.oom-row {
                             td { a href={ "/ooms/" (oom.id) } { (format::date_time(oom.time_ms)) } }
-                            td { (vm_link(&oom.vm.uuid, &oom.vm.name)) }
+                            td { (vm_link(&oom.host, &oom.vm.uuid, &oom.vm.name)) }
                             td { (host_link(&oom.host)) }
                             td.kind { (oom.kind) }
                             td { @if let Some(killed) = &oom.killed {
@@ -225,7 +225,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
                 ul.reasons { @for reason in &reasons { li { (reason) } } }
             }
             dl.facts {
-                dt { "VM" } dd { (vm_link(&summary.vm.uuid, &summary.vm.name)) }
+                dt { "VM" } dd { (vm_link(&summary.host, &summary.vm.uuid, &summary.vm.name)) }
                 dt { "Host" } dd { (host_link(&summary.host)) }
                 dt { "Kind / source" } dd { (summary.kind) " / " (detail.source) }
                 dt { "Balloon held" } dd { (kib(corr_kib("balloon_held_kb"))) " of " (kib(corr_kib("maximum_kib"))) }

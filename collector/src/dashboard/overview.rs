@@ -149,9 +149,9 @@ pub async fn overview(
                     tbody {
                         @for vm in &top_vms {
                             tr {
-                                td { (vm_link(&vm.key, &vm.name)) }
+                                td { (vm_link(&vm.host, &vm.key, &vm.name)) }
                                 td { (host_link(&vm.host)) }
-                                td.num { a href={ "/ooms?vm=" (layout::path_segment(&vm.key)) } { (vm.ooms) } }
+                                td.num { a href={ "/ooms?host=" (layout::path_segment(&vm.host)) "&vm=" (layout::path_segment(&vm.key)) } { (vm.ooms) } }
                                 td.num { (vm.balloon_ooms) }
                             }
                         }

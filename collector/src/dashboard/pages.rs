@@ -1,13 +1,17 @@
-//! `/vms/{uuid}` and `/hosts/{host}`: memory over time with OOM markers, the VM's
-//! configuration audit, the host's VMs, recent OOMs.
+//! `/vms/{host}/{uuid}` and `/hosts/{host}`: memory over time with OOM markers, the
+//! VM's configuration audit, the host's VMs, recent OOMs. A VM is (host, uuid); the
+//! older `/vms/{uuid}` redirects to its one host's VM, or lists the hosts when several
+//! reported the uuid.
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::api::AppState;
 use crate::dashboard::data::{self, SeriesPoint};
-use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link};
+use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
 use crate::dashboard::overview::range;
 use crate::dashboard::svg::{self, Line, Mark};
@@ -109,23 +113,84 @@ fn finding_text(finding: &str) -> &'static str {
     }
 }
 
-/// `GET /vms/{uuid}`.
-pub async fn vm(
+/// `GET /vms/{uuid}` (links made before a VM was (host, uuid)): a redirect to the
+/// VM of the one host that reported the uuid, a 300 page linking each host's VM when
+/// several did, 404 when none did.
+pub async fn vm_by_uuid(
     State(state): State<AppState>,
     Path(uuid): Path<String>,
     Query(params): Query<RangeParams>,
+) -> Result<Response, DashboardError> {
+    let hosts = queries::hosts_of_vm(state.store.as_ref(), &uuid).await?;
+    let range = params
+        .range
+        .as_deref()
+        .map(|range| format!("?range={}", path_segment(range)))
+        .unwrap_or_default();
+    match hosts.as_slice() {
+        [] => Err(DashboardError::NotFound),
+        [host] => Ok(Redirect::to(&format!("{}{range}", vm_path(host, &uuid))).into_response()),
+        several => {
+            let body = html! {
+                p { "VM uuid " code { (uuid) } " is known on " (several.len()) " hosts; each is a VM of its own:" }
+                ul {
+                    @for host in several {
+                        li { a href={ (vm_path(host, &uuid)) (range) } { (host) } }
+                    }
+                }
+            };
+            let page = layout::page(&format!("VM {uuid} on several hosts"), body);
+            Ok((StatusCode::MULTIPLE_CHOICES, page).into_response())
+        }
+    }
+}
+
+/// `GET /vms/{host}/{uuid}`.
+pub async fn vm(
+    State(state): State<AppState>,
+    Path((host, uuid)): Path<(String, String)>,
+    Query(params): Query<RangeParams>,
 ) -> Result<Markup, DashboardError> {
     let store = state.store.as_ref();
-    let record = data::vm(store, &uuid)
+    let record = data::vm(store, &host, &uuid)
         .await?
         .ok_or(DashboardError::NotFound)?;
     let (range_name, since, until) = window(&params)?;
-    let series = data::vm_series(store, &uuid, since, until, CHART_POINTS).await?;
-    let scope = OomFilter {
-        vm: Some(uuid.clone()),
-        ..OomFilter::default()
-    };
-    let (ooms, recent) = charted_and_recent_ooms(store, scope, since, until).await?;
+    // In a configured cluster the uuid's rows on the cluster's hosts are this VM's
+    // history (a VM that migrated); elsewhere the same uuid is another VM.
+    let clusters = &state.config.clusters;
+    let cluster_hosts = clusters.history_hosts(&host);
+    let elsewhere: Vec<String> = queries::hosts_of_vm(store, &uuid)
+        .await?
+        .into_iter()
+        .filter(|other| *other != host)
+        .collect();
+    let mut joined = vec![host.clone()];
+    joined.extend(
+        elsewhere
+            .iter()
+            .filter(|other| cluster_hosts.contains(other))
+            .cloned(),
+    );
+    joined.sort();
+    let series = data::vm_series(store, &joined, &uuid, since, until, CHART_POINTS).await?;
+    let (mut ooms, mut recent) = (OomPage::default(), OomPage::default());
+    for one in &joined {
+        let scope = OomFilter {
+            host: Some(one.clone()),
+            vm: Some(uuid.clone()),
+            ..OomFilter::default()
+        };
+        let (charted, latest) = charted_and_recent_ooms(store, scope, since, until).await?;
+        ooms.items.extend(charted.items);
+        recent.items.extend(latest.items);
+    }
+    for page in [&mut ooms, &mut recent] {
+        page.items
+            .sort_by_key(|oom| std::cmp::Reverse((oom.time_ms, oom.id)));
+    }
+    recent.items.truncate(20);
+    let cluster = clusters.cluster_of(&host);
     let config = data::vm_config(&record);
     let findings: Vec<String> = serde_json::from_value(record.findings.clone()).unwrap_or_default();
     let lines = [
@@ -157,7 +222,7 @@ pub async fn vm(
             oom.correlation.verdict
         )
     });
-    let base = format!("/vms/{}", path_segment(&uuid));
+    let base = vm_path(&host, &uuid);
     let title = if record.name.is_empty() {
         record.uuid.clone()
     } else {
@@ -167,6 +232,19 @@ pub async fn vm(
         dl.facts {
             dt { "uuid" } dd { (record.uuid) }
             dt { "Host" } dd { (host_link(&record.host)) }
+            @if let (Some(cluster), true) = (cluster, joined.len() > 1) {
+                dt { "Cluster " (cluster) } dd.note {
+                    "History joined with "
+                    @for other in joined.iter().filter(|h| **h != host) { (vm_link(other, &uuid, other)) " " }
+                    "(the same uuid on this cluster's hosts is one VM that migrated)"
+                }
+            }
+            @if elsewhere.iter().any(|h| !joined.contains(h)) {
+                dt { "Same uuid on" } dd.note {
+                    @for other in elsewhere.iter().filter(|h| !joined.contains(h)) { (vm_link(other, &uuid, other)) " " }
+                    "(another VM each: histories are not joined)"
+                }
+            }
             dt { "State" } dd { (record.state) }
             @if let Some(config) = &config {
                 dt { "Memory / floor" } dd { (kib(config.memory_kib)) " / " (kib(config.balloon_floor_kib)) }
@@ -259,7 +337,7 @@ pub async fn host(
                     @for vm in &vms.items {
                         @let config = data::vm_config(vm);
                         tr {
-                            td { (vm_link(&vm.uuid, &vm.name)) }
+                            td { (vm_link(&vm.host, &vm.uuid, &vm.name)) }
                             td { (vm.state) }
                             td.num { (kib(config.as_ref().and_then(|c| c.memory_kib))) }
                             td.num { (kib(config.as_ref().and_then(|c| c.balloon_floor_kib))) }

@@ -116,7 +116,7 @@ fn body(report: &BalloonPolicyReport, since_text: &str) -> Markup {
                             tbody {
                                 @for inflation in &host.inflations {
                                     tr class=[(!inflation.ooms_after_ms.is_empty()).then_some("pressure")] {
-                                        td { (vm_link(&inflation.vm_uuid, &inflation.vm_name)) }
+                                        td { (vm_link(&host.host, &inflation.vm_uuid, &inflation.vm_name)) }
                                         td { (format::date_time(inflation.started_ms)) }
                                         td { (format::date_time(inflation.ended_ms)) }
                                         td.num { (format::kib(inflation.from_kib)) " → " (format::kib(inflation.to_kib)) }
@@ -135,7 +135,7 @@ fn body(report: &BalloonPolicyReport, since_text: &str) -> Markup {
 fn vm_section(vm: &VmPolicy) -> Markup {
     html! {
         section.vm-policy {
-            h2 { (vm_link(&vm.uuid, &vm.name)) " on " (host_link(&vm.host)) }
+            h2 { (vm_link(&vm.host, &vm.uuid, &vm.name)) " on " (host_link(&vm.host)) }
             dl.facts {
                 dt { "Memory / floor" } dd { (kib(vm.memory_kib)) " / " (kib(vm.floor_kib)) }
                 dt { "Balloon held on average" } dd { (kib(vm.reclaimed_avg_kib)) }

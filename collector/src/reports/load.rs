@@ -32,7 +32,8 @@ pub async fn load(
     settings: &PolicySettings,
 ) -> Result<PolicyInput, StoreError> {
     let window = || vec![Param::int(since_ms), Param::int(until_ms)];
-    let mut vms: BTreeMap<String, VmFacts> = BTreeMap::new();
+    // A VM is (host, uuid): the same uuid on two hosts is two VMs.
+    let mut vms: BTreeMap<(String, String), VmFacts> = BTreeMap::new();
     let platforms = platforms(store).await?;
     let new_vm = |uuid: &str, name: String, host: String| VmFacts {
         uuid: uuid.to_string(),
@@ -61,7 +62,8 @@ pub async fn load(
         .await?
     {
         let uuid = row.text_or_empty(0);
-        let mut facts = new_vm(&uuid, row.text_or_empty(1), row.text_or_empty(2));
+        let host = row.text_or_empty(2);
+        let mut facts = new_vm(&uuid, row.text_or_empty(1), host.clone());
         facts.config = row
             .text(3)
             .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
@@ -69,24 +71,25 @@ pub async fn load(
             .text(4)
             .and_then(|text| serde_json::from_str::<Vec<String>>(&text).ok())
             .unwrap_or_default();
-        vms.insert(uuid, facts);
+        vms.insert((host, uuid), facts);
     }
 
     // Counts are in minutes: an hourly rollup (the compacted tier, storage::tiers)
     // weighs its 60 minutes, so a 30-day window is not dominated by the minute tier.
     let aggregates = format!(
-        "SELECT vm_uuid, MAX(vm_name), MAX(host_id), \
+        "SELECT vm_uuid, MAX(vm_name), host_id, \
          MAX(CASE WHEN available_last >= usable_last THEN available_last - usable_last END), \
          CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN {MINUTES} END) AS BIGINT), \
          CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN (maximum_kib - actual_last) * {MINUTES} END) AS BIGINT), \
          MAX(maximum_kib) \
-         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY vm_uuid"
+         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY host_id, vm_uuid"
     );
     for row in store.query(Query::new(aggregates, window())).await? {
         let uuid = row.text_or_empty(0);
+        let host = row.text_or_empty(2);
         let facts = vms
-            .entry(uuid.clone())
-            .or_insert_with(|| new_vm(&uuid, row.text_or_empty(1), row.text_or_empty(2)));
+            .entry((host.clone(), uuid.clone()))
+            .or_insert_with(|| new_vm(&uuid, row.text_or_empty(1), host));
         facts.working_set.max_kib = row.kib(3);
         facts.held_periods = row.kib(4).unwrap_or(0);
         facts.held_sum_kib = row.kib(5).unwrap_or(0);
@@ -94,17 +97,17 @@ pub async fn load(
     }
 
     let histogram = format!(
-        "SELECT vm_uuid, (available_last - usable_last) / ? AS bin, \
+        "SELECT host_id, vm_uuid, (available_last - usable_last) / ? AS bin, \
          CAST(SUM({MINUTES}) AS BIGINT) \
          FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? \
          AND available_last IS NOT NULL AND usable_last IS NOT NULL \
-         AND available_last >= usable_last GROUP BY vm_uuid, bin"
+         AND available_last >= usable_last GROUP BY host_id, vm_uuid, bin"
     );
     let mut params = vec![Param::int(i64::try_from(BIN_KIB).unwrap_or(16_384))];
     params.extend(window());
     for row in store.query(Query::new(histogram, params)).await? {
         if let (Some(facts), Some(bin), Some(count)) =
-            (vms.get_mut(&row.text_or_empty(0)), row.kib(1), row.kib(2))
+            (vms.get_mut(&vm_key(&row, 0)), row.kib(2), row.kib(3))
         {
             facts.working_set.bins.push((bin, count));
         }
@@ -114,18 +117,18 @@ pub async fn load(
     params.push(Param::int(ROW_CAP));
     for row in store
         .query(Query::new(
-            "SELECT id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb FROM ooms \
+            "SELECT id, host_id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb FROM ooms \
              WHERE captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms, id LIMIT ?",
             params,
         ))
         .await?
     {
-        if let Some(facts) = vms.get_mut(&row.text_or_empty(1)) {
+        if let Some(facts) = vms.get_mut(&vm_key(&row, 1)) {
             facts.ooms.push(OomFact {
                 id: row.int_or_zero(0),
-                time_ms: row.int_or_zero(2),
-                verdict: row.text_or_empty(3),
-                balloon_held_kb: row.kib(4),
+                time_ms: row.int_or_zero(3),
+                verdict: row.text_or_empty(4),
+                balloon_held_kb: row.kib(5),
             });
         }
     }
@@ -138,7 +141,7 @@ pub async fn load(
     ]);
     for row in store
         .query(Query::new(
-            "SELECT vm_uuid, period_start_ms, usable_min, maximum_kib - actual_min FROM rollups \
+            "SELECT host_id, vm_uuid, period_start_ms, usable_min, maximum_kib - actual_min FROM rollups \
              WHERE period_start_ms >= ? AND period_start_ms < ? AND usable_min IS NOT NULL \
              AND maximum_kib IS NOT NULL AND actual_min IS NOT NULL \
              AND maximum_kib - actual_min >= ? AND usable_min * 100 < maximum_kib * ? \
@@ -147,12 +150,12 @@ pub async fn load(
         ))
         .await?
     {
-        if let Some(facts) = vms.get_mut(&row.text_or_empty(0)) {
+        if let Some(facts) = vms.get_mut(&vm_key(&row, 0)) {
             facts.near_misses.push(NearMissFact {
-                time_ms: row.int_or_zero(1),
+                time_ms: row.int_or_zero(2),
                 kind: "usable_low".into(),
-                usable_kib: row.kib(2),
-                held_kib: row.kib(3),
+                usable_kib: row.kib(3),
+                held_kib: row.kib(4),
             });
         }
     }
@@ -161,14 +164,14 @@ pub async fn load(
     params.push(Param::int(ROW_CAP));
     for row in store
         .query(Query::new(
-            "SELECT vm_uuid, captured_at_ms, body_json FROM events WHERE kind = 'near_miss' \
+            "SELECT host_id, vm_uuid, captured_at_ms, body_json FROM events WHERE kind = 'near_miss' \
              AND captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms LIMIT ?",
             params,
         ))
         .await?
     {
-        let body = row.json(2);
-        if let Some(facts) = vms.get_mut(&row.text_or_empty(0)) {
+        let body = row.json(3);
+        if let Some(facts) = vms.get_mut(&vm_key(&row, 0)) {
             let held = match (
                 facts.maximum_kib,
                 body.get("actual_kib").and_then(|v| v.as_u64()),
@@ -177,7 +180,7 @@ pub async fn load(
                 _ => None,
             };
             facts.near_misses.push(NearMissFact {
-                time_ms: row.int_or_zero(1),
+                time_ms: row.int_or_zero(2),
                 kind: body
                     .get("kind")
                     .and_then(|v| v.as_str())
@@ -223,14 +226,17 @@ pub async fn load(
             continue;
         }
         for facts in vms.values_mut().filter(|vm| vm.host == host) {
-            let mut params = vec![Param::text(facts.uuid.as_str())];
+            let mut params = vec![
+                Param::text(facts.host.as_str()),
+                Param::text(facts.uuid.as_str()),
+            ];
             params.extend(window());
             params.push(Param::int(ROW_CAP));
             facts.replay_series = store
                 .query(Query::new(
                     "SELECT period_start_ms, period_secs, actual_last, unused_last FROM rollups \
-                     WHERE vm_uuid = ? AND period_start_ms >= ? AND period_start_ms < ? \
-                     AND actual_last IS NOT NULL ORDER BY period_start_ms LIMIT ?",
+                     WHERE host_id = ? AND vm_uuid = ? AND period_start_ms >= ? \
+                     AND period_start_ms < ? AND actual_last IS NOT NULL ORDER BY period_start_ms LIMIT ?",
                     params,
                 ))
                 .await?
@@ -254,6 +260,11 @@ pub async fn load(
         vms: vms.into_values().collect(),
         hosts,
     })
+}
+
+/// The (host, uuid) of a VM in `row`'s columns `first` (host) and `first + 1` (uuid).
+fn vm_key(row: &crate::storage::Row, first: usize) -> (String, String) {
+    (row.text_or_empty(first), row.text_or_empty(first + 1))
 }
 
 /// Each host's backend, from its newest hello.

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/postgres/0006_notify_messages.sql"),
     ),
+    (
+        7,
+        include_str!("migrations/postgres/0007_vms_by_host_uuid.sql"),
+    ),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

@@ -112,7 +112,8 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
 }
 
-/// Turns a validated batch into rows; `contexts` is keyed by VM uuid.
+/// Turns a validated batch into rows; `contexts` is keyed by VM uuid, all of the
+/// batch's own host (`batch.host_id`, checked against the token before this runs).
 pub fn prepare_batch(
     batch: Batch,
     received_at_ms: i64,
@@ -331,9 +332,10 @@ pub fn oom_params(host_id: &str, received_at_ms: i64, row: &OomRow) -> Vec<Param
 }
 
 /// A VM first seen in an OOM gets a minimal row; an inventory fills it in later.
+/// A VM is (host, uuid): the same uuid on another host is another row.
 pub const INSERT_VM_IF_ABSENT: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, \
      config_json, findings_json, updated_at_ms) VALUES (?, ?, ?, 'unknown', NULL, NULL, ?) \
-     ON CONFLICT (vm_uuid) DO NOTHING";
+     ON CONFLICT (host_id, vm_uuid) DO NOTHING";
 
 pub fn vm_if_absent_params(host_id: &str, row: &OomRow) -> Vec<Param> {
     vec![
@@ -358,10 +360,12 @@ pub fn event_params(host_id: &str, row: &EventRow) -> Vec<Param> {
     ]
 }
 
-/// The newest inventory wins (by capture time), whichever order batches arrive in.
+/// The newest inventory of the VM's own host wins (by capture time), whichever order
+/// batches arrive in. A VM is (host, uuid): a host's inventory never touches the row of
+/// the same uuid on another host (the host is the authenticated one, `api::ingest`).
 pub const UPSERT_VM: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, config_json, \
      findings_json, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (vm_uuid) DO UPDATE SET host_id = excluded.host_id, vm_name = excluded.vm_name, \
+     ON CONFLICT (host_id, vm_uuid) DO UPDATE SET vm_name = excluded.vm_name, \
      state = excluded.state, config_json = excluded.config_json, \
      findings_json = excluded.findings_json, updated_at_ms = excluded.updated_at_ms \
      WHERE excluded.updated_at_ms >= vms.updated_at_ms";

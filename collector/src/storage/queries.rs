@@ -66,7 +66,8 @@ impl GroupBy {
     fn column(self) -> &'static str {
         match self {
             GroupBy::Host => "host_id",
-            GroupBy::Vm => "vm_uuid",
+            // A VM is (host, uuid): the group reads `host/uuid`.
+            GroupBy::Vm => "host_id || '/' || vm_uuid",
             GroupBy::Verdict => "corr_verdict",
             GroupBy::ReportVerdict => "report_verdict",
             GroupBy::Kind => "kind",
@@ -234,6 +235,7 @@ pub async fn get_oom(
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
+        &summary.host,
         &summary.vm.uuid,
         summary.time_ms.saturating_sub(window_ms),
         summary.time_ms.saturating_add(1),
@@ -256,29 +258,54 @@ pub async fn get_oom(
     }))
 }
 
-/// A VM's rollups with `since <= period_start < until`, oldest first.
+/// A VM's (host, uuid) rollups with `since <= period_start < until`, oldest first.
 pub async fn rollups_between(
     store: &dyn Store,
+    host: &str,
+    vm_uuid: &str,
+    since_ms: i64,
+    until_ms: i64,
+    limit: i64,
+) -> Result<Vec<RollupPoint>, StoreError> {
+    rollups_of_hosts(
+        store,
+        &[host.to_string()],
+        vm_uuid,
+        since_ms,
+        until_ms,
+        limit,
+    )
+    .await
+}
+
+/// `host_id IN (?, ?, ...)` for `n` hosts (at least one).
+pub(crate) fn host_in(n: usize) -> String {
+    format!("host_id IN ({})", vec!["?"; n.max(1)].join(", "))
+}
+
+/// The rollups of uuid `vm_uuid` on any of `hosts` (one cluster's, `crate::clusters`)
+/// with `since <= period_start < until`, oldest first.
+pub async fn rollups_of_hosts(
+    store: &dyn Store,
+    hosts: &[String],
     vm_uuid: &str,
     since_ms: i64,
     until_ms: i64,
     limit: i64,
 ) -> Result<Vec<RollupPoint>, StoreError> {
     let sql = format!(
-        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE vm_uuid = ? AND period_start_ms >= ? \
-         AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?"
+        "SELECT {ROLLUP_COLUMNS} FROM rollups WHERE {} AND vm_uuid = ? \
+         AND period_start_ms >= ? AND period_start_ms < ? ORDER BY period_start_ms, id LIMIT ?",
+        host_in(hosts.len())
     );
-    let rows = store
-        .query(Query::new(
-            sql,
-            vec![
-                Param::text(vm_uuid),
-                Param::int(since_ms),
-                Param::int(until_ms),
-                Param::int(limit.clamp(1, MEMORY_POINTS_MAX)),
-            ],
-        ))
-        .await?;
+    let mut params: Vec<Param> = hosts.iter().map(|h| Param::text(h.as_str())).collect();
+    params.extend([
+        Param::text(vm_uuid),
+        Param::int(since_ms),
+        Param::int(until_ms),
+        Param::int(limit.clamp(1, MEMORY_POINTS_MAX)),
+    ]);
+    let rows = store.query(Query::new(sql, params)).await?;
     Ok(rows.iter().map(decode_rollup).collect())
 }
 
@@ -294,9 +321,10 @@ pub enum Resolution {
     Hour,
 }
 
-/// A VM's balloon series.
+/// A VM's (host, uuid) balloon series.
 pub async fn vm_memory(
     store: &dyn Store,
+    host: &str,
     vm_uuid: &str,
     since_ms: i64,
     until_ms: i64,
@@ -304,10 +332,13 @@ pub async fn vm_memory(
     resolution: Resolution,
 ) -> Result<VmMemory, StoreError> {
     let points = match resolution {
-        Resolution::Stored => rollups_between(store, vm_uuid, since_ms, until_ms, limit).await?,
+        Resolution::Stored => {
+            rollups_between(store, host, vm_uuid, since_ms, until_ms, limit).await?
+        }
         Resolution::Hour => {
             let stored = rollups_between(
                 store,
+                host,
                 vm_uuid,
                 tiers::hour_start(since_ms),
                 until_ms,
@@ -321,31 +352,73 @@ pub async fn vm_memory(
         }
     };
     Ok(VmMemory {
+        host: host.to_string(),
         uuid: vm_uuid.to_string(),
         points,
     })
 }
 
-/// What the correlation of a new OOM of this VM needs from the store.
+/// What the correlation of a new OOM of this VM (host, uuid) needs from the store:
+/// the configuration and balloon history its own host reported, never another
+/// host's VM of the same uuid; see [`vm_context_in`] for a host in a cluster.
 pub async fn vm_context(
     store: &dyn Store,
+    host: &str,
     vm_uuid: &str,
     oom_at_ms: i64,
     window_secs: u64,
 ) -> Result<VmContext, StoreError> {
+    vm_context_in(
+        store,
+        host,
+        &[host.to_string()],
+        vm_uuid,
+        oom_at_ms,
+        window_secs,
+    )
+    .await
+}
+
+/// [`vm_context`] of `host`'s VM `vm_uuid` whose history spans `history_hosts` (its
+/// cluster's hosts, `crate::clusters`, `host` among them): the rollups of the uuid
+/// on any of them, the configuration `host` reported, else the newest one of the
+/// cluster (a VM that just migrated here keeps its past).
+pub async fn vm_context_in(
+    store: &dyn Store,
+    host: &str,
+    history_hosts: &[String],
+    vm_uuid: &str,
+    oom_at_ms: i64,
+    window_secs: u64,
+) -> Result<VmContext, StoreError> {
+    let mut params: Vec<Param> = history_hosts
+        .iter()
+        .map(|h| Param::text(h.as_str()))
+        .collect();
+    params.push(Param::text(vm_uuid));
     let rows = store
         .query(Query::new(
-            "SELECT config_json FROM vms WHERE vm_uuid = ?",
-            vec![Param::text(vm_uuid)],
+            format!(
+                "SELECT host_id, config_json, updated_at_ms FROM vms WHERE {} AND vm_uuid = ?",
+                host_in(history_hosts.len())
+            ),
+            params,
         ))
         .await?;
-    let config = rows
-        .first()
-        .and_then(|row| row.text(0))
+    let own = rows.iter().find(|row| row.text(0).as_deref() == Some(host));
+    let newest = rows
+        .iter()
+        .filter(|row| row.text(1).is_some())
+        .max_by_key(|row| row.int_or_zero(2));
+    let config = own
+        .filter(|row| row.text(1).is_some())
+        .or(newest)
+        .and_then(|row| row.text(1))
         .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok());
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let rollups = rollups_between(
+    let rollups = rollups_of_hosts(
         store,
+        history_hosts,
         vm_uuid,
         oom_at_ms.saturating_sub(window_ms),
         oom_at_ms.saturating_add(1),
@@ -469,7 +542,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
     params.push(Param::int(limit + 1));
     let sql = format!(
         "SELECT p.vm_uuid, p.vm_name, p.host_id, p.state, p.config_json, p.findings_json, \
-         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.vm_uuid = p.vm_uuid) FROM \
+         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.host_id = p.host_id AND o.vm_uuid = p.vm_uuid) FROM \
          (SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
          v.updated_at_ms FROM vms v {where_clause} ORDER BY {key} LIMIT ?) p \
          ORDER BY p.host_id{bytewise}, p.vm_name{bytewise}, p.vm_uuid{bytewise}"
@@ -569,11 +642,12 @@ pub async fn repeat_offenders(
     since_ms: i64,
     min_count: i64,
 ) -> Result<RepeatOffenders, StoreError> {
-    let sql = "SELECT o.vm_uuid, v.vm_name, v.host_id, o.n, o.first_ms, o.last_ms FROM \
-         (SELECT vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, MAX(captured_at_ms) AS last_ms \
+    let sql = "SELECT o.vm_uuid, v.vm_name, o.host_id, o.n, o.first_ms, o.last_ms FROM \
+         (SELECT host_id, vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, \
+          MAX(captured_at_ms) AS last_ms \
           FROM ooms WHERE corr_verdict IN ('balloon', 'balloon_contributed') AND captured_at_ms >= ? \
-          GROUP BY vm_uuid HAVING COUNT(*) >= ?) o \
-         LEFT JOIN vms v ON v.vm_uuid = o.vm_uuid";
+          GROUP BY host_id, vm_uuid HAVING COUNT(*) >= ?) o \
+         LEFT JOIN vms v ON v.host_id = o.host_id AND v.vm_uuid = o.vm_uuid";
     let rows = store
         .query(Query::new(
             sql,
@@ -597,8 +671,27 @@ pub async fn repeat_offenders(
         b.count
             .cmp(&a.count)
             .then_with(|| a.vm.uuid.cmp(&b.vm.uuid))
+            .then_with(|| a.host.cmp(&b.host))
     });
     Ok(RepeatOffenders { items })
+}
+
+/// Most hosts [`hosts_of_vm`] reads (a uuid on more hosts than this is ambiguous anyway).
+pub const HOSTS_OF_VM_MAX: i64 = 100;
+
+/// The hosts that reported a VM with this uuid, in byte order: the old
+/// `/api/v1/vms/{uuid}/...` and `/vms/{uuid}` paths serve the VM when there is
+/// exactly one (a VM is (host, uuid); the same uuid may run on several hosts).
+pub async fn hosts_of_vm(store: &dyn Store, vm_uuid: &str) -> Result<Vec<String>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id FROM vms WHERE vm_uuid = ? LIMIT ?",
+            vec![Param::text(vm_uuid), Param::int(HOSTS_OF_VM_MAX)],
+        ))
+        .await?;
+    let mut hosts: Vec<String> = rows.iter().map(|row| row.text_or_empty(0)).collect();
+    hosts.sort();
+    Ok(hosts)
 }
 
 /// The host a token hash belongs to.

@@ -33,6 +33,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/sqlite/0006_notify_messages.sql"),
     ),
+    (
+        7,
+        include_str!("migrations/sqlite/0007_vms_by_host_uuid.sql"),
+    ),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;

@@ -5,6 +5,7 @@
 pub mod client;
 #[path = "../../src/test_fixtures.rs"]
 pub mod fixtures;
+pub mod identity;
 pub mod server;
 pub mod suite;
 

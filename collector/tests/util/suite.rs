@@ -68,7 +68,7 @@ pub async fn snapshot(store: &dyn Store) -> serde_json::Value {
         "list": list,
         "details": details,
         "vms": queries::list_vms(store, None).await.expect("vms"),
-        "memory": queries::vm_memory(store, LAB_UUID, 0, i64::MAX, 1000, queries::Resolution::Stored).await.expect("memory"),
+        "memory": queries::vm_memory(store, "pve1", LAB_UUID, 0, i64::MAX, 1000, queries::Resolution::Stored).await.expect("memory"),
         "counts": queries::oom_counts(store, GroupBy::Verdict, 86_400, 0, i64::MAX).await.expect("counts"),
         "hosts": queries::oom_counts(store, GroupBy::Host, 3600, 0, i64::MAX).await.expect("counts"),
         "repeat": queries::repeat_offenders(store, 0, 2).await.expect("repeat"),
@@ -100,6 +100,7 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     assert_eq!(page.items.len(), 3, "nothing doubled");
     let memory = queries::vm_memory(
         store.as_ref(),
+        "pve1",
         LAB_UUID,
         0,
         i64::MAX,
@@ -345,8 +346,9 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
         .expect("ingest");
     let series = |uuid: &'static str, resolution| {
         let store = Arc::clone(&store);
+        let host = if uuid == LAB_UUID { "pve1" } else { "pve2" };
         async move {
-            queries::vm_memory(store.as_ref(), uuid, 0, i64::MAX, 100_000, resolution)
+            queries::vm_memory(store.as_ref(), host, uuid, 0, i64::MAX, 100_000, resolution)
                 .await
                 .expect("memory")
                 .points
