@@ -109,7 +109,7 @@ pub async fn old_store_is_migrated(store: &dyn Store) {
     store
         .ingest(prepared(batch(
             "pve-a",
-            vec![inventory("pve-a/inv/9", OOM_AT_MS, &[(VMID, "web-a")])],
+            vec![inventory("pve-a/inv/9", oom_at_ms(), &[(VMID, "web-a")])],
         )))
         .await
         .expect("inventory");
@@ -131,7 +131,7 @@ pub async fn the_same_uuid_on_two_hosts_is_two_vms(store: Arc<dyn Store>) {
                 rollup(
                     &format!("{host}/r/{minute}"),
                     VMID,
-                    OOM_AT_MS - (4 - minute) * 60_000,
+                    oom_at_ms() - (4 - minute) * 60_000,
                     actual_kib,
                 )
             })
@@ -140,7 +140,7 @@ pub async fn the_same_uuid_on_two_hosts_is_two_vms(store: Arc<dyn Store>) {
     for (host, actual) in [("pve-a", 512 * MIB), ("pve-b", 200 * MIB)] {
         let mut events = vec![inventory(
             &format!("{host}/inv/1"),
-            OOM_AT_MS - 3_600_000,
+            oom_at_ms() - 3_600_000,
             &[(VMID, &format!("web-{host}"))],
         )];
         events.extend(history(host, actual));
@@ -156,8 +156,8 @@ pub async fn the_same_uuid_on_two_hosts_is_two_vms(store: Arc<dyn Store>) {
         .ingest(prepared(batch(
             "pve-a",
             vec![
-                inventory("pve-a/inv/2", OOM_AT_MS, &[(VMID, "renamed")]),
-                oom("pve-a/oom/1", OOM_AT_MS, tor),
+                inventory("pve-a/inv/2", oom_at_ms(), &[(VMID, "renamed")]),
+                oom("pve-a/oom/1", oom_at_ms(), tor),
             ],
         )))
         .await
@@ -170,7 +170,7 @@ pub async fn the_same_uuid_on_two_hosts_is_two_vms(store: Arc<dyn Store>) {
         ]
     );
     for (host, actual) in [("pve-a", 512 * MIB), ("pve-b", 200 * MIB)] {
-        let context = queries::vm_context(store, host, VMID, OOM_AT_MS, 3600)
+        let context = queries::vm_context(store, host, VMID, oom_at_ms(), 3600)
             .await
             .expect("context");
         assert_eq!(context.rollups.len(), 3, "{host}");
