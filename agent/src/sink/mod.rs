@@ -49,7 +49,7 @@ pub use self::client::{ClientBuildError, CollectorClient, Held, Reachability, Se
 pub use self::events::{BatchSent, CollectorSendError, SendStage, SinkStats};
 pub use self::state::{DeliveryState, HeldState};
 use crate::config::Settings;
-use crate::spool::{BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
+use crate::spool::{replay, BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
 
 /// How the sender talks to the collector.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +146,7 @@ pub async fn run_reloadable(
     }
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut limits = config.batch;
+    let inbox = replay::inbox_dir(&spool.lock().config().dir);
     loop {
         // (`changed()` below marks a new value seen: compare, do not ask `has_changed`.)
         if *updates.borrow() != config {
@@ -166,6 +167,12 @@ pub async fn run_reloadable(
                 Err(error) => {
                     error!(url = %new.url, error = %crate::error_text::error_chain(&error), "Reloaded collector settings unusable; the running ones stay.");
                 }
+            }
+        }
+        if inbox.exists() {
+            // `ballast-agent spool replay-dead-letters` left events to send again.
+            if let Err(error) = with_spool(&spool, replay::import_inbox).await {
+                spool_error(&stats, &error, 0, 1, Duration::ZERO);
             }
         }
         if spool.held_count() > 0 {
