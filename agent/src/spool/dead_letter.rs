@@ -1,11 +1,12 @@
-//! The dead-letter file: batches (or records) the collector refused for good,
+//! The dead-letter file: events the collector named invalid (a 422 with their field),
+//! and spool records that no longer decode,
 //! kept for a person to look at, so one bad event never blocks the queue.
 //!
 //! `dead-letter.jsonl` holds one JSON object per line; when it would grow past its
 //! limit it is renamed to `dead-letter.jsonl.1` (replacing the older one), so the
 //! two files together stay under twice the limit. Example line:
 //! ```json
-//! {"at_ms":1795658493123,"reason":"HTTP 400: events[0].vm.uuid: not a UUID","keys":["pve1/oom/x/1"],"events":[{"key":"pve1/oom/x/1", "...": "..."}]}
+//! {"at_ms":1795658493123,"reason":"HTTP 422: events[0].vm.uuid: not a UUID","keys":["pve1/oom/x/1"],"events":[{"key":"pve1/oom/x/1", "...": "..."}]}
 //! ```
 
 use std::fs::{self, OpenOptions};
