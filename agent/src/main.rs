@@ -212,8 +212,11 @@ fn status(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
             path.display()
         )
     })?;
-    status.delivery =
-        sink::DeliveryState::read(&settings.state_dir.join(paths::DELIVERY_FILE_NAME)).ok();
+    // Without a collector there is no sender (a file from an earlier one is stale).
+    if !settings.collector.url.trim().is_empty() {
+        status.delivery =
+            sink::DeliveryState::read(&settings.state_dir.join(paths::DELIVERY_FILE_NAME)).ok();
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
