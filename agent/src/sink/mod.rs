@@ -298,35 +298,55 @@ pub async fn run_reloadable(
                 }
                 .emit(&stats);
             }
-            SendOutcome::InvalidEvent { error, .. } | SendOutcome::Unencodable { error } => {
-                let status = (!error.starts_with("cannot encode")).then_some(422u16);
-                let key = batch
-                    .events
-                    .first()
-                    .map(|event| event.key.as_str())
-                    .unwrap_or("");
-                warn!(key, status, %error, "The collector named this event invalid; moving it to the dead-letter file (ballast-agent spool replay-dead-letters sends it again).");
-                CollectorSendError {
-                    stage: SendStage::Status,
-                    error: &error,
-                    status,
-                    events: n_events,
-                    attempt: 1,
-                    retry_in: None,
-                }
-                .emit(&stats);
-                let reason = match status {
-                    Some(status) => format!("HTTP {status}: {error}"),
-                    None => error.clone(),
-                };
-                acknowledge(&spool, &stats, pending, Some(reason)).await;
-                stats
-                    .dead_lettered_batches
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            SendOutcome::InvalidEvent { error, .. } => {
+                let reason = format!("HTTP 422: {error}");
+                set_aside(
+                    &spool,
+                    &stats,
+                    pending,
+                    SendStage::Status,
+                    Some(422),
+                    reason,
+                )
+                .await;
+                limits = config.batch;
+            }
+            SendOutcome::Unencodable { error } => {
+                set_aside(&spool, &stats, pending, SendStage::Encode, None, error).await;
                 limits = config.batch;
             }
         }
     }
+}
+
+/// Moves the one event of `pending` to the dead-letter file: the collector named it
+/// invalid (422), or it cannot be encoded at all.
+async fn set_aside(
+    spool: &SpoolHandle,
+    stats: &SinkStats,
+    pending: PendingBatch,
+    stage: SendStage,
+    status: Option<u16>,
+    reason: String,
+) {
+    let key = pending
+        .events
+        .first()
+        .map_or_else(String::new, |event| event.key.clone());
+    warn!(key, status, error = %reason, "Event refused as invalid; moving it to the dead-letter file (ballast-agent spool replay-dead-letters sends it again).");
+    CollectorSendError {
+        stage,
+        error: &reason,
+        status,
+        events: pending.events.len(),
+        attempt: 1,
+        retry_in: None,
+    }
+    .emit(stats);
+    acknowledge(spool, stats, pending, Some(reason)).await;
+    stats
+        .dead_lettered_batches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Delivery held: the loud log (error at the first refusal, when the reason changes,
