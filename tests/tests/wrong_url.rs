@@ -234,6 +234,10 @@ fn a_wrong_collector_url_holds_every_oom_until_a_reload_fixes_it_real_agent_and_
         "the start-up health check names the configuration error: {logs}"
     );
     assert!(logs.contains("Delivery to the collector is held"), "{logs}");
+    assert!(
+        !logs.contains("//api/"),
+        "URLs are printed as requested: {logs}"
+    );
 
     // The operator fixes the URL and reloads.
     std::fs::write(

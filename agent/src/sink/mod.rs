@@ -540,7 +540,8 @@ fn log_reachability(url: &str, reachability: &Reachability) {
         Reachability::WrongUrl => error!(
             url,
             status = 404,
-            "Configuration error: collector.url is wrong, {url}/api/v1/health answered 404 Not Found (a wrong path prefix or port?). Events stay in the spool and are retried; fix collector.url and reload (systemctl reload ballast-agent)."
+            "Configuration error: collector.url is wrong, {}/api/v1/health answered 404 Not Found (a wrong path prefix or port?). Events stay in the spool and are retried; fix collector.url and reload (systemctl reload ballast-agent).",
+            url.trim_end_matches('/')
         ),
         Reachability::TokenRefused { status } => warn!(
             url,
