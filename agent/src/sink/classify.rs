@@ -193,16 +193,26 @@ fn held(reason: Refusal, status: u16, error: String, retry_after: Option<Duratio
     }
 }
 
+/// What rustls's errors say (reqwest reports them as connect errors with the text
+/// only): a certificate the agent does not trust, a server that speaks no TLS.
+const TLS_WORDS: [&str; 8] = [
+    "certificate",
+    "tls",
+    "ssl",
+    "handshake",
+    "corrupt message",
+    "fatal alert",
+    "peer is incompatible",
+    "peer misbehaved",
+];
+
 /// Classifies a request that got no HTTP answer.
 pub fn classify_request_error(error: &reqwest::Error) -> Held {
     let text = crate::error_text::error_chain(error);
     let lower = text.to_ascii_lowercase();
     let reason = if error.is_timeout() {
         Refusal::Timeout
-    } else if ["certificate", "tls", "ssl", "handshake"]
-        .iter()
-        .any(|word| lower.contains(word))
-    {
+    } else if TLS_WORDS.iter().any(|word| lower.contains(word)) {
         Refusal::Tls
     } else if error.is_connect() {
         Refusal::Connect
@@ -383,6 +393,31 @@ mod tests {
         let held = classify_request_error(&error);
         assert_eq!(held.reason, Refusal::Connect, "{}", held.error);
         assert_eq!(held.stage, SendStage::Request);
+    }
+
+    #[tokio::test]
+    async fn https_to_a_plain_http_server_is_a_tls_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let error = reqwest::Client::new()
+            .get(format!("https://{addr}/"))
+            .send()
+            .await
+            .expect_err("no TLS there");
+        let held = classify_request_error(&error);
+        assert_eq!(held.reason, Refusal::Tls, "{}", held.error);
     }
 
     #[test]
