@@ -72,8 +72,15 @@ impl DeadLetter {
         if current + line.len() as u64 > self.max_bytes {
             let mut old = self.path.as_os_str().to_owned();
             old.push(".1");
-            fs::rename(&self.path, PathBuf::from(old))
-                .map_err(|source| io_error(&self.path, source))?;
+            let old = PathBuf::from(old);
+            if let Ok(meta) = fs::metadata(&old) {
+                tracing::warn!(
+                    path = %old.display(),
+                    bytes = meta.len(),
+                    "The dead-letter files are full: the older one is replaced and its events are gone; replay them (ballast-agent spool replay-dead-letters) once the collector takes them."
+                );
+            }
+            fs::rename(&self.path, old).map_err(|source| io_error(&self.path, source))?;
         }
         let mut file = OpenOptions::new()
             .create(true)
