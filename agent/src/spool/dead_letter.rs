@@ -77,7 +77,7 @@ impl DeadLetter {
                 tracing::warn!(
                     path = %old.display(),
                     bytes = meta.len(),
-                    "The dead-letter files are full: the older one is replaced and its events are gone; replay them (ballast-agent spool replay-dead-letters) once the collector takes them."
+                    "The dead-letter files are full: the older one is replaced, its events are lost; replay the rest (ballast-agent spool replay-dead-letters) once the collector takes them."
                 );
             }
             fs::rename(&self.path, old).map_err(|source| io_error(&self.path, source))?;
