@@ -1,8 +1,12 @@
 //! `ballast-agent`: the host agent's command line.
 //!
 //! - `run [--config FILE]`: watch every VM of this host (the daemon).
-//! - `check-config FILE`: validate a configuration file and exit.
-//! - `status [--config FILE] [--json]`: the running agent's table of VMs.
+//! - `check-config FILE`: validate a configuration file, check that `collector.url`
+//!   answers as a collector (a 404 on its health check is an error), and exit.
+//! - `status [--config FILE] [--json]`: the running agent's table of VMs and whether
+//!   delivery to the collector is held.
+//! - `spool replay-dead-letters [--config FILE]`: hand the dead-lettered events back to
+//!   the agent for delivery.
 //! - `explain [--json] [FILE|-]`: analyze a pasted kernel OOM report offline.
 //! - `--print-default-config`: the defaults as YAML.
 //!
@@ -62,6 +66,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Work on the agent's spool.
+    Spool {
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// Analyze a kernel OOM report (a file, or `-` / nothing for standard input).
     Explain {
         /// Print JSON instead of text.
@@ -69,6 +78,17 @@ enum Command {
         json: bool,
         /// The kernel log or pasted report; `-` reads standard input.
         file: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// Move the events of the dead-letter files back into the spool; the running agent
+    /// delivers them (again refused ones return to the dead-letter file). Safe to
+    /// repeat: the collector stores each event once.
+    ReplayDeadLetters {
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -101,6 +121,9 @@ fn main() -> ExitCode {
         Some(Command::Explain { json, file }) => return run_explain(json, file.as_deref()),
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Status { config, json }) => status(config.as_deref(), json),
+        Some(Command::Spool {
+            command: SpoolCommand::ReplayDeadLetters { config },
+        }) => replay_dead_letters(config.as_deref()),
         Some(Command::Run { config }) => run(config.as_deref()),
     };
     match result {
@@ -140,6 +163,7 @@ fn config_file(path: Option<&Path>) -> Option<PathBuf> {
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let settings = config::load(Some(file), &system_host_name())?;
+    check_collector(file, &settings)?;
     println!(
         "{}: OK (host {}, backend {:?}, poll every {} s, history {} s)",
         file.display(),
@@ -151,19 +175,88 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET <collector.url>/api/v1/health`: a 404 means nothing answers as a collector
+/// under that URL (a wrong path prefix or port), a configuration error. An unreachable
+/// collector or a refused token is printed as a warning (the collector may be down
+/// right now; the agent keeps events in its spool).
+fn check_collector(file: &Path, settings: &Settings) -> anyhow::Result<()> {
+    let Some(mut sink_config) = sink::SinkConfig::from_settings(settings) else {
+        return Ok(());
+    };
+    sink_config.connect_timeout = std::time::Duration::from_secs(3);
+    sink_config.request_timeout = std::time::Duration::from_secs(5);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("Failed to start the async runtime")?;
+    let client = sink::CollectorClient::new(&sink_config)?;
+    let reachability = runtime.block_on(client.check_health());
+    match (&reachability, reachability.problem(&sink_config.url)) {
+        (sink::Reachability::WrongUrl, Some(problem)) => Err(anyhow::Error::new(UsageError(
+            format!("{}: {problem}", file.display()),
+        ))),
+        (_, Some(problem)) => {
+            eprintln!("{}: warning: {problem}", file.display());
+            Ok(())
+        }
+        (_, None) => Ok(()),
+    }
+}
+
 fn status(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
     let path = settings.state_dir.join(paths::STATUS_FILE_NAME);
-    let status = Status::read(&path).with_context(|| {
+    let mut status = Status::read(&path).with_context(|| {
         format!(
             "No status at {} (is `ballast-agent run` running?)",
             path.display()
         )
     })?;
+    // Without a collector there is no sender (a file from an earlier one is stale).
+    if !settings.collector.url.trim().is_empty() {
+        status.delivery =
+            sink::DeliveryState::read(&settings.state_dir.join(paths::DELIVERY_FILE_NAME)).ok();
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", status.table(std::time::SystemTime::now()));
+    }
+    Ok(())
+}
+
+fn replay_dead_letters(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = load_settings(config)?;
+    let spool_dir = settings.state_dir.join("spool");
+    if !spool_dir.is_dir() {
+        println!("No spool at {}: nothing to replay.", spool_dir.display());
+        return Ok(());
+    }
+    let queued =
+        ballast_agent::spool::replay::queue_dead_letters(&spool_dir).with_context(|| {
+            format!(
+                "Failed to replay the dead letters in {}",
+                spool_dir.display()
+            )
+        })?;
+    if queued.entries == 0 {
+        println!("No dead letters in {}.", spool_dir.display());
+        return Ok(());
+    }
+    println!(
+        "{} dead-lettered events handed to the agent for delivery ({}); the running agent sends them within seconds, a stopped one when it starts.",
+        queued.events,
+        queued
+            .inbox_file
+            .as_deref()
+            .map_or_else(|| "-".to_string(), |path| path.display().to_string())
+    );
+    if queued.unreplayable > 0 {
+        println!(
+            "{} entries kept only their keys (too large) or do not decode: left in {}.",
+            queued.unreplayable,
+            spool_dir.join("dead-letter.unreplayable.jsonl").display()
+        );
     }
     Ok(())
 }
@@ -277,18 +370,23 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("Failed to start the async runtime")?;
+    let mut sink_updates = None;
+    let mut sink_stats = None;
     match sink::SinkConfig::from_settings(&settings) {
         Some(sink_config) => {
             let stop = handles.stop.clone();
             let stats = Arc::new(sink::SinkStats::default());
+            sink_stats = Some(Arc::clone(&stats));
             let shutdown = async move {
                 while !stop.load(Ordering::Relaxed) {
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 }
             };
             let spool = spool.clone();
+            let (updates, receiver) = tokio::sync::watch::channel(sink_config);
+            sink_updates = Some(updates);
             runtime.spawn(async move {
-                if let Err(error) = sink::run(sink_config, spool, stats, shutdown).await {
+                if let Err(error) = sink::run_reloadable(receiver, spool, stats, shutdown).await {
                     tracing::error!(%error, "The collector sender stopped.");
                 }
             });
@@ -299,6 +397,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
         let shared = metrics::Shared {
             fleet: handles.fleet.clone(),
             counters: handles.counters.clone(),
+            sink: sink_stats,
         };
         // Bind now so a taken port is a start-up error, not a log line later.
         let listener = std::net::TcpListener::bind(listen)
@@ -323,6 +422,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
         log_filter,
         log_from_env: env_filter.is_some(),
         slot: handles.reload.clone(),
+        sink_updates,
     };
     let stop = handles.stop.clone();
     runtime.spawn(async move {
@@ -390,6 +490,8 @@ struct Reloader {
     log_filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     log_from_env: bool,
     slot: Arc<std::sync::Mutex<Option<Settings>>>,
+    /// The running sender's settings (`collector.url`, `collector.token_file`).
+    sink_updates: Option<tokio::sync::watch::Sender<sink::SinkConfig>>,
 }
 
 impl Reloader {
@@ -434,6 +536,18 @@ impl Reloader {
             }
         }
         reload::apply_live(&mut self.running, &new);
+        if let (Some(updates), Some(config)) = (
+            &self.sink_updates,
+            sink::SinkConfig::from_settings(&self.running),
+        ) {
+            updates.send_if_modified(|running| {
+                let changed = *running != config;
+                if changed {
+                    *running = config;
+                }
+                changed
+            });
+        }
         *self
             .slot
             .lock()

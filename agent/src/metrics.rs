@@ -40,11 +40,13 @@ pub struct AgentCounters {
     pub dropped_rollups: u64,
 }
 
-/// What the exporter reads: the fleet and the counters, shared with the run loop.
+/// What the exporter reads: the fleet and the counters, shared with the run loop, and
+/// the sender's counters (lock-free atomics) when a collector is configured.
 #[derive(Debug, Clone)]
 pub struct Shared {
     pub fleet: Arc<Mutex<Fleet>>,
     pub counters: Arc<Mutex<AgentCounters>>,
+    pub sink: Option<Arc<crate::sink::SinkStats>>,
 }
 
 /// Renders the exposition text.
@@ -210,6 +212,14 @@ fn gauge_family(
     }
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
 /// Escapes a label value (`\`, `"`, newline) per the exposition format.
 fn label(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());
@@ -252,6 +262,10 @@ pub async fn serve(listen: SocketAddr, shared: Shared) -> std::io::Result<()> {
                         let fleet = shared.fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         let counters = shared.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         render(&fleet, &counters)
+                    };
+                    let body = match &shared.sink {
+                        Some(sink) => body + &sink.render_metrics(now_ms()),
+                        None => body,
                     };
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

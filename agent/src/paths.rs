@@ -16,3 +16,5 @@ pub const PROXMOX_CONFIG_DIR: &str = "/etc/pve/qemu-server";
 pub const STATUS_FILE_NAME: &str = "status.json";
 /// Where the host's memory figures are read (overridable for tests).
 pub const PROCFS_ROOT: &str = "/proc";
+/// The sender's state (delivery held or not, and why), read by `ballast-agent status`.
+pub const DELIVERY_FILE_NAME: &str = "delivery.json";

@@ -10,7 +10,9 @@
 //!    thread does this between two ticks).
 //!
 //! Live: `log_level`, `poll_interval_secs`, `capture.*`, `libvirt.read_qemu_counters`,
-//! `procfs_root`. Everything else is wired into long-lived objects at start-up
+//! `procfs_root`, and `collector.url` / `collector.token_file` while a collector is
+//! configured before and after (the sender takes them before its next send, also in
+//! the middle of a backoff). Everything else is wired into long-lived objects at start-up
 //! (the hypervisor connection, the spool, the sender, the metrics listener, the
 //! per-VM history rings) and needs `systemctl restart ballast-agent`.
 
@@ -76,6 +78,18 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         running.capture.guest_agent_interval_secs.to_string(),
         new.capture.guest_agent_interval_secs.to_string(),
     );
+    if collector_live(running, new) {
+        live(
+            "collector.url",
+            running.collector.url.clone(),
+            new.collector.url.clone(),
+        );
+        live(
+            "collector.token_file",
+            running.collector.token_file.display().to_string(),
+            new.collector.token_file.display().to_string(),
+        );
+    }
     live(
         "procfs_root",
         running.procfs_root.display().to_string(),
@@ -97,10 +111,16 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
             running.history != new.history || running.history_samples != new.history_samples,
         ),
         ("state_dir", running.state_dir != new.state_dir),
-        ("collector.url", running.collector.url != new.collector.url),
+        // Live while a sender runs (a url before and after); starting or stopping the
+        // sender needs a restart.
+        (
+            "collector.url",
+            running.collector.url != new.collector.url && !collector_live(running, new),
+        ),
         (
             "collector.token_file",
-            running.collector.token_file != new.collector.token_file,
+            running.collector.token_file != new.collector.token_file
+                && !collector_live(running, new),
         ),
         (
             "metrics.listen",
@@ -119,6 +139,12 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
     plan
 }
 
+/// `collector.*` is applied live when both the running and the new file name a
+/// collector (the sender runs and takes the new settings).
+fn collector_live(running: &Settings, new: &Settings) -> bool {
+    !running.collector.url.trim().is_empty() && !new.collector.url.trim().is_empty()
+}
+
 /// Copies the live fields of `new` into `running`; restart-only fields keep their
 /// running values (also `history_samples`: the rings keep their size).
 pub fn apply_live(running: &mut Settings, new: &Settings) {
@@ -127,6 +153,9 @@ pub fn apply_live(running: &mut Settings, new: &Settings) {
     running.capture = new.capture.clone();
     running.libvirt.read_qemu_counters = new.libvirt.read_qemu_counters;
     running.procfs_root.clone_from(&new.procfs_root);
+    if collector_live(running, new) {
+        running.collector = new.collector.clone();
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +170,23 @@ mod tests {
             .expect("parses")
             .validate("pve1")
             .expect("valid")
+    }
+
+    #[test]
+    fn a_fixed_collector_url_is_applied_live() {
+        let mut running = settings("collector:\n  url: http://127.0.0.1:8470/wrong/\n");
+        let new = settings("collector:\n  url: http://127.0.0.1:8470\n");
+        let plan = plan(&running, &new);
+        assert_eq!(
+            plan.live,
+            ["collector.url: http://127.0.0.1:8470/wrong/ -> http://127.0.0.1:8470"]
+        );
+        assert!(plan.restart_required.is_empty(), "{plan:?}");
+        apply_live(&mut running, &new);
+        assert_eq!(running.collector.url, "http://127.0.0.1:8470");
+        // Adding a collector to an agent without one starts a sender: a restart.
+        let none = settings("poll_interval_secs: 10\n");
+        assert_eq!(super::plan(&none, &new).restart_required, ["collector.url"]);
     }
 
     #[test]
@@ -172,6 +218,10 @@ mod tests {
         );
         apply_live(&mut running, &new);
         assert_eq!(running.poll_interval.as_secs(), 2);
+        assert_eq!(
+            running.collector.url, "",
+            "no collector before: no sender to take one"
+        );
         assert_eq!(running.log_level, "debug");
         assert!(!running.capture.serial);
         assert_eq!(running.host_id, "pve1", "host_id needs a restart");

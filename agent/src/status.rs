@@ -22,6 +22,10 @@ pub struct Status {
     pub updated_at_epoch_secs: u64,
     pub poll_duration_ms: u64,
     pub vms: Vec<VmStatus>,
+    /// The sender's state (`delivery.json`, written by the sender, not by the monitor);
+    /// `None` without a collector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::sink::DeliveryState>,
 }
 
 /// One VM's line.
@@ -76,6 +80,7 @@ impl Status {
             updated_at_epoch_secs: epoch_secs(at),
             poll_duration_ms,
             vms,
+            delivery: None,
         }
     }
 
@@ -108,6 +113,9 @@ impl Status {
             self.vms.len(),
             self.poll_duration_ms
         );
+        if let Some(delivery) = &self.delivery {
+            out.push_str(&delivery.lines(epoch_secs(now)));
+        }
         let _ = writeln!(
             out,
             "{:<24} {:>9} {:>9} {:>10} {:>6} {:>20}  findings",
@@ -202,6 +210,7 @@ mod tests {
                 oom_count: 2,
                 findings: vec!["deflate_on_oom_off".into()],
             }],
+            delivery: None,
         };
         let table = status.table(std::time::UNIX_EPOCH + std::time::Duration::from_secs(105));
         assert!(!table.contains('\u{1b}'));

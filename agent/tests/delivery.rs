@@ -55,8 +55,11 @@ enum Mode {
     Hang,
     /// 429 with `Retry-After: <secs>` once, then normal.
     RateLimitOnce(u64),
-    /// 404 on the health endpoint (an older collector), normal ingest.
+    /// 404 on the health endpoint, normal ingest.
     NoHealth,
+    /// Every ingest answered with this status and an HTML page, as a reverse proxy
+    /// in front of the collector would.
+    ProxyPage(u16),
 }
 
 #[derive(Debug)]
@@ -68,7 +71,8 @@ struct StubState {
     requests: AtomicU64,
     request_times: Mutex<Vec<Instant>>,
     mode: Mutex<Mode>,
-    /// A batch holding this key is refused with 400.
+    /// A batch holding this key is refused with 422 naming it, as the collector's
+    /// validation does.
     poison_key: Mutex<Option<String>>,
 }
 
@@ -206,6 +210,15 @@ async fn ingest(
             );
             return response;
         }
+        Mode::ProxyPage(status) => {
+            let status = StatusCode::from_u16(status).expect("status");
+            return (
+                status,
+                [("content-type", "text/html")],
+                format!("<html><body><h1>{status}</h1><hr>nginx</body></html>\n"),
+            )
+                .into_response();
+        }
         Mode::Normal | Mode::NoHealth => {}
     }
     if !authorized(&headers) {
@@ -235,7 +248,12 @@ async fn ingest(
     if let Err(field_error) =
         ballast_model::validate(&batch, &ballast_model::Limits::default(), now_ms)
     {
-        return error(StatusCode::BAD_REQUEST, &format!("{field_error:?}"));
+        // As the real collector answers (collector/src/api/ingest.rs).
+        let body = ErrorBody {
+            error: field_error.message,
+            field: Some(field_error.path),
+        };
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     let poison = state.poison_key.lock().expect("lock").clone();
     if let Some(position) = poison
@@ -246,7 +264,7 @@ async fn ingest(
             error: "refused by test".into(),
             field: Some(format!("events[{position}].key")),
         };
-        return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        return (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response();
     }
     let mut stored = state.stored.lock().expect("lock");
     let (mut accepted, mut duplicates) = (0, 0);
@@ -402,11 +420,22 @@ struct RunningSender {
 
 impl RunningSender {
     fn start(config: SinkConfig, spool: &SpoolHandle) -> Self {
+        let (updates, receiver) = tokio::sync::watch::channel(config);
+        // No reload comes: the sender half may go.
+        drop(updates);
+        Self::start_reloadable(receiver, spool)
+    }
+
+    /// A sender that takes new settings from `updates` (a SIGHUP in the agent).
+    fn start_reloadable(
+        updates: tokio::sync::watch::Receiver<SinkConfig>,
+        spool: &SpoolHandle,
+    ) -> Self {
         init_logs();
         let stats = Arc::new(SinkStats::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sink::run(
-            config,
+        let task = tokio::spawn(sink::run_reloadable(
+            updates,
             spool.clone(),
             Arc::clone(&stats),
             async {
@@ -582,12 +611,17 @@ async fn a_refused_event_is_dead_lettered_and_the_rest_arrives_against_stub_coll
         std::fs::read_to_string(spool.lock().dead_letter_path()).expect("dead letter");
     assert_eq!(dead_letter.lines().count(), 1, "{dead_letter}");
     assert!(dead_letter.contains(&poison.key), "{dead_letter}");
-    assert!(dead_letter.contains("HTTP 400") && dead_letter.contains("refused by test"));
+    assert!(dead_letter.contains("HTTP 422") && dead_letter.contains("refused by test"));
     assert_eq!(
         sender.stats.dead_lettered_batches.load(Ordering::Relaxed),
         1
     );
     assert_eq!(spool.stats().counters.dead_lettered, 1);
+    assert_eq!(sender.stats.dead_letters.load(Ordering::Relaxed), 1);
+    assert!(sender
+        .stats
+        .render_metrics(0)
+        .contains("ballast_agent_dead_letters_total 1"));
     sender.stop().await;
 }
 
@@ -648,7 +682,24 @@ async fn health_check_names_the_problem_against_stub_collector() {
     let client = CollectorClient::new(&good).expect("client");
     assert_eq!(client.check_health().await, Reachability::Healthy);
     state.set_mode(Mode::NoHealth);
-    assert_eq!(client.check_health().await, Reachability::NoHealthEndpoint);
+    assert_eq!(client.check_health().await, Reachability::WrongUrl);
+    // A wrong path prefix is a 404 on the health check too: a configuration error.
+    let wrong = sink_config(
+        &format!("{}/wrong/", stub.url()),
+        token_file(dir.path(), TOKEN),
+    );
+    let reachability = CollectorClient::new(&wrong)
+        .expect("client")
+        .check_health()
+        .await;
+    assert_eq!(reachability, Reachability::WrongUrl);
+    let problem = reachability
+        .problem(&wrong.url)
+        .expect("a 404 is a problem");
+    assert!(
+        problem.contains("collector.url") && problem.contains("/wrong/"),
+        "{problem}"
+    );
     state.set_mode(Mode::Normal);
     let bad_dir = tempfile::tempdir().expect("temp dir");
     let bad = sink_config(&stub.url(), token_file(bad_dir.path(), "wrong"));
@@ -666,6 +717,92 @@ async fn health_check_names_the_problem_against_stub_collector() {
         panic!("expected unreachable, got {reachability:?}");
     };
     assert!(error.to_lowercase().contains("connect"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub_collector() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let state = StubState::new();
+    let stub = StubCollector::start(Arc::clone(&state), "127.0.0.1:0".parse().expect("addr"));
+    let spool = open_spool(dir.path());
+    let events: Vec<Envelope> = (0..30).map(mixed).collect();
+    push_all(&spool, events.clone()).await;
+    let token = token_file(dir.path(), TOKEN);
+    let mut wrong = sink_config(&format!("{}/wrong/", stub.url()), token.clone());
+    wrong.state_file = Some(dir.path().join("delivery.json"));
+    let (updates, receiver) = tokio::sync::watch::channel(wrong.clone());
+    let sender = RunningSender::start_reloadable(receiver, &spool);
+    // The stub answers 404 for the unknown path: many rounds of retries.
+    wait_until("several refused rounds", Duration::from_secs(10), || {
+        sender.stats.refusals[sink::Refusal::NotFound.index()].load(Ordering::Relaxed) >= 5
+    })
+    .await;
+    assert_eq!(spool.stats().events, 30, "nothing leaves the spool");
+    assert_eq!(
+        spool.stats().counters.dead_lettered,
+        0,
+        "nothing is dead-lettered"
+    );
+    let metrics = sender.stats.render_metrics(i64::MAX / 2);
+    assert!(
+        !metrics.contains("ballast_agent_delivery_held_seconds 0.000"),
+        "{metrics}"
+    );
+    let held = sink::DeliveryState::read(&dir.path().join("delivery.json")).expect("state");
+    let reason = held.held.as_ref().expect("held").reason.clone();
+    assert_eq!(reason, "not_found");
+    assert!(held.lines(u64::MAX / 2).contains("BLOCKED"));
+
+    // The operator fixes collector.url and reloads.
+    updates
+        .send(SinkConfig {
+            url: stub.url(),
+            ..wrong
+        })
+        .expect("sender listens");
+    wait_until("the spool to drain", Duration::from_secs(10), || {
+        spool.stats().events == 0
+    })
+    .await;
+    assert_eq!(state.keys(), expected_keys(&events), "every event, once");
+    assert_eq!(state.received.load(Ordering::Relaxed), 30, "no resends");
+    assert!(sender
+        .stats
+        .render_metrics(i64::MAX / 2)
+        .contains("ballast_agent_delivery_held_seconds 0.000"));
+    let resumed = sink::DeliveryState::read(&dir.path().join("delivery.json")).expect("state");
+    assert_eq!(resumed.held, None);
+    sender.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_error_pages_hold_the_spool_against_stub_collector() {
+    for status in [400, 404, 405, 413, 502] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let state = StubState::new();
+        state.set_mode(Mode::ProxyPage(status));
+        let stub = StubCollector::start(Arc::clone(&state), "127.0.0.1:0".parse().expect("addr"));
+        let spool = open_spool(dir.path());
+        let events: Vec<Envelope> = (0..8).map(mixed).collect();
+        push_all(&spool, events.clone()).await;
+        let sender = RunningSender::start(
+            sink_config(&stub.url(), token_file(dir.path(), TOKEN)),
+            &spool,
+        );
+        wait_until("refused rounds", Duration::from_secs(10), || {
+            state.requests.load(Ordering::Relaxed) >= 8
+        })
+        .await;
+        assert_eq!(spool.stats().events, 8, "HTTP {status}: the spool is held");
+        assert_eq!(spool.stats().counters.dead_lettered, 0, "HTTP {status}");
+        state.set_mode(Mode::Normal);
+        wait_until("the spool to drain", Duration::from_secs(10), || {
+            spool.stats().events == 0
+        })
+        .await;
+        assert_eq!(state.keys(), expected_keys(&events), "HTTP {status}");
+        sender.stop().await;
+    }
 }
 
 // ---------------------------------------------------------------------------

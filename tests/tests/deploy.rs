@@ -128,7 +128,9 @@ fn read(path: &Path) -> String {
 
 /// The metric families the agent exports (every `# TYPE` line of an empty render).
 fn exported_metrics() -> BTreeSet<String> {
-    render(&Fleet::new(1), &AgentCounters::default())
+    // The sender's families follow the monitor's on the same /metrics page.
+    let sender = ballast_agent::sink::SinkStats::default().render_metrics(0);
+    (render(&Fleet::new(1), &AgentCounters::default()) + &sender)
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))
         .filter_map(|rest| rest.split_whitespace().next())

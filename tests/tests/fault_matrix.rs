@@ -11,7 +11,9 @@
 //!
 //! Run one alone: `cargo test -p ballast-tests --test fault_matrix <name>`.
 //! `BALLAST_FAULT_OUTAGE_SECS` sets the collector outage (default 45 s;
-//! `scripts/reliability.sh` runs the full 600 s). `BALLAST_FAULT_AGENT_BIN` runs another
+//! `scripts/reliability.sh` runs the full 600 s). `BALLAST_FAULT_WRONG_URL_SECS` sets
+//! how long `collector.url` has a wrong path (default 30 s; 300 for the issue's
+//! 5 minutes). `BALLAST_FAULT_AGENT_BIN` runs another
 //! agent build (e.g. one from before a fix). Each test prints `FAULT-MATRIX` lines with
 //! its figures (recorded in RELIABILITY.md).
 
@@ -183,19 +185,19 @@ impl Agent {
     /// Writes the agent's config (libvirt backend, 2 s polls, the collector's token)
     /// and starts `ballast-agent run`.
     fn start(dir: &Path, collector: &Collector, env: Vec<(String, String)>) -> Agent {
+        Self::start_with_url(dir, collector, &format!("http://{}", collector.addr), env)
+    }
+
+    /// [`Agent::start`] with another `collector.url`.
+    fn start_with_url(
+        dir: &Path,
+        collector: &Collector,
+        url: &str,
+        env: Vec<(String, String)>,
+    ) -> Agent {
         std::fs::create_dir_all(dir).expect("agent dir");
         let config = dir.join("agent.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "host_id: {}\nbackend: libvirt\nstate_dir: {}\npoll_interval_secs: 2\ncapture:\n  host_kernel: false\ncollector:\n  url: http://{}\n  token_file: {}\n",
-                collector.host,
-                dir.display(),
-                collector.addr,
-                collector.token_file.display()
-            ),
-        )
-        .expect("agent config");
+        write_agent_config(&config, dir, collector, url);
         let mut agent = Agent {
             dir: dir.to_path_buf(),
             config,
@@ -232,6 +234,17 @@ impl Agent {
         }
     }
 
+    /// Rewrites `collector.url` and sends SIGHUP (`systemctl reload ballast-agent`).
+    fn reload_url(&self, collector: &Collector, url: &str) {
+        write_agent_config(&self.config, &self.dir, collector, url);
+        let pid = self.child.as_ref().expect("the agent runs").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGHUP sent");
+    }
+
     fn running(&mut self) -> bool {
         self.child
             .as_mut()
@@ -261,6 +274,20 @@ impl Agent {
             })
             .collect()
     }
+}
+
+/// The agent's config: libvirt backend, 2 s polls, the collector's token.
+fn write_agent_config(config: &Path, dir: &Path, collector: &Collector, url: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "host_id: {}\nbackend: libvirt\nstate_dir: {}\npoll_interval_secs: 2\ncapture:\n  host_kernel: false\ncollector:\n  url: {url}\n  token_file: {}\n",
+            collector.host,
+            dir.display(),
+            collector.token_file.display()
+        ),
+    )
+    .expect("agent config");
 }
 
 impl Drop for Agent {
@@ -990,6 +1017,85 @@ fn clock_jump_on_the_agent_host_keeps_ooms_once_and_in_capture_time() {
     assert!(
         times.windows(2).all(|pair| pair[0] >= pair[1]),
         "the API lists newest capture time first: {times:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `collector.url` with a wrong path prefix (what a typo or a reverse-proxy path does):
+/// the collector answers 404 to every post. Before issue 15 every event was split off
+/// and dead-lettered; now the spool is held, the agent says why, and a SIGHUP with the
+/// right URL (collector.url reloads live) delivers every OOM exactly once.
+#[test]
+fn wrong_collector_url_until_a_reload_loses_no_oom() {
+    const NAME: &str = "wrong_url";
+    let Some(lab) = lab_or_skip("wrong_collector_url_until_a_reload_loses_no_oom") else {
+        return;
+    };
+    let dir = scenario_dir(NAME);
+    let guest = boot(lab);
+    let collector = Collector::start(
+        &dir.join("collector"),
+        "storage:\n  type: sqlite\n",
+        "fm-wrongurl",
+    );
+    let wrong = format!("http://{}/wrong/", collector.addr);
+    let mut agent = Agent::start_with_url(&dir.join("agent"), &collector, &wrong, Vec::new());
+    agent.wait_sees(&guest);
+    let hold = Duration::from_secs(
+        std::env::var("BALLAST_FAULT_WRONG_URL_SECS")
+            .ok()
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(30),
+    );
+    let wrong_since = Instant::now();
+    // OOMs at the start and in the middle of the hold.
+    let first = Injected::batch("fmwu", 19_000, 5);
+    inject(&guest, &first, &Pace::default());
+    wait_on_serial(&guest, &first, first.len(), Duration::from_secs(120));
+    std::thread::sleep((hold / 2).saturating_sub(wrong_since.elapsed()));
+    let second = Injected::batch("fmwub", 19_100, 5);
+    inject(&guest, &second, &Pace::default());
+    wait_on_serial(&guest, &second, second.len(), Duration::from_secs(120));
+    std::thread::sleep(hold.saturating_sub(wrong_since.elapsed()));
+    assert!(agent.running(), "the agent survives a wrong URL");
+    assert!(
+        collector.listed(guest.name()).is_empty(),
+        "nothing can arrive through a wrong URL"
+    );
+    let delivery = std::fs::read_to_string(dir.join("agent").join("delivery.json"))
+        .expect("the sender's state for `status`");
+    let delivery: Value = serde_json::from_str(&delivery).expect("delivery.json");
+    assert_eq!(delivery["held"]["reason"], "not_found", "{delivery:#}");
+    assert_eq!(delivery["held"]["status"], 404, "{delivery:#}");
+    let attempts = delivery["held"]["attempts"].as_u64().unwrap_or(0);
+    assert!(
+        !dir.join("agent")
+            .join("spool")
+            .join("dead-letter.jsonl")
+            .exists(),
+        "a 404 dead-letters nothing"
+    );
+
+    agent.reload_url(&collector, &format!("http://{}", collector.addr));
+    let held_for = wrong_since.elapsed();
+    let injected: Vec<Injected> = first.into_iter().chain(second).collect();
+    let (tally, recovery) = wait_delivered(&collector, &guest, &injected, &["fmwu"]);
+    figure(
+        NAME,
+        &format!(
+            "collector.url wrong for {held_for:.0?} ({attempts} refused attempts, 404); \
+             SIGHUP with the fixed URL -> all listed in {recovery:.1?}"
+        ),
+    );
+    assert_exactly_once(NAME, &tally, &agent);
+    let logs = agent.logs();
+    assert!(
+        logs.contains("collector.url is wrong"),
+        "start-up check logged"
+    );
+    assert!(
+        logs.contains("Delivery to the collector resumed"),
+        "resumption logged"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

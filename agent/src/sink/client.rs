@@ -1,12 +1,12 @@
 //! One HTTP exchange with the collector: `POST /api/v1/ingest` with a gzip JSON
-//! [`Batch`], and the start-up `GET /api/v1/health`. Classifies every answer into
-//! what the sender does next; owns no retry policy.
+//! [`Batch`], and the start-up `GET /api/v1/health`. Every answer is classified
+//! ([`super::classify`]) into what the sender does next; owns no retry policy.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ballast_model::{Batch, ErrorBody, IngestResponse};
+use ballast_model::{Batch, IngestResponse};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use reqwest::header::{
@@ -14,6 +14,7 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
+use super::classify::{classify_answer, classify_request_error, Refusal};
 use super::{SendStage, SinkConfig};
 
 /// Building the HTTP client failed (TLS set-up).
@@ -24,27 +25,33 @@ pub struct ClientBuildError(#[source] reqwest::Error);
 /// What became of one send.
 #[derive(Debug)]
 pub enum SendOutcome {
-    /// 2xx: stored (`None`: the body was not an `IngestResponse`; still stored).
+    /// 2xx with the collector's `IngestResponse`: stored.
     Accepted {
-        response: Option<IngestResponse>,
+        response: IngestResponse,
         body_bytes: usize,
     },
-    /// Try the same batch again later: 5xx, 408, 429, 401/403 (a token problem is
-    /// not the batch's fault), connection errors and timeouts.
-    Retry {
-        stage: SendStage,
-        status: Option<u16>,
-        error: String,
-        /// From `Retry-After` (seconds form).
-        retry_after: Option<Duration>,
-    },
-    /// Any other 4xx: the collector will never take this batch as it is.
-    /// `event_index`: the event the collector blamed (`ErrorBody.field` = `events[N]...`).
-    Refused {
-        status: u16,
-        error: String,
-        event_index: Option<usize>,
-    },
+    /// The collector named one event of the batch as invalid (422 with
+    /// `field` = `events[N]...`): only that event may be set aside.
+    InvalidEvent { index: usize, error: String },
+    /// The batch cannot even be encoded (a local fault of one of its events).
+    Unencodable { error: String },
+    /// Every other answer, and no answer at all: the spool is held and the same
+    /// events are sent again after a backoff. Nothing is dropped.
+    Hold(Held),
+}
+
+/// A refusal that holds the spool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub reason: Refusal,
+    pub stage: SendStage,
+    pub status: Option<u16>,
+    pub error: String,
+    /// From `Retry-After` (seconds form).
+    pub retry_after: Option<Duration>,
+    /// The batch may be too large for the collector or a proxy in front of it (413,
+    /// or 422 on `events`): smaller batches may pass.
+    pub shrink: bool,
 }
 
 /// The collector's answer to the start-up health check.
@@ -52,14 +59,39 @@ pub enum SendOutcome {
 pub enum Reachability {
     /// 2xx.
     Healthy,
-    /// 404: an older collector without the endpoint; reachable all the same.
-    NoHealthEndpoint,
+    /// 404: nothing answers `/api/v1/health` under `collector.url`: a wrong URL
+    /// (path prefix, port of another server). A configuration error.
+    WrongUrl,
     /// 401/403.
     TokenRefused { status: u16 },
     /// Another status.
     Unexpected { status: u16 },
     /// No HTTP answer.
     Unreachable { error: String },
+}
+
+impl Reachability {
+    /// The problem as one sentence naming `url`, or `None` when healthy.
+    pub fn problem(&self, url: &str) -> Option<String> {
+        match self {
+            Reachability::Healthy => None,
+            Reachability::WrongUrl => Some(format!(
+                "collector.url ({url}) is wrong: GET {}/api/v1/health answered 404 Not Found \
+                 (a wrong path prefix or port?); nothing is delivered until it is fixed",
+                url.trim_end_matches('/')
+            )),
+            Reachability::TokenRefused { status } => Some(format!(
+                "the collector at {url} refused this host's token (HTTP {status}); check \
+                 collector.token_file"
+            )),
+            Reachability::Unexpected { status } => Some(format!(
+                "the collector health check at {url} answered HTTP {status}"
+            )),
+            Reachability::Unreachable { error } => {
+                Some(format!("the collector at {url} is unreachable: {error}"))
+            }
+        }
+    }
 }
 
 /// HTTP client bound to one collector.
@@ -113,7 +145,7 @@ impl CollectorClient {
         match request.send().await {
             Ok(response) => match response.status() {
                 status if status.is_success() => Reachability::Healthy,
-                StatusCode::NOT_FOUND => Reachability::NoHealthEndpoint,
+                StatusCode::NOT_FOUND => Reachability::WrongUrl,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Reachability::TokenRefused {
                     status: response.status().as_u16(),
                 },
@@ -127,15 +159,13 @@ impl CollectorClient {
         }
     }
 
-    /// Sends one batch.
+    /// Sends one batch and classifies the answer ([`super::classify`]).
     pub async fn send(&mut self, batch: &Batch) -> SendOutcome {
         let body = match gzip_json(batch) {
             Ok(body) => body,
             Err(error) => {
-                return SendOutcome::Refused {
-                    status: 0,
+                return SendOutcome::Unencodable {
                     error: format!("cannot encode the batch: {error}"),
-                    event_index: None,
                 }
             }
         };
@@ -152,14 +182,7 @@ impl CollectorClient {
             .await
         {
             Ok(response) => response,
-            Err(error) => {
-                return SendOutcome::Retry {
-                    stage: SendStage::Request,
-                    status: None,
-                    error: crate::error_text::error_chain(&error),
-                    retry_after: None,
-                }
-            }
+            Err(error) => return SendOutcome::Hold(classify_request_error(&error)),
         };
         let status = response.status();
         let retry_after = response
@@ -168,49 +191,31 @@ impl CollectorClient {
             .and_then(|value| value.to_str().ok())
             .and_then(|text| text.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        if status.is_success() {
-            let response = match response.bytes().await {
-                Ok(bytes) => serde_json::from_slice::<IngestResponse>(&bytes).ok(),
-                Err(_) => None,
-            };
-            return SendOutcome::Accepted {
-                response,
-                body_bytes,
-            };
-        }
-        let (error, event_index) = match response.bytes().await {
-            Ok(bytes) => describe_error_body(&bytes),
-            Err(error) => (format!("(body unreadable: {error})"), None),
-        };
-        let code = status.as_u16();
-        match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                self.reload_token();
-                SendOutcome::Retry {
-                    stage: SendStage::Status,
-                    status: Some(code),
-                    error: format!("token refused: {error}"),
-                    retry_after,
-                }
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                // The status came but not the body: for a 2xx the batch may be stored;
+                // sending it again is harmless (the collector dedupes by key).
+                let mut held = classify_request_error(&error);
+                held.status = Some(status.as_u16());
+                return SendOutcome::Hold(held);
             }
-            StatusCode::REQUEST_TIMEOUT | StatusCode::TOO_MANY_REQUESTS => SendOutcome::Retry {
-                stage: SendStage::Status,
-                status: Some(code),
-                error,
-                retry_after,
-            },
-            status if status.is_client_error() => SendOutcome::Refused {
-                status: code,
-                error,
-                event_index,
-            },
-            _ => SendOutcome::Retry {
-                stage: SendStage::Status,
-                status: Some(code),
-                error,
-                retry_after,
-            },
+        };
+        if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
+            self.reload_token();
         }
+        classify_answer(
+            status.as_u16(),
+            &bytes,
+            retry_after,
+            body_bytes,
+            batch.events.len(),
+        )
+    }
+
+    /// The URL batches are posted to.
+    pub fn ingest_url(&self) -> &str {
+        &self.ingest_url
     }
 
     fn auth_headers(&self) -> HeaderMap {
@@ -236,43 +241,4 @@ pub fn gzip_json(batch: &Batch) -> std::io::Result<Vec<u8>> {
     let mut encoder = GzEncoder::new(Vec::with_capacity(json.len() / 4), Compression::default());
     encoder.write_all(&json)?;
     encoder.finish()
-}
-
-/// The collector's [`ErrorBody`] as one line (or the first 512 bytes of whatever came),
-/// and the index of the event its `field` blames.
-fn describe_error_body(bytes: &[u8]) -> (String, Option<usize>) {
-    if let Ok(body) = serde_json::from_slice::<ErrorBody>(bytes) {
-        return match body.field {
-            Some(field) => (format!("{field}: {}", body.error), blamed_event(&field)),
-            None => (body.error, None),
-        };
-    }
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]);
-    (text.trim().to_string(), None)
-}
-
-/// `events[12].vm.uuid` -> 12.
-fn blamed_event(field: &str) -> Option<usize> {
-    let rest = field.strip_prefix("events[")?;
-    let (index, _) = rest.split_once(']')?;
-    index.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_bodies_name_the_blamed_event() {
-        let body = br#"{"error":"must be a UUID","field":"events[12].vm.uuid"}"#;
-        assert_eq!(
-            describe_error_body(body),
-            ("events[12].vm.uuid: must be a UUID".to_string(), Some(12))
-        );
-        assert_eq!(
-            describe_error_body(b"plain text\n"),
-            ("plain text".to_string(), None)
-        );
-        assert_eq!(blamed_event("host_id"), None);
-    }
 }

@@ -2,27 +2,37 @@
 //! collector. What it is not: a buffer (the spool is) or a retry queue of its own.
 //!
 //! Protocol, per batch:
-//! 1. At start-up, `GET <url>/api/v1/health` once: a warning names an unreachable
-//!    collector or a refused token; the agent runs on either way (events wait in the spool).
+//! 1. At start-up (and after a reload changed `collector.url`), `GET
+//!    <url>/api/v1/health` once: an unreachable collector, a refused token, or a 404
+//!    (a wrong `collector.url`, logged as a configuration error) is logged; the agent
+//!    runs on either way (events wait in the spool).
 //! 2. [`Spool::next_batch`](crate::spool::Spool::next_batch) (OOM events and near misses
 //!    first); when it is empty, wait for a push or [`SinkConfig::idle_poll`].
 //! 3. `POST <url>/api/v1/ingest`, body: a JSON [`ballast_model::Batch`], gzip-compressed
 //!    (`Content-Encoding: gzip`), `Authorization: Bearer <token_file contents>`.
-//! 4. 2xx ([`ballast_model::IngestResponse`]): acknowledge in the spool (`BatchSent`).
-//!    5xx, 408, timeouts, connection errors, 401/403: retry the same batch after a
-//!    jittered exponential backoff capped at [`SinkConfig::backoff_max`]; 429 and 503
-//!    wait for `Retry-After` when given (`CollectorSendError{stage}`).
-//!    Any other 4xx: the batch is refused; a batch of several events is cut before the
-//!    event the collector blamed (`ErrorBody.field` = `events[N]...`), or else split in
-//!    halves, until the refused event is alone; it goes to the dead-letter file, so one
-//!    bad event never blocks the queue.
+//! 4. The answer is classified ([`classify`]):
+//!    - 2xx with an [`ballast_model::IngestResponse`]: acknowledge in the spool.
+//!    - 422 whose `ErrorBody.field` names `events[N]...`: the collector says that one
+//!      event is invalid. A batch of several is cut before it; alone, it goes to the
+//!      dead-letter file (counted, replayable with `ballast-agent spool
+//!      replay-dead-letters`), so one bad event never blocks the queue.
+//!    - Anything else (404/405 from a wrong URL, 400, an HTML page, a 2xx that is not
+//!      the collector's, 401/403, 408/429, 5xx, TLS and connection errors): the spool
+//!      is **held**, the same batch is retried after a jittered exponential backoff
+//!      capped at [`SinkConfig::backoff_max`] (`Retry-After` when given). Loudly: an
+//!      error log naming URL, status and reason (at most once a minute while it
+//!      lasts), `ballast_agent_delivery_refusals_total{reason}` and
+//!      `ballast_agent_delivery_held_seconds` on `/metrics`, and `delivery.json` for
+//!      `ballast-agent status`. 413 (and 422 on `events`) first halve the batch.
 //!
 //! Duplicates are fine: a batch is acknowledged only after the collector's answer, so a
 //! crash in between resends it and the collector dedupes by key.
 
 mod backoff;
+mod classify;
 mod client;
 mod events;
+mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -30,13 +40,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast_model::{Batch, SCHEMA_VERSION};
-use tracing::{info, warn};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
 
 pub use self::backoff::Backoff;
-pub use self::client::{ClientBuildError, CollectorClient, Reachability, SendOutcome};
+pub use self::classify::Refusal;
+pub use self::client::{ClientBuildError, CollectorClient, Held, Reachability, SendOutcome};
 pub use self::events::{BatchSent, CollectorSendError, SendStage, SinkStats};
+pub use self::state::{DeliveryState, HeldState};
 use crate::config::Settings;
-use crate::spool::{BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
+use crate::spool::{replay, BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
 
 /// How the sender talks to the collector.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,6 +70,8 @@ pub struct SinkConfig {
     /// Look at the spool at least this often even without a push (other processes may
     /// have left events there).
     pub idle_poll: Duration,
+    /// `<state_dir>/delivery.json` for `ballast-agent status` (`None`: not written).
+    pub state_file: Option<PathBuf>,
 }
 
 impl SinkConfig {
@@ -74,14 +89,16 @@ impl SinkConfig {
             backoff_max: Duration::from_secs(60),
             retry_after_max: Duration::from_secs(600),
             idle_poll: Duration::from_secs(5),
+            state_file: None,
         }
     }
 
     /// `None` when no collector is configured (events stay in the spool).
     pub fn from_settings(settings: &Settings) -> Option<Self> {
         let url = settings.collector.url.trim();
-        (!url.is_empty()).then(|| {
-            Self::new(
+        (!url.is_empty()).then(|| Self {
+            state_file: Some(settings.state_dir.join(crate::paths::DELIVERY_FILE_NAME)),
+            ..Self::new(
                 url,
                 settings.collector.token_file.clone(),
                 &settings.host_id,
@@ -105,15 +122,59 @@ pub async fn run(
     stats: Arc<SinkStats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), SinkError> {
+    // The sender half lives as long as this call: no update ever comes.
+    let (_updates_sender, updates) = watch::channel(config);
+    run_reloadable(updates, spool, stats, shutdown).await
+}
+
+/// [`run`], taking a new [`SinkConfig`] (a SIGHUP that changed `collector.url` or
+/// `collector.token_file`) from `updates` between two sends and during a backoff.
+pub async fn run_reloadable(
+    mut updates: watch::Receiver<SinkConfig>,
+    spool: SpoolHandle,
+    stats: Arc<SinkStats>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SinkError> {
+    let mut config = updates.borrow_and_update().clone();
     let mut client = CollectorClient::new(&config)?;
     tokio::pin!(shutdown);
+    let mut held = HoldTracker::new(&config);
+    held.write_state(&stats, true).await;
     tokio::select! {
         reachability = client.check_health() => log_reachability(&config.url, &reachability),
         () = &mut shutdown => return Ok(()),
     }
     let mut backoff = Backoff::new(config.backoff_initial, config.backoff_max);
     let mut limits = config.batch;
+    let inbox = replay::inbox_dir(&spool.lock().config().dir);
     loop {
+        // (`changed()` below marks a new value seen: compare, do not ask `has_changed`.)
+        if *updates.borrow() != config {
+            let new = updates.borrow_and_update().clone();
+            match CollectorClient::new(&new) {
+                Ok(new_client) => {
+                    info!(old = %config.url, url = %new.url, "Collector settings reloaded; delivering with the new ones.");
+                    client = new_client;
+                    config = new;
+                    held.url.clone_from(&config.url);
+                    backoff.reset();
+                    limits = config.batch;
+                    tokio::select! {
+                        reachability = client.check_health() => log_reachability(&config.url, &reachability),
+                        () = &mut shutdown => return Ok(()),
+                    }
+                }
+                Err(error) => {
+                    error!(url = %new.url, error = %crate::error_text::error_chain(&error), "Reloaded collector settings unusable; the running ones stay.");
+                }
+            }
+        }
+        if inbox.exists() {
+            // `ballast-agent spool replay-dead-letters` left events to send again.
+            if let Err(error) = with_spool(&spool, replay::import_inbox).await {
+                spool_error(&stats, &error, 0, 1, Duration::ZERO);
+            }
+        }
         if spool.held_count() > 0 {
             // OOM events a full spool disk refused: store them once there is room.
             let handle = spool.clone();
@@ -132,6 +193,7 @@ pub async fn run(
             }
         };
         if pending.is_empty() {
+            held.write_state(&stats, false).await;
             tokio::select! {
                 () = spool.pushed() => {}
                 () = tokio::time::sleep(config.idle_poll) => {}
@@ -161,71 +223,27 @@ pub async fn run(
                 response,
                 body_bytes,
             } => {
-                if response.is_none() {
-                    CollectorSendError {
-                        stage: SendStage::Decode,
-                        error: "2xx answer is not an IngestResponse; taking it as stored",
-                        status: None,
-                        events: n_events,
-                        attempt: 0,
-                        retry_in: None,
-                    }
-                    .emit(&stats);
-                }
-                let (accepted, duplicates) =
-                    response.map_or((0, 0), |response| (response.accepted, response.duplicates));
                 BatchSent {
                     events: n_events,
                     body_bytes,
-                    accepted,
-                    duplicates,
+                    accepted: response.accepted,
+                    duplicates: response.duplicates,
                     elapsed: started.elapsed(),
                 }
                 .emit(&stats, now_ms());
                 acknowledge(&spool, &stats, pending, None).await;
+                held.resumed(&stats).await;
                 backoff.reset();
                 limits.max_events = (limits.max_events * 2).min(config.batch.max_events);
             }
-            SendOutcome::Retry {
-                stage,
-                status,
-                error,
-                retry_after,
-            } => {
-                let delay = match retry_after {
-                    Some(wait) => wait.min(config.retry_after_max),
-                    None => backoff.next_delay(),
-                };
-                CollectorSendError {
-                    stage,
-                    error: &error,
-                    status,
-                    events: n_events,
-                    attempt: backoff.attempts().max(1),
-                    retry_in: Some(delay),
-                }
-                .emit(&stats);
-                if sleep_or_shutdown(delay, &mut shutdown).await {
-                    return Ok(());
-                }
-            }
-            SendOutcome::Refused {
-                status,
-                error,
-                event_index,
-            } => {
-                let status_code = (status != 0).then_some(status);
-                if n_events > 1 {
-                    // Send the events before the blamed one, then the blamed one alone;
-                    // without a hint, halve the batch until the refused event is alone.
-                    limits.max_events = match event_index {
-                        Some(index) if index < n_events => index.max(1),
-                        _ => n_events / 2,
-                    };
+            SendOutcome::Hold(refusal) => {
+                if refusal.shrink && n_events > 1 {
+                    // Too large for the collector or a proxy: try smaller batches first.
+                    limits.max_events = n_events / 2;
                     CollectorSendError {
-                        stage: SendStage::Status,
-                        error: &error,
-                        status: status_code,
+                        stage: refusal.stage,
+                        error: &refusal.error,
+                        status: refusal.status,
                         events: n_events,
                         attempt: 1,
                         retry_in: Some(Duration::ZERO),
@@ -233,30 +251,218 @@ pub async fn run(
                     .emit(&stats);
                     continue;
                 }
-                let key = batch
-                    .events
-                    .first()
-                    .map(|event| event.key.as_str())
-                    .unwrap_or("");
-                warn!(key, status, %error, "Collector refused an event; moving it to the dead-letter file.");
+                let delay = match refusal.retry_after {
+                    Some(wait) => wait.min(config.retry_after_max),
+                    None => backoff.next_delay(),
+                };
+                stats.refused(refusal.reason, now_ms());
+                CollectorSendError {
+                    stage: refusal.stage,
+                    error: &refusal.error,
+                    status: refusal.status,
+                    events: n_events,
+                    attempt: backoff.attempts().max(1),
+                    retry_in: Some(delay),
+                }
+                .emit(&stats);
+                held.refused(&refusal, client.ingest_url(), &stats).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    // A reload fixing collector.url takes effect at once.
+                    Ok(()) = updates.changed() => {}
+                    () = &mut shutdown => return Ok(()),
+                }
+            }
+            SendOutcome::InvalidEvent { index, error } if n_events > 1 => {
+                // Send the events before the blamed one, then the blamed one alone.
+                limits.max_events = index.max(1);
                 CollectorSendError {
                     stage: SendStage::Status,
                     error: &error,
-                    status: status_code,
+                    status: Some(422),
                     events: n_events,
                     attempt: 1,
-                    retry_in: None,
+                    retry_in: Some(Duration::ZERO),
                 }
                 .emit(&stats);
-                let reason = format!("HTTP {status}: {error}");
-                acknowledge(&spool, &stats, pending, Some(reason)).await;
-                stats
-                    .dead_lettered_batches
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            SendOutcome::Unencodable { error } if n_events > 1 => {
+                limits.max_events = n_events / 2;
+                CollectorSendError {
+                    stage: SendStage::Encode,
+                    error: &error,
+                    status: None,
+                    events: n_events,
+                    attempt: 1,
+                    retry_in: Some(Duration::ZERO),
+                }
+                .emit(&stats);
+            }
+            SendOutcome::InvalidEvent { error, .. } => {
+                let reason = format!("HTTP 422: {error}");
+                set_aside(
+                    &spool,
+                    &stats,
+                    pending,
+                    SendStage::Status,
+                    Some(422),
+                    reason,
+                )
+                .await;
+                limits = config.batch;
+            }
+            SendOutcome::Unencodable { error } => {
+                set_aside(&spool, &stats, pending, SendStage::Encode, None, error).await;
                 limits = config.batch;
             }
         }
     }
+}
+
+/// Moves the one event of `pending` to the dead-letter file: the collector named it
+/// invalid (422), or it cannot be encoded at all.
+async fn set_aside(
+    spool: &SpoolHandle,
+    stats: &SinkStats,
+    pending: PendingBatch,
+    stage: SendStage,
+    status: Option<u16>,
+    reason: String,
+) {
+    let key = pending
+        .events
+        .first()
+        .map_or_else(String::new, |event| event.key.clone());
+    warn!(key, status, error = %reason, "Event refused as invalid; moving it to the dead-letter file (ballast-agent spool replay-dead-letters sends it again).");
+    CollectorSendError {
+        stage,
+        error: &reason,
+        status,
+        events: pending.events.len(),
+        attempt: 1,
+        retry_in: None,
+    }
+    .emit(stats);
+    acknowledge(spool, stats, pending, Some(reason)).await;
+    stats
+        .dead_lettered_batches
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Delivery held: the loud log (error at the first refusal, when the reason changes,
+/// and at most once a minute while it lasts), and `delivery.json` for `status`.
+struct HoldTracker {
+    url: String,
+    state_file: Option<PathBuf>,
+    since: Option<(Instant, i64)>,
+    attempts: u32,
+    last_reason: Option<(Refusal, Option<u16>)>,
+    last_log: Option<Instant>,
+    last_write: Option<Instant>,
+    state: DeliveryState,
+}
+
+/// How often the held-delivery error repeats while it lasts.
+const HELD_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How often `delivery.json` is rewritten while nothing changes.
+const STATE_WRITE_EVERY: Duration = Duration::from_secs(5);
+
+impl HoldTracker {
+    fn new(config: &SinkConfig) -> Self {
+        Self {
+            url: config.url.clone(),
+            state_file: config.state_file.clone(),
+            since: None,
+            attempts: 0,
+            last_reason: None,
+            last_log: None,
+            last_write: None,
+            state: DeliveryState::default(),
+        }
+    }
+
+    async fn refused(&mut self, refusal: &Held, target: &str, stats: &SinkStats) {
+        let now = Instant::now();
+        let (since, since_ms) = *self.since.get_or_insert((now, now_ms()));
+        self.attempts = self.attempts.saturating_add(1);
+        let key = (refusal.reason, refusal.status);
+        let changed = self.last_reason != Some(key);
+        let due = self
+            .last_log
+            .is_none_or(|at| now.duration_since(at) >= HELD_LOG_EVERY);
+        if changed || due {
+            error!(
+                url = target,
+                status = refusal.status,
+                reason = refusal.reason.name(),
+                error = %refusal.error,
+                held_secs = now.duration_since(since).as_secs(),
+                attempts = self.attempts,
+                hint = refusal.reason.hint(),
+                "Delivery to the collector is held: it refused or did not answer; every event stays in the spool and is retried."
+            );
+            self.last_log = Some(now);
+        }
+        self.last_reason = Some(key);
+        self.state.held = Some(HeldState {
+            since_epoch_secs: epoch_secs(since_ms),
+            reason: refusal.reason.name().to_string(),
+            status: refusal.status,
+            error: refusal.error.chars().take(500).collect(),
+            hint: refusal.reason.hint().to_string(),
+            attempts: self.attempts,
+        });
+        self.write_state(stats, changed).await;
+    }
+
+    async fn resumed(&mut self, stats: &SinkStats) {
+        if let Some((since, _)) = self.since.take() {
+            info!(
+                url = %self.url,
+                held_secs = since.elapsed().as_secs(),
+                attempts = self.attempts,
+                "Delivery to the collector resumed."
+            );
+            self.attempts = 0;
+            self.last_reason = None;
+            self.last_log = None;
+            self.state.held = None;
+            self.write_state(stats, true).await;
+        } else {
+            self.write_state(stats, false).await;
+        }
+    }
+
+    /// Writes `delivery.json` now (`force`) or when the last write is old enough.
+    async fn write_state(&mut self, stats: &SinkStats, force: bool) {
+        let Some(path) = self.state_file.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        if !force
+            && self
+                .last_write
+                .is_some_and(|at| now.duration_since(at) < STATE_WRITE_EVERY)
+        {
+            return;
+        }
+        self.last_write = Some(now);
+        self.state.url.clone_from(&self.url);
+        self.state.updated_at_epoch_secs = epoch_secs(now_ms());
+        let last = stats
+            .last_success_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.state.last_success_epoch_secs = (last > 0).then(|| epoch_secs(last));
+        let state = self.state.clone();
+        let written = tokio::task::spawn_blocking(move || state.write(&path)).await;
+        if let Ok(Err(error)) = written {
+            debug!(%error, "Failed to write the delivery state file.");
+        }
+    }
+}
+
+fn epoch_secs(ms: i64) -> u64 {
+    u64::try_from(ms / 1000).unwrap_or(0)
 }
 
 /// Acknowledges (or dead-letters, with a reason) a batch; errors are logged, never
@@ -268,13 +474,19 @@ async fn acknowledge(
     dead_letter_reason: Option<String>,
 ) {
     let n_events = pending.events.len();
-    let result = with_spool(spool, move |spool| match dead_letter_reason {
-        Some(reason) => spool.dead_letter(&pending, &reason),
-        None => spool.ack(&pending),
+    let result = with_spool(spool, move |spool| {
+        match dead_letter_reason {
+            Some(reason) => spool.dead_letter(&pending, &reason)?,
+            None => spool.ack(&pending)?,
+        }
+        Ok(spool.stats().counters.dead_lettered)
     })
     .await;
-    if let Err(error) = result {
-        spool_error(stats, &error, n_events, 1, Duration::ZERO);
+    match result {
+        Ok(dead_lettered) => stats
+            .dead_letters
+            .store(dead_lettered, std::sync::atomic::Ordering::Relaxed),
+        Err(error) => spool_error(stats, &error, n_events, 1, Duration::ZERO),
     }
 }
 
@@ -322,9 +534,15 @@ async fn sleep_or_shutdown(
 
 fn log_reachability(url: &str, reachability: &Reachability) {
     match reachability {
-        Reachability::Healthy | Reachability::NoHealthEndpoint => {
+        Reachability::Healthy => {
             info!(url, "Collector reachable.");
         }
+        Reachability::WrongUrl => error!(
+            url,
+            status = 404,
+            "Configuration error: collector.url is wrong, {}/api/v1/health answered 404 Not Found (a wrong path prefix or port?). Events stay in the spool and are retried; fix collector.url and reload (systemctl reload ballast-agent).",
+            url.trim_end_matches('/')
+        ),
         Reachability::TokenRefused { status } => warn!(
             url,
             status,

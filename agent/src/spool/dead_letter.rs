@@ -1,11 +1,12 @@
-//! The dead-letter file: batches (or records) the collector refused for good,
+//! The dead-letter file: events the collector named invalid (a 422 with their field),
+//! and spool records that no longer decode,
 //! kept for a person to look at, so one bad event never blocks the queue.
 //!
 //! `dead-letter.jsonl` holds one JSON object per line; when it would grow past its
 //! limit it is renamed to `dead-letter.jsonl.1` (replacing the older one), so the
 //! two files together stay under twice the limit. Example line:
 //! ```json
-//! {"at_ms":1795658493123,"reason":"HTTP 400: events[0].vm.uuid: not a UUID","keys":["pve1/oom/x/1"],"events":[{"key":"pve1/oom/x/1", "...": "..."}]}
+//! {"at_ms":1795658493123,"reason":"HTTP 422: events[0].vm.uuid: not a UUID","keys":["pve1/oom/x/1"],"events":[{"key":"pve1/oom/x/1", "...": "..."}]}
 //! ```
 
 use std::fs::{self, OpenOptions};
@@ -71,8 +72,15 @@ impl DeadLetter {
         if current + line.len() as u64 > self.max_bytes {
             let mut old = self.path.as_os_str().to_owned();
             old.push(".1");
-            fs::rename(&self.path, PathBuf::from(old))
-                .map_err(|source| io_error(&self.path, source))?;
+            let old = PathBuf::from(old);
+            if let Ok(meta) = fs::metadata(&old) {
+                tracing::warn!(
+                    path = %old.display(),
+                    bytes = meta.len(),
+                    "The dead-letter files are full: the older one is replaced, its events are lost; replay the rest (ballast-agent spool replay-dead-letters) once the collector takes them."
+                );
+            }
+            fs::rename(&self.path, old).map_err(|source| io_error(&self.path, source))?;
         }
         let mut file = OpenOptions::new()
             .create(true)

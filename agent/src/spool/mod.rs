@@ -35,6 +35,7 @@
 //!   rollup-00000000000000000051.seg     newest rollup segment, open for appends
 //!   acked.cursor                        per-lane acknowledged sequence number
 //!   dead-letter.jsonl[.1]               refused batches (bounded)
+//!   replay-inbox/*.jsonl                dead letters to push again ([`replay`])
 //! ```
 //! The number in a segment's name is the sequence number of its first record. Sequence
 //! numbers are global, increasing, never reused. A segment grows to
@@ -65,6 +66,7 @@ mod dead_letter;
 mod handle;
 mod key;
 mod record;
+pub mod replay;
 mod segment;
 
 use std::collections::VecDeque;

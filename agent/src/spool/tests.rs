@@ -273,3 +273,48 @@ fn an_event_over_the_record_limit_is_refused_clearly() {
     );
     assert!(error.to_string().contains("h1/oom/a/1"), "{error}");
 }
+
+#[test]
+fn dead_letters_replay_into_the_spool_once_per_run_and_unreplayable_entries_stay() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut spool, _) = open(dir.path(), 1 << 20);
+    for n in 1..=3 {
+        spool.push(&oom("a", n)).expect("push");
+    }
+    let batch = spool
+        .next_batch(BatchLimits {
+            max_events: 2,
+            max_bytes: 1 << 20,
+        })
+        .expect("batch");
+    spool
+        .dead_letter(&batch, "HTTP 422: events[0].vm.uuid: bad")
+        .expect("dead letter");
+    // An entry whose events were too large to keep: only its keys.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(spool.dead_letter_path())
+        .expect("dead letter file");
+    std::io::Write::write_all(
+        &mut file,
+        b"{\"at_ms\":1,\"reason\":\"HTTP 422\",\"keys\":[\"h1/oom/a/9\"],\"events_omitted\":true}\n",
+    )
+    .expect("written");
+    assert_eq!(drain(&mut spool), ["h1/oom/a/3"]);
+
+    let queued = replay::queue_dead_letters(&spool.config().dir).expect("queued");
+    assert_eq!(
+        (queued.entries, queued.events, queued.unreplayable),
+        (2, 2, 1)
+    );
+    assert!(!spool.dead_letter_path().exists(), "moved to the inbox");
+    assert_eq!(replay::import_inbox(&mut spool).expect("imported"), 2);
+    assert_eq!(replay::import_inbox(&mut spool).expect("nothing left"), 0);
+    assert_eq!(drain(&mut spool), ["h1/oom/a/1", "h1/oom/a/2"]);
+    let kept = std::fs::read_to_string(spool.config().dir.join("dead-letter.unreplayable.jsonl"))
+        .expect("unreplayable kept");
+    assert!(kept.contains("h1/oom/a/9"), "{kept}");
+    // Nothing left to replay: a second run does nothing.
+    let again = replay::queue_dead_letters(&spool.config().dir).expect("queued");
+    assert_eq!((again.entries, again.events), (0, 0));
+}
