@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod paths;
 pub mod reload;
 pub mod run;
+pub mod shared;
 pub mod sink;
 pub mod spool;
 pub mod status;

@@ -389,7 +389,7 @@ struct Reloader {
     running: Settings,
     log_filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     log_from_env: bool,
-    slot: Arc<std::sync::Mutex<Option<Settings>>>,
+    slot: ballast_agent::shared::SharedLock<Option<Settings>>,
 }
 
 impl Reloader {
@@ -434,10 +434,7 @@ impl Reloader {
             }
         }
         reload::apply_live(&mut self.running, &new);
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.running.clone());
+        *self.slot.lock() = Some(self.running.clone());
         tracing::info!(
             live = plan.live.len(),
             restart_required = plan.restart_required.len(),

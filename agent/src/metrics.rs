@@ -16,13 +16,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::fleet::Fleet;
+use crate::shared::SharedLock;
 
 /// Counters the run loop bumps.
 #[derive(Debug, Clone, Default)]
@@ -43,8 +43,19 @@ pub struct AgentCounters {
 /// What the exporter reads: the fleet and the counters, shared with the run loop.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    pub fleet: Arc<Mutex<Fleet>>,
-    pub counters: Arc<Mutex<AgentCounters>>,
+    pub fleet: SharedLock<Fleet>,
+    pub counters: SharedLock<AgentCounters>,
+}
+
+impl Shared {
+    /// The exposition text of the current state. One shared lock at a time
+    /// ([`crate::shared`]): the counters are copied out, then the fleet is rendered
+    /// under its own lock. Blocking: async code calls it on a blocking thread.
+    pub fn render(&self) -> String {
+        let counters = self.counters.lock().clone();
+        let fleet = self.fleet.lock();
+        render(&fleet, &counters)
+    }
 }
 
 /// Renders the exposition text.
@@ -229,6 +240,11 @@ fn label(value: &str) -> String {
 pub async fn serve(listen: SocketAddr, shared: Shared) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(%listen, "Serving Prometheus metrics.");
+    serve_on(listener, shared).await
+}
+
+/// Serves `GET /metrics` on a bound listener (tests bind 127.0.0.1:0).
+pub async fn serve_on(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
     loop {
         let (mut stream, _) = listener.accept().await?;
         let shared = shared.clone();
@@ -248,11 +264,10 @@ pub async fn serve(listen: SocketAddr, shared: Shared) -> std::io::Result<()> {
                 }
                 let head = &request[..read];
                 let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                    let body = {
-                        let fleet = shared.fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let counters = shared.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        render(&fleet, &counters)
-                    };
+                    let shared = shared.clone();
+                    let body = tokio::task::spawn_blocking(move || shared.render())
+                        .await
+                        .map_err(std::io::Error::other)?;
                     format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                         body.len()
