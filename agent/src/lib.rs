@@ -23,3 +23,4 @@ pub mod shared;
 pub mod sink;
 pub mod spool;
 pub mod status;
+pub mod systemd;

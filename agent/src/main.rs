@@ -25,8 +25,8 @@ use ballast_agent::hypervisor::Hypervisor;
 use ballast_agent::run::{Handles, Monitor, SpoolSink};
 use ballast_agent::spool::{Spool, SpoolConfig, SpoolHandle};
 use ballast_agent::status::Status;
+use ballast_agent::systemd::{self, NotifyState};
 use ballast_agent::{explain, metrics, paths, reload, sink};
-use sd_notify::NotifyState;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -315,7 +315,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let first_poll = handles.first_poll.clone();
     runtime.spawn(async move {
         first_poll.notified().await;
-        notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+        systemd::notify(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
     });
     let mut reloader = Reloader {
         file: config_file(config),
@@ -327,7 +327,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let stop = handles.stop.clone();
     runtime.spawn(async move {
         handle_signals(signals, &mut reloader).await;
-        notify_systemd(&[NotifyState::Stopping]);
+        systemd::notify(&[NotifyState::Stopping]);
         tracing::info!("Stopping.");
         stop.store(true, Ordering::Relaxed);
     });
@@ -339,13 +339,6 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("The monitor thread panicked"))?;
     Ok(())
-}
-
-/// Sends a state to systemd when it started us with `Type=notify` (else a no-op).
-fn notify_systemd(state: &[NotifyState]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Failed to notify systemd.");
-    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP streams, installed before anything can send them.
@@ -373,9 +366,9 @@ async fn handle_signals(signals: Signals, reloader: &mut Reloader) {
             _ = terminate.recv() => return,
             _ = interrupt.recv() => return,
             _ = hangup.recv() => {
-                notify_systemd(&[NotifyState::Reloading]);
+                systemd::notify(&[NotifyState::Reloading]);
                 reloader.reload();
-                notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+                systemd::notify(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
             }
         }
     }

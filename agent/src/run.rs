@@ -163,7 +163,16 @@ pub struct Monitor {
     inventory_dirty: bool,
     error_log: RateLimitedLog,
     sequence: u64,
+    /// `WATCHDOG=1` to systemd on every turn of the loop (`WatchdogSec=` in the unit).
+    watchdog: Option<crate::systemd::Watchdog>,
+    /// TEST ONLY ([`STALL_ENV`]): while this file exists the loop stands still.
+    stall_file: Option<PathBuf>,
 }
+
+/// TEST ONLY: the path of a file; while it exists, the monitor loop stands still
+/// (no poll, no capture, no watchdog ping), as a hung loop would. The watchdog test
+/// (agent/tests/reload.rs) uses it; never set it in production.
+pub const STALL_ENV: &str = "BALLAST_TEST_STALL_MONITOR";
 
 /// How often the loop wakes up at most.
 const TICK: Duration = Duration::from_secs(1);
@@ -213,6 +222,8 @@ impl Monitor {
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
+            watchdog: crate::systemd::Watchdog::from_env(),
+            stall_file: std::env::var_os(STALL_ENV).map(PathBuf::from),
         }
     }
 
@@ -234,6 +245,10 @@ impl Monitor {
         let mut next_health = Instant::now() + HEALTH_EVERY;
         let mut next_trim = Instant::now() + TRIM_EVERY;
         while !self.handles.stop.load(Ordering::Relaxed) {
+            self.stall_for_tests();
+            if let Some(watchdog) = self.watchdog.as_mut() {
+                watchdog.tick(Instant::now());
+            }
             let now = Instant::now();
             if now >= next_poll {
                 self.poll();
@@ -278,6 +293,16 @@ impl Monitor {
             if let Err(error) = reader.persist(Instant::now()) {
                 tracing::warn!(%error, "Failed to save the host kernel log position on exit.");
             }
+        }
+    }
+
+    /// TEST ONLY ([`STALL_ENV`]): stands still while the stall file exists.
+    fn stall_for_tests(&self) {
+        let Some(file) = &self.stall_file else {
+            return;
+        };
+        while file.exists() && !self.handles.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

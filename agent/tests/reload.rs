@@ -54,6 +54,26 @@ impl Agent {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Every notification that arrives within `window`.
+    fn notifications_for(&self, window: Duration) -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.notify
+                .set_read_timeout(Some(left))
+                .expect("set a timeout");
+            match self.notify.recv(&mut buffer) {
+                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        received
+    }
+
     /// `ballast_agent_polls_total` from /metrics.
     fn polls(&self) -> u64 {
         let body = http_get(self.metrics_port, "/metrics")
@@ -135,6 +155,15 @@ fn config(dir: &Path, metrics_port: u16, extra: &str) -> String {
 }
 
 fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
+    start_with_env(dir, config_file, metrics_port, &[])
+}
+
+fn start_with_env(
+    dir: &Path,
+    config_file: &Path,
+    metrics_port: u16,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Agent {
     for sub in ["run", "pve", "state"] {
         std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
     }
@@ -148,6 +177,9 @@ fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
         .arg(config_file)
         .env("NOTIFY_SOCKET", &socket)
         .env_remove("BALLAST_LOG")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("clone the log handle"))
         .stderr(file)
@@ -254,6 +286,69 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.wait_log("Field metrics.listen changed: restart required");
     agent.wait_log("Field host_id changed: restart required");
     assert!(agent.polls() > before, "/metrics still on the running port");
+
+    agent.signal("TERM");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+/// How many of `notifications` are watchdog pings.
+fn pings(notifications: &[String]) -> usize {
+    notifications
+        .iter()
+        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
+        .count()
+}
+
+#[test]
+fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 1\n")).expect("write");
+    let stall = dir.path().join("stall");
+    // WatchdogSec=2s: a ping at least every second.
+    let mut agent = start_with_env(
+        dir.path(),
+        &file,
+        port,
+        &[
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+            (ballast_agent::run::STALL_ENV, stall.as_os_str()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent
+        .notifications_for(Duration::from_millis(500))
+        .iter()
+        .any(|message| message.contains("READY=1"))
+    {
+        assert!(Instant::now() < deadline, "no READY=1:\n{}", agent.log());
+    }
+
+    let healthy = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&healthy) >= 3,
+        "healthy loop: {healthy:?}\n{}",
+        agent.log()
+    );
+
+    // The monitor loop stands still; the rest of the agent runs on.
+    std::fs::write(&stall, "").expect("create the stall file");
+    let _ = agent.notifications_for(Duration::from_millis(1500));
+    let polls = agent.polls();
+    let stalled = agent.notifications_for(Duration::from_secs(4));
+    assert_eq!(pings(&stalled), 0, "stalled loop: {stalled:?}");
+    assert_eq!(agent.polls(), polls, "the loop really stood still");
+    assert!(agent.alive());
+
+    std::fs::remove_file(&stall).expect("end the stall");
+    let resumed = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&resumed) >= 2,
+        "resumed loop: {resumed:?}\n{}",
+        agent.log()
+    );
 
     agent.signal("TERM");
     let status = agent.child.wait().expect("wait");
