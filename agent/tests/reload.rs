@@ -354,3 +354,68 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
     let status = agent.child.wait().expect("wait");
     assert!(status.success(), "{status}:\n{}", agent.log());
 }
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .expect("read /proc/<pid>/fd")
+}
+
+#[test]
+fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resume() {
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert_eq!(agent.polls(), 1);
+    let pid = agent.child.id();
+    let before = open_fds(pid);
+
+    // Slow clients: each sends half a request head and waits.
+    let slow: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream.write_all(b"GET /metr").expect("write");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let during = open_fds(pid);
+    let cap = ballast_agent::metrics::MAX_CONNECTIONS;
+    assert!(
+        during <= before + cap + 4,
+        "{during} fds with {CLIENTS} slow clients ({before} before, cap {cap})"
+    );
+    assert!(
+        during >= before + cap,
+        "the cap's connections were served: {during}"
+    );
+
+    // Once they leave, scrapes are answered again.
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(port, "/metrics") {
+            Ok(body) if body.contains("ballast_agent_polls_total 1") => break,
+            outcome => assert!(
+                Instant::now() < deadline,
+                "no scrape after the slow clients left: {outcome:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} fds after the clients left ({before} before)",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
