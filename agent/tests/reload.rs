@@ -1,7 +1,9 @@
 //! The real `ballast-agent run` under a stand-in for systemd: a unix datagram socket
 //! as `$NOTIFY_SOCKET` receives its READY=1 / RELOADING=1 / STOPPING=1, and SIGHUP
 //! reloads its configuration file. Observed from the outside: the notify socket,
-//! `/metrics` (polls counted) and the log.
+//! `/metrics` (polls counted) and the log. Also the watchdog (`$WATCHDOG_USEC`:
+//! WATCHDOG=1 from the monitor loop, none while the test-only stall hook holds it)
+//! and the bounds of the `/metrics` listener (file descriptors under slow clients).
 //!
 //! The host is an empty Proxmox VE (no VM running: `proxmox.config_dir` and
 //! `run_dir` are empty temp dirs), so the test needs neither root nor libvirt.

@@ -1,7 +1,9 @@
 //! The real `ballast-collector serve` under a stand-in for systemd: a unix datagram
 //! socket as `$NOTIFY_SOCKET` receives READY=1 once it listens, RELOADING=1 and
 //! READY=1 around a SIGHUP reload. Observed from the outside: which read token the
-//! query API accepts, the log, the process staying up.
+//! query API accepts, the log, the process staying up. With `$WATCHDOG_USEC` set,
+//! WATCHDOG=1 arrives while the store answers and stops while the test-only stall
+//! hook holds the SQLite writer.
 #![allow(clippy::tests_outside_test_module)]
 
 use std::io::{Read, Write};
