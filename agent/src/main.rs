@@ -29,8 +29,8 @@ use ballast_agent::hypervisor::Hypervisor;
 use ballast_agent::run::{Handles, Monitor, SpoolSink};
 use ballast_agent::spool::{Spool, SpoolConfig, SpoolHandle};
 use ballast_agent::status::Status;
+use ballast_agent::systemd::{self, NotifyState};
 use ballast_agent::{explain, metrics, paths, reload, sink};
-use sd_notify::NotifyState;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
@@ -414,7 +414,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let first_poll = handles.first_poll.clone();
     runtime.spawn(async move {
         first_poll.notified().await;
-        notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+        systemd::notify(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
     });
     let mut reloader = Reloader {
         file: config_file(config),
@@ -427,7 +427,7 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     let stop = handles.stop.clone();
     runtime.spawn(async move {
         handle_signals(signals, &mut reloader).await;
-        notify_systemd(&[NotifyState::Stopping]);
+        systemd::notify(&[NotifyState::Stopping]);
         tracing::info!("Stopping.");
         stop.store(true, Ordering::Relaxed);
     });
@@ -439,13 +439,6 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("The monitor thread panicked"))?;
     Ok(())
-}
-
-/// Sends a state to systemd when it started us with `Type=notify` (else a no-op).
-fn notify_systemd(state: &[NotifyState]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Failed to notify systemd.");
-    }
 }
 
 /// SIGTERM, SIGINT and SIGHUP streams, installed before anything can send them.
@@ -473,9 +466,9 @@ async fn handle_signals(signals: Signals, reloader: &mut Reloader) {
             _ = terminate.recv() => return,
             _ = interrupt.recv() => return,
             _ = hangup.recv() => {
-                notify_systemd(&[NotifyState::Reloading]);
+                systemd::notify(&[NotifyState::Reloading]);
                 reloader.reload();
-                notify_systemd(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
+                systemd::notify(&[NotifyState::Ready, NotifyState::Status("Polling.")]);
             }
         }
     }
@@ -489,7 +482,7 @@ struct Reloader {
     running: Settings,
     log_filter: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
     log_from_env: bool,
-    slot: Arc<std::sync::Mutex<Option<Settings>>>,
+    slot: ballast_agent::shared::SharedLock<Option<Settings>>,
     /// The running sender's settings (`collector.url`, `collector.token_file`).
     sink_updates: Option<tokio::sync::watch::Sender<sink::SinkConfig>>,
 }
@@ -548,10 +541,7 @@ impl Reloader {
                 changed
             });
         }
-        *self
-            .slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.running.clone());
+        *self.slot.lock() = Some(self.running.clone());
         tracing::info!(
             live = plan.live.len(),
             restart_required = plan.restart_required.len(),

@@ -10,19 +10,28 @@
 //! ballast_guest_ooms_total{vm_uuid="3f2a...",vm_name="web1",verdict="balloon"} 1
 //! ```
 //!
-//! The listener is deliberately small (one request per connection, 8 KiB request
-//! cap, 5 s deadline): it is meant for a loopback or management-network scraper.
+//! The listener is hyper's HTTP/1 server with bounds, meant for a loopback or
+//! management-network scraper: `GET /metrics` only, one request per connection, at
+//! most 64 connections at once, 5 s to send the request head, 10 s per connection.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::fleet::Fleet;
+use crate::shared::SharedLock;
 
 /// Counters the run loop bumps.
 #[derive(Debug, Clone, Default)]
@@ -44,9 +53,27 @@ pub struct AgentCounters {
 /// the sender's counters (lock-free atomics) when a collector is configured.
 #[derive(Debug, Clone)]
 pub struct Shared {
-    pub fleet: Arc<Mutex<Fleet>>,
-    pub counters: Arc<Mutex<AgentCounters>>,
+    pub fleet: SharedLock<Fleet>,
+    pub counters: SharedLock<AgentCounters>,
+    /// The sender's delivery counters, when the agent delivers to a collector.
     pub sink: Option<Arc<crate::sink::SinkStats>>,
+}
+
+impl Shared {
+    /// The exposition text of the current state. One shared lock at a time
+    /// ([`crate::shared`]): the counters are copied out, then the fleet is rendered
+    /// under its own lock. Blocking: async code calls it on a blocking thread.
+    pub fn render(&self) -> String {
+        let counters = self.counters.lock().clone();
+        let body = {
+            let fleet = self.fleet.lock();
+            render(&fleet, &counters)
+        };
+        match &self.sink {
+            Some(sink) => body + &sink.render_metrics(now_ms()),
+            None => body,
+        }
+    }
 }
 
 /// Renders the exposition text.
@@ -235,53 +262,97 @@ fn label(value: &str) -> String {
     escaped
 }
 
+/// Connections served at once; more wait in the kernel's accept queue (no file
+/// descriptor of ours) until one ends.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A client has this long to send its request head (slowloris).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection ends after this long, whatever it is doing.
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// Bytes of request head buffered at most (hyper's minimum is 8 KiB).
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+
 /// Serves `GET /metrics` on `listen` until the task is dropped.
 pub async fn serve(listen: SocketAddr, shared: Shared) -> std::io::Result<()> {
     let listener = TcpListener::bind(listen).await?;
     tracing::info!(%listen, "Serving Prometheus metrics.");
+    serve_on(listener, shared).await
+}
+
+/// Serves `GET /metrics` on a bound listener (tests bind 127.0.0.1:0): hyper's
+/// HTTP/1 server, one request per connection, at most [`MAX_CONNECTIONS`] at once,
+/// [`HEADER_READ_TIMEOUT`] for the request head, [`CONNECTION_DEADLINE`] in all.
+pub async fn serve_on(listener: TcpListener, shared: Shared) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (mut stream, _) = listener.accept().await?;
+        // A free slot first: beyond the cap, connections wait in the accept queue.
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .map_err(std::io::Error::other)?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors, or a connection reset before accept: the
+                // listener stays; a short pause so that a persistent error does not spin.
+                tracing::warn!(%error, "Metrics listener failed to accept a connection.");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let handled = tokio::time::timeout(Duration::from_secs(5), async {
-                let mut request = vec![0u8; 8192];
-                let mut read = 0;
-                while read < request.len() {
-                    let n = stream.read(&mut request[read..]).await?;
-                    if n == 0 {
-                        break;
-                    }
-                    read += n;
-                    if request[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = &request[..read];
-                let response = if head.starts_with(b"GET /metrics ") || head.starts_with(b"GET /metrics?") {
-                    let body = {
-                        let fleet = shared.fleet.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let counters = shared.counters.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        render(&fleet, &counters)
-                    };
-                    let body = match &shared.sink {
-                        Some(sink) => body + &sink.render_metrics(now_ms()),
-                        None => body,
-                    };
-                    format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                } else {
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                };
-                stream.write_all(response.as_bytes()).await?;
-                stream.shutdown().await
-            })
-            .await;
-            if let Ok(Err(error)) = handled {
-                tracing::debug!(%error, "Metrics request failed.");
+            let _slot = slot;
+            let service = service_fn(move |request| answer(request, shared.clone()));
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .keep_alive(false)
+                .max_buf_size(MAX_REQUEST_HEAD)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_DEADLINE, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "Metrics request failed."),
+                Err(_) => tracing::debug!("Metrics connection closed at its deadline."),
             }
         });
+    }
+}
+
+/// `GET /metrics`: the exposition text; any other path 404, another method 405.
+async fn answer(
+    request: Request<Incoming>,
+    shared: Shared,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let reply = |status: StatusCode| {
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = status;
+        response
+    };
+    if request.uri().path() != "/metrics" {
+        return Ok(reply(StatusCode::NOT_FOUND));
+    }
+    if request.method() != Method::GET {
+        let mut response = reply(StatusCode::METHOD_NOT_ALLOWED);
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET"));
+        return Ok(response);
+    }
+    // The locks are std mutexes the monitor thread also takes: not on a runtime thread.
+    match tokio::task::spawn_blocking(move || shared.render()).await {
+        Ok(body) => {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            Ok(response)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "Rendering the metrics failed.");
+            Ok(reply(StatusCode::INTERNAL_SERVER_ERROR))
+        }
     }
 }
 
@@ -325,5 +396,108 @@ mod tests {
             "missing values are not exported as 0"
         );
         let _ = SystemTime::now();
+    }
+
+    /// A listener on 127.0.0.1 serving an empty fleet, in its own runtime.
+    fn listening() -> (tokio::runtime::Runtime, SocketAddr) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let shared = Shared {
+            fleet: SharedLock::new("fleet", Fleet::new(10)),
+            counters: SharedLock::new("counters", AgentCounters::default()),
+            sink: None,
+        };
+        runtime.spawn(serve_on(listener, shared));
+        (runtime, addr)
+    }
+
+    /// Sends `request` on a new connection; the whole answer.
+    fn exchange(addr: SocketAddr, request: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer
+    }
+
+    #[test]
+    fn only_get_metrics_is_served() {
+        let (_runtime, addr) = listening();
+        let ok = exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n",
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(
+            ok.contains("content-type: text/plain; version=0.0.4\r\n"),
+            "{ok}"
+        );
+        assert!(
+            ok.contains("\r\n\r\n# HELP ballast_vm_balloon_actual_bytes"),
+            "{ok}"
+        );
+        assert!(ok.contains("\nballast_agent_vms 0\n"), "{ok}");
+        let other = exchange(addr, "GET /other HTTP/1.1\r\nHost: agent\r\n\r\n");
+        assert!(other.starts_with("HTTP/1.1 404 "), "{other}");
+        let post = exchange(
+            addr,
+            "POST /metrics HTTP/1.1\r\nHost: agent\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        assert!(post.contains("allow: GET\r\n"), "{post}");
+        let garbage = exchange(addr, "\x16\x03\x01 not http\r\n\r\n");
+        assert!(!garbage.contains("ballast_"), "{garbage}");
+    }
+
+    #[test]
+    fn slow_clients_sending_half_a_request_head_do_not_block_a_scrape() {
+        use std::io::{Read, Write};
+        let (_runtime, addr) = listening();
+        let slow: Vec<std::net::TcpStream> = (0..16)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+                stream.write_all(b"GET /metr").expect("write");
+                stream
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let answer = exchange(
+            addr,
+            "GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the scrape waited {:?} behind slow clients",
+            started.elapsed()
+        );
+        // A slow client is cut off once its head took longer than the header timeout.
+        let mut first = slow.into_iter().next().expect("a slow client");
+        first
+            .set_read_timeout(Some(HEADER_READ_TIMEOUT + Duration::from_secs(5)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let closed = first.read_to_end(&mut rest);
+        assert!(
+            closed.is_ok(),
+            "still open {:?} after the slow head began: {closed:?}",
+            started.elapsed()
+        );
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT + Duration::from_secs(3),
+            "closed only after {:?}",
+            started.elapsed()
+        );
     }
 }

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use ballast_model::{
@@ -35,6 +35,7 @@ use crate::enrich::{self, epoch_ms, vm_ref};
 use crate::fleet::{Change, Fleet};
 use crate::hypervisor::{DomainEvent, DomainId, DomainState, Hypervisor};
 use crate::metrics::AgentCounters;
+use crate::shared::{SharedGuard, SharedLock};
 use crate::status::Status;
 
 /// Where the loop puts what it captured (the durable spool, or a file in tests).
@@ -73,14 +74,14 @@ impl EventSink for JsonLinesSink {
 pub struct SpoolSink {
     spool: crate::spool::SpoolHandle,
     journal: Option<JsonLinesSink>,
-    counters: Arc<Mutex<AgentCounters>>,
+    counters: SharedLock<AgentCounters>,
 }
 
 impl SpoolSink {
     pub fn new(
         spool: crate::spool::SpoolHandle,
         journal: Option<PathBuf>,
-        counters: Arc<Mutex<AgentCounters>>,
+        counters: SharedLock<AgentCounters>,
     ) -> Self {
         Self {
             spool,
@@ -98,10 +99,7 @@ impl EventSink for SpoolSink {
         let outcome = self.spool.push_blocking(&envelope);
         let stats = self.spool.stats();
         {
-            let mut counters = self
-                .counters
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut counters = self.counters.lock();
             counters.spool_bytes = stats.bytes;
             counters.spool_events = stats.events;
             counters.dropped_rollups = stats.rollups_lost();
@@ -114,14 +112,17 @@ impl EventSink for SpoolSink {
 }
 
 /// Shared with the metrics exporter and the caller.
+///
+/// Lock rule ([`crate::shared`]): a thread holds at most one of `fleet`, `counters`
+/// and `reload` at a time; copy out under one lock, release, then take the next.
 #[derive(Debug, Clone)]
 pub struct Handles {
-    pub fleet: Arc<Mutex<Fleet>>,
-    pub counters: Arc<Mutex<AgentCounters>>,
+    pub fleet: SharedLock<Fleet>,
+    pub counters: SharedLock<AgentCounters>,
     pub stop: Arc<AtomicBool>,
     /// New settings from a SIGHUP, taken by the monitor between two ticks
     /// ([`crate::reload::apply_live`]).
-    pub reload: Arc<Mutex<Option<Settings>>>,
+    pub reload: SharedLock<Option<Settings>>,
     /// Notified once the first poll is done (systemd readiness).
     pub first_poll: Arc<tokio::sync::Notify>,
 }
@@ -129,10 +130,10 @@ pub struct Handles {
 impl Handles {
     pub fn new(settings: &Settings) -> Self {
         Self {
-            fleet: Arc::new(Mutex::new(Fleet::new(settings.history_samples))),
-            counters: Arc::new(Mutex::new(AgentCounters::default())),
+            fleet: SharedLock::new("fleet", Fleet::new(settings.history_samples)),
+            counters: SharedLock::new("counters", AgentCounters::default()),
             stop: Arc::new(AtomicBool::new(false)),
-            reload: Arc::new(Mutex::new(None)),
+            reload: SharedLock::new("reload", None),
             first_poll: Arc::new(tokio::sync::Notify::new()),
         }
     }
@@ -162,7 +163,16 @@ pub struct Monitor {
     inventory_dirty: bool,
     error_log: RateLimitedLog,
     sequence: u64,
+    /// `WATCHDOG=1` to systemd on every turn of the loop (`WatchdogSec=` in the unit).
+    watchdog: Option<crate::systemd::Watchdog>,
+    /// TEST ONLY ([`STALL_ENV`]): while this file exists the loop stands still.
+    stall_file: Option<PathBuf>,
 }
+
+/// TEST ONLY: the path of a file; while it exists, the monitor loop stands still
+/// (no poll, no capture, no watchdog ping), as a hung loop would. The watchdog test
+/// (agent/tests/reload.rs) uses it; never set it in production.
+pub const STALL_ENV: &str = "BALLAST_TEST_STALL_MONITOR";
 
 /// How often the loop wakes up at most.
 const TICK: Duration = Duration::from_secs(1);
@@ -212,6 +222,8 @@ impl Monitor {
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
+            watchdog: crate::systemd::Watchdog::from_env(),
+            stall_file: std::env::var_os(STALL_ENV).map(PathBuf::from),
         }
     }
 
@@ -233,6 +245,10 @@ impl Monitor {
         let mut next_health = Instant::now() + HEALTH_EVERY;
         let mut next_trim = Instant::now() + TRIM_EVERY;
         while !self.handles.stop.load(Ordering::Relaxed) {
+            self.stall_for_tests();
+            if let Some(watchdog) = self.watchdog.as_mut() {
+                watchdog.tick(Instant::now());
+            }
             let now = Instant::now();
             if now >= next_poll {
                 self.poll();
@@ -277,6 +293,16 @@ impl Monitor {
             if let Err(error) = reader.persist(Instant::now()) {
                 tracing::warn!(%error, "Failed to save the host kernel log position on exit.");
             }
+        }
+    }
+
+    /// TEST ONLY ([`STALL_ENV`]): stands still while the stall file exists.
+    fn stall_for_tests(&self) {
+        let Some(file) = &self.stall_file else {
+            return;
+        };
+        while file.exists() && !self.handles.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -687,7 +713,6 @@ impl Monitor {
             .handles
             .fleet
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .vms()
             .map(|vm| KnownVm {
                 id: vm.id.clone(),
@@ -849,10 +874,14 @@ impl Monitor {
     }
 
     fn emit_health(&mut self) {
+        // One shared lock at a time (crate::shared): the fleet's size first, then the
+        // counters. Holding the counters while taking the fleet deadlocked against a
+        // `/metrics` scrape that held them the other way round.
+        let vms = self.fleet().len();
         let health = {
             let counters = self.counters();
             AgentHealth {
-                vms: u32::try_from(self.fleet().len()).unwrap_or(u32::MAX),
+                vms: u32::try_from(vms).unwrap_or(u32::MAX),
                 poll_duration_ms: (counters.last_poll_seconds * 1000.0) as u64,
                 poll_errors: counters.poll_errors,
                 spool_bytes: counters.spool_bytes,
@@ -893,25 +922,15 @@ impl Monitor {
     }
 
     fn take_reload(&self) -> Option<Settings> {
-        self.handles
-            .reload
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.handles.reload.lock().take()
     }
 
-    fn fleet(&self) -> std::sync::MutexGuard<'_, Fleet> {
-        self.handles
-            .fleet
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn fleet(&self) -> SharedGuard<'_, Fleet> {
+        self.handles.fleet.lock()
     }
 
-    fn counters(&self) -> std::sync::MutexGuard<'_, AgentCounters> {
-        self.handles
-            .counters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn counters(&self) -> SharedGuard<'_, AgentCounters> {
+        self.handles.counters.lock()
     }
 }
 
@@ -1144,7 +1163,7 @@ mod tests {
             "capture:\n  host_kernel: false\n  guest_agent: false\n",
         );
         let handles = Handles::new(&settings);
-        let counters = Arc::clone(&handles.counters);
+        let counters = handles.counters.clone();
         let sink = Box::new(JsonLinesSink::new(dir.path().join("events.jsonl")));
         let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
         monitor.poll();
@@ -1168,8 +1187,125 @@ mod tests {
             dropped > 400,
             "flood control let {dropped} be dropped of 500"
         );
-        let published = counters.lock().map(|c| c.flood_suppressed).unwrap_or(0);
+        let published = counters.lock().flood_suppressed;
         assert_eq!(published, dropped);
+    }
+
+    /// Counts what the monitor emits, without I/O.
+    struct CountingSink(Arc<std::sync::atomic::AtomicU64>);
+
+    impl EventSink for CountingSink {
+        fn emit(&mut self, _envelope: Envelope) -> Result<(), std::io::Error> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    /// One `GET /metrics` over a new connection; the status line and body.
+    fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+
+    #[test]
+    fn scraping_metrics_in_a_tight_loop_while_the_monitor_emits_health_never_hangs() {
+        const ROUNDS: u64 = 5_000;
+        const SCRAPERS: usize = 3;
+        const MIN_SCRAPES: u64 = 3_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        for n in 0..200 {
+            let (mut id, domain) = vm(&format!("vm-{n}"), None);
+            id.uuid = format!("00000000-0000-4000-8000-{n:012}");
+            hypervisor.set(id, domain);
+        }
+        let settings = test_settings(
+            &dir.path().join("state"),
+            "capture:\n  host_kernel: false\n  guest_agent: false\n",
+        );
+        let handles = Handles::new(&settings);
+        let shared = crate::metrics::Shared {
+            fleet: handles.fleet.clone(),
+            counters: handles.counters.clone(),
+            sink: None,
+        };
+        let emitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sink = Box::new(CountingSink(Arc::clone(&emitted)));
+        let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+        monitor.poll();
+        let before = emitted.load(Ordering::Relaxed);
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        runtime.spawn(crate::metrics::serve_on(listener, shared));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let scraped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let scrapers: Vec<_> = (0..SCRAPERS)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                let scraped = Arc::clone(&scraped);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match scrape(addr) {
+                            Ok(answer) if answer.contains("ballast_agent_vms 200") => {
+                                scraped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(answer) => return Err(format!("unexpected answer: {answer:.200}")),
+                            Err(error) => return Err(format!("scrape failed: {error}")),
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+
+        // Health rounds until there were thousands of them and thousands of scrapes
+        // ran meanwhile (the scrapers are in their loop before the first round).
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let during = Arc::clone(&scraped);
+        std::thread::spawn(move || {
+            while during.load(Ordering::Relaxed) == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let first = during.load(Ordering::Relaxed);
+            let mut rounds = 0_u64;
+            while rounds < ROUNDS || during.load(Ordering::Relaxed) - first < MIN_SCRAPES {
+                monitor.emit_health();
+                rounds += 1;
+            }
+            let _ = done_tx.send(rounds);
+        });
+        // A few seconds of work; a minute means a deadlock.
+        let finished = done.recv_timeout(Duration::from_secs(60));
+        stop.store(true, Ordering::Relaxed);
+        let Ok(rounds) = finished else {
+            // Without waiting for a render that never ends.
+            runtime.shutdown_background();
+            panic!("the monitor hung emitting health while /metrics was scraped (deadlock)");
+        };
+        for scraper in scrapers {
+            let scraped = scraper.join().expect("scraper thread");
+            scraped.expect("every scrape answered");
+        }
+        assert_eq!(
+            emitted.load(Ordering::Relaxed) - before,
+            rounds,
+            "one health event per round"
+        );
+        assert!(scraped.load(Ordering::Relaxed) >= MIN_SCRAPES);
     }
 
     #[test]

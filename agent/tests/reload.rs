@@ -1,7 +1,9 @@
 //! The real `ballast-agent run` under a stand-in for systemd: a unix datagram socket
 //! as `$NOTIFY_SOCKET` receives its READY=1 / RELOADING=1 / STOPPING=1, and SIGHUP
 //! reloads its configuration file. Observed from the outside: the notify socket,
-//! `/metrics` (polls counted) and the log.
+//! `/metrics` (polls counted) and the log. Also the watchdog (`$WATCHDOG_USEC`:
+//! WATCHDOG=1 from the monitor loop, none while the test-only stall hook holds it)
+//! and the bounds of the `/metrics` listener (file descriptors under slow clients).
 //!
 //! The host is an empty Proxmox VE (no VM running: `proxmox.config_dir` and
 //! `run_dir` are empty temp dirs), so the test needs neither root nor libvirt.
@@ -52,6 +54,26 @@ impl Agent {
 
     fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Every notification that arrives within `window`.
+    fn notifications_for(&self, window: Duration) -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.notify
+                .set_read_timeout(Some(left))
+                .expect("set a timeout");
+            match self.notify.recv(&mut buffer) {
+                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        received
     }
 
     /// `ballast_agent_polls_total` from /metrics.
@@ -135,6 +157,15 @@ fn config(dir: &Path, metrics_port: u16, extra: &str) -> String {
 }
 
 fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
+    start_with_env(dir, config_file, metrics_port, &[])
+}
+
+fn start_with_env(
+    dir: &Path,
+    config_file: &Path,
+    metrics_port: u16,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Agent {
     for sub in ["run", "pve", "state"] {
         std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
     }
@@ -148,6 +179,9 @@ fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
         .arg(config_file)
         .env("NOTIFY_SOCKET", &socket)
         .env_remove("BALLAST_LOG")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("clone the log handle"))
         .stderr(file)
@@ -258,4 +292,132 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.signal("TERM");
     let status = agent.child.wait().expect("wait");
     assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+/// How many of `notifications` are watchdog pings.
+fn pings(notifications: &[String]) -> usize {
+    notifications
+        .iter()
+        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
+        .count()
+}
+
+#[test]
+fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 1\n")).expect("write");
+    let stall = dir.path().join("stall");
+    // WatchdogSec=2s: a ping at least every second.
+    let mut agent = start_with_env(
+        dir.path(),
+        &file,
+        port,
+        &[
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+            (ballast_agent::run::STALL_ENV, stall.as_os_str()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent
+        .notifications_for(Duration::from_millis(500))
+        .iter()
+        .any(|message| message.contains("READY=1"))
+    {
+        assert!(Instant::now() < deadline, "no READY=1:\n{}", agent.log());
+    }
+
+    let healthy = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&healthy) >= 3,
+        "healthy loop: {healthy:?}\n{}",
+        agent.log()
+    );
+
+    // The monitor loop stands still; the rest of the agent runs on.
+    std::fs::write(&stall, "").expect("create the stall file");
+    let _ = agent.notifications_for(Duration::from_millis(1500));
+    let polls = agent.polls();
+    let stalled = agent.notifications_for(Duration::from_secs(4));
+    assert_eq!(pings(&stalled), 0, "stalled loop: {stalled:?}");
+    assert_eq!(agent.polls(), polls, "the loop really stood still");
+    assert!(agent.alive());
+
+    std::fs::remove_file(&stall).expect("end the stall");
+    let resumed = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&resumed) >= 2,
+        "resumed loop: {resumed:?}\n{}",
+        agent.log()
+    );
+
+    agent.signal("TERM");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .expect("read /proc/<pid>/fd")
+}
+
+#[test]
+fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resume() {
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert_eq!(agent.polls(), 1);
+    let pid = agent.child.id();
+    let before = open_fds(pid);
+
+    // Slow clients: each sends half a request head and waits.
+    let slow: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream.write_all(b"GET /metr").expect("write");
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let during = open_fds(pid);
+    let cap = ballast_agent::metrics::MAX_CONNECTIONS;
+    assert!(
+        during <= before + cap + 4,
+        "{during} fds with {CLIENTS} slow clients ({before} before, cap {cap})"
+    );
+    assert!(
+        during >= before + cap,
+        "the cap's connections were served: {during}"
+    );
+
+    // Once they leave, scrapes are answered again.
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(port, "/metrics") {
+            Ok(body) if body.contains("ballast_agent_polls_total 1") => break,
+            outcome => assert!(
+                Instant::now() < deadline,
+                "no scrape after the slow clients left: {outcome:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} fds after the clients left ({before} before)",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -32,6 +32,7 @@ pub mod reports;
 pub mod retention;
 pub mod server;
 pub mod storage;
+pub mod watchdog;
 
 #[cfg(test)]
 mod test_fixtures;

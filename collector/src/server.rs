@@ -1,6 +1,7 @@
 //! Runs the collector: opens the store, starts retention, serves the API over
 //! plain HTTP or HTTPS (rustls, ring provider) until the shutdown future resolves.
-//! Tells systemd READY=1 once it listens; SIGHUP reloads ([`crate::reload`]).
+//! Tells systemd READY=1 once it listens; SIGHUP reloads ([`crate::reload`]); pings
+//! the systemd watchdog while the store answers ([`crate::watchdog`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub async fn run(
         settings.retention.clone(),
         Some(Arc::clone(&state.metrics)),
     );
+    let watchdog = crate::watchdog::spawn(Arc::clone(&store));
     let notifier =
         crate::notify::spawn_with_stats(store, &settings.notify, Arc::clone(&state.metrics.notify));
     let live = LiveRouter::new(app(state.clone()));
@@ -86,6 +88,9 @@ pub async fn run(
     // Aborting the reloader drops the notifier it owns, which aborts its senders.
     reloader.abort();
     retention.abort();
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
+    }
     result
 }
 

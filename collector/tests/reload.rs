@@ -1,7 +1,9 @@
 //! The real `ballast-collector serve` under a stand-in for systemd: a unix datagram
 //! socket as `$NOTIFY_SOCKET` receives READY=1 once it listens, RELOADING=1 and
 //! READY=1 around a SIGHUP reload. Observed from the outside: which read token the
-//! query API accepts, the log, the process staying up.
+//! query API accepts, the log, the process staying up. With `$WATCHDOG_USEC` set,
+//! WATCHDOG=1 arrives while the store answers and stops while the test-only stall
+//! hook holds the SQLite writer.
 #![allow(clippy::tests_outside_test_module)]
 
 use std::io::{Read, Write};
@@ -36,6 +38,26 @@ impl Collector {
             .recv(&mut buffer)
             .unwrap_or_else(|error| panic!("no notification ({error}):\n{}", self.log()));
         String::from_utf8_lossy(&buffer[..size]).into_owned()
+    }
+
+    /// Every notification that arrives within `window`.
+    fn notifications_for(&self, window: Duration) -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.notify
+                .set_read_timeout(Some(left))
+                .expect("set a timeout");
+            match self.notify.recv(&mut buffer) {
+                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        received
     }
 
     fn signal(&self, name: &str) {
@@ -133,6 +155,8 @@ fn sighup_swaps_the_read_token_and_keeps_the_running_config_on_a_bad_file() {
         .args(["serve", "--config"])
         .arg(&file)
         .env("NOTIFY_SOCKET", &socket)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .stdin(Stdio::null())
         .stdout(output.try_clone().expect("clone"))
         .stderr(output)
@@ -193,6 +217,87 @@ fn sighup_swaps_the_read_token_and_keeps_the_running_config_on_a_bad_file() {
     collector.reload();
     collector.wait_log("Field listen changed: restart required");
     assert_eq!(collector.query_status(NEW_TOKEN), 200);
+
+    collector.signal("TERM");
+    let status = collector.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", collector.log());
+}
+
+/// How many of `notifications` are watchdog pings.
+fn pings(notifications: &[String]) -> usize {
+    notifications
+        .iter()
+        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
+        .count()
+}
+
+#[test]
+fn the_watchdog_is_pinged_while_the_store_answers_and_not_while_its_writer_stalls() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let token_file = dir.path().join("read.token");
+    std::fs::write(&token_file, format!("{OLD_TOKEN}\n")).expect("write the token");
+    let file = dir.path().join("collector.yaml");
+    std::fs::write(&file, config(dir.path(), port, &token_file, "")).expect("write");
+    let socket = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
+    let stall = dir.path().join("stall");
+    let log = dir.path().join("collector.log");
+    let output = std::fs::File::create(&log).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ballast-collector"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .env("NOTIFY_SOCKET", &socket)
+        // WatchdogSec=2s: a ping every second.
+        .env("WATCHDOG_USEC", "2000000")
+        .env_remove("WATCHDOG_PID")
+        .env(ballast_collector::storage::sqlite::STALL_ENV, &stall)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone().expect("clone"))
+        .stderr(output)
+        .spawn()
+        .expect("start ballast-collector");
+    let mut collector = Collector {
+        child,
+        log,
+        notify,
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !collector
+        .notifications_for(Duration::from_millis(500))
+        .iter()
+        .any(|message| message.contains("READY=1"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no READY=1:\n{}",
+            collector.log()
+        );
+    }
+
+    let healthy = collector.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&healthy) >= 3,
+        "healthy: {healthy:?}\n{}",
+        collector.log()
+    );
+
+    // The store's writer stops answering; the HTTP server runs on.
+    std::fs::write(&stall, "").expect("create the stall file");
+    let _ = collector.notifications_for(Duration::from_millis(2500));
+    let stalled = collector.notifications_for(Duration::from_secs(4));
+    assert_eq!(pings(&stalled), 0, "stalled store: {stalled:?}");
+    assert_eq!(collector.query_status(OLD_TOKEN), 200, "still serving");
+    collector.wait_log("did not answer the watchdog ping");
+
+    std::fs::remove_file(&stall).expect("end the stall");
+    let resumed = collector.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&resumed) >= 2,
+        "resumed: {resumed:?}\n{}",
+        collector.log()
+    );
 
     collector.signal("TERM");
     let status = collector.child.wait().expect("wait");

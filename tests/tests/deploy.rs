@@ -309,6 +309,11 @@ fn units_have_the_documented_hardening() {
         ] {
             assert!(has(unit, line), "{name} unit lacks {line}");
         }
+        // The watchdog (docs/deploy.md, "systemd units").
+        assert!(
+            unit.lines().any(|l| l.trim().starts_with("WatchdogSec=")),
+            "{name} unit lacks WatchdogSec="
+        );
         // BALLAST_LOG would override log_level, which a reload applies.
         assert!(
             !unit.contains("BALLAST_LOG="),

@@ -233,8 +233,14 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// TEST ONLY: the path of a file; while it exists, the writer thread takes no job,
+/// as a hung writer would (the watchdog test in collector/tests/reload.rs). Never
+/// set it in production.
+pub const STALL_ENV: &str = "BALLAST_TEST_STALL_STORE";
+
 fn writer_loop(mut connection: Connection, mut jobs: mpsc::Receiver<Job>) {
     let mut pending: Option<Job> = None;
+    let stall_file = std::env::var_os(STALL_ENV).map(PathBuf::from);
     loop {
         let job = match pending.take() {
             Some(job) => job,
@@ -243,6 +249,11 @@ fn writer_loop(mut connection: Connection, mut jobs: mpsc::Receiver<Job>) {
                 None => return,
             },
         };
+        if let Some(file) = &stall_file {
+            while file.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         match job {
             Job::Execute(query, reply) => {
                 let result = connection
