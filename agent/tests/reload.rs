@@ -393,9 +393,11 @@ fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resum
         during <= before + cap + 4,
         "{during} fds with {CLIENTS} slow clients ({before} before, cap {cap})"
     );
+    // A few descriptors open at `before` (a status file write, a timer) may have
+    // closed since: the same slack of 4 as above.
     assert!(
-        during >= before + cap,
-        "the cap's connections were served: {during}"
+        during + 4 >= before + cap,
+        "the cap's connections were served: {during} ({before} before, cap {cap})"
     );
 
     // Once they leave, scrapes are answered again.
