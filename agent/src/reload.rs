@@ -103,6 +103,15 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
             running.collector.token_file != new.collector.token_file,
         ),
         (
+            "collector.ca_file",
+            running.collector.ca_file != new.collector.ca_file
+                || running.collector_ca != new.collector_ca,
+        ),
+        (
+            "collector.allow_insecure_http",
+            running.collector.allow_insecure_http != new.collector.allow_insecure_http,
+        ),
+        (
             "metrics.listen",
             running.metrics_listen != new.metrics_listen,
         ),

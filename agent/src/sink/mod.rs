@@ -35,6 +35,7 @@ use tracing::{info, warn};
 pub use self::backoff::Backoff;
 pub use self::client::{ClientBuildError, CollectorClient, Reachability, SendOutcome};
 pub use self::events::{BatchSent, CollectorSendError, SendStage, SinkStats};
+use crate::collector_tls::CaBundle;
 use crate::config::Settings;
 use crate::spool::{BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
 
@@ -44,6 +45,8 @@ pub struct SinkConfig {
     /// The collector's base URL, e.g. `https://collector.example:8470`.
     pub url: String,
     pub token_file: PathBuf,
+    /// `collector.ca_file`: the only CA trusted for the collector (else web PKI roots).
+    pub ca: Option<CaBundle>,
     pub host_id: String,
     pub agent_version: String,
     pub batch: BatchLimits,
@@ -65,6 +68,7 @@ impl SinkConfig {
         Self {
             url: url.to_string(),
             token_file,
+            ca: None,
             host_id: host_id.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             batch: BatchLimits::default(),
@@ -81,11 +85,13 @@ impl SinkConfig {
     pub fn from_settings(settings: &Settings) -> Option<Self> {
         let url = settings.collector.url.trim();
         (!url.is_empty()).then(|| {
-            Self::new(
+            let mut config = Self::new(
                 url,
                 settings.collector.token_file.clone(),
                 &settings.host_id,
-            )
+            );
+            config.ca.clone_from(&settings.collector_ca);
+            config
         })
     }
 }
