@@ -340,6 +340,11 @@ fn log_reachability(url: &str, reachability: &Reachability) {
             url,
             status, "Collector health check answered unexpectedly; sending anyway."
         ),
+        Reachability::Unreachable { error } if error.contains("certificate") => warn!(
+            url,
+            %error,
+            "Collector's TLS certificate not trusted (a private CA goes in collector.ca_file); events stay in the spool."
+        ),
         Reachability::Unreachable { error } => warn!(
             url,
             %error,
