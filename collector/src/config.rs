@@ -552,6 +552,14 @@ mod tests {
             .to_string();
         assert!(message.contains("url"), "{message}");
         assert!(parse("storage:\n  type: mysql\n").is_err());
+        // TLS parameters of the URL are checked at start-up, naming the file.
+        let raw = parse(
+            "storage:\n  type: postgres\n  url: host=db sslmode=verify-full sslrootcert=/nonexistent/pg-ca.pem\n",
+        )
+        .expect("pg");
+        let message = raw.validate().expect_err("missing CA file").to_string();
+        assert!(message.contains("/nonexistent/pg-ca.pem"), "{message}");
+        assert!(message.contains("sslrootcert"), "{message}");
     }
 
     #[test]

@@ -431,6 +431,12 @@ mod tests {
         assert_eq!(params.sslmode.as_deref(), Some("verify-ca"));
         assert_eq!(params.sslrootcert.as_deref(), Some("/etc/ca.pem"));
 
+        // What is kept reaches tokio-postgres unchanged, quotes and backslashes included.
+        let (rest, _) = split_tls_params(r"host=db password='it\'s \\ secret' sslmode=require")
+            .expect("quoted");
+        let config = tokio_postgres::Config::from_str(&rest).expect("tokio-postgres reads it");
+        assert_eq!(config.get_password(), Some(&br"it's \ secret"[..]));
+
         let (rest, params) =
             split_tls_params("host=/run/postgresql dbname=ballast").expect("plain");
         assert_eq!(rest, "host='/run/postgresql' dbname='ballast'");
