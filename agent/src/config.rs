@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collector_tls::{self, CaBundle, CaFileError};
 use crate::paths;
 
 /// The configuration file as written.
@@ -94,6 +95,12 @@ pub struct CollectorConfig {
     pub url: String,
     /// File holding this host's bearer token.
     pub token_file: PathBuf,
+    /// PEM file of a private CA: the only CA trusted for the collector's certificate
+    /// (replaces the built-in web PKI roots). Empty = the web PKI roots.
+    pub ca_file: PathBuf,
+    /// Allow `http://` to a collector that is not on loopback (the token then crosses
+    /// the network in clear text).
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -160,6 +167,8 @@ impl Default for CollectorConfig {
         Self {
             url: String::new(),
             token_file: PathBuf::from("/etc/ballast/agent.token"),
+            ca_file: PathBuf::new(),
+            allow_insecure_http: false,
         }
     }
 }
@@ -187,6 +196,8 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),
     ("collector.token_file", "File holding this host's bearer token (ballast-collector token create HOST)."),
+    ("collector.ca_file", "PEM file of a private CA, the only CA then trusted for the collector's certificate (the built-in web PKI roots are dropped). Empty = web PKI roots."),
+    ("collector.allow_insecure_http", "Allow http:// to a collector that is not on loopback (127.0.0.0/8, ::1, localhost): the token then crosses the network in clear text."),
     ("metrics", "Prometheus metrics."),
     ("metrics.listen", "e.g. 127.0.0.1:9471; empty = off."),
     ("procfs_root", "Where host memory figures are read (tests point it elsewhere)."),
@@ -209,6 +220,8 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
     pub collector: CollectorConfig,
+    /// `collector.ca_file`, read and checked.
+    pub collector_ca: Option<CaBundle>,
     pub metrics_listen: Option<SocketAddr>,
     pub procfs_root: PathBuf,
     pub journal_file: Option<PathBuf>,
@@ -251,6 +264,13 @@ pub enum ValidationError {
     MetricsListen(String),
     #[error("collector.url ({0:?}) must start with http:// or https://")]
     CollectorUrl(String),
+    #[error(
+        "collector.url ({0:?}) would send this host's token in clear text to a host that \
+         is not loopback: use https://, or set collector.allow_insecure_http: true"
+    )]
+    InsecureCollectorUrl(String),
+    #[error(transparent)]
+    CollectorCaFile(#[from] CaFileError),
     #[error("spool_max_mib ({0}) must be 1 to 1048576")]
     SpoolSize(u64),
     #[error("libvirt.uri is empty")]
@@ -343,6 +363,14 @@ impl RawConfig {
         if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ValidationError::CollectorUrl(url.to_string()));
         }
+        if !self.collector.allow_insecure_http && collector_tls::is_clear_text_to_remote(url) {
+            return Err(ValidationError::InsecureCollectorUrl(url.to_string()));
+        }
+        let collector_ca = if self.collector.ca_file.as_os_str().is_empty() {
+            None
+        } else {
+            Some(CaBundle::load(&self.collector.ca_file)?)
+        };
         if self.libvirt.uri.trim().is_empty() {
             return Err(ValidationError::EmptyLibvirtUri);
         }
@@ -383,6 +411,7 @@ impl RawConfig {
             state_dir: self.state_dir,
             capture: self.capture,
             collector: self.collector,
+            collector_ca,
             metrics_listen,
             procfs_root: self.procfs_root,
             journal_file: (!self.journal_file.as_os_str().is_empty()).then_some(self.journal_file),
@@ -492,6 +521,22 @@ mod tests {
             raw.validate("h"),
             Err(ValidationError::CollectorUrl(_))
         ));
+        let raw = parse("collector:\n  url: http://10.0.0.5:8470\n").expect("parses");
+        let message = raw.validate("h").expect_err("clear text").to_string();
+        assert!(message.contains("collector.url"), "{message}");
+        assert!(
+            message.contains("collector.allow_insecure_http"),
+            "{message}"
+        );
+        let raw = parse("collector:\n  url: http://10.0.0.5:8470\n  allow_insecure_http: true\n")
+            .expect("parses");
+        assert!(raw.validate("h").is_ok());
+        let raw = parse("collector:\n  url: http://127.0.0.1:8470\n").expect("parses");
+        assert!(raw.validate("h").is_ok());
+        let raw = parse("collector:\n  url: https://c.example\n  ca_file: /nonexistent/ca.pem\n")
+            .expect("parses");
+        let message = raw.validate("h").expect_err("missing CA").to_string();
+        assert!(message.contains("/nonexistent/ca.pem"), "{message}");
         let raw = parse("state_dir: var/lib\n").expect("parses");
         assert!(matches!(
             raw.validate("h"),

@@ -7,6 +7,7 @@
 pub mod allocator;
 pub mod audit;
 pub mod capture;
+pub mod collector_tls;
 pub mod config;
 pub mod enrich;
 pub mod error_text;

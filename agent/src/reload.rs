@@ -123,6 +123,15 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
                 && !collector_live(running, new),
         ),
         (
+            "collector.ca_file",
+            running.collector.ca_file != new.collector.ca_file
+                || running.collector_ca != new.collector_ca,
+        ),
+        (
+            "collector.allow_insecure_http",
+            running.collector.allow_insecure_http != new.collector.allow_insecure_http,
+        ),
+        (
             "metrics.listen",
             running.metrics_listen != new.metrics_listen,
         ),

@@ -70,3 +70,105 @@ async fn the_storage_suite_passes_on_postgresql() {
         util::suite::snapshot(postgres.as_ref()).await
     );
 }
+
+/// The throwaway cluster with `ssl=on` (its own CA), reached over TCP: `verify-full`
+/// with that CA stores and reads, and the server sees the connection encrypted
+/// (`pg_stat_ssl`); another CA, or a host name the certificate does not name, is
+/// refused with an error naming the mode and the certificate problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_connects_over_verified_tls() {
+    use ballast_collector::storage::Query;
+
+    let cluster = match TestPg::start_with_tls() {
+        Ok(cluster) => cluster,
+        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
+            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
+            return;
+        }
+        Err(error) => panic!("Failed to start PostgreSQL with TLS: {error}"),
+    };
+    let socket_url = cluster.create_database().expect("createdb");
+    let dbname = socket_url
+        .rsplit_once("dbname=")
+        .map(|(_, name)| name.to_string())
+        .expect("dbname");
+    let tcp = cluster.tcp_connection_string(&dbname).expect("TLS cluster");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cluster.tls_ca_pem().expect("CA")).expect("CA file");
+
+    let url = format!(
+        "{tcp} sslmode=verify-full sslrootcert={}",
+        ca_file.display()
+    );
+    let store = PostgresStore::open(&url, 2)
+        .await
+        .expect("verify-full opens");
+    util::suite::load(&store).await.expect("write over TLS");
+    let seen = util::suite::snapshot(&store).await;
+    assert_eq!(seen["list"]["items"].as_array().map(Vec::len), Some(3));
+    // The server's view: every connection to this database is encrypted.
+    let rows = store
+        .query(Query::new(
+            "SELECT count(*) FILTER (WHERE s.ssl), count(*), max(s.version) \
+             FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.datname = current_database()",
+            Vec::new(),
+        ))
+        .await
+        .expect("pg_stat_ssl");
+    let row = rows.first().expect("one row");
+    assert!(row.int_or_zero(1) >= 1, "at least this connection");
+    assert_eq!(row.int(0), row.int(1), "every connection is encrypted");
+    assert!(
+        row.text_or_empty(2).starts_with("TLSv1."),
+        "TLS version: {:?}",
+        row.text(2)
+    );
+
+    // A CA that did not sign the server's certificate.
+    let other = ballast_testpg::pki::TestPki::generate("another CA", &["localhost"]).expect("pki");
+    let wrong_ca = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong_ca, &other.ca_pem).expect("CA file");
+    let url = format!(
+        "{tcp} sslmode=verify-full sslrootcert={}",
+        wrong_ca.display()
+    );
+    let error = PostgresStore::open(&url, 1).await.expect_err("wrong CA");
+    let text = error_chain(&error);
+    assert!(text.contains("sslmode=verify-full"), "{text}");
+    assert!(text.contains("UnknownIssuer"), "{text}");
+
+    // verify-full checks the name; verify-ca does not (the certificate names
+    // localhost and 127.0.0.1, not 127.0.0.2, which still reaches the server).
+    let by_other_name = tcp.replace("host=localhost", "host=127.0.0.2 hostaddr=127.0.0.1");
+    let url = format!(
+        "{by_other_name} sslmode=verify-full sslrootcert={}",
+        ca_file.display()
+    );
+    let error = PostgresStore::open(&url, 1).await.expect_err("wrong name");
+    let text = error_chain(&error);
+    assert!(text.contains("not valid for name \"127.0.0.2\""), "{text}");
+    let url = format!(
+        "{by_other_name} sslmode=verify-ca sslrootcert={}",
+        ca_file.display()
+    );
+    PostgresStore::open(&url, 1)
+        .await
+        .expect("verify-ca ignores the name");
+    // require: encrypted, no certificate check (the documented risk).
+    PostgresStore::open(&format!("{tcp} sslmode=require"), 1)
+        .await
+        .expect("require takes any certificate");
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

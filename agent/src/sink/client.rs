@@ -19,8 +19,12 @@ use super::{SendStage, SinkConfig};
 
 /// Building the HTTP client failed (TLS set-up).
 #[derive(Debug, thiserror::Error)]
-#[error("Failed to build the collector HTTP client")]
-pub struct ClientBuildError(#[source] reqwest::Error);
+pub enum ClientBuildError {
+    #[error("Failed to build the collector HTTP client")]
+    Http(#[source] reqwest::Error),
+    #[error(transparent)]
+    CaFile(#[from] crate::collector_tls::CaFileError),
+}
 
 /// What became of one send.
 #[derive(Debug)]
@@ -106,12 +110,14 @@ pub struct CollectorClient {
 
 impl CollectorClient {
     pub fn new(config: &SinkConfig) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
             .connect_timeout(config.connect_timeout)
-            .user_agent(format!("ballast-agent/{}", config.agent_version))
-            .build()
-            .map_err(ClientBuildError)?;
+            .user_agent(format!("ballast-agent/{}", config.agent_version));
+        if let Some(ca) = &config.ca {
+            builder = ca.apply(builder)?;
+        }
+        let http = builder.build().map_err(ClientBuildError::Http)?;
         let base = config.url.trim_end_matches('/');
         let mut client = Self {
             http,

@@ -48,6 +48,7 @@ pub use self::classify::Refusal;
 pub use self::client::{ClientBuildError, CollectorClient, Held, Reachability, SendOutcome};
 pub use self::events::{BatchSent, CollectorSendError, SendStage, SinkStats};
 pub use self::state::{DeliveryState, HeldState};
+use crate::collector_tls::CaBundle;
 use crate::config::Settings;
 use crate::spool::{replay, BatchLimits, PendingBatch, Spool, SpoolError, SpoolHandle};
 
@@ -57,6 +58,8 @@ pub struct SinkConfig {
     /// The collector's base URL, e.g. `https://collector.example:8470`.
     pub url: String,
     pub token_file: PathBuf,
+    /// `collector.ca_file`: the only CA trusted for the collector (else web PKI roots).
+    pub ca: Option<CaBundle>,
     pub host_id: String,
     pub agent_version: String,
     pub batch: BatchLimits,
@@ -80,6 +83,7 @@ impl SinkConfig {
         Self {
             url: url.to_string(),
             token_file,
+            ca: None,
             host_id: host_id.to_string(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             batch: BatchLimits::default(),
@@ -96,13 +100,17 @@ impl SinkConfig {
     /// `None` when no collector is configured (events stay in the spool).
     pub fn from_settings(settings: &Settings) -> Option<Self> {
         let url = settings.collector.url.trim();
-        (!url.is_empty()).then(|| Self {
-            state_file: Some(settings.state_dir.join(crate::paths::DELIVERY_FILE_NAME)),
-            ..Self::new(
-                url,
-                settings.collector.token_file.clone(),
-                &settings.host_id,
-            )
+        (!url.is_empty()).then(|| {
+            let mut config = Self {
+                state_file: Some(settings.state_dir.join(crate::paths::DELIVERY_FILE_NAME)),
+                ..Self::new(
+                    url,
+                    settings.collector.token_file.clone(),
+                    &settings.host_id,
+                )
+            };
+            config.ca.clone_from(&settings.collector_ca);
+            config
         })
     }
 }
@@ -551,6 +559,11 @@ fn log_reachability(url: &str, reachability: &Reachability) {
         Reachability::Unexpected { status } => warn!(
             url,
             status, "Collector health check answered unexpectedly; sending anyway."
+        ),
+        Reachability::Unreachable { error } if error.contains("certificate") => warn!(
+            url,
+            %error,
+            "Collector's TLS certificate not trusted (a private CA goes in collector.ca_file); events stay in the spool."
         ),
         Reachability::Unreachable { error } => warn!(
             url,

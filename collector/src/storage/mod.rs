@@ -14,6 +14,7 @@
 //!    a re-sent key counts as a duplicate, never as a second row. It returns only
 //!    after the transaction committed (SQLite: WAL + `synchronous=FULL`).
 
+pub mod pg_tls;
 pub mod postgres;
 pub mod prepare;
 pub mod queries;
@@ -38,6 +39,14 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
     #[error("PostgreSQL failed")]
     Postgres(#[from] tokio_postgres::Error),
+    #[error("Failed to connect to PostgreSQL (sslmode={mode})")]
+    PostgresConnect {
+        mode: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    PostgresTls(#[from] pg_tls::PgTlsError),
     #[error("Failed to create the state directory {path}")]
     StateDir {
         path: std::path::PathBuf,

@@ -4,18 +4,19 @@
 //! closes); each ingest batch is one transaction, so the answer comes after the
 //! commit (`synchronous_commit` as the server is configured: `on` by default).
 //! Migrations run under an advisory lock, so collectors starting together apply
-//! each migration once. Connections are unencrypted (`NoTls`): use a unix socket or
-//! a local/trusted network, as docs/collector.md explains.
+//! each migration once. TLS (rustls) as `sslmode` and `sslrootcert` in the URL say
+//! ([`pg_tls`](crate::storage::pg_tls)).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, IsolationLevel, NoTls};
+use tokio_postgres::{Client, IsolationLevel};
 
 use ballast_model::IngestResponse;
 
+use crate::storage::pg_tls::PgConnect;
 use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::{pending_migrations, Store, StoreError};
@@ -44,7 +45,7 @@ const MIGRATION_LOCK: i64 = 0x6261_6c6c;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    url: String,
+    connect: PgConnect,
     clients: Vec<Mutex<Option<Client>>>,
     next: AtomicUsize,
 }
@@ -68,8 +69,16 @@ fn sql_params(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(sql_param).collect()
 }
 
-async fn connect(url: &str) -> Result<Client, StoreError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+async fn connect(connect: &PgConnect) -> Result<Client, StoreError> {
+    let (client, connection) =
+        connect
+            .config
+            .connect(connect.tls.clone())
+            .await
+            .map_err(|source| StoreError::PostgresConnect {
+                mode: connect.mode.name(),
+                source,
+            })?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(%error, "PostgreSQL connection closed.");
@@ -81,7 +90,8 @@ async fn connect(url: &str) -> Result<Client, StoreError> {
 impl PostgresStore {
     /// Connects (`pool_size` connections, opened lazily after the first) and migrates.
     pub async fn open(url: &str, pool_size: usize) -> Result<Self, StoreError> {
-        let first = connect(url).await?;
+        let spec = PgConnect::from_url(url)?;
+        let first = connect(&spec).await?;
         migrate(&first).await?;
         let mut clients = Vec::with_capacity(pool_size.max(1));
         clients.push(Mutex::new(Some(first)));
@@ -89,7 +99,7 @@ impl PostgresStore {
             clients.push(Mutex::new(None));
         }
         Ok(Self {
-            url: url.to_string(),
+            connect: spec,
             clients,
             next: AtomicUsize::new(0),
         })
@@ -99,7 +109,7 @@ impl PostgresStore {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         let mut guard = self.clients[index].lock().await;
         if guard.as_ref().is_none_or(Client::is_closed) {
-            *guard = Some(connect(&self.url).await?);
+            *guard = Some(connect(&self.connect).await?);
         }
         Ok(guard)
     }

@@ -13,8 +13,15 @@
 //!    dir behind with an `owner.pid`; the next [`TestPg::start`] sweeps such
 //!    clusters whose owner process is gone.
 //!
+//! [`TestPg::start_with_tls`] also generates a private CA and a server certificate
+//! for `localhost` and `127.0.0.1` ([`pki::TestPki`]), starts the server with `ssl=on`
+//! and listens on a free loopback TCP port besides the socket
+//! ([`TestPg::tcp_connection_string`]); the CA is [`TestPg::tls_ca_pem`].
+//!
 //! The cluster runs with `fsync=off`: tests check behaviour, not the disk.
 //! What it is not: a fixture for a running system server; it never touches one.
+
+pub mod pki;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -41,6 +48,10 @@ pub enum TestPgError {
     },
     #[error("The `postgres` system user does not exist (needed to run initdb as root)")]
     NoPostgresUser,
+    #[error("Failed to generate the test CA and server certificate")]
+    Pki(#[source] rcgen::Error),
+    #[error("Failed to write the server certificate or key")]
+    TlsFiles(#[source] std::io::Error),
 }
 
 /// A running throwaway cluster; stopped and deleted on drop.
@@ -51,6 +62,8 @@ pub struct TestPg {
     run_as_postgres: bool,
     port: u16,
     n_databases: std::sync::atomic::AtomicU32,
+    /// With [`TestPg::start_with_tls`]: the certificates and the TCP port.
+    tls: Option<(pki::TestPki, u16)>,
 }
 
 /// Whether this process may skip PostgreSQL tests when the server is missing
@@ -62,6 +75,23 @@ pub fn may_skip() -> bool {
 impl TestPg {
     /// Starts a fresh cluster (about a second).
     pub fn start() -> Result<Self, TestPgError> {
+        Self::start_inner(None)
+    }
+
+    /// Starts a fresh cluster with `ssl=on`, also listening on a free TCP port of
+    /// 127.0.0.1, its server certificate (for `localhost` and `127.0.0.1`) signed by
+    /// a CA generated for this cluster.
+    pub fn start_with_tls() -> Result<Self, TestPgError> {
+        let pki = pki::TestPki::generate("ballast-testpg CA", &["localhost", "127.0.0.1"])
+            .map_err(TestPgError::Pki)?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|addr| addr.port())
+            .map_err(TestPgError::TempDir)?;
+        Self::start_inner(Some((pki, port)))
+    }
+
+    fn start_inner(tls: Option<(pki::TestPki, u16)>) -> Result<Self, TestPgError> {
         let bin_dir = find_bin_dir().ok_or(TestPgError::NotInstalled)?;
         let run_as_postgres = is_root();
         sweep_stale_clusters(&bin_dir, run_as_postgres);
@@ -76,14 +106,19 @@ impl TestPg {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(TestPgError::TempDir)?;
         }
-        // The unix socket is named after the port; any number works, nothing listens on TCP.
-        let port = 5432 + u16::try_from(std::process::id() % 20_000).unwrap_or(0);
+        // The unix socket is named after the port; any number works, nothing listens on
+        // TCP (except with TLS: then the TCP port chosen for it).
+        let port = match &tls {
+            Some((_, tcp_port)) => *tcp_port,
+            None => 5432 + u16::try_from(std::process::id() % 20_000).unwrap_or(0),
+        };
         let mut cluster = Self {
             dir: Some(dir),
             bin_dir,
             run_as_postgres,
             port,
             n_databases: std::sync::atomic::AtomicU32::new(0),
+            tls,
         };
         let data = cluster.dir().join("data");
         cluster.run(
@@ -100,6 +135,10 @@ impl TestPg {
                 OsStr::new("--no-sync"),
             ],
         )?;
+        if let Err(error) = cluster.write_tls_files() {
+            cluster.port = 0;
+            return Err(error);
+        }
         if let Err(error) = cluster.pg_ctl_start() {
             let server_log =
                 std::fs::read_to_string(cluster.dir().join("server.log")).unwrap_or_default();
@@ -129,6 +168,44 @@ impl TestPg {
             self.dir().display(),
             self.port
         )
+    }
+
+    /// With TLS: a connection string over TCP to `localhost` for database `dbname`,
+    /// without any `sslmode` (the caller adds it).
+    pub fn tcp_connection_string(&self, dbname: &str) -> Option<String> {
+        self.tls
+            .as_ref()
+            .map(|(_, port)| format!("host=localhost port={port} user=postgres dbname={dbname}"))
+    }
+
+    /// With TLS: the PEM certificate of the CA that signed the server's certificate.
+    pub fn tls_ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|(pki, _)| pki.ca_pem.as_str())
+    }
+
+    /// Writes `server.crt` and `server.key` (0600, owned by the server's user) into
+    /// the data dir, when the cluster runs with TLS.
+    fn write_tls_files(&self) -> Result<(), TestPgError> {
+        use std::os::unix::fs::PermissionsExt;
+        let Some((pki, _)) = &self.tls else {
+            return Ok(());
+        };
+        let data = self.dir().join("data");
+        for (name, text) in [
+            ("server.crt", &pki.server_cert_pem),
+            ("server.key", &pki.server_key_pem),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text).map_err(TestPgError::TlsFiles)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(TestPgError::TlsFiles)?;
+            if self.run_as_postgres {
+                let (uid, gid) = postgres_ids().ok_or(TestPgError::NoPostgresUser)?;
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))
+                    .map_err(TestPgError::TlsFiles)?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates a new empty database and returns its connection string.
@@ -209,8 +286,15 @@ impl TestPg {
     }
 
     fn server_options(&self) -> String {
+        // server.crt and server.key are ssl_cert_file's and ssl_key_file's defaults
+        // (relative to the data dir).
+        let network = if self.tls.is_some() {
+            "-c listen_addresses=127.0.0.1 -c ssl=on"
+        } else {
+            "-c listen_addresses=''"
+        };
         format!(
-            "-k {} -p {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=200",
+            "-k {} -p {} {network} -c fsync=off -c full_page_writes=off -c max_connections=200",
             self.dir().display(),
             self.port
         )
