@@ -50,12 +50,17 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         running.poll_interval.as_secs().to_string(),
         new.poll_interval.as_secs().to_string(),
     );
+    live(
+        "capture.guest_agent",
+        running.capture.guest_agent.to_string(),
+        new.capture.guest_agent.to_string(),
+    );
     let capture = [
         ("capture.serial", running.capture.serial, new.capture.serial),
         (
-            "capture.guest_agent",
-            running.capture.guest_agent,
-            new.capture.guest_agent,
+            "capture.guest_agent_exec",
+            running.capture.guest_agent_exec,
+            new.capture.guest_agent_exec,
         ),
         (
             "capture.host_kernel",

@@ -52,8 +52,8 @@ use self::qmp::QmpClient;
 use self::serial::{SerialReaders, SerialSettings};
 use self::wire::WireError;
 use super::{
-    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, GuestCounters,
-    Hypervisor, HypervisorError,
+    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, FileChunk,
+    GuestCounters, Hypervisor, HypervisorError,
 };
 use crate::config::ProxmoxConfig;
 
@@ -373,6 +373,40 @@ impl ProxmoxHypervisor {
         }
     }
 
+    /// One guest agent command on a conversation of its own (qemu-ga's file handles
+    /// outlive the connection); an error answer of the agent is
+    /// [`HypervisorError::GuestRefused`].
+    fn qga_call(
+        &self,
+        id: &DomainId,
+        command: &'static str,
+        arguments: Value,
+        timeout: Duration,
+        max_line: usize,
+    ) -> Result<Value, HypervisorError> {
+        let vmid = self.vmid_of(id)?;
+        let deadline = Instant::now() + timeout;
+        let mut client = QgaClient::connect(
+            &self.socket(vmid, "qga"),
+            self.settings.call_timeout.min(timeout),
+            max_line.max(self.settings.max_reply_bytes),
+        )
+        .map_err(|error| match error {
+            WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
+            error => Self::domain_error("reach the guest agent", id, error),
+        })?;
+        client.extend(deadline.saturating_duration_since(Instant::now()));
+        client
+            .execute(command, arguments)
+            .map_err(|error| match error {
+                WireError::Command { class, desc, .. } => {
+                    HypervisorError::guest_refused(id, command, &class, &desc)
+                }
+                WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
+                error => Self::domain_error("call the guest agent", id, error),
+            })
+    }
+
     fn serial_socket_port(&self, vmid: u32, conf: &VmConf) -> Option<u8> {
         if !self.settings.read_serial_vmids.contains(&vmid) {
             return None;
@@ -657,6 +691,78 @@ impl Hypervisor for ProxmoxHypervisor {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(250));
         }
+    }
+
+    fn guest_file_open(
+        &self,
+        id: &DomainId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<i64, HypervisorError> {
+        let reply = self.qga_call(
+            id,
+            "guest-file-open",
+            json!({ "path": path, "mode": "r" }),
+            timeout,
+            self.settings.max_reply_bytes,
+        )?;
+        reply
+            .as_i64()
+            .ok_or_else(|| Self::domain_error("open a guest file", id, MissingField("handle")))
+    }
+
+    fn guest_file_read(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<FileChunk, HypervisorError> {
+        // base64 of `count` bytes plus the JSON around it.
+        let max_line = count
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(AGENT_REPLY_SLACK);
+        let reply = self.qga_call(
+            id,
+            "guest-file-read",
+            json!({ "handle": handle, "count": count }),
+            timeout,
+            max_line,
+        )?;
+        let (data, cut) = match reply.get("buf-b64").and_then(Value::as_str) {
+            Some(data) => base64::decode_bounded(data, count)
+                .map_err(|error| Self::domain_error("decode a guest file read", id, error))?,
+            None => (Vec::new(), false),
+        };
+        let claimed = reply.get("count").and_then(Value::as_u64);
+        if cut || claimed != u64::try_from(data.len()).ok() {
+            return Err(Self::domain_error(
+                "read a guest file",
+                id,
+                MissingField("count matching buf-b64 within the bytes asked"),
+            ));
+        }
+        Ok(FileChunk {
+            data,
+            eof: reply.get("eof").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    fn guest_file_close(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        self.qga_call(
+            id,
+            "guest-file-close",
+            json!({ "handle": handle }),
+            timeout,
+            self.settings.max_reply_bytes,
+        )
+        .map(drop)
     }
 
     fn set_memory_stats_period(
