@@ -267,7 +267,7 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("state_dir", "Spool, capture positions and status file."),
     ("capture", "Where guest OOM reports are read."),
     ("capture.serial", "Tail each VM's serial console log file."),
-    ("capture.guest_agent", "When the guest kernel log is read through the QEMU guest agent (guest-file-open/read/close of /dev/kmsg): off (never), on_suspicion (only after the host sees a sign of an OOM in that guest: usable memory collapsed, oom-kill counter, a partial report on the serial console; nothing runs in a healthy guest), periodic (also every guest_agent_interval_secs, for guests whose OOMs leave no sign on the host). true/false are deprecated (true = on_suspicion)."),
+    ("capture.guest_agent", "When the guest kernel log is read through the QEMU guest agent (guest-file-open/read/close of /dev/kmsg): off = never; on_suspicion (default: nothing is asked of a healthy guest) = only after the host sees a sign of an OOM in it (usable memory collapsed, oom-kill counter, a cut-off report on its serial console); periodic = also every guest_agent_interval_secs, for guests whose OOMs leave no sign on the host. true/false are deprecated (true = on_suspicion)."),
     ("capture.guest_agent_interval_secs", "periodic: seconds between two reads of each guest (at least 60)."),
     ("capture.guest_agent_exec", "Where a guest's agent refuses the file API (qemu-ga --block-rpcs/--allow-rpcs), run /bin/dmesg in it with guest-exec instead. Off: that starts a process in the guest."),
     ("capture.host_kernel", "Watch the host's kernel log for OOMs that killed a QEMU process."),
