@@ -17,7 +17,8 @@
 //! 3. a read shorter than asked, or `eof`, is the end of a regular file.
 //!
 //! Bounds (everything the guest sends is hostile): one time limit for all passes;
-//! at most `max_bytes` kept (the newest; older bytes dropped at a line start);
+//! a finer pass makes at most (former chunk / its chunk + 1) reads past the known
+//! bytes; at most `max_bytes` kept (the newest; older bytes dropped at a line start);
 //! at most twice that read per pass; each chunk at most what was asked (the
 //! backends refuse more and malformed base64).
 //!
@@ -144,8 +145,10 @@ impl Pass<'_> {
         chunk: usize,
         window: &mut Window,
         cap: usize,
+        max_probes: usize,
     ) -> Result<PassEnd, HypervisorError> {
         let mut read = 0usize;
+        let mut probes = 0usize;
         while read < known {
             let count = (known - read).min(MAX_CALL_BYTES);
             match self.read(handle, count) {
@@ -168,6 +171,12 @@ impl Pass<'_> {
             if read >= cap {
                 return Ok(PassEnd::Capped);
             }
+            if probes >= max_probes {
+                // More than the tail a former pass lost (the log grew meanwhile, or
+                // a hostile agent): the next, finer pass goes on from here.
+                return Ok(PassEnd::Failed { known: read });
+            }
+            probes += 1;
             match self.read(handle, chunk) {
                 Ok(data) => {
                     let short = data.len() < chunk;
@@ -219,7 +228,11 @@ fn read_file(
     let cap = max_bytes.saturating_mul(2).max(1);
     let mut known = 0usize;
     let mut best: Option<Window> = None;
+    let mut previous_chunk: Option<usize> = None;
     for chunk in PASS_CHUNKS {
+        // A finer pass reads what the former one lost: less than its chunk.
+        let max_probes = previous_chunk.map_or(usize::MAX, |previous| previous / chunk + 1);
+        previous_chunk = Some(chunk);
         let left = match pass.remaining() {
             Ok(left) => left,
             Err(error) => match best {
@@ -240,7 +253,7 @@ fn read_file(
             },
         };
         let mut window = Window::new(max_bytes);
-        let end = pass.run(handle, known, chunk, &mut window, cap);
+        let end = pass.run(handle, known, chunk, &mut window, cap, max_probes);
         // Closed even after a failure; a close that fails leaks one handle in the
         // guest agent until it restarts, so it is logged.
         pass.calls = pass.calls.saturating_add(1);

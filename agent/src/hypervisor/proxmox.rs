@@ -872,6 +872,72 @@ mod tests {
         }
     }
 
+    /// A guest agent on `run/<vmid>.qga` that syncs, then answers one command with `reply`.
+    fn add_qga(node: &mut FakeNode, vmid: u32, reply: Value) {
+        let server = FakeServer::start(move |mut peer| {
+            let sync = peer.request();
+            let id = sync["arguments"]["id"].clone();
+            peer.send(&[0xFF]);
+            peer.send(format!("{}\n", json!({ "return": id })).as_bytes());
+            let request = peer.request();
+            let mut reply = reply;
+            reply["id"] = request["id"].clone();
+            peer.send(format!("{reply}\n").as_bytes());
+        });
+        std::os::unix::fs::symlink(&server.path, node.dir.join(format!("run/{vmid}.qga")))
+            .expect("link socket");
+        node.servers.push(server);
+    }
+
+    #[test]
+    fn guest_file_reads_are_bounded_and_refusals_named_against_fake_qga_server() {
+        let mut node = FakeNode::new("qga-file");
+        add_qga(
+            &mut node,
+            100,
+            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": false}}),
+        );
+        add_qga(
+            &mut node,
+            101,
+            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": true}}),
+        );
+        add_qga(
+            &mut node,
+            102,
+            json!({"error": {"class": "CommandNotFound", "desc": "The command guest-file-open has been disabled for this instance"}}),
+        );
+        add_qga(
+            &mut node,
+            103,
+            json!({"error": {"class": "GenericError", "desc": "failed to read file: Resource temporarily unavailable"}}),
+        );
+        let backend = ProxmoxHypervisor::new(node.settings());
+        let id = |vmid: u32| DomainId {
+            uuid: vmid.to_string(),
+            name: format!("vm{vmid}"),
+        };
+        let timeout = Duration::from_secs(2);
+        // Five bytes where four were asked: refused, not cut.
+        assert!(backend.guest_file_read(&id(100), 7, 4, timeout).is_err());
+        let chunk = backend
+            .guest_file_read(&id(101), 7, 64, timeout)
+            .expect("read");
+        assert_eq!(chunk.data, b"hello");
+        assert!(chunk.eof);
+        let disabled = backend
+            .guest_file_open(&id(102), "/dev/kmsg", timeout)
+            .expect_err("disabled");
+        assert!(disabled.is_command_disabled(), "{disabled}");
+        let end = backend
+            .guest_file_read(&id(103), 7, 64, timeout)
+            .expect_err("end of the ring");
+        assert!(
+            matches!(end, HypervisorError::GuestRefused { .. }) && !end.is_command_disabled(),
+            "{end}"
+        );
+    }
+
     fn answering(peer: Peer) {
         let mut peer = peer;
         peer.send(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
