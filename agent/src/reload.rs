@@ -186,4 +186,29 @@ mod tests {
         );
         assert_eq!(running.history_samples, 60, "the rings keep their size");
     }
+
+    #[test]
+    fn the_guest_agent_mode_and_exec_change_live() {
+        let mut running = settings("capture:\n  guest_agent: periodic\n");
+        let new = settings("capture:\n  guest_agent: off\n  guest_agent_exec: true\n");
+        let plan = plan(&running, &new);
+        assert_eq!(
+            plan.live,
+            [
+                "capture.guest_agent: periodic -> off",
+                "capture.guest_agent_exec: false -> true"
+            ]
+        );
+        assert!(
+            plan.restart_required.is_empty(),
+            "{:?}",
+            plan.restart_required
+        );
+        apply_live(&mut running, &new);
+        assert_eq!(
+            running.capture.guest_agent,
+            crate::config::GuestAgentMode::Off
+        );
+        assert!(running.capture.guest_agent_exec);
+    }
 }
