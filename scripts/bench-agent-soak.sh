@@ -228,7 +228,7 @@ history_secs: $RING
 state_dir: $WORK/state
 capture:
   serial: true
-  guest_agent: true
+  guest_agent: periodic
   host_kernel: true
 metrics:
   listen: 127.0.0.1:$PORT

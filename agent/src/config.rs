@@ -80,12 +80,97 @@ pub struct ProxmoxConfig {
 pub struct CaptureConfig {
     /// Tail each VM's serial console log file.
     pub serial: bool,
-    /// Fetch the guest kernel log through the QEMU guest agent when an OOM is suspected.
-    pub guest_agent: bool,
-    /// ... and also at this slow interval (0 = only when suspected).
+    /// When the guest kernel log is read through the QEMU guest agent (see
+    /// [`GuestAgentMode`]; `true`/`false` still read, deprecated).
+    pub guest_agent: GuestAgentMode,
+    /// `periodic`: this often (seconds, at least 60).
     pub guest_agent_interval_secs: u64,
+    /// Where the guest refuses the guest agent's file API, run `dmesg` in it with
+    /// `guest-exec` instead. Off by default: that starts a process in the guest.
+    pub guest_agent_exec: bool,
     /// Watch the host's own kernel log for OOMs that killed a QEMU process.
     pub host_kernel: bool,
+}
+
+/// `capture.guest_agent`: when the agent reads a guest's kernel log through its
+/// guest agent (`guest-file-open/read/close` of `/dev/kmsg`; `guest-exec dmesg`
+/// only with `capture.guest_agent_exec`).
+///
+/// Default `on_suspicion`: a healthy guest is never touched. The host already sees
+/// the signs of a guest OOM (usable memory collapsed, the balloon's oom-kill
+/// counter went up, a partial report on the serial console), and the serial
+/// console catches most reports whole; the guest agent only completes or confirms
+/// them. `periodic` adds a read every `guest_agent_interval_secs` for guests whose
+/// OOMs leave no trace the host can see (no serial log, no balloon stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestAgentMode {
+    /// Never: no guest agent call at all.
+    Off,
+    /// Only after a host-visible sign of an OOM in that guest.
+    #[default]
+    OnSuspicion,
+    /// After a sign, and every `guest_agent_interval_secs`.
+    Periodic,
+}
+
+impl GuestAgentMode {
+    pub const NAMES: [&'static str; 3] = ["off", "on_suspicion", "periodic"];
+
+    /// The mode the pre-1.x booleans meant: `true` -> the default, `false` -> off.
+    pub fn from_legacy_bool(on: bool) -> Self {
+        if on {
+            GuestAgentMode::default()
+        } else {
+            GuestAgentMode::Off
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestAgentMode::Off => "off",
+            GuestAgentMode::OnSuspicion => "on_suspicion",
+            GuestAgentMode::Periodic => "periodic",
+        }
+    }
+
+    /// Any guest agent calls at all.
+    pub fn enabled(self) -> bool {
+        self != GuestAgentMode::Off
+    }
+}
+
+impl std::fmt::Display for GuestAgentMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for GuestAgentMode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = GuestAgentMode;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("off, on_suspicion or periodic")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<GuestAgentMode, E> {
+                Ok(GuestAgentMode::from_legacy_bool(on))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<GuestAgentMode, E> {
+                match text {
+                    "off" => Ok(GuestAgentMode::Off),
+                    "on_suspicion" => Ok(GuestAgentMode::OnSuspicion),
+                    "periodic" => Ok(GuestAgentMode::Periodic),
+                    _ => Err(E::unknown_variant(text, &GuestAgentMode::NAMES)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,8 +240,9 @@ impl Default for CaptureConfig {
     fn default() -> Self {
         Self {
             serial: true,
-            guest_agent: true,
+            guest_agent: GuestAgentMode::default(),
             guest_agent_interval_secs: 900,
+            guest_agent_exec: false,
             host_kernel: true,
         }
     }
@@ -190,8 +276,9 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("state_dir", "Spool, capture positions and status file."),
     ("capture", "Where guest OOM reports are read."),
     ("capture.serial", "Tail each VM's serial console log file."),
-    ("capture.guest_agent", "Read the guest kernel log through the QEMU guest agent when an OOM is suspected."),
-    ("capture.guest_agent_interval_secs", "...and also this often (0 = only when suspected)."),
+    ("capture.guest_agent", "When the guest kernel log is read through the QEMU guest agent (guest-file-open/read/close of /dev/kmsg): off = never; on_suspicion (default: nothing is asked of a healthy guest) = only after the host sees a sign of an OOM in it (usable memory collapsed, oom-kill counter, a cut-off report on its serial console); periodic = also every guest_agent_interval_secs, for guests whose OOMs leave no sign on the host. true/false are deprecated (true = on_suspicion)."),
+    ("capture.guest_agent_interval_secs", "periodic: seconds between two reads of each guest (at least 60)."),
+    ("capture.guest_agent_exec", "Where a guest's agent refuses the file API (qemu-ga --block-rpcs/--allow-rpcs), run /bin/dmesg in it with guest-exec instead. Off: that starts a process in the guest."),
     ("capture.host_kernel", "Watch the host's kernel log for OOMs that killed a QEMU process."),
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),
@@ -228,6 +315,8 @@ pub struct Settings {
     pub spool_max_bytes: u64,
     /// A valid tracing filter directive.
     pub log_level: String,
+    /// Keys written in a deprecated form ([`RawConfig::deprecations`]): warnings.
+    pub deprecations: Vec<String>,
 }
 
 /// Reading the file failed, or its YAML does not fit the schema.
@@ -279,6 +368,8 @@ pub enum ValidationError {
     RelativeStateDir(PathBuf),
     #[error("host_id ({0:?}) may only hold letters, digits, '.', '-' and '_' (at most 253)")]
     HostId(String),
+    #[error("capture.guest_agent_interval_secs ({0}) must be at least 60 with capture.guest_agent: periodic")]
+    GuestAgentInterval(u64),
     #[error("log_level ({value:?}) is not a log filter: {message}")]
     LogLevel { value: String, message: String },
 }
@@ -293,6 +384,26 @@ impl RawConfig {
             path: path.to_path_buf(),
             message: error.to_string(),
         })
+    }
+
+    /// Keys written in a deprecated form in `text` (a config that parsed), one line
+    /// each for the start-up log and `check-config`.
+    pub fn deprecations(text: &str) -> Vec<String> {
+        let Ok(value) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+            return Vec::new();
+        };
+        let mut found = Vec::new();
+        if let Some(on) = value
+            .get("capture")
+            .and_then(|capture| capture.get("guest_agent"))
+            .and_then(serde_yaml_ng::Value::as_bool)
+        {
+            found.push(format!(
+                "capture.guest_agent: {on} is deprecated; write capture.guest_agent: {} (off, on_suspicion or periodic)",
+                GuestAgentMode::from_legacy_bool(on)
+            ));
+        }
+        found
     }
 
     /// Reads and parses a file.
@@ -393,6 +504,13 @@ impl RawConfig {
         if !host_ok {
             return Err(ValidationError::HostId(host_id));
         }
+        if self.capture.guest_agent == GuestAgentMode::Periodic
+            && self.capture.guest_agent_interval_secs < 60
+        {
+            return Err(ValidationError::GuestAgentInterval(
+                self.capture.guest_agent_interval_secs,
+            ));
+        }
         let log_level = self.log_level.trim().to_string();
         if let Err(message) = check_log_filter(&log_level) {
             return Err(ValidationError::LogLevel {
@@ -417,6 +535,7 @@ impl RawConfig {
             journal_file: (!self.journal_file.as_os_str().is_empty()).then_some(self.journal_file),
             spool_max_bytes: self.spool_max_mib.saturating_mul(1024 * 1024),
             log_level,
+            deprecations: Vec::new(),
         })
     }
 }
@@ -445,15 +564,29 @@ fn check_log_filter(text: &str) -> Result<(), String> {
 
 /// Reads `path` (defaults when `None`) and validates it: the agent's start-up check.
 pub fn load(path: Option<&Path>, system_host_name: &str) -> Result<Settings, ConfigError> {
-    let (raw, source) = match path {
-        Some(path) => (RawConfig::from_file(path)?, path.to_path_buf()),
-        None => (RawConfig::default(), PathBuf::from("(defaults)")),
+    let (raw, source, deprecations) = match path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let raw = RawConfig::from_yaml(&text, path)?;
+            (raw, path.to_path_buf(), RawConfig::deprecations(&text))
+        }
+        None => (
+            RawConfig::default(),
+            PathBuf::from("(defaults)"),
+            Vec::new(),
+        ),
     };
-    raw.validate(system_host_name)
-        .map_err(|source_error| ConfigError::Invalid {
-            path: source,
-            source: source_error,
-        })
+    let mut settings =
+        raw.validate(system_host_name)
+            .map_err(|source_error| ConfigError::Invalid {
+                path: source,
+                source: source_error,
+            })?;
+    settings.deprecations = deprecations;
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -569,5 +702,70 @@ mod tests {
     #[test]
     fn an_empty_file_means_defaults() {
         assert_eq!(parse("").expect("empty"), RawConfig::default());
+    }
+
+    #[test]
+    fn guest_agent_modes_parse_and_old_booleans_map_with_a_deprecation() {
+        for (text, mode) in [
+            ("off", GuestAgentMode::Off),
+            ("on_suspicion", GuestAgentMode::OnSuspicion),
+            ("periodic", GuestAgentMode::Periodic),
+            ("true", GuestAgentMode::OnSuspicion),
+            ("false", GuestAgentMode::Off),
+        ] {
+            let yaml = format!("capture:\n  guest_agent: {text}\n");
+            let raw = parse(&yaml).expect(text);
+            assert_eq!(raw.capture.guest_agent, mode, "{text}");
+            let deprecations = RawConfig::deprecations(&yaml);
+            if text == "true" || text == "false" {
+                assert_eq!(deprecations.len(), 1, "{text}");
+                assert!(
+                    deprecations[0].contains(&format!("capture.guest_agent: {mode}")),
+                    "{deprecations:?}"
+                );
+            } else {
+                assert!(deprecations.is_empty(), "{text}: {deprecations:?}");
+            }
+        }
+        assert_eq!(
+            CaptureConfig::default().guest_agent,
+            GuestAgentMode::OnSuspicion
+        );
+        assert!(!CaptureConfig::default().guest_agent_exec);
+        let message = parse("capture:\n  guest_agent: always\n")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(
+            message.contains("always") && message.contains("on_suspicion"),
+            "{message}"
+        );
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn periodic_needs_an_interval_of_a_minute_and_load_reports_deprecations() {
+        let raw = parse("capture:\n  guest_agent: periodic\n  guest_agent_interval_secs: 0\n")
+            .expect("parses");
+        assert_eq!(
+            raw.validate("h"),
+            Err(ValidationError::GuestAgentInterval(0))
+        );
+        let raw = parse("capture:\n  guest_agent: on_suspicion\n  guest_agent_interval_secs: 0\n")
+            .expect("parses");
+        assert!(
+            raw.validate("h").is_ok(),
+            "the interval only matters for periodic"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("agent.yaml");
+        std::fs::write(&file, "capture:\n  guest_agent: true\n").expect("write");
+        let settings = load(Some(&file), "h").expect("loads");
+        assert_eq!(settings.capture.guest_agent, GuestAgentMode::OnSuspicion);
+        assert_eq!(
+            settings.deprecations.len(),
+            1,
+            "{:?}",
+            settings.deprecations
+        );
     }
 }

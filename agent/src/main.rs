@@ -172,6 +172,10 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
         settings.poll_interval.as_secs(),
         settings.history.as_secs()
     );
+    println!("{}", guest_agent_summary(&settings));
+    for deprecation in &settings.deprecations {
+        eprintln!("warning: {}: {deprecation}", file.display());
+    }
     Ok(())
 }
 
@@ -200,6 +204,27 @@ fn check_collector(file: &Path, settings: &Settings) -> anyhow::Result<()> {
             Ok(())
         }
         (_, None) => Ok(()),
+    }
+}
+
+/// What the agent will do inside guests, in one line (check-config, start-up log).
+fn guest_agent_summary(settings: &Settings) -> String {
+    use ballast_agent::config::GuestAgentMode;
+    let capture = &settings.capture;
+    let exec = if capture.guest_agent_exec {
+        "; guest-exec /bin/dmesg where a guest refuses the file API"
+    } else {
+        "; never guest-exec"
+    };
+    match capture.guest_agent {
+        GuestAgentMode::Off => "Guest agent: off (no call into any guest)".to_string(),
+        GuestAgentMode::OnSuspicion => format!(
+            "Guest agent: on_suspicion (reads /dev/kmsg with guest-file-open/read/close only after a host-visible sign of an OOM{exec})"
+        ),
+        GuestAgentMode::Periodic => format!(
+            "Guest agent: periodic (reads /dev/kmsg with guest-file-open/read/close after a sign of an OOM and every {} s{exec})",
+            capture.guest_agent_interval_secs
+        ),
     }
 }
 
@@ -346,6 +371,10 @@ fn run(config: Option<&Path>) -> anyhow::Result<()> {
     })?;
     let hypervisor = choose_backend(&settings)?;
     tracing::info!(host = %settings.host_id, backend = hypervisor.backend(), "ballast-agent starting.");
+    tracing::info!("{}", guest_agent_summary(&settings));
+    for deprecation in &settings.deprecations {
+        tracing::warn!("Deprecated configuration: {deprecation}.");
+    }
     let handles = Handles::new(&settings);
     let spool_config =
         SpoolConfig::with_cap(settings.state_dir.join("spool"), settings.spool_max_bytes);
@@ -504,6 +533,9 @@ impl Reloader {
                 return;
             }
         };
+        for deprecation in &new.deprecations {
+            tracing::warn!("Deprecated configuration: {deprecation}.");
+        }
         let plan = reload::plan(&self.running, &new);
         for field in &plan.restart_required {
             tracing::warn!(

@@ -52,12 +52,17 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         running.poll_interval.as_secs().to_string(),
         new.poll_interval.as_secs().to_string(),
     );
+    live(
+        "capture.guest_agent",
+        running.capture.guest_agent.to_string(),
+        new.capture.guest_agent.to_string(),
+    );
     let capture = [
         ("capture.serial", running.capture.serial, new.capture.serial),
         (
-            "capture.guest_agent",
-            running.capture.guest_agent,
-            new.capture.guest_agent,
+            "capture.guest_agent_exec",
+            running.capture.guest_agent_exec,
+            new.capture.guest_agent_exec,
         ),
         (
             "capture.host_kernel",
@@ -239,5 +244,30 @@ mod tests {
             "metrics.listen needs a restart"
         );
         assert_eq!(running.history_samples, 60, "the rings keep their size");
+    }
+
+    #[test]
+    fn the_guest_agent_mode_and_exec_change_live() {
+        let mut running = settings("capture:\n  guest_agent: periodic\n");
+        let new = settings("capture:\n  guest_agent: off\n  guest_agent_exec: true\n");
+        let plan = plan(&running, &new);
+        assert_eq!(
+            plan.live,
+            [
+                "capture.guest_agent: periodic -> off",
+                "capture.guest_agent_exec: false -> true"
+            ]
+        );
+        assert!(
+            plan.restart_required.is_empty(),
+            "{:?}",
+            plan.restart_required
+        );
+        apply_live(&mut running, &new);
+        assert_eq!(
+            running.capture.guest_agent,
+            crate::config::GuestAgentMode::Off
+        );
+        assert!(running.capture.guest_agent_exec);
     }
 }

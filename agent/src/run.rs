@@ -5,8 +5,10 @@
 //!    the configuration of VMs that appeared, QEMU's counters when enabled, minute
 //!    rollups, the status file;
 //! 2. hypervisor events (balloon changes, lifecycle) as they arrive;
-//! 3. every tick: the serial console logs of all VMs, guest-agent fetches that a
-//!    suspicion asked for or that are due (handed to the guest agent threads of
+//! 3. every tick: the serial console logs of all VMs, guest-agent reads of the guest
+//!    kernel log (`capture.guest_agent`: never when `off`; after a suspicion — usable
+//!    memory collapsed, the oom-kill counter, a partial serial report — when
+//!    `on_suspicion`; also every `guest_agent_interval_secs` when `periodic`; handed to the guest agent threads of
 //!    [`GuestAgentWorker`], their results taken back the next ticks: a guest agent
 //!    that does not answer never holds this thread), held partial reports;
 //! 4. every captured OOM is analyzed with the host's balloon figures
@@ -30,7 +32,7 @@ use ballast_model::{
 use crate::capture::ga_worker::{FetchDone, GuestAgentWorker, Submitted};
 use crate::capture::host_kernel::{HostKernelConfig, HostKernelReader, KnownVm};
 use crate::capture::{Capture, CaptureEvent, CaptureSettings, CapturedOom, FetchReason};
-use crate::config::Settings;
+use crate::config::{GuestAgentMode, Settings};
 use crate::enrich::{self, epoch_ms, vm_ref};
 use crate::fleet::{Change, Fleet};
 use crate::hypervisor::{DomainEvent, DomainId, DomainState, Hypervisor};
@@ -558,9 +560,15 @@ impl Monitor {
             let done = worker.finished();
             self.take_guest_agent_results(done, now, &mut events);
         }
-        if self.settings.capture.guest_agent {
-            let interval = Duration::from_secs(self.settings.capture.guest_agent_interval_secs);
-            if !interval.is_zero() {
+        let mode = self.settings.capture.guest_agent;
+        if !mode.enabled() {
+            // Off: no guest agent call; what a suspicion asked for is dropped.
+            self.pending_fetch.clear();
+        } else {
+            self.capture
+                .set_agent_exec(self.settings.capture.guest_agent_exec);
+            if mode == GuestAgentMode::Periodic {
+                let interval = Duration::from_secs(self.settings.capture.guest_agent_interval_secs);
                 // A VM without a guest agent channel is asked only when its serial
                 // console shows a partial report, never periodically.
                 for (id, _, _) in vms.iter().filter(|(_, _, channel)| *channel) {
@@ -633,7 +641,8 @@ impl Monitor {
                 return;
             }
         }
-        if worker.submit(&id, reason) == Submitted::Refused {
+        let allow_exec = self.settings.capture.guest_agent_exec;
+        if worker.submit(&id, reason, allow_exec) == Submitted::Refused {
             // Every thread is busy and the queue is full: on a later tick.
             self.pending_fetch.insert(id.uuid.clone(), (id, reason));
         }
@@ -815,7 +824,7 @@ impl Monitor {
         if self.settings.capture.serial {
             capabilities.push("serial_capture".to_string());
         }
-        if self.settings.capture.guest_agent {
+        if self.settings.capture.guest_agent.enabled() {
             capabilities.push("guest_agent_capture".to_string());
         }
         if self.settings.libvirt.read_qemu_counters {
@@ -1020,10 +1029,11 @@ mod tests {
     }
 
     impl RunningMonitor {
+        /// With `capture.guest_agent: periodic` (every 60 s, so once per test).
         fn start(dir: &std::path::Path, hypervisor: Arc<dyn Hypervisor>) -> Self {
             let settings = test_settings(
                 &dir.join("state"),
-                "poll_interval_secs: 1\ncapture:\n  host_kernel: false\n",
+                "poll_interval_secs: 1\ncapture:\n  host_kernel: false\n  guest_agent: periodic\n  guest_agent_interval_secs: 60\n",
             );
             let handles = Handles::new(&settings);
             let stop = Arc::clone(&handles.stop);
@@ -1320,16 +1330,108 @@ mod tests {
         let monitor =
             RunningMonitor::start(dir.path(), Arc::clone(&hypervisor) as Arc<dyn Hypervisor>);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while hypervisor.guest_exec_calls(&with_id) == 0 && Instant::now() < deadline {
+        while hypervisor.guest_agent_calls(&with_id) == 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         // A few more ticks in which the other VM's fetch would have started too.
         std::thread::sleep(Duration::from_secs(3));
         monitor.stop();
         assert!(
-            hypervisor.guest_exec_calls(&with_id) >= 1,
+            hypervisor.guest_agent_calls(&with_id) >= 1,
             "the VM with a channel was never asked"
         );
-        assert_eq!(hypervisor.guest_exec_calls(&without_id), 0);
+        assert_eq!(hypervisor.guest_agent_calls(&without_id), 0);
+        assert_eq!(
+            hypervisor.guest_exec_calls(&with_id),
+            0,
+            "the file API answered: nothing was run in the guest"
+        );
+    }
+
+    /// A sample of 458 MiB of guest memory with `usable_kib` available.
+    fn usable(usable_kib: u64, update: u64) -> crate::hypervisor::BalloonSample {
+        crate::hypervisor::BalloonSample {
+            actual_kib: Some(524_288),
+            maximum_kib: Some(524_288),
+            available_kib: Some(468_416),
+            usable_kib: Some(usable_kib),
+            last_update_epoch_secs: Some(update),
+            ..crate::hypervisor::BalloonSample::default()
+        }
+    }
+
+    /// Ticks `monitor` until `done` or 10 s, giving the guest agent threads time.
+    fn tick_until(monitor: &mut Monitor, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() && Instant::now() < deadline {
+            monitor.capture_tick();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // A few more ticks: results are taken back, and a call that should not
+        // happen has had its chance.
+        for _ in 0..5 {
+            monitor.capture_tick();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn the_guest_agent_mode_decides_when_a_guest_is_read_with_fake_hypervisor() {
+        for mode in ["off", "on_suspicion", "periodic"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let hypervisor = Arc::new(FakeHypervisor::new());
+            let (id, mut domain) = vm("guest", Some(crate::capture::detect::tests::LAB_LOG));
+            domain.sample = usable(100_000, 1);
+            hypervisor.set(id.clone(), domain);
+            let settings = test_settings(
+                &dir.path().join("state"),
+                &format!("capture:\n  host_kernel: false\n  guest_agent: {mode}\n  guest_agent_interval_secs: 60\n"),
+            );
+            let handles = Handles::new(&settings);
+            let events = dir.path().join("events.jsonl");
+            let sink = Box::new(JsonLinesSink::new(events.clone()));
+            let mut monitor = Monitor::new(
+                settings,
+                Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
+                sink,
+                handles,
+            );
+            // A healthy guest: only `periodic` reads it (at once, then every 60 s).
+            monitor.poll();
+            tick_until(&mut monitor, || hypervisor.guest_agent_calls(&id) > 0);
+            let healthy = hypervisor.guest_agent_calls(&id);
+            match mode {
+                "periodic" => assert!(healthy > 0, "{mode}: the periodic read did not come"),
+                _ => assert_eq!(healthy, 0, "{mode}: a healthy guest was read"),
+            }
+            let oom_before = has_oom_of(&events, "guest");
+            // The host sees a sign: the guest's usable memory collapsed.
+            hypervisor.update(&id, |domain| domain.sample = usable(3_000, 2));
+            monitor.poll();
+            tick_until(&mut monitor, || hypervisor.guest_agent_calls(&id) > healthy);
+            let after = hypervisor.guest_agent_calls(&id);
+            match mode {
+                "off" => {
+                    assert_eq!(after, 0, "off: the guest agent was called");
+                    assert!(!has_oom_of(&events, "guest"));
+                }
+                _ => {
+                    assert!(
+                        after > healthy,
+                        "{mode}: the suspicion did not read the guest"
+                    );
+                    assert!(
+                        has_oom_of(&events, "guest") || oom_before,
+                        "{mode}: no OOM event"
+                    );
+                }
+            }
+            assert_eq!(
+                hypervisor.guest_exec_calls(&id),
+                0,
+                "{mode}: exec without guest_agent_exec"
+            );
+            drop(monitor);
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! real libvirt backend:
 //!
 //! * a loglevel-7 guest inflated to 200 of 512 MiB, then a memory hog: the serial
-//!   tailer yields exactly one report, with verdict `balloon`; dmesg through the
-//!   guest agent yields the same report; dedupe makes them one event; a restarted
+//!   tailer yields exactly one report, with verdict `balloon`; the guest's
+//!   `/dev/kmsg` read through the guest agent's file API (guest-exec not allowed,
+//!   so nothing runs in the guest) yields the same report, kill line included;
+//!   dedupe makes them one event; a restarted
 //!   capture (new tailer from the persisted state) emits nothing again;
 //! * a `quiet` guest (loglevel 4): the serial console shows only the kill line, a
 //!   partial report that capture holds and the guest agent path completes.
@@ -156,12 +158,35 @@ fn serial_and_guest_agent_capture_one_balloon_oom_once() {
     let analysis = ballast_oom::analyze(&from_serial.report, None);
     assert_eq!(analysis.verdict, Verdict::Balloon, "{analysis:#?}");
 
-    // Guest agent alone (a capture with its own state): the same report.
+    // The file API reads the whole ring, its last bytes included (qemu-ga drops
+    // the bytes of a read that reaches the end of /dev/kmsg).
+    let kmsg =
+        ballast_agent::capture::kmsg::read_kmsg(&hypervisor, &id, Duration::from_secs(30), 4 << 20)
+            .expect("/dev/kmsg through guest-file-open/read/close");
+    let text = String::from_utf8_lossy(&kmsg.bytes);
+    assert!(
+        text.contains("Killed process") && text.contains("(memhog)"),
+        "{} bytes in {} calls, ending {:?}",
+        kmsg.bytes.len(),
+        kmsg.calls,
+        text.chars().rev().take(300).collect::<String>()
+    );
+    assert!(text.ends_with('\n'), "the last record is whole");
+    eprintln!(
+        "/dev/kmsg: {} bytes in {} guest agent calls",
+        kmsg.bytes.len(),
+        kmsg.calls
+    );
+
+    // Guest agent alone (a capture with its own state): the same report, through
+    // the file API only (guest-exec is not allowed by default).
     let other_state = StateDir::new("agent-only");
-    let mut agent_only = Capture::new(settings(&other_state));
+    let agent_settings = settings(&other_state);
+    assert!(!agent_settings.agent_exec);
+    let mut agent_only = Capture::new(agent_settings);
     let events = agent_only
         .fetch_guest_agent(&hypervisor, &id, FetchReason::Periodic, Instant::now())
-        .expect("dmesg through the guest agent");
+        .expect("/dev/kmsg through the guest agent");
     let from_agent = ooms(events);
     assert_eq!(from_agent.len(), 1, "{from_agent:#?}");
     assert_eq!(from_agent[0].source, CaptureSource::GuestAgent);

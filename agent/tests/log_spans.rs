@@ -84,7 +84,7 @@ fn per_vm_log_lines_run_in_a_span_naming_the_vm() {
         },
     );
     let yaml = format!(
-        "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n  guest_agent: false\n",
+        "poll_interval_secs: 1\nstate_dir: {}\ncapture:\n  host_kernel: false\n  guest_agent: off\n",
         dir.path().join("state").display()
     );
     let settings = RawConfig::from_yaml(&yaml, Path::new("test.yaml"))

@@ -306,7 +306,8 @@ fn proxmox_backend_against_real_qemu() {
     let analysis = ballast_oom::analyze(&serial_oom.report, Some(&host));
     assert_eq!(analysis.verdict, Verdict::Balloon, "{analysis:#?}");
 
-    // The same OOM through the guest agent (guest_exec dmesg over `<vmid>.qga`).
+    // The same OOM through the guest agent: /dev/kmsg through the file API over
+    // `<vmid>.qga`, one conversation per call (guest-exec is not allowed).
     let mut agent_capture =
         Capture::new(CaptureSettings::new(root.state_dir().join("capture-agent")));
     let exec_started = Instant::now();
@@ -315,7 +316,7 @@ fn proxmox_backend_against_real_qemu() {
             .fetch_guest_agent(&backend, &a_id, FetchReason::OomKillCounter, Instant::now())
             .expect("guest agent fetch"),
     );
-    eprintln!("guest-agent dmesg fetch: {:?}", exec_started.elapsed());
+    eprintln!("guest-agent /dev/kmsg fetch: {:?}", exec_started.elapsed());
     assert_eq!(from_agent.len(), 1, "{from_agent:#?}");
     assert_eq!(from_agent[0].dedupe_key, serial_oom.dedupe_key);
     let analysis = ballast_oom::analyze(&from_agent[0].report, Some(&host));

@@ -1,6 +1,6 @@
 //! Guest agent calls off the monitor thread.
 //!
-//! A `guest-exec` of `dmesg` waits for the guest: a dead or hostile guest agent holds
+//! A read of the guest's kernel log waits for the guest: a dead or hostile guest agent holds
 //! the call for seconds (libvirt gives up on `guest-sync` after ~5 s, the agent's own
 //! limit is `capture.agent_timeout`). The [`GuestAgentWorker`] runs these calls on a
 //! small pool of threads sharing the agent's [`Hypervisor`] (libvirt's connection is
@@ -28,6 +28,8 @@ use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
 struct Request {
     id: DomainId,
     reason: FetchReason,
+    /// `guest-exec dmesg` may run if the guest refuses the file API.
+    allow_exec: bool,
 }
 
 /// One fetch done by the worker.
@@ -96,8 +98,9 @@ impl GuestAgentWorker {
         self.in_flight.contains(uuid)
     }
 
-    /// Queues a fetch of `id`'s kernel log; never blocks.
-    pub fn submit(&mut self, id: &DomainId, reason: FetchReason) -> Submitted {
+    /// Queues a fetch of `id`'s kernel log; never blocks. `allow_exec`: see
+    /// [`run_kernel_log`].
+    pub fn submit(&mut self, id: &DomainId, reason: FetchReason, allow_exec: bool) -> Submitted {
         if self.in_flight.contains(&id.uuid) {
             return Submitted::InFlight;
         }
@@ -107,6 +110,7 @@ impl GuestAgentWorker {
         let request = Request {
             id: id.clone(),
             reason,
+            allow_exec,
         };
         match requests.try_send(request) {
             Ok(()) => {
@@ -171,12 +175,17 @@ fn serve(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             receiver.recv()
         };
-        let Ok(Request { id, reason }) = request else {
+        let Ok(Request {
+            id,
+            reason,
+            allow_exec,
+        }) = request
+        else {
             return;
         };
         let span = id.span();
         let started = Instant::now();
-        let output = span.in_scope(|| run_kernel_log(hypervisor, &id, settings));
+        let output = span.in_scope(|| run_kernel_log(hypervisor, &id, settings, allow_exec));
         let done = FetchDone {
             id,
             reason,
@@ -233,16 +242,22 @@ mod tests {
         );
         let settings = CaptureSettings::new(std::env::temp_dir());
         let mut worker = GuestAgentWorker::start(hypervisor, &settings, 1, 1).expect("start");
-        assert_eq!(worker.submit(&a, FetchReason::Periodic), Submitted::Queued);
         assert_eq!(
-            worker.submit(&a, FetchReason::OomKillCounter),
+            worker.submit(&a, FetchReason::Periodic, false),
+            Submitted::Queued
+        );
+        assert_eq!(
+            worker.submit(&a, FetchReason::OomKillCounter, false),
             Submitted::InFlight
         );
         gate.entered.recv().expect("A's call started");
         // The only thread is held by A: B queues, C finds the queue full.
-        assert_eq!(worker.submit(&b, FetchReason::Periodic), Submitted::Queued);
         assert_eq!(
-            worker.submit(&id("c"), FetchReason::Periodic),
+            worker.submit(&b, FetchReason::Periodic, false),
+            Submitted::Queued
+        );
+        assert_eq!(
+            worker.submit(&id("c"), FetchReason::Periodic, false),
             Submitted::Refused
         );
         assert!(worker.finished().is_empty());
@@ -263,7 +278,10 @@ mod tests {
         let gate = hypervisor.block_guest_exec(&a);
         let settings = CaptureSettings::new(std::env::temp_dir());
         let mut worker = GuestAgentWorker::start(hypervisor, &settings, 2, 4).expect("start");
-        assert_eq!(worker.submit(&a, FetchReason::Periodic), Submitted::Queued);
+        assert_eq!(
+            worker.submit(&a, FetchReason::Periodic, false),
+            Submitted::Queued
+        );
         gate.entered.recv().expect("A's call started");
         // Returns although A's call never ends before the gate opens.
         assert!(worker.shutdown(Duration::from_millis(200)).is_empty());

@@ -1,8 +1,12 @@
 //! Reads the guest kernel log through the guest agent and keeps what is new.
 //!
-//! 1. `/bin/dmesg` runs through [`Hypervisor::guest_exec`] with a time limit
-//!    and an output cap; if it fails in the guest, `journalctl -k -o
-//!    short-monotonic` is tried (the parser reads both).
+//! 1. `/dev/kmsg` is read through the guest agent's file API ([`super::kmsg`]:
+//!    `guest-file-open/read/close`, nothing started in the guest) with a time
+//!    limit and a byte cap. Only when the guest refuses that (file API disabled
+//!    with qemu-ga `--block-rpcs`/`--allow-rpcs`, or no `/dev/kmsg`) and the
+//!    operator allows it (`capture.guest_agent_exec`), `/bin/dmesg` runs through
+//!    [`Hypervisor::guest_exec`], and if that fails `journalctl -k -o
+//!    short-monotonic` (the parser reads both).
 //! 2. The output is parsed; a report is new when its first line's monotonic
 //!    stamp is past the cursor (the stamp of the last report taken). The last
 //!    report of the output is left for the next fetch when it has no kill line
@@ -208,15 +212,50 @@ impl GuestAgentReader {
     }
 }
 
-/// The blocking half of a fetch: runs `/bin/dmesg` (or `journalctl -k`) in the guest
-/// within `settings.agent_timeout` and returns its output.
+/// The blocking half of a fetch: reads the guest's `/dev/kmsg` through the file API
+/// within `settings.agent_timeout` and returns it as dmesg lines; when the guest
+/// refuses the file API and `allow_exec`, runs `/bin/dmesg` (or `journalctl -k`).
 pub fn run_kernel_log(
     hypervisor: &dyn Hypervisor,
     domain: &DomainId,
     settings: &CaptureSettings,
+    allow_exec: bool,
 ) -> Result<Vec<u8>, HypervisorError> {
     let max = settings.agent_max_output_bytes;
     let timeout = settings.agent_timeout;
+    let started = std::time::Instant::now();
+    let refused = match super::kmsg::read_kmsg(hypervisor, domain, timeout, max) {
+        Ok(read) => {
+            if read.truncated {
+                tracing::debug!(
+                    max_bytes = max,
+                    "Guest kernel log longer than the cap; its oldest records were skipped."
+                );
+            }
+            tracing::debug!(
+                calls = read.calls,
+                bytes = read.bytes.len(),
+                "Read the guest's /dev/kmsg through the guest agent file API."
+            );
+            return Ok(super::kmsg::to_dmesg_text(&read.bytes, max));
+        }
+        Err(error @ HypervisorError::GuestRefused { .. }) => error,
+        Err(error) => return Err(error),
+    };
+    if !allow_exec {
+        return Err(HypervisorError::Call {
+            action: if refused.is_command_disabled() {
+                "read /dev/kmsg: the guest agent's file API is disabled in the guest and capture.guest_agent_exec is false"
+            } else {
+                "read /dev/kmsg through the guest agent (capture.guest_agent_exec is false, so dmesg is not run)"
+            },
+            source: Box::new(refused),
+        });
+    }
+    tracing::debug!(error = %refused, "Guest agent file API refused; running dmesg (capture.guest_agent_exec).");
+    let timeout = timeout
+        .saturating_sub(started.elapsed())
+        .max(Duration::from_secs(1));
     let dmesg = hypervisor.guest_exec(domain, "/bin/dmesg", &[], timeout, max);
     let dmesg_error = match dmesg {
         Ok(output) if output.exit_code == Some(0) => {
@@ -277,7 +316,7 @@ mod tests {
         if !reader.begin(reason, now) {
             return Ok(Fetched::BackingOff);
         }
-        let output = run_kernel_log(hypervisor, domain, settings);
+        let output = run_kernel_log(hypervisor, domain, settings, settings.agent_exec);
         reader
             .finish(domain, output, settings, now)
             .map(Fetched::Reports)
@@ -401,5 +440,51 @@ mod tests {
         };
         assert_eq!(reader.answering(), Some(true));
         assert_eq!(taken.reports.len(), 1);
+    }
+
+    #[test]
+    fn dmesg_runs_only_where_the_file_api_is_disabled_and_exec_is_allowed() {
+        let hypervisor = FakeHypervisor::new();
+        let id = DomainId {
+            uuid: "u".to_owned(),
+            name: "vm".to_owned(),
+        };
+        hypervisor.set(
+            id.clone(),
+            FakeDomain {
+                running: true,
+                dmesg: Some(LAB_LOG.as_bytes().to_vec()),
+                ..FakeDomain::default()
+            },
+        );
+        let settings = CaptureSettings::new(std::env::temp_dir());
+        // The file API answers: the log comes from /dev/kmsg, nothing runs.
+        let output = run_kernel_log(&hypervisor, &id, &settings, true).expect("kmsg");
+        assert_eq!(output, LAB_LOG.as_bytes());
+        assert_eq!(hypervisor.guest_exec_calls(&id), 0);
+        assert!(hypervisor.guest_file_calls(&id) >= 3, "open, read, close");
+        hypervisor.update(&id, |domain| domain.file_api_disabled = true);
+        let error = run_kernel_log(&hypervisor, &id, &settings, false).expect_err("no exec");
+        let text = crate::error_text::error_chain(&error);
+        assert!(text.contains("capture.guest_agent_exec is false"), "{text}");
+        assert!(text.contains("disabled"), "{text}");
+        assert_eq!(hypervisor.guest_exec_calls(&id), 0);
+        let output = run_kernel_log(&hypervisor, &id, &settings, true).expect("dmesg");
+        assert_eq!(output, LAB_LOG.as_bytes());
+        assert_eq!(hypervisor.guest_exec_calls(&id), 1);
+    }
+
+    #[test]
+    fn the_periodic_read_is_due_on_its_interval() {
+        let mut reader = GuestAgentReader::new();
+        let interval = Duration::from_secs(900);
+        let now = Instant::now();
+        assert!(
+            reader.periodic_due(now, interval),
+            "never read: due at once"
+        );
+        assert!(reader.begin(FetchReason::Periodic, now));
+        assert!(!reader.periodic_due(now + Duration::from_secs(899), interval));
+        assert!(reader.periodic_due(now + interval, interval));
     }
 }

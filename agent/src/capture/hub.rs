@@ -91,6 +91,12 @@ impl Capture {
         &self.settings
     }
 
+    /// Whether `guest-exec dmesg` may run where the guest refuses the file API
+    /// (`capture.guest_agent_exec`, applied live).
+    pub fn set_agent_exec(&mut self, allow: bool) {
+        self.settings.agent_exec = allow;
+    }
+
     /// Reports dropped by flood control, all domains, since start.
     pub fn flood_suppressed_total(&self) -> u64 {
         self.flood_suppressed_total
@@ -172,7 +178,7 @@ impl Capture {
         if !self.begin_guest_agent(id, reason, now)? {
             return Ok(Vec::new());
         }
-        let output = run_kernel_log(hypervisor, id, &self.settings);
+        let output = run_kernel_log(hypervisor, id, &self.settings, self.settings.agent_exec);
         self.finish_guest_agent(id, output, now)
     }
 

@@ -7,8 +7,10 @@
 //!   and truncation, with the read position persisted per domain. Consoles
 //!   opened with `virDomainOpenConsole` are exclusive and would steal the
 //!   admin's `virsh console`, so this reads files only.
-//! - [`guest_agent`]: runs `dmesg` (or `journalctl -k`) through the guest agent
-//!   when asked, and keeps what is new by kernel monotonic time stamp.
+//! - [`guest_agent`]: reads the guest's `/dev/kmsg` through the guest agent's
+//!   file API ([`kmsg`]; `dmesg` through `guest-exec` only where the operator
+//!   allows it and the guest refuses the file API) when asked, and keeps what is
+//!   new by kernel monotonic time stamp.
 //!
 //! Pure logic, unit-tested without I/O: [`lines`] (bounded line splitting),
 //! [`detect`] (window + settled reports), [`dedupe`], [`flood`] (rate limits).
@@ -40,6 +42,7 @@ pub mod ga_worker;
 pub mod guest_agent;
 pub mod host_kernel;
 pub mod hub;
+pub mod kmsg;
 pub mod lines;
 pub mod serial;
 pub mod state;
@@ -57,7 +60,8 @@ pub use hub::{Capture, SerialPoll};
 pub enum CaptureSource {
     /// The domain's serial console log file.
     Serial,
-    /// `dmesg`/`journalctl -k` run in the guest through the guest agent.
+    /// The guest kernel log read through the guest agent (`/dev/kmsg`, or
+    /// `dmesg`/`journalctl -k` where exec is allowed).
     GuestAgent,
     /// The host kernel's own log (a QEMU process killed on the host).
     HostKernel,
@@ -145,6 +149,9 @@ pub struct CaptureSettings {
     pub agent_timeout: Duration,
     /// Guest agent: output cap of one `dmesg` (4 MiB).
     pub agent_max_output_bytes: usize,
+    /// Guest agent: `guest-exec dmesg` may run when the guest refuses the file API
+    /// (`capture.guest_agent_exec`; false).
+    pub agent_exec: bool,
     /// Guest agent: first retry delay after a failure (30 s), doubling...
     pub agent_backoff_min: Duration,
     /// ...up to this (30 min).
@@ -172,6 +179,7 @@ impl CaptureSettings {
             dedupe_keys_per_domain: 1000,
             agent_timeout: Duration::from_secs(10),
             agent_max_output_bytes: 4 * 1024 * 1024,
+            agent_exec: false,
             agent_backoff_min: Duration::from_secs(30),
             agent_backoff_max: Duration::from_secs(30 * 60),
             state_dir: state_dir.into(),

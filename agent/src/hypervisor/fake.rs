@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::{
-    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, GuestCounters,
-    Hypervisor, HypervisorError,
+    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, FileChunk,
+    GuestCounters, Hypervisor, HypervisorError,
 };
 
 /// One fake domain.
@@ -16,8 +16,12 @@ pub struct FakeDomain {
     pub sample: BalloonSample,
     pub counters: Option<GuestCounters>,
     pub config: DomainConfig,
-    /// What `dmesg` run through the guest agent prints; None = no guest agent.
+    /// The guest kernel log: what `dmesg` run through the guest agent prints and
+    /// what reads of `/dev/kmsg` return (with qemu-ga's `fread` semantics: a read
+    /// past the end fails and its bytes are gone); None = no guest agent.
     pub dmesg: Option<Vec<u8>>,
+    /// The guest agent's file API is disabled (`qemu-ga --block-rpcs`).
+    pub file_api_disabled: bool,
     pub running: bool,
 }
 
@@ -29,6 +33,10 @@ pub struct FakeHypervisor {
     exec_gates: Mutex<BTreeMap<String, FakeGate>>,
     /// Per domain uuid: how many `guest_exec` calls reached the fake.
     exec_calls: Mutex<BTreeMap<String, u32>>,
+    /// Per domain uuid: how many `guest_file_*` calls reached the fake.
+    file_calls: Mutex<BTreeMap<String, u32>>,
+    /// Open file handles: handle -> (domain uuid, read position).
+    handles: Mutex<BTreeMap<i64, (String, usize)>>,
 }
 
 /// The fake's end of an [`ExecGate`]: "started" out, "go on" in.
@@ -60,7 +68,7 @@ impl FakeHypervisor {
         }
     }
 
-    /// Makes the next `guest_exec` on `id` block (a guest agent that does not
+    /// Makes the next `guest_exec` or `guest_file_open` on `id` block (a guest agent that does not
     /// answer) until the test releases it through the returned gate.
     pub fn block_guest_exec(&self, id: &DomainId) -> ExecGate {
         let (entered_sender, entered) = std::sync::mpsc::channel();
@@ -80,6 +88,41 @@ impl FakeHypervisor {
             .get(&id.uuid)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// How many `guest_file_*` calls reached `id` so far.
+    pub fn guest_file_calls(&self, id: &DomainId) -> u32 {
+        count_of(&self.file_calls, id)
+    }
+
+    /// Every guest agent call that reached `id` so far (exec and file API).
+    pub fn guest_agent_calls(&self, id: &DomainId) -> u32 {
+        self.guest_exec_calls(id) + self.guest_file_calls(id)
+    }
+
+    /// File handles still open in the fake guest agent.
+    pub fn open_handles(&self) -> usize {
+        lock(&self.handles).len()
+    }
+
+    fn wait_at_gate(&self, id: &DomainId) {
+        let gate = lock(&self.exec_gates).remove(&id.uuid);
+        if let Some((entered, release)) = gate {
+            // The test may have stopped listening; the call still waits for release.
+            let _ = entered.send(());
+            let _ = release.recv();
+        }
+    }
+
+    fn agent_log(&self, id: &DomainId) -> Result<FakeDomain, HypervisorError> {
+        let domain = self.get(id)?;
+        if domain.dmesg.is_none() {
+            return Err(HypervisorError::Unavailable {
+                domain: id.name.clone(),
+                what: "guest agent",
+            });
+        }
+        Ok(domain)
     }
 
     pub fn remove(&self, id: &DomainId) {
@@ -102,6 +145,20 @@ impl FakeHypervisor {
                 what: "definition",
             })
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn count_of(counts: &Mutex<BTreeMap<String, u32>>, id: &DomainId) -> u32 {
+    lock(counts).get(&id.uuid).copied().unwrap_or(0)
+}
+
+fn count_call(counts: &Mutex<BTreeMap<String, u32>>, id: &DomainId) {
+    *lock(counts).entry(id.uuid.clone()).or_default() += 1;
 }
 
 impl Hypervisor for FakeHypervisor {
@@ -149,22 +206,8 @@ impl Hypervisor for FakeHypervisor {
         _timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError> {
-        *self
-            .exec_calls
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(id.uuid.clone())
-            .or_default() += 1;
-        let gate = self
-            .exec_gates
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&id.uuid);
-        if let Some((entered, release)) = gate {
-            // The test may have stopped listening; the call still waits for release.
-            let _ = entered.send(());
-            let _ = release.recv();
-        }
+        count_call(&self.exec_calls, id);
+        self.wait_at_gate(id);
         let Some(mut stdout) = self.get(id)?.dmesg else {
             return Err(HypervisorError::Unavailable {
                 domain: id.name.clone(),
@@ -178,5 +221,85 @@ impl Hypervisor for FakeHypervisor {
             stdout,
             truncated,
         })
+    }
+
+    fn guest_file_open(
+        &self,
+        id: &DomainId,
+        path: &str,
+        _timeout: Duration,
+    ) -> Result<i64, HypervisorError> {
+        count_call(&self.file_calls, id);
+        self.wait_at_gate(id);
+        let domain = self.agent_log(id)?;
+        if domain.file_api_disabled {
+            return Err(HypervisorError::guest_refused(
+                id,
+                "guest-file-open",
+                "GenericError",
+                "The command guest-file-open has been disabled for this instance",
+            ));
+        }
+        if path != "/dev/kmsg" {
+            return Err(HypervisorError::guest_refused(
+                id,
+                "guest-file-open",
+                "GenericError",
+                &format!("failed to open file '{path}': No such file or directory"),
+            ));
+        }
+        let mut handles = lock(&self.handles);
+        let handle = handles.keys().next_back().map_or(1000, |last| last + 1);
+        handles.insert(handle, (id.uuid.clone(), 0));
+        Ok(handle)
+    }
+
+    fn guest_file_read(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        count: usize,
+        _timeout: Duration,
+    ) -> Result<FileChunk, HypervisorError> {
+        count_call(&self.file_calls, id);
+        let log = self.agent_log(id)?.dmesg.unwrap_or_default();
+        let mut handles = lock(&self.handles);
+        let Some((_, position)) = handles
+            .get_mut(&handle)
+            .filter(|(uuid, _)| *uuid == id.uuid)
+        else {
+            return Err(HypervisorError::guest_refused(
+                id,
+                "guest-file-read",
+                "GenericError",
+                &format!("handle '{handle}' has not been found"),
+            ));
+        };
+        // qemu-ga fread()s `count` bytes of a non-blocking /dev/kmsg: a read that
+        // reaches the end fails with EAGAIN, and what it had read is dropped.
+        let end = position.saturating_add(count);
+        if end > log.len() {
+            *position = log.len();
+            return Err(HypervisorError::guest_refused(
+                id,
+                "guest-file-read",
+                "GenericError",
+                "failed to read file: Resource temporarily unavailable",
+            ));
+        }
+        let data = log[*position..end].to_vec();
+        *position = end;
+        Ok(FileChunk { data, eof: false })
+    }
+
+    fn guest_file_close(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        _timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        count_call(&self.file_calls, id);
+        lock(&self.handles).remove(&handle);
+        Ok(())
     }
 }

@@ -48,6 +48,7 @@ use virt::sys;
 
 pub use self::domain_xml::{parse_domain_config, DomainXmlError};
 pub use self::qemu_json::ReplyError;
+use super::FileChunk;
 use super::{
     BalloonSample, DomainConfig, DomainEvent, DomainId, DomainInfo, DomainState, ExecOutput,
     GuestCounters, Hypervisor, HypervisorError,
@@ -356,6 +357,41 @@ fn call_error(action: &'static str, source: VirtError) -> HypervisorError {
 /// a large reply yields a truncated result, not an error.
 const MAX_AGENT_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
+impl LibvirtHypervisor {
+    /// One guest agent command through `virDomainQemuAgentCommand`, its reply parsed
+    /// by `parse`. libvirt reports an error answer of the agent as a call error
+    /// ("unable to execute QEMU agent command 'x': desc"): that becomes
+    /// [`HypervisorError::GuestRefused`], so a command disabled in the guest is told
+    /// from an agent that is not there.
+    fn agent_call<T>(
+        &self,
+        id: &DomainId,
+        command: &'static str,
+        json: &str,
+        timeout: Duration,
+        retry: Retry,
+        parse: impl Fn(&str) -> Result<T, qemu_json::ReplyError>,
+    ) -> Result<T, HypervisorError> {
+        let timeout_secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        self.inner.call(retry, |connect| {
+            let domain = lookup(connect, id)?;
+            let reply = domain
+                .qemu_agent_command(json, timeout_secs, 0)
+                .map_err(|error| {
+                    let message = error.message();
+                    match message.split_once("unable to execute QEMU agent command") {
+                        Some((_, rest)) => {
+                            let desc = rest.split_once(": ").map_or(rest, |(_, desc)| desc);
+                            HypervisorError::guest_refused(id, command, "", desc)
+                        }
+                        None => domain_error("call the guest agent", id, error),
+                    }
+                })?;
+            parse(&reply).map_err(|error| domain_error("read a guest agent reply", id, error))
+        })
+    }
+}
+
 impl Hypervisor for LibvirtHypervisor {
     fn backend(&self) -> &'static str {
         "libvirt"
@@ -488,6 +524,66 @@ impl Hypervisor for LibvirtHypervisor {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(250));
         }
+    }
+
+    fn guest_file_open(
+        &self,
+        id: &DomainId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<i64, HypervisorError> {
+        // Opening is not idempotent (a handle per call): never retried.
+        let answer = self.agent_call(
+            id,
+            "guest-file-open",
+            &qemu_json::guest_file_open_command(path),
+            timeout,
+            Retry::Never,
+            |reply| qemu_json::parse_file_open(reply, MAX_AGENT_REPLY_BYTES),
+        )?;
+        answer.map_err(|(class, desc)| {
+            HypervisorError::guest_refused(id, "guest-file-open", &class, &desc)
+        })
+    }
+
+    fn guest_file_read(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<FileChunk, HypervisorError> {
+        // A read moves the file position: never retried.
+        let answer = self.agent_call(
+            id,
+            "guest-file-read",
+            &qemu_json::guest_file_read_command(handle, count),
+            timeout,
+            Retry::Never,
+            |reply| qemu_json::parse_file_read(reply, MAX_AGENT_REPLY_BYTES, count),
+        )?;
+        answer.map_err(|(class, desc)| {
+            HypervisorError::guest_refused(id, "guest-file-read", &class, &desc)
+        })
+    }
+
+    fn guest_file_close(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        let answer = self.agent_call(
+            id,
+            "guest-file-close",
+            &qemu_json::guest_file_close_command(handle),
+            timeout,
+            Retry::OnceIfConnectionDied,
+            |reply| qemu_json::parse_file_close(reply, MAX_AGENT_REPLY_BYTES),
+        )?;
+        answer.map_err(|(class, desc)| {
+            HypervisorError::guest_refused(id, "guest-file-close", &class, &desc)
+        })
     }
 
     /// Changes the balloon stats period of a running domain (live only, like

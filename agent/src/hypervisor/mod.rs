@@ -9,7 +9,7 @@
 //! Units: every memory figure the agent keeps is KiB (`_kib`), libvirt's unit;
 //! backends that read bytes (QMP) convert. Every figure is `Option`: missing != 0.
 //! Calls are blocking; the agent runs them on blocking threads, one poll at a time,
-//! while `guest_exec` runs concurrently on the guest agent threads
+//! while the guest agent calls (`guest_file_*`, `guest_exec`) run concurrently on the guest agent threads
 //! ([`crate::capture::ga_worker`]) through the same shared backend: every backend
 //! is `Send + Sync` and must not hold a lock across a call that waits for a guest
 //! (libvirt: the connection is cloned out of its mutex; Proxmox: one QGA socket per call).
@@ -148,6 +148,15 @@ pub struct ExecOutput {
     pub truncated: bool,
 }
 
+/// One `guest-file-read` answer: at most the bytes asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChunk {
+    pub data: Vec<u8>,
+    /// The guest agent reached the end of the file (regular files; `/dev/kmsg`
+    /// never says so, its end is an error, see [`crate::capture::kmsg`]).
+    pub eof: bool,
+}
+
 /// Something the hypervisor pushed between polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DomainEvent {
@@ -197,6 +206,56 @@ pub enum HypervisorError {
     Unavailable { domain: String, what: &'static str },
     #[error("Timed out after {0:?}")]
     Timeout(Duration),
+    /// The guest agent answered with an error (a command disabled in the guest,
+    /// a file it cannot open or read). Guest-reported text, bounded.
+    #[error("The guest agent of {domain} refused {command}: {class}: {message}")]
+    GuestRefused {
+        domain: String,
+        command: &'static str,
+        class: String,
+        message: String,
+    },
+}
+
+impl HypervisorError {
+    /// The guest agent refused the command itself: disabled in the guest (qemu-ga
+    /// `--block-rpcs` / `--allow-rpcs`) or unknown to an old agent.
+    pub fn is_command_disabled(&self) -> bool {
+        match self {
+            HypervisorError::GuestRefused { class, message, .. } => {
+                class == "CommandNotFound"
+                    || class == "CommandDisabled"
+                    || message.contains("has been disabled")
+                    || message.contains("has not been found")
+            }
+            _ => false,
+        }
+    }
+
+    /// A [`HypervisorError::GuestRefused`] with its guest-reported parts cut to 256 bytes.
+    pub fn guest_refused(
+        domain: &DomainId,
+        command: &'static str,
+        class: &str,
+        message: &str,
+    ) -> Self {
+        let cut = |text: &str| {
+            let mut end = text.len().min(256);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text[..end]
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        };
+        HypervisorError::GuestRefused {
+            domain: domain.name.clone(),
+            command,
+            class: cut(class),
+            message: cut(message),
+        }
+    }
 }
 
 /// The agent's view of one hypervisor.
@@ -217,7 +276,8 @@ pub trait Hypervisor: Send + Sync {
     /// What the domain's configuration says.
     fn domain_config(&self, id: &DomainId) -> Result<DomainConfig, HypervisorError>;
 
-    /// Runs `path args` in the guest through the guest agent, capturing stdout.
+    /// Runs `path args` in the guest through the guest agent (`guest-exec`), capturing
+    /// stdout. Only when the operator allows it (`capture.guest_agent_exec`).
     fn guest_exec(
         &self,
         id: &DomainId,
@@ -226,6 +286,48 @@ pub trait Hypervisor: Send + Sync {
         timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError>;
+
+    /// `guest-file-open` of `path` for reading in the guest; the guest agent's handle.
+    /// Backends without a guest agent answer `Unavailable`.
+    fn guest_file_open(
+        &self,
+        id: &DomainId,
+        _path: &str,
+        _timeout: Duration,
+    ) -> Result<i64, HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "guest agent file API",
+        })
+    }
+
+    /// `guest-file-read` of at most `count` bytes; a guest that sends more (or
+    /// malformed base64) is an error, never a longer chunk.
+    fn guest_file_read(
+        &self,
+        id: &DomainId,
+        _handle: i64,
+        _count: usize,
+        _timeout: Duration,
+    ) -> Result<FileChunk, HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "guest agent file API",
+        })
+    }
+
+    /// `guest-file-close`.
+    fn guest_file_close(
+        &self,
+        id: &DomainId,
+        _handle: i64,
+        _timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "guest agent file API",
+        })
+    }
 
     /// Changes how often the guest reports balloon stats, on the running domain only
     /// (libvirt `<stats period>` live); 0 stops the reports. Backends that cannot

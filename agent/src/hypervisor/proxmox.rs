@@ -52,8 +52,8 @@ use self::qmp::QmpClient;
 use self::serial::{SerialReaders, SerialSettings};
 use self::wire::WireError;
 use super::{
-    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, GuestCounters,
-    Hypervisor, HypervisorError,
+    BalloonSample, DomainConfig, DomainId, DomainInfo, DomainState, ExecOutput, FileChunk,
+    GuestCounters, Hypervisor, HypervisorError,
 };
 use crate::config::ProxmoxConfig;
 
@@ -377,6 +377,40 @@ impl ProxmoxHypervisor {
         }
     }
 
+    /// One guest agent command on a conversation of its own (qemu-ga's file handles
+    /// outlive the connection); an error answer of the agent is
+    /// [`HypervisorError::GuestRefused`].
+    fn qga_call(
+        &self,
+        id: &DomainId,
+        command: &'static str,
+        arguments: Value,
+        timeout: Duration,
+        max_line: usize,
+    ) -> Result<Value, HypervisorError> {
+        let vmid = self.vmid_of(id)?;
+        let deadline = Instant::now() + timeout;
+        let mut client = QgaClient::connect(
+            &self.socket(vmid, "qga"),
+            self.settings.call_timeout.min(timeout),
+            max_line.max(self.settings.max_reply_bytes),
+        )
+        .map_err(|error| match error {
+            WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
+            error => Self::domain_error("reach the guest agent", id, error),
+        })?;
+        client.extend(deadline.saturating_duration_since(Instant::now()));
+        client
+            .execute(command, arguments)
+            .map_err(|error| match error {
+                WireError::Command { class, desc, .. } => {
+                    HypervisorError::guest_refused(id, command, &class, &desc)
+                }
+                WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
+                error => Self::domain_error("call the guest agent", id, error),
+            })
+    }
+
     fn serial_socket_port(&self, vmid: u32, conf: &VmConf) -> Option<u8> {
         if !self.settings.read_serial_vmids.contains(&vmid) {
             return None;
@@ -663,6 +697,78 @@ impl Hypervisor for ProxmoxHypervisor {
         }
     }
 
+    fn guest_file_open(
+        &self,
+        id: &DomainId,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<i64, HypervisorError> {
+        let reply = self.qga_call(
+            id,
+            "guest-file-open",
+            json!({ "path": path, "mode": "r" }),
+            timeout,
+            self.settings.max_reply_bytes,
+        )?;
+        reply
+            .as_i64()
+            .ok_or_else(|| Self::domain_error("open a guest file", id, MissingField("handle")))
+    }
+
+    fn guest_file_read(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        count: usize,
+        timeout: Duration,
+    ) -> Result<FileChunk, HypervisorError> {
+        // base64 of `count` bytes plus the JSON around it.
+        let max_line = count
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(AGENT_REPLY_SLACK);
+        let reply = self.qga_call(
+            id,
+            "guest-file-read",
+            json!({ "handle": handle, "count": count }),
+            timeout,
+            max_line,
+        )?;
+        let (data, cut) = match reply.get("buf-b64").and_then(Value::as_str) {
+            Some(data) => base64::decode_bounded(data, count)
+                .map_err(|error| Self::domain_error("decode a guest file read", id, error))?,
+            None => (Vec::new(), false),
+        };
+        let claimed = reply.get("count").and_then(Value::as_u64);
+        if cut || claimed != u64::try_from(data.len()).ok() {
+            return Err(Self::domain_error(
+                "read a guest file",
+                id,
+                MissingField("count matching buf-b64 within the bytes asked"),
+            ));
+        }
+        Ok(FileChunk {
+            data,
+            eof: reply.get("eof").and_then(Value::as_bool).unwrap_or(false),
+        })
+    }
+
+    fn guest_file_close(
+        &self,
+        id: &DomainId,
+        handle: i64,
+        timeout: Duration,
+    ) -> Result<(), HypervisorError> {
+        self.qga_call(
+            id,
+            "guest-file-close",
+            json!({ "handle": handle }),
+            timeout,
+            self.settings.max_reply_bytes,
+        )
+        .map(drop)
+    }
+
     fn set_memory_stats_period(
         &self,
         id: &DomainId,
@@ -768,6 +874,72 @@ mod tests {
             self.release.clear();
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// A guest agent on `run/<vmid>.qga` that syncs, then answers one command with `reply`.
+    fn add_qga(node: &mut FakeNode, vmid: u32, reply: Value) {
+        let server = FakeServer::start(move |mut peer| {
+            let sync = peer.request();
+            let id = sync["arguments"]["id"].clone();
+            peer.send(&[0xFF]);
+            peer.send(format!("{}\n", json!({ "return": id })).as_bytes());
+            let request = peer.request();
+            let mut reply = reply;
+            reply["id"] = request["id"].clone();
+            peer.send(format!("{reply}\n").as_bytes());
+        });
+        std::os::unix::fs::symlink(&server.path, node.dir.join(format!("run/{vmid}.qga")))
+            .expect("link socket");
+        node.servers.push(server);
+    }
+
+    #[test]
+    fn guest_file_reads_are_bounded_and_refusals_named_against_fake_qga_server() {
+        let mut node = FakeNode::new("qga-file");
+        add_qga(
+            &mut node,
+            100,
+            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": false}}),
+        );
+        add_qga(
+            &mut node,
+            101,
+            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": true}}),
+        );
+        add_qga(
+            &mut node,
+            102,
+            json!({"error": {"class": "CommandNotFound", "desc": "The command guest-file-open has been disabled for this instance"}}),
+        );
+        add_qga(
+            &mut node,
+            103,
+            json!({"error": {"class": "GenericError", "desc": "failed to read file: Resource temporarily unavailable"}}),
+        );
+        let backend = ProxmoxHypervisor::new(node.settings());
+        let id = |vmid: u32| DomainId {
+            uuid: vmid.to_string(),
+            name: format!("vm{vmid}"),
+        };
+        let timeout = Duration::from_secs(2);
+        // Five bytes where four were asked: refused, not cut.
+        assert!(backend.guest_file_read(&id(100), 7, 4, timeout).is_err());
+        let chunk = backend
+            .guest_file_read(&id(101), 7, 64, timeout)
+            .expect("read");
+        assert_eq!(chunk.data, b"hello");
+        assert!(chunk.eof);
+        let disabled = backend
+            .guest_file_open(&id(102), "/dev/kmsg", timeout)
+            .expect_err("disabled");
+        assert!(disabled.is_command_disabled(), "{disabled}");
+        let end = backend
+            .guest_file_read(&id(103), 7, 64, timeout)
+            .expect_err("end of the ring");
+        assert!(
+            matches!(end, HypervisorError::GuestRefused { .. }) && !end.is_command_disabled(),
+            "{end}"
+        );
     }
 
     fn answering(peer: Peer) {

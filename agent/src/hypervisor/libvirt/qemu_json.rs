@@ -163,6 +163,76 @@ pub(crate) fn parse_exec_status(
     })
 }
 
+/// A guest agent reply: its value, or the error the agent answered (class, desc).
+pub(crate) type AgentAnswer<T> = Result<T, (String, String)>;
+
+fn answer<T>(result: Result<T, ErrorBody>) -> AgentAnswer<T> {
+    result.map_err(|error| (error.class, error.desc))
+}
+
+/// The `guest-file-open` command line (read only).
+pub(crate) fn guest_file_open_command(path: &str) -> String {
+    serde_json::json!({ "execute": "guest-file-open", "arguments": { "path": path, "mode": "r" } })
+        .to_string()
+}
+
+/// The `guest-file-read` command line.
+pub(crate) fn guest_file_read_command(handle: i64, count: usize) -> String {
+    serde_json::json!({ "execute": "guest-file-read", "arguments": { "handle": handle, "count": count } })
+        .to_string()
+}
+
+/// The `guest-file-close` command line.
+pub(crate) fn guest_file_close_command(handle: i64) -> String {
+    serde_json::json!({ "execute": "guest-file-close", "arguments": { "handle": handle } })
+        .to_string()
+}
+
+/// The handle of a `guest-file-open` reply.
+pub(crate) fn parse_file_open(reply: &str, limit: usize) -> Result<AgentAnswer<i64>, ReplyError> {
+    Ok(answer(parse_reply::<i64>(reply, limit)?))
+}
+
+#[derive(Deserialize)]
+struct FileReadReturn<'a> {
+    count: u64,
+    #[serde(rename = "buf-b64", borrow, default)]
+    buf_b64: Option<Cow<'a, str>>,
+    #[serde(default)]
+    eof: bool,
+}
+
+/// A `guest-file-read` reply, decoded: at most `count` bytes, or an error (a
+/// guest that sends more than asked, or a `count` that does not match its data).
+pub(crate) fn parse_file_read(
+    reply: &str,
+    limit: usize,
+    count: usize,
+) -> Result<AgentAnswer<super::super::FileChunk>, ReplyError> {
+    let value = match parse_reply::<FileReadReturn<'_>>(reply, limit)? {
+        Ok(value) => value,
+        Err(error) => return Ok(Err((error.class, error.desc))),
+    };
+    let (data, cut) = match value.buf_b64.as_deref() {
+        Some(data) => decode_bounded(data, count)?,
+        None => (Vec::new(), false),
+    };
+    if cut || u64::try_from(data.len()).ok() != Some(value.count) {
+        return Err(ReplyError::Missing(
+            "count matching buf-b64 within the bytes asked",
+        ));
+    }
+    Ok(Ok(super::super::FileChunk {
+        data,
+        eof: value.eof,
+    }))
+}
+
+/// A `guest-file-close` reply.
+pub(crate) fn parse_file_close(reply: &str, limit: usize) -> Result<AgentAnswer<()>, ReplyError> {
+    Ok(answer(parse_reply::<serde_json::Value>(reply, limit)?).map(drop))
+}
+
 /// Decodes at most `max_bytes` of base64 `data` without decoding (or allocating for)
 /// the rest; returns whether anything was dropped.
 pub(crate) fn decode_bounded(data: &str, max_bytes: usize) -> Result<(Vec<u8>, bool), ReplyError> {
@@ -358,5 +428,34 @@ mod tests {
         let (bytes, truncated) = decode_bounded("QUFB", 0).expect("zero cap");
         assert!(bytes.is_empty() && truncated);
         assert!(decode_bounded("ééééééé", 3).is_err());
+    }
+
+    #[test]
+    fn file_read_replies_are_bounded_and_checked() {
+        let ok = r#"{"return":{"count":5,"buf-b64":"aGVsbG8=","eof":false}}"#;
+        let chunk = parse_file_read(ok, 1 << 20, 5)
+            .expect("parses")
+            .expect("return");
+        assert_eq!(chunk.data, b"hello");
+        assert!(!chunk.eof);
+        // More than asked, a count that lies, bad base64: errors, never data.
+        assert!(parse_file_read(ok, 1 << 20, 4).is_err());
+        let lying = r#"{"return":{"count":9,"buf-b64":"aGVsbG8=","eof":false}}"#;
+        assert!(parse_file_read(lying, 1 << 20, 64).is_err());
+        let bad = r#"{"return":{"count":5,"buf-b64":"a*VsbG8=","eof":false}}"#;
+        assert!(parse_file_read(bad, 1 << 20, 64).is_err());
+        let refused = r#"{"error":{"class":"GenericError","desc":"failed to read file: Resource temporarily unavailable"}}"#;
+        let (class, desc) = parse_file_read(refused, 1 << 20, 64)
+            .expect("parses")
+            .expect_err("refused");
+        assert_eq!(class, "GenericError");
+        assert!(desc.contains("Resource temporarily unavailable"));
+        assert_eq!(
+            parse_file_open(r#"{"return":1000}"#, 1024).expect("parses"),
+            Ok(1000)
+        );
+        assert!(parse_file_close(r#"{"return":{}}"#, 1024)
+            .expect("parses")
+            .is_ok());
     }
 }
