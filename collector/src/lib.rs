@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod auth_limit;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
@@ -31,6 +32,7 @@ pub mod reports;
 pub mod retention;
 pub mod server;
 pub mod storage;
+pub mod token_table;
 
 #[cfg(test)]
 mod test_fixtures;

@@ -194,6 +194,8 @@ fn reload(
             Arc::clone(&state.admission)
         },
         metrics: Arc::clone(&state.metrics),
+        tokens: Arc::clone(&state.tokens),
+        auth_limit: Arc::clone(&state.auth_limit),
     };
     live.replace(app(next));
     if plan.live.contains(&"notify") {

@@ -42,6 +42,10 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Prometheus counters (`GET /metrics`), kept across reloads.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The ingest tokens in memory (`crate::token_table`), kept across reloads.
+    pub tokens: Arc<crate::token_table::TokenTable>,
+    /// Failed token checks per address (`crate::auth_limit`), kept across reloads.
+    pub auth_limit: Arc<crate::auth_limit::FailedAuthLimiter>,
 }
 
 /// The API's settings.
@@ -71,11 +75,16 @@ impl ApiConfig {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Self {
             admission: Arc::new(Admission::new(&config.ingest)),
             store,
             config: Arc::new(config),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            tokens: Arc::new(crate::token_table::TokenTable::new(Arc::clone(
+                &metrics.auth,
+            ))),
+            auth_limit: Arc::new(crate::auth_limit::FailedAuthLimiter::new()),
+            metrics,
         }
     }
 }
