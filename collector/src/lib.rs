@@ -23,6 +23,7 @@ pub mod config;
 pub mod correlation;
 pub mod dashboard;
 mod error_text;
+pub mod listener;
 pub mod metrics;
 pub mod notify;
 pub mod paths;

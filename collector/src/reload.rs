@@ -54,6 +54,7 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
     ];
     let restart = [
         ("listen", running.listen != new.listen),
+        ("server", running.connections != new.connections),
         ("tls", running.tls != new.tls),
         ("storage", running.storage != new.storage),
         ("retention", running.retention != new.retention),
@@ -75,6 +76,7 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
 pub fn merge(running: &Settings, new: &Settings) -> Settings {
     Settings {
         listen: running.listen,
+        connections: running.connections.clone(),
         tls: running.tls.clone(),
         storage: running.storage.clone(),
         retention: running.retention.clone(),

@@ -109,7 +109,9 @@ async fn handle(
     .await
     .map_err(|_| AppError::Timeout)?
     .map_err(|error| {
-        if is_length_limit(&error) {
+        if crate::listener::is_body_timeout(&error) {
+            AppError::Timeout
+        } else if is_length_limit(&error) {
             AppError::PayloadTooLarge(format!(
                 "request body larger than {} bytes",
                 limits.max_body_bytes
