@@ -62,6 +62,7 @@ prometheus debootstrap
 chromium
 curl python3
 faketime
+openssl
 "
 # -----------------------------------------------------------------------------
 

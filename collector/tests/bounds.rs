@@ -230,3 +230,81 @@ async fn an_ingest_body_that_stalls_gets_408_after_the_body_timeout() {
         "{took:?}"
     );
 }
+
+/// A self-signed certificate for 127.0.0.1 (the `openssl` command, see
+/// scripts/install-deps.sh): (cert file, key file).
+fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl runs (scripts/install-deps.sh installs it)");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
+}
+
+#[tokio::test]
+async fn a_tls_client_that_never_says_hello_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert_file, key_file) = self_signed(dir.path());
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open"),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let router = LiveRouter::new(app(AppState::new(store, ApiConfig::default())));
+    let tls = ballast_collector::config::TlsFiles {
+        cert_file: cert_file.clone(),
+        key_file,
+    };
+    let limits = ConnectionLimits {
+        max_connections: 8,
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(5),
+    };
+    tokio::spawn(async move {
+        serve_live(listener, router, Some(&tls), limits, std::future::pending())
+            .await
+            .expect("serves");
+    });
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let started = Instant::now();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&cert_file).expect("cert")).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let answer = client
+        .get(format!("https://{addr}/healthz"))
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    assert_eq!(answer.version(), reqwest::Version::HTTP_11);
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(3))
+            .await
+            .is_some(),
+        "a TLS connection without a handshake is still open after 3 s"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
