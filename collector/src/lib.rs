@@ -24,6 +24,7 @@ pub mod correlation;
 pub mod dashboard;
 mod error_text;
 pub mod listener;
+pub mod loopback_host;
 pub mod metrics;
 pub mod notify;
 pub mod paths;

@@ -198,6 +198,7 @@ fn reload(
         metrics: Arc::clone(&state.metrics),
         tokens: Arc::clone(&state.tokens),
         auth_limit: Arc::clone(&state.auth_limit),
+        sessions: Arc::clone(&state.sessions),
     };
     live.replace(app(next));
     if plan.live.contains(&"notify") {

@@ -46,6 +46,8 @@ pub struct AppState {
     pub tokens: Arc<crate::token_table::TokenTable>,
     /// Failed token checks per address (`crate::auth_limit`), kept across reloads.
     pub auth_limit: Arc<crate::auth_limit::FailedAuthLimiter>,
+    /// Dashboard login sessions, kept across reloads.
+    pub sessions: Arc<crate::dashboard::sessions::Sessions>,
 }
 
 /// The API's settings.
@@ -58,6 +60,13 @@ pub struct ApiConfig {
     pub dashboard: crate::dashboard::DashboardSettings,
     /// Webhooks (and their filters) new OOMs are queued for.
     pub notify: Vec<crate::notify::Route>,
+    /// Without a read token on a loopback listener: the listener, whose names
+    /// are the only `Host` values the read API answers (`crate::loopback_host`).
+    pub read_host_check: Option<std::net::SocketAddr>,
+    /// The same for the dashboard without login.
+    pub dashboard_host_check: Option<std::net::SocketAddr>,
+    /// The listener speaks TLS.
+    pub tls: bool,
 }
 
 impl ApiConfig {
@@ -69,6 +78,13 @@ impl ApiConfig {
             limits: ballast_model::Limits::default(),
             dashboard: settings.dashboard.clone(),
             notify: crate::notify::routes(&settings.notify),
+            read_host_check: (settings.read_token.is_none() && settings.listen.ip().is_loopback())
+                .then_some(settings.listen),
+            dashboard_host_check: (settings.dashboard.auth
+                == crate::dashboard::DashboardAuth::None
+                && settings.listen.ip().is_loopback())
+            .then_some(settings.listen),
+            tls: settings.tls.is_some(),
         }
     }
 }
@@ -84,6 +100,7 @@ impl AppState {
                 &metrics.auth,
             ))),
             auth_limit: Arc::new(crate::auth_limit::FailedAuthLimiter::new()),
+            sessions: Arc::new(crate::dashboard::sessions::Sessions::new()),
             metrics,
         }
     }
@@ -146,6 +163,12 @@ async fn require_read_token(
         let given = bearer(request.headers()).unwrap_or_default();
         if !constant_time_eq(given, expected) {
             return Err(AppError::Unauthorized);
+        }
+    } else if let Some(listen) = state.config.read_host_check {
+        if let Err(refused) =
+            crate::loopback_host::check(request.headers(), request.uri(), listen, state.config.tls)
+        {
+            return Ok(refused);
         }
     }
     Ok(next.run(request).await)
