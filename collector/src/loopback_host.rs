@@ -4,10 +4,14 @@
 //! (DNS rebinding) and then read `http://evil.example:8470/` as if it were its
 //! own origin: the listener being loopback does not keep it out. That page's
 //! requests carry its own name in `Host`, so a loopback listener without login
-//! answers only requests whose `Host` names the listener: `127.0.0.1:<port>`,
-//! `[::1]:<port>`, `localhost:<port>` or the listen address itself (without a
-//! port only when the port is the scheme's default). Others get 421 Misdirected
-//! Request. A request without any `Host` (not a browser) is let through.
+//! answers only requests whose `Host` names the listener: `localhost`,
+//! `127.0.0.1`, `[::1]` or the listen address itself, with or without a port.
+//! Others get 421 Misdirected Request. A request without any `Host` (not a
+//! browser) is let through.
+//!
+//! The port is not compared: the rebinding page's requests go to the collector's
+//! port anyway (the browser connects where the URL says), so only the name tells
+//! them apart; and a listener bound to port 0 learns its port only at bind time.
 
 use std::net::SocketAddr;
 
@@ -15,22 +19,19 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 /// Whether `host` (a `Host` header value) names the loopback listener `listen`.
-pub fn names_listener(host: &str, listen: SocketAddr, tls: bool) -> bool {
+pub fn names_listener(host: &str, listen: SocketAddr) -> bool {
     let host = host.trim();
-    let (name, port) = match host.rsplit_once(':') {
+    let name = match host.rsplit_once(':') {
         // `[::1]:8470`, `localhost:8470`; a bare `::1` has no brackets and is not
         // a valid Host value anyway.
-        Some((name, port)) if !name.is_empty() && !port.contains(']') => {
-            match port.parse::<u16>() {
-                Ok(port) => (name, port),
-                Err(_) => return false,
+        Some((name, port)) if !port.contains(']') => {
+            if port.parse::<u16>().is_err() {
+                return false;
             }
+            name
         }
-        _ => (host, if tls { 443 } else { 80 }),
+        _ => host,
     };
-    if port != listen.port() {
-        return false;
-    }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let own = match listen {
         SocketAddr::V4(addr) => addr.ip().to_string(),
@@ -40,12 +41,7 @@ pub fn names_listener(host: &str, listen: SocketAddr, tls: bool) -> bool {
 }
 
 /// `Err(421 response)` when the request names another host than `listen`.
-pub fn check(
-    headers: &HeaderMap,
-    uri: &Uri,
-    listen: SocketAddr,
-    tls: bool,
-) -> Result<(), Response> {
+pub fn check(headers: &HeaderMap, uri: &Uri, listen: SocketAddr) -> Result<(), Response> {
     let host = match headers.get(header::HOST) {
         Some(value) => value.to_str().unwrap_or("?").to_string(),
         None => match uri.authority() {
@@ -53,7 +49,7 @@ pub fn check(
             None => return Ok(()),
         },
     };
-    if names_listener(&host, listen, tls) {
+    if names_listener(&host, listen) {
         return Ok(());
     }
     let shown: String = host.chars().take(100).collect();
@@ -62,7 +58,7 @@ pub fn check(
         StatusCode::MISDIRECTED_REQUEST,
         format!(
             "This collector has no login on its loopback listener, so it answers only \
-             requests addressed to localhost:{port}, 127.0.0.1:{port} or [::1]:{port}, \
+             requests addressed to localhost, 127.0.0.1 or [::1], \
              not to {shown:?} (a DNS-rebinding page would name its own host). Open it as \
              http://localhost:{port}/, or configure dashboard.auth / read.token_file.\n",
             port = listen.port()
@@ -84,28 +80,26 @@ mod tests {
             "LOCALHOST:8470",
             "[::1]:8470",
             "localhost.:8470",
+            "localhost",
+            "127.0.0.1",
         ] {
-            assert!(names_listener(good, listen, false), "{good}");
+            assert!(names_listener(good, listen), "{good}");
         }
         for bad in [
             "evil.example:8470",
-            "127.0.0.1:8471",
-            "localhost",
-            "127.0.0.1",
+            "evil.example",
             "127.0.0.2:8470",
             "localhost.evil.example:8470",
             "",
             ":8470",
             "localhost:x",
+            "::1",
         ] {
-            assert!(!names_listener(bad, listen, false), "{bad}");
+            assert!(!names_listener(bad, listen), "{bad}");
         }
-        let default_port: SocketAddr = "127.0.0.1:80".parse().expect("addr");
-        assert!(names_listener("localhost", default_port, false));
-        assert!(!names_listener("localhost", default_port, true));
         let v6: SocketAddr = "[::1]:8470".parse().expect("addr");
-        assert!(names_listener("[::1]:8470", v6, false));
+        assert!(names_listener("[::1]:8470", v6));
         let other: SocketAddr = "127.0.0.53:8470".parse().expect("addr");
-        assert!(names_listener("127.0.0.53:8470", other, false));
+        assert!(names_listener("127.0.0.53:8470", other));
     }
 }

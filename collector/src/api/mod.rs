@@ -65,8 +65,6 @@ pub struct ApiConfig {
     pub read_host_check: Option<std::net::SocketAddr>,
     /// The same for the dashboard without login.
     pub dashboard_host_check: Option<std::net::SocketAddr>,
-    /// The listener speaks TLS.
-    pub tls: bool,
 }
 
 impl ApiConfig {
@@ -84,7 +82,6 @@ impl ApiConfig {
                 == crate::dashboard::DashboardAuth::None
                 && settings.listen.ip().is_loopback())
             .then_some(settings.listen),
-            tls: settings.tls.is_some(),
         }
     }
 }
@@ -165,8 +162,7 @@ async fn require_read_token(
             return Err(AppError::Unauthorized);
         }
     } else if let Some(listen) = state.config.read_host_check {
-        if let Err(refused) =
-            crate::loopback_host::check(request.headers(), request.uri(), listen, state.config.tls)
+        if let Err(refused) = crate::loopback_host::check(request.headers(), request.uri(), listen)
         {
             return Ok(refused);
         }
