@@ -40,31 +40,33 @@ pub fn names_listener(host: &str, listen: SocketAddr) -> bool {
     name == "localhost" || name == "127.0.0.1" || name == "[::1]" || name == own
 }
 
-/// `Err(421 response)` when the request names another host than `listen`.
-pub fn check(headers: &HeaderMap, uri: &Uri, listen: SocketAddr) -> Result<(), Response> {
+/// The 421 answer when the request names another host than `listen`, else `None`.
+pub fn refusal(headers: &HeaderMap, uri: &Uri, listen: SocketAddr) -> Option<Response> {
     let host = match headers.get(header::HOST) {
         Some(value) => value.to_str().unwrap_or("?").to_string(),
         None => match uri.authority() {
             Some(authority) => authority.as_str().to_string(),
-            None => return Ok(()),
+            None => return None,
         },
     };
     if names_listener(&host, listen) {
-        return Ok(());
+        return None;
     }
     let shown: String = host.chars().take(100).collect();
     tracing::debug!(host = %shown, "Refused a request naming another host (DNS rebinding?).");
-    Err((
-        StatusCode::MISDIRECTED_REQUEST,
-        format!(
-            "This collector has no login on its loopback listener, so it answers only \
+    Some(
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "This collector has no login on its loopback listener, so it answers only \
              requests addressed to localhost, 127.0.0.1 or [::1], \
              not to {shown:?} (a DNS-rebinding page would name its own host). Open it as \
              http://localhost:{port}/, or configure dashboard.auth / read.token_file.\n",
-            port = listen.port()
-        ),
+                port = listen.port()
+            ),
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 #[cfg(test)]

@@ -162,7 +162,8 @@ async fn require_read_token(
             return Err(AppError::Unauthorized);
         }
     } else if let Some(listen) = state.config.read_host_check {
-        if let Err(refused) = crate::loopback_host::check(request.headers(), request.uri(), listen)
+        if let Some(refused) =
+            crate::loopback_host::refusal(request.headers(), request.uri(), listen)
         {
             return Ok(refused);
         }

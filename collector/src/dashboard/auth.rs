@@ -40,8 +40,8 @@ pub async fn require_user(State(state): State<AppState>, request: Request, next:
     match &settings.auth {
         DashboardAuth::None => {
             if let Some(listen) = state.config.dashboard_host_check {
-                if let Err(refused) =
-                    crate::loopback_host::check(request.headers(), request.uri(), listen)
+                if let Some(refused) =
+                    crate::loopback_host::refusal(request.headers(), request.uri(), listen)
                 {
                     return refused;
                 }
