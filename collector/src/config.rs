@@ -43,12 +43,14 @@ pub struct RawConfig {
 pub struct ServerConfig {
     /// Connections open at once; more wait in the kernel's listen backlog.
     pub max_connections: u32,
-    /// A request's headers (and a TLS handshake) must arrive within this time; an
-    /// idle keep-alive connection is closed after it too.
+    /// A request's headers (and a TLS handshake) must arrive within this time.
     pub header_read_timeout_secs: u64,
     /// A request body must arrive whole within this time (ingest also has
     /// `ingest.body_timeout_secs`; the shorter applies).
     pub body_read_timeout_secs: u64,
+    /// A keep-alive connection without a request is closed after this (keep it
+    /// above the clients' pool idle time, 90 s for the agent).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             max_connections: u32::try_from(limits.max_connections).unwrap_or(1024),
             header_read_timeout_secs: limits.header_read_timeout.as_secs(),
             body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
         }
     }
 }
@@ -291,7 +294,7 @@ pub enum ValidationError {
     Listen(String),
     #[error("server.max_connections ({0}) must be 1 to 1000000")]
     MaxConnections(u32),
-    #[error("server.{field} ({value}) must be 1 to 600")]
+    #[error("server.{field} ({value}) must be 1 to 3600")]
     ServerTimeout { field: &'static str, value: u64 },
     #[error("tls.cert_file and tls.key_file must be set together")]
     TlsHalf,
@@ -485,8 +488,9 @@ fn validate_server(raw: &ServerConfig) -> Result<ConnectionLimits, ValidationErr
     for (field, value) in [
         ("header_read_timeout_secs", raw.header_read_timeout_secs),
         ("body_read_timeout_secs", raw.body_read_timeout_secs),
+        ("idle_timeout_secs", raw.idle_timeout_secs),
     ] {
-        if !(1..=600).contains(&value) {
+        if !(1..=3600).contains(&value) {
             return Err(ValidationError::ServerTimeout { field, value });
         }
     }
@@ -494,6 +498,7 @@ fn validate_server(raw: &ServerConfig) -> Result<ConnectionLimits, ValidationErr
         max_connections: usize::try_from(raw.max_connections).unwrap_or(1024),
         header_read_timeout: Duration::from_secs(raw.header_read_timeout_secs),
         body_read_timeout: Duration::from_secs(raw.body_read_timeout_secs),
+        idle_timeout: Duration::from_secs(raw.idle_timeout_secs),
     })
 }
 

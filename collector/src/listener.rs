@@ -3,9 +3,16 @@
 //! - At most `max_connections` connections are open; the loop stops accepting at
 //!   the cap, so further clients wait in the kernel's listen backlog (no file
 //!   descriptor, no task) until one closes.
-//! - A request's headers must arrive within `header_read_timeout` (hyper's HTTP/1
-//!   header timer, which also closes an idle keep-alive connection); a TLS
+//! - A request's head must arrive whole within `header_read_timeout` of its
+//!   first byte (of the accept, for a connection's first request); a TLS
 //!   handshake gets the same time. A slow-loris client is closed then.
+//! - A keep-alive connection between requests is closed after `idle_timeout`.
+//!   Separate from the header timeout on purpose: it is longer than the idle
+//!   time of common client pools (reqwest/hyper and Go: 90 s), so a client never
+//!   sends on a connection the server is closing at that moment (with the agent
+//!   sending every 10 s, a 10 s idle close would race its sends).
+//!   Both are kept by a per-connection watchdog ([`Watch`]): hyper's own header
+//!   timer also runs while idle, so it cannot tell the two apart.
 //! - A request body must arrive whole within `body_read_timeout`; a handler
 //!   reading it after that gets an error (ingest answers 408).
 //!
@@ -18,14 +25,15 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use hyper::body::{Frame, Incoming};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
 
@@ -40,6 +48,8 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
+    /// A keep-alive connection with no request is closed after this.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ConnectionLimits {
@@ -48,6 +58,7 @@ impl Default for ConnectionLimits {
             max_connections: 1024,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -123,7 +134,110 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection until it closes, times out, or shutdown asks it to end.
+/// Where a connection is, for its deadlines.
+#[derive(Debug, Clone, Copy)]
+enum Phase {
+    /// Waiting for a request's head to arrive whole (from the first byte, or from
+    /// the accept for a new connection): `header_read_timeout`.
+    Head { since: Instant },
+    /// A request is being handled (its body has its own deadline).
+    Handling,
+    /// Between requests, nothing read: `idle_timeout`.
+    Idle { since: Instant },
+}
+
+/// The phase shared by the connection's reader, its service and its watchdog.
+#[derive(Debug)]
+struct Watch(Mutex<Phase>);
+
+impl Watch {
+    fn set(&self, phase: Phase) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = phase;
+    }
+
+    /// Bytes arrived: a connection between requests starts reading a head.
+    fn read_some(&self) {
+        let mut phase = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Phase::Idle { .. } = *phase {
+            *phase = Phase::Head {
+                since: Instant::now(),
+            };
+        }
+    }
+
+    /// When the connection is to be closed, if nothing changes meanwhile.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
+        match *self.0.lock().unwrap_or_else(PoisonError::into_inner) {
+            Phase::Head { since } => Some(since + limits.header_read_timeout),
+            Phase::Handling => None,
+            Phase::Idle { since } => Some(since + limits.idle_timeout),
+        }
+    }
+}
+
+/// The connection's stream, telling its [`Watch`] when bytes arrive.
+struct WatchedIo<S> {
+    inner: S,
+    watch: Arc<Watch>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(context, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.watch.read_some();
+        }
+        result
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(context, buf)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(context, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The watchdog checks at least this often (a phase change may bring its
+/// deadline closer).
+const WATCH_TICK: Duration = Duration::from_millis(250);
+
+/// Serves one connection until it closes, misses a deadline, or shutdown asks it
+/// to end.
 async fn connection<S>(
     stream: S,
     peer: SocketAddr,
@@ -131,26 +245,46 @@ async fn connection<S>(
     limits: &ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let watch = Arc::new(Watch(Mutex::new(Phase::Head {
+        since: Instant::now(),
+    })));
     let body_timeout = limits.body_read_timeout;
+    let service_watch = Arc::clone(&watch);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        service_watch.set(Phase::Handling);
+        let watch = Arc::clone(&service_watch);
         let mut router = router.clone();
         let mut request = request.map(|body| Body::new(DeadlineBody::new(body, body_timeout)));
         request.extensions_mut().insert(ConnectInfo(peer));
-        async move { router.call(request).await }
+        async move {
+            let response = router.call(request).await;
+            watch.set(Phase::Idle {
+                since: Instant::now(),
+            });
+            response
+        }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    let io = WatchedIo {
+        inner: stream,
+        watch: Arc::clone(&watch),
+    };
+    let conn =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
     let mut conn = std::pin::pin!(conn);
     let mut asked_to_stop = *stopping.borrow();
     if asked_to_stop {
         conn.as_mut().graceful_shutdown();
     }
     loop {
+        let now = Instant::now();
+        let deadline = watch.deadline(limits);
+        if deadline.is_some_and(|deadline| deadline <= now) {
+            tracing::debug!(%peer, "Closing a connection that missed its header or idle deadline.");
+            return;
+        }
+        let wake = deadline.map_or(now + WATCH_TICK, |deadline| deadline.min(now + WATCH_TICK));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(error) = result {
@@ -164,6 +298,7 @@ async fn connection<S>(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }

@@ -82,6 +82,7 @@ async fn slow_loris_clients_do_not_block_real_requests_and_are_closed_after_the_
         max_connections: 64,
         header_read_timeout: Duration::from_secs(1),
         body_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
     };
     let (addr, _stop) = start(dir.path(), limits).await;
     let mut silent = Vec::new();
@@ -152,6 +153,7 @@ async fn connections_beyond_the_cap_wait_in_the_backlog_and_are_served_when_a_sl
         max_connections: 4,
         header_read_timeout: Duration::from_secs(20),
         body_read_timeout: Duration::from_secs(20),
+        idle_timeout: Duration::from_secs(60),
     };
     let (addr, _stop) = start(dir.path(), limits).await;
     let mut holders = Vec::new();
@@ -205,6 +207,7 @@ async fn an_ingest_body_that_stalls_gets_408_after_the_body_timeout() {
         max_connections: 16,
         header_read_timeout: Duration::from_secs(5),
         body_read_timeout: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(60),
     };
     let (addr, _stop) = start(dir.path(), limits).await;
     let mut stream = TcpStream::connect(addr).await.expect("connect");
@@ -279,6 +282,7 @@ async fn a_tls_client_that_never_says_hello_is_closed_after_the_header_timeout()
         max_connections: 8,
         header_read_timeout: Duration::from_secs(1),
         body_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(60),
     };
     tokio::spawn(async move {
         serve_live(listener, router, Some(&tls), limits, std::future::pending())
@@ -307,4 +311,70 @@ async fn a_tls_client_that_never_says_hello_is_closed_after_the_header_timeout()
         "a TLS connection without a handshake is still open after 3 s"
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+/// Sends one keep-alive `GET /healthz` on `stream` and reads its whole answer.
+async fn keep_alive_healthz(stream: &mut TcpStream) -> String {
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !seen.ends_with(b"\r\n\r\nok") {
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buffer))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        assert!(n > 0, "closed while answering");
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&seen).to_string()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_outlives_the_header_timeout_until_the_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = ConnectionLimits {
+        max_connections: 16,
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(3),
+    };
+    let (addr, _stop) = start(dir.path(), limits).await;
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    assert!(keep_alive_healthz(&mut stream)
+        .await
+        .starts_with("HTTP/1.1 200 OK"));
+    // Idle for longer than the header timeout: still served (an agent's pooled
+    // connection between two batches).
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(keep_alive_healthz(&mut stream)
+        .await
+        .starts_with("HTTP/1.1 200 OK"));
+    let idle_since = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .is_some_and(|rest| rest.is_empty()));
+    let idle = idle_since.elapsed();
+    assert!(
+        (Duration::from_millis(2700)..Duration::from_millis(4500)).contains(&idle),
+        "closed after {idle:?} idle (idle timeout 3 s)"
+    );
+
+    // After a request, a head that starts but never ends gets the header timeout.
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    assert!(keep_alive_healthz(&mut stream)
+        .await
+        .starts_with("HTTP/1.1 200 OK"));
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    assert!(closed_within(&mut stream, Duration::from_secs(3))
+        .await
+        .is_some());
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(2000), "closed after {took:?}");
 }
