@@ -10,8 +10,14 @@
 //! 1. baseline: each agent posts an agent-sized gzip batch (`--vms` rollups)
 //!    every `--interval-ms` for `--secs` seconds; latency of each 200 answer;
 //! 2. flood: the same, while `--flooders` connections (bound to 127.0.0.2, so they
-//!    are another source address than the agents' 127.0.0.1) post the same batch
-//!    with random bad tokens back to back.
+//!    are another source address than the agents' 127.0.0.1; spread over
+//!    `--flood-addresses` loopback addresses for a many-address flood) post the
+//!    same batch with random bad tokens back to back.
+//!
+//! The agents run on a 2-thread runtime, the flood on its own 1-thread runtime
+//! (so it takes at most one core and never delays the agents' tasks); the
+//! collector is a separate process. On a 2-core machine all three still share
+//! the cores, which a flood from another machine would not.
 //!
 //! Prints p50/p99/max of both phases, their p99 ratio, the flood's request rate
 //! and answers, and the collector's `ballast_collector_token_table_loads_total`
@@ -59,6 +65,10 @@ struct Args {
     /// Concurrent bad-token connections.
     #[arg(long, default_value_t = 32)]
     flooders: usize,
+    /// Source addresses the flood comes from (127.0.0.2, then 127.0.1.1, ...),
+    /// as from a botnet: each has its own failed-auth allowance.
+    #[arg(long, default_value_t = 1)]
+    flood_addresses: u16,
 }
 
 struct Collector {
@@ -268,8 +278,8 @@ async fn main() {
     let (collector, tokens) = start_collector(&args);
     let url = format!("http://127.0.0.1:{}/api/v1/ingest", collector.port);
     println!(
-        "{} agents x one {}-rollup batch every {} ms, {} s per phase; {} flooding connections from 127.0.0.2",
-        args.agents, args.vms, args.interval_ms, args.secs, args.flooders
+        "{} agents x one {}-rollup batch every {} ms, {} s per phase; {} flooding connections from {} address(es)",
+        args.agents, args.vms, args.interval_ms, args.secs, args.flooders, args.flood_addresses
     );
     // Warm-up: every agent once (loads the token table, creates the VMs).
     let _ = agents(
@@ -288,15 +298,33 @@ async fn main() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let answers: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
-    let mut connector = HttpConnector::new();
-    connector.set_local_address(Some(IpAddr::from([127, 0, 0, 2])));
-    let flood_client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
+    let flood_clients: Vec<HttpClient> = (0..args.flood_addresses.max(1))
+        .map(|n| {
+            let address = if n == 0 {
+                IpAddr::from([127, 0, 0, 2])
+            } else {
+                let [high, low] = n.to_be_bytes();
+                IpAddr::from([127, 1, high, low])
+            };
+            let mut connector = HttpConnector::new();
+            connector.set_local_address(Some(address));
+            Client::builder(TokioExecutor::new()).build(connector)
+        })
+        .collect();
     let flood_body = batch_body("bench0", args.vms, 0);
+    // The flood runs on its own one-thread runtime: it never delays the agents'
+    // tasks in this process, and uses at most one core.
+    let flood_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut flooders = Vec::new();
     for n in 0..args.flooders {
-        let (client, url, body) = (flood_client.clone(), url.clone(), flood_body.clone());
+        let client = flood_clients[n % flood_clients.len()].clone();
+        let (url, body) = (url.clone(), flood_body.clone());
         let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
-        flooders.push(tokio::spawn(async move {
+        flooders.push(flood_runtime.spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -313,6 +341,7 @@ async fn main() {
     for flooder in flooders {
         let _ = flooder.await;
     }
+    flood_runtime.shutdown_background();
     line("with bad-token flood", &flooded, flooded_errors);
     let answers = answers.lock().unwrap().clone();
     let total: u64 = answers.values().sum();

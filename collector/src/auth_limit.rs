@@ -1,5 +1,7 @@
 //! Failed authentications per source address: a client that keeps sending bad
-//! tokens gets 429 (with `Retry-After`) before any lookup.
+//! tokens gets 429 (with `Retry-After`) before any lookup, held for
+//! [`REFUSAL_DELAY`] first, so a flood on kept-alive connections slows to one
+//! request per second per connection instead of costing the CPU its full rate.
 //!
 //! Each address has a bucket of [`FAILURE_BURST`] failures refilled at
 //! [`FAILURES_PER_SEC`]; an address with an empty bucket is refused until it
@@ -18,6 +20,8 @@ use std::time::Instant;
 pub const FAILURE_BURST: f64 = 20.0;
 /// ... and per second after that.
 pub const FAILURES_PER_SEC: f64 = 1.0;
+/// How long a refused (429) answer is held back.
+pub const REFUSAL_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Addresses tracked at most.
 pub const MAX_ADDRESSES: usize = 16_384;
 

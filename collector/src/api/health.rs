@@ -55,6 +55,9 @@ pub(super) async fn authenticate_host(
     if let Some(peer) = peer {
         if let Err(retry_after_secs) = state.auth_limit.check(peer, now) {
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            // Held before the answer (a sleep costs no CPU): a client that does not
+            // wait for Retry-After sends one request per second per connection.
+            tokio::time::sleep(crate::auth_limit::REFUSAL_DELAY).await;
             return Err(AppError::TooManyRequests { retry_after_secs });
         }
     }

@@ -168,9 +168,37 @@ async fn a_flood_of_bad_tokens_reads_no_store_and_gets_429_while_good_tokens_pas
     assert_eq!(loads, 1);
     let mut statuses = std::collections::BTreeMap::new();
     let started = std::time::Instant::now();
-    for n in 0..500 {
+    // The first 20 one after the other, the next 480 all at once (each refusal is
+    // held for a second).
+    for n in 0..20 {
         let bad = format!("blt_bad_{n}");
         let (status, _, _) = send(&state, from(post(Some(&bad), json(&batch("pve1")), None))).await;
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 20..500 {
+        let (state, request) = (
+            state.clone(),
+            from(post(
+                Some(&format!("blt_bad_{n}")),
+                json(&batch("pve1")),
+                None,
+            )),
+        );
+        flood.spawn(async move {
+            let sent = std::time::Instant::now();
+            let (status, _, _) = send(&state, request).await;
+            (status, sent.elapsed())
+        });
+    }
+    while let Some(answer) = flood.join_next().await {
+        let (status, took) = answer.expect("task");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(
+                took >= crate::auth_limit::REFUSAL_DELAY,
+                "a refusal answered after {took:?}"
+            );
+        }
         *statuses.entry(status.as_u16()).or_insert(0) += 1;
     }
     // The burst of 20 failures, plus one a second while the loop ran.
