@@ -19,6 +19,9 @@
 //! collector is a separate process. On a 2-core machine all three still share
 //! the cores, which a flood from another machine would not.
 //!
+//! The two phases alternate `--rounds` times (the noise of a shared machine then
+//! falls on both); each phase's latencies are pooled.
+//!
 //! Prints p50/p99/max of both phases, their p99 ratio, the flood's request rate
 //! and answers, and the collector's `ballast_collector_token_table_loads_total`
 //! and `ballast_collector_auth_failures_total` (scraped from `/metrics`).
@@ -51,8 +54,11 @@ struct Args {
     #[arg(long)]
     collector: PathBuf,
     /// Seconds per phase.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     secs: u64,
+    /// Baseline and flood phases alternate this many times.
+    #[arg(long, default_value_t = 6)]
+    rounds: u64,
     /// Simulated agents (one host token each).
     #[arg(long, default_value_t = 10)]
     agents: usize,
@@ -278,8 +284,8 @@ async fn main() {
     let (collector, tokens) = start_collector(&args);
     let url = format!("http://127.0.0.1:{}/api/v1/ingest", collector.port);
     println!(
-        "{} agents x one {}-rollup batch every {} ms, {} s per phase; {} flooding connections from {} address(es)",
-        args.agents, args.vms, args.interval_ms, args.secs, args.flooders, args.flood_addresses
+        "{} agents x one {}-rollup batch every {} ms, {} rounds of {} s per phase; {} flooding connections from {} address(es)",
+        args.agents, args.vms, args.interval_ms, args.rounds, args.secs, args.flooders, args.flood_addresses
     );
     // Warm-up: every agent once (loads the token table, creates the VMs).
     let _ = agents(
@@ -293,10 +299,8 @@ async fn main() {
     )
     .await;
 
-    let (baseline, baseline_errors) = agents(&args, &url, &tokens, 1).await;
-    line("baseline (no flood)", &baseline, baseline_errors);
-
     let stop = Arc::new(AtomicBool::new(false));
+    let active = Arc::new(AtomicBool::new(false));
     let answers: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
     let flood_clients: Vec<HttpClient> = (0..args.flood_addresses.max(1))
         .map(|n| {
@@ -323,10 +327,15 @@ async fn main() {
     for n in 0..args.flooders {
         let client = flood_clients[n % flood_clients.len()].clone();
         let (url, body) = (url.clone(), flood_body.clone());
-        let (stop, answers) = (Arc::clone(&stop), Arc::clone(&answers));
+        let (stop, active, answers) =
+            (Arc::clone(&stop), Arc::clone(&active), Arc::clone(&answers));
         flooders.push(flood_runtime.spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                if !active.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 i += 1;
                 let token = format!("blt_{n:08x}{i:056x}");
                 let status = post(&client, &url, &token, body.clone()).await;
@@ -334,14 +343,32 @@ async fn main() {
             }
         }));
     }
-    let flood_started = Instant::now();
-    let (flooded, flooded_errors) = agents(&args, &url, &tokens, 2).await;
+    // Alternating phases, so that the shared machine's noise falls on both.
+    let (mut baseline, mut baseline_errors) = (Vec::new(), 0);
+    let (mut flooded, mut flooded_errors) = (Vec::new(), 0);
+    let mut flood_secs = 0.0;
+    for round in 0..args.rounds.max(1) {
+        let (latencies, errors) = agents(&args, &url, &tokens, 10 + round * 2).await;
+        baseline.extend(latencies);
+        baseline_errors += errors;
+        active.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        let (latencies, errors) = agents(&args, &url, &tokens, 11 + round * 2).await;
+        active.store(false, Ordering::Relaxed);
+        flood_secs += started.elapsed().as_secs_f64();
+        flooded.extend(latencies);
+        flooded_errors += errors;
+        // Refusals held back by the collector finish before the next baseline.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     stop.store(true, Ordering::Relaxed);
-    let flood_secs = flood_started.elapsed().as_secs_f64();
     for flooder in flooders {
         let _ = flooder.await;
     }
     flood_runtime.shutdown_background();
+    baseline.sort();
+    flooded.sort();
+    line("baseline (no flood)", &baseline, baseline_errors);
     line("with bad-token flood", &flooded, flooded_errors);
     let answers = answers.lock().unwrap().clone();
     let total: u64 = answers.values().sum();
