@@ -29,9 +29,14 @@ pub struct RandomError(String);
 
 /// A new token: `blt_` + 64 hex digits.
 pub fn generate_token() -> Result<String, RandomError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|error| RandomError(error.to_string()))?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+    Ok(format!("{TOKEN_PREFIX}{}", random_hex(32)?))
+}
+
+/// `bytes` random bytes from the OS, in hex.
+pub fn random_hex(bytes: usize) -> Result<String, RandomError> {
+    let mut buffer = vec![0u8; bytes];
+    getrandom::fill(&mut buffer).map_err(|error| RandomError(error.to_string()))?;
+    Ok(hex(&buffer))
 }
 
 /// The stored form of a token.

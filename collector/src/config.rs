@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::correlation::CorrelationSettings;
+use crate::listener::ConnectionLimits;
 use crate::paths;
 
 /// The configuration file as written.
@@ -25,6 +26,7 @@ pub struct RawConfig {
     pub listen: String,
     /// Where the embedded SQLite database is kept.
     pub state_dir: PathBuf,
+    pub server: ServerConfig,
     pub tls: TlsConfig,
     pub storage: StorageConfig,
     pub ingest: IngestConfig,
@@ -36,6 +38,34 @@ pub struct RawConfig {
     /// Named groups of hosts VMs migrate between (cluster name -> host names): within
     /// one, a uuid's rows on its hosts are one VM's history (`crate::clusters`).
     pub clusters: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// Bounds on connections, whoever opens them (checked before any authentication).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Connections open at once; more wait in the kernel's listen backlog.
+    pub max_connections: u32,
+    /// A request's headers (and a TLS handshake) must arrive within this time.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive whole within this time (ingest also has
+    /// `ingest.body_timeout_secs`; the shorter applies).
+    pub body_read_timeout_secs: u64,
+    /// A keep-alive connection without a request is closed after this (keep it
+    /// above the clients' pool idle time, 90 s for the agent).
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let limits = ConnectionLimits::default();
+        Self {
+            max_connections: u32::try_from(limits.max_connections).unwrap_or(1024),
+            header_read_timeout_secs: limits.header_read_timeout.as_secs(),
+            body_read_timeout_secs: limits.body_read_timeout.as_secs(),
+            idle_timeout_secs: limits.idle_timeout.as_secs(),
+        }
+    }
 }
 
 /// HTTPS with rustls: both files set = TLS on; both empty = plain HTTP (behind a proxy).
@@ -127,6 +157,7 @@ impl Default for RawConfig {
         Self {
             listen: paths::LISTEN.to_string(),
             state_dir: PathBuf::from(paths::STATE_DIR),
+            server: ServerConfig::default(),
             tls: TlsConfig::default(),
             storage: StorageConfig::Sqlite {
                 path: PathBuf::new(),
@@ -181,6 +212,8 @@ impl Default for CorrelationConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// `server:`: connection cap and read timeouts.
+    pub connections: ConnectionLimits,
     pub tls: Option<TlsFiles>,
     pub storage: StorageSettings,
     pub ingest: IngestLimits,
@@ -265,6 +298,10 @@ pub enum ConfigError {
 pub enum ValidationError {
     #[error("listen ({0:?}) is not an address:port")]
     Listen(String),
+    #[error("server.max_connections ({0}) must be 1 to 1000000")]
+    MaxConnections(u32),
+    #[error("server.{field} ({value}) must be 1 to 3600")]
+    ServerTimeout { field: &'static str, value: u64 },
     #[error("tls.cert_file and tls.key_file must be set together")]
     TlsHalf,
     #[error("storage.url is empty")]
@@ -355,6 +392,7 @@ impl RawConfig {
             }),
             _ => return Err(ValidationError::TlsHalf),
         };
+        let connections = validate_server(&self.server)?;
         if !self.state_dir.is_absolute() {
             return Err(ValidationError::RelativeStateDir(self.state_dir));
         }
@@ -434,6 +472,7 @@ impl RawConfig {
         const DAY_SECS: u64 = 86_400;
         Ok(Settings {
             listen,
+            connections,
             tls,
             storage,
             ingest,
@@ -457,6 +496,27 @@ impl RawConfig {
             clusters,
         })
     }
+}
+
+fn validate_server(raw: &ServerConfig) -> Result<ConnectionLimits, ValidationError> {
+    if !(1..=1_000_000).contains(&raw.max_connections) {
+        return Err(ValidationError::MaxConnections(raw.max_connections));
+    }
+    for (field, value) in [
+        ("header_read_timeout_secs", raw.header_read_timeout_secs),
+        ("body_read_timeout_secs", raw.body_read_timeout_secs),
+        ("idle_timeout_secs", raw.idle_timeout_secs),
+    ] {
+        if !(1..=3600).contains(&value) {
+            return Err(ValidationError::ServerTimeout { field, value });
+        }
+    }
+    Ok(ConnectionLimits {
+        max_connections: usize::try_from(raw.max_connections).unwrap_or(1024),
+        header_read_timeout: Duration::from_secs(raw.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(raw.body_read_timeout_secs),
+        idle_timeout: Duration::from_secs(raw.idle_timeout_secs),
+    })
 }
 
 fn validate_ingest(raw: &IngestConfig) -> Result<IngestLimits, ValidationError> {
@@ -587,6 +647,12 @@ mod tests {
             .expect_err("too small")
             .to_string()
             .contains("ingest.max_body_bytes"));
+        let raw = parse("server:\n  header_read_timeout_secs: 0\n").expect("parses");
+        assert!(raw
+            .validate()
+            .expect_err("zero")
+            .to_string()
+            .contains("server.header_read_timeout_secs"));
         let raw = parse("retention:\n  oom_days: 0\n").expect("parses");
         assert!(raw
             .validate()

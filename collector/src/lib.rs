@@ -18,11 +18,14 @@
 
 pub mod api;
 pub mod auth;
+pub mod auth_limit;
 pub mod clusters;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
 mod error_text;
+pub mod listener;
+pub mod loopback_host;
 pub mod metrics;
 pub mod notify;
 pub mod paths;
@@ -32,6 +35,7 @@ pub mod reports;
 pub mod retention;
 pub mod server;
 pub mod storage;
+pub mod token_table;
 pub mod watchdog;
 
 #[cfg(test)]

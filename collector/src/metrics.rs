@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -135,6 +136,21 @@ pub struct Metrics {
     /// Handed to every notifier this process spawns (reloads included), so the
     /// webhook counters survive a SIGHUP.
     pub notify: Arc<NotifyStats>,
+    /// Failed ingest authentications and token table loads.
+    pub auth: Arc<AuthStats>,
+}
+
+/// Counters of the ingest token check (`crate::api` health and ingest).
+#[derive(Debug, Default)]
+pub struct AuthStats {
+    /// No bearer token.
+    pub missing: AtomicU64,
+    /// A token that is no host's.
+    pub unknown: AtomicU64,
+    /// Refused with 429 before any lookup: the address failed too often.
+    pub rate_limited: AtomicU64,
+    /// Reads of the token table from the store (`crate::token_table`).
+    pub token_table_loads: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -149,6 +165,7 @@ impl Metrics {
             started_at_secs: now_secs(),
             counters: Mutex::new(Counters::default()),
             notify: Arc::new(NotifyStats::default()),
+            auth: Arc::new(AuthStats::default()),
         }
     }
 
@@ -428,6 +445,29 @@ impl Metrics {
         ] {
             scalar(&mut out, name, "counter", help, value);
         }
+        family(
+            &mut out,
+            "ballast_collector_auth_failures_total",
+            "counter",
+            "Ingest and agent health requests refused at the token check, by reason: missing_token, unknown_token, rate_limited (429: the address failed too often).",
+        );
+        for (reason, n) in [
+            ("missing_token", load(&self.auth.missing)),
+            ("unknown_token", load(&self.auth.unknown)),
+            ("rate_limited", load(&self.auth.rate_limited)),
+        ] {
+            let _ = writeln!(
+                out,
+                "ballast_collector_auth_failures_total{{reason=\"{reason}\"}} {n}"
+            );
+        }
+        scalar(
+            &mut out,
+            "ballast_collector_token_table_loads_total",
+            "counter",
+            "Reads of the ingest token table from the store (at most about one a second whatever the rate of bad tokens).",
+            load(&self.auth.token_table_loads),
+        );
         if let Some(rows) = outbox {
             family(
                 &mut out,

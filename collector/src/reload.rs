@@ -55,6 +55,7 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
     ];
     let restart = [
         ("listen", running.listen != new.listen),
+        ("server", running.connections != new.connections),
         ("tls", running.tls != new.tls),
         ("storage", running.storage != new.storage),
         ("retention", running.retention != new.retention),
@@ -76,6 +77,7 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
 pub fn merge(running: &Settings, new: &Settings) -> Settings {
     Settings {
         listen: running.listen,
+        connections: running.connections.clone(),
         tls: running.tls.clone(),
         storage: running.storage.clone(),
         retention: running.retention.clone(),
@@ -195,6 +197,9 @@ fn reload(
             Arc::clone(&state.admission)
         },
         metrics: Arc::clone(&state.metrics),
+        tokens: Arc::clone(&state.tokens),
+        auth_limit: Arc::clone(&state.auth_limit),
+        sessions: Arc::clone(&state.sessions),
     };
     live.replace(app(next));
     if plan.live.contains(&"notify") {

@@ -1,16 +1,17 @@
 //! Runs the collector: opens the store, starts retention, serves the API over
-//! plain HTTP or HTTPS (rustls, ring provider) until the shutdown future resolves.
+//! plain HTTP or HTTPS (rustls, ring provider) until the shutdown future resolves,
+//! with a connection cap and header/body read timeouts ([`crate::listener`]).
 //! Tells systemd READY=1 once it listens; SIGHUP reloads ([`crate::reload`]); pings
 //! the systemd watchdog while the store answers ([`crate::watchdog`]).
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::api::{app, ApiConfig, AppState};
 use crate::config::{Settings, TlsFiles};
+use crate::listener::ConnectionLimits;
 use crate::reload::{ConfigSource, LiveRouter};
 use crate::storage::{self, StoreError};
 
@@ -84,7 +85,14 @@ pub async fn run(
         }
     };
     crate::reload::notify_systemd(&[sd_notify::NotifyState::Ready]);
-    let result = serve_live(listener, live, settings.tls.as_ref(), shutdown).await;
+    let result = serve_live(
+        listener,
+        live,
+        settings.tls.as_ref(),
+        settings.connections.clone(),
+        shutdown,
+    )
+    .await;
     // Aborting the reloader drops the notifier it owns, which aborts its senders.
     reloader.abort();
     retention.abort();
@@ -94,38 +102,37 @@ pub async fn run(
     result
 }
 
-/// Serves the API on an already bound listener (tests bind 127.0.0.1:0).
+/// Serves the API on an already bound listener with the default
+/// [`ConnectionLimits`] (tests bind 127.0.0.1:0).
 pub async fn serve_listener(
     listener: std::net::TcpListener,
     state: AppState,
     tls: Option<&TlsFiles>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_live(listener, LiveRouter::new(app(state)), tls, shutdown).await
+    serve_live(
+        listener,
+        LiveRouter::new(app(state)),
+        tls,
+        ConnectionLimits::default(),
+        shutdown,
+    )
+    .await
 }
 
-/// Serves whatever router `router` holds at each request.
+/// Serves whatever router `router` holds at each request, within `limits`
+/// ([`crate::listener`]).
 pub async fn serve_live(
     listener: std::net::TcpListener,
     router: LiveRouter,
     tls: Option<&TlsFiles>,
+    limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    use axum::ServiceExt;
     listener.set_nonblocking(true).map_err(ServeError::Serve)?;
-    match tls {
-        None => {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
-            // The peer address reaches handlers (the dashboard's trusted-proxy login).
-            let service = ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                std::net::SocketAddr,
-            >(router);
-            axum::serve(listener, service)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServeError::Serve)
-        }
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Serve)?;
+    let acceptor = match tls {
+        None => None,
         Some(files) => {
             // Another part of the process may have installed it already: fine either way.
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -136,23 +143,12 @@ pub async fn serve_live(
                     key: files.key_file.clone(),
                     source,
                 })?;
-            let handle = axum_server::Handle::new();
-            let stopper = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                stopper.graceful_shutdown(Some(Duration::from_secs(10)));
-            });
-            axum_server::from_tcp_rustls(listener, config)
-                .handle(handle)
-                .serve(
-                    ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
-                        std::net::SocketAddr,
-                    >(router),
-                )
-                .await
-                .map_err(ServeError::Serve)
+            Some(crate::listener::tls_acceptor(&config.get_inner()))
         }
-    }
+    };
+    crate::listener::serve(listener, router, acceptor, limits, shutdown)
+        .await
+        .map_err(ServeError::Serve)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -3,14 +3,18 @@
 //! with a wrong token says so at start-up instead of at its first OOM.
 //! Also home of [`authenticate_host`], the ingest token check both endpoints share.
 
-use axum::extract::State;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
 use crate::api::{bearer, AppError, AppState};
-use crate::auth::{constant_time_eq, token_sha256};
-use crate::storage::queries;
+use crate::auth::token_sha256;
 
 /// What an agent learns from its health check.
 #[derive(Debug, Serialize)]
@@ -22,9 +26,10 @@ pub(super) struct AgentHealth {
 
 pub(super) async fn agent_health(
     State(state): State<AppState>,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Json<AgentHealth>, AppError> {
-    let host_id = authenticate_host(&state, &headers).await?;
+    let host_id = authenticate_host(&state, &headers, peer_ip(connect_info.as_ref())).await?;
     Ok(Json(AgentHealth {
         status: "ok",
         host_id,
@@ -32,18 +37,52 @@ pub(super) async fn agent_health(
     }))
 }
 
-/// The host whose ingest token the request carries (401 otherwise).
+/// The host whose ingest token the request carries: 401 for a missing or unknown
+/// token, 429 when the source address failed too often (`crate::auth_limit`).
+/// A known token is found in memory; an unknown one reads the store only as
+/// `crate::token_table` allows.
 pub(super) async fn authenticate_host(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<IpAddr>,
 ) -> Result<String, AppError> {
-    let token = bearer(headers).ok_or(AppError::Unauthorized)?;
-    let hash = token_sha256(token);
-    let (host, stored_hash) = queries::host_for_token_hash(state.store.as_ref(), &hash)
-        .await?
-        .ok_or(AppError::Unauthorized)?;
-    if !constant_time_eq(&hash, &stored_hash) {
-        return Err(AppError::Unauthorized);
+    let stats = &state.metrics.auth;
+    let hash = bearer(headers).map(token_sha256);
+    if let Some(host) = hash.as_deref().and_then(|hash| state.tokens.cached(hash)) {
+        return Ok(host);
     }
-    Ok(host)
+    let now = Instant::now();
+    if let Some(peer) = peer {
+        if let Err(retry_after_secs) = state.auth_limit.check(peer, now) {
+            stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+            // Held before the answer (a sleep costs no CPU): a client that does not
+            // wait for Retry-After sends one request per second per connection.
+            tokio::time::sleep(crate::auth_limit::REFUSAL_DELAY).await;
+            return Err(AppError::TooManyRequests { retry_after_secs });
+        }
+    }
+    let host = match &hash {
+        Some(hash) => state.tokens.host_for(state.store.as_ref(), hash).await?,
+        None => None,
+    };
+    match host {
+        Some(host) => Ok(host),
+        None => {
+            let counter = if hash.is_some() {
+                &stats.unknown
+            } else {
+                &stats.missing
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            if let Some(peer) = peer {
+                state.auth_limit.failed(peer, now);
+            }
+            Err(AppError::Unauthorized)
+        }
+    }
+}
+
+/// The TCP peer's address, when the server recorded it.
+pub(super) fn peer_ip(connect_info: Option<&Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    connect_info.map(|Extension(ConnectInfo(addr))| addr.ip())
 }

@@ -1,7 +1,9 @@
 //! `POST /api/v1/ingest`.
 //!
 //! 1. Authenticate: `Authorization: Bearer <token>`; its SHA-256 must be stored
-//!    (401 otherwise, before the body is read).
+//!    (401 otherwise, before the body is read; 429 when the source address failed
+//!    too often). Tokens are checked against the table in memory
+//!    (`crate::token_table`), so bad tokens do not reach the store each time.
 //! 2. Admit: the host's token bucket and in-flight cap (429 + `Retry-After`).
 //! 3. Read the body within `body_timeout` (408) and `max_body_bytes` (413);
 //!    `Content-Encoding: gzip` is inflated up to `max_decompressed_bytes` (413).
@@ -17,11 +19,13 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap};
+use axum::Extension;
 use axum::Json;
 
 use ballast_model::{Batch, Event, IngestResponse};
@@ -34,12 +38,14 @@ use crate::storage::queries;
 
 pub(super) async fn ingest(
     State(state): State<AppState>,
+    connect_info: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResponse>, AppError> {
     let started = Instant::now();
     let metrics = std::sync::Arc::clone(&state.metrics);
-    let result = handle(state, headers, body).await;
+    let peer = super::health::peer_ip(connect_info.as_ref());
+    let result = handle(state, headers, peer, body).await;
     match &result {
         Ok((response, shape)) => {
             let outcome = if response.accepted == 0 && response.duplicates > 0 {
@@ -67,9 +73,10 @@ pub(super) async fn ingest(
 async fn handle(
     state: AppState,
     headers: HeaderMap,
+    peer: Option<IpAddr>,
     body: Body,
 ) -> Result<(IngestResponse, BatchShape), AppError> {
-    let host = super::health::authenticate_host(&state, &headers).await?;
+    let host = super::health::authenticate_host(&state, &headers, peer).await?;
     let _permit =
         state
             .admission
@@ -103,7 +110,9 @@ async fn handle(
     .await
     .map_err(|_| AppError::Timeout)?
     .map_err(|error| {
-        if is_length_limit(&error) {
+        if crate::listener::is_body_timeout(&error) {
+            AppError::Timeout
+        } else if is_length_limit(&error) {
             AppError::PayloadTooLarge(format!(
                 "request body larger than {} bytes",
                 limits.max_body_bytes

@@ -43,6 +43,12 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Prometheus counters (`GET /metrics`), kept across reloads.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The ingest tokens in memory (`crate::token_table`), kept across reloads.
+    pub tokens: Arc<crate::token_table::TokenTable>,
+    /// Failed token checks per address (`crate::auth_limit`), kept across reloads.
+    pub auth_limit: Arc<crate::auth_limit::FailedAuthLimiter>,
+    /// Dashboard login sessions, kept across reloads.
+    pub sessions: Arc<crate::dashboard::sessions::Sessions>,
 }
 
 /// The API's settings.
@@ -57,6 +63,11 @@ pub struct ApiConfig {
     pub notify: Vec<crate::notify::Route>,
     /// Hosts a VM's history is joined across (`clusters:`).
     pub clusters: crate::clusters::Clusters,
+    /// Without a read token on a loopback listener: the listener, whose names
+    /// are the only `Host` values the read API answers (`crate::loopback_host`).
+    pub read_host_check: Option<std::net::SocketAddr>,
+    /// The same for the dashboard without login.
+    pub dashboard_host_check: Option<std::net::SocketAddr>,
 }
 
 impl ApiConfig {
@@ -69,17 +80,29 @@ impl ApiConfig {
             dashboard: settings.dashboard.clone(),
             notify: crate::notify::routes(&settings.notify),
             clusters: settings.clusters.clone(),
+            read_host_check: (settings.read_token.is_none() && settings.listen.ip().is_loopback())
+                .then_some(settings.listen),
+            dashboard_host_check: (settings.dashboard.auth
+                == crate::dashboard::DashboardAuth::None
+                && settings.listen.ip().is_loopback())
+            .then_some(settings.listen),
         }
     }
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Self {
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Self {
             admission: Arc::new(Admission::new(&config.ingest)),
             store,
             config: Arc::new(config),
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            tokens: Arc::new(crate::token_table::TokenTable::new(Arc::clone(
+                &metrics.auth,
+            ))),
+            auth_limit: Arc::new(crate::auth_limit::FailedAuthLimiter::new()),
+            sessions: Arc::new(crate::dashboard::sessions::Sessions::new()),
+            metrics,
         }
     }
 }
@@ -142,6 +165,12 @@ async fn require_read_token(
         let given = bearer(request.headers()).unwrap_or_default();
         if !constant_time_eq(given, expected) {
             return Err(AppError::Unauthorized);
+        }
+    } else if let Some(listen) = state.config.read_host_check {
+        if let Some(refused) =
+            crate::loopback_host::refusal(request.headers(), request.uri(), listen)
+        {
+            return Ok(refused);
         }
     }
     Ok(next.run(request).await)

@@ -154,6 +154,84 @@ async fn missing_or_wrong_tokens_get_401_and_nothing_is_stored() {
 }
 
 #[tokio::test]
+async fn a_flood_of_bad_tokens_reads_no_store_and_gets_429_while_good_tokens_pass() {
+    let (_dir, state) = state(ApiConfig::default()).await;
+    let flooder = axum::extract::ConnectInfo(std::net::SocketAddr::from(([192, 0, 2, 9], 4000)));
+    let from = |mut request: Request<Body>| {
+        request.extensions_mut().insert(flooder);
+        request
+    };
+    // The good agent's first request loads the token table.
+    let (status, _, _) = send(&state, from(get("/api/v1/health", Some(TOKEN)))).await;
+    assert_eq!(status, StatusCode::OK);
+    let loads = state.tokens.loads();
+    assert_eq!(loads, 1);
+    let mut statuses = std::collections::BTreeMap::new();
+    let started = std::time::Instant::now();
+    // The first 20 one after the other, the next 480 all at once (each refusal is
+    // held for a second).
+    for n in 0..20 {
+        let bad = format!("blt_bad_{n}");
+        let (status, _, _) = send(&state, from(post(Some(&bad), json(&batch("pve1")), None))).await;
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    let mut flood = tokio::task::JoinSet::new();
+    for n in 20..500 {
+        let (state, request) = (
+            state.clone(),
+            from(post(
+                Some(&format!("blt_bad_{n}")),
+                json(&batch("pve1")),
+                None,
+            )),
+        );
+        flood.spawn(async move {
+            let sent = std::time::Instant::now();
+            let (status, _, _) = send(&state, request).await;
+            (status, sent.elapsed())
+        });
+    }
+    while let Some(answer) = flood.join_next().await {
+        let (status, took) = answer.expect("task");
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(
+                took >= crate::auth_limit::REFUSAL_DELAY,
+                "a refusal answered after {took:?}"
+            );
+        }
+        *statuses.entry(status.as_u16()).or_insert(0) += 1;
+    }
+    // The burst of 20 failures, plus one a second while the loop ran.
+    let refilled = started.elapsed().as_secs() + 1;
+    let unauthorized = statuses.get(&401).copied().unwrap_or(0);
+    let limited = statuses.get(&429).copied().unwrap_or(0);
+    assert!(
+        (20..=20 + refilled).contains(&unauthorized) && unauthorized + limited == 500,
+        "{statuses:?}"
+    );
+    // Unknown tokens may reload the table 5 times, then once a second; the
+    // table's age forces one every 10 s.
+    let budget = 5 + refilled + refilled / 10;
+    assert!(
+        state.tokens.loads() - loads <= budget,
+        "500 bad tokens read the token table {} times (budget {budget})",
+        state.tokens.loads() - loads
+    );
+    // The good token from the same address is not held back by the flood.
+    let (status, _, body) = send(&state, from(post(Some(TOKEN), json(&batch("pve1")), None))).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let (status, _, text) = send(&state, get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).expect("utf-8");
+    for line in [
+        format!("ballast_collector_auth_failures_total{{reason=\"unknown_token\"}} {unauthorized}"),
+        format!("ballast_collector_auth_failures_total{{reason=\"rate_limited\"}} {limited}"),
+    ] {
+        assert!(text.contains(&line), "{line} in\n{text}");
+    }
+}
+
+#[tokio::test]
 async fn another_hosts_batch_gets_403_and_nothing_is_stored() {
     let (_dir, state) = state(ApiConfig::default()).await;
     let (status, _, body) = send(&state, post(Some("blt_other"), json(&batch("pve1")), None)).await;

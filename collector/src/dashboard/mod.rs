@@ -40,10 +40,12 @@ mod oom_page;
 mod overview;
 mod pages;
 pub mod report_page;
+pub mod sessions;
 pub mod svg;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{self, HeaderName, HeaderValue};
@@ -74,6 +76,8 @@ pub struct DashboardConfig {
     pub auth: DashboardAuthConfig,
     /// Largest kernel log `/explain` accepts, bytes.
     pub explain_max_bytes: u64,
+    /// A login (`/login`) lasts this long; `/logout` and a new token end it sooner.
+    pub session_hours: u32,
 }
 
 /// How people log in to the dashboard.
@@ -107,6 +111,7 @@ impl Default for DashboardConfig {
             enabled: true,
             auth: DashboardAuthConfig::Auto,
             explain_max_bytes: 8 * 1024 * 1024,
+            session_hours: 12,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct DashboardSettings {
     pub explain_max_bytes: usize,
     /// Set the login cookie's `Secure` flag (TLS listener).
     pub secure_cookie: bool,
+    /// How long a login session lasts.
+    pub session_lifetime: Duration,
 }
 
 impl Default for DashboardSettings {
@@ -128,6 +135,7 @@ impl Default for DashboardSettings {
             auth: DashboardAuth::None,
             explain_max_bytes: 8 * 1024 * 1024,
             secure_cookie: false,
+            session_lifetime: Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -158,6 +166,8 @@ pub enum DashboardConfigError {
     NoProxies,
     #[error("dashboard.explain_max_bytes ({0}) must be 1 KiB to 64 MiB")]
     ExplainLimit(u64),
+    #[error("dashboard.session_hours ({0}) must be 1 to 720")]
+    SessionHours(u32),
 }
 
 impl DashboardConfig {
@@ -171,6 +181,9 @@ impl DashboardConfig {
     ) -> Result<DashboardSettings, DashboardConfigError> {
         if !(1024..=64 * 1024 * 1024).contains(&self.explain_max_bytes) {
             return Err(DashboardConfigError::ExplainLimit(self.explain_max_bytes));
+        }
+        if !(1..=720).contains(&self.session_hours) {
+            return Err(DashboardConfigError::SessionHours(self.session_hours));
         }
         let auth = match self.auth {
             DashboardAuthConfig::Auto => match read_token {
@@ -229,6 +242,7 @@ impl DashboardConfig {
             auth,
             explain_max_bytes: usize::try_from(self.explain_max_bytes).unwrap_or(usize::MAX),
             secure_cookie: tls,
+            session_lifetime: Duration::from_secs(u64::from(self.session_hours) * 3600),
         })
     }
 }

@@ -710,6 +710,20 @@ pub async fn host_for_token_hash(
         .map(|row| (row.text_or_empty(0), row.text_or_empty(1))))
 }
 
+/// Every (host, token hash) pair: the table [`crate::token_table`] keeps in memory.
+pub async fn all_token_hashes(store: &dyn Store) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT host_id, token_sha256 FROM tokens",
+            Vec::new(),
+        ))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.text_or_empty(0), row.text_or_empty(1)))
+        .collect())
+}
+
 /// Stores a host's token hash; with `replace`, an existing token is rotated.
 pub async fn put_token(
     store: &dyn Store,
