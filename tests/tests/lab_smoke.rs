@@ -85,7 +85,22 @@ mod smoke {
         // Inflate to 200 MiB, then let the hog grow into the OOM killer.
         let outcome = inflate_then_grow(&guest, 200, OOM_TIMEOUT).expect("inflate then grow");
         eprintln!("inflate_then_grow: {outcome:?}");
-        let after = guest.domstats_balloon().expect("domstats");
+        // The guest reports stats on its period: read the first report sent after the
+        // inflation (right after the OOM the last one may still predate it, as a loaded
+        // CI machine showed).
+        let inflated_at = wait_start.elapsed();
+        let inflated = guest.domstats_balloon().expect("domstats");
+        let after = loop {
+            let stats = guest.domstats_balloon().expect("domstats");
+            if stats["balloon.last-update"] > inflated["balloon.last-update"] {
+                break stats;
+            }
+            assert!(
+                wait_start.elapsed() < inflated_at + Duration::from_secs(30),
+                "last-update never advanced after the inflation: {stats:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         assert_eq!(after["balloon.current"], 200 * 1024, "{after:?}");
         assert!(
             after["balloon.available"] < 250 * 1024,
