@@ -330,11 +330,12 @@ pub enum ConfigError {
     },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("{path}: {source}")]
+    /// The validation error is part of the message, not a `#[source]`: printed as a
+    /// chain (`{:#}`) it would show twice.
+    #[error("{path}: {error}")]
     Invalid {
         path: PathBuf,
-        #[source]
-        source: ValidationError,
+        error: ValidationError,
     },
 }
 
@@ -579,12 +580,12 @@ pub fn load(path: Option<&Path>, system_host_name: &str) -> Result<Settings, Con
             Vec::new(),
         ),
     };
-    let mut settings =
-        raw.validate(system_host_name)
-            .map_err(|source_error| ConfigError::Invalid {
-                path: source,
-                source: source_error,
-            })?;
+    let mut settings = raw
+        .validate(system_host_name)
+        .map_err(|error| ConfigError::Invalid {
+            path: source,
+            error,
+        })?;
     settings.deprecations = deprecations;
     Ok(settings)
 }

@@ -69,3 +69,25 @@ fn a_bad_config_is_refused_at_start_up_naming_file_line_and_field() {
         .contains("poll_interval_secs (0) below minimum (1)"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_value_is_named_once_with_its_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, "poll_interval_secs: 0\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .arg("check-config")
+        .arg(&file)
+        .output()
+        .expect("ballast-agent runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("poll_interval_secs (0) below minimum")
+            .count(),
+        1,
+        "{stderr}"
+    );
+}
