@@ -240,11 +240,7 @@ fn gauge_family(
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
+    crate::enrich::epoch_ms(std::time::SystemTime::now())
 }
 
 /// Escapes a label value (`\`, `"`, newline) per the exposition format.

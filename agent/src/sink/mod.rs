@@ -37,7 +37,7 @@ mod state;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ballast_model::{Batch, SCHEMA_VERSION};
 use tokio::sync::watch;
@@ -574,8 +574,5 @@ fn log_reachability(url: &str, reachability: &Reachability) {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    crate::enrich::epoch_ms(std::time::SystemTime::now())
 }

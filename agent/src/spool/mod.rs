@@ -73,7 +73,6 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ballast_model::Envelope;
 use tracing::{debug, warn};
@@ -801,10 +800,7 @@ fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    crate::enrich::epoch_ms(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
