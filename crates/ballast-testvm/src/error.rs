@@ -33,9 +33,13 @@ pub enum Error {
     /// Something the harness waited for did not happen in time.
     #[error("Timed out after {timeout:?} waiting for {what}")]
     Timeout { what: String, timeout: Duration },
-    /// No usable guest kernel of the requested series in /boot.
-    #[error("No guest kernel {series}.* in /boot with modules in /lib/modules (install with scripts/install-deps.sh)")]
-    KernelNotFound { series: String },
+    /// No usable guest kernel of the requested series in /boot nor in the lab's
+    /// unpacked kernel packages.
+    #[error("No guest kernel {series}.* in /boot with modules in /lib/modules, nor unpacked under {} (install with scripts/install-deps.sh)", lab_kernels.display())]
+    KernelNotFound {
+        series: String,
+        lab_kernels: PathBuf,
+    },
     /// A tool printed something the harness cannot read.
     #[error("Unexpected output from {what}: {detail}")]
     Parse { what: String, detail: String },

@@ -1,4 +1,5 @@
-//! Guest images: a Debian kernel from /boot plus a busybox initramfs, built once and cached.
+//! Guest images: a Debian kernel (from /boot, or unpacked under `<lab>/kernels`, see
+//! [`crate::kernel`]) plus a busybox initramfs, built once and cached.
 //!
 //! The initramfs holds busybox-static (applet links made at build time), `/init`
 //! (guest/init.sh), `/sbin/shutdown` (guest/shutdown.sh, for agent reboots),
@@ -18,7 +19,8 @@ use std::time::{Duration, Instant};
 
 use crate::cmd;
 use crate::error::{Error, Result};
-use crate::kernel::{self, GuestKernel};
+use crate::kernel::{self, GuestKernel, KernelBuild};
+use crate::settings::Settings;
 
 const INIT_SH: &str = include_str!("../guest/init.sh");
 const SHUTDOWN_SH: &str = include_str!("../guest/shutdown.sh");
@@ -42,9 +44,25 @@ pub struct GuestImage {
     pub build_time: Option<Duration>,
 }
 
+/// Host tools an image build runs (`qemu-ga` is copied from [`QEMU_GA`]).
+pub(crate) const TOOLS: [&str; 6] = ["busybox", "gcc", "cpio", "gzip", "modprobe", "xz"];
+
+/// The guest image of `kernel` without a [`crate::Lab`] (no libvirt involved):
+/// checks the build tools, then returns the cached image or builds it, under the
+/// lab directory of [`Settings::from_env`]. The quickstart's Proxmox demo boots it
+/// with `qm` (`examples/demo_image.rs`).
+pub fn build_image(kernel: GuestKernel) -> Result<GuestImage> {
+    let settings = Settings::from_env();
+    cmd::require_tools(&TOOLS)?;
+    ensure(&settings, kernel)
+}
+
 /// Returns the cached image for `kernel`, building it first if needed.
-pub(crate) fn ensure(images_dir: &Path, kernel: GuestKernel) -> Result<GuestImage> {
-    let build = kernel::find(kernel)?;
+pub(crate) fn ensure(settings: &Settings, kernel: GuestKernel) -> Result<GuestImage> {
+    let images_dir = settings.images_dir();
+    std::fs::create_dir_all(&images_dir).map_err(Error::io(&images_dir))?;
+    let images_dir = images_dir.as_path();
+    let build = kernel::find(kernel, &settings.kernels_dir())?;
     let key = cache_key(&build.release, &build.vmlinuz);
     let dir = images_dir.join(format!("{}-{key:016x}", build.release));
     let mut image = GuestImage {
@@ -60,7 +78,7 @@ pub(crate) fn ensure(images_dir: &Path, kernel: GuestKernel) -> Result<GuestImag
     let start = Instant::now();
     let tmp = images_dir.join(format!(".build-{}-{}", build.release, std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    let built = build_into(&tmp, &build.release, &build.vmlinuz);
+    let built = build_into(&tmp, &build);
     if let Err(error) = built {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(error);
@@ -79,7 +97,7 @@ pub(crate) fn ensure(images_dir: &Path, kernel: GuestKernel) -> Result<GuestImag
     Ok(image)
 }
 
-fn build_into(tmp: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
+fn build_into(tmp: &Path, build: &KernelBuild) -> Result<()> {
     let root = tmp.join("root");
     for dir in [
         "bin",
@@ -102,8 +120,8 @@ fn build_into(tmp: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
     write_executable(&root.join("bin/hostile-qga.sh"), HOSTILE_QGA_SH)?;
     build_memhog(tmp, &root)?;
     install_with_libraries(&root, Path::new(QEMU_GA))?;
-    install_modules(&root, release)?;
-    copy(vmlinuz, &tmp.join("vmlinuz"))?;
+    install_modules(&root, build)?;
+    copy(&build.vmlinuz, &tmp.join("vmlinuz"))?;
     let script =
         "cd root && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > ../initramfs.cpio.gz";
     cmd::run_command(Command::new("sh").arg("-c").arg(script).current_dir(tmp))?;
@@ -159,10 +177,17 @@ fn install_with_libraries(root: &Path, binary: &Path) -> Result<()> {
 }
 
 /// Decompresses the virtio modules the kernel needs into /lib/lab-modules, in load order.
-fn install_modules(root: &Path, release: &str) -> Result<()> {
+fn install_modules(root: &Path, build: &KernelBuild) -> Result<()> {
     let mut order: Vec<String> = Vec::new();
     for module in MODULES {
-        let plan = cmd::run("modprobe", ["-S", release, "--show-depends", module])?;
+        let mut command = Command::new("modprobe");
+        command.arg("-d").arg(&build.modules_root).args([
+            "-S",
+            &build.release,
+            "--show-depends",
+            module,
+        ]);
+        let plan = cmd::run_command(&mut command)?;
         for path in plan.lines().filter_map(|line| line.strip_prefix("insmod ")) {
             let path = Path::new(path.split_whitespace().next().unwrap_or_default());
             let name = module_name(path);

@@ -29,19 +29,13 @@ use crate::spec::GuestSpec;
 use crate::sweep::{self, SweepReport};
 use crate::virsh::Virsh;
 
-/// Host tools the harness runs.
-const TOOLS: [&str; 11] = [
+/// Host tools the harness runs besides those of an image build ([`image::TOOLS`]).
+const TOOLS: [&str; 5] = [
     "virsh",
     "libvirtd",
     "virtlogd",
     "qemu-system-x86_64",
     "qemu-ga",
-    "busybox",
-    "gcc",
-    "cpio",
-    "gzip",
-    "modprobe",
-    "xz",
 ];
 
 /// The process-wide lab.
@@ -77,6 +71,7 @@ impl Lab {
     fn start() -> Result<Lab> {
         let settings = Settings::from_env();
         cmd::require_tools(&TOOLS)?;
+        cmd::require_tools(&image::TOOLS)?;
         for dir in [settings.images_dir(), settings.run_dir()] {
             std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
         }
@@ -119,7 +114,7 @@ impl Lab {
         if let Some(image) = images.get(&kernel) {
             return Ok(image.clone());
         }
-        let image = image::ensure(&self.settings.images_dir(), kernel)?;
+        let image = image::ensure(&self.settings, kernel)?;
         images.insert(kernel, image.clone());
         Ok(image)
     }

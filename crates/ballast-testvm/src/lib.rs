@@ -6,7 +6,9 @@
 //!   with stats, a serial console logged through virtlogd, a guest agent and a memory
 //!   hog; OOM scenarios in [`scenario`];
 //! * Proxmox-style guests without libvirt ([`Lab::boot_proxmox`] -> [`ProxmoxGuest`]),
-//!   with a minimal blocking QMP client ([`Qmp`]) and guest agent client ([`Qga`]).
+//!   with a minimal blocking QMP client ([`Qmp`]) and guest agent client ([`Qga`]);
+//! * the guest image alone, without libvirt ([`build_image`]): what the quickstart
+//!   boots with Proxmox's `qm` on a Proxmox VE host.
 //!
 //! It is not a hypervisor abstraction: it shells out to `virsh` and
 //! `qemu-system-x86_64` and only exists to prove agent features on real guests.
@@ -47,7 +49,7 @@ pub use accel::Accel;
 pub use agent::ExecOutput;
 pub use error::{Error, Result};
 pub use guest::{Guest, GuestStats, INVOKED_LINE, KILL_LINE, READY_LINE};
-pub use image::GuestImage;
+pub use image::{build_image, GuestImage};
 pub use kernel::GuestKernel;
 pub use lab::{Lab, LabStartup};
 pub use names::PREFIX as NAME_PREFIX;

@@ -69,6 +69,12 @@ impl Settings {
         self.lab_dir.join("run")
     }
 
+    /// Debian kernel packages unpacked without installing them (`<release>/boot`,
+    /// `<release>/lib/modules`; the quickstart's Proxmox demo puts them there).
+    pub fn kernels_dir(&self) -> PathBuf {
+        self.lab_dir.join("kernels")
+    }
+
     /// Markers of the daemons this harness started (read by scripts/lab/libvirt-down.sh).
     pub fn daemons_dir(&self) -> PathBuf {
         self.lab_dir.join("daemons")
