@@ -8,6 +8,7 @@
 # everything and removes the demo guest.
 #
 #   ./scripts/quickstart.sh              # the demo (needs root: apt, libvirt)
+#                                        # (Proxmox VE: qm, scripts/quickstart-proxmox.sh)
 #   ./scripts/quickstart.sh FILE...      # just explain kernel logs, no root needed
 #
 # Environment: BALLAST_QUICKSTART_PORT (collector port, 8470), BALLAST_QUICKSTART_DIR
@@ -29,6 +30,18 @@ fi
 if [ "$(id -u)" != 0 ]; then
     echo "quickstart: the demo boots a VM with libvirt: run it as root (or pass kernel logs to explain)" >&2
     exit 2
+fi
+
+# A Proxmox VE host runs the demo with qm and the Proxmox (QMP) backend, never libvirt.
+if [ -x scripts/host-kind.sh ]; then
+    kind=$(scripts/host-kind.sh)
+elif [ "${BALLAST_ASSUME_PROXMOX:-0}" = 1 ] || [ -d /etc/pve ]; then
+    kind=proxmox
+else
+    kind=other
+fi
+if [ "$kind" = proxmox ]; then
+    exec ./scripts/quickstart-proxmox.sh
 fi
 
 ./scripts/install-deps.sh

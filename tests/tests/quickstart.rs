@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ballast_tests::{binary, example, free_port, http_get, profile_dir, repo_root};
-use ballast_testvm::lab_or_skip;
+use ballast_testvm::{lab_or_skip, GuestKernel};
 use serde_json::Value;
 
 /// Boot, 10 s before inflating, the OOM, delivery: about a minute under TCG here.
@@ -164,6 +164,190 @@ fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
     assert!(
         !domain_exists(guest.trim()),
         "the demo guest was left behind"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the collector still listens after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The debug binaries plus `examples/demo_image` (the Proxmox path's guest image).
+fn proxmox_bin_dir() -> PathBuf {
+    binary("ballast-agent");
+    binary("ballast-collector");
+    example(
+        "ballast-testvm",
+        "crates/ballast-testvm/examples/demo_image.rs",
+    );
+    profile_dir()
+}
+
+/// Processes whose command line mentions `needle` (the mock node's run dir).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.contains(needle))
+        .collect()
+}
+
+/// Proxmox VE cannot run here: `qm` and `pvesh` are a MOCK (tests/mock-pve/bin) that
+/// starts a real qemu-system-x86_64 the way qemu-server does (sockets and pid file in
+/// a run dir, the config in a config dir, both temporary). Everything else is the
+/// script's own: the image without libvirt, `qm create/start`, the balloon over QMP,
+/// the hog through `qm guest exec`, the agent on `backend: proxmox`, and on Ctrl-C
+/// `qm stop` + `qm destroy --purge` of the demo VM.
+#[test]
+fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
+    let Some(lab) = lab_or_skip("quickstart_on_a_mock_proxmox_host") else {
+        return;
+    };
+    // The mock boots QEMU with the accelerator the harness found working here.
+    let accel = lab.accel(GuestKernel::Debian61).expect("accelerator");
+    let bin_dir = proxmox_bin_dir();
+    let work = tempfile::tempdir().expect("tempdir");
+    let node = tempfile::tempdir().expect("tempdir");
+    let run_dir = node.path().join("run/qemu-server");
+    let config_dir = node.path().join("etc/pve/qemu-server");
+    let mock_log = node.path().join("mock-pve.log");
+    let path = format!(
+        "{}:{}",
+        repo_root().join("tests/mock-pve/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let port = free_port();
+    let started = Instant::now();
+    let mut script = Script(
+        Command::new(repo_root().join("scripts/quickstart.sh"))
+            .env("PATH", path)
+            .env("BALLAST_ASSUME_PROXMOX", "1")
+            .env("BALLAST_PVE_RUN_DIR", &run_dir)
+            .env("BALLAST_PVE_CONFIG_DIR", &config_dir)
+            .env("BALLAST_MOCK_PVE_ACCEL", accel.qemu_accel())
+            .env("BALLAST_MOCK_PVE_LOG", &mock_log)
+            .env("BALLAST_QUICKSTART_BIN_DIR", &bin_dir)
+            .env("BALLAST_QUICKSTART_DIR", work.path())
+            .env("BALLAST_QUICKSTART_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("quickstart.sh starts"),
+    );
+    let lines = stdout_lines(&mut script.0);
+
+    let mut printed = Vec::new();
+    let url = loop {
+        let left = OOM_TIMEOUT.saturating_sub(started.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("quickstart: the explained OOM:") {
+                    break url.trim().to_string();
+                }
+                printed.push(line);
+            }
+            Err(_) => {
+                let read = |name: &str| {
+                    std::fs::read_to_string(work.path().join(name)).unwrap_or_default()
+                };
+                panic!(
+                    "no explained OOM after {:?}; printed: {printed:#?}\nagent log:\n{}\nqm log:\n{}",
+                    started.elapsed(),
+                    read("agent.log"),
+                    read("qm.log"),
+                );
+            }
+        }
+    };
+    eprintln!(
+        "quickstart (mock Proxmox) printed the event after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        !printed.iter().any(|line| line.contains("cannot run")),
+        "the demo fell back: {printed:#?}"
+    );
+    assert!(
+        printed
+            .iter()
+            .any(|line| line == "verdict: balloon / correlation: balloon"),
+        "{printed:#?}"
+    );
+    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
+
+    // The event in the API is the demo VM's, as the agent's Proxmox backend named it.
+    let prefix = format!("http://127.0.0.1:{port}");
+    let path = url.strip_prefix(&prefix).expect("a loopback URL");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
+    let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
+    assert_eq!(status, 200, "{body}");
+    let event: Value = serde_json::from_str(&body).expect("JSON");
+    let name = std::fs::read_to_string(work.path().join("demo.name")).expect("demo.name");
+    let name = name.trim();
+    assert_eq!(event["vm"]["name"], name, "{event:#}");
+    let vmid = name
+        .strip_prefix("ballast-demo-")
+        .expect("ballast-demo-<vmid>");
+    let agent_config = std::fs::read_to_string(work.path().join("agent.yaml")).expect("agent.yaml");
+    assert!(agent_config.contains("backend: proxmox"), "{agent_config}");
+    assert!(
+        agent_config.contains(&format!("read_serial_vmids: [{vmid}]")),
+        "{agent_config}"
+    );
+    let conf = config_dir.join(format!("{vmid}.conf"));
+    assert!(conf.is_file(), "the demo VM's config until Ctrl-C");
+    let run_dir_text = run_dir.display().to_string();
+    assert!(
+        !processes_mentioning(&run_dir_text).is_empty(),
+        "the demo VM's QEMU runs until Ctrl-C"
+    );
+
+    // Ctrl-C: the demo VM is stopped and destroyed, nothing of it is left.
+    let status = interrupt(&script.0).expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(exit) = script.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(exit.code(), Some(130), "exit status after Ctrl-C");
+    assert!(!conf.exists(), "qm destroy left {}", conf.display());
+    let left = processes_mentioning(&run_dir_text);
+    assert!(left.is_empty(), "QEMU left behind: {left:#?}");
+    let calls = std::fs::read_to_string(&mock_log).expect("mock log");
+    let calls: Vec<&str> = calls.lines().collect();
+    for expected in [
+        format!("qm create {vmid} "),
+        format!("qm start {vmid}"),
+        format!("qm guest exec {vmid} "),
+        format!("qm stop {vmid}"),
+        format!("qm destroy {vmid} --purge"),
+    ] {
+        assert!(
+            calls.iter().any(|call| call.starts_with(&expected)),
+            "no `{expected}` in {calls:#?}"
+        );
+    }
+    assert!(
+        calls
+            .iter()
+            .all(|call| call.starts_with("pvesh get /cluster/nextid")
+                || call
+                    .split_whitespace()
+                    .nth(if call.starts_with("qm guest") { 3 } else { 2 })
+                    == Some(vmid)),
+        "a qm call on another VM: {calls:#?}"
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
