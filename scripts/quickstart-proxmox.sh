@@ -1,6 +1,7 @@
 #!/bin/sh
 # The quickstart on a Proxmox VE host: scripts/quickstart.sh runs this instead of the
-# libvirt demo when scripts/host-kind.sh says `proxmox` (as root, no arguments).
+# libvirt demo when scripts/host-kind.sh says `proxmox` (as root; `--yes` is passed on
+# to install-deps.sh).
 #
 # Only Proxmox's own tools and QEMU, never libvirt, never a QEMU or kernel package:
 #  1. dependencies: scripts/install-deps.sh runtime (on Proxmox it installs no QEMU,
@@ -50,7 +51,7 @@ work="${BALLAST_QUICKSTART_DIR:-$PWD/.quickstart}"
 say() { echo "quickstart: $*"; }
 
 # --- 1-2: dependencies and binaries -------------------------------------------------
-./scripts/install-deps.sh runtime
+./scripts/install-deps.sh runtime "$@"
 if [ -n "${BALLAST_QUICKSTART_BIN_DIR:-}" ]; then
     # ballast-agent, ballast-collector and examples/demo_image under this directory.
     bin="$BALLAST_QUICKSTART_BIN_DIR"
