@@ -39,6 +39,8 @@
 # Environment (besides quickstart.sh's BALLAST_QUICKSTART_PORT/_DIR/_BIN_DIR):
 #   BALLAST_PVE_RUN_DIR     qemu-server's run dir    (/var/run/qemu-server)
 #   BALLAST_PVE_CONFIG_DIR  the VM configs           (/etc/pve/qemu-server)
+#   BALLAST_QUICKSTART_KERNEL_LOG  the kernel log the fallback explains
+#                           (journalctl -k, else /var/log/kern.log)
 # (tests/tests/quickstart.rs points both at a temporary directory and `qm`/`pvesh`
 # at a mock under tests/mock-pve/bin.)
 set -eu
@@ -227,12 +229,18 @@ if [ -z "$created" ] || ! qm start "$created" >> "$work/qm.log" 2>&1; then
     say "(balloon and memory stats over QMP; no console, no guest agent, nothing changed),"
     say "and 'ballast-agent explain' reads this host's kernel log:"
     echo
-    if command -v journalctl >/dev/null 2>&1 \
+    kernel_log=""
+    if [ -n "${BALLAST_QUICKSTART_KERNEL_LOG:-}" ]; then
+        kernel_log="$BALLAST_QUICKSTART_KERNEL_LOG"
+    elif command -v journalctl >/dev/null 2>&1 \
         && journalctl -k -q --no-pager > "$work/host-kernel.log" 2>/dev/null \
         && [ -s "$work/host-kernel.log" ]; then
-        "$bin/ballast-agent" explain "$work/host-kernel.log" || true
+        kernel_log="$work/host-kernel.log"
     elif [ -r /var/log/kern.log ]; then
-        "$bin/ballast-agent" explain /var/log/kern.log || true
+        kernel_log=/var/log/kern.log
+    fi
+    if [ -n "$kernel_log" ]; then
+        "$bin/ballast-agent" explain "$kernel_log" || true
     else
         say "no kernel log found (journalctl -k, /var/log/kern.log)"
     fi

@@ -287,6 +287,74 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// A mock Proxmox node: run and config dirs in a temporary directory, the MOCK
+/// `qm`/`pvesh` first on the PATH, every call of theirs logged.
+struct MockNode {
+    _dir: tempfile::TempDir,
+    run_dir: PathBuf,
+    config_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl MockNode {
+    fn new() -> MockNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_dir = dir.path().join("etc/pve/qemu-server");
+        std::fs::create_dir_all(&config_dir).expect("config dir");
+        MockNode {
+            run_dir: dir.path().join("run/qemu-server"),
+            log: dir.path().join("mock-pve.log"),
+            config_dir,
+            _dir: dir,
+        }
+    }
+
+    /// `scripts/quickstart.sh` as root runs it on this node, stdout piped.
+    fn quickstart(&self, work: &Path, port: u16) -> Command {
+        let path = format!(
+            "{}:{}",
+            repo_root().join("tests/mock-pve/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut command = Command::new(repo_root().join("scripts/quickstart.sh"));
+        command
+            .env("PATH", path)
+            .env("BALLAST_ASSUME_PROXMOX", "1")
+            .env("BALLAST_PVE_RUN_DIR", &self.run_dir)
+            .env("BALLAST_PVE_CONFIG_DIR", &self.config_dir)
+            .env("BALLAST_MOCK_PVE_LOG", &self.log)
+            .env("BALLAST_QUICKSTART_BIN_DIR", proxmox_bin_dir())
+            .env("BALLAST_QUICKSTART_DIR", work)
+            .env("BALLAST_QUICKSTART_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        command
+    }
+
+    /// The `qm`/`pvesh` calls the script made, one per line.
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Sends Ctrl-C and returns the script's exit code once it stopped (60 s at most).
+fn ctrl_c_and_wait(script: &mut Script) -> Option<i32> {
+    let status = interrupt(&script.0).expect("kill runs");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(exit) = script.0.try_wait().expect("wait") {
+            return exit.code();
+        }
+        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Proxmox VE cannot run here: `qm` and `pvesh` are a MOCK (tests/mock-pve/bin) that
 /// starts a real qemu-system-x86_64 the way qemu-server does (sockets and pid file in
 /// a run dir, the config in a config dir, both temporary). Everything else is the
@@ -300,32 +368,14 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
     };
     // The mock boots QEMU with the accelerator the harness found working here.
     let accel = lab.accel(GuestKernel::Debian61).expect("accelerator");
-    let bin_dir = proxmox_bin_dir();
+    let node = MockNode::new();
     let work = tempfile::tempdir().expect("tempdir");
-    let node = tempfile::tempdir().expect("tempdir");
-    let run_dir = node.path().join("run/qemu-server");
-    let config_dir = node.path().join("etc/pve/qemu-server");
-    let mock_log = node.path().join("mock-pve.log");
-    let path = format!(
-        "{}:{}",
-        repo_root().join("tests/mock-pve/bin").display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let (run_dir, config_dir) = (&node.run_dir, &node.config_dir);
     let port = free_port();
     let started = Instant::now();
     let mut script = Script(
-        Command::new(repo_root().join("scripts/quickstart.sh"))
-            .env("PATH", path)
-            .env("BALLAST_ASSUME_PROXMOX", "1")
-            .env("BALLAST_PVE_RUN_DIR", &run_dir)
-            .env("BALLAST_PVE_CONFIG_DIR", &config_dir)
+        node.quickstart(work.path(), port)
             .env("BALLAST_MOCK_PVE_ACCEL", accel.qemu_accel())
-            .env("BALLAST_MOCK_PVE_LOG", &mock_log)
-            .env("BALLAST_QUICKSTART_BIN_DIR", &bin_dir)
-            .env("BALLAST_QUICKSTART_DIR", work.path())
-            .env("BALLAST_QUICKSTART_PORT", port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
             .spawn()
             .expect("quickstart.sh starts"),
     );
@@ -399,22 +449,15 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
     );
 
     // Ctrl-C: the demo VM is stopped and destroyed, nothing of it is left.
-    let status = interrupt(&script.0).expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = script.0.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(exit.code(), Some(130), "exit status after Ctrl-C");
+    assert_eq!(
+        ctrl_c_and_wait(&mut script),
+        Some(130),
+        "exit status after Ctrl-C"
+    );
     assert!(!conf.exists(), "qm destroy left {}", conf.display());
     let left = processes_mentioning(&run_dir_text);
     assert!(left.is_empty(), "QEMU left behind: {left:#?}");
-    let calls = std::fs::read_to_string(&mock_log).expect("mock log");
-    let calls: Vec<&str> = calls.lines().collect();
+    let calls = node.calls();
     for expected in [
         format!("qm create {vmid} "),
         format!("qm start {vmid}"),
@@ -445,4 +488,93 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Where `qm create` fails (here: the MOCK refuses it), the quickstart says so plainly,
+/// runs the collector and the agent read-only (no console, no guest agent) and explains
+/// the host's kernel log; it never starts, stops or destroys a VM, and the node's
+/// existing VM (a config written before) is left exactly as it was.
+#[test]
+fn quickstart_on_a_mock_proxmox_host_where_qm_create_fails_runs_read_only_and_explains_the_kernel_log(
+) {
+    // The image builds before `qm create` is tried: it needs the lab's tools and kernel.
+    let Some(_lab) = lab_or_skip("quickstart_on_a_mock_proxmox_host (fallback)") else {
+        return;
+    };
+    let node = MockNode::new();
+    let existing = node.config_dir.join("100.conf");
+    let existing_text = "memory: 4096\nname: production-db\nserial0: socket\n";
+    std::fs::write(&existing, existing_text).expect("existing VM config");
+    let kernel_log = repo_root()
+        .join("crates/ballast-oom/tests/fixtures/oom/6.11-qemu-global-rss-anon-uid-cpu.log");
+    let work = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut script = Script(
+        node.quickstart(work.path(), port)
+            .env("BALLAST_MOCK_PVE_FAIL", "create")
+            .env("BALLAST_QUICKSTART_KERNEL_LOG", &kernel_log)
+            .spawn()
+            .expect("quickstart.sh starts"),
+    );
+    let lines = stdout_lines(&mut script.0);
+    let mut printed = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no end of the fallback's output: {printed:#?}"));
+        let done = line == "quickstart: Ctrl-C stops the collector and the agent.";
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let text = printed.join("\n");
+    assert!(
+        text.contains("quickstart: the demo VM cannot run on this host: qm create 101 failed"),
+        "{text}"
+    );
+    assert!(text.contains("READ-ONLY"), "{text}");
+    // The explanation of the kernel log's report, by the real agent binary.
+    assert!(text.contains("1 OOM report in"), "{text}");
+    assert!(text.contains("killed:  stress-ng-vm"), "{text}");
+
+    let agent_config = std::fs::read_to_string(work.path().join("agent.yaml")).expect("agent.yaml");
+    for line in [
+        "backend: proxmox",
+        "  read_serial_vmids: []",
+        "  guest_agent: off",
+    ] {
+        assert!(
+            agent_config.lines().any(|l| l == line),
+            "{line} in {agent_config}"
+        );
+    }
+    // The collector and the agent keep running until Ctrl-C.
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let (status, _) = http_get(addr, "/", None).expect("dashboard");
+    assert_eq!(status, 200);
+
+    assert_eq!(
+        ctrl_c_and_wait(&mut script),
+        Some(130),
+        "exit status after Ctrl-C"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&existing).expect("the existing VM's config"),
+        existing_text
+    );
+    let calls = node.calls();
+    assert!(
+        calls.iter().any(|call| call.starts_with("qm create 101 ")),
+        "{calls:#?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|call| call.starts_with("pvesh get /cluster/nextid")
+                || call.starts_with("qm create 101 ")),
+        "a VM was started, stopped or destroyed: {calls:#?}"
+    );
 }
