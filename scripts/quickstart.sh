@@ -7,8 +7,14 @@
 # explain, and prints the dashboard URL where the explained event shows. Ctrl-C stops
 # everything and removes the demo guest.
 #
-#   ./scripts/quickstart.sh              # the demo (needs root: apt, libvirt)
+#   ./scripts/quickstart.sh [--yes]      # the demo (needs root: apt, libvirt)
 #   ./scripts/quickstart.sh FILE...      # just explain kernel logs, no root needed
+#
+# It installs only the runtime set of scripts/install-deps.sh (build tools, the demo
+# guest's QEMU/libvirt/kernel, its initramfs tools). On a host that already has QEMU or
+# libvirt it uses them (QEMU 7.2 or newer), adds no apt source, and lists what it would
+# install and asks first (--yes answers for scripts). On Proxmox VE it never installs
+# or upgrades QEMU, libvirt or a kernel (scripts/host-kind.sh).
 #
 # Environment: BALLAST_QUICKSTART_PORT (collector port, 8470), BALLAST_QUICKSTART_DIR
 # (state and logs, ./.quickstart), BALLAST_QUICKSTART_BIN_DIR (use these binaries
@@ -19,6 +25,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/check-rust.sh
+
+yes_flag=
+if [ "${1:-}" = --yes ] || [ "${1:-}" = -y ]; then
+    yes_flag=--yes
+    shift
+fi
 
 if [ "$#" -gt 0 ]; then
     cargo build --release --locked -q -p ballast-agent
@@ -31,7 +43,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 2
 fi
 
-./scripts/install-deps.sh
+./scripts/install-deps.sh runtime $yes_flag
 if [ -n "${BALLAST_QUICKSTART_BIN_DIR:-}" ]; then
     # Binaries built already (tests/tests/quickstart.rs passes the test suite's own):
     # ballast-agent, ballast-collector and examples/demo_guest under this directory.

@@ -7,6 +7,8 @@
 #    their own libvirtd/virtlogd and QEMU guests through crates/ballast-testvm,
 # 4. fuzzes the OOM parser briefly (BALLAST_FUZZ_SECONDS, default 30; 0 skips).
 #
+# Arguments go to scripts/install-deps.sh (--yes: do not ask before installing on a host
+# that already has QEMU, libvirt or Proxmox VE; CI=true implies it).
 # Environment: BALLAST_SKIP_INSTALL=1 skips step 1 (see scripts/install-deps.sh).
 set -eu
 cd "$(dirname "$0")/.."
@@ -15,7 +17,7 @@ step() { printf '\n== %s\n' "$*"; }
 
 ./scripts/check-rust.sh
 step "install test dependencies"
-./scripts/install-deps.sh
+./scripts/install-deps.sh test "$@"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

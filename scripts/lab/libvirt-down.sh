@@ -4,7 +4,9 @@
 set -eu
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-LAB_DIR=${BALLAST_LAB_DIR:-$REPO/target/ballast-lab}
+# The harness's default (crates/ballast-testvm/src/settings.rs): outside the clone as root.
+if [ "$(id -u)" = 0 ]; then DEFAULT_LAB_DIR=/var/cache/ballast-lab; else DEFAULT_LAB_DIR=$REPO/target/ballast-lab; fi
+LAB_DIR=${BALLAST_LAB_DIR:-$DEFAULT_LAB_DIR}
 
 for name in libvirtd virtlogd; do
     marker=$LAB_DIR/daemons/$name.pid

@@ -6,11 +6,13 @@
 # spawns virtlogd). Daemons started here are recorded in $LAB_DIR/daemons/<name>.pid,
 # the same markers the Rust harness writes, so libvirt-down.sh stops exactly those.
 #
-#   LAB_DIR: BALLAST_LAB_DIR or <repo>/target/ballast-lab
+#   LAB_DIR: BALLAST_LAB_DIR, else /var/cache/ballast-lab as root, <repo>/target/ballast-lab otherwise
 set -eu
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-LAB_DIR=${BALLAST_LAB_DIR:-$REPO/target/ballast-lab}
+# The harness's default (crates/ballast-testvm/src/settings.rs): outside the clone as root.
+if [ "$(id -u)" = 0 ]; then DEFAULT_LAB_DIR=/var/cache/ballast-lab; else DEFAULT_LAB_DIR=$REPO/target/ballast-lab; fi
+LAB_DIR=${BALLAST_LAB_DIR:-$DEFAULT_LAB_DIR}
 URI=${BALLAST_LIBVIRT_URI:-qemu:///system}
 
 running() { # running NAME PIDFILE: prints the PID when the pidfile names a live NAME

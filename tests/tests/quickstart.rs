@@ -5,13 +5,18 @@
 //! own debug binaries (`BALLAST_QUICKSTART_BIN_DIR`) instead of its release build; the
 //! rest (dependency check, configs, token, services, demo guest, output) is the
 //! script's own.
+//!
+//! It runs from a clone under a 0700 directory, as an admin working as root clones into
+//! `/root/ballast` (mode 0700 on Debian): the script, its state and the binaries live
+//! there, and QEMU (as `libvirt-qemu`) must still reach the demo guest's kernel.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -32,6 +37,81 @@ fn bin_dir() -> PathBuf {
         "crates/ballast-testvm/examples/demo_guest.rs",
     );
     profile_dir()
+}
+
+/// A copy of the clone's scripts (and the binaries) under a 0700 directory, like
+/// `/root/ballast`: `<tmp 0700>/ballast/{scripts,Cargo.toml,target/debug}`.
+struct PrivateClone {
+    _parent: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl PrivateClone {
+    fn new(bin_dir: &Path) -> Self {
+        let parent = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 0700");
+        let root = parent.path().join("ballast");
+        let bins = root.join("target/debug");
+        std::fs::create_dir_all(bins.join("examples")).expect("clone dirs");
+        let copy = |from: &Path, to: &Path| {
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(from)
+                .arg(to)
+                .status()
+                .expect("cp runs");
+            assert!(status.success(), "cp -a {from:?} {to:?}");
+        };
+        copy(&repo_root().join("scripts"), &root);
+        copy(&repo_root().join("Cargo.toml"), &root);
+        for binary in ["ballast-agent", "ballast-collector", "examples/demo_guest"] {
+            copy(&bin_dir.join(binary), &bins.join(binary));
+        }
+        Self {
+            _parent: parent,
+            root,
+        }
+    }
+
+    fn bin_dir(&self) -> PathBuf {
+        self.root.join("target/debug")
+    }
+
+    /// The script's state folder (its default, `<clone>/.quickstart`).
+    fn work(&self) -> PathBuf {
+        self.root.join(".quickstart")
+    }
+}
+
+/// The kernel file of a running libvirt domain (`<os><kernel>`).
+fn domain_kernel(name: &str) -> PathBuf {
+    let output = Command::new("virsh")
+        .args(["-c", "qemu:///system", "dumpxml", name])
+        .output()
+        .expect("virsh dumpxml runs");
+    let xml = String::from_utf8_lossy(&output.stdout);
+    let kernel = xml
+        .split_once("<kernel>")
+        .and_then(|(_, rest)| rest.split_once("</kernel>"))
+        .map(|(path, _)| PathBuf::from(path.trim()))
+        .unwrap_or_else(|| panic!("no <kernel> in the domain XML of {name}: {xml}"));
+    kernel
+}
+
+/// True when a user who is neither the owner nor in the group can read `file`:
+/// every folder above it searchable by others, the file readable by others.
+fn readable_by_others(file: &Path) -> bool {
+    let mode = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|meta| meta.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(file) & 0o004 != 0
+        && file
+            .ancestors()
+            .skip(1)
+            .all(|folder| mode(folder) & 0o001 != 0)
 }
 
 /// The script's stdout, line by line, as it prints them.
@@ -79,18 +159,20 @@ impl Drop for Script {
 }
 
 #[test]
-fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
+fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_and_cleans_up() {
     let Some(_lab) = lab_or_skip("quickstart") else {
         return;
     };
-    let bin_dir = bin_dir();
-    let work = tempfile::tempdir().expect("tempdir");
+    let clone = PrivateClone::new(&bin_dir());
+    let work = clone.work();
     let port = free_port();
     let started = Instant::now();
     let mut script = Script(
-        Command::new(repo_root().join("scripts/quickstart.sh"))
-            .env("BALLAST_QUICKSTART_BIN_DIR", &bin_dir)
-            .env("BALLAST_QUICKSTART_DIR", work.path())
+        Command::new(clone.root.join("scripts/quickstart.sh"))
+            .env("BALLAST_QUICKSTART_BIN_DIR", clone.bin_dir())
+            .env_remove("BALLAST_QUICKSTART_DIR")
+            // The harness's own default lab, as a user's run has it.
+            .env_remove("BALLAST_LAB_DIR")
             .env("BALLAST_QUICKSTART_PORT", port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -111,8 +193,7 @@ fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
                 printed.push(line);
             }
             Err(_) => {
-                let agent_log =
-                    std::fs::read_to_string(work.path().join("agent.log")).unwrap_or_default();
+                let agent_log = std::fs::read_to_string(work.join("agent.log")).unwrap_or_default();
                 panic!(
                     "no explained OOM after {:?}; printed: {printed:#?}\nagent log:\n{agent_log}",
                     started.elapsed()
@@ -141,13 +222,20 @@ fn the_readme_quickstart_explains_the_demo_guests_balloon_oom_and_cleans_up() {
     let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
     assert_eq!(status, 200, "{body}");
     let event: Value = serde_json::from_str(&body).expect("JSON");
-    let guest = std::fs::read_to_string(work.path().join("demo.name")).expect("demo.name");
+    let guest = std::fs::read_to_string(work.join("demo.name")).expect("demo.name");
     assert_eq!(event["vm"]["name"], guest.trim(), "{event:#}");
     assert_eq!(event["correlation"]["verdict"], "balloon", "{event:#}");
     assert!(
         domain_exists(guest.trim()),
         "the demo guest runs until Ctrl-C"
     );
+    // The clone is private (0700), the guest's kernel is not: QEMU runs as another user.
+    let kernel = domain_kernel(guest.trim());
+    assert!(
+        !kernel.starts_with(&clone.root),
+        "{kernel:?} is inside the private clone"
+    );
+    assert!(readable_by_others(&kernel), "{kernel:?}");
 
     // Ctrl-C: the script exits, the guest is gone, nothing listens any more.
     let status = interrupt(&script.0).expect("kill runs");

@@ -25,7 +25,7 @@ const SHUTDOWN_SH: &str = include_str!("../guest/shutdown.sh");
 const HOSTILE_QGA_SH: &str = include_str!("../guest/hostile-qga.sh");
 const MEMHOG_C: &str = include_str!("../guest/memhog.c");
 /// Bump when the build recipe below changes in a way the key would not see.
-const RECIPE_VERSION: &str = "1";
+const RECIPE_VERSION: &str = "2";
 const BUSYBOX: &str = "/bin/busybox";
 const QEMU_GA: &str = "/usr/sbin/qemu-ga";
 const MODULES: [&str; 3] = ["virtio_pci", "virtio_balloon", "virtio_console"];
@@ -107,7 +107,13 @@ fn build_into(tmp: &Path, release: &str, vmlinuz: &Path) -> Result<()> {
     let script =
         "cd root && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1 > ../initramfs.cpio.gz";
     cmd::run_command(Command::new("sh").arg("-c").arg(script).current_dir(tmp))?;
-    std::fs::remove_dir_all(&root).map_err(Error::io(&root))
+    std::fs::remove_dir_all(&root).map_err(Error::io(&root))?;
+    // QEMU (as libvirt-qemu) opens both files: readable by all, whatever the umask or
+    // the mode of the kernel in /boot.
+    for file in ["vmlinuz", "initramfs.cpio.gz"] {
+        set_mode(&tmp.join(file), 0o644)?;
+    }
+    set_mode(tmp, 0o755)
 }
 
 fn install_busybox(root: &Path) -> Result<()> {
@@ -275,9 +281,13 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 fn write_executable(path: &Path, text: &str) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).map_err(Error::io(path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(Error::io(path))
+    set_mode(path, 0o755)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(Error::io(path))
 }
 
 #[cfg(test)]

@@ -77,8 +77,12 @@ impl Lab {
     fn start() -> Result<Lab> {
         let settings = Settings::from_env();
         cmd::require_tools(&TOOLS)?;
-        for dir in [settings.images_dir(), settings.run_dir()] {
-            std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        for dir in [
+            settings.lab_dir.clone(),
+            settings.images_dir(),
+            settings.run_dir(),
+        ] {
+            crate::settings::create_shared_dir(&dir).map_err(Error::io(&dir))?;
         }
         let libvirt_start = daemons::ensure_running(&settings)?;
         let virsh = Virsh::new(settings.libvirt_uri.clone());
@@ -200,7 +204,7 @@ impl Lab {
 
     fn new_run_dir(&self, name: &str) -> Result<PathBuf> {
         let dir = self.settings.run_dir().join(name);
-        std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
+        crate::settings::create_shared_dir(&dir).map_err(Error::io(&dir))?;
         Ok(dir)
     }
 }

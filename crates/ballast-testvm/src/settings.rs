@@ -2,7 +2,7 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `BALLAST_LAB_DIR` | `<workspace>/target/ballast-lab` | image cache, KVM probe result, run files |
+//! | `BALLAST_LAB_DIR` | `/var/cache/ballast-lab` as root, else `<workspace>/target/ballast-lab` | image cache, KVM probe result, run files |
 //! | `BALLAST_LAB_ACCEL` | `probe` | `probe`, `tcg` (skip the probe) or `kvm` (trust KVM) |
 //! | `BALLAST_LAB_KVM_PROBE_SECS` | `10` | how long the KVM boot probe may take |
 //! | `BALLAST_LAB_MAX_GUESTS` | `4` | guests running at once in one process |
@@ -80,11 +80,38 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
+/// The lab of a root process (the harness's usual case: libvirt's qemu:///system), shared
+/// by every clone on the host. Outside the clone on purpose: QEMU runs as `libvirt-qemu`
+/// and must reach the guest kernel whatever the clone's parents allow (root's home is
+/// 0700 on Debian); the harness keeps this tree world-readable (0755 folders, 0644 images).
+pub const ROOT_LAB_DIR: &str = "/var/cache/ballast-lab";
+
 fn default_lab_dir() -> PathBuf {
+    default_lab_dir_for(running_as_root())
+}
+
+fn default_lab_dir_for(root: bool) -> PathBuf {
+    if root {
+        return PathBuf::from(ROOT_LAB_DIR);
+    }
     // crates/ballast-testvm -> workspace root -> target/ballast-lab
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.ancestors().nth(2).unwrap_or(manifest_dir);
     workspace.join("target").join("ballast-lab")
+}
+
+/// True when this process runs as root: `/proc/self` belongs to the effective user.
+fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|meta| meta.uid() == 0)
+}
+
+/// Creates `dir` (and its parents) and makes it readable and searchable by every user,
+/// whatever the umask: QEMU, as `libvirt-qemu`, opens the images below it.
+pub(crate) fn create_shared_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -92,4 +119,40 @@ fn env_number(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|value| value.trim().parse().ok())
         .unwrap_or(default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_lab_is_outside_the_clone_so_qemu_can_read_it_from_a_private_home() {
+        let root_lab = default_lab_dir_for(true);
+        assert_eq!(root_lab, PathBuf::from("/var/cache/ballast-lab"));
+        let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .nth(2)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        assert!(
+            !root_lab.starts_with(&workspace),
+            "{root_lab:?} under {workspace:?}"
+        );
+        assert!(default_lab_dir_for(false).starts_with(&workspace));
+    }
+
+    #[test]
+    fn shared_dirs_are_searchable_by_others_under_a_strict_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("ballast-shared-dir-{}", std::process::id()));
+        let dir = base.join("images");
+        std::fs::create_dir_all(&base).expect("base");
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o700)).expect("0700");
+        create_shared_dir(&dir).expect("create");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("0700");
+        create_shared_dir(&dir).expect("again");
+        let mode = std::fs::metadata(&dir).expect("stat").permissions().mode() & 0o777;
+        let _ = std::fs::remove_dir_all(&base);
+        assert_eq!(mode, 0o755);
+    }
 }
