@@ -9,8 +9,10 @@
 //! `BALLAST_KEEP_DEPLOY_ROOT=1` keeps every copy for inspection (a failing test keeps
 //! its copy anyway).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 /// Where cargo puts its output (`$CARGO_TARGET_DIR`, else `<repo>/target`).
@@ -81,7 +83,17 @@ pub fn run(command: &mut Command) -> Output {
 /// of ballast's packages would pull in: `dpkg -i` in the deploy test does not
 /// download. (Debian 13's minbase has no adduser: it is no longer `required` there.)
 /// Its apt source is the mirror's `<release> main`.
+/// Tests of one process building the same release wait for each other (one
+/// debootstrap per release); different releases build in parallel.
 pub fn base_root(release: &str) -> PathBuf {
+    static BUILDING: Mutex<BTreeMap<String, Arc<Mutex<()>>>> = Mutex::new(BTreeMap::new());
+    let lock = BUILDING
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .entry(release.to_string())
+        .or_default()
+        .clone();
+    let _building = lock.lock().unwrap_or_else(PoisonError::into_inner);
     let recipe = format!("{release} minbase +systemd,libvirt0,procps,adduser v3");
     let base = target_dir().join(format!("ballast-deploy/{release}-base"));
     let stamp = base.join(".ballast-recipe");
