@@ -17,7 +17,8 @@
 //!   installs nothing (run for real, not simulated); with `--yes` it neither upgrades
 //!   nor removes that QEMU.
 //!
-//! Needs root, chroot, debootstrap, dpkg-deb and HTTP to deb.debian.org (the root's
+//! Nothing is mounted in a root (no /proc, hence no /dev/stdout either), as in the
+//! deploy test. Needs root, chroot, debootstrap, dpkg-deb and HTTP to deb.debian.org (the root's
 //! `apt-get update`; the root's resolver is the host's /etc/resolv.conf). Outside CI a
 //! missing tool or an unreachable mirror skips the test loudly; in CI it fails.
 //! `BALLAST_KEEP_DEPLOY_ROOT=1` keeps the roots for inspection.
@@ -91,10 +92,6 @@ fn debian_12_root(test: &str, name: &str) -> Option<Root> {
         .arg("-a")
         .arg(repo_root().join("scripts"))
         .arg(&checkout));
-    for file in ["Cargo.toml", "README.md"] {
-        std::fs::copy(repo_root().join(file), checkout.join(file))
-            .unwrap_or_else(|error| panic!("copy {file} into the root: {error}"));
-    }
     Some(root)
 }
 
