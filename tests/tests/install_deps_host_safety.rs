@@ -18,9 +18,10 @@
 //!   nor removes that QEMU.
 //!
 //! Nothing is mounted in a root (no /proc, hence no /dev/stdout either), as in the
-//! deploy test. Needs root, chroot, debootstrap, dpkg-deb and HTTP to deb.debian.org (the root's
-//! `apt-get update`; the root's resolver is the host's /etc/resolv.conf). Outside CI a
-//! missing tool or an unreachable mirror skips the test loudly; in CI it fails.
+//! deploy test. Needs root, chroot, debootstrap, dpkg-deb and HTTP to deb.debian.org
+//! (the root's `apt-get update`; the root's resolver is the host's /etc/resolv.conf).
+//! Outside CI a missing tool or an unreachable mirror skips the test loudly; in CI it
+//! fails.
 //! `BALLAST_KEEP_DEPLOY_ROOT=1` keeps the roots for inspection.
 #![allow(clippy::tests_outside_test_module)]
 
