@@ -71,16 +71,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 simulate=0
-APT_QUIET="-q -q"
-APT_OUT=/dev/null
-if [ "${BALLAST_APT_VERBOSE:-0}" = 1 ]; then
-    APT_QUIET=
-    APT_OUT=/dev/stderr
-fi
+verbose=0
+[ "${BALLAST_APT_VERBOSE:-0}" = 1 ] && verbose=1
 if [ "${BALLAST_APT_SIMULATE:-0}" = 1 ]; then
     simulate=1
-    APT_QUIET=
-    APT_OUT=/dev/stdout
 fi
 
 # --- The sets ------------------------------------------------------------------------
@@ -229,8 +223,19 @@ fi
 
 start=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive
-INSTALL="apt-get $APT_QUIET install -y"
-[ "$simulate" = 1 ] && INSTALL="apt-get -s install -y"
+
+# apt_install ARGS...: apt-get install, or its simulation (the plan on stdout, as is: no
+# /dev/stdout, which a chroot without /proc lacks). Upgrade-By-Source-Package=false: apt
+# 2.6 otherwise upgrades the installed QEMU along with qemu-guest-agent (same source).
+apt_install() {
+    if [ "$simulate" = 1 ]; then
+        $SUDO apt-get -s -o APT::Get::Upgrade-By-Source-Package=false install -y "$@"
+    elif [ "$verbose" = 1 ]; then
+        $SUDO apt-get -o APT::Get::Upgrade-By-Source-Package=false install -y "$@" >&2
+    else
+        $SUDO apt-get -q -q -o APT::Get::Upgrade-By-Source-Package=false install -y "$@" >/dev/null
+    fi
+}
 
 if [ "$add_source" = 1 ]; then
     if [ "$simulate" = 1 ]; then
@@ -258,13 +263,13 @@ $SUDO apt-get -q -q update >/dev/null
 if [ -n "$need_backports" ]; then
     log "installing from bookworm-backports: $need_backports"
     # shellcheck disable=SC2086
-    $SUDO $INSTALL -t bookworm-backports $need_backports >"$APT_OUT"
+    apt_install -t bookworm-backports $need_backports
 fi
 
 if [ -n "$need_main" ]; then
     log "installing: $need_main"
     # shellcheck disable=SC2086
-    $SUDO $INSTALL $need_main >"$APT_OUT"
+    apt_install $need_main
 fi
 
 if [ -n "$need_kernel_612" ]; then
@@ -275,8 +280,7 @@ if [ -n "$need_kernel_612" ]; then
         exit 1
     fi
     log "installing guest kernel $kernel_pkg from bookworm-backports"
-    # shellcheck disable=SC2086
-    $SUDO $INSTALL --no-install-recommends -t bookworm-backports "$kernel_pkg" >"$APT_OUT"
+    apt_install --no-install-recommends -t bookworm-backports "$kernel_pkg"
 fi
 
 log "done in $(($(date +%s) - start)) s"

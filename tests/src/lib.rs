@@ -1,6 +1,7 @@
 //! Shared helpers for ballast's end-to-end tests: finding the built binaries, running
 //! a collector and an agent as child processes, and plain HTTP on loopback.
 
+pub mod debian_root;
 pub mod fault;
 
 use std::io::{Read, Write};

@@ -33,6 +33,8 @@
 //!    purging the replaced flavour leaves the state; remove keeps it; purge deletes it.
 //!
 //! No mounts: nothing is mounted in the chroot (no /proc), so removing it is safe.
+//! The base root and its copies come from `ballast_tests::debian_root` (shared with
+//! install_deps_host_safety.rs).
 //!
 //! Needs root, chroot, debootstrap, dpkg-deb, systemd-analyze and promtool
 //! (scripts/install-deps.sh). Outside CI a missing tool skips the test loudly; in CI
@@ -50,70 +52,12 @@ use std::time::{Duration, Instant};
 
 use ballast_agent::fleet::Fleet;
 use ballast_agent::metrics::{render, AgentCounters};
+use ballast_tests::debian_root::{base_root, is_root, require, run, tool, Root};
 
 // ---------------------------------------------------------------- helpers
 
 fn repo() -> PathBuf {
     ballast_tests::repo_root()
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo().join("target"), PathBuf::from)
-}
-
-fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
-}
-
-/// True when `available`; otherwise skips loudly, or fails in CI.
-fn require(test: &str, what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    assert!(
-        !in_ci(),
-        "{test}: {what} is missing (scripts/install-deps.sh provides it)"
-    );
-    eprintln!(
-        "SKIPPED {test}: {what} is missing; scripts/install-deps.sh provides it (in CI this fails)"
-    );
-    false
-}
-
-/// The tool's path, looked up in PATH and the sbin directories.
-fn tool(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|line| line.starts_with("Uid:"))
-                .map(|line| line.split_whitespace().nth(2) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Runs the command; fails the test with its output unless it succeeded.
-fn run(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "{command:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
 }
 
 fn stdout(output: &Output) -> String {
@@ -508,129 +452,6 @@ fn check_control_fields(debs: &Debs) {
     }
 }
 
-/// A minimal Debian root of `release` (bookworm, trixie) with systemd, libvirt0,
-/// procps and adduser, built once (slow) and cached. These are what `apt install`
-/// of the packages would pull in: `dpkg -i` in the test does not download. (Debian
-/// 13's minbase has no adduser: it is no longer `required` there.)
-fn base_root(release: &str) -> PathBuf {
-    let recipe = format!("{release} minbase +systemd,libvirt0,procps,adduser v3");
-    let base = target_dir().join(format!("ballast-deploy/{release}-base"));
-    let stamp = base.join(".ballast-recipe");
-    if std::fs::read_to_string(&stamp).is_ok_and(|found| found.trim() == recipe) {
-        return base;
-    }
-    let partial = target_dir().join(format!("ballast-deploy/{release}-base.partial"));
-    let _ = std::fs::remove_dir_all(&partial);
-    let _ = std::fs::remove_dir_all(&base);
-    std::fs::create_dir_all(&partial).expect("create the base root directory");
-    let mirror = std::env::var("BALLAST_DEBIAN_MIRROR")
-        .unwrap_or_else(|_| "http://deb.debian.org/debian".into());
-    let started = Instant::now();
-    eprintln!(
-        "debootstrap: building {} (once; a few minutes)",
-        base.display()
-    );
-    run(
-        Command::new(tool("debootstrap").expect("checked by the caller"))
-            .args([
-                "--variant=minbase",
-                "--include=systemd,libvirt0,procps,adduser",
-                release,
-            ])
-            .arg(&partial)
-            .arg(&mirror),
-    );
-    std::fs::write(partial.join(".ballast-recipe"), recipe).expect("write the recipe stamp");
-    std::fs::rename(&partial, &base).expect("move the base root into place");
-    eprintln!("debootstrap took {:?}", started.elapsed());
-    base
-}
-
-/// A fresh copy of the base root, removed on drop (kept when the test fails or
-/// `BALLAST_KEEP_DEPLOY_ROOT=1`).
-struct Root {
-    path: PathBuf,
-}
-
-impl Root {
-    fn fresh(base: &Path, release: &str) -> Self {
-        let path = target_dir().join(format!(
-            "ballast-deploy/run-{release}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        run(Command::new("cp").arg("-a").arg(base).arg(&path));
-        Self { path }
-    }
-
-    fn join(&self, inside: &str) -> PathBuf {
-        self.path.join(inside.trim_start_matches('/'))
-    }
-
-    fn chroot(&self) -> Command {
-        let mut command = Command::new("chroot");
-        command
-            .arg(&self.path)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .env("LC_ALL", "C");
-        command
-    }
-
-    /// Runs a command in the root as `uid:gid`.
-    fn chroot_as(&self, uid: u32, gid: u32) -> Command {
-        let mut command = Command::new("chroot");
-        command
-            .arg(format!("--userspec={uid}:{gid}"))
-            .arg(format!("--groups={gid}"))
-            .arg(&self.path)
-            .env("LC_ALL", "C");
-        command
-    }
-
-    fn dpkg(&self, args: &[&str]) -> Output {
-        run(self.chroot().arg("dpkg").args(args))
-    }
-
-    /// Copies a .deb into the root's /tmp; returns its path inside the root.
-    fn stage(&self, deb: &Path) -> String {
-        let name = deb
-            .file_name()
-            .and_then(|name| name.to_str())
-            .expect("a .deb file name");
-        std::fs::copy(deb, self.join("tmp").join(name)).expect("copy the .deb into the root");
-        format!("/tmp/{name}")
-    }
-
-    /// uid and gid of a user of the root's /etc/passwd.
-    fn user(&self, name: &str) -> Option<(u32, u32, String)> {
-        read(&self.join("etc/passwd")).lines().find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.first() == Some(&name) && fields.len() == 7).then(|| {
-                let uid = fields[2].parse().expect("numeric uid");
-                let gid = fields[3].parse().expect("numeric gid");
-                (uid, gid, fields[6].to_string())
-            })
-        })
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        if std::thread::panicking()
-            || std::env::var("BALLAST_KEEP_DEPLOY_ROOT").as_deref() == Ok("1")
-        {
-            eprintln!("kept the installed root at {}", self.path.display());
-            return;
-        }
-        // Nothing is mounted inside; --one-file-system guards against surprises.
-        let _ = Command::new("rm")
-            .arg("-rf")
-            .arg("--one-file-system")
-            .arg(&self.path)
-            .status();
-    }
-}
-
 /// A daemon started in the root, stopped with SIGTERM on drop.
 struct Daemon {
     child: Child,
@@ -762,7 +583,7 @@ fn ldd(root: &Root, binary: &str) -> String {
     assert!(
         !text.contains("not found"),
         "{binary} misses libraries in {}:\n{text}",
-        root.path.display()
+        root.path().display()
     );
     text
 }
@@ -860,14 +681,14 @@ fn install_run_and_purge(test: &str, release: &str) {
     for unit in ["ballast-agent.service", "ballast-collector.service"] {
         let output = run(Command::new("systemd-analyze")
             .arg("verify")
-            .arg(format!("--root={}", root.path.display()))
+            .arg(format!("--root={}", root.path().display()))
             .arg(unit));
         let messages = String::from_utf8_lossy(&output.stderr);
         // This machine's systemd (Debian 12's 252) does not know the directives of
         // Debian 13's own units; only messages about ours count here.
         let ours: Vec<String> = messages
             .lines()
-            .map(|line| line.replace(&root.path.display().to_string(), ""))
+            .map(|line| line.replace(&root.path().display().to_string(), ""))
             .filter(|line| line.contains("ballast"))
             .collect();
         assert!(

@@ -32,6 +32,7 @@ pub(crate) fn render(
     image: &GuestImage,
     accel: Accel,
     serial_log: &Path,
+    emulator: Option<&Path>,
 ) -> String {
     let mut xml = String::new();
     let on_off = |flag: bool| if flag { "on" } else { "off" };
@@ -54,7 +55,14 @@ pub(crate) fn render(
          \x20 <on_reboot>restart</on_reboot>\n\
          \x20 <on_crash>destroy</on_crash>\n\
          \x20 <devices>\n\
+         {emulator}\
          \x20   <controller type='usb' model='none'/>\n",
+        emulator = emulator
+            .map(|path| format!(
+                "    <emulator>{}</emulator>\n",
+                escape(&path.to_string_lossy())
+            ))
+            .unwrap_or_default(),
         domain_type = accel.domain_type(),
         name = escape(name),
         memory = spec.memory_mib,
@@ -143,8 +151,10 @@ mod tests {
             &image,
             Accel::Tcg,
             Path::new("/run/s.log"),
+            None,
         );
         assert!(xml.starts_with("<domain type='qemu'>"));
+        assert!(!xml.contains("<emulator>"));
         assert!(xml.contains(
             "<memballoon model='virtio' autodeflate='on'><stats period='2'/></memballoon>"
         ));
@@ -161,12 +171,34 @@ mod tests {
             console: Console::Virtio,
             ..GuestSpec::default()
         };
-        let xml = render("t", &spec, &image, Accel::Tcg, Path::new("/run/s.log"));
+        let xml = render(
+            "t",
+            &spec,
+            &image,
+            Accel::Tcg,
+            Path::new("/run/s.log"),
+            None,
+        );
         assert!(xml.contains("<serial type='pty'><target port='0'/></serial>"));
         assert!(xml.contains(
             "<console type='pty'><log file='/run/s.log' append='on'/><target type='virtio' port='0'/></console>"
         ));
         assert_eq!(xml.matches("<log ").count(), 1);
         assert!(xml.contains("<cmdline>console=hvc0 "));
+    }
+
+    #[test]
+    fn another_qemu_is_named_as_the_emulator() {
+        let xml = render(
+            "t",
+            &GuestSpec::default(),
+            &image(),
+            Accel::Tcg,
+            Path::new("/run/s.log"),
+            Some(Path::new("/opt/qemu-7.2/usr/bin/qemu-system-x86_64")),
+        );
+        assert!(xml.contains(
+            "  <devices>\n    <emulator>/opt/qemu-7.2/usr/bin/qemu-system-x86_64</emulator>\n"
+        ));
     }
 }

@@ -117,6 +117,7 @@ impl Guest {
             &self.image,
             self.accel,
             &self.serial_log,
+            self.lab.settings().emulator.as_deref(),
         );
         let xml_path = self.run_dir.join("domain.xml");
         std::fs::write(&xml_path, xml).map_err(Error::io(&xml_path))?;

@@ -8,6 +8,7 @@
 //! | `BALLAST_LAB_MAX_GUESTS` | `4` | guests running at once in one process |
 //! | `BALLAST_LAB_KEEP` | unset | `1`: keep guests' run files (serial logs) after the test |
 //! | `BALLAST_LIBVIRT_URI` | `qemu:///system` | libvirt connection for virsh |
+//! | `BALLAST_LAB_EMULATOR` | unset (libvirt's default) | the QEMU binary of libvirt guests (`<emulator>`), e.g. an unpacked QEMU 7.2 |
 //! | `CI` | unset | `true`/`1`: a lab that cannot start fails the test instead of skipping |
 
 use std::path::PathBuf;
@@ -33,6 +34,8 @@ pub struct Settings {
     pub max_guests: usize,
     pub keep_run_files: bool,
     pub libvirt_uri: String,
+    /// `<emulator>` of libvirt guests; `None`: libvirt's default QEMU.
+    pub emulator: Option<PathBuf>,
 }
 
 impl Settings {
@@ -56,6 +59,9 @@ impl Settings {
             keep_run_files: std::env::var("BALLAST_LAB_KEEP").is_ok_and(|v| v == "1"),
             libvirt_uri: std::env::var("BALLAST_LIBVIRT_URI")
                 .unwrap_or_else(|_| "qemu:///system".to_owned()),
+            emulator: std::env::var_os("BALLAST_LAB_EMULATOR")
+                .filter(|path| !path.is_empty())
+                .map(PathBuf::from),
         }
     }
 
