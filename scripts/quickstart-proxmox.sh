@@ -45,12 +45,13 @@
 # at a mock under tests/mock-pve/bin.)
 set -eu
 cd "$(dirname "$0")/.."
+. ./scripts/lib/quickstart-common.sh
 
 run_dir="${BALLAST_PVE_RUN_DIR:-/var/run/qemu-server}"
 config_dir="${BALLAST_PVE_CONFIG_DIR:-/etc/pve/qemu-server}"
 port="${BALLAST_QUICKSTART_PORT:-8470}"
 work="${BALLAST_QUICKSTART_DIR:-$PWD/.quickstart}"
-say() { echo "quickstart: $*"; }
+say() { qs_say "$@"; }
 
 # --- 1-2: dependencies and binaries -------------------------------------------------
 ./scripts/install-deps.sh runtime "$@"
@@ -137,9 +138,24 @@ if [ -z "$why_no_demo" ] && { [ "$rc" != 0 ] || [ -z "$vmlinuz" ]; }; then
     why_no_demo="the guest image did not build (see $work/demo-image.log)"
 fi
 
+# From here on every way out (error, Ctrl-C, closed terminal) runs cleanup.
+created=""
+pids=""
+cleanup() {
+    if [ -n "$created" ]; then
+        say "removing the demo VM $created (qm stop, qm destroy --purge)"
+        qm stop "$created" >> "$work/qm.log" 2>&1
+        qm destroy "$created" --purge >> "$work/qm.log" 2>&1 \
+            || echo "quickstart: qm destroy $created failed; see $work/qm.log" >&2
+        created=""
+    fi
+    for pid in $pids; do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+}
+qs_traps
+
 # --- 4: the throwaway VM -----------------------------------------------------------
 vmid=""
-created=""
 if [ -z "$why_no_demo" ]; then
     vmid=$(pvesh get /cluster/nextid 2>> "$work/qm.log" | tr -cd '0-9') || true
     name="ballast-demo-$vmid"
@@ -162,12 +178,7 @@ if [ -z "$why_no_demo" ]; then
 fi
 
 # --- 5: collector and agent --------------------------------------------------------
-cat > "$work/collector.yaml" <<YAML
-listen: 127.0.0.1:$port
-state_dir: $work/collector
-YAML
-"$bin/ballast-collector" token create "$(hostname)" --config "$work/collector.yaml" > "$work/agent.token"
-chmod 600 "$work/agent.token"
+qs_collector_config "$work" "$port" "$bin"
 if [ -n "$created" ]; then
     serial_vmids="[$created]"
     guest_agent=on_suspicion
@@ -190,20 +201,6 @@ collector:
   token_file: $work/agent.token
 YAML
 
-pids=""
-cleanup() {
-    if [ -n "$created" ]; then
-        say "removing the demo VM $created (qm stop, qm destroy --purge)"
-        qm stop "$created" >> "$work/qm.log" 2>&1 || true
-        qm destroy "$created" --purge >> "$work/qm.log" 2>&1 \
-            || echo "quickstart: qm destroy $created failed; see $work/qm.log" >&2
-        created=""
-    fi
-    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 "$bin/ballast-collector" serve --config "$work/collector.yaml" 2> "$work/collector.log" &
 pids="$pids $!"
@@ -314,30 +311,11 @@ PY
 qm guest exec "$created" -- /bin/sh -c '/bin/memhog 16 100 >/dev/console 2>&1 &' >> "$work/qm.log" 2>&1
 
 say "waiting for the guest OOM to reach the collector..."
-id=""
-for _ in $(seq 1 300); do
-    id=$(curl -s "http://127.0.0.1:$port/api/v1/ooms?limit=100" | python3 -c '
-import json, sys
-name = sys.argv[1]
-items = json.load(sys.stdin).get("items", [])
-print(next((str(i["id"]) for i in items if i["vm"]["name"] == name), ""))
-' "$name" 2>/dev/null || true)
-    [ -n "$id" ] && break
-    sleep 1
-done
-if [ -z "$id" ]; then
+if ! id=$(qs_wait_for_oom "$port" "$work/demo.name"); then
     echo "quickstart: no OOM arrived; see $work/agent.log and $work/collector.log" >&2
     exit 1
 fi
-echo
-curl -s "http://127.0.0.1:$port/api/v1/ooms/$id" | python3 -c '
-import json, sys, textwrap
-event = json.load(sys.stdin)
-print("verdict:", event["analysis"]["verdict"], "/ correlation:", event["correlation"]["verdict"])
-print(textwrap.fill(event["analysis"]["explanation"], 88))
-'
-echo
-echo
+qs_print_event "$port" "$id"
 say "the explained OOM:  http://127.0.0.1:$port/ooms/$id"
 say "the fleet overview: http://127.0.0.1:$port/"
 say "Ctrl-C stops the demo (collector, agent) and destroys VM $created."

@@ -34,13 +34,16 @@ if [ "${1:-}" = --yes ] || [ "${1:-}" = -y ]; then
 fi
 
 if [ "$#" -gt 0 ]; then
-    cargo build --release --locked -q -p ballast-agent
-    for log in "$@"; do target/release/ballast-agent explain "$log"; done
+    # explain needs no libvirt: built without it, so no libvirt-dev is needed (Proxmox
+    # VE has none), in a target dir of its own (the demo's agent has the libvirt backend).
+    explain_target="${CARGO_TARGET_DIR:-$PWD/target/quickstart-explain}"
+    CARGO_TARGET_DIR="$explain_target" cargo build --release --locked -q -p ballast-agent --no-default-features
+    for log in "$@"; do "$explain_target/release/ballast-agent" explain "$log"; done
     exit 0
 fi
 
 if [ "$(id -u)" != 0 ]; then
-    echo "quickstart: the demo boots a VM with libvirt: run it as root (or pass kernel logs to explain)" >&2
+    echo "quickstart: the demo boots a VM (libvirt, or qm on Proxmox VE): run it as root (or pass kernel logs to explain)" >&2
     exit 2
 fi
 
@@ -63,16 +66,13 @@ else
     cargo build --release --locked -q -p ballast-testvm --example demo_guest
 fi
 
+. ./scripts/lib/quickstart-common.sh
+
 work="${BALLAST_QUICKSTART_DIR:-$PWD/.quickstart}"
 rm -rf "$work"
 mkdir -p "$work/collector" "$work/agent"
 port="${BALLAST_QUICKSTART_PORT:-8470}"
-cat > "$work/collector.yaml" <<YAML
-listen: 127.0.0.1:$port
-state_dir: $work/collector
-YAML
-"$bin/ballast-collector" token create "$(hostname)" --config "$work/collector.yaml" > "$work/agent.token"
-chmod 600 "$work/agent.token"
+qs_collector_config "$work" "$port" "$bin"
 cat > "$work/agent.yaml" <<YAML
 state_dir: $work/agent
 poll_interval_secs: 2
@@ -88,54 +88,42 @@ cleanup() {
     # The demo guest goes first: closing its stdin makes it destroy the VM itself.
     [ -n "$holder" ] && kill "$holder" 2>/dev/null
     [ -n "$demo" ] && wait "$demo" 2>/dev/null
-    for pid in $pids; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    for pid in $pids; do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+qs_traps
 
 "$bin/ballast-collector" serve --config "$work/collector.yaml" 2> "$work/collector.log" &
 pids="$pids $!"
 ./scripts/lab/libvirt-up.sh >/dev/null 2>&1 || true
 "$bin/ballast-agent" run --config "$work/agent.yaml" 2> "$work/agent.log" &
 pids="$pids $!"
-echo "quickstart: collector on http://127.0.0.1:$port/ , agent running (logs in $work)"
+qs_say "collector on http://127.0.0.1:$port/ , agent running (logs in $work)"
 
-# The demo guest runs until its stdin closes: feed it from a FIFO we hold open.
+# The demo guest runs until its stdin closes: feed it from a FIFO we hold open. Its
+# exit status lands in demo.exit, so a demo that fails stops the wait at once.
 mkfifo "$work/demo.stdin"
 sleep 100000 > "$work/demo.stdin" &
 holder=$!
-"$bin/examples/demo_guest" 10 "$work/demo.name" < "$work/demo.stdin" &
+(
+    status=0
+    "$bin/examples/demo_guest" 10 "$work/demo.name" < "$work/demo.stdin" || status=$?
+    echo "$status" > "$work/demo.exit"
+) &
 demo=$!
+demo_running() { [ ! -e "$work/demo.exit" ]; }
 
-echo "quickstart: waiting for the guest OOM to reach the collector..."
-id=""
-for _ in $(seq 1 300); do
-    if [ -s "$work/demo.name" ]; then
-        id=$(curl -s "http://127.0.0.1:$port/api/v1/ooms?limit=100" | python3 -c '
-import json, sys
-name = open(sys.argv[1]).read().strip()
-items = json.load(sys.stdin).get("items", [])
-print(next((str(i["id"]) for i in items if i["vm"]["name"] == name), ""))
-' "$work/demo.name" 2>/dev/null || true)
+qs_say "waiting for the guest OOM to reach the collector..."
+if ! id=$(qs_wait_for_oom "$port" "$work/demo.name" demo_running); then
+    if demo_running; then
+        echo "quickstart: no OOM arrived; see $work/agent.log and $work/collector.log" >&2
+    else
+        echo "quickstart: the demo guest failed (its error is above); nothing was left running" >&2
     fi
-    [ -n "$id" ] && break
-    sleep 1
-done
-if [ -z "$id" ]; then
-    echo "quickstart: no OOM arrived; see $work/agent.log and $work/collector.log" >&2
     exit 1
 fi
-echo
-curl -s "http://127.0.0.1:$port/api/v1/ooms/$id" | python3 -c '
-import json, sys, textwrap
-event = json.load(sys.stdin)
-print("verdict:", event["analysis"]["verdict"], "/ correlation:", event["correlation"]["verdict"])
-print(textwrap.fill(event["analysis"]["explanation"], 88))
-' 
-echo
-echo
-echo "quickstart: the explained OOM:  http://127.0.0.1:$port/ooms/$id"
-echo "quickstart: the fleet overview: http://127.0.0.1:$port/"
-echo "quickstart: Ctrl-C stops the demo (collector, agent, demo guest)."
+qs_print_event "$port" "$id"
+qs_say "the explained OOM:  http://127.0.0.1:$port/ooms/$id"
+qs_say "the fleet overview: http://127.0.0.1:$port/"
+qs_say "Ctrl-C stops the demo (collector, agent, demo guest)."
 wait "$holder"
