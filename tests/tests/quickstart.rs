@@ -114,6 +114,32 @@ fn readable_by_others(file: &Path) -> bool {
             .all(|folder| mode(folder) & 0o001 != 0)
 }
 
+/// Reads the script's lines until it prints the explained OOM's URL; returns the URL
+/// and what it printed before. Fails after `OOM_TIMEOUT` with `logs()` in the message.
+fn explained_oom_url(
+    lines: &mpsc::Receiver<String>,
+    started: Instant,
+    logs: impl Fn() -> String,
+) -> (String, Vec<String>) {
+    let mut printed = Vec::new();
+    loop {
+        let left = OOM_TIMEOUT.saturating_sub(started.elapsed());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(url) = line.strip_prefix("quickstart: the explained OOM:") {
+                    return (url.trim().to_string(), printed);
+                }
+                printed.push(line);
+            }
+            Err(_) => panic!(
+                "no explained OOM after {:?}; printed: {printed:#?}\n{}",
+                started.elapsed(),
+                logs()
+            ),
+        }
+    }
+}
+
 /// The script's stdout, line by line, as it prints them.
 fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -137,6 +163,16 @@ fn domain_exists(name: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
+}
+
+/// The script started as a terminal starts it, with SIGINT, SIGHUP and SIGTERM at their
+/// default handling (`env --default-signal`). A test run from a background job or
+/// under nohup inherits them ignored, and a shell cannot trap a signal that was ignored
+/// when it started: the script would never see the test's Ctrl-C.
+fn as_from_a_terminal(script: &Path) -> Command {
+    let mut command = Command::new("env");
+    command.arg("--default-signal=INT,HUP,TERM").arg(script);
+    command
 }
 
 /// Ctrl-C to the script (SIGINT to its process, as a terminal sends it).
@@ -168,7 +204,7 @@ fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_
     let port = free_port();
     let started = Instant::now();
     let mut script = Script(
-        Command::new(clone.root.join("scripts/quickstart.sh"))
+        as_from_a_terminal(&clone.root.join("scripts/quickstart.sh"))
             .env("BALLAST_QUICKSTART_BIN_DIR", clone.bin_dir())
             .env_remove("BALLAST_QUICKSTART_DIR")
             // The harness's own default lab, as a user's run has it.
@@ -182,25 +218,10 @@ fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_
     let lines = stdout_lines(&mut script.0);
 
     // What it prints: the verdicts, the explanation, then the URL of the event.
-    let mut printed = Vec::new();
-    let url = loop {
-        let left = OOM_TIMEOUT.saturating_sub(started.elapsed());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("quickstart: the explained OOM:") {
-                    break url.trim().to_string();
-                }
-                printed.push(line);
-            }
-            Err(_) => {
-                let agent_log = std::fs::read_to_string(work.join("agent.log")).unwrap_or_default();
-                panic!(
-                    "no explained OOM after {:?}; printed: {printed:#?}\nagent log:\n{agent_log}",
-                    started.elapsed()
-                );
-            }
-        }
-    };
+    let (url, printed) = explained_oom_url(&lines, started, || {
+        let agent_log = std::fs::read_to_string(work.join("agent.log")).unwrap_or_default();
+        format!("agent log:\n{agent_log}")
+    });
     eprintln!("quickstart printed the event after {:?}", started.elapsed());
     assert!(
         printed
@@ -316,7 +337,7 @@ impl MockNode {
             repo_root().join("tests/mock-pve/bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
-        let mut command = Command::new(repo_root().join("scripts/quickstart.sh"));
+        let mut command = as_from_a_terminal(&repo_root().join("scripts/quickstart.sh"));
         command
             .env("PATH", path)
             .env("BALLAST_ASSUME_PROXMOX", "1")
@@ -381,29 +402,14 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
     );
     let lines = stdout_lines(&mut script.0);
 
-    let mut printed = Vec::new();
-    let url = loop {
-        let left = OOM_TIMEOUT.saturating_sub(started.elapsed());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(url) = line.strip_prefix("quickstart: the explained OOM:") {
-                    break url.trim().to_string();
-                }
-                printed.push(line);
-            }
-            Err(_) => {
-                let read = |name: &str| {
-                    std::fs::read_to_string(work.path().join(name)).unwrap_or_default()
-                };
-                panic!(
-                    "no explained OOM after {:?}; printed: {printed:#?}\nagent log:\n{}\nqm log:\n{}",
-                    started.elapsed(),
-                    read("agent.log"),
-                    read("qm.log"),
-                );
-            }
-        }
-    };
+    let (url, printed) = explained_oom_url(&lines, started, || {
+        let read = |name: &str| std::fs::read_to_string(work.path().join(name)).unwrap_or_default();
+        format!(
+            "agent log:\n{}\nqm log:\n{}",
+            read("agent.log"),
+            read("qm.log")
+        )
+    });
     eprintln!(
         "quickstart (mock Proxmox) printed the event after {:?}",
         started.elapsed()
