@@ -738,8 +738,15 @@ pub(crate) fn key_values(text: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
 }
 
 /// Finds the first occurrence of `needle`.
+///
+/// Haystacks are single lines (at most [`crate::limits::MAX_LINE_BYTES`]) and needles
+/// short literals: a search for the first byte and a compare costs less than building
+/// a `memmem` searcher per call, and stays linear in the line's length.
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+    let Some((&first, _)) = needle.split_first() else {
+        return Some(0);
+    };
+    memchr::memchr_iter(first, haystack).find(|at| haystack[*at..].starts_with(needle))
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -26,6 +26,17 @@ pub(crate) struct LogicalLine<'a> {
     pub prefix: Prefix<'a>,
     /// The kernel text, trimmed, at most [`MAX_LINE_BYTES`].
     pub body: &'a [u8],
+    /// End of the physical line this logical line is part of.
+    physical_end: usize,
+    /// The physical line is long enough to be a prefix-less paste of many lines.
+    long_physical_line: bool,
+}
+
+impl LogicalLine<'_> {
+    /// End of the physical line this logical line is part of.
+    pub fn physical_end(&self) -> usize {
+        self.physical_end
+    }
 }
 
 /// Iterator over logical lines from a starting offset.
@@ -48,6 +59,19 @@ impl<'a> Lines<'a> {
             line_no,
             physical_end: None,
             long_physical_line: false,
+        }
+    }
+
+    /// Starts at `line` (yielded again first), carrying what is known of its physical
+    /// line: the end of a joined line is never searched for twice, and the lines after
+    /// `line` are cut exactly as one iterator over the whole physical line cuts them.
+    pub fn from_line(input: &'a [u8], line: &LogicalLine<'a>) -> Self {
+        Self {
+            input,
+            pos: line.start.min(input.len()),
+            line_no: line.line_no,
+            physical_end: Some(line.physical_end),
+            long_physical_line: line.long_physical_line,
         }
     }
 }
@@ -99,6 +123,8 @@ impl<'a> Iterator for Lines<'a> {
             line_no,
             prefix: line_prefix,
             body,
+            physical_end,
+            long_physical_line: self.long_physical_line,
         })
     }
 }
@@ -198,10 +224,13 @@ const COUNTED_MARKERS: [&str; 8] = [
 fn marker_finder() -> &'static AhoCorasick {
     static FINDER: OnceLock<AhoCorasick> = OnceLock::new();
     FINDER.get_or_init(|| {
+        // Searched without their leading space (checked after a match): patterns that
+        // all start with a space would make every space a candidate.
         let patterns = MARKERS
             .iter()
             .chain(COUNTED_MARKERS.iter())
-            .chain([" invoked oom-killer", " ["].iter());
+            .chain([" invoked oom-killer", " ["].iter())
+            .map(|pattern| &pattern[1..]);
         AhoCorasick::new(patterns).expect("the marker patterns are fixed literals")
     })
 }
@@ -210,7 +239,13 @@ fn next_marker_split(body: &[u8]) -> Option<usize> {
     let invoked = MARKERS.len() + COUNTED_MARKERS.len();
     let bracket = invoked + 1;
     for found in marker_finder().find_iter(body) {
-        let at = found.start();
+        // `at` is the space the pattern starts with.
+        let Some(at) = found.start().checked_sub(1) else {
+            continue;
+        };
+        if body[at] != b' ' {
+            continue;
+        }
         let pattern = found.pattern().as_usize();
         let split = if pattern < MARKERS.len() {
             Some(at + 1)

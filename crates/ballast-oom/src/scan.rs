@@ -58,6 +58,7 @@ pub(crate) fn scan(input: &[u8]) -> Parsed {
         newlines: 0,
         dropped_reports: 0,
         last_report_end: 0,
+        cursor: None,
     };
     match decoding {
         Decoding::None => {}
@@ -72,7 +73,7 @@ pub(crate) fn scan(input: &[u8]) -> Parsed {
     scanner.run();
     if scanner.dropped_reports > 0 {
         let message = format!(
-            "{} further reports not returned (limit {MAX_REPORTS})",
+            "report limit ({MAX_REPORTS}) reached: {} further lines that can start a report not parsed",
             scanner.dropped_reports
         );
         scanner.diagnose(scanner.newlines + 1, &message);
@@ -87,15 +88,24 @@ struct Scanner<'a> {
     consumed: BTreeSet<usize>,
     newline_counted_to: usize,
     newlines: usize,
+    /// Lines past the report limit that could start a report: counted, never parsed.
     dropped_reports: usize,
-    /// End offset of the last report found; orphan searches stop there.
+    /// End offset of the last report found or headless line tried; orphan searches stop there.
     last_report_end: usize,
+    /// The last line [`Self::line_containing`] found: the next anchor on the same physical
+    /// line is reached by walking on from it, so a joined line is cut into logical
+    /// lines once, not once per anchor in it.
+    cursor: Option<LogicalLine<'a>>,
 }
 
 impl<'a> Scanner<'a> {
     fn run(&mut self) {
         let mut search_from = 0;
         while search_from < self.text.len() {
+            if self.parsed.reports.len() >= MAX_REPORTS {
+                self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
+                break;
+            }
             let Some(found) = anchors().find(&self.text[search_from..]) else {
                 break;
             };
@@ -122,13 +132,26 @@ impl<'a> Scanner<'a> {
 
     /// The logical line that contains byte `anchor`.
     fn line_containing(&mut self, anchor: usize) -> Option<LogicalLine<'a>> {
-        let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
-        let physical_start = memchr::memrchr(b'\n', &self.text[window_start..anchor])
-            .map_or(window_start, |offset| window_start + offset + 1);
-        let line_no = self.line_number(physical_start);
-        Lines::new(self.text, physical_start, line_no)
+        let walk = match self.cursor {
+            Some(cursor) if cursor.start <= anchor && anchor < cursor.physical_end() => {
+                Lines::from_line(self.text, &cursor)
+            }
+            _ => {
+                let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
+                let physical_start = memchr::memrchr(b'\n', &self.text[window_start..anchor])
+                    .map_or(window_start, |offset| window_start + offset + 1);
+                let line_no = self.line_number(physical_start);
+                Lines::new(self.text, physical_start, line_no)
+            }
+        };
+        let text_len = self.text.len();
+        let found = walk
             .take_while(|line| line.start <= anchor)
-            .find(|line| line.end > anchor || line.end == self.text.len())
+            .find(|line| line.end > anchor || line.end == text_len);
+        if found.is_some() {
+            self.cursor = found;
+        }
+        found
     }
 
     /// 1-based line number of `offset`; offsets only grow, so counting is incremental.
@@ -147,7 +170,12 @@ impl<'a> Scanner<'a> {
     /// A kill or panic line with no header: the report may still have its body above it
     /// (a paste that starts at `Mem-Info:`). Try from there, else from the line itself.
     fn parse_headless(&mut self, anchor: &LogicalLine<'a>) {
-        if let Some(body_start) = self.orphan_mem_info_before(anchor) {
+        let orphan = self.orphan_mem_info_before(anchor);
+        // A `Mem-Info:` above this line belongs to this line or to none after it: the next
+        // headless line looks no further back than here, so a flood of kill lines that
+        // make no report (relogged ones) is searched once, not once per line.
+        self.last_report_end = self.last_report_end.max(anchor.end);
+        if let Some(body_start) = orphan {
             if let Some(report) = self.build(&body_start, Some(anchor.start)) {
                 self.push(report);
                 return;
@@ -201,7 +229,7 @@ impl<'a> Scanner<'a> {
     fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Report> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
-        let lines = Lines::new(self.text, first.start, first.line_no);
+        let lines = Lines::from_line(self.text, first);
         let mut seen = 0;
         for line in lines {
             seen += 1;
@@ -247,8 +275,6 @@ impl<'a> Scanner<'a> {
         self.last_report_end = self.last_report_end.max(report.span.end_byte);
         if self.parsed.reports.len() < MAX_REPORTS {
             self.parsed.reports.push(report);
-        } else {
-            self.dropped_reports += 1;
         }
     }
 
@@ -260,6 +286,22 @@ impl<'a> Scanner<'a> {
             });
         }
     }
+}
+
+/// Physical lines of `text` holding an anchor: what is left once the report limit is reached
+/// costs one anchor search and no line cutting or report building.
+fn count_anchor_lines(text: &[u8]) -> usize {
+    let mut lines = 0;
+    let mut from = 0;
+    while let Some(found) = anchors().find(&text[from..]) {
+        lines += 1;
+        let anchor = from + found.start();
+        match memchr::memchr(b'\n', &text[anchor..]) {
+            Some(newline) => from = anchor + newline + 1,
+            None => break,
+        }
+    }
+    lines
 }
 
 fn other_host(builder: &ReportBuilder, line: &LogicalLine<'_>) -> bool {
