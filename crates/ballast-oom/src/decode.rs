@@ -38,6 +38,35 @@ fn is_quoted_printable(input: &[u8]) -> bool {
     has_soft_break && memchr::memmem::find(input, b"=3D").is_some()
 }
 
+/// The offset in `input` whose decoded text starts at `decoded` (`input` decoded as `how`).
+pub(crate) fn raw_offset(input: &[u8], how: Decoding, decoded: usize) -> usize {
+    let mut raw = 0;
+    let mut out = 0;
+    while raw < input.len() && out < decoded {
+        let rest = &input[raw..];
+        let (step, produced) = match how {
+            Decoding::None => return decoded.min(input.len()),
+            Decoding::RsyslogEscapes if rest.starts_with(b"#012") || rest.starts_with(b"#011") => {
+                (4, 1)
+            }
+            Decoding::RsyslogEscapes => (1, 1),
+            Decoding::QuotedPrintable if rest.starts_with(b"=\r\n") => (3, 0),
+            Decoding::QuotedPrintable if rest.starts_with(b"=\n") => (2, 0),
+            Decoding::QuotedPrintable
+                if rest.len() >= 3
+                    && hex_value(rest[1]).is_some()
+                    && hex_value(rest[2]).is_some() =>
+            {
+                (if rest[0] == b'=' { 3 } else { 1 }, 1)
+            }
+            Decoding::QuotedPrintable => (1, 1),
+        };
+        raw += step;
+        out += produced;
+    }
+    raw.min(input.len())
+}
+
 fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut index = 0;

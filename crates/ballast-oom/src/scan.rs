@@ -25,7 +25,7 @@ use crate::lines::{Lines, LogicalLine};
 use crate::{Diagnostic, Parsed, Report};
 
 /// How far above a headless kill line an orphan `Mem-Info:` block is looked for.
-const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
+pub(crate) const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
 
 /// How far back from an anchor the start of its physical line is looked for.
 const MAX_LINE_LOOKBACK: usize = 64 * 1024;
@@ -49,43 +49,149 @@ fn anchors() -> &'static AhoCorasick {
 }
 
 pub(crate) fn scan(input: &[u8]) -> Parsed {
+    let window = scan_window(input, Seed::default());
+    let mut parsed = Parsed {
+        reports: window.found.into_iter().map(|found| found.report).collect(),
+        diagnostics: decoding_diagnostic(window.decoding).into_iter().collect(),
+    };
+    parsed.diagnostics.extend(
+        window
+            .diagnostics
+            .into_iter()
+            .take(MAX_DIAGNOSTICS - parsed.diagnostics.len()),
+    );
+    if window.dropped_lines > 0 && parsed.diagnostics.len() < MAX_DIAGNOSTICS {
+        parsed
+            .diagnostics
+            .push(limit_diagnostic(window.newlines + 1, window.dropped_lines));
+    }
+    parsed
+}
+
+/// The note that the input was decoded before parsing (always line 1).
+pub(crate) fn decoding_diagnostic(decoding: Decoding) -> Option<Diagnostic> {
+    let message = match decoding {
+        Decoding::None => return None,
+        Decoding::RsyslogEscapes => "rsyslog #012 escapes decoded to line breaks",
+        Decoding::QuotedPrintable => {
+            "quoted-printable text decoded; byte offsets refer to the decoded text"
+        }
+    };
+    Some(Diagnostic {
+        line: 1,
+        message: message.to_string(),
+    })
+}
+
+/// The diagnostic for lines past [`MAX_REPORTS`].
+pub(crate) fn limit_diagnostic(line: usize, dropped_lines: usize) -> Diagnostic {
+    Diagnostic {
+        line,
+        message: format!(
+            "report limit ({MAX_REPORTS}) reached: {dropped_lines} further lines that can start a report not parsed"
+        ),
+    }
+}
+
+/// What a scan knows before it starts: nothing for a whole input; for a window of a
+/// stream (`crate::stream`), what the windows before it found.
+pub(crate) struct Seed {
+    /// Line starts (relative to the window) that reports already returned used.
+    pub consumed: BTreeSet<usize>,
+    /// The last report returned before this window, for a relogged kill line.
+    pub previous_kill: Option<PreviousKill>,
+    /// Reports this scan may still build.
+    pub report_limit: usize,
+    /// Keep each report's used line starts (a stream hands them to the next window).
+    pub keep_used: bool,
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self {
+            consumed: BTreeSet::new(),
+            previous_kill: None,
+            report_limit: MAX_REPORTS,
+            keep_used: false,
+        }
+    }
+}
+
+/// The victim of a report and its host: a lone kill line naming it again is a relog.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PreviousKill {
+    pid: Option<(u32, String)>,
+    host: Option<String>,
+}
+
+impl PreviousKill {
+    pub fn of(report: &Report) -> Self {
+        Self {
+            pid: report.killed.as_ref().map(|k| (k.pid, k.comm.clone())),
+            host: report.stamp.host.clone(),
+        }
+    }
+}
+
+/// One report a scan built.
+pub(crate) struct Found {
+    pub report: Report,
+    /// The report ran to the end of the input without ending: more input may continue it.
+    pub open: bool,
+    /// Start offsets of the lines it used (only with [`Seed::keep_used`]).
+    pub used: Vec<usize>,
+}
+
+/// Everything one scan found.
+pub(crate) struct WindowScan {
+    pub found: Vec<Found>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Lines past the report limit that could start a report: counted, never parsed.
+    pub dropped_lines: usize,
+    /// Newlines counted up to the last anchor.
+    pub newlines: usize,
+    /// Orphan `Mem-Info:` searches never look back past this offset.
+    pub last_report_end: usize,
+    /// How the input was decoded: unless `None`, offsets refer to the decoded text.
+    pub decoding: Decoding,
+}
+
+pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
     let mut scanner = Scanner {
         text: &text,
-        parsed: Parsed::default(),
-        consumed: BTreeSet::new(),
+        found: Vec::new(),
+        diagnostics: Vec::new(),
+        consumed: seed.consumed,
+        previous_kill: seed.previous_kill,
+        report_limit: seed.report_limit,
+        keep_used: seed.keep_used,
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
         last_report_end: 0,
         cursor: None,
     };
-    match decoding {
-        Decoding::None => {}
-        Decoding::RsyslogEscapes => {
-            scanner.diagnose(1, "rsyslog #012 escapes decoded to line breaks")
-        }
-        Decoding::QuotedPrintable => scanner.diagnose(
-            1,
-            "quoted-printable text decoded; byte offsets refer to the decoded text",
-        ),
-    }
     scanner.run();
-    if scanner.dropped_reports > 0 {
-        let message = format!(
-            "report limit ({MAX_REPORTS}) reached: {} further lines that can start a report not parsed",
-            scanner.dropped_reports
-        );
-        scanner.diagnose(scanner.newlines + 1, &message);
+    WindowScan {
+        found: scanner.found,
+        diagnostics: scanner.diagnostics,
+        dropped_lines: scanner.dropped_reports,
+        newlines: scanner.newlines,
+        last_report_end: scanner.last_report_end,
+        decoding,
     }
-    scanner.parsed
 }
 
 struct Scanner<'a> {
     text: &'a [u8],
-    parsed: Parsed,
+    found: Vec<Found>,
+    diagnostics: Vec<Diagnostic>,
     /// Start offsets of logical lines that some report used.
     consumed: BTreeSet<usize>,
+    previous_kill: Option<PreviousKill>,
+    report_limit: usize,
+    keep_used: bool,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -102,7 +208,7 @@ impl<'a> Scanner<'a> {
     fn run(&mut self) {
         let mut search_from = 0;
         while search_from < self.text.len() {
-            if self.parsed.reports.len() >= MAX_REPORTS {
+            if self.found.len() >= self.report_limit {
                 self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
                 break;
             }
@@ -176,8 +282,8 @@ impl<'a> Scanner<'a> {
         // make no report (relogged ones) is searched once, not once per line.
         self.last_report_end = self.last_report_end.max(anchor.end);
         if let Some(body_start) = orphan {
-            if let Some(report) = self.build(&body_start, Some(anchor.start)) {
-                self.push(report);
+            if let Some(built) = self.build(&body_start, Some(anchor.start)) {
+                self.push(built);
                 return;
             }
         }
@@ -211,76 +317,91 @@ impl<'a> Scanner<'a> {
     }
 
     fn parse_report(&mut self, first: &LogicalLine<'a>, full: bool) {
-        let Some(report) = self.build(first, None) else {
+        let Some(built) = self.build(first, None) else {
             return;
         };
-        if !full && self.is_relogged_kill(&report) {
+        if !full && self.is_relogged_kill(&built.report) {
             self.diagnose(
                 first.line_no,
                 "kill line repeated without a report: counted once",
             );
             return;
         }
-        self.push(report);
+        self.push(built);
     }
 
     /// Runs a builder from `first`. With `must_reach`, the report only counts (and its
     /// lines are only marked used) if it reached the line starting there.
-    fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Report> {
+    fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Found> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
         let lines = Lines::from_line(self.text, first);
         let mut seen = 0;
+        let mut open = true;
         for line in lines {
             seen += 1;
             if seen > MAX_REPORT_LINES {
                 self.diagnose(line.line_no, "report cut: it ran past the line limit");
+                open = false;
                 break;
             }
             if line.prefix.is_foreign() || other_host(&builder, &line) {
                 continue;
             }
             if line.start != first.start && self.consumed.contains(&line.start) {
+                open = false;
                 break;
             }
             match builder.feed(&line) {
                 Step::Continue => used.push(line.start),
                 Step::EndAfter => {
                     used.push(line.start);
+                    open = false;
                     break;
                 }
-                Step::EndBefore => break,
+                Step::EndBefore => {
+                    open = false;
+                    break;
+                }
             }
         }
         if must_reach.is_some_and(|start| !used.contains(&start)) {
             return None;
         }
-        self.consumed.extend(used);
-        Some(builder.finish())
+        self.consumed.extend(used.iter().copied());
+        if !self.keep_used {
+            used = Vec::new();
+        }
+        Some(Found {
+            report: builder.finish(),
+            open,
+            used,
+        })
     }
 
     /// A lone kill line naming the same victim as the previous report of the same host.
     fn is_relogged_kill(&self, report: &Report) -> bool {
-        let Some(previous) = self.parsed.reports.last() else {
+        let Some(previous) = &self.previous_kill else {
             return false;
         };
-        let same_victim = match (&previous.killed, &report.killed) {
-            (Some(a), Some(b)) => a.pid == b.pid && a.comm == b.comm,
+        let same_victim = match (&previous.pid, &report.killed) {
+            (Some((pid, comm)), Some(b)) => *pid == b.pid && *comm == b.comm,
             _ => false,
         };
-        same_victim && previous.stamp.host == report.stamp.host && report.trigger.is_none()
+        same_victim && previous.host == report.stamp.host && report.trigger.is_none()
     }
 
-    fn push(&mut self, report: Report) {
-        self.last_report_end = self.last_report_end.max(report.span.end_byte);
-        if self.parsed.reports.len() < MAX_REPORTS {
-            self.parsed.reports.push(report);
+    fn push(&mut self, found: Found) {
+        self.last_report_end = self.last_report_end.max(found.report.span.end_byte);
+        if self.found.len() < self.report_limit {
+            self.previous_kill = Some(PreviousKill::of(&found.report));
+            self.found.push(found);
         }
     }
 
     fn diagnose(&mut self, line: usize, message: &str) {
-        if self.parsed.diagnostics.len() < MAX_DIAGNOSTICS {
-            self.parsed.diagnostics.push(Diagnostic {
+        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.diagnostics.push(Diagnostic {
                 line,
                 message: message.to_string(),
             });
@@ -290,7 +411,7 @@ impl<'a> Scanner<'a> {
 
 /// Physical lines of `text` holding an anchor: what is left once the report limit is reached
 /// costs one anchor search and no line cutting or report building.
-fn count_anchor_lines(text: &[u8]) -> usize {
+pub(crate) fn count_anchor_lines(text: &[u8]) -> usize {
     let mut lines = 0;
     let mut from = 0;
     while let Some(found) = anchors().find(&text[from..]) {
