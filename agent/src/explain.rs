@@ -79,7 +79,8 @@ pub fn explain_stream(
 
 /// Writes `explain`'s output for `input` to `out`: JSON is written report by report as
 /// the input is read (the same bytes as [`render_json`]); text needs the count first,
-/// so it keeps the analyzed reports (bounded by `ballast_oom::limits::MAX_REPORTS`).
+/// so it keeps each report's rendered text (bounded by `ballast_oom::limits::MAX_REPORTS`;
+/// the same bytes as [`render_text`]).
 pub fn explain_to(
     input: &mut dyn Read,
     source_name: &str,
@@ -109,18 +110,37 @@ pub fn explain_to(
         };
         write_end(out).map_err(ExplainError::Write)
     } else {
-        let mut reports = Vec::new();
+        // Each report is rendered as it comes: what is kept is its text, not the report.
+        let mut texts = Vec::new();
         let diagnostics = explain_stream(input, source_name, |explained| {
-            reports.push(explained);
+            let mut text = String::from("\n");
+            report_text(&mut text, texts.len() + 1, &explained);
+            texts.push(shown_lines(&text).into_owned());
             Ok(())
         })?;
-        let explanation = Explanation {
-            reports,
-            diagnostics,
+        let head = if texts.is_empty() {
+            let explanation = Explanation {
+                reports: Vec::new(),
+                diagnostics,
+            };
+            render_text(&explanation, source_name)
+        } else {
+            let count = texts.len();
+            let line = format!(
+                "{count} OOM report{} in {}.\n",
+                if count == 1 { "" } else { "s" },
+                shown(source_name)
+            );
+            shown_lines(&line).into_owned()
         };
-        out.write_all(render_text(&explanation, source_name).as_bytes())
-            .and_then(|()| out.flush())
-            .map_err(|error| ExplainError::Write(error.into()))
+        let write_all = |out: &mut dyn Write| -> std::io::Result<()> {
+            out.write_all(head.as_bytes())?;
+            for text in &texts {
+                out.write_all(text.as_bytes())?;
+            }
+            out.flush()
+        };
+        write_all(out).map_err(|error| ExplainError::Write(error.into()))
     }
 }
 

@@ -51,7 +51,7 @@ fn anchors() -> &'static AhoCorasick {
 pub(crate) fn scan(input: &[u8]) -> Parsed {
     let window = scan_window(input, Seed::default());
     let mut parsed = Parsed {
-        reports: window.found.into_iter().map(|found| found.report).collect(),
+        reports: window.reports,
         diagnostics: decoding_diagnostic(window.decoding).into_iter().collect(),
     };
     parsed.diagnostics.extend(
@@ -133,9 +133,9 @@ impl PreviousKill {
     }
 }
 
-/// One report a scan built.
+/// What a stream needs to know of one report a scan built (kept apart from the
+/// reports, so a whole-input parse returns its reports without a copy).
 pub(crate) struct Found {
-    pub report: Report,
     /// The report ran to the end of the input without ending: more input may continue it.
     pub open: bool,
     /// Start offsets of the lines it used (only with [`Seed::keep_used`]).
@@ -144,6 +144,8 @@ pub(crate) struct Found {
 
 /// Everything one scan found.
 pub(crate) struct WindowScan {
+    pub reports: Vec<Report>,
+    /// One per report, in the same order.
     pub found: Vec<Found>,
     pub diagnostics: Vec<Diagnostic>,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -160,6 +162,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
     let mut scanner = Scanner {
         text: &text,
+        reports: Vec::new(),
         found: Vec::new(),
         diagnostics: Vec::new(),
         consumed: seed.consumed,
@@ -174,6 +177,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     };
     scanner.run();
     WindowScan {
+        reports: scanner.reports,
         found: scanner.found,
         diagnostics: scanner.diagnostics,
         dropped_lines: scanner.dropped_reports,
@@ -185,6 +189,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
 
 struct Scanner<'a> {
     text: &'a [u8],
+    reports: Vec<Report>,
     found: Vec<Found>,
     diagnostics: Vec<Diagnostic>,
     /// Start offsets of logical lines that some report used.
@@ -208,7 +213,7 @@ impl<'a> Scanner<'a> {
     fn run(&mut self) {
         let mut search_from = 0;
         while search_from < self.text.len() {
-            if self.found.len() >= self.report_limit {
+            if self.reports.len() >= self.report_limit {
                 self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
                 break;
             }
@@ -320,7 +325,7 @@ impl<'a> Scanner<'a> {
         let Some(built) = self.build(first, None) else {
             return;
         };
-        if !full && self.is_relogged_kill(&built.report) {
+        if !full && self.is_relogged_kill(&built.0) {
             self.diagnose(
                 first.line_no,
                 "kill line repeated without a report: counted once",
@@ -332,7 +337,11 @@ impl<'a> Scanner<'a> {
 
     /// Runs a builder from `first`. With `must_reach`, the report only counts (and its
     /// lines are only marked used) if it reached the line starting there.
-    fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Found> {
+    fn build(
+        &mut self,
+        first: &LogicalLine<'a>,
+        must_reach: Option<usize>,
+    ) -> Option<(Report, Found)> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
         let lines = Lines::from_line(self.text, first);
@@ -372,11 +381,7 @@ impl<'a> Scanner<'a> {
         if !self.keep_used {
             used = Vec::new();
         }
-        Some(Found {
-            report: builder.finish(),
-            open,
-            used,
-        })
+        Some((builder.finish(), Found { open, used }))
     }
 
     /// A lone kill line naming the same victim as the previous report of the same host.
@@ -391,10 +396,11 @@ impl<'a> Scanner<'a> {
         same_victim && previous.host == report.stamp.host && report.trigger.is_none()
     }
 
-    fn push(&mut self, found: Found) {
-        self.last_report_end = self.last_report_end.max(found.report.span.end_byte);
-        if self.found.len() < self.report_limit {
-            self.previous_kill = Some(PreviousKill::of(&found.report));
+    fn push(&mut self, (report, found): (Report, Found)) {
+        self.last_report_end = self.last_report_end.max(report.span.end_byte);
+        if self.reports.len() < self.report_limit {
+            self.previous_kill = Some(PreviousKill::of(&report));
+            self.reports.push(report);
             self.found.push(found);
         }
     }

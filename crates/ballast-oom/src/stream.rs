@@ -137,9 +137,10 @@ impl StreamParser {
         let mut resume = cut;
         let decoded = window.decoding != Decoding::None;
         if !at_end {
-            for found in window.found.iter().filter(|found| found.open) {
+            let open = window.reports.iter().zip(&window.found);
+            for (report, _) in open.filter(|(_, found)| found.open) {
                 // A decoded window's offsets are the decoded text's: map back to the input.
-                let start = decode::raw_offset(text, window.decoding, found.report.span.start_byte);
+                let start = decode::raw_offset(text, window.decoding, report.span.start_byte);
                 resume = resume.min(start);
             }
             if !decoded {
@@ -164,9 +165,9 @@ impl StreamParser {
             1 + memchr::memchr_iter(b'\n', &text[..resume]).count()
         };
         let starts: Vec<usize> = window
-            .found
+            .reports
             .iter()
-            .map(|found| decode::raw_offset(text, window.decoding, found.report.span.start_byte))
+            .map(|report| decode::raw_offset(text, window.decoding, report.span.start_byte))
             .collect();
         if let Some(note) = scan::decoding_diagnostic(window.decoding) {
             if !self.decoding_noted {
@@ -183,8 +184,8 @@ impl StreamParser {
         }
         let mut consumed = BTreeSet::new();
         let mut reports = Vec::new();
-        for (found, start) in window.found.into_iter().zip(starts) {
-            let mut report = found.report;
+        let found_with_starts = window.found.into_iter().zip(starts);
+        for (mut report, (found, start)) in window.reports.into_iter().zip(found_with_starts) {
             if start >= resume {
                 continue;
             }
