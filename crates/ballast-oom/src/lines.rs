@@ -62,6 +62,21 @@ impl<'a> Lines<'a> {
         }
     }
 
+    /// Starts just after `line`, as the iterator that yielded it would go on.
+    pub fn after(input: &'a [u8], line: &LogicalLine<'a>) -> Self {
+        if line.end < line.physical_end {
+            Self {
+                input,
+                pos: line.end,
+                line_no: line.line_no,
+                physical_end: Some(line.physical_end),
+                long_physical_line: line.long_physical_line,
+            }
+        } else {
+            Self::new(input, line.physical_end.saturating_add(1), line.line_no + 1)
+        }
+    }
+
     /// Starts at `line` (yielded again first), carrying what is known of its physical
     /// line: the end of a joined line is never searched for twice, and the lines after
     /// `line` are cut exactly as one iterator over the whole physical line cuts them.

@@ -244,8 +244,9 @@ impl<'a> Scanner<'a> {
     /// The logical line that contains byte `anchor`.
     fn line_containing(&mut self, anchor: usize) -> Option<LogicalLine<'a>> {
         let walk = match self.cursor {
-            Some(cursor) if cursor.start <= anchor && anchor < cursor.physical_end() => {
-                Lines::from_line(self.text, &cursor)
+            Some(cursor) if cursor.start <= anchor && anchor < cursor.end => return Some(cursor),
+            Some(cursor) if cursor.end <= anchor && anchor < cursor.physical_end() => {
+                Lines::after(self.text, &cursor)
             }
             _ => {
                 let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
@@ -344,7 +345,7 @@ impl<'a> Scanner<'a> {
     ) -> Option<(Report, Found)> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
-        let lines = Lines::from_line(self.text, first);
+        let lines = std::iter::once(*first).chain(Lines::after(self.text, first));
         let mut seen = 0;
         let mut open = true;
         for line in lines {
@@ -361,6 +362,8 @@ impl<'a> Scanner<'a> {
                 open = false;
                 break;
             }
+            // The next anchor is likely on this line: it is not cut again to find it.
+            self.cursor = Some(line);
             match builder.feed(&line) {
                 Step::Continue => used.push(line.start),
                 Step::EndAfter => {
@@ -386,20 +389,27 @@ impl<'a> Scanner<'a> {
 
     /// A lone kill line naming the same victim as the previous report of the same host.
     fn is_relogged_kill(&self, report: &Report) -> bool {
-        let Some(previous) = &self.previous_kill else {
-            return false;
+        let (victim, host) = match (self.reports.last(), &self.previous_kill) {
+            (Some(last), _) => (
+                last.killed.as_ref().map(|k| (k.pid, k.comm.as_str())),
+                last.stamp.host.as_deref(),
+            ),
+            (None, Some(seed)) => (
+                seed.pid.as_ref().map(|(pid, comm)| (*pid, comm.as_str())),
+                seed.host.as_deref(),
+            ),
+            (None, None) => return false,
         };
-        let same_victim = match (&previous.pid, &report.killed) {
-            (Some((pid, comm)), Some(b)) => *pid == b.pid && *comm == b.comm,
+        let same_victim = match (victim, &report.killed) {
+            (Some((pid, comm)), Some(b)) => pid == b.pid && comm == b.comm,
             _ => false,
         };
-        same_victim && previous.host == report.stamp.host && report.trigger.is_none()
+        same_victim && host == report.stamp.host.as_deref() && report.trigger.is_none()
     }
 
     fn push(&mut self, (report, found): (Report, Found)) {
         self.last_report_end = self.last_report_end.max(report.span.end_byte);
         if self.reports.len() < self.report_limit {
-            self.previous_kill = Some(PreviousKill::of(&report));
             self.reports.push(report);
             self.found.push(found);
         }
