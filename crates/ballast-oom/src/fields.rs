@@ -750,7 +750,10 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(haystack, needle)
+    let Some((&first, _)) = needle.split_first() else {
+        return Some(haystack.len());
+    };
+    memchr::memrchr_iter(first, haystack).find(|at| haystack[*at..].starts_with(needle))
 }
 
 fn value_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
@@ -759,7 +762,9 @@ fn value_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 
 /// Like [`value_after`] but the key must start a word (`oom_adj=` is inside `oom_score_adj=`).
 fn value_after_word<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    memchr::memmem::find_iter(text, key)
+    let first = key.first().copied().unwrap_or(b' ');
+    memchr::memchr_iter(first, text)
+        .filter(|at| text[*at..].starts_with(key))
         .find(|at| *at == 0 || matches!(text[at - 1], b' ' | b','))
         .map(|at| &text[at + key.len()..])
 }
