@@ -98,6 +98,8 @@ impl<'a> Iterator for Lines<'a> {
         if self.pos >= self.input.len() {
             return None;
         }
+        #[cfg(test)]
+        work::count(1, self.physical_end.is_none());
         let start = self.pos;
         let physical_end = match self.physical_end {
             Some(end) if end > start => end,
@@ -313,6 +315,30 @@ fn is_task_row_start(text: &[u8]) -> bool {
         return after.starts_with(b"]") || after.starts_with(b" ]");
     }
     inner.starts_with(b"pid")
+}
+
+/// Work counters for tests: lines cut, and physical line ends searched.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LINES: Cell<usize> = const { Cell::new(0) };
+        static END_SEARCHES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn count(lines: usize, end_search: bool) {
+        LINES.with(|cell| cell.set(cell.get() + lines));
+        END_SEARCHES.with(|cell| cell.set(cell.get() + usize::from(end_search)));
+    }
+
+    /// (lines cut, physical line ends searched) since the last call, on this thread.
+    pub fn take() -> (usize, usize) {
+        (
+            LINES.with(|cell| cell.replace(0)),
+            END_SEARCHES.with(|cell| cell.replace(0)),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -447,3 +447,79 @@ fn other_host(builder: &ReportBuilder, line: &LogicalLine<'_>) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::work;
+
+    /// `tor invoked oom-killer: ...` `count` times on one line.
+    fn repeated_headers(count: usize) -> Vec<u8> {
+        let mut line = b"tor invoked oom-killer: gfp_mask=0x0, order=0 ".repeat(count);
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn a_line_of_repeated_headers_is_cut_a_bounded_number_of_times_per_header() {
+        // The scan used to walk up to 64 KiB back and to the line's end per header:
+        // ~1400 logical lines cut and one search of the rest of the line per header.
+        for count in [1_000, 20_000] {
+            let input = repeated_headers(count);
+            work::take();
+            let parsed = scan(&input);
+            let (lines, end_searches) = work::take();
+            assert_eq!(parsed.reports.len(), count);
+            assert!(lines <= 3 * count, "{lines} lines cut for {count} headers");
+            assert!(
+                end_searches <= 2,
+                "{end_searches} searches for the line's end"
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_report_limit_nothing_is_cut() {
+        // One physical line: the rest of it is one more line that could start a report.
+        let input = repeated_headers(MAX_REPORTS + 5_000);
+        work::take();
+        let parsed = scan(&input);
+        let (lines, _) = work::take();
+        assert_eq!(parsed.reports.len(), MAX_REPORTS);
+        assert!(lines <= 3 * MAX_REPORTS, "{lines} lines cut");
+        let note = parsed.diagnostics.last().map(|d| d.message.as_str());
+        assert!(
+            note.is_some_and(|note| note.contains("reached: 1 further lines")),
+            "{note:?}"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_relogged_kill_lines_is_searched_back_once() {
+        // Kill lines that make no report (the same victim again) used to search up to
+        // 512 KiB back for a Mem-Info each.
+        let mut input = b"[ 1.0] Out of memory: Killed process 7 (a) total-vm:1kB\n".to_vec();
+        for _ in 0..20_000 {
+            input.extend_from_slice(b"[ 1.0] Killed process 7 (a) total-vm:1kB\n");
+        }
+        let mut scanner = Scanner {
+            text: &input,
+            reports: Vec::new(),
+            found: Vec::new(),
+            diagnostics: Vec::new(),
+            consumed: BTreeSet::new(),
+            previous_kill: None,
+            report_limit: MAX_REPORTS,
+            keep_used: false,
+            newline_counted_to: 0,
+            newlines: 0,
+            dropped_reports: 0,
+            last_report_end: 0,
+            cursor: None,
+        };
+        scanner.run();
+        assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");
+        // Every headless line moved the floor of the backward search to its end.
+        assert!(scanner.last_report_end >= input.len() - 64);
+    }
+}
