@@ -72,9 +72,10 @@ pub fn explain_stream(
         };
         analyze(parser.filled(read))?;
     }
-    let (reports, diagnostics) = parser.finish();
-    analyze(reports)?;
-    Ok(diagnostics)
+    while let Some(reports) = parser.end_batch() {
+        analyze(reports)?;
+    }
+    Ok(parser.diagnostics())
 }
 
 /// Writes `explain`'s output for `input` to `out`: JSON is written report by report as

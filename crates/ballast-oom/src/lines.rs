@@ -76,19 +76,6 @@ impl<'a> Lines<'a> {
             Self::new(input, line.physical_end.saturating_add(1), line.line_no + 1)
         }
     }
-
-    /// Starts at `line` (yielded again first), carrying what is known of its physical
-    /// line: the end of a joined line is never searched for twice, and the lines after
-    /// `line` are cut exactly as one iterator over the whole physical line cuts them.
-    pub fn from_line(input: &'a [u8], line: &LogicalLine<'a>) -> Self {
-        Self {
-            input,
-            pos: line.start.min(input.len()),
-            line_no: line.line_no,
-            physical_end: Some(line.physical_end),
-            long_physical_line: line.long_physical_line,
-        }
-    }
 }
 
 impl<'a> Iterator for Lines<'a> {

@@ -104,6 +104,9 @@ pub(crate) struct Seed {
     pub report_limit: usize,
     /// Keep each report's used line starts (a stream hands them to the next window).
     pub keep_used: bool,
+    /// At `report_limit`, count the lines left that could start a report (false: the
+    /// caller scans them again later).
+    pub count_past_limit: bool,
 }
 
 impl Default for Seed {
@@ -113,6 +116,7 @@ impl Default for Seed {
             previous_kill: None,
             report_limit: MAX_REPORTS,
             keep_used: false,
+            count_past_limit: true,
         }
     }
 }
@@ -169,6 +173,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         previous_kill: seed.previous_kill,
         report_limit: seed.report_limit,
         keep_used: seed.keep_used,
+        count_past_limit: seed.count_past_limit,
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -197,6 +202,7 @@ struct Scanner<'a> {
     previous_kill: Option<PreviousKill>,
     report_limit: usize,
     keep_used: bool,
+    count_past_limit: bool,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -214,7 +220,9 @@ impl<'a> Scanner<'a> {
         let mut search_from = 0;
         while search_from < self.text.len() {
             if self.reports.len() >= self.report_limit {
-                self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
+                if self.count_past_limit {
+                    self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
+                }
                 break;
             }
             let Some(found) = anchors().find(&self.text[search_from..]) else {
@@ -511,6 +519,7 @@ mod tests {
             previous_kill: None,
             report_limit: MAX_REPORTS,
             keep_used: false,
+            count_past_limit: true,
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,

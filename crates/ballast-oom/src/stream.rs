@@ -21,7 +21,7 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{self, Decoding};
-use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES};
+use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES, WINDOW_REPORTS};
 use crate::scan::{self, PreviousKill, Seed, MAX_ORPHAN_LOOKBACK};
 use crate::{Diagnostic, Report};
 
@@ -41,6 +41,8 @@ pub struct StreamParser {
     dropped_lines: usize,
     diagnostics: Vec<Diagnostic>,
     decoding_noted: bool,
+    /// The end of the input was scanned to its last report.
+    ended: bool,
 }
 
 impl Default for StreamParser {
@@ -67,6 +69,7 @@ impl StreamParser {
             dropped_lines: 0,
             diagnostics: Vec::new(),
             decoding_noted: false,
+            ended: false,
         }
     }
 
@@ -105,14 +108,37 @@ impl StreamParser {
 
     /// The end of the input: the remaining reports, and the diagnostics of the whole input.
     pub fn finish(mut self) -> (Vec<Report>, Vec<Diagnostic>) {
+        let mut reports = Vec::new();
+        while let Some(batch) = self.end_batch() {
+            reports.extend(batch);
+        }
+        (reports, self.diagnostics())
+    }
+
+    /// The end of the input, a batch at a time (at most
+    /// [`WINDOW_REPORTS`] reports each): `None` once every report is out.
+    pub fn end_batch(&mut self) -> Option<Vec<Report>> {
+        if self.ended {
+            return None;
+        }
+        let before = self.base;
         let reports = self.scan(true);
+        // A window cut short by its report limit moved on: the rest is the next batch.
+        self.ended = self.base == before;
+        Some(reports)
+    }
+
+    /// The diagnostics of the whole input, once [`Self::end_batch`] returned `None`
+    /// (reports still pending then are dropped).
+    pub fn diagnostics(mut self) -> Vec<Diagnostic> {
+        while self.end_batch().is_some() {}
         if self.dropped_lines > 0 {
             let lines =
                 self.base_line + memchr::memchr_iter(b'\n', &self.buffer[..self.filled]).count();
             let note = scan::limit_diagnostic(lines, self.dropped_lines);
             self.diagnose(note);
         }
-        (reports, self.diagnostics)
+        self.diagnostics
     }
 
     fn scan(&mut self, at_end: bool) -> Vec<Report> {
@@ -127,15 +153,30 @@ impl StreamParser {
             self.advance(cut);
             return Vec::new();
         }
+        let left = MAX_REPORTS - self.returned;
+        let report_limit = left.min(WINDOW_REPORTS);
         let seed = Seed {
             consumed: self.consumed.iter().map(|at| at - self.base).collect(),
             previous_kill: self.previous_kill.clone(),
-            report_limit: MAX_REPORTS - self.returned,
-            keep_used: !at_end,
+            report_limit,
+            keep_used: true,
+            count_past_limit: report_limit == left,
         };
         let window = scan::scan_window(text, seed);
         let mut resume = cut;
         let decoded = window.decoding != Decoding::None;
+        // The window's report limit cut the scan short: go on from its last report. (Only
+        // until MAX_REPORTS are returned: the extra passes over the window are bounded.)
+        let mut window_full = window.reports.len() >= report_limit && report_limit < left;
+        if window_full {
+            match window.reports.last() {
+                Some(last) if last.span.start_byte > 0 => {
+                    let start = decode::raw_offset(text, window.decoding, last.span.start_byte);
+                    resume = resume.min(start);
+                }
+                _ => window_full = false,
+            }
+        }
         if !at_end {
             let open = window.reports.iter().zip(&window.found);
             for (report, _) in open.filter(|(_, found)| found.open) {
@@ -159,6 +200,7 @@ impl StreamParser {
             forced = true;
             resume = cut;
         }
+        let at_end = at_end && !window_full;
         let resume_line = if at_end {
             usize::MAX
         } else {

@@ -127,3 +127,22 @@ fn the_window_never_grows_past_its_limit_on_a_report_that_never_ends() {
         "{diagnostics:?}"
     );
 }
+
+#[test]
+fn a_line_of_forged_headers_streams_to_the_same_reports_a_few_thousand_at_a_time() {
+    use ballast_oom::limits::WINDOW_REPORTS;
+    // One report per header: more than a window may build, mid-stream and at the end.
+    let count = 3 * WINDOW_REPORTS + 17;
+    let mut line = b"tor invoked oom-killer: gfp_mask=0x0, order=0 ".repeat(count);
+    line.push(b'\n');
+    let mut input = line.clone();
+    input.extend_from_slice(&line);
+    let whole = ballast_oom::parse(&input);
+    assert_eq!(whole.reports.len(), 2 * count);
+    // 512 KiB windows fill up mid-stream; one 8 MiB window holds it all until the end.
+    for window in [512 * 1024, WINDOW_BYTES] {
+        let (reports, _) = streamed(&input, window, 1 << 16);
+        assert_eq!(reports.len(), whole.reports.len(), "window {window}");
+        assert_eq!(reports, whole.reports, "window {window}");
+    }
+}
