@@ -9,7 +9,8 @@
 # 1. hostile line: `tor invoked oom-killer: gfp_mask=0x0, order=0 ` repeated on ONE line
 #    (BENCH_HOSTILE_MIB, default 128), and as baseline a normal kernel log of the same
 #    size (scan_bench generate, one report per 256 KiB). Both parsed in memory by
-#    `scan_bench scan` (release), best of 3: MB/s and the ratio hostile/normal.
+#    `scan_bench scan` (release), best of 3: MB/s and the ratio hostile/normal; then
+#    the hostile line through `ballast-agent explain --json` (time and peak RSS).
 # 2. scan: a BENCH_SCAN_MIB (256) log with 500 reports; `grep -c 'invoked oom-killer'`
 #    and `ballast-agent explain --json FILE > /dev/null` (release), best of 3 each.
 # 3. RSS: a BENCH_RSS_MIB (1024) log with one report whose task table has
@@ -67,6 +68,7 @@ hostile_mbs="$(value scan_mb_per_s "$hostile_scan")"
 normal_mbs="$(value scan_mb_per_s "$normal_scan")"
 hostile_cli="$(best_secs "$agent" explain --json "$hostile")"
 hostile_bytes="$(stat -c %s "$hostile")"
+hostile_rss_kib="$( { /usr/bin/time -f '%M' "$agent" explain --json "$hostile" >"$dir/out"; } 2>&1 | tail -1)"
 
 # 2. explain --json against grep -c on a log with 500 reports.
 scanlog="$dir/scan.log"
@@ -112,7 +114,7 @@ explain benchmark ($(date -u +%Y-%m-%d), $(nproc) CPUs, $cpu, load average $(cut
     hostile line (one line of repeated headers): $(value scan_secs "$hostile_scan")s  ${hostile_mbs} MB/s  reports=$(value reports "$hostile_scan")
     normal log (baseline):                       $(value scan_secs "$normal_scan")s  ${normal_mbs} MB/s  reports=$(value reports "$normal_scan")
     hostile / normal: $(ratio "$hostile_mbs" "$normal_mbs")
-    hostile line through explain --json (best of 3): ${hostile_cli}s  $(mbs "$hostile_bytes" "$hostile_cli") MB/s
+    hostile line through explain --json (best of 3): ${hostile_cli}s  $(mbs "$hostile_bytes" "$hostile_cli") MB/s, peak RSS ${hostile_rss_kib} KiB
 2. scan, $scan_bytes bytes, 500 reports (best of 3):
     grep -c 'invoked oom-killer': ${grep_secs}s  ${grep_mbs} MB/s
     ballast-agent explain --json: ${explain_secs}s  ${explain_mbs} MB/s
