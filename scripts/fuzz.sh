@@ -6,9 +6,11 @@
 #   scripts/fuzz.sh 60         # the short CI run
 #   FUZZ_TARGET=parse_report FUZZ_JOBS=2 FUZZ_SANITIZER=address scripts/fuzz.sh 600
 #   FUZZ_TARGET=capture_serial scripts/fuzz.sh 600            # the agent's serial capture path
+#   FUZZ_TARGET=stream_parse scripts/fuzz.sh 600              # the parser window by window (explain FILE)
 #   FUZZ_TARGET="parse_report capture_serial" scripts/fuzz.sh  # both, one after the other
 #
 # Targets (fuzz/fuzz_targets/): parse_report (ballast_oom::explain + analyze on any bytes),
+# stream_parse (ballast_oom::StreamParser in windows and reads of fuzzed sizes),
 # capture_serial (console bytes -> agent LineSplitter + Detector, and guest-agent dmesg
 # output -> take_new; builds the agent library without libvirt (the fuzz crate's `agent`
 # feature, set here for that target only), so its first build is slower).

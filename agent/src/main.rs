@@ -583,23 +583,19 @@ impl Reloader {
 }
 
 fn run_explain(json: bool, file: Option<&str>) -> ExitCode {
-    let input = match explain::read_input(file) {
+    let mut input = match explain::open_input(file) {
         Ok(input) => input,
         Err(error) => {
             eprintln!("ballast-agent explain: {error:#}");
             return ExitCode::from(2);
         }
     };
-    let explanation = ballast_oom::explain(&input);
-    let output = if json {
-        explain::render_json(&explanation)
-    } else {
-        Ok(explain::render_text(&explanation, file.unwrap_or("-")))
-    };
-    match output {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+    match explain::explain_to(&mut input, file.unwrap_or("-"), json, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error @ explain::ExplainError::Read { .. }) => {
+            eprintln!("ballast-agent explain: {error}");
+            ExitCode::from(2)
         }
         Err(error) => {
             eprintln!("ballast-agent explain: {error:#}");

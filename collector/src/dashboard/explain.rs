@@ -1,12 +1,14 @@
 //! `/explain`: paste an OOM report or upload a kernel log and get the same
 //! analysis as `ballast-agent explain` (`ballast_oom::explain`, no host figures).
-//! Nothing is stored. The upload is size-limited (`dashboard.explain_max_bytes`)
-//! and parsed on a blocking thread.
+//! Nothing is stored. The upload is size-limited (`dashboard.explain_max_bytes`,
+//! 413 above it) and streamed through `ballast_oom::StreamParser` on blocking threads
+//! as it arrives, so an upload costs the parser's window, not its size.
 
 use axum::extract::{Multipart, State};
 use maud::{html, Markup};
 
 use ballast_model::{OomAnalysis, ParsedReport};
+use ballast_oom::{ExplainedReport, Explanation, StreamParser};
 
 use crate::api::AppState;
 use crate::dashboard::layout::{self, badge};
@@ -33,44 +35,107 @@ pub async fn form_page(State(state): State<AppState>) -> Markup {
     )
 }
 
+/// A multipart error: past the body limit it is the 413 of an upload too large.
+fn multipart_error(error: &axum::extract::multipart::MultipartError, max: usize) -> DashboardError {
+    if error.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        DashboardError::TooLarge(max)
+    } else {
+        DashboardError::BadRequest(error.body_text())
+    }
+}
+
+/// Bytes gathered before they go to the parser.
+const FEED_BYTES: usize = 256 * 1024;
+
+/// Feeds `bytes` to the parser on a blocking thread (a full window is scanned there).
+async fn feed(
+    mut parser: StreamParser,
+    bytes: Vec<u8>,
+) -> Result<(StreamParser, Vec<ballast_oom::Report>), DashboardError> {
+    tokio::task::spawn_blocking(move || {
+        let reports = parser.push(&bytes);
+        (parser, reports)
+    })
+    .await
+    .map_err(|_| DashboardError::Worker)
+}
+
 /// `POST /explain` (multipart: `report` text and/or `log` file).
+///
+/// The upload goes through `ballast_oom::StreamParser` as it arrives, the path of
+/// `ballast-agent explain FILE`: memory per upload is the parser's window, not the
+/// upload. Past `dashboard.explain_max_bytes` it stops with a 413.
 pub async fn submit(
     State(state): State<AppState>,
     mut multipart: Multipart,
 ) -> Result<Markup, DashboardError> {
     let max = state.config.dashboard.explain_max_bytes;
-    let mut input: Vec<u8> = Vec::new();
+    let mut last_byte = None;
+    let mut parser = StreamParser::new();
+    let mut reports = Vec::new();
+    // Small chunks are gathered so each trip to a blocking thread carries some work.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut n_bytes = 0usize;
+    let mut blank = true;
     while let Some(mut field) = multipart
         .next_field()
         .await
-        .map_err(|error| DashboardError::BadRequest(error.body_text()))?
+        .map_err(|error| multipart_error(&error, max))?
     {
         if !matches!(field.name(), Some("report" | "log")) {
             continue;
         }
-        if !input.is_empty() && !input.ends_with(b"\n") {
-            input.push(b'\n');
+        if n_bytes > 0 && last_byte != Some(b'\n') {
+            pending.push(b'\n');
+            n_bytes += 1;
+            last_byte = Some(b'\n');
         }
         while let Some(chunk) = field
             .chunk()
             .await
-            .map_err(|error| DashboardError::BadRequest(error.body_text()))?
+            .map_err(|error| multipart_error(&error, max))?
         {
-            if input.len() + chunk.len() > max {
+            if n_bytes + chunk.len() > max {
                 return Err(DashboardError::TooLarge(max));
             }
-            input.extend_from_slice(&chunk);
+            let Some(&last) = chunk.last() else {
+                continue;
+            };
+            n_bytes += chunk.len();
+            last_byte = Some(last);
+            blank &= chunk.iter().all(u8::is_ascii_whitespace);
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= FEED_BYTES {
+                let (back, found) = feed(parser, std::mem::take(&mut pending)).await?;
+                parser = back;
+                reports.extend(found);
+            }
         }
     }
-    if input.iter().all(u8::is_ascii_whitespace) {
+    let (parser, found) = feed(parser, pending).await?;
+    reports.extend(found);
+    if blank {
         return Err(DashboardError::BadRequest(
             "Paste a report or choose a file".into(),
         ));
     }
-    let n_bytes = input.len();
-    let explanation = tokio::task::spawn_blocking(move || ballast_oom::explain(&input))
-        .await
-        .map_err(|_| DashboardError::Worker)?;
+    let explanation = tokio::task::spawn_blocking(move || {
+        let (rest, diagnostics) = parser.finish();
+        reports.extend(rest);
+        let reports = reports
+            .into_iter()
+            .map(|report| {
+                let analysis = ballast_oom::analyze(&report, None);
+                ExplainedReport { report, analysis }
+            })
+            .collect();
+        Explanation {
+            reports,
+            diagnostics,
+        }
+    })
+    .await
+    .map_err(|_| DashboardError::Worker)?;
     tracing::debug!(
         n_bytes,
         n_reports = explanation.reports.len(),

@@ -33,9 +33,39 @@ pub(crate) fn normalize(input: &[u8]) -> (Cow<'_, [u8]>, Decoding) {
 
 /// Soft line breaks and `=3D` together: `gfp_mask=3D0x...` is unmistakable.
 fn is_quoted_printable(input: &[u8]) -> bool {
-    let has_soft_break = memchr::memmem::find(input, b"=\n").is_some()
-        || memchr::memmem::find(input, b"=\r\n").is_some();
-    has_soft_break && memchr::memmem::find(input, b"=3D").is_some()
+    // `=3D` first: plain logs never hold it, so they cost one pass here, not three.
+    memchr::memmem::find(input, b"=3D").is_some()
+        && (memchr::memmem::find(input, b"=\n").is_some()
+            || memchr::memmem::find(input, b"=\r\n").is_some())
+}
+
+/// The offset in `input` whose decoded text starts at `decoded` (`input` decoded as `how`).
+pub(crate) fn raw_offset(input: &[u8], how: Decoding, decoded: usize) -> usize {
+    let mut raw = 0;
+    let mut out = 0;
+    while raw < input.len() && out < decoded {
+        let rest = &input[raw..];
+        let (step, produced) = match how {
+            Decoding::None => return decoded.min(input.len()),
+            Decoding::RsyslogEscapes if rest.starts_with(b"#012") || rest.starts_with(b"#011") => {
+                (4, 1)
+            }
+            Decoding::RsyslogEscapes => (1, 1),
+            Decoding::QuotedPrintable if rest.starts_with(b"=\r\n") => (3, 0),
+            Decoding::QuotedPrintable if rest.starts_with(b"=\n") => (2, 0),
+            Decoding::QuotedPrintable
+                if rest.len() >= 3
+                    && hex_value(rest[1]).is_some()
+                    && hex_value(rest[2]).is_some() =>
+            {
+                (if rest[0] == b'=' { 3 } else { 1 }, 1)
+            }
+            Decoding::QuotedPrintable => (1, 1),
+        };
+        raw += step;
+        out += produced;
+    }
+    raw.min(input.len())
 }
 
 fn decode_quoted_printable(input: &[u8]) -> Vec<u8> {

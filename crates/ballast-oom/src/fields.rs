@@ -738,12 +738,22 @@ pub(crate) fn key_values(text: &[u8]) -> impl Iterator<Item = (&[u8], u64)> {
 }
 
 /// Finds the first occurrence of `needle`.
+///
+/// Haystacks are single lines (at most [`crate::limits::MAX_LINE_BYTES`]) and needles
+/// short literals: a search for the first byte and a compare costs less than building
+/// a `memmem` searcher per call, and stays linear in the line's length.
 pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
+    let Some((&first, _)) = needle.split_first() else {
+        return Some(0);
+    };
+    memchr::memchr_iter(first, haystack).find(|at| haystack[*at..].starts_with(needle))
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::rfind(haystack, needle)
+    let Some((&first, _)) = needle.split_first() else {
+        return Some(haystack.len());
+    };
+    memchr::memrchr_iter(first, haystack).find(|at| haystack[*at..].starts_with(needle))
 }
 
 fn value_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
@@ -752,7 +762,9 @@ fn value_after<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 
 /// Like [`value_after`] but the key must start a word (`oom_adj=` is inside `oom_score_adj=`).
 fn value_after_word<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
-    memchr::memmem::find_iter(text, key)
+    let first = key.first().copied().unwrap_or(b' ');
+    memchr::memchr_iter(first, text)
+        .filter(|at| text[*at..].starts_with(key))
         .find(|at| *at == 0 || matches!(text[at - 1], b' ' | b','))
         .map(|at| &text[at + key.len()..])
 }

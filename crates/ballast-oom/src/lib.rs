@@ -11,6 +11,9 @@
 //!    would (managed, reserved, accounted and unaccounted memory, watermarks)
 //!    and a [`Verdict`] with a plain-language explanation.
 //!
+//! [`StreamParser`] does the same for an input of any size read in pieces, in
+//! bounded memory (`ballast-agent explain FILE`).
+//!
 //! What it is not: it does not read files or talk to hypervisors; host-side
 //! balloon figures come in through [`HostBalloon`] when the caller has them.
 
@@ -22,6 +25,7 @@ mod lines;
 mod prefix;
 mod report;
 mod scan;
+mod stream;
 
 pub mod limits;
 
@@ -29,6 +33,8 @@ pub use analysis::{analyze, Analysis, HostBalloon, Verdict, ZoneState};
 pub use report::{
     Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
 };
+
+pub use stream::StreamParser;
 
 use serde::Serialize;
 

@@ -17,3 +17,11 @@ pub const MAX_DIAGNOSTICS: usize = 1_000;
 pub const MAX_REPORTS: usize = 100_000;
 /// Longest process or cgroup name kept (the kernel's comm is 15 bytes; cgroup paths are longer).
 pub const MAX_NAME_BYTES: usize = 512;
+/// Bytes a [`crate::StreamParser`] scans at a time (a real report is far smaller).
+pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Largest window a [`crate::StreamParser`] grows to for a report that does not end; a
+/// report longer than that is returned cut. Bounds a stream's memory, whatever its size.
+pub const MAX_WINDOW_BYTES: usize = 32 * 1024 * 1024;
+/// Reports a [`crate::StreamParser`] builds per window: what one window holds in memory
+/// stays small even when a line of forged headers makes a report every few dozen bytes.
+pub const WINDOW_REPORTS: usize = 4_096;

@@ -26,6 +26,17 @@ pub(crate) struct LogicalLine<'a> {
     pub prefix: Prefix<'a>,
     /// The kernel text, trimmed, at most [`MAX_LINE_BYTES`].
     pub body: &'a [u8],
+    /// End of the physical line this logical line is part of.
+    physical_end: usize,
+    /// The physical line is long enough to be a prefix-less paste of many lines.
+    long_physical_line: bool,
+}
+
+impl LogicalLine<'_> {
+    /// End of the physical line this logical line is part of.
+    pub fn physical_end(&self) -> usize {
+        self.physical_end
+    }
 }
 
 /// Iterator over logical lines from a starting offset.
@@ -50,6 +61,21 @@ impl<'a> Lines<'a> {
             long_physical_line: false,
         }
     }
+
+    /// Starts just after `line`, as the iterator that yielded it would go on.
+    pub fn after(input: &'a [u8], line: &LogicalLine<'a>) -> Self {
+        if line.end < line.physical_end {
+            Self {
+                input,
+                pos: line.end,
+                line_no: line.line_no,
+                physical_end: Some(line.physical_end),
+                long_physical_line: line.long_physical_line,
+            }
+        } else {
+            Self::new(input, line.physical_end.saturating_add(1), line.line_no + 1)
+        }
+    }
 }
 
 impl<'a> Iterator for Lines<'a> {
@@ -59,6 +85,8 @@ impl<'a> Iterator for Lines<'a> {
         if self.pos >= self.input.len() {
             return None;
         }
+        #[cfg(test)]
+        work::count(1, self.physical_end.is_none());
         let start = self.pos;
         let physical_end = match self.physical_end {
             Some(end) if end > start => end,
@@ -99,6 +127,8 @@ impl<'a> Iterator for Lines<'a> {
             line_no,
             prefix: line_prefix,
             body,
+            physical_end,
+            long_physical_line: self.long_physical_line,
         })
     }
 }
@@ -198,10 +228,13 @@ const COUNTED_MARKERS: [&str; 8] = [
 fn marker_finder() -> &'static AhoCorasick {
     static FINDER: OnceLock<AhoCorasick> = OnceLock::new();
     FINDER.get_or_init(|| {
+        // Searched without their leading space (checked after a match): patterns that
+        // all start with a space would make every space a candidate.
         let patterns = MARKERS
             .iter()
             .chain(COUNTED_MARKERS.iter())
-            .chain([" invoked oom-killer", " ["].iter());
+            .chain([" invoked oom-killer", " ["].iter())
+            .map(|pattern| &pattern[1..]);
         AhoCorasick::new(patterns).expect("the marker patterns are fixed literals")
     })
 }
@@ -210,7 +243,13 @@ fn next_marker_split(body: &[u8]) -> Option<usize> {
     let invoked = MARKERS.len() + COUNTED_MARKERS.len();
     let bracket = invoked + 1;
     for found in marker_finder().find_iter(body) {
-        let at = found.start();
+        // `at` is the space the pattern starts with.
+        let Some(at) = found.start().checked_sub(1) else {
+            continue;
+        };
+        if body[at] != b' ' {
+            continue;
+        }
         let pattern = found.pattern().as_usize();
         let split = if pattern < MARKERS.len() {
             Some(at + 1)
@@ -263,6 +302,30 @@ fn is_task_row_start(text: &[u8]) -> bool {
         return after.starts_with(b"]") || after.starts_with(b" ]");
     }
     inner.starts_with(b"pid")
+}
+
+/// Work counters for tests: lines cut, and physical line ends searched.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static LINES: Cell<usize> = const { Cell::new(0) };
+        static END_SEARCHES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn count(lines: usize, end_search: bool) {
+        LINES.with(|cell| cell.set(cell.get() + lines));
+        END_SEARCHES.with(|cell| cell.set(cell.get() + usize::from(end_search)));
+    }
+
+    /// (lines cut, physical line ends searched) since the last call, on this thread.
+    pub fn take() -> (usize, usize) {
+        (
+            LINES.with(|cell| cell.replace(0)),
+            END_SEARCHES.with(|cell| cell.replace(0)),
+        )
+    }
 }
 
 #[cfg(test)]

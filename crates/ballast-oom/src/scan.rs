@@ -25,7 +25,7 @@ use crate::lines::{Lines, LogicalLine};
 use crate::{Diagnostic, Parsed, Report};
 
 /// How far above a headless kill line an orphan `Mem-Info:` block is looked for.
-const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
+pub(crate) const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
 
 /// How far back from an anchor the start of its physical line is looked for.
 const MAX_LINE_LOOKBACK: usize = 64 * 1024;
@@ -49,53 +49,182 @@ fn anchors() -> &'static AhoCorasick {
 }
 
 pub(crate) fn scan(input: &[u8]) -> Parsed {
+    let window = scan_window(input, Seed::default());
+    let mut parsed = Parsed {
+        reports: window.reports,
+        diagnostics: decoding_diagnostic(window.decoding).into_iter().collect(),
+    };
+    parsed.diagnostics.extend(
+        window
+            .diagnostics
+            .into_iter()
+            .take(MAX_DIAGNOSTICS - parsed.diagnostics.len()),
+    );
+    if window.dropped_lines > 0 && parsed.diagnostics.len() < MAX_DIAGNOSTICS {
+        parsed
+            .diagnostics
+            .push(limit_diagnostic(window.newlines + 1, window.dropped_lines));
+    }
+    parsed
+}
+
+/// The note that the input was decoded before parsing (always line 1).
+pub(crate) fn decoding_diagnostic(decoding: Decoding) -> Option<Diagnostic> {
+    let message = match decoding {
+        Decoding::None => return None,
+        Decoding::RsyslogEscapes => "rsyslog #012 escapes decoded to line breaks",
+        Decoding::QuotedPrintable => {
+            "quoted-printable text decoded; byte offsets refer to the decoded text"
+        }
+    };
+    Some(Diagnostic {
+        line: 1,
+        message: message.to_string(),
+    })
+}
+
+/// The diagnostic for lines past [`MAX_REPORTS`].
+pub(crate) fn limit_diagnostic(line: usize, dropped_lines: usize) -> Diagnostic {
+    Diagnostic {
+        line,
+        message: format!(
+            "report limit ({MAX_REPORTS}) reached: {dropped_lines} further lines that can start a report not parsed"
+        ),
+    }
+}
+
+/// What a scan knows before it starts: nothing for a whole input; for a window of a
+/// stream (`crate::stream`), what the windows before it found.
+pub(crate) struct Seed {
+    /// Line starts (relative to the window) that reports already returned used.
+    pub consumed: BTreeSet<usize>,
+    /// The last report returned before this window, for a relogged kill line.
+    pub previous_kill: Option<PreviousKill>,
+    /// Reports this scan may still build.
+    pub report_limit: usize,
+    /// Keep each report's used line starts (a stream hands them to the next window).
+    pub keep_used: bool,
+    /// At `report_limit`, count the lines left that could start a report (false: the
+    /// caller scans them again later).
+    pub count_past_limit: bool,
+}
+
+impl Default for Seed {
+    fn default() -> Self {
+        Self {
+            consumed: BTreeSet::new(),
+            previous_kill: None,
+            report_limit: MAX_REPORTS,
+            keep_used: false,
+            count_past_limit: true,
+        }
+    }
+}
+
+/// The victim of a report and its host: a lone kill line naming it again is a relog.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PreviousKill {
+    pid: Option<(u32, String)>,
+    host: Option<String>,
+}
+
+impl PreviousKill {
+    pub fn of(report: &Report) -> Self {
+        Self {
+            pid: report.killed.as_ref().map(|k| (k.pid, k.comm.clone())),
+            host: report.stamp.host.clone(),
+        }
+    }
+}
+
+/// What a stream needs to know of one report a scan built (kept apart from the
+/// reports, so a whole-input parse returns its reports without a copy).
+pub(crate) struct Found {
+    /// The report ran to the end of the input without ending: more input may continue it.
+    pub open: bool,
+    /// Start offsets of the lines it used (only with [`Seed::keep_used`]).
+    pub used: Vec<usize>,
+}
+
+/// Everything one scan found.
+pub(crate) struct WindowScan {
+    pub reports: Vec<Report>,
+    /// One per report, in the same order.
+    pub found: Vec<Found>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// Lines past the report limit that could start a report: counted, never parsed.
+    pub dropped_lines: usize,
+    /// Newlines counted up to the last anchor.
+    pub newlines: usize,
+    /// Orphan `Mem-Info:` searches never look back past this offset.
+    pub last_report_end: usize,
+    /// How the input was decoded: unless `None`, offsets refer to the decoded text.
+    pub decoding: Decoding,
+}
+
+pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
     let mut scanner = Scanner {
         text: &text,
-        parsed: Parsed::default(),
-        consumed: BTreeSet::new(),
+        reports: Vec::new(),
+        found: Vec::new(),
+        diagnostics: Vec::new(),
+        consumed: seed.consumed,
+        previous_kill: seed.previous_kill,
+        report_limit: seed.report_limit,
+        keep_used: seed.keep_used,
+        count_past_limit: seed.count_past_limit,
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
         last_report_end: 0,
+        cursor: None,
     };
-    match decoding {
-        Decoding::None => {}
-        Decoding::RsyslogEscapes => {
-            scanner.diagnose(1, "rsyslog #012 escapes decoded to line breaks")
-        }
-        Decoding::QuotedPrintable => scanner.diagnose(
-            1,
-            "quoted-printable text decoded; byte offsets refer to the decoded text",
-        ),
-    }
     scanner.run();
-    if scanner.dropped_reports > 0 {
-        let message = format!(
-            "{} further reports not returned (limit {MAX_REPORTS})",
-            scanner.dropped_reports
-        );
-        scanner.diagnose(scanner.newlines + 1, &message);
+    WindowScan {
+        reports: scanner.reports,
+        found: scanner.found,
+        diagnostics: scanner.diagnostics,
+        dropped_lines: scanner.dropped_reports,
+        newlines: scanner.newlines,
+        last_report_end: scanner.last_report_end,
+        decoding,
     }
-    scanner.parsed
 }
 
 struct Scanner<'a> {
     text: &'a [u8],
-    parsed: Parsed,
+    reports: Vec<Report>,
+    found: Vec<Found>,
+    diagnostics: Vec<Diagnostic>,
     /// Start offsets of logical lines that some report used.
     consumed: BTreeSet<usize>,
+    previous_kill: Option<PreviousKill>,
+    report_limit: usize,
+    keep_used: bool,
+    count_past_limit: bool,
     newline_counted_to: usize,
     newlines: usize,
+    /// Lines past the report limit that could start a report: counted, never parsed.
     dropped_reports: usize,
-    /// End offset of the last report found; orphan searches stop there.
+    /// End offset of the last report found or headless line tried; orphan searches stop there.
     last_report_end: usize,
+    /// The last line [`Self::line_containing`] found: the next anchor on the same physical
+    /// line is reached by walking on from it, so a joined line is cut into logical
+    /// lines once, not once per anchor in it.
+    cursor: Option<LogicalLine<'a>>,
 }
 
 impl<'a> Scanner<'a> {
     fn run(&mut self) {
         let mut search_from = 0;
         while search_from < self.text.len() {
+            if self.reports.len() >= self.report_limit {
+                if self.count_past_limit {
+                    self.dropped_reports = count_anchor_lines(&self.text[search_from..]);
+                }
+                break;
+            }
             let Some(found) = anchors().find(&self.text[search_from..]) else {
                 break;
             };
@@ -122,13 +251,27 @@ impl<'a> Scanner<'a> {
 
     /// The logical line that contains byte `anchor`.
     fn line_containing(&mut self, anchor: usize) -> Option<LogicalLine<'a>> {
-        let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
-        let physical_start = memchr::memrchr(b'\n', &self.text[window_start..anchor])
-            .map_or(window_start, |offset| window_start + offset + 1);
-        let line_no = self.line_number(physical_start);
-        Lines::new(self.text, physical_start, line_no)
+        let walk = match self.cursor {
+            Some(cursor) if cursor.start <= anchor && anchor < cursor.end => return Some(cursor),
+            Some(cursor) if cursor.end <= anchor && anchor < cursor.physical_end() => {
+                Lines::after(self.text, &cursor)
+            }
+            _ => {
+                let window_start = anchor.saturating_sub(MAX_LINE_LOOKBACK);
+                let physical_start = memchr::memrchr(b'\n', &self.text[window_start..anchor])
+                    .map_or(window_start, |offset| window_start + offset + 1);
+                let line_no = self.line_number(physical_start);
+                Lines::new(self.text, physical_start, line_no)
+            }
+        };
+        let text_len = self.text.len();
+        let found = walk
             .take_while(|line| line.start <= anchor)
-            .find(|line| line.end > anchor || line.end == self.text.len())
+            .find(|line| line.end > anchor || line.end == text_len);
+        if found.is_some() {
+            self.cursor = found;
+        }
+        found
     }
 
     /// 1-based line number of `offset`; offsets only grow, so counting is incremental.
@@ -147,9 +290,14 @@ impl<'a> Scanner<'a> {
     /// A kill or panic line with no header: the report may still have its body above it
     /// (a paste that starts at `Mem-Info:`). Try from there, else from the line itself.
     fn parse_headless(&mut self, anchor: &LogicalLine<'a>) {
-        if let Some(body_start) = self.orphan_mem_info_before(anchor) {
-            if let Some(report) = self.build(&body_start, Some(anchor.start)) {
-                self.push(report);
+        let orphan = self.orphan_mem_info_before(anchor);
+        // A `Mem-Info:` above this line belongs to this line or to none after it: the next
+        // headless line looks no further back than here, so a flood of kill lines that
+        // make no report (relogged ones) is searched once, not once per line.
+        self.last_report_end = self.last_report_end.max(anchor.end);
+        if let Some(body_start) = orphan {
+            if let Some(built) = self.build(&body_start, Some(anchor.start)) {
+                self.push(built);
                 return;
             }
         }
@@ -183,78 +331,101 @@ impl<'a> Scanner<'a> {
     }
 
     fn parse_report(&mut self, first: &LogicalLine<'a>, full: bool) {
-        let Some(report) = self.build(first, None) else {
+        let Some(built) = self.build(first, None) else {
             return;
         };
-        if !full && self.is_relogged_kill(&report) {
+        if !full && self.is_relogged_kill(&built.0) {
             self.diagnose(
                 first.line_no,
                 "kill line repeated without a report: counted once",
             );
             return;
         }
-        self.push(report);
+        self.push(built);
     }
 
     /// Runs a builder from `first`. With `must_reach`, the report only counts (and its
     /// lines are only marked used) if it reached the line starting there.
-    fn build(&mut self, first: &LogicalLine<'a>, must_reach: Option<usize>) -> Option<Report> {
+    fn build(
+        &mut self,
+        first: &LogicalLine<'a>,
+        must_reach: Option<usize>,
+    ) -> Option<(Report, Found)> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
-        let lines = Lines::new(self.text, first.start, first.line_no);
+        let lines = std::iter::once(*first).chain(Lines::after(self.text, first));
         let mut seen = 0;
+        let mut open = true;
         for line in lines {
             seen += 1;
             if seen > MAX_REPORT_LINES {
                 self.diagnose(line.line_no, "report cut: it ran past the line limit");
+                open = false;
                 break;
             }
             if line.prefix.is_foreign() || other_host(&builder, &line) {
                 continue;
             }
             if line.start != first.start && self.consumed.contains(&line.start) {
+                open = false;
                 break;
             }
+            // The next anchor is likely on this line: it is not cut again to find it.
+            self.cursor = Some(line);
             match builder.feed(&line) {
                 Step::Continue => used.push(line.start),
                 Step::EndAfter => {
                     used.push(line.start);
+                    open = false;
                     break;
                 }
-                Step::EndBefore => break,
+                Step::EndBefore => {
+                    open = false;
+                    break;
+                }
             }
         }
         if must_reach.is_some_and(|start| !used.contains(&start)) {
             return None;
         }
-        self.consumed.extend(used);
-        Some(builder.finish())
+        self.consumed.extend(used.iter().copied());
+        if !self.keep_used {
+            used = Vec::new();
+        }
+        Some((builder.finish(), Found { open, used }))
     }
 
     /// A lone kill line naming the same victim as the previous report of the same host.
     fn is_relogged_kill(&self, report: &Report) -> bool {
-        let Some(previous) = self.parsed.reports.last() else {
-            return false;
+        let (victim, host) = match (self.reports.last(), &self.previous_kill) {
+            (Some(last), _) => (
+                last.killed.as_ref().map(|k| (k.pid, k.comm.as_str())),
+                last.stamp.host.as_deref(),
+            ),
+            (None, Some(seed)) => (
+                seed.pid.as_ref().map(|(pid, comm)| (*pid, comm.as_str())),
+                seed.host.as_deref(),
+            ),
+            (None, None) => return false,
         };
-        let same_victim = match (&previous.killed, &report.killed) {
-            (Some(a), Some(b)) => a.pid == b.pid && a.comm == b.comm,
+        let same_victim = match (victim, &report.killed) {
+            (Some((pid, comm)), Some(b)) => pid == b.pid && comm == b.comm,
             _ => false,
         };
-        same_victim && previous.stamp.host == report.stamp.host && report.trigger.is_none()
+        same_victim && host == report.stamp.host.as_deref() && report.trigger.is_none()
     }
 
-    fn push(&mut self, report: Report) {
+    fn push(&mut self, (report, found): (Report, Found)) {
         self.last_report_end = self.last_report_end.max(report.span.end_byte);
-        if self.parsed.reports.len() < MAX_REPORTS {
-            self.parsed.reports.push(report);
-        } else {
-            self.dropped_reports += 1;
+        if self.reports.len() < self.report_limit {
+            self.reports.push(report);
+            self.found.push(found);
         }
     }
 
     fn diagnose(&mut self, line: usize, message: &str) {
-        if self.parsed.diagnostics.len() < MAX_DIAGNOSTICS {
-            self.parsed.diagnostics.push(Diagnostic {
+        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.diagnostics.push(Diagnostic {
                 line,
                 message: message.to_string(),
             });
@@ -262,9 +433,102 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// Physical lines of `text` holding an anchor: what is left once the report limit is reached
+/// costs one anchor search and no line cutting or report building.
+pub(crate) fn count_anchor_lines(text: &[u8]) -> usize {
+    let mut lines = 0;
+    let mut from = 0;
+    while let Some(found) = anchors().find(&text[from..]) {
+        lines += 1;
+        let anchor = from + found.start();
+        match memchr::memchr(b'\n', &text[anchor..]) {
+            Some(newline) => from = anchor + newline + 1,
+            None => break,
+        }
+    }
+    lines
+}
+
 fn other_host(builder: &ReportBuilder, line: &LogicalLine<'_>) -> bool {
     match (builder.host(), line.prefix.host) {
         (Some(host), Some(line_host)) => host.as_bytes() != line_host,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::work;
+
+    /// `tor invoked oom-killer: ...` `count` times on one line.
+    fn repeated_headers(count: usize) -> Vec<u8> {
+        let mut line = b"tor invoked oom-killer: gfp_mask=0x0, order=0 ".repeat(count);
+        line.push(b'\n');
+        line
+    }
+
+    #[test]
+    fn a_line_of_repeated_headers_is_cut_a_bounded_number_of_times_per_header() {
+        // The scan used to walk up to 64 KiB back and to the line's end per header:
+        // ~1400 logical lines cut and one search of the rest of the line per header.
+        for count in [1_000, 20_000] {
+            let input = repeated_headers(count);
+            work::take();
+            let parsed = scan(&input);
+            let (lines, end_searches) = work::take();
+            assert_eq!(parsed.reports.len(), count);
+            assert!(lines <= 3 * count, "{lines} lines cut for {count} headers");
+            assert!(
+                end_searches <= 2,
+                "{end_searches} searches for the line's end"
+            );
+        }
+    }
+
+    #[test]
+    fn past_the_report_limit_nothing_is_cut() {
+        // One physical line: the rest of it is one more line that could start a report.
+        let input = repeated_headers(MAX_REPORTS + 5_000);
+        work::take();
+        let parsed = scan(&input);
+        let (lines, _) = work::take();
+        assert_eq!(parsed.reports.len(), MAX_REPORTS);
+        assert!(lines <= 3 * MAX_REPORTS, "{lines} lines cut");
+        let note = parsed.diagnostics.last().map(|d| d.message.as_str());
+        assert!(
+            note.is_some_and(|note| note.contains("reached: 1 further lines")),
+            "{note:?}"
+        );
+    }
+
+    #[test]
+    fn a_flood_of_relogged_kill_lines_is_searched_back_once() {
+        // Kill lines that make no report (the same victim again) used to search up to
+        // 512 KiB back for a Mem-Info each.
+        let mut input = b"[ 1.0] Out of memory: Killed process 7 (a) total-vm:1kB\n".to_vec();
+        for _ in 0..20_000 {
+            input.extend_from_slice(b"[ 1.0] Killed process 7 (a) total-vm:1kB\n");
+        }
+        let mut scanner = Scanner {
+            text: &input,
+            reports: Vec::new(),
+            found: Vec::new(),
+            diagnostics: Vec::new(),
+            consumed: BTreeSet::new(),
+            previous_kill: None,
+            report_limit: MAX_REPORTS,
+            keep_used: false,
+            count_past_limit: true,
+            newline_counted_to: 0,
+            newlines: 0,
+            dropped_reports: 0,
+            last_report_end: 0,
+            cursor: None,
+        };
+        scanner.run();
+        assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");
+        // Every headless line moved the floor of the backward search to its end.
+        assert!(scanner.last_report_end >= input.len() - 64);
     }
 }
