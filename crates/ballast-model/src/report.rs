@@ -95,6 +95,17 @@ pub struct OomAnalysis {
     pub balloon_held_kb: Option<u64>,
     /// Whether the killed task would have fit with the balloon deflated.
     pub would_have_fit: Option<bool>,
+    /// What returning the balloon's pages would have given the guest (host maximum -
+    /// actual before the kill, else reserved memory above normal). Absent from older agents.
+    #[serde(default)]
+    pub balloon_excess_kb: Option<u64>,
+    /// What the guest lacked at the OOM: the zones below their high watermark plus the
+    /// failed allocation.
+    #[serde(default)]
+    pub shortfall_kb: Option<u64>,
+    /// Whether the balloon's pages would have covered the shortfall (false for a memcg).
+    #[serde(default)]
+    pub fits_without_balloon: Option<bool>,
 }
 
 /// The guest wrote these figures: one beyond any machine's memory becomes missing
@@ -180,6 +191,9 @@ impl From<&ballast_oom::Analysis> for OomAnalysis {
             explanation: analysis.explanation.clone(),
             balloon_held_kb: kib(analysis.balloon.held_kb),
             would_have_fit: analysis.balloon.would_have_fit,
+            balloon_excess_kb: kib(analysis.balloon_excess_kb),
+            shortfall_kb: kib(analysis.shortfall_kb),
+            fits_without_balloon: analysis.fits_without_balloon,
         }
     }
 }
