@@ -113,16 +113,26 @@ impl VmState {
         }
     }
 
-    /// The balloon as the host sees it now, for the analysis of a report.
-    pub fn host_balloon(&self) -> HostBalloon {
-        let sample = self.last_sample.as_ref();
-        let latest_actual = self.history.last().and_then(|p| p.actual_kib);
-        HostBalloon {
-            // libvirt's KiB and the kernel's kB are the same unit (1024 bytes).
-            maximum_kb: sample.and_then(|s| s.maximum_kib),
-            actual_kb: latest_actual.or(sample.and_then(|s| s.actual_kib)),
-            deflate_on_oom: self.config.as_ref().and_then(|c| c.deflate_on_oom),
-        }
+    /// The balloon as the host saw it in the last sample taken before `bound` (when the
+    /// kill was printed after it), and that sample's time. Never a later sample: a
+    /// stalled inflation completes once the kill frees memory. Without a bound, no
+    /// sample is known to predate the kill: no `actual`.
+    pub fn host_balloon_before(
+        &self,
+        bound: Option<SystemTime>,
+    ) -> (HostBalloon, Option<SystemTime>) {
+        let point = bound.and_then(|bound| self.history.last_before(bound));
+        let maximum = point
+            .and_then(|p| p.maximum_kib)
+            .or(self.last_sample.as_ref().and_then(|s| s.maximum_kib));
+        (
+            HostBalloon {
+                maximum_kb: maximum,
+                actual_kb: point.and_then(|p| p.actual_kib),
+                deflate_on_oom: self.config.as_ref().and_then(|c| c.deflate_on_oom),
+            },
+            point.map(|p| p.at),
+        )
     }
 
     fn near_miss_due(&mut self, kind: &'static str, at: SystemTime) -> bool {
@@ -559,16 +569,23 @@ mod tests {
             )),
             "{changes:?}"
         );
-        let host = fleet
-            .get(&id(1).uuid)
-            .map(VmState::host_balloon)
-            .expect("vm");
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let (host, sampled) = vm.host_balloon_before(Some(at(4)));
         assert_eq!(
             host.actual_kb,
             Some(295_936),
             "the event is newer than the poll"
         );
+        assert_eq!(sampled, Some(at(3)));
         assert_eq!(host.held_kb(), Some(524_288 - 295_936));
+        // A kill printed within the event's second: the event may be later; the poll is not.
+        let (host, sampled) = vm.host_balloon_before(Some(at(3) + Duration::from_millis(500)));
+        assert_eq!(host.actual_kb, Some(204_800));
+        assert_eq!(sampled, Some(at(0)));
+        // No bound: no sample is known to predate the kill.
+        let (host, sampled) = vm.host_balloon_before(None);
+        assert_eq!((host.actual_kb, sampled), (None, None));
+        assert_eq!(host.maximum_kb, Some(524_288));
     }
 
     #[test]

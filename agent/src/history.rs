@@ -152,6 +152,17 @@ impl History {
         self.points.back().map(|point| self.widen(point))
     }
 
+    /// The newest point taken before `bound`: its whole second lies before it (points
+    /// keep whole seconds, so one stamped in `bound`'s own second may be later).
+    pub fn last_before(&self, bound: SystemTime) -> Option<HistoryPoint> {
+        let bound_secs = epoch_secs(bound);
+        self.points
+            .iter()
+            .rev()
+            .map(|point| self.widen(point))
+            .find(|point| epoch_secs(point.at) < bound_secs)
+    }
+
     /// The newest poll sample (events carry only `actual`).
     pub fn last_poll(&self) -> Option<HistoryPoint> {
         self.points

@@ -139,6 +139,7 @@ fn deflate_on_oom_with_memory_held_is_contributed_and_compared_with_unaccounted(
         maximum_kib: Some(1024 * MIB),
         actual_kib: Some(664 * MIB),
         deflate_on_oom: Some(true),
+        ..BalloonAtOom::default()
     };
     let c = run(&event, None, &[]);
     assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
@@ -248,6 +249,7 @@ fn hostile_figures_do_not_panic() {
         maximum_kib: Some(u64::MAX),
         actual_kib: Some(0),
         deflate_on_oom: None,
+        ..BalloonAtOom::default()
     };
     event.balloon_history[0].at_ms = i64::MIN;
     event.balloon_history[1].actual_kib = Some(u64::MAX);

@@ -93,7 +93,8 @@ pub struct OomAnalysis {
     pub explanation: String,
     /// Best estimate of the memory the balloon held at the OOM.
     pub balloon_held_kb: Option<u64>,
-    /// Whether the killed task would have fit with the balloon deflated.
+    /// Whether the guest would have fit with the balloon deflated (the counterfactual:
+    /// `fits_without_balloon`; kept under this name for older collectors).
     pub would_have_fit: Option<bool>,
     /// What returning the balloon's pages would have given the guest (host maximum -
     /// actual before the kill, else reserved memory above normal). Absent from older agents.

@@ -109,7 +109,8 @@ pub struct BalloonEvidence {
     pub deflate_on_oom: Option<bool>,
     /// Best estimate of the memory the balloon held at the OOM.
     pub held_kb: Option<u64>,
-    /// Whether the killed task's memory would have fit had the balloon been empty.
+    /// Whether the guest would have fit had the balloon been empty: the counterfactual,
+    /// the same as [`Analysis::fits_without_balloon`].
     pub would_have_fit: Option<bool>,
 }
 

@@ -167,7 +167,7 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
         (Some(reserved), Some(ram)) => Some(reserved.saturating_sub(reserved_ceiling_kb(ram))),
         _ => zones_excess_kb(&report.zones),
     };
-    let balloon = balloon_evidence(report, host, reserved_excess_kb);
+    let mut balloon = balloon_evidence(report, host, reserved_excess_kb);
     let balloon_excess_kb = balloon.held_kb;
     let order = report.trigger.as_ref().and_then(|t| t.order);
     let shortfall_kb = shortfall_kb(&zones, order, page_kb);
@@ -180,6 +180,7 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
             _ => None,
         }
     };
+    balloon.would_have_fit = fits_without_balloon;
 
     Analysis {
         page_size_kb: page_kb,
@@ -280,18 +281,13 @@ fn balloon_evidence(
     // Host figures are a measurement; without them, excess reserved memory is the estimate
     // (a balloon with deflate-on-oom does not show there, it hides in unaccounted memory).
     let held_kb = host_held_kb.or(reserved_excess_kb);
-    let need_kb = report.killed.as_ref().and_then(|k| k.anon_rss_kb);
-    let would_have_fit = match (held_kb, need_kb) {
-        (Some(held), Some(need)) if held > 0 => Some(held >= need),
-        _ => None,
-    };
     BalloonEvidence {
         driver_in_trace: report.balloon_in_trace,
         reserved_excess_kb,
         host_held_kb,
         deflate_on_oom,
         held_kb,
-        would_have_fit,
+        would_have_fit: None,
     }
 }
 
