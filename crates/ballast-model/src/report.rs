@@ -43,6 +43,9 @@ pub struct ZoneInfo {
     pub min_kb: Option<u64>,
     pub managed_kb: Option<u64>,
     pub present_kb: Option<u64>,
+    /// The high watermark (absent from older agents).
+    #[serde(default)]
+    pub high_kb: Option<u64>,
 }
 
 /// One of the largest tasks (guest-reported).
@@ -167,6 +170,7 @@ impl From<&ballast_oom::Report> for ParsedReport {
                     min_kb: kib(z.min_kb),
                     managed_kb: kib(z.managed_kb),
                     present_kb: kib(z.present_kb),
+                    high_kb: kib(z.high_kb),
                 })
                 .collect(),
             ram_pages: kib(report.ram_pages),
