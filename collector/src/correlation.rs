@@ -125,6 +125,9 @@ pub struct Correlation {
     /// What the guest lacked at the OOM: the zones below their high watermark (min from
     /// older agents) plus the failed allocation.
     pub needed_kb: Option<u64>,
+    /// The memory in use the report shows: managed memory less the zones' free memory
+    /// (the rollups may miss fast growth; the report does not).
+    pub in_use_kb: Option<u64>,
     /// Why returning the balloon's pages could not have prevented this kill, if so.
     pub not_preventable: Option<&'static str>,
     /// With the balloon deflated, would the guest have survived?
@@ -200,6 +203,7 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     let unaccounted_kb = event.analysis.unaccounted_kb;
     let needed_kb = needed(event);
     let not_preventable = not_preventable(event);
+    let in_use_kb = in_use(event);
     let would_have_survived = match (held, needed_kb) {
         _ if not_preventable.is_some() => Some(false),
         (Some(held), Some(needed)) => Some(held > 0 && held >= needed),
@@ -254,6 +258,7 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         unaccounted_kb,
         held_explains_unaccounted,
         needed_kb,
+        in_use_kb,
         not_preventable,
         would_have_survived,
     };
@@ -407,6 +412,20 @@ fn needed(event: &OomEvent) -> Option<u64> {
             .fold(0u64, u64::saturating_add)
             .saturating_add(allocation),
     )
+}
+
+/// Managed memory less the zones' free memory, from the report.
+fn in_use(event: &OomEvent) -> Option<u64> {
+    let managed = event.analysis.managed_kb?;
+    let free = event
+        .report
+        .zones
+        .iter()
+        .filter_map(|z| z.free_kb)
+        .fold(None, |sum: Option<u64>, free| {
+            Some(sum.unwrap_or(0).saturating_add(free))
+        })?;
+    Some(managed.saturating_sub(free))
 }
 
 /// A kill that pages returned to the guest could not have prevented.
