@@ -7,7 +7,11 @@
 //! taken before the kill was printed (the start of the previous read of the guest's
 //! log), never a later one. A balloon that stalled under a resident hog finishes
 //! inflating once the kill frees memory; a sample taken then is not the balloon at the
-//! OOM. Without such a bound (the report was in the first read) no sample is used.
+//! OOM. Without such a bound (the report was in the first read, as for a guest-agent
+//! read on suspicion) the guest's own report tells the stall from the aftermath: the
+//! balloon's pages sit in its `pages reserved`, so the newest sample stands when it
+//! holds no more than that shows, an older one only when it agrees with it; without
+//! that evidence no sample is used.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -60,7 +64,15 @@ pub fn oom_event(
     let bound = captured
         .printed_after
         .or((captured.source == CaptureSource::HostKernel).then_some(captured.captured_at));
-    let (host_balloon, sampled_at) = match vm.map(|vm| vm.host_balloon_before(bound)) {
+    let report_held_kb = report_held_kb(&captured.report, vm);
+    let (host_balloon, sampled_at) = match vm.map(|vm| {
+        vm.host_balloon_at_oom(
+            bound,
+            captured.captured_at,
+            report_held_kb,
+            HELD_EVIDENCE_SLACK_KB,
+        )
+    }) {
         Some((balloon, at)) => (Some(balloon), at),
         None => (None, None),
     };
@@ -108,6 +120,28 @@ pub fn oom_event(
         }),
         flood_suppressed: captured.suppressed_before,
     }
+}
+
+/// Slack over the report's evidence of the balloon's size (the typical reservation is an
+/// estimate; measured within a few MiB in the lab).
+const HELD_EVIDENCE_SLACK_KB: u64 = 16 * 1024;
+
+/// What the guest's own report says the balloon held: `pages reserved` above what a
+/// guest of that size typically reserves. None when the report lacks those lines, or
+/// the balloon may deflate on OOM (its pages do not show as reserved then).
+fn report_held_kb(report: &ballast_oom::Report, vm: Option<&VmState>) -> Option<u64> {
+    let deflates = vm
+        .and_then(|vm| vm.config.as_ref())
+        .and_then(|c| c.deflate_on_oom);
+    if deflates != Some(false) {
+        return None;
+    }
+    let analysis = ballast_oom::analyze(report, None);
+    Some(
+        analysis
+            .reserved_kb?
+            .saturating_sub(analysis.reserved_typical_kb?),
+    )
 }
 
 fn point(history: &HistoryPoint) -> BalloonPoint {
@@ -314,6 +348,36 @@ mod tests {
             "{}",
             event.analysis.explanation
         );
+    }
+
+    #[test]
+    fn without_a_read_before_the_kill_the_report_tells_the_stall_from_the_aftermath() {
+        // A guest-agent capture (its first read held the report): no time bound. The
+        // report's reserved pages show ~102 MiB in the balloon; the newest sample (the
+        // inflation completed after the kill) holds 312 MiB: it is the aftermath; the
+        // stall before it agrees with the report and stands.
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[524_288, 417_792, 417_792, 204_800], 524_288, start);
+        let mut oom = captured(&id, BYSTANDER, start + Duration::from_secs(35));
+        oom.printed_after = None;
+        oom.source = CaptureSource::GuestAgent;
+        let event = oom_event(
+            &oom,
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_at_oom.actual_kib, Some(417_792));
+        assert_eq!(
+            event.balloon_at_oom.sampled_at_ms,
+            Some(epoch_ms(start + Duration::from_secs(20)))
+        );
+        assert_eq!(event.analysis.balloon_excess_kb, Some(106_496));
+        assert_eq!(event.analysis.verdict, "balloon");
     }
 
     #[test]

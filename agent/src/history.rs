@@ -163,6 +163,21 @@ impl History {
             .find(|point| epoch_secs(point.at) < bound_secs)
     }
 
+    /// The newest point taken no later than `at`'s second that `accept` takes.
+    pub fn last_until(
+        &self,
+        at: SystemTime,
+        accept: impl Fn(&HistoryPoint) -> bool,
+    ) -> Option<HistoryPoint> {
+        let at_secs = epoch_secs(at);
+        self.points
+            .iter()
+            .rev()
+            .map(|point| self.widen(point))
+            .filter(|point| epoch_secs(point.at) <= at_secs)
+            .find(|point| accept(point))
+    }
+
     /// The newest poll sample (events carry only `actual`).
     pub fn last_poll(&self) -> Option<HistoryPoint> {
         self.points
