@@ -2,8 +2,16 @@
 //! host's balloon figures, the balloon history before it, and the host's memory.
 //!
 //! Pure: the caller passes the VM's state and the host reading. The analysis uses
-//! the balloon size measured on the host (maximum - actual at capture) when it has
-//! it, so "the balloon was (not) inflated" is a measurement, not an inference.
+//! the balloon size measured on the host when it has it, so "the balloon was (not)
+//! inflated" is a measurement, not an inference: maximum - actual of the last sample
+//! taken before the kill was printed (the start of the previous read of the guest's
+//! log), never a later one. A balloon that stalled under a resident hog finishes
+//! inflating once the kill frees memory; a sample taken then is not the balloon at the
+//! OOM. Without such a bound (the report was in the first read, as for a guest-agent
+//! read on suspicion) the guest's own report tells the stall from the aftermath: the
+//! balloon's pages sit in its `pages reserved`, so the newest sample stands when it
+//! holds no more than that shows, an older one only when it agrees with it; without
+//! that evidence no sample is used.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -51,7 +59,23 @@ pub fn oom_event(
     vm: Option<&VmState>,
     host: &HostMemory,
 ) -> OomEvent {
-    let host_balloon = vm.map(VmState::host_balloon);
+    // A host kernel report is read from the host's own log as it is printed, and the
+    // VM it killed stops ballooning: its capture time bounds the kill.
+    let bound = captured
+        .printed_after
+        .or((captured.source == CaptureSource::HostKernel).then_some(captured.captured_at));
+    let report_held_kb = report_held_kb(&captured.report, vm);
+    let (host_balloon, sampled_at) = match vm.map(|vm| {
+        vm.host_balloon_at_oom(
+            bound,
+            captured.captured_at,
+            report_held_kb,
+            HELD_EVIDENCE_SLACK_KB,
+        )
+    }) {
+        Some((balloon, at)) => (Some(balloon), at),
+        None => (None, None),
+    };
     let analysis = ballast_oom::analyze(
         &captured.report,
         host_balloon.as_ref().filter(|_| kind == OomKind::Guest),
@@ -84,6 +108,8 @@ pub fn oom_event(
             maximum_kib: host_balloon.and_then(|h| h.maximum_kb),
             actual_kib: host_balloon.and_then(|h| h.actual_kb),
             deflate_on_oom: host_balloon.and_then(|h| h.deflate_on_oom),
+            sampled_at_ms: sampled_at.map(epoch_ms),
+            kill_after_ms: bound.map(epoch_ms),
         },
         balloon_history: history.iter().skip(skip).map(point).collect(),
         host: Some(WireHost {
@@ -94,6 +120,28 @@ pub fn oom_event(
         }),
         flood_suppressed: captured.suppressed_before,
     }
+}
+
+/// Slack over the report's evidence of the balloon's size (the typical reservation is an
+/// estimate; measured within a few MiB in the lab).
+const HELD_EVIDENCE_SLACK_KB: u64 = 16 * 1024;
+
+/// What the guest's own report says the balloon held: `pages reserved` above what a
+/// guest of that size typically reserves. None when the report lacks those lines, or
+/// the balloon may deflate on OOM (its pages do not show as reserved then).
+fn report_held_kb(report: &ballast_oom::Report, vm: Option<&VmState>) -> Option<u64> {
+    let deflates = vm
+        .and_then(|vm| vm.config.as_ref())
+        .and_then(|c| c.deflate_on_oom);
+    if deflates != Some(false) {
+        return None;
+    }
+    let analysis = ballast_oom::analyze(report, None);
+    Some(
+        analysis
+            .reserved_kb?
+            .saturating_sub(analysis.reserved_typical_kb?),
+    )
 }
 
 fn point(history: &HistoryPoint) -> BalloonPoint {
@@ -128,6 +176,9 @@ mod tests {
     use crate::hypervisor::{BalloonSample, DomainConfig, DomainId};
 
     const LAB: &[u8] = include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
+    const BYSTANDER: &[u8] = include_bytes!(
+        "../../crates/ballast-oom/tests/fixtures/oom/constructed-6.1-balloon-stalled-bystander-512m.log"
+    );
     const SEED: &[u8] =
         include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/debian9-kvm-1g-tor.log");
 
@@ -141,6 +192,7 @@ mod tests {
             domain: id.clone(),
             source: CaptureSource::Serial,
             captured_at: at,
+            printed_after: Some(at - Duration::from_secs(1)),
             raw: String::from_utf8_lossy(text).into_owned(),
             report,
             dedupe_key: "k".into(),
@@ -218,7 +270,11 @@ mod tests {
             &HostMemory::default(),
         );
         assert_eq!(event.balloon_history.len(), 4);
-        assert_eq!(event.analysis.balloon_held_kb, Some(524_288 - 204_800));
+        // No sample is known to predate the kill (all are stamped after the stepped-back
+        // clock): the report's own evidence stands for the balloon, never a later sample.
+        assert_eq!(event.balloon_at_oom.actual_kib, None);
+        assert_eq!(event.analysis.balloon_held_kb, Some(301_595));
+        assert_eq!(event.analysis.verdict, "balloon");
         // A capture a little before the newest sample (a held partial) keeps its window.
         let held = oom_event(
             &captured(&id, LAB, start + Duration::from_secs(15)),
@@ -245,5 +301,105 @@ mod tests {
         );
         assert_eq!(event.analysis.verdict, "kernel_unaccounted");
         assert_eq!(event.analysis.balloon_held_kb, Some(0));
+    }
+
+    #[test]
+    fn the_balloon_at_the_oom_is_the_last_sample_before_the_kill_never_the_one_after() {
+        // The issue's lab case: full, then inflated until it stalled at 408 MiB under a
+        // resident hog; the kill freed memory and the inflation reached its 200 MiB
+        // target a few seconds later, before the report was read.
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(
+            &id,
+            &[524_288, 524_288, 417_792, 417_792, 417_792, 204_800],
+            524_288,
+            start,
+        );
+        // Samples at 0..50 s; the kill was printed after the read at 42.5 s (the one
+        // before the read that held it) and the report captured at 51 s.
+        let mut oom = captured(&id, BYSTANDER, start + Duration::from_secs(51));
+        oom.printed_after = Some(start + Duration::from_millis(42_500));
+        let event = oom_event(
+            &oom,
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_at_oom.actual_kib, Some(417_792));
+        assert_eq!(event.balloon_at_oom.maximum_kib, Some(524_288));
+        assert_eq!(
+            event.balloon_at_oom.sampled_at_ms,
+            Some(epoch_ms(start + Duration::from_secs(40)))
+        );
+        assert_eq!(event.analysis.balloon_held_kb, Some(106_496));
+        assert_eq!(event.analysis.balloon_excess_kb, Some(106_496));
+        assert_eq!(event.analysis.fits_without_balloon, Some(true));
+        assert_eq!(event.analysis.would_have_fit, Some(true));
+        assert_eq!(event.analysis.verdict, "balloon");
+        assert!(
+            event
+                .analysis
+                .explanation
+                .contains("104 MiB (measured on the host before the kill)"),
+            "{}",
+            event.analysis.explanation
+        );
+    }
+
+    #[test]
+    fn without_a_read_before_the_kill_the_report_tells_the_stall_from_the_aftermath() {
+        // A guest-agent capture (its first read held the report): no time bound. The
+        // report's reserved pages show ~102 MiB in the balloon; the newest sample (the
+        // inflation completed after the kill) holds 312 MiB: it is the aftermath; the
+        // stall before it agrees with the report and stands.
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[524_288, 417_792, 417_792, 204_800], 524_288, start);
+        let mut oom = captured(&id, BYSTANDER, start + Duration::from_secs(35));
+        oom.printed_after = None;
+        oom.source = CaptureSource::GuestAgent;
+        let event = oom_event(
+            &oom,
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_at_oom.actual_kib, Some(417_792));
+        assert_eq!(
+            event.balloon_at_oom.sampled_at_ms,
+            Some(epoch_ms(start + Duration::from_secs(20)))
+        );
+        assert_eq!(event.analysis.balloon_excess_kb, Some(106_496));
+        assert_eq!(event.analysis.verdict, "balloon");
+    }
+
+    #[test]
+    fn without_a_read_before_the_kill_no_host_sample_stands_for_the_balloon() {
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let fleet = fleet_with(&id, &[524_288, 204_800], 524_288, start);
+        let mut oom = captured(&id, BYSTANDER, start + Duration::from_secs(15));
+        oom.printed_after = None;
+        let event = oom_event(
+            &oom,
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_at_oom.actual_kib, None);
+        assert_eq!(event.balloon_at_oom.kill_after_ms, None);
+        // The report's own evidence stands in: at least 88603 kB out of managed memory.
+        assert_eq!(event.analysis.balloon_excess_kb, Some(88_603));
+        assert_eq!(event.analysis.verdict, "balloon");
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use ballast_model::BalloonRollup;
 use ballast_oom::HostBalloon;
 
-use crate::history::{epoch_secs, History};
+use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
@@ -113,16 +113,48 @@ impl VmState {
         }
     }
 
-    /// The balloon as the host sees it now, for the analysis of a report.
-    pub fn host_balloon(&self) -> HostBalloon {
-        let sample = self.last_sample.as_ref();
-        let latest_actual = self.history.last().and_then(|p| p.actual_kib);
-        HostBalloon {
-            // libvirt's KiB and the kernel's kB are the same unit (1024 bytes).
-            maximum_kb: sample.and_then(|s| s.maximum_kib),
-            actual_kb: latest_actual.or(sample.and_then(|s| s.actual_kib)),
-            deflate_on_oom: self.config.as_ref().and_then(|c| c.deflate_on_oom),
-        }
+    /// The balloon as the host saw it at an OOM, and that sample's time. Never a sample
+    /// taken after the kill: a stalled inflation completes once the kill frees memory.
+    /// `bound`: the kill was printed after it (the last sample before it is taken).
+    /// Without one, `report_held_kb`: what the guest's own report shows the balloon held
+    /// (its pages sit in `pages reserved`). The newest sample up to `captured_at` stands
+    /// when it holds no more than that (+ `slack_kb`); one holding more was taken after
+    /// the kill freed memory, and an older sample stands only when it agrees with the
+    /// report (within `slack_kb`): the balloon may have moved between it and the kill.
+    /// Without either, no `actual`.
+    pub fn host_balloon_at_oom(
+        &self,
+        bound: Option<SystemTime>,
+        captured_at: SystemTime,
+        report_held_kb: Option<u64>,
+        slack_kb: u64,
+    ) -> (HostBalloon, Option<SystemTime>) {
+        let held = |p: &HistoryPoint| Some(p.maximum_kib?.saturating_sub(p.actual_kib?));
+        let point = match (bound, report_held_kb) {
+            (Some(bound), _) => self.history.last_before(bound),
+            (None, Some(report)) => {
+                let ceiling = report.saturating_add(slack_kb);
+                match self.history.last_until(captured_at, |p| held(p).is_some()) {
+                    Some(newest) if held(&newest).is_some_and(|h| h <= ceiling) => Some(newest),
+                    _ => self.history.last_until(captured_at, |p| {
+                        held(p)
+                            .is_some_and(|h| h <= ceiling && h.saturating_add(slack_kb) >= report)
+                    }),
+                }
+            }
+            (None, None) => None,
+        };
+        let maximum = point
+            .and_then(|p| p.maximum_kib)
+            .or(self.last_sample.as_ref().and_then(|s| s.maximum_kib));
+        (
+            HostBalloon {
+                maximum_kb: maximum,
+                actual_kb: point.and_then(|p| p.actual_kib),
+                deflate_on_oom: self.config.as_ref().and_then(|c| c.deflate_on_oom),
+            },
+            point.map(|p| p.at),
+        )
     }
 
     fn near_miss_due(&mut self, kind: &'static str, at: SystemTime) -> bool {
@@ -559,16 +591,31 @@ mod tests {
             )),
             "{changes:?}"
         );
-        let host = fleet
-            .get(&id(1).uuid)
-            .map(VmState::host_balloon)
-            .expect("vm");
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let (host, sampled) = vm.host_balloon_at_oom(Some(at(4)), at(9), None, 0);
         assert_eq!(
             host.actual_kb,
             Some(295_936),
             "the event is newer than the poll"
         );
+        assert_eq!(sampled, Some(at(3)));
         assert_eq!(host.held_kb(), Some(524_288 - 295_936));
+        // A kill printed within the event's second: the event may be later; the poll is not.
+        let (host, sampled) =
+            vm.host_balloon_at_oom(Some(at(3) + Duration::from_millis(500)), at(9), None, 0);
+        assert_eq!(host.actual_kb, Some(204_800));
+        assert_eq!(sampled, Some(at(0)));
+        // No bound: the newest sample when the report's balloon evidence allows it.
+        let (host, sampled) = vm.host_balloon_at_oom(None, at(9), Some(220_000), 16_384);
+        assert_eq!((host.actual_kb, sampled), (Some(295_936), Some(at(3))));
+        // The newest holds more than the report shows, and the older one more still:
+        // none stands.
+        let (host, sampled) = vm.host_balloon_at_oom(None, at(9), Some(100_000), 16_384);
+        assert_eq!((host.actual_kb, sampled), (None, None));
+        // Neither a bound nor report evidence: no sample is known to predate the kill.
+        let (host, sampled) = vm.host_balloon_at_oom(None, at(9), None, 0);
+        assert_eq!((host.actual_kb, sampled), (None, None));
+        assert_eq!(host.maximum_kb, Some(524_288));
     }
 
     #[test]

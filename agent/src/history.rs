@@ -152,6 +152,32 @@ impl History {
         self.points.back().map(|point| self.widen(point))
     }
 
+    /// The newest point taken before `bound`: its whole second lies before it (points
+    /// keep whole seconds, so one stamped in `bound`'s own second may be later).
+    pub fn last_before(&self, bound: SystemTime) -> Option<HistoryPoint> {
+        let bound_secs = epoch_secs(bound);
+        self.points
+            .iter()
+            .rev()
+            .map(|point| self.widen(point))
+            .find(|point| epoch_secs(point.at) < bound_secs)
+    }
+
+    /// The newest point taken no later than `at`'s second that `accept` takes.
+    pub fn last_until(
+        &self,
+        at: SystemTime,
+        accept: impl Fn(&HistoryPoint) -> bool,
+    ) -> Option<HistoryPoint> {
+        let at_secs = epoch_secs(at);
+        self.points
+            .iter()
+            .rev()
+            .map(|point| self.widen(point))
+            .filter(|point| epoch_secs(point.at) <= at_secs)
+            .find(|point| accept(point))
+    }
+
     /// The newest poll sample (events carry only `actual`).
     pub fn last_poll(&self) -> Option<HistoryPoint> {
         self.points

@@ -421,6 +421,7 @@ impl Agent {
                     maximum_kib: Some(vm.maximum_kib),
                     actual_kib: Some(vm.actual_kib),
                     deflate_on_oom: Some(false),
+                    ..BalloonAtOom::default()
                 },
                 balloon_history: vm.history.iter().copied().collect(),
                 host: Some(host),

@@ -5,23 +5,30 @@
 //! inventory when known, and the collector's stored rollups of the window before.
 //!
 //! 1. The balloon at the OOM: maximum and actual from the host (`balloon_at_oom`,
-//!    else the newest history point); held = maximum - actual. Without host figures,
-//!    the report's own balloon evidence (reserved far above normal) stands in.
+//!    the agent's last sample before the kill was printed; else the newest history
+//!    point or rollup that ended before `balloon_at_oom.kill_after_ms`, never one
+//!    taken later: a stalled inflation completes once the kill frees memory). held =
+//!    maximum - actual. Without host figures, the report's own balloon evidence
+//!    (reserved far above normal) stands in.
 //! 2. The window before the OOM: the peak `actual` in it, how much the balloon
 //!    inflated from that peak down to the OOM, when that started and how fast.
 //! 3. Context: MemAvailable before the OOM, allocation stalls in the window, host
 //!    memory use against the ballooning target, unaccounted memory vs balloon size.
-//! 4. Counterfactual: with the balloon deflated (held = 0) the guest gains the held
-//!    memory; it would have survived if that covers what it needed (the killed task's
-//!    anonymous memory plus the zones' shortfall below their min watermark).
+//! 4. Counterfactual (the report analysis's, with the host-measured balloon): with the
+//!    balloon deflated the guest gains the held memory; it would have survived if that
+//!    covers its shortfall at the OOM (the zones below their high watermark plus the
+//!    failed allocation of its order: working set + watermarks + allocation, less
+//!    what it had). A kill that returning the pages would not have prevented is never
+//!    the balloon's, however much it held: a memcg limit, a host OOM of the VM's
+//!    process, a working set above the VM's maximum (held below the shortfall).
 //! 5. Verdict: `unknown` (no balloon figures), `not_balloon` (the balloon held
-//!    nothing worth naming), `balloon` (it held enough that the guest would have
-//!    survived without it), `balloon_contributed` (it held memory, but deflating alone
-//!    would not have saved the guest, or we cannot tell, or deflate-on-oom was on).
+//!    nothing worth naming, or returning it would not have prevented the kill),
+//!    `balloon` (it held enough that the guest would have survived without it),
+//!    `balloon_contributed` (it held memory but the report lacks the figures to tell).
 
 use serde::Serialize;
 
-use ballast_model::{OomEvent, VmConfig};
+use ballast_model::{OomEvent, OomKind, VmConfig};
 
 use crate::records::RollupPoint;
 
@@ -115,8 +122,14 @@ pub struct Correlation {
     pub unaccounted_kb: Option<u64>,
     /// Whether the held memory accounts for the report's unaccounted memory.
     pub held_explains_unaccounted: Option<bool>,
-    /// What the guest needed: the killed task's anonymous memory plus the zones' shortfall.
+    /// What the guest lacked at the OOM: the zones below their high watermark (min from
+    /// older agents) plus the failed allocation.
     pub needed_kb: Option<u64>,
+    /// The memory in use the report shows: managed memory less the zones' free memory
+    /// (the rollups may miss fast growth; the report does not).
+    pub in_use_kb: Option<u64>,
+    /// Why returning the balloon's pages could not have prevented this kill, if so.
+    pub not_preventable: Option<&'static str>,
     /// With the balloon deflated, would the guest have survived?
     pub would_have_survived: Option<bool>,
 }
@@ -149,7 +162,9 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     let window_ms = i64::try_from(settings.window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let window_start = input.oom_at_ms.saturating_sub(window_ms);
     let points = window_points(input, window_start);
-    let newest = points.last();
+    let kill_after_ms = event.balloon_at_oom.kill_after_ms;
+    // Only a point that ended before the kill was printed stands for the balloon at it.
+    let before_kill = kill_after_ms.and_then(|bound| points.iter().rev().find(|p| p.at_ms < bound));
 
     let maximum_kib = event
         .balloon_at_oom
@@ -158,7 +173,7 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         .or_else(|| input.vm_config.and_then(|c| c.memory_kib));
     let (actual_kib, from_event) = match event.balloon_at_oom.actual_kib {
         Some(actual) => (Some(actual), true),
-        None => (newest.and_then(|p| p.actual_kib), false),
+        None => (before_kill.and_then(|p| p.actual_kib), false),
     };
     let deflate_on_oom = event
         .balloon_at_oom
@@ -187,8 +202,11 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     let (host_used_pct, host_above_target) = host_use(event, input.rollups, settings);
     let unaccounted_kb = event.analysis.unaccounted_kb;
     let needed_kb = needed(event);
+    let not_preventable = not_preventable(event);
+    let in_use_kb = in_use(event);
     let would_have_survived = match (held, needed_kb) {
-        (Some(held), Some(needed)) => Some(held >= needed),
+        _ if not_preventable.is_some() => Some(false),
+        (Some(held), Some(needed)) => Some(held > 0 && held >= needed),
         _ => None,
     };
     let noise = maximum_kib
@@ -208,10 +226,13 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
 
     let verdict = match held {
         None => CorrelationVerdict::Unknown,
+        Some(_) if not_preventable.is_some() => CorrelationVerdict::NotBalloon,
         Some(held) if held <= noise => CorrelationVerdict::NotBalloon,
-        Some(_) if deflate_on_oom == Some(true) => CorrelationVerdict::BalloonContributed,
-        Some(_) if would_have_survived == Some(true) => CorrelationVerdict::Balloon,
-        Some(_) => CorrelationVerdict::BalloonContributed,
+        Some(_) => match would_have_survived {
+            Some(true) => CorrelationVerdict::Balloon,
+            Some(false) => CorrelationVerdict::NotBalloon,
+            None => CorrelationVerdict::BalloonContributed,
+        },
     };
 
     let mut correlation = Correlation {
@@ -237,6 +258,8 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         unaccounted_kb,
         held_explains_unaccounted,
         needed_kb,
+        in_use_kb,
+        not_preventable,
         would_have_survived,
     };
     correlation.reasons = reasons(&correlation, settings, event);
@@ -366,18 +389,54 @@ fn host_use(
     (Some(used), Some(used > settings.host_target_pct))
 }
 
-/// What the guest needed to go on: the killed task's anonymous memory plus the
-/// zones' shortfall below their min watermarks.
+/// What the guest lacked at the OOM: per zone with memory, how far free was below the
+/// high watermark (the min one from agents that do not send it), plus the failed
+/// allocation (2^order pages). The agent's own figure when the zones say nothing.
 fn needed(event: &OomEvent) -> Option<u64> {
-    let killed = event.report.killed.as_ref()?;
-    let anon = killed.anon_rss_kb?;
-    let shortfall: u64 = event
+    let report = &event.report;
+    let below: Vec<u64> = report
+        .zones
+        .iter()
+        .filter(|z| z.managed_kb != Some(0))
+        .filter_map(|z| Some(z.high_kb.or(z.min_kb)?.saturating_sub(z.free_kb?)))
+        .collect();
+    if below.is_empty() {
+        return event.analysis.shortfall_kb;
+    }
+    let page_kb = report.page_size_kb.unwrap_or(4);
+    let order = report.trigger.as_ref().and_then(|t| t.order).unwrap_or(0);
+    let allocation = page_kb.saturating_mul(1u64 << order.min(20));
+    Some(
+        below
+            .into_iter()
+            .fold(0u64, u64::saturating_add)
+            .saturating_add(allocation),
+    )
+}
+
+/// Managed memory less the zones' free memory, from the report.
+fn in_use(event: &OomEvent) -> Option<u64> {
+    let managed = event.analysis.managed_kb?;
+    let free = event
         .report
         .zones
         .iter()
-        .filter_map(|z| Some(z.min_kb?.saturating_sub(z.free_kb?)))
-        .sum();
-    Some(anon.saturating_add(shortfall))
+        .filter_map(|z| z.free_kb)
+        .fold(None, |sum: Option<u64>, free| {
+            Some(sum.unwrap_or(0).saturating_add(free))
+        })?;
+    Some(managed.saturating_sub(free))
+}
+
+/// A kill that pages returned to the guest could not have prevented.
+fn not_preventable(event: &OomEvent) -> Option<&'static str> {
+    match event.kind {
+        OomKind::Host => return Some("the host ran out of memory and killed the VM's process; returning balloon pages to the guest would only have made the host shorter"),
+        OomKind::VmCgroup => return Some("the VM's cgroup on the host hit its limit; returning balloon pages to the guest does not raise it"),
+        OomKind::Guest => {}
+    }
+    (event.report.kind == "memcg")
+        .then_some("a memory cgroup inside the guest hit its limit; returning balloon pages to the guest does not raise it")
 }
 
 fn pct_of(value: u64, pct: f64) -> u64 {
@@ -451,19 +510,22 @@ fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) ->
         ),
         _ => {}
     }
-    match (c.would_have_survived, c.needed_kb, c.balloon_held_kb) {
-        (Some(true), Some(needed), Some(held)) if held > 0 => reasons.push(format!(
-            "With the balloon deflated the guest would have had {} more, enough for the {} it needed (the killed task plus the zones' shortfall).",
+    match (c.not_preventable, c.would_have_survived, c.needed_kb, c.balloon_held_kb) {
+        (Some(why), _, _, _) => reasons.push(format!(
+            "Not the balloon's, however much it held: {why}."
+        )),
+        (None, Some(true), Some(needed), Some(held)) if held > 0 => reasons.push(format!(
+            "With the balloon deflated the guest would have had {} more, enough for the {} it lacked at the OOM (the zones below their high watermark plus the failed allocation).",
             mib(held),
             mib(needed)
         )),
-        (Some(false), Some(needed), Some(held)) => reasons.push(format!(
-            "Deflating the balloon ({}) would not have covered the {} the guest needed.",
+        (None, Some(false), Some(needed), Some(held)) => reasons.push(format!(
+            "Deflating the balloon ({}) would not have covered the {} the guest lacked at the OOM: its working set needed more than the VM's maximum.",
             mib(held),
             mib(needed)
         )),
-        (None, _, Some(_)) => reasons.push(
-            "Cannot tell whether the guest would have survived: the report names no killed task with its memory."
+        (None, None, _, Some(_)) => reasons.push(
+            "Cannot tell whether the guest would have survived: the report has no zone figures to say what it lacked."
                 .into(),
         ),
         _ => {}

@@ -89,6 +89,7 @@ pub fn tor_flat() -> OomEvent {
         maximum_kib: Some(maximum),
         actual_kib: Some(maximum),
         deflate_on_oom: Some(false),
+        ..BalloonAtOom::default()
     };
     event.balloon_history = history(maximum, |_| maximum);
     event.host = Some(HostMemory {
@@ -112,6 +113,7 @@ pub fn lab_inflated() -> OomEvent {
         maximum_kib: Some(maximum),
         actual_kib: Some(200 * MIB),
         deflate_on_oom: Some(false),
+        ..BalloonAtOom::default()
     };
     event.balloon_history = history(
         maximum,

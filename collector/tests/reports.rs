@@ -76,12 +76,14 @@ fn fleet() -> PolicyInput {
             time_ms: T0 + 200_000,
             verdict: "balloon".into(),
             balloon_held_kb: Some(1_258_292),
+            demand_kib: None,
         },
         OomFact {
             id: 9,
             time_ms: T0 + 86_400_000,
             verdict: "not_balloon".into(),
             balloon_held_kb: Some(0),
+            demand_kib: None,
         },
     ];
     web.near_misses = vec![
@@ -211,6 +213,12 @@ fn fleet_facts_give_exact_recommendations() {
         web.actions[1].fix,
         ["qm set 101 --args '-global virtio-balloon-pci.deflate-on-oom=on' (replaces existing args; restart the VM)"]
     );
+    let check = web.floor_check.as_ref().expect("floor check");
+    assert_eq!(
+        check.summary,
+        "with this floor, 0 of 1 recorded OOMs would recur (1 without the figures to check)"
+    );
+    assert_eq!(check.working_set_periods, 100);
     // Never above 1500 MiB of 4 GiB, but it ran out: never a shrink candidate.
     assert_eq!(web.shrink_to_kib, None);
 
@@ -430,4 +438,97 @@ async fn the_real_lab_balloon_oom_gives_a_256_mib_floor() {
         .expect("json");
     let value: serde_json::Value = serde_json::from_str(&json).expect("json parses");
     assert_eq!(value["vms"][0]["recommended_floor_kib"], 256 * MIB);
+}
+
+/// The quickstart's demo: a 512 MiB guest, the balloon inflated to 200 MiB, a ~105 MiB
+/// hog grown and OOM-killed between two samples, so the rollups never saw it (working
+/// set 40 MiB, then 45 MiB at 200 MiB). The rollups alone give a 64 MiB floor, below
+/// the size that just OOMed; the OOM's own demand must lift it above 200 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_demo_floor_is_above_the_size_that_just_oomed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+        .await
+        .expect("open");
+    let mut batches = lab_batches("demo-host");
+    let rollups = (0..60)
+        .map(|minute| {
+            if minute < 58 {
+                lab_rollup(minute, 512 * MIB, 500 * MIB, 460 * MIB)
+            } else {
+                lab_rollup(minute, 200 * MIB, 188 * MIB, 143 * MIB)
+            }
+        })
+        .collect();
+    batches[1] = batch("demo-host", rollups);
+    for batch in batches {
+        store.ingest(util::prepared(batch)).await.expect("ingest");
+    }
+    let settings = PolicySettings::default();
+    let since = oom_at_ms() - 30 * 86_400_000;
+    let until = oom_at_ms() + 60_000;
+    let input = reports::load::load(&store, since, until, &settings)
+        .await
+        .expect("load");
+    let report = build(&input, &settings);
+    let demo = &report.vms[0];
+    let ws = demo.working_set.expect("working set");
+    assert_eq!(ws.max_kib, 45 * MIB, "the rollups never saw the hog");
+    assert_eq!(demo.balloon_ooms.len(), 1, "{demo:?}");
+    assert_eq!(demo.balloon_ooms[0].verdict, "balloon");
+    // 200 MiB at the OOM plus the 1340 kB it lacked (DMA32 2576 kB free below its
+    // 3912 kB high watermark, plus the order-0 page).
+    assert_eq!(demo.balloon_ooms[0].demand_kib, Some(200 * MIB + 1340));
+    // (200 MiB + 1340 kB) + 20 % = 241.6 MiB, rounded up to 64 MiB: 256 MiB.
+    let floor = demo.recommended_floor_kib.expect("a floor");
+    assert!(floor > 200 * MIB, "floor {floor} KiB");
+    assert_eq!(floor, 256 * MIB);
+    let check = demo.floor_check.as_ref().expect("floor check");
+    assert_eq!(
+        (
+            check.balloon_ooms,
+            check.ooms_would_recur,
+            check.ooms_unchecked
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(
+        (
+            check.working_set_periods,
+            check.working_set_periods_above_floor
+        ),
+        (60, 0)
+    );
+    assert_eq!(
+        check.summary,
+        "with this floor, 0 of 1 recorded OOMs would recur"
+    );
+    assert_eq!(
+        demo.actions[0].fix,
+        [
+            "virsh setmem lab-512 256M --live --config",
+            "never set <currentMemory unit='MiB'> below 256"
+        ]
+    );
+    assert!(
+        demo.actions[0].why.contains("an OOM needed 201 MiB"),
+        "{}",
+        demo.actions[0].why
+    );
+
+    let md = reports::balloon_policy(&store, since, until, &settings, ReportFormat::Markdown)
+        .await
+        .expect("md");
+    assert!(md.contains("Recommended floor: **256 MiB**"), "{md}");
+    assert!(
+        md.contains("With this floor, 0 of 1 recorded OOMs would recur."),
+        "{md}"
+    );
+    let json = reports::balloon_policy(&store, since, until, &settings, ReportFormat::Json)
+        .await
+        .expect("json");
+    let value: serde_json::Value = serde_json::from_str(&json).expect("json parses");
+    assert_eq!(value["vms"][0]["recommended_floor_kib"], 256 * MIB);
+    assert_eq!(value["vms"][0]["floor_check"]["ooms_would_recur"], 0);
+    assert_eq!(value["vms"][0]["floor_check"]["balloon_ooms"], 1);
 }

@@ -76,7 +76,12 @@ fn oom_batch(host: &str, oom_at_ms: i64) -> Batch {
     let mut oom = util::lab_inflated();
     oom.vm.uuid = VMID.into();
     oom.vm.name = format!("web-{host}");
-    oom.balloon_at_oom = BalloonAtOom::default();
+    // No sample of its own: the stored rollups that ended before the kill (printed
+    // after a read 5 s before the capture) stand for the balloon at the OOM.
+    oom.balloon_at_oom = BalloonAtOom {
+        kill_after_ms: Some(oom_at_ms - 5_000),
+        ..BalloonAtOom::default()
+    };
     oom.balloon_history.clear();
     util::batch(
         host,

@@ -388,6 +388,7 @@ impl<S: RecordSource> HostKernelReader<S> {
                 domain: vm.id.clone(),
                 source: CaptureSource::HostKernel,
                 captured_at: SystemTime::now(),
+                printed_after: None,
                 raw: detected.raw,
                 report: detected.report,
                 dedupe_key: format!("{}:host-{boot}-{}:{pid}", vm.id.uuid, detected.start),

@@ -61,6 +61,13 @@ struct DomainCapture {
     near_miss: MinInterval,
     held: Vec<Held>,
     dedupe_dirty: bool,
+    /// Host clock when the last serial read began: reports in the next read were
+    /// printed after it.
+    serial_read_at: Option<SystemTime>,
+    /// Host clock when the guest agent fetch now running began, and when the last
+    /// finished one began.
+    agent_begun_at: Option<SystemTime>,
+    agent_read_at: Option<SystemTime>,
 }
 
 /// Guest OOM capture for all domains of one agent.
@@ -123,9 +130,12 @@ impl Capture {
         {
             let tailer = SerialTailer::new(serial_log_path, &id.uuid, settings)?;
             domain.serial = Some((serial_log_path.to_owned(), tailer));
+            domain.serial_read_at = None;
         }
         let (_, tailer) = domain.serial.as_mut().expect("set just above");
+        let read_at = SystemTime::now();
         let output = tailer.poll(now)?;
+        let printed_after = domain.serial_read_at.replace(read_at);
         let mut poll = SerialPoll::default();
         for puff in output.puffs {
             if domain.near_miss.allow(now) {
@@ -142,8 +152,7 @@ impl Capture {
             self.found(
                 id,
                 CaptureSource::Serial,
-                detected.report,
-                detected.raw,
+                (detected.report, detected.raw, printed_after),
                 now,
                 &mut poll,
             );
@@ -196,7 +205,11 @@ impl Capture {
             .domains
             .get_mut(&id.uuid)
             .expect("domain() inserted it");
-        Ok(domain.agent.begin(reason, now))
+        let begun = domain.agent.begin(reason, now);
+        if begun {
+            domain.agent_begun_at = Some(SystemTime::now());
+        }
+        Ok(begun)
     }
 
     /// The second half: the new reports of the output (dedupe, holding and flood
@@ -214,6 +227,12 @@ impl Capture {
             .domains
             .get_mut(&id.uuid)
             .expect("domain() inserted it");
+        let read_at = domain.agent_begun_at.take();
+        let printed_after = if output.is_ok() {
+            std::mem::replace(&mut domain.agent_read_at, read_at)
+        } else {
+            domain.agent_read_at
+        };
         let taken = domain.agent.finish(id, output, &self.settings, now)?;
         if taken.rebooted {
             tracing::info!(domain = %id.uuid, "Guest rebooted since the last kernel log read.");
@@ -223,8 +242,7 @@ impl Capture {
             self.found(
                 id,
                 CaptureSource::GuestAgent,
-                found.report,
-                found.raw,
+                (found.report, found.raw, printed_after),
                 now,
                 &mut poll,
             );
@@ -347,6 +365,9 @@ impl Capture {
                     near_miss: MinInterval::new(self.settings.near_miss_interval),
                     held: Vec::new(),
                     dedupe_dirty: false,
+                    serial_read_at: None,
+                    agent_begun_at: None,
+                    agent_read_at: None,
                 }),
             );
         }
@@ -390,8 +411,7 @@ impl Capture {
         &mut self,
         id: &DomainId,
         source: CaptureSource,
-        report: Report,
-        raw: String,
+        (report, raw, printed_after): (Report, String, Option<SystemTime>),
         now: Instant,
         poll: &mut SerialPoll,
     ) {
@@ -405,6 +425,7 @@ impl Capture {
             domain: domain.id.clone(),
             source,
             captured_at: SystemTime::now(),
+            printed_after,
             raw,
             report,
             dedupe_key: key,
@@ -416,8 +437,10 @@ impl Capture {
             }
             Seen::Completes { key } => {
                 domain.dedupe_dirty = true;
-                let oom = oom(key.clone());
+                let mut oom = oom(key.clone());
                 if let Some(index) = domain.held.iter().position(|h| h.oom.dedupe_key == key) {
+                    // Both reads' bounds hold: the later one is the closer to the kill.
+                    oom.printed_after = oom.printed_after.max(domain.held[index].oom.printed_after);
                     // The partial copy never went out: emit the complete one instead.
                     domain.held.remove(index);
                     gate(
@@ -597,6 +620,33 @@ pub(crate) mod tests {
             .fetch_guest_agent(&hypervisor, &domain(), FetchReason::Periodic, now)
             .expect("agent");
         assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[test]
+    fn a_serial_report_is_dated_after_the_read_before_it_and_only_then() {
+        let dir = TempDir::new("hub-printed-after");
+        let log = dir.0.join("serial.log");
+        std::fs::write(&log, LAB_LOG).expect("write log");
+        let now = Instant::now();
+        let mut capture = Capture::new(settings(&dir));
+        // In the first read: nothing says when it was printed.
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        assert_eq!(ooms(&poll.events)[0].printed_after, None);
+        // A second OOM appears after a read that did not hold it.
+        std::fs::write(&log, "").expect("truncate");
+        let before_read = SystemTime::now();
+        assert!(capture
+            .poll_serial(&domain(), &log, now)
+            .expect("serial")
+            .events
+            .is_empty());
+        let second = LAB_LOG.replace("7.4", "9.4").replace("113", "114");
+        std::fs::write(&log, second).expect("write log");
+        let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+        let found = ooms(&poll.events);
+        assert_eq!(found.len(), 1, "{:?}", poll.events);
+        let printed_after = found[0].printed_after.expect("a read came before");
+        assert!(printed_after >= before_read && printed_after <= found[0].captured_at);
     }
 
     #[test]

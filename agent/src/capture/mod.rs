@@ -74,6 +74,11 @@ pub struct CapturedOom {
     pub source: CaptureSource,
     /// Host clock at capture (never compare with the guest's time stamps).
     pub captured_at: SystemTime,
+    /// Host clock when this source's previous read of the guest's log began: that read
+    /// did not hold the report, so the kill was printed after it. A balloon sample
+    /// taken before it was taken before the kill. None when unknown (the report was in
+    /// the first read, or the source has no earlier read).
+    pub printed_after: Option<SystemTime>,
     /// The report's text, lossy UTF-8, at most [`CaptureSettings::max_raw_bytes`]. Guest-reported.
     pub raw: String,
     pub report: ballast_oom::Report,

@@ -1,6 +1,6 @@
 //! Correlation tests on fixtures built from the founding reports, plus edge cases.
 
-use ballast_model::{BalloonAtOom, MinMaxLast, VmConfig};
+use ballast_model::{BalloonAtOom, MinMaxLast, OomEvent, VmConfig};
 
 use super::*;
 use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, MIB};
@@ -34,7 +34,8 @@ fn the_seed_report_with_a_flat_history_is_not_the_balloon() {
     assert_eq!(c.window_points, 360);
     assert_eq!(c.would_have_survived, Some(false));
     // tor's anon-rss 374956 kB plus DMA32's 48 kB below min.
-    assert_eq!(c.needed_kb, Some(374_956 + (44_336 - 44_288)));
+    // DMA32 free 44288 kB below its high watermark 66504 kB, plus the order-0 page.
+    assert_eq!(c.needed_kb, Some((66_504 - 44_288) + 4));
     assert_eq!(c.host_above_target, Some(false));
     assert_eq!(c.host_used_pct, Some(37.5));
     // ~376 MiB unaccounted, and the balloon does not explain it.
@@ -59,7 +60,8 @@ fn the_lab_report_after_a_512_to_200_mib_inflation_is_the_balloon() {
     // 312 MiB in the 10 s between the last full sample and the first inflated one.
     assert_eq!(c.inflation_kib_per_sec, Some(312 * MIB / 10));
     assert_eq!(c.would_have_survived, Some(true));
-    assert_eq!(c.needed_kb, Some(107_652 + (2608 - 2576)));
+    // DMA32 free 2576 kB below its high watermark 3912 kB, plus the order-0 page.
+    assert_eq!(c.needed_kb, Some((3912 - 2576) + 4));
     assert_eq!(c.usable_kib_before, Some(50 * MIB));
     assert_eq!(c.deflate_on_oom, Some(false));
     let text = c.reasons.join("\n");
@@ -101,18 +103,113 @@ fn the_report_alone_can_name_the_balloon() {
 #[test]
 fn history_alone_gives_the_held_amount() {
     let mut event = lab_inflated();
-    event.balloon_at_oom = BalloonAtOom::default();
+    event.balloon_at_oom = BalloonAtOom {
+        kill_after_ms: Some(oom_at_ms() - 5_000),
+        ..BalloonAtOom::default()
+    };
     let c = run(&event, None, &[]);
     assert_eq!(c.held_source, Some(HeldSource::HostHistory));
     assert_eq!(c.balloon_held_kb, Some(312 * MIB));
     assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+    // Without a bound on the kill's time no sample is known to predate it: the
+    // report's own evidence stands in.
+    event.balloon_at_oom.kill_after_ms = None;
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::Report));
+}
+
+/// The lab case: a resident hog, the balloon stalled at 408 MiB of 512 MiB
+/// (104 MiB held), a bystander's allocation failed; the kill freed memory and the
+/// balloon reached its 200 MiB target within seconds, before the report was read.
+fn stalled_bystander() -> OomEvent {
+    let mut event = crate::test_fixtures::oom_from_fixture(
+        "constructed-6.1-balloon-stalled-bystander-512m.log",
+        crate::test_fixtures::LAB_UUID,
+        "lab-512",
+    );
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |before| match before {
+        b if b > 120 => 512 * MIB,
+        b if b > 10 => 408 * MIB,
+        _ => 200 * MIB,
+    });
+    event
 }
 
 #[test]
-fn a_balloon_too_small_to_save_the_guest_only_contributed() {
+fn the_sample_after_the_kill_never_stands_for_the_balloon_at_the_oom() {
+    let mut event = stalled_bystander();
+    // The kill was printed after a read 12 s before the capture; the 200 MiB samples
+    // of the last 10 s came after it.
+    event.balloon_at_oom.kill_after_ms = Some(oom_at_ms() - 12_000);
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory));
+    assert_eq!(c.actual_kib, Some(408 * MIB));
+    assert_eq!(c.balloon_held_kb, Some(104 * MIB));
+    assert_eq!(c.would_have_survived, Some(true));
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon, "{:#?}", c.reasons);
+    assert!(
+        c.reasons.join(" ").contains("held 104 MiB"),
+        "{:#?}",
+        c.reasons
+    );
+    // The agent's own pick (its last sample before the kill) is used as sent.
+    event.balloon_at_oom.actual_kib = Some(408 * MIB);
+    event.balloon_at_oom.maximum_kib = Some(512 * MIB);
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::HostAtOom));
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+}
+
+#[test]
+fn a_kill_the_balloons_pages_would_not_have_prevented_is_never_the_balloons() {
+    // A memcg limit inside a guest whose balloon held 312 MiB.
+    let mut event = crate::test_fixtures::oom_from_fixture(
+        "constructed-6.1-memcg-v2-in-ballooned-guest.log",
+        crate::test_fixtures::LAB_UUID,
+        "lab-512",
+    );
+    event.balloon_at_oom = BalloonAtOom {
+        maximum_kib: Some(512 * MIB),
+        actual_kib: Some(200 * MIB),
+        deflate_on_oom: Some(false),
+        ..BalloonAtOom::default()
+    };
+    let c = run(&event, None, &[]);
+    assert_eq!(c.balloon_held_kb, Some(312 * MIB));
+    assert_eq!(
+        c.verdict,
+        CorrelationVerdict::NotBalloon,
+        "{:#?}",
+        c.reasons
+    );
+    assert_eq!(c.would_have_survived, Some(false));
+    assert!(c
+        .reasons
+        .join(" ")
+        .contains("memory cgroup inside the guest"));
+    // The host killed the VM's process (a host OOM, or the VM's cgroup on the host).
+    for kind in [
+        ballast_model::OomKind::Host,
+        ballast_model::OomKind::VmCgroup,
+    ] {
+        let mut event = lab_inflated();
+        event.kind = kind;
+        let c = run(&event, None, &[]);
+        assert_eq!(c.verdict, CorrelationVerdict::NotBalloon, "{kind:?}");
+    }
+}
+
+#[test]
+fn a_working_set_above_the_vms_maximum_is_not_the_balloon() {
     let mut event = lab_inflated();
-    // Held 62 MiB (450 of 512), the hog needed 105 MiB.
+    // Held 62 MiB (450 of 512), and the guest lacked ~98 MiB to reach its watermarks:
+    // even the VM's whole maximum would not have held its working set.
     event.balloon_at_oom.actual_kib = Some(450 * MIB);
+    for zone in &mut event.report.zones {
+        if zone.name == "DMA32" {
+            zone.high_kb = Some(100 * MIB);
+        }
+    }
     event.balloon_history =
         crate::test_fixtures::history(
             512 * MIB,
@@ -125,13 +222,15 @@ fn a_balloon_too_small_to_save_the_guest_only_contributed() {
             },
         );
     let c = run(&event, None, &[]);
-    assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
+    assert_eq!(c.needed_kb, Some(100 * MIB - 2576 + 4));
+    assert_eq!(c.verdict, CorrelationVerdict::NotBalloon);
     assert_eq!(c.would_have_survived, Some(false));
     assert!(c.reasons.join(" ").contains("would not have covered"));
 }
 
 #[test]
-fn deflate_on_oom_with_memory_held_is_contributed_and_compared_with_unaccounted() {
+fn deflate_on_oom_with_memory_still_held_at_the_kill_is_the_balloon_and_compared_with_unaccounted()
+{
     let mut event = tor_flat();
     // Pretend the tor guest's balloon (deflate-on-oom on) held 360 MiB: the
     // report's 376 MiB unaccounted would then be mostly balloon.
@@ -139,17 +238,20 @@ fn deflate_on_oom_with_memory_held_is_contributed_and_compared_with_unaccounted(
         maximum_kib: Some(1024 * MIB),
         actual_kib: Some(664 * MIB),
         deflate_on_oom: Some(true),
+        ..BalloonAtOom::default()
     };
     let c = run(&event, None, &[]);
-    assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
+    // Returning the 360 MiB would have covered the 22 MiB the guest lacked.
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
     assert_eq!(c.held_explains_unaccounted, Some(true));
     assert!(c.reasons.join(" ").contains("matches the balloon's size"));
 }
 
 #[test]
-fn no_killed_task_means_we_cannot_say_whether_it_would_have_survived() {
+fn without_zone_figures_we_cannot_say_whether_it_would_have_survived() {
     let mut event = lab_inflated();
-    event.report.killed = None;
+    event.report.zones.clear();
+    event.analysis.shortfall_kb = None;
     let c = run(&event, None, &[]);
     assert_eq!(c.would_have_survived, None);
     assert_eq!(c.verdict, CorrelationVerdict::BalloonContributed);
@@ -191,7 +293,10 @@ fn flat(kib: u64) -> MinMaxLast {
 #[test]
 fn rollups_alone_give_inflation_stalls_and_host_pressure() {
     let mut event = lab_inflated();
-    event.balloon_at_oom = BalloonAtOom::default();
+    event.balloon_at_oom = BalloonAtOom {
+        kill_after_ms: Some(oom_at_ms() - 30_000),
+        ..BalloonAtOom::default()
+    };
     event.balloon_history.clear();
     event.host = None;
     // A 2 GiB VM: flat, then one minute going 2048 -> 1024, then flat at 1024.
@@ -248,6 +353,7 @@ fn hostile_figures_do_not_panic() {
         maximum_kib: Some(u64::MAX),
         actual_kib: Some(0),
         deflate_on_oom: None,
+        ..BalloonAtOom::default()
     };
     event.balloon_history[0].at_ms = i64::MIN;
     event.balloon_history[1].actual_kib = Some(u64::MAX);

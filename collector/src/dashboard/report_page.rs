@@ -164,6 +164,9 @@ fn vm_section(vm: &VmPolicy) -> Markup {
                         None => { "-" }
                     }
                 }
+                @if let Some(check) = &vm.floor_check {
+                    dt { "Checked against history" } dd.floor-check { (check.summary) }
+                }
             }
             @if !vm.actions.is_empty() {
                 ul.actions {

@@ -8,9 +8,18 @@
 //! 1. Working set per rollup period = `available_last − usable_last` (MemTotal and
 //!    MemAvailable of the same sample). p50/p95 come from a histogram (bin upper
 //!    edge, so they never under-state), the maximum is exact.
-//! 2. Recommended floor = maximum working set + 20 %, rounded up to 64 MiB, capped
-//!    at the VM's memory. The maximum, not p95: a floor is a promise the balloon
-//!    never breaks, and one period above it is an OOM.
+//! 2. Recommended floor = the larger of the maximum working set and every OOM's
+//!    demand, + 20 %, rounded up to 64 MiB, capped at the VM's memory. The maximum,
+//!    not p95: a floor is a promise the balloon never breaks, and one period above it
+//!    is an OOM. An OOM's demand is the guest size it needed: for a `balloon` /
+//!    `balloon_contributed` OOM its size at the OOM (maximum - held) plus what it
+//!    lacked (the correlation's shortfall), and for every guest OOM at least the
+//!    memory in use its report shows plus that shortfall. The rollups miss growth
+//!    between two samples (a hog that grew and was killed within a minute); the
+//!    report does not, so a floor is never at or below a size that just OOMed.
+//!    The floor is then checked against the period's recorded demand (the working-set
+//!    series and each balloon OOM's demand): [`FloorCheck`], "with this floor, 0 of N
+//!    recorded OOMs would recur".
 //! 3. A VM whose configured floor is below its maximum working set is flagged.
 //! 4. Near misses: MemAvailable under 10 % of the VM's memory while the balloon held
 //!    at least 16 MiB (from rollups), plus the agent's own near-miss events.
@@ -126,6 +135,8 @@ pub struct OomFact {
     /// The correlation verdict.
     pub verdict: String,
     pub balloon_held_kb: Option<u64>,
+    /// The guest size this OOM needed (KiB): see rule 2. None without figures.
+    pub demand_kib: Option<u64>,
 }
 
 /// One near miss (merged from consecutive periods).
@@ -188,8 +199,28 @@ pub struct VmPolicy {
     pub working_set: Option<WorkingSet>,
     pub recommended_floor_kib: Option<u64>,
     pub floor_below_working_set: bool,
+    /// The recommended floor replayed against the period's recorded demand.
+    pub floor_check: Option<FloorCheck>,
     pub actions: Vec<Action>,
     pub shrink_to_kib: Option<u64>,
+}
+
+/// The recommended floor against the period's recorded demand.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FloorCheck {
+    /// The VM's `balloon` / `balloon_contributed` OOMs of the period.
+    pub balloon_ooms: usize,
+    /// Of those, the ones whose demand is above the floor: they would recur with it.
+    pub ooms_would_recur: usize,
+    /// Of those, the ones without the figures to replay (no size or shortfall).
+    pub ooms_unchecked: usize,
+    /// The largest OOM demand of the period (KiB), any verdict.
+    pub oom_demand_max_kib: Option<u64>,
+    /// Working-set periods (minutes) recorded, and those that may exceed the floor.
+    pub working_set_periods: u64,
+    pub working_set_periods_above_floor: u64,
+    /// "with this floor, 0 of 1 recorded OOMs would recur".
+    pub summary: String,
 }
 
 /// p50 / p95 / max of the working set.
@@ -259,7 +290,7 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
         vms,
         replay,
         floor_rule: format!(
-            "maximum working set (MemTotal - MemAvailable) + {} %, rounded up to {}, capped at the VM's memory",
+            "the larger of the maximum working set (MemTotal - MemAvailable) and every OOM's demand (its size at the OOM, or the memory in use its report shows, plus what it lacked) + {} %, rounded up to {}, capped at the VM's memory",
             settings.margin_pct,
             kib(settings.round_kib)
         ),
@@ -291,14 +322,20 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
         .or(vm.maximum_kib);
     let floor_kib = vm.config.as_ref().and_then(|c| c.balloon_floor_kib);
     let working_set = working_set(&vm.working_set);
-    let recommended_floor_kib = working_set.map(|ws| {
-        let with_margin = ws
-            .max_kib
+    let oom_demand_max_kib = vm.ooms.iter().filter_map(|oom| oom.demand_kib).max();
+    let demand_kib = working_set
+        .map(|ws| ws.max_kib)
+        .into_iter()
+        .chain(oom_demand_max_kib)
+        .max();
+    let recommended_floor_kib = demand_kib.map(|demand| {
+        let with_margin = demand
             .saturating_mul(100 + settings.margin_pct)
             .div_ceil(100);
         let rounded = round_up(with_margin, settings.round_kib);
         memory_kib.map_or(rounded, |memory| rounded.min(memory))
     });
+    let floor_check = recommended_floor_kib.map(|floor| floor_check(vm, floor, oom_demand_max_kib));
     let floor_below_working_set = matches!(
         (floor_kib, working_set),
         (Some(floor), Some(ws)) if floor > 0 && floor < ws.max_kib
@@ -339,11 +376,64 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
         working_set,
         recommended_floor_kib,
         floor_below_working_set,
+        floor_check,
         actions: Vec::new(),
         shrink_to_kib,
     };
     policy.actions = actions(vm, &policy);
     policy
+}
+
+/// Replays the period's recorded demand against `floor`: each balloon OOM recurs when
+/// its demand is above the floor; working-set periods count when their bin's upper
+/// edge is above it (at most; none when the exact maximum is not).
+fn floor_check(vm: &VmFacts, floor: u64, oom_demand_max_kib: Option<u64>) -> FloorCheck {
+    let balloon: Vec<&OomFact> = vm
+        .ooms
+        .iter()
+        .filter(|oom| is_balloon_verdict(&oom.verdict))
+        .collect();
+    let ooms_would_recur = balloon
+        .iter()
+        .filter(|oom| oom.demand_kib.is_some_and(|demand| demand > floor))
+        .count();
+    let ooms_unchecked = balloon
+        .iter()
+        .filter(|oom| oom.demand_kib.is_none())
+        .count();
+    let histogram = &vm.working_set;
+    let working_set_periods = histogram.bins.iter().map(|(_, count)| count).sum();
+    let working_set_periods_above_floor = if histogram.max_kib.is_some_and(|max| max > floor) {
+        histogram
+            .bins
+            .iter()
+            .filter(|(index, _)| (index + 1).saturating_mul(histogram.bin_kib) > floor)
+            .map(|(_, count)| count)
+            .sum()
+    } else {
+        0
+    };
+    let mut summary = format!(
+        "with this floor, {ooms_would_recur} of {} recorded OOMs would recur",
+        balloon.len()
+    );
+    if ooms_unchecked > 0 {
+        summary.push_str(&format!(" ({ooms_unchecked} without the figures to check)"));
+    }
+    if working_set_periods_above_floor > 0 {
+        summary.push_str(&format!(
+            "; the working set may have been above it in {working_set_periods_above_floor} of {working_set_periods} minutes"
+        ));
+    }
+    FloorCheck {
+        balloon_ooms: balloon.len(),
+        ooms_would_recur,
+        ooms_unchecked,
+        oom_demand_max_kib,
+        working_set_periods,
+        working_set_periods_above_floor,
+        summary,
+    }
 }
 
 /// p50/p95 (bin upper edges, never above the exact maximum) and the maximum.
@@ -451,12 +541,20 @@ fn actions(vm: &VmFacts, policy: &VmPolicy) -> Vec<Action> {
         if below && (trouble || policy.floor_below_working_set || policy.floor_kib.is_some()) {
             let recommended_mib = mib_ceil(recommended);
             let why = format!(
-                "floor {} is below the recommended {} (maximum working set {})",
+                "floor {} is below the recommended {} (maximum working set {}{})",
                 policy.floor_kib.map_or_else(|| "unset".to_string(), kib),
                 kib(recommended),
                 policy
                     .working_set
                     .map_or_else(|| "-".to_string(), |ws| kib(ws.max_kib)),
+                policy
+                    .floor_check
+                    .as_ref()
+                    .and_then(|check| check.oom_demand_max_kib)
+                    .map_or_else(String::new, |demand| format!(
+                        ", an OOM needed {}",
+                        kib(demand)
+                    )),
             );
             if memory.is_some_and(|memory| recommended >= memory) {
                 fix(

@@ -117,18 +117,27 @@ pub async fn load(
     params.push(Param::int(ROW_CAP));
     for row in store
         .query(Query::new(
-            "SELECT id, host_id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb FROM ooms \
+            "SELECT id, host_id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb, kind, \
+             report_kind, correlation_json FROM ooms \
              WHERE captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms, id LIMIT ?",
             params,
         ))
         .await?
     {
         if let Some(facts) = vms.get_mut(&vm_key(&row, 1)) {
+            let verdict = row.text_or_empty(4);
+            let demand_kib = oom_demand(
+                &verdict,
+                &row.text_or_empty(6),
+                &row.text_or_empty(7),
+                &row.json(8),
+            );
             facts.ooms.push(OomFact {
                 id: row.int_or_zero(0),
                 time_ms: row.int_or_zero(3),
-                verdict: row.text_or_empty(4),
+                verdict,
                 balloon_held_kb: row.kib(5),
+                demand_kib,
             });
         }
     }
@@ -260,6 +269,30 @@ pub async fn load(
         vms: vms.into_values().collect(),
         hosts,
     })
+}
+
+/// The guest size an OOM needed, from its stored correlation (balloon_policy rule 2):
+/// for a balloon OOM its size at the OOM (the host's actual, else maximum - held) plus
+/// what it lacked; for any guest OOM at least the memory in use its report shows plus
+/// that. None for a memcg limit or a host-side kill (no guest size decides those).
+fn oom_demand(
+    verdict: &str,
+    kind: &str,
+    report_kind: &str,
+    correlation: &serde_json::Value,
+) -> Option<u64> {
+    if kind != "guest" || report_kind == "memcg" {
+        return None;
+    }
+    let field = |name: &str| correlation.get(name).and_then(serde_json::Value::as_u64);
+    let shortfall = field("needed_kb").unwrap_or(0);
+    let size = field("actual_kib")
+        .or_else(|| Some(field("maximum_kib")?.saturating_sub(field("balloon_held_kb")?)));
+    let in_use = field("in_use_kb").map(|used| used.saturating_add(shortfall));
+    let at_size = matches!(verdict, "balloon" | "balloon_contributed")
+        .then(|| size.map(|size| size.saturating_add(shortfall)))
+        .flatten();
+    at_size.into_iter().chain(in_use).max()
 }
 
 /// The (host, uuid) of a VM in `row`'s columns `first` (host) and `first + 1` (uuid).

@@ -170,6 +170,13 @@ fn vm_markdown(out: &mut String, vm: &VmPolicy) {
             }
         );
     }
+    if let Some(check) = &vm.floor_check {
+        let mut summary = check.summary.clone();
+        if let Some(first) = summary.get(..1) {
+            summary.replace_range(..1, &first.to_uppercase());
+        }
+        let _ = writeln!(out, "- {}.", md(&summary));
+    }
     for action in &vm.actions {
         let _ = writeln!(out, "- Fix `{}`: {}", action.issue, md(&action.why));
         for line in &action.fix {

@@ -210,8 +210,19 @@ pub struct BalloonPoint {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BalloonAtOom {
     pub maximum_kib: Option<u64>,
+    /// From the last host sample taken before the kill was printed: never a sample
+    /// taken after it (a stalled balloon finishes inflating once the kill frees
+    /// memory), never a target.
     pub actual_kib: Option<u64>,
     pub deflate_on_oom: Option<bool>,
+    /// When that sample was taken (Unix ms, host clock).
+    #[serde(default)]
+    pub sampled_at_ms: Option<i64>,
+    /// The kill was printed after this host time (Unix ms): the start of the guest log
+    /// read before the one that held the report. None when unknown; the collector then
+    /// takes no host sample for the balloon at the OOM.
+    #[serde(default)]
+    pub kill_after_ms: Option<i64>,
 }
 
 /// A guest (or VM) OOM with everything the collector needs to correlate it.

@@ -43,6 +43,9 @@ pub struct ZoneInfo {
     pub min_kb: Option<u64>,
     pub managed_kb: Option<u64>,
     pub present_kb: Option<u64>,
+    /// The high watermark (absent from older agents).
+    #[serde(default)]
+    pub high_kb: Option<u64>,
 }
 
 /// One of the largest tasks (guest-reported).
@@ -93,8 +96,20 @@ pub struct OomAnalysis {
     pub explanation: String,
     /// Best estimate of the memory the balloon held at the OOM.
     pub balloon_held_kb: Option<u64>,
-    /// Whether the killed task would have fit with the balloon deflated.
+    /// Whether the guest would have fit with the balloon deflated (the counterfactual:
+    /// `fits_without_balloon`; kept under this name for older collectors).
     pub would_have_fit: Option<bool>,
+    /// What returning the balloon's pages would have given the guest (host maximum -
+    /// actual before the kill, else reserved memory above normal). Absent from older agents.
+    #[serde(default)]
+    pub balloon_excess_kb: Option<u64>,
+    /// What the guest lacked at the OOM: the zones below their high watermark plus the
+    /// failed allocation.
+    #[serde(default)]
+    pub shortfall_kb: Option<u64>,
+    /// Whether the balloon's pages would have covered the shortfall (false for a memcg).
+    #[serde(default)]
+    pub fits_without_balloon: Option<bool>,
 }
 
 /// The guest wrote these figures: one beyond any machine's memory becomes missing
@@ -155,6 +170,7 @@ impl From<&ballast_oom::Report> for ParsedReport {
                     min_kb: kib(z.min_kb),
                     managed_kb: kib(z.managed_kb),
                     present_kb: kib(z.present_kb),
+                    high_kb: kib(z.high_kb),
                 })
                 .collect(),
             ram_pages: kib(report.ram_pages),
@@ -180,6 +196,9 @@ impl From<&ballast_oom::Analysis> for OomAnalysis {
             explanation: analysis.explanation.clone(),
             balloon_held_kb: kib(analysis.balloon.held_kb),
             would_have_fit: analysis.balloon.would_have_fit,
+            balloon_excess_kb: kib(analysis.balloon_excess_kb),
+            shortfall_kb: kib(analysis.shortfall_kb),
+            fits_without_balloon: analysis.fits_without_balloon,
         }
     }
 }

@@ -14,6 +14,15 @@
 //! `pages reserved` far above what a machine of that size reserves, and zone
 //! `managed:` far below `present:`. A `? virtballoon_oom_notify` frame only
 //! proves the driver is loaded.
+//!
+//! The balloon verdict is a counterfactual, not a threshold: `balloon_excess_kb` is
+//! what returning the balloon's pages would have given the guest (the host's
+//! maximum - actual when supplied, else reserved memory above what a guest of this
+//! RAM size reserves, else the zones' `present - managed` above it). The shortfall at
+//! the OOM is what the guest lacked to serve the failed allocation and get back to
+//! its watermarks: per zone, `high - free` where free is below high, plus the failed
+//! allocation (2^order pages). `fits_without_balloon` is whether the excess covers
+//! the shortfall; with it true the balloon caused the OOM, whatever its share of RAM.
 
 mod explain;
 mod figures;
@@ -93,14 +102,15 @@ pub struct Consumer {
 pub struct BalloonEvidence {
     /// A `virtballoon_oom_notify` frame is in the trace (the driver is loaded; nothing more).
     pub driver_in_trace: bool,
-    /// Reserved memory above what is normal for this RAM size.
+    /// Reserved memory above the most a guest of this RAM size reserves without a balloon.
     pub reserved_excess_kb: Option<u64>,
     /// maximum - actual measured on the host, when supplied.
     pub host_held_kb: Option<u64>,
     pub deflate_on_oom: Option<bool>,
     /// Best estimate of the memory the balloon held at the OOM.
     pub held_kb: Option<u64>,
-    /// Whether the killed task's memory would have fit had the balloon been empty.
+    /// Whether the guest would have fit had the balloon been empty: the counterfactual,
+    /// the same as [`Analysis::fits_without_balloon`].
     pub would_have_fit: Option<bool>,
 }
 
@@ -136,6 +146,15 @@ pub struct Analysis {
     pub tasks_rss_kb: Option<u64>,
     pub top_consumers: Vec<Consumer>,
     pub balloon: BalloonEvidence,
+    /// What returning the balloon's pages would have given the guest, kB: host
+    /// maximum - actual when known, else the report's reserved memory above normal.
+    pub balloon_excess_kb: Option<u64>,
+    /// What the guest lacked at the OOM, kB: the zones' shortfall below their high
+    /// watermark plus the failed allocation of its order.
+    pub shortfall_kb: Option<u64>,
+    /// Whether the balloon's pages would have covered the shortfall (false for a
+    /// memcg limit, which returning pages to the guest does not lift).
+    pub fits_without_balloon: Option<bool>,
     pub verdict: Verdict,
     /// One paragraph for an admin: what happened, the numbers, what to check or change.
     pub explanation: String,

@@ -6,6 +6,8 @@
 //!   ("Out of puff!") and never OOM-kills by itself; the next ordinary allocation
 //!   (a guest-exec) sets the OOM off, usually in an innocent process. With
 //!   autodeflate the guest may give the balloon back instead of killing.
+//! * [`hold_then_trigger`]: the same hog and trigger with the balloon left where it is
+//!   (at maximum): the counterfactual run of [`hold_then_inflate`].
 
 use std::time::{Duration, Instant};
 
@@ -78,18 +80,7 @@ pub fn hold_then_inflate(
     guest.setmem_mib(target_mib)?;
     let stalled_at_kib = wait_balloon_still(guest, target_mib * 1024, Duration::from_secs(30))?;
     let out_of_puff = guest.serial_text().contains("Out of puff");
-    let deadline = Instant::now() + oom_timeout;
-    let mut kill_line = None;
-    while Instant::now() < deadline {
-        // The agent may itself be the OOM victim or fail to allocate; that is the point.
-        let _ = guest.exec("/bin/true", &[]);
-        if let Ok(line) =
-            guest.wait_serial_count(KILL_LINE, kills_before + 1, Duration::from_secs(2))
-        {
-            kill_line = Some(line);
-            break;
-        }
-    }
+    let kill_line = trigger_until_kill(guest, kills_before, oom_timeout);
     let balloon_current_after_kib = guest.domstats_balloon()?.get("balloon.current").copied();
     Ok(HoldOutcome {
         stalled_at_kib,
@@ -97,6 +88,37 @@ pub fn hold_then_inflate(
         kill_line,
         balloon_current_after_kib,
     })
+}
+
+/// The counterfactual of [`hold_then_inflate`]: memhog takes and holds `hold_mib`, the
+/// balloon is not touched, and `/bin/true` runs through the agent every 2 s for
+/// `trigger_for`. Returns the kill line if an OOM kill happened anyway.
+pub fn hold_then_trigger(
+    guest: &Guest,
+    hold_mib: u64,
+    trigger_for: Duration,
+) -> Result<Option<String>> {
+    let kills_before = guest.serial_count(KILL_LINE);
+    let holds_before = guest.serial_count("memhog: holding");
+    guest.start_hog_holding(16, 50, hold_mib)?;
+    guest.wait_serial_count("memhog: holding", holds_before + 1, Duration::from_secs(60))?;
+    Ok(trigger_until_kill(guest, kills_before, trigger_for))
+}
+
+/// Runs `/bin/true` through the agent every 2 s until a new kill line shows up (its
+/// text) or `timeout` passes (None).
+fn trigger_until_kill(guest: &Guest, kills_before: usize, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // The agent may itself be the OOM victim or fail to allocate; that is the point.
+        let _ = guest.exec("/bin/true", &[]);
+        if let Ok(line) =
+            guest.wait_serial_count(KILL_LINE, kills_before + 1, Duration::from_secs(2))
+        {
+            return Some(line);
+        }
+    }
+    None
 }
 
 /// Polls `balloon.current` until it reaches `target_kib` or stays put for 2 s; returns it.

@@ -18,7 +18,7 @@ pub(crate) fn mib(kb: u64) -> String {
 pub(super) fn paragraph(report: &Report, analysis: &Analysis) -> String {
     let mut text = String::new();
     match analysis.verdict {
-        Verdict::Balloon => balloon(&mut text, report, analysis),
+        Verdict::Balloon => balloon(&mut text, analysis),
         Verdict::KernelUnaccounted => kernel_unaccounted(&mut text, report, analysis),
         Verdict::MemcgLimit => memcg(&mut text, report, analysis),
         Verdict::Fragmentation => fragmentation(&mut text, analysis),
@@ -28,6 +28,9 @@ pub(super) fn paragraph(report: &Report, analysis: &Analysis) -> String {
         Verdict::Unknown => unknown(&mut text, report, analysis),
     }
     host_measurement(&mut text, analysis);
+    if analysis.verdict != Verdict::Balloon && report.kind != OomKind::Memcg {
+        counterfactual(&mut text, analysis);
+    }
     victim_sentence(&mut text, report);
     text
 }
@@ -51,9 +54,8 @@ fn host_measurement(text: &mut String, analysis: &Analysis) {
     }
 }
 
-fn balloon(text: &mut String, report: &Report, analysis: &Analysis) {
+fn balloon(text: &mut String, analysis: &Analysis) {
     let balloon = &analysis.balloon;
-    let held = balloon.held_kb.unwrap_or(0);
     if let Some(host_held) = balloon.host_held_kb {
         let _ = write!(
             text,
@@ -86,29 +88,44 @@ fn balloon(text: &mut String, report: &Report, analysis: &Analysis) {
         zone_clause(text, analysis);
         text.push_str(". ");
     }
-    match (
-        balloon.would_have_fit,
-        report.killed.as_ref().and_then(|k| k.anon_rss_kb),
-    ) {
-        (Some(true), Some(need)) => {
-            let _ = write!(
-                text,
-                "With the balloon deflated, the killed task's {} would have fit into the {} the balloon held. ",
-                mib(need),
-                mib(held)
-            );
-        }
-        (Some(false), Some(need)) => {
-            let _ = write!(
-                text,
-                "Even with the balloon deflated the killed task's {} would not have fit; the balloon made it worse. ",
-                mib(need)
-            );
-        }
-        _ => {}
-    }
+    counterfactual(text, analysis);
     text.push_str(
         "Fix: keep the balloon above the guest's working set (Proxmox: raise the VM's `balloon:` minimum; libvirt: do not `virsh setmem` below it), or enable deflate-on-oom (libvirt `<memballoon model='virtio' autodeflate='on'>`, QEMU `-device virtio-balloon-pci,deflate-on-oom=on`) so the guest takes memory back before killing.",
+    );
+}
+
+/// What returning the balloon's pages would have done: the sentence behind the verdict.
+fn counterfactual(text: &mut String, analysis: &Analysis) {
+    let (Some(excess), Some(shortfall), Some(fits)) = (
+        analysis.balloon_excess_kb,
+        analysis.shortfall_kb,
+        analysis.fits_without_balloon,
+    ) else {
+        return;
+    };
+    if excess == 0 {
+        return;
+    }
+    let order = analysis.order.unwrap_or(0);
+    let pages = if analysis.balloon.host_held_kb.is_some() {
+        format!("{} (measured on the host before the kill)", mib(excess))
+    } else {
+        format!(
+            "pages (at least {}: reserved memory beyond what any guest of this size reserves, crash kernel included)",
+            mib(excess)
+        )
+    };
+    let _ = write!(
+        text,
+        "Returning the balloon's {} to the guest {} the {} it lacked at the OOM (free memory below the zones' high watermarks plus the failed order-{order} allocation){} ",
+        pages,
+        if fits { "would have covered" } else { "would not have covered" },
+        mib(shortfall),
+        if fits {
+            ", so the balloon caused this OOM, whatever its share of RAM."
+        } else {
+            ": the working set was larger than the guest's full memory, so the balloon did not cause it."
+        },
     );
 }
 

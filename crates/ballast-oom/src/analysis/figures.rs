@@ -30,6 +30,26 @@ pub(crate) fn typical_reserved_kb(ram_kb: u64) -> u64 {
     48 * 1024 + ram_kb * 16 / 1000
 }
 
+/// The most a machine of this RAM size reserves without a balloon: the typical figure,
+/// 3 % slack for older kernels and firmware holes, and the largest crash-kernel
+/// reservation distributions make by default for that size (Ubuntu 24.04's
+/// `crashkernel=2G-4G:320M,4G-32G:512M,32G-64G:1G,64G-128G:2G,128G-:4G`; RHEL's and
+/// Debian's are smaller). `pages RAM` sits a little below the nominal size, so the
+/// steps start a little early. A balloon smaller than this cannot be told from the
+/// report alone; the host's figures can.
+pub(crate) fn reserved_ceiling_kb(ram_kb: u64) -> u64 {
+    const GIB: u64 = 1024 * 1024;
+    let crash_kb = match ram_kb {
+        ram if ram < 3 * GIB / 2 => 0,
+        ram if ram < 7 * GIB / 2 => 320 * 1024,
+        ram if ram < 30 * GIB => 512 * 1024,
+        ram if ram < 60 * GIB => GIB,
+        ram if ram < 120 * GIB => 2 * GIB,
+        _ => 4 * GIB,
+    };
+    typical_reserved_kb(ram_kb) + ram_kb * 3 / 100 + crash_kb
+}
+
 pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
     let page_kb = report.page_size_kb.unwrap_or(4);
     let pages = |value: Option<u64>| value.map(|pages| pages.saturating_mul(page_kb));
@@ -143,11 +163,24 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
         })
         .collect();
 
-    let reserved_excess_kb = match (reserved_kb, reserved_typical_kb) {
-        (Some(reserved), Some(typical)) => Some(reserved.saturating_sub(typical)),
-        _ => None,
+    let reserved_excess_kb = match (reserved_kb, ram_kb) {
+        (Some(reserved), Some(ram)) => Some(reserved.saturating_sub(reserved_ceiling_kb(ram))),
+        _ => zones_excess_kb(&report.zones),
     };
-    let balloon = balloon_evidence(report, host, reserved_excess_kb);
+    let mut balloon = balloon_evidence(report, host, reserved_excess_kb);
+    let balloon_excess_kb = balloon.held_kb;
+    let order = report.trigger.as_ref().and_then(|t| t.order);
+    let shortfall_kb = shortfall_kb(&zones, order, page_kb);
+    let fits_without_balloon = if report.kind == OomKind::Memcg {
+        // A cgroup limit: pages returned to the guest do not raise it.
+        Some(false)
+    } else {
+        match (balloon_excess_kb, shortfall_kb) {
+            (Some(excess), Some(shortfall)) => Some(excess > 0 && excess >= shortfall),
+            _ => None,
+        }
+    };
+    balloon.would_have_fit = fits_without_balloon;
 
     Analysis {
         page_size_kb: page_kb,
@@ -167,13 +200,16 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
         unaccounted_pct,
         zones,
         zones_below_min,
-        order: report.trigger.as_ref().and_then(|t| t.order),
+        order,
         memcg_usage_pct,
         swap_total_kb: report.total_swap_kb,
         swap_used_kb,
         tasks_rss_kb,
         top_consumers,
         balloon,
+        balloon_excess_kb,
+        shortfall_kb,
+        fits_without_balloon,
         verdict: Verdict::Unknown,
         explanation: String::new(),
     }
@@ -209,9 +245,30 @@ fn zone_state(zone: &crate::Zone) -> ZoneState {
     }
 }
 
-/// The balloon held at least this much for it to explain an OOM: 64 MiB or 10 % of RAM.
-pub(crate) fn significant_balloon_kb(ram_kb: u64) -> u64 {
-    (64 * 1024).max(ram_kb / 10)
+/// Without `pages RAM`/`pages reserved`: the zones' `present - managed` above what a
+/// guest of that size may reserve (a balloon without deflate-on-oom leaves `managed`).
+fn zones_excess_kb(zones: &[crate::Zone]) -> Option<u64> {
+    let present = sum_present(zones.iter().map(|z| z.present_kb))?;
+    let managed = sum_present(zones.iter().map(|z| z.managed_kb))?;
+    Some(
+        present
+            .saturating_sub(managed)
+            .saturating_sub(reserved_ceiling_kb(present)),
+    )
+}
+
+/// What the guest lacked at the OOM: per zone that has memory, how far free was below
+/// the high watermark (the level reclaim restores before the allocator is at ease),
+/// plus the failed allocation itself (2^order pages). None without any zone figures.
+fn shortfall_kb(zones: &[ZoneState], order: Option<u32>, page_kb: u64) -> Option<u64> {
+    let below_high = sum_present(
+        zones
+            .iter()
+            .filter(|z| z.managed_kb != Some(0))
+            .map(|z| Some(z.high_kb?.saturating_sub(z.free_kb?))),
+    )?;
+    let allocation = page_kb.saturating_mul(1u64 << order.unwrap_or(0).min(20));
+    Some(below_high.saturating_add(allocation))
 }
 
 fn balloon_evidence(
@@ -224,18 +281,13 @@ fn balloon_evidence(
     // Host figures are a measurement; without them, excess reserved memory is the estimate
     // (a balloon with deflate-on-oom does not show there, it hides in unaccounted memory).
     let held_kb = host_held_kb.or(reserved_excess_kb);
-    let need_kb = report.killed.as_ref().and_then(|k| k.anon_rss_kb);
-    let would_have_fit = match (held_kb, need_kb) {
-        (Some(held), Some(need)) if held > 0 => Some(held >= need),
-        _ => None,
-    };
     BalloonEvidence {
         driver_in_trace: report.balloon_in_trace,
         reserved_excess_kb,
         host_held_kb,
         deflate_on_oom,
         held_kb,
-        would_have_fit,
+        would_have_fit: None,
     }
 }
 

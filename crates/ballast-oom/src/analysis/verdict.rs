@@ -2,14 +2,14 @@
 //!
 //! 1. no killable task left -> `no_killable`
 //! 2. a memory cgroup limit -> `memcg_limit` (the host's balloon is irrelevant)
-//! 3. the balloon held enough to matter (host figures, else excess reserved) -> `balloon`
+//! 3. the balloon's pages (host figures, else excess reserved) would have covered the
+//!    shortfall at the OOM (`fits_without_balloon`) -> `balloon`, whatever its size
 //! 4. one zone empty while another had plenty -> `lowmem_zone`
 //! 5. order >= 1 with free memory above the min watermark -> `fragmentation`
 //! 6. a large share of managed memory outside every counter -> `kernel_unaccounted`
 //! 7. the counters cover managed memory: the working set was too big -> `overcommit`
 //! 8. not enough data -> `unknown`
 
-use super::figures::significant_balloon_kb;
 use super::{Analysis, Verdict};
 use crate::{OomKind, Report};
 
@@ -70,21 +70,18 @@ pub(crate) fn swap_largely_free(analysis: &Analysis) -> bool {
     }
 }
 
-/// The balloon explains the OOM when it held a significant amount and, where we can tell,
-/// the killed task would have fit without it.
+/// The balloon explains the OOM when returning its pages would have covered the
+/// shortfall at the OOM. A deflate-on-oom balloon measured on the host gives pages
+/// back on its own before a kill; it explains only a report that got as far as a kill.
 pub(super) fn balloon_explains(report: &Report, analysis: &Analysis) -> bool {
+    if analysis.fits_without_balloon != Some(true) {
+        return false;
+    }
     let balloon = &analysis.balloon;
-    let Some(held_kb) = balloon.held_kb else {
-        return false;
-    };
-    if held_kb < significant_balloon_kb(analysis.ram_kb.unwrap_or(0)) {
-        return false;
-    }
-    // A deflate-on-oom balloon should have given its pages back before a kill.
     if balloon.host_held_kb.is_some() && balloon.deflate_on_oom == Some(true) {
-        return report.killed.is_some() && balloon.would_have_fit != Some(false);
+        return report.killed.is_some();
     }
-    balloon.would_have_fit != Some(false)
+    true
 }
 
 /// A low zone starved while a HIGHER zone had plenty: the request could not use the higher
