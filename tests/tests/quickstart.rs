@@ -250,6 +250,33 @@ fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_
         domain_exists(guest.trim()),
         "the demo guest runs until Ctrl-C"
     );
+    // The balloon-policy report over the same store: the floor it recommends now is above
+    // the size the guest just OOMed at (200 MiB), even though the working-set rollups
+    // never saw the hog grow between two samples (issue 17, item 4).
+    let output = Command::new(clone.bin_dir().join("ballast-collector"))
+        .args(["report", "balloon-policy", "--format", "json", "--config"])
+        .arg(work.join("collector.yaml"))
+        .output()
+        .expect("ballast-collector report runs");
+    assert!(output.status.success(), "{output:?}");
+    let report: Value = serde_json::from_slice(&output.stdout).expect("report JSON");
+    let policy = report["vms"]
+        .as_array()
+        .and_then(|vms| vms.iter().find(|vm| vm["name"] == guest.trim()))
+        .unwrap_or_else(|| panic!("no policy for {guest}: {report:#}"));
+    let floor = policy["recommended_floor_kib"].as_u64().unwrap_or(0);
+    assert!(floor > 200 * 1024, "floor {floor} KiB: {policy:#}");
+    assert_eq!(policy["floor_check"]["ooms_would_recur"], 0, "{policy:#}");
+    assert!(
+        policy["floor_check"]["balloon_ooms"].as_u64().unwrap_or(0) >= 1,
+        "{policy:#}"
+    );
+    eprintln!(
+        "balloon-policy floor after the demo OOM: {} MiB ({})",
+        floor / 1024,
+        policy["floor_check"]["summary"]
+    );
+
     // The clone is private (0700), the guest's kernel is not: QEMU runs as another user.
     let kernel = domain_kernel(guest.trim());
     assert!(
