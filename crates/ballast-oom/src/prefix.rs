@@ -296,6 +296,28 @@ fn strip_grep(text: &[u8]) -> Option<&[u8]> {
         .find(|after| starts_with_stamp(after))
 }
 
+/// `text` without the grep prefix glued to its end, when `text` is one kernel line cut
+/// out of a joined paste of grep output (`... pages RAM 166290:` before the next stamp).
+///
+/// A joined line's next stamp follows a space; one that follows `:` or `-` was preceded
+/// by grep's `<n>:` / `<path>:<n>:` / `<path>-<n>-`, which is cut with its whole run.
+pub(crate) fn without_trailing_grep(text: &[u8]) -> &[u8] {
+    const MAX_PATH: usize = 4096;
+    if !matches!(text.last(), Some(b':' | b'-')) {
+        return text;
+    }
+    let run = text
+        .iter()
+        .rev()
+        .take(MAX_PATH + 1)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    if run > MAX_PATH {
+        return text;
+    }
+    &text[..text.len() - run]
+}
+
 /// True when a syslog, journal, dmesg (`[1.2]`, `-T`) or kmsg prefix starts `text`.
 fn starts_with_stamp(text: &[u8]) -> bool {
     strip_syslog(text).is_some()
