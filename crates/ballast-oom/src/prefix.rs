@@ -643,6 +643,23 @@ mod tests {
     }
 
     #[test]
+    fn only_a_glued_grep_prefix_is_cut_from_a_joined_line_end() {
+        assert_eq!(
+            without_trailing_grep(b"262010 pages RAM /var/log/kern.log:166290:"),
+            b"262010 pages RAM "
+        );
+        assert_eq!(
+            without_trailing_grep(b"0 pages RAM kern.log-12-"),
+            b"0 pages RAM "
+        );
+        assert_eq!(without_trailing_grep(b"Mem-Info: "), b"Mem-Info: ");
+        assert_eq!(
+            without_trailing_grep(b"262010 pages RAM"),
+            b"262010 pages RAM"
+        );
+    }
+
+    #[test]
     fn grep_and_locale_prefixes_keep_the_inner_stamp() {
         let (prefix, _) = strip("kern.log-166234-[Пн янв 26 01:49:41 2026] x".as_bytes());
         assert_eq!(prefix.family, Family::Wallclock);
