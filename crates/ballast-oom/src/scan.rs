@@ -107,6 +107,9 @@ pub(crate) struct Seed {
     /// At `report_limit`, count the lines left that could start a report (false: the
     /// caller scans them again later).
     pub count_past_limit: bool,
+    /// A stream window's input is whole up to here: the line after it is still being
+    /// read. No report takes that line; one that reaches it stays open. `None`: all.
+    pub complete_until: Option<usize>,
 }
 
 impl Default for Seed {
@@ -117,6 +120,7 @@ impl Default for Seed {
             report_limit: MAX_REPORTS,
             keep_used: false,
             count_past_limit: true,
+            complete_until: None,
         }
     }
 }
@@ -164,6 +168,11 @@ pub(crate) struct WindowScan {
 
 pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
+    // A decoded window's offsets are the decoded text's: the raw cut does not apply.
+    let complete_until = match (seed.complete_until, decoding) {
+        (Some(cut), Decoding::None) => cut,
+        _ => text.len(),
+    };
     let mut scanner = Scanner {
         text: &text,
         reports: Vec::new(),
@@ -174,6 +183,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         report_limit: seed.report_limit,
         keep_used: seed.keep_used,
         count_past_limit: seed.count_past_limit,
+        complete_until,
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -203,6 +213,8 @@ struct Scanner<'a> {
     report_limit: usize,
     keep_used: bool,
     count_past_limit: bool,
+    /// Lines starting here or later are incomplete (a stream window's last, cut line).
+    complete_until: usize,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -357,6 +369,10 @@ impl<'a> Scanner<'a> {
         let mut seen = 0;
         let mut open = true;
         for line in lines {
+            if line.start >= self.complete_until {
+                // The window's cut line: the report goes on in the next window.
+                break;
+            }
             seen += 1;
             if seen > MAX_REPORT_LINES {
                 self.diagnose(line.line_no, "report cut: it ran past the line limit");
@@ -520,6 +536,7 @@ mod tests {
             report_limit: MAX_REPORTS,
             keep_used: false,
             count_past_limit: true,
+            complete_until: input.len(),
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,

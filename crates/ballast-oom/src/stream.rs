@@ -161,6 +161,7 @@ impl StreamParser {
             report_limit,
             keep_used: true,
             count_past_limit: report_limit == left,
+            complete_until: (!at_end).then_some(cut),
         };
         let window = scan::scan_window(text, seed);
         let mut resume = cut;

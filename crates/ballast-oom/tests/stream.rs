@@ -146,3 +146,30 @@ fn a_line_of_forged_headers_streams_to_the_same_reports_a_few_thousand_at_a_time
         assert_eq!(reports, whole.reports, "window {window}");
     }
 }
+
+#[test]
+fn a_window_that_ends_inside_a_reports_last_line_leaves_the_report_whole() {
+    // A window ends inside a line still being read. Half a grep-prefixed line
+    // (`/var/log/kern.log-2018`) is no kernel line: it must not end the report before
+    // its oom_reaper line, whatever byte the window ends on.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
+    let report = std::fs::read(dir.join("transport-grep-h-path-debian9-tor.log")).expect("fixture");
+    let window = 16 * 1024;
+    let last_line = report[..report.len() - 1]
+        .iter()
+        .rposition(|byte| *byte == b'\n')
+        .map_or(0, |at| at + 1);
+    for cut_inside in 1..(report.len() - last_line) {
+        // Padding puts the window's end `cut_inside` bytes into the report's last line.
+        let padding = window - last_line - cut_inside;
+        let mut log = vec![b'x'; padding - 1];
+        log.push(b'\n');
+        log.extend_from_slice(&report);
+        let whole = ballast_oom::parse(&log).reports;
+        let (reports, _) = streamed(&log, window, window);
+        assert_eq!(
+            reports, whole,
+            "window ends {cut_inside} bytes into the last line"
+        );
+    }
+}
