@@ -336,10 +336,10 @@ impl ReportBuilder {
                     self.memcg_evidence = true;
                     self.memcg().oom = summary.oom_memcg;
                 }
+                // The killed task's cgroup for every kind: for a global OOM it names the
+                // service or container that died.
                 if let Some(task_memcg) = summary.task_memcg {
-                    if self.memcg_evidence {
-                        self.memcg().task = Some(task_memcg);
-                    }
+                    self.memcg().task = Some(task_memcg);
                 }
                 self.section = Section::Header;
             }
@@ -393,6 +393,8 @@ impl ReportBuilder {
     /// The CPU line names the allocating task; a report with no header takes it as the trigger.
     fn apply_cpu_line(&mut self, pid: Option<u32>, comm: Option<String>) {
         match self.report.trigger.as_mut() {
+            // Another CPU's line interleaved in the report names another task.
+            Some(trigger) if comm.as_ref().is_some_and(|comm| *comm != trigger.comm) => {}
             Some(trigger) => trigger.pid = trigger.pid.or(pid),
             None => {
                 if let Some(comm) = comm {
