@@ -365,6 +365,31 @@ fn cpu_line(body: &[u8]) -> KernelLine {
     KernelLine::Cpu { pid, comm, kernel }
 }
 
+/// The release of the last `Linux version 6.1.0-18-amd64 (...) #1 ...` boot banner in
+/// `text` (the kernel prints it first at every boot), searched from the end.
+pub(crate) fn last_kernel_banner(text: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let mut end = text.len();
+    while let Some(at) = memchr::memmem::rfind(&text[..end], BANNER) {
+        let rest = &text[at + BANNER.len()..];
+        let len = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let release = &rest[..len];
+        // `Linux version 6.1.0-18-amd64 (debian-kernel@...)`: a release, then the builder.
+        let followed_by_builder = rest[len..].starts_with(b" (");
+        if followed_by_builder
+            && release.first().is_some_and(u8::is_ascii_digit)
+            && release.len() <= 128
+        {
+            return Some(lossy(release, 128));
+        }
+        end = at;
+    }
+    None
+}
+
 /// Lines starting `Node N `: per-node totals, zones, buddy lists, hugepages.
 fn node_line(rest: &[u8]) -> KernelLine {
     let node_len = rest.iter().take_while(|b| b.is_ascii_digit()).count();
@@ -863,6 +888,20 @@ mod tests {
             (Some(0), Some(0), Some(0))
         );
         assert_eq!(old.gfp_flags, None);
+    }
+
+    #[test]
+    fn finds_the_last_boot_banner_release() {
+        let log = b"[    0.000000] Linux version 5.10.0-9-amd64 (debian-kernel@lists.debian.org) (gcc-10) #1 SMP Debian 5.10.70-1\n\
+            [ 9.0] reboot: Restarting system\n\
+            Jan 2 00:00:00 host kernel: [    0.000000] Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)\n\
+            [ 5.0] audit: Linux version is not a banner\n";
+        assert_eq!(last_kernel_banner(log).as_deref(), Some("6.1.0-18-amd64"));
+        assert_eq!(
+            last_kernel_banner(&log[..100]).as_deref(),
+            Some("5.10.0-9-amd64")
+        );
+        assert_eq!(last_kernel_banner(b"Linux version x (y)\n"), None);
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub(crate) struct Seed {
     /// At `report_limit`, count the lines left that could start a report (false: the
     /// caller scans them again later).
     pub count_past_limit: bool,
+    /// The release of the last `Linux version` boot banner before the input (a stream's
+    /// earlier windows), for reports that do not print it themselves.
+    pub kernel_banner: Option<String>,
 }
 
 impl Default for Seed {
@@ -117,6 +120,7 @@ impl Default for Seed {
             report_limit: MAX_REPORTS,
             keep_used: false,
             count_past_limit: true,
+            kernel_banner: None,
         }
     }
 }
@@ -179,6 +183,8 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         dropped_reports: 0,
         last_report_end: 0,
         cursor: None,
+        banner: seed.kernel_banner,
+        banner_searched_to: 0,
     };
     scanner.run();
     WindowScan {
@@ -213,6 +219,10 @@ struct Scanner<'a> {
     /// line is reached by walking on from it, so a joined line is cut into logical
     /// lines once, not once per anchor in it.
     cursor: Option<LogicalLine<'a>>,
+    /// The release of the last boot banner before `banner_searched_to`.
+    banner: Option<String>,
+    /// The text before this offset was searched for boot banners.
+    banner_searched_to: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -415,12 +425,28 @@ impl<'a> Scanner<'a> {
         same_victim && host == report.stamp.host.as_deref() && report.trigger.is_none()
     }
 
-    fn push(&mut self, (report, found): (Report, Found)) {
+    fn push(&mut self, (mut report, found): (Report, Found)) {
         self.last_report_end = self.last_report_end.max(report.span.end_byte);
+        if report.kernel.is_none() {
+            report.kernel = self.banner_before(report.span.start_byte);
+        }
         if self.reports.len() < self.report_limit {
             self.reports.push(report);
             self.found.push(found);
         }
+    }
+
+    /// The release of the last boot banner before `offset`. Each byte is searched at most
+    /// once: the search goes on from where the last one stopped.
+    fn banner_before(&mut self, offset: usize) -> Option<String> {
+        if offset > self.banner_searched_to {
+            let unsearched = &self.text[self.banner_searched_to..offset];
+            if let Some(release) = fields::last_kernel_banner(unsearched) {
+                self.banner = Some(release);
+            }
+            self.banner_searched_to = offset;
+        }
+        self.banner.clone()
     }
 
     fn diagnose(&mut self, line: usize, message: &str) {
@@ -525,6 +551,8 @@ mod tests {
             dropped_reports: 0,
             last_report_end: 0,
             cursor: None,
+            banner: None,
+            banner_searched_to: 0,
         };
         scanner.run();
         assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");

@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{self, Decoding};
+use crate::fields;
 use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES, WINDOW_REPORTS};
 use crate::scan::{self, PreviousKill, Seed, MAX_ORPHAN_LOOKBACK};
 use crate::{Diagnostic, Report};
@@ -43,6 +44,8 @@ pub struct StreamParser {
     decoding_noted: bool,
     /// The end of the input was scanned to its last report.
     ended: bool,
+    /// The release of the last `Linux version` boot banner before `base`.
+    kernel_banner: Option<String>,
 }
 
 impl Default for StreamParser {
@@ -70,6 +73,7 @@ impl StreamParser {
             diagnostics: Vec::new(),
             decoding_noted: false,
             ended: false,
+            kernel_banner: None,
         }
     }
 
@@ -161,6 +165,7 @@ impl StreamParser {
             report_limit,
             keep_used: true,
             count_past_limit: report_limit == left,
+            kernel_banner: self.kernel_banner.clone(),
         };
         let window = scan::scan_window(text, seed);
         let mut resume = cut;
@@ -258,6 +263,9 @@ impl StreamParser {
         self.returned += reports.len();
         self.dropped_lines += window.dropped_lines;
         if !at_end {
+            if let Some(release) = fields::last_kernel_banner(&self.buffer[..resume]) {
+                self.kernel_banner = Some(release);
+            }
             self.base_line = line_shift + resume_line;
             self.consumed = consumed;
             self.shift(resume);
