@@ -314,7 +314,8 @@ impl<'a> Scanner<'a> {
         self.parse_report(anchor, false);
     }
 
-    /// An unconsumed `Mem-Info:` line shortly before `anchor`, not part of an allocation-failure warning.
+    /// An unconsumed `Mem-Info:` line (else a task table header) shortly before `anchor`, not
+    /// part of an allocation-failure warning.
     fn orphan_mem_info_before(&mut self, anchor: &LogicalLine<'a>) -> Option<LogicalLine<'a>> {
         // Never look back past the previous report: a flood of kill lines stays linear.
         let window_start = anchor
@@ -326,7 +327,10 @@ impl<'a> Scanner<'a> {
         let found = memchr::memmem::rfind(window, b"Mem-Info:")
             .into_iter()
             .chain(memchr::memmem::rfind(window, b"Mem-info:"))
-            .max()?;
+            .max()
+            // A fragment that starts below Mem-Info: its task table still belongs to the
+            // panic or kill line (`[  pid  ]   uid  tgid total_vm      rss ...`).
+            .or_else(|| memchr::memmem::rfind(window, b"tgid total_vm"))?;
         let at = window_start + found;
         let between = &self.text[at..anchor.start];
         if memchr::memmem::find(between, b"invoked oom-killer").is_some() {

@@ -6,7 +6,7 @@
 //! with more input are returned. The next window starts at the earliest of:
 //! - the first line of a report still open at the window's end (a report cut by the
 //!   window is parsed whole from the next one);
-//! - an unclaimed `Mem-Info:` in the last [`MAX_ORPHAN_LOOKBACK`] bytes (a kill line
+//! - an unclaimed `Mem-Info:` (or task table header) in the last [`MAX_ORPHAN_LOOKBACK`] bytes (a kill line
 //!   further on may claim it as its report's body);
 //! - the window's last, incomplete line.
 //!
@@ -297,7 +297,7 @@ impl StreamParser {
     }
 }
 
-/// Start of the line of a `Mem-Info:` after the last report and in the last
+/// Start of the line of a `Mem-Info:` (or task table header) after the last report and in the last
 /// [`MAX_ORPHAN_LOOKBACK`] bytes before `cut`: a headless kill line after `cut` may
 /// take it as its report's body.
 fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option<usize> {
@@ -305,9 +305,11 @@ fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option
         .max(cut.saturating_sub(MAX_ORPHAN_LOOKBACK))
         .min(cut);
     let tail = &text[from..cut];
+    // A task table header too: a fragment's panic or kill line claims the table above it.
     let found = memchr::memmem::find(tail, b"Mem-Info:")
         .into_iter()
         .chain(memchr::memmem::find(tail, b"Mem-info:"))
+        .chain(memchr::memmem::find(tail, b"tgid total_vm"))
         .min()?;
     let at = from + found;
     Some(memchr::memrchr(b'\n', &text[..at]).map_or(0, |newline| newline + 1))
