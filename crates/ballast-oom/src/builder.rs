@@ -218,7 +218,11 @@ impl ReportBuilder {
                 };
                 Step::Continue
             }
-            KernelLine::Other | KernelLine::Trace { .. } if seen + 1 < REAPER_GRACE_LINES => {
+            // Another CPU's lines (a balloon stalling) may come between the message and
+            // panic() or the reaper.
+            KernelLine::Other | KernelLine::Trace { .. } | KernelLine::OutOfPuff
+                if seen + 1 < REAPER_GRACE_LINES =>
+            {
                 self.section = Section::AfterKill {
                     lines_seen: seen + 1,
                 };
