@@ -694,7 +694,7 @@ fn missing_parts(report: &Report, no_killable: bool, headless: bool) -> Vec<Stri
     if report.trigger.is_none() || headless {
         missing.push("no 'invoked oom-killer' header".to_string());
     }
-    let memcg_report = report.kind == OomKind::Memcg;
+    let memcg_report = report.memcg_ran_out();
     if memcg_report {
         if report.memcg.as_ref().and_then(|m| m.usage_kb).is_none() {
             missing.push("no memcg usage lines".to_string());
