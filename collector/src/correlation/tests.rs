@@ -194,7 +194,7 @@ fn a_kill_the_balloons_pages_would_not_have_prevented_is_never_the_balloons() {
         "lab-512",
     );
     assert_eq!(panicked.report.kind, "panic");
-    panicked.balloon_at_oom = event.balloon_at_oom.clone();
+    panicked.balloon_at_oom = event.balloon_at_oom;
     let c = run(&panicked, None, &[]);
     assert_eq!(
         c.verdict,
