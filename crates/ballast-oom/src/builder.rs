@@ -306,6 +306,11 @@ impl ReportBuilder {
             }
             KernelLine::FreeSwapKb(kb) => self.report.free_swap_kb = Some(kb),
             KernelLine::TotalSwapKb(kb) => self.report.total_swap_kb = Some(kb),
+            // The table was printed, even if its header or rows are lost: not null.
+            KernelLine::TasksState => {
+                self.report.tasks.get_or_insert(0);
+                self.section = Section::Tasks;
+            }
             KernelLine::TaskHeader(columns) => {
                 self.task_columns = Some(columns);
                 self.report.tasks.get_or_insert(0);

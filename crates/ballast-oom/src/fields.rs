@@ -49,6 +49,8 @@ pub(crate) enum KernelLine {
     TotalSwapKb(u64),
     /// `[ pid ]   uid  tgid total_vm      rss ... name`: the column names.
     TaskHeader(Vec<String>),
+    /// `Tasks state (memory values in pages):` (4.19+), printed right before the header.
+    TasksState,
     /// `[ 1439]   109  1439 ...`
     TaskRow,
     /// `Task in /a killed as a result of limit of /b`
@@ -179,6 +181,9 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     }
     if let Some(line) = nodeless_zone_line(body) {
         return Some(line);
+    }
+    if body.starts_with(b"Tasks state (memory values in pages)") {
+        return Some(KernelLine::TasksState);
     }
     if body.starts_with(b"[") && find(&body[..body.len().min(16)], b"pid").is_some() {
         return Some(KernelLine::TaskHeader(task_header(body)));

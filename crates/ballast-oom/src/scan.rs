@@ -517,6 +517,29 @@ mod tests {
     }
 
     #[test]
+    fn a_task_table_never_printed_is_none_and_a_printed_empty_one_is_zero() {
+        let report = |table: &str| {
+            let input = format!(
+                "[ 5.1] a invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n\
+                 [ 5.1] CPU: 0 PID: 7 Comm: a Not tainted 6.1.0-18-amd64 #1\n\
+                 [ 5.2] memory: usage 1024kB, limit 1024kB, failcnt 9\n\
+                 {table}\
+                 [ 5.4] Out of memory and no killable processes...\n"
+            );
+            scan(input.as_bytes()).reports.remove(0).tasks
+        };
+        assert_eq!(report(""), None);
+        let header = "[ 5.3] [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name\n";
+        let state = "[ 5.3] Tasks state (memory values in pages):\n";
+        assert_eq!(report(&format!("{state}{header}")), Some(0));
+        // The header lost (cut or interleaved): the table was still printed.
+        assert_eq!(report(state), Some(0));
+        let row =
+            "[ 5.3] [      7]     0     7      565        1    28672        0             0 a\n";
+        assert_eq!(report(&format!("{state}{header}{row}")), Some(1));
+    }
+
+    #[test]
     fn past_the_report_limit_nothing_is_cut() {
         // One physical line: the rest of it is one more line that could start a report.
         let input = repeated_headers(MAX_REPORTS + 5_000);
