@@ -3,6 +3,7 @@
 
 pub mod debian_root;
 pub mod fault;
+pub mod stack;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

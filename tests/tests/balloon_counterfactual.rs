@@ -12,56 +12,15 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ballast_tests::{
-    create_token, free_port, http_get, wait_until, write_collector_config, Daemon,
-};
+use ballast_tests::stack::{start_agent, start_collector};
+use ballast_tests::{http_get, wait_until};
 use ballast_testvm::{lab_or_skip, scenario, GuestSpec};
 use serde_json::Value;
 
 const HOST: &str = "counterfactual-host";
 const MIB: u64 = 1024;
-
-fn start_collector(dir: &Path) -> (SocketAddr, PathBuf, Daemon) {
-    std::fs::create_dir_all(dir).expect("collector dir");
-    let port = free_port();
-    let config = write_collector_config(dir, port, dir, "storage:\n  type: sqlite\n");
-    let token_file = dir.join("agent.token");
-    std::fs::write(&token_file, create_token(&config, HOST)).expect("token file");
-    let config_arg = config.to_str().expect("utf-8 path").to_string();
-    let daemon = Daemon::start(
-        "ballast-collector",
-        &["serve", "--config", &config_arg],
-        &dir.join("collector.log"),
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    wait_until("the collector to answer", Duration::from_secs(30), || {
-        matches!(http_get(addr, "/healthz", None), Ok((200, _))).then_some(())
-    });
-    (addr, token_file, daemon)
-}
-
-fn start_agent(dir: &Path, collector: SocketAddr, token_file: &Path) -> Daemon {
-    std::fs::create_dir_all(dir).expect("agent dir");
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "host_id: {HOST}\nstate_dir: {}\npoll_interval_secs: 2\ncollector:\n  url: http://{collector}\n  token_file: {}\n",
-            dir.display(),
-            token_file.display()
-        ),
-    )
-    .expect("agent config");
-    let config_arg = config.to_str().expect("utf-8 path").to_string();
-    Daemon::start(
-        "ballast-agent",
-        &["run", "--config", &config_arg],
-        &dir.join("agent.log"),
-    )
-}
 
 fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     match http_get(addr, path, None) {
@@ -79,7 +38,8 @@ fn a_stalled_balloon_under_a_resident_hog_is_stored_as_balloon_and_at_maximum_no
     };
     let root = std::env::temp_dir().join(format!("ballast-counterfactual-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let (addr, token_file, collector) = start_collector(&root.join("collector"));
+    let collector = start_collector(&root.join("collector"), HOST, "storage:\n  type: sqlite\n");
+    let addr = collector.addr;
     let guest = lab
         .boot(GuestSpec {
             memory_mib: 512,
@@ -92,7 +52,7 @@ fn a_stalled_balloon_under_a_resident_hog_is_stored_as_balloon_and_at_maximum_no
         .wait_ready(Duration::from_secs(120))
         .expect("guest ready");
     let agent_dir = root.join("agent");
-    let agent = start_agent(&agent_dir, addr, &token_file);
+    let agent = start_agent(&agent_dir, HOST, &collector);
     wait_until(
         "the agent to see the guest",
         Duration::from_secs(60),
@@ -190,6 +150,6 @@ fn a_stalled_balloon_under_a_resident_hog_is_stored_as_balloon_and_at_maximum_no
         "with the balloon at maximum the OOM happened anyway"
     );
     agent.stop();
-    collector.stop();
+    collector.daemon.stop();
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -7,72 +7,16 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ballast_testpg::TestPg;
-use ballast_tests::{
-    binary, create_token, free_port, http_get, wait_until, write_collector_config, Daemon,
-};
+use ballast_tests::stack::{start_agent, start_collector, Collector};
+use ballast_tests::{binary, http_get, wait_until};
 use ballast_testvm::{lab_or_skip, scenario, GuestSpec};
 use serde_json::Value;
 
 const HOST: &str = "e2e-host";
-
-struct Collector {
-    addr: SocketAddr,
-    token_file: PathBuf,
-    config: PathBuf,
-    daemon: Daemon,
-}
-
-/// Writes a collector config, creates the host's token, starts `serve`.
-fn start_collector(dir: &Path, storage_yaml: &str) -> Collector {
-    let port = free_port();
-    let config = write_collector_config(dir, port, dir, storage_yaml);
-    let token_file = dir.join("agent.token");
-    std::fs::write(&token_file, create_token(&config, HOST)).expect("token file");
-    let config_arg = config.to_str().expect("utf-8 path").to_string();
-    let log = dir.join("collector.log");
-    let daemon = Daemon::start(
-        "ballast-collector",
-        &["serve", "--config", &config_arg],
-        &log,
-    );
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    wait_until("the collector to answer", Duration::from_secs(30), || {
-        matches!(http_get(addr, "/healthz", None), Ok((200, _))).then_some(())
-    });
-    Collector {
-        addr,
-        token_file,
-        config,
-        daemon,
-    }
-}
-
-fn start_agent(dir: &Path, collector: &Collector) -> Daemon {
-    std::fs::create_dir_all(dir).expect("agent dir");
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "host_id: {HOST}\nstate_dir: {}\npoll_interval_secs: 2\ncollector:\n  url: http://{}\n  token_file: {}\n",
-            dir.display(),
-            collector.addr,
-            collector.token_file.display()
-        ),
-    )
-    .expect("agent config");
-    let config_arg = config.to_str().expect("utf-8 path").to_string();
-    Daemon::start(
-        "ballast-agent",
-        &["run", "--config", &config_arg],
-        &dir.join("agent.log"),
-    )
-}
 
 /// The OOMs the collector lists for one VM name.
 fn ooms_for(collector: &Collector, vm_name: &str) -> Vec<Value> {
@@ -125,9 +69,14 @@ fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
     let root = std::env::temp_dir().join(format!("ballast-fleet-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
 
-    let sqlite = start_collector(&root.join("collector-sqlite"), "storage:\n  type: sqlite\n");
+    let sqlite = start_collector(
+        &root.join("collector-sqlite"),
+        HOST,
+        "storage:\n  type: sqlite\n",
+    );
     let postgres = start_collector(
         &root.join("collector-postgres"),
+        HOST,
         &format!("storage:\n  type: postgres\n  url: '{database_url}'\n"),
     );
 
@@ -149,8 +98,8 @@ fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
     }
     // One agent per collector: the same host, watched twice, shipped to each store.
     let agents = [
-        start_agent(&root.join("agent-sqlite"), &sqlite),
-        start_agent(&root.join("agent-postgres"), &postgres),
+        start_agent(&root.join("agent-sqlite"), HOST, &sqlite),
+        start_agent(&root.join("agent-postgres"), HOST, &postgres),
     ];
     for dir in ["agent-sqlite", "agent-postgres"] {
         let status = root.join(dir).join("status.json");

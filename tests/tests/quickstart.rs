@@ -140,6 +140,27 @@ fn explained_oom_url(
     }
 }
 
+/// What both quickstarts print and serve for the demo's OOM: the balloon verdicts and
+/// the memhog kill on stdout, and the event behind the printed URL in the API.
+fn explained_event(printed: &[String], url: &str, port: u16) -> (SocketAddr, Value) {
+    assert!(
+        printed
+            .iter()
+            .any(|line| line == "verdict: balloon / correlation: balloon"),
+        "{printed:#?}"
+    );
+    // The explanation is wrapped at 88 columns: read it as one text.
+    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
+    let path = url
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .expect("a loopback URL");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
+    let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
+    assert_eq!(status, 200, "{body}");
+    (addr, serde_json::from_str(&body).expect("JSON"))
+}
+
 /// The script's stdout, line by line, as it prints them.
 fn stdout_lines(child: &mut Child) -> mpsc::Receiver<String> {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -223,26 +244,14 @@ fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_
         format!("agent log:\n{agent_log}")
     });
     eprintln!("quickstart printed the event after {:?}", started.elapsed());
-    assert!(
-        printed
-            .iter()
-            .any(|line| line == "verdict: balloon / correlation: balloon"),
-        "{printed:#?}"
-    );
-    // The explanation is wrapped at 88 columns: read it as one text.
-    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
-
-    // The URL it printed opens the dashboard page of that OOM; the API agrees.
-    let prefix = format!("http://127.0.0.1:{port}");
-    let path = url.strip_prefix(&prefix).expect("a loopback URL");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let (addr, event) = explained_event(&printed, &url, port);
+    // The URL it printed opens the dashboard page of that OOM.
+    let path = url
+        .strip_prefix(&format!("http://127.0.0.1:{port}"))
+        .expect("a loopback URL");
     let (status, page) = http_get(addr, path, None).expect("dashboard page");
     assert_eq!(status, 200, "{page}");
     assert!(page.contains("memhog"), "{page}");
-    let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
-    let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
-    assert_eq!(status, 200, "{body}");
-    let event: Value = serde_json::from_str(&body).expect("JSON");
     let guest = std::fs::read_to_string(work.join("demo.name")).expect("demo.name");
     assert_eq!(event["vm"]["name"], guest.trim(), "{event:#}");
     assert_eq!(event["correlation"]["verdict"], "balloon", "{event:#}");
@@ -445,22 +454,8 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
         !printed.iter().any(|line| line.contains("cannot run")),
         "the demo fell back: {printed:#?}"
     );
-    assert!(
-        printed
-            .iter()
-            .any(|line| line == "verdict: balloon / correlation: balloon"),
-        "{printed:#?}"
-    );
-    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
-
     // The event in the API is the demo VM's, as the agent's Proxmox backend named it.
-    let prefix = format!("http://127.0.0.1:{port}");
-    let path = url.strip_prefix(&prefix).expect("a loopback URL");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
-    let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
-    let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
-    assert_eq!(status, 200, "{body}");
-    let event: Value = serde_json::from_str(&body).expect("JSON");
+    let (addr, event) = explained_event(&printed, &url, port);
     let name = std::fs::read_to_string(work.path().join("demo.name")).expect("demo.name");
     let name = name.trim();
     assert_eq!(event["vm"]["name"], name, "{event:#}");

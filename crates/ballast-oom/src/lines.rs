@@ -120,7 +120,11 @@ impl<'a> Iterator for Lines<'a> {
             }
         };
         let body_len = (end - start).saturating_sub(body_offset).min(body.len());
-        let body = trim_end(&body[..body_len.min(MAX_LINE_BYTES)]);
+        let mut body = &body[..body_len];
+        if split.is_some() {
+            body = prefix::without_trailing_grep(body);
+        }
+        let body = trim_end(&body[..body.len().min(MAX_LINE_BYTES)]);
         Some(LogicalLine {
             start,
             end,

@@ -5,7 +5,11 @@
 //! - syslog `Jan  4 10:04:40 host kernel: ` and RFC 3339 `2024-01-04T10:04:40.1+00:00 host kernel: `
 //!   (journalctl `short`, `short-precise` and `short-iso` have the same shape)
 //! - raw dmesg `[ 123.456789] `, with an optional caller id `[T123]`/`[C1]`
-//! - `dmesg -T` `[Thu Jan  4 10:04:40 2018] `
+//! - `dmesg -T` `[Thu Jan  4 10:04:40 2018] ` in any locale: `[月  1月 26 01:49:41 2026]`,
+//!   `[lun. janv. 26 ...]`, `[Пн янв 26 ...]` (two words, day, clock, year; any script)
+//! - grep's `<n>:`, `<path>:`, `<path>:<n>:` and context `<path>-<n>-` in front of one
+//!   of the stamps above (`grep -n`, `-H`, `-rn`, `-C`)
+//! - an elided prefix `... kernel: ` / `… host kernel: ` left by a paste
 //! - journalctl `-o short-monotonic` `[ 123.456789] host kernel: `
 //! - `dmesg -x` facility/level `kern  :warn  : `
 //!
@@ -97,6 +101,10 @@ pub(crate) fn strip(line: &[u8]) -> (Prefix<'_>, &[u8]) {
         } else if let Some((secs, after)) = strip_android(rest) {
             set_family(&mut prefix, Family::Monotonic);
             prefix.monotonic_secs.get_or_insert(secs);
+            rest = after;
+        } else if let Some(after) = strip_elision(rest) {
+            rest = after;
+        } else if let Some(after) = strip_grep(rest).filter(|_| prefix.family == Family::Bare) {
             rest = after;
         } else {
             break;
@@ -210,21 +218,128 @@ fn strip_caller_id(text: &[u8]) -> Option<&[u8]> {
     rest[n..].strip_prefix(b"]")
 }
 
-/// `[Thu Jan  4 10:04:40 2018]` and one space.
+/// `[Thu Jan  4 10:04:40 2018]` and one space, in any locale's words.
+///
+/// `dmesg -T` prints `%a %b %e %H:%M:%S %Y`: the weekday and month are words of the
+/// locale (`月`, ` 1月`, `lun.`, `janv.`, `Пн`, `янв`), so the shape is checked, not the
+/// words: two words, a day of one or two digits, a clock and a four-digit year. Runs of
+/// spaces may have been squeezed to one.
 fn strip_wallclock_bracket(text: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = text.strip_prefix(b"[")?;
-    if !is_word3(rest) || rest.get(3) != Some(&b' ') {
+    let weekday = stamp_word(rest)?;
+    if weekday[0].is_ascii_digit() {
         return None;
     }
-    let (_, after_date) = month_day_time(&rest[4..])?;
-    let after_space = after_date.strip_prefix(b" ")?;
-    let year_len = digits(after_space);
-    if year_len != 4 {
+    let rest = after_spaces(&rest[weekday.len()..])?;
+    let month = stamp_word(rest)?;
+    if month.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let after = after_space[4..].strip_prefix(b"]")?;
-    let stamp = &rest[..rest.len() - after.len() - 1];
+    let rest = after_spaces(&rest[month.len()..])?;
+    let day_len = digits(rest);
+    if day_len == 0 || day_len > 2 {
+        return None;
+    }
+    let rest = after_spaces(&rest[day_len..])?;
+    let rest = after_spaces(clock(rest)?)?;
+    if digits(rest) != 4 {
+        return None;
+    }
+    let after = rest[4..].strip_prefix(b"]")?;
+    let inner = &text[1..];
+    let stamp = &inner[..inner.len() - after.len() - 1];
     Some((stamp, after.strip_prefix(b" ").unwrap_or(after)))
+}
+
+/// A locale's weekday or month abbreviation: 1 to 32 bytes up to a space, with no
+/// bracket or colon (so task rows `[ 1439]` and clocks never pass).
+fn stamp_word(text: &[u8]) -> Option<&[u8]> {
+    let len = text
+        .iter()
+        .take(33)
+        .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b'[' | b']' | b':'))
+        .count();
+    if len == 0 || len > 32 || text.get(len) != Some(&b' ') {
+        return None;
+    }
+    Some(&text[..len])
+}
+
+/// At least one space, then what follows the run.
+fn after_spaces(text: &[u8]) -> Option<&[u8]> {
+    match spaces(text) {
+        0 => None,
+        n => Some(&text[n..]),
+    }
+}
+
+/// grep's own prefix in front of a log line: `166233:`, `kern.log:12:`, `/var/log/kern.log.1:`,
+/// or a context line's `kern.log-166233-`.
+///
+/// A path may itself hold `:` and `-`, so the prefix ends at the first separator (within
+/// the first whitespace-free run) that a syslog, journal, dmesg or kmsg prefix follows.
+/// Only those are accepted: kernel text such as `oom-kill:constraint=` is never cut.
+fn strip_grep(text: &[u8]) -> Option<&[u8]> {
+    const MAX_PATH: usize = 4096;
+    const MAX_SEPARATORS: usize = 16;
+    let run = text
+        .iter()
+        .take(MAX_PATH)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    text[..run]
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| matches!(b, b':' | b'-'))
+        .take(MAX_SEPARATORS)
+        .map(|(at, _)| &text[at + 1..])
+        .find(|after| starts_with_stamp(after))
+}
+
+/// `text` without the grep prefix glued to its end, when `text` is one kernel line cut
+/// out of a joined paste of grep output (`... pages RAM 166290:` before the next stamp).
+///
+/// A joined line's next stamp follows a space; one that follows `:` or `-` was preceded
+/// by grep's `<n>:` / `<path>:<n>:` / `<path>-<n>-`, which is cut with its whole run.
+pub(crate) fn without_trailing_grep(text: &[u8]) -> &[u8] {
+    const MAX_PATH: usize = 4096;
+    if !matches!(text.last(), Some(b':' | b'-')) {
+        return text;
+    }
+    let run = text
+        .iter()
+        .rev()
+        .take(MAX_PATH + 1)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    if run > MAX_PATH {
+        return text;
+    }
+    &text[..text.len() - run]
+}
+
+/// True when a syslog, journal, dmesg (`[1.2]`, `-T`) or kmsg prefix starts `text`.
+fn starts_with_stamp(text: &[u8]) -> bool {
+    strip_syslog(text).is_some()
+        || strip_monotonic(text).is_some()
+        || strip_wallclock_bracket(text).is_some()
+        || strip_priority(text).is_some()
+        || strip_kmsg_record(text).is_some()
+}
+
+/// `... kernel: ` or `… host kernel: `: a paste that cut the time stamp and host.
+fn strip_elision(text: &[u8]) -> Option<&[u8]> {
+    let rest = text
+        .strip_prefix(b"...")
+        .or_else(|| text.strip_prefix("\u{2026}".as_bytes()))?;
+    let rest = after_spaces(rest)?;
+    if let Some((_, _, after_tag)) = strip_host_kernel_tag(rest) {
+        // `host kernel: ` (the `kernel: ` alone is the next layer's to strip).
+        if !rest.starts_with(b"kernel: ") {
+            return Some(after_tag);
+        }
+    }
+    (rest.starts_with(b"kernel: ") || starts_with_stamp(rest)).then_some(rest)
 }
 
 /// The parts of a syslog header: time stamp, host, program, and the text after it.
@@ -361,10 +476,6 @@ fn is_month(text: &[u8]) -> bool {
     text.len() >= 3 && MONTHS.iter().any(|month| &text[..3] == month.as_slice())
 }
 
-fn is_word3(text: &[u8]) -> bool {
-    text.len() >= 3 && text[..3].iter().all(|b| b.is_ascii_alphabetic())
-}
-
 /// `> ` or `>> `: a mail client's quote marks.
 fn strip_mail_quote(text: &[u8]) -> Option<&[u8]> {
     let marks = text
@@ -468,6 +579,20 @@ mod tests {
             " | [53542.948247][T23028] tor invoked",
             "07-13 08:41:51.341 <4>[309805.658142s][pid:1361,cpu5,sManagerService]tor invoked",
             "kernel: tor invoked",
+            "[月  1月 26 01:49:41 2026] tor invoked",
+            "[Mo Jan 26 01:49:41 2026] tor invoked",
+            "[lun. janv. 26 01:49:41 2026] tor invoked",
+            "[Пн янв 26 01:49:41 2026] tor invoked",
+            "[Thu Jan 4 10:04:40 2018] tor invoked",
+            "166233:Apr 18 00:37:34 host kernel: tor invoked",
+            "kern.log:12:Apr 18 00:37:34 host kernel: tor invoked",
+            "/var/log/kern.log.1:Apr 18 00:37:34 host kernel: tor invoked",
+            "/var/log/kern.log-20260126:7:Apr 18 00:37:34 host kernel: tor invoked",
+            "kern.log-166233-Apr 18 00:37:34 host kernel: tor invoked",
+            "12:[    7.409881] tor invoked",
+            "dmesg.txt:3:[月  1月 26 01:49:41 2026] tor invoked",
+            "... kernel: [430837.193448] tor invoked",
+            "\u{2026} host kernel: [430837.193448] tor invoked",
             "tor invoked",
         ];
         for case in cases {
@@ -499,5 +624,51 @@ mod tests {
             strip(b"[<ffffffffb2129134>] ? dump_stack").0.family,
             Family::Bare
         );
+    }
+
+    #[test]
+    fn kernel_text_with_colons_and_dashes_is_not_a_grep_prefix() {
+        let kept = [
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/",
+            "lowmem_reserve[]: 0 430 430 430 430",
+            "x86/PAT: Configuration [0-7]: WB  WC  UC- UC",
+            "RIP: 0033:0x4015e0",
+            "[ 1439] 109 1439 139276 93739 245 3 0 0 tor",
+            "[12 01 26 01:49:41 2026] not a stamp",
+            "... 12 more tasks",
+        ];
+        for line in kept {
+            assert_eq!(body(line), line, "{line}");
+        }
+    }
+
+    #[test]
+    fn only_a_glued_grep_prefix_is_cut_from_a_joined_line_end() {
+        assert_eq!(
+            without_trailing_grep(b"262010 pages RAM /var/log/kern.log:166290:"),
+            b"262010 pages RAM "
+        );
+        assert_eq!(
+            without_trailing_grep(b"0 pages RAM kern.log-12-"),
+            b"0 pages RAM "
+        );
+        assert_eq!(without_trailing_grep(b"Mem-Info: "), b"Mem-Info: ");
+        assert_eq!(
+            without_trailing_grep(b"262010 pages RAM"),
+            b"262010 pages RAM"
+        );
+    }
+
+    #[test]
+    fn grep_and_locale_prefixes_keep_the_inner_stamp() {
+        let (prefix, _) = strip("kern.log-166234-[Пн янв 26 01:49:41 2026] x".as_bytes());
+        assert_eq!(prefix.family, Family::Wallclock);
+        assert_eq!(prefix.wallclock, Some("Пн янв 26 01:49:41 2026".as_bytes()));
+        let (prefix, _) = strip(b"/var/log/kern.log.1:166233:Jan 4 10:04:40 pve1 kernel: x");
+        assert_eq!(prefix.family, Family::Syslog);
+        assert_eq!(prefix.host, Some(&b"pve1"[..]));
+        let (prefix, _) = strip(b"... kernel: [430837.193448] x");
+        assert_eq!(prefix.monotonic_secs, Some(430837.193448));
+        assert_eq!(prefix.wallclock, None);
     }
 }

@@ -165,8 +165,12 @@ fn check_invariants(input: &[u8]) -> Explanation {
         "{} reports from {bound} anchors",
         explanation.reports.len()
     );
-    // rsyslog `#012` decodes to a line break, so it may add lines.
-    let max_line = memchr::memchr_iter(b'\n', input).count() + count(input, b"#012") + 1;
+    // rsyslog `#012` and quoted-printable `=0A` (any case: `uid=0active_anon` reads as
+    // one) decode to a line break, so they may add lines; line numbers count decoded lines.
+    let max_line = memchr::memchr_iter(b'\n', input).count()
+        + count(input, b"#012")
+        + count(&input.to_ascii_lowercase(), b"=0a")
+        + 1;
     for explained in &explanation.reports {
         let report = &explained.report;
         let span = &report.span;
