@@ -257,9 +257,16 @@ fn report_text(out: &mut String, number: usize, explained: &ExplainedReport) {
         );
     }
     if let Some(killed) = &report.killed {
+        // The killed task's cgroup names the service or container that died.
+        let cgroup = report
+            .memcg
+            .as_ref()
+            .and_then(|m| m.task.as_deref())
+            .filter(|cgroup| *cgroup != "/")
+            .map_or_else(String::new, |cgroup| format!(", cgroup {}", shown(cgroup)));
         let _ = writeln!(
             out,
-            "  killed:  {} (pid {}), anon-rss {}",
+            "  killed:  {} (pid {}), anon-rss {}{cgroup}",
             shown(&killed.comm),
             killed.pid,
             mib(killed.anon_rss_kb)
@@ -336,5 +343,27 @@ mod tests {
             checked += usize::from(!whole.diagnostics.is_empty());
         }
         assert!(checked > 0, "some fixture has diagnostics");
+    }
+
+    #[test]
+    fn a_global_oom_names_the_cgroup_of_the_task_it_killed() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crates/ballast-oom/tests/fixtures/oom");
+        let service =
+            std::fs::read(fixtures.join("constructed-6.1-global-kill-systemd-service.log"))
+                .expect("fixture");
+        let text = streamed(&service, false);
+        assert!(
+            text.contains("killed:  memhog (pid 113), anon-rss 105 MiB, cgroup /system.slice/memhog.service\n"),
+            "{text}"
+        );
+        // The root cgroup names nothing.
+        let root = std::fs::read(fixtures.join("lab-debian12-6.1-balloon-200m-of-512m.serial.log"))
+            .expect("fixture");
+        let text = streamed(&root, false);
+        assert!(
+            text.contains("killed:  memhog (pid 113), anon-rss 105 MiB\n"),
+            "{text}"
+        );
     }
 }

@@ -435,7 +435,11 @@ fn not_preventable(event: &OomEvent) -> Option<&'static str> {
         OomKind::VmCgroup => return Some("the VM's cgroup on the host hit its limit; returning balloon pages to the guest does not raise it"),
         OomKind::Guest => {}
     }
-    (event.report.kind == "memcg")
+    // A memcg OOM the kernel answered with a panic (`compulsory panic_on_oom`) is one too.
+    let memcg_ran_out = event.report.kind == "memcg"
+        || (event.report.kind == "panic"
+            && event.report.memcg.as_ref().is_some_and(|m| m.oom.is_some()));
+    memcg_ran_out
         .then_some("a memory cgroup inside the guest hit its limit; returning balloon pages to the guest does not raise it")
 }
 

@@ -732,6 +732,21 @@ mod tests {
     }
 
     #[test]
+    fn a_global_oom_that_killed_a_task_in_a_vm_scope_is_that_vms_host_oom() {
+        // A helper of the VM (not QEMU itself, pid unknown): only `task_memcg=` names it.
+        let text = GLOBAL.replace(
+            "task_memcg=/,",
+            r"task_memcg=/machine.slice/machine-qemu\x2d12\x2ddb.scope/libvirt/emulator,",
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
+        let found = run(&mut reader, records(&text, 7));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].kind, OomKind::Host);
+        assert_eq!(found[0].captured.domain.uuid, "bbbb-2");
+    }
+
+    #[test]
     fn an_unrelated_host_process_is_ignored() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());

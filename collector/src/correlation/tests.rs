@@ -187,6 +187,25 @@ fn a_kill_the_balloons_pages_would_not_have_prevented_is_never_the_balloons() {
         .reasons
         .join(" ")
         .contains("memory cgroup inside the guest"));
+    // The same limit answered by `compulsory panic_on_oom`: kind panic, memcg.oom set.
+    let mut panicked = crate::test_fixtures::oom_from_fixture(
+        "constructed-6.1-memcg-v2-compulsory-panic-on-oom.log",
+        crate::test_fixtures::LAB_UUID,
+        "lab-512",
+    );
+    assert_eq!(panicked.report.kind, "panic");
+    panicked.balloon_at_oom = event.balloon_at_oom;
+    let c = run(&panicked, None, &[]);
+    assert_eq!(
+        c.verdict,
+        CorrelationVerdict::NotBalloon,
+        "{:#?}",
+        c.reasons
+    );
+    assert!(c
+        .reasons
+        .join(" ")
+        .contains("memory cgroup inside the guest"));
     // The host killed the VM's process (a host OOM, or the VM's cgroup on the host).
     for kind in [
         ballast_model::OomKind::Host,

@@ -218,7 +218,11 @@ impl ReportBuilder {
                 };
                 Step::Continue
             }
-            KernelLine::Other | KernelLine::Trace { .. } if seen + 1 < REAPER_GRACE_LINES => {
+            // Another CPU's lines (a balloon stalling) may come between the message and
+            // panic() or the reaper.
+            KernelLine::Other | KernelLine::Trace { .. } | KernelLine::OutOfPuff
+                if seen + 1 < REAPER_GRACE_LINES =>
+            {
                 self.section = Section::AfterKill {
                     lines_seen: seen + 1,
                 };
@@ -302,6 +306,11 @@ impl ReportBuilder {
             }
             KernelLine::FreeSwapKb(kb) => self.report.free_swap_kb = Some(kb),
             KernelLine::TotalSwapKb(kb) => self.report.total_swap_kb = Some(kb),
+            // The table was printed, even if its header or rows are lost: not null.
+            KernelLine::TasksState => {
+                self.report.tasks.get_or_insert(0);
+                self.section = Section::Tasks;
+            }
             KernelLine::TaskHeader(columns) => {
                 self.task_columns = Some(columns);
                 self.report.tasks.get_or_insert(0);
@@ -336,10 +345,10 @@ impl ReportBuilder {
                     self.memcg_evidence = true;
                     self.memcg().oom = summary.oom_memcg;
                 }
+                // The killed task's cgroup for every kind: for a global OOM it names the
+                // service or container that died.
                 if let Some(task_memcg) = summary.task_memcg {
-                    if self.memcg_evidence {
-                        self.memcg().task = Some(task_memcg);
-                    }
+                    self.memcg().task = Some(task_memcg);
                 }
                 self.section = Section::Header;
             }
@@ -393,6 +402,8 @@ impl ReportBuilder {
     /// The CPU line names the allocating task; a report with no header takes it as the trigger.
     fn apply_cpu_line(&mut self, pid: Option<u32>, comm: Option<String>) {
         match self.report.trigger.as_mut() {
+            // Another CPU's line interleaved in the report names another task.
+            Some(trigger) if comm.as_ref().is_some_and(|comm| *comm != trigger.comm) => {}
             Some(trigger) => trigger.pid = trigger.pid.or(pid),
             None => {
                 if let Some(comm) = comm {
@@ -688,7 +699,7 @@ fn missing_parts(report: &Report, no_killable: bool, headless: bool) -> Vec<Stri
     if report.trigger.is_none() || headless {
         missing.push("no 'invoked oom-killer' header".to_string());
     }
-    let memcg_report = report.kind == OomKind::Memcg;
+    let memcg_report = report.memcg_ran_out();
     if memcg_report {
         if report.memcg.as_ref().and_then(|m| m.usage_kb).is_none() {
             missing.push("no memcg usage lines".to_string());

@@ -49,6 +49,8 @@ pub(crate) enum KernelLine {
     TotalSwapKb(u64),
     /// `[ pid ]   uid  tgid total_vm      rss ... name`: the column names.
     TaskHeader(Vec<String>),
+    /// `Tasks state (memory values in pages):` (4.19+), printed right before the header.
+    TasksState,
     /// `[ 1439]   109  1439 ...`
     TaskRow,
     /// `Task in /a killed as a result of limit of /b`
@@ -180,6 +182,9 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     if let Some(line) = nodeless_zone_line(body) {
         return Some(line);
     }
+    if body.starts_with(b"Tasks state (memory values in pages)") {
+        return Some(KernelLine::TasksState);
+    }
     if body.starts_with(b"[") && find(&body[..body.len().min(16)], b"pid").is_some() {
         return Some(KernelLine::TaskHeader(task_header(body)));
     }
@@ -192,6 +197,13 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     }
     if body.starts_with(b"Out of memory and no killable processes") {
         return Some(KernelLine::NoKillable);
+    }
+    if body.starts_with(b"Out of memory: ") && find(body, b"panic_on_oom is enabled").is_some() {
+        // panic()'s message whose `Kernel panic - not syncing: ` was lost (pasted alone).
+        return Some(KernelLine::Panic {
+            text: lossy(body, MAX_NAME_BYTES),
+            no_killable: false,
+        });
     }
     if let Some(rest) = body.strip_prefix(b"Kernel panic - not syncing: ") {
         let oom_panic = find(rest, b"Out of memory").is_some()
@@ -348,7 +360,7 @@ fn cpu_line(body: &[u8]) -> KernelLine {
     let comm = value_after(body, b"Comm: ")
         .or_else(|| value_after(body, b"comm: "))
         .map(|rest| {
-            let end = [&b" Not tainted"[..], b" Tainted:"]
+            let end = [&b" Not tainted"[..], b" Tainted:", b" Kdump: "]
                 .iter()
                 .filter_map(|stop| find(rest, stop))
                 .min()
@@ -356,6 +368,31 @@ fn cpu_line(body: &[u8]) -> KernelLine {
             lossy(&rest[..end], MAX_NAME_BYTES)
         });
     KernelLine::Cpu { pid, comm, kernel }
+}
+
+/// The release of the last `Linux version 6.1.0-18-amd64 (...) #1 ...` boot banner in
+/// `text` (the kernel prints it first at every boot), searched from the end.
+pub(crate) fn last_kernel_banner(text: &[u8]) -> Option<String> {
+    const BANNER: &[u8] = b"Linux version ";
+    let mut end = text.len();
+    while let Some(at) = memchr::memmem::rfind(&text[..end], BANNER) {
+        let rest = &text[at + BANNER.len()..];
+        let len = rest
+            .iter()
+            .position(|b| b.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let release = &rest[..len];
+        // `Linux version 6.1.0-18-amd64 (debian-kernel@...)`: a release, then the builder.
+        let followed_by_builder = rest[len..].starts_with(b" (");
+        if followed_by_builder
+            && release.first().is_some_and(u8::is_ascii_digit)
+            && release.len() <= 128
+        {
+            return Some(lossy(release, 128));
+        }
+        end = at;
+    }
+    None
 }
 
 /// Lines starting `Node N `: per-node totals, zones, buddy lists, hugepages.
@@ -859,39 +896,104 @@ mod tests {
     }
 
     #[test]
+    fn finds_the_last_boot_banner_release() {
+        let log = b"[    0.000000] Linux version 5.10.0-9-amd64 (debian-kernel@lists.debian.org) (gcc-10) #1 SMP Debian 5.10.70-1\n\
+            [ 9.0] reboot: Restarting system\n\
+            Jan 2 00:00:00 host kernel: [    0.000000] Linux version 6.1.0-18-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian 12.2.0-14) 12.2.0) #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 (2024-02-01)\n\
+            [ 5.0] audit: Linux version is not a banner\n";
+        assert_eq!(last_kernel_banner(log).as_deref(), Some("6.1.0-18-amd64"));
+        assert_eq!(
+            last_kernel_banner(&log[..100]).as_deref(),
+            Some("5.10.0-9-amd64")
+        );
+        assert_eq!(last_kernel_banner(b"Linux version x (y)\n"), None);
+    }
+
+    #[test]
+    fn every_out_of_memory_panic_is_a_panic_line() {
+        let lines: [(&[u8], &str, bool); 4] = [
+            (
+                b"Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled",
+                "Out of memory: system-wide panic_on_oom is enabled",
+                false,
+            ),
+            (
+                b"Kernel panic - not syncing: Out of memory and no killable processes...",
+                "Out of memory and no killable processes...",
+                true,
+            ),
+            // The message alone, its `Kernel panic - not syncing: ` lost in a paste.
+            (
+                b"Out of memory: compulsory panic_on_oom is enabled",
+                "Out of memory: compulsory panic_on_oom is enabled",
+                false,
+            ),
+            (
+                b"Kernel panic - not syncing: Out of memory: compulsory panic_on_oom is enabled",
+                "Out of memory: compulsory panic_on_oom is enabled",
+                false,
+            ),
+        ];
+        for (line, want_text, want_no_killable) in lines {
+            let KernelLine::Panic { text, no_killable } = classify(line) else {
+                panic!("not a panic: {}", String::from_utf8_lossy(line));
+            };
+            assert_eq!((text.as_str(), no_killable), (want_text, want_no_killable));
+        }
+        assert!(matches!(
+            classify(b"Kernel panic - not syncing: panic_on_warn set ..."),
+            KernelLine::Other
+        ));
+    }
+
+    #[test]
     fn reads_kernel_release_and_pid() {
-        let cases: [(&[u8], u32, &str); 4] = [
+        let cases: [(&[u8], u32, &str, &str); 5] = [
             (
                 b"CPU: 0 PID: 1439 Comm: tor Not tainted 4.9.0-4-amd64 #1 Debian",
                 1439,
+                "tor",
                 "4.9.0-4-amd64",
             ),
             (
                 b"CPU: 0 UID: 0 PID: 155 Comm: memhog Not tainted 6.12.95+deb12-amd64 #1",
                 155,
+                "memhog",
                 "6.12.95+deb12-amd64",
             ),
             (
                 b"CPU: 3 PID: 9 Comm: java Tainted: G        W  OE     5.4.0-1-generic #2",
                 9,
+                "java",
                 "5.4.0-1-generic",
             ),
             (
                 b"Pid: 1234, comm: java Not tainted 2.6.32-431.el6.x86_64 #1",
                 1234,
+                "java",
                 "2.6.32-431.el6.x86_64",
             ),
+            // RHEL with kdump armed: the comm ends before `Kdump:`, as the trigger's does.
+            (
+                b"CPU: 1 PID: 2074 Comm: oom Kdump: loaded Not tainted 4.18.0-477.13.1.el8_8.x86_64 #1",
+                2074,
+                "oom",
+                "4.18.0-477.13.1.el8_8.x86_64",
+            ),
         ];
-        for (line, pid, kernel) in cases {
+        for (line, pid, comm, kernel) in cases {
             let KernelLine::Cpu {
                 pid: got_pid,
+                comm: got_comm,
                 kernel: got_kernel,
-                ..
             } = classify(line)
             else {
                 panic!("not a CPU line");
             };
-            assert_eq!((got_pid, got_kernel.as_deref()), (Some(pid), Some(kernel)));
+            assert_eq!(
+                (got_pid, got_comm.as_deref(), got_kernel.as_deref()),
+                (Some(pid), Some(comm), Some(kernel))
+            );
         }
     }
 

@@ -214,3 +214,15 @@ pub struct Report {
     /// `virtio_balloon ...: Out of puff!` lines seen in the report's stream before it.
     pub balloon_out_of_puff: bool,
 }
+
+impl Report {
+    /// A memory cgroup ran out: a memcg OOM, or one the kernel answered with a panic
+    /// (`compulsory panic_on_oom` panics on memcg OOMs too).
+    pub fn memcg_ran_out(&self) -> bool {
+        match self.kind {
+            OomKind::Memcg => true,
+            OomKind::Panic => self.memcg.as_ref().is_some_and(|m| m.oom.is_some()),
+            OomKind::Global | OomKind::Cpuset | OomKind::Mempolicy => false,
+        }
+    }
+}

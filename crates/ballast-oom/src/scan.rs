@@ -110,6 +110,9 @@ pub(crate) struct Seed {
     /// A stream window's input is whole up to here: the line after it is still being
     /// read. No report takes that line; one that reaches it stays open. `None`: all.
     pub complete_until: Option<usize>,
+    /// The release of the last `Linux version` boot banner before the input (a stream's
+    /// earlier windows), for reports that do not print it themselves.
+    pub kernel_banner: Option<String>,
 }
 
 impl Default for Seed {
@@ -121,6 +124,7 @@ impl Default for Seed {
             keep_used: false,
             count_past_limit: true,
             complete_until: None,
+            kernel_banner: None,
         }
     }
 }
@@ -189,6 +193,8 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         dropped_reports: 0,
         last_report_end: 0,
         cursor: None,
+        banner: seed.kernel_banner,
+        banner_searched_to: 0,
     };
     scanner.run();
     WindowScan {
@@ -225,6 +231,10 @@ struct Scanner<'a> {
     /// line is reached by walking on from it, so a joined line is cut into logical
     /// lines once, not once per anchor in it.
     cursor: Option<LogicalLine<'a>>,
+    /// The release of the last boot banner before `banner_searched_to`.
+    banner: Option<String>,
+    /// The text before this offset was searched for boot banners.
+    banner_searched_to: usize,
 }
 
 impl<'a> Scanner<'a> {
@@ -316,7 +326,8 @@ impl<'a> Scanner<'a> {
         self.parse_report(anchor, false);
     }
 
-    /// An unconsumed `Mem-Info:` line shortly before `anchor`, not part of an allocation-failure warning.
+    /// An unconsumed `Mem-Info:` line (else a task table header) shortly before `anchor`, not
+    /// part of an allocation-failure warning.
     fn orphan_mem_info_before(&mut self, anchor: &LogicalLine<'a>) -> Option<LogicalLine<'a>> {
         // Never look back past the previous report: a flood of kill lines stays linear.
         let window_start = anchor
@@ -328,7 +339,10 @@ impl<'a> Scanner<'a> {
         let found = memchr::memmem::rfind(window, b"Mem-Info:")
             .into_iter()
             .chain(memchr::memmem::rfind(window, b"Mem-info:"))
-            .max()?;
+            .max()
+            // A fragment that starts below Mem-Info: its task table still belongs to the
+            // panic or kill line (`[  pid  ]   uid  tgid total_vm      rss ...`).
+            .or_else(|| memchr::memmem::rfind(window, b"tgid total_vm"))?;
         let at = window_start + found;
         let between = &self.text[at..anchor.start];
         if memchr::memmem::find(between, b"invoked oom-killer").is_some() {
@@ -431,12 +445,28 @@ impl<'a> Scanner<'a> {
         same_victim && host == report.stamp.host.as_deref() && report.trigger.is_none()
     }
 
-    fn push(&mut self, (report, found): (Report, Found)) {
+    fn push(&mut self, (mut report, found): (Report, Found)) {
         self.last_report_end = self.last_report_end.max(report.span.end_byte);
+        if report.kernel.is_none() {
+            report.kernel = self.banner_before(report.span.start_byte);
+        }
         if self.reports.len() < self.report_limit {
             self.reports.push(report);
             self.found.push(found);
         }
+    }
+
+    /// The release of the last boot banner before `offset`. Each byte is searched at most
+    /// once: the search goes on from where the last one stopped.
+    fn banner_before(&mut self, offset: usize) -> Option<String> {
+        if offset > self.banner_searched_to {
+            let unsearched = &self.text[self.banner_searched_to..offset];
+            if let Some(release) = fields::last_kernel_banner(unsearched) {
+                self.banner = Some(release);
+            }
+            self.banner_searched_to = offset;
+        }
+        self.banner.clone()
     }
 
     fn diagnose(&mut self, line: usize, message: &str) {
@@ -503,6 +533,29 @@ mod tests {
     }
 
     #[test]
+    fn a_task_table_never_printed_is_none_and_a_printed_empty_one_is_zero() {
+        let report = |table: &str| {
+            let input = format!(
+                "[ 5.1] a invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n\
+                 [ 5.1] CPU: 0 PID: 7 Comm: a Not tainted 6.1.0-18-amd64 #1\n\
+                 [ 5.2] memory: usage 1024kB, limit 1024kB, failcnt 9\n\
+                 {table}\
+                 [ 5.4] Out of memory and no killable processes...\n"
+            );
+            scan(input.as_bytes()).reports.remove(0).tasks
+        };
+        assert_eq!(report(""), None);
+        let header = "[ 5.3] [  pid  ]   uid  tgid total_vm      rss pgtables_bytes swapents oom_score_adj name\n";
+        let state = "[ 5.3] Tasks state (memory values in pages):\n";
+        assert_eq!(report(&format!("{state}{header}")), Some(0));
+        // The header lost (cut or interleaved): the table was still printed.
+        assert_eq!(report(state), Some(0));
+        let row =
+            "[ 5.3] [      7]     0     7      565        1    28672        0             0 a\n";
+        assert_eq!(report(&format!("{state}{header}{row}")), Some(1));
+    }
+
+    #[test]
     fn past_the_report_limit_nothing_is_cut() {
         // One physical line: the rest of it is one more line that could start a report.
         let input = repeated_headers(MAX_REPORTS + 5_000);
@@ -542,6 +595,8 @@ mod tests {
             dropped_reports: 0,
             last_report_end: 0,
             cursor: None,
+            banner: None,
+            banner_searched_to: 0,
         };
         scanner.run();
         assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");

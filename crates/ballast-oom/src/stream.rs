@@ -6,7 +6,7 @@
 //! with more input are returned. The next window starts at the earliest of:
 //! - the first line of a report still open at the window's end (a report cut by the
 //!   window is parsed whole from the next one);
-//! - an unclaimed `Mem-Info:` in the last [`MAX_ORPHAN_LOOKBACK`] bytes (a kill line
+//! - an unclaimed `Mem-Info:` (or task table header) in the last [`MAX_ORPHAN_LOOKBACK`] bytes (a kill line
 //!   further on may claim it as its report's body);
 //! - the window's last, incomplete line.
 //!
@@ -21,6 +21,7 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{self, Decoding};
+use crate::fields;
 use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES, WINDOW_REPORTS};
 use crate::scan::{self, PreviousKill, Seed, MAX_ORPHAN_LOOKBACK};
 use crate::{Diagnostic, Report};
@@ -43,6 +44,8 @@ pub struct StreamParser {
     decoding_noted: bool,
     /// The end of the input was scanned to its last report.
     ended: bool,
+    /// The release of the last `Linux version` boot banner before `base`.
+    kernel_banner: Option<String>,
 }
 
 impl Default for StreamParser {
@@ -70,6 +73,7 @@ impl StreamParser {
             diagnostics: Vec::new(),
             decoding_noted: false,
             ended: false,
+            kernel_banner: None,
         }
     }
 
@@ -162,6 +166,7 @@ impl StreamParser {
             keep_used: true,
             count_past_limit: report_limit == left,
             complete_until: (!at_end).then_some(cut),
+            kernel_banner: self.kernel_banner.clone(),
         };
         let window = scan::scan_window(text, seed);
         let mut resume = cut;
@@ -259,6 +264,9 @@ impl StreamParser {
         self.returned += reports.len();
         self.dropped_lines += window.dropped_lines;
         if !at_end {
+            if let Some(release) = fields::last_kernel_banner(&self.buffer[..resume]) {
+                self.kernel_banner = Some(release);
+            }
             self.base_line = line_shift + resume_line;
             self.consumed = consumed;
             self.shift(resume);
@@ -290,7 +298,7 @@ impl StreamParser {
     }
 }
 
-/// Start of the line of a `Mem-Info:` after the last report and in the last
+/// Start of the line of a `Mem-Info:` (or task table header) after the last report and in the last
 /// [`MAX_ORPHAN_LOOKBACK`] bytes before `cut`: a headless kill line after `cut` may
 /// take it as its report's body.
 fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option<usize> {
@@ -298,9 +306,11 @@ fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option
         .max(cut.saturating_sub(MAX_ORPHAN_LOOKBACK))
         .min(cut);
     let tail = &text[from..cut];
+    // A task table header too: a fragment's panic or kill line claims the table above it.
     let found = memchr::memmem::find(tail, b"Mem-Info:")
         .into_iter()
         .chain(memchr::memmem::find(tail, b"Mem-info:"))
+        .chain(memchr::memmem::find(tail, b"tgid total_vm"))
         .min()?;
     let at = from + found;
     Some(memchr::memrchr(b'\n', &text[..at]).map_or(0, |newline| newline + 1))

@@ -28,7 +28,7 @@ pub(super) fn paragraph(report: &Report, analysis: &Analysis) -> String {
         Verdict::Unknown => unknown(&mut text, report, analysis),
     }
     host_measurement(&mut text, analysis);
-    if analysis.verdict != Verdict::Balloon && report.kind != OomKind::Memcg {
+    if analysis.verdict != Verdict::Balloon && !report.memcg_ran_out() {
         counterfactual(&mut text, analysis);
     }
     victim_sentence(&mut text, report);

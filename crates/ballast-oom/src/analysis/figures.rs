@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{Analysis, BalloonEvidence, Consumer, HostBalloon, Verdict};
-use crate::{OomKind, Report};
+use crate::Report;
 
 /// How many of the largest tasks an analysis lists.
 const TOP_CONSUMERS: usize = 5;
@@ -130,7 +130,7 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
         .memcg
         .as_ref()
         .and_then(|m| match (m.usage_kb, m.limit_kb) {
-            (Some(usage), Some(limit)) if limit > 0 && report.kind == OomKind::Memcg => {
+            (Some(usage), Some(limit)) if limit > 0 && report.memcg_ran_out() => {
                 Some(round1(usage as f64 * 100.0 / limit as f64))
             }
             _ => None,
@@ -171,7 +171,7 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
     let balloon_excess_kb = balloon.held_kb;
     let order = report.trigger.as_ref().and_then(|t| t.order);
     let shortfall_kb = shortfall_kb(&zones, order, page_kb);
-    let fits_without_balloon = if report.kind == OomKind::Memcg {
+    let fits_without_balloon = if report.memcg_ran_out() {
         // A cgroup limit: pages returned to the guest do not raise it.
         Some(false)
     } else {

@@ -11,7 +11,7 @@
 //! 8. not enough data -> `unknown`
 
 use super::{Analysis, Verdict};
-use crate::{OomKind, Report};
+use crate::Report;
 
 /// Unaccounted memory this large (share of managed and absolute) is not normal kernel overhead.
 pub(crate) const UNACCOUNTED_SIGNIFICANT_PCT: f64 = 20.0;
@@ -24,7 +24,7 @@ pub(super) fn decide(report: &Report, analysis: &Analysis) -> Verdict {
     if report.no_killable {
         return Verdict::NoKillable;
     }
-    if report.kind == OomKind::Memcg {
+    if report.memcg_ran_out() {
         return Verdict::MemcgLimit;
     }
     if balloon_explains(report, analysis) {
