@@ -33,9 +33,7 @@ POLLS_REAL=${BENCH_POLLS_REAL:-200}
 POLLS_PAUSED=${BENCH_POLLS_PAUSED:-50}
 RESERVE_MIB=${BENCH_RESERVE_MIB:-6144}
 SKIP=${BENCH_SKIP:-}
-# The harness's default (crates/ballast-testvm/src/settings.rs): outside the clone as root.
-if [ "$(id -u)" = 0 ]; then DEFAULT_LAB_DIR=/var/cache/ballast-lab; else DEFAULT_LAB_DIR=$REPO/target/ballast-lab; fi
-LAB_DIR=${BALLAST_LAB_DIR:-$DEFAULT_LAB_DIR}
+. "$REPO/scripts/lab/lab-dir.sh"
 PREFIX="ballast-bench-$$"
 PYTHON=/usr/bin/python3 # Debian's python3-libvirt lives in the system python
 WORK=$(mktemp -d /tmp/ballast-bench.XXXXXX)

@@ -4,9 +4,7 @@
 set -eu
 
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-# The harness's default (crates/ballast-testvm/src/settings.rs): outside the clone as root.
-if [ "$(id -u)" = 0 ]; then DEFAULT_LAB_DIR=/var/cache/ballast-lab; else DEFAULT_LAB_DIR=$REPO/target/ballast-lab; fi
-LAB_DIR=${BALLAST_LAB_DIR:-$DEFAULT_LAB_DIR}
+. "$REPO/scripts/lab/lab-dir.sh"
 
 for name in libvirtd virtlogd; do
     marker=$LAB_DIR/daemons/$name.pid
