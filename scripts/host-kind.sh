@@ -13,17 +13,14 @@
 # is not Proxmox VE).
 set -eu
 
-# installed PKG: true when dpkg knows PKG as fully installed.
-installed() {
-    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | cut -c1-2)" = ii ]
-}
+. "$(dirname "$0")/lib/dpkg.sh"
 
-if [ "${BALLAST_ASSUME_PROXMOX:-0}" = 1 ] || [ -d /etc/pve ] || installed pve-manager; then
+if [ "${BALLAST_ASSUME_PROXMOX:-0}" = 1 ] || [ -d /etc/pve ] || is_installed pve-manager; then
     echo proxmox
     exit 0
 fi
 for pkg in qemu-system-x86 pve-qemu-kvm libvirt-daemon libvirt-daemon-system; do
-    if installed "$pkg"; then
+    if is_installed "$pkg"; then
         echo virt-host
         exit 0
     fi

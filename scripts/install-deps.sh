@@ -100,10 +100,7 @@ QEMU_FLOOR=7.2
 
 BACKPORTS_FILE=/etc/apt/sources.list.d/ballast-bookworm-backports.sources
 
-# is_installed PKG: true when dpkg knows PKG as fully installed.
-is_installed() {
-    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | cut -c1-2)" = ii ]
-}
+. "$(dirname "$0")/lib/dpkg.sh"
 
 # missing PKG...: print the packages that are not installed.
 missing() {
