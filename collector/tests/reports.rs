@@ -532,3 +532,72 @@ async fn the_quickstart_demo_floor_is_above_the_size_that_just_oomed() {
     assert_eq!(value["vms"][0]["floor_check"]["ooms_would_recur"], 0);
     assert_eq!(value["vms"][0]["floor_check"]["balloon_ooms"], 1);
 }
+
+/// A memcg limit inside the guest that ended in `compulsory panic_on_oom` is kind
+/// `panic`, not `memcg`: it says nothing about the guest's size, so it must not lift
+/// the floor (its memory in use is the memcg's, however large) nor count as a balloon
+/// OOM the floor has to cover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcg_limit_answered_by_a_panic_never_moves_the_floor() {
+    let settings = PolicySettings::default();
+    let since = oom_at_ms() - 30 * 86_400_000;
+    let until = oom_at_ms() + 60_000;
+    let mut reports_by_case = Vec::new();
+    for with_memcg_panic in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open");
+        let mut batches = lab_batches("lab-host");
+        if with_memcg_panic {
+            let mut panic = util::fixtures::oom_from_fixture(
+                "constructed-6.1-memcg-v2-compulsory-panic-on-oom.log",
+                LAB_UUID,
+                "lab-512",
+            );
+            assert_eq!(panic.report.kind, "panic");
+            // Figures that would size the guest if this were the guest's own OOM: the
+            // memory in use of the lab's 6.1 report (a paste that carried its Mem-Info).
+            let lab = lab_inflated();
+            panic.report.zones = lab.report.zones;
+            panic.analysis.managed_kb = lab.analysis.managed_kb;
+            panic.balloon_at_oom = lab_inflated().balloon_at_oom;
+            panic.balloon_history = lab_inflated().balloon_history;
+            batches.push(batch(
+                "lab-host",
+                vec![oom("lab/memcg-panic", oom_at_ms() - 30_000, panic)],
+            ));
+        }
+        for batch in batches {
+            store.ingest(util::prepared(batch)).await.expect("ingest");
+        }
+        let input = reports::load::load(&store, since, until, &settings)
+            .await
+            .expect("load");
+        if with_memcg_panic {
+            let ooms = &input.vms[0].ooms;
+            assert_eq!(ooms.len(), 2, "{ooms:?}");
+            let memcg = ooms
+                .iter()
+                .find(|oom| !matches!(oom.verdict.as_str(), "balloon" | "balloon_contributed"))
+                .expect("the memcg panic is not a balloon OOM");
+            assert_eq!(memcg.demand_kib, None, "{memcg:?}");
+        }
+        reports_by_case.push(build(&input, &settings).vms.remove(0));
+    }
+    let (alone, with_panic) = (&reports_by_case[0], &reports_by_case[1]);
+    assert_eq!(
+        with_panic.recommended_floor_kib,
+        alone.recommended_floor_kib
+    );
+    let (alone, with_panic) = (
+        alone.floor_check.as_ref().expect("floor check"),
+        with_panic.floor_check.as_ref().expect("floor check"),
+    );
+    assert_eq!(with_panic.oom_demand_max_kib, alone.oom_demand_max_kib);
+    assert_eq!(with_panic.balloon_ooms, 1);
+    assert_eq!(
+        with_panic.summary,
+        "with this floor, 0 of 1 recorded OOMs would recur"
+    );
+}

@@ -274,14 +274,19 @@ pub async fn load(
 /// The guest size an OOM needed, from its stored correlation (balloon_policy rule 2):
 /// for a balloon OOM its size at the OOM (the host's actual, else maximum - held) plus
 /// what it lacked; for any guest OOM at least the memory in use its report shows plus
-/// that. None for a memcg limit or a host-side kill (no guest size decides those).
+/// that. None for a memcg limit or a host-side kill (no guest size decides those): the
+/// correlation's `not_preventable` says so for every kind (a memcg limit answered by
+/// `compulsory panic_on_oom` is kind `panic`); `report_kind` covers rows stored before it.
 fn oom_demand(
     verdict: &str,
     kind: &str,
     report_kind: &str,
     correlation: &serde_json::Value,
 ) -> Option<u64> {
-    if kind != "guest" || report_kind == "memcg" {
+    let not_preventable = correlation
+        .get("not_preventable")
+        .is_some_and(|reason| !reason.is_null());
+    if kind != "guest" || report_kind == "memcg" || not_preventable {
         return None;
     }
     let field = |name: &str| correlation.get(name).and_then(serde_json::Value::as_u64);
