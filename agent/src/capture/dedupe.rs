@@ -105,11 +105,17 @@ pub fn identity(report: &Report, raw: &str) -> OomIdentity {
     }
 }
 
+/// Two copies of one OOM: the same killed pid and a shared line stamp. A copy cut
+/// before its kill line has no pid yet: it is the same OOM as a copy with a pid whose
+/// report starts at the same stamp (the printk record both copies begin with); without
+/// stamps nothing ties a pid-less copy to anything.
 fn same_oom(a: &OomIdentity, b: &OomIdentity) -> bool {
-    if a.pid != b.pid {
-        return false;
-    }
     let equal = |x: Option<u64>, y: Option<u64>| x.is_some() && x == y;
+    match (a.pid, b.pid) {
+        (Some(x), Some(y)) if x != y => return false,
+        (None, Some(_)) | (Some(_), None) => return equal(a.first_ms, b.first_ms),
+        _ => {}
+    }
     if a.first_ms.is_some() || a.kill_ms.is_some() || b.first_ms.is_some() || b.kill_ms.is_some() {
         equal(a.first_ms, b.first_ms)
             || equal(a.kill_ms, b.kill_ms)
@@ -165,6 +171,9 @@ impl Deduper {
             if identity.complete && !record.identity.complete {
                 // Keep both stamps so later copies of either kind still match.
                 record.identity.complete = true;
+                record.identity.pid = record.identity.pid.or(identity.pid);
+                record.identity.kill_text_hash =
+                    record.identity.kill_text_hash.or(identity.kill_text_hash);
                 record.identity.first_ms = identity.first_ms.or(record.identity.first_ms);
                 record.identity.kill_ms = identity.kill_ms.or(record.identity.kill_ms);
                 return Seen::Completes { key };
@@ -316,6 +325,60 @@ mod tests {
         assert!(matches!(
             deduper.observe("v", &identity(&partial, &partial_raw)),
             Seen::Duplicate { .. }
+        ));
+    }
+
+    /// A copy read while the kernel was still printing (the guest agent's `dmesg`, or
+    /// a serial read ended by another CPU's line) has no kill line, so no pid: its
+    /// completion is the same OOM, never a second one (a real-VM run stored both).
+    #[test]
+    fn a_copy_cut_before_its_kill_line_is_completed_by_the_whole_report() {
+        let lines = report_lines();
+        let kill_at = lines
+            .iter()
+            .position(|line| line.contains("oom-kill:"))
+            .expect("oom-kill line");
+        let (cut, cut_raw) = parse_one(&lines[..kill_at].join("\n"));
+        assert!(cut.partial && cut.killed.is_none());
+        let (full, full_raw) = parse_one(&lines.join("\n"));
+        let (kill_only, kill_only_raw) = parse_one(lines[lines.len() - 1]);
+        let mut deduper = Deduper::new(1000);
+        let Seen::New { key } = deduper.observe("u", &identity(&cut, &cut_raw)) else {
+            panic!("first copy is new");
+        };
+        assert_eq!(key, "u:7410:none");
+        assert_eq!(
+            deduper.observe("u", &identity(&full, &full_raw)),
+            Seen::Completes { key: key.clone() }
+        );
+        for (copy, raw) in [
+            (&full, &full_raw),
+            (&cut, &cut_raw),
+            (&kill_only, &kill_only_raw),
+        ] {
+            assert_eq!(
+                deduper.observe("u", &identity(copy, raw)),
+                Seen::Duplicate { key: key.clone() }
+            );
+        }
+        // The whole report first: the cut copy read later adds nothing.
+        let mut deduper = Deduper::new(1000);
+        assert!(matches!(
+            deduper.observe("v", &identity(&full, &full_raw)),
+            Seen::New { .. }
+        ));
+        assert!(matches!(
+            deduper.observe("v", &identity(&cut, &cut_raw)),
+            Seen::Duplicate { .. }
+        ));
+        // Another OOM's whole report (another first stamp) is not this one's completion.
+        let other = lines.join("\n").replace("[    7.", "[    9.");
+        let (other, other_raw) = parse_one(&other);
+        let mut deduper = Deduper::new(1000);
+        deduper.observe("w", &identity(&cut, &cut_raw));
+        assert!(matches!(
+            deduper.observe("w", &identity(&other, &other_raw)),
+            Seen::New { .. }
         ));
     }
 

@@ -725,6 +725,76 @@ pub(crate) mod tests {
         assert!(!completed.report.partial);
     }
 
+    /// The console stalled after the report's header (a slow or starved guest): past
+    /// `headless_timeout` the copy settles without a kill line, so without a pid. The
+    /// guest agent's whole copy is the same OOM: while the cut copy is held it takes
+    /// its place; once the cut copy went out it is its completion under the same key.
+    /// Never two OOMs (a real-VM run stored both, with two keys).
+    #[test]
+    fn a_copy_cut_before_its_kill_line_and_its_whole_copy_are_one_oom() {
+        let cut: String = LAB_LOG
+            .lines()
+            .take_while(|line| !line.contains("oom-kill:"))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let hypervisor = fake_with_dmesg(LAB_LOG);
+        for completed_while_held in [true, false] {
+            let dir = TempDir::new("hub-cut-before-kill");
+            let log = dir.0.join("serial.log");
+            std::fs::write(&log, &cut).expect("write log");
+            let now = Instant::now();
+            let mut capture = Capture::new(settings(&dir));
+            let poll = capture.poll_serial(&domain(), &log, now).expect("serial");
+            assert!(poll.events.is_empty(), "{:?}", poll.events);
+            let settled = now + capture.settings.headless_timeout + Duration::from_secs(1);
+            let poll = capture
+                .poll_serial(&domain(), &log, settled)
+                .expect("serial");
+            assert!(
+                poll.events.is_empty(),
+                "the cut copy is held: {:?}",
+                poll.events
+            );
+            assert!(poll.wants_guest_agent);
+            let mut events = Vec::new();
+            if !completed_while_held {
+                events = capture.release_held(settled + Duration::from_secs(3600));
+                let found = ooms(&events);
+                assert_eq!(found.len(), 1, "{events:?}");
+                assert!(found[0].report.partial && found[0].report.killed.is_none());
+                assert_eq!(found[0].dedupe_key, format!("{}:7410:none", domain().uuid));
+            }
+            events.extend(
+                capture
+                    .fetch_guest_agent(&hypervisor, &domain(), FetchReason::PartialReport, settled)
+                    .expect("agent"),
+            );
+            events.extend(capture.release_held(settled + Duration::from_secs(7200)));
+            let whole: Vec<&CapturedOom> = events
+                .iter()
+                .filter_map(|event| match event {
+                    CaptureEvent::Oom(oom) | CaptureEvent::OomCompleted(oom)
+                        if !oom.report.partial =>
+                    {
+                        Some(oom)
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(whole.len(), 1, "{events:?}");
+            assert_eq!(whole[0].report.killed.as_ref().map(|k| k.pid), Some(113));
+            assert_eq!(whole[0].dedupe_key, format!("{}:7410:none", domain().uuid));
+            let expected_events = if completed_while_held { 1 } else { 2 };
+            assert_eq!(events.len(), expected_events, "{events:?}");
+            // The rest of the report reaches the console later: nothing new.
+            std::fs::write(&log, LAB_LOG).expect("write log");
+            let poll = capture
+                .poll_serial(&domain(), &log, settled + Duration::from_secs(7300))
+                .expect("serial");
+            assert!(ooms(&poll.events).is_empty(), "{:?}", poll.events);
+        }
+    }
+
     /// The lab log's kill line (of pid 113) again for every pid in `pids`, each
     /// followed by `also` when given: a guest forging reports.
     pub(crate) fn forged_kill_lines(pids: std::ops::Range<u32>, also: Option<&str>) -> String {
