@@ -24,6 +24,7 @@ async fn the_storage_suite_passes_on_postgresql() {
         return;
     };
     util::suite::ingest_is_idempotent(store(&cluster).await).await;
+    util::suite::a_partial_oom_is_completed_under_its_key(store(&cluster).await).await;
     util::suite::queries_answer_as_documented(store(&cluster).await).await;
     util::suite::tokens_are_stored_hashed(store(&cluster).await).await;
     util::suite::retention_deletes_in_batches(store(&cluster).await).await;

@@ -23,6 +23,12 @@ async fn ingest_is_idempotent() {
 }
 
 #[tokio::test]
+async fn a_partial_oom_is_completed_under_its_key() {
+    let (_dir, store) = store().await;
+    util::suite::a_partial_oom_is_completed_under_its_key(store).await;
+}
+
+#[tokio::test]
 async fn queries_answer_as_documented() {
     let (_dir, store) = store().await;
     util::suite::queries_answer_as_documented(store).await;

@@ -11,8 +11,9 @@
 //! 2. [`prepare::prepare_batch`] turns a validated `ballast_model::Batch` into
 //!    [`PreparedBatch`] rows (correlation included) outside any lock.
 //! 3. [`Store::ingest`] inserts them with `ON CONFLICT (host_id, key) DO NOTHING`:
-//!    a re-sent key counts as a duplicate, never as a second row. It returns only
-//!    after the transaction committed (SQLite: WAL + `synchronous=FULL`).
+//!    a re-sent key counts as a duplicate, never as a second row (an OOM stored
+//!    partial is the one row a later, complete copy of the same key replaces). It
+//!    returns only after the transaction committed (SQLite: WAL + `synchronous=FULL`).
 
 pub mod pg_tls;
 pub mod postgres;

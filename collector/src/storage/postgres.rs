@@ -39,6 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("migrations/postgres/0007_vms_by_host_uuid.sql"),
     ),
+    (
+        8,
+        include_str!("migrations/postgres/0008_oom_completion.sql"),
+    ),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

@@ -67,6 +67,8 @@ pub struct OomRow {
     pub seconds_from_inflation: Option<i64>,
     pub event_json: String,
     pub correlation_json: String,
+    /// The report was cut before its end: a later copy under the same key completes it.
+    pub report_partial: bool,
 }
 
 /// Hello, inventory, balloon change, near miss, health: kept as JSON.
@@ -183,6 +185,7 @@ pub fn prepare_batch(
                     seconds_from_inflation: correlation.seconds_from_inflation,
                     event_json: to_json(&oom),
                     correlation_json: to_json(&correlation),
+                    report_partial: oom.report.partial,
                 });
             }
             Event::Inventory(inventory) => {
@@ -300,12 +303,23 @@ pub fn rollup_params(host_id: &str, row: &RollupRow) -> Vec<Param> {
     params
 }
 
+/// Inserts an OOM; a key stored before counts as a duplicate, except that a complete
+/// copy replaces a stored partial one (the agent completes a cut report under its
+/// first key): its report, correlation and figures, keeping when it was captured and
+/// received, so the row, its id and its notifications stay the same OOM's.
 pub const INSERT_OOM: &str = "INSERT INTO ooms (host_id, key, captured_at_ms, received_at_ms, \
      vm_uuid, vm_name, kind, source, report_kind, report_verdict, killed_pid, killed_comm, \
      killed_anon_rss_kb, corr_verdict, balloon_held_kb, inflated_kb_before, seconds_from_inflation, \
-     event_json, correlation_json) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (host_id, key) DO NOTHING";
+     event_json, correlation_json, report_partial) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (host_id, key) DO UPDATE SET kind = excluded.kind, source = excluded.source, \
+     report_kind = excluded.report_kind, report_verdict = excluded.report_verdict, \
+     killed_pid = excluded.killed_pid, killed_comm = excluded.killed_comm, \
+     killed_anon_rss_kb = excluded.killed_anon_rss_kb, corr_verdict = excluded.corr_verdict, \
+     balloon_held_kb = excluded.balloon_held_kb, inflated_kb_before = excluded.inflated_kb_before, \
+     seconds_from_inflation = excluded.seconds_from_inflation, event_json = excluded.event_json, \
+     correlation_json = excluded.correlation_json, report_partial = 0 \
+     WHERE ooms.report_partial = 1 AND excluded.report_partial = 0";
 
 pub fn oom_params(host_id: &str, received_at_ms: i64, row: &OomRow) -> Vec<Param> {
     vec![
@@ -328,6 +342,7 @@ pub fn oom_params(host_id: &str, received_at_ms: i64, row: &OomRow) -> Vec<Param
         Param::Int(row.seconds_from_inflation),
         Param::text(row.event_json.as_str()),
         Param::text(row.correlation_json.as_str()),
+        Param::int(i64::from(row.report_partial)),
     ]
 }
 

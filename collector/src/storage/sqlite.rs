@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("migrations/sqlite/0007_vms_by_host_uuid.sql"),
     ),
+    (8, include_str!("migrations/sqlite/0008_oom_completion.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;

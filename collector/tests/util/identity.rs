@@ -38,7 +38,8 @@ pub fn migrations_before_v7(engine: &str) -> [&'static str; 6] {
 
 /// What a schema-6 store holds after two hosts each sent VM 100 to a collector that
 /// keyed VMs by uuid: one `vms` row (pve-b's inventory came last and took the row
-/// over), an OOM of each host's VM 100, a rollup of pve-a's. Plain SQL for both
+/// over), an OOM of each host's VM 100 (pve-a's from a cut report), a rollup of
+/// pve-a's. Plain SQL for both
 /// engines; `schema_migrations` says 6.
 pub const OLD_STORE_ROWS: &str = "
 CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at_ms BIGINT NOT NULL);
@@ -48,7 +49,7 @@ INSERT INTO vms (vm_uuid, host_id, vm_name, state, config_json, findings_json, u
 INSERT INTO ooms (host_id, key, captured_at_ms, received_at_ms, vm_uuid, vm_name, kind, source,
     report_kind, report_verdict, corr_verdict, event_json, correlation_json)
     VALUES ('pve-a', 'pve-a/oom/1', 1795672800000, 1795672801000, '100', 'web-a', 'guest', 'serial',
-    'global', 'balloon', 'not_balloon', '{}', '{}'),
+    'global', 'balloon', 'not_balloon', '{\"report\":{\"partial\":true}}', '{}'),
     ('pve-b', 'pve-b/oom/1', 1795672900000, 1795672901000, '100', 'web-b', 'guest', 'serial',
     'global', 'balloon', 'balloon', '{}', '{}');
 INSERT INTO rollups (host_id, key, captured_at_ms, vm_uuid, vm_name, period_start_ms, period_secs,
@@ -80,7 +81,26 @@ pub async fn old_store_is_migrated(store: &dyn Store) {
         ))
         .await
         .expect("version");
-    assert_eq!(version[0].int(0), Some(7));
+    assert_eq!(version[0].int(0), Some(8));
+    // Schema 8: the stored partial OOM may still be completed, the other never.
+    let partial = store
+        .query(Query::new(
+            "SELECT host_id, report_partial FROM ooms ORDER BY host_id",
+            Vec::new(),
+        ))
+        .await
+        .expect("report_partial");
+    let partial: Vec<_> = partial
+        .iter()
+        .map(|row| (row.text_or_empty(0), row.int(1)))
+        .collect();
+    assert_eq!(
+        partial,
+        [
+            ("pve-a".to_string(), Some(1)),
+            ("pve-b".to_string(), Some(0))
+        ]
+    );
     // The row keeps its host; pve-a's VM, overwritten by the old upsert, comes back
     // from its OOM (state unknown until pve-a's next inventory).
     assert_eq!(

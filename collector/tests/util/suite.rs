@@ -122,6 +122,89 @@ pub async fn ingest_is_idempotent(store: Arc<dyn Store>) {
     );
 }
 
+/// A copy cut before its kill line went out first (the guest's console stalled); the
+/// agent sends the whole report later under the same key. One OOM, one row, one id,
+/// complete; a complete row is never overwritten, nor brought back to partial.
+pub async fn a_partial_oom_is_completed_under_its_key(store: Arc<dyn Store>) {
+    let all = OomFilter {
+        limit: 100,
+        ..OomFilter::default()
+    };
+    let mut cut = lab_inflated();
+    cut.report.partial = true;
+    cut.report.killed = None;
+    cut.report.tasks = None;
+    cut.analysis.verdict = "unknown".into();
+    let cut_batch = || batch("pve1", vec![oom("pve1/oom/7410", oom_at_ms(), cut.clone())]);
+    let response = store.ingest(prepared(cut_batch())).await.expect("ingest");
+    assert_eq!((response.accepted, response.duplicates), (1, 0));
+    let stored = queries::list_ooms(store.as_ref(), &all)
+        .await
+        .expect("list");
+    assert_eq!(stored.items.len(), 1);
+    let id = stored.items[0].id;
+    assert_eq!(stored.items[0].killed, None);
+    assert_eq!(stored.items[0].report_verdict, "unknown");
+
+    let whole = || {
+        batch(
+            "pve1",
+            vec![oom("pve1/oom/7410", oom_at_ms() + 20_000, lab_inflated())],
+        )
+    };
+    let response = store.ingest(prepared(whole())).await.expect("ingest");
+    assert_eq!(
+        (response.accepted, response.duplicates),
+        (1, 0),
+        "the completion is taken"
+    );
+    let page = queries::list_ooms(store.as_ref(), &all)
+        .await
+        .expect("list");
+    assert_eq!(page.items.len(), 1, "one OOM: {page:?}");
+    let item = &page.items[0];
+    assert_eq!(item.id, id, "the same row");
+    assert_eq!(
+        item.time_ms,
+        oom_at_ms(),
+        "captured when the first copy was"
+    );
+    assert_eq!(
+        item.killed
+            .as_ref()
+            .and_then(|killed| killed.comm.as_deref()),
+        Some("memhog")
+    );
+    assert_eq!(item.report_verdict, "balloon");
+    assert_eq!(item.correlation.verdict, "balloon");
+    let detail = queries::get_oom(store.as_ref(), id, 3600)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(detail.report["partial"], false);
+
+    // Either copy again, or another complete copy under the key: nothing changes.
+    for again in [whole(), cut_batch()] {
+        let response = store.ingest(prepared(again)).await.expect("re-ingest");
+        assert_eq!((response.accepted, response.duplicates), (0, 1));
+    }
+    let mut other = tor_flat();
+    other.vm = lab_inflated().vm;
+    let response = store
+        .ingest(prepared(batch(
+            "pve1",
+            vec![oom("pve1/oom/7410", oom_at_ms(), other)],
+        )))
+        .await
+        .expect("ingest");
+    assert_eq!((response.accepted, response.duplicates), (0, 1));
+    let after = queries::get_oom(store.as_ref(), id, 3600)
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(after, detail, "a complete row is never overwritten");
+}
+
 pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     load(store.as_ref()).await.expect("load");
     let store = store.as_ref();
