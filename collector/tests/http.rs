@@ -23,9 +23,23 @@ async fn post(
     token: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Vec<u8>), String> {
+    post_with(client, base, token, body, "keep-alive").await
+}
+
+/// [`post`] with a `Connection` header: `close` where the collector answers before
+/// reading the whole body (401, 413), so it closes the connection: a pooled copy raced
+/// the next request (seen under load: the 403 after the 401 failed to send).
+async fn post_with(
+    client: &HttpClient,
+    base: &str,
+    token: &str,
+    body: Vec<u8>,
+    connection: &str,
+) -> Result<(u16, Vec<u8>), String> {
     let request = hyper::Request::post(format!("{base}/api/v1/ingest"))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
+        .header("connection", connection)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
     let reply = send(client, request).await?;
@@ -60,7 +74,7 @@ async fn auth_and_limits_hold_over_real_http() {
             util::lab_inflated(),
         )],
     );
-    let (status, _) = post(&client, &base, "blt_nope", json(&good))
+    let (status, _) = post_with(&client, &base, "blt_nope", json(&good), "close")
         .await
         .expect("post");
     assert_eq!(status, 401);
@@ -68,7 +82,7 @@ async fn auth_and_limits_hold_over_real_http() {
         .await
         .expect("post");
     assert_eq!(status, 403);
-    let (status, _) = post(&client, &base, "blt_pve1", vec![b'{'; 300 * 1024])
+    let (status, _) = post_with(&client, &base, "blt_pve1", vec![b'{'; 300 * 1024], "close")
         .await
         .expect("post");
     assert_eq!(status, 413);
