@@ -296,40 +296,6 @@ fn invoked(comm: &[u8], rest: &[u8]) -> Trigger {
     trigger
 }
 
-/// Fills what a wrapped `invoked oom-killer:` line carried on its next line.
-pub(crate) fn continue_invoked(trigger: &mut Trigger, text: &[u8]) {
-    if trigger.gfp_mask.is_some() && trigger.order.is_some() {
-        return;
-    }
-    let more = invoked(trigger.comm.as_bytes(), text);
-    trigger.gfp_mask = trigger.gfp_mask.take().or(more.gfp_mask);
-    trigger.gfp_flags = trigger.gfp_flags.take().or(more.gfp_flags);
-    trigger.order = trigger.order.or(more.order);
-    trigger.oom_score_adj = trigger.oom_score_adj.or(more.oom_score_adj);
-    trigger.oom_adj = trigger.oom_adj.or(more.oom_adj);
-}
-
-/// Fills what a wrapped `Killed process` line carried on its next line.
-pub(crate) fn continue_killed(killed: &mut Killed, text: &[u8]) {
-    if killed.comm.is_empty() {
-        if let Some((comm, _)) = parenthesised(text) {
-            killed.comm = comm;
-        }
-    }
-    let read = |key: &[u8]| value_after(text, key).and_then(parse_u64_prefix);
-    killed.total_vm_kb = killed.total_vm_kb.or_else(|| read(b"total-vm:"));
-    killed.anon_rss_kb = killed.anon_rss_kb.or_else(|| read(b"anon-rss:"));
-    killed.file_rss_kb = killed.file_rss_kb.or_else(|| read(b"file-rss:"));
-    killed.shmem_rss_kb = killed.shmem_rss_kb.or_else(|| read(b"shmem-rss:"));
-    killed.pgtables_kb = killed.pgtables_kb.or_else(|| read(b"pgtables:"));
-    if killed.uid.is_none() {
-        killed.uid = value_after(text, b"UID:").and_then(parse_u32_prefix);
-    }
-    if killed.oom_score_adj.is_none() {
-        killed.oom_score_adj = value_after(text, b"oom_score_adj:").and_then(parse_i32_prefix);
-    }
-}
-
 /// `CPU: 0 PID: 1439 Comm: tor Not tainted 4.9.0-4-amd64 #1 ...` (6.12 adds `UID: 0`),
 /// or 2.6.32's `Pid: 1439, comm: tor Not tainted 2.6.32-431.el6.x86_64 #1`.
 fn cpu_line(body: &[u8]) -> KernelLine {
@@ -688,7 +654,8 @@ fn killed_line(text: &[u8]) -> Option<Killed> {
                 let (comm, tail) = parenthesised(&text[open..])?;
                 (pid, comm, tail, uid)
             }
-            // A mail client wrapped the line after the pid; the comm follows on the next line.
+            // A mail client wrapped the line after the pid: still a kill line (it anchors a
+            // report); `unwrap` joins the comm from the next line.
             None if trim(&text[pid_text.len()..]).is_empty() => (pid, String::new(), &[][..], None),
             None => return None,
         }
