@@ -467,11 +467,19 @@ impl ReportBuilder {
                     }
                 }
             }
-            Section::Header
-            | Section::Node(_)
-            | Section::Zone(_)
-            | Section::Tasks
-            | Section::AfterKill { .. } => {}
+            // A zone or node line printed over several lines, each with its prefix (an
+            // unprefixed wrap was joined to it already, see `unwrap`).
+            Section::Zone(index) => {
+                if let Some(zone) = self.report.zones.get_mut(index) {
+                    fields::apply_zone_tokens(zone, body);
+                }
+            }
+            Section::Node(index) => {
+                if let Some(node) = self.report.nodes.get_mut(index) {
+                    fields::apply_node_tokens(node, body);
+                }
+            }
+            Section::Header | Section::Tasks | Section::AfterKill { .. } => {}
         }
     }
 

@@ -84,7 +84,12 @@ where
 
 /// `current` (the kernel text of `last` and what was joined to it so far) with
 /// `next` joined, when `next` is its wrapped continuation.
-fn join(text: &[u8], current: &[u8], last: &LogicalLine<'_>, next: &LogicalLine<'_>) -> Option<Vec<u8>> {
+fn join(
+    text: &[u8],
+    current: &[u8],
+    last: &LogicalLine<'_>,
+    next: &LogicalLine<'_>,
+) -> Option<Vec<u8>> {
     let physical = physical_line(text, last)?;
     // `last` must end its physical line and `next` start the one after it.
     if last.end != last.physical_end() || next.start != last.physical_end() + 1 {
@@ -97,7 +102,8 @@ fn join(text: &[u8], current: &[u8], last: &LogicalLine<'_>, next: &LogicalLine<
         Some(rest) => (true, trim_start(rest)),
         None => (false, next.body),
     };
-    if rest.is_empty() || !matches!(fields::classify(rest), KernelLine::Other) {
+    if rest.is_empty() || !matches!(fields::classify(rest), KernelLine::Other) || opens_a_line(rest)
+    {
         return None;
     }
     let (current, backslash) = match current.strip_suffix(b"\\") {
@@ -106,9 +112,15 @@ fn join(text: &[u8], current: &[u8], last: &LogicalLine<'_>, next: &LogicalLine<
     };
     let before = fields::classify(current);
     let glue = if backslash {
-        Glue::InToken
+        Glue::Cut
     } else {
-        glue(physical, &text[next.start..next.physical_end()], current, rest, marked)
+        glue(
+            physical,
+            &text[next.start..next.physical_end()],
+            current,
+            rest,
+            marked,
+        )
     };
     let mut whole = Vec::with_capacity(current.len() + 1 + rest.len());
     whole.extend_from_slice(current);
@@ -122,9 +134,13 @@ fn join(text: &[u8], current: &[u8], last: &LogicalLine<'_>, next: &LogicalLine<
     let takes = match before {
         // A fragment the join turns into a known line.
         KernelLine::Other => known,
+        // Its paths hold no spaces: only a cut inside the last one continues it.
+        KernelLine::MemcgTaskIn { .. } => {
+            matches!(after, KernelLine::MemcgTaskIn { .. }) && glue != Glue::Space
+        }
         _ => {
             std::mem::discriminant(&before) == std::mem::discriminant(&after)
-                && (glue == Glue::InToken || !is_whole(&before, current))
+                && (glue == Glue::Cut || !is_whole(&before, current))
         }
     };
     takes.then_some(whole)
@@ -135,8 +151,12 @@ fn join(text: &[u8], current: &[u8], last: &LogicalLine<'_>, next: &LogicalLine<
 enum Glue {
     /// The break fell between words: a space goes back.
     Space,
-    /// The break fell inside a token: the parts are one token again.
+    /// The break may have fallen inside a token (a fixed column, a marked wrap): the
+    /// parts are joined with no space.
     InToken,
+    /// The text shows a token cut in two (`anon-rss:1234` / `56kB`, a trailing `\`):
+    /// joined with no space, even to a line that looked whole.
+    Cut,
 }
 
 /// Where the break fell: between words or inside a token.
@@ -154,28 +174,26 @@ fn glue(physical: &[u8], next_physical: &[u8], current: &[u8], rest: &[u8], mark
     if !is_token_byte(end) || !is_token_byte(start) {
         return Glue::Space;
     }
-    // A display that marks its wraps breaks a word only when it must; a terminal or
-    // mailer wrapping at a fixed column breaks wherever the column falls.
-    if marked || WRAP_COLUMNS.contains(&columns(physical)) {
-        return Glue::InToken;
-    }
-    // Otherwise only breaks a word wrap cannot make: it breaks at spaces, and these
-    // fall where the kernel prints none.
+    // Breaks a word wrap cannot make: it breaks at spaces, and these fall where the
+    // kernel prints none.
     let tail = last_word(current);
     let head = first_word(rest);
     let keyed = |word: &[u8]| word.iter().any(|b| matches!(b, b':' | b'='));
-    let key_like = |word: &[u8]| {
-        !word.is_empty() && word.iter().all(|b| b.is_ascii_lowercase() || *b == b'_')
-    };
+    let key_like =
+        |word: &[u8]| !word.is_empty() && word.iter().all(|b| b.is_ascii_lowercase() || *b == b'_');
     // `total-vm:` / `390360kB`, `anon-rss:1234` / `56kB`, `free:123` / `45kB`.
     let cut_value = (matches!(end, b':' | b'=') && start.is_ascii_digit())
         || (end.is_ascii_digit() && starts_with_unit(head))
-        || (end.is_ascii_digit() && keyed(tail) && start.is_ascii_digit());
+        || (end.is_ascii_digit() && start.is_ascii_digit() && (keyed(tail) || has_unit(head)));
     // `gfp_mask=0x14200` / `ca(GFP_HIGHUSER_MOVABLE)`.
     let cut_hex = is_hex_number(value_of(tail)) && start.is_ascii_hexdigit() && !keyed(head);
     // `inacti` / `ve_file:88KB`: a key cut in two.
     let cut_key = key_like(tail) && keyed(head) && head.first().is_some_and(|b| key_like(&[*b]));
     if cut_value || cut_hex || cut_key {
+        Glue::Cut
+    } else if marked || WRAP_COLUMNS.contains(&columns(physical)) {
+        // A display that marks its wraps breaks a word only when it must; a terminal
+        // or mailer wrapping at a fixed column breaks wherever the column falls.
         Glue::InToken
     } else {
         Glue::Space
@@ -196,6 +214,38 @@ fn has_prefix(line: &LogicalLine<'_>) -> bool {
         || prefix.wallclock.is_some()
         || prefix.host.is_some()
         || prefix.program.is_some()
+}
+
+/// Kernel lines of a report the parser reads no fields from: never a continuation.
+fn opens_a_line(text: &[u8]) -> bool {
+    const OPENINGS: [&str; 16] = [
+        "lowmem_reserve[]:",
+        "Hardware name:",
+        "Workqueue:",
+        "Swap cache stats:",
+        "Mem-Info",
+        "Call Trace",
+        "<TASK>",
+        "</TASK>",
+        "RIP:",
+        "Code:",
+        "RSP:",
+        "active_anon:",
+        "Memory cgroup",
+        "Out of memory",
+        "Killed process",
+        "Task in ",
+    ];
+    // Register dumps: `RAX: 0000...`, `R10: ...`, `EFLAGS: ...`.
+    let register = text.len() > 5
+        && text[..3]
+            .iter()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && text[3..].starts_with(b": ");
+    register
+        || OPENINGS
+            .iter()
+            .any(|opening| text.starts_with(opening.as_bytes()))
 }
 
 /// Whether a known line of this kind ends where the kernel ends it.
@@ -234,8 +284,6 @@ fn is_whole(kind: &KernelLine, body: &[u8]) -> bool {
         KernelLine::OomKillSummary(_) => {
             fields::find(word, b",uid=").is_some() && word.last().is_some_and(u8::is_ascii_digit)
         }
-        // The paths could go on: only a token cut (no space) or a fragment joins.
-        KernelLine::MemcgTaskIn { .. } => true,
         // The name closes a task row; one that ends in a number lost its name.
         KernelLine::TaskRow => !word.iter().all(u8::is_ascii_digit),
         KernelLine::TaskHeader(_) => word == b"name",
@@ -279,6 +327,12 @@ fn starts_with_unit(word: &[u8]) -> bool {
         && !unit.iter().any(|b| matches!(b, b':' | b'='))
 }
 
+/// `4288kB,`: a number with its unit, the rest of a number cut before it.
+fn has_unit(word: &[u8]) -> bool {
+    let digits = word.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && starts_with_unit(&word[digits..])
+}
+
 /// Bytes a wrap can cut between: those of words, numbers, paths and `key:value`.
 fn is_token_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.' | b'/' | b':' | b'=' | b'|')
@@ -315,4 +369,202 @@ fn indent(line: &[u8]) -> usize {
 /// Width of a line in characters (UTF-8 continuation bytes do not count).
 fn columns(line: &[u8]) -> usize {
     line.iter().filter(|b| (**b & 0xC0) != 0x80).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::Lines;
+
+    /// The kernel text of each line of `input` (a line break added at its end), wrapped
+    /// lines joined, as the scanner feeds them.
+    fn fed(input: &str) -> Vec<String> {
+        fed_to_the_end(&format!("{input}\n"))
+    }
+
+    fn fed_to_the_end(input: &str) -> Vec<String> {
+        let text = input.as_bytes();
+        let mut lines = Lines::new(text, 0, 1).peekable();
+        let mut joined = Vec::new();
+        let mut out = Vec::new();
+        while let Some(line) = lines.next() {
+            let taken =
+                take_continuations(text, &line, &mut lines, text.len(), |_| false, &mut joined);
+            let body = if taken.is_empty() { line.body } else { &joined };
+            out.push(String::from_utf8_lossy(body).into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn a_token_cut_by_a_wrap_is_one_token_again() {
+        let cases = [
+            // A terminal or mailer at 80 columns cut the kill line inside a number.
+            (
+                "[14808.083306] Killed process 11344 (main) total-vm:390360kB, anon-rss:1837\n12kB, file-rss:1016kB",
+                "Killed process 11344 (main) total-vm:390360kB, anon-rss:183712kB, file-rss:1016kB",
+            ),
+            // A zone line cut inside `free:12345kB`.
+            (
+                "[ 1.0] Node 0 DMA32 free:123\n45kB min:2264kB low:2828kB high:3392kB",
+                "Node 0 DMA32 free:12345kB min:2264kB low:2828kB high:3392kB",
+            ),
+            // `gfp_mask=0x14200` / `ca(GFP_...)`.
+            (
+                "[ 1.0] tor invoked oom-killer: gfp_mask=0x14200\nca(GFP_HIGHUSER_MOVABLE), order=0, oom_score_adj=0",
+                "tor invoked oom-killer: gfp_mask=0x14200ca(GFP_HIGHUSER_MOVABLE), order=0, oom_score_adj=0",
+            ),
+            // A key cut in two (the 4.4 docker paste).
+            (
+                "[ 1.0] Memory cgroup stats for /d: rss:1KB inacti\nve_file:88KB active_file:4KB unevictable:0KB",
+                "Memory cgroup stats for /d: rss:1KB inactive_file:88KB active_file:4KB unevictable:0KB",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(fed(input), [want], "{input}");
+        }
+    }
+
+    #[test]
+    fn a_line_hard_wrapped_at_a_fixed_column_is_joined_where_the_column_fell() {
+        let line = "[14808.063986] Task in /docker/34186d9bd07706222bd427bb647ceed81e8e108eb653ff73c7137099fca1cab6 killed as a result of limit of /docker/34186d9bd07706222bd427bb647ceed81e8e108eb653ff73c7137099fca1cab6";
+        let want = crate::prefix::strip(line.as_bytes()).1;
+        for column in WRAP_COLUMNS {
+            let rows: Vec<&str> = line
+                .as_bytes()
+                .chunks(column)
+                .map(|row| std::str::from_utf8(row).expect("ASCII"))
+                .collect();
+            let fed = fed(&rows.join("\n"));
+            assert_eq!(fed, [String::from_utf8_lossy(want)], "{column} columns");
+        }
+    }
+
+    #[test]
+    fn continuation_markers_quote_levels_and_indents_are_dropped() {
+        let cases = [
+            // `↪` where a browser or mail reader wrapped a path.
+            (
+                "[ 1.0] Task in /docker/34186d9bd0\n\u{21aa}7706222 killed as a result of limit of /docker/x",
+                "Task in /docker/34186d9bd07706222 killed as a result of limit of /docker/x",
+            ),
+            // The continuation is quoted one level less than its line.
+            (
+                "> > [ 1.0] memory: usage 524288kB, limit 52\n> 4288kB, failcnt 347",
+                "memory: usage 524288kB, limit 524288kB, failcnt 347",
+            ),
+            // An editor's trailing backslash.
+            (
+                "[ 1.0] memory: usage 5242\\\n88kB, limit 524288kB, failcnt 347",
+                "memory: usage 524288kB, limit 524288kB, failcnt 347",
+            ),
+            // A Markdown code block indented with a tab, then with four spaces.
+            (
+                "\t[ 1.0] Killed process 1 (a) total-vm:10kB, anon-rss:\n    5kB, file-rss:0kB, shmem-rss:0kB",
+                "Killed process 1 (a) total-vm:10kB, anon-rss:5kB, file-rss:0kB, shmem-rss:0kB",
+            ),
+            // format=flowed keeps the space the wrap fell on.
+            (
+                "kernel: Killed process 995 (named) total-vm:399260kB, \nanon-rss:86516kB, file-rss:1288kB",
+                "Killed process 995 (named) total-vm:399260kB, anon-rss:86516kB, file-rss:1288kB",
+            ),
+            // A word wrap with the space dropped: the words stay apart.
+            (
+                "[ 1.0] Task in /a killed as a result of limit of\n/b",
+                "Task in /a killed as a result of limit of /b",
+            ),
+            // Three physical lines make one kill line.
+            (
+                "Out of Memory: Killed process 11300\n(run-parts)",
+                "Out of Memory: Killed process 11300 (run-parts)",
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(fed(input), [want], "{input}");
+        }
+    }
+
+    #[test]
+    fn real_kernel_lines_are_never_joined() {
+        let cases: [&[&str]; 7] = [
+            // Both lines carry a log prefix.
+            &[
+                "[ 1.0] memory: usage 1kB, limit 1kB, failcnt 0",
+                "[ 1.1] swap: usage 0kB, limit 9007199254740988kB, failcnt 0",
+            ],
+            // A kernel line the parser knows, even without a prefix.
+            &[
+                "Killed process 1 (a) total-vm:10kB, anon-rss:",
+                "oom_reaper: reaped process 1 (a), now anon-rss:0kB",
+            ],
+            // A whole line (76 columns, as wide as a wrap), then another line of a bare paste.
+            &[
+                "Killed process 1 (a) total-vm:1kB, anon-rss:2kB, file-rss:0kB, shmem-rss:0kB",
+                "some prose after the report",
+            ],
+            // cgroup v2 prints its stats on the lines after the header.
+            &[
+                "[ 1.0] Memory cgroup stats for /hog.slice:",
+                "anon 133267456",
+            ],
+            // The kernel's own multi-line Mem-Info printk.
+            &[
+                "active_anon:1 inactive_anon:2 isolated_anon:0",
+                "active_file:3 inactive_file:4",
+            ],
+            // A zone line cut by the console, then the next line of a bare log.
+            &[
+                "Node 0 DMA free:1484kB min:104kB",
+                "lowmem_reserve[]: 0 327 327 327",
+            ],
+            // Task rows of a bare paste.
+            &[
+                "[ 1439]   109  1439   139276    93739     245       3        0             0 tor",
+                "[ 1440]     0  1440     1000      100      10       3        0             0 sh",
+            ],
+        ];
+        for lines in cases {
+            let input = lines.join("\n");
+            let want: Vec<String> = lines
+                .iter()
+                .map(|line| {
+                    String::from_utf8_lossy(crate::prefix::strip(line.as_bytes()).1).into_owned()
+                })
+                .collect();
+            assert_eq!(fed(&input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn a_number_cut_by_the_end_of_the_input_is_dropped() {
+        for (cut, kept) in [
+            ("rss:1971", "rss:"),
+            ("anon 5280", "anon "),
+            ("gfp_mask=0x142", "gfp_mask="),
+            ("usage 524288kB, limit 5242", "usage 524288kB, limit "),
+            (
+                "[ 1234]     0  1234    74852     47",
+                "[ 1234]     0  1234    74852     ",
+            ),
+        ] {
+            assert_eq!(without_cut_number(cut.as_bytes()), kept.as_bytes(), "{cut}");
+        }
+        for whole in [
+            "rss:197168KB",
+            "Killed process 1 (tar).",
+            "oom_score_adj:0kB",
+            "",
+        ] {
+            assert_eq!(without_cut_number(whole.as_bytes()), whole.as_bytes());
+        }
+        // Only at the very end: a line break after the number says it was whole.
+        assert_eq!(
+            fed_to_the_end("[ 1.0] memory: usage 524288kB, limit 5242"),
+            ["memory: usage 524288kB, limit"]
+        );
+        assert_eq!(
+            fed_to_the_end("[ 1.0] memory: usage 524288kB, limit 5242\n"),
+            ["memory: usage 524288kB, limit 5242"]
+        );
+    }
 }
