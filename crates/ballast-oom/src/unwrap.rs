@@ -98,9 +98,16 @@ fn join(
     if has_prefix(next) {
         return None;
     }
-    let (marked, rest) = match next.body.strip_prefix(WRAP_MARK.as_bytes()) {
-        Some(rest) => (true, trim_start(rest)),
-        None => (false, next.body),
+    // Whitespace the continuation opens with is text of the line, not indentation,
+    // when a marker stands before it or it is deeper than the line's own indent.
+    let next_physical = &text[next.start..next.physical_end()];
+    let (marked, rest, opens_with_space) = match next.body.strip_prefix(WRAP_MARK.as_bytes()) {
+        Some(rest) => (
+            true,
+            trim_start(rest),
+            rest.first().is_some_and(u8::is_ascii_whitespace),
+        ),
+        None => (false, next.body, indent(next_physical) > indent(physical)),
     };
     if rest.is_empty() || !matches!(fields::classify(rest), KernelLine::Other) || opens_a_line(rest)
     {
@@ -113,18 +120,14 @@ fn join(
     let before = fields::classify(current);
     let glue = if backslash {
         Glue::Cut
+    } else if opens_with_space {
+        Glue::Space
     } else {
-        glue(
-            physical,
-            &text[next.start..next.physical_end()],
-            current,
-            rest,
-            marked,
-        )
+        glue(physical, current, rest, marked)
     };
     let mut whole = Vec::with_capacity(current.len() + 1 + rest.len());
     whole.extend_from_slice(current);
-    if glue == Glue::Space {
+    if glue == Glue::Space || opens_with_space {
         whole.push(b' ');
     }
     whole.extend_from_slice(rest);
@@ -160,12 +163,9 @@ enum Glue {
 }
 
 /// Where the break fell: between words or inside a token.
-fn glue(physical: &[u8], next_physical: &[u8], current: &[u8], rest: &[u8], marked: bool) -> Glue {
-    // format=flowed and soft wraps keep the space at the end of the first part;
-    // a deeper indent is the kernel's own continuation or a wrap that indents.
-    if physical.last().is_some_and(u8::is_ascii_whitespace)
-        || indent(next_physical) > indent(physical)
-    {
+fn glue(physical: &[u8], current: &[u8], rest: &[u8], marked: bool) -> Glue {
+    // format=flowed and soft wraps keep the space at the end of the first part.
+    if physical.last().is_some_and(u8::is_ascii_whitespace) {
         return Glue::Space;
     }
     let (Some(&end), Some(&start)) = (current.last(), rest.first()) else {
@@ -218,7 +218,7 @@ fn has_prefix(line: &LogicalLine<'_>) -> bool {
 
 /// Kernel lines of a report the parser reads no fields from: never a continuation.
 fn opens_a_line(text: &[u8]) -> bool {
-    const OPENINGS: [&str; 16] = [
+    const OPENINGS: [&str; 15] = [
         "lowmem_reserve[]:",
         "Hardware name:",
         "Workqueue:",
@@ -230,7 +230,6 @@ fn opens_a_line(text: &[u8]) -> bool {
         "RIP:",
         "Code:",
         "RSP:",
-        "active_anon:",
         "Memory cgroup",
         "Out of memory",
         "Killed process",
@@ -287,6 +286,8 @@ fn is_whole(kind: &KernelLine, body: &[u8]) -> bool {
         // The name closes a task row; one that ends in a number lost its name.
         KernelLine::TaskRow => !word.iter().all(u8::is_ascii_digit),
         KernelLine::TaskHeader(_) => word == b"name",
+        // The release is followed by the build number: `4.4.0-130-generic #156-Ubuntu`.
+        KernelLine::Cpu { .. } => fields::find(body, b" #").is_some(),
         _ => true,
     }
 }
@@ -358,12 +359,38 @@ fn trim_start(text: &[u8]) -> &[u8] {
     crate::prefix::trim_start(text)
 }
 
-/// Leading indentation in columns (a tab counts as four, as in Markdown).
+/// Leading indentation in columns (a tab counts as four, as in Markdown); in a quoted
+/// line, what follows the quote marks (`> > ` then the text).
 fn indent(line: &[u8]) -> usize {
-    line.iter()
-        .take_while(|b| matches!(b, b' ' | b'\t'))
-        .map(|b| if *b == b'\t' { 4 } else { 1 })
-        .sum()
+    let blank = |text: &[u8]| -> (usize, usize) {
+        let len = text
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t'))
+            .count();
+        let columns = text[..len]
+            .iter()
+            .map(|b| if *b == b'\t' { 4 } else { 1 })
+            .sum();
+        (len, columns)
+    };
+    let (mut at, columns) = blank(line);
+    let mut quoted = false;
+    while let Some(mark) = line.get(at) {
+        if !(*mark == b'>' || (*mark == b'|' && line.get(at + 1) == Some(&b' '))) {
+            break;
+        }
+        quoted = true;
+        at += 1;
+        // One space closes each quote mark; more is the text's own.
+        if line.get(at) == Some(&b' ') {
+            at += 1;
+        }
+    }
+    if quoted {
+        blank(&line[at..]).1
+    } else {
+        columns
+    }
 }
 
 /// Width of a line in characters (UTF-8 continuation bytes do not count).
