@@ -227,7 +227,8 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     if let Some(rest) = body.strip_prefix(b"Memory cgroup stats for ") {
         return Some(memcg_stats(rest));
     }
-    if let Some(at) = find(&body[..body.len().min(16)], b": usage ") {
+    // `memory+swap: usage ` is the longest counter name (11 bytes).
+    if let Some(at) = find(&body[..body.len().min(24)], b": usage ") {
         return Some(memcg_counter(&body[..at], &body[at + 8..]));
     }
     if let Some(rest) = body.strip_prefix(b"Free swap") {
@@ -594,14 +595,36 @@ fn memcg_stats(rest: &[u8]) -> KernelLine {
         Some(at) => at,
         None => rest.strip_suffix(b":").map_or(rest.len(), <[u8]>::len),
     };
-    let inline = key_values(rest.get(path_end + 1..).unwrap_or(&[]))
+    let after = rest.get(path_end + 1..).unwrap_or(&[]);
+    let mut inline: Vec<(String, u64)> = key_values(after)
         .take(crate::limits::MAX_MEMCG_STATS)
         .map(|(key, value)| (lossy(key, 64), value))
         .collect();
+    if inline.is_empty() {
+        // cgroup v2 pasted as one line: `anon 133267456 file 20480 ...`.
+        inline = key_number_pairs(after);
+    }
     KernelLine::MemcgStats {
         path: lossy(&rest[..path_end], MAX_NAME_BYTES),
         inline,
     }
+}
+
+/// `anon 133267456 file 20480 ...` up to the first word that is not such a pair.
+fn key_number_pairs(text: &[u8]) -> Vec<(String, u64)> {
+    let mut words = text.split(|b| *b == b' ').filter(|word| !word.is_empty());
+    let mut pairs = Vec::new();
+    while let (Some(key), Some(value)) = (words.next(), words.next()) {
+        let is_key = key.iter().all(|b| b.is_ascii_lowercase() || *b == b'_');
+        let (true, Some(value)) = (is_key, parse_u64(value)) else {
+            break;
+        };
+        if pairs.len() >= crate::limits::MAX_MEMCG_STATS {
+            break;
+        }
+        pairs.push((lossy(key, 64), value));
+    }
+    pairs
 }
 
 /// `constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=memhog,pid=113,uid=0`
@@ -1011,6 +1034,48 @@ mod tests {
         assert_eq!(
             (zone.as_str(), blocks_by_order, smallest_block_kb),
             ("DMA32", vec![2150, 2083, 0], Some(4))
+        );
+    }
+
+    #[test]
+    fn reads_every_memcg_counter_and_v2_stats_pasted_on_one_line() {
+        let counters = [
+            (
+                "memory: usage 524288kB, limit 524288kB, failcnt 347",
+                MemcgCounter::Memory,
+            ),
+            (
+                "memory+swap: usage 2592556kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::MemorySwap,
+            ),
+            (
+                "swap: usage 0kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::Swap,
+            ),
+            (
+                "kmem: usage 7260kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::Kmem,
+            ),
+        ];
+        for (line, want) in counters {
+            let KernelLine::MemcgCounter {
+                counter, usage_kb, ..
+            } = classify(line.as_bytes())
+            else {
+                panic!("{line}: not a counter");
+            };
+            assert_eq!(counter, want, "{line}");
+            assert!(usage_kb.is_some(), "{line}");
+        }
+        let KernelLine::MemcgStats { path, inline } =
+            classify(b"Memory cgroup stats for /hog.slice: anon 133267456 file 20480 Tasks")
+        else {
+            panic!("stats");
+        };
+        assert_eq!(path, "/hog.slice");
+        assert_eq!(
+            inline,
+            [("anon".to_string(), 133267456), ("file".to_string(), 20480)]
         );
     }
 

@@ -205,7 +205,7 @@ fn next_syslog_split(body: &[u8]) -> Option<usize> {
 }
 
 /// Line openings of an OOM report, used to split a prefix-less pasted report.
-const MARKERS: [&str; 21] = [
+const MARKERS: [&str; 22] = [
     " Mem-Info:",
     " Mem-info:",
     " Call Trace:",
@@ -224,6 +224,7 @@ const MARKERS: [&str; 21] = [
     " Memory cgroup",
     " memory: usage",
     " memory+swap: usage",
+    " swap: usage",
     " kmem: usage",
     " Task in ",
     " Kernel panic",
