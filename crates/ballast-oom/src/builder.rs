@@ -1,8 +1,10 @@
 //! Accumulates the lines of one OOM report into a [`Report`].
 //!
 //! The builder is fed logical lines in order and answers whether the report
-//! goes on. It keeps a small "section" state so that wrapped lines (a zone line
-//! cut at 80 columns by a mail client) continue the item they belong to.
+//! goes on. It keeps a small "section" state so that the kernel's own multi-line
+//! items (Mem-Info, cgroup v2 stats, a zone line printed over several prefixed
+//! lines) continue the item they belong to. Lines an editor, terminal or mailer
+//! wrapped arrive joined already (`unwrap`).
 
 use crate::fields::{self, Counted, KernelLine, MemcgCounter};
 use crate::limits::{MAX_MEMCG_STATS, MAX_STORED_TASKS, MAX_ZONES};
