@@ -55,6 +55,8 @@ where
     I: Iterator<Item = LogicalLine<'a>>,
 {
     let mut continuations: Vec<LogicalLine<'a>> = Vec::new();
+    // What the joined text classifies as: each join classifies the new text once.
+    let mut kind = None;
     joined.clear();
     while continuations.len() < MAX_CONTINUATIONS {
         let Some(next) = lines.peek().copied() else {
@@ -69,10 +71,11 @@ where
         } else {
             joined
         };
-        let Some(whole) = join(text, current, last, &next) else {
+        let Some((whole, after)) = join(text, current, kind.take(), last, &next) else {
             break;
         };
         *joined = whole;
+        kind = Some(after);
         continuations.push(next);
         lines.next();
         if joined.len() >= MAX_LINE_BYTES {
@@ -82,14 +85,16 @@ where
     continuations
 }
 
-/// `current` (the kernel text of `last` and what was joined to it so far) with
-/// `next` joined, when `next` is its wrapped continuation.
+/// `current` (the kernel text of `last` and what was joined to it so far, of kind
+/// `before` when known) with `next` joined, and its kind, when `next` is its wrapped
+/// continuation.
 fn join(
     text: &[u8],
     current: &[u8],
+    before: Option<KernelLine>,
     last: &LogicalLine<'_>,
     next: &LogicalLine<'_>,
-) -> Option<Vec<u8>> {
+) -> Option<(Vec<u8>, KernelLine)> {
     let physical = physical_line(text, last)?;
     // `last` must end its physical line and `next` start the one after it.
     if last.end != last.physical_end() || next.start != last.physical_end() + 1 {
@@ -117,7 +122,7 @@ fn join(
         Some(before) => (before, true),
         None => (current, false),
     };
-    let before = fields::classify(current);
+    let before = before.unwrap_or_else(|| fields::classify(current));
     let glue = if backslash {
         Glue::Cut
     } else if opens_with_space {
@@ -146,7 +151,7 @@ fn join(
                 && (glue == Glue::Cut || !is_whole(&before, current))
         }
     };
-    takes.then_some(whole)
+    takes.then_some((whole, after))
 }
 
 /// How two parts of a wrapped line go together.
