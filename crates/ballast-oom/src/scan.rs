@@ -189,6 +189,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         keep_used: seed.keep_used,
         count_past_limit: seed.count_past_limit,
         complete_until,
+        more_input: seed.complete_until.is_some(),
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -222,6 +223,8 @@ struct Scanner<'a> {
     count_past_limit: bool,
     /// Lines starting here or later are incomplete (a stream window's last, cut line).
     complete_until: usize,
+    /// More input follows the text (a stream window that is not the last).
+    more_input: bool,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -428,7 +431,8 @@ impl<'a> Scanner<'a> {
                 Step::Continue => used.extend(starts),
                 Step::EndAfter => {
                     used.extend(starts);
-                    open = false;
+                    // Its wrapped rest may be the line still being read: stay open.
+                    open = self.more_input && last.physical_end() + 1 >= self.complete_until;
                     break;
                 }
                 Step::EndBefore => {
@@ -612,6 +616,7 @@ mod tests {
             keep_used: false,
             count_past_limit: true,
             complete_until: input.len(),
+            more_input: false,
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,
