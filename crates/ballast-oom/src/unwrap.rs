@@ -132,6 +132,7 @@ fn join(
     };
     let mut whole = Vec::with_capacity(current.len() + 1 + rest.len());
     whole.extend_from_slice(current);
+    // A cut marked by `\` may still fall on a space the next row opens with.
     if glue == Glue::Space || opens_with_space {
         whole.push(b' ');
     }
@@ -264,12 +265,12 @@ fn is_whole(kind: &KernelLine, body: &[u8]) -> bool {
                 .any(|key| word.starts_with(key.as_bytes()))
                 && word.last().is_some_and(u8::is_ascii_digit)
         }
-        // 6.x ends in `oom_score_adj:N`, 2.4 in `(comm).`, older ones in `...-rss:NkB`.
+        // 6.x ends in `oom_score_adj:N`, 2.4 in `(comm).`, others in `...-rss:NkB`; a
+        // line ending in `(comm)` may have lost its `total-vm:...` to the wrap.
         KernelLine::Killed { .. } => {
             ends_kb
                 || (word.starts_with(b"oom_score_adj:")
                     && word.last().is_some_and(u8::is_ascii_digit))
-                || body.ends_with(b")")
                 || body.ends_with(b").")
         }
         KernelLine::KillChoice { .. } => {
@@ -504,6 +505,11 @@ mod tests {
             (
                 "[ 1.0] Task in /a killed as a result of limit of\n/b",
                 "Task in /a killed as a result of limit of /b",
+            ),
+            // A word wrap right after the comm (the line looked whole).
+            (
+                "Jan  4 10:04:40 h kernel: Memory cgroup out of memory: Killed process 11344 (main) \ntotal-vm:390360kB, anon-rss:183712kB",
+                "Memory cgroup out of memory: Killed process 11344 (main) total-vm:390360kB, anon-rss:183712kB",
             ),
             // Three physical lines make one kill line.
             (
