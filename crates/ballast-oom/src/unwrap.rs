@@ -141,8 +141,9 @@ fn join(
     let after = fields::classify(&whole);
     let known = !matches!(after, KernelLine::Other | KernelLine::Trace { .. });
     let takes = match before {
-        // A fragment the join turns into a known line.
-        KernelLine::Other => known,
+        // A fragment the join turns into a known line; or a row of `key:value` tokens
+        // (Mem-Info) visibly cut inside a token.
+        KernelLine::Other => known || (glue == Glue::Cut && opens_with_key_value(current)),
         // Its paths hold no spaces: only a cut inside the last one continues it.
         KernelLine::MemcgTaskIn { .. } => {
             matches!(after, KernelLine::MemcgTaskIn { .. }) && glue != Glue::Space
@@ -220,6 +221,14 @@ fn has_prefix(line: &LogicalLine<'_>) -> bool {
         || prefix.wallclock.is_some()
         || prefix.host.is_some()
         || prefix.program.is_some()
+}
+
+/// `active_anon:125187 ...`: a line of the kernel's `key:value` figures.
+fn opens_with_key_value(text: &[u8]) -> bool {
+    let word = first_word(text);
+    word.iter()
+        .position(|b| *b == b':')
+        .is_some_and(|colon| colon > 0 && word.get(colon + 1).is_some_and(u8::is_ascii_digit))
 }
 
 /// Kernel lines of a report the parser reads no fields from: never a continuation.
@@ -500,6 +509,11 @@ mod tests {
             (
                 "kernel: Killed process 995 (named) total-vm:399260kB, \nanon-rss:86516kB, file-rss:1288kB",
                 "Killed process 995 (named) total-vm:399260kB, anon-rss:86516kB, file-rss:1288kB",
+            ),
+            // A Mem-Info row cut inside a key.
+            (
+                "[ 1.0] active_anon:125187 inac\ntive_anon:2602 isolated_anon:0",
+                "active_anon:125187 inactive_anon:2602 isolated_anon:0",
             ),
             // A word wrap with the space dropped: the words stay apart.
             (
