@@ -11,8 +11,12 @@
 //!   parser knows (`oom_reaper:`, a task row, a trace frame, ...);
 //! - and the join makes a known line more whole: the line before is a known line
 //!   that was cut (a kill line ending in `total-vm:538120kB,`, a zone line cut inside
-//!   `free:12345kB`), or a fragment that the join turns into a known line
-//!   (`Task in /docker/34186d` / `9bd0 killed as a result of limit of ...`).
+//!   `free:12345kB`), a fragment that the join turns into a known line
+//!   (`Task in /docker/34186d` / `9bd0 killed as a result of limit of ...`), or a
+//!   row of Mem-Info figures visibly cut inside a token (`inac` / `tive_anon:2602`).
+//!
+//! A report whose last line ends a stream window stays open (`scan`): its wrapped
+//! rest may be the first line of the next window.
 //!
 //! Two real kernel lines are never joined. Where the break fell inside a token
 //! (`anon-rss:1234` / `56kB`) the parts are joined with no space, so a cut number is
