@@ -1,8 +1,10 @@
 //! Accumulates the lines of one OOM report into a [`Report`].
 //!
 //! The builder is fed logical lines in order and answers whether the report
-//! goes on. It keeps a small "section" state so that wrapped lines (a zone line
-//! cut at 80 columns by a mail client) continue the item they belong to.
+//! goes on. It keeps a small "section" state so that the kernel's own multi-line
+//! items (Mem-Info, cgroup v2 stats, a zone line printed over several prefixed
+//! lines) continue the item they belong to. Lines an editor, terminal or mailer
+//! wrapped arrive joined already (`unwrap`).
 
 use crate::fields::{self, Counted, KernelLine, MemcgCounter};
 use crate::limits::{MAX_MEMCG_STATS, MAX_STORED_TASKS, MAX_ZONES};
@@ -24,8 +26,6 @@ pub(crate) enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Section {
     Header,
-    /// Right after the `invoked oom-killer:` line, which mail clients like to wrap.
-    Invoked,
     MemInfo,
     Node(usize),
     Zone(usize),
@@ -188,13 +188,6 @@ impl ReportBuilder {
                 self.section = Section::AfterKill { lines_seen: 0 };
                 Step::Continue
             }
-            KernelLine::Other if seen == 0 && is_kill_continuation(line.body) => {
-                if let Some(killed) = self.report.killed.as_mut() {
-                    fields::continue_killed(killed, line.body);
-                }
-                self.report.span.end_byte = line.end;
-                Step::Continue
-            }
             KernelLine::NoKillable => {
                 self.no_killable = true;
                 Step::Continue
@@ -239,7 +232,7 @@ impl ReportBuilder {
                     return Step::EndBefore;
                 }
                 self.report.trigger = Some(trigger);
-                self.section = Section::Invoked;
+                self.section = Section::Header;
             }
             KernelLine::Cpu { pid, comm, kernel } => {
                 self.apply_cpu_line(pid, comm);
@@ -461,22 +454,7 @@ impl ReportBuilder {
 
     fn continue_section(&mut self, body: &[u8]) {
         match self.section {
-            Section::Invoked => {
-                if let Some(trigger) = self.report.trigger.as_mut() {
-                    fields::continue_invoked(trigger, body);
-                }
-            }
             Section::MemInfo => self.apply_mem_info_tokens(body),
-            Section::Zone(index) => {
-                if let Some(zone) = self.report.zones.get_mut(index) {
-                    fields::apply_zone_tokens(zone, body);
-                }
-            }
-            Section::Node(index) => {
-                if let Some(node) = self.report.nodes.get_mut(index) {
-                    fields::apply_node_tokens(node, body);
-                }
-            }
             Section::MemcgStats => {
                 // cgroup v2: `anon 1069170688` per line.
                 let mut words = body.split(|b| *b == b' ').filter(|w| !w.is_empty());
@@ -489,6 +467,18 @@ impl ReportBuilder {
                             }
                         }
                     }
+                }
+            }
+            // A zone or node line printed over several lines, each with its prefix (an
+            // unprefixed wrap was joined to it already, see `unwrap`).
+            Section::Zone(index) => {
+                if let Some(zone) = self.report.zones.get_mut(index) {
+                    fields::apply_zone_tokens(zone, body);
+                }
+            }
+            Section::Node(index) => {
+                if let Some(node) = self.report.nodes.get_mut(index) {
+                    fields::apply_node_tokens(node, body);
                 }
             }
             Section::Header | Section::Tasks | Section::AfterKill { .. } => {}
@@ -624,13 +614,6 @@ impl ReportBuilder {
 
         self.report
     }
-}
-
-/// `anon-rss:182220kB, file-rss:0kB` or `(run-parts).`: the rest of a wrapped kill line.
-fn is_kill_continuation(body: &[u8]) -> bool {
-    ["total-vm:", "anon-rss:", "file-rss:", "shmem-rss:", "("]
-        .iter()
-        .any(|key| body.starts_with(key.as_bytes()))
 }
 
 /// Text only x86 kernels print: their base page is always 4 kB.

@@ -227,7 +227,8 @@ fn classify_by_opening(body: &[u8]) -> Option<KernelLine> {
     if let Some(rest) = body.strip_prefix(b"Memory cgroup stats for ") {
         return Some(memcg_stats(rest));
     }
-    if let Some(at) = find(&body[..body.len().min(16)], b": usage ") {
+    // `memory+swap: usage ` is the longest counter name (11 bytes).
+    if let Some(at) = find(&body[..body.len().min(24)], b": usage ") {
         return Some(memcg_counter(&body[..at], &body[at + 8..]));
     }
     if let Some(rest) = body.strip_prefix(b"Free swap") {
@@ -294,40 +295,6 @@ fn invoked(comm: &[u8], rest: &[u8]) -> Trigger {
         .or_else(|| value_after(rest, b"oomkilladj="))
         .and_then(parse_i32_prefix);
     trigger
-}
-
-/// Fills what a wrapped `invoked oom-killer:` line carried on its next line.
-pub(crate) fn continue_invoked(trigger: &mut Trigger, text: &[u8]) {
-    if trigger.gfp_mask.is_some() && trigger.order.is_some() {
-        return;
-    }
-    let more = invoked(trigger.comm.as_bytes(), text);
-    trigger.gfp_mask = trigger.gfp_mask.take().or(more.gfp_mask);
-    trigger.gfp_flags = trigger.gfp_flags.take().or(more.gfp_flags);
-    trigger.order = trigger.order.or(more.order);
-    trigger.oom_score_adj = trigger.oom_score_adj.or(more.oom_score_adj);
-    trigger.oom_adj = trigger.oom_adj.or(more.oom_adj);
-}
-
-/// Fills what a wrapped `Killed process` line carried on its next line.
-pub(crate) fn continue_killed(killed: &mut Killed, text: &[u8]) {
-    if killed.comm.is_empty() {
-        if let Some((comm, _)) = parenthesised(text) {
-            killed.comm = comm;
-        }
-    }
-    let read = |key: &[u8]| value_after(text, key).and_then(parse_u64_prefix);
-    killed.total_vm_kb = killed.total_vm_kb.or_else(|| read(b"total-vm:"));
-    killed.anon_rss_kb = killed.anon_rss_kb.or_else(|| read(b"anon-rss:"));
-    killed.file_rss_kb = killed.file_rss_kb.or_else(|| read(b"file-rss:"));
-    killed.shmem_rss_kb = killed.shmem_rss_kb.or_else(|| read(b"shmem-rss:"));
-    killed.pgtables_kb = killed.pgtables_kb.or_else(|| read(b"pgtables:"));
-    if killed.uid.is_none() {
-        killed.uid = value_after(text, b"UID:").and_then(parse_u32_prefix);
-    }
-    if killed.oom_score_adj.is_none() {
-        killed.oom_score_adj = value_after(text, b"oom_score_adj:").and_then(parse_i32_prefix);
-    }
 }
 
 /// `CPU: 0 PID: 1439 Comm: tor Not tainted 4.9.0-4-amd64 #1 ...` (6.12 adds `UID: 0`),
@@ -628,14 +595,36 @@ fn memcg_stats(rest: &[u8]) -> KernelLine {
         Some(at) => at,
         None => rest.strip_suffix(b":").map_or(rest.len(), <[u8]>::len),
     };
-    let inline = key_values(rest.get(path_end + 1..).unwrap_or(&[]))
+    let after = rest.get(path_end + 1..).unwrap_or(&[]);
+    let mut inline: Vec<(String, u64)> = key_values(after)
         .take(crate::limits::MAX_MEMCG_STATS)
         .map(|(key, value)| (lossy(key, 64), value))
         .collect();
+    if inline.is_empty() {
+        // cgroup v2 pasted as one line: `anon 133267456 file 20480 ...`.
+        inline = key_number_pairs(after);
+    }
     KernelLine::MemcgStats {
         path: lossy(&rest[..path_end], MAX_NAME_BYTES),
         inline,
     }
+}
+
+/// `anon 133267456 file 20480 ...` up to the first word that is not such a pair.
+fn key_number_pairs(text: &[u8]) -> Vec<(String, u64)> {
+    let mut words = text.split(|b| *b == b' ').filter(|word| !word.is_empty());
+    let mut pairs = Vec::new();
+    while let (Some(key), Some(value)) = (words.next(), words.next()) {
+        let is_key = key.iter().all(|b| b.is_ascii_lowercase() || *b == b'_');
+        let (true, Some(value)) = (is_key, parse_u64(value)) else {
+            break;
+        };
+        if pairs.len() >= crate::limits::MAX_MEMCG_STATS {
+            break;
+        }
+        pairs.push((lossy(key, 64), value));
+    }
+    pairs
 }
 
 /// `constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=memhog,pid=113,uid=0`
@@ -688,7 +677,8 @@ fn killed_line(text: &[u8]) -> Option<Killed> {
                 let (comm, tail) = parenthesised(&text[open..])?;
                 (pid, comm, tail, uid)
             }
-            // A mail client wrapped the line after the pid; the comm follows on the next line.
+            // A mail client wrapped the line after the pid: still a kill line (it anchors a
+            // report); `unwrap` joins the comm from the next line.
             None if trim(&text[pid_text.len()..]).is_empty() => (pid, String::new(), &[][..], None),
             None => return None,
         }
@@ -1044,6 +1034,48 @@ mod tests {
         assert_eq!(
             (zone.as_str(), blocks_by_order, smallest_block_kb),
             ("DMA32", vec![2150, 2083, 0], Some(4))
+        );
+    }
+
+    #[test]
+    fn reads_every_memcg_counter_and_v2_stats_pasted_on_one_line() {
+        let counters = [
+            (
+                "memory: usage 524288kB, limit 524288kB, failcnt 347",
+                MemcgCounter::Memory,
+            ),
+            (
+                "memory+swap: usage 2592556kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::MemorySwap,
+            ),
+            (
+                "swap: usage 0kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::Swap,
+            ),
+            (
+                "kmem: usage 7260kB, limit 9007199254740988kB, failcnt 0",
+                MemcgCounter::Kmem,
+            ),
+        ];
+        for (line, want) in counters {
+            let KernelLine::MemcgCounter {
+                counter, usage_kb, ..
+            } = classify(line.as_bytes())
+            else {
+                panic!("{line}: not a counter");
+            };
+            assert_eq!(counter, want, "{line}");
+            assert!(usage_kb.is_some(), "{line}");
+        }
+        let KernelLine::MemcgStats { path, inline } =
+            classify(b"Memory cgroup stats for /hog.slice: anon 133267456 file 20480 Tasks")
+        else {
+            panic!("stats");
+        };
+        assert_eq!(path, "/hog.slice");
+        assert_eq!(
+            inline,
+            [("anon".to_string(), 133267456), ("file".to_string(), 20480)]
         );
     }
 

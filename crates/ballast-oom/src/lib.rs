@@ -26,6 +26,7 @@ mod prefix;
 mod report;
 mod scan;
 mod stream;
+mod unwrap;
 
 pub mod limits;
 

@@ -32,10 +32,18 @@ pub(crate) struct LogicalLine<'a> {
     long_physical_line: bool,
 }
 
-impl LogicalLine<'_> {
+impl<'a> LogicalLine<'a> {
     /// End of the physical line this logical line is part of.
     pub fn physical_end(&self) -> usize {
         self.physical_end
+    }
+
+    /// This line with a wrapped continuation joined: `body` ends at `end`.
+    pub fn joined<'b>(&self, body: &'b [u8], end: usize) -> LogicalLine<'b>
+    where
+        'a: 'b,
+    {
+        LogicalLine { end, body, ..*self }
     }
 }
 
@@ -124,7 +132,11 @@ impl<'a> Iterator for Lines<'a> {
         if split.is_some() {
             body = prefix::without_trailing_grep(body);
         }
-        let body = trim_end(&body[..body.len().min(MAX_LINE_BYTES)]);
+        let mut body = trim_end(&body[..body.len().min(MAX_LINE_BYTES)]);
+        if end == self.input.len() && physical_end == self.input.len() {
+            // The input ends inside this line: its last number may be cut.
+            body = trim_end(crate::unwrap::without_cut_number(body));
+        }
         Some(LogicalLine {
             start,
             end,
@@ -193,7 +205,7 @@ fn next_syslog_split(body: &[u8]) -> Option<usize> {
 }
 
 /// Line openings of an OOM report, used to split a prefix-less pasted report.
-const MARKERS: [&str; 21] = [
+const MARKERS: [&str; 22] = [
     " Mem-Info:",
     " Mem-info:",
     " Call Trace:",
@@ -212,6 +224,7 @@ const MARKERS: [&str; 21] = [
     " Memory cgroup",
     " memory: usage",
     " memory+swap: usage",
+    " swap: usage",
     " kmem: usage",
     " Task in ",
     " Kernel panic",

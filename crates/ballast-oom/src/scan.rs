@@ -22,6 +22,7 @@ use crate::decode::{self, Decoding};
 use crate::fields::{self, KernelLine};
 use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_REPORT_LINES};
 use crate::lines::{Lines, LogicalLine};
+use crate::unwrap;
 use crate::{Diagnostic, Parsed, Report};
 
 /// How far above a headless kill line an orphan `Mem-Info:` block is looked for.
@@ -188,6 +189,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         keep_used: seed.keep_used,
         count_past_limit: seed.count_past_limit,
         complete_until,
+        more_input: seed.complete_until.is_some(),
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -221,6 +223,8 @@ struct Scanner<'a> {
     count_past_limit: bool,
     /// Lines starting here or later are incomplete (a stream window's last, cut line).
     complete_until: usize,
+    /// More input follows the text (a stream window that is not the last).
+    more_input: bool,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -379,10 +383,13 @@ impl<'a> Scanner<'a> {
     ) -> Option<(Report, Found)> {
         let mut builder = ReportBuilder::new(first);
         let mut used = Vec::new();
-        let lines = std::iter::once(*first).chain(Lines::after(self.text, first));
+        let mut lines = std::iter::once(*first)
+            .chain(Lines::after(self.text, first))
+            .peekable();
+        let mut joined = Vec::new();
         let mut seen = 0;
         let mut open = true;
-        for line in lines {
+        while let Some(line) = lines.next() {
             if line.start >= self.complete_until {
                 // The window's cut line: the report goes on in the next window.
                 break;
@@ -400,13 +407,32 @@ impl<'a> Scanner<'a> {
                 open = false;
                 break;
             }
+            // A line wrapped by an editor, terminal or mailer is fed whole.
+            let consumed = &self.consumed;
+            let wrapped = unwrap::take_continuations(
+                self.text,
+                &line,
+                &mut lines,
+                self.complete_until,
+                |start| consumed.contains(&start),
+                &mut joined,
+            );
+            seen += wrapped.len();
+            let last = wrapped.last().copied().unwrap_or(line);
+            let whole = if wrapped.is_empty() {
+                line
+            } else {
+                line.joined(&joined, last.end)
+            };
             // The next anchor is likely on this line: it is not cut again to find it.
-            self.cursor = Some(line);
-            match builder.feed(&line) {
-                Step::Continue => used.push(line.start),
+            self.cursor = Some(last);
+            let starts = std::iter::once(line.start).chain(wrapped.iter().map(|l| l.start));
+            match builder.feed(&whole) {
+                Step::Continue => used.extend(starts),
                 Step::EndAfter => {
-                    used.push(line.start);
-                    open = false;
+                    used.extend(starts);
+                    // Its wrapped rest may be the line still being read: stay open.
+                    open = self.more_input && last.physical_end() + 1 >= self.complete_until;
                     break;
                 }
                 Step::EndBefore => {
@@ -590,6 +616,7 @@ mod tests {
             keep_used: false,
             count_past_limit: true,
             complete_until: input.len(),
+            more_input: false,
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,

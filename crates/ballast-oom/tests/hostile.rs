@@ -144,3 +144,25 @@ fn page_allocation_failures_are_not_reports() {
     let warning = "[ 5.0] kworker/0:1: page allocation failure: order:4, mode:0x40c0\n[ 5.0] Mem-Info:\n[ 5.0] active_anon:1 inactive_anon:2 isolated_anon:0\n[ 5.0] 262010 pages RAM\n";
     assert!(ballast_oom::parse(warning.as_bytes()).reports.is_empty());
 }
+
+#[test]
+fn a_flood_of_continuation_lines_joins_a_bounded_number_to_one_line() {
+    // A kill line that never ends, then 100 000 rows that could each continue it: the
+    // join takes at most 32, the rest are lines of their own, and the report ends.
+    let head = "[ 1.0] Out of memory: Killed process 7 (a) total-vm:";
+    let mut input = String::from(head);
+    for _ in 0..100_000 {
+        input.push_str("\n1kB,");
+    }
+    input.push_str("\n[ 2.0] Out of memory: Killed process 8 (b) total-vm:2kB, anon-rss:1kB\n");
+    let parsed = ballast_oom::parse(input.as_bytes());
+    assert_eq!(parsed.reports.len(), 2, "{:?}", parsed.diagnostics);
+    let first = &parsed.reports[0];
+    assert_eq!(first.killed.as_ref().and_then(|k| k.total_vm_kb), Some(1));
+    assert!(
+        first.span.end_byte <= head.len() + 32 * "\n1kB,".len(),
+        "the joined line ends at byte {}",
+        first.span.end_byte
+    );
+    assert_eq!(parsed.reports[1].killed.as_ref().map(|k| k.pid), Some(8));
+}

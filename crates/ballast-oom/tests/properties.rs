@@ -519,6 +519,82 @@ fn the_founding_report_truncated_anywhere_never_panics() {
     });
 }
 
+/// Every number in `value` (a report as JSON), with its JSON path; arrays of
+/// `[key, number]` pairs (memcg stats) keep the key in the path.
+fn numbers(value: &Value, path: &str, out: &mut Vec<(String, u64)>) {
+    match value {
+        Value::Number(number) => out.extend(number.as_u64().map(|n| (path.to_string(), n))),
+        Value::Object(fields) => {
+            for (key, field) in fields {
+                numbers(field, &format!("{path}.{key}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                match item.as_array().map(Vec::as_slice) {
+                    Some([Value::String(key), number]) => {
+                        numbers(number, &format!("{path}.{key}"), out)
+                    }
+                    // A task row is named by its pid.
+                    _ => match item.get("pid") {
+                        Some(pid) => numbers(item, &format!("{path}[pid {pid}]"), out),
+                        None => numbers(item, &format!("{path}[{index}]"), out),
+                    },
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn a_memcg_report_pasted_as_one_line_and_cut_anywhere_reads_no_cut_number() {
+    // The v1 report with its stamps, the v2 one without: each pasted as one line, then
+    // cut at every byte. A figure read from the cut paste is the whole paste's figure
+    // or none; a number cut by the end of the input is never read as a smaller one.
+    for name in [
+        "4.4-memcg-v1-docker-dup-lines.log",
+        "constructed-6.1-memcg-v2-in-ballooned-guest.log",
+    ] {
+        let mut text = fixture(name).to_vec();
+        if name.starts_with("constructed") {
+            // Without its `[   63.402211] ` stamps.
+            let bare: Vec<&[u8]> = lines(&text)
+                .into_iter()
+                .map(|line| match line.windows(2).position(|w| w == b"] ") {
+                    Some(end) if line.starts_with(b"[") && line[..end].contains(&b'.') => {
+                        &line[end + 2..]
+                    }
+                    _ => line,
+                })
+                .collect();
+            text = bare.join(&b"\n"[..]);
+        }
+        let pasted = joined_with_spaces(&text);
+        let whole = serde_json::to_value(&ballast_oom::parse(&pasted).reports[0]).expect("json");
+        let mut known = Vec::new();
+        numbers(&whole, "", &mut known);
+        for cut in 1..pasted.len() {
+            let explanation = check_invariants(&pasted[..cut]);
+            for report in &explanation.reports {
+                let value = serde_json::to_value(&report.report).expect("json");
+                let mut read = Vec::new();
+                numbers(&value, "", &mut read);
+                for (path, number) in read {
+                    // Where the paste was cut and how many rows it kept: no figure.
+                    if path.starts_with(".span") || path.starts_with(".stamp") || path == ".tasks" {
+                        continue;
+                    }
+                    assert!(
+                        known.contains(&(path.clone(), number)),
+                        "{name} cut at {cut}: {path} = {number}, not the whole paste's"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn hostile_shapes_stay_bounded() {
     let long_name = "x".repeat(3 * MAX_NAME_BYTES);

@@ -173,3 +173,30 @@ fn a_window_that_ends_inside_a_reports_last_line_leaves_the_report_whole() {
         );
     }
 }
+
+#[test]
+fn a_window_that_ends_between_a_wrapped_line_and_its_continuation_leaves_the_report_whole() {
+    // The fedora mail's last line is a wrapped oom_reaper line: `... now anon-rss:0kB, `
+    // then `file-rss:0kB, shmem-rss:0kB` on the next physical line. A window that ends
+    // at any byte of the report's last two rows must give the whole input's report, the
+    // continuation joined.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
+    let report = std::fs::read(dir.join("4.9-4.10-kvm-fedora-email-wrapped.log")).expect("fixture");
+    let window = 16 * 1024;
+    let rows: Vec<usize> = report
+        .iter()
+        .enumerate()
+        .filter(|(_, byte)| **byte == b'\n')
+        .map(|(at, _)| at + 1)
+        .collect();
+    let reaper = rows[rows.len() - 3];
+    for cut_at in reaper + 1..report.len() {
+        let padding = window - cut_at;
+        let mut log = vec![b'x'; padding - 1];
+        log.push(b'\n');
+        log.extend_from_slice(&report);
+        let whole = ballast_oom::parse(&log).reports;
+        let (reports, _) = streamed(&log, window, window);
+        assert_eq!(reports, whole, "window ends at byte {cut_at} of the report");
+    }
+}

@@ -140,7 +140,8 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
         _ => None,
     };
 
-    let tasks_rss_kb = if report.top_tasks.is_empty() {
+    // A row cut before its rss (a paste cut short) adds no figure, not a zero.
+    let tasks_rss_kb = if report.top_tasks.iter().all(|t| t.rss_pages.is_none()) {
         None
     } else {
         Some(
@@ -155,12 +156,14 @@ pub(super) fn compute(report: &Report, host: Option<&HostBalloon>) -> Analysis {
     let top_consumers = report
         .top_tasks
         .iter()
-        .take(TOP_CONSUMERS)
-        .map(|task| Consumer {
-            pid: task.pid,
-            name: task.name.clone(),
-            rss_kb: task.rss_pages.unwrap_or(0).saturating_mul(page_kb),
+        .filter_map(|task| {
+            Some(Consumer {
+                pid: task.pid,
+                name: task.name.clone(),
+                rss_kb: task.rss_pages?.saturating_mul(page_kb),
+            })
         })
+        .take(TOP_CONSUMERS)
         .collect();
 
     let reserved_excess_kb = match (reserved_kb, ram_kb) {
