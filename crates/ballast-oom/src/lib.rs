@@ -20,6 +20,7 @@
 mod analysis;
 mod builder;
 mod decode;
+mod envelope;
 mod fields;
 mod lines;
 mod prefix;
@@ -30,6 +31,7 @@ mod stream;
 pub mod limits;
 
 pub use analysis::{analyze, Analysis, HostBalloon, Verdict, ZoneState};
+pub use envelope::Envelope;
 pub use report::{
     Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
 };

@@ -32,10 +32,30 @@ pub(crate) struct LogicalLine<'a> {
     long_physical_line: bool,
 }
 
-impl LogicalLine<'_> {
+impl<'a> LogicalLine<'a> {
     /// End of the physical line this logical line is part of.
     pub fn physical_end(&self) -> usize {
         self.physical_end
+    }
+
+    /// A kernel line that is not a slice of the input: one read out of an envelope
+    /// (`crate::envelope`), standing for the input's bytes `start..end`.
+    pub fn standalone(
+        start: usize,
+        end: usize,
+        line_no: usize,
+        prefix: Prefix<'a>,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            start,
+            end,
+            line_no,
+            prefix,
+            body,
+            physical_end: end,
+            long_physical_line: false,
+        }
     }
 }
 

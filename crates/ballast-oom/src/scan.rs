@@ -19,6 +19,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::builder::{ReportBuilder, Step};
 use crate::decode::{self, Decoding};
+use crate::envelope::{self, Relogged};
 use crate::fields::{self, KernelLine};
 use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_REPORT_LINES};
 use crate::lines::{Lines, LogicalLine};
@@ -50,8 +51,15 @@ fn anchors() -> &'static AhoCorasick {
 
 pub(crate) fn scan(input: &[u8]) -> Parsed {
     let window = scan_window(input, Seed::default());
+    // Kills read out of events come last, unless the kernel's own report of them is here.
+    let kernel_kills = envelope::kernel_kill_keys(&window.reports);
+    let mut reports = window.reports;
+    reports.extend(envelope::without_kernel_kills(
+        window.relogged.reports,
+        &kernel_kills,
+    ));
     let mut parsed = Parsed {
-        reports: window.reports,
+        reports,
         diagnostics: decoding_diagnostic(window.decoding).into_iter().collect(),
     };
     parsed.diagnostics.extend(
@@ -168,15 +176,18 @@ pub(crate) struct WindowScan {
     pub last_report_end: usize,
     /// How the input was decoded: unless `None`, offsets refer to the decoded text.
     pub decoding: Decoding,
+    /// Kill lines read out of Kubernetes events and other envelopes (`crate::envelope`).
+    pub relogged: Relogged,
 }
 
 pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
     // A decoded window's offsets are the decoded text's: the raw cut does not apply.
-    let complete_until = match (seed.complete_until, decoding) {
-        (Some(cut), Decoding::None) => cut,
-        _ => text.len(),
+    let more_input = match (seed.complete_until, decoding) {
+        (Some(cut), Decoding::None) => Some(cut),
+        _ => None,
     };
+    let complete_until = more_input.unwrap_or(text.len());
     let mut scanner = Scanner {
         text: &text,
         reports: Vec::new(),
@@ -188,6 +199,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         keep_used: seed.keep_used,
         count_past_limit: seed.count_past_limit,
         complete_until,
+        more_input,
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -195,6 +207,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         cursor: None,
         banner: seed.kernel_banner,
         banner_searched_to: 0,
+        relogged: Relogged::default(),
     };
     scanner.run();
     WindowScan {
@@ -205,6 +218,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         newlines: scanner.newlines,
         last_report_end: scanner.last_report_end,
         decoding,
+        relogged: scanner.relogged,
     }
 }
 
@@ -221,6 +235,8 @@ struct Scanner<'a> {
     count_past_limit: bool,
     /// Lines starting here or later are incomplete (a stream window's last, cut line).
     complete_until: usize,
+    /// `Some(complete_until)` when more input follows (a stream window).
+    more_input: Option<usize>,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -235,6 +251,8 @@ struct Scanner<'a> {
     banner: Option<String>,
     /// The text before this offset was searched for boot banners.
     banner_searched_to: usize,
+    /// Kill lines read out of Kubernetes events and other envelopes.
+    relogged: Relogged,
 }
 
 impl<'a> Scanner<'a> {
@@ -255,6 +273,15 @@ impl<'a> Scanner<'a> {
                 search_from = anchor + 1;
                 continue;
             };
+            // An event re-logging a kill line: its own report, never a kernel line's.
+            if let Some(next) = self
+                .relogged
+                .take(self.text, &line, anchor, self.more_input)
+            {
+                self.consumed.insert(line.start);
+                search_from = next;
+                continue;
+            }
             search_from = line.end.max(anchor + 1);
             if self.consumed.contains(&line.start) || line.prefix.is_foreign() {
                 continue;
@@ -590,6 +617,7 @@ mod tests {
             keep_used: false,
             count_past_limit: true,
             complete_until: input.len(),
+            more_input: None,
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,
@@ -597,6 +625,7 @@ mod tests {
             cursor: None,
             banner: None,
             banner_searched_to: 0,
+            relogged: Relogged::default(),
         };
         scanner.run();
         assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");
