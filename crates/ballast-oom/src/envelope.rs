@@ -62,9 +62,10 @@ pub(crate) struct Embedded {
     pub start: usize,
     /// Where the kill line starts in the input.
     pub kill_start: usize,
-    /// Just past the last line the kill line used (a folded scalar uses several).
+    /// Just past the value that held the kill line: its closing quote, or the end of the
+    /// last line it used (a folded scalar uses several).
     pub end: usize,
-    /// Just past the value that held the kill line (its closing quote), or `end`.
+    /// Where the anchor search goes on (`end`, or the stream's cut when incomplete).
     pub value_end: usize,
     /// The kill line goes on past `complete_until`: a stream must read on first.
     pub incomplete: bool,
@@ -76,6 +77,9 @@ pub(crate) struct Embedded {
 pub(crate) struct Relogged {
     /// The search back for the next envelope stops here (the last anchor tried).
     floor: usize,
+    /// Text before this was read as an envelope's value already: a kill line starting
+    /// inside it is not read again (each byte is read forward once).
+    read_to: usize,
     pub reports: Vec<Report>,
     /// One per report: `open` when its kill line is still being read (a stream window).
     pub found: Vec<Found>,
@@ -95,7 +99,8 @@ impl Relogged {
     ) -> Option<usize> {
         let floor = self.floor;
         self.floor = self.floor.max(anchor);
-        let embedded = find(text, anchor, floor, complete_until)?;
+        let embedded = find(text, anchor, floor, self.read_to, complete_until)?;
+        self.read_to = embedded.end;
         if !matches!(fields::classify(&embedded.text), KernelLine::Killed { .. }) {
             return None;
         }
@@ -164,17 +169,22 @@ enum Quoting {
 
 /// The kill line at `anchor` (an `Out of memory`, `out of memory: Kill` or `Killed
 /// process` anchor) when it sits inside an envelope; `floor` is where the previous
-/// search back stopped (the search never goes past it). `complete_until`: a stream
-/// window's input is whole up to there, more follows (`None`: the input is all there).
+/// search back stopped (the search never goes past it), `read_to` where the previous
+/// value read ended (a kill line starting before it is not read again). `complete_until`:
+/// a stream window's input is whole up to there, more follows (`None`: it is all there).
 pub(crate) fn find(
     text: &[u8],
     anchor: usize,
     floor: usize,
+    read_to: usize,
     complete_until: Option<usize>,
 ) -> Option<Embedded> {
     let near = &text[anchor..text.len().min(anchor + 64)];
     let killed_at = anchor + memchr::memmem::find(near, b"Killed process ")?;
     let kill_start = kill_line_start(text, killed_at);
+    if kill_start < read_to {
+        return None;
+    }
     let lowest = kill_start
         .saturating_sub(MAX_LOOKBACK)
         .max(floor.min(kill_start));
@@ -182,6 +192,8 @@ pub(crate) fn find(
         memchr::memrchr(b'\n', &text[lowest..kill_start]).map_or(lowest, |at| lowest + at + 1);
     let before = &text[start..kill_start];
     let reason = has_word(before, b"OOMKilling");
+    #[cfg(test)]
+    work::count(before.len());
     let key = message_key(before);
     let json_context = [&b"{\""[..], b"\":\"", b"\": \""]
         .iter()
@@ -196,9 +208,11 @@ pub(crate) fn find(
         None => return None,
     };
     let folds = envelope == Envelope::Yaml && quoting != Quoting::Plain;
-    let (mut line, value_end, mut incomplete) =
+    let (mut line, mut end, mut incomplete) =
         unquote(text, kill_start, quoting, folds, complete_until);
-    let mut end = line_end(text, value_end.min(text.len()));
+    let value_end = end;
+    #[cfg(test)]
+    work::count(end - kill_start);
     if let Some(cut) = complete_until.filter(|cut| end >= *cut) {
         // The kill line's own line is the one still being read.
         incomplete = true;
@@ -326,8 +340,9 @@ fn has_unescaped_quote(text: &[u8]) -> bool {
     false
 }
 
-/// The kill line from `from` on, unquoted: the text, the end of the last line it used,
-/// and whether it ran into the incomplete line at `complete_until`.
+/// The kill line from `from` on, unquoted: the text, where its value ended (past the
+/// closing quote, or at the end of the last line it used), and whether it ran into the
+/// incomplete line at `complete_until`.
 fn unquote(
     text: &[u8],
     from: usize,
@@ -341,7 +356,8 @@ fn unquote(
     let limit = text.len().min(from + MAX_KILL_BYTES);
     loop {
         if at >= limit || out.len() >= MAX_KILL_BYTES {
-            return (out, line_end(text, at.min(text.len())), false);
+            // No line end is searched for: on a huge line that would be once per anchor.
+            return (out, at.min(text.len()), false);
         }
         let byte = text[at];
         if byte == b'\r' || byte == b'\n' {
@@ -447,10 +463,6 @@ fn unquote(
     }
 }
 
-fn line_end(text: &[u8], at: usize) -> usize {
-    memchr::memchr(b'\n', &text[at..]).map_or(text.len(), |n| at + n)
-}
-
 /// `\u003e` (and a surrogate pair `\ud83d\ude00`) at the start of `text`: the character
 /// and the bytes it used. A broken escape is U+FFFD.
 fn unicode_escape(text: &[u8]) -> (char, usize) {
@@ -496,6 +508,25 @@ pub(crate) fn kill_key(killed: &Killed) -> u64 {
     hash
 }
 
+/// Bytes searched back and read forward, for tests that count work.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BYTES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    pub fn count(bytes: usize) {
+        BYTES.with(|cell| cell.set(cell.get() + bytes));
+    }
+
+    /// Bytes looked at since the last call, on this thread.
+    pub fn take() -> usize {
+        BYTES.with(|cell| cell.replace(0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,7 +538,7 @@ mod tests {
             .find("Killed process")
             .expect("a kill line in the case");
         let anchor = input[..anchor].rfind("out of memory").unwrap_or(anchor);
-        find(input.as_bytes(), anchor, 0, None).map(|found| {
+        find(input.as_bytes(), anchor, 0, 0, None).map(|found| {
             (
                 String::from_utf8_lossy(&found.text).into_owned(),
                 found.envelope,
@@ -582,11 +613,11 @@ mod tests {
         let folded =
             "  message: 'Out of memory: Killed process 7 (a) total-vm:10kB,\n    anon-rss:5kB'\n";
         let cut = folded.find("\n    anon").map(|at| at + 1).unwrap_or(0);
-        let found = find(folded.as_bytes(), 12, 0, Some(cut)).expect("an envelope");
+        let found = find(folded.as_bytes(), 12, 0, 0, Some(cut)).expect("an envelope");
         assert!(found.incomplete);
-        let found = find(folded.as_bytes(), 12, 0, Some(folded.len())).expect("an envelope");
+        let found = find(folded.as_bytes(), 12, 0, 0, Some(folded.len())).expect("an envelope");
         assert!(!found.incomplete);
-        let found = find(folded.as_bytes(), 12, 0, None).expect("an envelope");
+        let found = find(folded.as_bytes(), 12, 0, 0, None).expect("an envelope");
         assert!(!found.incomplete);
         assert_eq!(found.end, folded.len() - 1);
     }
@@ -595,7 +626,102 @@ mod tests {
     fn the_search_back_stops_at_the_floor() {
         let line = format!("  Warning  OOMKilling  2m  kernel-monitor  {KILL}");
         let anchor = line.find("out of memory").unwrap_or(0);
-        assert!(find(line.as_bytes(), anchor, 0, None).is_some());
-        assert!(find(line.as_bytes(), anchor, 30, None).is_none());
+        assert!(find(line.as_bytes(), anchor, 0, 0, None).is_some());
+        assert!(find(line.as_bytes(), anchor, 30, 0, None).is_none());
+    }
+
+    fn row(pid: u32, comm: &str) -> String {
+        format!("  Warning  OOMKilling  5m (x3 over 10m)  kernel-monitor  Memory cgroup out of memory: Killed process {pid} ({comm}) total-vm:1000kB, anon-rss:500kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0\n")
+    }
+
+    #[test]
+    fn one_kill_is_one_report_whoever_logged_it_and_wherever() {
+        let kernel = "[ 5.1] a invoked oom-killer: gfp_mask=0xcc0(GFP_KERNEL), order=0, oom_score_adj=0\n\
+                      [ 5.1] CPU: 0 PID: 7 Comm: a Not tainted 6.1.0-18-amd64 #1\n\
+                      [ 5.2] memory: usage 1024kB, limit 1024kB, failcnt 9\n\
+                      [ 5.3] Memory cgroup out of memory: Killed process 7 (a) total-vm:1000kB, anon-rss:500kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0\n";
+        let json = "{\"reason\":\"OOMKilling\",\"message\":\"Memory cgroup out of memory: Killed process 7 (a) total-vm:1000kB, anon-rss:500kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:8kB oom_score_adj:0\"}\n";
+        let table = row(7, "a");
+        let orders = [
+            [kernel, json, table.as_str()],
+            [json, kernel, table.as_str()],
+            [table.as_str(), json, kernel],
+        ];
+        for parts in orders {
+            let input = parts.concat();
+            let parsed = crate::parse(input.as_bytes());
+            assert_eq!(parsed.reports.len(), 1, "{input}");
+            let report = &parsed.reports[0];
+            assert_eq!(report.envelope, None, "the kernel's own report stays");
+            assert!(report.trigger.is_some());
+        }
+        // Without the kernel's report: the two events are one kill.
+        let input = format!("{json}{table}{table}");
+        let parsed = crate::parse(input.as_bytes());
+        assert_eq!(parsed.reports.len(), 1);
+        assert_eq!(parsed.reports[0].envelope, Some(Envelope::Json));
+    }
+
+    #[test]
+    fn distinct_kills_in_events_are_one_report_each_after_the_kernels() {
+        let kernel = "[ 9.0] Out of memory: Killed process 9 (k) total-vm:10kB, anon-rss:5kB, file-rss:0kB\n";
+        let input = format!(
+            "{}{}{}{kernel}{}",
+            row(3, "x"),
+            row(4, "y"),
+            row(3, "x"),
+            row(5, "z")
+        );
+        let parsed = crate::parse(input.as_bytes());
+        let pids: Vec<_> = parsed
+            .reports
+            .iter()
+            .map(|r| (r.killed.as_ref().map(|k| k.pid), r.envelope))
+            .collect();
+        let table = Some(Envelope::EventTable);
+        assert_eq!(
+            pids,
+            [
+                (Some(9), None),
+                (Some(3), table),
+                (Some(4), table),
+                (Some(5), table)
+            ]
+        );
+        assert_eq!(parsed.reports[1].span.first_line, 1);
+        assert_eq!(parsed.reports[3].span.first_line, 5);
+    }
+
+    #[test]
+    fn a_flood_of_event_rows_keeps_at_most_the_cap() {
+        let input: String = (0..MAX_RELOGGED_REPORTS as u32 + 500)
+            .map(|pid| row(pid, "f"))
+            .collect();
+        let parsed = crate::parse(input.as_bytes());
+        assert_eq!(parsed.reports.len(), MAX_RELOGGED_REPORTS);
+    }
+
+    #[test]
+    fn a_hostile_line_of_envelopes_is_read_in_linear_work() {
+        // Every anchor has an envelope before it; none or each decodes: each byte is
+        // searched back once and read forward once, not once per anchor near it.
+        let pieces = [
+            "OOMKilling Killed process x ",
+            "OOMKilling Killed process 1 x ",
+            "\"message\":\"Killed process 1 (a) total-vm:1kB\",",
+            "message: Killed process 2 (b) ",
+        ];
+        for piece in pieces {
+            let input = piece.repeat(40_000);
+            work::take();
+            let parsed = crate::parse(input.as_bytes());
+            let bytes = work::take();
+            assert!(parsed.reports.len() <= MAX_RELOGGED_REPORTS);
+            assert!(
+                bytes <= 3 * input.len(),
+                "{piece}: {bytes} bytes read for {}",
+                input.len()
+            );
+        }
     }
 }
