@@ -287,13 +287,21 @@ fn has_word(text: &[u8], word: &[u8]) -> bool {
 /// says the key itself was quoted (JSON).
 fn message_key(text: &[u8]) -> Option<(Quoting, bool)> {
     const KEYS: [&[u8]; 4] = [b"message", b"Message", b"MESSAGE", b"msg"];
+    // The last key that is a word of its own (not `/dev/kmsg`, not `messages`).
+    let is_word = |at: usize, key: &[u8]| {
+        let before = at.checked_sub(1).map(|i| text[i]);
+        let after = text.get(at + key.len()).copied();
+        !before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !after.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
     let (at, key) = KEYS
         .iter()
-        .filter_map(|key| memchr::memmem::rfind(text, key).map(|at| (at, *key)))
+        .filter_map(|key| {
+            memchr::memmem::rfind_iter(text, key)
+                .find(|at| is_word(*at, key))
+                .map(|at| (at, *key))
+        })
         .max_by_key(|(at, _)| *at)?;
-    if at > 0 && text[at - 1].is_ascii_alphanumeric() {
-        return None;
-    }
     let mut rest = &text[at + key.len()..];
     let key_quote = [&b"\\\""[..], b"\""]
         .into_iter()
@@ -556,6 +564,7 @@ mod tests {
             (format!("{{\"kind\":\"Event\",\"reason\":\"OOMKilling\",\"message\":\"{KILL}\",\"count\":3}}"), Envelope::Json),
             (format!("{{\"log\":\"{{\\\"reason\\\":\\\"OOMKilling\\\",\\\"message\\\":\\\"{KILL}\\\"}}\\n\",\"stream\":\"stdout\"}}"), Envelope::Json),
             (format!("  \"MESSAGE\" : \"{KILL}\","), Envelope::Json),
+            (format!("  \"_SOURCE\" : \"/dev/kmsg\", \"MESSAGE\" : \"{KILL}\","), Envelope::Json),
             (format!("  message: '{KILL}'"), Envelope::Yaml),
             (format!("Jun 13 14:35:38 node-1 node-problem-detector[812]: I0613 14:35:38.123456 1 log_monitor.go:160] New status generated: &{{Source:kernel-monitor Events:[{{Severity:warn Timestamp:2023-06-13 14:35:38 +0000 UTC Reason:OOMKilling Message:{KILL}}}] Conditions:[]}}"), Envelope::NpdLog),
             (format!("{{\"log\":\"I0613 14:35:38.123456 1 log_monitor.go:160] New status generated: \\u0026{{Source:kernel-monitor Events:[{{Severity:warn Reason:OOMKilling Message:{KILL}}}] Conditions:[]}}\\n\",\"stream\":\"stderr\"}}"), Envelope::NpdLog),

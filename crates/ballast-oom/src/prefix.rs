@@ -17,7 +17,8 @@
 //!
 //! A syslog line whose program is not `kernel` is foreign: another tool re-logging
 //! what the kernel said (kubelet, node-problem-detector). The parser never counts
-//! those as kernel lines.
+//! those as kernel lines (`crate::envelope` reads a kill line such a tool carries in an
+//! event's message, flagged as such).
 
 /// The shape of the outermost prefix, used to find where a joined line splits again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
