@@ -179,8 +179,18 @@ pub(crate) fn find(
     read_to: usize,
     complete_until: Option<usize>,
 ) -> Option<Embedded> {
-    let near = &text[anchor..text.len().min(anchor + 64)];
-    let killed_at = anchor + memchr::memmem::find(near, b"Killed process ")?;
+    // The scan's anchor is at the kill line's `Killed process` or at the `Out of memory`
+    // / `out of memory: Kill` before it: other anchors cost one comparison here.
+    const OPENINGS: [&[u8]; 3] = [
+        b"Killed process ",
+        b"Out of memory: Killed process ",
+        b"out of memory: Killed process ",
+    ];
+    let at_anchor = &text[anchor..];
+    let opening = OPENINGS
+        .iter()
+        .find(|opening| at_anchor.starts_with(opening))?;
+    let killed_at = anchor + opening.len() - OPENINGS[0].len();
     let kill_start = kill_line_start(text, killed_at);
     if kill_start < read_to {
         return None;
