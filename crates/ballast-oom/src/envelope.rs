@@ -16,8 +16,9 @@
 //! input ([`kill_key`]).
 //!
 //! Cost: the text before a kill line is searched back at most [`MAX_LOOKBACK`] bytes and
-//! never past the previous kill line's start, so each byte is looked at once; the kill
-//! line itself is read for at most [`MAX_KILL_BYTES`].
+//! never past the previous anchor, and a kill line that starts inside the value read
+//! for the previous one is not read again, so each byte is searched back once and read
+//! forward once; a kill line is read for at most [`MAX_KILL_BYTES`].
 
 use std::collections::BTreeSet;
 
@@ -63,9 +64,10 @@ pub(crate) struct Embedded {
     /// Where the kill line starts in the input.
     pub kill_start: usize,
     /// Just past the value that held the kill line: its closing quote, or the end of the
-    /// last line it used (a folded scalar uses several).
+    /// last line it used (a folded scalar uses several); at least the stream's cut when
+    /// `incomplete`.
     pub end: usize,
-    /// Where the anchor search goes on (`end`, or the stream's cut when incomplete).
+    /// Where the value ended in the input: the anchor search goes on from here.
     pub value_end: usize,
     /// The kill line goes on past `complete_until`: a stream must read on first.
     pub incomplete: bool,
@@ -181,10 +183,11 @@ pub(crate) fn find(
 ) -> Option<Embedded> {
     // The scan's anchor is at the kill line's `Killed process` or at the `Out of memory`
     // / `out of memory: Kill` before it: other anchors cost one comparison here.
-    const OPENINGS: [&[u8]; 3] = [
+    const OPENINGS: [&[u8]; 4] = [
         b"Killed process ",
         b"Out of memory: Killed process ",
         b"out of memory: Killed process ",
+        b"Out of memory (oom_kill_allocating_task): Killed process ",
     ];
     let at_anchor = &text[anchor..];
     let opening = OPENINGS
@@ -552,10 +555,12 @@ mod tests {
     const KILL: &str = "Memory cgroup out of memory: Killed process 3504804 (kubectl) total-vm:753508kB, anon-rss:58776kB, file-rss:29400kB, shmem-rss:0kB, UID:0 pgtables:288kB oom_score_adj:999";
 
     fn embedded(input: &str) -> Option<(String, Envelope)> {
-        let anchor = input
-            .find("Killed process")
+        // Where the scan's anchor search stops: the first of its kill-line patterns.
+        let anchor = ["Out of memory", "out of memory: Kill", "Killed process"]
+            .iter()
+            .filter_map(|pattern| input.find(pattern))
+            .min()
             .expect("a kill line in the case");
-        let anchor = input[..anchor].rfind("out of memory").unwrap_or(anchor);
         find(input.as_bytes(), anchor, 0, 0, None).map(|found| {
             (
                 String::from_utf8_lossy(&found.text).into_owned(),
@@ -600,6 +605,11 @@ mod tests {
         assert_eq!(
             embedded(folded),
             Some(("Memory cgroup out of memory: Killed process 3504804 (it's) total-vm:753508kB, anon-rss:58776kB, file-rss:29400kB".to_string(), Envelope::Yaml))
+        );
+        let allocating = "  Warning  OOMKilling  1m  kernel-monitor  Out of memory (oom_kill_allocating_task): Killed process 7 (a) total-vm:10kB, anon-rss:5kB, file-rss:0kB";
+        assert_eq!(
+            embedded(allocating).map(|(text, _)| text),
+            Some(allocating[43..].to_string())
         );
         let double = "  message: \"Out of memory: Killed process 7 (a) total-vm:10kB, anon-rss:5kB,\\\n    \\ file-rss:0kB\"\n";
         assert_eq!(
