@@ -86,6 +86,13 @@ pub(crate) struct Relogged {
     /// One per report: `open` when its kill line is still being read (a stream window).
     pub found: Vec<Found>,
     keys: BTreeSet<u64>,
+    /// The first envelope whose value runs into the line still being read (a stream
+    /// window's cut), reported or not: the next window reads its line again (or the line
+    /// of the value before it that ran into its line, and so on).
+    pub resume_at: Option<usize>,
+    /// Start and end of the last envelope's value, the start that of the first value of
+    /// a run in which each began on a line the one before ran into.
+    last_value: Option<(usize, usize)>,
 }
 
 impl Relogged {
@@ -99,13 +106,42 @@ impl Relogged {
         anchor: usize,
         complete_until: Option<usize>,
     ) -> Option<usize> {
-        let floor = self.floor;
-        self.floor = self.floor.max(anchor);
-        let embedded = find(text, anchor, floor, self.read_to, complete_until)?;
-        self.read_to = embedded.end;
-        if !matches!(fields::classify(&embedded.text), KernelLine::Killed { .. }) {
-            return None;
-        }
+        // A kill line at the anchor is this anchor's; any other anchor (`Out of memory:`
+        // with no kill after it, `oom-kill:`) looks on through its line for one, as the
+        // scan goes on past the line's end after it.
+        let at_anchor = kill_opening(text, anchor);
+        let limit = line.end.clamp(anchor, text.len());
+        let mut killed_at = match at_anchor {
+            Some(killed_at) => killed_at,
+            None => anchor + memchr::memmem::find(&text[anchor..limit], KILLED)?,
+        };
+        let embedded = loop {
+            let kill_start = kill_line_start(text, killed_at);
+            let floor = self.floor;
+            self.floor = self.floor.max(kill_start);
+            if let Some(found) = find(text, killed_at, floor, self.read_to, complete_until) {
+                // A value that begins on a line the previous value ran into is read only
+                // after that one: a stream reads both again from the first one's line.
+                let chain_start = match self.last_value {
+                    Some((chain_start, end)) if found.start < end => chain_start,
+                    _ => found.start,
+                };
+                self.last_value = Some((chain_start, found.end));
+                self.read_to = found.end;
+                if found.incomplete {
+                    self.resume_at =
+                        Some(self.resume_at.map_or(chain_start, |at| at.min(chain_start)));
+                }
+                if matches!(fields::classify(&found.text), KernelLine::Killed { .. }) {
+                    break found;
+                }
+            }
+            if at_anchor.is_some() {
+                return None;
+            }
+            let from = (killed_at + KILLED.len()).min(limit);
+            killed_at = from + memchr::memmem::find(&text[from..limit], KILLED)?;
+        };
         let next = embedded.value_end.max(anchor + 1);
         let kill_line = LogicalLine::standalone(
             embedded.start,
@@ -169,31 +205,18 @@ enum Quoting {
     Single,
 }
 
-/// The kill line at `anchor` (an `Out of memory`, `out of memory: Kill` or `Killed
-/// process` anchor) when it sits inside an envelope; `floor` is where the previous
-/// search back stopped (the search never goes past it), `read_to` where the previous
+/// The kill line whose `Killed process` is at `killed_at`, when it sits inside an
+/// envelope; `floor` is where the previous search back stopped (the search never goes
+/// past it), `read_to` where the previous
 /// value read ended (a kill line starting before it is not read again). `complete_until`:
 /// a stream window's input is whole up to there, more follows (`None`: it is all there).
 pub(crate) fn find(
     text: &[u8],
-    anchor: usize,
+    killed_at: usize,
     floor: usize,
     read_to: usize,
     complete_until: Option<usize>,
 ) -> Option<Embedded> {
-    // The scan's anchor is at the kill line's `Killed process` or at the `Out of memory`
-    // / `out of memory: Kill` before it: other anchors cost one comparison here.
-    const OPENINGS: [&[u8]; 4] = [
-        b"Killed process ",
-        b"Out of memory: Killed process ",
-        b"out of memory: Killed process ",
-        b"Out of memory (oom_kill_allocating_task): Killed process ",
-    ];
-    let at_anchor = &text[anchor..];
-    let opening = OPENINGS
-        .iter()
-        .find(|opening| at_anchor.starts_with(opening))?;
-    let killed_at = anchor + opening.len() - OPENINGS[0].len();
     let kill_start = kill_line_start(text, killed_at);
     if kill_start < read_to {
         return None;
@@ -259,6 +282,25 @@ pub(crate) fn find(
         value_end,
         incomplete,
     })
+}
+
+const KILLED: &[u8] = b"Killed process ";
+
+/// Where `Killed process ` is when the kill line starts at `anchor` (the scan's anchor
+/// is at its `Killed process` or at the `Out of memory` / `out of memory: Kill` before
+/// it): one comparison per anchor.
+fn kill_opening(text: &[u8], anchor: usize) -> Option<usize> {
+    const OPENINGS: [&[u8]; 4] = [
+        KILLED,
+        b"Out of memory: Killed process ",
+        b"out of memory: Killed process ",
+        b"Out of memory (oom_kill_allocating_task): Killed process ",
+    ];
+    let at_anchor = &text[anchor..];
+    let opening = OPENINGS
+        .iter()
+        .find(|opening| at_anchor.starts_with(opening))?;
+    Some(anchor + opening.len() - KILLED.len())
 }
 
 fn plain_or_json(json_context: bool) -> Quoting {
@@ -555,13 +597,10 @@ mod tests {
     const KILL: &str = "Memory cgroup out of memory: Killed process 3504804 (kubectl) total-vm:753508kB, anon-rss:58776kB, file-rss:29400kB, shmem-rss:0kB, UID:0 pgtables:288kB oom_score_adj:999";
 
     fn embedded(input: &str) -> Option<(String, Envelope)> {
-        // Where the scan's anchor search stops: the first of its kill-line patterns.
-        let anchor = ["Out of memory", "out of memory: Kill", "Killed process"]
-            .iter()
-            .filter_map(|pattern| input.find(pattern))
-            .min()
+        let killed_at = input
+            .find("Killed process")
             .expect("a kill line in the case");
-        find(input.as_bytes(), anchor, 0, 0, None).map(|found| {
+        find(input.as_bytes(), killed_at, 0, 0, None).map(|found| {
             (
                 String::from_utf8_lossy(&found.text).into_owned(),
                 found.envelope,
@@ -642,11 +681,13 @@ mod tests {
         let folded =
             "  message: 'Out of memory: Killed process 7 (a) total-vm:10kB,\n    anon-rss:5kB'\n";
         let cut = folded.find("\n    anon").map(|at| at + 1).unwrap_or(0);
-        let found = find(folded.as_bytes(), 12, 0, 0, Some(cut)).expect("an envelope");
+        let killed_at = folded.find("Killed").unwrap_or(0);
+        let found = find(folded.as_bytes(), killed_at, 0, 0, Some(cut)).expect("an envelope");
         assert!(found.incomplete);
-        let found = find(folded.as_bytes(), 12, 0, 0, Some(folded.len())).expect("an envelope");
+        let found =
+            find(folded.as_bytes(), killed_at, 0, 0, Some(folded.len())).expect("an envelope");
         assert!(!found.incomplete);
-        let found = find(folded.as_bytes(), 12, 0, 0, None).expect("an envelope");
+        let found = find(folded.as_bytes(), killed_at, 0, 0, None).expect("an envelope");
         assert!(!found.incomplete);
         assert_eq!(found.end, folded.len() - 1);
     }
@@ -654,9 +695,9 @@ mod tests {
     #[test]
     fn the_search_back_stops_at_the_floor() {
         let line = format!("  Warning  OOMKilling  2m  kernel-monitor  {KILL}");
-        let anchor = line.find("out of memory").unwrap_or(0);
-        assert!(find(line.as_bytes(), anchor, 0, 0, None).is_some());
-        assert!(find(line.as_bytes(), anchor, 30, 0, None).is_none());
+        let killed_at = line.find("Killed process").unwrap_or(0);
+        assert!(find(line.as_bytes(), killed_at, 0, 0, None).is_some());
+        assert!(find(line.as_bytes(), killed_at, 30, 0, None).is_none());
     }
 
     fn row(pid: u32, comm: &str) -> String {

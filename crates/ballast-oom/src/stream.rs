@@ -203,8 +203,14 @@ impl StreamParser {
             }
         }
         if !at_end {
-            let relogged = window.relogged.reports.iter().zip(&window.relogged.found);
-            let open = window.reports.iter().zip(&window.found).chain(relogged);
+            // An event's kill line still being read: its whole line is read again, so the
+            // envelope before the kill line (`OOMKilling`, a `message` key) is seen again.
+            if let Some(at) = window.relogged.resume_at {
+                let start = decode::raw_offset(text, window.decoding, at);
+                let line_start = memchr::memrchr(b'\n', &text[..start]).map_or(0, |at| at + 1);
+                resume = resume.min(line_start);
+            }
+            let open = window.reports.iter().zip(&window.found);
             for (report, _) in open.filter(|(_, found)| found.open) {
                 // A decoded window's offsets are the decoded text's: map back to the input.
                 let start = decode::raw_offset(text, window.decoding, report.span.start_byte);

@@ -111,3 +111,79 @@ fn events_relogging_a_fixtures_kill_add_no_report() {
         "only {checked} fixtures with a one-line kill"
     );
 }
+
+mod soup {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A window holds whole lines of the soup (a line longer than a stream's window is
+    /// read in pieces, and an envelope's start may be in the piece before its kill line).
+    const MAX_SOUP_LINE: usize = 200;
+
+    /// Byte soup made of envelope and kill line pieces, in lines of at most
+    /// [`MAX_SOUP_LINE`] bytes.
+    fn envelope_soup() -> impl Strategy<Value = Vec<u8>> {
+        const TOKENS: &[&str] = &[
+            "  Warning  OOMKilling  2m (x3 over 5m)  kernel-monitor  ",
+            "default   5m   Warning   OOMKilling   node/n1   ",
+            "    \"message\": \"",
+            "{\"log\":\"{\\\"message\\\":\\\"",
+            "  message: '",
+            "  message: \"",
+            "Reason:OOMKilling Message:",
+            "Memory cgroup out of memory: ",
+            "Out of memory: ",
+            "Killed process 7 (a) total-vm:10kB, anon-rss:5kB, file-rss:0kB",
+            "Killed process 8 (it''s) total-vm:12kB,",
+            "Killed process 9 (b\\\"c\\u003e) total-vm:14kB, anon-rss:6kB",
+            " UID:0 pgtables:8kB oom_score_adj:0",
+            "\\ud83d\\ude00",
+            "\\u12",
+            "\\n",
+            "\\\\",
+            "\"",
+            "'",
+            "''",
+            "}]",
+            "   ",
+            "\n    ",
+            "\n",
+            "\r\n",
+            "[ 5.3] ",
+            "Jun 13 14:35:38 n1 node-problem-detector[9]: ",
+        ];
+        let token = prop_oneof![
+            6 => proptest::sample::select(TOKENS).prop_map(|t| t.as_bytes().to_vec()),
+            1 => proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        proptest::collection::vec(token, 0..80).prop_map(|parts| {
+            let mut soup = Vec::new();
+            let mut line = 0;
+            for byte in parts.concat() {
+                line = if byte == b'\n' { 0 } else { line + 1 };
+                if line > MAX_SOUP_LINE {
+                    soup.push(b'\n');
+                    line = 1;
+                }
+                soup.push(byte);
+            }
+            soup
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn envelope_soup_never_panics_and_streams_to_the_same_reports(input in envelope_soup()) {
+            let whole = ballast_oom::parse(&input).reports;
+            for report in &whole {
+                prop_assert!(report.span.start_byte <= report.span.end_byte);
+                prop_assert!(report.span.end_byte <= input.len());
+            }
+            for window in [512, 2048] {
+                prop_assert_eq!(&streamed(&input, window), &whole, "window {}", window);
+            }
+        }
+    }
+}
