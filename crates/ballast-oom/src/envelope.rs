@@ -780,6 +780,8 @@ mod tests {
             "OOMKilling Killed process 1 x ",
             "\"message\":\"Killed process 1 (a) total-vm:1kB\",",
             "message: Killed process 2 (b) ",
+            // A non-kill anchor: the kill lines after it on its line are all tried.
+            "oom-kill:x OOMKilling Killed process y ",
         ];
         for piece in pieces {
             let input = piece.repeat(40_000);
