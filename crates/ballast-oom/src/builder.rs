@@ -109,6 +109,7 @@ impl ReportBuilder {
             panic: None,
             no_killable: false,
             balloon_out_of_puff: false,
+            envelope: None,
         };
         Self {
             report,

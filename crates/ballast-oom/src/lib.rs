@@ -20,6 +20,7 @@
 mod analysis;
 mod builder;
 mod decode;
+mod envelope;
 mod fields;
 mod lines;
 mod prefix;
@@ -31,6 +32,7 @@ mod unwrap;
 pub mod limits;
 
 pub use analysis::{analyze, Analysis, HostBalloon, Verdict, ZoneState};
+pub use envelope::Envelope;
 pub use report::{
     Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
 };

@@ -22,6 +22,9 @@ pub const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 /// Largest window a [`crate::StreamParser`] grows to for a report that does not end; a
 /// report longer than that is returned cut. Bounds a stream's memory, whatever its size.
 pub const MAX_WINDOW_BYTES: usize = 32 * 1024 * 1024;
+/// Distinct kills read out of Kubernetes events and other envelopes that one parse keeps
+/// (each a small kill-line report); further ones are not parsed.
+pub const MAX_RELOGGED_REPORTS: usize = 4_096;
 /// Reports a [`crate::StreamParser`] builds per window: what one window holds in memory
 /// stays small even when a line of forged headers makes a report every few dozen bytes.
 pub const WINDOW_REPORTS: usize = 4_096;

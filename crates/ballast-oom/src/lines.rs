@@ -45,6 +45,26 @@ impl<'a> LogicalLine<'a> {
     {
         LogicalLine { end, body, ..*self }
     }
+
+    /// A kernel line that is not a slice of the input: one read out of an envelope
+    /// (`crate::envelope`), standing for the input's bytes `start..end`.
+    pub fn standalone(
+        start: usize,
+        end: usize,
+        line_no: usize,
+        prefix: Prefix<'a>,
+        body: &'a [u8],
+    ) -> Self {
+        Self {
+            start,
+            end,
+            line_no,
+            prefix,
+            body,
+            physical_end: end,
+            long_physical_line: false,
+        }
+    }
 }
 
 /// Iterator over logical lines from a starting offset.
@@ -187,15 +207,11 @@ fn next_syslog_split(body: &[u8]) -> Option<usize> {
         if !(body[hour].is_ascii_digit() && body[hour + 1].is_ascii_digit()) {
             continue;
         }
-        // `Mon D HH`, `Mon DD HH`, `Mon  D HH`: the month starts 6 to 8 bytes before the hour;
-        // RFC 3339 `YYYY-MM-DDTHH`: the date starts 11 bytes before.
-        for back in [6, 7, 8, 11] {
-            let Some(candidate) = hour.checked_sub(back) else {
-                continue;
-            };
-            if candidate == 0 {
-                continue;
-            }
+        // RFC 3339 `YYYY-MM-DDTHH`: the date starts 11 bytes before the hour; `Mon D HH`,
+        // `янв 26 HH`, `26. Jan HH`: the month word or day starts after a space.
+        let rfc3339 = hour.checked_sub(11).filter(|at| *at > 0);
+        let [month_first, day_first] = prefix::syslog_starts_before_clock(body, hour);
+        for candidate in [month_first, day_first, rfc3339].into_iter().flatten() {
             if prefix::prefix_len_if(&body[candidate..], Family::Syslog).is_some() {
                 return Some(candidate);
             }
@@ -371,6 +387,25 @@ mod tests {
                 "tor invoked oom-killer: order=0",
                 "tor cpuset=/ mems_allowed=0",
                 "Mem-Info:"
+            ]
+        );
+    }
+
+    #[test]
+    fn joined_journal_lines_split_at_each_stamp_in_any_locale() {
+        let joined = "янв 26 01:49:41 h kernel: tor invoked oom-killer: order=0 \
+                      янв 26 01:49:41 h kernel: CPU: 0 PID: 1439 Comm: tor \
+                      1月 26 01:49:42 h kernel: Mem-Info: \
+                      26. Jan 01:49:42 h kernel: 262010 pages RAM \
+                      kern.log:9:déc. 26 01:49:42 h kernel: Killed process 1439 (tor)";
+        assert_eq!(
+            bodies(joined),
+            [
+                "tor invoked oom-killer: order=0",
+                "CPU: 0 PID: 1439 Comm: tor",
+                "Mem-Info:",
+                "262010 pages RAM",
+                "Killed process 1439 (tor)"
             ]
         );
     }

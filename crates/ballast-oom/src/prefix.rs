@@ -3,7 +3,9 @@
 //! Handled, alone or stacked (`<4>` then syslog then `[ 1.2]`, and so on):
 //! - priorities `<4>` and `/dev/kmsg` records `6,1234,5678,-;`
 //! - syslog `Jan  4 10:04:40 host kernel: ` and RFC 3339 `2024-01-04T10:04:40.1+00:00 host kernel: `
-//!   (journalctl `short`, `short-precise` and `short-iso` have the same shape)
+//!   (journalctl `short`, `short-precise` and `short-iso` have the same shape), the month
+//!   in any locale's words or day first: `янв 26 01:49:41`, ` 1月 26`, `déc. 26`, `26. Jan`
+//!   (a month word and a day, then a clock: the shape is checked, not a word list)
 //! - raw dmesg `[ 123.456789] `, with an optional caller id `[T123]`/`[C1]`
 //! - `dmesg -T` `[Thu Jan  4 10:04:40 2018] ` in any locale: `[月  1月 26 01:49:41 2026]`,
 //!   `[lun. janv. 26 ...]`, `[Пн янв 26 ...]` (two words, day, clock, year; any script)
@@ -15,7 +17,8 @@
 //!
 //! A syslog line whose program is not `kernel` is foreign: another tool re-logging
 //! what the kernel said (kubelet, node-problem-detector). The parser never counts
-//! those as kernel lines.
+//! those as kernel lines (`crate::envelope` reads a kill line such a tool carries in an
+//! event's message, flagged as such).
 
 /// The shape of the outermost prefix, used to find where a joined line splits again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,19 +413,110 @@ fn program_tag(text: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// `Jan  4 10:04:40` (optional `.123456`), returning the stamp and what follows.
+///
+/// journalctl and syslog print the month in the locale's words (`янв 26`, `1月 26`,
+/// `déc. 26`, `Jan. 26`, `Dez 26`), some templates day first (`26. Jan`), so the shape is
+/// checked, not the words: a month word ([`month_word`]) and a day of one or two digits in
+/// either order, then a clock. Runs of spaces may be one space or several.
 fn month_day_time(text: &[u8]) -> Option<(&[u8], &[u8])> {
-    if !is_month(text) {
-        return None;
-    }
-    let rest = text.get(3..)?.strip_prefix(b" ")?;
-    let rest = &rest[spaces(rest)..];
+    let rest = month_then_day(text).or_else(|| day_then_month(text))?;
+    let rest = clock(rest)?;
+    Some((&text[..text.len() - rest.len()], rest))
+}
+
+/// `Jan  4 `, `янв 26 `: what follows the day's spaces.
+fn month_then_day(text: &[u8]) -> Option<&[u8]> {
+    let month = month_word(text)?;
+    let rest = after_spaces(&text[month.len()..])?;
     let day_len = digits(rest);
     if day_len == 0 || day_len > 2 {
         return None;
     }
-    let rest = rest[day_len..].strip_prefix(b" ")?;
-    let rest = clock(rest)?;
-    Some((&text[..text.len() - rest.len()], rest))
+    after_spaces(&rest[day_len..])
+}
+
+/// `26. Jan `, `26 janv. `: what follows the month's spaces.
+fn day_then_month(text: &[u8]) -> Option<&[u8]> {
+    let day_len = digits(text);
+    if day_len == 0 || day_len > 2 {
+        return None;
+    }
+    let rest = &text[day_len..];
+    let rest = after_spaces(rest.strip_prefix(b".").unwrap_or(rest))?;
+    let month = month_word(rest)?;
+    after_spaces(&rest[month.len()..])
+}
+
+/// A month as a locale abbreviates it: `Jan`, `Jan.`, `janv.`, `Dez`, `déc.`, `янв`, `1月`,
+/// `12월`. Up to [`MAX_MONTH_BYTES`] bytes up to a space, with a letter (an ASCII letter
+/// or any non-ASCII byte), ASCII digits only beside non-ASCII letters (`1月`), and no
+/// punctuation but a trailing `.`: a number, a clock, `[ 1439]`, `oom-kill:` or
+/// `free:1234kB` never pass.
+fn month_word(text: &[u8]) -> Option<&[u8]> {
+    const MAX_MONTH_BYTES: usize = 24;
+    let len = text
+        .iter()
+        .take(MAX_MONTH_BYTES + 1)
+        .take_while(|b| !b.is_ascii_whitespace())
+        .count();
+    if len == 0 || len > MAX_MONTH_BYTES || text.get(len) != Some(&b' ') {
+        return None;
+    }
+    let word = &text[..len];
+    let letters = word.strip_suffix(b".").unwrap_or(word);
+    let non_ascii = letters.iter().any(|b| !b.is_ascii());
+    let ascii_letters = letters.iter().any(u8::is_ascii_alphabetic);
+    let shape_ok = letters
+        .iter()
+        .all(|b| !b.is_ascii() || b.is_ascii_alphabetic() || (b.is_ascii_digit() && non_ascii));
+    (shape_ok && (non_ascii || ascii_letters)).then_some(word)
+}
+
+/// Where the syslog stamp whose clock's hour starts at `hour` begins in `body`, for
+/// month words of any length (`янв 26 01:`, `1月 26 01:`, `26. Jan 01:`): each candidate
+/// start follows a space, `:` or `-` (grep's glued prefix), never the middle of a word.
+pub(crate) fn syslog_starts_before_clock(body: &[u8], hour: usize) -> [Option<usize>; 2] {
+    let back_spaces = |end: usize| {
+        let n = body[..end].iter().rev().take_while(|b| **b == b' ').count();
+        (n > 0).then_some(end - n)
+    };
+    let back_word = |end: usize| {
+        let n = body[..end]
+            .iter()
+            .rev()
+            .take(25)
+            .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b':' | b'-'))
+            .count();
+        (n > 0).then_some(end - n)
+    };
+    let back_day = |end: usize| {
+        let end = if end > 0 && body[end - 1] == b'.' {
+            end - 1
+        } else {
+            end
+        };
+        let n = body[..end]
+            .iter()
+            .rev()
+            .take(3)
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        (1..=2).contains(&n).then_some(end - n)
+    };
+    let month_first = back_spaces(hour)
+        .and_then(back_day)
+        .and_then(back_spaces)
+        .and_then(back_word);
+    let day_first = back_spaces(hour)
+        .and_then(back_word)
+        .and_then(back_spaces)
+        .and_then(back_day);
+    let at_boundary =
+        |start: usize| start > 0 && matches!(body[start - 1], b' ' | b'\t' | b':' | b'-');
+    [
+        month_first.filter(|s| at_boundary(*s)),
+        day_first.filter(|s| at_boundary(*s)),
+    ]
 }
 
 /// `HH:MM:SS` with optional fraction.
@@ -466,14 +560,6 @@ fn rfc3339(text: &[u8]) -> Option<&[u8]> {
         .take_while(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b':' | b'Z'))
         .count();
     Some(&rest[zone_len..])
-}
-
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
-
-fn is_month(text: &[u8]) -> bool {
-    text.len() >= 3 && MONTHS.iter().any(|month| &text[..3] == month.as_slice())
 }
 
 /// `> ` or `>> `: a mail client's quote marks.
@@ -597,6 +683,90 @@ mod tests {
         ];
         for case in cases {
             assert_eq!(body(case), "tor invoked", "{case}");
+        }
+    }
+
+    #[test]
+    fn journal_and_syslog_months_are_read_in_any_locale() {
+        let cases = [
+            (
+                "1月 26 01:49:41 host kernel: tor invoked",
+                "1月 26 01:49:41",
+            ),
+            (
+                "12月  6 01:49:41 host kernel: tor invoked",
+                "12月  6 01:49:41",
+            ),
+            (
+                "янв 26 01:49:41 host kernel: tor invoked",
+                "янв 26 01:49:41",
+            ),
+            (
+                "Jan. 26 01:49:41 host kernel: tor invoked",
+                "Jan. 26 01:49:41",
+            ),
+            (
+                "26. Jan 01:49:41 host kernel: tor invoked",
+                "26. Jan 01:49:41",
+            ),
+            (
+                "26 janv. 01:49:41 host kernel: tor invoked",
+                "26 janv. 01:49:41",
+            ),
+            (
+                "déc. 26 01:49:41 host kernel: tor invoked",
+                "déc. 26 01:49:41",
+            ),
+            (
+                "Dez 26 01:49:41 host kernel: tor invoked",
+                "Dez 26 01:49:41",
+            ),
+            (
+                "1월 26 01:49:41.123456 host kernel: tor invoked",
+                "1월 26 01:49:41.123456",
+            ),
+            (
+                "kern.log:7:мар 19 17:21:44 host kernel: tor invoked",
+                "мар 19 17:21:44",
+            ),
+            (
+                "2026-01-26T01:49:41+0900 host kernel: tor invoked",
+                "2026-01-26T01:49:41+0900",
+            ),
+        ];
+        for (line, stamp) in cases {
+            let (prefix, rest) = strip(line.as_bytes());
+            assert_eq!(rest, b"tor invoked", "{line}");
+            assert_eq!(prefix.family, Family::Syslog, "{line}");
+            assert_eq!(prefix.wallclock, Some(stamp.as_bytes()), "{line}");
+            assert_eq!(prefix.host, Some(&b"host"[..]), "{line}");
+        }
+        let (prefix, rest) =
+            strip("янв 26 01:49:41 node1 kubelet[812]: Killed process 12 (x)".as_bytes());
+        assert!(prefix.is_foreign());
+        assert_eq!(rest, b"Killed process 12 (x)");
+    }
+
+    #[test]
+    fn kernel_lines_shaped_like_a_word_and_numbers_are_not_syslog_stamps() {
+        let kept = [
+            "Node 0 DMA free:4124kB min:716kB low:892kB high:1068kB",
+            "Node 0 DMA32: 2150*4kB (UMEH) 2083*8kB (UMEH) = 44288kB",
+            "0 pages HighMem/MovableOnly",
+            "4401 total pagecache pages",
+            "Free swap  = 0kB",
+            "CPU: 0 PID: 1439 Comm: tor Not tainted 4.9.0-4-amd64 #1",
+            "rtc_cmos 00:02: setting system clock to 2026-01-26 01:49:41 UTC (1769392181)",
+            "26 01:49:41 host kernel: no month word",
+            "1439 26 01:49:41 host kernel: a number is no month",
+            "oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0",
+            "free:12103 26 01:49:41 host kernel: punctuation is no month",
+            "Jan 26 01:49 host kernel: no seconds",
+            "Jan 126 01:49:41 host kernel: three-digit day",
+        ];
+        for line in kept {
+            assert_eq!(body(line), line, "{line}");
+            assert_eq!(strip(line.as_bytes()).0.family, Family::Bare, "{line}");
         }
     }
 

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::envelope::Envelope;
+
 /// What kind of OOM the kernel handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -213,6 +215,10 @@ pub struct Report {
     pub no_killable: bool,
     /// `virtio_balloon ...: Out of puff!` lines seen in the report's stream before it.
     pub balloon_out_of_puff: bool,
+    /// The kill line was read out of another program's message (a Kubernetes event,
+    /// node-problem-detector's log, a JSON or YAML string), not out of the kernel's log:
+    /// the report holds only the kill line's figures. `None` for the kernel's own lines.
+    pub envelope: Option<Envelope>,
 }
 
 impl Report {

@@ -19,6 +19,7 @@ use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::builder::{ReportBuilder, Step};
 use crate::decode::{self, Decoding};
+use crate::envelope::{self, Relogged};
 use crate::fields::{self, KernelLine};
 use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_REPORT_LINES};
 use crate::lines::{Lines, LogicalLine};
@@ -51,8 +52,15 @@ fn anchors() -> &'static AhoCorasick {
 
 pub(crate) fn scan(input: &[u8]) -> Parsed {
     let window = scan_window(input, Seed::default());
+    // Kills read out of events come last, unless the kernel's own report of them is here.
+    let kernel_kills = envelope::kernel_kill_keys(&window.reports);
+    let mut reports = window.reports;
+    reports.extend(envelope::without_kernel_kills(
+        window.relogged.reports,
+        &kernel_kills,
+    ));
     let mut parsed = Parsed {
-        reports: window.reports,
+        reports,
         diagnostics: decoding_diagnostic(window.decoding).into_iter().collect(),
     };
     parsed.diagnostics.extend(
@@ -169,15 +177,18 @@ pub(crate) struct WindowScan {
     pub last_report_end: usize,
     /// How the input was decoded: unless `None`, offsets refer to the decoded text.
     pub decoding: Decoding,
+    /// Kill lines read out of Kubernetes events and other envelopes (`crate::envelope`).
+    pub relogged: Relogged,
 }
 
 pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
     let (text, decoding) = decode::normalize(input);
     // A decoded window's offsets are the decoded text's: the raw cut does not apply.
-    let complete_until = match (seed.complete_until, decoding) {
-        (Some(cut), Decoding::None) => cut,
-        _ => text.len(),
+    let more_input = match (seed.complete_until, decoding) {
+        (Some(cut), Decoding::None) => Some(cut),
+        _ => None,
     };
+    let complete_until = more_input.unwrap_or(text.len());
     let mut scanner = Scanner {
         text: &text,
         reports: Vec::new(),
@@ -189,7 +200,8 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         keep_used: seed.keep_used,
         count_past_limit: seed.count_past_limit,
         complete_until,
-        more_input: seed.complete_until.is_some(),
+        more_input,
+        more_follows: seed.complete_until.is_some(),
         newline_counted_to: 0,
         newlines: 0,
         dropped_reports: 0,
@@ -197,6 +209,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         cursor: None,
         banner: seed.kernel_banner,
         banner_searched_to: 0,
+        relogged: Relogged::default(),
     };
     scanner.run();
     WindowScan {
@@ -207,6 +220,7 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         newlines: scanner.newlines,
         last_report_end: scanner.last_report_end,
         decoding,
+        relogged: scanner.relogged,
     }
 }
 
@@ -223,8 +237,10 @@ struct Scanner<'a> {
     count_past_limit: bool,
     /// Lines starting here or later are incomplete (a stream window's last, cut line).
     complete_until: usize,
-    /// More input follows the text (a stream window that is not the last).
-    more_input: bool,
+    /// `Some(complete_until)` when more input follows (a stream window, not decoded).
+    more_input: Option<usize>,
+    /// More input follows the text (a stream window that is not the last, decoded or not).
+    more_follows: bool,
     newline_counted_to: usize,
     newlines: usize,
     /// Lines past the report limit that could start a report: counted, never parsed.
@@ -239,6 +255,8 @@ struct Scanner<'a> {
     banner: Option<String>,
     /// The text before this offset was searched for boot banners.
     banner_searched_to: usize,
+    /// Kill lines read out of Kubernetes events and other envelopes.
+    relogged: Relogged,
 }
 
 impl<'a> Scanner<'a> {
@@ -259,6 +277,15 @@ impl<'a> Scanner<'a> {
                 search_from = anchor + 1;
                 continue;
             };
+            // An event re-logging a kill line: its own report, never a kernel line's.
+            if let Some(next) = self
+                .relogged
+                .take(self.text, &line, anchor, self.more_input)
+            {
+                self.consumed.insert(line.start);
+                search_from = next;
+                continue;
+            }
             search_from = line.end.max(anchor + 1);
             if self.consumed.contains(&line.start) || line.prefix.is_foreign() {
                 continue;
@@ -432,7 +459,7 @@ impl<'a> Scanner<'a> {
                 Step::EndAfter => {
                     used.extend(starts);
                     // Its wrapped rest may be the line still being read: stay open.
-                    open = self.more_input && last.physical_end() + 1 >= self.complete_until;
+                    open = self.more_follows && last.physical_end() + 1 >= self.complete_until;
                     break;
                 }
                 Step::EndBefore => {
@@ -616,7 +643,8 @@ mod tests {
             keep_used: false,
             count_past_limit: true,
             complete_until: input.len(),
-            more_input: false,
+            more_input: None,
+            more_follows: false,
             newline_counted_to: 0,
             newlines: 0,
             dropped_reports: 0,
@@ -624,6 +652,7 @@ mod tests {
             cursor: None,
             banner: None,
             banner_searched_to: 0,
+            relogged: Relogged::default(),
         };
         scanner.run();
         assert_eq!(scanner.reports.len(), 1, "relogged kills are counted once");

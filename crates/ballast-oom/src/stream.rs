@@ -21,8 +21,12 @@
 use std::collections::BTreeSet;
 
 use crate::decode::{self, Decoding};
+use crate::envelope;
 use crate::fields;
-use crate::limits::{MAX_DIAGNOSTICS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES, WINDOW_REPORTS};
+use crate::limits::{
+    MAX_DIAGNOSTICS, MAX_RELOGGED_REPORTS, MAX_REPORTS, MAX_WINDOW_BYTES, WINDOW_BYTES,
+    WINDOW_REPORTS,
+};
 use crate::scan::{self, PreviousKill, Seed, MAX_ORPHAN_LOOKBACK};
 use crate::{Diagnostic, Report};
 
@@ -46,6 +50,13 @@ pub struct StreamParser {
     ended: bool,
     /// The release of the last `Linux version` boot banner before `base`.
     kernel_banner: Option<String>,
+    /// Reports read out of Kubernetes events and other envelopes, held to the end of the
+    /// input: one is dropped if the kernel's own report of its kill comes (`crate::envelope`).
+    relogged: Vec<Report>,
+    /// Kill keys of `relogged`: an envelope found again in the next window is one kill.
+    relogged_kills: BTreeSet<u64>,
+    /// Kill keys of the kernel's reports returned so far.
+    kernel_kills: BTreeSet<u64>,
 }
 
 impl Default for StreamParser {
@@ -74,6 +85,9 @@ impl StreamParser {
             decoding_noted: false,
             ended: false,
             kernel_banner: None,
+            relogged: Vec::new(),
+            relogged_kills: BTreeSet::new(),
+            kernel_kills: BTreeSet::new(),
         }
     }
 
@@ -126,9 +140,14 @@ impl StreamParser {
             return None;
         }
         let before = self.base;
-        let reports = self.scan(true);
+        let mut reports = self.scan(true);
         // A window cut short by its report limit moved on: the rest is the next batch.
         self.ended = self.base == before;
+        if self.ended {
+            // Kills read out of events come last, unless the kernel's own report of them came.
+            let relogged = std::mem::take(&mut self.relogged);
+            reports.extend(envelope::without_kernel_kills(relogged, &self.kernel_kills));
+        }
         Some(reports)
     }
 
@@ -184,6 +203,13 @@ impl StreamParser {
             }
         }
         if !at_end {
+            // An event's kill line still being read: its whole line is read again, so the
+            // envelope before the kill line (`OOMKilling`, a `message` key) is seen again.
+            if let Some(at) = window.relogged.resume_at {
+                let start = decode::raw_offset(text, window.decoding, at);
+                let line_start = memchr::memrchr(b'\n', &text[..start]).map_or(0, |at| at + 1);
+                resume = resume.min(line_start);
+            }
             let open = window.reports.iter().zip(&window.found);
             for (report, _) in open.filter(|(_, found)| found.open) {
                 // A decoded window's offsets are the decoded text's: map back to the input.
@@ -213,6 +239,12 @@ impl StreamParser {
             1 + memchr::memchr_iter(b'\n', &text[..resume]).count()
         };
         let starts: Vec<usize> = window
+            .reports
+            .iter()
+            .map(|report| decode::raw_offset(text, window.decoding, report.span.start_byte))
+            .collect();
+        let relogged_starts: Vec<usize> = window
+            .relogged
             .reports
             .iter()
             .map(|report| decode::raw_offset(text, window.decoding, report.span.start_byte))
@@ -263,6 +295,25 @@ impl StreamParser {
         }
         self.returned += reports.len();
         self.dropped_lines += window.dropped_lines;
+        self.kernel_kills
+            .extend(envelope::kernel_kill_keys(&reports));
+        let relogged = window.relogged.reports.into_iter();
+        let found_with_starts = window.relogged.found.into_iter().zip(relogged_starts);
+        for (mut report, (found, start)) in relogged.zip(found_with_starts) {
+            if start >= resume || (found.open && !at_end) {
+                // Read again from the next window.
+                continue;
+            }
+            let Some(kill) = report.killed.as_ref().map(envelope::kill_key) else {
+                continue;
+            };
+            if self.relogged.len() < MAX_RELOGGED_REPORTS && self.relogged_kills.insert(kill) {
+                report.span.start_byte += self.base;
+                report.span.end_byte += self.base;
+                report.span.first_line += line_shift;
+                self.relogged.push(report);
+            }
+        }
         if !at_end {
             if let Some(release) = fields::last_kernel_banner(&self.buffer[..resume]) {
                 self.kernel_banner = Some(release);
