@@ -229,7 +229,10 @@ impl Detector {
         let parsed = ballast_oom::parse(&text);
         let base = first;
         let mut settled = Vec::new();
-        for report in parsed.reports {
+        // A kill line re-logged in another program's message (node-problem-detector,
+        // a Kubernetes event) is not the guest kernel's report: the kernel's own copy is
+        // the OOM, and the re-log, with its own stamp, would be counted as a second one.
+        for report in parsed.reports.into_iter().filter(|r| r.envelope.is_none()) {
             let first_idx = line_index(&text_starts, report.span.start_byte);
             let last_idx = line_index(&text_starts, report.span.end_byte.saturating_sub(1));
             let (Some(first_entry), Some(last_entry)) = (
@@ -317,6 +320,54 @@ pub(crate) mod tests {
             .into_iter()
             .filter_map(|line| detector.push(line, now))
             .collect()
+    }
+
+    /// node-problem-detector's log line as a guest's console may show it, re-logging
+    /// the lab report's kill line.
+    pub(crate) fn npd_relog(stamp: &str) -> String {
+        let kill = LAB_LOG.lines().last().expect("kill line");
+        let message = kill
+            .split_once("] ")
+            .map_or(kill, |(_, body)| body)
+            .trim_end();
+        format!(
+            "[{stamp}] node-problem-detector[812]: I1206 14:35:38.123456 1 log_monitor.go:160] New status generated: &{{Source:kernel-monitor Events:[{{Severity:warn Reason:OOMKilling Message:{message}}}] Conditions:[]}}\n"
+        )
+    }
+
+    #[test]
+    fn a_kill_line_relogged_by_another_program_is_not_another_oom() {
+        let now = Instant::now();
+        let mut detector = Detector::new(config(), 0, 0);
+        let mut splitter = LineSplitter::new(16 * 1024, 0);
+        feed(&mut detector, &mut splitter, LAB_LOG, now);
+        let later = now + Duration::from_secs(2);
+        let reports = detector.poll(later);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].report.envelope, None);
+        // NPD's re-log reaches the console after the kernel's report went out.
+        feed(
+            &mut detector,
+            &mut splitter,
+            &npd_relog("    9.000000"),
+            later,
+        );
+        assert!(
+            ballast_oom::parse(npd_relog("    9.000000").as_bytes()).reports[0]
+                .envelope
+                .is_some()
+        );
+        assert!(detector.poll(later + Duration::from_secs(30)).is_empty());
+        // And on a console that never showed the kernel's lines (a quiet loglevel).
+        let mut detector = Detector::new(config(), 0, 0);
+        let mut splitter = LineSplitter::new(16 * 1024, 0);
+        feed(
+            &mut detector,
+            &mut splitter,
+            &npd_relog("   12.000000"),
+            now,
+        );
+        assert!(detector.poll(now + Duration::from_secs(30)).is_empty());
     }
 
     #[test]

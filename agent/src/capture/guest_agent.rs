@@ -77,12 +77,20 @@ pub fn take_new(cursor: &mut DmesgCursor, output: &[u8], max_raw_bytes: usize) -
     cursor.first_line_ms = first.or(cursor.first_line_ms);
     cursor.last_line_ms = last.or(cursor.last_line_ms);
     let parsed = ballast_oom::parse(text.as_bytes());
-    let count = parsed.reports.len();
+    // The kernel's own reports only: a kill line re-logged by another program
+    // (node-problem-detector, a Kubernetes event) comes after them in the list and is
+    // the same kill again (see `detect`).
+    let reports: Vec<_> = parsed
+        .reports
+        .into_iter()
+        .filter(|report| report.envelope.is_none())
+        .collect();
+    let count = reports.len();
     let mut taken = Taken {
         reports: Vec::new(),
         rebooted,
     };
-    for (index, report) in parsed.reports.into_iter().enumerate() {
+    for (index, report) in reports.into_iter().enumerate() {
         let has_end = report.killed.is_some() || report.panic.is_some() || report.no_killable;
         if index + 1 == count && !has_end {
             break;
@@ -344,6 +352,18 @@ mod tests {
         assert!(taken.reports.is_empty());
         let taken = take_new(&mut cursor, LAB_LOG.as_bytes(), 1 << 16);
         assert_eq!(taken.reports.len(), 1);
+    }
+
+    #[test]
+    fn a_kill_line_relogged_by_another_program_is_not_taken() {
+        let relog = crate::capture::detect::tests::npd_relog("    9.000000");
+        let mut cursor = DmesgCursor::default();
+        let taken = take_new(&mut cursor, format!("{LAB_LOG}{relog}").as_bytes(), 1 << 16);
+        assert_eq!(taken.reports.len(), 1, "the kernel's report only");
+        assert_eq!(cursor.last_report_ms, Some(7410));
+        let mut cursor = DmesgCursor::default();
+        let taken = take_new(&mut cursor, relog.as_bytes(), 1 << 16);
+        assert!(taken.reports.is_empty());
     }
 
     #[test]
