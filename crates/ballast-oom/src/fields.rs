@@ -338,16 +338,22 @@ fn cpu_line(body: &[u8]) -> KernelLine {
 }
 
 /// The release of the last `Linux version 6.1.0-18-amd64 (...) #1 ...` boot banner in
-/// `text` (the kernel prints it first at every boot), searched from the end.
+/// `text` (the kernel prints it first at every boot). Searched forward, every banner
+/// checked, the last valid one kept: a forward search is several times faster than a
+/// reverse one, and this runs over every stream window.
 pub(crate) fn last_kernel_banner(text: &[u8]) -> Option<String> {
     const BANNER: &[u8] = b"Linux version ";
-    let mut end = text.len();
-    while let Some(at) = memchr::memmem::rfind(&text[..end], BANNER) {
+    static FINDER: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+        std::sync::OnceLock::new();
+    let finder = FINDER.get_or_init(|| memchr::memmem::Finder::new(BANNER));
+    let mut last = None;
+    for at in finder.find_iter(text) {
         let rest = &text[at + BANNER.len()..];
         let len = rest
             .iter()
+            .take(129)
             .position(|b| b.is_ascii_whitespace())
-            .unwrap_or(rest.len());
+            .unwrap_or(rest.len().min(129));
         let release = &rest[..len];
         // `Linux version 6.1.0-18-amd64 (debian-kernel@...)`: a release, then the builder.
         let followed_by_builder = rest[len..].starts_with(b" (");
@@ -355,11 +361,10 @@ pub(crate) fn last_kernel_banner(text: &[u8]) -> Option<String> {
             && release.first().is_some_and(u8::is_ascii_digit)
             && release.len() <= 128
         {
-            return Some(lossy(release, 128));
+            last = Some(release);
         }
-        end = at;
     }
-    None
+    last.map(|release| lossy(release, 128))
 }
 
 /// Lines starting `Node N `: per-node totals, zones, buddy lists, hugepages.

@@ -171,14 +171,21 @@ pub(crate) struct WindowScan {
     pub diagnostics: Vec<Diagnostic>,
     /// Lines past the report limit that could start a report: counted, never parsed.
     pub dropped_lines: usize,
-    /// Newlines counted up to the last anchor.
+    /// Newlines counted up to the last anchor ...
     pub newlines: usize,
+    /// ... that is, before this offset (of the decoded text, when decoded).
+    pub newlines_counted_to: usize,
     /// Orphan `Mem-Info:` searches never look back past this offset.
     pub last_report_end: usize,
     /// How the input was decoded: unless `None`, offsets refer to the decoded text.
     pub decoding: Decoding,
     /// Kill lines read out of Kubernetes events and other envelopes (`crate::envelope`).
     pub relogged: Relogged,
+    /// The last boot banner's release before `banner_searched_to` (the seed's when none).
+    pub banner: Option<String>,
+    /// The text before this offset (of the decoded text, when decoded) was searched for
+    /// boot banners.
+    pub banner_searched_to: usize,
 }
 
 pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
@@ -218,9 +225,12 @@ pub(crate) fn scan_window(input: &[u8], seed: Seed) -> WindowScan {
         diagnostics: scanner.diagnostics,
         dropped_lines: scanner.dropped_reports,
         newlines: scanner.newlines,
+        newlines_counted_to: scanner.newline_counted_to,
         last_report_end: scanner.last_report_end,
         decoding,
         relogged: scanner.relogged,
+        banner: scanner.banner,
+        banner_searched_to: scanner.banner_searched_to,
     }
 }
 

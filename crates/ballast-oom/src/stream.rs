@@ -235,6 +235,10 @@ impl StreamParser {
         let at_end = at_end && !window_full;
         let resume_line = if at_end {
             usize::MAX
+        } else if !decoded && window.newlines_counted_to <= resume {
+            // The scan counted the lines up to its last anchor: count only the rest.
+            let rest = &text[window.newlines_counted_to..resume];
+            1 + window.newlines + memchr::memchr_iter(b'\n', rest).count()
         } else {
             1 + memchr::memchr_iter(b'\n', &text[..resume]).count()
         };
@@ -315,7 +319,15 @@ impl StreamParser {
             }
         }
         if !at_end {
-            if let Some(release) = fields::last_kernel_banner(&self.buffer[..resume]) {
+            // The window's scan searched the text before its last report already: search
+            // only the rest (the whole of it when decoded or when it searched past resume).
+            let searched = window.banner_searched_to;
+            let banner = if decoded || searched > resume {
+                fields::last_kernel_banner(&self.buffer[..resume])
+            } else {
+                fields::last_kernel_banner(&self.buffer[searched..resume]).or(window.banner)
+            };
+            if let Some(release) = banner {
                 self.kernel_banner = Some(release);
             }
             self.base_line = line_shift + resume_line;
