@@ -91,6 +91,10 @@ pub enum HeldSource {
     HostHistory,
     /// Estimated from the report (reserved memory far above normal).
     Report,
+    /// deflate-on-oom was on: the guest's kernel empties the balloon (its OOM notifier)
+    /// before it kills, so it held nothing at a guest-wide OOM, whatever the host's last
+    /// sample before it showed.
+    DeflatedBeforeKill,
 }
 
 /// Everything the correlation found for one OOM; all memory in KiB (= kernel kB).
@@ -181,7 +185,11 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         .or_else(|| input.vm_config.and_then(|c| c.deflate_on_oom));
     let floor_kib = input.vm_config.and_then(|c| c.balloon_floor_kib);
 
+    let not_preventable = not_preventable(event);
     let (held, held_source) = match (maximum_kib, actual_kib) {
+        _ if deflate_on_oom == Some(true) && not_preventable.is_none() => {
+            (Some(0), Some(HeldSource::DeflatedBeforeKill))
+        }
         (Some(maximum), Some(actual)) => (
             Some(maximum.saturating_sub(actual)),
             Some(if from_event {
@@ -202,7 +210,6 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     let (host_used_pct, host_above_target) = host_use(event, input.rollups, settings);
     let unaccounted_kb = event.analysis.unaccounted_kb;
     let needed_kb = needed(event);
-    let not_preventable = not_preventable(event);
     let in_use_kb = in_use(event);
     let would_have_survived = match (held, needed_kb) {
         _ if not_preventable.is_some() => Some(false),
@@ -459,6 +466,18 @@ fn mib(kib: u64) -> String {
 fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) -> Vec<String> {
     let mut reasons = Vec::new();
     match (c.balloon_held_kb, c.held_source) {
+        (_, Some(HeldSource::DeflatedBeforeKill)) => {
+            let sampled = match (c.maximum_kib, c.actual_kib) {
+                (Some(maximum), Some(actual)) if maximum > actual => format!(
+                    " The host's last sample before it showed {} held: it predates the deflation.",
+                    mib(maximum - actual)
+                ),
+                _ => String::new(),
+            };
+            reasons.push(format!(
+                "deflate-on-oom was on: the guest's kernel takes the balloon's pages back before it kills (its OOM notifier runs first, the killer only once it returns nothing), so the balloon held nothing at this OOM and the guest ran out with the VM's whole memory.{sampled}"
+            ));
+        }
         (Some(held), Some(HeldSource::Report)) => reasons.push(format!(
             "No host balloon figures; the report's reserved memory suggests the balloon held about {}.",
             mib(held)
@@ -504,10 +523,6 @@ fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) ->
         }
     }
     match c.deflate_on_oom {
-        Some(true) if c.balloon_held_kb.unwrap_or(0) > 0 => reasons.push(
-            "deflate-on-oom was on, so the guest could take balloon pages back before killing; memory it could not reclaim fast enough still counts against the balloon."
-                .into(),
-        ),
         Some(false) if c.verdict != CorrelationVerdict::NotBalloon => reasons.push(
             "deflate-on-oom was off: the guest could not take balloon pages back under pressure."
                 .into(),

@@ -107,6 +107,10 @@ pub struct BalloonEvidence {
     /// maximum - actual measured on the host, when supplied.
     pub host_held_kb: Option<u64>,
     pub deflate_on_oom: Option<bool>,
+    /// deflate-on-oom was on and the OOM was guest-wide: the kernel's OOM notifier had
+    /// emptied the balloon before this report, so it held nothing at the OOM (the host's
+    /// sample before the kill predates that).
+    pub deflated_before_kill: bool,
     /// Best estimate of the memory the balloon held at the OOM.
     pub held_kb: Option<u64>,
     /// Whether the guest would have fit had the balloon been empty: the counterfactual,

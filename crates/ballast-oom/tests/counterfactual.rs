@@ -72,9 +72,27 @@ fn a_memcg_limit_is_never_the_balloons_however_much_it_held() {
     assert_eq!(analysis.verdict, Verdict::MemcgLimit);
 }
 
+/// With deflate-on-oom the kernel's OOM notifier hands the balloon's pages back, and the
+/// killer runs only once it hands back none: at the kill the balloon was empty, whatever
+/// the host's sample before it says (the real-VM verdict suite's deflate_on_oom row: the
+/// OOM came again with the balloon at maximum).
 #[test]
-fn a_deflate_on_oom_balloon_still_holding_pages_at_a_kill_caused_it() {
+fn a_deflate_on_oom_balloon_was_empty_at_a_guest_wide_kill() {
     let analysis = ballast_oom::analyze(&report(BYSTANDER), Some(&host(524_288, 417_792, true)));
-    assert_eq!(analysis.fits_without_balloon, Some(true));
-    assert_eq!(analysis.verdict, Verdict::Balloon);
+    assert!(analysis.balloon.deflated_before_kill);
+    assert_eq!(analysis.balloon.host_held_kb, Some(106_496));
+    assert_eq!(analysis.balloon_excess_kb, Some(0));
+    assert_eq!(analysis.fits_without_balloon, Some(false));
+    assert_ne!(analysis.verdict, Verdict::Balloon);
+    assert!(
+        analysis
+            .explanation
+            .contains("took its pages back before this OOM"),
+        "{}",
+        analysis.explanation
+    );
+    // A memcg OOM calls no notifier: deflate-on-oom changes nothing there.
+    let memcg = ballast_oom::analyze(&report(MEMCG), Some(&host(524_288, 204_800, true)));
+    assert!(!memcg.balloon.deflated_before_kill);
+    assert_eq!(memcg.verdict, Verdict::MemcgLimit);
 }

@@ -40,6 +40,19 @@ fn host_measurement(text: &mut String, analysis: &Analysis) {
     if analysis.verdict == Verdict::Balloon {
         return;
     }
+    if analysis.balloon.deflated_before_kill {
+        let _ = write!(
+            text,
+            "The balloon has deflate-on-oom, so the guest's kernel took its pages back before this OOM (its OOM notifier runs first; the killer runs only once it returns nothing){}: the balloon held nothing at the OOM, and the guest ran out with the VM's whole memory. ",
+            analysis
+                .balloon
+                .host_held_kb
+                .filter(|held| *held > 0)
+                .map(|held| format!(", although the host's last sample before it showed {} held", mib(held)))
+                .unwrap_or_default()
+        );
+        return;
+    }
     if let Some(held) = analysis.balloon.host_held_kb {
         let _ = write!(
             text,

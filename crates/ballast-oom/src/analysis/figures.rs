@@ -281,14 +281,23 @@ fn balloon_evidence(
 ) -> BalloonEvidence {
     let host_held_kb = host.and_then(HostBalloon::held_kb);
     let deflate_on_oom = host.and_then(|h| h.deflate_on_oom);
+    // deflate-on-oom: the guest kernel's OOM notifier takes the balloon's pages back, and
+    // the OOM killer runs only once it returned none, so at a guest-wide OOM the balloon
+    // was empty, whatever the host sampled before. (A memcg OOM calls no notifier.)
+    let deflated_before_kill = deflate_on_oom == Some(true) && !report.memcg_ran_out();
     // Host figures are a measurement; without them, excess reserved memory is the estimate
     // (a balloon with deflate-on-oom does not show there, it hides in unaccounted memory).
-    let held_kb = host_held_kb.or(reserved_excess_kb);
+    let held_kb = if deflated_before_kill {
+        Some(0)
+    } else {
+        host_held_kb.or(reserved_excess_kb)
+    };
     BalloonEvidence {
         driver_in_trace: report.balloon_in_trace,
         reserved_excess_kb,
         host_held_kb,
         deflate_on_oom,
+        deflated_before_kill,
         held_kb,
         would_have_fit: None,
     }

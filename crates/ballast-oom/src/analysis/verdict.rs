@@ -27,7 +27,7 @@ pub(super) fn decide(report: &Report, analysis: &Analysis) -> Verdict {
     if report.memcg_ran_out() {
         return Verdict::MemcgLimit;
     }
-    if balloon_explains(report, analysis) {
+    if balloon_explains(analysis) {
         return Verdict::Balloon;
     }
     if lowmem_zone(analysis) {
@@ -71,17 +71,10 @@ pub(crate) fn swap_largely_free(analysis: &Analysis) -> bool {
 }
 
 /// The balloon explains the OOM when returning its pages would have covered the
-/// shortfall at the OOM. A deflate-on-oom balloon measured on the host gives pages
-/// back on its own before a kill; it explains only a report that got as far as a kill.
-pub(super) fn balloon_explains(report: &Report, analysis: &Analysis) -> bool {
-    if analysis.fits_without_balloon != Some(true) {
-        return false;
-    }
-    let balloon = &analysis.balloon;
-    if balloon.host_held_kb.is_some() && balloon.deflate_on_oom == Some(true) {
-        return report.killed.is_some();
-    }
-    true
+/// shortfall at the OOM (a deflate-on-oom balloon had returned them already: it held
+/// nothing, see `figures::balloon_evidence`).
+pub(super) fn balloon_explains(analysis: &Analysis) -> bool {
+    analysis.fits_without_balloon == Some(true)
 }
 
 /// A low zone starved while a HIGHER zone had plenty: the request could not use the higher
