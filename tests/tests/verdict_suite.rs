@@ -11,12 +11,17 @@
 //! * `grow_past_maximum`: a hog grows without bound with the balloon at maximum:
 //!   `overcommit`, OOM again;
 //! * `memcg_limit`: the balloon holds 128 MiB, a hog in a cgroup v2 group with
-//!   `memory.max` 128 MiB: `memcg_limit`, never the balloon's, OOM again.
+//!   `memory.max` 128 MiB: `memcg_limit`, never the balloon's, OOM again;
+//! * `fragmentation`: fraghog (guest/fraghog.c) locks most memory, pins every other
+//!   page of a run of pipe pages and asks for order-2 pipe rings, which fail with
+//!   MiBs free in single pages: `fragmentation`, OOM again.
 //!
 //! `BALLAST_VERDICT_SUITE=full` (scripts/bench-verdicts.sh) runs the whole matrix on the
 //! 6.1 and 6.12 guests: also inflate-then-grow (fits in the full VM: `balloon`; grows
-//! past the maximum: whatever is stored, checked against its re-run) and deflate-on-oom
-//! on an `autodeflate` guest. `BALLAST_VERDICT_TABLE=<file>` writes the table as
+//! past the maximum: `overcommit`) and deflate-on-oom on an `autodeflate` guest
+//! (whatever is stored, checked against its re-run).
+//! `BALLAST_VERDICT_SUITE=fragmentation,memcg_limit` (scenario names) runs just those
+//! on a 6.1 guest. `BALLAST_VERDICT_TABLE=<file>` writes the table as
 //! Markdown rows there. Every row is checked; the test fails after the whole table is
 //! printed when any row's counterfactual run contradicts its stored verdict.
 //!
@@ -40,6 +45,8 @@ const MAXIMUM_MIB: u64 = 512;
 const MIB: u64 = 1024;
 /// How long a counterfactual run that holds its size is watched for an OOM.
 const OBSERVE: Duration = Duration::from_secs(30);
+/// How long fraghog may take to fill, fragment and fail (host time; TCG under load).
+const FRAGMENT_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     match http_get(addr, path, None) {
@@ -57,9 +64,30 @@ enum Scenario {
     InflateThenGrowPastMaximum,
     MemcgLimit,
     DeflateOnOom,
+    Fragmentation,
 }
 
 impl Scenario {
+    const ALL: [Scenario; 7] = [
+        Scenario::HoldThenInflate,
+        Scenario::InflateThenGrowFits,
+        Scenario::GrowPastMaximum,
+        Scenario::InflateThenGrowPastMaximum,
+        Scenario::MemcgLimit,
+        Scenario::DeflateOnOom,
+        Scenario::Fragmentation,
+    ];
+
+    /// The name `BALLAST_VERDICT_SUITE` takes to run this scenario alone.
+    fn id(self) -> &'static str {
+        self.name().split_whitespace().nth(1).unwrap_or_default()
+    }
+
+    /// Needs a guest with `autodeflate`.
+    fn autodeflate(self) -> bool {
+        self == Scenario::DeflateOnOom
+    }
+
     fn name(self) -> &'static str {
         match self {
             Scenario::HoldThenInflate => {
@@ -78,6 +106,9 @@ impl Scenario {
             Scenario::DeflateOnOom => {
                 "c deflate_on_oom (autodeflate, balloon 200 MiB, hog unbounded)"
             }
+            Scenario::Fragmentation => {
+                "e fragmentation (balloon at maximum; fraghog: anon locked, every other pipe page freed, order-2 pipe rings)"
+            }
         }
     }
 
@@ -88,9 +119,14 @@ impl Scenario {
             Scenario::HoldThenInflate | Scenario::InflateThenGrowFits => {
                 (Some("balloon"), Some("balloon"))
             }
-            Scenario::GrowPastMaximum => (Some("overcommit"), None),
+            // A working set above the VM's maximum: the overcommit, however
+            // much the balloon held.
+            Scenario::GrowPastMaximum | Scenario::InflateThenGrowPastMaximum => {
+                (Some("overcommit"), None)
+            }
             Scenario::MemcgLimit => (Some("memcg_limit"), None),
-            Scenario::InflateThenGrowPastMaximum | Scenario::DeflateOnOom => (None, None),
+            Scenario::Fragmentation => (Some("fragmentation"), None),
+            Scenario::DeflateOnOom => (None, None),
         }
     }
 
@@ -119,6 +155,11 @@ impl Scenario {
                 inflate_and_settle(guest, 200);
                 scenario::grow(guest, None, OBSERVE).expect("grow")
             }
+            // At maximum: fraghog sizes itself by MemFree, so under an inflated balloon
+            // its re-run would not be the same workload.
+            Scenario::Fragmentation => {
+                scenario::fragment(guest, 96, 64, FRAGMENT_TIMEOUT).expect("fragment")
+            }
         }
     }
 
@@ -136,6 +177,9 @@ impl Scenario {
             | Scenario::DeflateOnOom => scenario::grow(guest, None, OBSERVE).expect("grow"),
             Scenario::MemcgLimit => {
                 scenario::memcg_grow(guest, 128, 256, OBSERVE).expect("memcg grow at maximum")
+            }
+            Scenario::Fragmentation => {
+                scenario::fragment(guest, 96, 64, FRAGMENT_TIMEOUT).expect("fragment")
             }
         }
     }
@@ -181,7 +225,7 @@ impl Stack {
         );
     }
 
-    /// The next stored OOM of `guest` that killed memhog and was not seen before: (list
+    /// The next stored OOM of `guest` that killed a task and was not seen before: (list
     /// item, detail). Marks it seen.
     fn next_oom(&mut self, guest: &Guest) -> (Value, Value) {
         let seen = &self.seen;
@@ -195,7 +239,7 @@ impl Stack {
                     .iter()
                     .find(|item| {
                         item["vm"]["name"] == guest.name()
-                            && item["killed"]["comm"] == "memhog"
+                            && item["killed"]["comm"].is_string()
                             && item["link"].as_str().is_some_and(|l| !seen.contains(l))
                     })
                     .cloned()
@@ -226,7 +270,7 @@ fn run_scenarios(
             rows.push(Row {
                 kernel,
                 scenario,
-                report_verdict: "-".into(),
+                report_verdict: "(no OOM)".into(),
                 correlation_verdict: "-".into(),
                 rerun: "-".into(),
                 problem: Some("the scenario gave no OOM".into()),
@@ -401,7 +445,7 @@ fn every_stored_verdict_matches_its_counterfactual_run_at_maximum() {
         return;
     };
     let started = Instant::now();
-    let full = std::env::var("BALLAST_VERDICT_SUITE").is_ok_and(|v| v == "full");
+    let suite = std::env::var("BALLAST_VERDICT_SUITE").unwrap_or_else(|_| "ci".to_owned());
     let root = std::env::temp_dir().join(format!("ballast-verdicts-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let collector = start_collector(&root.join("collector"), HOST, "storage:\n  type: sqlite\n");
@@ -414,41 +458,47 @@ fn every_stored_verdict_matches_its_counterfactual_run_at_maximum() {
     };
 
     let mut rows = Vec::new();
-    if full {
-        let matrix = [
-            Scenario::HoldThenInflate,
-            Scenario::InflateThenGrowFits,
-            Scenario::GrowPastMaximum,
-            Scenario::InflateThenGrowPastMaximum,
-            Scenario::MemcgLimit,
-        ];
-        for (kernel, label) in [
+    let kernels: &[(GuestKernel, &'static str)] = match suite.as_str() {
+        "full" => &[
             (GuestKernel::Debian61, "6.1"),
             (GuestKernel::Backports612, "6.12"),
-        ] {
-            let guest = boot(lab, &stack, kernel, false);
-            rows.extend(run_scenarios(&mut stack, &guest, label, &matrix));
-            drop(guest);
-            let guest = boot(lab, &stack, kernel, true);
-            rows.extend(run_scenarios(
-                &mut stack,
-                &guest,
-                label,
-                &[Scenario::DeflateOnOom],
-            ));
+        ],
+        _ => &[(GuestKernel::Debian61, "6.1")],
+    };
+    let scenarios: Vec<Scenario> = match suite.as_str() {
+        "full" => Scenario::ALL.to_vec(),
+        "ci" => vec![
+            Scenario::HoldThenInflate,
+            Scenario::GrowPastMaximum,
+            Scenario::MemcgLimit,
+            Scenario::Fragmentation,
+        ],
+        id => {
+            let chosen: Vec<Scenario> = Scenario::ALL
+                .into_iter()
+                .filter(|s| id.split(',').any(|want| want == s.id()))
+                .collect();
+            assert!(
+                !chosen.is_empty(),
+                "BALLAST_VERDICT_SUITE={id}: ci, full or scenario names ({:?})",
+                Scenario::ALL.map(Scenario::id)
+            );
+            chosen
         }
-    } else {
-        let guest = boot(lab, &stack, GuestKernel::Debian61, false);
-        rows.extend(run_scenarios(
-            &mut stack,
-            &guest,
-            "6.1",
-            &[
-                Scenario::HoldThenInflate,
-                Scenario::GrowPastMaximum,
-                Scenario::MemcgLimit,
-            ],
-        ));
+    };
+    for &(kernel, label) in kernels {
+        for autodeflate in [false, true] {
+            let group: Vec<Scenario> = scenarios
+                .iter()
+                .copied()
+                .filter(|s| s.autodeflate() == autodeflate)
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let guest = boot(lab, &stack, kernel, autodeflate);
+            rows.extend(run_scenarios(&mut stack, &guest, label, &group));
+        }
     }
     let table = table(&rows);
     eprintln!(

@@ -13,6 +13,8 @@
 //!   ([`inflate`]) for the inflate-then-grow verdicts, leave it at maximum for their
 //!   counterfactual runs.
 //! * [`memcg_grow`]: the same hog inside a cgroup v2 group with `memory.max`.
+//! * [`fragment`]: fraghog pins every other page of a run of pipe pages, then asks
+//!   for order-2 pipe rings: a fragmentation OOM, where the kernel gives one.
 //! * [`reset`]: between scenarios on one guest: hogs killed, balloon back at maximum.
 
 use std::time::{Duration, Instant};
@@ -158,11 +160,14 @@ fn wait_balloon_still(guest: &Guest, target_kib: u64, timeout: Duration) -> Resu
     }
 }
 
-/// Kills every memhog, sets the balloon back to `maximum_mib` and waits until the
+/// Kills every memhog and fraghog, sets the balloon back to `maximum_mib` and waits until the
 /// guest has it all (generous timeouts: guests share two cores with builds).
 pub fn reset(guest: &Guest, maximum_mib: u64) -> Result<()> {
     // No memhog left is fine: killall fails then, the `true` keeps the exit 0.
-    guest.exec("/bin/sh", &["-c", "killall -9 memhog 2>/dev/null; true"])?;
+    guest.exec(
+        "/bin/sh",
+        &["-c", "killall -9 memhog fraghog 2>/dev/null; true"],
+    )?;
     guest.setmem_mib(maximum_mib)?;
     guest.wait_balloon_current(maximum_mib * 1024, 1024, Duration::from_secs(120))?;
     Ok(())
@@ -265,4 +270,44 @@ fn trigger_until_any_kill(guest: &Guest, kills_before: usize, timeout: Duration)
         }
     }
     None
+}
+
+/// What fraghog prints when its order-2 requests failed without a kill.
+const FRAGHOG_GAVE_UP: &str = "failed without a kill";
+
+/// Runs `/bin/fraghog leave_mib pipe_mib` (guest/fraghog.c) with
+/// `vm.compact_unevictable_allowed=0`, so compaction cannot move its locked memory,
+/// and waits up to `timeout` for a kill line (Some) or fraghog giving up (None).
+pub fn fragment(
+    guest: &Guest,
+    leave_mib: u64,
+    pipe_mib: u64,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let kills_before = guest.serial_count(ANY_KILL_LINE);
+    let gave_up_before = guest.serial_count(FRAGHOG_GAVE_UP);
+    let line = format!(
+        "echo 0 > /proc/sys/vm/compact_unevictable_allowed; \
+         /bin/fraghog {leave_mib} {pipe_mib} >/dev/console 2>&1 &"
+    );
+    let output = guest.exec("/bin/sh", &["-c", &line])?;
+    if !output.success() {
+        return Err(crate::error::Error::Agent {
+            command: format!("guest-exec /bin/sh -c {line:?}"),
+            message: format!("{output:?}"),
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if guest.serial_count(ANY_KILL_LINE) > kills_before {
+            return guest
+                .wait_serial_count(ANY_KILL_LINE, kills_before + 1, Duration::ZERO)
+                .map(Some);
+        }
+        if guest.serial_count(FRAGHOG_GAVE_UP) > gave_up_before {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(None)
 }
