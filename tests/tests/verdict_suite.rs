@@ -21,7 +21,7 @@
 //! past the maximum: `overcommit`) and deflate-on-oom on an `autodeflate` guest
 //! (whatever is stored, checked against its re-run).
 //! `BALLAST_VERDICT_SUITE=fragmentation,memcg_limit` (scenario names) runs just those
-//! on a 6.1 guest. `BALLAST_VERDICT_TABLE=<file>` writes the table as
+//! on a 6.1 guest (`BALLAST_VERDICT_KERNEL=6.12`: a 6.12 guest). `BALLAST_VERDICT_TABLE=<file>` writes the table as
 //! Markdown rows there. Every row is checked; the test fails after the whole table is
 //! printed when any row's counterfactual run contradicts its stored verdict.
 //!
@@ -463,6 +463,9 @@ fn every_stored_verdict_matches_its_counterfactual_run_at_maximum() {
             (GuestKernel::Debian61, "6.1"),
             (GuestKernel::Backports612, "6.12"),
         ],
+        _ if std::env::var("BALLAST_VERDICT_KERNEL").is_ok_and(|k| k == "6.12") => {
+            &[(GuestKernel::Backports612, "6.12")]
+        }
         _ => &[(GuestKernel::Debian61, "6.1")],
     };
     let scenarios: Vec<Scenario> = match suite.as_str() {
