@@ -19,7 +19,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guest::{Guest, KILL_LINE};
 
 /// Part of every OOM kill line, global (`Out of memory: Killed process`) and memcg
@@ -217,7 +217,7 @@ pub fn memcg_grow(
     );
     let output = guest.exec("/bin/sh", &["-c", &setup])?;
     if !output.success() {
-        return Err(crate::error::Error::Agent {
+        return Err(Error::Agent {
             command: format!("guest-exec /bin/sh -c {setup:?}"),
             message: format!("{output:?}"),
         });
@@ -237,7 +237,7 @@ fn run_hog(guest: &Guest, line: &str, observe: Duration) -> Result<Option<String
     let holds_before = guest.serial_count(HOLDING_LINE);
     let output = guest.exec("/bin/sh", &["-c", line])?;
     if !output.success() {
-        return Err(crate::error::Error::Agent {
+        return Err(Error::Agent {
             command: format!("guest-exec /bin/sh -c {line:?}"),
             message: format!("{output:?}"),
         });
@@ -254,7 +254,7 @@ fn run_hog(guest: &Guest, line: &str, observe: Duration) -> Result<Option<String
             break;
         }
         if Instant::now() > grow_deadline {
-            return Err(crate::error::Error::Timeout {
+            return Err(Error::Timeout {
                 what: format!("memhog of {} to hold or be killed", guest.name()),
                 timeout: Duration::from_secs(180),
             });
@@ -302,7 +302,7 @@ pub fn fragment(
     );
     let output = guest.exec("/bin/sh", &["-c", &line])?;
     if !output.success() {
-        return Err(crate::error::Error::Agent {
+        return Err(Error::Agent {
             command: format!("guest-exec /bin/sh -c {line:?}"),
             message: format!("{output:?}"),
         });
