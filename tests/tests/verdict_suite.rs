@@ -134,9 +134,15 @@ impl Scenario {
     fn run(self, guest: &Guest) -> Option<String> {
         match self {
             Scenario::HoldThenInflate => {
-                scenario::hold_then_inflate(guest, 320, 200, Duration::from_secs(120))
-                    .expect("hold then inflate")
-                    .kill_line
+                let outcome =
+                    scenario::hold_then_inflate(guest, 320, 200, Duration::from_secs(120))
+                        .expect("hold then inflate");
+                // The scenario is a stalled balloon: without the stall it is another one.
+                assert!(
+                    outcome.out_of_puff,
+                    "the balloon never stalled: {outcome:?}"
+                );
+                outcome.kill_line
             }
             Scenario::InflateThenGrowFits => {
                 inflate_and_settle(guest, 200);
