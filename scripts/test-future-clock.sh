@@ -32,7 +32,7 @@ for line in sys.stdin:
     if message.get("reason") == "compiler-artifact" and message.get("executable") \
             and message["profile"]["test"]:
         print(os.path.dirname(message["manifest_path"]), message["executable"])
-' | grep -vE '/(agent_real_vm|capture_real_vm|libvirt_backend|libvirt_startup|proxmox_backend|fault_matrix|hostile_guests|lab_smoke|quickstart|deploy|fleet_e2e|balloon_counterfactual|install_deps_host_safety)-' >"$list"
+' | grep -vE '/(agent_real_vm|capture_real_vm|libvirt_backend|libvirt_startup|proxmox_backend|fault_matrix|hostile_guests|lab_smoke|quickstart|deploy|fleet_e2e|verdict_suite|install_deps_host_safety)-' >"$list"
 
 # Monotonic clocks stay real: tokio timers and test timeouts keep working.
 export FAKETIME_DONT_FAKE_MONOTONIC=1

@@ -726,7 +726,10 @@ fn parenthesised(text: &[u8]) -> Option<(String, &[u8])> {
     Some((lossy(&inner[..close], MAX_NAME_BYTES), &inner[close + 1..]))
 }
 
+/// A call trace frame. The kernel indents frames (` dump_stack_lvl+0x44/0x5c`,
+/// ` ? do_pipe2+0xc3/0x100` after the stamp), so the indent goes first.
 fn looks_like_trace_frame(body: &[u8]) -> bool {
+    let body = trim_start(body);
     let text = body.strip_prefix(b"? ").unwrap_or(body);
     if text.starts_with(b"[<") {
         return true;
@@ -859,6 +862,26 @@ pub(crate) fn lossy(text: &[u8], max_bytes: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_indented_trace_frame_is_a_frame() {
+        for frame in [
+            " dump_stack_lvl+0x64/0x80",
+            " ? pipe_resize_ring+0x31/0x160",
+            "__alloc_pages_noprof+0x2ef/0x310",
+            "? do_fcntl+0x133/0x740",
+            "  [<ffffffff8117e5a2>] dump_header+0x82/0x214",
+        ] {
+            assert!(
+                matches!(
+                    classify(frame.as_bytes()),
+                    KernelLine::Trace { balloon: false }
+                ),
+                "{frame:?}"
+            );
+        }
+        assert!(matches!(classify(b" ? hello world"), KernelLine::Other));
+    }
 
     #[test]
     fn reads_the_invoked_line_of_each_era() {

@@ -619,6 +619,32 @@ mod tests {
     }
 
     #[test]
+    fn a_call_trace_longer_than_the_idle_limit_stays_in_its_report() {
+        // A 6.12 guest's order-2 F_SETPIPE_SZ failure printed 57 lines between its
+        // header and Mem-Info, most of them indented frames (` ? do_pipe2+0xc3/0x100`),
+        // which were read as unknown lines: the report ended before Mem-Info and its
+        // rest became a second, headless report.
+        let frames = "[ 5.1]  ? do_pipe2+0xc3/0x100\n[ 5.1]  do_fcntl+0x133/0x740\n".repeat(40);
+        let input = format!(
+            "[ 5.1] a invoked oom-killer: gfp_mask=0x442dc0(GFP_KERNEL_ACCOUNT), order=2, oom_score_adj=0\n\
+             [ 5.1] CPU: 0 UID: 0 PID: 7 Comm: a Not tainted 6.12.118+deb12-amd64 #1\n\
+             [ 5.1] Call Trace:\n\
+             [ 5.1]  <TASK>\n\
+             {frames}\
+             [ 5.1]  </TASK>\n\
+             [ 5.2] Mem-Info:\n\
+             [ 5.2] active_anon:2366 inactive_anon:0 isolated_anon:0\n\
+             [ 5.3] oom-kill:constraint=CONSTRAINT_NONE,nodemask=(null),cpuset=/,mems_allowed=0,global_oom,task_memcg=/,task=a,pid=7,uid=0\n\
+             [ 5.3] Out of memory: Killed process 7 (a) total-vm:1000kB, anon-rss:900kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:40kB oom_score_adj:0\n"
+        );
+        let parsed = scan(input.as_bytes());
+        assert_eq!(parsed.reports.len(), 1, "{:#?}", parsed.reports);
+        let report = &parsed.reports[0];
+        assert!(report.mem_info.is_some(), "{report:#?}");
+        assert_eq!(report.killed.as_ref().map(|k| k.pid), Some(7));
+    }
+
+    #[test]
     fn past_the_report_limit_nothing_is_cut() {
         // One physical line: the rest of it is one more line that could start a report.
         let input = repeated_headers(MAX_REPORTS + 5_000);

@@ -4,7 +4,8 @@
 //! The initramfs holds busybox-static (applet links made at build time), `/init`
 //! (guest/init.sh), `/sbin/shutdown` (guest/shutdown.sh, for agent reboots),
 //! `/bin/hostile-qga.sh` (guest/hostile-qga.sh, a misbehaving guest agent for tests),
-//! `/bin/memhog` (guest/memhog.c, `gcc -static`), qemu-ga with every library `ldd`
+//! `/bin/memhog` (guest/memhog.c, `gcc -static`), `/bin/fraghog` (guest/fraghog.c, a
+//! fragmenter with pinned pipe pages, for the fragmentation scenario), qemu-ga with every library `ldd`
 //! lists, and the virtio modules the kernel does not build in, decompressed for
 //! busybox `insmod` and listed in `modprobe --show-depends` order in /etc/lab-modules.
 //!
@@ -26,6 +27,7 @@ const INIT_SH: &str = include_str!("../guest/init.sh");
 const SHUTDOWN_SH: &str = include_str!("../guest/shutdown.sh");
 const HOSTILE_QGA_SH: &str = include_str!("../guest/hostile-qga.sh");
 const MEMHOG_C: &str = include_str!("../guest/memhog.c");
+const FRAGHOG_C: &str = include_str!("../guest/fraghog.c");
 /// Bump when the build recipe below changes in a way the key would not see.
 const RECIPE_VERSION: &str = "2";
 const BUSYBOX: &str = "/bin/busybox";
@@ -120,7 +122,8 @@ fn build_into(tmp: &Path, build: &KernelBuild) -> Result<()> {
     let _ = std::fs::remove_file(&shutdown);
     write_executable(&shutdown, SHUTDOWN_SH)?;
     write_executable(&root.join("bin/hostile-qga.sh"), HOSTILE_QGA_SH)?;
-    build_memhog(tmp, &root)?;
+    build_static(tmp, &root, "memhog", MEMHOG_C)?;
+    build_static(tmp, &root, "fraghog", FRAGHOG_C)?;
     install_with_libraries(&root, Path::new(QEMU_GA))?;
     install_modules(&root, build)?;
     copy(&build.vmlinuz, &tmp.join("vmlinuz"))?;
@@ -152,10 +155,11 @@ fn install_busybox(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build_memhog(tmp: &Path, root: &Path) -> Result<()> {
-    let source = tmp.join("memhog.c");
-    std::fs::write(&source, MEMHOG_C).map_err(Error::io(&source))?;
-    let output = root.join("bin/memhog");
+/// Compiles `source` (`gcc -static`) into `/bin/<name>` of the image.
+fn build_static(tmp: &Path, root: &Path, name: &str, source_text: &str) -> Result<()> {
+    let source = tmp.join(format!("{name}.c"));
+    std::fs::write(&source, source_text).map_err(Error::io(&source))?;
+    let output = root.join("bin").join(name);
     cmd::run_command(
         Command::new("gcc")
             .args(["-static", "-O2", "-o"])
@@ -249,6 +253,7 @@ fn cache_key(release: &str, vmlinuz: &Path) -> u64 {
         SHUTDOWN_SH,
         HOSTILE_QGA_SH,
         MEMHOG_C,
+        FRAGHOG_C,
         release,
     ] {
         hash.write(part.as_bytes());

@@ -8,11 +8,26 @@
 //!   autodeflate the guest may give the balloon back instead of killing.
 //! * [`hold_then_trigger`]: the same hog and trigger with the balloon left where it is
 //!   (at maximum): the counterfactual run of [`hold_then_inflate`].
+//! * [`grow`]: a hog grows (to a size it then holds, or until killed) with the balloon
+//!   where it is, then `/bin/true` runs through the agent for a while: inflate first
+//!   ([`inflate`]) for the inflate-then-grow verdicts, leave it at maximum for their
+//!   counterfactual runs.
+//! * [`memcg_grow`]: the same hog inside a cgroup v2 group with `memory.max`.
+//! * [`fragment`]: fraghog pins every other page of a run of pipe pages, then asks
+//!   for order-2 pipe rings: a fragmentation OOM, where the kernel gives one.
+//! * [`reset`]: between scenarios on one guest: hogs killed, balloon back at maximum.
 
 use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::guest::{Guest, KILL_LINE};
+
+/// Part of every OOM kill line, global (`Out of memory: Killed process`) and memcg
+/// (`Memory cgroup out of memory: Killed process`).
+pub const ANY_KILL_LINE: &str = "memory: Killed process";
+
+/// The progress line memhog prints once it holds its size.
+const HOLDING_LINE: &str = "memhog: holding";
 
 /// What [`inflate_then_grow`] observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,4 +158,166 @@ fn wait_balloon_still(guest: &Guest, target_kib: u64, timeout: Duration) -> Resu
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Kills every memhog and fraghog, sets the balloon back to `maximum_mib` and waits until the
+/// guest has it all (generous timeouts: guests share two cores with builds).
+pub fn reset(guest: &Guest, maximum_mib: u64) -> Result<()> {
+    // No memhog left is fine: killall fails then, the `true` keeps the exit 0.
+    // The vm settings [`fragment`] changes go back to their defaults.
+    guest.exec(
+        "/bin/sh",
+        &[
+            "-c",
+            "killall -9 memhog fraghog 2>/dev/null; \
+             echo 1 > /proc/sys/vm/compact_unevictable_allowed; \
+             echo 0 > /proc/sys/vm/percpu_pagelist_high_fraction; true",
+        ],
+    )?;
+    guest.setmem_mib(maximum_mib)?;
+    guest.wait_balloon_current(maximum_mib * 1024, 1024, Duration::from_secs(120))?;
+    Ok(())
+}
+
+/// Sets the balloon to `target_mib` and waits until it is there (nothing held, so it
+/// does not stall); returns how long it took.
+pub fn inflate(guest: &Guest, target_mib: u64) -> Result<Duration> {
+    guest.setmem_mib(target_mib)?;
+    guest.wait_balloon_current(target_mib * 1024, 1024, Duration::from_secs(120))
+}
+
+/// Starts memhog (16 MiB every 100 ms) that holds `hold_mib` (None: grows until
+/// killed). Returns the kill line (global or memcg) if a kill follows; once the hog
+/// holds its size, `/bin/true` runs through the agent every 2 s for `observe`, as a
+/// bystander's allocation, before None.
+pub fn grow(guest: &Guest, hold_mib: Option<u64>, observe: Duration) -> Result<Option<String>> {
+    let hog = match hold_mib {
+        Some(mib) => format!("/bin/memhog 16 100 {mib}"),
+        None => "/bin/memhog 16 100".to_owned(),
+    };
+    run_hog(guest, &format!("{hog} >/dev/console 2>&1 &"), observe)
+}
+
+/// The cgroup v2 group [`memcg_grow`] runs its hog in.
+pub const MEMCG_GROUP: &str = "/sys/fs/cgroup/ballast-hog";
+
+/// Mounts cgroup2 (once), makes [`MEMCG_GROUP`] with `memory.max` = `limit_mib` MiB
+/// and starts memhog in it, holding `hold_mib`; then as [`grow`]. A kill of the group
+/// prints `Memory cgroup out of memory: Killed process`.
+pub fn memcg_grow(
+    guest: &Guest,
+    limit_mib: u64,
+    hold_mib: u64,
+    observe: Duration,
+) -> Result<Option<String>> {
+    let setup = format!(
+        "grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup; \
+         echo +memory > /sys/fs/cgroup/cgroup.subtree_control; \
+         mkdir -p {MEMCG_GROUP} && echo {limit_mib}M > {MEMCG_GROUP}/memory.max"
+    );
+    let output = guest.exec("/bin/sh", &["-c", &setup])?;
+    if !output.success() {
+        return Err(Error::Agent {
+            command: format!("guest-exec /bin/sh -c {setup:?}"),
+            message: format!("{output:?}"),
+        });
+    }
+    // The inner shell moves itself into the group, then becomes memhog.
+    let line = format!(
+        "/bin/sh -c 'echo $$ > {MEMCG_GROUP}/cgroup.procs && exec /bin/memhog 16 100 {hold_mib}' \
+         >/dev/console 2>&1 &"
+    );
+    run_hog(guest, &line, observe)
+}
+
+/// Runs `line` (which starts a hog in the background) through the agent's shell and
+/// waits for a new kill line (Some) or, once the hog holds, triggers for `observe`.
+fn run_hog(guest: &Guest, line: &str, observe: Duration) -> Result<Option<String>> {
+    let kills_before = guest.serial_count(ANY_KILL_LINE);
+    let holds_before = guest.serial_count(HOLDING_LINE);
+    let output = guest.exec("/bin/sh", &["-c", line])?;
+    if !output.success() {
+        return Err(Error::Agent {
+            command: format!("guest-exec /bin/sh -c {line:?}"),
+            message: format!("{output:?}"),
+        });
+    }
+    // memhog takes 16 MiB per 100 ms of guest time; TCG under load runs slower.
+    let grow_deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        if guest.serial_count(ANY_KILL_LINE) > kills_before {
+            return guest
+                .wait_serial_count(ANY_KILL_LINE, kills_before + 1, Duration::ZERO)
+                .map(Some);
+        }
+        if guest.serial_count(HOLDING_LINE) > holds_before {
+            break;
+        }
+        if Instant::now() > grow_deadline {
+            return Err(Error::Timeout {
+                what: format!("memhog of {} to hold or be killed", guest.name()),
+                timeout: Duration::from_secs(180),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(trigger_until_any_kill(guest, kills_before, observe))
+}
+
+/// Like [`trigger_until_kill`], for global and memcg kills alike.
+fn trigger_until_any_kill(guest: &Guest, kills_before: usize, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let _ = guest.exec("/bin/true", &[]);
+        if let Ok(line) =
+            guest.wait_serial_count(ANY_KILL_LINE, kills_before + 1, Duration::from_secs(2))
+        {
+            return Some(line);
+        }
+    }
+    None
+}
+
+/// What fraghog prints when its order-2 requests failed without a kill.
+const FRAGHOG_GAVE_UP: &str = "failed without a kill";
+
+/// Runs `/bin/fraghog leave_mib pipe_mib` (guest/fraghog.c) with
+/// `vm.compact_unevictable_allowed=0`, so compaction cannot move its locked memory,
+/// and `vm.percpu_pagelist_high_fraction` at its most, so freed pages reach the zone's
+/// free lists; waits up to `timeout` for a kill line (Some) or fraghog giving up (None).
+pub fn fragment(
+    guest: &Guest,
+    leave_mib: u64,
+    pipe_mib: u64,
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let kills_before = guest.serial_count(ANY_KILL_LINE);
+    let gave_up_before = guest.serial_count(FRAGHOG_GAVE_UP);
+    // Per-CPU free lists as short as the kernel allows: 6.12 otherwise keeps ~30 MiB
+    // of the freed pages there, outside the zone's free count.
+    let line = format!(
+        "echo 0 > /proc/sys/vm/compact_unevictable_allowed; \
+         echo 100000 > /proc/sys/vm/percpu_pagelist_high_fraction; \
+         /bin/fraghog {leave_mib} {pipe_mib} >/dev/console 2>&1 &"
+    );
+    let output = guest.exec("/bin/sh", &["-c", &line])?;
+    if !output.success() {
+        return Err(Error::Agent {
+            command: format!("guest-exec /bin/sh -c {line:?}"),
+            message: format!("{output:?}"),
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if guest.serial_count(ANY_KILL_LINE) > kills_before {
+            return guest
+                .wait_serial_count(ANY_KILL_LINE, kills_before + 1, Duration::ZERO)
+                .map(Some);
+        }
+        if guest.serial_count(FRAGHOG_GAVE_UP) > gave_up_before {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(None)
 }
