@@ -266,12 +266,7 @@ pub(crate) fn find(
             line.truncate(close);
         }
     }
-    let keep = line.len()
-        - line
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
+    let keep = line.trim_ascii_end().len();
     line.truncate(keep);
     Some(Embedded {
         text: line,

@@ -545,12 +545,12 @@ pub(crate) struct TaskRow {
 pub(crate) fn task_row(body: &[u8], numeric_columns: Option<usize>) -> Option<TaskRow> {
     let inner = body.strip_prefix(b"[")?;
     let close = memchr::memchr(b']', inner)?;
-    let pid_text = trim(&inner[..close]);
+    let pid_text = inner[..close].trim_ascii();
     let pid = u32::try_from(parse_u64(pid_text)?).ok()?;
     let mut rest = &inner[close + 1..];
     let mut numbers = Vec::new();
     loop {
-        let trimmed = trim_start(rest);
+        let trimmed = rest.trim_ascii_start();
         if numeric_columns.is_some_and(|wanted| numbers.len() >= wanted) {
             rest = trimmed;
             break;
@@ -684,7 +684,9 @@ fn killed_line(text: &[u8]) -> Option<Killed> {
             }
             // A mail client wrapped the line after the pid: still a kill line (it anchors a
             // report); `unwrap` joins the comm from the next line.
-            None if trim(&text[pid_text.len()..]).is_empty() => (pid, String::new(), &[][..], None),
+            None if text[pid_text.len()..].trim_ascii().is_empty() => {
+                (pid, String::new(), &[][..], None)
+            }
             None => return None,
         }
     };
@@ -729,7 +731,7 @@ fn parenthesised(text: &[u8]) -> Option<(String, &[u8])> {
 /// A call trace frame. The kernel indents frames (` dump_stack_lvl+0x44/0x5c`,
 /// ` ? do_pipe2+0xc3/0x100` after the stamp), so the indent goes first.
 fn looks_like_trace_frame(body: &[u8]) -> bool {
-    let body = trim_start(body);
+    let body = body.trim_ascii_start();
     let text = body.strip_prefix(b"? ").unwrap_or(body);
     if text.starts_with(b"[<") {
         return true;
@@ -806,7 +808,7 @@ fn value_after_word<'a>(text: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 
 fn number_after(text: &[u8], separator: u8) -> Option<u64> {
     let at = memchr::memchr(separator, text)?;
-    parse_u64_prefix(trim_start(&text[at + 1..]))
+    parse_u64_prefix(text[at + 1..].trim_ascii_start())
 }
 
 fn leading_digits(text: &[u8]) -> &[u8] {
@@ -836,21 +838,6 @@ fn parse_i32_prefix(text: &[u8]) -> Option<i32> {
     let digits = leading_digits(if negative { &text[1..] } else { text });
     let value = i32::try_from(parse_u64(digits)?).ok()?;
     Some(if negative { -value } else { value })
-}
-
-fn trim(text: &[u8]) -> &[u8] {
-    let text = trim_start(text);
-    let keep = text.len()
-        - text
-            .iter()
-            .rev()
-            .take_while(|b| b.is_ascii_whitespace())
-            .count();
-    &text[..keep]
-}
-
-fn trim_start(text: &[u8]) -> &[u8] {
-    crate::prefix::trim_start(text)
 }
 
 /// Guest bytes as a bounded, valid UTF-8 string (invalid sequences become U+FFFD).

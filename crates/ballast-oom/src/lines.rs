@@ -152,10 +152,10 @@ impl<'a> Iterator for Lines<'a> {
         if split.is_some() {
             body = prefix::without_trailing_grep(body);
         }
-        let mut body = trim_end(&body[..body.len().min(MAX_LINE_BYTES)]);
+        let mut body = body[..body.len().min(MAX_LINE_BYTES)].trim_ascii_end();
         if end == self.input.len() && physical_end == self.input.len() {
             // The input ends inside this line: its last number may be cut.
-            body = trim_end(crate::unwrap::without_cut_number(body));
+            body = crate::unwrap::without_cut_number(body).trim_ascii_end();
         }
         Some(LogicalLine {
             start,
@@ -167,16 +167,6 @@ impl<'a> Iterator for Lines<'a> {
             long_physical_line: self.long_physical_line,
         })
     }
-}
-
-fn trim_end(text: &[u8]) -> &[u8] {
-    let keep = text.len()
-        - text
-            .iter()
-            .rev()
-            .take_while(|byte| byte.is_ascii_whitespace())
-            .count();
-    &text[..keep]
 }
 
 /// Where, inside `body`, the next joined kernel line starts.

@@ -65,7 +65,7 @@ pub(crate) fn strip(line: &[u8]) -> (Prefix<'_>, &[u8]) {
         host: None,
         program: None,
     };
-    let mut rest = trim_start(line);
+    let mut rest = line.trim_ascii_start();
     // Each round strips one layer; six layers is more than any real tool stacks.
     for _ in 0..6 {
         if let Some(after) = strip_priority(rest) {
@@ -134,14 +134,6 @@ fn set_family(prefix: &mut Prefix<'_>, family: Family) {
     if prefix.family == Family::Bare {
         prefix.family = family;
     }
-}
-
-pub(crate) fn trim_start(text: &[u8]) -> &[u8] {
-    let skip = text
-        .iter()
-        .take_while(|byte| byte.is_ascii_whitespace())
-        .count();
-    &text[skip..]
 }
 
 fn digits(text: &[u8]) -> usize {

@@ -113,7 +113,7 @@ fn join(
     let (marked, rest, opens_with_space) = match next.body.strip_prefix(WRAP_MARK.as_bytes()) {
         Some(rest) => (
             true,
-            trim_start(rest),
+            rest.trim_ascii_start(),
             rest.first().is_some_and(u8::is_ascii_whitespace),
         ),
         None => (false, next.body, indent(next_physical) > indent(physical)),
@@ -372,10 +372,6 @@ fn first_word(text: &[u8]) -> &[u8] {
         .position(u8::is_ascii_whitespace)
         .unwrap_or(text.len());
     &text[..end]
-}
-
-fn trim_start(text: &[u8]) -> &[u8] {
-    crate::prefix::trim_start(text)
 }
 
 /// Leading indentation in columns (a tab counts as four, as in Markdown); in a quoted
