@@ -15,6 +15,7 @@
 //! (libvirt: the connection is cloned out of its mutex; Proxmox: one QGA socket per call).
 
 pub mod fake;
+pub mod guest_base64;
 pub mod guest_stats;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;

@@ -30,7 +30,6 @@
 //! Identity: the `smbios1: uuid=` of the VM's config, else the vmid (digits are
 //! valid in ballast's uuid field); the name is `name:` or `vm<vmid>`.
 
-pub mod base64;
 pub mod conf;
 pub mod qga;
 pub mod qmp;
@@ -669,11 +668,10 @@ impl Hypervisor for ProxmoxHypervisor {
                 })?;
             if status.get("exited").and_then(Value::as_bool) == Some(true) {
                 let (stdout, cut) = match status.get("out-data").and_then(Value::as_str) {
-                    Some(data) => {
-                        base64::decode_bounded(data, max_output_bytes).map_err(|error| {
+                    Some(data) => super::guest_base64::decode_bounded(data, max_output_bytes)
+                        .map_err(|error| {
                             Self::domain_error("decode a guest command's output", id, error)
-                        })?
-                    }
+                        })?,
                     None => (Vec::new(), false),
                 };
                 let agent_cut = status
@@ -735,7 +733,7 @@ impl Hypervisor for ProxmoxHypervisor {
             max_line,
         )?;
         let (data, cut) = match reply.get("buf-b64").and_then(Value::as_str) {
-            Some(data) => base64::decode_bounded(data, count)
+            Some(data) => super::guest_base64::decode_bounded(data, count)
                 .map_err(|error| Self::domain_error("decode a guest file read", id, error))?,
             None => (Vec::new(), false),
         };

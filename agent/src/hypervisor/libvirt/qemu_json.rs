@@ -7,9 +7,7 @@
 
 use std::borrow::Cow;
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
-use base64::engine::DecodePaddingMode;
-use base64::Engine;
+use crate::hypervisor::guest_base64;
 use serde::Deserialize;
 
 use crate::hypervisor::GuestCounters;
@@ -233,37 +231,9 @@ pub(crate) fn parse_file_close(reply: &str, limit: usize) -> Result<AgentAnswer<
     Ok(answer(parse_reply::<serde_json::Value>(reply, limit)?).map(drop))
 }
 
-/// Decodes at most `max_bytes` of base64 `data` without decoding (or allocating for)
-/// the rest; returns whether anything was dropped.
-pub(crate) fn decode_bounded(data: &str, max_bytes: usize) -> Result<(Vec<u8>, bool), ReplyError> {
-    const ENGINE: GeneralPurpose = GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new()
-            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-            .with_decode_allow_trailing_bits(true),
-    );
-    let data = data.trim_end_matches(['\n', '\r']);
-    // Whole 4-character groups that cover max_bytes.
-    let max_chars = max_bytes.div_ceil(3).saturating_mul(4);
-    let (prefix, mut truncated) = if data.len() > max_chars {
-        // A cut inside a multi-byte character means the data is not base64 anyway.
-        match data.get(..max_chars) {
-            Some(prefix) => (prefix, true),
-            None => {
-                return Err(ReplyError::Base64(base64::DecodeError::InvalidLength(
-                    data.len(),
-                )))
-            }
-        }
-    } else {
-        (data, false)
-    };
-    let mut bytes = ENGINE.decode(prefix).map_err(ReplyError::Base64)?;
-    if bytes.len() > max_bytes {
-        bytes.truncate(max_bytes);
-        truncated = true;
-    }
-    Ok((bytes, truncated))
+/// [`guest_base64::decode_bounded`], its error as a reply error.
+fn decode_bounded(data: &str, max_bytes: usize) -> Result<(Vec<u8>, bool), ReplyError> {
+    guest_base64::decode_bounded(data, max_bytes).map_err(ReplyError::Base64)
 }
 
 #[cfg(test)]
@@ -410,24 +380,6 @@ mod tests {
             parse_exec_status(error, LIMIT, 10),
             Err(ReplyError::Error(_))
         ));
-    }
-
-    #[test]
-    fn decode_bounded_never_decodes_past_the_cap() {
-        let big = "QUFB".repeat(1_000_000); // 3 MB of "AAA"
-        let (bytes, truncated) = decode_bounded(&big, 10).expect("decode");
-        assert_eq!(bytes, b"AAAAAAAAAA");
-        assert!(truncated);
-        let (bytes, truncated) = decode_bounded("QUE=", 10).expect("decode");
-        assert_eq!(bytes, b"AA");
-        assert!(!truncated);
-        let (bytes, truncated) = decode_bounded("QUE", 10).expect("unpadded");
-        assert_eq!(bytes, b"AA");
-        assert!(!truncated);
-        assert_eq!(decode_bounded("", 0).expect("empty"), (Vec::new(), false));
-        let (bytes, truncated) = decode_bounded("QUFB", 0).expect("zero cap");
-        assert!(bytes.is_empty() && truncated);
-        assert!(decode_bounded("ééééééé", 3).is_err());
     }
 
     #[test]
