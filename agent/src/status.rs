@@ -161,22 +161,17 @@ fn printable(text: &str) -> String {
 
 /// `2026-11-26 06:53` from epoch seconds (UTC, no time zone database needed).
 fn utc(epoch: u64) -> String {
-    let days = epoch / 86_400;
-    let seconds = epoch % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm), valid for the Unix era.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let at = i64::try_from(epoch)
+        .ok()
+        .and_then(|secs| time::OffsetDateTime::from_unix_timestamp(secs).ok())
+        .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc());
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}",
-        seconds / 3600,
-        seconds % 3600 / 60
+        "{:04}-{:02}-{:02} {:02}:{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
     )
 }
 
@@ -190,6 +185,7 @@ mod tests {
         // Checked with `date -u -d @1795658493`.
         assert_eq!(utc(1_795_658_493), "2026-11-26 02:01");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
+        assert_eq!(utc(u64::MAX), "9999-12-31 23:59");
     }
 
     #[test]

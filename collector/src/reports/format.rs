@@ -38,52 +38,50 @@ pub fn round_up(value_kib: u64, step_kib: u64) -> u64 {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day): H. Hinnant's civil_from_days.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (
-        year,
-        u32::try_from(month).unwrap_or(1),
-        u32::try_from(day).unwrap_or(1),
-    )
+/// The UTC calendar date and time of Unix `ms`, clamped to years 1..9999 (a hostile or
+/// corrupt time stamp shows as the nearest representable date, never as garbage).
+pub fn utc(ms: i64) -> time::PrimitiveDateTime {
+    let secs = ms.div_euclid(1000);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(at) => time::PrimitiveDateTime::new(at.date(), at.time()),
+        Err(_) if secs < 0 => time::PrimitiveDateTime::MIN,
+        Err(_) => time::PrimitiveDateTime::MAX,
+    }
 }
 
 /// `2026-11-26` (UTC).
 pub fn date(ms: i64) -> String {
-    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    format!("{year:04}-{month:02}-{day:02}")
+    let at = utc(ms);
+    format!(
+        "{:04}-{:02}-{:02}",
+        at.year(),
+        u8::from(at.month()),
+        at.day()
+    )
 }
 
 /// `2026-11-26 06:00:00` (UTC).
 pub fn date_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
+    let at = utc(ms);
     format!(
         "{} {:02}:{:02}:{:02}",
         date(ms),
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
+        at.hour(),
+        at.minute(),
+        at.second()
     )
 }
 
 /// `06:00` (UTC), for chart axes.
 pub fn hour_minute(ms: i64) -> String {
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{:02}:{:02}", secs / 3600, (secs / 60) % 60)
+    let at = utc(ms);
+    format!("{:02}:{:02}", at.hour(), at.minute())
 }
 
 /// `2026-11-26T06:00` (UTC): the value of an `<input type="datetime-local">`.
 pub fn datetime_local(ms: i64) -> String {
-    let secs = ms.div_euclid(1000).rem_euclid(86_400);
-    format!("{}T{:02}:{:02}", date(ms), secs / 3600, (secs / 60) % 60)
+    let at = utc(ms);
+    format!("{}T{:02}:{:02}", date(ms), at.hour(), at.minute())
 }
 
 /// Reads `2026-11-26`, `2026-11-26T06:00` or `2026-11-26 06:00:00` (UTC) into Unix ms.
@@ -94,21 +92,16 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
         None => (text, None),
     };
     let mut fields = date_part.splitn(3, '-');
-    let year: i64 = fields.next()?.parse().ok()?;
-    let month: i64 = fields.next()?.parse().ok()?;
-    let day: i64 = fields.next()?.parse().ok()?;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || !(1970..=9999).contains(&year) {
+    let year: i32 = fields.next()?.parse().ok()?;
+    let month: u8 = fields.next()?.parse().ok()?;
+    let day: u8 = fields.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&year) {
         return None;
     }
-    // days_from_civil (H. Hinnant).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut secs = days * 86_400;
+    // A real calendar date: 2026-02-30 is refused, not read as March 2nd.
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(month).ok()?, day).ok()?;
+    let mut secs = date.midnight().assume_utc().unix_timestamp();
     if let Some(time_part) = time_part {
         let mut parts = time_part.splitn(3, ':');
         let hours: i64 = parts.next()?.parse().ok()?;
@@ -173,7 +166,11 @@ mod tests {
         assert_eq!(date(0), "1970-01-01");
         assert_eq!(date(951_782_400_000), "2000-02-29");
         assert_eq!(parse_date_time("2026-13-01"), None);
+        assert_eq!(parse_date_time("2026-02-30"), None);
         assert_eq!(parse_date_time("soon"), None);
+        // Corrupt time stamps show as the nearest date there is, never as garbage.
+        assert_eq!(date(i64::MAX), "9999-12-31");
+        assert_eq!(date(i64::MIN), "-9999-01-01");
     }
 
     #[test]
