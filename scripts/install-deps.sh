@@ -58,8 +58,10 @@ done
 if [ "${BALLAST_SKIP_INSTALL:-0}" = 1 ]; then
     exit 0
 fi
-case "${CI:-}" in
-    "" | 0 | false) ;;
+# The same rule as the tests' (crates/ballast-testenv): CI set to anything but empty,
+# 0, false or no, in any case.
+case "$(printf '%s' "${CI:-}" | tr '[:upper:]' '[:lower:]' | tr -d ' ')" in
+    "" | 0 | false | no) ;;
     *) assume_yes=1 ;;
 esac
 

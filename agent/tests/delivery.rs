@@ -1020,7 +1020,7 @@ impl Drop for SmallTmpfs {
 async fn a_full_disk_is_a_clear_error_and_delivery_resumes_against_stub_collector() {
     let Some(tmpfs) = SmallTmpfs::mount() else {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !ballast_testenv::in_ci(),
             "CI runs as root: the tmpfs must mount"
         );
         return;
@@ -1089,7 +1089,7 @@ async fn a_full_disk_is_a_clear_error_and_delivery_resumes_against_stub_collecto
 fn a_full_disk_with_a_filler_file_recovers_when_it_is_removed() {
     let Some(tmpfs) = SmallTmpfs::mount() else {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !ballast_testenv::in_ci(),
             "CI runs as root: the tmpfs must mount"
         );
         return;

@@ -203,7 +203,7 @@ fn promtool_check(text: &str) {
             .find(|path| path.is_file())
     }) else {
         assert!(
-            !matches!(std::env::var("CI").as_deref(), Ok("true" | "1")),
+            !ballast_testenv::in_ci(),
             "promtool is missing (scripts/install-deps.sh installs it)"
         );
         eprintln!("SKIP promtool check metrics: promtool not installed");

@@ -21,10 +21,9 @@ pub fn target_dir() -> PathBuf {
         .map_or_else(|| crate::repo_root().join("target"), PathBuf::from)
 }
 
-/// True under CI (`CI=true` or `CI=1`), where a missing tool fails instead of skipping.
-pub fn in_ci() -> bool {
-    matches!(std::env::var("CI").as_deref(), Ok("true" | "1"))
-}
+/// True under CI, where a missing tool fails instead of skipping (the one rule,
+/// `ballast_testenv`).
+pub use ballast_testenv::in_ci;
 
 /// True when `available`; otherwise skips loudly, or fails in CI.
 pub fn require(test: &str, what: &str, available: bool) -> bool {

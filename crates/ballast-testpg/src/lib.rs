@@ -69,7 +69,7 @@ pub struct TestPg {
 /// Whether this process may skip PostgreSQL tests when the server is missing
 /// (never in CI: `.ci/run` installs it).
 pub fn may_skip() -> bool {
-    std::env::var_os("CI").is_none()
+    !ballast_testenv::in_ci()
 }
 
 impl TestPg {

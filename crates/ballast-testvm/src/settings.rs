@@ -87,10 +87,8 @@ impl Settings {
     }
 }
 
-/// True when the `CI` variable says this is a CI run.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+/// True when the `CI` variable says this is a CI run (the one rule, `ballast_testenv`).
+pub use ballast_testenv::in_ci;
 
 /// The lab of a root process (the harness's usual case: libvirt's qemu:///system), shared
 /// by every clone on the host. Outside the clone on purpose: QEMU runs as `libvirt-qemu`
