@@ -5,24 +5,18 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::path::Path;
+mod common;
 
 use ballast_oom::{Envelope, Report, SourceSpan, StreamParser};
 
 fn fixtures() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
-    let mut logs: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixture dir")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+    common::fixture_logs()
+        .into_iter()
         .filter_map(|path| {
             let text = std::fs::read_to_string(&path).ok()?;
             Some((path.display().to_string(), text))
         })
-        .collect();
-    logs.sort();
-    logs
+        .collect()
 }
 
 /// The kernel's kill line as the kernel printed it (prefix cut), when it is whole on one

@@ -8,13 +8,11 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom")
-}
 
 /// Compares `expected` as a subset of `actual`, collecting mismatches with their JSON path.
 fn compare(path: &str, expected: &Value, actual: &Value, problems: &mut Vec<String>) {
@@ -70,13 +68,10 @@ fn check_fixture(log: &Path) -> Vec<String> {
 
 #[test]
 fn every_fixture_matches_its_hand_read_facts() {
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(fixture_dir())
-        .expect("fixture dir")
-        .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+    let logs: Vec<PathBuf> = common::fixture_logs()
+        .into_iter()
         .filter(|path| path.with_extension("expect.json").exists())
         .collect();
-    logs.sort();
     assert!(logs.len() >= 12, "only {} fixtures with facts", logs.len());
     let problems: Vec<String> = logs.iter().flat_map(|log| check_fixture(log)).collect();
     assert!(

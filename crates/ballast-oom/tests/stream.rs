@@ -4,7 +4,7 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::path::Path;
+mod common;
 
 use ballast_oom::limits::{MAX_WINDOW_BYTES, WINDOW_BYTES};
 use ballast_oom::{Diagnostic, Report, StreamParser};
@@ -22,20 +22,13 @@ fn streamed(input: &[u8], window: usize, read_bytes: usize) -> (Vec<Report>, Vec
 }
 
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
-    let mut logs: Vec<_> = std::fs::read_dir(&dir)
-        .expect("fixture dir")
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+    common::fixture_logs()
+        .into_iter()
         .map(|path| {
             let name = path.display().to_string();
             (name, std::fs::read(&path).expect("fixture"))
         })
-        .collect();
-    logs.sort();
-    assert!(logs.len() > 20, "the fixtures are there");
-    logs
+        .collect()
 }
 
 #[test]
@@ -152,7 +145,7 @@ fn a_window_that_ends_inside_a_reports_last_line_leaves_the_report_whole() {
     // A window ends inside a line still being read. Half a grep-prefixed line
     // (`/var/log/kern.log-2018`) is no kernel line: it must not end the report before
     // its oom_reaper line, whatever byte the window ends on.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
+    let dir = common::fixture_dir();
     let report = std::fs::read(dir.join("transport-grep-h-path-debian9-tor.log")).expect("fixture");
     let window = 16 * 1024;
     let last_line = report[..report.len() - 1]
@@ -180,7 +173,7 @@ fn a_window_that_ends_between_a_wrapped_line_and_its_continuation_leaves_the_rep
     // then `file-rss:0kB, shmem-rss:0kB` on the next physical line. A window that ends
     // at any byte of the report's last two rows must give the whole input's report, the
     // continuation joined.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/oom");
+    let dir = common::fixture_dir();
     let report = std::fs::read(dir.join("4.9-4.10-kvm-fedora-email-wrapped.log")).expect("fixture");
     let window = 16 * 1024;
     let rows: Vec<usize> = report
