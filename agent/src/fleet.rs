@@ -115,8 +115,9 @@ impl VmState {
 
     /// The balloon as the host saw it at an OOM, and that sample's time. Never a sample
     /// taken after the kill: a stalled inflation completes once the kill frees memory.
-    /// `bound`: the kill was printed after it (the last sample before it is taken).
-    /// Without one, `report_held_kb`: what the guest's own report shows the balloon held
+    /// `bound`: the kill was printed after it (the last sample before it is taken,
+    /// unless it holds clearly less than `report_held_kb`: the balloon inflated after
+    /// that poll). Without one, `report_held_kb`: what the guest's own report shows the balloon held
     /// (its pages sit in `pages reserved`). The newest sample up to `captured_at` stands
     /// when it holds no more than that (+ `slack_kb`); one holding more was taken after
     /// the kill freed memory, and an older sample stands only when it agrees with the
@@ -131,7 +132,14 @@ impl VmState {
     ) -> (HostBalloon, Option<SystemTime>) {
         let held = |p: &HistoryPoint| Some(p.maximum_kib?.saturating_sub(p.actual_kib?));
         let point = match (bound, report_held_kb) {
-            (Some(bound), _) => self.history.last_before(bound),
+            // The report's reserved pages are the kernel's own figure at the OOM: a
+            // sample before the kill holding clearly less than that predates an
+            // inflation (within one poll of the kill) and does not stand for it.
+            (Some(bound), Some(report)) => self
+                .history
+                .last_before(bound)
+                .filter(|p| held(p).is_none_or(|h| h.saturating_add(slack_kb) >= report)),
+            (Some(bound), None) => self.history.last_before(bound),
             (None, Some(report)) => {
                 let ceiling = report.saturating_add(slack_kb);
                 match self.history.last_until(captured_at, |p| held(p).is_some()) {
@@ -612,6 +620,15 @@ mod tests {
         // none stands.
         let (host, sampled) = vm.host_balloon_at_oom(None, at(9), Some(100_000), 16_384);
         assert_eq!((host.actual_kb, sampled), (None, None));
+        // A bound, but the report shows the balloon holding far more than the sample
+        // before the kill (it inflated after that poll): the sample does not stand.
+        let (host, sampled) =
+            vm.host_balloon_at_oom(Some(at(1)), at(9), Some(524_288 - 100_000), 16_384);
+        assert_eq!((host.actual_kb, sampled), (None, None));
+        // ... and one that agrees with the report does.
+        let (host, sampled) =
+            vm.host_balloon_at_oom(Some(at(1)), at(9), Some(524_288 - 204_800), 16_384);
+        assert_eq!((host.actual_kb, sampled), (Some(204_800), Some(at(0))));
         // Neither a bound nor report evidence: no sample is known to predate the kill.
         let (host, sampled) = vm.host_balloon_at_oom(None, at(9), None, 0);
         assert_eq!((host.actual_kb, sampled), (None, None));

@@ -167,22 +167,38 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     let window_start = input.oom_at_ms.saturating_sub(window_ms);
     let points = window_points(input, window_start);
     let kill_after_ms = event.balloon_at_oom.kill_after_ms;
-    // Only a point that ended before the kill was printed stands for the balloon at it.
-    let before_kill = kill_after_ms.and_then(|bound| points.iter().rev().find(|p| p.at_ms < bound));
-
     let maximum_kib = event
         .balloon_at_oom
         .maximum_kib
         .or_else(|| points.iter().rev().find_map(|p| p.maximum_kib))
         .or_else(|| input.vm_config.and_then(|c| c.memory_kib));
-    let (actual_kib, from_event) = match event.balloon_at_oom.actual_kib {
-        Some(actual) => (Some(actual), true),
-        None => (before_kill.and_then(|p| p.actual_kib), false),
-    };
     let deflate_on_oom = event
         .balloon_at_oom
         .deflate_on_oom
         .or_else(|| input.vm_config.and_then(|c| c.deflate_on_oom));
+    // Without a host figure from the agent and without deflate-on-oom, the report's
+    // reserved pages are the kernel's own figure of what the balloon held at the OOM.
+    let report_held = (event.balloon_at_oom.actual_kib.is_none() && deflate_on_oom == Some(false))
+        .then_some(event.analysis.balloon_held_kb)
+        .flatten();
+    // Only a point that ended before the kill was printed stands for the balloon at it,
+    // and not one holding clearly less than the report shows: the balloon inflated
+    // after it (within one poll of the kill).
+    let before_kill = kill_after_ms
+        .and_then(|bound| points.iter().rev().find(|p| p.at_ms < bound))
+        .filter(|p| match (report_held, maximum_kib, p.actual_kib) {
+            (Some(report), Some(maximum), Some(actual)) => {
+                maximum
+                    .saturating_sub(actual)
+                    .saturating_add(settings.noise_kib)
+                    >= report
+            }
+            _ => true,
+        });
+    let (actual_kib, from_event) = match event.balloon_at_oom.actual_kib {
+        Some(actual) => (Some(actual), true),
+        None => (before_kill.and_then(|p| p.actual_kib), false),
+    };
     let floor_kib = input.vm_config.and_then(|c| c.balloon_floor_kib);
 
     let not_preventable = not_preventable(event);

@@ -118,6 +118,30 @@ fn history_alone_gives_the_held_amount() {
     assert_eq!(c.held_source, Some(HeldSource::Report));
 }
 
+/// The balloon inflated within one poll of the kill: the last sample before the kill
+/// still shows it empty, while the report's reserved pages show ~312 MiB held at the
+/// OOM (a mock-Proxmox quickstart run stored that as `not_balloon`, "held 0.0 MiB").
+/// The stale sample does not stand; the report's figure does.
+#[test]
+fn a_sample_before_an_inflation_within_one_poll_of_the_kill_does_not_stand() {
+    let mut event = lab_inflated();
+    event.balloon_at_oom = BalloonAtOom {
+        kill_after_ms: Some(oom_at_ms() - 5_000),
+        deflate_on_oom: Some(false),
+        ..BalloonAtOom::default()
+    };
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 512 * MIB);
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::Report), "{c:#?}");
+    assert!(c.balloon_held_kb.unwrap_or(0) > 250 * MIB, "{c:#?}");
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+    // A sample that agrees with the report still stands.
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 200 * MIB);
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory));
+    assert_eq!(c.balloon_held_kb, Some(312 * MIB));
+}
+
 /// The lab case: a resident hog, the balloon stalled at 408 MiB of 512 MiB
 /// (104 MiB held), a bystander's allocation failed; the kill freed memory and the
 /// balloon reached its 200 MiB target within seconds, before the report was read.
