@@ -132,13 +132,23 @@ impl VmState {
     ) -> (HostBalloon, Option<SystemTime>) {
         let held = |p: &HistoryPoint| Some(p.maximum_kib?.saturating_sub(p.actual_kib?));
         let point = match (bound, report_held_kb) {
-            // The report's reserved pages are the kernel's own figure at the OOM: a
-            // sample before the kill holding clearly less than that predates an
-            // inflation (within one poll of the kill) and does not stand for it.
-            (Some(bound), Some(report)) => self
-                .history
-                .last_before(bound)
-                .filter(|p| held(p).is_none_or(|h| h.saturating_add(slack_kb) >= report)),
+            // A sample before the kill holding clearly less than the report's reserved
+            // pages show, while the newest sample agrees with the report: the balloon
+            // inflated between the two, within one poll of the kill, and the sample
+            // before it does not stand. (A host figure that never moved stands against
+            // the report: its reserved memory may be something else, a crash kernel.)
+            (Some(bound), Some(report)) => {
+                let agrees = |p: &HistoryPoint| {
+                    held(p).is_some_and(|h| h.saturating_add(slack_kb) >= report)
+                };
+                let inflated_after = self
+                    .history
+                    .last_until(captured_at, |p| held(p).is_some())
+                    .is_some_and(|newest| agrees(&newest));
+                self.history
+                    .last_before(bound)
+                    .filter(|p| !inflated_after || agrees(p))
+            }
             (Some(bound), None) => self.history.last_before(bound),
             (None, Some(report)) => {
                 let ceiling = report.saturating_add(slack_kb);
@@ -620,12 +630,7 @@ mod tests {
         // none stands.
         let (host, sampled) = vm.host_balloon_at_oom(None, at(9), Some(100_000), 16_384);
         assert_eq!((host.actual_kb, sampled), (None, None));
-        // A bound, but the report shows the balloon holding far more than the sample
-        // before the kill (it inflated after that poll): the sample does not stand.
-        let (host, sampled) =
-            vm.host_balloon_at_oom(Some(at(1)), at(9), Some(524_288 - 100_000), 16_384);
-        assert_eq!((host.actual_kb, sampled), (None, None));
-        // ... and one that agrees with the report does.
+        // A bound and report evidence that agrees with the sample before the kill.
         let (host, sampled) =
             vm.host_balloon_at_oom(Some(at(1)), at(9), Some(524_288 - 204_800), 16_384);
         assert_eq!((host.actual_kb, sampled), (Some(204_800), Some(at(0))));
@@ -633,6 +638,32 @@ mod tests {
         let (host, sampled) = vm.host_balloon_at_oom(None, at(9), None, 0);
         assert_eq!((host.actual_kb, sampled), (None, None));
         assert_eq!(host.maximum_kb, Some(524_288));
+    }
+
+    /// The balloon inflated within one poll of the kill (QMP sends no balloon events):
+    /// the sample before the kill shows it empty, the report and the next sample show
+    /// it holding 312 MiB. The sample before does not stand; a host figure that never
+    /// moved does (the report's reserved memory may be something else).
+    #[test]
+    fn a_sample_before_an_inflation_within_one_poll_of_the_kill_does_not_stand() {
+        let mut fleet = Fleet::new(100);
+        fleet.apply_poll(at(0), vec![(id(1), sample(524_288, 400_000, 1))]);
+        fleet.apply_poll(at(2), vec![(id(1), sample(204_800, 20_000, 2))]);
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let report = 319_488 - 4_096;
+        let (host, sampled) = vm.host_balloon_at_oom(Some(at(1)), at(9), Some(report), 16_384);
+        assert_eq!((host.actual_kb, sampled), (None, None));
+        assert_eq!(host.maximum_kb, Some(524_288));
+        // Without the report's evidence the sample before the kill is all there is.
+        let (host, sampled) = vm.host_balloon_at_oom(Some(at(1)), at(9), None, 16_384);
+        assert_eq!((host.actual_kb, sampled), (Some(524_288), Some(at(0))));
+        // A balloon that never moved: the host's empty balloon stands against the report.
+        let mut fleet = Fleet::new(100);
+        fleet.apply_poll(at(0), vec![(id(1), sample(524_288, 400_000, 1))]);
+        fleet.apply_poll(at(2), vec![(id(1), sample(524_288, 20_000, 2))]);
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let (host, sampled) = vm.host_balloon_at_oom(Some(at(1)), at(9), Some(report), 16_384);
+        assert_eq!((host.actual_kb, sampled), (Some(524_288), Some(at(0))));
     }
 
     #[test]

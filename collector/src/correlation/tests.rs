@@ -130,11 +130,23 @@ fn a_sample_before_an_inflation_within_one_poll_of_the_kill_does_not_stand() {
         deflate_on_oom: Some(false),
         ..BalloonAtOom::default()
     };
+    // Empty until 4 s before the capture: the last sample before the kill (5 s before)
+    // shows nothing held, the one after it 312 MiB, as the report does.
     event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 512 * MIB);
+    if let Some(last) = event.balloon_history.last_mut() {
+        last.at_ms = oom_at_ms() - 4_000;
+        last.actual_kib = Some(200 * MIB);
+    }
     let c = run(&event, None, &[]);
     assert_eq!(c.held_source, Some(HeldSource::Report), "{c:#?}");
     assert!(c.balloon_held_kb.unwrap_or(0) > 250 * MIB, "{c:#?}");
     assert_eq!(c.verdict, CorrelationVerdict::Balloon);
+    // A balloon the host never saw move: its empty figure stands against the report
+    // (the reserved memory may be something else).
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 512 * MIB);
+    let c = run(&event, None, &[]);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory));
+    assert_eq!(c.balloon_held_kb, Some(0));
     // A sample that agrees with the report still stands.
     event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 200 * MIB);
     let c = run(&event, None, &[]);
