@@ -132,22 +132,16 @@ impl VmState {
     ) -> (HostBalloon, Option<SystemTime>) {
         let held = |p: &HistoryPoint| Some(p.maximum_kib?.saturating_sub(p.actual_kib?));
         let point = match (bound, report_held_kb) {
-            // A sample before the kill holding clearly less than the report's reserved
-            // pages show, while the newest sample agrees with the report: the balloon
-            // inflated between the two, within one poll of the kill, and the sample
-            // before it does not stand. (A host figure that never moved stands against
-            // the report: its reserved memory may be something else, a crash kernel.)
+            // Unless the balloon inflated between it and the kill (the report's evidence
+            // against the newest sample; `ballast_oom::sample_before_kill_stands`).
             (Some(bound), Some(report)) => {
-                let agrees = |p: &HistoryPoint| {
-                    held(p).is_some_and(|h| h.saturating_add(slack_kb) >= report)
-                };
-                let inflated_after = self
+                let newest = self
                     .history
                     .last_until(captured_at, |p| held(p).is_some())
-                    .is_some_and(|newest| agrees(&newest));
-                self.history
-                    .last_before(bound)
-                    .filter(|p| !inflated_after || agrees(p))
+                    .and_then(|p| held(&p));
+                self.history.last_before(bound).filter(|p| {
+                    ballast_oom::sample_before_kill_stands(held(p), newest, report, slack_kb)
+                })
             }
             (Some(bound), None) => self.history.last_before(bound),
             (None, Some(report)) => {

@@ -185,24 +185,20 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
     // and not one holding clearly less than the report shows when the newest point
     // agrees with the report: the balloon inflated between them, within one poll of
     // the kill. (A host figure that never moved stands against the report.)
-    let agrees = |p: &Point| match (report_held, maximum_kib, p.actual_kib) {
-        (Some(report), Some(maximum), Some(actual)) => {
-            maximum
-                .saturating_sub(actual)
-                .saturating_add(settings.noise_kib)
-                >= report
-        }
-        _ => true,
-    };
-    let inflated_after = report_held.is_some()
-        && points
-            .iter()
-            .rev()
-            .find(|p| p.actual_kib.is_some())
-            .is_some_and(agrees);
+    let held_at = |p: &Point| Some(maximum_kib?.saturating_sub(p.actual_kib?));
+    let newest_held = points.iter().rev().find_map(held_at);
     let before_kill = kill_after_ms
         .and_then(|bound| points.iter().rev().find(|p| p.at_ms < bound))
-        .filter(|p| !inflated_after || agrees(p));
+        .filter(|p| {
+            report_held.is_none_or(|report| {
+                ballast_oom::sample_before_kill_stands(
+                    held_at(p),
+                    newest_held,
+                    report,
+                    settings.noise_kib,
+                )
+            })
+        });
     let (actual_kib, from_event) = match event.balloon_at_oom.actual_kib {
         Some(actual) => (Some(actual), true),
         None => (before_kill.and_then(|p| p.actual_kib), false),

@@ -89,6 +89,25 @@ impl HostBalloon {
     }
 }
 
+/// Whether the host's last balloon sample before the kill stands for the balloon at the
+/// OOM, against `report_held_kb`: what the report's reserved pages show it held (only
+/// meaningful without deflate-on-oom). Not when it holds clearly less (more than
+/// `slack_kb`) than the report while the newest sample agrees with the report: the
+/// balloon inflated between the two, within one poll of the kill. A host figure that
+/// never moved stands against the report (its reserved memory may be something else,
+/// a crash kernel). Held figures are maximum - actual, None when unknown.
+pub fn sample_before_kill_stands(
+    before_held_kb: Option<u64>,
+    newest_held_kb: Option<u64>,
+    report_held_kb: u64,
+    slack_kb: u64,
+) -> bool {
+    let agrees = |held: Option<u64>| {
+        held.is_some_and(|held| held.saturating_add(slack_kb) >= report_held_kb)
+    };
+    !agrees(newest_held_kb) || agrees(before_held_kb)
+}
+
 /// One task of the task table, in kB.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Consumer {

@@ -31,7 +31,7 @@ mod unwrap;
 
 pub mod limits;
 
-pub use analysis::{analyze, Analysis, HostBalloon, Verdict, ZoneState};
+pub use analysis::{analyze, sample_before_kill_stands, Analysis, HostBalloon, Verdict, ZoneState};
 pub use envelope::Envelope;
 pub use report::{
     Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
