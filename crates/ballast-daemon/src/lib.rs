@@ -1,0 +1,12 @@
+//! What `ballast-agent` and `ballast-collector` share at their edges, written once:
+//! reading a YAML configuration file ([`config_file`]), one log line for an error and
+//! its causes ([`error_chain`]), the tracing set-up ([`logging`]) and systemd
+//! notifications ([`systemd`]). No product logic lives here.
+
+pub mod config_file;
+pub mod logging;
+pub mod systemd;
+
+mod chain;
+
+pub use chain::error_chain;
