@@ -39,10 +39,10 @@ pub fn choose_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>
 
 #[cfg(feature = "libvirt")]
 fn libvirt_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
-    use crate::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
-    let hypervisor = LibvirtHypervisor::new(LibvirtConfig {
+    use crate::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
+    let hypervisor = LibvirtHypervisor::new(LibvirtSettings {
         uri: settings.libvirt.uri.clone(),
-        ..LibvirtConfig::default()
+        ..LibvirtSettings::default()
     });
     match hypervisor.connect() {
         Ok(()) => {}

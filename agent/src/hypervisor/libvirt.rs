@@ -54,9 +54,10 @@ use super::{
     GuestCounters, Hypervisor, HypervisorError,
 };
 
-/// How to reach libvirt, and the bounds on what guests may send back.
+/// How to reach libvirt, and the bounds on what guests may send back (from the
+/// `libvirt:` section of the configuration, [`crate::config::LibvirtConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibvirtConfig {
+pub struct LibvirtSettings {
     /// `qemu:///system`, `test:///default`, `qemu+ssh://host/system`, ...
     pub uri: String,
     /// Keepalive probe interval; 0 disables keepalive (close detection then relies
@@ -68,9 +69,9 @@ pub struct LibvirtConfig {
     pub max_monitor_reply_bytes: usize,
 }
 
-impl Default for LibvirtConfig {
+impl Default for LibvirtSettings {
     fn default() -> Self {
-        LibvirtConfig {
+        LibvirtSettings {
             uri: DEFAULT_URI.to_owned(),
             keepalive_interval_secs: 5,
             keepalive_count: 3,
@@ -90,7 +91,7 @@ pub struct LibvirtHypervisor {
 
 #[derive(Debug)]
 struct Inner {
-    config: LibvirtConfig,
+    config: LibvirtSettings,
     state: Mutex<State>,
     /// The domains the last balloon poll returned ([`listing`]).
     listed: Mutex<Vec<DomainId>>,
@@ -123,7 +124,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     fn open(
-        config: &LibvirtConfig,
+        config: &LibvirtSettings,
         sink: Option<&Sender<DomainEvent>>,
     ) -> Result<Self, HypervisorError> {
         let connect_error =
@@ -182,7 +183,7 @@ enum Retry {
 
 impl LibvirtHypervisor {
     /// A backend for `config.uri`; connects on first use, so this never fails.
-    pub fn new(config: LibvirtConfig) -> Self {
+    pub fn new(config: LibvirtSettings) -> Self {
         LibvirtHypervisor {
             inner: Arc::new(Inner {
                 config,
@@ -214,7 +215,7 @@ impl LibvirtHypervisor {
         })
     }
 
-    pub fn config(&self) -> &LibvirtConfig {
+    pub fn config(&self) -> &LibvirtSettings {
         &self.inner.config
     }
 
