@@ -9,7 +9,10 @@ pub fn run_explain(json: bool, file: Option<&str>) -> ExitCode {
     let mut input = match explain::open_input(file) {
         Ok(input) => input,
         Err(error) => {
-            eprintln!("ballast-agent explain: {error:#}");
+            eprintln!(
+                "ballast-agent explain: {}",
+                crate::error_text::error_chain(&*error)
+            );
             return ExitCode::from(2);
         }
     };
@@ -20,8 +23,9 @@ pub fn run_explain(json: bool, file: Option<&str>) -> ExitCode {
             eprintln!("ballast-agent explain: {error}");
             ExitCode::from(2)
         }
+        // Its message names its cause already.
         Err(error) => {
-            eprintln!("ballast-agent explain: {error:#}");
+            eprintln!("ballast-agent explain: {error}");
             ExitCode::from(1)
         }
     }
