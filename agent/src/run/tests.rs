@@ -449,3 +449,45 @@ fn the_guest_agent_mode_decides_when_a_guest_is_read_with_fake_hypervisor() {
         drop(monitor);
     }
 }
+
+#[test]
+fn a_reload_command_takes_the_new_poll_interval_and_stop_ends_the_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("polled", None);
+    hypervisor.set(id, domain);
+    let quiet = "capture:\n  host_kernel: false\n  guest_agent: off\n";
+    let state = dir.path().join("state");
+    let settings = test_settings(&state, &format!("poll_interval_secs: 3600\n{quiet}"));
+    let handles = Handles::new(&settings);
+    let counters = handles.counters.clone();
+    let outlet = Box::new(JsonLinesOutlet::new(dir.path().join("events.jsonl")));
+    let monitor = Monitor::new(settings, hypervisor, outlet, handles);
+    let commands = monitor.commands();
+    let thread = std::thread::spawn(move || monitor.run());
+    let polls = || counters.lock().polls;
+    let wait_for = |wanted: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while polls() < wanted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        polls()
+    };
+    assert_eq!(wait_for(1), 1, "the first poll");
+    // An hour until the next poll, unless the reload brings it closer.
+    commands.reload(test_settings(
+        &state,
+        &format!("poll_interval_secs: 1\n{quiet}"),
+    ));
+    assert!(wait_for(3) >= 3, "polls every second after the reload");
+    commands.stop();
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(thread.join().is_ok());
+    });
+    assert_eq!(
+        joined.recv_timeout(Duration::from_secs(20)),
+        Ok(true),
+        "the monitor returned after Stop"
+    );
+}
