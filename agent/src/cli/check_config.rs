@@ -9,6 +9,7 @@ use super::{system_host_name, UsageError};
 use crate::config::{self, Settings};
 use crate::sink;
 
+/// `check-config FILE`: exit 0 with a summary, or the first problem.
 pub fn check_config(file: &Path) -> anyhow::Result<()> {
     let settings = config::load(Some(file), &system_host_name())?;
     check_collector(file, &settings)?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use crate::explain;
 
+/// `explain`: the analysis on standard output; the exit code says whether it ran.
 pub fn run_explain(json: bool, file: Option<&str>) -> ExitCode {
     let mut input = match explain::open_input(file) {
         Ok(input) => input,

@@ -7,6 +7,7 @@ use anyhow::Context;
 
 use super::load_settings;
 
+/// `spool replay-dead-letters`: the dead letters queued for the running agent.
 pub fn replay_dead_letters(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
     let spool_dir = settings.state_dir.join("spool");

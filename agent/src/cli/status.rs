@@ -10,6 +10,7 @@ use crate::paths;
 use crate::sink;
 use crate::status::Status;
 
+/// `status`: the table (or `--json`) of the running agent's status file.
 pub fn status(config: Option<&Path>, json: bool) -> anyhow::Result<()> {
     let settings = load_settings(config)?;
     let path = settings.state_dir.join(paths::STATUS_FILE_NAME);
