@@ -11,7 +11,7 @@
 
 #[cfg(feature = "libvirt")]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+    use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
     use ballast_agent::hypervisor::Hypervisor;
 
     let mut args = std::env::args().skip(1);
@@ -19,9 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n_calls: u64 = args.next().map_or(Ok(20_000), |n| n.parse())?;
     let virt_wrapper = args.next().as_deref() == Some("--virt-wrapper");
 
-    let hypervisor = LibvirtHypervisor::new(LibvirtConfig {
+    let hypervisor = LibvirtHypervisor::new(LibvirtSettings {
         uri: uri.clone(),
-        ..LibvirtConfig::default()
+        ..LibvirtSettings::default()
     });
     let wrapper_connection = if virt_wrapper {
         Some(virt::connect::Connect::open(Some(&uri))?)

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     use std::time::{Instant, SystemTime};
 
     use ballast_agent::fleet::Fleet;
-    use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+    use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
     use ballast_agent::hypervisor::Hypervisor;
 
     let mut args = std::env::args().skip(1);
@@ -38,9 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("POLLS must be at least 1".into());
     }
 
-    let hypervisor = LibvirtHypervisor::new(LibvirtConfig {
+    let hypervisor = LibvirtHypervisor::new(LibvirtSettings {
         uri,
-        ..LibvirtConfig::default()
+        ..LibvirtSettings::default()
     });
     let mut fleet = Fleet::new(history_capacity);
 

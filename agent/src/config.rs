@@ -331,7 +331,7 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     /// The validation error is part of the message, not a `#[source]`: printed as a
-    /// chain (`{:#}`) it would show twice.
+    /// chain ([`crate::error_text::error_chain`]) it would show twice.
     #[error("{path}: {error}")]
     Invalid {
         path: PathBuf,

@@ -3,12 +3,16 @@
 //! - [`explain`]: offline analysis of pasted OOM reports (`ballast-agent explain`).
 //! - [`hypervisor`]: the boundary to libvirt / QEMU; only it links libvirt.
 //! - [`config`]: YAML configuration, checked as a whole at start-up; [`paths`]: defaults.
+//! - [`daemon`]: `ballast-agent run` (start-up, signals, reload); [`run`]: its monitor
+//!   loop; [`cli`]: the other subcommands.
 
 pub mod allocator;
 pub mod audit;
 pub mod capture;
+pub mod cli;
 pub mod collector_tls;
 pub mod config;
+pub mod daemon;
 pub mod enrich;
 pub mod error_text;
 pub mod explain;

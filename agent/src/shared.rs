@@ -1,9 +1,10 @@
 //! The agent's state shared between threads, and its one locking rule.
 //!
-//! Three pieces of state are shared ([`crate::run::Handles`]): the fleet (written by
-//! the monitor thread, read by the `/metrics` handler), the counters (written by the
-//! monitor thread and its spool sink, read by `/metrics`) and the reload slot
-//! (written by the SIGHUP handler on the tokio runtime, taken by the monitor).
+//! Two pieces of state are shared ([`crate::run::Handles`]): the fleet (written by
+//! the monitor thread, read by the `/metrics` handler) and the counters (written by
+//! the monitor thread and its spool outlet, read by `/metrics`). What the SIGHUP
+//! handler tells the monitor goes through its command channel
+//! ([`crate::run::MonitorCommand`]), not a lock.
 //!
 //! **A thread holds at most one [`SharedLock`] at a time.** Code that needs figures
 //! from two of them copies what it needs out under the first lock, releases it, and

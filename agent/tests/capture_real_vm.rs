@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use ballast_agent::capture::{
     Capture, CaptureEvent, CaptureSettings, CaptureSource, CapturedOom, FetchReason,
 };
-use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
 use ballast_agent::hypervisor::{DomainId, Hypervisor};
 use ballast_oom::Verdict;
 use ballast_testvm::{lab_or_skip, scenario, Guest, GuestSpec};
@@ -31,9 +31,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const OOM_TIMEOUT: Duration = Duration::from_secs(90);
 
 fn backend() -> LibvirtHypervisor {
-    LibvirtHypervisor::new(LibvirtConfig {
+    LibvirtHypervisor::new(LibvirtSettings {
         uri: std::env::var("BALLAST_LIBVIRT_URI").unwrap_or_else(|_| "qemu:///system".to_owned()),
-        ..LibvirtConfig::default()
+        ..LibvirtSettings::default()
     })
 }
 

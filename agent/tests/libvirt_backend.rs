@@ -14,7 +14,7 @@
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
+use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
 use ballast_agent::hypervisor::{
     BalloonSample, DomainEvent, DomainId, DomainState, Hypervisor, HypervisorError,
 };
@@ -24,9 +24,9 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const MIB: u64 = 1024;
 
 fn backend(uri: &str) -> LibvirtHypervisor {
-    LibvirtHypervisor::new(LibvirtConfig {
+    LibvirtHypervisor::new(LibvirtSettings {
         uri: uri.to_owned(),
-        ..LibvirtConfig::default()
+        ..LibvirtSettings::default()
     })
 }
 

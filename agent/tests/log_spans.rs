@@ -8,14 +8,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use ballast_agent::config::RawConfig;
 use ballast_agent::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use ballast_agent::hypervisor::{DomainConfig, DomainId};
-use ballast_agent::run::{Handles, JsonLinesSink, Monitor};
+use ballast_agent::run::{Handles, JsonLinesOutlet, Monitor};
 
 /// The lab's balloon OOM as the serial console showed it.
 const LAB_LOG: &str = include_str!(
@@ -92,14 +91,14 @@ fn per_vm_log_lines_run_in_a_span_naming_the_vm() {
         .validate("host")
         .expect("settings");
     let handles = Handles::new(&settings);
-    let stop = Arc::clone(&handles.stop);
     let events = dir.path().join("events.jsonl");
     let monitor = Monitor::new(
         settings,
         hypervisor,
-        Box::new(JsonLinesSink::new(events.clone())),
+        Box::new(JsonLinesOutlet::new(events.clone())),
         handles,
     );
+    let commands = monitor.commands();
     let thread = std::thread::spawn(move || monitor.run());
 
     let span = format!("vm{{domain={} name=web-1}}: ", id.uuid);
@@ -116,7 +115,7 @@ fn per_vm_log_lines_run_in_a_span_naming_the_vm() {
     while !logged("Guest OOM captured.") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
-    stop.store(true, Ordering::Relaxed);
+    commands.stop();
     thread.join().expect("monitor thread");
 
     let text = logs.text();

@@ -39,7 +39,7 @@ mod qemu_json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -48,15 +48,17 @@ use virt::sys;
 
 pub use self::domain_xml::{parse_domain_config, DomainXmlError};
 pub use self::qemu_json::ReplyError;
+use super::guest_exec::{self, AgentReply, AgentTransport};
 use super::FileChunk;
 use super::{
     BalloonSample, DomainConfig, DomainEvent, DomainId, DomainInfo, DomainState, ExecOutput,
     GuestCounters, Hypervisor, HypervisorError,
 };
 
-/// How to reach libvirt, and the bounds on what guests may send back.
+/// How to reach libvirt, and the bounds on what guests may send back (from the
+/// `libvirt:` section of the configuration, [`crate::config::LibvirtConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibvirtConfig {
+pub struct LibvirtSettings {
     /// `qemu:///system`, `test:///default`, `qemu+ssh://host/system`, ...
     pub uri: String,
     /// Keepalive probe interval; 0 disables keepalive (close detection then relies
@@ -68,9 +70,9 @@ pub struct LibvirtConfig {
     pub max_monitor_reply_bytes: usize,
 }
 
-impl Default for LibvirtConfig {
+impl Default for LibvirtSettings {
     fn default() -> Self {
-        LibvirtConfig {
+        LibvirtSettings {
             uri: DEFAULT_URI.to_owned(),
             keepalive_interval_secs: 5,
             keepalive_count: 3,
@@ -90,7 +92,7 @@ pub struct LibvirtHypervisor {
 
 #[derive(Debug)]
 struct Inner {
-    config: LibvirtConfig,
+    config: LibvirtSettings,
     state: Mutex<State>,
     /// The domains the last balloon poll returned ([`listing`]).
     listed: Mutex<Vec<DomainId>>,
@@ -123,7 +125,7 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     fn open(
-        config: &LibvirtConfig,
+        config: &LibvirtSettings,
         sink: Option<&Sender<DomainEvent>>,
     ) -> Result<Self, HypervisorError> {
         let connect_error =
@@ -182,7 +184,7 @@ enum Retry {
 
 impl LibvirtHypervisor {
     /// A backend for `config.uri`; connects on first use, so this never fails.
-    pub fn new(config: LibvirtConfig) -> Self {
+    pub fn new(config: LibvirtSettings) -> Self {
         LibvirtHypervisor {
             inner: Arc::new(Inner {
                 config,
@@ -214,7 +216,7 @@ impl LibvirtHypervisor {
         })
     }
 
-    pub fn config(&self) -> &LibvirtConfig {
+    pub fn config(&self) -> &LibvirtSettings {
         &self.inner.config
     }
 
@@ -392,6 +394,49 @@ impl LibvirtHypervisor {
     }
 }
 
+/// The libvirt transport of [`guest_exec`]: one `virDomainQemuAgentCommand` per
+/// command; an error answer of the agent is an error naming the action.
+struct ExecTransport<'a> {
+    hypervisor: &'a LibvirtHypervisor,
+    id: &'a DomainId,
+}
+
+impl AgentTransport for ExecTransport<'_> {
+    fn send(
+        &mut self,
+        command: &'static str,
+        arguments: serde_json::Value,
+        timeout: Duration,
+        action: &'static str,
+        idempotent: bool,
+    ) -> Result<AgentReply, HypervisorError> {
+        let json = serde_json::json!({ "execute": command, "arguments": arguments }).to_string();
+        let timeout_secs = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        let retry = if idempotent {
+            Retry::OnceIfConnectionDied
+        } else {
+            Retry::Never
+        };
+        let id = self.id;
+        let reply = self.hypervisor.inner.call(retry, |connect| {
+            lookup(connect, id)?
+                .qemu_agent_command(&json, timeout_secs, 0)
+                .map_err(|error| domain_error(action, id, error))
+        })?;
+        if reply.len() > MAX_AGENT_REPLY_BYTES {
+            return Err(domain_error(
+                action,
+                id,
+                ReplyError::TooLarge {
+                    size: reply.len(),
+                    limit: MAX_AGENT_REPLY_BYTES,
+                },
+            ));
+        }
+        Ok(AgentReply::Text(reply))
+    }
+}
+
 impl Hypervisor for LibvirtHypervisor {
     fn backend(&self) -> &'static str {
         "libvirt"
@@ -481,49 +526,11 @@ impl Hypervisor for LibvirtHypervisor {
         timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError> {
-        let deadline = Instant::now() + timeout;
-        let reply_limit = MAX_AGENT_REPLY_BYTES;
-        let agent_timeout_secs = || {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            i32::try_from(remaining.as_secs().max(1)).unwrap_or(i32::MAX)
+        let mut transport = ExecTransport {
+            hypervisor: self,
+            id,
         };
-        // Starting a process is not idempotent: never retried.
-        let pid = self.inner.call(Retry::Never, |connect| {
-            let domain = lookup(connect, id)?;
-            let reply = domain
-                .qemu_agent_command(
-                    &qemu_json::guest_exec_command(path, args),
-                    agent_timeout_secs(),
-                    0,
-                )
-                .map_err(|error| domain_error("start a guest command", id, error))?;
-            qemu_json::parse_exec_pid(&reply, reply_limit)
-                .map_err(|error| domain_error("start a guest command", id, error))
-        })?;
-        let status_command = qemu_json::guest_exec_status_command(pid);
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let status = self.inner.call(Retry::OnceIfConnectionDied, |connect| {
-                let domain = lookup(connect, id)?;
-                let reply = domain
-                    .qemu_agent_command(&status_command, agent_timeout_secs(), 0)
-                    .map_err(|error| domain_error("read a guest command's status", id, error))?;
-                qemu_json::parse_exec_status(&reply, reply_limit, max_output_bytes)
-                    .map_err(|error| domain_error("read a guest command's status", id, error))
-            })?;
-            if status.exited {
-                return Ok(ExecOutput {
-                    exit_code: status.exit_code,
-                    stdout: status.stdout,
-                    truncated: status.truncated,
-                });
-            }
-            if Instant::now() + pause > deadline {
-                return Err(HypervisorError::Timeout(timeout));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
+        guest_exec::run(&mut transport, id, path, args, timeout, max_output_bytes)
     }
 
     fn guest_file_open(

@@ -16,6 +16,7 @@
 
 pub mod fake;
 pub mod guest_base64;
+mod guest_exec;
 pub mod guest_stats;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;

@@ -31,6 +31,8 @@
 //! valid in ballast's uuid field); the name is `name:` or `vm<vmid>`.
 
 pub mod conf;
+mod guest_agent;
+mod poll;
 pub mod qga;
 pub mod qmp;
 pub mod serial;
@@ -39,14 +41,12 @@ pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use self::conf::{SerialPort, VmConf};
-use self::qga::QgaClient;
 use self::qmp::QmpClient;
 use self::serial::{SerialReaders, SerialSettings};
 use self::wire::WireError;
@@ -135,8 +135,6 @@ struct Running {
 const GUEST_STATS_FRESH: Duration = Duration::from_secs(5);
 /// Per-VM warnings are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(300);
-/// The guest agent's `guest-exec-status` line may carry this much beyond the output.
-const AGENT_REPLY_SLACK: usize = 64 * 1024;
 
 impl ProxmoxHypervisor {
     pub fn new(settings: ProxmoxSettings) -> Self {
@@ -302,68 +300,6 @@ impl ProxmoxHypervisor {
         )
     }
 
-    /// One VM's poll: one QMP conversation with both balloon commands.
-    fn sample_one(
-        &self,
-        vm: Running,
-        conf: Option<&VmConf>,
-        deadline: Instant,
-    ) -> Option<BalloonSample> {
-        let timeout = self
-            .settings
-            .call_timeout
-            .min(deadline.saturating_duration_since(Instant::now()));
-        let memory_mib = conf.and_then(|conf| conf.memory_mib);
-        let replies = if timeout.is_zero() {
-            Err(WireError::Timeout {
-                path: self.socket(vm.vmid, "qmp"),
-                timeout,
-            })
-        } else {
-            self.qmp(vm.vmid, timeout).and_then(|mut client| {
-                client.execute_all(&[
-                    ("query-balloon", None),
-                    (
-                        "qom-get",
-                        Some(json!({"path": BALLOON_PATH, "property": "guest-stats"})),
-                    ),
-                ])
-            })
-        };
-        let mut sample = match replies {
-            Ok(mut replies) => {
-                let guest_stats = replies.pop().and_then(Result::ok);
-                let balloon = replies.pop().and_then(|reply| {
-                    reply
-                        .map_err(|error| {
-                            // `balloon: 0`: no device; anything else is worth a look.
-                            tracing::debug!(vmid = vm.vmid, %error, "No balloon info.");
-                        })
-                        .ok()
-                });
-                if let Some(stats) = &guest_stats {
-                    self.lock()
-                        .guest_stats
-                        .insert(vm.vmid, (Instant::now(), stats.clone()));
-                }
-                stats::balloon_sample(balloon.as_ref(), guest_stats.as_ref(), memory_mib)
-            }
-            Err(error) => {
-                self.warn_rate_limited(vm.vmid, "Balloon poll of a VM failed; skipped.", &error);
-                return None;
-            }
-        };
-        sample.rss_kib = std::fs::read_to_string(
-            self.settings
-                .procfs_root
-                .join(vm.pid.to_string())
-                .join("status"),
-        )
-        .ok()
-        .and_then(|status| stats::rss_kib(&status));
-        Some(sample)
-    }
-
     fn domain_error(
         action: &'static str,
         id: &DomainId,
@@ -374,40 +310,6 @@ impl ProxmoxHypervisor {
             domain: id.name.clone(),
             source: Box::new(error),
         }
-    }
-
-    /// One guest agent command on a conversation of its own (qemu-ga's file handles
-    /// outlive the connection); an error answer of the agent is
-    /// [`HypervisorError::GuestRefused`].
-    fn qga_call(
-        &self,
-        id: &DomainId,
-        command: &'static str,
-        arguments: Value,
-        timeout: Duration,
-        max_line: usize,
-    ) -> Result<Value, HypervisorError> {
-        let vmid = self.vmid_of(id)?;
-        let deadline = Instant::now() + timeout;
-        let mut client = QgaClient::connect(
-            &self.socket(vmid, "qga"),
-            self.settings.call_timeout.min(timeout),
-            max_line.max(self.settings.max_reply_bytes),
-        )
-        .map_err(|error| match error {
-            WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
-            error => Self::domain_error("reach the guest agent", id, error),
-        })?;
-        client.extend(deadline.saturating_duration_since(Instant::now()));
-        client
-            .execute(command, arguments)
-            .map_err(|error| match error {
-                WireError::Command { class, desc, .. } => {
-                    HypervisorError::guest_refused(id, command, &class, &desc)
-                }
-                WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
-                error => Self::domain_error("call the guest agent", id, error),
-            })
     }
 
     fn serial_socket_port(&self, vmid: u32, conf: &VmConf) -> Option<u8> {
@@ -461,88 +363,7 @@ impl Hypervisor for ProxmoxHypervisor {
     }
 
     fn balloon_samples(&self) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
-        let started = Instant::now();
-        let deadline = started + self.settings.poll_deadline;
-        let running = self.running()?;
-        let vms: Vec<(Running, Option<VmConf>)> = running
-            .iter()
-            .map(|&vm| (vm, self.conf_lenient(vm.vmid)))
-            .collect();
-        let results: Vec<Mutex<Option<BalloonSample>>> =
-            vms.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let n_workers = self.settings.max_parallel.clamp(1, vms.len().max(1));
-        std::thread::scope(|scope| {
-            for _ in 0..n_workers {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((vm, conf)) = vms.get(index) else {
-                        return;
-                    };
-                    let sample = self.sample_one(*vm, conf.as_ref(), deadline);
-                    *results[index]
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = sample;
-                });
-            }
-        });
-        let mut n_skipped = 0;
-        let samples: Vec<(DomainId, BalloonSample)> = vms
-            .iter()
-            .zip(results)
-            .map(|((vm, conf), result)| {
-                let sample = result
-                    .into_inner()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .unwrap_or_else(|| {
-                        n_skipped += 1;
-                        // Still listed (a busy socket is not a gone VM), without figures.
-                        BalloonSample {
-                            maximum_kib: conf
-                                .as_ref()
-                                .and_then(|conf| conf.memory_mib)
-                                .and_then(|mib| mib.checked_mul(1024)),
-                            ..BalloonSample::default()
-                        }
-                    });
-                (self.identity(vm.vmid, conf.as_ref()), sample)
-            })
-            .collect();
-        // Serial readers: started for opted-in running VMs, stopped for the rest.
-        for (vm, conf) in &vms {
-            if let Some(port) = conf
-                .as_ref()
-                .and_then(|conf| self.serial_socket_port(vm.vmid, conf))
-            {
-                self.serial.ensure(
-                    vm.vmid,
-                    port,
-                    &self.socket(vm.vmid, &format!("serial{port}")),
-                    vm.pid,
-                );
-            }
-        }
-        self.serial
-            .retain(|vmid| running.iter().any(|vm| vm.vmid == vmid));
-        let report = PollReport {
-            n_vms: samples.len(),
-            n_skipped,
-            elapsed: started.elapsed(),
-        };
-        tracing::debug!(
-            n_vms = report.n_vms,
-            n_skipped,
-            elapsed_ms = report.elapsed.as_millis(),
-            "Proxmox balloon poll."
-        );
-        {
-            let mut cache = self.lock();
-            cache.last_poll = report;
-            cache
-                .guest_stats
-                .retain(|vmid, _| running.iter().any(|vm| vm.vmid == *vmid));
-        }
-        Ok(samples)
+        self.poll_balloons()
     }
 
     fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError> {
@@ -632,67 +453,7 @@ impl Hypervisor for ProxmoxHypervisor {
         timeout: Duration,
         max_output_bytes: usize,
     ) -> Result<ExecOutput, HypervisorError> {
-        let vmid = self.vmid_of(id)?;
-        let started = Instant::now();
-        let deadline = started + timeout;
-        // base64 of the output plus the JSON around it.
-        let max_line = max_output_bytes
-            .div_ceil(3)
-            .saturating_mul(4)
-            .saturating_add(AGENT_REPLY_SLACK)
-            .max(self.settings.max_reply_bytes);
-        let mut client = QgaClient::connect(
-            &self.socket(vmid, "qga"),
-            self.settings.call_timeout.min(timeout),
-            max_line,
-        )
-        .map_err(|error| Self::domain_error("reach the guest agent", id, error))?;
-        client.extend(deadline.saturating_duration_since(Instant::now()));
-        let started_exec = client
-            .execute(
-                "guest-exec",
-                json!({ "path": path, "arg": args, "capture-output": true }),
-            )
-            .map_err(|error| Self::domain_error("start a guest command", id, error))?;
-        let pid = started_exec
-            .get("pid")
-            .and_then(Value::as_i64)
-            .ok_or_else(|| Self::domain_error("start a guest command", id, MissingField("pid")))?;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let status = client
-                .execute("guest-exec-status", json!({ "pid": pid }))
-                .map_err(|error| match error {
-                    WireError::Timeout { .. } => HypervisorError::Timeout(timeout),
-                    error => Self::domain_error("read a guest command's status", id, error),
-                })?;
-            if status.get("exited").and_then(Value::as_bool) == Some(true) {
-                let (stdout, cut) = match status.get("out-data").and_then(Value::as_str) {
-                    Some(data) => super::guest_base64::decode_bounded(data, max_output_bytes)
-                        .map_err(|error| {
-                            Self::domain_error("decode a guest command's output", id, error)
-                        })?,
-                    None => (Vec::new(), false),
-                };
-                let agent_cut = status
-                    .get("out-truncated")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false);
-                return Ok(ExecOutput {
-                    exit_code: status
-                        .get("exitcode")
-                        .and_then(Value::as_i64)
-                        .and_then(|code| i32::try_from(code).ok()),
-                    stdout,
-                    truncated: cut || agent_cut,
-                });
-            }
-            if Instant::now() + pause > deadline {
-                return Err(HypervisorError::Timeout(timeout));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
+        self.exec(id, path, args, timeout, max_output_bytes)
     }
 
     fn guest_file_open(
@@ -701,16 +462,7 @@ impl Hypervisor for ProxmoxHypervisor {
         path: &str,
         timeout: Duration,
     ) -> Result<i64, HypervisorError> {
-        let reply = self.qga_call(
-            id,
-            "guest-file-open",
-            json!({ "path": path, "mode": "r" }),
-            timeout,
-            self.settings.max_reply_bytes,
-        )?;
-        reply
-            .as_i64()
-            .ok_or_else(|| Self::domain_error("open a guest file", id, MissingField("handle")))
+        self.file_open(id, path, timeout)
     }
 
     fn guest_file_read(
@@ -720,35 +472,7 @@ impl Hypervisor for ProxmoxHypervisor {
         count: usize,
         timeout: Duration,
     ) -> Result<FileChunk, HypervisorError> {
-        // base64 of `count` bytes plus the JSON around it.
-        let max_line = count
-            .div_ceil(3)
-            .saturating_mul(4)
-            .saturating_add(AGENT_REPLY_SLACK);
-        let reply = self.qga_call(
-            id,
-            "guest-file-read",
-            json!({ "handle": handle, "count": count }),
-            timeout,
-            max_line,
-        )?;
-        let (data, cut) = match reply.get("buf-b64").and_then(Value::as_str) {
-            Some(data) => super::guest_base64::decode_bounded(data, count)
-                .map_err(|error| Self::domain_error("decode a guest file read", id, error))?,
-            None => (Vec::new(), false),
-        };
-        let claimed = reply.get("count").and_then(Value::as_u64);
-        if cut || claimed != u64::try_from(data.len()).ok() {
-            return Err(Self::domain_error(
-                "read a guest file",
-                id,
-                MissingField("count matching buf-b64 within the bytes asked"),
-            ));
-        }
-        Ok(FileChunk {
-            data,
-            eof: reply.get("eof").and_then(Value::as_bool).unwrap_or(false),
-        })
+        self.file_read(id, handle, count, timeout)
     }
 
     fn guest_file_close(
@@ -757,14 +481,7 @@ impl Hypervisor for ProxmoxHypervisor {
         handle: i64,
         timeout: Duration,
     ) -> Result<(), HypervisorError> {
-        self.qga_call(
-            id,
-            "guest-file-close",
-            json!({ "handle": handle }),
-            timeout,
-            self.settings.max_reply_bytes,
-        )
-        .map(drop)
+        self.file_close(id, handle, timeout)
     }
 
     fn set_memory_stats_period(
@@ -789,280 +506,5 @@ impl Hypervisor for ProxmoxHypervisor {
     }
 }
 
-/// A reply without a field ballast needs.
-#[derive(Debug, thiserror::Error)]
-#[error("Reply has no {0}")]
-struct MissingField(&'static str);
-
 #[cfg(test)]
-mod tests {
-    use std::sync::mpsc::{channel, Sender};
-
-    use super::wire::fake_server::{FakeServer, Peer};
-    use super::*;
-
-    /// A fake node: run dir, config dir and `/proc`, with fake QEMUs behind links.
-    struct FakeNode {
-        dir: PathBuf,
-        servers: Vec<FakeServer>,
-        release: Vec<Sender<()>>,
-    }
-
-    impl FakeNode {
-        fn new(name: &str) -> FakeNode {
-            let dir = std::env::temp_dir()
-                .join(format!("ballast-fake-pve-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            for sub in ["run", "conf", "proc"] {
-                std::fs::create_dir_all(dir.join(sub)).expect("fake node dirs");
-            }
-            FakeNode {
-                dir,
-                servers: Vec::new(),
-                release: Vec::new(),
-            }
-        }
-
-        fn settings(&self) -> ProxmoxSettings {
-            ProxmoxSettings {
-                run_dir: self.dir.join("run"),
-                config_dir: self.dir.join("conf"),
-                read_serial_vmids: Vec::new(),
-                serial_log_dir: self.dir.join("serial"),
-                call_timeout: Duration::from_millis(300),
-                poll_deadline: Duration::from_secs(5),
-                max_parallel: 16,
-                max_reply_bytes: 1024 * 1024,
-                procfs_root: self.dir.join("proc"),
-            }
-        }
-
-        /// A running VM whose QMP socket is served by `script`.
-        fn add_vm(&mut self, vmid: u32, conf: &str, script: impl FnOnce(Peer) + Send + 'static) {
-            let server = FakeServer::start(script);
-            std::os::unix::fs::symlink(&server.path, self.dir.join(format!("run/{vmid}.qmp")))
-                .expect("link socket");
-            let pid = 4_000_000 + vmid;
-            std::fs::write(self.dir.join(format!("run/{vmid}.pid")), format!("{pid}\n"))
-                .expect("pid file");
-            let proc_dir = self.dir.join(format!("proc/{pid}"));
-            std::fs::create_dir_all(&proc_dir).expect("proc dir");
-            std::fs::write(
-                proc_dir.join("cmdline"),
-                format!("/usr/bin/kvm\0-id\0{vmid}\0-chardev\0socket,id=qmp,path=/var/run/qemu-server/{vmid}.qmp,server=on,wait=off\0"),
-            )
-            .expect("cmdline");
-            std::fs::write(proc_dir.join("status"), "VmRSS:\t  1000 kB\n").expect("status");
-            std::fs::write(self.dir.join(format!("conf/{vmid}.conf")), conf).expect("conf");
-            self.servers.push(server);
-        }
-
-        /// A VM whose QEMU accepts but never answers (a stuck monitor).
-        fn add_silent_vm(&mut self, vmid: u32) {
-            let (sender, receiver) = channel::<()>();
-            self.release.push(sender);
-            self.add_vm(vmid, "memory: 1024\n", move |_peer| {
-                let _ = receiver.recv();
-            });
-        }
-    }
-
-    impl Drop for FakeNode {
-        fn drop(&mut self) {
-            self.release.clear();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    /// A guest agent on `run/<vmid>.qga` that syncs, then answers one command with `reply`.
-    fn add_qga(node: &mut FakeNode, vmid: u32, reply: Value) {
-        let server = FakeServer::start(move |mut peer| {
-            let sync = peer.request();
-            let id = sync["arguments"]["id"].clone();
-            peer.send(&[0xFF]);
-            peer.send(format!("{}\n", json!({ "return": id })).as_bytes());
-            let request = peer.request();
-            let mut reply = reply;
-            reply["id"] = request["id"].clone();
-            peer.send(format!("{reply}\n").as_bytes());
-        });
-        std::os::unix::fs::symlink(&server.path, node.dir.join(format!("run/{vmid}.qga")))
-            .expect("link socket");
-        node.servers.push(server);
-    }
-
-    #[test]
-    fn guest_file_reads_are_bounded_and_refusals_named_against_fake_qga_server() {
-        let mut node = FakeNode::new("qga-file");
-        add_qga(
-            &mut node,
-            100,
-            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": false}}),
-        );
-        add_qga(
-            &mut node,
-            101,
-            json!({"return": {"count": 5, "buf-b64": "aGVsbG8=", "eof": true}}),
-        );
-        add_qga(
-            &mut node,
-            102,
-            json!({"error": {"class": "CommandNotFound", "desc": "The command guest-file-open has been disabled for this instance"}}),
-        );
-        add_qga(
-            &mut node,
-            103,
-            json!({"error": {"class": "GenericError", "desc": "failed to read file: Resource temporarily unavailable"}}),
-        );
-        let backend = ProxmoxHypervisor::new(node.settings());
-        let id = |vmid: u32| DomainId {
-            uuid: vmid.to_string(),
-            name: format!("vm{vmid}"),
-        };
-        let timeout = Duration::from_secs(2);
-        // Five bytes where four were asked: refused, not cut.
-        assert!(backend.guest_file_read(&id(100), 7, 4, timeout).is_err());
-        let chunk = backend
-            .guest_file_read(&id(101), 7, 64, timeout)
-            .expect("read");
-        assert_eq!(chunk.data, b"hello");
-        assert!(chunk.eof);
-        let disabled = backend
-            .guest_file_open(&id(102), "/dev/kmsg", timeout)
-            .expect_err("disabled");
-        assert!(disabled.is_command_disabled(), "{disabled}");
-        let end = backend
-            .guest_file_read(&id(103), 7, 64, timeout)
-            .expect_err("end of the ring");
-        assert!(
-            matches!(end, HypervisorError::GuestRefused { .. }) && !end.is_command_disabled(),
-            "{end}"
-        );
-    }
-
-    fn answering(peer: Peer) {
-        let mut peer = peer;
-        peer.send(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
-        let negotiate = peer.request();
-        peer.send(format!("{}\n", json!({"return": {}, "id": negotiate["id"]})).as_bytes());
-        let balloon = peer.request();
-        let stats = peer.request();
-        peer.send(
-            format!(
-                "{}\n{}\n",
-                json!({"return": {"stats": {"stat-available-memory": 104_857_600_u64}, "last-update": 5}, "id": stats["id"]}),
-                json!({"return": {"actual": 1_073_741_824_u64}, "id": balloon["id"]}),
-            )
-            .as_bytes(),
-        );
-    }
-
-    #[test]
-    fn busy_vms_cost_one_timeout_per_poll_against_fake_qmp_server() {
-        let mut node = FakeNode::new("busy");
-        node.add_vm(
-            100,
-            "name: good\nmemory: 1024\nsmbios1: uuid=5B0BD0F9-1d53-4d89-a8d6-3c5ec3e1c2a1\n",
-            answering,
-        );
-        for vmid in 101..=106 {
-            node.add_silent_vm(vmid);
-        }
-        let backend = ProxmoxHypervisor::new(node.settings());
-        let started = Instant::now();
-        let samples = backend.balloon_samples().expect("poll");
-        let elapsed = started.elapsed();
-        // Six stuck monitors in parallel: one call timeout (300 ms), not six.
-        assert!(elapsed < Duration::from_millis(800), "{elapsed:?}");
-        assert_eq!(samples.len(), 7, "busy VMs are listed, not gone");
-        let (good_id, good) = &samples[0];
-        assert_eq!(good_id.uuid, "5b0bd0f9-1d53-4d89-a8d6-3c5ec3e1c2a1");
-        assert_eq!(good_id.name, "good");
-        assert_eq!(good.actual_kib, Some(1024 * 1024));
-        assert_eq!(good.usable_kib, Some(102_400));
-        assert_eq!(good.rss_kib, Some(1000));
-        for (id, sample) in &samples[1..] {
-            assert_eq!(id.name, format!("vm{}", id.uuid));
-            assert_eq!(sample.actual_kib, None);
-            assert_eq!(sample.maximum_kib, Some(1024 * 1024));
-        }
-        assert_eq!(backend.last_poll().n_skipped, 6);
-        // The uuid maps back to the vmid for per-VM calls.
-        assert_eq!(backend.vmid_of(good_id).expect("vmid"), 100);
-    }
-
-    #[test]
-    fn the_poll_deadline_bounds_a_poll_with_few_workers_against_fake_qmp_server() {
-        let mut node = FakeNode::new("deadline");
-        for vmid in 101..=106 {
-            node.add_silent_vm(vmid);
-        }
-        let backend = ProxmoxHypervisor::new(ProxmoxSettings {
-            max_parallel: 2,
-            poll_deadline: Duration::from_millis(500),
-            ..node.settings()
-        });
-        let started = Instant::now();
-        let samples = backend.balloon_samples().expect("poll");
-        let elapsed = started.elapsed();
-        // 2 workers x 300 ms would be 900 ms for six VMs; the deadline ends it at 500.
-        assert!(elapsed < Duration::from_millis(700), "{elapsed:?}");
-        assert_eq!(samples.len(), 6);
-        assert_eq!(backend.last_poll().n_skipped, 6);
-    }
-
-    #[test]
-    fn dead_pids_and_foreign_processes_are_not_running() {
-        let mut node = FakeNode::new("dead");
-        node.add_vm(100, "memory: 512\n", drop);
-        // A pid file whose process is gone, and one whose pid was reused.
-        std::fs::write(node.dir.join("run/102.pid"), "4000102\n").expect("pid");
-        std::fs::write(node.dir.join("run/103.pid"), "4000100\n").expect("pid");
-        std::fs::write(node.dir.join("conf/104.conf"), "memory: 512\n").expect("conf");
-        let backend = ProxmoxHypervisor::new(node.settings());
-        let running: Vec<u32> = backend
-            .running()
-            .expect("running")
-            .iter()
-            .map(|vm| vm.vmid)
-            .collect();
-        assert_eq!(running, [100]);
-        let domains = backend.domains().expect("domains");
-        let states: Vec<(&str, DomainState)> = domains
-            .iter()
-            .map(|info| (info.id.uuid.as_str(), info.state))
-            .collect();
-        // 102 and 103 have neither a live QEMU nor a config: not VMs of this node.
-        assert_eq!(
-            states,
-            [("100", DomainState::Running), ("104", DomainState::ShutOff)]
-        );
-    }
-
-    #[test]
-    fn malformed_conf_is_an_error_naming_file_and_line() {
-        let mut node = FakeNode::new("malformed");
-        node.add_vm(100, "name: ok\nmemory: lots\n", drop);
-        let backend = ProxmoxHypervisor::new(node.settings());
-        let id = DomainId {
-            uuid: "100".to_owned(),
-            name: "ok".to_owned(),
-        };
-        let error = backend.domain_config(&id).expect_err("malformed");
-        let chain = format!(
-            "{error} / {}",
-            std::error::Error::source(&error)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        );
-        assert!(chain.contains("1 bad lines"), "{chain}");
-        let first = std::error::Error::source(&error)
-            .and_then(std::error::Error::source)
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        assert!(first.contains("100.conf:2: memory"), "{first}");
-        // Identity still comes from the readable part of the file.
-        let domains = backend.domains().expect("domains");
-        assert_eq!(domains[0].id.name, "ok");
-    }
-}
+mod tests;

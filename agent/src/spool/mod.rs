@@ -60,9 +60,17 @@
 //! of interrupted rewrites and are removed. The cursor file holds two 64-byte slots
 //! written in place by turns (generation + CRC; layout in `spool/cursor.rs`), so
 //! acknowledging needs no new disk blocks and works on a full disk.
+//!
+//! Files: `mod.rs` (the spool: open, push, stats), `batch` (next batch, ack, dead
+//! letter), `cap` (thinning and dropping rollups), `segment` and `record` (the
+//! segment files and their records), `cursor`, `dead_letter`, `replay`, `key` (lanes
+//! and idempotency keys), `handle` (the shared, blocking-safe handle), `error`.
 
+mod batch;
+mod cap;
 mod cursor;
 mod dead_letter;
+mod error;
 mod handle;
 mod key;
 mod record;
@@ -70,15 +78,18 @@ pub mod replay;
 mod segment;
 
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ballast_model::Envelope;
 use tracing::{debug, warn};
 
+pub use self::batch::{BatchLimits, PendingBatch};
 use self::cursor::CursorFile;
 use self::dead_letter::DeadLetter;
+pub use self::error::SpoolError;
+use self::error::{io_error, remove, sync_dir};
 pub use self::handle::SpoolHandle;
 pub use self::key::{event_key, key_for, Lane, HOST_LEVEL_VM, MAX_KEY_BYTES};
 use self::segment::Segment;
@@ -115,62 +126,6 @@ impl SpoolConfig {
             max_record_bytes: 4 * 1024 * 1024,
             dead_letter_max_bytes: 16 * 1024 * 1024,
         }
-    }
-}
-
-/// The spool failed to do what was asked; variants name the action.
-#[derive(Debug, thiserror::Error)]
-pub enum SpoolError {
-    #[error("Disk full while writing {path}")]
-    DiskFull {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Spool full: {needed_bytes} bytes do not fit under the cap of {max_bytes} bytes")]
-    Full { needed_bytes: u64, max_bytes: u64 },
-    #[error("Event {key} is {bytes} bytes, above the record limit of {max_bytes}")]
-    RecordTooLarge {
-        key: String,
-        bytes: usize,
-        max_bytes: u32,
-    },
-    #[error("Failed to encode event {key}")]
-    Encode {
-        key: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("Failed to create spool directory {path}")]
-    CreateDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Failed to write {path}")]
-    Write {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Failed to remove {path}")]
-    Remove {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-impl SpoolError {
-    /// ENOSPC (or a quota): the caller should keep running and try again later.
-    pub fn is_disk_full(&self) -> bool {
-        matches!(self, SpoolError::DiskFull { .. })
     }
 }
 
@@ -237,50 +192,6 @@ pub struct OpenReport {
     pub repaired_files: Vec<PathBuf>,
     /// The cursor file was unreadable: everything still spooled will be resent.
     pub cursor_reset: bool,
-}
-
-/// How big a batch may get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchLimits {
-    pub max_events: usize,
-    /// Sum of event JSON sizes; a single larger event still goes alone.
-    pub max_bytes: usize,
-}
-
-impl Default for BatchLimits {
-    fn default() -> Self {
-        Self {
-            max_events: 500,
-            max_bytes: 1024 * 1024,
-        }
-    }
-}
-
-/// Events read out for sending; nothing is removed until [`Spool::ack`].
-#[derive(Debug, Clone, Default)]
-pub struct PendingBatch {
-    pub events: Vec<Envelope>,
-    /// Sum of the events' JSON sizes.
-    pub bytes: usize,
-    marks: Vec<Mark>,
-    /// Raw JSON of each event, in `events` order (for the dead-letter file).
-    raw: Vec<Vec<u8>>,
-}
-
-/// How far a batch reaches into one segment.
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    lane: Lane,
-    segment_id: u64,
-    records: u64,
-    end_offset: u64,
-    last_seq: u64,
-}
-
-impl PendingBatch {
-    pub fn is_empty(&self) -> bool {
-        self.marks.is_empty()
-    }
 }
 
 #[derive(Debug, Default)]
@@ -457,152 +368,6 @@ impl Spool {
         Ok(PushOutcome::Stored { seq })
     }
 
-    /// Reads the oldest unacknowledged events, critical lane first.
-    pub fn next_batch(&mut self, limits: BatchLimits) -> Result<PendingBatch, SpoolError> {
-        let mut batch = PendingBatch::default();
-        let max_payload = self.config.max_record_bytes;
-        let mut undecodable: Vec<(String, Vec<u8>)> = Vec::new();
-        let mut damaged: Vec<(Lane, u64, u64)> = Vec::new();
-        for lane in Lane::ALL {
-            let acked = self.cursor.acked[lane.index()];
-            let state = &mut self.lanes[lane.index()];
-            let mut handed_out = state.handed_out;
-            for segment in &state.segments {
-                if segment.last_seq <= acked || segment.live == 0 {
-                    continue;
-                }
-                let mut full = false;
-                let mut mark = Mark {
-                    lane,
-                    segment_id: segment.id,
-                    records: 0,
-                    end_offset: segment.read_offset,
-                    last_seq: acked,
-                };
-                let outcome = segment.read_from(acked, max_payload, |seq, end, payload| {
-                    let fits = batch.events.len() < limits.max_events
-                        && (batch.bytes + payload.len() <= limits.max_bytes
-                            || batch.events.is_empty() && undecodable.is_empty());
-                    if !fits {
-                        full = true;
-                        return false;
-                    }
-                    mark.records += 1;
-                    mark.end_offset = end;
-                    mark.last_seq = seq;
-                    match serde_json::from_slice::<Envelope>(&payload) {
-                        Ok(envelope) => {
-                            batch.bytes += payload.len();
-                            batch.events.push(envelope);
-                            batch.raw.push(payload);
-                        }
-                        Err(error) => undecodable.push((error.to_string(), payload)),
-                    }
-                    true
-                })?;
-                if let Err(offset) = outcome {
-                    // The file changed under us: skip the rest of this segment.
-                    damaged.push((lane, segment.id, segment.bytes.saturating_sub(offset)));
-                    mark.end_offset = segment.bytes;
-                    mark.last_seq = segment.last_seq;
-                }
-                if mark.records > 0 || outcome.is_err() {
-                    handed_out = handed_out.max(mark.last_seq);
-                    batch.marks.push(mark);
-                }
-                if full {
-                    break;
-                }
-            }
-            state.handed_out = handed_out;
-            if batch.events.len() >= limits.max_events || batch.bytes >= limits.max_bytes {
-                break;
-            }
-        }
-        for (lane, segment_id, bytes) in damaged {
-            warn!(
-                lane = lane.name(),
-                segment = segment_id,
-                bytes,
-                "Spool segment unreadable past this point; skipping the rest of it."
-            );
-            self.counters.damaged_regions += 1;
-            self.counters.damaged_bytes += bytes;
-        }
-        for (error, payload) in undecodable {
-            warn!(%error, "Spooled event does not decode; moving it to the dead-letter file.");
-            let reason = format!("undecodable: {error}");
-            if let Err(write_error) =
-                self.dead_letter
-                    .append(now_ms(), &reason, &[], &[payload.as_slice()])
-            {
-                warn!(error = %write_error, "Failed to write the dead-letter file.");
-            }
-            self.counters.dead_lettered += 1;
-        }
-        Ok(batch)
-    }
-
-    /// The collector confirmed `batch`: advance the cursors and delete what is fully
-    /// acknowledged. On a persistence error the acknowledgement still holds in memory
-    /// (it is persisted with the next one; a crash before that resends the batch).
-    pub fn ack(&mut self, batch: &PendingBatch) -> Result<(), SpoolError> {
-        for mark in &batch.marks {
-            let lane_idx = mark.lane.index();
-            let acked = &mut self.cursor.acked[lane_idx];
-            *acked = (*acked).max(mark.last_seq);
-            if let Some(segment) = self.lanes[lane_idx]
-                .segments
-                .iter_mut()
-                .find(|segment| segment.id == mark.segment_id)
-            {
-                segment.live = segment.live.saturating_sub(mark.records);
-                segment.read_offset = segment.read_offset.max(mark.end_offset);
-            }
-            self.counters.acked += mark.records;
-        }
-        // Delete before persisting: removing fully confirmed files is always safe, and
-        // it frees room on a full disk.
-        let mut remove_error = None;
-        for lane in Lane::ALL {
-            let acked = self.cursor.acked[lane.index()];
-            let state = &mut self.lanes[lane.index()];
-            while let Some(segment) = state.segments.front() {
-                if segment.last_seq > acked && segment.live > 0 {
-                    break;
-                }
-                if let Some(segment) = state.segments.pop_front() {
-                    self.total_bytes = self.total_bytes.saturating_sub(segment.bytes);
-                    if let Err(error) = remove(&segment.path) {
-                        remove_error = Some(error);
-                    }
-                }
-            }
-        }
-        self.persist_cursor()?;
-        remove_error.map_or(Ok(()), Err)
-    }
-
-    /// The collector refused `batch` for good: record it in the dead-letter file
-    /// (best effort) and acknowledge it so the queue moves on.
-    pub fn dead_letter(&mut self, batch: &PendingBatch, reason: &str) -> Result<(), SpoolError> {
-        let keys: Vec<&str> = batch
-            .events
-            .iter()
-            .map(|event| event.key.as_str())
-            .collect();
-        let raw: Vec<&[u8]> = batch.raw.iter().map(Vec::as_slice).collect();
-        if let Err(error) = self.dead_letter.append(now_ms(), reason, &keys, &raw) {
-            warn!(%error, events = keys.len(), "Failed to write the dead-letter file; dropping the refused batch.");
-        }
-        self.counters.dead_lettered += batch.events.len() as u64;
-        self.ack(batch)
-    }
-
-    pub fn dead_letter_path(&self) -> &Path {
-        self.dead_letter.path()
-    }
-
     pub fn stats(&self) -> SpoolStats {
         let mut events_by_lane = [0; Lane::COUNT];
         let mut segments = 0;
@@ -715,88 +480,6 @@ impl Spool {
         });
         Ok(())
     }
-
-    /// Frees room for `needed` bytes by thinning, then dropping, rollups.
-    fn make_room(&mut self, needed: u64) -> Result<(), SpoolError> {
-        let rollup = Lane::Rollup.index();
-        while self.total_bytes + needed > self.config.max_bytes {
-            let floor = self.cursor.acked[rollup].max(self.lanes[rollup].handed_out);
-            let n_segments = self.lanes[rollup].segments.len();
-            // Older sealed segments not yet thinned and not in flight.
-            let candidate = self.lanes[rollup]
-                .segments
-                .iter()
-                .take(n_segments.saturating_sub(1))
-                .position(|segment| !segment.downsampled && segment.first_seq > floor);
-            if let Some(position) = candidate {
-                let dir = self.config.dir.clone();
-                let max_payload = self.config.max_record_bytes;
-                let segment = &mut self.lanes[rollup].segments[position];
-                let before = segment.bytes;
-                let removed = segment.downsample(&dir, max_payload)?;
-                let after = segment.bytes;
-                self.total_bytes = self.total_bytes - before + after;
-                self.counters.downsampled_rollups += removed;
-                debug!(
-                    segment = segment.id,
-                    removed,
-                    bytes_freed = before - after,
-                    "Downsampled old rollups to stay under the spool cap."
-                );
-                if after == 0 {
-                    self.lanes[rollup].segments.remove(position);
-                }
-                continue;
-            }
-            let Some(oldest) = self.lanes[rollup].segments.pop_front() else {
-                return Ok(());
-            };
-            self.total_bytes = self.total_bytes.saturating_sub(oldest.bytes);
-            self.counters.dropped_rollups += oldest.live;
-            warn!(
-                segment = oldest.id,
-                rollups = oldest.live,
-                "Spool cap reached: dropped the oldest rollups."
-            );
-            remove(&oldest.path)?;
-        }
-        Ok(())
-    }
-}
-
-/// Maps an I/O error on `path`; ENOSPC and quota errors become [`SpoolError::DiskFull`].
-fn io_error(path: &Path, source: std::io::Error) -> SpoolError {
-    let disk_full = matches!(
-        source.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    ) || source.raw_os_error() == Some(ENOSPC);
-    let path = path.to_path_buf();
-    if disk_full {
-        SpoolError::DiskFull { path, source }
-    } else {
-        SpoolError::Write { path, source }
-    }
-}
-
-/// ENOSPC on Linux (for kernels/filesystems whose error `kind()` is not mapped).
-const ENOSPC: i32 = 28;
-
-fn remove(path: &Path) -> Result<(), SpoolError> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(SpoolError::Remove {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// fsyncs a directory so created, renamed and removed entries are durable.
-fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(|source| io_error(dir, source))
 }
 
 fn now_ms() -> i64 {

@@ -1,0 +1,153 @@
+//! What the hypervisor pushed (balloon moves, lifecycle) and what the fleet made
+//! of a poll ([`Change`]): VMs that appeared or went, suspicions that ask for the
+//! guest kernel log, near misses and balloon moves as events.
+
+use std::sync::mpsc::TryRecvError;
+
+use ballast_model::{BalloonChange, Event, NearMiss as WireNearMiss};
+
+use super::Monitor;
+use crate::capture::FetchReason;
+use crate::enrich::vm_ref;
+use crate::fleet::Change;
+use crate::hypervisor::{DomainEvent, DomainId, DomainState};
+
+impl Monitor {
+    pub(super) fn handle_changes(&mut self, changes: Vec<Change>) {
+        for change in changes {
+            let span = change.id().span();
+            let _vm = span.enter();
+            match change {
+                Change::Appeared(id) => {
+                    tracing::info!("VM appeared.");
+                    self.refresh_qemu_pid(&id);
+                    match self.hypervisor.domain_config(&id) {
+                        Ok(config) => self.fleet().set_config(&id, config),
+                        Err(error) => self
+                            .error_log
+                            .warn(&id.uuid, &format!("Configuration of {}: {error}", id.name)),
+                    }
+                    self.inventory_dirty = true;
+                }
+                Change::Gone(id) => {
+                    tracing::info!("VM went away.");
+                    self.capture.forget(&id.uuid);
+                    self.qemu_pids.remove(&id.uuid);
+                    self.not_running.remove(&id.uuid);
+                    self.inventory_dirty = true;
+                }
+                Change::BecameStale(_) => {
+                    tracing::warn!("Balloon stats stopped updating.");
+                }
+                Change::Recovered(_) => tracing::info!("Balloon stats update again."),
+                Change::Rebooted(_) => tracing::info!("Guest rebooted (counters went back)."),
+                Change::SuspectOom { id, reason } => {
+                    tracing::info!(?reason, "Guest OOM suspected; reading its kernel log.");
+                    let fetch = match reason {
+                        crate::fleet::SuspectReason::OomKillCounter => FetchReason::OomKillCounter,
+                        crate::fleet::SuspectReason::UsableCollapsed => {
+                            FetchReason::UsableCollapsed
+                        }
+                    };
+                    self.pending_fetch.insert(id.uuid.clone(), (id, fetch));
+                }
+                Change::NearMiss {
+                    id,
+                    kind,
+                    detail,
+                    actual_kib,
+                    usable_kib,
+                } => {
+                    *self
+                        .counters()
+                        .near_misses
+                        .entry(kind.to_string())
+                        .or_default() += 1;
+                    let key = self.sequenced_key(&format!("nm/{}/{kind}", id.uuid));
+                    self.emit(
+                        key,
+                        Event::NearMiss(WireNearMiss {
+                            vm: vm_ref(&id),
+                            kind: kind.to_string(),
+                            detail,
+                            actual_kib,
+                            usable_kib,
+                        }),
+                    );
+                }
+                Change::BalloonMoved {
+                    id,
+                    actual_kib,
+                    previous_kib,
+                } => {
+                    let key = self.sequenced_key(&format!("bc/{}", id.uuid));
+                    self.emit(
+                        key,
+                        Event::BalloonChange(BalloonChange {
+                            vm: vm_ref(&id),
+                            actual_kib,
+                            previous_kib,
+                        }),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Handles pushed events; true when the VM set changed and a poll should come early.
+    pub(super) fn drain_events(&mut self) -> bool {
+        let mut lifecycle = false;
+        let mut received = Vec::new();
+        if let Some(events) = &self.events {
+            loop {
+                match events.try_recv() {
+                    Ok(event) => received.push(event),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        tracing::warn!("Hypervisor event stream ended; polling only.");
+                        self.events = None;
+                        break;
+                    }
+                }
+            }
+        }
+        for event in received {
+            match event {
+                DomainEvent::BalloonChange { id, actual_kib, at } => {
+                    let changes = self.fleet().apply_balloon_change(&id, at, actual_kib);
+                    self.handle_changes(changes);
+                }
+                DomainEvent::Lifecycle { id, state, .. } => {
+                    tracing::debug!(domain = %id.uuid, ?state, "Lifecycle event.");
+                    lifecycle = true;
+                    if state == DomainState::Running {
+                        self.not_running.remove(&id.uuid);
+                        self.inventory_dirty = true;
+                        self.refresh_qemu_pid(&id);
+                    } else {
+                        self.not_running.insert(id.uuid.clone());
+                        if state == DomainState::ShutOff {
+                            self.qemu_pids.remove(&id.uuid);
+                        }
+                    }
+                }
+                DomainEvent::AgentLifecycle { id, connected, .. } => {
+                    tracing::debug!(domain = %id.uuid, connected, "Guest agent lifecycle.");
+                }
+            }
+        }
+        lifecycle
+    }
+
+    /// Reads the QEMU pid of `id` again (a restarted VM has a new QEMU process).
+    pub(super) fn refresh_qemu_pid(&mut self, id: &DomainId) {
+        match self.hypervisor.qemu_pid(id) {
+            Some(pid) => {
+                self.qemu_pids.insert(id.uuid.clone(), pid);
+            }
+            None => {
+                self.qemu_pids.remove(&id.uuid);
+            }
+        }
+    }
+}

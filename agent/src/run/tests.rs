@@ -1,0 +1,493 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ballast_model::Envelope;
+
+use super::*;
+use crate::config::{RawConfig, Settings};
+use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
+use crate::hypervisor::DomainConfig;
+use crate::hypervisor::{DomainId, Hypervisor};
+
+fn vm(name: &str, dmesg: Option<&str>) -> (DomainId, FakeDomain) {
+    let id = DomainId {
+        uuid: format!("00000000-0000-4000-8000-{:012}", name.len()),
+        name: name.to_string(),
+    };
+    let domain = FakeDomain {
+        running: true,
+        dmesg: dmesg.map(|text| text.as_bytes().to_vec()),
+        config: DomainConfig {
+            balloon_present: true,
+            guest_agent_channel: true,
+            ..DomainConfig::default()
+        },
+        ..FakeDomain::default()
+    };
+    (id, domain)
+}
+
+/// Settings with the state in `state_dir` and `extra_yaml` after it.
+fn test_settings(state_dir: &std::path::Path, extra_yaml: &str) -> Settings {
+    let yaml = format!("state_dir: {}\n{extra_yaml}", state_dir.display());
+    RawConfig::from_yaml(&yaml, std::path::Path::new("test.yaml"))
+        .expect("yaml")
+        .validate("host")
+        .expect("settings")
+}
+
+/// A monitor on its own thread over `hypervisor`, polling every second, writing
+/// its events to `<dir>/events.jsonl` (host kernel log off).
+struct RunningMonitor {
+    commands: MonitorCommands,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RunningMonitor {
+    /// With `capture.guest_agent: periodic` (every 60 s, so once per test).
+    fn start(dir: &std::path::Path, hypervisor: Arc<dyn Hypervisor>) -> Self {
+        let settings = test_settings(
+                &dir.join("state"),
+                "poll_interval_secs: 1\ncapture:\n  host_kernel: false\n  guest_agent: periodic\n  guest_agent_interval_secs: 60\n",
+            );
+        let handles = Handles::new(&settings);
+        let monitor = Monitor::new(
+            settings,
+            hypervisor,
+            Box::new(JsonLinesOutlet::new(dir.join("events.jsonl"))),
+            handles,
+        );
+        let commands = monitor.commands();
+        let thread = std::thread::spawn(move || monitor.run());
+        RunningMonitor { commands, thread }
+    }
+
+    fn stop(self) {
+        self.commands.stop();
+        self.thread.join().expect("monitor thread");
+    }
+}
+
+/// The findings of `name` in the last inventory event of the JSON-lines file.
+fn last_findings(events: &std::path::Path, name: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(events).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|event| {
+            let vms = event.get("vms")?.as_array()?.clone();
+            vms.into_iter()
+                .find(|vm| vm.pointer("/vm/name").and_then(|n| n.as_str()) == Some(name))
+        })
+        .next_back()
+        .and_then(|vm| serde_json::from_value(vm.get("findings")?.clone()).ok())
+}
+
+/// Whether the JSON-lines file holds an OOM event of the VM `name`.
+fn has_oom_of(events: &std::path::Path, name: &str) -> bool {
+    std::fs::read_to_string(events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .any(|event| {
+            event
+                .get("key")
+                .and_then(|key| key.as_str())
+                .is_some_and(|key| key.contains("/oom/"))
+                && event.to_string().contains(&format!("\"name\":\"{name}\""))
+        })
+}
+
+#[test]
+fn a_guest_agent_that_never_answers_does_not_hold_up_another_vms_oom() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    // A: its guest agent call blocks until the test releases it.
+    let (a_id, a) = vm("a-vm", Some("[    1.000000] Linux version 6.1\n"));
+    let gate = hypervisor.block_guest_exec(&a_id);
+    hypervisor.set(a_id, a);
+    // B: no guest agent; its OOM comes through its serial log.
+    let serial = dir.path().join("b.log");
+    std::fs::write(&serial, "[    0.500000] Linux version 6.1\n").expect("serial log");
+    let (b_id, mut b) = vm("b-victim", None);
+    b.config.serial_log_path = Some(serial.clone());
+    hypervisor.set(b_id, b);
+    let events = dir.path().join("events.jsonl");
+    let monitor = RunningMonitor::start(dir.path(), hypervisor);
+    // The periodic fetch of A starts on the first tick and does not come back.
+    let entered = gate.entered.recv_timeout(Duration::from_secs(30));
+    {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&serial)
+            .expect("serial log");
+        log.write_all(crate::capture::detect::tests::LAB_LOG.as_bytes())
+            .expect("write the OOM");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        seen = has_oom_of(&events, "b-victim");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Only now A's call may end (the monitor could not stop while it held it).
+    drop(gate);
+    monitor.stop();
+    assert!(entered.is_ok(), "A's guest agent call never started");
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(seen, "no OOM of b-victim while A's call hung: {text}");
+    assert!(!has_oom_of(&events, "a-vm"), "{text}");
+}
+
+#[test]
+fn the_inventory_says_which_guest_agents_do_not_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (quiet_id, quiet) = vm("quiet", None);
+    let (talks_id, talks) = vm("talks-back", Some("[    1.000000] Linux version 6.1\n"));
+    hypervisor.set(quiet_id, quiet);
+    hypervisor.set(talks_id, talks);
+    let events = dir.path().join("events.jsonl");
+    let monitor = RunningMonitor::start(dir.path(), hypervisor);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let not_answering = "guest_agent_not_answering".to_string();
+    let mut seen = (None, None);
+    while Instant::now() < deadline {
+        seen = (
+            last_findings(&events, "quiet"),
+            last_findings(&events, "talks-back"),
+        );
+        if seen.0.as_ref().is_some_and(|f| f.contains(&not_answering)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    monitor.stop();
+    let (quiet, talks) = seen;
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    assert!(
+        quiet.as_ref().is_some_and(|f| f.contains(&not_answering)),
+        "{quiet:?} in {text}"
+    );
+    let talks = talks.expect("an inventory with talks-back");
+    assert!(!talks.contains(&not_answering), "{talks:?}");
+}
+
+#[test]
+fn the_flood_counter_is_current_after_the_capture_tick_that_dropped_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let serial = dir.path().join("flood.log");
+    std::fs::write(&serial, "[    0.500000] Linux version 6.1\n").expect("serial log");
+    let (id, mut domain) = vm("flooder", None);
+    domain.config.serial_log_path = Some(serial.clone());
+    domain.config.guest_agent_channel = false;
+    hypervisor.set(id, domain);
+    let settings = test_settings(
+        &dir.path().join("state"),
+        "capture:\n  host_kernel: false\n  guest_agent: false\n",
+    );
+    let handles = Handles::new(&settings);
+    let counters = handles.counters.clone();
+    let sink = Box::new(JsonLinesOutlet::new(dir.path().join("events.jsonl")));
+    let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+    monitor.poll();
+    monitor.capture_tick();
+    {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&serial)
+            .and_then(|mut log| {
+                log.write_all(
+                    crate::capture::hub::tests::forged_kill_lines(1000..1500, None).as_bytes(),
+                )
+            })
+            .expect("flood");
+    }
+    // The tick that reads the flood, with no poll after it.
+    monitor.capture_tick();
+    let dropped = monitor.capture.flood_suppressed_total();
+    assert!(
+        dropped > 400,
+        "flood control let {dropped} be dropped of 500"
+    );
+    let published = counters.lock().flood_suppressed;
+    assert_eq!(published, dropped);
+}
+
+/// Counts what the monitor emits, without I/O.
+struct CountingOutlet(Arc<std::sync::atomic::AtomicU64>);
+
+impl EventOutlet for CountingOutlet {
+    fn emit(&mut self, _envelope: Envelope) -> Result<(), std::io::Error> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// One `GET /metrics` over a new connection; the status line and body.
+fn scrape(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[test]
+fn scraping_metrics_in_a_tight_loop_while_the_monitor_emits_health_never_hangs() {
+    const ROUNDS: u64 = 5_000;
+    const SCRAPERS: usize = 3;
+    const MIN_SCRAPES: u64 = 3_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    for n in 0..200 {
+        let (mut id, domain) = vm(&format!("vm-{n}"), None);
+        id.uuid = format!("00000000-0000-4000-8000-{n:012}");
+        hypervisor.set(id, domain);
+    }
+    let settings = test_settings(
+        &dir.path().join("state"),
+        "capture:\n  host_kernel: false\n  guest_agent: false\n",
+    );
+    let handles = Handles::new(&settings);
+    let shared = crate::metrics::Shared {
+        fleet: handles.fleet.clone(),
+        counters: handles.counters.clone(),
+        sink: None,
+    };
+    let emitted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sink = Box::new(CountingOutlet(Arc::clone(&emitted)));
+    let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+    monitor.poll();
+    let before = emitted.load(Ordering::Relaxed);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    runtime.spawn(crate::metrics::serve_on(listener, shared));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let scraped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let scrapers: Vec<_> = (0..SCRAPERS)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            let scraped = Arc::clone(&scraped);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match scrape(addr) {
+                        Ok(answer) if answer.contains("ballast_agent_vms 200") => {
+                            scraped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(answer) => return Err(format!("unexpected answer: {answer:.200}")),
+                        Err(error) => return Err(format!("scrape failed: {error}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+
+    // Health rounds until there were thousands of them and thousands of scrapes
+    // ran meanwhile (the scrapers are in their loop before the first round).
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let during = Arc::clone(&scraped);
+    std::thread::spawn(move || {
+        while during.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let first = during.load(Ordering::Relaxed);
+        let mut rounds = 0_u64;
+        while rounds < ROUNDS || during.load(Ordering::Relaxed) - first < MIN_SCRAPES {
+            monitor.emit_health();
+            rounds += 1;
+        }
+        let _ = done_tx.send(rounds);
+    });
+    // A few seconds of work; a minute means a deadlock.
+    let finished = done.recv_timeout(Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let Ok(rounds) = finished else {
+        // Without waiting for a render that never ends.
+        runtime.shutdown_background();
+        panic!("the monitor hung emitting health while /metrics was scraped (deadlock)");
+    };
+    for scraper in scrapers {
+        let scraped = scraper.join().expect("scraper thread");
+        scraped.expect("every scrape answered");
+    }
+    assert_eq!(
+        emitted.load(Ordering::Relaxed) - before,
+        rounds,
+        "one health event per round"
+    );
+    assert!(scraped.load(Ordering::Relaxed) >= MIN_SCRAPES);
+}
+
+#[test]
+fn the_periodic_guest_agent_fetch_skips_vms_without_a_channel() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (with_id, with) = vm("with-channel", Some("[    1.000000] Linux version 6.1\n"));
+    let (without_id, mut without) = vm("no-channel", Some("[    1.000000] Linux 6.1\n"));
+    without.config.guest_agent_channel = false;
+    hypervisor.set(with_id.clone(), with);
+    hypervisor.set(without_id.clone(), without);
+    let monitor = RunningMonitor::start(dir.path(), Arc::clone(&hypervisor) as Arc<dyn Hypervisor>);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hypervisor.guest_agent_calls(&with_id) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A few more ticks in which the other VM's fetch would have started too.
+    std::thread::sleep(Duration::from_secs(3));
+    monitor.stop();
+    assert!(
+        hypervisor.guest_agent_calls(&with_id) >= 1,
+        "the VM with a channel was never asked"
+    );
+    assert_eq!(hypervisor.guest_agent_calls(&without_id), 0);
+    assert_eq!(
+        hypervisor.guest_exec_calls(&with_id),
+        0,
+        "the file API answered: nothing was run in the guest"
+    );
+}
+
+/// A sample of 458 MiB of guest memory with `usable_kib` available.
+fn usable(usable_kib: u64, update: u64) -> crate::hypervisor::BalloonSample {
+    crate::hypervisor::BalloonSample {
+        actual_kib: Some(524_288),
+        maximum_kib: Some(524_288),
+        available_kib: Some(468_416),
+        usable_kib: Some(usable_kib),
+        last_update_epoch_secs: Some(update),
+        ..crate::hypervisor::BalloonSample::default()
+    }
+}
+
+/// Ticks `monitor` until `done` or 10 s, giving the guest agent threads time.
+fn tick_until(monitor: &mut Monitor, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() && Instant::now() < deadline {
+        monitor.capture_tick();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A few more ticks: results are taken back, and a call that should not
+    // happen has had its chance.
+    for _ in 0..5 {
+        monitor.capture_tick();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_guest_agent_mode_decides_when_a_guest_is_read_with_fake_hypervisor() {
+    for mode in ["off", "on_suspicion", "periodic"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hypervisor = Arc::new(FakeHypervisor::new());
+        let (id, mut domain) = vm("guest", Some(crate::capture::detect::tests::LAB_LOG));
+        domain.sample = usable(100_000, 1);
+        hypervisor.set(id.clone(), domain);
+        let settings = test_settings(
+                &dir.path().join("state"),
+                &format!("capture:\n  host_kernel: false\n  guest_agent: {mode}\n  guest_agent_interval_secs: 60\n"),
+            );
+        let handles = Handles::new(&settings);
+        let events = dir.path().join("events.jsonl");
+        let sink = Box::new(JsonLinesOutlet::new(events.clone()));
+        let mut monitor = Monitor::new(
+            settings,
+            Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
+            sink,
+            handles,
+        );
+        // A healthy guest: only `periodic` reads it (at once, then every 60 s).
+        monitor.poll();
+        tick_until(&mut monitor, || hypervisor.guest_agent_calls(&id) > 0);
+        let healthy = hypervisor.guest_agent_calls(&id);
+        match mode {
+            "periodic" => assert!(healthy > 0, "{mode}: the periodic read did not come"),
+            _ => assert_eq!(healthy, 0, "{mode}: a healthy guest was read"),
+        }
+        let oom_before = has_oom_of(&events, "guest");
+        // The host sees a sign: the guest's usable memory collapsed.
+        hypervisor.update(&id, |domain| domain.sample = usable(3_000, 2));
+        monitor.poll();
+        tick_until(&mut monitor, || hypervisor.guest_agent_calls(&id) > healthy);
+        let after = hypervisor.guest_agent_calls(&id);
+        match mode {
+            "off" => {
+                assert_eq!(after, 0, "off: the guest agent was called");
+                assert!(!has_oom_of(&events, "guest"));
+            }
+            _ => {
+                assert!(
+                    after > healthy,
+                    "{mode}: the suspicion did not read the guest"
+                );
+                assert!(
+                    has_oom_of(&events, "guest") || oom_before,
+                    "{mode}: no OOM event"
+                );
+            }
+        }
+        assert_eq!(
+            hypervisor.guest_exec_calls(&id),
+            0,
+            "{mode}: exec without guest_agent_exec"
+        );
+        drop(monitor);
+    }
+}
+
+#[test]
+fn a_reload_command_takes_the_new_poll_interval_and_stop_ends_the_loop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("polled", None);
+    hypervisor.set(id, domain);
+    let quiet = "capture:\n  host_kernel: false\n  guest_agent: off\n";
+    let state = dir.path().join("state");
+    let settings = test_settings(&state, &format!("poll_interval_secs: 3600\n{quiet}"));
+    let handles = Handles::new(&settings);
+    let counters = handles.counters.clone();
+    let outlet = Box::new(JsonLinesOutlet::new(dir.path().join("events.jsonl")));
+    let monitor = Monitor::new(settings, hypervisor, outlet, handles);
+    let commands = monitor.commands();
+    let thread = std::thread::spawn(move || monitor.run());
+    let polls = || counters.lock().polls;
+    let wait_for = |wanted: u64| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while polls() < wanted && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        polls()
+    };
+    assert_eq!(wait_for(1), 1, "the first poll");
+    // An hour until the next poll, unless the reload brings it closer.
+    commands.reload(test_settings(
+        &state,
+        &format!("poll_interval_secs: 1\n{quiet}"),
+    ));
+    assert!(wait_for(3) >= 3, "polls every second after the reload");
+    commands.stop();
+    let (done, joined) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(thread.join().is_ok());
+    });
+    assert_eq!(
+        joined.recv_timeout(Duration::from_secs(20)),
+        Ok(true),
+        "the monitor returned after Stop"
+    );
+}
