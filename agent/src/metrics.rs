@@ -1,8 +1,11 @@
 //! Prometheus metrics of the agent: per-VM balloon gauges, OOM counters by kind,
-//! and the agent's own health, served as text on `GET /metrics`.
+//! the agent's own health and the sender's delivery counters, served as text on
+//! `GET /metrics`.
 //!
 //! Names follow Prometheus conventions: base units (bytes, seconds), `_total` for
-//! counters. Example:
+//! counters. The text is the Prometheus text format 0.0.4, written by the
+//! `prometheus-client` crate (names, `# HELP`/`# TYPE` lines, value formatting and
+//! label escaping are its own); this module only chooses what is exported. Example:
 //! ```text
 //! # TYPE ballast_vm_balloon_actual_bytes gauge
 //! ballast_vm_balloon_actual_bytes{vm_uuid="3f2a...",vm_name="web1"} 209715200
@@ -10,13 +13,17 @@
 //! ballast_guest_ooms_total{vm_uuid="3f2a...",vm_name="web1",verdict="balloon"} 1
 //! ```
 //!
+//! Every scrape copies the values into a fresh registry ([`AgentScrape`],
+//! [`SinkScrape`]), so a family whose label values come from the fleet has no series
+//! left over from a VM that is gone.
+//!
 //! The listener is hyper's HTTP/1 server with bounds, meant for a loopback or
 //! management-network scraper: `GET /metrics` only, one request per connection, at
 //! most 64 connections at once, 5 s to send the request head, 10 s per connection.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +34,23 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeMetric,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, VmState};
 use crate::shared::SharedLock;
+use crate::sink::{Refusal, SinkStats};
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Counters the run loop bumps.
 #[derive(Debug, Clone, Default)]
@@ -61,201 +80,333 @@ pub struct Shared {
 
 impl Shared {
     /// The exposition text of the current state. One shared lock at a time
-    /// ([`crate::shared`]): the counters are copied out, then the fleet is rendered
-    /// under its own lock. Blocking: async code calls it on a blocking thread.
+    /// ([`crate::shared`]): the counters are copied out, then the fleet's values are
+    /// copied under its own lock; the text is written after both are released.
+    /// Blocking: async code calls it on a blocking thread.
     pub fn render(&self) -> String {
         let counters = self.counters.lock().clone();
-        let body = {
+        let agent = {
             let fleet = self.fleet.lock();
-            render(&fleet, &counters)
+            AgentScrape::of(&fleet, counters)
         };
-        match &self.sink {
-            Some(sink) => body + &sink.render_metrics(now_ms()),
-            None => body,
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(agent));
+        if let Some(sink) = &self.sink {
+            registry.register_collector(Box::new(SinkScrape::of(sink, now_ms())));
         }
+        encode(&registry)
     }
 }
 
-/// Renders the exposition text.
+/// The exposition text of the monitor's families (fleet and counters).
 pub fn render(fleet: &Fleet, counters: &AgentCounters) -> String {
-    let mut out = String::new();
-    let kib = |value: Option<u64>| value.map(|kib| kib.saturating_mul(1024));
-    gauge_family(
-        &mut out,
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(AgentScrape::of(fleet, counters.clone())));
+    encode(&registry)
+}
+
+/// The exposition text of the sender's families at `now_ms` (they follow the
+/// monitor's on `/metrics` when a collector is configured).
+pub fn render_sink(stats: &SinkStats, now_ms: i64) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SinkScrape::of(stats, now_ms)));
+    encode(&registry)
+}
+
+/// The registry in the Prometheus text format. Writing to a `String` cannot fail,
+/// nor can the values here; were it to, the scrape gets what was written and the
+/// log says why.
+fn encode(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_text::encode(&mut text, registry) {
+        tracing::warn!(%error, "Encoding the metrics failed.");
+    }
+    text
+}
+
+/// One per-VM gauge: its value for a VM (`None`: no series for that VM).
+type VmGauge = (&'static str, &'static str, fn(&VmState) -> Option<u64>);
+
+/// KiB as reported by the hypervisor, in bytes.
+fn kib(value: Option<u64>) -> Option<u64> {
+    value.map(|kib| kib.saturating_mul(1024))
+}
+
+/// The per-VM gauges, in the order of the exposition.
+const VM_GAUGES: [VmGauge; 8] = [
+    (
         "ballast_vm_balloon_actual_bytes",
         "Memory the balloon leaves the guest (libvirt balloon.current).",
-        fleet,
         |vm| kib(vm.history.last().and_then(|p| p.actual_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_balloon_maximum_bytes",
         "The VM's maximum memory.",
-        fleet,
         |vm| kib(vm.last_sample.as_ref().and_then(|s| s.maximum_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_guest_mem_total_bytes",
         "Guest MemTotal (libvirt balloon.available), guest-reported.",
-        fleet,
         |vm| kib(vm.last_sample.as_ref().and_then(|s| s.available_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_guest_mem_available_bytes",
         "Guest MemAvailable (libvirt balloon.usable), guest-reported.",
-        fleet,
         |vm| kib(vm.last_sample.as_ref().and_then(|s| s.usable_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_guest_mem_free_bytes",
         "Guest MemFree (libvirt balloon.unused), guest-reported.",
-        fleet,
         |vm| kib(vm.last_sample.as_ref().and_then(|s| s.unused_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_qemu_rss_bytes",
         "QEMU's resident memory on the host.",
-        fleet,
         |vm| kib(vm.last_sample.as_ref().and_then(|s| s.rss_kib)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_balloon_stats_stale",
         "1 when the guest's balloon stats stopped updating.",
-        fleet,
         |vm| Some(u64::from(vm.stale)),
-    );
-    gauge_family(
-        &mut out,
+    ),
+    (
         "ballast_vm_guest_oom_kills",
         "QEMU's stat-oom-kills counter of the guest (Linux >= 6.12), guest-reported.",
-        fleet,
         |vm| vm.counters.as_ref().and_then(|c| c.oom_kills),
-    );
+    ),
+];
 
-    let _ = writeln!(
-        out,
-        "# HELP ballast_guest_ooms_total Guest OOM reports captured, by verdict."
-    );
-    let _ = writeln!(out, "# TYPE ballast_guest_ooms_total counter");
-    for ((uuid, name, verdict), count) in &counters.ooms {
-        let _ = writeln!(
-            out,
-            "ballast_guest_ooms_total{{vm_uuid=\"{}\",vm_name=\"{}\",verdict=\"{}\"}} {count}",
-            label(uuid),
-            label(name),
-            label(verdict)
-        );
-    }
-    let _ = writeln!(out, "# HELP ballast_near_misses_total Balloon near misses (out_of_puff, silent_deflate, usable_low).");
-    let _ = writeln!(out, "# TYPE ballast_near_misses_total counter");
-    for (kind, count) in &counters.near_misses {
-        let _ = writeln!(
-            out,
-            "ballast_near_misses_total{{kind=\"{}\"}} {count}",
-            label(kind)
-        );
-    }
-    let scalars: [(&str, &str, &str, String); 8] = [
-        (
-            "ballast_agent_vms",
-            "gauge",
-            "VMs the agent watches.",
-            fleet.len().to_string(),
-        ),
-        (
-            "ballast_agent_polls_total",
-            "counter",
-            "Balloon polls done.",
-            counters.polls.to_string(),
-        ),
-        (
-            "ballast_agent_poll_errors_total",
-            "counter",
-            "Balloon polls that failed.",
-            counters.poll_errors.to_string(),
-        ),
-        (
-            "ballast_agent_poll_duration_seconds",
-            "gauge",
-            "Duration of the last poll.",
-            format!("{:.6}", counters.last_poll_seconds),
-        ),
-        (
-            "ballast_agent_flood_suppressed_total",
-            "counter",
-            "Guest reports dropped by flood control.",
-            counters.flood_suppressed.to_string(),
-        ),
-        (
-            "ballast_agent_spool_bytes",
-            "gauge",
-            "Bytes waiting in the spool.",
-            counters.spool_bytes.to_string(),
-        ),
-        (
-            "ballast_agent_spool_events",
-            "gauge",
-            "Events waiting in the spool.",
-            counters.spool_events.to_string(),
-        ),
-        (
-            "ballast_agent_dropped_rollups_total",
-            "counter",
-            "Rollups dropped because the spool was full.",
-            counters.dropped_rollups.to_string(),
-        ),
-    ];
-    for (name, kind, help, value) in scalars {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-        );
-    }
-    out
+/// The `vm_uuid` and `vm_name` labels of a VM.
+type VmLabels = [(&'static str, String); 2];
+
+/// One scrape of the monitor's state: the fleet's values copied out (under the fleet
+/// lock) and the counters, encoded after the locks are released.
+#[derive(Debug)]
+struct AgentScrape {
+    vms: usize,
+    /// Per VM: its labels and the value of each of [`VM_GAUGES`].
+    values: Vec<(VmLabels, [Option<u64>; VM_GAUGES.len()])>,
+    counters: AgentCounters,
 }
 
-fn gauge_family(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    fleet: &Fleet,
-    value: impl Fn(&crate::fleet::VmState) -> Option<u64>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    for vm in fleet.vms() {
-        if let Some(value) = value(vm) {
-            let _ = writeln!(
-                out,
-                "{name}{{vm_uuid=\"{}\",vm_name=\"{}\"}} {value}",
-                label(&vm.id.uuid),
-                label(&vm.id.name)
-            );
+impl AgentScrape {
+    fn of(fleet: &Fleet, counters: AgentCounters) -> Self {
+        let values = fleet
+            .vms()
+            .map(|vm| {
+                let labels = [
+                    ("vm_uuid", bounded_label(&vm.id.uuid)),
+                    ("vm_name", bounded_label(&vm.id.name)),
+                ];
+                (labels, VM_GAUGES.map(|(_, _, value)| value(vm)))
+            })
+            .collect();
+        Self {
+            vms: fleet.len(),
+            values,
+            counters,
         }
     }
+}
+
+impl Collector for AgentScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for (index, (name, help, _)) in VM_GAUGES.iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, values) in &self.values {
+                if let Some(value) = values[index] {
+                    ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
+        let c = &self.counters;
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_guest_ooms_total",
+            "Guest OOM reports captured, by verdict.",
+        )?;
+        for ((uuid, name, verdict), count) in &c.ooms {
+            let labels = [
+                ("vm_uuid", bounded_label(uuid)),
+                ("vm_name", bounded_label(name)),
+                ("verdict", bounded_label(verdict)),
+            ];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_near_misses_total",
+            "Balloon near misses (out_of_puff, silent_deflate, usable_low).",
+        )?;
+        for (kind, count) in &c.near_misses {
+            let labels = [("kind", bounded_label(kind))];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut encoder,
+            "ballast_agent_vms",
+            "VMs the agent watches.",
+            self.vms as u64,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_polls_total",
+            "Balloon polls done.",
+            c.polls,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_poll_errors_total",
+            "Balloon polls that failed.",
+            c.poll_errors,
+        )?;
+        gauge(
+            &mut encoder,
+            "ballast_agent_poll_duration_seconds",
+            "Duration of the last poll.",
+            c.last_poll_seconds,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_flood_suppressed_total",
+            "Guest reports dropped by flood control.",
+            c.flood_suppressed,
+        )?;
+        gauge(
+            &mut encoder,
+            "ballast_agent_spool_bytes",
+            "Bytes waiting in the spool.",
+            c.spool_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "ballast_agent_spool_events",
+            "Events waiting in the spool.",
+            c.spool_events,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_dropped_rollups_total",
+            "Rollups dropped because the spool was full.",
+            c.dropped_rollups,
+        )
+    }
+}
+
+/// One scrape of the sender's counters (read from its atomics at `now_ms`).
+#[derive(Debug)]
+struct SinkScrape {
+    refusals: [(&'static str, u64); Refusal::COUNT],
+    held_seconds: f64,
+    last_success_seconds: f64,
+    delivered: u64,
+    dead_letters: u64,
+    send_errors: u64,
+}
+
+impl SinkScrape {
+    fn of(stats: &SinkStats, now_ms: i64) -> Self {
+        let last_success = stats.last_success_ms.load(Ordering::Relaxed);
+        Self {
+            refusals: Refusal::ALL.map(|reason| {
+                let count = stats.refusals[reason.index()].load(Ordering::Relaxed);
+                (reason.name(), count)
+            }),
+            held_seconds: stats.held_secs(now_ms),
+            last_success_seconds: last_success.max(0) as f64 / 1000.0,
+            delivered: stats.events_sent.load(Ordering::Relaxed),
+            dead_letters: stats.dead_letters.load(Ordering::Relaxed),
+            send_errors: stats.send_errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Collector for SinkScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_agent_delivery_refusals_total",
+            "Deliveries the collector (or whatever answers at collector.url) refused or never answered; the events stay in the spool.",
+        )?;
+        for (reason, count) in self.refusals {
+            ConstCounter::new(count).encode(family.encode_family(&[("reason", reason)])?)?;
+        }
+        gauge(
+            &mut encoder,
+            "ballast_agent_delivery_held_seconds",
+            "Seconds since delivery to the collector is held (first refusal after the last success); 0 when delivering.",
+            self.held_seconds,
+        )?;
+        gauge(
+            &mut encoder,
+            "ballast_agent_last_delivery_timestamp_seconds",
+            "Unix time of the last batch the collector confirmed; 0 before the first.",
+            self.last_success_seconds,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_delivered_events_total",
+            "Events the collector confirmed (duplicates included).",
+            self.delivered,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_dead_letters_total",
+            "Events set aside in the dead-letter file because the collector named them invalid (ballast-agent spool replay-dead-letters sends them again).",
+            self.dead_letters,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_send_errors_total",
+            "Failed send attempts of any kind.",
+            self.send_errors,
+        )
+    }
+}
+
+/// The `# HELP`/`# TYPE` lines of a counter family named `name` (with its `_total`,
+/// which the encoder adds to every counter's name); its series follow.
+fn counter_family<'e>(
+    encoder: &'e mut DescriptorEncoder,
+    name: &'e str,
+    help: &str,
+) -> Result<prometheus_client::encoding::MetricEncoder<'e>, std::fmt::Error> {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    encoder.encode_descriptor(base, help, None, MetricType::Counter)
+}
+
+/// A counter without labels.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    ConstCounter::new(value).encode(counter_family(encoder, name, help)?)
+}
+
+/// A gauge without labels.
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: impl EncodeGaugeValue,
+) -> std::fmt::Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 fn now_ms() -> i64 {
     crate::enrich::epoch_ms(std::time::SystemTime::now())
 }
 
-/// Escapes a label value (`\`, `"`, newline) per the exposition format.
-fn label(value: &str) -> String {
-    let mut escaped = String::with_capacity(value.len());
-    for c in value.chars().take(256) {
-        match c {
-            '\\' => escaped.push_str("\\\\"),
-            '"' => escaped.push_str("\\\""),
-            '\n' => escaped.push_str("\\n"),
-            c if c.is_control() => escaped.push('?'),
-            c => escaped.push(c),
-        }
-    }
-    escaped
+/// A label value as exported: at most 256 characters, control characters other than
+/// newline shown as `?`. Escaping (`\`, `"`, newline) is the encoder's.
+fn bounded_label(value: &str) -> String {
+    value
+        .chars()
+        .take(256)
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
 }
 
 /// Connections served at once; more wait in the kernel's accept queue (no file
@@ -339,10 +490,9 @@ async fn answer(
     match tokio::task::spawn_blocking(move || shared.render()).await {
         Ok(body) => {
             let mut response = Response::new(Full::new(Bytes::from(body)));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
-            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
             Ok(response)
         }
         Err(error) => {
@@ -356,14 +506,25 @@ async fn answer(
 mod tests {
     use super::*;
     use crate::hypervisor::{BalloonSample, DomainId};
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
+
+    /// The value of the one series `series` (name and labels as written) in `text`.
+    fn value(text: &str, series: &str) -> f64 {
+        let values: Vec<f64> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map(|value| value.parse().expect("a number"))
+            .collect();
+        assert_eq!(values.len(), 1, "{series} once in\n{text}");
+        values[0]
+    }
 
     #[test]
     fn renders_per_vm_gauges_with_escaped_labels() {
         let mut fleet = Fleet::new(10);
         let id = DomainId {
             uuid: "3f2a".into(),
-            name: "web \"1\"\n".into(),
+            name: "web \"1\" C:\\vm\n\r".into(),
         };
         let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         fleet.apply_poll(
@@ -381,17 +542,102 @@ mod tests {
         counters
             .ooms
             .insert(("3f2a".into(), "web".into(), "balloon".into()), 2);
+        counters.last_poll_seconds = 0.25;
         let text = render(&fleet, &counters);
-        assert!(text.contains("ballast_vm_balloon_actual_bytes{vm_uuid=\"3f2a\",vm_name=\"web \\\"1\\\"\\n\"} 209715200"), "{text}");
+        assert!(text.contains("ballast_vm_balloon_actual_bytes{vm_uuid=\"3f2a\",vm_name=\"web \\\"1\\\" C:\\\\vm\\n?\"} 209715200\n"), "{text}");
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("ballast_vm_"))
+                .count(),
+            3,
+            "one line per series, the newline escaped: {text}"
+        );
         assert!(text.contains(
-            "ballast_guest_ooms_total{vm_uuid=\"3f2a\",vm_name=\"web\",verdict=\"balloon\"} 2"
+            "ballast_guest_ooms_total{vm_uuid=\"3f2a\",vm_name=\"web\",verdict=\"balloon\"} 2\n"
         ));
-        assert!(text.contains("ballast_agent_vms 1"));
         assert!(
-            !text.contains("ballast_vm_guest_mem_available_bytes{"),
+            text.contains("# TYPE ballast_guest_ooms_total counter\n"),
+            "{text}"
+        );
+        assert_eq!(value(&text, "ballast_agent_vms"), 1.0);
+        assert_eq!(value(&text, "ballast_agent_poll_duration_seconds"), 0.25);
+        assert!(
+            text.contains("# TYPE ballast_vm_guest_mem_available_bytes gauge\n")
+                && !text.contains("ballast_vm_guest_mem_available_bytes{"),
             "missing values are not exported as 0"
         );
-        let _ = SystemTime::now();
+    }
+
+    #[test]
+    fn long_label_values_are_cut_at_256_characters() {
+        let mut counters = AgentCounters::default();
+        counters.near_misses.insert("x".repeat(300), 1);
+        let text = render(&Fleet::new(1), &counters);
+        let cut = format!(
+            "ballast_near_misses_total{{kind=\"{}\"}} 1\n",
+            "x".repeat(256)
+        );
+        assert!(text.contains(&cut), "{text}");
+    }
+
+    #[test]
+    fn refusals_hold_until_a_success_and_are_exported_by_reason() {
+        use crate::sink::BatchSent;
+        let stats = SinkStats::default();
+        let text = render_sink(&stats, 5_000);
+        assert_eq!(
+            value(
+                &text,
+                "ballast_agent_delivery_refusals_total{reason=\"not_found\"}"
+            ),
+            0.0
+        );
+        assert_eq!(value(&text, "ballast_agent_delivery_held_seconds"), 0.0);
+        stats.refused(Refusal::NotFound, 10_000);
+        stats.refused(Refusal::NotFound, 20_000);
+        stats.refused(Refusal::Connect, 30_000);
+        let text = render_sink(&stats, 70_000);
+        assert_eq!(
+            value(
+                &text,
+                "ballast_agent_delivery_refusals_total{reason=\"not_found\"}"
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ballast_agent_delivery_refusals_total{reason=\"connect\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "ballast_agent_delivery_held_seconds"),
+            60.0,
+            "held since the first refusal: {text}"
+        );
+        BatchSent {
+            events: 3,
+            body_bytes: 100,
+            accepted: 3,
+            duplicates: 0,
+            elapsed: Duration::ZERO,
+        }
+        .emit(&stats, 80_000);
+        let text = render_sink(&stats, 90_000);
+        assert_eq!(value(&text, "ballast_agent_delivery_held_seconds"), 0.0);
+        assert_eq!(
+            value(&text, "ballast_agent_last_delivery_timestamp_seconds"),
+            80.0
+        );
+        assert_eq!(value(&text, "ballast_agent_delivered_events_total"), 3.0);
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.starts_with("ballast_agent_delivery_refusals_total{"))
+                .count(),
+            Refusal::COUNT,
+            "a fixed label set"
+        );
     }
 
     /// A listener on 127.0.0.1 serving an empty fleet, in its own runtime.
@@ -436,7 +682,7 @@ mod tests {
         );
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(
-            ok.contains("content-type: text/plain; version=0.0.4\r\n"),
+            ok.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"),
             "{ok}"
         );
         assert!(

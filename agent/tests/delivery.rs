@@ -618,10 +618,8 @@ async fn a_refused_event_is_dead_lettered_and_the_rest_arrives_against_stub_coll
     );
     assert_eq!(spool.stats().counters.dead_lettered, 1);
     assert_eq!(sender.stats.dead_letters.load(Ordering::Relaxed), 1);
-    assert!(sender
-        .stats
-        .render_metrics(0)
-        .contains("ballast_agent_dead_letters_total 1"));
+    assert!(ballast_agent::metrics::render_sink(&sender.stats, 0)
+        .contains("ballast_agent_dead_letters_total 1\n"));
     sender.stop().await;
 }
 
@@ -743,9 +741,9 @@ async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub
         0,
         "nothing is dead-lettered"
     );
-    let metrics = sender.stats.render_metrics(i64::MAX / 2);
+    let metrics = ballast_agent::metrics::render_sink(&sender.stats, i64::MAX / 2);
     assert!(
-        !metrics.contains("ballast_agent_delivery_held_seconds 0.000"),
+        !metrics.contains("ballast_agent_delivery_held_seconds 0.0\n"),
         "{metrics}"
     );
     let held = sink::DeliveryState::read(&dir.path().join("delivery.json")).expect("state");
@@ -766,10 +764,10 @@ async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub
     .await;
     assert_eq!(state.keys(), expected_keys(&events), "every event, once");
     assert_eq!(state.received.load(Ordering::Relaxed), 30, "no resends");
-    assert!(sender
-        .stats
-        .render_metrics(i64::MAX / 2)
-        .contains("ballast_agent_delivery_held_seconds 0.000"));
+    assert!(
+        ballast_agent::metrics::render_sink(&sender.stats, i64::MAX / 2)
+            .contains("ballast_agent_delivery_held_seconds 0.0\n")
+    );
     let resumed = sink::DeliveryState::read(&dir.path().join("delivery.json")).expect("state");
     assert_eq!(resumed.held, None);
     sender.stop().await;

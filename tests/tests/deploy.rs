@@ -73,7 +73,7 @@ fn read(path: &Path) -> String {
 /// The metric families the agent exports (every `# TYPE` line of an empty render).
 fn exported_metrics() -> BTreeSet<String> {
     // The sender's families follow the monitor's on the same /metrics page.
-    let sender = ballast_agent::sink::SinkStats::default().render_metrics(0);
+    let sender = ballast_agent::metrics::render_sink(&ballast_agent::sink::SinkStats::default(), 0);
     (render(&Fleet::new(1), &AgentCounters::default()) + &sender)
         .lines()
         .filter_map(|line| line.strip_prefix("# TYPE "))

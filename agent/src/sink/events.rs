@@ -1,7 +1,7 @@
 //! The sender's internal events: one struct per event, `emit()` = log + counter
-//! (exported through [`SinkStats`] for the Health event and `/metrics`).
+//! (exported through [`SinkStats`] for the Health event and `/metrics`, whose text
+//! `crate::metrics` writes).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -47,64 +47,6 @@ impl SinkStats {
             0 => 0.0,
             since => (now_ms.saturating_sub(since).max(0) as f64) / 1000.0,
         }
-    }
-
-    /// The sender's part of the agent's `/metrics` text.
-    pub fn render_metrics(&self, now_ms: i64) -> String {
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP ballast_agent_delivery_refusals_total Deliveries the collector (or whatever answers at collector.url) refused or never answered; the events stay in the spool.\n\
-             # TYPE ballast_agent_delivery_refusals_total counter"
-        );
-        for reason in Refusal::ALL {
-            let _ = writeln!(
-                out,
-                "ballast_agent_delivery_refusals_total{{reason=\"{}\"}} {}",
-                reason.name(),
-                self.refusals[reason.index()].load(Ordering::Relaxed)
-            );
-        }
-        let last_success = self.last_success_ms.load(Ordering::Relaxed);
-        let scalars: [(&str, &str, &str, String); 5] = [
-            (
-                "ballast_agent_delivery_held_seconds",
-                "gauge",
-                "Seconds since delivery to the collector is held (first refusal after the last success); 0 when delivering.",
-                format!("{:.3}", self.held_secs(now_ms)),
-            ),
-            (
-                "ballast_agent_last_delivery_timestamp_seconds",
-                "gauge",
-                "Unix time of the last batch the collector confirmed; 0 before the first.",
-                format!("{:.3}", last_success.max(0) as f64 / 1000.0),
-            ),
-            (
-                "ballast_agent_delivered_events_total",
-                "counter",
-                "Events the collector confirmed (duplicates included).",
-                self.events_sent.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "ballast_agent_dead_letters_total",
-                "counter",
-                "Events set aside in the dead-letter file because the collector named them invalid (ballast-agent spool replay-dead-letters sends them again).",
-                self.dead_letters.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "ballast_agent_send_errors_total",
-                "counter",
-                "Failed send attempts of any kind.",
-                self.send_errors.load(Ordering::Relaxed).to_string(),
-            ),
-        ];
-        for (name, kind, help, value) in scalars {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        }
-        out
     }
 }
 
@@ -205,53 +147,5 @@ impl CollectorSendError<'_> {
                 "CollectorSendError"
             );
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn refusals_hold_until_a_success_and_are_exported_by_reason() {
-        let stats = SinkStats::default();
-        let text = stats.render_metrics(5_000);
-        assert!(text.contains("ballast_agent_delivery_refusals_total{reason=\"not_found\"} 0"));
-        assert!(
-            text.contains("ballast_agent_delivery_held_seconds 0.000"),
-            "{text}"
-        );
-        stats.refused(Refusal::NotFound, 10_000);
-        stats.refused(Refusal::NotFound, 20_000);
-        stats.refused(Refusal::Connect, 30_000);
-        let text = stats.render_metrics(70_000);
-        assert!(text.contains("ballast_agent_delivery_refusals_total{reason=\"not_found\"} 2"));
-        assert!(text.contains("ballast_agent_delivery_refusals_total{reason=\"connect\"} 1"));
-        assert!(
-            text.contains("ballast_agent_delivery_held_seconds 60.000"),
-            "held since the first refusal: {text}"
-        );
-        BatchSent {
-            events: 3,
-            body_bytes: 100,
-            accepted: 3,
-            duplicates: 0,
-            elapsed: Duration::ZERO,
-        }
-        .emit(&stats, 80_000);
-        let text = stats.render_metrics(90_000);
-        assert!(
-            text.contains("ballast_agent_delivery_held_seconds 0.000"),
-            "{text}"
-        );
-        assert!(text.contains("ballast_agent_last_delivery_timestamp_seconds 80.000"));
-        assert!(text.contains("ballast_agent_delivered_events_total 3"));
-        assert_eq!(
-            text.lines()
-                .filter(|line| line.starts_with("ballast_agent_delivery_refusals_total{"))
-                .count(),
-            Refusal::COUNT,
-            "a fixed label set"
-        );
     }
 }
