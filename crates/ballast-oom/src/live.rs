@@ -335,7 +335,11 @@ impl<T> LiveParser<T> {
         let Some(first) = self.window.iter().position(|entry| entry.start >= from) else {
             return Vec::new();
         };
-        for index in 0..first {
+        // Lines the parse starts past: each searched once for a boot banner.
+        let unsearched = self
+            .window
+            .partition_point(|entry| entry.start < self.banner_through);
+        for index in unsearched..first {
             self.search_banner(index);
         }
         // Unless a report is held back below, the next poll starts past this text (at
