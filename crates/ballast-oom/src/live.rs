@@ -27,6 +27,7 @@ use aho_corasick::AhoCorasick;
 
 use crate::decode::Decoding;
 use crate::fields;
+use crate::limits::MAX_WINDOW_BYTES;
 use crate::report::Report;
 use crate::scan::{self, Seed, ANCHORS};
 use crate::stream;
@@ -114,11 +115,16 @@ pub struct LiveReport {
     pub has_end: bool,
 }
 
+/// One line of the window; its bytes are in [`LiveParser::text`].
 #[derive(Debug)]
 struct Entry<T> {
     start: u64,
     end: u64,
-    bytes: Vec<u8>,
+    /// Where the line's bytes start: an offset of the text since the parser began
+    /// (`LiveParser::text[at - text_base..]`).
+    at: usize,
+    /// The line's bytes, without the line break.
+    len: usize,
     /// A line break follows (false only for the end of a [`LiveParser::push_text`]).
     newline: bool,
     /// The line may still grow (the end of a `push_text`, until [`LiveParser::end_line`]).
@@ -126,10 +132,22 @@ struct Entry<T> {
     tag: T,
 }
 
+impl<T> Entry<T> {
+    /// Bytes the line takes in the window's text, its line break included.
+    fn cost(&self) -> usize {
+        self.len + usize::from(self.newline)
+    }
+}
+
 /// A live log's window and watermark (see the module documentation).
 #[derive(Debug)]
 pub struct LiveParser<T> {
     config: LiveConfig,
+    /// The window's lines, joined by their line breaks as they came: the parse reads
+    /// it as it is (no copy). Bytes before the first line are dropped lazily.
+    text: Vec<u8>,
+    /// Offset (since the parser began) of `text[0]`.
+    text_base: usize,
     window: VecDeque<Entry<T>>,
     window_bytes: usize,
     /// Reports starting before this stream position were returned already.
@@ -149,14 +167,21 @@ pub struct LiveParser<T> {
     banner_through: u64,
 }
 
+/// Text kept beyond the window before its dropped part is given back.
+const MIN_COMPACT_BYTES: usize = 4096;
+
 impl<T> LiveParser<T> {
-    /// A parser that returns no report starting before `emitted_through`.
-    pub fn new(config: LiveConfig, emitted_through: u64) -> Self {
+    /// A parser that returns no report starting before `emitted_through`. Its window
+    /// holds at most [`MAX_WINDOW_BYTES`], whatever `config` asks.
+    pub fn new(mut config: LiveConfig, emitted_through: u64) -> Self {
+        config.window_bytes = config.window_bytes.min(MAX_WINDOW_BYTES);
         // Room for the idle tail and the line that pushes one out: a quiet log never
         // grows it.
         let capacity = config.idle_lines.map_or(0, |lines| lines + 1);
         LiveParser {
             config,
+            text: Vec::new(),
+            text_base: 0,
             window: VecDeque::with_capacity(capacity),
             window_bytes: 0,
             emitted_through,
@@ -169,13 +194,19 @@ impl<T> LiveParser<T> {
         }
     }
 
+    /// The bytes of `entry` (without its line break).
+    fn bytes(&self, entry: &Entry<T>) -> &[u8] {
+        let from = entry.at - self.text_base;
+        self.text.get(from..from + entry.len).unwrap_or_default()
+    }
+
     /// Remembers the boot banner of a line the parse will not see again (once a line).
     fn search_banner(&mut self, index: usize) {
         let Some(entry) = self.window.get(index) else {
             return;
         };
         if entry.start >= self.banner_through {
-            if let Some(release) = fields::last_kernel_banner(&entry.bytes) {
+            if let Some(release) = fields::last_kernel_banner(self.bytes(entry)) {
                 self.banner = Some(release);
             }
             self.banner_through = entry.end;
@@ -224,6 +255,9 @@ impl<T> LiveParser<T> {
     /// Forgets the window (the stream was cut: truncation, a new file).
     pub fn clear_window(&mut self) {
         self.window.clear();
+        self.text_base += self.text.len();
+        self.text.clear();
+        self.text.shrink_to(MIN_COMPACT_BYTES);
         self.window_bytes = 0;
         self.waiting = false;
         self.trigger_pending = false;
@@ -231,14 +265,7 @@ impl<T> LiveParser<T> {
 
     /// Adds one whole line.
     pub fn push(&mut self, line: LiveLine<T>) {
-        self.add(Entry {
-            start: line.start,
-            end: line.end,
-            bytes: line.bytes,
-            newline: true,
-            open: false,
-            tag: line.tag,
-        });
+        self.add(line.start, line.end, &line.bytes, true, line.tag);
     }
 
     /// Adds `text` whose first byte has stream position `start`, split at `\n`. A
@@ -256,28 +283,28 @@ impl<T> LiveParser<T> {
             };
             let consumed = piece.len() + usize::from(newline);
             let position = start.saturating_add(at as u64);
+            let end = position.saturating_add(consumed as u64);
             at += consumed;
             match self.window.back_mut() {
+                // The open line is the text's last: it grows in place.
                 Some(open) if open.open && open.end == position => {
-                    open.bytes.extend_from_slice(piece);
-                    open.end = position.saturating_add(consumed as u64);
+                    open.len += piece.len();
+                    open.end = end;
                     open.newline = newline;
                     open.open = !newline;
                     open.tag = tag.clone();
-                    self.window_bytes += piece.len() + usize::from(newline);
-                    if may_belong_to_report(&open.bytes) {
+                    let from = open.at - self.text_base;
+                    self.text.extend_from_slice(piece);
+                    if newline {
+                        self.text.push(b'\n');
+                    }
+                    self.window_bytes += consumed;
+                    if may_belong_to_report(&self.text[from..]) {
                         self.trigger_pending = true;
                     }
                     self.trim();
                 }
-                _ => self.add(Entry {
-                    start: position,
-                    end: position.saturating_add(consumed as u64),
-                    bytes: piece.to_vec(),
-                    newline,
-                    open: !newline,
-                    tag: tag.clone(),
-                }),
+                _ => self.add(position, end, piece, newline, tag.clone()),
             }
         }
     }
@@ -290,12 +317,25 @@ impl<T> LiveParser<T> {
         }
     }
 
-    fn add(&mut self, entry: Entry<T>) {
-        if may_belong_to_report(&entry.bytes) {
+    fn add(&mut self, start: u64, end: u64, bytes: &[u8], newline: bool, tag: T) {
+        if may_belong_to_report(bytes) {
             self.trigger_pending = true;
         }
         self.lines_since_poll += 1;
-        self.window_bytes += entry.bytes.len() + usize::from(entry.newline);
+        let entry = Entry {
+            start,
+            end,
+            at: self.text_base + self.text.len(),
+            len: bytes.len(),
+            newline,
+            open: !newline,
+            tag,
+        };
+        self.text.extend_from_slice(bytes);
+        if newline {
+            self.text.push(b'\n');
+        }
+        self.window_bytes += entry.cost();
         self.window.push_back(entry);
         self.trim();
     }
@@ -309,19 +349,50 @@ impl<T> LiveParser<T> {
             .idle_lines
             .filter(|_| !self.trigger_pending && !self.waiting);
         let keep_lines = idle.unwrap_or(usize::MAX);
+        let mut dropped = false;
         while self.window_bytes > self.config.window_bytes || self.window.len() > keep_lines {
             self.search_banner(0);
             match self.window.pop_front() {
-                Some(old) => self.window_bytes -= old.bytes.len() + usize::from(old.newline),
+                Some(old) => self.window_bytes -= old.cost(),
                 None => break,
             }
+            dropped = true;
+        }
+        if dropped {
+            self.compact();
         }
         // Back to idle after a report: give back the slots the report needed.
         if let Some(lines) = idle {
             if self.window.capacity() > 4 * (lines + 1) {
                 self.window.shrink_to(lines + 1);
             }
+            let room = (2 * self.text.len()).max(MIN_COMPACT_BYTES);
+            if self.text.capacity() > 2 * room {
+                self.text.shrink_to(room);
+            }
         }
+    }
+
+    /// Drops the text before the window's first line once it is most of the buffer
+    /// (each byte moved a bounded number of times: linear overall).
+    fn compact(&mut self) {
+        let first = self
+            .window
+            .front()
+            .map_or(self.text_base + self.text.len(), |entry| entry.at);
+        let dead = first - self.text_base;
+        if dead >= MIN_COMPACT_BYTES.max(self.text.len() / 2) || self.window.is_empty() {
+            self.text.drain(..dead);
+            self.text_base = first;
+        }
+    }
+
+    /// Index in the window of the line holding text offset `offset` (since the parser
+    /// began).
+    fn line_at(&self, offset: usize) -> usize {
+        self.window
+            .partition_point(|entry| entry.at <= offset)
+            .saturating_sub(1)
     }
 
     /// Parses the window past the watermark and returns, in stream order, the reports
@@ -344,7 +415,7 @@ impl<T> LiveParser<T> {
         }
         // Unless a report is held back below, the next poll starts past this text (at
         // the last line when it may still grow).
-        self.scanned_through =
+        let mut scanned_through =
             self.window.back().map_or(
                 from,
                 |entry| {
@@ -355,30 +426,20 @@ impl<T> LiveParser<T> {
                     }
                 },
             );
-        // The window past the watermark as one text, and where each line sits in it.
-        let mut text = Vec::with_capacity(self.window_bytes);
-        let mut text_starts = Vec::with_capacity(self.window.len() - first);
-        for entry in self.window.range(first..) {
-            text_starts.push(text.len());
-            text.extend_from_slice(&entry.bytes);
-            if entry.newline {
-                text.push(b'\n');
-            }
-        }
+        // The window past the watermark: the parse reads the text as it is.
+        let base = self.window.get(first).map_or(0, |entry| entry.at);
+        let text = self.text.get(base - self.text_base..).unwrap_or_default();
         let seed = Seed {
             kernel_banner: self.banner.clone(),
             ..Seed::default()
         };
-        let scanned = scan::scan_window(&text, seed);
+        let scanned = scan::scan_window(text, seed);
         if scanned.decoding == Decoding::None {
             // An unclaimed `Mem-Info:` (or task table header): a kill line still to come
             // may take it as its report's body, so the next poll reads it again.
-            let orphan = stream::unclaimed_mem_info(&text, scanned.last_report_end, text.len());
-            if let Some(at) = orphan {
-                let entry = self.window.get(first + line_index(&text_starts, at));
-                if let Some(entry) = entry {
-                    self.scanned_through = self.scanned_through.min(entry.start);
-                }
+            let orphan = stream::unclaimed_mem_info(text, scanned.last_report_end, text.len());
+            if let Some(entry) = orphan.and_then(|at| self.window.get(self.line_at(base + at))) {
+                scanned_through = scanned_through.min(entry.start);
             }
         }
         // The scan's own reports are the kernel's: kills read out of envelopes are apart.
@@ -390,12 +451,11 @@ impl<T> LiveParser<T> {
         let mut out = Vec::new();
         let mut held_at = None;
         for (index, report) in reports.into_iter().enumerate() {
-            let first_index = line_index(&text_starts, report.span.start_byte);
-            let last_index = line_index(&text_starts, report.span.end_byte.saturating_sub(1));
-            let (Some(first_entry), Some(last_entry)) = (
-                self.window.get(first + first_index),
-                self.window.get(first + last_index),
-            ) else {
+            let first_index = self.line_at(base + report.span.start_byte);
+            let last_index = self.line_at(base + report.span.end_byte.saturating_sub(1));
+            let (Some(first_entry), Some(last_entry)) =
+                (self.window.get(first_index), self.window.get(last_index))
+            else {
                 continue;
             };
             let (start, end) = (first_entry.start, last_entry.end);
@@ -408,7 +468,7 @@ impl<T> LiveParser<T> {
                 end,
                 has_end: report.has_end(),
                 reaped: report.killed.as_ref().is_some_and(|killed| killed.reaped),
-                lines_after: text_starts.len() - 1 - last_index,
+                lines_after: self.window.len() - 1 - last_index,
                 last: index + 1 == count,
                 last_tag: &last_entry.tag,
             };
@@ -437,9 +497,10 @@ impl<T> LiveParser<T> {
                 .position(|found| found.end > held_at)
                 .unwrap_or(out.len());
             self.waiting = true;
-            self.scanned_through = out.get(keep).map_or(held_at, |found| found.start);
+            scanned_through = out.get(keep).map_or(held_at, |found| found.start);
             out.truncate(keep);
         }
+        self.scanned_through = scanned_through;
         if let Some(last) = out.last() {
             self.emitted_through = self.emitted_through.max(last.end);
         }
@@ -456,14 +517,6 @@ pub fn kernel_reports(reports: Vec<Report>) -> Vec<Report> {
         .into_iter()
         .filter(|report| report.envelope.is_none())
         .collect()
-}
-
-/// Index of the line containing byte `offset` of the joined text.
-fn line_index(starts: &[usize], offset: usize) -> usize {
-    match starts.binary_search(&offset) {
-        Ok(index) => index,
-        Err(index) => index.saturating_sub(1),
-    }
 }
 
 #[cfg(test)]
@@ -540,6 +593,37 @@ mod tests {
         }
         assert_eq!(live.window_lines(), 8);
         assert!(live.poll(|_| true).is_empty());
+    }
+
+    #[test]
+    fn the_text_of_dropped_lines_is_given_back() {
+        let mut live = LiveParser::new(config(), 0);
+        let chatter = "[    1.0] eth0: link up";
+        // A report waiting to settle holds its lines...
+        live.push(line(0, KILL));
+        let mut at = 1000;
+        for _ in 0..10_000 {
+            live.push(line(at, chatter));
+            at += 100;
+        }
+        assert!(live.text.len() >= 10_000 * chatter.len());
+        assert_eq!(live.poll(|_| true).len(), 1);
+        // ...and once it is out and the log is quiet, only the idle tail's text stays.
+        for _ in 0..100 {
+            live.push(line(at, chatter));
+            at += 100;
+        }
+        assert_eq!(live.window_lines(), 8);
+        assert!(
+            live.text.len() <= 2 * MIN_COMPACT_BYTES,
+            "{}",
+            live.text.len()
+        );
+        assert!(
+            live.text.capacity() <= 8 * MIN_COMPACT_BYTES,
+            "{}",
+            live.text.capacity()
+        );
     }
 
     #[test]
