@@ -168,7 +168,7 @@ pub struct LiveParser<T> {
 }
 
 /// Text kept beyond the window before its dropped part is given back.
-const MIN_COMPACT_BYTES: usize = 4096;
+const MIN_COMPACT_BYTES: usize = 512;
 
 impl<T> LiveParser<T> {
     /// A parser that returns no report starting before `emitted_through`. Its window
