@@ -203,7 +203,7 @@ impl GuestAgentReader {
                     .min(settings.agent_backoff_max);
                 self.retry_at = Some(now + delay);
                 // The whole chain: libvirt's own words say why (timeout, not connected, ...).
-                let reason = crate::error_text::error_chain(&source);
+                let reason = ballast_daemon::error_chain(&source);
                 if self.failures == 1 {
                     tracing::info!(error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
                 } else {
@@ -483,7 +483,7 @@ mod tests {
         assert!(hypervisor.guest_file_calls(&id) >= 3, "open, read, close");
         hypervisor.update(&id, |domain| domain.file_api_disabled = true);
         let error = run_kernel_log(&hypervisor, &id, &settings, false).expect_err("no exec");
-        let text = crate::error_text::error_chain(&error);
+        let text = ballast_daemon::error_chain(&error);
         assert!(text.contains("capture.guest_agent_exec is false"), "{text}");
         assert!(text.contains("disabled"), "{text}");
         assert_eq!(hypervisor.guest_exec_calls(&id), 0);
