@@ -58,7 +58,7 @@ impl CaBundle {
             .build()
             .map_err(|error| CaFileError::Invalid {
                 path: path.to_path_buf(),
-                message: crate::error_text::error_chain(&error),
+                message: ballast_daemon::error_chain(&error),
             })?;
         Ok(bundle)
     }
@@ -66,7 +66,7 @@ impl CaBundle {
     fn certificates(&self) -> Result<Vec<reqwest::Certificate>, CaFileError> {
         reqwest::Certificate::from_pem_bundle(&self.pem).map_err(|error| CaFileError::Invalid {
             path: self.path.clone(),
-            message: crate::error_text::error_chain(&error),
+            message: ballast_daemon::error_chain(&error),
         })
     }
 

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ballast_daemon::config_file::{self, ConfigFileError};
 use serde::{Deserialize, Serialize};
 
 use crate::collector_tls::{self, CaBundle, CaFileError};
@@ -322,16 +323,12 @@ pub struct Settings {
 /// Reading the file failed, or its YAML does not fit the schema.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("Failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file could not be read or its YAML does not fit the schema (names the file,
+    /// and for YAML the line and column).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     /// The validation error is part of the message, not a `#[source]`: printed as a
-    /// chain ([`crate::error_text::error_chain`]) it would show twice.
+    /// chain ([`ballast_daemon::error_chain`]) it would show twice.
     #[error("{path}: {error}")]
     Invalid {
         path: PathBuf,
@@ -378,13 +375,7 @@ pub enum ValidationError {
 impl RawConfig {
     /// Parses YAML text; `path` only names the source in errors.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })
+        Ok(config_file::parse_yaml(text, path)?)
     }
 
     /// Keys written in a deprecated form in `text` (a config that parsed), one line
@@ -409,11 +400,7 @@ impl RawConfig {
 
     /// Reads and parses a file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml(&text, path)
+        Ok(config_file::read_yaml(path)?.0)
     }
 
     /// The defaults as commented YAML (the source of config/agent.example.yaml).
@@ -567,11 +554,7 @@ fn check_log_filter(text: &str) -> Result<(), String> {
 pub fn load(path: Option<&Path>, system_host_name: &str) -> Result<Settings, ConfigError> {
     let (raw, source, deprecations) = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
-            let raw = RawConfig::from_yaml(&text, path)?;
+            let (raw, text) = config_file::read_yaml::<RawConfig>(path)?;
             (raw, path.to_path_buf(), RawConfig::deprecations(&text))
         }
         None => (

@@ -14,7 +14,6 @@ pub mod collector_tls;
 pub mod config;
 pub mod daemon;
 pub mod enrich;
-pub mod error_text;
 pub mod explain;
 pub mod fleet;
 pub mod history;

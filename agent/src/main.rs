@@ -119,10 +119,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!(
-                "ballast-agent: {}",
-                ballast_agent::error_text::error_chain(&*error)
-            );
+            eprintln!("ballast-agent: {}", ballast_daemon::error_chain(&*error));
             cli::exit_code(&error)
         }
     }

@@ -8,14 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-pub use sd_notify::NotifyState;
-
-/// Sends states to systemd when it started us with `Type=notify` (else a no-op).
-pub fn notify(state: &[NotifyState]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Failed to notify systemd.");
-    }
-}
+pub use ballast_daemon::systemd::{notify, NotifyState};
 
 /// Sends `WATCHDOG=1` at most every `every` (half of `$WATCHDOG_USEC`).
 #[derive(Debug)]

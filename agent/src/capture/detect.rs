@@ -1,23 +1,20 @@
-//! OOM detection over a bounded window of recent console lines. Pure: lines and
-//! the time come in, settled reports come out.
+//! When a report on a live console is out: the agent's timing over
+//! [`ballast_oom::LiveParser`], which owns what a report is (the lines that can belong
+//! to one, the window, the parse, `has_end`, the kernel's reports only). Pure: lines
+//! and the time come in, settled reports come out.
 //!
-//! 1. Every line goes into the window (at most `window_bytes`; the oldest lines
-//!    fall out). `Out of puff!` lines are returned at once as near-miss lines.
-//! 2. A line that can belong to an OOM report (`Killed process`, `invoked
-//!    oom-killer`, ...) marks the window for a parse.
-//! 3. [`Detector::poll`] runs `ballast_oom::parse` over the window from the
-//!    emitted watermark on. A report whose kill line arrived is settled once the
-//!    `oom_reaper` line came, or `grace_lines` more lines came, or `grace`
-//!    passed; a report without a kill line (a panic, a lost end) after
-//!    `headless_timeout`. Settled reports come out in order, once: the
-//!    watermark (a stream offset, persisted by the caller) moves past them.
+//! 1. Every line goes into the parser's window (at most `window_bytes`; the oldest
+//!    lines fall out). `Out of puff!` lines are returned at once as near-miss lines.
+//! 2. [`Detector::poll`] parses when a line that can belong to a report arrived, or a
+//!    report waiting to settle may have settled. A report whose kill line arrived is
+//!    settled once the `oom_reaper` line came, or `grace_lines` more lines came, or
+//!    `grace` passed; a report without a kill line (a panic, a lost end) after
+//!    `headless_timeout`. Settled reports come out in order, once: the watermark (a
+//!    stream offset, persisted by the caller) moves past them.
 
-use std::collections::VecDeque;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use aho_corasick::AhoCorasick;
-use ballast_oom::Report;
+use ballast_oom::{LiveConfig, LiveLine, LiveParser, Pending, Report};
 
 use super::lines::Line;
 
@@ -48,12 +45,6 @@ pub struct PuffLine {
     pub text: String,
 }
 
-#[derive(Debug)]
-struct WindowLine {
-    line: Line,
-    arrived: Instant,
-}
-
 /// Lines kept while no report is pending (only the newest matter then).
 const IDLE_TAIL_LINES: usize = 8;
 
@@ -61,38 +52,12 @@ const IDLE_TAIL_LINES: usize = 8;
 #[derive(Debug)]
 pub struct Detector {
     config: DetectorConfig,
-    window: VecDeque<WindowLine>,
-    window_bytes: usize,
-    /// Reports starting before this stream offset were emitted already.
-    emitted_through: u64,
+    /// The window; each line tagged with its arrival time.
+    live: LiveParser<Instant>,
     /// Near-miss lines starting before this offset were returned already.
     near_miss_through: u64,
-    /// Text before this offset was parsed and held no report start (not persisted:
-    /// after a restart the text is parsed again, and the watermark drops repeats).
-    scanned_through: u64,
-    /// An OOM anchor line arrived since the last parse.
-    anchor_pending: bool,
     /// A report is waiting to settle: parse again at this time (or after enough lines).
     recheck_at: Option<Instant>,
-    lines_since_parse: usize,
-}
-
-fn anchors() -> &'static AhoCorasick {
-    static ANCHORS: OnceLock<AhoCorasick> = OnceLock::new();
-    ANCHORS.get_or_init(|| {
-        AhoCorasick::new([
-            "invoked oom-killer",
-            "Out of memory",
-            "Killed process",
-            "Kill process",
-            "killed process",
-            "oom-kill:",
-            "oom_reaper",
-            "no killable processes",
-            "Kernel panic",
-        ])
-        .expect("the anchor patterns are fixed literals")
-    })
 }
 
 fn is_out_of_puff(bytes: &[u8]) -> bool {
@@ -111,23 +76,26 @@ pub fn bounded_text(bytes: &[u8], max: usize) -> String {
 
 impl Detector {
     pub fn new(config: DetectorConfig, emitted_through: u64, near_miss_through: u64) -> Self {
+        let live = LiveParser::new(
+            LiveConfig {
+                window_bytes: config.window_bytes,
+                // A console without OOMs costs a few KiB per VM instead of the whole
+                // window (500 VMs: tens of MiB).
+                idle_lines: Some(IDLE_TAIL_LINES),
+                max_text_bytes: config.max_raw_bytes,
+            },
+            emitted_through,
+        );
         Detector {
             config,
-            // Room for the idle tail and the line that pushes one out: a quiet
-            // console never grows it (VecDeque would double to 16 slots of 72 bytes).
-            window: VecDeque::with_capacity(IDLE_TAIL_LINES + 1),
-            window_bytes: 0,
-            emitted_through,
+            live,
             near_miss_through,
-            scanned_through: 0,
-            anchor_pending: false,
             recheck_at: None,
-            lines_since_parse: 0,
         }
     }
 
     pub fn emitted_through(&self) -> u64 {
-        self.emitted_through
+        self.live.emitted_through()
     }
 
     pub fn near_miss_through(&self) -> u64 {
@@ -136,24 +104,19 @@ impl Detector {
 
     /// Bytes of line text held in the window.
     pub fn window_bytes(&self) -> usize {
-        self.window_bytes
+        self.live.window_bytes()
     }
 
     /// Where a restarted reader should start so no unsettled report is lost:
     /// the first line in the window past the watermark (None: nothing held).
     pub fn resume_offset(&self) -> Option<u64> {
-        self.window
-            .iter()
-            .find(|entry| entry.line.start >= self.emitted_through)
-            .map(|entry| entry.line.start)
+        self.live.resume_offset()
     }
 
     /// Forgets the window (the stream was cut: truncation, a new file).
     pub fn clear_window(&mut self) {
-        self.window.clear();
-        self.window_bytes = 0;
+        self.live.clear_window();
         self.recheck_at = None;
-        self.anchor_pending = false;
     }
 
     /// Adds one line; returns it as a near-miss line when it is `Out of puff!`.
@@ -166,38 +129,20 @@ impl Detector {
                 text: bounded_text(&line.bytes, 512),
             });
         }
-        if anchors().is_match(&line.bytes) {
-            self.anchor_pending = true;
-        }
-        self.lines_since_parse += 1;
-        self.window_bytes += line.bytes.len() + 1;
-        self.window.push_back(WindowLine { line, arrived: now });
-        // Nothing waits (no anchor since the last parse, no report settling): older lines
-        // hold no report start, so only a short tail is kept. A console without OOMs then
-        // costs a few KiB per VM instead of the whole window (500 VMs: tens of MiB).
-        let keep_lines = if self.anchor_pending || self.recheck_at.is_some() {
-            usize::MAX
-        } else {
-            IDLE_TAIL_LINES
-        };
-        while self.window_bytes > self.config.window_bytes || self.window.len() > keep_lines {
-            match self.window.pop_front() {
-                Some(old) => self.window_bytes -= old.line.bytes.len() + 1,
-                None => break,
-            }
-        }
-        // Back to idle after a report: give back the slots the report needed.
-        if keep_lines == IDLE_TAIL_LINES && self.window.capacity() > 4 * (IDLE_TAIL_LINES + 1) {
-            self.window.shrink_to(IDLE_TAIL_LINES + 1);
-        }
+        self.live.push(LiveLine {
+            start: line.start,
+            end: line.end,
+            bytes: line.bytes,
+            tag: now,
+        });
         puff
     }
 
     fn parse_due(&self, now: Instant) -> bool {
-        self.anchor_pending
-            || self
-                .recheck_at
-                .is_some_and(|at| now >= at || self.lines_since_parse >= self.config.grace_lines)
+        self.live.trigger_pending()
+            || self.recheck_at.is_some_and(|at| {
+                now >= at || self.live.lines_since_poll() >= self.config.grace_lines
+            })
     }
 
     /// Parses the window when something may have settled; returns newly settled reports.
@@ -205,88 +150,43 @@ impl Detector {
         if !self.parse_due(now) {
             return Vec::new();
         }
-        self.anchor_pending = false;
-        self.recheck_at = None;
-        self.lines_since_parse = 0;
-        let from = self.emitted_through.max(self.scanned_through);
-        let first = self
-            .window
-            .iter()
-            .position(|entry| entry.line.start >= from);
-        let Some(first) = first else {
-            return Vec::new();
-        };
-        // Unless a report waits to settle below, the next parse starts past this text.
-        self.scanned_through = self.window.back().map_or(from, |entry| entry.line.end);
-        // The window past the watermark as one text, and where each line sits in it.
-        let mut text = Vec::with_capacity(self.window_bytes);
-        let mut text_starts = Vec::with_capacity(self.window.len() - first);
-        for entry in self.window.range(first..) {
-            text_starts.push(text.len());
-            text.extend_from_slice(&entry.line.bytes);
-            text.push(b'\n');
-        }
-        let parsed = ballast_oom::parse(&text);
-        let base = first;
-        let mut settled = Vec::new();
-        // A kill line re-logged in another program's message (node-problem-detector,
-        // a Kubernetes event) is not the guest kernel's report: the kernel's own copy is
-        // the OOM, and the re-log, with its own stamp, would be counted as a second one.
-        for report in parsed.reports.into_iter().filter(|r| r.envelope.is_none()) {
-            let first_idx = line_index(&text_starts, report.span.start_byte);
-            let last_idx = line_index(&text_starts, report.span.end_byte.saturating_sub(1));
-            let (Some(first_entry), Some(last_entry)) = (
-                self.window.get(base + first_idx),
-                self.window.get(base + last_idx),
-            ) else {
-                continue;
-            };
-            let start = first_entry.line.start;
-            let end = last_entry.line.end;
-            if start < self.emitted_through {
-                continue;
-            }
-            let lines_after = text_starts.len() - 1 - last_idx;
-            let has_end = report.killed.is_some() || report.panic.is_some() || report.no_killable;
-            let reaped = report.killed.as_ref().is_some_and(|killed| killed.reaped);
-            let waited = now.saturating_duration_since(last_entry.arrived);
-            let settle_at = if has_end {
-                if reaped || lines_after >= self.config.grace_lines || waited >= self.config.grace {
-                    None
-                } else {
-                    Some(last_entry.arrived + self.config.grace)
-                }
-            } else if waited >= self.config.headless_timeout {
-                None
-            } else {
-                Some(last_entry.arrived + self.config.headless_timeout)
-            };
-            if let Some(at) = settle_at {
-                // Later reports wait too: they come out in stream order.
-                self.recheck_at = Some(at);
-                self.scanned_through = start;
-                break;
-            }
-            let span_text = text
-                .get(report.span.start_byte..report.span.end_byte)
-                .unwrap_or_default();
-            settled.push(Detected {
-                raw: bounded_text(span_text, self.config.max_raw_bytes),
-                report,
-                start,
-                end,
-            });
-            self.emitted_through = end;
-        }
+        let config = &self.config;
+        let mut recheck_at = None;
+        let settled = self.live.poll(|pending| {
+            recheck_at = settle_at(config, pending, now);
+            recheck_at.is_none()
+        });
+        self.recheck_at = recheck_at;
         settled
+            .into_iter()
+            .map(|found| Detected {
+                raw: bounded_text(&found.text, self.config.max_raw_bytes),
+                report: found.report,
+                start: found.start,
+                end: found.end,
+            })
+            .collect()
     }
 }
 
-/// Index of the line containing byte `offset` of the joined text.
-fn line_index(starts: &[usize], offset: usize) -> usize {
-    match starts.binary_search(&offset) {
-        Ok(index) => index,
-        Err(index) => index.saturating_sub(1),
+/// When `pending` settles: `None` now, else the time to look again.
+fn settle_at(
+    config: &DetectorConfig,
+    pending: &Pending<'_, Instant>,
+    now: Instant,
+) -> Option<Instant> {
+    let arrived = *pending.last_tag;
+    let waited = now.saturating_duration_since(arrived);
+    if pending.has_end {
+        if pending.reaped || pending.lines_after >= config.grace_lines || waited >= config.grace {
+            None
+        } else {
+            Some(arrived + config.grace)
+        }
+    } else if waited >= config.headless_timeout {
+        None
+    } else {
+        Some(arrived + config.headless_timeout)
     }
 }
 
@@ -408,16 +308,16 @@ pub(crate) mod tests {
             .collect();
         feed(&mut detector, &mut splitter, &chatter, now);
         assert!(detector.poll(now).is_empty());
-        assert_eq!(detector.window.len(), IDLE_TAIL_LINES);
-        assert_eq!(detector.window.capacity(), IDLE_TAIL_LINES + 1);
+        assert_eq!(detector.live.window_lines(), IDLE_TAIL_LINES);
+        assert_eq!(detector.live.window_capacity(), IDLE_TAIL_LINES + 1);
         // A report widens the window while it settles...
         feed(&mut detector, &mut splitter, LAB_LOG, now);
-        assert!(detector.window.capacity() > 4 * (IDLE_TAIL_LINES + 1));
+        assert!(detector.live.window_capacity() > 4 * (IDLE_TAIL_LINES + 1));
         assert_eq!(detector.poll(now + Duration::from_secs(2)).len(), 1);
         // ...and the next quiet line gives the slots back.
         feed(&mut detector, &mut splitter, &chatter, now);
-        assert_eq!(detector.window.len(), IDLE_TAIL_LINES);
-        assert!(detector.window.capacity() <= 2 * (IDLE_TAIL_LINES + 1));
+        assert_eq!(detector.live.window_lines(), IDLE_TAIL_LINES);
+        assert!(detector.live.window_capacity() <= 2 * (IDLE_TAIL_LINES + 1));
     }
 
     #[test]

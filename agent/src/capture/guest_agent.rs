@@ -7,10 +7,11 @@
 //!    operator allows it (`capture.guest_agent_exec`), `/bin/dmesg` runs through
 //!    [`Hypervisor::guest_exec`], and if that fails `journalctl -k -o
 //!    short-monotonic` (the parser reads both).
-//! 2. The output is parsed; a report is new when its first line's monotonic
-//!    stamp is past the cursor (the stamp of the last report taken). The last
-//!    report of the output is left for the next fetch when it has no kill line
-//!    yet (still being printed).
+//! 2. The output is read as a whole log through [`ballast_oom::LiveParser`] (the
+//!    kernel's own reports); a report is new when its first line's monotonic stamp
+//!    is past the cursor (the stamp of the last report taken). The last report of
+//!    the output is left for the next fetch when it has no end yet (still being
+//!    printed).
 //! 3. A reboot resets the guest's clock: when the output's first stamp moved
 //!    back (the ring buffer only drops old records, so within one boot it only
 //!    moves forward) or its last stamp is below the cursor, the cursor restarts.
@@ -23,7 +24,7 @@
 
 use std::time::{Duration, Instant};
 
-use ballast_oom::Report;
+use ballast_oom::{LiveConfig, LiveParser, Report};
 
 use super::dedupe::line_stamp_ms;
 use super::detect::bounded_text;
@@ -76,25 +77,26 @@ pub fn take_new(cursor: &mut DmesgCursor, output: &[u8], max_raw_bytes: usize) -
     }
     cursor.first_line_ms = first.or(cursor.first_line_ms);
     cursor.last_line_ms = last.or(cursor.last_line_ms);
-    let parsed = ballast_oom::parse(text.as_bytes());
-    // The kernel's own reports only: a kill line re-logged by another program
-    // (node-problem-detector, a Kubernetes event) comes after them in the list and is
-    // the same kill again (see `detect`).
-    let reports: Vec<_> = parsed
-        .reports
-        .into_iter()
-        .filter(|report| report.envelope.is_none())
-        .collect();
-    let count = reports.len();
+    // The output read as a whole log: the kernel's own reports (a kill line re-logged
+    // by another program is the same kill again), the last one left for the next
+    // fetch while it has no end (still being printed).
+    let mut live = LiveParser::new(
+        LiveConfig {
+            window_bytes: usize::MAX,
+            idle_lines: None,
+            max_text_bytes: max_raw_bytes,
+        },
+        0,
+    );
+    live.push_text(0, text.as_bytes(), ());
+    live.end_line();
+    let found = live.poll(|pending| !pending.last || pending.has_end);
     let mut taken = Taken {
         reports: Vec::new(),
         rebooted,
     };
-    for (index, report) in reports.into_iter().enumerate() {
-        let has_end = report.killed.is_some() || report.panic.is_some() || report.no_killable;
-        if index + 1 == count && !has_end {
-            break;
-        }
+    for found in found {
+        let report = found.report;
         let stamp = report
             .stamp
             .monotonic_secs
@@ -108,12 +110,8 @@ pub fn take_new(cursor: &mut DmesgCursor, output: &[u8], max_raw_bytes: usize) -
         if let Some(stamp) = stamp {
             cursor.last_report_ms = Some(stamp);
         }
-        let raw = text
-            .as_bytes()
-            .get(report.span.start_byte..report.span.end_byte)
-            .unwrap_or_default();
         taken.reports.push(AgentReport {
-            raw: bounded_text(raw, max_raw_bytes),
+            raw: bounded_text(&found.text, max_raw_bytes),
             report,
         });
     }
@@ -205,7 +203,7 @@ impl GuestAgentReader {
                     .min(settings.agent_backoff_max);
                 self.retry_at = Some(now + delay);
                 // The whole chain: libvirt's own words say why (timeout, not connected, ...).
-                let reason = crate::error_text::error_chain(&source);
+                let reason = ballast_daemon::error_chain(&source);
                 if self.failures == 1 {
                     tracing::info!(error = %reason, retry_secs = delay.as_secs(), "Guest agent cannot read the kernel log; retrying later.");
                 } else {
@@ -485,7 +483,7 @@ mod tests {
         assert!(hypervisor.guest_file_calls(&id) >= 3, "open, read, close");
         hypervisor.update(&id, |domain| domain.file_api_disabled = true);
         let error = run_kernel_log(&hypervisor, &id, &settings, false).expect_err("no exec");
-        let text = crate::error_text::error_chain(&error);
+        let text = ballast_daemon::error_chain(&error);
         assert!(text.contains("capture.guest_agent_exec is false"), "{text}");
         assert!(text.contains("disabled"), "{text}");
         assert_eq!(hypervisor.guest_exec_calls(&id), 0);

@@ -246,7 +246,7 @@ fn read_file(
             Ok(handle) => handle,
             Err(error) => match best {
                 Some(window) => {
-                    tracing::debug!(error = %crate::error_text::error_chain(&error), "Guest kernel log reopen failed; its newest bytes may be missing.");
+                    tracing::debug!(error = %ballast_daemon::error_chain(&error), "Guest kernel log reopen failed; its newest bytes may be missing.");
                     return Ok(window.finish(pass.calls));
                 }
                 None => return Err(error),
@@ -259,7 +259,7 @@ fn read_file(
         pass.calls = pass.calls.saturating_add(1);
         let close_in = pass.remaining().unwrap_or(Duration::from_secs(1));
         if let Err(error) = hypervisor.guest_file_close(id, handle, close_in) {
-            tracing::debug!(error = %crate::error_text::error_chain(&error), "Guest agent file handle not closed.");
+            tracing::debug!(error = %ballast_daemon::error_chain(&error), "Guest agent file handle not closed.");
         }
         match end {
             Ok(PassEnd::Failed { known: now_known }) => {
@@ -269,7 +269,7 @@ fn read_file(
             Ok(PassEnd::Complete | PassEnd::Capped) => return Ok(window.finish(pass.calls)),
             Err(error) => match best {
                 Some(window) => {
-                    tracing::debug!(error = %crate::error_text::error_chain(&error), "Guest kernel log read cut short; its newest bytes may be missing.");
+                    tracing::debug!(error = %ballast_daemon::error_chain(&error), "Guest kernel log read cut short; its newest bytes may be missing.");
                     return Ok(window.finish(pass.calls));
                 }
                 None => return Err(error),

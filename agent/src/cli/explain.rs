@@ -12,7 +12,7 @@ pub fn run_explain(json: bool, file: Option<&str>) -> ExitCode {
         Err(error) => {
             eprintln!(
                 "ballast-agent explain: {}",
-                crate::error_text::error_chain(&*error)
+                ballast_daemon::error_chain(&*error)
             );
             return ExitCode::from(2);
         }

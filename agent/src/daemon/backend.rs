@@ -51,7 +51,7 @@ fn libvirt_backend(settings: &Settings) -> anyhow::Result<Arc<dyn Hypervisor>> {
         Err(error) if LibvirtHypervisor::daemon_unreachable(&error) => {
             tracing::warn!(
                 uri = %settings.libvirt.uri,
-                error = %crate::error_text::error_chain(&error),
+                error = %ballast_daemon::error_chain(&error),
                 "libvirt does not answer (is libvirtd running?); polling starts once it does."
             );
         }

@@ -1,13 +1,12 @@
 //! The daemon's log: `tracing` to standard error, filtered by `log_level` (or
 //! `BALLAST_LOG`, which then wins across reloads too), the filter changeable live.
 
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use ballast_daemon::logging::{self, FilterHandle};
 use tracing_subscriber::EnvFilter;
 
 /// The live log filter: what a reload may change.
 pub(super) struct LogFilter {
-    handle: tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+    handle: FilterHandle,
     /// BALLAST_LOG is set: `log_level` changes are logged, not applied.
     from_env: bool,
 }
@@ -15,24 +14,9 @@ pub(super) struct LogFilter {
 impl LogFilter {
     /// Installs the process's subscriber with `log_level`, unless BALLAST_LOG is set.
     pub(super) fn init(log_level: &str) -> Self {
-        let env_filter = std::env::var("BALLAST_LOG")
-            .ok()
-            .filter(|value| !value.trim().is_empty());
-        let filter = EnvFilter::try_new(env_filter.as_deref().unwrap_or(log_level))
-            .unwrap_or_else(|_| EnvFilter::new("info"));
-        let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
-        tracing_subscriber::registry()
-            .with(filter)
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-            )
-            .init();
-        Self {
-            handle,
-            from_env: env_filter.is_some(),
-        }
+        let from_env = std::env::var("BALLAST_LOG").is_ok_and(|value| !value.trim().is_empty());
+        let handle = logging::init(logging::filter_from("BALLAST_LOG", log_level));
+        Self { handle, from_env }
     }
 
     /// A reloaded `log_level` (already validated with the whole file).

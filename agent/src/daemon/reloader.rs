@@ -36,7 +36,7 @@ impl Reloader {
             Err(error) => {
                 tracing::error!(
                     "Configuration not reloaded, the running one stays: {}",
-                    crate::error_text::error_chain(&error)
+                    ballast_daemon::error_chain(&error)
                 );
                 return;
             }

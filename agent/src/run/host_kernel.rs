@@ -19,7 +19,7 @@ impl Monitor {
             match HostKernelReader::open(config) {
                 Ok(reader) => self.host_kernel = Some(reader),
                 Err(error) => tracing::warn!(
-                    error = %crate::error_text::error_chain(&error),
+                    error = %ballast_daemon::error_chain(&error),
                     "Host kernel log unavailable: host and VM-cgroup OOMs are not captured."
                 ),
             }

@@ -208,7 +208,7 @@ const TLS_WORDS: [&str; 8] = [
 
 /// Classifies a request that got no HTTP answer.
 pub fn classify_request_error(error: &reqwest::Error) -> Held {
-    let text = crate::error_text::error_chain(error);
+    let text = ballast_daemon::error_chain(error);
     let lower = text.to_ascii_lowercase();
     let reason = if error.is_timeout() {
         Refusal::Timeout

@@ -160,7 +160,7 @@ impl CollectorClient {
                 },
             },
             Err(error) => Reachability::Unreachable {
-                error: crate::error_text::error_chain(&error),
+                error: ballast_daemon::error_chain(&error),
             },
         }
     }

@@ -173,7 +173,7 @@ pub async fn run_reloadable(
                     }
                 }
                 Err(error) => {
-                    error!(url = %new.url, error = %crate::error_text::error_chain(&error), "Reloaded collector settings unusable; the running ones stay.");
+                    error!(url = %new.url, error = %ballast_daemon::error_chain(&error), "Reloaded collector settings unusable; the running ones stay.");
                 }
             }
         }
@@ -505,7 +505,7 @@ fn spool_error(
     attempt: u32,
     delay: Duration,
 ) {
-    let text = crate::error_text::error_chain(error);
+    let text = ballast_daemon::error_chain(error);
     CollectorSendError {
         stage: SendStage::Spool,
         error: &text,

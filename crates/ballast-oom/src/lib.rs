@@ -12,7 +12,9 @@
 //!    and a [`Verdict`] with a plain-language explanation.
 //!
 //! [`StreamParser`] does the same for an input of any size read in pieces, in
-//! bounded memory (`ballast-agent explain FILE`).
+//! bounded memory (`ballast-agent explain FILE`). [`LiveParser`] follows a live log
+//! (lines in, reports out as they end, at the caller's stream positions): the
+//! agent's serial, guest-agent and host-kernel capture.
 //!
 //! What it is not: it does not read files or talk to hypervisors; host-side
 //! balloon figures come in through [`HostBalloon`] when the caller has them.
@@ -23,6 +25,7 @@ mod decode;
 mod envelope;
 mod fields;
 mod lines;
+mod live;
 mod prefix;
 mod report;
 mod scan;
@@ -37,6 +40,9 @@ pub use report::{
     Killed, LogStamp, MemInfo, Memcg, NodeInfo, OomKind, Report, SourceSpan, Task, Trigger, Zone,
 };
 
+pub use live::{
+    kernel_reports, may_belong_to_report, LiveConfig, LiveLine, LiveParser, LiveReport, Pending,
+};
 pub use stream::StreamParser;
 
 use serde::Serialize;

@@ -231,4 +231,10 @@ impl Report {
             OomKind::Global | OomKind::Cpuset | OomKind::Mempolicy => false,
         }
     }
+
+    /// The report ended: its kill line, a panic or "no killable process" came. A
+    /// report without one was cut (a lost end) or is still being printed.
+    pub fn has_end(&self) -> bool {
+        self.killed.is_some() || self.panic.is_some() || self.no_killable
+    }
 }

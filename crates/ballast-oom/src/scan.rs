@@ -32,20 +32,24 @@ pub(crate) const MAX_ORPHAN_LOOKBACK: usize = 512 * 1024;
 /// How far back from an anchor the start of its physical line is looked for.
 const MAX_LINE_LOOKBACK: usize = 64 * 1024;
 
+/// Text that can start a report: where the scanner cuts lines (and, with the lines
+/// that continue a report, what makes a live log worth a parse, `crate::live`).
+pub(crate) const ANCHORS: [&str; 7] = [
+    "invoked oom-killer",
+    "Out of memory",
+    "Out of Memory",
+    "out of memory: Kill",
+    "Killed process",
+    "oom-kill:",
+    "no killable processes",
+];
+
 fn anchors() -> &'static AhoCorasick {
-    static ANCHORS: OnceLock<AhoCorasick> = OnceLock::new();
-    ANCHORS.get_or_init(|| {
+    static ANCHORS_SEARCH: OnceLock<AhoCorasick> = OnceLock::new();
+    ANCHORS_SEARCH.get_or_init(|| {
         AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostFirst)
-            .build([
-                "invoked oom-killer",
-                "Out of memory",
-                "Out of Memory",
-                "out of memory: Kill",
-                "Killed process",
-                "oom-kill:",
-                "no killable processes",
-            ])
+            .build(ANCHORS)
             .expect("the anchor patterns are fixed literals")
     })
 }

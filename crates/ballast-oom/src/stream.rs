@@ -364,7 +364,7 @@ impl StreamParser {
 /// Start of the line of a `Mem-Info:` (or task table header) after the last report and in the last
 /// [`MAX_ORPHAN_LOOKBACK`] bytes before `cut`: a headless kill line after `cut` may
 /// take it as its report's body.
-fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option<usize> {
+pub(crate) fn unclaimed_mem_info(text: &[u8], last_report_end: usize, cut: usize) -> Option<usize> {
     let from = last_report_end
         .max(cut.saturating_sub(MAX_ORPHAN_LOOKBACK))
         .min(cut);

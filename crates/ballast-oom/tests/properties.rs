@@ -10,6 +10,10 @@
 //!    prefix on every line, all lines joined with spaces): the same kernel,
 //!    trigger, victim and verdict as the original.
 //!
+//! 4. Any input followed as a live log (`LiveParser`), cut into pieces anywhere: the
+//!    same reports as the parse of the whole input; for real fixtures also when
+//!    polled after every piece (reports out as soon as a later one follows them).
+//!
 //! Case counts are small so the whole file runs in a few seconds in debug; the
 //! fuzzer (`scripts/fuzz.sh`) is where the long random runs happen.
 
@@ -24,7 +28,7 @@ use std::sync::OnceLock;
 use ballast_oom::limits::{
     MAX_DIAGNOSTICS, MAX_LINE_BYTES, MAX_MEMCG_STATS, MAX_NAME_BYTES, MAX_STORED_TASKS, MAX_ZONES,
 };
-use ballast_oom::{Explanation, Verdict};
+use ballast_oom::{kernel_reports, Explanation, LiveConfig, LiveParser, LiveReport, Verdict};
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -460,6 +464,81 @@ proptest! {
         let original = fixture(DMESG[which]);
         let rewritten = prefixed(original, |index| style.render(index));
         prop_assert_eq!(facts(&rewritten), facts(original), "{}", DMESG[which]);
+    }
+}
+
+/// `input` pushed into a [`LiveParser`] in pieces cut at `cuts`, polled after every
+/// piece (`poll_each`: holding back the window's last report, which more lines may
+/// still extend) and once at the end, letting everything out.
+fn followed(input: &[u8], cuts: &[proptest::sample::Index], poll_each: bool) -> Vec<LiveReport> {
+    let config = LiveConfig {
+        window_bytes: usize::MAX,
+        idle_lines: None,
+        max_text_bytes: usize::MAX,
+    };
+    let mut live = LiveParser::new(config, 0);
+    let mut at: Vec<usize> = cuts.iter().map(|cut| cut.index(input.len() + 1)).collect();
+    at.push(input.len());
+    at.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for to in at {
+        live.push_text(from as u64, &input[from..to], ());
+        from = to;
+        if poll_each {
+            out.extend(live.poll(|pending| !pending.last));
+        }
+    }
+    live.end_line();
+    out.extend(live.poll(|_| true));
+    out
+}
+
+/// [`followed`] returns what [`ballast_oom::parse`] finds in the whole input (the
+/// kernel's reports), each with its own text at its own stream position. (A report's
+/// `span` is within the text a poll parsed, which starts at a line of the stream.)
+fn assert_follows_parse(input: &[u8], out: &[LiveReport]) -> Result<(), TestCaseError> {
+    let whole = kernel_reports(ballast_oom::parse(input).reports);
+    prop_assert_eq!(out.len(), whole.len());
+    for (found, expected) in out.iter().zip(&whole) {
+        let mut report = found.report.clone();
+        report.span = expected.span.clone();
+        prop_assert_eq!(&report, expected);
+        let span = &input[expected.span.start_byte..expected.span.end_byte];
+        prop_assert_eq!(&found.text[..], span);
+        prop_assert!(found.start as usize <= expected.span.start_byte);
+        prop_assert!(found.end as usize >= expected.span.end_byte);
+        prop_assert!(found.end as usize <= input.len());
+        prop_assert_eq!(found.has_end, expected.has_end());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn a_followed_input_cut_anywhere_reads_as_the_whole_parse(
+        input in prop_oneof![
+            kernel_soup(),
+            proptest::collection::vec(any::<u8>(), 0..2048),
+            any::<proptest::sample::Index>().prop_map(|index| index.get(fixtures()).1.clone()),
+        ],
+        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..24),
+    ) {
+        assert_follows_parse(&input, &followed(&input, &cuts, false))?;
+    }
+
+    #[test]
+    fn a_fixture_followed_and_polled_at_every_cut_reads_as_the_whole_parse(
+        index in any::<proptest::sample::Index>(),
+        cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..24),
+    ) {
+        let (name, input) = index.get(fixtures());
+        let out = followed(input, &cuts, true);
+        assert_follows_parse(input, &out).map_err(|error| {
+            TestCaseError::fail(format!("{name}: {error}"))
+        })?;
     }
 }
 

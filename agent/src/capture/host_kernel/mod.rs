@@ -32,18 +32,25 @@
 //! the last record the agent saw.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use ballast_model::OomKind;
-use ballast_oom::Report;
 
 use super::detect::{Detected, Detector, DetectorConfig};
 use super::lines::Line;
 use super::{CaptureSource, CapturedOom};
 use crate::hypervisor::DomainId;
+
+mod attribute;
+mod position;
+mod record;
+
+pub use attribute::{attribute, vm_of_cgroup};
+use position::{load_position, read_boot_id, store_position, Position};
+pub use record::{parse_record, Record, RecordSource};
 
 /// `O_NONBLOCK` on Linux x86_64 and aarch64 (the agent does not depend on `libc`).
 const O_NONBLOCK: i32 = 0o4000;
@@ -121,97 +128,6 @@ pub enum HostKernelError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// Where records come from: `/dev/kmsg` (one record per `read`), or a test double.
-pub trait RecordSource {
-    /// Reads one record into `buf`. `Ok(0)` or `WouldBlock`: nothing more for now.
-    fn read_record(&mut self, buf: &mut [u8]) -> std::io::Result<usize>;
-}
-
-impl RecordSource for File {
-    fn read_record(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.read(buf)
-    }
-}
-
-/// The saved position.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Position {
-    boot_id: String,
-    /// Records with a smaller sequence number were handled.
-    resume: u64,
-    /// Reports starting before this sequence number were emitted.
-    emitted: u64,
-}
-
-impl Position {
-    fn render(&self) -> String {
-        format!(
-            "boot={}\nresume={}\nemitted={}\n",
-            self.boot_id, self.resume, self.emitted
-        )
-    }
-
-    fn parse(text: &str) -> Option<Position> {
-        let mut position = Position::default();
-        let (mut resume, mut emitted) = (None, None);
-        for line in text.lines() {
-            match line.split_once('=') {
-                Some(("boot", value)) => position.boot_id = value.trim().to_string(),
-                Some(("resume", value)) => resume = value.trim().parse().ok(),
-                Some(("emitted", value)) => emitted = value.trim().parse().ok(),
-                _ => {}
-            }
-        }
-        position.resume = resume?;
-        position.emitted = emitted?;
-        Some(position)
-    }
-}
-
-/// One parsed `/dev/kmsg` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    pub seq: u64,
-    /// `<header>;<unescaped text>`, without the continuation lines.
-    pub line: Vec<u8>,
-}
-
-/// Parses one record; None for garbage (no header, no sequence number).
-pub fn parse_record(bytes: &[u8]) -> Option<Record> {
-    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-    let semi = memchr::memchr(b';', first)?;
-    let header = &first[..semi];
-    let mut fields = header.split(|&b| b == b',');
-    let _prio = fields.next()?;
-    let seq = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
-    let mut line = header.to_vec();
-    line.push(b';');
-    line.extend_from_slice(&unescape(&first[semi + 1..]));
-    Some(Record { seq, line })
-}
-
-/// Undoes the kernel's `\xNN` escaping of record text (and of systemd unit names).
-fn unescape(text: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut i = 0;
-    while i < text.len() {
-        if text[i] == b'\\' && text.get(i + 1) == Some(&b'x') {
-            if let Some(byte) = text
-                .get(i + 2..i + 4)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-            {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(text[i]);
-        i += 1;
-    }
-    out
 }
 
 /// Reads the host kernel log and hands out OOMs about VMs.
@@ -426,146 +342,16 @@ impl<S: RecordSource> HostKernelReader<S> {
     }
 }
 
-fn read_boot_id(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .map(|text| text.trim().to_string())
-        .unwrap_or_default()
-}
-
-fn load_position(path: &Path) -> Option<Position> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let position = Position::parse(&text);
-    if position.is_none() {
-        tracing::warn!(path = %path.display(), "Ignoring an unreadable host kernel log position.");
-    }
-    position
-}
-
-/// Temp file, fsync, rename, fsync of the directory.
-fn store_position(path: &Path, position: &Position) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or_else(|| Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".tmp");
-    let temp = PathBuf::from(temp);
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)?;
-        file.write_all(position.render().as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temp, path)?;
-    File::open(dir)?.sync_all()
-}
-
-/// Which VM a host OOM report is about, and its kind; None when it is not about a VM.
-///
-/// - A memcg OOM whose `oom_memcg` (else `task_memcg`) is a VM's scope, or that killed
-///   a known VM's QEMU pid: [`OomKind::VmCgroup`].
-/// - Any other OOM that killed a QEMU process (comm `qemu-system-*` or `kvm`, or a
-///   known VM's QEMU pid) or a process in a VM's scope: [`OomKind::Host`], the VM found
-///   by pid, else by the killed task's cgroup.
-/// - Anything else: None.
-pub fn attribute<'a>(report: &Report, vms: &'a [KnownVm]) -> Option<(&'a KnownVm, OomKind)> {
-    let memcg = report.memcg.as_ref();
-    let oom_cg = memcg.and_then(|m| m.oom.as_deref());
-    let task_cg = memcg.and_then(|m| m.task.as_deref());
-    let killed = report.killed.as_ref();
-    let by_pid = killed.and_then(|k| vms.iter().find(|vm| vm.qemu_pid == Some(k.pid)));
-    let is_memcg_oom = report.kind == ballast_oom::OomKind::Memcg
-        || report.constraint.as_deref() == Some("CONSTRAINT_MEMCG");
-    if is_memcg_oom {
-        let vm = oom_cg
-            .and_then(|cg| vm_of_cgroup(cg, vms))
-            .or_else(|| task_cg.and_then(|cg| vm_of_cgroup(cg, vms)))
-            .or(by_pid)?;
-        return Some((vm, OomKind::VmCgroup));
-    }
-    let by_cgroup = task_cg.and_then(|cg| vm_of_cgroup(cg, vms));
-    let qemu_comm = killed.is_some_and(|k| is_qemu_comm(&k.comm));
-    if by_pid.is_some() || by_cgroup.is_some() || qemu_comm {
-        let vm = by_pid.or(by_cgroup)?;
-        return Some((vm, OomKind::Host));
-    }
-    None
-}
-
-/// QEMU's process name (comm is cut at 15 bytes: `qemu-system-x86`).
-fn is_qemu_comm(comm: &str) -> bool {
-    comm.starts_with("qemu-system-") || comm == "kvm" || comm.starts_with("qemu-kvm")
-}
-
-/// The VM whose scope contains cgroup `path`:
-/// - libvirt, cgroup v2: `/machine.slice/machine-qemu\x2d<id>\x2d<name>.scope[/...]`;
-/// - libvirt, cgroup v1: `/machine/qemu-<id>-<name>.libvirt-qemu[/...]`;
-/// - Proxmox VE: `/qemu.slice/<vmid>.scope[/...]`.
-///
-/// libvirt truncates the name in the scope (and drops characters a unit name cannot
-/// hold), so a name matches when the VM's (filtered) name starts with it; an exact
-/// match wins, and two VMs matching a prefix is no match.
-pub fn vm_of_cgroup<'a>(path: &str, vms: &'a [KnownVm]) -> Option<&'a KnownVm> {
-    for component in path.split('/') {
-        let component = String::from_utf8_lossy(&unescape(component.as_bytes())).into_owned();
-        if let Some(rest) = component
-            .strip_prefix("machine-qemu-")
-            .and_then(|r| r.strip_suffix(".scope"))
-        {
-            return vm_by_scope_name(rest, vms);
-        }
-        if let Some(rest) = component
-            .strip_prefix("qemu-")
-            .and_then(|r| r.strip_suffix(".libvirt-qemu"))
-        {
-            return vm_by_scope_name(rest, vms);
-        }
-        if let Some(vmid) = component
-            .strip_suffix(".scope")
-            .and_then(|r| r.parse::<u32>().ok())
-        {
-            if path.contains("qemu.slice") {
-                return vms.iter().find(|vm| {
-                    vm.vmid == Some(vmid) || (vm.vmid.is_none() && vm.id.uuid == vmid.to_string())
-                });
-            }
-        }
-    }
-    None
-}
-
-/// `<id>-<name>` of a libvirt scope -> the VM.
-fn vm_by_scope_name<'a>(rest: &str, vms: &'a [KnownVm]) -> Option<&'a KnownVm> {
-    let (id, name) = rest.split_once('-')?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) || name.is_empty() {
-        return None;
-    }
-    let filtered = |vm: &KnownVm| -> String {
-        vm.id
-            .name
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            .collect()
-    };
-    if let Some(exact) = vms.iter().find(|vm| filtered(vm) == name) {
-        return Some(exact);
-    }
-    let mut prefixed = vms.iter().filter(|vm| filtered(vm).starts_with(name));
-    let first = prefixed.next()?;
-    prefixed.next().is_none().then_some(first)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::VecDeque;
 
     const MEMCG: &str = include_str!(
-        "../../../crates/ballast-oom/tests/fixtures/oom/5.2-memcg-v1-swap-oomkill-line.log"
+        "../../../../crates/ballast-oom/tests/fixtures/oom/5.2-memcg-v1-swap-oomkill-line.log"
     );
     const GLOBAL: &str = include_str!(
-        "../../../crates/ballast-oom/tests/fixtures/oom/6.11-qemu-global-rss-anon-uid-cpu.log"
+        "../../../../crates/ballast-oom/tests/fixtures/oom/6.11-qemu-global-rss-anon-uid-cpu.log"
     );
 
     fn detector() -> DetectorConfig {
@@ -859,13 +645,6 @@ mod tests {
         let mut reader = HostKernelReader::from_source(config(dir.path()), Fake::default());
         let max = b"6,18446744073709551615,1,-;Killed process 1 (x)".to_vec();
         assert!(run(&mut reader, vec![max]).is_empty());
-    }
-
-    #[test]
-    fn the_kernel_escaping_is_undone() {
-        let record = parse_record(b"6,7,8,-;a\\x5cx2d b\\x0a\n SUBSYSTEM=x\n").expect("parses");
-        assert_eq!(record.seq, 7);
-        assert_eq!(record.line, b"6,7,8,-;a\\x2d b\n".to_vec());
     }
 
     #[test]
