@@ -7,12 +7,25 @@
 //! so the series count is bounded whatever agents send. Counters live in memory and
 //! restart from 0 with the process; the outbox gauge is read from the store at
 //! scrape time. docs/metrics.md lists every family.
+//!
+//! The text is the Prometheus text format 0.0.4, written by the `prometheus-client`
+//! crate from a fresh registry per scrape ([`Scrape`]); the ingest latency is the
+//! crate's [`Histogram`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::api::AppError;
 use crate::notify::NotifyStats;
@@ -108,13 +121,10 @@ fn bounded(value: &str, known: &[&'static str]) -> &'static str {
         .unwrap_or("other")
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 struct Counters {
     requests: BTreeMap<&'static str, u64>,
     rejected: BTreeMap<&'static str, u64>,
-    latency_buckets: [u64; LATENCY_BUCKETS.len()],
-    latency_count: u64,
-    latency_sum: f64,
     events_accepted: u64,
     events_duplicate: u64,
     rollups: u64,
@@ -133,6 +143,8 @@ struct Counters {
 pub struct Metrics {
     started_at_secs: f64,
     counters: Mutex<Counters>,
+    /// Ingest latency, seconds, bounds [`LATENCY_BUCKETS`].
+    latency: Histogram,
     /// Handed to every notifier this process spawns (reloads included), so the
     /// webhook counters survive a SIGHUP.
     pub notify: Arc<NotifyStats>,
@@ -164,6 +176,7 @@ impl Metrics {
         Self {
             started_at_secs: now_secs(),
             counters: Mutex::new(Counters::default()),
+            latency: Histogram::new(LATENCY_BUCKETS),
             notify: Arc::new(NotifyStats::default()),
             auth: Arc::new(AuthStats::default()),
         }
@@ -194,13 +207,7 @@ impl Metrics {
                 *c.rejected.entry(reason).or_insert(0) += 1;
             }
         }
-        for (count, bound) in c.latency_buckets.iter_mut().zip(LATENCY_BUCKETS) {
-            if seconds <= bound {
-                *count += 1;
-            }
-        }
-        c.latency_count += 1;
-        c.latency_sum += seconds;
+        self.latency.observe(seconds);
         if let Some((shape, accepted, duplicates)) = stored {
             c.events_accepted += u64::from(accepted);
             c.events_duplicate += u64::from(duplicates);
@@ -242,262 +249,271 @@ impl Metrics {
     }
 
     /// The exposition text; `outbox` is (state, rows) from the store, `None` when
-    /// it could not be read (the family is then absent).
+    /// it could not be read (the family is then absent). The counters are copied
+    /// out under their lock; the text is written after.
     pub fn render(&self, outbox: Option<&[(String, i64)]>) -> String {
-        let c = self.counters();
-        let mut out = String::new();
-        family(
-            &mut out,
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let scrape = Scrape {
+            started_at_secs: self.started_at_secs,
+            counters: self.counters().clone(),
+            latency: self.latency.clone(),
+            notify: [
+                load(&self.notify.sent),
+                load(&self.notify.failed),
+                load(&self.notify.suppressed),
+                load(&self.notify.summaries),
+                load(&self.notify.retries),
+            ],
+            auth: [
+                ("missing_token", load(&self.auth.missing)),
+                ("unknown_token", load(&self.auth.unknown)),
+                ("rate_limited", load(&self.auth.rate_limited)),
+            ],
+            token_table_loads: load(&self.auth.token_table_loads),
+            outbox: outbox.map(|rows| {
+                let mut by_state: BTreeMap<&'static str, i64> =
+                    OUTBOX_STATES.iter().map(|s| (*s, 0)).collect();
+                for (state, n) in rows {
+                    *by_state.entry(bounded(state, &OUTBOX_STATES)).or_insert(0) += n;
+                }
+                by_state
+            }),
+        };
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(scrape));
+        let mut text = String::new();
+        if let Err(error) = prometheus_text::encode(&mut text, &registry) {
+            // Writing to a String does not fail, nor do these values.
+            tracing::warn!(%error, "Encoding the metrics failed.");
+        }
+        text
+    }
+}
+
+/// One scrape's values, encoded by `prometheus-client` in the order of the families
+/// in docs/metrics.md.
+#[derive(Debug)]
+struct Scrape {
+    started_at_secs: f64,
+    counters: Counters,
+    latency: Histogram,
+    /// sent, failed, suppressed, summaries, retries.
+    notify: [u64; 5],
+    auth: [(&'static str, u64); 3],
+    token_table_loads: u64,
+    outbox: Option<BTreeMap<&'static str, i64>>,
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let c = &self.counters;
+        let mut family = encoder.encode_descriptor(
             "ballast_collector_build_info",
-            "gauge",
             "Always 1; the version label is the collector's.",
-        );
-        let _ = writeln!(
-            out,
-            "ballast_collector_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        scalar(
-            &mut out,
+            None,
+            MetricType::Gauge,
+        )?;
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        ConstGauge::new(1).encode(family.encode_family(&version)?)?;
+        gauge(
+            &mut encoder,
             "ballast_collector_start_time_seconds",
-            "gauge",
             "When the process started, Unix seconds.",
             self.started_at_secs,
-        );
+        )?;
 
-        family(
-            &mut out,
+        let mut family = counter_family(
+            &mut encoder,
             "ballast_collector_ingest_requests_total",
-            "counter",
             "POST /api/v1/ingest requests by outcome: accepted, duplicate (every key already stored), rejected (4xx, by reason), error (5xx).",
-        );
+        )?;
         for outcome in ["accepted", "duplicate", "error"] {
             let n = c.requests.get(outcome).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "ballast_collector_ingest_requests_total{{outcome=\"{outcome}\"}} {n}"
-            );
+            ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
         }
         for reason in REJECT_REASONS {
             let n = c.rejected.get(reason).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "ballast_collector_ingest_requests_total{{outcome=\"rejected\",reason=\"{reason}\"}} {n}"
-            );
+            let labels = [("outcome", "rejected"), ("reason", reason)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
 
-        family(
-            &mut out,
+        self.latency.encode(encoder.encode_descriptor(
             "ballast_collector_ingest_duration_seconds",
-            "histogram",
             "Time from the request to the answer of POST /api/v1/ingest (commit included), every outcome.",
-        );
-        for (count, bound) in c.latency_buckets.iter().zip(LATENCY_BUCKETS) {
-            let _ = writeln!(
-                out,
-                "ballast_collector_ingest_duration_seconds_bucket{{le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "ballast_collector_ingest_duration_seconds_bucket{{le=\"+Inf\"}} {n}\n\
-             ballast_collector_ingest_duration_seconds_sum {sum:.6}\n\
-             ballast_collector_ingest_duration_seconds_count {n}",
-            n = c.latency_count,
-            sum = c.latency_sum
-        );
+            None,
+            MetricType::Histogram,
+        )?)?;
 
-        scalar(
-            &mut out,
+        counter(
+            &mut encoder,
             "ballast_collector_events_accepted_total",
-            "counter",
             "Event keys stored by ingest (new).",
-            c.events_accepted as f64,
-        );
-        scalar(
-            &mut out,
+            c.events_accepted,
+        )?;
+        counter(
+            &mut encoder,
             "ballast_collector_events_duplicate_total",
-            "counter",
             "Event keys an agent sent again, already stored (not stored twice).",
-            c.events_duplicate as f64,
-        );
-        family(
-            &mut out,
+            c.events_duplicate,
+        )?;
+        let mut family = counter_family(
+            &mut encoder,
             "ballast_collector_events_stored_total",
-            "counter",
             "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health).",
-        );
+        )?;
         let ooms: u64 = c.ooms.values().sum();
         for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
-            let _ = writeln!(
-                out,
-                "ballast_collector_events_stored_total{{type=\"{kind}\"}} {n}"
-            );
+            ConstCounter::new(n).encode(family.encode_family(&[("type", kind)])?)?;
         }
-        family(
-            &mut out,
+        let mut family = counter_family(
+            &mut encoder,
             "ballast_collector_ooms_stored_total",
-            "counter",
             "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
-        );
+        )?;
         for kind in OOM_KINDS {
-            for verdict in VERDICTS {
+            for &verdict in VERDICTS.iter() {
                 let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "ballast_collector_ooms_stored_total{{kind=\"{kind}\",verdict=\"{verdict}\"}} {n}"
-                );
+                let labels = [("kind", kind), ("verdict", verdict)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
-        scalar(
-            &mut out,
+        counter(
+            &mut encoder,
             "ballast_collector_storage_errors_total",
-            "counter",
             "Store operations that failed (ingest, retention, the scrape's outbox query).",
-            c.storage_errors as f64,
-        );
+            c.storage_errors,
+        )?;
         if let Some(at) = c.last_ingest_secs {
-            scalar(
-                &mut out,
+            gauge(
+                &mut encoder,
                 "ballast_collector_last_ingest_timestamp_seconds",
-                "gauge",
                 "When a batch was last committed, Unix seconds (absent before the first).",
                 at,
-            );
+            )?;
         }
 
-        scalar(
-            &mut out,
+        counter(
+            &mut encoder,
             "ballast_collector_retention_passes_total",
-            "counter",
             "Retention passes completed.",
-            c.retention_passes as f64,
-        );
-        scalar(
-            &mut out,
+            c.retention_passes,
+        )?;
+        counter(
+            &mut encoder,
             "ballast_collector_retention_failures_total",
-            "counter",
             "Retention passes that failed (the store refused).",
-            c.retention_failures as f64,
-        );
+            c.retention_failures,
+        )?;
         if let Some(seconds) = c.retention_last_secs {
-            scalar(
-                &mut out,
+            gauge(
+                &mut encoder,
                 "ballast_collector_retention_last_duration_seconds",
-                "gauge",
                 "Duration of the last completed retention pass.",
                 seconds,
-            );
+            )?;
         }
-        family(
-            &mut out,
+        let mut family = counter_family(
+            &mut encoder,
             "ballast_collector_retention_deleted_rows_total",
-            "counter",
             "Expired rows deleted by retention, by table.",
-        );
+        )?;
         for (table, n) in [
             ("rollups", c.deleted.rollups),
             ("events", c.deleted.events),
             ("ooms", c.deleted.ooms),
         ] {
-            let _ = writeln!(
-                out,
-                "ballast_collector_retention_deleted_rows_total{{table=\"{table}\"}} {n}"
-            );
+            ConstCounter::new(n).encode(family.encode_family(&[("table", table)])?)?;
         }
-        scalar(
-            &mut out,
+        counter(
+            &mut encoder,
             "ballast_collector_retention_compacted_rows_total",
-            "counter",
             "Minute rollups folded into hourly rollups by retention.",
-            c.deleted.compacted as f64,
-        );
-        drop(c);
+            c.deleted.compacted,
+        )?;
 
-        let load =
-            |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        let [sent, failed, suppressed, summaries, retries] = self.notify;
         for (name, help, value) in [
             (
                 "ballast_collector_notifications_sent_total",
                 "OOM notifications delivered to a webhook (2xx).",
-                load(&self.notify.sent),
+                sent,
             ),
             (
                 "ballast_collector_notifications_failed_total",
                 "Notifications given up (attempts exhausted, or their OOM deleted first).",
-                load(&self.notify.failed),
+                failed,
             ),
             (
                 "ballast_collector_notifications_suppressed_total",
                 "Notifications held back by a webhook's rate limit.",
-                load(&self.notify.suppressed),
+                suppressed,
             ),
             (
                 "ballast_collector_notification_summaries_total",
                 "\"N more suppressed\" summaries delivered.",
-                load(&self.notify.summaries),
+                summaries,
             ),
             (
                 "ballast_collector_notification_retries_total",
                 "Failed webhook posts that will be retried.",
-                load(&self.notify.retries),
+                retries,
             ),
         ] {
-            scalar(&mut out, name, "counter", help, value);
+            counter(&mut encoder, name, help, value)?;
         }
-        family(
-            &mut out,
+        let mut family = counter_family(
+            &mut encoder,
             "ballast_collector_auth_failures_total",
-            "counter",
             "Ingest and agent health requests refused at the token check, by reason: missing_token, unknown_token, rate_limited (429: the address failed too often).",
-        );
-        for (reason, n) in [
-            ("missing_token", load(&self.auth.missing)),
-            ("unknown_token", load(&self.auth.unknown)),
-            ("rate_limited", load(&self.auth.rate_limited)),
-        ] {
-            let _ = writeln!(
-                out,
-                "ballast_collector_auth_failures_total{{reason=\"{reason}\"}} {n}"
-            );
+        )?;
+        for (reason, n) in self.auth {
+            ConstCounter::new(n).encode(family.encode_family(&[("reason", reason)])?)?;
         }
-        scalar(
-            &mut out,
+        counter(
+            &mut encoder,
             "ballast_collector_token_table_loads_total",
-            "counter",
             "Reads of the ingest token table from the store (at most about one a second whatever the rate of bad tokens).",
-            load(&self.auth.token_table_loads),
-        );
-        if let Some(rows) = outbox {
-            family(
-                &mut out,
+            self.token_table_loads,
+        )?;
+        if let Some(by_state) = &self.outbox {
+            let mut family = encoder.encode_descriptor(
                 "ballast_collector_notify_outbox_rows",
-                "gauge",
                 "Notification outbox rows by state, all webhooks (pending: not yet delivered).",
-            );
-            let mut by_state: BTreeMap<&'static str, i64> =
-                OUTBOX_STATES.iter().map(|s| (*s, 0)).collect();
-            for (state, n) in rows {
-                *by_state.entry(bounded(state, &OUTBOX_STATES)).or_insert(0) += n;
-            }
+                None,
+                MetricType::Gauge,
+            )?;
             for (state, n) in by_state {
-                let _ = writeln!(
-                    out,
-                    "ballast_collector_notify_outbox_rows{{state=\"{state}\"}} {n}"
-                );
+                ConstGauge::new(*n).encode(family.encode_family(&[("state", *state)])?)?;
             }
         }
-        out
+        Ok(())
     }
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// The `# HELP`/`# TYPE` lines of a counter family named `name` (with its `_total`,
+/// which the encoder adds to every counter's name); its series follow.
+fn counter_family<'e>(
+    encoder: &'e mut DescriptorEncoder,
+    name: &'e str,
+    help: &str,
+) -> Result<MetricEncoder<'e>, std::fmt::Error> {
+    let base = name.strip_suffix("_total").unwrap_or(name);
+    encoder.encode_descriptor(base, help, None, MetricType::Counter)
 }
 
-fn scalar(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    family(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
+/// A counter without labels.
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> std::fmt::Result {
+    ConstCounter::new(value).encode(counter_family(encoder, name, help)?)
+}
+
+/// A gauge without labels.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> std::fmt::Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 fn now_secs() -> f64 {
