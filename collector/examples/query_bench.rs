@@ -134,7 +134,7 @@ impl Store for Recorder {
     async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError> {
         self.inner.ingest(batch).await
     }
-    fn engine(&self) -> &'static str {
+    fn engine(&self) -> ballast_collector::storage::Engine {
         self.inner.engine()
     }
 }
@@ -362,7 +362,7 @@ async fn fill(store: &dyn Store, path: Option<&Path>, hosts: u64, rollup_hosts: 
         "  minute tier {minute_rows} rows: {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    if store.engine() == "postgres" {
+    if store.engine() == ballast_collector::storage::Engine::Postgres {
         store
             .execute(Query::new("ANALYZE", Vec::new()))
             .await
@@ -408,7 +408,7 @@ where
 
 async fn explain(recorder: &Recorder) -> String {
     let query = recorder.last.lock().unwrap().clone().unwrap();
-    let prefix = if recorder.engine() == "sqlite" {
+    let prefix = if recorder.engine() == ballast_collector::storage::Engine::Sqlite {
         "EXPLAIN QUERY PLAN "
     } else {
         "EXPLAIN "

@@ -17,6 +17,7 @@
 //! same queries). Everything guest-controlled it stores is untrusted text.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod auth_limit;
 pub mod clusters;
@@ -24,7 +25,9 @@ pub mod config;
 pub mod correlation;
 pub mod dashboard;
 mod error_text;
+pub mod html;
 pub mod listener;
+pub mod live_router;
 pub mod loopback_host;
 pub mod metrics;
 pub mod notify;
@@ -34,6 +37,7 @@ pub mod reload;
 pub mod reports;
 pub mod retention;
 pub mod server;
+pub mod state;
 pub mod storage;
 pub mod token_table;
 pub mod watchdog;

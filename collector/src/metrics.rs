@@ -14,9 +14,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::api::AppError;
-use crate::notify::NotifyStats;
-use crate::retention::Deleted;
+use crate::notify::stats::NotifyStats;
 use crate::storage::prepare::PreparedBatch;
 
 /// Upper bounds of the ingest latency histogram, in seconds.
@@ -40,6 +38,16 @@ const OOM_KINDS: [&str; 3] = ["guest", "vm_cgroup", "host"];
 const VERDICTS: [&str; 4] = ["balloon", "balloon_contributed", "not_balloon", "unknown"];
 const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
 
+/// Rows deleted by one retention pass (`crate::retention`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub rollups: u64,
+    pub events: u64,
+    pub ooms: u64,
+    /// Minute rollups folded into hourly rollups.
+    pub compacted: u64,
+}
+
 /// How one ingest request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestOutcome {
@@ -51,25 +59,6 @@ pub enum IngestOutcome {
     Rejected(&'static str),
     /// 5xx.
     Error,
-}
-
-impl IngestOutcome {
-    /// The outcome of a failed request.
-    pub fn of_error(error: &AppError) -> Self {
-        match error {
-            AppError::Unauthorized => Self::Rejected("unauthorized"),
-            AppError::Forbidden(_) => Self::Rejected("forbidden"),
-            AppError::BadRequest(_) | AppError::NotFound | AppError::Conflict(_) => {
-                Self::Rejected("bad_request")
-            }
-            AppError::Unprocessable { .. } => Self::Rejected("invalid"),
-            AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
-            AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),
-            AppError::Timeout => Self::Rejected("timeout"),
-            AppError::TooManyRequests { .. } => Self::Rejected("rate_limited"),
-            AppError::Storage(_) | AppError::Internal => Self::Error,
-        }
-    }
 }
 
 /// Rows of one committed batch, by type, counted before the batch is stored.
@@ -504,31 +493,6 @@ fn now_secs() -> f64 {
     crate::now_ms() as f64 / 1000.0
 }
 
-/// `GET /metrics`.
-pub(crate) async fn scrape(
-    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
-) -> impl axum::response::IntoResponse {
-    let outbox = match crate::notify::outbox::counts(state.store.as_ref()).await {
-        Ok(rows) => Some(
-            rows.into_iter()
-                .map(|(_, state, n)| (state, n))
-                .collect::<Vec<_>>(),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "Metrics: failed to count the notification outbox.");
-            state.metrics.storage_error();
-            None
-        }
-    };
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(outbox.as_deref()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,7 +514,7 @@ mod tests {
             Some((&shape, 0, 5)),
         );
         metrics.ingest(
-            IngestOutcome::of_error(&AppError::Unauthorized),
+            IngestOutcome::of_error(&crate::api::AppError::Unauthorized),
             Duration::from_millis(1),
             None,
         );

@@ -6,12 +6,12 @@ use serde::Deserialize;
 
 use ballast_model::{BalloonPoint, HostMemory, OomAnalysis, ParsedReport};
 
-use crate::api::AppState;
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
 use crate::records::{OomDetail, OomSummary};
 use crate::reports::format;
+use crate::state::AppState;
 use crate::storage::queries::{self, OomFilter};
 
 const PAGE_SIZE: i64 = 50;

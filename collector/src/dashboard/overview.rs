@@ -5,11 +5,11 @@ use axum::extract::{Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::svg::{self, Group};
 use crate::dashboard::{data, DashboardError};
 use crate::reports::format;
+use crate::state::AppState;
 use crate::storage::queries::{self, GroupBy, OomFilter};
 
 /// Host pressure looks at the last 15 minutes of rollups.

@@ -100,7 +100,7 @@ async fn transaction(
     statements: Vec<Query>,
 ) -> Result<Vec<u64>, StoreError> {
     let mut queries = Vec::with_capacity(statements.len() + 2);
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         // `execute_all` begins REPEATABLE READ; changing it is allowed before any query.
         queries.push(Query::new(
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
@@ -143,7 +143,7 @@ pub struct Claimed {
 /// rows the previous one locked: a `LIMIT 20` claimed 40 rows in the two-collector
 /// test). SQLite has one writer and evaluates `IN (subquery)` once.
 fn claim_sql(store: &dyn Store, set: &str, pick: &str, recheck: &str) -> String {
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         format!(
             "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
              UPDATE notify_outbox SET {set} WHERE id IN (SELECT id FROM picked) AND {recheck}"
@@ -160,7 +160,7 @@ fn claim_params(
     pick: Vec<Param>,
     recheck: Vec<Param>,
 ) -> Vec<Param> {
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         [pick, set, recheck].concat()
     } else {
         [set, pick, recheck].concat()

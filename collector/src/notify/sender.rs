@@ -25,7 +25,7 @@ use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
 use crate::notify::outbox;
 use crate::notify::rate::{backoff, Limit};
-use crate::notify::NotifyStats;
+use crate::notify::stats::NotifyStats;
 use crate::storage::{Store, StoreError};
 
 /// Notifications claimed per pass at most.

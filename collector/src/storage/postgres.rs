@@ -19,7 +19,7 @@ use ballast_model::IngestResponse;
 use crate::storage::pg_tls::PgConnect;
 use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
-use crate::storage::{pending_migrations, Store, StoreError};
+use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -172,8 +172,8 @@ impl Store for PostgresStore {
         Ok(response)
     }
 
-    fn engine(&self) -> &'static str {
-        "postgres"
+    fn engine(&self) -> Engine {
+        Engine::Postgres
     }
 }
 

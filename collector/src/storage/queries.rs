@@ -513,7 +513,7 @@ pub struct VmFilter {
 /// `COLLATE "C"` (its default collation may order text differently). The OOM counts
 /// are taken for the page's rows only, after the LIMIT.
 pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmList, StoreError> {
-    let bytewise = if store.engine() == "postgres" {
+    let bytewise = if store.engine() == crate::storage::Engine::Postgres {
         " COLLATE \"C\""
     } else {
         ""

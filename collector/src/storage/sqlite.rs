@@ -20,7 +20,7 @@ use ballast_model::IngestResponse;
 
 use crate::storage::prepare::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
-use crate::storage::{pending_migrations, Store, StoreError};
+use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -161,8 +161,8 @@ impl Store for SqliteStore {
         answer.await.map_err(|_| StoreError::WorkerGone)?
     }
 
-    fn engine(&self) -> &'static str {
-        "sqlite"
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
     }
 }
 

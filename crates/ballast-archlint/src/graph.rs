@@ -158,6 +158,9 @@ mod tests {
         assert!(text.contains("c -> a, d\n"), "{text}");
         assert!(text.contains("d ->\n"), "{text}");
         assert!(text.contains("cycle: a b c\n"), "{text}");
-        assert!(text.ends_with("4 files, 4 edges, 1 cycles (sizes 3)\n"), "{text}");
+        assert!(
+            text.ends_with("4 files, 4 edges, 1 cycles (sizes 3)\n"),
+            "{text}"
+        );
     }
 }

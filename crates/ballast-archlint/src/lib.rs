@@ -66,7 +66,11 @@ fn crate_name(src: &Path) -> Option<String> {
             continue;
         }
         if let Some(value) = line.strip_prefix("name") {
-            let value = value.trim_start().strip_prefix('=')?.trim().trim_matches('"');
+            let value = value
+                .trim_start()
+                .strip_prefix('=')?
+                .trim()
+                .trim_matches('"');
             return Some(value.replace('-', "_"));
         }
     }
@@ -75,3 +79,6 @@ fn crate_name(src: &Path) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod collector_rules;

@@ -29,7 +29,9 @@ pub fn edges(tree: &Tree, crate_name: Option<&str>) -> Graph {
     for (index, module) in tree.modules.iter().enumerate() {
         for entry in &module.uses {
             match resolver.resolve(index, &entry.path, 0) {
-                Some(Target::Item(target)) => graph.add_edge(&module.file, &tree.modules[target].file),
+                Some(Target::Item(target)) => {
+                    graph.add_edge(&module.file, &tree.modules[target].file)
+                }
                 // A module imported by name is an alias; its uses make the edges. A glob
                 // import names the module's items.
                 Some(Target::Module(target)) if entry.name.is_none() => {
@@ -44,7 +46,9 @@ pub fn edges(tree: &Tree, crate_name: Option<&str>) -> Graph {
         }
         for path in paths.0 {
             match resolver.resolve(index, &path, 0) {
-                Some(Target::Item(target)) => graph.add_edge(&module.file, &tree.modules[target].file),
+                Some(Target::Item(target)) => {
+                    graph.add_edge(&module.file, &tree.modules[target].file)
+                }
                 Some(Target::Module(target)) if path.len() > 1 => {
                     graph.add_edge(&module.file, &tree.modules[target].file)
                 }

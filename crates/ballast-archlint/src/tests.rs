@@ -49,7 +49,10 @@ fn an_import_circle_through_crate_super_and_a_child_name_is_one_cycle() {
         graph.render()
     );
     let lines = graph_lines(src.path());
-    assert!(lines.contains(&"api -> api::ingest".to_owned()), "{lines:?}");
+    assert!(
+        lines.contains(&"api -> api::ingest".to_owned()),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"crate ->".to_owned()), "{lines:?}");
     assert_eq!(
         lines.last().map(String::as_str),
@@ -95,7 +98,10 @@ fn a_layered_crate_has_no_cycle_and_test_code_comments_and_mod_lines_do_not_coun
 #[test]
 fn a_re_export_is_followed_to_the_defining_file_and_main_names_the_crate() {
     let src = crate_of(&[
-        ("lib.rs", "pub mod api;\npub mod state;\npub mod dashboard;\n"),
+        (
+            "lib.rs",
+            "pub mod api;\npub mod state;\npub mod dashboard;\n",
+        ),
         ("api/mod.rs", "mod error;\npub use error::AppError;\n"),
         ("api/error.rs", "pub struct AppError;\n"),
         ("state.rs", "pub struct AppState;\n"),
@@ -123,7 +129,10 @@ fn a_re_export_is_followed_to_the_defining_file_and_main_names_the_crate() {
 fn a_crate_without_roots_or_with_bad_rust_is_an_error_naming_the_file() {
     let empty = crate_of(&[("other.rs", "")]);
     let err = module_graph_named(empty.path(), None).expect_err("no root");
-    assert!(err.to_string().contains("neither lib.rs nor main.rs"), "{err}");
+    assert!(
+        err.to_string().contains("neither lib.rs nor main.rs"),
+        "{err}"
+    );
     let broken = crate_of(&[("lib.rs", "pub mod a;\n"), ("a.rs", "fn (\n")]);
     let err = module_graph_named(broken.path(), None).expect_err("bad rust");
     assert!(err.to_string().contains("a.rs:1:"), "{err}");
