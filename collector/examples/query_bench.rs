@@ -36,11 +36,12 @@ use async_trait::async_trait;
 
 use ballast_collector::config::RetentionSettings;
 use ballast_collector::correlation::CorrelationSettings;
+use ballast_collector::ingest::prepare_batch;
 use ballast_collector::retention;
 use ballast_collector::storage::postgres::PostgresStore;
-use ballast_collector::storage::prepare::{prepare_batch, EventRow, PreparedBatch, VmUpsert};
 use ballast_collector::storage::queries::{self, OomFilter, Resolution};
 use ballast_collector::storage::sqlite::SqliteStore;
+use ballast_collector::storage::{EventRow, PreparedBatch, VmUpsert};
 use ballast_collector::storage::{Param, Query, Row, Store, StoreError};
 use ballast_model::{Batch, Envelope, Event, IngestResponse, VmConfig, SCHEMA_VERSION};
 

@@ -26,6 +26,7 @@ pub mod correlation;
 pub mod dashboard;
 mod error_text;
 pub mod html;
+pub mod ingest;
 pub mod listener;
 pub mod live_router;
 pub mod loopback_host;

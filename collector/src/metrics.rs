@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::notify::stats::NotifyStats;
-use crate::storage::prepare::PreparedBatch;
+use crate::storage::rows::PreparedBatch;
 
 /// Upper bounds of the ingest latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 11] = [

@@ -127,7 +127,7 @@ pub(super) async fn list_vms(
             if params
                 .host
                 .as_deref()
-                .is_some_and(|host| crate::storage::prepare::clean(host) != cursor.host)
+                .is_some_and(|host| crate::storage::rows::clean(host) != cursor.host)
             {
                 return Err(not_ours());
             }

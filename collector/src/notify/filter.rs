@@ -1,7 +1,7 @@
 //! Which webhooks hear about an OOM: per-webhook filters on the OOM's kind and
 //! correlation verdict, applied at ingest to the rows about to be stored. Pure.
 
-use crate::storage::prepare::{NotifyTarget, OomRow};
+use crate::storage::rows::{NotifyTarget, OomRow};
 
 /// OOM kinds a filter may name (the wire names).
 pub const KINDS: &[&str] = &["guest", "vm_cgroup", "host"];

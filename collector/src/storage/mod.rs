@@ -8,8 +8,8 @@
 //!
 //! 1. [`open`] connects and applies the migrations next to the engines
 //!    (`migrations/<engine>/NNNN_*.sql`, recorded in `schema_migrations`).
-//! 2. [`prepare::prepare_batch`] turns a validated `ballast_model::Batch` into
-//!    [`PreparedBatch`] rows (correlation included) outside any lock.
+//! 2. `crate::ingest` turns a validated `ballast_model::Batch` into [`PreparedBatch`]
+//!    rows (correlation included) outside any lock; [`rows`] maps them to SQL.
 //! 3. [`Store::ingest`] inserts them with `ON CONFLICT (host_id, key) DO NOTHING`:
 //!    a re-sent key counts as a duplicate, never as a second row (an OOM stored
 //!    partial is the one row a later, complete copy of the same key replaces). It
@@ -17,8 +17,8 @@
 
 pub mod pg_tls;
 pub mod postgres;
-pub mod prepare;
 pub mod queries;
+pub mod rows;
 pub mod sql;
 pub mod sqlite;
 mod store;
@@ -27,7 +27,7 @@ pub mod tiers;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use prepare::{EventRow, OomRow, PreparedBatch, RollupRow, VmUpsert};
+pub use rows::{EventRow, OomRow, PreparedBatch, RollupRow, VmUpsert};
 pub use sql::{Cell, Param, Query, Row};
 pub use store::{Engine, Store, StoreError};
 

@@ -10,7 +10,7 @@ use crate::records::{
     CorrelationShort, KilledShort, OomCount, OomCounts, OomDetail, OomPage, OomSummary,
     RepeatOffender, RepeatOffenders, RollupPoint, TokenInfo, VmList, VmMemory, VmName, VmRecord,
 };
-use crate::storage::prepare::VmContext;
+use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
 use crate::storage::tiers;
 use crate::storage::{Store, StoreError};
@@ -523,7 +523,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
     let mut params = Vec::new();
     if let Some(host) = &filter.host {
         conditions.push(format!("v.host_id{bytewise} = ?"));
-        params.push(Param::text(crate::storage::prepare::clean(host)));
+        params.push(Param::text(crate::storage::rows::clean(host)));
     }
     if let Some(cursor) = &filter.cursor {
         conditions.push(format!("({key}) > (?, ?, ?)"));

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use ballast_model::IngestResponse;
 
-use crate::storage::prepare::PreparedBatch;
+use crate::storage::rows::PreparedBatch;
 use crate::storage::sql::{Query, Row};
 
 /// The two engines. Statements that differ between them choose by this, inside

@@ -63,7 +63,7 @@ fn only_the_top_of_the_collector_reads_the_whole_configuration() {
 fn the_collectors_lower_layers_do_not_import_upwards() {
     let graph = collector();
     let storage = breaches(&graph, "storage::", |target| {
-        under(target, "storage") || ["crate", "records", "correlation"].contains(&target)
+        under(target, "storage") || ["crate", "records"].contains(&target)
     });
     assert!(
         storage.is_empty(),
