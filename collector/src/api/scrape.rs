@@ -7,7 +7,7 @@ use crate::state::AppState;
 pub(crate) async fn scrape(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> impl axum::response::IntoResponse {
-    let outbox = match crate::notify::outbox::counts(state.store.as_ref()).await {
+    let outbox = match crate::storage::outbox::counts(state.store.as_ref()).await {
         Ok(rows) => Some(
             rows.into_iter()
                 .map(|(_, state, n)| (state, n))

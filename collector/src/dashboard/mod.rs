@@ -1,7 +1,7 @@
 //! The dashboard: server-rendered HTML pages over the same `Store` queries as the
-//! JSON API. Rendering only: reads go through `storage::queries` and this module's
-//! [`data`] (aggregate reads written once for both engines); reports come from
-//! `crate::reports`.
+//! JSON API. Rendering only: reads go through `storage::queries` and
+//! `storage::aggregates` (aggregate reads written once for both engines); reports
+//! come from `crate::reports`.
 //!
 //! Pages (all `GET` unless noted):
 //! - `/`: fleet overview (OOMs over time by verdict and kind, top VMs and hosts,
@@ -32,7 +32,6 @@
 //! addresses.
 
 pub mod auth;
-pub mod data;
 mod error;
 mod explain;
 mod layout;

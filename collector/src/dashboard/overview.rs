@@ -7,9 +7,10 @@ use serde::Deserialize;
 
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::svg::{self, Group};
-use crate::dashboard::{data, DashboardError};
+use crate::dashboard::DashboardError;
 use crate::reports::format;
 use crate::state::AppState;
+use crate::storage::aggregates as data;
 use crate::storage::queries::{self, GroupBy, OomFilter};
 
 /// Host pressure looks at the last 15 minutes of rollups.

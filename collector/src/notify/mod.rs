@@ -20,7 +20,6 @@
 pub mod config;
 pub mod filter;
 pub mod message;
-pub mod outbox;
 pub mod rate;
 pub mod sender;
 pub mod stats;
@@ -31,6 +30,9 @@ use std::time::Duration;
 pub use config::{NotifyConfig, NotifyConfigError, NotifySettings, WebhookFormat, WebhookSettings};
 pub use filter::{targets, Filter, Route};
 pub use stats::NotifyStats;
+
+/// The outbox's store side (kept under its old path for callers).
+pub use crate::storage::outbox;
 
 use crate::storage::Store;
 

@@ -15,9 +15,12 @@
 //!    partial is the one row a later, complete copy of the same key replaces). It
 //!    returns only after the transaction committed (SQLite: WAL + `synchronous=FULL`).
 
+pub mod aggregates;
+pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;
 pub mod queries;
+pub mod report_sql;
 pub mod rows;
 pub mod sql;
 pub mod sqlite;

@@ -88,3 +88,65 @@ fn the_collectors_lower_layers_do_not_import_upwards() {
     });
     assert!(state.is_empty(), "state imports handlers: {state:?}");
 }
+
+/// The product source files of the collector outside `storage/` (test files and
+/// `#[cfg(test)] mod tests` blocks cut off), with their text.
+fn sources_outside_storage() -> Vec<(PathBuf, String)> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(PathBuf, String)>) {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .expect("read_dir")
+            .map(|entry| entry.expect("dir entry").path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if name != "storage" {
+                    walk(&path, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" && name != "test_fixtures.rs" {
+                let text = std::fs::read_to_string(&path).expect("read");
+                let product = match text.find("#[cfg(test)]\nmod tests") {
+                    Some(end) => text[..end].to_string(),
+                    None => text,
+                };
+                out.push((path, product));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../collector/src"),
+        &mut out,
+    );
+    out
+}
+
+#[test]
+fn every_sql_statement_and_engine_decision_of_the_collector_is_in_storage() {
+    let sources = sources_outside_storage();
+    assert!(sources.len() > 30, "found {} files", sources.len());
+    let mut breaches = Vec::new();
+    for (path, text) in &sources {
+        for (number, line) in text.lines().enumerate() {
+            let sql = [
+                "\"SELECT ",
+                "\"INSERT ",
+                "\"UPDATE ",
+                "\"DELETE ",
+                "\"WITH ",
+            ]
+            .iter()
+            .any(|start| line.contains(start));
+            if sql || line.contains("Engine::") {
+                breaches.push(format!(
+                    "{}:{}: {}",
+                    path.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(breaches.is_empty(), "outside storage/: {breaches:#?}");
+}
