@@ -82,15 +82,15 @@ pub struct OomDetail {
     /// Reports of this VM the agent's flood control dropped before this one (a
     /// guest printing OOM reports in a loop); 0 = no flood.
     pub flood_suppressed: u64,
-    /// The agent's parse of the report (`ballast_model::ParsedReport`).
-    pub report: serde_json::Value,
-    /// The agent's analysis (`ballast_model::OomAnalysis`).
-    pub analysis: serde_json::Value,
+    /// The agent's parse of the report.
+    pub report: ballast_model::ParsedReport,
+    /// The agent's analysis.
+    pub analysis: ballast_model::OomAnalysis,
     /// The balloon as the host saw it at the OOM.
-    pub balloon_at_oom: serde_json::Value,
+    pub balloon_at_oom: ballast_model::BalloonAtOom,
     /// The agent's balloon history before the OOM (oldest first).
-    pub balloon_history: serde_json::Value,
-    pub host_memory: serde_json::Value,
+    pub balloon_history: Vec<ballast_model::BalloonPoint>,
+    pub host_memory: Option<ballast_model::HostMemory>,
     /// The full correlation ([`crate::correlation::Correlation`]).
     pub correlation_detail: serde_json::Value,
     /// Rollups of this VM in the correlation window before the OOM.

@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use ballast_model::{BalloonPoint, HostMemory, OomAnalysis, ParsedReport};
+use ballast_model::{BalloonPoint, OomAnalysis, ParsedReport};
 
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
 use crate::dashboard::svg::{self, Line, Mark};
@@ -196,11 +196,10 @@ pub async fn detail(
 
 fn detail_body(detail: &OomDetail) -> Markup {
     let summary = &detail.summary;
-    let analysis: OomAnalysis = serde_json::from_value(detail.analysis.clone()).unwrap_or_default();
-    let report: ParsedReport = serde_json::from_value(detail.report.clone()).unwrap_or_default();
-    let history: Vec<BalloonPoint> =
-        serde_json::from_value(detail.balloon_history.clone()).unwrap_or_default();
-    let host: Option<HostMemory> = serde_json::from_value(detail.host_memory.clone()).ok();
+    let analysis = &detail.analysis;
+    let report = &detail.report;
+    let history = &detail.balloon_history;
+    let host = detail.host_memory.as_ref();
     let reasons: Vec<String> = detail
         .correlation_detail
         .get("reasons")
@@ -236,7 +235,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section #trajectory {
             h2 { "Balloon before the OOM" }
-            (trajectory(detail, &history))
+            (trajectory(detail, history))
         }
         section #host-memory {
             h2 { "Host memory" }
@@ -256,7 +255,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section #report {
             h2 { "The report" }
-            (parsed_report(&report, &analysis))
+            (parsed_report(report, analysis))
         }
         section #raw {
             h2 { "Raw report (guest-reported)" @if detail.raw_truncated { " - truncated" } }
@@ -287,11 +286,7 @@ fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
             usable.extend(p.usable_kib.map(|v| (p.at_ms, v)));
         }
     }
-    if let Some(value) = detail
-        .balloon_at_oom
-        .get("actual_kib")
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(value) = detail.balloon_at_oom.actual_kib {
         actual.push((at, value));
     }
     let lines = [
@@ -384,5 +379,104 @@ pub(crate) fn parsed_report(report: &ParsedReport, analysis: &OomAnalysis) -> Ma
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use ballast_model::{Batch, Envelope, Event, SCHEMA_VERSION};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::app::app;
+    use crate::dashboard::{DashboardAuth, DashboardSettings};
+    use crate::state::{ApiConfig, AppState};
+    use crate::storage::sqlite::SqliteStore;
+    use crate::storage::{Param, Query, Store};
+    use crate::test_fixtures::{lab_inflated, oom_at_ms};
+
+    async fn get(state: &AppState, path: &str) -> (StatusCode, String) {
+        let response = app(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_stored_report_that_does_not_decode_is_an_error_page_not_an_empty_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let batch = Batch {
+            schema_version: SCHEMA_VERSION,
+            host_id: "pve1".into(),
+            agent_version: "0.1.0".into(),
+            events: vec![Envelope {
+                key: "pve1/oom/1".into(),
+                captured_at_ms: oom_at_ms(),
+                event: Event::Oom(Box::new(lab_inflated())),
+            }],
+        };
+        let settings = crate::correlation::CorrelationSettings::default();
+        let clusters = crate::clusters::Clusters::default();
+        crate::ingest::store_batch(
+            store.as_ref(),
+            batch,
+            "pve1",
+            oom_at_ms() + 1000,
+            &crate::ingest::IngestSettings {
+                correlation: &settings,
+                clusters: &clusters,
+                notify: &[],
+            },
+        )
+        .await
+        .expect("stored");
+        let config = ApiConfig {
+            dashboard: DashboardSettings {
+                auth: DashboardAuth::None,
+                ..DashboardSettings::default()
+            },
+            ..ApiConfig::default()
+        };
+        let state = AppState::new(Arc::clone(&store), config);
+
+        let (status, page) = get(&state, "/ooms/1").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            page.contains("memhog"),
+            "the parsed report is shown: {page}"
+        );
+
+        // A row whose report no longer fits the model (a schema mismatch).
+        store
+            .execute(Query::new(
+                "UPDATE ooms SET event_json = ? WHERE id = 1",
+                vec![Param::text(
+                    r#"{"vm":{"uuid":"x","name":"y"},"kind":"guest","report":7}"#,
+                )],
+            ))
+            .await
+            .expect("update");
+        let (status, page) = get(&state, "/ooms/1").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{page}");
+        assert!(page.contains("Internal error"), "{page}");
+        assert!(!page.contains("memhog"), "{page}");
+        let (status, _) = get(&state, "/api/v1/ooms/1").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -217,21 +217,14 @@ pub async fn get_oom(
         return Ok(None);
     };
     let summary = decode_summary(row);
-    let mut event = row.json(15);
-    let mut take = |name: &str| {
-        event
-            .get_mut(name)
-            .map(serde_json::Value::take)
-            .unwrap_or(serde_json::Value::Null)
-    };
-    let raw_report = take("raw_report").as_str().unwrap_or_default().to_string();
-    let raw_truncated = take("raw_truncated").as_bool().unwrap_or(false);
-    let flood_suppressed = take("flood_suppressed").as_u64().unwrap_or(0);
-    let report = take("report");
-    let analysis = take("analysis");
-    let balloon_at_oom = take("balloon_at_oom");
-    let balloon_history = take("balloon_history");
-    let host_memory = take("host");
+    // The event as stored by ingest (`ballast_model::OomEvent`): a row that does not
+    // decode is an error, never an empty page.
+    let event: ballast_model::OomEvent =
+        serde_json::from_str(&row.text_or_empty(15)).map_err(|source| StoreError::Decode {
+            what: "ooms.event_json",
+            id,
+            source,
+        })?;
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -244,14 +237,14 @@ pub async fn get_oom(
     .await?;
     Ok(Some(OomDetail {
         source: row.text_or_empty(14),
-        raw_report,
-        raw_truncated,
-        flood_suppressed,
-        report,
-        analysis,
-        balloon_at_oom,
-        balloon_history,
-        host_memory,
+        raw_report: event.raw_report,
+        raw_truncated: event.raw_truncated,
+        flood_suppressed: event.flood_suppressed,
+        report: event.report,
+        analysis: event.analysis,
+        balloon_at_oom: event.balloon_at_oom,
+        balloon_history: event.balloon_history,
+        host_memory: event.host,
         correlation_detail: row.json(16),
         rollups,
         summary,

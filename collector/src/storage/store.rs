@@ -67,6 +67,13 @@ pub enum StoreError {
     WorkerGone,
     #[error("A host named {0:?} already has a token (revoke it first, or --rotate)")]
     TokenExists(String),
+    #[error("Stored {what} of row {id} does not decode")]
+    Decode {
+        what: &'static str,
+        id: i64,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The operations every engine provides.
