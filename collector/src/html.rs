@@ -4,20 +4,28 @@
 
 use maud::{html, Markup};
 
+use ballast_model::{CorrelationVerdict, ReportVerdict};
+
 use crate::reports::format;
 
 /// The embedded stylesheet (served by the dashboard, inlined in a standalone report).
 pub const STYLE_CSS: &str = include_str!("../assets/style.css");
 
-/// The CSS class of a verdict (unknown values share one class).
+/// The CSS class of a verdict, a correlation's or a report's (unknown values share
+/// one class).
 pub fn verdict_class(verdict: &str) -> &'static str {
-    match verdict {
-        "balloon" => "v-balloon",
-        "balloon_contributed" => "v-balloon_contributed",
-        "not_balloon" => "v-not_balloon",
-        "unknown" => "v-unknown",
-        "kernel_unaccounted" => "v-kernel",
-        "memcg_limit" => "v-memcg",
+    let correlation = CorrelationVerdict::parse(verdict);
+    if correlation.as_str() == verdict {
+        return match correlation {
+            CorrelationVerdict::Balloon => "v-balloon",
+            CorrelationVerdict::BalloonContributed => "v-balloon_contributed",
+            CorrelationVerdict::NotBalloon => "v-not_balloon",
+            CorrelationVerdict::Unknown => "v-unknown",
+        };
+    }
+    match ReportVerdict::parse(verdict) {
+        ReportVerdict::KernelUnaccounted => "v-kernel",
+        ReportVerdict::MemcgLimit => "v-memcg",
         _ => "v-other",
     }
 }

@@ -14,6 +14,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ballast_model::{CorrelationVerdict, OomKind};
+
 use crate::notify::stats::NotifyStats;
 use crate::storage::rows::PreparedBatch;
 
@@ -34,8 +36,8 @@ pub const REJECT_REASONS: [&str; 8] = [
     "rate_limited",
 ];
 
-const OOM_KINDS: [&str; 3] = ["guest", "vm_cgroup", "host"];
-const VERDICTS: [&str; 4] = ["balloon", "balloon_contributed", "not_balloon", "unknown"];
+const OOM_KINDS: [&str; 3] = OomKind::NAMES;
+const VERDICTS: &[&str] = CorrelationVerdict::NAMES;
 const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
 
 /// Rows deleted by one retention pass (`crate::retention`).
@@ -76,7 +78,7 @@ impl BatchShape {
         for oom in &batch.ooms {
             let key = (
                 bounded(&oom.kind, &OOM_KINDS),
-                bounded(&oom.corr_verdict, &VERDICTS),
+                bounded(&oom.corr_verdict, VERDICTS),
             );
             *ooms.entry(key).or_insert(0) += 1;
         }
@@ -330,7 +332,7 @@ impl Metrics {
             "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
         );
         for kind in OOM_KINDS {
-            for verdict in VERDICTS {
+            for &verdict in VERDICTS {
                 let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
                 let _ = writeln!(
                     out,

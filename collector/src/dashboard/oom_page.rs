@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use ballast_model::{BalloonPoint, OomAnalysis, ParsedReport};
+use ballast_model::{BalloonPoint, CorrelationVerdict, OomAnalysis, OomKind, ParsedReport};
 
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
 use crate::dashboard::svg::{self, Line, Mark};
@@ -54,14 +54,13 @@ pub async fn list(
 ) -> Result<Markup, DashboardError> {
     let verdict = non_empty(&params.verdict);
     if let Some(verdict) = &verdict {
-        if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
-        {
+        if !CorrelationVerdict::NAMES.contains(&verdict.as_str()) {
             return Err(DashboardError::BadRequest("unknown verdict".into()));
         }
     }
     let kind = non_empty(&params.kind);
     if let Some(kind) = &kind {
-        if !["guest", "vm_cgroup", "host"].contains(&kind.as_str()) {
+        if !OomKind::ALL.iter().any(|known| known.as_str() == kind) {
             return Err(DashboardError::BadRequest("unknown kind".into()));
         }
     }
@@ -110,7 +109,7 @@ pub async fn list(
             label { "Verdict "
                 select name="verdict" {
                     option value="" { "any" }
-                    @for v in ["balloon", "balloon_contributed", "not_balloon", "unknown"] {
+                    @for v in CorrelationVerdict::NAMES.iter().copied() {
                         option value=(v) selected[selected(&verdict, v)] { (v) }
                     }
                 }
@@ -118,7 +117,7 @@ pub async fn list(
             label { "Kind "
                 select name="kind" {
                     option value="" { "any" }
-                    @for k in ["guest", "vm_cgroup", "host"] {
+                    @for k in OomKind::ALL.map(OomKind::as_str) {
                         option value=(k) selected[selected(&kind, k)] { (k) }
                     }
                 }

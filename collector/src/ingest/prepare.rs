@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ballast_model::{Batch, Event, OomKind};
+use ballast_model::{Batch, Event};
 
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
 use crate::records::RollupPoint;
@@ -76,7 +76,7 @@ pub fn prepare_batch(
                     captured_at_ms: at,
                     vm_uuid: oom.vm.uuid.clone(),
                     vm_name: clean(&oom.vm.name),
-                    kind: oom_kind_name(oom.kind).to_string(),
+                    kind: oom.kind.as_str().to_string(),
                     source: to_json(&oom.source).trim_matches('"').to_string(),
                     report_kind: clean(&oom.report.kind),
                     report_verdict: clean(&oom.analysis.verdict),
@@ -132,13 +132,4 @@ pub fn prepare_batch(
         }
     }
     prepared
-}
-
-/// The wire name of an OOM kind.
-pub fn oom_kind_name(kind: OomKind) -> &'static str {
-    match kind {
-        OomKind::Guest => "guest",
-        OomKind::VmCgroup => "vm_cgroup",
-        OomKind::Host => "host",
-    }
 }

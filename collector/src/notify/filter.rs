@@ -4,9 +4,9 @@
 use crate::storage::rows::{NotifyTarget, OomRow};
 
 /// OOM kinds a filter may name (the wire names).
-pub const KINDS: &[&str] = &["guest", "vm_cgroup", "host"];
+pub const KINDS: &[&str] = &ballast_model::OomKind::NAMES;
 /// Correlation verdicts a filter may name.
-pub const VERDICTS: &[&str] = &["balloon", "balloon_contributed", "not_balloon", "unknown"];
+pub const VERDICTS: &[&str] = ballast_model::CorrelationVerdict::NAMES;
 
 /// A webhook's filter; an empty list lets everything through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -25,6 +25,8 @@
 
 use serde_json::{json, Value};
 
+use ballast_model::CorrelationVerdict;
+
 use crate::notify::config::WebhookFormat;
 pub use crate::storage::outbox::{OomNotice, SuppressedSummary};
 
@@ -151,11 +153,11 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
         }
     };
     let link = |url: &str, label: &str| chat_link(slack, url, label);
-    let verdict = match notice.corr_verdict.as_str() {
-        "balloon" => "caused by the balloon",
-        "balloon_contributed" => "the balloon contributed",
-        "not_balloon" => "not the balloon",
-        _ => "balloon role unknown",
+    let verdict = match CorrelationVerdict::parse(&notice.corr_verdict) {
+        CorrelationVerdict::Balloon => "caused by the balloon",
+        CorrelationVerdict::BalloonContributed => "the balloon contributed",
+        CorrelationVerdict::NotBalloon => "not the balloon",
+        CorrelationVerdict::Unknown => "balloon role unknown",
     };
     let mut text = format!(
         ":boom: *OOM* ({kind}) in VM {vm} on host {host}: {verdict}\n",

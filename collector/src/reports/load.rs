@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ballast_model::VmConfig;
+use ballast_model::{CorrelationVerdict, NearMissKind, OomKind, ReportKind, VmConfig};
 
 use crate::reports::autoballoon::{HostPoint, ReplayPoint};
 use crate::reports::balloon_policy::{
@@ -131,7 +131,7 @@ pub async fn load(
         if let Some(facts) = vms.get_mut(&vm_key(&row, 0)) {
             facts.near_misses.push(NearMissFact {
                 time_ms: row.int_or_zero(2),
-                kind: "usable_low".into(),
+                kind: NearMissKind::UsableLow.as_str().into(),
                 usable_kib: row.kib(3),
                 held_kib: row.kib(4),
             });
@@ -240,7 +240,10 @@ fn oom_demand(
     let not_preventable = correlation
         .get("not_preventable")
         .is_some_and(|reason| !reason.is_null());
-    if kind != "guest" || report_kind == "memcg" || not_preventable {
+    if kind != OomKind::Guest.as_str()
+        || ReportKind::parse(report_kind) == ReportKind::Memcg
+        || not_preventable
+    {
         return None;
     }
     let field = |name: &str| correlation.get(name).and_then(serde_json::Value::as_u64);
@@ -248,7 +251,8 @@ fn oom_demand(
     let size = field("actual_kib")
         .or_else(|| Some(field("maximum_kib")?.saturating_sub(field("balloon_held_kb")?)));
     let in_use = field("in_use_kb").map(|used| used.saturating_add(shortfall));
-    let at_size = matches!(verdict, "balloon" | "balloon_contributed")
+    let at_size = CorrelationVerdict::parse(verdict)
+        .is_balloon()
         .then(|| size.map(|size| size.saturating_add(shortfall)))
         .flatten();
     at_size.into_iter().chain(in_use).max()
