@@ -77,8 +77,8 @@ impl BatchShape {
         let mut ooms = BTreeMap::new();
         for oom in &batch.ooms {
             let key = (
-                bounded(&oom.kind, &OOM_KINDS),
-                bounded(&oom.corr_verdict, VERDICTS),
+                bounded(oom.kind.as_str(), &OOM_KINDS),
+                bounded(oom.corr_verdict.as_str(), VERDICTS),
             );
             *ooms.entry(key).or_insert(0) += 1;
         }

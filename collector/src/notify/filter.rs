@@ -34,7 +34,10 @@ pub fn targets(ooms: &[OomRow], routes: &[Route]) -> Vec<NotifyTarget> {
     let mut targets = Vec::new();
     for (oom_index, oom) in ooms.iter().enumerate() {
         for route in routes {
-            if route.filter.matches(&oom.kind, &oom.corr_verdict) {
+            if route
+                .filter
+                .matches(oom.kind.as_str(), oom.corr_verdict.as_str())
+            {
                 targets.push(NotifyTarget {
                     oom_index,
                     webhook: route.webhook.clone(),

@@ -5,7 +5,7 @@
 //! replaced ([`clean`]), since PostgreSQL text cannot hold them and both engines must
 //! store the same thing.
 
-use ballast_model::{IngestResponse, MinMaxLast, VmConfig};
+use ballast_model::{CorrelationVerdict, IngestResponse, MinMaxLast, OomKind, VmConfig};
 
 use crate::records::RollupPoint;
 use crate::storage::sql::Param;
@@ -51,14 +51,14 @@ pub struct OomRow {
     pub captured_at_ms: i64,
     pub vm_uuid: String,
     pub vm_name: String,
-    pub kind: String,
+    pub kind: OomKind,
     pub source: String,
     pub report_kind: String,
     pub report_verdict: String,
     pub killed_pid: Option<i64>,
     pub killed_comm: Option<String>,
     pub killed_anon_rss_kb: Option<i64>,
-    pub corr_verdict: String,
+    pub corr_verdict: CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,
