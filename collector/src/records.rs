@@ -37,7 +37,7 @@ pub struct KilledShort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CorrelationShort {
     /// `balloon`, `balloon_contributed`, `not_balloon`, `unknown`.
-    pub verdict: String,
+    pub verdict: ballast_model::CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,

@@ -157,7 +157,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                                 (killed.comm.as_deref().unwrap_or("?"))
                                 @if let Some(pid) = killed.pid { " (" (pid) ")" }
                             } }
-                            td.verdict { (badge(&oom.correlation.verdict)) }
+                            td.verdict { (badge(oom.correlation.verdict.as_str())) }
                             td { (oom.report_verdict) }
                             td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
                         }
@@ -215,7 +215,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section.verdict-box #verdict {
             p.lead {
-                "Correlation verdict: " (badge(&summary.correlation.verdict))
+                "Correlation verdict: " (badge(summary.correlation.verdict.as_str()))
                 " · report verdict: " (badge(&analysis.verdict))
             }
             @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }

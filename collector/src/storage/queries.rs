@@ -116,7 +116,7 @@ fn decode_summary(row: &Row) -> OomSummary {
         }),
         report_verdict: row.text_or_empty(9),
         correlation: CorrelationShort {
-            verdict: row.text_or_empty(10),
+            verdict: ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
             balloon_held_kb: row.int(11),
             inflated_kb_before: row.int(12),
             seconds_from_inflation: row.int(13),

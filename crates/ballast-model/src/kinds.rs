@@ -55,6 +55,18 @@ macro_rules! vocabulary {
             }
         }
 
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
         impl std::fmt::Display for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(self.as_str())
@@ -227,6 +239,8 @@ mod tests {
             ["out_of_puff", "silent_deflate", "usable_low"]
         );
         assert_eq!(NearMissKind::parse("usable_low"), NearMissKind::UsableLow);
+        assert_eq!(NearMissKind::UsableLow, "usable_low");
+        assert!(CorrelationVerdict::Unknown != "not_balloon");
         assert_eq!(VmState::parse("unknown"), VmState::Unknown);
         assert!(CorrelationVerdict::parse("balloon_contributed").is_balloon());
         for (kind, name) in crate::OomKind::ALL.into_iter().zip(crate::OomKind::NAMES) {
