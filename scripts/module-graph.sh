@@ -8,7 +8,7 @@ case "${1:-}" in
     collector) src="$root/collector/src" ;;
     agent) src="$root/agent/src" ;;
     "") echo "usage: $0 collector|agent|<src-dir>" >&2; exit 2 ;;
-    *) src="$1" ;;
+    *) src="$(cd "$1" && pwd)" ;;
 esac
 cd "$root"
 exec cargo run -q -p ballast-archlint --bin module-graph -- "$src"

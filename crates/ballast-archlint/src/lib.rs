@@ -11,32 +11,15 @@
 //! Test support only: the import lint of the collector's tests and `scripts/module-graph.sh`
 //! use it; no product binary links it.
 
+mod error;
 mod graph;
 mod resolve;
 mod tree;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+pub use error::Error;
 pub use graph::Graph;
-
-/// Why a crate's graph could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}:{line}:{column}: not Rust the parser reads: {message}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
-    #[error("{0}: neither lib.rs nor main.rs")]
-    NoRoot(PathBuf),
-}
 
 /// The import graph of the crate whose sources are in `src` (the directory holding
 /// `lib.rs` and/or `main.rs`). The crate's own name (how `main.rs` names the library) is

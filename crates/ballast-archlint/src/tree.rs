@@ -6,7 +6,7 @@ use std::path::Path;
 
 use syn::visit::Visit;
 
-use crate::Error;
+use crate::error::Error;
 
 /// One `use` leaf: `name` (None for a glob) stands for `path`.
 #[derive(Debug, Clone)]
