@@ -199,13 +199,8 @@ fn detail_body(detail: &OomDetail) -> Markup {
     let report = &detail.report;
     let history = &detail.balloon_history;
     let host = detail.host_memory.as_ref();
-    let reasons: Vec<String> = detail
-        .correlation_detail
-        .get("reasons")
-        .and_then(|r| serde_json::from_value(r.clone()).ok())
-        .unwrap_or_default();
-    let corr = &detail.correlation_detail;
-    let corr_kib = |name: &str| corr.get(name).and_then(|v| v.as_u64());
+    let corr = &detail.correlation_facts;
+    let reasons = &corr.reasons;
     html! {
         @if detail.flood_suppressed > 0 {
             p.flood #flood {
@@ -220,16 +215,16 @@ fn detail_body(detail: &OomDetail) -> Markup {
             }
             @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }
             @if !reasons.is_empty() {
-                ul.reasons { @for reason in &reasons { li { (reason) } } }
+                ul.reasons { @for reason in reasons { li { (reason) } } }
             }
             dl.facts {
                 dt { "VM" } dd { (vm_link(&summary.host, &summary.vm.uuid, &summary.vm.name)) }
                 dt { "Host" } dd { (host_link(&summary.host)) }
                 dt { "Kind / source" } dd { (summary.kind) " / " (detail.source) }
-                dt { "Balloon held" } dd { (kib(corr_kib("balloon_held_kb"))) " of " (kib(corr_kib("maximum_kib"))) }
-                dt { "Inflated before" } dd { (kib(corr_kib("inflated_kb_before")))
+                dt { "Balloon held" } dd { (kib(corr.balloon_held_kb)) " of " (kib(corr.maximum_kib)) }
+                dt { "Inflated before" } dd { (kib(corr.inflated_kb_before))
                     @if let Some(secs) = summary.correlation.seconds_from_inflation { ", " (secs) " s before the OOM" } }
-                dt { "Would have survived deflated" } dd { (corr.get("would_have_survived").and_then(|v| v.as_bool()).map_or("unknown", |b| if b { "yes" } else { "no" })) }
+                dt { "Would have survived deflated" } dd { (corr.would_have_survived.map_or("unknown", |b| if b { "yes" } else { "no" })) }
             }
         }
         section #trajectory {
@@ -460,6 +455,28 @@ mod tests {
             page.contains("memhog"),
             "the parsed report is shown: {page}"
         );
+
+        // A correlation that does not decode is an error too; one without the
+        // figures (an older collector's) still shows the report.
+        for (correlation, expected) in [
+            (r#""not an object""#, StatusCode::INTERNAL_SERVER_ERROR),
+            ("{}", StatusCode::OK),
+        ] {
+            store
+                .execute(Query::new(
+                    "UPDATE ooms SET correlation_json = ? WHERE id = 1",
+                    vec![Param::text(correlation)],
+                ))
+                .await
+                .expect("update");
+            let (status, page) = get(&state, "/ooms/1").await;
+            assert_eq!(status, expected, "{correlation}: {page}");
+            assert_eq!(
+                page.contains("memhog"),
+                expected == StatusCode::OK,
+                "{page}"
+            );
+        }
 
         // A row whose report no longer fits the model (a schema mismatch).
         store

@@ -225,6 +225,16 @@ pub async fn get_oom(
             id,
             source,
         })?;
+    let correlation_text = row.text_or_empty(16);
+    let decode_error = |source| StoreError::Decode {
+        what: "ooms.correlation_json",
+        id,
+        source,
+    };
+    let correlation_detail: serde_json::Value =
+        serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    let correlation_facts =
+        serde_json::from_value(correlation_detail.clone()).map_err(decode_error)?;
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -245,7 +255,8 @@ pub async fn get_oom(
         balloon_at_oom: event.balloon_at_oom,
         balloon_history: event.balloon_history,
         host_memory: event.host,
-        correlation_detail: row.json(16),
+        correlation_detail,
+        correlation_facts,
         rollups,
         summary,
     }))
