@@ -14,10 +14,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::api::AppError;
-use crate::notify::NotifyStats;
-use crate::retention::Deleted;
-use crate::storage::prepare::PreparedBatch;
+use ballast_model::{CorrelationVerdict, OomKind};
+
+use crate::notify::stats::NotifyStats;
+use crate::storage::rows::PreparedBatch;
 
 /// Upper bounds of the ingest latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 11] = [
@@ -36,9 +36,19 @@ pub const REJECT_REASONS: [&str; 8] = [
     "rate_limited",
 ];
 
-const OOM_KINDS: [&str; 3] = ["guest", "vm_cgroup", "host"];
-const VERDICTS: [&str; 4] = ["balloon", "balloon_contributed", "not_balloon", "unknown"];
+const OOM_KINDS: [&str; 3] = OomKind::NAMES;
+const VERDICTS: &[&str] = CorrelationVerdict::NAMES;
 const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
+
+/// Rows deleted by one retention pass (`crate::retention`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub rollups: u64,
+    pub events: u64,
+    pub ooms: u64,
+    /// Minute rollups folded into hourly rollups.
+    pub compacted: u64,
+}
 
 /// How one ingest request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,25 +61,6 @@ pub enum IngestOutcome {
     Rejected(&'static str),
     /// 5xx.
     Error,
-}
-
-impl IngestOutcome {
-    /// The outcome of a failed request.
-    pub fn of_error(error: &AppError) -> Self {
-        match error {
-            AppError::Unauthorized => Self::Rejected("unauthorized"),
-            AppError::Forbidden(_) => Self::Rejected("forbidden"),
-            AppError::BadRequest(_) | AppError::NotFound | AppError::Conflict(_) => {
-                Self::Rejected("bad_request")
-            }
-            AppError::Unprocessable { .. } => Self::Rejected("invalid"),
-            AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
-            AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),
-            AppError::Timeout => Self::Rejected("timeout"),
-            AppError::TooManyRequests { .. } => Self::Rejected("rate_limited"),
-            AppError::Storage(_) | AppError::Internal => Self::Error,
-        }
-    }
 }
 
 /// Rows of one committed batch, by type, counted before the batch is stored.
@@ -86,8 +77,8 @@ impl BatchShape {
         let mut ooms = BTreeMap::new();
         for oom in &batch.ooms {
             let key = (
-                bounded(&oom.kind, &OOM_KINDS),
-                bounded(&oom.corr_verdict, &VERDICTS),
+                bounded(oom.kind.as_str(), &OOM_KINDS),
+                bounded(oom.corr_verdict.as_str(), VERDICTS),
             );
             *ooms.entry(key).or_insert(0) += 1;
         }
@@ -341,7 +332,7 @@ impl Metrics {
             "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
         );
         for kind in OOM_KINDS {
-            for verdict in VERDICTS {
+            for &verdict in VERDICTS {
                 let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
                 let _ = writeln!(
                     out,
@@ -504,31 +495,6 @@ fn now_secs() -> f64 {
     crate::now_ms() as f64 / 1000.0
 }
 
-/// `GET /metrics`.
-pub(crate) async fn scrape(
-    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
-) -> impl axum::response::IntoResponse {
-    let outbox = match crate::notify::outbox::counts(state.store.as_ref()).await {
-        Ok(rows) => Some(
-            rows.into_iter()
-                .map(|(_, state, n)| (state, n))
-                .collect::<Vec<_>>(),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "Metrics: failed to count the notification outbox.");
-            state.metrics.storage_error();
-            None
-        }
-    };
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(outbox.as_deref()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -550,7 +516,7 @@ mod tests {
             Some((&shape, 0, 5)),
         );
         metrics.ingest(
-            IngestOutcome::of_error(&AppError::Unauthorized),
+            IngestOutcome::of_error(&crate::api::AppError::Unauthorized),
             Duration::from_millis(1),
             None,
         );

@@ -23,9 +23,9 @@ use std::time::Duration;
 use crate::error_text::chain as error_chain;
 use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
-use crate::notify::outbox;
 use crate::notify::rate::{backoff, Limit};
-use crate::notify::NotifyStats;
+use crate::notify::stats::NotifyStats;
+use crate::storage::outbox;
 use crate::storage::{Store, StoreError};
 
 /// Notifications claimed per pass at most.
