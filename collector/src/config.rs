@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ballast_daemon::config_file::{self, ConfigFileError};
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::IngestLimits;
@@ -240,14 +241,10 @@ pub struct TlsFiles {
 /// Reading the file failed, or its YAML does not fit the schema.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("Failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file could not be read or its YAML does not fit the schema (names the file,
+    /// and for YAML the line and column).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{path}: {source}")]
     Invalid {
         path: PathBuf,
@@ -304,22 +301,12 @@ pub enum ValidationError {
 impl RawConfig {
     /// Parses YAML text; `path` only names the source in errors.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })
+        Ok(config_file::parse_yaml(text, path)?)
     }
 
     /// Reads and parses a file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml(&text, path)
+        Ok(config_file::read_yaml(path)?.0)
     }
 
     /// The defaults as commented YAML (the source of config/collector.example.yaml).

@@ -27,7 +27,6 @@ pub mod clusters;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
-mod error_text;
 pub mod html;
 pub mod ingest;
 pub mod listener;

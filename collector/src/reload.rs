@@ -26,8 +26,8 @@ pub use crate::live_router::LiveRouter;
 
 use crate::app::app;
 use crate::config::Settings;
-use crate::error_text::chain as error_chain;
 use crate::state::{ApiConfig, AppState};
+use ballast_daemon::error_chain;
 
 /// What a reload changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,9 +99,9 @@ pub async fn on_sighup(
 ) {
     let mut running = settings;
     while hangup.recv().await.is_some() {
-        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Reloading]);
         running = reload(&source, running, &state, &live, &mut notifier);
-        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Ready]);
     }
 }
 
@@ -159,13 +159,6 @@ fn reload(
     }
     tracing::info!(live = ?plan.live, restart_required = ?plan.restart_required, "Configuration reloaded.");
     merged
-}
-
-/// Tells systemd (`Type=notify`) about a state change; a no-op without `$NOTIFY_SOCKET`.
-pub fn notify_systemd(state: &[sd_notify::NotifyState]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Failed to notify systemd.");
-    }
 }
 
 #[cfg(test)]

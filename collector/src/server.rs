@@ -85,7 +85,7 @@ pub async fn run(
             })
         }
     };
-    crate::reload::notify_systemd(&[sd_notify::NotifyState::Ready]);
+    ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Ready]);
     let result = serve_live(
         listener,
         live,

@@ -10,9 +10,9 @@ use axum::Json;
 
 use ballast_model::ErrorBody;
 
-use crate::error_text::chain;
 use crate::metrics::IngestOutcome;
 use crate::storage::StoreError;
+use ballast_daemon::error_chain as chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
