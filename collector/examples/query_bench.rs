@@ -36,13 +36,16 @@ use async_trait::async_trait;
 
 use ballast_collector::config::RetentionSettings;
 use ballast_collector::correlation::CorrelationSettings;
+use ballast_collector::ingest::prepare_batch;
 use ballast_collector::retention;
 use ballast_collector::storage::postgres::PostgresStore;
-use ballast_collector::storage::prepare::{prepare_batch, EventRow, PreparedBatch, VmUpsert};
 use ballast_collector::storage::queries::{self, OomFilter, Resolution};
 use ballast_collector::storage::sqlite::SqliteStore;
+use ballast_collector::storage::{EventRow, PreparedBatch, VmUpsert};
 use ballast_collector::storage::{Param, Query, Row, Store, StoreError};
-use ballast_model::{Batch, Envelope, Event, IngestResponse, VmConfig, SCHEMA_VERSION};
+use ballast_model::{
+    Batch, CorrelationVerdict, Envelope, Event, IngestResponse, VmConfig, SCHEMA_VERSION,
+};
 
 const VMS_PER_HOST: u64 = 50;
 const HOUR_MS: i64 = 3_600_000;
@@ -134,7 +137,7 @@ impl Store for Recorder {
     async fn ingest(&self, batch: PreparedBatch) -> Result<IngestResponse, StoreError> {
         self.inner.ingest(batch).await
     }
-    fn engine(&self) -> &'static str {
+    fn engine(&self) -> ballast_collector::storage::Engine {
         self.inner.engine()
     }
 }
@@ -213,11 +216,11 @@ async fn load_ooms(store: &dyn Store, hosts: u64, rng: &mut Rng) -> u64 {
     let small_raw = serde_json::to_string(&fixtures::lab_inflated().raw_report).unwrap();
     let per_host = OOMS_PER_HOST_WEEK * OOM_DAYS / 7;
     let verdicts = [
-        "balloon",
-        "balloon_contributed",
-        "not_balloon",
-        "not_balloon",
-        "unknown",
+        CorrelationVerdict::Balloon,
+        CorrelationVerdict::BalloonContributed,
+        CorrelationVerdict::NotBalloon,
+        CorrelationVerdict::NotBalloon,
+        CorrelationVerdict::Unknown,
     ];
     let mut n = 0;
     for host in 0..hosts {
@@ -231,7 +234,7 @@ async fn load_ooms(store: &dyn Store, hosts: u64, rng: &mut Rng) -> u64 {
                 now() - i64::try_from(rng.below(OOM_DAYS as u64 * 86_400_000)).unwrap();
             row.vm_uuid = uuid.clone();
             row.vm_name = format!("h{host:04}-vm{vm:02}");
-            row.corr_verdict = verdicts[usize::try_from(rng.below(5)).unwrap()].into();
+            row.corr_verdict = verdicts[usize::try_from(rng.below(5)).unwrap()];
             row.event_json = row.event_json.replace(fixtures::LAB_UUID, &uuid);
             if rng.below(50) == 0 {
                 row.event_json = row.event_json.replacen(&small_raw, &big_raw, 1);
@@ -362,7 +365,7 @@ async fn fill(store: &dyn Store, path: Option<&Path>, hosts: u64, rollup_hosts: 
         "  minute tier {minute_rows} rows: {:.0} s",
         started.elapsed().as_secs_f64()
     );
-    if store.engine() == "postgres" {
+    if store.engine() == ballast_collector::storage::Engine::Postgres {
         store
             .execute(Query::new("ANALYZE", Vec::new()))
             .await
@@ -408,7 +411,7 @@ where
 
 async fn explain(recorder: &Recorder) -> String {
     let query = recorder.last.lock().unwrap().clone().unwrap();
-    let prefix = if recorder.engine() == "sqlite" {
+    let prefix = if recorder.engine() == ballast_collector::storage::Engine::Sqlite {
         "EXPLAIN QUERY PLAN "
     } else {
         "EXPLAIN "

@@ -11,13 +11,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-use crate::config::IngestLimits;
 
 /// The token prefix (recognisable in logs and secret scanners).
 pub const TOKEN_PREFIX: &str = "blt_";
@@ -26,6 +24,44 @@ pub const TOKEN_PREFIX: &str = "blt_";
 #[derive(Debug, thiserror::Error)]
 #[error("Failed to read random bytes from the OS: {0}")]
 pub struct RandomError(String);
+
+/// What one ingest request may cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IngestLimits {
+    pub max_body_bytes: usize,
+    pub max_decompressed_bytes: usize,
+    pub body_timeout: Duration,
+    pub rate_per_sec: f64,
+    pub burst: u32,
+    pub max_in_flight_per_host: u32,
+}
+
+/// The defaults of `ingest:` (`crate::config::IngestConfig` starts from them).
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_decompressed_bytes: 8 * 1024 * 1024,
+            body_timeout: Duration::from_secs(30),
+            rate_per_sec: 2.0,
+            burst: 30,
+            max_in_flight_per_host: 2,
+        }
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
 
 /// A new token: `blt_` + 64 hex digits.
 pub fn generate_token() -> Result<String, RandomError> {

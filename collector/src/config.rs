@@ -12,11 +12,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ballast_daemon::config_file::{self, ConfigFileError};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::IngestLimits;
 use crate::correlation::CorrelationSettings;
 use crate::listener::ConnectionLimits;
 use crate::paths;
+pub use crate::retention::RetentionSettings;
+pub use crate::storage::StorageSettings;
 
 /// The configuration file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,13 +179,15 @@ impl Default for RawConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
+        let defaults = IngestLimits::default();
         Self {
-            max_body_bytes: 8 * 1024 * 1024,
-            max_decompressed_bytes: 8 * 1024 * 1024,
-            body_timeout_secs: 30,
-            rate_per_sec: 2.0,
-            burst: 30,
-            max_in_flight_per_host: 2,
+            max_body_bytes: u64::try_from(defaults.max_body_bytes).unwrap_or(u64::MAX),
+            max_decompressed_bytes: u64::try_from(defaults.max_decompressed_bytes)
+                .unwrap_or(u64::MAX),
+            body_timeout_secs: defaults.body_timeout.as_secs(),
+            rate_per_sec: defaults.rate_per_sec,
+            burst: defaults.burst,
+            max_in_flight_per_host: defaults.max_in_flight_per_host,
         }
     }
 }
@@ -232,59 +238,13 @@ pub struct TlsFiles {
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StorageSettings {
-    Sqlite { path: PathBuf },
-    Postgres { url: String, pool_size: usize },
-}
-
-/// What one ingest request may cost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct IngestLimits {
-    pub max_body_bytes: usize,
-    pub max_decompressed_bytes: usize,
-    pub body_timeout: Duration,
-    pub rate_per_sec: f64,
-    pub burst: u32,
-    pub max_in_flight_per_host: u32,
-}
-
-impl Default for IngestLimits {
-    fn default() -> Self {
-        let raw = IngestConfig::default();
-        Self {
-            max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
-            max_decompressed_bytes: usize::try_from(raw.max_decompressed_bytes)
-                .unwrap_or(usize::MAX),
-            body_timeout: Duration::from_secs(raw.body_timeout_secs),
-            rate_per_sec: raw.rate_per_sec,
-            burst: raw.burst,
-            max_in_flight_per_host: raw.max_in_flight_per_host,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetentionSettings {
-    pub rollups: Duration,
-    /// Minute rollups older than this are compacted into hourly rollups.
-    pub minute_rollups: Duration,
-    pub ooms: Duration,
-    pub interval: Duration,
-    pub batch_rows: u32,
-}
-
 /// Reading the file failed, or its YAML does not fit the schema.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("Failed to read {path}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// The file could not be read or its YAML does not fit the schema (names the file,
+    /// and for YAML the line and column).
+    #[error(transparent)]
+    File(#[from] ConfigFileError),
     #[error("{path}: {source}")]
     Invalid {
         path: PathBuf,
@@ -341,22 +301,12 @@ pub enum ValidationError {
 impl RawConfig {
     /// Parses YAML text; `path` only names the source in errors.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml_ng::from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: error.to_string(),
-        })
+        Ok(config_file::parse_yaml(text, path)?)
     }
 
     /// Reads and parses a file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml(&text, path)
+        Ok(config_file::read_yaml(path)?.0)
     }
 
     /// The defaults as commented YAML (the source of config/collector.example.yaml).

@@ -56,30 +56,8 @@ impl Default for CorrelationSettings {
     }
 }
 
-/// The correlation verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CorrelationVerdict {
-    /// The balloon held enough memory that, deflated, the guest would have survived.
-    Balloon,
-    /// The balloon held memory but is not the whole story.
-    BalloonContributed,
-    /// The balloon held nothing worth naming at the OOM.
-    NotBalloon,
-    /// Balloon figures are missing.
-    Unknown,
-}
-
-impl CorrelationVerdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CorrelationVerdict::Balloon => "balloon",
-            CorrelationVerdict::BalloonContributed => "balloon_contributed",
-            CorrelationVerdict::NotBalloon => "not_balloon",
-            CorrelationVerdict::Unknown => "unknown",
-        }
-    }
-}
+/// The correlation verdict (a wire vocabulary: `ballast_model`).
+pub use ballast_model::CorrelationVerdict;
 
 /// Where the held figure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -463,7 +441,8 @@ fn not_preventable(event: &OomEvent) -> Option<&'static str> {
         OomKind::Guest => {}
     }
     // A memcg OOM the kernel answered with a panic (`compulsory panic_on_oom`) is one too.
-    let memcg_ran_out = event.report.kind == "memcg"
+    let memcg_ran_out = ballast_model::ReportKind::parse(&event.report.kind)
+        == ballast_model::ReportKind::Memcg
         || (event.report.kind == "panic"
             && event.report.memcg.as_ref().is_some_and(|m| m.oom.is_some()));
     memcg_ran_out

@@ -1,30 +1,36 @@
 //! ballast-collector: receives agents' batches, stores them (SQLite or
 //! PostgreSQL), relates every guest OOM to the VM's balloon, and answers queries.
 //!
-//! 1. [`api`]: the HTTP API (`fn app(state) -> Router`): `POST /api/v1/ingest`
-//!    for agents, `GET /api/v1/*` for people and dashboards.
-//! 2. [`storage`]: trait `Store` with the SQLite and PostgreSQL engines and
-//!    their migrations; [`storage::queries`] holds every read, written once.
-//! 3. [`correlation`]: pure; OOM + balloon history -> verdict, reasons,
-//!    counterfactual.
-//! 4. [`retention`]: deletes expired rows in bounded batches.
-//! 5. [`server`]: binds, serves (plain or TLS), shuts down gracefully.
-//! 6. [`notify`]: webhook notifications of new OOMs through a durable outbox.
-//! 7. [`metrics`]: Prometheus counters of ingest, retention and webhooks (`GET /metrics`).
+//! Layers, top down (no import cycle among the files; `crates/ballast-archlint`
+//! tests it, ARCHITECTURE.md states the rules):
+//! 1. [`server`], [`reload`], [`app`] (`fn app(state) -> Router`: mounts the API and
+//!    the dashboard): the process and the whole configuration ([`config`]).
+//! 2. [`api`] (`POST /api/v1/ingest` for agents, `GET /api/v1/*` for people and
+//!    dashboards, `GET /metrics`) and [`dashboard`]: HTTP handlers.
+//! 3. [`state`], [`ingest`] (contexts, correlation, webhooks, rows), [`notify`]
+//!    (webhooks through a durable outbox), [`retention`] (bounded deletes),
+//!    [`reports`]: services.
+//! 4. [`correlation`] (pure: OOM + balloon history -> verdict, reasons,
+//!    counterfactual), [`metrics`] (Prometheus counters), [`auth`], [`listener`].
+//! 5. [`storage`]: trait `Store` with the SQLite and PostgreSQL engines and their
+//!    migrations; every SQL statement, written once for both engines.
 //!
 //! What it is not: a parser of raw kernel logs (agents send parsed reports;
 //! `ballast-oom` is the parser) nor a dashboard renderer (that reads through the
 //! same queries). Everything guest-controlled it stores is untrusted text.
 
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod auth_limit;
 pub mod clusters;
 pub mod config;
 pub mod correlation;
 pub mod dashboard;
-mod error_text;
+pub mod html;
+pub mod ingest;
 pub mod listener;
+pub mod live_router;
 pub mod loopback_host;
 pub mod metrics;
 pub mod notify;
@@ -34,6 +40,7 @@ pub mod reload;
 pub mod reports;
 pub mod retention;
 pub mod server;
+pub mod state;
 pub mod storage;
 pub mod token_table;
 pub mod watchdog;

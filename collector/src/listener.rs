@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 use tower::Service;
 
-use crate::reload::LiveRouter;
+use crate::live_router::LiveRouter;
 
 /// How long shutdown waits for open connections.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -107,13 +107,7 @@ fn main() -> ExitCode {
         eprintln!("ballast-collector: a command is needed (serve, token); see --help");
         return ExitCode::from(2);
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ballast_daemon::logging::init(ballast_daemon::logging::filter_from("RUST_LOG", "info"));
     let config_path = match &command {
         Command::Serve { config }
         | Command::Token { config, .. }

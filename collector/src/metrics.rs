@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ballast_model::{CorrelationVerdict, OomKind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder,
@@ -27,10 +28,11 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::api::AppError;
-use crate::notify::NotifyStats;
-use crate::retention::Deleted;
-use crate::storage::prepare::PreparedBatch;
+use crate::notify::stats::NotifyStats;
+use crate::storage::rows::PreparedBatch;
+
+/// The `Content-Type` of `/metrics`: the Prometheus text format, version 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds of the ingest latency histogram, in seconds.
 pub const LATENCY_BUCKETS: [f64; 11] = [
@@ -49,9 +51,19 @@ pub const REJECT_REASONS: [&str; 8] = [
     "rate_limited",
 ];
 
-const OOM_KINDS: [&str; 3] = ["guest", "vm_cgroup", "host"];
-const VERDICTS: [&str; 4] = ["balloon", "balloon_contributed", "not_balloon", "unknown"];
+const OOM_KINDS: [&str; 3] = OomKind::NAMES;
+const VERDICTS: &[&str] = CorrelationVerdict::NAMES;
 const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
+
+/// Rows deleted by one retention pass (`crate::retention`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deleted {
+    pub rollups: u64,
+    pub events: u64,
+    pub ooms: u64,
+    /// Minute rollups folded into hourly rollups.
+    pub compacted: u64,
+}
 
 /// How one ingest request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,25 +76,6 @@ pub enum IngestOutcome {
     Rejected(&'static str),
     /// 5xx.
     Error,
-}
-
-impl IngestOutcome {
-    /// The outcome of a failed request.
-    pub fn of_error(error: &AppError) -> Self {
-        match error {
-            AppError::Unauthorized => Self::Rejected("unauthorized"),
-            AppError::Forbidden(_) => Self::Rejected("forbidden"),
-            AppError::BadRequest(_) | AppError::NotFound | AppError::Conflict(_) => {
-                Self::Rejected("bad_request")
-            }
-            AppError::Unprocessable { .. } => Self::Rejected("invalid"),
-            AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
-            AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),
-            AppError::Timeout => Self::Rejected("timeout"),
-            AppError::TooManyRequests { .. } => Self::Rejected("rate_limited"),
-            AppError::Storage(_) | AppError::Internal => Self::Error,
-        }
-    }
 }
 
 /// Rows of one committed batch, by type, counted before the batch is stored.
@@ -99,8 +92,8 @@ impl BatchShape {
         let mut ooms = BTreeMap::new();
         for oom in &batch.ooms {
             let key = (
-                bounded(&oom.kind, &OOM_KINDS),
-                bounded(&oom.corr_verdict, &VERDICTS),
+                bounded(oom.kind.as_str(), &OOM_KINDS),
+                bounded(oom.corr_verdict.as_str(), VERDICTS),
             );
             *ooms.entry(key).or_insert(0) += 1;
         }
@@ -371,7 +364,7 @@ impl Collector for Scrape {
             "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
         )?;
         for kind in OOM_KINDS {
-            for &verdict in VERDICTS.iter() {
+            for &verdict in VERDICTS {
                 let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
                 let labels = [("kind", kind), ("verdict", verdict)];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
@@ -520,31 +513,6 @@ fn now_secs() -> f64 {
     crate::now_ms() as f64 / 1000.0
 }
 
-/// `GET /metrics`.
-pub(crate) async fn scrape(
-    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
-) -> impl axum::response::IntoResponse {
-    let outbox = match crate::notify::outbox::counts(state.store.as_ref()).await {
-        Ok(rows) => Some(
-            rows.into_iter()
-                .map(|(_, state, n)| (state, n))
-                .collect::<Vec<_>>(),
-        ),
-        Err(error) => {
-            tracing::warn!(%error, "Metrics: failed to count the notification outbox.");
-            state.metrics.storage_error();
-            None
-        }
-    };
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(outbox.as_deref()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,7 +534,7 @@ mod tests {
             Some((&shape, 0, 5)),
         );
         metrics.ingest(
-            IngestOutcome::of_error(&AppError::Unauthorized),
+            IngestOutcome::of_error(&crate::api::AppError::Unauthorized),
             Duration::from_millis(1),
             None,
         );

@@ -14,7 +14,7 @@
 //!  "inflated_kb_before":319488,"seconds_from_inflation":95},"link":"/api/v1/ooms/7"}
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use ballast_model::MinMaxLast;
 
@@ -37,7 +37,7 @@ pub struct KilledShort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CorrelationShort {
     /// `balloon`, `balloon_contributed`, `not_balloon`, `unknown`.
-    pub verdict: String,
+    pub verdict: ballast_model::CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,
@@ -82,19 +82,35 @@ pub struct OomDetail {
     /// Reports of this VM the agent's flood control dropped before this one (a
     /// guest printing OOM reports in a loop); 0 = no flood.
     pub flood_suppressed: u64,
-    /// The agent's parse of the report (`ballast_model::ParsedReport`).
-    pub report: serde_json::Value,
-    /// The agent's analysis (`ballast_model::OomAnalysis`).
-    pub analysis: serde_json::Value,
+    /// The agent's parse of the report.
+    pub report: ballast_model::ParsedReport,
+    /// The agent's analysis.
+    pub analysis: ballast_model::OomAnalysis,
     /// The balloon as the host saw it at the OOM.
-    pub balloon_at_oom: serde_json::Value,
+    pub balloon_at_oom: ballast_model::BalloonAtOom,
     /// The agent's balloon history before the OOM (oldest first).
-    pub balloon_history: serde_json::Value,
-    pub host_memory: serde_json::Value,
-    /// The full correlation ([`crate::correlation::Correlation`]).
+    pub balloon_history: Vec<ballast_model::BalloonPoint>,
+    pub host_memory: Option<ballast_model::HostMemory>,
+    /// The full correlation ([`crate::correlation::Correlation`]) as stored.
     pub correlation_detail: serde_json::Value,
+    /// What the OOM page shows of it, decoded (not part of the API's JSON).
+    #[serde(skip)]
+    pub correlation_facts: CorrelationFacts,
     /// Rollups of this VM in the correlation window before the OOM.
     pub rollups: Vec<RollupPoint>,
+}
+
+/// The figures of a stored correlation the OOM page shows; a field an older
+/// collector did not store is absent (None, or no reasons).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CorrelationFacts {
+    /// Plain-language reasons, most important first.
+    pub reasons: Vec<String>,
+    pub maximum_kib: Option<u64>,
+    pub balloon_held_kb: Option<u64>,
+    pub inflated_kb_before: Option<u64>,
+    pub would_have_survived: Option<bool>,
 }
 
 /// One balloon rollup of a VM: the series behind `GET /api/v1/vms/{host}/{uuid}/memory`.

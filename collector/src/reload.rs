@@ -19,20 +19,15 @@
 //! Another task spawned from `Settings` at start-up needs the same: its field
 //! compared in [`plan`] and a respawn in `reload`, or a place in `restart_required`.
 
-use std::convert::Infallible;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::http::Request;
-use axum::response::Response;
-use axum::Router;
-use tower::Service;
+pub use crate::live_router::LiveRouter;
 
-use crate::api::{app, ApiConfig, AppState};
+use crate::app::app;
 use crate::config::Settings;
-use crate::error_text::chain as error_chain;
+use crate::state::{ApiConfig, AppState};
+use ballast_daemon::error_chain;
 
 /// What a reload changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,54 +80,6 @@ pub fn merge(running: &Settings, new: &Settings) -> Settings {
     }
 }
 
-/// The router the server serves, swapped as a whole on reload.
-#[derive(Clone)]
-pub struct LiveRouter {
-    current: Arc<RwLock<Router>>,
-}
-
-impl LiveRouter {
-    pub fn new(router: Router) -> Self {
-        Self {
-            current: Arc::new(RwLock::new(router)),
-        }
-    }
-
-    /// Serves `router` from the next request on.
-    pub fn replace(&self, router: Router) {
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = router;
-    }
-
-    fn router(&self) -> Router {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-}
-
-impl<B> Service<Request<B>> for LiveRouter
-where
-    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = axum::routing::future::RouteFuture<Infallible>;
-
-    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let mut router = self.router();
-        router.call(request)
-    }
-}
-
 /// Where the running configuration came from (`None`: the built-in defaults).
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSource {
@@ -152,9 +99,9 @@ pub async fn on_sighup(
 ) {
     let mut running = settings;
     while hangup.recv().await.is_some() {
-        notify_systemd(&[sd_notify::NotifyState::Reloading]);
+        ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Reloading]);
         running = reload(&source, running, &state, &live, &mut notifier);
-        notify_systemd(&[sd_notify::NotifyState::Ready]);
+        ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Ready]);
     }
 }
 
@@ -212,13 +159,6 @@ fn reload(
     }
     tracing::info!(live = ?plan.live, restart_required = ?plan.restart_required, "Configuration reloaded.");
     merged
-}
-
-/// Tells systemd (`Type=notify`) about a state change; a no-op without `$NOTIFY_SOCKET`.
-pub fn notify_systemd(state: &[sd_notify::NotifyState]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "Failed to notify systemd.");
-    }
 }
 
 #[cfg(test)]

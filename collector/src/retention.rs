@@ -11,19 +11,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::RetentionSettings;
 use crate::storage::queries::{delete_expired, Expiring};
 use crate::storage::{tiers, Store, StoreError};
 
-/// Rows deleted by one pass.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Deleted {
-    pub rollups: u64,
-    pub events: u64,
-    pub ooms: u64,
-    /// Minute rollups folded into hourly rollups.
-    pub compacted: u64,
+/// `retention:` as checked at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionSettings {
+    pub rollups: Duration,
+    /// Minute rollups older than this are compacted into hourly rollups.
+    pub minute_rollups: Duration,
+    pub ooms: Duration,
+    pub interval: Duration,
+    pub batch_rows: u32,
 }
+
+pub use crate::metrics::Deleted;
 
 /// Pause between two delete batches.
 const PAUSE: Duration = Duration::from_millis(20);

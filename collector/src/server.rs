@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use axum_server::tls_rustls::RustlsConfig;
 
-use crate::api::{app, ApiConfig, AppState};
+use crate::app::app;
 use crate::config::{Settings, TlsFiles};
 use crate::listener::ConnectionLimits;
 use crate::reload::{ConfigSource, LiveRouter};
+use crate::state::{ApiConfig, AppState};
 use crate::storage::{self, StoreError};
 
 /// Why the server could not run.
@@ -53,7 +54,7 @@ pub async fn run(
     tracing::info!(
         listen = %settings.listen,
         tls = settings.tls.is_some(),
-        engine = store.engine(),
+        engine = store.engine().as_str(),
         "Collector listening."
     );
     let state = AppState::new(Arc::clone(&store), ApiConfig::from_settings(&settings));
@@ -84,7 +85,7 @@ pub async fn run(
             })
         }
     };
-    crate::reload::notify_systemd(&[sd_notify::NotifyState::Ready]);
+    ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Ready]);
     let result = serve_live(
         listener,
         live,

@@ -29,7 +29,9 @@ async fn run(store: Arc<dyn Store>, every: Duration) {
     loop {
         ticker.tick().await;
         match tokio::time::timeout(every, store.execute_all(Vec::new())).await {
-            Ok(Ok(_)) => crate::reload::notify_systemd(&[sd_notify::NotifyState::Watchdog]),
+            Ok(Ok(_)) => {
+                ballast_daemon::systemd::notify(&[ballast_daemon::systemd::NotifyState::Watchdog])
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "The store did not answer the watchdog ping.");
             }

@@ -10,8 +10,9 @@ use axum::Json;
 
 use ballast_model::ErrorBody;
 
-use crate::error_text::chain;
+use crate::metrics::IngestOutcome;
 use crate::storage::StoreError;
+use ballast_daemon::error_chain as chain;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -96,5 +97,25 @@ impl IntoResponse for AppError {
             _ => {}
         }
         response
+    }
+}
+
+/// How a failed request counts in `ballast_collector_ingest_requests_total`.
+impl IngestOutcome {
+    /// The outcome of a failed request.
+    pub fn of_error(error: &AppError) -> Self {
+        match error {
+            AppError::Unauthorized => Self::Rejected("unauthorized"),
+            AppError::Forbidden(_) => Self::Rejected("forbidden"),
+            AppError::BadRequest(_) | AppError::NotFound | AppError::Conflict(_) => {
+                Self::Rejected("bad_request")
+            }
+            AppError::Unprocessable { .. } => Self::Rejected("invalid"),
+            AppError::PayloadTooLarge(_) => Self::Rejected("too_large"),
+            AppError::UnsupportedEncoding(_) => Self::Rejected("unsupported_encoding"),
+            AppError::Timeout => Self::Rejected("timeout"),
+            AppError::TooManyRequests { .. } => Self::Rejected("rate_limited"),
+            AppError::Storage(_) | AppError::Internal => Self::Error,
+        }
     }
 }

@@ -13,7 +13,8 @@ use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
-use crate::api::{bearer, AppError, AppState};
+use crate::api::{AppError, AppState};
+use crate::auth::bearer;
 use crate::auth::token_sha256;
 
 /// What an agent learns from its health check.

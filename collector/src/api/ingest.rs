@@ -11,13 +11,13 @@
 //!    check `host_id` against the token's host (403), validate every field (422
 //!    with the field's JSON path). Rows are stored under the token's host: a VM is
 //!    (host, uuid), so a host's token writes only its own host's VMs.
-//! 5. Correlate OOMs, store the batch in one transaction, answer
-//!    `IngestResponse{accepted, duplicates}` after the commit.
+//! 5. Hand the batch to the ingest service (`crate::ingest`: correlate OOMs, pick
+//!    webhooks, store in one transaction), answer `IngestResponse{accepted,
+//!    duplicates}` after the commit.
 //!
 //! Nothing is stored unless every step passed. Every request, whatever its outcome,
 //! is counted in [`crate::metrics`].
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -28,13 +28,11 @@ use axum::http::{header, HeaderMap};
 use axum::Extension;
 use axum::Json;
 
-use ballast_model::{Batch, Event, IngestResponse};
+use ballast_model::{Batch, IngestResponse};
 
 use crate::api::{AppError, AppState};
 use crate::auth::Refused;
 use crate::metrics::{BatchShape, IngestOutcome};
-use crate::storage::prepare::{prepare_batch, VmContext};
-use crate::storage::queries;
 
 pub(super) async fn ingest(
     State(state): State<AppState>,
@@ -158,51 +156,29 @@ async fn handle(
     .await
     .map_err(|_| AppError::Internal)??;
 
-    let received_at_ms = crate::now_ms();
-    let settings = &state.config.correlation;
-    // A VM is (host, uuid): every OOM of the batch is judged with what its own host
-    // (the authenticated one, checked above) reported, never another host's VM of the
-    // same uuid; in a configured cluster, with what any of the cluster's hosts did.
-    let history_hosts = state.config.clusters.history_hosts(&host);
-    let mut contexts: HashMap<String, VmContext> = HashMap::new();
-    for envelope in &batch.events {
-        if let Event::Oom(oom) = &envelope.event {
-            if !contexts.contains_key(&oom.vm.uuid) {
-                let context = queries::vm_context_in(
-                    state.store.as_ref(),
-                    &host,
-                    &history_hosts,
-                    &oom.vm.uuid,
-                    envelope.captured_at_ms,
-                    settings.window_secs,
-                )
-                .await?;
-                contexts.insert(oom.vm.uuid.clone(), context);
-            }
-        }
-    }
-    let correlation = settings.clone();
-    let config = std::sync::Arc::clone(&state.config);
-    let authenticated = host.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        let mut prepared = prepare_batch(batch, received_at_ms, &contexts, &correlation);
-        // Every row is stored under the token's host (the batch named no other: 403
-        // above), so no batch writes another host's rows.
-        prepared.host_id = authenticated;
-        prepared.notify = crate::notify::targets(&prepared.ooms, &config.notify);
-        prepared
-    })
+    let stored = crate::ingest::store_batch(
+        state.store.as_ref(),
+        batch,
+        &host,
+        crate::now_ms(),
+        &crate::ingest::IngestSettings {
+            correlation: &state.config.correlation,
+            clusters: &state.config.clusters,
+            notify: &state.config.notify,
+        },
+    )
     .await
-    .map_err(|_| AppError::Internal)?;
-    let shape = BatchShape::of(&prepared);
-    let response = state.store.ingest(prepared).await?;
+    .map_err(|error| match error {
+        crate::ingest::IngestError::Store(error) => AppError::Storage(error),
+        crate::ingest::IngestError::Worker => AppError::Internal,
+    })?;
     tracing::debug!(
         host = %host,
-        accepted = response.accepted,
-        duplicates = response.duplicates,
+        accepted = stored.response.accepted,
+        duplicates = stored.response.duplicates,
         "Batch stored."
     );
-    Ok((response, shape))
+    Ok((stored.response, stored.shape))
 }
 
 fn is_length_limit(error: &axum::Error) -> bool {

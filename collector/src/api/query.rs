@@ -54,8 +54,7 @@ pub(super) async fn list_ooms(
     let params = params(query)?;
     let limit = checked_limit(params.limit, 100, queries::OOM_PAGE_MAX)?;
     if let Some(verdict) = &params.verdict {
-        if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
-        {
+        if !ballast_model::CorrelationVerdict::NAMES.contains(&verdict.as_str()) {
             return Err(AppError::Unprocessable {
                 message: "verdict must be balloon, balloon_contributed, not_balloon or unknown"
                     .into(),
@@ -127,7 +126,7 @@ pub(super) async fn list_vms(
             if params
                 .host
                 .as_deref()
-                .is_some_and(|host| crate::storage::prepare::clean(host) != cursor.host)
+                .is_some_and(|host| crate::storage::rows::clean(host) != cursor.host)
             {
                 return Err(not_ours());
             }

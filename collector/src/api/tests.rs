@@ -17,6 +17,7 @@ use super::*;
 use crate::auth::token_sha256;
 use crate::storage::queries;
 use crate::storage::sqlite::SqliteStore;
+use crate::storage::Store;
 use crate::test_fixtures::{lab_inflated, oom_at_ms, LAB_UUID};
 
 const TOKEN: &str = "blt_test_token_of_pve1_0000000000000000";

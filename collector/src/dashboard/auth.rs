@@ -26,10 +26,10 @@ use base64::Engine as _;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::auth::constant_time_eq;
 use crate::dashboard::sessions::Sessions;
 use crate::dashboard::{layout, DashboardAuth};
+use crate::state::AppState;
 
 /// The login cookie's name.
 pub const COOKIE: &str = "ballast_dashboard";

@@ -5,8 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::dashboard::layout;
-pub(crate) use crate::error_text::chain;
 use crate::storage::StoreError;
+pub(crate) use ballast_daemon::error_chain as chain;
 
 /// Why a page could not be shown.
 #[derive(Debug, thiserror::Error)]

@@ -10,10 +10,10 @@ use maud::{html, Markup};
 use ballast_model::{OomAnalysis, ParsedReport};
 use ballast_oom::{ExplainedReport, Explanation, StreamParser};
 
-use crate::api::AppState;
 use crate::dashboard::layout::{self, badge};
 use crate::dashboard::oom_page::parsed_report;
 use crate::dashboard::DashboardError;
+use crate::state::AppState;
 
 fn form(max_bytes: usize) -> Markup {
     html! {

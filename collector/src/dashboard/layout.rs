@@ -3,7 +3,7 @@
 
 use maud::{html, Markup, DOCTYPE};
 
-use crate::reports::format;
+pub use crate::html::{badge, host_link, kib, path_segment, vm_link, vm_path};
 
 /// A whole page.
 pub fn page(title: &str, body: Markup) -> Markup {
@@ -34,58 +34,6 @@ pub fn page(title: &str, body: Markup) -> Markup {
             }
         }
     }
-}
-
-/// The CSS class of a verdict (unknown values share one class).
-pub fn verdict_class(verdict: &str) -> &'static str {
-    match verdict {
-        "balloon" => "v-balloon",
-        "balloon_contributed" => "v-balloon_contributed",
-        "not_balloon" => "v-not_balloon",
-        "unknown" => "v-unknown",
-        "kernel_unaccounted" => "v-kernel",
-        "memcg_limit" => "v-memcg",
-        _ => "v-other",
-    }
-}
-
-/// A verdict as a badge.
-pub fn badge(verdict: &str) -> Markup {
-    html! { span class={ "badge " (verdict_class(verdict)) } { (verdict) } }
-}
-
-/// A link to a VM (a VM is (host, uuid)), showing its name.
-pub fn vm_link(host: &str, uuid: &str, name: &str) -> Markup {
-    let shown = if name.is_empty() { uuid } else { name };
-    html! { a.vm href={ (vm_path(host, uuid)) } { (shown) } }
-}
-
-/// The dashboard path of a VM: `/vms/{host}/{uuid}`.
-pub fn vm_path(host: &str, uuid: &str) -> String {
-    format!("/vms/{}/{}", path_segment(host), path_segment(uuid))
-}
-
-/// A link to a host.
-pub fn host_link(host: &str) -> Markup {
-    html! { a.host href={ "/hosts/" (path_segment(host)) } { (host) } }
-}
-
-/// An optional KiB figure.
-pub fn kib(value: Option<u64>) -> String {
-    format::opt_kib(value)
-}
-
-/// Percent-encodes one URL path segment (or query value).
-pub fn path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

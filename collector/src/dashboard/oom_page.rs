@@ -4,14 +4,14 @@ use axum::extract::{Path, Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use ballast_model::{BalloonPoint, HostMemory, OomAnalysis, ParsedReport};
+use ballast_model::{BalloonPoint, CorrelationVerdict, OomAnalysis, OomKind, ParsedReport};
 
-use crate::api::AppState;
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
 use crate::records::{OomDetail, OomSummary};
 use crate::reports::format;
+use crate::state::AppState;
 use crate::storage::queries::{self, OomFilter};
 
 const PAGE_SIZE: i64 = 50;
@@ -54,14 +54,13 @@ pub async fn list(
 ) -> Result<Markup, DashboardError> {
     let verdict = non_empty(&params.verdict);
     if let Some(verdict) = &verdict {
-        if !["balloon", "balloon_contributed", "not_balloon", "unknown"].contains(&verdict.as_str())
-        {
+        if !CorrelationVerdict::NAMES.contains(&verdict.as_str()) {
             return Err(DashboardError::BadRequest("unknown verdict".into()));
         }
     }
     let kind = non_empty(&params.kind);
     if let Some(kind) = &kind {
-        if !["guest", "vm_cgroup", "host"].contains(&kind.as_str()) {
+        if !OomKind::ALL.iter().any(|known| known.as_str() == kind) {
             return Err(DashboardError::BadRequest("unknown kind".into()));
         }
     }
@@ -110,7 +109,7 @@ pub async fn list(
             label { "Verdict "
                 select name="verdict" {
                     option value="" { "any" }
-                    @for v in ["balloon", "balloon_contributed", "not_balloon", "unknown"] {
+                    @for v in CorrelationVerdict::NAMES.iter().copied() {
                         option value=(v) selected[selected(&verdict, v)] { (v) }
                     }
                 }
@@ -118,7 +117,7 @@ pub async fn list(
             label { "Kind "
                 select name="kind" {
                     option value="" { "any" }
-                    @for k in ["guest", "vm_cgroup", "host"] {
+                    @for k in OomKind::ALL.map(OomKind::as_str) {
                         option value=(k) selected[selected(&kind, k)] { (k) }
                     }
                 }
@@ -158,7 +157,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                                 (killed.comm.as_deref().unwrap_or("?"))
                                 @if let Some(pid) = killed.pid { " (" (pid) ")" }
                             } }
-                            td.verdict { (badge(&oom.correlation.verdict)) }
+                            td.verdict { (badge(oom.correlation.verdict.as_str())) }
                             td { (oom.report_verdict) }
                             td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
                         }
@@ -196,18 +195,12 @@ pub async fn detail(
 
 fn detail_body(detail: &OomDetail) -> Markup {
     let summary = &detail.summary;
-    let analysis: OomAnalysis = serde_json::from_value(detail.analysis.clone()).unwrap_or_default();
-    let report: ParsedReport = serde_json::from_value(detail.report.clone()).unwrap_or_default();
-    let history: Vec<BalloonPoint> =
-        serde_json::from_value(detail.balloon_history.clone()).unwrap_or_default();
-    let host: Option<HostMemory> = serde_json::from_value(detail.host_memory.clone()).ok();
-    let reasons: Vec<String> = detail
-        .correlation_detail
-        .get("reasons")
-        .and_then(|r| serde_json::from_value(r.clone()).ok())
-        .unwrap_or_default();
-    let corr = &detail.correlation_detail;
-    let corr_kib = |name: &str| corr.get(name).and_then(|v| v.as_u64());
+    let analysis = &detail.analysis;
+    let report = &detail.report;
+    let history = &detail.balloon_history;
+    let host = detail.host_memory.as_ref();
+    let corr = &detail.correlation_facts;
+    let reasons = &corr.reasons;
     html! {
         @if detail.flood_suppressed > 0 {
             p.flood #flood {
@@ -217,26 +210,26 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section.verdict-box #verdict {
             p.lead {
-                "Correlation verdict: " (badge(&summary.correlation.verdict))
+                "Correlation verdict: " (badge(summary.correlation.verdict.as_str()))
                 " · report verdict: " (badge(&analysis.verdict))
             }
             @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }
             @if !reasons.is_empty() {
-                ul.reasons { @for reason in &reasons { li { (reason) } } }
+                ul.reasons { @for reason in reasons { li { (reason) } } }
             }
             dl.facts {
                 dt { "VM" } dd { (vm_link(&summary.host, &summary.vm.uuid, &summary.vm.name)) }
                 dt { "Host" } dd { (host_link(&summary.host)) }
                 dt { "Kind / source" } dd { (summary.kind) " / " (detail.source) }
-                dt { "Balloon held" } dd { (kib(corr_kib("balloon_held_kb"))) " of " (kib(corr_kib("maximum_kib"))) }
-                dt { "Inflated before" } dd { (kib(corr_kib("inflated_kb_before")))
+                dt { "Balloon held" } dd { (kib(corr.balloon_held_kb)) " of " (kib(corr.maximum_kib)) }
+                dt { "Inflated before" } dd { (kib(corr.inflated_kb_before))
                     @if let Some(secs) = summary.correlation.seconds_from_inflation { ", " (secs) " s before the OOM" } }
-                dt { "Would have survived deflated" } dd { (corr.get("would_have_survived").and_then(|v| v.as_bool()).map_or("unknown", |b| if b { "yes" } else { "no" })) }
+                dt { "Would have survived deflated" } dd { (corr.would_have_survived.map_or("unknown", |b| if b { "yes" } else { "no" })) }
             }
         }
         section #trajectory {
             h2 { "Balloon before the OOM" }
-            (trajectory(detail, &history))
+            (trajectory(detail, history))
         }
         section #host-memory {
             h2 { "Host memory" }
@@ -256,7 +249,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section #report {
             h2 { "The report" }
-            (parsed_report(&report, &analysis))
+            (parsed_report(report, analysis))
         }
         section #raw {
             h2 { "Raw report (guest-reported)" @if detail.raw_truncated { " - truncated" } }
@@ -287,11 +280,7 @@ fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
             usable.extend(p.usable_kib.map(|v| (p.at_ms, v)));
         }
     }
-    if let Some(value) = detail
-        .balloon_at_oom
-        .get("actual_kib")
-        .and_then(|v| v.as_u64())
-    {
+    if let Some(value) = detail.balloon_at_oom.actual_kib {
         actual.push((at, value));
     }
     let lines = [
@@ -384,5 +373,126 @@ pub(crate) fn parsed_report(report: &ParsedReport, analysis: &OomAnalysis) -> Ma
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use ballast_model::{Batch, Envelope, Event, SCHEMA_VERSION};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use crate::app::app;
+    use crate::dashboard::{DashboardAuth, DashboardSettings};
+    use crate::state::{ApiConfig, AppState};
+    use crate::storage::sqlite::SqliteStore;
+    use crate::storage::{Param, Query, Store};
+    use crate::test_fixtures::{lab_inflated, oom_at_ms};
+
+    async fn get(state: &AppState, path: &str) -> (StatusCode, String) {
+        let response = app(state.clone())
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_stored_report_that_does_not_decode_is_an_error_page_not_an_empty_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+            .await
+            .expect("open");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let batch = Batch {
+            schema_version: SCHEMA_VERSION,
+            host_id: "pve1".into(),
+            agent_version: "0.1.0".into(),
+            events: vec![Envelope {
+                key: "pve1/oom/1".into(),
+                captured_at_ms: oom_at_ms(),
+                event: Event::Oom(Box::new(lab_inflated())),
+            }],
+        };
+        let settings = crate::correlation::CorrelationSettings::default();
+        let clusters = crate::clusters::Clusters::default();
+        crate::ingest::store_batch(
+            store.as_ref(),
+            batch,
+            "pve1",
+            oom_at_ms() + 1000,
+            &crate::ingest::IngestSettings {
+                correlation: &settings,
+                clusters: &clusters,
+                notify: &[],
+            },
+        )
+        .await
+        .expect("stored");
+        let config = ApiConfig {
+            dashboard: DashboardSettings {
+                auth: DashboardAuth::None,
+                ..DashboardSettings::default()
+            },
+            ..ApiConfig::default()
+        };
+        let state = AppState::new(Arc::clone(&store), config);
+
+        let (status, page) = get(&state, "/ooms/1").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        assert!(
+            page.contains("memhog"),
+            "the parsed report is shown: {page}"
+        );
+
+        // A correlation that does not decode is an error too; one without the
+        // figures (an older collector's) still shows the report.
+        for (correlation, expected) in [
+            (r#""not an object""#, StatusCode::INTERNAL_SERVER_ERROR),
+            ("{}", StatusCode::OK),
+        ] {
+            store
+                .execute(Query::new(
+                    "UPDATE ooms SET correlation_json = ? WHERE id = 1",
+                    vec![Param::text(correlation)],
+                ))
+                .await
+                .expect("update");
+            let (status, page) = get(&state, "/ooms/1").await;
+            assert_eq!(status, expected, "{correlation}: {page}");
+            assert_eq!(
+                page.contains("memhog"),
+                expected == StatusCode::OK,
+                "{page}"
+            );
+        }
+
+        // A row whose report no longer fits the model (a schema mismatch).
+        store
+            .execute(Query::new(
+                "UPDATE ooms SET event_json = ? WHERE id = 1",
+                vec![Param::text(
+                    r#"{"vm":{"uuid":"x","name":"y"},"kind":"guest","report":7}"#,
+                )],
+            ))
+            .await
+            .expect("update");
+        let (status, page) = get(&state, "/ooms/1").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{page}");
+        assert!(page.contains("Internal error"), "{page}");
+        assert!(!page.contains("memhog"), "{page}");
+        let (status, _) = get(&state, "/api/v1/ooms/1").await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

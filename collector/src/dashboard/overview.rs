@@ -5,11 +5,14 @@ use axum::extract::{Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use crate::api::AppState;
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::svg::{self, Group};
-use crate::dashboard::{data, DashboardError};
+use ballast_model::{CorrelationVerdict, OomKind};
+
+use crate::dashboard::DashboardError;
 use crate::reports::format;
+use crate::state::AppState;
+use crate::storage::aggregates as data;
 use crate::storage::queries::{self, GroupBy, OomFilter};
 
 /// Host pressure looks at the last 15 minutes of rollups.
@@ -33,22 +36,22 @@ pub fn range(name: &str) -> Option<(i64, i64)> {
 
 pub const VERDICT_GROUPS: [Group<'static>; 5] = [
     Group {
-        key: "balloon",
+        key: CorrelationVerdict::Balloon.as_str(),
         label: "balloon",
         class: "v-balloon",
     },
     Group {
-        key: "balloon_contributed",
+        key: CorrelationVerdict::BalloonContributed.as_str(),
         label: "balloon contributed",
         class: "v-balloon_contributed",
     },
     Group {
-        key: "not_balloon",
+        key: CorrelationVerdict::NotBalloon.as_str(),
         label: "not balloon",
         class: "v-not_balloon",
     },
     Group {
-        key: "unknown",
+        key: CorrelationVerdict::Unknown.as_str(),
         label: "unknown",
         class: "v-unknown",
     },
@@ -61,17 +64,17 @@ pub const VERDICT_GROUPS: [Group<'static>; 5] = [
 
 const KIND_GROUPS: [Group<'static>; 4] = [
     Group {
-        key: "guest",
+        key: OomKind::Guest.as_str(),
         label: "guest kernel",
         class: "k-guest",
     },
     Group {
-        key: "vm_cgroup",
+        key: OomKind::VmCgroup.as_str(),
         label: "VM cgroup (host)",
         class: "k-vm_cgroup",
     },
     Group {
-        key: "host",
+        key: OomKind::Host.as_str(),
         label: "host",
         class: "k-host",
     },
@@ -113,7 +116,7 @@ pub async fn overview(
     let balloon: i64 = by_verdict
         .items
         .iter()
-        .filter(|c| c.group == "balloon" || c.group == "balloon_contributed")
+        .filter(|c| CorrelationVerdict::parse(&c.group).is_balloon())
         .map(|c| c.count)
         .sum();
     let counts = |items: &[crate::records::OomCount]| -> Vec<(i64, String, i64)> {

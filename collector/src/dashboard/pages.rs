@@ -9,8 +9,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use crate::api::AppState;
-use crate::dashboard::data::{self, SeriesPoint};
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
 use crate::dashboard::overview::range;
@@ -18,6 +16,8 @@ use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
 use crate::records::{OomPage, OomSummary};
 use crate::reports::format;
+use crate::state::AppState;
+use crate::storage::aggregates::{self as data, SeriesPoint};
 use crate::storage::queries::{self, OomFilter};
 use crate::storage::Store;
 

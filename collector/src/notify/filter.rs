@@ -1,12 +1,12 @@
 //! Which webhooks hear about an OOM: per-webhook filters on the OOM's kind and
 //! correlation verdict, applied at ingest to the rows about to be stored. Pure.
 
-use crate::storage::prepare::{NotifyTarget, OomRow};
+use crate::storage::rows::{NotifyTarget, OomRow};
 
 /// OOM kinds a filter may name (the wire names).
-pub const KINDS: &[&str] = &["guest", "vm_cgroup", "host"];
+pub const KINDS: &[&str] = &ballast_model::OomKind::NAMES;
 /// Correlation verdicts a filter may name.
-pub const VERDICTS: &[&str] = &["balloon", "balloon_contributed", "not_balloon", "unknown"];
+pub const VERDICTS: &[&str] = ballast_model::CorrelationVerdict::NAMES;
 
 /// A webhook's filter; an empty list lets everything through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,7 +34,10 @@ pub fn targets(ooms: &[OomRow], routes: &[Route]) -> Vec<NotifyTarget> {
     let mut targets = Vec::new();
     for (oom_index, oom) in ooms.iter().enumerate() {
         for route in routes {
-            if route.filter.matches(&oom.kind, &oom.corr_verdict) {
+            if route
+                .filter
+                .matches(oom.kind.as_str(), oom.corr_verdict.as_str())
+            {
                 targets.push(NotifyTarget {
                     oom_index,
                     webhook: route.webhook.clone(),

@@ -25,38 +25,13 @@
 
 use serde_json::{json, Value};
 
+use ballast_model::CorrelationVerdict;
+
 use crate::notify::config::WebhookFormat;
+pub use crate::storage::outbox::{OomNotice, SuppressedSummary};
 
 /// Longest guest- or agent-written text put in a message, in characters.
 const MAX_TEXT_CHARS: usize = 120;
-
-/// What a message says about one stored OOM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OomNotice {
-    pub oom_id: i64,
-    pub host: String,
-    pub vm_uuid: String,
-    pub vm_name: String,
-    pub kind: String,
-    pub captured_at_ms: i64,
-    pub killed_pid: Option<i64>,
-    pub killed_comm: Option<String>,
-    pub killed_anon_rss_kb: Option<i64>,
-    pub report_kind: String,
-    pub report_verdict: String,
-    pub corr_verdict: String,
-    pub balloon_held_kb: Option<i64>,
-}
-
-/// Suppressed notifications summed up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SuppressedSummary {
-    pub count: i64,
-    /// (correlation verdict, count), most frequent first.
-    pub by_verdict: Vec<(String, i64)>,
-    pub first_captured_ms: Option<i64>,
-    pub last_captured_ms: Option<i64>,
-}
 
 /// The rate limit a summary reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,11 +153,11 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
         }
     };
     let link = |url: &str, label: &str| chat_link(slack, url, label);
-    let verdict = match notice.corr_verdict.as_str() {
-        "balloon" => "caused by the balloon",
-        "balloon_contributed" => "the balloon contributed",
-        "not_balloon" => "not the balloon",
-        _ => "balloon role unknown",
+    let verdict = match CorrelationVerdict::parse(&notice.corr_verdict) {
+        CorrelationVerdict::Balloon => "caused by the balloon",
+        CorrelationVerdict::BalloonContributed => "the balloon contributed",
+        CorrelationVerdict::NotBalloon => "not the balloon",
+        CorrelationVerdict::Unknown => "balloon role unknown",
     };
     let mut text = format!(
         ":boom: *OOM* ({kind}) in VM {vm} on host {host}: {verdict}\n",

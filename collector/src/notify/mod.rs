@@ -20,16 +20,19 @@
 pub mod config;
 pub mod filter;
 pub mod message;
-pub mod outbox;
 pub mod rate;
 pub mod sender;
+pub mod stats;
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use config::{NotifyConfig, NotifyConfigError, NotifySettings, WebhookFormat, WebhookSettings};
 pub use filter::{targets, Filter, Route};
+pub use stats::NotifyStats;
+
+/// The outbox's store side (kept under its old path for callers).
+pub use crate::storage::outbox;
 
 use crate::storage::Store;
 
@@ -37,21 +40,6 @@ use crate::storage::Store;
 const CLEANUP_INTERVAL: Duration = Duration::from_secs(3600);
 /// ... in deletes of at most this many rows.
 const CLEANUP_BATCH_ROWS: u32 = 5000;
-
-/// What this process's senders did since it started.
-#[derive(Debug, Default)]
-pub struct NotifyStats {
-    /// OOM notifications delivered (2xx).
-    pub sent: AtomicU64,
-    /// Notifications given up (attempts exhausted, or their OOM deleted first).
-    pub failed: AtomicU64,
-    /// Notifications held back by a rate limit (then counted in a summary).
-    pub suppressed: AtomicU64,
-    /// "N more suppressed" summaries delivered.
-    pub summaries: AtomicU64,
-    /// Failed posts that will be retried.
-    pub retries: AtomicU64,
-}
 
 /// The running senders; dropping it (or [`Notifier::abort`]) stops them.
 ///

@@ -3,29 +3,7 @@
 
 use std::time::Duration;
 
-/// A webhook's rate limit: at most `messages` in any `window_ms`. The messages are
-/// counted in the store (`outbox`), by every collector sharing it; this only says
-/// which of them still count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limit {
-    pub messages: u32,
-    pub window_ms: i64,
-}
-
-impl Limit {
-    pub fn new(messages: u32, window: Duration) -> Self {
-        Self {
-            messages,
-            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
-        }
-    }
-
-    /// A message sent at `at_ms` counts at `now_ms` when `at_ms` is after this, i.e.
-    /// for `window_ms` from when it was sent.
-    pub fn counted_after(&self, now_ms: i64) -> i64 {
-        now_ms.saturating_sub(self.window_ms)
-    }
-}
+pub use crate::storage::outbox::Limit;
 
 /// The wait before retry number `attempt` (1 = the first retry): `initial * 2^(attempt-1)`
 /// capped at `max`, then scaled by `jitter` in [0.5, 1.0] (pass a random draw).

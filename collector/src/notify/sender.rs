@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error_text::chain as error_chain;
 use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
-use crate::notify::outbox;
 use crate::notify::rate::{backoff, Limit};
-use crate::notify::NotifyStats;
+use crate::notify::stats::NotifyStats;
+use crate::storage::outbox;
 use crate::storage::{Store, StoreError};
+use ballast_daemon::error_chain;
 
 /// Notifications claimed per pass at most.
 pub const CLAIM_BATCH: usize = 20;

@@ -34,6 +34,8 @@ use serde::Serialize;
 
 use ballast_model::VmConfig;
 
+use ballast_model::CorrelationVerdict;
+
 use crate::reports::autoballoon::{self, HostPoint, HostReplay, ReplaySettings, ReplayVm};
 use crate::reports::format::{kib, mib_ceil, round_up, MIB};
 
@@ -271,8 +273,11 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
     let fleet = FleetSummary {
         vms_with_balloon: vms.len(),
         reclaimed_avg_kib: vms.iter().filter_map(|vm| vm.reclaimed_avg_kib).sum(),
-        balloon_ooms: count_verdict(&vms, "balloon"),
-        balloon_contributed_ooms: count_verdict(&vms, "balloon_contributed"),
+        balloon_ooms: count_verdict(&vms, CorrelationVerdict::Balloon.as_str()),
+        balloon_contributed_ooms: count_verdict(
+            &vms,
+            CorrelationVerdict::BalloonContributed.as_str(),
+        ),
         near_misses: vms.iter().map(|vm| vm.near_misses.len()).sum(),
         floors_below_working_set: vms.iter().filter(|vm| vm.floor_below_working_set).count(),
         shrink_candidates: vms.iter().filter(|vm| vm.shrink_to_kib.is_some()).count(),
@@ -311,7 +316,7 @@ fn has_balloon(vm: &VmFacts) -> bool {
 }
 
 fn is_balloon_verdict(verdict: &str) -> bool {
-    matches!(verdict, "balloon" | "balloon_contributed")
+    CorrelationVerdict::parse(verdict).is_balloon()
 }
 
 fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {

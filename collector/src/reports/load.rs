@@ -1,28 +1,25 @@
 //! Gathers a balloon-policy report's facts from the store: the only part of
-//! `reports` that does I/O, and only through `Store::query`, with SQL written once
-//! for both engines. Aggregation happens in the database (histogram bins, sums,
-//! maxima per VM), so the rows read back are per VM, not per rollup; only the
-//! near-miss periods, OOMs and the replay's Proxmox series are read row by row,
-//! each with a hard row cap.
+//! `reports` that does I/O, and only through `Store::query`, with the SQL of
+//! `storage::report_sql` (written once for both engines). Aggregation happens in the
+//! database (histogram bins, sums, maxima per VM), so the rows read back are per VM,
+//! not per rollup; only the near-miss periods, OOMs and the replay's Proxmox series
+//! are read row by row, each with a hard row cap.
 
 use std::collections::{BTreeMap, HashMap};
 
-use ballast_model::VmConfig;
+use ballast_model::{CorrelationVerdict, NearMissKind, OomKind, ReportKind, VmConfig};
 
 use crate::reports::autoballoon::{HostPoint, ReplayPoint};
 use crate::reports::balloon_policy::{
     HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
     WorkingSetHistogram,
 };
-use crate::storage::{Param, Query, Store, StoreError};
+use crate::storage::{report_sql, Param, Query, Store, StoreError};
 
 /// Working-set histogram bins (KiB).
 pub const BIN_KIB: u64 = 16 * 1024;
 /// Row cap of each row-by-row read.
 const ROW_CAP: i64 = 200_000;
-/// The minutes a rollup row stands for: 1 for a minute rollup (or shorter), 60 for
-/// an hourly one.
-const MINUTES: &str = "(CASE WHEN period_secs >= 3600 THEN period_secs / 60 ELSE 1 END)";
 
 /// Reads everything [`crate::reports::balloon_policy::build`] needs for `[since, until)`.
 pub async fn load(
@@ -55,10 +52,7 @@ pub async fn load(
     };
 
     for row in store
-        .query(Query::new(
-            "SELECT vm_uuid, vm_name, host_id, config_json, findings_json FROM vms",
-            Vec::new(),
-        ))
+        .query(Query::new(report_sql::POLICY_VMS, Vec::new()))
         .await?
     {
         let uuid = row.text_or_empty(0);
@@ -76,14 +70,7 @@ pub async fn load(
 
     // Counts are in minutes: an hourly rollup (the compacted tier, storage::tiers)
     // weighs its 60 minutes, so a 30-day window is not dominated by the minute tier.
-    let aggregates = format!(
-        "SELECT vm_uuid, MAX(vm_name), host_id, \
-         MAX(CASE WHEN available_last >= usable_last THEN available_last - usable_last END), \
-         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN {MINUTES} END) AS BIGINT), \
-         CAST(SUM(CASE WHEN maximum_kib >= actual_last THEN (maximum_kib - actual_last) * {MINUTES} END) AS BIGINT), \
-         MAX(maximum_kib) \
-         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? GROUP BY host_id, vm_uuid"
-    );
+    let aggregates = report_sql::POLICY_AGGREGATES;
     for row in store.query(Query::new(aggregates, window())).await? {
         let uuid = row.text_or_empty(0);
         let host = row.text_or_empty(2);
@@ -96,13 +83,7 @@ pub async fn load(
         facts.maximum_kib = row.kib(6);
     }
 
-    let histogram = format!(
-        "SELECT host_id, vm_uuid, (available_last - usable_last) / ? AS bin, \
-         CAST(SUM({MINUTES}) AS BIGINT) \
-         FROM rollups WHERE period_start_ms >= ? AND period_start_ms < ? \
-         AND available_last IS NOT NULL AND usable_last IS NOT NULL \
-         AND available_last >= usable_last GROUP BY host_id, vm_uuid, bin"
-    );
+    let histogram = report_sql::POLICY_HISTOGRAM;
     let mut params = vec![Param::int(i64::try_from(BIN_KIB).unwrap_or(16_384))];
     params.extend(window());
     for row in store.query(Query::new(histogram, params)).await? {
@@ -116,12 +97,7 @@ pub async fn load(
     let mut params = window();
     params.push(Param::int(ROW_CAP));
     for row in store
-        .query(Query::new(
-            "SELECT id, host_id, vm_uuid, captured_at_ms, corr_verdict, balloon_held_kb, kind, \
-             report_kind, correlation_json FROM ooms \
-             WHERE captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms, id LIMIT ?",
-            params,
-        ))
+        .query(Query::new(report_sql::POLICY_OOMS, params))
         .await?
     {
         if let Some(facts) = vms.get_mut(&vm_key(&row, 1)) {
@@ -149,20 +125,13 @@ pub async fn load(
         Param::int(ROW_CAP),
     ]);
     for row in store
-        .query(Query::new(
-            "SELECT host_id, vm_uuid, period_start_ms, usable_min, maximum_kib - actual_min FROM rollups \
-             WHERE period_start_ms >= ? AND period_start_ms < ? AND usable_min IS NOT NULL \
-             AND maximum_kib IS NOT NULL AND actual_min IS NOT NULL \
-             AND maximum_kib - actual_min >= ? AND usable_min * 100 < maximum_kib * ? \
-             ORDER BY period_start_ms LIMIT ?",
-            params,
-        ))
+        .query(Query::new(report_sql::POLICY_HELD_ROLLUPS, params))
         .await?
     {
         if let Some(facts) = vms.get_mut(&vm_key(&row, 0)) {
             facts.near_misses.push(NearMissFact {
                 time_ms: row.int_or_zero(2),
-                kind: "usable_low".into(),
+                kind: NearMissKind::UsableLow.as_str().into(),
                 usable_kib: row.kib(3),
                 held_kib: row.kib(4),
             });
@@ -172,11 +141,7 @@ pub async fn load(
     let mut params = window();
     params.push(Param::int(ROW_CAP));
     for row in store
-        .query(Query::new(
-            "SELECT host_id, vm_uuid, captured_at_ms, body_json FROM events WHERE kind = 'near_miss' \
-             AND captured_at_ms >= ? AND captured_at_ms < ? ORDER BY captured_at_ms LIMIT ?",
-            params,
-        ))
+        .query(Query::new(report_sql::POLICY_NEAR_MISS_EVENTS, params))
         .await?
     {
         let body = row.json(3);
@@ -214,13 +179,7 @@ pub async fn load(
         params.extend(window());
         params.push(Param::int(ROW_CAP));
         let series = store
-            .query(Query::new(
-                "SELECT period_start_ms, MAX(host_total_kib), MIN(host_available_kib) FROM rollups \
-                 WHERE host_id = ? AND period_start_ms >= ? AND period_start_ms < ? \
-                 AND host_total_kib IS NOT NULL AND host_available_kib IS NOT NULL \
-                 GROUP BY period_start_ms ORDER BY period_start_ms LIMIT ?",
-                params,
-            ))
+            .query(Query::new(report_sql::POLICY_HOST_SERIES, params))
             .await?
             .iter()
             .filter_map(|row| {
@@ -242,12 +201,7 @@ pub async fn load(
             params.extend(window());
             params.push(Param::int(ROW_CAP));
             facts.replay_series = store
-                .query(Query::new(
-                    "SELECT period_start_ms, period_secs, actual_last, unused_last FROM rollups \
-                     WHERE host_id = ? AND vm_uuid = ? AND period_start_ms >= ? \
-                     AND period_start_ms < ? AND actual_last IS NOT NULL ORDER BY period_start_ms LIMIT ?",
-                    params,
-                ))
+                .query(Query::new(report_sql::POLICY_REPLAY_SERIES, params))
                 .await?
                 .iter()
                 .filter_map(|row| {
@@ -286,7 +240,10 @@ fn oom_demand(
     let not_preventable = correlation
         .get("not_preventable")
         .is_some_and(|reason| !reason.is_null());
-    if kind != "guest" || report_kind == "memcg" || not_preventable {
+    if kind != OomKind::Guest.as_str()
+        || ReportKind::parse(report_kind) == ReportKind::Memcg
+        || not_preventable
+    {
         return None;
     }
     let field = |name: &str| correlation.get(name).and_then(serde_json::Value::as_u64);
@@ -294,7 +251,8 @@ fn oom_demand(
     let size = field("actual_kib")
         .or_else(|| Some(field("maximum_kib")?.saturating_sub(field("balloon_held_kb")?)));
     let in_use = field("in_use_kb").map(|used| used.saturating_add(shortfall));
-    let at_size = matches!(verdict, "balloon" | "balloon_contributed")
+    let at_size = CorrelationVerdict::parse(verdict)
+        .is_balloon()
         .then(|| size.map(|size| size.saturating_add(shortfall)))
         .flatten();
     at_size.into_iter().chain(in_use).max()
@@ -308,10 +266,7 @@ fn vm_key(row: &crate::storage::Row, first: usize) -> (String, String) {
 /// Each host's backend, from its newest hello.
 async fn platforms(store: &dyn Store) -> Result<HashMap<String, Platform>, StoreError> {
     let rows = store
-        .query(Query::new(
-            "SELECT host_id, body_json FROM events WHERE kind = 'hello' ORDER BY captured_at_ms",
-            Vec::new(),
-        ))
+        .query(Query::new(report_sql::HOST_HELLOS, Vec::new()))
         .await?;
     Ok(rows
         .iter()

@@ -1,7 +1,8 @@
 //! Reports over the fleet's stored history. Builders are pure functions over
 //! query results ([`balloon_policy::build`], [`autoballoon::replay`]); [`load`]
 //! gathers their input through `Store` queries; [`render`] turns a report into
-//! Markdown or CSV (JSON is its serde form; HTML is the dashboard's).
+//! Markdown or CSV (JSON is its serde form), [`html`] into HTML (the dashboard's page
+//! and the standalone file).
 //!
 //! Used by `ballast-collector report balloon-policy` and the dashboard page
 //! `/reports/balloon-policy`, so both say the same thing.
@@ -9,6 +10,7 @@
 pub mod autoballoon;
 pub mod balloon_policy;
 pub mod format;
+pub mod html;
 pub mod load;
 pub mod render;
 
@@ -60,6 +62,6 @@ pub async fn balloon_policy(
         ReportFormat::Markdown => render::markdown(&report),
         ReportFormat::Csv => render::csv(&report),
         ReportFormat::Json => serde_json::to_string_pretty(&report)?,
-        ReportFormat::Html => crate::dashboard::report_page::standalone(&report),
+        ReportFormat::Html => html::standalone(&report),
     })
 }

@@ -17,9 +17,9 @@ use tokio_postgres::{Client, IsolationLevel};
 use ballast_model::IngestResponse;
 
 use crate::storage::pg_tls::PgConnect;
-use crate::storage::prepare::{self, IngestTally, PreparedBatch};
+use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
-use crate::storage::{pending_migrations, Store, StoreError};
+use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -172,8 +172,8 @@ impl Store for PostgresStore {
         Ok(response)
     }
 
-    fn engine(&self) -> &'static str {
-        "postgres"
+    fn engine(&self) -> Engine {
+        Engine::Postgres
     }
 }
 
@@ -287,10 +287,10 @@ async fn insert_batch(
     // trips per batch and queued rollup batches for seconds (BENCHMARKS.md, "Collector
     // under 1000 agents"). ON CONFLICT DO NOTHING: the rows inserted are the accepted.
     for chunk in batch.rollups.chunks(ROLLUPS_PER_INSERT) {
-        let sql = postgres_placeholders(&multi_row(prepare::INSERT_ROLLUP, chunk.len()));
+        let sql = postgres_placeholders(&multi_row(rows::INSERT_ROLLUP, chunk.len()));
         let params: Vec<Param> = chunk
             .iter()
-            .flat_map(|row| prepare::rollup_params(host, row))
+            .flat_map(|row| rows::rollup_params(host, row))
             .collect();
         let inserted = transaction
             .execute(sql.as_str(), &sql_params(&params))
@@ -302,25 +302,25 @@ async fn insert_batch(
     }
     if !batch.ooms.is_empty() {
         let insert = transaction
-            .prepare(&postgres_placeholders(prepare::INSERT_OOM))
+            .prepare(&postgres_placeholders(rows::INSERT_OOM))
             .await?;
         let vm = transaction
-            .prepare(&postgres_placeholders(prepare::INSERT_VM_IF_ABSENT))
+            .prepare(&postgres_placeholders(rows::INSERT_VM_IF_ABSENT))
             .await?;
         let mut new_ooms = vec![false; batch.ooms.len()];
         for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
-            let params = prepare::oom_params(host, batch.received_at_ms, row);
+            let params = rows::oom_params(host, batch.received_at_ms, row);
             let changed = transaction.execute(&insert, &sql_params(&params)).await?;
             tally.count(changed > 0);
             if changed > 0 {
                 *new = true;
-                let params = prepare::vm_if_absent_params(host, row);
+                let params = rows::vm_if_absent_params(host, row);
                 transaction.execute(&vm, &sql_params(&params)).await?;
             }
         }
         if !batch.notify.is_empty() {
             let notify = transaction
-                .prepare(&postgres_placeholders(prepare::INSERT_NOTIFY))
+                .prepare(&postgres_placeholders(rows::INSERT_NOTIFY))
                 .await?;
             for target in &batch.notify {
                 if let (Some(true), Some(row)) = (
@@ -328,7 +328,7 @@ async fn insert_batch(
                     batch.ooms.get(target.oom_index),
                 ) {
                     let params =
-                        prepare::notify_params(host, batch.received_at_ms, row, &target.webhook);
+                        rows::notify_params(host, batch.received_at_ms, row, &target.webhook);
                     transaction.execute(&notify, &sql_params(&params)).await?;
                 }
             }
@@ -336,18 +336,18 @@ async fn insert_batch(
     }
     if !batch.events.is_empty() {
         let insert = transaction
-            .prepare(&postgres_placeholders(prepare::INSERT_EVENT))
+            .prepare(&postgres_placeholders(rows::INSERT_EVENT))
             .await?;
         let upsert = transaction
-            .prepare(&postgres_placeholders(prepare::UPSERT_VM))
+            .prepare(&postgres_placeholders(rows::UPSERT_VM))
             .await?;
         for row in &batch.events {
-            let params = prepare::event_params(host, row);
+            let params = rows::event_params(host, row);
             let changed = transaction.execute(&insert, &sql_params(&params)).await?;
             tally.count(changed > 0);
             if changed > 0 {
                 for vm in &row.vms {
-                    let params = prepare::vm_params(host, vm);
+                    let params = rows::vm_params(host, vm);
                     transaction.execute(&upsert, &sql_params(&params)).await?;
                 }
             }
@@ -362,10 +362,10 @@ mod tests {
 
     #[test]
     fn multi_row_repeats_the_values_group() {
-        let sql = multi_row(prepare::INSERT_ROLLUP, 3);
+        let sql = multi_row(rows::INSERT_ROLLUP, 3);
         assert_eq!(sql.matches('?').count(), 3 * 29);
         assert_eq!(sql.matches("VALUES").count(), 1);
         assert!(sql.ends_with("ON CONFLICT (host_id, key) DO NOTHING"));
-        assert_eq!(multi_row(prepare::INSERT_ROLLUP, 1), prepare::INSERT_ROLLUP);
+        assert_eq!(multi_row(rows::INSERT_ROLLUP, 1), rows::INSERT_ROLLUP);
     }
 }

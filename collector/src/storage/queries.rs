@@ -10,7 +10,7 @@ use crate::records::{
     CorrelationShort, KilledShort, OomCount, OomCounts, OomDetail, OomPage, OomSummary,
     RepeatOffender, RepeatOffenders, RollupPoint, TokenInfo, VmList, VmMemory, VmName, VmRecord,
 };
-use crate::storage::prepare::VmContext;
+use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
 use crate::storage::tiers;
 use crate::storage::{Store, StoreError};
@@ -116,7 +116,7 @@ fn decode_summary(row: &Row) -> OomSummary {
         }),
         report_verdict: row.text_or_empty(9),
         correlation: CorrelationShort {
-            verdict: row.text_or_empty(10),
+            verdict: ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
             balloon_held_kb: row.int(11),
             inflated_kb_before: row.int(12),
             seconds_from_inflation: row.int(13),
@@ -217,21 +217,24 @@ pub async fn get_oom(
         return Ok(None);
     };
     let summary = decode_summary(row);
-    let mut event = row.json(15);
-    let mut take = |name: &str| {
-        event
-            .get_mut(name)
-            .map(serde_json::Value::take)
-            .unwrap_or(serde_json::Value::Null)
+    // The event as stored by ingest (`ballast_model::OomEvent`): a row that does not
+    // decode is an error, never an empty page.
+    let event: ballast_model::OomEvent =
+        serde_json::from_str(&row.text_or_empty(15)).map_err(|source| StoreError::Decode {
+            what: "ooms.event_json",
+            id,
+            source,
+        })?;
+    let correlation_text = row.text_or_empty(16);
+    let decode_error = |source| StoreError::Decode {
+        what: "ooms.correlation_json",
+        id,
+        source,
     };
-    let raw_report = take("raw_report").as_str().unwrap_or_default().to_string();
-    let raw_truncated = take("raw_truncated").as_bool().unwrap_or(false);
-    let flood_suppressed = take("flood_suppressed").as_u64().unwrap_or(0);
-    let report = take("report");
-    let analysis = take("analysis");
-    let balloon_at_oom = take("balloon_at_oom");
-    let balloon_history = take("balloon_history");
-    let host_memory = take("host");
+    let correlation_detail: serde_json::Value =
+        serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    let correlation_facts =
+        serde_json::from_value(correlation_detail.clone()).map_err(decode_error)?;
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -244,15 +247,16 @@ pub async fn get_oom(
     .await?;
     Ok(Some(OomDetail {
         source: row.text_or_empty(14),
-        raw_report,
-        raw_truncated,
-        flood_suppressed,
-        report,
-        analysis,
-        balloon_at_oom,
-        balloon_history,
-        host_memory,
-        correlation_detail: row.json(16),
+        raw_report: event.raw_report,
+        raw_truncated: event.raw_truncated,
+        flood_suppressed: event.flood_suppressed,
+        report: event.report,
+        analysis: event.analysis,
+        balloon_at_oom: event.balloon_at_oom,
+        balloon_history: event.balloon_history,
+        host_memory: event.host,
+        correlation_detail,
+        correlation_facts,
         rollups,
         summary,
     }))
@@ -513,7 +517,7 @@ pub struct VmFilter {
 /// `COLLATE "C"` (its default collation may order text differently). The OOM counts
 /// are taken for the page's rows only, after the LIMIT.
 pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmList, StoreError> {
-    let bytewise = if store.engine() == "postgres" {
+    let bytewise = if store.engine() == crate::storage::Engine::Postgres {
         " COLLATE \"C\""
     } else {
         ""
@@ -523,7 +527,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
     let mut params = Vec::new();
     if let Some(host) = &filter.host {
         conditions.push(format!("v.host_id{bytewise} = ?"));
-        params.push(Param::text(crate::storage::prepare::clean(host)));
+        params.push(Param::text(crate::storage::rows::clean(host)));
     }
     if let Some(cursor) = &filter.cursor {
         conditions.push(format!("({key}) > (?, ?, ?)"));

@@ -18,9 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use ballast_model::IngestResponse;
 
-use crate::storage::prepare::{self, IngestTally, PreparedBatch};
+use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
-use crate::storage::{pending_migrations, Store, StoreError};
+use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -161,8 +161,8 @@ impl Store for SqliteStore {
         answer.await.map_err(|_| StoreError::WorkerGone)?
     }
 
-    fn engine(&self) -> &'static str {
-        "sqlite"
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
     }
 }
 
@@ -356,10 +356,10 @@ fn insert_batch(
     let host = batch.host_id.as_str();
     let mut tally = IngestTally::default();
     if !batch.rollups.is_empty() {
-        let mut statement = connection.prepare_cached(prepare::INSERT_ROLLUP)?;
+        let mut statement = connection.prepare_cached(rows::INSERT_ROLLUP)?;
         for row in &batch.rollups {
             let changed = statement.execute(rusqlite::params_from_iter(
-                prepare::rollup_params(host, row).iter(),
+                rows::rollup_params(host, row).iter(),
             ))?;
             tally.count(changed > 0);
         }
@@ -368,17 +368,17 @@ fn insert_batch(
     for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
         let changed =
             connection
-                .prepare_cached(prepare::INSERT_OOM)?
+                .prepare_cached(rows::INSERT_OOM)?
                 .execute(rusqlite::params_from_iter(
-                    prepare::oom_params(host, batch.received_at_ms, row).iter(),
+                    rows::oom_params(host, batch.received_at_ms, row).iter(),
                 ))?;
         tally.count(changed > 0);
         if changed > 0 {
             *new = true;
             connection
-                .prepare_cached(prepare::INSERT_VM_IF_ABSENT)?
+                .prepare_cached(rows::INSERT_VM_IF_ABSENT)?
                 .execute(rusqlite::params_from_iter(
-                    prepare::vm_if_absent_params(host, row).iter(),
+                    rows::vm_if_absent_params(host, row).iter(),
                 ))?;
         }
     }
@@ -387,23 +387,26 @@ fn insert_batch(
             new_ooms.get(target.oom_index).copied(),
             batch.ooms.get(target.oom_index),
         ) {
-            connection.prepare_cached(prepare::INSERT_NOTIFY)?.execute(
-                rusqlite::params_from_iter(
-                    prepare::notify_params(host, batch.received_at_ms, row, &target.webhook).iter(),
-                ),
-            )?;
+            connection
+                .prepare_cached(rows::INSERT_NOTIFY)?
+                .execute(rusqlite::params_from_iter(
+                    rows::notify_params(host, batch.received_at_ms, row, &target.webhook).iter(),
+                ))?;
         }
     }
     for row in &batch.events {
-        let changed = connection.prepare_cached(prepare::INSERT_EVENT)?.execute(
-            rusqlite::params_from_iter(prepare::event_params(host, row).iter()),
-        )?;
+        let changed =
+            connection
+                .prepare_cached(rows::INSERT_EVENT)?
+                .execute(rusqlite::params_from_iter(
+                    rows::event_params(host, row).iter(),
+                ))?;
         tally.count(changed > 0);
         if changed > 0 {
             for vm in &row.vms {
-                connection.prepare_cached(prepare::UPSERT_VM)?.execute(
-                    rusqlite::params_from_iter(prepare::vm_params(host, vm).iter()),
-                )?;
+                connection
+                    .prepare_cached(rows::UPSERT_VM)?
+                    .execute(rusqlite::params_from_iter(rows::vm_params(host, vm).iter()))?;
             }
         }
     }

@@ -12,7 +12,8 @@ pub mod suite;
 use std::collections::HashMap;
 
 use ballast_collector::correlation::CorrelationSettings;
-use ballast_collector::storage::prepare::{prepare_batch, PreparedBatch};
+use ballast_collector::ingest::prepare_batch;
+use ballast_collector::storage::PreparedBatch;
 use ballast_model::{
     BalloonRollup, Batch, Envelope, Event, Inventory, MinMaxLast, OomEvent, VmConfig, VmInventory,
     VmRef, SCHEMA_VERSION,

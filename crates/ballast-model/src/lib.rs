@@ -23,10 +23,12 @@
 //! ```
 
 mod events;
+mod kinds;
 mod report;
 mod validate;
 
 pub use events::*;
+pub use kinds::{CorrelationVerdict, NearMissKind, ReportKind, ReportVerdict, VmState};
 pub use report::*;
 pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_MEMORY_KIB};
 

@@ -253,7 +253,7 @@ fn validate_event(
                 check_one_of(
                     &format!("{vm_path}.state"),
                     &vm.state,
-                    &["running", "paused", "shut_off", "crashed", "other"],
+                    crate::VmState::NAMES,
                 )?;
                 if vm.findings.len() > limits.max_list_items {
                     return Err(fail(format!("{vm_path}.findings"), "too many items"));
@@ -303,21 +303,12 @@ fn validate_event(
             check_one_of(
                 &format!("{path}.analysis.verdict"),
                 &oom.analysis.verdict,
-                &[
-                    "balloon",
-                    "kernel_unaccounted",
-                    "memcg_limit",
-                    "fragmentation",
-                    "lowmem_zone",
-                    "overcommit",
-                    "no_killable",
-                    "unknown",
-                ],
+                crate::ReportVerdict::NAMES,
             )?;
             check_one_of(
                 &format!("{path}.report.kind"),
                 &oom.report.kind,
-                &["global", "memcg", "cpuset", "mempolicy", "panic"],
+                crate::ReportKind::NAMES,
             )?;
             if oom.balloon_history.len() > limits.max_history_points {
                 return Err(fail(format!("{path}.balloon_history"), "too many points"));
@@ -340,7 +331,7 @@ fn validate_event(
             check_one_of(
                 &format!("{path}.kind"),
                 &miss.kind,
-                &["out_of_puff", "silent_deflate", "usable_low"],
+                crate::NearMissKind::NAMES,
             )?;
             check_len(&format!("{path}.detail"), &miss.detail, 4096)?;
             check_kib(path, "actual_kib", miss.actual_kib)?;

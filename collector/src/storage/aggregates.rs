@@ -1,4 +1,4 @@
-//! The dashboard's own reads: aggregates the JSON API does not need (top VMs and
+//! The dashboard's reads: aggregates the JSON API does not need (top VMs and
 //! hosts, host pressure, downsampled series, one VM). Written once over
 //! `Store::query` for both engines; every query is bounded by an indexed time
 //! range or key and a LIMIT, and aggregates in the database, so page cost does not

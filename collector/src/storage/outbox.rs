@@ -1,5 +1,6 @@
 //! The notification outbox (`notify_outbox`): rows queued by ingest in the OOM's own
-//! transaction, claimed by senders with a lease, then marked.
+//! transaction, claimed by senders (`crate::notify::sender`) with a lease, then
+//! marked. Its SQL and its engine differences live here, in `storage`.
 //!
 //! Claiming is one UPDATE that writes a lease token no other claim uses
 //! (`lease_owner`) on due rows whose lease has expired, followed by a SELECT of the
@@ -28,9 +29,61 @@
 //! A posted message is logged in the same transaction that marks its rows, so it is
 //! counted either as in flight (before) or as sent (after), never both or neither.
 
-use crate::notify::message::{OomNotice, SuppressedSummary};
-use crate::notify::rate::Limit;
+use std::time::Duration;
+
 use crate::storage::{Param, Query, Store, StoreError};
+
+/// What a message says about one stored OOM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OomNotice {
+    pub oom_id: i64,
+    pub host: String,
+    pub vm_uuid: String,
+    pub vm_name: String,
+    pub kind: String,
+    pub captured_at_ms: i64,
+    pub killed_pid: Option<i64>,
+    pub killed_comm: Option<String>,
+    pub killed_anon_rss_kb: Option<i64>,
+    pub report_kind: String,
+    pub report_verdict: String,
+    pub corr_verdict: String,
+    pub balloon_held_kb: Option<i64>,
+}
+
+/// Suppressed notifications summed up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SuppressedSummary {
+    pub count: i64,
+    /// (correlation verdict, count), most frequent first.
+    pub by_verdict: Vec<(String, i64)>,
+    pub first_captured_ms: Option<i64>,
+    pub last_captured_ms: Option<i64>,
+}
+
+/// A webhook's rate limit: at most `messages` in any `window_ms`. The messages are
+/// counted in the store (`outbox`), by every collector sharing it; this only says
+/// which of them still count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit {
+    pub messages: u32,
+    pub window_ms: i64,
+}
+
+impl Limit {
+    pub fn new(messages: u32, window: Duration) -> Self {
+        Self {
+            messages,
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// A message sent at `at_ms` counts at `now_ms` when `at_ms` is after this, i.e.
+    /// for `window_ms` from when it was sent.
+    pub fn counted_after(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_sub(self.window_ms)
+    }
+}
 
 /// The first key of the PostgreSQL advisory locks serialising budget decisions ("blnt");
 /// the second is `hashtext(webhook)`. (Two 32-bit keys: apart from the one 64-bit key of
@@ -100,7 +153,7 @@ async fn transaction(
     statements: Vec<Query>,
 ) -> Result<Vec<u64>, StoreError> {
     let mut queries = Vec::with_capacity(statements.len() + 2);
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         // `execute_all` begins REPEATABLE READ; changing it is allowed before any query.
         queries.push(Query::new(
             "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
@@ -143,7 +196,7 @@ pub struct Claimed {
 /// rows the previous one locked: a `LIMIT 20` claimed 40 rows in the two-collector
 /// test). SQLite has one writer and evaluates `IN (subquery)` once.
 fn claim_sql(store: &dyn Store, set: &str, pick: &str, recheck: &str) -> String {
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         format!(
             "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
              UPDATE notify_outbox SET {set} WHERE id IN (SELECT id FROM picked) AND {recheck}"
@@ -160,7 +213,7 @@ fn claim_params(
     pick: Vec<Param>,
     recheck: Vec<Param>,
 ) -> Vec<Param> {
-    if store.engine() == "postgres" {
+    if store.engine() == crate::storage::Engine::Postgres {
         [pick, set, recheck].concat()
     } else {
         [set, pick, recheck].concat()

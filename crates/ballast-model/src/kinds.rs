@@ -1,0 +1,252 @@
+//! The closed vocabularies of the wire and the collector: verdicts, VM states, report
+//! kinds, near-miss kinds. Each is serialised exactly as the string it always was, and
+//! has an `Unknown` fallback (`#[serde(other)]`): a value a newer peer sends decodes as
+//! `Unknown` instead of failing the whole message. [`crate::validate`] still accepts
+//! only the names listed in `NAMES`.
+
+use serde::{Deserialize, Serialize};
+
+/// Defines one vocabulary: its variants and their wire names, `Unknown` last.
+/// `unknown_is_a_value` says that `unknown` is itself one of the accepted names.
+macro_rules! vocabulary {
+    (
+        $(#[$doc:meta])*
+        $name:ident {
+            $($(#[$variant_doc:meta])* $variant:ident = $text:literal,)+
+        }
+        unknown_is_a_value = $unknown_valid:literal
+    ) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+        )]
+        pub enum $name {
+            $($(#[$variant_doc])* #[serde(rename = $text)] $variant,)+
+            /// `unknown`, or a name this version does not know (a newer peer's).
+            #[serde(other, rename = "unknown")]
+            Unknown,
+        }
+
+        impl $name {
+            /// Every variant but the fallback, in order.
+            pub const KNOWN: &'static [$name] = &[$($name::$variant),+];
+            /// The names [`crate::validate`] accepts.
+            pub const NAMES: &'static [&'static str] = if $unknown_valid {
+                &[$($text,)+ "unknown"]
+            } else {
+                &[$($text),+]
+            };
+
+            /// The wire name.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text,)+
+                    $name::Unknown => "unknown",
+                }
+            }
+
+            /// The variant named `text`; `Unknown` for any other text.
+            pub fn parse(text: &str) -> Self {
+                Self::KNOWN
+                    .iter()
+                    .copied()
+                    .find(|known| known.as_str() == text)
+                    .unwrap_or($name::Unknown)
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// The collector's verdict on one OOM: did the balloon cause it?
+    CorrelationVerdict {
+        /// The balloon held enough memory that, deflated, the guest would have survived.
+        Balloon = "balloon",
+        /// The balloon held memory but is not the whole story.
+        BalloonContributed = "balloon_contributed",
+        /// The balloon held nothing worth naming at the OOM.
+        NotBalloon = "not_balloon",
+    }
+    unknown_is_a_value = true
+}
+
+impl CorrelationVerdict {
+    /// `balloon` or `balloon_contributed`: the balloon had a part in the OOM.
+    pub fn is_balloon(self) -> bool {
+        matches!(
+            self,
+            CorrelationVerdict::Balloon | CorrelationVerdict::BalloonContributed
+        )
+    }
+}
+
+vocabulary! {
+    /// The report analysis' verdict ([`crate::OomAnalysis::verdict`]).
+    ReportVerdict {
+        Balloon = "balloon",
+        KernelUnaccounted = "kernel_unaccounted",
+        MemcgLimit = "memcg_limit",
+        Fragmentation = "fragmentation",
+        LowmemZone = "lowmem_zone",
+        Overcommit = "overcommit",
+        NoKillable = "no_killable",
+    }
+    unknown_is_a_value = true
+}
+
+vocabulary! {
+    /// A VM's state in an inventory ([`crate::VmInventory::state`]).
+    VmState {
+        Running = "running",
+        Paused = "paused",
+        ShutOff = "shut_off",
+        Crashed = "crashed",
+        Other = "other",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// What kind of OOM report the kernel printed ([`crate::ParsedReport::kind`]).
+    ReportKind {
+        Global = "global",
+        Memcg = "memcg",
+        Cpuset = "cpuset",
+        Mempolicy = "mempolicy",
+        Panic = "panic",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// Signs of memory distress without a kill ([`crate::NearMiss::kind`]).
+    NearMissKind {
+        /// The balloon stalled.
+        OutOfPuff = "out_of_puff",
+        /// deflate-on-oom gave memory back.
+        SilentDeflate = "silent_deflate",
+        /// MemAvailable under the threshold while inflated.
+        UsableLow = "usable_low",
+    }
+    unknown_is_a_value = false
+}
+
+impl crate::OomKind {
+    /// Every kind, in order.
+    pub const ALL: [crate::OomKind; 3] = [
+        crate::OomKind::Guest,
+        crate::OomKind::VmCgroup,
+        crate::OomKind::Host,
+    ];
+    /// Their wire names, in the same order.
+    pub const NAMES: [&'static str; 3] = ["guest", "vm_cgroup", "host"];
+
+    /// The wire name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            crate::OomKind::Guest => "guest",
+            crate::OomKind::VmCgroup => "vm_cgroup",
+            crate::OomKind::Host => "host",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serialises each variant as its name, decodes it back, and decodes an unheard-of
+    /// name as `Unknown`.
+    fn round_trips<T>(known: &[T], names: &[&str], as_str: fn(T) -> &'static str)
+    where
+        T: Copy + PartialEq + std::fmt::Debug + Serialize + for<'de> Deserialize<'de>,
+    {
+        for &variant in known {
+            let json = serde_json::to_string(&variant).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", as_str(variant)));
+            assert!(names.contains(&as_str(variant)), "{variant:?}");
+            let back: T = serde_json::from_str(&json).expect("decode");
+            assert_eq!(back, variant);
+        }
+        let future: T = serde_json::from_str("\"added_next_year\"").expect("fallback");
+        assert_eq!(as_str(future), "unknown");
+    }
+
+    #[test]
+    fn every_vocabulary_is_its_old_strings_with_an_unknown_fallback() {
+        round_trips(
+            CorrelationVerdict::KNOWN,
+            CorrelationVerdict::NAMES,
+            CorrelationVerdict::as_str,
+        );
+        round_trips(
+            ReportVerdict::KNOWN,
+            ReportVerdict::NAMES,
+            ReportVerdict::as_str,
+        );
+        round_trips(VmState::KNOWN, VmState::NAMES, VmState::as_str);
+        round_trips(ReportKind::KNOWN, ReportKind::NAMES, ReportKind::as_str);
+        round_trips(
+            NearMissKind::KNOWN,
+            NearMissKind::NAMES,
+            NearMissKind::as_str,
+        );
+        assert_eq!(
+            CorrelationVerdict::NAMES,
+            ["balloon", "balloon_contributed", "not_balloon", "unknown"]
+        );
+        assert_eq!(
+            ReportVerdict::NAMES,
+            [
+                "balloon",
+                "kernel_unaccounted",
+                "memcg_limit",
+                "fragmentation",
+                "lowmem_zone",
+                "overcommit",
+                "no_killable",
+                "unknown"
+            ]
+        );
+        assert_eq!(
+            VmState::NAMES,
+            ["running", "paused", "shut_off", "crashed", "other"]
+        );
+        assert_eq!(
+            ReportKind::NAMES,
+            ["global", "memcg", "cpuset", "mempolicy", "panic"]
+        );
+        assert_eq!(
+            NearMissKind::NAMES,
+            ["out_of_puff", "silent_deflate", "usable_low"]
+        );
+        assert_eq!(NearMissKind::parse("usable_low"), NearMissKind::UsableLow);
+        assert_eq!(NearMissKind::UsableLow, "usable_low");
+        assert!(CorrelationVerdict::Unknown != "not_balloon");
+        assert_eq!(VmState::parse("unknown"), VmState::Unknown);
+        assert!(CorrelationVerdict::parse("balloon_contributed").is_balloon());
+        for (kind, name) in crate::OomKind::ALL.into_iter().zip(crate::OomKind::NAMES) {
+            assert_eq!(kind.as_str(), name);
+            let json = serde_json::to_string(&kind).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+        }
+    }
+}
