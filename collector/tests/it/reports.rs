@@ -4,7 +4,7 @@
 //! lab-debian12-6.1-balloon-200m-of-512m.serial.log) stored in a SQLite file.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use ballast_collector::reports::autoballoon::{HostPoint, ReplayPoint};
 use ballast_collector::reports::balloon_policy::{

@@ -4,7 +4,7 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
+use crate::common;
 
 use ballast_oom::limits::{MAX_WINDOW_BYTES, WINDOW_BYTES};
 use ballast_oom::{Diagnostic, Report, StreamParser};
@@ -73,7 +73,7 @@ fn all_fixtures_in_one_log_stream_to_the_same_reports_and_notes() {
 
 #[test]
 fn offsets_and_line_numbers_are_the_streams() {
-    let seed = include_bytes!("fixtures/oom/debian9-kvm-1g-tor.log");
+    let seed = include_bytes!("../fixtures/oom/debian9-kvm-1g-tor.log");
     let mut log = Vec::new();
     for n in 0..200_000 {
         log.extend_from_slice(format!("[ {n}.000000] eth0: link up\n").as_bytes());

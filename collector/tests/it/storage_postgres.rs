@@ -3,7 +3,7 @@
 //! against SQLite.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::sync::Arc;
 

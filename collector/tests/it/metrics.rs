@@ -9,7 +9,7 @@
 //! the collector exports.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

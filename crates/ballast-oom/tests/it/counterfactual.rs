@@ -7,9 +7,11 @@
 use ballast_oom::{HostBalloon, OomKind, Verdict};
 
 const BYSTANDER: &[u8] =
-    include_bytes!("fixtures/oom/constructed-6.1-balloon-stalled-bystander-512m.log");
-const LAB: &[u8] = include_bytes!("fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
-const MEMCG: &[u8] = include_bytes!("fixtures/oom/constructed-6.1-memcg-v2-in-ballooned-guest.log");
+    include_bytes!("../fixtures/oom/constructed-6.1-balloon-stalled-bystander-512m.log");
+const LAB: &[u8] =
+    include_bytes!("../fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
+const MEMCG: &[u8] =
+    include_bytes!("../fixtures/oom/constructed-6.1-memcg-v2-in-ballooned-guest.log");
 
 fn report(text: &[u8]) -> ballast_oom::Report {
     ballast_oom::parse(text)

@@ -2,7 +2,7 @@
 //! `ballast-collector` binary as a child process that is SIGKILLed mid-ingest.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::io::Write;
 use std::process::Stdio;

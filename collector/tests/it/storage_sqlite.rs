@@ -1,7 +1,7 @@
 //! The storage suite on real SQLite files (a fresh file per case).
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::sync::Arc;
 

@@ -10,7 +10,7 @@
 //! authentication modes and /explain are checked over plain HTTP.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

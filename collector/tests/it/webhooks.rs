@@ -5,7 +5,7 @@
 //! ingests, and two collectors sharing one PostgreSQL.
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

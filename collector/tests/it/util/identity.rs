@@ -17,21 +17,21 @@ pub const VMID: &str = "100";
 pub fn migrations_before_v7(engine: &str) -> [&'static str; 6] {
     if engine == "sqlite" {
         [
-            include_str!("../../src/storage/migrations/sqlite/0001_init.sql"),
-            include_str!("../../src/storage/migrations/sqlite/0002_rollup_tiers.sql"),
-            include_str!("../../src/storage/migrations/sqlite/0003_notify_outbox.sql"),
-            include_str!("../../src/storage/migrations/sqlite/0004_vms_by_host.sql"),
-            include_str!("../../src/storage/migrations/sqlite/0005_vms_keyset.sql"),
-            include_str!("../../src/storage/migrations/sqlite/0006_notify_messages.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0001_init.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0002_rollup_tiers.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0003_notify_outbox.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0004_vms_by_host.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0005_vms_keyset.sql"),
+            include_str!("../../../src/storage/migrations/sqlite/0006_notify_messages.sql"),
         ]
     } else {
         [
-            include_str!("../../src/storage/migrations/postgres/0001_init.sql"),
-            include_str!("../../src/storage/migrations/postgres/0002_rollup_tiers.sql"),
-            include_str!("../../src/storage/migrations/postgres/0003_notify_outbox.sql"),
-            include_str!("../../src/storage/migrations/postgres/0004_vms_by_host.sql"),
-            include_str!("../../src/storage/migrations/postgres/0005_vms_keyset.sql"),
-            include_str!("../../src/storage/migrations/postgres/0006_notify_messages.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0001_init.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0002_rollup_tiers.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0003_notify_outbox.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0004_vms_by_host.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0005_vms_keyset.sql"),
+            include_str!("../../../src/storage/migrations/postgres/0006_notify_messages.sql"),
         ]
     }
 }

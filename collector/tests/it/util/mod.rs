@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
-#[path = "../../src/test_fixtures.rs"]
+#[path = "../../../src/test_fixtures.rs"]
 pub mod fixtures;
 pub mod identity;
 pub mod server;

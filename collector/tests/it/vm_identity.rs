@@ -10,7 +10,7 @@
 //! Times are relative to the test's clock (any date).
 #![allow(clippy::tests_outside_test_module)]
 
-mod util;
+use crate::util;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

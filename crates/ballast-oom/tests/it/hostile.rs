@@ -6,7 +6,7 @@
 
 use ballast_oom::limits::{MAX_NAME_BYTES, MAX_STORED_TASKS};
 
-const SEED: &str = include_str!("fixtures/oom/debian9-kvm-1g-tor.log");
+const SEED: &str = include_str!("../fixtures/oom/debian9-kvm-1g-tor.log");
 
 #[test]
 fn a_100_mib_line_does_not_hide_the_report_after_it() {

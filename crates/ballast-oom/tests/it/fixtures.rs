@@ -8,7 +8,7 @@
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
