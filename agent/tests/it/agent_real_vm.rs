@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ballast_testenv::wait_until;
 use ballast_testvm::{lab_or_skip, scenario, GuestSpec};
 use serde_json::Value;
 
@@ -66,17 +67,6 @@ fn ooms_of(state_dir: &Path, vm_name: &str) -> Vec<Value> {
         .collect()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn state_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ballast-agent-real-vm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -119,7 +109,7 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     )
     .expect("config written");
     let agent = Agent::start(&config, &dir.join("agent.log"));
-    wait_for(
+    wait_until(
         "the agent to see both guests",
         Duration::from_secs(60),
         || {
@@ -133,7 +123,7 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     let outcome = scenario::inflate_then_grow(&ballooned, 200, Duration::from_secs(90))
         .expect("balloon-induced OOM");
     let killed_at = Instant::now();
-    wait_for(
+    wait_until(
         "the balloon-induced OOM event",
         Duration::from_secs(60),
         || !ooms_of(&dir, ballooned.name()).is_empty(),
@@ -157,7 +147,7 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     plain
         .wait_serial("Out of memory: Killed process", Duration::from_secs(120))
         .expect("plain OOM");
-    wait_for("the plain OOM event", Duration::from_secs(60), || {
+    wait_until("the plain OOM event", Duration::from_secs(60), || {
         !ooms_of(&dir, plain.name()).is_empty()
     });
     // Let the guest-agent path (dmesg) catch up: it must not add a second event.

@@ -29,6 +29,7 @@ use ballast_model::{
     BalloonRollup, Batch, CaptureSource, Envelope, ErrorBody, Event, IngestResponse, OomAnalysis,
     OomEvent, OomKind, ParsedReport, VmRef,
 };
+use ballast_testenv::wait_until_async;
 
 const TOKEN: &str = "s3cret-token";
 /// A minute boundary an hour before the test started, Unix ms: recent on any date.
@@ -471,14 +472,6 @@ async fn push_all(spool: &SpoolHandle, events: Vec<Envelope>) {
     .expect("push task");
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 fn expected_keys(events: &[Envelope]) -> BTreeSet<String> {
     events.iter().map(|event| event.key.clone()).collect()
 }
@@ -513,7 +506,7 @@ async fn collector_down_then_back_delivers_everything_exactly_once_against_stub_
     // Healthy again; more events come in meanwhile.
     state.set_mode(Mode::Normal);
     push_all(&spool, events[300..].to_vec()).await;
-    wait_until("the spool to drain", Duration::from_secs(20), || {
+    wait_until_async("the spool to drain", Duration::from_secs(20), async || {
         spool.stats().events == 0
     })
     .await;
@@ -538,7 +531,7 @@ async fn oom_events_overtake_queued_rollups_against_stub_collector() {
     let mut config = sink_config(&stub.url(), token_file(dir.path(), TOKEN));
     config.batch.max_events = 10;
     let sender = RunningSender::start(config, &spool);
-    wait_until("the first batch", Duration::from_secs(10), || {
+    wait_until_async("the first batch", Duration::from_secs(10), async || {
         state.n_stored() > 0
     })
     .await;
@@ -548,7 +541,7 @@ async fn oom_events_overtake_queued_rollups_against_stub_collector() {
         .expect("lock")
         .contains_key(&oom(1000).key);
     assert!(first_batch_had_oom, "the OOM goes in the first batch");
-    wait_until("the spool to drain", Duration::from_secs(20), || {
+    wait_until_async("the spool to drain", Duration::from_secs(20), async || {
         spool.stats().events == 0
     })
     .await;
@@ -568,7 +561,7 @@ async fn hangs_are_timed_out_and_retried_against_stub_collector() {
         sink_config(&stub.url(), token_file(dir.path(), TOKEN)),
         &spool,
     );
-    wait_until("two hung requests", Duration::from_secs(10), || {
+    wait_until_async("two hung requests", Duration::from_secs(10), async || {
         state.requests.load(Ordering::Relaxed) >= 2
     })
     .await;
@@ -578,7 +571,7 @@ async fn hangs_are_timed_out_and_retried_against_stub_collector() {
         "nothing acknowledged while hanging"
     );
     state.set_mode(Mode::Normal);
-    wait_until("the spool to drain", Duration::from_secs(20), || {
+    wait_until_async("the spool to drain", Duration::from_secs(20), async || {
         spool.stats().events == 0
     })
     .await;
@@ -600,7 +593,7 @@ async fn a_refused_event_is_dead_lettered_and_the_rest_arrives_against_stub_coll
         sink_config(&stub.url(), token_file(dir.path(), TOKEN)),
         &spool,
     );
-    wait_until("the spool to drain", Duration::from_secs(20), || {
+    wait_until_async("the spool to drain", Duration::from_secs(20), async || {
         spool.stats().events == 0
     })
     .await;
@@ -637,7 +630,7 @@ async fn retry_after_is_honoured_against_stub_collector() {
         sink_config(&stub.url(), token_file(dir.path(), TOKEN)),
         &spool,
     );
-    wait_until("delivery", Duration::from_secs(10), || {
+    wait_until_async("delivery", Duration::from_secs(10), async || {
         state.n_stored() == 1
     })
     .await;
@@ -657,14 +650,14 @@ async fn a_refused_token_is_retried_not_dead_lettered_against_stub_collector() {
     push_all(&spool, (0..5).map(mixed).collect()).await;
     let token_path = token_file(dir.path(), "wrong");
     let sender = RunningSender::start(sink_config(&stub.url(), token_path.clone()), &spool);
-    wait_until("refused requests", Duration::from_secs(10), || {
+    wait_until_async("refused requests", Duration::from_secs(10), async || {
         state.requests.load(Ordering::Relaxed) >= 3
     })
     .await;
     assert_eq!(spool.stats().events, 5);
     // The operator fixes the token file: the sender re-reads it.
     token_file(dir.path(), TOKEN);
-    wait_until("the spool to drain", Duration::from_secs(10), || {
+    wait_until_async("the spool to drain", Duration::from_secs(10), async || {
         spool.stats().events == 0
     })
     .await;
@@ -733,9 +726,13 @@ async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub
     let (updates, receiver) = tokio::sync::watch::channel(wrong.clone());
     let sender = RunningSender::start_reloadable(receiver, &spool);
     // The stub answers 404 for the unknown path: many rounds of retries.
-    wait_until("several refused rounds", Duration::from_secs(10), || {
-        sender.stats.refusals[sink::Refusal::NotFound.index()].load(Ordering::Relaxed) >= 5
-    })
+    wait_until_async(
+        "several refused rounds",
+        Duration::from_secs(10),
+        async || {
+            sender.stats.refusals[sink::Refusal::NotFound.index()].load(Ordering::Relaxed) >= 5
+        },
+    )
     .await;
     assert_eq!(spool.stats().events, 30, "nothing leaves the spool");
     assert_eq!(
@@ -760,7 +757,7 @@ async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub
             ..wrong
         })
         .expect("sender listens");
-    wait_until("the spool to drain", Duration::from_secs(10), || {
+    wait_until_async("the spool to drain", Duration::from_secs(10), async || {
         spool.stats().events == 0
     })
     .await;
@@ -789,14 +786,14 @@ async fn proxy_error_pages_hold_the_spool_against_stub_collector() {
             sink_config(&stub.url(), token_file(dir.path(), TOKEN)),
             &spool,
         );
-        wait_until("refused rounds", Duration::from_secs(10), || {
+        wait_until_async("refused rounds", Duration::from_secs(10), async || {
             state.requests.load(Ordering::Relaxed) >= 8
         })
         .await;
         assert_eq!(spool.stats().events, 8, "HTTP {status}: the spool is held");
         assert_eq!(spool.stats().counters.dead_lettered, 0, "HTTP {status}");
         state.set_mode(Mode::Normal);
-        wait_until("the spool to drain", Duration::from_secs(10), || {
+        wait_until_async("the spool to drain", Duration::from_secs(10), async || {
             spool.stats().events == 0
         })
         .await;
@@ -997,8 +994,9 @@ impl SmallTmpfs {
         match status {
             Ok(status) if status.success() => Some(Self { dir }),
             other => {
-                eprintln!(
-                    "SKIPPED full-disk test: cannot mount a tmpfs here (needs root): {other:?}"
+                ballast_testenv::skip(
+                    &ballast_testenv::current_test(),
+                    &format!("cannot mount a tmpfs here (needs root): {other:?}"),
                 );
                 None
             }
@@ -1065,14 +1063,14 @@ async fn a_full_disk_is_a_clear_error_and_delivery_resumes_against_stub_collecto
     // spool (acknowledging works on a full disk), which frees space for new pushes.
     let stub = StubCollector::start(Arc::clone(&state), "127.0.0.1:0".parse().expect("addr"));
     let sender = RunningSender::start(sink_config(&stub.url(), token), &spool);
-    wait_until("the spool to drain", Duration::from_secs(20), || {
+    wait_until_async("the spool to drain", Duration::from_secs(20), async || {
         spool.stats().events == 0
     })
     .await;
     let late = oom(1_000_000);
     spool.push_blocking(&late).expect("space is back");
     pushed.push(late);
-    wait_until("the late event", Duration::from_secs(10), || {
+    wait_until_async("the late event", Duration::from_secs(10), async || {
         state.n_stored() == pushed.len()
     })
     .await;

@@ -18,6 +18,7 @@ use ballast_agent::hypervisor::libvirt::{LibvirtConfig, LibvirtHypervisor};
 use ballast_agent::hypervisor::{
     BalloonSample, DomainEvent, DomainId, DomainState, Hypervisor, HypervisorError,
 };
+use ballast_testenv::wait_until;
 use ballast_testvm::{lab_or_skip, scenario, GuestKernel, GuestSpec};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -28,21 +29,6 @@ fn backend(uri: &str) -> LibvirtHypervisor {
         uri: uri.to_owned(),
         ..LibvirtConfig::default()
     })
-}
-
-/// Polls `check` every 200 ms until it returns Some, or panics after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Every event received so far, plus a way to wait for one.
@@ -203,7 +189,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     });
 
     // ONE bulk poll carries all three guests, with guest-reported stats.
-    let first = wait_for(
+    let first = wait_until(
         "guest stats of all three guests",
         Duration::from_secs(30),
         || {
@@ -240,7 +226,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
         poll_start.elapsed() / polls
     );
     let last_update_a = sample_of(&first, &id_a).and_then(|s| s.last_update_epoch_secs);
-    wait_for(
+    wait_until(
         "last-update of A to advance",
         Duration::from_secs(15),
         || {
@@ -312,7 +298,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     // setmem: the next samples show the inflation, and an event says so.
     events.forget();
     guest_a.setmem_mib(200).expect("setmem");
-    wait_for(
+    wait_until(
         "A's balloon at 200 MiB in a sample",
         Duration::from_secs(20),
         || {
@@ -335,7 +321,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
         None,
         "6.1 guest"
     );
-    let before = wait_for("C's guest counters", Duration::from_secs(20), || {
+    let before = wait_until("C's guest counters", Duration::from_secs(20), || {
         hypervisor
             .guest_counters(&id_c)
             .expect("counters C")?
@@ -343,7 +329,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     });
     let oom = scenario::inflate_then_grow(guest_c, 200, Duration::from_secs(90)).expect("OOM in C");
     eprintln!("C: OOM kill {:?} after the hog started", oom.hog_to_kill);
-    let after = wait_for("C's oom_kills to rise", Duration::from_secs(15), || {
+    let after = wait_until("C's oom_kills to rise", Duration::from_secs(15), || {
         let kills = hypervisor
             .guest_counters(&id_c)
             .expect("counters C")?

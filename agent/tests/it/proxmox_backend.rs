@@ -29,6 +29,7 @@ use ballast_agent::hypervisor::proxmox::serial::socket_clients;
 use ballast_agent::hypervisor::proxmox::{ProxmoxHypervisor, ProxmoxSettings};
 use ballast_agent::hypervisor::{BalloonSample, DomainId, DomainState, Hypervisor};
 use ballast_oom::{HostBalloon, Verdict};
+use ballast_testenv::wait_until;
 use ballast_testvm::{lab_or_skip, ProxmoxGuest, ProxmoxSpec, KILL_LINE};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -42,8 +43,11 @@ struct TestRoot {
 
 impl TestRoot {
     fn new(guests: &[&ProxmoxGuest]) -> TestRoot {
-        // Short: socket paths through the links must stay valid unix paths.
-        let dir = std::env::temp_dir().join(format!("bpve-{}", std::process::id()));
+        // Short: socket paths through the links must stay valid unix paths. One per
+        // test: the tests of this binary run in parallel threads of one process.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("bpve-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let root = TestRoot { dir };
         std::fs::create_dir_all(root.run_dir()).expect("run dir");
@@ -86,21 +90,6 @@ impl Drop for TestRoot {
     }
 }
 
-/// Polls `check` every 200 ms until it returns Some, or panics after `timeout`.
-fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// Waits until QEMU has closed its end of every connection to `path`. The
 /// backend closes its client when a call returns; QEMU notices the hang-up in its
 /// main loop, which a TCG guest busy in an OOM can delay by a moment (CI saw one
@@ -108,7 +97,7 @@ fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
 /// backend kept open stays listed and fails this after the timeout.
 fn wait_until_released(path: &Path, what: &str) {
     let started = Instant::now();
-    wait_for(
+    wait_until(
         &format!("QEMU to close the {what} connection"),
         Duration::from_secs(5),
         || (attached(path) == 0).then_some(()),
@@ -191,7 +180,7 @@ fn proxmox_backend_against_real_qemu() {
     let a_id = a_info.id.clone();
 
     // Balloon stats through QMP: actual, maximum, MemAvailable, RSS, in KiB.
-    let sample = wait_for("A's guest stats", Duration::from_secs(30), || {
+    let sample = wait_until("A's guest stats", Duration::from_secs(30), || {
         let samples = backend.balloon_samples().expect("poll");
         sample_of(&samples, "100").filter(|sample| sample.usable_kib.is_some())
     });
@@ -267,7 +256,7 @@ fn proxmox_backend_against_real_qemu() {
         .expect("QMP")
         .balloon_bytes(200 * 1024 * 1024)
         .expect("balloon 200 MiB");
-    let inflated = wait_for("A's balloon at 200 MiB", Duration::from_secs(30), || {
+    let inflated = wait_until("A's balloon at 200 MiB", Duration::from_secs(30), || {
         let samples = backend.balloon_samples().expect("poll");
         sample_of(&samples, "100").filter(|s| s.actual_kib.is_some_and(|kib| kib <= 201 * MIB))
     });
@@ -331,7 +320,7 @@ fn proxmox_backend_against_real_qemu() {
     );
     let terminal = UnixStream::connect(a.serial_socket()).expect("qm terminal stand-in");
     let yielded = Instant::now();
-    wait_for(
+    wait_until(
         "the serial reader to let go",
         Duration::from_secs(5),
         || {

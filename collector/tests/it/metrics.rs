@@ -206,7 +206,10 @@ fn promtool_check(text: &str) {
             !ballast_testenv::in_ci(),
             "promtool is missing (scripts/install-deps.sh installs it)"
         );
-        eprintln!("SKIP promtool check metrics: promtool not installed");
+        ballast_testenv::skip(
+            &ballast_testenv::current_test(),
+            "promtool check metrics: promtool not installed",
+        );
         return;
     };
     let mut child = Command::new(promtool)

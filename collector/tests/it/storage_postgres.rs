@@ -80,13 +80,8 @@ async fn the_storage_suite_passes_on_postgresql() {
 async fn the_store_connects_over_verified_tls() {
     use ballast_collector::storage::Query;
 
-    let cluster = match TestPg::start_with_tls() {
-        Ok(cluster) => cluster,
-        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
-            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
-            return;
-        }
-        Err(error) => panic!("Failed to start PostgreSQL with TLS: {error}"),
+    let Some(cluster) = TestPg::start_with_tls_or_skip() else {
+        return;
     };
     let socket_url = cluster.create_database().expect("createdb");
     let dbname = socket_url

@@ -25,6 +25,7 @@ use ballast_collector::notify::{self, outbox, Notifier};
 use ballast_collector::server::serve_listener;
 use ballast_collector::storage::{self, queries, Store};
 use ballast_model::{Envelope, OomEvent};
+use ballast_testenv::wait_until_async;
 
 const HOST: &str = "pve1";
 const TOKEN: &str = "blt_webhook-test-token-0123456789";
@@ -271,14 +272,6 @@ impl Collector {
     }
 }
 
-async fn wait_until<F: FnMut() -> bool>(what: &str, timeout: Duration, mut done: F) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn sqlite_yaml(dir: &std::path::Path, notify: &str) -> String {
     format!(
         "state_dir: {}\nnotify:\n  public_url: https://ballast.example.org/\n  poll_interval_ms: 100\n{notify}",
@@ -348,10 +341,10 @@ async fn json_and_slack_bodies_carry_what_a_user_checks_and_hostile_names_are_es
         .await;
     assert_eq!(answer["accepted"], 3);
 
-    wait_until(
+    wait_until_async(
         "3 JSON and 3 Slack messages",
         Duration::from_secs(15),
-        || receiver.delivered("json").len() == 3 && receiver.delivered("slack").len() == 3,
+        async || receiver.delivered("json").len() == 3 && receiver.delivered("slack").len() == 3,
     )
     .await;
 
@@ -484,9 +477,11 @@ async fn a_duplicate_ingest_notifies_once() {
         .ingest(vec![oom("dup-1", 0, util::lab_inflated())])
         .await;
     assert_eq!(first["accepted"], 1);
-    wait_until("the first notification", Duration::from_secs(10), || {
-        receiver.delivered("hook").len() == 1
-    })
+    wait_until_async(
+        "the first notification",
+        Duration::from_secs(10),
+        async || receiver.delivered("hook").len() == 1,
+    )
     .await;
     // The agent re-sends (its ack was lost): same key, in a batch with a new OOM.
     let again = collector
@@ -496,10 +491,10 @@ async fn a_duplicate_ingest_notifies_once() {
         ])
         .await;
     assert_eq!(again["duplicates"], 1);
-    wait_until(
+    wait_until_async(
         "the new OOM's notification",
         Duration::from_secs(10),
-        || receiver.delivered("hook").len() >= 2,
+        async || receiver.delivered("hook").len() >= 2,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -523,10 +518,10 @@ async fn a_500_and_a_hang_are_retried_and_the_message_arrives_once() {
     collector
         .ingest(vec![oom("retry-1", 0, util::lab_inflated())])
         .await;
-    wait_until(
+    wait_until_async(
         "delivery after 500, hang, 503",
         Duration::from_secs(20),
-        || !receiver.delivered("hook").is_empty(),
+        async || !receiver.delivered("hook").is_empty(),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -605,10 +600,10 @@ async fn a_stopped_receiver_gets_it_when_back_and_a_dead_one_is_given_up() {
         "still waiting for the receiver"
     );
     receiver.restart().await;
-    wait_until(
+    wait_until_async(
         "delivery once the receiver is back",
         Duration::from_secs(10),
-        || receiver.delivered("hook").len() == 1,
+        async || receiver.delivered("hook").len() == 1,
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -634,7 +629,7 @@ async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
             oom("restart-2", 1_000, util::tor_flat()),
         ])
         .await;
-    wait_until("a failed attempt", Duration::from_secs(10), || {
+    wait_until_async("a failed attempt", Duration::from_secs(10), async || {
         collector
             .notifier
             .stats
@@ -660,9 +655,11 @@ async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
 
     receiver.restart().await;
     let collector = Collector::start(&settings).await;
-    wait_until("both after the restart", Duration::from_secs(10), || {
-        receiver.delivered("hook").len() >= 2
-    })
+    wait_until_async(
+        "both after the restart",
+        Duration::from_secs(10),
+        async || receiver.delivered("hook").len() >= 2,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ids = ids(&receiver.delivered("hook"));
@@ -695,7 +692,7 @@ async fn a_burst_of_50_ooms_gives_the_rate_limit_plus_one_summary() {
         .map(|i| oom(&format!("burst-{i}"), i * 100, lab.clone()))
         .collect();
     assert_eq!(collector.ingest(burst).await["accepted"], 50);
-    wait_until("the summary", Duration::from_secs(15), || {
+    wait_until_async("the summary", Duration::from_secs(15), async || {
         receiver
             .delivered("hook")
             .iter()
@@ -983,7 +980,7 @@ async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
         .collect();
     assert_eq!(a.ingest(events.clone()).await["accepted"], 40);
     assert_eq!(b.ingest(events).await["duplicates"], 40);
-    wait_until("40 notifications", Duration::from_secs(20), || {
+    wait_until_async("40 notifications", Duration::from_secs(20), async || {
         receiver.delivered("hook").len() >= 40
     })
     .await;
@@ -1143,10 +1140,10 @@ async fn two_collectors_sharing_postgresql_share_one_rate_limit() {
             })
             .sum()
     };
-    wait_until(
+    wait_until_async(
         "every OOM sent or summarized",
         Duration::from_secs(30),
-        || accounted(&receiver.delivered("hook")) >= BURST,
+        async || accounted(&receiver.delivered("hook")) >= BURST,
     )
     .await;
     let elapsed = start.elapsed();

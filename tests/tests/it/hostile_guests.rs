@@ -613,7 +613,10 @@ fn chromium_dom(addr: SocketAddr, path: &str) -> Option<String> {
             !ballast_testvm::in_ci(),
             "Chromium is required in CI (scripts/install-deps.sh)"
         );
-        eprintln!("!!! SKIPPED the Chromium check: no Chromium here");
+        ballast_testenv::skip(
+            &ballast_testenv::current_test(),
+            "the Chromium check: no Chromium here",
+        );
         return None;
     };
     let profile =

@@ -13,13 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballast_agent::sink::{self, CollectorClient, Reachability, SinkConfig, SinkStats};
 use ballast_agent::spool::{key_for, Spool, SpoolConfig, SpoolHandle};
 use ballast_model::{
     CaptureSource, Envelope, Event, OomAnalysis, OomEvent, OomKind, ParsedReport, VmRef,
 };
+use ballast_testenv::wait_until_async;
 use ballast_testpg::pki::TestPki;
 use ballast_tests::{binary, create_token, free_port, write_collector_config};
 
@@ -153,17 +154,6 @@ async fn listed_ooms(client: &reqwest::Client, base: &str) -> usize {
     page["items"].as_array().map_or(0, Vec::len)
 }
 
-async fn wait_for(what: &str, timeout: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !done().await {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_delivers_over_tls_to_a_collector_signed_by_a_private_ca() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -194,7 +184,7 @@ async fn the_agent_delivers_over_tls_to_a_collector_signed_by_a_private_ca() {
     );
     let base = format!("https://localhost:{port}");
     let reader = https_client(&pki.ca_pem);
-    wait_for("the collector to answer over TLS", Duration::from_secs(30), async || {
+    wait_until_async("the collector to answer over TLS", Duration::from_secs(30), async || {
         matches!(reader.get(format!("{base}/healthz")).send().await, Ok(r) if r.status().is_success())
     })
     .await;
@@ -261,7 +251,7 @@ async fn the_agent_delivers_over_tls_to_a_collector_signed_by_a_private_ca() {
             .expect("push");
     }
     let sender = Sender::start(with_ca, &spool);
-    wait_for("the spool to drain", Duration::from_secs(30), async || {
+    wait_until_async("the spool to drain", Duration::from_secs(30), async || {
         spool.stats().events == 0
     })
     .await;
@@ -269,7 +259,7 @@ async fn the_agent_delivers_over_tls_to_a_collector_signed_by_a_private_ca() {
     sender.stop().await;
     assert_eq!(stats.events_sent.load(Ordering::Relaxed), 40);
     assert_eq!(stats.dead_lettered_batches.load(Ordering::Relaxed), 0);
-    wait_for(
+    wait_until_async(
         "the collector to list 40 OOMs",
         Duration::from_secs(10),
         async || listed_ooms(&reader, &base).await == 40,

@@ -109,17 +109,10 @@ pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
     }
 }
 
-/// A throwaway PostgreSQL cluster, or None (said on stderr) where the server is
+/// A throwaway PostgreSQL cluster, or None (a recorded skip) where the server is
 /// not installed and the run may skip it (never in CI).
 pub fn pg_cluster() -> Option<ballast_testpg::TestPg> {
-    match ballast_testpg::TestPg::start() {
-        Ok(cluster) => Some(cluster),
-        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
-            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
-            None
-        }
-        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
-    }
+    ballast_testpg::TestPg::start_or_skip()
 }
 
 /// A batch as the ingest handler would hand it to the store (no stored context).
