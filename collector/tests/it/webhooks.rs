@@ -90,6 +90,7 @@ async fn record(
         });
         (answer, recorder.delay)
     };
+    // The receiver's configured answer time (the scenario: a slow receiver).
     tokio::time::sleep(delay).await;
     // No keep-alive: a stopped receiver must refuse connections, not serve old ones.
     let close = [(axum::http::header::CONNECTION, "close")];
@@ -102,6 +103,7 @@ async fn record(
         )
             .into_response(),
         Answer::Hang => {
+            // The scenario: a receiver that never answers.
             tokio::time::sleep(Duration::from_secs(3600)).await;
             (StatusCode::OK, close).into_response()
         }
@@ -452,7 +454,14 @@ async fn json_and_slack_bodies_carry_what_a_user_checks_and_hostile_names_are_es
     );
 
     // The filter: only the balloon-caused guest OOM.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing left to send for "balloon-only", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the balloon-only outbox to drain",
+        Duration::from_secs(10),
+        async || collector.outbox("balloon-only", "pending").await == 0,
+    )
+    .await;
     let balloon = receiver.delivered("balloon");
     assert_eq!(
         ids(&balloon),
@@ -497,7 +506,14 @@ async fn a_duplicate_ingest_notifies_once() {
         async || receiver.delivered("hook").len() >= 2,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Nothing left to send for "ops", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the ops outbox to drain",
+        Duration::from_secs(10),
+        async || collector.outbox("ops", "pending").await == 0,
+    )
+    .await;
     let delivered = receiver.delivered("hook");
     let ids = ids(&delivered);
     assert_eq!(ids.len(), 2, "two OOMs, two messages: {ids:?}");
@@ -524,7 +540,14 @@ async fn a_500_and_a_hang_are_retried_and_the_message_arrives_once() {
         async || !receiver.delivered("hook").is_empty(),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Nothing left to send for "ops", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the ops outbox to drain",
+        Duration::from_secs(10),
+        async || collector.outbox("ops", "pending").await == 0,
+    )
+    .await;
     let requests = receiver.requests("hook");
     let statuses: Vec<Option<u16>> = requests.iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![Some(500), None, Some(503), Some(200)]);
@@ -573,19 +596,12 @@ async fn a_stopped_receiver_gets_it_when_back_and_a_dead_one_is_given_up() {
     collector
         .ingest(vec![oom("down-1", 0, util::lab_inflated())])
         .await;
-    let store = Arc::clone(&collector.store);
-    let started = Instant::now();
-    loop {
-        let rows = outbox::counts(store.as_ref()).await.expect("counts");
-        if rows.iter().any(|(w, s, _)| w == "dead" && s == "failed") {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the dead webhook is given up: {rows:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until_async(
+        "the dead webhook to be given up",
+        Duration::from_secs(15),
+        async || collector.outbox("dead", "failed").await > 0,
+    )
+    .await;
     assert_eq!(
         collector
             .notifier
@@ -606,7 +622,14 @@ async fn a_stopped_receiver_gets_it_when_back_and_a_dead_one_is_given_up() {
         async || receiver.delivered("hook").len() == 1,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing left to send for "ops", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the ops outbox to drain",
+        Duration::from_secs(10),
+        async || collector.outbox("ops", "pending").await == 0,
+    )
+    .await;
     assert_eq!(receiver.requests("hook").len(), 1);
     assert_eq!(collector.outbox("ops", "sent").await, 1);
     collector.stop().await;
@@ -661,7 +684,14 @@ async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
         async || receiver.delivered("hook").len() >= 2,
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing left to send for "ops", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the ops outbox to drain",
+        Duration::from_secs(10),
+        async || collector.outbox("ops", "pending").await == 0,
+    )
+    .await;
     let ids = ids(&receiver.delivered("hook"));
     assert_eq!(ids.len(), 2, "each OOM once: {ids:?}");
     assert_ne!(ids[0], ids[1]);
@@ -699,7 +729,8 @@ async fn a_burst_of_50_ooms_gives_the_rate_limit_plus_one_summary() {
             .any(|r| r.body["type"] == "suppressed")
     })
     .await;
-    // Another window passes: nothing more comes.
+    // Another rate-limit window passes (this sleep is the scenario: time must pass for
+    // the limit): nothing more comes.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     let delivered = receiver.delivered("hook");
     let single: Vec<&Request> = delivered
@@ -984,7 +1015,14 @@ async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
         receiver.delivered("hook").len() >= 40
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing left to send for "ops", so nothing more can arrive: the check below
+    // sees every message the notifier will ever send.
+    wait_until_async(
+        "the ops outbox to drain",
+        Duration::from_secs(10),
+        async || a.outbox("ops", "pending").await == 0,
+    )
+    .await;
     let ids = ids(&receiver.delivered("hook"));
     let mut unique = ids.clone();
     unique.dedup();
@@ -1147,7 +1185,8 @@ async fn two_collectors_sharing_postgresql_share_one_rate_limit() {
     )
     .await;
     let elapsed = start.elapsed();
-    // Nothing more comes in the next second (no duplicate, no second summary).
+    // Nothing more comes in the next second (no duplicate, no second summary); this
+    // sleep is the scenario: the rate-limit window must pass.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let delivered = receiver.delivered("hook");
     let single: Vec<&Request> = delivered
