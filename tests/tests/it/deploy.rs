@@ -154,7 +154,7 @@ fn docs_dashboard_and_rules_name_only_exported_metrics() {
             ballast_names(&read(&repo().join("deploy/prometheus/ballast-rules.yml"))),
         ),
     ] {
-        // ballast_collector_* families: collector/tests/metrics.rs checks those.
+        // ballast_collector_* families: collector/tests/it/metrics.rs checks those.
         let unknown: Vec<_> = names
             .difference(&exported)
             .filter(|name| !name.starts_with("ballast_collector_"))

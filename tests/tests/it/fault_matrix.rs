@@ -9,7 +9,7 @@
 //! kernel and travels the real serial console (virtlogd's log file) and dmesg paths.
 //! The libvirtd-restart test also runs a real memory hog to a real OOM kill.
 //!
-//! Run one alone: `cargo test -p ballast-tests --test fault_matrix <name>`.
+//! Run one alone: `cargo test -p ballast-tests --test it fault_matrix::<name>`.
 //! `BALLAST_FAULT_OUTAGE_SECS` sets the collector outage (default 45 s;
 //! `scripts/reliability.sh` runs the full 600 s). `BALLAST_FAULT_WRONG_URL_SECS` sets
 //! how long `collector.url` has a wrong path (default 30 s; 300 for the issue's

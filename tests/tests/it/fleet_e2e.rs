@@ -231,7 +231,7 @@ fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
             "says to enable deflate-on-oom: {issues:?}"
         );
         // The floor needs closed minute rollups, which a run this short may not have yet;
-        // collector/tests/reports.rs checks the floor arithmetic on fixture data.
+        // collector/tests/it/reports.rs checks the floor arithmetic on fixture data.
     }
 
     for agent in agents {

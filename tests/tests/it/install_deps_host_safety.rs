@@ -115,7 +115,7 @@ fn stand_in(
             "Package: {package}\nVersion: {version}\nArchitecture: amd64\n\
              Maintainer: ballast tests <tests@ballast.invalid>\n{control}\
              Description: stand-in for the test install_deps_host_safety\n \
-             Built by tests/tests/install_deps_host_safety.rs; ships nothing real.\n"
+             Built by tests/tests/it/install_deps_host_safety.rs; ships nothing real.\n"
         ),
     )
     .expect("write the control file");
