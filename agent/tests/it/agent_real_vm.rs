@@ -199,6 +199,8 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     let ours = |dir: &Path| ooms_of(dir, ballooned.name()).len() + ooms_of(dir, plain.name()).len();
     let before = ours(&dir);
     let agent = Agent::start(&config, &dir.join("agent-2.log"));
+    // The scenario: the restarted agent runs for a while (several polls and serial
+    // reads) in which a repeated OOM would show.
     std::thread::sleep(Duration::from_secs(12));
     agent.stop();
     let after = ours(&dir);

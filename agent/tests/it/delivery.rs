@@ -492,15 +492,24 @@ async fn collector_down_then_back_delivers_everything_exactly_once_against_stub_
     let sender = RunningSender::start(sink_config(&url, token_file(dir.path(), TOKEN)), &spool);
     let events: Vec<Envelope> = (0..400).map(mixed).collect();
     push_all(&spool, events[..200].to_vec()).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until_async(
+        "a failed send to the stopped collector",
+        Duration::from_secs(10),
+        async || sender.stats.send_errors.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     assert_eq!(spool.stats().events, 200, "everything waits in the spool");
-    assert!(sender.stats.send_errors.load(Ordering::Relaxed) > 0);
 
     // Back, but failing with 500 for a while.
     state.set_mode(Mode::ServerError);
     let stub = StubCollector::start(Arc::clone(&state), addr);
     push_all(&spool, events[200..300].to_vec()).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until_async(
+        "a send answered with 500",
+        Duration::from_secs(10),
+        async || state.requests.load(Ordering::Relaxed) > 0,
+    )
+    .await;
     assert_eq!(state.n_stored(), 0);
 
     // Healthy again; more events come in meanwhile.
@@ -757,9 +766,17 @@ async fn a_wrong_url_prefix_holds_the_spool_until_a_reload_fixes_it_against_stub
             ..wrong
         })
         .expect("sender listens");
-    wait_until_async("the spool to drain", Duration::from_secs(10), async || {
-        spool.stats().events == 0
-    })
+    // The spool drains, then the sender records that the hold is over (delivery.json):
+    // wait for both, as an operator reading the state would.
+    let state_file = dir.path().join("delivery.json");
+    wait_until_async(
+        "the spool to drain and the hold to lift",
+        Duration::from_secs(10),
+        async || {
+            spool.stats().events == 0
+                && sink::DeliveryState::read(&state_file).is_ok_and(|now| now.held.is_none())
+        },
+    )
     .await;
     assert_eq!(state.keys(), expected_keys(&events), "every event, once");
     assert_eq!(state.received.load(Ordering::Relaxed), 30, "no resends");

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_agent::status::Status;
+use ballast_testenv::wait_until;
 
 /// libvirtd's read-write socket (Debian's path).
 const LIBVIRTD_SOCKET: &str = "/run/libvirt/libvirt-sock";
@@ -106,7 +107,11 @@ fn the_agent_starts_while_libvirt_does_not_answer_and_polls_once_it_does() {
     let mut agent = start_agent(&config, &log);
 
     // libvirt does not answer: the agent keeps running and says why.
-    std::thread::sleep(Duration::from_secs(4));
+    wait_until(
+        "the agent to warn that libvirt does not answer",
+        Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|text| text.contains("libvirt does not answer")),
+    );
     let early_exit = agent.try_wait().expect("agent status");
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(

@@ -386,6 +386,8 @@ fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resum
             stream
         })
         .collect();
+    // The scenario: give an agent that (wrongly) serves more than its cap the time to
+    // accept them all; the count below must stay at the cap.
     std::thread::sleep(Duration::from_secs(1));
     let during = open_fds(pid);
     let cap = ballast_agent::metrics::MAX_CONNECTIONS;

@@ -192,6 +192,7 @@ async fn everything_acknowledged_survives_a_sigkill_mid_ingest() {
             (uuid, acknowledged)
         }));
     }
+    // The scenario: the agents ingest for a while, then the collector is killed mid-flight.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(child); // SIGKILL, then reap.
     let mut results = Vec::new();

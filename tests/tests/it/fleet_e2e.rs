@@ -109,6 +109,8 @@ fn balloon_and_plain_ooms_reach_both_stores_with_the_right_correlation() {
             },
         );
     }
+    // The scenario: a few polls of the full balloon before it moves (a history for the
+    // correlation), not a wait for anything.
     std::thread::sleep(Duration::from_secs(5));
 
     scenario::inflate_then_grow(&ballooned, 200, Duration::from_secs(90))

@@ -707,6 +707,7 @@ fn forged_oom_flood_is_rate_limited_flagged_and_does_not_delay_another_vm() {
     let watch = RssWatch::start(pid);
     let flood_started = Instant::now();
     guest_sh(&flooder, &forge_line(1000, 10));
+    // The scenario: the victim's OOM comes 3 s into the flood.
     std::thread::sleep(Duration::from_secs(3));
     let (victim_event, under_flood) = real_oom_latency(&stack, &victim, Hog::Harness);
     let done = flooder
@@ -909,6 +910,7 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
     // The forged kill lines go on for a minute: each asks for the guest agent.
     let updated_before = stack.status_updated_at();
     let remaining = Duration::from_secs(65).saturating_sub(hostile_started.elapsed());
+    // The scenario: the agent must keep polling through the whole minute of forgeries.
     std::thread::sleep(remaining);
     let observed = hostile_started.elapsed();
     let updated_after = stack.status_updated_at();

@@ -199,6 +199,7 @@ impl Scenario {
 /// every 2 s) so that the balloon at the OOM is a sample from before the kill.
 fn inflate_and_settle(guest: &Guest, target_mib: u64) {
     scenario::inflate(guest, target_mib).expect("balloon inflates");
+    // The scenario: samples of the inflated balloon must predate the kill.
     std::thread::sleep(Duration::from_secs(6));
 }
 
