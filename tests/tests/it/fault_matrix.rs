@@ -323,6 +323,7 @@ fn retry<T>(what: &str, mut call: impl FnMut() -> ballast_testvm::Result<T>) -> 
             Err(error) => {
                 eprintln!("{what} failed (attempt {attempt}): {error}");
                 last = Some(error);
+                // Back-off before retrying a libvirt call that failed under load.
                 std::thread::sleep(Duration::from_secs(2 + attempt));
             }
         }
@@ -378,6 +379,8 @@ fn wait_delivered(
         std::thread::sleep(Duration::from_millis(500));
     }
     let took = started.elapsed();
+    // The scenario's observation window: a late duplicate (a resend whose ack was lost)
+    // would arrive in it. Nothing observable says "no more will come".
     std::thread::sleep(Duration::from_secs(4));
     (
         Tally::of(injected, &collector.listed(guest.name()), prefixes),
@@ -702,6 +705,7 @@ fn vm_reboot_and_destroy_during_capture_deliver_what_reached_the_console() {
                 (n > 0).then_some(n)
             },
         );
+        // Observation window: a second listing of the cut report would show in it.
         std::thread::sleep(Duration::from_secs(3));
         let again = partials_naming(&rig.collector, rig.guest.name(), &report.comm);
         figure(
@@ -831,6 +835,7 @@ fn spool_disk_full_keeps_the_agent_running_and_loses_no_oom() {
                 .then_some(())
         },
     );
+    // The scenario: the disk stays full for a while.
     std::thread::sleep(Duration::from_secs(5));
     assert!(agent.running(), "the agent keeps running on a full disk");
     let stored_while_full = Tally::of(&injected, &collector.listed(guest.name()), &["fmdf"]).stored;
@@ -960,8 +965,19 @@ fn clock_jump_on_the_agent_host_keeps_ooms_once_and_in_capture_time() {
     let mut phases = Vec::new();
     for (phase, offset_secs) in [0i64, 3600, -3600, 0].into_iter().enumerate() {
         std::fs::write(&offset_file, format!("{offset_secs:+}\n")).expect("offset");
-        // Let the agent's cached offset expire and a poll run on the new clock.
-        std::thread::sleep(Duration::from_secs(5));
+        // A poll has run on the new clock: the status file carries the agent's time.
+        let status = dir.join("agent").join("status.json");
+        let expected_secs = now_ms() / 1000 + offset_secs;
+        wait_until(
+            &format!("a poll on the agent's clock moved {offset_secs:+} s"),
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&status).ok()?;
+                let status: serde_json::Value = serde_json::from_str(&text).ok()?;
+                let at = status["updated_at_epoch_secs"].as_i64()?;
+                ((at - expected_secs).abs() < 60).then_some(())
+            },
+        );
         let batch = Injected::batch(&format!("fmcj{phase}"), 18_000 + 100 * phase as u32, 3);
         let expected_ms = now_ms() + offset_secs * 1000;
         inject(&guest, &batch, &Pace::default());
