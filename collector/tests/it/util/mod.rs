@@ -1,6 +1,4 @@
 //! Builders shared by the collector's integration tests.
-// Each test file compiles this module for itself and uses only part of it.
-#![allow(dead_code)]
 
 pub mod client;
 #[path = "../../../src/test_fixtures.rs"]

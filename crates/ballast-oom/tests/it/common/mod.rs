@@ -1,6 +1,4 @@
 //! What the integration tests of ballast-oom share: the fixture logs.
-// Each test file compiles this module for itself and uses only part of it.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
