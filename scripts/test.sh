@@ -32,6 +32,11 @@ step "cargo test"
 # (ballast_testenv::skip): counted below, since `cargo test` hides a passing test's stderr.
 skip_log="$(mktemp "${TMPDIR:-/tmp}/ballast-skips.XXXXXX")"
 export BALLAST_SKIP_LOG="$skip_log"
+# Four test threads on two cores: the integration tests wait on guests, daemons and
+# timeouts more than they compute, and the lab queues guests beyond
+# BALLAST_LAB_MAX_GUESTS (4). The end-to-end binary takes about half the time of its
+# suites run one after another (docs/harness.md, "Timings"). RUST_TEST_THREADS overrides.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
 tests_status=0
 cargo test --workspace --locked --no-fail-fast || tests_status=$?
 
