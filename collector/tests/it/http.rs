@@ -6,13 +6,14 @@ use crate::util;
 
 use std::io::Write;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::Full;
 
 use ballast_collector::api::ApiConfig;
 use ballast_model::{Batch, IngestResponse};
+use ballast_testenv::wait_until_async;
 
 use util::client::{client, send, HttpClient};
 use util::server::{collector, create_token, free_port, InProcess, KillOnDrop};
@@ -118,14 +119,12 @@ async fn auth_and_limits_hold_over_real_http() {
 }
 
 async fn wait_healthy(client: &HttpClient, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = get(client, &format!("{base}/healthz")).await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the collector did not come up at {base}");
+    wait_until_async(
+        &format!("the collector to come up at {base}"),
+        Duration::from_secs(20),
+        async || matches!(get(client, &format!("{base}/healthz")).await, Ok((200, _))),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

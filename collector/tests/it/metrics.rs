@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ballast_testenv::wait_until_async;
 use util::server::{collector, create_token, free_port, InProcess, KillOnDrop};
 
 const READ_TOKEN: &str = "read-secret-for-metrics";
@@ -348,16 +349,17 @@ async fn start(dir: &Path, hook_port: u16) -> Running {
     );
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = http.get(format!("{base}/healthz")).send().await {
-            if response.status().is_success() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "the collector did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "the collector to come up",
+        Duration::from_secs(30),
+        async || {
+            http.get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok_and(|response| response.status().is_success())
+        },
+    )
+    .await;
     Running {
         base,
         http,
@@ -582,24 +584,22 @@ async fn scrape_counts_ingest_outcomes_webhooks_and_retention() {
         .expect("kill -HUP");
     assert!(hup.success());
     collector.read_token = new_read.to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = collector
-            .http
-            .get(format!("{}/metrics", collector.base))
-            .bearer_auth(new_read)
-            .send()
-            .await
-            .expect("scrape during reload");
-        if answer.status().is_success() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the reload did not take the new read token"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_async(
+        "the reload to take the new read token",
+        Duration::from_secs(30),
+        async || {
+            collector
+                .http
+                .get(format!("{}/metrics", collector.base))
+                .bearer_auth(new_read)
+                .send()
+                .await
+                .expect("scrape during reload")
+                .status()
+                .is_success()
+        },
+    )
+    .await;
     let reloaded = collector.scrape().await;
     for series in [
         "ballast_collector_ingest_requests_total{outcome=\"accepted\"}",

@@ -13,12 +13,13 @@
 use crate::util;
 
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use http_body_util::Full;
 
 use ballast_model::{BalloonAtOom, Batch};
+use ballast_testenv::wait_until_async;
 
 use util::client::{client, send, HttpClient};
 use util::server::{collector, create_token, free_port, KillOnDrop};
@@ -135,19 +136,21 @@ async fn start(hosts: &[&str], extra_yaml: &str) -> Running {
     );
     let base = format!("http://127.0.0.1:{port}");
     let client = client();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while send(
-        &client,
-        hyper::Request::get(format!("{base}/healthz"))
-            .body(Full::new(Bytes::new()))
-            .expect("request"),
+    wait_until_async(
+        "the collector to come up",
+        Duration::from_secs(20),
+        async || {
+            send(
+                &client,
+                hyper::Request::get(format!("{base}/healthz"))
+                    .body(Full::new(Bytes::new()))
+                    .expect("request"),
+            )
+            .await
+            .is_ok()
+        },
     )
-    .await
-    .is_err()
-    {
-        assert!(Instant::now() < deadline, "the collector did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
     Running {
         _dir: dir,
         _child: child,
