@@ -16,7 +16,6 @@
 #![allow(clippy::tests_outside_test_module)]
 #![cfg(feature = "libvirt")]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ballast_agent::capture::{
@@ -38,27 +37,20 @@ fn backend() -> LibvirtHypervisor {
 }
 
 /// A fresh state directory for one test, removed at the end.
-struct StateDir(PathBuf);
+struct StateDir(tempfile::TempDir);
 
 impl StateDir {
     fn new(name: &str) -> StateDir {
-        let path = std::env::temp_dir().join(format!(
-            "ballast-capture-real-{name}-{}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        StateDir(path)
-    }
-}
-
-impl Drop for StateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("ballast-capture-real-{name}-"))
+            .tempdir()
+            .expect("state dir");
+        StateDir(dir)
     }
 }
 
 fn settings(dir: &StateDir) -> CaptureSettings {
-    CaptureSettings::new(&dir.0)
+    CaptureSettings::new(dir.0.path())
 }
 
 fn domain_of(hypervisor: &LibvirtHypervisor, guest: &Guest) -> DomainId {

@@ -38,17 +38,17 @@ const MIB: u64 = 1024;
 
 /// The node's directories, with the guests' files linked in; removed at the end.
 struct TestRoot {
-    dir: PathBuf,
+    dir: tempfile::TempDir,
 }
 
 impl TestRoot {
     fn new(guests: &[&ProxmoxGuest]) -> TestRoot {
-        // Short: socket paths through the links must stay valid unix paths. One per
-        // test: the tests of this binary run in parallel threads of one process.
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("bpve-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Short (`/tmp/bpveXXXXXX`): socket paths through the links must stay valid unix
+        // paths. One per test: the tests of this binary run in parallel threads.
+        let dir = tempfile::Builder::new()
+            .prefix("bpve")
+            .tempdir()
+            .expect("test root");
         let root = TestRoot { dir };
         std::fs::create_dir_all(root.run_dir()).expect("run dir");
         std::fs::create_dir_all(root.config_dir()).expect("config dir");
@@ -72,21 +72,15 @@ impl TestRoot {
     }
 
     fn run_dir(&self) -> PathBuf {
-        self.dir.join("run")
+        self.dir.path().join("run")
     }
 
     fn config_dir(&self) -> PathBuf {
-        self.dir.join("conf")
+        self.dir.path().join("conf")
     }
 
     fn state_dir(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-}
-
-impl Drop for TestRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        self.dir.path().join("state")
     }
 }
 
