@@ -9,7 +9,7 @@
 //! `run_dir` are empty temp dirs), so the test needs neither root nor libvirt.
 #![allow(clippy::tests_outside_test_module)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -110,27 +110,25 @@ impl Drop for Agent {
     }
 }
 
+/// GET `path` from the agent's metrics listener (`reqwest::blocking`, a fresh connection
+/// each time, 5 s limit): the body of a 200, or what went wrong.
 fn http_get(port: u16, path: &str) -> Result<String, String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
         .map_err(|e| e.to_string())?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no header end: {response:?}"))?;
-    if head.split_whitespace().nth(1) != Some("200") {
-        return Err(head.to_string());
+    let status = response.status();
+    let body = response.text().map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("{status}: {body}"));
     }
-    Ok(body.to_string())
+    Ok(body)
 }
 
 fn free_port() -> u16 {
