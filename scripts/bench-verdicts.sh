@@ -5,7 +5,7 @@
 #   scripts/bench-verdicts.sh            # 6.1 and 6.12 guests, every scenario (~15-25 min)
 #   BENCH_NO_WRITE=1 scripts/bench-verdicts.sh   # print the table, leave BENCHMARKS.md
 #
-# Runs tests/tests/verdict_suite.rs with BALLAST_VERDICT_SUITE=full: every scenario on
+# Runs tests/tests/it/verdict_suite.rs with BALLAST_VERDICT_SUITE=full: every scenario on
 # one guest per kernel (plus an autodeflate guest per kernel), through the real agent
 # and collector, then re-run with the balloon at maximum. The table it prints replaces
 # the rows between the verdict-table markers in BENCHMARKS.md. Exits non-zero when a
@@ -22,7 +22,7 @@ table="$dir/table.md"
 cargo build --quiet --locked -p ballast-agent -p ballast-collector --bins
 status=0
 BALLAST_VERDICT_SUITE=full BALLAST_VERDICT_TABLE="$table" \
-    cargo test --quiet --locked -p ballast-tests --test verdict_suite -- --nocapture || status=$?
+    cargo test --quiet --locked -p ballast-tests --test it -- --nocapture verdict_suite:: || status=$?
 if [ ! -s "$table" ]; then
     echo "bench-verdicts: the suite wrote no table (exit $status)" >&2
     exit 1

@@ -41,7 +41,7 @@
 #   BALLAST_PVE_CONFIG_DIR  the VM configs           (/etc/pve/qemu-server)
 #   BALLAST_QUICKSTART_KERNEL_LOG  the kernel log the fallback explains
 #                           (journalctl -k, else /var/log/kern.log)
-# (tests/tests/quickstart.rs points both at a temporary directory and `qm`/`pvesh`
+# (tests/tests/it/quickstart.rs points both at a temporary directory and `qm`/`pvesh`
 # at a mock under tests/mock-pve/bin.)
 set -eu
 cd "$(dirname "$0")/.."

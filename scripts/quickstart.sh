@@ -54,7 +54,7 @@ fi
 
 ./scripts/install-deps.sh runtime $yes_flag
 if [ -n "${BALLAST_QUICKSTART_BIN_DIR:-}" ]; then
-    # Binaries built already (tests/tests/quickstart.rs passes the test suite's own):
+    # Binaries built already (tests/tests/it/quickstart.rs passes the test suite's own):
     # ballast-agent, ballast-collector and examples/demo_guest under this directory.
     bin="$BALLAST_QUICKSTART_BIN_DIR"
 else

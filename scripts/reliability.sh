@@ -8,7 +8,7 @@
 #   scripts/reliability.sh wrong_collector_url   # collector.url wrong for 300 s
 #   scripts/reliability.sh collector_down   # only tests whose name contains this
 #
-# Runs tests/tests/fault_matrix.rs (CI runs the same file with a 45 s outage and a
+# Runs tests/tests/it/fault_matrix.rs (CI runs the same file with a 45 s outage and a
 # 30 s wrong URL) one
 # test at a time, so the long outage does not hold the other scenarios' guests, and
 # prints every `FAULT-MATRIX` figure line at the end (they go into RELIABILITY.md,
@@ -28,7 +28,7 @@ mkdir -p "$root/target"
 echo "fault matrix: collector outage ${BALLAST_FAULT_OUTAGE_SECS} s, wrong URL ${BALLAST_FAULT_WRONG_URL_SECS} s; log: $log"
 started=$(date +%s)
 status=0
-cargo test --locked -p ballast-tests --test fault_matrix -- --test-threads=1 --nocapture $filter \
+cargo test --locked -p ballast-tests --test it -- --test-threads=1 --nocapture "fault_matrix::$filter" \
     >"$log" 2>&1 || status=$?
 echo "took $(( $(date +%s) - started )) s"
 grep -E '^(FAULT-MATRIX|test .* \.\.\. )' "$log" || true

@@ -5,6 +5,8 @@
 # 2. checks formatting and lints (cargo fmt, cargo clippy -D warnings),
 # 3. runs every test of the workspace, the real-VM ones included: they start
 #    their own libvirtd/virtlogd and QEMU guests through crates/ballast-testvm,
+#    and prints how many tests skipped (real-VM, PostgreSQL, other; BALLAST_SKIP_LOG):
+#    loudly, and as a failure in CI;
 # 4. fuzzes the OOM parser briefly (BALLAST_FUZZ_SECONDS, default 30; 0 skips).
 #
 # Arguments go to scripts/install-deps.sh (--yes: do not ask before installing on a host
@@ -26,7 +28,43 @@ step "cargo clippy (all targets, -D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+# Every skipped test appends one line `BALLAST-SKIP: <test>: <why>` here
+# (ballast_testenv::skip): counted below, since `cargo test` hides a passing test's stderr.
+skip_log="$(mktemp "${TMPDIR:-/tmp}/ballast-skips.XXXXXX")"
+export BALLAST_SKIP_LOG="$skip_log"
+# Four test threads on two cores: the integration tests wait on guests, daemons and
+# timeouts more than they compute, and the lab queues guests beyond
+# BALLAST_LAB_MAX_GUESTS (4). The end-to-end binary takes about half the time of its
+# suites run one after another (docs/harness.md, "Timings"). RUST_TEST_THREADS overrides.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+tests_status=0
+cargo test --workspace --locked --no-fail-fast || tests_status=$?
+
+skips=$(grep -c '^BALLAST-SKIP: ' "$skip_log" || true)
+vm_skips=$(grep '^BALLAST-SKIP: ' "$skip_log" | grep -c 'real guests' || true)
+pg_skips=$(grep '^BALLAST-SKIP: ' "$skip_log" | grep -c 'PostgreSQL' || true)
+other_skips=$((skips - vm_skips - pg_skips))
+summary="skipped: $skips test(s) ($vm_skips real-VM, $pg_skips PostgreSQL, $other_skips other)"
+in_ci=0
+cargo run --quiet --locked -p ballast-testenv --bin ballast-in-ci && in_ci=1
+if [ "$skips" -gt 0 ]; then
+    printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+    printf '!!! %s\n' "$summary"
+    sed 's/^BALLAST-SKIP: /!!!   /' "$skip_log"
+    printf '!!! scripts/install-deps.sh installs what they need.\n'
+    printf '!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
+else
+    printf '\n%s\n' "$summary"
+fi
+rm -f "$skip_log"
+if [ "$tests_status" != 0 ]; then
+    echo "cargo test failed (exit $tests_status); $summary" >&2
+    exit "$tests_status"
+fi
+if [ "$skips" -gt 0 ] && [ "$in_ci" = 1 ]; then
+    echo "a CI run skips no test: $summary" >&2
+    exit 1
+fi
 
 fuzz_seconds="${BALLAST_FUZZ_SECONDS:-30}"
 if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
@@ -34,4 +72,4 @@ if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
     ./scripts/fuzz.sh "$fuzz_seconds"
 fi
 
-step "all checks passed"
+step "all checks passed ($summary)"

@@ -1,5 +1,5 @@
 //! Pushes N numbered events into a spool while the sender delivers them, then exits
-//! once everything is acknowledged. The SIGKILL test in `tests/delivery.rs` kills it
+//! once everything is acknowledged. The SIGKILL test in `tests/it/delivery.rs` kills it
 //! at random moments and starts it again; it is also a quick throughput probe:
 //!
 //! ```text

@@ -4,7 +4,7 @@
 # tests run on it with BALLAST_LAB_EMULATOR (libvirt guests' <emulator>):
 #
 #   BALLAST_LAB_EMULATOR=$(scripts/lab/unpack-debian-qemu.sh) \
-#       cargo test -p ballast-tests --test quickstart
+#       cargo test -p ballast-tests --test it quickstart::
 #
 # Argument: the version prefix to pick from apt's known versions (default 1:7.2).
 # Unpacks into $LAB_DIR/qemu/<version>/ (the harness's lab; see libvirt-up.sh).

@@ -2,7 +2,7 @@
 //! root per release, built once and cached under `<target>/ballast-deploy/<release>-base`,
 //! and fresh copies of it ([`Root`]) to run `dpkg`, `apt-get` and scripts in with
 //! `chroot`. Nothing is mounted inside a root (no /proc), so removing one is safe.
-//! Used by `tests/tests/deploy.rs` and `tests/tests/install_deps_host_safety.rs`; also the
+//! Used by `tests/tests/it/deploy.rs` and `tests/tests/it/install_deps_host_safety.rs`; also the
 //! `require` pattern of those tests: a missing tool skips loudly, in CI it fails.
 //!
 //! `BALLAST_DEBIAN_MIRROR` overrides the mirror (default deb.debian.org);
@@ -34,9 +34,7 @@ pub fn require(test: &str, what: &str, available: bool) -> bool {
         !in_ci(),
         "{test}: {what} is missing (scripts/install-deps.sh provides it)"
     );
-    eprintln!(
-        "SKIPPED {test}: {what} is missing; scripts/install-deps.sh provides it (in CI this fails)"
-    );
+    ballast_testenv::skip(test, &format!("{what} is missing"));
     false
 }
 

@@ -1,15 +1,15 @@
 //! Shared helpers for ballast's end-to-end tests: finding the built binaries, running
-//! a collector and an agent as child processes, and plain HTTP on loopback.
+//! a collector and an agent as child processes, and HTTP GETs on loopback.
 
 pub mod debian_root;
 pub mod fault;
 pub mod stack;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 /// `target/<profile>`: where this test binary's build put the workspace's binaries.
 pub fn profile_dir() -> PathBuf {
@@ -144,68 +144,33 @@ impl Drop for Daemon {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback; returns (status, body).
+/// An HTTP GET on loopback (`reqwest::blocking`, no proxy, 10 s limit); returns
+/// (status, body). For tests on plain threads, not inside an async runtime.
 pub fn http_get(
     addr: SocketAddr,
     path: &str,
     bearer: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let auth = bearer.map_or_else(String::new, |token| {
-        format!("Authorization: Bearer {token}\r\n")
-    });
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
+    static CLIENT: OnceLock<reqwest::Result<reqwest::blocking::Client>> = OnceLock::new();
+    let client = CLIENT
+        .get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(10))
+                .build()
+        })
+        .as_ref()
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    let mut request = client.get(format!("http://{addr}{path}"));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().map_err(std::io::Error::other)?;
+    let status = response.status().as_u16();
+    let body = response.text().map_err(std::io::Error::other)?;
     Ok((status, body))
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-/// Polls `check` until it returns Some or `timeout` passes.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// The one wait of every ballast test (`ballast_testenv`), here for the suites' imports.
+pub use ballast_testenv::wait_until;

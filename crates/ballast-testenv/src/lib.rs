@@ -1,6 +1,14 @@
 //! The one rule every ballast test uses for "is this a CI run": there, a missing tool,
 //! lab or database is a failure; elsewhere it is a loud skip. `.ci/run` sets `CI=true`;
-//! other CI systems set `CI` to `true`, `True`, `1` or `yes`.
+//! other CI systems set `CI` to `true`, `True`, `1` or `yes`. Also the one
+//! [`wait_until`] (and [`wait_until_async`]) every test uses to wait for a condition,
+//! and [`skip`], which records a skipped test where `scripts/test.sh` counts it.
+
+mod skip;
+mod wait;
+
+pub use skip::{current_test, skip, SKIP_LOG_VAR};
+pub use wait::{wait_until, wait_until_async, Outcome};
 
 /// True when the `CI` variable is set to anything but empty, `0`, `false` or `no` (in
 /// any case).

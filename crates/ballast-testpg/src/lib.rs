@@ -73,6 +73,34 @@ pub fn may_skip() -> bool {
 }
 
 impl TestPg {
+    /// A fresh cluster for the running test, or `None` after a recorded skip
+    /// ([`ballast_testenv::skip`]) when the server is not installed here and this is
+    /// not CI. A server that is installed but fails to start is a failure, in CI and
+    /// elsewhere: this panics with the error.
+    pub fn start_or_skip() -> Option<Self> {
+        Self::or_skip(Self::start())
+    }
+
+    /// [`TestPg::start_with_tls`], or `None` after a recorded skip, as
+    /// [`TestPg::start_or_skip`].
+    pub fn start_with_tls_or_skip() -> Option<Self> {
+        Self::or_skip(Self::start_with_tls())
+    }
+
+    fn or_skip(started: Result<Self, TestPgError>) -> Option<Self> {
+        match started {
+            Ok(cluster) => Some(cluster),
+            Err(TestPgError::NotInstalled) if may_skip() => {
+                ballast_testenv::skip(
+                    &ballast_testenv::current_test(),
+                    &TestPgError::NotInstalled.to_string(),
+                );
+                None
+            }
+            Err(error) => panic!("PostgreSQL failed to start: {error}"),
+        }
+    }
+
     /// Starts a fresh cluster (about a second).
     pub fn start() -> Result<Self, TestPgError> {
         Self::start_inner(None)
@@ -435,13 +463,8 @@ mod tests {
 
     #[test]
     fn a_cluster_starts_takes_databases_and_is_removed_on_drop() {
-        let cluster = match TestPg::start() {
-            Ok(cluster) => cluster,
-            Err(TestPgError::NotInstalled) if may_skip() => {
-                eprintln!("SKIPPED: PostgreSQL is not installed on this machine");
-                return;
-            }
-            Err(error) => panic!("{error}"),
+        let Some(cluster) = TestPg::start_or_skip() else {
+            return;
         };
         let dir = cluster.dir().to_path_buf();
         let first = cluster.create_database().expect("createdb");

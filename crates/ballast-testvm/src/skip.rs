@@ -1,4 +1,4 @@
-//! How tests get the lab: fail loudly in CI, skip loudly elsewhere.
+//! How tests get the lab: fail loudly in CI, skip loudly (and counted) elsewhere.
 
 use crate::lab::Lab;
 use crate::settings::in_ci;
@@ -14,12 +14,10 @@ pub fn lab_or_skip(test: &str) -> Option<&'static Lab> {
         Ok(lab) => Some(lab),
         Err(error) if in_ci() => panic!("{test}: the real-VM lab is required in CI: {error}"),
         Err(error) => {
-            eprintln!(
-                "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                 !!! SKIPPED {test}: this machine cannot run real guests:\n\
-                 !!! {error}\n\
-                 !!! Run scripts/install-deps.sh (as root). In CI this is a failure.\n\
-                 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
+            // Loud on stderr and counted by scripts/test.sh (BALLAST_SKIP_LOG).
+            ballast_testenv::skip(
+                test,
+                &format!("this machine cannot run real guests: {error}"),
             );
             None
         }

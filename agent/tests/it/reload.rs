@@ -1,0 +1,425 @@
+//! The real `ballast-agent run` under a stand-in for systemd: a unix datagram socket
+//! as `$NOTIFY_SOCKET` receives its READY=1 / RELOADING=1 / STOPPING=1, and SIGHUP
+//! reloads its configuration file. Observed from the outside: the notify socket,
+//! `/metrics` (polls counted) and the log. Also the watchdog (`$WATCHDOG_USEC`:
+//! WATCHDOG=1 from the monitor loop, none while the test-only stall hook holds it)
+//! and the bounds of the `/metrics` listener (file descriptors under slow clients).
+//!
+//! The host is an empty Proxmox VE (no VM running: `proxmox.config_dir` and
+//! `run_dir` are empty temp dirs), so the test needs neither root nor libvirt.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Agent {
+    child: Child,
+    log: PathBuf,
+    notify: UnixDatagram,
+    metrics_port: u16,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The next notify datagram (fails after `timeout`).
+    fn next_notification(&self, timeout: Duration) -> String {
+        self.notify
+            .set_read_timeout(Some(timeout))
+            .expect("set a timeout");
+        let mut buffer = [0u8; 4096];
+        let size = self.notify.recv(&mut buffer).unwrap_or_else(|error| {
+            panic!(
+                "no notification within {timeout:?} ({error}):\n{}",
+                self.log()
+            )
+        });
+        String::from_utf8_lossy(&buffer[..size]).into_owned()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Every notification that arrives within `window`.
+    fn notifications_for(&self, window: Duration) -> Vec<String> {
+        let until = Instant::now() + window;
+        let mut received = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            if left.is_zero() {
+                break;
+            }
+            self.notify
+                .set_read_timeout(Some(left))
+                .expect("set a timeout");
+            match self.notify.recv(&mut buffer) {
+                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
+                Err(_) => break,
+            }
+        }
+        received
+    }
+
+    /// `ballast_agent_polls_total` from /metrics.
+    fn polls(&self) -> u64 {
+        let body = http_get(self.metrics_port, "/metrics")
+            .unwrap_or_else(|error| panic!("GET /metrics: {error}\n{}", self.log()));
+        body.lines()
+            .find_map(|line| line.strip_prefix("ballast_agent_polls_total "))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .map(|value| value as u64)
+            .unwrap_or_else(|| panic!("no ballast_agent_polls_total in\n{body}"))
+    }
+
+    /// Waits until the log contains `text` (or fails after 30 s).
+    fn wait_log(&self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "the log never said {text:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// GET `path` from the agent's metrics listener (`reqwest::blocking`, a fresh connection
+/// each time, 5 s limit): the body of a 200, or what went wrong.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    let client = reqwest::blocking::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.text().map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("{status}: {body}"));
+    }
+    Ok(body)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The agent's YAML on an empty Proxmox host below `dir`, plus `extra` lines.
+fn config(dir: &Path, metrics_port: u16, extra: &str) -> String {
+    format!(
+        "backend: proxmox\n\
+         proxmox:\n  run_dir: {run}\n  config_dir: {pve}\n\
+         state_dir: {state}\n\
+         capture:\n  host_kernel: false\n\
+         metrics:\n  listen: 127.0.0.1:{metrics_port}\n\
+         history_secs: 3600\n\
+         {extra}",
+        run = dir.join("run").display(),
+        pve = dir.join("pve").display(),
+        state = dir.join("state").display(),
+    )
+}
+
+fn start(dir: &Path, config_file: &Path, metrics_port: u16) -> Agent {
+    start_with_env(dir, config_file, metrics_port, &[])
+}
+
+fn start_with_env(
+    dir: &Path,
+    config_file: &Path,
+    metrics_port: u16,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Agent {
+    for sub in ["run", "pve", "state"] {
+        std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
+    }
+    let socket = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
+    let log = dir.join("agent.log");
+    let file = std::fs::File::create(&log).expect("create the log");
+    let child = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+        .arg("run")
+        .arg("--config")
+        .arg(config_file)
+        .env("NOTIFY_SOCKET", &socket)
+        .env_remove("BALLAST_LOG")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().expect("clone the log handle"))
+        .stderr(file)
+        .spawn()
+        .expect("start ballast-agent");
+    Agent {
+        child,
+        log,
+        notify,
+        metrics_port,
+    }
+}
+
+#[test]
+fn ready_after_the_first_poll_and_stopping_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let mut agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
+    // READY means a poll was done and the metrics listener is up.
+    assert_eq!(agent.polls(), 1);
+    agent.signal("TERM");
+    let stopping = agent.next_notification(Duration::from_secs(10));
+    assert!(stopping.contains("STOPPING=1"), "{stopping:?}");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+#[test]
+fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_names_restart_fields()
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let mut agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert_eq!(agent.polls(), 1, "one poll per 30 s");
+
+    // 1. A valid change: polls every second from now on, debug logging.
+    std::fs::write(
+        &file,
+        config(
+            dir.path(),
+            port,
+            "poll_interval_secs: 1\nlog_level: debug\n",
+        ),
+    )
+    .expect("write");
+    agent.signal("HUP");
+    assert!(agent
+        .next_notification(Duration::from_secs(10))
+        .contains("RELOADING=1"));
+    assert!(agent
+        .next_notification(Duration::from_secs(10))
+        .contains("READY=1"));
+    agent.wait_log("poll_interval_secs: 30 -> 1");
+    agent.wait_log("log_level: info -> debug");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while agent.polls() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "still {} polls 20 s after the reload to 1 s:\n{}",
+            agent.polls(),
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // 2. A bad value: the error names the field, the 1 s interval stays.
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 0\n")).expect("write");
+    agent.signal("HUP");
+    agent.wait_log("poll_interval_secs (0) below minimum (1)");
+    assert!(agent.log().contains("running one stays"), "{}", agent.log());
+    // 3. A typo: the error names the key and its line.
+    std::fs::write(&file, config(dir.path(), port, "poll_intervall_secs: 5\n")).expect("write");
+    agent.signal("HUP");
+    agent.wait_log("unknown field `poll_intervall_secs`");
+    assert!(agent.alive(), "a bad file must not stop the agent");
+    let before = agent.polls();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        agent.polls() >= before + 2,
+        "the running 1 s interval stayed after the bad files:\n{}",
+        agent.log()
+    );
+
+    // 4. Restart-only fields: named in the log, the running value stays.
+    std::fs::write(
+        &file,
+        config(
+            dir.path(),
+            port,
+            "poll_interval_secs: 1\nlog_level: debug\nhost_id: renamed\n",
+        )
+        .replace(&format!("127.0.0.1:{port}"), "127.0.0.1:1"),
+    )
+    .expect("write");
+    agent.signal("HUP");
+    agent.wait_log("Field metrics.listen changed: restart required");
+    agent.wait_log("Field host_id changed: restart required");
+    assert!(agent.polls() > before, "/metrics still on the running port");
+
+    agent.signal("TERM");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+/// How many of `notifications` are watchdog pings.
+fn pings(notifications: &[String]) -> usize {
+    notifications
+        .iter()
+        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
+        .count()
+}
+
+#[test]
+fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 1\n")).expect("write");
+    let stall = dir.path().join("stall");
+    // WatchdogSec=2s: a ping at least every second.
+    let mut agent = start_with_env(
+        dir.path(),
+        &file,
+        port,
+        &[
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("2000000")),
+            (ballast_agent::run::STALL_ENV, stall.as_os_str()),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !agent
+        .notifications_for(Duration::from_millis(500))
+        .iter()
+        .any(|message| message.contains("READY=1"))
+    {
+        assert!(Instant::now() < deadline, "no READY=1:\n{}", agent.log());
+    }
+
+    let healthy = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&healthy) >= 3,
+        "healthy loop: {healthy:?}\n{}",
+        agent.log()
+    );
+
+    // The monitor loop stands still; the rest of the agent runs on.
+    std::fs::write(&stall, "").expect("create the stall file");
+    let _ = agent.notifications_for(Duration::from_millis(1500));
+    let polls = agent.polls();
+    let stalled = agent.notifications_for(Duration::from_secs(4));
+    assert_eq!(pings(&stalled), 0, "stalled loop: {stalled:?}");
+    assert_eq!(agent.polls(), polls, "the loop really stood still");
+    assert!(agent.alive());
+
+    std::fs::remove_file(&stall).expect("end the stall");
+    let resumed = agent.notifications_for(Duration::from_secs(4));
+    assert!(
+        pings(&resumed) >= 2,
+        "resumed loop: {resumed:?}\n{}",
+        agent.log()
+    );
+
+    agent.signal("TERM");
+    let status = agent.child.wait().expect("wait");
+    assert!(status.success(), "{status}:\n{}", agent.log());
+}
+
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| entries.count())
+        .expect("read /proc/<pid>/fd")
+}
+
+#[test]
+fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resume() {
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let file = dir.path().join("agent.yaml");
+    std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 30\n")).expect("write");
+    let agent = start(dir.path(), &file, port);
+    let ready = agent.next_notification(Duration::from_secs(60));
+    assert!(ready.contains("READY=1"), "{ready:?}");
+    assert_eq!(agent.polls(), 1);
+    let pid = agent.child.id();
+    let before = open_fds(pid);
+
+    // Slow clients: each sends half a request head and waits.
+    let slow: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            stream.write_all(b"GET /metr").expect("write");
+            stream
+        })
+        .collect();
+    // The scenario: give an agent that (wrongly) serves more than its cap the time to
+    // accept them all; the count below must stay at the cap.
+    std::thread::sleep(Duration::from_secs(1));
+    let during = open_fds(pid);
+    let cap = ballast_agent::metrics::MAX_CONNECTIONS;
+    assert!(
+        during <= before + cap + 4,
+        "{during} fds with {CLIENTS} slow clients ({before} before, cap {cap})"
+    );
+    // A few descriptors open at `before` (a status file write, a timer) may have
+    // closed since: the same slack of 4 as above.
+    assert!(
+        during + 4 >= before + cap,
+        "the cap's connections were served: {during} ({before} before, cap {cap})"
+    );
+
+    // Once they leave, scrapes are answered again.
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get(port, "/metrics") {
+            Ok(body) if body.contains("ballast_agent_polls_total 1") => break,
+            outcome => assert!(
+                Instant::now() < deadline,
+                "no scrape after the slow clients left: {outcome:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(pid) > before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} fds after the clients left ({before} before)",
+            open_fds(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,125 @@
+//! Builders shared by the collector's integration tests.
+
+pub mod client;
+#[path = "../../../src/test_fixtures.rs"]
+pub mod fixtures;
+pub mod identity;
+pub mod server;
+pub mod suite;
+
+use std::collections::HashMap;
+
+use ballast_collector::correlation::CorrelationSettings;
+use ballast_collector::ingest::prepare_batch;
+use ballast_collector::storage::PreparedBatch;
+use ballast_model::{
+    BalloonRollup, Batch, Envelope, Event, Inventory, MinMaxLast, OomEvent, VmConfig, VmInventory,
+    VmRef, SCHEMA_VERSION,
+};
+
+pub use fixtures::{lab_inflated, oom_at_ms, tor_flat, LAB_UUID, MIB, TOR_UUID};
+
+pub fn batch(host: &str, events: Vec<Envelope>) -> Batch {
+    Batch {
+        schema_version: SCHEMA_VERSION,
+        host_id: host.into(),
+        agent_version: "0.1.0".into(),
+        events,
+    }
+}
+
+pub fn rollup(key: &str, uuid: &str, period_start_ms: i64, actual_kib: u64) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: period_start_ms + 60_000,
+        event: Event::Rollup(Box::new(BalloonRollup {
+            vm: VmRef {
+                uuid: uuid.into(),
+                name: format!("vm-{}", &uuid[uuid.len() - 3..]),
+            },
+            period_start_ms,
+            period_secs: 60,
+            samples: 6,
+            maximum_kib: Some(512 * MIB),
+            actual_kib: MinMaxLast {
+                min: Some(actual_kib),
+                max: Some(actual_kib),
+                last: Some(actual_kib),
+            },
+            usable_kib: MinMaxLast {
+                min: Some(actual_kib / 5),
+                max: Some(actual_kib / 4),
+                last: Some(actual_kib / 4),
+            },
+            alloc_stalls: Some(7),
+            ..BalloonRollup::default()
+        })),
+    }
+}
+
+/// The lab guest's configuration as its agent's inventory reports it: 512 MiB with
+/// a 128 MiB balloon floor, stats every 10 s, no deflate-on-oom, a guest agent
+/// channel and a captured serial console.
+pub fn lab_config() -> VmConfig {
+    VmConfig {
+        memory_kib: Some(512 * MIB),
+        balloon_floor_kib: Some(128 * MIB),
+        balloon_present: true,
+        stats_period_secs: Some(10),
+        deflate_on_oom: Some(false),
+        guest_agent_channel: true,
+        serial_log: true,
+        ..VmConfig::default()
+    }
+}
+
+pub fn oom(key: &str, at_ms: i64, event: OomEvent) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Oom(Box::new(event)),
+    }
+}
+
+pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Inventory(Inventory {
+            vms: vms
+                .iter()
+                .map(|(uuid, name)| VmInventory {
+                    vm: VmRef {
+                        uuid: (*uuid).into(),
+                        name: (*name).into(),
+                    },
+                    state: "running".into(),
+                    config: VmConfig {
+                        memory_kib: Some(512 * MIB),
+                        balloon_floor_kib: Some(256 * MIB),
+                        balloon_present: true,
+                        deflate_on_oom: Some(false),
+                        ..VmConfig::default()
+                    },
+                    findings: vec!["deflate_on_oom_off".into()],
+                })
+                .collect(),
+        }),
+    }
+}
+
+/// A throwaway PostgreSQL cluster, or None (a recorded skip) where the server is
+/// not installed and the run may skip it (never in CI).
+pub fn pg_cluster() -> Option<ballast_testpg::TestPg> {
+    ballast_testpg::TestPg::start_or_skip()
+}
+
+/// A batch as the ingest handler would hand it to the store (no stored context).
+pub fn prepared(batch: Batch) -> PreparedBatch {
+    prepare_batch(
+        batch,
+        oom_at_ms() + 5_000,
+        &HashMap::new(),
+        &CorrelationSettings::default(),
+    )
+}
