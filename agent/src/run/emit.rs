@@ -12,7 +12,8 @@ use ballast_model::{
 
 use super::Monitor;
 use crate::capture::{CaptureEvent, CapturedOom};
-use crate::enrich::{self, epoch_ms, vm_ref};
+use crate::enrich;
+use crate::wire::{epoch_ms, vm_ref};
 
 impl Monitor {
     /// Emits what capture found, and publishes its flood count: suppressed reports

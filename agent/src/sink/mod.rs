@@ -574,5 +574,5 @@ fn log_reachability(url: &str, reachability: &Reachability) {
 }
 
 fn now_ms() -> i64 {
-    crate::enrich::epoch_ms(std::time::SystemTime::now())
+    crate::wire::epoch_ms(std::time::SystemTime::now())
 }

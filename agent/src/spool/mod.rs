@@ -483,7 +483,7 @@ impl Spool {
 }
 
 fn now_ms() -> i64 {
-    crate::enrich::epoch_ms(std::time::SystemTime::now())
+    crate::wire::epoch_ms(std::time::SystemTime::now())
 }
 
 #[cfg(test)]
