@@ -16,8 +16,8 @@
 use std::time::{Duration, SystemTime};
 
 use ballast_model::{
-    BalloonAtOom, BalloonPoint, CaptureSource as WireSource, HostMemory as WireHost, OomAnalysis,
-    OomEvent, OomKind, ParsedReport,
+    BalloonAtOom, BalloonPoint, CaptureSource as WireSource, OomAnalysis, OomEvent, OomKind,
+    ParsedReport,
 };
 
 use crate::capture::{CaptureSource, CapturedOom};
@@ -26,7 +26,7 @@ use crate::history::HistoryPoint;
 use crate::hostmem::HostMemory;
 /// `metrics` still names it here; it lives in [`crate::wire`].
 pub use crate::wire::epoch_ms;
-use crate::wire::vm_ref;
+use crate::wire::{vm_ref, wire_host};
 
 /// How much balloon history an OOM event carries.
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
@@ -114,12 +114,7 @@ pub fn oom_event(
             kill_after_ms: bound.map(epoch_ms),
         },
         balloon_history: history.iter().skip(skip).map(point).collect(),
-        host: Some(WireHost {
-            total_kib: host.total_kib,
-            available_kib: host.available_kib,
-            psi_some_avg10: host.psi_some_avg10,
-            ksm_sharing_kib: host.ksm_sharing_kib,
-        }),
+        host: Some(wire_host(host)),
         flood_suppressed: captured.suppressed_before,
     }
 }

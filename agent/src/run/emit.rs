@@ -197,12 +197,3 @@ impl Monitor {
         )
     }
 }
-
-pub(super) fn wire_host(host: &crate::hostmem::HostMemory) -> ballast_model::HostMemory {
-    ballast_model::HostMemory {
-        total_kib: host.total_kib,
-        available_kib: host.available_kib,
-        psi_some_avg10: host.psi_some_avg10,
-        ksm_sharing_kib: host.ksm_sharing_kib,
-    }
-}
