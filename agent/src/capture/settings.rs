@@ -13,7 +13,7 @@ pub struct CaptureSettings {
     pub max_line_bytes: usize,
     /// Recent console text kept per domain (1 MiB).
     pub window_bytes: usize,
-    /// Longest report text kept in [`CapturedOom::raw`] (64 KiB).
+    /// Longest report text kept in [`CapturedOom::raw`](super::CapturedOom::raw) (64 KiB).
     pub max_raw_bytes: usize,
     /// Lines after a kill line within which the `oom_reaper` line may still come (8).
     pub grace_lines: usize,

@@ -124,7 +124,7 @@ pub(super) struct LaneState {
     pub(super) handed_out: u64,
 }
 
-/// The spool. Single owner; share it through [`SpoolHandle`].
+/// The spool. Single owner; share it through [`SpoolHandle`](super::SpoolHandle).
 #[derive(Debug)]
 pub struct Spool {
     pub(super) config: SpoolConfig,
