@@ -13,18 +13,20 @@
 //! holds no more than that shows, an older one only when it agrees with it; without
 //! that evidence no sample is used.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use ballast_model::{
-    BalloonAtOom, BalloonPoint, CaptureSource as WireSource, HostMemory as WireHost, OomAnalysis,
-    OomEvent, OomKind, ParsedReport, VmRef,
+    BalloonAtOom, BalloonPoint, CaptureSource as WireSource, OomAnalysis, OomEvent, OomKind,
+    ParsedReport,
 };
 
 use crate::capture::{CaptureSource, CapturedOom};
 use crate::fleet::VmState;
 use crate::history::HistoryPoint;
 use crate::hostmem::HostMemory;
-use crate::hypervisor::DomainId;
+/// `metrics` still names it here; it lives in [`crate::wire`].
+pub use crate::wire::epoch_ms;
+use crate::wire::{vm_ref, wire_host};
 
 /// How much balloon history an OOM event carries.
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);
@@ -112,12 +114,7 @@ pub fn oom_event(
             kill_after_ms: bound.map(epoch_ms),
         },
         balloon_history: history.iter().skip(skip).map(point).collect(),
-        host: Some(WireHost {
-            total_kib: host.total_kib,
-            available_kib: host.available_kib,
-            psi_some_avg10: host.psi_some_avg10,
-            ksm_sharing_kib: host.ksm_sharing_kib,
-        }),
+        host: Some(wire_host(host)),
         flood_suppressed: captured.suppressed_before,
     }
 }
@@ -155,25 +152,12 @@ fn point(history: &HistoryPoint) -> BalloonPoint {
     }
 }
 
-/// A VM's identity as the wire names it.
-pub fn vm_ref(id: &DomainId) -> VmRef {
-    VmRef {
-        uuid: id.uuid.clone(),
-        name: id.name.clone(),
-    }
-}
-
-/// Unix epoch milliseconds of a host time.
-pub fn epoch_ms(at: SystemTime) -> i64 {
-    at.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fleet::Fleet;
     use crate::hypervisor::{BalloonSample, DomainConfig, DomainId};
+    use std::time::UNIX_EPOCH;
 
     const LAB: &[u8] = include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
     const BYSTANDER: &[u8] = include_bytes!(

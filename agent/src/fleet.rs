@@ -190,7 +190,7 @@ impl VmState {
         };
         let id = &self.id;
         let rollup = self.rollup.get_or_insert_with(|| BalloonRollup {
-            vm: crate::enrich::vm_ref(id),
+            vm: crate::wire::vm_ref(id),
             period_start_ms: i64::try_from(period * ROLLUP_SECS * 1000).unwrap_or(i64::MAX),
             period_secs: u32::try_from(ROLLUP_SECS).unwrap_or(60),
             ..BalloonRollup::default()

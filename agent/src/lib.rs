@@ -29,3 +29,4 @@ pub mod spool;
 pub mod status;
 pub mod systemd;
 pub mod terminal;
+pub mod wire;

@@ -8,9 +8,9 @@ use ballast_model::{BalloonChange, Event, NearMiss as WireNearMiss};
 
 use super::Monitor;
 use crate::capture::FetchReason;
-use crate::enrich::vm_ref;
 use crate::fleet::Change;
 use crate::hypervisor::{DomainEvent, DomainId, DomainState};
+use crate::wire::vm_ref;
 
 impl Monitor {
     pub(super) fn handle_changes(&mut self, changes: Vec<Change>) {

@@ -12,7 +12,8 @@ use ballast_model::{
 
 use super::Monitor;
 use crate::capture::{CaptureEvent, CapturedOom};
-use crate::enrich::{self, epoch_ms, vm_ref};
+use crate::enrich;
+use crate::wire::{epoch_ms, vm_ref};
 
 impl Monitor {
     /// Emits what capture found, and publishes its flood count: suppressed reports
@@ -194,14 +195,5 @@ impl Monitor {
             epoch_ms(SystemTime::now()),
             self.sequence
         )
-    }
-}
-
-pub(super) fn wire_host(host: &crate::hostmem::HostMemory) -> ballast_model::HostMemory {
-    ballast_model::HostMemory {
-        total_kib: host.total_kib,
-        available_kib: host.available_kib,
-        psi_some_avg10: host.psi_some_avg10,
-        ksm_sharing_kib: host.ksm_sharing_kib,
     }
 }

@@ -255,7 +255,7 @@ impl Monitor {
         let rollups = self.fleet().take_finished_rollups();
         let host = crate::hostmem::read(&self.settings.procfs_root);
         for mut rollup in rollups {
-            rollup.host = Some(super::emit::wire_host(&host));
+            rollup.host = Some(crate::wire::wire_host(&host));
             let key = format!(
                 "{}/rollup/{}/{}",
                 self.settings.host_id, rollup.vm.uuid, rollup.period_start_ms

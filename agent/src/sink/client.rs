@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ballast_model::{Batch, IngestResponse};
+use ballast_model::Batch;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use reqwest::header::{
@@ -14,8 +14,9 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
-use super::classify::{classify_answer, classify_request_error, Refusal};
-use super::{SendStage, SinkConfig};
+use super::classify::{classify_answer, classify_request_error};
+use super::config::SinkConfig;
+use super::outcome::SendOutcome;
 
 /// Building the HTTP client failed (TLS set-up).
 #[derive(Debug, thiserror::Error)]
@@ -24,38 +25,6 @@ pub enum ClientBuildError {
     Http(#[source] reqwest::Error),
     #[error(transparent)]
     CaFile(#[from] crate::collector_tls::CaFileError),
-}
-
-/// What became of one send.
-#[derive(Debug)]
-pub enum SendOutcome {
-    /// 2xx with the collector's `IngestResponse`: stored.
-    Accepted {
-        response: IngestResponse,
-        body_bytes: usize,
-    },
-    /// The collector named one event of the batch as invalid (422 with
-    /// `field` = `events[N]...`): only that event may be set aside.
-    InvalidEvent { index: usize, error: String },
-    /// The batch cannot even be encoded (a local fault of one of its events).
-    Unencodable { error: String },
-    /// Every other answer, and no answer at all: the spool is held and the same
-    /// events are sent again after a backoff. Nothing is dropped.
-    Hold(Held),
-}
-
-/// A refusal that holds the spool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
-    pub reason: Refusal,
-    pub stage: SendStage,
-    pub status: Option<u16>,
-    pub error: String,
-    /// From `Retry-After` (seconds form).
-    pub retry_after: Option<Duration>,
-    /// The batch may be too large for the collector or a proxy in front of it (413,
-    /// or 422 on `events`): smaller batches may pass.
-    pub shrink: bool,
 }
 
 /// The collector's answer to the start-up health check.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use super::classify::Refusal;
+use super::outcome::{Refusal, SendStage};
 
 /// Counters of the sender, shared with whoever reports them.
 #[derive(Debug, Default)]
@@ -46,33 +46,6 @@ impl SinkStats {
         match self.held_since_ms.load(Ordering::Relaxed) {
             0 => 0.0,
             since => (now_ms.saturating_sub(since).max(0) as f64) / 1000.0,
-        }
-    }
-}
-
-/// Which step of a send failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStage {
-    /// Building or compressing the body.
-    Encode,
-    /// Connecting, sending, or waiting for the answer (includes timeouts).
-    Request,
-    /// The collector answered with an error status.
-    Status,
-    /// A 2xx answer whose body is not an `IngestResponse`.
-    Decode,
-    /// Reading from or acknowledging in the spool.
-    Spool,
-}
-
-impl SendStage {
-    pub fn name(self) -> &'static str {
-        match self {
-            SendStage::Encode => "encode",
-            SendStage::Request => "request",
-            SendStage::Status => "status",
-            SendStage::Decode => "decode",
-            SendStage::Spool => "spool",
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Unit tests of the spool: ordering, acknowledgement, reopening, the cap.
 
+use std::path::Path;
+
 use ballast_model::{
-    BalloonRollup, CaptureSource, Event, NearMiss, OomAnalysis, OomEvent, OomKind, ParsedReport,
-    VmRef,
+    BalloonRollup, CaptureSource, Envelope, Event, NearMiss, OomAnalysis, OomEvent, OomKind,
+    ParsedReport, VmRef,
 };
 
 use super::*;

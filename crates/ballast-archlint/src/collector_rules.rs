@@ -12,7 +12,7 @@ fn collector() -> Graph {
 
 /// The files `from` (a file, or every file under a module when it ends in `::`)
 /// imports that `allowed` does not accept.
-fn breaches(graph: &Graph, from: &str, allowed: impl Fn(&str) -> bool) -> Vec<String> {
+pub(crate) fn breaches(graph: &Graph, from: &str, allowed: impl Fn(&str) -> bool) -> Vec<String> {
     let prefix = from.strip_suffix("::");
     graph
         .edges
@@ -30,7 +30,7 @@ fn breaches(graph: &Graph, from: &str, allowed: impl Fn(&str) -> bool) -> Vec<St
         .collect()
 }
 
-fn under(node: &str, module: &str) -> bool {
+pub(crate) fn under(node: &str, module: &str) -> bool {
     node == module
         || node
             .strip_prefix(module)

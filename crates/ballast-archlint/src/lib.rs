@@ -8,8 +8,9 @@
 //! (`#[cfg(test)]` items and modules, `#[test]` functions, `mod tests`) is left out;
 //! comments never count. `mod x;` declarations are structure, not edges.
 //!
-//! Test support only: the import lint of the collector's tests and `scripts/module-graph.sh`
-//! use it; no product binary links it.
+//! Test support only: the import lint of the collector's and the agent's tests
+//! (`collector_rules`, `agent_rules`) and `scripts/module-graph.sh` use it; no product
+//! binary links it.
 
 mod error;
 mod graph;
@@ -65,3 +66,6 @@ mod tests;
 
 #[cfg(test)]
 mod collector_rules;
+
+#[cfg(test)]
+mod agent_rules;

@@ -5,7 +5,17 @@ use ballast_model::OomKind;
 use ballast_oom::Report;
 
 use super::record::unescape;
-use super::KnownVm;
+use crate::hypervisor::DomainId;
+
+/// A VM the host OOM may be about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownVm {
+    pub id: DomainId,
+    /// Proxmox VE's vmid (`/qemu.slice/<vmid>.scope`).
+    pub vmid: Option<u32>,
+    /// The pid of the VM's QEMU process, when the backend knows it.
+    pub qemu_pid: Option<u32>,
+}
 
 /// Which VM a host OOM report is about, and its kind; None when it is not about a VM.
 ///

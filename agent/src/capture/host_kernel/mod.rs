@@ -42,13 +42,12 @@ use ballast_model::OomKind;
 use super::detect::{Detected, Detector, DetectorConfig};
 use super::lines::Line;
 use super::{CaptureSource, CapturedOom};
-use crate::hypervisor::DomainId;
 
 mod attribute;
 mod position;
 mod record;
 
-pub use attribute::{attribute, vm_of_cgroup};
+pub use attribute::{attribute, vm_of_cgroup, KnownVm};
 use position::{load_position, read_boot_id, store_position, Position};
 pub use record::{parse_record, Record, RecordSource};
 
@@ -67,16 +66,6 @@ pub const STATE_FILE_NAME: &str = "host-kmsg.seq";
 pub struct HostOom {
     pub captured: CapturedOom,
     pub kind: OomKind,
-}
-
-/// A VM the host OOM may be about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KnownVm {
-    pub id: DomainId,
-    /// Proxmox VE's vmid (`/qemu.slice/<vmid>.scope`).
-    pub vmid: Option<u32>,
-    /// The pid of the VM's QEMU process, when the backend knows it.
-    pub qemu_pid: Option<u32>,
 }
 
 /// Where the reader reads and keeps its position.
@@ -345,6 +334,7 @@ impl<S: RecordSource> HostKernelReader<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hypervisor::DomainId;
     use std::collections::VecDeque;
 
     const MEMCG: &str = include_str!(

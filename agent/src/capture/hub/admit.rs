@@ -1,12 +1,14 @@
 //! One report from either capture path on its way out: dedupe (new, a completion,
-//! a repeat), the hold of a partial serial copy, and flood control (the per-VM
-//! token bucket, the count of dropped reports, the flagged summary after a flood).
+//! a repeat), the hold of a partial serial copy, then flood control (`domain`: the
+//! per-VM token bucket, the count of dropped reports, the flagged summary after a
+//! flood).
 
 use std::time::{Instant, SystemTime};
 
 use ballast_oom::Report;
 
-use super::{Capture, DomainCapture, Held, SerialPoll};
+use super::domain::{gate, suppress, Held};
+use super::{Capture, SerialPoll};
 use crate::capture::dedupe::{self, Seen};
 use crate::capture::{CaptureEvent, CaptureSource, CapturedOom};
 use crate::hypervisor::DomainId;
@@ -88,62 +90,5 @@ impl Capture {
                 }
             }
         }
-    }
-}
-
-/// Flood control: emits `oom` if the domain's bucket has a token, else counts it.
-pub(super) fn gate(
-    domain: &mut DomainCapture,
-    total: &mut u64,
-    mut oom: CapturedOom,
-    now: Instant,
-    events: &mut Vec<CaptureEvent>,
-) {
-    if domain.bucket.try_take(now) {
-        oom.suppressed_before = std::mem::take(&mut domain.suppressed);
-        // Counted in `suppressed_before`: the kept copy is no longer owed.
-        domain.last_suppressed = None;
-        events.push(CaptureEvent::Oom(oom));
-        return;
-    }
-    suppress(domain, total, oom);
-}
-
-/// Flood control dropped `oom`: counted, and kept as the newest dropped one.
-fn suppress(domain: &mut DomainCapture, total: &mut u64, oom: CapturedOom) {
-    domain.suppressed += 1;
-    *total += 1;
-    domain.last_suppressed = Some(Box::new(oom));
-    if domain.suppressed == 1 {
-        tracing::warn!(domain = %domain.id.uuid, "Guest OOM reports above the flood limit; counting instead of sending.");
-    } else {
-        tracing::debug!(domain = %domain.id.uuid, suppressed = domain.suppressed, "Guest OOM report suppressed.");
-    }
-}
-
-/// After a flood: once the bucket has a token, the newest dropped report goes
-/// out carrying the count of the ones dropped before it (it is not counted twice).
-pub(super) fn release_flood_summary(
-    domain: &mut DomainCapture,
-    now: Instant,
-    events: &mut Vec<CaptureEvent>,
-) {
-    // Tokens owed to held partial reports are theirs.
-    let owed = u32::try_from(domain.held.len()).unwrap_or(u32::MAX);
-    if domain.last_suppressed.is_none()
-        || domain.bucket.available(now) <= owed
-        || !domain.bucket.try_take(now)
-    {
-        return;
-    }
-    if let Some(mut oom) = domain.last_suppressed.take() {
-        let dropped = std::mem::take(&mut domain.suppressed);
-        oom.suppressed_before = dropped.saturating_sub(1);
-        tracing::warn!(
-            domain = %domain.id.uuid,
-            dropped,
-            "Guest OOM flood: the newest dropped report goes out flagged with the count."
-        );
-        events.push(CaptureEvent::Oom(*oom));
     }
 }

@@ -12,10 +12,11 @@
 //! 3. [`Capture::release_held`] every poll (partial reports whose hold ran out);
 //! 4. [`Capture::shutdown`] on exit (state files, held reports).
 //!
-//! Each report either path finds goes through `admit` (dedupe, hold, flood control).
+//! Each report either path finds goes through `admit` (dedupe, hold), then the flood
+//! control of its domain's state (`domain`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::dedupe::{self, Deduper};
@@ -24,14 +25,14 @@ use super::guest_agent::{run_kernel_log, GuestAgentReader};
 use super::serial::SerialTailer;
 use super::state::{self, StateFile};
 use super::{
-    CaptureError, CaptureEvent, CaptureSettings, CaptureSource, CapturedOom, FetchReason, NearMiss,
-    NearMissKind,
+    CaptureError, CaptureEvent, CaptureSettings, CaptureSource, FetchReason, NearMiss, NearMissKind,
 };
 use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
 
 mod admit;
+mod domain;
 
-use admit::{gate, release_flood_summary};
+use domain::{gate, release_flood_summary, DomainCapture};
 
 const DEDUPE_KIND: &str = "dedupe";
 
@@ -41,37 +42,6 @@ pub struct SerialPoll {
     pub events: Vec<CaptureEvent>,
     /// A partial report is held: fetch the guest kernel log to complete it.
     pub wants_guest_agent: bool,
-}
-
-#[derive(Debug)]
-struct Held {
-    oom: CapturedOom,
-    until: Instant,
-}
-
-#[derive(Debug)]
-struct DomainCapture {
-    id: DomainId,
-    serial: Option<(PathBuf, SerialTailer)>,
-    agent: GuestAgentReader,
-    bucket: TokenBucket,
-    /// Reports dropped by the bucket since the last one emitted.
-    suppressed: u64,
-    /// The newest dropped report: it goes out as soon as the bucket refills (with
-    /// the count of those dropped before it), so a flood that stops is still
-    /// flagged in an event without waiting for the VM's next OOM.
-    /// Boxed: a `CapturedOom` is ~1.3 KiB and this is `None` for nearly every VM.
-    last_suppressed: Option<Box<CapturedOom>>,
-    near_miss: MinInterval,
-    held: Vec<Held>,
-    dedupe_dirty: bool,
-    /// Host clock when the last serial read began: reports in the next read were
-    /// printed after it.
-    serial_read_at: Option<SystemTime>,
-    /// Host clock when the guest agent fetch now running began, and when the last
-    /// finished one began.
-    agent_begun_at: Option<SystemTime>,
-    agent_read_at: Option<SystemTime>,
 }
 
 /// Guest OOM capture for all domains of one agent.

@@ -5,6 +5,7 @@ use std::time::Duration;
 use super::*;
 use crate::capture::detect::tests::LAB_LOG;
 use crate::capture::state::tests::TempDir;
+use crate::capture::CapturedOom;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 
 fn domain() -> DomainId {
