@@ -506,7 +506,7 @@ mod tests {
 
     use super::*;
     use crate::capture::detect::tests::LAB_LOG;
-    use crate::capture::state::tests::TempDir;
+    use crate::capture::state::tests::temp_dir;
 
     /// The lab's OOM report with the killed pid replaced, ending in a newline.
     fn report(pid: u32) -> String {
@@ -520,10 +520,10 @@ mod tests {
         )
     }
 
-    fn settings(dir: &TempDir) -> CaptureSettings {
+    fn settings(dir: &tempfile::TempDir) -> CaptureSettings {
         CaptureSettings {
             grace: Duration::ZERO,
-            ..CaptureSettings::new(dir.0.join("state"))
+            ..CaptureSettings::new(dir.path().join("state"))
         }
     }
 
@@ -554,8 +554,8 @@ mod tests {
 
     #[test]
     fn rotation_is_followed_without_loss() {
-        let dir = TempDir::new("rotate");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("rotate");
+        let log = dir.path().join("serial.log");
         let settings = settings(&dir);
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
         assert!(pids(&mut tailer).is_empty(), "no file yet");
@@ -579,8 +579,8 @@ mod tests {
 
     #[test]
     fn restart_after_rotation_reads_the_backup_on() {
-        let dir = TempDir::new("restart-rotate");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("restart-rotate");
+        let log = dir.path().join("serial.log");
         let settings = settings(&dir);
         append(&log, &report(201));
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
@@ -602,8 +602,8 @@ mod tests {
 
     #[test]
     fn truncation_starts_again_from_zero() {
-        let dir = TempDir::new("truncate");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("truncate");
+        let log = dir.path().join("serial.log");
         let settings = settings(&dir);
         append(
             &log,
@@ -635,8 +635,8 @@ mod tests {
 
     #[test]
     fn restart_from_persisted_position_neither_repeats_nor_misses() {
-        let dir = TempDir::new("restart");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("restart");
+        let log = dir.path().join("serial.log");
         let settings = settings(&dir);
         append(&log, &report(401));
         let mut tailer = SerialTailer::new(&log, "u", &settings).expect("tailer");
@@ -667,8 +667,8 @@ mod tests {
 
     #[test]
     fn gigabyte_line_keeps_memory_bounded() {
-        let dir = TempDir::new("huge");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("huge");
+        let log = dir.path().join("serial.log");
         let settings = settings(&dir);
         // A 1 GiB line of NUL bytes (a sparse file: nothing is written), then a report.
         let size = 1u64 << 30;

@@ -141,31 +141,18 @@ pub(crate) mod tests {
     use super::*;
 
     /// A fresh empty directory under the system temp dir, removed on drop.
-    pub(crate) struct TempDir(pub PathBuf);
-
-    impl TempDir {
-        pub(crate) fn new(name: &str) -> TempDir {
-            static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-            let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let path = std::env::temp_dir()
-                .join(format!("ballast-capture-{name}-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&path);
-            fs::create_dir_all(&path).expect("create temp dir");
-            TempDir(path)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
+    pub(crate) fn temp_dir(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("ballast-capture-{name}-"))
+            .tempdir()
+            .expect("create temp dir")
     }
 
     #[test]
     fn round_trip_and_foreign_files() {
-        let dir = TempDir::new("state");
-        let path = state_path(&dir.0, "../../etc/x", "serial");
-        assert!(path.starts_with(&dir.0));
+        let dir = temp_dir("state");
+        let path = state_path(dir.path(), "../../etc/x", "serial");
+        assert!(path.starts_with(dir.path()));
         assert_eq!(load(&path, "serial").expect("load"), None);
         let mut state = StateFile::default();
         state.set("ino", 42);
@@ -173,6 +160,6 @@ pub(crate) mod tests {
         store(&path, "serial", &state).expect("store");
         assert_eq!(load(&path, "serial").expect("load"), Some(state.clone()));
         assert_eq!(load(&path, "dedupe").expect("load"), None);
-        assert!(!dir.0.join("______etc_x.serial.tmp").exists());
+        assert!(!dir.path().join("______etc_x.serial.tmp").exists());
     }
 }

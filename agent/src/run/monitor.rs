@@ -60,7 +60,7 @@ pub struct Monitor {
 
 /// TEST ONLY: the path of a file; while it exists, the monitor loop stands still
 /// (no poll, no capture, no watchdog ping), as a hung loop would. The watchdog test
-/// (agent/tests/reload.rs) uses it; never set it in production.
+/// (agent/tests/it/reload.rs) uses it; never set it in production.
 pub const STALL_ENV: &str = "BALLAST_TEST_STALL_MONITOR";
 
 /// How often the loop wakes up at most.

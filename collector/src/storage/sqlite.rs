@@ -235,7 +235,7 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 }
 
 /// TEST ONLY: the path of a file; while it exists, the writer thread takes no job,
-/// as a hung writer would (the watchdog test in collector/tests/reload.rs). Never
+/// as a hung writer would (the watchdog test in collector/tests/it/reload.rs). Never
 /// set it in production.
 pub const STALL_ENV: &str = "BALLAST_TEST_STALL_STORE";
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::capture::detect::tests::LAB_LOG;
-use crate::capture::state::tests::TempDir;
+use crate::capture::state::tests::temp_dir;
 use crate::capture::CapturedOom;
 use crate::hypervisor::fake::{FakeDomain, FakeHypervisor};
 
@@ -15,10 +15,10 @@ fn domain() -> DomainId {
     }
 }
 
-fn settings(dir: &TempDir) -> CaptureSettings {
+fn settings(dir: &tempfile::TempDir) -> CaptureSettings {
     CaptureSettings {
         grace: Duration::ZERO,
-        ..CaptureSettings::new(dir.0.join("state"))
+        ..CaptureSettings::new(dir.path().join("state"))
     }
 }
 
@@ -47,8 +47,8 @@ fn ooms(events: &[CaptureEvent]) -> Vec<&CapturedOom> {
 
 #[test]
 fn serial_and_guest_agent_copies_become_one_event() {
-    let dir = TempDir::new("hub-dedupe");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-dedupe");
+    let log = dir.path().join("serial.log");
     std::fs::write(&log, LAB_LOG).expect("write log");
     let hypervisor = fake_with_dmesg(LAB_LOG);
     let now = Instant::now();
@@ -85,8 +85,8 @@ fn serial_and_guest_agent_copies_become_one_event() {
 
 #[test]
 fn a_serial_report_is_dated_after_the_read_before_it_and_only_then() {
-    let dir = TempDir::new("hub-printed-after");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-printed-after");
+    let log = dir.path().join("serial.log");
     std::fs::write(&log, LAB_LOG).expect("write log");
     let now = Instant::now();
     let mut capture = Capture::new(settings(&dir));
@@ -112,8 +112,8 @@ fn a_serial_report_is_dated_after_the_read_before_it_and_only_then() {
 
 #[test]
 fn a_report_cut_by_the_vm_going_away_goes_out_as_it_stands() {
-    let dir = TempDir::new("hub-gone");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-gone");
+    let log = dir.path().join("serial.log");
     // The report up to its task table: the VM was destroyed while the kernel wrote it.
     let cut: String = LAB_LOG
         .lines()
@@ -135,8 +135,8 @@ fn a_report_cut_by_the_vm_going_away_goes_out_as_it_stands() {
 
 #[test]
 fn partial_serial_report_is_completed_by_the_guest_agent() {
-    let dir = TempDir::new("hub-partial");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-partial");
+    let log = dir.path().join("serial.log");
     let kill_line = LAB_LOG.lines().last().expect("kill line");
     std::fs::write(&log, format!("{kill_line}\n")).expect("write log");
     let hypervisor = fake_with_dmesg(LAB_LOG);
@@ -160,8 +160,8 @@ fn partial_serial_report_is_completed_by_the_guest_agent() {
 
 #[test]
 fn partial_report_goes_out_after_the_hold_and_is_completed_later() {
-    let dir = TempDir::new("hub-hold");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-hold");
+    let log = dir.path().join("serial.log");
     let kill_line = LAB_LOG.lines().last().expect("kill line");
     std::fs::write(&log, format!("{kill_line}\n")).expect("write log");
     let now = Instant::now();
@@ -200,8 +200,8 @@ fn a_copy_cut_before_its_kill_line_and_its_whole_copy_are_one_oom() {
         .collect();
     let hypervisor = fake_with_dmesg(LAB_LOG);
     for completed_while_held in [true, false] {
-        let dir = TempDir::new("hub-cut-before-kill");
-        let log = dir.0.join("serial.log");
+        let dir = temp_dir("hub-cut-before-kill");
+        let log = dir.path().join("serial.log");
         std::fs::write(&log, &cut).expect("write log");
         let now = Instant::now();
         let mut capture = Capture::new(settings(&dir));
@@ -283,8 +283,8 @@ fn append_kill_line_and_poll(capture: &mut Capture, log: &Path, at: Instant) -> 
 
 #[test]
 fn flood_of_forged_reports_is_bounded_and_counted() {
-    let dir = TempDir::new("hub-flood");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-flood");
+    let log = dir.path().join("serial.log");
     // 1000 forged kill-line-only reports with distinct pids, and Out of puff lines.
     let text = forged_kill_lines(
         1000..2000,
@@ -315,8 +315,8 @@ fn flood_of_forged_reports_is_bounded_and_counted() {
 
 #[test]
 fn a_flood_that_stops_is_flagged_once_the_bucket_refills() {
-    let dir = TempDir::new("hub-flood-stops");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-flood-stops");
+    let log = dir.path().join("serial.log");
     let text = forged_kill_lines(1000..1100, None);
     std::fs::write(&log, &text).expect("write log");
     let now = Instant::now();
@@ -349,8 +349,8 @@ fn a_flood_that_stops_is_flagged_once_the_bucket_refills() {
 
 #[test]
 fn under_a_flood_partial_reports_are_held_only_while_the_bucket_has_room() {
-    let dir = TempDir::new("hub-flood-held");
-    let log = dir.0.join("serial.log");
+    let dir = temp_dir("hub-flood-held");
+    let log = dir.path().join("serial.log");
     let text = forged_kill_lines(1000..2000, None);
     std::fs::write(&log, &text).expect("write log");
     let now = Instant::now();
