@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{DomainId, ExecOutput, HypervisorError};
+use super::{agent_reply, DomainId, ExecOutput, HypervisorError};
 
 /// One reply of the guest agent, in the form the transport has it.
 #[derive(Debug)]
@@ -134,35 +134,19 @@ struct ExecStatusReturn<'a> {
     out_truncated: bool,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    class: String,
-    #[serde(default)]
-    desc: String,
-}
-
-#[derive(Deserialize)]
-struct Reply<T> {
-    #[serde(rename = "return")]
-    value: Option<T>,
-    error: Option<ErrorBody>,
-}
-
 /// The `return` value of `reply` as a `T`, borrowing its strings from the reply
 /// (a large `out-data` is not copied before it is cut and decoded).
 fn read<'a, T: Deserialize<'a>>(reply: &'a AgentReply) -> Result<T, ExecReplyError> {
     match reply {
         AgentReply::Return(value) => T::deserialize(value).map_err(ExecReplyError::Malformed),
         AgentReply::Text(text) => {
-            let reply: Reply<T> = serde_json::from_str(text).map_err(ExecReplyError::Malformed)?;
-            match (reply.value, reply.error) {
-                (Some(value), _) => Ok(value),
-                (None, Some(error)) => Err(ExecReplyError::Error(format!(
+            match agent_reply::parse::<T>(text).map_err(ExecReplyError::Malformed)? {
+                Some(Ok(value)) => Ok(value),
+                Some(Err(error)) => Err(ExecReplyError::Error(format!(
                     "{}: {}",
                     error.class, error.desc
                 ))),
-                (None, None) => Err(ExecReplyError::Empty),
+                None => Err(ExecReplyError::Empty),
             }
         }
     }

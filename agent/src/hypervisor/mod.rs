@@ -14,6 +14,7 @@
 //! is `Send + Sync` and must not hold a lock across a call that waits for a guest
 //! (libvirt: the connection is cloned out of its mutex; Proxmox: one QGA socket per call).
 
+mod agent_reply;
 pub mod fake;
 pub mod guest_base64;
 mod guest_exec;

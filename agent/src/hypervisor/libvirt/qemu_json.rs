@@ -31,20 +31,7 @@ pub enum ReplyError {
     Base64(#[source] base64::DecodeError),
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    class: String,
-    #[serde(default)]
-    desc: String,
-}
-
-#[derive(Deserialize)]
-struct Reply<T> {
-    #[serde(rename = "return")]
-    value: Option<T>,
-    error: Option<ErrorBody>,
-}
+use crate::hypervisor::agent_reply::{self, ErrorBody};
 
 fn parse_reply<'a, T: Deserialize<'a>>(
     reply: &'a str,
@@ -56,12 +43,9 @@ fn parse_reply<'a, T: Deserialize<'a>>(
             limit,
         });
     }
-    let reply: Reply<T> = serde_json::from_str(reply).map_err(ReplyError::Malformed)?;
-    match (reply.value, reply.error) {
-        (Some(value), _) => Ok(Ok(value)),
-        (None, Some(error)) => Ok(Err(error)),
-        (None, None) => Err(ReplyError::Missing("return")),
-    }
+    agent_reply::parse(reply)
+        .map_err(ReplyError::Malformed)?
+        .ok_or(ReplyError::Missing("return"))
 }
 
 /// The `qom-get ... guest-stats` reply -> counters. `Ok(None)` when QEMU answers with
