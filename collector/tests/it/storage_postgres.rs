@@ -10,6 +10,7 @@ use std::sync::Arc;
 use ballast_collector::storage::postgres::PostgresStore;
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::Store;
+use ballast_daemon::error_chain;
 use ballast_testpg::TestPg;
 
 async fn store(cluster: &TestPg) -> Arc<dyn Store> {
@@ -156,15 +157,4 @@ async fn the_store_connects_over_verified_tls() {
     PostgresStore::open(&format!("{tcp} sslmode=require"), 1)
         .await
         .expect("require takes any certificate");
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
