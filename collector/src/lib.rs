@@ -23,6 +23,7 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod auth_limit;
+pub mod cli;
 pub mod clusters;
 pub mod config;
 pub mod correlation;

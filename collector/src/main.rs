@@ -16,8 +16,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use ballast_collector::config::{self, RawConfig};
-use ballast_collector::storage::{self, queries};
-use ballast_collector::{auth, server};
+use ballast_collector::{cli, server};
 
 #[derive(Parser)]
 #[command(
@@ -116,7 +115,7 @@ fn main() -> ExitCode {
     let settings = match config::load(config_path.as_deref()) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("ballast-collector: {error:#}");
+            eprintln!("ballast-collector: {error}");
             return ExitCode::from(2);
         }
     };
@@ -139,78 +138,31 @@ fn main() -> ExitCode {
             )
             .await
             .context("The collector stopped with an error"),
-            Command::Token { action, .. } => token(&settings, action).await,
-            Command::Report { report, .. } => print_report(&settings, report).await,
+            Command::Token { action, .. } => cli::token(&settings.storage, action.into()).await,
+            Command::Report {
+                report: ReportKind::BalloonPolicy { since, format },
+                ..
+            } => cli::balloon_policy_report(&settings.storage, &since, &format).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("ballast-collector: {error:#}");
+            eprintln!(
+                "ballast-collector: {}",
+                ballast_daemon::error_chain(&*error)
+            );
             ExitCode::from(1)
         }
     }
 }
 
-async fn print_report(settings: &config::Settings, report: ReportKind) -> anyhow::Result<()> {
-    let ReportKind::BalloonPolicy { since, format } = report;
-    let format = ballast_collector::reports::ReportFormat::parse(&format)?;
-    let span_ms = ballast_collector::reports::format::parse_duration_ms(&since)
-        .with_context(|| format!("--since {since:?} is not a duration like 30d or 12h"))?;
-    let store = storage::open(&settings.storage)
-        .await
-        .context("Failed to open the store")?;
-    let until = ballast_collector::now_ms();
-    let text = ballast_collector::reports::balloon_policy(
-        store.as_ref(),
-        until.saturating_sub(span_ms),
-        until,
-        &ballast_collector::reports::PolicySettings::default(),
-        format,
-    )
-    .await?;
-    print!("{text}");
-    Ok(())
-}
-
-async fn token(settings: &config::Settings, action: TokenAction) -> anyhow::Result<()> {
-    let store = storage::open(&settings.storage)
-        .await
-        .context("Failed to open the store")?;
-    match action {
-        TokenAction::Create { host, rotate } => {
-            anyhow::ensure!(
-                !host.is_empty()
-                    && host.len() <= 253
-                    && host
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')),
-                "Host name {host:?} may only hold letters, digits, '.', '-' and '_'"
-            );
-            let token = auth::generate_token()?;
-            queries::put_token(
-                store.as_ref(),
-                &host,
-                &auth::token_sha256(&token),
-                ballast_collector::now_ms(),
-                rotate,
-            )
-            .await?;
-            println!("{token}");
-            eprintln!("Token for {host} created; it is shown only now. Put it in the agent's collector.token_file.");
-        }
-        TokenAction::Revoke { host } => {
-            if queries::revoke_token(store.as_ref(), &host).await? {
-                eprintln!("Token of {host} revoked.");
-            } else {
-                anyhow::bail!("{host} has no token");
-            }
-        }
-        TokenAction::List => {
-            for info in queries::list_tokens(store.as_ref()).await? {
-                println!("{}\t{}", info.host, info.created_ms);
-            }
+impl From<TokenAction> for cli::TokenCommand {
+    fn from(action: TokenAction) -> Self {
+        match action {
+            TokenAction::Create { host, rotate } => Self::Create { host, rotate },
+            TokenAction::Revoke { host } => Self::Revoke { host },
+            TokenAction::List => Self::List,
         }
     }
-    Ok(())
 }

@@ -73,6 +73,10 @@ pub struct HoldOutcome {
     pub stalled_at_kib: u64,
     /// The guest logged `Out of puff!` while the balloon was stuck.
     pub out_of_puff: bool,
+    /// The OOM kill came while the balloon inflated, before any trigger: an allocation
+    /// elsewhere in the guest found no free page the balloon had not taken (the kernel
+    /// may do this instead of stalling the balloon; which one happens is a race).
+    pub killed_while_inflating: bool,
     /// The kill line, when the trigger led to an OOM kill within the timeout.
     pub kill_line: Option<String>,
     /// `balloon.current` (KiB) at the end.
@@ -95,11 +99,13 @@ pub fn hold_then_inflate(
     guest.setmem_mib(target_mib)?;
     let stalled_at_kib = wait_balloon_still(guest, target_mib * 1024, Duration::from_secs(30))?;
     let out_of_puff = guest.serial_text().contains("Out of puff");
+    let killed_while_inflating = guest.serial_count(KILL_LINE) > kills_before;
     let kill_line = trigger_until_kill(guest, kills_before, oom_timeout);
     let balloon_current_after_kib = guest.domstats_balloon()?.get("balloon.current").copied();
     Ok(HoldOutcome {
         stalled_at_kib,
         out_of_puff,
+        killed_while_inflating,
         kill_line,
         balloon_current_after_kib,
     })

@@ -398,12 +398,15 @@ mod smoke {
             .expect("domstats")
             .contains_key("balloon.current"));
 
-        // Hold 320 MiB, inflate to 200 MiB: the balloon stalls; a guest-exec sets off the OOM.
+        // Hold 320 MiB, inflate to 200 MiB: the balloon stalls and a guest-exec sets off
+        // the OOM, or (a race inside the guest) some allocation during the inflation
+        // finds no free page and the kill comes before any trigger; then the balloon
+        // may reach its target, with memory the kill freed.
         let outcome = hold_then_inflate(&guest, 320, 200, OOM_TIMEOUT).expect("hold then inflate");
         eprintln!("hold_then_inflate: {outcome:?}");
         assert!(
-            outcome.stalled_at_kib > 300 * 1024,
-            "balloon did not stall: {outcome:?}"
+            outcome.stalled_at_kib > 300 * 1024 || outcome.killed_while_inflating,
+            "balloon neither stalled nor took the memory through a kill: {outcome:?}"
         );
         let kill = outcome.kill_line.expect("an OOM kill after the trigger");
         assert!(kill.contains("(memhog)"), "{kill}");
