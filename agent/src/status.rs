@@ -219,15 +219,13 @@ mod tests {
 
     #[test]
     fn the_file_round_trips() {
-        let dir = std::env::temp_dir().join(format!("ballast-status-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("status.json");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("status.json");
         let status = Status {
             host_id: "h".into(),
             ..Status::default()
         };
         status.write(&path).expect("written");
         assert_eq!(Status::read(&path).expect("read"), status);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -121,8 +121,9 @@ mod tests {
 
     #[test]
     fn the_newest_intact_slot_wins() {
-        let dir = tempdir();
-        let (mut cursor, damaged) = CursorFile::open(&dir).expect("create");
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
+        let (mut cursor, damaged) = CursorFile::open(dir).expect("create");
         assert!(!damaged);
         assert_eq!(cursor.acked, [0; Lane::COUNT]);
         cursor.acked = [5, 6, 7];
@@ -130,7 +131,7 @@ mod tests {
         cursor.acked = [8, 9, 10];
         cursor.persist().expect("persist");
         drop(cursor);
-        let (cursor, _) = CursorFile::open(&dir).expect("reopen");
+        let (cursor, _) = CursorFile::open(dir).expect("reopen");
         assert_eq!(cursor.acked, [8, 9, 10]);
         let generation = cursor.generation;
         drop(cursor);
@@ -141,19 +142,8 @@ mod tests {
         let newest = (generation % 2) as usize * SLOT_BYTES;
         bytes[newest + 14] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
-        let (cursor, damaged) = CursorFile::open(&dir).expect("reopen");
+        let (cursor, damaged) = CursorFile::open(dir).expect("reopen");
         assert!(!damaged);
         assert_eq!(cursor.acked, [5, 6, 7]);
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
-
-    fn tempdir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "ballast-cursor-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        dir
     }
 }

@@ -399,8 +399,8 @@ mod tests {
 
     #[test]
     fn log_rotates_past_its_limit() {
-        let dir = std::env::temp_dir().join(format!("ballast-pve-serial-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path();
         let path = dir.join("100.serial0.log");
         let mut log = LogFile::open(&path, 10).expect("open");
         log.append(b"12345678").expect("append");
@@ -410,6 +410,5 @@ mod tests {
             b"12345678"
         );
         assert_eq!(std::fs::read(&path).expect("live"), b"abcdef");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,13 +11,17 @@ struct FakeNode {
     dir: PathBuf,
     servers: Vec<FakeServer>,
     release: Vec<Sender<()>>,
+    /// Holds `dir`; removed on drop, after the fake servers (fields drop in order).
+    _temp: tempfile::TempDir,
 }
 
 impl FakeNode {
     fn new(name: &str) -> FakeNode {
-        let dir =
-            std::env::temp_dir().join(format!("ballast-fake-pve-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("ballast-fake-pve-{name}-"))
+            .tempdir()
+            .expect("fake node dir");
+        let dir = temp.path().to_path_buf();
         for sub in ["run", "conf", "proc"] {
             std::fs::create_dir_all(dir.join(sub)).expect("fake node dirs");
         }
@@ -25,6 +29,7 @@ impl FakeNode {
             dir,
             servers: Vec::new(),
             release: Vec::new(),
+            _temp: temp,
         }
     }
 
@@ -75,7 +80,6 @@ impl FakeNode {
 impl Drop for FakeNode {
     fn drop(&mut self) {
         self.release.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -272,7 +272,6 @@ pub(crate) mod fake_server {
     use std::io::{BufRead, BufReader, Write};
     use std::os::unix::net::{UnixListener, UnixStream};
     use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread::JoinHandle;
 
     /// The server's side of one connection.
@@ -301,20 +300,18 @@ pub(crate) mod fake_server {
     pub struct FakeServer {
         pub path: PathBuf,
         thread: Option<JoinHandle<()>>,
+        /// The socket's directory, removed on drop.
+        _dir: tempfile::TempDir,
     }
 
     impl FakeServer {
         /// Serves one connection with `script` on a fresh socket.
         pub fn start(script: impl FnOnce(Peer) + Send + 'static) -> FakeServer {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "ballast-fake-qmp-{}-{}",
-                std::process::id(),
-                COUNTER.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("socket dir");
-            let path = dir.join("100.qmp");
+            let dir = tempfile::Builder::new()
+                .prefix("ballast-fake-qmp-")
+                .tempdir()
+                .expect("socket dir");
+            let path = dir.path().join("100.qmp");
             let listener = UnixListener::bind(&path).expect("bind");
             let thread = std::thread::spawn(move || {
                 let (stream, _) = listener.accept().expect("accept");
@@ -327,6 +324,7 @@ pub(crate) mod fake_server {
             FakeServer {
                 path,
                 thread: Some(thread),
+                _dir: dir,
             }
         }
 
@@ -334,14 +332,6 @@ pub(crate) mod fake_server {
         pub fn finish(mut self) {
             if let Some(thread) = self.thread.take() {
                 thread.join().expect("fake server script");
-            }
-        }
-    }
-
-    impl Drop for FakeServer {
-        fn drop(&mut self) {
-            if let Some(dir) = self.path.parent() {
-                let _ = std::fs::remove_dir_all(dir);
             }
         }
     }
