@@ -29,11 +29,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use ballast_collector::api::{ApiConfig, AppState};
 use ballast_collector::auth::token_sha256;
 use ballast_collector::correlation::CorrelationSettings;
 use ballast_collector::ingest::prepare_batch;
 use ballast_collector::server::serve_listener;
+use ballast_collector::state::{ApiConfig, AppState};
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::{queries, Store};
 use ballast_model::{

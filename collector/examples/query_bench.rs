@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use ballast_collector::config::RetentionSettings;
 use ballast_collector::correlation::CorrelationSettings;
 use ballast_collector::ingest::prepare_batch;
 use ballast_collector::retention;
+use ballast_collector::retention::RetentionSettings;
 use ballast_collector::storage::postgres::PostgresStore;
 use ballast_collector::storage::queries::{self, OomFilter, Resolution};
 use ballast_collector::storage::sqlite::SqliteStore;

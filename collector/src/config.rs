@@ -15,12 +15,12 @@ use std::time::Duration;
 use ballast_daemon::config_file::{self, ConfigFileError};
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::IngestLimits;
+use crate::auth::IngestLimits;
 use crate::correlation::CorrelationSettings;
 use crate::listener::ConnectionLimits;
 use crate::paths;
-pub use crate::retention::RetentionSettings;
-pub use crate::storage::StorageSettings;
+use crate::retention::RetentionSettings;
+use crate::storage::StorageSettings;
 
 /// The configuration file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -25,7 +25,7 @@ pub struct RetentionSettings {
     pub batch_rows: u32,
 }
 
-pub use crate::metrics::Deleted;
+use crate::metrics::Deleted;
 
 /// Pause between two delete batches.
 const PAUSE: Duration = Duration::from_millis(20);

@@ -13,9 +13,10 @@ use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 
-use crate::api::{AppError, AppState};
+use crate::api::AppError;
 use crate::auth::bearer;
 use crate::auth::token_sha256;
+use crate::state::AppState;
 
 /// What an agent learns from its health check.
 #[derive(Debug, Serialize)]

@@ -30,9 +30,10 @@ use axum::Json;
 
 use ballast_model::{Batch, IngestResponse};
 
-use crate::api::{AppError, AppState};
+use crate::api::AppError;
 use crate::auth::Refused;
 use crate::metrics::{BatchShape, IngestOutcome};
+use crate::state::AppState;
 
 pub(super) async fn ingest(
     State(state): State<AppState>,

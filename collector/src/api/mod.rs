@@ -24,9 +24,5 @@ mod scrape;
 pub use error::AppError;
 pub use routes::routes;
 
-// Where these lived before `state` and `app` (kept for callers of `api::...`).
-pub use crate::app::app;
-pub use crate::state::{ApiConfig, AppState};
-
 #[cfg(test)]
 mod tests;

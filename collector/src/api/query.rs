@@ -7,8 +7,9 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 
-use crate::api::{AppError, AppState};
+use crate::api::AppError;
 use crate::records::{OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory};
+use crate::state::AppState;
 use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, VmFilter};
 
 const DAY_MS: i64 = 86_400_000;

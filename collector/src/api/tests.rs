@@ -6,6 +6,9 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
+
+use crate::app::app;
+use crate::state::{ApiConfig, AppState};
 use tower::ServiceExt;
 
 use ballast_model::{
@@ -13,7 +16,6 @@ use ballast_model::{
     SCHEMA_VERSION,
 };
 
-use super::*;
 use crate::auth::token_sha256;
 use crate::storage::queries;
 use crate::storage::sqlite::SqliteStore;
@@ -273,10 +275,10 @@ async fn a_batch_is_stored_once_and_a_resend_counts_duplicates() {
 
 #[tokio::test]
 async fn bad_bodies_get_4xx_naming_the_problem_and_nothing_is_stored() {
-    let limits = crate::config::IngestLimits {
+    let limits = crate::auth::IngestLimits {
         max_body_bytes: 64 * 1024,
         max_decompressed_bytes: 512 * 1024,
-        ..crate::config::IngestLimits::default()
+        ..crate::auth::IngestLimits::default()
     };
     let (_dir, state) = state(ApiConfig {
         ingest: limits,
@@ -325,10 +327,10 @@ async fn bad_bodies_get_4xx_naming_the_problem_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn a_host_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
-    let limits = crate::config::IngestLimits {
+    let limits = crate::auth::IngestLimits {
         rate_per_sec: 0.01,
         burst: 2,
-        ..crate::config::IngestLimits::default()
+        ..crate::auth::IngestLimits::default()
     };
     let (_dir, state) = state(ApiConfig {
         ingest: limits,

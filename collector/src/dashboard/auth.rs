@@ -277,8 +277,9 @@ mod flow_tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::api::{app, ApiConfig};
+    use crate::app::app;
     use crate::dashboard::DashboardSettings;
+    use crate::state::ApiConfig;
     use crate::storage::sqlite::SqliteStore;
 
     const TOKEN: &str = "dashboard-token-0123456789";

@@ -12,9 +12,6 @@ use crate::reports::format;
 use crate::reports::{self, PolicySettings};
 use crate::state::AppState;
 
-/// Where it lived before `reports::html` (kept for callers).
-pub use crate::reports::html::standalone;
-
 #[derive(Debug, Deserialize)]
 pub struct ReportParams {
     since: Option<String>,

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use ballast_model::CorrelationVerdict;
 
 use crate::notify::config::WebhookFormat;
-pub use crate::storage::outbox::{OomNotice, SuppressedSummary};
+use crate::storage::outbox::{OomNotice, SuppressedSummary};
 
 /// Longest guest- or agent-written text put in a message, in characters.
 const MAX_TEXT_CHARS: usize = 120;

@@ -32,7 +32,7 @@ pub use filter::{targets, Filter, Route};
 pub use stats::NotifyStats;
 
 /// The outbox's store side (kept under its old path for callers).
-pub use crate::storage::outbox;
+use crate::storage::outbox;
 
 use crate::storage::Store;
 

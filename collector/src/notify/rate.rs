@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-pub use crate::storage::outbox::Limit;
-
 /// The wait before retry number `attempt` (1 = the first retry): `initial * 2^(attempt-1)`
 /// capped at `max`, then scaled by `jitter` in [0.5, 1.0] (pass a random draw).
 pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
@@ -16,6 +14,7 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::outbox::Limit;
 
     #[test]
     fn a_message_counts_for_one_window_from_when_it_was_sent() {

@@ -22,9 +22,10 @@ use std::time::Duration;
 
 use crate::notify::config::WebhookSettings;
 use crate::notify::message::{self, RateLimit};
-use crate::notify::rate::{backoff, Limit};
+use crate::notify::rate::backoff;
 use crate::notify::stats::NotifyStats;
 use crate::storage::outbox;
+use crate::storage::outbox::Limit;
 use crate::storage::{Store, StoreError};
 use ballast_daemon::error_chain;
 

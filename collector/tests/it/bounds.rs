@@ -13,11 +13,12 @@ use tokio::net::TcpStream;
 
 use ballast_testenv::wait_until_async;
 
-use ballast_collector::api::{app, ApiConfig, AppState};
+use ballast_collector::app::app;
 use ballast_collector::auth::token_sha256;
 use ballast_collector::listener::ConnectionLimits;
 use ballast_collector::reload::LiveRouter;
 use ballast_collector::server::serve_live;
+use ballast_collector::state::{ApiConfig, AppState};
 use ballast_collector::storage::queries;
 use ballast_collector::storage::sqlite::SqliteStore;
 

@@ -22,10 +22,11 @@ use axum::body::Bytes;
 use base64::Engine as _;
 use http_body_util::Full;
 
-use ballast_collector::api::{app, ApiConfig, AppState};
+use ballast_collector::app::app;
 use ballast_collector::auth::token_sha256;
 use ballast_collector::dashboard::{DashboardAuth, DashboardSettings, CONTENT_SECURITY_POLICY};
 use ballast_collector::server::serve_listener;
+use ballast_collector::state::{ApiConfig, AppState};
 use ballast_collector::storage::queries;
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::Store;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use http_body_util::Full;
 
-use ballast_collector::api::ApiConfig;
+use ballast_collector::state::ApiConfig;
 use ballast_model::{Batch, IngestResponse};
 use ballast_testenv::wait_until_async;
 

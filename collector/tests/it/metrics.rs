@@ -738,7 +738,7 @@ fn docs_dashboard_and_rules_name_only_exported_collector_metrics() {
 /// absent rather than a made-up 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_failures_count_as_5xx_and_storage_errors() {
-    use ballast_collector::api::ApiConfig;
+    use ballast_collector::state::ApiConfig;
     use ballast_collector::storage::sql::Query;
     use ballast_collector::storage::Store;
 

@@ -296,7 +296,7 @@ fn renderings_escape_names_and_say_the_numbers() {
         lines[3],
         "kvm1,db,5e1f0000-0000-4000-8000-0000000000db,libvirt,8192,8192,120,1616,1616,2000,2432,false,0,0,0,3008,stats_period_off;no_guest_agent;shrink"
     );
-    let html = ballast_collector::dashboard::report_page::standalone(&report);
+    let html = ballast_collector::reports::html::standalone(&report);
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
 }

@@ -17,12 +17,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::Value;
 
-use ballast_collector::api::{ApiConfig, AppState};
 use ballast_collector::auth::token_sha256;
 use ballast_collector::config::{RawConfig, Settings};
-use ballast_collector::notify::rate::Limit;
-use ballast_collector::notify::{self, outbox, Notifier};
+use ballast_collector::notify::{self, Notifier};
 use ballast_collector::server::serve_listener;
+use ballast_collector::state::{ApiConfig, AppState};
+use ballast_collector::storage::outbox;
+use ballast_collector::storage::outbox::Limit;
 use ballast_collector::storage::{self, queries, Store};
 use ballast_model::{Envelope, OomEvent};
 use ballast_testenv::wait_until_async;

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 
-use ballast_collector::api::{ApiConfig, AppState};
 use ballast_collector::auth::token_sha256;
 use ballast_collector::server::{serve_listener, ServeError};
+use ballast_collector::state::{ApiConfig, AppState};
 use ballast_collector::storage::queries;
 use ballast_collector::storage::sqlite::SqliteStore;
 

@@ -360,7 +360,7 @@ pub async fn tokens_are_stored_hashed(store: Arc<dyn Store>) {
 
 pub async fn retention_deletes_in_batches(store: Arc<dyn Store>) {
     load(store.as_ref()).await.expect("load");
-    let settings = ballast_collector::config::RetentionSettings {
+    let settings = ballast_collector::retention::RetentionSettings {
         rollups: std::time::Duration::from_secs(10 * 60),
         minute_rollups: std::time::Duration::from_secs(48 * 3600),
         ooms: std::time::Duration::from_secs(3600),
@@ -465,7 +465,7 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
     );
 
     // Minutes are kept one hour: at start + 3 h + 10 min the first two hours go.
-    let settings = ballast_collector::config::RetentionSettings {
+    let settings = ballast_collector::retention::RetentionSettings {
         rollups: std::time::Duration::from_secs(30 * 86_400),
         minute_rollups: std::time::Duration::from_secs(3600),
         ooms: std::time::Duration::from_secs(365 * 86_400),
@@ -546,7 +546,7 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
     let again = retention::run_pass(store.as_ref(), &settings, now)
         .await
         .expect("retention");
-    assert_eq!(again, retention::Deleted::default());
+    assert_eq!(again, ballast_collector::metrics::Deleted::default());
     assert_eq!(
         count_rows(
             store.as_ref(),
