@@ -27,6 +27,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ballast_daemon::exposition::{counter, counter_family, gauge};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -35,9 +36,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    prometheus_text, DescriptorEncoder, EncodeGaugeValue, EncodeMetric,
-};
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
@@ -362,37 +361,6 @@ impl Collector for SinkScrape {
             self.send_errors,
         )
     }
-}
-
-/// The `# HELP`/`# TYPE` lines of a counter family named `name` (with its `_total`,
-/// which the encoder adds to every counter's name); its series follow.
-fn counter_family<'e>(
-    encoder: &'e mut DescriptorEncoder,
-    name: &'e str,
-    help: &str,
-) -> Result<prometheus_client::encoding::MetricEncoder<'e>, std::fmt::Error> {
-    let base = name.strip_suffix("_total").unwrap_or(name);
-    encoder.encode_descriptor(base, help, None, MetricType::Counter)
-}
-
-/// A counter without labels.
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> std::fmt::Result {
-    ConstCounter::new(value).encode(counter_family(encoder, name, help)?)
-}
-
-/// A gauge without labels.
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: impl EncodeGaugeValue,
-) -> std::fmt::Result {
-    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 fn now_ms() -> i64 {

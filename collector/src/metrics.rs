@@ -17,11 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use ballast_daemon::exposition::{counter, counter_family, gauge};
 use ballast_model::{CorrelationVerdict, OomKind};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{
-    prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder,
-};
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -481,32 +480,6 @@ impl Collector for Scrape {
         }
         Ok(())
     }
-}
-
-/// The `# HELP`/`# TYPE` lines of a counter family named `name` (with its `_total`,
-/// which the encoder adds to every counter's name); its series follow.
-fn counter_family<'e>(
-    encoder: &'e mut DescriptorEncoder,
-    name: &'e str,
-    help: &str,
-) -> Result<MetricEncoder<'e>, std::fmt::Error> {
-    let base = name.strip_suffix("_total").unwrap_or(name);
-    encoder.encode_descriptor(base, help, None, MetricType::Counter)
-}
-
-/// A counter without labels.
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> std::fmt::Result {
-    ConstCounter::new(value).encode(counter_family(encoder, name, help)?)
-}
-
-/// A gauge without labels.
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> std::fmt::Result {
-    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
 fn now_secs() -> f64 {
