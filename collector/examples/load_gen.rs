@@ -372,6 +372,7 @@ impl Agent {
                         alloc_stalls: Some(0),
                         stale: false,
                         host: Some(host.clone()),
+                        pressure: None,
                     },
                 ));
             }

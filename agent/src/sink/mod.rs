@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ballast_model::{Batch, SCHEMA_VERSION};
+use ballast_model::Batch;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
@@ -153,7 +153,7 @@ pub async fn run_reloadable(
             continue;
         }
         let batch = Batch {
-            schema_version: SCHEMA_VERSION,
+            schema_version: Batch::schema_version_for(&pending.events),
             host_id: config.host_id.clone(),
             agent_version: config.agent_version.clone(),
             events: pending.events.clone(),

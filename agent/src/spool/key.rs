@@ -39,6 +39,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
         Event::BalloonChange(change) => change.vm.uuid.as_str(),
         Event::Oom(oom) => oom.vm.uuid.as_str(),
         Event::NearMiss(near_miss) => near_miss.vm.uuid.as_str(),
+        Event::Pressure(episode) => episode.vm.uuid.as_str(),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => HOST_LEVEL_VM,
     };
     event_key(host_id, event.kind_name(), vm_uuid, discriminator)
@@ -51,7 +52,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
 pub enum Lane {
     /// OOM events and near misses.
     Critical,
-    /// Hello, inventory, balloon changes, health.
+    /// Hello, inventory, balloon changes, health, pressure episodes.
     Normal,
     /// Per-minute balloon rollups (samples).
     Rollup,
@@ -66,9 +67,11 @@ impl Lane {
         match event {
             Event::Oom(_) | Event::NearMiss(_) => Lane::Critical,
             Event::Rollup(_) => Lane::Rollup,
-            Event::Hello(_) | Event::Inventory(_) | Event::BalloonChange(_) | Event::Health(_) => {
-                Lane::Normal
-            }
+            Event::Hello(_)
+            | Event::Inventory(_)
+            | Event::BalloonChange(_)
+            | Event::Health(_)
+            | Event::Pressure(_) => Lane::Normal,
         }
     }
 

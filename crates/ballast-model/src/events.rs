@@ -36,6 +36,8 @@ pub enum Event {
     Oom(Box<OomEvent>),
     NearMiss(NearMiss),
     Health(AgentHealth),
+    /// Schema version 2.
+    Pressure(Box<crate::PressureEpisode>),
 }
 
 impl Event {
@@ -49,7 +51,28 @@ impl Event {
             Event::Oom(_) => "oom",
             Event::NearMiss(_) => "near_miss",
             Event::Health(_) => "health",
+            Event::Pressure(_) => "pressure",
         }
+    }
+
+    /// The lowest schema version that has this event: a batch says the highest of its
+    /// events', so a collector of an older version still takes every batch it can read.
+    pub fn schema_version(&self) -> u32 {
+        match self {
+            Event::Pressure(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl Batch {
+    /// The schema version a batch of `events` needs ([`Event::schema_version`]).
+    pub fn schema_version_for(events: &[Envelope]) -> u32 {
+        events
+            .iter()
+            .map(|envelope| envelope.event.schema_version())
+            .max()
+            .unwrap_or(1)
     }
 }
 
@@ -153,6 +176,9 @@ pub struct BalloonRollup {
     /// Host memory at the end of the period.
     #[serde(default)]
     pub host: Option<HostMemory>,
+    /// The VM's pressure signals in the period (schema version 2); None: it had none.
+    #[serde(default)]
+    pub pressure: Option<crate::PressureRollup>,
 }
 
 /// The balloon moved (between polls).

@@ -149,6 +149,65 @@ vocabulary! {
     unknown_is_a_value = false
 }
 
+vocabulary! {
+    /// How hard a VM's memory is pressed ([`crate::PressureEpisode::level`]).
+    RiskLevel {
+        /// No sign of distress, or signs too weak to name.
+        Ok = "ok",
+        /// The guest reclaims or stalls, or MemAvailable falls towards exhaustion.
+        Elevated = "elevated",
+        /// Exhaustion is near (or the guest stalls hard): an OOM is likely soon.
+        Critical = "critical",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// Where a VM's pressure signals come from ([`crate::PressureRollup::sources`]); a VM
+    /// with none of them has no pressure signals, which is not the same as no pressure.
+    SignalSource {
+        /// The six Linux >= 6.12 balloon counters (stalls, scans, reclaims) from QEMU's
+        /// `guest-stats` (QEMU >= 9.2; on libvirt only with `libvirt.read_qemu_counters`).
+        BalloonCounters = "balloon_counters",
+        /// Major faults, swap-in and MemAvailable from the balloon stats every backend reads.
+        BalloonStats = "balloon_stats",
+        /// The guest's `/proc/pressure/memory`, read through the guest agent's file API.
+        GuestPsi = "guest_psi",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// One signal that drove a risk assessment ([`crate::PressureEpisode::drivers`]).
+    PressureSignal {
+        AllocStalls = "alloc_stalls",
+        DirectScan = "direct_scan",
+        DirectReclaim = "direct_reclaim",
+        MajorFaults = "major_faults",
+        SwapIn = "swap_in",
+        /// MemAvailable falling towards zero.
+        AvailableFalling = "available_falling",
+        /// MemAvailable low against the guest's memory.
+        AvailableLow = "available_low",
+        PsiSome = "psi_some",
+        PsiFull = "psi_full",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// Which moment of a pressure episode an event reports ([`crate::PressureEpisode::phase`]).
+    EpisodePhase {
+        /// Risk left `ok`.
+        Start = "start",
+        /// Risk reached a new worst level (or exhaustion came nearer) during the episode.
+        Peak = "peak",
+        /// Risk went back to `ok` and stayed (or the VM went away).
+        End = "end",
+    }
+    unknown_is_a_value = false
+}
+
 impl crate::OomKind {
     /// Every kind, in order.
     pub const ALL: [crate::OomKind; 3] = [

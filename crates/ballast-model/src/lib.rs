@@ -24,13 +24,18 @@
 
 mod events;
 mod kinds;
+mod pressure;
 mod report;
 mod validate;
 
 pub use events::*;
-pub use kinds::{CorrelationVerdict, NearMissKind, ReportKind, ReportVerdict, VmState};
+pub use kinds::{
+    CorrelationVerdict, EpisodePhase, NearMissKind, PressureSignal, ReportKind, ReportVerdict,
+    RiskLevel, SignalSource, VmState,
+};
+pub use pressure::*;
 pub use report::*;
 pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_MEMORY_KIB};
 
 /// The version of this schema; see the module docs for the compatibility rule.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;

@@ -211,6 +211,7 @@ fn event_vm(event: &Event) -> Option<&str> {
         Event::BalloonChange(change) => Some(&change.vm.uuid),
         Event::Oom(oom) => Some(&oom.vm.uuid),
         Event::NearMiss(miss) => Some(&miss.vm.uuid),
+        Event::Pressure(episode) => Some(&episode.vm.uuid),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => None,
     }
 }
@@ -338,6 +339,11 @@ fn validate_event(
             check_kib(path, "usable_kib", miss.usable_kib)?;
         }
         Event::Health(_) => {}
+        Event::Pressure(episode) => {
+            // TODO(issue 19, collector side): every field bounded and checked.
+            check_uuid(&format!("{path}.vm.uuid"), &episode.vm.uuid)?;
+            check_len(&format!("{path}.vm.name"), &episode.vm.name, name)?;
+        }
     }
     Ok(())
 }

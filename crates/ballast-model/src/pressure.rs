@@ -1,0 +1,208 @@
+//! Memory pressure (schema version 2): the signals of a guest's distress the agent
+//! measured before any kill, the risk it read from them, and pressure episodes.
+//!
+//! Rates are per second of host time between two polls. Everything here is derived
+//! from guest-reported figures (balloon stats, QEMU's `guest-stats`, the guest's PSI
+//! file) and is untrusted. A missing signal is `None`, never 0: a VM whose sources
+//! are empty has no pressure signals, which is not the same as no pressure.
+
+use serde::{Deserialize, Serialize};
+
+use crate::kinds::{EpisodePhase, PressureSignal, RiskLevel, SignalSource};
+use crate::VmRef;
+
+/// One VM's pressure signals at one poll (rates since the poll before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct PressureSnapshot {
+    /// Allocation stalls (the guest's `allocstall_*` summed) per second.
+    #[serde(default)]
+    pub alloc_stalls_per_s: Option<f64>,
+    /// Pages scanned by direct reclaim, KiB per second.
+    #[serde(default)]
+    pub direct_scan_kib_per_s: Option<f64>,
+    /// Pages reclaimed by direct reclaim, KiB per second.
+    #[serde(default)]
+    pub direct_reclaim_kib_per_s: Option<f64>,
+    /// Pages scanned by kswapd, KiB per second.
+    #[serde(default)]
+    pub async_scan_kib_per_s: Option<f64>,
+    /// Pages reclaimed by kswapd, KiB per second.
+    #[serde(default)]
+    pub async_reclaim_kib_per_s: Option<f64>,
+    /// Major page faults per second.
+    #[serde(default)]
+    pub major_faults_per_s: Option<f64>,
+    /// Swapped-in memory, KiB per second.
+    #[serde(default)]
+    pub swap_in_kib_per_s: Option<f64>,
+    /// MemAvailable's slope over the recent polls, KiB per second (negative: falling).
+    #[serde(default)]
+    pub available_slope_kib_per_s: Option<f64>,
+    /// `/proc/pressure/memory` `some avg10` (percent).
+    #[serde(default)]
+    pub psi_some_avg10: Option<f64>,
+    /// `/proc/pressure/memory` `full avg10` (percent).
+    #[serde(default)]
+    pub psi_full_avg10: Option<f64>,
+    /// `/proc/pressure/memory` `some total` (microseconds since the guest booted).
+    #[serde(default)]
+    pub psi_some_total_us: Option<u64>,
+    /// `/proc/pressure/memory` `full total` (microseconds since the guest booted).
+    #[serde(default)]
+    pub psi_full_total_us: Option<u64>,
+}
+
+impl PressureSnapshot {
+    /// The sources that gave at least one figure of this snapshot.
+    pub fn sources(&self) -> Vec<SignalSource> {
+        let counters = [
+            self.alloc_stalls_per_s,
+            self.direct_scan_kib_per_s,
+            self.direct_reclaim_kib_per_s,
+            self.async_scan_kib_per_s,
+            self.async_reclaim_kib_per_s,
+        ];
+        let stats = [
+            self.major_faults_per_s,
+            self.swap_in_kib_per_s,
+            self.available_slope_kib_per_s,
+        ];
+        let psi = [self.psi_some_avg10, self.psi_full_avg10];
+        let mut sources = Vec::new();
+        if counters.iter().any(Option::is_some) {
+            sources.push(SignalSource::BalloonCounters);
+        }
+        if stats.iter().any(Option::is_some) {
+            sources.push(SignalSource::BalloonStats);
+        }
+        if psi.iter().any(Option::is_some)
+            || self.psi_some_total_us.is_some()
+            || self.psi_full_total_us.is_some()
+        {
+            sources.push(SignalSource::GuestPsi);
+        }
+        sources
+    }
+}
+
+/// One VM's pressure over a rollup period ([`crate::BalloonRollup::pressure`]); absent
+/// when the VM had no pressure signal in the period.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PressureRollup {
+    /// Where the period's signals came from.
+    #[serde(default)]
+    pub sources: Vec<SignalSource>,
+    /// Each rate's highest value in the period; for the MemAvailable slope its lowest
+    /// (steepest fall); for PSI totals the last.
+    #[serde(default)]
+    pub peak: PressureSnapshot,
+    /// The highest risk assessed in the period.
+    #[serde(default = "risk_ok")]
+    pub risk: RiskLevel,
+}
+
+fn risk_ok() -> RiskLevel {
+    RiskLevel::Ok
+}
+
+/// A pressure episode's start, a new peak, or its end: from risk leaving `ok` until it
+/// is back to `ok`. `vm` with `started_at_ms` names the episode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PressureEpisode {
+    pub vm: VmRef,
+    pub phase: EpisodePhase,
+    /// When risk left `ok` (Unix ms, host clock).
+    pub started_at_ms: i64,
+    /// This phase's moment: the start, the poll of the new peak, the first calm poll.
+    pub at_ms: i64,
+    /// The risk at this phase; for `end`, the episode's worst.
+    pub level: RiskLevel,
+    /// The signals that drove the assessment, strongest first.
+    #[serde(default)]
+    pub drivers: Vec<PressureSignal>,
+    /// Predicted seconds until MemAvailable runs out at the current slope; None when it
+    /// is not falling or cannot be told.
+    #[serde(default)]
+    pub exhaustion_secs: Option<u64>,
+    /// The signals at this phase.
+    #[serde(default)]
+    pub signals: PressureSnapshot,
+    /// The balloon (host view) at this phase.
+    #[serde(default)]
+    pub actual_kib: Option<u64>,
+    #[serde(default)]
+    pub maximum_kib: Option<u64>,
+    /// The lowest the host's balloon policy may take the VM to (libvirt currentMemory,
+    /// Proxmox `balloon:`).
+    #[serde(default)]
+    pub balloon_floor_kib: Option<u64>,
+    /// The balloon sat at its floor (within one auto-ballooning step) at this phase.
+    #[serde(default)]
+    pub at_balloon_floor: bool,
+    /// The memory the guest lacked, estimated (KiB): what, given back, would have ended
+    /// the pressure.
+    #[serde(default)]
+    pub deficit_kib: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Batch, Envelope, Event, NearMiss, NearMissKind};
+
+    fn envelope(event: Event) -> Envelope {
+        Envelope {
+            key: "k".into(),
+            captured_at_ms: 1_800_000_000_000,
+            event,
+        }
+    }
+
+    #[test]
+    fn a_batch_needs_version_2_only_when_it_carries_a_pressure_episode() {
+        let near_miss = Event::NearMiss(NearMiss {
+            vm: VmRef::default(),
+            kind: NearMissKind::UsableLow.as_str().into(),
+            detail: String::new(),
+            actual_kib: None,
+            usable_kib: None,
+        });
+        let episode = Event::Pressure(Box::new(PressureEpisode {
+            vm: VmRef::default(),
+            phase: EpisodePhase::Start,
+            started_at_ms: 1,
+            at_ms: 1,
+            level: RiskLevel::Elevated,
+            drivers: vec![PressureSignal::AllocStalls],
+            exhaustion_secs: None,
+            signals: PressureSnapshot::default(),
+            actual_kib: None,
+            maximum_kib: None,
+            balloon_floor_kib: None,
+            at_balloon_floor: false,
+            deficit_kib: None,
+        }));
+        assert_eq!(Batch::schema_version_for(&[]), 1);
+        assert_eq!(Batch::schema_version_for(&[envelope(near_miss.clone())]), 1);
+        let both = [envelope(near_miss), envelope(episode)];
+        assert_eq!(Batch::schema_version_for(&both), 2);
+        let json = serde_json::to_value(&both[1]).expect("serialise");
+        assert_eq!(json["type"], "pressure");
+        assert_eq!(json["level"], "elevated");
+        assert_eq!(json["drivers"][0], "alloc_stalls");
+    }
+
+    #[test]
+    fn a_snapshot_names_the_sources_that_gave_a_figure() {
+        assert!(PressureSnapshot::default().sources().is_empty());
+        let snapshot = PressureSnapshot {
+            alloc_stalls_per_s: Some(0.0),
+            psi_full_total_us: Some(5),
+            ..PressureSnapshot::default()
+        };
+        assert_eq!(
+            snapshot.sources(),
+            [SignalSource::BalloonCounters, SignalSource::GuestPsi]
+        );
+    }
+}
