@@ -1,0 +1,15 @@
+//! Memory pressure signals per VM (issue 19 item 1): what the guest's distress looks
+//! like from the host, before any kill.
+//!
+//! Pure: figures in, [`ballast_model::PressureSnapshot`]s out; the run loop reads the
+//! sources (balloon stats every poll, QEMU's `guest-stats` counters where allowed, the
+//! guest's `/proc/pressure/memory` through the guest agent's file API) and the fleet
+//! keeps one [`signals::SignalTracker`] per VM.
+//! - `signals`: rates between two distinct guest reports, the MemAvailable slope.
+//! - `psi`: the guest's PSI file, parsed with every byte treated as hostile.
+
+pub mod psi;
+pub mod signals;
+
+pub use psi::GuestPsi;
+pub use signals::SignalTracker;
