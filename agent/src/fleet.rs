@@ -12,6 +12,7 @@ use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
+use crate::pressure::GuestPsi;
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
@@ -83,6 +84,8 @@ pub struct VmState {
     pub history: History,
     pub config: Option<DomainConfig>,
     pub counters: Option<GuestCounters>,
+    /// The guest's latest PSI reading ([`Fleet::apply_psi`]), until it expires.
+    pub psi: Option<PsiReading>,
     pub last_sample: Option<BalloonSample>,
     pub stale: bool,
     pub last_oom_at: Option<SystemTime>,
@@ -101,6 +104,7 @@ impl VmState {
             history: History::new(history_capacity),
             config: None,
             counters: None,
+            psi: None,
             last_sample: None,
             stale: false,
             last_oom_at: None,
@@ -209,6 +213,23 @@ impl VmState {
             rollup.alloc_stalls = counters.alloc_stalls.or(rollup.alloc_stalls);
         }
         finished
+    }
+}
+
+/// One read of a guest's `/proc/pressure/memory`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PsiReading {
+    /// When it was read (host clock).
+    pub at: SystemTime,
+    /// Polls after this no longer use it (the reads stopped coming).
+    pub valid_until: SystemTime,
+    pub psi: GuestPsi,
+}
+
+impl PsiReading {
+    /// The reading, while it is fresh at `at`.
+    pub fn fresh_at(&self, at: SystemTime) -> Option<&GuestPsi> {
+        (at <= self.valid_until).then_some(&self.psi)
     }
 }
 
@@ -339,6 +360,18 @@ impl Fleet {
         }
         vm.counters = Some(counters);
         changes
+    }
+
+    /// Records a PSI reading of the guest, taken at `at`, used by the polls of the
+    /// next `valid_for`.
+    pub fn apply_psi(&mut self, id: &DomainId, at: SystemTime, psi: GuestPsi, valid_for: Duration) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.psi = Some(PsiReading {
+                at,
+                valid_until: at + valid_for,
+                psi,
+            });
+        }
     }
 
     /// Records the VM's configuration (fetched when it appeared).

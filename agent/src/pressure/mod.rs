@@ -6,10 +6,14 @@
 //! guest's `/proc/pressure/memory` through the guest agent's file API) and the fleet
 //! keeps one [`signals::SignalTracker`] per VM.
 //! - `signals`: rates between two distinct guest reports, the MemAvailable slope.
-//! - `psi`: the guest's PSI file, parsed with every byte treated as hostile.
+//! - `psi`: the guest's PSI file, parsed with every byte treated as hostile, and
+//!   its read through the guest agent's file API.
+//! - `schedule`: when each guest's PSI is read next, with the backoff.
 
 pub mod psi;
+pub mod schedule;
 pub mod signals;
 
 pub use psi::GuestPsi;
+pub use schedule::PsiSchedule;
 pub use signals::SignalTracker;

@@ -8,6 +8,15 @@
 //! The guest writes these bytes: at most [`MAX_PSI_BYTES`] are read, any byte
 //! sequence gives a [`GuestPsi`] or an error naming the line and field, never a panic,
 //! and every average is a finite percentage in 0..=100.
+//!
+//! [`read`] fetches the file through the guest agent's file API (`guest-file-open`,
+//! `guest-file-read`, `guest-file-close`; nothing is started in the guest). It blocks
+//! on the guest: the run loop calls it on the guest agent threads
+//! ([`crate::capture::ga_worker`]), never on the monitor thread.
+
+use std::time::{Duration, Instant};
+
+use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
 
 /// The guest path read through the guest agent's file API.
 pub const PSI_MEMORY_PATH: &str = "/proc/pressure/memory";
@@ -48,6 +57,75 @@ pub enum PsiError {
     Line { line: usize, reason: &'static str },
     #[error("{PSI_MEMORY_PATH}: no `some` line")]
     NoSome,
+}
+
+/// Why the guest's PSI was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum PsiReadError {
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    #[error(transparent)]
+    Parse(#[from] PsiError),
+}
+
+impl PsiReadError {
+    /// The guest will answer the same next time: its agent refuses the file API,
+    /// or it has no PSI file (a kernel without PSI), or writes one we cannot read.
+    pub fn is_lasting(&self) -> bool {
+        match self {
+            PsiReadError::Hypervisor(error) => {
+                matches!(error, HypervisorError::GuestRefused { .. })
+            }
+            PsiReadError::Parse(_) => true,
+        }
+    }
+}
+
+/// Most `guest-file-read` calls one read makes (a regular file ends in one or two).
+const MAX_READ_CALLS: usize = 4;
+
+/// Reads and parses the guest's `/proc/pressure/memory` within `timeout` for all
+/// calls; the handle is closed whatever happened.
+pub fn read(
+    hypervisor: &dyn Hypervisor,
+    id: &DomainId,
+    timeout: Duration,
+) -> Result<GuestPsi, PsiReadError> {
+    let started = Instant::now();
+    let left = || {
+        timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100))
+    };
+    let handle = hypervisor.guest_file_open(id, PSI_MEMORY_PATH, left())?;
+    let mut bytes = Vec::new();
+    let mut outcome: Result<(), PsiReadError> = Ok(());
+    for _ in 0..MAX_READ_CALLS {
+        if started.elapsed() >= timeout {
+            outcome = Err(HypervisorError::Timeout(timeout).into());
+            break;
+        }
+        // One byte more than the cap: a longer file is refused, never cut.
+        let want = MAX_PSI_BYTES + 1 - bytes.len();
+        match hypervisor.guest_file_read(id, handle, want, left()) {
+            Ok(chunk) => {
+                let short = chunk.data.len() < want;
+                bytes.extend(chunk.data.into_iter().take(want));
+                if chunk.eof || short || bytes.len() > MAX_PSI_BYTES {
+                    break;
+                }
+            }
+            Err(error) => {
+                outcome = Err(error.into());
+                break;
+            }
+        }
+    }
+    if let Err(error) = hypervisor.guest_file_close(id, handle, left()) {
+        tracing::debug!(%error, "Failed to close the guest's PSI file handle.");
+    }
+    outcome?;
+    Ok(parse(&bytes)?)
 }
 
 /// Parses the file's bytes.

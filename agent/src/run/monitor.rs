@@ -49,6 +49,8 @@ pub struct Monitor {
     /// QEMU pids by VM uuid, for host kernel OOM attribution: read when a VM appears
     /// or (re)starts, dropped when it goes.
     pub(super) qemu_pids: BTreeMap<String, u32>,
+    /// When each VM's PSI file is next read (`pressure.guest_psi`), with its backoff.
+    pub(super) psi_schedule: crate::pressure::PsiSchedule,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
@@ -112,6 +114,7 @@ impl Monitor {
             guest_agent,
             not_running: BTreeSet::new(),
             qemu_pids: BTreeMap::new(),
+            psi_schedule: crate::pressure::PsiSchedule::default(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -163,6 +166,7 @@ impl Monitor {
                 next_poll = Instant::now();
             }
             self.capture_tick();
+            self.pressure_tick(Instant::now());
             if now >= next_health {
                 self.emit_health();
                 next_health = now + HEALTH_EVERY;
