@@ -9,11 +9,16 @@
 //! - `psi`: the guest's PSI file, parsed with every byte treated as hostile, and
 //!   its read through the guest agent's file API.
 //! - `schedule`: when each guest's PSI is read next, with the backoff.
+//! - `window`: a compact, bounded ring of a VM's recent snapshots.
+//! - `rollup`: a minute's snapshots folded into the rollup's `pressure`.
 
 pub mod psi;
+pub mod rollup;
 pub mod schedule;
 pub mod signals;
+pub mod window;
 
 pub use psi::GuestPsi;
 pub use schedule::PsiSchedule;
 pub use signals::SignalTracker;
+pub use window::PressureWindow;
