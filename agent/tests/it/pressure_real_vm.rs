@@ -8,6 +8,9 @@
 //! * a Linux 6.1 guest, left alone: its rollups carry balloon-stats signals and never
 //!   the 6.12 counters.
 //!
+//! And the PSI file read through libvirt's guest agent calls from a 6.12 and a 6.1
+//! libvirt guest.
+//!
 //! Outside CI the test skips loudly when the machine cannot run guests.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
@@ -243,4 +246,52 @@ fn a_612_guest_under_an_inflated_balloon_shows_stalls_and_psi_and_a_61_guest_bal
     eprintln!("agent warnings: {warnings:#?}");
     drop(agent);
     eprintln!("done in {:?}", started.elapsed());
+}
+
+/// The PSI file through libvirt's guest agent calls (`qemuAgentCommand`), from a real
+/// 6.12 and a real 6.1 guest: both kernels have PSI on, the read needs no guest-exec.
+#[test]
+fn guest_psi_reads_through_libvirts_guest_agent_file_api() {
+    use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
+    use ballast_agent::hypervisor::Hypervisor;
+    use ballast_testvm::GuestSpec;
+
+    let Some(lab) = lab_or_skip("guest_psi_reads_through_libvirts_guest_agent_file_api") else {
+        return;
+    };
+    let guests = lab
+        .boot_many(vec![
+            GuestSpec {
+                kernel: GuestKernel::Backports612,
+                ..GuestSpec::default()
+            },
+            GuestSpec::default(),
+        ])
+        .expect("boot guests");
+    for guest in &guests {
+        guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    }
+    let hypervisor = LibvirtHypervisor::new(LibvirtSettings {
+        uri: lab.settings().libvirt_uri.clone(),
+        ..LibvirtSettings::default()
+    });
+    let domains = hypervisor.domains().expect("domains");
+    for guest in &guests {
+        let id = &domains
+            .iter()
+            .find(|domain| domain.id.name == guest.name())
+            .expect("listed")
+            .id;
+        let psi = wait_until("the guest's PSI file", Duration::from_secs(30), || {
+            ballast_agent::pressure::psi::read(&hypervisor, id, Duration::from_secs(10)).ok()
+        });
+        eprintln!("{}: {psi:?}", guest.name());
+        assert!(
+            psi.full.is_some(),
+            "the memory file has a full line: {psi:?}"
+        );
+        for share in [psi.some.avg10, psi.some.avg60, psi.some.avg300] {
+            assert!((0.0..=100.0).contains(&share), "{psi:?}");
+        }
+    }
 }
