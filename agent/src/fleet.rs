@@ -423,6 +423,27 @@ impl Fleet {
         }
     }
 
+    /// Raises the risk of the VM's open minute rollup to `level` (for the risk model:
+    /// a rollup's `pressure.risk` is the period's highest); a period without signals
+    /// has no `pressure` and stays without one.
+    pub fn raise_rollup_risk(&mut self, id: &DomainId, level: ballast_model::RiskLevel) {
+        let rank = |level: ballast_model::RiskLevel| match level {
+            ballast_model::RiskLevel::Critical => 2,
+            ballast_model::RiskLevel::Elevated => 1,
+            _ => 0,
+        };
+        let pressure = self
+            .vms
+            .get_mut(&id.uuid)
+            .and_then(|vm| vm.rollup.as_mut())
+            .and_then(|rollup| rollup.pressure.as_mut());
+        if let Some(pressure) = pressure {
+            if rank(level) > rank(pressure.risk) {
+                pressure.risk = level;
+            }
+        }
+    }
+
     /// Records a PSI reading of the guest, taken at `at`, used by the polls of the
     /// next `valid_for`.
     pub fn apply_psi(&mut self, id: &DomainId, at: SystemTime, psi: GuestPsi, valid_for: Duration) {
@@ -850,8 +871,35 @@ mod tests {
             .find(|rollup| rollup.vm.uuid == old.uuid)
             .expect("the old VM went away: its rollup closed");
         assert_eq!(
+            gone.pressure.as_ref().map(|p| p.risk),
+            Some(ballast_model::RiskLevel::Ok),
+            "the risk model raises it, not the signals"
+        );
+        assert_eq!(
             gone.pressure.as_ref().map(|p| p.sources.clone()),
             Some(vec![ballast_model::SignalSource::BalloonStats])
+        );
+    }
+
+    #[test]
+    fn the_rollups_risk_is_the_periods_highest() {
+        use ballast_model::RiskLevel;
+        let mut fleet = Fleet::new(10);
+        for poll in 0..3u64 {
+            let stats = BalloonSample {
+                major_faults: Some(poll),
+                ..sample(524_288, 400_000, 1_800_000_000 + poll * 10)
+            };
+            fleet.apply_poll(at(poll * 10), vec![(id(1), stats)]);
+            fleet.observe_pressure(at(poll * 10));
+        }
+        fleet.raise_rollup_risk(&id(1), RiskLevel::Critical);
+        fleet.raise_rollup_risk(&id(1), RiskLevel::Elevated);
+        fleet.apply_poll(at(60), Vec::new());
+        let rollups = fleet.take_finished_rollups();
+        assert_eq!(
+            rollups[0].pressure.as_ref().map(|p| p.risk),
+            Some(RiskLevel::Critical)
         );
     }
 
