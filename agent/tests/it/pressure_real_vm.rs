@@ -250,6 +250,7 @@ fn a_612_guest_under_an_inflated_balloon_shows_stalls_and_psi_and_a_61_guest_bal
 
 /// The PSI file through libvirt's guest agent calls (`qemuAgentCommand`), from a real
 /// 6.12 and a real 6.1 guest: both kernels have PSI on, the read needs no guest-exec.
+#[cfg(feature = "libvirt")]
 #[test]
 fn guest_psi_reads_through_libvirts_guest_agent_file_api() {
     use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
