@@ -1,7 +1,8 @@
 //! Memory pressure over real loopback HTTP (issue 19): an agent's rollups with
 //! pressure and its episodes' phases POSTed to the collector, read back from
 //! `/api/v1/vms/{host}/{uuid}/memory`, `/pressure`, `/api/v1/pressure/open` and
-//! `/metrics`; a phase whose figure no guest can have is refused by its path.
+//! `/metrics`; a phase whose figure no guest can have is refused by its path. On
+//! SQLite and on a real PostgreSQL.
 #![allow(clippy::tests_outside_test_module)]
 
 use crate::util;
@@ -9,11 +10,18 @@ use crate::util;
 use axum::body::Bytes;
 use http_body_util::Full;
 
-use ballast_collector::state::ApiConfig;
+use std::sync::Arc;
+
+use ballast_collector::auth::token_sha256;
+use ballast_collector::server::serve_listener;
+use ballast_collector::state::{ApiConfig, AppState};
+use ballast_collector::storage::postgres::PostgresStore;
+use ballast_collector::storage::queries;
+use ballast_collector::storage::sqlite::SqliteStore;
+use ballast_collector::storage::Store;
 use ballast_model::{Batch, EpisodePhase, Event, RiskLevel};
 
 use util::client::{client, send, HttpClient};
-use util::server::InProcess;
 use util::{LAB_UUID, MIB, TOR_UUID};
 
 async fn post(client: &HttpClient, base: &str, batch: &Batch) -> (u16, serde_json::Value) {
@@ -50,10 +58,49 @@ fn recent_minute() -> i64 {
     (ballast_collector::now_ms() / 60_000) * 60_000 - 30 * 60_000
 }
 
+/// The collector over `store` on 127.0.0.1:0, `pve1` ingesting with `blt_pve1`.
+struct Served {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), ballast_collector::server::ServeError>>,
+}
+
+async fn serve(store: Arc<dyn Store>) -> Served {
+    queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
+        .await
+        .expect("token");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let state = AppState::new(store, ApiConfig::default());
+    let task = tokio::spawn(serve_listener(listener, state, None, async {
+        let _ = stopped.await;
+    }));
+    Served { base, stop, task }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pressure_reads_back_over_http_and_counts_on_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = InProcess::start(dir.path(), &["pve1"], ApiConfig::default()).await;
+    let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+        .await
+        .expect("sqlite");
+    pressure_over_http(Arc::new(store)).await;
+}
+
+/// The same over a real PostgreSQL (a throwaway cluster from `ballast-testpg`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pressure_reads_back_over_http_on_postgresql() {
+    let Some(cluster) = util::pg_cluster() else {
+        return;
+    };
+    let url = cluster.create_database().expect("createdb");
+    let store = PostgresStore::open(&url, 2).await.expect("postgres");
+    pressure_over_http(Arc::new(store)).await;
+}
+
+async fn pressure_over_http(store: Arc<dyn Store>) {
+    let server = serve(store).await;
     let (base, client) = (server.base.clone(), client());
     let start = recent_minute();
     let rollups = util::batch(
@@ -209,5 +256,6 @@ async fn pressure_reads_back_over_http_and_counts_on_metrics() {
     let (status, answer) = post(&client, &base, &util::batch("pve1", vec![bad])).await;
     assert_eq!(status, 422, "{answer}");
     assert_eq!(answer["field"], "events[0].signals.psi_some_avg10");
-    server.stop().await.expect("join").expect("serve");
+    let _ = server.stop.send(());
+    server.task.await.expect("join").expect("serve");
 }
