@@ -78,7 +78,13 @@ pub async fn vm_episodes(
     Ok(rows.iter().map(decode_episode).collect())
 }
 
-/// Open episodes (no end received) whose last phase came at or after `since_ms`,
+/// An episode `e` no later episode of the same VM followed: an open one that was
+/// (its end lost when an agent restarted mid-episode) is over, not open.
+const NOT_SUPERSEDED: &str = "NOT EXISTS (SELECT 1 FROM pressure_episodes later \
+     WHERE later.host_id = e.host_id AND later.vm_uuid = e.vm_uuid \
+     AND later.started_at_ms > e.started_at_ms)";
+
+/// Open episodes (no end received, no later episode of the VM) whose last phase came at or after `since_ms`,
 /// newest activity first, at most `limit`: the VMs under pressure now.
 pub async fn open_episodes(
     store: &dyn Store,
@@ -86,8 +92,8 @@ pub async fn open_episodes(
     limit: i64,
 ) -> Result<Vec<EpisodeRecord>, StoreError> {
     let sql = format!(
-        "SELECT {EPISODE_COLUMNS} FROM pressure_episodes WHERE ended_at_ms IS NULL \
-         AND last_at_ms >= ? ORDER BY last_at_ms DESC, id DESC LIMIT ?"
+        "SELECT {EPISODE_COLUMNS} FROM pressure_episodes e WHERE ended_at_ms IS NULL \
+         AND last_at_ms >= ? AND {NOT_SUPERSEDED} ORDER BY last_at_ms DESC, id DESC LIMIT ?"
     );
     let rows = store
         .query(Query::new(
@@ -109,9 +115,11 @@ pub async fn vms_under_pressure(
 ) -> Result<(u64, u64), StoreError> {
     let rows = store
         .query(Query::new(
-            "SELECT worst, COUNT(*) FROM (SELECT host_id, vm_uuid, MAX(worst_rank) AS worst \
-             FROM pressure_episodes WHERE ended_at_ms IS NULL AND last_at_ms >= ? \
-             GROUP BY host_id, vm_uuid) v GROUP BY worst",
+            format!(
+                "SELECT worst, COUNT(*) FROM (SELECT host_id, vm_uuid, MAX(worst_rank) AS worst \
+                 FROM pressure_episodes e WHERE ended_at_ms IS NULL AND last_at_ms >= ? \
+                 AND {NOT_SUPERSEDED} GROUP BY host_id, vm_uuid) v GROUP BY worst"
+            ),
             vec![Param::int(since_ms)],
         ))
         .await?;

@@ -653,6 +653,17 @@ pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
                 RiskLevel::Elevated,
                 MIB,
             ),
+            // An earlier episode of the other VM whose end never came (its agent
+            // restarted): the later one supersedes it.
+            episode(
+                "pve1/p/0s",
+                other,
+                EpisodePhase::Start,
+                s - 60_000,
+                s - 60_000,
+                RiskLevel::Critical,
+                MIB,
+            ),
             episode(
                 "pve1/p/3s",
                 TOR_UUID,
@@ -670,11 +681,11 @@ pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
     let first = store
         .ingest(prepared(batch(
             "pve1",
-            phases(&["pve1/p/1s", "pve1/p/1e", "pve1/p/2s"]),
+            phases(&["pve1/p/1s", "pve1/p/1e", "pve1/p/2s", "pve1/p/0s"]),
         )))
         .await
         .expect("phases");
-    assert_eq!((first.accepted, first.duplicates), (3, 0));
+    assert_eq!((first.accepted, first.duplicates), (4, 0));
     let again = store
         .ingest(prepared(batch(
             "pve1",
@@ -744,7 +755,7 @@ pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
             (TOR_UUID, RiskLevel::Critical),
             (other, RiskLevel::Elevated)
         ],
-        "open only, newest activity first"
+        "open only (not the superseded one), newest activity first"
     );
     assert_eq!(
         episodes::open_episodes(store.as_ref(), 0, 1)
@@ -768,8 +779,9 @@ pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
         interval: std::time::Duration::from_secs(3600),
         batch_rows: 1,
     };
-    // At s + 12 min the cut is s + 2 min: the first episode (last seen at s + 5 min)
-    // stays, the other VM's (last at s + 2 min) stays, nothing is older.
+    // At s + 12 min the cut is s + 2 min: the superseded episode (last seen at
+    // s - 1 min) goes; the first (last at s + 5 min), the other VM's (s + 2 min) and
+    // the third stay.
     let deleted = retention::run_pass(store.as_ref(), &settings, s + 12 * 60_000)
         .await
         .expect("retention");
