@@ -34,22 +34,25 @@ skip_log="$(mktemp "${TMPDIR:-/tmp}/ballast-skips.XXXXXX")"
 export BALLAST_SKIP_LOG="$skip_log"
 # Four test threads on two cores: the integration tests wait on guests, daemons and
 # timeouts more than they compute, and the lab queues guests beyond
-# BALLAST_LAB_MAX_GUESTS (4). The end-to-end binary takes about half the time of its
-# suites run one after another (docs/harness.md, "Timings"). RUST_TEST_THREADS overrides.
+# BALLAST_LAB_MAX_GUESTS (4, across processes). RUST_TEST_THREADS overrides.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
-# The two tests that restart the lab's shared libvirtd run after the rest, alone: a
-# restart under another test's booting guests leaves their guest-agent channels
-# "disconnected" (seen in hostile_guests), so they never overlap other real-VM tests.
-restarts_libvirtd="lab_smoke::smoke::lifecycle_restart_libvirtd_reboot_and_hold_then_inflate
-fault_matrix::libvirtd_restart_while_ooms_are_injected_and_a_real_oom_kill"
-skip_args=""
-for name in $restarts_libvirtd; do skip_args="$skip_args --skip $name"; done
+# One build, then the end-to-end binary (real guests, mostly waiting) runs beside the
+# other crates' test binaries (crates/ballast-testenv, ballast-run-tests): `cargo test`
+# would run them one after another. Guests of both share the lab's slots, and a test
+# that restarts libvirtd takes the lab's libvirtd lease exclusively (crates/ballast-testvm).
 tests_status=0
-# shellcheck disable=SC2086 # one word per test name
-cargo test --workspace --locked --no-fail-fast -- $skip_args || tests_status=$?
-# shellcheck disable=SC2086
-cargo test --locked -p ballast-tests --test it -- --exact --test-threads 1 $restarts_libvirtd \
+plan="$(mktemp "${TMPDIR:-/tmp}/ballast-test-plan.XXXXXX")"
+cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$plan" \
     || tests_status=$?
+cargo build --quiet --locked --workspace --bin ballast-run-tests || tests_status=$?
+if [ "$tests_status" = 0 ]; then
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    "$target_dir/debug/ballast-run-tests" "$plan" --alone tests/tests/it/main.rs \
+        || tests_status=$?
+    cargo test --workspace --locked --doc || tests_status=$?
+fi
+rm -f "$plan"
 
 skips=$(grep -c '^BALLAST-SKIP: ' "$skip_log" || true)
 vm_skips=$(grep '^BALLAST-SKIP: ' "$skip_log" | grep -c 'real guests' || true)
