@@ -4,11 +4,13 @@
 //! following them. `cargo test` runs binaries one at a time and holds the build
 //! directory's lock while they run, so two cargo processes cannot overlap them.
 //!
-//! Usage: `ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [-- TEST-ARGS...]`
+//! Usage: `ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [--rest-command CMD]...
+//! [-- TEST-ARGS...]`
 //! - LABEL names a binary as `<package dir>/<source>` relative to the current
 //!   directory (the workspace root), e.g. `tests/tests/it/main.rs`; those run in the
 //!   first lane with their output live; every other binary runs in the second lane,
-//!   one after another, each one's output printed whole when it ends.
+//!   one after another, each one's output printed whole when it ends, and then each
+//!   CMD (`sh -c`, in the current directory: doc tests, a short fuzz run) the same way.
 //! - Each binary runs as cargo would run it: in its package's directory, with
 //!   `CARGO_MANIFEST_DIR` and `CARGO` set, TEST-ARGS passed on.
 //!
@@ -26,6 +28,7 @@ use ballast_testenv::plan::{split_lanes, test_binaries, TestBinary};
 struct Args {
     cargo_json: PathBuf,
     alone: Vec<String>,
+    rest_commands: Vec<String>,
     test_args: Vec<String>,
 }
 
@@ -33,10 +36,14 @@ fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut cargo_json = None;
     let mut alone = Vec::new();
+    let mut rest_commands = Vec::new();
     let mut test_args = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--alone" => alone.push(args.next().ok_or("--alone needs a label")?),
+            "--rest-command" => {
+                rest_commands.push(args.next().ok_or("--rest-command needs a command")?)
+            }
             "--" => {
                 test_args.extend(args.by_ref());
             }
@@ -49,6 +56,7 @@ fn parse_args() -> Result<Args, String> {
             "usage: ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [-- TEST-ARGS...]",
         )?,
         alone,
+        rest_commands,
         test_args,
     })
 }
@@ -97,30 +105,55 @@ fn run_live(binaries: &[TestBinary], root: &Path, test_args: &[String]) -> Vec<O
 
 /// The second lane: each binary's output printed whole when it ends.
 fn run_buffered(binaries: &[TestBinary], root: &Path, test_args: &[String]) -> Vec<Outcome> {
-    let mut outcomes = Vec::new();
-    for binary in binaries {
-        let label = binary.label(root);
-        let started = Instant::now();
-        let output = command(binary, test_args).stdin(Stdio::null()).output();
-        let mut block = header(&label, binary).into_bytes();
-        let passed = match output {
-            Ok(output) => {
-                block.extend_from_slice(&output.stdout);
-                block.extend_from_slice(&output.stderr);
-                report(&label, Ok(output.status.success()))
-            }
-            Err(error) => report(&label, Err(error)),
-        };
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(&block);
-        let _ = stdout.flush();
-        outcomes.push(Outcome {
-            label,
-            passed,
-            took: started.elapsed(),
-        });
+    binaries
+        .iter()
+        .map(|binary| {
+            let mut command = command(binary, test_args);
+            run_captured(
+                binary.label(root),
+                &header(&binary.label(root), binary),
+                &mut command,
+            )
+        })
+        .collect()
+}
+
+/// The second lane's commands after its binaries, each printed whole when it ends.
+fn run_commands(commands: &[String]) -> Vec<Outcome> {
+    commands
+        .iter()
+        .map(|line| {
+            let mut command = Command::new("sh");
+            command.arg("-c").arg(line);
+            run_captured(
+                line.clone(),
+                &format!("     Running `{line}`\n"),
+                &mut command,
+            )
+        })
+        .collect()
+}
+
+fn run_captured(label: String, header: &str, command: &mut Command) -> Outcome {
+    let started = Instant::now();
+    let output = command.stdin(Stdio::null()).output();
+    let mut block = header.as_bytes().to_vec();
+    let passed = match output {
+        Ok(output) => {
+            block.extend_from_slice(&output.stdout);
+            block.extend_from_slice(&output.stderr);
+            report(&label, Ok(output.status.success()))
+        }
+        Err(error) => report(&label, Err(error)),
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(&block);
+    let _ = stdout.flush();
+    Outcome {
+        label,
+        passed,
+        took: started.elapsed(),
     }
-    outcomes
 }
 
 fn report(label: &str, result: std::io::Result<bool>) -> bool {
@@ -162,12 +195,14 @@ fn main() -> ExitCode {
     let outcomes = std::thread::scope(|scope| {
         let live = scope.spawn(|| run_live(&alone, &root, &args.test_args));
         let mut outcomes = run_buffered(&rest, &root, &args.test_args);
+        outcomes.extend(run_commands(&args.rest_commands));
         let rest_took = started.elapsed();
         outcomes.extend(live.join().unwrap_or_default());
         println!(
-            "\nlanes: {} binaries alone, {} others in {:.0?}; wall {:.0?}",
+            "\nlanes: {} binaries alone, {} others and {} commands in {:.0?}; wall {:.0?}",
             alone.len(),
             rest.len(),
+            args.rest_commands.len(),
             rest_took,
             started.elapsed()
         );
