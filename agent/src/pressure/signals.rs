@@ -30,8 +30,10 @@ pub const SLOPE_MIN_POINTS: usize = 3;
 /// Reports older than this before the newest leave the slope's window (s).
 pub const SLOPE_MAX_SPAN_SECS: f64 = 600.0;
 /// No real guest comes near this many events or KiB per second; a larger rate is a
-/// forged counter and is kept missing.
-pub const MAX_RATE_PER_S: f64 = 1e12;
+/// forged counter and is kept missing. The collector's bound for event rates
+/// ([`ballast_model::MAX_EVENTS_PER_S`]; its KiB/s bound is higher), so nothing the
+/// agent ships is refused for it.
+pub const MAX_RATE_PER_S: f64 = ballast_model::MAX_EVENTS_PER_S;
 
 /// The balloon stats' counters: major faults (a count), swap-in (KiB).
 const STATS: usize = 2;
