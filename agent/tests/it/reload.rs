@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ballast_testenv::wait_until_showing;
+
 struct Agent {
     child: Child,
     log: PathBuf,
@@ -87,17 +89,14 @@ impl Agent {
             .unwrap_or_else(|| panic!("no ballast_agent_polls_total in\n{body}"))
     }
 
-    /// Waits until the log contains `text` (or fails after 30 s).
+    /// Waits until the log contains `text` (or fails after 30 s, showing the log).
     fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_showing(
+            &format!("the log to say {text:?}"),
+            Duration::from_secs(30),
+            || self.log().contains(text),
+            || self.log(),
+        );
     }
 }
 
@@ -242,16 +241,12 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
         .contains("READY=1"));
     agent.wait_log("poll_interval_secs: 30 -> 1");
     agent.wait_log("log_level: info -> debug");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agent.polls() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "still {} polls 20 s after the reload to 1 s:\n{}",
-            agent.polls(),
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_until_showing(
+        "4 polls after the reload to 1 s",
+        Duration::from_secs(20),
+        || agent.polls() >= 4,
+        || format!("{} polls; log:\n{}", agent.polls(), agent.log()),
+    );
 
     // 2. A bad value: the error names the field, the 1 s interval stays.
     std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 0\n")).expect("write");
@@ -264,6 +259,8 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.wait_log("unknown field `poll_intervall_secs`");
     assert!(agent.alive(), "a bad file must not stop the agent");
     let before = agent.polls();
+    // The scenario: 3 s pass, in which the running 1 s interval polls at least twice
+    // (a wait for 2 polls could not tell 1 s from a 5 s interval).
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         agent.polls() >= before + 2,
@@ -317,14 +314,17 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
             (ballast_agent::run::STALL_ENV, stall.as_os_str()),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !agent
-        .notifications_for(Duration::from_millis(500))
-        .iter()
-        .any(|message| message.contains("READY=1"))
-    {
-        assert!(Instant::now() < deadline, "no READY=1:\n{}", agent.log());
-    }
+    wait_until_showing(
+        "READY=1",
+        Duration::from_secs(60),
+        || {
+            agent
+                .notifications_for(Duration::from_millis(500))
+                .iter()
+                .any(|message| message.contains("READY=1"))
+        },
+        || agent.log(),
+    );
 
     let healthy = agent.notifications_for(Duration::from_secs(4));
     assert!(
@@ -402,24 +402,24 @@ fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resum
 
     // Once they leave, scrapes are answered again.
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match http_get(port, "/metrics") {
-            Ok(body) if body.contains("ballast_agent_polls_total 1") => break,
-            outcome => assert!(
-                Instant::now() < deadline,
-                "no scrape after the slow clients left: {outcome:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while open_fds(pid) > before + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "{} fds after the clients left ({before} before)",
-            open_fds(pid)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_showing(
+        "a scrape answered after the slow clients left",
+        Duration::from_secs(10),
+        || {
+            http_get(port, "/metrics")
+                .is_ok_and(|body| body.contains("ballast_agent_polls_total 1"))
+        },
+        || format!("{:?}", http_get(port, "/metrics")),
+    );
+    wait_until_showing(
+        "the slow clients' descriptors to close",
+        Duration::from_secs(5),
+        || open_fds(pid) <= before + 2,
+        || {
+            format!(
+                "{} fds after the clients left ({before} before)",
+                open_fds(pid)
+            )
+        },
+    );
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ballast_testenv::wait_until_showing;
+
 const OLD_TOKEN: &str = "read-token-old-0123456789";
 const NEW_TOKEN: &str = "read-token-new-9876543210";
 
@@ -99,16 +101,14 @@ impl Collector {
             .unwrap_or_else(|| panic!("no status in {response:?}"))
     }
 
+    /// Waits until the log contains `text` (or fails after 30 s, showing the log).
     fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until_showing(
+            &format!("the log to say {text:?}"),
+            Duration::from_secs(30),
+            || self.log().contains(text),
+            || self.log(),
+        );
     }
 }
 

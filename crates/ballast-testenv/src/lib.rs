@@ -8,7 +8,7 @@ mod skip;
 mod wait;
 
 pub use skip::{current_test, skip, SKIP_LOG_VAR};
-pub use wait::{wait_until, wait_until_async, Outcome};
+pub use wait::{wait_until, wait_until_async, wait_until_showing, Outcome};
 
 /// True when the `CI` variable is set to anything but empty, `0`, `false` or `no` (in
 /// any case).

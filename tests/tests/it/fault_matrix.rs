@@ -266,6 +266,27 @@ impl Agent {
         );
     }
 
+    /// Waits until the agent has read its serial logs after `since`: a poll stamped at
+    /// least 2 s after `since`'s second in `status.json`. The monitor reads every serial
+    /// log at least once a second between two polls, so one of those reads came after
+    /// `since`.
+    fn wait_reads_after(&self, since: SystemTime) {
+        let since_secs = since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let status = self.dir.join("status.json");
+        wait_until(
+            "the agent to read its serial logs again (a later poll in status.json)",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&status).ok()?;
+                let status: Value = serde_json::from_str(&text).ok()?;
+                let at = status["updated_at_epoch_secs"].as_u64()?;
+                (at >= since_secs + 3).then_some(())
+            },
+        );
+    }
+
     /// Everything the agent logged, all runs.
     fn logs(&self) -> String {
         (1..=self.starts)
@@ -376,6 +397,8 @@ fn wait_delivered(
         if tally.stored == tally.injected || Instant::now() > deadline {
             break;
         }
+        // A poll, not wait_until: at the deadline the caller's assertion names what is
+        // missing from the tally, which a panic here could not.
         std::thread::sleep(Duration::from_millis(500));
     }
     let took = started.elapsed();
@@ -455,10 +478,12 @@ fn collector_down_for_an_outage_loses_no_oom() {
     let first = Injected::batch("fmout", 11_000, 5);
     inject(&rig.guest, &first, &Pace::default());
     wait_on_serial(&rig.guest, &first, first.len(), Duration::from_secs(120));
+    // The scenario: the outage lasts its length (time passing, not a wait for an event).
     std::thread::sleep((outage / 2).saturating_sub(down_at.elapsed()));
     let second = Injected::batch("fmoutb", 11_100, 5);
     inject(&rig.guest, &second, &Pace::default());
     wait_on_serial(&rig.guest, &second, second.len(), Duration::from_secs(120));
+    // The scenario: the rest of the outage.
     std::thread::sleep(outage.saturating_sub(down_at.elapsed()));
     assert!(rig.agent.running(), "the agent survives the outage");
 
@@ -677,8 +702,9 @@ fn vm_reboot_and_destroy_during_capture_deliver_what_reached_the_console() {
         rig.guest
             .wait_serial(&row, Duration::from_secs(60))
             .expect("the cut report's task table reached the console log");
-        // "Reached": written to the serial log file the agent tails, a whole line.
-        std::thread::sleep(Duration::from_secs(2));
+        // "Reached": written to the serial log file, and read by the agent before the
+        // VM goes (a destroyed VM's log is not tailed any more).
+        rig.agent.wait_reads_after(SystemTime::now());
         if round == 0 {
             retry("virsh reset", || rig.guest.reboot());
             rig.guest
@@ -760,6 +786,7 @@ impl Tmpfs {
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     top_up(&mut file);
+                    // The filler's pace (the scenario), not a wait for anything.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -904,6 +931,7 @@ fn postgres_restart_under_the_collector_loses_no_oom() {
     let during = Injected::batch("fmpgb", 17_100, 5);
     inject(&guest, &during, &Pace::default());
     wait_on_serial(&guest, &during, during.len(), Duration::from_secs(120));
+    // The scenario: the database stays away for 10 s.
     std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
     pg.start_server().expect("PostgreSQL starts again");
     figure(
@@ -1065,10 +1093,12 @@ fn wrong_collector_url_until_a_reload_loses_no_oom() {
     let first = Injected::batch("fmwu", 19_000, 5);
     inject(&guest, &first, &Pace::default());
     wait_on_serial(&guest, &first, first.len(), Duration::from_secs(120));
+    // The scenario: the wrong URL stays for its hold (time passing).
     std::thread::sleep((hold / 2).saturating_sub(wrong_since.elapsed()));
     let second = Injected::batch("fmwub", 19_100, 5);
     inject(&guest, &second, &Pace::default());
     wait_on_serial(&guest, &second, second.len(), Duration::from_secs(120));
+    // The scenario: the rest of the hold.
     std::thread::sleep(hold.saturating_sub(wrong_since.elapsed()));
     assert!(agent.running(), "the agent survives a wrong URL");
     assert!(

@@ -248,6 +248,7 @@ mod tests {
             // Events forever, never a reply: the deadline still ends the call.
             for _ in 0..200 {
                 peer.send(b"{\"event\": \"RTC_CHANGE\", \"data\": {}}\n");
+                // The fake server's pace (the scenario), not a wait for anything.
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
