@@ -364,7 +364,7 @@ impl Collector for SinkScrape {
 }
 
 fn now_ms() -> i64 {
-    crate::enrich::epoch_ms(std::time::SystemTime::now())
+    crate::wire::epoch_ms(std::time::SystemTime::now())
 }
 
 /// A label value as exported: at most 256 characters, control characters other than
