@@ -13,8 +13,8 @@
 //! ballast_guest_ooms_total{vm_uuid="3f2a...",vm_name="web1",verdict="balloon"} 1
 //! ```
 //!
-//! Every scrape copies the values into a fresh registry ([`AgentScrape`],
-//! [`SinkScrape`]), so a family whose label values come from the fleet has no series
+//! Every scrape copies the values into a fresh registry (`AgentScrape`,
+//! `SinkScrape`), so a family whose label values come from the fleet has no series
 //! left over from a VM that is gone.
 //!
 //! The listener is hyper's HTTP/1 server with bounds, meant for a loopback or

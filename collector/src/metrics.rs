@@ -9,8 +9,8 @@
 //! scrape time. docs/metrics.md lists every family.
 //!
 //! The text is the Prometheus text format 0.0.4, written by the `prometheus-client`
-//! crate from a fresh registry per scrape ([`Scrape`]), histogram included. A scrape
-//! is one consistent snapshot: the ingest latency's buckets ([`Latency`]) are counted
+//! crate from a fresh registry per scrape (`Scrape`), histogram included. A scrape
+//! is one consistent snapshot: the ingest latency's buckets (`Latency`) are counted
 //! under the counters' lock with the request counts, and copied out with them (the
 //! crate's own `Histogram` has a lock of its own and its clone shares it, so it would
 //! be read later, outside that snapshot, or under two locks at once).
