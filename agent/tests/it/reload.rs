@@ -11,73 +11,33 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use ballast_testenv::notified::{pings, NotifiedDaemon};
 use ballast_testenv::wait_until_showing;
 
+/// The agent under the stand-in for systemd, and its `/metrics` port.
 struct Agent {
-    child: Child,
-    log: PathBuf,
-    notify: UnixDatagram,
+    daemon: NotifiedDaemon,
     metrics_port: u16,
 }
 
+impl std::ops::Deref for Agent {
+    type Target = NotifiedDaemon;
+    fn deref(&self) -> &NotifiedDaemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut NotifiedDaemon {
+        &mut self.daemon
+    }
+}
+
 impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The next notify datagram (fails after `timeout`).
-    fn next_notification(&self, timeout: Duration) -> String {
-        self.notify
-            .set_read_timeout(Some(timeout))
-            .expect("set a timeout");
-        let mut buffer = [0u8; 4096];
-        let size = self.notify.recv(&mut buffer).unwrap_or_else(|error| {
-            panic!(
-                "no notification within {timeout:?} ({error}):\n{}",
-                self.log()
-            )
-        });
-        String::from_utf8_lossy(&buffer[..size]).into_owned()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Every notification that arrives within `window`.
-    fn notifications_for(&self, window: Duration) -> Vec<String> {
-        let until = Instant::now() + window;
-        let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            if left.is_zero() {
-                break;
-            }
-            self.notify
-                .set_read_timeout(Some(left))
-                .expect("set a timeout");
-            match self.notify.recv(&mut buffer) {
-                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
-                Err(_) => break,
-            }
-        }
-        received
-    }
-
     /// `ballast_agent_polls_total` from /metrics.
     fn polls(&self) -> u64 {
         let body = http_get(self.metrics_port, "/metrics")
@@ -87,25 +47,6 @@ impl Agent {
             .and_then(|value| value.trim().parse::<f64>().ok())
             .map(|value| value as u64)
             .unwrap_or_else(|| panic!("no ballast_agent_polls_total in\n{body}"))
-    }
-
-    /// Waits until the log contains `text` (or fails after 30 s, showing the log).
-    fn wait_log(&self, text: &str) {
-        wait_until_showing(
-            &format!("the log to say {text:?}"),
-            Duration::from_secs(30),
-            || self.log().contains(text),
-            || self.log(),
-        );
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -166,28 +107,10 @@ fn start_with_env(
     for sub in ["run", "pve", "state"] {
         std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
     }
-    let socket = dir.join("notify.sock");
-    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
-    let log = dir.join("agent.log");
-    let file = std::fs::File::create(&log).expect("create the log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(config_file)
-        .env("NOTIFY_SOCKET", &socket)
-        .env_remove("BALLAST_LOG")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone the log handle"))
-        .stderr(file)
-        .spawn()
-        .expect("start ballast-agent");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-agent"));
+    command.arg("run").arg("--config").arg(config_file);
     Agent {
-        child,
-        log,
-        notify,
+        daemon: NotifiedDaemon::start(command, dir, "agent.log", env),
         metrics_port,
     }
 }
@@ -284,17 +207,7 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.wait_log("Field host_id changed: restart required");
     assert!(agent.polls() > before, "/metrics still on the running port");
 
-    agent.signal("TERM");
-    let status = agent.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", agent.log());
-}
-
-/// How many of `notifications` are watchdog pings.
-fn pings(notifications: &[String]) -> usize {
-    notifications
-        .iter()
-        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
-        .count()
+    agent.terminate();
 }
 
 #[test]
@@ -314,17 +227,7 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
             (ballast_agent::run::STALL_ENV, stall.as_os_str()),
         ],
     );
-    wait_until_showing(
-        "READY=1",
-        Duration::from_secs(60),
-        || {
-            agent
-                .notifications_for(Duration::from_millis(500))
-                .iter()
-                .any(|message| message.contains("READY=1"))
-        },
-        || agent.log(),
-    );
+    agent.wait_notification("READY=1", Duration::from_secs(60));
 
     let healthy = agent.notifications_for(Duration::from_secs(4));
     assert!(
@@ -350,9 +253,7 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
         agent.log()
     );
 
-    agent.signal("TERM");
-    let status = agent.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", agent.log());
+    agent.terminate();
 }
 
 /// Open file descriptors of process `pid`.
