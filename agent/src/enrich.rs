@@ -24,9 +24,7 @@ use crate::capture::{CaptureSource, CapturedOom};
 use crate::fleet::VmState;
 use crate::history::HistoryPoint;
 use crate::hostmem::HostMemory;
-/// `metrics` still names it here; it lives in [`crate::wire`].
-pub use crate::wire::epoch_ms;
-use crate::wire::{vm_ref, wire_host};
+use crate::wire::{epoch_ms, vm_ref, wire_host};
 
 /// How much balloon history an OOM event carries.
 pub const HISTORY_WINDOW: Duration = Duration::from_secs(3600);

@@ -14,8 +14,8 @@
 //! ballast_guest_ooms_total{vm_uuid="3f2a...",vm_name="web1",verdict="balloon"} 1
 //! ```
 //!
-//! Every scrape copies the values into a fresh registry ([`AgentScrape`],
-//! [`SinkScrape`]), so a family whose label values come from the fleet has no series
+//! Every scrape copies the values into a fresh registry (`AgentScrape`,
+//! `SinkScrape`), so a family whose label values come from the fleet has no series
 //! left over from a VM that is gone.
 //!
 //! The listener is hyper's HTTP/1 server with bounds, meant for a loopback or
@@ -487,7 +487,7 @@ impl Collector for SinkScrape {
 }
 
 fn now_ms() -> i64 {
-    crate::enrich::epoch_ms(std::time::SystemTime::now())
+    crate::wire::epoch_ms(std::time::SystemTime::now())
 }
 
 /// A label value as exported: at most 256 characters, control characters other than

@@ -9,12 +9,13 @@
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ballast_agent::config::RawConfig;
 use ballast_agent::hypervisor::fake::{FakeDomain, FakeHypervisor};
 use ballast_agent::hypervisor::{DomainConfig, DomainId};
 use ballast_agent::run::{Handles, JsonLinesOutlet, Monitor};
+use ballast_testenv::wait_until_showing;
 
 /// The lab's balloon OOM as the serial console showed it.
 const LAB_LOG: &str = include_str!(
@@ -107,13 +108,19 @@ fn per_vm_log_lines_run_in_a_span_naming_the_vm() {
             .lines()
             .any(|line| line.contains(&span) && line.contains(message))
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !logged("VM appeared.") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    append(&serial, LAB_LOG);
-    while !logged("Guest OOM captured.") && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
+    for (message, then) in [
+        ("VM appeared.", Some(LAB_LOG)),
+        ("Guest OOM captured.", None),
+    ] {
+        wait_until_showing(
+            &format!("a {message:?} line in {span:?}"),
+            Duration::from_secs(30),
+            || logged(message),
+            || logs.text(),
+        );
+        if let Some(text) = then {
+            append(&serial, text);
+        }
     }
     commands.stop();
     thread.join().expect("monitor thread");

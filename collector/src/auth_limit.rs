@@ -5,9 +5,10 @@
 //!
 //! Each address has a bucket of [`FAILURE_BURST`] failures refilled at
 //! [`FAILURES_PER_SEC`]; an address with an empty bucket is refused until it
-//! refills. Only failures take from the bucket, and a token found in the
-//! in-memory table is let through before this check, so agents behind the same
-//! proxy as a misconfigured one keep working. At most [`MAX_ADDRESSES`] addresses
+//! refills. A lookup takes one failure before it starts and gives it back when the
+//! token was good, so only failures cost (and concurrent lookups cannot overdraw the
+//! bucket); a token found in the in-memory table is let through before this check,
+//! so agents behind the same proxy as a misconfigured one keep working. At most [`MAX_ADDRESSES`] addresses
 //! are tracked: when full, addresses whose bucket refilled are dropped, and if
 //! none did, the map starts over.
 
@@ -50,22 +51,11 @@ impl FailedAuthLimiter {
         Self::default()
     }
 
-    /// `Err(retry_after_secs)` when `address` has used up its failures.
-    pub fn check(&self, address: IpAddr, now: Instant) -> Result<(), u64> {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(bucket) = buckets.get_mut(&address) else {
-            return Ok(());
-        };
-        bucket.refill(now);
-        if bucket.tokens >= 1.0 {
-            return Ok(());
-        }
-        let wait = ((1.0 - bucket.tokens) / FAILURES_PER_SEC).ceil();
-        Err((wait as u64).max(1))
-    }
-
-    /// Counts one failed authentication of `address`.
-    pub fn failed(&self, address: IpAddr, now: Instant) {
+    /// Takes one failure from `address`'s bucket before its token is looked up;
+    /// `Err(retry_after_secs)` when none is left. Taken before the lookup, not after
+    /// it fails: concurrent requests cannot all pass on the same last failure while
+    /// their lookups run. A token found good gives it back ([`Self::give_back`]).
+    pub fn take(&self, address: IpAddr, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_ADDRESSES && !buckets.contains_key(&address) {
             buckets.retain(|_, bucket| {
@@ -81,7 +71,24 @@ impl FailedAuthLimiter {
             refilled_at: now,
         });
         bucket.refill(now);
-        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - bucket.tokens) / FAILURES_PER_SEC).ceil();
+        Err((wait as u64).max(1))
+    }
+
+    /// Gives back the failure [`Self::take`] took: the token was good. An address
+    /// back to a full bucket is not tracked any more.
+    pub fn give_back(&self, address: IpAddr) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = buckets.get_mut(&address) {
+            bucket.tokens = (bucket.tokens + 1.0).min(FAILURE_BURST);
+            if bucket.tokens >= FAILURE_BURST {
+                buckets.remove(&address);
+            }
+        }
     }
 
     /// Addresses tracked now.
@@ -106,15 +113,37 @@ mod tests {
         let other: IpAddr = "192.0.2.8".parse().expect("ip");
         let start = Instant::now();
         for _ in 0..FAILURE_BURST as usize {
-            assert_eq!(limiter.check(flooder, start), Ok(()));
-            limiter.failed(flooder, start);
+            assert_eq!(limiter.take(flooder, start), Ok(()));
         }
-        assert_eq!(limiter.check(flooder, start), Err(1));
-        assert_eq!(limiter.check(other, start), Ok(()), "others unaffected");
+        assert_eq!(limiter.take(flooder, start), Err(1));
+        assert_eq!(limiter.take(other, start), Ok(()), "others unaffected");
         assert_eq!(
-            limiter.check(flooder, start + Duration::from_millis(1100)),
+            limiter.take(flooder, start + Duration::from_millis(1100)),
             Ok(())
         );
+        assert_eq!(
+            limiter.take(flooder, start + Duration::from_millis(1100)),
+            Err(1),
+            "one failure a second"
+        );
+    }
+
+    #[test]
+    fn a_good_token_gives_its_failure_back_and_is_not_tracked() {
+        let limiter = FailedAuthLimiter::new();
+        let agent: IpAddr = "192.0.2.9".parse().expect("ip");
+        let now = Instant::now();
+        for _ in 0..FAILURE_BURST as usize * 3 {
+            assert_eq!(limiter.take(agent, now), Ok(()));
+            limiter.give_back(agent);
+        }
+        assert_eq!(limiter.tracked(), 0);
+        // Failures in flight are counted before their lookups end: the 21st
+        // concurrent lookup is refused although none has failed yet.
+        for _ in 0..FAILURE_BURST as usize {
+            assert_eq!(limiter.take(agent, now), Ok(()));
+        }
+        assert_eq!(limiter.take(agent, now), Err(1));
     }
 
     #[test]
@@ -122,7 +151,7 @@ mod tests {
         let limiter = FailedAuthLimiter::new();
         let now = Instant::now();
         for n in 0..(MAX_ADDRESSES as u32 + 100) {
-            limiter.failed(IpAddr::from(n.to_be_bytes()), now);
+            let _ = limiter.take(IpAddr::from(n.to_be_bytes()), now);
         }
         assert!(limiter.tracked() <= MAX_ADDRESSES, "{}", limiter.tracked());
     }

@@ -11,7 +11,7 @@
 //!   time of common client pools (reqwest/hyper and Go: 90 s), so a client never
 //!   sends on a connection the server is closing at that moment (with the agent
 //!   sending every 10 s, a 10 s idle close would race its sends).
-//!   Both are kept by a per-connection watchdog ([`Watch`]): hyper's own header
+//!   Both are kept by a per-connection watchdog (`Watch`): hyper's own header
 //!   timer also runs while idle, so it cannot tell the two apart.
 //! - A request body must arrive whole within `body_read_timeout`; a handler
 //!   reading it after that gets an error (ingest answers 408).

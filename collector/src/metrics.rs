@@ -9,8 +9,11 @@
 //! from the store at scrape time. docs/metrics.md lists every family.
 //!
 //! The text is the Prometheus text format 0.0.4, written by the `prometheus-client`
-//! crate from a fresh registry per scrape ([`Scrape`]); the ingest latency is the
-//! crate's [`Histogram`].
+//! crate from a fresh registry per scrape (`Scrape`), histogram included. A scrape
+//! is one consistent snapshot: the ingest latency's buckets (`Latency`) are counted
+//! under the counters' lock with the request counts, and copied out with them (the
+//! crate's own `Histogram` has a lock of its own and its clone shares it, so it would
+//! be read later, outside that snapshot, or under two locks at once).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +24,11 @@ use ballast_daemon::exposition::{counter, counter_family, gauge};
 use ballast_model::RiskLevel;
 use ballast_model::{CorrelationVerdict, OomKind};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -114,6 +118,42 @@ fn bounded(value: &str, known: &[&'static str]) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The ingest latency histogram's values (seconds, bounds [`LATENCY_BUCKETS`] and
+/// `+Inf`): plain numbers kept in [`Counters`], written by the crate's encoder.
+#[derive(Debug, Clone, Default)]
+struct Latency {
+    sum: f64,
+    count: u64,
+    /// Observations per bucket (not cumulative; the encoder adds them up), the last
+    /// one `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+}
+
+impl Latency {
+    fn observe(&mut self, seconds: f64) {
+        self.sum += seconds;
+        self.count += 1;
+        // The first bound at or above the value; above them all (or NaN): +Inf.
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| *bound >= seconds)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[bucket] += 1;
+    }
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let bounds = LATENCY_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(self.buckets).collect();
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Counters {
     requests: BTreeMap<&'static str, u64>,
@@ -129,6 +169,8 @@ struct Counters {
     retention_failures: u64,
     retention_last_secs: Option<f64>,
     deleted: Deleted,
+    /// Ingest latency, every outcome.
+    latency: Latency,
 }
 
 /// The collector's counters, shared by the handlers, retention and the senders.
@@ -136,8 +178,6 @@ struct Counters {
 pub struct Metrics {
     started_at_secs: f64,
     counters: Mutex<Counters>,
-    /// Ingest latency, seconds, bounds [`LATENCY_BUCKETS`].
-    latency: Histogram,
     /// Handed to every notifier this process spawns (reloads included), so the
     /// webhook counters survive a SIGHUP.
     pub notify: Arc<NotifyStats>,
@@ -169,7 +209,6 @@ impl Metrics {
         Self {
             started_at_secs: now_secs(),
             counters: Mutex::new(Counters::default()),
-            latency: Histogram::new(LATENCY_BUCKETS),
             notify: Arc::new(NotifyStats::default()),
             auth: Arc::new(AuthStats::default()),
         }
@@ -200,7 +239,7 @@ impl Metrics {
                 *c.rejected.entry(reason).or_insert(0) += 1;
             }
         }
-        self.latency.observe(seconds);
+        c.latency.observe(seconds);
         if let Some((shape, accepted, duplicates)) = stored {
             c.events_accepted += u64::from(accepted);
             c.events_duplicate += u64::from(duplicates);
@@ -242,8 +281,9 @@ impl Metrics {
     }
 
     /// The exposition text; `outbox` is (state, rows) from the store, `None` when
-    /// it could not be read (the family is then absent). The counters are copied
-    /// out under their lock; the text is written after.
+    /// it could not be read (the family is then absent). The counters (latency
+    /// histogram included) are copied out under their lock, which is released before
+    /// anything else is read; the text is written after.
     pub fn render(&self, outbox: Option<&[(String, i64)]>) -> String {
         self.render_with(outbox, None)
     }
@@ -255,11 +295,11 @@ impl Metrics {
         outbox: Option<&[(String, i64)]>,
         under_pressure: Option<(u64, u64)>,
     ) -> String {
+        let counters = self.counters().clone();
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let scrape = Scrape {
             started_at_secs: self.started_at_secs,
-            counters: self.counters().clone(),
-            latency: self.latency.clone(),
+            counters,
             notify: [
                 load(&self.notify.sent),
                 load(&self.notify.failed),
@@ -300,7 +340,6 @@ impl Metrics {
 struct Scrape {
     started_at_secs: f64,
     counters: Counters,
-    latency: Histogram,
     /// sent, failed, suppressed, summaries, retries.
     notify: [u64; 5],
     auth: [(&'static str, u64); 3],
@@ -343,7 +382,7 @@ impl Collector for Scrape {
             ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
         }
 
-        self.latency.encode(encoder.encode_descriptor(
+        c.latency.encode(encoder.encode_descriptor(
             "ballast_collector_ingest_duration_seconds",
             "Time from the request to the answer of POST /api/v1/ingest (commit included), every outcome.",
             None,
@@ -573,5 +612,67 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_value_on_a_bound_counts_in_its_bucket_and_one_above_all_in_inf() {
+        let metrics = Metrics::new();
+        for millis in [10, 10_001] {
+            metrics.ingest(IngestOutcome::Accepted, Duration::from_millis(millis), None);
+        }
+        let text = metrics.render(None);
+        for line in [
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"0.005\"} 0",
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"0.01\"} 1",
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"10\"} 1",
+            "ballast_collector_ingest_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "ballast_collector_ingest_duration_seconds_sum 10.011",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+    }
+
+    /// The value of the sample line `name` (labels included) in `text`.
+    fn sample(text: &str, name: &str) -> u64 {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+    }
+
+    #[test]
+    fn every_scrape_is_one_snapshot_the_latency_count_equals_the_requests() {
+        let metrics = Arc::new(Metrics::new());
+        let ingesting: Vec<_> = (0..2)
+            .map(|_| {
+                let metrics = Arc::clone(&metrics);
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        metrics.ingest(IngestOutcome::Accepted, Duration::from_millis(2), None);
+                    }
+                })
+            })
+            .collect();
+        let mut scrapes = 0;
+        while scrapes < 50 || !ingesting.iter().all(|thread| thread.is_finished()) {
+            let text = metrics.render(None);
+            assert_eq!(
+                sample(&text, "ballast_collector_ingest_duration_seconds_count"),
+                sample(
+                    &text,
+                    "ballast_collector_ingest_requests_total{outcome=\"accepted\"}"
+                ),
+                "one scrape, two answers to \"how many requests\""
+            );
+            scrapes += 1;
+        }
+        for thread in ingesting {
+            thread.join().expect("ingest thread");
+        }
+        let text = metrics.render(None);
+        assert_eq!(
+            sample(&text, "ballast_collector_ingest_duration_seconds_count"),
+            40_000
+        );
     }
 }

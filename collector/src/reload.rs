@@ -8,7 +8,7 @@
 //!    `correlation.*`, `notify.*`) take effect for the next request; the others
 //!    (`listen`, `tls`, `storage`, `retention`) are logged as "field X changed:
 //!    restart required" and keep their running values.
-//! 3. The API is rebuilt from the merged settings ([`crate::api::ApiConfig::from_settings`])
+//! 3. The API is rebuilt from the merged settings ([`crate::state::ApiConfig::from_settings`])
 //!    and swapped into the [`LiveRouter`] that the server serves: requests in
 //!    flight finish on the old one. Ingest tokens live in the store, so `token
 //!    create`/`revoke` need no reload at all.

@@ -216,7 +216,8 @@ mod tests {
             "1000 bad tokens caused {} loads",
             table.loads()
         );
-        // A token created now is found by the next miss-driven load.
+        // A token created now is found by the next miss-driven load. The scenario: a
+        // second passes, so the miss budget (one load a second) has a load again.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         queries::put_token(&store, "pve2", &token_sha256("blt_new"), 2, false)
             .await

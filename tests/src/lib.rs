@@ -173,4 +173,4 @@ pub fn http_get(
 }
 
 /// The one wait of every ballast test (`ballast_testenv`), here for the suites' imports.
-pub use ballast_testenv::wait_until;
+pub use ballast_testenv::{wait_until, wait_until_showing};

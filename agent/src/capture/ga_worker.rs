@@ -284,11 +284,14 @@ mod tests {
 
     fn wait_finished(worker: &mut GuestAgentWorker, count: usize) -> Vec<FetchDone> {
         let mut done = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while done.len() < count && Instant::now() < deadline {
-            done.extend(worker.finished());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        ballast_testenv::wait_until(
+            &format!("{count} finished guest agent calls"),
+            Duration::from_secs(30),
+            || {
+                done.extend(worker.finished());
+                done.len() >= count
+            },
+        );
         done
     }
 

@@ -14,9 +14,12 @@ pub(super) struct LogFilter {
 impl LogFilter {
     /// Installs the process's subscriber with `log_level`, unless BALLAST_LOG is set.
     pub(super) fn init(log_level: &str) -> Self {
-        let from_env = std::env::var("BALLAST_LOG").is_ok_and(|value| !value.trim().is_empty());
-        let handle = logging::init(logging::filter_from("BALLAST_LOG", log_level));
-        Self { handle, from_env }
+        let from_env = logging::env_filter("BALLAST_LOG");
+        let handle = logging::init(logging::filter_or(from_env.as_deref(), log_level));
+        Self {
+            handle,
+            from_env: from_env.is_some(),
+        }
     }
 
     /// A reloaded `log_level` (already validated with the whole file).

@@ -1,8 +1,8 @@
 //! `run`: the daemon's start-up and its threads. The configuration is loaded and
-//! checked, the log set up ([`logging`]), the backend chosen ([`backend`]), the
+//! checked, the log set up (`logging`), the backend chosen (`backend`), the
 //! spool opened; then, on a small tokio runtime, the collector sender
-//! ([`crate::sink`]), the `/metrics` listener and the signals ([`signals`]:
-//! SIGHUP reloads through [`reloader`], SIGTERM/SIGINT stop); the monitor
+//! ([`crate::sink`]), the `/metrics` listener and the signals (`signals`:
+//! SIGHUP reloads through `reloader`, SIGTERM/SIGINT stop); the monitor
 //! ([`crate::run`]) runs on a thread of its own until it is told to stop.
 //!
 //! Under systemd (`Type=notify`): READY=1 once the first poll is done.

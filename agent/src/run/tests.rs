@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ballast_model::Envelope;
+use ballast_testenv::{wait_until, wait_until_showing};
 
 use super::*;
 use crate::config::{RawConfig, Settings};
@@ -125,18 +126,17 @@ fn a_guest_agent_that_never_answers_does_not_hold_up_another_vms_oom() {
         log.write_all(crate::capture::detect::tests::LAB_LOG.as_bytes())
             .expect("write the OOM");
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = false;
-    while !seen && Instant::now() < deadline {
-        seen = has_oom_of(&events, "b-victim");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_showing(
+        "an OOM of b-victim while A's call hangs",
+        Duration::from_secs(60),
+        || has_oom_of(&events, "b-victim"),
+        || std::fs::read_to_string(&events).unwrap_or_default(),
+    );
     // Only now A's call may end (the monitor could not stop while it held it).
     drop(gate);
     monitor.stop();
     assert!(entered.is_ok(), "A's guest agent call never started");
     let text = std::fs::read_to_string(&events).unwrap_or_default();
-    assert!(seen, "no OOM of b-victim while A's call hung: {text}");
     assert!(!has_oom_of(&events, "a-vm"), "{text}");
 }
 
@@ -150,26 +150,15 @@ fn the_inventory_says_which_guest_agents_do_not_answer() {
     hypervisor.set(talks_id, talks);
     let events = dir.path().join("events.jsonl");
     let monitor = RunningMonitor::start(dir.path(), hypervisor);
-    let deadline = Instant::now() + Duration::from_secs(30);
     let not_answering = "guest_agent_not_answering".to_string();
-    let mut seen = (None, None);
-    while Instant::now() < deadline {
-        seen = (
-            last_findings(&events, "quiet"),
-            last_findings(&events, "talks-back"),
-        );
-        if seen.0.as_ref().is_some_and(|f| f.contains(&not_answering)) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    monitor.stop();
-    let (quiet, talks) = seen;
-    let text = std::fs::read_to_string(&events).unwrap_or_default();
-    assert!(
-        quiet.as_ref().is_some_and(|f| f.contains(&not_answering)),
-        "{quiet:?} in {text}"
+    wait_until_showing(
+        "an inventory naming quiet's guest agent as not answering",
+        Duration::from_secs(30),
+        || last_findings(&events, "quiet").is_some_and(|f| f.contains(&not_answering)),
+        || std::fs::read_to_string(&events).unwrap_or_default(),
     );
+    let talks = last_findings(&events, "talks-back");
+    monitor.stop();
     let talks = talks.expect("an inventory with talks-back");
     assert!(!talks.contains(&not_answering), "{talks:?}");
 }
@@ -304,6 +293,8 @@ fn scraping_metrics_in_a_tight_loop_while_the_monitor_emits_health_never_hangs()
     let during = Arc::clone(&scraped);
     std::thread::spawn(move || {
         while during.load(Ordering::Relaxed) == 0 {
+            // A poll without its own deadline: the 60 s limit on the whole round
+            // below bounds it and names the failure.
             std::thread::sleep(Duration::from_millis(10));
         }
         let first = during.load(Ordering::Relaxed);
@@ -344,11 +335,13 @@ fn the_periodic_guest_agent_fetch_skips_vms_without_a_channel() {
     hypervisor.set(with_id.clone(), with);
     hypervisor.set(without_id.clone(), without);
     let monitor = RunningMonitor::start(dir.path(), Arc::clone(&hypervisor) as Arc<dyn Hypervisor>);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while hypervisor.guest_agent_calls(&with_id) == 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // A few more ticks in which the other VM's fetch would have started too.
+    wait_until(
+        "a guest agent call to the VM with a channel",
+        Duration::from_secs(30),
+        || hypervisor.guest_agent_calls(&with_id) > 0,
+    );
+    // Observation window (the scenario): a few more ticks in which the other VM's
+    // fetch would have started too; nothing says "it will not come".
     std::thread::sleep(Duration::from_secs(3));
     monitor.stop();
     assert!(
@@ -380,12 +373,15 @@ fn tick_until(monitor: &mut Monitor, done: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !done() && Instant::now() < deadline {
         monitor.capture_tick();
+        // A drive loop, not wait_until: where the call must not come, the 10 s are
+        // the observation window (no failure at the deadline).
         std::thread::sleep(Duration::from_millis(50));
     }
     // A few more ticks: results are taken back, and a call that should not
     // happen has had its chance.
     for _ in 0..5 {
         monitor.capture_tick();
+        // Observation window (the scenario), not a wait for anything.
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -467,10 +463,9 @@ fn a_reload_command_takes_the_new_poll_interval_and_stop_ends_the_loop() {
     let thread = std::thread::spawn(move || monitor.run());
     let polls = || counters.lock().polls;
     let wait_for = |wanted: u64| {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while polls() < wanted && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(&format!("{wanted} polls"), Duration::from_secs(20), || {
+            polls() >= wanted
+        });
         polls()
     };
     assert_eq!(wait_for(1), 1, "the first poll");

@@ -134,7 +134,7 @@ impl CollectorClient {
         }
     }
 
-    /// Sends one batch and classifies the answer ([`super::classify`]).
+    /// Sends one batch and classifies the answer (`sink::classify`).
     pub async fn send(&mut self, batch: &Batch) -> SendOutcome {
         let body = match gzip_json(batch) {
             Ok(body) => body,

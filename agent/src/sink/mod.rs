@@ -10,7 +10,7 @@
 //!    first); when it is empty, wait for a push or [`SinkConfig::idle_poll`].
 //! 3. `POST <url>/api/v1/ingest`, body: a JSON [`ballast_model::Batch`], gzip-compressed
 //!    (`Content-Encoding: gzip`), `Authorization: Bearer <token_file contents>`.
-//! 4. The answer is classified ([`classify`]):
+//! 4. The answer is classified (`classify`):
 //!    - 2xx with an [`ballast_model::IngestResponse`]: acknowledge in the spool.
 //!    - 422 whose `ErrorBody.field` names `events[N]...`: the collector says that one
 //!      event is invalid. A batch of several is cut before it; alone, it goes to the

@@ -121,7 +121,8 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
             status.contains(ballooned.name()) && status.contains(plain.name())
         },
     );
-    // A few polls of the full balloon before it moves.
+    // The scenario: a few polls of the full balloon before it moves (a history for
+    // the correlation), not a wait for anything.
     std::thread::sleep(Duration::from_secs(5));
 
     let outcome = scenario::inflate_then_grow(&ballooned, 200, Duration::from_secs(90))
@@ -154,7 +155,8 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     wait_until("the plain OOM event", Duration::from_secs(60), || {
         !ooms_of(&dir, plain.name()).is_empty()
     });
-    // Let the guest-agent path (dmesg) catch up: it must not add a second event.
+    // Observation window (the scenario): the guest-agent path (dmesg) has time to
+    // catch up and must not add a second event; nothing says "no more will come".
     std::thread::sleep(Duration::from_secs(8));
     agent.stop();
 

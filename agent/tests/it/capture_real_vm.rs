@@ -24,6 +24,7 @@ use ballast_agent::capture::{
 use ballast_agent::hypervisor::libvirt::{LibvirtHypervisor, LibvirtSettings};
 use ballast_agent::hypervisor::{DomainId, Hypervisor};
 use ballast_oom::Verdict;
+use ballast_testenv::wait_until;
 use ballast_testvm::{lab_or_skip, scenario, Guest, GuestSpec};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -87,6 +88,8 @@ fn poll_serial_for(
             .poll_serial(id, log, Instant::now())
             .expect("poll serial");
         found.extend(ooms(poll.events));
+        // The scenario: polls spread over an observation window (every OOM in it
+        // counts, a duplicate too), not a wait for anything.
         std::thread::sleep(Duration::from_millis(200));
     }
     found
@@ -121,16 +124,10 @@ fn serial_and_guest_agent_capture_one_balloon_oom_once() {
     assert!(run.kill_line.contains("(memhog)"), "{run:?}");
 
     // Serial: exactly one report, settled within the grace, verdict balloon.
-    let started = Instant::now();
-    let mut serial = Vec::new();
-    while serial.is_empty() && started.elapsed() < Duration::from_secs(30) {
-        serial.extend(poll_serial_for(
-            &mut capture,
-            &id,
-            &log,
-            Duration::from_millis(200),
-        ));
-    }
+    let mut serial = wait_until("the OOM on the serial log", Duration::from_secs(30), || {
+        let found = poll_serial_for(&mut capture, &id, &log, Duration::from_millis(200));
+        (!found.is_empty()).then_some(found)
+    });
     serial.extend(poll_serial_for(
         &mut capture,
         &id,
@@ -240,17 +237,17 @@ fn quiet_console_partial_report_is_completed_by_the_guest_agent() {
     );
 
     // The kill line alone: a partial report, held while the guest agent is asked.
-    let started = Instant::now();
-    let mut wants_agent = false;
-    while !wants_agent && started.elapsed() < Duration::from_secs(30) {
-        let poll = capture
-            .poll_serial(&id, &log, Instant::now())
-            .expect("poll serial");
-        assert!(ooms(poll.events).is_empty(), "the partial copy is held");
-        wants_agent = poll.wants_guest_agent;
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(wants_agent, "no partial report on the quiet console");
+    wait_until(
+        "a partial report on the quiet console (the guest agent asked for)",
+        Duration::from_secs(30),
+        || {
+            let poll = capture
+                .poll_serial(&id, &log, Instant::now())
+                .expect("poll serial");
+            assert!(ooms(poll.events).is_empty(), "the partial copy is held");
+            poll.wants_guest_agent
+        },
+    );
 
     let events = capture
         .fetch_guest_agent(&hypervisor, &id, FetchReason::PartialReport, Instant::now())

@@ -29,7 +29,7 @@ use ballast_model::{
     BalloonRollup, Batch, CaptureSource, Envelope, ErrorBody, Event, IngestResponse, OomAnalysis,
     OomEvent, OomKind, ParsedReport, VmRef,
 };
-use ballast_testenv::wait_until_async;
+use ballast_testenv::{wait_until_async, wait_until_showing};
 
 const TOKEN: &str = "s3cret-token";
 /// A minute boundary an hour before the test started, Unix ms: recent on any date.
@@ -159,20 +159,14 @@ impl Drop for StubCollector {
 }
 
 fn bind_retrying(addr: SocketAddr) -> std::net::TcpListener {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match std::net::TcpListener::bind(addr) {
-            Ok(listener) => {
-                listener.set_nonblocking(true).expect("nonblocking");
-                return listener;
-            }
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("rebinding {addr}: {error}");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("cannot bind {addr}: {error}"),
-        }
-    }
+    let listener = wait_until_showing(
+        &format!("{addr} to be free to bind again"),
+        Duration::from_secs(5),
+        || std::net::TcpListener::bind(addr).ok(),
+        || format!("{:?}", std::net::TcpListener::bind(addr).err()),
+    );
+    listener.set_nonblocking(true).expect("nonblocking");
+    listener
 }
 
 async fn health(State(state): State<Arc<StubState>>, headers: HeaderMap) -> Response {
@@ -200,6 +194,7 @@ async fn ingest(
     match mode {
         Mode::ServerError => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         Mode::Hang => {
+            // The scenario: a collector that never answers.
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
         Mode::RateLimitOnce(secs) => {
@@ -865,6 +860,7 @@ async fn sigkill_mid_batch_loses_and_doubles_nothing_against_stub_collector() {
     for round in 0..12u64 {
         let mut child = run(dir.path());
         let delay = Duration::from_millis(30 + fastrand::u64(0..250));
+        // The scenario: a kill at a random moment of the push, not a wait.
         std::thread::sleep(delay);
         if child.try_wait().expect("try_wait").is_some() {
             break;

@@ -74,6 +74,7 @@ fn stop(mut agent: Child) {
         if let Ok(Some(_)) = agent.try_wait() {
             return;
         }
+        // A poll, not wait_until: past the grace time the agent is killed, not failed.
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = agent.kill();
@@ -133,6 +134,8 @@ fn the_agent_starts_while_libvirt_does_not_answer_and_polls_once_it_does() {
         if names.iter().all(|name| listed.contains(name)) {
             break;
         }
+        // A poll, not wait_until: at the deadline the agent is stopped first, then the
+        // assertions below show what the status listed and the agent's log.
         std::thread::sleep(Duration::from_millis(200));
     }
     let still_running = agent.try_wait().expect("agent status").is_none();

@@ -261,18 +261,13 @@ fn proxmox_backend_against_real_qemu() {
     let mut capture = Capture::new(CaptureSettings::new(&state));
     a.start_hog(16, 100).expect("memhog");
     let hog_started = Instant::now();
-    let mut from_serial = Vec::new();
-    while from_serial.is_empty() {
-        assert!(
-            hog_started.elapsed() < OOM_TIMEOUT,
-            "no OOM on A's serial log"
-        );
+    let from_serial = wait_until("an OOM on A's serial log", OOM_TIMEOUT, || {
         let poll = capture
             .poll_serial(&a_id, &serial_log, Instant::now())
             .expect("poll serial");
-        from_serial.extend(ooms(poll.events));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        let found = ooms(poll.events);
+        (!found.is_empty()).then_some(found)
+    });
     eprintln!(
         "OOM on serial {:?} after the hog started",
         hog_started.elapsed()

@@ -11,71 +11,33 @@
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
+use ballast_testenv::notified::{pings, NotifiedDaemon};
+use ballast_testenv::wait_until_showing;
+
+/// The agent under the stand-in for systemd, and its `/metrics` port.
 struct Agent {
-    child: Child,
-    log: PathBuf,
-    notify: UnixDatagram,
+    daemon: NotifiedDaemon,
     metrics_port: u16,
 }
 
+impl std::ops::Deref for Agent {
+    type Target = NotifiedDaemon;
+    fn deref(&self) -> &NotifiedDaemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut NotifiedDaemon {
+        &mut self.daemon
+    }
+}
+
 impl Agent {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The next notify datagram (fails after `timeout`).
-    fn next_notification(&self, timeout: Duration) -> String {
-        self.notify
-            .set_read_timeout(Some(timeout))
-            .expect("set a timeout");
-        let mut buffer = [0u8; 4096];
-        let size = self.notify.recv(&mut buffer).unwrap_or_else(|error| {
-            panic!(
-                "no notification within {timeout:?} ({error}):\n{}",
-                self.log()
-            )
-        });
-        String::from_utf8_lossy(&buffer[..size]).into_owned()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Every notification that arrives within `window`.
-    fn notifications_for(&self, window: Duration) -> Vec<String> {
-        let until = Instant::now() + window;
-        let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            if left.is_zero() {
-                break;
-            }
-            self.notify
-                .set_read_timeout(Some(left))
-                .expect("set a timeout");
-            match self.notify.recv(&mut buffer) {
-                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
-                Err(_) => break,
-            }
-        }
-        received
-    }
-
     /// `ballast_agent_polls_total` from /metrics.
     fn polls(&self) -> u64 {
         let body = http_get(self.metrics_port, "/metrics")
@@ -85,28 +47,6 @@ impl Agent {
             .and_then(|value| value.trim().parse::<f64>().ok())
             .map(|value| value as u64)
             .unwrap_or_else(|| panic!("no ballast_agent_polls_total in\n{body}"))
-    }
-
-    /// Waits until the log contains `text` (or fails after 30 s).
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.alive() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -167,28 +107,10 @@ fn start_with_env(
     for sub in ["run", "pve", "state"] {
         std::fs::create_dir_all(dir.join(sub)).expect("create the host dirs");
     }
-    let socket = dir.join("notify.sock");
-    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
-    let log = dir.join("agent.log");
-    let file = std::fs::File::create(&log).expect("create the log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
-        .arg("run")
-        .arg("--config")
-        .arg(config_file)
-        .env("NOTIFY_SOCKET", &socket)
-        .env_remove("BALLAST_LOG")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(file.try_clone().expect("clone the log handle"))
-        .stderr(file)
-        .spawn()
-        .expect("start ballast-agent");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-agent"));
+    command.arg("run").arg("--config").arg(config_file);
     Agent {
-        child,
-        log,
-        notify,
+        daemon: NotifiedDaemon::start(command, dir, "agent.log", env),
         metrics_port,
     }
 }
@@ -242,16 +164,12 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
         .contains("READY=1"));
     agent.wait_log("poll_interval_secs: 30 -> 1");
     agent.wait_log("log_level: info -> debug");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while agent.polls() < 4 {
-        assert!(
-            Instant::now() < deadline,
-            "still {} polls 20 s after the reload to 1 s:\n{}",
-            agent.polls(),
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    wait_until_showing(
+        "4 polls after the reload to 1 s",
+        Duration::from_secs(20),
+        || agent.polls() >= 4,
+        || format!("{} polls; log:\n{}", agent.polls(), agent.log()),
+    );
 
     // 2. A bad value: the error names the field, the 1 s interval stays.
     std::fs::write(&file, config(dir.path(), port, "poll_interval_secs: 0\n")).expect("write");
@@ -264,6 +182,8 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.wait_log("unknown field `poll_intervall_secs`");
     assert!(agent.alive(), "a bad file must not stop the agent");
     let before = agent.polls();
+    // The scenario: 3 s pass, in which the running 1 s interval polls at least twice
+    // (a wait for 2 polls could not tell 1 s from a 5 s interval).
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         agent.polls() >= before + 2,
@@ -287,17 +207,7 @@ fn sighup_applies_a_new_poll_interval_keeps_the_old_config_on_a_bad_file_and_nam
     agent.wait_log("Field host_id changed: restart required");
     assert!(agent.polls() > before, "/metrics still on the running port");
 
-    agent.signal("TERM");
-    let status = agent.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", agent.log());
-}
-
-/// How many of `notifications` are watchdog pings.
-fn pings(notifications: &[String]) -> usize {
-    notifications
-        .iter()
-        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
-        .count()
+    agent.terminate();
 }
 
 #[test]
@@ -317,14 +227,7 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
             (ballast_agent::run::STALL_ENV, stall.as_os_str()),
         ],
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !agent
-        .notifications_for(Duration::from_millis(500))
-        .iter()
-        .any(|message| message.contains("READY=1"))
-    {
-        assert!(Instant::now() < deadline, "no READY=1:\n{}", agent.log());
-    }
+    agent.wait_notification("READY=1", Duration::from_secs(60));
 
     let healthy = agent.notifications_for(Duration::from_secs(4));
     assert!(
@@ -350,9 +253,7 @@ fn the_monitor_loop_pings_the_watchdog_and_a_stalled_loop_stops_the_pings() {
         agent.log()
     );
 
-    agent.signal("TERM");
-    let status = agent.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", agent.log());
+    agent.terminate();
 }
 
 /// Open file descriptors of process `pid`.
@@ -402,24 +303,24 @@ fn connections_beyond_the_metrics_cap_hold_no_file_descriptors_and_scrapes_resum
 
     // Once they leave, scrapes are answered again.
     drop(slow);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match http_get(port, "/metrics") {
-            Ok(body) if body.contains("ballast_agent_polls_total 1") => break,
-            outcome => assert!(
-                Instant::now() < deadline,
-                "no scrape after the slow clients left: {outcome:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while open_fds(pid) > before + 2 {
-        assert!(
-            Instant::now() < deadline,
-            "{} fds after the clients left ({before} before)",
-            open_fds(pid)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until_showing(
+        "a scrape answered after the slow clients left",
+        Duration::from_secs(10),
+        || {
+            http_get(port, "/metrics")
+                .is_ok_and(|body| body.contains("ballast_agent_polls_total 1"))
+        },
+        || format!("{:?}", http_get(port, "/metrics")),
+    );
+    wait_until_showing(
+        "the slow clients' descriptors to close",
+        Duration::from_secs(5),
+        || open_fds(pid) <= before + 2,
+        || {
+            format!(
+                "{} fds after the clients left ({before} before)",
+                open_fds(pid)
+            )
+        },
+    );
 }

@@ -55,7 +55,7 @@ pub(super) async fn authenticate_host(
     }
     let now = Instant::now();
     if let Some(peer) = peer {
-        if let Err(retry_after_secs) = state.auth_limit.check(peer, now) {
+        if let Err(retry_after_secs) = state.auth_limit.take(peer, now) {
             stats.rate_limited.fetch_add(1, Ordering::Relaxed);
             // Held before the answer (a sleep costs no CPU): a client that does not
             // wait for Retry-After sends one request per second per connection.
@@ -64,21 +64,32 @@ pub(super) async fn authenticate_host(
         }
     }
     let host = match &hash {
-        Some(hash) => state.tokens.host_for(state.store.as_ref(), hash).await?,
-        None => None,
+        Some(hash) => state.tokens.host_for(state.store.as_ref(), hash).await,
+        None => Ok(None),
+    };
+    // A good token, or a store that could not say, is no failure of the address.
+    let give_back = || {
+        if let Some(peer) = peer {
+            state.auth_limit.give_back(peer);
+        }
     };
     match host {
-        Some(host) => Ok(host),
-        None => {
+        Ok(Some(host)) => {
+            give_back();
+            Ok(host)
+        }
+        Err(error) => {
+            give_back();
+            Err(error.into())
+        }
+        Ok(None) => {
             let counter = if hash.is_some() {
                 &stats.unknown
             } else {
                 &stats.missing
             };
+            // The failure was taken from the address's bucket before the lookup.
             counter.fetch_add(1, Ordering::Relaxed);
-            if let Some(peer) = peer {
-                state.auth_limit.failed(peer, now);
-            }
             Err(AppError::Unauthorized)
         }
     }

@@ -389,6 +389,7 @@ mod flow_tests {
         .await;
         let (short, _) = login(&state).await;
         assert_eq!(status_with_cookie(&state, "GET", "/", &short).await, 200);
+        // The scenario: the 1.5 s session lifetime passes (time, not an event).
         tokio::time::sleep(Duration::from_millis(1600)).await;
         assert_eq!(status_with_cookie(&state, "GET", "/", &short).await, 401);
 

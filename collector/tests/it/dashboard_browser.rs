@@ -410,6 +410,7 @@ fn chromium(url: &str, args: &[String]) -> String {
             let _ = child.wait();
             panic!("chromium did not finish on {url} within 90 s");
         }
+        // A poll, not wait_until: on a timeout Chromium is killed before the panic.
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use ballast_testenv::wait_until_showing;
 
 const MAX_BYTES: usize = 64 * 1024;
 
@@ -56,23 +58,14 @@ impl Collector {
             .spawn()
             .expect("start ballast-collector");
         let collector = Self { child, port, log };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while collector
-            .try_request(
-                format!(
-                    "GET /explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            )
-            .is_none()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the collector never answered:\n{}",
-                std::fs::read_to_string(&collector.log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let request =
+            format!("GET /explain HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        wait_until_showing(
+            "the collector to answer GET /explain",
+            Duration::from_secs(60),
+            || collector.try_request(request.as_bytes()).is_some(),
+            || std::fs::read_to_string(&collector.log).unwrap_or_default(),
+        );
         collector
     }
 

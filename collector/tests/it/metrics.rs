@@ -300,6 +300,7 @@ impl Running {
                 Instant::now() < deadline,
                 "timed out waiting for {what}: {scrape:?}"
             );
+            // A poll, not wait_until_async: the timeout message shows the last scrape.
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }

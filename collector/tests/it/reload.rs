@@ -6,75 +6,54 @@
 //! hook holds the SQLite writer.
 #![allow(clippy::tests_outside_test_module)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ballast_testenv::notified::{pings, NotifiedDaemon};
 
 const OLD_TOKEN: &str = "read-token-old-0123456789";
 const NEW_TOKEN: &str = "read-token-new-9876543210";
 
+/// The collector under the stand-in for systemd, and its port.
 struct Collector {
-    child: Child,
-    log: PathBuf,
-    notify: UnixDatagram,
+    daemon: NotifiedDaemon,
     port: u16,
 }
 
+impl std::ops::Deref for Collector {
+    type Target = NotifiedDaemon;
+    fn deref(&self) -> &NotifiedDaemon {
+        &self.daemon
+    }
+}
+
+impl std::ops::DerefMut for Collector {
+    fn deref_mut(&mut self) -> &mut NotifiedDaemon {
+        &mut self.daemon
+    }
+}
+
 impl Collector {
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn next_notification(&self) -> String {
-        self.notify
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .expect("set a timeout");
-        let mut buffer = [0u8; 4096];
-        let size = self
-            .notify
-            .recv(&mut buffer)
-            .unwrap_or_else(|error| panic!("no notification ({error}):\n{}", self.log()));
-        String::from_utf8_lossy(&buffer[..size]).into_owned()
-    }
-
-    /// Every notification that arrives within `window`.
-    fn notifications_for(&self, window: Duration) -> Vec<String> {
-        let until = Instant::now() + window;
-        let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            if left.is_zero() {
-                break;
-            }
-            self.notify
-                .set_read_timeout(Some(left))
-                .expect("set a timeout");
-            match self.notify.recv(&mut buffer) {
-                Ok(size) => received.push(String::from_utf8_lossy(&buffer[..size]).into_owned()),
-                Err(_) => break,
-            }
+    /// `ballast-collector serve --config file` in `dir`, with `env`.
+    fn start(dir: &Path, file: &Path, port: u16, env: &[(&str, &OsStr)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ballast-collector"));
+        command.args(["serve", "--config"]).arg(file);
+        Self {
+            daemon: NotifiedDaemon::start(command, dir, "collector.log", env),
+            port,
         }
-        received
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name}");
     }
 
     /// A SIGHUP, and the RELOADING=1 / READY=1 pair that says it is done.
     fn reload(&self) {
         self.signal("HUP");
-        let reloading = self.next_notification();
+        let reloading = self.next_notification(Duration::from_secs(60));
         assert!(reloading.contains("RELOADING=1"), "{reloading:?}");
-        let ready = self.next_notification();
+        let ready = self.next_notification(Duration::from_secs(60));
         assert!(ready.contains("READY=1"), "{ready:?}");
     }
 
@@ -97,27 +76,6 @@ impl Collector {
             .nth(1)
             .and_then(|status| status.parse().ok())
             .unwrap_or_else(|| panic!("no status in {response:?}"))
-    }
-
-    fn wait_log(&self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains(text) {
-            assert!(
-                Instant::now() < deadline,
-                "the log never said {text:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Collector {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -147,30 +105,10 @@ fn sighup_swaps_the_read_token_and_keeps_the_running_config_on_a_bad_file() {
     std::fs::write(&token_file, format!("{OLD_TOKEN}\n")).expect("write the token");
     let file = dir.path().join("collector.yaml");
     std::fs::write(&file, config(dir.path(), port, &token_file, "")).expect("write");
-    let socket = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
-    let log = dir.path().join("collector.log");
-    let output = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ballast-collector"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("NOTIFY_SOCKET", &socket)
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("clone"))
-        .stderr(output)
-        .spawn()
-        .expect("start ballast-collector");
-    let mut collector = Collector {
-        child,
-        log,
-        notify,
-        port,
-    };
+    let mut collector = Collector::start(dir.path(), &file, port, &[]);
 
     // READY=1 comes once it listens: the very next request is answered.
-    let ready = collector.next_notification();
+    let ready = collector.next_notification(Duration::from_secs(60));
     assert!(ready.lines().any(|line| line == "READY=1"), "{ready:?}");
     assert_eq!(collector.query_status(OLD_TOKEN), 200);
     assert_eq!(collector.query_status(NEW_TOKEN), 401);
@@ -218,17 +156,7 @@ fn sighup_swaps_the_read_token_and_keeps_the_running_config_on_a_bad_file() {
     collector.wait_log("Field listen changed: restart required");
     assert_eq!(collector.query_status(NEW_TOKEN), 200);
 
-    collector.signal("TERM");
-    let status = collector.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", collector.log());
-}
-
-/// How many of `notifications` are watchdog pings.
-fn pings(notifications: &[String]) -> usize {
-    notifications
-        .iter()
-        .filter(|message| message.lines().any(|line| line == "WATCHDOG=1"))
-        .count()
+    collector.terminate();
 }
 
 #[test]
@@ -239,42 +167,21 @@ fn the_watchdog_is_pinged_while_the_store_answers_and_not_while_its_writer_stall
     std::fs::write(&token_file, format!("{OLD_TOKEN}\n")).expect("write the token");
     let file = dir.path().join("collector.yaml");
     std::fs::write(&file, config(dir.path(), port, &token_file, "")).expect("write");
-    let socket = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&socket).expect("bind the notify socket");
     let stall = dir.path().join("stall");
-    let log = dir.path().join("collector.log");
-    let output = std::fs::File::create(&log).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_ballast-collector"))
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("NOTIFY_SOCKET", &socket)
-        // WatchdogSec=2s: a ping every second.
-        .env("WATCHDOG_USEC", "2000000")
-        .env_remove("WATCHDOG_PID")
-        .env(ballast_collector::storage::sqlite::STALL_ENV, &stall)
-        .stdin(Stdio::null())
-        .stdout(output.try_clone().expect("clone"))
-        .stderr(output)
-        .spawn()
-        .expect("start ballast-collector");
-    let mut collector = Collector {
-        child,
-        log,
-        notify,
+    // WatchdogSec=2s: a ping every second.
+    let mut collector = Collector::start(
+        dir.path(),
+        &file,
         port,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !collector
-        .notifications_for(Duration::from_millis(500))
-        .iter()
-        .any(|message| message.contains("READY=1"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no READY=1:\n{}",
-            collector.log()
-        );
-    }
+        &[
+            ("WATCHDOG_USEC", OsStr::new("2000000")),
+            (
+                ballast_collector::storage::sqlite::STALL_ENV,
+                stall.as_os_str(),
+            ),
+        ],
+    );
+    collector.wait_notification("READY=1", Duration::from_secs(60));
 
     let healthy = collector.notifications_for(Duration::from_secs(4));
     assert!(
@@ -299,7 +206,5 @@ fn the_watchdog_is_pinged_while_the_store_answers_and_not_while_its_writer_stall
         collector.log()
     );
 
-    collector.signal("TERM");
-    let status = collector.child.wait().expect("wait");
-    assert!(status.success(), "{status}:\n{}", collector.log());
+    collector.terminate();
 }

@@ -257,6 +257,18 @@ impl Collector {
             .sum()
     }
 
+    /// Waits until `webhook` has nothing left to send (no pending row): then nothing
+    /// more can arrive, so a check after it sees every message the notifier will
+    /// ever send for it.
+    async fn wait_drained(&self, webhook: &str) {
+        wait_until_async(
+            &format!("the {webhook} outbox to drain"),
+            Duration::from_secs(10),
+            async || self.outbox(webhook, "pending").await == 0,
+        )
+        .await;
+    }
+
     /// Stops serving and sending, as a shutdown would.
     async fn stop(self) -> Arc<dyn Store> {
         let Self {
@@ -287,6 +299,19 @@ fn hook(name: &str, url: &str, extra: &str) -> String {
     format!(
         "  - name: {name}\n    url: {url}\n    timeout_secs: 1\n    backoff_initial_ms: 100\n    backoff_max_secs: 1\n{extra}"
     )
+}
+
+/// A receiver and a SQLite collector in a fresh directory whose one webhook, `ops`,
+/// sends to the receiver's `/hook` with fast retries.
+async fn with_one_hook() -> (tempfile::TempDir, Receiver, Collector) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let receiver = Receiver::start().await;
+    let yaml = sqlite_yaml(
+        dir.path(),
+        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
+    );
+    let collector = Collector::start(&settings(&yaml)).await;
+    (dir, receiver, collector)
 }
 
 fn oom(key: &str, offset_ms: i64, event: OomEvent) -> Envelope {
@@ -455,14 +480,7 @@ async fn json_and_slack_bodies_carry_what_a_user_checks_and_hostile_names_are_es
     );
 
     // The filter: only the balloon-caused guest OOM.
-    // Nothing left to send for "balloon-only", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the balloon-only outbox to drain",
-        Duration::from_secs(10),
-        async || collector.outbox("balloon-only", "pending").await == 0,
-    )
-    .await;
+    collector.wait_drained("balloon-only").await;
     let balloon = receiver.delivered("balloon");
     assert_eq!(
         ids(&balloon),
@@ -476,13 +494,7 @@ async fn json_and_slack_bodies_carry_what_a_user_checks_and_hostile_names_are_es
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_ingest_notifies_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let receiver = Receiver::start().await;
-    let yaml = sqlite_yaml(
-        dir.path(),
-        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
-    );
-    let collector = Collector::start(&settings(&yaml)).await;
+    let (_dir, receiver, collector) = with_one_hook().await;
     let first = collector
         .ingest(vec![oom("dup-1", 0, util::lab_inflated())])
         .await;
@@ -507,14 +519,7 @@ async fn a_duplicate_ingest_notifies_once() {
         async || receiver.delivered("hook").len() >= 2,
     )
     .await;
-    // Nothing left to send for "ops", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the ops outbox to drain",
-        Duration::from_secs(10),
-        async || collector.outbox("ops", "pending").await == 0,
-    )
-    .await;
+    collector.wait_drained("ops").await;
     let delivered = receiver.delivered("hook");
     let ids = ids(&delivered);
     assert_eq!(ids.len(), 2, "two OOMs, two messages: {ids:?}");
@@ -524,14 +529,8 @@ async fn a_duplicate_ingest_notifies_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_500_and_a_hang_are_retried_and_the_message_arrives_once() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let receiver = Receiver::start().await;
+    let (_dir, receiver, collector) = with_one_hook().await;
     receiver.script(&[Answer::Status(500), Answer::Hang, Answer::Status(503)]);
-    let yaml = sqlite_yaml(
-        dir.path(),
-        &format!("  webhooks:\n{}", hook("ops", &receiver.url("hook"), "")),
-    );
-    let collector = Collector::start(&settings(&yaml)).await;
     collector
         .ingest(vec![oom("retry-1", 0, util::lab_inflated())])
         .await;
@@ -541,14 +540,7 @@ async fn a_500_and_a_hang_are_retried_and_the_message_arrives_once() {
         async || !receiver.delivered("hook").is_empty(),
     )
     .await;
-    // Nothing left to send for "ops", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the ops outbox to drain",
-        Duration::from_secs(10),
-        async || collector.outbox("ops", "pending").await == 0,
-    )
-    .await;
+    collector.wait_drained("ops").await;
     let requests = receiver.requests("hook");
     let statuses: Vec<Option<u16>> = requests.iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![Some(500), None, Some(503), Some(200)]);
@@ -623,14 +615,7 @@ async fn a_stopped_receiver_gets_it_when_back_and_a_dead_one_is_given_up() {
         async || receiver.delivered("hook").len() == 1,
     )
     .await;
-    // Nothing left to send for "ops", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the ops outbox to drain",
-        Duration::from_secs(10),
-        async || collector.outbox("ops", "pending").await == 0,
-    )
-    .await;
+    collector.wait_drained("ops").await;
     assert_eq!(receiver.requests("hook").len(), 1);
     assert_eq!(collector.outbox("ops", "sent").await, 1);
     collector.stop().await;
@@ -685,14 +670,7 @@ async fn pending_notifications_survive_a_collector_restart_and_arrive_once() {
         async || receiver.delivered("hook").len() >= 2,
     )
     .await;
-    // Nothing left to send for "ops", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the ops outbox to drain",
-        Duration::from_secs(10),
-        async || collector.outbox("ops", "pending").await == 0,
-    )
-    .await;
+    collector.wait_drained("ops").await;
     let ids = ids(&receiver.delivered("hook"));
     assert_eq!(ids.len(), 2, "each OOM once: {ids:?}");
     assert_ne!(ids[0], ids[1]);
@@ -1016,14 +994,7 @@ async fn two_collectors_sharing_postgresql_notify_each_oom_exactly_once() {
         receiver.delivered("hook").len() >= 40
     })
     .await;
-    // Nothing left to send for "ops", so nothing more can arrive: the check below
-    // sees every message the notifier will ever send.
-    wait_until_async(
-        "the ops outbox to drain",
-        Duration::from_secs(10),
-        async || a.outbox("ops", "pending").await == 0,
-    )
-    .await;
+    a.wait_drained("ops").await;
     let ids = ids(&receiver.delivered("hook"));
     let mut unique = ids.clone();
     unique.dedup();

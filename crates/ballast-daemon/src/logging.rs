@@ -12,11 +12,21 @@ pub type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_su
 /// The filter from environment variable `env_var` when it is set and not blank, else
 /// `fallback`; a filter that does not parse is `info`.
 pub fn filter_from(env_var: &str, fallback: &str) -> EnvFilter {
-    let from_env = std::env::var(env_var)
+    filter_or(env_filter(env_var).as_deref(), fallback)
+}
+
+/// The filter environment variable `env_var` asks for: its value when it is set and
+/// not blank (the one rule for "the environment overrides the configuration").
+pub fn env_filter(env_var: &str) -> Option<String> {
+    std::env::var(env_var)
         .ok()
-        .filter(|value| !value.trim().is_empty());
-    EnvFilter::try_new(from_env.as_deref().unwrap_or(fallback))
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .filter(|value| !value.trim().is_empty())
+}
+
+/// The filter `spec` (from [`env_filter`]) when there is one, else `fallback`; a filter
+/// that does not parse is `info`.
+pub fn filter_or(spec: Option<&str>, fallback: &str) -> EnvFilter {
+    EnvFilter::try_new(spec.unwrap_or(fallback)).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// Installs the global subscriber with `filter`; returns the handle that changes it.
@@ -42,5 +52,12 @@ mod tests {
         let unset = "BALLAST_DAEMON_TEST_UNSET_VARIABLE";
         assert_eq!(filter_from(unset, "debug").to_string(), "debug");
         assert_eq!(filter_from(unset, "=[bad").to_string(), "info");
+        assert_eq!(env_filter(unset), None);
+    }
+
+    #[test]
+    fn a_filter_from_the_environment_wins_over_the_fallback() {
+        assert_eq!(filter_or(Some("warn"), "debug").to_string(), "warn");
+        assert_eq!(filter_or(None, "debug").to_string(), "debug");
     }
 }

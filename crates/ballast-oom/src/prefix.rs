@@ -440,7 +440,7 @@ fn day_then_month(text: &[u8]) -> Option<&[u8]> {
 }
 
 /// A month as a locale abbreviates it: `Jan`, `Jan.`, `janv.`, `Dez`, `déc.`, `янв`, `1月`,
-/// `12월`. Up to [`MAX_MONTH_BYTES`] bytes up to a space, with a letter (an ASCII letter
+/// `12월`. Up to `MAX_MONTH_BYTES` (24) bytes up to a space, with a letter (an ASCII letter
 /// or any non-ASCII byte), ASCII digits only beside non-ASCII letters (`1月`), and no
 /// punctuation but a trailing `.`: a number, a clock, `[ 1439]`, `oom-kill:` or
 /// `free:1234kB` never pass.

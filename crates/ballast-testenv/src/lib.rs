@@ -2,15 +2,17 @@
 //! lab or database is a failure; elsewhere it is a loud skip. `.ci/run` sets `CI=true`;
 //! other CI systems set `CI` to `true`, `True`, `1` or `yes`. Also the one
 //! [`wait_until`] (and [`wait_until_async`]) every test uses to wait for a condition,
-//! and [`skip`], which records a skipped test where `scripts/test.sh` counts it, and
-//! [`plan`], which test executables a build made (for `ballast-run-tests`).
+//! and [`skip()`], which records a skipped test where `scripts/test.sh` counts it;
+//! [`notified`] runs a daemon under a stand-in for systemd; [`plan`] lists the test
+//! executables a build made (for `ballast-run-tests`).
 
+pub mod notified;
 pub mod plan;
 mod skip;
 mod wait;
 
 pub use skip::{current_test, skip, SKIP_LOG_VAR};
-pub use wait::{wait_until, wait_until_async, Outcome};
+pub use wait::{wait_until, wait_until_async, wait_until_showing, Outcome};
 
 /// True when the `CI` variable is set to anything but empty, `0`, `false` or `no` (in
 /// any case).

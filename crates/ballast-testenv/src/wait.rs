@@ -37,17 +37,27 @@ impl<T> Outcome for Option<T> {
 
 /// Polls `check` until it is done and returns its value; panics with `what` after
 /// `timeout`. For tests on plain threads (it sleeps the thread between checks).
-pub fn wait_until<R: Outcome>(
+pub fn wait_until<R: Outcome>(what: &str, timeout: Duration, check: impl FnMut() -> R) -> R::Value {
+    wait_until_showing(what, timeout, check, String::new)
+}
+
+/// [`wait_until`] whose timeout message also shows `detail()`: what the test saw last
+/// (a log, an answer), computed only when the wait fails.
+pub fn wait_until_showing<R: Outcome>(
     what: &str,
     timeout: Duration,
     mut check: impl FnMut() -> R,
+    detail: impl FnOnce() -> String,
 ) -> R::Value {
     let mut waiting = Waiting::new(what, timeout);
     loop {
         if let Some(value) = check().done() {
             return value;
         }
-        std::thread::sleep(waiting.next_pause());
+        match waiting.next_pause() {
+            Some(pause) => std::thread::sleep(pause),
+            None => waiting.fail(&detail()),
+        }
     }
 }
 
@@ -63,7 +73,10 @@ pub async fn wait_until_async<R: Outcome>(
         if let Some(value) = check().await.done() {
             return value;
         }
-        tokio::time::sleep(waiting.next_pause()).await;
+        match waiting.next_pause() {
+            Some(pause) => tokio::time::sleep(pause).await,
+            None => waiting.fail(""),
+        }
     }
 }
 
@@ -85,18 +98,26 @@ impl<'a> Waiting<'a> {
         }
     }
 
-    /// The pause before the next check; panics once the deadline has passed.
-    fn next_pause(&mut self) -> Duration {
-        let waited = self.started.elapsed();
-        assert!(
-            waited < self.timeout,
-            "timed out after {waited:.1?} (limit {:?}) waiting for {}",
+    /// The pause before the next check; `None` once the deadline has passed.
+    fn next_pause(&mut self) -> Option<Duration> {
+        let left = self.timeout.checked_sub(self.started.elapsed())?;
+        if left.is_zero() {
+            return None;
+        }
+        let pause = self.pause.min(left);
+        self.pause = (self.pause * 2).min(MAX_PAUSE);
+        Some(pause)
+    }
+
+    /// Panics naming what never came, and `detail` when there is one.
+    fn fail(&self, detail: &str) -> ! {
+        let separator = if detail.is_empty() { "" } else { ":\n" };
+        panic!(
+            "timed out after {:.1?} (limit {:?}) waiting for {}{separator}{detail}",
+            self.started.elapsed(),
             self.timeout,
             self.what
         );
-        let pause = self.pause.min(self.timeout - waited);
-        self.pause = (self.pause * 2).min(MAX_PAUSE);
-        pause
     }
 }
 
@@ -122,6 +143,17 @@ mod tests {
             "a condition that never holds",
             Duration::from_millis(50),
             || false,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "waiting for the word:\nthe log said nothing")]
+    fn a_failed_wait_shows_what_the_test_saw_last() {
+        wait_until_showing(
+            "the word",
+            Duration::from_millis(50),
+            || false,
+            || "the log said nothing".to_string(),
         );
     }
 

@@ -79,6 +79,14 @@ fn start_pusher(dir: &Path, url: &str, token_file: &Path) -> Child {
         .expect("pusher starts")
 }
 
+/// How many events the pusher has put into its spool so far (its progress file).
+fn pushed(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("pushed"))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Every OOM of `HOST` the API lists (all pages), counted by its capture time.
 fn listed_ooms(addr: SocketAddr) -> BTreeMap<i64, u32> {
     let mut seen = BTreeMap::new();
@@ -116,7 +124,11 @@ fn every_oom_arrives_exactly_once_across_collector_outages_and_kills() {
 
     // The collector is down when the agent starts: events wait in the spool.
     let mut pusher = start_pusher(&pusher_dir, &url, &token_file);
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_until(
+        "the pusher to spool a hundred events while the collector is down",
+        Duration::from_secs(60),
+        || pushed(&pusher_dir) >= 100,
+    );
     let _ = pusher.kill();
     let _ = pusher.wait();
     let mut collector = start_collector(&config, &root.join("collector-1.log"));
@@ -135,6 +147,7 @@ fn every_oom_arrives_exactly_once_across_collector_outages_and_kills() {
     // Kill the pusher (the agent side) at a few moments, and the collector once mid-ingest.
     for round in 0..6u64 {
         let mut pusher = start_pusher(&pusher_dir, &url, &token_file);
+        // The scenario: a kill at a different moment each round, not a wait.
         std::thread::sleep(Duration::from_millis(300 + round * 170));
         let _ = pusher.kill();
         let _ = pusher.wait();

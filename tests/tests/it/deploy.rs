@@ -486,6 +486,8 @@ impl Daemon {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
+            // A poll, not wait_until: running past the grace time is an answer (None),
+            // not a failure here.
             std::thread::sleep(Duration::from_millis(100));
         }
         None
@@ -507,6 +509,7 @@ impl Daemon {
                 "no answer on port {port} ({last_error}):\n{}",
                 read(&self.log)
             );
+            // A poll, not wait_until: the timeout message shows the last error and log.
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -266,6 +266,27 @@ impl Agent {
         );
     }
 
+    /// Waits until the agent has read its serial logs after `since`: a poll stamped at
+    /// least 2 s after `since`'s second in `status.json`. The monitor reads every serial
+    /// log at least once a second between two polls, so one of those reads came after
+    /// `since`.
+    fn wait_reads_after(&self, since: SystemTime) {
+        let since_secs = since
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs());
+        let status = self.dir.join("status.json");
+        wait_until(
+            "the agent to read its serial logs again (a later poll in status.json)",
+            Duration::from_secs(60),
+            || {
+                let text = std::fs::read_to_string(&status).ok()?;
+                let status: Value = serde_json::from_str(&text).ok()?;
+                let at = status["updated_at_epoch_secs"].as_u64()?;
+                (at >= since_secs + 3).then_some(())
+            },
+        );
+    }
+
     /// Everything the agent logged, all runs.
     fn logs(&self) -> String {
         (1..=self.starts)
@@ -361,6 +382,32 @@ fn wait_on_serial(guest: &Guest, reports: &[Injected], count: usize, timeout: Du
     );
 }
 
+/// Injects `reports` at the default pace and waits until all are on the console.
+fn inject_and_wait(guest: &Guest, reports: &[Injected]) {
+    inject(guest, reports, &Pace::default());
+    wait_on_serial(guest, reports, reports.len(), Duration::from_secs(120));
+}
+
+/// OOMs at the start and in the middle of a fault that lasts `hold` from `since`
+/// (an outage, a wrong URL): two batches of five (`(comm prefix, first pid)`), each
+/// on the console before the fault goes on; returns both once `hold` is over.
+fn inject_through(
+    guest: &Guest,
+    (since, hold): (Instant, Duration),
+    batches: [(&str, u32); 2],
+) -> Vec<Injected> {
+    let mut injected = Vec::new();
+    for (half, (prefix, first_pid)) in (1..=2u32).zip(batches) {
+        let batch = Injected::batch(prefix, first_pid, 5);
+        inject_and_wait(guest, &batch);
+        injected.extend(batch);
+        // The scenario: the fault lasts its length (time passing, not a wait for an
+        // event), the second batch half-way through.
+        std::thread::sleep((hold * half / 2).saturating_sub(since.elapsed()));
+    }
+    injected
+}
+
 /// Waits until every injected report is listed, then a few seconds more (late
 /// duplicates), and returns the final count plus how long the first part took.
 fn wait_delivered(
@@ -376,6 +423,8 @@ fn wait_delivered(
         if tally.stored == tally.injected || Instant::now() > deadline {
             break;
         }
+        // A poll, not wait_until: at the deadline the caller's assertion names what is
+        // missing from the tally, which a panic here could not.
         std::thread::sleep(Duration::from_millis(500));
     }
     let took = started.elapsed();
@@ -451,20 +500,15 @@ fn collector_down_for_an_outage_loses_no_oom() {
 
     rig.collector.sigkill();
     let down_at = Instant::now();
-    // OOMs at the start and in the middle of the outage.
-    let first = Injected::batch("fmout", 11_000, 5);
-    inject(&rig.guest, &first, &Pace::default());
-    wait_on_serial(&rig.guest, &first, first.len(), Duration::from_secs(120));
-    std::thread::sleep((outage / 2).saturating_sub(down_at.elapsed()));
-    let second = Injected::batch("fmoutb", 11_100, 5);
-    inject(&rig.guest, &second, &Pace::default());
-    wait_on_serial(&rig.guest, &second, second.len(), Duration::from_secs(120));
-    std::thread::sleep(outage.saturating_sub(down_at.elapsed()));
+    let injected = inject_through(
+        &rig.guest,
+        (down_at, outage),
+        [("fmout", 11_000), ("fmoutb", 11_100)],
+    );
     assert!(rig.agent.running(), "the agent survives the outage");
 
     rig.collector.spawn();
     let down_for = down_at.elapsed();
-    let injected: Vec<Injected> = first.into_iter().chain(second).collect();
     let (tally, recovery) = wait_delivered(&rig.collector, &rig.guest, &injected, &["fmout"]);
     figure(
         NAME,
@@ -681,8 +725,9 @@ fn vm_reboot_and_destroy_during_capture_deliver_what_reached_the_console() {
         rig.guest
             .wait_serial(&row, Duration::from_secs(60))
             .expect("the cut report's task table reached the console log");
-        // "Reached": written to the serial log file the agent tails, a whole line.
-        std::thread::sleep(Duration::from_secs(2));
+        // "Reached": written to the serial log file, and read by the agent before the
+        // VM goes (a destroyed VM's log is not tailed any more).
+        rig.agent.wait_reads_after(SystemTime::now());
         if round == 0 {
             retry("virsh reset", || rig.guest.reboot());
             rig.guest
@@ -764,6 +809,7 @@ impl Tmpfs {
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     top_up(&mut file);
+                    // The filler's pace (the scenario), not a wait for anything.
                     std::thread::sleep(Duration::from_millis(20));
                 }
             })
@@ -826,8 +872,7 @@ fn spool_disk_full_keeps_the_agent_running_and_loses_no_oom() {
     let full_at = Instant::now();
 
     let injected = Injected::batch("fmdf", 16_000, 10);
-    inject(&guest, &injected, &Pace::default());
-    wait_on_serial(&guest, &injected, injected.len(), Duration::from_secs(120));
+    inject_and_wait(&guest, &injected);
     // The agent reads them (a busy host delays its first pass over all VMs) and says
     // its spool disk is full and that it holds the OOM events in memory.
     wait_until(
@@ -906,8 +951,8 @@ fn postgres_restart_under_the_collector_loses_no_oom() {
     // would interleave their lines into other reports).
     wait_on_serial(&guest, &burst, burst.len(), Duration::from_secs(120));
     let during = Injected::batch("fmpgb", 17_100, 5);
-    inject(&guest, &during, &Pace::default());
-    wait_on_serial(&guest, &during, during.len(), Duration::from_secs(120));
+    inject_and_wait(&guest, &during);
+    // The scenario: the database stays away for 10 s.
     std::thread::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed()));
     pg.start_server().expect("PostgreSQL starts again");
     figure(
@@ -984,8 +1029,7 @@ fn clock_jump_on_the_agent_host_keeps_ooms_once_and_in_capture_time() {
         );
         let batch = Injected::batch(&format!("fmcj{phase}"), 18_000 + 100 * phase as u32, 3);
         let expected_ms = now_ms() + offset_secs * 1000;
-        inject(&guest, &batch, &Pace::default());
-        wait_on_serial(&guest, &batch, batch.len(), Duration::from_secs(120));
+        inject_and_wait(&guest, &batch);
         let (tally, took) = wait_delivered(&collector, &guest, &batch, &[&format!("fmcj{phase}")]);
         assert_exactly_once(NAME, &tally, &agent);
         figure(
@@ -1065,15 +1109,11 @@ fn wrong_collector_url_until_a_reload_loses_no_oom() {
             .unwrap_or(30),
     );
     let wrong_since = Instant::now();
-    // OOMs at the start and in the middle of the hold.
-    let first = Injected::batch("fmwu", 19_000, 5);
-    inject(&guest, &first, &Pace::default());
-    wait_on_serial(&guest, &first, first.len(), Duration::from_secs(120));
-    std::thread::sleep((hold / 2).saturating_sub(wrong_since.elapsed()));
-    let second = Injected::batch("fmwub", 19_100, 5);
-    inject(&guest, &second, &Pace::default());
-    wait_on_serial(&guest, &second, second.len(), Duration::from_secs(120));
-    std::thread::sleep(hold.saturating_sub(wrong_since.elapsed()));
+    let injected = inject_through(
+        &guest,
+        (wrong_since, hold),
+        [("fmwu", 19_000), ("fmwub", 19_100)],
+    );
     assert!(agent.running(), "the agent survives a wrong URL");
     assert!(
         collector.listed(guest.name()).is_empty(),
@@ -1095,7 +1135,6 @@ fn wrong_collector_url_until_a_reload_loses_no_oom() {
 
     agent.reload_url(&collector, &format!("http://{}", collector.addr));
     let held_for = wrong_since.elapsed();
-    let injected: Vec<Injected> = first.into_iter().chain(second).collect();
     let (tally, recovery) = wait_delivered(&collector, &guest, &injected, &["fmwu"]);
     figure(
         NAME,

@@ -259,6 +259,7 @@ impl RssWatch {
                         rotations.fetch_add(1, Ordering::Relaxed);
                         last = now;
                     }
+                    // The sampling pace of the watch, not a wait for anything.
                     std::thread::sleep(Duration::from_millis(100));
                 }
             })
@@ -290,6 +291,7 @@ impl RssWatch {
 fn settled_rss_kib(pid: u32) -> u64 {
     let mut samples: Vec<u64> = (0..5)
         .map(|_| {
+            // Samples spread over time (the measurement), not a wait for anything.
             std::thread::sleep(Duration::from_millis(500));
             rss_kib(pid)
         })
@@ -314,6 +316,7 @@ fn retry_libvirt<T>(what: &str, mut call: impl FnMut() -> ballast_testvm::Result
                     && started.elapsed() < Duration::from_secs(60) =>
             {
                 eprintln!("hostile_guests: {what}: libvirtd away ({error}); retrying");
+                // Back-off between two attempts of a call that failed, not a wait.
                 std::thread::sleep(Duration::from_secs(2));
             }
             Err(error) => panic!("{what}: {error}"),
@@ -429,7 +432,8 @@ fn serial_garbage_then_a_hostile_process_name_oom_is_captured_and_shown_escaped(
              cp /bin/memhog \"$hog\" && exec \"$hog\" 16 100) >/dev/hvc0 2>/dev/null </dev/null &"
         ),
     );
-    // Reading the whole log every 50 ms (wait_serial) would take a core from the guest.
+    // A poll every 500 ms, not wait_until: reading the whole multi-MiB log at
+    // wait_until's pace (wait_serial's 50 ms) would take a core from the guest.
     let deadline = Instant::now() + Duration::from_secs(180 + (line_mib + 1) * 2);
     while !guest.serial_text().contains("HOSTILE-SERIAL-DONE") {
         assert!(
@@ -883,6 +887,8 @@ fn hostile_guest_agents_time_out_back_off_and_do_not_delay_another_vm() {
         {
             break;
         }
+        // A poll, not wait_until: at the deadline the states are recorded (and
+        // asserted below with their values), not a panic here.
         std::thread::sleep(Duration::from_millis(500));
     }
     let mut all: Vec<&Guest> = hostile.iter().collect();

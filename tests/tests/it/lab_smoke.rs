@@ -14,6 +14,7 @@
 mod smoke {
     use std::time::{Duration, Instant};
 
+    use ballast_testenv::wait_until;
     use ballast_testvm::scenario::{hold_then_inflate, inflate_then_grow};
     use ballast_testvm::{
         lab_or_skip, GuestKernel, GuestSpec, ProxmoxSpec, INVOKED_LINE, KILL_LINE,
@@ -52,6 +53,7 @@ mod smoke {
                 wait_start.elapsed() < Duration::from_secs(30),
                 "no balloon stats report: {stats:?}"
             );
+            // A poll, not wait_until: the timeout message shows the last stats.
             std::thread::sleep(Duration::from_millis(200));
         };
         assert_eq!(
@@ -69,17 +71,14 @@ mod smoke {
             usable > 100 * 1024 && usable < 512 * 1024,
             "usable {usable} KiB"
         );
-        let advanced = loop {
-            let stats = guest.domstats_balloon().expect("domstats");
-            if stats["balloon.last-update"] > first["balloon.last-update"] {
-                break stats;
-            }
-            assert!(
-                wait_start.elapsed() < Duration::from_secs(30),
-                "last-update never advanced"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        };
+        let advanced = wait_until(
+            "balloon.last-update to advance",
+            Duration::from_secs(30),
+            || {
+                let stats = guest.domstats_balloon().expect("domstats");
+                (stats["balloon.last-update"] > first["balloon.last-update"]).then_some(stats)
+            },
+        );
         eprintln!("balloon stats: {advanced:?}");
 
         // Inflate to 200 MiB, then let the hog grow into the OOM killer.
@@ -99,6 +98,7 @@ mod smoke {
                 wait_start.elapsed() < inflated_at + Duration::from_secs(30),
                 "last-update never advanced after the inflation: {stats:?}"
             );
+            // A poll, not wait_until: the timeout message shows the last stats.
             std::thread::sleep(Duration::from_millis(200));
         };
         assert_eq!(after["balloon.current"], 200 * 1024, "{after:?}");
@@ -181,6 +181,7 @@ mod smoke {
                 break stats;
             }
             assert!(Instant::now() < deadline, "no guest stats: {stats:?}");
+            // A poll, not wait_until: the timeout message shows the last stats.
             std::thread::sleep(Duration::from_millis(250));
         };
         eprintln!("guest-stats: {stats:?}");
@@ -191,13 +192,11 @@ mod smoke {
         // Inflate through QMP and watch the balloon follow (with BALLOON_CHANGE events).
         let inflate_start = Instant::now();
         qmp.balloon_bytes(256 << 20).expect("balloon");
-        while qmp.query_balloon_bytes().expect("query-balloon") != 256 << 20 {
-            assert!(
-                inflate_start.elapsed() < Duration::from_secs(60),
-                "balloon never reached 256 MiB"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            "the balloon to reach 256 MiB",
+            Duration::from_secs(60),
+            || qmp.query_balloon_bytes().expect("query-balloon") == 256 << 20,
+        );
         eprintln!(
             "QMP balloon 512 -> 256 MiB in {:?}",
             inflate_start.elapsed()
@@ -236,19 +235,17 @@ mod smoke {
         );
         assert!(guest.image().release.starts_with("6.12."));
 
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while guest
-            .balloon_guest_stats()
-            .expect("guest-stats")
-            .get("stat-oom-kills")
-            != Some(0)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "stat-oom-kills never reported as 0"
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        wait_until(
+            "stat-oom-kills to be reported as 0",
+            Duration::from_secs(30),
+            || {
+                guest
+                    .balloon_guest_stats()
+                    .expect("guest-stats")
+                    .get("stat-oom-kills")
+                    == Some(0)
+            },
+        );
 
         let outcome = inflate_then_grow(&guest, 200, OOM_TIMEOUT).expect("inflate then grow");
         eprintln!("6.12 inflate_then_grow: {outcome:?}");
@@ -262,6 +259,7 @@ mod smoke {
                 kill_seen.elapsed() < Duration::from_secs(15),
                 "stat-oom-kills stayed: {stats:?}"
             );
+            // A poll, not wait_until: the timeout message shows the last stats.
             std::thread::sleep(Duration::from_millis(250));
         };
         eprintln!(

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ballast_tests::{binary, example, free_port, http_get, profile_dir, repo_root};
+use ballast_tests::{binary, example, free_port, http_get, profile_dir, repo_root, wait_until};
 use ballast_testvm::{lab_or_skip, GuestKernel};
 use serde_json::Value;
 
@@ -295,29 +295,13 @@ fn the_readme_quickstart_from_a_0700_clone_explains_the_demo_guests_balloon_oom_
     assert!(readable_by_others(&kernel), "{kernel:?}");
 
     // Ctrl-C: the script exits, the guest is gone, nothing listens any more.
-    let status = interrupt(&script.0).expect("kill runs");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let exit = loop {
-        if let Some(exit) = script.0.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert_eq!(exit.code(), Some(130), "exit status after Ctrl-C");
+    let exit = ctrl_c_and_wait(&mut script);
+    assert_eq!(exit, Some(130), "exit status after Ctrl-C");
     assert!(
         !domain_exists(guest.trim()),
         "the demo guest was left behind"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the collector still listens after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_stops_listening(&addr);
 }
 
 /// The debug binaries plus `examples/demo_image` (the Proxmox path's guest image).
@@ -402,14 +386,21 @@ impl MockNode {
 fn ctrl_c_and_wait(script: &mut Script) -> Option<i32> {
     let status = interrupt(&script.0).expect("kill runs");
     assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(exit) = script.0.try_wait().expect("wait") {
-            return exit.code();
-        }
-        assert!(Instant::now() < deadline, "quickstart.sh ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let exit = wait_until(
+        "quickstart.sh to exit after Ctrl-C",
+        Duration::from_secs(60),
+        || script.0.try_wait().expect("wait"),
+    );
+    exit.code()
+}
+
+/// Waits until nothing listens on `addr` any more (the collector stopped), 15 s at most.
+fn wait_stops_listening(addr: &SocketAddr) {
+    wait_until(
+        "the collector to stop listening after Ctrl-C",
+        Duration::from_secs(15),
+        || TcpStream::connect_timeout(addr, Duration::from_secs(1)).is_err(),
+    );
 }
 
 /// Proxmox VE cannot run here: `qm` and `pvesh` are a MOCK (tests/mock-pve/bin) that
@@ -508,14 +499,7 @@ fn quickstart_on_a_mock_proxmox_host_explains_the_demo_oom_with_qm_and_qmp() {
                     == Some(vmid)),
         "a qm call on another VM: {calls:#?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-        assert!(
-            Instant::now() < deadline,
-            "the collector still listens after Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_stops_listening(&addr);
 }
 
 /// Where `qm create` fails (here: the MOCK refuses it), the quickstart says so plainly,

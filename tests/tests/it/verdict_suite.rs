@@ -274,7 +274,8 @@ fn run_scenarios(
     for &scenario in scenarios {
         let started = Instant::now();
         scenario::reset(guest, MAXIMUM_MIB).expect("reset");
-        // A few polls of the full balloon before it moves.
+        // The scenario: a few polls of the full balloon before it moves (a history for
+        // the correlation), not a wait for anything.
         std::thread::sleep(Duration::from_secs(5));
         let kill = scenario.run(guest);
         let Some(kill) = kill else {

@@ -201,6 +201,7 @@ fn a_wrong_collector_url_holds_every_oom_until_a_reload_fixes_it_real_agent_and_
             .and_then(|value| value.parse().ok())
             .unwrap_or(8),
     );
+    // The scenario: the wrong URL stays for its hold (time passing, not a wait).
     std::thread::sleep(hold);
     let refused = wait_until("refusals on /metrics", Duration::from_secs(30), || {
         metric(
@@ -256,6 +257,8 @@ fn a_wrong_collector_url_holds_every_oom_until_a_reload_fixes_it_real_agent_and_
     let expected: BTreeMap<i64, u32> = events.iter().map(|e| (e.captured_at_ms, 1)).collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while listed(collector_addr).len() < events.len() && std::time::Instant::now() < deadline {
+        // A poll, not wait_until: at the deadline the assertion below shows the agent's
+        // log, which a panic here could not.
         std::thread::sleep(Duration::from_millis(300));
     }
     let logs = std::fs::read_to_string(&log).unwrap_or_default();

@@ -1,7 +1,7 @@
 //! A QMP client for one short conversation on `<vmid>.qmp`.
 //!
 //! Protocol (QEMU `docs/interop/qmp-spec`):
-//! 1. connect (never blocking, see [`wire::connect`]); QEMU sends its greeting
+//! 1. connect (never blocking, see [`super::wire::connect`]); QEMU sends its greeting
 //!    `{"QMP": {...}}`;
 //! 2. `qmp_capabilities` leaves negotiation mode;
 //! 3. commands go out with an `id`; replies are matched by that `id` (they may
@@ -248,6 +248,7 @@ mod tests {
             // Events forever, never a reply: the deadline still ends the call.
             for _ in 0..200 {
                 peer.send(b"{\"event\": \"RTC_CHANGE\", \"data\": {}}\n");
+                // The fake server's pace (the scenario), not a wait for anything.
                 std::thread::sleep(Duration::from_millis(5));
             }
         });

@@ -1,4 +1,4 @@
-//! QMP balloon replies -> [`BalloonSample`] / [`GuestCounters`]. Pure.
+//! QMP balloon replies -> [`BalloonSample`] / [`crate::hypervisor::GuestCounters`]. Pure.
 //!
 //! - `query-balloon` returns `actual` in BYTES; Proxmox's patched QEMU adds
 //!   `max_mem`, `total_mem`, `free_mem`, `mem_swapped_in`, ... (kept as JSON: new
