@@ -160,7 +160,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
             .map(|vm| VmUpsert {
                 vm_uuid: vm_uuid(host, vm),
                 vm_name: format!("h{host:04}-vm{vm:02}"),
-                state: "running".into(),
+                state: ballast_model::VmState::Running,
                 config_json: Some(config.clone()),
                 findings_json: Some("[\"no_deflate_on_oom\"]".into()),
                 updated_at_ms: now() - HOUR_MS,

@@ -470,7 +470,7 @@ async fn ingest_fleet(state: &AppState, host: &str, token: &str, seed: usize, co
                 uuid: format!("{seed:08x}-0000-4000-8000-{:012x}", i * 7919 % 1000),
                 name: HOSTILE_NAMES[i % HOSTILE_NAMES.len()].into(),
             },
-            state: "running".into(),
+            state: ballast_model::VmState::Running,
             config: ballast_model::VmConfig::default(),
             findings: Vec::new(),
         })

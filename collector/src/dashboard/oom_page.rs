@@ -157,7 +157,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                                 (killed.comm.as_deref().unwrap_or("?"))
                                 @if let Some(pid) = killed.pid { " (" (pid) ")" }
                             } }
-                            td.verdict { (badge(oom.correlation.verdict.as_str())) }
+                            td.verdict { (badge(oom.correlation.verdict)) }
                             td { (oom.report_verdict) }
                             td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
                         }
@@ -199,7 +199,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
     let report = &detail.report;
     let history = &detail.balloon_history;
     let host = detail.host_memory.as_ref();
-    let corr = &detail.correlation_facts;
+    let corr = &detail.correlation_detail;
     let reasons = &corr.reasons;
     html! {
         @if detail.flood_suppressed > 0 {
@@ -210,8 +210,8 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section.verdict-box #verdict {
             p.lead {
-                "Correlation verdict: " (badge(summary.correlation.verdict.as_str()))
-                " · report verdict: " (badge(&analysis.verdict))
+                "Correlation verdict: " (badge(summary.correlation.verdict))
+                " · report verdict: " (badge(analysis.verdict))
             }
             @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }
             @if !reasons.is_empty() {
@@ -456,11 +456,17 @@ mod tests {
             "the parsed report is shown: {page}"
         );
 
-        // A correlation that does not decode is an error too; one without the
-        // figures (an older collector's) still shows the report.
+        // A correlation that does not decode (not one, no verdict, a figure of the
+        // wrong type) is an error on the page and in the API; one without the figures
+        // (an older collector's) still shows the report.
         for (correlation, expected) in [
             (r#""not an object""#, StatusCode::INTERNAL_SERVER_ERROR),
-            ("{}", StatusCode::OK),
+            ("{}", StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                r#"{"verdict":"balloon","balloon_held_kb":"lots"}"#,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (r#"{"verdict":"balloon"}"#, StatusCode::OK),
         ] {
             store
                 .execute(Query::new(
@@ -476,6 +482,8 @@ mod tests {
                 expected == StatusCode::OK,
                 "{page}"
             );
+            let (status, body) = get(&state, "/api/v1/ooms/1").await;
+            assert_eq!(status, expected, "{correlation}: {body}");
         }
 
         // A row whose report no longer fits the model (a schema mismatch).

@@ -157,7 +157,7 @@ pub async fn vm(store: &dyn Store, host: &str, uuid: &str) -> Result<Option<VmRe
         uuid: row.text_or_empty(0),
         name: row.text_or_empty(1),
         host: row.text_or_empty(2),
-        state: row.text_or_empty(3),
+        state: ballast_model::VmState::parse(&row.text_or_empty(3)),
         config: row.json(4),
         findings: row.json(5),
         updated_ms: row.int_or_zero(6),

@@ -108,13 +108,13 @@ fn decode_summary(row: &Row) -> OomSummary {
             name: row.text_or_empty(3),
         },
         time_ms: row.int_or_zero(4),
-        kind: row.text_or_empty(5),
+        kind: ballast_model::OomKind::parse(&row.text_or_empty(5)),
         killed: (killed_pid.is_some() || killed_comm.is_some()).then(|| KilledShort {
             pid: killed_pid,
             comm: killed_comm,
             anon_rss_kb: row.int(8),
         }),
-        report_verdict: row.text_or_empty(9),
+        report_verdict: ballast_model::ReportVerdict::parse(&row.text_or_empty(9)),
         correlation: CorrelationShort {
             verdict: ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
             balloon_held_kb: row.int(11),
@@ -231,10 +231,7 @@ pub async fn get_oom(
         id,
         source,
     };
-    let correlation_detail: serde_json::Value =
-        serde_json::from_str(&correlation_text).map_err(decode_error)?;
-    let correlation_facts =
-        serde_json::from_value(correlation_detail.clone()).map_err(decode_error)?;
+    let correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -256,7 +253,6 @@ pub async fn get_oom(
         balloon_history: event.balloon_history,
         host_memory: event.host,
         correlation_detail,
-        correlation_facts,
         rollups,
         summary,
     }))
@@ -558,7 +554,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
             uuid: row.text_or_empty(0),
             name: row.text_or_empty(1),
             host: row.text_or_empty(2),
-            state: row.text_or_empty(3),
+            state: ballast_model::VmState::parse(&row.text_or_empty(3)),
             config: row.json(4),
             findings: row.json(5),
             updated_ms: row.int_or_zero(6),
