@@ -568,14 +568,14 @@ async fn measure(
         (
             "OOM list, week, verdict=balloon",
             Box::new(|_| OomFilter {
-                verdict: Some("balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::Balloon),
                 ..week.clone()
             }),
         ),
         (
             "OOM list, week, verdict=balloon after the page-20 cursor",
             Box::new(|_| OomFilter {
-                verdict: Some("balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::Balloon),
                 cursor: deep.cursor,
                 ..week.clone()
             }),
@@ -584,7 +584,7 @@ async fn measure(
             "OOM list, week, host + verdict",
             Box::new(|i| OomFilter {
                 host: Some(hosts_picked[i].clone()),
-                verdict: Some("not_balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::NotBalloon),
                 ..week.clone()
             }),
         ),

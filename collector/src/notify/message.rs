@@ -131,8 +131,8 @@ pub fn oom_body(
                 "comm": plain(comm),
                 "anon_rss_kb": notice.killed_anon_rss_kb,
             })),
-            "report_kind": plain(&notice.report_kind),
-            "report_verdict": plain(&notice.report_verdict),
+            "report_kind": notice.report_kind,
+            "report_verdict": notice.report_verdict,
             "correlation": {
                 "verdict": notice.corr_verdict,
                 "balloon_held_kb": notice.balloon_held_kb,
@@ -153,7 +153,7 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
         }
     };
     let link = |url: &str, label: &str| chat_link(slack, url, label);
-    let verdict = match CorrelationVerdict::parse(&notice.corr_verdict) {
+    let verdict = match notice.corr_verdict {
         CorrelationVerdict::Balloon => "caused by the balloon",
         CorrelationVerdict::BalloonContributed => "the balloon contributed",
         CorrelationVerdict::NotBalloon => "not the balloon",
@@ -161,7 +161,7 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     };
     let mut text = format!(
         ":boom: *OOM* ({kind}) in VM {vm} on host {host}: {verdict}\n",
-        kind = quote(&notice.kind),
+        kind = quote(notice.kind.as_str()),
         vm = quote(&notice.vm_name),
         host = quote(&notice.host),
     );
@@ -181,8 +181,8 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     }
     text.push_str(&format!(
         "Report verdict: {} · correlation: {}",
-        quote(&notice.report_verdict),
-        quote(&notice.corr_verdict)
+        quote(notice.report_verdict.as_str()),
+        quote(notice.corr_verdict.as_str())
     ));
     if let Some(held) = notice.balloon_held_kb {
         text.push_str(&format!(" · balloon held {}", mib(held)));
@@ -264,6 +264,7 @@ pub fn suppressed_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ballast_model::{OomKind, ReportKind, ReportVerdict};
 
     fn notice(comm: &str) -> OomNotice {
         OomNotice {
@@ -271,14 +272,14 @@ mod tests {
             host: "pve1".into(),
             vm_uuid: "9a6c3b1e-0000-4000-8000-000000000100".into(),
             vm_name: "tor".into(),
-            kind: "guest".into(),
+            kind: OomKind::Guest,
             captured_at_ms: 1_795_672_800_000,
             killed_pid: Some(1234),
             killed_comm: Some(comm.into()),
             killed_anon_rss_kb: Some(400 * 1024),
-            report_kind: "global".into(),
-            report_verdict: "balloon".into(),
-            corr_verdict: "balloon".into(),
+            report_kind: ReportKind::Global,
+            report_verdict: ReportVerdict::Balloon,
+            corr_verdict: CorrelationVerdict::Balloon,
             balloon_held_kb: Some(256 * 1024),
         }
     }

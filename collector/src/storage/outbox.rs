@@ -31,23 +31,25 @@
 
 use std::time::Duration;
 
+use ballast_model::{CorrelationVerdict, OomKind, ReportKind, ReportVerdict};
+
 use crate::storage::{Param, Query, Store, StoreError};
 
 /// What a message says about one stored OOM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomNotice {
     pub oom_id: i64,
     pub host: String,
     pub vm_uuid: String,
     pub vm_name: String,
-    pub kind: String,
+    pub kind: OomKind,
     pub captured_at_ms: i64,
     pub killed_pid: Option<i64>,
     pub killed_comm: Option<String>,
     pub killed_anon_rss_kb: Option<i64>,
-    pub report_kind: String,
-    pub report_verdict: String,
-    pub corr_verdict: String,
+    pub report_kind: ReportKind,
+    pub report_verdict: ReportVerdict,
+    pub corr_verdict: CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
 }
 
@@ -320,14 +322,14 @@ pub async fn claim_pending(
                 host: row.text_or_empty(3),
                 vm_uuid: row.text_or_empty(4),
                 vm_name: row.text_or_empty(5),
-                kind: row.text_or_empty(6),
+                kind: OomKind::parse(&row.text_or_empty(6)),
                 captured_at_ms: row.int_or_zero(7),
                 killed_pid: row.int(8),
                 killed_comm: row.text(9),
                 killed_anon_rss_kb: row.int(10),
-                report_kind: row.text_or_empty(11),
-                report_verdict: row.text_or_empty(12),
-                corr_verdict: row.text_or_empty(13),
+                report_kind: ReportKind::parse(&row.text_or_empty(11)),
+                report_verdict: ReportVerdict::parse(&row.text_or_empty(12)),
+                corr_verdict: CorrelationVerdict::parse(&row.text_or_empty(13)),
                 balloon_held_kb: row.int(14),
             }),
         })

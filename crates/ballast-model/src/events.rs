@@ -199,7 +199,7 @@ pub struct HostMemory {
 }
 
 /// Where the OOM happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OomKind {
     /// The guest kernel killed a process inside the VM.

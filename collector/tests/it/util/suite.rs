@@ -243,7 +243,7 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     let balloon = queries::list_ooms(
         store,
         &OomFilter {
-            verdict: Some("balloon".into()),
+            verdict: Some(ballast_model::CorrelationVerdict::Balloon),
             host: Some("pve1".into()),
             limit: 10,
             ..OomFilter::default()
@@ -268,7 +268,7 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
         &OomFilter {
             since_ms: Some(oom_at_ms() - 1),
             until_ms: Some(oom_at_ms() + 1),
-            kind: Some("guest".into()),
+            kind: Some(ballast_model::OomKind::Guest),
             limit: 10,
             ..OomFilter::default()
         },
