@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use ballast_model::CorrelationVerdict;
 
 use crate::notify::config::WebhookFormat;
-use crate::storage::outbox::{OomNotice, SuppressedSummary};
+use crate::storage::outbox::{verdict_name, OomNotice, SuppressedSummary};
 
 /// Longest guest- or agent-written text put in a message, in characters.
 const MAX_TEXT_CHARS: usize = 120;
@@ -222,7 +222,7 @@ pub fn suppressed_body(
             let by_verdict: serde_json::Map<String, Value> = summary
                 .by_verdict
                 .iter()
-                .map(|(verdict, n)| (verdict.clone(), json!(n)))
+                .map(|(verdict, n)| (verdict_name(*verdict).to_string(), json!(n)))
                 .collect();
             json!({
                 "type": "suppressed",
@@ -239,7 +239,7 @@ pub fn suppressed_body(
             let verdicts = summary
                 .by_verdict
                 .iter()
-                .map(|(verdict, n)| format!("{n} {verdict}"))
+                .map(|(verdict, n)| format!("{n} {}", verdict_name(*verdict)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let link = chat_link(format == WebhookFormat::Slack, &list, "all OOMs");
@@ -335,6 +335,31 @@ mod tests {
         let text = slack["text"].as_str().expect("text");
         assert!(text.contains("dashboard `/ooms/7`"), "{text}");
         assert!(!text.contains("<"), "{text}");
+    }
+
+    #[test]
+    fn a_summary_names_each_verdict_and_deleted_ooms() {
+        let summary = SuppressedSummary {
+            count: 45,
+            by_verdict: vec![
+                (Some(CorrelationVerdict::Balloon), 38),
+                (Some(CorrelationVerdict::Unknown), 5),
+                (None, 2),
+            ],
+            first_captured_ms: Some(1_795_672_800_000),
+            last_captured_ms: Some(1_795_672_860_000),
+        };
+        let limit = RateLimit {
+            messages: 10,
+            window_secs: 3600,
+        };
+        let body = suppressed_body(WebhookFormat::Json, "ops", &summary, limit, "");
+        assert_eq!(body["by_verdict"]["balloon"], 38, "{body}");
+        assert_eq!(body["by_verdict"]["unknown"], 5, "{body}");
+        assert_eq!(body["by_verdict"]["deleted"], 2, "{body}");
+        let slack = suppressed_body(WebhookFormat::Slack, "ops", &summary, limit, "");
+        let text = slack["text"].as_str().expect("text");
+        assert!(text.contains("38 balloon, 5 unknown, 2 deleted"), "{text}");
     }
 
     #[test]

@@ -57,8 +57,9 @@ pub struct OomNotice {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SuppressedSummary {
     pub count: i64,
-    /// (correlation verdict, count), most frequent first.
-    pub by_verdict: Vec<(String, i64)>,
+    /// (correlation verdict, count), most frequent first; None: OOMs deleted since
+    /// (retention) whose verdict is no longer known.
+    pub by_verdict: Vec<(Option<CorrelationVerdict>, i64)>,
     pub first_captured_ms: Option<i64>,
     pub last_captured_ms: Option<i64>,
 }
@@ -476,14 +477,19 @@ pub async fn claim_suppressed(
     Ok(affected.first().copied().unwrap_or(0))
 }
 
+/// How a summary names a verdict: its wire name, `deleted` for OOMs deleted since.
+pub fn verdict_name(verdict: Option<CorrelationVerdict>) -> &'static str {
+    verdict.map_or("deleted", CorrelationVerdict::as_str)
+}
+
 /// What the suppressed rows claimed by `owner` were about.
 pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSummary, StoreError> {
     let rows = store
         .query(Query::new(
-            "SELECT COALESCE(m.corr_verdict, 'deleted'), COUNT(*), MIN(m.captured_at_ms), \
+            "SELECT m.corr_verdict, COUNT(*), MIN(m.captured_at_ms), \
              MAX(m.captured_at_ms) FROM notify_outbox o LEFT JOIN ooms m ON m.id = o.oom_id \
              WHERE o.lease_owner = ? AND o.state = 'suppressed' \
-             GROUP BY COALESCE(m.corr_verdict, 'deleted')",
+             GROUP BY m.corr_verdict",
             vec![Param::text(owner)],
         ))
         .await?;
@@ -491,7 +497,8 @@ pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSumma
     for row in &rows {
         let n = row.int_or_zero(1);
         summary.count += n;
-        summary.by_verdict.push((row.text_or_empty(0), n));
+        let verdict = row.text(0).map(|text| CorrelationVerdict::parse(&text));
+        summary.by_verdict.push((verdict, n));
         let (first, last) = (row.int(2), row.int(3));
         summary.first_captured_ms = match (summary.first_captured_ms, first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -502,9 +509,10 @@ pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSumma
             (a, b) => a.or(b),
         };
     }
-    summary
-        .by_verdict
-        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    summary.by_verdict.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| verdict_name(a.0).cmp(verdict_name(b.0)))
+    });
     Ok(summary)
 }
 
