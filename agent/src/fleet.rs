@@ -7,11 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::{BalloonRollup, NearMissKind};
+use ballast_model::{BalloonRollup, NearMissKind, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
+use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
@@ -83,6 +84,8 @@ pub struct VmState {
     pub history: History,
     pub config: Option<DomainConfig>,
     pub counters: Option<GuestCounters>,
+    /// The guest's latest PSI reading ([`Fleet::apply_psi`]), until it expires.
+    pub psi: Option<PsiReading>,
     pub last_sample: Option<BalloonSample>,
     pub stale: bool,
     pub last_oom_at: Option<SystemTime>,
@@ -92,6 +95,14 @@ pub struct VmState {
     last_near_miss: BTreeMap<NearMissKind, SystemTime>,
     rollup: Option<BalloonRollup>,
     rollup_period: u64,
+    /// When the last bulk poll sampled this VM.
+    sampled_at: Option<SystemTime>,
+    /// `counters` were read in this poll ([`Fleet::apply_counters`]).
+    counters_fresh: bool,
+    signals: SignalTracker,
+    /// The signals at the last poll; None when the VM has none (`signals: none`).
+    pressure: Option<PressureSnapshot>,
+    pressure_window: PressureWindow,
 }
 
 impl VmState {
@@ -101,6 +112,7 @@ impl VmState {
             history: History::new(history_capacity),
             config: None,
             counters: None,
+            psi: None,
             last_sample: None,
             stale: false,
             last_oom_at: None,
@@ -110,7 +122,46 @@ impl VmState {
             last_near_miss: BTreeMap::new(),
             rollup: None,
             rollup_period: 0,
+            sampled_at: None,
+            counters_fresh: false,
+            signals: SignalTracker::new(),
+            pressure: None,
+            pressure_window: PressureWindow::default(),
         }
+    }
+
+    /// The VM's pressure signals at the last poll; None when it has none (no balloon
+    /// stats rates yet, no 6.12 counters read, no PSI): unknown, not "no pressure".
+    pub fn pressure_snapshot(&self) -> Option<&PressureSnapshot> {
+        self.pressure.as_ref()
+    }
+
+    /// The VM's recent snapshots with their poll times, oldest first (at most
+    /// [`crate::pressure::window::WINDOW_POINTS`]; polls without signals are left out;
+    /// PSI totals only in [`Self::pressure_snapshot`]).
+    pub fn pressure_window(&self) -> Vec<(SystemTime, PressureSnapshot)> {
+        self.pressure_window.snapshots()
+    }
+
+    /// The signals of the poll at `at`: its sample, the counters read in it, the PSI
+    /// reading while fresh.
+    fn observe_pressure(&mut self, at: SystemTime) {
+        let Some(sample) = self.last_sample.as_ref() else {
+            return;
+        };
+        let counters = self.counters.as_ref().filter(|_| self.counters_fresh);
+        let psi = self.psi.as_ref().and_then(|reading| reading.fresh_at(at));
+        let snapshot = self.signals.observe(at, sample, counters, psi);
+        self.counters_fresh = false;
+        if snapshot.sources().is_empty() {
+            self.pressure = None;
+            return;
+        }
+        self.pressure_window.push(at, &snapshot);
+        if let Some(rollup) = self.rollup.as_mut() {
+            crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot);
+        }
+        self.pressure = Some(snapshot);
     }
 
     /// The balloon as the host saw it at an OOM, and that sample's time. Never a sample
@@ -212,11 +263,29 @@ impl VmState {
     }
 }
 
+/// One read of a guest's `/proc/pressure/memory`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PsiReading {
+    /// When it was read (host clock).
+    pub at: SystemTime,
+    /// Polls after this no longer use it (the reads stopped coming).
+    pub valid_until: SystemTime,
+    pub psi: GuestPsi,
+}
+
+impl PsiReading {
+    /// The reading, while it is fresh at `at`.
+    pub fn fresh_at(&self, at: SystemTime) -> Option<&GuestPsi> {
+        (at <= self.valid_until).then_some(&self.psi)
+    }
+}
+
 /// Every VM the agent knows.
 #[derive(Debug, Clone)]
 pub struct Fleet {
     /// Boxed values: B-tree nodes hold 11 slots, often half empty, and a `VmState`
-    /// is ~1 KiB inline (measured with heaptrack at 500 VMs: -0.25 MiB boxed).
+    /// is ~1.9 KiB inline since the pressure signals (~1.2 KiB before; measured with
+    /// heaptrack at 500 VMs then: -0.25 MiB boxed).
     vms: BTreeMap<String, Box<VmState>>,
     history_capacity: usize,
     finished_rollups: Vec<BalloonRollup>,
@@ -271,6 +340,7 @@ impl Fleet {
             track_staleness(vm, &sample, &mut changes);
             detect_pressure(vm, at, &sample, &mut changes);
             vm.history.push_sample(at, &sample);
+            vm.sampled_at = Some(at);
             if let Some(rollup) = vm.roll(at, &sample) {
                 self.finished_rollups.push(rollup);
             }
@@ -338,7 +408,52 @@ impl Fleet {
             _ => {}
         }
         vm.counters = Some(counters);
+        vm.counters_fresh = true;
         changes
+    }
+
+    /// Turns the poll at `at` into each sampled VM's pressure snapshot, after its
+    /// counters were applied ([`Self::apply_counters`]); VMs not sampled at `at` keep
+    /// theirs.
+    pub fn observe_pressure(&mut self, at: SystemTime) {
+        for vm in self.vms.values_mut() {
+            if vm.sampled_at == Some(at) {
+                vm.observe_pressure(at);
+            }
+        }
+    }
+
+    /// Raises the risk of the VM's open minute rollup to `level` (for the risk model:
+    /// a rollup's `pressure.risk` is the period's highest); a period without signals
+    /// has no `pressure` and stays without one.
+    pub fn raise_rollup_risk(&mut self, id: &DomainId, level: ballast_model::RiskLevel) {
+        let rank = |level: ballast_model::RiskLevel| match level {
+            ballast_model::RiskLevel::Critical => 2,
+            ballast_model::RiskLevel::Elevated => 1,
+            _ => 0,
+        };
+        let pressure = self
+            .vms
+            .get_mut(&id.uuid)
+            .and_then(|vm| vm.rollup.as_mut())
+            .and_then(|rollup| rollup.pressure.as_mut());
+        if let Some(pressure) = pressure {
+            if rank(level) > rank(pressure.risk) {
+                pressure.risk = level;
+            }
+        }
+    }
+
+    /// Records a PSI reading of the guest, taken at `at`, used by the polls of the
+    /// next `valid_for`.
+    pub fn apply_psi(&mut self, id: &DomainId, at: SystemTime, psi: GuestPsi, valid_for: Duration) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.psi = Some(PsiReading {
+                at,
+                valid_until: at + valid_for,
+                psi,
+            });
+        }
     }
 
     /// Records the VM's configuration (fetched when it appeared).
@@ -684,5 +799,132 @@ mod tests {
             }
         );
         assert_eq!(rollup.vm.name, "vm1");
+    }
+
+    #[test]
+    fn each_poll_gives_a_vm_its_signals_a_window_and_the_rollup_its_pressure() {
+        let mut fleet = Fleet::new(100);
+        let stats = |faults: u64, usable: u64, update: u64| BalloonSample {
+            major_faults: Some(faults),
+            ..sample(204_800, usable, 1_800_000_000 + update)
+        };
+        let counters = |stalls: u64, update: u64| GuestCounters {
+            alloc_stalls: Some(stalls),
+            direct_reclaims_bytes: Some(stalls * 4096),
+            last_update_epoch_secs: Some(1_800_000_000 + update),
+            ..GuestCounters::default()
+        };
+        // A 6.1-like VM: balloon stats only. A 6.12-like VM: counters too.
+        let old = id(1);
+        let new = id(2);
+        for poll in 0..4u64 {
+            let secs = poll * 10;
+            fleet.apply_poll(
+                at(secs),
+                vec![
+                    (old.clone(), stats(poll * 50, 300_000 - poll * 10_000, secs)),
+                    (new.clone(), stats(poll * 50, 300_000, secs)),
+                ],
+            );
+            fleet.apply_counters(&new, counters(poll * 20, secs));
+            fleet.observe_pressure(at(secs));
+        }
+        let old_vm = fleet.get(&old.uuid).expect("old");
+        let signals = old_vm.pressure_snapshot().expect("balloon stats signals");
+        assert_eq!(signals.major_faults_per_s, Some(5.0));
+        assert_eq!(signals.alloc_stalls_per_s, None);
+        assert_eq!(signals.available_slope_kib_per_s, Some(-1000.0));
+        assert_eq!(
+            signals.sources(),
+            [ballast_model::SignalSource::BalloonStats]
+        );
+        let new_vm = fleet.get(&new.uuid).expect("new");
+        let signals = new_vm.pressure_snapshot().expect("signals");
+        assert_eq!(signals.alloc_stalls_per_s, Some(2.0));
+        assert_eq!(signals.direct_reclaim_kib_per_s, Some(8.0));
+        // The first poll had no rate yet: three points in the window.
+        let window = new_vm.pressure_window();
+        assert_eq!(window.len(), 3);
+        assert_eq!(window[0].0, at(10));
+        // Counters not read in a poll (a skipped VM): no counter rates, not stale ones.
+        fleet.apply_poll(at(40), vec![(new.clone(), stats(200, 300_000, 40))]);
+        fleet.observe_pressure(at(40));
+        let signals = fleet
+            .get(&new.uuid)
+            .and_then(VmState::pressure_snapshot)
+            .expect("stats still");
+        assert_eq!(signals.alloc_stalls_per_s, None);
+        // The next minute closes the rollup with its pressure.
+        fleet.apply_poll(at(60), vec![(new.clone(), stats(250, 300_000, 60))]);
+        let rollups = fleet.take_finished_rollups();
+        let pressure = rollups
+            .iter()
+            .find(|rollup| rollup.vm.uuid == new.uuid)
+            .and_then(|rollup| rollup.pressure.clone())
+            .expect("pressure in the rollup");
+        assert_eq!(pressure.peak.alloc_stalls_per_s, Some(2.0));
+        assert!(pressure
+            .sources
+            .contains(&ballast_model::SignalSource::BalloonCounters));
+        let gone = rollups
+            .iter()
+            .find(|rollup| rollup.vm.uuid == old.uuid)
+            .expect("the old VM went away: its rollup closed");
+        assert_eq!(
+            gone.pressure.as_ref().map(|p| p.risk),
+            Some(ballast_model::RiskLevel::Ok),
+            "the risk model raises it, not the signals"
+        );
+        assert_eq!(
+            gone.pressure.as_ref().map(|p| p.sources.clone()),
+            Some(vec![ballast_model::SignalSource::BalloonStats])
+        );
+    }
+
+    #[test]
+    fn the_rollups_risk_is_the_periods_highest() {
+        use ballast_model::RiskLevel;
+        let mut fleet = Fleet::new(10);
+        for poll in 0..3u64 {
+            let stats = BalloonSample {
+                major_faults: Some(poll),
+                ..sample(524_288, 400_000, 1_800_000_000 + poll * 10)
+            };
+            fleet.apply_poll(at(poll * 10), vec![(id(1), stats)]);
+            fleet.observe_pressure(at(poll * 10));
+        }
+        fleet.raise_rollup_risk(&id(1), RiskLevel::Critical);
+        fleet.raise_rollup_risk(&id(1), RiskLevel::Elevated);
+        fleet.apply_poll(at(60), Vec::new());
+        let rollups = fleet.take_finished_rollups();
+        assert_eq!(
+            rollups[0].pressure.as_ref().map(|p| p.risk),
+            Some(RiskLevel::Critical)
+        );
+    }
+
+    #[test]
+    fn a_vm_without_any_signal_has_none() {
+        let mut fleet = Fleet::new(10);
+        for poll in 0..3 {
+            fleet.apply_poll(
+                at(poll * 10),
+                vec![(
+                    id(1),
+                    BalloonSample {
+                        actual_kib: Some(524_288),
+                        ..BalloonSample::default()
+                    },
+                )],
+            );
+            fleet.observe_pressure(at(poll * 10));
+        }
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        assert_eq!(vm.pressure_snapshot(), None);
+        assert!(vm.pressure_window().is_empty());
+        fleet.apply_poll(at(60), Vec::new());
+        let rollups = fleet.take_finished_rollups();
+        assert_eq!(rollups.len(), 1);
+        assert_eq!(rollups[0].pressure, None, "not a zero pressure");
     }
 }

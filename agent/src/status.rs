@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use ballast_model::PressureSnapshot;
+
 use crate::fleet::Fleet;
 use crate::history::epoch_secs;
 
@@ -41,6 +43,9 @@ pub struct VmStatus {
     pub last_oom_epoch_secs: Option<u64>,
     pub oom_count: u64,
     pub findings: Vec<String>,
+    /// The pressure signals at the last poll; None: the VM has none (`signals: none`).
+    #[serde(default)]
+    pub signals: Option<PressureSnapshot>,
 }
 
 impl Status {
@@ -71,6 +76,7 @@ impl Status {
                     last_oom_epoch_secs: vm.last_oom_at.map(epoch_secs),
                     oom_count: vm.oom_count,
                     findings,
+                    signals: vm.pressure_snapshot().copied(),
                 }
             })
             .collect();
@@ -140,8 +146,46 @@ impl Status {
                 last_oom,
                 vm.findings.join(",")
             );
+            let _ = writeln!(out, "  signals: {}", signals_line(vm.signals.as_ref()));
         }
         out
+    }
+}
+
+/// One VM's pressure signals in a line: `none` when it has none (which is not the
+/// same as no pressure), else each figure it has.
+fn signals_line(signals: Option<&PressureSnapshot>) -> String {
+    let Some(s) = signals else {
+        return "none".to_string();
+    };
+    let figures = [
+        ("stalls", s.alloc_stalls_per_s, "/s"),
+        ("direct scan", s.direct_scan_kib_per_s, " KiB/s"),
+        ("direct reclaim", s.direct_reclaim_kib_per_s, " KiB/s"),
+        ("kswapd scan", s.async_scan_kib_per_s, " KiB/s"),
+        ("kswapd reclaim", s.async_reclaim_kib_per_s, " KiB/s"),
+        ("major faults", s.major_faults_per_s, "/s"),
+        ("swap-in", s.swap_in_kib_per_s, " KiB/s"),
+        ("avail slope", s.available_slope_kib_per_s, " KiB/s"),
+        ("psi some", s.psi_some_avg10, " %"),
+        ("psi full", s.psi_full_avg10, " %"),
+    ];
+    let parts: Vec<String> = figures
+        .iter()
+        .filter_map(|(name, value, unit)| {
+            let value = (*value)?;
+            Some(if value.abs() >= 100.0 || value == value.trunc() {
+                format!("{name} {value:.0}{unit}")
+            } else {
+                format!("{name} {value:.1}{unit}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        // PSI totals only.
+        "psi totals only".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -205,6 +249,7 @@ mod tests {
                 last_oom_epoch_secs: Some(1_795_658_493),
                 oom_count: 2,
                 findings: vec!["deflate_on_oom_off".into()],
+                signals: None,
             }],
             delivery: None,
         };
@@ -215,6 +260,23 @@ mod tests {
         assert!(table.contains("200"));
         assert!(table.contains("2026-11-26 02:01 (2x)"));
         assert!(table.contains("updated 5 s ago"));
+        assert!(table.contains("\n  signals: none\n"), "{table}");
+    }
+
+    #[test]
+    fn each_vm_shows_the_signals_it_has() {
+        let line = signals_line(Some(&PressureSnapshot {
+            alloc_stalls_per_s: Some(2.0),
+            direct_reclaim_kib_per_s: Some(8.25),
+            available_slope_kib_per_s: Some(-1024.4),
+            psi_some_avg10: Some(12.5),
+            ..PressureSnapshot::default()
+        }));
+        assert_eq!(
+            line,
+            "stalls 2/s, direct reclaim 8.2 KiB/s, avail slope -1024 KiB/s, psi some 12.5 %"
+        );
+        assert_eq!(signals_line(None), "none");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub use kinds::{
 pub use pressure::*;
 pub use report::*;
 pub use sent::check_sent_names;
-pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_MEMORY_KIB};
+pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_EVENTS_PER_S, MAX_MEMORY_KIB};
 
 /// The version of this schema; see the module docs for the compatibility rule.
 pub const SCHEMA_VERSION: u32 = 2;
