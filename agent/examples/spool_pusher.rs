@@ -130,11 +130,11 @@ pub fn event(index: u64, base_ms: i64) -> Envelope {
             raw_report: format!("Out of memory: Killed process {index} (stress)"),
             raw_truncated: false,
             report: ParsedReport {
-                kind: "global".into(),
+                kind: ballast_model::ReportKind::Global,
                 ..ParsedReport::default()
             },
             analysis: OomAnalysis {
-                verdict: "unknown".into(),
+                verdict: ballast_model::ReportVerdict::Unknown,
                 ..OomAnalysis::default()
             },
             balloon_at_oom: Default::default(),

@@ -155,6 +155,7 @@ mod tests {
     use super::*;
     use crate::fleet::Fleet;
     use crate::hypervisor::{BalloonSample, DomainConfig, DomainId};
+    use ballast_model::ReportVerdict;
     use std::time::UNIX_EPOCH;
 
     const LAB: &[u8] = include_bytes!("../../crates/ballast-oom/tests/fixtures/oom/lab-debian12-6.1-balloon-200m-of-512m.serial.log");
@@ -224,7 +225,7 @@ mod tests {
             fleet.get("3f2a"),
             &HostMemory::default(),
         );
-        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.verdict, ReportVerdict::Balloon);
         assert_eq!(event.analysis.balloon_held_kb, Some(524_288 - 204_800));
         assert!(event.analysis.explanation.contains("measured on the host"));
         assert_eq!(event.balloon_at_oom.actual_kib, Some(204_800));
@@ -256,7 +257,7 @@ mod tests {
         // clock): the report's own evidence stands for the balloon, never a later sample.
         assert_eq!(event.balloon_at_oom.actual_kib, None);
         assert_eq!(event.analysis.balloon_held_kb, Some(301_595));
-        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.verdict, ReportVerdict::Balloon);
         // A capture a little before the newest sample (a held partial) keeps its window.
         let held = oom_event(
             &captured(&id, LAB, start + Duration::from_secs(15)),
@@ -281,7 +282,7 @@ mod tests {
             fleet.get("100"),
             &HostMemory::default(),
         );
-        assert_eq!(event.analysis.verdict, "kernel_unaccounted");
+        assert_eq!(event.analysis.verdict, ReportVerdict::KernelUnaccounted);
         assert_eq!(event.analysis.balloon_held_kb, Some(0));
     }
 
@@ -321,7 +322,7 @@ mod tests {
         assert_eq!(event.analysis.balloon_excess_kb, Some(106_496));
         assert_eq!(event.analysis.fits_without_balloon, Some(true));
         assert_eq!(event.analysis.would_have_fit, Some(true));
-        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.verdict, ReportVerdict::Balloon);
         assert!(
             event
                 .analysis
@@ -359,7 +360,7 @@ mod tests {
             Some(epoch_ms(start + Duration::from_secs(20)))
         );
         assert_eq!(event.analysis.balloon_excess_kb, Some(106_496));
-        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.verdict, ReportVerdict::Balloon);
     }
 
     #[test]
@@ -382,6 +383,6 @@ mod tests {
         assert_eq!(event.balloon_at_oom.kill_after_ms, None);
         // The report's own evidence stands in: at least 88603 kB out of managed memory.
         assert_eq!(event.analysis.balloon_excess_kb, Some(88_603));
-        assert_eq!(event.analysis.verdict, "balloon");
+        assert_eq!(event.analysis.verdict, ReportVerdict::Balloon);
     }
 }

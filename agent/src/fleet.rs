@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::{BalloonRollup, PressureSnapshot};
+use ballast_model::{BalloonRollup, NearMissKind, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History, HistoryPoint};
@@ -49,7 +49,7 @@ pub enum Change {
     },
     NearMiss {
         id: DomainId,
-        kind: &'static str,
+        kind: NearMissKind,
         detail: String,
         actual_kib: Option<u64>,
         usable_kib: Option<u64>,
@@ -92,7 +92,7 @@ pub struct VmState {
     pub oom_count: u64,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
-    last_near_miss: BTreeMap<&'static str, SystemTime>,
+    last_near_miss: BTreeMap<NearMissKind, SystemTime>,
     rollup: Option<BalloonRollup>,
     rollup_period: u64,
     /// When the last bulk poll sampled this VM.
@@ -220,10 +220,10 @@ impl VmState {
         )
     }
 
-    fn near_miss_due(&mut self, kind: &'static str, at: SystemTime) -> bool {
+    fn near_miss_due(&mut self, kind: NearMissKind, at: SystemTime) -> bool {
         let due = self
             .last_near_miss
-            .get(kind)
+            .get(&kind)
             .is_none_or(|last| at.duration_since(*last).unwrap_or_default() >= NEAR_MISS_EVERY);
         if due {
             self.last_near_miss.insert(kind, at);
@@ -522,10 +522,10 @@ fn detect_pressure(
         (Some(actual), Some(maximum)) => actual < maximum,
         _ => false,
     };
-    if collapsed && inflated && vm.near_miss_due("usable_low", at) {
+    if collapsed && inflated && vm.near_miss_due(NearMissKind::UsableLow, at) {
         changes.push(Change::NearMiss {
             id: vm.id.clone(),
-            kind: "usable_low",
+            kind: NearMissKind::UsableLow,
             detail: format!(
                 "MemAvailable {} KiB of {} KiB while the balloon holds {} KiB",
                 usable,
@@ -565,11 +565,11 @@ fn silent_deflate(
     if deflate_on_oom
         && grew >= SILENT_DEFLATE_MIN_KIB
         && usable_low
-        && vm.near_miss_due("silent_deflate", at)
+        && vm.near_miss_due(NearMissKind::SilentDeflate, at)
     {
         changes.push(Change::NearMiss {
             id: vm.id.clone(),
-            kind: "silent_deflate",
+            kind: NearMissKind::SilentDeflate,
             detail: format!("the balloon gave back {grew} KiB on its own (deflate-on-oom) while the guest was short of memory"),
             actual_kib: Some(actual_kib),
             usable_kib: vm.last_sample.as_ref().and_then(|s| s.usable_kib),
@@ -666,7 +666,7 @@ mod tests {
         assert!(changes.iter().any(|c| matches!(
             c,
             Change::NearMiss {
-                kind: "usable_low",
+                kind: NearMissKind::UsableLow,
                 ..
             }
         )));
@@ -712,7 +712,7 @@ mod tests {
             changes.iter().any(|c| matches!(
                 c,
                 Change::NearMiss {
-                    kind: "silent_deflate",
+                    kind: NearMissKind::SilentDeflate,
                     ..
                 }
             )),

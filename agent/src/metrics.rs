@@ -61,9 +61,9 @@ pub struct AgentCounters {
     pub poll_errors: u64,
     pub last_poll_seconds: f64,
     /// (vm uuid, vm name, verdict) -> OOMs captured.
-    pub ooms: BTreeMap<(String, String, String), u64>,
+    pub ooms: BTreeMap<(String, String, ballast_model::ReportVerdict), u64>,
     /// near-miss kind -> count.
-    pub near_misses: BTreeMap<String, u64>,
+    pub near_misses: BTreeMap<ballast_model::NearMissKind, u64>,
     pub flood_suppressed: u64,
     pub spool_bytes: u64,
     pub spool_events: u64,
@@ -351,7 +351,7 @@ impl Collector for AgentScrape {
             let labels = [
                 ("vm_uuid", bounded_label(uuid)),
                 ("vm_name", bounded_label(name)),
-                ("verdict", bounded_label(verdict)),
+                ("verdict", verdict.as_str().to_string()),
             ];
             ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
@@ -361,7 +361,7 @@ impl Collector for AgentScrape {
             "Balloon near misses (out_of_puff, silent_deflate, usable_low).",
         )?;
         for (kind, count) in &c.near_misses {
-            let labels = [("kind", bounded_label(kind))];
+            let labels = [("kind", kind.as_str().to_string())];
             ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
         gauge(
@@ -597,6 +597,7 @@ async fn answer(
 mod tests {
     use super::*;
     use crate::hypervisor::{BalloonSample, DomainId};
+    use ballast_model::ReportVerdict;
     use std::time::UNIX_EPOCH;
 
     /// The value of the one series `series` (name and labels as written) in `text`.
@@ -728,7 +729,7 @@ mod tests {
         let mut counters = AgentCounters::default();
         counters
             .ooms
-            .insert(("3f2a".into(), "web".into(), "balloon".into()), 2);
+            .insert(("3f2a".into(), "web".into(), ReportVerdict::Balloon), 2);
         counters.last_poll_seconds = 0.25;
         let text = render(&fleet, &counters);
         assert!(text.contains("ballast_vm_balloon_actual_bytes{vm_uuid=\"3f2a\",vm_name=\"web \\\"1\\\" C:\\\\vm\\n?\"} 209715200\n"), "{text}");
@@ -758,10 +759,12 @@ mod tests {
     #[test]
     fn long_label_values_are_cut_at_256_characters() {
         let mut counters = AgentCounters::default();
-        counters.near_misses.insert("x".repeat(300), 1);
+        counters
+            .ooms
+            .insert(("3f2a".into(), "x".repeat(300), ReportVerdict::Unknown), 1);
         let text = render(&Fleet::new(1), &counters);
         let cut = format!(
-            "ballast_near_misses_total{{kind=\"{}\"}} 1\n",
+            "ballast_guest_ooms_total{{vm_uuid=\"3f2a\",vm_name=\"{}\",verdict=\"unknown\"}} 1\n",
             "x".repeat(256)
         );
         assert!(text.contains(&cut), "{text}");

@@ -282,7 +282,7 @@ impl Agent {
             .iter()
             .map(|vm| VmInventory {
                 vm: vm.vm.clone(),
-                state: "running".into(),
+                state: ballast_model::VmState::Running,
                 config: VmConfig {
                     memory_kib: Some(vm.maximum_kib),
                     balloon_floor_kib: Some(vm.maximum_kib / 2),
@@ -394,7 +394,7 @@ impl Agent {
                 now_ms,
                 Event::NearMiss(NearMiss {
                     vm: vm_ref,
-                    kind: "usable_low".into(),
+                    kind: ballast_model::NearMissKind::UsableLow,
                     detail: "MemAvailable below 5 % of the balloon target while inflated".into(),
                     actual_kib: Some(actual),
                     usable_kib: usable,

@@ -160,7 +160,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
             .map(|vm| VmUpsert {
                 vm_uuid: vm_uuid(host, vm),
                 vm_name: format!("h{host:04}-vm{vm:02}"),
-                state: "running".into(),
+                state: ballast_model::VmState::Running,
                 config_json: Some(config.clone()),
                 findings_json: Some("[\"no_deflate_on_oom\"]".into()),
                 updated_at_ms: now() - HOUR_MS,
@@ -569,14 +569,14 @@ async fn measure(
         (
             "OOM list, week, verdict=balloon",
             Box::new(|_| OomFilter {
-                verdict: Some("balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::Balloon),
                 ..week.clone()
             }),
         ),
         (
             "OOM list, week, verdict=balloon after the page-20 cursor",
             Box::new(|_| OomFilter {
-                verdict: Some("balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::Balloon),
                 cursor: deep.cursor,
                 ..week.clone()
             }),
@@ -585,7 +585,7 @@ async fn measure(
             "OOM list, week, host + verdict",
             Box::new(|i| OomFilter {
                 host: Some(hosts_picked[i].clone()),
-                verdict: Some("not_balloon".into()),
+                verdict: Some(ballast_model::CorrelationVerdict::NotBalloon),
                 ..week.clone()
             }),
         ),

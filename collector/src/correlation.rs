@@ -26,9 +26,7 @@
 //!    `balloon` (it held enough that the guest would have survived without it),
 //!    `balloon_contributed` (it held memory but the report lacks the figures to tell).
 
-use serde::Serialize;
-
-use ballast_model::{OomEvent, OomKind, VmConfig};
+use ballast_model::{OomEvent, OomKind, ReportKind, VmConfig};
 
 use crate::records::RollupPoint;
 
@@ -59,62 +57,8 @@ impl Default for CorrelationSettings {
 /// The correlation verdict (a wire vocabulary: `ballast_model`).
 pub use ballast_model::CorrelationVerdict;
 
-/// Where the held figure came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HeldSource {
-    /// maximum - actual measured by the host at the OOM.
-    HostAtOom,
-    /// maximum - actual of the newest host sample before the OOM.
-    HostHistory,
-    /// Estimated from the report (reserved memory far above normal).
-    Report,
-    /// deflate-on-oom was on: the guest's kernel empties the balloon (its OOM notifier)
-    /// before it kills, so it held nothing at a guest-wide OOM, whatever the host's last
-    /// sample before it showed.
-    DeflatedBeforeKill,
-}
-
-/// Everything the correlation found for one OOM; all memory in KiB (= kernel kB).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Correlation {
-    pub verdict: CorrelationVerdict,
-    /// Plain-language reasons, most important first.
-    pub reasons: Vec<String>,
-    pub maximum_kib: Option<u64>,
-    pub actual_kib: Option<u64>,
-    pub balloon_held_kb: Option<u64>,
-    pub held_source: Option<HeldSource>,
-    pub deflate_on_oom: Option<bool>,
-    /// The configured floor (libvirt currentMemory, Proxmox `balloon:`).
-    pub floor_kib: Option<u64>,
-    /// Host samples in the window (history points and rollups).
-    pub window_points: usize,
-    /// How far the balloon came down from its peak in the window to the OOM.
-    pub inflated_kb_before: Option<u64>,
-    pub inflation_started_at_ms: Option<i64>,
-    pub seconds_from_inflation: Option<i64>,
-    pub inflation_kib_per_sec: Option<u64>,
-    /// Guest MemAvailable, newest sample before the OOM.
-    pub usable_kib_before: Option<u64>,
-    /// Allocation stalls counted in the window (QEMU balloon counters).
-    pub alloc_stalls_in_window: Option<u64>,
-    pub host_used_pct: Option<f64>,
-    pub host_above_target: Option<bool>,
-    pub unaccounted_kb: Option<u64>,
-    /// Whether the held memory accounts for the report's unaccounted memory.
-    pub held_explains_unaccounted: Option<bool>,
-    /// What the guest lacked at the OOM: the zones below their high watermark (min from
-    /// older agents) plus the failed allocation.
-    pub needed_kb: Option<u64>,
-    /// The memory in use the report shows: managed memory less the zones' free memory
-    /// (the rollups may miss fast growth; the report does not).
-    pub in_use_kb: Option<u64>,
-    /// Why returning the balloon's pages could not have prevented this kill, if so.
-    pub not_preventable: Option<&'static str>,
-    /// With the balloon deflated, would the guest have survived?
-    pub would_have_survived: Option<bool>,
-}
+pub mod outcome;
+use outcome::{Correlation, HeldSource};
 
 /// What the correlation looks at.
 #[derive(Debug, Clone, Copy)]
@@ -264,7 +208,7 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         held_explains_unaccounted,
         needed_kb,
         in_use_kb,
-        not_preventable,
+        not_preventable: not_preventable.map(str::to_string),
         would_have_survived,
     };
     correlation.reasons = reasons(&correlation, settings, event);
@@ -438,12 +382,12 @@ fn not_preventable(event: &OomEvent) -> Option<&'static str> {
     match event.kind {
         OomKind::Host => return Some("the host ran out of memory and killed the VM's process; returning balloon pages to the guest would only have made the host shorter"),
         OomKind::VmCgroup => return Some("the VM's cgroup on the host hit its limit; returning balloon pages to the guest does not raise it"),
-        OomKind::Guest => {}
+        // An unknown kind never gets here: ingest refuses it.
+        OomKind::Guest | OomKind::Unknown => {}
     }
     // A memcg OOM the kernel answered with a panic (`compulsory panic_on_oom`) is one too.
-    let memcg_ran_out = ballast_model::ReportKind::parse(&event.report.kind)
-        == ballast_model::ReportKind::Memcg
-        || (event.report.kind == "panic"
+    let memcg_ran_out = event.report.kind == ReportKind::Memcg
+        || (event.report.kind == ReportKind::Panic
             && event.report.memcg.as_ref().is_some_and(|m| m.oom.is_some()));
     memcg_ran_out
         .then_some("a memory cgroup inside the guest hit its limit; returning balloon pages to the guest does not raise it")
@@ -528,7 +472,7 @@ fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) ->
         ),
         _ => {}
     }
-    match (c.not_preventable, c.would_have_survived, c.needed_kb, c.balloon_held_kb) {
+    match (c.not_preventable.as_deref(), c.would_have_survived, c.needed_kb, c.balloon_held_kb) {
         (Some(why), _, _, _) => reasons.push(format!(
             "Not the balloon's, however much it held: {why}."
         )),

@@ -11,28 +11,55 @@ use crate::reports::format;
 /// The embedded stylesheet (served by the dashboard, inlined in a standalone report).
 pub const STYLE_CSS: &str = include_str!("../assets/style.css");
 
-/// The CSS class of a verdict, a correlation's or a report's (unknown values share
-/// one class).
-pub fn verdict_class(verdict: &str) -> &'static str {
-    let correlation = CorrelationVerdict::parse(verdict);
-    if correlation.as_str() == verdict {
-        return match correlation {
-            CorrelationVerdict::Balloon => "v-balloon",
-            CorrelationVerdict::BalloonContributed => "v-balloon_contributed",
-            CorrelationVerdict::NotBalloon => "v-not_balloon",
-            CorrelationVerdict::Unknown => "v-unknown",
-        };
+/// A verdict a badge shows: the correlation's or the report analysis'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Correlation(CorrelationVerdict),
+    Report(ReportVerdict),
+}
+
+impl From<CorrelationVerdict> for Verdict {
+    fn from(verdict: CorrelationVerdict) -> Self {
+        Verdict::Correlation(verdict)
     }
-    match ReportVerdict::parse(verdict) {
-        ReportVerdict::KernelUnaccounted => "v-kernel",
-        ReportVerdict::MemcgLimit => "v-memcg",
-        _ => "v-other",
+}
+
+impl From<ReportVerdict> for Verdict {
+    fn from(verdict: ReportVerdict) -> Self {
+        Verdict::Report(verdict)
+    }
+}
+
+impl Verdict {
+    /// The wire name shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Correlation(verdict) => verdict.as_str(),
+            Verdict::Report(verdict) => verdict.as_str(),
+        }
+    }
+}
+
+/// The CSS class of a verdict: a report's `balloon` and `unknown` look like the
+/// correlation's; its other verdicts but two share one class.
+pub fn verdict_class(verdict: impl Into<Verdict>) -> &'static str {
+    match verdict.into() {
+        Verdict::Correlation(CorrelationVerdict::Balloon)
+        | Verdict::Report(ReportVerdict::Balloon) => "v-balloon",
+        Verdict::Correlation(CorrelationVerdict::BalloonContributed) => "v-balloon_contributed",
+        Verdict::Correlation(CorrelationVerdict::NotBalloon) => "v-not_balloon",
+        Verdict::Correlation(CorrelationVerdict::Unknown)
+        | Verdict::Report(ReportVerdict::Unknown) => "v-unknown",
+        Verdict::Report(ReportVerdict::KernelUnaccounted) => "v-kernel",
+        Verdict::Report(ReportVerdict::MemcgLimit) => "v-memcg",
+        Verdict::Report(_) => "v-other",
     }
 }
 
 /// A verdict as a badge.
-pub fn badge(verdict: &str) -> Markup {
-    html! { span class={ "badge " (verdict_class(verdict)) } { (verdict) } }
+pub fn badge(verdict: impl Into<Verdict>) -> Markup {
+    let verdict = verdict.into();
+    html! { span class={ "badge " (verdict_class(verdict)) } { (verdict.as_str()) } }
 }
 
 /// A link to a VM (a VM is (host, uuid)), showing its name.

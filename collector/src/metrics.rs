@@ -55,8 +55,6 @@ pub const REJECT_REASONS: [&str; 8] = [
     "rate_limited",
 ];
 
-const OOM_KINDS: [&str; 3] = OomKind::NAMES;
-const VERDICTS: &[&str] = CorrelationVerdict::NAMES;
 const OUTBOX_STATES: [&str; 5] = ["pending", "suppressed", "sent", "failed", "summarized"];
 
 /// Rows deleted by one retention pass (`crate::retention`).
@@ -88,18 +86,14 @@ pub struct BatchShape {
     pub rollups: u64,
     pub others: u64,
     /// (kind, correlation verdict) -> OOMs.
-    pub ooms: BTreeMap<(&'static str, &'static str), u64>,
+    pub ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
 }
 
 impl BatchShape {
     pub fn of(batch: &PreparedBatch) -> Self {
         let mut ooms = BTreeMap::new();
         for oom in &batch.ooms {
-            let key = (
-                bounded(oom.kind.as_str(), &OOM_KINDS),
-                bounded(oom.corr_verdict.as_str(), VERDICTS),
-            );
-            *ooms.entry(key).or_insert(0) += 1;
+            *ooms.entry((oom.kind, oom.corr_verdict)).or_insert(0) += 1;
         }
         Self {
             rollups: batch.rollups.len() as u64,
@@ -162,7 +156,7 @@ struct Counters {
     events_duplicate: u64,
     rollups: u64,
     others: u64,
-    ooms: BTreeMap<(&'static str, &'static str), u64>,
+    ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
     storage_errors: u64,
     last_ingest_secs: Option<f64>,
     retention_passes: u64,
@@ -415,10 +409,15 @@ impl Collector for Scrape {
             "ballast_collector_ooms_stored_total",
             "OOM events stored, by kind (guest, vm_cgroup, host) and correlation verdict.",
         )?;
-        for kind in OOM_KINDS {
-            for &verdict in VERDICTS {
+        // Fixed lists: the known kinds (ingest refuses an unknown one), every verdict.
+        for kind in OomKind::ALL {
+            for verdict in CorrelationVerdict::KNOWN
+                .iter()
+                .copied()
+                .chain([CorrelationVerdict::Unknown])
+            {
                 let n = c.ooms.get(&(kind, verdict)).copied().unwrap_or(0);
-                let labels = [("kind", kind), ("verdict", verdict)];
+                let labels = [("kind", kind.as_str()), ("verdict", verdict.as_str())];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -562,7 +561,9 @@ mod tests {
     fn counts_outcomes_buckets_and_bounded_labels() {
         let metrics = Metrics::new();
         let mut shape = BatchShape::default();
-        shape.ooms.insert(("guest", "balloon"), 2);
+        shape
+            .ooms
+            .insert((OomKind::Guest, CorrelationVerdict::Balloon), 2);
         shape.rollups = 3;
         metrics.ingest(
             IngestOutcome::Accepted,
@@ -595,7 +596,7 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        assert_eq!(bounded("vm \"x\"", &OOM_KINDS), "other");
+        assert_eq!(bounded("vm \"x\"", &OUTBOX_STATES), "other");
         assert!(
             !text.contains("ballast_collector_vms_under_pressure"),
             "absent when the store was not read"

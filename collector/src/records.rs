@@ -14,9 +14,14 @@
 //!  "inflated_kb_before":319488,"seconds_from_inflation":95},"link":"/api/v1/ooms/7"}
 //! ```
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use ballast_model::{MinMaxLast, PressureRollup, PressureSignal, PressureSnapshot, RiskLevel};
+use ballast_model::{
+    MinMaxLast, OomKind, PressureRollup, PressureSignal, PressureSnapshot, ReportVerdict,
+    RiskLevel, VmState,
+};
+
+use crate::correlation::outcome::Correlation;
 
 /// A VM as named in records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,10 +57,10 @@ pub struct OomSummary {
     /// When the agent captured the report (host clock), Unix ms.
     pub time_ms: i64,
     /// `guest`, `vm_cgroup`, `host`.
-    pub kind: String,
+    pub kind: OomKind,
     pub killed: Option<KilledShort>,
     /// The report analysis' verdict (`balloon`, `kernel_unaccounted`, ...).
-    pub report_verdict: String,
+    pub report_verdict: ReportVerdict,
     pub correlation: CorrelationShort,
     /// `/api/v1/ooms/{id}`.
     pub link: String,
@@ -91,26 +96,11 @@ pub struct OomDetail {
     /// The agent's balloon history before the OOM (oldest first).
     pub balloon_history: Vec<ballast_model::BalloonPoint>,
     pub host_memory: Option<ballast_model::HostMemory>,
-    /// The full correlation ([`crate::correlation::Correlation`]) as stored.
-    pub correlation_detail: serde_json::Value,
-    /// What the OOM page shows of it, decoded (not part of the API's JSON).
-    #[serde(skip)]
-    pub correlation_facts: CorrelationFacts,
+    /// The full correlation as stored: a stored correlation that does not decode is
+    /// an error, never an empty one.
+    pub correlation_detail: Correlation,
     /// Rollups of this VM in the correlation window before the OOM.
     pub rollups: Vec<RollupPoint>,
-}
-
-/// The figures of a stored correlation the OOM page shows; a field an older
-/// collector did not store is absent (None, or no reasons).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub struct CorrelationFacts {
-    /// Plain-language reasons, most important first.
-    pub reasons: Vec<String>,
-    pub maximum_kib: Option<u64>,
-    pub balloon_held_kb: Option<u64>,
-    pub inflated_kb_before: Option<u64>,
-    pub would_have_survived: Option<bool>,
 }
 
 /// One balloon rollup of a VM: the series behind `GET /api/v1/vms/{host}/{uuid}/memory`.
@@ -216,7 +206,7 @@ pub struct VmRecord {
     pub name: String,
     pub host: String,
     /// `running`, `paused`, `shut_off`, `crashed`, `other`; `unknown` when only an OOM named it.
-    pub state: String,
+    pub state: VmState,
     /// `ballast_model::VmConfig`, null when no inventory named the VM.
     pub config: serde_json::Value,
     pub findings: serde_json::Value,

@@ -58,17 +58,13 @@ impl Monitor {
                     actual_kib,
                     usable_kib,
                 } => {
-                    *self
-                        .counters()
-                        .near_misses
-                        .entry(kind.to_string())
-                        .or_default() += 1;
+                    *self.counters().near_misses.entry(kind).or_default() += 1;
                     let key = self.sequenced_key(&format!("nm/{}/{kind}", id.uuid));
                     self.emit(
                         key,
                         Event::NearMiss(WireNearMiss {
                             vm: vm_ref(&id),
-                            kind: kind.to_string(),
+                            kind,
                             detail,
                             actual_kib,
                             usable_kib,

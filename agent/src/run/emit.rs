@@ -6,8 +6,8 @@
 use std::time::SystemTime;
 
 use ballast_model::{
-    AgentHealth, AgentHello, Envelope, Event, Inventory, NearMiss as WireNearMiss, OomKind,
-    VmConfig, VmInventory,
+    AgentHealth, AgentHello, Envelope, Event, Inventory, NearMiss as WireNearMiss, NearMissKind,
+    OomKind, VmConfig, VmInventory, VmState,
 };
 
 use super::Monitor;
@@ -30,15 +30,19 @@ impl Monitor {
                     *self
                         .counters()
                         .near_misses
-                        .entry("out_of_puff".to_string())
+                        .entry(NearMissKind::OutOfPuff)
                         .or_default() += 1;
-                    let key = self.sequenced_key(&format!("nm/{}/out_of_puff", miss.domain.uuid));
+                    let key = self.sequenced_key(&format!(
+                        "nm/{}/{}",
+                        miss.domain.uuid,
+                        NearMissKind::OutOfPuff
+                    ));
                     self.emit_at(
                         key,
                         epoch_ms(miss.captured_at),
                         Event::NearMiss(WireNearMiss {
                             vm: vm_ref(&miss.domain),
-                            kind: "out_of_puff".to_string(),
+                            kind: NearMissKind::OutOfPuff,
                             detail: miss.line,
                             actual_kib: None,
                             usable_kib: None,
@@ -64,6 +68,7 @@ impl Monitor {
                 OomKind::Guest => "Guest OOM captured.",
                 OomKind::VmCgroup => "VM cgroup OOM on the host captured.",
                 OomKind::Host => "Host OOM killed a VM's QEMU process.",
+                OomKind::Unknown => "OOM of an unknown kind captured.",
             }
         );
         self.fleet()
@@ -74,7 +79,7 @@ impl Monitor {
             .entry((
                 captured.domain.uuid.clone(),
                 captured.domain.name.clone(),
-                oom.analysis.verdict.clone(),
+                oom.analysis.verdict,
             ))
             .or_default() += 1;
         let key = format!("{}/oom/{}", self.settings.host_id, captured.dedupe_key);
@@ -120,7 +125,7 @@ impl Monitor {
                     let config = vm.config.clone().unwrap_or_default();
                     VmInventory {
                         vm: vm_ref(&vm.id),
-                        state: "running".to_string(),
+                        state: VmState::Running,
                         findings: crate::audit::observed_finding_names(
                             &config,
                             crate::audit::Observed {

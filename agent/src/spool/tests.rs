@@ -55,7 +55,7 @@ pub(crate) fn oom(uuid: &str, n: u64) -> Envelope {
 fn near_miss(uuid: &str, n: u64) -> Envelope {
     let event = Event::NearMiss(NearMiss {
         vm: vm(uuid),
-        kind: "usable_low".into(),
+        kind: ballast_model::NearMissKind::UsableLow,
         detail: String::new(),
         actual_kib: None,
         usable_kib: None,

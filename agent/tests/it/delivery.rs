@@ -335,11 +335,11 @@ fn oom(index: u64) -> Envelope {
         raw_report: format!("Out of memory: Killed process {index} (stress)\n").repeat(8),
         raw_truncated: false,
         report: ParsedReport {
-            kind: "global".into(),
+            kind: ballast_model::ReportKind::Global,
             ..ParsedReport::default()
         },
         analysis: OomAnalysis {
-            verdict: "unknown".into(),
+            verdict: ballast_model::ReportVerdict::Unknown,
             ..OomAnalysis::default()
         },
         balloon_at_oom: Default::default(),

@@ -9,7 +9,8 @@
 //!    `Content-Encoding: gzip` is inflated up to `max_decompressed_bytes` (413).
 //! 4. Parse (400 for malformed JSON, 422 when it does not fit the schema),
 //!    check `host_id` against the token's host (403), validate every field (422
-//!    with the field's JSON path). Rows are stored under the token's host: a VM is
+//!    with the field's JSON path; a vocabulary name this version does not know is
+//!    refused so too, though it decodes as `Unknown`). Rows are stored under the token's host: a VM is
 //!    (host, uuid), so a host's token writes only its own host's VMs.
 //! 5. Hand the batch to the ingest service (`crate::ingest`: correlate OOMs, pick
 //!    webhooks, store in one transaction), answer `IngestResponse{accepted,
@@ -146,12 +147,14 @@ async fn handle(
                 batch.host_id
             )));
         }
-        ballast_model::validate(&batch, &model_limits, crate::now_ms()).map_err(|error| {
-            AppError::Unprocessable {
+        // A name a newer agent sent decodes as its vocabulary's `Unknown`: `validate`
+        // refuses it where `unknown` is no value, `check_sent_names` where it is.
+        ballast_model::validate(&batch, &model_limits, crate::now_ms())
+            .and_then(|()| ballast_model::check_sent_names(&json))
+            .map_err(|error| AppError::Unprocessable {
                 message: error.to_string(),
                 field: Some(error.path),
-            }
-        })?;
+            })?;
         Ok(batch)
     })
     .await

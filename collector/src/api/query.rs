@@ -6,6 +6,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
+use ballast_model::{CorrelationVerdict, OomKind, ReportVerdict};
 use serde::Deserialize;
 
 use crate::api::AppError;
@@ -58,15 +59,24 @@ pub(super) async fn list_ooms(
 ) -> Result<Json<OomPage>, AppError> {
     let params = params(query)?;
     let limit = checked_limit(params.limit, 100, queries::OOM_PAGE_MAX)?;
-    if let Some(verdict) = &params.verdict {
-        if !ballast_model::CorrelationVerdict::NAMES.contains(&verdict.as_str()) {
-            return Err(AppError::Unprocessable {
-                message: "verdict must be balloon, balloon_contributed, not_balloon or unknown"
-                    .into(),
-                field: Some("verdict".into()),
-            });
-        }
-    }
+    let verdict = named(
+        "verdict",
+        params.verdict.as_deref(),
+        CorrelationVerdict::NAMES,
+        CorrelationVerdict::parse,
+    )?;
+    let report_verdict = named(
+        "report_verdict",
+        params.report_verdict.as_deref(),
+        ReportVerdict::NAMES,
+        ReportVerdict::parse,
+    )?;
+    let kind = named(
+        "kind",
+        params.kind.as_deref(),
+        &OomKind::NAMES,
+        OomKind::parse,
+    )?;
     let cursor = match &params.cursor {
         Some(text) => Some(queries::parse_cursor(text).ok_or(AppError::Unprocessable {
             message: "cursor is not one this API gave out".into(),
@@ -77,9 +87,9 @@ pub(super) async fn list_ooms(
     let filter = OomFilter {
         host: params.host,
         vm: params.vm,
-        verdict: params.verdict,
-        report_verdict: params.report_verdict,
-        kind: params.kind,
+        verdict,
+        report_verdict,
+        kind,
         since_ms: params.since,
         until_ms: params.until,
         cursor,
@@ -88,6 +98,24 @@ pub(super) async fn list_ooms(
     Ok(Json(
         queries::list_ooms(state.store.as_ref(), &filter).await?,
     ))
+}
+
+/// A filter's value read as its vocabulary: a name the vocabulary does not list is
+/// refused (422), never read as `unknown`.
+fn named<T>(
+    field: &str,
+    value: Option<&str>,
+    names: &[&str],
+    parse: fn(&str) -> T,
+) -> Result<Option<T>, AppError> {
+    match value {
+        None => Ok(None),
+        Some(text) if names.contains(&text) => Ok(Some(parse(text))),
+        Some(_) => Err(AppError::Unprocessable {
+            message: format!("{field} must be one of {}", names.join(", ")),
+            field: Some(field.into()),
+        }),
+    }
 }
 
 pub(super) async fn get_oom(

@@ -330,6 +330,86 @@ async fn bad_bodies_get_4xx_naming_the_problem_and_nothing_is_stored() {
     assert_eq!(stored_ooms(&state).await, 0);
 }
 
+/// Names a newer agent might send: each decodes as its vocabulary's `Unknown`, and the
+/// collector refuses the batch as it always did (422 naming the field), storing nothing;
+/// the real `unknown` analysis verdict is stored and served as `unknown`.
+#[tokio::test]
+async fn vocabulary_names_this_collector_does_not_know_get_422_by_field() {
+    let (_dir, state) = state(ApiConfig::default()).await;
+    let mut near_miss = serde_json::json!({
+        "key": "pve1/nm/1", "captured_at_ms": oom_at_ms(), "type": "near_miss",
+        "vm": {"uuid": LAB_UUID, "name": "lab-512"}, "kind": "out_of_puff",
+        "detail": "virtio_balloon: Out of puff!"
+    });
+    let oom = serde_json::to_value(&batch("pve1").events[1]).expect("oom");
+    for (event, field, value, path) in [
+        (
+            oom.clone(),
+            "/analysis/verdict",
+            "added_next_year",
+            "events[1].analysis.verdict",
+        ),
+        (oom.clone(), "/kind", "added_next_year", "events[1].kind"),
+        (
+            oom.clone(),
+            "/report/kind",
+            "added_next_year",
+            "events[1].report.kind",
+        ),
+        (
+            near_miss.clone(),
+            "/kind",
+            "added_next_year",
+            "events[1].kind",
+        ),
+    ] {
+        let mut body = serde_json::to_value(batch("pve1")).expect("batch");
+        let mut event = event;
+        *event.pointer_mut(field).expect(field) = value.into();
+        body["events"][1] = event;
+        let bytes = serde_json::to_vec(&body).expect("bytes");
+        let typed: Batch = serde_json::from_slice(&bytes).expect("decodes: Unknown");
+        assert_eq!(typed.events.len(), 2);
+        let (status, _, answer) = send(&state, post(Some(TOKEN), bytes, None)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+        let error: ErrorBody = serde_json::from_slice(&answer).expect("error body");
+        assert_eq!(error.field.as_deref(), Some(path), "{}", error.error);
+    }
+    assert_eq!(stored_ooms(&state).await, 0);
+    // Known names pass: a near miss, and an OOM whose analysis could not say.
+    let mut body = serde_json::to_value(batch("pve1")).expect("batch");
+    body["events"][1]["analysis"]["verdict"] = "unknown".into();
+    near_miss["kind"] = "usable_low".into();
+    body["events"]
+        .as_array_mut()
+        .expect("events")
+        .push(near_miss);
+    let bytes = serde_json::to_vec(&body).expect("bytes");
+    let (status, _, answer) = send(&state, post(Some(TOKEN), bytes, None)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, _, body) = send(&state, get("/api/v1/ooms?report_verdict=unknown", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let page: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(page["items"][0]["report_verdict"], "unknown");
+    assert_eq!(page["items"][0]["kind"], "guest");
+    // A filter name the vocabulary does not list is refused, not read as `unknown`.
+    for (query, field) in [
+        ("report_verdict=added_next_year", "report_verdict"),
+        ("kind=unknown", "kind"),
+        ("verdict=maybe", "verdict"),
+    ] {
+        let (status, _, body) = send(&state, get(&format!("/api/v1/ooms?{query}"), None)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        let error: ErrorBody = serde_json::from_slice(&body).expect("error body");
+        assert_eq!(error.field.as_deref(), Some(field), "{query}");
+    }
+}
+
 #[tokio::test]
 async fn a_host_over_its_rate_gets_429_with_retry_after_and_others_go_on() {
     let limits = crate::auth::IngestLimits {
@@ -475,7 +555,7 @@ async fn ingest_fleet(state: &AppState, host: &str, token: &str, seed: usize, co
                 uuid: format!("{seed:08x}-0000-4000-8000-{:012x}", i * 7919 % 1000),
                 name: HOSTILE_NAMES[i % HOSTILE_NAMES.len()].into(),
             },
-            state: "running".into(),
+            state: ballast_model::VmState::Running,
             config: ballast_model::VmConfig::default(),
             findings: Vec::new(),
         })

@@ -151,7 +151,7 @@ pub async fn submit(
             section.explained {
                 h2 { "Report " (index + 1) }
                 div.verdict-box {
-                    p.lead { "Verdict: " (badge(&analysis.verdict)) }
+                    p.lead { "Verdict: " (badge(analysis.verdict)) }
                     p.explanation { (analysis.explanation) }
                 }
                 (parsed_report(&report, &analysis))

@@ -52,18 +52,18 @@ pub async fn list(
     State(state): State<AppState>,
     Query(params): Query<ListParams>,
 ) -> Result<Markup, DashboardError> {
-    let verdict = non_empty(&params.verdict);
-    if let Some(verdict) = &verdict {
-        if !CorrelationVerdict::NAMES.contains(&verdict.as_str()) {
-            return Err(DashboardError::BadRequest("unknown verdict".into()));
+    let verdict = match non_empty(&params.verdict) {
+        None => None,
+        Some(text) if CorrelationVerdict::NAMES.contains(&text.as_str()) => {
+            Some(CorrelationVerdict::parse(&text))
         }
-    }
-    let kind = non_empty(&params.kind);
-    if let Some(kind) = &kind {
-        if !OomKind::ALL.iter().any(|known| known.as_str() == kind) {
-            return Err(DashboardError::BadRequest("unknown kind".into()));
-        }
-    }
+        Some(_) => return Err(DashboardError::BadRequest("unknown verdict".into())),
+    };
+    let kind = match non_empty(&params.kind) {
+        None => None,
+        Some(text) if OomKind::NAMES.contains(&text.as_str()) => Some(OomKind::parse(&text)),
+        Some(_) => return Err(DashboardError::BadRequest("unknown kind".into())),
+    };
     let cursor = match non_empty(&params.cursor) {
         Some(text) => Some(
             queries::parse_cursor(&text)
@@ -74,9 +74,9 @@ pub async fn list(
     let filter = OomFilter {
         host: non_empty(&params.host),
         vm: non_empty(&params.vm),
-        verdict: verdict.clone(),
+        verdict,
         report_verdict: None,
-        kind: kind.clone(),
+        kind,
         since_ms: time_param(&params.since, "since")?,
         until_ms: time_param(&params.until, "until")?,
         cursor,
@@ -85,15 +85,15 @@ pub async fn list(
     let page = queries::list_ooms(state.store.as_ref(), &filter).await?;
     let mut next_query = Vec::new();
     for (name, value) in [
-        ("host", &filter.host),
-        ("vm", &filter.vm),
-        ("verdict", &filter.verdict),
-        ("kind", &filter.kind),
-        ("since", &non_empty(&params.since)),
-        ("until", &non_empty(&params.until)),
+        ("host", filter.host.clone()),
+        ("vm", filter.vm.clone()),
+        ("verdict", verdict.map(|v| v.to_string())),
+        ("kind", kind.map(|k| k.to_string())),
+        ("since", non_empty(&params.since)),
+        ("until", non_empty(&params.until)),
     ] {
         if let Some(value) = value {
-            next_query.push(format!("{name}={}", path_segment(value)));
+            next_query.push(format!("{name}={}", path_segment(&value)));
         }
     }
     let next_href = page.next_cursor.as_ref().map(|next| {
@@ -101,7 +101,6 @@ pub async fn list(
         query.push(format!("cursor={}", path_segment(next)));
         format!("/ooms?{}", query.join("&"))
     });
-    let selected = |current: &Option<String>, value: &str| current.as_deref() == Some(value);
     let body = html! {
         form.filters method="get" action="/ooms" {
             label { "Host " input type="text" name="host" value=[filter.host.as_deref()]; }
@@ -109,16 +108,16 @@ pub async fn list(
             label { "Verdict "
                 select name="verdict" {
                     option value="" { "any" }
-                    @for v in CorrelationVerdict::NAMES.iter().copied() {
-                        option value=(v) selected[selected(&verdict, v)] { (v) }
+                    @for v in CorrelationVerdict::KNOWN.iter().copied().chain([CorrelationVerdict::Unknown]) {
+                        option value=(v) selected[verdict == Some(v)] { (v) }
                     }
                 }
             }
             label { "Kind "
                 select name="kind" {
                     option value="" { "any" }
-                    @for k in OomKind::ALL.map(OomKind::as_str) {
-                        option value=(k) selected[selected(&kind, k)] { (k) }
+                    @for k in OomKind::ALL {
+                        option value=(k) selected[kind == Some(k)] { (k) }
                     }
                 }
             }
@@ -157,7 +156,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                                 (killed.comm.as_deref().unwrap_or("?"))
                                 @if let Some(pid) = killed.pid { " (" (pid) ")" }
                             } }
-                            td.verdict { (badge(oom.correlation.verdict.as_str())) }
+                            td.verdict { (badge(oom.correlation.verdict)) }
                             td { (oom.report_verdict) }
                             td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
                         }
@@ -199,7 +198,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
     let report = &detail.report;
     let history = &detail.balloon_history;
     let host = detail.host_memory.as_ref();
-    let corr = &detail.correlation_facts;
+    let corr = &detail.correlation_detail;
     let reasons = &corr.reasons;
     html! {
         @if detail.flood_suppressed > 0 {
@@ -210,8 +209,8 @@ fn detail_body(detail: &OomDetail) -> Markup {
         }
         section.verdict-box #verdict {
             p.lead {
-                "Correlation verdict: " (badge(summary.correlation.verdict.as_str()))
-                " · report verdict: " (badge(&analysis.verdict))
+                "Correlation verdict: " (badge(summary.correlation.verdict))
+                " · report verdict: " (badge(analysis.verdict))
             }
             @if !analysis.explanation.is_empty() { p.explanation { (analysis.explanation) } }
             @if !reasons.is_empty() {
@@ -456,11 +455,17 @@ mod tests {
             "the parsed report is shown: {page}"
         );
 
-        // A correlation that does not decode is an error too; one without the
-        // figures (an older collector's) still shows the report.
+        // A correlation that does not decode (not one, no verdict, a figure of the
+        // wrong type) is an error on the page and in the API; one without the figures
+        // (an older collector's) still shows the report.
         for (correlation, expected) in [
             (r#""not an object""#, StatusCode::INTERNAL_SERVER_ERROR),
-            ("{}", StatusCode::OK),
+            ("{}", StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                r#"{"verdict":"balloon","balloon_held_kb":"lots"}"#,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (r#"{"verdict":"balloon"}"#, StatusCode::OK),
         ] {
             store
                 .execute(Query::new(
@@ -476,6 +481,8 @@ mod tests {
                 expected == StatusCode::OK,
                 "{page}"
             );
+            let (status, body) = get(&state, "/api/v1/ooms/1").await;
+            assert_eq!(status, expected, "{correlation}: {body}");
         }
 
         // A row whose report no longer fits the model (a schema mismatch).

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use ballast_model::{CorrelationVerdict, OomKind};
+
 use crate::notify::filter::{Filter, KINDS, VERDICTS};
 
 /// `notify:` as written.
@@ -323,9 +325,14 @@ impl WebhookConfig {
             name: name.to_string(),
             url: url.to_string(),
             format: self.format,
+            // Every name was checked against the vocabularies above.
             filter: Filter {
-                kinds: self.kinds.clone(),
-                verdicts: self.verdicts.clone(),
+                kinds: self.kinds.iter().map(|k| OomKind::parse(k)).collect(),
+                verdicts: self
+                    .verdicts
+                    .iter()
+                    .map(|v| CorrelationVerdict::parse(v))
+                    .collect(),
             },
             secret,
             timeout: Duration::from_secs(self.timeout_secs),
@@ -402,7 +409,7 @@ mod tests {
         assert_eq!(settings.public_url, "https://ballast.example.org");
         let ops = &settings.webhooks[0];
         assert_eq!(ops.format, WebhookFormat::Mattermost);
-        assert_eq!(ops.filter.verdicts, vec!["balloon".to_string()]);
+        assert_eq!(ops.filter.verdicts, vec![CorrelationVerdict::Balloon]);
         let secret = ops.secret.as_ref().expect("secret");
         assert_eq!(secret.value, "Bearer s3cret");
         assert!(!format!("{ops:?}").contains("s3cret"));

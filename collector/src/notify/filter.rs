@@ -1,6 +1,8 @@
 //! Which webhooks hear about an OOM: per-webhook filters on the OOM's kind and
 //! correlation verdict, applied at ingest to the rows about to be stored. Pure.
 
+use ballast_model::{CorrelationVerdict, OomKind};
+
 use crate::storage::rows::{NotifyTarget, OomRow};
 
 /// OOM kinds a filter may name (the wire names).
@@ -11,14 +13,14 @@ pub const VERDICTS: &[&str] = ballast_model::CorrelationVerdict::NAMES;
 /// A webhook's filter; an empty list lets everything through.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    pub kinds: Vec<String>,
-    pub verdicts: Vec<String>,
+    pub kinds: Vec<OomKind>,
+    pub verdicts: Vec<CorrelationVerdict>,
 }
 
 impl Filter {
-    pub fn matches(&self, kind: &str, corr_verdict: &str) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
-            && (self.verdicts.is_empty() || self.verdicts.iter().any(|v| v == corr_verdict))
+    pub fn matches(&self, kind: OomKind, corr_verdict: CorrelationVerdict) -> bool {
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
+            && (self.verdicts.is_empty() || self.verdicts.contains(&corr_verdict))
     }
 }
 
@@ -34,10 +36,7 @@ pub fn targets(ooms: &[OomRow], routes: &[Route]) -> Vec<NotifyTarget> {
     let mut targets = Vec::new();
     for (oom_index, oom) in ooms.iter().enumerate() {
         for route in routes {
-            if route
-                .filter
-                .matches(oom.kind.as_str(), oom.corr_verdict.as_str())
-            {
+            if route.filter.matches(oom.kind, oom.corr_verdict) {
                 targets.push(NotifyTarget {
                     oom_index,
                     webhook: route.webhook.clone(),
@@ -55,13 +54,16 @@ mod tests {
     #[test]
     fn empty_lists_match_everything_and_lists_restrict() {
         let all = Filter::default();
-        assert!(all.matches("host", "unknown"));
+        assert!(all.matches(OomKind::Host, CorrelationVerdict::Unknown));
         let balloon = Filter {
-            kinds: vec!["guest".into()],
-            verdicts: vec!["balloon".into(), "balloon_contributed".into()],
+            kinds: vec![OomKind::Guest],
+            verdicts: vec![
+                CorrelationVerdict::Balloon,
+                CorrelationVerdict::BalloonContributed,
+            ],
         };
-        assert!(balloon.matches("guest", "balloon_contributed"));
-        assert!(!balloon.matches("guest", "not_balloon"));
-        assert!(!balloon.matches("host", "balloon"));
+        assert!(balloon.matches(OomKind::Guest, CorrelationVerdict::BalloonContributed));
+        assert!(!balloon.matches(OomKind::Guest, CorrelationVerdict::NotBalloon));
+        assert!(!balloon.matches(OomKind::Host, CorrelationVerdict::Balloon));
     }
 }

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use ballast_model::CorrelationVerdict;
 
 use crate::notify::config::WebhookFormat;
-use crate::storage::outbox::{OomNotice, SuppressedSummary};
+use crate::storage::outbox::{verdict_name, OomNotice, SuppressedSummary};
 
 /// Longest guest- or agent-written text put in a message, in characters.
 const MAX_TEXT_CHARS: usize = 120;
@@ -131,8 +131,8 @@ pub fn oom_body(
                 "comm": plain(comm),
                 "anon_rss_kb": notice.killed_anon_rss_kb,
             })),
-            "report_kind": plain(&notice.report_kind),
-            "report_verdict": plain(&notice.report_verdict),
+            "report_kind": notice.report_kind,
+            "report_verdict": notice.report_verdict,
             "correlation": {
                 "verdict": notice.corr_verdict,
                 "balloon_held_kb": notice.balloon_held_kb,
@@ -153,7 +153,7 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
         }
     };
     let link = |url: &str, label: &str| chat_link(slack, url, label);
-    let verdict = match CorrelationVerdict::parse(&notice.corr_verdict) {
+    let verdict = match notice.corr_verdict {
         CorrelationVerdict::Balloon => "caused by the balloon",
         CorrelationVerdict::BalloonContributed => "the balloon contributed",
         CorrelationVerdict::NotBalloon => "not the balloon",
@@ -161,7 +161,7 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     };
     let mut text = format!(
         ":boom: *OOM* ({kind}) in VM {vm} on host {host}: {verdict}\n",
-        kind = quote(&notice.kind),
+        kind = quote(notice.kind.as_str()),
         vm = quote(&notice.vm_name),
         host = quote(&notice.host),
     );
@@ -181,8 +181,8 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     }
     text.push_str(&format!(
         "Report verdict: {} · correlation: {}",
-        quote(&notice.report_verdict),
-        quote(&notice.corr_verdict)
+        quote(notice.report_verdict.as_str()),
+        quote(notice.corr_verdict.as_str())
     ));
     if let Some(held) = notice.balloon_held_kb {
         text.push_str(&format!(" · balloon held {}", mib(held)));
@@ -222,7 +222,7 @@ pub fn suppressed_body(
             let by_verdict: serde_json::Map<String, Value> = summary
                 .by_verdict
                 .iter()
-                .map(|(verdict, n)| (verdict.clone(), json!(n)))
+                .map(|(verdict, n)| (verdict_name(*verdict).to_string(), json!(n)))
                 .collect();
             json!({
                 "type": "suppressed",
@@ -239,7 +239,7 @@ pub fn suppressed_body(
             let verdicts = summary
                 .by_verdict
                 .iter()
-                .map(|(verdict, n)| format!("{n} {verdict}"))
+                .map(|(verdict, n)| format!("{n} {}", verdict_name(*verdict)))
                 .collect::<Vec<_>>()
                 .join(", ");
             let link = chat_link(format == WebhookFormat::Slack, &list, "all OOMs");
@@ -264,6 +264,7 @@ pub fn suppressed_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ballast_model::{OomKind, ReportKind, ReportVerdict};
 
     fn notice(comm: &str) -> OomNotice {
         OomNotice {
@@ -271,14 +272,14 @@ mod tests {
             host: "pve1".into(),
             vm_uuid: "9a6c3b1e-0000-4000-8000-000000000100".into(),
             vm_name: "tor".into(),
-            kind: "guest".into(),
+            kind: OomKind::Guest,
             captured_at_ms: 1_795_672_800_000,
             killed_pid: Some(1234),
             killed_comm: Some(comm.into()),
             killed_anon_rss_kb: Some(400 * 1024),
-            report_kind: "global".into(),
-            report_verdict: "balloon".into(),
-            corr_verdict: "balloon".into(),
+            report_kind: ReportKind::Global,
+            report_verdict: ReportVerdict::Balloon,
+            corr_verdict: CorrelationVerdict::Balloon,
             balloon_held_kb: Some(256 * 1024),
         }
     }
@@ -334,6 +335,31 @@ mod tests {
         let text = slack["text"].as_str().expect("text");
         assert!(text.contains("dashboard `/ooms/7`"), "{text}");
         assert!(!text.contains("<"), "{text}");
+    }
+
+    #[test]
+    fn a_summary_names_each_verdict_and_deleted_ooms() {
+        let summary = SuppressedSummary {
+            count: 45,
+            by_verdict: vec![
+                (Some(CorrelationVerdict::Balloon), 38),
+                (Some(CorrelationVerdict::Unknown), 5),
+                (None, 2),
+            ],
+            first_captured_ms: Some(1_795_672_800_000),
+            last_captured_ms: Some(1_795_672_860_000),
+        };
+        let limit = RateLimit {
+            messages: 10,
+            window_secs: 3600,
+        };
+        let body = suppressed_body(WebhookFormat::Json, "ops", &summary, limit, "");
+        assert_eq!(body["by_verdict"]["balloon"], 38, "{body}");
+        assert_eq!(body["by_verdict"]["unknown"], 5, "{body}");
+        assert_eq!(body["by_verdict"]["deleted"], 2, "{body}");
+        let slack = suppressed_body(WebhookFormat::Slack, "ops", &summary, limit, "");
+        let text = slack["text"].as_str().expect("text");
+        assert!(text.contains("38 balloon, 5 unknown, 2 deleted"), "{text}");
     }
 
     #[test]

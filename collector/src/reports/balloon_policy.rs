@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use ballast_model::VmConfig;
 
-use ballast_model::CorrelationVerdict;
+use ballast_model::{CorrelationVerdict, NearMissKind};
 
 use crate::reports::autoballoon::{self, HostPoint, HostReplay, ReplaySettings, ReplayVm};
 use crate::reports::format::{kib, mib_ceil, round_up, MIB};
@@ -145,7 +145,7 @@ pub struct OomFact {
     pub id: i64,
     pub time_ms: i64,
     /// The correlation verdict.
-    pub verdict: String,
+    pub verdict: CorrelationVerdict,
     pub balloon_held_kb: Option<u64>,
     /// The guest size this OOM needed (KiB): see rule 2. None without figures.
     pub demand_kib: Option<u64>,
@@ -156,7 +156,7 @@ pub struct OomFact {
 pub struct NearMissFact {
     pub time_ms: i64,
     /// `usable_low` (from rollups or the agent), `out_of_puff`, `silent_deflate`.
-    pub kind: String,
+    pub kind: NearMissKind,
     pub usable_kib: Option<u64>,
     pub held_kib: Option<u64>,
 }
@@ -287,11 +287,8 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
     let fleet = FleetSummary {
         vms_with_balloon: vms.len(),
         reclaimed_avg_kib: vms.iter().filter_map(|vm| vm.reclaimed_avg_kib).sum(),
-        balloon_ooms: count_verdict(&vms, CorrelationVerdict::Balloon.as_str()),
-        balloon_contributed_ooms: count_verdict(
-            &vms,
-            CorrelationVerdict::BalloonContributed.as_str(),
-        ),
+        balloon_ooms: count_verdict(&vms, CorrelationVerdict::Balloon),
+        balloon_contributed_ooms: count_verdict(&vms, CorrelationVerdict::BalloonContributed),
         near_misses: vms.iter().map(|vm| vm.near_misses.len()).sum(),
         floors_below_working_set: vms.iter().filter(|vm| vm.floor_below_working_set).count(),
         shrink_candidates: vms.iter().filter(|vm| vm.shrink_to_kib.is_some()).count(),
@@ -317,7 +314,7 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
     }
 }
 
-fn count_verdict(vms: &[VmPolicy], verdict: &str) -> usize {
+fn count_verdict(vms: &[VmPolicy], verdict: CorrelationVerdict) -> usize {
     vms.iter()
         .flat_map(|vm| &vm.balloon_ooms)
         .filter(|oom| oom.verdict == verdict)
@@ -327,12 +324,8 @@ fn count_verdict(vms: &[VmPolicy], verdict: &str) -> usize {
 fn has_balloon(vm: &VmFacts) -> bool {
     vm.config.as_ref().is_some_and(|c| c.balloon_present)
         || vm.held_sum_kib > 0
-        || vm.ooms.iter().any(|oom| is_balloon_verdict(&oom.verdict))
+        || vm.ooms.iter().any(|oom| oom.verdict.is_balloon())
         || vm.episodes.iter().any(|episode| episode.at_balloon_floor)
-}
-
-fn is_balloon_verdict(verdict: &str) -> bool {
-    CorrelationVerdict::parse(verdict).is_balloon()
 }
 
 fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
@@ -377,10 +370,8 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
         }
         _ => None,
     };
-    let (balloon_ooms, other): (Vec<&OomFact>, Vec<&OomFact>) = vm
-        .ooms
-        .iter()
-        .partition(|oom| is_balloon_verdict(&oom.verdict));
+    let (balloon_ooms, other): (Vec<&OomFact>, Vec<&OomFact>) =
+        vm.ooms.iter().partition(|oom| oom.verdict.is_balloon());
     let mut balloon_ooms: Vec<OomFact> = balloon_ooms.into_iter().cloned().collect();
     balloon_ooms.sort_by_key(|oom| (oom.time_ms, oom.id));
     let mut policy = VmPolicy {
@@ -420,7 +411,7 @@ fn floor_check(vm: &VmFacts, floor: u64, oom_demand_max_kib: Option<u64>) -> Flo
     let balloon: Vec<&OomFact> = vm
         .ooms
         .iter()
-        .filter(|oom| is_balloon_verdict(&oom.verdict))
+        .filter(|oom| oom.verdict.is_balloon())
         .collect();
     let ooms_would_recur = balloon
         .iter()

@@ -92,7 +92,7 @@ fn vm_section(vm: &VmPolicy) -> Markup {
                 dt { "Balloon OOMs" } dd {
                     @if vm.balloon_ooms.is_empty() { "none" }
                     @for oom in &vm.balloon_ooms {
-                        a href={ "/ooms/" (oom.id) } { (format::date_time(oom.time_ms)) } " " (badge(&oom.verdict)) " "
+                        a href={ "/ooms/" (oom.id) } { (format::date_time(oom.time_ms)) } " " (badge(oom.verdict)) " "
                     }
                 }
                 dt { "Near misses" } dd {

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use ballast_model::{CorrelationVerdict, NearMissKind, OomKind, ReportKind, VmConfig};
 
+use crate::correlation::outcome::Correlation;
 use crate::reports::autoballoon::{HostPoint, ReplayPoint};
 use crate::reports::balloon_policy::{
     HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
@@ -103,15 +104,25 @@ pub async fn load(
         .await?
     {
         if let Some(facts) = vms.get_mut(&vm_key(&row, 1)) {
-            let verdict = row.text_or_empty(4);
+            let id = row.int_or_zero(0);
+            let verdict = CorrelationVerdict::parse(&row.text_or_empty(4));
+            // A stored correlation that does not decode fails the report, naming the OOM.
+            let correlation: Correlation =
+                serde_json::from_str(&row.text_or_empty(8)).map_err(|source| {
+                    StoreError::Decode {
+                        what: "ooms.correlation_json",
+                        id,
+                        source,
+                    }
+                })?;
             let demand_kib = oom_demand(
-                &verdict,
-                &row.text_or_empty(6),
-                &row.text_or_empty(7),
-                &row.json(8),
+                verdict,
+                OomKind::parse(&row.text_or_empty(6)),
+                ReportKind::parse(&row.text_or_empty(7)),
+                &correlation,
             );
             facts.ooms.push(OomFact {
-                id: row.int_or_zero(0),
+                id,
                 time_ms: row.int_or_zero(3),
                 verdict,
                 balloon_held_kb: row.kib(5),
@@ -133,7 +144,7 @@ pub async fn load(
         if let Some(facts) = vms.get_mut(&vm_key(&row, 0)) {
             facts.near_misses.push(NearMissFact {
                 time_ms: row.int_or_zero(2),
-                kind: NearMissKind::UsableLow.as_str().into(),
+                kind: NearMissKind::UsableLow,
                 usable_kib: row.kib(3),
                 held_kib: row.kib(4),
             });
@@ -157,13 +168,11 @@ pub async fn load(
             };
             facts.near_misses.push(NearMissFact {
                 time_ms: row.int_or_zero(2),
-                kind: body
-                    .get("kind")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("near_miss")
-                    .chars()
-                    .take(40)
-                    .collect(),
+                kind: NearMissKind::parse(
+                    body.get("kind")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or_default(),
+                ),
                 usable_kib: body.get("usable_kib").and_then(|v| v.as_u64()),
                 held_kib: held,
             });
@@ -250,26 +259,29 @@ pub async fn load(
 /// correlation's `not_preventable` says so for every kind (a memcg limit answered by
 /// `compulsory panic_on_oom` is kind `panic`); `report_kind` covers rows stored before it.
 fn oom_demand(
-    verdict: &str,
-    kind: &str,
-    report_kind: &str,
-    correlation: &serde_json::Value,
+    verdict: CorrelationVerdict,
+    kind: OomKind,
+    report_kind: ReportKind,
+    correlation: &Correlation,
 ) -> Option<u64> {
-    let not_preventable = correlation
-        .get("not_preventable")
-        .is_some_and(|reason| !reason.is_null());
-    if kind != OomKind::Guest.as_str()
-        || ReportKind::parse(report_kind) == ReportKind::Memcg
-        || not_preventable
+    if kind != OomKind::Guest
+        || report_kind == ReportKind::Memcg
+        || correlation.not_preventable.is_some()
     {
         return None;
     }
-    let field = |name: &str| correlation.get(name).and_then(serde_json::Value::as_u64);
-    let shortfall = field("needed_kb").unwrap_or(0);
-    let size = field("actual_kib")
-        .or_else(|| Some(field("maximum_kib")?.saturating_sub(field("balloon_held_kb")?)));
-    let in_use = field("in_use_kb").map(|used| used.saturating_add(shortfall));
-    let at_size = CorrelationVerdict::parse(verdict)
+    let shortfall = correlation.needed_kb.unwrap_or(0);
+    let size = correlation.actual_kib.or_else(|| {
+        Some(
+            correlation
+                .maximum_kib?
+                .saturating_sub(correlation.balloon_held_kb?),
+        )
+    });
+    let in_use = correlation
+        .in_use_kb
+        .map(|used| used.saturating_add(shortfall));
+    let at_size = verdict
         .is_balloon()
         .then(|| size.map(|size| size.saturating_add(shortfall)))
         .flatten();

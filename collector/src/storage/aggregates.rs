@@ -7,6 +7,7 @@
 use ballast_model::VmConfig;
 
 use crate::records::VmRecord;
+use crate::storage::queries::balloon_verdicts;
 use crate::storage::{Param, Query, Row, Store, StoreError};
 
 /// A VM or host with its OOM counts.
@@ -55,17 +56,16 @@ pub struct SeriesPoint {
     pub host_available_kib: Option<u64>,
 }
 
-const BALLOON_VERDICTS: &str = "('balloon', 'balloon_contributed')";
-
 /// The VMs with the most OOMs since `since_ms`.
 pub async fn top_vms(store: &dyn Store, since_ms: i64, limit: i64) -> Result<Vec<Top>, StoreError> {
+    let (balloon, params) = balloon_verdicts();
     let sql = format!(
         "SELECT vm_uuid, MAX(vm_name), host_id, COUNT(*), \
-         SUM(CASE WHEN corr_verdict IN {BALLOON_VERDICTS} THEN 1 ELSE 0 END) \
+         SUM(CASE WHEN corr_verdict IN {balloon} THEN 1 ELSE 0 END) \
          FROM ooms WHERE captured_at_ms >= ? GROUP BY host_id, vm_uuid \
          ORDER BY COUNT(*) DESC LIMIT ?"
     );
-    top(store, sql, since_ms, limit).await
+    top(store, sql, params, since_ms, limit).await
 }
 
 /// The hosts with the most OOMs since `since_ms`.
@@ -74,26 +74,25 @@ pub async fn top_hosts(
     since_ms: i64,
     limit: i64,
 ) -> Result<Vec<Top>, StoreError> {
+    let (balloon, params) = balloon_verdicts();
     let sql = format!(
         "SELECT host_id, host_id, host_id, COUNT(*), \
-         SUM(CASE WHEN corr_verdict IN {BALLOON_VERDICTS} THEN 1 ELSE 0 END) \
+         SUM(CASE WHEN corr_verdict IN {balloon} THEN 1 ELSE 0 END) \
          FROM ooms WHERE captured_at_ms >= ? GROUP BY host_id ORDER BY COUNT(*) DESC LIMIT ?"
     );
-    top(store, sql, since_ms, limit).await
+    top(store, sql, params, since_ms, limit).await
 }
 
+/// `sql`'s parameters: the balloon verdicts' (`params`), then since and limit.
 async fn top(
     store: &dyn Store,
     sql: String,
+    mut params: Vec<Param>,
     since_ms: i64,
     limit: i64,
 ) -> Result<Vec<Top>, StoreError> {
-    let rows = store
-        .query(Query::new(
-            sql,
-            vec![Param::int(since_ms), Param::int(limit.clamp(1, 100))],
-        ))
-        .await?;
+    params.extend([Param::int(since_ms), Param::int(limit.clamp(1, 100))]);
+    let rows = store.query(Query::new(sql, params)).await?;
     let mut items: Vec<Top> = rows
         .iter()
         .map(|row| Top {
@@ -157,7 +156,7 @@ pub async fn vm(store: &dyn Store, host: &str, uuid: &str) -> Result<Option<VmRe
         uuid: row.text_or_empty(0),
         name: row.text_or_empty(1),
         host: row.text_or_empty(2),
-        state: row.text_or_empty(3),
+        state: ballast_model::VmState::parse(&row.text_or_empty(3)),
         config: row.json(4),
         findings: row.json(5),
         updated_ms: row.int_or_zero(6),

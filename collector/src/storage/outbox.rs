@@ -31,23 +31,25 @@
 
 use std::time::Duration;
 
+use ballast_model::{CorrelationVerdict, OomKind, ReportKind, ReportVerdict};
+
 use crate::storage::{Param, Query, Store, StoreError};
 
 /// What a message says about one stored OOM.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OomNotice {
     pub oom_id: i64,
     pub host: String,
     pub vm_uuid: String,
     pub vm_name: String,
-    pub kind: String,
+    pub kind: OomKind,
     pub captured_at_ms: i64,
     pub killed_pid: Option<i64>,
     pub killed_comm: Option<String>,
     pub killed_anon_rss_kb: Option<i64>,
-    pub report_kind: String,
-    pub report_verdict: String,
-    pub corr_verdict: String,
+    pub report_kind: ReportKind,
+    pub report_verdict: ReportVerdict,
+    pub corr_verdict: CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
 }
 
@@ -55,8 +57,9 @@ pub struct OomNotice {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SuppressedSummary {
     pub count: i64,
-    /// (correlation verdict, count), most frequent first.
-    pub by_verdict: Vec<(String, i64)>,
+    /// (correlation verdict, count), most frequent first; None: OOMs deleted since
+    /// (retention) whose verdict is no longer known.
+    pub by_verdict: Vec<(Option<CorrelationVerdict>, i64)>,
     pub first_captured_ms: Option<i64>,
     pub last_captured_ms: Option<i64>,
 }
@@ -320,14 +323,14 @@ pub async fn claim_pending(
                 host: row.text_or_empty(3),
                 vm_uuid: row.text_or_empty(4),
                 vm_name: row.text_or_empty(5),
-                kind: row.text_or_empty(6),
+                kind: OomKind::parse(&row.text_or_empty(6)),
                 captured_at_ms: row.int_or_zero(7),
                 killed_pid: row.int(8),
                 killed_comm: row.text(9),
                 killed_anon_rss_kb: row.int(10),
-                report_kind: row.text_or_empty(11),
-                report_verdict: row.text_or_empty(12),
-                corr_verdict: row.text_or_empty(13),
+                report_kind: ReportKind::parse(&row.text_or_empty(11)),
+                report_verdict: ReportVerdict::parse(&row.text_or_empty(12)),
+                corr_verdict: CorrelationVerdict::parse(&row.text_or_empty(13)),
                 balloon_held_kb: row.int(14),
             }),
         })
@@ -474,14 +477,19 @@ pub async fn claim_suppressed(
     Ok(affected.first().copied().unwrap_or(0))
 }
 
+/// How a summary names a verdict: its wire name, `deleted` for OOMs deleted since.
+pub fn verdict_name(verdict: Option<CorrelationVerdict>) -> &'static str {
+    verdict.map_or("deleted", CorrelationVerdict::as_str)
+}
+
 /// What the suppressed rows claimed by `owner` were about.
 pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSummary, StoreError> {
     let rows = store
         .query(Query::new(
-            "SELECT COALESCE(m.corr_verdict, 'deleted'), COUNT(*), MIN(m.captured_at_ms), \
+            "SELECT m.corr_verdict, COUNT(*), MIN(m.captured_at_ms), \
              MAX(m.captured_at_ms) FROM notify_outbox o LEFT JOIN ooms m ON m.id = o.oom_id \
              WHERE o.lease_owner = ? AND o.state = 'suppressed' \
-             GROUP BY COALESCE(m.corr_verdict, 'deleted')",
+             GROUP BY m.corr_verdict",
             vec![Param::text(owner)],
         ))
         .await?;
@@ -489,7 +497,8 @@ pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSumma
     for row in &rows {
         let n = row.int_or_zero(1);
         summary.count += n;
-        summary.by_verdict.push((row.text_or_empty(0), n));
+        let verdict = row.text(0).map(|text| CorrelationVerdict::parse(&text));
+        summary.by_verdict.push((verdict, n));
         let (first, last) = (row.int(2), row.int(3));
         summary.first_captured_ms = match (summary.first_captured_ms, first) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -500,9 +509,10 @@ pub async fn summarize(store: &dyn Store, owner: &str) -> Result<SuppressedSumma
             (a, b) => a.or(b),
         };
     }
-    summary
-        .by_verdict
-        .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    summary.by_verdict.sort_by(|a, b| {
+        b.1.cmp(&a.1)
+            .then_with(|| verdict_name(a.0).cmp(verdict_name(b.0)))
+    });
     Ok(summary)
 }
 

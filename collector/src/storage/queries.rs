@@ -22,9 +22,9 @@ pub struct OomFilter {
     pub host: Option<String>,
     pub vm: Option<String>,
     /// Correlation verdict.
-    pub verdict: Option<String>,
-    pub report_verdict: Option<String>,
-    pub kind: Option<String>,
+    pub verdict: Option<ballast_model::CorrelationVerdict>,
+    pub report_verdict: Option<ballast_model::ReportVerdict>,
+    pub kind: Option<ballast_model::OomKind>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
     /// Continue after this (time, id), exclusive.
@@ -114,13 +114,13 @@ fn decode_summary(row: &Row) -> OomSummary {
             name: row.text_or_empty(3),
         },
         time_ms: row.int_or_zero(4),
-        kind: row.text_or_empty(5),
+        kind: ballast_model::OomKind::parse(&row.text_or_empty(5)),
         killed: (killed_pid.is_some() || killed_comm.is_some()).then(|| KilledShort {
             pid: killed_pid,
             comm: killed_comm,
             anon_rss_kb: row.int(8),
         }),
-        report_verdict: row.text_or_empty(9),
+        report_verdict: ballast_model::ReportVerdict::parse(&row.text_or_empty(9)),
         correlation: CorrelationShort {
             verdict: ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
             balloon_held_kb: row.int(11),
@@ -166,15 +166,18 @@ pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage,
     let mut conditions: Vec<&str> = Vec::new();
     let mut params = Vec::new();
     for (column, value) in [
-        ("host_id = ?", &filter.host),
-        ("vm_uuid = ?", &filter.vm),
-        ("corr_verdict = ?", &filter.verdict),
-        ("report_verdict = ?", &filter.report_verdict),
-        ("kind = ?", &filter.kind),
+        ("host_id = ?", filter.host.as_deref()),
+        ("vm_uuid = ?", filter.vm.as_deref()),
+        ("corr_verdict = ?", filter.verdict.map(|v| v.as_str())),
+        (
+            "report_verdict = ?",
+            filter.report_verdict.map(|v| v.as_str()),
+        ),
+        ("kind = ?", filter.kind.map(|k| k.as_str())),
     ] {
         if let Some(value) = value {
             conditions.push(column);
-            params.push(Param::text(value.as_str()));
+            params.push(Param::text(value));
         }
     }
     if let Some(since) = filter.since_ms {
@@ -240,10 +243,7 @@ pub async fn get_oom(
         id,
         source,
     };
-    let correlation_detail: serde_json::Value =
-        serde_json::from_str(&correlation_text).map_err(decode_error)?;
-    let correlation_facts =
-        serde_json::from_value(correlation_detail.clone()).map_err(decode_error)?;
+    let correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -265,7 +265,6 @@ pub async fn get_oom(
         balloon_history: event.balloon_history,
         host_memory: event.host,
         correlation_detail,
-        correlation_facts,
         rollups,
         summary,
     }))
@@ -289,6 +288,17 @@ pub async fn rollups_between(
         limit,
     )
     .await
+}
+
+/// `(?, ?)` and its parameters: the correlation verdicts that give the balloon a part
+/// in an OOM ([`ballast_model::CorrelationVerdict::is_balloon`]), for `corr_verdict IN`.
+pub(crate) fn balloon_verdicts() -> (String, Vec<Param>) {
+    let params: Vec<Param> = ballast_model::CorrelationVerdict::KNOWN
+        .iter()
+        .filter(|verdict| verdict.is_balloon())
+        .map(|verdict| Param::text(verdict.as_str()))
+        .collect();
+    (format!("({})", vec!["?"; params.len()].join(", ")), params)
 }
 
 /// `host_id IN (?, ?, ...)` for `n` hosts (at least one).
@@ -567,7 +577,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
             uuid: row.text_or_empty(0),
             name: row.text_or_empty(1),
             host: row.text_or_empty(2),
-            state: row.text_or_empty(3),
+            state: ballast_model::VmState::parse(&row.text_or_empty(3)),
             config: row.json(4),
             findings: row.json(5),
             updated_ms: row.int_or_zero(6),
@@ -655,18 +665,17 @@ pub async fn repeat_offenders(
     since_ms: i64,
     min_count: i64,
 ) -> Result<RepeatOffenders, StoreError> {
-    let sql = "SELECT o.vm_uuid, v.vm_name, o.host_id, o.n, o.first_ms, o.last_ms FROM \
+    let (balloon, mut params) = balloon_verdicts();
+    let sql = format!(
+        "SELECT o.vm_uuid, v.vm_name, o.host_id, o.n, o.first_ms, o.last_ms FROM \
          (SELECT host_id, vm_uuid, COUNT(*) AS n, MIN(captured_at_ms) AS first_ms, \
           MAX(captured_at_ms) AS last_ms \
-          FROM ooms WHERE corr_verdict IN ('balloon', 'balloon_contributed') AND captured_at_ms >= ? \
+          FROM ooms WHERE corr_verdict IN {balloon} AND captured_at_ms >= ? \
           GROUP BY host_id, vm_uuid HAVING COUNT(*) >= ?) o \
-         LEFT JOIN vms v ON v.host_id = o.host_id AND v.vm_uuid = o.vm_uuid";
-    let rows = store
-        .query(Query::new(
-            sql,
-            vec![Param::int(since_ms), Param::int(min_count.max(1))],
-        ))
-        .await?;
+         LEFT JOIN vms v ON v.host_id = o.host_id AND v.vm_uuid = o.vm_uuid"
+    );
+    params.extend([Param::int(since_ms), Param::int(min_count.max(1))]);
+    let rows = store.query(Query::new(sql, params)).await?;
     let mut items: Vec<RepeatOffender> = rows
         .iter()
         .map(|row| RepeatOffender {

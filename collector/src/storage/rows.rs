@@ -5,7 +5,10 @@
 //! replaced ([`clean`]), since PostgreSQL text cannot hold them and both engines must
 //! store the same thing.
 
-use ballast_model::{CorrelationVerdict, IngestResponse, MinMaxLast, OomKind, VmConfig};
+use ballast_model::{
+    CorrelationVerdict, IngestResponse, MinMaxLast, OomKind, ReportKind, ReportVerdict, VmConfig,
+    VmState,
+};
 
 use crate::records::RollupPoint;
 use crate::storage::pressure::{self, EpisodeRow};
@@ -54,8 +57,8 @@ pub struct OomRow {
     pub vm_name: String,
     pub kind: OomKind,
     pub source: String,
-    pub report_kind: String,
-    pub report_verdict: String,
+    pub report_kind: ReportKind,
+    pub report_verdict: ReportVerdict,
     pub killed_pid: Option<i64>,
     pub killed_comm: Option<String>,
     pub killed_anon_rss_kb: Option<i64>,
@@ -88,7 +91,7 @@ pub struct EventRow {
 pub struct VmUpsert {
     pub vm_uuid: String,
     pub vm_name: String,
-    pub state: String,
+    pub state: VmState,
     pub config_json: Option<String>,
     pub findings_json: Option<String>,
     pub updated_at_ms: i64,
@@ -230,7 +233,7 @@ pub fn oom_params(host_id: &str, received_at_ms: i64, row: &OomRow) -> Vec<Param
 /// A VM first seen in an OOM gets a minimal row; an inventory fills it in later.
 /// A VM is (host, uuid): the same uuid on another host is another row.
 pub const INSERT_VM_IF_ABSENT: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, \
-     config_json, findings_json, updated_at_ms) VALUES (?, ?, ?, 'unknown', NULL, NULL, ?) \
+     config_json, findings_json, updated_at_ms) VALUES (?, ?, ?, ?, NULL, NULL, ?) \
      ON CONFLICT (host_id, vm_uuid) DO NOTHING";
 
 pub fn vm_if_absent_params(host_id: &str, row: &OomRow) -> Vec<Param> {
@@ -238,6 +241,8 @@ pub fn vm_if_absent_params(host_id: &str, row: &OomRow) -> Vec<Param> {
         Param::text(row.vm_uuid.as_str()),
         Param::text(host_id),
         Param::text(row.vm_name.as_str()),
+        // No inventory named it yet: its state is not known.
+        Param::text(VmState::Unknown.as_str()),
         Param::int(row.captured_at_ms),
     ]
 }

@@ -137,7 +137,7 @@ fn inventory(key: &str, at: i64, vms: Vec<(VmRef, VmConfig, Vec<String>)>) -> En
                 .into_iter()
                 .map(|(vm, config, findings)| VmInventory {
                     vm,
-                    state: "running".into(),
+                    state: ballast_model::VmState::Running,
                     config,
                     findings,
                 })

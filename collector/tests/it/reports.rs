@@ -76,14 +76,14 @@ fn fleet() -> PolicyInput {
         OomFact {
             id: 7,
             time_ms: T0 + 200_000,
-            verdict: "balloon".into(),
+            verdict: ballast_model::CorrelationVerdict::Balloon,
             balloon_held_kb: Some(1_258_292),
             demand_kib: None,
         },
         OomFact {
             id: 9,
             time_ms: T0 + 86_400_000,
-            verdict: "not_balloon".into(),
+            verdict: ballast_model::CorrelationVerdict::NotBalloon,
             balloon_held_kb: Some(0),
             demand_kib: None,
         },
@@ -91,19 +91,19 @@ fn fleet() -> PolicyInput {
     web.near_misses = vec![
         NearMissFact {
             time_ms: T0 + 60_000,
-            kind: "usable_low".into(),
+            kind: ballast_model::NearMissKind::UsableLow,
             usable_kib: Some(300 * MIB),
             held_kib: Some(1000 * MIB),
         },
         NearMissFact {
             time_ms: T0 + 120_000,
-            kind: "usable_low".into(),
+            kind: ballast_model::NearMissKind::UsableLow,
             usable_kib: Some(200 * MIB),
             held_kib: Some(1200 * MIB),
         },
         NearMissFact {
             time_ms: T0 + 3_600_000,
-            kind: "out_of_puff".into(),
+            kind: ballast_model::NearMissKind::OutOfPuff,
             usable_kib: None,
             held_kib: None,
         },
@@ -368,7 +368,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
                                 uuid: LAB_UUID.into(),
                                 name: "lab-512".into(),
                             },
-                            state: "running".into(),
+                            state: ballast_model::VmState::Running,
                             config: lab_config(),
                             findings: vec!["deflate_on_oom_off".into()],
                         }],
@@ -642,7 +642,7 @@ fn a_vm_starved_at_its_balloon_floor_gets_the_floor_that_would_have_ended_it() {
     killed.ooms = vec![OomFact {
         id: 3,
         time_ms: T0 + 20 * 60_000,
-        verdict: "balloon".into(),
+        verdict: ballast_model::CorrelationVerdict::Balloon,
         balloon_held_kb: Some(3072 * MIB),
         demand_kib: None,
     }];

@@ -104,8 +104,8 @@ pub struct Inventory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmInventory {
     pub vm: VmRef,
-    /// `running`, `paused`, `shut_off`, `crashed`, `other`.
-    pub state: String,
+    /// `running`, `paused`, `shut_off`, `crashed`, `other` ([`crate::VmState`]).
+    pub state: crate::VmState,
     pub config: VmConfig,
     /// Audit findings (`stats_period_off`, `deflate_on_oom_off`, ...).
     #[serde(default)]
@@ -199,7 +199,7 @@ pub struct HostMemory {
 }
 
 /// Where the OOM happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OomKind {
     /// The guest kernel killed a process inside the VM.
@@ -208,6 +208,10 @@ pub enum OomKind {
     VmCgroup,
     /// The host ran out and killed a QEMU process.
     Host,
+    /// A kind this version does not know (a newer agent's): decodes instead of failing
+    /// the whole batch; [`crate::validate`] refuses it.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How the agent got the report.
@@ -280,8 +284,9 @@ pub struct OomEvent {
 pub struct NearMiss {
     pub vm: VmRef,
     /// `out_of_puff` (balloon stalled), `silent_deflate` (deflate-on-oom gave memory
-    /// back), `usable_low` (MemAvailable under the threshold while inflated).
-    pub kind: String,
+    /// back), `usable_low` (MemAvailable under the threshold while inflated)
+    /// ([`crate::NearMissKind`]).
+    pub kind: crate::NearMissKind,
     /// The guest line or a short description (guest-reported where it is a line).
     pub detail: String,
     #[serde(default)]

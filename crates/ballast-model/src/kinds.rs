@@ -208,8 +208,22 @@ vocabulary! {
     unknown_is_a_value = false
 }
 
+/// A report whose kind was not read (what a default [`crate::ParsedReport`] holds).
+impl Default for ReportKind {
+    fn default() -> Self {
+        ReportKind::Unknown
+    }
+}
+
+/// An analysis that could not say (what a default [`crate::OomAnalysis`] holds).
+impl Default for ReportVerdict {
+    fn default() -> Self {
+        ReportVerdict::Unknown
+    }
+}
+
 impl crate::OomKind {
-    /// Every kind, in order.
+    /// Every kind but the fallback, in order.
     pub const ALL: [crate::OomKind; 3] = [
         crate::OomKind::Guest,
         crate::OomKind::VmCgroup,
@@ -224,7 +238,22 @@ impl crate::OomKind {
             crate::OomKind::Guest => "guest",
             crate::OomKind::VmCgroup => "vm_cgroup",
             crate::OomKind::Host => "host",
+            crate::OomKind::Unknown => "unknown",
         }
+    }
+
+    /// The kind named `text`; `Unknown` for any other text.
+    pub fn parse(text: &str) -> Self {
+        Self::ALL
+            .into_iter()
+            .find(|known| known.as_str() == text)
+            .unwrap_or(crate::OomKind::Unknown)
+    }
+}
+
+impl std::fmt::Display for crate::OomKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -307,5 +336,12 @@ mod tests {
             let json = serde_json::to_string(&kind).expect("serialise");
             assert_eq!(json, format!("\"{}\"", kind.as_str()));
         }
+        let future: crate::OomKind = serde_json::from_str("\"added_next_year\"").expect("fallback");
+        assert_eq!(future, crate::OomKind::Unknown);
+        assert_eq!(
+            serde_json::to_string(&future).expect("serialise"),
+            "\"unknown\""
+        );
+        assert!(!crate::OomKind::NAMES.contains(&future.as_str()));
     }
 }

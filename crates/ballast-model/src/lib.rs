@@ -4,8 +4,9 @@
 //!    it in an [`Envelope`] with an idempotency `key` fixed at capture time.
 //! 2. Envelopes travel in a [`Batch`] (JSON, gzip on the wire) to
 //!    `POST /api/v1/ingest`; the collector stores each key at most once.
-//! 3. The collector validates every field ([`validate`]) and answers with an
-//!    [`IngestResponse`]; the agent drops what was acknowledged from its spool.
+//! 3. The collector validates every field ([`validate`], [`check_sent_names`]) and
+//!    answers with an [`IngestResponse`]; the agent drops what was acknowledged from
+//!    its spool.
 //!
 //! Compatibility rule: [`SCHEMA_VERSION`] grows when fields are added. A collector
 //! accepts every schema version up to its own; fields added after version 1 are
@@ -26,6 +27,7 @@ mod events;
 mod kinds;
 mod pressure;
 mod report;
+mod sent;
 mod validate;
 
 pub use events::*;
@@ -35,6 +37,7 @@ pub use kinds::{
 };
 pub use pressure::*;
 pub use report::*;
+pub use sent::check_sent_names;
 pub use validate::{plausible_kib, validate, FieldError, Limits, MAX_EVENTS_PER_S, MAX_MEMORY_KIB};
 
 /// The version of this schema; see the module docs for the compatibility rule.

@@ -162,7 +162,7 @@ mod tests {
     fn a_batch_needs_version_2_only_when_it_carries_a_pressure_episode() {
         let near_miss = Event::NearMiss(NearMiss {
             vm: VmRef::default(),
-            kind: NearMissKind::UsableLow.as_str().into(),
+            kind: NearMissKind::UsableLow,
             detail: String::new(),
             actual_kib: None,
             usable_kib: None,

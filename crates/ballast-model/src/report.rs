@@ -60,8 +60,8 @@ pub struct TaskInfo {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParsedReport {
     pub kernel: Option<String>,
-    /// `global`, `memcg`, `cpuset`, `mempolicy`, `panic`.
-    pub kind: String,
+    /// `global`, `memcg`, `cpuset`, `mempolicy`, `panic` ([`crate::ReportKind`]).
+    pub kind: crate::ReportKind,
     pub partial: bool,
     #[serde(default)]
     pub missing: Vec<String>,
@@ -91,8 +91,8 @@ pub struct OomAnalysis {
     pub unaccounted_kb: Option<u64>,
     pub unaccounted_pct: Option<f64>,
     /// `balloon`, `kernel_unaccounted`, `memcg_limit`, `fragmentation`, `lowmem_zone`,
-    /// `overcommit`, `no_killable`, `unknown`.
-    pub verdict: String,
+    /// `overcommit`, `no_killable`, `unknown` ([`crate::ReportVerdict`]).
+    pub verdict: crate::ReportVerdict,
     pub explanation: String,
     /// Best estimate of the memory the balloon held at the OOM.
     pub balloon_held_kb: Option<u64>,
@@ -121,7 +121,7 @@ impl From<&ballast_oom::Report> for ParsedReport {
         let page_kb = report.page_size_kb.unwrap_or(4);
         Self {
             kernel: report.kernel.clone(),
-            kind: kind_name(report.kind).to_string(),
+            kind: report_kind(report.kind),
             partial: report.partial,
             missing: report.missing.clone(),
             trigger: report.trigger.as_ref().map(|t| TriggerInfo {
@@ -192,7 +192,7 @@ impl From<&ballast_oom::Analysis> for OomAnalysis {
             accounted_kb: kib(analysis.accounted_kb),
             unaccounted_kb: kib(analysis.unaccounted_kb),
             unaccounted_pct: analysis.unaccounted_pct,
-            verdict: analysis.verdict.as_str().to_string(),
+            verdict: report_verdict(analysis.verdict),
             explanation: analysis.explanation.clone(),
             balloon_held_kb: kib(analysis.balloon.held_kb),
             would_have_fit: analysis.balloon.would_have_fit,
@@ -203,13 +203,32 @@ impl From<&ballast_oom::Analysis> for OomAnalysis {
     }
 }
 
-/// The wire name of a report kind.
-pub fn kind_name(kind: ballast_oom::OomKind) -> &'static str {
+/// A report kind as the wire names it: the one place `ballast_oom`'s kinds become
+/// the wire vocabulary.
+pub fn report_kind(kind: ballast_oom::OomKind) -> crate::ReportKind {
+    use crate::ReportKind as Wire;
     match kind {
-        ballast_oom::OomKind::Global => "global",
-        ballast_oom::OomKind::Memcg => "memcg",
-        ballast_oom::OomKind::Cpuset => "cpuset",
-        ballast_oom::OomKind::Mempolicy => "mempolicy",
-        ballast_oom::OomKind::Panic => "panic",
+        ballast_oom::OomKind::Global => Wire::Global,
+        ballast_oom::OomKind::Memcg => Wire::Memcg,
+        ballast_oom::OomKind::Cpuset => Wire::Cpuset,
+        ballast_oom::OomKind::Mempolicy => Wire::Mempolicy,
+        ballast_oom::OomKind::Panic => Wire::Panic,
+    }
+}
+
+/// An analysis verdict as the wire names it: the one place `ballast_oom`'s verdicts
+/// become the wire vocabulary (its `Unknown`, "the report does not say", is the wire's
+/// `unknown`).
+pub fn report_verdict(verdict: ballast_oom::Verdict) -> crate::ReportVerdict {
+    use crate::ReportVerdict as Wire;
+    match verdict {
+        ballast_oom::Verdict::Balloon => Wire::Balloon,
+        ballast_oom::Verdict::KernelUnaccounted => Wire::KernelUnaccounted,
+        ballast_oom::Verdict::MemcgLimit => Wire::MemcgLimit,
+        ballast_oom::Verdict::Fragmentation => Wire::Fragmentation,
+        ballast_oom::Verdict::LowmemZone => Wire::LowmemZone,
+        ballast_oom::Verdict::Overcommit => Wire::Overcommit,
+        ballast_oom::Verdict::NoKillable => Wire::NoKillable,
+        ballast_oom::Verdict::Unknown => Wire::Unknown,
     }
 }

@@ -255,7 +255,7 @@ fn validate_event(
                 check_len(&format!("{vm_path}.vm.name"), &vm.vm.name, name)?;
                 check_one_of(
                     &format!("{vm_path}.state"),
-                    &vm.state,
+                    vm.state.as_str(),
                     crate::VmState::NAMES,
                 )?;
                 if vm.findings.len() > limits.max_list_items {
@@ -307,13 +307,18 @@ fn validate_event(
                 limits.max_explanation_bytes,
             )?;
             check_one_of(
+                &format!("{path}.kind"),
+                oom.kind.as_str(),
+                &crate::OomKind::NAMES,
+            )?;
+            check_one_of(
                 &format!("{path}.analysis.verdict"),
-                &oom.analysis.verdict,
+                oom.analysis.verdict.as_str(),
                 crate::ReportVerdict::NAMES,
             )?;
             check_one_of(
                 &format!("{path}.report.kind"),
-                &oom.report.kind,
+                oom.report.kind.as_str(),
                 crate::ReportKind::NAMES,
             )?;
             if oom.balloon_history.len() > limits.max_history_points {
@@ -336,7 +341,7 @@ fn validate_event(
             check_uuid(&format!("{path}.vm.uuid"), &miss.vm.uuid)?;
             check_one_of(
                 &format!("{path}.kind"),
-                &miss.kind,
+                miss.kind.as_str(),
                 crate::NearMissKind::NAMES,
             )?;
             check_len(&format!("{path}.detail"), &miss.detail, 4096)?;
@@ -752,7 +757,7 @@ mod tests {
                             uuid: uuid(i),
                             name: format!("vm{i}"),
                         },
-                        state: "running".into(),
+                        state: crate::VmState::Running,
                         config: crate::events::VmConfig::default(),
                         findings: Vec::new(),
                     })

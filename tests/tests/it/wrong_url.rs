@@ -49,11 +49,11 @@ fn oom(base_ms: i64, n: i64) -> Envelope {
             raw_report: format!("Out of memory: Killed process {} (hog)", 1000 + n),
             raw_truncated: false,
             report: ParsedReport {
-                kind: "global".into(),
+                kind: ballast_model::ReportKind::Global,
                 ..ParsedReport::default()
             },
             analysis: OomAnalysis {
-                verdict: "unknown".into(),
+                verdict: ballast_model::ReportVerdict::Unknown,
                 ..OomAnalysis::default()
             },
             balloon_at_oom: Default::default(),

@@ -64,7 +64,15 @@ async fn listed(store: &dyn Store) -> Vec<(String, String, String, String, i64)>
         .expect("vms")
         .items
         .into_iter()
-        .map(|vm| (vm.host, vm.uuid, vm.name, vm.state, vm.oom_count))
+        .map(|vm| {
+            (
+                vm.host,
+                vm.uuid,
+                vm.name,
+                vm.state.to_string(),
+                vm.oom_count,
+            )
+        })
         .collect()
 }
 

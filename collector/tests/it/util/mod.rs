@@ -178,7 +178,7 @@ pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
                         uuid: (*uuid).into(),
                         name: (*name).into(),
                     },
-                    state: "running".into(),
+                    state: ballast_model::VmState::Running,
                     config: VmConfig {
                         memory_kib: Some(512 * MIB),
                         balloon_floor_kib: Some(256 * MIB),

@@ -136,7 +136,7 @@ pub async fn a_partial_oom_is_completed_under_its_key(store: Arc<dyn Store>) {
     cut.report.partial = true;
     cut.report.killed = None;
     cut.report.tasks = None;
-    cut.analysis.verdict = "unknown".into();
+    cut.analysis.verdict = ballast_model::ReportVerdict::Unknown;
     let cut_batch = || batch("pve1", vec![oom("pve1/oom/7410", oom_at_ms(), cut.clone())]);
     let response = store.ingest(prepared(cut_batch())).await.expect("ingest");
     assert_eq!((response.accepted, response.duplicates), (1, 0));
@@ -245,7 +245,7 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
     let balloon = queries::list_ooms(
         store,
         &OomFilter {
-            verdict: Some("balloon".into()),
+            verdict: Some(ballast_model::CorrelationVerdict::Balloon),
             host: Some("pve1".into()),
             limit: 10,
             ..OomFilter::default()
@@ -270,7 +270,7 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
         &OomFilter {
             since_ms: Some(oom_at_ms() - 1),
             until_ms: Some(oom_at_ms() + 1),
-            kind: Some("guest".into()),
+            kind: Some(ballast_model::OomKind::Guest),
             limit: 10,
             ..OomFilter::default()
         },
@@ -289,8 +289,11 @@ pub async fn queries_answer_as_documented(store: Arc<dyn Store>) {
         Some("memhog")
     );
     assert_eq!(detail.analysis.verdict, "balloon");
-    assert_eq!(detail.correlation_detail["verdict"], "balloon");
-    assert_eq!(detail.correlation_detail["would_have_survived"], true);
+    assert_eq!(
+        detail.correlation_detail.verdict,
+        ballast_model::CorrelationVerdict::Balloon
+    );
+    assert_eq!(detail.correlation_detail.would_have_survived, Some(true));
     assert_eq!(detail.balloon_history.len(), 360);
     assert_eq!(detail.rollups.len(), 30, "the window's rollups");
     assert!(queries::get_oom(store, 999_999, 3600)
