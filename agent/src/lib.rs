@@ -21,6 +21,7 @@ pub mod hostmem;
 pub mod hypervisor;
 pub mod metrics;
 pub mod paths;
+pub mod pressure;
 pub mod reload;
 pub mod run;
 pub mod shared;
