@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::BalloonRollup;
+use ballast_model::{BalloonRollup, PressureEpisode, PressureRollup, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
+use crate::pressure::risk::rank;
+use crate::pressure::vm_risk::VmRisk;
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
@@ -58,6 +60,11 @@ pub enum Change {
         actual_kib: u64,
         previous_kib: Option<u64>,
     },
+    /// A pressure episode started, peaked or ended.
+    Pressure {
+        id: DomainId,
+        episode: Box<PressureEpisode>,
+    },
 }
 
 impl Change {
@@ -71,7 +78,8 @@ impl Change {
             | Change::Rebooted(id)
             | Change::SuspectOom { id, .. }
             | Change::NearMiss { id, .. }
-            | Change::BalloonMoved { id, .. } => id,
+            | Change::BalloonMoved { id, .. }
+            | Change::Pressure { id, .. } => id,
         }
     }
 }
@@ -87,6 +95,8 @@ pub struct VmState {
     pub stale: bool,
     pub last_oom_at: Option<SystemTime>,
     pub oom_count: u64,
+    /// The risk model's state: its latest assessment and the episode under way.
+    pub risk: VmRisk,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
     last_near_miss: BTreeMap<&'static str, SystemTime>,
@@ -105,6 +115,7 @@ impl VmState {
             stale: false,
             last_oom_at: None,
             oom_count: 0,
+            risk: VmRisk::default(),
             last_update_seen: None,
             unchanged_polls: 0,
             last_near_miss: BTreeMap::new(),
@@ -208,7 +219,23 @@ impl VmState {
             rollup.oom_kills = counters.oom_kills.or(rollup.oom_kills);
             rollup.alloc_stalls = counters.alloc_stalls.or(rollup.alloc_stalls);
         }
+        fold_risk(rollup, &self.risk);
         finished
+    }
+
+    /// Reads this poll's risk; the episode event it makes, as a change.
+    fn observe_risk(&mut self, at: SystemTime, sample: &BalloonSample) -> Option<Change> {
+        // Until the per-VM signals are wired (issue 19 item 1), the model reads the
+        // balloon stats alone: MemAvailable, its fall, and the balloon.
+        let snapshot = PressureSnapshot::default();
+        let vm = crate::wire::vm_ref(&self.id);
+        let episode = self
+            .risk
+            .observe(&vm, at, &snapshot, sample, self.config.as_ref())?;
+        Some(Change::Pressure {
+            id: self.id.clone(),
+            episode: Box::new(episode),
+        })
     }
 }
 
@@ -220,6 +247,8 @@ pub struct Fleet {
     vms: BTreeMap<String, Box<VmState>>,
     history_capacity: usize,
     finished_rollups: Vec<BalloonRollup>,
+    /// Pressure events suppressed for VMs that went away.
+    gone_pressure_suppressed: u64,
 }
 
 impl Fleet {
@@ -228,6 +257,7 @@ impl Fleet {
             vms: BTreeMap::new(),
             history_capacity,
             finished_rollups: Vec::new(),
+            gone_pressure_suppressed: 0,
         }
     }
 
@@ -270,6 +300,7 @@ impl Fleet {
             vm.id.name.clone_from(&id.name);
             track_staleness(vm, &sample, &mut changes);
             detect_pressure(vm, at, &sample, &mut changes);
+            changes.extend(vm.observe_risk(at, &sample));
             vm.history.push_sample(at, &sample);
             if let Some(rollup) = vm.roll(at, &sample) {
                 self.finished_rollups.push(rollup);
@@ -286,6 +317,16 @@ impl Fleet {
             if let Some(mut vm) = self.vms.remove(&uuid) {
                 if let Some(rollup) = vm.rollup.take() {
                     self.finished_rollups.push(rollup);
+                }
+                let ended = vm.risk.vm_gone(&crate::wire::vm_ref(&vm.id), at);
+                self.gone_pressure_suppressed = self
+                    .gone_pressure_suppressed
+                    .saturating_add(vm.risk.episodes().suppressed());
+                if let Some(episode) = ended {
+                    changes.push(Change::Pressure {
+                        id: vm.id.clone(),
+                        episode: Box::new(episode),
+                    });
                 }
                 changes.push(Change::Gone(vm.id));
             }
@@ -356,9 +397,39 @@ impl Fleet {
         }
     }
 
+    /// Pressure episode events not sent since start: VMs over their hourly budget.
+    pub fn pressure_events_suppressed(&self) -> u64 {
+        self.vms
+            .values()
+            .map(|vm| vm.risk.episodes().suppressed())
+            .fold(self.gone_pressure_suppressed, u64::saturating_add)
+    }
+
     /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).
     pub fn take_finished_rollups(&mut self) -> Vec<BalloonRollup> {
         std::mem::take(&mut self.finished_rollups)
+    }
+}
+
+/// The rollup's highest risk of the minute (and the sources the model read); a VM
+/// the model had no figure of leaves the rollup's pressure as it is.
+fn fold_risk(rollup: &mut BalloonRollup, risk: &VmRisk) {
+    let Some(assessment) = risk.assessment().filter(|a| a.has_signals()) else {
+        return;
+    };
+    let pressure = rollup.pressure.get_or_insert_with(|| PressureRollup {
+        sources: Vec::new(),
+        peak: PressureSnapshot::default(),
+        risk: ballast_model::RiskLevel::Ok,
+    });
+    for source in &assessment.sources {
+        if !pressure.sources.contains(source) {
+            pressure.sources.push(*source);
+        }
+    }
+    pressure.sources.sort();
+    if rank(assessment.level) > rank(pressure.risk) {
+        pressure.risk = assessment.level;
     }
 }
 
@@ -556,7 +627,11 @@ mod tests {
             }
         )));
         let again = fleet.apply_poll(at(20), vec![(id(1), sample(204_800, 2_000, 3))]);
-        assert!(again.is_empty(), "{again:?}");
+        // Only the pressure episode starts (risk critical on its second bad poll).
+        assert!(
+            again.iter().all(|c| matches!(c, Change::Pressure { .. })),
+            "{again:?}"
+        );
     }
 
     #[test]
@@ -658,6 +733,56 @@ mod tests {
         let vm = fleet.get(&id(1).uuid).expect("vm");
         let (host, sampled) = vm.host_balloon_at_oom(Some(at(1)), at(9), Some(report), 16_384);
         assert_eq!((host.actual_kb, sampled), (Some(524_288), Some(at(0))));
+    }
+
+    #[test]
+    fn risk_goes_into_the_rollup_and_a_vm_that_goes_away_ends_its_episode() {
+        let mut fleet = Fleet::new(100);
+        let mut changes = Vec::new();
+        // MemAvailable under 10 % of MemTotal for three polls of one minute.
+        for second in [0, 10, 20, 30] {
+            let usable = if second == 0 { 300_000 } else { 30_000 };
+            changes.extend(fleet.apply_poll(
+                at(second),
+                vec![(id(1), sample(524_288, usable, second + 1))],
+            ));
+        }
+        let starts: Vec<&PressureEpisode> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Pressure { episode, .. } => Some(&**episode),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts.len(), 1, "{changes:?}");
+        assert_eq!(starts[0].phase, ballast_model::EpisodePhase::Start);
+        fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 30_000, 61))]);
+        let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
+        let pressure = rollup.pressure.expect("the minute's pressure");
+        assert_eq!(pressure.risk, ballast_model::RiskLevel::Elevated);
+        assert_eq!(
+            pressure.sources,
+            [ballast_model::SignalSource::BalloonStats]
+        );
+        let gone = fleet.apply_poll(at(70), Vec::new());
+        assert!(
+            matches!(
+                gone.as_slice(),
+                [Change::Pressure { episode, .. }, Change::Gone(_)]
+                    if episode.phase == ballast_model::EpisodePhase::End
+            ),
+            "{gone:?}"
+        );
+        // A VM without guest figures has no pressure in its rollup.
+        let mut fleet = Fleet::new(100);
+        let blind = BalloonSample {
+            actual_kib: Some(524_288),
+            ..BalloonSample::default()
+        };
+        fleet.apply_poll(at(0), vec![(id(2), blind.clone())]);
+        fleet.apply_poll(at(60), vec![(id(2), blind)]);
+        let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
+        assert_eq!(rollup.pressure, None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use ballast_model::{
     EpisodePhase, PressureEpisode, PressureSignal, PressureSnapshot, RiskLevel, VmRef,
 };
 
-use super::risk::Assessment;
+use super::risk::{rank, Assessment};
 use crate::wire::epoch_ms;
 
 /// Calm polls in a row that end an episode.
@@ -143,7 +143,7 @@ impl EpisodeTracker {
         open.calm_polls = 0;
         open.first_calm = None;
         open.largest_deficit = open.largest_deficit.max(obs.assessment.deficit_kib);
-        let rose = level > open.worst;
+        let rose = rank(level) > rank(open.worst);
         if rose {
             open.worst = level;
             open.worst_drivers.clone_from(&obs.assessment.drivers);

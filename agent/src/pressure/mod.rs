@@ -3,3 +3,4 @@
 
 pub mod episode;
 pub mod risk;
+pub mod vm_risk;

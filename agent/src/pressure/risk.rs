@@ -118,6 +118,16 @@ impl Default for RiskSettings {
     }
 }
 
+/// A level's rank: 0 ok, 1 elevated, 2 critical (`unknown`, a newer peer's name,
+/// ranks as ok: the model never makes it). The `ballast_vm_pressure_risk` value.
+pub fn rank(level: RiskLevel) -> u8 {
+    match level {
+        RiskLevel::Ok | RiskLevel::Unknown => 0,
+        RiskLevel::Elevated => 1,
+        RiskLevel::Critical => 2,
+    }
+}
+
 /// One poll of one VM, as the model reads it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RiskPoint {
