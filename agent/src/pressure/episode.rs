@@ -390,6 +390,27 @@ mod tests {
     }
 
     #[test]
+    fn at_the_floor_means_within_one_auto_ballooning_step_of_it() {
+        let assessment = assessment(E, None);
+        let signals = PressureSnapshot::default();
+        let obs = |actual: Option<u64>, floor: Option<u64>| Observation {
+            at: at(0),
+            assessment: &assessment,
+            signals: &signals,
+            actual_kib: actual,
+            maximum_kib: Some(2048 * MIB),
+            floor_kib: floor,
+        };
+        assert!(obs(Some(1050 * MIB), Some(950 * MIB)).at_floor());
+        assert!(!obs(Some(1051 * MIB), Some(950 * MIB)).at_floor());
+        assert!(obs(Some(900 * MIB), Some(950 * MIB)).at_floor());
+        assert!(!obs(Some(900 * MIB), None).at_floor(), "no floor known");
+        assert!(!obs(None, Some(950 * MIB)).at_floor());
+        // A hostile floor does not overflow.
+        assert!(obs(Some(0), Some(u64::MAX)).at_floor());
+    }
+
+    #[test]
     fn a_vm_that_goes_away_ends_its_episode() {
         let mut tracker = EpisodeTracker::default();
         feed(&mut tracker, 0, &[(E, None), (C, Some(20))]);
