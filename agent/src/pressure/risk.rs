@@ -409,10 +409,12 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
             settings.available_low_pct / pct.max(0.1),
         ));
     }
-    if let Some(secs) = exhaustion.filter(|secs| *secs <= settings.elevated_horizon_secs) {
+    // (A poll slower than the elevated horizon's half still names the fall.)
+    let elevated_horizon = settings.elevated_horizon_secs.max(critical_horizon);
+    if let Some(secs) = exhaustion.filter(|secs| *secs <= elevated_horizon) {
         drivers.push((
             PressureSignal::AvailableFalling,
-            settings.elevated_horizon_secs / secs.max(1.0),
+            elevated_horizon / secs.max(1.0),
         ));
     }
     // Stalls and faults are distress only while MemAvailable is short (or unknown).
@@ -631,6 +633,7 @@ mod tests {
                 lead >= POLL,
                 "rate {rate} KiB/s: critical only {lead} s ahead"
             );
+            eprintln!("hog at {rate} KiB/s: critical at {critical_at} s, {lead} s before the OOM");
             let (_, first) = &result[(critical_at / POLL) as usize];
             assert!(first.exhaustion_secs.is_some(), "{first:?}");
             assert!(
