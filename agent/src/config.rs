@@ -33,6 +33,7 @@ pub struct RawConfig {
     /// Spool, capture positions and the status file.
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
+    pub pressure: PressureConfig,
     pub collector: CollectorConfig,
     pub metrics: MetricsConfig,
     /// Where host memory figures are read; tests point it elsewhere.
@@ -174,6 +175,57 @@ impl<'de> Deserialize<'de> for GuestAgentMode {
     }
 }
 
+/// `pressure:`: how the agent reads a guest's memory pressure signals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PressureConfig {
+    /// Read the guest's `/proc/pressure/memory` through its guest agent's file API.
+    pub guest_psi: GuestPsiMode,
+    /// Seconds between two PSI reads of one guest (5 to 3600).
+    pub guest_psi_interval_secs: u64,
+}
+
+/// `pressure.guest_psi`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GuestPsiMode {
+    /// Never.
+    Off,
+    /// Where guest agent calls are allowed at all (`capture.guest_agent` is not
+    /// `off`) and the VM has a guest agent channel.
+    #[default]
+    Auto,
+}
+
+impl PressureConfig {
+    /// Whether PSI is read with these capture settings.
+    pub fn reads_psi(&self, capture: &CaptureConfig) -> bool {
+        self.guest_psi == GuestPsiMode::Auto && capture.guest_agent.enabled()
+    }
+
+    pub fn psi_interval(&self) -> Duration {
+        Duration::from_secs(self.guest_psi_interval_secs)
+    }
+}
+
+impl Default for PressureConfig {
+    fn default() -> Self {
+        Self {
+            guest_psi: GuestPsiMode::Auto,
+            guest_psi_interval_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Display for GuestPsiMode {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            GuestPsiMode::Off => "off",
+            GuestPsiMode::Auto => "auto",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CollectorConfig {
@@ -207,6 +259,7 @@ impl Default for RawConfig {
             history_secs: 3600,
             state_dir: PathBuf::from(paths::STATE_DIR),
             capture: CaptureConfig::default(),
+            pressure: PressureConfig::default(),
             collector: CollectorConfig::default(),
             metrics: MetricsConfig::default(),
             procfs_root: PathBuf::from(paths::PROCFS_ROOT),
@@ -281,6 +334,9 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("capture.guest_agent_interval_secs", "periodic: seconds between two reads of each guest (at least 60)."),
     ("capture.guest_agent_exec", "Where a guest's agent refuses the file API (qemu-ga --block-rpcs/--allow-rpcs), run /bin/dmesg in it with guest-exec instead. Off: that starts a process in the guest."),
     ("capture.host_kernel", "Watch the host's kernel log for OOMs that killed a QEMU process."),
+    ("pressure", "A guest's memory pressure signals: the balloon stats (and QEMU's counters where they are read) come with every poll; this section is about the guest's PSI."),
+    ("pressure.guest_psi", "Read the guest's /proc/pressure/memory through the QEMU guest agent's file API (guest-file-open/read/close; nothing runs in the guest): auto (default) = on VMs with a guest agent channel whenever capture.guest_agent is not off; off = never. A guest whose agent does not answer is asked less and less often."),
+    ("pressure.guest_psi_interval_secs", "Seconds between two PSI reads of each guest (5 to 3600)."),
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),
     ("collector.token_file", "File holding this host's bearer token (ballast-collector token create HOST)."),
@@ -307,6 +363,7 @@ pub struct Settings {
     pub history_samples: usize,
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
+    pub pressure: PressureConfig,
     pub collector: CollectorConfig,
     /// `collector.ca_file`, read and checked.
     pub collector_ca: Option<CaBundle>,
@@ -368,6 +425,8 @@ pub enum ValidationError {
     HostId(String),
     #[error("capture.guest_agent_interval_secs ({0}) must be at least 60 with capture.guest_agent: periodic")]
     GuestAgentInterval(u64),
+    #[error("pressure.guest_psi_interval_secs ({0}) must be 5 to 3600")]
+    GuestPsiInterval(u64),
     #[error("log_level ({value:?}) is not a log filter: {message}")]
     LogLevel { value: String, message: String },
 }
@@ -499,6 +558,11 @@ impl RawConfig {
                 self.capture.guest_agent_interval_secs,
             ));
         }
+        if !(5..=3600).contains(&self.pressure.guest_psi_interval_secs) {
+            return Err(ValidationError::GuestPsiInterval(
+                self.pressure.guest_psi_interval_secs,
+            ));
+        }
         let log_level = self.log_level.trim().to_string();
         if let Err(message) = check_log_filter(&log_level) {
             return Err(ValidationError::LogLevel {
@@ -516,6 +580,7 @@ impl RawConfig {
             history_samples: usize::try_from(self.history_secs / poll).unwrap_or(usize::MAX),
             state_dir: self.state_dir,
             capture: self.capture,
+            pressure: self.pressure,
             collector: self.collector,
             collector_ca,
             metrics_listen,
@@ -750,6 +815,46 @@ mod tests {
             1,
             "{:?}",
             settings.deprecations
+        );
+    }
+
+    #[test]
+    fn guest_psi_is_auto_every_30_s_and_check_config_refuses_a_bad_mode_or_interval() {
+        let defaults = RawConfig::default().validate("h").expect("defaults");
+        assert_eq!(defaults.pressure.guest_psi, GuestPsiMode::Auto);
+        assert_eq!(defaults.pressure.psi_interval(), Duration::from_secs(30));
+        assert!(defaults.pressure.reads_psi(&defaults.capture));
+        let off_capture = parse("capture:\n  guest_agent: off\n")
+            .expect("parses")
+            .validate("h")
+            .expect("valid");
+        assert!(
+            !off_capture.pressure.reads_psi(&off_capture.capture),
+            "no guest agent call at all when capture.guest_agent is off"
+        );
+        let off = parse("pressure:\n  guest_psi: off\n  guest_psi_interval_secs: 5\n")
+            .expect("parses")
+            .validate("h")
+            .expect("valid");
+        assert!(!off.pressure.reads_psi(&off.capture));
+        for interval in [0, 4, 3601] {
+            let raw = parse(&format!(
+                "pressure:\n  guest_psi_interval_secs: {interval}\n"
+            ))
+            .expect("parses");
+            assert_eq!(
+                raw.validate("h"),
+                Err(ValidationError::GuestPsiInterval(interval))
+            );
+        }
+        let message = parse("pressure:\n  guest_psi: always\n")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(
+            message.contains("pressure.guest_psi")
+                || message.contains("off, auto")
+                || message.contains("`auto`"),
+            "{message}"
         );
     }
 }

@@ -14,6 +14,7 @@ use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
 use crate::pressure::risk::rank;
 use crate::pressure::vm_risk::VmRisk;
+use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
@@ -91,6 +92,8 @@ pub struct VmState {
     pub history: History,
     pub config: Option<DomainConfig>,
     pub counters: Option<GuestCounters>,
+    /// The guest's latest PSI reading ([`Fleet::apply_psi`]), until it expires.
+    pub psi: Option<PsiReading>,
     pub last_sample: Option<BalloonSample>,
     pub stale: bool,
     pub last_oom_at: Option<SystemTime>,
@@ -102,6 +105,14 @@ pub struct VmState {
     last_near_miss: BTreeMap<&'static str, SystemTime>,
     rollup: Option<BalloonRollup>,
     rollup_period: u64,
+    /// When the last bulk poll sampled this VM.
+    sampled_at: Option<SystemTime>,
+    /// `counters` were read in this poll ([`Fleet::apply_counters`]).
+    counters_fresh: bool,
+    signals: SignalTracker,
+    /// The signals at the last poll; None when the VM has none (`signals: none`).
+    pressure: Option<PressureSnapshot>,
+    pressure_window: PressureWindow,
 }
 
 impl VmState {
@@ -111,6 +122,7 @@ impl VmState {
             history: History::new(history_capacity),
             config: None,
             counters: None,
+            psi: None,
             last_sample: None,
             stale: false,
             last_oom_at: None,
@@ -121,7 +133,51 @@ impl VmState {
             last_near_miss: BTreeMap::new(),
             rollup: None,
             rollup_period: 0,
+            sampled_at: None,
+            counters_fresh: false,
+            signals: SignalTracker::new(),
+            pressure: None,
+            pressure_window: PressureWindow::default(),
         }
+    }
+
+    /// The VM's pressure signals at the last poll; None when it has none (no balloon
+    /// stats rates yet, no 6.12 counters read, no PSI): unknown, not "no pressure".
+    pub fn pressure_snapshot(&self) -> Option<&PressureSnapshot> {
+        self.pressure.as_ref()
+    }
+
+    /// The VM's recent snapshots with their poll times, oldest first (at most
+    /// [`crate::pressure::window::WINDOW_POINTS`]; polls without signals are left out;
+    /// PSI totals only in [`Self::pressure_snapshot`]).
+    pub fn pressure_window(&self) -> Vec<(SystemTime, PressureSnapshot)> {
+        self.pressure_window.snapshots()
+    }
+
+    /// The signals of the poll at `at`: its sample, the counters read in it, the PSI
+    /// reading while fresh.
+    fn observe_pressure(&mut self, at: SystemTime) -> Option<Change> {
+        let sample = self.last_sample.clone()?;
+        let counters = self.counters.as_ref().filter(|_| self.counters_fresh);
+        let psi = self.psi.as_ref().and_then(|reading| reading.fresh_at(at));
+        let snapshot = self.signals.observe(at, &sample, counters, psi);
+        self.counters_fresh = false;
+        if snapshot.sources().is_empty() {
+            self.pressure = None;
+        } else {
+            self.pressure_window.push(at, &snapshot);
+            if let Some(rollup) = self.rollup.as_mut() {
+                crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot);
+            }
+            self.pressure = Some(snapshot);
+        }
+        // The risk reads the sample too (MemAvailable, the balloon) when no signal
+        // rate is known yet.
+        let change = self.observe_risk(at, &snapshot, &sample);
+        if let Some(rollup) = self.rollup.as_mut() {
+            fold_risk(rollup, &self.risk);
+        }
+        change
     }
 
     /// The balloon as the host saw it at an OOM, and that sample's time. Never a sample
@@ -219,23 +275,41 @@ impl VmState {
             rollup.oom_kills = counters.oom_kills.or(rollup.oom_kills);
             rollup.alloc_stalls = counters.alloc_stalls.or(rollup.alloc_stalls);
         }
-        fold_risk(rollup, &self.risk);
         finished
     }
 
     /// Reads this poll's risk; the episode event it makes, as a change.
-    fn observe_risk(&mut self, at: SystemTime, sample: &BalloonSample) -> Option<Change> {
-        // Until the per-VM signals are wired (issue 19 item 1), the model reads the
-        // balloon stats alone: MemAvailable, its fall, and the balloon.
-        let snapshot = PressureSnapshot::default();
+    fn observe_risk(
+        &mut self,
+        at: SystemTime,
+        snapshot: &PressureSnapshot,
+        sample: &BalloonSample,
+    ) -> Option<Change> {
         let vm = crate::wire::vm_ref(&self.id);
         let episode = self
             .risk
-            .observe(&vm, at, &snapshot, sample, self.config.as_ref())?;
+            .observe(&vm, at, snapshot, sample, self.config.as_ref())?;
         Some(Change::Pressure {
             id: self.id.clone(),
             episode: Box::new(episode),
         })
+    }
+}
+
+/// One read of a guest's `/proc/pressure/memory`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PsiReading {
+    /// When it was read (host clock).
+    pub at: SystemTime,
+    /// Polls after this no longer use it (the reads stopped coming).
+    pub valid_until: SystemTime,
+    pub psi: GuestPsi,
+}
+
+impl PsiReading {
+    /// The reading, while it is fresh at `at`.
+    pub fn fresh_at(&self, at: SystemTime) -> Option<&GuestPsi> {
+        (at <= self.valid_until).then_some(&self.psi)
     }
 }
 
@@ -300,8 +374,8 @@ impl Fleet {
             vm.id.name.clone_from(&id.name);
             track_staleness(vm, &sample, &mut changes);
             detect_pressure(vm, at, &sample, &mut changes);
-            changes.extend(vm.observe_risk(at, &sample));
             vm.history.push_sample(at, &sample);
+            vm.sampled_at = Some(at);
             if let Some(rollup) = vm.roll(at, &sample) {
                 self.finished_rollups.push(rollup);
             }
@@ -379,7 +453,31 @@ impl Fleet {
             _ => {}
         }
         vm.counters = Some(counters);
+        vm.counters_fresh = true;
         changes
+    }
+
+    /// Turns the poll at `at` into each sampled VM's pressure snapshot, after its
+    /// counters were applied ([`Self::apply_counters`]), and reads its risk; VMs not
+    /// sampled at `at` keep theirs. The pressure episodes it starts, peaks or ends.
+    pub fn observe_pressure(&mut self, at: SystemTime) -> Vec<Change> {
+        self.vms
+            .values_mut()
+            .filter(|vm| vm.sampled_at == Some(at))
+            .filter_map(|vm| vm.observe_pressure(at))
+            .collect()
+    }
+
+    /// Records a PSI reading of the guest, taken at `at`, used by the polls of the
+    /// next `valid_for`.
+    pub fn apply_psi(&mut self, id: &DomainId, at: SystemTime, psi: GuestPsi, valid_for: Duration) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.psi = Some(PsiReading {
+                at,
+                valid_until: at + valid_for,
+                psi,
+            });
+        }
     }
 
     /// Records the VM's configuration (fetched when it appeared).
@@ -627,11 +725,7 @@ mod tests {
             }
         )));
         let again = fleet.apply_poll(at(20), vec![(id(1), sample(204_800, 2_000, 3))]);
-        // Only the pressure episode starts (risk critical on its second bad poll).
-        assert!(
-            again.iter().all(|c| matches!(c, Change::Pressure { .. })),
-            "{again:?}"
-        );
+        assert!(again.is_empty(), "{again:?}");
     }
 
     #[test]
@@ -746,6 +840,7 @@ mod tests {
                 at(second),
                 vec![(id(1), sample(524_288, usable, second + 1))],
             ));
+            changes.extend(fleet.observe_pressure(at(second)));
         }
         let starts: Vec<&PressureEpisode> = changes
             .iter()
@@ -757,6 +852,7 @@ mod tests {
         assert_eq!(starts.len(), 1, "{changes:?}");
         assert_eq!(starts[0].phase, ballast_model::EpisodePhase::Start);
         fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 30_000, 61))]);
+        fleet.observe_pressure(at(60));
         let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
         let pressure = rollup.pressure.expect("the minute's pressure");
         assert_eq!(pressure.risk, ballast_model::RiskLevel::Elevated);
@@ -780,9 +876,58 @@ mod tests {
             ..BalloonSample::default()
         };
         fleet.apply_poll(at(0), vec![(id(2), blind.clone())]);
+        fleet.observe_pressure(at(0));
         fleet.apply_poll(at(60), vec![(id(2), blind)]);
+        fleet.observe_pressure(at(60));
         let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
         assert_eq!(rollup.pressure, None);
+    }
+
+    #[test]
+    fn the_guests_own_stall_counters_drive_its_risk() {
+        let mut fleet = Fleet::new(100);
+        let mut episodes = Vec::new();
+        // MemAvailable short but steady at 15 %; the guest stalls 10 times a second and
+        // reclaims 4 MiB/s directly (QEMU's guest-stats, cumulative).
+        for poll in 0..6u64 {
+            let secs = poll * 10;
+            fleet.apply_poll(at(secs), vec![(id(1), sample(524_288, 70_000, secs + 1))]);
+            fleet.apply_counters(
+                &id(1),
+                GuestCounters {
+                    oom_kills: Some(0),
+                    alloc_stalls: Some(poll * 100),
+                    direct_reclaims_bytes: Some(poll * 40 * 1024 * 1024),
+                    direct_scans_bytes: Some(poll * 80 * 1024 * 1024),
+                    async_scans_bytes: Some(0),
+                    async_reclaims_bytes: Some(0),
+                    last_update_epoch_secs: Some(1_800_000_000 + secs),
+                },
+            );
+            episodes.extend(fleet.observe_pressure(at(secs)));
+        }
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let assessment = vm.risk.assessment().expect("assessed");
+        assert_eq!(
+            assessment.level,
+            ballast_model::RiskLevel::Elevated,
+            "{assessment:?}"
+        );
+        assert!(
+            assessment
+                .drivers
+                .contains(&ballast_model::PressureSignal::AllocStalls),
+            "{assessment:?}"
+        );
+        assert!(assessment
+            .sources
+            .contains(&ballast_model::SignalSource::BalloonCounters));
+        assert!(
+            matches!(episodes.as_slice(), [Change::Pressure { episode, .. }]
+                if episode.phase == ballast_model::EpisodePhase::Start
+                    && episode.signals.alloc_stalls_per_s.is_some()),
+            "{episodes:?}"
+        );
     }
 
     #[test]
@@ -809,5 +954,105 @@ mod tests {
             }
         );
         assert_eq!(rollup.vm.name, "vm1");
+    }
+
+    #[test]
+    fn each_poll_gives_a_vm_its_signals_a_window_and_the_rollup_its_pressure() {
+        let mut fleet = Fleet::new(100);
+        let stats = |faults: u64, usable: u64, update: u64| BalloonSample {
+            major_faults: Some(faults),
+            ..sample(204_800, usable, 1_800_000_000 + update)
+        };
+        let counters = |stalls: u64, update: u64| GuestCounters {
+            alloc_stalls: Some(stalls),
+            direct_reclaims_bytes: Some(stalls * 4096),
+            last_update_epoch_secs: Some(1_800_000_000 + update),
+            ..GuestCounters::default()
+        };
+        // A 6.1-like VM: balloon stats only. A 6.12-like VM: counters too.
+        let old = id(1);
+        let new = id(2);
+        for poll in 0..4u64 {
+            let secs = poll * 10;
+            fleet.apply_poll(
+                at(secs),
+                vec![
+                    (old.clone(), stats(poll * 50, 300_000 - poll * 10_000, secs)),
+                    (new.clone(), stats(poll * 50, 300_000, secs)),
+                ],
+            );
+            fleet.apply_counters(&new, counters(poll * 20, secs));
+            fleet.observe_pressure(at(secs));
+        }
+        let old_vm = fleet.get(&old.uuid).expect("old");
+        let signals = old_vm.pressure_snapshot().expect("balloon stats signals");
+        assert_eq!(signals.major_faults_per_s, Some(5.0));
+        assert_eq!(signals.alloc_stalls_per_s, None);
+        assert_eq!(signals.available_slope_kib_per_s, Some(-1000.0));
+        assert_eq!(
+            signals.sources(),
+            [ballast_model::SignalSource::BalloonStats]
+        );
+        let new_vm = fleet.get(&new.uuid).expect("new");
+        let signals = new_vm.pressure_snapshot().expect("signals");
+        assert_eq!(signals.alloc_stalls_per_s, Some(2.0));
+        assert_eq!(signals.direct_reclaim_kib_per_s, Some(8.0));
+        // The first poll had no rate yet: three points in the window.
+        let window = new_vm.pressure_window();
+        assert_eq!(window.len(), 3);
+        assert_eq!(window[0].0, at(10));
+        // Counters not read in a poll (a skipped VM): no counter rates, not stale ones.
+        fleet.apply_poll(at(40), vec![(new.clone(), stats(200, 300_000, 40))]);
+        fleet.observe_pressure(at(40));
+        let signals = fleet
+            .get(&new.uuid)
+            .and_then(VmState::pressure_snapshot)
+            .expect("stats still");
+        assert_eq!(signals.alloc_stalls_per_s, None);
+        // The next minute closes the rollup with its pressure.
+        fleet.apply_poll(at(60), vec![(new.clone(), stats(250, 300_000, 60))]);
+        let rollups = fleet.take_finished_rollups();
+        let pressure = rollups
+            .iter()
+            .find(|rollup| rollup.vm.uuid == new.uuid)
+            .and_then(|rollup| rollup.pressure.clone())
+            .expect("pressure in the rollup");
+        assert_eq!(pressure.peak.alloc_stalls_per_s, Some(2.0));
+        assert!(pressure
+            .sources
+            .contains(&ballast_model::SignalSource::BalloonCounters));
+        let gone = rollups
+            .iter()
+            .find(|rollup| rollup.vm.uuid == old.uuid)
+            .expect("the old VM went away: its rollup closed");
+        assert_eq!(
+            gone.pressure.as_ref().map(|p| p.sources.clone()),
+            Some(vec![ballast_model::SignalSource::BalloonStats])
+        );
+    }
+
+    #[test]
+    fn a_vm_without_any_signal_has_none() {
+        let mut fleet = Fleet::new(10);
+        for poll in 0..3 {
+            fleet.apply_poll(
+                at(poll * 10),
+                vec![(
+                    id(1),
+                    BalloonSample {
+                        actual_kib: Some(524_288),
+                        ..BalloonSample::default()
+                    },
+                )],
+            );
+            fleet.observe_pressure(at(poll * 10));
+        }
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        assert_eq!(vm.pressure_snapshot(), None);
+        assert!(vm.pressure_window().is_empty());
+        fleet.apply_poll(at(60), Vec::new());
+        let rollups = fleet.take_finished_rollups();
+        assert_eq!(rollups.len(), 1);
+        assert_eq!(rollups[0].pressure, None, "not a zero pressure");
     }
 }

@@ -1,4 +1,5 @@
-//! Prometheus metrics of the agent: per-VM balloon gauges, OOM counters by kind,
+//! Prometheus metrics of the agent: per-VM balloon gauges and pressure signals
+//! (`ballast_vm_*_per_second`, the guest's PSI), OOM counters by kind,
 //! the agent's own health and the sender's delivery counters, served as text on
 //! `GET /metrics`.
 //!
@@ -43,6 +44,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use ballast_model::PressureSnapshot;
 
 use crate::fleet::{Fleet, VmState};
 use crate::shared::SharedLock;
@@ -187,8 +190,93 @@ const VM_GAUGES: [VmGauge; 10] = [
     ),
 ];
 
+/// One per-VM pressure signal gauge: its value from the VM's latest snapshot (`None`,
+/// or a VM without signals: no series).
+type SignalGauge = (
+    &'static str,
+    &'static str,
+    fn(&PressureSnapshot) -> Option<f64>,
+);
+
+const KIB: f64 = 1024.0;
+
+/// The per-VM pressure signals (issue 19), in base units: bytes, seconds, ratios.
+const SIGNAL_GAUGES: [SignalGauge; 10] = [
+    (
+        "ballast_vm_alloc_stalls_per_second",
+        "Guest allocation stalls per second (balloon stat-alloc-stalls, Linux >= 6.12), guest-reported.",
+        |s| s.alloc_stalls_per_s,
+    ),
+    (
+        "ballast_vm_direct_scan_bytes_per_second",
+        "Guest memory scanned by direct reclaim per second (stat-direct-scans), guest-reported.",
+        |s| s.direct_scan_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_direct_reclaim_bytes_per_second",
+        "Guest memory reclaimed by direct reclaim per second (stat-direct-reclaims), guest-reported.",
+        |s| s.direct_reclaim_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_async_scan_bytes_per_second",
+        "Guest memory scanned by kswapd per second (stat-async-scans), guest-reported.",
+        |s| s.async_scan_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_async_reclaim_bytes_per_second",
+        "Guest memory reclaimed by kswapd per second (stat-async-reclaims), guest-reported.",
+        |s| s.async_reclaim_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_major_faults_per_second",
+        "Guest major page faults per second (balloon stats), guest-reported.",
+        |s| s.major_faults_per_s,
+    ),
+    (
+        "ballast_vm_swap_in_bytes_per_second",
+        "Guest memory swapped in per second (balloon stats), guest-reported.",
+        |s| s.swap_in_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_guest_mem_available_slope_bytes_per_second",
+        "Slope of guest MemAvailable over its last reports (negative: falling), guest-reported.",
+        |s| s.available_slope_kib_per_s.map(|kib| kib * KIB),
+    ),
+    (
+        "ballast_vm_guest_psi_memory_some_avg10_ratio",
+        "Guest /proc/pressure/memory 'some avg10' as a ratio (0.05 = 5 %), read through the guest agent.",
+        |s| s.psi_some_avg10.map(|percent| percent / 100.0),
+    ),
+    (
+        "ballast_vm_guest_psi_memory_full_avg10_ratio",
+        "Guest /proc/pressure/memory 'full avg10' as a ratio, read through the guest agent.",
+        |s| s.psi_full_avg10.map(|percent| percent / 100.0),
+    ),
+];
+
+/// The guest's PSI stall totals (counters: they restart when the guest reboots).
+const PSI_TOTALS: [SignalGauge; 2] = [
+    (
+        "ballast_vm_guest_psi_memory_some_seconds_total",
+        "Guest /proc/pressure/memory 'some total': time some tasks stalled on memory since the guest booted.",
+        |s| s.psi_some_total_us.map(|us| us as f64 / 1e6),
+    ),
+    (
+        "ballast_vm_guest_psi_memory_full_seconds_total",
+        "Guest /proc/pressure/memory 'full total': time all tasks stalled on memory since the guest booted.",
+        |s| s.psi_full_total_us.map(|us| us as f64 / 1e6),
+    ),
+];
+
 /// The `vm_uuid` and `vm_name` labels of a VM.
 type VmLabels = [(&'static str, String); 2];
+
+/// One VM's labels, its [`SIGNAL_GAUGES`] and [`PSI_TOTALS`].
+type VmSignals = (
+    VmLabels,
+    [Option<f64>; SIGNAL_GAUGES.len()],
+    [Option<f64>; PSI_TOTALS.len()],
+);
 
 /// One scrape of the monitor's state: the fleet's values copied out (under the fleet
 /// lock) and the counters, encoded after the locks are released.
@@ -197,6 +285,8 @@ struct AgentScrape {
     vms: usize,
     /// Per VM: its labels and the value of each of [`VM_GAUGES`].
     values: Vec<(VmLabels, [Option<u64>; VM_GAUGES.len()])>,
+    /// Per VM with signals: its labels, [`SIGNAL_GAUGES`] and [`PSI_TOTALS`].
+    signals: Vec<VmSignals>,
     counters: AgentCounters,
     pressure_suppressed: u64,
 }
@@ -213,9 +303,26 @@ impl AgentScrape {
                 (labels, VM_GAUGES.map(|(_, _, value)| value(vm)))
             })
             .collect();
+        let signals = fleet
+            .vms()
+            .filter_map(|vm| {
+                let snapshot = vm.pressure_snapshot()?;
+                let labels = [
+                    ("vm_uuid", bounded_label(&vm.id.uuid)),
+                    ("vm_name", bounded_label(&vm.id.name)),
+                ];
+                let finite = |value: Option<f64>| value.filter(|v| v.is_finite());
+                Some((
+                    labels,
+                    SIGNAL_GAUGES.map(|(_, _, value)| finite(value(snapshot))),
+                    PSI_TOTALS.map(|(_, _, value)| finite(value(snapshot))),
+                ))
+            })
+            .collect();
         Self {
             vms: fleet.len(),
             values,
+            signals,
             counters,
             pressure_suppressed: fleet.pressure_events_suppressed(),
         }
@@ -229,6 +336,22 @@ impl Collector for AgentScrape {
             for (labels, values) in &self.values {
                 if let Some(value) = values[index] {
                     ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
+        for (index, (name, help, _)) in SIGNAL_GAUGES.iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, values, _) in &self.signals {
+                if let Some(value) = values[index] {
+                    ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
+        for (index, (name, help, _)) in PSI_TOTALS.iter().enumerate() {
+            let mut family = counter_family(&mut encoder, name, help)?;
+            for (labels, _, totals) in &self.signals {
+                if let Some(value) = totals[index] {
+                    ConstCounter::new(value).encode(family.encode_family(labels)?)?;
                 }
             }
         }
@@ -520,6 +643,102 @@ mod tests {
     }
 
     #[test]
+    fn pressure_signals_are_per_vm_gauges_in_base_units_and_a_vm_without_signals_has_none() {
+        let mut fleet = Fleet::new(10);
+        let with = DomainId {
+            uuid: "aaaa".into(),
+            name: "pressed".into(),
+        };
+        let without = DomainId {
+            uuid: "bbbb".into(),
+            name: "quiet".into(),
+        };
+        let base = 1_800_000_000;
+        for poll in 0..3u64 {
+            let at = UNIX_EPOCH + Duration::from_secs(base + poll * 10);
+            let stats = BalloonSample {
+                major_faults: Some(poll * 100),
+                swap_in_kib: Some(poll * 10),
+                last_update_epoch_secs: Some(base + poll * 10),
+                ..BalloonSample::default()
+            };
+            fleet.apply_poll(
+                at,
+                vec![
+                    (with.clone(), stats),
+                    (without.clone(), BalloonSample::default()),
+                ],
+            );
+            fleet.apply_counters(
+                &with,
+                crate::hypervisor::GuestCounters {
+                    alloc_stalls: Some(poll * 50),
+                    direct_reclaims_bytes: Some(poll * 10 * 4096),
+                    last_update_epoch_secs: Some(base + poll * 10),
+                    ..Default::default()
+                },
+            );
+            fleet.apply_psi(
+                &with,
+                at,
+                crate::pressure::psi::parse(
+                    b"some avg10=12.50 avg60=1 avg300=0 total=2500000\nfull avg10=2.00 avg60=0 avg300=0 total=40\n",
+                )
+                .expect("psi"),
+                Duration::from_secs(90),
+            );
+            fleet.observe_pressure(at);
+        }
+        let text = render(&fleet, &AgentCounters::default());
+        let series = |name: &str| format!("{name}{{vm_uuid=\"aaaa\",vm_name=\"pressed\"}}");
+        assert_eq!(
+            value(&text, &series("ballast_vm_alloc_stalls_per_second")),
+            5.0
+        );
+        assert_eq!(
+            value(&text, &series("ballast_vm_major_faults_per_second")),
+            10.0
+        );
+        assert_eq!(
+            value(&text, &series("ballast_vm_swap_in_bytes_per_second")),
+            1024.0
+        );
+        assert_eq!(
+            value(&text, &series("ballast_vm_direct_reclaim_bytes_per_second")),
+            4096.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                &series("ballast_vm_guest_psi_memory_some_avg10_ratio")
+            ),
+            0.125
+        );
+        assert_eq!(
+            value(
+                &text,
+                &series("ballast_vm_guest_psi_memory_some_seconds_total")
+            ),
+            2.5
+        );
+        assert!(
+            text.contains("# TYPE ballast_vm_guest_psi_memory_some_seconds_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("# HELP ballast_vm_alloc_stalls_per_second "));
+        assert!(
+            !text.contains("ballast_vm_async_reclaim_bytes_per_second{"),
+            "a counter never reported has no series"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|line| line.contains("vm_name=\"quiet\"") && line.contains("per_second")),
+            "a VM without signals exports none: {text}"
+        );
+    }
+
+    #[test]
     fn renders_per_vm_gauges_with_escaped_labels() {
         let mut fleet = Fleet::new(10);
         let id = DomainId {
@@ -591,6 +810,7 @@ mod tests {
                 ..BalloonSample::default()
             };
             fleet.apply_poll(at, vec![(vm(1), squeezed), (vm(2), blind)]);
+            fleet.observe_pressure(at);
         }
         let mut counters = AgentCounters::default();
         counters

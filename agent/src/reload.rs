@@ -9,7 +9,7 @@
 //! 3. [`apply_live`] copies the live fields into the running settings (the monitor
 //!    thread does this between two ticks).
 //!
-//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `libvirt.read_qemu_counters`,
+//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `pressure.*`, `libvirt.read_qemu_counters`,
 //! `procfs_root`, and `collector.url` / `collector.token_file` while a collector is
 //! configured before and after (the sender takes them before its next send, also in
 //! the middle of a backoff). Everything else is wired into long-lived objects at start-up
@@ -78,6 +78,16 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
     for (name, old, new) in capture {
         live(name, old.to_string(), new.to_string());
     }
+    live(
+        "pressure.guest_psi",
+        running.pressure.guest_psi.to_string(),
+        new.pressure.guest_psi.to_string(),
+    );
+    live(
+        "pressure.guest_psi_interval_secs",
+        running.pressure.guest_psi_interval_secs.to_string(),
+        new.pressure.guest_psi_interval_secs.to_string(),
+    );
     live(
         "capture.guest_agent_interval_secs",
         running.capture.guest_agent_interval_secs.to_string(),
@@ -165,6 +175,7 @@ pub fn apply_live(running: &mut Settings, new: &Settings) {
     running.log_level.clone_from(&new.log_level);
     running.poll_interval = new.poll_interval;
     running.capture = new.capture.clone();
+    running.pressure = new.pressure.clone();
     running.libvirt.read_qemu_counters = new.libvirt.read_qemu_counters;
     running.procfs_root.clone_from(&new.procfs_root);
     if collector_live(running, new) {

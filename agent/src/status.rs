@@ -11,6 +11,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use ballast_model::PressureSnapshot;
+
 use crate::fleet::Fleet;
 use crate::history::epoch_secs;
 
@@ -48,6 +50,9 @@ pub struct VmStatus {
     /// Predicted seconds until MemAvailable runs out, when it is falling.
     #[serde(default)]
     pub exhaustion_secs: Option<u64>,
+    /// The pressure signals at the last poll; None: the VM has none (`signals: none`).
+    #[serde(default)]
+    pub signals: Option<PressureSnapshot>,
 }
 
 impl Status {
@@ -80,6 +85,7 @@ impl Status {
                     findings,
                     risk: vm.risk.level().map(|level| level.as_str().to_string()),
                     exhaustion_secs: vm.risk.assessment().and_then(|a| a.exhaustion_secs),
+                    signals: vm.pressure_snapshot().copied(),
                 }
             })
             .collect();
@@ -157,8 +163,46 @@ impl Status {
                 last_oom,
                 vm.findings.join(",")
             );
+            let _ = writeln!(out, "  signals: {}", signals_line(vm.signals.as_ref()));
         }
         out
+    }
+}
+
+/// One VM's pressure signals in a line: `none` when it has none (which is not the
+/// same as no pressure), else each figure it has.
+fn signals_line(signals: Option<&PressureSnapshot>) -> String {
+    let Some(s) = signals else {
+        return "none".to_string();
+    };
+    let figures = [
+        ("stalls", s.alloc_stalls_per_s, "/s"),
+        ("direct scan", s.direct_scan_kib_per_s, " KiB/s"),
+        ("direct reclaim", s.direct_reclaim_kib_per_s, " KiB/s"),
+        ("kswapd scan", s.async_scan_kib_per_s, " KiB/s"),
+        ("kswapd reclaim", s.async_reclaim_kib_per_s, " KiB/s"),
+        ("major faults", s.major_faults_per_s, "/s"),
+        ("swap-in", s.swap_in_kib_per_s, " KiB/s"),
+        ("avail slope", s.available_slope_kib_per_s, " KiB/s"),
+        ("psi some", s.psi_some_avg10, " %"),
+        ("psi full", s.psi_full_avg10, " %"),
+    ];
+    let parts: Vec<String> = figures
+        .iter()
+        .filter_map(|(name, value, unit)| {
+            let value = (*value)?;
+            Some(if value.abs() >= 100.0 || value == value.trunc() {
+                format!("{name} {value:.0}{unit}")
+            } else {
+                format!("{name} {value:.1}{unit}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        // PSI totals only.
+        "psi totals only".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -224,6 +268,7 @@ mod tests {
                 findings: vec!["deflate_on_oom_off".into()],
                 risk: Some("critical".into()),
                 exhaustion_secs: Some(40),
+                signals: None,
             }],
             delivery: None,
         };
@@ -234,6 +279,7 @@ mod tests {
         assert!(table.contains("200"));
         assert!(table.contains("2026-11-26 02:01 (2x)"));
         assert!(table.contains("updated 5 s ago"));
+        assert!(table.contains("\n  signals: none\n"), "{table}");
         assert!(table.contains("critical (40 s)"), "{table}");
         // No pressure signals: the risk is unknown, never shown as ok.
         let mut blind = status.clone();
@@ -241,6 +287,22 @@ mod tests {
         let table = blind.table(std::time::UNIX_EPOCH);
         assert!(table.contains(" unknown "), "{table}");
         assert!(!table.contains(" ok "), "{table}");
+    }
+
+    #[test]
+    fn each_vm_shows_the_signals_it_has() {
+        let line = signals_line(Some(&PressureSnapshot {
+            alloc_stalls_per_s: Some(2.0),
+            direct_reclaim_kib_per_s: Some(8.25),
+            available_slope_kib_per_s: Some(-1024.4),
+            psi_some_avg10: Some(12.5),
+            ..PressureSnapshot::default()
+        }));
+        assert_eq!(
+            line,
+            "stalls 2/s, direct reclaim 8.2 KiB/s, avail slope -1024 KiB/s, psi some 12.5 %"
+        );
+        assert_eq!(signals_line(None), "none");
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //!   to [`super::Capture::finish_guest_agent`] there (cursor, backoff, dedupe and
 //!   flood control stay on the monitor thread);
 //! - [`GuestAgentWorker::shutdown`] waits a bounded time for running calls.
+//!
+//! Besides kernel log fetches the threads read the guest's PSI file
+//! ([`GuestAgentWorker::submit_psi`], `pressure.guest_psi`): the same queue and the
+//! same one-call-per-VM rule, its results taken with [`GuestAgentWorker::take_psi`].
 
 use std::collections::BTreeSet;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
@@ -22,14 +26,47 @@ use std::time::{Duration, Instant};
 use super::guest_agent::run_kernel_log;
 use super::{CaptureSettings, FetchReason};
 use crate::hypervisor::{DomainId, Hypervisor, HypervisorError};
+use crate::pressure::psi::{self, GuestPsi, PsiReadError};
 
-/// One fetch asked of the worker.
+/// One call asked of the worker.
 #[derive(Debug)]
 struct Request {
     id: DomainId,
-    reason: FetchReason,
-    /// `guest-exec dmesg` may run if the guest refuses the file API.
-    allow_exec: bool,
+    job: Job,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    KernelLog {
+        reason: FetchReason,
+        /// `guest-exec dmesg` may run if the guest refuses the file API.
+        allow_exec: bool,
+    },
+    Psi,
+}
+
+/// What a thread hands back.
+#[derive(Debug)]
+enum Finished {
+    KernelLog(FetchDone),
+    Psi(PsiDone),
+}
+
+impl Finished {
+    fn uuid(&self) -> &str {
+        match self {
+            Finished::KernelLog(done) => &done.id.uuid,
+            Finished::Psi(done) => &done.id.uuid,
+        }
+    }
+}
+
+/// One read of a guest's PSI file done by the worker.
+#[derive(Debug)]
+pub struct PsiDone {
+    pub id: DomainId,
+    pub output: Result<GuestPsi, PsiReadError>,
+    pub took: Duration,
 }
 
 /// One fetch done by the worker.
@@ -57,9 +94,11 @@ pub enum Submitted {
 #[derive(Debug)]
 pub struct GuestAgentWorker {
     requests: Option<SyncSender<Request>>,
-    results: Receiver<FetchDone>,
+    results: Receiver<Finished>,
     threads: Vec<JoinHandle<()>>,
     in_flight: BTreeSet<String>,
+    /// PSI reads taken off the channel by [`Self::finished`], for [`Self::take_psi`].
+    psi_done: Vec<PsiDone>,
 }
 
 impl GuestAgentWorker {
@@ -79,6 +118,7 @@ impl GuestAgentWorker {
             results,
             threads: Vec::new(),
             in_flight: BTreeSet::new(),
+            psi_done: Vec::new(),
         };
         for index in 0..threads.max(1) {
             let hypervisor = Arc::clone(&hypervisor);
@@ -101,6 +141,16 @@ impl GuestAgentWorker {
     /// Queues a fetch of `id`'s kernel log; never blocks. `allow_exec`: see
     /// [`run_kernel_log`].
     pub fn submit(&mut self, id: &DomainId, reason: FetchReason, allow_exec: bool) -> Submitted {
+        self.queue(id, Job::KernelLog { reason, allow_exec })
+    }
+
+    /// Queues a read of `id`'s `/proc/pressure/memory` through the file API; never
+    /// blocks. Its result comes from [`Self::take_psi`].
+    pub fn submit_psi(&mut self, id: &DomainId) -> Submitted {
+        self.queue(id, Job::Psi)
+    }
+
+    fn queue(&mut self, id: &DomainId, job: Job) -> Submitted {
         if self.in_flight.contains(&id.uuid) {
             return Submitted::InFlight;
         }
@@ -109,8 +159,7 @@ impl GuestAgentWorker {
         };
         let request = Request {
             id: id.clone(),
-            reason,
-            allow_exec,
+            job,
         };
         match requests.try_send(request) {
             Ok(()) => {
@@ -121,14 +170,23 @@ impl GuestAgentWorker {
         }
     }
 
-    /// The fetches finished since the last call; never blocks.
+    /// The kernel log fetches finished since the last call; never blocks. PSI reads
+    /// that finished meanwhile wait for [`Self::take_psi`].
     pub fn finished(&mut self) -> Vec<FetchDone> {
         let mut done = Vec::new();
         while let Ok(result) = self.results.try_recv() {
-            self.in_flight.remove(&result.id.uuid);
-            done.push(result);
+            self.in_flight.remove(result.uuid());
+            match result {
+                Finished::KernelLog(fetch) => done.push(fetch),
+                Finished::Psi(read) => self.psi_done.push(read),
+            }
         }
         done
+    }
+
+    /// The PSI reads finished (taken off the channel by [`Self::finished`]).
+    pub fn take_psi(&mut self) -> Vec<PsiDone> {
+        std::mem::take(&mut self.psi_done)
     }
 
     /// Stops taking requests, waits up to `bound` for the calls under way, and
@@ -164,7 +222,7 @@ impl GuestAgentWorker {
 fn serve(
     hypervisor: &dyn Hypervisor,
     requests: &Mutex<Receiver<Request>>,
-    results: &Sender<FetchDone>,
+    results: &Sender<Finished>,
     settings: &CaptureSettings,
 ) {
     loop {
@@ -175,22 +233,30 @@ fn serve(
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             receiver.recv()
         };
-        let Ok(Request {
-            id,
-            reason,
-            allow_exec,
-        }) = request
-        else {
+        let Ok(Request { id, job }) = request else {
             return;
         };
         let span = id.span();
         let started = Instant::now();
-        let output = span.in_scope(|| run_kernel_log(hypervisor, &id, settings, allow_exec));
-        let done = FetchDone {
-            id,
-            reason,
-            output,
-            took: started.elapsed(),
+        let done = match job {
+            Job::KernelLog { reason, allow_exec } => {
+                let output =
+                    span.in_scope(|| run_kernel_log(hypervisor, &id, settings, allow_exec));
+                Finished::KernelLog(FetchDone {
+                    id,
+                    reason,
+                    output,
+                    took: started.elapsed(),
+                })
+            }
+            Job::Psi => {
+                let output = span.in_scope(|| psi::read(hypervisor, &id, settings.agent_timeout));
+                Finished::Psi(PsiDone {
+                    id,
+                    output,
+                    took: started.elapsed(),
+                })
+            }
         };
         if results.send(done).is_err() {
             return;

@@ -65,7 +65,15 @@ pub fn guest_agent_summary(settings: &Settings) -> String {
     } else {
         "; never guest-exec"
     };
-    match capture.guest_agent {
+    let psi = if settings.pressure.reads_psi(capture) {
+        format!(
+            "; reads /proc/pressure/memory the same way every {} s (pressure.guest_psi)",
+            settings.pressure.guest_psi_interval_secs
+        )
+    } else {
+        String::new()
+    };
+    let kmsg = match capture.guest_agent {
         GuestAgentMode::Off => "Guest agent: off (no call into any guest)".to_string(),
         GuestAgentMode::OnSuspicion => format!(
             "Guest agent: on_suspicion (reads /dev/kmsg with guest-file-open/read/close only after a host-visible sign of an OOM{exec})"
@@ -74,5 +82,6 @@ pub fn guest_agent_summary(settings: &Settings) -> String {
             "Guest agent: periodic (reads /dev/kmsg with guest-file-open/read/close after a sign of an OOM and every {} s{exec})",
             capture.guest_agent_interval_secs
         ),
-    }
+    };
+    format!("{kmsg}{psi}")
 }

@@ -22,6 +22,9 @@ pub struct FakeDomain {
     pub dmesg: Option<Vec<u8>>,
     /// The guest agent's file API is disabled (`qemu-ga --block-rpcs`).
     pub file_api_disabled: bool,
+    /// The guest's `/proc/pressure/memory` (a regular file: short reads, `eof`);
+    /// None = the guest kernel has no PSI. Needs a guest agent (`dmesg`).
+    pub psi: Option<Vec<u8>>,
     pub running: bool,
 }
 
@@ -35,8 +38,8 @@ pub struct FakeHypervisor {
     exec_calls: Mutex<BTreeMap<String, u32>>,
     /// Per domain uuid: how many `guest_file_*` calls reached the fake.
     file_calls: Mutex<BTreeMap<String, u32>>,
-    /// Open file handles: handle -> (domain uuid, read position).
-    handles: Mutex<BTreeMap<i64, (String, usize)>>,
+    /// Open file handles: handle -> (domain uuid, read position, the PSI file).
+    handles: Mutex<BTreeMap<i64, (String, usize, bool)>>,
 }
 
 /// The fake's end of an [`ExecGate`]: "started" out, "go on" in.
@@ -240,7 +243,8 @@ impl Hypervisor for FakeHypervisor {
                 "The command guest-file-open has been disabled for this instance",
             ));
         }
-        if path != "/dev/kmsg" {
+        let psi = path == "/proc/pressure/memory" && domain.psi.is_some();
+        if path != "/dev/kmsg" && !psi {
             return Err(HypervisorError::guest_refused(
                 id,
                 "guest-file-open",
@@ -250,7 +254,7 @@ impl Hypervisor for FakeHypervisor {
         }
         let mut handles = lock(&self.handles);
         let handle = handles.keys().next_back().map_or(1000, |last| last + 1);
-        handles.insert(handle, (id.uuid.clone(), 0));
+        handles.insert(handle, (id.uuid.clone(), 0, psi));
         Ok(handle)
     }
 
@@ -262,11 +266,11 @@ impl Hypervisor for FakeHypervisor {
         _timeout: Duration,
     ) -> Result<FileChunk, HypervisorError> {
         count_call(&self.file_calls, id);
-        let log = self.agent_log(id)?.dmesg.unwrap_or_default();
+        let domain = self.agent_log(id)?;
         let mut handles = lock(&self.handles);
-        let Some((_, position)) = handles
+        let Some((_, position, psi)) = handles
             .get_mut(&handle)
-            .filter(|(uuid, _)| *uuid == id.uuid)
+            .filter(|(uuid, _, _)| *uuid == id.uuid)
         else {
             return Err(HypervisorError::guest_refused(
                 id,
@@ -275,6 +279,17 @@ impl Hypervisor for FakeHypervisor {
                 &format!("handle '{handle}' has not been found"),
             ));
         };
+        if *psi {
+            let file = domain.psi.unwrap_or_default();
+            let start = (*position).min(file.len());
+            let end = start.saturating_add(count).min(file.len());
+            *position = end;
+            return Ok(FileChunk {
+                data: file[start..end].to_vec(),
+                eof: end == file.len(),
+            });
+        }
+        let log = domain.dmesg.unwrap_or_default();
         // qemu-ga fread()s `count` bytes of a non-blocking /dev/kmsg: a read that
         // reaches the end fails with EAGAIN, and what it had read is dropped.
         let end = position.saturating_add(count);

@@ -33,6 +33,7 @@ mod host_kernel;
 mod log_limit;
 mod monitor;
 mod outlet;
+mod pressure_tick;
 #[cfg(test)]
 mod tests;
 

@@ -49,6 +49,11 @@ pub struct Monitor {
     /// QEMU pids by VM uuid, for host kernel OOM attribution: read when a VM appears
     /// or (re)starts, dropped when it goes.
     pub(super) qemu_pids: BTreeMap<String, u32>,
+    /// VMs that gave no QEMU counters (no balloon, an older guest or QEMU), or whose
+    /// read failed: not asked again before the time here.
+    pub(super) no_counters_until: BTreeMap<String, Instant>,
+    /// When each VM's PSI file is next read (`pressure.guest_psi`), with its backoff.
+    pub(super) psi_schedule: crate::pressure::PsiSchedule,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
@@ -72,6 +77,11 @@ const TRIM_EVERY: Duration = Duration::from_secs(60);
 /// Guest agent threads, and the requests that may wait for one.
 const GUEST_AGENT_THREADS: usize = 2;
 const GUEST_AGENT_QUEUE: usize = 64;
+/// A VM without QEMU counters is asked again after this (a 6.12 guest that has not
+/// reported yet gives none at first, so not much longer).
+const NO_COUNTERS_RETRY: Duration = Duration::from_secs(120);
+/// A VM whose counters could not be read is asked again after this.
+const COUNTERS_ERROR_RETRY: Duration = Duration::from_secs(60);
 /// How long the exit waits for guest agent calls under way.
 const GUEST_AGENT_EXIT_WAIT: Duration = Duration::from_secs(3);
 
@@ -112,6 +122,8 @@ impl Monitor {
             guest_agent,
             not_running: BTreeSet::new(),
             qemu_pids: BTreeMap::new(),
+            no_counters_until: BTreeMap::new(),
+            psi_schedule: crate::pressure::PsiSchedule::default(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -163,6 +175,7 @@ impl Monitor {
                 next_poll = Instant::now();
             }
             self.capture_tick();
+            self.pressure_tick(Instant::now());
             if now >= next_health {
                 self.emit_health();
                 next_health = now + HEALTH_EVERY;
@@ -245,13 +258,17 @@ impl Monitor {
                 return;
             }
         };
+        let order: Vec<DomainId> = samples.iter().map(|(id, _)| id.clone()).collect();
         let changes = self.fleet().apply_poll(at, samples);
         self.handle_changes(changes);
         // Proxmox's backend reads the counters in the same QMP conversation as the stats,
         // at no extra cost; libvirt needs a monitor command that taints the domain.
         if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
-            self.read_counters();
+            self.read_counters(&order);
         }
+        // The signals of this poll: its samples, the counters just read, fresh PSI.
+        let changes = self.fleet().observe_pressure(at);
+        self.handle_changes(changes);
         let rollups = self.fleet().take_finished_rollups();
         let host = crate::hostmem::read(&self.settings.procfs_root);
         for mut rollup in rollups {
@@ -287,16 +304,39 @@ impl Monitor {
         }
     }
 
-    fn read_counters(&mut self) {
-        let ids: Vec<DomainId> = self.fleet().vms().map(|vm| vm.id.clone()).collect();
+    /// QEMU's counters of the polled VMs, in the bulk poll's order, every poll; a VM
+    /// without a balloon is not asked, one that gave none is asked again later.
+    fn read_counters(&mut self, order: &[DomainId]) {
+        let now = Instant::now();
+        self.no_counters_until.retain(|_, until| *until > now);
+        let ids: Vec<DomainId> = {
+            let fleet = self.fleet();
+            order
+                .iter()
+                .filter(|id| !self.no_counters_until.contains_key(&id.uuid))
+                .filter(|id| {
+                    fleet.get(&id.uuid).is_some_and(|vm| {
+                        vm.config
+                            .as_ref()
+                            .is_none_or(|config| config.balloon_present)
+                    })
+                })
+                .cloned()
+                .collect()
+        };
         for id in ids {
             match self.hypervisor.guest_counters(&id) {
                 Ok(Some(counters)) => {
                     let changes = self.fleet().apply_counters(&id, counters);
                     self.handle_changes(changes);
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    self.no_counters_until
+                        .insert(id.uuid.clone(), now + NO_COUNTERS_RETRY);
+                }
                 Err(error) => {
+                    self.no_counters_until
+                        .insert(id.uuid.clone(), now + COUNTERS_ERROR_RETRY);
                     let _vm = id.span().entered();
                     self.error_log
                         .warn(&id.uuid, &format!("QEMU counters of {}: {error}", id.name));

@@ -565,3 +565,86 @@ fn a_pressure_episode_goes_out_as_start_and_end_events_with_stable_keys_with_fak
         Some(&1)
     );
 }
+
+/// Ticks `monitor`'s capture and pressure steps until `done` or 10 s.
+fn pressure_ticks_until(monitor: &mut Monitor, done: impl Fn(&Monitor) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(monitor) && Instant::now() < deadline {
+        monitor.capture_tick();
+        monitor.pressure_tick(Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn guest_psi_is_read_through_the_file_api_on_the_guest_agent_threads_and_a_silent_guest_backs_off()
+{
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (with_id, mut with) = vm("psi", Some("[    1.000000] Linux version 6.12\n"));
+    with.psi = Some(
+        b"some avg10=7.25 avg60=2.00 avg300=0.50 total=991\nfull avg10=1.50 avg60=0.40 avg300=0.10 total=77\n"
+            .to_vec(),
+    );
+    // No guest agent answers in this one.
+    let (silent_id, silent) = vm("silent-guest", None);
+    hypervisor.set(with_id.clone(), with);
+    hypervisor.set(silent_id.clone(), silent);
+    let settings = test_settings(
+        &dir.path().join("state"),
+        "capture:\n  host_kernel: false\npressure:\n  guest_psi_interval_secs: 5\n",
+    );
+    let handles = Handles::new(&settings);
+    let mut monitor = Monitor::new(
+        settings,
+        Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
+        Box::new(JsonLinesOutlet::new(dir.path().join("events.jsonl"))),
+        handles,
+    );
+    monitor.poll();
+    pressure_ticks_until(&mut monitor, |monitor| {
+        monitor
+            .fleet()
+            .get(&with_id.uuid)
+            .is_some_and(|vm| vm.psi.is_some())
+    });
+    let reading = monitor
+        .fleet()
+        .get(&with_id.uuid)
+        .and_then(|vm| vm.psi)
+        .expect("the PSI reading reached the fleet");
+    assert_eq!(reading.psi.some.avg10, 7.25);
+    assert_eq!(reading.psi.full.map(|full| full.total_us), Some(77));
+    assert_eq!(
+        hypervisor.guest_exec_calls(&with_id),
+        0,
+        "nothing run in the guest"
+    );
+    assert_eq!(hypervisor.open_handles(), 0, "the handle was closed");
+    // Within the interval, and while the silent guest backs off, no more calls.
+    let (calls, silent_calls) = (
+        hypervisor.guest_file_calls(&with_id),
+        hypervisor.guest_agent_calls(&silent_id),
+    );
+    assert!(silent_calls >= 1, "the silent guest was tried once");
+    for _ in 0..20 {
+        monitor.capture_tick();
+        monitor.pressure_tick(Instant::now());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(hypervisor.guest_file_calls(&with_id), calls);
+    assert_eq!(hypervisor.guest_agent_calls(&silent_id), silent_calls);
+    // Past the interval the answering guest is read again; the silent one waits
+    // twice as long.
+    let later = Instant::now() + Duration::from_secs(6);
+    monitor.pressure_tick(later);
+    pressure_ticks_until(&mut monitor, |_| {
+        hypervisor.guest_file_calls(&with_id) > calls
+    });
+    assert!(hypervisor.guest_file_calls(&with_id) > calls);
+    assert_eq!(
+        hypervisor.guest_agent_calls(&silent_id),
+        silent_calls,
+        "backed off"
+    );
+}
