@@ -850,6 +850,66 @@ mod tests {
     }
 
     #[test]
+    fn random_guest_figures_keep_every_promise_of_the_assessment() {
+        // Any bits a guest can send, seeded so a failure can be replayed.
+        let mut rng = fastrand::Rng::with_seed(19);
+        let figure = |rng: &mut fastrand::Rng| match rng.u8(0..4) {
+            0 => None,
+            1 => Some(f64::from_bits(rng.u64(..))),
+            2 => Some(rng.f64() * 100.0),
+            _ => Some(rng.f64() * 1e6 - 1e3),
+        };
+        let mut points = Vec::new();
+        for i in 0..3000u64 {
+            let snapshot = PressureSnapshot {
+                alloc_stalls_per_s: figure(&mut rng),
+                direct_scan_kib_per_s: figure(&mut rng),
+                direct_reclaim_kib_per_s: figure(&mut rng),
+                async_scan_kib_per_s: figure(&mut rng),
+                async_reclaim_kib_per_s: figure(&mut rng),
+                major_faults_per_s: figure(&mut rng),
+                swap_in_kib_per_s: figure(&mut rng),
+                available_slope_kib_per_s: figure(&mut rng),
+                psi_some_avg10: figure(&mut rng),
+                psi_full_avg10: figure(&mut rng),
+                psi_some_total_us: rng.bool().then(|| rng.u64(..)),
+                psi_full_total_us: rng.bool().then(|| rng.u64(..)),
+            };
+            let size = |rng: &mut fastrand::Rng| match rng.u8(0..3) {
+                0 => None,
+                1 => Some(rng.u64(..)),
+                _ => Some(rng.u64(0..TOTAL)),
+            };
+            let mut p = point(i * rng.u64(0..20), 0, snapshot);
+            p.usable_kib = size(&mut rng);
+            p.total_kib = size(&mut rng);
+            p.report_epoch_secs = size(&mut rng);
+            points.push(p);
+        }
+        let result = run(points);
+        let levels = levels(&result);
+        for level in [RiskLevel::Ok, RiskLevel::Elevated, RiskLevel::Critical] {
+            assert!(levels.contains(&level), "random input reached {level} too");
+        }
+        for (_, a) in result {
+            assert!(a.exhaustion_secs.is_none_or(|s| s <= 86_400), "{a:?}");
+            assert!(
+                a.deficit_kib.is_none_or(|d| d as f64 <= MAX_FIGURE),
+                "{a:?}"
+            );
+            assert_eq!(a.level == RiskLevel::Ok, a.drivers.is_empty(), "{a:?}");
+            if a.level == RiskLevel::Ok {
+                assert_eq!(a.deficit_kib, None, "{a:?}");
+            }
+            let mut unique = a.drivers.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), a.drivers.len(), "{a:?}");
+            assert!(rank(a.level) <= rank(a.raw_level), "{a:?}");
+        }
+    }
+
+    #[test]
     fn hostile_figures_never_panic_nor_make_nan() {
         let values = [
             f64::NAN,
