@@ -7,7 +7,8 @@
 #    their own libvirtd/virtlogd and QEMU guests through crates/ballast-testvm,
 #    and prints how many tests skipped (real-VM, PostgreSQL, other; BALLAST_SKIP_LOG):
 #    loudly, and as a failure in CI;
-# 4. fuzzes the OOM parser briefly (BALLAST_FUZZ_SECONDS, default 30; 0 skips).
+# 4. fuzzes the OOM parser briefly (BALLAST_FUZZ_SECONDS, default 30; 0 skips), beside
+#    the end-to-end tests.
 #
 # Arguments go to scripts/install-deps.sh (--yes: do not ask before installing on a host
 # that already has QEMU, libvirt or Proxmox VE; CI=true implies it).
@@ -34,22 +35,35 @@ skip_log="$(mktemp "${TMPDIR:-/tmp}/ballast-skips.XXXXXX")"
 export BALLAST_SKIP_LOG="$skip_log"
 # Four test threads on two cores: the integration tests wait on guests, daemons and
 # timeouts more than they compute, and the lab queues guests beyond
-# BALLAST_LAB_MAX_GUESTS (4). The end-to-end binary takes about half the time of its
-# suites run one after another (docs/harness.md, "Timings"). RUST_TEST_THREADS overrides.
+# BALLAST_LAB_MAX_GUESTS (4, across processes). RUST_TEST_THREADS overrides.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
-# The two tests that restart the lab's shared libvirtd run after the rest, alone: a
-# restart under another test's booting guests leaves their guest-agent channels
-# "disconnected" (seen in hostile_guests), so they never overlap other real-VM tests.
-restarts_libvirtd="lab_smoke::smoke::lifecycle_restart_libvirtd_reboot_and_hold_then_inflate
-fault_matrix::libvirtd_restart_while_ooms_are_injected_and_a_real_oom_kill"
-skip_args=""
-for name in $restarts_libvirtd; do skip_args="$skip_args --skip $name"; done
+# One build, then the end-to-end binary (real guests, mostly waiting) runs beside the
+# other crates' test binaries (crates/ballast-testenv, ballast-run-tests): `cargo test`
+# would run them one after another. Guests of both share the lab's slots, and a test
+# that restarts libvirtd takes the lab's libvirtd lease exclusively (crates/ballast-testvm).
 tests_status=0
-# shellcheck disable=SC2086 # one word per test name
-cargo test --workspace --locked --no-fail-fast -- $skip_args || tests_status=$?
-# shellcheck disable=SC2086
-cargo test --locked -p ballast-tests --test it -- --exact --test-threads 1 $restarts_libvirtd \
+plan="$(mktemp "${TMPDIR:-/tmp}/ballast-test-plan.XXXXXX")"
+cargo test --workspace --locked --no-run --message-format=json-render-diagnostics >"$plan" \
     || tests_status=$?
+cargo build --quiet --locked --workspace --bin ballast-run-tests --bin ballast-in-ci \
+    || tests_status=$?
+target_dir=$(cargo metadata --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+# The doc tests and the short fuzz run of the OOM parser (BALLAST_FUZZ_SECONDS, default
+# 30; 0 skips) follow the other binaries in the second lane: the end-to-end binary
+# leaves a core idle while its guests boot and wait.
+fuzz_seconds="${BALLAST_FUZZ_SECONDS:-30}"
+fuzz_command="true"
+if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
+    fuzz_command="./scripts/fuzz.sh $fuzz_seconds"
+fi
+if [ "$tests_status" = 0 ]; then
+    "$target_dir/debug/ballast-run-tests" "$plan" --alone tests/tests/it/main.rs \
+        --rest-command "cargo test --workspace --locked --doc" \
+        --rest-command "$fuzz_command" \
+        || tests_status=$?
+fi
+rm -f "$plan"
 
 skips=$(grep -c '^BALLAST-SKIP: ' "$skip_log" || true)
 vm_skips=$(grep '^BALLAST-SKIP: ' "$skip_log" | grep -c 'real guests' || true)
@@ -57,7 +71,7 @@ pg_skips=$(grep '^BALLAST-SKIP: ' "$skip_log" | grep -c 'PostgreSQL' || true)
 other_skips=$((skips - vm_skips - pg_skips))
 summary="skipped: $skips test(s) ($vm_skips real-VM, $pg_skips PostgreSQL, $other_skips other)"
 in_ci=0
-cargo run --quiet --locked -p ballast-testenv --bin ballast-in-ci && in_ci=1
+"$target_dir/debug/ballast-in-ci" && in_ci=1
 if [ "$skips" -gt 0 ]; then
     printf '\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n'
     printf '!!! %s\n' "$summary"
@@ -75,12 +89,6 @@ fi
 if [ "$skips" -gt 0 ] && [ "$in_ci" = 1 ]; then
     echo "a CI run skips no test: $summary" >&2
     exit 1
-fi
-
-fuzz_seconds="${BALLAST_FUZZ_SECONDS:-30}"
-if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
-    step "fuzz the OOM parser for ${fuzz_seconds}s"
-    ./scripts/fuzz.sh "$fuzz_seconds"
 fi
 
 step "all checks passed ($summary)"

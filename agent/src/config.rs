@@ -335,7 +335,7 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("capture.guest_agent_exec", "Where a guest's agent refuses the file API (qemu-ga --block-rpcs/--allow-rpcs), run /bin/dmesg in it with guest-exec instead. Off: that starts a process in the guest."),
     ("capture.host_kernel", "Watch the host's kernel log for OOMs that killed a QEMU process."),
     ("pressure", "A guest's memory pressure signals: the balloon stats (and QEMU's counters where they are read) come with every poll; this section is about the guest's PSI."),
-    ("pressure.guest_psi", "Read the guest's /proc/pressure/memory through the QEMU guest agent's file API (guest-file-open/read/close; nothing runs in the guest): auto (default) = on VMs with a guest agent channel whenever capture.guest_agent is not off; off = never. A guest whose agent does not answer is asked less and less often."),
+    ("pressure.guest_psi", "Read the guest's /proc/pressure/memory through the QEMU guest agent's file API (guest-file-open/read/close; nothing runs in the guest): auto (default) = on VMs with a guest agent channel whenever capture.guest_agent is not off; off = never. A guest whose agent does not answer is asked again after 5 min, doubling up to 30 min."),
     ("pressure.guest_psi_interval_secs", "Seconds between two PSI reads of each guest (5 to 3600)."),
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),

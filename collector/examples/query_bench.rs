@@ -176,6 +176,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
                 vm_uuid: None,
                 body_json: "{}".into(),
                 vms,
+                episode: None,
             }],
             ..PreparedBatch::default()
         };

@@ -5,8 +5,8 @@
 //! guest-written string, and every label value comes from a fixed list
 //! ([`REJECT_REASONS`], event types, OOM kinds, correlation verdicts, outbox states),
 //! so the series count is bounded whatever agents send. Counters live in memory and
-//! restart from 0 with the process; the outbox gauge is read from the store at
-//! scrape time. docs/metrics.md lists every family.
+//! restart from 0 with the process; the outbox and under-pressure gauges are read
+//! from the store at scrape time. docs/metrics.md lists every family.
 //!
 //! The text is the Prometheus text format 0.0.4, written by the `prometheus-client`
 //! crate from a fresh registry per scrape ([`Scrape`]); the ingest latency is the
@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ballast_daemon::exposition::{counter, counter_family, gauge};
+use ballast_model::RiskLevel;
 use ballast_model::{CorrelationVerdict, OomKind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
@@ -244,6 +245,16 @@ impl Metrics {
     /// it could not be read (the family is then absent). The counters are copied
     /// out under their lock; the text is written after.
     pub fn render(&self, outbox: Option<&[(String, i64)]>) -> String {
+        self.render_with(outbox, None)
+    }
+
+    /// [`Metrics::render`] with the VMs under pressure counted in the store at scrape
+    /// time: (elevated, critical), `None` when that read failed (the family is absent).
+    pub fn render_with(
+        &self,
+        outbox: Option<&[(String, i64)]>,
+        under_pressure: Option<(u64, u64)>,
+    ) -> String {
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let scrape = Scrape {
             started_at_secs: self.started_at_secs,
@@ -270,6 +281,7 @@ impl Metrics {
                 }
                 by_state
             }),
+            under_pressure,
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
@@ -294,6 +306,8 @@ struct Scrape {
     auth: [(&'static str, u64); 3],
     token_table_loads: u64,
     outbox: Option<BTreeMap<&'static str, i64>>,
+    /// VMs with an open pressure episode: (elevated, critical).
+    under_pressure: Option<(u64, u64)>,
 }
 
 impl Collector for Scrape {
@@ -351,7 +365,7 @@ impl Collector for Scrape {
         let mut family = counter_family(
             &mut encoder,
             "ballast_collector_events_stored_total",
-            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health).",
+            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode).",
         )?;
         let ooms: u64 = c.ooms.values().sum();
         for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
@@ -478,6 +492,21 @@ impl Collector for Scrape {
                 ConstGauge::new(*n).encode(family.encode_family(&[("state", *state)])?)?;
             }
         }
+        if let Some((elevated, critical)) = self.under_pressure {
+            let mut family = encoder.encode_descriptor(
+                "ballast_collector_vms_under_pressure",
+                "VMs with an open pressure episode (no end received), by the episode's worst level: elevated, critical.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (level, n) in [
+                (RiskLevel::Elevated, elevated),
+                (RiskLevel::Critical, critical),
+            ] {
+                ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("level", level.as_str())])?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -528,5 +557,21 @@ mod tests {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
         assert_eq!(bounded("vm \"x\"", &OOM_KINDS), "other");
+        assert!(
+            !text.contains("ballast_collector_vms_under_pressure"),
+            "absent when the store was not read"
+        );
+    }
+
+    #[test]
+    fn vms_under_pressure_are_a_gauge_by_level() {
+        let text = Metrics::new().render_with(Some(&[]), Some((3, 1)));
+        for line in [
+            "# TYPE ballast_collector_vms_under_pressure gauge",
+            "ballast_collector_vms_under_pressure{level=\"elevated\"} 3",
+            "ballast_collector_vms_under_pressure{level=\"critical\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
     }
 }

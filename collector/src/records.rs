@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use ballast_model::MinMaxLast;
+use ballast_model::{MinMaxLast, PressureRollup, PressureSignal, PressureSnapshot, RiskLevel};
 
 /// A VM as named in records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -130,6 +130,75 @@ pub struct RollupPoint {
     pub stale: bool,
     pub host_total_kib: Option<u64>,
     pub host_available_kib: Option<u64>,
+    /// `none` when the period had no pressure signal (no source answered, or an agent
+    /// before schema version 2): not the same as no pressure. `measured` otherwise.
+    pub signals: Signals,
+    /// The period's pressure (`ballast_model::PressureRollup`: sources, peak rates,
+    /// risk), null when `signals` is `none`.
+    pub pressure: Option<PressureRollup>,
+}
+
+/// Whether a memory point had pressure signals ([`RollupPoint::signals`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signals {
+    /// No source gave a pressure figure in the period.
+    #[default]
+    None,
+    /// At least one source did (`pressure.sources`).
+    Measured,
+}
+
+impl Signals {
+    /// `measured` when `pressure` names a source.
+    pub fn of(pressure: Option<&PressureRollup>) -> Self {
+        match pressure {
+            Some(pressure) if !pressure.sources.is_empty() => Signals::Measured,
+            _ => Signals::None,
+        }
+    }
+}
+
+/// A pressure episode of a VM (`GET /api/v1/vms/{host}/{uuid}/pressure`, the
+/// overview's "VMs under pressure now"), folded from its start, peak and end events.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpisodeRecord {
+    pub host: String,
+    pub uuid: String,
+    /// Guest-controlled text: escape wherever shown.
+    pub name: String,
+    pub started_at_ms: i64,
+    /// The newest phase's time.
+    pub last_at_ms: i64,
+    /// Null while the episode is open (no end received).
+    pub ended_at_ms: Option<i64>,
+    /// The worst level of the episode so far.
+    pub level: RiskLevel,
+    /// The newest start/peak's drivers, strongest first.
+    pub drivers: Vec<PressureSignal>,
+    /// The newest start/peak's predicted seconds to exhaustion.
+    pub exhaustion_secs: Option<u64>,
+    /// The newest start/peak's signals.
+    pub signals: PressureSnapshot,
+    /// The highest of any phase.
+    pub peak_alloc_stalls_per_s: Option<f64>,
+    pub peak_psi_some_avg10: Option<f64>,
+    pub peak_psi_full_avg10: Option<f64>,
+    /// The largest deficit any phase estimated.
+    pub deficit_kib: Option<u64>,
+    /// Some phase found the balloon at its floor.
+    pub at_balloon_floor: bool,
+    pub balloon_floor_kib: Option<u64>,
+    pub actual_kib: Option<u64>,
+    pub maximum_kib: Option<u64>,
+}
+
+/// A VM's pressure episodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmPressure {
+    pub host: String,
+    pub uuid: String,
+    pub episodes: Vec<EpisodeRecord>,
 }
 
 /// A VM's memory series.

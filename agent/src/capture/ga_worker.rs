@@ -133,6 +133,12 @@ impl GuestAgentWorker {
         Ok(worker)
     }
 
+    /// Whether fewer calls are queued or running than there are threads: a call
+    /// handed out now starts at once.
+    pub fn has_idle_thread(&self) -> bool {
+        self.in_flight.len() < self.threads.len()
+    }
+
     /// Whether a call for `uuid` is queued or running.
     pub fn in_flight(&self, uuid: &str) -> bool {
         self.in_flight.contains(uuid)
@@ -308,6 +314,7 @@ mod tests {
         );
         let settings = CaptureSettings::new(std::env::temp_dir());
         let mut worker = GuestAgentWorker::start(hypervisor, &settings, 1, 1).expect("start");
+        assert!(worker.has_idle_thread());
         assert_eq!(
             worker.submit(&a, FetchReason::Periodic, false),
             Submitted::Queued
@@ -317,6 +324,10 @@ mod tests {
             Submitted::InFlight
         );
         gate.entered.recv().expect("A's call started");
+        assert!(
+            !worker.has_idle_thread(),
+            "a PSI read would wait: not handed out"
+        );
         // The only thread is held by A: B queues, C finds the queue full.
         assert_eq!(
             worker.submit(&b, FetchReason::Periodic, false),

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 /// The longest a guest whose agent does not answer waits before the next try.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(1800);
+/// The shortest: a guest agent that does not answer holds a guest agent thread
+/// for the whole call timeout, so a silent guest is not asked every interval.
+pub const MIN_BACKOFF: Duration = Duration::from_secs(300);
 /// A guest that refuses (file API disabled, no PSI file): asked again after this.
 pub const REFUSED_BACKOFF: Duration = Duration::from_secs(3600);
 
@@ -44,8 +47,9 @@ impl PsiSchedule {
     }
 
     /// The read failed at `now`; `lasting`: the guest refused (it will again).
-    /// Returns how long the VM now waits: twice the interval, doubling up to
-    /// [`MAX_BACKOFF`]; [`REFUSED_BACKOFF`] for a refusal.
+    /// Returns how long the VM now waits: twice the interval (at least
+    /// [`MIN_BACKOFF`]), doubling up to [`MAX_BACKOFF`]; [`REFUSED_BACKOFF`] for a
+    /// refusal.
     pub fn failed(
         &mut self,
         uuid: &str,
@@ -63,6 +67,7 @@ impl PsiSchedule {
         } else {
             interval
                 .saturating_mul(1 << entry.failures.min(16))
+                .max(MIN_BACKOFF.saturating_mul(1 << (entry.failures - 1).min(16)))
                 .min(MAX_BACKOFF)
         }
         .max(interval);
@@ -81,7 +86,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_silent_guest_waits_twice_as_long_each_time_and_a_refusing_one_an_hour() {
+    fn a_silent_guest_waits_5_min_doubling_to_30_and_a_refusing_one_an_hour() {
         let interval = Duration::from_secs(30);
         let start = Instant::now();
         let mut schedule = PsiSchedule::default();
@@ -89,13 +94,19 @@ mod tests {
         schedule.started("a", start, interval);
         assert!(!schedule.due("a", start + Duration::from_secs(29)));
         assert!(schedule.due("a", start + interval));
-        let waits: Vec<u64> = (0..8)
+        let waits: Vec<u64> = (0..5)
             .map(|_| schedule.failed("a", start, interval, false).as_secs())
             .collect();
-        assert_eq!(waits, [60, 120, 240, 480, 960, 1800, 1800, 1800]);
+        assert_eq!(waits, [300, 600, 1200, 1800, 1800]);
         assert!(!schedule.due("a", start + Duration::from_secs(1799)));
         schedule.succeeded("a");
-        assert_eq!(schedule.failed("a", start, interval, false), interval * 2);
+        assert_eq!(schedule.failed("a", start, interval, false), MIN_BACKOFF);
+        // A long interval doubles from itself.
+        let long = Duration::from_secs(600);
+        assert_eq!(
+            schedule.failed("c", start, long, false),
+            Duration::from_secs(1200)
+        );
         assert_eq!(schedule.failed("b", start, interval, true), REFUSED_BACKOFF);
         schedule.retain(|uuid| uuid == "b");
         assert!(schedule.due("a", start), "forgotten");

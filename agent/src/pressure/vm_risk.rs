@@ -11,7 +11,7 @@ use super::episode::{EpisodeTracker, Observation};
 use super::risk::{assess, Assessment, Baseline, RiskInput, RiskPoint, RiskSettings, SLOPE_POINTS};
 use crate::hypervisor::{BalloonSample, DomainConfig};
 
-/// Points kept per VM (about 300 bytes each).
+/// Points kept per VM (304 bytes each).
 pub const WINDOW_POINTS: usize = SLOPE_POINTS;
 
 /// One VM's risk state.
@@ -49,6 +49,9 @@ impl VmRisk {
         if self.window.len() >= WINDOW_POINTS {
             self.window.pop_front();
         }
+        // Exactly the window, not the next power of two (about 1.8 KiB per VM).
+        self.window
+            .reserve_exact(WINDOW_POINTS.saturating_sub(self.window.len()));
         self.window.push_back(point);
         let assessment = assess(RiskInput {
             window: self.window.make_contiguous(),

@@ -1,7 +1,8 @@
 //! The pressure step of every tick: the guests whose PSI file is due are handed to
 //! the guest agent threads (`pressure.guest_psi`), and the readings that came back
 //! go to the fleet. Never a guest agent call on this thread: without the threads
-//! no PSI is read.
+//! no PSI is read. A PSI read only takes an idle thread (it never waits in the queue
+//! ahead of a kernel log fetch, which the capture step hands out first).
 
 use std::time::{Instant, SystemTime};
 
@@ -39,6 +40,9 @@ impl Monitor {
             return;
         };
         for id in vms {
+            if !worker.has_idle_thread() {
+                break;
+            }
             if self.not_running.contains(&id.uuid)
                 || worker.in_flight(&id.uuid)
                 || !self.psi_schedule.due(&id.uuid, now)

@@ -81,6 +81,10 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
     else {
         return;
     };
+    // It restarts libvirtd: no other test's libvirt guest may exist meanwhile.
+    let exclusive = lab
+        .exclusive_libvirtd()
+        .expect("the lab's libvirtd to this test alone");
     let spec = GuestSpec {
         memory_mib: 512,
         current_mib: 512,
@@ -137,7 +141,7 @@ fn the_agent_reports_each_guest_oom_once_with_the_balloon_that_caused_it() {
 
     // libvirtd restarts and the second guest reboots while the agent runs: the agent
     // reconnects, keeps tailing, and still catches the next OOM.
-    let restart = lab.restart_libvirtd().expect("libvirtd restarts");
+    let restart = lab.restart_libvirtd(&exclusive).expect("libvirtd restarts");
     plain.reboot().expect("guest resets");
     plain
         .wait_ready(Duration::from_secs(120))

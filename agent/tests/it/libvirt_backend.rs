@@ -119,6 +119,10 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
     let Some(lab) = lab_or_skip("real_guests_stats_config_exec_events_counters_and_restart") else {
         return;
     };
+    // It restarts libvirtd: no other test's libvirt guest may exist meanwhile.
+    let exclusive = lab
+        .exclusive_libvirtd()
+        .expect("the lab's libvirtd to this test alone");
     let hypervisor = backend(&lab.settings().libvirt_uri);
     let (sender, receiver) = std::sync::mpsc::channel();
     hypervisor.subscribe(sender).expect("subscribe");
@@ -340,7 +344,7 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
 
     // libvirtd restart: the next calls work again, on a new connection, and events resume.
     let connects_before = hypervisor.n_connects();
-    let restart = lab.restart_libvirtd().expect("restart libvirtd");
+    let restart = lab.restart_libvirtd(&exclusive).expect("restart libvirtd");
     eprintln!("libvirtd restarted in {restart:?}");
     let samples = hypervisor
         .balloon_samples()

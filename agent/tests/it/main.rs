@@ -17,5 +17,6 @@ mod delivery;
 mod explain_cli;
 mod libvirt_backend;
 mod libvirt_startup;
+mod pressure_real_vm;
 mod proxmox_backend;
 mod reload;

@@ -37,12 +37,12 @@ const OOM_TIMEOUT: Duration = Duration::from_secs(90);
 const MIB: u64 = 1024;
 
 /// The node's directories, with the guests' files linked in; removed at the end.
-struct TestRoot {
+pub(crate) struct TestRoot {
     dir: tempfile::TempDir,
 }
 
 impl TestRoot {
-    fn new(guests: &[&ProxmoxGuest]) -> TestRoot {
+    pub(crate) fn new(guests: &[&ProxmoxGuest]) -> TestRoot {
         // Short (`/tmp/bpveXXXXXX`): socket paths through the links must stay valid unix
         // paths. One per test: the tests of this binary run in parallel threads.
         let dir = tempfile::Builder::new()
@@ -71,11 +71,11 @@ impl TestRoot {
         root
     }
 
-    fn run_dir(&self) -> PathBuf {
+    pub(crate) fn run_dir(&self) -> PathBuf {
         self.dir.path().join("run")
     }
 
-    fn config_dir(&self) -> PathBuf {
+    pub(crate) fn config_dir(&self) -> PathBuf {
         self.dir.path().join("conf")
     }
 

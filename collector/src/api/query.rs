@@ -1,6 +1,7 @@
 //! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{host}/{uuid}/memory`
 //! (and the older `/vms/{uuid}/memory` while the uuid names one host's VM),
-//! `/stats/ooms`, `/stats/repeated-balloon-ooms`. Times are Unix milliseconds.
+//! `/vms/{host}/{uuid}/pressure`, `/pressure/open`, `/stats/ooms`,
+//! `/stats/repeated-balloon-ooms`. Times are Unix milliseconds.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -8,8 +9,11 @@ use axum::Json;
 use serde::Deserialize;
 
 use crate::api::AppError;
-use crate::records::{OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory};
+use crate::records::{
+    EpisodeRecord, OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory, VmPressure,
+};
 use crate::state::AppState;
+use crate::storage::episodes::{self, EPISODES_MAX};
 use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, VmFilter};
 
 const DAY_MS: i64 = 86_400_000;
@@ -232,6 +236,63 @@ async fn memory(
         )
         .await?,
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PressureParams {
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/vms/{host}/{uuid}/pressure`: the VM's pressure episodes active in
+/// the range (default the last 24 h), oldest first.
+pub(super) async fn vm_pressure(
+    State(state): State<AppState>,
+    Path((host, uuid)): Path<(String, String)>,
+    query: Result<Query<PressureParams>, QueryRejection>,
+) -> Result<Json<VmPressure>, AppError> {
+    let params = params(query)?;
+    let since = params
+        .since
+        .unwrap_or_else(|| crate::now_ms().saturating_sub(DAY_MS));
+    let episodes = episodes::vm_episodes(
+        state.store.as_ref(),
+        &host,
+        &uuid,
+        since,
+        params.until.unwrap_or(i64::MAX),
+        checked_limit(params.limit, 100, EPISODES_MAX)?,
+    )
+    .await?;
+    Ok(Json(VmPressure {
+        host,
+        uuid,
+        episodes,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OpenParams {
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/pressure/open`: the open episodes (VMs under pressure now), newest
+/// activity first.
+pub(super) async fn open_pressure(
+    State(state): State<AppState>,
+    query: Result<Query<OpenParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let params = params(query)?;
+    let items: Vec<EpisodeRecord> = episodes::open_episodes(
+        state.store.as_ref(),
+        0,
+        checked_limit(params.limit, 100, EPISODES_MAX)?,
+    )
+    .await?;
+    Ok(Json(serde_json::json!({ "items": items })))
 }
 
 #[derive(Debug, Deserialize)]

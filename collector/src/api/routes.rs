@@ -19,6 +19,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/vms", get(query::list_vms))
         .route("/api/v1/vms/{host}/{uuid}/memory", get(query::vm_memory))
         .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory_by_uuid))
+        .route(
+            "/api/v1/vms/{host}/{uuid}/pressure",
+            get(query::vm_pressure),
+        )
+        .route("/api/v1/pressure/open", get(query::open_pressure))
         .route("/api/v1/stats/ooms", get(query::oom_counts))
         .route(
             "/api/v1/stats/repeated-balloon-ooms",

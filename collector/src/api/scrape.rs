@@ -1,5 +1,5 @@
-//! `GET /metrics`: the counters of [`crate::metrics`] and the notification outbox's
-//! row counts, as Prometheus text.
+//! `GET /metrics`: the counters of [`crate::metrics`], the notification outbox's
+//! row counts and the VMs under pressure (open episodes by level), as Prometheus text.
 
 use crate::state::AppState;
 
@@ -19,11 +19,20 @@ pub(crate) async fn scrape(
             None
         }
     };
+    let under_pressure =
+        match crate::storage::episodes::vms_under_pressure(state.store.as_ref(), 0).await {
+            Ok(counts) => Some(counts),
+            Err(error) => {
+                tracing::warn!(%error, "Metrics: failed to count the VMs under pressure.");
+                state.metrics.storage_error();
+                None
+            }
+        };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             crate::metrics::CONTENT_TYPE,
         )],
-        state.metrics.render(outbox.as_deref()),
+        state.metrics.render_with(outbox.as_deref(), under_pressure),
     )
 }

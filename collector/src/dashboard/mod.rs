@@ -38,6 +38,7 @@ mod layout;
 mod oom_page;
 mod overview;
 mod pages;
+mod pressure;
 pub mod report_page;
 pub mod sessions;
 mod settings;

@@ -6,6 +6,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use crate::dashboard::layout::{self, host_link, vm_link};
+use crate::dashboard::pressure as dashboard_pressure;
 use crate::dashboard::svg::{self, Group};
 use ballast_model::{CorrelationVerdict, OomKind};
 
@@ -103,6 +104,8 @@ pub async fn overview(
     let top_vms = data::top_vms(store, since, 10).await?;
     let top_hosts = data::top_hosts(store, since, 10).await?;
     let pressure = data::host_pressure(store, now - PRESSURE_WINDOW_MS).await?;
+    let open_episodes =
+        crate::storage::episodes::open_episodes(store, 0, dashboard_pressure::OPEN_LISTED).await?;
     let newest = queries::list_ooms(
         store,
         &OomFilter {
@@ -138,6 +141,7 @@ pub async fn overview(
             div.stat { span.num { (balloon) } " balloon-induced or -contributed" }
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
+        (dashboard_pressure::under_pressure_now(&open_episodes))
         section {
             h2 { "OOMs by correlation verdict" }
             (svg::stacked_bars("OOMs over time by verdict", &counts(&by_verdict.items), &VERDICT_GROUPS, (since, until), bucket_ms))

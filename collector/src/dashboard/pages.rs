@@ -12,17 +12,21 @@ use serde::Deserialize;
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
 use crate::dashboard::overview::range;
+use crate::dashboard::pressure;
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
 use crate::records::{OomPage, OomSummary};
 use crate::reports::format;
 use crate::state::AppState;
 use crate::storage::aggregates::{self as data, SeriesPoint};
+use crate::storage::episodes;
 use crate::storage::queries::{self, OomFilter};
 use crate::storage::Store;
 
 /// Points per chart.
 const CHART_POINTS: i64 = 720;
+/// Pressure points per chart: a day of minutes, 90 days of hours.
+const PRESSURE_POINTS: i64 = 2_200;
 
 #[derive(Debug, Deserialize)]
 pub struct RangeParams {
@@ -222,6 +226,26 @@ pub async fn vm(
             oom.correlation.verdict
         )
     });
+    // Pressure is this host's VM's (episodes are per host): minutes for a day, hours
+    // for longer ranges.
+    let resolution = if until - since <= 86_400_000 {
+        queries::Resolution::Stored
+    } else {
+        queries::Resolution::Hour
+    };
+    let pressure_points = queries::vm_memory(
+        store,
+        &host,
+        &uuid,
+        since,
+        until,
+        PRESSURE_POINTS,
+        resolution,
+    )
+    .await?
+    .points;
+    let episodes = episodes::vm_episodes(store, &host, &uuid, since, until, 200).await?;
+    let bands = pressure::bands(&episodes);
     let base = vm_path(&host, &uuid);
     let title = if record.name.is_empty() {
         record.uuid.clone()
@@ -262,7 +286,12 @@ pub async fn vm(
         (range_links(&base, &range_name))
         section #memory {
             h2 { "Memory" }
-            (svg::line_chart("VM memory over time", &lines, &marks, Some((since, until))))
+            (svg::line_chart_with_bands("VM memory over time", &lines, &marks, &bands, Some((since, until))))
+        }
+        section #pressure {
+            h2 { "Pressure" }
+            (pressure::chart(&pressure_points, &episodes, (since, until)))
+            (pressure::episodes_table(&episodes))
         }
         section #findings {
             h2 { "Configuration audit" }

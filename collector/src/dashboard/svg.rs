@@ -2,7 +2,9 @@
 //! classes (no inline styles, so the CSP needs no `'unsafe-inline'`). Labels go
 //! through maud and are escaped like any other text.
 //!
-//! - [`line_chart`]: memory series over time with vertical OOM markers.
+//! - [`line_chart`]: memory series over time with vertical OOM markers (and, with
+//!   [`line_chart_with_bands`], shaded pressure episodes).
+//! - [`rate_chart`]: pressure signals over time with shaded episodes.
 //! - [`stacked_bars`]: counts per time bucket, stacked by group.
 
 use maud::{html, Markup};
@@ -66,11 +68,67 @@ fn time_label(ms: i64, span_ms: i64) -> String {
     }
 }
 
+/// A shaded time span behind a chart's lines (a pressure episode).
+#[derive(Debug, Clone)]
+pub struct Band {
+    pub from_ms: i64,
+    /// The end; an open span reaches the chart's right edge.
+    pub to_ms: Option<i64>,
+    /// CSS class (its fill).
+    pub class: &'static str,
+    /// The tooltip (escaped by maud like all text).
+    pub label: String,
+}
+
+/// The legend entries of the band classes present: `(class, label)` once each.
+fn band_legend<'a>(
+    bands: &[Band],
+    kinds: &'a [(&'static str, &'static str)],
+) -> Vec<&'a (&'static str, &'static str)> {
+    kinds
+        .iter()
+        .filter(|(class, _)| bands.iter().any(|band| band.class == *class))
+        .collect()
+}
+
+/// The band classes and their legend labels.
+pub const BAND_KINDS: [(&str, &str); 2] = [
+    ("episode-elevated", "pressure episode: elevated"),
+    ("episode-critical", "pressure episode: critical"),
+];
+
+fn band_rects(scale: &Scale, bands: &[Band], x0: i64, x1: i64) -> Markup {
+    html! {
+        @for band in bands {
+            @let from = band.from_ms.max(x0);
+            @let to = band.to_ms.unwrap_or(x1).min(x1);
+            @if from <= to {
+                @let left = scale.x(from);
+                rect class={ "band " (band.class) } x=(fmt(left)) y=(TOP)
+                    width=(fmt((scale.x(to) - left).max(2.0))) height=(HEIGHT - TOP - BOTTOM) {
+                    title { (band.label) }
+                }
+            }
+        }
+    }
+}
+
 /// A line chart of memory figures with markers. `range` fixes the time axis.
 pub fn line_chart(
     aria: &str,
     lines: &[Line<'_>],
     marks: &[Mark],
+    range: Option<(i64, i64)>,
+) -> Markup {
+    line_chart_with_bands(aria, lines, marks, &[], range)
+}
+
+/// [`line_chart`] with shaded spans behind the lines.
+pub fn line_chart_with_bands(
+    aria: &str,
+    lines: &[Line<'_>],
+    marks: &[Mark],
+    bands: &[Band],
     range: Option<(i64, i64)>,
 ) -> Markup {
     let all = lines.iter().flat_map(|l| l.points.iter());
@@ -106,6 +164,7 @@ pub fn line_chart(
                 @for (i, t) in x_ticks.iter().enumerate() {
                     text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor(i, x_ticks.len())) { (time_label(*t, x1.saturating_sub(x0))) }
                 }
+                (band_rects(&scale, bands, x0, x1))
                 line.axis-line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
                 line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
                 @for line in lines {
@@ -141,10 +200,86 @@ pub fn line_chart(
                     @if !marks.is_empty() {
                         li { span class="swatch oom" {} "OOM" }
                     }
+                    @for (class, label) in band_legend(bands, &BAND_KINDS) {
+                        li { span class={ "swatch " (class) } {} (label) }
+                    }
                 }
             }
         }
     }
+}
+
+/// One series of a rate chart: `(time ms, value)` points, oldest first.
+#[derive(Debug, Clone)]
+pub struct RateLine<'a> {
+    pub label: &'a str,
+    pub class: &'static str,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A chart of pressure rates over `range` (plain numbers on the axis; each line's
+/// label names its unit), with shaded episodes; says so when no line has a point.
+pub fn rate_chart(aria: &str, lines: &[RateLine<'_>], bands: &[Band], range: (i64, i64)) -> Markup {
+    let (x0, x1) = range;
+    let y_top = lines
+        .iter()
+        .flat_map(|line| line.points.iter().map(|(_, v)| *v))
+        .filter(|v| v.is_finite())
+        .fold(1.0_f64, f64::max)
+        * 1.08;
+    let scale = Scale {
+        x0,
+        x1: x1.max(x0.saturating_add(1)),
+        y_max: y_top,
+    };
+    let y_ticks: Vec<f64> = (0..=4).map(|i| y_top * f64::from(i) / 4.0).collect();
+    let x_ticks: Vec<i64> = (0..=5).map(|i| between(x0, x1, i, 5)).collect();
+    let empty = lines.iter().all(|line| line.points.is_empty());
+    html! {
+        figure.chart {
+            svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(aria) {
+                @for value in &y_ticks {
+                    line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(fmt(scale.y(*value))) y2=(fmt(scale.y(*value))) {}
+                    text.axis x=(LEFT - 6.0) y=(fmt(scale.y(*value) + 4.0)) text-anchor="end" { (format!("{value:.1}")) }
+                }
+                @for (i, t) in x_ticks.iter().enumerate() {
+                    text.axis x=(fmt(scale.x(*t))) y=(HEIGHT - 8.0) text-anchor=(anchor(i, x_ticks.len())) { (time_label(*t, x1.saturating_sub(x0))) }
+                }
+                (band_rects(&scale, bands, x0, x1))
+                line.axis-line x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
+                line.axis-line x1=(LEFT) x2=(WIDTH - RIGHT) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM) {}
+                @for line in lines {
+                    @if !line.points.is_empty() {
+                        polyline class={ "series " (line.class) } points=(rate_polyline(&scale, &line.points, x0, x1)) {
+                            title { (line.label) }
+                        }
+                    }
+                }
+            }
+            figcaption {
+                ul.legend {
+                    @for line in lines {
+                        li { span class={ "swatch " (line.class) } {} (line.label) }
+                    }
+                    @for (class, label) in band_legend(bands, &BAND_KINDS) {
+                        li { span class={ "swatch " (class) } {} (label) }
+                    }
+                }
+                @if empty {
+                    p.empty { "No pressure signals in this range (signals: none): not the same as no pressure." }
+                }
+            }
+        }
+    }
+}
+
+fn rate_polyline(scale: &Scale, points: &[(i64, f64)], x0: i64, x1: i64) -> String {
+    points
+        .iter()
+        .filter(|(t, v)| *t >= x0 && *t <= x1 && v.is_finite())
+        .map(|(t, v)| format!("{},{}", fmt(scale.x(*t)), fmt(scale.y(*v))))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn polyline(scale: &Scale, points: &[(i64, u64)], x0: i64, x1: i64) -> String {

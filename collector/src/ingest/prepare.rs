@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use ballast_model::{Batch, Event};
 
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
-use crate::records::RollupPoint;
+use crate::records::{RollupPoint, Signals};
+use crate::storage::pressure::EpisodeRow;
 use crate::storage::rows::{
     clean, EventRow, OomRow, PreparedBatch, RollupRow, VmContext, VmUpsert,
 };
@@ -57,6 +58,8 @@ pub fn prepare_batch(
                     stale: rollup.stale,
                     host_total_kib: rollup.host.as_ref().and_then(|h| h.total_kib),
                     host_available_kib: rollup.host.as_ref().and_then(|h| h.available_kib),
+                    signals: Signals::of(rollup.pressure.as_ref()),
+                    pressure: rollup.pressure.clone(),
                 },
             }),
             Event::Oom(oom) => {
@@ -112,6 +115,19 @@ pub fn prepare_batch(
                     vm_uuid: None,
                     body_json: to_json(&inventory),
                     vms,
+                    episode: None,
+                });
+            }
+            Event::Pressure(episode) => {
+                let row = EpisodeRow::of(&episode, clean(&episode.vm.name));
+                prepared.events.push(EventRow {
+                    key,
+                    captured_at_ms: at,
+                    kind,
+                    vm_uuid: Some(episode.vm.uuid.clone()),
+                    body_json: to_json(&Event::Pressure(episode)),
+                    vms: Vec::new(),
+                    episode: Some(row),
                 });
             }
             other => {
@@ -127,6 +143,7 @@ pub fn prepare_batch(
                     vm_uuid,
                     body_json: to_json(&other),
                     vms: Vec::new(),
+                    episode: None,
                 });
             }
         }

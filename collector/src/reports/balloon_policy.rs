@@ -27,6 +27,10 @@
 //!    least an hour of samples, and no OOM or near miss in the period (the samples
 //!    of a VM that ran out did not see its peak); suggested memory = maximum
 //!    working set + 50 %.
+//! 7. Starvation (`reports::starvation`): pressure episodes at the balloon floor of at
+//!    least 3 minutes with allocation stalls of at least 1/s or memory PSI some of at
+//!    least 10 %, and no OOM in them; the floor that would have ended them is the
+//!    floor plus the agent's deficit estimate, rounded up, capped at the memory.
 //! 6. Fleet summary: memory reclaimed = Σ over VMs of the average (maximum − actual)
 //!    across their rollups, against the OOMs the balloon caused.
 
@@ -38,6 +42,7 @@ use ballast_model::CorrelationVerdict;
 
 use crate::reports::autoballoon::{self, HostPoint, HostReplay, ReplaySettings, ReplayVm};
 use crate::reports::format::{kib, mib_ceil, round_up, MIB};
+use crate::reports::starvation::{self, EpisodeFact, Starvation, StarvationSettings};
 
 /// The report's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +60,8 @@ pub struct PolicySettings {
     /// Rollup periods needed before a VM may be called a shrink candidate.
     pub shrink_min_samples: u64,
     pub replay: ReplaySettings,
+    /// What counts as starvation at the balloon floor (`reports::starvation`).
+    pub starvation: StarvationSettings,
 }
 
 impl Default for PolicySettings {
@@ -67,6 +74,7 @@ impl Default for PolicySettings {
             shrink_below_pct: 50,
             shrink_min_samples: 60,
             replay: ReplaySettings::default(),
+            starvation: StarvationSettings::default(),
         }
     }
 }
@@ -119,6 +127,8 @@ pub struct VmFacts {
     pub near_misses: Vec<NearMissFact>,
     /// The recorded balloon, for the replay (Proxmox only; may be empty).
     pub replay_series: Vec<autoballoon::ReplayPoint>,
+    /// The VM's pressure episodes of the period (issue 19), for the starvation finding.
+    pub episodes: Vec<EpisodeFact>,
 }
 
 /// Working-set samples in bins of `bin_kib`: `(bin index, count)`.
@@ -182,6 +192,8 @@ pub struct FleetSummary {
     pub shrink_candidates: usize,
     pub replay_inflations: usize,
     pub replay_inflations_before_ooms: usize,
+    /// VMs starved at their balloon floor (stalls or PSI, no OOM).
+    pub starved_vms: usize,
 }
 
 /// The verdict on one VM.
@@ -205,6 +217,8 @@ pub struct VmPolicy {
     pub floor_check: Option<FloorCheck>,
     pub actions: Vec<Action>,
     pub shrink_to_kib: Option<u64>,
+    /// Held at its balloon floor with sustained stalls or PSI but no OOM.
+    pub starvation: Option<Starvation>,
 }
 
 /// The recommended floor against the period's recorded demand.
@@ -287,6 +301,7 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
             .flat_map(|host| &host.inflations)
             .filter(|inflation| !inflation.ooms_after_ms.is_empty())
             .count(),
+        starved_vms: vms.iter().filter(|vm| vm.starvation.is_some()).count(),
     };
     BalloonPolicyReport {
         since_ms: input.since_ms,
@@ -313,6 +328,7 @@ fn has_balloon(vm: &VmFacts) -> bool {
     vm.config.as_ref().is_some_and(|c| c.balloon_present)
         || vm.held_sum_kib > 0
         || vm.ooms.iter().any(|oom| is_balloon_verdict(&oom.verdict))
+        || vm.episodes.iter().any(|episode| episode.at_balloon_floor)
 }
 
 fn is_balloon_verdict(verdict: &str) -> bool {
@@ -384,6 +400,14 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
         floor_check,
         actions: Vec::new(),
         shrink_to_kib,
+        starvation: starvation::find(
+            &vm.episodes,
+            &vm.ooms.iter().map(|oom| oom.time_ms).collect::<Vec<_>>(),
+            floor_kib,
+            memory_kib,
+            settings.round_kib,
+            &settings.starvation,
+        ),
     };
     policy.actions = actions(vm, &policy);
     policy
@@ -582,6 +606,49 @@ fn actions(vm: &VmFacts, policy: &VmPolicy) -> Vec<Action> {
                     ],
                 );
             }
+        }
+    }
+    if let Some(starved) = &policy.starvation {
+        let why = format!(
+            "held at its balloon floor {} for {} s in {} episode(s) with allocation stalls up to {}/s and memory PSI some up to {} %, and no OOM: the guest thrashed instead",
+            starved.floor_kib.map_or_else(|| "(unknown)".to_string(), kib),
+            starved.total_secs,
+            starved.episodes.len(),
+            starved
+                .peak_alloc_stalls_per_s
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.1}")),
+            starved
+                .peak_psi_some_avg10
+                .map_or_else(|| "-".to_string(), |v| format!("{v:.1}")),
+        );
+        match starved.floor_to_end_kib {
+            Some(_) if starved.needs_all_memory => fix(
+                "starvation",
+                format!("{why}; only all of its memory would have ended it"),
+                vec![format!("qm set {id} --balloon 0")],
+                vec![format!(
+                    "keep <currentMemory> equal to <memory>: virsh setmem {name} {}M --live --config",
+                    policy.memory_kib.map_or(0, mib_ceil)
+                )],
+            ),
+            Some(floor) => {
+                let floor_mib = mib_ceil(floor);
+                fix(
+                    "starvation",
+                    format!("{why}; a floor of {} would have ended it", kib(floor)),
+                    vec![format!("qm set {id} --balloon {floor_mib}")],
+                    vec![
+                        format!("virsh setmem {name} {floor_mib}M --live --config"),
+                        format!("never set <currentMemory unit='MiB'> below {floor_mib}"),
+                    ],
+                );
+            }
+            None => fix(
+                "starvation",
+                format!("{why}; the agent estimated no deficit, so no floor is claimed"),
+                Vec::new(),
+                Vec::new(),
+            ),
         }
     }
     let config = vm.config.as_ref();

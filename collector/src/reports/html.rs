@@ -7,6 +7,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use crate::html::{badge, host_link, kib, vm_link, STYLE_CSS};
 use crate::reports::balloon_policy::{BalloonPolicyReport, VmPolicy};
 use crate::reports::format::{self, mib_ceil};
+use crate::reports::render;
 
 /// The report as one self-contained HTML file.
 pub fn standalone(report: &BalloonPolicyReport) -> String {
@@ -46,6 +47,7 @@ pub fn body(report: &BalloonPolicyReport, since_text: &str) -> Markup {
             div.stat { span.num { (fleet.near_misses) } " near misses" }
             div.stat { span.num { (fleet.floors_below_working_set) } " floors below the working set" }
             div.stat { span.num { (fleet.shrink_candidates) } " VMs that could shrink" }
+            div.stat { span.num { (fleet.starved_vms) } " VMs starved at their balloon floor" }
         }
         p.note { "Recommended floor: " (report.floor_rule) "." }
         @for vm in &report.vms {
@@ -114,6 +116,15 @@ fn vm_section(vm: &VmPolicy) -> Markup {
                 }
                 @if let Some(check) = &vm.floor_check {
                     dt { "Checked against history" } dd.floor-check { (check.summary) }
+                }
+                @if let Some(starved) = &vm.starvation {
+                    dt { "Starved at the floor" } dd.starvation {
+                        "held at " (kib(starved.floor_kib)) " for " (starved.total_secs) " s in "
+                        (starved.episodes.len()) " episode(s), no OOM; stalls up to "
+                        (render::rate(starved.peak_alloc_stalls_per_s)) "/s, PSI some up to "
+                        (render::rate(starved.peak_psi_some_avg10)) " %. Floor that would have ended it: "
+                        strong { (starved.floor_to_end_kib.map_or_else(|| "unknown (no deficit estimate)".to_string(), format::kib)) }
+                    }
                 }
             }
             @if !vm.actions.is_empty() {

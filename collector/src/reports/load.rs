@@ -14,7 +14,8 @@ use crate::reports::balloon_policy::{
     HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
     WorkingSetHistogram,
 };
-use crate::storage::{report_sql, Param, Query, Store, StoreError};
+use crate::reports::starvation::EpisodeFact;
+use crate::storage::{episodes, report_sql, Param, Query, Store, StoreError};
 
 /// Working-set histogram bins (KiB).
 pub const BIN_KIB: u64 = 16 * 1024;
@@ -49,6 +50,7 @@ pub async fn load(
         ooms: Vec::new(),
         near_misses: Vec::new(),
         replay_series: Vec::new(),
+        episodes: Vec::new(),
     };
 
     for row in store
@@ -164,6 +166,22 @@ pub async fn load(
                     .collect(),
                 usable_kib: body.get("usable_kib").and_then(|v| v.as_u64()),
                 held_kib: held,
+            });
+        }
+    }
+
+    for episode in episodes::episodes_between(store, since_ms, until_ms, ROW_CAP).await? {
+        if let Some(facts) = vms.get_mut(&(episode.host.clone(), episode.uuid.clone())) {
+            facts.episodes.push(EpisodeFact {
+                started_at_ms: episode.started_at_ms,
+                last_at_ms: episode.last_at_ms,
+                ended_at_ms: episode.ended_at_ms,
+                at_balloon_floor: episode.at_balloon_floor,
+                balloon_floor_kib: episode.balloon_floor_kib,
+                deficit_kib: episode.deficit_kib,
+                peak_alloc_stalls_per_s: episode.peak_alloc_stalls_per_s,
+                peak_psi_some_avg10: episode.peak_psi_some_avg10,
+                peak_psi_full_avg10: episode.peak_psi_full_avg10,
             });
         }
     }

@@ -13,6 +13,7 @@ pub mod format;
 pub mod html;
 pub mod load;
 pub mod render;
+pub mod starvation;
 
 pub use balloon_policy::{build, BalloonPolicyReport, PolicyInput, PolicySettings};
 

@@ -33,6 +33,13 @@ pub fn markdown(report: &BalloonPolicyReport) -> String {
         "- {} VMs have a floor below their observed working set; {} never use most of their memory.",
         fleet.floors_below_working_set, fleet.shrink_candidates
     );
+    if fleet.starved_vms > 0 {
+        let _ = writeln!(
+            out,
+            "- **{}** VMs starved at their balloon floor (sustained allocation stalls or memory pressure, no OOM).",
+            fleet.starved_vms
+        );
+    }
     if fleet.replay_inflations > 0 || !report.replay.is_empty() {
         let _ = writeln!(
             out,
@@ -143,6 +150,33 @@ fn vm_markdown(out: &mut String, vm: &VmPolicy) {
                 .join("; ")
         );
     }
+    if let Some(starved) = &vm.starvation {
+        let _ = writeln!(
+            out,
+            "- **Starved at its balloon floor** {} ({} episodes, {} s in all, the longest {} s; no OOM): {}. Floor that would have ended it: **{}**.",
+            opt_kib(starved.floor_kib),
+            starved.episodes.len(),
+            starved.total_secs,
+            starved.longest_secs,
+            starved
+                .episodes
+                .iter()
+                .map(|episode| format!(
+                    "{} for {} s{} (stalls {}/s, PSI some {} %, full {} %)",
+                    date_time(episode.started_at_ms),
+                    episode.secs,
+                    if episode.open { ", still open" } else { "" },
+                    rate(episode.peak_alloc_stalls_per_s),
+                    rate(episode.peak_psi_some_avg10),
+                    rate(episode.peak_psi_full_avg10)
+                ))
+                .collect::<Vec<_>>()
+                .join("; "),
+            starved
+                .floor_to_end_kib
+                .map_or_else(|| "unknown (no deficit estimate)".to_string(), kib)
+        );
+    }
     match vm.working_set {
         Some(ws) => {
             let _ = writeln!(
@@ -184,6 +218,11 @@ fn vm_markdown(out: &mut String, vm: &VmPolicy) {
         }
     }
     let _ = writeln!(out);
+}
+
+/// An optional rate, one decimal.
+pub fn rate(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_string(), |value| format!("{value:.1}"))
 }
 
 /// Escapes text for Markdown (and for HTML inside Markdown).

@@ -16,9 +16,11 @@
 //!    returns only after the transaction committed (SQLite: WAL + `synchronous=FULL`).
 
 pub mod aggregates;
+pub mod episodes;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;
+pub mod pressure;
 pub mod queries;
 pub mod report_sql;
 pub mod rows;

@@ -17,6 +17,7 @@ use tokio_postgres::{Client, IsolationLevel};
 use ballast_model::IngestResponse;
 
 use crate::storage::pg_tls::PgConnect;
+use crate::storage::pressure;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
@@ -43,6 +44,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("migrations/postgres/0008_oom_completion.sql"),
     ),
+    (9, include_str!("migrations/postgres/0009_pressure.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
@@ -253,6 +255,8 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
 
 /// Rollups per INSERT statement (29 parameters each; PostgreSQL allows 65535).
 const ROLLUPS_PER_INSERT: usize = 1000;
+// PostgreSQL binds at most 65535 parameters per statement.
+const _: () = assert!(ROLLUPS_PER_INSERT * rows::ROLLUP_PARAMS <= 65_535);
 
 /// `INSERT ... VALUES (?, ...) <tail>` with its one `VALUES` group repeated `rows` times.
 fn multi_row(single: &str, rows: usize) -> String {
@@ -350,6 +354,15 @@ async fn insert_batch(
                     let params = rows::vm_params(host, vm);
                     transaction.execute(&upsert, &sql_params(&params)).await?;
                 }
+                if let Some(episode) = &row.episode {
+                    let params = pressure::episode_params(host, episode);
+                    transaction
+                        .execute(
+                            &postgres_placeholders(pressure::UPSERT_EPISODE),
+                            &sql_params(&params),
+                        )
+                        .await?;
+                }
             }
         }
     }
@@ -363,7 +376,7 @@ mod tests {
     #[test]
     fn multi_row_repeats_the_values_group() {
         let sql = multi_row(rows::INSERT_ROLLUP, 3);
-        assert_eq!(sql.matches('?').count(), 3 * 29);
+        assert_eq!(sql.matches('?').count(), 3 * rows::ROLLUP_PARAMS);
         assert_eq!(sql.matches("VALUES").count(), 1);
         assert!(sql.ends_with("ON CONFLICT (host_id, key) DO NOTHING"));
         assert_eq!(multi_row(rows::INSERT_ROLLUP, 1), rows::INSERT_ROLLUP);

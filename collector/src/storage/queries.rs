@@ -8,11 +8,12 @@ use ballast_model::{MinMaxLast, VmConfig};
 
 use crate::records::{
     CorrelationShort, KilledShort, OomCount, OomCounts, OomDetail, OomPage, OomSummary,
-    RepeatOffender, RepeatOffenders, RollupPoint, TokenInfo, VmList, VmMemory, VmName, VmRecord,
+    RepeatOffender, RepeatOffenders, RollupPoint, Signals, TokenInfo, VmList, VmMemory, VmName,
+    VmRecord,
 };
 use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
-use crate::storage::tiers;
+use crate::storage::{pressure, tiers};
 use crate::storage::{Store, StoreError};
 
 /// Filters and paging of `GET /api/v1/ooms`.
@@ -94,7 +95,12 @@ const OOM_SUMMARY_COLUMNS: &str =
 const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib, \
      actual_min, actual_max, actual_last, available_min, available_max, available_last, \
      usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
-     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib";
+     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib, \
+     pressure_risk, pressure_src_counters, pressure_src_stats, pressure_src_psi, \
+     alloc_stalls_per_s_milli, direct_scan_kib_per_s_milli, direct_reclaim_kib_per_s_milli, \
+     async_scan_kib_per_s_milli, async_reclaim_kib_per_s_milli, major_faults_per_s_milli, \
+     swap_in_kib_per_s_milli, available_slope_kib_per_s_milli, psi_some_avg10_milli, \
+     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us";
 
 fn decode_summary(row: &Row) -> OomSummary {
     let id = row.int_or_zero(0);
@@ -134,6 +140,7 @@ fn mml(row: &Row, first: usize) -> MinMaxLast {
 }
 
 fn decode_rollup(row: &Row) -> RollupPoint {
+    let pressure = pressure::decode_rollup(row, 24);
     RollupPoint {
         period_start_ms: row.int_or_zero(0),
         period_secs: row.int_or_zero(1),
@@ -149,6 +156,8 @@ fn decode_rollup(row: &Row) -> RollupPoint {
         stale: row.int_or_zero(21) != 0,
         host_total_kib: row.kib(22),
         host_available_kib: row.kib(23),
+        signals: Signals::of(pressure.as_ref()),
+        pressure,
     }
 }
 
@@ -796,6 +805,8 @@ pub enum Expiring {
     Rollups,
     Events,
     Ooms,
+    /// Pressure episodes, by their last phase.
+    Episodes,
 }
 
 /// Deletes at most `batch_rows` expired rows (one short statement); returns how many.
@@ -809,6 +820,7 @@ pub async fn delete_expired(
         Expiring::Rollups => ("rollups", "period_start_ms"),
         Expiring::Events => ("events", "captured_at_ms"),
         Expiring::Ooms => ("ooms", "captured_at_ms"),
+        Expiring::Episodes => ("pressure_episodes", "last_at_ms"),
     };
     let sql = format!(
         "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)"

@@ -8,6 +8,7 @@
 use ballast_model::{CorrelationVerdict, IngestResponse, MinMaxLast, OomKind, VmConfig};
 
 use crate::records::RollupPoint;
+use crate::storage::pressure::{self, EpisodeRow};
 use crate::storage::sql::Param;
 
 /// Everything of one batch, ready to insert.
@@ -68,7 +69,7 @@ pub struct OomRow {
     pub report_partial: bool,
 }
 
-/// Hello, inventory, balloon change, near miss, health: kept as JSON.
+/// Hello, inventory, balloon change, near miss, health, pressure episode: kept as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub key: String,
@@ -78,6 +79,9 @@ pub struct EventRow {
     pub body_json: String,
     /// For an inventory: the VMs to upsert when the event is new.
     pub vms: Vec<VmUpsert>,
+    /// For a pressure episode's phase: its episode's row to update when the event is
+    /// new ([`pressure::UPSERT_EPISODE`]).
+    pub episode: Option<EpisodeRow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -135,9 +139,18 @@ pub const INSERT_ROLLUP: &str = "INSERT INTO rollups (host_id, key, captured_at_
      period_start_ms, period_secs, samples, maximum_kib, \
      actual_min, actual_max, actual_last, available_min, available_max, available_last, \
      usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
-     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, host_available_kib, \
+     pressure_risk, pressure_src_counters, pressure_src_stats, pressure_src_psi, \
+     alloc_stalls_per_s_milli, direct_scan_kib_per_s_milli, direct_reclaim_kib_per_s_milli, \
+     async_scan_kib_per_s_milli, async_reclaim_kib_per_s_milli, major_faults_per_s_milli, \
+     swap_in_kib_per_s_milli, available_slope_kib_per_s_milli, psi_some_avg10_milli, \
+     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
+     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (host_id, key) DO NOTHING";
+
+/// The parameters of one row of [`INSERT_ROLLUP`].
+pub const ROLLUP_PARAMS: usize = 29 + pressure::ROLLUP_COLUMNS.len();
 
 fn push_mml(params: &mut Vec<Param>, value: &MinMaxLast) {
     params.push(Param::kib(value.min));
@@ -147,7 +160,7 @@ fn push_mml(params: &mut Vec<Param>, value: &MinMaxLast) {
 
 pub fn rollup_params(host_id: &str, row: &RollupRow) -> Vec<Param> {
     let p = &row.point;
-    let mut params = Vec::with_capacity(29);
+    let mut params = Vec::with_capacity(ROLLUP_PARAMS);
     params.push(Param::text(host_id));
     params.push(Param::text(row.key.as_str()));
     params.push(Param::int(row.captured_at_ms));
@@ -167,6 +180,7 @@ pub fn rollup_params(host_id: &str, row: &RollupRow) -> Vec<Param> {
     params.push(Param::int(i64::from(p.stale)));
     params.push(Param::kib(p.host_total_kib));
     params.push(Param::kib(p.host_available_kib));
+    params.extend(pressure::rollup_params(p.pressure.as_ref()));
     params
 }
 

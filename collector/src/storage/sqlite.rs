@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use ballast_model::IngestResponse;
 
+use crate::storage::pressure;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
@@ -38,6 +39,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/sqlite/0007_vms_by_host_uuid.sql"),
     ),
     (8, include_str!("migrations/sqlite/0008_oom_completion.sql")),
+    (9, include_str!("migrations/sqlite/0009_pressure.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
@@ -407,6 +409,13 @@ fn insert_batch(
                 connection
                     .prepare_cached(rows::UPSERT_VM)?
                     .execute(rusqlite::params_from_iter(rows::vm_params(host, vm).iter()))?;
+            }
+            if let Some(episode) = &row.episode {
+                connection
+                    .prepare_cached(pressure::UPSERT_EPISODE)?
+                    .execute(rusqlite::params_from_iter(
+                        pressure::episode_params(host, episode).iter(),
+                    ))?;
             }
         }
     }

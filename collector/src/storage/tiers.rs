@@ -7,7 +7,8 @@
 //! `oom_kills`, `alloc_stalls` and `vm_name` come from the last captured minute;
 //! `maximum_kib` and `host_total_kib` are the maximum, `host_available_kib` the
 //! minimum (the worst moment, as the dashboard's host pressure reads it); `stale`
-//! is set when any minute was stale. Folding is associative, so a minute that
+//! is set when any minute was stale. The pressure columns (`storage::pressure`): risk,
+//! sources, peak rates and PSI totals the maximum, MemAvailable's slope the minimum. Folding is associative, so a minute that
 //! arrives after its hour was compacted is merged into the existing hourly row.
 //!
 //! Pure: this module builds SQL text (one text for both engines) and folds points
@@ -15,7 +16,8 @@
 
 use ballast_model::MinMaxLast;
 
-use crate::records::RollupPoint;
+use crate::records::{RollupPoint, Signals};
+use crate::storage::pressure::{self, Fold};
 use crate::storage::sql::{Param, Query};
 
 /// The hourly tier's period.
@@ -94,6 +96,18 @@ fn upsert_sql() -> String {
         "MAX(host_total_kib)".into(),
         "MIN(host_available_kib)".into(),
     ]);
+    for (column, fold) in pressure::ROLLUP_COLUMNS {
+        match fold {
+            Fold::Max => {
+                select.push(format!("MAX({column})"));
+                update.push(keep_larger(column));
+            }
+            Fold::Min => {
+                select.push(format!("MIN({column})"));
+                update.push(keep_smaller(column));
+            }
+        }
+    }
     update.extend([
         keep_larger("stale"),
         keep_larger("host_total_kib"),
@@ -108,7 +122,7 @@ fn upsert_sql() -> String {
          actual_min, actual_max, actual_last, available_min, available_max, available_last, \
          usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
          rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, \
-         host_available_kib) \
+         host_available_kib, {pressure_columns}) \
          SELECT {select} FROM (SELECT r.*, (r.period_start_ms / {HOUR_MS}) * {HOUR_MS} AS hour, \
          ROW_NUMBER() OVER (PARTITION BY r.host_id, r.vm_uuid, r.period_start_ms / {HOUR_MS} \
          ORDER BY r.captured_at_ms DESC, r.id DESC) AS rn \
@@ -118,6 +132,7 @@ fn upsert_sql() -> String {
         select = select.join(", "),
         ids = batch_ids(),
         update = update.join(", "),
+        pressure_columns = pressure::rollup_column_list(),
     )
 }
 
@@ -195,6 +210,8 @@ pub fn hourly(points: &[RollupPoint]) -> Vec<RollupPoint> {
                     .map_or(available, |v| v.min(available)),
             );
         }
+        pressure::fold(&mut hour.pressure, point.pressure.as_ref());
+        hour.signals = Signals::of(hour.pressure.as_ref());
     }
     out
 }

@@ -642,6 +642,168 @@ async fn explain_analyses_an_upload_and_stores_nothing() {
     server.stop().await;
 }
 
+/// A VM squeezed to its balloon floor (issue 19): minute rollups with pressure over
+/// the last half hour, an elevated episode that ended and a critical one still open,
+/// POSTed to a real collector. The VM page shades both episodes in two tints with a
+/// legend on both charts, draws the pressure lines, and lists the episodes; the
+/// overview lists the VM under pressure now; the guest's hostile name stays text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_page_shades_pressure_episodes_and_the_overview_lists_them() {
+    use ballast_model::{EpisodePhase, RiskLevel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path()).await;
+    let server = serve(AppState::new(store.clone(), ApiConfig::default()));
+    let base = server.base.clone();
+    let client = util::client::client();
+    const UUID: &str = "6a000000-0000-4000-8000-00000000a19e";
+    let start = (ballast_collector::now_ms() / 60_000) * 60_000 - 30 * 60_000;
+    let vm = VmRef {
+        uuid: UUID.into(),
+        name: "<b>squeezed</b>".into(),
+    };
+    let mut events = vec![inventory(
+        "lab/p/inv",
+        start,
+        vec![(vm.clone(), lab_config(), Vec::new())],
+    )];
+    for minute in 0..30 {
+        let stalls = if (5..12).contains(&minute) || minute >= 20 {
+            20.0 + f64::from(minute)
+        } else {
+            0.5
+        };
+        let risk = if minute >= 20 {
+            RiskLevel::Critical
+        } else if stalls > 1.0 {
+            RiskLevel::Elevated
+        } else {
+            RiskLevel::Ok
+        };
+        let mut envelope = util::rollup_with_pressure(
+            &format!("lab/p/r/{minute}"),
+            UUID,
+            start + i64::from(minute) * 60_000,
+            128 * MIB,
+            util::pressure(stalls, stalls.min(90.0), risk),
+        );
+        if let Event::Rollup(rollup) = &mut envelope.event {
+            rollup.vm.name = vm.name.clone();
+        }
+        events.push(envelope);
+    }
+    let first = start + 5 * 60_000;
+    let second = start + 20 * 60_000;
+    for envelope in [
+        util::episode(
+            "lab/p/1s",
+            UUID,
+            EpisodePhase::Start,
+            first,
+            first,
+            RiskLevel::Elevated,
+            32 * MIB,
+        ),
+        util::episode(
+            "lab/p/1e",
+            UUID,
+            EpisodePhase::End,
+            first,
+            start + 12 * 60_000,
+            RiskLevel::Elevated,
+            32 * MIB,
+        ),
+        util::episode(
+            "lab/p/2s",
+            UUID,
+            EpisodePhase::Start,
+            second,
+            second,
+            RiskLevel::Elevated,
+            64 * MIB,
+        ),
+        util::episode(
+            "lab/p/2p",
+            UUID,
+            EpisodePhase::Peak,
+            second,
+            second + 120_000,
+            RiskLevel::Critical,
+            96 * MIB,
+        ),
+    ] {
+        let mut envelope = envelope;
+        if let Event::Pressure(episode) = &mut envelope.event {
+            episode.vm.name = vm.name.clone();
+        }
+        events.push(envelope);
+    }
+    ingest(&client, &base, "blt_lab", &batch("lab-host", events)).await;
+
+    let url = format!("{base}/vms/lab-host/{UUID}");
+    let dom = dump_dom(&url).await;
+    let memory_at = dom.find("id=\"memory\"").expect("memory section");
+    let pressure_at = dom.find("id=\"pressure\"").expect("pressure section");
+    let memory = &dom[memory_at..pressure_at];
+    let pressure = &dom[pressure_at..];
+    for section in [memory, pressure] {
+        assert_eq!(
+            section.matches("class=\"band episode-elevated\"").count(),
+            1,
+            "{section}"
+        );
+        assert_eq!(
+            section.matches("class=\"band episode-critical\"").count(),
+            1,
+            "{section}"
+        );
+        assert!(
+            section.contains("pressure episode: elevated")
+                && section.contains("pressure episode: critical"),
+            "legend"
+        );
+    }
+    assert!(pressure.contains("aria-label=\"VM pressure signals over time\""));
+    for class in ["s-stalls", "s-psi-some", "s-psi-full", "s-slope"] {
+        assert!(
+            pressure.contains(&format!("class=\"series {class}\"")),
+            "{class} drawn"
+        );
+    }
+    assert!(!pressure.contains("signals: none"), "this VM has signals");
+    assert!(
+        pressure.contains(">open<"),
+        "the open episode is listed as open"
+    );
+    assert!(
+        dom.contains("&lt;b&gt;squeezed&lt;/b&gt;"),
+        "the name is text"
+    );
+    assert!(!dom.contains("<b>squeezed"), "never markup");
+    screenshot(&url, "vm-pressure.png").await;
+
+    let dom = dump_dom(&format!("{base}/")).await;
+    let listed_at = dom
+        .find("id=\"under-pressure\"")
+        .expect("under pressure section");
+    let listed = &dom[listed_at..];
+    let listed = &listed[..listed.find("</section>").unwrap_or(listed.len())];
+    assert_eq!(
+        listed.matches("<tr>").count(),
+        2,
+        "a header and the one open episode: {listed}"
+    );
+    assert!(
+        listed.contains("&lt;b&gt;squeezed&lt;/b&gt;") && listed.contains("r-critical"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("href=\"/vms/lab-host/{UUID}\"")),
+        "links the VM page"
+    );
+    screenshot(&format!("{base}/"), "overview-pressure.png").await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_proxy_authentication() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -11,6 +11,7 @@ mod dashboard_browser;
 mod explain_upload;
 mod http;
 mod metrics;
+mod pressure;
 mod reload;
 mod reports;
 mod storage_postgres;

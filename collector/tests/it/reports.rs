@@ -11,6 +11,7 @@ use ballast_collector::reports::balloon_policy::{
     build, HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
     WorkingSetHistogram,
 };
+use ballast_collector::reports::starvation::EpisodeFact;
 use ballast_collector::reports::{self, render, ReportFormat};
 use ballast_collector::storage::sqlite::SqliteStore;
 use ballast_collector::storage::Store;
@@ -41,6 +42,7 @@ fn vm(uuid: &str, name: &str, host: &str, platform: Platform, config: VmConfig) 
         ooms: Vec::new(),
         near_misses: Vec::new(),
         replay_series: Vec::new(),
+        episodes: Vec::new(),
     }
 }
 
@@ -600,4 +602,168 @@ async fn a_memcg_limit_answered_by_a_panic_never_moves_the_floor() {
         with_panic.summary,
         "with this floor, 0 of 1 recorded OOMs would recur"
     );
+}
+
+fn at_floor(start: i64, minutes: i64, stalls: f64, psi: f64, deficit_mib: u64) -> EpisodeFact {
+    EpisodeFact {
+        started_at_ms: start,
+        last_at_ms: start + minutes * 60_000,
+        ended_at_ms: Some(start + minutes * 60_000),
+        at_balloon_floor: true,
+        balloon_floor_kib: Some(1024 * MIB),
+        deficit_kib: Some(deficit_mib * MIB),
+        peak_alloc_stalls_per_s: Some(stalls),
+        peak_psi_some_avg10: Some(psi),
+        peak_psi_full_avg10: Some(psi / 2.0),
+    }
+}
+
+/// Issue 19's starvation finding on constructed rows: a Proxmox VM held at its 1 GiB
+/// floor for 40 minutes of stalls and PSI without an OOM is listed with the floor that
+/// would have ended it (1 GiB + the 300 MiB deficit, rounded up to 64 MiB: 1344 MiB)
+/// and the command to set it; a VM whose episode at the floor ended in an OOM, and one
+/// whose pressure was brief, are not starved.
+#[test]
+fn a_vm_starved_at_its_balloon_floor_gets_the_floor_that_would_have_ended_it() {
+    let config = VmConfig {
+        memory_kib: Some(4096 * MIB),
+        balloon_floor_kib: Some(1024 * MIB),
+        balloon_present: true,
+        deflate_on_oom: Some(true),
+        ..VmConfig::default()
+    };
+    let mut starved = vm("120", "vm120", "pve1", Platform::Proxmox, config.clone());
+    starved.episodes = vec![
+        at_floor(T0, 30, 18.0, 35.0, 200),
+        at_floor(T0 + 3_600_000, 10, 0.0, 22.5, 300),
+    ];
+    let mut killed = vm("121", "vm121", "pve1", Platform::Proxmox, config.clone());
+    killed.episodes = vec![at_floor(T0, 30, 18.0, 35.0, 200)];
+    killed.ooms = vec![OomFact {
+        id: 3,
+        time_ms: T0 + 20 * 60_000,
+        verdict: "balloon".into(),
+        balloon_held_kb: Some(3072 * MIB),
+        demand_kib: None,
+    }];
+    let mut brief = vm("122", "vm122", "pve1", Platform::Proxmox, config);
+    brief.episodes = vec![at_floor(T0, 1, 50.0, 80.0, 500)];
+    let input = PolicyInput {
+        since_ms: T0 - 86_400_000,
+        until_ms: T0 + 86_400_000,
+        vms: vec![starved, killed, brief],
+        hosts: Vec::new(),
+    };
+    let report = build(&input, &PolicySettings::default());
+    assert_eq!(report.fleet.starved_vms, 1);
+    let by_name = |name: &str| {
+        report
+            .vms
+            .iter()
+            .find(|vm| vm.name == name)
+            .unwrap_or_else(|| panic!("{name} in the report"))
+    };
+    let finding = by_name("vm120").starvation.as_ref().expect("vm120 starved");
+    assert_eq!(finding.episodes.len(), 2);
+    assert_eq!(
+        (finding.total_secs, finding.longest_secs),
+        (40 * 60, 30 * 60)
+    );
+    assert_eq!(finding.peak_alloc_stalls_per_s, Some(18.0));
+    assert_eq!(finding.peak_psi_some_avg10, Some(35.0));
+    assert_eq!(finding.floor_kib, Some(1024 * MIB));
+    assert_eq!(finding.floor_to_end_kib, Some(1344 * MIB));
+    let action = by_name("vm120")
+        .actions
+        .iter()
+        .find(|action| action.issue == "starvation")
+        .expect("a starvation action");
+    assert_eq!(action.fix, ["qm set 120 --balloon 1344"]);
+    assert!(action.why.contains("no OOM"), "{}", action.why);
+    assert_eq!(
+        by_name("vm121").starvation,
+        None,
+        "its episode ended in an OOM"
+    );
+    assert_eq!(
+        by_name("vm122").starvation,
+        None,
+        "a minute is not sustained"
+    );
+
+    let md = render::markdown(&report);
+    assert!(
+        md.contains("**1** VMs starved at their balloon floor"),
+        "{md}"
+    );
+    assert!(md.contains("Starved at its balloon floor"), "{md}");
+    assert!(
+        md.contains("(stalls 18.0/s, PSI some 35.0 %, full 17.5 %)"),
+        "{md}"
+    );
+    let html = reports::html::standalone(&report);
+    assert!(html.contains("Starved at the floor"), "{html}");
+}
+
+/// The whole path for starvation: a VM's inventory and its episode at the floor go
+/// into a real SQLite store; `load` reads the episode beside the VM's other facts and
+/// the report lists the VM as starved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_episodes_reach_the_starvation_finding() {
+    use ballast_model::{EpisodePhase, RiskLevel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+        .await
+        .expect("open");
+    let start = oom_at_ms() - 3_600_000;
+    let events = vec![
+        util::inventory("lab/inv", start - 60_000, &[(LAB_UUID, "lab-512")]),
+        util::episode(
+            "lab/p/s",
+            LAB_UUID,
+            EpisodePhase::Start,
+            start,
+            start,
+            RiskLevel::Elevated,
+            64 * MIB,
+        ),
+        util::episode(
+            "lab/p/p",
+            LAB_UUID,
+            EpisodePhase::Peak,
+            start,
+            start + 300_000,
+            RiskLevel::Critical,
+            96 * MIB,
+        ),
+        util::episode(
+            "lab/p/e",
+            LAB_UUID,
+            EpisodePhase::End,
+            start,
+            start + 900_000,
+            RiskLevel::Critical,
+            32 * MIB,
+        ),
+    ];
+    store
+        .ingest(util::prepared(batch("lab-host", events)))
+        .await
+        .expect("ingest");
+    let settings = PolicySettings::default();
+    let input = reports::load::load(&store, start - 60_000, oom_at_ms(), &settings)
+        .await
+        .expect("load");
+    let lab = input
+        .vms
+        .iter()
+        .find(|vm| vm.uuid == LAB_UUID)
+        .expect("the lab VM");
+    assert_eq!(lab.episodes.len(), 1, "three phases, one episode");
+    assert_eq!(lab.episodes[0].deficit_kib, Some(96 * MIB));
+    let report = build(&input, &settings);
+    let finding = report.vms[0].starvation.as_ref().expect("starved");
+    assert_eq!(finding.longest_secs, 15 * 60);
+    // The 128 MiB floor + 96 MiB = 224 MiB, rounded up to 64 MiB: 256 MiB.
+    assert_eq!(finding.floor_to_end_kib, Some(256 * MIB));
 }

@@ -47,6 +47,12 @@ async fn retention_deletes_in_batches() {
 }
 
 #[tokio::test]
+async fn pressure_is_stored_once_per_phase() {
+    let (_dir, store) = store().await;
+    util::suite::pressure_is_stored_once_per_phase(store).await;
+}
+
+#[tokio::test]
 async fn minute_rollups_compact_into_hours() {
     let (_dir, store) = store().await;
     util::suite::minute_rollups_compact_into_hours(store).await;

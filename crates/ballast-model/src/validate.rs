@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 
 use crate::events::{BalloonPoint, Batch, Event, MinMaxLast};
+use crate::kinds::{EpisodePhase, PressureSignal, RiskLevel, SignalSource};
+use crate::pressure::{PressureEpisode, PressureRollup, PressureSnapshot};
 use crate::SCHEMA_VERSION;
 
 /// The largest memory figure any field may carry, in KiB: 4 PiB, what x86-64's 52-bit
@@ -281,6 +283,9 @@ fn validate_event(
             check_min_max_last(path, "usable_kib", &rollup.usable_kib)?;
             check_min_max_last(path, "unused_kib", &rollup.unused_kib)?;
             check_min_max_last(path, "rss_kib", &rollup.rss_kib)?;
+            if let Some(pressure) = &rollup.pressure {
+                validate_pressure_rollup(&format!("{path}.pressure"), pressure, limits)?;
+            }
         }
         Event::BalloonChange(change) => {
             check_uuid(&format!("{path}.vm.uuid"), &change.vm.uuid)?;
@@ -340,12 +345,193 @@ fn validate_event(
         }
         Event::Health(_) => {}
         Event::Pressure(episode) => {
-            // TODO(issue 19, collector side): every field bounded and checked.
             check_uuid(&format!("{path}.vm.uuid"), &episode.vm.uuid)?;
             check_len(&format!("{path}.vm.name"), &episode.vm.name, name)?;
+            validate_episode(path, episode, limits, window)?;
         }
     }
     Ok(())
+}
+
+/// The highest rate of events per second a pressure signal may carry (allocation
+/// stalls, major faults): far beyond what any guest's allocator or disk can do.
+pub const MAX_EVENTS_PER_S: f64 = 1e9;
+
+/// The highest memory rate a pressure signal may carry, KiB per second (scanned,
+/// reclaimed, swapped in, MemAvailable's slope either way): all the memory any machine
+/// can have ([`MAX_MEMORY_KIB`]) every second.
+pub const MAX_KIB_PER_S: f64 = MAX_MEMORY_KIB as f64;
+
+/// The longest PSI total a guest may report, microseconds: 100 years of uptime.
+pub const MAX_PSI_TOTAL_US: u64 = 100 * 366 * 86_400 * 1_000_000;
+
+/// The longest predicted time to exhaustion, seconds (10 years); a slope that slow
+/// should be sent as no prediction.
+pub const MAX_EXHAUSTION_SECS: u64 = 10 * 366 * 86_400;
+
+/// A rate: finite, within `[min, max]`.
+fn check_rate(
+    path: &str,
+    field: &str,
+    value: Option<f64>,
+    min: f64,
+    max: f64,
+) -> Result<(), FieldError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let path = format!("{path}.{field}");
+    if !value.is_finite() {
+        return Err(fail(path, "must be a finite number"));
+    }
+    if value < min || value > max {
+        return Err(fail(path, format!("{value} is outside {min} to {max}")));
+    }
+    Ok(())
+}
+
+/// Every figure of one pressure snapshot (a rollup's peak, an episode's signals).
+fn check_snapshot(path: &str, snapshot: &PressureSnapshot) -> Result<(), FieldError> {
+    let counts = [
+        ("alloc_stalls_per_s", snapshot.alloc_stalls_per_s),
+        ("major_faults_per_s", snapshot.major_faults_per_s),
+    ];
+    for (field, value) in counts {
+        check_rate(path, field, value, 0.0, MAX_EVENTS_PER_S)?;
+    }
+    let kib_rates = [
+        ("direct_scan_kib_per_s", snapshot.direct_scan_kib_per_s),
+        (
+            "direct_reclaim_kib_per_s",
+            snapshot.direct_reclaim_kib_per_s,
+        ),
+        ("async_scan_kib_per_s", snapshot.async_scan_kib_per_s),
+        ("async_reclaim_kib_per_s", snapshot.async_reclaim_kib_per_s),
+        ("swap_in_kib_per_s", snapshot.swap_in_kib_per_s),
+    ];
+    for (field, value) in kib_rates {
+        check_rate(path, field, value, 0.0, MAX_KIB_PER_S)?;
+    }
+    check_rate(
+        path,
+        "available_slope_kib_per_s",
+        snapshot.available_slope_kib_per_s,
+        -MAX_KIB_PER_S,
+        MAX_KIB_PER_S,
+    )?;
+    check_rate(path, "psi_some_avg10", snapshot.psi_some_avg10, 0.0, 100.0)?;
+    check_rate(path, "psi_full_avg10", snapshot.psi_full_avg10, 0.0, 100.0)?;
+    let totals = [
+        ("psi_some_total_us", snapshot.psi_some_total_us),
+        ("psi_full_total_us", snapshot.psi_full_total_us),
+    ];
+    for (field, value) in totals {
+        if let Some(value) = value.filter(|value| *value > MAX_PSI_TOTAL_US) {
+            return Err(fail(
+                format!("{path}.{field}"),
+                format!("{value} is more than 100 years of stall (at most {MAX_PSI_TOTAL_US})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A list of vocabulary names: bounded, each a known name, none twice.
+fn check_names<T: Copy + PartialEq>(
+    path: &str,
+    values: &[T],
+    max_items: usize,
+    name_of: fn(T) -> &'static str,
+    allowed: &[&str],
+) -> Result<(), FieldError> {
+    if values.len() > max_items.min(allowed.len()) {
+        return Err(fail(
+            path,
+            format!("more than {} items", max_items.min(allowed.len())),
+        ));
+    }
+    for (index, value) in values.iter().enumerate() {
+        check_one_of(&format!("{path}[{index}]"), name_of(*value), allowed)?;
+        if values[..index].contains(value) {
+            return Err(fail(
+                format!("{path}[{index}]"),
+                format!("{} is listed twice", name_of(*value)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A rollup's pressure: its sources, its peak signals, its risk.
+fn validate_pressure_rollup(
+    path: &str,
+    pressure: &PressureRollup,
+    limits: &Limits,
+) -> Result<(), FieldError> {
+    check_names(
+        &format!("{path}.sources"),
+        &pressure.sources,
+        limits.max_list_items,
+        SignalSource::as_str,
+        SignalSource::NAMES,
+    )?;
+    check_one_of(
+        &format!("{path}.risk"),
+        pressure.risk.as_str(),
+        RiskLevel::NAMES,
+    )?;
+    check_snapshot(&format!("{path}.peak"), &pressure.peak)
+}
+
+/// A pressure episode's phase: its times, vocabularies, signals and balloon figures.
+fn validate_episode(
+    path: &str,
+    episode: &PressureEpisode,
+    limits: &Limits,
+    window: &TimeWindow,
+) -> Result<(), FieldError> {
+    check_one_of(
+        &format!("{path}.phase"),
+        episode.phase.as_str(),
+        EpisodePhase::NAMES,
+    )?;
+    window.check(format!("{path}.started_at_ms"), episode.started_at_ms)?;
+    window.check(format!("{path}.at_ms"), episode.at_ms)?;
+    if episode.at_ms < episode.started_at_ms {
+        return Err(fail(
+            format!("{path}.at_ms"),
+            format!(
+                "{} lies before the episode's start ({})",
+                episode.at_ms, episode.started_at_ms
+            ),
+        ));
+    }
+    check_one_of(
+        &format!("{path}.level"),
+        episode.level.as_str(),
+        RiskLevel::NAMES,
+    )?;
+    check_names(
+        &format!("{path}.drivers"),
+        &episode.drivers,
+        limits.max_list_items,
+        PressureSignal::as_str,
+        PressureSignal::NAMES,
+    )?;
+    if let Some(secs) = episode
+        .exhaustion_secs
+        .filter(|secs| *secs > MAX_EXHAUSTION_SECS)
+    {
+        return Err(fail(
+            format!("{path}.exhaustion_secs"),
+            format!("{secs} is more than 10 years (at most {MAX_EXHAUSTION_SECS})"),
+        ));
+    }
+    check_snapshot(&format!("{path}.signals"), &episode.signals)?;
+    check_kib(path, "actual_kib", episode.actual_kib)?;
+    check_kib(path, "maximum_kib", episode.maximum_kib)?;
+    check_kib(path, "balloon_floor_kib", episode.balloon_floor_kib)?;
+    check_kib(path, "deficit_kib", episode.deficit_kib)
 }
 
 /// Every memory figure and time of an OOM event: the host's balloon and history, the
@@ -406,6 +592,7 @@ fn validate_oom_figures(
 mod tests {
     use super::*;
     use crate::events::{BalloonChange, BalloonRollup, Envelope, Inventory, VmInventory, VmRef};
+    use crate::PressureSnapshot;
 
     /// The collector's clock in these tests: a second after the events were captured.
     const NOW: i64 = 1_795_658_494_123;
@@ -573,6 +760,276 @@ mod tests {
             }),
         });
         assert_eq!(validate(&batch(same_vm), &limits, NOW), Ok(()));
+    }
+
+    fn episode(at_ms: i64) -> crate::PressureEpisode {
+        crate::PressureEpisode {
+            vm: VmRef {
+                uuid: "3f2a0c1e-0000-4000-8000-000000000001".into(),
+                name: "web1".into(),
+            },
+            phase: EpisodePhase::Peak,
+            started_at_ms: at_ms - 30_000,
+            at_ms,
+            level: RiskLevel::Critical,
+            drivers: vec![PressureSignal::AllocStalls, PressureSignal::PsiFull],
+            exhaustion_secs: Some(40),
+            signals: PressureSnapshot {
+                alloc_stalls_per_s: Some(12.5),
+                direct_scan_kib_per_s: Some(40_960.0),
+                available_slope_kib_per_s: Some(-2_048.0),
+                psi_some_avg10: Some(35.0),
+                psi_full_avg10: Some(12.0),
+                psi_some_total_us: Some(9_000_000),
+                ..PressureSnapshot::default()
+            },
+            actual_kib: Some(524_288),
+            maximum_kib: Some(2_097_152),
+            balloon_floor_kib: Some(524_288),
+            at_balloon_floor: true,
+            deficit_kib: Some(131_072),
+        }
+    }
+
+    fn episode_batch(episode: crate::PressureEpisode) -> Batch {
+        batch(vec![Envelope {
+            key: "pve1/pressure/1".into(),
+            captured_at_ms: NOW - 1_000,
+            event: Event::Pressure(Box::new(episode)),
+        }])
+    }
+
+    /// The path of the first bad field of `episode` edited by `edit`.
+    fn episode_error(edit: impl FnOnce(&mut crate::PressureEpisode)) -> String {
+        let mut bad = episode(NOW - 1_000);
+        edit(&mut bad);
+        match validate(&episode_batch(bad), &Limits::default(), NOW) {
+            Ok(()) => "accepted".into(),
+            Err(error) => error.path,
+        }
+    }
+
+    fn rollup_with(pressure: PressureRollup) -> Batch {
+        batch(vec![Envelope {
+            key: "pve1/rollup/1".into(),
+            captured_at_ms: NOW - 1_000,
+            event: Event::Rollup(Box::new(BalloonRollup {
+                vm: VmRef {
+                    uuid: "3f2a".into(),
+                    name: "web1".into(),
+                },
+                period_start_ms: NOW - 61_000,
+                period_secs: 60,
+                pressure: Some(pressure),
+                ..BalloonRollup::default()
+            })),
+        }])
+    }
+
+    fn rollup_error(edit: impl FnOnce(&mut PressureRollup)) -> String {
+        let mut pressure = PressureRollup {
+            sources: vec![SignalSource::BalloonCounters, SignalSource::GuestPsi],
+            peak: episode(NOW).signals,
+            risk: RiskLevel::Elevated,
+        };
+        edit(&mut pressure);
+        match validate(&rollup_with(pressure), &Limits::default(), NOW) {
+            Ok(()) => "accepted".into(),
+            Err(error) => error.path,
+        }
+    }
+
+    #[test]
+    fn a_whole_pressure_episode_and_rollup_pass() {
+        assert_eq!(episode_error(|_| {}), "accepted");
+        assert_eq!(rollup_error(|_| {}), "accepted");
+        // An episode's phase may fall at its start, and a VM may have no signal source.
+        assert_eq!(
+            episode_error(|e| {
+                e.started_at_ms = e.at_ms;
+                e.drivers.clear();
+                e.signals = PressureSnapshot::default();
+            }),
+            "accepted"
+        );
+        assert_eq!(rollup_error(|p| p.sources.clear()), "accepted");
+    }
+
+    #[test]
+    fn pressure_rates_must_be_finite() {
+        assert_eq!(
+            episode_error(|e| e.signals.alloc_stalls_per_s = Some(f64::NAN)),
+            "events[0].signals.alloc_stalls_per_s"
+        );
+        assert_eq!(
+            rollup_error(|p| p.peak.swap_in_kib_per_s = Some(f64::INFINITY)),
+            "events[0].pressure.peak.swap_in_kib_per_s"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.available_slope_kib_per_s = Some(f64::NEG_INFINITY)),
+            "events[0].signals.available_slope_kib_per_s"
+        );
+    }
+
+    #[test]
+    fn pressure_rates_are_non_negative_except_the_slope() {
+        assert_eq!(
+            episode_error(|e| e.signals.major_faults_per_s = Some(-1.0)),
+            "events[0].signals.major_faults_per_s"
+        );
+        assert_eq!(
+            rollup_error(|p| p.peak.direct_reclaim_kib_per_s = Some(-0.5)),
+            "events[0].pressure.peak.direct_reclaim_kib_per_s"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.available_slope_kib_per_s = Some(-1e6)),
+            "accepted",
+            "MemAvailable falling is what the slope is for"
+        );
+    }
+
+    #[test]
+    fn pressure_rates_are_bounded() {
+        assert_eq!(
+            episode_error(|e| e.signals.alloc_stalls_per_s = Some(MAX_EVENTS_PER_S)),
+            "accepted"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.alloc_stalls_per_s = Some(MAX_EVENTS_PER_S * 2.0)),
+            "events[0].signals.alloc_stalls_per_s"
+        );
+        assert_eq!(
+            rollup_error(|p| p.peak.async_scan_kib_per_s = Some(MAX_KIB_PER_S * 2.0)),
+            "events[0].pressure.peak.async_scan_kib_per_s"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.available_slope_kib_per_s = Some(-MAX_KIB_PER_S * 2.0)),
+            "events[0].signals.available_slope_kib_per_s"
+        );
+    }
+
+    #[test]
+    fn psi_figures_are_percentages_and_bounded_totals() {
+        assert_eq!(
+            episode_error(|e| e.signals.psi_some_avg10 = Some(100.0)),
+            "accepted"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.psi_some_avg10 = Some(100.5)),
+            "events[0].signals.psi_some_avg10"
+        );
+        assert_eq!(
+            rollup_error(|p| p.peak.psi_full_avg10 = Some(-3.0)),
+            "events[0].pressure.peak.psi_full_avg10"
+        );
+        assert_eq!(
+            episode_error(|e| e.signals.psi_full_total_us = Some(u64::MAX)),
+            "events[0].signals.psi_full_total_us"
+        );
+    }
+
+    #[test]
+    fn episode_times_lie_in_the_window_and_in_order() {
+        assert_eq!(
+            episode_error(|e| e.at_ms = NOW + 2 * 86_400_000),
+            "events[0].at_ms"
+        );
+        assert_eq!(
+            episode_error(|e| e.started_at_ms = NOW - 500 * 86_400_000),
+            "events[0].started_at_ms"
+        );
+        assert_eq!(
+            episode_error(|e| e.started_at_ms = e.at_ms + 1),
+            "events[0].at_ms"
+        );
+    }
+
+    #[test]
+    fn pressure_vocabularies_accept_only_their_names() {
+        assert_eq!(
+            episode_error(|e| e.phase = EpisodePhase::Unknown),
+            "events[0].phase"
+        );
+        assert_eq!(
+            episode_error(|e| e.level = RiskLevel::Unknown),
+            "events[0].level"
+        );
+        assert_eq!(
+            episode_error(|e| e.drivers.push(PressureSignal::Unknown)),
+            "events[0].drivers[2]"
+        );
+        assert_eq!(
+            rollup_error(|p| p.risk = RiskLevel::Unknown),
+            "events[0].pressure.risk"
+        );
+        assert_eq!(
+            rollup_error(|p| p.sources.push(SignalSource::Unknown)),
+            "events[0].pressure.sources[2]"
+        );
+        // A newer agent's name decodes as unknown and is refused by its path.
+        let mut json = serde_json::to_value(episode_batch(episode(NOW - 1_000))).expect("json");
+        json["events"][0]["drivers"][0] = serde_json::json!("gpu_stalls");
+        let decoded: Batch = serde_json::from_value(json).expect("decodes");
+        assert_eq!(
+            validate(&decoded, &Limits::default(), NOW).map_err(|e| e.path),
+            Err("events[0].drivers[0]".into())
+        );
+    }
+
+    #[test]
+    fn pressure_lists_are_bounded_and_without_repeats() {
+        assert_eq!(
+            episode_error(|e| e.drivers.push(PressureSignal::AllocStalls)),
+            "events[0].drivers[2]"
+        );
+        assert_eq!(
+            episode_error(|e| e.drivers = vec![PressureSignal::SwapIn; 300]),
+            "events[0].drivers"
+        );
+        assert_eq!(
+            rollup_error(|p| p.sources.push(SignalSource::GuestPsi)),
+            "events[0].pressure.sources[2]"
+        );
+        assert_eq!(
+            rollup_error(|p| p.sources = vec![SignalSource::BalloonStats; 4]),
+            "events[0].pressure.sources"
+        );
+    }
+
+    #[test]
+    fn episode_figures_are_bounded() {
+        assert_eq!(
+            episode_error(|e| e.exhaustion_secs = Some(MAX_EXHAUSTION_SECS)),
+            "accepted"
+        );
+        assert_eq!(
+            episode_error(|e| e.exhaustion_secs = Some(u64::MAX)),
+            "events[0].exhaustion_secs"
+        );
+        assert_eq!(
+            episode_error(|e| e.actual_kib = Some(MAX_MEMORY_KIB + 1)),
+            "events[0].actual_kib"
+        );
+        assert_eq!(
+            episode_error(|e| e.maximum_kib = Some(u64::MAX)),
+            "events[0].maximum_kib"
+        );
+        assert_eq!(
+            episode_error(|e| e.balloon_floor_kib = Some(u64::MAX)),
+            "events[0].balloon_floor_kib"
+        );
+        assert_eq!(
+            episode_error(|e| e.deficit_kib = Some(u64::MAX)),
+            "events[0].deficit_kib"
+        );
+        assert_eq!(
+            episode_error(|e| e.vm.uuid = "<img>".into()),
+            "events[0].vm.uuid"
+        );
+        assert_eq!(
+            episode_error(|e| e.vm.name = "x".repeat(600)),
+            "events[0].vm.name"
+        );
     }
 
     #[test]

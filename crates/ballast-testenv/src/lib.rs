@@ -2,8 +2,10 @@
 //! lab or database is a failure; elsewhere it is a loud skip. `.ci/run` sets `CI=true`;
 //! other CI systems set `CI` to `true`, `True`, `1` or `yes`. Also the one
 //! [`wait_until`] (and [`wait_until_async`]) every test uses to wait for a condition,
-//! and [`skip`], which records a skipped test where `scripts/test.sh` counts it.
+//! and [`skip`], which records a skipped test where `scripts/test.sh` counts it, and
+//! [`plan`], which test executables a build made (for `ballast-run-tests`).
 
+pub mod plan;
 mod skip;
 mod wait;
 

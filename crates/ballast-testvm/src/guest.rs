@@ -15,6 +15,7 @@ use crate::agent::{self, ExecOutput};
 use crate::error::{Error, Result};
 use crate::image::GuestImage;
 use crate::lab::Lab;
+use crate::lease::SharedLease;
 use crate::serial;
 use crate::slots::SlotGuard;
 use crate::spec::{Console, GuestSpec};
@@ -81,7 +82,8 @@ pub struct Guest {
     boot_started: Instant,
     /// The console pty held open by [`Guest::console_run`] (path, handle).
     console_tty: std::sync::Mutex<Option<(String, std::fs::File)>>,
-    _slot: SlotGuard,
+    /// Its guest slot and its share of the libvirtd lease, released after the domain.
+    _slot: (SlotGuard, SharedLease),
 }
 
 impl Guest {
@@ -92,7 +94,7 @@ impl Guest {
         image: GuestImage,
         accel: Accel,
         run_dir: PathBuf,
-        slot: SlotGuard,
+        slot: (SlotGuard, SharedLease),
     ) -> Guest {
         Guest {
             lab,

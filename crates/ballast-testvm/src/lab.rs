@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::guest::Guest;
 use crate::image::{self, GuestImage};
 use crate::kernel::GuestKernel;
+use crate::lease::{ExclusiveLease, Lease};
 use crate::names;
 use crate::proxmox::{ProxmoxGuest, ProxmoxSpec};
 use crate::settings::Settings;
@@ -44,6 +45,7 @@ pub struct Lab {
     settings: Settings,
     virsh: Virsh,
     slots: Slots,
+    lease: Lease,
     images: Mutex<HashMap<GuestKernel, GuestImage>>,
     accel: Mutex<Option<Accel>>,
     startup: LabStartup,
@@ -83,7 +85,8 @@ impl Lab {
         let virsh = Virsh::new(settings.libvirt_uri.clone());
         let swept = sweep::sweep(&settings, &virsh);
         Ok(Lab {
-            slots: Slots::new(settings.max_guests),
+            slots: Slots::new(settings.max_guests, settings.lab_dir.join("slots")),
+            lease: Lease::new(&settings.lab_dir),
             virsh,
             images: Mutex::new(HashMap::new()),
             accel: Mutex::new(None),
@@ -144,6 +147,11 @@ impl Lab {
     /// Boots several guests, taking their slots all at once (no deadlock between
     /// tests that each need several guests).
     pub fn boot_many(&'static self, specs: Vec<GuestSpec>) -> Result<Vec<Guest>> {
+        // Leases before slots: a restart holding the exclusive lease needs slots for its
+        // own guests, so nobody may sit on a slot while waiting for the lease.
+        let mut leases = (0..specs.len())
+            .map(|_| self.lease.shared())
+            .collect::<Result<Vec<_>>>()?;
         let mut slots = self.slots.acquire(specs.len())?;
         let mut guests = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -152,7 +160,8 @@ impl Lab {
             let name = names::next_name();
             let run_dir = self.new_run_dir(&name)?;
             let slot = slots.split_one().expect("one slot was acquired per spec");
-            let mut guest = Guest::new(self, name, spec, image, accel, run_dir, slot);
+            let lease = leases.pop().expect("one lease was taken per spec");
+            let mut guest = Guest::new(self, name, spec, image, accel, run_dir, (slot, lease));
             guest.define_and_start()?;
             guests.push(guest);
         }
@@ -171,9 +180,18 @@ impl Lab {
         ProxmoxGuest::start(self, name, spec, &image, accel, run_dir, slot)
     }
 
+    /// The lab's libvirtd to this test alone: waits until no other test's libvirt
+    /// guest exists (in this process or another test binary), and holds new ones
+    /// back while it lives. Take it before booting this test's own guests; a libvirtd
+    /// restart needs it ([`Lab::restart_libvirtd`]).
+    pub fn exclusive_libvirtd(&'static self) -> Result<ExclusiveLease> {
+        self.lease.exclusive()
+    }
+
     /// Stops libvirtd and starts it again (guests keep running); returns the time
-    /// until virsh answers again. Other threads' virsh calls wait meanwhile.
-    pub fn restart_libvirtd(&self) -> Result<Duration> {
+    /// until virsh answers again. Other threads' virsh calls wait meanwhile; other
+    /// tests' guests cannot exist, since the caller holds the exclusive lease.
+    pub fn restart_libvirtd(&self, _exclusive: &ExclusiveLease) -> Result<Duration> {
         let _guard = self
             .virsh
             .restart_lock

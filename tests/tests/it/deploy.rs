@@ -12,7 +12,8 @@
 //! [`packages_install_run_and_purge_in_a_clean_debian_13_root`] share one package
 //! build and run in parallel (figures in docs/deploy.md, "Test cost"):
 //! 1. scripts/package.sh builds ballast-agent, ballast-agent-libvirt and
-//!    ballast-collector; `dpkg-deb -f` shows ballast-agent does not depend on libvirt0;
+//!    ballast-collector (Cargo.toml's `package-test` profile: the packaging is what is
+//!    checked; `BALLAST_CARGO_PROFILE=release` packages the shipped build); `dpkg-deb -f` shows ballast-agent does not depend on libvirt0;
 //! 2. a minimal Debian 12 (bookworm) resp. 13 (trixie) root (`debootstrap
 //!    --variant=minbase`, plus systemd, libvirt0 for the libvirt flavour, procps
 //!    for the units' /bin/kill and adduser, which Debian 13's minbase lacks) is
@@ -338,8 +339,13 @@ fn packages() -> &'static Debs {
 /// scripts/package.sh: the three .deb files (its stdout lists them).
 fn build_packages() -> Debs {
     let started = Instant::now();
+    // Cargo.toml's `package-test` profile (a test build without debug info), unless the
+    // caller asks for another (BALLAST_CARGO_PROFILE=release checks the shipped build).
+    let profile =
+        std::env::var("BALLAST_CARGO_PROFILE").unwrap_or_else(|_| "package-test".to_string());
     let output = run(Command::new(repo().join("scripts/package.sh"))
         .current_dir(repo())
+        .env("BALLAST_CARGO_PROFILE", profile)
         .stderr(Stdio::inherit()));
     eprintln!("scripts/package.sh took {:?}", started.elapsed());
     let debs: Vec<PathBuf> = stdout(&output)

@@ -579,6 +579,10 @@ fn libvirtd_restart_while_ooms_are_injected_and_a_real_oom_kill() {
     else {
         return;
     };
+    // It restarts libvirtd: no other test's libvirt guest may exist meanwhile.
+    let exclusive = lab
+        .exclusive_libvirtd()
+        .expect("the lab's libvirtd to this test alone");
     let dir = scenario_dir(NAME);
     let rig = rig(lab, &dir, "fm-libvirtd");
 
@@ -592,9 +596,9 @@ fn libvirtd_restart_while_ooms_are_injected_and_a_real_oom_kill() {
         },
     );
     wait_on_serial(&rig.guest, &burst, 3, Duration::from_secs(120));
-    let first = lab.restart_libvirtd().expect("libvirtd restarts");
+    let first = lab.restart_libvirtd(&exclusive).expect("libvirtd restarts");
     wait_on_serial(&rig.guest, &burst, 10, Duration::from_secs(120));
-    let second = lab.restart_libvirtd().expect("libvirtd restarts");
+    let second = lab.restart_libvirtd(&exclusive).expect("libvirtd restarts");
     figure(
         NAME,
         &format!("two libvirtd restarts during the burst ({first:.1?}, {second:.1?})"),

@@ -382,6 +382,10 @@ mod smoke {
         else {
             return;
         };
+        // It restarts libvirtd: no other test's libvirt guest may exist meanwhile.
+        let exclusive = lab
+            .exclusive_libvirtd()
+            .expect("the lab's libvirtd to this test alone");
         let quiet = GuestSpec {
             loglevel: 4,
             ..GuestSpec::default()
@@ -390,7 +394,7 @@ mod smoke {
         guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
 
         // libvirtd restarts under a running guest: the guest survives, stats still flow.
-        let restart = lab.restart_libvirtd().expect("restart libvirtd");
+        let restart = lab.restart_libvirtd(&exclusive).expect("restart libvirtd");
         eprintln!("libvirtd restart: {restart:?}");
         assert_eq!(guest.state().expect("domstate"), "running");
         assert!(guest

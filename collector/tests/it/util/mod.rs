@@ -13,8 +13,9 @@ use ballast_collector::correlation::CorrelationSettings;
 use ballast_collector::ingest::prepare_batch;
 use ballast_collector::storage::PreparedBatch;
 use ballast_model::{
-    BalloonRollup, Batch, Envelope, Event, Inventory, MinMaxLast, OomEvent, VmConfig, VmInventory,
-    VmRef, SCHEMA_VERSION,
+    BalloonRollup, Batch, Envelope, EpisodePhase, Event, Inventory, MinMaxLast, OomEvent,
+    PressureEpisode, PressureRollup, PressureSignal, PressureSnapshot, RiskLevel, SignalSource,
+    VmConfig, VmInventory, VmRef, SCHEMA_VERSION,
 };
 
 pub use fixtures::{lab_inflated, oom_at_ms, tor_flat, LAB_UUID, MIB, TOR_UUID};
@@ -53,6 +54,90 @@ pub fn rollup(key: &str, uuid: &str, period_start_ms: i64, actual_kib: u64) -> E
             },
             alloc_stalls: Some(7),
             ..BalloonRollup::default()
+        })),
+    }
+}
+
+/// A rollup's pressure: stalls at `stalls_per_s`, PSI some at `psi_some`, risk `risk`.
+pub fn pressure(stalls_per_s: f64, psi_some: f64, risk: RiskLevel) -> PressureRollup {
+    PressureRollup {
+        sources: vec![SignalSource::BalloonCounters, SignalSource::GuestPsi],
+        peak: PressureSnapshot {
+            alloc_stalls_per_s: Some(stalls_per_s),
+            direct_scan_kib_per_s: Some(stalls_per_s * 64.0),
+            available_slope_kib_per_s: Some(-stalls_per_s * 100.0),
+            psi_some_avg10: Some(psi_some),
+            psi_full_avg10: Some(psi_some / 2.0),
+            psi_some_total_us: Some((psi_some * 1_000_000.0) as u64),
+            ..PressureSnapshot::default()
+        },
+        risk,
+    }
+}
+
+/// `rollup` carrying `pressure`.
+pub fn rollup_with_pressure(
+    key: &str,
+    uuid: &str,
+    period_start_ms: i64,
+    actual_kib: u64,
+    pressure: PressureRollup,
+) -> Envelope {
+    let mut envelope = rollup(key, uuid, period_start_ms, actual_kib);
+    if let Event::Rollup(inner) = &mut envelope.event {
+        inner.pressure = Some(pressure);
+    }
+    envelope
+}
+
+/// One phase of a pressure episode of `uuid` that started at `started_at_ms`: the
+/// balloon at its 128 MiB floor, the guest short of `deficit_kib`.
+pub fn episode(
+    key: &str,
+    uuid: &str,
+    phase: EpisodePhase,
+    started_at_ms: i64,
+    at_ms: i64,
+    level: RiskLevel,
+    deficit_kib: u64,
+) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Pressure(Box::new(PressureEpisode {
+            vm: VmRef {
+                uuid: uuid.into(),
+                name: format!("vm-{}", &uuid[uuid.len() - 3..]),
+            },
+            phase,
+            started_at_ms,
+            at_ms,
+            level,
+            drivers: if level == RiskLevel::Critical {
+                vec![PressureSignal::PsiFull, PressureSignal::AllocStalls]
+            } else {
+                vec![PressureSignal::AllocStalls]
+            },
+            exhaustion_secs: (phase != EpisodePhase::End).then_some(90),
+            signals: pressure(
+                if phase == EpisodePhase::End {
+                    0.0
+                } else {
+                    25.0
+                },
+                if level == RiskLevel::Critical {
+                    60.0
+                } else {
+                    20.0
+                },
+                level,
+            )
+            .peak,
+            actual_kib: Some(128 * MIB),
+            maximum_kib: Some(512 * MIB),
+            balloon_floor_kib: Some(128 * MIB),
+            at_balloon_floor: true,
+            deficit_kib: Some(deficit_kib),
         })),
     }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use ballast_collector::records::Signals;
 use ballast_collector::retention;
+use ballast_collector::storage::episodes;
 use ballast_collector::storage::queries::{self, GroupBy, OomFilter};
 use ballast_collector::storage::{Param, Query, Store, StoreError};
 
@@ -395,12 +397,21 @@ fn minutes(host_key: &str, uuid: &str, start_ms: i64, hours: i64) -> Vec<Envelop
     (0..hours * 60)
         .map(|minute| {
             let actual = (200 + (minute * 37) % 300) as u64 * MIB;
-            rollup(
-                &format!("{host_key}/r/{minute}"),
-                uuid,
-                start_ms + minute * 60_000,
-                actual,
-            )
+            let key = format!("{host_key}/r/{minute}");
+            let start = start_ms + minute * 60_000;
+            // Every fifth minute carries pressure signals, so an hour folds minutes
+            // with and without them.
+            if minute % 5 == 0 {
+                let stalls = ((minute * 13) % 40) as f64 + 0.25;
+                let risk = match minute % 3 {
+                    0 => RiskLevel::Ok,
+                    1 => RiskLevel::Elevated,
+                    _ => RiskLevel::Critical,
+                };
+                rollup_with_pressure(&key, uuid, start, actual, pressure(stalls, stalls, risk))
+            } else {
+                rollup(&key, uuid, start, actual)
+            }
         })
         .collect()
 }
@@ -556,4 +567,239 @@ pub async fn minute_rollups_compact_into_hours(store: Arc<dyn Store>) {
         .await,
         3
     );
+}
+
+/// A VM's pressure: rollups with and without signals read back with their peaks and
+/// `signals`; one episode's start, peak and end (the end before the peak, as a resend
+/// after an outage may bring them) fold into one row, each phase stored once however
+/// often it is sent; open episodes are the VMs under pressure now; retention deletes
+/// episodes last seen before the cut.
+pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
+    let other = "7d3c41a2-5b1e-4f3e-9a6b-00000000a002";
+    let start = oom_at_ms() - 20 * 60_000;
+    let rollups = vec![
+        rollup_with_pressure(
+            "pve1/r/p0",
+            LAB_UUID,
+            start,
+            200 * MIB,
+            pressure(12.5, 33.25, RiskLevel::Critical),
+        ),
+        rollup("pve1/r/p1", LAB_UUID, start + 60_000, 200 * MIB),
+    ];
+    let response = store
+        .ingest(prepared(batch("pve1", rollups)))
+        .await
+        .expect("rollups");
+    assert_eq!(response.accepted, 2);
+    let points = queries::vm_memory(
+        store.as_ref(),
+        "pve1",
+        LAB_UUID,
+        0,
+        i64::MAX,
+        100,
+        queries::Resolution::Stored,
+    )
+    .await
+    .expect("memory")
+    .points;
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].signals, Signals::Measured);
+    assert_eq!(
+        points[0].pressure,
+        Some(pressure(12.5, 33.25, RiskLevel::Critical)),
+        "what the agent sent reads back"
+    );
+    assert_eq!(points[1].signals, Signals::None);
+    assert_eq!(points[1].pressure, None);
+
+    let s = start;
+    let phases = |keys: &[&str]| -> Vec<Envelope> {
+        let all = [
+            episode(
+                "pve1/p/1s",
+                LAB_UUID,
+                EpisodePhase::Start,
+                s,
+                s,
+                RiskLevel::Elevated,
+                64 * MIB,
+            ),
+            episode(
+                "pve1/p/1p",
+                LAB_UUID,
+                EpisodePhase::Peak,
+                s,
+                s + 60_000,
+                RiskLevel::Critical,
+                96 * MIB,
+            ),
+            episode(
+                "pve1/p/1e",
+                LAB_UUID,
+                EpisodePhase::End,
+                s,
+                s + 300_000,
+                RiskLevel::Critical,
+                32 * MIB,
+            ),
+            episode(
+                "pve1/p/2s",
+                other,
+                EpisodePhase::Start,
+                s + 120_000,
+                s + 120_000,
+                RiskLevel::Elevated,
+                MIB,
+            ),
+            // An earlier episode of the other VM whose end never came (its agent
+            // restarted): the later one supersedes it.
+            episode(
+                "pve1/p/0s",
+                other,
+                EpisodePhase::Start,
+                s - 60_000,
+                s - 60_000,
+                RiskLevel::Critical,
+                MIB,
+            ),
+            episode(
+                "pve1/p/3s",
+                TOR_UUID,
+                EpisodePhase::Start,
+                s + 60_000,
+                s + 200_000,
+                RiskLevel::Critical,
+                MIB,
+            ),
+        ];
+        all.into_iter()
+            .filter(|e| keys.contains(&e.key.as_str()))
+            .collect()
+    };
+    let first = store
+        .ingest(prepared(batch(
+            "pve1",
+            phases(&["pve1/p/1s", "pve1/p/1e", "pve1/p/2s", "pve1/p/0s"]),
+        )))
+        .await
+        .expect("phases");
+    assert_eq!((first.accepted, first.duplicates), (4, 0));
+    let again = store
+        .ingest(prepared(batch(
+            "pve1",
+            phases(&[
+                "pve1/p/1s",
+                "pve1/p/1p",
+                "pve1/p/1e",
+                "pve1/p/2s",
+                "pve1/p/3s",
+            ]),
+        )))
+        .await
+        .expect("resend");
+    assert_eq!(
+        (again.accepted, again.duplicates),
+        (2, 3),
+        "each phase once"
+    );
+
+    let episodes = episodes::vm_episodes(store.as_ref(), "pve1", LAB_UUID, 0, i64::MAX, 100)
+        .await
+        .expect("episodes");
+    assert_eq!(episodes.len(), 1, "three phases, one episode");
+    let one = &episodes[0];
+    assert_eq!(one.started_at_ms, s);
+    assert_eq!(one.ended_at_ms, Some(s + 300_000));
+    assert_eq!(one.last_at_ms, s + 300_000);
+    assert_eq!(one.level, RiskLevel::Critical);
+    assert_eq!(
+        one.drivers,
+        vec![PressureSignal::PsiFull, PressureSignal::AllocStalls],
+        "the peak's drivers, though the end arrived before it"
+    );
+    assert_eq!(one.exhaustion_secs, Some(90));
+    assert_eq!(
+        one.signals.alloc_stalls_per_s,
+        Some(25.0),
+        "the peak's, not the calm end's"
+    );
+    assert_eq!(one.peak_psi_some_avg10, Some(60.0));
+    assert_eq!(one.deficit_kib, Some(96 * MIB), "the largest deficit");
+    assert!(one.at_balloon_floor);
+    assert_eq!(one.balloon_floor_kib, Some(128 * MIB));
+    assert_eq!(one.name, format!("vm-{}", &LAB_UUID[LAB_UUID.len() - 3..]));
+    // Another host's VM of the same uuid is not this one.
+    assert!(
+        episodes::vm_episodes(store.as_ref(), "pve2", LAB_UUID, 0, i64::MAX, 100)
+            .await
+            .expect("episodes")
+            .is_empty()
+    );
+    // An episode that ended before the range asked is not in it.
+    assert!(
+        episodes::vm_episodes(store.as_ref(), "pve1", LAB_UUID, s + 301_000, i64::MAX, 100)
+            .await
+            .expect("episodes")
+            .is_empty()
+    );
+
+    let open = episodes::open_episodes(store.as_ref(), 0, 10)
+        .await
+        .expect("open");
+    let open: Vec<(&str, RiskLevel)> = open.iter().map(|e| (e.uuid.as_str(), e.level)).collect();
+    assert_eq!(
+        open,
+        vec![
+            (TOR_UUID, RiskLevel::Critical),
+            (other, RiskLevel::Elevated)
+        ],
+        "open only (not the superseded one), newest activity first"
+    );
+    assert_eq!(
+        episodes::open_episodes(store.as_ref(), 0, 1)
+            .await
+            .expect("open")
+            .len(),
+        1,
+        "bounded"
+    );
+    assert_eq!(
+        episodes::vms_under_pressure(store.as_ref(), 0)
+            .await
+            .expect("count"),
+        (1, 1)
+    );
+
+    let settings = ballast_collector::retention::RetentionSettings {
+        rollups: std::time::Duration::from_secs(10 * 60),
+        minute_rollups: std::time::Duration::from_secs(48 * 3600),
+        ooms: std::time::Duration::from_secs(86_400),
+        interval: std::time::Duration::from_secs(3600),
+        batch_rows: 1,
+    };
+    // At s + 12 min the cut is s + 2 min: the superseded episode (last seen at
+    // s - 1 min) goes; the first (last at s + 5 min), the other VM's (s + 2 min) and
+    // the third stay.
+    let deleted = retention::run_pass(store.as_ref(), &settings, s + 12 * 60_000)
+        .await
+        .expect("retention");
+    let count = |store: Arc<dyn Store>| async move {
+        store
+            .query(Query::new(
+                "SELECT COUNT(*) FROM pressure_episodes",
+                Vec::new(),
+            ))
+            .await
+            .expect("count")[0]
+            .int_or_zero(0)
+    };
+    assert_eq!(count(Arc::clone(&store)).await, 3);
+    assert_eq!(deleted.ooms, 0);
+    // At s + 16 min the cut is s + 6 min: all three go, one per batch.
+    retention::run_pass(store.as_ref(), &settings, s + 16 * 60_000)
+        .await
+        .expect("retention");
+    assert_eq!(count(Arc::clone(&store)).await, 0);
 }
