@@ -167,7 +167,8 @@ impl VmState {
         } else {
             self.pressure_window.push(at, &snapshot);
             if let Some(rollup) = self.rollup.as_mut() {
-                crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot);
+                // What the collector accepts: a hostile figure is missing, not the rollup.
+                crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot.bounded());
             }
             self.pressure = Some(snapshot);
         }

@@ -127,8 +127,8 @@ impl EpisodeTracker {
             open.calm_polls += 1;
             if open.first_calm.is_none() {
                 open.first_calm = Some(CalmPoll {
-                    at_ms: epoch_ms(obs.at),
-                    signals: *obs.signals,
+                    at_ms: epoch_ms(obs.at).max(open.started_at_ms),
+                    signals: obs.signals.bounded(),
                     actual_kib: obs.actual_kib,
                     maximum_kib: obs.maximum_kib,
                     floor_kib: obs.floor_kib,
@@ -217,7 +217,9 @@ impl EpisodeTracker {
             vm: vm.clone(),
             phase: EpisodePhase::End,
             started_at_ms: open.started_at_ms,
-            at_ms: calm.map_or_else(|| epoch_ms(at), |c| c.at_ms),
+            at_ms: calm
+                .map_or_else(|| epoch_ms(at), |c| c.at_ms)
+                .max(open.started_at_ms),
             level: open.worst,
             drivers: open.worst_drivers,
             exhaustion_secs: None,
@@ -241,11 +243,13 @@ impl EpisodeTracker {
             vm: vm.clone(),
             phase,
             started_at_ms: open.started_at_ms,
-            at_ms: epoch_ms(obs.at),
+            // A host clock stepping back never puts a phase before its start.
+            at_ms: epoch_ms(obs.at).max(open.started_at_ms),
             level: obs.assessment.level,
             drivers: obs.assessment.drivers.clone(),
             exhaustion_secs: obs.assessment.exhaustion_secs,
-            signals: *obs.signals,
+            // What the collector accepts: a hostile figure is missing, not the event.
+            signals: obs.signals.bounded(),
             actual_kib: obs.actual_kib,
             maximum_kib: obs.maximum_kib,
             balloon_floor_kib: obs.floor_kib,
@@ -408,6 +412,40 @@ mod tests {
         assert!(!obs(None, Some(950 * MIB)).at_floor());
         // A hostile floor does not overflow.
         assert!(obs(Some(0), Some(u64::MAX)).at_floor());
+    }
+
+    #[test]
+    fn events_carry_only_figures_the_collector_accepts_and_never_go_back_in_time() {
+        let mut tracker = EpisodeTracker::default();
+        let hostile = PressureSnapshot {
+            alloc_stalls_per_s: Some(1e11),
+            psi_full_avg10: Some(f64::NAN),
+            major_faults_per_s: Some(3.0),
+            ..PressureSnapshot::default()
+        };
+        let elevated = assessment(E, None);
+        let calm = assessment(O, None);
+        let obs = |secs: u64, assessment| Observation {
+            at: at(secs),
+            assessment,
+            signals: &hostile,
+            actual_kib: None,
+            maximum_kib: None,
+            floor_kib: None,
+        };
+        let start = tracker.observe(&vm(), &obs(100, &elevated)).expect("start");
+        assert_eq!(start.signals, hostile.bounded());
+        assert_eq!(start.signals.major_faults_per_s, Some(3.0));
+        assert_eq!(start.signals.alloc_stalls_per_s, None);
+        // The host clock steps back 50 s: the end is not before the start.
+        for secs in [50, 60, 70] {
+            if let Some(end) = tracker.observe(&vm(), &obs(secs, &calm)) {
+                assert_eq!(end.phase, EpisodePhase::End);
+                assert!(end.at_ms >= end.started_at_ms, "{end:?}");
+                assert_eq!(end.signals, hostile.bounded());
+            }
+        }
+        assert_eq!(tracker.current(), None, "ended");
     }
 
     #[test]

@@ -35,7 +35,7 @@ impl VmRisk {
         sample: &BalloonSample,
         config: Option<&DomainConfig>,
     ) -> Option<PressureEpisode> {
-        let floor_kib = config.and_then(|c| c.current_memory_kib);
+        let floor_kib = ballast_model::plausible_kib(config.and_then(|c| c.current_memory_kib));
         let point = RiskPoint {
             at,
             snapshot: *snapshot,
