@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::{BalloonRollup, NearMissKind, PressureSnapshot};
+use ballast_model::{BalloonRollup, NearMissKind, PressureEpisode, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
+use crate::pressure::risk::rank;
+use crate::pressure::vm_risk::VmRisk;
 use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
@@ -59,6 +61,11 @@ pub enum Change {
         actual_kib: u64,
         previous_kib: Option<u64>,
     },
+    /// A pressure episode started, peaked or ended.
+    Pressure {
+        id: DomainId,
+        episode: Box<PressureEpisode>,
+    },
 }
 
 impl Change {
@@ -72,7 +79,8 @@ impl Change {
             | Change::Rebooted(id)
             | Change::SuspectOom { id, .. }
             | Change::NearMiss { id, .. }
-            | Change::BalloonMoved { id, .. } => id,
+            | Change::BalloonMoved { id, .. }
+            | Change::Pressure { id, .. } => id,
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct VmState {
     pub stale: bool,
     pub last_oom_at: Option<SystemTime>,
     pub oom_count: u64,
+    /// The risk model's state: its latest assessment and the episode under way.
+    pub risk: VmRisk,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
     last_near_miss: BTreeMap<NearMissKind, SystemTime>,
@@ -117,6 +127,7 @@ impl VmState {
             stale: false,
             last_oom_at: None,
             oom_count: 0,
+            risk: VmRisk::default(),
             last_update_seen: None,
             unchanged_polls: 0,
             last_near_miss: BTreeMap::new(),
@@ -145,23 +156,29 @@ impl VmState {
 
     /// The signals of the poll at `at`: its sample, the counters read in it, the PSI
     /// reading while fresh.
-    fn observe_pressure(&mut self, at: SystemTime) {
-        let Some(sample) = self.last_sample.as_ref() else {
-            return;
-        };
+    fn observe_pressure(&mut self, at: SystemTime) -> Option<Change> {
+        let sample = self.last_sample.clone()?;
         let counters = self.counters.as_ref().filter(|_| self.counters_fresh);
         let psi = self.psi.as_ref().and_then(|reading| reading.fresh_at(at));
-        let snapshot = self.signals.observe(at, sample, counters, psi);
+        let snapshot = self.signals.observe(at, &sample, counters, psi);
         self.counters_fresh = false;
         if snapshot.sources().is_empty() {
             self.pressure = None;
-            return;
+        } else {
+            self.pressure_window.push(at, &snapshot);
+            if let Some(rollup) = self.rollup.as_mut() {
+                // What the collector accepts: a hostile figure is missing, not the rollup.
+                crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot.bounded());
+            }
+            self.pressure = Some(snapshot);
         }
-        self.pressure_window.push(at, &snapshot);
-        if let Some(rollup) = self.rollup.as_mut() {
-            crate::pressure::rollup::fold(&mut rollup.pressure, &snapshot);
+        // The risk reads the sample too (MemAvailable, the balloon) when no signal
+        // rate is known yet.
+        let change = self.observe_risk(at, &snapshot, &sample);
+        if let Some(level) = self.risk.level() {
+            self.raise_rollup_risk(level);
         }
-        self.pressure = Some(snapshot);
+        change
     }
 
     /// The balloon as the host saw it at an OOM, and that sample's time. Never a sample
@@ -261,6 +278,37 @@ impl VmState {
         }
         finished
     }
+
+    /// Reads this poll's risk; the episode event it makes, as a change.
+    /// Raises the open minute rollup's `pressure.risk` to `level` (never lowers it; a
+    /// period without signals has no `pressure` and stays without one).
+    fn raise_rollup_risk(&mut self, level: ballast_model::RiskLevel) {
+        let pressure = self
+            .rollup
+            .as_mut()
+            .and_then(|rollup| rollup.pressure.as_mut());
+        if let Some(pressure) = pressure {
+            if rank(level) > rank(pressure.risk) {
+                pressure.risk = level;
+            }
+        }
+    }
+
+    fn observe_risk(
+        &mut self,
+        at: SystemTime,
+        snapshot: &PressureSnapshot,
+        sample: &BalloonSample,
+    ) -> Option<Change> {
+        let vm = crate::wire::vm_ref(&self.id);
+        let episode = self
+            .risk
+            .observe(&vm, at, snapshot, sample, self.config.as_ref())?;
+        Some(Change::Pressure {
+            id: self.id.clone(),
+            episode: Box::new(episode),
+        })
+    }
 }
 
 /// One read of a guest's `/proc/pressure/memory`.
@@ -289,6 +337,8 @@ pub struct Fleet {
     vms: BTreeMap<String, Box<VmState>>,
     history_capacity: usize,
     finished_rollups: Vec<BalloonRollup>,
+    /// Pressure events suppressed for VMs that went away.
+    gone_pressure_suppressed: u64,
 }
 
 impl Fleet {
@@ -297,6 +347,7 @@ impl Fleet {
             vms: BTreeMap::new(),
             history_capacity,
             finished_rollups: Vec::new(),
+            gone_pressure_suppressed: 0,
         }
     }
 
@@ -357,6 +408,16 @@ impl Fleet {
                 if let Some(rollup) = vm.rollup.take() {
                     self.finished_rollups.push(rollup);
                 }
+                let ended = vm.risk.vm_gone(&crate::wire::vm_ref(&vm.id), at);
+                self.gone_pressure_suppressed = self
+                    .gone_pressure_suppressed
+                    .saturating_add(vm.risk.episodes().suppressed());
+                if let Some(episode) = ended {
+                    changes.push(Change::Pressure {
+                        id: vm.id.clone(),
+                        episode: Box::new(episode),
+                    });
+                }
                 changes.push(Change::Gone(vm.id));
             }
         }
@@ -413,34 +474,22 @@ impl Fleet {
     }
 
     /// Turns the poll at `at` into each sampled VM's pressure snapshot, after its
-    /// counters were applied ([`Self::apply_counters`]); VMs not sampled at `at` keep
-    /// theirs.
-    pub fn observe_pressure(&mut self, at: SystemTime) {
-        for vm in self.vms.values_mut() {
-            if vm.sampled_at == Some(at) {
-                vm.observe_pressure(at);
-            }
-        }
+    /// counters were applied ([`Self::apply_counters`]), and reads its risk; VMs not
+    /// sampled at `at` keep theirs. The pressure episodes it starts, peaks or ends.
+    pub fn observe_pressure(&mut self, at: SystemTime) -> Vec<Change> {
+        self.vms
+            .values_mut()
+            .filter(|vm| vm.sampled_at == Some(at))
+            .filter_map(|vm| vm.observe_pressure(at))
+            .collect()
     }
 
     /// Raises the risk of the VM's open minute rollup to `level` (for the risk model:
     /// a rollup's `pressure.risk` is the period's highest); a period without signals
     /// has no `pressure` and stays without one.
     pub fn raise_rollup_risk(&mut self, id: &DomainId, level: ballast_model::RiskLevel) {
-        let rank = |level: ballast_model::RiskLevel| match level {
-            ballast_model::RiskLevel::Critical => 2,
-            ballast_model::RiskLevel::Elevated => 1,
-            _ => 0,
-        };
-        let pressure = self
-            .vms
-            .get_mut(&id.uuid)
-            .and_then(|vm| vm.rollup.as_mut())
-            .and_then(|rollup| rollup.pressure.as_mut());
-        if let Some(pressure) = pressure {
-            if rank(level) > rank(pressure.risk) {
-                pressure.risk = level;
-            }
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.raise_rollup_risk(level);
         }
     }
 
@@ -469,6 +518,14 @@ impl Fleet {
             vm.last_oom_at = Some(at);
             vm.oom_count += 1;
         }
+    }
+
+    /// Pressure episode events not sent since start: VMs over their hourly budget.
+    pub fn pressure_events_suppressed(&self) -> u64 {
+        self.vms
+            .values()
+            .map(|vm| vm.risk.episodes().suppressed())
+            .fold(self.gone_pressure_suppressed, u64::saturating_add)
     }
 
     /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).
@@ -776,6 +833,107 @@ mod tests {
     }
 
     #[test]
+    fn risk_goes_into_the_rollup_and_a_vm_that_goes_away_ends_its_episode() {
+        let mut fleet = Fleet::new(100);
+        let mut changes = Vec::new();
+        // MemAvailable under 10 % of MemTotal for three polls of one minute.
+        for second in [0, 10, 20, 30] {
+            let usable = if second == 0 { 300_000 } else { 30_000 };
+            changes.extend(fleet.apply_poll(
+                at(second),
+                vec![(id(1), sample(524_288, usable, second + 1))],
+            ));
+            changes.extend(fleet.observe_pressure(at(second)));
+        }
+        let starts: Vec<&PressureEpisode> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::Pressure { episode, .. } => Some(&**episode),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(starts.len(), 1, "{changes:?}");
+        assert_eq!(starts[0].phase, ballast_model::EpisodePhase::Start);
+        fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 30_000, 61))]);
+        fleet.observe_pressure(at(60));
+        let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
+        let pressure = rollup.pressure.expect("the minute's pressure");
+        assert_eq!(pressure.risk, ballast_model::RiskLevel::Elevated);
+        assert_eq!(
+            pressure.sources,
+            [ballast_model::SignalSource::BalloonStats]
+        );
+        let gone = fleet.apply_poll(at(70), Vec::new());
+        assert!(
+            matches!(
+                gone.as_slice(),
+                [Change::Pressure { episode, .. }, Change::Gone(_)]
+                    if episode.phase == ballast_model::EpisodePhase::End
+            ),
+            "{gone:?}"
+        );
+        // A VM without guest figures has no pressure in its rollup.
+        let mut fleet = Fleet::new(100);
+        let blind = BalloonSample {
+            actual_kib: Some(524_288),
+            ..BalloonSample::default()
+        };
+        fleet.apply_poll(at(0), vec![(id(2), blind.clone())]);
+        fleet.observe_pressure(at(0));
+        fleet.apply_poll(at(60), vec![(id(2), blind)]);
+        fleet.observe_pressure(at(60));
+        let rollup = fleet.take_finished_rollups().pop().expect("a rollup");
+        assert_eq!(rollup.pressure, None);
+    }
+
+    #[test]
+    fn the_guests_own_stall_counters_drive_its_risk() {
+        let mut fleet = Fleet::new(100);
+        let mut episodes = Vec::new();
+        // MemAvailable short but steady at 15 %; the guest stalls 10 times a second and
+        // reclaims 4 MiB/s directly (QEMU's guest-stats, cumulative).
+        for poll in 0..6u64 {
+            let secs = poll * 10;
+            fleet.apply_poll(at(secs), vec![(id(1), sample(524_288, 70_000, secs + 1))]);
+            fleet.apply_counters(
+                &id(1),
+                GuestCounters {
+                    oom_kills: Some(0),
+                    alloc_stalls: Some(poll * 100),
+                    direct_reclaims_bytes: Some(poll * 40 * 1024 * 1024),
+                    direct_scans_bytes: Some(poll * 80 * 1024 * 1024),
+                    async_scans_bytes: Some(0),
+                    async_reclaims_bytes: Some(0),
+                    last_update_epoch_secs: Some(1_800_000_000 + secs),
+                },
+            );
+            episodes.extend(fleet.observe_pressure(at(secs)));
+        }
+        let vm = fleet.get(&id(1).uuid).expect("vm");
+        let assessment = vm.risk.assessment().expect("assessed");
+        assert_eq!(
+            assessment.level,
+            ballast_model::RiskLevel::Elevated,
+            "{assessment:?}"
+        );
+        assert!(
+            assessment
+                .drivers
+                .contains(&ballast_model::PressureSignal::AllocStalls),
+            "{assessment:?}"
+        );
+        assert!(assessment
+            .sources
+            .contains(&ballast_model::SignalSource::BalloonCounters));
+        assert!(
+            matches!(episodes.as_slice(), [Change::Pressure { episode, .. }]
+                if episode.phase == ballast_model::EpisodePhase::Start
+                    && episode.signals.alloc_stalls_per_s.is_some()),
+            "{episodes:?}"
+        );
+    }
+
+    #[test]
     fn rollups_close_when_the_minute_ends() {
         let mut fleet = Fleet::new(100);
         for second in [0, 10, 20, 30, 40, 50] {
@@ -870,10 +1028,10 @@ mod tests {
             .iter()
             .find(|rollup| rollup.vm.uuid == old.uuid)
             .expect("the old VM went away: its rollup closed");
+        // The risk model's reading: MemAvailable falling ~1 MiB/s, out within 600 s.
         assert_eq!(
             gone.pressure.as_ref().map(|p| p.risk),
-            Some(ballast_model::RiskLevel::Ok),
-            "the risk model raises it, not the signals"
+            Some(ballast_model::RiskLevel::Elevated)
         );
         assert_eq!(
             gone.pressure.as_ref().map(|p| p.sources.clone()),

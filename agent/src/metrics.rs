@@ -68,6 +68,8 @@ pub struct AgentCounters {
     pub spool_bytes: u64,
     pub spool_events: u64,
     pub dropped_rollups: u64,
+    /// (vm uuid, vm name) -> pressure episodes started (their start sent).
+    pub pressure_episodes: BTreeMap<(String, String), u64>,
 }
 
 /// What the exporter reads: the fleet and the counters, shared with the run loop, and
@@ -135,7 +137,7 @@ fn kib(value: Option<u64>) -> Option<u64> {
 }
 
 /// The per-VM gauges, in the order of the exposition.
-const VM_GAUGES: [VmGauge; 8] = [
+const VM_GAUGES: [VmGauge; 10] = [
     (
         "ballast_vm_balloon_actual_bytes",
         "Memory the balloon leaves the guest (libvirt balloon.current).",
@@ -175,6 +177,16 @@ const VM_GAUGES: [VmGauge; 8] = [
         "ballast_vm_guest_oom_kills",
         "QEMU's stat-oom-kills counter of the guest (Linux >= 6.12), guest-reported.",
         |vm| vm.counters.as_ref().and_then(|c| c.oom_kills),
+    ),
+    (
+        "ballast_vm_pressure_risk",
+        "Guest memory pressure risk: 0 ok, 1 elevated, 2 critical; no series when the VM has no pressure signals (unknown).",
+        |vm| vm.risk.level().map(|level| u64::from(crate::pressure::risk::rank(level))),
+    ),
+    (
+        "ballast_vm_pressure_exhaustion_seconds",
+        "Predicted seconds until guest MemAvailable runs out at its current fall; no series when it is not falling.",
+        |vm| vm.risk.assessment().and_then(|a| a.exhaustion_secs),
     ),
 ];
 
@@ -276,6 +288,7 @@ struct AgentScrape {
     /// Per VM with signals: its labels, [`SIGNAL_GAUGES`] and [`PSI_TOTALS`].
     signals: Vec<VmSignals>,
     counters: AgentCounters,
+    pressure_suppressed: u64,
 }
 
 impl AgentScrape {
@@ -311,6 +324,7 @@ impl AgentScrape {
             values,
             signals,
             counters,
+            pressure_suppressed: fleet.pressure_events_suppressed(),
         }
     }
 }
@@ -364,6 +378,24 @@ impl Collector for AgentScrape {
             let labels = [("kind", kind.as_str().to_string())];
             ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_pressure_episodes_total",
+            "Guest memory pressure episodes started (risk left ok), by VM.",
+        )?;
+        for ((uuid, name), count) in &c.pressure_episodes {
+            let labels = [
+                ("vm_uuid", bounded_label(uuid)),
+                ("vm_name", bounded_label(name)),
+            ];
+            ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "ballast_agent_pressure_events_suppressed_total",
+            "Pressure episode events not sent: a VM over its hourly budget of episode events.",
+            self.pressure_suppressed,
+        )?;
         gauge(
             &mut encoder,
             "ballast_agent_vms",
@@ -753,6 +785,68 @@ mod tests {
             text.contains("# TYPE ballast_vm_guest_mem_available_bytes gauge\n")
                 && !text.contains("ballast_vm_guest_mem_available_bytes{"),
             "missing values are not exported as 0"
+        );
+    }
+
+    #[test]
+    fn pressure_risk_and_exhaustion_are_exported_and_unknown_is_no_series() {
+        let mut fleet = Fleet::new(10);
+        let vm = |n: u32| DomainId {
+            uuid: format!("u{n}"),
+            name: format!("vm{n}"),
+        };
+        // vm1: MemAvailable falls 20 MiB a poll from 200 MiB; vm2 has no guest figures.
+        for poll in 0..5u64 {
+            let at = UNIX_EPOCH + Duration::from_secs(1_800_000_000 + poll * 10);
+            let squeezed = BalloonSample {
+                actual_kib: Some(524_288),
+                maximum_kib: Some(524_288),
+                available_kib: Some(468 * 1024),
+                usable_kib: Some((200 - 20 * poll) * 1024),
+                last_update_epoch_secs: Some(1_800_000_000 + poll * 10),
+                ..BalloonSample::default()
+            };
+            let blind = BalloonSample {
+                actual_kib: Some(524_288),
+                ..BalloonSample::default()
+            };
+            fleet.apply_poll(at, vec![(vm(1), squeezed), (vm(2), blind)]);
+            fleet.observe_pressure(at);
+        }
+        let mut counters = AgentCounters::default();
+        counters
+            .pressure_episodes
+            .insert(("u1".into(), "vm1".into()), 1);
+        let text = render(&fleet, &counters);
+        // 120 MiB left, falling 2 MiB/s: 60 s.
+        assert_eq!(
+            value(
+                &text,
+                "ballast_vm_pressure_risk{vm_uuid=\"u1\",vm_name=\"vm1\"}"
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ballast_vm_pressure_exhaustion_seconds{vm_uuid=\"u1\",vm_name=\"vm1\"}"
+            ),
+            60.0
+        );
+        assert!(
+            !text.contains("ballast_vm_pressure_risk{vm_uuid=\"u2\""),
+            "a VM without signals is unknown, not ok: {text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ballast_pressure_episodes_total{vm_uuid=\"u1\",vm_name=\"vm1\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "ballast_agent_pressure_events_suppressed_total"),
+            0.0
         );
     }
 

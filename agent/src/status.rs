@@ -43,6 +43,13 @@ pub struct VmStatus {
     pub last_oom_epoch_secs: Option<u64>,
     pub oom_count: u64,
     pub findings: Vec<String>,
+    /// The memory pressure risk (`ok`, `elevated`, `critical`); None: the VM has no
+    /// pressure signals, so the risk is unknown.
+    #[serde(default)]
+    pub risk: Option<String>,
+    /// Predicted seconds until MemAvailable runs out, when it is falling.
+    #[serde(default)]
+    pub exhaustion_secs: Option<u64>,
     /// The pressure signals at the last poll; None: the VM has none (`signals: none`).
     #[serde(default)]
     pub signals: Option<PressureSnapshot>,
@@ -76,6 +83,8 @@ impl Status {
                     last_oom_epoch_secs: vm.last_oom_at.map(epoch_secs),
                     oom_count: vm.oom_count,
                     findings,
+                    risk: vm.risk.level().map(|level| level.as_str().to_string()),
+                    exhaustion_secs: vm.risk.assessment().and_then(|a| a.exhaustion_secs),
                     signals: vm.pressure_snapshot().copied(),
                 }
             })
@@ -124,8 +133,8 @@ impl Status {
         }
         let _ = writeln!(
             out,
-            "{:<24} {:>9} {:>9} {:>10} {:>6} {:>20}  findings",
-            "NAME", "MAX MiB", "BALLOON", "AVAIL MiB", "STALE", "LAST OOM (UTC)"
+            "{:<24} {:>9} {:>9} {:>10} {:>6} {:>16} {:>20}  findings",
+            "NAME", "MAX MiB", "BALLOON", "AVAIL MiB", "STALE", "RISK", "LAST OOM (UTC)"
         );
         for vm in &self.vms {
             let mib = |kib: Option<u64>| {
@@ -135,14 +144,22 @@ impl Status {
                 || "-".to_string(),
                 |secs| format!("{} ({}x)", utc(secs), vm.oom_count),
             );
+            let risk = match (&vm.risk, vm.exhaustion_secs) {
+                (None, _) => "unknown".to_string(),
+                (Some(level), Some(secs)) if level != "ok" => {
+                    format!("{} ({secs} s)", printable(level))
+                }
+                (Some(level), _) => printable(level),
+            };
             let _ = writeln!(
                 out,
-                "{:<24} {:>9} {:>9} {:>10} {:>6} {:>20}  {}",
+                "{:<24} {:>9} {:>9} {:>10} {:>6} {:>16} {:>20}  {}",
                 printable(&vm.name),
                 mib(vm.maximum_kib),
                 mib(vm.actual_kib),
                 mib(vm.usable_kib),
                 if vm.stale { "yes" } else { "no" },
+                risk,
                 last_oom,
                 vm.findings.join(",")
             );
@@ -249,6 +266,8 @@ mod tests {
                 last_oom_epoch_secs: Some(1_795_658_493),
                 oom_count: 2,
                 findings: vec!["deflate_on_oom_off".into()],
+                risk: Some("critical".into()),
+                exhaustion_secs: Some(40),
                 signals: None,
             }],
             delivery: None,
@@ -261,6 +280,13 @@ mod tests {
         assert!(table.contains("2026-11-26 02:01 (2x)"));
         assert!(table.contains("updated 5 s ago"));
         assert!(table.contains("\n  signals: none\n"), "{table}");
+        assert!(table.contains("critical (40 s)"), "{table}");
+        // No pressure signals: the risk is unknown, never shown as ok.
+        let mut blind = status.clone();
+        blind.vms[0].risk = None;
+        let table = blind.table(std::time::UNIX_EPOCH);
+        assert!(table.contains(" unknown "), "{table}");
+        assert!(!table.contains(" ok "), "{table}");
     }
 
     #[test]

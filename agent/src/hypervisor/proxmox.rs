@@ -404,6 +404,11 @@ impl Hypervisor for ProxmoxHypervisor {
             balloon_present,
             guest_agent_channel: conf.agent_enabled,
             memory_kib: conf.memory_mib.and_then(|mib| mib.checked_mul(1024)),
+            // `balloon:`, the floor auto-ballooning may take the VM to (0: no balloon).
+            current_memory_kib: conf
+                .balloon_mib
+                .filter(|mib| *mib > 0)
+                .and_then(|mib| mib.checked_mul(1024)),
             serial_log_path: self
                 .serial_socket_port(vmid, &conf)
                 .map(|port| self.serial.log_path(vmid, port)),

@@ -1,5 +1,5 @@
-//! Memory pressure signals per VM (issue 19 item 1): what the guest's distress looks
-//! like from the host, before any kill.
+//! Memory pressure per VM (issue 19 items 1 and 2): what the guest's distress looks
+//! like from the host before any kill, and the risk read from it.
 //!
 //! Pure: figures in, [`ballast_model::PressureSnapshot`]s out; the run loop reads the
 //! sources (balloon stats every poll, QEMU's `guest-stats` counters where allowed, the
@@ -11,11 +11,17 @@
 //! - `schedule`: when each guest's PSI is read next, with the backoff.
 //! - `window`: a compact, bounded ring of a VM's recent snapshots.
 //! - `rollup`: a minute's snapshots folded into the rollup's `pressure`.
+//! - `risk`: the risk model (`ok | elevated | critical`, drivers, exhaustion, deficit;
+//!   docs/risk.md); `episode`: episodes (start, peak, end) with hysteresis and a budget;
+//!   `vm_risk`: one VM's risk state, fed with each poll's snapshot.
 
+pub mod episode;
 pub mod psi;
+pub mod risk;
 pub mod rollup;
 pub mod schedule;
 pub mod signals;
+pub mod vm_risk;
 pub mod window;
 
 pub use psi::GuestPsi;

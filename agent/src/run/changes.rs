@@ -4,7 +4,7 @@
 
 use std::sync::mpsc::TryRecvError;
 
-use ballast_model::{BalloonChange, Event, NearMiss as WireNearMiss};
+use ballast_model::{BalloonChange, EpisodePhase, Event, NearMiss as WireNearMiss, RiskLevel};
 
 use super::Monitor;
 use crate::capture::FetchReason;
@@ -71,6 +71,7 @@ impl Monitor {
                         }),
                     );
                 }
+                Change::Pressure { id, episode } => self.handle_pressure(&id, episode),
                 Change::BalloonMoved {
                     id,
                     actual_kib,
@@ -88,6 +89,47 @@ impl Monitor {
                 }
             }
         }
+    }
+
+    /// A pressure episode's start, peak or end: logged, counted, and sent (spool
+    /// Normal lane; key `<host>/pressure/<vm>/<started_at_ms>/<phase>/<at_ms>`, the
+    /// same for the same phase of the same episode).
+    fn handle_pressure(
+        &mut self,
+        id: &crate::hypervisor::DomainId,
+        episode: Box<ballast_model::PressureEpisode>,
+    ) {
+        let drivers: Vec<&str> = episode.drivers.iter().map(|d| d.as_str()).collect();
+        let exhaustion = episode.exhaustion_secs;
+        match (episode.phase, episode.level) {
+            (EpisodePhase::End, level) => {
+                tracing::info!(worst = %level, "Memory pressure over.");
+            }
+            (phase, RiskLevel::Critical) => tracing::warn!(
+                %phase, ?drivers, exhaustion_secs = ?exhaustion,
+                deficit_kib = ?episode.deficit_kib,
+                "Guest memory pressure critical."
+            ),
+            (phase, level) => tracing::info!(
+                %phase, %level, ?drivers, exhaustion_secs = ?exhaustion,
+                "Guest memory pressure."
+            ),
+        }
+        if episode.phase == EpisodePhase::Start {
+            *self
+                .counters()
+                .pressure_episodes
+                .entry((id.uuid.clone(), id.name.clone()))
+                .or_default() += 1;
+        }
+        let discriminator = format!(
+            "{}/{}/{}",
+            episode.started_at_ms, episode.phase, episode.at_ms
+        );
+        let at_ms = episode.at_ms;
+        let event = Event::Pressure(episode);
+        let key = crate::spool::key_for(&self.settings.host_id, &event, &discriminator);
+        self.emit_at(key, at_ms, event);
     }
 
     /// Handles pushed events; true when the VM set changed and a poll should come early.

@@ -267,7 +267,8 @@ impl Monitor {
             self.read_counters(&order);
         }
         // The signals of this poll: its samples, the counters just read, fresh PSI.
-        self.fleet().observe_pressure(at);
+        let changes = self.fleet().observe_pressure(at);
+        self.handle_changes(changes);
         let rollups = self.fleet().take_finished_rollups();
         let host = crate::hostmem::read(&self.settings.procfs_root);
         for mut rollup in rollups {

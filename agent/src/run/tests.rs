@@ -487,6 +487,80 @@ fn a_reload_command_takes_the_new_poll_interval_and_stop_ends_the_loop() {
     );
 }
 
+#[test]
+fn a_pressure_episode_goes_out_as_start_and_end_events_with_stable_keys_with_fake_hypervisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, mut domain) = vm("squeezed", None);
+    domain.sample = usable(300 * 1024, 1);
+    hypervisor.set(id.clone(), domain);
+    let settings = test_settings(
+        &dir.path().join("state"),
+        "capture:\n  host_kernel: false\n  guest_agent: off\n",
+    );
+    let handles = Handles::new(&settings);
+    let counters = handles.counters.clone();
+    let events = dir.path().join("events.jsonl");
+    let mut monitor = Monitor::new(
+        settings,
+        Arc::clone(&hypervisor) as Arc<dyn Hypervisor>,
+        Box::new(JsonLinesOutlet::new(events.clone())),
+        handles,
+    );
+    // MemAvailable at 8 % of MemTotal for three polls (the first alone is no
+    // episode), then back to 300 MiB for three calm polls.
+    for (update, available_mib) in (2..).zip([300, 36, 36, 36, 300, 300, 300, 300]) {
+        hypervisor.update(&id, |domain| {
+            domain.sample = usable(available_mib * 1024, update);
+        });
+        monitor.poll();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pressure: Vec<Envelope> = std::fs::read_to_string(&events)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
+        .filter(|envelope| envelope.event.kind_name() == "pressure")
+        .collect();
+    let episodes: Vec<&ballast_model::PressureEpisode> = pressure
+        .iter()
+        .filter_map(|envelope| match &envelope.event {
+            ballast_model::Event::Pressure(episode) => Some(&**episode),
+            _ => None,
+        })
+        .collect();
+    let phases: Vec<_> = episodes.iter().map(|e| e.phase).collect();
+    use ballast_model::EpisodePhase;
+    assert_eq!(
+        phases,
+        [EpisodePhase::Start, EpisodePhase::End],
+        "{pressure:?}"
+    );
+    let (start, end) = (episodes[0], episodes[1]);
+    assert_eq!(start.level, ballast_model::RiskLevel::Elevated);
+    assert_eq!(start.drivers, [ballast_model::PressureSignal::AvailableLow]);
+    assert_eq!(end.started_at_ms, start.started_at_ms);
+    assert!(end.at_ms > start.at_ms);
+    assert_eq!(start.vm.name, "squeezed");
+    for (envelope, episode) in pressure.iter().zip(&episodes) {
+        assert_eq!(
+            envelope.key,
+            format!(
+                "host/pressure/{}/{}/{}/{}",
+                id.uuid, episode.started_at_ms, episode.phase, episode.at_ms
+            )
+        );
+        assert_eq!(envelope.captured_at_ms, episode.at_ms);
+    }
+    assert_eq!(
+        counters
+            .lock()
+            .pressure_episodes
+            .get(&(id.uuid.clone(), id.name.clone())),
+        Some(&1)
+    );
+}
+
 /// Ticks `monitor`'s capture and pressure steps until `done` or 10 s.
 fn pressure_ticks_until(monitor: &mut Monitor, done: impl Fn(&Monitor) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);

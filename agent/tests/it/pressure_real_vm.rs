@@ -5,8 +5,9 @@
 //!   hog grows in it until the kernel kills it: its rollups show allocation stalls or
 //!   direct reclaim (QEMU's 6.12 counters over QMP) and the guest's PSI `some avg10`
 //!   (read through the guest agent's file API) above 0;
+//!   The risk model starts a pressure episode for it;
 //! * a Linux 6.1 guest, left alone: its rollups carry balloon-stats signals and never
-//!   the 6.12 counters.
+//!   the 6.12 counters, and it has no pressure episode.
 //!
 //! And the PSI file read through libvirt's guest agent calls from a 6.12 and a 6.1
 //! libvirt guest.
@@ -46,6 +47,16 @@ fn rollups(journal: &Path, vmid: &str) -> Vec<Value> {
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|event| event["type"] == "rollup" && event["vm"]["uuid"] == vmid)
+        .collect()
+}
+
+/// The pressure episode events of the VM `vmid` in the agent's journal.
+fn episodes(journal: &Path, vmid: &str) -> Vec<Value> {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["type"] == "pressure" && event["vm"]["uuid"] == vmid)
         .collect()
 }
 
@@ -196,6 +207,34 @@ fn a_612_guest_under_an_inflated_balloon_shows_stalls_and_psi_and_a_61_guest_bal
         );
     }
 
+    // The risk model (issue 19 item 2) read the squeezed 6.12 guest as under pressure:
+    // an episode started, with the signals that drove it.
+    let episode = wait_until(
+        "a pressure episode of the 6.12 guest",
+        Duration::from_secs(120),
+        || {
+            episodes(&journal, "120")
+                .into_iter()
+                .find(|episode| episode["phase"] == "start")
+        },
+    );
+    eprintln!("6.12 episode start: {episode}");
+    assert!(
+        ["elevated", "critical"].contains(&episode["level"].as_str().unwrap_or("")),
+        "{episode}"
+    );
+    assert!(episode["drivers"].as_array().is_some_and(|d| !d.is_empty()));
+    for event in episodes(&journal, "120") {
+        eprintln!(
+            "6.12 {} {} drivers {} exhaustion {} deficit {}",
+            event["phase"],
+            event["level"],
+            event["drivers"],
+            event["exhaustion_secs"],
+            event["deficit_kib"]
+        );
+    }
+
     // The 6.1 guest: balloon stats (and PSI), never the 6.12 counters.
     wait_until(
         "a rollup of the 6.1 guest with pressure",
@@ -238,6 +277,13 @@ fn a_612_guest_under_an_inflated_balloon_shows_stalls_and_psi_and_a_61_guest_bal
         !has("ballast_vm_alloc_stalls_per_second", "121"),
         "{metrics}"
     );
+    // The 6.1 guest, left alone, is a control: no pressure episode.
+    assert!(
+        episodes(&journal, "121").is_empty(),
+        "{:?}",
+        episodes(&journal, "121")
+    );
+    assert!(has("ballast_vm_pressure_risk", "121"), "{metrics}");
     let warnings: Vec<String> = agent_log()
         .lines()
         .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))

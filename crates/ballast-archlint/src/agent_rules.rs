@@ -36,6 +36,13 @@ fn the_agents_pure_parts_do_not_import_the_daemon_or_the_delivery_path() {
         let found = breaches(&graph, module, core);
         assert!(found.is_empty(), "{module} imports above itself: {found:?}");
     }
+    let pressure = breaches(&graph, "pressure::", |target| {
+        under(target, "pressure") || under(target, "hypervisor") || target == "wire"
+    });
+    assert!(
+        pressure.is_empty(),
+        "pressure imports beyond itself, the hypervisor types and wire: {pressure:?}"
+    );
     let capture = breaches(&graph, "capture::", |target| {
         under(target, "capture") || under(target, "hypervisor") || under(target, "pressure")
     });

@@ -53,6 +53,37 @@ pub struct PressureSnapshot {
 }
 
 impl PressureSnapshot {
+    /// The snapshot with every figure [`crate::validate`] would refuse made missing
+    /// (not finite, negative where it cannot be, beyond [`crate::MAX_EVENTS_PER_S`],
+    /// [`crate::MAX_KIB_PER_S`], 100 % or [`crate::MAX_PSI_TOTAL_US`]): what an agent
+    /// puts on the wire, so one hostile guest figure never gets a whole event refused.
+    pub fn bounded(&self) -> Self {
+        let within = |value: Option<f64>, min: f64, max: f64| {
+            value.filter(|v| v.is_finite() && *v >= min && *v <= max)
+        };
+        let count = |value| within(value, 0.0, crate::MAX_EVENTS_PER_S);
+        let kib = |value| within(value, 0.0, crate::MAX_KIB_PER_S);
+        let total = |value: Option<u64>| value.filter(|v| *v <= crate::MAX_PSI_TOTAL_US);
+        Self {
+            alloc_stalls_per_s: count(self.alloc_stalls_per_s),
+            direct_scan_kib_per_s: kib(self.direct_scan_kib_per_s),
+            direct_reclaim_kib_per_s: kib(self.direct_reclaim_kib_per_s),
+            async_scan_kib_per_s: kib(self.async_scan_kib_per_s),
+            async_reclaim_kib_per_s: kib(self.async_reclaim_kib_per_s),
+            major_faults_per_s: count(self.major_faults_per_s),
+            swap_in_kib_per_s: kib(self.swap_in_kib_per_s),
+            available_slope_kib_per_s: within(
+                self.available_slope_kib_per_s,
+                -crate::MAX_KIB_PER_S,
+                crate::MAX_KIB_PER_S,
+            ),
+            psi_some_avg10: within(self.psi_some_avg10, 0.0, 100.0),
+            psi_full_avg10: within(self.psi_full_avg10, 0.0, 100.0),
+            psi_some_total_us: total(self.psi_some_total_us),
+            psi_full_total_us: total(self.psi_full_total_us),
+        }
+    }
+
     /// The sources that gave at least one figure of this snapshot.
     pub fn sources(&self) -> Vec<SignalSource> {
         let counters = [

@@ -814,6 +814,40 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_bounded_snapshot_is_always_accepted_and_keeps_what_was_valid() {
+        let hostile = PressureSnapshot {
+            alloc_stalls_per_s: Some(1e11),
+            direct_scan_kib_per_s: Some(f64::INFINITY),
+            direct_reclaim_kib_per_s: Some(-1.0),
+            async_scan_kib_per_s: Some(f64::NAN),
+            async_reclaim_kib_per_s: Some(2.0 * MAX_KIB_PER_S),
+            major_faults_per_s: Some(7.0),
+            swap_in_kib_per_s: Some(MAX_KIB_PER_S),
+            available_slope_kib_per_s: Some(-2.0 * MAX_KIB_PER_S),
+            psi_some_avg10: Some(100.5),
+            psi_full_avg10: Some(100.0),
+            psi_some_total_us: Some(u64::MAX),
+            psi_full_total_us: Some(MAX_PSI_TOTAL_US),
+        };
+        assert_eq!(
+            episode_error(|e| e.signals = hostile),
+            "events[0].signals.alloc_stalls_per_s"
+        );
+        assert_eq!(episode_error(|e| e.signals = hostile.bounded()), "accepted");
+        let bounded = hostile.bounded();
+        assert_eq!(
+            bounded,
+            PressureSnapshot {
+                major_faults_per_s: Some(7.0),
+                swap_in_kib_per_s: Some(MAX_KIB_PER_S),
+                psi_full_avg10: Some(100.0),
+                psi_full_total_us: Some(MAX_PSI_TOTAL_US),
+                ..PressureSnapshot::default()
+            }
+        );
+    }
+
     fn rollup_with(pressure: PressureRollup) -> Batch {
         batch(vec![Envelope {
             key: "pve1/rollup/1".into(),

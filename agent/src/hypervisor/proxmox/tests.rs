@@ -336,3 +336,26 @@ fn malformed_conf_is_an_error_naming_file_and_line() {
     let domains = backend.domains().expect("domains");
     assert_eq!(domains[0].id.name, "ok");
 }
+
+#[test]
+fn the_balloon_minimum_is_the_vms_balloon_floor() {
+    let mut node = FakeNode::new("floor");
+    // No QMP answer: the balloon device's properties stay unknown, the floor does not.
+    node.add_vm(100, "name: a\nmemory: 2048\nballoon: 1024\n", drop);
+    node.add_vm(101, "name: b\nmemory: 2048\nballoon: 0\n", drop);
+    let backend = ProxmoxHypervisor::new(node.settings());
+    let config = |vmid: &str| {
+        backend
+            .domain_config(&DomainId {
+                uuid: vmid.to_owned(),
+                name: String::new(),
+            })
+            .expect("config")
+    };
+    assert_eq!(config("100").current_memory_kib, Some(1024 * 1024));
+    assert_eq!(
+        config("101").current_memory_kib,
+        None,
+        "balloon: 0 is no balloon"
+    );
+}

@@ -1,0 +1,1003 @@
+//! The risk model: one VM's recent pressure points read as `ok | elevated | critical`,
+//! with the signals that drove it, a predicted time to exhaustion and the memory the
+//! guest lacks. Pure; every figure in is guest-reported and hostile (NaN, infinity,
+//! negative rates, MemAvailable above MemTotal are read as missing or clamped).
+//!
+//! The reading, as the guest kernel's memory management sees it:
+//! - MemAvailable already counts reclaimable page cache, so kswapd scanning and
+//!   reclaiming (the async counters) with MemAvailable steady is a guest using its page
+//!   cache, not pressure; the async counters never drive a level.
+//! - Direct reclaim, allocation stalls, PSI, major faults and swap-in are distress only
+//!   while MemAvailable is short ([`RiskSettings::comfort_pct`]); with plenty available
+//!   they are cache turnover. PSI `full` (every task stalled on memory: thrashing) counts
+//!   whatever MemAvailable says, since a file-backed working set counts as available.
+//! - Major faults and swap-in count against the VM's own calm-time [`Baseline`].
+//! - MemAvailable falling toward zero is read from a slope over the recent points,
+//!   confirmed by the last three distinct guest reports (a drop that stopped is no
+//!   longer falling; a report two polls saw is one figure).
+//! - Persistence: a level is reported only when the poll before was not `ok` either, so
+//!   one bad poll never starts an episode.
+//!
+//! Time figures are host seconds between polls; a TCG guest (about ten times slower)
+//! falls or stalls more slowly per host second, so its predicted exhaustion is simply
+//! further away, and the horizons below hold for it (the critical horizon is also at
+//! least two polls).
+
+use std::time::SystemTime;
+
+use ballast_model::{PressureSignal, PressureSnapshot, RiskLevel, SignalSource};
+
+/// MemAvailable below this share of MemTotal is low (elevated).
+pub const AVAILABLE_LOW_PCT: f64 = 10.0;
+/// MemAvailable below this share of MemTotal, with the guest stalling or MemAvailable
+/// still falling, is critical (the kernel is near its watermarks).
+pub const AVAILABLE_CRITICAL_PCT: f64 = 4.0;
+/// MemAvailable at or above this share of MemTotal: reclaim and faults are cache turnover.
+pub const COMFORT_PCT: f64 = 25.0;
+/// MemAvailable predicted to run out within this many seconds: elevated.
+pub const ELEVATED_HORIZON_SECS: f64 = 600.0;
+/// MemAvailable predicted to run out within this many seconds (or two polls): critical.
+pub const CRITICAL_HORIZON_SECS: f64 = 60.0;
+/// The critical horizon covers at least this many polls.
+pub const CRITICAL_HORIZON_POLLS: f64 = 2.0;
+/// A fall counts only when the slope window lost at least this share of MemTotal.
+pub const MIN_FALL_PCT: f64 = 1.0;
+/// Allocation stalls per second that are distress, and that are a hard stall.
+pub const ALLOC_STALLS_PER_S: f64 = 0.5;
+pub const ALLOC_STALLS_HARD_PER_S: f64 = 20.0;
+/// Direct reclaim and direct scan rates (KiB/s) that are distress.
+pub const DIRECT_RECLAIM_KIB_PER_S: f64 = 256.0;
+pub const DIRECT_SCAN_KIB_PER_S: f64 = 1024.0;
+/// Major faults per second and swap-in KiB/s that are distress, at least; and the
+/// factor over the VM's own baseline they must also exceed.
+pub const MAJOR_FAULTS_PER_S: f64 = 20.0;
+pub const SWAP_IN_KIB_PER_S: f64 = 256.0;
+pub const BASELINE_FACTOR: f64 = 10.0;
+/// PSI avg10 percentages: `some` and `full` that are distress, `full` that is a hard stall.
+pub const PSI_SOME_PCT: f64 = 10.0;
+pub const PSI_FULL_PCT: f64 = 5.0;
+pub const PSI_FULL_HARD_PCT: f64 = 20.0;
+/// Points the MemAvailable slope is fitted over (when the snapshot has none).
+pub const SLOPE_POINTS: usize = 6;
+/// Seconds of the current direct reclaim rate counted as missing memory.
+pub const STALL_DEFICIT_SECS: f64 = 10.0;
+/// A predicted exhaustion further away than this is no prediction.
+pub const MAX_EXHAUSTION_SECS: f64 = 86_400.0;
+
+/// The largest rate or size believed (KiB, KiB/s, per second): beyond any machine.
+const MAX_FIGURE: f64 = 1e12;
+
+/// The model's thresholds; [`RiskSettings::default`] holds the documented constants
+/// above (no configuration keys this round).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RiskSettings {
+    pub available_low_pct: f64,
+    pub available_critical_pct: f64,
+    pub comfort_pct: f64,
+    pub elevated_horizon_secs: f64,
+    pub critical_horizon_secs: f64,
+    pub critical_horizon_polls: f64,
+    pub min_fall_pct: f64,
+    pub alloc_stalls_per_s: f64,
+    pub alloc_stalls_hard_per_s: f64,
+    pub direct_reclaim_kib_per_s: f64,
+    pub direct_scan_kib_per_s: f64,
+    pub major_faults_per_s: f64,
+    pub swap_in_kib_per_s: f64,
+    pub baseline_factor: f64,
+    pub psi_some_pct: f64,
+    pub psi_full_pct: f64,
+    pub psi_full_hard_pct: f64,
+    pub slope_points: usize,
+    pub stall_deficit_secs: f64,
+}
+
+impl Default for RiskSettings {
+    fn default() -> Self {
+        Self {
+            available_low_pct: AVAILABLE_LOW_PCT,
+            available_critical_pct: AVAILABLE_CRITICAL_PCT,
+            comfort_pct: COMFORT_PCT,
+            elevated_horizon_secs: ELEVATED_HORIZON_SECS,
+            critical_horizon_secs: CRITICAL_HORIZON_SECS,
+            critical_horizon_polls: CRITICAL_HORIZON_POLLS,
+            min_fall_pct: MIN_FALL_PCT,
+            alloc_stalls_per_s: ALLOC_STALLS_PER_S,
+            alloc_stalls_hard_per_s: ALLOC_STALLS_HARD_PER_S,
+            direct_reclaim_kib_per_s: DIRECT_RECLAIM_KIB_PER_S,
+            direct_scan_kib_per_s: DIRECT_SCAN_KIB_PER_S,
+            major_faults_per_s: MAJOR_FAULTS_PER_S,
+            swap_in_kib_per_s: SWAP_IN_KIB_PER_S,
+            baseline_factor: BASELINE_FACTOR,
+            psi_some_pct: PSI_SOME_PCT,
+            psi_full_pct: PSI_FULL_PCT,
+            psi_full_hard_pct: PSI_FULL_HARD_PCT,
+            slope_points: SLOPE_POINTS,
+            stall_deficit_secs: STALL_DEFICIT_SECS,
+        }
+    }
+}
+
+/// A level's rank: 0 ok, 1 elevated, 2 critical (`unknown`, a newer peer's name,
+/// ranks as ok: the model never makes it). The `ballast_vm_pressure_risk` value.
+pub fn rank(level: RiskLevel) -> u8 {
+    match level {
+        RiskLevel::Ok | RiskLevel::Unknown => 0,
+        RiskLevel::Elevated => 1,
+        RiskLevel::Critical => 2,
+    }
+}
+
+/// One poll of one VM, as the model reads it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RiskPoint {
+    /// The poll's host time.
+    pub at: SystemTime,
+    pub snapshot: PressureSnapshot,
+    /// Guest MemAvailable (the balloon stats' `usable`).
+    pub usable_kib: Option<u64>,
+    /// Guest MemTotal (the balloon stats' `available`).
+    pub total_kib: Option<u64>,
+    /// The balloon as the host sees it.
+    pub actual_kib: Option<u64>,
+    pub maximum_kib: Option<u64>,
+    /// The lowest the host's balloon policy may take the VM.
+    pub floor_kib: Option<u64>,
+    /// When the guest made the balloon stats report (host epoch seconds): two polls
+    /// that saw the same report are one figure, not a flat line.
+    pub report_epoch_secs: Option<u64>,
+}
+
+impl RiskPoint {
+    /// A point with no figures but its time.
+    pub fn empty(at: SystemTime) -> Self {
+        Self {
+            at,
+            snapshot: PressureSnapshot::default(),
+            usable_kib: None,
+            total_kib: None,
+            actual_kib: None,
+            maximum_kib: None,
+            floor_kib: None,
+            report_epoch_secs: None,
+        }
+    }
+
+    /// MemAvailable as a percentage of MemTotal (MemAvailable above MemTotal is clamped).
+    fn available_pct(&self) -> Option<f64> {
+        let total = self.total_kib.filter(|total| *total > 0)?;
+        let usable = self.usable_kib?.min(total);
+        Some(usable as f64 * 100.0 / total as f64)
+    }
+}
+
+/// A VM's own calm-time rates of major faults and swap-in (a moving average over polls
+/// whose own reading was `ok`, [`Assessment::raw_level`]): some workloads fault a lot
+/// all the time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Baseline {
+    pub major_faults_per_s: Option<f64>,
+    pub swap_in_kib_per_s: Option<f64>,
+}
+
+impl Baseline {
+    /// Weight of a new poll in the moving average.
+    const WEIGHT: f64 = 0.1;
+
+    /// Folds a calm poll's rates in (the caller calls it only for polls whose
+    /// `raw_level` is `ok`: a first bad poll must not raise the bar for the next).
+    pub fn learn(&mut self, snapshot: &PressureSnapshot) {
+        let fold = |old: Option<f64>, new: Option<f64>| match (old, rate(new)) {
+            (Some(old), Some(new)) => Some(old + (new - old) * Self::WEIGHT),
+            (None, new) => new,
+            (old, None) => old,
+        };
+        self.major_faults_per_s = fold(self.major_faults_per_s, snapshot.major_faults_per_s);
+        self.swap_in_kib_per_s = fold(self.swap_in_kib_per_s, snapshot.swap_in_kib_per_s);
+    }
+}
+
+/// What [`assess`] reads: the recent points (oldest first, bounded by the caller) and
+/// the VM's baseline.
+#[derive(Debug, Clone, Copy)]
+pub struct RiskInput<'a> {
+    pub window: &'a [RiskPoint],
+    pub baseline: &'a Baseline,
+    pub settings: &'a RiskSettings,
+}
+
+/// The model's answer for the newest point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The level after persistence (what episodes, metrics and status show).
+    pub level: RiskLevel,
+    /// The newest poll's level alone, before persistence.
+    pub raw_level: RiskLevel,
+    /// The signals that drove the level, strongest first (empty when `ok`).
+    pub drivers: Vec<PressureSignal>,
+    /// Seconds until MemAvailable runs out at its current fall; None when it is not
+    /// falling (or not known).
+    pub exhaustion_secs: Option<u64>,
+    /// KiB that, given back, would bring MemAvailable above the low threshold and cover
+    /// the fall over the critical horizon and the direct reclaim; None when `ok`.
+    pub deficit_kib: Option<u64>,
+    /// Where the newest point's figures came from; empty: the model had nothing to
+    /// read, and its `ok` means unknown ([`Assessment::has_signals`]).
+    pub sources: Vec<SignalSource>,
+}
+
+impl Assessment {
+    /// The model had at least one figure to read.
+    pub fn has_signals(&self) -> bool {
+        !self.sources.is_empty()
+    }
+}
+
+/// Assesses the newest point of `input.window` (an empty window: `ok`, no signals).
+pub fn assess(input: RiskInput<'_>) -> Assessment {
+    let window = input.window;
+    let Some(last) = window.last() else {
+        return Assessment {
+            level: RiskLevel::Ok,
+            raw_level: RiskLevel::Ok,
+            drivers: Vec::new(),
+            exhaustion_secs: None,
+            deficit_kib: None,
+            sources: Vec::new(),
+        };
+    };
+    let now = read(window, input.baseline, input.settings);
+    let before = match window.len() {
+        0 | 1 => None,
+        len => Some(read(&window[..len - 1], input.baseline, input.settings)),
+    };
+    // One bad poll is not an episode: the poll before must not have been ok.
+    let level = match before.as_ref().map(|b| b.level) {
+        Some(RiskLevel::Elevated | RiskLevel::Critical) => now.level,
+        _ => RiskLevel::Ok,
+    };
+    let mut sources = last.snapshot.sources();
+    if last.available_pct().is_some() && !sources.contains(&SignalSource::BalloonStats) {
+        sources.push(SignalSource::BalloonStats);
+    }
+    let calm = level == RiskLevel::Ok;
+    Assessment {
+        level,
+        raw_level: now.level,
+        drivers: if calm { Vec::new() } else { now.drivers },
+        exhaustion_secs: now.exhaustion_secs,
+        deficit_kib: if calm { None } else { now.deficit_kib },
+        sources,
+    }
+}
+
+/// One poll's reading, before persistence.
+struct Reading {
+    level: RiskLevel,
+    drivers: Vec<PressureSignal>,
+    exhaustion_secs: Option<u64>,
+    deficit_kib: Option<u64>,
+}
+
+/// A rate as the model believes it: finite, not negative, below any machine's figures.
+fn rate(value: Option<f64>) -> Option<f64> {
+    value
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v.min(MAX_FIGURE))
+}
+
+/// A PSI percentage: finite, clamped to 0..=100.
+fn percent(value: Option<f64>) -> Option<f64> {
+    value.filter(|v| v.is_finite()).map(|v| v.clamp(0.0, 100.0))
+}
+
+/// Seconds between two host times (0 when the clock went back).
+fn secs_between(from: SystemTime, to: SystemTime) -> f64 {
+    to.duration_since(from).unwrap_or_default().as_secs_f64()
+}
+
+/// Least-squares slope (KiB/s) of MemAvailable over `points` (distinct reports);
+/// None with fewer than `min_points` of them or no time between them.
+fn fitted_slope(points: &[&RiskPoint], min_points: usize) -> Option<f64> {
+    let origin = points.first()?.at;
+    let xy: Vec<(f64, f64)> = points
+        .iter()
+        .filter_map(|p| Some((secs_between(origin, p.at), p.usable_kib? as f64)))
+        .collect();
+    if xy.len() < min_points.max(2) {
+        return None;
+    }
+    let n = xy.len() as f64;
+    let mean_x = xy.iter().map(|(x, _)| x).sum::<f64>() / n;
+    let mean_y = xy.iter().map(|(_, y)| y).sum::<f64>() / n;
+    let var: f64 = xy.iter().map(|(x, _)| (x - mean_x).powi(2)).sum();
+    if var <= f64::EPSILON {
+        return None;
+    }
+    let cov: f64 = xy.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
+    let slope = cov / var;
+    slope.is_finite().then_some(slope)
+}
+
+/// The points of `window` with a MemAvailable figure, each guest report once (the
+/// first poll that saw it).
+fn distinct_reports(window: &[RiskPoint]) -> Vec<&RiskPoint> {
+    let mut out: Vec<&RiskPoint> = Vec::with_capacity(window.len());
+    for point in window.iter().filter(|p| p.usable_kib.is_some()) {
+        let repeat = point.report_epoch_secs.is_some()
+            && out
+                .last()
+                .is_some_and(|last| last.report_epoch_secs == point.report_epoch_secs);
+        if !repeat {
+            out.push(point);
+        }
+    }
+    out
+}
+
+/// How MemAvailable falls: its rate (KiB/s, positive) and what the slope window lost.
+#[derive(Debug, Clone, Copy)]
+struct Fall {
+    kib_per_s: f64,
+    lost_kib: f64,
+}
+
+/// The fall of MemAvailable, when it is falling now: the newest
+/// report is below the one before, the slope over the window (the snapshot's, or
+/// fitted) and over the last three reports both fall, and the window lost a
+/// significant share of MemTotal. The gentler of the two slopes counts.
+fn falling_kib_per_s(window: &[RiskPoint], settings: &RiskSettings) -> Option<Fall> {
+    let last = window.last()?;
+    let reports = distinct_reports(window);
+    let span = &reports[reports.len().saturating_sub(settings.slope_points.max(3))..];
+    let recent = &reports[reports.len().saturating_sub(3)..];
+    let newest_fell = match recent {
+        [.., before, newest] => newest.usable_kib < before.usable_kib,
+        _ => false,
+    };
+    if !newest_fell {
+        return None;
+    }
+    let long = last
+        .snapshot
+        .available_slope_kib_per_s
+        .filter(|s| s.is_finite())
+        .or_else(|| fitted_slope(span, 3))?;
+    let short = fitted_slope(recent, 3)?;
+    let fall = -(long.max(short));
+    if fall.is_nan() || fall <= 0.0 {
+        return None;
+    }
+    let highest = span.iter().filter_map(|p| p.usable_kib).max()?;
+    let lost = highest.saturating_sub(last.usable_kib?) as f64;
+    let significant = match last.total_kib.filter(|t| *t > 0) {
+        Some(total) => lost * 100.0 >= total as f64 * settings.min_fall_pct,
+        None => lost >= 4096.0,
+    };
+    significant.then_some(Fall {
+        kib_per_s: fall.min(MAX_FIGURE),
+        lost_kib: lost,
+    })
+}
+
+/// Reads the newest point of `window` alone.
+fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> Reading {
+    let Some(last) = window.last() else {
+        return Reading {
+            level: RiskLevel::Ok,
+            drivers: Vec::new(),
+            exhaustion_secs: None,
+            deficit_kib: None,
+        };
+    };
+    let s = &last.snapshot;
+    let available_pct = last.available_pct();
+    let usable = last
+        .usable_kib
+        .map(|u| last.total_kib.map_or(u, |t| u.min(t)) as f64);
+    let poll_secs = match window.len() {
+        0 | 1 => 0.0,
+        len => secs_between(window[len - 2].at, last.at).min(3600.0),
+    };
+    let critical_horizon = settings
+        .critical_horizon_secs
+        .max(settings.critical_horizon_polls * poll_secs);
+
+    let falling = falling_kib_per_s(window, settings);
+    let exhaustion = match (falling, usable) {
+        (Some(fall), Some(usable)) => Some(usable / fall.kib_per_s)
+            .filter(|secs| secs.is_finite() && *secs <= MAX_EXHAUSTION_SECS),
+        _ => None,
+    };
+
+    // (signal, strength: 1.0 at its threshold)
+    let mut drivers: Vec<(PressureSignal, f64)> = Vec::new();
+    if let Some(pct) = available_pct.filter(|p| *p < settings.available_low_pct) {
+        drivers.push((
+            PressureSignal::AvailableLow,
+            settings.available_low_pct / pct.max(0.1),
+        ));
+    }
+    // (A poll slower than the elevated horizon's half still names the fall.)
+    let elevated_horizon = settings.elevated_horizon_secs.max(critical_horizon);
+    if let Some(secs) = exhaustion.filter(|secs| *secs <= elevated_horizon) {
+        drivers.push((
+            PressureSignal::AvailableFalling,
+            elevated_horizon / secs.max(1.0),
+        ));
+    }
+    // Stalls and faults are distress only while MemAvailable is short (or unknown).
+    let mut push = |signal, value: Option<f64>, threshold: f64| {
+        if let Some(value) = value.filter(|v| *v >= threshold && threshold > 0.0) {
+            drivers.push((signal, value / threshold));
+        }
+    };
+    let short = available_pct.is_none_or(|pct| pct < settings.comfort_pct);
+    let gated = |value: Option<f64>| if short { rate(value) } else { None };
+    push(
+        PressureSignal::AllocStalls,
+        gated(s.alloc_stalls_per_s),
+        settings.alloc_stalls_per_s,
+    );
+    push(
+        PressureSignal::DirectReclaim,
+        gated(s.direct_reclaim_kib_per_s),
+        settings.direct_reclaim_kib_per_s,
+    );
+    push(
+        PressureSignal::DirectScan,
+        gated(s.direct_scan_kib_per_s),
+        settings.direct_scan_kib_per_s,
+    );
+    let above_baseline = |floor: f64, base: Option<f64>| {
+        floor.max(base.map_or(0.0, |b| b * settings.baseline_factor))
+    };
+    push(
+        PressureSignal::MajorFaults,
+        gated(s.major_faults_per_s),
+        above_baseline(settings.major_faults_per_s, baseline.major_faults_per_s),
+    );
+    push(
+        PressureSignal::SwapIn,
+        gated(s.swap_in_kib_per_s),
+        above_baseline(settings.swap_in_kib_per_s, baseline.swap_in_kib_per_s),
+    );
+    let psi_some = percent(s.psi_some_avg10);
+    let psi_full = percent(s.psi_full_avg10);
+    push(
+        PressureSignal::PsiSome,
+        if short { psi_some } else { None },
+        settings.psi_some_pct,
+    );
+    push(PressureSignal::PsiFull, psi_full, settings.psi_full_pct);
+    drivers.sort_by(|a, b| b.1.total_cmp(&a.1));
+
+    let stalling = drivers
+        .iter()
+        .any(|(signal, _)| !matches!(signal, PressureSignal::AvailableLow));
+    let hard_stall = psi_full.is_some_and(|v| v >= settings.psi_full_hard_pct)
+        || gated(s.alloc_stalls_per_s).is_some_and(|v| v >= settings.alloc_stalls_hard_per_s);
+    let low = available_pct.is_some_and(|pct| pct < settings.available_low_pct);
+    let very_low = available_pct.is_some_and(|pct| pct < settings.available_critical_pct);
+    let level = if exhaustion.is_some_and(|secs| secs <= critical_horizon)
+        || (hard_stall && low)
+        || (very_low && stalling)
+    {
+        RiskLevel::Critical
+    } else if drivers.is_empty() {
+        RiskLevel::Ok
+    } else {
+        RiskLevel::Elevated
+    };
+
+    let deficit_kib = (level != RiskLevel::Ok)
+        .then(|| {
+            let gap = match (last.total_kib.filter(|t| *t > 0), usable) {
+                (Some(total), Some(usable)) => {
+                    (total as f64 * settings.available_low_pct / 100.0 - usable).max(0.0)
+                }
+                _ => 0.0,
+            };
+            // The fall over the critical horizon, at most what the window already
+            // lost: a burst (a balloon inflating, a hog's first touch) falls tens of
+            // MiB a second for a poll or two, which extrapolated is no deficit.
+            let fall = falling.map_or(0.0, |f| (f.kib_per_s * critical_horizon).min(f.lost_kib));
+            let reclaim = gated(s.direct_reclaim_kib_per_s).map_or(0.0, |r| {
+                let cap = last.total_kib.map_or(MAX_FIGURE, |t| t as f64 / 4.0);
+                (r * settings.stall_deficit_secs).min(cap)
+            });
+            gap + fall + reclaim
+        })
+        .filter(|kib| kib.is_finite() && *kib >= 1.0)
+        .map(|kib| kib.min(MAX_FIGURE) as u64);
+
+    Reading {
+        level,
+        drivers: drivers.into_iter().map(|(signal, _)| signal).collect(),
+        exhaustion_secs: exhaustion.map(|secs| secs.round() as u64),
+        deficit_kib,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    const MIB: u64 = 1024;
+    /// A 512 MiB guest's MemTotal.
+    const TOTAL: u64 = 468 * MIB;
+    const POLL: u64 = 10;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+    }
+
+    fn point(secs: u64, usable_kib: u64, snapshot: PressureSnapshot) -> RiskPoint {
+        RiskPoint {
+            at: at(secs),
+            snapshot,
+            usable_kib: Some(usable_kib),
+            total_kib: Some(TOTAL),
+            actual_kib: Some(512 * MIB),
+            maximum_kib: Some(512 * MIB),
+            floor_kib: None,
+            report_epoch_secs: Some(1_800_000_000 + secs),
+        }
+    }
+
+    /// Feeds points one poll at a time as the agent does (a window of the last six,
+    /// the baseline learnt on calm polls); the assessment of every poll.
+    fn run(points: impl IntoIterator<Item = RiskPoint>) -> Vec<(RiskPoint, Assessment)> {
+        let settings = RiskSettings::default();
+        let mut baseline = Baseline::default();
+        let mut window: Vec<RiskPoint> = Vec::new();
+        let mut out = Vec::new();
+        for p in points {
+            window.push(p);
+            if window.len() > SLOPE_POINTS {
+                window.remove(0);
+            }
+            let assessment = assess(RiskInput {
+                window: &window,
+                baseline: &baseline,
+                settings: &settings,
+            });
+            if assessment.raw_level == RiskLevel::Ok {
+                baseline.learn(&p.snapshot);
+            }
+            out.push((p, assessment));
+        }
+        out
+    }
+
+    fn levels(run: &[(RiskPoint, Assessment)]) -> Vec<RiskLevel> {
+        run.iter().map(|(_, a)| a.level).collect()
+    }
+
+    fn quiet() -> PressureSnapshot {
+        PressureSnapshot {
+            alloc_stalls_per_s: Some(0.0),
+            direct_scan_kib_per_s: Some(0.0),
+            direct_reclaim_kib_per_s: Some(0.0),
+            async_scan_kib_per_s: Some(0.0),
+            async_reclaim_kib_per_s: Some(0.0),
+            major_faults_per_s: Some(1.0),
+            swap_in_kib_per_s: Some(0.0),
+            psi_some_avg10: Some(0.0),
+            psi_full_avg10: Some(0.0),
+            ..PressureSnapshot::default()
+        }
+    }
+
+    #[test]
+    fn a_steady_guest_is_ok_and_says_where_that_came_from() {
+        let result = run((0..30).map(|i| point(i * POLL, 300 * MIB + (i % 3) * MIB, quiet())));
+        assert!(levels(&result).iter().all(|l| *l == RiskLevel::Ok));
+        let (_, last) = result.last().expect("polls");
+        assert_eq!(last.exhaustion_secs, None, "{last:?}");
+        assert!(last.has_signals());
+        assert_eq!(
+            last.sources,
+            [
+                SignalSource::BalloonCounters,
+                SignalSource::BalloonStats,
+                SignalSource::GuestPsi
+            ]
+        );
+    }
+
+    /// A hog growing at `rate_kib_s` from 400 MiB available; the would-be OOM is when
+    /// MemAvailable reaches 2 % of MemTotal (the kernel's watermarks). The first poll
+    /// assessed critical, and the seconds of lead it gave.
+    fn hog(rate_kib_s: u64) -> (Vec<(RiskPoint, Assessment)>, u64, u64) {
+        let start = 400 * MIB;
+        let oom_at = (start - TOTAL / 50) / rate_kib_s;
+        let points = (0..)
+            .map(|i| i * POLL)
+            .take_while(|secs| *secs < oom_at)
+            .map(|secs| {
+                let usable = start - secs * rate_kib_s;
+                // Stalls start once MemAvailable is short, as a real kernel's do.
+                let short = usable * 100 < TOTAL * 20;
+                let snapshot = PressureSnapshot {
+                    alloc_stalls_per_s: Some(if short { 3.0 } else { 0.0 }),
+                    direct_reclaim_kib_per_s: Some(if short { 2048.0 } else { 0.0 }),
+                    ..quiet()
+                };
+                point(secs, usable, snapshot)
+            });
+        let result = run(points);
+        let critical = result
+            .iter()
+            .find(|(_, a)| a.level == RiskLevel::Critical)
+            .map(|(p, _)| secs_between(at(0), p.at) as u64)
+            .expect("critical before the OOM");
+        (result, critical, oom_at - critical)
+    }
+
+    #[test]
+    fn a_growing_hog_is_critical_with_lead_time_at_three_rates() {
+        // 0.5 MiB/s is a TCG guest's pace, 8 MiB/s a fast hog against a 10 s poll.
+        for rate in [512, 2 * MIB, 8 * MIB] {
+            let (result, critical_at, lead) = hog(rate);
+            assert!(
+                lead >= POLL,
+                "rate {rate} KiB/s: critical only {lead} s ahead"
+            );
+            eprintln!("hog at {rate} KiB/s: critical at {critical_at} s, {lead} s before the OOM");
+            let (_, first) = &result[(critical_at / POLL) as usize];
+            assert!(first.exhaustion_secs.is_some(), "{first:?}");
+            assert!(
+                first.drivers.contains(&PressureSignal::AvailableFalling),
+                "{first:?}"
+            );
+            // Never critical while most of the memory is still available.
+            for (p, a) in &result {
+                if p.usable_kib.is_some_and(|u| u > TOTAL / 2) {
+                    assert_ne!(a.level, RiskLevel::Critical, "rate {rate}: {a:?}");
+                }
+            }
+            // A slow hog is elevated well before it is critical.
+            if rate <= 2 * MIB {
+                let elevated = result
+                    .iter()
+                    .position(|(_, a)| a.level == RiskLevel::Elevated)
+                    .expect("elevated first") as u64
+                    * POLL;
+                assert!(
+                    critical_at - elevated >= 60,
+                    "rate {rate}: {elevated} {critical_at}"
+                );
+            }
+            // The deficit covers at least what brings MemAvailable back over 10 %.
+            let (p, a) = &result[(critical_at / POLL) as usize];
+            let gap = (TOTAL / 10).saturating_sub(p.usable_kib.unwrap_or(0));
+            assert!(a.deficit_kib.is_some_and(|d| d >= gap), "{a:?}");
+        }
+    }
+
+    /// Seen on a real 6.12 guest (TCG, 2 s polls, balloon at 200 MiB): a hog touching
+    /// ~65 MiB/s took MemAvailable from 330 to 70 MiB in four polls, and the OOM came
+    /// 12 s after critical; the deficit extrapolated over 60 s was 3.9 GiB for a
+    /// 512 MiB VM. It is bounded by what the window lost.
+    #[test]
+    fn a_burst_is_critical_with_a_deficit_no_larger_than_the_fall_seen() {
+        let usable = [330, 330, 265, 200, 135, 70];
+        let result = run(usable
+            .iter()
+            .enumerate()
+            .map(|(i, mib)| point(i as u64 * 2, mib * MIB, quiet())));
+        let (_, last) = result.last().expect("polls");
+        assert_eq!(last.level, RiskLevel::Critical, "{last:?}");
+        assert!(last.exhaustion_secs.is_some_and(|s| s <= 3), "{last:?}");
+        let deficit = last.deficit_kib.expect("a deficit");
+        // Back to 10 % of MemTotal (~47 MiB: nothing missing yet) plus the 260 MiB lost.
+        assert!(deficit <= 260 * MIB, "{deficit}");
+        assert!(deficit >= 190 * MIB, "{deficit}");
+    }
+
+    #[test]
+    fn a_report_two_polls_saw_is_one_figure() {
+        // A 5 s poll of a guest reporting every 10 s, a hog taking 2 MiB/s: every other
+        // poll repeats the report, which must not read as the fall stopping.
+        let points = (0..36).map(|i| {
+            let report = i / 2 * 2 * 5;
+            let mut p = point(i * 5, 400 * MIB - report * 2 * MIB, quiet());
+            p.report_epoch_secs = Some(1_800_000_000 + report);
+            p
+        });
+        let result = run(points);
+        let levels = levels(&result);
+        let first = levels
+            .iter()
+            .position(|l| *l != RiskLevel::Ok)
+            .expect("elevated");
+        assert!(
+            levels[first..].iter().all(|l| *l != RiskLevel::Ok),
+            "{levels:?}"
+        );
+        assert!(result[35]
+            .1
+            .exhaustion_secs
+            .is_some_and(|s| (20..=40).contains(&s)));
+    }
+
+    #[test]
+    fn page_cache_reads_with_busy_kswapd_stay_ok() {
+        // Streaming reads: kswapd scans and reclaims 50 MiB/s, a little direct reclaim,
+        // MemAvailable steady around 60 % (the page cache counts as available).
+        let result = run((0..60).map(|i| {
+            let snapshot = PressureSnapshot {
+                async_scan_kib_per_s: Some(80_000.0),
+                async_reclaim_kib_per_s: Some(51_200.0),
+                direct_reclaim_kib_per_s: Some(if i % 5 == 0 { 4096.0 } else { 0.0 }),
+                direct_scan_kib_per_s: Some(if i % 5 == 0 { 8192.0 } else { 0.0 }),
+                major_faults_per_s: Some(40.0),
+                psi_some_avg10: Some(3.0),
+                ..quiet()
+            };
+            point(i * POLL, 280 * MIB + (i % 4) * 8 * MIB, snapshot)
+        }));
+        assert!(
+            levels(&result).iter().all(|l| *l == RiskLevel::Ok),
+            "{:?}",
+            levels(&result)
+        );
+    }
+
+    #[test]
+    fn a_short_spike_starts_no_episode() {
+        // 150 MiB taken for one poll and given back.
+        let usable = |i: u64| if i == 10 { 150 * MIB } else { 300 * MIB };
+        let result = run((0..30).map(|i| point(i * POLL, usable(i), quiet())));
+        assert_eq!(
+            result[10].1.raw_level,
+            RiskLevel::Elevated,
+            "{:?}",
+            result[10].1
+        );
+        assert!(
+            levels(&result).iter().all(|l| *l == RiskLevel::Ok),
+            "{:?}",
+            levels(&result)
+        );
+        // Held for two polls it is elevated at most, briefly.
+        let usable = |i: u64| {
+            if (10..12).contains(&i) {
+                150 * MIB
+            } else {
+                300 * MIB
+            }
+        };
+        let result = run((0..30).map(|i| point(i * POLL, usable(i), quiet())));
+        let levels = levels(&result);
+        assert!(!levels.contains(&RiskLevel::Critical), "{levels:?}");
+        assert!(
+            levels.iter().filter(|l| **l != RiskLevel::Ok).count() <= 2,
+            "{levels:?}"
+        );
+        assert!(
+            levels[13..].iter().all(|l| *l == RiskLevel::Ok),
+            "{levels:?}"
+        );
+    }
+
+    #[test]
+    fn genuine_overcommit_is_critical_with_a_deficit_beyond_the_balloon() {
+        // The balloon is empty (actual = maximum): the working set outgrew the VM.
+        let result = run((0..10).map(|i| {
+            let snapshot = PressureSnapshot {
+                alloc_stalls_per_s: Some(150.0),
+                direct_reclaim_kib_per_s: Some(30_000.0),
+                direct_scan_kib_per_s: Some(90_000.0),
+                major_faults_per_s: Some(900.0),
+                psi_some_avg10: Some(70.0),
+                psi_full_avg10: Some(45.0),
+                ..quiet()
+            };
+            point(i * POLL, 9 * MIB + (i % 2) * MIB, snapshot)
+        }));
+        let (p, last) = result.last().expect("polls");
+        assert_eq!(last.level, RiskLevel::Critical, "{last:?}");
+        let held = p.maximum_kib.unwrap_or(0) - p.actual_kib.unwrap_or(0);
+        assert!(last.deficit_kib.is_some_and(|d| d > held), "{last:?}");
+        assert!(last.deficit_kib.is_some_and(|d| d >= TOTAL / 10 - 10 * MIB));
+        assert!(last.drivers.contains(&PressureSignal::PsiFull));
+        assert!(last.drivers.contains(&PressureSignal::AvailableLow));
+        assert_eq!(
+            result[0].1.level,
+            RiskLevel::Ok,
+            "one poll is not an episode"
+        );
+    }
+
+    #[test]
+    fn drivers_come_strongest_first() {
+        let snapshot = PressureSnapshot {
+            alloc_stalls_per_s: Some(1.0), // 2x its threshold
+            psi_full_avg10: Some(50.0),    // 10x its threshold
+            ..quiet()
+        };
+        let result = run((0..3).map(|i| point(i * POLL, 80 * MIB, snapshot)));
+        let (_, last) = result.last().expect("polls");
+        assert_eq!(
+            last.drivers,
+            [PressureSignal::PsiFull, PressureSignal::AllocStalls]
+        );
+        assert_eq!(last.level, RiskLevel::Elevated, "{last:?}");
+    }
+
+    #[test]
+    fn major_faults_count_against_the_vms_own_baseline() {
+        // A VM that always faults 100/s: learnt while MemAvailable was comfortable, it is
+        // its normal when MemAvailable is short (20 %) too; 5000/s is not.
+        let busy = |faults: f64| PressureSnapshot {
+            major_faults_per_s: Some(faults),
+            ..quiet()
+        };
+        let mut points: Vec<RiskPoint> = (0..20)
+            .map(|i| point(i * POLL, TOTAL / 2, busy(100.0)))
+            .collect();
+        points.extend((20..30).map(|i| point(i * POLL, TOTAL / 5, busy(100.0))));
+        let calm = run(points.clone());
+        assert!(
+            levels(&calm).iter().all(|l| *l == RiskLevel::Ok),
+            "{:?}",
+            levels(&calm)
+        );
+        points.extend((30..33).map(|i| point(i * POLL, TOTAL / 5, busy(5000.0))));
+        let thrash = run(points.clone());
+        let (_, last) = thrash.last().expect("polls");
+        assert_eq!(last.level, RiskLevel::Elevated, "{last:?}");
+        assert_eq!(last.drivers, [PressureSignal::MajorFaults]);
+        // A VM never seen calm: 100/s with MemAvailable short is distress.
+        let unknown = run(points[20..].to_vec());
+        assert_eq!(
+            unknown[2].1.level,
+            RiskLevel::Elevated,
+            "{:?}",
+            unknown[2].1
+        );
+    }
+
+    #[test]
+    fn without_any_signal_ok_says_it_knows_nothing() {
+        let empty: Vec<RiskPoint> = (0..5).map(|i| RiskPoint::empty(at(i * POLL))).collect();
+        let result = run(empty);
+        let (_, last) = result.last().expect("polls");
+        assert_eq!(last.level, RiskLevel::Ok);
+        assert!(!last.has_signals(), "{last:?}");
+        assert!(last.sources.is_empty());
+        let nothing = assess(RiskInput {
+            window: &[],
+            baseline: &Baseline::default(),
+            settings: &RiskSettings::default(),
+        });
+        assert!(!nothing.has_signals());
+        // Balloon stats alone are a source.
+        let stats_only =
+            run((0..3).map(|i| point(i * POLL, 300 * MIB, PressureSnapshot::default())));
+        assert_eq!(stats_only[2].1.sources, [SignalSource::BalloonStats]);
+    }
+
+    #[test]
+    fn random_guest_figures_keep_every_promise_of_the_assessment() {
+        // Any bits a guest can send, seeded so a failure can be replayed.
+        let mut rng = fastrand::Rng::with_seed(19);
+        let figure = |rng: &mut fastrand::Rng| match rng.u8(0..4) {
+            0 => None,
+            1 => Some(f64::from_bits(rng.u64(..))),
+            2 => Some(rng.f64() * 100.0),
+            _ => Some(rng.f64() * 1e6 - 1e3),
+        };
+        let mut points = Vec::new();
+        for i in 0..3000u64 {
+            let snapshot = PressureSnapshot {
+                alloc_stalls_per_s: figure(&mut rng),
+                direct_scan_kib_per_s: figure(&mut rng),
+                direct_reclaim_kib_per_s: figure(&mut rng),
+                async_scan_kib_per_s: figure(&mut rng),
+                async_reclaim_kib_per_s: figure(&mut rng),
+                major_faults_per_s: figure(&mut rng),
+                swap_in_kib_per_s: figure(&mut rng),
+                available_slope_kib_per_s: figure(&mut rng),
+                psi_some_avg10: figure(&mut rng),
+                psi_full_avg10: figure(&mut rng),
+                psi_some_total_us: rng.bool().then(|| rng.u64(..)),
+                psi_full_total_us: rng.bool().then(|| rng.u64(..)),
+            };
+            let size = |rng: &mut fastrand::Rng| match rng.u8(0..3) {
+                0 => None,
+                1 => Some(rng.u64(..)),
+                _ => Some(rng.u64(0..TOTAL)),
+            };
+            let mut p = point(i * rng.u64(0..20), 0, snapshot);
+            p.usable_kib = size(&mut rng);
+            p.total_kib = size(&mut rng);
+            p.report_epoch_secs = size(&mut rng);
+            points.push(p);
+        }
+        let result = run(points);
+        let levels = levels(&result);
+        for level in [RiskLevel::Ok, RiskLevel::Elevated, RiskLevel::Critical] {
+            assert!(levels.contains(&level), "random input reached {level} too");
+        }
+        for (_, a) in result {
+            assert!(a.exhaustion_secs.is_none_or(|s| s <= 86_400), "{a:?}");
+            assert!(
+                a.deficit_kib.is_none_or(|d| d as f64 <= MAX_FIGURE),
+                "{a:?}"
+            );
+            assert_eq!(a.level == RiskLevel::Ok, a.drivers.is_empty(), "{a:?}");
+            if a.level == RiskLevel::Ok {
+                assert_eq!(a.deficit_kib, None, "{a:?}");
+            }
+            let mut unique = a.drivers.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), a.drivers.len(), "{a:?}");
+            assert!(rank(a.level) <= rank(a.raw_level), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_figures_never_panic_nor_make_nan() {
+        let values = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.0,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            1e300,
+            0.0,
+        ];
+        let sizes = [0, 1, u64::MAX, u64::MAX / 2, TOTAL * 1000];
+        let mut points = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            for (j, size) in sizes.iter().enumerate() {
+                let v = Some(*value);
+                let snapshot = PressureSnapshot {
+                    alloc_stalls_per_s: v,
+                    direct_scan_kib_per_s: v,
+                    direct_reclaim_kib_per_s: v,
+                    async_scan_kib_per_s: v,
+                    async_reclaim_kib_per_s: v,
+                    major_faults_per_s: v,
+                    swap_in_kib_per_s: v,
+                    available_slope_kib_per_s: v,
+                    psi_some_avg10: v,
+                    psi_full_avg10: v,
+                    psi_some_total_us: Some(u64::MAX),
+                    psi_full_total_us: Some(u64::MAX),
+                };
+                let secs = (i * sizes.len() + j) as u64;
+                let mut p = point(secs, *size, snapshot);
+                p.total_kib = Some(sizes[(j + i) % sizes.len()]);
+                p.actual_kib = Some(*size);
+                p.maximum_kib = Some(u64::MAX);
+                points.push(p);
+            }
+        }
+        // The same moment twice and a clock going back.
+        points.push(point(0, 10, quiet()));
+        points.push(point(0, 10, quiet()));
+        for (_, assessment) in run(points) {
+            assert!(assessment.exhaustion_secs.is_none_or(|s| s <= 86_400));
+            assert!(assessment
+                .deficit_kib
+                .is_none_or(|d| d as f64 <= MAX_FIGURE));
+            if assessment.level == RiskLevel::Ok {
+                assert!(assessment.drivers.is_empty());
+            }
+        }
+        let mut baseline = Baseline::default();
+        baseline.learn(&PressureSnapshot {
+            major_faults_per_s: Some(f64::NAN),
+            swap_in_kib_per_s: Some(f64::INFINITY),
+            ..PressureSnapshot::default()
+        });
+        assert_eq!(baseline, Baseline::default());
+    }
+}
