@@ -58,7 +58,10 @@ if [ "$fuzz_seconds" != 0 ] && [ -x scripts/fuzz.sh ]; then
     fuzz_command="./scripts/fuzz.sh $fuzz_seconds"
 fi
 if [ "$tests_status" = 0 ]; then
+    # verdict_suite, the longest end-to-end suite, would start last (libtest goes by
+    # name): it runs in a process of its own from the start.
     "$target_dir/debug/ballast-run-tests" "$plan" --alone tests/tests/it/main.rs \
+        --split verdict_suite:: \
         --rest-command "cargo test --workspace --locked --doc" \
         --rest-command "$fuzz_command" \
         || tests_status=$?

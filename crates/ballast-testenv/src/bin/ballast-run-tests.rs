@@ -4,13 +4,17 @@
 //! following them. `cargo test` runs binaries one at a time and holds the build
 //! directory's lock while they run, so two cargo processes cannot overlap them.
 //!
-//! Usage: `ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [--rest-command CMD]...
-//! [-- TEST-ARGS...]`
+//! Usage: `ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [--split FILTER]...
+//! [--rest-command CMD]... [-- TEST-ARGS...]`
 //! - LABEL names a binary as `<package dir>/<source>` relative to the current
 //!   directory (the workspace root), e.g. `tests/tests/it/main.rs`; those run in the
 //!   first lane with their output live; every other binary runs in the second lane,
 //!   one after another, each one's output printed whole when it ends, and then each
 //!   CMD (`sh -c`, in the current directory: doc tests, a short fuzz run) the same way.
+//! - `--split FILTER` runs the first lane's tests matching FILTER (a libtest name
+//!   filter) in a process of their own from the start, beside it (`--skip FILTER`
+//!   there), output printed whole at its end: libtest starts tests in name order, so a
+//!   long suite late in the alphabet would otherwise run alone at the end.
 //! - Each binary runs as cargo would run it: in its package's directory, with
 //!   `CARGO_MANIFEST_DIR` and `CARGO` set, TEST-ARGS passed on.
 //!
@@ -28,6 +32,7 @@ use ballast_testenv::plan::{split_lanes, test_binaries, TestBinary};
 struct Args {
     cargo_json: PathBuf,
     alone: Vec<String>,
+    split: Vec<String>,
     rest_commands: Vec<String>,
     test_args: Vec<String>,
 }
@@ -37,10 +42,12 @@ fn parse_args() -> Result<Args, String> {
     let mut cargo_json = None;
     let mut alone = Vec::new();
     let mut rest_commands = Vec::new();
+    let mut split = Vec::new();
     let mut test_args = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--alone" => alone.push(args.next().ok_or("--alone needs a label")?),
+            "--split" => split.push(args.next().ok_or("--split needs a test name filter")?),
             "--rest-command" => {
                 rest_commands.push(args.next().ok_or("--rest-command needs a command")?)
             }
@@ -56,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
             "usage: ballast-run-tests CARGO_JSON_FILE [--alone LABEL]... [-- TEST-ARGS...]",
         )?,
         alone,
+        split,
         rest_commands,
         test_args,
     })
@@ -192,15 +200,37 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = Instant::now();
+    let mut live_args = args.test_args.clone();
+    for filter in &args.split {
+        live_args.extend(["--skip".to_string(), filter.clone()]);
+    }
     let outcomes = std::thread::scope(|scope| {
-        let live = scope.spawn(|| run_live(&alone, &root, &args.test_args));
+        let split: Vec<_> = alone
+            .iter()
+            .flat_map(|binary| args.split.iter().map(move |filter| (binary, filter)))
+            .map(|(binary, filter)| {
+                let root = &root;
+                let test_args = &args.test_args;
+                scope.spawn(move || {
+                    let label = format!("{} [{filter}]", binary.label(root));
+                    let mut command = command(binary, test_args);
+                    command.arg(filter);
+                    run_captured(label.clone(), &header(&label, binary), &mut command)
+                })
+            })
+            .collect();
+        let live = scope.spawn(|| run_live(&alone, &root, &live_args));
         let mut outcomes = run_buffered(&rest, &root, &args.test_args);
         outcomes.extend(run_commands(&args.rest_commands));
         let rest_took = started.elapsed();
         outcomes.extend(live.join().unwrap_or_default());
+        for handle in split {
+            outcomes.extend(handle.join().ok());
+        }
         println!(
-            "\nlanes: {} binaries alone, {} others and {} commands in {:.0?}; wall {:.0?}",
+            "\nlanes: {} binaries alone ({} split off), {} others and {} commands in {:.0?}; wall {:.0?}",
             alone.len(),
+            args.split.len(),
             rest.len(),
             args.rest_commands.len(),
             rest_took,
