@@ -40,6 +40,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
         Event::Oom(oom) => oom.vm.uuid.as_str(),
         Event::NearMiss(near_miss) => near_miss.vm.uuid.as_str(),
         Event::Pressure(episode) => episode.vm.uuid.as_str(),
+        Event::Guard(action) => action.vm.uuid.as_str(),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => HOST_LEVEL_VM,
     };
     event_key(host_id, event.kind_name(), vm_uuid, discriminator)
@@ -50,7 +51,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
 /// downsampled or dropped to stay under the size cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Lane {
-    /// OOM events and near misses.
+    /// OOM events, near misses and guard actions.
     Critical,
     /// Hello, inventory, balloon changes, health, pressure episodes.
     Normal,
@@ -65,7 +66,7 @@ impl Lane {
 
     pub fn of(event: &Event) -> Self {
         match event {
-            Event::Oom(_) | Event::NearMiss(_) => Lane::Critical,
+            Event::Oom(_) | Event::NearMiss(_) | Event::Guard(_) => Lane::Critical,
             Event::Rollup(_) => Lane::Rollup,
             Event::Hello(_)
             | Event::Inventory(_)

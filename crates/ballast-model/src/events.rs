@@ -38,6 +38,8 @@ pub enum Event {
     Health(AgentHealth),
     /// Schema version 2.
     Pressure(Box<crate::PressureEpisode>),
+    /// Schema version 2.
+    Guard(Box<crate::GuardAction>),
 }
 
 impl Event {
@@ -52,6 +54,7 @@ impl Event {
             Event::NearMiss(_) => "near_miss",
             Event::Health(_) => "health",
             Event::Pressure(_) => "pressure",
+            Event::Guard(_) => "guard",
         }
     }
 
@@ -59,7 +62,7 @@ impl Event {
     /// events', so a collector of an older version still takes every batch it can read.
     pub fn schema_version(&self) -> u32 {
         match self {
-            Event::Pressure(_) => 2,
+            Event::Pressure(_) | Event::Guard(_) => 2,
             _ => 1,
         }
     }

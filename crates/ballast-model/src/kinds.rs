@@ -222,6 +222,45 @@ impl Default for ReportVerdict {
     }
 }
 
+vocabulary! {
+    /// What the agent's guard may do (`guard.mode`; [`crate::GuardAction::mode`]).
+    GuardMode {
+        /// Never acts, reports nothing.
+        Off = "off",
+        /// Reports what it would have done, changes nothing (the default).
+        Observe = "observe",
+        /// Gives balloon memory back to a guest at critical risk.
+        Act = "act",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// What one guard decision came to ([`crate::GuardAction::outcome`]).
+    GuardOutcome {
+        /// `act`: the balloon's target was raised (memory given back to the guest).
+        Deflated = "deflated",
+        /// `observe`: the deflation `act` would have made.
+        WouldDeflate = "would_deflate",
+        /// The host's balloon policy took the memory back (Proxmox's pvestatd re-sets
+        /// targets every cycle); the VM's persistent floor was raised, as the operator
+        /// allowed.
+        FloorRaised = "floor_raised",
+        /// The host's balloon policy took the memory back and the guard may not raise
+        /// the floor: `floor_after_kib` is the floor that would hold.
+        OverriddenByHost = "overridden_by_host",
+        /// The host has nothing to give (its MemAvailable minus the reserve).
+        HostHasNothing = "host_has_nothing",
+        /// The guest's need exceeds the VM's maximum: no deflation ends it.
+        BeyondMaximum = "beyond_maximum",
+        /// A step was due but the per-VM or per-host rate limit held it back.
+        RateLimited = "rate_limited",
+        /// The hypervisor refused or failed the change (`detail` says why).
+        Failed = "failed",
+    }
+    unknown_is_a_value = false
+}
+
 impl crate::OomKind {
     /// Every kind but the fallback, in order.
     pub const ALL: [crate::OomKind; 3] = [

@@ -32,7 +32,7 @@ mod validate;
 
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, EpisodePhase, NearMissKind, PressureSignal, ReportKind, ReportVerdict,
+    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal, ReportKind, ReportVerdict,
     RiskLevel, SignalSource, VmState,
 };
 pub use pressure::*;

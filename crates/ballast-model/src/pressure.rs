@@ -8,7 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::kinds::{EpisodePhase, PressureSignal, RiskLevel, SignalSource};
+use crate::kinds::{
+    EpisodePhase, GuardMode, GuardOutcome, PressureSignal, RiskLevel, SignalSource,
+};
 use crate::VmRef;
 
 /// One VM's pressure signals at one poll (rates since the poll before).
@@ -174,6 +176,53 @@ pub struct PressureEpisode {
     /// the pressure.
     #[serde(default)]
     pub deficit_kib: Option<u64>,
+}
+
+/// One decision of the agent's guard (schema version 2): what it did, or in `observe`
+/// what it would have done, with the sizes before and after and the signals that
+/// triggered it. Every decision that changes or would change a balloon is one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardAction {
+    pub vm: VmRef,
+    pub mode: GuardMode,
+    pub outcome: GuardOutcome,
+    /// When it was decided (Unix ms, host clock).
+    pub at_ms: i64,
+    /// The pressure episode it answered (its `started_at_ms`), when one was under way.
+    #[serde(default)]
+    pub episode_started_at_ms: Option<i64>,
+    /// The risk that triggered it.
+    pub level: RiskLevel,
+    #[serde(default)]
+    pub drivers: Vec<PressureSignal>,
+    #[serde(default)]
+    pub signals: PressureSnapshot,
+    #[serde(default)]
+    pub exhaustion_secs: Option<u64>,
+    #[serde(default)]
+    pub deficit_kib: Option<u64>,
+    /// The balloon's `actual` before the decision.
+    #[serde(default)]
+    pub actual_before_kib: Option<u64>,
+    /// The target set (`deflated`) or that would have been set (`would_deflate`).
+    #[serde(default)]
+    pub target_kib: Option<u64>,
+    #[serde(default)]
+    pub maximum_kib: Option<u64>,
+    /// The host's MemAvailable when it decided, and the reserve it keeps.
+    #[serde(default)]
+    pub host_available_kib: Option<u64>,
+    #[serde(default)]
+    pub host_reserve_kib: Option<u64>,
+    /// The VM's balloon floor before and after (Proxmox `balloon:`; after is the one
+    /// raised, or for `overridden_by_host` the one that would hold).
+    #[serde(default)]
+    pub floor_before_kib: Option<u64>,
+    #[serde(default)]
+    pub floor_after_kib: Option<u64>,
+    /// A short explanation (the hypervisor's error for `failed`); agent-written.
+    #[serde(default)]
+    pub detail: String,
 }
 
 #[cfg(test)]

@@ -214,6 +214,7 @@ fn event_vm(event: &Event) -> Option<&str> {
         Event::Oom(oom) => Some(&oom.vm.uuid),
         Event::NearMiss(miss) => Some(&miss.vm.uuid),
         Event::Pressure(episode) => Some(&episode.vm.uuid),
+        Event::Guard(action) => Some(&action.vm.uuid),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => None,
     }
 }
@@ -353,6 +354,12 @@ fn validate_event(
             check_uuid(&format!("{path}.vm.uuid"), &episode.vm.uuid)?;
             check_len(&format!("{path}.vm.name"), &episode.vm.name, name)?;
             validate_episode(path, episode, limits, window)?;
+        }
+        Event::Guard(action) => {
+            // TODO(issue 19, collector side): every field of a guard action checked.
+            check_uuid(&format!("{path}.vm.uuid"), &action.vm.uuid)?;
+            check_len(&format!("{path}.vm.name"), &action.vm.name, name)?;
+            check_len(&format!("{path}.detail"), &action.detail, 4096)?;
         }
     }
     Ok(())
