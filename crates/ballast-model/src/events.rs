@@ -212,7 +212,7 @@ pub enum OomKind {
     /// The host ran out and killed a QEMU process.
     Host,
     /// A kind this version does not know (a newer agent's): decodes instead of failing
-    /// the whole batch; [`crate::validate`] refuses it.
+    /// the whole batch; [`crate::validate()`] refuses it.
     #[serde(other)]
     Unknown,
 }

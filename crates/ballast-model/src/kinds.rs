@@ -1,7 +1,7 @@
 //! The closed vocabularies of the wire and the collector: verdicts, VM states, report
 //! kinds, near-miss kinds. Each is serialised exactly as the string it always was, and
 //! has an `Unknown` fallback (`#[serde(other)]`): a value a newer peer sends decodes as
-//! `Unknown` instead of failing the whole message. [`crate::validate`] still accepts
+//! `Unknown` instead of failing the whole message. [`crate::validate()`] still accepts
 //! only the names listed in `NAMES`.
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,7 @@ macro_rules! vocabulary {
         impl $name {
             /// Every variant but the fallback, in order.
             pub const KNOWN: &'static [$name] = &[$($name::$variant),+];
-            /// The names [`crate::validate`] accepts.
+            /// The names [`crate::validate()`] accepts.
             pub const NAMES: &'static [&'static str] = if $unknown_valid {
                 &[$($text,)+ "unknown"]
             } else {

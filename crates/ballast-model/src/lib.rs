@@ -4,7 +4,7 @@
 //!    it in an [`Envelope`] with an idempotency `key` fixed at capture time.
 //! 2. Envelopes travel in a [`Batch`] (JSON, gzip on the wire) to
 //!    `POST /api/v1/ingest`; the collector stores each key at most once.
-//! 3. The collector validates every field ([`validate`], [`check_sent_names`]) and
+//! 3. The collector validates every field ([`validate()`], [`check_sent_names`]) and
 //!    answers with an [`IngestResponse`]; the agent drops what was acknowledged from
 //!    its spool.
 //!

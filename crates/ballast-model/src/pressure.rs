@@ -55,7 +55,7 @@ pub struct PressureSnapshot {
 }
 
 impl PressureSnapshot {
-    /// The snapshot with every figure [`crate::validate`] would refuse made missing
+    /// The snapshot with every figure [`crate::validate()`] would refuse made missing
     /// (not finite, negative where it cannot be, beyond [`crate::MAX_EVENTS_PER_S`],
     /// [`crate::MAX_KIB_PER_S`], 100 % or [`crate::MAX_PSI_TOTAL_US`]): what an agent
     /// puts on the wire, so one hostile guest figure never gets a whole event refused.

@@ -1,5 +1,5 @@
 //! The vocabulary names of a batch as sent. A typed batch folds every name this
-//! version does not know into its vocabulary's `Unknown`, and [`crate::validate`]
+//! version does not know into its vocabulary's `Unknown`, and [`crate::validate()`]
 //! refuses that `Unknown` wherever `unknown` is not a value. Where it is (a report
 //! analysis' verdict: the analysis could not say), only the text tells a real
 //! `unknown` from a name a newer agent made up, so [`check_sent_names`] reads the
