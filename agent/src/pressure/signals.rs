@@ -311,21 +311,11 @@ mod tests {
     }
 
     fn all_finite(snapshot: &PressureSnapshot) -> bool {
-        [
-            snapshot.alloc_stalls_per_s,
-            snapshot.direct_scan_kib_per_s,
-            snapshot.direct_reclaim_kib_per_s,
-            snapshot.async_scan_kib_per_s,
-            snapshot.async_reclaim_kib_per_s,
-            snapshot.major_faults_per_s,
-            snapshot.swap_in_kib_per_s,
-            snapshot.available_slope_kib_per_s,
-            snapshot.psi_some_avg10,
-            snapshot.psi_full_avg10,
-        ]
-        .iter()
-        .flatten()
-        .all(|value| value.is_finite())
+        snapshot
+            .rates()
+            .iter()
+            .flatten()
+            .all(|value| value.is_finite())
     }
 
     #[test]

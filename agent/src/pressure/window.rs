@@ -35,7 +35,7 @@ impl PressureWindow {
         let point = Point {
             // A clock stepping back keeps the window ordered.
             at_secs: u32::try_from(secs).unwrap_or(u32::MAX).max(last),
-            values: fields(snapshot).map(|value| value.map_or(f32::NAN, narrow)),
+            values: snapshot.rates().map(|value| value.map_or(f32::NAN, narrow)),
         };
         if self.points.len() == WINDOW_POINTS {
             self.points.pop_front();
@@ -82,22 +82,6 @@ impl PressureWindow {
             })
             .collect()
     }
-}
-
-/// The snapshot's rates and percentages, in field order.
-fn fields(snapshot: &PressureSnapshot) -> [Option<f64>; 10] {
-    [
-        snapshot.alloc_stalls_per_s,
-        snapshot.direct_scan_kib_per_s,
-        snapshot.direct_reclaim_kib_per_s,
-        snapshot.async_scan_kib_per_s,
-        snapshot.async_reclaim_kib_per_s,
-        snapshot.major_faults_per_s,
-        snapshot.swap_in_kib_per_s,
-        snapshot.available_slope_kib_per_s,
-        snapshot.psi_some_avg10,
-        snapshot.psi_full_avg10,
-    ]
 }
 
 /// f64 -> f32, finite stays finite (clamped to f32's range), NaN stays missing.

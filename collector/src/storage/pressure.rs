@@ -81,21 +81,6 @@ fn flag(on: bool) -> Param {
     Param::int(i64::from(on))
 }
 
-fn snapshot_rates(snapshot: &PressureSnapshot) -> [Option<f64>; 10] {
-    [
-        snapshot.alloc_stalls_per_s,
-        snapshot.direct_scan_kib_per_s,
-        snapshot.direct_reclaim_kib_per_s,
-        snapshot.async_scan_kib_per_s,
-        snapshot.async_reclaim_kib_per_s,
-        snapshot.major_faults_per_s,
-        snapshot.swap_in_kib_per_s,
-        snapshot.available_slope_kib_per_s,
-        snapshot.psi_some_avg10,
-        snapshot.psi_full_avg10,
-    ]
-}
-
 /// The pressure columns' values of one rollup (all NULL when it carried none).
 pub fn rollup_params(pressure: Option<&PressureRollup>) -> Vec<Param> {
     let Some(pressure) = pressure else {
@@ -108,7 +93,9 @@ pub fn rollup_params(pressure: Option<&PressureRollup>) -> Vec<Param> {
         flag(pressure.sources.contains(&SignalSource::GuestPsi)),
     ];
     params.extend(
-        snapshot_rates(&pressure.peak)
+        pressure
+            .peak
+            .rates()
             .into_iter()
             .map(|rate| Param::Int(milli(rate))),
     );

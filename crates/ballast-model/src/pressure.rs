@@ -86,6 +86,25 @@ impl PressureSnapshot {
         }
     }
 
+    /// The rates and PSI percentages (the totals aside), in field order: alloc stalls,
+    /// direct scan, direct reclaim, async scan, async reclaim, major faults, swap-in,
+    /// MemAvailable slope, PSI some avg10, PSI full avg10.
+    pub fn rates(&self) -> [Option<f64>; 10] {
+        let snapshot = self;
+        [
+            snapshot.alloc_stalls_per_s,
+            snapshot.direct_scan_kib_per_s,
+            snapshot.direct_reclaim_kib_per_s,
+            snapshot.async_scan_kib_per_s,
+            snapshot.async_reclaim_kib_per_s,
+            snapshot.major_faults_per_s,
+            snapshot.swap_in_kib_per_s,
+            snapshot.available_slope_kib_per_s,
+            snapshot.psi_some_avg10,
+            snapshot.psi_full_avg10,
+        ]
+    }
+
     /// The sources that gave at least one figure of this snapshot.
     pub fn sources(&self) -> Vec<SignalSource> {
         let counters = [
