@@ -32,15 +32,15 @@ mod validate;
 
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal, ReportKind, ReportVerdict,
-    RiskLevel, SignalSource, VmState,
+    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal,
+    ReportKind, ReportVerdict, RiskLevel, SignalSource, VmState,
 };
 pub use pressure::*;
 pub use report::*;
 pub use sent::check_sent_names;
 pub use validate::{
     plausible_kib, validate, FieldError, Limits, MAX_EVENTS_PER_S, MAX_EXHAUSTION_SECS,
-    MAX_KIB_PER_S, MAX_MEMORY_KIB, MAX_PSI_TOTAL_US,
+    MAX_GUARD_DETAIL_BYTES, MAX_KIB_PER_S, MAX_MEMORY_KIB, MAX_PSI_TOTAL_US,
 };
 
 /// The version of this schema; see the module docs for the compatibility rule.
