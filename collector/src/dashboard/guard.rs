@@ -286,6 +286,7 @@ pub fn overview_section(averted: &[Averted], would: &[WouldHave]) -> Markup {
                     }
                 }
             }
+            h3 { "What observe would have done" }
             @if would.is_empty() {
                 p.empty { "No OOM followed a guard decision in observe." }
             } @else {
