@@ -177,6 +177,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
                 body_json: "{}".into(),
                 vms,
                 episode: None,
+                guard: None,
             }],
             ..PreparedBatch::default()
         };

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ballast_daemon::exposition::{counter, counter_family, gauge};
 use ballast_model::RiskLevel;
-use ballast_model::{CorrelationVerdict, OomKind};
+use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet,
@@ -87,6 +87,8 @@ pub struct BatchShape {
     pub others: u64,
     /// (kind, correlation verdict) -> OOMs.
     pub ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
+    /// Guard actions by outcome.
+    pub guard: BTreeMap<GuardOutcome, u64>,
 }
 
 impl BatchShape {
@@ -95,10 +97,15 @@ impl BatchShape {
         for oom in &batch.ooms {
             *ooms.entry((oom.kind, oom.corr_verdict)).or_insert(0) += 1;
         }
+        let mut guard = BTreeMap::new();
+        for action in batch.events.iter().filter_map(|event| event.guard.as_ref()) {
+            *guard.entry(action.outcome).or_insert(0) += 1;
+        }
         Self {
             rollups: batch.rollups.len() as u64,
             others: batch.events.len() as u64,
             ooms,
+            guard,
         }
     }
 }
@@ -157,6 +164,7 @@ struct Counters {
     rollups: u64,
     others: u64,
     ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
+    guard: BTreeMap<GuardOutcome, u64>,
     storage_errors: u64,
     last_ingest_secs: Option<f64>,
     retention_passes: u64,
@@ -245,6 +253,9 @@ impl Metrics {
                 c.others += shape.others;
                 for (key, n) in &shape.ooms {
                     *c.ooms.entry(*key).or_insert(0) += n;
+                }
+                for (outcome, n) in &shape.guard {
+                    *c.guard.entry(*outcome).or_insert(0) += n;
                 }
             }
         }
@@ -398,7 +409,7 @@ impl Collector for Scrape {
         let mut family = counter_family(
             &mut encoder,
             "ballast_collector_events_stored_total",
-            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode).",
+            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode, guard action).",
         )?;
         let ooms: u64 = c.ooms.values().sum();
         for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
@@ -420,6 +431,16 @@ impl Collector for Scrape {
                 let labels = [("kind", kind.as_str()), ("verdict", verdict.as_str())];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
+        }
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_collector_guard_actions_total",
+            "Guard actions stored (agents' guard decisions, or in observe what it would have done), by outcome.",
+        )?;
+        // A fixed list: the known outcomes (ingest refuses an unknown one).
+        for outcome in GuardOutcome::KNOWN {
+            let n = c.guard.get(outcome).copied().unwrap_or(0);
+            ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome.as_str())])?)?;
         }
         counter(
             &mut encoder,
@@ -565,6 +586,7 @@ mod tests {
             .ooms
             .insert((OomKind::Guest, CorrelationVerdict::Balloon), 2);
         shape.rollups = 3;
+        shape.guard.insert(GuardOutcome::WouldDeflate, 2);
         metrics.ingest(
             IngestOutcome::Accepted,
             Duration::from_millis(30),
@@ -591,6 +613,8 @@ mod tests {
             "ballast_collector_ooms_stored_total{kind=\"guest\",verdict=\"balloon\"} 2",
             "ballast_collector_events_stored_total{type=\"rollup\"} 3",
             "ballast_collector_events_duplicate_total 5",
+            "ballast_collector_guard_actions_total{outcome=\"would_deflate\"} 2",
+            "ballast_collector_guard_actions_total{outcome=\"deflated\"} 0",
             "ballast_collector_notify_outbox_rows{state=\"pending\"} 4",
             "ballast_collector_notify_outbox_rows{state=\"other\"} 1",
         ] {

@@ -17,8 +17,8 @@
 use serde::Serialize;
 
 use ballast_model::{
-    MinMaxLast, OomKind, PressureRollup, PressureSignal, PressureSnapshot, ReportVerdict,
-    RiskLevel, VmState,
+    GuardMode, GuardOutcome, MinMaxLast, OomKind, PressureRollup, PressureSignal, PressureSnapshot,
+    ReportVerdict, RiskLevel, VmState,
 };
 
 use crate::correlation::outcome::Correlation;
@@ -189,6 +189,51 @@ pub struct VmPressure {
     pub host: String,
     pub uuid: String,
     pub episodes: Vec<EpisodeRecord>,
+}
+
+/// One decision of a VM's guard (`GET /api/v1/vms/{host}/{uuid}/guard`,
+/// `GET /api/v1/guard`, the VM page's chart and list): what it did or, in `observe`,
+/// would have done, the sizes before and after, the signals that triggered it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GuardRecord {
+    pub id: i64,
+    pub host: String,
+    pub uuid: String,
+    /// Guest-controlled text: escape wherever shown.
+    pub name: String,
+    /// When it was decided (Unix ms, the host's clock).
+    pub at_ms: i64,
+    pub mode: GuardMode,
+    pub outcome: GuardOutcome,
+    /// The risk that triggered it.
+    pub level: RiskLevel,
+    /// The pressure episode it answered, when one was under way.
+    pub episode_started_at_ms: Option<i64>,
+    /// The balloon's `actual` before, and the target set or that would have been set.
+    pub actual_before_kib: Option<u64>,
+    pub target_kib: Option<u64>,
+    pub maximum_kib: Option<u64>,
+    pub deficit_kib: Option<u64>,
+    pub exhaustion_secs: Option<u64>,
+    /// The host's MemAvailable when it decided, and the reserve the guard keeps.
+    pub host_available_kib: Option<u64>,
+    pub host_reserve_kib: Option<u64>,
+    /// The VM's balloon floor before and after (for `overridden_by_host`, the floor
+    /// that would hold).
+    pub floor_before_kib: Option<u64>,
+    pub floor_after_kib: Option<u64>,
+    pub drivers: Vec<PressureSignal>,
+    pub signals: PressureSnapshot,
+    /// Agent-written explanation: escape wherever shown.
+    pub detail: String,
+}
+
+/// A VM's guard actions, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VmGuard {
+    pub host: String,
+    pub uuid: String,
+    pub actions: Vec<GuardRecord>,
 }
 
 /// A VM's memory series.

@@ -1,5 +1,5 @@
-//! Deletes expired rows in bounded batches: rollups, small events and pressure
-//! episodes (by their last phase) after `retention.rollup_days`, OOM events after `retention.oom_days`; then compacts
+//! Deletes expired rows in bounded batches: rollups, small events, pressure
+//! episodes (by their last phase) and guard actions after `retention.rollup_days`, OOM events after `retention.oom_days`; then compacts
 //! minute rollups older than `retention.minute_rollup_hours` into hourly rollups
 //! ([`crate::storage::tiers`]), so a fleet's store holds 30 days of hours, not of
 //! minutes.
@@ -43,14 +43,16 @@ pub async fn run_pass(
         (Expiring::Rollups, cutoff(settings.rollups)),
         (Expiring::Events, cutoff(settings.rollups)),
         (Expiring::Episodes, cutoff(settings.rollups)),
+        (Expiring::Guard, cutoff(settings.rollups)),
         (Expiring::Ooms, cutoff(settings.ooms)),
     ] {
         loop {
             let n = delete_expired(store, what, before, settings.batch_rows).await?;
             match what {
                 Expiring::Rollups => deleted.rollups += n,
-                // An episode is a small event folded into one row.
-                Expiring::Events | Expiring::Episodes => deleted.events += n,
+                // An episode is a small event folded into one row; an action is
+                // a small event's row.
+                Expiring::Events | Expiring::Episodes | Expiring::Guard => deleted.events += n,
                 Expiring::Ooms => deleted.ooms += n,
             }
             if n < u64::from(settings.batch_rows) {

@@ -1,20 +1,23 @@
 //! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{host}/{uuid}/memory`
 //! (and the older `/vms/{uuid}/memory` while the uuid names one host's VM),
-//! `/vms/{host}/{uuid}/pressure`, `/pressure/open`, `/stats/ooms`,
+//! `/vms/{host}/{uuid}/pressure`, `/pressure/open`, `/vms/{host}/{uuid}/guard`,
+//! `/guard`, `/stats/ooms`,
 //! `/stats/repeated-balloon-ooms`. Times are Unix milliseconds.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use ballast_model::{CorrelationVerdict, OomKind, ReportVerdict};
+use ballast_model::{CorrelationVerdict, GuardMode, GuardOutcome, OomKind, ReportVerdict};
 use serde::Deserialize;
 
 use crate::api::AppError;
 use crate::records::{
-    EpisodeRecord, OomCounts, OomDetail, OomPage, RepeatOffenders, VmList, VmMemory, VmPressure,
+    EpisodeRecord, GuardRecord, OomCounts, OomDetail, OomPage, RepeatOffenders, VmGuard, VmList,
+    VmMemory, VmPressure,
 };
 use crate::state::AppState;
 use crate::storage::episodes::{self, EPISODES_MAX};
+use crate::storage::guard_reads::{self, GuardFilter, GUARD_MAX};
 use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, VmFilter};
 
 const DAY_MS: i64 = 86_400_000;
@@ -320,6 +323,74 @@ pub(super) async fn open_pressure(
         checked_limit(params.limit, 100, EPISODES_MAX)?,
     )
     .await?;
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+/// `GET /api/v1/vms/{host}/{uuid}/guard`: the VM's guard actions decided in the
+/// range (default the last 24 h), newest first.
+pub(super) async fn vm_guard(
+    State(state): State<AppState>,
+    Path((host, uuid)): Path<(String, String)>,
+    query: Result<Query<PressureParams>, QueryRejection>,
+) -> Result<Json<VmGuard>, AppError> {
+    let params = params(query)?;
+    let since = params
+        .since
+        .unwrap_or_else(|| crate::now_ms().saturating_sub(DAY_MS));
+    let actions = guard_reads::vm_guard_actions(
+        state.store.as_ref(),
+        &host,
+        &uuid,
+        since,
+        params.until.unwrap_or(i64::MAX),
+        checked_limit(params.limit, 100, GUARD_MAX)?,
+    )
+    .await?;
+    Ok(Json(VmGuard {
+        host,
+        uuid,
+        actions,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GuardParams {
+    outcome: Option<String>,
+    mode: Option<String>,
+    host: Option<String>,
+    since: Option<i64>,
+    until: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/guard`: the fleet's guard actions, newest first, filtered by
+/// `outcome`, `mode`, `host` and time.
+pub(super) async fn fleet_guard(
+    State(state): State<AppState>,
+    query: Result<Query<GuardParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let params = params(query)?;
+    let limit = checked_limit(params.limit, 100, GUARD_MAX)?;
+    let filter = GuardFilter {
+        outcome: named(
+            "outcome",
+            params.outcome.as_deref(),
+            GuardOutcome::NAMES,
+            GuardOutcome::parse,
+        )?,
+        mode: named(
+            "mode",
+            params.mode.as_deref(),
+            GuardMode::NAMES,
+            GuardMode::parse,
+        )?,
+        host: params.host,
+        since_ms: params.since,
+        until_ms: params.until,
+    };
+    let items: Vec<GuardRecord> =
+        guard_reads::guard_actions(state.store.as_ref(), &filter, limit).await?;
     Ok(Json(serde_json::json!({ "items": items })))
 }
 

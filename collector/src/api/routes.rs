@@ -24,6 +24,8 @@ pub fn routes(state: AppState) -> Router<AppState> {
             get(query::vm_pressure),
         )
         .route("/api/v1/pressure/open", get(query::open_pressure))
+        .route("/api/v1/vms/{host}/{uuid}/guard", get(query::vm_guard))
+        .route("/api/v1/guard", get(query::fleet_guard))
         .route("/api/v1/stats/ooms", get(query::oom_counts))
         .route(
             "/api/v1/stats/repeated-balloon-ooms",

@@ -34,6 +34,7 @@
 pub mod auth;
 mod error;
 mod explain;
+mod guard;
 mod layout;
 mod oom_page;
 mod overview;

@@ -5,15 +5,17 @@ use axum::extract::{Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use crate::dashboard::guard as dashboard_guard;
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::pressure as dashboard_pressure;
 use crate::dashboard::svg::{self, Group};
-use ballast_model::{CorrelationVerdict, OomKind};
+use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind};
 
 use crate::dashboard::DashboardError;
 use crate::reports::format;
 use crate::state::AppState;
 use crate::storage::aggregates as data;
+use crate::storage::guard_reads::{self, GuardFilter};
 use crate::storage::queries::{self, GroupBy, OomFilter};
 
 /// Host pressure looks at the last 15 minutes of rollups.
@@ -106,6 +108,7 @@ pub async fn overview(
     let pressure = data::host_pressure(store, now - PRESSURE_WINDOW_MS).await?;
     let open_episodes =
         crate::storage::episodes::open_episodes(store, 0, dashboard_pressure::OPEN_LISTED).await?;
+    let guard = guard_lines(store, since, now).await?;
     let newest = queries::list_ooms(
         store,
         &OomFilter {
@@ -142,6 +145,7 @@ pub async fn overview(
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
         (dashboard_pressure::under_pressure_now(&open_episodes))
+        (guard)
         section {
             h2 { "OOMs by correlation verdict" }
             (svg::stacked_bars("OOMs over time by verdict", &counts(&by_verdict.items), &VERDICT_GROUPS, (since, until), bucket_ms))
@@ -210,4 +214,65 @@ pub async fn overview(
         }
     };
     Ok(layout::page("Fleet overview", body))
+}
+
+/// The most guard actions of each outcome the overview joins.
+const GUARD_JOINED: i64 = 500;
+/// The most VMs whose OOMs the overview reads for the guard's lines.
+const GUARD_VMS: usize = 100;
+
+/// The overview's guard section over the range: the `deflated` and `would_deflate`
+/// actions since `since`, their VMs' episodes and OOMs, joined by
+/// `dashboard::guard`.
+async fn guard_lines(
+    store: &dyn crate::storage::Store,
+    since: i64,
+    now: i64,
+) -> Result<Markup, DashboardError> {
+    let mut actions = Vec::new();
+    for outcome in [GuardOutcome::Deflated, GuardOutcome::WouldDeflate] {
+        let filter = GuardFilter {
+            outcome: Some(outcome),
+            since_ms: Some(since),
+            ..GuardFilter::default()
+        };
+        actions.extend(guard_reads::guard_actions(store, &filter, GUARD_JOINED).await?);
+    }
+    if actions.is_empty() {
+        return Ok(dashboard_guard::overview_section(&[], &[]));
+    }
+    let window = dashboard_guard::AFTER_EPISODE_MS;
+    let episodes = crate::storage::episodes::episodes_between(
+        store,
+        since.saturating_sub(window),
+        now.saturating_add(1),
+        5_000,
+    )
+    .await?;
+    let mut ooms = Vec::new();
+    // Bounded: the VMs of the newest actions would do; a fleet-wide sweep is the API's.
+    for (host, uuid) in dashboard_guard::vms_of(&actions)
+        .into_iter()
+        .take(GUARD_VMS)
+    {
+        let page = queries::list_ooms(
+            store,
+            &OomFilter {
+                host: Some(host),
+                vm: Some(uuid),
+                since_ms: Some(since),
+                limit: 200,
+                ..OomFilter::default()
+            },
+        )
+        .await?;
+        ooms.extend(
+            page.items
+                .into_iter()
+                .map(|oom| (oom.host, oom.vm.uuid, oom.time_ms)),
+        );
+    }
+    let averted = dashboard_guard::averted(&actions, &episodes, &ooms, now);
+    let would = dashboard_guard::would_have(&actions, &episodes, &ooms);
+    Ok(dashboard_guard::overview_section(&averted, &would))
 }

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 
+use crate::dashboard::guard;
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
 use crate::dashboard::overview::range;
@@ -20,6 +21,7 @@ use crate::reports::format;
 use crate::state::AppState;
 use crate::storage::aggregates::{self as data, SeriesPoint};
 use crate::storage::episodes;
+use crate::storage::guard_reads;
 use crate::storage::queries::{self, OomFilter};
 use crate::storage::Store;
 
@@ -246,6 +248,9 @@ pub async fn vm(
     .points;
     let episodes = episodes::vm_episodes(store, &host, &uuid, since, until, 200).await?;
     let bands = pressure::bands(&episodes);
+    let guard_actions =
+        guard_reads::vm_guard_actions(store, &host, &uuid, since, until, guard::VM_LISTED).await?;
+    let guard_marks = guard::marks(&guard_actions);
     let base = vm_path(&host, &uuid);
     let title = if record.name.is_empty() {
         record.uuid.clone()
@@ -286,7 +291,11 @@ pub async fn vm(
         (range_links(&base, &range_name))
         section #memory {
             h2 { "Memory" }
-            (svg::line_chart_with_bands("VM memory over time", &lines, &marks, &bands, Some((since, until))))
+            (svg::line_chart_with_guard("VM memory over time", &lines, &marks, &guard_marks, &bands, Some((since, until))))
+        }
+        section #guard {
+            h2 { "Guard actions" }
+            (guard::actions_table(&guard_actions))
         }
         section #pressure {
             h2 { "Pressure" }

@@ -100,7 +100,7 @@ pub fn chart(points: &[RollupPoint], episodes: &[EpisodeRecord], range: (i64, i6
     )
 }
 
-fn drivers(drivers: &[PressureSignal]) -> String {
+pub fn drivers(drivers: &[PressureSignal]) -> String {
     if drivers.is_empty() {
         return "-".to_string();
     }
@@ -111,7 +111,7 @@ fn drivers(drivers: &[PressureSignal]) -> String {
         .join(", ")
 }
 
-fn exhaustion(secs: Option<u64>) -> String {
+pub fn exhaustion(secs: Option<u64>) -> String {
     secs.map_or_else(|| "-".to_string(), |secs| format!("{secs} s"))
 }
 

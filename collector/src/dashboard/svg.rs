@@ -123,11 +123,44 @@ pub fn line_chart(
     line_chart_with_bands(aria, lines, marks, &[], range)
 }
 
+/// A guard action's marker on a memory chart: a vertical line with a dot on top,
+/// its class one of [`GUARD_KINDS`] (deflated, would deflate, overridden, held back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardMark {
+    pub at_ms: i64,
+    pub class: &'static str,
+    /// The tooltip (escaped by maud like all text).
+    pub label: String,
+}
+
+/// The guard marker classes and their legend labels, in legend order.
+pub const GUARD_KINDS: [(&str, &str); 4] = [
+    ("guard-deflated", "guard: deflated"),
+    ("guard-would", "guard: would have deflated (observe)"),
+    ("guard-overridden", "guard: overridden by host policy"),
+    (
+        "guard-held",
+        "guard: held back (nothing to give, beyond maximum, rate limit, failed)",
+    ),
+];
+
 /// [`line_chart`] with shaded spans behind the lines.
 pub fn line_chart_with_bands(
     aria: &str,
     lines: &[Line<'_>],
     marks: &[Mark],
+    bands: &[Band],
+    range: Option<(i64, i64)>,
+) -> Markup {
+    line_chart_with_guard(aria, lines, marks, &[], bands, range)
+}
+
+/// [`line_chart_with_bands`] with the guard's actions marked.
+pub fn line_chart_with_guard(
+    aria: &str,
+    lines: &[Line<'_>],
+    marks: &[Mark],
+    guard: &[GuardMark],
     bands: &[Band],
     range: Option<(i64, i64)>,
 ) -> Markup {
@@ -174,6 +207,16 @@ pub fn line_chart_with_bands(
                         }
                     }
                 }
+                @for mark in guard {
+                    @if mark.at_ms >= x0 && mark.at_ms <= x1 {
+                        @let x = fmt(scale.x(mark.at_ms));
+                        g class={ "guard-mark " (mark.class) } {
+                            title { (mark.label) }
+                            line x1=(x) x2=(x) y1=(TOP + 14.0) y2=(HEIGHT - BOTTOM) {}
+                            circle cx=(x) cy=(TOP + 14.0) r="4" {}
+                        }
+                    }
+                }
                 @for mark in marks {
                     @if mark.at_ms >= x0 && mark.at_ms <= x1 {
                         @let x = fmt(scale.x(mark.at_ms));
@@ -201,6 +244,9 @@ pub fn line_chart_with_bands(
                         li { span class="swatch oom" {} "OOM" }
                     }
                     @for (class, label) in band_legend(bands, &BAND_KINDS) {
+                        li { span class={ "swatch " (class) } {} (label) }
+                    }
+                    @for (class, label) in GUARD_KINDS.iter().filter(|(class, _)| guard.iter().any(|g| g.class == *class)) {
                         li { span class={ "swatch " (class) } {} (label) }
                     }
                 }

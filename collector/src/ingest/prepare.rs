@@ -8,6 +8,7 @@ use ballast_model::{Batch, Event};
 
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
 use crate::records::{RollupPoint, Signals};
+use crate::storage::guard::GuardRow;
 use crate::storage::pressure::EpisodeRow;
 use crate::storage::rows::{
     clean, EventRow, OomRow, PreparedBatch, RollupRow, VmContext, VmUpsert,
@@ -116,6 +117,7 @@ pub fn prepare_batch(
                     body_json: to_json(&inventory),
                     vms,
                     episode: None,
+                    guard: None,
                 });
             }
             Event::Pressure(episode) => {
@@ -128,6 +130,20 @@ pub fn prepare_batch(
                     body_json: to_json(&Event::Pressure(episode)),
                     vms: Vec::new(),
                     episode: Some(row),
+                    guard: None,
+                });
+            }
+            Event::Guard(action) => {
+                let row = GuardRow::of(&action, clean(&action.vm.name), clean(&action.detail));
+                prepared.events.push(EventRow {
+                    key,
+                    captured_at_ms: at,
+                    kind,
+                    vm_uuid: Some(action.vm.uuid.clone()),
+                    body_json: to_json(&Event::Guard(action)),
+                    vms: Vec::new(),
+                    episode: None,
+                    guard: Some(row),
                 });
             }
             other => {
@@ -144,6 +160,7 @@ pub fn prepare_batch(
                     body_json: to_json(&other),
                     vms: Vec::new(),
                     episode: None,
+                    guard: None,
                 });
             }
         }

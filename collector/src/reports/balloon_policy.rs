@@ -31,6 +31,9 @@
 //!    least 3 minutes with allocation stalls of at least 1/s or memory PSI some of at
 //!    least 10 %, and no OOM in them; the floor that would have ended them is the
 //!    floor plus the agent's deficit estimate, rounded up, capped at the memory.
+//! 8. Guard overridden (issue 19 item 3): the guard's `overridden_by_host` actions of
+//!    the period (the host's balloon policy took back what the guard gave, and the
+//!    guard may not raise the floor) are listed with the floor that would hold.
 //! 6. Fleet summary: memory reclaimed = Σ over VMs of the average (maximum − actual)
 //!    across their rollups, against the OOMs the balloon caused.
 
@@ -129,6 +132,19 @@ pub struct VmFacts {
     pub replay_series: Vec<autoballoon::ReplayPoint>,
     /// The VM's pressure episodes of the period (issue 19), for the starvation finding.
     pub episodes: Vec<EpisodeFact>,
+    /// The guard's `overridden_by_host` actions of the period.
+    pub guard_overridden: Vec<GuardOverride>,
+}
+
+/// A guard action the host's balloon policy overrode: the floor that would hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuardOverride {
+    pub at_ms: i64,
+    /// The target the guard set, that the host's policy took back.
+    pub target_kib: Option<u64>,
+    pub floor_before_kib: Option<u64>,
+    /// The floor that would hold the guard's target.
+    pub floor_after_kib: Option<u64>,
 }
 
 /// Working-set samples in bins of `bin_kib`: `(bin index, count)`.
@@ -219,6 +235,8 @@ pub struct VmPolicy {
     pub shrink_to_kib: Option<u64>,
     /// Held at its balloon floor with sustained stalls or PSI but no OOM.
     pub starvation: Option<Starvation>,
+    /// The guard's actions the host's balloon policy overrode, oldest first.
+    pub guard_overridden: Vec<GuardOverride>,
 }
 
 /// The recommended floor against the period's recorded demand.
@@ -399,6 +417,11 @@ fn vm_policy(vm: &VmFacts, settings: &PolicySettings) -> VmPolicy {
             settings.round_kib,
             &settings.starvation,
         ),
+        guard_overridden: {
+            let mut overridden = vm.guard_overridden.clone();
+            overridden.sort_by_key(|o| o.at_ms);
+            overridden
+        },
     };
     policy.actions = actions(vm, &policy);
     policy

@@ -127,6 +127,16 @@ fn vm_section(vm: &VmPolicy) -> Markup {
                     }
                 }
             }
+            @if let Some(last) = vm.guard_overridden.last() {
+                dl.facts {
+                    dt { "Guard overridden by host policy" } dd.guard-overridden {
+                        (vm.guard_overridden.len()) " time(s), the latest " (format::date_time(last.at_ms))
+                        ": the host's balloon policy took back the guard's " (kib(last.target_kib))
+                        " (floor " (kib(last.floor_before_kib)) "). Floor that would hold: "
+                        strong { (kib(last.floor_after_kib)) }
+                    }
+                }
+            }
             @if !vm.actions.is_empty() {
                 ul.actions {
                     @for action in &vm.actions {

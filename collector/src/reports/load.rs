@@ -7,15 +7,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ballast_model::{CorrelationVerdict, NearMissKind, OomKind, ReportKind, VmConfig};
+use ballast_model::{
+    CorrelationVerdict, GuardOutcome, NearMissKind, OomKind, ReportKind, VmConfig,
+};
 
 use crate::correlation::outcome::Correlation;
 use crate::reports::autoballoon::{HostPoint, ReplayPoint};
 use crate::reports::balloon_policy::{
-    HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings, VmFacts,
-    WorkingSetHistogram,
+    GuardOverride, HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings,
+    VmFacts, WorkingSetHistogram,
 };
 use crate::reports::starvation::EpisodeFact;
+use crate::storage::guard_reads::{self, GuardFilter, GUARD_MAX};
 use crate::storage::{episodes, report_sql, Param, Query, Store, StoreError};
 
 /// Working-set histogram bins (KiB).
@@ -52,6 +55,7 @@ pub async fn load(
         near_misses: Vec::new(),
         replay_series: Vec::new(),
         episodes: Vec::new(),
+        guard_overridden: Vec::new(),
     };
 
     for row in store
@@ -191,6 +195,23 @@ pub async fn load(
                 peak_alloc_stalls_per_s: episode.peak_alloc_stalls_per_s,
                 peak_psi_some_avg10: episode.peak_psi_some_avg10,
                 peak_psi_full_avg10: episode.peak_psi_full_avg10,
+            });
+        }
+    }
+
+    let overridden = GuardFilter {
+        outcome: Some(GuardOutcome::OverriddenByHost),
+        since_ms: Some(since_ms),
+        until_ms: Some(until_ms),
+        ..GuardFilter::default()
+    };
+    for action in guard_reads::guard_actions(store, &overridden, GUARD_MAX).await? {
+        if let Some(facts) = vms.get_mut(&(action.host.clone(), action.uuid.clone())) {
+            facts.guard_overridden.push(GuardOverride {
+                at_ms: action.at_ms,
+                target_kib: action.target_kib,
+                floor_before_kib: action.floor_before_kib,
+                floor_after_kib: action.floor_after_kib,
             });
         }
     }

@@ -150,6 +150,17 @@ fn vm_markdown(out: &mut String, vm: &VmPolicy) {
                 .join("; ")
         );
     }
+    if let Some(last) = vm.guard_overridden.last() {
+        let _ = writeln!(
+            out,
+            "- **Guard overridden by host policy** {} time(s), the latest {}: the host's balloon policy took back the guard's {} (floor {}). Floor that would hold: **{}**.",
+            vm.guard_overridden.len(),
+            date_time(last.at_ms),
+            opt_kib(last.target_kib),
+            opt_kib(last.floor_before_kib),
+            opt_kib(last.floor_after_kib)
+        );
+    }
     if let Some(starved) = &vm.starvation {
         let _ = writeln!(
             out,

@@ -17,6 +17,8 @@
 
 pub mod aggregates;
 pub mod episodes;
+pub mod guard;
+pub mod guard_reads;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;

@@ -17,10 +17,10 @@ use tokio_postgres::{Client, IsolationLevel};
 use ballast_model::IngestResponse;
 
 use crate::storage::pg_tls::PgConnect;
-use crate::storage::pressure;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
+use crate::storage::{guard, pressure};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0008_oom_completion.sql"),
     ),
     (9, include_str!("migrations/postgres/0009_pressure.sql")),
+    (
+        10,
+        include_str!("migrations/postgres/0010_guard_actions.sql"),
+    ),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
@@ -359,6 +363,15 @@ async fn insert_batch(
                     transaction
                         .execute(
                             &postgres_placeholders(pressure::UPSERT_EPISODE),
+                            &sql_params(&params),
+                        )
+                        .await?;
+                }
+                if let Some(action) = &row.guard {
+                    let params = guard::guard_params(host, &row.key, action);
+                    transaction
+                        .execute(
+                            &postgres_placeholders(guard::INSERT_GUARD),
                             &sql_params(&params),
                         )
                         .await?;

@@ -816,6 +816,8 @@ pub enum Expiring {
     Ooms,
     /// Pressure episodes, by their last phase.
     Episodes,
+    /// Guard actions, by when they were decided.
+    Guard,
 }
 
 /// Deletes at most `batch_rows` expired rows (one short statement); returns how many.
@@ -830,6 +832,7 @@ pub async fn delete_expired(
         Expiring::Events => ("events", "captured_at_ms"),
         Expiring::Ooms => ("ooms", "captured_at_ms"),
         Expiring::Episodes => ("pressure_episodes", "last_at_ms"),
+        Expiring::Guard => ("guard_actions", "at_ms"),
     };
     let sql = format!(
         "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)"

@@ -11,6 +11,7 @@ use ballast_model::{
 };
 
 use crate::records::RollupPoint;
+use crate::storage::guard::GuardRow;
 use crate::storage::pressure::{self, EpisodeRow};
 use crate::storage::sql::Param;
 
@@ -72,7 +73,8 @@ pub struct OomRow {
     pub report_partial: bool,
 }
 
-/// Hello, inventory, balloon change, near miss, health, pressure episode: kept as JSON.
+/// Hello, inventory, balloon change, near miss, health, pressure episode, guard action:
+/// kept as JSON.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRow {
     pub key: String,
@@ -85,6 +87,9 @@ pub struct EventRow {
     /// For a pressure episode's phase: its episode's row to update when the event is
     /// new ([`pressure::UPSERT_EPISODE`]).
     pub episode: Option<EpisodeRow>,
+    /// For a guard action: its row to insert when the event is new
+    /// ([`crate::storage::guard::INSERT_GUARD`]).
+    pub guard: Option<GuardRow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

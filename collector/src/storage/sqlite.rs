@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use ballast_model::IngestResponse;
 
-use crate::storage::pressure;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
+use crate::storage::{guard, pressure};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -40,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("migrations/sqlite/0008_oom_completion.sql")),
     (9, include_str!("migrations/sqlite/0009_pressure.sql")),
+    (10, include_str!("migrations/sqlite/0010_guard_actions.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
@@ -416,6 +417,11 @@ fn insert_batch(
                     .execute(rusqlite::params_from_iter(
                         pressure::episode_params(host, episode).iter(),
                     ))?;
+            }
+            if let Some(action) = &row.guard {
+                connection.prepare_cached(guard::INSERT_GUARD)?.execute(
+                    rusqlite::params_from_iter(guard::guard_params(host, &row.key, action).iter()),
+                )?;
             }
         }
     }

@@ -805,6 +805,173 @@ async fn the_vm_page_shades_pressure_episodes_and_the_overview_lists_them() {
     server.stop().await;
 }
 
+/// Guard actions POSTed to the collector: the VM page marks them on the memory chart
+/// (deflated, overridden and would-deflate in distinct marks with a legend) and lists
+/// them with the detail escaped; the overview counts the episode the deflation ended
+/// with no OOM as averted and says what observe would have done before an OOM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vm_page_marks_guard_actions_and_the_overview_counts_averted_ooms() {
+    use ballast_model::{EpisodePhase, GuardMode, GuardOutcome, RiskLevel};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store(dir.path()).await;
+    let server = serve(AppState::new(store.clone(), ApiConfig::default()));
+    let base = server.base.clone();
+    let client = util::client::client();
+    const ACTED: &str = "6a000000-0000-4000-8000-0000000000a1";
+    const OBSERVED: &str = "6a000000-0000-4000-8000-0000000000b2";
+    let start = (ballast_collector::now_ms() / 60_000) * 60_000 - 30 * 60_000;
+    let named = |uuid: &str, name: &str| VmRef {
+        uuid: uuid.into(),
+        name: name.into(),
+    };
+    let mut events = vec![inventory(
+        "lab/g/inv",
+        start,
+        vec![
+            (named(ACTED, "acted"), lab_config(), Vec::new()),
+            (named(OBSERVED, "observed"), lab_config(), Vec::new()),
+        ],
+    )];
+    for minute in 0..30 {
+        for uuid in [ACTED, OBSERVED] {
+            events.push(util::rollup(
+                &format!("lab/g/r/{uuid}/{minute}"),
+                uuid,
+                start + i64::from(minute) * 60_000,
+                if minute < 6 { 128 * MIB } else { 384 * MIB },
+            ));
+        }
+    }
+    // The acted VM: an episode from minute 5 to 12, a deflation at 6, a second step
+    // the host's policy undid at 8. The observed VM: an episode from 20, a decision
+    // it would have taken at 20:20, the OOM at 21:00.
+    let (acted_start, observed_start) = (start + 5 * 60_000, start + 20 * 60_000);
+    events.push(util::episode(
+        "lab/g/e1s",
+        ACTED,
+        EpisodePhase::Start,
+        acted_start,
+        acted_start,
+        RiskLevel::Critical,
+        256 * MIB,
+    ));
+    events.push(util::episode(
+        "lab/g/e1e",
+        ACTED,
+        EpisodePhase::End,
+        acted_start,
+        start + 12 * 60_000,
+        RiskLevel::Critical,
+        MIB,
+    ));
+    events.push(util::episode(
+        "lab/g/e2s",
+        OBSERVED,
+        EpisodePhase::Start,
+        observed_start,
+        observed_start,
+        RiskLevel::Critical,
+        256 * MIB,
+    ));
+    let mut actions = vec![
+        util::guard_action(
+            "lab/g/a1",
+            ACTED,
+            start + 6 * 60_000,
+            GuardMode::Act,
+            GuardOutcome::Deflated,
+            384 * MIB,
+        ),
+        util::guard_action(
+            "lab/g/a2",
+            ACTED,
+            start + 8 * 60_000,
+            GuardMode::Act,
+            GuardOutcome::OverriddenByHost,
+            448 * MIB,
+        ),
+        util::guard_action(
+            "lab/g/o1",
+            OBSERVED,
+            observed_start + 20_000,
+            GuardMode::Observe,
+            GuardOutcome::WouldDeflate,
+            384 * MIB,
+        ),
+    ];
+    for (envelope, started) in actions
+        .iter_mut()
+        .zip([acted_start, acted_start, observed_start])
+    {
+        if let Event::Guard(action) = &mut envelope.event {
+            action.episode_started_at_ms = Some(started);
+            action.detail = "<img src=x onerror=alert(1)> step".into();
+        }
+    }
+    events.extend(actions);
+    let oom_time = observed_start + 60_000;
+    let mut killed = shifted(lab_inflated(), oom_time - oom_at_ms());
+    killed.vm = named(OBSERVED, "observed");
+    events.push(oom("lab/g/oom", oom_time, killed));
+    ingest(&client, &base, "blt_lab", &batch("lab-host", events)).await;
+
+    let url = format!("{base}/vms/lab-host/{ACTED}");
+    let dom = dump_dom(&url).await;
+    let memory_at = dom.find("id=\"memory\"").expect("memory section");
+    let guard_at = dom.find("id=\"guard\"").expect("guard section");
+    let memory = &dom[memory_at..guard_at];
+    let listed = &dom[guard_at..];
+    assert_eq!(
+        memory
+            .matches("class=\"guard-mark guard-deflated\"")
+            .count(),
+        1,
+        "{memory}"
+    );
+    assert_eq!(
+        memory
+            .matches("class=\"guard-mark guard-overridden\"")
+            .count(),
+        1
+    );
+    assert!(!memory.contains("guard-mark guard-would"), "the other VM's");
+    assert!(
+        memory.contains("guard: deflated") && memory.contains("guard: overridden by host policy"),
+        "legend"
+    );
+    assert!(listed.contains("128 MiB -&gt; 384 MiB"), "before -> target");
+    assert!(listed.contains("overridden_by_host") && listed.contains("psi_full, alloc_stalls"));
+    assert!(
+        listed.contains("&lt;img src=x onerror=alert(1)&gt; step"),
+        "escaped"
+    );
+    assert!(!dom.contains("<img src=x"), "never markup");
+    screenshot(&url, "vm-guard.png").await;
+
+    let dom = dump_dom(&format!("{base}/vms/lab-host/{OBSERVED}")).await;
+    assert_eq!(dom.matches("class=\"guard-mark guard-would\"").count(), 1);
+    assert!(dom.contains("guard: would have deflated (observe)"));
+
+    let dom = dump_dom(&format!("{base}/")).await;
+    let guard_at = dom.find("id=\"guard\"").expect("guard section");
+    let section = &dom[guard_at..];
+    let section = &section[..section.find("</section>").unwrap_or(section.len())];
+    assert!(
+        section.contains("<span class=\"num\">1</span> OOMs averted"),
+        "{section}"
+    );
+    assert!(
+        section.contains(&format!("href=\"/vms/lab-host/{ACTED}\"")),
+        "the averted episode's VM: {section}"
+    );
+    assert!(
+        section.contains("would have deflated 256 MiB 40 s before the OOM"),
+        "{section}"
+    );
+    screenshot(&format!("{base}/"), "overview-guard.png").await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_and_proxy_authentication() {
     let dir = tempfile::tempdir().expect("tempdir");

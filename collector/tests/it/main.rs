@@ -9,6 +9,7 @@ mod bounds;
 mod config_example;
 mod dashboard_browser;
 mod explain_upload;
+mod guard;
 mod http;
 mod metrics;
 mod pressure;

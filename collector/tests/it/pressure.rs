@@ -24,7 +24,11 @@ use ballast_model::{Batch, EpisodePhase, Event, RiskLevel};
 use util::client::{client, send, HttpClient};
 use util::{LAB_UUID, MIB, TOR_UUID};
 
-async fn post(client: &HttpClient, base: &str, batch: &Batch) -> (u16, serde_json::Value) {
+pub(crate) async fn post(
+    client: &HttpClient,
+    base: &str,
+    batch: &Batch,
+) -> (u16, serde_json::Value) {
     let request = hyper::Request::post(format!("{base}/api/v1/ingest"))
         .header("authorization", format!("Bearer blt_{}", batch.host_id))
         .header("content-type", "application/json")
@@ -39,7 +43,7 @@ async fn post(client: &HttpClient, base: &str, batch: &Batch) -> (u16, serde_jso
     )
 }
 
-async fn get(client: &HttpClient, url: &str) -> (u16, Vec<u8>) {
+pub(crate) async fn get(client: &HttpClient, url: &str) -> (u16, Vec<u8>) {
     let request = hyper::Request::get(url)
         .body(Full::new(Bytes::new()))
         .expect("request");
@@ -47,25 +51,25 @@ async fn get(client: &HttpClient, url: &str) -> (u16, Vec<u8>) {
     (reply.status, reply.body)
 }
 
-async fn get_json(client: &HttpClient, url: &str) -> serde_json::Value {
+pub(crate) async fn get_json(client: &HttpClient, url: &str) -> serde_json::Value {
     let (status, body) = get(client, url).await;
     assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
     serde_json::from_slice(&body).expect("json")
 }
 
 /// Now, to the minute: the test's events are recent whatever the date.
-fn recent_minute() -> i64 {
+pub(crate) fn recent_minute() -> i64 {
     (ballast_collector::now_ms() / 60_000) * 60_000 - 30 * 60_000
 }
 
 /// The collector over `store` on 127.0.0.1:0, `pve1` ingesting with `blt_pve1`.
-struct Served {
-    base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), ballast_collector::server::ServeError>>,
+pub(crate) struct Served {
+    pub(crate) base: String,
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+    pub(crate) task: tokio::task::JoinHandle<Result<(), ballast_collector::server::ServeError>>,
 }
 
-async fn serve(store: Arc<dyn Store>) -> Served {
+pub(crate) async fn serve(store: Arc<dyn Store>) -> Served {
     queries::put_token(store.as_ref(), "pve1", &token_sha256("blt_pve1"), 1, false)
         .await
         .expect("token");

@@ -43,6 +43,7 @@ fn vm(uuid: &str, name: &str, host: &str, platform: Platform, config: VmConfig) 
         near_misses: Vec::new(),
         replay_series: Vec::new(),
         episodes: Vec::new(),
+        guard_overridden: Vec::new(),
     }
 }
 
@@ -766,4 +767,84 @@ async fn stored_episodes_reach_the_starvation_finding() {
     assert_eq!(finding.longest_secs, 15 * 60);
     // The 128 MiB floor + 96 MiB = 224 MiB, rounded up to 64 MiB: 256 MiB.
     assert_eq!(finding.floor_to_end_kib, Some(256 * MIB));
+}
+
+/// The guard's overridden actions, stored from a batch, reach the report with the
+/// floor that would hold, in its Markdown and its HTML.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_actions_the_host_overrode_reach_the_report_with_the_floor_that_would_hold() {
+    use ballast_model::{GuardMode, GuardOutcome};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("c.sqlite"))
+        .await
+        .expect("open");
+    let start = oom_at_ms() - 3_600_000;
+    let events = vec![
+        util::inventory("lab/inv", start - 60_000, &[(LAB_UUID, "lab-512")]),
+        util::guard_action(
+            "lab/g/1",
+            LAB_UUID,
+            start,
+            GuardMode::Act,
+            GuardOutcome::OverriddenByHost,
+            320 * MIB,
+        ),
+        util::guard_action(
+            "lab/g/2",
+            LAB_UUID,
+            start + 60_000,
+            GuardMode::Act,
+            GuardOutcome::OverriddenByHost,
+            384 * MIB,
+        ),
+        // Not overridden: not listed.
+        util::guard_action(
+            "lab/g/3",
+            LAB_UUID,
+            start + 120_000,
+            GuardMode::Act,
+            GuardOutcome::Deflated,
+            448 * MIB,
+        ),
+    ];
+    store
+        .ingest(util::prepared(batch("lab-host", events)))
+        .await
+        .expect("ingest");
+    let settings = PolicySettings::default();
+    let input = reports::load::load(&store, start - 60_000, oom_at_ms(), &settings)
+        .await
+        .expect("load");
+    let report = build(&input, &settings);
+    let lab = report
+        .vms
+        .iter()
+        .find(|vm| vm.uuid == LAB_UUID)
+        .expect("the lab VM");
+    let floors: Vec<(i64, Option<u64>)> = lab
+        .guard_overridden
+        .iter()
+        .map(|o| (o.at_ms, o.floor_after_kib))
+        .collect();
+    assert_eq!(
+        floors,
+        vec![(start, Some(320 * MIB)), (start + 60_000, Some(384 * MIB))]
+    );
+    let markdown = render::markdown(&report);
+    assert!(
+        markdown.contains("**Guard overridden by host policy** 2 time(s)")
+            && markdown.contains("Floor that would hold: **384 MiB**"),
+        "{markdown}"
+    );
+    let html = reports::balloon_policy(
+        &store,
+        start - 60_000,
+        oom_at_ms(),
+        &settings,
+        ReportFormat::Html,
+    )
+    .await
+    .expect("html");
+    assert!(html.contains("Guard overridden by host policy"), "{html}");
+    assert!(html.contains("<strong>384 MiB</strong>"), "{html}");
 }

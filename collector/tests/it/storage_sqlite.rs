@@ -53,6 +53,12 @@ async fn pressure_is_stored_once_per_phase() {
 }
 
 #[tokio::test]
+async fn guard_actions_are_stored_once() {
+    let (_dir, store) = store().await;
+    util::suite::guard_actions_are_stored_once(store).await;
+}
+
+#[tokio::test]
 async fn minute_rollups_compact_into_hours() {
     let (_dir, store) = store().await;
     util::suite::minute_rollups_compact_into_hours(store).await;

@@ -40,7 +40,7 @@ pub use report::*;
 pub use sent::check_sent_names;
 pub use validate::{
     plausible_kib, validate, FieldError, Limits, MAX_EVENTS_PER_S, MAX_EXHAUSTION_SECS,
-    MAX_KIB_PER_S, MAX_MEMORY_KIB, MAX_PSI_TOTAL_US,
+    MAX_GUARD_DETAIL_BYTES, MAX_KIB_PER_S, MAX_MEMORY_KIB, MAX_PSI_TOTAL_US,
 };
 
 /// The version of this schema; see the module docs for the compatibility rule.

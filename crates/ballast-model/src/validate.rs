@@ -5,8 +5,10 @@
 use std::collections::HashSet;
 
 use crate::events::{BalloonPoint, Batch, Event, MinMaxLast};
-use crate::kinds::{EpisodePhase, PressureSignal, RiskLevel, SignalSource};
-use crate::pressure::{PressureEpisode, PressureRollup, PressureSnapshot};
+use crate::kinds::{
+    EpisodePhase, GuardMode, GuardOutcome, PressureSignal, RiskLevel, SignalSource,
+};
+use crate::pressure::{GuardAction, PressureEpisode, PressureRollup, PressureSnapshot};
 use crate::SCHEMA_VERSION;
 
 /// The largest memory figure any field may carry, in KiB: 4 PiB, what x86-64's 52-bit
@@ -356,10 +358,9 @@ fn validate_event(
             validate_episode(path, episode, limits, window)?;
         }
         Event::Guard(action) => {
-            // TODO(issue 19, collector side): every field of a guard action checked.
             check_uuid(&format!("{path}.vm.uuid"), &action.vm.uuid)?;
             check_len(&format!("{path}.vm.name"), &action.vm.name, name)?;
-            check_len(&format!("{path}.detail"), &action.detail, 4096)?;
+            validate_guard_action(path, action, limits, window)?;
         }
     }
     Ok(())
@@ -530,20 +531,105 @@ fn validate_episode(
         PressureSignal::as_str,
         PressureSignal::NAMES,
     )?;
-    if let Some(secs) = episode
-        .exhaustion_secs
-        .filter(|secs| *secs > MAX_EXHAUSTION_SECS)
-    {
-        return Err(fail(
-            format!("{path}.exhaustion_secs"),
-            format!("{secs} is more than 10 years (at most {MAX_EXHAUSTION_SECS})"),
-        ));
-    }
+    check_exhaustion(path, episode.exhaustion_secs)?;
     check_snapshot(&format!("{path}.signals"), &episode.signals)?;
     check_kib(path, "actual_kib", episode.actual_kib)?;
     check_kib(path, "maximum_kib", episode.maximum_kib)?;
     check_kib(path, "balloon_floor_kib", episode.balloon_floor_kib)?;
     check_kib(path, "deficit_kib", episode.deficit_kib)
+}
+
+/// The longest explanation a guard action may carry, bytes.
+pub const MAX_GUARD_DETAIL_BYTES: usize = 4096;
+
+/// A predicted time to exhaustion within [`MAX_EXHAUSTION_SECS`].
+fn check_exhaustion(path: &str, secs: Option<u64>) -> Result<(), FieldError> {
+    match secs.filter(|secs| *secs > MAX_EXHAUSTION_SECS) {
+        Some(secs) => Err(fail(
+            format!("{path}.exhaustion_secs"),
+            format!("{secs} is more than 10 years (at most {MAX_EXHAUSTION_SECS})"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// One guard decision: its mode and outcome (and that they go together), its times,
+/// the risk and signals that triggered it, every size it names, its explanation.
+fn validate_guard_action(
+    path: &str,
+    action: &GuardAction,
+    limits: &Limits,
+    window: &TimeWindow,
+) -> Result<(), FieldError> {
+    let mode_path = format!("{path}.mode");
+    check_one_of(&mode_path, action.mode.as_str(), GuardMode::NAMES)?;
+    if action.mode == GuardMode::Off {
+        return Err(fail(mode_path, "a guard that is off decides nothing"));
+    }
+    let outcome_path = format!("{path}.outcome");
+    check_one_of(&outcome_path, action.outcome.as_str(), GuardOutcome::NAMES)?;
+    // Only `act` changes a balloon or a floor; only `observe` reports what it would do.
+    let needs = match action.outcome {
+        GuardOutcome::Deflated | GuardOutcome::FloorRaised => Some(GuardMode::Act),
+        GuardOutcome::WouldDeflate => Some(GuardMode::Observe),
+        _ => None,
+    };
+    if let Some(mode) = needs.filter(|mode| *mode != action.mode) {
+        return Err(fail(
+            outcome_path,
+            format!(
+                "{} is an outcome of mode {}, not {}",
+                action.outcome.as_str(),
+                mode.as_str(),
+                action.mode.as_str()
+            ),
+        ));
+    }
+    window.check(format!("{path}.at_ms"), action.at_ms)?;
+    if let Some(started) = action.episode_started_at_ms {
+        window.check(format!("{path}.episode_started_at_ms"), started)?;
+        if started > action.at_ms {
+            return Err(fail(
+                format!("{path}.episode_started_at_ms"),
+                format!(
+                    "{started} lies after the action it led to ({})",
+                    action.at_ms
+                ),
+            ));
+        }
+    }
+    check_one_of(
+        &format!("{path}.level"),
+        action.level.as_str(),
+        RiskLevel::NAMES,
+    )?;
+    check_names(
+        &format!("{path}.drivers"),
+        &action.drivers,
+        limits.max_list_items,
+        PressureSignal::as_str,
+        PressureSignal::NAMES,
+    )?;
+    check_snapshot(&format!("{path}.signals"), &action.signals)?;
+    check_exhaustion(path, action.exhaustion_secs)?;
+    let sizes = [
+        ("deficit_kib", action.deficit_kib),
+        ("actual_before_kib", action.actual_before_kib),
+        ("target_kib", action.target_kib),
+        ("maximum_kib", action.maximum_kib),
+        ("host_available_kib", action.host_available_kib),
+        ("host_reserve_kib", action.host_reserve_kib),
+        ("floor_before_kib", action.floor_before_kib),
+        ("floor_after_kib", action.floor_after_kib),
+    ];
+    for (field, kib) in sizes {
+        check_kib(path, field, kib)?;
+    }
+    check_len(
+        &format!("{path}.detail"),
+        &action.detail,
+        MAX_GUARD_DETAIL_BYTES,
+    )
 }
 
 /// Every memory figure and time of an OOM event: the host's balloon and history, the
@@ -1074,6 +1160,235 @@ mod tests {
         );
         assert_eq!(
             episode_error(|e| e.vm.name = "x".repeat(600)),
+            "events[0].vm.name"
+        );
+    }
+
+    fn guard_action(at_ms: i64) -> crate::GuardAction {
+        let episode = episode(at_ms);
+        crate::GuardAction {
+            vm: episode.vm,
+            mode: GuardMode::Act,
+            outcome: GuardOutcome::Deflated,
+            at_ms,
+            episode_started_at_ms: Some(episode.started_at_ms),
+            level: RiskLevel::Critical,
+            drivers: episode.drivers,
+            signals: episode.signals,
+            exhaustion_secs: Some(40),
+            deficit_kib: Some(262_144),
+            actual_before_kib: Some(524_288),
+            target_kib: Some(786_432),
+            maximum_kib: Some(2_097_152),
+            host_available_kib: Some(8_388_608),
+            host_reserve_kib: Some(1_048_576),
+            floor_before_kib: Some(524_288),
+            floor_after_kib: None,
+            detail: "deflated 256 MiB".into(),
+        }
+    }
+
+    /// The path of the first bad field of a guard action edited by `edit`.
+    fn guard_error(edit: impl FnOnce(&mut crate::GuardAction)) -> String {
+        let mut action = guard_action(NOW - 1_000);
+        edit(&mut action);
+        let batch = batch(vec![Envelope {
+            key: "pve1/guard/1".into(),
+            captured_at_ms: NOW - 1_000,
+            event: Event::Guard(Box::new(action)),
+        }]);
+        match validate(&batch, &Limits::default(), NOW) {
+            Ok(()) => "accepted".into(),
+            Err(error) => error.path,
+        }
+    }
+
+    #[test]
+    fn a_whole_guard_action_passes_and_its_optional_figures_may_be_missing() {
+        assert_eq!(guard_error(|_| {}), "accepted");
+        assert_eq!(
+            guard_error(|a| {
+                a.mode = GuardMode::Observe;
+                a.outcome = GuardOutcome::HostHasNothing;
+                a.episode_started_at_ms = None;
+                a.drivers.clear();
+                a.signals = PressureSnapshot::default();
+                a.exhaustion_secs = None;
+                a.deficit_kib = None;
+                a.actual_before_kib = None;
+                a.target_kib = None;
+                a.maximum_kib = None;
+                a.host_available_kib = None;
+                a.host_reserve_kib = None;
+                a.floor_before_kib = None;
+                a.detail.clear();
+            }),
+            "accepted"
+        );
+        // The action may be taken at the very poll its episode started.
+        assert_eq!(
+            guard_error(|a| a.episode_started_at_ms = Some(a.at_ms)),
+            "accepted"
+        );
+    }
+
+    #[test]
+    fn guard_vocabularies_accept_only_their_names_and_an_outcome_its_mode() {
+        assert_eq!(
+            guard_error(|a| a.mode = GuardMode::Unknown),
+            "events[0].mode"
+        );
+        assert_eq!(guard_error(|a| a.mode = GuardMode::Off), "events[0].mode");
+        assert_eq!(
+            guard_error(|a| a.outcome = GuardOutcome::Unknown),
+            "events[0].outcome"
+        );
+        assert_eq!(
+            guard_error(|a| a.level = RiskLevel::Unknown),
+            "events[0].level"
+        );
+        assert_eq!(
+            guard_error(|a| a.drivers.push(PressureSignal::Unknown)),
+            "events[0].drivers[2]"
+        );
+        assert_eq!(
+            guard_error(|a| a.drivers.push(PressureSignal::AllocStalls)),
+            "events[0].drivers[2]"
+        );
+        assert_eq!(
+            guard_error(|a| a.drivers = vec![PressureSignal::SwapIn; 300]),
+            "events[0].drivers"
+        );
+        // observe never changes a balloon; act never merely would.
+        assert_eq!(
+            guard_error(|a| a.mode = GuardMode::Observe),
+            "events[0].outcome"
+        );
+        assert_eq!(
+            guard_error(|a| {
+                a.mode = GuardMode::Observe;
+                a.outcome = GuardOutcome::FloorRaised;
+            }),
+            "events[0].outcome"
+        );
+        assert_eq!(
+            guard_error(|a| a.outcome = GuardOutcome::WouldDeflate),
+            "events[0].outcome"
+        );
+        for outcome in [
+            GuardOutcome::OverriddenByHost,
+            GuardOutcome::HostHasNothing,
+            GuardOutcome::BeyondMaximum,
+            GuardOutcome::RateLimited,
+            GuardOutcome::Failed,
+        ] {
+            for mode in [GuardMode::Observe, GuardMode::Act] {
+                assert_eq!(
+                    guard_error(|a| {
+                        a.mode = mode;
+                        a.outcome = outcome;
+                    }),
+                    "accepted",
+                    "{outcome:?} in {mode:?}"
+                );
+            }
+        }
+        assert_eq!(
+            guard_error(|a| {
+                a.mode = GuardMode::Observe;
+                a.outcome = GuardOutcome::WouldDeflate;
+            }),
+            "accepted"
+        );
+        // A newer agent's outcome decodes as unknown and is refused by its path.
+        let good = batch(vec![Envelope {
+            key: "pve1/guard/1".into(),
+            captured_at_ms: NOW - 1_000,
+            event: Event::Guard(Box::new(guard_action(NOW - 1_000))),
+        }]);
+        let mut json = serde_json::to_value(good).expect("json");
+        json["events"][0]["outcome"] = serde_json::json!("vaporised");
+        let decoded: Batch = serde_json::from_value(json).expect("decodes");
+        assert_eq!(
+            validate(&decoded, &Limits::default(), NOW).map_err(|e| e.path),
+            Err("events[0].outcome".into())
+        );
+    }
+
+    #[test]
+    fn guard_times_lie_in_the_window_and_the_episode_before_the_action() {
+        assert_eq!(
+            guard_error(|a| a.at_ms = NOW + 2 * 86_400_000),
+            "events[0].at_ms"
+        );
+        assert_eq!(
+            guard_error(|a| a.at_ms = NOW - 500 * 86_400_000),
+            "events[0].at_ms"
+        );
+        assert_eq!(
+            guard_error(|a| a.episode_started_at_ms = Some(NOW - 500 * 86_400_000)),
+            "events[0].episode_started_at_ms"
+        );
+        assert_eq!(
+            guard_error(|a| a.episode_started_at_ms = Some(a.at_ms + 1)),
+            "events[0].episode_started_at_ms"
+        );
+    }
+
+    #[test]
+    fn guard_figures_are_bounded_by_field() {
+        assert_eq!(
+            guard_error(|a| a.signals.psi_full_avg10 = Some(f64::NAN)),
+            "events[0].signals.psi_full_avg10"
+        );
+        assert_eq!(
+            guard_error(|a| a.signals.direct_scan_kib_per_s = Some(-1.0)),
+            "events[0].signals.direct_scan_kib_per_s"
+        );
+        assert_eq!(
+            guard_error(|a| a.exhaustion_secs = Some(MAX_EXHAUSTION_SECS)),
+            "accepted"
+        );
+        assert_eq!(
+            guard_error(|a| a.exhaustion_secs = Some(MAX_EXHAUSTION_SECS + 1)),
+            "events[0].exhaustion_secs"
+        );
+        type Slot = fn(&mut crate::GuardAction) -> &mut Option<u64>;
+        let fields: [(&str, Slot); 8] = [
+            ("deficit_kib", |a| &mut a.deficit_kib),
+            ("actual_before_kib", |a| &mut a.actual_before_kib),
+            ("target_kib", |a| &mut a.target_kib),
+            ("maximum_kib", |a| &mut a.maximum_kib),
+            ("host_available_kib", |a| &mut a.host_available_kib),
+            ("host_reserve_kib", |a| &mut a.host_reserve_kib),
+            ("floor_before_kib", |a| &mut a.floor_before_kib),
+            ("floor_after_kib", |a| &mut a.floor_after_kib),
+        ];
+        for (field, slot) in fields {
+            assert_eq!(
+                guard_error(|a| *slot(a) = Some(MAX_MEMORY_KIB)),
+                "accepted",
+                "{field}"
+            );
+            assert_eq!(
+                guard_error(|a| *slot(a) = Some(MAX_MEMORY_KIB + 1)),
+                format!("events[0].{field}")
+            );
+        }
+        assert_eq!(
+            guard_error(|a| a.detail = "x".repeat(MAX_GUARD_DETAIL_BYTES)),
+            "accepted"
+        );
+        assert_eq!(
+            guard_error(|a| a.detail = "x".repeat(MAX_GUARD_DETAIL_BYTES + 1)),
+            "events[0].detail"
+        );
+        assert_eq!(
+            guard_error(|a| a.vm.uuid = "<script>".into()),
+            "events[0].vm.uuid"
+        );
+        assert_eq!(
+            guard_error(|a| a.vm.name = "x".repeat(600)),
             "events[0].vm.name"
         );
     }

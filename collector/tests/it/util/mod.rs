@@ -13,9 +13,9 @@ use ballast_collector::correlation::CorrelationSettings;
 use ballast_collector::ingest::prepare_batch;
 use ballast_collector::storage::PreparedBatch;
 use ballast_model::{
-    BalloonRollup, Batch, Envelope, EpisodePhase, Event, Inventory, MinMaxLast, OomEvent,
-    PressureEpisode, PressureRollup, PressureSignal, PressureSnapshot, RiskLevel, SignalSource,
-    VmConfig, VmInventory, VmRef, SCHEMA_VERSION,
+    BalloonRollup, Batch, Envelope, EpisodePhase, Event, GuardAction, GuardMode, GuardOutcome,
+    Inventory, MinMaxLast, OomEvent, PressureEpisode, PressureRollup, PressureSignal,
+    PressureSnapshot, RiskLevel, SignalSource, VmConfig, VmInventory, VmRef, SCHEMA_VERSION,
 };
 
 pub use fixtures::{lab_inflated, oom_at_ms, tor_flat, LAB_UUID, MIB, TOR_UUID};
@@ -138,6 +138,45 @@ pub fn episode(
             balloon_floor_kib: Some(128 * MIB),
             at_balloon_floor: true,
             deficit_kib: Some(deficit_kib),
+        })),
+    }
+}
+
+/// A guard decision of `uuid`'s guard at `at_ms` in `mode` with `outcome`: the balloon
+/// at 128 MiB of 512, a step to `target_kib`, an episode started a minute before.
+pub fn guard_action(
+    key: &str,
+    uuid: &str,
+    at_ms: i64,
+    mode: GuardMode,
+    outcome: GuardOutcome,
+    target_kib: u64,
+) -> Envelope {
+    Envelope {
+        key: key.into(),
+        captured_at_ms: at_ms,
+        event: Event::Guard(Box::new(GuardAction {
+            vm: VmRef {
+                uuid: uuid.into(),
+                name: format!("vm-{}", &uuid[uuid.len() - 3..]),
+            },
+            mode,
+            outcome,
+            at_ms,
+            episode_started_at_ms: Some(at_ms - 60_000),
+            level: RiskLevel::Critical,
+            drivers: vec![PressureSignal::PsiFull, PressureSignal::AllocStalls],
+            signals: pressure(25.0, 60.0, RiskLevel::Critical).peak,
+            exhaustion_secs: Some(40),
+            deficit_kib: Some(target_kib.saturating_sub(128 * MIB)),
+            actual_before_kib: Some(128 * MIB),
+            target_kib: Some(target_kib),
+            maximum_kib: Some(512 * MIB),
+            host_available_kib: Some(4096 * MIB),
+            host_reserve_kib: Some(1024 * MIB),
+            floor_before_kib: Some(128 * MIB),
+            floor_after_kib: (outcome == GuardOutcome::OverriddenByHost).then_some(target_kib),
+            detail: format!("{} <b>step</b>", outcome.as_str()),
         })),
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ballast_collector::records::Signals;
 use ballast_collector::retention;
 use ballast_collector::storage::episodes;
+use ballast_collector::storage::guard_reads::{self as guard, GuardFilter};
 use ballast_collector::storage::queries::{self, GroupBy, OomFilter};
 use ballast_collector::storage::{Param, Query, Store, StoreError};
 
@@ -802,6 +803,194 @@ pub async fn pressure_is_stored_once_per_phase(store: Arc<dyn Store>) {
     assert_eq!(deleted.ooms, 0);
     // At s + 16 min the cut is s + 6 min: all three go, one per batch.
     retention::run_pass(store.as_ref(), &settings, s + 16 * 60_000)
+        .await
+        .expect("retention");
+    assert_eq!(count(Arc::clone(&store)).await, 0);
+}
+
+/// The guard's actions: each stored once however often its batch is sent (the
+/// event and the row), read back field by field, a VM's newest first and bounded,
+/// the fleet's filtered by outcome, mode and host; retention deletes those decided
+/// before the cut.
+pub async fn guard_actions_are_stored_once(store: Arc<dyn Store>) {
+    let s = oom_at_ms() - 20 * 60_000;
+    let actions = vec![
+        guard_action(
+            "pve1/g/1",
+            LAB_UUID,
+            s,
+            GuardMode::Act,
+            GuardOutcome::Deflated,
+            384 * MIB,
+        ),
+        guard_action(
+            "pve1/g/2",
+            LAB_UUID,
+            s + 60_000,
+            GuardMode::Act,
+            GuardOutcome::OverriddenByHost,
+            448 * MIB,
+        ),
+        guard_action(
+            "pve1/g/3",
+            TOR_UUID,
+            s + 30_000,
+            GuardMode::Observe,
+            GuardOutcome::WouldDeflate,
+            256 * MIB,
+        ),
+    ];
+    let first = store
+        .ingest(prepared(batch("pve1", actions.clone())))
+        .await
+        .expect("actions");
+    assert_eq!((first.accepted, first.duplicates), (3, 0));
+    let again = store
+        .ingest(prepared(batch("pve1", actions)))
+        .await
+        .expect("resend");
+    assert_eq!(
+        (again.accepted, again.duplicates),
+        (0, 3),
+        "each action once"
+    );
+    let other_host = store
+        .ingest(prepared(batch(
+            "pve2",
+            vec![guard_action(
+                "pve2/g/1",
+                LAB_UUID,
+                s + 90_000,
+                GuardMode::Observe,
+                GuardOutcome::HostHasNothing,
+                256 * MIB,
+            )],
+        )))
+        .await
+        .expect("pve2");
+    assert_eq!(other_host.accepted, 1);
+
+    let lab = guard::vm_guard_actions(store.as_ref(), "pve1", LAB_UUID, 0, i64::MAX, 100)
+        .await
+        .expect("lab");
+    let seen: Vec<(i64, GuardOutcome)> = lab.iter().map(|a| (a.at_ms, a.outcome)).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (s + 60_000, GuardOutcome::OverriddenByHost),
+            (s, GuardOutcome::Deflated)
+        ],
+        "this host's VM only, newest first, stored once"
+    );
+    let deflated = &lab[1];
+    assert_eq!(deflated.host, "pve1");
+    assert_eq!(
+        deflated.name,
+        format!("vm-{}", &LAB_UUID[LAB_UUID.len() - 3..])
+    );
+    assert_eq!(deflated.mode, GuardMode::Act);
+    assert_eq!(deflated.level, RiskLevel::Critical);
+    assert_eq!(deflated.episode_started_at_ms, Some(s - 60_000));
+    assert_eq!(deflated.actual_before_kib, Some(128 * MIB));
+    assert_eq!(deflated.target_kib, Some(384 * MIB));
+    assert_eq!(deflated.maximum_kib, Some(512 * MIB));
+    assert_eq!(deflated.deficit_kib, Some(256 * MIB));
+    assert_eq!(deflated.exhaustion_secs, Some(40));
+    assert_eq!(deflated.host_available_kib, Some(4096 * MIB));
+    assert_eq!(deflated.host_reserve_kib, Some(1024 * MIB));
+    assert_eq!(deflated.floor_before_kib, Some(128 * MIB));
+    assert_eq!(deflated.floor_after_kib, None);
+    assert_eq!(
+        deflated.drivers,
+        vec![PressureSignal::PsiFull, PressureSignal::AllocStalls]
+    );
+    assert_eq!(deflated.signals.alloc_stalls_per_s, Some(25.0));
+    assert_eq!(deflated.detail, "deflated <b>step</b>", "stored as sent");
+    assert_eq!(lab[0].floor_after_kib, Some(448 * MIB));
+    assert_eq!(
+        guard::vm_guard_actions(store.as_ref(), "pve1", LAB_UUID, 0, i64::MAX, 1)
+            .await
+            .expect("bounded")
+            .len(),
+        1
+    );
+    assert_eq!(
+        guard::vm_guard_actions(store.as_ref(), "pve1", LAB_UUID, s + 1, i64::MAX, 100)
+            .await
+            .expect("since")
+            .len(),
+        1,
+        "the range asked"
+    );
+
+    let fleet = |filter: GuardFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            guard::guard_actions(store.as_ref(), &filter, 100)
+                .await
+                .expect("fleet")
+                .iter()
+                .map(|a| (a.host.clone(), a.outcome))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        fleet(GuardFilter::default()).await,
+        vec![
+            ("pve2".to_string(), GuardOutcome::HostHasNothing),
+            ("pve1".to_string(), GuardOutcome::OverriddenByHost),
+            ("pve1".to_string(), GuardOutcome::WouldDeflate),
+            ("pve1".to_string(), GuardOutcome::Deflated),
+        ]
+    );
+    assert_eq!(
+        fleet(GuardFilter {
+            mode: Some(GuardMode::Observe),
+            ..GuardFilter::default()
+        })
+        .await,
+        vec![
+            ("pve2".to_string(), GuardOutcome::HostHasNothing),
+            ("pve1".to_string(), GuardOutcome::WouldDeflate),
+        ]
+    );
+    assert_eq!(
+        fleet(GuardFilter {
+            outcome: Some(GuardOutcome::Deflated),
+            host: Some("pve1".into()),
+            ..GuardFilter::default()
+        })
+        .await,
+        vec![("pve1".to_string(), GuardOutcome::Deflated)]
+    );
+    assert!(fleet(GuardFilter {
+        outcome: Some(GuardOutcome::Deflated),
+        host: Some("pve2".into()),
+        ..GuardFilter::default()
+    })
+    .await
+    .is_empty());
+
+    let settings = ballast_collector::retention::RetentionSettings {
+        rollups: std::time::Duration::from_secs(10 * 60),
+        minute_rollups: std::time::Duration::from_secs(48 * 3600),
+        ooms: std::time::Duration::from_secs(86_400),
+        interval: std::time::Duration::from_secs(3600),
+        batch_rows: 1,
+    };
+    let count = |store: Arc<dyn Store>| async move {
+        store
+            .query(Query::new("SELECT COUNT(*) FROM guard_actions", Vec::new()))
+            .await
+            .expect("count")[0]
+            .int_or_zero(0)
+    };
+    // At s + 10.75 min the cut is s + 45 s: the first and the observed one go.
+    retention::run_pass(store.as_ref(), &settings, s + 645_000)
+        .await
+        .expect("retention");
+    assert_eq!(count(Arc::clone(&store)).await, 2);
+    retention::run_pass(store.as_ref(), &settings, s + 20 * 60_000)
         .await
         .expect("retention");
     assert_eq!(count(Arc::clone(&store)).await, 0);
