@@ -32,8 +32,8 @@ mod validate;
 
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal, ReportKind, ReportVerdict,
-    RiskLevel, SignalSource, VmState,
+    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal,
+    ReportKind, ReportVerdict, RiskLevel, SignalSource, VmState,
 };
 pub use pressure::*;
 pub use report::*;
