@@ -509,6 +509,21 @@ impl Hypervisor for ProxmoxHypervisor {
             .map(drop)
             .map_err(|error| Self::domain_error("set the memory stats period", id, error))
     }
+
+    /// QMP `balloon` (bytes). pvestatd may set its own target again on its next cycle
+    /// (docs/guard.md, "Proxmox").
+    fn set_balloon_target(&self, id: &DomainId, target_kib: u64) -> Result<(), HypervisorError> {
+        let vmid = self.vmid_of(id)?;
+        self.qmp(vmid, self.settings.call_timeout)
+            .and_then(|mut client| {
+                client.execute(
+                    "balloon",
+                    Some(json!({ "value": target_kib.saturating_mul(1024) })),
+                )
+            })
+            .map(drop)
+            .map_err(|error| Self::domain_error("set the balloon target", id, error))
+    }
 }
 
 #[cfg(test)]
