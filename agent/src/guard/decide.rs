@@ -34,6 +34,10 @@ pub struct GuardSettings {
     pub max_actions_per_host_per_minute: u32,
     /// Polls to wait after a step for the guest to answer before the next.
     pub settle_polls: u32,
+    /// Where the host's balloon policy takes a deflation back, raise the VM's floor
+    /// (`guard.proxmox_raise_floor` on a Proxmox host): `floor_raised` instead of
+    /// `overridden_by_host`.
+    pub raise_floor: bool,
 }
 
 impl Default for GuardSettings {
@@ -45,6 +49,7 @@ impl Default for GuardSettings {
             max_actions_per_vm_per_hour: 6,
             max_actions_per_host_per_minute: 10,
             settle_polls: 3,
+            raise_floor: false,
         }
     }
 }
@@ -72,6 +77,8 @@ pub struct Decision {
     /// The balloon target to set (`act`) or that would be set (`observe`); None when
     /// nothing is given back.
     pub target_kib: Option<u64>,
+    /// `overridden_by_host`: the floor that would hold; `floor_raised`: the floor to set.
+    pub floor_after_kib: Option<u64>,
     pub detail: String,
 }
 
@@ -108,7 +115,7 @@ impl Decision {
             host_available_kib: input.host_available_kib,
             host_reserve_kib: Some(settings.host_reserve_kib),
             floor_before_kib: input.floor_kib,
-            floor_after_kib: None,
+            floor_after_kib: self.floor_after_kib,
             detail: self.detail.clone(),
         }
     }
@@ -132,12 +139,39 @@ pub struct VmGuard {
     steps: VecDeque<SystemTime>,
     /// The last decision made (what status shows).
     last: Option<(i64, GuardOutcome, Option<u64>)>,
+    /// A deflation set in `act`, watched for the host taking it back.
+    watch: Option<Watch>,
+    /// The host took a deflation back in this episode and the floor may not be raised:
+    /// no more steps this episode (they would be taken back too).
+    overridden: bool,
 }
+
+/// A deflation under watch: the balloon before, the target, the highest `actual`
+/// seen since, polls since.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    before_kib: u64,
+    target_kib: u64,
+    peak_kib: u64,
+    polls: u32,
+}
+
+/// Polls a deflation is watched for the host taking it back (pvestatd's 10 s cycle
+/// at the slowest poll the guard is meant for).
+pub const OVERRIDE_WATCH_POLLS: u32 = 6;
+/// How far the balloon must come back down from its peak to count as taken back
+/// (the balloon driver moves in pages; a few MiB of jitter is no override).
+pub const OVERRIDE_TOLERANCE_KIB: u64 = 16 * 1024;
 
 impl VmGuard {
     /// The last decision: when (Unix ms), its outcome and target.
     pub fn last(&self) -> Option<(i64, GuardOutcome, Option<u64>)> {
         self.last
+    }
+
+    /// The hypervisor refused the deflation: nothing to watch.
+    pub fn step_failed(&mut self) {
+        self.watch = None;
     }
 
     /// A report due once per episode: true the first time.
@@ -186,6 +220,11 @@ pub fn decide(
     if vm.episode != input.episode_started_at_ms {
         vm.episode = input.episode_started_at_ms;
         vm.reported.clear();
+        vm.overridden = false;
+    }
+    if let Some(decision) = taken_back(settings, vm, input) {
+        vm.last = Some((epoch_ms(input.at), decision.outcome, None));
+        return Some(decision);
     }
     let settling = match vm.polls_since_step.as_mut() {
         Some(polls) => {
@@ -199,6 +238,65 @@ pub fn decide(
     Some(decision)
 }
 
+/// Watches the last deflation: the balloon's `actual` rose and then came back down by
+/// more than [`OVERRIDE_TOLERANCE_KIB`] while the guest is still under pressure (a
+/// guest never inflates its own balloon): the host's balloon policy took it back.
+fn taken_back(
+    settings: &GuardSettings,
+    vm: &mut VmGuard,
+    input: &GuardInput<'_>,
+) -> Option<Decision> {
+    let mut watch = vm.watch.take()?;
+    let Some(actual) = ballast_model::plausible_kib(input.actual_kib) else {
+        vm.watch = Some(watch);
+        return None;
+    };
+    watch.polls = watch.polls.saturating_add(1);
+    watch.peak_kib = watch.peak_kib.max(actual);
+    let rose = watch.peak_kib > watch.before_kib.saturating_add(OVERRIDE_TOLERANCE_KIB);
+    let fell = actual.saturating_add(OVERRIDE_TOLERANCE_KIB) < watch.peak_kib;
+    if !(rose && fell) || input.assessment.level == RiskLevel::Ok {
+        if watch.polls < OVERRIDE_WATCH_POLLS && input.assessment.level != RiskLevel::Ok {
+            vm.watch = Some(watch);
+        }
+        return None;
+    }
+    let floor = watch.target_kib;
+    let detail = format!(
+        "the balloon reached {} MiB after the guard's target of {} MiB and is back at {} MiB \
+         {} polls later while the guest is still at {} risk: the host's balloon policy \
+         (Proxmox pvestatd) set its own target",
+        mib(watch.peak_kib),
+        mib(watch.target_kib),
+        mib(actual),
+        watch.polls,
+        input.assessment.level.as_str(),
+    );
+    if settings.raise_floor {
+        Some(Decision {
+            outcome: GuardOutcome::FloorRaised,
+            target_kib: None,
+            floor_after_kib: Some(floor),
+            detail: format!(
+                "{detail}; raising the VM's balloon floor to {} MiB",
+                mib(floor)
+            ),
+        })
+    } else {
+        vm.overridden = true;
+        Some(Decision {
+            outcome: GuardOutcome::OverriddenByHost,
+            target_kib: None,
+            floor_after_kib: Some(floor),
+            detail: format!(
+                "{detail}; a balloon floor of {} MiB would hold (guard.proxmox_raise_floor \
+                 is off)",
+                mib(floor)
+            ),
+        })
+    }
+}
+
 fn decide_step(
     settings: &GuardSettings,
     vm: &mut VmGuard,
@@ -206,7 +304,7 @@ fn decide_step(
     input: &GuardInput<'_>,
     settling: bool,
 ) -> Option<Decision> {
-    if input.assessment.level != RiskLevel::Critical || settling {
+    if input.assessment.level != RiskLevel::Critical || settling || vm.overridden {
         return None;
     }
     let actual = ballast_model::plausible_kib(input.actual_kib).filter(|kib| *kib > 0)?;
@@ -223,6 +321,7 @@ fn decide_step(
             .then(|| Decision {
                 outcome: GuardOutcome::BeyondMaximum,
                 target_kib: None,
+                floor_after_kib: None,
                 detail: format!(
                     "the balloon holds nothing (actual = maximum = {} MiB); the guest needs \
                      {} MiB more than its maximum: no deflation ends this",
@@ -237,6 +336,7 @@ fn decide_step(
             .then(|| Decision {
                 outcome: GuardOutcome::HostHasNothing,
                 target_kib: None,
+                floor_after_kib: None,
                 detail: "the host's MemAvailable is unknown: the guard gives nothing it \
                          cannot see"
                     .into(),
@@ -249,6 +349,7 @@ fn decide_step(
             .then(|| Decision {
                 outcome: GuardOutcome::HostHasNothing,
                 target_kib: None,
+                floor_after_kib: None,
                 detail: format!(
                     "the host has {} MiB available and keeps a {} MiB reserve",
                     mib(available),
@@ -277,6 +378,7 @@ fn decide_step(
             .then(|| Decision {
                 outcome: GuardOutcome::RateLimited,
                 target_kib: None,
+                floor_after_kib: None,
                 detail: format!("a step was due; the rate limit holds it back ({which})"),
             });
     }
@@ -326,9 +428,18 @@ fn decide_step(
     vm.steps.push_back(input.at);
     host.steps.push_back(input.at);
     vm.polls_since_step = Some(0);
+    if settings.mode == GuardMode::Act {
+        vm.watch = Some(Watch {
+            before_kib: actual,
+            target_kib: target,
+            peak_kib: actual,
+            polls: 0,
+        });
+    }
     Some(Decision {
         outcome,
         target_kib: Some(target),
+        floor_after_kib: None,
         detail,
     })
 }
@@ -678,6 +789,67 @@ mod tests {
         assert_eq!(steps.len(), 3);
         prune(&mut steps, at(10 + 3600), HOUR);
         assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn a_deflation_the_host_takes_back_is_overridden_by_host_with_the_floor_that_would_hold() {
+        let mut case = Case::new(GuardMode::Act);
+        let critical = assessment(RiskLevel::Critical, 100);
+        let step = case.poll(0, &critical, 1024, 8192).expect("a step");
+        assert_eq!(step.target_kib, Some(1152 * MIB));
+        assert_eq!(case.poll(5, &critical, 1152, 8192), None);
+        // pvestatd sets its own target again: the balloon inflates back.
+        let overridden = case.poll(10, &critical, 1030, 8192).expect("overridden");
+        assert_eq!(overridden.outcome, GuardOutcome::OverriddenByHost);
+        assert_eq!(overridden.floor_after_kib, Some(1152 * MIB));
+        assert_eq!(overridden.target_kib, None);
+        assert!(overridden.detail.contains("would hold"), "{overridden:?}");
+        // No more steps this episode: they would be taken back as well.
+        for poll in 3..20 {
+            assert_eq!(case.poll(poll * 5, &critical, 1030, 8192), None);
+        }
+        // Allowed to raise the floor: floor_raised, and the guard goes on stepping.
+        let mut case = Case::new(GuardMode::Act);
+        case.settings.raise_floor = true;
+        case.poll(0, &critical, 1024, 8192).expect("a step");
+        let raised = case.poll(5, &critical, 1152, 8192);
+        assert_eq!(raised, None);
+        let raised = case.poll(10, &critical, 1024, 8192).expect("raised");
+        assert_eq!(raised.outcome, GuardOutcome::FloorRaised);
+        assert_eq!(raised.floor_after_kib, Some(1152 * MIB));
+        assert!(raised
+            .detail
+            .contains("raising the VM's balloon floor to 1152 MiB"));
+        let again = (3..8).find_map(|poll| case.poll(poll * 5, &critical, 1024, 8192));
+        assert_eq!(again.map(|d| d.outcome), Some(GuardOutcome::Deflated));
+    }
+
+    #[test]
+    fn a_slow_guest_or_ended_pressure_is_no_override() {
+        let critical = assessment(RiskLevel::Critical, 100);
+        // The guest takes its time to reach the target and never comes back down.
+        let mut case = Case::new(GuardMode::Act);
+        case.poll(0, &critical, 1024, 8192).expect("a step");
+        for (poll, actual) in [(1, 1024), (2, 1040), (3, 1100), (4, 1150), (5, 1148)] {
+            let decision = case.poll(poll * 5, &critical, actual, 8192);
+            assert!(
+                decision
+                    .as_ref()
+                    .is_none_or(|d| d.outcome == GuardOutcome::Deflated),
+                "{decision:?}"
+            );
+        }
+        // The pressure ended, then the host re-inflated: its right, no override.
+        let mut case = Case::new(GuardMode::Act);
+        case.poll(0, &critical, 1024, 8192).expect("a step");
+        case.poll(5, &critical, 1152, 8192);
+        let ok = assessment(RiskLevel::Ok, 0);
+        assert_eq!(case.poll(10, &ok, 1024, 8192), None);
+        // Observe changes nothing, so there is nothing to take back.
+        let mut case = Case::new(GuardMode::Observe);
+        case.poll(0, &critical, 1024, 8192).expect("would deflate");
+        case.poll(5, &critical, 1152, 8192);
+        assert_eq!(case.poll(10, &critical, 1024, 8192), None);
     }
 
     #[test]

@@ -356,6 +356,16 @@ pub trait Hypervisor: Send + Sync {
         })
     }
 
+    /// Raises the VM's persistent balloon floor (Proxmox `balloon:`, through `qm set`),
+    /// so the host's own balloon policy stops taking memory below it. Only Proxmox
+    /// answers; others `Unavailable`.
+    fn raise_balloon_floor(&self, id: &DomainId, _floor_kib: u64) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "persistent balloon floor setting",
+        })
+    }
+
     /// The host pid of the domain's QEMU process, to attribute host kernel OOM
     /// reports to it; None when the backend cannot tell.
     fn qemu_pid(&self, _id: &DomainId) -> Option<u32> {
