@@ -28,7 +28,7 @@ fn the_agents_pure_parts_do_not_import_the_daemon_or_the_delivery_path() {
     let pure = ["history", "fleet", "enrich", "wire", "pressure::"];
     let core = |target: &str| {
         pure.contains(&target)
-            || ["hostmem", "hypervisor", "capture", "pressure"]
+            || ["hostmem", "hypervisor", "capture", "pressure", "guard"]
                 .iter()
                 .any(|module| under(target, module))
     };
