@@ -323,8 +323,8 @@ fn decide_step(
                 target_kib: None,
                 floor_after_kib: None,
                 detail: format!(
-                    "the balloon holds nothing (actual = maximum = {} MiB); the guest needs \
-                     {} MiB more than its maximum: no deflation ends this",
+                    "the balloon holds nothing (actual = maximum = {} MiB) and the risk \
+                     model still asks for {} MiB: no deflation ends this",
                     mib(maximum),
                     mib(deficit)
                 ),

@@ -1,0 +1,208 @@
+//! The guard (issue 19 item 3) on a real guest: `ballast-agent run` with the Proxmox
+//! backend over one Proxmox-style QEMU (ballast-testvm `boot_proxmox`, TCG, Linux
+//! 6.12), its balloon inflated from 512 to 200 MiB before the agent starts, then a hog
+//! growing 2 MiB every 500 ms to 260 MiB (it fits the VM's maximum, not the inflated
+//! balloon). With
+//! `guard.mode: act` and a host with memory to give, the agent deflates the balloon
+//! (a `deflated` guard event) and the guest never OOMs: the hog reaches its hold.
+//! No pvestatd runs here, so nothing re-inflates the balloon (the re-inflation path
+//! is covered with the fake backend: guard::decide::tests).
+//!
+//! Outside CI the test skips loudly when the machine cannot run guests.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ballast_testenv::wait_until;
+use ballast_testvm::{lab_or_skip, GuestKernel, ProxmoxSpec, KILL_LINE};
+use serde_json::Value;
+
+use crate::proxmox_backend::TestRoot;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const MIB: u64 = 1024 * 1024;
+
+/// The agent process; killed when dropped.
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The guard events of the VM `vmid` in the agent's journal.
+fn guard_events(journal: &Path, vmid: &str) -> Vec<Value> {
+    std::fs::read_to_string(journal)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|event| event["type"] == "guard" && event["vm"]["uuid"] == vmid)
+        .collect()
+}
+
+#[test]
+fn act_deflates_a_squeezed_612_guest_before_it_ooms() {
+    let Some(lab) = lab_or_skip("act_deflates_a_squeezed_612_guest_before_it_ooms") else {
+        return;
+    };
+    let started = Instant::now();
+    let guest = lab
+        .boot_proxmox(ProxmoxSpec {
+            vmid: 130,
+            kernel: GuestKernel::Backports612,
+            stats_period_secs: 2,
+            ..ProxmoxSpec::default()
+        })
+        .expect("boot the 6.12 guest");
+    guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    eprintln!("booted in {:?}", started.elapsed());
+    // The balloon is inflated before the agent starts: the guard answers the hog, not
+    // the inflation (a fast inflation that squeezes a guest is answered too).
+    guest
+        .qmp()
+        .expect("QMP")
+        .balloon_bytes(200 * MIB)
+        .expect("inflate");
+    wait_until(
+        "the balloon to reach 200 MiB",
+        Duration::from_secs(60),
+        || {
+            let bytes = guest.qmp().ok()?.query_balloon_bytes().ok()?;
+            (bytes <= 210 * MIB).then_some(())
+        },
+    );
+    let root = TestRoot::new(&[&guest]);
+    let state = tempfile::tempdir().expect("state dir");
+    let journal = state.path().join("journal.jsonl");
+    let config = state.path().join("agent.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "backend: proxmox\nproxmox:\n  run_dir: {run}\n  config_dir: {conf}\n\
+             state_dir: {state}\njournal_file: {journal}\nhost_id: guard-test\n\
+             poll_interval_secs: 2\ncapture:\n  host_kernel: false\n  serial: false\n\
+             pressure:\n  guest_psi_interval_secs: 5\n\
+             guard:\n  mode: act\n  host_reserve_mib: 256\n",
+            run = root.run_dir().display(),
+            conf = root.config_dir().display(),
+            state = state.path().join("state").display(),
+            journal = journal.display(),
+        ),
+    )
+    .expect("config");
+    let log = state.path().join("agent.log");
+    let agent = Agent(
+        Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("BALLAST_LOG", "info,ballast_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("ballast-agent starts"),
+    );
+    let agent_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let status_path = state.path().join("state").join("status.json");
+    wait_until(
+        "the guest's balloon-stats signals in status.json",
+        Duration::from_secs(90),
+        || {
+            let status: Value =
+                serde_json::from_str(&std::fs::read_to_string(&status_path).ok()?).ok()?;
+            status["vms"][0]["signals"]["major_faults_per_s"]
+                .is_number()
+                .then_some(())
+        },
+    );
+    let hog_started = Instant::now();
+    let hog = guest
+        .exec(
+            "/bin/sh",
+            &["-c", "/bin/memhog 2 500 260 >/dev/console 2>&1 &"],
+        )
+        .expect("hog starts");
+    assert!(hog.success(), "{hog:?}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let deflated = loop {
+        if let Some(event) = guard_events(&journal, "130")
+            .into_iter()
+            .find(|event| event["outcome"] == "deflated")
+        {
+            break event;
+        }
+        if Instant::now() > deadline {
+            let text = std::fs::read_to_string(&journal).unwrap_or_default();
+            let pressure: Vec<&str> = text
+                .lines()
+                .filter(|line| {
+                    line.contains("\"type\":\"pressure\"") || line.contains("\"type\":\"guard\"")
+                })
+                .collect();
+            let serial = guest.serial_text();
+            let tail: String = serial
+                .chars()
+                .rev()
+                .take(3000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let log = agent_log();
+            let log_tail: String = log
+                .chars()
+                .rev()
+                .take(6000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            panic!(
+                "no deflated guard event within 90 s\npressure/guard events: {pressure:#?}\nserial tail:\n{tail}\nagent log tail:\n{log_tail}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!(
+        "deflated {:?} after the hog started: {deflated}",
+        hog_started.elapsed()
+    );
+    assert_eq!(deflated["mode"], "act");
+    assert_eq!(deflated["level"], "critical");
+    let before = deflated["actual_before_kib"].as_u64().expect("before");
+    let target = deflated["target_kib"].as_u64().expect("target");
+    assert!(target > before && target <= 512 * 1024, "{deflated}");
+    // The hog reaches its hold, and no OOM kill shows on the serial console.
+    let held = guest.wait_serial("memhog: holding", Duration::from_secs(120));
+    let serial = guest.serial_text();
+    for event in guard_events(&journal, "130") {
+        eprintln!(
+            "guard {} target {} detail {}",
+            event["outcome"], event["target_kib"], event["detail"]
+        );
+    }
+    assert!(
+        !serial.contains(KILL_LINE),
+        "the guest OOMed despite the guard:\n{serial}\n{}",
+        agent_log()
+    );
+    held.unwrap_or_else(|error| panic!("the hog did not reach its hold: {error}\n{serial}"));
+    let balloon = guest
+        .qmp()
+        .expect("QMP")
+        .query_balloon_bytes()
+        .expect("balloon");
+    assert!(balloon > 260 * MIB, "balloon at {} MiB", balloon / MIB);
+    eprintln!(
+        "hog held after {:?}; balloon {} MiB",
+        hog_started.elapsed(),
+        balloon / MIB
+    );
+    drop(agent);
+    eprintln!("done in {:?}", started.elapsed());
+}
