@@ -141,9 +141,10 @@ pub struct VmGuard {
     last: Option<(i64, GuardOutcome, Option<u64>)>,
     /// A deflation set in `act`, watched for the host taking it back.
     watch: Option<Watch>,
-    /// The host took a deflation back in this episode and the floor may not be raised:
-    /// no more steps this episode (they would be taken back too).
-    overridden: bool,
+    /// The host took a deflation back and the floor may not be raised: no step before
+    /// this time (each would be taken back as well; with Proxmox the deflation ends the
+    /// episode and the re-inflation starts the next, so an episode is no bound).
+    overridden_until: Option<SystemTime>,
 }
 
 /// A deflation under watch: the balloon before, the target, the highest `actual`
@@ -154,14 +155,19 @@ struct Watch {
     target_kib: u64,
     peak_kib: u64,
     polls: u32,
+    /// The balloon came back down to this (reported at the next poll under pressure).
+    fell_to_kib: Option<u64>,
 }
 
-/// Polls a deflation is watched for the host taking it back (pvestatd's 10 s cycle
-/// at the slowest poll the guard is meant for).
-pub const OVERRIDE_WATCH_POLLS: u32 = 6;
+/// Polls a deflation is watched for the host taking it back: pvestatd's 10 s cycle,
+/// the balloon's fall and the risk model's two-poll persistence at a 2 s poll (a real
+/// guest's override was seen 6 polls after the step).
+pub const OVERRIDE_WATCH_POLLS: u32 = 10;
 /// How far the balloon must come back down from its peak to count as taken back
 /// (the balloon driver moves in pages; a few MiB of jitter is no override).
 pub const OVERRIDE_TOLERANCE_KIB: u64 = 16 * 1024;
+/// After `overridden_by_host`, how long the guard takes no step for that VM.
+pub const OVERRIDE_HOLD: Duration = HOUR;
 
 impl VmGuard {
     /// The last decision: when (Unix ms), its outcome and target.
@@ -220,7 +226,6 @@ pub fn decide(
     if vm.episode != input.episode_started_at_ms {
         vm.episode = input.episode_started_at_ms;
         vm.reported.clear();
-        vm.overridden = false;
     }
     if let Some(decision) = taken_back(settings, vm, input) {
         vm.last = Some((epoch_ms(input.at), decision.outcome, None));
@@ -254,13 +259,18 @@ fn taken_back(
     watch.polls = watch.polls.saturating_add(1);
     watch.peak_kib = watch.peak_kib.max(actual);
     let rose = watch.peak_kib > watch.before_kib.saturating_add(OVERRIDE_TOLERANCE_KIB);
-    let fell = actual.saturating_add(OVERRIDE_TOLERANCE_KIB) < watch.peak_kib;
-    if !(rose && fell) || input.assessment.level == RiskLevel::Ok {
-        if watch.polls < OVERRIDE_WATCH_POLLS && input.assessment.level != RiskLevel::Ok {
+    if rose && actual.saturating_add(OVERRIDE_TOLERANCE_KIB) < watch.peak_kib {
+        watch.fell_to_kib = Some(actual);
+    }
+    // The deflation often ends the episode at once (the guest is fine until the host
+    // takes the memory back): the fall counts once the guest is under pressure again.
+    if watch.fell_to_kib.is_none() || input.assessment.level == RiskLevel::Ok {
+        if watch.polls < OVERRIDE_WATCH_POLLS {
             vm.watch = Some(watch);
         }
         return None;
     }
+    let actual = watch.fell_to_kib.unwrap_or(actual).min(actual);
     let floor = watch.target_kib;
     let detail = format!(
         "the balloon reached {} MiB after the guard's target of {} MiB and is back at {} MiB \
@@ -283,14 +293,14 @@ fn taken_back(
             ),
         })
     } else {
-        vm.overridden = true;
+        vm.overridden_until = input.at.checked_add(OVERRIDE_HOLD);
         Some(Decision {
             outcome: GuardOutcome::OverriddenByHost,
             target_kib: None,
             floor_after_kib: Some(floor),
             detail: format!(
                 "{detail}; a balloon floor of {} MiB would hold (guard.proxmox_raise_floor \
-                 is off)",
+                 is off); no further step for this VM for an hour",
                 mib(floor)
             ),
         })
@@ -304,7 +314,8 @@ fn decide_step(
     input: &GuardInput<'_>,
     settling: bool,
 ) -> Option<Decision> {
-    if input.assessment.level != RiskLevel::Critical || settling || vm.overridden {
+    let held_off = vm.overridden_until.is_some_and(|until| input.at < until);
+    if input.assessment.level != RiskLevel::Critical || settling || held_off {
         return None;
     }
     let actual = ballast_model::plausible_kib(input.actual_kib).filter(|kib| *kib > 0)?;
@@ -434,6 +445,7 @@ fn decide_step(
             target_kib: target,
             peak_kib: actual,
             polls: 0,
+            fell_to_kib: None,
         });
     }
     Some(Decision {
@@ -822,6 +834,53 @@ mod tests {
             .contains("raising the VM's balloon floor to 1152 MiB"));
         let again = (3..8).find_map(|poll| case.poll(poll * 5, &critical, 1024, 8192));
         assert_eq!(again.map(|d| d.outcome), Some(GuardOutcome::Deflated));
+    }
+
+    #[test]
+    fn a_deflation_that_ends_the_episode_and_is_taken_back_is_still_an_override() {
+        // Seen on a real guest: the deflation ends the episode at the next poll, the
+        // host re-inflates, a new episode starts; the guard must not deflate again.
+        let mut case = Case::new(GuardMode::Act);
+        let critical = assessment(RiskLevel::Critical, 100);
+        let ok = assessment(RiskLevel::Ok, 0);
+        case.poll(0, &critical, 1024, 8192).expect("a step");
+        assert_eq!(case.poll(2, &ok, 1152, 8192), None);
+        assert_eq!(case.poll(4, &ok, 1024, 8192), None);
+        let snapshot = PressureSnapshot::default();
+        let input = GuardInput {
+            at: at(6),
+            assessment: &critical,
+            episode_started_at_ms: Some(epoch_ms(at(6))),
+            signals: &snapshot,
+            actual_kib: Some(1024 * MIB),
+            maximum_kib: Some(2 * GIB),
+            floor_kib: None,
+            host_available_kib: Some(8 * GIB),
+        };
+        let overridden = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+        assert_eq!(
+            overridden.map(|d| d.outcome),
+            Some(GuardOutcome::OverriddenByHost)
+        );
+        // Held off for an hour across episodes, then free to step again.
+        for secs in [20, 600, 3000] {
+            let input = GuardInput {
+                at: at(secs),
+                episode_started_at_ms: Some(epoch_ms(at(secs))),
+                ..input
+            };
+            assert_eq!(
+                decide(&case.settings, &mut case.vm, &mut case.host, &input),
+                None
+            );
+        }
+        let input = GuardInput {
+            at: at(3700),
+            episode_started_at_ms: Some(epoch_ms(at(3700))),
+            ..input
+        };
+        let later = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+        assert_eq!(later.map(|d| d.outcome), Some(GuardOutcome::Deflated));
     }
 
     #[test]

@@ -293,3 +293,76 @@ fn observe_reports_would_deflate_before_a_squeezed_612_guest_ooms() {
     drop(run.agent);
     eprintln!("done in {:?}", started.elapsed());
 }
+
+/// Proxmox's pvestatd sets its balloon targets again every cycle: a loop in the test
+/// stands in for it (QMP `balloon` to 200 MiB every 10 s; no pvestatd runs here). The
+/// guard's deflation is taken back, and it says so with the floor that would hold.
+#[test]
+fn a_pvestatd_like_loop_taking_the_deflation_back_is_overridden_by_host() {
+    let Some(lab) =
+        lab_or_skip("a_pvestatd_like_loop_taking_the_deflation_back_is_overridden_by_host")
+    else {
+        return;
+    };
+    let started = Instant::now();
+    let run = Squeezed::start(lab, 132, "act");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let overridden = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(mut qmp) = run.guest.qmp() {
+                    let _ = qmp.balloon_bytes(200 * MIB);
+                }
+                for _ in 0..100 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        });
+        let hog_started = run.start_hog("/bin/memhog 2 500 >/dev/console 2>&1 &");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let found = loop {
+            if let Some(event) = guard_events(&run.journal, "132")
+                .into_iter()
+                .find(|event| event["outcome"] == "overridden_by_host")
+            {
+                break Some(event);
+            }
+            if Instant::now() > deadline {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        eprintln!("after {:?} of hog", hog_started.elapsed());
+        found
+    });
+    let overridden =
+        overridden.unwrap_or_else(|| panic!("no overridden_by_host within 90 s\n{}", run.dump()));
+    eprintln!("overridden: {overridden}");
+    for event in guard_events(&run.journal, "132") {
+        eprintln!(
+            "guard {} target {} floor_after {} detail {}",
+            event["outcome"], event["target_kib"], event["floor_after_kib"], event["detail"]
+        );
+    }
+    let events = guard_events(&run.journal, "132");
+    let deflated = events
+        .iter()
+        .find(|event| event["outcome"] == "deflated")
+        .expect("a deflation came first");
+    assert_eq!(
+        overridden["floor_after_kib"], deflated["target_kib"],
+        "the floor that would hold is the guard's target"
+    );
+    assert!(
+        overridden["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("proxmox_raise_floor is off")),
+        "{overridden}"
+    );
+    drop(run.agent);
+    eprintln!("done in {:?}", started.elapsed());
+}
