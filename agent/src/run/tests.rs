@@ -839,3 +839,69 @@ fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() 
     assert_eq!(action.outcome, ballast_model::GuardOutcome::HostHasNothing);
     assert!(hypervisor.balloon_target_calls(&id).is_empty());
 }
+
+#[test]
+fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_with_fake_hypervisor(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Named proxmox: the floor is only raised there.
+    let hypervisor = Arc::new(FakeHypervisor::named("proxmox"));
+    let (id, domain) = vm("pve-squeezed", None);
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, counters) = guard_monitor(
+        dir.path(),
+        &hypervisor,
+        "guard:\n  mode: act\n  proxmox_raise_floor: true\n",
+        8192,
+    );
+    let events_path = dir.path().join("events.jsonl");
+    let events = squeeze_until_guarded(&mut monitor, &hypervisor, &id, &events_path);
+    let (_, deflated) = events.first().expect("a guard event");
+    assert_eq!(deflated.outcome, ballast_model::GuardOutcome::Deflated);
+    let target = deflated.target_kib.expect("target");
+    // The guest reaches the target for a poll, then the host's policy sets its own
+    // target again: the balloon goes back to 512 MiB while the guest stays squeezed.
+    let mut raised = None;
+    for update in 20..40u64 {
+        hypervisor.update(&id, |domain| {
+            domain.sample = crate::hypervisor::BalloonSample {
+                actual_kib: Some(if update == 20 { target } else { 512 * 1024 }),
+                maximum_kib: Some(1024 * 1024),
+                available_kib: Some(468_416),
+                usable_kib: Some(6 * 1024),
+                last_update_epoch_secs: Some(1_800_000_000 + update * 10),
+                ..crate::hypervisor::BalloonSample::default()
+            };
+        });
+        monitor.poll();
+        raised = std::fs::read_to_string(&events_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
+            .find_map(|envelope| match envelope.event {
+                ballast_model::Event::Guard(action)
+                    if action.outcome == ballast_model::GuardOutcome::FloorRaised =>
+                {
+                    Some(action)
+                }
+                _ => None,
+            });
+        if raised.is_some() {
+            break;
+        }
+    }
+    let raised = raised.expect("a floor_raised event");
+    assert_eq!(raised.floor_after_kib, Some(target));
+    assert!(
+        raised.detail.contains("raising the VM's balloon floor"),
+        "{raised:?}"
+    );
+    assert_eq!(hypervisor.floor_raise_calls(&id), [target]);
+    assert_eq!(
+        counters
+            .lock()
+            .guard_actions
+            .get(&ballast_model::GuardOutcome::FloorRaised),
+        Some(&1)
+    );
+}
