@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ballast_daemon::config_file::{self, ConfigFileError};
+use ballast_model::GuardMode;
 use serde::{Deserialize, Serialize};
 
 use crate::collector_tls::{self, CaBundle, CaFileError};
+use crate::guard::GuardSettings;
 use crate::paths;
 
 /// The configuration file as written.
@@ -34,6 +36,7 @@ pub struct RawConfig {
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
     pub pressure: PressureConfig,
+    pub guard: GuardConfig,
     pub collector: CollectorConfig,
     pub metrics: MetricsConfig,
     /// Where host memory figures are read; tests point it elsewhere.
@@ -217,6 +220,102 @@ impl Default for PressureConfig {
     }
 }
 
+/// `guard:`: what the guard may do for a VM at critical risk (docs/guard.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// `off`, `observe` (default: report what it would do) or `act`.
+    #[serde(deserialize_with = "guard_mode")]
+    pub mode: GuardMode,
+    /// The smallest step given back, MiB (1 to 65536).
+    pub step_mib: u64,
+    /// The host's MemAvailable the guard never gives away, MiB (64 to 1048576).
+    pub host_reserve_mib: u64,
+    /// Steps per VM in any hour (1 to 60).
+    pub max_actions_per_vm_per_hour: u32,
+    /// Steps per host in any minute (1 to 600).
+    pub max_actions_per_host_per_minute: u32,
+    /// Proxmox: where pvestatd takes a deflation back, raise the VM's `balloon:`
+    /// floor persistently (`qm set <vmid> --balloon <MiB>`).
+    pub proxmox_raise_floor: bool,
+}
+
+/// `guard.mode`: one of the known names; any other word is an error naming it (the
+/// wire vocabulary would read it as `unknown`).
+fn guard_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<GuardMode, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    match GuardMode::parse(&text) {
+        GuardMode::Unknown => Err(serde::de::Error::invalid_value(
+            serde::de::Unexpected::Str(&text),
+            &"off, observe or act",
+        )),
+        mode => Ok(mode),
+    }
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        let settings = GuardSettings::default();
+        Self {
+            mode: settings.mode,
+            step_mib: settings.step_kib / 1024,
+            host_reserve_mib: settings.host_reserve_kib / 1024,
+            max_actions_per_vm_per_hour: settings.max_actions_per_vm_per_hour,
+            max_actions_per_host_per_minute: settings.max_actions_per_host_per_minute,
+            proxmox_raise_floor: false,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// The decision's settings.
+    pub fn settings(&self) -> GuardSettings {
+        GuardSettings {
+            mode: self.mode,
+            step_kib: self.step_mib.saturating_mul(1024),
+            host_reserve_kib: self.host_reserve_mib.saturating_mul(1024),
+            max_actions_per_vm_per_hour: self.max_actions_per_vm_per_hour,
+            max_actions_per_host_per_minute: self.max_actions_per_host_per_minute,
+            ..GuardSettings::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        let checks = [
+            ("guard.step_mib", self.step_mib, 1, 65_536),
+            (
+                "guard.host_reserve_mib",
+                self.host_reserve_mib,
+                64,
+                1_048_576,
+            ),
+            (
+                "guard.max_actions_per_vm_per_hour",
+                u64::from(self.max_actions_per_vm_per_hour),
+                1,
+                60,
+            ),
+            (
+                "guard.max_actions_per_host_per_minute",
+                u64::from(self.max_actions_per_host_per_minute),
+                1,
+                600,
+            ),
+        ];
+        for (key, value, min, max) in checks {
+            if !(min..=max).contains(&value) {
+                return Err(ValidationError::GuardRange {
+                    key,
+                    value,
+                    min,
+                    max,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Display for GuestPsiMode {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
@@ -260,6 +359,7 @@ impl Default for RawConfig {
             state_dir: PathBuf::from(paths::STATE_DIR),
             capture: CaptureConfig::default(),
             pressure: PressureConfig::default(),
+            guard: GuardConfig::default(),
             collector: CollectorConfig::default(),
             metrics: MetricsConfig::default(),
             procfs_root: PathBuf::from(paths::PROCFS_ROOT),
@@ -337,6 +437,13 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("pressure", "A guest's memory pressure signals: the balloon stats (and QEMU's counters where they are read) come with every poll; this section is about the guest's PSI."),
     ("pressure.guest_psi", "Read the guest's /proc/pressure/memory through the QEMU guest agent's file API (guest-file-open/read/close; nothing runs in the guest): auto (default) = on VMs with a guest agent channel whenever capture.guest_agent is not off; off = never. A guest whose agent does not answer is asked again after 5 min, doubling up to 30 min."),
     ("pressure.guest_psi_interval_secs", "Seconds between two PSI reads of each guest (5 to 3600)."),
+    ("guard", "The guard: gives balloon memory back to a guest whose risk is critical (docs/guard.md). SIGHUP applies every guard key."),
+    ("guard.mode", "off = nothing; observe (default) = report what it would have done (would_deflate events), change nothing; act = raise the balloon target (libvirt virDomainSetMemoryFlags live, QMP balloon) in steps."),
+    ("guard.step_mib", "The smallest step given back, MiB (1 to 65536); a step is the larger of this and the risk model's deficit, capped at what the balloon holds and what the host can give."),
+    ("guard.host_reserve_mib", "The host's MemAvailable the guard never gives away, MiB (64 to 1048576)."),
+    ("guard.max_actions_per_vm_per_hour", "Steps per VM in any hour (1 to 60); a step held back is reported once per episode (rate_limited)."),
+    ("guard.max_actions_per_host_per_minute", "Steps per host in any minute, all VMs together (1 to 600)."),
+    ("guard.proxmox_raise_floor", "Proxmox: when pvestatd takes a deflation back, raise the VM's balloon: floor persistently with qm set <vmid> --balloon <MiB> (floor_raised); false = report overridden_by_host with the floor that would hold."),
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),
     ("collector.token_file", "File holding this host's bearer token (ballast-collector token create HOST)."),
@@ -364,6 +471,7 @@ pub struct Settings {
     pub state_dir: PathBuf,
     pub capture: CaptureConfig,
     pub pressure: PressureConfig,
+    pub guard: GuardConfig,
     pub collector: CollectorConfig,
     /// `collector.ca_file`, read and checked.
     pub collector_ca: Option<CaBundle>,
@@ -427,6 +535,13 @@ pub enum ValidationError {
     GuestAgentInterval(u64),
     #[error("pressure.guest_psi_interval_secs ({0}) must be 5 to 3600")]
     GuestPsiInterval(u64),
+    #[error("{key} ({value}) must be {min} to {max}")]
+    GuardRange {
+        key: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
     #[error("log_level ({value:?}) is not a log filter: {message}")]
     LogLevel { value: String, message: String },
 }
@@ -563,6 +678,7 @@ impl RawConfig {
                 self.pressure.guest_psi_interval_secs,
             ));
         }
+        self.guard.validate()?;
         let log_level = self.log_level.trim().to_string();
         if let Err(message) = check_log_filter(&log_level) {
             return Err(ValidationError::LogLevel {
@@ -581,6 +697,7 @@ impl RawConfig {
             state_dir: self.state_dir,
             capture: self.capture,
             pressure: self.pressure,
+            guard: self.guard,
             collector: self.collector,
             collector_ca,
             metrics_listen,
@@ -789,6 +906,52 @@ mod tests {
             "{message}"
         );
         assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn the_guard_defaults_to_observe_and_refuses_bad_values_by_key() {
+        let defaults = RawConfig::default().validate("h").expect("valid");
+        assert_eq!(defaults.guard.mode, GuardMode::Observe);
+        assert_eq!(defaults.guard.host_reserve_mib, 1024);
+        assert!(!defaults.guard.proxmox_raise_floor);
+        let act = parse("guard:\n  mode: act\n  step_mib: 256\n  proxmox_raise_floor: true\n")
+            .expect("parses")
+            .validate("h")
+            .expect("valid");
+        assert_eq!(act.guard.settings().mode, GuardMode::Act);
+        assert_eq!(act.guard.settings().step_kib, 256 * 1024);
+        assert!(act.guard.proxmox_raise_floor);
+        for (yaml, key) in [
+            ("guard:\n  step_mib: 0\n", "guard.step_mib (0)"),
+            (
+                "guard:\n  host_reserve_mib: 0\n",
+                "guard.host_reserve_mib (0)",
+            ),
+            (
+                "guard:\n  max_actions_per_vm_per_hour: 0\n",
+                "guard.max_actions_per_vm_per_hour (0)",
+            ),
+            (
+                "guard:\n  max_actions_per_host_per_minute: 601\n",
+                "guard.max_actions_per_host_per_minute (601)",
+            ),
+        ] {
+            let error = parse(yaml)
+                .expect("parses")
+                .validate("h")
+                .expect_err(yaml)
+                .to_string();
+            assert!(error.starts_with(key), "{yaml}: {error}");
+        }
+        let message = parse("guard:\n  mode: always\n")
+            .expect_err("unknown mode")
+            .to_string();
+        assert!(
+            message.contains("always") && message.contains("line 2"),
+            "{message}"
+        );
+        let typo = parse("guard:\n  step_mb: 64\n").expect_err("unknown key");
+        assert!(typo.to_string().contains("step_mb"), "{typo}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use ballast_model::{BalloonRollup, NearMissKind, PressureEpisode, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
+use crate::guard::{Decision, GuardInput, GuardSettings, HostGuard, VmGuard};
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
 use crate::pressure::risk::rank;
@@ -100,6 +101,8 @@ pub struct VmState {
     pub oom_count: u64,
     /// The risk model's state: its latest assessment and the episode under way.
     pub risk: VmRisk,
+    /// The guard's state for this VM (docs/guard.md).
+    pub guard: VmGuard,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
     last_near_miss: BTreeMap<NearMissKind, SystemTime>,
@@ -128,6 +131,7 @@ impl VmState {
             last_oom_at: None,
             oom_count: 0,
             risk: VmRisk::default(),
+            guard: VmGuard::default(),
             last_update_seen: None,
             unchanged_polls: 0,
             last_near_miss: BTreeMap::new(),
@@ -482,6 +486,49 @@ impl Fleet {
             .filter(|vm| vm.sampled_at == Some(at))
             .filter_map(|vm| vm.observe_pressure(at))
             .collect()
+    }
+
+    /// The guard's decisions for the VMs sampled at `at` (after [`Self::observe_pressure`]),
+    /// each with its audited event. `host` holds the host-wide rate limit.
+    pub fn decide_guard(
+        &mut self,
+        at: SystemTime,
+        settings: &GuardSettings,
+        host: &mut HostGuard,
+        host_available_kib: Option<u64>,
+    ) -> Vec<(DomainId, Decision, ballast_model::GuardAction)> {
+        let mut decisions = Vec::new();
+        for vm in self.vms.values_mut().filter(|vm| vm.sampled_at == Some(at)) {
+            let Some(assessment) = vm.risk.assessment() else {
+                continue;
+            };
+            let sample = vm.last_sample.clone().unwrap_or_default();
+            let signals = vm.pressure.unwrap_or_default();
+            let input = GuardInput {
+                at,
+                assessment,
+                episode_started_at_ms: vm.risk.episodes().open_started_at_ms(),
+                signals: &signals,
+                actual_kib: sample.actual_kib,
+                maximum_kib: sample.maximum_kib,
+                floor_kib: ballast_model::plausible_kib(
+                    vm.config.as_ref().and_then(|c| c.current_memory_kib),
+                ),
+                host_available_kib,
+            };
+            if let Some(decision) = crate::guard::decide(settings, &mut vm.guard, host, &input) {
+                let action = decision.action(&crate::wire::vm_ref(&vm.id), settings, &input);
+                decisions.push((vm.id.clone(), decision, action));
+            }
+        }
+        decisions
+    }
+
+    /// The hypervisor refused the guard's deflation of `id`: nothing to watch.
+    pub fn guard_step_failed(&mut self, id: &DomainId) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.guard.step_failed();
+        }
     }
 
     /// Raises the risk of the VM's open minute rollup to `level` (for the risk model:

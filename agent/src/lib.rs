@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod enrich;
 pub mod explain;
 pub mod fleet;
+pub mod guard;
 pub mod history;
 pub mod hostmem;
 pub mod hypervisor;

@@ -70,6 +70,10 @@ pub struct AgentCounters {
     pub dropped_rollups: u64,
     /// (vm uuid, vm name) -> pressure episodes started (their start sent).
     pub pressure_episodes: BTreeMap<(String, String), u64>,
+    /// Guard outcome -> decisions reported (docs/guard.md).
+    pub guard_actions: BTreeMap<ballast_model::GuardOutcome, u64>,
+    /// Bytes the guard gave back to guests (targets set in `act`, above `actual`).
+    pub guard_deflated_bytes: u64,
 }
 
 /// What the exporter reads: the fleet and the counters, shared with the run loop, and
@@ -390,6 +394,22 @@ impl Collector for AgentScrape {
             ];
             ConstCounter::new(*count).encode(family.encode_family(&labels)?)?;
         }
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_guard_actions_total",
+            "Guard decisions reported, by outcome (would_deflate in observe mode).",
+        )?;
+        for outcome in ballast_model::GuardOutcome::KNOWN {
+            let count = c.guard_actions.get(outcome).copied().unwrap_or(0);
+            let labels = [("outcome", outcome.as_str().to_string())];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        counter(
+            &mut encoder,
+            "ballast_guard_deflated_bytes_total",
+            "Bytes of balloon memory the guard gave back to guests (mode act).",
+            c.guard_deflated_bytes,
+        )?;
         counter(
             &mut encoder,
             "ballast_agent_pressure_events_suppressed_total",
@@ -817,7 +837,26 @@ mod tests {
         counters
             .pressure_episodes
             .insert(("u1".into(), "vm1".into()), 1);
+        counters
+            .guard_actions
+            .insert(ballast_model::GuardOutcome::Deflated, 2);
+        counters.guard_deflated_bytes = 256 * 1024 * 1024;
         let text = render(&fleet, &counters);
+        assert_eq!(
+            value(&text, "ballast_guard_actions_total{outcome=\"deflated\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "ballast_guard_actions_total{outcome=\"rate_limited\"}"
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(&text, "ballast_guard_deflated_bytes_total"),
+            268_435_456.0
+        );
         // 120 MiB left, falling 2 MiB/s: 60 s.
         assert_eq!(
             value(

@@ -9,7 +9,7 @@
 //! 3. [`apply_live`] copies the live fields into the running settings (the monitor
 //!    thread does this between two ticks).
 //!
-//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `pressure.*`, `libvirt.read_qemu_counters`,
+//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `pressure.*`, `guard.*`, `libvirt.read_qemu_counters`,
 //! `procfs_root`, and `collector.url` / `collector.token_file` while a collector is
 //! configured before and after (the sender takes them before its next send, also in
 //! the middle of a backoff). Everything else is wired into long-lived objects at start-up
@@ -88,6 +88,41 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         running.pressure.guest_psi_interval_secs.to_string(),
         new.pressure.guest_psi_interval_secs.to_string(),
     );
+    let guard = [
+        (
+            "guard.mode",
+            running.guard.mode.to_string(),
+            new.guard.mode.to_string(),
+        ),
+        (
+            "guard.step_mib",
+            running.guard.step_mib.to_string(),
+            new.guard.step_mib.to_string(),
+        ),
+        (
+            "guard.host_reserve_mib",
+            running.guard.host_reserve_mib.to_string(),
+            new.guard.host_reserve_mib.to_string(),
+        ),
+        (
+            "guard.max_actions_per_vm_per_hour",
+            running.guard.max_actions_per_vm_per_hour.to_string(),
+            new.guard.max_actions_per_vm_per_hour.to_string(),
+        ),
+        (
+            "guard.max_actions_per_host_per_minute",
+            running.guard.max_actions_per_host_per_minute.to_string(),
+            new.guard.max_actions_per_host_per_minute.to_string(),
+        ),
+        (
+            "guard.proxmox_raise_floor",
+            running.guard.proxmox_raise_floor.to_string(),
+            new.guard.proxmox_raise_floor.to_string(),
+        ),
+    ];
+    for (name, old, new) in guard {
+        live(name, old, new);
+    }
     live(
         "capture.guest_agent_interval_secs",
         running.capture.guest_agent_interval_secs.to_string(),
@@ -176,6 +211,7 @@ pub fn apply_live(running: &mut Settings, new: &Settings) {
     running.poll_interval = new.poll_interval;
     running.capture = new.capture.clone();
     running.pressure = new.pressure.clone();
+    running.guard = new.guard.clone();
     running.libvirt.read_qemu_counters = new.libvirt.read_qemu_counters;
     running.procfs_root.clone_from(&new.procfs_root);
     if collector_live(running, new) {
@@ -255,6 +291,21 @@ mod tests {
             "metrics.listen needs a restart"
         );
         assert_eq!(running.history_samples, 60, "the rings keep their size");
+    }
+
+    #[test]
+    fn the_guard_mode_and_limits_change_live() {
+        let mut running = settings("poll_interval_secs: 10\n");
+        let new = settings("guard:\n  mode: act\n  step_mib: 64\n");
+        let plan = plan(&running, &new);
+        assert_eq!(
+            plan.live,
+            ["guard.mode: observe -> act", "guard.step_mib: 128 -> 64"]
+        );
+        assert!(plan.restart_required.is_empty(), "{plan:?}");
+        apply_live(&mut running, &new);
+        assert_eq!(running.guard.mode, ballast_model::GuardMode::Act);
+        assert_eq!(running.guard.settings().step_kib, 64 * 1024);
     }
 
     #[test]

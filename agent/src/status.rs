@@ -53,6 +53,18 @@ pub struct VmStatus {
     /// The pressure signals at the last poll; None: the VM has none (`signals: none`).
     #[serde(default)]
     pub signals: Option<PressureSnapshot>,
+    /// The guard's last decision for this VM (docs/guard.md); None: none yet.
+    #[serde(default)]
+    pub guard: Option<GuardStatus>,
+}
+
+/// The guard's last decision for one VM.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GuardStatus {
+    pub at_epoch_secs: u64,
+    /// `deflated`, `would_deflate`, `overridden_by_host`, ...
+    pub outcome: String,
+    pub target_kib: Option<u64>,
 }
 
 impl Status {
@@ -86,6 +98,14 @@ impl Status {
                     risk: vm.risk.level().map(|level| level.as_str().to_string()),
                     exhaustion_secs: vm.risk.assessment().and_then(|a| a.exhaustion_secs),
                     signals: vm.pressure_snapshot().copied(),
+                    guard: vm
+                        .guard
+                        .last()
+                        .map(|(at_ms, outcome, target_kib)| GuardStatus {
+                            at_epoch_secs: u64::try_from(at_ms / 1000).unwrap_or(0),
+                            outcome: outcome.as_str().to_string(),
+                            target_kib,
+                        }),
                 }
             })
             .collect();
@@ -164,6 +184,18 @@ impl Status {
                 vm.findings.join(",")
             );
             let _ = writeln!(out, "  signals: {}", signals_line(vm.signals.as_ref()));
+            if let Some(guard) = &vm.guard {
+                let target = guard
+                    .target_kib
+                    .map(|kib| format!(", target {} MiB", kib / 1024))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  guard: {}{target} at {}",
+                    printable(&guard.outcome),
+                    utc(guard.at_epoch_secs)
+                );
+            }
         }
         out
     }
@@ -269,6 +301,11 @@ mod tests {
                 risk: Some("critical".into()),
                 exhaustion_secs: Some(40),
                 signals: None,
+                guard: Some(GuardStatus {
+                    at_epoch_secs: 1_795_658_400,
+                    outcome: "would_deflate".into(),
+                    target_kib: Some(1_179_648),
+                }),
             }],
             delivery: None,
         };
@@ -281,6 +318,10 @@ mod tests {
         assert!(table.contains("updated 5 s ago"));
         assert!(table.contains("\n  signals: none\n"), "{table}");
         assert!(table.contains("critical (40 s)"), "{table}");
+        assert!(
+            table.contains("\n  guard: would_deflate, target 1152 MiB at 2026-11-26 02:00\n"),
+            "{table}"
+        );
         // No pressure signals: the risk is unknown, never shown as ok.
         let mut blind = status.clone();
         blind.vms[0].risk = None;

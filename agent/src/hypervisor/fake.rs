@@ -26,6 +26,8 @@ pub struct FakeDomain {
     /// None = the guest kernel has no PSI. Needs a guest agent (`dmesg`).
     pub psi: Option<Vec<u8>>,
     pub running: bool,
+    /// `set_balloon_target` fails with this text (a hypervisor refusing the change).
+    pub balloon_refusal: Option<String>,
 }
 
 /// A hypervisor whose state the test sets.
@@ -40,6 +42,12 @@ pub struct FakeHypervisor {
     file_calls: Mutex<BTreeMap<String, u32>>,
     /// Open file handles: handle -> (domain uuid, read position, the PSI file).
     handles: Mutex<BTreeMap<i64, (String, usize, bool)>>,
+    /// Every `set_balloon_target` call, in order: (domain uuid, target KiB).
+    balloon_targets: Mutex<Vec<(String, u64)>>,
+    /// Every `raise_balloon_floor` call, in order: (domain uuid, floor KiB).
+    floor_raises: Mutex<Vec<(String, u64)>>,
+    /// The backend name it answers (`fake` unless a test needs another's behaviour).
+    backend_name: Option<&'static str>,
 }
 
 /// The fake's end of an [`ExecGate`]: "started" out, "go on" in.
@@ -101,6 +109,33 @@ impl FakeHypervisor {
     /// Every guest agent call that reached `id` so far (exec and file API).
     pub fn guest_agent_calls(&self, id: &DomainId) -> u32 {
         self.guest_exec_calls(id) + self.guest_file_calls(id)
+    }
+
+    /// A fake that names itself `backend` (e.g. `proxmox`, for what the agent only does
+    /// there).
+    pub fn named(backend: &'static str) -> Self {
+        Self {
+            backend_name: Some(backend),
+            ..Self::default()
+        }
+    }
+
+    /// The floors `raise_balloon_floor` was asked to set on `id`, in order.
+    pub fn floor_raise_calls(&self, id: &DomainId) -> Vec<u64> {
+        lock(&self.floor_raises)
+            .iter()
+            .filter(|(uuid, _)| *uuid == id.uuid)
+            .map(|(_, floor)| *floor)
+            .collect()
+    }
+
+    /// The balloon targets `set_balloon_target` was asked to set on `id`, in order.
+    pub fn balloon_target_calls(&self, id: &DomainId) -> Vec<u64> {
+        lock(&self.balloon_targets)
+            .iter()
+            .filter(|(uuid, _)| *uuid == id.uuid)
+            .map(|(_, target)| *target)
+            .collect()
     }
 
     /// File handles still open in the fake guest agent.
@@ -166,7 +201,17 @@ fn count_call(counts: &Mutex<BTreeMap<String, u32>>, id: &DomainId) {
 
 impl Hypervisor for FakeHypervisor {
     fn backend(&self) -> &'static str {
-        "fake"
+        self.backend_name.unwrap_or("fake")
+    }
+
+    /// Records the call (`proxmox_raise_floor` tests); the fake domain's config floor
+    /// follows.
+    fn raise_balloon_floor(&self, id: &DomainId, floor_kib: u64) -> Result<(), HypervisorError> {
+        lock(&self.floor_raises).push((id.uuid.clone(), floor_kib));
+        if let Some(domain) = self.lock().get_mut(id) {
+            domain.config.current_memory_kib = Some(floor_kib);
+        }
+        Ok(())
     }
 
     fn domains(&self) -> Result<Vec<DomainInfo>, HypervisorError> {
@@ -195,6 +240,28 @@ impl Hypervisor for FakeHypervisor {
 
     fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError> {
         Ok(self.get(id)?.counters)
+    }
+
+    /// Records the call; unless the domain refuses, its balloon reaches the target at
+    /// once (the guest answers before the next poll).
+    fn set_balloon_target(&self, id: &DomainId, target_kib: u64) -> Result<(), HypervisorError> {
+        lock(&self.balloon_targets).push((id.uuid.clone(), target_kib));
+        let mut domains = self.lock();
+        let domain = domains
+            .get_mut(id)
+            .ok_or_else(|| HypervisorError::Unavailable {
+                domain: id.name.clone(),
+                what: "fake domain",
+            })?;
+        if let Some(refusal) = &domain.balloon_refusal {
+            return Err(HypervisorError::Domain {
+                action: "set the balloon target",
+                domain: id.name.clone(),
+                source: refusal.clone().into(),
+            });
+        }
+        domain.sample.actual_kib = Some(target_kib);
+        Ok(())
     }
 
     fn domain_config(&self, id: &DomainId) -> Result<DomainConfig, HypervisorError> {

@@ -609,6 +609,15 @@ impl Hypervisor for LibvirtHypervisor {
         })
     }
 
+    fn set_balloon_target(&self, id: &DomainId, target_kib: u64) -> Result<(), HypervisorError> {
+        self.inner.call(Retry::OnceIfConnectionDied, |connect| {
+            let domain = lookup(connect, id)?;
+            domain
+                .set_memory_flags(target_kib, sys::VIR_DOMAIN_AFFECT_LIVE)
+                .map_err(|error| domain_error("set the balloon target", id, error))
+        })
+    }
+
     /// From libvirt's pid file, checked against the process's `-uuid` (local
     /// `qemu:///system` only; other URIs have no pid file here).
     fn qemu_pid(&self, id: &DomainId) -> Option<u32> {

@@ -346,6 +346,26 @@ pub trait Hypervisor: Send + Sync {
         })
     }
 
+    /// Sets the balloon's target on the running domain only (the guard, docs/guard.md):
+    /// libvirt `virDomainSetMemoryFlags(AFFECT_LIVE)`, QMP `balloon`. The persistent
+    /// configuration is not changed. Backends that cannot answer `Unavailable`.
+    fn set_balloon_target(&self, id: &DomainId, _target_kib: u64) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "live balloon target setting",
+        })
+    }
+
+    /// Raises the VM's persistent balloon floor (Proxmox `balloon:`, through `qm set`),
+    /// so the host's own balloon policy stops taking memory below it. Only Proxmox
+    /// answers; others `Unavailable`.
+    fn raise_balloon_floor(&self, id: &DomainId, _floor_kib: u64) -> Result<(), HypervisorError> {
+        Err(HypervisorError::Unavailable {
+            domain: id.name.clone(),
+            what: "persistent balloon floor setting",
+        })
+    }
+
     /// The host pid of the domain's QEMU process, to attribute host kernel OOM
     /// reports to it; None when the backend cannot tell.
     fn qemu_pid(&self, _id: &DomainId) -> Option<u32> {

@@ -34,6 +34,7 @@ pub mod conf;
 mod guest_agent;
 mod poll;
 pub mod qga;
+pub mod qm;
 pub mod qmp;
 pub mod serial;
 pub mod stats;
@@ -508,6 +509,37 @@ impl Hypervisor for ProxmoxHypervisor {
             })
             .map(drop)
             .map_err(|error| Self::domain_error("set the memory stats period", id, error))
+    }
+
+    /// `qm set <vmid> --balloon <MiB>` (rounded up to whole MiB).
+    fn raise_balloon_floor(&self, id: &DomainId, floor_kib: u64) -> Result<(), HypervisorError> {
+        let vmid = self.vmid_of(id)?;
+        qm::set_balloon_floor(
+            std::process::Command::new("qm"),
+            vmid,
+            floor_kib.div_ceil(1024),
+            qm::QM_TIMEOUT,
+        )
+        .map_err(|error| HypervisorError::Domain {
+            action: "raise the balloon floor",
+            domain: id.name.clone(),
+            source: error.into(),
+        })
+    }
+
+    /// QMP `balloon` (bytes). pvestatd may set its own target again on its next cycle
+    /// (docs/guard.md, "Proxmox").
+    fn set_balloon_target(&self, id: &DomainId, target_kib: u64) -> Result<(), HypervisorError> {
+        let vmid = self.vmid_of(id)?;
+        self.qmp(vmid, self.settings.call_timeout)
+            .and_then(|mut client| {
+                client.execute(
+                    "balloon",
+                    Some(json!({ "value": target_kib.saturating_mul(1024) })),
+                )
+            })
+            .map(drop)
+            .map_err(|error| Self::domain_error("set the balloon target", id, error))
     }
 }
 

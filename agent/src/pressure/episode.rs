@@ -178,6 +178,11 @@ impl EpisodeTracker {
         self.open.as_ref().map(|open| open.worst)
     }
 
+    /// When the episode under way started (Unix ms), or None.
+    pub fn open_started_at_ms(&self) -> Option<i64> {
+        self.open.as_ref().map(|open| open.started_at_ms)
+    }
+
     /// Episodes whose start was sent.
     pub fn started(&self) -> u64 {
         self.started

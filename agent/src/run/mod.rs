@@ -28,6 +28,7 @@ mod capture_tick;
 mod changes;
 mod command;
 mod emit;
+mod guard_tick;
 mod handles;
 mod host_kernel;
 mod log_limit;

@@ -54,6 +54,8 @@ pub struct Monitor {
     pub(super) no_counters_until: BTreeMap<String, Instant>,
     /// When each VM's PSI file is next read (`pressure.guest_psi`), with its backoff.
     pub(super) psi_schedule: crate::pressure::PsiSchedule,
+    /// The guard's host-wide rate limit (its per-VM state lives in the fleet).
+    pub(super) guard_host: crate::guard::HostGuard,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
@@ -124,6 +126,7 @@ impl Monitor {
             qemu_pids: BTreeMap::new(),
             no_counters_until: BTreeMap::new(),
             psi_schedule: crate::pressure::PsiSchedule::default(),
+            guard_host: crate::guard::HostGuard::default(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -269,8 +272,9 @@ impl Monitor {
         // The signals of this poll: its samples, the counters just read, fresh PSI.
         let changes = self.fleet().observe_pressure(at);
         self.handle_changes(changes);
-        let rollups = self.fleet().take_finished_rollups();
         let host = crate::hostmem::read(&self.settings.procfs_root);
+        self.guard_tick(at, host.available_kib);
+        let rollups = self.fleet().take_finished_rollups();
         for mut rollup in rollups {
             rollup.host = Some(crate::wire::wire_host(&host));
             let key = format!(

@@ -643,3 +643,265 @@ fn guest_psi_is_read_through_the_file_api_on_the_guest_agent_threads_and_a_silen
         "backed off"
     );
 }
+
+/// A monitor over `hypervisor` with `guard_yaml`, the host's meminfo in `dir/proc`
+/// (`host_available_mib` available), events in `dir/events.jsonl`.
+fn guard_monitor(
+    dir: &std::path::Path,
+    hypervisor: &Arc<FakeHypervisor>,
+    guard_yaml: &str,
+    host_available_mib: u64,
+) -> (
+    Monitor,
+    crate::shared::SharedLock<crate::metrics::AgentCounters>,
+) {
+    let proc = dir.join("proc");
+    std::fs::create_dir_all(&proc).expect("proc");
+    std::fs::write(
+        proc.join("meminfo"),
+        format!(
+            "MemTotal: 16777216 kB\nMemFree: 1000 kB\nMemAvailable: {} kB\n",
+            host_available_mib * 1024
+        ),
+    )
+    .expect("meminfo");
+    let settings = test_settings(
+        &dir.join("state"),
+        &format!(
+            "procfs_root: {}\ncapture:\n  host_kernel: false\n  guest_agent: off\n{guard_yaml}",
+            proc.display()
+        ),
+    );
+    let handles = Handles::new(&settings);
+    let counters = handles.counters.clone();
+    let monitor = Monitor::new(
+        settings,
+        Arc::clone(hypervisor) as Arc<dyn Hypervisor>,
+        Box::new(JsonLinesOutlet::new(dir.join("events.jsonl"))),
+        handles,
+    );
+    (monitor, counters)
+}
+
+/// Polls a guest whose MemAvailable collapses (its balloon at 512 of 1024 MiB, the
+/// guard free to act) until the guard reported; its guard events.
+fn squeeze_until_guarded(
+    monitor: &mut Monitor,
+    hypervisor: &FakeHypervisor,
+    id: &DomainId,
+    events: &std::path::Path,
+) -> Vec<(String, ballast_model::GuardAction)> {
+    let guard_events = || -> Vec<(String, ballast_model::GuardAction)> {
+        std::fs::read_to_string(events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
+            .filter_map(|envelope| match envelope.event {
+                ballast_model::Event::Guard(action) => Some((envelope.key, *action)),
+                _ => None,
+            })
+            .collect()
+    };
+    for (update, usable_mib) in (1..).zip([300, 200, 100, 40, 15, 10, 8, 6]) {
+        hypervisor.update(id, |domain| {
+            // The guest's balloon where the fake's hypervisor left it.
+            let actual = domain.sample.actual_kib;
+            domain.sample = crate::hypervisor::BalloonSample {
+                actual_kib: actual.or(Some(512 * 1024)),
+                maximum_kib: Some(1024 * 1024),
+                available_kib: Some(468_416),
+                usable_kib: Some(usable_mib * 1024),
+                last_update_epoch_secs: Some(1_800_000_000 + update * 10),
+                ..crate::hypervisor::BalloonSample::default()
+            };
+        });
+        monitor.poll();
+        if !guard_events().is_empty() {
+            break;
+        }
+    }
+    guard_events()
+}
+
+#[test]
+fn act_deflates_a_critical_guest_through_the_hypervisor_and_reports_it_with_fake_hypervisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("squeezed", None);
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, counters) =
+        guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 8192);
+    let events = squeeze_until_guarded(
+        &mut monitor,
+        &hypervisor,
+        &id,
+        &dir.path().join("events.jsonl"),
+    );
+    let (key, action) = events.first().expect("a guard event");
+    assert_eq!(
+        action.outcome,
+        ballast_model::GuardOutcome::Deflated,
+        "{action:?}"
+    );
+    assert_eq!(action.mode, ballast_model::GuardMode::Act);
+    assert_eq!(action.level, ballast_model::RiskLevel::Critical);
+    assert_eq!(key, &format!("host/guard/{}/{}", id.uuid, action.at_ms));
+    let target = action.target_kib.expect("a target");
+    assert_eq!(action.actual_before_kib, Some(512 * 1024));
+    assert!(target > 512 * 1024 && target <= 1024 * 1024, "{action:?}");
+    assert_eq!(action.host_available_kib, Some(8192 * 1024));
+    assert!(action.episode_started_at_ms.is_some());
+    assert_eq!(hypervisor.balloon_target_calls(&id), [target]);
+    let counters = counters.lock();
+    assert_eq!(
+        counters
+            .guard_actions
+            .get(&ballast_model::GuardOutcome::Deflated),
+        Some(&1)
+    );
+    assert_eq!(counters.guard_deflated_bytes, (target - 512 * 1024) * 1024);
+    drop(counters);
+    let status = crate::status::Status::from_fleet(
+        &monitor.fleet(),
+        "host",
+        "fake",
+        std::time::SystemTime::now(),
+        0,
+    );
+    let guard = status.vms[0].guard.as_ref().expect("the last guard action");
+    assert_eq!(guard.outcome, "deflated");
+    assert_eq!(guard.target_kib, Some(target));
+}
+
+#[test]
+fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("watched", None);
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, counters) = guard_monitor(dir.path(), &hypervisor, "", 8192);
+    let events = squeeze_until_guarded(
+        &mut monitor,
+        &hypervisor,
+        &id,
+        &dir.path().join("events.jsonl"),
+    );
+    let (_, action) = events.first().expect("a guard event");
+    assert_eq!(action.outcome, ballast_model::GuardOutcome::WouldDeflate);
+    assert_eq!(action.mode, ballast_model::GuardMode::Observe);
+    assert!(
+        action.target_kib.is_some_and(|t| t > 512 * 1024),
+        "{action:?}"
+    );
+    assert!(
+        hypervisor.balloon_target_calls(&id).is_empty(),
+        "observe changes nothing"
+    );
+    assert_eq!(counters.lock().guard_deflated_bytes, 0);
+
+    // The hypervisor refuses: failed, with its words.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, mut domain) = vm("refused", None);
+    domain.balloon_refusal = Some("balloon device busy".into());
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, counters) =
+        guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 8192);
+    let events = squeeze_until_guarded(
+        &mut monitor,
+        &hypervisor,
+        &id,
+        &dir.path().join("events.jsonl"),
+    );
+    let (_, action) = events.first().expect("a guard event");
+    assert_eq!(
+        action.outcome,
+        ballast_model::GuardOutcome::Failed,
+        "{action:?}"
+    );
+    assert!(action.detail.contains("balloon device busy"), "{action:?}");
+    assert_eq!(hypervisor.balloon_target_calls(&id).len(), 1);
+    assert_eq!(counters.lock().guard_deflated_bytes, 0);
+
+    // The host has nothing to give: host_has_nothing, no call.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("starved-host", None);
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, _) = guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 900);
+    let events = squeeze_until_guarded(
+        &mut monitor,
+        &hypervisor,
+        &id,
+        &dir.path().join("events.jsonl"),
+    );
+    let (_, action) = events.first().expect("a guard event");
+    assert_eq!(action.outcome, ballast_model::GuardOutcome::HostHasNothing);
+    assert!(hypervisor.balloon_target_calls(&id).is_empty());
+}
+
+#[test]
+fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_with_fake_hypervisor(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Named proxmox: the floor is only raised there.
+    let hypervisor = Arc::new(FakeHypervisor::named("proxmox"));
+    let (id, domain) = vm("pve-squeezed", None);
+    hypervisor.set(id.clone(), domain);
+    let (mut monitor, counters) = guard_monitor(
+        dir.path(),
+        &hypervisor,
+        "guard:\n  mode: act\n  proxmox_raise_floor: true\n",
+        8192,
+    );
+    let events_path = dir.path().join("events.jsonl");
+    let events = squeeze_until_guarded(&mut monitor, &hypervisor, &id, &events_path);
+    let (_, deflated) = events.first().expect("a guard event");
+    assert_eq!(deflated.outcome, ballast_model::GuardOutcome::Deflated);
+    let target = deflated.target_kib.expect("target");
+    // The guest reaches the target for a poll, then the host's policy sets its own
+    // target again: the balloon goes back to 512 MiB while the guest stays squeezed.
+    let mut raised = None;
+    for update in 20..40u64 {
+        hypervisor.update(&id, |domain| {
+            domain.sample = crate::hypervisor::BalloonSample {
+                actual_kib: Some(if update == 20 { target } else { 512 * 1024 }),
+                maximum_kib: Some(1024 * 1024),
+                available_kib: Some(468_416),
+                usable_kib: Some(6 * 1024),
+                last_update_epoch_secs: Some(1_800_000_000 + update * 10),
+                ..crate::hypervisor::BalloonSample::default()
+            };
+        });
+        monitor.poll();
+        raised = std::fs::read_to_string(&events_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
+            .find_map(|envelope| match envelope.event {
+                ballast_model::Event::Guard(action)
+                    if action.outcome == ballast_model::GuardOutcome::FloorRaised =>
+                {
+                    Some(action)
+                }
+                _ => None,
+            });
+        if raised.is_some() {
+            break;
+        }
+    }
+    let raised = raised.expect("a floor_raised event");
+    assert_eq!(raised.floor_after_kib, Some(target));
+    assert!(
+        raised.detail.contains("raising the VM's balloon floor"),
+        "{raised:?}"
+    );
+    assert_eq!(hypervisor.floor_raise_calls(&id), [target]);
+    assert_eq!(
+        counters
+            .lock()
+            .guard_actions
+            .get(&ballast_model::GuardOutcome::FloorRaised),
+        Some(&1)
+    );
+}

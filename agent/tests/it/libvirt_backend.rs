@@ -103,6 +103,18 @@ fn test_driver_without_guests() {
         hypervisor.domain_config(&unknown),
         Err(HypervisorError::Unavailable { .. })
     ));
+    // The guard's live balloon target (virDomainSetMemoryFlags(AFFECT_LIVE)).
+    let maximum = config.memory_kib.expect("maximum");
+    hypervisor
+        .set_balloon_target(&test.id, maximum / 2)
+        .expect("set the balloon target");
+    let live = hypervisor.domain_config(&test.id).expect("domain config");
+    assert_eq!(live.current_memory_kib, Some(maximum / 2), "{live:?}");
+    // Beyond the maximum: libvirt refuses, and the error names the domain.
+    let refused = hypervisor
+        .set_balloon_target(&test.id, maximum * 2)
+        .expect_err("above the maximum");
+    assert!(refused.to_string().contains("test"), "{refused}");
     // No QEMU behind the test driver: an error, not a panic.
     assert!(hypervisor.guest_counters(&test.id).is_err());
     assert_eq!(hypervisor.qemu_pid(&test.id), None);

@@ -28,7 +28,7 @@ fn the_agents_pure_parts_do_not_import_the_daemon_or_the_delivery_path() {
     let pure = ["history", "fleet", "enrich", "wire", "pressure::"];
     let core = |target: &str| {
         pure.contains(&target)
-            || ["hostmem", "hypervisor", "capture", "pressure"]
+            || ["hostmem", "hypervisor", "capture", "pressure", "guard"]
                 .iter()
                 .any(|module| under(target, module))
     };
@@ -42,6 +42,16 @@ fn the_agents_pure_parts_do_not_import_the_daemon_or_the_delivery_path() {
     assert!(
         pressure.is_empty(),
         "pressure imports beyond itself, the hypervisor types and wire: {pressure:?}"
+    );
+    let guard = breaches(&graph, "guard::", |target| {
+        under(target, "guard")
+            || under(target, "pressure")
+            || under(target, "hypervisor")
+            || target == "wire"
+    });
+    assert!(
+        guard.is_empty(),
+        "the guard's decision imports beyond itself, pressure, the hypervisor types and wire: {guard:?}"
     );
     let capture = breaches(&graph, "capture::", |target| {
         under(target, "capture") || under(target, "hypervisor") || under(target, "pressure")

@@ -359,3 +359,45 @@ fn the_balloon_minimum_is_the_vms_balloon_floor() {
         "balloon: 0 is no balloon"
     );
 }
+
+#[test]
+fn the_balloon_target_is_set_in_bytes_over_qmp_against_fake_qmp_server() {
+    let mut node = FakeNode::new("balloon");
+    let (requests, received) = channel::<Value>();
+    node.add_vm(
+        100,
+        "name: good\nmemory: 2048\nballoon: 512\nsmbios1: uuid=5b0bd0f9-1d53-4d89-a8d6-3c5ec3e1c2a1\n",
+        move |mut peer| {
+            peer.send(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
+            let negotiate = peer.request();
+            peer.send(format!("{}\n", json!({"return": {}, "id": negotiate["id"]})).as_bytes());
+            let balloon = peer.request();
+            let reply = json!({"return": {}, "id": balloon["id"]});
+            let _ = requests.send(balloon);
+            peer.send(format!("{reply}\n").as_bytes());
+        },
+    );
+    let backend = ProxmoxHypervisor::new(node.settings());
+    let id = DomainId {
+        uuid: "5b0bd0f9-1d53-4d89-a8d6-3c5ec3e1c2a1".into(),
+        name: "good".into(),
+    };
+    backend.domains().expect("list");
+    backend
+        .set_balloon_target(&id, 1536 * 1024)
+        .expect("balloon set");
+    let request = received
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a request");
+    assert_eq!(request["execute"], "balloon");
+    assert_eq!(request["arguments"]["value"], 1536_u64 * 1024 * 1024);
+    // A VM the node does not have is an error naming it.
+    let unknown = DomainId {
+        uuid: "00000000-0000-0000-0000-000000000000".into(),
+        name: "ghost".into(),
+    };
+    let error = backend
+        .set_balloon_target(&unknown, 1024)
+        .expect_err("no such VM");
+    assert!(error.to_string().contains("ghost"), "{error}");
+}
