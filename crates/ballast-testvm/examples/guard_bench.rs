@@ -276,6 +276,12 @@ fn suite(
         &run,
     );
     row.note = overcommit_verdict(agent, vmid, &run);
+    if let Some(lead) = row.lead_ms {
+        row.note.push_str(&format!(
+            "; critical {:.1} s before it",
+            lead as f64 / 1000.0
+        ));
+    }
     push(row);
     gs::reset(guest)?;
     Ok(rows)
@@ -368,12 +374,15 @@ fn overcommit_verdict(agent: &AgentRun, vmid: u32, run: &HogRun) -> String {
         })
         .filter_map(|event| event["outcome"].as_str().map(str::to_owned))
         .collect();
-    format!(
-        "working set beyond the VM's maximum: OOM {}, largest deficit {} MiB with 0 MiB in the balloon; guard outcomes {:?}",
+    let mut verdict = format!(
+        "working set beyond the VM's maximum: OOM {}, largest deficit {} MiB with 0 MiB in the balloon",
         if run.killed_at_ms.is_some() { "unavoidable and taken" } else { "not reached" },
         deficit.map_or("-".to_owned(), |kib| (kib >> 10).to_string()),
-        outcomes
-    )
+    );
+    if !outcomes.is_empty() {
+        verdict.push_str(&format!("; guard outcomes {outcomes:?}"));
+    }
+    verdict
 }
 
 fn median(mut values: Vec<u64>) -> Option<u64> {
@@ -415,8 +424,14 @@ fn print_table(rows: &[Row], act: bool) {
                 .iter()
                 .find(|r| r.balloon_caused == Some(false))
                 .map_or("-".to_owned(), |r| r.note.clone());
+            // Observe never moves a balloon: its OOMs are the no-guard figures.
+            let label = if mode == "observe" {
+                "observe (= no guard)"
+            } else {
+                mode
+            };
             println!(
-                "| {mode} | {kernel} | {ooms} of {} | {} | {falses} critical, {would} would-deflate in {:.0} guest s ({:.0} per day) | {reclaimed} | {over} |",
+                "| {label} | {kernel} | {ooms} of {} | {} | {falses} critical, {would} would-deflate in {:.0} guest s ({:.0} per day) | {reclaimed} | {over} |",
                 hogs.len(),
                 lead.map_or("-".to_owned(), |ms| format!("{:.1}", ms as f64 / 1000.0)),
                 days * 86_400.0,
