@@ -15,6 +15,7 @@ mod capture_real_vm;
 mod config_example;
 mod delivery;
 mod explain_cli;
+mod guard_scenarios;
 mod libvirt_backend;
 mod libvirt_startup;
 mod pressure_real_vm;
