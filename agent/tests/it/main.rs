@@ -16,6 +16,7 @@ mod config_example;
 mod delivery;
 mod explain_cli;
 mod guard_real_vm;
+mod guard_scenarios;
 mod libvirt_backend;
 mod libvirt_startup;
 mod pressure_real_vm;

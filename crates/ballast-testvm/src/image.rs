@@ -29,10 +29,15 @@ const HOSTILE_QGA_SH: &str = include_str!("../guest/hostile-qga.sh");
 const MEMHOG_C: &str = include_str!("../guest/memhog.c");
 const FRAGHOG_C: &str = include_str!("../guest/fraghog.c");
 /// Bump when the build recipe below changes in a way the key would not see.
-const RECIPE_VERSION: &str = "2";
+const RECIPE_VERSION: &str = "3";
 const BUSYBOX: &str = "/bin/busybox";
 const QEMU_GA: &str = "/usr/sbin/qemu-ga";
-const MODULES: [&str; 3] = ["virtio_pci", "virtio_balloon", "virtio_console"];
+const MODULES: [&str; 4] = [
+    "virtio_pci",
+    "virtio_balloon",
+    "virtio_console",
+    "virtio_blk",
+];
 
 /// A built guest image.
 #[derive(Debug, Clone, PartialEq, Eq)]

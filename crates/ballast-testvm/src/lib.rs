@@ -5,6 +5,9 @@
 //!   kernel (6.1 or 6.12, [`GuestKernel`]) with a busybox initramfs, a virtio balloon
 //!   with stats, a serial console logged through virtlogd, a guest agent and a memory
 //!   hog; OOM scenarios in [`scenario`];
+//! * the guard's scenario suite on Proxmox-style guests in [`guard_scenario`]
+//!   (gradual hogs, controls, overcommit, a pvestatd-like re-inflation loop), and a
+//!   real `ballast-agent run` over them with its events read back in [`agent_run`];
 //! * Proxmox-style guests without libvirt ([`Lab::boot_proxmox`] -> [`ProxmoxGuest`]),
 //!   with a minimal blocking QMP client ([`Qmp`]) and guest agent client ([`Qga`]);
 //! * the guest image alone, without libvirt ([`build_image`]): what the quickstart
@@ -24,10 +27,12 @@
 
 mod accel;
 mod agent;
+pub mod agent_run;
 mod cmd;
 mod daemons;
 mod domain_xml;
 mod error;
+pub mod guard_scenario;
 mod guest;
 mod image;
 mod kernel;

@@ -58,6 +58,10 @@ pub struct ProxmoxSpec {
     /// Off leaves the single-client socket to the code under test; `wait_ready`
     /// then waits for the guest agent instead (so `agent` must be on).
     pub capture_serial: bool,
+    /// A raw virtio disk of this many MiB (`/dev/vda` in the guest, zeros, sparse on
+    /// the host); 0: none. Reading it fills the guest's reclaimable page cache
+    /// (`Buffers`, `Active(file)`/`Inactive(file)`), which the initramfs's tmpfs cannot.
+    pub disk_mib: u64,
 }
 
 impl Default for ProxmoxSpec {
@@ -72,6 +76,7 @@ impl Default for ProxmoxSpec {
             stats_period_secs: 2,
             agent: true,
             capture_serial: true,
+            disk_mib: 0,
         }
     }
 }
@@ -191,6 +196,19 @@ impl ProxmoxGuest {
                 &balloon,
                 "-S",
             ]);
+        if self.spec.disk_mib > 0 {
+            let disk = self.disk_path();
+            let file = std::fs::File::create(&disk).map_err(Error::io(&disk))?;
+            file.set_len(self.spec.disk_mib << 20)
+                .map_err(Error::io(&disk))?;
+            command
+                .arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id=disk0,format=raw",
+                    disk.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=disk0,bus=pci.0,addr=0x5"]);
+        }
         if self.spec.agent {
             command
                 .arg("-chardev")
@@ -253,6 +271,11 @@ impl ProxmoxGuest {
 
     pub fn pidfile(&self) -> PathBuf {
         self.socket_dir().join(format!("{}.pid", self.spec.vmid))
+    }
+
+    /// The raw disk image behind `/dev/vda` (see [`ProxmoxSpec::disk_mib`]).
+    pub fn disk_path(&self) -> PathBuf {
+        self.run_dir.join("disk.raw")
     }
 
     /// The test root standing in for `/` of a Proxmox node (holds `etc/pve/...`).
