@@ -79,6 +79,7 @@ impl Monitor {
                 "{}/guard/{}/{}",
                 self.settings.host_id, id.uuid, action.at_ms
             );
+            let action = crate::guard::fit_for_wire(action);
             self.emit_at(key, action.at_ms, Event::Guard(Box::new(action)));
         }
     }

@@ -69,3 +69,6 @@ mod collector_rules;
 
 #[cfg(test)]
 mod agent_rules;
+
+#[cfg(test)]
+mod size_rules;

@@ -1,0 +1,480 @@
+//! Unit tests of `decide`.
+
+use super::*;
+use std::time::UNIX_EPOCH;
+
+const GIB: u64 = 1024 * MIB;
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_800_000_000 + secs)
+}
+
+fn assessment(level: RiskLevel, deficit_mib: u64) -> Assessment {
+    Assessment {
+        level,
+        raw_level: level,
+        drivers: vec![ballast_model::PressureSignal::AllocStalls],
+        exhaustion_secs: Some(30),
+        deficit_kib: (level != RiskLevel::Ok).then_some(deficit_mib * MIB),
+        sources: vec![ballast_model::SignalSource::BalloonStats],
+    }
+}
+
+struct Case {
+    settings: GuardSettings,
+    vm: VmGuard,
+    host: HostGuard,
+    snapshot: PressureSnapshot,
+}
+
+impl Case {
+    fn new(mode: GuardMode) -> Self {
+        Self {
+            settings: GuardSettings {
+                mode,
+                ..GuardSettings::default()
+            },
+            vm: VmGuard::default(),
+            host: HostGuard::default(),
+            snapshot: PressureSnapshot::default(),
+        }
+    }
+
+    /// One poll at `secs` with the balloon at `actual_mib` of 2 GiB and the host
+    /// at `host_mib` available.
+    fn poll(
+        &mut self,
+        secs: u64,
+        assessment: &Assessment,
+        actual_mib: u64,
+        host_mib: u64,
+    ) -> Option<Decision> {
+        let input = GuardInput {
+            at: at(secs),
+            assessment,
+            episode_started_at_ms: Some(epoch_ms(at(0))),
+            signals: &self.snapshot,
+            actual_kib: Some(actual_mib * MIB),
+            maximum_kib: Some(2 * GIB),
+            floor_kib: Some(512 * MIB),
+            host_available_kib: Some(host_mib * MIB),
+        };
+        decide(&self.settings, &mut self.vm, &mut self.host, &input)
+    }
+}
+
+#[test]
+fn act_deflates_by_the_deficit_when_it_is_larger_than_a_step() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 300);
+    let decision = case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(decision.outcome, GuardOutcome::Deflated);
+    assert_eq!(decision.target_kib, Some(1324 * MIB));
+    assert_eq!(decision.target_to_set(GuardMode::Act), Some(1324 * MIB));
+    assert!(
+        decision.detail.contains("gave back 300 MiB"),
+        "{decision:?}"
+    );
+    // A small deficit still gets a whole step.
+    let mut case = Case::new(GuardMode::Act);
+    let small = assessment(RiskLevel::Critical, 10);
+    let decision = case.poll(0, &small, 1024, 8192).expect("a step");
+    assert_eq!(decision.target_kib, Some(1152 * MIB));
+}
+
+#[test]
+fn observe_reports_the_same_target_act_would_set_and_sets_nothing() {
+    let critical = assessment(RiskLevel::Critical, 300);
+    let mut act = Case::new(GuardMode::Act);
+    let mut observe = Case::new(GuardMode::Observe);
+    let acted = act.poll(0, &critical, 1024, 8192).expect("act");
+    let observed = observe.poll(0, &critical, 1024, 8192).expect("observe");
+    assert_eq!(observed.outcome, GuardOutcome::WouldDeflate);
+    assert_eq!(observed.target_kib, acted.target_kib);
+    assert_eq!(observed.target_to_set(GuardMode::Observe), None);
+    assert!(observed.detail.contains("would give back 300 MiB"));
+    let event = observed.action(
+        &VmRef::default(),
+        &observe.settings,
+        &GuardInput {
+            at: at(0),
+            assessment: &critical,
+            episode_started_at_ms: Some(7),
+            signals: &observe.snapshot,
+            actual_kib: Some(1024 * MIB),
+            maximum_kib: Some(2 * GIB),
+            floor_kib: Some(512 * MIB),
+            host_available_kib: Some(8 * GIB),
+        },
+    );
+    assert_eq!(event.mode, GuardMode::Observe);
+    assert_eq!(event.actual_before_kib, Some(1024 * MIB));
+    assert_eq!(event.target_kib, Some(1324 * MIB));
+    assert_eq!(event.deficit_kib, Some(300 * MIB));
+    assert_eq!(event.host_reserve_kib, Some(GIB));
+    assert_eq!(event.episode_started_at_ms, Some(7));
+    // Off decides nothing at all.
+    let mut off = Case::new(GuardMode::Off);
+    assert_eq!(off.poll(0, &critical, 1024, 8192), None);
+}
+
+#[test]
+fn nothing_below_critical_nor_when_the_balloon_figures_are_unknown_or_contradict() {
+    let mut case = Case::new(GuardMode::Act);
+    for level in [RiskLevel::Ok, RiskLevel::Elevated] {
+        assert_eq!(case.poll(0, &assessment(level, 300), 1024, 8192), None);
+    }
+    let critical = assessment(RiskLevel::Critical, 300);
+    let snapshot = PressureSnapshot::default();
+    let base = GuardInput {
+        at: at(0),
+        assessment: &critical,
+        episode_started_at_ms: None,
+        signals: &snapshot,
+        actual_kib: Some(1024 * MIB),
+        maximum_kib: Some(2 * GIB),
+        floor_kib: None,
+        host_available_kib: Some(8 * GIB),
+    };
+    let hostile = [
+        GuardInput {
+            actual_kib: None,
+            ..base
+        },
+        GuardInput {
+            maximum_kib: None,
+            ..base
+        },
+        GuardInput {
+            actual_kib: Some(0),
+            ..base
+        },
+        // actual above maximum
+        GuardInput {
+            actual_kib: Some(3 * GIB),
+            ..base
+        },
+        // an implausible maximum (beyond any real VM)
+        GuardInput {
+            maximum_kib: Some(u64::MAX),
+            ..base
+        },
+    ];
+    for input in hostile {
+        let mut vm = VmGuard::default();
+        let mut host = HostGuard::default();
+        assert_eq!(
+            decide(&case.settings, &mut vm, &mut host, &input),
+            None,
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn a_step_never_exceeds_what_the_balloon_holds_nor_what_the_host_can_give() {
+    // The host has 1.2 GiB; 1 GiB is the reserve: 200 MiB to give.
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 600);
+    let decision = case.poll(0, &critical, 1024, 1224).expect("a step");
+    assert_eq!(decision.outcome, GuardOutcome::Deflated);
+    assert_eq!(decision.target_kib, Some(1224 * MIB));
+    assert!(
+        decision.detail.contains("capped at the host"),
+        "{decision:?}"
+    );
+    // A hostile deficit and a huge host: capped at the maximum, reported beyond.
+    let mut case = Case::new(GuardMode::Act);
+    let huge = Assessment {
+        deficit_kib: Some(u64::MAX),
+        ..critical.clone()
+    };
+    let decision = case.poll(0, &huge, 1024, u64::MAX / MIB).expect("a step");
+    assert_eq!(decision.target_kib, Some(2 * GIB));
+    assert_eq!(decision.outcome, GuardOutcome::BeyondMaximum);
+}
+
+#[test]
+fn host_has_nothing_is_reported_once_per_episode() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 300);
+    let first = case.poll(0, &critical, 1024, 1024).expect("reported");
+    assert_eq!(first.outcome, GuardOutcome::HostHasNothing);
+    assert_eq!(first.target_kib, None);
+    assert_eq!(first.target_to_set(GuardMode::Act), None);
+    assert!(first.detail.contains("1024 MiB reserve"), "{first:?}");
+    for poll in 1..10 {
+        assert_eq!(case.poll(poll * 5, &critical, 1024, 512), None);
+    }
+    // Once the host has memory again, the guard steps.
+    let step = case.poll(60, &critical, 1024, 4096).expect("a step");
+    assert_eq!(step.outcome, GuardOutcome::Deflated);
+    // An unknown host figure gives nothing either.
+    let mut case = Case::new(GuardMode::Act);
+    let snapshot = PressureSnapshot::default();
+    let input = GuardInput {
+        at: at(0),
+        assessment: &critical,
+        episode_started_at_ms: None,
+        signals: &snapshot,
+        actual_kib: Some(GIB),
+        maximum_kib: Some(2 * GIB),
+        floor_kib: None,
+        host_available_kib: None,
+    };
+    let unknown = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+    assert_eq!(
+        unknown.map(|d| d.outcome),
+        Some(GuardOutcome::HostHasNothing)
+    );
+}
+
+#[test]
+fn an_empty_balloon_is_beyond_maximum_once_and_never_claims_a_target() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 300);
+    let first = case.poll(0, &critical, 2048, 8192).expect("reported");
+    assert_eq!(first.outcome, GuardOutcome::BeyondMaximum);
+    assert_eq!(first.target_kib, None);
+    assert!(first.detail.contains("no deflation ends this"));
+    assert_eq!(case.poll(5, &critical, 2048, 8192), None);
+    // A new episode reports it again.
+    let snapshot = PressureSnapshot::default();
+    let input = GuardInput {
+        at: at(100),
+        assessment: &critical,
+        episode_started_at_ms: Some(epoch_ms(at(90))),
+        signals: &snapshot,
+        actual_kib: Some(2 * GIB),
+        maximum_kib: Some(2 * GIB),
+        floor_kib: None,
+        host_available_kib: Some(8 * GIB),
+    };
+    let again = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+    assert_eq!(again.map(|d| d.outcome), Some(GuardOutcome::BeyondMaximum));
+}
+
+#[test]
+fn after_a_step_it_waits_for_the_guest_to_answer() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 100);
+    assert!(case.poll(0, &critical, 1024, 8192).is_some());
+    for poll in 1..=case.settings.settle_polls as u64 {
+        assert_eq!(
+            case.poll(poll * 5, &critical, 1152, 8192),
+            None,
+            "poll {poll}"
+        );
+    }
+    let next = case
+        .poll(
+            5 * (case.settings.settle_polls as u64 + 1),
+            &critical,
+            1152,
+            8192,
+        )
+        .expect("the next step");
+    assert_eq!(next.target_kib, Some(1280 * MIB));
+}
+
+#[test]
+fn rate_limits_hold_steps_back_and_say_so_once_per_episode() {
+    // Per VM: 6 steps an hour.
+    let mut case = Case::new(GuardMode::Act);
+    case.settings.settle_polls = 0;
+    case.settings.step_kib = 16 * MIB;
+    let critical = assessment(RiskLevel::Critical, 0);
+    let mut outcomes = Vec::new();
+    for poll in 0..20u64 {
+        let actual = 1024 + 16 * outcomes.len() as u64;
+        if let Some(d) = case.poll(poll * 60, &critical, actual, 8192) {
+            outcomes.push(d.outcome);
+        }
+    }
+    let deflated = outcomes
+        .iter()
+        .filter(|o| **o == GuardOutcome::Deflated)
+        .count();
+    assert_eq!(deflated, 6, "{outcomes:?}");
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == GuardOutcome::RateLimited)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    // An hour after the first step the VM may step again.
+    let later = case.poll(3600 + 1, &critical, 1200, 8192).expect("a step");
+    assert_eq!(later.outcome, GuardOutcome::Deflated);
+    // Per host: 10 steps a minute across VMs.
+    let mut host = HostGuard::default();
+    let settings = GuardSettings {
+        mode: GuardMode::Act,
+        ..GuardSettings::default()
+    };
+    let snapshot = PressureSnapshot::default();
+    let mut results = Vec::new();
+    for n in 0..12 {
+        let mut vm = VmGuard::default();
+        let input = GuardInput {
+            at: at(n),
+            assessment: &critical,
+            episode_started_at_ms: Some(1),
+            signals: &snapshot,
+            actual_kib: Some(GIB),
+            maximum_kib: Some(2 * GIB),
+            floor_kib: None,
+            host_available_kib: Some(64 * GIB),
+        };
+        results.push(decide(&settings, &mut vm, &mut host, &input).map(|d| d.outcome));
+    }
+    assert!(results[..10]
+        .iter()
+        .all(|o| *o == Some(GuardOutcome::Deflated)));
+    assert_eq!(results[10], Some(GuardOutcome::RateLimited));
+    assert!(results[11] == Some(GuardOutcome::RateLimited));
+}
+
+#[test]
+fn a_clock_stepping_back_neither_frees_nor_wedges_the_rate_limit() {
+    let mut steps: VecDeque<SystemTime> = (0..3).map(|n| at(1000 + n)).collect();
+    prune(&mut steps, at(10), HOUR);
+    assert_eq!(steps.len(), 3);
+    prune(&mut steps, at(10 + 3600), HOUR);
+    assert!(steps.is_empty());
+}
+
+#[test]
+fn a_deflation_the_host_takes_back_is_overridden_by_host_with_the_floor_that_would_hold() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 100);
+    let step = case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(step.target_kib, Some(1152 * MIB));
+    assert_eq!(case.poll(5, &critical, 1152, 8192), None);
+    // pvestatd sets its own target again: the balloon inflates back.
+    let overridden = case.poll(10, &critical, 1030, 8192).expect("overridden");
+    assert_eq!(overridden.outcome, GuardOutcome::OverriddenByHost);
+    assert_eq!(overridden.floor_after_kib, Some(1152 * MIB));
+    assert_eq!(overridden.target_kib, None);
+    assert!(overridden.detail.contains("would hold"), "{overridden:?}");
+    // No more steps this episode: they would be taken back as well.
+    for poll in 3..20 {
+        assert_eq!(case.poll(poll * 5, &critical, 1030, 8192), None);
+    }
+    // Allowed to raise the floor: floor_raised, and the guard goes on stepping.
+    let mut case = Case::new(GuardMode::Act);
+    case.settings.raise_floor = true;
+    case.poll(0, &critical, 1024, 8192).expect("a step");
+    let raised = case.poll(5, &critical, 1152, 8192);
+    assert_eq!(raised, None);
+    let raised = case.poll(10, &critical, 1024, 8192).expect("raised");
+    assert_eq!(raised.outcome, GuardOutcome::FloorRaised);
+    assert_eq!(raised.floor_after_kib, Some(1152 * MIB));
+    assert!(raised
+        .detail
+        .contains("raising the VM's balloon floor to 1152 MiB"));
+    let again = (3..8).find_map(|poll| case.poll(poll * 5, &critical, 1024, 8192));
+    assert_eq!(again.map(|d| d.outcome), Some(GuardOutcome::Deflated));
+}
+
+#[test]
+fn a_deflation_that_ends_the_episode_and_is_taken_back_is_still_an_override() {
+    // Seen on a real guest: the deflation ends the episode at the next poll, the
+    // host re-inflates, a new episode starts; the guard must not deflate again.
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 100);
+    let ok = assessment(RiskLevel::Ok, 0);
+    case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(case.poll(2, &ok, 1152, 8192), None);
+    assert_eq!(case.poll(4, &ok, 1024, 8192), None);
+    let snapshot = PressureSnapshot::default();
+    let input = GuardInput {
+        at: at(6),
+        assessment: &critical,
+        episode_started_at_ms: Some(epoch_ms(at(6))),
+        signals: &snapshot,
+        actual_kib: Some(1024 * MIB),
+        maximum_kib: Some(2 * GIB),
+        floor_kib: None,
+        host_available_kib: Some(8 * GIB),
+    };
+    let overridden = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+    assert_eq!(
+        overridden.map(|d| d.outcome),
+        Some(GuardOutcome::OverriddenByHost)
+    );
+    // Held off for an hour across episodes, then free to step again.
+    for secs in [20, 600, 3000] {
+        let input = GuardInput {
+            at: at(secs),
+            episode_started_at_ms: Some(epoch_ms(at(secs))),
+            ..input
+        };
+        assert_eq!(
+            decide(&case.settings, &mut case.vm, &mut case.host, &input),
+            None
+        );
+    }
+    let input = GuardInput {
+        at: at(3700),
+        episode_started_at_ms: Some(epoch_ms(at(3700))),
+        ..input
+    };
+    let later = decide(&case.settings, &mut case.vm, &mut case.host, &input);
+    assert_eq!(later.map(|d| d.outcome), Some(GuardOutcome::Deflated));
+}
+
+#[test]
+fn a_slow_guest_or_ended_pressure_is_no_override() {
+    let critical = assessment(RiskLevel::Critical, 100);
+    // The guest takes its time to reach the target and never comes back down.
+    let mut case = Case::new(GuardMode::Act);
+    case.poll(0, &critical, 1024, 8192).expect("a step");
+    for (poll, actual) in [(1, 1024), (2, 1040), (3, 1100), (4, 1150), (5, 1148)] {
+        let decision = case.poll(poll * 5, &critical, actual, 8192);
+        assert!(
+            decision
+                .as_ref()
+                .is_none_or(|d| d.outcome == GuardOutcome::Deflated),
+            "{decision:?}"
+        );
+    }
+    // The pressure ended, then the host re-inflated: its right, no override.
+    let mut case = Case::new(GuardMode::Act);
+    case.poll(0, &critical, 1024, 8192).expect("a step");
+    case.poll(5, &critical, 1152, 8192);
+    let ok = assessment(RiskLevel::Ok, 0);
+    assert_eq!(case.poll(10, &ok, 1024, 8192), None);
+    // Observe changes nothing, so there is nothing to take back.
+    let mut case = Case::new(GuardMode::Observe);
+    case.poll(0, &critical, 1024, 8192).expect("would deflate");
+    case.poll(5, &critical, 1152, 8192);
+    assert_eq!(case.poll(10, &critical, 1024, 8192), None);
+}
+
+#[test]
+fn an_oscillating_risk_does_not_flap_and_never_inflates() {
+    let mut case = Case::new(GuardMode::Act);
+    let critical = assessment(RiskLevel::Critical, 50);
+    let elevated = assessment(RiskLevel::Elevated, 50);
+    let mut actual = 512;
+    let mut targets = Vec::new();
+    // Two hours of 5 s polls, critical every other poll.
+    for poll in 0..1440u64 {
+        let risk = if poll % 2 == 0 { &critical } else { &elevated };
+        if let Some(decision) = case.poll(poll * 5, risk, actual, 8192) {
+            if let Some(target) = decision.target_kib {
+                assert!(target > actual * MIB, "{decision:?} at {actual} MiB");
+                actual = target / MIB;
+                targets.push(poll);
+            }
+        }
+    }
+    // At most 6 steps an hour, each at least settle_polls + 1 polls apart.
+    assert_eq!(targets.len(), 12, "{targets:?}");
+    assert!(targets
+        .windows(2)
+        .all(|w| w[1] - w[0] > u64::from(case.settings.settle_polls)));
+    assert!(actual <= 2048);
+}
