@@ -394,8 +394,9 @@ fn anon_rss_kb(kill_line: &str) -> Option<u64> {
 
 /// What is wrong with the stored balloon of a stalled inflation: it must be measured
 /// before the kill, never the size the balloon reached once the kill freed memory nor
-/// the 200 MiB target; when no host sample predates the kill (full to stall to kill
-/// within one sample interval), the report's reserved pages stand in. The stalled
+/// the 200 MiB target; when the agent has no host sample before the kill (full to stall
+/// to kill within one sample interval), the report's reserved pages stand in, or the
+/// collector's own host history of the balloon under the same rule. The stalled
 /// balloon held well under the 312 MiB of its target, and deflated it would have
 /// covered the shortfall.
 fn stalled_balloon_problems(detail: &Value) -> Vec<String> {
@@ -421,8 +422,19 @@ fn stalled_balloon_problems(detail: &Value) -> Vec<String> {
             }
         }
         None => {
-            if detail["correlation_detail"]["held_source"] != "report" {
-                problems.push("no balloon_at_oom and the held figure is not the report's".into());
+            // Without the agent's pre-kill sample, the collector takes the report's
+            // reserved pages, or its own host history of the balloon, under the same
+            // rule: never the target nor a size reached after the kill.
+            let correlation = &detail["correlation_detail"];
+            let from_history_before_the_kill = correlation["held_source"] == "host_history"
+                && correlation["actual_kib"]
+                    .as_u64()
+                    .is_some_and(|actual| actual > 200 * MIB + 16 * MIB);
+            if correlation["held_source"] != "report" && !from_history_before_the_kill {
+                problems.push(format!(
+                    "no balloon_at_oom, and the held figure is neither the report's nor a host sample above the target (held_source {}, actual_kib {})",
+                    correlation["held_source"], correlation["actual_kib"]
+                ));
             }
         }
     }
