@@ -37,6 +37,9 @@ export BALLAST_SKIP_LOG="$skip_log"
 # timeouts more than they compute, and the lab queues guests beyond
 # BALLAST_LAB_MAX_GUESTS (4, across processes). RUST_TEST_THREADS overrides.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-4}"
+# Five guests at once across both lanes: a CI run keeps the 2 cores a quarter busy with
+# four (the guests are idle busybox most of the time; the tests wait on them).
+export BALLAST_LAB_MAX_GUESTS="${BALLAST_LAB_MAX_GUESTS:-5}"
 # One build, then the end-to-end binary (real guests, mostly waiting) runs beside the
 # other crates' test binaries (crates/ballast-testenv, ballast-run-tests): `cargo test`
 # would run them one after another. Guests of both share the lab's slots, and a test
