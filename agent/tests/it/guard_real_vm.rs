@@ -14,36 +14,22 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_testenv::wait_until;
 use ballast_testvm::{lab_or_skip, GuestKernel, ProxmoxSpec, KILL_LINE};
 use serde_json::Value;
 
+use crate::pressure_real_vm::{journal_events, Agent};
 use crate::proxmox_backend::TestRoot;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const MIB: u64 = 1024 * 1024;
 
-/// The agent process; killed when dropped.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The guard events of the VM `vmid` in the agent's journal.
 fn guard_events(journal: &Path, vmid: &str) -> Vec<Value> {
-    std::fs::read_to_string(journal)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["type"] == "guard" && event["vm"]["uuid"] == vmid)
-        .collect()
+    journal_events(journal, "guard", vmid)
 }
 
 /// A squeezed 6.12 guest (balloon 512 -> 200 MiB) watched by `ballast-agent run`

@@ -31,7 +31,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const MIB: u64 = 1024 * 1024;
 
 /// The agent process; killed when dropped.
-struct Agent(Child);
+pub(crate) struct Agent(pub(crate) Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -40,24 +40,24 @@ impl Drop for Agent {
     }
 }
 
-/// The rollups of the VM `vmid` in the agent's journal.
-fn rollups(journal: &Path, vmid: &str) -> Vec<Value> {
+/// The events of type `kind` of the VM `vmid` in the agent's journal.
+pub(crate) fn journal_events(journal: &Path, kind: &str, vmid: &str) -> Vec<Value> {
     std::fs::read_to_string(journal)
         .unwrap_or_default()
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["type"] == "rollup" && event["vm"]["uuid"] == vmid)
+        .filter(|event| event["type"] == kind && event["vm"]["uuid"] == vmid)
         .collect()
+}
+
+/// The rollups of the VM `vmid` in the agent's journal.
+fn rollups(journal: &Path, vmid: &str) -> Vec<Value> {
+    journal_events(journal, "rollup", vmid)
 }
 
 /// The pressure episode events of the VM `vmid` in the agent's journal.
 fn episodes(journal: &Path, vmid: &str) -> Vec<Value> {
-    std::fs::read_to_string(journal)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|event| event["type"] == "pressure" && event["vm"]["uuid"] == vmid)
-        .collect()
+    journal_events(journal, "pressure", vmid)
 }
 
 /// The highest `peak.<field>` of the VM's rollups so far.
