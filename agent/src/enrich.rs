@@ -110,6 +110,8 @@ pub fn oom_event(
             deflate_on_oom: host_balloon.and_then(|h| h.deflate_on_oom),
             sampled_at_ms: sampled_at.map(epoch_ms),
             kill_after_ms: bound.map(epoch_ms),
+            // TODO(issue 20, H20-AGENT): the virtio-mem totals of the same host sample.
+            virtio_mem: None,
         },
         balloon_history: history.iter().skip(skip).map(point).collect(),
         host: Some(wire_host(host)),
@@ -147,6 +149,8 @@ fn point(history: &HistoryPoint) -> BalloonPoint {
         available_kib: history.available_kib,
         usable_kib: history.usable_kib,
         event: history.origin == crate::history::SampleOrigin::BalloonEvent,
+        // TODO(issue 20, H20-AGENT): the point's virtio-mem totals.
+        virtio_mem: None,
     }
 }
 

@@ -281,9 +281,11 @@ impl Agent {
             .vms
             .iter()
             .map(|vm| VmInventory {
+                openstack: Default::default(),
                 vm: vm.vm.clone(),
                 state: ballast_model::VmState::Running,
                 config: VmConfig {
+                    virtio_mem: Default::default(),
                     memory_kib: Some(vm.maximum_kib),
                     balloon_floor_kib: Some(vm.maximum_kib / 2),
                     balloon_present: true,
@@ -315,6 +317,7 @@ impl Agent {
             }
             let usable = vm.actual_kib / 4 + self.rng.below(vm.actual_kib / 4);
             let point = BalloonPoint {
+                virtio_mem: Default::default(),
                 at_ms: now_ms,
                 actual_kib: Some(vm.actual_kib),
                 maximum_kib: Some(vm.maximum_kib),
@@ -358,6 +361,7 @@ impl Agent {
                 rollups.push((
                     format!("{}/rollup/{}/{period_start_ms}", self.host, vm.vm.uuid),
                     BalloonRollup {
+                        virtio_mem: Default::default(),
                         vm: vm.vm.clone(),
                         period_start_ms,
                         period_secs: args.rollup_secs.max(1),

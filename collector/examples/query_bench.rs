@@ -153,6 +153,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
         guest_agent_channel: true,
         serial_log: true,
         shares: None,
+        virtio_mem: Vec::new(),
     })
     .unwrap();
     for host in 0..hosts {

@@ -76,6 +76,7 @@ pub fn history(maximum_kib: u64, actual_at: impl Fn(i64) -> u64) -> Vec<BalloonP
                 available_kib: Some(actual.saturating_sub(40 * MIB)),
                 usable_kib: Some(actual / 4),
                 event: false,
+                virtio_mem: None,
             }
         })
         .collect()

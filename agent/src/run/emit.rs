@@ -144,7 +144,11 @@ impl Monitor {
                             guest_agent_channel: config.guest_agent_channel,
                             serial_log: config.serial_log_path.is_some(),
                             shares: None,
+                            // TODO(issue 20, H20-AGENT): the configured devices.
+                            virtio_mem: Vec::new(),
                         },
+                        // TODO(issue 20, H20-NOVA): nova's domain metadata.
+                        openstack: None,
                     }
                 })
                 .collect()

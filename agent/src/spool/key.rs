@@ -41,6 +41,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
         Event::NearMiss(near_miss) => near_miss.vm.uuid.as_str(),
         Event::Pressure(episode) => episode.vm.uuid.as_str(),
         Event::Guard(action) => action.vm.uuid.as_str(),
+        Event::MemoryDevice(change) => change.vm.uuid.as_str(),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => HOST_LEVEL_VM,
     };
     event_key(host_id, event.kind_name(), vm_uuid, discriminator)
@@ -53,7 +54,7 @@ pub fn key_for(host_id: &str, event: &Event, discriminator: &str) -> String {
 pub enum Lane {
     /// OOM events, near misses and guard actions.
     Critical,
-    /// Hello, inventory, balloon changes, health, pressure episodes.
+    /// Hello, inventory, balloon changes, health, pressure episodes, virtio-mem resizes.
     Normal,
     /// Per-minute balloon rollups (samples).
     Rollup,
@@ -72,7 +73,8 @@ impl Lane {
             | Event::Inventory(_)
             | Event::BalloonChange(_)
             | Event::Health(_)
-            | Event::Pressure(_) => Lane::Normal,
+            | Event::Pressure(_)
+            | Event::MemoryDevice(_) => Lane::Normal,
         }
     }
 

@@ -551,6 +551,7 @@ const HOSTILE_NAMES: &[&str] = &[
 async fn ingest_fleet(state: &AppState, host: &str, token: &str, seed: usize, count: usize) {
     let vms = (0..count)
         .map(|i| ballast_model::VmInventory {
+            openstack: Default::default(),
             vm: VmRef {
                 uuid: format!("{seed:08x}-0000-4000-8000-{:012x}", i * 7919 % 1000),
                 name: HOSTILE_NAMES[i % HOSTILE_NAMES.len()].into(),

@@ -150,6 +150,7 @@ pub fn prepare_batch(
                 let vm_uuid = match &other {
                     Event::BalloonChange(change) => Some(change.vm.uuid.clone()),
                     Event::NearMiss(miss) => Some(miss.vm.uuid.clone()),
+                    Event::MemoryDevice(change) => Some(change.vm.uuid.clone()),
                     _ => None,
                 };
                 prepared.events.push(EventRow {

@@ -136,6 +136,7 @@ fn inventory(key: &str, at: i64, vms: Vec<(VmRef, VmConfig, Vec<String>)>) -> En
             vms: vms
                 .into_iter()
                 .map(|(vm, config, findings)| VmInventory {
+                    openstack: Default::default(),
                     vm,
                     state: ballast_model::VmState::Running,
                     config,

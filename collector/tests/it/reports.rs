@@ -365,6 +365,7 @@ pub fn lab_batches(host: &str) -> Vec<ballast_model::Batch> {
                     captured_at_ms: oom_at_ms() - 7_200_000,
                     event: Event::Inventory(ballast_model::Inventory {
                         vms: vec![ballast_model::VmInventory {
+                            openstack: Default::default(),
                             vm: VmRef {
                                 uuid: LAB_UUID.into(),
                                 name: "lab-512".into(),

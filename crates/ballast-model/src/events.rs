@@ -40,6 +40,8 @@ pub enum Event {
     Pressure(Box<crate::PressureEpisode>),
     /// Schema version 2.
     Guard(Box<crate::GuardAction>),
+    /// A virtio-mem resize (schema version 3).
+    MemoryDevice(Box<crate::MemoryDeviceChange>),
 }
 
 impl Event {
@@ -55,6 +57,7 @@ impl Event {
             Event::Health(_) => "health",
             Event::Pressure(_) => "pressure",
             Event::Guard(_) => "guard",
+            Event::MemoryDevice(_) => "memory_device",
         }
     }
 
@@ -63,6 +66,7 @@ impl Event {
     pub fn schema_version(&self) -> u32 {
         match self {
             Event::Pressure(_) | Event::Guard(_) => 2,
+            Event::MemoryDevice(_) => 3,
             _ => 1,
         }
     }
@@ -113,6 +117,9 @@ pub struct VmInventory {
     /// Audit findings (`stats_period_off`, `deflate_on_oom_off`, ...).
     #[serde(default)]
     pub findings: Vec<String>,
+    /// The OpenStack instance this domain is (nova's domain metadata); None elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub openstack: Option<crate::NovaInstance>,
 }
 
 /// What the VM's configuration says about memory.
@@ -130,6 +137,10 @@ pub struct VmConfig {
     /// Proxmox `shares` (auto-ballooning weight).
     #[serde(default)]
     pub shares: Option<u32>,
+    /// The VM's virtio-mem devices as configured (their sizes when the inventory was
+    /// taken); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem: Vec<crate::VirtioMemDevice>,
 }
 
 /// min / max / last of one figure over a rollup period.
@@ -182,6 +193,9 @@ pub struct BalloonRollup {
     /// The VM's pressure signals in the period (schema version 2); None: it had none.
     #[serde(default)]
     pub pressure: Option<crate::PressureRollup>,
+    /// Each virtio-mem device over the period (issue 20); empty: the VM has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem: Vec<crate::VirtioMemRollup>,
 }
 
 /// The balloon moved (between polls).
@@ -237,6 +251,9 @@ pub struct BalloonPoint {
     /// `true` for a balloon-change event between polls (only `actual_kib` is fresh).
     #[serde(default)]
     pub event: bool,
+    /// The VM's virtio-mem devices summed at this point; None: it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_mem: Option<crate::VirtioMemTotals>,
 }
 
 /// The balloon as the host saw it when the OOM was captured.
@@ -256,6 +273,9 @@ pub struct BalloonAtOom {
     /// takes no host sample for the balloon at the OOM.
     #[serde(default)]
     pub kill_after_ms: Option<i64>,
+    /// The VM's virtio-mem devices summed, from the same host sample; None: it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_mem: Option<crate::VirtioMemTotals>,
 }
 
 /// A guest (or VM) OOM with everything the collector needs to correlate it.

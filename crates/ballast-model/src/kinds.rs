@@ -208,6 +208,47 @@ vocabulary! {
     unknown_is_a_value = false
 }
 
+vocabulary! {
+    /// What a virtio-mem device event reports ([`crate::MemoryDeviceChange::phase`]).
+    ResizePhase {
+        /// The host changed the device's `requested-size`.
+        Requested = "requested",
+        /// The guest's plugged size moved.
+        Resized = "resized",
+        /// `plugged` has differed from `requested` for longer than the agent's
+        /// `elastic.converge_timeout_secs`: the guest could not unplug, or did not online.
+        Stuck = "stuck",
+        /// A request that was stuck has been met.
+        Converged = "converged",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// How a host takes memory from a guest (the collector's `host_took.mechanisms`).
+    ElasticMechanism {
+        /// The virtio balloon held memory (maximum - actual).
+        Balloon = "balloon",
+        /// virtio-mem blocks were unplugged, or never plugged up to the device's size.
+        VirtioMem = "virtio_mem",
+    }
+    unknown_is_a_value = false
+}
+
+vocabulary! {
+    /// The correlation's verdict over every way the host takes memory (the collector's
+    /// `host_took.verdict`): [`CorrelationVerdict`] generalised beyond the balloon.
+    HostTookVerdict {
+        /// The host held enough memory that, given back, the guest would have survived.
+        HostTookMemory = "host_took_memory",
+        /// The host held memory but is not the whole story.
+        HostContributed = "host_contributed",
+        /// The host held nothing worth naming at the OOM.
+        NotHost = "not_host",
+    }
+    unknown_is_a_value = true
+}
+
 /// A report whose kind was not read (what a default [`crate::ParsedReport`] holds).
 impl Default for ReportKind {
     fn default() -> Self {
@@ -330,6 +371,17 @@ mod tests {
             ReportVerdict::as_str,
         );
         round_trips(VmState::KNOWN, VmState::NAMES, VmState::as_str);
+        round_trips(ResizePhase::KNOWN, ResizePhase::NAMES, ResizePhase::as_str);
+        round_trips(
+            ElasticMechanism::KNOWN,
+            ElasticMechanism::NAMES,
+            ElasticMechanism::as_str,
+        );
+        round_trips(
+            HostTookVerdict::KNOWN,
+            HostTookVerdict::NAMES,
+            HostTookVerdict::as_str,
+        );
         round_trips(ReportKind::KNOWN, ReportKind::NAMES, ReportKind::as_str);
         round_trips(
             NearMissKind::KNOWN,

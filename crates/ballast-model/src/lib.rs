@@ -23,6 +23,7 @@
 //!  "type":"oom","vm":{"uuid":"3f2a...","name":"web1"},"kind":"guest","source":"serial", ...}
 //! ```
 
+mod elastic;
 mod events;
 mod kinds;
 mod pressure;
@@ -30,10 +31,12 @@ mod report;
 mod sent;
 mod validate;
 
+pub use elastic::*;
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, EpisodePhase, GuardMode, GuardOutcome, NearMissKind, PressureSignal,
-    ReportKind, ReportVerdict, RiskLevel, SignalSource, VmState,
+    CorrelationVerdict, ElasticMechanism, EpisodePhase, GuardMode, GuardOutcome, HostTookVerdict,
+    NearMissKind, PressureSignal, ReportKind, ReportVerdict, ResizePhase, RiskLevel, SignalSource,
+    VmState,
 };
 pub use pressure::*;
 pub use report::*;
@@ -44,4 +47,4 @@ pub use validate::{
 };
 
 /// The version of this schema; see the module docs for the compatibility rule.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;

@@ -71,14 +71,14 @@ pub struct FieldError {
     pub message: String,
 }
 
-fn fail(path: impl Into<String>, message: impl Into<String>) -> FieldError {
+pub(crate) fn fail(path: impl Into<String>, message: impl Into<String>) -> FieldError {
     FieldError {
         path: path.into(),
         message: message.into(),
     }
 }
 
-fn check_len(path: &str, value: &str, max: usize) -> Result<(), FieldError> {
+pub(crate) fn check_len(path: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.len() > max {
         return Err(fail(
             path,
@@ -96,7 +96,7 @@ fn check_nonempty(path: &str, value: &str, max: usize) -> Result<(), FieldError>
 }
 
 /// A UUID or Proxmox vmid: hex digits, dashes, digits; no spaces or markup.
-fn check_uuid(path: &str, value: &str) -> Result<(), FieldError> {
+pub(crate) fn check_uuid(path: &str, value: &str) -> Result<(), FieldError> {
     check_nonempty(path, value, 64)?;
     if !value.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(fail(path, "must be a UUID (hex digits and dashes)"));
@@ -104,14 +104,14 @@ fn check_uuid(path: &str, value: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
-fn check_one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), FieldError> {
+pub(crate) fn check_one_of(path: &str, value: &str, allowed: &[&str]) -> Result<(), FieldError> {
     if !allowed.contains(&value) {
         return Err(fail(path, format!("must be one of {}", allowed.join(", "))));
     }
     Ok(())
 }
 
-fn check_kib(path: &str, field: &str, kib: Option<u64>) -> Result<(), FieldError> {
+pub(crate) fn check_kib(path: &str, field: &str, kib: Option<u64>) -> Result<(), FieldError> {
     match kib {
         Some(kib) if kib > MAX_MEMORY_KIB => Err(fail(
             format!("{path}.{field}"),
@@ -121,20 +121,24 @@ fn check_kib(path: &str, field: &str, kib: Option<u64>) -> Result<(), FieldError
     }
 }
 
-fn check_min_max_last(path: &str, field: &str, value: &MinMaxLast) -> Result<(), FieldError> {
+pub(crate) fn check_min_max_last(
+    path: &str,
+    field: &str,
+    value: &MinMaxLast,
+) -> Result<(), FieldError> {
     check_kib(path, &format!("{field}.min"), value.min)?;
     check_kib(path, &format!("{field}.max"), value.max)?;
     check_kib(path, &format!("{field}.last"), value.last)
 }
 
 /// Event times must fall in `[now - max_age, now + max_ahead]` of the collector's clock.
-struct TimeWindow {
+pub(crate) struct TimeWindow {
     earliest_ms: i64,
     latest_ms: i64,
 }
 
 impl TimeWindow {
-    fn check(&self, path: String, at_ms: i64) -> Result<(), FieldError> {
+    pub(crate) fn check(&self, path: String, at_ms: i64) -> Result<(), FieldError> {
         if at_ms < self.earliest_ms {
             return Err(fail(
                 path,
@@ -217,6 +221,7 @@ fn event_vm(event: &Event) -> Option<&str> {
         Event::NearMiss(miss) => Some(&miss.vm.uuid),
         Event::Pressure(episode) => Some(&episode.vm.uuid),
         Event::Guard(action) => Some(&action.vm.uuid),
+        Event::MemoryDevice(change) => Some(&change.vm.uuid),
         Event::Hello(_) | Event::Inventory(_) | Event::Health(_) => None,
     }
 }
@@ -226,7 +231,11 @@ fn check_point(path: &str, point: &BalloonPoint, window: &TimeWindow) -> Result<
     check_kib(path, "actual_kib", point.actual_kib)?;
     check_kib(path, "maximum_kib", point.maximum_kib)?;
     check_kib(path, "available_kib", point.available_kib)?;
-    check_kib(path, "usable_kib", point.usable_kib)
+    check_kib(path, "usable_kib", point.usable_kib)?;
+    if let Some(totals) = &point.virtio_mem {
+        elastic::check_totals(&format!("{path}.virtio_mem"), totals, window)?;
+    }
+    Ok(())
 }
 
 fn validate_event(
@@ -271,6 +280,10 @@ fn validate_event(
                     "balloon_floor_kib",
                     vm.config.balloon_floor_kib,
                 )?;
+                elastic::check_devices(&config_path, &vm.config.virtio_mem, limits)?;
+                if let Some(nova) = &vm.openstack {
+                    elastic::check_nova(&format!("{vm_path}.openstack"), nova, limits)?;
+                }
             }
         }
         Event::Rollup(rollup) => {
@@ -289,6 +302,7 @@ fn validate_event(
             if let Some(pressure) = &rollup.pressure {
                 validate_pressure_rollup(&format!("{path}.pressure"), pressure, limits)?;
             }
+            elastic::check_rollups(path, &rollup.virtio_mem, limits)?;
         }
         Event::BalloonChange(change) => {
             check_uuid(&format!("{path}.vm.uuid"), &change.vm.uuid)?;
@@ -361,6 +375,11 @@ fn validate_event(
             check_uuid(&format!("{path}.vm.uuid"), &action.vm.uuid)?;
             check_len(&format!("{path}.vm.name"), &action.vm.name, name)?;
             validate_guard_action(path, action, limits, window)?;
+        }
+        Event::MemoryDevice(change) => {
+            check_uuid(&format!("{path}.vm.uuid"), &change.vm.uuid)?;
+            check_len(&format!("{path}.vm.name"), &change.vm.name, name)?;
+            elastic::check_device_change(path, change, window)?;
         }
     }
     Ok(())
@@ -642,6 +661,9 @@ fn validate_oom_figures(
     let at_oom = format!("{path}.balloon_at_oom");
     check_kib(&at_oom, "maximum_kib", oom.balloon_at_oom.maximum_kib)?;
     check_kib(&at_oom, "actual_kib", oom.balloon_at_oom.actual_kib)?;
+    if let Some(totals) = &oom.balloon_at_oom.virtio_mem {
+        elastic::check_totals(&format!("{at_oom}.virtio_mem"), totals, window)?;
+    }
     for (index, point) in oom.balloon_history.iter().enumerate() {
         check_point(&format!("{path}.balloon_history[{index}]"), point, window)?;
     }
@@ -686,5 +708,6 @@ fn validate_oom_figures(
     check_kib(&analysis_path, "balloon_held_kb", analysis.balloon_held_kb)
 }
 
+mod elastic;
 #[cfg(test)]
 mod tests;

@@ -213,6 +213,7 @@ pub fn inventory(key: &str, at_ms: i64, vms: &[(&str, &str)]) -> Envelope {
             vms: vms
                 .iter()
                 .map(|(uuid, name)| VmInventory {
+                    openstack: Default::default(),
                     vm: VmRef {
                         uuid: (*uuid).into(),
                         name: (*name).into(),

@@ -158,6 +158,7 @@ fn a_batch_names_at_most_max_distinct_vms_beside_its_inventory() {
         event: Event::Inventory(Inventory {
             vms: (0..limits.max_inventory_vms)
                 .map(|i| VmInventory {
+                    openstack: Default::default(),
                     vm: VmRef {
                         uuid: uuid(i),
                         name: format!("vm{i}"),
