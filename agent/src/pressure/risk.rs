@@ -247,11 +247,13 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
         };
     };
     let now = read(window, input.baseline, input.settings);
-    let before = match window.len() {
-        0 | 1 => None,
-        len => Some(read(&window[..len - 1], input.baseline, input.settings)),
+    let before = match newest_report_start(window) {
+        0 => None,
+        start => Some(read(&window[..start], input.baseline, input.settings)),
     };
-    // One bad poll is not an episode: the poll before must not have been ok.
+    // One bad report is not an episode: the reading of the guest's report before this
+    // one must not have been ok. Two polls that saw the same report are one reading
+    // (a TCG guest reports more slowly than the agent polls).
     let level = match before.as_ref().map(|b| b.level) {
         Some(RiskLevel::Elevated | RiskLevel::Critical) => now.level,
         _ => RiskLevel::Ok,
@@ -269,6 +271,21 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
         deficit_kib: if calm { None } else { now.deficit_kib },
         sources,
     }
+}
+
+/// Where the run of polls that saw the newest guest report starts in `window` (the
+/// newest poll alone when the report's time is unknown).
+fn newest_report_start(window: &[RiskPoint]) -> usize {
+    let Some(last) = window.last() else {
+        return 0;
+    };
+    let Some(stamp) = last.report_epoch_secs else {
+        return window.len() - 1;
+    };
+    window
+        .iter()
+        .rposition(|p| p.report_epoch_secs != Some(stamp))
+        .map_or(0, |index| index + 1)
 }
 
 /// One poll's reading, before persistence.
@@ -296,13 +313,17 @@ fn secs_between(from: SystemTime, to: SystemTime) -> f64 {
     to.duration_since(from).unwrap_or_default().as_secs_f64()
 }
 
-/// Least-squares slope (KiB/s) of MemAvailable over `points` (distinct reports);
-/// None with fewer than `min_points` of them or no time between them.
-fn fitted_slope(points: &[&RiskPoint], min_points: usize) -> Option<f64> {
+/// Least-squares slope (KiB/s) of `value` over `points` (distinct reports); None with
+/// fewer than `min_points` of them or no time between them.
+fn fitted_slope(
+    points: &[&RiskPoint],
+    min_points: usize,
+    value: impl Fn(&RiskPoint) -> Option<f64>,
+) -> Option<f64> {
     let origin = points.first()?.at;
     let xy: Vec<(f64, f64)> = points
         .iter()
-        .filter_map(|p| Some((secs_between(origin, p.at), p.usable_kib? as f64)))
+        .filter_map(|p| Some((secs_between(origin, p.at), value(p)?)))
         .collect();
     if xy.len() < min_points.max(2) {
         return None;
@@ -317,6 +338,19 @@ fn fitted_slope(points: &[&RiskPoint], min_points: usize) -> Option<f64> {
     let cov: f64 = xy.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
     let slope = cov / var;
     slope.is_finite().then_some(slope)
+}
+
+/// What the guest's own use left of its memory at `point`, as the trend reads it:
+/// MemAvailable less MemTotal when `net_of_total` (a balloon without deflate-on-oom
+/// takes its pages out of MemTotal, so the host inflating it lowers both alike and this
+/// stays put: the host's step is not the guest running out), else MemAvailable alone.
+fn headroom(point: &RiskPoint, net_of_total: bool) -> Option<f64> {
+    let usable = point.usable_kib? as f64;
+    if !net_of_total {
+        return Some(usable);
+    }
+    let total = point.total_kib.filter(|t| *t > 0)? as f64;
+    Some(usable.min(total) - total)
 }
 
 /// The points of `window` with a MemAvailable figure, each guest report once (the
@@ -342,39 +376,54 @@ struct Fall {
     lost_kib: f64,
 }
 
-/// The fall of MemAvailable, when it is falling now: the newest
-/// report is below the one before, the slope over the window (the snapshot's, or
-/// fitted) and over the last three reports both fall, and the window lost a
-/// significant share of MemTotal. The gentler of the two slopes counts.
+/// The fall of MemAvailable the guest itself causes, when it is falling now: the
+/// newest report is below the one before, the slope over the window and over the last
+/// three reports both fall, and the window lost a significant share of MemTotal. The
+/// gentler of the two slopes counts.
+///
+/// Read net of MemTotal where every report has one ([`headroom`]): the host inflating
+/// the balloon is a step with an end (its target), not a trend; the level checks still
+/// read MemAvailable itself, so a guest the balloon squeezes reads low and stalls. The
+/// snapshot's own slope (MemAvailable alone) counts only where MemTotal is unknown.
 fn falling_kib_per_s(window: &[RiskPoint], settings: &RiskSettings) -> Option<Fall> {
     let last = window.last()?;
     let reports = distinct_reports(window);
     let span = &reports[reports.len().saturating_sub(settings.slope_points.max(3))..];
     let recent = &reports[reports.len().saturating_sub(3)..];
+    let net = span
+        .iter()
+        .all(|p| p.total_kib.is_some_and(|total| total > 0));
+    let value = |p: &RiskPoint| headroom(p, net);
     let newest_fell = match recent {
-        [.., before, newest] => newest.usable_kib < before.usable_kib,
+        [.., before, newest] => matches!(
+            (value(before), value(newest)),
+            (Some(before), Some(newest)) if newest < before
+        ),
         _ => false,
     };
     if !newest_fell {
         return None;
     }
-    let long = last
-        .snapshot
-        .available_slope_kib_per_s
-        .filter(|s| s.is_finite())
-        .or_else(|| fitted_slope(span, 3))?;
-    let short = fitted_slope(recent, 3)?;
+    let snapshot_slope = (!net)
+        .then_some(last.snapshot.available_slope_kib_per_s)
+        .flatten()
+        .filter(|s| s.is_finite());
+    let long = snapshot_slope.or_else(|| fitted_slope(span, 3, value))?;
+    let short = fitted_slope(recent, 3, value)?;
     let fall = -(long.max(short));
     if fall.is_nan() || fall <= 0.0 {
         return None;
     }
-    let highest = span.iter().filter_map(|p| p.usable_kib).max()?;
-    let lost = highest.saturating_sub(last.usable_kib?) as f64;
+    let highest = span
+        .iter()
+        .filter_map(|p| value(p))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lost = (highest - value(last)?).max(0.0);
     let significant = match last.total_kib.filter(|t| *t > 0) {
         Some(total) => lost * 100.0 >= total as f64 * settings.min_fall_pct,
         None => lost >= 4096.0,
     };
-    significant.then_some(Fall {
+    (significant && lost.is_finite()).then_some(Fall {
         kib_per_s: fall.min(MAX_FIGURE),
         lost_kib: lost,
     })
