@@ -411,7 +411,10 @@ fn decide_step(
     } else {
         String::new()
     };
-    let (outcome, detail) = if deficit > holds {
+    // Only what the guest lacks now can be beyond the maximum; the fall still to come
+    // is an extrapolation, a reason to give all the balloon holds, not a verdict.
+    let shortfall = input.assessment.shortfall_kib.unwrap_or(0);
+    let (outcome, detail) = if shortfall > holds {
         vm.first_report(GuardOutcome::BeyondMaximum);
         (
             GuardOutcome::BeyondMaximum,

@@ -42,6 +42,8 @@ pub const CRITICAL_HORIZON_SECS: f64 = 60.0;
 pub const CRITICAL_HORIZON_POLLS: f64 = 2.0;
 /// A fall counts only when the slope window lost at least this share of MemTotal.
 pub const MIN_FALL_PCT: f64 = 1.0;
+/// A fall alone is critical only after this many reports in a row each fell.
+pub const SUSTAINED_FALLS: usize = 3;
 /// Allocation stalls per second that are distress, and that are a hard stall.
 pub const ALLOC_STALLS_PER_S: f64 = 0.5;
 pub const ALLOC_STALLS_HARD_PER_S: f64 = 20.0;
@@ -78,6 +80,7 @@ pub struct RiskSettings {
     pub critical_horizon_secs: f64,
     pub critical_horizon_polls: f64,
     pub min_fall_pct: f64,
+    pub sustained_falls: usize,
     pub alloc_stalls_per_s: f64,
     pub alloc_stalls_hard_per_s: f64,
     pub direct_reclaim_kib_per_s: f64,
@@ -102,6 +105,7 @@ impl Default for RiskSettings {
             critical_horizon_secs: CRITICAL_HORIZON_SECS,
             critical_horizon_polls: CRITICAL_HORIZON_POLLS,
             min_fall_pct: MIN_FALL_PCT,
+            sustained_falls: SUSTAINED_FALLS,
             alloc_stalls_per_s: ALLOC_STALLS_PER_S,
             alloc_stalls_hard_per_s: ALLOC_STALLS_HARD_PER_S,
             direct_reclaim_kib_per_s: DIRECT_RECLAIM_KIB_PER_S,
@@ -221,6 +225,10 @@ pub struct Assessment {
     /// KiB that, given back, would bring MemAvailable above the low threshold and cover
     /// the fall over the critical horizon and the direct reclaim; None when `ok`.
     pub deficit_kib: Option<u64>,
+    /// The part of the deficit missing now (MemAvailable below the low threshold, and
+    /// direct reclaim), without the fall still to come; None when `ok`. What the guard
+    /// compares with the balloon before it says a need is beyond the VM's maximum.
+    pub shortfall_kib: Option<u64>,
     /// Where the newest point's figures came from; empty: the model had nothing to
     /// read, and its `ok` means unknown ([`Assessment::has_signals`]).
     pub sources: Vec<SignalSource>,
@@ -243,6 +251,7 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
             drivers: Vec::new(),
             exhaustion_secs: None,
             deficit_kib: None,
+            shortfall_kib: None,
             sources: Vec::new(),
         };
     };
@@ -269,6 +278,7 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
         drivers: if calm { Vec::new() } else { now.drivers },
         exhaustion_secs: now.exhaustion_secs,
         deficit_kib: if calm { None } else { now.deficit_kib },
+        shortfall_kib: if calm { None } else { now.shortfall_kib },
         sources,
     }
 }
@@ -294,6 +304,7 @@ struct Reading {
     drivers: Vec<PressureSignal>,
     exhaustion_secs: Option<u64>,
     deficit_kib: Option<u64>,
+    shortfall_kib: Option<u64>,
 }
 
 /// A rate as the model believes it: finite, not negative, below any machine's figures.
@@ -374,6 +385,21 @@ fn distinct_reports(window: &[RiskPoint]) -> Vec<&RiskPoint> {
 struct Fall {
     kib_per_s: f64,
     lost_kib: f64,
+    /// How many reports in a row, up to the newest, each fell from the one before.
+    streak: usize,
+}
+
+/// How many reports in a row at the end of `reports` each read lower than the one
+/// before.
+fn falling_streak(reports: &[&RiskPoint], value: impl Fn(&RiskPoint) -> Option<f64>) -> usize {
+    reports
+        .windows(2)
+        .rev()
+        .take_while(|pair| match (value(pair[0]), value(pair[1])) {
+            (Some(before), Some(after)) => after < before,
+            _ => false,
+        })
+        .count()
 }
 
 /// The fall of MemAvailable the guest itself causes, when it is falling now: the
@@ -426,6 +452,7 @@ fn falling_kib_per_s(window: &[RiskPoint], settings: &RiskSettings) -> Option<Fa
     (significant && lost.is_finite()).then_some(Fall {
         kib_per_s: fall.min(MAX_FIGURE),
         lost_kib: lost,
+        streak: falling_streak(&reports, value),
     })
 }
 
@@ -437,6 +464,7 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
             drivers: Vec::new(),
             exhaustion_secs: None,
             deficit_kib: None,
+            shortfall_kib: None,
         };
     };
     let s = &last.snapshot;
@@ -528,7 +556,11 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
         || gated(s.alloc_stalls_per_s).is_some_and(|v| v >= settings.alloc_stalls_hard_per_s);
     let low = available_pct.is_some_and(|pct| pct < settings.available_low_pct);
     let very_low = available_pct.is_some_and(|pct| pct < settings.available_critical_pct);
-    let level = if exhaustion.is_some_and(|secs| secs <= critical_horizon)
+    // A fall alone is critical only once it has gone on for `sustained_falls` reports
+    // in a row: a working set taken at once, or a short spike, falls as fast as a
+    // hog for a report or two and then stops (the guard suite's control runs).
+    let sustained = falling.is_some_and(|f| f.streak >= settings.sustained_falls);
+    let level = if (sustained && exhaustion.is_some_and(|secs| secs <= critical_horizon))
         || (hard_stall && low)
         || (very_low && stalling)
     {
@@ -539,32 +571,35 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
         RiskLevel::Elevated
     };
 
-    let deficit_kib = (level != RiskLevel::Ok)
-        .then(|| {
-            let gap = match (last.total_kib.filter(|t| *t > 0), usable) {
-                (Some(total), Some(usable)) => {
-                    (total as f64 * settings.available_low_pct / 100.0 - usable).max(0.0)
-                }
-                _ => 0.0,
-            };
-            // The fall over the critical horizon, at most what the window already
-            // lost: a burst (a balloon inflating, a hog's first touch) falls tens of
-            // MiB a second for a poll or two, which extrapolated is no deficit.
-            let fall = falling.map_or(0.0, |f| (f.kib_per_s * critical_horizon).min(f.lost_kib));
-            let reclaim = gated(s.direct_reclaim_kib_per_s).map_or(0.0, |r| {
-                let cap = last.total_kib.map_or(MAX_FIGURE, |t| t as f64 / 4.0);
-                (r * settings.stall_deficit_secs).min(cap)
-            });
-            gap + fall + reclaim
-        })
-        .filter(|kib| kib.is_finite() && *kib >= 1.0)
-        .map(|kib| kib.min(MAX_FIGURE) as u64);
+    // What the guest lacks now (MemAvailable below the low threshold, and what direct
+    // reclaim tears out), and what its fall will take over the critical horizon.
+    let gap = match (last.total_kib.filter(|t| *t > 0), usable) {
+        (Some(total), Some(usable)) => {
+            (total as f64 * settings.available_low_pct / 100.0 - usable).max(0.0)
+        }
+        _ => 0.0,
+    };
+    let reclaim = gated(s.direct_reclaim_kib_per_s).map_or(0.0, |r| {
+        let cap = last.total_kib.map_or(MAX_FIGURE, |t| t as f64 / 4.0);
+        (r * settings.stall_deficit_secs).min(cap)
+    });
+    // The fall over the critical horizon, at most what the window already lost: a
+    // burst (a balloon inflating, a hog's first touch) falls tens of MiB a second for
+    // a poll or two, which extrapolated is no deficit.
+    let fall = falling.map_or(0.0, |f| (f.kib_per_s * critical_horizon).min(f.lost_kib));
+    let as_kib = |kib: f64| {
+        (level != RiskLevel::Ok && kib.is_finite() && kib >= 1.0)
+            .then(|| kib.min(MAX_FIGURE) as u64)
+    };
+    let deficit_kib = as_kib(gap + fall + reclaim);
+    let shortfall_kib = as_kib(gap + reclaim);
 
     Reading {
         level,
         drivers: drivers.into_iter().map(|(signal, _)| signal).collect(),
         exhaustion_secs: exhaustion.map(|secs| secs.round() as u64),
         deficit_kib,
+        shortfall_kib,
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Monitor {
     pub(super) psi_schedule: crate::pressure::PsiSchedule,
     /// The guard's host-wide rate limit (its per-VM state lives in the fleet).
     pub(super) guard_host: crate::guard::HostGuard,
+    /// Floor raises (`qm set`) under way on threads of their own.
+    pub(super) floor_jobs: Vec<super::guard_tick::FloorJob>,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
@@ -127,6 +129,7 @@ impl Monitor {
             no_counters_until: BTreeMap::new(),
             psi_schedule: crate::pressure::PsiSchedule::default(),
             guard_host: crate::guard::HostGuard::default(),
+            floor_jobs: Vec::new(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -202,6 +205,7 @@ impl Monitor {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         }
+        self.finish_floor_jobs(true);
         if let Some(worker) = self.guest_agent.take() {
             let done = worker.shutdown(GUEST_AGENT_EXIT_WAIT);
             let mut events = Vec::new();

@@ -26,9 +26,15 @@ pub struct OverviewParams {
     range: Option<String>,
 }
 
-/// `(range ms, bucket ms)` of a range name.
+/// The ranges every page offers, shortest first (an hour: a guard run, an episode).
+pub const RANGES: [&str; 5] = ["1h", "24h", "7d", "30d", "90d"];
+/// What a page answers to a range it does not offer.
+pub const RANGE_ERROR: &str = "range must be 1h, 24h, 7d, 30d or 90d";
+
+/// `(range ms, bucket ms)` of a range name: its length and the overview's bucket.
 pub fn range(name: &str) -> Option<(i64, i64)> {
     Some(match name {
+        "1h" => (3_600_000, 300_000),
         "24h" => (86_400_000, 3_600_000),
         "7d" => (7 * 86_400_000, 6 * 3_600_000),
         "30d" => (30 * 86_400_000, 86_400_000),
@@ -94,8 +100,8 @@ pub async fn overview(
     Query(params): Query<OverviewParams>,
 ) -> Result<Markup, DashboardError> {
     let range_name = params.range.unwrap_or_else(|| "7d".to_string());
-    let (range_ms, bucket_ms) = range(&range_name)
-        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let (range_ms, bucket_ms) =
+        range(&range_name).ok_or_else(|| DashboardError::BadRequest(RANGE_ERROR.into()))?;
     let store = state.store.as_ref();
     let now = crate::now_ms();
     let until = (now / bucket_ms + 1) * bucket_ms;
@@ -134,7 +140,7 @@ pub async fn overview(
     let body = html! {
         nav.ranges {
             "Range: "
-            @for name in ["24h", "7d", "30d", "90d"] {
+            @for name in RANGES {
                 @if name == range_name { strong { (name) } } @else { a href={ "/?range=" (name) } { (name) } }
                 " "
             }

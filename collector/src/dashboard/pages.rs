@@ -12,7 +12,7 @@ use serde::Deserialize;
 use crate::dashboard::guard;
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
-use crate::dashboard::overview::range;
+use crate::dashboard::overview::{range, RANGES, RANGE_ERROR};
 use crate::dashboard::pressure;
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
@@ -37,8 +37,8 @@ pub struct RangeParams {
 
 fn window(params: &RangeParams) -> Result<(String, i64, i64), DashboardError> {
     let name = params.range.clone().unwrap_or_else(|| "24h".to_string());
-    let (range_ms, _) = range(&name)
-        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let (range_ms, _) =
+        range(&name).ok_or_else(|| DashboardError::BadRequest(RANGE_ERROR.into()))?;
     let until = crate::now_ms();
     Ok((name, until - range_ms, until))
 }
@@ -47,7 +47,7 @@ fn range_links(base: &str, current: &str) -> Markup {
     html! {
         nav.ranges {
             "Range: "
-            @for name in ["24h", "7d", "30d", "90d"] {
+            @for name in RANGES {
                 @if name == current { strong { (name) } } @else { a href={ (base) "?range=" (name) } { (name) } }
                 " "
             }

@@ -16,6 +16,7 @@ fn assessment(level: RiskLevel, deficit_mib: u64) -> Assessment {
         drivers: vec![ballast_model::PressureSignal::AllocStalls],
         exhaustion_secs: Some(30),
         deficit_kib: (level != RiskLevel::Ok).then_some(deficit_mib * MIB),
+        shortfall_kib: (level != RiskLevel::Ok).then_some(deficit_mib * MIB),
         sources: vec![ballast_model::SignalSource::BalloonStats],
     }
 }
@@ -187,6 +188,7 @@ fn a_step_never_exceeds_what_the_balloon_holds_nor_what_the_host_can_give() {
     let mut case = Case::new(GuardMode::Act);
     let huge = Assessment {
         deficit_kib: Some(u64::MAX),
+        shortfall_kib: Some(u64::MAX),
         ..critical.clone()
     };
     let decision = case.poll(0, &huge, 1024, u64::MAX / MIB).expect("a step");
@@ -477,4 +479,34 @@ fn an_oscillating_risk_does_not_flap_and_never_inflates() {
         .windows(2)
         .all(|w| w[1] - w[0] > u64::from(case.settings.settle_polls)));
     assert!(actual <= 2048);
+}
+
+/// The stop-19 bench's false `beyond_maximum`s: a fast fall extrapolated over the
+/// critical horizon asked for more than the balloon held while the guest lacked
+/// little yet. Only what is missing now can be beyond the maximum; the fall to come is
+/// a reason to give all the balloon holds, and the event says `deflated`.
+#[test]
+fn only_what_the_guest_lacks_now_is_beyond_the_maximum() {
+    let mut case = Case::new(GuardMode::Act);
+    let falling_fast = Assessment {
+        deficit_kib: Some(3 * GIB),
+        shortfall_kib: Some(16 * MIB),
+        ..assessment(RiskLevel::Critical, 0)
+    };
+    let decision = case
+        .poll(0, &falling_fast, 1024, 64 * 1024)
+        .expect("a step");
+    assert_eq!(decision.outcome, GuardOutcome::Deflated, "{decision:?}");
+    assert_eq!(decision.target_kib, Some(2 * GIB), "all the balloon holds");
+    let mut case = Case::new(GuardMode::Act);
+    let short_now = Assessment {
+        shortfall_kib: Some(3 * GIB),
+        ..falling_fast
+    };
+    let decision = case.poll(0, &short_now, 1024, 64 * 1024).expect("a step");
+    assert_eq!(
+        decision.outcome,
+        GuardOutcome::BeyondMaximum,
+        "{decision:?}"
+    );
 }

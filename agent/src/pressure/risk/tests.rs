@@ -503,8 +503,8 @@ fn a_step_seen_by_two_polls_of_one_report_starts_no_episode() {
     let result = run(slow_reports(usable, |_| 384));
     let raw: Vec<RiskLevel> = result.iter().map(|(_, a)| a.raw_level).collect();
     assert!(
-        raw.contains(&RiskLevel::Critical),
-        "the step reads critical alone: {raw:?}"
+        raw.contains(&RiskLevel::Elevated),
+        "the step alone reads as a fall: {raw:?}"
     );
     assert!(
         levels(&result).iter().all(|l| *l == RiskLevel::Ok),
@@ -545,5 +545,33 @@ fn a_hog_under_an_inflating_balloon_is_still_critical() {
         |report| 468 - balloon(report),
     ));
     let levels = levels(&result);
+    assert!(levels.contains(&RiskLevel::Critical), "{levels:?}");
+}
+
+/// The bench's false criticals after the first fix (stop 20): a 200 MiB working set
+/// whose allocation straddled two guest reports under TCG falls in two reports in a
+/// row, as fast as a hog's, and stops. A fall alone is critical only after three.
+#[test]
+fn a_working_set_taken_over_two_reports_is_not_critical() {
+    for (first, second) in [(330, 230), (330, 180), (330, 300)] {
+        let usable = |report: u64| match report {
+            0..=5 => 330,
+            6 => first,
+            7 => second,
+            _ => 82,
+        };
+        let result = run(slow_reports(
+            |report| usable(report).min(if report >= 8 { 82 } else { 330 }),
+            |_| 340,
+        ));
+        let levels = levels(&result);
+        assert!(
+            !levels.contains(&RiskLevel::Critical),
+            "{first}/{second}: {levels:?}"
+        );
+    }
+    // A third report still falling is the hog the guard exists for.
+    let usable = |report: u64| 330u64.saturating_sub(report.saturating_sub(5) * 40);
+    let levels = levels(&run(slow_reports(usable, |_| 340)));
     assert!(levels.contains(&RiskLevel::Critical), "{levels:?}");
 }
