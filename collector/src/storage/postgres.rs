@@ -20,7 +20,7 @@ use crate::storage::pg_tls::PgConnect;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
-use crate::storage::{guard, pressure};
+use crate::storage::{guard, pressure, virtio_mem};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/postgres/0010_guard_actions.sql"),
     ),
+    (11, include_str!("migrations/postgres/0011_virtio_mem.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
@@ -308,6 +309,26 @@ async fn insert_batch(
             tally.count(index < inserted);
         }
     }
+    // Each virtio-mem device of the rollups (a re-sent rollup's conflict: nothing).
+    if batch.rollups.iter().any(|row| !row.devices.is_empty()) {
+        let insert = transaction
+            .prepare(&postgres_placeholders(virtio_mem::INSERT_DEVICE))
+            .await?;
+        for row in batch.rollups.iter() {
+            let of = virtio_mem::RollupOf {
+                host_id: host,
+                key: &row.key,
+                captured_at_ms: row.captured_at_ms,
+                vm_uuid: &row.vm_uuid,
+                period_start_ms: row.point.period_start_ms,
+                period_secs: row.point.period_secs,
+            };
+            for device in &row.devices {
+                let params = virtio_mem::device_params(of, device);
+                transaction.execute(&insert, &sql_params(&params)).await?;
+            }
+        }
+    }
     if !batch.ooms.is_empty() {
         let insert = transaction
             .prepare(&postgres_placeholders(rows::INSERT_OOM))
@@ -372,6 +393,15 @@ async fn insert_batch(
                     transaction
                         .execute(
                             &postgres_placeholders(guard::INSERT_GUARD),
+                            &sql_params(&params),
+                        )
+                        .await?;
+                }
+                if let Some(change) = &row.memory_device {
+                    let params = virtio_mem::memory_device_params(host, &row.key, change);
+                    transaction
+                        .execute(
+                            &postgres_placeholders(virtio_mem::INSERT_MEMORY_DEVICE),
                             &sql_params(&params),
                         )
                         .await?;
