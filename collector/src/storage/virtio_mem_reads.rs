@@ -44,6 +44,8 @@ pub struct MemoryDeviceFilter {
     pub since_ms: Option<i64>,
     /// Seen before (Unix ms).
     pub until_ms: Option<i64>,
+    /// Only this phase.
+    pub phase: Option<ResizePhase>,
     /// Continue after this (time, id), exclusive.
     pub cursor: Option<(i64, i64)>,
     pub limit: i64,
@@ -65,6 +67,10 @@ pub async fn vm_memory_devices(
     if let Some(until) = filter.until_ms {
         conditions.push("at_ms < ?");
         params.push(Param::int(until));
+    }
+    if let Some(phase) = filter.phase {
+        conditions.push("phase = ?");
+        params.push(Param::text(phase.as_str()));
     }
     if let Some((time, id)) = filter.cursor {
         conditions.push("(at_ms, id) < (?, ?)");

@@ -17,5 +17,6 @@ mod reload;
 mod reports;
 mod storage_postgres;
 mod storage_sqlite;
+mod virtio_mem;
 mod vm_identity;
 mod webhooks;
