@@ -8,6 +8,7 @@ mod util;
 mod bounds;
 mod config_example;
 mod dashboard_browser;
+mod dashboard_virtio_mem;
 mod explain_upload;
 mod guard;
 mod http;
