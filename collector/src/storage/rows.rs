@@ -115,14 +115,7 @@ pub struct VmContext {
     pub rollups: Vec<RollupPoint>,
 }
 
-/// Replaces NUL (PostgreSQL text cannot store it; SQLite could, and must match).
-pub fn clean(text: &str) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text.to_string()
-    }
-}
+pub use crate::storage::sql::clean;
 
 /// What an ingest answers, counted row by row as both engines insert: a row its
 /// `INSERT ... ON CONFLICT DO NOTHING` inserted is accepted, one it did not a duplicate.

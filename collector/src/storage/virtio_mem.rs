@@ -8,8 +8,7 @@
 use ballast_model::{MemoryDeviceChange, MinMaxLast, ResizePhase, VirtioMemRollup};
 
 use crate::records::VirtioMemSums;
-use crate::storage::rows::clean;
-use crate::storage::sql::{Param, Query, Row};
+use crate::storage::sql::{clean, Param, Query, Row};
 
 /// The `rollups` columns of [`VirtioMemSums`], in the order of [`rollup_params`] and
 /// [`decode_sums`].
@@ -167,7 +166,8 @@ pub fn device_params(of: RollupOf<'_>, row: &DeviceRow) -> Vec<Param> {
     params
 }
 
-const HOUR_MS: i64 = crate::storage::tiers::HOUR_SECS * 1000;
+/// The hourly tier's period (`storage::tiers::HOUR_SECS`, which imports this file).
+const HOUR_MS: i64 = 3_600_000;
 
 /// The minute device rows one compaction batch takes (oldest first, by the partial
 /// index `virtio_mem_rollups_minute_time`), as `tiers` takes the rollups'.
@@ -370,6 +370,11 @@ mod tests {
             rollup_params(&VirtioMemSums::default()).len(),
             ROLLUP_COLUMNS.len()
         );
+    }
+
+    #[test]
+    fn devices_fold_into_the_hours_the_rollups_fold_into() {
+        assert_eq!(HOUR_MS, crate::storage::tiers::HOUR_SECS * 1000);
     }
 
     #[test]
