@@ -156,15 +156,20 @@ pub async fn vm_device_history(
 /// device followed. A `resized` after a stuck one (the guest moved, not far enough)
 /// leaves it stuck.
 pub async fn vms_with_stuck_resize(store: &dyn Store) -> Result<u64, StoreError> {
+    // The phase a literal (a fixed vocabulary name, never input): the partial index
+    // `memory_device_events_stuck` (migration 0011) serves only a statement naming it.
+    let sql = format!(
+        "SELECT COUNT(*) FROM (SELECT DISTINCT s.host_id, s.vm_uuid \
+         FROM memory_device_events s WHERE s.phase = '{stuck}' AND NOT EXISTS \
+         (SELECT 1 FROM memory_device_events l WHERE l.host_id = s.host_id \
+         AND l.vm_uuid = s.vm_uuid AND l.device_id = s.device_id \
+         AND l.phase IN (?, ?) AND (l.at_ms, l.id) > (s.at_ms, s.id))) stuck",
+        stuck = ResizePhase::Stuck.as_str()
+    );
     let rows = store
         .query(Query::new(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT s.host_id, s.vm_uuid \
-             FROM memory_device_events s WHERE s.phase = ? AND NOT EXISTS \
-             (SELECT 1 FROM memory_device_events l WHERE l.host_id = s.host_id \
-             AND l.vm_uuid = s.vm_uuid AND l.device_id = s.device_id \
-             AND l.phase IN (?, ?) AND (l.at_ms, l.id) > (s.at_ms, s.id))) stuck",
+            sql,
             vec![
-                Param::text(ResizePhase::Stuck.as_str()),
                 Param::text(ResizePhase::Converged.as_str()),
                 Param::text(ResizePhase::Requested.as_str()),
             ],
