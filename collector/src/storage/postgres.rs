@@ -258,10 +258,12 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Rollups per INSERT statement (29 parameters each; PostgreSQL allows 65535).
+/// Rollups per INSERT statement (`rows::ROLLUP_PARAMS` parameters each; PostgreSQL
+/// allows 65535). Also the virtio-mem device rows per INSERT (17 parameters each).
 const ROLLUPS_PER_INSERT: usize = 1000;
 // PostgreSQL binds at most 65535 parameters per statement.
 const _: () = assert!(ROLLUPS_PER_INSERT * rows::ROLLUP_PARAMS <= 65_535);
+const _: () = assert!(ROLLUPS_PER_INSERT * virtio_mem::DEVICE_PARAMS <= 65_535);
 
 /// `INSERT ... VALUES (?, ...) <tail>` with its one `VALUES` group repeated `rows` times.
 fn multi_row(single: &str, rows: usize) -> String {
@@ -309,12 +311,12 @@ async fn insert_batch(
             tally.count(index < inserted);
         }
     }
-    // Each virtio-mem device of the rollups (a re-sent rollup's conflict: nothing).
-    if batch.rollups.iter().any(|row| !row.devices.is_empty()) {
-        let insert = transaction
-            .prepare(&postgres_placeholders(virtio_mem::INSERT_DEVICE))
-            .await?;
-        for row in batch.rollups.iter() {
+    // Each virtio-mem device of the rollups (a re-sent rollup's conflict: nothing),
+    // many rows per INSERT like the rollups.
+    let devices: Vec<Vec<Param>> = batch
+        .rollups
+        .iter()
+        .flat_map(|row| {
             let of = virtio_mem::RollupOf {
                 host_id: host,
                 key: &row.key,
@@ -323,11 +325,17 @@ async fn insert_batch(
                 period_start_ms: row.point.period_start_ms,
                 period_secs: row.point.period_secs,
             };
-            for device in &row.devices {
-                let params = virtio_mem::device_params(of, device);
-                transaction.execute(&insert, &sql_params(&params)).await?;
-            }
-        }
+            row.devices
+                .iter()
+                .map(move |device| virtio_mem::device_params(of, device))
+        })
+        .collect();
+    for chunk in devices.chunks(ROLLUPS_PER_INSERT) {
+        let sql = postgres_placeholders(&multi_row(virtio_mem::INSERT_DEVICE, chunk.len()));
+        let params: Vec<Param> = chunk.iter().flatten().cloned().collect();
+        transaction
+            .execute(sql.as_str(), &sql_params(&params))
+            .await?;
     }
     if !batch.ooms.is_empty() {
         let insert = transaction

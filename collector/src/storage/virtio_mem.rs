@@ -136,6 +136,9 @@ pub const INSERT_DEVICE: &str = "INSERT INTO virtio_mem_rollups (host_id, rollup
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (host_id, rollup_key, device_id) DO NOTHING";
 
+/// The parameters of one row of [`INSERT_DEVICE`].
+pub const DEVICE_PARAMS: usize = 17;
+
 /// Where a device row belongs: its rollup's host, key, capture time, VM and period.
 #[derive(Debug, Clone, Copy)]
 pub struct RollupOf<'a> {
@@ -345,10 +348,8 @@ mod tests {
             period_start_ms: 0,
             period_secs: 60,
         };
-        assert_eq!(
-            INSERT_DEVICE.matches('?').count(),
-            device_params(of, &row).len()
-        );
+        assert_eq!(INSERT_DEVICE.matches('?').count(), DEVICE_PARAMS);
+        assert_eq!(device_params(of, &row).len(), DEVICE_PARAMS);
         let change = MemoryDeviceChange {
             vm: ballast_model::VmRef::default(),
             device: "vm0".into(),
