@@ -130,6 +130,10 @@ pub struct RollupPoint {
     /// one absent when the period had no device.
     #[serde(flatten)]
     pub virtio_mem: VirtioMemSums,
+    /// Each virtio-mem device over the period, by device id (only when asked for:
+    /// `devices=true`; `storage::virtio_mem_reads::attach_devices`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<VirtioMemDevicePoint>,
 }
 
 /// A period's virtio-mem devices summed ([`RollupPoint::virtio_mem`], storage

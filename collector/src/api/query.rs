@@ -188,6 +188,8 @@ pub(super) struct MemoryParams {
     limit: Option<i64>,
     /// `stored` (default: minutes where still kept, hours before) or `hour`.
     resolution: Option<String>,
+    /// `true`: each point lists its virtio-mem devices.
+    devices: Option<bool>,
 }
 
 /// `GET /api/v1/vms/{host}/{uuid}/memory`: a VM is (host, uuid).
@@ -255,18 +257,27 @@ async fn memory(
             })
         }
     };
-    Ok(Json(
-        queries::vm_memory(
+    let mut memory = queries::vm_memory(
+        state.store.as_ref(),
+        host,
+        uuid,
+        since,
+        until,
+        checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
+        resolution,
+    )
+    .await?;
+    if params.devices == Some(true) {
+        crate::storage::virtio_mem_reads::attach_devices(
             state.store.as_ref(),
             host,
             uuid,
-            since,
-            until,
-            checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
-            resolution,
+            &mut memory.points,
+            resolution == Resolution::Hour,
         )
-        .await?,
-    ))
+        .await?;
+    }
+    Ok(Json(memory))
 }
 
 #[derive(Debug, Deserialize)]

@@ -63,6 +63,7 @@ pub fn prepare_batch(
                     signals: Signals::of(rollup.pressure.as_ref()),
                     pressure: rollup.pressure.clone(),
                     virtio_mem: VirtioMemSums::of(&rollup.virtio_mem),
+                    devices: Vec::new(),
                 },
                 devices: DeviceRow::of_rollup(&rollup.virtio_mem),
             }),

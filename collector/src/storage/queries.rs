@@ -161,6 +161,7 @@ fn decode_rollup(row: &Row) -> RollupPoint {
         signals: Signals::of(pressure.as_ref()),
         pressure,
         virtio_mem: virtio_mem::decode_sums(row, 24 + pressure::ROLLUP_COLUMNS.len()),
+        devices: Vec::new(),
     }
 }
 

@@ -4,10 +4,11 @@
 
 use ballast_model::{MinMaxLast, ResizePhase};
 
-use crate::records::{MemoryDeviceRecord, VirtioMemDevicePoint, VmMemoryDevices};
+use crate::records::{MemoryDeviceRecord, RollupPoint, VirtioMemDevicePoint, VmMemoryDevices};
 use crate::storage::queries::{cursor_text, host_in};
 use crate::storage::sql::{Param, Query, Row};
 use crate::storage::store::{Store, StoreError};
+use crate::storage::tiers;
 
 /// The most resize events one page returns.
 pub const MEMORY_DEVICES_MAX: i64 = 1_000;
@@ -151,6 +152,98 @@ pub async fn vm_device_history(
     Ok(points)
 }
 
+fn fold_mml(into: &mut MinMaxLast, from: &MinMaxLast) {
+    if let Some(min) = from.min {
+        into.min = Some(into.min.map_or(min, |m| m.min(min)));
+    }
+    if let Some(max) = from.max {
+        into.max = Some(into.max.map_or(max, |m| m.max(max)));
+    }
+    if from.last.is_some() {
+        into.last = from.last;
+    }
+}
+
+/// A VM's device periods (oldest first) folded per hour and device, as the
+/// compaction folds them: smallest min, largest max, the newest last, size and
+/// unconverged time; the largest maximum size.
+fn hourly(points: Vec<VirtioMemDevicePoint>) -> Vec<VirtioMemDevicePoint> {
+    let mut hours: std::collections::BTreeMap<(i64, String), VirtioMemDevicePoint> =
+        std::collections::BTreeMap::new();
+    for point in points {
+        let start = tiers::hour_start(point.period_start_ms);
+        let hour = hours
+            .entry((start, point.device.clone()))
+            .or_insert_with(|| VirtioMemDevicePoint {
+                period_start_ms: start,
+                period_secs: tiers::HOUR_SECS,
+                device: point.device.clone(),
+                node: None,
+                block_size_kib: None,
+                max_size_kib: None,
+                requested_kib: MinMaxLast::default(),
+                plugged_kib: MinMaxLast::default(),
+                unconverged_secs: None,
+            });
+        fold_mml(&mut hour.requested_kib, &point.requested_kib);
+        fold_mml(&mut hour.plugged_kib, &point.plugged_kib);
+        hour.node = point.node.or(hour.node);
+        hour.block_size_kib = point.block_size_kib.or(hour.block_size_kib);
+        hour.max_size_kib = hour.max_size_kib.max(point.max_size_kib);
+        hour.unconverged_secs = point.unconverged_secs;
+    }
+    hours.into_values().collect()
+}
+
+/// Fills each of `points` (a VM's memory series, oldest first) with its devices:
+/// the device rows of the same period, or with `hourly` those of its hour folded.
+/// One read over the series' range.
+pub async fn attach_devices(
+    store: &dyn Store,
+    host: &str,
+    vm_uuid: &str,
+    points: &mut [RollupPoint],
+    hourly_points: bool,
+) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return Ok(());
+    };
+    let since = if hourly_points {
+        tiers::hour_start(first.period_start_ms)
+    } else {
+        first.period_start_ms
+    };
+    let until = last
+        .period_start_ms
+        .saturating_add(last.period_secs.max(1).saturating_mul(1000));
+    let mut devices = vm_device_history(
+        store,
+        &[host.to_string()],
+        vm_uuid,
+        since,
+        until,
+        DEVICE_POINTS_MAX,
+    )
+    .await?;
+    if hourly_points {
+        devices = hourly(devices);
+    }
+    let mut devices = devices.into_iter().peekable();
+    for point in points.iter_mut() {
+        // Both oldest first: skip periods no point has, take the point's own.
+        while devices
+            .peek()
+            .is_some_and(|d| d.period_start_ms < point.period_start_ms)
+        {
+            devices.next();
+        }
+        while let Some(device) = devices.next_if(|d| d.period_start_ms == point.period_start_ms) {
+            point.devices.push(device);
+        }
+    }
+    Ok(())
+}
+
 /// How many VMs have a resize stuck now: a device whose `stuck` event no later
 /// `converged` (met at last) or `requested` (the host asked again) event of the same
 /// device followed. A `resized` after a stuck one (the guest moved, not far enough)
@@ -176,4 +269,54 @@ pub async fn vms_with_stuck_resize(store: &dyn Store) -> Result<u64, StoreError>
         ))
         .await?;
     Ok(rows.first().and_then(|row| row.kib(0)).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minute(start_ms: i64, device: &str, plugged: u64) -> VirtioMemDevicePoint {
+        VirtioMemDevicePoint {
+            period_start_ms: start_ms,
+            period_secs: 60,
+            device: device.into(),
+            node: Some(0),
+            block_size_kib: Some(2048),
+            max_size_kib: Some(4096),
+            requested_kib: MinMaxLast {
+                min: Some(1024),
+                max: Some(1024),
+                last: Some(1024),
+            },
+            plugged_kib: MinMaxLast {
+                min: Some(plugged),
+                max: Some(plugged + 10),
+                last: Some(plugged + 5),
+            },
+            unconverged_secs: Some(u64::try_from(start_ms / 60_000).unwrap_or(0)),
+        }
+    }
+
+    #[test]
+    fn device_minutes_fold_per_hour_and_device() {
+        let hour = 7 * 3_600_000;
+        let folded = hourly(vec![
+            minute(hour, "a", 300),
+            minute(hour, "b", 900),
+            minute(hour + 60_000, "a", 200),
+            minute(hour + 3_600_000, "a", 100),
+        ]);
+        let seen: Vec<(i64, &str)> = folded
+            .iter()
+            .map(|p| (p.period_start_ms, p.device.as_str()))
+            .collect();
+        assert_eq!(seen, [(hour, "a"), (hour, "b"), (hour + 3_600_000, "a")]);
+        let a = &folded[0];
+        assert_eq!(a.period_secs, 3600);
+        assert_eq!(
+            (a.plugged_kib.min, a.plugged_kib.max, a.plugged_kib.last),
+            (Some(200), Some(310), Some(205))
+        );
+        assert_eq!(a.unconverged_secs, Some(7 * 60 + 1), "the last minute's");
+    }
 }

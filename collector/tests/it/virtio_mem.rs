@@ -107,14 +107,72 @@ async fn virtio_mem_over_http(store: Arc<dyn Store>) {
         512 * MIB,
         "the balloon beside it"
     );
+    assert!(
+        points[1].get("devices").is_none(),
+        "devices only when asked"
+    );
+    let with_devices = get_json(
+        &client,
+        &format!("{base}/api/v1/vms/pve1/{LAB_UUID}/memory?since={since}&devices=true"),
+    )
+    .await;
+    let listed: Vec<(String, u64)> = with_devices["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .flat_map(|p| p["devices"].as_array().cloned().unwrap_or_default())
+        .map(|d| {
+            (
+                d["device"].as_str().unwrap_or_default().to_string(),
+                d["plugged_kib"]["last"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("dimm0".to_string(), 1024 * MIB),
+            ("dimm0".to_string(), 768 * MIB)
+        ],
+        "each point its own period's device"
+    );
+    let hours = get_json(
+        &client,
+        &format!(
+            "{base}/api/v1/vms/pve1/{LAB_UUID}/memory?since={since}&devices=true&resolution=hour"
+        ),
+    )
+    .await;
+    let folded: Vec<&serde_json::Value> = hours["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .flat_map(|p| p["devices"].as_array().into_iter().flatten())
+        .collect();
+    assert!(!folded.is_empty() && folded.len() <= 2, "{hours}");
+    let lowest = folded
+        .iter()
+        .filter_map(|d| d["plugged_kib"]["min"].as_u64())
+        .min();
+    let highest = folded
+        .iter()
+        .filter_map(|d| d["plugged_kib"]["max"].as_u64())
+        .max();
+    assert_eq!((lowest, highest), (Some(768 * MIB), Some(1024 * MIB)));
+    assert!(folded.iter().all(|d| d["period_secs"] == 3600));
     let tor = get_json(
         &client,
-        &format!("{base}/api/v1/vms/pve1/{TOR_UUID}/memory?since={since}"),
+        &format!("{base}/api/v1/vms/pve1/{TOR_UUID}/memory?since={since}&devices=true"),
     )
     .await;
     let tor_point = &tor["points"][0];
     assert!(tor_point.is_object(), "{tor}");
-    for absent in ["plugged_kib", "requested_kib", "virtio_mem_max_kib"] {
+    for absent in [
+        "plugged_kib",
+        "requested_kib",
+        "virtio_mem_max_kib",
+        "devices",
+    ] {
         assert!(tor_point.get(absent).is_none(), "{absent} in {tor_point}");
     }
 
