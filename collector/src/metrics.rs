@@ -438,7 +438,7 @@ impl Collector for Scrape {
         let mut family = counter_family(
             &mut encoder,
             "ballast_collector_events_stored_total",
-            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode, guard action).",
+            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode, guard action, virtio-mem resize).",
         )?;
         let ooms: u64 = c.ooms.values().sum();
         for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
