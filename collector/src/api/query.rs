@@ -22,7 +22,7 @@ use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, Vm
 
 const DAY_MS: i64 = 86_400_000;
 
-fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+pub(super) fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
     query
         .map(|Query(value)| value)
         .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
@@ -30,7 +30,7 @@ fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
 
 /// `limit` or its default; a value outside `1..=max` is a 422 naming `limit`
 /// (never quietly capped: a client asking for more than a page holds must know).
-fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, AppError> {
+pub(super) fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, AppError> {
     let limit = limit.unwrap_or(default);
     if (1..=max).contains(&limit) {
         Ok(limit)
@@ -105,7 +105,7 @@ pub(super) async fn list_ooms(
 
 /// A filter's value read as its vocabulary: a name the vocabulary does not list is
 /// refused (422), never read as `unknown`.
-fn named<T>(
+pub(super) fn named<T>(
     field: &str,
     value: Option<&str>,
     names: &[&str],
@@ -188,6 +188,8 @@ pub(super) struct MemoryParams {
     limit: Option<i64>,
     /// `stored` (default: minutes where still kept, hours before) or `hour`.
     resolution: Option<String>,
+    /// `true`: each point lists its virtio-mem devices.
+    devices: Option<bool>,
 }
 
 /// `GET /api/v1/vms/{host}/{uuid}/memory`: a VM is (host, uuid).
@@ -255,18 +257,27 @@ async fn memory(
             })
         }
     };
-    Ok(Json(
-        queries::vm_memory(
+    let mut memory = queries::vm_memory(
+        state.store.as_ref(),
+        host,
+        uuid,
+        since,
+        until,
+        checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
+        resolution,
+    )
+    .await?;
+    if params.devices == Some(true) {
+        crate::storage::virtio_mem_reads::attach_devices(
             state.store.as_ref(),
             host,
             uuid,
-            since,
-            until,
-            checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
-            resolution,
+            &mut memory.points,
+            resolution == Resolution::Hour,
         )
-        .await?,
-    ))
+        .await?;
+    }
+    Ok(Json(memory))
 }
 
 #[derive(Debug, Deserialize)]

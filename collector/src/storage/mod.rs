@@ -30,6 +30,8 @@ pub mod sql;
 pub mod sqlite;
 mod store;
 pub mod tiers;
+pub mod virtio_mem;
+pub mod virtio_mem_reads;
 
 use std::path::PathBuf;
 use std::sync::Arc;

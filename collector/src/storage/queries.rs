@@ -13,7 +13,7 @@ use crate::records::{
 };
 use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
-use crate::storage::{pressure, tiers};
+use crate::storage::{pressure, tiers, virtio_mem};
 use crate::storage::{Store, StoreError};
 
 /// Filters and paging of `GET /api/v1/ooms`.
@@ -100,7 +100,9 @@ const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib
      alloc_stalls_per_s_milli, direct_scan_kib_per_s_milli, direct_reclaim_kib_per_s_milli, \
      async_scan_kib_per_s_milli, async_reclaim_kib_per_s_milli, major_faults_per_s_milli, \
      swap_in_kib_per_s_milli, available_slope_kib_per_s_milli, psi_some_avg10_milli, \
-     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us";
+     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us, \
+     vmem_plugged_min, vmem_plugged_max, vmem_plugged_last, vmem_requested_min, \
+     vmem_requested_max, vmem_requested_last, vmem_max_kib, vmem_unconverged_secs";
 
 fn decode_summary(row: &Row) -> OomSummary {
     let id = row.int_or_zero(0);
@@ -158,6 +160,8 @@ fn decode_rollup(row: &Row) -> RollupPoint {
         host_available_kib: row.kib(23),
         signals: Signals::of(pressure.as_ref()),
         pressure,
+        virtio_mem: virtio_mem::decode_sums(row, 24 + pressure::ROLLUP_COLUMNS.len()),
+        devices: Vec::new(),
     }
 }
 
@@ -818,6 +822,10 @@ pub enum Expiring {
     Episodes,
     /// Guard actions, by when they were decided.
     Guard,
+    /// virtio-mem devices of rollups, by their period (with the rollups).
+    VirtioMemRollups,
+    /// virtio-mem resize events, by when they were seen (with the small events).
+    MemoryDevices,
 }
 
 /// Deletes at most `batch_rows` expired rows (one short statement); returns how many.
@@ -833,6 +841,8 @@ pub async fn delete_expired(
         Expiring::Ooms => ("ooms", "captured_at_ms"),
         Expiring::Episodes => ("pressure_episodes", "last_at_ms"),
         Expiring::Guard => ("guard_actions", "at_ms"),
+        Expiring::VirtioMemRollups => ("virtio_mem_rollups", "period_start_ms"),
+        Expiring::MemoryDevices => ("memory_device_events", "at_ms"),
     };
     let sql = format!(
         "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)"
