@@ -21,7 +21,7 @@ use ballast_model::{
     ReportVerdict, RiskLevel, VmState,
 };
 
-use crate::correlation::outcome::Correlation;
+use crate::correlation::outcome::{Correlation, HostTook};
 
 /// A VM as named in records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +46,10 @@ pub struct CorrelationShort {
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,
+    /// The host's side over every mechanism (balloon, virtio-mem): as stored, else
+    /// (rows stored before it) the balloon's part. Read this, not `verdict`, to know
+    /// whether the host took memory.
+    pub host_took: HostTook,
 }
 
 /// One OOM in a list.

@@ -25,4 +25,6 @@ pub use error::AppError;
 pub use routes::routes;
 
 #[cfg(test)]
+mod host_took_tests;
+#[cfg(test)]
 mod tests;

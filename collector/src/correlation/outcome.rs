@@ -123,7 +123,16 @@ pub struct HostTook {
 impl HostTook {
     /// The balloon's part alone, as its correlation verdict says.
     pub fn from_balloon(c: &Correlation) -> Self {
-        let verdict = match c.verdict {
+        Self::balloon_only(c.verdict, c.balloon_held_kb, c.would_have_survived)
+    }
+
+    /// The balloon's part from its verdict, what it held and its counterfactual.
+    pub fn balloon_only(
+        balloon: CorrelationVerdict,
+        held_kib: Option<u64>,
+        would_have_survived: Option<bool>,
+    ) -> Self {
+        let verdict = match balloon {
             CorrelationVerdict::Balloon => HostTookVerdict::HostTookMemory,
             CorrelationVerdict::BalloonContributed => HostTookVerdict::HostContributed,
             CorrelationVerdict::NotBalloon => HostTookVerdict::NotHost,
@@ -131,17 +140,16 @@ impl HostTook {
         };
         Self {
             verdict,
-            mechanisms: c
-                .balloon_held_kb
+            mechanisms: held_kib
                 .filter(|held| *held > 0)
                 .map(|_| ElasticMechanism::Balloon)
                 .into_iter()
                 .collect(),
-            balloon_kib: c.balloon_held_kb,
+            balloon_kib: held_kib,
             unplugged_kib: None,
-            total_kib: c.balloon_held_kb,
+            total_kib: held_kib,
             requested_lowered_at_ms: None,
-            would_have_survived: c.would_have_survived,
+            would_have_survived,
             requested_lowered_kib: None,
             virtio_mem: None,
         }

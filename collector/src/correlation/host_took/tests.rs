@@ -7,10 +7,10 @@ use ballast_model::{
 
 use crate::correlation::outcome::{Correlation, HostTook};
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings, CorrelationVerdict};
-use crate::test_fixtures::{history, lab_inflated, oom_at_ms, tor_flat, LAB_UUID, MIB};
-
-const BOOT: u64 = 2048 * MIB;
-const DEVICES: u64 = 6656 * MIB;
+use crate::test_fixtures::{
+    lab_inflated, oom_at_ms, tor_flat, virtio_mem_totals as totals,
+    virtio_unplugged as virtio_guest, ELASTIC_BOOT as BOOT, MIB,
+};
 
 fn run(event: &OomEvent) -> Correlation {
     correlate(
@@ -22,53 +22,6 @@ fn run(event: &OomEvent) -> Correlation {
         },
         &CorrelationSettings::default(),
     )
-}
-
-fn totals(plugged: u64, requested: u64) -> VirtioMemTotals {
-    VirtioMemTotals {
-        plugged_kib: Some(plugged),
-        requested_kib: Some(requested),
-        max_size_kib: Some(DEVICES),
-        sampled_at_ms: None,
-    }
-}
-
-/// The guest: balloon empty at 2 GiB; virtio-mem fully plugged (6.5 GiB) until the
-/// host lowered the request by `lowered` 40 s before the capture, the guest unplugging
-/// it 10 s later; the kill was printed after a read 5 s before the capture.
-fn virtio_guest(lowered: u64) -> OomEvent {
-    let mut event = crate::test_fixtures::oom_from_fixture(
-        "6.11-qemu-global-rss-anon-uid-cpu.log",
-        LAB_UUID,
-        "elastic-8g",
-    );
-    event.balloon_history = history(BOOT, |_| BOOT);
-    for point in &mut event.balloon_history {
-        let before = (oom_at_ms() - point.at_ms) / 1000;
-        let requested = if before > 40 {
-            DEVICES
-        } else {
-            DEVICES - lowered
-        };
-        let plugged = if before > 30 {
-            DEVICES
-        } else {
-            DEVICES - lowered
-        };
-        point.virtio_mem = Some(totals(plugged, requested));
-    }
-    event.balloon_at_oom = BalloonAtOom {
-        maximum_kib: Some(BOOT),
-        actual_kib: Some(BOOT),
-        deflate_on_oom: Some(false),
-        sampled_at_ms: Some(oom_at_ms() - 6_000),
-        kill_after_ms: Some(oom_at_ms() - 5_000),
-        virtio_mem: Some(VirtioMemTotals {
-            sampled_at_ms: Some(oom_at_ms() - 6_000),
-            ..totals(DEVICES - lowered, DEVICES - lowered)
-        }),
-    };
-    event
 }
 
 /// DMA 12 + DMA32 3236 + Normal 19916 kB below their high watermarks, plus the page.
