@@ -62,7 +62,9 @@ pub use ballast_model::CorrelationVerdict;
 
 mod host_took;
 pub mod outcome;
+mod units;
 use outcome::{Correlation, HeldSource};
+use units::{mib, pct_of};
 
 /// What the correlation looks at.
 #[derive(Debug, Clone, Copy)]
@@ -413,19 +415,6 @@ fn not_preventable(event: &OomEvent) -> Option<&'static str> {
             && event.report.memcg.as_ref().is_some_and(|m| m.oom.is_some()));
     memcg_ran_out
         .then_some("a memory cgroup inside the guest hit its limit; returning balloon pages to the guest does not raise it")
-}
-
-fn pct_of(value: u64, pct: f64) -> u64 {
-    (value as f64 * pct / 100.0) as u64
-}
-
-fn mib(kib: u64) -> String {
-    let mib = kib as f64 / 1024.0;
-    if mib >= 10.0 {
-        format!("{mib:.0} MiB")
-    } else {
-        format!("{mib:.1} MiB")
-    }
 }
 
 fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) -> Vec<String> {

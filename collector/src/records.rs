@@ -52,6 +52,24 @@ pub struct CorrelationShort {
     pub host_took: HostTook,
 }
 
+/// `host_took` of a stored correlation (`correlation_json`), else the balloon's part;
+/// one that does not decode (the detail fails on it) reads as its row's balloon
+/// `verdict` and `held_kib` say.
+pub fn host_took_of(
+    correlation_json: &str,
+    verdict: ballast_model::CorrelationVerdict,
+    held_kib: Option<u64>,
+) -> HostTook {
+    serde_json::from_str::<Correlation>(correlation_json)
+        .map(|c| c.host_took_or_balloon())
+        .unwrap_or_else(|_| HostTook::balloon_only(verdict, held_kib, None))
+}
+
+/// Serves `host_took` for every stored correlation: an older row's is the balloon's part.
+pub fn fill_host_took(correlation: &mut Correlation) {
+    correlation.host_took = Some(correlation.host_took_or_balloon());
+}
+
 /// One OOM in a list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OomSummary {

@@ -12,16 +12,17 @@
 use ballast_model::{ElasticMechanism, HostTookVerdict, OomEvent, VirtioMemTotals};
 
 use super::outcome::{Correlation, HostTook};
-use super::{mib, pct_of, CorrelationSettings};
+use super::units::{mib, pct_of};
 
 /// The host's side of the OOM `c` describes: None when the host sent no figure of any
-/// mechanism (the balloon's verdict is then `unknown` too).
+/// mechanism (the balloon's verdict is then `unknown` too). A part at most the noise
+/// (`noise_kib`, or `noise_pct` of the VM's whole size) names nothing.
 pub(super) fn host_took(
     event: &OomEvent,
     oom_at_ms: i64,
     window_start: i64,
     c: &Correlation,
-    settings: &CorrelationSettings,
+    (noise_kib, noise_pct): (u64, f64),
 ) -> Option<HostTook> {
     let Some(totals) = virtio_at_oom(event, window_start) else {
         return c.balloon_held_kb.map(|_| HostTook::from_balloon(c));
@@ -41,7 +42,7 @@ pub(super) fn host_took(
         .maximum_kib
         .unwrap_or(0)
         .saturating_add(totals.max_size_kib.unwrap_or(0));
-    let noise = pct_of(size, settings.noise_pct).max(settings.noise_kib);
+    let noise = pct_of(size, noise_pct).max(noise_kib);
     let verdict = match total {
         None => HostTookVerdict::Unknown,
         Some(_) if c.not_preventable.is_some() => HostTookVerdict::NotHost,

@@ -6,7 +6,6 @@
 
 use ballast_model::{MinMaxLast, VmConfig};
 
-use crate::correlation::outcome::{Correlation, HostTook};
 use crate::records::{
     CorrelationShort, KilledShort, OomCount, OomCounts, OomDetail, OomPage, OomSummary,
     RepeatOffender, RepeatOffenders, RollupPoint, Signals, TokenInfo, VmList, VmMemory, VmName,
@@ -135,21 +134,14 @@ fn decode_summary(row: &Row) -> OomSummary {
             balloon_held_kb: row.int(11),
             inflated_kb_before: row.int(12),
             seconds_from_inflation: row.int(13),
-            host_took: host_took(row),
+            host_took: crate::records::host_took_of(
+                &row.text_or_empty(14),
+                ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
+                row.kib(11),
+            ),
         },
         link: format!("/api/v1/ooms/{id}"),
     }
-}
-
-/// The stored correlation's `host_took` (else the balloon's part); a correlation that
-/// does not decode (the detail fails on it) reads as its verdict column says.
-fn host_took(row: &Row) -> HostTook {
-    serde_json::from_str::<Correlation>(&row.text_or_empty(14))
-        .map(|c| c.host_took_or_balloon())
-        .unwrap_or_else(|_| {
-            let verdict = ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10));
-            HostTook::balloon_only(verdict, row.kib(11), None)
-        })
 }
 
 fn mml(row: &Row, first: usize) -> MinMaxLast {
@@ -267,10 +259,8 @@ pub async fn get_oom(
         id,
         source,
     };
-    let mut correlation_detail: Correlation =
-        serde_json::from_str(&correlation_text).map_err(decode_error)?;
-    // Served for every row: an older one's is the balloon's part.
-    correlation_detail.host_took = Some(correlation_detail.host_took_or_balloon());
+    let mut correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    crate::records::fill_host_took(&mut correlation_detail);
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
