@@ -218,8 +218,13 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         would_have_survived,
         host_took: None,
     };
-    correlation.host_took =
-        host_took::host_took(event, input.oom_at_ms, window_start, &correlation, settings);
+    correlation.host_took = host_took::host_took(
+        event,
+        input.oom_at_ms,
+        window_start,
+        &correlation,
+        (settings.noise_kib, settings.noise_pct),
+    );
     correlation.reasons = reasons(&correlation, settings, event);
     let virtio_mem = host_took::reasons(&correlation, input.oom_at_ms);
     // virtio-mem's story goes first when it, not the balloon, holds the answer.
