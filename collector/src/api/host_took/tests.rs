@@ -12,9 +12,10 @@ use tower::ServiceExt;
 
 use crate::app::app;
 use crate::auth::token_sha256;
+use crate::elastic_fixtures::virtio_unplugged;
 use crate::state::{ApiConfig, AppState};
 use crate::storage::{queries, Param, Query, Store};
-use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, virtio_unplugged, MIB};
+use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, MIB};
 
 const TOKEN: &str = "blt_test_token_of_pve1_0000000000000000";
 

@@ -7,10 +7,10 @@ use ballast_model::{
 
 use crate::correlation::outcome::{Correlation, HostTook};
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings, CorrelationVerdict};
-use crate::test_fixtures::{
-    lab_inflated, oom_at_ms, tor_flat, virtio_mem_totals as totals,
-    virtio_unplugged as virtio_guest, ELASTIC_BOOT as BOOT, MIB,
+use crate::elastic_fixtures::{
+    virtio_mem_totals as totals, virtio_unplugged as virtio_guest, ELASTIC_BOOT as BOOT,
 };
+use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, MIB};
 
 fn run(event: &OomEvent) -> Correlation {
     correlate(

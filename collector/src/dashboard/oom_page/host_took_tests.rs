@@ -11,10 +11,11 @@ use tower::ServiceExt;
 
 use crate::app::app;
 use crate::dashboard::{DashboardAuth, DashboardSettings};
+use crate::elastic_fixtures::virtio_unplugged;
 use crate::state::{ApiConfig, AppState};
 use crate::storage::sqlite::SqliteStore;
 use crate::storage::Store;
-use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, virtio_unplugged, MIB};
+use crate::test_fixtures::{lab_inflated, oom_at_ms, tor_flat, MIB};
 
 async fn get(state: &AppState, path: &str) -> (StatusCode, String) {
     let response = app(state.clone())
