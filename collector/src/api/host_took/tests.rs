@@ -204,13 +204,8 @@ async fn host_took_is_served_filtered_and_counted_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_took_is_served_filtered_and_counted_on_postgresql() {
-    let cluster = match ballast_testpg::TestPg::start() {
-        Ok(cluster) => cluster,
-        Err(ballast_testpg::TestPgError::NotInstalled) if ballast_testpg::may_skip() => {
-            eprintln!("SKIPPED: PostgreSQL is not installed; run scripts/install-deps.sh");
-            return;
-        }
-        Err(error) => panic!("Failed to start PostgreSQL: {error}"),
+    let Some(cluster) = ballast_testpg::TestPg::start_or_skip() else {
+        return;
     };
     let store =
         crate::storage::postgres::PostgresStore::open(&cluster.connection_string("postgres"), 2)
