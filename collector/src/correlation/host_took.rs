@@ -184,7 +184,9 @@ pub(super) fn reasons(c: &Correlation, oom_at_ms: i64) -> Vec<String> {
         took.total_kib,
         c.needed_kb,
     ) {
-        (Some(_), _, _, _) => {}
+        (Some(_), _, _, _) => reasons.push(
+            "Giving the unplugged blocks back would not have prevented this kill either.".into(),
+        ),
         (None, Some(true), Some(total), Some(needed)) => reasons.push(format!(
             "With {back} the guest would have had {} more, {} to spare over the {} it lacked at the OOM{}.",
             mib(total),

@@ -105,8 +105,8 @@ pub struct HostTook {
     /// Both parts: what the guest would have had more with everything given back.
     #[serde(default)]
     pub total_kib: Option<u64>,
-    /// When the host last lowered the virtio-mem request in the window (the first host
-    /// sample showing the lower request), if it did.
+    /// When the host began lowering the virtio-mem request in the window (the first host
+    /// sample after the request's peak showing a lower one), if it did.
     #[serde(default)]
     pub requested_lowered_at_ms: Option<i64>,
     /// With the blocks back and the balloon deflated, would the guest have survived?

@@ -159,9 +159,14 @@ fn a_kill_the_blocks_would_not_have_prevented_is_never_the_hosts() {
     let mut event = virtio_guest(512 * MIB);
     event.kind = ballast_model::OomKind::VmCgroup;
     let c = run(&event);
+    let text = c.reasons.join("\n");
     let took = c.host_took.expect("host_took");
     assert_eq!(took.verdict, HostTookVerdict::NotHost);
     assert_eq!(took.would_have_survived, Some(false));
+    assert!(
+        text.contains("would not have prevented this kill either"),
+        "{text}"
+    );
 }
 
 /// Without virtio-mem the output is the balloon's alone: `host_took` mirrors the
