@@ -191,6 +191,28 @@ async fn host_took_in_the_api(store: Arc<dyn Store>) {
     };
     assert_eq!(total("host_took_memory"), 2, "{groups:?}");
     assert_eq!(total("not_host"), 1, "{groups:?}");
+
+    // A stored correlation that does not decode fails its detail (500), not the list:
+    // there its host's side reads from the row's balloon verdict, as the filter does.
+    store
+        .execute(Query::new(
+            "UPDATE ooms SET correlation_json = ? WHERE key = ?",
+            vec![
+                Param::text(r#""not an object""#),
+                Param::text("pve1/oom/old"),
+            ],
+        ))
+        .await
+        .expect("update");
+    let (status, page) = get(&state, "/api/v1/ooms?host_took=not_host").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(names(&page), vec!["tor-relay"]);
+    assert_eq!(
+        page["items"][0]["correlation"]["host_took"]["verdict"],
+        "not_host"
+    );
+    let (status, _) = get(&state, &link).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
 }
 
 #[tokio::test]
