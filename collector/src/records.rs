@@ -21,7 +21,7 @@ use ballast_model::{
     ReportVerdict, RiskLevel, VmState,
 };
 
-use crate::correlation::outcome::Correlation;
+use crate::correlation::outcome::{Correlation, HostTook};
 
 /// A VM as named in records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +46,28 @@ pub struct CorrelationShort {
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,
+    /// The host's side over every mechanism (balloon, virtio-mem): as stored, else
+    /// (rows stored before it) the balloon's part. Read this, not `verdict`, to know
+    /// whether the host took memory.
+    pub host_took: HostTook,
+}
+
+/// `host_took` of a stored correlation (`correlation_json`), else the balloon's part;
+/// one that does not decode (the detail fails on it) reads as its row's balloon
+/// `verdict` and `held_kib` say.
+pub fn host_took_of(
+    correlation_json: &str,
+    verdict: ballast_model::CorrelationVerdict,
+    held_kib: Option<u64>,
+) -> HostTook {
+    serde_json::from_str::<Correlation>(correlation_json)
+        .map(|c| c.host_took_or_balloon())
+        .unwrap_or_else(|_| HostTook::balloon_only(verdict, held_kib, None))
+}
+
+/// Serves `host_took` for every stored correlation: an older row's is the balloon's part.
+pub fn fill_host_took(correlation: &mut Correlation) {
+    correlation.host_took = Some(correlation.host_took_or_balloon());
 }
 
 /// One OOM in a list.

@@ -27,4 +27,7 @@ pub use error::AppError;
 pub use routes::routes;
 
 #[cfg(test)]
+#[path = "host_took/tests.rs"]
+mod host_took_tests;
+#[cfg(test)]
 mod tests;

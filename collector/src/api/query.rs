@@ -7,7 +7,9 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use ballast_model::{CorrelationVerdict, GuardMode, GuardOutcome, OomKind, ReportVerdict};
+use ballast_model::{
+    CorrelationVerdict, GuardMode, GuardOutcome, HostTookVerdict, OomKind, ReportVerdict,
+};
 use serde::Deserialize;
 
 use crate::api::AppError;
@@ -48,6 +50,7 @@ pub(super) struct OomsParams {
     host: Option<String>,
     vm: Option<String>,
     verdict: Option<String>,
+    host_took: Option<String>,
     report_verdict: Option<String>,
     kind: Option<String>,
     since: Option<i64>,
@@ -67,6 +70,12 @@ pub(super) async fn list_ooms(
         params.verdict.as_deref(),
         CorrelationVerdict::NAMES,
         CorrelationVerdict::parse,
+    )?;
+    let host_took = named(
+        "host_took",
+        params.host_took.as_deref(),
+        HostTookVerdict::NAMES,
+        HostTookVerdict::parse,
     )?;
     let report_verdict = named(
         "report_verdict",
@@ -91,6 +100,7 @@ pub(super) async fn list_ooms(
         host: params.host,
         vm: params.vm,
         verdict,
+        host_took,
         report_verdict,
         kind,
         since_ms: params.since,
@@ -422,7 +432,7 @@ pub(super) async fn oom_counts(
     let group_by = match params.group_by.as_deref() {
         None => GroupBy::Verdict,
         Some(text) => GroupBy::parse(text).ok_or(AppError::Unprocessable {
-            message: "group_by must be host, vm, verdict, report_verdict or kind".into(),
+            message: "group_by must be host, vm, verdict, report_verdict, kind or host_took".into(),
             field: Some("group_by".into()),
         })?,
     };

@@ -9,7 +9,7 @@ use crate::dashboard::guard as dashboard_guard;
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::pressure as dashboard_pressure;
 use crate::dashboard::svg::{self, Group};
-use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind};
+use ballast_model::{CorrelationVerdict, GuardOutcome, HostTookVerdict, OomKind};
 
 use crate::dashboard::DashboardError;
 use crate::reports::format;
@@ -109,6 +109,8 @@ pub async fn overview(
     let by_verdict =
         queries::oom_counts(store, GroupBy::Verdict, bucket_ms / 1000, since, until).await?;
     let by_kind = queries::oom_counts(store, GroupBy::Kind, bucket_ms / 1000, since, until).await?;
+    let by_host_took =
+        queries::oom_counts(store, GroupBy::HostTook, bucket_ms / 1000, since, until).await?;
     let top_vms = data::top_vms(store, since, 10).await?;
     let top_hosts = data::top_hosts(store, since, 10).await?;
     let pressure = data::host_pressure(store, now - PRESSURE_WINDOW_MS).await?;
@@ -131,6 +133,18 @@ pub async fn overview(
         .filter(|c| CorrelationVerdict::parse(&c.group).is_balloon())
         .map(|c| c.count)
         .sum();
+    // Every mechanism (balloon, virtio-mem): what `host_took` says, as the OOM pages show.
+    let host_took: i64 = by_host_took
+        .items
+        .iter()
+        .filter(|c| {
+            matches!(
+                HostTookVerdict::parse(&c.group),
+                HostTookVerdict::HostTookMemory | HostTookVerdict::HostContributed
+            )
+        })
+        .map(|c| c.count)
+        .sum();
     let counts = |items: &[crate::records::OomCount]| -> Vec<(i64, String, i64)> {
         items
             .iter()
@@ -148,6 +162,7 @@ pub async fn overview(
         section.summary {
             div.stat { span.num { (total) } " OOMs" }
             div.stat { span.num { (balloon) } " balloon-induced or -contributed" }
+            div.stat #host-took { a href="/ooms?host_took=host_took_memory" { span.num { (host_took) } } " the host took memory (balloon or virtio-mem)" }
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
         (dashboard_pressure::under_pressure_now(&open_episodes))

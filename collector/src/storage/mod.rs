@@ -19,6 +19,7 @@ pub mod aggregates;
 pub mod episodes;
 pub mod guard;
 pub mod guard_reads;
+pub mod host_took_sql;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;

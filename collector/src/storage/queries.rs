@@ -11,6 +11,7 @@ use crate::records::{
     RepeatOffender, RepeatOffenders, RollupPoint, Signals, TokenInfo, VmList, VmMemory, VmName,
     VmRecord,
 };
+use crate::storage::host_took_sql;
 use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
 use crate::storage::{pressure, tiers, virtio_mem};
@@ -23,6 +24,8 @@ pub struct OomFilter {
     pub vm: Option<String>,
     /// Correlation verdict.
     pub verdict: Option<ballast_model::CorrelationVerdict>,
+    /// `host_took.verdict` (every mechanism; `storage::host_took_sql`).
+    pub host_took: Option<ballast_model::HostTookVerdict>,
     pub report_verdict: Option<ballast_model::ReportVerdict>,
     pub kind: Option<ballast_model::OomKind>,
     pub since_ms: Option<i64>,
@@ -40,6 +43,8 @@ pub enum GroupBy {
     Verdict,
     ReportVerdict,
     Kind,
+    /// `host_took.verdict` (every mechanism).
+    HostTook,
 }
 
 impl GroupBy {
@@ -50,6 +55,7 @@ impl GroupBy {
             "verdict" => GroupBy::Verdict,
             "report_verdict" => GroupBy::ReportVerdict,
             "kind" => GroupBy::Kind,
+            "host_took" => GroupBy::HostTook,
             _ => return None,
         })
     }
@@ -61,17 +67,19 @@ impl GroupBy {
             GroupBy::Verdict => "verdict",
             GroupBy::ReportVerdict => "report_verdict",
             GroupBy::Kind => "kind",
+            GroupBy::HostTook => "host_took",
         }
     }
 
-    fn column(self) -> &'static str {
+    fn column(self, engine: crate::storage::Engine) -> String {
         match self {
-            GroupBy::Host => "host_id",
+            GroupBy::Host => "host_id".into(),
             // A VM is (host, uuid): the group reads `host/uuid`.
-            GroupBy::Vm => "host_id || '/' || vm_uuid",
-            GroupBy::Verdict => "corr_verdict",
-            GroupBy::ReportVerdict => "report_verdict",
-            GroupBy::Kind => "kind",
+            GroupBy::Vm => "host_id || '/' || vm_uuid".into(),
+            GroupBy::Verdict => "corr_verdict".into(),
+            GroupBy::ReportVerdict => "report_verdict".into(),
+            GroupBy::Kind => "kind".into(),
+            GroupBy::HostTook => host_took_sql::verdict(engine),
         }
     }
 }
@@ -90,7 +98,7 @@ pub fn parse_cursor(text: &str) -> Option<(i64, i64)> {
 const OOM_SUMMARY_COLUMNS: &str =
     "id, host_id, vm_uuid, vm_name, captured_at_ms, kind, killed_pid, \
      killed_comm, killed_anon_rss_kb, report_verdict, corr_verdict, balloon_held_kb, \
-     inflated_kb_before, seconds_from_inflation";
+     inflated_kb_before, seconds_from_inflation, correlation_json";
 
 const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib, \
      actual_min, actual_max, actual_last, available_min, available_max, available_last, \
@@ -128,6 +136,11 @@ fn decode_summary(row: &Row) -> OomSummary {
             balloon_held_kb: row.int(11),
             inflated_kb_before: row.int(12),
             seconds_from_inflation: row.int(13),
+            host_took: crate::records::host_took_of(
+                &row.text_or_empty(14),
+                ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
+                row.kib(11),
+            ),
         },
         link: format!("/api/v1/ooms/{id}"),
     }
@@ -167,12 +180,17 @@ fn decode_rollup(row: &Row) -> RollupPoint {
 
 /// One page of OOMs, newest first.
 pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage, StoreError> {
+    let host_took_filter = format!("{} = ?", host_took_sql::verdict(store.engine()));
     let mut conditions: Vec<&str> = Vec::new();
     let mut params = Vec::new();
     for (column, value) in [
         ("host_id = ?", filter.host.as_deref()),
         ("vm_uuid = ?", filter.vm.as_deref()),
         ("corr_verdict = ?", filter.verdict.map(|v| v.as_str())),
+        (
+            host_took_filter.as_str(),
+            filter.host_took.map(|v| v.as_str()),
+        ),
         (
             "report_verdict = ?",
             filter.report_verdict.map(|v| v.as_str()),
@@ -225,9 +243,7 @@ pub async fn get_oom(
     id: i64,
     window_secs: u64,
 ) -> Result<Option<OomDetail>, StoreError> {
-    let sql = format!(
-        "SELECT {OOM_SUMMARY_COLUMNS}, source, event_json, correlation_json FROM ooms WHERE id = ?"
-    );
+    let sql = format!("SELECT {OOM_SUMMARY_COLUMNS}, source, event_json FROM ooms WHERE id = ?");
     let rows = store.query(Query::new(sql, vec![Param::int(id)])).await?;
     let Some(row) = rows.first() else {
         return Ok(None);
@@ -236,18 +252,19 @@ pub async fn get_oom(
     // The event as stored by ingest (`ballast_model::OomEvent`): a row that does not
     // decode is an error, never an empty page.
     let event: ballast_model::OomEvent =
-        serde_json::from_str(&row.text_or_empty(15)).map_err(|source| StoreError::Decode {
+        serde_json::from_str(&row.text_or_empty(16)).map_err(|source| StoreError::Decode {
             what: "ooms.event_json",
             id,
             source,
         })?;
-    let correlation_text = row.text_or_empty(16);
+    let correlation_text = row.text_or_empty(14);
     let decode_error = |source| StoreError::Decode {
         what: "ooms.correlation_json",
         id,
         source,
     };
-    let correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    let mut correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    crate::records::fill_host_took(&mut correlation_detail);
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -259,7 +276,7 @@ pub async fn get_oom(
     )
     .await?;
     Ok(Some(OomDetail {
-        source: row.text_or_empty(14),
+        source: row.text_or_empty(15),
         raw_report: event.raw_report,
         raw_truncated: event.raw_truncated,
         flood_suppressed: event.flood_suppressed,
@@ -631,7 +648,7 @@ pub async fn oom_counts(
     until_ms: i64,
 ) -> Result<OomCounts, StoreError> {
     let bucket_ms = bucket_secs.max(1).saturating_mul(1000);
-    let column = group_by.column();
+    let column = group_by.column(store.engine());
     let sql = format!(
         "SELECT (captured_at_ms / ?) * ? AS bucket, {column}, COUNT(*) FROM ooms \
          WHERE captured_at_ms >= ? AND captured_at_ms < ? GROUP BY bucket, {column}"
