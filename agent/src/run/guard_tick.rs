@@ -5,11 +5,11 @@
 //! and its event goes out when it is done), and every decision goes out as an audited
 //! `Event::Guard`, counted on `/metrics`.
 
-use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use ballast_model::{Event, GuardAction, GuardMode, GuardOutcome};
 
+use super::floor_job::{floor_result, FloorJob};
 use super::Monitor;
 use crate::hypervisor::DomainId;
 
@@ -147,20 +147,4 @@ impl Monitor {
             self.record_guard_action(&job.id, action, 0);
         }
     }
-}
-
-/// A floor raise under way on its own thread ([`Monitor::finish_floor_jobs`]).
-pub(super) struct FloorJob {
-    id: DomainId,
-    action: GuardAction,
-    handle: JoinHandle<Result<(), String>>,
-}
-
-/// The action as the floor raise left it: `failed`, saying why, when it failed.
-fn floor_result(mut action: GuardAction, result: Result<(), String>) -> GuardAction {
-    if let Err(error) = result {
-        action.outcome = GuardOutcome::Failed;
-        action.detail = format!("{}; but the floor was NOT raised: {error}", action.detail);
-    }
-    action
 }

@@ -28,6 +28,7 @@ mod capture_tick;
 mod changes;
 mod command;
 mod emit;
+mod floor_job;
 mod guard_tick;
 mod handles;
 mod host_kernel;

@@ -57,7 +57,7 @@ pub struct Monitor {
     /// The guard's host-wide rate limit (its per-VM state lives in the fleet).
     pub(super) guard_host: crate::guard::HostGuard,
     /// Floor raises (`qm set`) under way on threads of their own.
-    pub(super) floor_jobs: Vec<super::guard_tick::FloorJob>,
+    pub(super) floor_jobs: Vec<super::floor_job::FloorJob>,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
