@@ -81,6 +81,7 @@ pub async fn list(
         until_ms: time_param(&params.until, "until")?,
         cursor,
         limit: PAGE_SIZE,
+        project: None,
     };
     let page = queries::list_ooms(state.store.as_ref(), &filter).await?;
     let mut next_query = Vec::new();

@@ -19,6 +19,7 @@ pub mod aggregates;
 pub mod episodes;
 pub mod guard;
 pub mod guard_reads;
+pub mod openstack;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;

@@ -49,6 +49,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/postgres/0010_guard_actions.sql"),
     ),
+    // 11 is issue 20's virtio-mem (another branch).
+    (12, include_str!("migrations/postgres/0012_openstack.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

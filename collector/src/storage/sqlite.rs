@@ -41,6 +41,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/sqlite/0008_oom_completion.sql")),
     (9, include_str!("migrations/sqlite/0009_pressure.sql")),
     (10, include_str!("migrations/sqlite/0010_guard_actions.sql")),
+    // 11 is issue 20's virtio-mem (another branch).
+    (12, include_str!("migrations/sqlite/0012_openstack.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
