@@ -24,7 +24,14 @@ const PRESSURE_WINDOW_MS: i64 = 15 * 60_000;
 #[derive(Debug, Deserialize)]
 pub struct OverviewParams {
     range: Option<String>,
+    /// An OpenStack project id or name: the newest OOMs and the project's VMs.
+    project: Option<String>,
 }
+
+/// The most projects the overview's filter offers.
+const PROJECTS_LISTED: usize = 200;
+/// The most VMs of the chosen project the overview lists.
+const PROJECT_VMS_LISTED: i64 = 100;
 
 /// `(range ms, bucket ms)` of a range name.
 pub fn range(name: &str) -> Option<(i64, i64)> {
@@ -109,14 +116,34 @@ pub async fn overview(
     let open_episodes =
         crate::storage::episodes::open_episodes(store, 0, dashboard_pressure::OPEN_LISTED).await?;
     let guard = guard_lines(store, since, now).await?;
+    let project = params
+        .project
+        .as_deref()
+        .map(str::trim)
+        .filter(|project| !project.is_empty())
+        .map(str::to_string);
     let newest = queries::list_ooms(
         store,
         &OomFilter {
             limit: 10,
+            project: project.clone(),
             ..OomFilter::default()
         },
     )
     .await?;
+    let projects = crate::storage::openstack::projects(store, PROJECTS_LISTED).await?;
+    let project_vms = match &project {
+        Some(project) => {
+            let filter = queries::VmFilter {
+                host: None,
+                cursor: None,
+                limit: PROJECT_VMS_LISTED,
+                project: Some(project.clone()),
+            };
+            queries::list_vms_page(store, &filter).await?.items
+        }
+        None => Vec::new(),
+    };
     let target = state.config.correlation.host_target_pct;
     let total: i64 = by_verdict.items.iter().map(|c| c.count).sum();
     let balloon: i64 = by_verdict
@@ -144,6 +171,7 @@ pub async fn overview(
             div.stat { span.num { (balloon) } " balloon-induced or -contributed" }
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
+        (super::openstack::project_filter(&projects, project.as_deref(), &range_name, &project_vms))
         (dashboard_pressure::under_pressure_now(&open_episodes))
         (guard)
         section {

@@ -252,14 +252,11 @@ pub async fn vm(
         guard_reads::vm_guard_actions(store, &host, &uuid, since, until, guard::VM_LISTED).await?;
     let guard_marks = guard::marks(&guard_actions);
     let base = vm_path(&host, &uuid);
-    let title = if record.name.is_empty() {
-        record.uuid.clone()
-    } else {
-        record.name.clone()
-    };
+    let title = super::openstack::title(&record);
     let body = html! {
         dl.facts {
             dt { "uuid" } dd { (record.uuid) }
+            (super::openstack::vm_facts(&record))
             dt { "Host" } dd { (host_link(&record.host)) }
             @if let (Some(cluster), true) = (cluster, joined.len() > 1) {
                 dt { "Cluster " (cluster) } dd.note {

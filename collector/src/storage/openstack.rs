@@ -7,7 +7,41 @@
 use ballast_model::NovaInstance;
 
 use crate::storage::rows::clean;
-use crate::storage::sql::{Param, Row};
+use crate::storage::sql::{Param, Query, Row};
+use crate::storage::{Store, StoreError};
+
+/// One OpenStack project the store knows VMs of (the overview's project filter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProjectVms {
+    /// Tenant text: escape wherever shown. Empty when nova wrote no name.
+    pub name: String,
+    pub id: String,
+    pub vms: i64,
+}
+
+/// The projects of the known VMs with their VM counts, by name then id in byte
+/// order (sorted here, not by either engine's collation); at most `limit`.
+pub async fn projects(store: &dyn Store, limit: usize) -> Result<Vec<ProjectVms>, StoreError> {
+    let rows = store
+        .query(Query::new(
+            "SELECT os_project_name, os_project_id, COUNT(*) FROM vms \
+             WHERE os_project_name IS NOT NULL OR os_project_id IS NOT NULL \
+             GROUP BY os_project_name, os_project_id",
+            Vec::new(),
+        ))
+        .await?;
+    let mut projects: Vec<ProjectVms> = rows
+        .iter()
+        .map(|row| ProjectVms {
+            name: row.text_or_empty(0),
+            id: row.text_or_empty(1),
+            vms: row.int_or_zero(2),
+        })
+        .collect();
+    projects.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    projects.truncate(limit);
+    Ok(projects)
+}
 
 /// `vms` rows (aliased `alias`) of a project, by id or name: two parameters,
 /// [`project_params`].

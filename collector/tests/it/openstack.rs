@@ -320,3 +320,81 @@ async fn the_vm_apis_and_the_oom_list_give_the_identity_and_filter_by_project() 
         assert_eq!(body["field"], "project", "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_identity_escaped_and_filters_the_overview_by_project() {
+    let (_dir, state) = router_state().await;
+    let hostile = NovaInstance {
+        name: Some("web-3 <script>alert(1)</script>".into()),
+        ..nova("web-3")
+    };
+    for batch in nova_batches(hostile) {
+        ingest(&state, &batch).await;
+    }
+    let page = |path: String| {
+        let state = state.clone();
+        async move {
+            let (status, body) = get(&state, &path).await;
+            let body = String::from_utf8(body).expect("utf-8");
+            assert_eq!(status, StatusCode::OK, "{path}: {body}");
+            body
+        }
+    };
+    let escaped = "web-3 &lt;script&gt;alert(1)&lt;/script&gt;";
+
+    let vm = page(format!("/vms/pve1/{LAB_UUID}")).await;
+    assert!(!vm.contains("<script>"), "escaped everywhere");
+    assert!(
+        vm.contains(&format!(
+            "{escaped} (instance-0000001a), project acme, flavor m1.small"
+        )),
+        "the identity beside the libvirt name"
+    );
+    assert!(vm.contains(&format!("<title>VM {escaped} (instance-0000001a)")));
+    assert!(vm.contains("m1.small, 512 MiB, 1 vCPU"), "the flavor");
+    assert!(vm.contains(&format!("href=\"/?project={PROJECT_ID}\"")));
+    let plain = page(format!("/vms/pve1/{TOR_UUID}")).await;
+    assert!(
+        !plain.contains("OpenStack"),
+        "no identity for a VM nova did not define"
+    );
+
+    let ooms = page("/ooms?project=acme".to_string()).await;
+    assert!(
+        ooms.contains(&format!(
+            // The OOM's own VM name (the libvirt name the agent sent with it).
+            "<span class=\"openstack\">{escaped} (lab-512), project acme, flavor m1.small</span>"
+        )),
+        "{ooms}"
+    );
+    assert_eq!(
+        ooms.matches("class=\"oom-row\"").count(),
+        1,
+        "acme's OOM only"
+    );
+    let all = page("/ooms".to_string()).await;
+    assert_eq!(all.matches("class=\"oom-row\"").count(), 2);
+    assert_eq!(all.matches("class=\"openstack\"").count(), 1);
+
+    let overview = page("/".to_string()).await;
+    assert!(overview.contains("OpenStack projects"));
+    assert!(overview.contains(&format!(
+        "<option value=\"{PROJECT_ID}\">acme (1 VMs)</option>"
+    )));
+    let filtered = page("/?project=acme&range=7d".to_string()).await;
+    assert!(
+        filtered.contains("class=\"project-vms\""),
+        "the project's VMs"
+    );
+    assert!(
+        filtered.contains("selected"),
+        "the chosen project stays chosen"
+    );
+    assert!(
+        !filtered.contains("plain-vm"),
+        "only the project's VMs and OOMs"
+    );
+    let other = page("/?project=nobody".to_string()).await;
+    assert!(other.contains("No VM of this project."));
+    assert!(!other.contains("class=\"oom-row\""));
+}
