@@ -97,6 +97,15 @@ pub fn oom_identity(oom: &OomSummary) -> Markup {
     }
 }
 
+/// The line under a VM in the host page's list (nothing for a VM nova did not define).
+pub fn vm_identity(vm: &VmRecord) -> Markup {
+    html! {
+        @if let Some(nova) = &vm.openstack {
+            br; span.openstack { (identity(nova, &vm.name)) }
+        }
+    }
+}
+
 /// The overview's project filter: a choice of the known projects (all VMs, or one
 /// project's) and, with a project chosen, its VMs with their identity.
 pub fn project_filter(

@@ -372,7 +372,7 @@ pub async fn host(
                     @for vm in &vms.items {
                         @let config = data::vm_config(vm);
                         tr {
-                            td { (vm_link(&vm.host, &vm.uuid, &vm.name)) }
+                            td { (vm_link(&vm.host, &vm.uuid, &vm.name)) (super::openstack::vm_identity(vm)) }
                             td { (vm.state) }
                             td.num { (kib(config.as_ref().and_then(|c| c.memory_kib))) }
                             td.num { (kib(config.as_ref().and_then(|c| c.balloon_floor_kib))) }

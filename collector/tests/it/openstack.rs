@@ -376,6 +376,11 @@ async fn the_dashboard_shows_the_identity_escaped_and_filters_the_overview_by_pr
     assert_eq!(all.matches("class=\"oom-row\"").count(), 2);
     assert_eq!(all.matches("class=\"openstack\"").count(), 1);
 
+    let host = page("/hosts/pve1".to_string()).await;
+    assert!(host.contains(&format!(
+        "<span class=\"openstack\">{escaped} (instance-0000001a), project acme, flavor m1.small</span>"
+    )), "the host page's VM list");
+
     let overview = page("/".to_string()).await;
     assert!(overview.contains("OpenStack projects"));
     assert!(overview.contains(&format!(
