@@ -6,7 +6,8 @@
 //! `ballast-collector serve` (SQLite). The collector must list the VM with its nova
 //! name and project (and find it by project), and an OOM the guest prints to
 //! console.log must reach the collector captured from that file (source `serial`;
-//! the agent's guest-agent capture is off), with the identity beside it.
+//! the agent's guest-agent capture is off), with the identity beside it; the
+//! dashboard's VM page shows the identity next to the libvirt name, escaped.
 //! Outside CI the test skips loudly when the machine cannot run guests.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
@@ -189,6 +190,18 @@ fn a_nova_defined_guest_shows_with_its_identity_and_its_console_log_oom_is_captu
             .is_some_and(|raw| raw.contains("Killed process")),
         "{detail:#}"
     );
+    // The dashboard shows the identity beside the libvirt name, escaped.
+    let page = format!("/vms/{HOST}/{uuid}");
+    let body = match http_get(collector.addr, &page, None) {
+        Ok((200, body)) => body,
+        other => panic!("GET {page}: {other:?}"),
+    };
+    let line = format!(
+        "web-3 &lt;b&gt; ({}), project {PROJECT}, flavor m1.small",
+        guest.name()
+    );
+    assert!(body.contains(&line), "{page} lacks {line:?}");
+    assert!(!body.contains("<b>"), "{page} carries the raw tag");
     // Exactly one: the agent reports a kill once.
     let ours = get_json(&collector, &ooms_of_project).expect("the OOM list");
     let count = ours["items"].as_array().map(|items| {
