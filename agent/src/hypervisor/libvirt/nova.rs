@@ -79,14 +79,22 @@ fn child_in<'a, 'input>(
     })
 }
 
-/// An element's text (all its text, CDATA included; child elements add nothing).
+/// An element's text (its text and CDATA children; child elements add nothing),
+/// copying at most a few times the kept bound however long the text is.
 fn text_of(node: Node<'_, '_>) -> Option<String> {
+    const COPIED_BYTES: usize = MAX_NOVA_TEXT_BYTES * 4;
     let mut text = String::new();
-    for child in node.children().filter(Node::is_text) {
-        if text.len() > MAX_NOVA_TEXT_BYTES * 4 {
-            break;
+    let pieces = node
+        .children()
+        .filter(Node::is_text)
+        .filter_map(|n| n.text());
+    'pieces: for piece in pieces {
+        for c in piece.chars() {
+            if text.len() >= COPIED_BYTES {
+                break 'pieces;
+            }
+            text.push(c);
         }
-        text.push_str(child.text().unwrap_or_default());
     }
     clean(&text)
 }
@@ -105,16 +113,17 @@ fn number<T: std::str::FromStr>(node: Node<'_, '_>) -> Option<T> {
 /// boundary); None when nothing is left.
 pub fn clean(text: &str) -> Option<String> {
     let mut kept = String::new();
-    for c in text
+    let kept_chars = text
         .chars()
         .filter(|c| !c.is_control() && !is_bidi_format(*c))
-    {
+        .skip_while(|c| c.is_whitespace());
+    for c in kept_chars {
         if kept.len() + c.len_utf8() > MAX_NOVA_TEXT_BYTES {
             break;
         }
         kept.push(c);
     }
-    let trimmed = kept.trim();
+    let trimmed = kept.trim_end();
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
@@ -240,6 +249,12 @@ mod tests {
         );
         let cdata = parse(&named("<![CDATA[<b>bold</b>]]>")).expect("nova");
         assert_eq!(cdata.name.as_deref(), Some("<b>bold</b>"));
+        let nested = parse(&named("web<b>bold</b>-3")).expect("nova");
+        assert_eq!(
+            nested.name.as_deref(),
+            Some("web-3"),
+            "markup inside is no text"
+        );
         let blank = parse(&named(" \t&#x7f;&#x9b;\u{85} ")).expect("nova");
         assert_eq!(blank.name, None, "nothing but controls and spaces");
     }
@@ -251,6 +266,8 @@ mod tests {
         let name = nova.name.expect("a name");
         assert!(name.len() <= MAX_NOVA_TEXT_BYTES, "{} bytes", name.len());
         assert_eq!(name, "é".repeat(MAX_NOVA_TEXT_BYTES / 2));
+        let huge = parse(&named(&format!("  {}", "x".repeat(1 << 20)))).expect("nova");
+        assert_eq!(huge.name.map(|name| name.len()), Some(MAX_NOVA_TEXT_BYTES));
         let attribute = format!(
             "<domain><metadata><nova:instance xmlns:nova='http://openstack.org/xmlns/libvirt/nova/1.1'>\
              <nova:flavor name='{}'/></nova:instance></metadata></domain>",
