@@ -190,8 +190,7 @@ fn the_inventory_carries_the_domain_config_s_nova_identity_with_fake_hypervisor(
     let inventory = text
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|event| event.get("vms").is_some())
-        .next_back()
+        .rfind(|event| event.get("vms").is_some())
         .expect("an inventory");
     let vm_of = |name: &str| {
         inventory["vms"]
