@@ -37,7 +37,7 @@ for line in sys.stdin:
 # The suites left out, as modules of the crates' `it` test binaries (libtest --skip).
 skips=""
 for suite in agent_real_vm capture_real_vm libvirt_backend libvirt_startup proxmox_backend pressure_real_vm guard_scenarios \
-    fault_matrix hostile_guests lab_smoke quickstart deploy fleet_e2e verdict_suite \
+    fault_matrix hostile_guests lab_smoke openstack_node quickstart deploy fleet_e2e verdict_suite \
     install_deps_host_safety; do
     skips="$skips --skip $suite::"
 done

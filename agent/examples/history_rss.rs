@@ -315,6 +315,7 @@ fn config(serial_log_path: Option<PathBuf>) -> DomainConfig {
         kernel_cmdline: None,
         memory_kib: Some(16 * 1024 * 1024),
         current_memory_kib: Some(16 * 1024 * 1024),
+        ..DomainConfig::default()
     }
 }
 

@@ -165,6 +165,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
                 config_json: Some(config.clone()),
                 findings_json: Some("[\"no_deflate_on_oom\"]".into()),
                 updated_at_ms: now() - HOUR_MS,
+                openstack: None,
             })
             .collect();
         let batch = PreparedBatch {
@@ -640,6 +641,7 @@ async fn vm_pages(out: &mut Measured, recorder: &Arc<Recorder>, iterations: usiz
         host: None,
         cursor: None,
         limit: queries::VM_PAGE_DEFAULT,
+        project: None,
     };
     // The cursor after 24 pages (the 25th of 50 at 1000 hosts; the last one on a
     // smaller store).

@@ -86,6 +86,9 @@ pub struct OomSummary {
     pub correlation: CorrelationShort,
     /// `/api/v1/ooms/{id}`.
     pub link: String,
+    /// The VM's OpenStack identity (nova's domain metadata, from the VM's newest
+    /// inventory); null for a VM nova did not define. Tenant text: escape it.
+    pub openstack: Option<ballast_model::NovaInstance>,
 }
 
 /// One page of OOMs, newest first.
@@ -399,6 +402,9 @@ pub struct VmRecord {
     pub findings: serde_json::Value,
     pub updated_ms: i64,
     pub oom_count: i64,
+    /// OpenStack nova's identity of the VM (instance name, project, flavor, user);
+    /// null for a VM nova did not define. Tenant text: escape it wherever shown.
+    pub openstack: Option<ballast_model::NovaInstance>,
 }
 
 /// The VM list (one page of it from `GET /api/v1/vms`), by host, name, uuid.

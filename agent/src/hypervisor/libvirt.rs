@@ -32,6 +32,7 @@
 mod domain_xml;
 mod ffi;
 mod listing;
+mod nova;
 mod params;
 mod pid;
 mod qemu_json;

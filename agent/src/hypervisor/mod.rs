@@ -139,6 +139,8 @@ pub struct DomainConfig {
     pub memory_kib: Option<u64>,
     /// Configured current memory (libvirt's balloon target at boot), KiB.
     pub current_memory_kib: Option<u64>,
+    /// OpenStack nova's identity of the instance (libvirt `<metadata>`), else None.
+    pub openstack: Option<ballast_model::NovaInstance>,
 }
 
 /// A command run in the guest through the guest agent.

@@ -147,8 +147,7 @@ impl Monitor {
                             // TODO(issue 20, H20-AGENT): the configured devices.
                             virtio_mem: Vec::new(),
                         },
-                        // TODO(issue 20, H20-NOVA): nova's domain metadata.
-                        openstack: None,
+                        openstack: config.openstack,
                     }
                 })
                 .collect()

@@ -164,6 +164,50 @@ fn the_inventory_says_which_guest_agents_do_not_answer() {
 }
 
 #[test]
+fn the_inventory_carries_the_domain_config_s_nova_identity_with_fake_hypervisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (nova_id, mut nova) = vm("instance-0000001a", None);
+    nova.config.openstack = Some(ballast_model::NovaInstance {
+        name: Some("web-3".into()),
+        project_name: Some("acme".into()),
+        ..ballast_model::NovaInstance::default()
+    });
+    let (plain_id, plain) = vm("plain", None);
+    hypervisor.set(nova_id, nova);
+    hypervisor.set(plain_id, plain);
+    let settings = test_settings(
+        &dir.path().join("state"),
+        "capture:\n  host_kernel: false\n  guest_agent: false\n",
+    );
+    let handles = Handles::new(&settings);
+    let events = dir.path().join("events.jsonl");
+    let sink = Box::new(JsonLinesOutlet::new(events.clone()));
+    let mut monitor = Monitor::new(settings, hypervisor, sink, handles);
+    monitor.poll();
+    monitor.emit_inventory();
+    let text = std::fs::read_to_string(&events).expect("events");
+    let inventory = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .rfind(|event| event.get("vms").is_some())
+        .expect("an inventory");
+    let vm_of = |name: &str| {
+        inventory["vms"]
+            .as_array()
+            .and_then(|vms| vms.iter().find(|vm| vm["vm"]["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{name} in {inventory}"))
+    };
+    let nova = vm_of("instance-0000001a");
+    assert_eq!(nova["openstack"]["name"], "web-3", "{nova}");
+    assert_eq!(nova["openstack"]["project_name"], "acme");
+    assert!(
+        vm_of("plain").get("openstack").is_none(),
+        "left out when None"
+    );
+}
+
+#[test]
 fn the_flood_counter_is_current_after_the_capture_tick_that_dropped_reports() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hypervisor = Arc::new(FakeHypervisor::new());

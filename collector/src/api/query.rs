@@ -1,4 +1,5 @@
-//! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{host}/{uuid}/memory`
+//! The read side: `GET /api/v1/ooms`, `/ooms/{id}`, `/vms`, `/vms/{host}/{uuid}`,
+//! `/vms/{host}/{uuid}/memory`
 //! (and the older `/vms/{uuid}/memory` while the uuid names one host's VM),
 //! `/vms/{host}/{uuid}/pressure`, `/pressure/open`, `/vms/{host}/{uuid}/guard`,
 //! `/guard`, `/stats/ooms`,
@@ -9,13 +10,14 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use ballast_model::{
     CorrelationVerdict, GuardMode, GuardOutcome, HostTookVerdict, OomKind, ReportVerdict,
+    MAX_NOVA_TEXT_BYTES,
 };
 use serde::Deserialize;
 
 use crate::api::AppError;
 use crate::records::{
     EpisodeRecord, GuardRecord, OomCounts, OomDetail, OomPage, RepeatOffenders, VmGuard, VmList,
-    VmMemory, VmPressure,
+    VmMemory, VmPressure, VmRecord,
 };
 use crate::state::AppState;
 use crate::storage::episodes::{self, EPISODES_MAX};
@@ -57,6 +59,7 @@ pub(super) struct OomsParams {
     until: Option<i64>,
     limit: Option<i64>,
     cursor: Option<String>,
+    project: Option<String>,
 }
 
 pub(super) async fn list_ooms(
@@ -107,6 +110,7 @@ pub(super) async fn list_ooms(
         until_ms: params.until,
         cursor,
         limit,
+        project: checked_project(params.project)?,
     };
     Ok(Json(
         queries::list_ooms(state.store.as_ref(), &filter).await?,
@@ -152,6 +156,7 @@ pub(super) struct VmsParams {
     host: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+    project: Option<String>,
 }
 
 pub(super) async fn list_vms(
@@ -184,10 +189,37 @@ pub(super) async fn list_vms(
         host: params.host,
         cursor,
         limit,
+        project: checked_project(params.project)?,
     };
     Ok(Json(
         queries::list_vms_page(state.store.as_ref(), &filter).await?,
     ))
+}
+
+/// `project=`: an OpenStack project id or name, 1 to [`MAX_NOVA_TEXT_BYTES`] bytes
+/// (no stored project is longer); anything else is a 422 naming `project`.
+fn checked_project(project: Option<String>) -> Result<Option<String>, AppError> {
+    match project {
+        Some(text) if text.is_empty() || text.len() > MAX_NOVA_TEXT_BYTES => {
+            Err(AppError::Unprocessable {
+                message: format!("project must be 1 to {MAX_NOVA_TEXT_BYTES} bytes"),
+                field: Some("project".into()),
+            })
+        }
+        project => Ok(project),
+    }
+}
+
+/// `GET /api/v1/vms/{host}/{uuid}`: the VM's own record (state, configuration,
+/// findings, OOM count, OpenStack identity); 404 for a VM no inventory or OOM named.
+pub(super) async fn get_vm(
+    State(state): State<AppState>,
+    Path((host, uuid)): Path<(String, String)>,
+) -> Result<Json<VmRecord>, AppError> {
+    crate::storage::aggregates::vm(state.store.as_ref(), &host, &uuid)
+        .await?
+        .map(Json)
+        .ok_or(AppError::NotFound)
 }
 
 #[derive(Debug, Deserialize)]

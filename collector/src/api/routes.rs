@@ -17,6 +17,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/ooms", get(query::list_ooms))
         .route("/api/v1/ooms/{id}", get(query::get_oom))
         .route("/api/v1/vms", get(query::list_vms))
+        .route("/api/v1/vms/{host}/{uuid}", get(query::get_vm))
         .route("/api/v1/vms/{host}/{uuid}/memory", get(query::vm_memory))
         .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory_by_uuid))
         .route(

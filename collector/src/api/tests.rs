@@ -662,6 +662,7 @@ async fn vms_are_paged_by_host_name_uuid(state: &AppState) {
             "host",
             "name",
             "oom_count",
+            "openstack",
             "state",
             "updated_ms",
             "uuid"

@@ -37,6 +37,7 @@ mod explain;
 mod guard;
 mod layout;
 mod oom_page;
+mod openstack;
 mod overview;
 mod pages;
 mod pressure;

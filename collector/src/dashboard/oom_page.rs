@@ -10,6 +10,7 @@ use ballast_model::{
 
 use crate::correlation::outcome::HostTook;
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
+use crate::dashboard::openstack;
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
 use crate::records::{OomDetail, OomSummary};
@@ -30,6 +31,8 @@ pub struct ListParams {
     since: Option<String>,
     until: Option<String>,
     cursor: Option<String>,
+    /// An OpenStack project id or name.
+    project: Option<String>,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -93,6 +96,7 @@ pub async fn list(
         until_ms: time_param(&params.until, "until")?,
         cursor,
         limit: PAGE_SIZE,
+        project: non_empty(&params.project),
     };
     let page = queries::list_ooms(state.store.as_ref(), &filter).await?;
     let mut next_query = Vec::new();
@@ -104,6 +108,7 @@ pub async fn list(
         ("kind", kind.map(|k| k.to_string())),
         ("since", non_empty(&params.since)),
         ("until", non_empty(&params.until)),
+        ("project", filter.project.clone()),
     ] {
         if let Some(value) = value {
             next_query.push(format!("{name}={}", path_segment(&value)));
@@ -118,6 +123,7 @@ pub async fn list(
         form.filters method="get" action="/ooms" {
             label { "Host " input type="text" name="host" value=[filter.host.as_deref()]; }
             label { "VM uuid " input type="text" name="vm" value=[filter.vm.as_deref()]; }
+            label { "Project " input type="text" name="project" value=[filter.project.as_deref()]; }
             label { "Verdict "
                 select name="verdict" {
                     option value="" { "any" }
@@ -170,7 +176,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                     @for oom in items {
                         tr.oom-row {
                             td { a href={ "/ooms/" (oom.id) } { (format::date_time(oom.time_ms)) } }
-                            td { (vm_link(&oom.host, &oom.vm.uuid, &oom.vm.name)) }
+                            td { (vm_link(&oom.host, &oom.vm.uuid, &oom.vm.name)) (openstack::oom_identity(oom)) }
                             td { (host_link(&oom.host)) }
                             td.kind { (oom.kind) }
                             td { @if let Some(killed) = &oom.killed {

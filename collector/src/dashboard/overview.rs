@@ -24,7 +24,14 @@ const PRESSURE_WINDOW_MS: i64 = 15 * 60_000;
 #[derive(Debug, Deserialize)]
 pub struct OverviewParams {
     range: Option<String>,
+    /// An OpenStack project id or name: the newest OOMs and the project's VMs.
+    project: Option<String>,
 }
+
+/// The most projects the overview's filter offers.
+const PROJECTS_LISTED: usize = 200;
+/// The most VMs of the chosen project the overview lists.
+const PROJECT_VMS_LISTED: i64 = 100;
 
 /// The ranges every page offers, shortest first (an hour: a guard run, an episode).
 pub const RANGES: [&str; 5] = ["1h", "24h", "7d", "30d", "90d"];
@@ -117,14 +124,34 @@ pub async fn overview(
     let open_episodes =
         crate::storage::episodes::open_episodes(store, 0, dashboard_pressure::OPEN_LISTED).await?;
     let guard = guard_lines(store, since, now).await?;
+    let project = params
+        .project
+        .as_deref()
+        .map(str::trim)
+        .filter(|project| !project.is_empty())
+        .map(str::to_string);
     let newest = queries::list_ooms(
         store,
         &OomFilter {
             limit: 10,
+            project: project.clone(),
             ..OomFilter::default()
         },
     )
     .await?;
+    let projects = crate::storage::openstack::projects(store, PROJECTS_LISTED).await?;
+    let project_vms = match &project {
+        Some(project) => {
+            let filter = queries::VmFilter {
+                host: None,
+                cursor: None,
+                limit: PROJECT_VMS_LISTED,
+                project: Some(project.clone()),
+            };
+            queries::list_vms_page(store, &filter).await?.items
+        }
+        None => Vec::new(),
+    };
     let target = state.config.correlation.host_target_pct;
     let total: i64 = by_verdict.items.iter().map(|c| c.count).sum();
     let balloon: i64 = by_verdict
@@ -165,6 +192,7 @@ pub async fn overview(
             div.stat #host-took { a href="/ooms?host_took=host_took_memory" { span.num { (host_took) } } " the host took memory (balloon or virtio-mem)" }
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
+        (super::openstack::project_filter(&projects, project.as_deref(), &range_name, &project_vms))
         (dashboard_pressure::under_pressure_now(&open_episodes))
         (guard)
         section {

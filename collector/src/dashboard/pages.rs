@@ -269,14 +269,11 @@ pub async fn vm(
         guard_reads::vm_guard_actions(store, &host, &uuid, since, until, guard::VM_LISTED).await?;
     let guard_marks = guard::marks(&guard_actions);
     let base = vm_path(&host, &uuid);
-    let title = if record.name.is_empty() {
-        record.uuid.clone()
-    } else {
-        record.name.clone()
-    };
+    let title = super::openstack::title(&record);
     let body = html! {
         dl.facts {
             dt { "uuid" } dd { (record.uuid) }
+            (super::openstack::vm_facts(&record))
             dt { "Host" } dd { (host_link(&record.host)) }
             @if let (Some(cluster), true) = (cluster, joined.len() > 1) {
                 dt { "Cluster " (cluster) } dd.note {
@@ -393,7 +390,7 @@ pub async fn host(
                     @for vm in &vms.items {
                         @let config = data::vm_config(vm);
                         tr {
-                            td { (vm_link(&vm.host, &vm.uuid, &vm.name)) }
+                            td { (vm_link(&vm.host, &vm.uuid, &vm.name)) (super::openstack::vm_identity(vm)) }
                             td { (vm.state) }
                             td.num { (kib(config.as_ref().and_then(|c| c.memory_kib))) }
                             td.num { (kib(config.as_ref().and_then(|c| c.balloon_floor_kib))) }

@@ -9,6 +9,7 @@ use ballast_model::{Batch, Event};
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
 use crate::records::{RollupPoint, Signals, VirtioMemSums};
 use crate::storage::guard::GuardRow;
+use crate::storage::openstack::clean_nova;
 use crate::storage::pressure::EpisodeRow;
 use crate::storage::rows::{
     clean, EventRow, OomRow, PreparedBatch, RollupRow, VmContext, VmUpsert,
@@ -111,6 +112,7 @@ pub fn prepare_batch(
                         config_json: Some(to_json(&vm.config)),
                         findings_json: Some(to_json(&vm.findings)),
                         updated_at_ms: at,
+                        openstack: vm.openstack.as_ref().map(clean_nova),
                     })
                     .collect();
                 prepared.events.push(EventRow {

@@ -149,12 +149,14 @@ pub async fn host_pressure(
     Ok(items)
 }
 
-/// One VM (host, uuid) from the inventory (or first seen in an OOM).
+/// One VM (host, uuid) from the inventory (or first seen in an OOM), with its OOM
+/// count (`GET /api/v1/vms/{host}/{uuid}`, the VM page).
 pub async fn vm(store: &dyn Store, host: &str, uuid: &str) -> Result<Option<VmRecord>, StoreError> {
     let rows = store
         .query(Query::new(
-            "SELECT vm_uuid, vm_name, host_id, state, config_json, findings_json, updated_at_ms \
-             FROM vms WHERE host_id = ? AND vm_uuid = ?",
+            "SELECT vm_uuid, vm_name, host_id, state, config_json, findings_json, updated_at_ms, \
+             openstack_json, (SELECT COUNT(*) FROM ooms o WHERE o.host_id = vms.host_id \
+             AND o.vm_uuid = vms.vm_uuid) FROM vms WHERE host_id = ? AND vm_uuid = ?",
             vec![Param::text(host), Param::text(uuid)],
         ))
         .await?;
@@ -166,7 +168,8 @@ pub async fn vm(store: &dyn Store, host: &str, uuid: &str) -> Result<Option<VmRe
         config: row.json(4),
         findings: row.json(5),
         updated_ms: row.int_or_zero(6),
-        oom_count: 0,
+        oom_count: row.int_or_zero(8),
+        openstack: crate::storage::openstack::decode(row, 7),
     }))
 }
 

@@ -20,6 +20,7 @@ pub mod episodes;
 pub mod guard;
 pub mod guard_reads;
 pub mod host_took_sql;
+pub mod openstack;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;

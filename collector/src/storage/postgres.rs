@@ -50,6 +50,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/postgres/0010_guard_actions.sql"),
     ),
     (11, include_str!("migrations/postgres/0011_virtio_mem.sql")),
+    (12, include_str!("migrations/postgres/0012_openstack.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;

@@ -14,7 +14,7 @@ use crate::records::{
 use crate::storage::host_took_sql;
 use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
-use crate::storage::{pressure, tiers, virtio_mem};
+use crate::storage::{openstack, pressure, tiers, virtio_mem};
 use crate::storage::{Store, StoreError};
 
 /// Filters and paging of `GET /api/v1/ooms`.
@@ -33,6 +33,8 @@ pub struct OomFilter {
     /// Continue after this (time, id), exclusive.
     pub cursor: Option<(i64, i64)>,
     pub limit: i64,
+    /// Only OOMs of VMs in this OpenStack project (id or name).
+    pub project: Option<String>,
 }
 
 /// How OOM counts are grouped.
@@ -100,6 +102,11 @@ const OOM_SUMMARY_COLUMNS: &str =
      killed_comm, killed_anon_rss_kb, report_verdict, corr_verdict, balloon_held_kb, \
      inflated_kb_before, seconds_from_inflation, correlation_json";
 
+/// [`OOM_SUMMARY_COLUMNS`] and the VM's OpenStack identity (column 15).
+fn oom_summary_columns() -> String {
+    format!("{OOM_SUMMARY_COLUMNS}, {}", openstack::OOM_OPENSTACK_COLUMN)
+}
+
 const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib, \
      actual_min, actual_max, actual_last, available_min, available_max, available_last, \
      usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
@@ -143,6 +150,7 @@ fn decode_summary(row: &Row) -> OomSummary {
             ),
         },
         link: format!("/api/v1/ooms/{id}"),
+        openstack: openstack::decode(row, 15),
     }
 }
 
@@ -210,6 +218,10 @@ pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage,
         conditions.push("captured_at_ms < ?");
         params.push(Param::int(until));
     }
+    if let Some(project) = &filter.project {
+        conditions.push(openstack::OOM_IN_PROJECT);
+        params.extend(openstack::project_params(project));
+    }
     if let Some((time, id)) = filter.cursor {
         // A row value, so both engines seek the (captured_at_ms, id) index to the
         // cursor instead of filtering every newer row (deep pages cost no more).
@@ -224,7 +236,8 @@ pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage,
         format!("WHERE {}", conditions.join(" AND "))
     };
     let sql = format!(
-        "SELECT {OOM_SUMMARY_COLUMNS} FROM ooms {where_clause} ORDER BY captured_at_ms DESC, id DESC LIMIT ?"
+        "SELECT {} FROM ooms {where_clause} ORDER BY captured_at_ms DESC, id DESC LIMIT ?",
+        oom_summary_columns()
     );
     let rows = store.query(Query::new(sql, params)).await?;
     let mut items: Vec<OomSummary> = rows.iter().map(decode_summary).collect();
@@ -243,7 +256,10 @@ pub async fn get_oom(
     id: i64,
     window_secs: u64,
 ) -> Result<Option<OomDetail>, StoreError> {
-    let sql = format!("SELECT {OOM_SUMMARY_COLUMNS}, source, event_json FROM ooms WHERE id = ?");
+    let sql = format!(
+        "SELECT {}, source, event_json FROM ooms WHERE id = ?",
+        oom_summary_columns()
+    );
     let rows = store.query(Query::new(sql, vec![Param::int(id)])).await?;
     let Some(row) = rows.first() else {
         return Ok(None);
@@ -252,7 +268,7 @@ pub async fn get_oom(
     // The event as stored by ingest (`ballast_model::OomEvent`): a row that does not
     // decode is an error, never an empty page.
     let event: ballast_model::OomEvent =
-        serde_json::from_str(&row.text_or_empty(16)).map_err(|source| StoreError::Decode {
+        serde_json::from_str(&row.text_or_empty(17)).map_err(|source| StoreError::Decode {
             what: "ooms.event_json",
             id,
             source,
@@ -276,7 +292,7 @@ pub async fn get_oom(
     )
     .await?;
     Ok(Some(OomDetail {
-        source: row.text_or_empty(15),
+        source: row.text_or_empty(16),
         raw_report: event.raw_report,
         raw_truncated: event.raw_truncated,
         flood_suppressed: event.flood_suppressed,
@@ -547,6 +563,8 @@ pub struct VmFilter {
     pub cursor: Option<VmCursor>,
     /// Clamped to 1..=[`VM_PAGE_MAX`].
     pub limit: i64,
+    /// Only VMs of this OpenStack project (id or name).
+    pub project: Option<String>,
 }
 
 /// One page of known VMs (optionally of one host), ordered by host, name, uuid in
@@ -569,6 +587,10 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
         conditions.push(format!("v.host_id{bytewise} = ?"));
         params.push(Param::text(crate::storage::rows::clean(host)));
     }
+    if let Some(project) = &filter.project {
+        conditions.push(openstack::vm_in_project("v"));
+        params.extend(openstack::project_params(project));
+    }
     if let Some(cursor) = &filter.cursor {
         conditions.push(format!("({key}) > (?, ?, ?)"));
         params.extend([
@@ -586,9 +608,10 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
     params.push(Param::int(limit + 1));
     let sql = format!(
         "SELECT p.vm_uuid, p.vm_name, p.host_id, p.state, p.config_json, p.findings_json, \
-         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.host_id = p.host_id AND o.vm_uuid = p.vm_uuid) FROM \
+         p.updated_at_ms, (SELECT COUNT(*) FROM ooms o WHERE o.host_id = p.host_id AND o.vm_uuid = p.vm_uuid), \
+         p.openstack_json FROM \
          (SELECT v.vm_uuid, v.vm_name, v.host_id, v.state, v.config_json, v.findings_json, \
-         v.updated_at_ms FROM vms v {where_clause} ORDER BY {key} LIMIT ?) p \
+         v.updated_at_ms, v.openstack_json FROM vms v {where_clause} ORDER BY {key} LIMIT ?) p \
          ORDER BY p.host_id{bytewise}, p.vm_name{bytewise}, p.vm_uuid{bytewise}"
     );
     let rows = store.query(Query::new(sql, params)).await?;
@@ -603,6 +626,7 @@ pub async fn list_vms_page(store: &dyn Store, filter: &VmFilter) -> Result<VmLis
             findings: row.json(5),
             updated_ms: row.int_or_zero(6),
             oom_count: row.int_or_zero(7),
+            openstack: openstack::decode(row, 8),
         })
         .collect();
     let next_cursor = if items.len() > usize::try_from(limit).unwrap_or(usize::MAX) {
@@ -622,6 +646,7 @@ pub async fn list_vms(store: &dyn Store, host: Option<&str>) -> Result<VmList, S
         host: host.map(str::to_string),
         cursor: None,
         limit: VM_PAGE_MAX,
+        project: None,
     };
     let mut items = Vec::new();
     loop {

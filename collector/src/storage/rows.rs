@@ -106,6 +106,8 @@ pub struct VmUpsert {
     pub config_json: Option<String>,
     pub findings_json: Option<String>,
     pub updated_at_ms: i64,
+    /// Nova's identity of the VM (`VmInventory.openstack`), None elsewhere.
+    pub openstack: Option<ballast_model::NovaInstance>,
 }
 
 /// What the store knows about a VM before the batch (for the correlation).
@@ -273,10 +275,13 @@ pub fn event_params(host_id: &str, row: &EventRow) -> Vec<Param> {
 /// batches arrive in. A VM is (host, uuid): a host's inventory never touches the row of
 /// the same uuid on another host (the host is the authenticated one, `api::ingest`).
 pub const UPSERT_VM: &str = "INSERT INTO vms (vm_uuid, host_id, vm_name, state, config_json, \
-     findings_json, updated_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) \
+     findings_json, updated_at_ms, openstack_json, os_project_id, os_project_name) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (host_id, vm_uuid) DO UPDATE SET vm_name = excluded.vm_name, \
      state = excluded.state, config_json = excluded.config_json, \
-     findings_json = excluded.findings_json, updated_at_ms = excluded.updated_at_ms \
+     findings_json = excluded.findings_json, updated_at_ms = excluded.updated_at_ms, \
+     openstack_json = excluded.openstack_json, os_project_id = excluded.os_project_id, \
+     os_project_name = excluded.os_project_name \
      WHERE excluded.updated_at_ms >= vms.updated_at_ms";
 
 pub fn vm_params(host_id: &str, vm: &VmUpsert) -> Vec<Param> {
@@ -288,6 +293,21 @@ pub fn vm_params(host_id: &str, vm: &VmUpsert) -> Vec<Param> {
         Param::Text(vm.config_json.clone()),
         Param::Text(vm.findings_json.clone()),
         Param::int(vm.updated_at_ms),
+        Param::Text(
+            vm.openstack
+                .as_ref()
+                .and_then(|nova| serde_json::to_string(nova).ok()),
+        ),
+        Param::Text(
+            vm.openstack
+                .as_ref()
+                .and_then(|nova| nova.project_id.clone()),
+        ),
+        Param::Text(
+            vm.openstack
+                .as_ref()
+                .and_then(|nova| nova.project_name.clone()),
+        ),
     ]
 }
 

@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/sqlite/0009_pressure.sql")),
     (10, include_str!("migrations/sqlite/0010_guard_actions.sql")),
     (11, include_str!("migrations/sqlite/0011_virtio_mem.sql")),
+    (12, include_str!("migrations/sqlite/0012_openstack.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;

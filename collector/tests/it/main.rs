@@ -13,6 +13,7 @@ mod explain_upload;
 mod guard;
 mod http;
 mod metrics;
+mod openstack;
 mod pressure;
 mod reload;
 mod reports;

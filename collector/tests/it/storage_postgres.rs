@@ -35,6 +35,7 @@ async fn the_storage_suite_passes_on_postgresql() {
     util::virtio_mem::virtio_mem_is_stored_once(store(&cluster).await).await;
     util::virtio_mem::virtio_mem_compacts_and_expires_with_the_rollups(store(&cluster).await).await;
     util::identity::the_same_uuid_on_two_hosts_is_two_vms(store(&cluster).await).await;
+    crate::openstack::identity_is_stored_filtered_and_replaced(store(&cluster).await).await;
 
     // A store an older collector kept by uuid alone (schema 6) is migrated to (host, uuid).
     let url = cluster.create_database().expect("createdb");

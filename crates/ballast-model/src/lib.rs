@@ -41,6 +41,7 @@ pub use kinds::{
 pub use pressure::*;
 pub use report::*;
 pub use sent::check_sent_names;
+pub use validate::MAX_NOVA_TEXT_BYTES;
 pub use validate::{
     plausible_kib, validate, FieldError, Limits, MAX_EVENTS_PER_S, MAX_EXHAUSTION_SECS,
     MAX_GUARD_DETAIL_BYTES, MAX_KIB_PER_S, MAX_MEMORY_KIB, MAX_PSI_TOTAL_US,

@@ -709,5 +709,6 @@ fn validate_oom_figures(
 }
 
 mod elastic;
+pub use elastic::MAX_NOVA_TEXT_BYTES;
 #[cfg(test)]
 mod tests;

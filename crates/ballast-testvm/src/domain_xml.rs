@@ -4,12 +4,15 @@
 //! ```xml
 //! <domain type='qemu'>
 //!   <name>ballast-test-123-1</name>
+//!   <uuid>…</uuid><metadata>…</metadata>  <!-- GuestSpec::uuid, ::metadata_xml -->
 //!   <memory unit='MiB'>512</memory><currentMemory unit='MiB'>512</currentMemory>
 //!   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>…</kernel><initrd>…</initrd>
 //!     <cmdline>console=ttyS0 loglevel=7 panic=-1</cmdline></os>
 //!   <on_reboot>restart</on_reboot> …
 //!   <devices>
 //!     <serial type='pty'><log file='…/serial.log' append='on'/><target port='0'/></serial>
+//!     <!-- GuestSpec::file_console: the kernel console written to a file, instead: -->
+//!     <serial type='file'><source path='…/instances/<uuid>/console.log' append='on'/>…</serial>
 //!     <!-- Console::Virtio: the serial without its log, and instead: -->
 //!     <console type='pty'><log file='…/serial.log' append='on'/><target type='virtio' port='0'/></console>
 //!     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
@@ -41,6 +44,7 @@ pub(crate) fn render(
         xml,
         "<domain type='{domain_type}'>\n\
          \x20 <name>{name}</name>\n\
+         {uuid}{metadata}\
          \x20 <memory unit='MiB'>{memory}</memory>\n\
          \x20 <currentMemory unit='MiB'>{current}</currentMemory>\n\
          \x20 <vcpu>{vcpus}</vcpu>\n\
@@ -63,6 +67,16 @@ pub(crate) fn render(
                 escape(&path.to_string_lossy())
             ))
             .unwrap_or_default(),
+        uuid = spec
+            .uuid
+            .as_deref()
+            .map(|uuid| format!("  <uuid>{}</uuid>\n", escape(uuid)))
+            .unwrap_or_default(),
+        metadata = spec
+            .metadata_xml
+            .as_deref()
+            .map(|inner| format!("  <metadata>\n{inner}\n  </metadata>\n"))
+            .unwrap_or_default(),
         domain_type = accel.domain_type(),
         name = escape(name),
         memory = spec.memory_mib,
@@ -77,6 +91,13 @@ pub(crate) fn render(
         escape(&serial_log.to_string_lossy())
     );
     match spec.console {
+        Console::Serial if spec.serial_log && spec.file_console.is_some() => {
+            let _ = writeln!(
+                xml,
+                "    <serial type='file'><source path='{}' append='on'/><target port='0'/></serial>",
+                escape(&serial_log.to_string_lossy())
+            );
+        }
         Console::Serial if spec.serial_log => {
             let _ = writeln!(
                 xml,
@@ -185,6 +206,42 @@ mod tests {
         ));
         assert_eq!(xml.matches("<log ").count(), 1);
         assert!(xml.contains("<cmdline>console=hvc0 "));
+    }
+
+    #[test]
+    fn nova_like_metadata_uuid_and_a_file_console() {
+        let spec = GuestSpec {
+            uuid: Some("5d3a4b1e-8c2f-4e7a-9b0d-1f2e3d4c5b6a".to_owned()),
+            metadata_xml: Some(
+                "<x:instance xmlns:x='urn:x'><x:name>n</x:name></x:instance>".into(),
+            ),
+            file_console: Some(PathBuf::from("instances/u/console.log")),
+            ..GuestSpec::default()
+        };
+        let xml = render(
+            "t",
+            &spec,
+            &image(),
+            Accel::Tcg,
+            Path::new("/run/instances/u/console.log"),
+            None,
+        );
+        assert!(xml.contains(
+            "  <name>t</name>\n  <uuid>5d3a4b1e-8c2f-4e7a-9b0d-1f2e3d4c5b6a</uuid>\n  <metadata>\n<x:instance xmlns:x='urn:x'><x:name>n</x:name></x:instance>\n  </metadata>\n  <memory"
+        ));
+        assert!(xml.contains(
+            "<serial type='file'><source path='/run/instances/u/console.log' append='on'/><target port='0'/></serial>"
+        ));
+        assert!(!xml.contains("<log "), "no virtlogd log beside the file");
+        let plain = render(
+            "t",
+            &GuestSpec::default(),
+            &image(),
+            Accel::Tcg,
+            Path::new("/s"),
+            None,
+        );
+        assert!(!plain.contains("<uuid>") && !plain.contains("<metadata>"));
     }
 
     #[test]

@@ -98,7 +98,10 @@ impl Guest {
     ) -> Guest {
         Guest {
             lab,
-            serial_log: run_dir.join("serial.log"),
+            serial_log: match &spec.file_console {
+                Some(path) => run_dir.join(path),
+                None => run_dir.join("serial.log"),
+            },
             name,
             spec,
             image,
@@ -113,6 +116,9 @@ impl Guest {
 
     /// Defines and starts the domain (does not wait for the guest to be ready).
     pub(crate) fn define_and_start(&mut self) -> Result<()> {
+        if let Some(dir) = self.serial_log.parent() {
+            crate::settings::create_shared_dir(dir).map_err(Error::io(dir))?;
+        }
         let xml = crate::domain_xml::render(
             &self.name,
             &self.spec,

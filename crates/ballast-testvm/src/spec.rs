@@ -37,6 +37,17 @@ pub struct GuestSpec {
     /// command (`lab.console_shell=1`; the console's echo is off, so commands are not
     /// logged). See [`Guest::console_run`](crate::Guest::console_run).
     pub console_shell: bool,
+    /// The domain's `<uuid>`; None lets libvirt pick one.
+    pub uuid: Option<String>,
+    /// XML put inside the domain's `<metadata>` as given (the test's own, trusted:
+    /// e.g. nova's `<nova:instance>`); None writes no `<metadata>`.
+    pub metadata_xml: Option<String>,
+    /// The kernel console as a file serial at this path under the guest's run
+    /// directory (`<serial type='file'><source path=../>`: how nova defines the
+    /// console.log of an instance without virtlogd), instead of a pty serial logged
+    /// by virtlogd; with `serial_log` and [`Console::Serial`] only. The guest's serial
+    /// log ([`Guest::serial_log_path`](crate::Guest::serial_log_path)) is that file.
+    pub file_console: Option<std::path::PathBuf>,
 }
 
 /// The kernel console device.
@@ -95,6 +106,9 @@ impl Default for GuestSpec {
             console: Console::Serial,
             hostile_agent: None,
             console_shell: false,
+            uuid: None,
+            metadata_xml: None,
+            file_console: None,
         }
     }
 }

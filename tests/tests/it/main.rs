@@ -15,6 +15,7 @@ mod fleet_e2e;
 mod hostile_guests;
 mod install_deps_host_safety;
 mod lab_smoke;
+mod openstack_node;
 mod quickstart;
 mod tls_link;
 mod two_collectors;

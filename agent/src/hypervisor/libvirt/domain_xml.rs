@@ -37,6 +37,7 @@ pub fn parse_domain_config(xml: &str) -> Result<DomainConfig, DomainXmlError> {
             .and_then(|os| child(os, "cmdline"))
             .and_then(|cmdline| cmdline.text())
             .map(str::to_owned),
+        openstack: super::nova::nova_instance(domain),
         ..DomainConfig::default()
     };
     let Some(devices) = child(domain, "devices") else {
@@ -165,6 +166,7 @@ mod tests {
                 kernel_cmdline: Some("console=ttyS0 loglevel=7 panic=-1".to_owned()),
                 memory_kib: Some(524_288),
                 current_memory_kib: Some(524_288),
+                openstack: None,
             }
         );
     }

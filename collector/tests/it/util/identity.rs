@@ -101,7 +101,7 @@ pub async fn old_store_is_migrated(store: &dyn Store) {
             .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".sql"))
     })
     .count();
-    assert!(shipped >= 11, "0011_virtio_mem at least");
+    assert!(shipped >= 12, "0012_openstack at least");
     assert_eq!(version[0].int(0), i64::try_from(shipped).ok());
     // Schema 8: the stored partial OOM may still be completed, the other never.
     let partial = store
