@@ -34,7 +34,7 @@ mod validate;
 pub use elastic::*;
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, ElasticMechanism, EpisodePhase, GuardMode, GuardOutcome, HostTookVerdict,
+    AuditFinding, CorrelationVerdict, ElasticMechanism, EpisodePhase, GuardMode, GuardOutcome, HostTookVerdict,
     NearMissKind, PressureSignal, ReportKind, ReportVerdict, ResizePhase, RiskLevel, SignalSource,
     VmState,
 };
