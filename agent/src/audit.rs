@@ -185,7 +185,9 @@ mod tests {
                 .filter(|finding| {
                     matches!(
                         finding,
-                        Finding::StatsPeriodOff | Finding::BalloonDriverSilent | Finding::StaleStats
+                        Finding::StatsPeriodOff
+                            | Finding::BalloonDriverSilent
+                            | Finding::StaleStats
                     )
                 })
                 .collect::<Vec<_>>()
@@ -245,9 +247,15 @@ mod tests {
             finding_names(&config, Observed::default())
         };
         let with = names(&fixture("file-serial.xml"));
-        assert!(with.contains(&"free_page_reporting_on".to_string()), "{with:?}");
+        assert!(
+            with.contains(&"free_page_reporting_on".to_string()),
+            "{with:?}"
+        );
         let without = names(&fixture("harness-live.xml"));
-        assert!(without.contains(&"free_page_reporting_off".to_string()), "{without:?}");
+        assert!(
+            without.contains(&"free_page_reporting_off".to_string()),
+            "{without:?}"
+        );
         let balloon = |attribute: &str| {
             names(&format!(
                 "<domain><devices><memballoon model='virtio' {attribute}><stats period='5'/></memballoon></devices></domain>"
@@ -256,7 +264,9 @@ mod tests {
         assert!(balloon("freePageReporting='off'").contains(&"free_page_reporting_off".to_string()));
         assert!(balloon("freePageReporting='maybe'")
             .contains(&"free_page_reporting_unknown".to_string()));
-        assert!(!balloon("").iter().any(|name| name == "free_page_reporting_on"));
+        assert!(!balloon("")
+            .iter()
+            .any(|name| name == "free_page_reporting_on"));
     }
 
     #[test]

@@ -471,19 +471,32 @@ fn never_sent_stats_are_told_apart_from_stopped_ones_and_from_no_figures() {
     for secs in [0, 10, 20] {
         seen.extend(fleet.apply_poll(
             at(secs),
-            vec![silent(), (id(2), sample(524_288, 400_000, 7)), (id(3), BalloonSample::default())],
+            vec![
+                silent(),
+                (id(2), sample(524_288, 400_000, 7)),
+                (id(3), BalloonSample::default()),
+            ],
         ));
     }
-    assert!(!seen.contains(&Change::StatsNeverCame(id(1))), "20 s is boot time: {seen:?}");
+    assert!(
+        !seen.contains(&Change::StatsNeverCame(id(1))),
+        "20 s is boot time: {seen:?}"
+    );
     for secs in [30, 40] {
         seen.extend(fleet.apply_poll(
             at(secs),
-            vec![silent(), (id(2), sample(524_288, 400_000, 7)), (id(3), BalloonSample::default())],
+            vec![
+                silent(),
+                (id(2), sample(524_288, 400_000, 7)),
+                (id(3), BalloonSample::default()),
+            ],
         ));
     }
     let vm = |n| fleet.get(&id(n).uuid).expect("vm");
     assert_eq!(
-        seen.iter().filter(|c| **c == Change::StatsNeverCame(id(1))).count(),
+        seen.iter()
+            .filter(|c| **c == Change::StatsNeverCame(id(1)))
+            .count(),
         1,
         "{seen:?}"
     );
@@ -498,5 +511,7 @@ fn never_sent_stats_are_told_apart_from_stopped_ones_and_from_no_figures() {
     assert!(fleet.get(&id(1).uuid).is_some_and(|vm| vm.stats_unreported));
     let changes = fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 400_000, 61))]);
     assert!(changes.contains(&Change::Recovered(id(1))), "{changes:?}");
-    assert!(fleet.get(&id(1).uuid).is_some_and(|vm| !vm.stats_unreported));
+    assert!(fleet
+        .get(&id(1).uuid)
+        .is_some_and(|vm| !vm.stats_unreported));
 }

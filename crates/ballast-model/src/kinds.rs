@@ -480,7 +480,11 @@ mod tests {
     /// old eight unchanged, the stats path and free page reporting added.
     #[test]
     fn audit_findings_keep_their_stored_names() {
-        round_trips(AuditFinding::KNOWN, AuditFinding::NAMES, AuditFinding::as_str);
+        round_trips(
+            AuditFinding::KNOWN,
+            AuditFinding::NAMES,
+            AuditFinding::as_str,
+        );
         assert_eq!(
             AuditFinding::NAMES,
             [
