@@ -15,6 +15,7 @@ mod metrics;
 mod pressure;
 mod reload;
 mod reports;
+mod stats_path;
 mod storage_postgres;
 mod storage_sqlite;
 mod vm_identity;
