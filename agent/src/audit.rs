@@ -2,66 +2,45 @@
 //! invisible. Pure: domain configuration and observations in, findings out. The
 //! balloon-policy report turns these into the exact setting to change.
 
+use crate::fleet::VmState;
 use crate::hypervisor::DomainConfig;
 
-/// One finding about one VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Finding {
-    /// No virtio balloon device: no guest memory stats at all.
-    NoBalloon,
-    /// The balloon has no stats period (libvirt's default): the guest sends no stats.
-    StatsPeriodOff,
-    /// The balloon takes memory without deflate-on-oom: an inflated balloon can OOM the guest.
-    DeflateOnOomOff,
-    /// No guest agent channel: the guest kernel log cannot be fetched.
-    NoGuestAgentChannel,
-    /// The channel exists but the agent inside never answered.
-    GuestAgentNotAnswering,
-    /// The serial console is not logged to a file: OOM reports printed there are lost.
-    NoSerialLog,
-    /// The guest console hides most of an OOM report (`quiet` / loglevel below 7), seen
-    /// from its command line or from partial reports.
-    ConsoleHidesOomReports,
-    /// The guest's stats stopped updating while it runs.
-    StaleStats,
-}
-
-impl Finding {
-    /// A stable snake_case name (metrics labels, wire format).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Finding::NoBalloon => "no_balloon",
-            Finding::StatsPeriodOff => "stats_period_off",
-            Finding::DeflateOnOomOff => "deflate_on_oom_off",
-            Finding::NoGuestAgentChannel => "no_guest_agent_channel",
-            Finding::GuestAgentNotAnswering => "guest_agent_not_answering",
-            Finding::NoSerialLog => "no_serial_log",
-            Finding::ConsoleHidesOomReports => "console_hides_oom_reports",
-            Finding::StaleStats => "stale_stats",
-        }
-    }
-}
+/// One finding about one VM: the names are `ballast_model`'s, the one list of them.
+pub use ballast_model::AuditFinding as Finding;
 
 /// What the agent saw of the VM at run time, beyond its configuration.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Observed {
     pub agent_answered: Option<bool>,
     pub partial_reports_seen: bool,
+    /// The guest's stats came, then stopped (`VmState::stale`).
     pub stats_stale: bool,
+    /// The balloon answers but the guest never sent stats (`VmState::stats_unreported`).
+    pub stats_unreported: bool,
+}
+
+impl Observed {
+    /// The stats path as the fleet saw it over the polls.
+    pub fn from_fleet(vm: &VmState) -> Self {
+        Self {
+            stats_stale: vm.stale,
+            stats_unreported: vm.stats_unreported,
+            ..Self::default()
+        }
+    }
 }
 
 /// The findings for one VM, sorted.
 pub fn audit(config: &DomainConfig, observed: Observed) -> Vec<Finding> {
     let mut findings = Vec::new();
-    if !config.balloon_present {
-        findings.push(Finding::NoBalloon);
-    } else {
-        if config.stats_period_secs.unwrap_or(0) == 0 {
-            findings.push(Finding::StatsPeriodOff);
-        }
+    if config.balloon_present {
+        findings.extend(stats_path(config, observed));
         if config.deflate_on_oom != Some(true) {
             findings.push(Finding::DeflateOnOomOff);
         }
+        findings.push(free_page_reporting(config));
+    } else {
+        findings.push(Finding::NoBalloon);
     }
     if !config.guest_agent_channel {
         findings.push(Finding::NoGuestAgentChannel);
@@ -78,26 +57,38 @@ pub fn audit(config: &DomainConfig, observed: Observed) -> Vec<Finding> {
     if cmdline_hides || observed.partial_reports_seen {
         findings.push(Finding::ConsoleHidesOomReports);
     }
-    if observed.stats_stale {
-        findings.push(Finding::StaleStats);
-    }
     findings.sort();
     findings
 }
 
-/// The findings of a VM known only from its configuration and stats freshness, as the
-/// stable names the status file and the inventory event carry.
-pub fn finding_names(config: &DomainConfig, stats_stale: bool) -> Vec<String> {
-    let observed = Observed {
-        stats_stale,
-        ..Observed::default()
-    };
-    observed_finding_names(config, observed)
+/// The stats path of a VM with a balloon, at most one finding: nobody asked for stats
+/// (period 0: whatever the guest would answer is not known), the guest never sent any
+/// while asked (no driver, or one without stats), or they came and stopped.
+fn stats_path(config: &DomainConfig, observed: Observed) -> Option<Finding> {
+    if config.stats_period_secs.unwrap_or(0) == 0 {
+        Some(Finding::StatsPeriodOff)
+    } else if observed.stats_unreported {
+        Some(Finding::BalloonDriverSilent)
+    } else if observed.stats_stale {
+        Some(Finding::StaleStats)
+    } else {
+        None
+    }
 }
 
-/// The findings of a VM with what the agent observed at run time (the guest agent's
-/// answers), as stable names.
-pub fn observed_finding_names(config: &DomainConfig, observed: Observed) -> Vec<String> {
+/// Free page reporting of a VM with a balloon, as its configuration or the live device
+/// says (libvirt `<memballoon freePageReporting=..>`, QEMU's `free-page-reporting`).
+fn free_page_reporting(config: &DomainConfig) -> Finding {
+    match config.free_page_reporting {
+        Some(true) => Finding::FreePageReportingOn,
+        Some(false) => Finding::FreePageReportingOff,
+        None => Finding::FreePageReportingUnknown,
+    }
+}
+
+/// The findings of a VM, as the stable names the status file and the inventory event
+/// carry.
+pub fn finding_names(config: &DomainConfig, observed: Observed) -> Vec<String> {
     audit(config, observed)
         .into_iter()
         .map(|finding| finding.as_str().to_string())
@@ -127,6 +118,7 @@ mod tests {
             balloon_present: true,
             stats_period_secs: Some(2),
             deflate_on_oom: Some(true),
+            free_page_reporting: Some(true),
             serial_log_path: Some("/var/log/libvirt/qemu/vm.serial.log".into()),
             guest_agent_channel: true,
             kernel_cmdline: Some("console=ttyS0".into()),
@@ -135,14 +127,18 @@ mod tests {
     }
 
     #[test]
-    fn a_well_configured_vm_has_no_findings() {
-        assert!(audit(&well_configured(), Observed::default()).is_empty());
+    fn a_well_configured_vm_has_only_the_free_page_reporting_fact() {
+        assert_eq!(
+            audit(&well_configured(), Observed::default()),
+            [Finding::FreePageReportingOn]
+        );
     }
 
     #[test]
     fn libvirt_defaults_are_flagged() {
         let config = DomainConfig {
             balloon_present: true,
+            free_page_reporting: Some(false),
             ..DomainConfig::default()
         };
         assert_eq!(
@@ -151,7 +147,8 @@ mod tests {
                 Finding::StatsPeriodOff,
                 Finding::DeflateOnOomOff,
                 Finding::NoGuestAgentChannel,
-                Finding::NoSerialLog
+                Finding::NoSerialLog,
+                Finding::FreePageReportingOff,
             ]
         );
     }
@@ -168,9 +165,108 @@ mod tests {
             audit(&config, observed),
             [
                 Finding::GuestAgentNotAnswering,
-                Finding::ConsoleHidesOomReports
+                Finding::ConsoleHidesOomReports,
+                Finding::FreePageReportingOn,
             ]
         );
+    }
+
+    /// The three ways the stats path fails are three findings, at most one at a time:
+    /// a stats period of 0 explains silence or stillness, so it alone is named.
+    #[test]
+    fn the_stats_path_is_off_silent_or_stopped() {
+        let stats = |period: Option<u32>, observed: Observed| {
+            let config = DomainConfig {
+                stats_period_secs: period,
+                ..well_configured()
+            };
+            audit(&config, observed)
+                .into_iter()
+                .filter(|finding| {
+                    matches!(
+                        finding,
+                        Finding::StatsPeriodOff
+                            | Finding::BalloonDriverSilent
+                            | Finding::StaleStats
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let silent = Observed {
+            stats_unreported: true,
+            ..Observed::default()
+        };
+        let stopped = Observed {
+            stats_stale: true,
+            ..Observed::default()
+        };
+        assert!(stats(Some(2), Observed::default()).is_empty());
+        assert_eq!(stats(Some(2), silent), [Finding::BalloonDriverSilent]);
+        assert_eq!(stats(Some(2), stopped), [Finding::StaleStats]);
+        assert_eq!(stats(Some(0), silent), [Finding::StatsPeriodOff]);
+        assert_eq!(stats(None, stopped), [Finding::StatsPeriodOff]);
+        let no_balloon = DomainConfig {
+            balloon_present: false,
+            ..well_configured()
+        };
+        assert_eq!(
+            audit(&no_balloon, silent),
+            [Finding::NoBalloon],
+            "no balloon: no stats path, no free page reporting to speak of"
+        );
+    }
+
+    #[test]
+    fn free_page_reporting_is_on_off_or_unknown() {
+        let fpr = |value: Option<bool>| {
+            let config = DomainConfig {
+                free_page_reporting: value,
+                ..well_configured()
+            };
+            audit(&config, Observed::default())
+        };
+        assert_eq!(fpr(Some(true)), [Finding::FreePageReportingOn]);
+        assert_eq!(fpr(Some(false)), [Finding::FreePageReportingOff]);
+        assert_eq!(fpr(None), [Finding::FreePageReportingUnknown]);
+    }
+
+    /// Domain XML as libvirt writes it, with and without the balloon's attribute.
+    #[cfg(feature = "libvirt")]
+    #[test]
+    fn libvirt_domain_xml_with_and_without_free_page_reporting() {
+        use crate::hypervisor::libvirt::parse_domain_config;
+        let fixture = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/libvirt")
+                .join(name);
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+        };
+        let names = |xml: &str| {
+            let config = parse_domain_config(xml).expect("parse");
+            finding_names(&config, Observed::default())
+        };
+        let with = names(&fixture("file-serial.xml"));
+        assert!(
+            with.contains(&"free_page_reporting_on".to_string()),
+            "{with:?}"
+        );
+        let without = names(&fixture("harness-live.xml"));
+        assert!(
+            without.contains(&"free_page_reporting_off".to_string()),
+            "{without:?}"
+        );
+        let balloon = |attribute: &str| {
+            names(&format!(
+                "<domain><devices><memballoon model='virtio' {attribute}><stats period='5'/></memballoon></devices></domain>"
+            ))
+        };
+        assert!(balloon("freePageReporting='off'").contains(&"free_page_reporting_off".to_string()));
+        assert!(balloon("freePageReporting='maybe'")
+            .contains(&"free_page_reporting_unknown".to_string()));
+        assert!(!balloon("")
+            .iter()
+            .any(|name| name == "free_page_reporting_on"));
     }
 
     #[test]

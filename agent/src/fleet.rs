@@ -19,6 +19,11 @@ use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
+/// A running VM whose balloon answers (`actual` known) but whose guest has never sent
+/// stats (`last-update` never set) for this long, and [`STALE_AFTER_POLLS`] polls, has a
+/// silent balloon driver: a Linux guest's driver reports when it loads, seconds into
+/// boot, so longer means none will (docs/stats-path.md).
+pub const SILENT_AFTER: Duration = Duration::from_secs(30);
 /// MemAvailable below this share of MemTotal counts as collapsed.
 const USABLE_COLLAPSED_PCT: u64 = 5;
 /// A deflate-on-oom balloon giving back at least this much on its own is a near miss.
@@ -43,6 +48,9 @@ pub enum Change {
     Appeared(DomainId),
     Gone(DomainId),
     BecameStale(DomainId),
+    /// The guest never sent balloon stats over [`SILENT_AFTER`] (`VmState::stats_unreported`).
+    StatsNeverCame(DomainId),
+    /// Stale or never-sent stats came again.
     Recovered(DomainId),
     /// The guest's counters went backwards: it rebooted.
     Rebooted(DomainId),
@@ -76,6 +84,7 @@ impl Change {
             Change::Appeared(id)
             | Change::Gone(id)
             | Change::BecameStale(id)
+            | Change::StatsNeverCame(id)
             | Change::Recovered(id)
             | Change::Rebooted(id)
             | Change::SuspectOom { id, .. }
@@ -97,6 +106,9 @@ pub struct VmState {
     pub psi: Option<PsiReading>,
     pub last_sample: Option<BalloonSample>,
     pub stale: bool,
+    /// The balloon answers but the guest never sent stats ([`SILENT_AFTER`]); the audit
+    /// names it `balloon_driver_silent` when stats were asked for.
+    pub stats_unreported: bool,
     pub last_oom_at: Option<SystemTime>,
     pub oom_count: u64,
     /// The risk model's state: its latest assessment and the episode under way.
@@ -105,6 +117,8 @@ pub struct VmState {
     pub guard: VmGuard,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
+    /// The first poll without any stats from the guest yet, and the polls since.
+    unreported_since: Option<(SystemTime, u32)>,
     last_near_miss: BTreeMap<NearMissKind, SystemTime>,
     rollup: Option<BalloonRollup>,
     rollup_period: u64,
@@ -128,12 +142,14 @@ impl VmState {
             psi: None,
             last_sample: None,
             stale: false,
+            stats_unreported: false,
             last_oom_at: None,
             oom_count: 0,
             risk: VmRisk::default(),
             guard: VmGuard::default(),
             last_update_seen: None,
             unchanged_polls: 0,
+            unreported_since: None,
             last_near_miss: BTreeMap::new(),
             rollup: None,
             rollup_period: 0,
@@ -392,7 +408,7 @@ impl Fleet {
                 Box::new(VmState::new(id.clone(), capacity))
             });
             vm.id.name.clone_from(&id.name);
-            track_staleness(vm, &sample, &mut changes);
+            track_staleness(vm, at, &sample, &mut changes);
             detect_pressure(vm, at, &sample, &mut changes);
             vm.history.push_sample(at, &sample);
             vm.sampled_at = Some(at);
@@ -582,8 +598,14 @@ impl Fleet {
     }
 }
 
-fn track_staleness(vm: &mut VmState, sample: &BalloonSample, changes: &mut Vec<Change>) {
+fn track_staleness(
+    vm: &mut VmState,
+    at: SystemTime,
+    sample: &BalloonSample,
+    changes: &mut Vec<Change>,
+) {
     let update = sample.last_update_epoch_secs.filter(|secs| *secs > 0);
+    track_unreported(vm, at, sample, update, changes);
     if update.is_some() && update == vm.last_update_seen {
         vm.unchanged_polls += 1;
     } else if update.is_some() {
@@ -597,6 +619,36 @@ fn track_staleness(vm: &mut VmState, sample: &BalloonSample, changes: &mut Vec<C
         changes.push(Change::Recovered(vm.id.clone()));
     }
     vm.stale = stale;
+}
+
+/// Never-sent stats: only from samples where the balloon answered (a sample without
+/// figures says nothing about the guest), ended by the first `last-update`.
+fn track_unreported(
+    vm: &mut VmState,
+    at: SystemTime,
+    sample: &BalloonSample,
+    update: Option<u64>,
+    changes: &mut Vec<Change>,
+) {
+    if update.is_some() || vm.last_update_seen.is_some() {
+        vm.unreported_since = None;
+        if vm.stats_unreported {
+            vm.stats_unreported = false;
+            changes.push(Change::Recovered(vm.id.clone()));
+        }
+        return;
+    }
+    if sample.actual_kib.is_none() {
+        return;
+    }
+    let (since, polls) = vm.unreported_since.get_or_insert((at, 0));
+    *polls = polls.saturating_add(1);
+    let silent = *polls >= STALE_AFTER_POLLS
+        && at.duration_since(*since).unwrap_or_default() >= SILENT_AFTER;
+    if silent && !vm.stats_unreported {
+        vm.stats_unreported = true;
+        changes.push(Change::StatsNeverCame(vm.id.clone()));
+    }
 }
 
 fn detect_pressure(

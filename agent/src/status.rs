@@ -83,7 +83,9 @@ impl Status {
                 let findings = vm
                     .config
                     .as_ref()
-                    .map(|config| crate::audit::finding_names(config, vm.stale))
+                    .map(|config| {
+                        crate::audit::finding_names(config, crate::audit::Observed::from_fleet(vm))
+                    })
                     .unwrap_or_default();
                 VmStatus {
                     uuid: vm.id.uuid.clone(),

@@ -449,3 +449,69 @@ fn a_vm_without_any_signal_has_none() {
     assert_eq!(rollups.len(), 1);
     assert_eq!(rollups[0].pressure, None, "not a zero pressure");
 }
+
+/// The stats path's three states apart: a guest that never sent stats (balloon
+/// answering, `last-update` 0) is unreported after 30 s and three polls, never stale;
+/// one that sent and stopped is stale, never unreported; a VM the poll had no figures
+/// for is neither.
+#[test]
+fn never_sent_stats_are_told_apart_from_stopped_ones_and_from_no_figures() {
+    let mut fleet = Fleet::new(10);
+    // What QEMU answers without a driver: the balloon's actual, stats never reported.
+    let silent = || {
+        let sample = BalloonSample {
+            actual_kib: Some(524_288),
+            maximum_kib: Some(524_288),
+            last_update_epoch_secs: Some(0),
+            ..BalloonSample::default()
+        };
+        (id(1), sample)
+    };
+    let mut seen = Vec::new();
+    for secs in [0, 10, 20] {
+        seen.extend(fleet.apply_poll(
+            at(secs),
+            vec![
+                silent(),
+                (id(2), sample(524_288, 400_000, 7)),
+                (id(3), BalloonSample::default()),
+            ],
+        ));
+    }
+    assert!(
+        !seen.contains(&Change::StatsNeverCame(id(1))),
+        "20 s is boot time: {seen:?}"
+    );
+    for secs in [30, 40] {
+        seen.extend(fleet.apply_poll(
+            at(secs),
+            vec![
+                silent(),
+                (id(2), sample(524_288, 400_000, 7)),
+                (id(3), BalloonSample::default()),
+            ],
+        ));
+    }
+    let vm = |n| fleet.get(&id(n).uuid).expect("vm");
+    assert_eq!(
+        seen.iter()
+            .filter(|c| **c == Change::StatsNeverCame(id(1)))
+            .count(),
+        1,
+        "{seen:?}"
+    );
+    assert!(vm(1).stats_unreported && !vm(1).stale);
+    assert!(vm(2).stale && !vm(2).stats_unreported);
+    assert!(!vm(3).stale && !vm(3).stats_unreported);
+    assert!(!seen.contains(&Change::StatsNeverCame(id(3))));
+
+    // No figures this poll: still unreported, no change. Then the driver loads.
+    let changes = fleet.apply_poll(at(50), vec![(id(1), BalloonSample::default())]);
+    assert!(!changes.contains(&Change::Recovered(id(1))), "{changes:?}");
+    assert!(fleet.get(&id(1).uuid).is_some_and(|vm| vm.stats_unreported));
+    let changes = fleet.apply_poll(at(60), vec![(id(1), sample(524_288, 400_000, 61))]);
+    assert!(changes.contains(&Change::Recovered(id(1))), "{changes:?}");
+    assert!(fleet
+        .get(&id(1).uuid)
+        .is_some_and(|vm| !vm.stats_unreported));
+}

@@ -32,6 +32,7 @@
 
 pub mod conf;
 mod guest_agent;
+mod machine;
 mod poll;
 pub mod qga;
 pub mod qm;
@@ -434,17 +435,24 @@ impl Hypervisor for ProxmoxHypervisor {
                 });
             match replies {
                 Ok(replies) => {
-                    let mut replies = replies.into_iter().map(Result::ok);
+                    let mut replies = replies.into_iter();
                     config.stats_period_secs = replies
                         .next()
-                        .flatten()
+                        .and_then(Result::ok)
                         .and_then(|value| value.as_u64())
                         .and_then(|secs| u32::try_from(secs).ok());
-                    config.deflate_on_oom = replies.next().flatten().and_then(|v| v.as_bool());
-                    config.free_page_reporting = replies.next().flatten().and_then(|v| v.as_bool());
+                    config.deflate_on_oom = replies
+                        .next()
+                        .and_then(Result::ok)
+                        .and_then(|v| v.as_bool());
+                    config.free_page_reporting = replies
+                        .next()
+                        .and_then(machine::live_free_page_reporting)
+                        .or_else(|| machine::free_page_reporting(&conf));
                 }
                 Err(error) => {
                     tracing::debug!(vmid, %error, "Balloon device properties not read.");
+                    config.free_page_reporting = machine::free_page_reporting(&conf);
                 }
             }
         }

@@ -36,10 +36,19 @@ impl Monitor {
                     self.not_running.remove(&id.uuid);
                     self.inventory_dirty = true;
                 }
+                // The stats path's findings change: the collector hears of it.
                 Change::BecameStale(_) => {
                     tracing::warn!("Balloon stats stopped updating.");
+                    self.inventory_dirty = true;
                 }
-                Change::Recovered(_) => tracing::info!("Balloon stats update again."),
+                Change::StatsNeverCame(_) => {
+                    tracing::warn!("The balloon answers but the guest never sent stats: its balloon driver is silent.");
+                    self.inventory_dirty = true;
+                }
+                Change::Recovered(_) => {
+                    tracing::info!("Balloon stats update again.");
+                    self.inventory_dirty = true;
+                }
                 Change::Rebooted(_) => tracing::info!("Guest rebooted (counters went back)."),
                 Change::SuspectOom { id, reason } => {
                     tracing::info!(?reason, "Guest OOM suspected; reading its kernel log.");

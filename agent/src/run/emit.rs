@@ -126,12 +126,11 @@ impl Monitor {
                     VmInventory {
                         vm: vm_ref(&vm.id),
                         state: VmState::Running,
-                        findings: crate::audit::observed_finding_names(
+                        findings: crate::audit::finding_names(
                             &config,
                             crate::audit::Observed {
                                 agent_answered: self.capture.guest_agent_answering(&vm.id.uuid),
-                                stats_stale: vm.stale,
-                                ..crate::audit::Observed::default()
+                                ..crate::audit::Observed::from_fleet(vm)
                             },
                         ),
                         config: VmConfig {

@@ -6,6 +6,7 @@
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
+use ballast_model::AuditFinding;
 use maud::{html, Markup};
 use serde::Deserialize;
 
@@ -18,7 +19,7 @@ use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::virtio_mem;
 use crate::dashboard::DashboardError;
 use crate::records::{OomPage, OomSummary};
-use crate::reports::format;
+use crate::reports::{audit_words, format};
 use crate::state::AppState;
 use crate::storage::aggregates::{self as data, SeriesPoint};
 use crate::storage::episodes;
@@ -96,29 +97,6 @@ fn oom_marks(ooms: &[OomSummary], label: impl Fn(&OomSummary) -> String) -> Vec<
             href: Some(format!("/ooms/{}", oom.id)),
         })
         .collect()
-}
-
-/// What each audit finding means.
-fn finding_text(finding: &str) -> &'static str {
-    match finding {
-        "no_balloon" => "No virtio balloon device: no guest memory statistics.",
-        "stats_period_off" => "The balloon has no stats period: the guest sends no MemAvailable.",
-        "deflate_on_oom_off" => {
-            "The balloon has no deflate-on-oom: an inflated balloon can OOM the guest."
-        }
-        "no_guest_agent_channel" => {
-            "No guest agent channel: the guest kernel log cannot be fetched."
-        }
-        "guest_agent_not_answering" => "The guest agent channel exists but nothing answers.",
-        "no_serial_log" => {
-            "The serial console is not captured: OOM reports printed there are lost."
-        }
-        "console_hides_oom_reports" => {
-            "The guest console hides OOM report headers (quiet / loglevel below 7)."
-        }
-        "stale_stats" => "The guest's balloon statistics stopped updating.",
-        _ => "Unrecognised finding.",
-    }
 }
 
 /// `GET /vms/{uuid}` (links made before a VM was (host, uuid)): a redirect to the
@@ -295,6 +273,7 @@ pub async fn vm(
                     (if config.balloon_present { "present" } else { "absent" })
                     ", stats period " (config.stats_period_secs.map_or("off".to_string(), |s| format!("{s} s")))
                     ", deflate-on-oom " (config.deflate_on_oom.map_or("unknown", |d| if d { "on" } else { "off" }))
+                    ", free page reporting " (config.free_page_reporting.map_or("unknown", |d| if d { "on" } else { "off" }))
                 }
                 dt { "Guest agent / serial log" } dd {
                     (if config.guest_agent_channel { "channel" } else { "no channel" }) " / "
@@ -324,7 +303,13 @@ pub async fn vm(
             } @else {
                 ul.findings {
                     @for finding in &findings {
-                        li { code { (finding) } ": " (finding_text(finding)) }
+                        @let known = AuditFinding::parse(finding);
+                        li {
+                            code { (finding) } ": " (audit_words::finding_text(known))
+                            @if let Some(meaning) = audit_words::figures_meaning(known) {
+                                " " span.note { (meaning) }
+                            }
+                        }
                     }
                 }
                 p { "The " a href="/reports/balloon-policy" { "balloon-policy report" } " gives the exact setting to change." }

@@ -46,6 +46,7 @@ use ballast_model::{CorrelationVerdict, NearMissKind};
 use crate::reports::autoballoon::{self, HostPoint, HostReplay, ReplaySettings, ReplayVm};
 use crate::reports::format::{kib, mib_ceil, round_up, MIB};
 use crate::reports::starvation::{self, EpisodeFact, Starvation, StarvationSettings};
+use crate::reports::stats_path::StatsPathVm;
 
 /// The report's rules.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,6 +195,8 @@ pub struct BalloonPolicyReport {
     pub replay: Vec<HostReplay>,
     /// How the recommended floor is computed, in words.
     pub floor_rule: String,
+    /// Per VM: free page reporting and the stats path (filled by `reports::build`).
+    pub stats_path: Vec<StatsPathVm>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -329,6 +332,7 @@ pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyRep
             settings.margin_pct,
             kib(settings.round_kib)
         ),
+        stats_path: Vec::new(),
     }
 }
 
@@ -534,7 +538,7 @@ fn merge_near_misses(misses: &[NearMissFact]) -> Vec<NearMissFact> {
 }
 
 /// A shell word: single-quoted unless plainly safe.
-fn shell_word(text: &str) -> String {
+pub(crate) fn shell_word(text: &str) -> String {
     if !text.is_empty()
         && text
             .chars()
@@ -547,7 +551,7 @@ fn shell_word(text: &str) -> String {
 }
 
 /// The Proxmox vmid when the agent's identity shows it (uuid = vmid, or `vm<vmid>`).
-fn vmid(vm: &VmFacts) -> String {
+pub(crate) fn vmid(vm: &VmFacts) -> String {
     let digits = |text: &str| !text.is_empty() && text.chars().all(|c| c.is_ascii_digit());
     if digits(&vm.uuid) {
         return vm.uuid.clone();

@@ -9,6 +9,7 @@ use crate::reports::balloon_policy::{BalloonPolicyReport, VmPolicy};
 use crate::reports::elastic_policy::{self, ElasticPolicy};
 use crate::reports::format::{self, mib_ceil};
 use crate::reports::render;
+use crate::reports::stats_path;
 
 /// The report as one self-contained HTML file.
 pub fn standalone(report: &BalloonPolicyReport) -> String {
@@ -59,6 +60,7 @@ pub fn body(report: &BalloonPolicyReport, since_text: &str) -> Markup {
         @for vm in &report.vms {
             (vm_section(vm))
         }
+        (stats_path::html(&report.stats_path))
         @if !report.replay.is_empty() {
             section #replay {
                 h2 { "Proxmox auto-balloon replay" }

@@ -8,6 +8,7 @@
 //! `/reports/balloon-policy`, so both say the same thing. Its virtio-mem part is
 //! [`elastic_policy`] (Markdown, HTML and JSON; the CSV stays one row per VM).
 
+pub mod audit_words;
 pub mod autoballoon;
 pub mod balloon_policy;
 pub mod elastic_policy;
@@ -16,8 +17,55 @@ pub mod html;
 pub mod load;
 pub mod render;
 pub mod starvation;
+pub mod stats_path;
 
-pub use balloon_policy::{build, BalloonPolicyReport, PolicyInput, PolicySettings};
+pub use balloon_policy::{BalloonPolicyReport, PolicyInput, PolicySettings};
+
+use balloon_policy::{Platform, VmFacts};
+
+/// The balloon-policy report with its stats-path section ([`stats_path`]).
+pub fn build(input: &PolicyInput, settings: &PolicySettings) -> BalloonPolicyReport {
+    let mut report = balloon_policy::build(input, settings);
+    let ids: Vec<(String, String)> = input
+        .vms
+        .iter()
+        .map(|vm| {
+            (
+                balloon_policy::vmid(vm),
+                balloon_policy::shell_word(&vm.name),
+            )
+        })
+        .collect();
+    report.stats_path = stats_path::build(
+        input
+            .vms
+            .iter()
+            .zip(&ids)
+            .map(|(vm, (vmid, shell_name))| inventory_facts(vm, vmid, shell_name)),
+    );
+    report
+}
+
+fn inventory_facts<'a>(
+    vm: &'a VmFacts,
+    vmid: &'a str,
+    shell_name: &'a str,
+) -> stats_path::InventoryFacts<'a> {
+    stats_path::InventoryFacts {
+        uuid: &vm.uuid,
+        name: &vm.name,
+        host: &vm.host,
+        stack: match vm.platform {
+            Platform::Proxmox => stats_path::Stack::Proxmox,
+            Platform::Libvirt => stats_path::Stack::Libvirt,
+            Platform::Unknown => stats_path::Stack::Unknown,
+        },
+        vmid,
+        shell_name,
+        config: vm.config.as_ref(),
+        findings: &vm.findings,
+    }
+}
 
 /// Why a report could not be produced.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 
 use crate::reports::balloon_policy::{BalloonPolicyReport, VmPolicy};
 use crate::reports::format::{date, date_time, kib, mib_ceil, opt_kib};
+use crate::reports::stats_path::StatsPathVm;
 
 /// The report as Markdown.
 pub fn markdown(report: &BalloonPolicyReport) -> String {
@@ -51,6 +52,7 @@ pub fn markdown(report: &BalloonPolicyReport) -> String {
     for vm in &report.vms {
         vm_markdown(&mut out, vm);
     }
+    stats_path_markdown(&mut out, &report.stats_path);
     if !report.replay.is_empty() {
         let _ = writeln!(out, "## Proxmox auto-balloon replay (approximation)\n");
         let _ = writeln!(
@@ -226,6 +228,28 @@ fn vm_markdown(out: &mut String, vm: &VmPolicy) {
         let _ = writeln!(out, "- Fix `{}`: {}", action.issue, md(&action.why));
         for line in &action.fix {
             let _ = writeln!(out, "  - `{}`", line.replace('`', "'"));
+        }
+    }
+    let _ = writeln!(out);
+}
+
+/// The stats-path section (`reports::stats_path`): one line per VM, then what it means.
+fn stats_path_markdown(out: &mut String, vms: &[StatsPathVm]) {
+    if vms.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## Stats path and free page reporting\n");
+    for vm in vms {
+        let _ = writeln!(
+            out,
+            "- **{}** on {}: stats path {}; free page reporting {}.",
+            md(&vm.name),
+            md(&vm.host),
+            vm.stats.text(),
+            vm.free_page_reporting.text()
+        );
+        for line in vm.figures.iter().chain(&vm.fix) {
+            let _ = writeln!(out, "  - {}", md(line));
         }
     }
     let _ = writeln!(out);

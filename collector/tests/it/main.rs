@@ -17,6 +17,7 @@ mod openstack;
 mod pressure;
 mod reload;
 mod reports;
+mod stats_path;
 mod storage_postgres;
 mod storage_sqlite;
 mod virtio_mem;

@@ -249,6 +249,46 @@ vocabulary! {
     unknown_is_a_value = true
 }
 
+vocabulary! {
+    /// One finding of the agent's per-VM configuration audit ([`crate::VmInventory::findings`],
+    /// sent as these names). The one list of the names: the agent's audit makes them, the
+    /// collector's VM page and balloon-policy report read them (docs/stats-path.md says
+    /// what each means for the figures shown).
+    AuditFinding {
+        /// No virtio balloon device: no guest memory statistics at all.
+        NoBalloon = "no_balloon",
+        /// The balloon has a stats period of 0 (libvirt's default): nobody asked the
+        /// guest for stats, so whether its driver would answer is not known.
+        StatsPeriodOff = "stats_period_off",
+        /// The balloon takes memory without deflate-on-oom.
+        DeflateOnOomOff = "deflate_on_oom_off",
+        /// No guest agent channel: the guest kernel log cannot be fetched.
+        NoGuestAgentChannel = "no_guest_agent_channel",
+        /// The channel exists but the agent inside never answered.
+        GuestAgentNotAnswering = "guest_agent_not_answering",
+        /// The serial console is not logged to a file.
+        NoSerialLog = "no_serial_log",
+        /// The guest console hides most of an OOM report (`quiet`, loglevel below 7).
+        ConsoleHidesOomReports = "console_hides_oom_reports",
+        /// The guest's stats came, then stopped while the VM runs (driver hung, guest
+        /// frozen): the last figures are old.
+        StaleStats = "stale_stats",
+        /// Stats were asked for, the VM runs, and the guest never sent any (`last-update`
+        /// never set): no balloon driver, or one without stats (Windows without the
+        /// balloon service, FreeBSD, a Linux guest without `virtio_balloon`).
+        BalloonDriverSilent = "balloon_driver_silent",
+        /// The balloon device has free page reporting: the guest hands free pages back
+        /// to the host on its own.
+        FreePageReportingOn = "free_page_reporting_on",
+        /// The balloon device has no free page reporting: memory the guest freed stays
+        /// with QEMU until the balloon takes it.
+        FreePageReportingOff = "free_page_reporting_off",
+        /// The balloon device's free page reporting could not be read.
+        FreePageReportingUnknown = "free_page_reporting_unknown",
+    }
+    unknown_is_a_value = false
+}
+
 /// A report whose kind was not read (what a default [`crate::ParsedReport`] holds).
 impl Default for ReportKind {
     fn default() -> Self {
@@ -434,5 +474,37 @@ mod tests {
             "\"unknown\""
         );
         assert!(!crate::OomKind::NAMES.contains(&future.as_str()));
+    }
+
+    /// The audit's names are the ones stored in every collector's `findings_json`: the
+    /// old eight unchanged, the stats path and free page reporting added.
+    #[test]
+    fn audit_findings_keep_their_stored_names() {
+        round_trips(
+            AuditFinding::KNOWN,
+            AuditFinding::NAMES,
+            AuditFinding::as_str,
+        );
+        assert_eq!(
+            AuditFinding::NAMES,
+            [
+                "no_balloon",
+                "stats_period_off",
+                "deflate_on_oom_off",
+                "no_guest_agent_channel",
+                "guest_agent_not_answering",
+                "no_serial_log",
+                "console_hides_oom_reports",
+                "stale_stats",
+                "balloon_driver_silent",
+                "free_page_reporting_on",
+                "free_page_reporting_off",
+                "free_page_reporting_unknown",
+            ]
+        );
+        assert_eq!(
+            AuditFinding::parse("balloon_driver_silent"),
+            AuditFinding::BalloonDriverSilent
+        );
     }
 }

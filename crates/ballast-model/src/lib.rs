@@ -34,9 +34,9 @@ mod validate;
 pub use elastic::*;
 pub use events::*;
 pub use kinds::{
-    CorrelationVerdict, ElasticMechanism, EpisodePhase, GuardMode, GuardOutcome, HostTookVerdict,
-    NearMissKind, PressureSignal, ReportKind, ReportVerdict, ResizePhase, RiskLevel, SignalSource,
-    VmState,
+    AuditFinding, CorrelationVerdict, ElasticMechanism, EpisodePhase, GuardMode, GuardOutcome,
+    HostTookVerdict, NearMissKind, PressureSignal, ReportKind, ReportVerdict, ResizePhase,
+    RiskLevel, SignalSource, VmState,
 };
 pub use pressure::*;
 pub use report::*;

@@ -3,7 +3,8 @@
 #
 # 1. mount proc, sys, devtmpfs, devpts, tmpfs; point stdio at the console
 # 2. insmod the virtio modules listed in /etc/lab-modules (dependency order,
-#    worked out on the build host with modprobe --show-depends)
+#    worked out on the build host with modprobe --show-depends), but those named
+#    in lab.skip_modules=a,b
 # 3. create the /dev/virtio-ports/<name> links (there is no udev)
 # 4. start qemu-ga when the guest agent port exists (lab.qga=MODE: the hostile
 #    agent /bin/hostile-qga.sh instead)
@@ -29,7 +30,10 @@ else
     console=
 fi
 
+# lab.skip_modules=a,b leaves those modules out (a guest without virtio_balloon).
+skip=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^lab\.skip_modules=//p' | tr ',' ' ')
 for module in $(cat /etc/lab-modules); do
+    case " $skip " in *" $module "*) echo "lab-init: $module skipped"; continue ;; esac
     insmod "/lib/lab-modules/$module.ko" || echo "lab-init: insmod $module failed"
 done
 

@@ -51,7 +51,10 @@ pub fn parse_domain_config(xml: &str) -> Result<DomainConfig, DomainXmlError> {
                 .and_then(|stats| stats.attribute("period"))
                 .and_then(|period| period.trim().parse().ok());
             config.deflate_on_oom = balloon.attribute("autodeflate").and_then(on_off);
-            config.free_page_reporting = balloon.attribute("freePageReporting").and_then(on_off);
+            // Without the attribute libvirt passes nothing and QEMU's default is off.
+            config.free_page_reporting = balloon
+                .attribute("freePageReporting")
+                .map_or(Some(false), on_off);
         }
     }
     // The serial port's log first, then a console's (a console is usually the same port).
@@ -158,7 +161,7 @@ mod tests {
                 balloon_present: true,
                 stats_period_secs: Some(2),
                 deflate_on_oom: Some(true),
-                free_page_reporting: None,
+                free_page_reporting: Some(false),
                 serial_log_path: Some(PathBuf::from(
                     "/work/main/target/ballast-lab/run/ballast-test-14176-1/serial.log"
                 )),

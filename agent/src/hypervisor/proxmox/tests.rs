@@ -401,3 +401,62 @@ fn the_balloon_target_is_set_in_bytes_over_qmp_against_fake_qmp_server() {
         .expect_err("no such VM");
     assert!(error.to_string().contains("ghost"), "{error}");
 }
+
+/// A QEMU whose balloon answers the three `qom-get`s of `domain_config`, the last one
+/// (`free-page-reporting`) with `reply` (`{"return": ..}` or `{"error": ..}`).
+fn balloon_properties(reply: Value) -> impl FnOnce(Peer) + Send + 'static {
+    move |mut peer| {
+        peer.send(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
+        let negotiate = peer.request();
+        peer.send(format!("{}\n", json!({"return": {}, "id": negotiate["id"]})).as_bytes());
+        for _ in 0..3 {
+            let request = peer.request();
+            let mut answer = match request["arguments"]["property"].as_str() {
+                Some("guest-stats-polling-interval") => json!({"return": 2}),
+                Some("deflate-on-oom") => json!({"return": false}),
+                _ => reply.clone(),
+            };
+            answer["id"] = request["id"].clone();
+            peer.send(format!("{answer}\n").as_bytes());
+        }
+    }
+}
+
+/// Free page reporting as QEMU's balloon says (on; off where the property does not
+/// exist, a QEMU before 5.1), else as the `machine:` version says (qemu-server turns it
+/// on from 6.2), else unknown.
+#[test]
+fn free_page_reporting_from_qom_get_then_the_machine_version_against_fake_qmp_server() {
+    let mut node = FakeNode::new("fpr");
+    node.add_vm(
+        100,
+        "memory: 1024\nmachine: pc-i440fx-5.2\n",
+        balloon_properties(json!({"return": true})),
+    );
+    node.add_vm(
+        101,
+        "memory: 1024\n",
+        balloon_properties(json!({"error": {"class": "GenericError",
+            "desc": "Property 'virtio-balloon-pci.free-page-reporting' not found"}})),
+    );
+    node.add_vm(102, "memory: 1024\nmachine: pc-q35-8.1+pve0\n", drop);
+    node.add_vm(103, "memory: 1024\nmachine: pc-i440fx-6.1\n", drop);
+    node.add_vm(104, "memory: 1024\nmachine: q35\n", drop);
+    let backend = ProxmoxHypervisor::new(node.settings());
+    let config = |vmid: &str| {
+        backend
+            .domain_config(&DomainId {
+                uuid: vmid.to_owned(),
+                name: String::new(),
+            })
+            .expect("config")
+    };
+    let live = config("100");
+    assert_eq!(live.free_page_reporting, Some(true), "QEMU's answer wins");
+    assert_eq!(live.stats_period_secs, Some(2));
+    assert_eq!(live.deflate_on_oom, Some(false));
+    assert_eq!(config("101").free_page_reporting, Some(false));
+    assert_eq!(config("102").free_page_reporting, Some(true));
+    assert_eq!(config("103").free_page_reporting, Some(false));
+    assert_eq!(config("104").free_page_reporting, None);
+}
