@@ -22,3 +22,4 @@ mod libvirt_startup;
 mod pressure_real_vm;
 mod proxmox_backend;
 mod reload;
+mod virtio_mem_lab;
