@@ -6,8 +6,9 @@
 //! `/bin/hostile-qga.sh` (guest/hostile-qga.sh, a misbehaving guest agent for tests),
 //! `/bin/memhog` (guest/memhog.c, `gcc -static`), `/bin/fraghog` (guest/fraghog.c, a
 //! fragmenter with pinned pipe pages, for the fragmentation scenario), qemu-ga with every library `ldd`
-//! lists, and the virtio modules the kernel does not build in (`virtio_mem` among them), decompressed for
-//! busybox `insmod` and listed in `modprobe --show-depends` order in /etc/lab-modules.
+//! lists, and the virtio modules the kernel does not build in (`virtio_mem` among
+//! them), decompressed for busybox `insmod` and listed in `modprobe --show-depends`
+//! order in /etc/lab-modules.
 //!
 //! Cache: `<lab>/images/<release>-<key>/{vmlinuz,initramfs.cpio.gz}`, where the key
 //! hashes the guest sources, the kernel image and the host binaries copied in. A

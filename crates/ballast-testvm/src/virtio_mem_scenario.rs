@@ -29,8 +29,10 @@ use crate::virtio_mem::{device, wait_settled, Settled, VirtioMemGuest};
 /// The progress line memhog prints once it holds its size.
 const HOLDING_LINE: &str = "memhog: holding";
 /// How long plugged may stand still (short of requested) before a resize counts as
-/// stalled. The guest retries a failed unplug after 5 s at first (6.1 and 6.12 back
-/// off from there), so a plugged size unchanged for 6 s is stuck, not slow.
+/// stalled. A resize that works moves plugged at least once a second (QEMU's size-change
+/// events are rate-limited to one a second, which libvirt's `<current>` follows), and
+/// the guest's driver retries a failed unplug only 50 s later (backing off to 300 s):
+/// plugged unchanged for 6 s is stuck, not slow.
 pub const STALL_AFTER: Duration = Duration::from_secs(6);
 /// How long a resize may keep moving (TCG: ~0.7 s per 256 MiB unplugged, idle guest).
 const RESIZE_TIMEOUT: Duration = Duration::from_secs(60);
