@@ -13,7 +13,9 @@
 //!   guest's `alloc_contig_range` finds nowhere to move the hog's pages; no OOM kill);
 //! * [`resize`]: set the request and wait until it converged or stalled;
 //! * [`reset`]: between scenarios on one guest: every memhog killed, the request back
-//!   at the maximum, converged.
+//!   at the maximum, converged;
+//! * the parts, for callers that interleave their own steps: [`hog`], [`kill_hogs`],
+//!   [`kill_count`].
 //!
 //! memhog grows by 16 MiB every 50 ms of guest time and prints `memhog: holding N MiB`
 //! when it holds its size; the kill line is the kernel's `Out of memory: Killed process`.
@@ -215,14 +217,21 @@ pub fn kill_count<G: VirtioMemGuest + ?Sized>(guest: &G) -> usize {
     serial::count_lines(&guest.console_text(), ANY_KILL_LINE)
 }
 
-fn kill_hogs<G: VirtioMemGuest + ?Sized>(guest: &G) -> Result<()> {
+/// Kills every memhog in the guest.
+pub fn kill_hogs<G: VirtioMemGuest + ?Sized>(guest: &G) -> Result<()> {
     // No memhog left is fine: the `true` keeps the exit 0.
     shell(guest, "killall -9 memhog 2>/dev/null; true").map(drop)
 }
 
 /// Starts memhog holding `hog_mib` and waits for its kill line or its hold; once it
-/// holds, runs `/bin/true` every 2 s for `observe` and watches for a kill.
-fn hog<G: VirtioMemGuest + ?Sized>(guest: &G, hog_mib: u64, observe: Duration) -> Result<HogRun> {
+/// holds, runs `/bin/true` every 2 s for `observe` and watches for a kill. The hog of
+/// [`unplug_then_hog`], for a caller that lets time pass between the resize and the hog
+/// (say, an agent's polls of the smaller guest).
+pub fn hog<G: VirtioMemGuest + ?Sized>(
+    guest: &G,
+    hog_mib: u64,
+    observe: Duration,
+) -> Result<HogRun> {
     let kills_before = kill_count(guest);
     let holds_before = serial::count_lines(&guest.console_text(), HOLDING_LINE);
     let started_at_ms = now_ms();
