@@ -12,8 +12,8 @@
 //!   goes down: the guest unplugs what it can and plugged stops above requested (the
 //!   guest's `alloc_contig_range` finds nowhere to move the hog's pages; no OOM kill);
 //! * [`resize`]: set the request and wait until it converged or stalled;
-//! * [`reset`]: between scenarios on one guest: every memhog killed, the request back
-//!   at the maximum, converged;
+//! * [`reset`]: between scenarios on one guest: the request back at the maximum,
+//!   converged, then every memhog killed;
 //! * the parts, for callers that interleave their own steps: [`hog`], [`kill_hogs`],
 //!   [`kill_count`].
 //!
@@ -204,12 +204,18 @@ pub fn stuck_unplug<G: VirtioMemGuest + ?Sized>(
     })
 }
 
-/// Between scenarios: every memhog killed, `id`'s request back at the maximum and
-/// converged.
+/// Between scenarios: `id`'s request back at the maximum and converged, then every
+/// memhog killed.
+///
+/// The blocks go back first: after a stalled unplug the guest's kernel zones are full
+/// of the hog's pages (the driver migrated them there before it gave up), and the
+/// guest agent's own allocation for `killall` would OOM-kill the hog (seen on a 6.12
+/// libvirt guest). Plugging needs no allocation in the guest.
 pub fn reset<G: VirtioMemGuest + ?Sized>(guest: &G, id: &str) -> Result<ResizeRun> {
-    kill_hogs(guest)?;
     let max_kib = device(guest, id)?.max_size_kib;
-    resize_converged(guest, id, max_kib)
+    let run = resize_converged(guest, id, max_kib)?;
+    kill_hogs(guest)?;
+    Ok(run)
 }
 
 /// OOM kill lines (global or memcg) in the guest's console so far.
