@@ -45,5 +45,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(text.lines().any(|l| l == "numa: 0"), "{text}");
+    }
+
+    #[test]
+    fn a_virtio_mem_guest_has_numa_on() {
+        let spec = ProxmoxSpec {
+            virtio_mem: Some(crate::VirtioMemSpec::default()),
+            ..ProxmoxSpec::default()
+        };
+        let text = render("ballast-test-1-1", &spec);
+        assert!(text.lines().any(|l| l == "numa: 1"), "{text}");
     }
 }
