@@ -20,6 +20,18 @@
 //!   </devices>
 //! </domain>
 //! ```
+//! With a virtio-mem device ([`crate::VirtioMemSpec`]; `memory_mib` is then the boot
+//! memory, here 384 MiB, and the device adds up to 512 MiB):
+//! ```xml
+//!   <maxMemory slots='4' unit='KiB'>917504</maxMemory>
+//!   <memory unit='KiB'>917504</memory><currentMemory unit='KiB'>917504</currentMemory>
+//!   <cpu><numa><cell id='0' cpus='0' memory='393216' unit='KiB'/></numa></cpu>
+//!   <devices> …
+//!     <memory model='virtio-mem'><target><size unit='KiB'>524288</size><node>0</node>
+//!       <block unit='KiB'>2048</block><requested unit='KiB'>524288</requested></target></memory>
+//! ```
+//! libvirt names the device `virtiomem0` and adds `<current>` (what is plugged) to
+//! the live XML.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -45,8 +57,7 @@ pub(crate) fn render(
         "<domain type='{domain_type}'>\n\
          \x20 <name>{name}</name>\n\
          {uuid}{metadata}\
-         \x20 <memory unit='MiB'>{memory}</memory>\n\
-         \x20 <currentMemory unit='MiB'>{current}</currentMemory>\n\
+         {memory}\
          \x20 <vcpu>{vcpus}</vcpu>\n\
          \x20 <os>\n\
          \x20   <type arch='x86_64' machine='pc'>hvm</type>\n\
@@ -55,6 +66,7 @@ pub(crate) fn render(
          \x20   <cmdline>{cmdline}</cmdline>\n\
          \x20 </os>\n\
          \x20 <features><acpi/></features>\n\
+         {numa}\
          \x20 <on_poweroff>destroy</on_poweroff>\n\
          \x20 <on_reboot>restart</on_reboot>\n\
          \x20 <on_crash>destroy</on_crash>\n\
@@ -79,8 +91,8 @@ pub(crate) fn render(
             .unwrap_or_default(),
         domain_type = accel.domain_type(),
         name = escape(name),
-        memory = spec.memory_mib,
-        current = spec.current_mib.min(spec.memory_mib),
+        memory = memory_elements(spec),
+        numa = numa_cell(spec),
         vcpus = spec.vcpus.max(1),
         kernel = escape(&image.vmlinuz.to_string_lossy()),
         initrd = escape(&image.initramfs.to_string_lossy()),
@@ -130,8 +142,54 @@ pub(crate) fn render(
         "    <memballoon model='virtio' autodeflate='{}'>{stats}</memballoon>",
         on_off(spec.autodeflate)
     );
+    if let Some(device) = spec.virtio_mem {
+        let _ = writeln!(
+            xml,
+            "    <memory model='virtio-mem'><target><size unit='KiB'>{size}</size><node>0</node>\
+             <block unit='KiB'>{block}</block><requested unit='KiB'>{requested}</requested>\
+             </target></memory>",
+            size = device.max_mib * 1024,
+            block = device.block_kib,
+            requested = device.requested_mib.min(device.max_mib) * 1024,
+        );
+    }
     xml.push_str("  </devices>\n</domain>\n");
     xml
+}
+
+/// `<memory>` and `<currentMemory>`, and with a virtio-mem device `<maxMemory>`:
+/// libvirt counts the device's full size into `<memory>`, and `<currentMemory>` (the
+/// balloon target) includes it too, so the balloon stays empty at its maximum.
+fn memory_elements(spec: &GuestSpec) -> String {
+    let current = spec.current_mib.min(spec.memory_mib);
+    match spec.virtio_mem {
+        None => format!(
+            "  <memory unit='MiB'>{}</memory>\n  <currentMemory unit='MiB'>{current}</currentMemory>\n",
+            spec.memory_mib
+        ),
+        Some(device) => {
+            let total = (spec.memory_mib + device.max_mib) * 1024;
+            let current = (current + device.max_mib) * 1024;
+            format!(
+                "  <maxMemory slots='{slots}' unit='KiB'>{total}</maxMemory>\n\
+                 \x20 <memory unit='KiB'>{total}</memory>\n\
+                 \x20 <currentMemory unit='KiB'>{current}</currentMemory>\n",
+                slots = device.slots.max(1),
+            )
+        }
+    }
+}
+
+/// The one NUMA cell (all vCPUs, the boot memory) libvirt needs for a memory device.
+fn numa_cell(spec: &GuestSpec) -> String {
+    if spec.virtio_mem.is_none() {
+        return String::new();
+    }
+    format!(
+        "  <cpu><numa><cell id='0' cpus='0-{last}' memory='{kib}' unit='KiB'/></numa></cpu>\n",
+        last = spec.vcpus.max(1) - 1,
+        kib = spec.memory_mib * 1024,
+    )
 }
 
 fn escape(text: &str) -> String {
@@ -257,5 +315,62 @@ mod tests {
         assert!(xml.contains(
             "  <devices>\n    <emulator>/opt/qemu-7.2/usr/bin/qemu-system-x86_64</emulator>\n"
         ));
+    }
+
+    #[test]
+    fn without_virtio_mem_there_is_no_numa_cell_and_no_memory_device() {
+        let xml = render(
+            "t",
+            &GuestSpec::default(),
+            &image(),
+            Accel::Tcg,
+            Path::new("/run/s.log"),
+            None,
+        );
+        assert!(xml.contains("  <memory unit='MiB'>512</memory>\n"));
+        assert!(xml.contains("  <currentMemory unit='MiB'>512</currentMemory>\n"));
+        for absent in ["<maxMemory", "<numa>", "virtio-mem"] {
+            assert!(!xml.contains(absent), "{absent} in\n{xml}");
+        }
+    }
+
+    #[test]
+    fn a_virtio_mem_device_gets_max_memory_a_numa_cell_and_its_target() {
+        let spec = GuestSpec {
+            memory_mib: 384,
+            current_mib: 384,
+            vcpus: 2,
+            virtio_mem: Some(crate::VirtioMemSpec {
+                max_mib: 512,
+                requested_mib: 256,
+                block_kib: 4096,
+                slots: 2,
+                online: crate::VirtioMemOnline::Movable,
+            }),
+            ..GuestSpec::default()
+        };
+        let xml = render(
+            "t",
+            &spec,
+            &image(),
+            Accel::Tcg,
+            Path::new("/run/s.log"),
+            None,
+        );
+        assert!(xml.contains("  <maxMemory slots='2' unit='KiB'>917504</maxMemory>\n"));
+        assert!(xml.contains("  <memory unit='KiB'>917504</memory>\n"));
+        assert!(xml.contains("  <currentMemory unit='KiB'>917504</currentMemory>\n"));
+        assert!(xml.contains(
+            "  <cpu><numa><cell id='0' cpus='0-1' memory='393216' unit='KiB'/></numa></cpu>\n"
+        ));
+        assert!(xml.contains(
+            "<memory model='virtio-mem'><target><size unit='KiB'>524288</size><node>0</node>\
+             <block unit='KiB'>4096</block><requested unit='KiB'>262144</requested></target></memory>"
+        ));
+        assert!(xml.contains(" memhp_default_state=online_movable</cmdline>"));
+        // <cpu> belongs between <features> and <on_poweroff> (libvirt's order).
+        let cpu = xml.find("<cpu>").unwrap_or(0);
+        assert!(xml.find("<features>").unwrap_or(usize::MAX) < cpu);
+        assert!(cpu < xml.find("<on_poweroff>").unwrap_or(0));
     }
 }

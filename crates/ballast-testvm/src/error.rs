@@ -52,6 +52,14 @@ pub enum Error {
     /// A UNIX socket path does not fit into sockaddr_un.
     #[error("Socket path too long ({len} bytes, at most 107): {path}")]
     SocketPathTooLong { path: PathBuf, len: usize },
+    /// A virtio-mem resize the scenario needed to converge stopped short instead.
+    #[error("virtio-mem {id} of {guest} stalled at {plugged_kib} KiB plugged, {requested_kib} KiB requested")]
+    ResizeStalled {
+        guest: String,
+        id: String,
+        plugged_kib: u64,
+        requested_kib: u64,
+    },
     /// The process-wide lab could not be set up (the first error, repeated).
     #[error("Real-VM lab unavailable: {0}")]
     Unavailable(String),

@@ -193,6 +193,16 @@ impl Guest {
         self.setmem_kib(mib * 1024)
     }
 
+    /// `virsh dumpxml`: the live domain XML (aliases, `<current>` of virtio-mem devices).
+    pub fn dumpxml(&self) -> Result<String> {
+        self.lab.virsh().run(["dumpxml", &self.name])
+    }
+
+    /// Runs `virsh -c <uri> args...` (the caller names the domain).
+    pub(crate) fn virsh_command(&self, args: &[&str]) -> Result<String> {
+        self.lab.virsh().run(args)
+    }
+
     /// `virsh domstats --balloon`: `balloon.current`, `balloon.usable`, `balloon.last-update`, ...
     pub fn domstats_balloon(&self) -> Result<BTreeMap<String, u64>> {
         let out = self

@@ -6,8 +6,9 @@
 //! `/bin/hostile-qga.sh` (guest/hostile-qga.sh, a misbehaving guest agent for tests),
 //! `/bin/memhog` (guest/memhog.c, `gcc -static`), `/bin/fraghog` (guest/fraghog.c, a
 //! fragmenter with pinned pipe pages, for the fragmentation scenario), qemu-ga with every library `ldd`
-//! lists, and the virtio modules the kernel does not build in, decompressed for
-//! busybox `insmod` and listed in `modprobe --show-depends` order in /etc/lab-modules.
+//! lists, and the virtio modules the kernel does not build in (`virtio_mem` among
+//! them), decompressed for busybox `insmod` and listed in `modprobe --show-depends`
+//! order in /etc/lab-modules.
 //!
 //! Cache: `<lab>/images/<release>-<key>/{vmlinuz,initramfs.cpio.gz}`, where the key
 //! hashes the guest sources, the kernel image and the host binaries copied in. A
@@ -28,15 +29,19 @@ const SHUTDOWN_SH: &str = include_str!("../guest/shutdown.sh");
 const HOSTILE_QGA_SH: &str = include_str!("../guest/hostile-qga.sh");
 const MEMHOG_C: &str = include_str!("../guest/memhog.c");
 const FRAGHOG_C: &str = include_str!("../guest/fraghog.c");
-/// Bump when the build recipe below changes in a way the key would not see.
-const RECIPE_VERSION: &str = "3";
+/// Bump when the build recipe below changes in a way the key would not see
+/// (4: `virtio_mem` joined [`MODULES`]).
+const RECIPE_VERSION: &str = "4";
 const BUSYBOX: &str = "/bin/busybox";
 const QEMU_GA: &str = "/usr/sbin/qemu-ga";
-const MODULES: [&str; 4] = [
+/// Loaded by `/init` in this order (with their dependencies first); `virtio_mem`
+/// (`=m` in Debian's 6.1 and 6.12) binds to a virtio-mem device when the guest has one.
+const MODULES: [&str; 5] = [
     "virtio_pci",
     "virtio_balloon",
     "virtio_console",
     "virtio_blk",
+    "virtio_mem",
 ];
 
 /// A built guest image.

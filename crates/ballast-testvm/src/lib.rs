@@ -5,6 +5,9 @@
 //!   kernel (6.1 or 6.12, [`GuestKernel`]) with a busybox initramfs, a virtio balloon
 //!   with stats, a serial console logged through virtlogd, a guest agent and a memory
 //!   hog; OOM scenarios in [`scenario`];
+//! * virtio-mem devices on both kinds of guest ([`VirtioMemSpec`]), read back and
+//!   resized through [`virtio_mem`], with the unplug/hog/stuck scenarios in
+//!   [`virtio_mem_scenario`];
 //! * the guard's scenario suite on Proxmox-style guests in [`guard_scenario`]
 //!   (gradual hogs, controls, overcommit, a pvestatd-like re-inflation loop), and a
 //!   real `ballast-agent run` over them with its events read back in [`agent_run`];
@@ -50,6 +53,8 @@ mod slots;
 mod spec;
 mod sweep;
 mod virsh;
+pub mod virtio_mem;
+pub mod virtio_mem_scenario;
 
 pub use accel::Accel;
 pub use agent::ExecOutput;
@@ -64,5 +69,6 @@ pub use proxmox::{ProxmoxGuest, ProxmoxSpec};
 pub use qmp::{Qga, Qmp};
 pub use settings::{in_ci, AccelChoice, Settings};
 pub use skip::lab_or_skip;
-pub use spec::{Console, GuestSpec, HostileAgent};
+pub use spec::{Console, GuestSpec, HostileAgent, VirtioMemOnline, VirtioMemSpec, VIRTIO_MEM_ID};
 pub use sweep::SweepReport;
+pub use virtio_mem::{VirtioMemGuest, VirtioMemState};

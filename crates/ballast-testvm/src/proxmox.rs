@@ -10,7 +10,16 @@
 //! qemu-server/<vmid>.serial0.log  what the harness read from the serial socket
 //! root/etc/pve/qemu-server/<vmid>.conf  the fake VM config (memory, balloon, name, agent, serial0)
 //! ```
-//! The balloon is `-device virtio-balloon-pci,id=balloon0`. QEMU starts paused (`-S`)
+//! The balloon is `-device virtio-balloon-pci,id=balloon0`. With
+//! [`ProxmoxSpec::virtio_mem`], the boot memory becomes NUMA node 0 and a virtio-mem
+//! device joins it (the shape of a Proxmox VE VM with `numa: 1` and memory hotplug):
+//! ```text
+//! -m 384M,slots=4,maxmem=896M
+//! -object memory-backend-ram,id=ram-node0,size=384M -numa node,nodeid=0,cpus=0,memdev=ram-node0
+//! -object memory-backend-ram,id=mem-virtiomem0,size=512M,reserve=off
+//! -device virtio-mem-pci,id=virtiomem0,memdev=mem-virtiomem0,node=0,block-size=2048K,requested-size=512M
+//! ```
+//! QEMU starts paused (`-S`)
 //! so the harness can attach to the serial socket before the first byte, then
 //! sets `guest-stats-polling-interval` (as Proxmox does) and sends `cont`.
 //!
@@ -35,6 +44,7 @@ use crate::lab::Lab;
 use crate::qmp::{Qga, Qmp};
 use crate::serial;
 use crate::slots::SlotGuard;
+use crate::spec::{VirtioMemSpec, VIRTIO_MEM_ID};
 
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,6 +72,10 @@ pub struct ProxmoxSpec {
     /// the host); 0: none. Reading it fills the guest's reclaimable page cache
     /// (`Buffers`, `Active(file)`/`Inactive(file)`), which the initramfs's tmpfs cannot.
     pub disk_mib: u64,
+    /// A virtio-mem device (id [`crate::VIRTIO_MEM_ID`]) beside the boot memory
+    /// (`memory_mib`, then NUMA node 0); resize it over QMP
+    /// ([`Qmp::set_virtio_mem_requested`]).
+    pub virtio_mem: Option<VirtioMemSpec>,
 }
 
 impl Default for ProxmoxSpec {
@@ -77,6 +91,7 @@ impl Default for ProxmoxSpec {
             agent: true,
             capture_serial: true,
             disk_mib: 0,
+            virtio_mem: None,
         }
     }
 }
@@ -176,17 +191,14 @@ impl ProxmoxGuest {
                 "-nodefaults",
                 "-no-user-config",
             ])
-            .args(["-display", "none", "-m"])
-            .arg(self.spec.memory_mib.to_string())
+            .args(["-display", "none"])
+            .args(memory_args(self.spec.memory_mib, self.spec.virtio_mem))
             .arg("-kernel")
             .arg(&image.vmlinuz)
             .arg("-initrd")
             .arg(&image.initramfs)
             .arg("-append")
-            .arg(format!(
-                "console=ttyS0 loglevel={} panic=-1",
-                self.spec.loglevel
-            ))
+            .arg(kernel_cmdline(&self.spec))
             .arg("-chardev")
             .arg(socket(self.serial_socket(), "serial0"))
             .args([
@@ -393,6 +405,49 @@ impl Drop for ProxmoxGuest {
     }
 }
 
+/// `-m` and, with a virtio-mem device, node 0's backend and the device.
+fn memory_args(memory_mib: u64, virtio_mem: Option<VirtioMemSpec>) -> Vec<String> {
+    let Some(device) = virtio_mem else {
+        return vec!["-m".to_owned(), memory_mib.to_string()];
+    };
+    let id = VIRTIO_MEM_ID;
+    [
+        "-m",
+        &format!(
+            "{memory_mib}M,slots={},maxmem={}M",
+            device.slots.max(1),
+            memory_mib + device.max_mib
+        ),
+        "-object",
+        &format!("memory-backend-ram,id=ram-node0,size={memory_mib}M"),
+        "-numa",
+        "node,nodeid=0,cpus=0,memdev=ram-node0",
+        "-object",
+        &format!(
+            "memory-backend-ram,id=mem-{id},size={}M,reserve=off",
+            device.max_mib
+        ),
+        "-device",
+        &format!(
+            "virtio-mem-pci,id={id},memdev=mem-{id},node=0,block-size={}K,requested-size={}M,bus=pci.0,addr=0x6",
+            device.block_kib,
+            device.requested_mib.min(device.max_mib)
+        ),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The guest kernel's command line (`memhp_default_state=` with a virtio-mem device).
+fn kernel_cmdline(spec: &ProxmoxSpec) -> String {
+    let mut line = format!("console=ttyS0 loglevel={} panic=-1", spec.loglevel);
+    if let Some(device) = spec.virtio_mem {
+        line.push(' ');
+        line.push_str(device.online.kernel_arg());
+    }
+    line
+}
+
 fn connect_with_retry(path: &Path) -> Result<UnixStream> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -417,4 +472,42 @@ fn spawn_serial_copy(mut stream: UnixStream, log: PathBuf) -> JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_memory_is_one_m_argument() {
+        assert_eq!(memory_args(512, None), ["-m", "512"]);
+        assert_eq!(
+            kernel_cmdline(&ProxmoxSpec::default()),
+            "console=ttyS0 loglevel=7 panic=-1"
+        );
+    }
+
+    #[test]
+    fn a_virtio_mem_device_gets_a_numa_node_its_backend_and_its_request() {
+        let device = VirtioMemSpec {
+            max_mib: 512,
+            requested_mib: 128,
+            ..VirtioMemSpec::default()
+        };
+        let args = memory_args(384, Some(device)).join(" ");
+        assert_eq!(
+            args,
+            "-m 384M,slots=4,maxmem=896M \
+             -object memory-backend-ram,id=ram-node0,size=384M \
+             -numa node,nodeid=0,cpus=0,memdev=ram-node0 \
+             -object memory-backend-ram,id=mem-virtiomem0,size=512M,reserve=off \
+             -device virtio-mem-pci,id=virtiomem0,memdev=mem-virtiomem0,node=0,block-size=2048K,\
+             requested-size=128M,bus=pci.0,addr=0x6"
+        );
+        let spec = ProxmoxSpec {
+            virtio_mem: Some(device),
+            ..ProxmoxSpec::default()
+        };
+        assert!(kernel_cmdline(&spec).ends_with(" memhp_default_state=online_movable"));
+    }
 }

@@ -20,7 +20,9 @@ pub(crate) fn render(name: &str, spec: &ProxmoxSpec) -> String {
     let _ = writeln!(text, "cores: 1");
     let _ = writeln!(text, "memory: {}", spec.memory_mib);
     let _ = writeln!(text, "name: {name}");
-    let _ = writeln!(text, "numa: 0");
+    // A memory device needs a NUMA node (the harness's QEMU has node 0 then).
+    let numa = u8::from(spec.virtio_mem.is_some());
+    let _ = writeln!(text, "numa: {numa}");
     let _ = writeln!(text, "ostype: l26");
     let _ = writeln!(text, "serial0: socket");
     let _ = writeln!(text, "sockets: 1");
@@ -43,5 +45,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(text.lines().any(|l| l == "numa: 0"), "{text}");
+    }
+
+    #[test]
+    fn a_virtio_mem_guest_has_numa_on() {
+        let spec = ProxmoxSpec {
+            virtio_mem: Some(crate::VirtioMemSpec::default()),
+            ..ProxmoxSpec::default()
+        };
+        let text = render("ballast-test-1-1", &spec);
+        assert!(text.lines().any(|l| l == "numa: 1"), "{text}");
     }
 }

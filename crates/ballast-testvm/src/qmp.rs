@@ -158,6 +158,26 @@ impl Qmp {
         crate::guest::GuestStats::from_qom(&value)
     }
 
+    /// `query-memory-devices`: the virtio-mem devices (plugged = QEMU's `size`).
+    pub fn query_virtio_mem(&mut self) -> Result<Vec<crate::virtio_mem::VirtioMemState>> {
+        let value = self.execute("query-memory-devices", None)?;
+        crate::virtio_mem::parse_query_memory_devices(&value)
+    }
+
+    /// `qom-set /machine/peripheral/<id> requested-size <bytes>`: asks the guest to
+    /// plug or unplug the virtio-mem device `id` to `bytes` (a multiple of its block size).
+    pub fn set_virtio_mem_requested(&mut self, id: &str, bytes: u64) -> Result<()> {
+        self.execute(
+            "qom-set",
+            Some(json!({
+                "path": format!("/machine/peripheral/{id}"),
+                "property": "requested-size",
+                "value": bytes,
+            })),
+        )
+        .map(drop)
+    }
+
     /// `qom-set ... guest-stats-polling-interval` (what Proxmox does after start).
     pub fn set_stats_polling_secs(&mut self, secs: u32) -> Result<()> {
         self.execute(

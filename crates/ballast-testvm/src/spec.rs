@@ -48,6 +48,75 @@ pub struct GuestSpec {
     /// by virtlogd; with `serial_log` and [`Console::Serial`] only. The guest's serial
     /// log ([`Guest::serial_log_path`](crate::Guest::serial_log_path)) is that file.
     pub file_console: Option<std::path::PathBuf>,
+    /// A virtio-mem device beside the boot memory (`None`: the balloon only). With it,
+    /// `memory_mib` is the boot memory of NUMA node 0 and the guest can grow by the
+    /// device's `max_mib` on top (see [`VirtioMemSpec`]).
+    pub virtio_mem: Option<VirtioMemSpec>,
+}
+
+/// A virtio-mem device (`virtio-mem-pci`): memory the host plugs into and unplugs from
+/// the guest in blocks, up to `max_mib`, by changing its `requested-size`.
+///
+/// libvirt: `<maxMemory slots=..>` (boot memory + `max_mib`), a NUMA cell of the
+/// boot memory in `<cpu><numa>`, and `<memory model='virtio-mem'>` (alias
+/// [`VIRTIO_MEM_ID`]). Proxmox-style QEMU: `-m <boot>M,slots=..,maxmem=..`, a
+/// `-numa node` over a `memory-backend-ram`, and `-device virtio-mem-pci,id=`
+/// [`VIRTIO_MEM_ID`]. The guest's kernel loads `virtio_mem` and onlines what the
+/// device plugs as `online` says (kernel argument `memhp_default_state=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtioMemSpec {
+    /// The device's size: the most it can plug (`<size>`, the backend's `size`).
+    pub max_mib: u64,
+    /// `requested-size` at boot; the guest plugs it while its driver loads.
+    pub requested_mib: u64,
+    /// The device block size in KiB (`<block>`, `block-size`); 2048 (2 MiB), the
+    /// smallest a Linux guest takes on x86.
+    pub block_kib: u64,
+    /// Memory slots (`<maxMemory slots=..>`, `-m ..,slots=`).
+    pub slots: u32,
+    /// How the guest onlines plugged memory.
+    pub online: VirtioMemOnline,
+}
+
+/// The id of the harness's virtio-mem device: libvirt's alias for its first
+/// virtio-mem device, and the `-device virtio-mem-pci,id=` of Proxmox-style guests
+/// (QOM path `/machine/peripheral/virtiomem0`).
+pub const VIRTIO_MEM_ID: &str = "virtiomem0";
+
+impl Default for VirtioMemSpec {
+    fn default() -> Self {
+        VirtioMemSpec {
+            max_mib: 512,
+            requested_mib: 512,
+            block_kib: 2048,
+            slots: 4,
+            online: VirtioMemOnline::Movable,
+        }
+    }
+}
+
+/// Where the guest puts memory the device plugs (`memhp_default_state=`). Debian's
+/// 6.1 kernel leaves hotplugged memory offline unless told (its config has no default
+/// online policy); 6.12 onlines it to the kernel zone (`online`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VirtioMemOnline {
+    /// `online_movable` (ZONE_MOVABLE): the kernel can migrate what is there and
+    /// unplug it while only user memory sits on it.
+    #[default]
+    Movable,
+    /// `online_kernel` (ZONE_NORMAL): kernel allocations may land on it, and unplug
+    /// can stop for good once they do.
+    Kernel,
+}
+
+impl VirtioMemOnline {
+    /// The `memhp_default_state=` value.
+    pub fn kernel_arg(self) -> &'static str {
+        match self {
+            VirtioMemOnline::Movable => "memhp_default_state=online_movable",
+            VirtioMemOnline::Kernel => "memhp_default_state=online_kernel",
+        }
+    }
 }
 
 /// The kernel console device.
@@ -109,6 +178,7 @@ impl Default for GuestSpec {
             uuid: None,
             metadata_xml: None,
             file_console: None,
+            virtio_mem: None,
         }
     }
 }
@@ -134,6 +204,9 @@ impl GuestSpec {
         }
         if self.console_shell {
             args.push("lab.console_shell=1".to_owned());
+        }
+        if let Some(device) = self.virtio_mem {
+            args.push(device.online.kernel_arg().to_owned());
         }
         args.extend(self.extra_cmdline.iter().cloned());
         args.join(" ")
@@ -165,5 +238,27 @@ mod tests {
             "huge:32"
         );
         assert_eq!(HostileAgent::Never.cmdline_value(), "never");
+    }
+
+    #[test]
+    fn a_virtio_mem_device_asks_the_guest_to_online_what_it_plugs() {
+        let movable = GuestSpec {
+            virtio_mem: Some(VirtioMemSpec::default()),
+            ..GuestSpec::default()
+        };
+        assert_eq!(
+            movable.cmdline(),
+            "console=ttyS0 loglevel=7 panic=-1 memhp_default_state=online_movable"
+        );
+        let kernel = GuestSpec {
+            virtio_mem: Some(VirtioMemSpec {
+                online: VirtioMemOnline::Kernel,
+                ..VirtioMemSpec::default()
+            }),
+            ..GuestSpec::default()
+        };
+        assert!(kernel
+            .cmdline()
+            .ends_with(" memhp_default_state=online_kernel"));
     }
 }
