@@ -301,6 +301,7 @@ fn next_sample(vm: &mut Vm, rng: &mut fastrand::Rng, at: SystemTime) -> BalloonS
         hugetlb_failures: Some(0),
         rss_kib: Some(vm.actual_kib * 3 / 4),
         last_update_epoch_secs: Some(epoch - rng.u64(..2)),
+        virtio_mem: Vec::new(),
     }
 }
 
@@ -315,6 +316,7 @@ fn config(serial_log_path: Option<PathBuf>) -> DomainConfig {
         kernel_cmdline: None,
         memory_kib: Some(16 * 1024 * 1024),
         current_memory_kib: Some(16 * 1024 * 1024),
+        virtio_mem: Vec::new(),
     }
 }
 
