@@ -274,6 +274,8 @@ impl VmElastic {
         }
         let previous = self.devices[index].device.clone();
         self.devices[index].device.plugged_kib = Some(plugged);
+        // A pushed size is an observation of the minute, too.
+        self.devices[index].fold_into_rollup();
         if !self.take_token(at) {
             return None;
         }

@@ -192,6 +192,8 @@ impl Monitor {
                         self.not_running.remove(&id.uuid);
                         self.inventory_dirty = true;
                         self.refresh_qemu_pid(&id);
+                        // A (re)started domain may have other devices (virtio-mem).
+                        self.virtio_mem_reread.insert(id.uuid.clone(), id.clone());
                     } else {
                         self.not_running.insert(id.uuid.clone());
                         if state == DomainState::ShutOff {

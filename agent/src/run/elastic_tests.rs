@@ -159,4 +159,24 @@ fn a_stuck_unplug_is_reported_within_two_polls_and_its_convergence_with_fake_hyp
         })
         .expect("inventory");
     assert_eq!(inventory.vms[0].config.virtio_mem, vec![device(2048, 2048)]);
+
+    // The VM goes away: its open minute's rollup goes out with the device's part.
+    hypervisor.update(&id, |domain| domain.running = false);
+    monitor.poll();
+    // The last rollup: a minute may have ended during the test.
+    let rollup = events(&path)
+        .into_iter()
+        .filter_map(|envelope| match envelope.event {
+            Event::Rollup(rollup) => Some(rollup),
+            _ => None,
+        })
+        .next_back()
+        .expect("rollup");
+    assert_eq!(rollup.virtio_mem.len(), 1, "{rollup:?}");
+    let part = &rollup.virtio_mem[0];
+    assert_eq!(part.id, "virtiomem0");
+    assert_eq!(part.max_size_kib, Some(4096 * 1024));
+    assert_eq!(part.plugged_kib.last, Some(1000 * 1024), "the pushed size");
+    assert_eq!(part.requested_kib.last, Some(1024 * 1024));
+    assert!(part.plugged_kib.max >= Some(1024 * 1024));
 }

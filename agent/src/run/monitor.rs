@@ -57,7 +57,8 @@ pub struct Monitor {
     /// The guard's host-wide rate limit (its per-VM state lives in the fleet).
     pub(super) guard_host: crate::guard::HostGuard,
     /// VMs whose domain configuration is read again at the next poll (a virtio-mem
-    /// size event came: libvirt's XML is re-read for new devices).
+    /// size event came, or the domain (re)started: libvirt's XML is re-read for its
+    /// devices), however many events came.
     pub(super) virtio_mem_reread: BTreeMap<String, DomainId>,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
