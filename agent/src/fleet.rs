@@ -396,6 +396,8 @@ pub struct Fleet {
     gone_pressure_suppressed: u64,
     /// `elastic.converge_timeout_secs` ([`Self::set_converge_timeout`]).
     converge_timeout: Duration,
+    /// virtio-mem events held back for VMs that went away.
+    gone_memory_device_suppressed: u64,
 }
 
 impl Fleet {
@@ -406,6 +408,7 @@ impl Fleet {
             finished_rollups: Vec::new(),
             gone_pressure_suppressed: 0,
             converge_timeout: crate::elastic::DEFAULT_CONVERGE_TIMEOUT,
+            gone_memory_device_suppressed: 0,
         }
     }
 
@@ -478,6 +481,9 @@ impl Fleet {
                 self.gone_pressure_suppressed = self
                     .gone_pressure_suppressed
                     .saturating_add(vm.risk.episodes().suppressed());
+                self.gone_memory_device_suppressed = self
+                    .gone_memory_device_suppressed
+                    .saturating_add(vm.elastic.as_ref().map_or(0, |e| e.suppressed()));
                 if let Some(episode) = ended {
                     changes.push(Change::Pressure {
                         id: vm.id.clone(),
@@ -667,6 +673,16 @@ impl Fleet {
             .values()
             .map(|vm| vm.risk.episodes().suppressed())
             .fold(self.gone_pressure_suppressed, u64::saturating_add)
+    }
+
+    /// virtio-mem `resized`/`stuck`/`converged` events held back by the per-VM rate
+    /// limit since start.
+    pub fn memory_device_events_suppressed(&self) -> u64 {
+        self.vms
+            .values()
+            .filter_map(|vm| vm.elastic.as_ref())
+            .map(|elastic| elastic.suppressed())
+            .fold(self.gone_memory_device_suppressed, u64::saturating_add)
     }
 
     /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).

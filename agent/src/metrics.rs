@@ -334,6 +334,7 @@ struct AgentScrape {
     signals: Vec<VmSignals>,
     counters: AgentCounters,
     pressure_suppressed: u64,
+    memory_device_suppressed: u64,
 }
 
 impl AgentScrape {
@@ -387,6 +388,7 @@ impl AgentScrape {
             signals,
             counters,
             pressure_suppressed: fleet.pressure_events_suppressed(),
+            memory_device_suppressed: fleet.memory_device_events_suppressed(),
         }
     }
 }
@@ -481,6 +483,12 @@ impl Collector for AgentScrape {
             "ballast_agent_pressure_events_suppressed_total",
             "Pressure episode events not sent: a VM over its hourly budget of episode events.",
             self.pressure_suppressed,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_memory_device_events_suppressed_total",
+            "virtio-mem resized/stuck/converged events not sent: a VM over its event budget (docs/elastic.md).",
+            self.memory_device_suppressed,
         )?;
         gauge(
             &mut encoder,

@@ -479,4 +479,8 @@ fn virtio_mem_devices_are_gauges_per_device_and_a_vm_without_has_no_series() {
         1.0
     );
     assert!(!text.contains("ballast_vm_virtio_mem_plugged_bytes{vm_uuid=\"3f2a\""));
+    assert_eq!(
+        value(&text, "ballast_agent_memory_device_events_suppressed_total"),
+        0.0
+    );
 }
