@@ -491,7 +491,12 @@ impl Hypervisor for LibvirtHypervisor {
                     .and_then(|domain| domain.is_active())
                     .unwrap_or(false)
             });
-            let with_virtio_mem = lock(&self.inner.virtio_mem_domains).clone();
+            let with_virtio_mem = {
+                let mut known = lock(&self.inner.virtio_mem_domains);
+                // Domains that are gone are forgotten (a new start reads the XML again).
+                known.retain(|uuid| samples.iter().any(|(id, _)| id.uuid == *uuid));
+                known.clone()
+            };
             for (id, sample) in samples
                 .iter_mut()
                 .filter(|(id, _)| with_virtio_mem.contains(&id.uuid))
