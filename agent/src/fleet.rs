@@ -615,6 +615,7 @@ impl Fleet {
                     vm.config.as_ref().and_then(|c| c.current_memory_kib),
                 ),
                 host_available_kib,
+                report_epoch_secs: sample.last_update_epoch_secs,
             };
             if let Some(decision) = crate::guard::decide(settings, &mut vm.guard, host, &input) {
                 let action = decision.action(&crate::wire::vm_ref(&vm.id), settings, &input);

@@ -179,6 +179,7 @@ async fn load_inventory(store: &dyn Store, hosts: u64) {
                 vms,
                 episode: None,
                 guard: None,
+                memory_device: None,
             }],
             ..PreparedBatch::default()
         };

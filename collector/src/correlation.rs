@@ -25,6 +25,9 @@
 //!    nothing worth naming, or returning it would not have prevented the kill),
 //!    `balloon` (it held enough that the guest would have survived without it),
 //!    `balloon_contributed` (it held memory but the report lacks the figures to tell).
+//! 6. The host's side over every mechanism (`host_took`, module [`host_took`]): the
+//!    balloon's part plus virtio-mem's unplugged blocks, the same counterfactual with
+//!    both given back; `verdict` above keeps its balloon-only meaning.
 
 use ballast_model::{OomEvent, OomKind, ReportKind, VmConfig};
 
@@ -57,8 +60,11 @@ impl Default for CorrelationSettings {
 /// The correlation verdict (a wire vocabulary: `ballast_model`).
 pub use ballast_model::CorrelationVerdict;
 
+mod host_took;
 pub mod outcome;
+mod units;
 use outcome::{Correlation, HeldSource};
+use units::{mib, pct_of};
 
 /// What the correlation looks at.
 #[derive(Debug, Clone, Copy)]
@@ -210,8 +216,31 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
         in_use_kb,
         not_preventable: not_preventable.map(str::to_string),
         would_have_survived,
+        host_took: None,
     };
+    correlation.host_took = host_took::host_took(
+        event,
+        input.oom_at_ms,
+        window_start,
+        &correlation,
+        (settings.noise_kib, settings.noise_pct),
+    );
     correlation.reasons = reasons(&correlation, settings, event);
+    let virtio_mem = host_took::reasons(&correlation, input.oom_at_ms);
+    // virtio-mem's story goes first when it, not the balloon, holds the answer.
+    let virtio_first = !correlation.verdict.is_balloon()
+        && correlation.host_took.as_ref().is_some_and(|took| {
+            matches!(
+                took.verdict,
+                ballast_model::HostTookVerdict::HostTookMemory
+                    | ballast_model::HostTookVerdict::HostContributed
+            )
+        });
+    if virtio_first {
+        correlation.reasons.splice(0..0, virtio_mem);
+    } else {
+        correlation.reasons.extend(virtio_mem);
+    }
     correlation
 }
 
@@ -393,19 +422,6 @@ fn not_preventable(event: &OomEvent) -> Option<&'static str> {
         .then_some("a memory cgroup inside the guest hit its limit; returning balloon pages to the guest does not raise it")
 }
 
-fn pct_of(value: u64, pct: f64) -> u64 {
-    (value as f64 * pct / 100.0) as u64
-}
-
-fn mib(kib: u64) -> String {
-    let mib = kib as f64 / 1024.0;
-    if mib >= 10.0 {
-        format!("{mib:.0} MiB")
-    } else {
-        format!("{mib:.1} MiB")
-    }
-}
-
 fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) -> Vec<String> {
     let mut reasons = Vec::new();
     match (c.balloon_held_kb, c.held_source) {
@@ -482,9 +498,14 @@ fn reasons(c: &Correlation, settings: &CorrelationSettings, event: &OomEvent) ->
             mib(needed)
         )),
         (None, Some(false), Some(needed), Some(held)) => reasons.push(format!(
-            "Deflating the balloon ({}) would not have covered the {} the guest lacked at the OOM: its working set needed more than the VM's maximum.",
+            "Deflating the balloon ({}) would not have covered the {} the guest lacked at the OOM: {}.",
             mib(held),
-            mib(needed)
+            mib(needed),
+            if c.host_took.as_ref().and_then(|took| took.unplugged_kib).is_some_and(|kib| kib > 0) {
+                "the balloon alone could not give it back"
+            } else {
+                "its working set needed more than the VM's maximum"
+            }
         )),
         (None, None, _, Some(_)) => reasons.push(
             "Cannot tell whether the guest would have survived: the report has no zone figures to say what it lacked."

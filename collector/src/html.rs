@@ -4,7 +4,7 @@
 
 use maud::{html, Markup};
 
-use ballast_model::{CorrelationVerdict, ReportVerdict};
+use ballast_model::{CorrelationVerdict, HostTookVerdict, ReportVerdict};
 
 use crate::reports::format;
 
@@ -16,6 +16,14 @@ pub const STYLE_CSS: &str = include_str!("../assets/style.css");
 pub enum Verdict {
     Correlation(CorrelationVerdict),
     Report(ReportVerdict),
+    /// The host's side over every mechanism (`host_took.verdict`).
+    HostTook(HostTookVerdict),
+}
+
+impl From<HostTookVerdict> for Verdict {
+    fn from(verdict: HostTookVerdict) -> Self {
+        Verdict::HostTook(verdict)
+    }
 }
 
 impl From<CorrelationVerdict> for Verdict {
@@ -36,6 +44,7 @@ impl Verdict {
         match self {
             Verdict::Correlation(verdict) => verdict.as_str(),
             Verdict::Report(verdict) => verdict.as_str(),
+            Verdict::HostTook(verdict) => verdict.as_str(),
         }
     }
 }
@@ -45,11 +54,15 @@ impl Verdict {
 pub fn verdict_class(verdict: impl Into<Verdict>) -> &'static str {
     match verdict.into() {
         Verdict::Correlation(CorrelationVerdict::Balloon)
-        | Verdict::Report(ReportVerdict::Balloon) => "v-balloon",
-        Verdict::Correlation(CorrelationVerdict::BalloonContributed) => "v-balloon_contributed",
-        Verdict::Correlation(CorrelationVerdict::NotBalloon) => "v-not_balloon",
+        | Verdict::Report(ReportVerdict::Balloon)
+        | Verdict::HostTook(HostTookVerdict::HostTookMemory) => "v-balloon",
+        Verdict::Correlation(CorrelationVerdict::BalloonContributed)
+        | Verdict::HostTook(HostTookVerdict::HostContributed) => "v-balloon_contributed",
+        Verdict::Correlation(CorrelationVerdict::NotBalloon)
+        | Verdict::HostTook(HostTookVerdict::NotHost) => "v-not_balloon",
         Verdict::Correlation(CorrelationVerdict::Unknown)
-        | Verdict::Report(ReportVerdict::Unknown) => "v-unknown",
+        | Verdict::Report(ReportVerdict::Unknown)
+        | Verdict::HostTook(HostTookVerdict::Unknown) => "v-unknown",
         Verdict::Report(ReportVerdict::KernelUnaccounted) => "v-kernel",
         Verdict::Report(ReportVerdict::MemcgLimit) => "v-memcg",
         Verdict::Report(_) => "v-other",

@@ -47,6 +47,8 @@ pub mod token_table;
 pub mod watchdog;
 
 #[cfg(test)]
+mod elastic_fixtures;
+#[cfg(test)]
 mod test_fixtures;
 
 /// Now, in Unix milliseconds.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use ballast_daemon::exposition::{counter, counter_family, gauge};
 use ballast_model::RiskLevel;
-use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind};
+use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind, ResizePhase};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     prometheus_text, DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet,
@@ -89,6 +89,8 @@ pub struct BatchShape {
     pub ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
     /// Guard actions by outcome.
     pub guard: BTreeMap<GuardOutcome, u64>,
+    /// virtio-mem resize events by phase.
+    pub memory_devices: BTreeMap<ResizePhase, u64>,
 }
 
 impl BatchShape {
@@ -101,11 +103,20 @@ impl BatchShape {
         for action in batch.events.iter().filter_map(|event| event.guard.as_ref()) {
             *guard.entry(action.outcome).or_insert(0) += 1;
         }
+        let mut memory_devices = BTreeMap::new();
+        for change in batch
+            .events
+            .iter()
+            .filter_map(|event| event.memory_device.as_ref())
+        {
+            *memory_devices.entry(change.phase).or_insert(0) += 1;
+        }
         Self {
             rollups: batch.rollups.len() as u64,
             others: batch.events.len() as u64,
             ooms,
             guard,
+            memory_devices,
         }
     }
 }
@@ -165,6 +176,7 @@ struct Counters {
     others: u64,
     ooms: BTreeMap<(OomKind, CorrelationVerdict), u64>,
     guard: BTreeMap<GuardOutcome, u64>,
+    memory_devices: BTreeMap<ResizePhase, u64>,
     storage_errors: u64,
     last_ingest_secs: Option<f64>,
     retention_passes: u64,
@@ -257,6 +269,9 @@ impl Metrics {
                 for (outcome, n) in &shape.guard {
                     *c.guard.entry(*outcome).or_insert(0) += n;
                 }
+                for (phase, n) in &shape.memory_devices {
+                    *c.memory_devices.entry(*phase).or_insert(0) += n;
+                }
             }
         }
     }
@@ -300,6 +315,17 @@ impl Metrics {
         outbox: Option<&[(String, i64)]>,
         under_pressure: Option<(u64, u64)>,
     ) -> String {
+        self.render_scrape(outbox, under_pressure, None)
+    }
+
+    /// [`Metrics::render_with`] with the VMs that have a virtio-mem resize stuck now,
+    /// counted in the store at scrape time (`None`: that read failed; absent).
+    pub fn render_scrape(
+        &self,
+        outbox: Option<&[(String, i64)]>,
+        under_pressure: Option<(u64, u64)>,
+        stuck_resizes: Option<u64>,
+    ) -> String {
         let counters = self.counters().clone();
         let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
         let scrape = Scrape {
@@ -327,6 +353,7 @@ impl Metrics {
                 by_state
             }),
             under_pressure,
+            stuck_resizes,
         };
         let mut registry = Registry::default();
         registry.register_collector(Box::new(scrape));
@@ -352,6 +379,8 @@ struct Scrape {
     outbox: Option<BTreeMap<&'static str, i64>>,
     /// VMs with an open pressure episode: (elevated, critical).
     under_pressure: Option<(u64, u64)>,
+    /// VMs with a virtio-mem resize stuck now.
+    stuck_resizes: Option<u64>,
 }
 
 impl Collector for Scrape {
@@ -409,7 +438,7 @@ impl Collector for Scrape {
         let mut family = counter_family(
             &mut encoder,
             "ballast_collector_events_stored_total",
-            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode, guard action).",
+            "Events of committed batches by type: oom, rollup, other (hello, inventory, balloon change, near miss, health, pressure episode, guard action, virtio-mem resize).",
         )?;
         let ooms: u64 = c.ooms.values().sum();
         for (kind, n) in [("oom", ooms), ("rollup", c.rollups), ("other", c.others)] {
@@ -441,6 +470,16 @@ impl Collector for Scrape {
         for outcome in GuardOutcome::KNOWN {
             let n = c.guard.get(outcome).copied().unwrap_or(0);
             ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome.as_str())])?)?;
+        }
+        let mut family = counter_family(
+            &mut encoder,
+            "ballast_collector_memory_device_events_total",
+            "virtio-mem resize events stored (issue 20), by phase: requested, resized, stuck, converged.",
+        )?;
+        // A fixed list: the known phases (ingest refuses an unknown one).
+        for phase in ResizePhase::KNOWN {
+            let n = c.memory_devices.get(phase).copied().unwrap_or(0);
+            ConstCounter::new(n).encode(family.encode_family(&[("phase", phase.as_str())])?)?;
         }
         counter(
             &mut encoder,
@@ -565,6 +604,14 @@ impl Collector for Scrape {
                 ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX))
                     .encode(family.encode_family(&[("level", level.as_str())])?)?;
             }
+        }
+        if let Some(stuck) = self.stuck_resizes {
+            gauge(
+                &mut encoder,
+                "ballast_collector_vms_with_stuck_resize",
+                "VMs with a virtio-mem device whose stuck resize no converged or new request followed.",
+                i64::try_from(stuck).unwrap_or(i64::MAX),
+            )?;
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use ballast_model::{
     ReportVerdict, RiskLevel, VmState,
 };
 
-use crate::correlation::outcome::Correlation;
+use crate::correlation::outcome::{Correlation, HostTook};
 
 /// A VM as named in records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -46,6 +46,28 @@ pub struct CorrelationShort {
     pub balloon_held_kb: Option<i64>,
     pub inflated_kb_before: Option<i64>,
     pub seconds_from_inflation: Option<i64>,
+    /// The host's side over every mechanism (balloon, virtio-mem): as stored, else
+    /// (rows stored before it) the balloon's part. Read this, not `verdict`, to know
+    /// whether the host took memory.
+    pub host_took: HostTook,
+}
+
+/// `host_took` of a stored correlation (`correlation_json`), else the balloon's part;
+/// one that does not decode (the detail fails on it) reads as its row's balloon
+/// `verdict` and `held_kib` say.
+pub fn host_took_of(
+    correlation_json: &str,
+    verdict: ballast_model::CorrelationVerdict,
+    held_kib: Option<u64>,
+) -> HostTook {
+    serde_json::from_str::<Correlation>(correlation_json)
+        .map(|c| c.host_took_or_balloon())
+        .unwrap_or_else(|_| HostTook::balloon_only(verdict, held_kib, None))
+}
+
+/// Serves `host_took` for every stored correlation: an older row's is the balloon's part.
+pub fn fill_host_took(correlation: &mut Correlation) {
+    correlation.host_took = Some(correlation.host_took_or_balloon());
 }
 
 /// One OOM in a list.
@@ -126,6 +148,126 @@ pub struct RollupPoint {
     /// The period's pressure (`ballast_model::PressureRollup`: sources, peak rates,
     /// risk), null when `signals` is `none`.
     pub pressure: Option<PressureRollup>,
+    /// The period's virtio-mem figures summed over the VM's devices (issue 20); every
+    /// one absent when the period had no device.
+    #[serde(flatten)]
+    pub virtio_mem: VirtioMemSums,
+    /// Each virtio-mem device over the period, by device id (only when asked for:
+    /// `devices=true`; `storage::virtio_mem_reads::attach_devices`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<VirtioMemDevicePoint>,
+}
+
+/// A period's virtio-mem devices summed ([`RollupPoint::virtio_mem`], storage
+/// migration 0011): each min/max/last the sum over the devices of the device's
+/// min/max/last (so a summed min is at most the true smallest total, a summed max
+/// at least the largest), the devices' maximum sizes summed. All None: no device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct VirtioMemSums {
+    /// What the guest had plugged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugged_kib: Option<MinMaxLast>,
+    /// What the host asked the guest to have plugged (`requested-size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_kib: Option<MinMaxLast>,
+    /// The most the devices could provide.
+    #[serde(rename = "virtio_mem_max_kib", skip_serializing_if = "Option::is_none")]
+    pub max_kib: Option<u64>,
+    /// The longest any device had been unconverged (plugged != requested) at the
+    /// period's end, seconds.
+    #[serde(
+        rename = "virtio_mem_unconverged_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub unconverged_secs: Option<u64>,
+}
+
+impl VirtioMemSums {
+    /// The sums over a rollup's devices.
+    pub fn of(devices: &[ballast_model::VirtioMemRollup]) -> Self {
+        if devices.is_empty() {
+            return Self::default();
+        }
+        let sum = |values: &mut dyn Iterator<Item = Option<u64>>| {
+            values.flatten().fold(None, |total: Option<u64>, v| {
+                Some(total.unwrap_or(0).saturating_add(v))
+            })
+        };
+        let mml = |pick: fn(&ballast_model::VirtioMemRollup) -> &MinMaxLast| {
+            let total = MinMaxLast {
+                min: sum(&mut devices.iter().map(|d| pick(d).min)),
+                max: sum(&mut devices.iter().map(|d| pick(d).max)),
+                last: sum(&mut devices.iter().map(|d| pick(d).last)),
+            };
+            (total != MinMaxLast::default()).then_some(total)
+        };
+        Self {
+            plugged_kib: mml(|d| &d.plugged_kib),
+            requested_kib: mml(|d| &d.requested_kib),
+            max_kib: sum(&mut devices.iter().map(|d| d.max_size_kib)),
+            unconverged_secs: devices
+                .iter()
+                .filter_map(|d| d.unconverged_secs.map(u64::from))
+                .max(),
+        }
+    }
+
+    /// Whether the period had any virtio-mem figure.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// One virtio-mem resize of a VM (`GET /api/v1/vms/{host}/{uuid}/memory-devices`, the
+/// VM page's chart markers), as stored from its `memory_device` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryDeviceRecord {
+    pub id: i64,
+    pub host: String,
+    pub uuid: String,
+    /// Guest-controlled text: escape wherever shown.
+    pub name: String,
+    /// The device's id (QEMU id, libvirt alias): configuration text, escape wherever
+    /// shown.
+    pub device: String,
+    /// When the agent saw it (host clock), Unix ms.
+    pub at_ms: i64,
+    /// `requested`, `resized`, `stuck`, `converged`.
+    pub phase: ballast_model::ResizePhase,
+    pub requested_kib: Option<u64>,
+    pub plugged_kib: Option<u64>,
+    pub previous_requested_kib: Option<u64>,
+    pub previous_plugged_kib: Option<u64>,
+    pub block_size_kib: Option<u64>,
+    pub max_size_kib: Option<u64>,
+    /// Since when plugged has differed from requested (host clock), Unix ms.
+    pub unconverged_since_ms: Option<i64>,
+}
+
+/// One page of a VM's resize events, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VmMemoryDevices {
+    pub host: String,
+    pub uuid: String,
+    pub items: Vec<MemoryDeviceRecord>,
+    /// Pass as `cursor=` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One virtio-mem device of a VM over one stored period (minute or hour), from
+/// `virtio_mem_rollups`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VirtioMemDevicePoint {
+    pub period_start_ms: i64,
+    pub period_secs: i64,
+    /// Configuration text: escape wherever shown.
+    pub device: String,
+    pub node: Option<u32>,
+    pub block_size_kib: Option<u64>,
+    pub max_size_kib: Option<u64>,
+    pub requested_kib: MinMaxLast,
+    pub plugged_kib: MinMaxLast,
+    pub unconverged_secs: Option<u64>,
 }
 
 /// Whether a memory point had pressure signals ([`RollupPoint::signals`]).

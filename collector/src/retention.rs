@@ -1,7 +1,9 @@
-//! Deletes expired rows in bounded batches: rollups, small events, pressure
-//! episodes (by their last phase) and guard actions after `retention.rollup_days`, OOM events after `retention.oom_days`; then compacts
-//! minute rollups older than `retention.minute_rollup_hours` into hourly rollups
-//! ([`crate::storage::tiers`]), so a fleet's store holds 30 days of hours, not of
+//! Deletes expired rows in bounded batches: rollups (with their virtio-mem devices),
+//! small events, pressure episodes (by their last phase), guard actions and virtio-mem
+//! resize events after `retention.rollup_days`, OOM events after `retention.oom_days`;
+//! then compacts minute rollups (and their devices) older than
+//! `retention.minute_rollup_hours` into hourly rollups ([`crate::storage::tiers`],
+//! [`crate::storage::virtio_mem`]), so a fleet's store holds 30 days of hours, not of
 //! minutes.
 //!
 //! Each batch is one short statement or transaction (on SQLite a separate job on
@@ -12,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::storage::queries::{delete_expired, Expiring};
-use crate::storage::{tiers, Store, StoreError};
+use crate::storage::{tiers, virtio_mem, Store, StoreError};
 
 /// `retention:` as checked at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,15 +46,20 @@ pub async fn run_pass(
         (Expiring::Events, cutoff(settings.rollups)),
         (Expiring::Episodes, cutoff(settings.rollups)),
         (Expiring::Guard, cutoff(settings.rollups)),
+        (Expiring::VirtioMemRollups, cutoff(settings.rollups)),
+        (Expiring::MemoryDevices, cutoff(settings.rollups)),
         (Expiring::Ooms, cutoff(settings.ooms)),
     ] {
         loop {
             let n = delete_expired(store, what, before, settings.batch_rows).await?;
             match what {
-                Expiring::Rollups => deleted.rollups += n,
+                Expiring::Rollups | Expiring::VirtioMemRollups => deleted.rollups += n,
                 // An episode is a small event folded into one row; an action is
                 // a small event's row.
-                Expiring::Events | Expiring::Episodes | Expiring::Guard => deleted.events += n,
+                Expiring::Events
+                | Expiring::Episodes
+                | Expiring::Guard
+                | Expiring::MemoryDevices => deleted.events += n,
                 Expiring::Ooms => deleted.ooms += n,
             }
             if n < u64::from(settings.batch_rows) {
@@ -75,17 +82,22 @@ async fn compact(
     let keep_ms = i64::try_from(settings.minute_rollups.as_millis()).unwrap_or(i64::MAX);
     let before = tiers::hour_start(now_ms.saturating_sub(keep_ms));
     let mut compacted = 0;
-    loop {
-        let affected = store
-            .execute_all(tiers::compact_batch(before, settings.batch_rows))
-            .await?;
-        let n = affected.last().copied().unwrap_or(0);
-        compacted += n;
-        if n < u64::from(settings.batch_rows) {
-            return Ok(compacted);
+    // The rollups, then their virtio-mem devices (`storage::virtio_mem`), each in
+    // batches of `batch_rows` minute rows.
+    for batch in [tiers::compact_batch, virtio_mem::compact_devices_batch] {
+        loop {
+            let affected = store
+                .execute_all(batch(before, settings.batch_rows))
+                .await?;
+            let n = affected.last().copied().unwrap_or(0);
+            compacted += n;
+            if n < u64::from(settings.batch_rows) {
+                break;
+            }
+            tokio::time::sleep(PAUSE).await;
         }
-        tokio::time::sleep(PAUSE).await;
     }
+    Ok(compacted)
 }
 
 /// Runs a pass now and then every `settings.interval`, until the task is aborted.

@@ -1,7 +1,8 @@
 //! The guard's decision for one VM at one poll (pure: figures and state in, a
 //! [`Decision`] out; no I/O). docs/guard.md describes the rules:
-//! - it acts only at `critical` (after the risk model's persistence) and only when the
-//!   balloon holds memory (`actual < maximum`);
+//! - it acts only at `critical` (after the risk model's persistence), confirmed by a
+//!   second guest report when only MemAvailable drove it ([`CONFIRM_REPORTS`]), and
+//!   only when the balloon holds memory (`actual < maximum`);
 //! - a step is `max(step, deficit)`, capped at what the balloon holds and at what the
 //!   host can give (MemAvailable minus the reserve);
 //! - after a step it waits `settle_polls` polls for the guest to answer;
@@ -13,7 +14,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
-use ballast_model::{GuardAction, GuardMode, GuardOutcome, PressureSnapshot, RiskLevel, VmRef};
+use ballast_model::{
+    GuardAction, GuardMode, GuardOutcome, PressureSignal, PressureSnapshot, RiskLevel, VmRef,
+};
 
 use crate::pressure::risk::Assessment;
 use crate::wire::epoch_ms;
@@ -68,6 +71,9 @@ pub struct GuardInput<'a> {
     pub floor_kib: Option<u64>,
     /// The host's MemAvailable.
     pub host_available_kib: Option<u64>,
+    /// When the guest made the balloon stats report the assessment read (host epoch
+    /// seconds); None when unknown (then every poll is a report of its own).
+    pub report_epoch_secs: Option<u64>,
 }
 
 /// What the guard decided for one VM at one poll.
@@ -141,6 +147,9 @@ pub struct VmGuard {
     last: Option<(i64, GuardOutcome, Option<u64>)>,
     /// A deflation set in `act`, watched for the host taking it back.
     watch: Option<Watch>,
+    /// Distinct guest reports in a row read `critical` (and the last one's stamp).
+    critical_reports: u32,
+    critical_report_stamp: Option<u64>,
     /// The host took a deflation back and the floor may not be raised: no step before
     /// this time (each would be taken back as well; with Proxmox the deflation ends the
     /// episode and the re-inflation starts the next, so an episode is no bound).
@@ -158,6 +167,12 @@ struct Watch {
     /// The balloon came back down to this (reported at the next poll under pressure).
     fell_to_kib: Option<u64>,
 }
+
+/// Guest reports in a row that must read `critical` before the guard steps when only
+/// MemAvailable drove the level (its fall, its level): a working set taken at once
+/// falls as fast as a hog for a report or two and stops (the guard suite's control
+/// runs). Stalls, reclaim, faults and PSI are distress now and need no second report.
+pub const CONFIRM_REPORTS: u32 = 2;
 
 /// Polls a deflation is watched for the host taking it back: pvestatd's 10 s cycle,
 /// the balloon's fall and the risk model's two-poll persistence at a 2 s poll (a real
@@ -178,6 +193,33 @@ impl VmGuard {
     /// The hypervisor refused the deflation: nothing to watch.
     pub fn step_failed(&mut self) {
         self.watch = None;
+    }
+
+    /// Counts the distinct guest reports in a row that read `critical`.
+    fn count_critical_report(&mut self, input: &GuardInput<'_>) {
+        if input.assessment.level != RiskLevel::Critical {
+            self.critical_reports = 0;
+            self.critical_report_stamp = None;
+            return;
+        }
+        let new_report = input.report_epoch_secs.is_none()
+            || input.report_epoch_secs != self.critical_report_stamp;
+        if new_report {
+            self.critical_reports = self.critical_reports.saturating_add(1);
+            self.critical_report_stamp = input.report_epoch_secs;
+        }
+    }
+
+    /// The critical reading is confirmed: distress beyond MemAvailable's figures, or
+    /// [`CONFIRM_REPORTS`] guest reports in a row.
+    fn critical_confirmed(&self, assessment: &Assessment) -> bool {
+        let memavailable_only = assessment.drivers.iter().all(|signal| {
+            matches!(
+                signal,
+                PressureSignal::AvailableFalling | PressureSignal::AvailableLow
+            )
+        });
+        !memavailable_only || self.critical_reports >= CONFIRM_REPORTS
     }
 
     /// A report due once per episode: true the first time.
@@ -231,6 +273,7 @@ pub fn decide(
         vm.last = Some((epoch_ms(input.at), decision.outcome, None));
         return Some(decision);
     }
+    vm.count_critical_report(input);
     let settling = match vm.polls_since_step.as_mut() {
         Some(polls) => {
             *polls = polls.saturating_add(1);
@@ -315,7 +358,11 @@ fn decide_step(
     settling: bool,
 ) -> Option<Decision> {
     let held_off = vm.overridden_until.is_some_and(|until| input.at < until);
-    if input.assessment.level != RiskLevel::Critical || settling || held_off {
+    if input.assessment.level != RiskLevel::Critical
+        || settling
+        || held_off
+        || !vm.critical_confirmed(input.assessment)
+    {
         return None;
     }
     let actual = ballast_model::plausible_kib(input.actual_kib).filter(|kib| *kib > 0)?;
@@ -411,7 +458,10 @@ fn decide_step(
     } else {
         String::new()
     };
-    let (outcome, detail) = if deficit > holds {
+    // Only what the guest lacks now can be beyond the maximum; the fall still to come
+    // is an extrapolation, a reason to give all the balloon holds, not a verdict.
+    let shortfall = input.assessment.shortfall_kib.unwrap_or(0);
+    let (outcome, detail) = if shortfall > holds {
         vm.first_report(GuardOutcome::BeyondMaximum);
         (
             GuardOutcome::BeyondMaximum,

@@ -46,6 +46,8 @@ pub struct FakeHypervisor {
     balloon_targets: Mutex<Vec<(String, u64)>>,
     /// Every `raise_balloon_floor` call, in order: (domain uuid, floor KiB).
     floor_raises: Mutex<Vec<(String, u64)>>,
+    /// How long each floor raise takes (a slow `qm set`).
+    floor_raise_delay: Mutex<std::time::Duration>,
     /// The backend name it answers (`fake` unless a test needs another's behaviour).
     backend_name: Option<&'static str>,
 }
@@ -121,6 +123,11 @@ impl FakeHypervisor {
     }
 
     /// The floors `raise_balloon_floor` was asked to set on `id`, in order.
+    /// Makes every floor raise take `delay` (as `qm set` waiting for the cluster's lock).
+    pub fn set_floor_raise_delay(&self, delay: std::time::Duration) {
+        *lock(&self.floor_raise_delay) = delay;
+    }
+
     pub fn floor_raise_calls(&self, id: &DomainId) -> Vec<u64> {
         lock(&self.floor_raises)
             .iter()
@@ -207,6 +214,8 @@ impl Hypervisor for FakeHypervisor {
     /// Records the call (`proxmox_raise_floor` tests); the fake domain's config floor
     /// follows.
     fn raise_balloon_floor(&self, id: &DomainId, floor_kib: u64) -> Result<(), HypervisorError> {
+        let delay = *lock(&self.floor_raise_delay);
+        std::thread::sleep(delay);
         lock(&self.floor_raises).push((id.uuid.clone(), floor_kib));
         if let Some(domain) = self.lock().get_mut(id) {
             domain.config.current_memory_kib = Some(floor_kib);

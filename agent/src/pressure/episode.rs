@@ -293,6 +293,7 @@ mod tests {
             },
             exhaustion_secs,
             deficit_kib: (level != RiskLevel::Ok).then_some(64 * MIB),
+            shortfall_kib: None,
             sources: vec![ballast_model::SignalSource::BalloonStats],
         }
     }

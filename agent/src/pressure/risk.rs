@@ -42,6 +42,8 @@ pub const CRITICAL_HORIZON_SECS: f64 = 60.0;
 pub const CRITICAL_HORIZON_POLLS: f64 = 2.0;
 /// A fall counts only when the slope window lost at least this share of MemTotal.
 pub const MIN_FALL_PCT: f64 = 1.0;
+/// A fall alone is critical only after this many reports in a row each fell.
+pub const SUSTAINED_FALLS: usize = 3;
 /// Allocation stalls per second that are distress, and that are a hard stall.
 pub const ALLOC_STALLS_PER_S: f64 = 0.5;
 pub const ALLOC_STALLS_HARD_PER_S: f64 = 20.0;
@@ -78,6 +80,7 @@ pub struct RiskSettings {
     pub critical_horizon_secs: f64,
     pub critical_horizon_polls: f64,
     pub min_fall_pct: f64,
+    pub sustained_falls: usize,
     pub alloc_stalls_per_s: f64,
     pub alloc_stalls_hard_per_s: f64,
     pub direct_reclaim_kib_per_s: f64,
@@ -102,6 +105,7 @@ impl Default for RiskSettings {
             critical_horizon_secs: CRITICAL_HORIZON_SECS,
             critical_horizon_polls: CRITICAL_HORIZON_POLLS,
             min_fall_pct: MIN_FALL_PCT,
+            sustained_falls: SUSTAINED_FALLS,
             alloc_stalls_per_s: ALLOC_STALLS_PER_S,
             alloc_stalls_hard_per_s: ALLOC_STALLS_HARD_PER_S,
             direct_reclaim_kib_per_s: DIRECT_RECLAIM_KIB_PER_S,
@@ -221,6 +225,10 @@ pub struct Assessment {
     /// KiB that, given back, would bring MemAvailable above the low threshold and cover
     /// the fall over the critical horizon and the direct reclaim; None when `ok`.
     pub deficit_kib: Option<u64>,
+    /// The part of the deficit missing now (MemAvailable below the low threshold, and
+    /// direct reclaim), without the fall still to come; None when `ok`. What the guard
+    /// compares with the balloon before it says a need is beyond the VM's maximum.
+    pub shortfall_kib: Option<u64>,
     /// Where the newest point's figures came from; empty: the model had nothing to
     /// read, and its `ok` means unknown ([`Assessment::has_signals`]).
     pub sources: Vec<SignalSource>,
@@ -243,15 +251,18 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
             drivers: Vec::new(),
             exhaustion_secs: None,
             deficit_kib: None,
+            shortfall_kib: None,
             sources: Vec::new(),
         };
     };
     let now = read(window, input.baseline, input.settings);
-    let before = match window.len() {
-        0 | 1 => None,
-        len => Some(read(&window[..len - 1], input.baseline, input.settings)),
+    let before = match newest_report_start(window) {
+        0 => None,
+        start => Some(read(&window[..start], input.baseline, input.settings)),
     };
-    // One bad poll is not an episode: the poll before must not have been ok.
+    // One bad report is not an episode: the reading of the guest's report before this
+    // one must not have been ok. Two polls that saw the same report are one reading
+    // (a TCG guest reports more slowly than the agent polls).
     let level = match before.as_ref().map(|b| b.level) {
         Some(RiskLevel::Elevated | RiskLevel::Critical) => now.level,
         _ => RiskLevel::Ok,
@@ -267,8 +278,24 @@ pub fn assess(input: RiskInput<'_>) -> Assessment {
         drivers: if calm { Vec::new() } else { now.drivers },
         exhaustion_secs: now.exhaustion_secs,
         deficit_kib: if calm { None } else { now.deficit_kib },
+        shortfall_kib: if calm { None } else { now.shortfall_kib },
         sources,
     }
+}
+
+/// Where the run of polls that saw the newest guest report starts in `window` (the
+/// newest poll alone when the report's time is unknown).
+fn newest_report_start(window: &[RiskPoint]) -> usize {
+    let Some(last) = window.last() else {
+        return 0;
+    };
+    let Some(stamp) = last.report_epoch_secs else {
+        return window.len() - 1;
+    };
+    window
+        .iter()
+        .rposition(|p| p.report_epoch_secs != Some(stamp))
+        .map_or(0, |index| index + 1)
 }
 
 /// One poll's reading, before persistence.
@@ -277,6 +304,7 @@ struct Reading {
     drivers: Vec<PressureSignal>,
     exhaustion_secs: Option<u64>,
     deficit_kib: Option<u64>,
+    shortfall_kib: Option<u64>,
 }
 
 /// A rate as the model believes it: finite, not negative, below any machine's figures.
@@ -296,13 +324,17 @@ fn secs_between(from: SystemTime, to: SystemTime) -> f64 {
     to.duration_since(from).unwrap_or_default().as_secs_f64()
 }
 
-/// Least-squares slope (KiB/s) of MemAvailable over `points` (distinct reports);
-/// None with fewer than `min_points` of them or no time between them.
-fn fitted_slope(points: &[&RiskPoint], min_points: usize) -> Option<f64> {
+/// Least-squares slope (KiB/s) of `value` over `points` (distinct reports); None with
+/// fewer than `min_points` of them or no time between them.
+fn fitted_slope(
+    points: &[&RiskPoint],
+    min_points: usize,
+    value: impl Fn(&RiskPoint) -> Option<f64>,
+) -> Option<f64> {
     let origin = points.first()?.at;
     let xy: Vec<(f64, f64)> = points
         .iter()
-        .filter_map(|p| Some((secs_between(origin, p.at), p.usable_kib? as f64)))
+        .filter_map(|p| Some((secs_between(origin, p.at), value(p)?)))
         .collect();
     if xy.len() < min_points.max(2) {
         return None;
@@ -317,6 +349,19 @@ fn fitted_slope(points: &[&RiskPoint], min_points: usize) -> Option<f64> {
     let cov: f64 = xy.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
     let slope = cov / var;
     slope.is_finite().then_some(slope)
+}
+
+/// What the guest's own use left of its memory at `point`, as the trend reads it:
+/// MemAvailable less MemTotal when `net_of_total` (a balloon without deflate-on-oom
+/// takes its pages out of MemTotal, so the host inflating it lowers both alike and this
+/// stays put: the host's step is not the guest running out), else MemAvailable alone.
+fn headroom(point: &RiskPoint, net_of_total: bool) -> Option<f64> {
+    let usable = point.usable_kib? as f64;
+    if !net_of_total {
+        return Some(usable);
+    }
+    let total = point.total_kib.filter(|t| *t > 0)? as f64;
+    Some(usable.min(total) - total)
 }
 
 /// The points of `window` with a MemAvailable figure, each guest report once (the
@@ -340,43 +385,74 @@ fn distinct_reports(window: &[RiskPoint]) -> Vec<&RiskPoint> {
 struct Fall {
     kib_per_s: f64,
     lost_kib: f64,
+    /// How many reports in a row, up to the newest, each fell from the one before.
+    streak: usize,
 }
 
-/// The fall of MemAvailable, when it is falling now: the newest
-/// report is below the one before, the slope over the window (the snapshot's, or
-/// fitted) and over the last three reports both fall, and the window lost a
-/// significant share of MemTotal. The gentler of the two slopes counts.
+/// How many reports in a row at the end of `reports` each read lower than the one
+/// before.
+fn falling_streak(reports: &[&RiskPoint], value: impl Fn(&RiskPoint) -> Option<f64>) -> usize {
+    reports
+        .windows(2)
+        .rev()
+        .take_while(|pair| match (value(pair[0]), value(pair[1])) {
+            (Some(before), Some(after)) => after < before,
+            _ => false,
+        })
+        .count()
+}
+
+/// The fall of MemAvailable the guest itself causes, when it is falling now: the
+/// newest report is below the one before, the slope over the window and over the last
+/// three reports both fall, and the window lost a significant share of MemTotal. The
+/// gentler of the two slopes counts.
+///
+/// Read net of MemTotal where every report has one ([`headroom`]): the host inflating
+/// the balloon is a step with an end (its target), not a trend; the level checks still
+/// read MemAvailable itself, so a guest the balloon squeezes reads low and stalls. The
+/// snapshot's own slope (MemAvailable alone) counts only where MemTotal is unknown.
 fn falling_kib_per_s(window: &[RiskPoint], settings: &RiskSettings) -> Option<Fall> {
     let last = window.last()?;
     let reports = distinct_reports(window);
     let span = &reports[reports.len().saturating_sub(settings.slope_points.max(3))..];
     let recent = &reports[reports.len().saturating_sub(3)..];
+    let net = span
+        .iter()
+        .all(|p| p.total_kib.is_some_and(|total| total > 0));
+    let value = |p: &RiskPoint| headroom(p, net);
     let newest_fell = match recent {
-        [.., before, newest] => newest.usable_kib < before.usable_kib,
+        [.., before, newest] => matches!(
+            (value(before), value(newest)),
+            (Some(before), Some(newest)) if newest < before
+        ),
         _ => false,
     };
     if !newest_fell {
         return None;
     }
-    let long = last
-        .snapshot
-        .available_slope_kib_per_s
-        .filter(|s| s.is_finite())
-        .or_else(|| fitted_slope(span, 3))?;
-    let short = fitted_slope(recent, 3)?;
+    let snapshot_slope = (!net)
+        .then_some(last.snapshot.available_slope_kib_per_s)
+        .flatten()
+        .filter(|s| s.is_finite());
+    let long = snapshot_slope.or_else(|| fitted_slope(span, 3, value))?;
+    let short = fitted_slope(recent, 3, value)?;
     let fall = -(long.max(short));
     if fall.is_nan() || fall <= 0.0 {
         return None;
     }
-    let highest = span.iter().filter_map(|p| p.usable_kib).max()?;
-    let lost = highest.saturating_sub(last.usable_kib?) as f64;
+    let highest = span
+        .iter()
+        .filter_map(|p| value(p))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let lost = (highest - value(last)?).max(0.0);
     let significant = match last.total_kib.filter(|t| *t > 0) {
         Some(total) => lost * 100.0 >= total as f64 * settings.min_fall_pct,
         None => lost >= 4096.0,
     };
-    significant.then_some(Fall {
+    (significant && lost.is_finite()).then_some(Fall {
         kib_per_s: fall.min(MAX_FIGURE),
         lost_kib: lost,
+        streak: falling_streak(&reports, value),
     })
 }
 
@@ -388,6 +464,7 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
             drivers: Vec::new(),
             exhaustion_secs: None,
             deficit_kib: None,
+            shortfall_kib: None,
         };
     };
     let s = &last.snapshot;
@@ -479,7 +556,11 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
         || gated(s.alloc_stalls_per_s).is_some_and(|v| v >= settings.alloc_stalls_hard_per_s);
     let low = available_pct.is_some_and(|pct| pct < settings.available_low_pct);
     let very_low = available_pct.is_some_and(|pct| pct < settings.available_critical_pct);
-    let level = if exhaustion.is_some_and(|secs| secs <= critical_horizon)
+    // A fall alone is critical only once it has gone on for `sustained_falls` reports
+    // in a row: a working set taken at once, or a short spike, falls as fast as a
+    // hog for a report or two and then stops (the guard suite's control runs).
+    let sustained = falling.is_some_and(|f| f.streak >= settings.sustained_falls);
+    let level = if (sustained && exhaustion.is_some_and(|secs| secs <= critical_horizon))
         || (hard_stall && low)
         || (very_low && stalling)
     {
@@ -490,32 +571,35 @@ fn read(window: &[RiskPoint], baseline: &Baseline, settings: &RiskSettings) -> R
         RiskLevel::Elevated
     };
 
-    let deficit_kib = (level != RiskLevel::Ok)
-        .then(|| {
-            let gap = match (last.total_kib.filter(|t| *t > 0), usable) {
-                (Some(total), Some(usable)) => {
-                    (total as f64 * settings.available_low_pct / 100.0 - usable).max(0.0)
-                }
-                _ => 0.0,
-            };
-            // The fall over the critical horizon, at most what the window already
-            // lost: a burst (a balloon inflating, a hog's first touch) falls tens of
-            // MiB a second for a poll or two, which extrapolated is no deficit.
-            let fall = falling.map_or(0.0, |f| (f.kib_per_s * critical_horizon).min(f.lost_kib));
-            let reclaim = gated(s.direct_reclaim_kib_per_s).map_or(0.0, |r| {
-                let cap = last.total_kib.map_or(MAX_FIGURE, |t| t as f64 / 4.0);
-                (r * settings.stall_deficit_secs).min(cap)
-            });
-            gap + fall + reclaim
-        })
-        .filter(|kib| kib.is_finite() && *kib >= 1.0)
-        .map(|kib| kib.min(MAX_FIGURE) as u64);
+    // What the guest lacks now (MemAvailable below the low threshold, and what direct
+    // reclaim tears out), and what its fall will take over the critical horizon.
+    let gap = match (last.total_kib.filter(|t| *t > 0), usable) {
+        (Some(total), Some(usable)) => {
+            (total as f64 * settings.available_low_pct / 100.0 - usable).max(0.0)
+        }
+        _ => 0.0,
+    };
+    let reclaim = gated(s.direct_reclaim_kib_per_s).map_or(0.0, |r| {
+        let cap = last.total_kib.map_or(MAX_FIGURE, |t| t as f64 / 4.0);
+        (r * settings.stall_deficit_secs).min(cap)
+    });
+    // The fall over the critical horizon, at most what the window already lost: a
+    // burst (a balloon inflating, a hog's first touch) falls tens of MiB a second for
+    // a poll or two, which extrapolated is no deficit.
+    let fall = falling.map_or(0.0, |f| (f.kib_per_s * critical_horizon).min(f.lost_kib));
+    let as_kib = |kib: f64| {
+        (level != RiskLevel::Ok && kib.is_finite() && kib >= 1.0)
+            .then(|| kib.min(MAX_FIGURE) as u64)
+    };
+    let deficit_kib = as_kib(gap + fall + reclaim);
+    let shortfall_kib = as_kib(gap + reclaim);
 
     Reading {
         level,
         drivers: drivers.into_iter().map(|(signal, _)| signal).collect(),
         exhaustion_secs: exhaustion.map(|secs| secs.round() as u64),
         deficit_kib,
+        shortfall_kib,
     }
 }
 

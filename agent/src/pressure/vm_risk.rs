@@ -11,8 +11,10 @@ use super::episode::{EpisodeTracker, Observation};
 use super::risk::{assess, Assessment, Baseline, RiskInput, RiskPoint, RiskSettings, SLOPE_POINTS};
 use crate::hypervisor::{BalloonSample, DomainConfig};
 
-/// Points kept per VM (304 bytes each).
-pub const WINDOW_POINTS: usize = SLOPE_POINTS;
+/// Points kept per VM (304 bytes each): twice the model's slope span, so that a guest
+/// whose reports each reach two polls still leaves a full span to the reading of the
+/// report before the newest (the model's persistence).
+pub const WINDOW_POINTS: usize = 2 * SLOPE_POINTS;
 
 /// One VM's risk state.
 #[derive(Debug, Clone, Default)]

@@ -1,17 +1,21 @@
 //! The guard step of every poll (docs/guard.md): after the risk step, the fleet decides
 //! per VM ([`crate::fleet::Fleet::decide_guard`]); in `act` this thread makes the one
-//! hypervisor call a decision needs (the balloon target, or `qm set` for a floor the
-//! operator allowed raising), and every decision goes out as an audited
+//! hypervisor call a decision needs (the balloon target; `qm set` for a floor the
+//! operator allowed raising runs on a thread of its own, since it may take seconds,
+//! and its event goes out when it is done), and every decision goes out as an audited
 //! `Event::Guard`, counted on `/metrics`.
 
 use std::time::SystemTime;
 
-use ballast_model::{Event, GuardMode, GuardOutcome};
+use ballast_model::{Event, GuardAction, GuardMode, GuardOutcome};
 
+use super::floor_job::{floor_result, FloorJob};
 use super::Monitor;
+use crate::hypervisor::DomainId;
 
 impl Monitor {
     pub(super) fn guard_tick(&mut self, at: SystemTime, host_available_kib: Option<u64>) {
+        self.finish_floor_jobs(false);
         let mut settings = self.settings.guard.settings();
         if settings.mode == GuardMode::Off {
             return;
@@ -44,43 +48,103 @@ impl Monitor {
                 }
             }
             if action.outcome == GuardOutcome::FloorRaised {
-                let floor = action.floor_after_kib.unwrap_or(0);
-                if let Err(error) = self.hypervisor.raise_balloon_floor(&id, floor) {
-                    action.outcome = GuardOutcome::Failed;
-                    action.detail = format!(
-                        "{}; but the floor was NOT raised: {}",
-                        action.detail,
-                        ballast_daemon::error_chain(&error)
-                    );
+                // `qm set` takes the cluster's config lock and may take seconds: it runs
+                // on a thread of its own, and the event goes out when it is done.
+                match self.spawn_floor_raise(&id, action) {
+                    Ok(()) => continue,
+                    Err(returned) => action = *returned,
                 }
+                let floor = action.floor_after_kib.unwrap_or(0);
+                let result = self
+                    .hypervisor
+                    .raise_balloon_floor(&id, floor)
+                    .map_err(|error| ballast_daemon::error_chain(&error));
+                action = floor_result(action, result);
             }
-            match action.outcome {
-                GuardOutcome::Deflated | GuardOutcome::FloorRaised => tracing::warn!(
-                    outcome = %action.outcome,
-                    target_kib = ?action.target_kib,
-                    floor_after_kib = ?action.floor_after_kib,
-                    detail = %action.detail,
-                    "Guard acted."
-                ),
-                outcome => tracing::info!(
-                    %outcome,
-                    target_kib = ?action.target_kib,
-                    detail = %action.detail,
-                    "Guard decision."
-                ),
+            self.record_guard_action(&id, action, deflated_bytes);
+        }
+    }
+
+    /// Logs, counts and emits one decision.
+    fn record_guard_action(&mut self, id: &DomainId, action: GuardAction, deflated_bytes: u64) {
+        let _vm = id.span().entered();
+        match action.outcome {
+            GuardOutcome::Deflated | GuardOutcome::FloorRaised => tracing::warn!(
+                outcome = %action.outcome,
+                target_kib = ?action.target_kib,
+                floor_after_kib = ?action.floor_after_kib,
+                detail = %action.detail,
+                "Guard acted."
+            ),
+            outcome => tracing::info!(
+                %outcome,
+                target_kib = ?action.target_kib,
+                detail = %action.detail,
+                "Guard decision."
+            ),
+        }
+        {
+            let mut counters = self.counters();
+            *counters.guard_actions.entry(action.outcome).or_default() += 1;
+            counters.guard_deflated_bytes =
+                counters.guard_deflated_bytes.saturating_add(deflated_bytes);
+        }
+        let key = format!(
+            "{}/guard/{}/{}",
+            self.settings.host_id, id.uuid, action.at_ms
+        );
+        let action = crate::guard::fit_for_wire(action);
+        self.emit_at(key, action.at_ms, Event::Guard(Box::new(action)));
+    }
+
+    /// Starts raising a VM's floor on a thread of its own; the action comes back when
+    /// the thread cannot start.
+    fn spawn_floor_raise(
+        &mut self,
+        id: &DomainId,
+        action: GuardAction,
+    ) -> Result<(), Box<GuardAction>> {
+        let floor = action.floor_after_kib.unwrap_or(0);
+        let hypervisor = self.hypervisor.clone();
+        let thread_id = id.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ballast-floor".into())
+            .spawn(move || {
+                hypervisor
+                    .raise_balloon_floor(&thread_id, floor)
+                    .map_err(|error| ballast_daemon::error_chain(&error))
+            });
+        match spawned {
+            Ok(handle) => {
+                self.floor_jobs.push(FloorJob {
+                    id: id.clone(),
+                    action,
+                    handle,
+                });
+                Ok(())
             }
-            {
-                let mut counters = self.counters();
-                *counters.guard_actions.entry(action.outcome).or_default() += 1;
-                counters.guard_deflated_bytes =
-                    counters.guard_deflated_bytes.saturating_add(deflated_bytes);
+            Err(error) => {
+                tracing::warn!(%error, "No thread for the floor raise; it runs on the monitor.");
+                Err(Box::new(action))
             }
-            let key = format!(
-                "{}/guard/{}/{}",
-                self.settings.host_id, id.uuid, action.at_ms
-            );
-            let action = crate::guard::fit_for_wire(action);
-            self.emit_at(key, action.at_ms, Event::Guard(Box::new(action)));
+        }
+    }
+
+    /// Emits the floor raises that are done (all of them, waiting, when `wait`: the
+    /// monitor is stopping, and `qm set` has its own time limit).
+    pub(super) fn finish_floor_jobs(&mut self, wait: bool) {
+        let jobs = std::mem::take(&mut self.floor_jobs);
+        for job in jobs {
+            if !wait && !job.handle.is_finished() {
+                self.floor_jobs.push(job);
+                continue;
+            }
+            let result = job
+                .handle
+                .join()
+                .unwrap_or_else(|_| Err("the floor raise's thread panicked".to_owned()));
+            let action = floor_result(job.action, result);
+            self.record_guard_action(&job.id, action, 0);
         }
     }
 }

@@ -30,6 +30,7 @@ mod command;
 #[cfg(test)]
 mod elastic_tests;
 mod emit;
+mod floor_job;
 mod guard_tick;
 mod handles;
 mod host_kernel;

@@ -60,6 +60,8 @@ pub struct Monitor {
     /// size event came, or the domain (re)started: libvirt's XML is re-read for its
     /// devices), however many events came.
     pub(super) virtio_mem_reread: BTreeMap<String, DomainId>,
+    /// Floor raises (`qm set`) under way on threads of their own.
+    pub(super) floor_jobs: Vec<super::floor_job::FloorJob>,
     pub(super) inventory_dirty: bool,
     pub(super) error_log: RateLimitedLog,
     pub(super) sequence: u64,
@@ -132,6 +134,7 @@ impl Monitor {
             psi_schedule: crate::pressure::PsiSchedule::default(),
             guard_host: crate::guard::HostGuard::default(),
             virtio_mem_reread: BTreeMap::new(),
+            floor_jobs: Vec::new(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
             sequence: 0,
@@ -207,6 +210,7 @@ impl Monitor {
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
             }
         }
+        self.finish_floor_jobs(true);
         if let Some(worker) = self.guest_agent.take() {
             let done = worker.shutdown(GUEST_AGENT_EXIT_WAIT);
             let mut events = Vec::new();

@@ -848,6 +848,8 @@ fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_w
     let hypervisor = Arc::new(FakeHypervisor::named("proxmox"));
     let (id, domain) = vm("pve-squeezed", None);
     hypervisor.set(id.clone(), domain);
+    const FLOOR_RAISE_TAKES: Duration = Duration::from_secs(3);
+    hypervisor.set_floor_raise_delay(FLOOR_RAISE_TAKES);
     let (mut monitor, counters) = guard_monitor(
         dir.path(),
         &hypervisor,
@@ -873,7 +875,19 @@ fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_w
                 ..crate::hypervisor::BalloonSample::default()
             };
         });
+        let started = Instant::now();
         monitor.poll();
+        if !monitor.floor_jobs.is_empty() {
+            // A slow `qm set` does not hold up the poll of every VM.
+            assert!(
+                started.elapsed() < FLOOR_RAISE_TAKES,
+                "the poll waited for the floor raise: {:?}",
+                started.elapsed()
+            );
+        }
+        // The floor raise runs on a thread of its own and its event goes out at a later
+        // poll; wait for it here as the monitor does when it stops.
+        monitor.finish_floor_jobs(true);
         raised = std::fs::read_to_string(&events_path)
             .unwrap_or_default()
             .lines()

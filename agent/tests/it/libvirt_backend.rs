@@ -1,7 +1,8 @@
 //! The libvirt backend against real libvirt: `test:///default` (no guests, fast) and
 //! three real guests from the harness (ballast-testvm), reused across assertions:
 //!
-//! * A: Linux 6.1, autodeflate off: stats, domain XML, guest-exec, setmem + event, destroy;
+//! * A: Linux 6.1, autodeflate off: stats, domain XML, guest-exec, setmem + event, the
+//!   guard's `set_balloon_target`, destroy;
 //! * B: Linux 6.1, autodeflate on: XML, events after a libvirtd restart;
 //! * C: Linux 6.12: the balloon's `stat-oom-kills` through the QEMU monitor.
 //!
@@ -387,6 +388,25 @@ fn real_guests_stats_config_exec_events_counters_and_restart() {
             matches!(event, DomainEvent::BalloonChange { id, actual_kib, .. }
             if *id == id_a && actual_kib.abs_diff(200 * MIB) <= MIB)
         },
+    );
+
+    // The guard's call in `act` (issue 19): the balloon's target raised live gives the
+    // guest its memory back (virDomainSetMemoryFlags, VIR_DOMAIN_AFFECT_LIVE).
+    hypervisor
+        .set_balloon_target(&id_a, 320 * MIB)
+        .expect("set_balloon_target");
+    wait_until(
+        "A's balloon deflated to 320 MiB by set_balloon_target",
+        Duration::from_secs(20),
+        || {
+            let samples = hypervisor.balloon_samples().expect("balloon samples");
+            (sample_of(&samples, &id_a)?.actual_kib == Some(320 * MIB)).then_some(())
+        },
+    );
+    let refused = hypervisor.set_balloon_target(&id_a, 64 * 1024 * MIB);
+    assert!(
+        refused.is_err(),
+        "a target above the maximum must be refused: {refused:?}"
     );
 
     // 6.12 guest: stat-oom-kills through the monitor rises by one per OOM kill.

@@ -7,7 +7,9 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use ballast_model::{CorrelationVerdict, GuardMode, GuardOutcome, OomKind, ReportVerdict};
+use ballast_model::{
+    CorrelationVerdict, GuardMode, GuardOutcome, HostTookVerdict, OomKind, ReportVerdict,
+};
 use serde::Deserialize;
 
 use crate::api::AppError;
@@ -22,7 +24,7 @@ use crate::storage::queries::{self, GroupBy, OomFilter, Resolution, VmCursor, Vm
 
 const DAY_MS: i64 = 86_400_000;
 
-fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
+pub(super) fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
     query
         .map(|Query(value)| value)
         .map_err(|rejection| AppError::BadRequest(rejection.body_text()))
@@ -30,7 +32,7 @@ fn params<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, AppError> {
 
 /// `limit` or its default; a value outside `1..=max` is a 422 naming `limit`
 /// (never quietly capped: a client asking for more than a page holds must know).
-fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, AppError> {
+pub(super) fn checked_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, AppError> {
     let limit = limit.unwrap_or(default);
     if (1..=max).contains(&limit) {
         Ok(limit)
@@ -48,6 +50,7 @@ pub(super) struct OomsParams {
     host: Option<String>,
     vm: Option<String>,
     verdict: Option<String>,
+    host_took: Option<String>,
     report_verdict: Option<String>,
     kind: Option<String>,
     since: Option<i64>,
@@ -67,6 +70,12 @@ pub(super) async fn list_ooms(
         params.verdict.as_deref(),
         CorrelationVerdict::NAMES,
         CorrelationVerdict::parse,
+    )?;
+    let host_took = named(
+        "host_took",
+        params.host_took.as_deref(),
+        HostTookVerdict::NAMES,
+        HostTookVerdict::parse,
     )?;
     let report_verdict = named(
         "report_verdict",
@@ -91,6 +100,7 @@ pub(super) async fn list_ooms(
         host: params.host,
         vm: params.vm,
         verdict,
+        host_took,
         report_verdict,
         kind,
         since_ms: params.since,
@@ -105,7 +115,7 @@ pub(super) async fn list_ooms(
 
 /// A filter's value read as its vocabulary: a name the vocabulary does not list is
 /// refused (422), never read as `unknown`.
-fn named<T>(
+pub(super) fn named<T>(
     field: &str,
     value: Option<&str>,
     names: &[&str],
@@ -188,6 +198,8 @@ pub(super) struct MemoryParams {
     limit: Option<i64>,
     /// `stored` (default: minutes where still kept, hours before) or `hour`.
     resolution: Option<String>,
+    /// `true`: each point lists its virtio-mem devices.
+    devices: Option<bool>,
 }
 
 /// `GET /api/v1/vms/{host}/{uuid}/memory`: a VM is (host, uuid).
@@ -255,18 +267,27 @@ async fn memory(
             })
         }
     };
-    Ok(Json(
-        queries::vm_memory(
+    let mut memory = queries::vm_memory(
+        state.store.as_ref(),
+        host,
+        uuid,
+        since,
+        until,
+        checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
+        resolution,
+    )
+    .await?;
+    if params.devices == Some(true) {
+        crate::storage::virtio_mem_reads::attach_devices(
             state.store.as_ref(),
             host,
             uuid,
-            since,
-            until,
-            checked_limit(params.limit, 10_000, queries::MEMORY_POINTS_MAX)?,
-            resolution,
+            &mut memory.points,
+            resolution == Resolution::Hour,
         )
-        .await?,
-    ))
+        .await?;
+    }
+    Ok(Json(memory))
 }
 
 #[derive(Debug, Deserialize)]
@@ -411,7 +432,7 @@ pub(super) async fn oom_counts(
     let group_by = match params.group_by.as_deref() {
         None => GroupBy::Verdict,
         Some(text) => GroupBy::parse(text).ok_or(AppError::Unprocessable {
-            message: "group_by must be host, vm, verdict, report_verdict or kind".into(),
+            message: "group_by must be host, vm, verdict, report_verdict, kind or host_took".into(),
             field: Some("group_by".into()),
         })?,
     };

@@ -7,7 +7,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::api::{health, ingest, query, scrape, AppError};
+use crate::api::{health, ingest, memory_devices, query, scrape, AppError};
 use crate::auth::{bearer, constant_time_eq};
 use crate::state::AppState;
 
@@ -19,6 +19,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/api/v1/vms", get(query::list_vms))
         .route("/api/v1/vms/{host}/{uuid}/memory", get(query::vm_memory))
         .route("/api/v1/vms/{uuid}/memory", get(query::vm_memory_by_uuid))
+        .route(
+            "/api/v1/vms/{host}/{uuid}/memory-devices",
+            get(memory_devices::vm_memory_devices),
+        )
         .route(
             "/api/v1/vms/{host}/{uuid}/pressure",
             get(query::vm_pressure),

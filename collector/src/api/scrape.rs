@@ -1,5 +1,6 @@
 //! `GET /metrics`: the counters of [`crate::metrics`], the notification outbox's
-//! row counts and the VMs under pressure (open episodes by level), as Prometheus text.
+//! row counts, the VMs under pressure (open episodes by level) and the VMs with a
+//! virtio-mem resize stuck now, as Prometheus text.
 
 use crate::state::AppState;
 
@@ -28,11 +29,22 @@ pub(crate) async fn scrape(
                 None
             }
         };
+    let stuck_resizes =
+        match crate::storage::virtio_mem_reads::vms_with_stuck_resize(state.store.as_ref()).await {
+            Ok(n) => Some(n),
+            Err(error) => {
+                tracing::warn!(%error, "Metrics: failed to count the VMs with a stuck resize.");
+                state.metrics.storage_error();
+                None
+            }
+        };
     (
         [(
             axum::http::header::CONTENT_TYPE,
             crate::metrics::CONTENT_TYPE,
         )],
-        state.metrics.render_with(outbox.as_deref(), under_pressure),
+        state
+            .metrics
+            .render_scrape(outbox.as_deref(), under_pressure, stuck_resizes),
     )
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use ballast_model::CorrelationVerdict;
+use ballast_model::{CorrelationVerdict, ElasticMechanism, HostTookVerdict};
 
 /// Where the held figure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,4 +68,90 @@ pub struct Correlation {
     pub not_preventable: Option<String>,
     /// With the balloon deflated, would the guest have survived?
     pub would_have_survived: Option<bool>,
+    /// The host's side over every way it takes memory (the balloon and virtio-mem);
+    /// `verdict` above stays the balloon's alone. None when the host sent no figure of
+    /// any mechanism (then the JSON is the older collectors' byte for byte); rows
+    /// stored before it read it from the balloon's figures ([`Correlation::host_took_or_balloon`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_took: Option<HostTook>,
+}
+
+impl Correlation {
+    /// `host_took` as stored, else (a row stored before it, or one with no figures) the
+    /// balloon's part alone: exact for those rows, whose agents sent no virtio-mem.
+    pub fn host_took_or_balloon(&self) -> HostTook {
+        self.host_took
+            .clone()
+            .unwrap_or_else(|| HostTook::from_balloon(self))
+    }
+}
+
+/// What the host held back from the guest at the OOM, over every mechanism, and
+/// whether giving it all back would have prevented the kill. All memory in KiB.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostTook {
+    pub verdict: HostTookVerdict,
+    /// Every mechanism that held memory at the OOM (its part above 0), whether or not
+    /// giving it back would have mattered (`verdict` weighs that).
+    #[serde(default)]
+    pub mechanisms: Vec<ElasticMechanism>,
+    /// The balloon's part: `balloon_held_kb`.
+    #[serde(default)]
+    pub balloon_kib: Option<u64>,
+    /// virtio-mem's part: the devices' size less what the guest had plugged at the OOM
+    /// (blocks the host unplugged, or never plugged).
+    #[serde(default)]
+    pub unplugged_kib: Option<u64>,
+    /// Both parts: what the guest would have had more with everything given back.
+    #[serde(default)]
+    pub total_kib: Option<u64>,
+    /// When the host began lowering the virtio-mem request in the window (the first host
+    /// sample after the request's peak showing a lower one), if it did.
+    #[serde(default)]
+    pub requested_lowered_at_ms: Option<i64>,
+    /// With the blocks back and the balloon deflated, would the guest have survived?
+    #[serde(default)]
+    pub would_have_survived: Option<bool>,
+    /// How far the request came down from its peak in the window to the OOM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_lowered_kib: Option<u64>,
+    /// The virtio-mem devices summed at the OOM (plugged, requested, size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtio_mem: Option<ballast_model::VirtioMemTotals>,
+}
+
+impl HostTook {
+    /// The balloon's part alone, as its correlation verdict says.
+    pub fn from_balloon(c: &Correlation) -> Self {
+        Self::balloon_only(c.verdict, c.balloon_held_kb, c.would_have_survived)
+    }
+
+    /// The balloon's part from its verdict, what it held and its counterfactual.
+    pub fn balloon_only(
+        balloon: CorrelationVerdict,
+        held_kib: Option<u64>,
+        would_have_survived: Option<bool>,
+    ) -> Self {
+        let verdict = match balloon {
+            CorrelationVerdict::Balloon => HostTookVerdict::HostTookMemory,
+            CorrelationVerdict::BalloonContributed => HostTookVerdict::HostContributed,
+            CorrelationVerdict::NotBalloon => HostTookVerdict::NotHost,
+            CorrelationVerdict::Unknown => HostTookVerdict::Unknown,
+        };
+        Self {
+            verdict,
+            mechanisms: held_kib
+                .filter(|held| *held > 0)
+                .map(|_| ElasticMechanism::Balloon)
+                .into_iter()
+                .collect(),
+            balloon_kib: held_kib,
+            unplugged_kib: None,
+            total_kib: held_kib,
+            requested_lowered_at_ms: None,
+            would_have_survived,
+            requested_lowered_kib: None,
+            virtio_mem: None,
+        }
+    }
 }

@@ -44,6 +44,7 @@ pub mod report_page;
 pub mod sessions;
 mod settings;
 pub mod svg;
+mod virtio_mem;
 
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{self, HeaderValue};

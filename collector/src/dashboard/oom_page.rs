@@ -4,8 +4,11 @@ use axum::extract::{Path, Query, State};
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use ballast_model::{BalloonPoint, CorrelationVerdict, OomAnalysis, OomKind, ParsedReport};
+use ballast_model::{
+    BalloonPoint, CorrelationVerdict, HostTookVerdict, OomAnalysis, OomKind, ParsedReport,
+};
 
+use crate::correlation::outcome::HostTook;
 use crate::dashboard::layout::{self, badge, host_link, kib, path_segment, vm_link};
 use crate::dashboard::svg::{self, Line, Mark};
 use crate::dashboard::DashboardError;
@@ -22,6 +25,7 @@ pub struct ListParams {
     host: Option<String>,
     vm: Option<String>,
     verdict: Option<String>,
+    host_took: Option<String>,
     kind: Option<String>,
     since: Option<String>,
     until: Option<String>,
@@ -59,6 +63,13 @@ pub async fn list(
         }
         Some(_) => return Err(DashboardError::BadRequest("unknown verdict".into())),
     };
+    let host_took = match non_empty(&params.host_took) {
+        None => None,
+        Some(text) if HostTookVerdict::NAMES.contains(&text.as_str()) => {
+            Some(HostTookVerdict::parse(&text))
+        }
+        Some(_) => return Err(DashboardError::BadRequest("unknown host_took".into())),
+    };
     let kind = match non_empty(&params.kind) {
         None => None,
         Some(text) if OomKind::NAMES.contains(&text.as_str()) => Some(OomKind::parse(&text)),
@@ -75,6 +86,7 @@ pub async fn list(
         host: non_empty(&params.host),
         vm: non_empty(&params.vm),
         verdict,
+        host_took,
         report_verdict: None,
         kind,
         since_ms: time_param(&params.since, "since")?,
@@ -88,6 +100,7 @@ pub async fn list(
         ("host", filter.host.clone()),
         ("vm", filter.vm.clone()),
         ("verdict", verdict.map(|v| v.to_string())),
+        ("host_took", host_took.map(|v| v.to_string())),
         ("kind", kind.map(|k| k.to_string())),
         ("since", non_empty(&params.since)),
         ("until", non_empty(&params.until)),
@@ -110,6 +123,14 @@ pub async fn list(
                     option value="" { "any" }
                     @for v in CorrelationVerdict::KNOWN.iter().copied().chain([CorrelationVerdict::Unknown]) {
                         option value=(v) selected[verdict == Some(v)] { (v) }
+                    }
+                }
+            }
+            label { "Host took "
+                select name="host_took" {
+                    option value="" { "any" }
+                    @for v in HostTookVerdict::KNOWN.iter().copied().chain([HostTookVerdict::Unknown]) {
+                        option value=(v) selected[host_took == Some(v)] { (v) }
                     }
                 }
             }
@@ -143,7 +164,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
             table.ooms {
                 thead { tr {
                     th { "Time (UTC)" } th { "VM" } th { "Host" } th { "Kind" }
-                    th { "Killed" } th { "Correlation" } th { "Report verdict" } th.num { "Balloon held" }
+                    th { "Killed" } th { "Correlation" } th { "Host took" } th { "Report verdict" } th.num { "Balloon held" }
                 } }
                 tbody {
                     @for oom in items {
@@ -157,6 +178,7 @@ pub fn table(items: &[OomSummary]) -> Markup {
                                 @if let Some(pid) = killed.pid { " (" (pid) ")" }
                             } }
                             td.verdict { (badge(oom.correlation.verdict)) }
+                            td.host-took { (badge(oom.correlation.host_took.verdict)) (mechanisms(&oom.correlation.host_took)) }
                             td { (oom.report_verdict) }
                             td.num { (kib(oom.correlation.balloon_held_kb.and_then(|v| u64::try_from(v).ok()))) }
                         }
@@ -226,6 +248,7 @@ fn detail_body(detail: &OomDetail) -> Markup {
                 dt { "Would have survived deflated" } dd { (corr.would_have_survived.map_or("unknown", |b| if b { "yes" } else { "no" })) }
             }
         }
+        (host_side(corr.host_took.as_ref()))
         section #trajectory {
             h2 { "Balloon before the OOM" }
             (trajectory(detail, history))
@@ -257,6 +280,43 @@ fn detail_body(detail: &OomDetail) -> Markup {
     }
 }
 
+/// ` (balloon, virtio_mem)`: the mechanisms that held memory at the OOM.
+fn mechanisms(took: &HostTook) -> Markup {
+    let names: Vec<&str> = took.mechanisms.iter().map(|m| m.as_str()).collect();
+    html! { @if !names.is_empty() { " (" (names.join(", ")) ")" } }
+}
+
+/// The host's side over every mechanism: what the balloon and virtio-mem held back,
+/// and whether the guest would have survived with all of it given back.
+fn host_side(took: Option<&HostTook>) -> Markup {
+    let Some(took) = took else {
+        return html! {};
+    };
+    let virtio = took.virtio_mem;
+    html! {
+        section.verdict-box #host-took {
+            p.lead { "The host's side (every mechanism): " (badge(took.verdict)) (mechanisms(took)) }
+            dl.facts {
+                dt { "Balloon held" } dd { (kib(took.balloon_kib)) }
+                @if let Some(virtio) = virtio {
+                    dt { "virtio-mem unplugged" } dd {
+                        (kib(took.unplugged_kib)) " (plugged " (kib(virtio.plugged_kib))
+                        ", requested " (kib(virtio.requested_kib)) " of " (kib(virtio.max_size_kib)) ")"
+                    }
+                    dt { "Request lowered" } dd {
+                        @match (took.requested_lowered_kib, took.requested_lowered_at_ms) {
+                            (Some(lowered), Some(at)) => { "by " (kib(Some(lowered))) " at " (format::date_time(at)) }
+                            _ => { "not in the window" }
+                        }
+                    }
+                }
+                dt { "Host held in all" } dd { (kib(took.total_kib)) }
+                dt { "Would have survived with all of it back" } dd { (took.would_have_survived.map_or("unknown", |b| if b { "yes" } else { "no" })) }
+            }
+        }
+    }
+}
+
 fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
     let at = detail.summary.time_ms;
     let mut maximum = Vec::new();
@@ -282,7 +342,24 @@ fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
     if let Some(value) = detail.balloon_at_oom.actual_kib {
         actual.push((at, value));
     }
-    let lines = [
+    // virtio-mem beside the balloon: what the guest had plugged and what was requested.
+    let virtio = |figure: fn(&ballast_model::VirtioMemTotals) -> Option<u64>| -> Vec<(i64, u64)> {
+        history
+            .iter()
+            .filter_map(|p| Some((p.at_ms, figure(p.virtio_mem.as_ref()?)?)))
+            .chain(
+                detail
+                    .balloon_at_oom
+                    .virtio_mem
+                    .as_ref()
+                    .and_then(figure)
+                    .map(|v| (at, v)),
+            )
+            .collect()
+    };
+    let plugged = virtio(|t| t.plugged_kib);
+    let requested = virtio(|t| t.requested_kib);
+    let mut lines = vec![
         Line {
             label: "maximum",
             class: "s-max",
@@ -304,6 +381,18 @@ fn trajectory(detail: &OomDetail, history: &[BalloonPoint]) -> Markup {
             points: usable,
         },
     ];
+    if !plugged.is_empty() || !requested.is_empty() {
+        lines.push(Line {
+            label: "virtio-mem plugged",
+            class: "s-vmem-plugged",
+            points: plugged,
+        });
+        lines.push(Line {
+            label: "virtio-mem requested",
+            class: "s-vmem-requested",
+            points: requested,
+        });
+    }
     svg::line_chart(
         "Balloon trajectory before the OOM",
         &lines,
@@ -503,3 +592,6 @@ mod tests {
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }
+
+#[cfg(test)]
+mod host_took_tests;

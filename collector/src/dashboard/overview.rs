@@ -9,7 +9,7 @@ use crate::dashboard::guard as dashboard_guard;
 use crate::dashboard::layout::{self, host_link, vm_link};
 use crate::dashboard::pressure as dashboard_pressure;
 use crate::dashboard::svg::{self, Group};
-use ballast_model::{CorrelationVerdict, GuardOutcome, OomKind};
+use ballast_model::{CorrelationVerdict, GuardOutcome, HostTookVerdict, OomKind};
 
 use crate::dashboard::DashboardError;
 use crate::reports::format;
@@ -26,9 +26,15 @@ pub struct OverviewParams {
     range: Option<String>,
 }
 
-/// `(range ms, bucket ms)` of a range name.
+/// The ranges every page offers, shortest first (an hour: a guard run, an episode).
+pub const RANGES: [&str; 5] = ["1h", "24h", "7d", "30d", "90d"];
+/// What a page answers to a range it does not offer.
+pub const RANGE_ERROR: &str = "range must be 1h, 24h, 7d, 30d or 90d";
+
+/// `(range ms, bucket ms)` of a range name: its length and the overview's bucket.
 pub fn range(name: &str) -> Option<(i64, i64)> {
     Some(match name {
+        "1h" => (3_600_000, 300_000),
         "24h" => (86_400_000, 3_600_000),
         "7d" => (7 * 86_400_000, 6 * 3_600_000),
         "30d" => (30 * 86_400_000, 86_400_000),
@@ -94,8 +100,8 @@ pub async fn overview(
     Query(params): Query<OverviewParams>,
 ) -> Result<Markup, DashboardError> {
     let range_name = params.range.unwrap_or_else(|| "7d".to_string());
-    let (range_ms, bucket_ms) = range(&range_name)
-        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let (range_ms, bucket_ms) =
+        range(&range_name).ok_or_else(|| DashboardError::BadRequest(RANGE_ERROR.into()))?;
     let store = state.store.as_ref();
     let now = crate::now_ms();
     let until = (now / bucket_ms + 1) * bucket_ms;
@@ -103,6 +109,8 @@ pub async fn overview(
     let by_verdict =
         queries::oom_counts(store, GroupBy::Verdict, bucket_ms / 1000, since, until).await?;
     let by_kind = queries::oom_counts(store, GroupBy::Kind, bucket_ms / 1000, since, until).await?;
+    let by_host_took =
+        queries::oom_counts(store, GroupBy::HostTook, bucket_ms / 1000, since, until).await?;
     let top_vms = data::top_vms(store, since, 10).await?;
     let top_hosts = data::top_hosts(store, since, 10).await?;
     let pressure = data::host_pressure(store, now - PRESSURE_WINDOW_MS).await?;
@@ -125,6 +133,18 @@ pub async fn overview(
         .filter(|c| CorrelationVerdict::parse(&c.group).is_balloon())
         .map(|c| c.count)
         .sum();
+    // Every mechanism (balloon, virtio-mem): what `host_took` says, as the OOM pages show.
+    let host_took: i64 = by_host_took
+        .items
+        .iter()
+        .filter(|c| {
+            matches!(
+                HostTookVerdict::parse(&c.group),
+                HostTookVerdict::HostTookMemory | HostTookVerdict::HostContributed
+            )
+        })
+        .map(|c| c.count)
+        .sum();
     let counts = |items: &[crate::records::OomCount]| -> Vec<(i64, String, i64)> {
         items
             .iter()
@@ -134,7 +154,7 @@ pub async fn overview(
     let body = html! {
         nav.ranges {
             "Range: "
-            @for name in ["24h", "7d", "30d", "90d"] {
+            @for name in RANGES {
                 @if name == range_name { strong { (name) } } @else { a href={ "/?range=" (name) } { (name) } }
                 " "
             }
@@ -142,6 +162,7 @@ pub async fn overview(
         section.summary {
             div.stat { span.num { (total) } " OOMs" }
             div.stat { span.num { (balloon) } " balloon-induced or -contributed" }
+            div.stat #host-took { a href="/ooms?host_took=host_took_memory" { span.num { (host_took) } } " the host took memory (balloon or virtio-mem)" }
             div.stat { span.num { (pressure.iter().filter(|h| h.used_pct() >= target).count()) } " hosts above the " (target) " % ballooning target" }
         }
         (dashboard_pressure::under_pressure_now(&open_episodes))

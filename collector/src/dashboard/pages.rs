@@ -12,9 +12,10 @@ use serde::Deserialize;
 use crate::dashboard::guard;
 use crate::dashboard::layout::{self, host_link, kib, path_segment, vm_link, vm_path};
 use crate::dashboard::oom_page;
-use crate::dashboard::overview::range;
+use crate::dashboard::overview::{range, RANGES, RANGE_ERROR};
 use crate::dashboard::pressure;
 use crate::dashboard::svg::{self, Line, Mark};
+use crate::dashboard::virtio_mem;
 use crate::dashboard::DashboardError;
 use crate::records::{OomPage, OomSummary};
 use crate::reports::format;
@@ -23,6 +24,7 @@ use crate::storage::aggregates::{self as data, SeriesPoint};
 use crate::storage::episodes;
 use crate::storage::guard_reads;
 use crate::storage::queries::{self, OomFilter};
+use crate::storage::virtio_mem_reads::{self, MemoryDeviceFilter};
 use crate::storage::Store;
 
 /// Points per chart.
@@ -37,8 +39,8 @@ pub struct RangeParams {
 
 fn window(params: &RangeParams) -> Result<(String, i64, i64), DashboardError> {
     let name = params.range.clone().unwrap_or_else(|| "24h".to_string());
-    let (range_ms, _) = range(&name)
-        .ok_or_else(|| DashboardError::BadRequest("range must be 24h, 7d, 30d or 90d".into()))?;
+    let (range_ms, _) =
+        range(&name).ok_or_else(|| DashboardError::BadRequest(RANGE_ERROR.into()))?;
     let until = crate::now_ms();
     Ok((name, until - range_ms, until))
 }
@@ -47,7 +49,7 @@ fn range_links(base: &str, current: &str) -> Markup {
     html! {
         nav.ranges {
             "Range: "
-            @for name in ["24h", "7d", "30d", "90d"] {
+            @for name in RANGES {
                 @if name == current { strong { (name) } } @else { a href={ (base) "?range=" (name) } { (name) } }
                 " "
             }
@@ -199,7 +201,7 @@ pub async fn vm(
     let cluster = clusters.cluster_of(&host);
     let config = data::vm_config(&record);
     let findings: Vec<String> = serde_json::from_value(record.findings.clone()).unwrap_or_default();
-    let lines = [
+    let mut lines = vec![
         Line {
             label: "maximum",
             class: "s-max",
@@ -221,6 +223,21 @@ pub async fn vm(
             points: points(&series, |p| p.usable_kib),
         },
     ];
+    // virtio-mem beside the balloon (a VM without it gets no line, marker or list).
+    lines.extend(virtio_mem::lines(&series));
+    let resizes = virtio_mem_reads::vm_memory_devices(
+        store,
+        &host,
+        &uuid,
+        &MemoryDeviceFilter {
+            since_ms: Some(since),
+            until_ms: Some(until.saturating_add(1)),
+            limit: virtio_mem::VM_LISTED,
+            ..MemoryDeviceFilter::default()
+        },
+    )
+    .await?
+    .items;
     let marks = oom_marks(&ooms.items, |oom| {
         format!(
             "OOM {} ({})",
@@ -291,8 +308,9 @@ pub async fn vm(
         (range_links(&base, &range_name))
         section #memory {
             h2 { "Memory" }
-            (svg::line_chart_with_guard("VM memory over time", &lines, &marks, &guard_marks, &bands, Some((since, until))))
+            (svg::line_chart_with_resizes("VM memory over time", &lines, &marks, &guard_marks, &virtio_mem::marks(&resizes), &bands, Some((since, until))))
         }
+        (virtio_mem::table(&resizes))
         section #guard {
             h2 { "Guard actions" }
             (guard::actions_table(&guard_actions))

@@ -33,22 +33,32 @@ pub async fn page(
     let settings = PolicySettings::default();
     let input = reports::load::load(state.store.as_ref(), until - span, until, &settings).await?;
     let report = reports::build(&input, &settings);
+    let elastic = reports::elastic_policy::build(
+        &reports::load::elastic_ooms(state.store.as_ref(), until - span, until).await?,
+    );
     let text = |content_type: &'static str, body: String| {
         ([(header::CONTENT_TYPE, content_type)], body).into_response()
     };
     Ok(match params.format.as_deref() {
         None | Some("html") => {
-            layout::page("Balloon policy", reports::html::body(&report, &since_text))
-                .into_response()
+            let body = maud::html! {
+                (reports::html::body(&report, &since_text))
+                (reports::elastic_policy::html(&elastic))
+            };
+            layout::page("Balloon policy", body).into_response()
         }
         Some("md") => text(
             "text/markdown; charset=utf-8",
-            reports::render::markdown(&report),
+            reports::render::markdown(&report) + &reports::elastic_policy::markdown(&elastic),
         ),
         Some("csv") => text("text/csv; charset=utf-8", reports::render::csv(&report)),
         Some("json") => text(
             "application/json",
-            serde_json::to_string_pretty(&report).unwrap_or_else(|_| "null".to_string()),
+            serde_json::to_string_pretty(&reports::WithElastic {
+                report: &report,
+                elastic: &elastic,
+            })
+            .unwrap_or_else(|_| "null".to_string()),
         ),
         Some(_) => {
             return Err(DashboardError::BadRequest(

@@ -155,12 +155,33 @@ pub fn line_chart_with_bands(
     line_chart_with_guard(aria, lines, marks, &[], bands, range)
 }
 
+/// The virtio-mem resize marker classes and their legend labels (a [`GuardMark`] of
+/// one of these is drawn as a line with a square at the foot).
+pub const RESIZE_KINDS: [(&str, &str); 2] = [
+    ("resize-changed", "virtio-mem resize"),
+    ("resize-stuck", "virtio-mem resize stuck"),
+];
+
 /// [`line_chart_with_bands`] with the guard's actions marked.
 pub fn line_chart_with_guard(
     aria: &str,
     lines: &[Line<'_>],
     marks: &[Mark],
     guard: &[GuardMark],
+    bands: &[Band],
+    range: Option<(i64, i64)>,
+) -> Markup {
+    line_chart_with_resizes(aria, lines, marks, guard, &[], bands, range)
+}
+
+/// [`line_chart_with_guard`] with virtio-mem resizes marked (classes of
+/// [`RESIZE_KINDS`]).
+pub fn line_chart_with_resizes(
+    aria: &str,
+    lines: &[Line<'_>],
+    marks: &[Mark],
+    guard: &[GuardMark],
+    resizes: &[GuardMark],
     bands: &[Band],
     range: Option<(i64, i64)>,
 ) -> Markup {
@@ -217,6 +238,16 @@ pub fn line_chart_with_guard(
                         }
                     }
                 }
+                @for mark in resizes {
+                    @if mark.at_ms >= x0 && mark.at_ms <= x1 {
+                        @let x = scale.x(mark.at_ms);
+                        g class={ "resize " (mark.class) } {
+                            title { (mark.label) }
+                            line x1=(fmt(x)) x2=(fmt(x)) y1=(TOP + 20.0) y2=(HEIGHT - BOTTOM) {}
+                            rect x=(fmt(x - 4.0)) y=(HEIGHT - BOTTOM - 8.0) width="8" height="8" {}
+                        }
+                    }
+                }
                 @for mark in marks {
                     @if mark.at_ms >= x0 && mark.at_ms <= x1 {
                         @let x = fmt(scale.x(mark.at_ms));
@@ -247,6 +278,9 @@ pub fn line_chart_with_guard(
                         li { span class={ "swatch " (class) } {} (label) }
                     }
                     @for (class, label) in GUARD_KINDS.iter().filter(|(class, _)| guard.iter().any(|g| g.class == *class)) {
+                        li { span class={ "swatch " (class) } {} (label) }
+                    }
+                    @for (class, label) in RESIZE_KINDS.iter().filter(|(class, _)| resizes.iter().any(|r| r.class == *class)) {
                         li { span class={ "swatch " (class) } {} (label) }
                     }
                 }

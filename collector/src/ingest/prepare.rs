@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use ballast_model::{Batch, Event};
 
 use crate::correlation::{correlate, CorrelationInput, CorrelationSettings};
-use crate::records::{RollupPoint, Signals};
+use crate::records::{RollupPoint, Signals, VirtioMemSums};
 use crate::storage::guard::GuardRow;
 use crate::storage::pressure::EpisodeRow;
 use crate::storage::rows::{
     clean, EventRow, OomRow, PreparedBatch, RollupRow, VmContext, VmUpsert,
 };
 use crate::storage::sql::to_i64;
+use crate::storage::virtio_mem::{DeviceRow, MemoryDeviceRow};
 
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Serializing our own plain data structures cannot fail (no maps with non-string keys).
@@ -61,7 +62,10 @@ pub fn prepare_batch(
                     host_available_kib: rollup.host.as_ref().and_then(|h| h.available_kib),
                     signals: Signals::of(rollup.pressure.as_ref()),
                     pressure: rollup.pressure.clone(),
+                    virtio_mem: VirtioMemSums::of(&rollup.virtio_mem),
+                    devices: Vec::new(),
                 },
+                devices: DeviceRow::of_rollup(&rollup.virtio_mem),
             }),
             Event::Oom(oom) => {
                 let context = contexts.get(&oom.vm.uuid).unwrap_or(&empty);
@@ -118,6 +122,7 @@ pub fn prepare_batch(
                     vms,
                     episode: None,
                     guard: None,
+                    memory_device: None,
                 });
             }
             Event::Pressure(episode) => {
@@ -131,6 +136,7 @@ pub fn prepare_batch(
                     vms: Vec::new(),
                     episode: Some(row),
                     guard: None,
+                    memory_device: None,
                 });
             }
             Event::Guard(action) => {
@@ -144,13 +150,27 @@ pub fn prepare_batch(
                     vms: Vec::new(),
                     episode: None,
                     guard: Some(row),
+                    memory_device: None,
+                });
+            }
+            Event::MemoryDevice(change) => {
+                let row = MemoryDeviceRow::of(&change, at);
+                prepared.events.push(EventRow {
+                    key,
+                    captured_at_ms: at,
+                    kind,
+                    vm_uuid: Some(change.vm.uuid.clone()),
+                    body_json: to_json(&Event::MemoryDevice(change)),
+                    vms: Vec::new(),
+                    episode: None,
+                    guard: None,
+                    memory_device: Some(row),
                 });
             }
             other => {
                 let vm_uuid = match &other {
                     Event::BalloonChange(change) => Some(change.vm.uuid.clone()),
                     Event::NearMiss(miss) => Some(miss.vm.uuid.clone()),
-                    Event::MemoryDevice(change) => Some(change.vm.uuid.clone()),
                     _ => None,
                 };
                 prepared.events.push(EventRow {
@@ -162,6 +182,7 @@ pub fn prepare_batch(
                     vms: Vec::new(),
                     episode: None,
                     guard: None,
+                    memory_device: None,
                 });
             }
         }

@@ -13,7 +13,9 @@
 //!  "captured_at_ms": 1795672800000, "captured_at": "2026-11-26T06:00:00Z",
 //!  "killed": {"pid": 1234, "comm": "java", "anon_rss_kb": 401234},
 //!  "report_kind": "global", "report_verdict": "balloon",
-//!  "correlation": {"verdict": "balloon", "balloon_held_kb": 262144},
+//!  "correlation": {"verdict": "balloon", "balloon_held_kb": 262144,
+//!                  "host_took": {"verdict": "host_took_memory", "mechanisms": ["balloon"],
+//!                                "total_kib": 262144}},
 //!  "links": {"api": "https://c/api/v1/ooms/42", "dashboard": "https://c/ooms/42"}}
 //! ```
 //! and after a rate-limited burst:
@@ -116,6 +118,7 @@ pub fn oom_body(
     public_url: &str,
 ) -> Value {
     let (api, dashboard) = links(public_url, notice.oom_id);
+    let took = host_took(notice);
     match format {
         WebhookFormat::Json => json!({
             "type": "oom",
@@ -136,12 +139,26 @@ pub fn oom_body(
             "correlation": {
                 "verdict": notice.corr_verdict,
                 "balloon_held_kb": notice.balloon_held_kb,
+                "host_took": {
+                    "verdict": took.verdict,
+                    "mechanisms": took.mechanisms,
+                    "total_kib": took.total_kib,
+                },
             },
             "links": {"api": api, "dashboard": dashboard},
         }),
         WebhookFormat::Slack => json!({"text": chat_text(notice, &api, &dashboard, true)}),
         WebhookFormat::Mattermost => json!({"text": chat_text(notice, &api, &dashboard, false)}),
     }
+}
+
+/// The host's side over every mechanism (an older row's: the balloon's part).
+fn host_took(notice: &OomNotice) -> crate::correlation::outcome::HostTook {
+    crate::records::host_took_of(
+        &notice.correlation_json,
+        notice.corr_verdict,
+        notice.balloon_held_kb.and_then(|kb| u64::try_from(kb).ok()),
+    )
 }
 
 fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> String {
@@ -186,6 +203,15 @@ fn chat_text(notice: &OomNotice, api: &str, dashboard: &str, slack: bool) -> Str
     ));
     if let Some(held) = notice.balloon_held_kb {
         text.push_str(&format!(" · balloon held {}", mib(held)));
+    }
+    // virtio-mem's part, where there is one (a balloon-only message reads as before).
+    let took = host_took(notice);
+    if let Some(unplugged) = took.unplugged_kib.filter(|kib| *kib > 0) {
+        text.push_str(&format!(
+            " · virtio-mem unplugged {} · host took: {}",
+            mib(i64::try_from(unplugged).unwrap_or(i64::MAX)),
+            quote(took.verdict.as_str())
+        ));
     }
     text.push_str(&format!(
         "\nVM uuid {} · {} UTC · {} · {}",
@@ -281,6 +307,8 @@ mod tests {
             report_verdict: ReportVerdict::Balloon,
             corr_verdict: CorrelationVerdict::Balloon,
             balloon_held_kb: Some(256 * 1024),
+            // A row stored before host_took: read from the balloon's verdict.
+            correlation_json: r#"{"verdict":"balloon","balloon_held_kb":262144}"#.into(),
         }
     }
 
@@ -293,6 +321,45 @@ mod tests {
         assert_eq!(body["correlation"]["balloon_held_kb"], 262_144);
         assert_eq!(body["captured_at"], "2026-11-26T06:00:00Z");
         assert_eq!(body["links"]["dashboard"], "https://c/ooms/7");
+        assert_eq!(
+            body["correlation"]["host_took"]["verdict"],
+            "host_took_memory"
+        );
+        assert_eq!(
+            body["correlation"]["host_took"]["mechanisms"],
+            serde_json::json!(["balloon"])
+        );
+    }
+
+    /// An OOM after a virtio-mem unplug: the balloon's verdict stays `not_balloon`, the
+    /// host's side names virtio-mem, in JSON and chat text.
+    #[test]
+    fn a_virtio_mem_oom_says_the_host_took_memory() {
+        let mut notice = notice("stress-ng-vm");
+        notice.corr_verdict = CorrelationVerdict::NotBalloon;
+        notice.balloon_held_kb = Some(0);
+        notice.correlation_json = serde_json::json!({
+            "verdict": "not_balloon",
+            "host_took": {"verdict": "host_took_memory", "mechanisms": ["virtio_mem"],
+                "balloon_kib": 0, "unplugged_kib": 524_288, "total_kib": 524_288},
+        })
+        .to_string();
+        let body = oom_body(WebhookFormat::Json, "ops", &notice, "https://c");
+        assert_eq!(body["correlation"]["verdict"], "not_balloon");
+        assert_eq!(
+            body["correlation"]["host_took"]["verdict"],
+            "host_took_memory"
+        );
+        assert_eq!(
+            body["correlation"]["host_took"]["mechanisms"],
+            serde_json::json!(["virtio_mem"])
+        );
+        let body = oom_body(WebhookFormat::Mattermost, "ops", &notice, "https://c");
+        let text = body["text"].as_str().expect("text");
+        assert!(
+            text.contains("virtio-mem unplugged 512 MiB · host took: **host\\_took\\_memory**"),
+            "{text}"
+        );
     }
 
     #[test]

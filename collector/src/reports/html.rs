@@ -6,11 +6,17 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 use crate::html::{badge, host_link, kib, vm_link, STYLE_CSS};
 use crate::reports::balloon_policy::{BalloonPolicyReport, VmPolicy};
+use crate::reports::elastic_policy::{self, ElasticPolicy};
 use crate::reports::format::{self, mib_ceil};
 use crate::reports::render;
 
 /// The report as one self-contained HTML file.
 pub fn standalone(report: &BalloonPolicyReport) -> String {
+    standalone_with(report, &ElasticPolicy::default())
+}
+
+/// The report and its virtio-mem part (nothing when empty) as one self-contained file.
+pub fn standalone_with(report: &BalloonPolicyReport, elastic: &ElasticPolicy) -> String {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -19,7 +25,7 @@ pub fn standalone(report: &BalloonPolicyReport) -> String {
                 title { "Balloon policy - ballast" }
                 style { (PreEscaped(STYLE_CSS)) }
             }
-            body { main { h1 { "Balloon policy" } (body(report, "")) } }
+            body { main { h1 { "Balloon policy" } (body(report, "")) (elastic_policy::html(elastic)) } }
         }
     }
     .into_string()

@@ -17,6 +17,7 @@ use crate::reports::balloon_policy::{
     GuardOverride, HostFacts, NearMissFact, OomFact, Platform, PolicyInput, PolicySettings,
     VmFacts, WorkingSetHistogram,
 };
+use crate::reports::elastic_policy::ElasticOomFact;
 use crate::reports::starvation::EpisodeFact;
 use crate::storage::guard_reads::{self, GuardFilter, GUARD_MAX};
 use crate::storage::{episodes, report_sql, Param, Query, Store, StoreError};
@@ -334,4 +335,51 @@ async fn platforms(store: &dyn Store) -> Result<HashMap<String, Platform>, Store
             )
         })
         .collect())
+}
+
+/// The OOMs of `[since, until)` with virtio-mem figures, for
+/// [`crate::reports::elastic_policy::build`]; a stored correlation that does not decode
+/// fails the report, naming the OOM.
+pub async fn elastic_ooms(
+    store: &dyn Store,
+    since_ms: i64,
+    until_ms: i64,
+) -> Result<Vec<ElasticOomFact>, StoreError> {
+    let params = vec![
+        Param::int(since_ms),
+        Param::int(until_ms),
+        Param::int(ROW_CAP),
+    ];
+    let rows = store
+        .query(Query::new(report_sql::POLICY_ELASTIC_OOMS, params))
+        .await?;
+    let mut facts = Vec::new();
+    for row in rows {
+        let id = row.int_or_zero(0);
+        let correlation: Correlation =
+            serde_json::from_str(&row.text_or_empty(4)).map_err(|source| StoreError::Decode {
+                what: "ooms.correlation_json",
+                id,
+                source,
+            })?;
+        let Some(host_took) = correlation.host_took else {
+            continue;
+        };
+        let devices = row
+            .text(6)
+            .and_then(|text| serde_json::from_str::<VmConfig>(&text).ok())
+            .map(|config| config.virtio_mem)
+            .unwrap_or_default();
+        facts.push(ElasticOomFact {
+            id,
+            time_ms: row.int_or_zero(3),
+            host: row.text_or_empty(1),
+            vm_uuid: row.text_or_empty(2),
+            vm_name: row.text(5).unwrap_or_else(|| row.text_or_empty(7)),
+            host_took,
+            needed_kib: correlation.needed_kb,
+            devices,
+        });
+    }
+    Ok(facts)
 }

@@ -5,10 +5,12 @@
 //! and the standalone file).
 //!
 //! Used by `ballast-collector report balloon-policy` and the dashboard page
-//! `/reports/balloon-policy`, so both say the same thing.
+//! `/reports/balloon-policy`, so both say the same thing. Its virtio-mem part is
+//! [`elastic_policy`] (Markdown, HTML and JSON; the CSV stays one row per VM).
 
 pub mod autoballoon;
 pub mod balloon_policy;
+pub mod elastic_policy;
 pub mod format;
 pub mod html;
 pub mod load;
@@ -59,10 +61,28 @@ pub async fn balloon_policy(
 ) -> Result<String, ReportError> {
     let input = load::load(store, since_ms, until_ms, settings).await?;
     let report = build(&input, settings);
+    let elastic = elastic_policy::build(&load::elastic_ooms(store, since_ms, until_ms).await?);
     Ok(match format {
-        ReportFormat::Markdown => render::markdown(&report),
+        ReportFormat::Markdown => render::markdown(&report) + &elastic_policy::markdown(&elastic),
         ReportFormat::Csv => render::csv(&report),
-        ReportFormat::Json => serde_json::to_string_pretty(&report)?,
-        ReportFormat::Html => html::standalone(&report),
+        ReportFormat::Json => serde_json::to_string_pretty(&WithElastic {
+            report: &report,
+            elastic: &elastic,
+        })?,
+        ReportFormat::Html => html::standalone_with(&report, &elastic),
     })
+}
+
+/// The report's JSON: the balloon policy's fields, and `elastic` (the virtio-mem part)
+/// when the period had an OOM of a VM with virtio-mem.
+#[derive(serde::Serialize)]
+pub struct WithElastic<'a> {
+    #[serde(flatten)]
+    pub report: &'a BalloonPolicyReport,
+    #[serde(skip_serializing_if = "elastic_is_empty")]
+    pub elastic: &'a elastic_policy::ElasticPolicy,
+}
+
+fn elastic_is_empty(elastic: &&elastic_policy::ElasticPolicy) -> bool {
+    elastic.is_empty()
 }

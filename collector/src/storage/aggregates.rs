@@ -54,6 +54,12 @@ pub struct SeriesPoint {
     pub usable_kib: Option<u64>,
     pub host_total_kib: Option<u64>,
     pub host_available_kib: Option<u64>,
+    /// Lowest virtio-mem plugged (summed over the VM's devices); None: no device.
+    pub plugged_kib: Option<u64>,
+    /// Lowest virtio-mem request (summed over the VM's devices).
+    pub requested_kib: Option<u64>,
+    /// The devices' largest maximum size (summed over the VM's devices).
+    pub vmem_max_kib: Option<u64>,
 }
 
 /// The VMs with the most OOMs since `since_ms`.
@@ -185,7 +191,8 @@ pub async fn vm_series(
         store,
         format!(
             "SELECT (period_start_ms / ?) * ? AS b, MAX(maximum_kib), MIN(actual_min), \
-             MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib) \
+             MIN(available_min), MIN(usable_min), MAX(host_total_kib), MIN(host_available_kib), \
+             MIN(vmem_plugged_min), MIN(vmem_requested_min), MAX(vmem_max_kib) \
              FROM rollups WHERE {} AND vm_uuid = ? AND period_start_ms >= ? \
              AND period_start_ms < ? GROUP BY b ORDER BY b LIMIT 5000",
             crate::storage::queries::host_in(hosts.len())
@@ -206,6 +213,9 @@ pub async fn vm_series(
             usable_kib: row.kib(4),
             host_total_kib: row.kib(5),
             host_available_kib: row.kib(6),
+            plugged_kib: row.kib(7),
+            requested_kib: row.kib(8),
+            vmem_max_kib: row.kib(9),
         })
         .collect())
 }

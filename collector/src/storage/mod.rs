@@ -19,6 +19,7 @@ pub mod aggregates;
 pub mod episodes;
 pub mod guard;
 pub mod guard_reads;
+pub mod host_took_sql;
 pub mod outbox;
 pub mod pg_tls;
 pub mod postgres;
@@ -30,6 +31,8 @@ pub mod sql;
 pub mod sqlite;
 mod store;
 pub mod tiers;
+pub mod virtio_mem;
+pub mod virtio_mem_reads;
 
 use std::path::PathBuf;
 use std::sync::Arc;

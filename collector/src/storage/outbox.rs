@@ -51,6 +51,8 @@ pub struct OomNotice {
     pub report_verdict: ReportVerdict,
     pub corr_verdict: CorrelationVerdict,
     pub balloon_held_kb: Option<i64>,
+    /// The stored correlation (`records::host_took_of` reads the host's side from it).
+    pub correlation_json: String,
 }
 
 /// Suppressed notifications summed up.
@@ -307,7 +309,8 @@ pub async fn claim_pending(
         .query(Query::new(
             "SELECT o.id, o.attempts, m.id, m.host_id, m.vm_uuid, m.vm_name, m.kind, \
              m.captured_at_ms, m.killed_pid, m.killed_comm, m.killed_anon_rss_kb, \
-             m.report_kind, m.report_verdict, m.corr_verdict, m.balloon_held_kb \
+             m.report_kind, m.report_verdict, m.corr_verdict, m.balloon_held_kb, \
+             m.correlation_json \
              FROM notify_outbox o LEFT JOIN ooms m ON m.id = o.oom_id \
              WHERE o.lease_owner = ? AND o.state = 'pending' ORDER BY o.id",
             vec![Param::text(owner)],
@@ -332,6 +335,7 @@ pub async fn claim_pending(
                 report_verdict: ReportVerdict::parse(&row.text_or_empty(12)),
                 corr_verdict: CorrelationVerdict::parse(&row.text_or_empty(13)),
                 balloon_held_kb: row.int(14),
+                correlation_json: row.text_or_empty(15),
             }),
         })
         .collect();

@@ -20,7 +20,7 @@ use crate::storage::pg_tls::PgConnect;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{postgres_placeholders, Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
-use crate::storage::{guard, pressure};
+use crate::storage::{guard, pressure, virtio_mem};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("migrations/postgres/0010_guard_actions.sql"),
     ),
+    (11, include_str!("migrations/postgres/0011_virtio_mem.sql")),
 ];
 /// Advisory lock id held while migrating ("ball").
 const MIGRATION_LOCK: i64 = 0x6261_6c6c;
@@ -257,10 +258,12 @@ async fn migrate_locked(client: &Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Rollups per INSERT statement (29 parameters each; PostgreSQL allows 65535).
+/// Rollups per INSERT statement (`rows::ROLLUP_PARAMS` parameters each; PostgreSQL
+/// allows 65535). Also the virtio-mem device rows per INSERT (17 parameters each).
 const ROLLUPS_PER_INSERT: usize = 1000;
 // PostgreSQL binds at most 65535 parameters per statement.
 const _: () = assert!(ROLLUPS_PER_INSERT * rows::ROLLUP_PARAMS <= 65_535);
+const _: () = assert!(ROLLUPS_PER_INSERT * virtio_mem::DEVICE_PARAMS <= 65_535);
 
 /// `INSERT ... VALUES (?, ...) <tail>` with its one `VALUES` group repeated `rows` times.
 fn multi_row(single: &str, rows: usize) -> String {
@@ -307,6 +310,32 @@ async fn insert_batch(
         for index in 0..chunk.len() {
             tally.count(index < inserted);
         }
+    }
+    // Each virtio-mem device of the rollups (a re-sent rollup's conflict: nothing),
+    // many rows per INSERT like the rollups.
+    let devices: Vec<Vec<Param>> = batch
+        .rollups
+        .iter()
+        .flat_map(|row| {
+            let of = virtio_mem::RollupOf {
+                host_id: host,
+                key: &row.key,
+                captured_at_ms: row.captured_at_ms,
+                vm_uuid: &row.vm_uuid,
+                period_start_ms: row.point.period_start_ms,
+                period_secs: row.point.period_secs,
+            };
+            row.devices
+                .iter()
+                .map(move |device| virtio_mem::device_params(of, device))
+        })
+        .collect();
+    for chunk in devices.chunks(ROLLUPS_PER_INSERT) {
+        let sql = postgres_placeholders(&multi_row(virtio_mem::INSERT_DEVICE, chunk.len()));
+        let params: Vec<Param> = chunk.iter().flatten().cloned().collect();
+        transaction
+            .execute(sql.as_str(), &sql_params(&params))
+            .await?;
     }
     if !batch.ooms.is_empty() {
         let insert = transaction
@@ -372,6 +401,15 @@ async fn insert_batch(
                     transaction
                         .execute(
                             &postgres_placeholders(guard::INSERT_GUARD),
+                            &sql_params(&params),
+                        )
+                        .await?;
+                }
+                if let Some(change) = &row.memory_device {
+                    let params = virtio_mem::memory_device_params(host, &row.key, change);
+                    transaction
+                        .execute(
+                            &postgres_placeholders(virtio_mem::INSERT_MEMORY_DEVICE),
                             &sql_params(&params),
                         )
                         .await?;

@@ -11,9 +11,10 @@ use crate::records::{
     RepeatOffender, RepeatOffenders, RollupPoint, Signals, TokenInfo, VmList, VmMemory, VmName,
     VmRecord,
 };
+use crate::storage::host_took_sql;
 use crate::storage::rows::VmContext;
 use crate::storage::sql::{Param, Query, Row};
-use crate::storage::{pressure, tiers};
+use crate::storage::{pressure, tiers, virtio_mem};
 use crate::storage::{Store, StoreError};
 
 /// Filters and paging of `GET /api/v1/ooms`.
@@ -23,6 +24,8 @@ pub struct OomFilter {
     pub vm: Option<String>,
     /// Correlation verdict.
     pub verdict: Option<ballast_model::CorrelationVerdict>,
+    /// `host_took.verdict` (every mechanism; `storage::host_took_sql`).
+    pub host_took: Option<ballast_model::HostTookVerdict>,
     pub report_verdict: Option<ballast_model::ReportVerdict>,
     pub kind: Option<ballast_model::OomKind>,
     pub since_ms: Option<i64>,
@@ -40,6 +43,8 @@ pub enum GroupBy {
     Verdict,
     ReportVerdict,
     Kind,
+    /// `host_took.verdict` (every mechanism).
+    HostTook,
 }
 
 impl GroupBy {
@@ -50,6 +55,7 @@ impl GroupBy {
             "verdict" => GroupBy::Verdict,
             "report_verdict" => GroupBy::ReportVerdict,
             "kind" => GroupBy::Kind,
+            "host_took" => GroupBy::HostTook,
             _ => return None,
         })
     }
@@ -61,17 +67,19 @@ impl GroupBy {
             GroupBy::Verdict => "verdict",
             GroupBy::ReportVerdict => "report_verdict",
             GroupBy::Kind => "kind",
+            GroupBy::HostTook => "host_took",
         }
     }
 
-    fn column(self) -> &'static str {
+    fn column(self, engine: crate::storage::Engine) -> String {
         match self {
-            GroupBy::Host => "host_id",
+            GroupBy::Host => "host_id".into(),
             // A VM is (host, uuid): the group reads `host/uuid`.
-            GroupBy::Vm => "host_id || '/' || vm_uuid",
-            GroupBy::Verdict => "corr_verdict",
-            GroupBy::ReportVerdict => "report_verdict",
-            GroupBy::Kind => "kind",
+            GroupBy::Vm => "host_id || '/' || vm_uuid".into(),
+            GroupBy::Verdict => "corr_verdict".into(),
+            GroupBy::ReportVerdict => "report_verdict".into(),
+            GroupBy::Kind => "kind".into(),
+            GroupBy::HostTook => host_took_sql::verdict(engine),
         }
     }
 }
@@ -90,7 +98,7 @@ pub fn parse_cursor(text: &str) -> Option<(i64, i64)> {
 const OOM_SUMMARY_COLUMNS: &str =
     "id, host_id, vm_uuid, vm_name, captured_at_ms, kind, killed_pid, \
      killed_comm, killed_anon_rss_kb, report_verdict, corr_verdict, balloon_held_kb, \
-     inflated_kb_before, seconds_from_inflation";
+     inflated_kb_before, seconds_from_inflation, correlation_json";
 
 const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib, \
      actual_min, actual_max, actual_last, available_min, available_max, available_last, \
@@ -100,7 +108,9 @@ const ROLLUP_COLUMNS: &str = "period_start_ms, period_secs, samples, maximum_kib
      alloc_stalls_per_s_milli, direct_scan_kib_per_s_milli, direct_reclaim_kib_per_s_milli, \
      async_scan_kib_per_s_milli, async_reclaim_kib_per_s_milli, major_faults_per_s_milli, \
      swap_in_kib_per_s_milli, available_slope_kib_per_s_milli, psi_some_avg10_milli, \
-     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us";
+     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us, \
+     vmem_plugged_min, vmem_plugged_max, vmem_plugged_last, vmem_requested_min, \
+     vmem_requested_max, vmem_requested_last, vmem_max_kib, vmem_unconverged_secs";
 
 fn decode_summary(row: &Row) -> OomSummary {
     let id = row.int_or_zero(0);
@@ -126,6 +136,11 @@ fn decode_summary(row: &Row) -> OomSummary {
             balloon_held_kb: row.int(11),
             inflated_kb_before: row.int(12),
             seconds_from_inflation: row.int(13),
+            host_took: crate::records::host_took_of(
+                &row.text_or_empty(14),
+                ballast_model::CorrelationVerdict::parse(&row.text_or_empty(10)),
+                row.kib(11),
+            ),
         },
         link: format!("/api/v1/ooms/{id}"),
     }
@@ -158,17 +173,24 @@ fn decode_rollup(row: &Row) -> RollupPoint {
         host_available_kib: row.kib(23),
         signals: Signals::of(pressure.as_ref()),
         pressure,
+        virtio_mem: virtio_mem::decode_sums(row, 24 + pressure::ROLLUP_COLUMNS.len()),
+        devices: Vec::new(),
     }
 }
 
 /// One page of OOMs, newest first.
 pub async fn list_ooms(store: &dyn Store, filter: &OomFilter) -> Result<OomPage, StoreError> {
+    let host_took_filter = format!("{} = ?", host_took_sql::verdict(store.engine()));
     let mut conditions: Vec<&str> = Vec::new();
     let mut params = Vec::new();
     for (column, value) in [
         ("host_id = ?", filter.host.as_deref()),
         ("vm_uuid = ?", filter.vm.as_deref()),
         ("corr_verdict = ?", filter.verdict.map(|v| v.as_str())),
+        (
+            host_took_filter.as_str(),
+            filter.host_took.map(|v| v.as_str()),
+        ),
         (
             "report_verdict = ?",
             filter.report_verdict.map(|v| v.as_str()),
@@ -221,9 +243,7 @@ pub async fn get_oom(
     id: i64,
     window_secs: u64,
 ) -> Result<Option<OomDetail>, StoreError> {
-    let sql = format!(
-        "SELECT {OOM_SUMMARY_COLUMNS}, source, event_json, correlation_json FROM ooms WHERE id = ?"
-    );
+    let sql = format!("SELECT {OOM_SUMMARY_COLUMNS}, source, event_json FROM ooms WHERE id = ?");
     let rows = store.query(Query::new(sql, vec![Param::int(id)])).await?;
     let Some(row) = rows.first() else {
         return Ok(None);
@@ -232,18 +252,19 @@ pub async fn get_oom(
     // The event as stored by ingest (`ballast_model::OomEvent`): a row that does not
     // decode is an error, never an empty page.
     let event: ballast_model::OomEvent =
-        serde_json::from_str(&row.text_or_empty(15)).map_err(|source| StoreError::Decode {
+        serde_json::from_str(&row.text_or_empty(16)).map_err(|source| StoreError::Decode {
             what: "ooms.event_json",
             id,
             source,
         })?;
-    let correlation_text = row.text_or_empty(16);
+    let correlation_text = row.text_or_empty(14);
     let decode_error = |source| StoreError::Decode {
         what: "ooms.correlation_json",
         id,
         source,
     };
-    let correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    let mut correlation_detail = serde_json::from_str(&correlation_text).map_err(decode_error)?;
+    crate::records::fill_host_took(&mut correlation_detail);
     let window_ms = i64::try_from(window_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let rollups = rollups_between(
         store,
@@ -255,7 +276,7 @@ pub async fn get_oom(
     )
     .await?;
     Ok(Some(OomDetail {
-        source: row.text_or_empty(14),
+        source: row.text_or_empty(15),
         raw_report: event.raw_report,
         raw_truncated: event.raw_truncated,
         flood_suppressed: event.flood_suppressed,
@@ -627,7 +648,7 @@ pub async fn oom_counts(
     until_ms: i64,
 ) -> Result<OomCounts, StoreError> {
     let bucket_ms = bucket_secs.max(1).saturating_mul(1000);
-    let column = group_by.column();
+    let column = group_by.column(store.engine());
     let sql = format!(
         "SELECT (captured_at_ms / ?) * ? AS bucket, {column}, COUNT(*) FROM ooms \
          WHERE captured_at_ms >= ? AND captured_at_ms < ? GROUP BY bucket, {column}"
@@ -818,6 +839,10 @@ pub enum Expiring {
     Episodes,
     /// Guard actions, by when they were decided.
     Guard,
+    /// virtio-mem devices of rollups, by their period (with the rollups).
+    VirtioMemRollups,
+    /// virtio-mem resize events, by when they were seen (with the small events).
+    MemoryDevices,
 }
 
 /// Deletes at most `batch_rows` expired rows (one short statement); returns how many.
@@ -833,6 +858,8 @@ pub async fn delete_expired(
         Expiring::Ooms => ("ooms", "captured_at_ms"),
         Expiring::Episodes => ("pressure_episodes", "last_at_ms"),
         Expiring::Guard => ("guard_actions", "at_ms"),
+        Expiring::VirtioMemRollups => ("virtio_mem_rollups", "period_start_ms"),
+        Expiring::MemoryDevices => ("memory_device_events", "at_ms"),
     };
     let sql = format!(
         "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)"

@@ -61,3 +61,14 @@ pub const POLICY_REPLAY_SERIES: &str = "SELECT period_start_ms, period_secs, act
 /// Every host's hellos, oldest first (the newest names its backend).
 pub const HOST_HELLOS: &str =
     "SELECT host_id, body_json FROM events WHERE kind = 'hello' ORDER BY captured_at_ms";
+
+/// OOMs in `[?, ?)` whose stored correlation names virtio-mem (`host_took.virtio_mem`;
+/// the LIKE only narrows, the reader decodes), with the VM's name and configuration,
+/// oldest first, at most `?`.
+pub const POLICY_ELASTIC_OOMS: &str =
+    "SELECT o.id, o.host_id, o.vm_uuid, o.captured_at_ms, o.correlation_json, v.vm_name, \
+             v.config_json, o.vm_name FROM ooms o \
+             LEFT JOIN vms v ON v.host_id = o.host_id AND v.vm_uuid = o.vm_uuid \
+             WHERE o.captured_at_ms >= ? AND o.captured_at_ms < ? \
+             AND o.correlation_json LIKE '%virtio_mem%' \
+             ORDER BY o.captured_at_ms, o.id LIMIT ?";

@@ -14,6 +14,7 @@ use crate::records::RollupPoint;
 use crate::storage::guard::GuardRow;
 use crate::storage::pressure::{self, EpisodeRow};
 use crate::storage::sql::Param;
+use crate::storage::virtio_mem::{self, DeviceRow, MemoryDeviceRow};
 
 /// Everything of one batch, ready to insert.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -48,6 +49,8 @@ pub struct RollupRow {
     pub vm_uuid: String,
     pub vm_name: String,
     pub point: RollupPoint,
+    /// Each virtio-mem device of the period ([`virtio_mem::INSERT_DEVICE`]).
+    pub devices: Vec<DeviceRow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +93,9 @@ pub struct EventRow {
     /// For a guard action: its row to insert when the event is new
     /// ([`crate::storage::guard::INSERT_GUARD`]).
     pub guard: Option<GuardRow>,
+    /// For a virtio-mem resize: its row to insert when the event is new
+    /// ([`virtio_mem::INSERT_MEMORY_DEVICE`]).
+    pub memory_device: Option<MemoryDeviceRow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,14 +115,7 @@ pub struct VmContext {
     pub rollups: Vec<RollupPoint>,
 }
 
-/// Replaces NUL (PostgreSQL text cannot store it; SQLite could, and must match).
-pub fn clean(text: &str) -> String {
-    if text.contains('\0') {
-        text.replace('\0', "\u{FFFD}")
-    } else {
-        text.to_string()
-    }
-}
+pub use crate::storage::sql::clean;
 
 /// What an ingest answers, counted row by row as both engines insert: a row its
 /// `INSERT ... ON CONFLICT DO NOTHING` inserted is accepted, one it did not a duplicate.
@@ -152,13 +151,16 @@ pub const INSERT_ROLLUP: &str = "INSERT INTO rollups (host_id, key, captured_at_
      alloc_stalls_per_s_milli, direct_scan_kib_per_s_milli, direct_reclaim_kib_per_s_milli, \
      async_scan_kib_per_s_milli, async_reclaim_kib_per_s_milli, major_faults_per_s_milli, \
      swap_in_kib_per_s_milli, available_slope_kib_per_s_milli, psi_some_avg10_milli, \
-     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us) \
+     psi_full_avg10_milli, psi_some_total_us, psi_full_total_us, \
+     vmem_plugged_min, vmem_plugged_max, vmem_plugged_last, vmem_requested_min, \
+     vmem_requested_max, vmem_requested_last, vmem_max_kib, vmem_unconverged_secs) \
      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, \
-     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+     ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (host_id, key) DO NOTHING";
 
 /// The parameters of one row of [`INSERT_ROLLUP`].
-pub const ROLLUP_PARAMS: usize = 29 + pressure::ROLLUP_COLUMNS.len();
+pub const ROLLUP_PARAMS: usize =
+    29 + pressure::ROLLUP_COLUMNS.len() + virtio_mem::ROLLUP_COLUMNS.len();
 
 fn push_mml(params: &mut Vec<Param>, value: &MinMaxLast) {
     params.push(Param::kib(value.min));
@@ -189,6 +191,7 @@ pub fn rollup_params(host_id: &str, row: &RollupRow) -> Vec<Param> {
     params.push(Param::kib(p.host_total_kib));
     params.push(Param::kib(p.host_available_kib));
     params.extend(pressure::rollup_params(p.pressure.as_ref()));
+    params.extend(virtio_mem::rollup_params(&p.virtio_mem));
     params
 }
 

@@ -63,6 +63,15 @@ pub fn postgres_placeholders(sql: &str) -> String {
     out
 }
 
+/// Replaces NUL (PostgreSQL text cannot store it; SQLite could, and must match).
+pub fn clean(text: &str) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text.to_string()
+    }
+}
+
 pub fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }

@@ -21,7 +21,7 @@ use ballast_model::IngestResponse;
 use crate::storage::rows::{self, IngestTally, PreparedBatch};
 use crate::storage::sql::{Cell, Param, Query, Row};
 use crate::storage::store::{pending_migrations, Engine, Store, StoreError};
-use crate::storage::{guard, pressure};
+use crate::storage::{guard, pressure, virtio_mem};
 
 /// Schema migrations, in order.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -41,6 +41,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/sqlite/0008_oom_completion.sql")),
     (9, include_str!("migrations/sqlite/0009_pressure.sql")),
     (10, include_str!("migrations/sqlite/0010_guard_actions.sql")),
+    (11, include_str!("migrations/sqlite/0011_virtio_mem.sql")),
 ];
 /// Batches committed together at most ...
 const MAX_GROUP_BATCHES: usize = 256;
@@ -366,6 +367,7 @@ fn insert_batch(
             ))?;
             tally.count(changed > 0);
         }
+        insert_devices(connection, host, &batch.rollups)?;
     }
     let mut new_ooms = vec![false; batch.ooms.len()];
     for (row, new) in batch.ooms.iter().zip(new_ooms.iter_mut()) {
@@ -423,7 +425,40 @@ fn insert_batch(
                     rusqlite::params_from_iter(guard::guard_params(host, &row.key, action).iter()),
                 )?;
             }
+            if let Some(change) = &row.memory_device {
+                connection
+                    .prepare_cached(virtio_mem::INSERT_MEMORY_DEVICE)?
+                    .execute(rusqlite::params_from_iter(
+                        virtio_mem::memory_device_params(host, &row.key, change).iter(),
+                    ))?;
+            }
         }
     }
     Ok(tally.response())
+}
+
+/// The virtio-mem devices of a batch's rollups (a re-sent rollup's are stored
+/// already: its key's rows conflict and add nothing).
+fn insert_devices(
+    connection: &rusqlite::Connection,
+    host: &str,
+    rollups: &[rows::RollupRow],
+) -> Result<(), rusqlite::Error> {
+    for row in rollups.iter().filter(|row| !row.devices.is_empty()) {
+        let of = virtio_mem::RollupOf {
+            host_id: host,
+            key: &row.key,
+            captured_at_ms: row.captured_at_ms,
+            vm_uuid: &row.vm_uuid,
+            period_start_ms: row.point.period_start_ms,
+            period_secs: row.point.period_secs,
+        };
+        let mut statement = connection.prepare_cached(virtio_mem::INSERT_DEVICE)?;
+        for device in &row.devices {
+            statement.execute(rusqlite::params_from_iter(
+                virtio_mem::device_params(of, device).iter(),
+            ))?;
+        }
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ use ballast_model::MinMaxLast;
 use crate::records::{RollupPoint, Signals};
 use crate::storage::pressure::{self, Fold};
 use crate::storage::sql::{Param, Query};
+use crate::storage::virtio_mem;
 
 /// The hourly tier's period.
 pub const HOUR_SECS: i64 = 3600;
@@ -108,6 +109,20 @@ fn upsert_sql() -> String {
             }
         }
     }
+    // virtio-mem sums (`storage::virtio_mem`): min, max, last, then the size and the
+    // unconverged time (largest).
+    for series in ["vmem_plugged", "vmem_requested"] {
+        select.push(format!("MIN({series}_min)"));
+        select.push(format!("MAX({series}_max)"));
+        select.push(format!("MAX(CASE WHEN rn = 1 THEN {series}_last END)"));
+        update.push(keep_smaller(&format!("{series}_min")));
+        update.push(keep_larger(&format!("{series}_max")));
+        update.push(keep_newer(&format!("{series}_last")));
+    }
+    for column in ["vmem_max_kib", "vmem_unconverged_secs"] {
+        select.push(format!("MAX({column})"));
+        update.push(keep_larger(column));
+    }
     update.extend([
         keep_larger("stale"),
         keep_larger("host_total_kib"),
@@ -122,7 +137,7 @@ fn upsert_sql() -> String {
          actual_min, actual_max, actual_last, available_min, available_max, available_last, \
          usable_min, usable_max, usable_last, unused_min, unused_max, unused_last, \
          rss_min, rss_max, rss_last, oom_kills, alloc_stalls, stale, host_total_kib, \
-         host_available_kib, {pressure_columns}) \
+         host_available_kib, {pressure_columns}, {vmem_columns}) \
          SELECT {select} FROM (SELECT r.*, (r.period_start_ms / {HOUR_MS}) * {HOUR_MS} AS hour, \
          ROW_NUMBER() OVER (PARTITION BY r.host_id, r.vm_uuid, r.period_start_ms / {HOUR_MS} \
          ORDER BY r.captured_at_ms DESC, r.id DESC) AS rn \
@@ -133,6 +148,7 @@ fn upsert_sql() -> String {
         ids = batch_ids(),
         update = update.join(", "),
         pressure_columns = pressure::rollup_column_list(),
+        vmem_columns = virtio_mem::rollup_column_list(),
     )
 }
 
@@ -211,6 +227,7 @@ pub fn hourly(points: &[RollupPoint]) -> Vec<RollupPoint> {
             );
         }
         pressure::fold(&mut hour.pressure, point.pressure.as_ref());
+        virtio_mem::fold(&mut hour.virtio_mem, &point.virtio_mem);
         hour.signals = Signals::of(hour.pressure.as_ref());
     }
     out

@@ -416,14 +416,14 @@ fn chromium(url: &str, args: &[String]) -> String {
     }
 }
 
-async fn dump_dom(url: &str) -> String {
+pub(crate) async fn dump_dom(url: &str) -> String {
     let url = url.to_string();
     tokio::task::spawn_blocking(move || chromium(&url, &["--dump-dom".into()]))
         .await
         .expect("chromium thread")
 }
 
-async fn screenshot(url: &str, name: &str) -> PathBuf {
+pub(crate) async fn screenshot(url: &str, name: &str) -> PathBuf {
     let path = screenshots_dir().join(name);
     let _ = std::fs::remove_file(&path);
     let url = url.to_string();

@@ -710,7 +710,7 @@ fn docs_dashboard_and_rules_name_only_exported_collector_metrics() {
         Duration::from_millis(1),
         Some((&Default::default(), 1, 0)),
     );
-    let scrape = parse(&metrics.render_with(Some(&[]), Some((0, 0))));
+    let scrape = parse(&metrics.render_scrape(Some(&[]), Some((0, 0)), Some(0)));
     let exported: BTreeSet<String> = scrape.types.keys().cloned().collect();
     let histograms: BTreeSet<String> = scrape
         .types

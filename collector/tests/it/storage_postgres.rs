@@ -32,6 +32,8 @@ async fn the_storage_suite_passes_on_postgresql() {
     util::suite::minute_rollups_compact_into_hours(store(&cluster).await).await;
     util::suite::pressure_is_stored_once_per_phase(store(&cluster).await).await;
     util::suite::guard_actions_are_stored_once(store(&cluster).await).await;
+    util::virtio_mem::virtio_mem_is_stored_once(store(&cluster).await).await;
+    util::virtio_mem::virtio_mem_compacts_and_expires_with_the_rollups(store(&cluster).await).await;
     util::identity::the_same_uuid_on_two_hosts_is_two_vms(store(&cluster).await).await;
 
     // A store an older collector kept by uuid alone (schema 6) is migrated to (host, uuid).

@@ -65,6 +65,18 @@ async fn minute_rollups_compact_into_hours() {
 }
 
 #[tokio::test]
+async fn virtio_mem_is_stored_once() {
+    let (_dir, store) = store().await;
+    util::virtio_mem::virtio_mem_is_stored_once(store).await;
+}
+
+#[tokio::test]
+async fn virtio_mem_compacts_and_expires_with_the_rollups() {
+    let (_dir, store) = store().await;
+    util::virtio_mem::virtio_mem_compacts_and_expires_with_the_rollups(store).await;
+}
+
+#[tokio::test]
 async fn reopening_keeps_data_and_migrations_are_applied_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("c.sqlite");

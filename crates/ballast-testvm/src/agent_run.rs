@@ -35,8 +35,20 @@ impl AgentRun {
         guests: &[&ProxmoxGuest],
         extra_yaml: &str,
     ) -> Result<AgentRun> {
-        let run_dir = dir.join("run");
-        let config_dir = dir.join("conf");
+        Self::start_with_env(binary, dir, guests, extra_yaml, &[])
+    }
+
+    /// [`AgentRun::start`] with more environment for the agent (e.g. a `PATH` holding a
+    /// mock `qm` and its `BALLAST_PVE_*` directories: see [`AgentRun::conf_dir`]).
+    pub fn start_with_env(
+        binary: &Path,
+        dir: &Path,
+        guests: &[&ProxmoxGuest],
+        extra_yaml: &str,
+        env: &[(String, String)],
+    ) -> Result<AgentRun> {
+        let run_dir = Self::run_dir(dir);
+        let config_dir = Self::conf_dir(dir);
         for folder in [&run_dir, &config_dir] {
             std::fs::create_dir_all(folder).map_err(Error::io(folder))?;
         }
@@ -75,6 +87,7 @@ impl AgentRun {
             .args(["run", "--config"])
             .arg(&config)
             .env("BALLAST_LOG", "info")
+            .envs(env.iter().map(|(key, value)| (key, value)))
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -84,6 +97,16 @@ impl AgentRun {
             journal,
             log,
         })
+    }
+
+    /// The agent's Proxmox config directory under `dir` (links to the guests' configs;
+    /// a `qm set` replaces a link with the file it writes) and its run directory.
+    pub fn conf_dir(dir: &Path) -> PathBuf {
+        dir.join("conf")
+    }
+
+    pub fn run_dir(dir: &Path) -> PathBuf {
+        dir.join("run")
     }
 
     /// The journal's events of `kind` (`pressure`, `guard`, `rollup`, ...) for the VM

@@ -397,6 +397,15 @@ pub fn short_spike(
 
 /// A pvestatd-like host loop: a thread that sets the QMP balloon target back to
 /// `target_mib` every `period` (host time) until [`ReinflationLoop::stop`] or drop.
+/// The `balloon:` value (MiB) of a Proxmox VM config file.
+pub fn balloon_floor_mib(conf: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(conf)
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("balloon:"))
+        .and_then(|value| value.trim().parse().ok())
+}
+
 #[derive(Debug)]
 pub struct ReinflationLoop {
     stop: Arc<AtomicBool>,
@@ -407,6 +416,28 @@ pub struct ReinflationLoop {
 impl ReinflationLoop {
     /// Starts the loop on the guest's QMP socket; the first re-set comes after one period.
     pub fn start(guest: &ProxmoxGuest, target_mib: u64, period: Duration) -> ReinflationLoop {
+        Self::spawn(guest, target_mib, None, period)
+    }
+
+    /// Like [`ReinflationLoop::start`], but each round sets the target to the VM's
+    /// `balloon:` floor as `floor_file` (its Proxmox config) says then, `target_mib`
+    /// while it says none: pvestatd under host pressure shrinks a VM to its floor, so a
+    /// floor the guard raised (`qm set --balloon`) holds.
+    pub fn following_floor(
+        guest: &ProxmoxGuest,
+        target_mib: u64,
+        floor_file: PathBuf,
+        period: Duration,
+    ) -> ReinflationLoop {
+        Self::spawn(guest, target_mib, Some(floor_file), period)
+    }
+
+    fn spawn(
+        guest: &ProxmoxGuest,
+        target_mib: u64,
+        floor_file: Option<PathBuf>,
+        period: Duration,
+    ) -> ReinflationLoop {
         let stop = Arc::new(AtomicBool::new(false));
         let resets = Arc::new(AtomicU64::new(0));
         let socket: PathBuf = guest.qmp_socket();
@@ -418,9 +449,13 @@ impl ReinflationLoop {
                 while !stop.load(Ordering::Relaxed) {
                     if Instant::now() >= next {
                         next += period;
+                        let target = floor_file
+                            .as_deref()
+                            .and_then(balloon_floor_mib)
+                            .unwrap_or(target_mib);
                         // A busy or restarting QEMU misses one round, as pvestatd would.
                         let set = Qmp::connect(&socket)
-                            .and_then(|mut qmp| qmp.balloon_bytes(target_mib * MIB));
+                            .and_then(|mut qmp| qmp.balloon_bytes(target * MIB));
                         if set.is_ok() {
                             resets.fetch_add(1, Ordering::Relaxed);
                         }

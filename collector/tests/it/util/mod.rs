@@ -6,6 +6,7 @@ pub mod fixtures;
 pub mod identity;
 pub mod server;
 pub mod suite;
+pub mod virtio_mem;
 
 use std::collections::HashMap;
 
