@@ -91,13 +91,48 @@ pub struct DeviceView<'a> {
     pub unconverged_since: Option<SystemTime>,
 }
 
+/// One poll's sums in 16 bytes: its time (seconds after the ring's base, never going
+/// back, as the balloon history keeps it) and plugged, requested and maximum as u32
+/// KiB (up to 4 TiB; `u32::MAX` = missing), like the balloon history's points.
+#[derive(Debug, Clone, Copy)]
+struct RingPoint {
+    secs: u32,
+    plugged: u32,
+    requested: u32,
+    max: u32,
+}
+
+const MISSING: u32 = u32::MAX;
+
+fn pack(kib: Option<u64>) -> u32 {
+    kib.map_or(MISSING, |kib| {
+        u32::try_from(kib).unwrap_or(MISSING - 1).min(MISSING - 1)
+    })
+}
+
+fn unpack(value: u32) -> Option<u64> {
+    (value != MISSING).then_some(u64::from(value))
+}
+
+impl RingPoint {
+    fn totals(&self) -> VirtioMemTotals {
+        VirtioMemTotals {
+            plugged_kib: unpack(self.plugged),
+            requested_kib: unpack(self.requested),
+            max_size_kib: unpack(self.max),
+            sampled_at_ms: None,
+        }
+    }
+}
+
 /// A VM's virtio-mem state.
 #[derive(Debug, Clone)]
 pub struct VmElastic {
     devices: Vec<DeviceState>,
-    /// Per poll: its time (Unix seconds, as the balloon history keeps it: never going
-    /// back) and the devices' sums, oldest first, at most `capacity`.
-    ring: VecDeque<(u64, VirtioMemTotals)>,
+    /// Per poll, oldest first, at most `capacity` (grown as needed, never past it).
+    ring: VecDeque<RingPoint>,
+    /// Unix seconds of the ring's first point ever: a point's time is relative to it.
+    base_secs: u64,
     capacity: usize,
     tokens: u32,
     refilled_at: Option<SystemTime>,
@@ -110,6 +145,7 @@ impl VmElastic {
         Self {
             devices: Vec::new(),
             ring: VecDeque::new(),
+            base_secs: 0,
             capacity: capacity.max(1),
             tokens: EVENT_BURST,
             refilled_at: None,
@@ -143,8 +179,8 @@ impl VmElastic {
         self.ring
             .iter()
             .rev()
-            .find(|(t, _)| *t == at)
-            .map(|(_, totals)| *totals)
+            .find(|point| self.absolute(point) == at)
+            .map(RingPoint::totals)
     }
 
     /// The newest poll's sums at or before `bound`, with the poll's time in them.
@@ -153,10 +189,10 @@ impl VmElastic {
         self.ring
             .iter()
             .rev()
-            .find(|(t, _)| *t <= bound)
-            .map(|(t, totals)| VirtioMemTotals {
-                sampled_at_ms: i64::try_from(t.saturating_mul(1000)).ok(),
-                ..*totals
+            .find(|point| self.absolute(point) <= bound)
+            .map(|point| VirtioMemTotals {
+                sampled_at_ms: i64::try_from(self.absolute(point).saturating_mul(1000)).ok(),
+                ..point.totals()
             })
     }
 
@@ -189,14 +225,29 @@ impl VmElastic {
             self.devices[index] = state;
         }
         let totals = self.totals();
-        if self.ring.len() == self.capacity {
-            self.ring.pop_front();
-        }
         // Time never goes back in the ring (a wall clock step back keeps the order),
         // as in the balloon history.
-        let secs = epoch_secs(at);
-        let secs = self.ring.back().map_or(secs, |(last, _)| secs.max(*last));
-        self.ring.push_back((secs, totals));
+        let epoch = epoch_secs(at);
+        if self.ring.is_empty() && self.base_secs == 0 {
+            self.base_secs = epoch;
+        }
+        let relative = u32::try_from(epoch.saturating_sub(self.base_secs)).unwrap_or(u32::MAX);
+        let secs = self
+            .ring
+            .back()
+            .map_or(relative, |last| relative.max(last.secs));
+        if self.ring.len() == self.capacity {
+            self.ring.pop_front();
+        } else if self.ring.len() == self.ring.capacity() {
+            let len = self.ring.len();
+            self.ring.reserve_exact(len.max(8).min(self.capacity - len));
+        }
+        self.ring.push_back(RingPoint {
+            secs,
+            plugged: pack(totals.plugged_kib),
+            requested: pack(totals.requested_kib),
+            max: pack(totals.max_size_kib),
+        });
         changes
     }
 
@@ -301,6 +352,10 @@ impl VmElastic {
                 Some(rollup)
             })
             .collect()
+    }
+
+    fn absolute(&self, point: &RingPoint) -> u64 {
+        self.base_secs.saturating_add(u64::from(point.secs))
     }
 
     fn take_token(&mut self, at: SystemTime) -> bool {

@@ -256,3 +256,27 @@ fn a_guest_cannot_make_the_agent_keep_more_than_sixteen_devices() {
     );
     assert_eq!(elastic.devices().count(), 1);
 }
+
+#[test]
+fn the_ring_holds_sixteen_byte_points_and_grows_only_to_its_capacity() {
+    assert_eq!(std::mem::size_of::<RingPoint>(), 16);
+    let mut elastic = VmElastic::new(20);
+    let at = start();
+    for n in 0..50u64 {
+        elastic.observe(
+            &vm(),
+            at + POLL * n as u32,
+            vec![device(1024, 1024)],
+            DEFAULT_CONVERGE_TIMEOUT,
+        );
+    }
+    assert_eq!(elastic.ring.len(), 20);
+    assert!(elastic.ring.capacity() <= 24, "{}", elastic.ring.capacity());
+    assert!(elastic.totals_at(at + POLL * 29).is_none());
+    assert_eq!(
+        elastic
+            .totals_at(at + POLL * 30)
+            .and_then(|t| t.requested_kib),
+        Some(1024 * MIB)
+    );
+}

@@ -87,7 +87,8 @@ fn a_stuck_unplug_is_reported_within_two_polls_and_its_convergence_with_fake_hyp
         .is_some_and(|elastic| elastic.devices().all(|d| d.stuck)));
     hypervisor.update(&id, |domain| domain.sample = sample(1024, 1024));
     monitor.poll();
-    // libvirt pushes a size between polls.
+    // libvirt pushes a size between polls (a millisecond later: keys carry the time).
+    std::thread::sleep(std::time::Duration::from_millis(5));
     let (sender, receiver) = std::sync::mpsc::channel();
     monitor.events = Some(receiver);
     sender
