@@ -502,7 +502,11 @@ impl Hypervisor for LibvirtHypervisor {
                 .filter(|(id, _)| with_virtio_mem.contains(&id.uuid))
             {
                 match live_virtio_mem(connect, id) {
-                    Ok(devices) => sample.virtio_mem = devices,
+                    Ok(devices) => {
+                        sample.maximum_kib =
+                            virtio_mem::balloon_maximum(sample.maximum_kib, &devices);
+                        sample.virtio_mem = devices;
+                    }
                     Err(error) => {
                         tracing::debug!(domain = %id.uuid, %error, "No virtio-mem figures this poll.")
                     }

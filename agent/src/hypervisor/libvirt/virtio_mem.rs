@@ -43,6 +43,22 @@ pub(super) fn devices(
     plausible(found)
 }
 
+/// The balloon's own maximum of a domain with virtio-mem devices. libvirt counts each
+/// device's whole size in `<memory>` (its `balloon.maximum`) and what the guest has
+/// plugged in `<currentMemory>` (`balloon.current`), so `maximum - current` would read
+/// blocks the host unplugged as memory the balloon holds. Lowered by what the devices
+/// could give but do not; unchanged when a device's figures are unknown.
+pub(super) fn balloon_maximum(maximum: Option<u64>, devices: &[VirtioMemDevice]) -> Option<u64> {
+    let unplugged = devices
+        .iter()
+        .map(|device| Some(device.max_size_kib?.saturating_sub(device.plugged_kib?)))
+        .sum::<Option<u64>>();
+    match (maximum, unplugged) {
+        (Some(maximum), Some(unplugged)) => Some(maximum.saturating_sub(unplugged)),
+        _ => maximum,
+    }
+}
+
 fn child<'a, 'input>(parent: Node<'a, 'input>, name: &str) -> Option<Node<'a, 'input>> {
     parent.children().find(|node| node.has_tag_name(name))
 }
@@ -50,6 +66,10 @@ fn child<'a, 'input>(parent: Node<'a, 'input>, name: &str) -> Option<Node<'a, 'i
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use ballast_model::VirtioMemDevice;
+
+    use super::balloon_maximum;
 
     use crate::hypervisor::libvirt::parse_domain_config;
     use crate::hypervisor::virtio_mem::MAX_DEVICES;
@@ -106,5 +126,23 @@ mod tests {
         let xml = format!("<domain><devices>{}</devices></domain>", device.repeat(100));
         let config = parse_domain_config(&xml).expect("parse");
         assert_eq!(config.virtio_mem.len(), MAX_DEVICES);
+    }
+
+    /// The lab's guest: 384 MiB boot memory and a 512 MiB device, of which 128 MiB
+    /// plugged: libvirt's maximum 896 MiB, current 512 MiB; the balloon holds nothing.
+    #[test]
+    fn unplugged_blocks_are_not_the_balloons() {
+        let device = |max, plugged| VirtioMemDevice {
+            id: "virtiomem0".into(),
+            max_size_kib: max,
+            plugged_kib: plugged,
+            ..VirtioMemDevice::default()
+        };
+        let maximum = Some(896 * 1024);
+        let lowered = balloon_maximum(maximum, &[device(Some(512 * 1024), Some(128 * 1024))]);
+        assert_eq!(lowered, Some(512 * 1024), "= libvirt's current: no balloon");
+        assert_eq!(balloon_maximum(maximum, &[device(None, Some(1))]), maximum);
+        assert_eq!(balloon_maximum(None, &[device(Some(1), Some(0))]), None);
+        assert_eq!(balloon_maximum(maximum, &[]), maximum);
     }
 }
