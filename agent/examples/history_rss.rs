@@ -301,6 +301,7 @@ fn next_sample(vm: &mut Vm, rng: &mut fastrand::Rng, at: SystemTime) -> BalloonS
         hugetlb_failures: Some(0),
         rss_kib: Some(vm.actual_kib * 3 / 4),
         last_update_epoch_secs: Some(epoch - rng.u64(..2)),
+        virtio_mem: Vec::new(),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::collector_tls::{self, CaBundle, CaFileError};
 use crate::guard::GuardSettings;
 use crate::paths;
 
+mod elastic;
+pub use elastic::{ElasticConfig, ElasticConfigError};
+
 /// The configuration file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -37,6 +40,7 @@ pub struct RawConfig {
     pub capture: CaptureConfig,
     pub pressure: PressureConfig,
     pub guard: GuardConfig,
+    pub elastic: ElasticConfig,
     pub collector: CollectorConfig,
     pub metrics: MetricsConfig,
     /// Where host memory figures are read; tests point it elsewhere.
@@ -360,6 +364,7 @@ impl Default for RawConfig {
             capture: CaptureConfig::default(),
             pressure: PressureConfig::default(),
             guard: GuardConfig::default(),
+            elastic: ElasticConfig::default(),
             collector: CollectorConfig::default(),
             metrics: MetricsConfig::default(),
             procfs_root: PathBuf::from(paths::PROCFS_ROOT),
@@ -444,6 +449,8 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("guard.max_actions_per_vm_per_hour", "Steps per VM in any hour (1 to 60); a step held back is reported once per episode (rate_limited)."),
     ("guard.max_actions_per_host_per_minute", "Steps per host in any minute, all VMs together (1 to 600)."),
     ("guard.proxmox_raise_floor", "Proxmox: when pvestatd takes a deflation back, raise the VM's balloon: floor persistently with qm set <vmid> --balloon <MiB> (floor_raised); false = report overridden_by_host with the floor that would hold."),
+    ("elastic", "Elastic memory beyond the balloon (docs/elastic.md)."),
+    ("elastic.converge_timeout_secs", "Seconds a virtio-mem device may stay away from its request before it is stuck (5 to 86400, default 60); two polls without progress make it stuck sooner."),
     ("collector", "Where events go; without a url they stay in the local spool."),
     ("collector.url", "e.g. https://collector.example:8470"),
     ("collector.token_file", "File holding this host's bearer token (ballast-collector token create HOST)."),
@@ -472,6 +479,7 @@ pub struct Settings {
     pub capture: CaptureConfig,
     pub pressure: PressureConfig,
     pub guard: GuardConfig,
+    pub elastic: ElasticConfig,
     pub collector: CollectorConfig,
     /// `collector.ca_file`, read and checked.
     pub collector_ca: Option<CaBundle>,
@@ -535,6 +543,8 @@ pub enum ValidationError {
     GuestAgentInterval(u64),
     #[error("pressure.guest_psi_interval_secs ({0}) must be 5 to 3600")]
     GuestPsiInterval(u64),
+    #[error(transparent)]
+    Elastic(#[from] ElasticConfigError),
     #[error("{key} ({value}) must be {min} to {max}")]
     GuardRange {
         key: &'static str,
@@ -679,6 +689,7 @@ impl RawConfig {
             ));
         }
         self.guard.validate()?;
+        self.elastic.validate()?;
         let log_level = self.log_level.trim().to_string();
         if let Err(message) = check_log_filter(&log_level) {
             return Err(ValidationError::LogLevel {
@@ -698,6 +709,7 @@ impl RawConfig {
             capture: self.capture,
             pressure: self.pressure,
             guard: self.guard,
+            elastic: self.elastic,
             collector: self.collector,
             collector_ca,
             metrics_listen,

@@ -110,10 +110,15 @@ pub fn oom_event(
             deflate_on_oom: host_balloon.and_then(|h| h.deflate_on_oom),
             sampled_at_ms: sampled_at.map(epoch_ms),
             kill_after_ms: bound.map(epoch_ms),
-            // TODO(issue 20, H20-AGENT): the virtio-mem totals of the same host sample.
-            virtio_mem: None,
+            virtio_mem: vm.and_then(|vm| {
+                virtio_mem_at_oom(vm, sampled_at, bound.unwrap_or(captured.captured_at))
+            }),
         },
-        balloon_history: history.iter().skip(skip).map(point).collect(),
+        balloon_history: history
+            .iter()
+            .skip(skip)
+            .map(|p| point(p, vm.and_then(|vm| vm.elastic.as_deref())))
+            .collect(),
         host: Some(wire_host(host)),
         flood_suppressed: captured.suppressed_before,
     }
@@ -141,7 +146,26 @@ fn report_held_kb(report: &ballast_oom::Report, vm: Option<&VmState>) -> Option<
     )
 }
 
-fn point(history: &HistoryPoint) -> BalloonPoint {
+/// The VM's virtio-mem sums at the OOM: those of the poll whose balloon sample stands
+/// (`sampled_at`), else of the last poll before `bound` (the kill, or the capture).
+fn virtio_mem_at_oom(
+    vm: &VmState,
+    sampled_at: Option<SystemTime>,
+    bound: SystemTime,
+) -> Option<ballast_model::VirtioMemTotals> {
+    let elastic = vm.elastic.as_deref()?;
+    match sampled_at {
+        Some(at) => elastic
+            .totals_at(at)
+            .map(|totals| ballast_model::VirtioMemTotals {
+                sampled_at_ms: Some(epoch_ms(at)),
+                ..totals
+            }),
+        None => elastic.totals_until(bound),
+    }
+}
+
+fn point(history: &HistoryPoint, elastic: Option<&crate::elastic::VmElastic>) -> BalloonPoint {
     BalloonPoint {
         at_ms: epoch_ms(history.at),
         actual_kib: history.actual_kib,
@@ -149,8 +173,10 @@ fn point(history: &HistoryPoint) -> BalloonPoint {
         available_kib: history.available_kib,
         usable_kib: history.usable_kib,
         event: history.origin == crate::history::SampleOrigin::BalloonEvent,
-        // TODO(issue 20, H20-AGENT): the point's virtio-mem totals.
-        virtio_mem: None,
+        // The sums of the same poll (a balloon event between polls has none).
+        virtio_mem: elastic
+            .filter(|_| history.origin == crate::history::SampleOrigin::Poll)
+            .and_then(|elastic| elastic.totals_at(history.at)),
     }
 }
 
@@ -270,6 +296,72 @@ mod tests {
             &HostMemory::default(),
         );
         assert_eq!(held.balloon_history.len(), 2);
+    }
+
+    #[test]
+    fn an_oom_carries_the_virtio_mem_sums_of_the_balloons_sample_and_of_each_point() {
+        let id = DomainId {
+            uuid: "3f2a".into(),
+            name: "lab".into(),
+        };
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut fleet = Fleet::new(1000);
+        // The host lowers the request from 2 GiB to 512 MiB; the guest follows.
+        for (step, (requested, plugged)) in [(2048, 2048), (512, 1024), (512, 512)]
+            .into_iter()
+            .enumerate()
+        {
+            let sample = BalloonSample {
+                actual_kib: Some(524_288),
+                maximum_kib: Some(524_288),
+                virtio_mem: vec![ballast_model::VirtioMemDevice {
+                    id: "virtiomem0".into(),
+                    max_size_kib: Some(4096 * 1024),
+                    requested_kib: Some(requested * 1024),
+                    plugged_kib: Some(plugged * 1024),
+                    ..ballast_model::VirtioMemDevice::default()
+                }],
+                ..BalloonSample::default()
+            };
+            fleet.apply_poll(
+                start + Duration::from_secs(10 * step as u64),
+                vec![(id.clone(), sample)],
+            );
+        }
+        let event = oom_event(
+            &captured(&id, LAB, start + Duration::from_secs(25)),
+            OomKind::Guest,
+            fleet.get("3f2a"),
+            &HostMemory::default(),
+        );
+        let at_oom = event
+            .balloon_at_oom
+            .virtio_mem
+            .expect("virtio-mem at the OOM");
+        // The kill was printed after 24 s: the poll at 20 s is the host's sample.
+        assert_eq!(at_oom.plugged_kib, Some(512 * 1024));
+        assert_eq!(at_oom.requested_kib, Some(512 * 1024));
+        assert_eq!(at_oom.unplugged_kib(), Some(3584 * 1024));
+        assert_eq!(at_oom.sampled_at_ms, event.balloon_at_oom.sampled_at_ms);
+        let plugged: Vec<Option<u64>> = event
+            .balloon_history
+            .iter()
+            .map(|p| p.virtio_mem.and_then(|t| t.plugged_kib))
+            .collect();
+        assert_eq!(
+            plugged,
+            [Some(2048 * 1024), Some(1024 * 1024), Some(512 * 1024)]
+        );
+        // A VM without virtio-mem has none.
+        let plain = fleet_with(&id, &[524_288], 524_288, start);
+        let event = oom_event(
+            &captured(&id, LAB, start + Duration::from_secs(5)),
+            OomKind::Guest,
+            plain.get("3f2a"),
+            &HostMemory::default(),
+        );
+        assert_eq!(event.balloon_at_oom.virtio_mem, None);
+        assert!(event.balloon_history.iter().all(|p| p.virtio_mem.is_none()));
     }
 
     #[test]

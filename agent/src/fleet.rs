@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use ballast_model::{BalloonRollup, NearMissKind, PressureEpisode, PressureSnapshot};
 use ballast_oom::HostBalloon;
 
+use crate::elastic::VmElastic;
 use crate::guard::{Decision, GuardInput, GuardSettings, HostGuard, VmGuard};
 use crate::history::{epoch_secs, History, HistoryPoint};
 use crate::hypervisor::{BalloonSample, DomainConfig, DomainId, GuestCounters};
@@ -75,6 +76,13 @@ pub enum Change {
         id: DomainId,
         episode: Box<PressureEpisode>,
     },
+    /// A virtio-mem device's request, plugged size or convergence changed
+    /// ([`crate::elastic`]); `at` is the poll or event time.
+    MemoryDevice {
+        id: DomainId,
+        change: Box<ballast_model::MemoryDeviceChange>,
+        at: SystemTime,
+    },
 }
 
 impl Change {
@@ -90,7 +98,8 @@ impl Change {
             | Change::SuspectOom { id, .. }
             | Change::NearMiss { id, .. }
             | Change::BalloonMoved { id, .. }
-            | Change::Pressure { id, .. } => id,
+            | Change::Pressure { id, .. }
+            | Change::MemoryDevice { id, .. } => id,
         }
     }
 }
@@ -115,6 +124,8 @@ pub struct VmState {
     pub risk: VmRisk,
     /// The guard's state for this VM (docs/guard.md).
     pub guard: VmGuard,
+    /// Its virtio-mem devices (docs/elastic.md); None while it has none.
+    pub elastic: Option<Box<VmElastic>>,
     last_update_seen: Option<u64>,
     unchanged_polls: u32,
     /// The first poll without any stats from the guest yet, and the polls since.
@@ -147,6 +158,7 @@ impl VmState {
             oom_count: 0,
             risk: VmRisk::default(),
             guard: VmGuard::default(),
+            elastic: None,
             last_update_seen: None,
             unchanged_polls: 0,
             unreported_since: None,
@@ -272,7 +284,7 @@ impl VmState {
     fn roll(&mut self, at: SystemTime, sample: &BalloonSample) -> Option<BalloonRollup> {
         let period = epoch_secs(at) / ROLLUP_SECS;
         let finished = if self.rollup.is_some() && period != self.rollup_period {
-            self.rollup.take()
+            self.take_rollup()
         } else {
             None
         };
@@ -297,6 +309,45 @@ impl VmState {
             rollup.alloc_stalls = counters.alloc_stalls.or(rollup.alloc_stalls);
         }
         finished
+    }
+
+    /// The open rollup with its virtio-mem devices' part, ended.
+    fn take_rollup(&mut self) -> Option<BalloonRollup> {
+        let mut rollup = self.rollup.take()?;
+        if let Some(elastic) = self.elastic.as_mut() {
+            let end = std::time::UNIX_EPOCH
+                + Duration::from_secs(self.rollup_period.saturating_add(1) * ROLLUP_SECS);
+            rollup.virtio_mem = elastic.finish_period(end);
+        }
+        Some(rollup)
+    }
+
+    /// One poll's virtio-mem devices (none read: nothing changes); the resize events.
+    fn observe_virtio_mem(
+        &mut self,
+        at: SystemTime,
+        devices: Vec<ballast_model::VirtioMemDevice>,
+        history_capacity: usize,
+        converge_timeout: Duration,
+        changes: &mut Vec<Change>,
+    ) {
+        if devices.is_empty() {
+            return;
+        }
+        let vm = crate::wire::vm_ref(&self.id);
+        let elastic = self
+            .elastic
+            .get_or_insert_with(|| Box::new(VmElastic::new(history_capacity)));
+        changes.extend(
+            elastic
+                .observe(&vm, at, devices, converge_timeout)
+                .into_iter()
+                .map(|change| Change::MemoryDevice {
+                    id: self.id.clone(),
+                    change: Box::new(change),
+                    at,
+                }),
+        );
     }
 
     /// Reads this poll's risk; the episode event it makes, as a change.
@@ -359,6 +410,10 @@ pub struct Fleet {
     finished_rollups: Vec<BalloonRollup>,
     /// Pressure events suppressed for VMs that went away.
     gone_pressure_suppressed: u64,
+    /// `elastic.converge_timeout_secs` ([`Self::set_converge_timeout`]).
+    converge_timeout: Duration,
+    /// virtio-mem events held back for VMs that went away.
+    gone_memory_device_suppressed: u64,
 }
 
 impl Fleet {
@@ -368,6 +423,8 @@ impl Fleet {
             history_capacity,
             finished_rollups: Vec::new(),
             gone_pressure_suppressed: 0,
+            converge_timeout: crate::elastic::DEFAULT_CONVERGE_TIMEOUT,
+            gone_memory_device_suppressed: 0,
         }
     }
 
@@ -400,7 +457,8 @@ impl Fleet {
         let mut changes = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for (id, sample) in samples {
-            let sample = sample.plausible();
+            let mut sample = sample.plausible();
+            let virtio_mem = std::mem::take(&mut sample.virtio_mem);
             seen.insert(id.uuid.clone());
             let capacity = self.history_capacity;
             let vm = self.vms.entry(id.uuid.clone()).or_insert_with(|| {
@@ -415,6 +473,13 @@ impl Fleet {
             if let Some(rollup) = vm.roll(at, &sample) {
                 self.finished_rollups.push(rollup);
             }
+            vm.observe_virtio_mem(
+                at,
+                virtio_mem,
+                capacity,
+                self.converge_timeout,
+                &mut changes,
+            );
             vm.last_sample = Some(sample);
         }
         let gone: Vec<String> = self
@@ -425,13 +490,16 @@ impl Fleet {
             .collect();
         for uuid in gone {
             if let Some(mut vm) = self.vms.remove(&uuid) {
-                if let Some(rollup) = vm.rollup.take() {
+                if let Some(rollup) = vm.take_rollup() {
                     self.finished_rollups.push(rollup);
                 }
                 let ended = vm.risk.vm_gone(&crate::wire::vm_ref(&vm.id), at);
                 self.gone_pressure_suppressed = self
                     .gone_pressure_suppressed
                     .saturating_add(vm.risk.episodes().suppressed());
+                self.gone_memory_device_suppressed = self
+                    .gone_memory_device_suppressed
+                    .saturating_add(vm.elastic.as_ref().map_or(0, |e| e.suppressed()));
                 if let Some(episode) = ended {
                     changes.push(Change::Pressure {
                         id: vm.id.clone(),
@@ -469,6 +537,38 @@ impl Fleet {
         }
         vm.history.push_balloon_event(at, actual_kib);
         changes
+    }
+
+    /// How long a virtio-mem request may stay unmet before it is stuck
+    /// (`elastic.converge_timeout_secs`; set at start-up and on reload).
+    pub fn set_converge_timeout(&mut self, timeout: Duration) {
+        self.converge_timeout = timeout;
+    }
+
+    /// Applies a pushed virtio-mem size (between polls): its `resized` event.
+    pub fn apply_memory_device_size(
+        &mut self,
+        id: &DomainId,
+        at: SystemTime,
+        device: &str,
+        plugged_kib: u64,
+    ) -> Vec<Change> {
+        let Some(vm) = self.vms.get_mut(&id.uuid) else {
+            return Vec::new();
+        };
+        let vm_ref = crate::wire::vm_ref(&vm.id);
+        let Some(elastic) = vm.elastic.as_mut() else {
+            return Vec::new();
+        };
+        elastic
+            .apply_size_event(&vm_ref, at, device, plugged_kib)
+            .map(|change| Change::MemoryDevice {
+                id: vm.id.clone(),
+                change: Box::new(change),
+                at,
+            })
+            .into_iter()
+            .collect()
     }
 
     /// Applies QEMU's balloon counters of one VM.
@@ -590,6 +690,16 @@ impl Fleet {
             .values()
             .map(|vm| vm.risk.episodes().suppressed())
             .fold(self.gone_pressure_suppressed, u64::saturating_add)
+    }
+
+    /// virtio-mem `resized`/`stuck`/`converged` events held back by the per-VM rate
+    /// limit since start.
+    pub fn memory_device_events_suppressed(&self) -> u64 {
+        self.vms
+            .values()
+            .filter_map(|vm| vm.elastic.as_ref())
+            .map(|elastic| elastic.suppressed())
+            .fold(self.gone_memory_device_suppressed, u64::saturating_add)
     }
 
     /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).

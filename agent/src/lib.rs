@@ -13,6 +13,7 @@ pub mod cli;
 pub mod collector_tls;
 pub mod config;
 pub mod daemon;
+pub mod elastic;
 pub mod enrich;
 pub mod explain;
 pub mod fleet;

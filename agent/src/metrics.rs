@@ -1,5 +1,5 @@
-//! Prometheus metrics of the agent: per-VM balloon gauges and pressure signals
-//! (`ballast_vm_*_per_second`, the guest's PSI), OOM counters by kind,
+//! Prometheus metrics of the agent: per-VM balloon gauges, virtio-mem device gauges
+//! (`ballast_vm_virtio_mem_*`), pressure signals (`ballast_vm_*_per_second`, the guest's PSI), OOM counters by kind,
 //! the agent's own health and the sender's delivery counters, served as text on
 //! `GET /metrics`.
 //!
@@ -47,6 +47,7 @@ use tokio::sync::Semaphore;
 
 use ballast_model::PressureSnapshot;
 
+use crate::elastic::DeviceView;
 use crate::fleet::{Fleet, VmState};
 use crate::shared::SharedLock;
 use crate::sink::{Refusal, SinkStats};
@@ -282,17 +283,58 @@ type VmSignals = (
     [Option<f64>; PSI_TOTALS.len()],
 );
 
+/// One virtio-mem gauge: its value for a device (`None`: no series for it).
+type DeviceGauge = (
+    &'static str,
+    &'static str,
+    fn(&DeviceView<'_>) -> Option<u64>,
+);
+
+/// The per-device virtio-mem gauges (issue 20, docs/elastic.md), labelled
+/// `vm_uuid`, `vm_name`, `device`.
+const DEVICE_GAUGES: [DeviceGauge; 4] = [
+    (
+        "ballast_vm_virtio_mem_plugged_bytes",
+        "Memory the guest has plugged through a virtio-mem device (QEMU size, libvirt <current>).",
+        |d| kib(d.device.plugged_kib),
+    ),
+    (
+        "ballast_vm_virtio_mem_requested_bytes",
+        "Memory the host asked a virtio-mem device to have plugged (requested-size).",
+        |d| kib(d.device.requested_kib),
+    ),
+    (
+        "ballast_vm_virtio_mem_max_bytes",
+        "The most a virtio-mem device can give the guest (its memory backend's size).",
+        |d| kib(d.device.max_size_kib),
+    ),
+    (
+        "ballast_vm_virtio_mem_stuck",
+        "1 while a virtio-mem request is stuck (not met, no progress or past elastic.converge_timeout_secs).",
+        |d| Some(u64::from(d.stuck)),
+    ),
+];
+
+/// One device's labels and the value of each of [`DEVICE_GAUGES`].
+type DeviceValues = (
+    [(&'static str, String); 3],
+    [Option<u64>; DEVICE_GAUGES.len()],
+);
+
 /// One scrape of the monitor's state: the fleet's values copied out (under the fleet
 /// lock) and the counters, encoded after the locks are released.
 #[derive(Debug)]
 struct AgentScrape {
     vms: usize,
+    /// Per virtio-mem device of every VM: its labels and [`DEVICE_GAUGES`].
+    devices: Vec<DeviceValues>,
     /// Per VM: its labels and the value of each of [`VM_GAUGES`].
     values: Vec<(VmLabels, [Option<u64>; VM_GAUGES.len()])>,
     /// Per VM with signals: its labels, [`SIGNAL_GAUGES`] and [`PSI_TOTALS`].
     signals: Vec<VmSignals>,
     counters: AgentCounters,
     pressure_suppressed: u64,
+    memory_device_suppressed: u64,
 }
 
 impl AgentScrape {
@@ -323,12 +365,30 @@ impl AgentScrape {
                 ))
             })
             .collect();
+        let devices = fleet
+            .vms()
+            .flat_map(|vm| {
+                let elastic = vm.elastic.as_deref();
+                elastic.into_iter().flat_map(move |elastic| {
+                    elastic.devices().map(move |device| {
+                        let labels = [
+                            ("vm_uuid", bounded_label(&vm.id.uuid)),
+                            ("vm_name", bounded_label(&vm.id.name)),
+                            ("device", bounded_label(&device.device.id)),
+                        ];
+                        (labels, DEVICE_GAUGES.map(|(_, _, value)| value(&device)))
+                    })
+                })
+            })
+            .collect();
         Self {
             vms: fleet.len(),
+            devices,
             values,
             signals,
             counters,
             pressure_suppressed: fleet.pressure_events_suppressed(),
+            memory_device_suppressed: fleet.memory_device_events_suppressed(),
         }
     }
 }
@@ -338,6 +398,14 @@ impl Collector for AgentScrape {
         for (index, (name, help, _)) in VM_GAUGES.iter().enumerate() {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for (labels, values) in &self.values {
+                if let Some(value) = values[index] {
+                    ConstGauge::new(value).encode(family.encode_family(labels)?)?;
+                }
+            }
+        }
+        for (index, (name, help, _)) in DEVICE_GAUGES.iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, values) in &self.devices {
                 if let Some(value) = values[index] {
                     ConstGauge::new(value).encode(family.encode_family(labels)?)?;
                 }
@@ -415,6 +483,12 @@ impl Collector for AgentScrape {
             "ballast_agent_pressure_events_suppressed_total",
             "Pressure episode events not sent: a VM over its hourly budget of episode events.",
             self.pressure_suppressed,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_memory_device_events_suppressed_total",
+            "virtio-mem resized/stuck/converged events not sent: a VM over its event budget (docs/elastic.md).",
+            self.memory_device_suppressed,
         )?;
         gauge(
             &mut encoder,

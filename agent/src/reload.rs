@@ -9,7 +9,8 @@
 //! 3. [`apply_live`] copies the live fields into the running settings (the monitor
 //!    thread does this between two ticks).
 //!
-//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `pressure.*`, `guard.*`, `libvirt.read_qemu_counters`,
+//! Live: `log_level`, `poll_interval_secs`, `capture.*`, `pressure.*`, `guard.*`,
+//! `elastic.*`, `libvirt.read_qemu_counters`,
 //! `procfs_root`, and `collector.url` / `collector.token_file` while a collector is
 //! configured before and after (the sender takes them before its next send, also in
 //! the middle of a backoff). Everything else is wired into long-lived objects at start-up
@@ -124,6 +125,11 @@ pub fn plan(running: &Settings, new: &Settings) -> ReloadPlan {
         live(name, old, new);
     }
     live(
+        "elastic.converge_timeout_secs",
+        running.elastic.converge_timeout_secs.to_string(),
+        new.elastic.converge_timeout_secs.to_string(),
+    );
+    live(
         "capture.guest_agent_interval_secs",
         running.capture.guest_agent_interval_secs.to_string(),
         new.capture.guest_agent_interval_secs.to_string(),
@@ -212,6 +218,7 @@ pub fn apply_live(running: &mut Settings, new: &Settings) {
     running.capture = new.capture.clone();
     running.pressure = new.pressure.clone();
     running.guard = new.guard.clone();
+    running.elastic = new.elastic.clone();
     running.libvirt.read_qemu_counters = new.libvirt.read_qemu_counters;
     running.procfs_root.clone_from(&new.procfs_root);
     if collector_live(running, new) {

@@ -56,6 +56,20 @@ pub struct VmStatus {
     /// The guard's last decision for this VM (docs/guard.md); None: none yet.
     #[serde(default)]
     pub guard: Option<GuardStatus>,
+    /// Its virtio-mem devices (docs/elastic.md); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtio_mem: Vec<VirtioMemStatus>,
+}
+
+/// One virtio-mem device of a VM: what the guest has plugged, what the host asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioMemStatus {
+    pub device: String,
+    pub plugged_kib: Option<u64>,
+    pub requested_kib: Option<u64>,
+    pub max_size_kib: Option<u64>,
+    /// The request is stuck (docs/elastic.md, "The stuck rule").
+    pub stuck: bool,
 }
 
 /// The guard's last decision for one VM.
@@ -108,6 +122,18 @@ impl Status {
                             outcome: outcome.as_str().to_string(),
                             target_kib,
                         }),
+                    virtio_mem: vm
+                        .elastic
+                        .iter()
+                        .flat_map(|elastic| elastic.devices())
+                        .map(|d| VirtioMemStatus {
+                            device: d.device.id.clone(),
+                            plugged_kib: d.device.plugged_kib,
+                            requested_kib: d.device.requested_kib,
+                            max_size_kib: d.device.max_size_kib,
+                            stuck: d.stuck,
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -196,6 +222,17 @@ impl Status {
                     "  guard: {}{target} at {}",
                     printable(&guard.outcome),
                     utc(guard.at_epoch_secs)
+                );
+            }
+            for device in &vm.virtio_mem {
+                let _ = writeln!(
+                    out,
+                    "  virtio-mem {}: plugged {} of {} MiB, requested {} MiB{}",
+                    printable(&device.device),
+                    mib(device.plugged_kib),
+                    mib(device.max_size_kib),
+                    mib(device.requested_kib),
+                    if device.stuck { " (stuck)" } else { "" }
                 );
             }
         }
@@ -308,6 +345,13 @@ mod tests {
                     outcome: "would_deflate".into(),
                     target_kib: Some(1_179_648),
                 }),
+                virtio_mem: vec![VirtioMemStatus {
+                    device: "virtiomem0".into(),
+                    plugged_kib: Some(2048 * 1024),
+                    requested_kib: Some(1024 * 1024),
+                    max_size_kib: Some(4096 * 1024),
+                    stuck: true,
+                }],
             }],
             delivery: None,
         };
@@ -322,6 +366,12 @@ mod tests {
         assert!(table.contains("critical (40 s)"), "{table}");
         assert!(
             table.contains("\n  guard: would_deflate, target 1152 MiB at 2026-11-26 02:00\n"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "\n  virtio-mem virtiomem0: plugged 2048 of 4096 MiB, requested 1024 MiB (stuck)\n"
+            ),
             "{table}"
         );
         // No pressure signals: the risk is unknown, never shown as ok.

@@ -515,3 +515,112 @@ fn never_sent_stats_are_told_apart_from_stopped_ones_and_from_no_figures() {
         .get(&id(1).uuid)
         .is_some_and(|vm| !vm.stats_unreported));
 }
+
+fn with_virtio_mem(requested_mib: u64, plugged_mib: u64) -> BalloonSample {
+    BalloonSample {
+        virtio_mem: vec![ballast_model::VirtioMemDevice {
+            id: "virtiomem0".into(),
+            node: Some(0),
+            block_size_kib: Some(2048),
+            max_size_kib: Some(4096 * 1024),
+            requested_kib: Some(requested_mib * 1024),
+            plugged_kib: Some(plugged_mib * 1024),
+        }],
+        ..sample(524_288, 300_000, 1)
+    }
+}
+
+fn memory_device_phases(changes: &[Change]) -> Vec<ballast_model::ResizePhase> {
+    changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::MemoryDevice { change, .. } => Some(change.phase),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stuck_virtio_mem_unplug_and_its_convergence_come_out_of_the_polls_with_the_rollup() {
+    use ballast_model::ResizePhase::{Converged, Requested, Resized, Stuck};
+    let mut fleet = Fleet::new(360);
+    // Polls at 0, 10, ..., 70 s: the host halves the request at 10 s; the guest
+    // unplugs nothing until 60 s, then all of it.
+    let steps = [
+        (2048, 2048),
+        (1024, 2048),
+        (1024, 2048),
+        (1024, 2048),
+        (1024, 2048),
+        (1024, 2048),
+        (1024, 1024),
+        (1024, 1024),
+    ];
+    let mut phases = Vec::new();
+    for (n, (requested, plugged)) in (0u64..).zip(steps) {
+        let changes = fleet.apply_poll(
+            at(n * 10),
+            vec![
+                (id(1), with_virtio_mem(requested, plugged)),
+                (id(2), sample(1, 1, 1)),
+            ],
+        );
+        phases.push(memory_device_phases(&changes));
+    }
+    assert_eq!(phases[1], vec![Requested]);
+    assert_eq!(
+        phases[3],
+        vec![Stuck],
+        "flagged two polls after the request"
+    );
+    assert_eq!(phases[6], vec![Resized, Converged]);
+    assert!(phases[2].is_empty() && phases[4].is_empty() && phases[7].is_empty());
+    let vm = fleet.get(&id(1).uuid).expect("tracked");
+    let elastic = vm.elastic.as_ref().expect("has virtio-mem");
+    assert!(!elastic.devices().any(|d| d.stuck));
+    assert!(fleet.get(&id(2).uuid).expect("tracked").elastic.is_none());
+    // at(0) is 1_800_000_000 s, a whole minute: the poll at 60 s ends the first.
+    let rollups = fleet.take_finished_rollups();
+    let first = rollups
+        .iter()
+        .find(|r| r.vm.uuid == id(1).uuid)
+        .expect("first minute");
+    assert_eq!(first.virtio_mem.len(), 1);
+    assert_eq!(first.virtio_mem[0].requested_kib.min, Some(1024 * 1024));
+    assert_eq!(first.virtio_mem[0].plugged_kib.last, Some(2048 * 1024));
+    assert_eq!(
+        first.virtio_mem[0].unconverged_secs,
+        Some(50),
+        "since 10 s, at 60 s"
+    );
+    let other = rollups
+        .iter()
+        .find(|r| r.vm.uuid == id(2).uuid)
+        .expect("vm2");
+    assert!(other.virtio_mem.is_empty());
+    // A pushed size (libvirt's event) between polls.
+    let changes = fleet.apply_memory_device_size(&id(1), at(75), "virtiomem0", 512 * 1024);
+    assert_eq!(memory_device_phases(&changes), vec![Resized]);
+    assert!(fleet
+        .apply_memory_device_size(&id(2), at(75), "virtiomem0", 512 * 1024)
+        .is_empty());
+}
+
+#[test]
+fn the_converge_timeout_comes_from_the_settings() {
+    let mut fleet = Fleet::new(360);
+    fleet.set_converge_timeout(Duration::from_secs(15));
+    // Progress every poll (never two polls without), but unconverged from 10 s on.
+    let mut stuck_at = None;
+    for n in 0..6u64 {
+        let requested = if n == 0 { 2048 } else { 1024 };
+        let changes = fleet.apply_poll(
+            at(n * 10),
+            vec![(id(1), with_virtio_mem(requested, 2048 - n * 2))],
+        );
+        if memory_device_phases(&changes).contains(&ballast_model::ResizePhase::Stuck) {
+            stuck_at.get_or_insert(n);
+        }
+    }
+    assert_eq!(stuck_at, Some(3), "15 s after 10 s is the poll at 30 s");
+}

@@ -36,6 +36,7 @@ mod nova;
 mod params;
 mod pid;
 mod qemu_json;
+mod virtio_mem;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -97,6 +98,10 @@ struct Inner {
     state: Mutex<State>,
     /// The domains the last balloon poll returned ([`listing`]).
     listed: Mutex<Vec<DomainId>>,
+    /// Domains whose XML listed a virtio-mem device when last read
+    /// ([`Hypervisor::domain_config`]): the poll re-reads their live XML for the
+    /// devices' `<requested>` and `<current>`; other domains pay nothing.
+    virtio_mem_domains: Mutex<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +196,7 @@ impl LibvirtHypervisor {
                 config,
                 state: Mutex::new(State::default()),
                 listed: Mutex::new(Vec::new()),
+                virtio_mem_domains: Mutex::new(std::collections::BTreeSet::new()),
             }),
         }
     }
@@ -480,12 +486,34 @@ impl Hypervisor for LibvirtHypervisor {
                 })
                 .collect();
             let missing = listing::missing_from(&previous, &listed);
-            Ok(listing::keep_active(listed, missing, |id| {
+            let mut samples = listing::keep_active(listed, missing, |id| {
                 connect
                     .lookup_domain_by_uuid_string(&id.uuid)
                     .and_then(|domain| domain.is_active())
                     .unwrap_or(false)
-            }))
+            });
+            let with_virtio_mem = {
+                let mut known = lock(&self.inner.virtio_mem_domains);
+                // Domains that are gone are forgotten (a new start reads the XML again).
+                known.retain(|uuid| samples.iter().any(|(id, _)| id.uuid == *uuid));
+                known.clone()
+            };
+            for (id, sample) in samples
+                .iter_mut()
+                .filter(|(id, _)| with_virtio_mem.contains(&id.uuid))
+            {
+                match live_virtio_mem(connect, id) {
+                    Ok(devices) => {
+                        sample.maximum_kib =
+                            virtio_mem::balloon_maximum(sample.maximum_kib, &devices);
+                        sample.virtio_mem = devices;
+                    }
+                    Err(error) => {
+                        tracing::debug!(domain = %id.uuid, %error, "No virtio-mem figures this poll.")
+                    }
+                }
+            }
+            Ok(samples)
         });
         match &samples {
             Ok(samples) => {
@@ -514,8 +542,15 @@ impl Hypervisor for LibvirtHypervisor {
             let xml = lookup(connect, id)?
                 .xml_desc(0)
                 .map_err(|error| domain_error("read the domain XML", id, error))?;
-            parse_domain_config(&xml)
-                .map_err(|error| domain_error("parse the domain XML", id, error))
+            let config = parse_domain_config(&xml)
+                .map_err(|error| domain_error("parse the domain XML", id, error))?;
+            let mut with_virtio_mem = lock(&self.inner.virtio_mem_domains);
+            if config.virtio_mem.is_empty() {
+                with_virtio_mem.remove(&id.uuid);
+            } else {
+                with_virtio_mem.insert(id.uuid.clone());
+            }
+            Ok(config)
         })
     }
 
@@ -652,6 +687,20 @@ impl Hypervisor for LibvirtHypervisor {
         }
         self.inner.connection().map(drop)
     }
+}
+
+/// The virtio-mem devices of a running domain, from its live XML (`<current>` is
+/// what the guest has plugged).
+fn live_virtio_mem(
+    connect: &Connect,
+    id: &DomainId,
+) -> Result<Vec<ballast_model::VirtioMemDevice>, HypervisorError> {
+    let xml = lookup(connect, id)?
+        .xml_desc(0)
+        .map_err(|error| domain_error("read the domain XML", id, error))?;
+    parse_domain_config(&xml)
+        .map(|config| config.virtio_mem)
+        .map_err(|error| domain_error("parse the domain XML", id, error))
 }
 
 fn params_state(params: &[(String, ffi::ParamValue)]) -> DomainState {

@@ -22,6 +22,7 @@ pub mod guest_stats;
 #[cfg(feature = "libvirt")]
 pub mod libvirt;
 pub mod proxmox;
+pub mod virtio_mem;
 
 use std::time::{Duration, SystemTime};
 
@@ -80,6 +81,10 @@ pub struct BalloonSample {
     pub rss_kib: Option<u64>,
     /// When the guest last reported stats (host epoch seconds); 0/None = never.
     pub last_update_epoch_secs: Option<u64>,
+    /// The VM's virtio-mem devices at this poll (issue 20); empty when it has none or
+    /// the backend did not read them this poll (libvirt: only VMs whose domain XML
+    /// listed one; Proxmox: only VMs whose QEMU answered with one).
+    pub virtio_mem: Vec<ballast_model::VirtioMemDevice>,
 }
 
 impl BalloonSample {
@@ -98,6 +103,7 @@ impl BalloonSample {
             swap_in_kib: kib(self.swap_in_kib),
             swap_out_kib: kib(self.swap_out_kib),
             rss_kib: kib(self.rss_kib),
+            virtio_mem: virtio_mem::plausible(self.virtio_mem),
             ..self
         }
     }
@@ -141,6 +147,9 @@ pub struct DomainConfig {
     pub current_memory_kib: Option<u64>,
     /// OpenStack nova's identity of the instance (libvirt `<metadata>`), else None.
     pub openstack: Option<ballast_model::NovaInstance>,
+    /// The virtio-mem devices (libvirt `<memory model='virtio-mem'>`; on a running
+    /// domain with `<current>`), bounded like a sample's ([`virtio_mem::plausible`]).
+    pub virtio_mem: Vec<ballast_model::VirtioMemDevice>,
 }
 
 /// A command run in the guest through the guest agent.
@@ -175,6 +184,15 @@ pub enum DomainEvent {
     Lifecycle {
         id: DomainId,
         state: DomainState,
+        at: SystemTime,
+    },
+    /// A virtio-mem device's plugged size changed (libvirt
+    /// VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE, QEMU MEMORY_DEVICE_SIZE_CHANGE):
+    /// the device's alias and its new size.
+    MemoryDeviceSizeChange {
+        id: DomainId,
+        device: String,
+        plugged_kib: u64,
         at: SystemTime,
     },
     /// The guest agent connected (true) or went away (false).

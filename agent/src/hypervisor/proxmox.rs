@@ -124,6 +124,10 @@ struct Cache {
     last_poll: PollReport,
     /// When a VM's failure was last logged at warn level.
     warned: BTreeMap<u32, Instant>,
+    /// Per vmid: the QEMU pid whose `query-memory-devices` was read, and the
+    /// virtio-mem devices it listed (issue 20). Learned at a QEMU process's first poll;
+    /// a process without any is not asked again, so VMs without pay nothing.
+    virtio_mem: BTreeMap<u32, (u32, Vec<ballast_model::VirtioMemDevice>)>,
 }
 
 /// A running VM: vmid and QEMU's pid.
@@ -414,6 +418,13 @@ impl Hypervisor for ProxmoxHypervisor {
             serial_log_path: self
                 .serial_socket_port(vmid, &conf)
                 .map(|port| self.serial.log_path(vmid, port)),
+            // What the last poll's `query-memory-devices` listed.
+            virtio_mem: self
+                .lock()
+                .virtio_mem
+                .get(&vmid)
+                .map(|(_, devices)| devices.clone())
+                .unwrap_or_default(),
             ..DomainConfig::default()
         };
         if balloon_present {

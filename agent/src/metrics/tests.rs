@@ -418,3 +418,69 @@ fn slow_clients_sending_half_a_request_head_do_not_block_a_scrape() {
         started.elapsed()
     );
 }
+
+#[test]
+fn virtio_mem_devices_are_gauges_per_device_and_a_vm_without_has_no_series() {
+    let mut fleet = Fleet::new(10);
+    let elastic = DomainId {
+        uuid: "5d1c".into(),
+        name: "elastic".into(),
+    };
+    let plain = DomainId {
+        uuid: "3f2a".into(),
+        name: "plain".into(),
+    };
+    let sample = |requested_mib: u64| BalloonSample {
+        actual_kib: Some(1024 * 1024),
+        maximum_kib: Some(1024 * 1024),
+        virtio_mem: vec![ballast_model::VirtioMemDevice {
+            id: "virtiomem0".into(),
+            max_size_kib: Some(4096 * 1024),
+            requested_kib: Some(requested_mib * 1024),
+            plugged_kib: Some(2048 * 1024),
+            ..ballast_model::VirtioMemDevice::default()
+        }],
+        ..BalloonSample::default()
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    // The host asks for 1 GiB; the guest unplugs nothing for two polls: stuck.
+    for (n, requested) in [2048, 1024, 1024, 1024].into_iter().enumerate() {
+        fleet.apply_poll(
+            start + Duration::from_secs(10 * n as u64),
+            vec![
+                (elastic.clone(), sample(requested)),
+                (plain.clone(), BalloonSample::default()),
+            ],
+        );
+    }
+    let text = render(&fleet, &AgentCounters::default());
+    let labels = "{vm_uuid=\"5d1c\",vm_name=\"elastic\",device=\"virtiomem0\"}";
+    let gib = 1024.0 * 1024.0 * 1024.0;
+    assert_eq!(
+        value(
+            &text,
+            &format!("ballast_vm_virtio_mem_plugged_bytes{labels}")
+        ),
+        2.0 * gib
+    );
+    assert_eq!(
+        value(
+            &text,
+            &format!("ballast_vm_virtio_mem_requested_bytes{labels}")
+        ),
+        gib
+    );
+    assert_eq!(
+        value(&text, &format!("ballast_vm_virtio_mem_max_bytes{labels}")),
+        4.0 * gib
+    );
+    assert_eq!(
+        value(&text, &format!("ballast_vm_virtio_mem_stuck{labels}")),
+        1.0
+    );
+    assert!(!text.contains("ballast_vm_virtio_mem_plugged_bytes{vm_uuid=\"3f2a\""));
+    assert_eq!(
+        value(&text, "ballast_agent_memory_device_events_suppressed_total"),
+        0.0
+    );
+}

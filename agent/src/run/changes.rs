@@ -4,7 +4,9 @@
 
 use std::sync::mpsc::TryRecvError;
 
-use ballast_model::{BalloonChange, EpisodePhase, Event, NearMiss as WireNearMiss, RiskLevel};
+use ballast_model::{
+    BalloonChange, EpisodePhase, Event, NearMiss as WireNearMiss, ResizePhase, RiskLevel,
+};
 
 use super::Monitor;
 use crate::capture::FetchReason;
@@ -81,6 +83,7 @@ impl Monitor {
                     );
                 }
                 Change::Pressure { id, episode } => self.handle_pressure(&id, episode),
+                Change::MemoryDevice { change, at, .. } => self.handle_memory_device(change, at),
                 Change::BalloonMoved {
                     id,
                     actual_kib,
@@ -141,6 +144,33 @@ impl Monitor {
         self.emit_at(key, at_ms, event);
     }
 
+    /// A virtio-mem resize (docs/elastic.md): logged and sent (spool Normal
+    /// lane; key `<host>/memory_device/<vm>/<device>/<phase>/<at_ms>`, the same for the
+    /// same change of the same device).
+    fn handle_memory_device(
+        &mut self,
+        change: Box<ballast_model::MemoryDeviceChange>,
+        at: std::time::SystemTime,
+    ) {
+        let phase = change.phase;
+        match phase {
+            ResizePhase::Stuck => tracing::warn!(
+                device = %change.device, requested_kib = ?change.requested_kib,
+                plugged_kib = ?change.plugged_kib,
+                "virtio-mem request not met: the guest does not plug or unplug."
+            ),
+            _ => tracing::info!(
+                device = %change.device, %phase, requested_kib = ?change.requested_kib,
+                plugged_kib = ?change.plugged_kib, "virtio-mem resize."
+            ),
+        }
+        let at_ms = crate::wire::epoch_ms(at);
+        let discriminator = format!("{}/{phase}/{at_ms}", change.device);
+        let event = Event::MemoryDevice(change);
+        let key = crate::spool::key_for(&self.settings.host_id, &event, &discriminator);
+        self.emit_at(key, at_ms, event);
+    }
+
     /// Handles pushed events; true when the VM set changed and a poll should come early.
     pub(super) fn drain_events(&mut self) -> bool {
         let mut lifecycle = false;
@@ -171,12 +201,28 @@ impl Monitor {
                         self.not_running.remove(&id.uuid);
                         self.inventory_dirty = true;
                         self.refresh_qemu_pid(&id);
+                        // A (re)started domain may have other devices (virtio-mem).
+                        self.virtio_mem_reread.insert(id.uuid.clone(), id.clone());
                     } else {
                         self.not_running.insert(id.uuid.clone());
                         if state == DomainState::ShutOff {
                             self.qemu_pids.remove(&id.uuid);
                         }
                     }
+                }
+                DomainEvent::MemoryDeviceSizeChange {
+                    id,
+                    device,
+                    plugged_kib,
+                    at,
+                } => {
+                    let changes =
+                        self.fleet()
+                            .apply_memory_device_size(&id, at, &device, plugged_kib);
+                    self.handle_changes(changes);
+                    // The domain XML is read again at the next poll (once, however
+                    // many events came): a device plugged in meanwhile is learned there.
+                    self.virtio_mem_reread.insert(id.uuid.clone(), id);
                 }
                 DomainEvent::AgentLifecycle { id, connected, .. } => {
                     tracing::debug!(domain = %id.uuid, connected, "Guest agent lifecycle.");

@@ -143,8 +143,11 @@ impl Monitor {
                             guest_agent_channel: config.guest_agent_channel,
                             serial_log: config.serial_log_path.is_some(),
                             shares: None,
-                            // TODO(issue 20, H20-AGENT): the configured devices.
-                            virtio_mem: Vec::new(),
+                            // The configured devices, as the domain configuration
+                            // read them last (bounded like a sample's).
+                            virtio_mem: crate::hypervisor::virtio_mem::plausible(
+                                config.virtio_mem.clone(),
+                            ),
                         },
                         openstack: config.openstack,
                     }

@@ -27,6 +27,8 @@
 mod capture_tick;
 mod changes;
 mod command;
+#[cfg(test)]
+mod elastic_tests;
 mod emit;
 mod floor_job;
 mod guard_tick;

@@ -56,6 +56,10 @@ pub struct Monitor {
     pub(super) psi_schedule: crate::pressure::PsiSchedule,
     /// The guard's host-wide rate limit (its per-VM state lives in the fleet).
     pub(super) guard_host: crate::guard::HostGuard,
+    /// VMs whose domain configuration is read again at the next poll (a virtio-mem
+    /// size event came, or the domain (re)started: libvirt's XML is re-read for its
+    /// devices), however many events came.
+    pub(super) virtio_mem_reread: BTreeMap<String, DomainId>,
     /// Floor raises (`qm set`) under way on threads of their own.
     pub(super) floor_jobs: Vec<super::floor_job::FloorJob>,
     pub(super) inventory_dirty: bool,
@@ -129,6 +133,7 @@ impl Monitor {
             no_counters_until: BTreeMap::new(),
             psi_schedule: crate::pressure::PsiSchedule::default(),
             guard_host: crate::guard::HostGuard::default(),
+            virtio_mem_reread: BTreeMap::new(),
             floor_jobs: Vec::new(),
             inventory_dirty: true,
             error_log: RateLimitedLog::new(Duration::from_secs(300)),
@@ -266,8 +271,13 @@ impl Monitor {
             }
         };
         let order: Vec<DomainId> = samples.iter().map(|(id, _)| id.clone()).collect();
-        let changes = self.fleet().apply_poll(at, samples);
+        let changes = {
+            let mut fleet = self.fleet();
+            fleet.set_converge_timeout(self.settings.elastic.converge_timeout());
+            fleet.apply_poll(at, samples)
+        };
         self.handle_changes(changes);
+        self.reread_configs();
         // Proxmox's backend reads the counters in the same QMP conversation as the stats,
         // at no extra cost; libvirt needs a monitor command that taints the domain.
         if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
@@ -309,6 +319,34 @@ impl Monitor {
                 "status",
                 &format!("Failed to write {}: {error}", path.display()),
             );
+        }
+    }
+
+    /// The configurations [`Self::virtio_mem_reread`] asks for, read again.
+    fn reread_configs(&mut self) {
+        for (_, id) in std::mem::take(&mut self.virtio_mem_reread) {
+            match self.hypervisor.domain_config(&id) {
+                Ok(config) => {
+                    let ids = |devices: &[ballast_model::VirtioMemDevice]| -> Vec<String> {
+                        devices.iter().map(|d| d.id.clone()).collect()
+                    };
+                    let changed = {
+                        let mut fleet = self.fleet();
+                        let before = fleet
+                            .get(&id.uuid)
+                            .and_then(|vm| vm.config.as_ref())
+                            .map(|config| ids(&config.virtio_mem));
+                        let changed = before != Some(ids(&config.virtio_mem));
+                        fleet.set_config(&id, config);
+                        changed
+                    };
+                    // The inventory goes out again only for a new set of devices.
+                    self.inventory_dirty |= changed;
+                }
+                Err(error) => self
+                    .error_log
+                    .warn(&id.uuid, &format!("Configuration of {}: {error}", id.name)),
+            }
         }
     }
 

@@ -126,6 +126,64 @@ fn test_driver_without_guests() {
     ));
 }
 
+/// A domain with a virtio-mem device in the test driver (no guest: its `<current>` is 0).
+const VIRTIO_MEM_DOMAIN: &str = "<domain type='test'><name>ballast-vmem</name>\
+    <maxMemory slots='16' unit='KiB'>9437184</maxMemory><memory unit='KiB'>5242880</memory>\
+    <currentMemory unit='KiB'>1048576</currentMemory><vcpu>2</vcpu>\
+    <os><type arch='x86_64' machine='pc'>hvm</type></os>\
+    <cpu><numa><cell id='0' cpus='0-1' memory='1048576' unit='KiB'/></numa></cpu>\
+    <devices><memory model='virtio-mem'><target><size unit='GiB'>4</size><node>0</node>\
+    <block unit='KiB'>2048</block><requested unit='MiB'>1024</requested></target></memory>\
+    </devices></domain>";
+
+#[test]
+fn test_driver_virtio_mem_domain_is_read_at_discovery_and_every_poll() {
+    let hypervisor = backend("test:///default");
+    // The events, the memory-device-size-change one with them, register on libvirt 9.
+    let (sender, _receiver) = std::sync::mpsc::channel();
+    hypervisor.subscribe(sender).expect("subscribe");
+    // test:///default is one in-memory driver per process: define the domain there.
+    let connect = virt::connect::Connect::open(Some("test:///default")).expect("open");
+    let domain = connect
+        .define_domain_xml(VIRTIO_MEM_DOMAIN)
+        .expect("define a virtio-mem domain");
+    domain.create().expect("start it");
+    let id = hypervisor
+        .domains()
+        .expect("domains")
+        .into_iter()
+        .find(|d| d.id.name == "ballast-vmem")
+        .expect("listed")
+        .id;
+    let samples = hypervisor.balloon_samples().expect("poll");
+    assert!(
+        sample_of(&samples, &id)
+            .expect("sampled")
+            .virtio_mem
+            .is_empty(),
+        "not read before discovery"
+    );
+    let config = hypervisor.domain_config(&id).expect("domain config");
+    assert_eq!(config.virtio_mem.len(), 1, "{config:?}");
+    let device = &config.virtio_mem[0];
+    assert_eq!(
+        device.id, "virtiomem0",
+        "no alias in the test driver: by index"
+    );
+    assert_eq!(device.max_size_kib, Some(4 * 1024 * 1024));
+    assert_eq!(device.requested_kib, Some(1024 * 1024));
+    assert_eq!(device.block_size_kib, Some(2048));
+    assert_eq!(device.node, Some(0));
+    assert_eq!(device.plugged_kib, Some(0), "the live XML's <current>");
+    let samples = hypervisor.balloon_samples().expect("poll");
+    assert_eq!(
+        sample_of(&samples, &id).expect("sampled").virtio_mem,
+        config.virtio_mem
+    );
+    domain.destroy().expect("destroy");
+    domain.undefine().expect("undefine");
+}
+
 #[test]
 fn real_guests_stats_config_exec_events_counters_and_restart() {
     let test_start = Instant::now();

@@ -25,7 +25,14 @@ fn the_agent_has_no_import_cycle() {
 #[test]
 fn the_agents_pure_parts_do_not_import_the_daemon_or_the_delivery_path() {
     let graph = agent();
-    let pure = ["history", "fleet", "enrich", "wire", "pressure::"];
+    let pure = [
+        "history",
+        "fleet",
+        "enrich",
+        "wire",
+        "elastic",
+        "pressure::",
+    ];
     let core = |target: &str| {
         pure.contains(&target)
             || ["hostmem", "hypervisor", "capture", "pressure", "guard"]

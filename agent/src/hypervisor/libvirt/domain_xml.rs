@@ -61,6 +61,7 @@ pub fn parse_domain_config(xml: &str) -> Result<DomainConfig, DomainXmlError> {
     config.serial_log_path = elements(devices, "serial")
         .chain(elements(devices, "console"))
         .find_map(char_device_log);
+    config.virtio_mem = super::virtio_mem::devices(devices, memory_kib);
     config.guest_agent_channel = elements(devices, "channel").any(|channel| {
         child(channel, "target").is_some_and(|target| {
             target.attribute("type") == Some("virtio")
@@ -170,6 +171,7 @@ mod tests {
                 memory_kib: Some(524_288),
                 current_memory_kib: Some(524_288),
                 openstack: None,
+                virtio_mem: Vec::new(),
             }
         );
     }

@@ -348,6 +348,31 @@ unsafe extern "C" fn on_agent_lifecycle(
     }
 }
 
+unsafe extern "C" fn on_memory_device_size_change(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    alias: *const std::os::raw::c_char,
+    size: c_ulonglong,
+    opaque: *mut c_void,
+) {
+    if alias.is_null() {
+        return;
+    }
+    // SAFETY: libvirt passes a NUL-terminated alias, valid for the callback's duration.
+    let alias = unsafe { std::ffi::CStr::from_ptr(alias) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: libvirt passes a valid domain and our registration's context.
+    unsafe {
+        deliver(dom, opaque, |id, at| DomainEvent::MemoryDeviceSizeChange {
+            id,
+            device: alias,
+            plugged_kib: size,
+            at,
+        });
+    }
+}
+
 /// The state a lifecycle event (`virDomainEventType`) leaves the domain in.
 pub(crate) fn lifecycle_state(event: c_int) -> DomainState {
     match c_uint::try_from(event) {
@@ -362,7 +387,8 @@ pub(crate) fn lifecycle_state(event: c_int) -> DomainState {
     }
 }
 
-/// Registers balloon-change, lifecycle and agent-lifecycle callbacks for all domains.
+/// Registers balloon-change, lifecycle, agent-lifecycle and memory-device-size-change
+/// (virtio-mem) callbacks for all domains.
 /// Returns the callback ids (for `deregister_domain_events`).
 pub(crate) fn register_domain_events(
     connect: &Connect,
@@ -399,13 +425,33 @@ pub(crate) fn register_domain_events(
             Generic,
         >(on_agent_lifecycle)
     };
+    // SAFETY: as above (virConnectDomainEventMemoryDeviceSizeChangeCallback; the size
+    // is KiB, libvirt's unit).
+    let memory_device: Generic = unsafe {
+        std::mem::transmute::<
+            unsafe extern "C" fn(
+                sys::virConnectPtr,
+                sys::virDomainPtr,
+                *const std::os::raw::c_char,
+                c_ulonglong,
+                *mut c_void,
+            ),
+            Generic,
+        >(on_memory_device_size_change)
+    };
+    // libvirt < 7.9 knows no memory-device event: that one is optional.
     let registrations = [
-        (sys::VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE, balloon),
-        (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle),
-        (sys::VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, agent),
+        (sys::VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE, balloon, true),
+        (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, true),
+        (sys::VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, agent, true),
+        (
+            sys::VIR_DOMAIN_EVENT_ID_MEMORY_DEVICE_SIZE_CHANGE,
+            memory_device,
+            false,
+        ),
     ];
     let mut callback_ids = Vec::with_capacity(registrations.len());
-    for (event_id, callback) in registrations {
+    for (event_id, callback, required) in registrations {
         let context = Box::into_raw(Box::new(EventContext { sink: sink.clone() }));
         // SAFETY: the connection is live; a NULL domain means all domains; `context`
         // is an owned box that libvirt hands to the callback and frees exactly once
@@ -424,6 +470,10 @@ pub(crate) fn register_domain_events(
             let error = VirtError::last_error();
             // SAFETY: registration failed, so libvirt did not take the box: free it.
             drop(unsafe { Box::from_raw(context) });
+            if !required {
+                tracing::debug!(%error, event_id, "Optional libvirt event not available; polling sees it.");
+                continue;
+            }
             deregister_domain_events(connect, &callback_ids);
             return Err(error);
         }

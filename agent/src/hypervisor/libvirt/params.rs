@@ -93,6 +93,7 @@ mod tests {
             hugetlb_failures: Some(0),
             rss_kib: Some(252_740),
             last_update_epoch_secs: Some(1_795_658_493),
+            virtio_mem: Vec::new(),
         };
         assert_eq!(balloon_sample(&params), expected);
     }

@@ -1,6 +1,7 @@
 //! The balloon poll of a Proxmox VE node: all running VMs asked in parallel (at
 //! most `max_parallel` at once) under one deadline, one QMP conversation each with
-//! `query-balloon` and the balloon's `guest-stats`; a VM whose socket is busy is
+//! `query-balloon` and the balloon's `guest-stats` (and `query-memory-devices` for a
+//! VM with virtio-mem, learned at its QEMU's first poll); a VM whose socket is busy is
 //! still listed, without figures. The serial readers follow the running set.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,6 +98,9 @@ impl ProxmoxHypervisor {
             cache
                 .guest_stats
                 .retain(|vmid, _| running.iter().any(|vm| vm.vmid == *vmid));
+            cache
+                .virtio_mem
+                .retain(|vmid, _| running.iter().any(|vm| vm.vmid == *vmid));
         }
         Ok(samples)
     }
@@ -113,6 +117,12 @@ impl ProxmoxHypervisor {
             .call_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
         let memory_mib = conf.and_then(|conf| conf.memory_mib);
+        // A QEMU process is asked for its memory devices at its first poll, and then
+        // every poll only if it has a virtio-mem device.
+        let ask_memory_devices = match self.lock().virtio_mem.get(&vm.vmid) {
+            Some((pid, devices)) if *pid == vm.pid => !devices.is_empty(),
+            _ => true,
+        };
         let replies = if timeout.is_zero() {
             Err(WireError::Timeout {
                 path: self.socket(vm.vmid, "qmp"),
@@ -120,17 +130,33 @@ impl ProxmoxHypervisor {
             })
         } else {
             self.qmp(vm.vmid, timeout).and_then(|mut client| {
-                client.execute_all(&[
+                let mut commands = vec![
                     ("query-balloon", None),
                     (
                         "qom-get",
                         Some(json!({"path": BALLOON_PATH, "property": "guest-stats"})),
                     ),
-                ])
+                ];
+                if ask_memory_devices {
+                    commands.push(("query-memory-devices", None));
+                }
+                client.execute_all(&commands)
             })
         };
+        let mut virtio_mem = Vec::new();
         let mut sample = match replies {
             Ok(mut replies) => {
+                if ask_memory_devices {
+                    // A refused command (an old QEMU) counts as none.
+                    virtio_mem = replies
+                        .pop()
+                        .and_then(Result::ok)
+                        .map(|reply| crate::hypervisor::virtio_mem::from_qmp(&reply))
+                        .unwrap_or_default();
+                    self.lock()
+                        .virtio_mem
+                        .insert(vm.vmid, (vm.pid, virtio_mem.clone()));
+                }
                 let guest_stats = replies.pop().and_then(Result::ok);
                 let balloon = replies.pop().and_then(|reply| {
                     reply
@@ -160,6 +186,7 @@ impl ProxmoxHypervisor {
         )
         .ok()
         .and_then(|status| stats::rss_kib(&status));
+        sample.virtio_mem = virtio_mem;
         Some(sample)
     }
 }

@@ -51,6 +51,7 @@ pub fn balloon_sample(
         hugetlb_failures: stat("stat-htlb-pgfail"),
         rss_kib: None,
         last_update_epoch_secs: last_update(guest_stats),
+        virtio_mem: Vec::new(),
     }
 }
 
@@ -96,6 +97,7 @@ mod tests {
                 hugetlb_failures: Some(0),
                 rss_kib: None,
                 last_update_epoch_secs: Some(1_795_658_493),
+                virtio_mem: Vec::new(),
             }
         );
         // Upstream QEMU: no max_mem, the .conf's memory is the maximum.

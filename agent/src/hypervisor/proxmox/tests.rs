@@ -212,20 +212,64 @@ fn guest_file_reads_are_bounded_and_refusals_named_against_fake_qga_server() {
 }
 
 fn answering(peer: Peer) {
+    answering_with_memory_devices(peer, json!([]));
+}
+
+/// Answers one poll: the balloon, its stats, and `query-memory-devices` with `devices`.
+fn answering_with_memory_devices(peer: Peer, devices: serde_json::Value) {
     let mut peer = peer;
     peer.send(b"{\"QMP\": {\"version\": {}, \"capabilities\": []}}\n");
     let negotiate = peer.request();
     peer.send(format!("{}\n", json!({"return": {}, "id": negotiate["id"]})).as_bytes());
     let balloon = peer.request();
     let stats = peer.request();
+    let memory_devices = peer.request();
+    assert_eq!(memory_devices["execute"], "query-memory-devices");
     peer.send(
             format!(
-                "{}\n{}\n",
+                "{}\n{}\n{}\n",
+                json!({"event": "MEMORY_DEVICE_SIZE_CHANGE", "data": {"id": "vmem0", "size": 0}}),
                 json!({"return": {"stats": {"stat-available-memory": 104_857_600_u64}, "last-update": 5}, "id": stats["id"]}),
                 json!({"return": {"actual": 1_073_741_824_u64}, "id": balloon["id"]}),
             )
             .as_bytes(),
         );
+    peer.send(
+        format!(
+            "{}\n",
+            json!({"return": devices, "id": memory_devices["id"]})
+        )
+        .as_bytes(),
+    );
+}
+
+#[test]
+fn a_vm_with_virtio_mem_has_its_devices_in_the_poll_and_its_config_against_fake_qmp_server() {
+    let mut node = FakeNode::new("vmem");
+    node.add_vm(100, "name: elastic\nmemory: 1024\n", |peer| {
+        answering_with_memory_devices(
+            peer,
+            json!([{"type": "virtio-mem", "data": {"id": "virtiomem0",
+                    "memaddr": 4_294_967_296_u64, "requested-size": 268_435_456,
+                    "size": 536_870_912, "max-size": 2_147_483_648_u64,
+                    "block-size": 2_097_152, "node": 0, "memdev": "/objects/mem0"}}]),
+        )
+    });
+    let backend = ProxmoxHypervisor::new(node.settings());
+    let samples = backend.balloon_samples().expect("poll");
+    let (id, sample) = &samples[0];
+    assert_eq!(sample.actual_kib, Some(1024 * 1024));
+    assert_eq!(sample.virtio_mem.len(), 1);
+    let device = &sample.virtio_mem[0];
+    assert_eq!(device.id, "virtiomem0");
+    assert_eq!(device.requested_kib, Some(256 * 1024));
+    assert_eq!(device.plugged_kib, Some(512 * 1024));
+    assert_eq!(device.max_size_kib, Some(2 * 1024 * 1024));
+    assert_eq!(device.block_size_kib, Some(2048));
+    // The configuration lists what the poll found (no balloon property read: the
+    // fake served its one connection).
+    let config = backend.domain_config(id).expect("config");
+    assert_eq!(config.virtio_mem, sample.virtio_mem);
 }
 
 #[test]
