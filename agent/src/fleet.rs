@@ -641,6 +641,13 @@ impl Fleet {
         decisions
     }
 
+    /// The guard's floor raise (`qm set`) of `id` failed.
+    pub fn guard_floor_raise_failed(&mut self, id: &DomainId) {
+        if let Some(vm) = self.vms.get_mut(&id.uuid) {
+            vm.guard.floor_raise_failed();
+        }
+    }
+
     /// The hypervisor refused the guard's deflation of `id`: nothing to watch.
     pub fn guard_step_failed(&mut self, id: &DomainId) {
         if let Some(vm) = self.vms.get_mut(&id.uuid) {

@@ -147,6 +147,10 @@ pub struct VmGuard {
     last: Option<(i64, GuardOutcome, Option<u64>)>,
     /// A deflation set in `act`, watched for the host taking it back.
     watch: Option<Watch>,
+    /// The balloon floor this guard last raised (with a deflation or after an override),
+    /// until the raise is known to have failed: the VM's config may be read again only
+    /// later.
+    floor_raised_kib: Option<u64>,
     /// Distinct guest reports in a row read `critical` (and the last one's stamp).
     critical_reports: u32,
     critical_report_stamp: Option<u64>,
@@ -193,6 +197,11 @@ impl VmGuard {
     /// The hypervisor refused the deflation: nothing to watch.
     pub fn step_failed(&mut self) {
         self.watch = None;
+    }
+
+    /// The floor raise failed: the VM's floor is what its config says.
+    pub fn floor_raise_failed(&mut self) {
+        self.floor_raised_kib = None;
     }
 
     /// Counts the distinct guest reports in a row that read `critical`.
@@ -325,7 +334,25 @@ fn taken_back(
         watch.polls,
         input.assessment.level.as_str(),
     );
-    if settings.raise_floor {
+    let floor_now = ballast_model::plausible_kib(input.floor_kib)
+        .unwrap_or(0)
+        .max(vm.floor_raised_kib.unwrap_or(0));
+    if settings.raise_floor && floor_now >= floor {
+        // The floor already holds the deflation and the host took it back anyway: its
+        // policy does not keep to the floor; another raise would change nothing.
+        vm.overridden_until = input.at.checked_add(OVERRIDE_HOLD);
+        Some(Decision {
+            outcome: GuardOutcome::OverriddenByHost,
+            target_kib: None,
+            floor_after_kib: Some(floor_now),
+            detail: format!(
+                "{detail}, although the VM's balloon floor is already {} MiB; no further \
+                 step for this VM for an hour",
+                mib(floor_now)
+            ),
+        })
+    } else if settings.raise_floor {
+        vm.floor_raised_kib = Some(floor);
         Some(Decision {
             outcome: GuardOutcome::FloorRaised,
             target_kib: None,
@@ -486,6 +513,28 @@ fn decide_step(
             ),
         )
     };
+    // Proxmox, where the operator allows it: the floor goes up with the deflation.
+    // pvestatd sets every VM's target again within its 10 s cycle, down to the floor
+    // while the host is above its ballooning target, and a guest whose working set has
+    // grown into the memory given back is OOM-killed by that re-inflation itself, before
+    // any poll could see it taken back (the guard suite's pvestatd runs).
+    let floor_before = ballast_model::plausible_kib(input.floor_kib)
+        .unwrap_or(0)
+        .max(vm.floor_raised_kib.unwrap_or(0));
+    let raise_with_step = settings.raise_floor
+        && settings.mode == GuardMode::Act
+        && outcome == GuardOutcome::Deflated
+        && target > floor_before;
+    let detail = if raise_with_step {
+        format!(
+            "{detail}; and raised the VM's balloon floor from {} to {} MiB with it \
+             (guard.proxmox_raise_floor), so the host's balloon policy keeps it",
+            mib(floor_before),
+            mib(target)
+        )
+    } else {
+        detail
+    };
     vm.steps.push_back(input.at);
     host.steps.push_back(input.at);
     vm.polls_since_step = Some(0);
@@ -498,10 +547,13 @@ fn decide_step(
             fell_to_kib: None,
         });
     }
+    if raise_with_step {
+        vm.floor_raised_kib = Some(target);
+    }
     Some(Decision {
         outcome,
         target_kib: Some(target),
-        floor_after_kib: None,
+        floor_after_kib: raise_with_step.then_some(target),
         detail,
     })
 }

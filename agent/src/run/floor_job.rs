@@ -12,13 +12,20 @@ use crate::hypervisor::DomainId;
 pub(super) struct FloorJob {
     pub(super) id: DomainId,
     pub(super) action: GuardAction,
+    /// What the deflation it goes with gave back (0 for a raise of its own).
+    pub(super) deflated_bytes: u64,
     pub(super) handle: JoinHandle<Result<(), String>>,
 }
 
-/// The action as the floor raise left it: `failed`, saying why, when it failed.
+/// The action as the floor raise left it: a `floor_raised` whose raise failed is
+/// `failed`; a `deflated` that raised the floor with it stays `deflated` (the balloon
+/// moved), and either says why the floor was not raised.
 pub(super) fn floor_result(mut action: GuardAction, result: Result<(), String>) -> GuardAction {
     if let Err(error) = result {
-        action.outcome = GuardOutcome::Failed;
+        if action.outcome == GuardOutcome::FloorRaised {
+            action.outcome = GuardOutcome::Failed;
+        }
+        action.floor_after_kib = action.floor_before_kib;
         action.detail = format!("{}; but the floor was NOT raised: {error}", action.detail);
     }
     action

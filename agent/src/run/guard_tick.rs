@@ -47,10 +47,12 @@ impl Monitor {
                     }
                 }
             }
-            if action.outcome == GuardOutcome::FloorRaised {
+            let raise_with_step =
+                action.outcome == GuardOutcome::Deflated && action.floor_after_kib.is_some();
+            if action.outcome == GuardOutcome::FloorRaised || raise_with_step {
                 // `qm set` takes the cluster's config lock and may take seconds: it runs
                 // on a thread of its own, and the event goes out when it is done.
-                match self.spawn_floor_raise(&id, action) {
+                match self.spawn_floor_raise(&id, action, deflated_bytes) {
                     Ok(()) => continue,
                     Err(returned) => action = *returned,
                 }
@@ -59,6 +61,9 @@ impl Monitor {
                     .hypervisor
                     .raise_balloon_floor(&id, floor)
                     .map_err(|error| ballast_daemon::error_chain(&error));
+                if result.is_err() {
+                    self.fleet().guard_floor_raise_failed(&id);
+                }
                 action = floor_result(action, result);
             }
             self.record_guard_action(&id, action, deflated_bytes);
@@ -103,6 +108,7 @@ impl Monitor {
         &mut self,
         id: &DomainId,
         action: GuardAction,
+        deflated_bytes: u64,
     ) -> Result<(), Box<GuardAction>> {
         let floor = action.floor_after_kib.unwrap_or(0);
         let hypervisor = self.hypervisor.clone();
@@ -119,6 +125,7 @@ impl Monitor {
                 self.floor_jobs.push(FloorJob {
                     id: id.clone(),
                     action,
+                    deflated_bytes,
                     handle,
                 });
                 Ok(())
@@ -143,8 +150,11 @@ impl Monitor {
                 .handle
                 .join()
                 .unwrap_or_else(|_| Err("the floor raise's thread panicked".to_owned()));
+            if result.is_err() {
+                self.fleet().guard_floor_raise_failed(&job.id);
+            }
             let action = floor_result(job.action, result);
-            self.record_guard_action(&job.id, action, 0);
+            self.record_guard_action(&job.id, action, job.deflated_bytes);
         }
     }
 }

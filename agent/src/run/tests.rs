@@ -885,7 +885,7 @@ fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() 
 }
 
 #[test]
-fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_with_fake_hypervisor(
+fn proxmox_raise_floor_raises_the_floor_with_the_deflation_off_the_poll_and_a_host_that_ignores_it_is_overridden_with_fake_hypervisor(
 ) {
     let dir = tempfile::tempdir().expect("tempdir");
     // Named proxmox: the floor is only raised there.
@@ -901,13 +901,63 @@ fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_w
         8192,
     );
     let events_path = dir.path().join("events.jsonl");
-    let events = squeeze_until_guarded(&mut monitor, &hypervisor, &id, &events_path);
-    let (_, deflated) = events.first().expect("a guard event");
+    let guard_events = || -> Vec<ballast_model::GuardAction> {
+        std::fs::read_to_string(&events_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
+            .filter_map(|envelope| match envelope.event {
+                ballast_model::Event::Guard(action) => Some(*action),
+                _ => None,
+            })
+            .collect()
+    };
+    let poll = |monitor: &mut Monitor| {
+        let started = Instant::now();
+        monitor.poll();
+        if !monitor.floor_jobs.is_empty() {
+            // A slow `qm set` does not hold up the poll of every VM.
+            assert!(
+                started.elapsed() < FLOOR_RAISE_TAKES,
+                "the poll waited for the floor raise: {:?}",
+                started.elapsed()
+            );
+        }
+        // The floor raise runs on a thread of its own and its event goes out at a
+        // later poll; wait for it here as the monitor does when it stops.
+        monitor.finish_floor_jobs(true);
+    };
+    // The guest runs out under the balloon: the guard deflates and, on Proxmox with
+    // the operator's leave, raises the floor with it (pvestatd would take it back).
+    for (update, usable_mib) in (1..).zip([300, 200, 100, 40, 15, 10, 8, 6]) {
+        hypervisor.update(&id, |domain| {
+            let actual = domain.sample.actual_kib;
+            domain.sample = crate::hypervisor::BalloonSample {
+                actual_kib: actual.or(Some(512 * 1024)),
+                maximum_kib: Some(1024 * 1024),
+                available_kib: Some(468_416),
+                usable_kib: Some(usable_mib * 1024),
+                last_update_epoch_secs: Some(1_800_000_000 + update * 10),
+                ..crate::hypervisor::BalloonSample::default()
+            };
+        });
+        poll(&mut monitor);
+        if !guard_events().is_empty() {
+            break;
+        }
+    }
+    let deflated = guard_events().into_iter().next().expect("a guard event");
     assert_eq!(deflated.outcome, ballast_model::GuardOutcome::Deflated);
     let target = deflated.target_kib.expect("target");
-    // The guest reaches the target for a poll, then the host's policy sets its own
-    // target again: the balloon goes back to 512 MiB while the guest stays squeezed.
-    let mut raised = None;
+    assert_eq!(deflated.floor_after_kib, Some(target), "{deflated:?}");
+    assert!(
+        deflated.detail.contains("raised the VM's balloon floor"),
+        "{deflated:?}"
+    );
+    assert_eq!(hypervisor.floor_raise_calls(&id), [target]);
+    // A host whose policy ignores the floor: the balloon reaches the target for a poll,
+    // then goes back to 512 MiB while the guest stays squeezed. No second raise.
+    let mut overridden = None;
     for update in 20..40u64 {
         hypervisor.update(&id, |domain| {
             domain.sample = crate::hypervisor::BalloonSample {
@@ -919,47 +969,23 @@ fn proxmox_raise_floor_raises_the_floor_when_the_host_takes_the_deflation_back_w
                 ..crate::hypervisor::BalloonSample::default()
             };
         });
-        let started = Instant::now();
-        monitor.poll();
-        if !monitor.floor_jobs.is_empty() {
-            // A slow `qm set` does not hold up the poll of every VM.
-            assert!(
-                started.elapsed() < FLOOR_RAISE_TAKES,
-                "the poll waited for the floor raise: {:?}",
-                started.elapsed()
-            );
-        }
-        // The floor raise runs on a thread of its own and its event goes out at a later
-        // poll; wait for it here as the monitor does when it stops.
-        monitor.finish_floor_jobs(true);
-        raised = std::fs::read_to_string(&events_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| serde_json::from_str::<Envelope>(line).ok())
-            .find_map(|envelope| match envelope.event {
-                ballast_model::Event::Guard(action)
-                    if action.outcome == ballast_model::GuardOutcome::FloorRaised =>
-                {
-                    Some(action)
-                }
-                _ => None,
-            });
-        if raised.is_some() {
+        poll(&mut monitor);
+        overridden = guard_events()
+            .into_iter()
+            .find(|action| action.outcome == ballast_model::GuardOutcome::OverriddenByHost);
+        if overridden.is_some() {
             break;
         }
     }
-    let raised = raised.expect("a floor_raised event");
-    assert_eq!(raised.floor_after_kib, Some(target));
-    assert!(
-        raised.detail.contains("raising the VM's balloon floor"),
-        "{raised:?}"
-    );
+    let overridden = overridden.expect("an overridden_by_host event");
+    assert!(overridden.detail.contains("already"), "{overridden:?}");
     assert_eq!(hypervisor.floor_raise_calls(&id), [target]);
+    let counters = counters.lock();
     assert_eq!(
         counters
-            .lock()
             .guard_actions
-            .get(&ballast_model::GuardOutcome::FloorRaised),
+            .get(&ballast_model::GuardOutcome::Deflated),
         Some(&1)
     );
+    assert!(counters.guard_deflated_bytes > 0);
 }

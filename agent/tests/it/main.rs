@@ -23,4 +23,3 @@ mod pressure_real_vm;
 mod proxmox_backend;
 mod reload;
 mod stats_path_real_vm;
-mod virtio_mem_lab;

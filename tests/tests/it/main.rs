@@ -20,4 +20,5 @@ mod quickstart;
 mod tls_link;
 mod two_collectors;
 mod verdict_suite;
+mod virtio_mem_e2e;
 mod wrong_url;

@@ -26,6 +26,8 @@ struct Case {
     vm: VmGuard,
     host: HostGuard,
     snapshot: PressureSnapshot,
+    /// The VM's balloon floor the polls read (MiB).
+    floor_mib: u64,
 }
 
 impl Case {
@@ -38,6 +40,7 @@ impl Case {
             vm: VmGuard::default(),
             host: HostGuard::default(),
             snapshot: PressureSnapshot::default(),
+            floor_mib: 512,
         }
     }
 
@@ -59,7 +62,7 @@ impl Case {
             signals: &self.snapshot,
             actual_kib: Some(actual_mib * MIB),
             maximum_kib: Some(2 * GIB),
-            floor_kib: Some(512 * MIB),
+            floor_kib: Some(self.floor_mib * MIB),
             host_available_kib: Some(host_mib * MIB),
         };
         decide(&self.settings, &mut self.vm, &mut self.host, &input)
@@ -374,7 +377,18 @@ fn a_deflation_the_host_takes_back_is_overridden_by_host_with_the_floor_that_wou
     // Allowed to raise the floor: floor_raised, and the guard goes on stepping.
     let mut case = Case::new(GuardMode::Act);
     case.settings.raise_floor = true;
-    case.poll(0, &critical, 1024, 8192).expect("a step");
+    // The floor goes up with the deflation (pvestatd would take it back otherwise);
+    // here the raise fails (`qm set` refused: the floor still reads 512 MiB).
+    let first = case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(first.outcome, GuardOutcome::Deflated);
+    assert_eq!(first.floor_after_kib, Some(1152 * MIB));
+    assert!(
+        first
+            .detail
+            .contains("raised the VM's balloon floor from 512 to 1152 MiB"),
+        "{first:?}"
+    );
+    case.vm.floor_raise_failed();
     let raised = case.poll(5, &critical, 1152, 8192);
     assert_eq!(raised, None);
     let raised = case.poll(10, &critical, 1024, 8192).expect("raised");
@@ -564,4 +578,27 @@ fn a_critical_reading_on_memavailable_alone_waits_for_a_second_report() {
     let mut case = Case::new(GuardMode::Act);
     let stalling = assessment(RiskLevel::Critical, 200);
     assert!(case.poll(0, &stalling, 1024, 8192).is_some());
+}
+
+/// The floor already holds the deflation (raised with it) and the host still takes the
+/// memory back: its policy does not keep to the floor, another raise changes nothing.
+#[test]
+fn a_host_that_ignores_the_raised_floor_is_overridden_not_raised_again() {
+    let mut case = Case::new(GuardMode::Act);
+    case.settings.raise_floor = true;
+    let critical = assessment(RiskLevel::Critical, 100);
+    let step = case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(step.floor_after_kib, Some(1152 * MIB));
+    case.floor_mib = 1152;
+    assert_eq!(case.poll(5, &critical, 1152, 8192), None);
+    let taken = case.poll(10, &critical, 1024, 8192).expect("taken back");
+    assert_eq!(taken.outcome, GuardOutcome::OverriddenByHost, "{taken:?}");
+    assert_eq!(taken.floor_after_kib, Some(1152 * MIB));
+    assert!(taken.detail.contains("already 1152 MiB"), "{taken:?}");
+    // Observe never raises a floor.
+    let mut case = Case::new(GuardMode::Observe);
+    case.settings.raise_floor = true;
+    let would = case.poll(0, &critical, 1024, 8192).expect("a decision");
+    assert_eq!(would.outcome, GuardOutcome::WouldDeflate);
+    assert_eq!(would.floor_after_kib, None);
 }

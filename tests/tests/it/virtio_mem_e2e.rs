@@ -1,0 +1,303 @@
+//! virtio-mem end to end (issue 20 item 5): real TCG guests with a virtio-mem device
+//! (`ballast_testvm::virtio_mem_scenario`), the real agent and the real collector.
+//!
+//! * libvirt (Linux 6.1): the host unplugs the whole device from the idle guest; a hog
+//!   that fits only with those blocks is OOM-killed. The collector stores the OOM with
+//!   the host's side of it: `host_took` names virtio-mem, the blocks unplugged, when the
+//!   request went down, and that the guest would have survived with them back; the
+//!   balloon's own verdict stays the balloon's. Then the counterfactual: the blocks back,
+//!   the same hog holds and the collector gets no second OOM.
+//! * Proxmox-style QEMU over QMP (Linux 6.12): a hog holds most of the guest, the host
+//!   asks for the whole device back, plugged stops above the request; the collector
+//!   lists the agent's `stuck` event within two polls of the stall, and `converged`
+//!   once the request is met again.
+//!
+//! Outside CI the tests skip loudly when the machine cannot run guests.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ballast_tests::stack::{start_agent, start_collector};
+use ballast_tests::{http_get, wait_until};
+use ballast_testvm::agent_run::AgentRun;
+use ballast_testvm::virtio_mem::{self, Settled};
+use ballast_testvm::virtio_mem_scenario as vm;
+use ballast_testvm::{
+    lab_or_skip, GuestKernel, GuestSpec, ProxmoxSpec, VirtioMemGuest, VirtioMemSpec, VIRTIO_MEM_ID,
+};
+use serde_json::Value;
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Boot memory (NUMA node 0); the guest's kernel keeps ~110 MiB of it for itself.
+const BOOT_MIB: u64 = 384;
+/// The device's size, plugged at boot.
+const DEVICE_MIB: u64 = 512;
+/// More than the guest has without the device, well under what it has with it.
+const HOG_MIB: u64 = 400;
+/// The agents here poll every 2 s.
+const POLL: Duration = Duration::from_secs(2);
+const MIB: u64 = 1024;
+
+fn device_spec() -> VirtioMemSpec {
+    VirtioMemSpec {
+        max_mib: DEVICE_MIB,
+        requested_mib: DEVICE_MIB,
+        ..VirtioMemSpec::default()
+    }
+}
+
+fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
+    match http_get(addr, path, None) {
+        Ok((200, body)) => serde_json::from_str(&body).ok(),
+        _ => None,
+    }
+}
+
+/// The whole device plugged once the guest's driver has loaded.
+fn wait_plugged_at_boot<G: VirtioMemGuest>(guest: &G) {
+    let at_boot = virtio_mem::wait_settled(
+        guest,
+        VIRTIO_MEM_ID,
+        vm::STALL_AFTER,
+        Duration::from_secs(60),
+    )
+    .expect("the boot request settles");
+    assert!(
+        at_boot.converged() && at_boot.device().plugged_kib == DEVICE_MIB * MIB,
+        "the guest plugged the whole device at boot: {at_boot:?}"
+    );
+}
+
+/// The collector's OOMs of the VM named `name` that killed a task.
+fn ooms_of(addr: SocketAddr, name: &str) -> Vec<Value> {
+    get_json(addr, "/api/v1/ooms?limit=200")
+        .and_then(|list| list["items"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|item| item["vm"]["name"] == name && item["killed"]["comm"].is_string())
+        .collect()
+}
+
+#[test]
+fn libvirt_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog_survives() {
+    let Some(lab) = lab_or_skip(
+        "libvirt_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog_survives",
+    ) else {
+        return;
+    };
+    const HOST: &str = "virtio-mem-e2e-libvirt";
+    let root = std::env::temp_dir().join(format!("ballast-vmem-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let collector = start_collector(&root.join("collector"), HOST, "storage:\n  type: sqlite\n");
+    let agent_dir = root.join("agent");
+    let _agent = start_agent(&agent_dir, HOST, &collector);
+    let guest = lab
+        .boot(GuestSpec {
+            memory_mib: BOOT_MIB,
+            current_mib: BOOT_MIB,
+            virtio_mem: Some(device_spec()),
+            ..GuestSpec::default()
+        })
+        .expect("boot the virtio-mem guest");
+    guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    wait_plugged_at_boot(&guest);
+    wait_until(
+        "the agent to sample the guest's virtio-mem device",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(agent_dir.join("status.json"))
+                .ok()
+                .filter(|status| status.contains(guest.name()) && status.contains(VIRTIO_MEM_ID))
+        },
+    );
+
+    // (a) The host takes the whole device back from the idle guest; the agent polls
+    // the smaller guest a few times; then the hog that needs the blocks.
+    let resize = vm::resize(&guest, VIRTIO_MEM_ID, 0, vm::STALL_AFTER).expect("unplug");
+    assert!(
+        matches!(resize.settled, Settled::Converged { .. }),
+        "the idle guest gave the whole device back: {resize:?}"
+    );
+    // The scenario, not a wait: the agent's samples of the smaller guest come before the kill.
+    std::thread::sleep(3 * POLL);
+    let hog = vm::hog(&guest, HOG_MIB, Duration::ZERO).expect("hog");
+    let killed_at_ms = hog.killed_at_ms.expect("memhog was OOM-killed");
+    assert!(
+        hog.kill_line
+            .as_deref()
+            .is_some_and(|l| l.contains("(memhog)")),
+        "{hog:?}"
+    );
+
+    let item = wait_until(
+        "the collector to store the guest's OOM",
+        Duration::from_secs(120),
+        || ooms_of(collector.addr, guest.name()).into_iter().next(),
+    );
+    let link = item["link"].as_str().expect("link").to_owned();
+    let detail = get_json(collector.addr, &link).expect("the OOM's detail");
+    let correlation = &detail["correlation_detail"];
+    let took = &correlation["host_took"];
+    assert_eq!(took["verdict"], "host_took_memory", "{correlation:#}");
+    assert!(
+        took["mechanisms"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m == "virtio_mem")),
+        "{took:#}"
+    );
+    let unplugged = took["unplugged_kib"].as_u64().unwrap_or(0);
+    assert!(
+        unplugged >= (DEVICE_MIB - 16) * MIB,
+        "the whole device counted as taken: {took:#}"
+    );
+    assert_eq!(took["would_have_survived"], true, "{took:#}");
+    let lowered = took["requested_lowered_at_ms"].as_i64().expect("when");
+    let requested = i64::try_from(resize.requested_at_ms).expect("ms");
+    let killed = i64::try_from(killed_at_ms).expect("ms");
+    assert!(
+        (requested - 1_000..=killed).contains(&lowered),
+        "the request went down at {requested}, the kill at {killed}: {took:#}"
+    );
+    // `verdict` keeps its balloon-only meaning: the balloon held nothing here.
+    assert_ne!(correlation["verdict"], "balloon", "{correlation:#}");
+    assert_eq!(
+        item["correlation"]["host_took"]["verdict"],
+        "host_took_memory"
+    );
+    // The resize events reached the collector too.
+    let uuid = item["vm"]["uuid"].as_str().expect("uuid").to_owned();
+    let requests = wait_until(
+        "the collector to list the request",
+        Duration::from_secs(60),
+        || {
+            get_json(
+                collector.addr,
+                &format!("/api/v1/vms/{HOST}/{uuid}/memory-devices?phase=requested"),
+            )?["items"]
+                .as_array()
+                .filter(|items| !items.is_empty())
+                .cloned()
+        },
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["device"] == VIRTIO_MEM_ID && e["requested_kib"] == 0),
+        "{requests:#?}"
+    );
+
+    // (b) The counterfactual: the blocks back, the same hog holds, no second OOM.
+    let back = vm::blocks_back_then_hog(&guest, VIRTIO_MEM_ID, HOG_MIB, Duration::from_secs(6))
+        .expect("blocks back then hog");
+    assert_eq!(back.resize.settled.device().plugged_kib, DEVICE_MIB * MIB);
+    assert!(back.hog.survived(), "the hog held without a kill: {back:?}");
+    // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
+    std::thread::sleep(5 * POLL);
+    assert_eq!(ooms_of(collector.addr, guest.name()).len(), 1);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn proxmox_stuck_unplug_is_flagged_within_two_polls_and_converges_when_met() {
+    let Some(lab) =
+        lab_or_skip("proxmox_stuck_unplug_is_flagged_within_two_polls_and_converges_when_met")
+    else {
+        return;
+    };
+    // AgentRun's host id.
+    const HOST: &str = "scenario";
+    const VMID: u32 = 141;
+    let root = std::env::temp_dir().join(format!("bvme{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("scratch dir");
+    let collector = start_collector(&root.join("collector"), HOST, "storage:\n  type: sqlite\n");
+    let guest = lab
+        .boot_proxmox(ProxmoxSpec {
+            vmid: VMID,
+            memory_mib: BOOT_MIB,
+            balloon_min_mib: BOOT_MIB,
+            kernel: GuestKernel::Backports612,
+            virtio_mem: Some(device_spec()),
+            ..ProxmoxSpec::default()
+        })
+        .expect("boot the Proxmox-style virtio-mem guest");
+    guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    wait_plugged_at_boot(&guest);
+    let agent_dir = root.join("a");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let _agent = AgentRun::start(
+        &ballast_tests::binary("ballast-agent"),
+        &agent_dir,
+        &[&guest],
+        &format!(
+            "collector:\n  url: http://{}\n  token_file: {}\n",
+            collector.addr,
+            collector.token_file.display()
+        ),
+    )
+    .expect("agent");
+    let devices = format!("/api/v1/vms/{HOST}/{VMID}/memory-devices");
+    wait_until(
+        "the agent to sample the guest's virtio-mem device",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(agent_dir.join("state/status.json"))
+                .ok()
+                .filter(|status| status.contains(VIRTIO_MEM_ID))
+        },
+    );
+
+    // (c) A hog holds all but ~200 MiB of the guest; the host asks for the whole device.
+    let stuck =
+        vm::stuck_unplug(&guest, VIRTIO_MEM_ID, 560, 0, vm::STALL_AFTER).expect("stuck unplug");
+    let Settled::Stalled {
+        since_ms,
+        ref device,
+        ..
+    } = stuck.resize.settled
+    else {
+        panic!("the unplug stalled: {stuck:?}");
+    };
+    assert!(device.plugged_kib > 0, "plugged stopped above 0: {stuck:?}");
+    assert_eq!(stuck.kills, 0, "a failed unplug kills nothing: {stuck:?}");
+    let flagged = wait_until(
+        "the collector to list the stuck unplug",
+        Duration::from_secs(60),
+        || {
+            get_json(collector.addr, &format!("{devices}?phase=stuck"))?["items"]
+                .as_array()?
+                .first()
+                .cloned()
+        },
+    );
+    assert_eq!(flagged["device"], VIRTIO_MEM_ID, "{flagged:#}");
+    assert_eq!(flagged["requested_kib"], 0, "{flagged:#}");
+    assert_eq!(flagged["plugged_kib"], device.plugged_kib, "{flagged:#}");
+    let at_ms = flagged["at_ms"].as_u64().expect("at_ms");
+    // Within two polls of the stall, plus the part of a poll before the stall showed
+    // and a second for the 1 Hz size-change notification.
+    let bound = since_ms + 3 * 2_000 + 1_000;
+    assert!(
+        at_ms <= bound,
+        "the stall began at {since_ms}, flagged at {at_ms} ({} ms later): {flagged:#}",
+        at_ms.saturating_sub(since_ms)
+    );
+
+    // Once the hog is gone, the request back at the maximum converges; the agent says so.
+    let reset = vm::reset(&guest, VIRTIO_MEM_ID).expect("reset");
+    assert_eq!(reset.settled.device().plugged_kib, DEVICE_MIB * MIB);
+    wait_until(
+        "the collector to list the convergence",
+        Duration::from_secs(60),
+        || {
+            get_json(collector.addr, &format!("{devices}?phase=converged"))?["items"]
+                .as_array()?
+                .first()
+                .cloned()
+        },
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
