@@ -448,7 +448,7 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("guard.host_reserve_mib", "The host's MemAvailable the guard never gives away, MiB (64 to 1048576)."),
     ("guard.max_actions_per_vm_per_hour", "Steps per VM in any hour (1 to 60); a step held back is reported once per episode (rate_limited)."),
     ("guard.max_actions_per_host_per_minute", "Steps per host in any minute, all VMs together (1 to 600)."),
-    ("guard.proxmox_raise_floor", "Proxmox: when pvestatd takes a deflation back, raise the VM's balloon: floor persistently with qm set <vmid> --balloon <MiB> (floor_raised); false = report overridden_by_host with the floor that would hold."),
+    ("guard.proxmox_raise_floor", "Proxmox: raise the VM's balloon: floor persistently with each deflation (qm set <vmid> --balloon <MiB>), so pvestatd keeps the memory given back; false = report overridden_by_host with the floor that would hold when pvestatd takes a deflation back."),
     ("elastic", "Elastic memory beyond the balloon (docs/elastic.md)."),
     ("elastic.converge_timeout_secs", "Seconds a virtio-mem device may stay away from its request before it is stuck (5 to 86400, default 60); two polls without progress make it stuck sooner."),
     ("collector", "Where events go; without a url they stay in the local spool."),
