@@ -148,8 +148,8 @@ pub struct VmGuard {
     /// A deflation set in `act`, watched for the host taking it back.
     watch: Option<Watch>,
     /// The balloon floor this guard last raised (with a deflation or after an override),
-    /// until the raise is known to have failed: the VM's config may be read again only
-    /// later.
+    /// until the raise is known to have failed: what counts while the VM's config gives
+    /// no floor.
     floor_raised_kib: Option<u64>,
     /// Distinct guest reports in a row read `critical` (and the last one's stamp).
     critical_reports: u32,
@@ -197,6 +197,15 @@ impl VmGuard {
     /// The hypervisor refused the deflation: nothing to watch.
     pub fn step_failed(&mut self) {
         self.watch = None;
+    }
+
+    /// The VM's balloon floor as far as the guard knows: its configuration's when the
+    /// poll read one (an operator may have lowered a floor the guard raised), else the
+    /// one this guard raised last.
+    fn floor_now(&self, input: &GuardInput<'_>) -> u64 {
+        ballast_model::plausible_kib(input.floor_kib)
+            .or(self.floor_raised_kib)
+            .unwrap_or(0)
     }
 
     /// The floor raise failed: the VM's floor is what its config says.
@@ -334,9 +343,7 @@ fn taken_back(
         watch.polls,
         input.assessment.level.as_str(),
     );
-    let floor_now = ballast_model::plausible_kib(input.floor_kib)
-        .unwrap_or(0)
-        .max(vm.floor_raised_kib.unwrap_or(0));
+    let floor_now = vm.floor_now(input);
     if settings.raise_floor && floor_now >= floor {
         // The floor already holds the deflation and the host took it back anyway: its
         // policy does not keep to the floor; another raise would change nothing.
@@ -518,9 +525,7 @@ fn decide_step(
     // while the host is above its ballooning target, and a guest whose working set has
     // grown into the memory given back is OOM-killed by that re-inflation itself, before
     // any poll could see it taken back (the guard suite's pvestatd runs).
-    let floor_before = ballast_model::plausible_kib(input.floor_kib)
-        .unwrap_or(0)
-        .max(vm.floor_raised_kib.unwrap_or(0));
+    let floor_before = vm.floor_now(input);
     let raise_with_step = settings.raise_floor
         && settings.mode == GuardMode::Act
         && outcome == GuardOutcome::Deflated

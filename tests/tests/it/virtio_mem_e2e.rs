@@ -9,7 +9,8 @@
 //!   the same hog holds and the collector gets no second OOM.
 //! * Proxmox-style QEMU over QMP (Linux 6.12): a hog holds most of the guest, the host
 //!   asks for the whole device back, plugged stops above the request; the collector
-//!   lists the agent's `stuck` event within two polls of the stall.
+//!   lists the agent's `stuck` event within two polls of the stall (under load the hog
+//!   may be OOM-killed after the failed attempt; the flag is what is checked).
 //!
 //! Outside CI the tests skip loudly when the machine cannot run guests.
 
@@ -259,7 +260,9 @@ fn proxmox_stuck_unplug_is_flagged_within_two_polls() {
         panic!("the unplug stalled: {stuck:?}");
     };
     assert!(device.plugged_kib > 0, "plugged stopped above 0: {stuck:?}");
-    assert_eq!(stuck.kills, 0, "a failed unplug kills nothing: {stuck:?}");
+    // (No assertion on kills: on a loaded host the driver's attempt moves the hog's
+    // pages into the kernel zones, and the guest's next kernel allocation may OOM-kill
+    // the hog; docs/harness.md, "virtio-mem guests".)
     let flagged = wait_until(
         "the collector to list the stuck unplug",
         Duration::from_secs(60),

@@ -390,6 +390,8 @@ fn a_deflation_the_host_takes_back_is_overridden_by_host_with_the_floor_that_wou
     );
     case.vm.floor_raise_failed();
     let raised = case.poll(5, &critical, 1152, 8192);
+    // (The poll's config floor, 512 MiB, counts over the raise the guard remembers
+    // anyway: an operator may lower a raised floor by hand.)
     assert_eq!(raised, None);
     let raised = case.poll(10, &critical, 1024, 8192).expect("raised");
     assert_eq!(raised.outcome, GuardOutcome::FloorRaised);
@@ -595,6 +597,14 @@ fn a_host_that_ignores_the_raised_floor_is_overridden_not_raised_again() {
     assert_eq!(taken.outcome, GuardOutcome::OverriddenByHost, "{taken:?}");
     assert_eq!(taken.floor_after_kib, Some(1152 * MIB));
     assert!(taken.detail.contains("already 1152 MiB"), "{taken:?}");
+    // An operator lowered the raised floor again (the config reads 512 MiB): the
+    // config counts, and the host taking memory back is answered with a raise.
+    let mut case = Case::new(GuardMode::Act);
+    case.settings.raise_floor = true;
+    case.poll(0, &critical, 1024, 8192).expect("a step");
+    assert_eq!(case.poll(5, &critical, 1152, 8192), None);
+    let raised = case.poll(10, &critical, 1024, 8192).expect("raised");
+    assert_eq!(raised.outcome, GuardOutcome::FloorRaised, "{raised:?}");
     // Observe never raises a floor.
     let mut case = Case::new(GuardMode::Observe);
     case.settings.raise_floor = true;
