@@ -5,7 +5,9 @@
 //!   only when the balloon holds memory (`actual < maximum`);
 //! - a step is `max(step, deficit)`, capped at what the balloon holds and at what the
 //!   host can give (MemAvailable minus the reserve);
-//! - after a step it waits `settle_polls` polls for the guest to answer;
+//! - after a step it waits for the guest to answer: `settle_polls` polls, or less when
+//!   the balloon reached the step's target and a guest report made after that still
+//!   reads critical (a hog still growing into what was given);
 //! - steps are rate-limited per VM (an hour) and per host (a minute);
 //! - `host_has_nothing`, `rate_limited` and an empty balloon's `beyond_maximum` are
 //!   reported once per pressure episode, not every poll;
@@ -141,6 +143,10 @@ pub struct VmGuard {
     reported: Vec<GuardOutcome>,
     /// Polls since the last step (None: no step yet).
     polls_since_step: Option<u32>,
+    /// The last step's target, and the guest report read when the balloon was first
+    /// seen there: a later report shows the guest with the memory given.
+    step_target_kib: Option<u64>,
+    landed_report: Option<Option<u64>>,
     /// The VM's steps in the last hour.
     steps: VecDeque<SystemTime>,
     /// The last decision made (what status shows).
@@ -197,6 +203,7 @@ impl VmGuard {
     /// The hypervisor refused the deflation: nothing to watch.
     pub fn step_failed(&mut self) {
         self.watch = None;
+        self.step_target_kib = None;
     }
 
     /// The VM's balloon floor as far as the guard knows: its configuration's when the
@@ -238,6 +245,35 @@ impl VmGuard {
             )
         });
         !memavailable_only || self.critical_reports >= CONFIRM_REPORTS
+    }
+
+    /// The last step's deflation has landed (`actual` within
+    /// [`OVERRIDE_TOLERANCE_KIB`] of its target) and the report read now, made after
+    /// the poll that first saw it there, still reads critical, as has every poll since
+    /// the step: the guest has answered the step and it was not enough. A report of
+    /// unknown time never counts (it may predate the landing).
+    fn answered_after_landing(&mut self, input: &GuardInput<'_>) -> bool {
+        let Some(target) = self.step_target_kib else {
+            return false;
+        };
+        if input.assessment.level != RiskLevel::Critical {
+            // The emergency eased after the step: the next one, if any, waits
+            // `settle_polls` (no flapping on a reading that comes and goes).
+            self.step_target_kib = None;
+            return false;
+        }
+        let actual = ballast_model::plausible_kib(input.actual_kib).unwrap_or(0);
+        match self.landed_report {
+            None if actual.saturating_add(OVERRIDE_TOLERANCE_KIB) >= target => {
+                self.landed_report = Some(input.report_epoch_secs);
+                false
+            }
+            None => false,
+            Some(landed) => match (landed, input.report_epoch_secs) {
+                (Some(landed), Some(now)) => now > landed,
+                _ => false,
+            },
+        }
     }
 
     /// A report due once per episode: true the first time.
@@ -292,10 +328,11 @@ pub fn decide(
         return Some(decision);
     }
     vm.count_critical_report(input);
+    let answered = vm.answered_after_landing(input);
     let settling = match vm.polls_since_step.as_mut() {
         Some(polls) => {
             *polls = polls.saturating_add(1);
-            *polls <= settings.settle_polls
+            *polls <= settings.settle_polls && !answered
         }
         None => false,
     };
@@ -543,6 +580,10 @@ fn decide_step(
     vm.steps.push_back(input.at);
     host.steps.push_back(input.at);
     vm.polls_since_step = Some(0);
+    // Only a target the hypervisor is asked to set can land (`observe` waits
+    // `settle_polls`).
+    vm.step_target_kib = (settings.mode == GuardMode::Act).then_some(target);
+    vm.landed_report = None;
     if settings.mode == GuardMode::Act {
         vm.watch = Some(Watch {
             before_kib: actual,
