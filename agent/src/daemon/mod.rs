@@ -43,6 +43,10 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<()> {
     for deprecation in &settings.deprecations {
         tracing::warn!("Deprecated configuration: {deprecation}.");
     }
+    if let Some(advice) = crate::guard::reach::advisory(settings.guard.mode, settings.poll_interval)
+    {
+        tracing::warn!("{advice}.");
+    }
     let handles = Handles::new(&settings);
     let spool_config =
         SpoolConfig::with_cap(settings.state_dir.join("spool"), settings.spool_max_bytes);

@@ -3,8 +3,11 @@
 //! (docs/guard.md).
 //! - `decide`: the pure decision, figures and per-VM/per-host state in, a
 //!   [`decide::Decision`] out; the run loop carries it out and reports it.
+//! - `reach`: how fast a growth it can reach at the agent's poll interval (a start-up
+//!   warning for `act` on a slow poll).
 
 pub mod decide;
+pub mod reach;
 
 use ballast_model::{GuardAction, MAX_GUARD_DETAIL_BYTES};
 

@@ -91,3 +91,40 @@ fn a_bad_value_is_named_once_with_its_file() {
         "{stderr}"
     );
 }
+
+/// `guard: {mode: act}` on the default 10 s poll is valid but reaches only guests that
+/// take 40 s to run out (docs/guard.md "Reach"): check-config says so, and is quiet on
+/// a 2 s poll.
+#[test]
+fn act_on_a_slow_poll_is_accepted_with_a_warning_naming_its_reach() {
+    let dir = std::env::temp_dir().join(format!("ballast-guard-reach-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let check = |poll: u32| {
+        let file = dir.join(format!("agent-{poll}.yaml"));
+        std::fs::write(
+            &file,
+            format!("poll_interval_secs: {poll}\nguard:\n  mode: act\n"),
+        )
+        .expect("written");
+        let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
+            .arg("check-config")
+            .arg(&file)
+            .output()
+            .expect("ballast-agent runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let slow = check(10);
+    assert!(
+        slow.contains("warning: ") && slow.contains("agent-10.yaml"),
+        "{slow}"
+    );
+    assert!(slow.contains("more than 40 s"), "{slow}");
+    let fast = check(2);
+    assert!(!fast.contains("guard.mode is act"), "{fast}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
