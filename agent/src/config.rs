@@ -11,15 +11,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ballast_daemon::config_file::{self, ConfigFileError};
-use ballast_model::GuardMode;
 use serde::{Deserialize, Serialize};
 
 use crate::collector_tls::{self, CaBundle, CaFileError};
-use crate::guard::GuardSettings;
 use crate::paths;
 
 mod elastic;
+mod guard;
 pub use elastic::{ElasticConfig, ElasticConfigError};
+pub use guard::GuardConfig;
 
 /// The configuration file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,102 +224,6 @@ impl Default for PressureConfig {
     }
 }
 
-/// `guard:`: what the guard may do for a VM at critical risk (docs/guard.md).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuardConfig {
-    /// `off`, `observe` (default: report what it would do) or `act`.
-    #[serde(deserialize_with = "guard_mode")]
-    pub mode: GuardMode,
-    /// The smallest step given back, MiB (1 to 65536).
-    pub step_mib: u64,
-    /// The host's MemAvailable the guard never gives away, MiB (64 to 1048576).
-    pub host_reserve_mib: u64,
-    /// Steps per VM in any hour (1 to 60).
-    pub max_actions_per_vm_per_hour: u32,
-    /// Steps per host in any minute (1 to 600).
-    pub max_actions_per_host_per_minute: u32,
-    /// Proxmox: where pvestatd takes a deflation back, raise the VM's `balloon:`
-    /// floor persistently (`qm set <vmid> --balloon <MiB>`).
-    pub proxmox_raise_floor: bool,
-}
-
-/// `guard.mode`: one of the known names; any other word is an error naming it (the
-/// wire vocabulary would read it as `unknown`).
-fn guard_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<GuardMode, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    match GuardMode::parse(&text) {
-        GuardMode::Unknown => Err(serde::de::Error::invalid_value(
-            serde::de::Unexpected::Str(&text),
-            &"off, observe or act",
-        )),
-        mode => Ok(mode),
-    }
-}
-
-impl Default for GuardConfig {
-    fn default() -> Self {
-        let settings = GuardSettings::default();
-        Self {
-            mode: settings.mode,
-            step_mib: settings.step_kib / 1024,
-            host_reserve_mib: settings.host_reserve_kib / 1024,
-            max_actions_per_vm_per_hour: settings.max_actions_per_vm_per_hour,
-            max_actions_per_host_per_minute: settings.max_actions_per_host_per_minute,
-            proxmox_raise_floor: false,
-        }
-    }
-}
-
-impl GuardConfig {
-    /// The decision's settings.
-    pub fn settings(&self) -> GuardSettings {
-        GuardSettings {
-            mode: self.mode,
-            step_kib: self.step_mib.saturating_mul(1024),
-            host_reserve_kib: self.host_reserve_mib.saturating_mul(1024),
-            max_actions_per_vm_per_hour: self.max_actions_per_vm_per_hour,
-            max_actions_per_host_per_minute: self.max_actions_per_host_per_minute,
-            ..GuardSettings::default()
-        }
-    }
-
-    fn validate(&self) -> Result<(), ValidationError> {
-        let checks = [
-            ("guard.step_mib", self.step_mib, 1, 65_536),
-            (
-                "guard.host_reserve_mib",
-                self.host_reserve_mib,
-                64,
-                1_048_576,
-            ),
-            (
-                "guard.max_actions_per_vm_per_hour",
-                u64::from(self.max_actions_per_vm_per_hour),
-                1,
-                60,
-            ),
-            (
-                "guard.max_actions_per_host_per_minute",
-                u64::from(self.max_actions_per_host_per_minute),
-                1,
-                600,
-            ),
-        ];
-        for (key, value, min, max) in checks {
-            if !(min..=max).contains(&value) {
-                return Err(ValidationError::GuardRange {
-                    key,
-                    value,
-                    min,
-                    max,
-                });
-            }
-        }
-        Ok(())
-    }
-}
-
 impl std::fmt::Display for GuestPsiMode {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
@@ -448,6 +352,7 @@ const KEY_DOCS: &[(&str, &str)] = &[
     ("guard.host_reserve_mib", "The host's MemAvailable the guard never gives away, MiB (64 to 1048576)."),
     ("guard.max_actions_per_vm_per_hour", "Steps per VM in any hour (1 to 60); a step held back is reported once per episode (rate_limited)."),
     ("guard.max_actions_per_host_per_minute", "Steps per host in any minute, all VMs together (1 to 600)."),
+    ("guard.poll_interval_secs", "Seconds between the guard's own polls of the VMs whose balloon holds memory (at least one step_mib), between the agent's polls of all VMs (0 to 3600; 0 = only the agent's poll; at or above poll_interval_secs it changes nothing). The guard steps about four guest reports after a fall began, so its reach is set by this poll (docs/guard.md, Reach)."),
     ("guard.proxmox_raise_floor", "Proxmox: raise the VM's balloon: floor persistently with each deflation (qm set <vmid> --balloon <MiB>), so pvestatd keeps the memory given back; false = report overridden_by_host with the floor that would hold when pvestatd takes a deflation back."),
     ("elastic", "Elastic memory beyond the balloon (docs/elastic.md)."),
     ("elastic.converge_timeout_secs", "Seconds a virtio-mem device may stay away from its request before it is stuck (5 to 86400, default 60); two polls without progress make it stuck sooner."),

@@ -18,6 +18,9 @@ use crate::pressure::risk::rank;
 use crate::pressure::vm_risk::VmRisk;
 use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
+mod guard_poll;
+pub use guard_poll::GUARD_POLL_MIN_HELD_KIB;
+
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
 /// A running VM whose balloon answers (`actual` known) but whose guest has never sent

@@ -59,6 +59,8 @@ pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 #[derive(Debug, Clone, Default)]
 pub struct AgentCounters {
     pub polls: u64,
+    /// The guard's own polls (`guard.poll_interval_secs`) that read at least one VM.
+    pub guard_polls: u64,
     pub poll_errors: u64,
     pub last_poll_seconds: f64,
     /// (vm uuid, vm name, verdict) -> OOMs captured.
@@ -501,6 +503,12 @@ impl Collector for AgentScrape {
             "ballast_agent_polls_total",
             "Balloon polls done.",
             c.polls,
+        )?;
+        counter(
+            &mut encoder,
+            "ballast_agent_guard_polls_total",
+            "The guard's own polls of the VMs whose balloon holds memory.",
+            c.guard_polls,
         )?;
         counter(
             &mut encoder,

@@ -25,7 +25,10 @@ pub fn check_config(file: &Path) -> anyhow::Result<()> {
     for deprecation in &settings.deprecations {
         eprintln!("warning: {}: {deprecation}", file.display());
     }
-    let reach = crate::guard::reach::advisory(settings.guard.mode, settings.poll_interval);
+    let reach = crate::guard::reach::advisory(
+        settings.guard.mode,
+        settings.guard.cadence(settings.poll_interval),
+    );
     if let Some(advice) = reach {
         eprintln!("warning: {}: {advice}", file.display());
     }

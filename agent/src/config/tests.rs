@@ -1,6 +1,7 @@
 //! Unit tests of `config`.
 
 use super::*;
+use ballast_model::GuardMode;
 
 fn parse(text: &str) -> Result<RawConfig, ConfigError> {
     RawConfig::from_yaml(text, Path::new("agent.yaml"))
@@ -178,6 +179,10 @@ fn the_guard_defaults_to_observe_and_refuses_bad_values_by_key() {
             "guard:\n  max_actions_per_host_per_minute: 601\n",
             "guard.max_actions_per_host_per_minute (601)",
         ),
+        (
+            "guard:\n  poll_interval_secs: 3601\n",
+            "guard.poll_interval_secs (3601)",
+        ),
     ] {
         let error = parse(yaml)
             .expect("parses")
@@ -262,4 +267,29 @@ fn guest_psi_is_auto_every_30_s_and_check_config_refuses_a_bad_mode_or_interval(
             || message.contains("`auto`"),
         "{message}"
     );
+}
+
+#[test]
+fn the_guards_own_poll_runs_only_when_on_and_faster_than_the_agents() {
+    let ten = Duration::from_secs(10);
+    let defaults = RawConfig::default().validate("h").expect("valid");
+    assert_eq!(defaults.guard.poll_interval_secs, 2);
+    assert_eq!(defaults.guard.fast_poll(ten), Some(Duration::from_secs(2)));
+    assert_eq!(defaults.guard.cadence(ten), Duration::from_secs(2));
+    for (yaml, expected) in [
+        ("guard:\n  mode: off\n", None),
+        ("guard:\n  poll_interval_secs: 0\n", None),
+        ("guard:\n  poll_interval_secs: 10\n", None),
+        ("guard:\n  poll_interval_secs: 30\n", None),
+        ("guard:\n  mode: act\n  poll_interval_secs: 1\n", Some(1)),
+    ] {
+        let settings = parse(yaml).expect("parses").validate("h").expect("valid");
+        assert_eq!(
+            settings.guard.fast_poll(ten),
+            expected.map(Duration::from_secs),
+            "{yaml}"
+        );
+        let cadence = expected.map_or(ten, Duration::from_secs);
+        assert_eq!(settings.guard.cadence(ten), cadence, "{yaml}");
+    }
 }

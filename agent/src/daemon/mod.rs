@@ -43,8 +43,10 @@ pub fn run(config: Option<&Path>) -> anyhow::Result<()> {
     for deprecation in &settings.deprecations {
         tracing::warn!("Deprecated configuration: {deprecation}.");
     }
-    if let Some(advice) = crate::guard::reach::advisory(settings.guard.mode, settings.poll_interval)
-    {
+    if let Some(advice) = crate::guard::reach::advisory(
+        settings.guard.mode,
+        settings.guard.cadence(settings.poll_interval),
+    ) {
         tracing::warn!("{advice}.");
     }
     let handles = Handles::new(&settings);

@@ -44,7 +44,9 @@ impl Reloader {
         for deprecation in &new.deprecations {
             tracing::warn!("Deprecated configuration: {deprecation}.");
         }
-        if let Some(advice) = crate::guard::reach::advisory(new.guard.mode, new.poll_interval) {
+        if let Some(advice) =
+            crate::guard::reach::advisory(new.guard.mode, new.guard.cadence(new.poll_interval))
+        {
             tracing::warn!("{advice}.");
         }
         let plan = reload::plan(&self.running, &new);

@@ -25,16 +25,19 @@ pub fn time_to_act(poll: Duration) -> Duration {
     poll.saturating_mul(REPORTS_TO_ACT)
 }
 
-/// A start-up warning when `act` runs on a poll too slow for it: the guard would step
-/// only for guests that take minutes to run out.
-pub fn advisory(mode: GuardMode, poll: Duration) -> Option<String> {
+/// A start-up warning when `act` reads its VMs too seldom: the guard would step only
+/// for guests that take minutes to run out. `cadence`: how often the guard reads a VM
+/// whose balloon holds memory (its own poll, else the agent's).
+pub fn advisory(mode: GuardMode, cadence: Duration) -> Option<String> {
+    let poll = cadence;
     (mode == GuardMode::Act && poll.as_secs() > GUARD_POLL_SECS).then(|| {
         format!(
-            "guard.mode is act with poll_interval_secs: {poll}: the guard reads at most one \
-             guest report per poll and needs about {REPORTS_TO_ACT} in a row to act, so it \
-             only reaches a guest whose free memory lasts more than {reach} s under the \
-             growth; poll_interval_secs: {GUARD_POLL_SECS} (with a balloon stats period of \
-             {GUARD_POLL_SECS} s or less) reaches {fast} s (docs/guard.md, \"Reach\")",
+            "guard.mode is act and the guard reads a VM every {poll} s (poll_interval_secs, \
+             guard.poll_interval_secs): it reads at most one guest report per poll and needs \
+             about {REPORTS_TO_ACT} in a row to act, so it only reaches a guest whose free \
+             memory lasts more than {reach} s under the growth; guard.poll_interval_secs: \
+             {GUARD_POLL_SECS} (with a balloon stats period of {GUARD_POLL_SECS} s or less) \
+             reaches {fast} s (docs/guard.md, \"Reach\")",
             poll = poll.as_secs(),
             reach = time_to_act(poll).as_secs(),
             fast = time_to_act(Duration::from_secs(GUARD_POLL_SECS)).as_secs(),
@@ -49,7 +52,7 @@ mod tests {
     #[test]
     fn act_on_the_default_ten_second_poll_is_told_what_it_reaches() {
         let advice = advisory(GuardMode::Act, Duration::from_secs(10)).expect("a warning");
-        assert!(advice.contains("poll_interval_secs: 10"), "{advice}");
+        assert!(advice.contains("every 10 s"), "{advice}");
         assert!(advice.contains("more than 40 s"), "{advice}");
         assert!(advice.contains("reaches 8 s"), "{advice}");
         // The guard's own poll, observe and off: nothing to say.

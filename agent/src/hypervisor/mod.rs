@@ -293,6 +293,19 @@ pub trait Hypervisor: Send + Sync {
     /// job must not stall the others).
     fn balloon_samples(&self) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError>;
 
+    /// Balloon samples of the running domains among `ids` (the guard's own poll); a
+    /// domain without figures this time may be left out. By default one bulk poll of
+    /// all, filtered (libvirt's bulk call costs about as much for a few as for all of
+    /// the domains it lists); Proxmox asks only those.
+    fn balloon_samples_of(
+        &self,
+        ids: &[DomainId],
+    ) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
+        let mut samples = self.balloon_samples()?;
+        samples.retain(|(id, _)| ids.iter().any(|wanted| wanted.uuid == id.uuid));
+        Ok(samples)
+    }
+
     /// The QEMU-only counters of one domain; `Ok(None)` when the guest or QEMU has none.
     fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError>;
 

@@ -372,6 +372,13 @@ impl Hypervisor for ProxmoxHypervisor {
         self.poll_balloons()
     }
 
+    fn balloon_samples_of(
+        &self,
+        ids: &[DomainId],
+    ) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
+        self.poll_balloons_of(ids)
+    }
+
     fn guest_counters(&self, id: &DomainId) -> Result<Option<GuestCounters>, HypervisorError> {
         let vmid = self.vmid_of(id)?;
         let cached = self

@@ -14,6 +14,37 @@ use super::Monitor;
 use crate::hypervisor::DomainId;
 
 impl Monitor {
+    /// The guard's own poll (`guard.poll_interval_secs`, between the agent's polls of
+    /// all VMs): the VMs whose balloon holds memory read again, their counters (free on
+    /// Proxmox: the same QMP conversation), risk and the guard step, as in a full poll.
+    pub(super) fn guard_poll(&mut self) {
+        let ids = self.fleet().guard_poll_ids();
+        if ids.is_empty() {
+            return;
+        }
+        let at = SystemTime::now();
+        let samples = match self.hypervisor.balloon_samples_of(&ids) {
+            Ok(samples) => samples,
+            Err(error) => {
+                self.error_log
+                    .warn("guard-poll", &format!("The guard's poll failed: {error}"));
+                self.counters().poll_errors += 1;
+                return;
+            }
+        };
+        let order: Vec<DomainId> = samples.iter().map(|(id, _)| id.clone()).collect();
+        let changes = self.fleet().apply_guard_poll(at, samples);
+        self.handle_changes(changes);
+        if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
+            self.read_counters(&order);
+        }
+        let changes = self.fleet().observe_pressure(at);
+        self.handle_changes(changes);
+        let host = crate::hostmem::read(&self.settings.procfs_root);
+        self.guard_tick(at, host.available_kib);
+        self.counters().guard_polls += 1;
+    }
+
     pub(super) fn guard_tick(&mut self, at: SystemTime, host_available_kib: Option<u64>) {
         self.finish_floor_jobs(false);
         let mut settings = self.settings.guard.settings();

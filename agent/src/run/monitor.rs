@@ -1,4 +1,5 @@
-//! The monitor: its state, the loop of ticks, and the balloon poll.
+//! The monitor: its state, the loop of ticks, and the balloon poll (between two, the
+//! guard's own poll of the VMs whose balloon holds memory: `run/guard_tick.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -163,6 +164,7 @@ impl Monitor {
         self.emit_hello();
         let started = Instant::now();
         let mut next_poll = started;
+        let mut next_guard_poll = started;
         let mut next_health = Instant::now() + HEALTH_EVERY;
         let mut next_trim = Instant::now() + TRIM_EVERY;
         while !self.stopping {
@@ -171,12 +173,17 @@ impl Monitor {
                 watchdog.tick(Instant::now());
             }
             let now = Instant::now();
+            let guard_poll = self.settings.guard.fast_poll(self.settings.poll_interval);
             if now >= next_poll {
                 self.poll();
                 if next_poll <= started {
                     self.handles.first_poll.notify_one();
                 }
                 next_poll = now + self.settings.poll_interval;
+                next_guard_poll = now + guard_poll.unwrap_or(self.settings.poll_interval);
+            } else if let Some(every) = guard_poll.filter(|_| now >= next_guard_poll) {
+                self.guard_poll();
+                next_guard_poll = now + every;
             }
             commands.extend(self.commands.try_iter());
             for command in commands {
@@ -198,9 +205,11 @@ impl Monitor {
             if self.stopping {
                 break;
             }
-            let sleep = next_poll
-                .saturating_duration_since(Instant::now())
-                .min(TICK);
+            let next = match self.settings.guard.fast_poll(self.settings.poll_interval) {
+                Some(_) => next_poll.min(next_guard_poll),
+                None => next_poll,
+            };
+            let sleep = next.saturating_duration_since(Instant::now()).min(TICK);
             // Sleeps until the next tick, or until a command comes.
             match self
                 .commands
@@ -352,7 +361,7 @@ impl Monitor {
 
     /// QEMU's counters of the polled VMs, in the bulk poll's order, every poll; a VM
     /// without a balloon is not asked, one that gave none is asked again later.
-    fn read_counters(&mut self, order: &[DomainId]) {
+    pub(super) fn read_counters(&mut self, order: &[DomainId]) {
         let now = Instant::now();
         self.no_counters_until.retain(|_, until| *until > now);
         let ids: Vec<DomainId> = {

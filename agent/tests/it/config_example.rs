@@ -92,18 +92,19 @@ fn a_bad_value_is_named_once_with_its_file() {
     );
 }
 
-/// `guard: {mode: act}` on the default 10 s poll is valid but reaches only guests that
-/// take 40 s to run out (docs/guard.md "Reach"): check-config says so, and is quiet on
-/// a 2 s poll.
+/// `guard: {mode: act}` reading its VMs only every 10 s (the agent's default poll with
+/// the guard's own poll off) is valid but reaches only guests that take 40 s to run out
+/// (docs/guard.md "Reach"): check-config says so, and is quiet with the guard's default
+/// 2 s poll.
 #[test]
 fn act_on_a_slow_poll_is_accepted_with_a_warning_naming_its_reach() {
     let dir = std::env::temp_dir().join(format!("ballast-guard-reach-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let check = |poll: u32| {
-        let file = dir.join(format!("agent-{poll}.yaml"));
+    let check = |name: &str, guard_poll: &str| {
+        let file = dir.join(format!("agent-{name}.yaml"));
         std::fs::write(
             &file,
-            format!("poll_interval_secs: {poll}\nguard:\n  mode: act\n"),
+            format!("poll_interval_secs: 10\nguard:\n  mode: act\n{guard_poll}"),
         )
         .expect("written");
         let output = Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
@@ -118,13 +119,13 @@ fn act_on_a_slow_poll_is_accepted_with_a_warning_naming_its_reach() {
         );
         String::from_utf8_lossy(&output.stderr).into_owned()
     };
-    let slow = check(10);
+    let slow = check("slow", "  poll_interval_secs: 0\n");
     assert!(
-        slow.contains("warning: ") && slow.contains("agent-10.yaml"),
+        slow.contains("warning: ") && slow.contains("agent-slow.yaml"),
         "{slow}"
     );
     assert!(slow.contains("more than 40 s"), "{slow}");
-    let fast = check(2);
-    assert!(!fast.contains("guard.mode is act"), "{fast}");
+    let default = check("default", "");
+    assert!(!default.contains("guard.mode is act"), "{default}");
     let _ = std::fs::remove_dir_all(&dir);
 }

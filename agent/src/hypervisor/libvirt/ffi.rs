@@ -59,14 +59,16 @@ pub(crate) struct StatsRecord {
 }
 
 /// Frees a record list with `virDomainStatsRecordListFree` when dropped.
+/// (Also the list of `virDomainListGetStats`, which returns the same kind.)
 struct RecordList(*mut sys::virDomainStatsRecordPtr);
 
 impl Drop for RecordList {
     fn drop(&mut self) {
         if !self.0.is_null() {
-            // SAFETY: the pointer came from a successful virConnectGetAllDomainStats call,
-            // is NULL-terminated, and is freed exactly once (here); no reference into it
-            // outlives `all_domain_stats`, which copies everything out first.
+            // SAFETY: the pointer came from a successful virConnectGetAllDomainStats or
+            // virDomainListGetStats call, is NULL-terminated, and is freed exactly once
+            // (here); no reference into it outlives `copy_records`, which copies
+            // everything out first.
             unsafe { sys::virDomainStatsRecordListFree(self.0) };
         }
     }
@@ -88,11 +90,47 @@ pub(crate) fn all_domain_stats(
     if n_records < 0 {
         return Err(VirtError::last_error());
     }
-    let list = RecordList(raw_records);
+    Ok(copy_records(RecordList(raw_records), n_records))
+}
+
+/// `virDomainListGetStats(domains, stats, &records, flags)` for the domains given
+/// (the guard's own poll of a few), copied into owned records.
+pub(crate) fn domain_list_stats(
+    domains: &[virt::domain::Domain],
+    stats: c_uint,
+    flags: c_uint,
+) -> Result<Vec<StatsRecord>, VirtError> {
+    if domains.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A NULL-terminated array of the domains' pointers, as libvirt asks for.
+    let mut pointers: Vec<sys::virDomainPtr> = domains
+        .iter()
+        // SAFETY: `as_ptr` returns the virDomainPtr the `Domain` owns, without taking
+        // or releasing a reference; it stays valid while `domains` lives (this call).
+        .map(|domain| unsafe { domain.as_ptr() })
+        .collect();
+    pointers.push(std::ptr::null_mut());
+    let mut raw_records: *mut sys::virDomainStatsRecordPtr = std::ptr::null_mut();
+    // SAFETY: every pointer in `pointers` is a live virDomainPtr owned by a `Domain` in
+    // `domains`, which outlives the call, and the array is NULL-terminated;
+    // `raw_records` is a valid out-pointer. On success libvirt stores a
+    // NULL-terminated array that we own and free through `RecordList`.
+    let n_records = unsafe {
+        sys::virDomainListGetStats(pointers.as_mut_ptr(), stats, &mut raw_records, flags)
+    };
+    if n_records < 0 {
+        return Err(VirtError::last_error());
+    }
+    Ok(copy_records(RecordList(raw_records), n_records))
+}
+
+/// The `n_records` records of `list` copied out (the list is freed on return).
+fn copy_records(list: RecordList, n_records: c_int) -> Vec<StatsRecord> {
     let n_records = usize::try_from(n_records).unwrap_or(0);
     let mut records = Vec::with_capacity(n_records);
     if list.0.is_null() {
-        return Ok(records);
+        return records;
     }
     for record_idx in 0..n_records {
         // SAFETY: libvirt returned `n_records` entries (plus a NULL terminator), so
@@ -119,7 +157,7 @@ pub(crate) fn all_domain_stats(
         let params = params.iter().filter_map(copy_param).collect();
         records.push(StatsRecord { id, params });
     }
-    Ok(records)
+    records
 }
 
 /// Copies one typed parameter; None for an unknown type or an unterminated name.

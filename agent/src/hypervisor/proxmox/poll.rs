@@ -3,6 +3,9 @@
 //! `query-balloon` and the balloon's `guest-stats` (and `query-memory-devices` for a
 //! VM with virtio-mem, learned at its QEMU's first poll); a VM whose socket is busy is
 //! still listed, without figures. The serial readers follow the running set.
+//!
+//! The guard's own poll ([`ProxmoxHypervisor::poll_balloons_of`]) asks only the VMs it
+//! names, the same way, and leaves the serial readers and caches to the full poll.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -25,24 +28,7 @@ impl ProxmoxHypervisor {
             .iter()
             .map(|&vm| (vm, self.conf_lenient(vm.vmid)))
             .collect();
-        let results: Vec<Mutex<Option<BalloonSample>>> =
-            vms.iter().map(|_| Mutex::new(None)).collect();
-        let next = AtomicUsize::new(0);
-        let n_workers = self.settings.max_parallel.clamp(1, vms.len().max(1));
-        std::thread::scope(|scope| {
-            for _ in 0..n_workers {
-                scope.spawn(|| loop {
-                    let index = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((vm, conf)) = vms.get(index) else {
-                        return;
-                    };
-                    let sample = self.sample_one(*vm, conf.as_ref(), deadline);
-                    *results[index]
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = sample;
-                });
-            }
-        });
+        let results = self.sample_all(&vms, deadline);
         let mut n_skipped = 0;
         let samples: Vec<(DomainId, BalloonSample)> = vms
             .iter()
@@ -103,6 +89,61 @@ impl ProxmoxHypervisor {
                 .retain(|vmid, _| running.iter().any(|vm| vm.vmid == *vmid));
         }
         Ok(samples)
+    }
+
+    /// The guard's own poll ([`crate::hypervisor::Hypervisor::balloon_samples_of`]):
+    /// the VMs of `ids` that still run; one without figures this time is left out.
+    pub(super) fn poll_balloons_of(
+        &self,
+        ids: &[DomainId],
+    ) -> Result<Vec<(DomainId, BalloonSample)>, HypervisorError> {
+        let deadline = Instant::now() + self.settings.poll_deadline;
+        let running = self.running()?;
+        let vms: Vec<(Running, Option<VmConf>)> = ids
+            .iter()
+            .filter_map(|id| self.vmid_of(id).ok())
+            .filter_map(|vmid| running.iter().find(|vm| vm.vmid == vmid))
+            .map(|&vm| (vm, self.conf_lenient(vm.vmid)))
+            .collect();
+        let results = self.sample_all(&vms, deadline);
+        Ok(vms
+            .iter()
+            .zip(results)
+            .filter_map(|((vm, conf), result)| {
+                let sample = result
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner)?;
+                Some((self.identity(vm.vmid, conf.as_ref()), sample))
+            })
+            .collect())
+    }
+
+    /// Every VM of `vms` asked in parallel, at most `max_parallel` at once, under
+    /// `deadline`; None where a VM gave no figures.
+    fn sample_all(
+        &self,
+        vms: &[(Running, Option<VmConf>)],
+        deadline: Instant,
+    ) -> Vec<Mutex<Option<BalloonSample>>> {
+        let results: Vec<Mutex<Option<BalloonSample>>> =
+            vms.iter().map(|_| Mutex::new(None)).collect();
+        let next = AtomicUsize::new(0);
+        let n_workers = self.settings.max_parallel.clamp(1, vms.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..n_workers {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((vm, conf)) = vms.get(index) else {
+                        return;
+                    };
+                    let sample = self.sample_one(*vm, conf.as_ref(), deadline);
+                    *results[index]
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = sample;
+                });
+            }
+        });
+        results
     }
 
     /// One VM's poll: one QMP conversation with both balloon commands.

@@ -304,3 +304,112 @@ fn proxmox_raise_floor_raises_the_floor_with_the_deflation_off_the_poll_and_a_ho
     );
     assert!(counters.guard_deflated_bytes > 0);
 }
+
+/// The guard's own poll (`guard.poll_interval_secs`, docs/guard.md "Reach") reads the
+/// VM whose balloon holds memory between the agent's polls, and the guard steps from
+/// it; a VM whose balloon holds nothing is left to the agent's poll.
+#[test]
+fn the_guards_own_poll_reads_a_squeezed_vm_between_full_polls_and_steps_from_it_with_fake_hypervisor(
+) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, mut domain) = vm("squeezed", None);
+    domain.sample = crate::hypervisor::BalloonSample {
+        actual_kib: Some(512 * 1024),
+        maximum_kib: Some(1024 * 1024),
+        available_kib: Some(468_416),
+        usable_kib: Some(400 * 1024),
+        last_update_epoch_secs: Some(1_800_000_000),
+        ..crate::hypervisor::BalloonSample::default()
+    };
+    hypervisor.set(id.clone(), domain);
+    let (full_id, mut full) = vm("at-its-maximum", None);
+    full.sample = crate::hypervisor::BalloonSample {
+        actual_kib: Some(1024 * 1024),
+        maximum_kib: Some(1024 * 1024),
+        available_kib: Some(900 * 1024),
+        usable_kib: Some(600 * 1024),
+        last_update_epoch_secs: Some(1_800_000_000),
+        ..crate::hypervisor::BalloonSample::default()
+    };
+    hypervisor.set(full_id.clone(), full);
+    let (mut monitor, counters) = guard_monitor(
+        dir.path(),
+        &hypervisor,
+        "poll_interval_secs: 10\nguard:\n  mode: act\n  poll_interval_secs: 2\n",
+        8192,
+    );
+    // One full poll: both known; after it, only the guard's polls.
+    monitor.poll();
+    let history = |monitor: &Monitor, id: &DomainId| {
+        monitor
+            .fleet()
+            .get(&id.uuid)
+            .map_or(0, |vm| vm.history.len())
+    };
+    assert_eq!(history(&monitor, &full_id), 1);
+    let events = squeeze_until_guarded_polling(
+        &mut monitor,
+        &hypervisor,
+        &id,
+        &dir.path().join("events.jsonl"),
+        Monitor::guard_poll,
+    );
+    let (_, action) = events.first().expect("a step from the guard's own poll");
+    assert_eq!(
+        action.outcome,
+        ballast_model::GuardOutcome::Deflated,
+        "{action:?}"
+    );
+    assert_eq!(hypervisor.balloon_target_calls(&id).len(), 1);
+    assert!(
+        history(&monitor, &id) > 2,
+        "the squeezed VM was read by the guard's polls"
+    );
+    assert_eq!(
+        history(&monitor, &full_id),
+        1,
+        "a full balloon is not the guard's to read"
+    );
+    let counters = counters.lock();
+    assert_eq!(counters.polls, 1);
+    assert!(counters.guard_polls >= 2, "{}", counters.guard_polls);
+}
+
+/// The run loop runs the guard's own poll between the agent's: at a 10 s poll and a
+/// 1 s guard poll, guard polls come while the full poll has run once or twice.
+#[test]
+fn the_run_loop_polls_for_the_guard_between_the_agents_polls_with_fake_hypervisor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hypervisor = Arc::new(FakeHypervisor::new());
+    let (id, domain) = vm("squeezed", None);
+    hypervisor.set(id.clone(), domain);
+    hypervisor.update(&id, |domain| {
+        domain.sample = crate::hypervisor::BalloonSample {
+            actual_kib: Some(512 * 1024),
+            maximum_kib: Some(1024 * 1024),
+            available_kib: Some(468_416),
+            usable_kib: Some(300 * 1024),
+            last_update_epoch_secs: Some(1_800_000_000),
+            ..crate::hypervisor::BalloonSample::default()
+        };
+    });
+    let (monitor, counters) = guard_monitor(
+        dir.path(),
+        &hypervisor,
+        "poll_interval_secs: 10\nguard:\n  poll_interval_secs: 1\n",
+        8192,
+    );
+    let commands = monitor.commands();
+    let thread = std::thread::spawn(move || monitor.run());
+    let (polls, guard_polls) = wait_until("three guard polls", Duration::from_secs(30), || {
+        let counters = counters.lock();
+        (counters.guard_polls >= 3).then_some((counters.polls, counters.guard_polls))
+    });
+    commands.stop();
+    thread.join().expect("monitor thread");
+    assert!(
+        polls >= 1 && polls < guard_polls,
+        "{polls} full polls, {guard_polls} guard polls"
+    );
+}
