@@ -246,27 +246,29 @@ pub fn correlate(input: &CorrelationInput<'_>, settings: &CorrelationSettings) -
 
 /// History points and rollups inside the window, oldest first.
 fn window_points(input: &CorrelationInput<'_>, window_start: i64) -> Vec<Point> {
+    // Rollups first: the sort below is stable, so a rollup ending in the very second a
+    // history point is stamped in (the agent's points keep whole seconds; a minute's
+    // first poll is stamped in the second the previous minute's rollup ends) comes
+    // before that point, as all its samples did. After it, the rollup's older `actual`
+    // would pass for the newest figure.
     let mut points: Vec<Point> = input
-        .event
-        .balloon_history
+        .rollups
         .iter()
-        .map(|p| Point {
+        .map(|r| Point {
+            at_ms: r
+                .period_start_ms
+                .saturating_add(r.period_secs.saturating_mul(1000)),
+            actual_kib: r.actual_kib.last,
+            actual_peak_kib: r.actual_kib.max.or(r.actual_kib.last),
+            maximum_kib: r.maximum_kib,
+            usable_kib: r.usable_kib.min.or(r.usable_kib.last),
+        })
+        .chain(input.event.balloon_history.iter().map(|p| Point {
             at_ms: p.at_ms,
             actual_kib: p.actual_kib,
             actual_peak_kib: p.actual_kib,
             maximum_kib: p.maximum_kib,
             usable_kib: p.usable_kib,
-        })
-        .chain(input.rollups.iter().map(|r| {
-            Point {
-                at_ms: r
-                    .period_start_ms
-                    .saturating_add(r.period_secs.saturating_mul(1000)),
-                actual_kib: r.actual_kib.last,
-                actual_peak_kib: r.actual_kib.max.or(r.actual_kib.last),
-                maximum_kib: r.maximum_kib,
-                usable_kib: r.usable_kib.min.or(r.usable_kib.last),
-            }
         }))
         .filter(|p| p.at_ms >= window_start && p.at_ms <= input.oom_at_ms)
         .collect();

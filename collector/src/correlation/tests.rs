@@ -154,6 +154,60 @@ fn a_sample_before_an_inflation_within_one_poll_of_the_kill_does_not_stand() {
     assert_eq!(c.balloon_held_kb, Some(312 * MIB));
 }
 
+/// The first poll of a minute is stamped in the minute's first second, the second the
+/// minute rollup before it ends in; that rollup's samples were all taken before the
+/// poll. Here that poll is the first to see a 200 MiB inflation just before the kill
+/// while the rollup still ends at 512 MiB (CI run 20d's mock-Proxmox quickstart stored
+/// `not_balloon` for its `balloon` report so: the rollup, sorted after the poll, stood
+/// for the newest figure and lifted the check against the report).
+#[test]
+fn a_minute_rollup_is_older_than_the_poll_stamped_in_the_second_it_ends() {
+    let minute = oom_at_ms() - 60_000;
+    let mut event = lab_inflated();
+    event.balloon_history = crate::test_fixtures::history(512 * MIB, |_| 512 * MIB);
+    event.balloon_history.retain(|p| p.at_ms < minute);
+    let mut inflated = event.balloon_history.last().cloned().expect("a point");
+    inflated.at_ms = minute;
+    inflated.actual_kib = Some(200 * MIB);
+    event.balloon_history.push(inflated);
+    let rollups = [RollupPoint {
+        period_start_ms: minute - 60_000,
+        period_secs: 60,
+        samples: 6,
+        maximum_kib: Some(512 * MIB),
+        actual_kib: flat(512 * MIB),
+        ..RollupPoint::default()
+    }];
+    let correlate_at = |kill_after_ms: i64| {
+        let mut event = event.clone();
+        event.balloon_at_oom = BalloonAtOom {
+            maximum_kib: Some(512 * MIB),
+            deflate_on_oom: Some(false),
+            kill_after_ms: Some(kill_after_ms),
+            ..BalloonAtOom::default()
+        };
+        correlate(
+            &CorrelationInput {
+                oom_at_ms: minute + 1_500,
+                event: &event,
+                vm_config: None,
+                rollups: &rollups,
+            },
+            &CorrelationSettings::default(),
+        )
+    };
+    // The kill was printed after the read that followed that poll: the poll stands.
+    let c = correlate_at(minute + 500);
+    assert_eq!(c.held_source, Some(HeldSource::HostHistory), "{c:#?}");
+    assert_eq!(c.balloon_held_kb, Some(312 * MIB), "{c:#?}");
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon, "{:#?}", c.reasons);
+    // The kill came before that poll: the empty sample before it does not stand against
+    // the report, which the newest figure (the poll, not the rollup) agrees with.
+    let c = correlate_at(minute - 1_000);
+    assert_eq!(c.held_source, Some(HeldSource::Report), "{c:#?}");
+    assert_eq!(c.verdict, CorrelationVerdict::Balloon, "{:#?}", c.reasons);
+}
+
 /// The lab case: a resident hog, the balloon stalled at 408 MiB of 512 MiB
 /// (104 MiB held), a bystander's allocation failed; the kill freed memory and the
 /// balloon reached its 200 MiB target within seconds, before the report was read.

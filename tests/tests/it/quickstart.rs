@@ -143,14 +143,6 @@ fn explained_oom_url(
 /// What both quickstarts print and serve for the demo's OOM: the balloon verdicts and
 /// the memhog kill on stdout, and the event behind the printed URL in the API.
 fn explained_event(printed: &[String], url: &str, port: u16) -> (SocketAddr, Value) {
-    assert!(
-        printed
-            .iter()
-            .any(|line| line == "verdict: balloon / correlation: balloon"),
-        "{printed:#?}"
-    );
-    // The explanation is wrapped at 88 columns: read it as one text.
-    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
     let path = url
         .strip_prefix(&format!("http://127.0.0.1:{port}"))
         .expect("a loopback URL");
@@ -158,7 +150,45 @@ fn explained_event(printed: &[String], url: &str, port: u16) -> (SocketAddr, Val
     let id = path.strip_prefix("/ooms/").expect("/ooms/<id>");
     let (status, body) = http_get(addr, &format!("/api/v1/ooms/{id}"), None).expect("API");
     assert_eq!(status, 200, "{body}");
-    (addr, serde_json::from_str(&body).expect("JSON"))
+    let event: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        printed
+            .iter()
+            .any(|line| line == "verdict: balloon / correlation: balloon"),
+        "{printed:#?}\n{}",
+        balloon_figures(&event)
+    );
+    // The explanation is wrapped at 88 columns: read it as one text.
+    assert!(printed.join(" ").contains("Killed: memhog"), "{printed:#?}");
+    (addr, event)
+}
+
+/// What the stored correlation went by, for a failure message: the balloon at the OOM,
+/// the agent's last history points, the stored rollups (a quickstart run has a few),
+/// the correlation with its reasons.
+fn balloon_figures(event: &Value) -> String {
+    let last = |key: &str, n: usize| -> Vec<Value> {
+        let items = event[key].as_array().cloned().unwrap_or_default();
+        items[items.len().saturating_sub(n)..].to_vec()
+    };
+    let history: Vec<String> = last("balloon_history", 6)
+        .iter()
+        .map(|p| format!("{}: actual {}", p["at_ms"], p["actual_kib"]))
+        .collect();
+    let rollups: Vec<String> = last("rollups", usize::MAX)
+        .iter()
+        .map(|r| {
+            format!(
+                "{} + {} s: actual {}",
+                r["period_start_ms"], r["period_secs"], r["actual_kib"]
+            )
+        })
+        .collect();
+    format!(
+        "time_ms {}\nballoon_at_oom {}\nlast history points {history:#?}\nrollups \
+         {rollups:#?}\ncorrelation_detail {:#}",
+        event["time_ms"], event["balloon_at_oom"], event["correlation_detail"]
+    )
 }
 
 /// The script's stdout, line by line, as it prints them.
