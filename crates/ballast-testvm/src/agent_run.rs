@@ -28,7 +28,8 @@ impl AgentRun {
     /// the guests' socket paths are linked under it): a node root of links to the
     /// guests, a journal, a log, state, and a config polling every 2 s with guest PSI
     /// every 5 s, serial capture off (the harness holds the serial sockets), and
-    /// `extra_yaml` appended (e.g. `guard:\n  mode: observe\n`).
+    /// `extra_yaml` appended (e.g. `guard:\n  mode: observe\n`); a top-level
+    /// `poll_interval_secs:` line in it replaces the 2 s poll.
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -71,10 +72,18 @@ impl AgentRun {
         let journal = dir.join("journal.jsonl");
         let log = dir.join("agent.log");
         let config = dir.join("agent.yaml");
+        let poll = if extra_yaml
+            .lines()
+            .any(|line| line.starts_with("poll_interval_secs:"))
+        {
+            ""
+        } else {
+            "poll_interval_secs: 2\n"
+        };
         let text = format!(
             "backend: proxmox\nproxmox:\n  run_dir: {run}\n  config_dir: {conf}\n\
              state_dir: {state}\njournal_file: {journal}\nhost_id: scenario\n\
-             poll_interval_secs: 2\ncapture:\n  host_kernel: false\n  serial: false\n\
+             {poll}capture:\n  host_kernel: false\n  serial: false\n\
              pressure:\n  guest_psi_interval_secs: 5\n{extra_yaml}",
             run = run_dir.display(),
             conf = config_dir.display(),
