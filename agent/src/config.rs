@@ -19,7 +19,7 @@ use crate::paths;
 mod elastic;
 mod guard;
 pub use elastic::{ElasticConfig, ElasticConfigError};
-pub use guard::GuardConfig;
+pub use guard::{GuardConfig, GuardConfigError};
 
 /// The configuration file as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -450,13 +450,8 @@ pub enum ValidationError {
     GuestPsiInterval(u64),
     #[error(transparent)]
     Elastic(#[from] ElasticConfigError),
-    #[error("{key} ({value}) must be {min} to {max}")]
-    GuardRange {
-        key: &'static str,
-        value: u64,
-        min: u64,
-        max: u64,
-    },
+    #[error(transparent)]
+    Guard(#[from] GuardConfigError),
     #[error("log_level ({value:?}) is not a log filter: {message}")]
     LogLevel { value: String, message: String },
 }

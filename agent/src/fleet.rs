@@ -19,7 +19,6 @@ use crate::pressure::vm_risk::VmRisk;
 use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 mod guard_poll;
-pub use guard_poll::GUARD_POLL_MIN_HELD_KIB;
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;

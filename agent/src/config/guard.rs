@@ -5,8 +5,17 @@ use std::time::Duration;
 use ballast_model::GuardMode;
 use serde::{Deserialize, Serialize};
 
-use super::ValidationError;
 use crate::guard::GuardSettings;
+
+/// A `guard:` value out of range, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} ({value}) must be {min} to {max}")]
+pub struct GuardConfigError {
+    pub key: &'static str,
+    pub value: u64,
+    pub min: u64,
+    pub max: u64,
+}
 
 /// `guard:` as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,7 +98,8 @@ impl GuardConfig {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<(), ValidationError> {
+    /// Checks every key (at start-up, `check-config` and reload).
+    pub fn validate(&self) -> Result<(), GuardConfigError> {
         let checks = [
             ("guard.step_mib", self.step_mib, 1, 65_536),
             (
@@ -114,7 +124,7 @@ impl GuardConfig {
         ];
         for (key, value, min, max) in checks {
             if !(min..=max).contains(&value) {
-                return Err(ValidationError::GuardRange {
+                return Err(GuardConfigError {
                     key,
                     value,
                     min,

@@ -10,7 +10,7 @@ use crate::hypervisor::{BalloonSample, DomainId};
 
 /// What a VM's balloon must hold for the guard's own poll to read it (KiB): less is
 /// nothing worth a step.
-pub const GUARD_POLL_MIN_HELD_KIB: u64 = 32 * 1024;
+pub(crate) const GUARD_POLL_MIN_HELD_KIB: u64 = 32 * 1024;
 
 impl Fleet {
     /// The VMs the guard's own poll reads: sampled and not stale, their balloon holding
