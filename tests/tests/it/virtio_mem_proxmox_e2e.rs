@@ -18,8 +18,9 @@
 //! guest's usable memory collapsed. The test asserts that source.
 //!
 //! `BALLAST_VIRTIO_MEM_SCREENSHOT=<file.png>` (scripts/screenshot-virtio-mem.sh; not
-//! in CI) also waits for the minute's rollup and saves a headless-Chromium screenshot
-//! of the VM page, balloon and virtio-mem charted, there.
+//! in CI) then lets both devices move for ten more minutes ([`chart_story`]: the chart
+//! has a point a minute), waits for the last minute's rollup and saves a
+//! headless-Chromium screenshot of the VM page, balloon and virtio-mem charted, there.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
@@ -196,10 +197,45 @@ fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
     );
 
     if let Some(shot) = std::env::var_os("BALLAST_VIRTIO_MEM_SCREENSHOT") {
+        chart_story(&guest);
         screenshot_vm_page(collector.addr, Path::new(&shot));
     }
     drop(agent);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// For the screenshot only (the 1 h chart has one point a minute): after the test's
+/// minute of unplug, OOM and blocks back, a few minutes of both devices moving, each
+/// step held for a few rollups: all plugged; the host takes half the device; then the
+/// balloon takes 96 MiB of the boot memory as well; then both give everything back.
+fn chart_story(guest: &ballast_testvm::ProxmoxGuest) {
+    const STEP: Duration = Duration::from_secs(150);
+    vm::kill_hogs(guest).expect("hogs killed");
+    std::thread::sleep(STEP);
+    let half = vm::resize(guest, VIRTIO_MEM_ID, DEVICE_MIB / 2 * MIB, vm::STALL_AFTER)
+        .expect("half the device back to the host");
+    assert!(
+        matches!(half.settled, Settled::Converged { .. }),
+        "{half:?}"
+    );
+    std::thread::sleep(STEP);
+    let balloon_mib = BOOT_MIB - 96;
+    guest
+        .qmp()
+        .and_then(|mut qmp| qmp.balloon_bytes(balloon_mib << 20))
+        .expect("inflate the balloon");
+    std::thread::sleep(STEP);
+    let back = vm::resize(guest, VIRTIO_MEM_ID, DEVICE_MIB * MIB, vm::STALL_AFTER)
+        .expect("the device back");
+    assert!(
+        matches!(back.settled, Settled::Converged { .. }),
+        "{back:?}"
+    );
+    guest
+        .qmp()
+        .and_then(|mut qmp| qmp.balloon_bytes(BOOT_MIB << 20))
+        .expect("deflate the balloon");
+    std::thread::sleep(STEP);
 }
 
 fn now_ms() -> u64 {
