@@ -188,9 +188,15 @@ fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
     // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
     std::thread::sleep(5 * POLL);
     assert_eq!(ooms_of(collector.addr, guest.name()).len(), 1);
+    let log = agent.log_text();
+    let suspicions: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Guest OOM suspected"))
+        .collect();
     eprintln!(
         "virtio_mem_proxmox_e2e: boot+plug {booted:?}, unplug {:?}, hog killed {} ms after \
-         its start, OOM stored {stored_after:?} after the kill, whole test {:?}",
+         its start, OOM stored {stored_after:?} after the kill, whole test {:?}; the \
+         agent's suspicions: {suspicions:#?}",
         resize.took,
         killed_at_ms.saturating_sub(hog.started_at_ms),
         started.elapsed()
