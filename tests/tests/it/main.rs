@@ -21,4 +21,5 @@ mod tls_link;
 mod two_collectors;
 mod verdict_suite;
 mod virtio_mem_e2e;
+mod virtio_mem_proxmox_e2e;
 mod wrong_url;

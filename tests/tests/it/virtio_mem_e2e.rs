@@ -11,7 +11,8 @@
 //!   zone: the host asks for the whole device back, plugged stops above the request;
 //!   the collector lists the agent's `stuck` event within two polls of the stall.
 //!
-//! Outside CI the tests skip loudly when the machine cannot run guests.
+//! Outside CI the tests skip loudly when the machine cannot run guests. The helpers
+//! above the tests serve `virtio_mem_proxmox_e2e` too.
 
 // An integration test file is its own test crate: its tests need no `mod tests`.
 #![allow(clippy::tests_outside_test_module)]
@@ -30,18 +31,18 @@ use ballast_testvm::{
 };
 use serde_json::Value;
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+pub(crate) const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 /// Boot memory (NUMA node 0); the guest's kernel keeps ~110 MiB of it for itself.
-const BOOT_MIB: u64 = 384;
+pub(crate) const BOOT_MIB: u64 = 384;
 /// The device's size, plugged at boot.
-const DEVICE_MIB: u64 = 512;
+pub(crate) const DEVICE_MIB: u64 = 512;
 /// More than the guest has without the device, well under what it has with it.
-const HOG_MIB: u64 = 400;
+pub(crate) const HOG_MIB: u64 = 400;
 /// The agents here poll every 2 s.
-const POLL: Duration = Duration::from_secs(2);
-const MIB: u64 = 1024;
+pub(crate) const POLL: Duration = Duration::from_secs(2);
+pub(crate) const MIB: u64 = 1024;
 
-fn device_spec() -> VirtioMemSpec {
+pub(crate) fn device_spec() -> VirtioMemSpec {
     VirtioMemSpec {
         max_mib: DEVICE_MIB,
         requested_mib: DEVICE_MIB,
@@ -49,7 +50,7 @@ fn device_spec() -> VirtioMemSpec {
     }
 }
 
-fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
+pub(crate) fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     match http_get(addr, path, None) {
         Ok((200, body)) => serde_json::from_str(&body).ok(),
         _ => None,
@@ -57,7 +58,7 @@ fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
 }
 
 /// The whole device plugged once the guest's driver has loaded.
-fn wait_plugged_at_boot<G: VirtioMemGuest>(guest: &G) {
+pub(crate) fn wait_plugged_at_boot<G: VirtioMemGuest>(guest: &G) {
     let at_boot = virtio_mem::wait_settled(
         guest,
         VIRTIO_MEM_ID,
@@ -72,7 +73,7 @@ fn wait_plugged_at_boot<G: VirtioMemGuest>(guest: &G) {
 }
 
 /// The collector's OOMs of the VM named `name` that killed a task.
-fn ooms_of(addr: SocketAddr, name: &str) -> Vec<Value> {
+pub(crate) fn ooms_of(addr: SocketAddr, name: &str) -> Vec<Value> {
     get_json(addr, "/api/v1/ooms?limit=200")
         .and_then(|list| list["items"].as_array().cloned())
         .unwrap_or_default()

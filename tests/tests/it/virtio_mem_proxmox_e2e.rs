@@ -1,0 +1,303 @@
+//! virtio-mem end to end on a Proxmox-style QEMU (issue 20 item 5, "the same on the
+//! Proxmox-style QEMU over QMP"): a real TCG guest (Linux 6.12, `numa: 1`, a
+//! virtio-mem device onlined movable, the balloon beside it), a real `ballast-agent
+//! run` on the Proxmox backend and a real `ballast-collector serve` on SQLite.
+//!
+//! The host takes the whole device back over QMP (`qom-set requested-size`), the idle
+//! guest unplugs it, and a hog that fits only with the blocks is OOM-killed. What a user
+//! reads from the collector: the OOM listed once, its correlation laying it at the
+//! host's door (`host_took`: virtio-mem, the unplugged KiB, would have survived), the
+//! request in the VM's memory-device events. Then the counterfactual: the blocks back,
+//! the same hog holds and no second OOM arrives.
+//!
+//! The harness holds the guest's serial socket (one client at a time) to see the kill,
+//! so the agent runs with serial capture off ([`AgentRun`]) and gets the report the way
+//! it does on any Proxmox VM whose serial console it does not read: on suspicion
+//! (`capture.guest_agent: on_suspicion`, the default) through the guest agent's file
+//! API on `/dev/kmsg`, asked once the 6.12 balloon's `stat-oom-kills` went up or the
+//! guest's usable memory collapsed. The test asserts that source.
+//!
+//! `BALLAST_VIRTIO_MEM_SCREENSHOT=<file.png>` (scripts/screenshot-virtio-mem.sh; not
+//! in CI) then lets both devices move for ten more minutes ([`chart_story`]: the chart
+//! has a point a minute), waits for the last minute's rollup and saves a
+//! headless-Chromium screenshot of the VM page, balloon and virtio-mem charted, there.
+
+// An integration test file is its own test crate: its tests need no `mod tests`.
+#![allow(clippy::tests_outside_test_module)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ballast_tests::stack::start_collector;
+use ballast_tests::{http_get, wait_until};
+use ballast_testvm::agent_run::AgentRun;
+use ballast_testvm::virtio_mem::Settled;
+use ballast_testvm::virtio_mem_scenario as vm;
+use ballast_testvm::{lab_or_skip, GuestKernel, ProxmoxSpec, VIRTIO_MEM_ID};
+
+use crate::virtio_mem_e2e::{
+    device_spec, get_json, ooms_of, wait_plugged_at_boot, BOOT_MIB, BOOT_TIMEOUT, DEVICE_MIB,
+    HOG_MIB, MIB, POLL,
+};
+
+/// AgentRun's host id.
+const HOST: &str = "scenario";
+const VMID: u32 = 142;
+
+#[test]
+fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog_survives() {
+    let Some(lab) = lab_or_skip(
+        "proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog_survives",
+    ) else {
+        return;
+    };
+    let started = Instant::now();
+    // Short: the guest's sockets are linked under the agent's folder (108-byte limit).
+    let root = std::env::temp_dir().join(format!("bvpe{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).expect("scratch dir");
+    let collector = start_collector(&root.join("collector"), HOST, "storage:\n  type: sqlite\n");
+    let guest = lab
+        .boot_proxmox(ProxmoxSpec {
+            vmid: VMID,
+            memory_mib: BOOT_MIB,
+            balloon_min_mib: BOOT_MIB,
+            // 6.12: the balloon's stats carry `stat-oom-kills`, the agent's sign to
+            // read the kernel log through the guest agent.
+            kernel: GuestKernel::Backports612,
+            virtio_mem: Some(device_spec()),
+            ..ProxmoxSpec::default()
+        })
+        .expect("boot the Proxmox-style virtio-mem guest");
+    guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
+    wait_plugged_at_boot(&guest);
+    let booted = started.elapsed();
+    let agent_dir = root.join("a");
+    std::fs::create_dir_all(&agent_dir).expect("agent dir");
+    let agent = AgentRun::start(
+        &ballast_tests::binary("ballast-agent"),
+        &agent_dir,
+        &[&guest],
+        &format!(
+            "collector:\n  url: http://{}\n  token_file: {}\n",
+            collector.addr,
+            collector.token_file.display()
+        ),
+    )
+    .expect("agent");
+    wait_until(
+        "the agent to sample the guest's virtio-mem device",
+        Duration::from_secs(120),
+        || {
+            std::fs::read_to_string(agent_dir.join("state/status.json"))
+                .ok()
+                .filter(|status| status.contains(VIRTIO_MEM_ID))
+        },
+    );
+
+    // (a) The host takes the whole device back from the idle guest over QMP; the agent
+    // polls the smaller guest a few times; then the hog that needs the blocks.
+    let resize = vm::resize(&guest, VIRTIO_MEM_ID, 0, vm::STALL_AFTER).expect("unplug");
+    assert!(
+        matches!(resize.settled, Settled::Converged { .. }),
+        "the idle guest gave the whole device back: {resize:?}"
+    );
+    // The scenario, not a wait: the agent's samples of the smaller guest come before the kill.
+    std::thread::sleep(3 * POLL);
+    let hog = vm::hog(&guest, HOG_MIB, Duration::ZERO).expect("hog");
+    let killed_at_ms = hog.killed_at_ms.expect("memhog was OOM-killed");
+    assert!(
+        hog.kill_line
+            .as_deref()
+            .is_some_and(|l| l.contains("(memhog)")),
+        "{hog:?}"
+    );
+
+    let item = wait_until(
+        "the collector to store the guest's OOM",
+        Duration::from_secs(120),
+        || ooms_of(collector.addr, guest.name()).into_iter().next(),
+    );
+    let stored_after = Duration::from_millis(now_ms().saturating_sub(killed_at_ms));
+    assert_eq!(item["vm"]["uuid"], VMID.to_string(), "{item:#}");
+    let link = item["link"].as_str().expect("link").to_owned();
+    let detail = get_json(collector.addr, &link).expect("the OOM's detail");
+    let correlation = &detail["correlation_detail"];
+    let took = &correlation["host_took"];
+    assert_eq!(took["verdict"], "host_took_memory", "{correlation:#}");
+    assert_eq!(
+        took["mechanisms"],
+        serde_json::json!(["virtio_mem"]),
+        "{took:#}"
+    );
+    let unplugged = took["unplugged_kib"].as_u64().unwrap_or(0);
+    assert!(
+        ((DEVICE_MIB - 16) * MIB..=DEVICE_MIB * MIB).contains(&unplugged),
+        "the whole device counted as taken: {took:#}"
+    );
+    assert_eq!(took["would_have_survived"], true, "{took:#}");
+    let lowered = took["requested_lowered_at_ms"].as_i64().expect("when");
+    let requested = i64::try_from(resize.requested_at_ms).expect("ms");
+    let killed = i64::try_from(killed_at_ms).expect("ms");
+    assert!(
+        (requested - 1_000..=killed).contains(&lowered),
+        "the request went down at {requested}, the kill at {killed}: {took:#}"
+    );
+    // `verdict` keeps its balloon-only meaning: the balloon held nothing here.
+    assert_ne!(correlation["verdict"], "balloon", "{correlation:#}");
+    assert_eq!(
+        item["correlation"]["host_took"]["verdict"],
+        "host_took_memory"
+    );
+    // The report came through the guest agent (the harness holds the serial socket),
+    // once: the agent's journal has one OOM event for the VM.
+    let journal_ooms = agent.events("oom", VMID);
+    assert_eq!(journal_ooms.len(), 1, "{journal_ooms:#?}");
+    assert_eq!(
+        journal_ooms[0]["source"], "guest_agent",
+        "{journal_ooms:#?}"
+    );
+    // The resize event reached the collector too.
+    let requests = wait_until(
+        "the collector to list the request",
+        Duration::from_secs(60),
+        || {
+            get_json(
+                collector.addr,
+                &format!("/api/v1/vms/{HOST}/{VMID}/memory-devices?phase=requested"),
+            )?["items"]
+                .as_array()
+                .filter(|items| !items.is_empty())
+                .cloned()
+        },
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["device"] == VIRTIO_MEM_ID && e["requested_kib"] == 0),
+        "{requests:#?}"
+    );
+
+    // (b) The counterfactual: the blocks back, the same hog holds, no second OOM.
+    let back = vm::blocks_back_then_hog(&guest, VIRTIO_MEM_ID, HOG_MIB, Duration::from_secs(6))
+        .expect("blocks back then hog");
+    assert_eq!(back.resize.settled.device().plugged_kib, DEVICE_MIB * MIB);
+    assert!(back.hog.survived(), "the hog held without a kill: {back:?}");
+    // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
+    std::thread::sleep(5 * POLL);
+    assert_eq!(ooms_of(collector.addr, guest.name()).len(), 1);
+    let log = agent.log_text();
+    let suspicions: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("Guest OOM suspected"))
+        .collect();
+    eprintln!(
+        "virtio_mem_proxmox_e2e: boot+plug {booted:?}, unplug {:?}, hog killed {} ms after \
+         its start, OOM stored {stored_after:?} after the kill, whole test {:?}; the \
+         agent's suspicions: {suspicions:#?}",
+        resize.took,
+        killed_at_ms.saturating_sub(hog.started_at_ms),
+        started.elapsed()
+    );
+
+    if let Some(shot) = std::env::var_os("BALLAST_VIRTIO_MEM_SCREENSHOT") {
+        chart_story(&guest);
+        screenshot_vm_page(collector.addr, Path::new(&shot));
+    }
+    drop(agent);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// For the screenshot only (the 1 h chart has one point a minute): after the test's
+/// minute of unplug, OOM and blocks back, a few minutes of both devices moving, each
+/// step held for a few rollups: all plugged; the host takes half the device; then the
+/// balloon takes 96 MiB of the boot memory as well; then both give everything back.
+fn chart_story(guest: &ballast_testvm::ProxmoxGuest) {
+    const STEP: Duration = Duration::from_secs(150);
+    vm::kill_hogs(guest).expect("hogs killed");
+    std::thread::sleep(STEP);
+    let half = vm::resize(guest, VIRTIO_MEM_ID, DEVICE_MIB / 2 * MIB, vm::STALL_AFTER)
+        .expect("half the device back to the host");
+    assert!(
+        matches!(half.settled, Settled::Converged { .. }),
+        "{half:?}"
+    );
+    std::thread::sleep(STEP);
+    let balloon_mib = BOOT_MIB - 96;
+    guest
+        .qmp()
+        .and_then(|mut qmp| qmp.balloon_bytes(balloon_mib << 20))
+        .expect("inflate the balloon");
+    std::thread::sleep(STEP);
+    let back = vm::resize(guest, VIRTIO_MEM_ID, DEVICE_MIB * MIB, vm::STALL_AFTER)
+        .expect("the device back");
+    assert!(
+        matches!(back.settled, Settled::Converged { .. }),
+        "{back:?}"
+    );
+    guest
+        .qmp()
+        .and_then(|mut qmp| qmp.balloon_bytes(BOOT_MIB << 20))
+        .expect("deflate the balloon");
+    std::thread::sleep(STEP);
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Waits until the agent's rollup of the current minute (60 s periods, sent after the
+/// period ends) shows on the VM page's chart, then saves a headless-Chromium screenshot
+/// of the page to `out`.
+fn screenshot_vm_page(addr: SocketAddr, out: &Path) {
+    let page = format!("/vms/{HOST}/{VMID}?range=1h");
+    let minute_ends = (now_ms() / 60_000 + 1) * 60_000;
+    wait_until(
+        "the VM page to chart the rollup of the counterfactual's minute",
+        Duration::from_secs(150),
+        || {
+            let (status, body) = http_get(addr, &page, None).ok()?;
+            (status == 200
+                && now_ms() > minute_ends + 3 * 2_000
+                && body.contains("virtio-mem plugged"))
+            .then_some(())
+        },
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).expect("screenshot folder");
+    }
+    let profile = std::env::temp_dir().join(format!("bvpe-chromium-{}", std::process::id()));
+    let status = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,2400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(format!("http://{addr}{page}"))
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("start chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        status.success() && out.exists(),
+        "chromium saved no screenshot at {}: {status}",
+        out.display()
+    );
+    eprintln!("screenshot: {}", out.display());
+}
