@@ -269,6 +269,7 @@ pub async fn vm(
             dt { "State" } dd { (record.state) }
             @if let Some(config) = &config {
                 dt { "Memory / floor" } dd { (kib(config.memory_kib)) " / " (kib(config.balloon_floor_kib)) }
+                (virtio_mem::config_facts(&config.virtio_mem))
                 dt { "Balloon" } dd {
                     (if config.balloon_present { "present" } else { "absent" })
                     ", stats period " (config.stats_period_secs.map_or("off".to_string(), |s| format!("{s} s")))

@@ -14,6 +14,28 @@ use crate::records::MemoryDeviceRecord;
 use crate::reports::format;
 use crate::storage::aggregates::SeriesPoint;
 
+/// The VM's virtio-mem devices as its configuration says (nothing for a VM without):
+/// the memory they can add beyond "Memory / floor", which counts the boot memory only.
+pub fn config_facts(devices: &[ballast_model::VirtioMemDevice]) -> Markup {
+    let max_kib: Option<u64> = devices
+        .iter()
+        .map(|d| d.max_size_kib)
+        .try_fold(0u64, |sum, max| Some(sum.saturating_add(max?)));
+    html! {
+        @if !devices.is_empty() {
+            dt { "virtio-mem" } dd {
+                "up to " (kib(max_kib)) " more than the memory above, in "
+                (devices.len()) (if devices.len() == 1 { " device" } else { " devices" }) ": "
+                @for (i, device) in devices.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (device.id) } " (node " (device.node.map_or("-".to_string(), |n| n.to_string()))
+                    ", block " (kib(device.block_size_kib)) ", up to " (kib(device.max_size_kib)) ")"
+                }
+            }
+        }
+    }
+}
+
 /// The most resizes the VM page reads, marks and lists.
 pub const VM_LISTED: i64 = 200;
 
@@ -178,5 +200,25 @@ mod tests {
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"), "{html}");
         assert!(html.contains("class=\"stuck\""), "{html}");
+    }
+
+    #[test]
+    fn the_config_facts_say_what_virtio_mem_adds_and_escape_the_device_id() {
+        assert!(config_facts(&[]).into_string().is_empty());
+        let device = |id: &str, max_mib: u64| ballast_model::VirtioMemDevice {
+            id: id.into(),
+            node: Some(0),
+            block_size_kib: Some(2048),
+            max_size_kib: Some(max_mib * 1024),
+            ..ballast_model::VirtioMemDevice::default()
+        };
+        let html =
+            config_facts(&[device("virtiomem0", 512), device("<b>x</b>", 256)]).into_string();
+        assert!(html.contains("up to 768 MiB more"), "{html}");
+        assert!(html.contains("2 devices"), "{html}");
+        assert!(
+            html.contains("&lt;b&gt;x&lt;/b&gt;") && !html.contains("<b>x"),
+            "{html}"
+        );
     }
 }
