@@ -5,6 +5,9 @@
 //! 1. [`Fleet::apply_poll`] with a fresh `Vec<(DomainId, BalloonSample)>` of all VMs
 //!    (all 14 balloon figures present, values moving), minute rollups taken and
 //!    dropped, [`Fleet::set_config`] for every VM that appeared;
+//!    then the risk step and the guard step of every sampled VM
+//!    ([`Fleet::observe_pressure`], [`Fleet::decide_guard`] in `observe`: their windows
+//!    of 12 points, episodes and guard state), their events dropped;
 //! 2. balloon-change events for 2 % of the VMs per poll ([`Fleet::apply_balloon_change`]);
 //! 3. serial capture: [`Capture::poll_serial`] for every VM on its own console log
 //!    file (a boot log of `--boot-log-bytes` written at setup, then one new line for
@@ -138,6 +141,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut rss_after_hour = 0;
     let mut leak_samples: Vec<(u64, u64)> = Vec::new();
+    let guard_settings = ballast_agent::guard::GuardSettings::default();
+    let mut guard_host = ballast_agent::guard::HostGuard::default();
     for poll in 1..=total_polls {
         let at = base + Duration::from_secs(poll * POLL_SECS);
         if poll % churn_every == 0 {
@@ -165,6 +170,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 _ => {}
             }
         }
+        drop(fleet.observe_pressure(at));
+        drop(fleet.decide_guard(at, &guard_settings, &mut guard_host, Some(64 << 20)));
         drop(fleet.take_finished_rollups());
         for vm in &mut vms {
             if rng.u32(..100) < 2 {
