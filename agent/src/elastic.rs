@@ -26,6 +26,9 @@ use crate::history::epoch_secs;
 use crate::hypervisor::virtio_mem::{plausible, MAX_DEVICES};
 use crate::wire::epoch_ms;
 
+pub mod onlined;
+pub use onlined::{GuestView, OnlineChange};
+
 /// `elastic.converge_timeout_secs`' default.
 pub const DEFAULT_CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Polls in a row without progress that make an unmet request stuck.
@@ -137,6 +140,8 @@ pub struct VmElastic {
     tokens: u32,
     refilled_at: Option<SystemTime>,
     suppressed: u64,
+    /// Plugged but not onlined ([`onlined`]).
+    online: onlined::OnlineWatch,
 }
 
 impl VmElastic {
@@ -150,7 +155,39 @@ impl VmElastic {
             tokens: EVENT_BURST,
             refilled_at: None,
             suppressed: 0,
+            online: onlined::OnlineWatch::default(),
         }
+    }
+
+    /// The guest's side of the poll just observed (its MemTotal and what the balloon
+    /// holds; `plugged_kib` is ignored: the devices' sum is this state's): whether
+    /// plugged memory is not onlined ([`onlined`]).
+    pub fn observe_guest(
+        &mut self,
+        at: SystemTime,
+        view: GuestView,
+        converge_timeout: Duration,
+    ) -> Option<OnlineChange> {
+        let plugged_kib = self.totals().plugged_kib?;
+        self.online.observe(
+            at,
+            GuestView {
+                plugged_kib,
+                ..view
+            },
+            converge_timeout,
+        )
+    }
+
+    /// KiB of plugged memory the guest has not onlined past the timeout; None when
+    /// all of it is onlined (or nothing could be told).
+    pub fn not_onlined_kib(&self) -> Option<u64> {
+        self.online.not_onlined_kib()
+    }
+
+    /// The guest rebooted: its MemTotal is a new kernel's, the comparison starts over.
+    pub fn guest_rebooted(&mut self) -> Option<OnlineChange> {
+        self.online.reset()
     }
 
     /// The devices at the last poll or event, with their stuck state.
