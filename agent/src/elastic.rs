@@ -16,7 +16,7 @@
 //! with a device have any of this (the fleet's `VmState::elastic` is None otherwise).
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballast_model::{
     MemoryDeviceChange, ResizePhase, VirtioMemDevice, VirtioMemRollup, VirtioMemTotals, VmRef,
@@ -24,6 +24,7 @@ use ballast_model::{
 
 use crate::history::epoch_secs;
 use crate::hypervisor::virtio_mem::{plausible, MAX_DEVICES};
+use crate::hypervisor::BalloonSample;
 use crate::wire::epoch_ms;
 
 pub mod onlined;
@@ -159,35 +160,36 @@ impl VmElastic {
         }
     }
 
-    /// The guest's side of the poll just observed (its MemTotal and what the balloon
-    /// holds; `plugged_kib` is ignored: the devices' sum is this state's): whether
-    /// plugged memory is not onlined ([`onlined`]).
-    pub fn observe_guest(
+    /// The guest's side of the poll just observed ([`onlined`]): its MemTotal and what
+    /// the balloon holds out of it (nothing with `deflate_on_oom`: its pages stay in
+    /// MemTotal). Nothing is told from a sample without MemTotal, a guest report time
+    /// or, without deflate-on-oom, the balloon's figures.
+    pub fn observe_sample(
         &mut self,
         at: SystemTime,
-        view: GuestView,
+        sample: &BalloonSample,
+        deflate_on_oom: bool,
         converge_timeout: Duration,
     ) -> Option<OnlineChange> {
-        let plugged_kib = self.totals().plugged_kib?;
-        self.online.observe(
-            at,
-            GuestView {
-                plugged_kib,
-                ..view
-            },
-            converge_timeout,
-        )
+        let balloon_held_kib = if deflate_on_oom {
+            0
+        } else {
+            sample.maximum_kib?.saturating_sub(sample.actual_kib?)
+        };
+        let view = GuestView {
+            plugged_kib: self.totals().plugged_kib?,
+            mem_total_kib: sample.available_kib.filter(|kib| *kib > 0)?,
+            balloon_held_kib,
+            reported_at: UNIX_EPOCH
+                + Duration::from_secs(sample.last_update_epoch_secs.filter(|s| *s > 0)?),
+        };
+        self.online.observe(at, view, converge_timeout)
     }
 
     /// KiB of plugged memory the guest has not onlined past the timeout; None when
     /// all of it is onlined (or nothing could be told).
     pub fn not_onlined_kib(&self) -> Option<u64> {
         self.online.not_onlined_kib()
-    }
-
-    /// The guest rebooted: its MemTotal is a new kernel's, the comparison starts over.
-    pub fn guest_rebooted(&mut self) -> Option<OnlineChange> {
-        self.online.reset()
     }
 
     /// The devices at the last poll or event, with their stuck state.

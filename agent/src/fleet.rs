@@ -83,12 +83,10 @@ pub enum Change {
         change: Box<ballast_model::MemoryDeviceChange>,
         at: SystemTime,
     },
-    /// Plugged virtio-mem memory the guest has not onlined past the timeout
-    /// (`Some(KiB)`), or that memory onlined or unplugged at last (`None`)
-    /// ([`crate::elastic::onlined`]): the audit's `virtio_mem_not_onlined`.
+    /// Plugged virtio-mem memory not onlined, or onlined at last.
     VirtioMemOnline {
         id: DomainId,
-        not_onlined_kib: Option<u64>,
+        change: crate::elastic::OnlineChange,
     },
 }
 
@@ -330,11 +328,12 @@ impl VmState {
         Some(rollup)
     }
 
-    /// One poll's virtio-mem devices (none read: nothing changes); the resize events.
+    /// One poll's virtio-mem devices (none read: nothing changes) and its sample; the
+    /// resize events and the onlining's (docs/elastic.md).
     fn observe_virtio_mem(
         &mut self,
         at: SystemTime,
-        devices: Vec<ballast_model::VirtioMemDevice>,
+        (devices, sample): (Vec<ballast_model::VirtioMemDevice>, &BalloonSample),
         history_capacity: usize,
         converge_timeout: Duration,
         changes: &mut Vec<Change>,
@@ -343,6 +342,7 @@ impl VmState {
             return;
         }
         let vm = crate::wire::vm_ref(&self.id);
+        let deflate = self.config.as_ref().and_then(|c| c.deflate_on_oom) == Some(true);
         let elastic = self
             .elastic
             .get_or_insert_with(|| Box::new(VmElastic::new(history_capacity)));
@@ -356,43 +356,9 @@ impl VmState {
                     at,
                 }),
         );
-    }
-
-    /// Whether the memory this poll's devices plugged is in the guest's MemTotal
-    /// ([`crate::elastic::onlined`]); nothing without a fresh-enough guest report.
-    fn observe_onlined(
-        &mut self,
-        at: SystemTime,
-        sample: &BalloonSample,
-        converge_timeout: Duration,
-        changes: &mut Vec<Change>,
-    ) {
-        let (Some(elastic), Some(mem_total_kib), Some(reported)) = (
-            self.elastic.as_mut(),
-            sample.available_kib.filter(|kib| *kib > 0),
-            sample.last_update_epoch_secs.filter(|secs| *secs > 0),
-        ) else {
-            return;
-        };
-        // A balloon without deflate-on-oom takes its pages out of MemTotal; with it,
-        // they stay in. Unknown figures: nothing can be told this poll.
-        let deflate_on_oom = self.config.as_ref().and_then(|c| c.deflate_on_oom) == Some(true);
-        let balloon_held_kib = if deflate_on_oom {
-            0
-        } else {
-            match (sample.maximum_kib, sample.actual_kib) {
-                (Some(maximum), Some(actual)) => maximum.saturating_sub(actual),
-                _ => return,
-            }
-        };
-        let view = crate::elastic::GuestView {
-            plugged_kib: 0,
-            mem_total_kib,
-            balloon_held_kib,
-            reported_at: std::time::UNIX_EPOCH + Duration::from_secs(reported),
-        };
-        if let Some(change) = elastic.observe_guest(at, view, converge_timeout) {
-            changes.push(online_change(&self.id, change));
+        if let Some(change) = elastic.observe_sample(at, sample, deflate, converge_timeout) {
+            let id = self.id.clone();
+            changes.push(Change::VirtioMemOnline { id, change });
         }
     }
 
@@ -519,17 +485,13 @@ impl Fleet {
             if let Some(rollup) = vm.roll(at, &sample) {
                 self.finished_rollups.push(rollup);
             }
-            let observed_devices = !virtio_mem.is_empty();
             vm.observe_virtio_mem(
                 at,
-                virtio_mem,
+                (virtio_mem, &sample),
                 capacity,
                 self.converge_timeout,
                 &mut changes,
             );
-            if observed_devices {
-                vm.observe_onlined(at, &sample, self.converge_timeout, &mut changes);
-            }
             vm.last_sample = Some(sample);
         }
         let gone: Vec<String> = self
@@ -634,10 +596,7 @@ impl Fleet {
                 reason: SuspectReason::OomKillCounter,
             }),
             (Some(before), Some(now)) if now < before => {
-                changes.push(Change::Rebooted(vm.id.clone()));
-                if let Some(change) = vm.elastic.as_mut().and_then(|e| e.guest_rebooted()) {
-                    changes.push(online_change(&vm.id, change));
-                }
+                changes.push(Change::Rebooted(vm.id.clone()))
             }
             _ => {}
         }
@@ -765,16 +724,6 @@ impl Fleet {
     /// Rollups of minutes that ended (their VM was sampled in a later minute, or went away).
     pub fn take_finished_rollups(&mut self) -> Vec<BalloonRollup> {
         std::mem::take(&mut self.finished_rollups)
-    }
-}
-
-fn online_change(id: &DomainId, change: crate::elastic::OnlineChange) -> Change {
-    Change::VirtioMemOnline {
-        id: id.clone(),
-        not_onlined_kib: match change {
-            crate::elastic::OnlineChange::NotOnlined(kib) => Some(kib),
-            crate::elastic::OnlineChange::Onlined => None,
-        },
     }
 }
 

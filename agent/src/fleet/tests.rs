@@ -657,11 +657,8 @@ fn plugged_virtio_mem_memory_the_guest_does_not_online_is_flagged_and_cleared_fr
             vec![(id(1), poll(plugged, mem_total, actual, n * 10))],
         );
         for change in changes {
-            if let Change::VirtioMemOnline {
-                not_onlined_kib, ..
-            } = change
-            {
-                flagged.push((n, not_onlined_kib));
+            if let Change::VirtioMemOnline { change, .. } = change {
+                flagged.push((n, change.not_onlined_kib()));
             }
         }
     }
@@ -685,7 +682,7 @@ fn plugged_virtio_mem_memory_the_guest_does_not_online_is_flagged_and_cleared_fr
     assert!(
         changes.contains(&Change::VirtioMemOnline {
             id: id(1),
-            not_onlined_kib: None
+            change: crate::elastic::OnlineChange::Onlined
         }),
         "{changes:?}"
     );

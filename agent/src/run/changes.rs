@@ -86,10 +86,8 @@ impl Monitor {
                 Change::MemoryDevice { change, at, .. } => self.handle_memory_device(change, at),
                 // The audit's `virtio_mem_not_onlined` comes or goes: the collector hears
                 // of it with the inventory.
-                Change::VirtioMemOnline {
-                    not_onlined_kib, ..
-                } => {
-                    match not_onlined_kib {
+                Change::VirtioMemOnline { change, .. } => {
+                    match change.not_onlined_kib() {
                         Some(kib) => tracing::warn!(
                             not_onlined_kib = kib,
                             "virtio-mem memory plugged but not onlined: the guest's MemTotal did not take it in."
