@@ -5,7 +5,9 @@
 //! mapped to `BalloonSample`s) followed by [`Fleet::apply_poll`] (history ring,
 //! staleness, pressure checks, minute rollups, which are taken and dropped as the
 //! monitor hands them to the sink). One warm-up poll (connection, event loop,
-//! every VM "appears") is not counted.
+//! every VM "appears" and has its configuration read) is not counted. A domain with a
+//! virtio-mem device costs one more call per poll, its live XML
+//! (`virtio_mem_domains=` in the result line says how many there were).
 //!
 //! Prints per-poll wall time, per-poll CPU time (`getrusage(RUSAGE_SELF)` user+sys
 //! over the timed polls / POLLS, all threads of the process, libvirt's event-loop
@@ -44,8 +46,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let mut fleet = Fleet::new(history_capacity);
 
-    // Warm-up: connects, starts libvirt's event loop, every VM appears in the fleet.
+    // Warm-up: connects, starts libvirt's event loop, every VM appears in the fleet
+    // and its configuration is read, as the monitor does when a VM appears (a domain
+    // with a virtio-mem device then has its live XML read at every poll).
     let samples = hypervisor.balloon_samples()?;
+    let mut n_virtio_mem = 0;
+    for (id, _) in &samples {
+        if hypervisor
+            .domain_config(id)
+            .is_ok_and(|config| !config.virtio_mem.is_empty())
+        {
+            n_virtio_mem += 1;
+        }
+    }
     let mut min_domains = samples.len();
     let mut max_domains = samples.len();
     let n_fields: usize = samples
@@ -73,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         |duration: std::time::Duration| duration.as_secs_f64() * 1000.0 / f64::from(polls);
     println!(
         "RESULT impl=agent polls={polls} domains={min_domains}..{max_domains} \
-         fields_first_poll={n_fields} cpu_ms_per_poll={:.3} wall_ms_per_poll={:.3} \
+         fields_first_poll={n_fields} virtio_mem_domains={n_virtio_mem} cpu_ms_per_poll={:.3} wall_ms_per_poll={:.3} \
          rss_kib={} rss_anon_kib={} hwm_kib={} fleet_vms={} history_capacity={history_capacity}",
         per_poll_ms(cpu),
         per_poll_ms(wall),

@@ -17,6 +17,9 @@ pub struct Observed {
     pub stats_stale: bool,
     /// The balloon answers but the guest never sent stats (`VmState::stats_unreported`).
     pub stats_unreported: bool,
+    /// A virtio-mem device plugged memory the guest did not online
+    /// ([`crate::elastic::onlined`]).
+    pub virtio_mem_not_onlined: bool,
 }
 
 impl Observed {
@@ -25,6 +28,10 @@ impl Observed {
         Self {
             stats_stale: vm.stale,
             stats_unreported: vm.stats_unreported,
+            virtio_mem_not_onlined: vm
+                .elastic
+                .as_ref()
+                .is_some_and(|elastic| elastic.not_onlined_kib().is_some()),
             ..Self::default()
         }
     }
@@ -56,6 +63,9 @@ pub fn audit(config: &DomainConfig, observed: Observed) -> Vec<Finding> {
         .is_some_and(cmdline_hides_oom_reports);
     if cmdline_hides || observed.partial_reports_seen {
         findings.push(Finding::ConsoleHidesOomReports);
+    }
+    if observed.virtio_mem_not_onlined {
+        findings.push(Finding::VirtioMemNotOnlined);
     }
     findings.sort();
     findings
@@ -267,6 +277,20 @@ mod tests {
         assert!(!balloon("")
             .iter()
             .any(|name| name == "free_page_reporting_on"));
+    }
+
+    #[test]
+    fn plugged_memory_not_onlined_is_a_finding_of_its_own() {
+        let observed = Observed {
+            virtio_mem_not_onlined: true,
+            ..Observed::default()
+        };
+        assert_eq!(
+            finding_names(&well_configured(), observed),
+            ["free_page_reporting_on", "virtio_mem_not_onlined"]
+        );
+        assert!(!finding_names(&well_configured(), Observed::default())
+            .contains(&"virtio_mem_not_onlined".to_string()));
     }
 
     #[test]

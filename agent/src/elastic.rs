@@ -16,7 +16,7 @@
 //! with a device have any of this (the fleet's `VmState::elastic` is None otherwise).
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballast_model::{
     MemoryDeviceChange, ResizePhase, VirtioMemDevice, VirtioMemRollup, VirtioMemTotals, VmRef,
@@ -24,7 +24,11 @@ use ballast_model::{
 
 use crate::history::epoch_secs;
 use crate::hypervisor::virtio_mem::{plausible, MAX_DEVICES};
+use crate::hypervisor::BalloonSample;
 use crate::wire::epoch_ms;
+
+pub mod onlined;
+pub use onlined::{GuestView, OnlineChange};
 
 /// `elastic.converge_timeout_secs`' default.
 pub const DEFAULT_CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -137,6 +141,8 @@ pub struct VmElastic {
     tokens: u32,
     refilled_at: Option<SystemTime>,
     suppressed: u64,
+    /// Plugged but not onlined ([`onlined`]).
+    online: onlined::OnlineWatch,
 }
 
 impl VmElastic {
@@ -150,7 +156,40 @@ impl VmElastic {
             tokens: EVENT_BURST,
             refilled_at: None,
             suppressed: 0,
+            online: onlined::OnlineWatch::default(),
         }
+    }
+
+    /// The guest's side of the poll just observed ([`onlined`]): its MemTotal and what
+    /// the balloon holds out of it (nothing with `deflate_on_oom`: its pages stay in
+    /// MemTotal). Nothing is told from a sample without MemTotal, a guest report time
+    /// or, without deflate-on-oom, the balloon's figures.
+    pub fn observe_sample(
+        &mut self,
+        at: SystemTime,
+        sample: &BalloonSample,
+        deflate_on_oom: bool,
+        converge_timeout: Duration,
+    ) -> Option<OnlineChange> {
+        let balloon_held_kib = if deflate_on_oom {
+            0
+        } else {
+            sample.maximum_kib?.saturating_sub(sample.actual_kib?)
+        };
+        let view = GuestView {
+            plugged_kib: self.totals().plugged_kib?,
+            mem_total_kib: sample.available_kib.filter(|kib| *kib > 0)?,
+            balloon_held_kib,
+            reported_at: UNIX_EPOCH
+                + Duration::from_secs(sample.last_update_epoch_secs.filter(|s| *s > 0)?),
+        };
+        self.online.observe(at, view, converge_timeout)
+    }
+
+    /// KiB of plugged memory the guest has not onlined past the timeout; None when
+    /// all of it is onlined (or nothing could be told).
+    pub fn not_onlined_kib(&self) -> Option<u64> {
+        self.online.not_onlined_kib()
     }
 
     /// The devices at the last poll or event, with their stuck state.

@@ -85,6 +85,11 @@ pub enum Change {
         change: Box<ballast_model::MemoryDeviceChange>,
         at: SystemTime,
     },
+    /// Plugged virtio-mem memory not onlined, or onlined at last.
+    VirtioMemOnline {
+        id: DomainId,
+        change: crate::elastic::OnlineChange,
+    },
 }
 
 impl Change {
@@ -101,7 +106,8 @@ impl Change {
             | Change::NearMiss { id, .. }
             | Change::BalloonMoved { id, .. }
             | Change::Pressure { id, .. }
-            | Change::MemoryDevice { id, .. } => id,
+            | Change::MemoryDevice { id, .. }
+            | Change::VirtioMemOnline { id, .. } => id,
         }
     }
 }
@@ -324,11 +330,12 @@ impl VmState {
         Some(rollup)
     }
 
-    /// One poll's virtio-mem devices (none read: nothing changes); the resize events.
+    /// One poll's virtio-mem devices (none read: nothing changes) and its sample; the
+    /// resize events and the onlining's (docs/elastic.md).
     fn observe_virtio_mem(
         &mut self,
         at: SystemTime,
-        devices: Vec<ballast_model::VirtioMemDevice>,
+        (devices, sample): (Vec<ballast_model::VirtioMemDevice>, &BalloonSample),
         history_capacity: usize,
         converge_timeout: Duration,
         changes: &mut Vec<Change>,
@@ -337,6 +344,7 @@ impl VmState {
             return;
         }
         let vm = crate::wire::vm_ref(&self.id);
+        let deflate = self.config.as_ref().and_then(|c| c.deflate_on_oom) == Some(true);
         let elastic = self
             .elastic
             .get_or_insert_with(|| Box::new(VmElastic::new(history_capacity)));
@@ -350,6 +358,10 @@ impl VmState {
                     at,
                 }),
         );
+        if let Some(change) = elastic.observe_sample(at, sample, deflate, converge_timeout) {
+            let id = self.id.clone();
+            changes.push(Change::VirtioMemOnline { id, change });
+        }
     }
 
     /// Reads this poll's risk; the episode event it makes, as a change.
@@ -477,7 +489,7 @@ impl Fleet {
             }
             vm.observe_virtio_mem(
                 at,
-                virtio_mem,
+                (virtio_mem, &sample),
                 capacity,
                 self.converge_timeout,
                 &mut changes,

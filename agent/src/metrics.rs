@@ -144,7 +144,7 @@ fn kib(value: Option<u64>) -> Option<u64> {
 }
 
 /// The per-VM gauges, in the order of the exposition.
-const VM_GAUGES: [VmGauge; 10] = [
+const VM_GAUGES: [VmGauge; 11] = [
     (
         "ballast_vm_balloon_actual_bytes",
         "Memory the balloon leaves the guest (libvirt balloon.current).",
@@ -189,6 +189,15 @@ const VM_GAUGES: [VmGauge; 10] = [
         "ballast_vm_pressure_risk",
         "Guest memory pressure risk: 0 ok, 1 elevated, 2 critical; no series when the VM has no pressure signals (unknown).",
         |vm| vm.risk.level().map(|level| u64::from(crate::pressure::risk::rank(level))),
+    ),
+    (
+        "ballast_vm_virtio_mem_not_onlined_bytes",
+        "virtio-mem memory plugged but not in the guest's MemTotal past elastic.converge_timeout_secs (not onlined); 0 when all is onlined, no series for a VM without virtio-mem.",
+        |vm| {
+            vm.elastic
+                .as_ref()
+                .map(|elastic| elastic.not_onlined_kib().unwrap_or(0).saturating_mul(1024))
+        },
     ),
     (
         "ballast_vm_pressure_exhaustion_seconds",

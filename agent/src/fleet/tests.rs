@@ -624,3 +624,68 @@ fn the_converge_timeout_comes_from_the_settings() {
     }
     assert_eq!(stuck_at, Some(3), "15 s after 10 s is the poll at 30 s");
 }
+
+/// The device plugs 256 MiB at 10 s and the guest's MemTotal never takes them in, its
+/// reports fresh every poll: flagged once, at the first poll 60 s after the plug, with
+/// the audit's finding; the host inflating the balloon by 64 MiB meanwhile (no
+/// deflate-on-oom: MemTotal falls by as much) changes nothing. Onlined at last: cleared.
+#[test]
+fn plugged_virtio_mem_memory_the_guest_does_not_online_is_flagged_and_cleared_from_the_polls() {
+    let mut fleet = Fleet::new(360);
+    let poll = |plugged_mib: u64, mem_total_kib: u64, actual_kib: u64, secs: u64| {
+        let secs_epoch = at(secs)
+            .duration_since(UNIX_EPOCH)
+            .expect("after the epoch")
+            .as_secs();
+        BalloonSample {
+            available_kib: Some(mem_total_kib),
+            actual_kib: Some(actual_kib),
+            last_update_epoch_secs: Some(secs_epoch),
+            ..with_virtio_mem(plugged_mib, plugged_mib)
+        }
+    };
+    let total = 468_416;
+    let mut flagged = Vec::new();
+    for n in 0..=9u64 {
+        let (plugged, mem_total, actual) = match n {
+            0 => (0, total, 524_288),
+            1..=4 => (256, total, 524_288),
+            _ => (256, total - 65_536, 524_288 - 65_536),
+        };
+        let changes = fleet.apply_poll(
+            at(n * 10),
+            vec![(id(1), poll(plugged, mem_total, actual, n * 10))],
+        );
+        for change in changes {
+            if let Change::VirtioMemOnline { change, .. } = change {
+                flagged.push((n, change.not_onlined_kib()));
+            }
+        }
+    }
+    assert_eq!(flagged, [(7, Some(256 * 1024))]);
+    let vm = fleet.get(&id(1).uuid).expect("tracked");
+    let findings = crate::audit::finding_names(
+        &crate::hypervisor::DomainConfig::default(),
+        crate::audit::Observed::from_fleet(vm),
+    );
+    assert!(
+        findings.contains(&"virtio_mem_not_onlined".to_string()),
+        "{findings:?}"
+    );
+    let changes = fleet.apply_poll(
+        at(100),
+        vec![(
+            id(1),
+            poll(256, total - 65_536 + 250 * 1024, 524_288 - 65_536, 100),
+        )],
+    );
+    assert!(
+        changes.contains(&Change::VirtioMemOnline {
+            id: id(1),
+            change: crate::elastic::OnlineChange::Onlined
+        }),
+        "{changes:?}"
+    );
+    let vm = fleet.get(&id(1).uuid).expect("tracked");
+    assert!(!crate::audit::Observed::from_fleet(vm).virtio_mem_not_onlined);
+}

@@ -479,6 +479,16 @@ fn virtio_mem_devices_are_gauges_per_device_and_a_vm_without_has_no_series() {
         1.0
     );
     assert!(!text.contains("ballast_vm_virtio_mem_plugged_bytes{vm_uuid=\"3f2a\""));
+    // Per VM, not per device: nothing is known to be left offline (the guest sent no
+    // MemTotal), and the VM without virtio-mem has no series.
+    assert_eq!(
+        value(
+            &text,
+            "ballast_vm_virtio_mem_not_onlined_bytes{vm_uuid=\"5d1c\",vm_name=\"elastic\"}"
+        ),
+        0.0
+    );
+    assert!(!text.contains("ballast_vm_virtio_mem_not_onlined_bytes{vm_uuid=\"3f2a\""));
     assert_eq!(
         value(&text, "ballast_agent_memory_device_events_suppressed_total"),
         0.0

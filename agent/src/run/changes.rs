@@ -84,6 +84,18 @@ impl Monitor {
                 }
                 Change::Pressure { id, episode } => self.handle_pressure(&id, episode),
                 Change::MemoryDevice { change, at, .. } => self.handle_memory_device(change, at),
+                // The audit's `virtio_mem_not_onlined` comes or goes: the collector hears
+                // of it with the inventory.
+                Change::VirtioMemOnline { change, .. } => {
+                    match change.not_onlined_kib() {
+                        Some(kib) => tracing::warn!(
+                            not_onlined_kib = kib,
+                            "virtio-mem memory plugged but not onlined: the guest's MemTotal did not take it in."
+                        ),
+                        None => tracing::info!("virtio-mem memory onlined (or unplugged) at last."),
+                    }
+                    self.inventory_dirty = true;
+                }
                 Change::BalloonMoved {
                     id,
                     actual_kib,

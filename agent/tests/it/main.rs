@@ -23,3 +23,4 @@ mod pressure_real_vm;
 mod proxmox_backend;
 mod reload;
 mod stats_path_real_vm;
+mod virtio_mem_online_real_vm;

@@ -42,6 +42,9 @@ pub fn finding_text(finding: AuditFinding) -> &'static str {
         AuditFinding::FreePageReportingUnknown => {
             "Whether the balloon reports free pages could not be read."
         }
+        AuditFinding::VirtioMemNotOnlined => {
+            "A virtio-mem device plugged memory the guest did not online: the host gave it, the guest cannot use it."
+        }
         AuditFinding::Unknown => "Unrecognised finding.",
     }
 }
@@ -70,6 +73,9 @@ pub fn figures_meaning(finding: AuditFinding) -> Option<&'static str> {
         }
         AuditFinding::FreePageReportingUnknown => {
             "Whether QEMU's RSS for the VM follows the guest's use or its peak is not known."
+        }
+        AuditFinding::VirtioMemNotOnlined => {
+            "The virtio-mem plugged size overstates the guest's memory: MemTotal lacks the memory not onlined, and so would the guest in an OOM; the counterfactual's \"blocks back\" cannot help a guest that does not online them."
         }
         AuditFinding::DeflateOnOomOff
         | AuditFinding::NoGuestAgentChannel

@@ -285,6 +285,10 @@ vocabulary! {
         FreePageReportingOff = "free_page_reporting_off",
         /// The balloon device's free page reporting could not be read.
         FreePageReportingUnknown = "free_page_reporting_unknown",
+        /// A virtio-mem device plugged memory that the guest's MemTotal did not take
+        /// in within `elastic.converge_timeout_secs`: the guest did not online it
+        /// (docs/elastic.md, "Plugged but not onlined").
+        VirtioMemNotOnlined = "virtio_mem_not_onlined",
     }
     unknown_is_a_value = false
 }
@@ -477,7 +481,8 @@ mod tests {
     }
 
     /// The audit's names are the ones stored in every collector's `findings_json`: the
-    /// old eight unchanged, the stats path and free page reporting added.
+    /// old eight unchanged, the stats path, free page reporting and virtio-mem's
+    /// onlining added.
     #[test]
     fn audit_findings_keep_their_stored_names() {
         round_trips(
@@ -500,6 +505,7 @@ mod tests {
                 "free_page_reporting_on",
                 "free_page_reporting_off",
                 "free_page_reporting_unknown",
+                "virtio_mem_not_onlined",
             ]
         );
         assert_eq!(

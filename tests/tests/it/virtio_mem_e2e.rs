@@ -9,7 +9,8 @@
 //!   the same hog holds and the collector gets no second OOM.
 //! * Proxmox-style QEMU over QMP (Linux 6.12), the device's memory onlined to the kernel
 //!   zone: the host asks for the whole device back, plugged stops above the request;
-//!   the collector lists the agent's `stuck` event within two polls of the stall.
+//!   the collector lists the agent's `stuck` event within two polls of the stall; the
+//!   host then asks for what is plugged and the collector lists `converged`.
 //!
 //! Outside CI the tests skip loudly when the machine cannot run guests. The helpers
 //! above the tests serve `virtio_mem_proxmox_e2e` too.
@@ -299,8 +300,43 @@ fn proxmox_stuck_unplug_is_flagged_within_two_polls() {
         at_ms.saturating_sub(since_ms)
     );
 
-    // (The way back, `converged`, is left to run::elastic_tests with the fake
-    // hypervisor: after a failed unplug this guest's driver re-plugs only at its next
-    // retry, up to 50 s later.)
+    // (d) The way back: the host gives up and asks for what is plugged. The request is
+    // met at once (the guest's driver does nothing), and the agent says the stuck
+    // request `converged`. (Waiting for the guest's own retry would take up to 50 s.)
+    guest
+        .set_virtio_mem_requested_kib(VIRTIO_MEM_ID, device.plugged_kib)
+        .expect("raise the request to what is plugged");
+    let raised_ms = ballast_testvm::guard_scenario::now_ms();
+    let converged = wait_until(
+        "the collector to list the convergence",
+        Duration::from_secs(60),
+        || {
+            get_json(collector.addr, &format!("{devices}?phase=converged"))?["items"]
+                .as_array()?
+                .first()
+                .cloned()
+        },
+    );
+    assert_eq!(converged["device"], VIRTIO_MEM_ID, "{converged:#}");
+    assert_eq!(
+        converged["requested_kib"], device.plugged_kib,
+        "{converged:#}"
+    );
+    assert_eq!(
+        converged["plugged_kib"], device.plugged_kib,
+        "{converged:#}"
+    );
+    let converged_ms = converged["at_ms"].as_u64().expect("at_ms");
+    eprintln!(
+        "request raised to plugged -> converged: {} ms",
+        converged_ms.saturating_sub(raised_ms)
+    );
+    // A poll after the request went up (within two polls and a second of slack: a
+    // poll under way when it went up may have read it, or not).
+    assert!(
+        converged_ms >= raised_ms.saturating_sub(2_000)
+            && converged_ms <= raised_ms + 2 * 2_000 + 1_000,
+        "raised at {raised_ms}, converged at {converged_ms}: {converged:#}"
+    );
     let _ = std::fs::remove_dir_all(&root);
 }

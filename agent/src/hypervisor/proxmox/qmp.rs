@@ -6,7 +6,8 @@
 //! 2. `qmp_capabilities` leaves negotiation mode;
 //! 3. commands go out with an `id`; replies are matched by that `id` (they may
 //!    come in any order), asynchronous events (`{"event": ...}`) in between are
-//!    skipped;
+//!    skipped (a `MEMORY_DEVICE_SIZE_CHANGE` among them shows a size the same
+//!    conversation's `query-memory-devices` reads, or an older one: docs/elastic.md);
 //! 4. the caller drops the client: the socket closes, Proxmox's own tools
 //!    (pvestatd, `qm`) get their turn.
 //!
