@@ -35,13 +35,7 @@ impl Monitor {
         let order: Vec<DomainId> = samples.iter().map(|(id, _)| id.clone()).collect();
         let changes = self.fleet().apply_guard_poll(at, samples);
         self.handle_changes(changes);
-        if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
-            self.read_counters(&order);
-        }
-        let changes = self.fleet().observe_pressure(at);
-        self.handle_changes(changes);
-        let host = crate::hostmem::read(&self.settings.procfs_root);
-        self.guard_tick(at, host.available_kib);
+        self.risk_and_guard(at, &order);
         self.counters().guard_polls += 1;
     }
 

@@ -287,16 +287,7 @@ impl Monitor {
         };
         self.handle_changes(changes);
         self.reread_configs();
-        // Proxmox's backend reads the counters in the same QMP conversation as the stats,
-        // at no extra cost; libvirt needs a monitor command that taints the domain.
-        if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
-            self.read_counters(&order);
-        }
-        // The signals of this poll: its samples, the counters just read, fresh PSI.
-        let changes = self.fleet().observe_pressure(at);
-        self.handle_changes(changes);
-        let host = crate::hostmem::read(&self.settings.procfs_root);
-        self.guard_tick(at, host.available_kib);
+        let host = self.risk_and_guard(at, &order);
         let rollups = self.fleet().take_finished_rollups();
         for mut rollup in rollups {
             rollup.host = Some(crate::wire::wire_host(&host));
@@ -331,6 +322,27 @@ impl Monitor {
         }
     }
 
+    /// After a poll's samples (the agent's or the guard's own) went into the fleet:
+    /// the counters of the VMs in `order`, their risk, the guard step; the host's
+    /// memory as read for the guard.
+    pub(super) fn risk_and_guard(
+        &mut self,
+        at: SystemTime,
+        order: &[DomainId],
+    ) -> crate::hostmem::HostMemory {
+        // Proxmox's backend reads the counters in the same QMP conversation as the stats,
+        // at no extra cost; libvirt needs a monitor command that taints the domain.
+        if self.settings.libvirt.read_qemu_counters || self.hypervisor.backend() == "proxmox" {
+            self.read_counters(order);
+        }
+        // The signals of this poll: its samples, the counters just read, fresh PSI.
+        let changes = self.fleet().observe_pressure(at);
+        self.handle_changes(changes);
+        let host = crate::hostmem::read(&self.settings.procfs_root);
+        self.guard_tick(at, host.available_kib);
+        host
+    }
+
     /// The configurations [`Self::virtio_mem_reread`] asks for, read again.
     fn reread_configs(&mut self) {
         for (_, id) in std::mem::take(&mut self.virtio_mem_reread) {
@@ -361,7 +373,7 @@ impl Monitor {
 
     /// QEMU's counters of the polled VMs, in the bulk poll's order, every poll; a VM
     /// without a balloon is not asked, one that gave none is asked again later.
-    pub(super) fn read_counters(&mut self, order: &[DomainId]) {
+    fn read_counters(&mut self, order: &[DomainId]) {
         let now = Instant::now();
         self.no_counters_until.retain(|_, until| *until > now);
         let ids: Vec<DomainId> = {

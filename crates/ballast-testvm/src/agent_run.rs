@@ -142,6 +142,13 @@ impl AgentRun {
     }
 }
 
+impl AgentRun {
+    /// The agent's process id (to read its CPU time from `/proc/<pid>/stat`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for AgentRun {
     fn drop(&mut self) {
         let _ = self.child.kill();
