@@ -83,6 +83,128 @@ pub(crate) fn ooms_of(addr: SocketAddr, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// What [`unplug_then_oom`] saw: the unplug, the hog, and the OOM the collector stored.
+pub(crate) struct UnplugOom {
+    pub resize: vm::ResizeRun,
+    pub hog: vm::HogRun,
+    pub killed_at_ms: u64,
+    /// When the collector first listed the OOM (host epoch ms).
+    pub stored_at_ms: u64,
+    /// The collector's list item of the OOM, and its `correlation_detail`.
+    pub item: Value,
+    pub correlation: Value,
+}
+
+/// (a) The host takes the whole device back from the idle guest, the agent polls the
+/// smaller guest a few times, then the hog that needs the blocks is OOM-killed. The
+/// collector stores the OOM with the host's side of it: `host_took` names virtio-mem,
+/// the whole device unplugged, when the request went down, and that the guest would
+/// have survived with the blocks back; `verdict` keeps its balloon-only meaning; the
+/// request is in the VM's memory-device events (`vm_path`: `{host}/{uuid}`).
+pub(crate) fn unplug_then_oom<G: VirtioMemGuest>(
+    guest: &G,
+    name: &str,
+    addr: SocketAddr,
+    vm_path: impl Fn(&Value) -> String,
+) -> UnplugOom {
+    let resize = vm::resize(guest, VIRTIO_MEM_ID, 0, vm::STALL_AFTER).expect("unplug");
+    assert!(
+        matches!(resize.settled, Settled::Converged { .. }),
+        "the idle guest gave the whole device back: {resize:?}"
+    );
+    // The scenario, not a wait: the agent's samples of the smaller guest come before the kill.
+    std::thread::sleep(3 * POLL);
+    let hog = vm::hog(guest, HOG_MIB, Duration::ZERO).expect("hog");
+    let killed_at_ms = hog.killed_at_ms.expect("memhog was OOM-killed");
+    assert!(
+        hog.kill_line
+            .as_deref()
+            .is_some_and(|l| l.contains("(memhog)")),
+        "{hog:?}"
+    );
+    let item = wait_until(
+        "the collector to store the guest's OOM",
+        Duration::from_secs(120),
+        || ooms_of(addr, name).into_iter().next(),
+    );
+    let stored_at_ms = ballast_testvm::guard_scenario::now_ms();
+    let link = item["link"].as_str().expect("link").to_owned();
+    let detail = get_json(addr, &link).expect("the OOM's detail");
+    let correlation = detail["correlation_detail"].clone();
+    let took = &correlation["host_took"];
+    assert_eq!(took["verdict"], "host_took_memory", "{correlation:#}");
+    assert!(
+        took["mechanisms"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m == "virtio_mem")),
+        "{took:#}"
+    );
+    let unplugged = took["unplugged_kib"].as_u64().unwrap_or(0);
+    assert!(
+        ((DEVICE_MIB - 16) * MIB..=DEVICE_MIB * MIB).contains(&unplugged),
+        "the whole device counted as taken: {took:#}"
+    );
+    assert_eq!(took["would_have_survived"], true, "{took:#}");
+    let lowered = took["requested_lowered_at_ms"].as_i64().expect("when");
+    let requested = i64::try_from(resize.requested_at_ms).expect("ms");
+    let killed = i64::try_from(killed_at_ms).expect("ms");
+    assert!(
+        (requested - 1_000..=killed).contains(&lowered),
+        "the request went down at {requested}, the kill at {killed}: {took:#}"
+    );
+    // `verdict` keeps its balloon-only meaning: the balloon held nothing here.
+    assert_ne!(correlation["verdict"], "balloon", "{correlation:#}");
+    assert_eq!(
+        item["correlation"]["host_took"]["verdict"],
+        "host_took_memory"
+    );
+    // The resize events reached the collector too.
+    let path = vm_path(&item);
+    let requests = wait_until(
+        "the collector to list the request",
+        Duration::from_secs(60),
+        || {
+            get_json(
+                addr,
+                &format!("/api/v1/vms/{path}/memory-devices?phase=requested"),
+            )?["items"]
+                .as_array()
+                .filter(|items| !items.is_empty())
+                .cloned()
+        },
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|e| e["device"] == VIRTIO_MEM_ID && e["requested_kib"] == 0),
+        "{requests:#?}"
+    );
+    UnplugOom {
+        resize,
+        hog,
+        killed_at_ms,
+        stored_at_ms,
+        item,
+        correlation,
+    }
+}
+
+/// (b) The counterfactual: the blocks back, the same hog holds, and the collector gets
+/// no second OOM.
+pub(crate) fn blocks_back_the_hog_holds<G: VirtioMemGuest>(
+    guest: &G,
+    name: &str,
+    addr: SocketAddr,
+) {
+    let back = vm::blocks_back_then_hog(guest, VIRTIO_MEM_ID, HOG_MIB, Duration::from_secs(6))
+        .expect("blocks back then hog");
+    assert_eq!(back.resize.settled.device().plugged_kib, DEVICE_MIB * MIB);
+    assert!(back.hog.survived(), "the hog held without a kill: {back:?}");
+    // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
+    std::thread::sleep(5 * POLL);
+    assert_eq!(ooms_of(addr, name).len(), 1);
+}
+
 #[test]
 fn libvirt_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog_survives() {
     let Some(lab) = lab_or_skip(
@@ -116,89 +238,10 @@ fn libvirt_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
         },
     );
 
-    // (a) The host takes the whole device back from the idle guest; the agent polls
-    // the smaller guest a few times; then the hog that needs the blocks.
-    let resize = vm::resize(&guest, VIRTIO_MEM_ID, 0, vm::STALL_AFTER).expect("unplug");
-    assert!(
-        matches!(resize.settled, Settled::Converged { .. }),
-        "the idle guest gave the whole device back: {resize:?}"
-    );
-    // The scenario, not a wait: the agent's samples of the smaller guest come before the kill.
-    std::thread::sleep(3 * POLL);
-    let hog = vm::hog(&guest, HOG_MIB, Duration::ZERO).expect("hog");
-    let killed_at_ms = hog.killed_at_ms.expect("memhog was OOM-killed");
-    assert!(
-        hog.kill_line
-            .as_deref()
-            .is_some_and(|l| l.contains("(memhog)")),
-        "{hog:?}"
-    );
-
-    let item = wait_until(
-        "the collector to store the guest's OOM",
-        Duration::from_secs(120),
-        || ooms_of(collector.addr, guest.name()).into_iter().next(),
-    );
-    let link = item["link"].as_str().expect("link").to_owned();
-    let detail = get_json(collector.addr, &link).expect("the OOM's detail");
-    let correlation = &detail["correlation_detail"];
-    let took = &correlation["host_took"];
-    assert_eq!(took["verdict"], "host_took_memory", "{correlation:#}");
-    assert!(
-        took["mechanisms"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m == "virtio_mem")),
-        "{took:#}"
-    );
-    let unplugged = took["unplugged_kib"].as_u64().unwrap_or(0);
-    assert!(
-        unplugged >= (DEVICE_MIB - 16) * MIB,
-        "the whole device counted as taken: {took:#}"
-    );
-    assert_eq!(took["would_have_survived"], true, "{took:#}");
-    let lowered = took["requested_lowered_at_ms"].as_i64().expect("when");
-    let requested = i64::try_from(resize.requested_at_ms).expect("ms");
-    let killed = i64::try_from(killed_at_ms).expect("ms");
-    assert!(
-        (requested - 1_000..=killed).contains(&lowered),
-        "the request went down at {requested}, the kill at {killed}: {took:#}"
-    );
-    // `verdict` keeps its balloon-only meaning: the balloon held nothing here.
-    assert_ne!(correlation["verdict"], "balloon", "{correlation:#}");
-    assert_eq!(
-        item["correlation"]["host_took"]["verdict"],
-        "host_took_memory"
-    );
-    // The resize events reached the collector too.
-    let uuid = item["vm"]["uuid"].as_str().expect("uuid").to_owned();
-    let requests = wait_until(
-        "the collector to list the request",
-        Duration::from_secs(60),
-        || {
-            get_json(
-                collector.addr,
-                &format!("/api/v1/vms/{HOST}/{uuid}/memory-devices?phase=requested"),
-            )?["items"]
-                .as_array()
-                .filter(|items| !items.is_empty())
-                .cloned()
-        },
-    );
-    assert!(
-        requests
-            .iter()
-            .any(|e| e["device"] == VIRTIO_MEM_ID && e["requested_kib"] == 0),
-        "{requests:#?}"
-    );
-
-    // (b) The counterfactual: the blocks back, the same hog holds, no second OOM.
-    let back = vm::blocks_back_then_hog(&guest, VIRTIO_MEM_ID, HOG_MIB, Duration::from_secs(6))
-        .expect("blocks back then hog");
-    assert_eq!(back.resize.settled.device().plugged_kib, DEVICE_MIB * MIB);
-    assert!(back.hog.survived(), "the hog held without a kill: {back:?}");
-    // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
-    std::thread::sleep(5 * POLL);
-    assert_eq!(ooms_of(collector.addr, guest.name()).len(), 1);
+    unplug_then_oom(&guest, guest.name(), collector.addr, |item| {
+        format!("{HOST}/{}", item["vm"]["uuid"].as_str().unwrap_or_default())
+    });
+    blocks_back_the_hog_holds(&guest, guest.name(), collector.addr);
     let _ = std::fs::remove_dir_all(&root);
 }
 

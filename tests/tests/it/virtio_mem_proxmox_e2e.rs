@@ -38,8 +38,8 @@ use ballast_testvm::virtio_mem_scenario as vm;
 use ballast_testvm::{lab_or_skip, GuestKernel, ProxmoxSpec, VIRTIO_MEM_ID};
 
 use crate::virtio_mem_e2e::{
-    device_spec, get_json, ooms_of, wait_plugged_at_boot, BOOT_MIB, BOOT_TIMEOUT, DEVICE_MIB,
-    HOG_MIB, MIB, POLL,
+    blocks_back_the_hog_holds, device_spec, unplug_then_oom, wait_plugged_at_boot, UnplugOom,
+    BOOT_MIB, BOOT_TIMEOUT, DEVICE_MIB, MIB,
 };
 
 /// AgentRun's host id.
@@ -99,57 +99,23 @@ fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
 
     // (a) The host takes the whole device back from the idle guest over QMP; the agent
     // polls the smaller guest a few times; then the hog that needs the blocks.
-    let resize = vm::resize(&guest, VIRTIO_MEM_ID, 0, vm::STALL_AFTER).expect("unplug");
-    assert!(
-        matches!(resize.settled, Settled::Converged { .. }),
-        "the idle guest gave the whole device back: {resize:?}"
-    );
-    // The scenario, not a wait: the agent's samples of the smaller guest come before the kill.
-    std::thread::sleep(3 * POLL);
-    let hog = vm::hog(&guest, HOG_MIB, Duration::ZERO).expect("hog");
-    let killed_at_ms = hog.killed_at_ms.expect("memhog was OOM-killed");
-    assert!(
-        hog.kill_line
-            .as_deref()
-            .is_some_and(|l| l.contains("(memhog)")),
-        "{hog:?}"
-    );
-
-    let item = wait_until(
-        "the collector to store the guest's OOM",
-        Duration::from_secs(120),
-        || ooms_of(collector.addr, guest.name()).into_iter().next(),
-    );
-    let stored_after = Duration::from_millis(now_ms().saturating_sub(killed_at_ms));
+    let UnplugOom {
+        resize,
+        hog,
+        killed_at_ms,
+        stored_at_ms,
+        item,
+        correlation,
+    } = unplug_then_oom(&guest, guest.name(), collector.addr, |_| {
+        format!("{HOST}/{VMID}")
+    });
+    let stored_after = Duration::from_millis(stored_at_ms.saturating_sub(killed_at_ms));
     assert_eq!(item["vm"]["uuid"], VMID.to_string(), "{item:#}");
-    let link = item["link"].as_str().expect("link").to_owned();
-    let detail = get_json(collector.addr, &link).expect("the OOM's detail");
-    let correlation = &detail["correlation_detail"];
-    let took = &correlation["host_took"];
-    assert_eq!(took["verdict"], "host_took_memory", "{correlation:#}");
+    // Only virtio-mem: the balloon sat at its maximum.
     assert_eq!(
-        took["mechanisms"],
+        correlation["host_took"]["mechanisms"],
         serde_json::json!(["virtio_mem"]),
-        "{took:#}"
-    );
-    let unplugged = took["unplugged_kib"].as_u64().unwrap_or(0);
-    assert!(
-        ((DEVICE_MIB - 16) * MIB..=DEVICE_MIB * MIB).contains(&unplugged),
-        "the whole device counted as taken: {took:#}"
-    );
-    assert_eq!(took["would_have_survived"], true, "{took:#}");
-    let lowered = took["requested_lowered_at_ms"].as_i64().expect("when");
-    let requested = i64::try_from(resize.requested_at_ms).expect("ms");
-    let killed = i64::try_from(killed_at_ms).expect("ms");
-    assert!(
-        (requested - 1_000..=killed).contains(&lowered),
-        "the request went down at {requested}, the kill at {killed}: {took:#}"
-    );
-    // `verdict` keeps its balloon-only meaning: the balloon held nothing here.
-    assert_ne!(correlation["verdict"], "balloon", "{correlation:#}");
-    assert_eq!(
-        item["correlation"]["host_took"]["verdict"],
-        "host_took_memory"
+        "{correlation:#}"
     );
     // The report came through the guest agent (the harness holds the serial socket),
     // once: the agent's journal has one OOM event for the VM.
@@ -159,35 +125,8 @@ fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
         journal_ooms[0]["source"], "guest_agent",
         "{journal_ooms:#?}"
     );
-    // The resize event reached the collector too.
-    let requests = wait_until(
-        "the collector to list the request",
-        Duration::from_secs(60),
-        || {
-            get_json(
-                collector.addr,
-                &format!("/api/v1/vms/{HOST}/{VMID}/memory-devices?phase=requested"),
-            )?["items"]
-                .as_array()
-                .filter(|items| !items.is_empty())
-                .cloned()
-        },
-    );
-    assert!(
-        requests
-            .iter()
-            .any(|e| e["device"] == VIRTIO_MEM_ID && e["requested_kib"] == 0),
-        "{requests:#?}"
-    );
-
     // (b) The counterfactual: the blocks back, the same hog holds, no second OOM.
-    let back = vm::blocks_back_then_hog(&guest, VIRTIO_MEM_ID, HOG_MIB, Duration::from_secs(6))
-        .expect("blocks back then hog");
-    assert_eq!(back.resize.settled.device().plugged_kib, DEVICE_MIB * MIB);
-    assert!(back.hog.survived(), "the hog held without a kill: {back:?}");
-    // The scenario, not a wait: time for a second OOM to reach the collector, were there one.
-    std::thread::sleep(5 * POLL);
-    assert_eq!(ooms_of(collector.addr, guest.name()).len(), 1);
+    blocks_back_the_hog_holds(&guest, guest.name(), collector.addr);
     let log = agent.log_text();
     let suspicions: Vec<&str> = log
         .lines()
