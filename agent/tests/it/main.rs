@@ -23,4 +23,5 @@ mod pressure_real_vm;
 mod proxmox_backend;
 mod reload;
 mod stats_path_real_vm;
+mod status_agent;
 mod virtio_mem_online_real_vm;

@@ -9,42 +9,16 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ballast_testenv::wait_until_showing;
 use ballast_testvm::{lab_or_skip, GuestSpec};
 use serde_json::Value;
 
+use crate::status_agent::{vm_status, StatusAgent};
+
 const MIB: u64 = 1024;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn state_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("ballast-agent-stats-path-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("state dir");
-    dir
-}
-
-/// The agent's status line of the VM named `name`.
-fn vm_status(dir: &Path, name: &str) -> Option<Value> {
-    let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
-    let status: Value = serde_json::from_str(&text).ok()?;
-    status["vms"]
-        .as_array()?
-        .iter()
-        .find(|vm| vm["name"] == name)
-        .cloned()
-}
 
 fn findings(vm: &Value) -> Vec<String> {
     vm["findings"]
@@ -96,28 +70,9 @@ fn a_guest_without_the_balloon_driver_is_named_silent_not_stale() {
         .wait_serial("lab-init: virtio_balloon skipped", Duration::from_secs(5))
         .expect("the guest runs without virtio_balloon");
 
-    let dir = state_dir();
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir: {dir}\npoll_interval_secs: 2\nhost_id: test-host\njournal_file: {dir}/journal.jsonl\n",
-            dir = dir.display()
-        ),
-    )
-    .expect("config written");
-    let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
     let started = Instant::now();
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("BALLAST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ballast-agent starts"),
-    );
+    let agent = StatusAgent::start("stats-path", "");
+    let dir = agent.dir.clone();
 
     let last = RefCell::new(None);
     let silent = wait_until_showing(

@@ -11,8 +11,6 @@
 #![allow(clippy::tests_outside_test_module)]
 
 use std::cell::RefCell;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ballast_testenv::wait_until_showing;
@@ -20,36 +18,10 @@ use ballast_testvm::virtio_mem::{self, Settled};
 use ballast_testvm::{lab_or_skip, GuestSpec, VirtioMemGuest, VirtioMemSpec, VIRTIO_MEM_ID};
 use serde_json::Value;
 
+use crate::status_agent::{vm_status, StatusAgent};
+
 const MIB: u64 = 1024;
 const DEVICE_MIB: u64 = 256;
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn state_dir() -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("ballast-agent-vmem-online-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("state dir");
-    dir
-}
-
-/// The agent's status line of the VM named `name`.
-fn vm_status(dir: &Path, name: &str) -> Option<Value> {
-    let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
-    let status: Value = serde_json::from_str(&text).ok()?;
-    status["vms"]
-        .as_array()?
-        .iter()
-        .find(|vm| vm["name"] == name)
-        .cloned()
-}
 
 fn has_finding(vm: &Value, finding: &str) -> bool {
     vm["findings"]
@@ -105,27 +77,8 @@ fn plugged_virtio_mem_memory_the_guest_leaves_offline_is_a_finding_until_onlined
     );
     let total_before = mem_total_kib(&guest);
 
-    let dir = state_dir();
-    let config = dir.join("agent.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir: {dir}\npoll_interval_secs: 2\nhost_id: test-host\njournal_file: {dir}/journal.jsonl\nelastic:\n  converge_timeout_secs: 5\n",
-            dir = dir.display()
-        ),
-    )
-    .expect("config written");
-    let log = std::fs::File::create(dir.join("agent.log")).expect("agent log");
-    let _agent = Agent(
-        Command::new(env!("CARGO_BIN_EXE_ballast-agent"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("BALLAST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("ballast-agent starts"),
-    );
+    let agent = StatusAgent::start("vmem-online", "elastic:\n  converge_timeout_secs: 5\n");
+    let dir = agent.dir.clone();
     let last = RefCell::new(None);
     let status = || {
         let vm = vm_status(&dir, guest.name());
