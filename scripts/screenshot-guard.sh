@@ -3,6 +3,8 @@
 #
 #   scripts/screenshot-guard.sh            # act (about 10 min)
 #   scripts/screenshot-guard.sh observe
+#   BALLAST_BENCH_AGENT_YAML=$'poll_interval_secs: 10\n' scripts/screenshot-guard.sh act
+#                                          # at the agent's shipped 10 s poll
 #
 # Starts `ballast-collector serve` (embedded SQLite, a loopback port, dashboard without
 # login as on any loopback listener) and a token for the bench's host id `scenario`,
@@ -46,7 +48,8 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-export BALLAST_BENCH_AGENT_YAML="collector:
+# The caller's own agent YAML (e.g. `poll_interval_secs: 10\n`, the shipped poll) comes first.
+export BALLAST_BENCH_AGENT_YAML="${BALLAST_BENCH_AGENT_YAML:-}collector:
   url: http://127.0.0.1:$port
   token_file: $work/agent.token
 "
