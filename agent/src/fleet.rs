@@ -19,6 +19,7 @@ use crate::pressure::vm_risk::VmRisk;
 use crate::pressure::{GuestPsi, PressureWindow, SignalTracker};
 
 mod guard_poll;
+mod sample;
 
 /// Polls in a row with `last-update` standing still before a running VM's stats are stale.
 pub const STALE_AFTER_POLLS: u32 = 3;
@@ -481,10 +482,7 @@ impl Fleet {
             });
             vm.id.name.clone_from(&id.name);
             track_staleness(vm, at, &sample, &mut changes);
-            detect_pressure(vm, at, &sample, &mut changes);
-            vm.history.push_sample(at, &sample);
-            vm.sampled_at = Some(at);
-            if let Some(rollup) = vm.roll(at, &sample) {
+            if let Some(rollup) = vm.take_sample(at, &sample, &mut changes) {
                 self.finished_rollups.push(rollup);
             }
             vm.observe_virtio_mem(

@@ -40,10 +40,6 @@ pub struct GuardConfig {
     pub poll_interval_secs: u64,
 }
 
-/// The guard's own poll (`guard.poll_interval_secs`): the balloon stats period QEMU
-/// runs on Proxmox, at which the guard suite measured its reach (docs/guard.md).
-pub const GUARD_POLL_SECS: u64 = crate::guard::reach::GUARD_POLL_SECS;
-
 /// `guard.mode`: one of the known names; any other word is an error naming it (the
 /// wire vocabulary would read it as `unknown`).
 fn guard_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<GuardMode, D::Error> {
@@ -67,7 +63,7 @@ impl Default for GuardConfig {
             max_actions_per_vm_per_hour: settings.max_actions_per_vm_per_hour,
             max_actions_per_host_per_minute: settings.max_actions_per_host_per_minute,
             proxmox_raise_floor: false,
-            poll_interval_secs: GUARD_POLL_SECS,
+            poll_interval_secs: crate::guard::reach::GUARD_POLL_SECS,
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use super::{detect_pressure, Change, Fleet};
+use super::{Change, Fleet};
 use crate::hypervisor::{BalloonSample, DomainId};
 
 /// What a VM's balloon must hold for the guard's own poll to read it (KiB): less is
@@ -40,7 +40,7 @@ impl Fleet {
     }
 
     /// The guard's own poll at `at`: each known VM's sample goes into its history,
-    /// rollup and signals as in [`Fleet::apply_poll`], so
+    /// rollup and signals as in [`Fleet::apply_poll`] (`VmState::take_sample`), so
     /// [`Fleet::observe_pressure`] and [`Fleet::decide_guard`] read it at `at`. A VM not
     /// known yet waits for the full poll, which also keeps the staleness count (polls
     /// of one report; this poll's pace would call a 10 s stats period stale), the
@@ -57,10 +57,7 @@ impl Fleet {
             };
             let mut sample = sample.plausible();
             sample.virtio_mem = Vec::new();
-            detect_pressure(vm, at, &sample, &mut changes);
-            vm.history.push_sample(at, &sample);
-            vm.sampled_at = Some(at);
-            if let Some(rollup) = vm.roll(at, &sample) {
+            if let Some(rollup) = vm.take_sample(at, &sample, &mut changes) {
                 self.finished_rollups.push(rollup);
             }
             vm.last_sample = Some(sample);

@@ -29,8 +29,7 @@ pub fn time_to_act(poll: Duration) -> Duration {
 /// for guests that take minutes to run out. `cadence`: how often the guard reads a VM
 /// whose balloon holds memory (its own poll, else the agent's).
 pub fn advisory(mode: GuardMode, cadence: Duration) -> Option<String> {
-    let poll = cadence;
-    (mode == GuardMode::Act && poll.as_secs() > GUARD_POLL_SECS).then(|| {
+    (mode == GuardMode::Act && cadence.as_secs() > GUARD_POLL_SECS).then(|| {
         format!(
             "guard.mode is act and the guard reads a VM every {poll} s (poll_interval_secs, \
              guard.poll_interval_secs): it reads at most one guest report per poll and needs \
@@ -38,8 +37,8 @@ pub fn advisory(mode: GuardMode, cadence: Duration) -> Option<String> {
              memory lasts more than {reach} s under the growth; guard.poll_interval_secs: \
              {GUARD_POLL_SECS} (with a balloon stats period of {GUARD_POLL_SECS} s or less) \
              reaches {fast} s (docs/guard.md, \"Reach\")",
-            poll = poll.as_secs(),
-            reach = time_to_act(poll).as_secs(),
+            poll = cadence.as_secs(),
+            reach = time_to_act(cadence).as_secs(),
             fast = time_to_act(Duration::from_secs(GUARD_POLL_SECS)).as_secs(),
         )
     })

@@ -205,7 +205,7 @@ impl Monitor {
             if self.stopping {
                 break;
             }
-            let next = match self.settings.guard.fast_poll(self.settings.poll_interval) {
+            let next = match guard_poll {
                 Some(_) => next_poll.min(next_guard_poll),
                 None => next_poll,
             };

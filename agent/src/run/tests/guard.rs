@@ -43,6 +43,23 @@ fn guard_monitor(
     (monitor, counters)
 }
 
+/// A guest's sample with its balloon at `actual_kib` of 1 GiB (the guard free to act)
+/// and `usable_mib` of MemAvailable, from the guest report made at `update`.
+fn squeezed(
+    actual_kib: Option<u64>,
+    usable_mib: u64,
+    update: u64,
+) -> crate::hypervisor::BalloonSample {
+    crate::hypervisor::BalloonSample {
+        actual_kib: actual_kib.or(Some(512 * 1024)),
+        maximum_kib: Some(1024 * 1024),
+        available_kib: Some(468_416),
+        usable_kib: Some(usable_mib * 1024),
+        last_update_epoch_secs: Some(1_800_000_000 + update),
+        ..crate::hypervisor::BalloonSample::default()
+    }
+}
+
 /// Polls a guest whose MemAvailable collapses (its balloon at 512 of 1024 MiB, the
 /// guard free to act) until the guard reported; its guard events.
 fn squeeze_until_guarded(
@@ -77,15 +94,7 @@ fn squeeze_until_guarded_polling(
     for (update, usable_mib) in (1..).zip([300, 200, 100, 40, 15, 10, 8, 6]) {
         hypervisor.update(id, |domain| {
             // The guest's balloon where the fake's hypervisor left it.
-            let actual = domain.sample.actual_kib;
-            domain.sample = crate::hypervisor::BalloonSample {
-                actual_kib: actual.or(Some(512 * 1024)),
-                maximum_kib: Some(1024 * 1024),
-                available_kib: Some(468_416),
-                usable_kib: Some(usable_mib * 1024),
-                last_update_epoch_secs: Some(1_800_000_000 + update * 10),
-                ..crate::hypervisor::BalloonSample::default()
-            };
+            domain.sample = squeezed(domain.sample.actual_kib, usable_mib, update * 10);
         });
         poll(monitor);
         if !guard_events().is_empty() {
@@ -314,14 +323,7 @@ fn the_guards_own_poll_reads_a_squeezed_vm_between_full_polls_and_steps_from_it_
     let dir = tempfile::tempdir().expect("tempdir");
     let hypervisor = Arc::new(FakeHypervisor::new());
     let (id, mut domain) = vm("squeezed", None);
-    domain.sample = crate::hypervisor::BalloonSample {
-        actual_kib: Some(512 * 1024),
-        maximum_kib: Some(1024 * 1024),
-        available_kib: Some(468_416),
-        usable_kib: Some(400 * 1024),
-        last_update_epoch_secs: Some(1_800_000_000),
-        ..crate::hypervisor::BalloonSample::default()
-    };
+    domain.sample = squeezed(None, 400, 0);
     hypervisor.set(id.clone(), domain);
     let (full_id, mut full) = vm("at-its-maximum", None);
     full.sample = crate::hypervisor::BalloonSample {
@@ -382,18 +384,9 @@ fn the_guards_own_poll_reads_a_squeezed_vm_between_full_polls_and_steps_from_it_
 fn the_run_loop_polls_for_the_guard_between_the_agents_polls_with_fake_hypervisor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hypervisor = Arc::new(FakeHypervisor::new());
-    let (id, domain) = vm("squeezed", None);
-    hypervisor.set(id.clone(), domain);
-    hypervisor.update(&id, |domain| {
-        domain.sample = crate::hypervisor::BalloonSample {
-            actual_kib: Some(512 * 1024),
-            maximum_kib: Some(1024 * 1024),
-            available_kib: Some(468_416),
-            usable_kib: Some(300 * 1024),
-            last_update_epoch_secs: Some(1_800_000_000),
-            ..crate::hypervisor::BalloonSample::default()
-        };
-    });
+    let (id, mut domain) = vm("squeezed", None);
+    domain.sample = squeezed(None, 300, 0);
+    hypervisor.set(id, domain);
     let (monitor, counters) = guard_monitor(
         dir.path(),
         &hypervisor,
