@@ -21,14 +21,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ballast_tests::stack::{start_agent, start_collector};
+use ballast_tests::stack::{start_agent, start_collector, Collector};
 use ballast_tests::{http_get, wait_until};
 use ballast_testvm::agent_run::AgentRun;
 use ballast_testvm::virtio_mem::{self, Settled};
 use ballast_testvm::virtio_mem_scenario as vm;
 use ballast_testvm::{
-    lab_or_skip, GuestKernel, GuestSpec, ProxmoxSpec, VirtioMemGuest, VirtioMemOnline,
-    VirtioMemSpec, VIRTIO_MEM_ID,
+    lab_or_skip, GuestKernel, GuestSpec, ProxmoxGuest, ProxmoxSpec, VirtioMemGuest,
+    VirtioMemOnline, VirtioMemSpec, VIRTIO_MEM_ID,
 };
 use serde_json::Value;
 
@@ -71,6 +71,27 @@ pub(crate) fn wait_plugged_at_boot<G: VirtioMemGuest>(guest: &G) {
         at_boot.converged() && at_boot.device().plugged_kib == DEVICE_MIB * MIB,
         "the guest plugged the whole device at boot: {at_boot:?}"
     );
+}
+
+/// A real `ballast-agent run` over the Proxmox-style `guest` ([`AgentRun`], its files
+/// under `dir`, which must be short), shipping to `collector`.
+pub(crate) fn agent_run_shipping_to(
+    collector: &Collector,
+    dir: &std::path::Path,
+    guest: &ProxmoxGuest,
+) -> AgentRun {
+    std::fs::create_dir_all(dir).expect("agent dir");
+    AgentRun::start(
+        &ballast_tests::binary("ballast-agent"),
+        dir,
+        &[guest],
+        &format!(
+            "collector:\n  url: http://{}\n  token_file: {}\n",
+            collector.addr,
+            collector.token_file.display()
+        ),
+    )
+    .expect("agent")
 }
 
 /// The collector's OOMs of the VM named `name` that killed a task.
@@ -277,18 +298,7 @@ fn proxmox_stuck_unplug_is_flagged_within_two_polls() {
     guest.wait_ready(BOOT_TIMEOUT).expect("guest ready");
     wait_plugged_at_boot(&guest);
     let agent_dir = root.join("a");
-    std::fs::create_dir_all(&agent_dir).expect("agent dir");
-    let _agent = AgentRun::start(
-        &ballast_tests::binary("ballast-agent"),
-        &agent_dir,
-        &[&guest],
-        &format!(
-            "collector:\n  url: http://{}\n  token_file: {}\n",
-            collector.addr,
-            collector.token_file.display()
-        ),
-    )
-    .expect("agent");
+    let _agent = agent_run_shipping_to(&collector, &agent_dir, &guest);
     let devices = format!("/api/v1/vms/{HOST}/{VMID}/memory-devices");
     wait_until(
         "the agent to sample the guest's virtio-mem device",

@@ -11,7 +11,7 @@
 //! the same hog holds and no second OOM arrives.
 //!
 //! The harness holds the guest's serial socket (one client at a time) to see the kill,
-//! so the agent runs with serial capture off ([`AgentRun`]) and gets the report the way
+//! so the agent runs with serial capture off (`ballast_testvm::agent_run::AgentRun`) and gets the report the way
 //! it does on any Proxmox VM whose serial console it does not read: on suspicion
 //! (`capture.guest_agent: on_suspicion`, the default) through the guest agent's file
 //! API on `/dev/kmsg`, asked once the 6.12 balloon's `stat-oom-kills` went up or the
@@ -32,14 +32,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ballast_tests::stack::start_collector;
 use ballast_tests::{http_get, wait_until};
-use ballast_testvm::agent_run::AgentRun;
 use ballast_testvm::virtio_mem::Settled;
 use ballast_testvm::virtio_mem_scenario as vm;
 use ballast_testvm::{lab_or_skip, GuestKernel, ProxmoxSpec, VIRTIO_MEM_ID};
 
 use crate::virtio_mem_e2e::{
-    blocks_back_the_hog_holds, device_spec, unplug_then_oom, wait_plugged_at_boot, UnplugOom,
-    BOOT_MIB, BOOT_TIMEOUT, DEVICE_MIB, MIB,
+    agent_run_shipping_to, blocks_back_the_hog_holds, device_spec, unplug_then_oom,
+    wait_plugged_at_boot, UnplugOom, BOOT_MIB, BOOT_TIMEOUT, DEVICE_MIB, MIB,
 };
 
 /// AgentRun's host id.
@@ -75,18 +74,7 @@ fn proxmox_unplug_oom_is_laid_at_the_hosts_door_and_with_the_blocks_back_the_hog
     wait_plugged_at_boot(&guest);
     let booted = started.elapsed();
     let agent_dir = root.join("a");
-    std::fs::create_dir_all(&agent_dir).expect("agent dir");
-    let agent = AgentRun::start(
-        &ballast_tests::binary("ballast-agent"),
-        &agent_dir,
-        &[&guest],
-        &format!(
-            "collector:\n  url: http://{}\n  token_file: {}\n",
-            collector.addr,
-            collector.token_file.display()
-        ),
-    )
-    .expect("agent");
+    let agent = agent_run_shipping_to(&collector, &agent_dir, &guest);
     wait_until(
         "the agent to sample the guest's virtio-mem device",
         Duration::from_secs(120),
