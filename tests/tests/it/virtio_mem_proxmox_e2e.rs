@@ -11,8 +11,9 @@
 //! the same hog holds and no second OOM arrives.
 //!
 //! The harness holds the guest's serial socket (one client at a time) to see the kill,
-//! so the agent runs with serial capture off (`ballast_testvm::agent_run::AgentRun`) and gets the report the way
-//! it does on any Proxmox VM whose serial console it does not read: on suspicion
+//! so the agent runs with serial capture off (`ballast_testvm::agent_run::AgentRun`)
+//! and gets the report the way it does on any Proxmox VM whose serial console it does
+//! not read: on suspicion
 //! (`capture.guest_agent: on_suspicion`, the default) through the guest agent's file
 //! API on `/dev/kmsg`, asked once the 6.12 balloon's `stat-oom-kills` went up or the
 //! guest's usable memory collapsed. The test asserts that source.
