@@ -244,14 +244,7 @@ mod tests {
     #[cfg(feature = "libvirt")]
     #[test]
     fn libvirt_domain_xml_with_and_without_free_page_reporting() {
-        use crate::hypervisor::libvirt::parse_domain_config;
-        let fixture = |name: &str| {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/libvirt")
-                .join(name);
-            std::fs::read_to_string(&path)
-                .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-        };
+        use crate::hypervisor::libvirt::{parse_domain_config, xml_fixture as fixture};
         let names = |xml: &str| {
             let config = parse_domain_config(xml).expect("parse");
             finding_names(&config, Observed::default())

@@ -38,6 +38,15 @@ mod pid;
 mod qemu_json;
 mod virtio_mem;
 
+/// TEST ONLY: the domain XML fixture `name` of agent/tests/fixtures/libvirt.
+#[cfg(test)]
+pub(crate) fn xml_fixture(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/libvirt")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};

@@ -145,12 +145,7 @@ mod tests {
 
     use super::*;
 
-    fn fixture(name: &str) -> String {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/libvirt")
-            .join(name);
-        std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
-    }
+    use crate::hypervisor::libvirt::xml_fixture as fixture;
 
     /// `virsh dumpxml` of a running harness guest (autodeflate on, pty serial + log).
     #[test]
