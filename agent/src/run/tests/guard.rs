@@ -104,20 +104,55 @@ fn squeeze_until_guarded_polling(
     guard_events()
 }
 
-#[test]
-fn act_deflates_a_critical_guest_through_the_hypervisor_and_reports_it_with_fake_hypervisor() {
+/// A guest (`name`, changed by `tweak`) squeezed under `guard_yaml` on a host with
+/// `host_mib` available, polled until the guard reported ([`squeeze_until_guarded`]).
+struct Guarded {
+    _dir: tempfile::TempDir,
+    hypervisor: Arc<FakeHypervisor>,
+    id: DomainId,
+    monitor: Monitor,
+    counters: crate::shared::SharedLock<crate::metrics::AgentCounters>,
+    events: Vec<(String, ballast_model::GuardAction)>,
+}
+
+fn guarded(
+    name: &str,
+    tweak: impl FnOnce(&mut crate::hypervisor::fake::FakeDomain),
+    guard_yaml: &str,
+    host_mib: u64,
+) -> Guarded {
     let dir = tempfile::tempdir().expect("tempdir");
     let hypervisor = Arc::new(FakeHypervisor::new());
-    let (id, domain) = vm("squeezed", None);
+    let (id, mut domain) = vm(name, None);
+    tweak(&mut domain);
     hypervisor.set(id.clone(), domain);
-    let (mut monitor, counters) =
-        guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 8192);
+    let (mut monitor, counters) = guard_monitor(dir.path(), &hypervisor, guard_yaml, host_mib);
     let events = squeeze_until_guarded(
         &mut monitor,
         &hypervisor,
         &id,
         &dir.path().join("events.jsonl"),
     );
+    Guarded {
+        _dir: dir,
+        hypervisor,
+        id,
+        monitor,
+        counters,
+        events,
+    }
+}
+
+#[test]
+fn act_deflates_a_critical_guest_through_the_hypervisor_and_reports_it_with_fake_hypervisor() {
+    let Guarded {
+        hypervisor,
+        id,
+        monitor,
+        counters,
+        events,
+        ..
+    } = guarded("squeezed", |_| {}, "guard:\n  mode: act\n", 8192);
     let (key, action) = events.first().expect("a guard event");
     assert_eq!(
         action.outcome,
@@ -156,17 +191,13 @@ fn act_deflates_a_critical_guest_through_the_hypervisor_and_reports_it_with_fake
 
 #[test]
 fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hypervisor = Arc::new(FakeHypervisor::new());
-    let (id, domain) = vm("watched", None);
-    hypervisor.set(id.clone(), domain);
-    let (mut monitor, counters) = guard_monitor(dir.path(), &hypervisor, "", 8192);
-    let events = squeeze_until_guarded(
-        &mut monitor,
-        &hypervisor,
-        &id,
-        &dir.path().join("events.jsonl"),
-    );
+    let Guarded {
+        hypervisor,
+        id,
+        counters,
+        events,
+        ..
+    } = guarded("watched", |_| {}, "", 8192);
     let (_, action) = events.first().expect("a guard event");
     assert_eq!(action.outcome, ballast_model::GuardOutcome::WouldDeflate);
     assert_eq!(action.mode, ballast_model::GuardMode::Observe);
@@ -181,18 +212,17 @@ fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() 
     assert_eq!(counters.lock().guard_deflated_bytes, 0);
 
     // The hypervisor refuses: failed, with its words.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hypervisor = Arc::new(FakeHypervisor::new());
-    let (id, mut domain) = vm("refused", None);
-    domain.balloon_refusal = Some("balloon device busy".into());
-    hypervisor.set(id.clone(), domain);
-    let (mut monitor, counters) =
-        guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 8192);
-    let events = squeeze_until_guarded(
-        &mut monitor,
-        &hypervisor,
-        &id,
-        &dir.path().join("events.jsonl"),
+    let Guarded {
+        hypervisor,
+        id,
+        counters,
+        events,
+        ..
+    } = guarded(
+        "refused",
+        |domain| domain.balloon_refusal = Some("balloon device busy".into()),
+        "guard:\n  mode: act\n",
+        8192,
     );
     let (_, action) = events.first().expect("a guard event");
     assert_eq!(
@@ -205,17 +235,12 @@ fn observe_reports_would_deflate_and_a_refusal_is_failed_with_fake_hypervisor() 
     assert_eq!(counters.lock().guard_deflated_bytes, 0);
 
     // The host has nothing to give: host_has_nothing, no call.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let hypervisor = Arc::new(FakeHypervisor::new());
-    let (id, domain) = vm("starved-host", None);
-    hypervisor.set(id.clone(), domain);
-    let (mut monitor, _) = guard_monitor(dir.path(), &hypervisor, "guard:\n  mode: act\n", 900);
-    let events = squeeze_until_guarded(
-        &mut monitor,
-        &hypervisor,
-        &id,
-        &dir.path().join("events.jsonl"),
-    );
+    let Guarded {
+        hypervisor,
+        id,
+        events,
+        ..
+    } = guarded("starved-host", |_| {}, "guard:\n  mode: act\n", 900);
     let (_, action) = events.first().expect("a guard event");
     assert_eq!(action.outcome, ballast_model::GuardOutcome::HostHasNothing);
     assert!(hypervisor.balloon_target_calls(&id).is_empty());
